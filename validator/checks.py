@@ -1,0 +1,333 @@
+"""A validator's checks of one bundle (DESIGN.md section 6, items 1 in memory to 6).
+
+Per inner step k the validator walks the trainer's path itself, trusting nothing it can
+recompute: prompts from the seeded assignment -> one prefill pass under theta_k -> TOPLOC
+against that pass's hidden states -> sampling replay against its logits -> rewards and work
+units -> theta_{k+1} = inner_update(theta_k, batch k rebuilt from verified fields only). The
+replayed delta is then compared with the submitted one and the proof root recomputed.
+
+Every check is a named function returning CheckResult(name, ok, evidence); evidence holds
+numbers only. `verify_bundle` stops at the first failing check: any failure rejects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from client import sampler as smp
+from client.bundle import Bundle, claimed_mean_reward, proof_root
+from client.config import GRPOConfig, SamplerConfig, TaskConfig
+from client.envs import EOS, PAD, Env, rewards
+from client.grpo import delta_similarity, inner_update, make_inner_optimizer, state_delta
+from client.model import clone_policy, policy_state
+from client.proofs import ToplocThresholds, verify_rollout_proofs
+from client.rollout import RolloutBatch, completion_logits, completion_mask, prefill
+
+CHECKS = ("schema", "prompts", "toploc", "sampling", "rewards", "work_units", "training_replay", "proof_root")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """What a task states about acceptance (DESIGN.md section 3 'validation criteria').
+
+    sampling_tie_tol: a generated token that is not the seeded argmax under the recomputed
+    logits is tolerated only if its perturbed score (logits / T + Gumbel noise, float64) is
+    within this much of the best one. Measured honest noise (KV-cache decode vs one full
+    prefill, random-init demo model): 0 mismatches in fp32, largest gap 1.6e-3 in bf16. The
+    tolerance is also a cheater's freedom: at 0.01 about 1% of tokens have a runner-up that
+    close (5% at 0.05). bf16 tasks on larger models should measure their noise and raise it.
+    replay: the submitted delta must have cosine >= replay_cos_min and
+    |submitted - replayed| / |replayed| <= replay_rel_l2_max (a delta scaled by 1.01 has 0.01).
+    """
+
+    max_exp_mismatches: int = 38
+    max_mant_err_mean: float = 10.0
+    max_mant_err_median: float = 8.0
+    sampling_tie_tol: float = 0.01
+    replay_cos_min: float = 0.9999
+    replay_rel_l2_max: float = 1e-3
+
+    @property
+    def toploc(self) -> ToplocThresholds:
+        return ToplocThresholds(self.max_exp_mismatches, self.max_mant_err_mean, self.max_mant_err_median)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    evidence: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: bool
+    failed_check: str  # "" when accepted
+    results: tuple[CheckResult, ...]
+
+    def result(self, name: str) -> CheckResult:
+        """The last result of the named check (checks run once per inner step)."""
+        return [r for r in self.results if r.name == name][-1]
+
+
+# ----------------------------------------------------------------------------- 1. schema
+
+
+def check_schema(policy_base: torch.nn.Module, bundle: Bundle, cfgs: TaskConfig) -> CheckResult:
+    """Shapes and fields: H batches of the task's size, int64 tokens inside the vocabulary, a proof
+    list per rollout, a finite delta with exactly the base model's names and shapes, batches
+    tagged with the bundle's ids, a 32-byte proof root."""
+    grpo, n = cfgs.grpo, cfgs.grpo.rollouts_per_step
+    ev: dict[str, float] = {"batches": len(bundle.batches), "expected_batches": grpo.inner_steps}
+    problems = 0
+    if len(bundle.batches) != grpo.inner_steps or len(bundle.proofs) != len(bundle.batches):
+        problems += 1
+    for b, proofs in zip(bundle.batches, bundle.proofs):
+        shapes_ok = (
+            b.prompts.dim() == 2 and b.completions.dim() == 2 and b.prompts.shape[0] == n
+            and b.completions.shape[0] == n and b.rewards.shape == (n,) and len(proofs) == n
+            and b.prompt_idx.shape == (n,) and b.sample_idx.shape == (n,)
+            and 1 <= b.completions.shape[1] <= cfgs.sampler.max_new_tokens
+        )
+        ids_ok = (b.task_id, b.round, b.trainer.lower()) == (bundle.task_id, bundle.round, bundle.trainer.lower())
+        vocab = policy_base.config.vocab_size  # out-of-range ids would crash the prefill's embedding
+        tokens_ok = shapes_ok and all(
+            t.dtype == torch.int64 and bool(((t >= 0) & (t < vocab)).all()) for t in (b.prompts, b.completions))
+        problems += (not shapes_ok) + (not ids_ok) + (not tokens_ok)
+    base = policy_state(policy_base)
+    names_ok = isinstance(bundle.delta, dict) and set(bundle.delta) == set(base)
+    if names_ok:
+        for k, t in base.items():
+            d = bundle.delta[k]
+            if not isinstance(d, torch.Tensor) or tuple(d.shape) != tuple(t.shape) or not bool(torch.isfinite(d).all()):
+                names_ok = False
+                break
+    problems += not names_ok
+    root_ok = isinstance(bundle.proof_root, (bytes, bytearray)) and len(bundle.proof_root) == 32
+    problems += not root_ok
+    ev.update(problems=problems, delta_ok=float(names_ok))
+    return CheckResult("schema", problems == 0, ev)
+
+
+# ----------------------------------------------------------------------------- 2. prompts
+
+
+def assigned_indices(k: int, grpo: GRPOConfig) -> tuple[list[int], list[int]]:
+    """(prompt index i, sample index j) per row of inner step k, rows ordered i-major."""
+    idx = range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step)
+    pairs = [(i, j) for i in idx for j in range(grpo.group_size)]
+    return [i for i, _ in pairs], [j for _, j in pairs]
+
+
+def check_prompts(batch: RolloutBatch, k: int, bundle: Bundle, env: Env, grpo: GRPOConfig) -> CheckResult:
+    """Row n of step k must carry prompt i = k*prompts_per_step + n // G, sample j = n % G,
+    and exactly the tokens env.prompt(prompt_seed(task, round, trainer, i))."""
+    want_i, want_j = assigned_indices(k, grpo)
+    idx_bad = int((batch.prompt_idx != torch.tensor(want_i)).sum() + (batch.sample_idx != torch.tensor(want_j)).sum())
+    expected = torch.tensor(
+        [env.prompt(smp.prompt_seed(bundle.task_id, bundle.round, bundle.trainer, i)) for i in want_i]
+    )  # [N, P]
+    if expected.shape != batch.prompts.shape:
+        rows_bad = batch.n
+    else:
+        rows_bad = int((expected != batch.prompts).any(dim=1).sum())
+    return CheckResult("prompts", idx_bad == 0 and rows_bad == 0,
+                       {"step": k, "index_mismatches": idx_bad, "rows_altered": rows_bad})
+
+
+# ----------------------------------------------------------------------------- 3. TOPLOC
+
+
+def check_toploc(
+    hidden: torch.Tensor,  # [N, P+C, D] recomputed by the prefill pass
+    batch: RolloutBatch,
+    proofs: tuple[tuple[bytes, ...], ...],
+    lengths: torch.Tensor,  # [N] recomputed completion lengths
+    vcfg: ValidationConfig,
+    k: int = 0,
+) -> CheckResult:
+    """Every rollout's proofs against the recomputed states; a malformed proof rejects."""
+    p = batch.prompt_len
+    rejected, first_bad = 0, -1
+    worst_exp, worst_mean, worst_median = 0, 0.0, 0.0
+    for n in range(batch.n):
+        res = verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), vcfg.toploc)
+        if not res.ok:
+            rejected += 1
+            first_bad = n if first_bad < 0 else first_bad
+        worst_exp = max(worst_exp, res.worst_exp_mismatches)
+        worst_mean = max(worst_mean, res.worst_mant_err_mean)
+        worst_median = max(worst_median, res.worst_mant_err_median)
+    return CheckResult("toploc", rejected == 0, {
+        "step": k, "rollouts": batch.n, "rejected": rejected, "first_rejected": first_bad,
+        "worst_exp_mismatches": worst_exp, "worst_mant_err_mean": worst_mean, "worst_mant_err_median": worst_median,
+    })
+
+
+def rollout_toploc_rejects(hidden: torch.Tensor, batch: RolloutBatch, proofs, lengths, vcfg: ValidationConfig) -> list[bool]:
+    """Per-rollout TOPLOC reject flags [N] (for measuring detection rates)."""
+    p = batch.prompt_len
+    return [not verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), vcfg.toploc).ok
+            for n in range(batch.n)]
+
+
+# ----------------------------------------------------------------------------- 4. sampling replay
+
+
+def sampling_gaps(
+    logits: torch.Tensor,  # [N, P+C, V] recomputed by the prefill pass
+    batch: RolloutBatch,
+    keys: np.ndarray,  # [N] uint64, recomputed from (task, round, trainer, i, j)
+    sampler: SamplerConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gap [N, C] float64, mask [N, C]): best perturbed score minus the submitted token's.
+
+    gap is 0 where the submitted token is the seeded choice; mask is recomputed from the
+    submitted tokens (True up to and including the first EOS).
+    """
+    n, c = batch.completions.shape
+    c_logits = completion_logits(logits, batch.prompt_len, c)  # [N, C, V]
+    steps = np.broadcast_to(np.arange(c, dtype=np.uint64)[None, :], (n, c))
+    keys_nc = np.broadcast_to(np.asarray(keys, dtype=np.uint64)[:, None], (n, c))
+    scores = smp.perturbed_scores(c_logits, keys_nc, steps, sampler.temperature)  # [N, C, V] float64
+    chosen = scores.gather(2, batch.completions[:, :, None].clamp(0, scores.shape[-1] - 1))[:, :, 0]
+    gap = scores.max(dim=-1).values - chosen  # [N, C] >= 0
+    in_vocab = (batch.completions >= 0) & (batch.completions < scores.shape[-1])
+    gap = torch.where(in_vocab, gap, torch.full_like(gap, math.inf))
+    return gap, completion_mask(batch.completions, sampler.stop_at_eos)
+
+
+def check_sampling(
+    logits: torch.Tensor, batch: RolloutBatch, keys: np.ndarray, sampler: SamplerConfig, vcfg: ValidationConfig, k: int = 0
+) -> CheckResult:
+    """Every counted token (the last included) is the seeded choice up to the near-tie tolerance;
+    PAD after EOS; generation ran to max_new_tokens unless every row had stopped."""
+    gap, mask = sampling_gaps(logits, batch, keys, sampler)
+    mismatched = (gap > 0) & mask
+    rejected_tok = (gap > vcfg.sampling_tie_tol) & mask
+    pad_bad = int(((batch.completions != PAD) & ~mask).sum())
+    lengths = mask.sum(1)
+    c = batch.completions.shape[1]
+    # Generation stops before max_new_tokens only once every row has emitted EOS, right at the step it happened.
+    stopped_early = sampler.stop_at_eos and bool((batch.completions == EOS).any(dim=1).all()) and int(lengths.max()) == c
+    length_ok = c == sampler.max_new_tokens or stopped_early
+    bad_rows = rejected_tok.any(dim=1)
+    ok = int(rejected_tok.sum()) == 0 and pad_bad == 0 and length_ok
+    return CheckResult("sampling", ok, {
+        "step": k, "tokens": int(mask.sum()), "mismatched": int(mismatched.sum()),
+        "tolerated": int((mismatched & ~rejected_tok).sum()), "rejected_tokens": int(rejected_tok.sum()),
+        "rejected_rollouts": int(bad_rows.sum()), "pad_after_eos_bad": pad_bad, "length_ok": float(length_ok),
+        "max_gap": float(torch.where(mask, gap, torch.zeros_like(gap)).max()),
+    })
+
+
+def rollout_sampling_rejects(logits, batch, keys, sampler: SamplerConfig, vcfg: ValidationConfig) -> list[bool]:
+    """Per-rollout sampling-replay reject flags [N] (for measuring detection rates)."""
+    gap, mask = sampling_gaps(logits, batch, keys, sampler)
+    bad = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | ((batch.completions != PAD) & ~mask).any(dim=1)
+    return bad.tolist()
+
+
+# ----------------------------------------------------------------------------- 5. rewards, work units
+
+
+def check_rewards(batch: RolloutBatch, env: Env, k: int = 0) -> tuple[CheckResult, torch.Tensor]:
+    """Rewards recomputed from (prompt, completion) must equal the claimed ones exactly."""
+    recomputed = torch.from_numpy(rewards(env, batch.prompts.numpy(), batch.completions.numpy()))  # [N] float64
+    claimed = batch.rewards.to(torch.float64)
+    if claimed.shape != recomputed.shape:
+        return CheckResult("rewards", False, {"step": k, "mismatched": batch.n, "max_abs_diff": math.inf}), recomputed
+    diff = (claimed - recomputed).abs()
+    return CheckResult("rewards", bool((diff == 0).all()), {
+        "step": k, "mismatched": int((diff != 0).sum()), "max_abs_diff": float(diff.max()),
+        "claimed_mean": float(claimed.mean()), "recomputed_mean": float(recomputed.mean()),
+    }), recomputed
+
+
+def check_work_units(bundle: Bundle, verified: list[RolloutBatch]) -> CheckResult:
+    """work_units = counted generated tokens; mean_reward = mean recomputed reward (exact)."""
+    units = int(sum(int(b.lengths.sum()) for b in verified))
+    mean_r = claimed_mean_reward(verified)
+    ok = units == bundle.work_units and mean_r == bundle.mean_reward
+    return CheckResult("work_units", ok, {
+        "claimed_work_units": bundle.work_units, "recomputed_work_units": units,
+        "claimed_mean_reward": bundle.mean_reward, "recomputed_mean_reward": mean_r,
+    })
+
+
+# ----------------------------------------------------------------------------- 6. training replay
+
+
+def check_training_replay(replayed: dict[str, torch.Tensor], submitted: dict[str, torch.Tensor], vcfg: ValidationConfig) -> CheckResult:
+    """The submitted delta against the validator's own H inner steps (cosine and relative L2)."""
+    cos, rel = delta_similarity(submitted, replayed)
+    ok = cos >= vcfg.replay_cos_min and rel <= vcfg.replay_rel_l2_max
+    return CheckResult("training_replay", ok, {"cosine": cos, "rel_l2": rel})
+
+
+def check_proof_root(bundle: Bundle) -> CheckResult:
+    """The claimed proof root (what went on chain) equals the Merkle root of the proofs."""
+    root = proof_root(bundle)
+    return CheckResult("proof_root", root == bytes(bundle.proof_root), {"leaves": sum(len(s) for s in bundle.proofs)})
+
+
+# ----------------------------------------------------------------------------- the whole bundle
+
+
+def verified_batch(batch: RolloutBatch, k: int, bundle: Bundle, env_rewards: torch.Tensor, mask: torch.Tensor,
+                   keys: np.ndarray, cfgs: TaskConfig) -> RolloutBatch:
+    """Batch k rebuilt from checked or recomputed fields only (what training replay consumes)."""
+    want_i, want_j = assigned_indices(k, cfgs.grpo)
+    return dataclasses.replace(
+        batch, task_id=bundle.task_id, round=bundle.round, trainer=bundle.trainer,
+        prompt_idx=torch.tensor(want_i), sample_idx=torch.tensor(want_j), keys=keys,
+        mask=mask, lengths=mask.sum(1), rewards=env_rewards, logprobs=torch.empty(0), hidden=torch.empty(0),
+        temperature=cfgs.sampler.temperature, group_size=cfgs.grpo.group_size,
+    )
+
+
+def verify_bundle(
+    policy_base: torch.nn.Module, bundle: Bundle, env: Env, cfgs: TaskConfig, vcfg: ValidationConfig = ValidationConfig()
+) -> Verdict:
+    """Run checks 1 (in memory) to 6 in protocol order; the first failure rejects."""
+    results: list[CheckResult] = []
+
+    def done(r: CheckResult) -> Verdict | None:
+        results.append(r)
+        return None if r.ok else Verdict(False, r.name, tuple(results))
+
+    if (v := done(check_schema(policy_base, bundle, cfgs))) is not None:
+        return v
+    policy = clone_policy(policy_base)
+    optimizer = make_inner_optimizer(policy, cfgs.grpo)
+    verified: list[RolloutBatch] = []
+    for k, batch in enumerate(bundle.batches):
+        if (v := done(check_prompts(batch, k, bundle, env, cfgs.grpo))) is not None:
+            return v
+        want_i, want_j = assigned_indices(k, cfgs.grpo)
+        keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(want_i, want_j)))
+        mask = completion_mask(batch.completions, cfgs.sampler.stop_at_eos)
+        out = prefill(policy, batch)  # theta_k: logits [N, P+C, V], hidden [N, P+C, D]
+        if (v := done(check_toploc(out.hidden, batch, bundle.proofs[k], mask.sum(1), vcfg, k))) is not None:
+            return v
+        if (v := done(check_sampling(out.logits, batch, keys, cfgs.sampler, vcfg, k))) is not None:
+            return v
+        r, env_rewards = check_rewards(batch, env, k)
+        if (v := done(r)) is not None:
+            return v
+        vb = verified_batch(batch, k, bundle, env_rewards, mask, keys, cfgs)
+        inner_update(policy, optimizer, vb, cfgs.grpo, policy_base)  # theta_{k+1}
+        verified.append(vb)
+    if (v := done(check_work_units(bundle, verified))) is not None:
+        return v
+    replayed = state_delta(policy_state(policy), policy_state(policy_base))
+    if (v := done(check_training_replay(replayed, bundle.delta, vcfg))) is not None:
+        return v
+    if (v := done(check_proof_root(bundle))) is not None:
+        return v
+    return Verdict(True, "", tuple(results))
