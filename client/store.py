@@ -1,0 +1,473 @@
+"""Content store: manifests and files in IPFS over the Kubo RPC API, every byte checked (DESIGN §4).
+
+Works against any Kubo-RPC endpoint by multiaddr (the devnet's js-ipfs, or a Kubo node).
+What the network hands back is never trusted: each fetch has a timeout, a size limit
+checked before the download starts (from block/stat or files/stat) and again while
+streaming, and a sha256 check before the bytes reach their final path (temp file + rename).
+A local cache keyed by sha256 answers repeated fetches without the network.
+
+Daemon quirks this module relies on (checked against js-ipfs 0.66.1 / "0.18.1"):
+  * block/put takes the legacy ``format=raw`` (it silently ignores ``cid-codec`` and
+    would return a dag-pb CIDv0); Kubo still accepts ``format=raw`` and returns the same
+    CIDv1 raw address, so one request works on both.
+  * a missing CID makes stat/cat hang, so every read carries the daemon-side ``timeout``
+    option and a client-side timeout a little longer.
+  * CIDs come back in base58 unless ``cid-base=base32`` is asked for; we normalise anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import ipfshttpclient.exceptions as ipfs_errors
+import requests
+import urllib3
+from ipfshttpclient import multipart
+from ipfshttpclient.http import ClientSync
+
+from client.manifest import (MAX_MANIFEST_BYTES, ManifestError, ShardRef, canonical_cid, cid_for_digest, digest_of,
+                             parse_canonical)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHUNKER = "size-1048576"        # fixed (not the daemon default) so every node derives the same CID; Kubo's max
+HTTP_CHUNK = 1 << 20            # multipart upload chunk: 4 KiB (the client default) costs ~3x in put speed
+READ_BLOCK = 1 << 20
+MIN_RATE = 1_000_000            # bytes/s a download must average; with the timeout, bounds its total time
+
+
+class StoreError(Exception):
+    """Base for content-store failures; the message is one line naming the CID or address."""
+
+
+class StoreUnavailable(StoreError):
+    def __init__(self, api: str, attempts: int, reason: str) -> None:
+        super().__init__(f"IPFS API {api} unreachable after {attempts} attempt(s) ({reason}): "
+                         "start the daemon (`concord devnet up`) or pass the right API address")
+        self.api = api
+        self.attempts = attempts
+        self.reason = reason
+
+
+class ContentNotFound(StoreError):
+    def __init__(self, cid: str, timeout: float, expected: str) -> None:
+        super().__init__(f"{cid} not found within {timeout:g}s (expected {expected})")
+        self.cid = cid
+        self.timeout = timeout
+        self.expected = expected
+
+
+class ContentMismatch(StoreError):
+    """The bytes behind a CID are not the ones the reference promised."""
+
+
+class DigestMismatch(ContentMismatch):
+    def __init__(self, cid: str, expected: str, got: str) -> None:
+        super().__init__(f"{cid}: sha256 mismatch, expected {expected}, got {got}")
+        self.cid = cid
+        self.expected = expected
+        self.got = got
+
+
+class SizeMismatch(ContentMismatch):
+    def __init__(self, cid: str, expected: int, got: int) -> None:
+        super().__init__(f"{cid}: size mismatch, expected {expected} bytes, got {got}")
+        self.cid = cid
+        self.expected = expected
+        self.got = got
+
+
+class CidMismatch(ContentMismatch):
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(f"daemon stored the bytes as {got}, expected {expected}")
+        self.expected = expected
+        self.got = got
+
+
+class SizeLimitExceeded(StoreError):
+    def __init__(self, cid: str, size: int, limit: int) -> None:
+        super().__init__(f"{cid} is {size} bytes, over the {limit}-byte limit: refused before download")
+        self.cid = cid
+        self.size = size
+        self.limit = limit
+
+
+class DaemonError(StoreError):
+    def __init__(self, api: str, what: str, message: str) -> None:
+        super().__init__(f"IPFS API {api}: {what} failed: {message}")
+        self.api = api
+        self.what = what
+        self.message = message
+
+
+def api_multiaddr(api: str) -> str:
+    """Accept a multiaddr (``/ip4/127.0.0.1/tcp/5001/http``) or a URL (``http://127.0.0.1:5001``)."""
+    if api.startswith("/"):
+        return api
+    url = urllib.parse.urlsplit(api)
+    if url.scheme not in ("http", "https") or not url.hostname or not url.port:
+        raise ValueError(f"IPFS API address {api!r}: expected a multiaddr or http://host:port")
+    host = url.hostname
+    proto = "ip6" if ":" in host else "ip4" if re.fullmatch(r"[0-9.]+", host) else "dns"
+    return f"/{proto}/{host}/tcp/{url.port}/{url.scheme}"
+
+
+def _short_reason(err: BaseException) -> str:
+    text = str(err)
+    match = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return match.group(0) if match else text[:120]
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, int(seconds * 1000))}ms"   # Go and js-ipfs both parse "ms" durations
+
+
+def _is_daemon_timeout(err: ipfs_errors.ErrorResponse) -> bool:
+    text = str(err).lower()
+    return "timed out" in text or "deadline exceeded" in text or "timeout" in text
+
+
+class _HashingReader(io.RawIOBase):
+    """A file wrapper that hashes and counts what the upload actually read."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+
+class Store:
+    """A Kubo-RPC connection plus a local cache; the state worth a class (DESIGN STYLE)."""
+
+    def __init__(self, api: str, cache_dir: Path | str | None, timeout: float = 30.0, retries: int = 5,
+                 backoff: float = 0.25) -> None:
+        self.api = api_multiaddr(api)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._http = ClientSync(self.api, "api/v0")
+
+    # ------------------------------------------------------------------------- manifests
+
+    def put_manifest(self, data: bytes, pin: bool = True) -> str:
+        """Store canonical manifest bytes as one raw block; return their sha256 (hex), the on-chain digest."""
+        parse_canonical(data)                  # only canonical JSON objects are manifests
+        digest = digest_of(data)
+        expected = cid_for_digest(digest)
+        opts = {"format": "raw", "mhtype": "sha2-256", "cid-base": "base32", "pin": str(pin).lower()}
+
+        def put() -> Any:
+            body, headers = multipart.stream_bytes(data, chunk_size=HTTP_CHUNK)
+            return self._http.request("/block/put", opts=opts, decoder="json", data=body, headers=headers,
+                                      timeout=self.timeout)
+
+        resp = self._call("block/put", put)
+        got = self._response_cid(resp, "Key", "block/put")
+        if got != expected:
+            raise CidMismatch(expected, got)
+        self._cache_put(digest, data)
+        return digest
+
+    def get_manifest(self, digest: str, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
+        """The bytes whose sha256 is ``digest`` (hex), fetched by the CID derived from it."""
+        cid = cid_for_digest(digest)
+        digest = digest.removeprefix("0x")
+        cached = self._cache_read(digest, max_bytes)
+        if cached is not None:
+            return cached
+        expected = f"sha256 {digest}, at most {max_bytes} bytes"
+        stat = self._call("block/stat", lambda: self._read("/block/stat", cid, expected, decoder="json"))
+        size = int(self._single(stat, "block/stat")["Size"])
+        if size > max_bytes:
+            raise SizeLimitExceeded(cid, size, max_bytes)
+        buf = io.BytesIO()
+
+        def fetch() -> str:
+            buf.seek(0)
+            buf.truncate()
+            return self._download("/block/get", cid, size, expected, buf)
+
+        got = self._call("block/get", fetch)
+        if got != digest:
+            raise DigestMismatch(cid, expected=digest, got=got)
+        self._cache_put(digest, buf.getvalue())
+        return buf.getvalue()
+
+    # ------------------------------------------------------------------------- files
+
+    def put_file(self, src: Path | str | bytes, name: str | None = None, pin: bool = True) -> ShardRef:
+        """Add a file (CIDv1, raw leaves, 1 MiB chunks, pinned); its sha256 and size come from what was sent."""
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            if name is None:
+                raise ValueError("put_file(bytes) needs a name for the ShardRef")
+            data = bytes(src)
+            open_src: Callable[[], BinaryIO] = lambda: io.BytesIO(data)
+        else:
+            path = Path(src)
+            name = path.name if name is None else name
+            open_src = lambda: open(path, "rb")
+        opts = {"cid-version": "1", "raw-leaves": "true", "chunker": CHUNKER, "hash": "sha2-256",
+                "pin": str(pin).lower(), "cid-base": "base32", "wrap-with-directory": "false"}
+        sent: dict[str, _HashingReader] = {}
+
+        def add() -> Any:
+            with open_src() as raw:
+                reader = _HashingReader(raw)
+                sent["reader"] = reader
+                body, headers = multipart.stream_files(reader, chunk_size=HTTP_CHUNK)
+                return self._http.request("/add", opts=opts, decoder="json", data=body, headers=headers,
+                                          timeout=self.timeout)
+
+        resp = self._call("add", add)
+        cid = self._response_cid(resp, "Hash", "add")
+        reader = sent["reader"]
+        ref = ShardRef(name=name, cid=cid, sha256=reader.sha.hexdigest(), size=reader.size)
+        if reader.size <= int(CHUNKER.split("-")[1]) and cid != cid_for_digest(ref.sha256):
+            # One chunk with raw leaves is a single raw block: its CID is derivable, so check it.
+            raise CidMismatch(cid_for_digest(ref.sha256), cid)
+        return ref
+
+    def get_file(self, ref: ShardRef, dest: Path | str, max_bytes: int) -> Path:
+        """Fetch ``ref`` to ``dest``: size-checked before, sha256-checked after, never a partial file at dest."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if ref.size > max_bytes:
+            raise SizeLimitExceeded(ref.cid, ref.size, max_bytes)
+        tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
+        tmp_path = Path(tmp.name)
+        try:
+            with tmp:
+                from_cache = self._cache_copy(ref, tmp)
+                if not from_cache:
+                    self._fetch_file(ref, max_bytes, tmp)
+            if not from_cache:
+                self._cache_link(ref.sha256, tmp_path)
+            os.replace(tmp_path, dest)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+        return dest
+
+    def get_bytes(self, ref: ShardRef, max_bytes: int) -> bytes:
+        """``get_file`` into memory, for small files (rollouts, proofs)."""
+        if ref.size > max_bytes:
+            raise SizeLimitExceeded(ref.cid, ref.size, max_bytes)
+        cached = self._cache_read(ref.sha256, max_bytes)
+        if cached is not None:
+            return cached
+        buf = io.BytesIO()
+        self._fetch_file(ref, max_bytes, buf)
+        self._cache_put(ref.sha256, buf.getvalue())
+        return buf.getvalue()
+
+    def pin(self, cid: str) -> None:
+        """Keep ``cid`` (recursively) through the daemon's garbage collection."""
+        cid = canonical_cid(cid)
+        resp = self._call("pin/add", lambda: self._read("/pin/add", cid, "content to pin", decoder="json"))
+        pins = {canonical_cid(p) for item in resp for p in item.get("Pins", [])}
+        if cid not in pins:
+            raise DaemonError(self.api, "pin/add", f"{cid} not in the daemon's answer {sorted(pins)}")
+
+    def is_pinned(self, cid: str) -> bool:
+        cid = canonical_cid(cid)
+        try:
+            resp = self._call("pin/ls", lambda: self._http.request(
+                "/pin/ls", (cid,), opts={"type": "recursive", "timeout": _duration(self.timeout)}, decoder="json",
+                timeout=self.timeout + 2))
+        except DaemonError as e:
+            if "not pinned" in e.message:
+                return False
+            raise
+        return any(canonical_cid(k) == cid for item in resp for k in item.get("Keys", {}))
+
+    # ------------------------------------------------------------------------- internals
+
+    def _fetch_file(self, ref: ShardRef, max_bytes: int, out: BinaryIO) -> None:
+        expected = f"sha256 {ref.sha256}, {ref.size} bytes"
+        stat = self._call("files/stat", lambda: self._read("/files/stat", f"/ipfs/{ref.cid}", expected,
+                                                           decoder="json", cid=ref.cid))
+        size = int(self._single(stat, "files/stat")["Size"])
+        if size > max_bytes:
+            raise SizeLimitExceeded(ref.cid, size, max_bytes)
+        if size != ref.size:
+            raise SizeMismatch(ref.cid, expected=ref.size, got=size)
+        start = out.tell()
+
+        def fetch() -> str:
+            out.seek(start)
+            out.truncate()
+            return self._download("/cat", ref.cid, ref.size, expected, out)
+
+        got = self._call("cat", fetch)
+        out.flush()
+        if got != ref.sha256:   # a short answer lands here too: its hash differs
+            raise DigestMismatch(ref.cid, expected=ref.sha256, got=got)
+
+    def _read(self, path: str, arg: str, expected: str, decoder: str, cid: str | None = None) -> Any:
+        """A small request for possibly-missing content: daemon-side and client-side timeouts."""
+        cid = cid or arg
+        try:
+            return self._http.request(path, (arg,), opts={"timeout": _duration(self.timeout)}, decoder=decoder,
+                                      timeout=self.timeout + 2)
+        except ipfs_errors.TimeoutError:
+            raise ContentNotFound(cid, self.timeout, expected) from None
+        except ipfs_errors.ErrorResponse as e:
+            if _is_daemon_timeout(e):
+                raise ContentNotFound(cid, self.timeout, expected) from None
+            raise
+
+    def _download(self, path: str, cid: str, size: int, expected: str, out: BinaryIO) -> str:
+        """Stream ``cid`` into ``out``; return the sha256 (hex) of what came. Refuses more than ``size``
+        bytes, a stalled stream, and a total time past the deadline."""
+        budget = self.timeout + size / MIN_RATE
+        deadline = time.monotonic() + budget
+        opts = {"timeout": _duration(budget)}
+        if path == "/cat":
+            opts["length"] = str(size + 1)    # one byte past the promise is enough to see a lie
+        sha = hashlib.sha256()
+        try:
+            with self._http.request(path, (cid,), opts=opts, stream=True, timeout=self.timeout) as chunks:
+                received = 0
+                for chunk in chunks:
+                    received += len(chunk)
+                    if received > size:
+                        raise SizeMismatch(cid, expected=size, got=received)
+                    sha.update(chunk)
+                    out.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise ContentNotFound(cid, budget, f"{expected}; download too slow")
+        except ipfs_errors.TimeoutError:
+            raise ContentNotFound(cid, self.timeout, expected) from None
+        except ipfs_errors.ErrorResponse as e:
+            if _is_daemon_timeout(e):
+                raise ContentNotFound(cid, self.timeout, expected) from None
+            raise
+        except requests.exceptions.ConnectionError as e:
+            # Raised mid-stream by requests itself (ipfshttpclient maps errors at the request start only).
+            if any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in e.args):
+                raise ContentNotFound(cid, self.timeout, f"{expected}; stream stalled") from None
+            raise ipfs_errors.ConnectionError(e) from e
+        except requests.exceptions.ChunkedEncodingError as e:
+            raise ipfs_errors.ConnectionError(e) from e
+        return sha.hexdigest()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one RPC with bounded retries on connection errors, so a restarted daemon is picked up."""
+        delay = self.backoff
+        for attempt in range(1, self.retries + 1):
+            try:
+                return fn()
+            except ipfs_errors.ConnectionError as e:
+                if attempt == self.retries:
+                    raise StoreUnavailable(self.api, attempt, _short_reason(e)) from None
+                log.warning("IPFS %s at %s failed (%s); retry %d/%d in %.2fs", what, self.api, _short_reason(e),
+                            attempt, self.retries - 1, delay)
+                time.sleep(delay)
+                delay *= 2
+            except ipfs_errors.TimeoutError as e:
+                raise DaemonError(self.api, what, f"no answer within {self.timeout:g}s ({_short_reason(e)})") from None
+            except ipfs_errors.ErrorResponse as e:
+                raise DaemonError(self.api, what, str(e)) from None
+            except ipfs_errors.CommunicationError as e:
+                raise DaemonError(self.api, what, _short_reason(e)) from None
+        raise AssertionError("unreachable")
+
+    def _single(self, resp: Any, what: str) -> dict:
+        items = resp if isinstance(resp, list) else [resp]
+        if len(items) != 1 or not isinstance(items[0], dict):
+            raise DaemonError(self.api, what, f"unexpected answer {str(resp)[:120]}")
+        return items[0]
+
+    def _response_cid(self, resp: Any, key: str, what: str) -> str:
+        items = resp if isinstance(resp, list) else [resp]
+        found = [item[key] for item in items if isinstance(item, dict) and key in item]
+        if len(found) != 1:
+            raise DaemonError(self.api, what, f"expected one {key} in the answer, got {str(resp)[:120]}")
+        try:
+            return canonical_cid(found[0], key)
+        except ManifestError as e:
+            raise DaemonError(self.api, what, str(e)) from None
+
+    # ------------------------------------------------------------------------- cache (keyed by sha256)
+
+    def _cache_path(self, sha256: str) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / sha256
+
+    def _cache_read(self, sha256: str, max_bytes: int) -> bytes | None:
+        path = self._cache_path(sha256)
+        if path is None or not path.is_file() or path.stat().st_size > max_bytes:
+            return None
+        data = path.read_bytes()
+        if digest_of(data) != sha256:
+            log.warning("cache entry %s is corrupt; dropping it and fetching again", path)
+            path.unlink(missing_ok=True)
+            return None
+        return data
+
+    def _cache_copy(self, ref: ShardRef, out: BinaryIO) -> bool:
+        """Copy a verified cache entry into ``out``; False (and ``out`` empty) on a miss or a corrupt entry."""
+        path = self._cache_path(ref.sha256)
+        if path is None or not path.is_file() or path.stat().st_size != ref.size:
+            return False
+        sha = hashlib.sha256()
+        with open(path, "rb") as src:
+            while chunk := src.read(READ_BLOCK):
+                sha.update(chunk)
+                out.write(chunk)
+        if sha.hexdigest() != ref.sha256:
+            log.warning("cache entry %s is corrupt; dropping it and fetching again", path)
+            path.unlink(missing_ok=True)
+            out.seek(0)
+            out.truncate()
+            return False
+        return True
+
+    def _cache_put(self, sha256: str, data: bytes) -> None:
+        path = self._cache_path(sha256)
+        if path is None or path.exists():
+            return
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{sha256}.", delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+
+    def _cache_link(self, sha256: str, verified: Path) -> None:
+        """Put a verified file in the cache: a hard link when possible (no copy), else a copy."""
+        path = self._cache_path(sha256)
+        if path is None or path.exists():
+            return
+        staged = path.parent / f".{sha256}.{os.getpid()}.link"
+        try:
+            os.link(verified, staged)
+        except OSError:
+            shutil.copyfile(verified, staged)
+        os.replace(staged, path)
