@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("devnet", help="start/stop a local Anvil + js-ipfs devnet with the contracts deployed", add_help=False)
     sub.add_parser("deploy", help="deploy the contracts to any RPC URL", add_help=False)
     sub.add_parser("demo", help="devnet up, play a round, print the settlement table, devnet down", add_help=False)
+    sub.add_parser("keys", help="create an encrypted keystore or show its address (password from the environment)", add_help=False)
     bench = sub.add_parser("bench", help="benchmarks: each prints a table and ends with one JSON line")
     bench.add_argument("name", choices=sorted(BENCHES), help="; ".join(f"{k}: {v[2]}" for k, v in BENCHES.items()))
 
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return _call("client.deploy", "main", rest)
     if args.command == "demo":
         return _call("client.settle_demo", "main", rest)
+    if args.command == "keys":
+        return _call("client.keys", "main", rest)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -1,0 +1,129 @@
+"""Concord's chain SDK: typed calls and events for the protocol contract, one signer per process.
+
+    from client import chain
+    dep = chain.Deployment.load(".devnet/deployment.json")
+    c = chain.connect(rpc_url, dep)
+    me = c.signer(keys.load_key())
+    c.concord.submit(me, task_id, round_, base_round, digest, proof_root, work_units)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eth_abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from client import compile as solc
+from client.chain.abi import AbiMismatch, Contract, RawLog
+from client.chain.protocol import (
+    EVENT_TYPES, BountyPaid, BudgetReclaimed, CommitStatus, Committed, Concord, ConcordEvent, EventMeta,
+    FinalizeCursor, FinalizeProgressed, Joined, LatestModel, Left, MemberInfo, ModelDigest, NodeInfo,
+    NodeRegistered, Phase, PhaseClosedEarly, Revealed, Role, RoundFinalized, RoundInfo, RoundOpened,
+    StakeAdded, SubmissionRecord, SubmissionRejected, SubmissionRewarded, Submitted, TaskCreated, TaskParams,
+    TaskState, TaskToppedUp, Token, Totals, UnbondCompleted, UnbondRequested, ValidatorPaid, ValidatorSlashed,
+    Withdrawn, commit_hash, reject_words, rejected_indexes,
+)
+from client.chain.rpc import (
+    BroadcastUnknown, ChainError, ContractError, ErrorDecoder, NonceConflict, PendingTx, Receipt, ReceiptTimeout,
+    RetryPolicy, Rpc, RpcError, RpcUnavailable, Signer, TxReverted, abi_type,
+)
+
+CONCORD = "Concord"
+DEV_TOKEN = "DevToken"
+
+
+class WrongChain(ChainError):
+    def __init__(self, expected: int, actual: int, rpc_url: str) -> None:
+        super().__init__(f"deployment is for chain {expected} but {rpc_url} is chain {actual}")
+        self.expected, self.actual = expected, actual
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the protocol lives on one chain (the deployment JSON file)."""
+
+    chain_id: int
+    concord: str
+    token: str
+    block_number: int      # block of the Concord deployment: where event indexing starts
+    deployer: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(obj: dict) -> Deployment:
+        return Deployment(int(obj["chain_id"]), to_checksum_address(obj["concord"]), to_checksum_address(obj["token"]),
+                          int(obj["block_number"]), to_checksum_address(obj["deployer"]))
+
+    @staticmethod
+    def load(path: Path | str) -> Deployment:
+        return Deployment.from_json(json.loads(Path(path).read_text()))
+
+    def save(self, path: Path | str) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+
+def error_decoder(artifacts: dict[str, solc.Artifact]) -> ErrorDecoder:
+    """Every custom error of every compiled contract (ours and OpenZeppelin's)."""
+    return ErrorDecoder((a.abi for a in artifacts.values()),
+                        enums={"enum IConcord.Phase": Phase, "enum IConcord.Role": Role})
+
+
+@dataclass(frozen=True)
+class ChainClient:
+    """An RPC connection with the protocol contracts bound; make one Signer per key from it."""
+
+    rpc: Rpc
+    deployment: Deployment
+    concord: Concord
+    token: Token
+    decoder: ErrorDecoder
+
+    def signer(self, account: LocalAccount) -> Signer:
+        return Signer(self.rpc, account, self.decoder)
+
+
+def connect(rpc_url: str, deployment: Deployment, artifacts: dict[str, solc.Artifact] | None = None,
+            check_chain: bool = True, timeout: float = 30.0) -> ChainClient:
+    """Bind the deployed contracts on ``rpc_url`` (ABIs from the cached compile)."""
+    artifacts = solc.compile_contracts() if artifacts is None else artifacts
+    rpc = Rpc(rpc_url, timeout=timeout)
+    if check_chain:
+        actual = rpc.chain_id()
+        if actual != deployment.chain_id:
+            raise WrongChain(deployment.chain_id, actual, rpc_url)
+    decoder = error_decoder(artifacts)
+    concord = Concord(rpc, deployment.concord, solc.artifact(CONCORD, artifacts).abi, decoder)
+    token = Token(rpc, deployment.token, solc.artifact(DEV_TOKEN, artifacts).abi, decoder)
+    return ChainClient(rpc, deployment, concord, token, decoder)
+
+
+def deploy_contract(signer: Signer, art: solc.Artifact, *args: object) -> tuple[str, Receipt]:
+    """Deploy ``art`` with constructor ``args``; returns (address, receipt)."""
+    ctor = next((e for e in art.abi if e.get("type") == "constructor"), {"inputs": []})
+    types = [abi_type(p) for p in ctor["inputs"]]
+    data = art.bytecode + (abi_encode(types, list(args)) if types else b"")
+    receipt = signer.transact(None, data)
+    raw = signer.rpc.call("eth_getTransactionReceipt", receipt.tx_hash)
+    return to_checksum_address(raw["contractAddress"]), receipt
+
+
+__all__ = [
+    "AbiMismatch", "BroadcastUnknown", "BountyPaid", "BudgetReclaimed", "ChainClient", "ChainError", "CommitStatus",
+    "Committed", "Concord", "ConcordEvent", "Contract", "ContractError", "Deployment", "EVENT_TYPES", "ErrorDecoder",
+    "EventMeta", "FinalizeCursor", "FinalizeProgressed", "Joined", "LatestModel", "Left", "MemberInfo",
+    "ModelDigest", "NodeInfo", "NodeRegistered", "NonceConflict", "PendingTx", "Phase", "PhaseClosedEarly", "RawLog",
+    "Receipt", "ReceiptTimeout", "RetryPolicy", "Revealed", "Role", "RoundFinalized", "RoundInfo", "RoundOpened",
+    "Rpc", "RpcError", "RpcUnavailable", "Signer", "StakeAdded", "SubmissionRecord", "SubmissionRejected",
+    "SubmissionRewarded", "Submitted", "TaskCreated", "TaskParams", "TaskState", "TaskToppedUp", "Token", "Totals",
+    "TxReverted", "UnbondCompleted", "UnbondRequested", "ValidatorPaid", "ValidatorSlashed", "WrongChain",
+    "Withdrawn", "commit_hash", "connect", "deploy_contract", "error_decoder", "reject_words", "rejected_indexes",
+]

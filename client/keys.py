@@ -1,0 +1,157 @@
+"""Where a node's signing key comes from.
+
+A key is read from an encrypted eth-account keystore file (its password from an env var)
+or from an env var holding the raw key; never from a command-line argument, since argv is
+world-readable in /proc and lands in shell history. Keys are never logged: the account
+objects returned here are eth-account ``LocalAccount``s, whose repr shows no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+PASSWORD_ENV = "CONCORD_KEYSTORE_PASSWORD"
+PRIVATE_KEY_ENV = "CONCORD_PRIVATE_KEY"
+
+# Anvil's well-known default mnemonic. Its keys are public: devnet only.
+DEVNET_MNEMONIC = "test test test test test test test test test test test junk"
+DEVNET_PATH = "m/44'/60'/0'/0/{}"
+
+
+class KeyLoadError(Exception):
+    """Base for key-loading failures."""
+
+
+class MissingKey(KeyLoadError):
+    """No keystore path was given and the private-key env var is unset."""
+
+    def __init__(self, env_var: str) -> None:
+        super().__init__(f"no signing key: pass --keystore PATH (password in ${PASSWORD_ENV}) or set ${env_var}")
+        self.env_var = env_var
+
+
+class MissingPassword(KeyLoadError):
+    """A keystore file was given but its password env var is unset."""
+
+    def __init__(self, keystore: Path, env_var: str) -> None:
+        super().__init__(f"keystore {keystore} needs its password in ${env_var}")
+        self.keystore = keystore
+        self.env_var = env_var
+
+
+class BadKeystore(KeyLoadError):
+    """The keystore file is missing, unreadable, or the password does not decrypt it."""
+
+    def __init__(self, keystore: Path, reason: str) -> None:
+        super().__init__(f"cannot use keystore {keystore}: {reason}")
+        self.keystore = keystore
+        self.reason = reason
+
+
+class BadPrivateKey(KeyLoadError):
+    """The private-key env var does not hold a 32-byte hex key (the value is not echoed)."""
+
+    def __init__(self, env_var: str) -> None:
+        super().__init__(f"${env_var} is not a 32-byte hex private key")
+        self.env_var = env_var
+
+
+def from_keystore(path: Path, password: str) -> LocalAccount:
+    """Decrypt an eth-account (Web3 Secret Storage v3) keystore file."""
+    try:
+        blob = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadKeystore(Path(path), type(exc).__name__) from None
+    try:
+        secret = Account.decrypt(blob, password)
+    except ValueError:
+        raise BadKeystore(Path(path), "wrong password or corrupt file") from None
+    return Account.from_key(secret)
+
+
+def from_private_key_hex(value: str, env_var: str = PRIVATE_KEY_ENV) -> LocalAccount:
+    """Parse a hex private key; the error names the env var, never the value."""
+    text = value.strip()
+    body = text[2:] if text.startswith(("0x", "0X")) else text
+    if len(body) != 64:
+        raise BadPrivateKey(env_var)
+    try:
+        return Account.from_key(bytes.fromhex(body))
+    except ValueError:
+        raise BadPrivateKey(env_var) from None
+
+
+def load_key(keystore: Path | None = None, env: Mapping[str, str] | None = None) -> LocalAccount:
+    """The node's key: the keystore if one is given (password from the env), else the env key."""
+    env = os.environ if env is None else env
+    if keystore is not None:
+        password = env.get(PASSWORD_ENV)
+        if password is None:
+            raise MissingPassword(Path(keystore), PASSWORD_ENV)
+        return from_keystore(Path(keystore), password)
+    raw = env.get(PRIVATE_KEY_ENV)
+    if not raw:
+        raise MissingKey(PRIVATE_KEY_ENV)
+    return from_private_key_hex(raw)
+
+
+def write_keystore(account: LocalAccount, path: Path, password: str, kdf_iterations: int | None = None) -> Path:
+    """Encrypt a key into a keystore file readable only by its owner.
+
+    ``kdf_iterations`` lowers the scrypt/pbkdf2 cost for tests; production leaves the default.
+    """
+    blob = Account.encrypt(account.key, password, kdf="pbkdf2", iterations=kdf_iterations)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(blob, fh)
+    return path
+
+
+def devnet_account(index: int) -> LocalAccount:
+    """Anvil's default account ``index`` (public keys: for the devnet only)."""
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(DEVNET_MNEMONIC, account_path=DEVNET_PATH.format(index))
+
+
+def devnet_accounts(count: int) -> list[LocalAccount]:
+    """The first ``count`` anvil default accounts, in anvil's order."""
+    return [devnet_account(i) for i in range(count)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`concord keys new --out PATH` (password from $CONCORD_KEYSTORE_PASSWORD) / `concord keys address`."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="concord keys", description="create or inspect a node keystore")
+    sub = p.add_subparsers(dest="action", required=True)
+    new = sub.add_parser("new", help=f"new random key, encrypted with ${PASSWORD_ENV}")
+    new.add_argument("--out", type=Path, required=True)
+    show = sub.add_parser("address", help="the address of the configured key (keystore or env)")
+    show.add_argument("--keystore", type=Path, default=None)
+    args = p.parse_args(argv)
+    try:
+        if args.action == "new":
+            password = os.environ.get(PASSWORD_ENV)
+            if not password:
+                raise MissingPassword(args.out, PASSWORD_ENV)
+            if args.out.exists():
+                print(f"error: {args.out} exists; refusing to overwrite a key", file=sys.stderr)
+                return 1
+            account = Account.create()
+            write_keystore(account, args.out, password)
+        else:
+            account = load_key(args.keystore)
+    except KeyLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(account.address)
+    return 0

@@ -1,0 +1,216 @@
+"""Start and stop local daemons (anvil, js-ipfs) by PID, check ports, wait for readiness.
+
+Shared by the devnet and the test fixtures, so both leave nothing running: every daemon
+starts as the leader of its own process group, and stopping it signals that group (its
+PID), then waits until it is gone. A PID read back from a state file is only signalled
+if /proc still shows the start time recorded at launch, so a recycled PID is never hit
+(command lines are no help: js-ipfs rewrites its own to "ipfs").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
+
+
+class ProcError(Exception):
+    """Base for daemon start/stop failures; the message is one line that names the fix."""
+
+
+class PortBusy(ProcError):
+    def __init__(self, port: int, what: str, flag: str) -> None:
+        super().__init__(f"port {port} for {what} is busy: stop whatever listens there or pass {flag} with a free port")
+        self.port = port
+        self.what = what
+
+
+class MissingBinary(ProcError):
+    def __init__(self, name: str, looked: Sequence[Path]) -> None:
+        where = ", ".join(str(p) for p in looked)
+        super().__init__(f"{name} not found (looked in {where}): run `make deps` (npm ci) first")
+        self.name = name
+
+
+class DaemonDidNotStart(ProcError):
+    def __init__(self, what: str, reason: str, log_path: Path) -> None:
+        super().__init__(f"{what} did not come up ({reason}); see {log_path}")
+        self.what = what
+        self.reason = reason
+        self.log_path = log_path
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A started daemon: enough to stop it from any process (PID + its kernel start time)."""
+
+    name: str
+    pid: int
+    start_ticks: int     # /proc/<pid>/stat field 22: tells this process from a recycled PID
+    argv: tuple[str, ...]
+    log_path: Path
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "pid": self.pid, "start_ticks": self.start_ticks, "argv": list(self.argv),
+                "log": str(self.log_path)}
+
+    @staticmethod
+    def from_json(obj: Mapping) -> Daemon:
+        return Daemon(obj["name"], int(obj["pid"]), int(obj["start_ticks"]), tuple(obj["argv"]), Path(obj["log"]))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free right now (racy by nature; callers still check on start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_busy(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something listens on host:port or the port cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        if s.connect_ex((host, port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def require_free(port: int, what: str, flag: str, host: str = "127.0.0.1") -> None:
+    if port_busy(port, host):
+        raise PortBusy(port, what, flag)
+
+
+def find_binary(name: str, candidates: Sequence[Path] = ()) -> Path:
+    """First existing executable among the candidates, node_modules/.bin, then PATH."""
+    looked = [*candidates, NODE_BIN / name]
+    for path in looked:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    raise MissingBinary(name, looked)
+
+
+def start(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None) -> tuple[Daemon, subprocess.Popen]:
+    """Start ``argv`` detached in its own process group, stdout+stderr to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=full_env, cwd=cwd, start_new_session=True)
+    log.info("started %s pid=%d", name, proc.pid)
+    return Daemon(name, proc.pid, _start_ticks(proc.pid), tuple(str(a) for a in argv), log_path), proc
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields from field 3 (state) on, or None when no such process exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[0]
+
+
+def _start_ticks(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return -1 if fields is None else int(fields[19])  # field 22 overall
+
+
+def alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie (a zombie has already stopped)."""
+    state = _state(pid)
+    return state is not None and state != "Z"
+
+
+def is_ours(daemon: Daemon) -> bool:
+    """True when daemon.pid is alive and is the process we started (not a recycled PID)."""
+    return alive(daemon.pid) and _start_ticks(daemon.pid) == daemon.start_ticks
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: its parent (or init) reaps it
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
+    """Stop the daemon's process group: SIGTERM, wait, then SIGKILL. False if it was already gone."""
+    if not is_ours(daemon):
+        _reap(daemon.pid)
+        return False
+    _signal_group(daemon.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(daemon.pid)
+        if not alive(daemon.pid):
+            break
+        time.sleep(0.05)
+    else:
+        log.warning("%s pid=%d ignored SIGTERM for %.0fs; sending SIGKILL", daemon.name, daemon.pid, timeout)
+        _signal_group(daemon.pid, signal.SIGKILL)
+        while alive(daemon.pid):
+            _reap(daemon.pid)
+            time.sleep(0.05)
+    # Children that outlived the leader (same group) get the same treatment.
+    _signal_group(daemon.pid, signal.SIGKILL)
+    log.info("stopped %s pid=%d", daemon.name, daemon.pid)
+    return True
+
+
+def log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def wait_ready(daemon: Daemon, proc: subprocess.Popen | None, ready: Callable[[], bool],
+               timeout: float) -> None:
+    """Poll ``ready()`` until it holds; fail early if the daemon exits, or at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        exited = proc.poll() is not None if proc is not None else not alive(daemon.pid)
+        if exited:
+            raise DaemonDidNotStart(daemon.name, f"exited early: {log_tail(daemon.log_path) or 'no output'}",
+                                    daemon.log_path)
+        if ready():
+            return
+        time.sleep(0.05)
+    raise DaemonDidNotStart(daemon.name, f"not ready after {timeout:.0f}s", daemon.log_path)

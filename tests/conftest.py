@@ -1,0 +1,146 @@
+"""Shared fixtures: a real Anvil and a real js-ipfs daemon, each on free ports, each stopped
+by PID on teardown (also when a test fails or the run is interrupted).
+
+Other suites add their fixtures below the chain section.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from client import devnet, procs
+from client.procs import Daemon
+
+logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- chain
+
+@dataclass(frozen=True)
+class AnvilNode:
+    url: str
+    port: int
+    daemon: Daemon
+
+
+@dataclass(frozen=True)
+class IpfsNode:
+    api: str          # multiaddr for ipfshttpclient.Client
+    api_url: str      # http://127.0.0.1:P
+    daemon: Daemon
+
+
+def _start_anvil(tmp: Path, accounts: int = 10) -> AnvilNode:
+    port = procs.free_port()
+    daemon = devnet.start_anvil(port, tmp / "anvil.log", accounts=accounts)
+    return AnvilNode(f"http://127.0.0.1:{port}", port, daemon)
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """One Anvil for the session; tests isolate themselves with the `snapshot` fixture."""
+    node = _start_anvil(tmp_path_factory.mktemp("anvil"))
+    try:
+        yield node
+    finally:
+        procs.stop(node.daemon)
+
+
+@pytest.fixture
+def fresh_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
+    """An Anvil of the test's own (for tests that must not share chain state)."""
+    node = _start_anvil(tmp_path)
+    try:
+        yield node
+    finally:
+        procs.stop(node.daemon)
+
+
+@pytest.fixture(scope="session")
+def ipfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsNode]:
+    """One js-ipfs daemon for the session (offline, loopback only)."""
+    tmp = tmp_path_factory.mktemp("ipfs")
+    ports = devnet.Ports(anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
+                         ipfs_grpc=procs.free_port())
+    daemon = devnet.start_ipfs(tmp / "repo", ports, tmp / "ipfs.log")
+    try:
+        yield IpfsNode(f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http", f"http://127.0.0.1:{ports.ipfs_api}", daemon)
+    finally:
+        procs.stop(daemon)
+
+
+# ----------------------------------------------------------------------------- chain SDK on a deployed protocol
+
+TOKEN = 10 ** 18
+
+
+@pytest.fixture(scope="session")
+def deployed(anvil: AnvilNode):
+    """The protocol deployed once per session (DevToken minted to anvil accounts 0..9)."""
+    from client import deploy
+
+    return deploy.deploy_devnet(anvil.url, 10, 1_000_000 * TOKEN)
+
+
+@dataclass(frozen=True)
+class ChainEnv:
+    """A deployed protocol plus helpers; every test gets it at a fresh EVM snapshot."""
+
+    client: object           # client.chain.ChainClient
+    anvil: AnvilNode
+
+    def signer(self, index: int):
+        """A fresh Signer (fresh nonce) for anvil default account ``index``."""
+        from client import keys
+
+        return self.client.signer(keys.devnet_account(index))
+
+    def warp(self, seconds: int) -> None:
+        """Move chain time forward and mine a block (phases are decided by timestamps)."""
+        self.client.rpc.call("evm_increaseTime", hex(seconds))
+        self.client.rpc.call("evm_mine")
+
+    def now(self) -> int:
+        return self.client.rpc.block_timestamp()
+
+    def create_task(self, initiator, params, budget: int) -> int:
+        self.client.token.approve(initiator, self.client.concord.address, budget)
+        task_id, _ = self.client.concord.create_task(initiator, params, budget)
+        return task_id
+
+    def enrol(self, signer, role, stake: int, task_id: int | None = None) -> None:
+        """approve + register (+ join)."""
+        self.client.token.approve(signer, self.client.concord.address, stake)
+        self.client.concord.register(signer, role, stake)
+        if task_id is not None:
+            self.client.concord.join(signer, task_id)
+
+    def snapshot_state(self, task_id: int | None, addresses) -> tuple:
+        """Everything a failed call must leave unchanged: token and credited balances, stakes,
+        membership, the task, its rounds, the liability totals."""
+        c, t = self.client.concord, self.client.token
+        per_addr = tuple((t.balance_of(a), t.allowance(a, c.address), c.balance_of(a), c.node_info(a)) for a in addresses)
+        task: tuple = ()
+        if task_id is not None and task_id <= c.task_count():
+            state = c.task_state(task_id)
+            rounds = tuple(c.round_info(task_id, r) for r in range(state.head_round + 1))
+            members = tuple(c.member_info(task_id, a) for a in addresses)
+            task = (state, rounds, members, c.latest_model(task_id))
+        return per_addr, task, c.totals(), t.balance_of(c.address), c.task_count()
+
+
+@pytest.fixture
+def chain_env(anvil: AnvilNode, deployed) -> Iterator[ChainEnv]:
+    from client import chain
+
+    client = chain.connect(anvil.url, deployed.deployment)
+    snap = client.rpc.call("evm_snapshot")
+    try:
+        yield ChainEnv(client, anvil)
+    finally:
+        client.rpc.call("evm_revert", snap)

@@ -1,0 +1,1 @@
+"""Concord validator: checks, aggregation and the validator node."""
