@@ -1,0 +1,401 @@
+"""Submissions and models through a real js-ipfs daemon: round trips, digests, every refusal (issue 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from client import procs
+from client.bundle import Bundle, make_bundle, proof_root
+from client.config import DEFAULT_TASK, GRPOConfig, to_dict
+from client.envs import make_env
+from client.grpo import pin_determinism
+from client.manifest import ManifestError, ModelManifest, ShardRef, SubmissionManifest, cid_for_digest
+from client.model import build_policy, policy_state
+from client.model_store import ModelError, fetch_model, put_model
+from client.rollout import RolloutBatch
+from client.store import Store, StoreUnavailable
+from client.submission import (PROOFS_MAGIC, SubmissionError, SubmissionLimits, decode_proof_file, default_limits,
+                               encode_proof_file, encode_stats, fetch_submission, put_submission, submission_files)
+from client.task_spec import TaskSpecError, TaskSpecManifest, fetch_task_spec, load_task_spec, put_task_spec
+from validator.checks import verify_bundle
+
+TRAINER = "0x" + "ab" * 20
+CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
+MB = 1_000_000
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def made():
+    """A real bundle from the engine: tiny model, 2 inner steps x 8 rollouts."""
+    pin_determinism(1)
+    env, base = make_env(CFG.env), build_policy(CFG.model)
+    return env, base, make_bundle(base, env, CFG, 7, 3, TRAINER, base_round=2)
+
+
+@pytest.fixture
+def store(ipfs, tmp_path: Path) -> Store:
+    return Store(ipfs.api, tmp_path / "cache-a", timeout=2.0)
+
+
+@pytest.fixture
+def other(ipfs, tmp_path: Path) -> Store:
+    """A validator's view: same daemon, empty cache, so every get crosses the API."""
+    return Store(ipfs.api, tmp_path / "cache-b", timeout=2.0)
+
+
+def dead_store(cache: Path | None) -> Store:
+    """Nothing listens at its address: any network use fails."""
+    return Store(f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", cache, timeout=1.0, retries=1)
+
+
+def limits_for(base: torch.nn.Module, env) -> SubmissionLimits:
+    state = policy_state(base)
+    return default_limits(CFG, sum(t.numel() for t in state.values()), len(state), env.prompt_len)
+
+
+def assert_same_bundle(got: Bundle, want: Bundle) -> None:
+    assert (got.task_id, got.round, got.base_round, got.trainer) == \
+        (want.task_id, want.round, want.base_round, want.trainer.lower())
+    assert (got.mean_reward, got.work_units, got.proof_root) == (want.mean_reward, want.work_units, want.proof_root)
+    assert got.proofs == want.proofs
+    assert len(got.batches) == len(want.batches)
+    for g, w in zip(got.batches, want.batches):
+        for f in dataclasses.fields(RolloutBatch):
+            a, b = getattr(g, f.name), getattr(w, f.name)
+            if isinstance(a, torch.Tensor):
+                assert a.dtype == b.dtype and torch.equal(a, b), f.name
+            elif f.name == "keys":
+                assert a.dtype == b.dtype and (a == b).all(), f.name
+            else:
+                assert a == (b.lower() if f.name == "trainer" else b), f.name
+    assert set(got.delta) == set(want.delta)
+    assert all(torch.equal(got.delta[k], want.delta[k]) for k in want.delta)
+
+
+
+def put_parts(store: Store, bundle: Bundle, rollouts: bytes | None = None, proofs: bytes | None = None,
+              delta: list[tuple[str, bytes]] | None = None, stats: dict | None = None) -> str:
+    """Upload a submission with some parts replaced by hand-made bytes; return its manifest digest."""
+    r, p, d = submission_files(bundle)
+    manifest = SubmissionManifest(
+        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
+        rollouts=store.put_file(r if rollouts is None else rollouts, "rollouts.safetensors"),
+        proofs=store.put_file(p if proofs is None else proofs, "proofs.bin"),
+        delta=tuple(store.put_file(data, name) for name, data in (d if delta is None else delta)),
+        stats=encode_stats(bundle, bundle.batches) if stats is None else stats,
+    )
+    return store.put_manifest(manifest.to_bytes())
+
+
+def edit_rollouts(bundle: Bundle, edit) -> bytes:
+    tensors = dict(st_load(submission_files(bundle)[0]))
+    edit(tensors)
+    return st_save(tensors)
+
+
+# ----------------------------------------------------------------------------- submissions: round trip
+
+def test_submission_round_trip_is_exact_and_still_verifies(made, store: Store, other: Store) -> None:
+    env, base, bundle = made
+    digest, manifest = put_submission(store, bundle)
+    assert digest == manifest.digest() == hashlib.sha256(manifest.to_bytes()).hexdigest()
+    stats = manifest.stats
+    assert (stats["inner_steps"], stats["rollouts"], stats["work_units"]) == (2, 16, bundle.work_units)
+    assert stats["tokens"] == sum(b.n * b.tokens.shape[1] for b in bundle.batches)
+    assert stats["proofs"] == sum(len(r) for s in bundle.proofs for r in s) >= 16
+    got = fetch_submission(other, digest, limits_for(base, env), {k: tuple(t.shape) for k, t in policy_state(base).items()})
+    assert_same_bundle(got, bundle)
+    assert proof_root(got) == bundle.proof_root
+    assert verify_bundle(base, got, env, CFG).accepted
+
+
+def test_same_bundle_same_bytes_same_digest(made, store: Store) -> None:
+    _, _, bundle = made
+    assert submission_files(bundle) == submission_files(bundle)
+    first, _ = put_submission(store, bundle)
+    second, _ = put_submission(store, dataclasses.replace(bundle, delta={k: t.clone() for k, t in bundle.delta.items()}))
+    assert first == second
+    claimed_more, _ = put_submission(store, dataclasses.replace(bundle, work_units=bundle.work_units + 1))
+    assert claimed_more != first
+
+
+def test_proofs_file_layout_is_the_stated_one(made) -> None:
+    _, _, bundle = made
+    data = encode_proof_file(bundle.proofs)
+    assert data[:4] == PROOFS_MAGIC and struct.unpack(">III", data[4:16]) == (2, 8, 8)
+    first = bundle.proofs[0][0]
+    assert struct.unpack(">HH", data[16:20]) == (len(first), len(first[0]))
+    assert data[20:20 + len(first[0])] == first[0]
+    size = 16 + sum(2 + sum(2 + len(p) for p in r) for s in bundle.proofs for r in s)
+    assert len(data) == size
+
+
+# ----------------------------------------------------------------------------- submissions: refusals
+
+def test_limits_are_checked_before_any_download(made, store: Store, other: Store) -> None:
+    env, base, bundle = made
+    digest, manifest = put_submission(store, bundle)
+    ok = limits_for(base, env)
+    cases = [(dataclasses.replace(ok, max_rollouts=15), "stats.rollouts"),
+             (dataclasses.replace(ok, max_inner_steps=1), "stats.inner_steps"),
+             (dataclasses.replace(ok, max_tokens=ok.max_tokens // 2), "stats.tokens"),
+             (dataclasses.replace(ok, max_proof_bytes=manifest.proofs.size - 1), "proofs"),
+             (dataclasses.replace(ok, max_delta_bytes=sum(r.size for r in manifest.delta) - 1), "delta")]
+    for limits, field in cases:
+        with pytest.raises(SubmissionError) as info:
+            fetch_submission(other, digest, limits)
+        assert info.value.field == field, str(info.value)
+    assert "refused before download" in str(info.value) and manifest.delta[0].cid in str(info.value)
+    cached = {p.name for p in other.cache_dir.iterdir()}
+    assert cached == {digest}   # only the manifest was downloaded: no rollouts, proofs or delta bytes
+
+
+MALFORMED = {
+    # name: (what to replace, field the error must name)
+    "rewards as float32": (lambda t: t.update({"0001.rewards": t["0001.rewards"].float()}), "rollouts.0001.rewards"),
+    "unknown tensor": (lambda t: t.update({"0000.hidden": torch.zeros(3)}), "rollouts.0000.hidden"),
+    "missing tensor": (lambda t: t.pop("0001.keys"), "rollouts.0001.keys"),
+    "wrong shape": (lambda t: t.update({"0000.mask": t["0000.mask"][:-1]}), "rollouts.0000.mask"),
+    "lengths vs mask": (lambda t: t.update({"0000.lengths": t["0000.lengths"] + 1}), "rollouts.0000.lengths"),
+    "2-d rewards": (lambda t: t.update({"0000.rewards": t["0000.rewards"][:, None]}), "rollouts.0000.rewards"),
+    "step missing": (lambda t: [t.pop(k) for k in list(t) if k.startswith("0001.")], "stats.inner_steps"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_rollouts_are_refused_naming_field_and_cid(made, store: Store, other: Store, case: str) -> None:
+    env, base, bundle = made
+    edit, field = MALFORMED[case]
+    bad = edit_rollouts(bundle, edit)
+    digest = put_parts(store, bundle, rollouts=bad)
+    with pytest.raises(SubmissionError) as info:
+        fetch_submission(other, digest, limits_for(base, env))
+    assert info.value.field == field, str(info.value)
+    bad_cid = store.put_file(bad, "x").cid
+    assert info.value.cid in (bad_cid, cid_for_digest(digest))
+
+
+def test_non_canonical_rollouts_are_refused(made, store: Store, other: Store) -> None:
+    env, base, bundle = made
+    with_metadata = st_save(dict(st_load(submission_files(bundle)[0])), metadata={"note": "same tensors"})
+    digest = put_parts(store, bundle, rollouts=with_metadata)
+    with pytest.raises(SubmissionError, match="not the canonical encoding") as info:
+        fetch_submission(other, digest, limits_for(base, env))
+    assert info.value.field == "rollouts"
+
+
+def test_malformed_proofs_and_delta_are_refused(made, store: Store, other: Store) -> None:
+    env, base, bundle = made
+    limits = limits_for(base, env)
+    limits = dataclasses.replace(limits, max_delta_bytes=2 * limits.max_delta_bytes)   # room for a float64 delta
+    shapes = {k: tuple(t.shape) for k, t in policy_state(base).items()}
+    short_step = (bundle.proofs[0], bundle.proofs[1][:-1])
+    good = encode_proof_file(bundle.proofs)
+    as64 = [(n, st_save({k: v.double() for k, v in st_load(d).items()})) for n, d in submission_files(bundle)[2]]
+    extra = [(n, st_save({**st_load(d), "extra.weight": torch.zeros(2)})) for n, d in submission_files(bundle)[2]]
+    cases = [
+        (dict(proofs=encode_proof_file(short_step)), "proofs[1]"),            # proofs count != rollouts
+        (dict(proofs=good + b"\0"), "proofs"),                                 # trailing bytes
+        (dict(proofs=good[:-3]), "proofs[1][7][1]"),                           # truncated last proof
+        (dict(proofs=b"XXXX" + good[4:]), "proofs"),                           # bad magic
+        (dict(delta=as64), f"delta[0].{sorted(bundle.delta)[0]}"),             # wrong dtype
+        (dict(delta=extra), "delta[0].extra.weight"),                          # not a base parameter
+        (dict(stats={**encode_stats(bundle, bundle.batches), "bonus": 1}), "stats.bonus"),
+        (dict(stats={**encode_stats(bundle, bundle.batches), "proofs": 1}), "stats.proofs"),
+    ]
+    assert len(bundle.proofs[1][7]) == 2, "the truncation case assumes a rollout with two proofs"
+    for parts, field in cases:
+        digest = put_parts(store, bundle, **parts)
+        with pytest.raises(SubmissionError) as info:
+            fetch_submission(other, digest, limits, shapes)
+        assert info.value.field == field, str(info.value)
+
+
+def test_decode_refuses_more_proof_rollouts_than_the_limit(made) -> None:
+    env, base, bundle = made
+    data = encode_proof_file(bundle.proofs)
+    with pytest.raises(SubmissionError) as info:
+        decode_proof_file(data, "cid", dataclasses.replace(limits_for(base, env), max_rollouts=15))
+    assert info.value.field == "proofs.rollouts" and info.value.value == 16
+
+
+def test_missing_content_is_a_clear_error_within_the_timeout(made, store: Store, other: Store) -> None:
+    env, base, bundle = made
+    r, _, _ = submission_files(bundle)
+    ghost_sha = hashlib.sha256(b"never uploaded " + os.urandom(8)).hexdigest()
+    ghost = ShardRef("rollouts.safetensors", cid_for_digest(ghost_sha), ghost_sha, len(r))
+    honest = SubmissionManifest.from_bytes(store.get_manifest(put_submission(store, bundle)[0]))
+    digest = store.put_manifest(dataclasses.replace(honest, rollouts=ghost).to_bytes())
+    start = time.monotonic()
+    with pytest.raises(SubmissionError) as info:
+        fetch_submission(other, digest, limits_for(base, env))
+    assert time.monotonic() - start < other.timeout + 3
+    assert info.value.field == "rollouts" and info.value.cid == ghost.cid and "not found" in str(info.value)
+    # A digest nobody stored at all, and a model digest where a submission is expected.
+    with pytest.raises(SubmissionError) as info:
+        fetch_submission(other, hashlib.sha256(os.urandom(8)).hexdigest(), limits_for(base, env))
+    assert info.value.field == "manifest"
+    model = put_model(store, policy_state(base), CFG.model, None, None)
+    with pytest.raises(SubmissionError) as info:
+        fetch_submission(other, model, limits_for(base, env))
+    assert info.value.field == "manifest.kind"
+
+
+# ----------------------------------------------------------------------------- models
+
+def test_model_round_trip_with_outer_state_and_parent(made, store: Store, other: Store, tmp_path: Path) -> None:
+    _, base, bundle = made
+    state = policy_state(base)
+    momentum = {k: torch.full_like(t, 0.5) for k, t in bundle.delta.items()}
+    parent = put_model(store, state, CFG.model, None, None)
+    digest = put_model(store, state, CFG.model, momentum, parent, max_shard_bytes=40_000)
+    got = fetch_model(other, digest, tmp_path / "models", max_bytes=10 * MB)
+    assert got.config == CFG.model and got.manifest.parent == parent and got.manifest.dtype == "float32"
+    assert len(got.manifest.shards) > 1 and got.manifest.outer_state is not None
+    assert set(got.state) == set(state) and all(torch.equal(got.state[k], state[k]) for k in state)
+    assert all(torch.equal(got.outer_state[k], momentum[k]) for k in momentum)
+    first = fetch_model(other, parent, tmp_path / "models", max_bytes=10 * MB)
+    assert first.outer_state is None and first.manifest.parent is None
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted([digest, parent])
+
+
+def test_same_weights_same_digest_across_calls_and_processes(made, store: Store, ipfs, tmp_path: Path) -> None:
+    _, base, _ = made
+    state = policy_state(base)
+    digest = put_model(store, state, CFG.model, None, None)
+    assert put_model(store, {k: t.clone() for k, t in state.items()}, CFG.model, None, None) == digest
+    code = ("import sys; from client.config import ModelConfig, from_dict; import json;"
+            "from client.model import build_policy, policy_state; from client.model_store import put_model;"
+            "from client.store import Store;"
+            "cfg = from_dict(ModelConfig, json.loads(sys.argv[2]), 'model');"
+            "print(put_model(Store(sys.argv[1], None), policy_state(build_policy(cfg)), cfg, None, None))")
+    out = subprocess.run([sys.executable, "-c", code, ipfs.api, json.dumps(to_dict(CFG.model))],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1], check=True)
+    assert out.stdout.strip() == digest
+    other_cfg = dataclasses.replace(CFG.model, seed=1)
+    assert put_model(store, state, other_cfg, None, None) != digest      # config is part of the identity
+
+
+def test_second_fetch_touches_no_network_and_corruption_is_refetched(made, store: Store, other: Store,
+                                                                     tmp_path: Path) -> None:
+    _, base, _ = made
+    state = policy_state(base)
+    digest = put_model(store, state, CFG.model, None, None)
+    cache = tmp_path / "models"
+    fetch_model(other, digest, cache, max_bytes=10 * MB)
+    offline = fetch_model(dead_store(None), digest, cache, max_bytes=10 * MB)
+    assert all(torch.equal(offline.state[k], state[k]) for k in state)
+    shard = cache / digest / offline.manifest.shards[0].name
+    shard.write_bytes(b"\0" * shard.stat().st_size)                      # corrupt the cached copy
+    with pytest.raises(StoreUnavailable):
+        fetch_model(dead_store(None), digest, cache, max_bytes=10 * MB)   # not served; refetch needs the daemon
+    assert not (cache / digest).exists()
+    again = fetch_model(other, digest, cache, max_bytes=10 * MB)
+    assert all(torch.equal(again.state[k], state[k]) for k in state)
+
+
+def test_bad_models_are_refused_and_nothing_is_cached(made, store: Store, other: Store, tmp_path: Path) -> None:
+    _, base, _ = made
+    state = policy_state(base)
+    cache = tmp_path / "models"
+    digest = put_model(store, state, CFG.model, None, None)
+    good = ModelManifest.from_bytes(store.get_manifest(digest))
+    size = sum(r.size for r in good.shards)
+    ghost_sha = hashlib.sha256(os.urandom(16)).hexdigest()
+    ghost = ShardRef("model-00001-of-00001.safetensors", cid_for_digest(ghost_sha), ghost_sha, 1000)
+    half = store.put_file(st_save({k: v.half() for k, v in state.items()}), "model-00001-of-00001.safetensors")
+    bad_cfg = {**good.config, "n_heads": 3}
+    cases = [
+        (digest, size - 1, "shards"),                                                         # over max_bytes
+        (store.put_manifest(dataclasses.replace(good, shards=(ghost,)).to_bytes()), MB, "shards[0]"),
+        (store.put_manifest(dataclasses.replace(good, shards=(half,)).to_bytes()), MB,
+         f"shards[0].{sorted(state)[0]}"),                                                    # dtype != manifest's
+        (store.put_manifest(dataclasses.replace(good, config=bad_cfg).to_bytes()), MB, "config.n_heads"),
+        (store.put_manifest(dataclasses.replace(good, outer_state=good.shards).to_bytes()), MB,
+         "outer_state[0].name"),                                                              # name used twice
+    ]
+    for case_digest, limit, field in cases:
+        start = time.monotonic()
+        with pytest.raises(ModelError) as info:
+            fetch_model(other, case_digest, cache, max_bytes=limit)
+        assert info.value.field == field, str(info.value)
+        assert time.monotonic() - start < other.timeout + 3
+        assert not cache.exists() or list(cache.iterdir()) == []      # no final dir, no temp dir
+        if field == "shards[0]":
+            assert info.value.cid == ghost.cid and "not found" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- task spec
+
+SPEC_TOML = """
+trainers_per_round = 3
+[model]
+vocab_size = 32
+d_model = 64
+n_layers = 2
+n_heads = 4
+max_seq_len = 32
+[env]
+env_id = "sort"
+params = { n_min = 4, n_max = 6, alphabet = 8 }
+[sampler]
+temperature = 1
+max_new_tokens = 8
+[grpo]
+prompts_per_step = 2
+group_size = 4
+inner_steps = 2
+lr = 3e-3
+[validation]
+sampling_tie_tol = 0.02
+"""
+
+
+def test_task_spec_from_toml_digest_and_round_trip(made, store: Store, other: Store, tmp_path: Path) -> None:
+    env, base, _ = made
+    path = tmp_path / "task.toml"
+    path.write_text(SPEC_TOML)
+    spec = load_task_spec(path)
+    assert spec.task.model == CFG.model and spec.task.grpo == CFG.grpo and spec.task.trainers_per_round == 3
+    assert spec.task.sampler.temperature == 1.0 and spec.validation.sampling_tie_tol == 0.02
+    assert spec.limits == limits_for(base, env)                          # derived: what an honest bundle needs
+    data = spec.to_bytes()
+    doc = json.loads(data)
+    assert doc["kind"] == "task_spec" and doc["outer"] == {"lr": 1.0, "momentum": 0.0, "nesterov": True}
+    assert doc["validation"]["max_exp_mismatches"] == 38                 # defaults are written out
+    digest = put_task_spec(store, spec)
+    assert digest == spec.digest() == hashlib.sha256(data).hexdigest()
+    assert fetch_task_spec(other, digest) == spec
+    path.write_text(SPEC_TOML.replace("lr = 3e-3", "lr = 4e-3"))
+    assert load_task_spec(path).digest() != digest
+    with pytest.raises(ManifestError, match="canonical"):
+        TaskSpecManifest.from_bytes(data.replace(b'"lr":1.0', b'"lr":1'))
+
+
+def test_task_spec_names_every_bad_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(SPEC_TOML.replace("n_layers = 2", "n_layers = 2\nwidth = 9").replace("lr = 3e-3", 'lr = "fast"')
+                    .replace("alphabet = 8", "alphabet = 99").replace("temperature = 1", "temperature = true")
+                    + "[limits]\nmax_rollouts = 0\nmax_inner_steps = 2\nmax_tokens = 1\nmax_proof_bytes = 1\n"
+                      "max_delta_bytes = 1\n[oracle]\nx = 1\n")
+    with pytest.raises(TaskSpecError) as info:
+        load_task_spec(path)
+    named = {(e.section, e.key) for e in info.value.errors}
+    assert named == {("task", "oracle"), ("model", "width"), ("grpo", "lr"), ("sampler", "temperature"),
+                     ("env.params", "alphabet"), ("limits", "max_rollouts")}
+    assert str(path) in str(info.value) and "'fast'" in str(info.value)
