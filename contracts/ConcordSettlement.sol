@@ -1,0 +1,489 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {IConcord} from "./interfaces/IConcord.sol";
+import {ConcordStorage} from "./ConcordStorage.sol";
+import {Pipeline} from "./Pipeline.sol";
+
+/// @title ConcordSettlement
+/// @notice The off-hot-path half of the protocol: task creation, top-up and reclaim, joining
+///         and leaving tasks, and paginated finalize (slashing, bounties, validator fees, void
+///         rounds, pro-rata rewards). `Concord` deploys one instance in its constructor and
+///         delegatecalls it, so this code runs on Concord's storage and tokens; it exists only
+///         because the whole protocol does not fit the 24 KiB contract size limit.
+/// @dev Shares `ConcordStorage`'s layout with Concord. Called directly (not by delegatecall)
+///      every function reverts with `NotDelegated`; it holds no tokens and no state.
+///      Functions are documented in IConcord; the wrappers in Concord carry `nonReentrant`.
+contract ConcordSettlement is Pipeline {
+    using SafeCast for uint256;
+
+    // ---------------------------------------------------------------------------------------
+    // Types
+    // ---------------------------------------------------------------------------------------
+
+    /// @dev Working set of one finalize call (keeps the stack shallow without via-IR).
+    struct Fin {
+        uint256 taskId;
+        uint256 round;
+        uint256 ri;
+        uint256 n;
+        uint256 k;
+        uint256[] idx;
+        address[] who;
+        uint256 acceptedWork;
+        uint256 trainerReward;
+        uint256 slashAmount;
+        uint256 bountyBps;
+        uint256 slashed;
+        uint256 bounties;
+        uint256 paid;
+        uint256 toBudget;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Storage
+    // ---------------------------------------------------------------------------------------
+
+    /// @dev This module's own address, to tell a delegatecall from a direct call.
+    address private immutable _self;
+    /// @dev Placeholder written into fresh ballot slots so the first real commit is a
+    ///      non-zero-to-non-zero write.
+    bytes32 private constant _SENTINEL = bytes32(uint256(1));
+
+    // ---------------------------------------------------------------------------------------
+    // Constructor
+    // ---------------------------------------------------------------------------------------
+
+    constructor(IERC20 token_) ConcordStorage(token_) {
+        _self = address(this);
+    }
+
+    modifier onlyDelegated() {
+        if (address(this) == _self) revert IConcord.NotDelegated();
+        _;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // External: tasks
+    // ---------------------------------------------------------------------------------------
+
+    /// @notice See IConcord.createTask.
+    function createTask(IConcord.TaskParams calldata p, uint256 budget)
+        external
+        onlyDelegated
+        returns (uint256 taskId)
+    {
+        _checkParams(p);
+        uint256 perRound = uint256(p.trainerRewardPerRound) + p.validatorFeePerRound;
+        if (budget < perRound) revert IConcord.BudgetBelowOneRound(budget, perRound);
+        taskId = ++_taskCount;
+        _cfg[taskId] = TaskConfig({
+            initiator: msg.sender,
+            submitSeconds: p.submitSeconds,
+            commitSeconds: p.commitSeconds,
+            asyncLevel: p.asyncLevel,
+            minValidators: p.minValidators,
+            bountyBps: p.bountyBps,
+            revealSeconds: p.revealSeconds,
+            maxRounds: p.maxRounds,
+            minTrainerStake: p.minTrainerStake,
+            minValidatorStake: p.minValidatorStake,
+            trainerReward: p.trainerRewardPerRound,
+            validatorFee: p.validatorFeePerRound,
+            slashAmount: p.slashAmount,
+            specDigest: p.specDigest
+        });
+        // Round 0 opens now and reserves its pool.
+        _task[taskId] = TaskSlot({
+            budget: (budget - perRound).toUint96(),
+            head: 0,
+            finalized: 0,
+            trainers: 0,
+            validators: 0,
+            validatorSlots: 0,
+            resumeAt: 0
+        });
+        _model[taskId][0] = p.initialModelDigest;
+        _escrowTotal += budget.toUint128();
+        _accounts[msg.sender].touched = 1;
+        for (uint256 i; i <= p.asyncLevel; ++i) {
+            _times[taskId][i] = RoundTimes({
+                round: uint32(i),
+                openAt: i == 0 ? uint40(block.timestamp) : 0,
+                submitEnd: 0,
+                commitEnd: 0,
+                revealEnd: 0,
+                submissions: 0,
+                touched: 1
+            });
+            _votes[taskId][i] = RoundVotes({committed: 0, revealed: 0, acceptedWork: 0, touched: 1});
+        }
+        emit IConcord.TaskCreated(taskId, msg.sender, p, budget);
+        emit IConcord.RoundOpened(taskId, 0, block.timestamp, perRound);
+        _pullTokens(budget);
+    }
+
+    /// @notice See IConcord.topUp.
+    function topUp(uint256 taskId, uint256 amount) external onlyDelegated {
+        if (amount == 0) revert IConcord.ZeroAmount();
+        TaskConfig storage c = _config(taskId);
+        // Open what was due under the old budget first, so new tokens cannot back-date a
+        // round's opening.
+        TaskSlot memory st = _advance(taskId);
+        _addBudget(c, st, amount);
+        _task[taskId] = st;
+        _escrowTotal += amount.toUint128();
+        emit IConcord.TaskToppedUp(taskId, msg.sender, amount, st.budget);
+        _pullTokens(amount);
+        _advance(taskId);
+    }
+
+    /// @notice See IConcord.reclaimBudget.
+    function reclaimBudget(uint256 taskId) external onlyDelegated {
+        TaskConfig storage c = _config(taskId);
+        if (msg.sender != c.initiator) revert IConcord.NotInitiator(taskId, msg.sender);
+        TaskSlot storage st = _task[taskId];
+        if (c.maxRounds == 0 || st.finalized < c.maxRounds) revert IConcord.TaskNotOver(taskId);
+        uint256 amount = st.budget;
+        if (amount == 0) revert IConcord.ZeroAmount();
+        st.budget = 0;
+        _escrowTotal -= uint128(amount);
+        _creditedTotal += uint128(amount);
+        _credit(msg.sender, amount);
+        emit IConcord.BudgetReclaimed(taskId, msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // External: membership
+    // ---------------------------------------------------------------------------------------
+
+    /// @notice See IConcord.join.
+    function join(uint256 taskId) external onlyDelegated {
+        TaskConfig storage c = _config(taskId);
+        Node storage node = _registered(msg.sender);
+        Member memory m = _members[taskId][msg.sender];
+        if (m.joined) revert IConcord.AlreadyJoined(taskId, msg.sender);
+        IConcord.Role role = node.role;
+        uint256 required = role == IConcord.Role.Trainer ? c.minTrainerStake : c.minValidatorStake;
+        uint256 active = uint256(node.stake) - node.unbonding;
+        if (active < required) revert IConcord.InsufficientStake(msg.sender, active, required);
+        TaskSlot storage st = _task[taskId];
+        if (role == IConcord.Role.Trainer) {
+            st.trainers += 1;
+        } else {
+            if (!m.hasIndex) {
+                uint256 slot = st.validatorSlots;
+                if (slot >= _MAX_VALIDATORS) revert IConcord.TooManyValidators(taskId, _MAX_VALIDATORS);
+                st.validatorSlots = uint8(slot + 1);
+                m.validatorIndex = uint8(slot);
+                m.hasIndex = true;
+                _validatorAt[taskId][slot] = msg.sender;
+                bytes32[_RING_MAX] storage ballots = _ballots[taskId][msg.sender];
+                for (uint256 i; i <= c.asyncLevel; ++i) {
+                    ballots[i] = _SENTINEL;
+                }
+            }
+            st.validators += 1;
+        }
+        m.joined = true;
+        m.role = role;
+        _members[taskId][msg.sender] = m;
+        node.joinedTasks += 1;
+        emit IConcord.Joined(taskId, msg.sender, role, m.validatorIndex);
+    }
+
+    /// @notice See IConcord.leave.
+    function leave(uint256 taskId) external onlyDelegated {
+        TaskConfig storage c = _config(taskId);
+        Member storage m = _members[taskId][msg.sender];
+        if (!m.joined) revert IConcord.NotJoined(taskId, msg.sender);
+        TaskSlot storage st = _task[taskId];
+        uint256 finalized = st.finalized;
+        if (m.role == IConcord.Role.Trainer) {
+            if (m.hasSubmitted && m.lastSubmitRound >= finalized) {
+                revert IConcord.WorkNotFinalized(taskId, msg.sender, m.lastSubmitRound);
+            }
+            st.trainers -= 1;
+        } else {
+            uint256 ring = uint256(c.asyncLevel) + 1;
+            uint256 bit = uint256(1) << m.validatorIndex;
+            for (uint256 r = finalized; r <= st.head; ++r) {
+                if (_votes[taskId][r % ring].committed & bit != 0) {
+                    revert IConcord.WorkNotFinalized(taskId, msg.sender, r);
+                }
+            }
+            st.validators -= 1;
+        }
+        m.joined = false;
+        _nodes[msg.sender].joinedTasks -= 1;
+        emit IConcord.Left(taskId, msg.sender, m.role);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // External: finalize
+    // ---------------------------------------------------------------------------------------
+
+    /// @notice See IConcord.finalize.
+    function finalize(uint256 taskId, uint32 round, uint256 maxItems) external onlyDelegated returns (bool done) {
+        if (maxItems == 0) revert IConcord.ZeroMaxItems();
+        TaskConfig storage c = _config(taskId);
+        TaskSlot memory st = _advance(taskId);
+        if (round != st.finalized) {
+            if (round > st.finalized && round <= st.head) revert IConcord.WrongRound(taskId, st.finalized, round);
+            revert IConcord.WrongPhase(taskId, round, IConcord.Phase.Finalize, _phase(taskId, c, st, round));
+        }
+        Fin memory f;
+        f.taskId = taskId;
+        f.round = round;
+        f.ri = round % (uint256(c.asyncLevel) + 1);
+        RoundTimes memory tm = _times[taskId][f.ri];
+        IConcord.Phase phase = _livePhase(tm, c);
+        if (phase != IConcord.Phase.Finalize) {
+            revert IConcord.WrongPhase(taskId, round, IConcord.Phase.Finalize, phase);
+        }
+
+        RoundVotes memory v = _votes[taskId][f.ri];
+        _loadRevealers(f, v.revealed);
+        if (f.k < c.minValidators) {
+            _settleVoid(f, c, st, v);
+            return true;
+        }
+        f.n = tm.submissions;
+        f.acceptedWork = v.acceptedWork;
+        f.trainerReward = c.trainerReward;
+        f.slashAmount = c.slashAmount;
+        f.bountyBps = c.bountyBps;
+
+        RoundSettle memory s = _settle[taskId][f.ri];
+        uint256 total = 2 * f.n;
+        uint256 to = total - s.cursor > maxItems ? s.cursor + maxItems : total;
+        if (to > s.cursor) {
+            _runSteps(f, s.cursor, to);
+            s.cursor = uint32(to);
+            s.trainerPaid += uint96(f.paid);
+            s.returned += uint96(f.toBudget);
+            v.acceptedWork = uint96(f.acceptedWork);
+            _votes[taskId][f.ri] = v;
+            _bookSteps(f, c, st);
+            emit IConcord.FinalizeProgressed(taskId, round, to, total);
+        }
+        if (to < total) {
+            _settle[taskId][f.ri] = s;
+            _task[taskId] = st;
+            return false;
+        }
+        _settleRound(f, c, st, v, s);
+        return true;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Internal
+    // ---------------------------------------------------------------------------------------
+
+    function _checkParams(IConcord.TaskParams calldata p) private pure {
+        if (p.specDigest == bytes32(0) || p.initialModelDigest == bytes32(0)) revert IConcord.ZeroDigest();
+        if (p.submitSeconds == 0 || p.commitSeconds == 0 || p.revealSeconds == 0) revert IConcord.ZeroPhaseLength();
+        if (p.asyncLevel > _MAX_ASYNC_LEVEL) revert IConcord.AsyncLevelTooHigh(p.asyncLevel, _MAX_ASYNC_LEVEL);
+        if (p.bountyBps > _BPS) revert IConcord.BountyTooHigh(p.bountyBps);
+        if (p.minValidators == 0 || p.minValidators > _MAX_VALIDATORS) {
+            revert IConcord.MinValidatorsOutOfRange(p.minValidators, _MAX_VALIDATORS);
+        }
+    }
+
+    /// @dev Fill `f.idx` / `f.who` with the revealing validators, in slot-index order.
+    function _loadRevealers(Fin memory f, uint64 revealed) private view {
+        uint256 k = _popcount(revealed);
+        f.k = k;
+        f.idx = new uint256[](k);
+        f.who = new address[](k);
+        uint256 q;
+        for (uint256 i; revealed != 0; ++i) {
+            if (revealed & 1 != 0) {
+                f.idx[q] = i;
+                f.who[q] = _validatorAt[f.taskId][i];
+                ++q;
+            }
+            revealed >>= 1;
+        }
+    }
+
+    /// @dev Finalize steps [from, to): steps 0..n-1 tally submission i (slash it when more
+    ///      than half of the revealers rejected it, else add its workUnits to acceptedWork);
+    ///      steps n..2n-1 pay accepted submission i - n its share of the trainer reward.
+    function _runSteps(Fin memory f, uint256 from, uint256 to) private {
+        uint256[] memory words = new uint256[](f.k);
+        uint256[] memory bounty = new uint256[](f.k);
+        uint256 loaded = type(uint256).max;
+        for (uint256 i = from; i < to; ++i) {
+            uint256 j = i < f.n ? i : i - f.n;
+            if (j >> 8 != loaded) {
+                loaded = j >> 8;
+                for (uint256 q; q < f.k; ++q) {
+                    words[q] = _rejects[f.taskId][f.round][f.idx[q]][loaded];
+                }
+            }
+            uint256 bit = j & 255;
+            uint256 rejects;
+            for (uint256 q; q < f.k; ++q) {
+                rejects += (words[q] >> bit) & 1;
+            }
+            uint256 packed = _subs[f.taskId][f.ri][j];
+            if (i < f.n) {
+                if (rejects * 2 > f.k) _reject(f, j, packed, rejects, words, bounty);
+                else f.acceptedWork += packed >> 192;
+            } else if (rejects * 2 <= f.k) {
+                address trainer = address(uint160(packed));
+                uint256 reward = f.trainerReward * (packed >> 192) / f.acceptedWork;
+                _credit(trainer, reward);
+                f.paid += reward;
+                emit IConcord.SubmissionRewarded(f.taskId, f.round, trainer, j, reward);
+            }
+        }
+        for (uint256 q; q < f.k; ++q) {
+            if (bounty[q] != 0) {
+                _credit(f.who[q], bounty[q]);
+                emit IConcord.BountyPaid(f.taskId, f.round, f.who[q], bounty[q]);
+            }
+        }
+    }
+
+    /// @dev Slash the trainer of rejected submission j; its rejecters share bountyBps of the
+    ///      slash equally, the rest (division dust included) returns to the task budget.
+    function _reject(
+        Fin memory f,
+        uint256 j,
+        uint256 packed,
+        uint256 rejects,
+        uint256[] memory words,
+        uint256[] memory bounty
+    ) private {
+        address trainer = address(uint160(packed));
+        uint256 slashed = _slash(trainer, f.slashAmount);
+        uint256 share = slashed * f.bountyBps / _BPS / rejects;
+        uint256 bit = j & 255;
+        for (uint256 q; q < f.k; ++q) {
+            if ((words[q] >> bit) & 1 != 0) bounty[q] += share;
+        }
+        uint256 paid = share * rejects;
+        f.slashed += slashed;
+        f.bounties += paid;
+        f.toBudget += slashed - paid;
+        emit IConcord.SubmissionRejected(f.taskId, f.round, trainer, j, slashed, paid);
+    }
+
+    /// @dev Book one finalize call's token moves: slashed stake leaves the stakes, bounties and
+    ///      rewards become credited balances, the rest of the slashes joins the task budget.
+    function _bookSteps(Fin memory f, TaskConfig storage c, TaskSlot memory st) private {
+        _stakedTotal -= uint128(f.slashed);
+        _creditedTotal += uint128(f.bounties + f.paid);
+        _escrowTotal = uint128(_escrowTotal + (f.slashed - f.bounties) - f.paid);
+        if (f.toBudget != 0) _addBudget(c, st, f.toBudget);
+    }
+
+    /// @dev Last step of a non-void round: model vote, validator fee, non-reveal slashes,
+    ///      unspent pool back to the budget, model round+1, next rounds opened.
+    function _settleRound(
+        Fin memory f,
+        TaskConfig storage c,
+        TaskSlot memory st,
+        RoundVotes memory v,
+        RoundSettle memory s
+    ) private {
+        (bytes32 winner, bytes32[] memory digests) = _modelVote(f);
+        uint256 feePaid;
+        if (winner != bytes32(0)) {
+            uint256 winners;
+            for (uint256 q; q < f.k; ++q) {
+                if (digests[q] == winner) ++winners;
+            }
+            uint256 share = uint256(c.validatorFee) / winners;
+            for (uint256 q; q < f.k; ++q) {
+                if (digests[q] == winner) {
+                    _credit(f.who[q], share);
+                    emit IConcord.ValidatorPaid(f.taskId, f.round, f.who[q], share);
+                }
+            }
+            feePaid = share * winners;
+        } else {
+            winner = _model[f.taskId][f.round];
+        }
+        uint256 slashed = _slashNonRevealers(f, c, v);
+        uint256 unpaid = uint256(c.trainerReward) - s.trainerPaid + c.validatorFee - feePaid;
+        _stakedTotal -= uint128(slashed);
+        _creditedTotal += uint128(feePaid);
+        _escrowTotal = uint128(_escrowTotal + slashed - feePaid);
+        _addBudget(c, st, unpaid + slashed);
+        _closeRound(f, st, winner, false, v.acceptedWork, s.returned + unpaid + slashed);
+    }
+
+    /// @dev Void round: no trainer slashed or paid, no fee; non-revealers slashed; the pool
+    ///      returns to the budget and the model stays.
+    function _settleVoid(Fin memory f, TaskConfig storage c, TaskSlot memory st, RoundVotes memory v) private {
+        uint256 slashed = _slashNonRevealers(f, c, v);
+        _stakedTotal -= uint128(slashed);
+        _escrowTotal += uint128(slashed);
+        uint256 returned = _perRound(c) + slashed;
+        _addBudget(c, st, returned);
+        _closeRound(f, st, _model[f.taskId][f.round], true, 0, returned);
+    }
+
+    function _closeRound(
+        Fin memory f,
+        TaskSlot memory st,
+        bytes32 nextModel,
+        bool isVoid,
+        uint256 acceptedWork,
+        uint256 returned
+    ) private {
+        _model[f.taskId][f.round + 1] = nextModel;
+        _settled[f.taskId][f.round] = block.timestamp | (isVoid ? _VOID_FLAG : 0);
+        st.finalized = uint32(f.round + 1);
+        _task[f.taskId] = st;
+        emit IConcord.RoundFinalized(f.taskId, f.round, nextModel, isVoid, acceptedWork, returned);
+        _advance(f.taskId);
+    }
+
+    /// @dev Plurality of the revealed next-model digests; zero when two digests tie for the
+    ///      most votes.
+    function _modelVote(Fin memory f) private view returns (bytes32 winner, bytes32[] memory digests) {
+        digests = new bytes32[](f.k);
+        for (uint256 q; q < f.k; ++q) {
+            digests[q] = _ballots[f.taskId][f.who[q]][f.ri];
+        }
+        uint256 best;
+        bool tie;
+        for (uint256 q; q < f.k; ++q) {
+            uint256 votes;
+            for (uint256 p; p < f.k; ++p) {
+                if (digests[p] == digests[q]) ++votes;
+            }
+            if (votes > best) {
+                best = votes;
+                winner = digests[q];
+                tie = false;
+            } else if (votes == best && digests[q] != winner) {
+                tie = true;
+            }
+        }
+        if (tie) winner = bytes32(0);
+    }
+
+    /// @dev Slash every validator that committed but did not reveal; returns the total taken.
+    function _slashNonRevealers(Fin memory f, TaskConfig storage c, RoundVotes memory v)
+        private
+        returns (uint256 total)
+    {
+        uint64 missing = v.committed & ~v.revealed;
+        for (uint256 i; missing != 0; ++i) {
+            if (missing & 1 != 0) {
+                address validator = _validatorAt[f.taskId][i];
+                uint256 taken = _slash(validator, c.slashAmount);
+                total += taken;
+                emit IConcord.ValidatorSlashed(f.taskId, f.round, validator, taken);
+            }
+            missing >>= 1;
+        }
+    }
+}

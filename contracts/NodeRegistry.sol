@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {IConcord} from "./interfaces/IConcord.sol";
+import {Balances} from "./Balances.sol";
+
+/// @title NodeRegistry
+/// @notice Trainers and validators register with an ERC-20 stake, add to it, and unbond it
+///         after a delay. A node joined to any task cannot unbond: joined nodes may have
+///         unfinalized work, and their whole stake (unbonding part included) stays slashable.
+abstract contract NodeRegistry is Balances {
+    using SafeCast for uint256;
+
+    // ---------------------------------------------------------------------------------------
+    // Storage
+    // ---------------------------------------------------------------------------------------
+
+    /// @inheritdoc IConcord
+    uint256 public immutable unbondDelay;
+
+    // ---------------------------------------------------------------------------------------
+    // Constructor
+    // ---------------------------------------------------------------------------------------
+
+    constructor(uint256 unbondDelay_) {
+        unbondDelay = unbondDelay_;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // External
+    // ---------------------------------------------------------------------------------------
+
+    /// @inheritdoc IConcord
+    function register(Role role, uint256 amount) external nonReentrant {
+        if (role != Role.Trainer && role != Role.Validator) revert InvalidRole(role);
+        if (amount == 0) revert ZeroAmount();
+        Node storage node = _nodes[msg.sender];
+        if (node.role != Role.None) revert AlreadyRegistered(msg.sender);
+        node.role = role;
+        node.stake = amount.toUint96();
+        _stakedTotal += uint128(amount);
+        _accounts[msg.sender].touched = 1;
+        emit NodeRegistered(msg.sender, role, amount);
+        _pullTokens(amount);
+    }
+
+    /// @inheritdoc IConcord
+    function addStake(uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        Node storage node = _registered(msg.sender);
+        uint256 stake = uint256(node.stake) + amount;
+        node.stake = stake.toUint96();
+        _stakedTotal += uint128(amount);
+        emit StakeAdded(msg.sender, amount, stake);
+        _pullTokens(amount);
+    }
+
+    /// @inheritdoc IConcord
+    function requestUnbond(uint256 amount) external {
+        if (amount == 0) revert ZeroAmount();
+        Node storage node = _registered(msg.sender);
+        if (node.joinedTasks != 0) revert PendingWork(msg.sender, node.joinedTasks);
+        uint256 available = uint256(node.stake) - node.unbonding;
+        if (amount > available) revert UnbondExceedsStake(msg.sender, available, amount);
+        uint256 unbonding = uint256(node.unbonding) + amount; // <= stake, fits uint96
+        uint256 unbondAt = block.timestamp + unbondDelay;
+        node.unbonding = uint96(unbonding);
+        node.unbondAt = unbondAt.toUint40();
+        emit UnbondRequested(msg.sender, amount, unbonding, unbondAt);
+    }
+
+    /// @inheritdoc IConcord
+    function completeUnbond() external {
+        Node storage node = _registered(msg.sender);
+        uint256 amount = node.unbonding;
+        if (amount == 0) revert NothingUnbonding(msg.sender);
+        if (node.joinedTasks != 0) revert PendingWork(msg.sender, node.joinedTasks);
+        if (block.timestamp < node.unbondAt) revert UnbondNotReady(msg.sender, node.unbondAt, block.timestamp);
+        node.stake -= uint96(amount);
+        node.unbonding = 0;
+        _stakedTotal -= uint128(amount);
+        _creditedTotal += uint128(amount);
+        _credit(msg.sender, amount);
+        emit UnbondCompleted(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Views
+    // ---------------------------------------------------------------------------------------
+
+    /// @inheritdoc IConcord
+    function nodeInfo(address node) external view returns (NodeInfo memory) {
+        Node memory n = _nodes[node];
+        return NodeInfo({
+            role: n.role, stake: n.stake, unbonding: n.unbonding, unbondAt: n.unbondAt, joinedTasks: n.joinedTasks
+        });
+    }
+}

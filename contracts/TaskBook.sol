@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IConcord} from "./interfaces/IConcord.sol";
+import {NodeRegistry} from "./NodeRegistry.sol";
+
+/// @title TaskBook
+/// @notice Tasks: parameters fixed at creation, an escrowed budget anyone can top up, and the
+///         model digest per round. The initiator can reclaim what is left only after the last
+///         round of a maxRounds task is settled; nobody else can move escrow.
+/// @dev The state-changing task functions run in the `ConcordSettlement` module (delegatecall,
+///      same storage); this contract holds their entry points and the task views.
+abstract contract TaskBook is NodeRegistry {
+    // ---------------------------------------------------------------------------------------
+    // Storage
+    // ---------------------------------------------------------------------------------------
+
+    /// @dev The settlement module, deployed by the constructor of Concord and fixed for life.
+    address internal immutable _settlement;
+
+    // ---------------------------------------------------------------------------------------
+    // Constructor
+    // ---------------------------------------------------------------------------------------
+
+    constructor(address settlement_) {
+        _settlement = settlement_;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // External
+    // ---------------------------------------------------------------------------------------
+
+    /// @inheritdoc IConcord
+    function createTask(TaskParams calldata, uint256) external nonReentrant returns (uint256 taskId) {
+        return abi.decode(_delegate(), (uint256));
+    }
+
+    /// @inheritdoc IConcord
+    function topUp(uint256, uint256) external nonReentrant {
+        _delegate();
+    }
+
+    /// @inheritdoc IConcord
+    function reclaimBudget(uint256) external {
+        _delegate();
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Views
+    // ---------------------------------------------------------------------------------------
+
+    /// @inheritdoc IConcord
+    function MAX_VALIDATORS() external pure returns (uint256) {
+        return _MAX_VALIDATORS;
+    }
+
+    /// @inheritdoc IConcord
+    function MAX_ASYNC_LEVEL() external pure returns (uint256) {
+        return _MAX_ASYNC_LEVEL;
+    }
+
+    /// @inheritdoc IConcord
+    function taskCount() external view returns (uint256) {
+        return _taskCount;
+    }
+
+    /// @inheritdoc IConcord
+    function taskParams(uint256 taskId) external view returns (TaskParams memory p) {
+        TaskConfig memory c = _config(taskId);
+        p = TaskParams({
+            specDigest: c.specDigest,
+            initialModelDigest: _model[taskId][0],
+            trainerRewardPerRound: c.trainerReward,
+            validatorFeePerRound: c.validatorFee,
+            minTrainerStake: c.minTrainerStake,
+            minValidatorStake: c.minValidatorStake,
+            slashAmount: c.slashAmount,
+            submitSeconds: c.submitSeconds,
+            commitSeconds: c.commitSeconds,
+            revealSeconds: c.revealSeconds,
+            maxRounds: c.maxRounds,
+            bountyBps: c.bountyBps,
+            asyncLevel: c.asyncLevel,
+            minValidators: c.minValidators
+        });
+    }
+
+    /// @inheritdoc IConcord
+    function taskState(uint256 taskId) external view returns (TaskState memory) {
+        TaskConfig storage c = _config(taskId);
+        TaskSlot memory st = _task[taskId];
+        return TaskState({
+            initiator: c.initiator,
+            budget: st.budget,
+            headRound: st.head,
+            finalizedRounds: st.finalized,
+            trainers: st.trainers,
+            validators: st.validators,
+            validatorSlots: st.validatorSlots,
+            resumeAt: st.resumeAt
+        });
+    }
+
+    /// @inheritdoc IConcord
+    function modelDigest(uint256 taskId, uint32 model) external view returns (bytes32 digest, bool isFinal) {
+        _config(taskId);
+        if (model > _task[taskId].finalized) return (bytes32(0), false);
+        return (_model[taskId][model], true);
+    }
+
+    /// @inheritdoc IConcord
+    function latestModel(uint256 taskId) external view returns (uint32 model, bytes32 digest) {
+        _config(taskId);
+        model = _task[taskId].finalized;
+        digest = _model[taskId][model];
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Internal
+    // ---------------------------------------------------------------------------------------
+
+    /// @dev Run the current call's function (same selector and arguments) in the settlement
+    ///      module on this contract's storage; bubble up its revert data unchanged (custom
+    ///      errors arrive as if raised here).
+    function _delegate() internal returns (bytes memory ret) {
+        bool ok;
+        (ok, ret) = _settlement.delegatecall(msg.data);
+        if (!ok) {
+            assembly ("memory-safe") {
+                revert(add(ret, 0x20), mload(ret))
+            }
+        }
+    }
+}

@@ -1,0 +1,413 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {CommonBase} from "forge-std/Base.sol";
+import {StdCheats} from "forge-std/StdCheats.sol";
+import {StdUtils} from "forge-std/StdUtils.sol";
+import {Vm} from "forge-std/Vm.sol";
+import {Concord} from "../../Concord.sol";
+import {DevToken} from "../../DevToken.sol";
+import {IConcord} from "../../interfaces/IConcord.sol";
+
+/// @notice Drives Concord through random but well-formed protocol traffic (and some
+///         ill-formed calls, which must revert without effect) and keeps ghost records the
+///         invariants check: deposits/withdrawals, payments per submission, unbonds that
+///         happened while work was pending, and the rounds' monotonicity.
+contract ConcordHandler is CommonBase, StdCheats, StdUtils {
+    Concord internal immutable concord;
+    DevToken internal immutable token;
+
+    address[] public trainers;
+    address[] public validators;
+    address public initiator;
+    uint256[] public tasks;
+
+    uint256 public ghostDeposited;
+    uint256 public ghostWithdrawn;
+    /// Set when a (task, round, index) was paid or slashed twice.
+    bool public doubleSettled;
+    /// Set when a node with unfinalized work completed an unbond.
+    bool public unbondedWithPendingWork;
+    /// Set when a task's head, finalized count or a final model digest went backwards.
+    bool public roundsWentBack;
+    /// Set when a round paid trainers more than its reward, or validators more than its fee.
+    bool public overpaid;
+
+    mapping(bytes32 => uint256) internal settledCount;
+    mapping(uint256 => uint256) internal lastHead;
+    mapping(uint256 => uint256) internal lastFinalized;
+    mapping(uint256 => mapping(uint256 => bytes32)) internal seenModel;
+    mapping(uint256 => mapping(uint256 => uint256)) internal rewardPaid;
+    mapping(uint256 => mapping(uint256 => uint256)) internal feePaid;
+    /// What each validator committed per (task, round): rejectSeed + 1 and the model flag.
+    mapping(address => mapping(bytes32 => uint256)) internal committedSeed;
+    mapping(address => mapping(bytes32 => bool)) internal committedAlt;
+
+    uint256 public calls;
+    /// Successful actions, to show the traffic reaches every step (printed after each run).
+    uint256 public nSubmits;
+    uint256 public nCommits;
+    uint256 public nReveals;
+    uint256 public nRoundsSettled;
+    uint256 public nRejected;
+    uint256 public nRewarded;
+    uint256 public nUnbonds;
+
+    constructor(Concord concord_, DevToken token_) {
+        concord = concord_;
+        token = token_;
+        initiator = makeAddr("h-initiator");
+        _fund(initiator);
+        for (uint256 i; i < 4; ++i) {
+            address t = makeAddr(string.concat("h-trainer", vm.toString(i)));
+            _fund(t);
+            vm.prank(t);
+            concord.register(IConcord.Role.Trainer, 300e18);
+            ghostDeposited += 300e18;
+            trainers.push(t);
+        }
+        for (uint256 i; i < 3; ++i) {
+            address v = makeAddr(string.concat("h-validator", vm.toString(i)));
+            _fund(v);
+            vm.prank(v);
+            concord.register(IConcord.Role.Validator, 300e18);
+            ghostDeposited += 300e18;
+            validators.push(v);
+        }
+        for (uint8 a; a < 2; ++a) {
+            _newTask(a);
+        }
+        // Everyone starts joined to both tasks, so short runs reach settlement.
+        for (uint256 i; i < 7; ++i) {
+            address who = _actor(i);
+            for (uint256 t; t < 2; ++t) {
+                vm.prank(who);
+                concord.join(tasks[t]);
+            }
+        }
+    }
+
+    // --- actions ----------------------------------------------------------------------------
+
+    function createTask(uint8 asyncLevel, uint96 budget) external {
+        if (tasks.length >= 3) return;
+        budget;
+        _newTask(uint8(_bound(asyncLevel, 0, 2)));
+        _after();
+    }
+
+    function topUp(uint256 taskSeed, uint96 amount) external {
+        uint256 id = _task(taskSeed);
+        amount = uint96(_bound(amount, 1, 500e18));
+        vm.prank(initiator);
+        concord.topUp(id, amount);
+        ghostDeposited += amount;
+        _after();
+    }
+
+    function join(uint256 actorSeed, uint256 taskSeed) external {
+        address who = _actor(actorSeed);
+        vm.prank(who);
+        try concord.join(_task(taskSeed)) {} catch {}
+        _after();
+    }
+
+    function leave(uint256 actorSeed, uint256 taskSeed) external {
+        if (actorSeed % 4 != 0) return; // leaving is rare, or runs would empty the tasks
+        address who = _actor(actorSeed);
+        vm.prank(who);
+        try concord.leave(_task(taskSeed)) {} catch {}
+        _after();
+    }
+
+    function submit(uint256 actorSeed, uint256 taskSeed, uint64 work, uint8 back) external {
+        uint256 id = _task(taskSeed);
+        address who = trainers[actorSeed % trainers.length];
+        uint32 round = concord.currentRound(id);
+        IConcord.TaskParams memory p = concord.taskParams(id);
+        uint256 lo = round > p.asyncLevel ? round - p.asyncLevel : 0;
+        uint32 base = uint32(_bound(back, lo, round));
+        vm.prank(who);
+        try concord.submit(
+            id, round, base, keccak256(abi.encode(who, round)), bytes32(0), uint64(_bound(work, 1, 1e6))
+        ) {
+            ++nSubmits;
+        } catch {}
+        _after();
+    }
+
+    function commit(uint256 actorSeed, uint256 taskSeed, uint256 rejectSeed, bool altModel) external {
+        uint256 id = _task(taskSeed);
+        address who = validators[actorSeed % validators.length];
+        uint32 round = _roundIn(id, IConcord.Phase.Commit, actorSeed);
+        uint256 n = concord.roundInfo(id, round).submissions;
+        bytes32 next = altModel && rejectSeed % 3 == 0 ? keccak256("alt") : keccak256(abi.encode("model", id, round));
+        bytes32 h = concord.commitHash(id, round, _bitmap(n, rejectSeed), next, bytes32(rejectSeed), who);
+        vm.prank(who);
+        try concord.commit(id, round, h) {
+            bytes32 key = keccak256(abi.encode(id, round));
+            committedSeed[who][key] = rejectSeed + 1;
+            committedAlt[who][key] = next == keccak256("alt");
+            ++nCommits;
+        } catch {}
+        _after();
+    }
+
+    /// @dev `honest`: some validator reveals what it committed; otherwise a random validator
+    ///      reveals random values, which must be refused.
+    function reveal(uint256 actorSeed, uint256 taskSeed, uint256 rejectSeed, bool honest) external {
+        uint256 id = _task(taskSeed);
+        uint32 round = _roundIn(id, IConcord.Phase.Reveal, actorSeed);
+        uint256 n = concord.roundInfo(id, round).submissions;
+        bytes32 key = keccak256(abi.encode(id, round));
+        address who = validators[actorSeed % validators.length];
+        bool altModel = rejectSeed % 2 == 0;
+        if (honest) {
+            for (uint256 v; v < validators.length; ++v) {
+                address cand = validators[(actorSeed + v) % validators.length];
+                (bool c, bool r) = concord.commitStatus(id, round, cand);
+                if (c && !r && committedSeed[cand][key] != 0) {
+                    who = cand;
+                    rejectSeed = committedSeed[cand][key] - 1;
+                    altModel = committedAlt[cand][key];
+                    break;
+                }
+            }
+        }
+        bytes32 next = altModel ? keccak256("alt") : keccak256(abi.encode("model", id, round));
+        vm.prank(who);
+        try concord.reveal(id, round, _bitmap(n, rejectSeed), next, bytes32(rejectSeed)) {
+            ++nReveals;
+        } catch {}
+        _after();
+    }
+
+    function finalize(uint256 taskSeed, uint8 maxItems) external {
+        uint256 id = _task(taskSeed);
+        uint32 round = concord.taskState(id).finalizedRounds;
+        vm.recordLogs();
+        try concord.finalize(id, round, _bound(maxItems, 1, 20)) returns (bool done) {
+            _scanSettlement(vm.getRecordedLogs());
+            if (done) ++nRoundsSettled;
+        } catch {}
+        _after();
+    }
+
+    function completeUnbond(uint256 actorSeed) external {
+        address who = _actor(actorSeed);
+        bool pending = _hasPendingWork(who);
+        vm.prank(who);
+        try concord.completeUnbond() {
+            if (pending) unbondedWithPendingWork = true;
+            ++nUnbonds;
+        } catch {}
+        _after();
+    }
+
+    function requestUnbond(uint256 actorSeed, uint96 amount) external {
+        address who = _actor(actorSeed);
+        vm.prank(who);
+        try concord.requestUnbond(_bound(amount, 1, 300e18)) {} catch {}
+        _after();
+    }
+
+    function addStake(uint256 actorSeed, uint96 amount) external {
+        address who = _actor(actorSeed);
+        amount = uint96(_bound(amount, 1, 100e18));
+        vm.prank(who);
+        concord.addStake(amount);
+        ghostDeposited += amount;
+        _after();
+    }
+
+    function withdraw(uint256 actorSeed, uint96 amount) external {
+        address who = actorSeed % 9 == 8 ? initiator : _actor(actorSeed);
+        uint256 bal = concord.balanceOf(who);
+        if (bal == 0) return;
+        amount = uint96(_bound(amount, 1, bal));
+        vm.prank(who);
+        concord.withdraw(amount);
+        ghostWithdrawn += amount;
+        _after();
+    }
+
+    function warp(uint16 secs) external {
+        vm.warp(block.timestamp + _bound(secs, 1, 25));
+        _after();
+    }
+
+    /// @dev Protocol-driven traffic: do the next honest action the task is waiting for
+    ///      (submit, commit, reveal, finalize); a random validator sometimes skips its
+    ///      reveal and random trainers get rejected. Exposed three times to weigh it.
+    function progress(uint256 taskSeed, uint256 seed) external {
+        _progress(_task(taskSeed), seed);
+    }
+
+    function progressMore(uint256 taskSeed, uint256 seed) external {
+        _progress(_task(taskSeed), seed);
+    }
+
+    function progressEvenMore(uint256 taskSeed, uint256 seed) external {
+        _progress(_task(taskSeed), seed);
+    }
+
+    function _progress(uint256 id, uint256 seed) internal {
+        IConcord.TaskState memory st = concord.taskState(id);
+        if (concord.phaseOf(id, st.finalizedRounds) == IConcord.Phase.Finalize) {
+            this.finalize(_taskIndex(id), uint8(seed));
+            return;
+        }
+        uint32 r = _roundIn(id, IConcord.Phase.Reveal, seed);
+        if (concord.phaseOf(id, r) == IConcord.Phase.Reveal && seed % 11 != 0) {
+            this.reveal(seed, _taskIndex(id), seed, true); // seed % 11 == 0: a withheld reveal
+            return;
+        }
+        r = _roundIn(id, IConcord.Phase.Commit, seed);
+        if (concord.phaseOf(id, r) == IConcord.Phase.Commit) {
+            for (uint256 v; v < validators.length; ++v) {
+                (bool c,) = concord.commitStatus(id, r, validators[(seed + v) % validators.length]);
+                if (!c) {
+                    // validators mostly agree (shared verdict seed), sometimes dissent
+                    uint256 verdict = seed % 5 == 0 ? seed >> 8 : uint256(keccak256(abi.encode(id, r))) >> 8;
+                    this.commit((seed + v) % validators.length, _taskIndex(id), verdict, seed % 7 == 0);
+                    return;
+                }
+            }
+        }
+        uint32 head = concord.currentRound(id);
+        if (concord.phaseOf(id, head) != IConcord.Phase.Submit) return;
+        for (uint256 i; i < trainers.length; ++i) {
+            IConcord.MemberInfo memory m = concord.memberInfo(id, trainers[(seed + i) % trainers.length]);
+            if (m.joined && !(m.hasSubmitted && m.lastSubmitRound >= head)) {
+                this.submit((seed + i) % trainers.length, _taskIndex(id), uint64(seed), uint8(seed));
+                return;
+            }
+        }
+    }
+
+    function _taskIndex(uint256 id) internal view returns (uint256) {
+        for (uint256 i; i < tasks.length; ++i) {
+            if (tasks[i] == id) return i;
+        }
+        return 0;
+    }
+
+    // --- helpers ----------------------------------------------------------------------------
+
+    function taskCount() external view returns (uint256) {
+        return tasks.length;
+    }
+
+    function _newTask(uint8 asyncLevel) internal {
+        IConcord.TaskParams memory p = IConcord.TaskParams({
+            specDigest: keccak256("spec"),
+            initialModelDigest: keccak256("model-0"),
+            trainerRewardPerRound: 97e18 + 3,
+            validatorFeePerRound: 11e18 + 1,
+            minTrainerStake: 100e18,
+            minValidatorStake: 100e18,
+            slashAmount: 70e18 + 7,
+            submitSeconds: 60,
+            commitSeconds: 120,
+            revealSeconds: 120,
+            maxRounds: 0,
+            bountyBps: 3333,
+            asyncLevel: asyncLevel,
+            minValidators: 2
+        });
+        vm.prank(initiator);
+        tasks.push(concord.createTask(p, 2000e18));
+        ghostDeposited += 2000e18;
+    }
+
+    function _fund(address who) internal {
+        token.mint(who, 1e30);
+        vm.prank(who);
+        token.approve(address(concord), type(uint256).max);
+    }
+
+    function _task(uint256 seed) internal view returns (uint256) {
+        return tasks[seed % tasks.length];
+    }
+
+    function _actor(uint256 seed) internal view returns (address) {
+        uint256 i = seed % (trainers.length + validators.length);
+        return i < trainers.length ? trainers[i] : validators[i - trainers.length];
+    }
+
+    /// @dev A live round of the task in `phase` if there is one, else a live round by seed.
+    function _roundIn(uint256 id, IConcord.Phase phase, uint256 seed) internal view returns (uint32) {
+        IConcord.TaskState memory st = concord.taskState(id);
+        for (uint256 r = st.finalizedRounds; r <= st.headRound; ++r) {
+            if (concord.phaseOf(id, uint32(r)) == phase) return uint32(r);
+        }
+        uint256 span = uint256(st.headRound) + 1 - st.finalizedRounds;
+        return uint32(st.finalizedRounds + (span == 0 ? 0 : seed % span));
+    }
+
+    function _bitmap(uint256 n, uint256 seed) internal pure returns (uint256[] memory w) {
+        w = new uint256[]((n + 255) / 256);
+        if (n == 0) return w;
+        // reject few: each bit with probability 1/4
+        uint256 bits = uint256(keccak256(abi.encode(seed, 1))) & uint256(keccak256(abi.encode(seed, 2)));
+        w[0] = n >= 256 ? bits : bits & ((uint256(1) << n) - 1);
+    }
+
+    function _hasPendingWork(address who) internal view returns (bool) {
+        for (uint256 t; t < tasks.length; ++t) {
+            uint256 id = tasks[t];
+            IConcord.TaskState memory st = concord.taskState(id);
+            IConcord.MemberInfo memory m = concord.memberInfo(id, who);
+            if (m.hasSubmitted && m.lastSubmitRound >= st.finalizedRounds) return true;
+            for (uint256 r = st.finalizedRounds; r <= st.headRound; ++r) {
+                (bool committed,) = concord.commitStatus(id, uint32(r), who);
+                if (committed) return true;
+            }
+        }
+        return false;
+    }
+
+    function _scanSettlement(Vm.Log[] memory logs) internal {
+        for (uint256 i; i < logs.length; ++i) {
+            bytes32 sig = logs[i].topics[0];
+            if (sig == IConcord.SubmissionRewarded.selector || sig == IConcord.SubmissionRejected.selector) {
+                uint256 id = uint256(logs[i].topics[1]);
+                uint256 round = uint256(logs[i].topics[2]);
+                (uint256 index, uint256 amount) = abi.decode(logs[i].data, (uint256, uint256));
+                bytes32 key = keccak256(abi.encode(id, round, index));
+                if (++settledCount[key] > 1) doubleSettled = true;
+                if (sig == IConcord.SubmissionRejected.selector) ++nRejected;
+                if (sig == IConcord.SubmissionRewarded.selector) {
+                    ++nRewarded;
+                    rewardPaid[id][round] += amount;
+                    if (rewardPaid[id][round] > 97e18 + 3) overpaid = true;
+                }
+            } else if (sig == IConcord.ValidatorPaid.selector) {
+                uint256 id = uint256(logs[i].topics[1]);
+                uint256 round = uint256(logs[i].topics[2]);
+                feePaid[id][round] += abi.decode(logs[i].data, (uint256));
+                if (feePaid[id][round] > 11e18 + 1) overpaid = true;
+            }
+        }
+    }
+
+    /// @dev Heads and finalized counts only grow; a final model digest never changes.
+    function _after() internal {
+        ++calls;
+        vm.warp(block.timestamp + 2); // every action takes a little time, so runs see many phases
+        for (uint256 t; t < tasks.length; ++t) {
+            uint256 id = tasks[t];
+            IConcord.TaskState memory st = concord.taskState(id);
+            if (st.headRound < lastHead[id] || st.finalizedRounds < lastFinalized[id]) roundsWentBack = true;
+            if (st.finalizedRounds > uint256(st.headRound) + 1) roundsWentBack = true;
+            lastHead[id] = st.headRound;
+            lastFinalized[id] = st.finalizedRounds;
+            for (uint256 m = st.finalizedRounds >= 3 ? st.finalizedRounds - 3 : 0; m <= st.finalizedRounds; ++m) {
+                (bytes32 d, bool fin) = concord.modelDigest(id, uint32(m));
+                if (!fin) roundsWentBack = true;
+                if (seenModel[id][m] == bytes32(0)) seenModel[id][m] = d;
+                else if (seenModel[id][m] != d) roundsWentBack = true;
+            }
+        }
+    }
+}

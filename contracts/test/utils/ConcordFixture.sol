@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {Test} from "forge-std/Test.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {Concord} from "../../Concord.sol";
+import {DevToken} from "../../DevToken.sol";
+import {IConcord} from "../../interfaces/IConcord.sol";
+
+/// @notice Shared set-up for the Concord tests: a real DevToken, a real Concord, funded and
+///         approved accounts, and helpers that play the protocol steps.
+abstract contract ConcordFixture is Test {
+    DevToken internal token;
+    Concord internal concord;
+
+    uint256 internal constant UNBOND_DELAY = 7 days;
+    uint256 internal constant FUND = 1_000_000e18;
+    uint256 internal constant STAKE = 1_000e18;
+    uint96 internal constant REWARD = 100e18;
+    uint96 internal constant FEE = 10e18;
+    uint96 internal constant SLASH = 40e18;
+    uint32 internal constant SUBMIT_S = 100;
+    uint32 internal constant COMMIT_S = 50;
+    uint32 internal constant REVEAL_S = 50;
+    bytes32 internal constant SPEC = keccak256("spec");
+    bytes32 internal constant MODEL0 = keccak256("model-0");
+
+    address internal initiator = makeAddr("initiator");
+    address internal stranger = makeAddr("stranger");
+    address[] internal trainers;
+    address[] internal validators;
+
+    function setUp() public virtual {
+        vm.warp(1_700_000_000);
+        token = new DevToken();
+        concord = new Concord(IERC20(address(token)), UNBOND_DELAY);
+        _fund(initiator);
+        _fund(stranger);
+    }
+
+    // --- accounts ---------------------------------------------------------------------------
+
+    function _fund(address who) internal {
+        token.mint(who, FUND);
+        vm.prank(who);
+        token.approve(address(concord), type(uint256).max);
+    }
+
+    function _newNode(string memory name, IConcord.Role role, uint256 stake) internal returns (address who) {
+        who = makeAddr(name);
+        _fund(who);
+        vm.prank(who);
+        concord.register(role, stake);
+    }
+
+    function _makeTrainers(uint256 n) internal {
+        for (uint256 i = trainers.length; i < n; ++i) {
+            trainers.push(_newNode(string.concat("trainer", vm.toString(i)), IConcord.Role.Trainer, STAKE));
+        }
+    }
+
+    function _makeValidators(uint256 n) internal {
+        for (uint256 i = validators.length; i < n; ++i) {
+            validators.push(_newNode(string.concat("validator", vm.toString(i)), IConcord.Role.Validator, STAKE));
+        }
+    }
+
+    // --- tasks ------------------------------------------------------------------------------
+
+    function _params() internal pure returns (IConcord.TaskParams memory p) {
+        p = IConcord.TaskParams({
+            specDigest: SPEC,
+            initialModelDigest: MODEL0,
+            trainerRewardPerRound: REWARD,
+            validatorFeePerRound: FEE,
+            minTrainerStake: 100e18,
+            minValidatorStake: 100e18,
+            slashAmount: SLASH,
+            submitSeconds: SUBMIT_S,
+            commitSeconds: COMMIT_S,
+            revealSeconds: REVEAL_S,
+            maxRounds: 0,
+            bountyBps: 5000,
+            asyncLevel: 0,
+            minValidators: 2
+        });
+    }
+
+    function _createTask(IConcord.TaskParams memory p, uint256 budget) internal returns (uint256 id) {
+        vm.prank(initiator);
+        id = concord.createTask(p, budget);
+    }
+
+    /// @dev Task with `nT` joined trainers and `nV` joined validators (created on demand).
+    function _taskWith(IConcord.TaskParams memory p, uint256 budget, uint256 nT, uint256 nV)
+        internal
+        returns (uint256 id)
+    {
+        id = _createTask(p, budget);
+        _makeTrainers(nT);
+        _makeValidators(nV);
+        for (uint256 i; i < nT; ++i) {
+            vm.prank(trainers[i]);
+            concord.join(id);
+        }
+        for (uint256 i; i < nV; ++i) {
+            vm.prank(validators[i]);
+            concord.join(id);
+        }
+    }
+
+    // --- round steps ------------------------------------------------------------------------
+
+    function _digest(address trainer, uint256 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("bundle", trainer, round));
+    }
+
+    function _submit(uint256 id, uint32 round, uint32 base, address trainer, uint64 work) internal {
+        vm.prank(trainer);
+        concord.submit(id, round, base, _digest(trainer, round), keccak256(abi.encode("proof", trainer)), work);
+    }
+
+    function _salt(address v, uint256 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("salt", v, round));
+    }
+
+    function _commit(uint256 id, uint32 round, address v, uint256[] memory words, bytes32 next) internal {
+        bytes32 h = concord.commitHash(id, round, words, next, _salt(v, round), v);
+        vm.prank(v);
+        concord.commit(id, round, h);
+    }
+
+    function _reveal(uint256 id, uint32 round, address v, uint256[] memory words, bytes32 next) internal {
+        vm.prank(v);
+        concord.reveal(id, round, words, next, _salt(v, round));
+    }
+
+    function _words(uint256 n) internal pure returns (uint256[] memory) {
+        return new uint256[]((n + 255) / 256);
+    }
+
+    function _oneBit(uint256 n, uint256 i) internal pure returns (uint256[] memory w) {
+        w = _words(n);
+        w[i / 256] |= 1 << (i % 256);
+    }
+
+    function _finalizeAll(uint256 id, uint32 round) internal {
+        while (!concord.finalize(id, round, 1000)) {}
+    }
+
+    /// @dev Move past the current phase of `round` to its end.
+    function _warpPast(uint256 id, uint32 round, IConcord.Phase phase) internal {
+        IConcord.RoundInfo memory r = concord.roundInfo(id, round);
+        uint256 end =
+            phase == IConcord.Phase.Submit ? r.submitEnd : phase == IConcord.Phase.Commit ? r.commitEnd : r.revealEnd;
+        if (block.timestamp < end) vm.warp(end);
+    }
+
+    /// @dev Play a full round: every listed trainer submits on `base`, every validator
+    ///      commits and reveals `rejects` (the same bitmap) and `next`, then finalize.
+    function _playRound(uint256 id, uint32 round, uint32 base, uint256 nT, uint256[] memory rejects, bytes32 next)
+        internal
+    {
+        for (uint256 i; i < nT; ++i) {
+            _submit(id, round, base, trainers[i], uint64(10 + i));
+        }
+        _warpPast(id, round, IConcord.Phase.Submit);
+        uint256 nV = concord.taskState(id).validators;
+        for (uint256 i; i < nV; ++i) {
+            _commit(id, round, validators[i], rejects, next);
+        }
+        _warpPast(id, round, IConcord.Phase.Commit);
+        for (uint256 i; i < nV; ++i) {
+            _reveal(id, round, validators[i], rejects, next);
+        }
+        _warpPast(id, round, IConcord.Phase.Reveal);
+        _finalizeAll(id, round);
+    }
+
+    function _assertConserved() internal view {
+        assertEq(token.balanceOf(address(concord)), concord.totalLiabilities(), "conservation");
+    }
+}
