@@ -1,0 +1,219 @@
+"""`concord status [TASK]`: what the chain says about a task, plus local validators' rejection evidence.
+
+Everything comes from views and events of the Concord contract: rounds and phases
+(`roundInfo`), submissions (Submitted events) with their verdicts (SubmissionRejected /
+SubmissionRewarded, "void" for a void round, "pending" before finalize), slashes, bounties,
+fees, the joined nodes' stakes and credited balances, the current model digest. Given
+validator state dirs (default: every `.concord/validator-*`), each rejected submission
+also lists the evidence digests those validators published (`validator.node`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from client import chain
+from client import node as nodes
+from client.chain import ChainClient, Phase
+
+VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + bytes(b).hex()
+
+
+def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[int, int], list[dict]]:
+    """(round, index) -> [{validator dir, check, evidence digest}] from local validator state dirs."""
+    from validator.node import load_verdicts, task_dir
+
+    out: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    for d in validator_dirs:
+        for v in load_verdicts(task_dir(d, task_id)):
+            if not v.accepted:
+                out[(v.round, v.index)].append({"state_dir": str(d), "failed_check": v.failed_check,
+                                                "evidence": v.evidence_digest})
+    return out
+
+
+def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path] = ()) -> dict:
+    """One task as a JSON-ready document (numbers in token base units, digests 0x-hex)."""
+    c = client.concord
+    params, state = c.task_params(task_id), c.task_state(task_id)
+    events = [e for e in c.events(client.deployment.block_number, "latest")
+              if getattr(e, "task_id", None) == task_id]
+    evidence = evidence_index(validator_dirs, task_id)
+    verdict: dict[tuple[int, int], dict] = {}
+    subs: dict[int, list[dict]] = defaultdict(list)
+    per_round: dict[int, dict] = defaultdict(lambda: {"slashes": [], "bounties": [], "fees": [], "returned": 0})
+    committed: dict[int, list[str]] = defaultdict(list)
+    revealed: dict[int, list[dict]] = defaultdict(list)
+    members: dict[str, str] = {}
+    for e in events:
+        if isinstance(e, chain.Submitted):
+            subs[e.round].append({"index": e.index, "trainer": e.trainer, "base_round": e.base_round,
+                                  "bundle_digest": _hex(e.bundle_digest), "work_units": e.work_units})
+        elif isinstance(e, chain.SubmissionRejected):
+            verdict[(e.round, e.index)] = {"verdict": VERDICT_REJECTED, "slashed": e.slashed, "bounty": e.bounty}
+            per_round[e.round]["slashes"].append({"node": e.trainer, "amount": e.slashed, "why": "rejected"})
+        elif isinstance(e, chain.SubmissionRewarded):
+            verdict[(e.round, e.index)] = {"verdict": VERDICT_ACCEPTED, "reward": e.reward}
+        elif isinstance(e, chain.BountyPaid):
+            per_round[e.round]["bounties"].append({"validator": e.validator, "amount": e.amount})
+        elif isinstance(e, chain.ValidatorPaid):
+            per_round[e.round]["fees"].append({"validator": e.validator, "amount": e.fee})
+        elif isinstance(e, chain.ValidatorSlashed):
+            per_round[e.round]["slashes"].append({"node": e.validator, "amount": e.amount, "why": "no reveal"})
+        elif isinstance(e, chain.RoundFinalized):
+            per_round[e.round]["returned"] = e.returned
+        elif isinstance(e, chain.Committed):
+            committed[e.round].append(e.validator)
+        elif isinstance(e, chain.Revealed):
+            revealed[e.round].append({"validator": e.validator, "next_model": _hex(e.next_model_digest),
+                                      "rejected": chain.rejected_indexes(e.reject_words, len(subs[e.round]))})
+        elif isinstance(e, chain.Joined):
+            members[e.node] = e.role.name.lower()
+    rounds = []
+    for r in range(c.current_round(task_id) + 1):
+        info = c.round_info(task_id, r)
+        entries = []
+        for s in sorted(subs.get(r, []), key=lambda s: s["index"]):
+            v = verdict.get((r, s["index"]))
+            if v is None:
+                v = {"verdict": VERDICT_VOID if info.phase == Phase.VOID else VERDICT_PENDING}
+            ev = evidence.get((r, s["index"]), [])
+            entries.append({**s, **v, **({"evidence": ev} if ev else {})})
+        rounds.append({
+            # settled rounds' live slots are reused (roundInfo keeps only phase and model): counts from events
+            "round": r, "phase": info.phase.name.lower(), "submissions": entries, "commits": len(committed[r]),
+            "reveals": len(revealed[r]), "votes": revealed[r], "next_model": _hex(info.next_model_digest) if any(info.next_model_digest) else None,
+            **per_round.get(r, {"slashes": [], "bounties": [], "fees": [], "returned": 0}),
+        })
+    latest = c.latest_model(task_id)
+    nodes_out = []
+    for addr, role in sorted(members.items()):
+        info = c.node_info(addr)
+        m = c.member_info(task_id, addr)
+        nodes_out.append({"address": addr, "role": role, "joined": m.joined, "stake": info.stake,
+                          "balance": c.balance_of(addr)})
+    return {
+        "task_id": task_id, "initiator": state.initiator, "budget": state.budget,
+        "head_round": c.current_round(task_id), "finalized_rounds": state.finalized_rounds,
+        "model": {"index": latest.model, "digest": _hex(latest.digest)},
+        "params": {"trainer_reward_per_round": params.trainer_reward_per_round,
+                   "validator_fee_per_round": params.validator_fee_per_round, "slash_amount": params.slash_amount,
+                   "bounty_bps": params.bounty_bps, "max_rounds": params.max_rounds,
+                   "async_level": params.async_level, "min_validators": params.min_validators,
+                   "spec_digest": _hex(params.spec_digest)},
+        "rounds": rounds, "nodes": nodes_out,
+    }
+
+
+def status(client: ChainClient, task_ids: Sequence[int], validator_dirs: Sequence[Path] = ()) -> dict:
+    totals = client.concord.totals()
+    return {
+        "chain_id": client.deployment.chain_id, "concord": client.deployment.concord,
+        "token_decimals": client.token.decimals(),
+        "totals": {"escrow": totals.escrow, "staked": totals.staked, "credited": totals.credited,
+                   "token_balance": client.token.balance_of(client.concord.address)},
+        "tasks": [task_status(client, t, validator_dirs) for t in task_ids],
+    }
+
+
+def _short(h: str | None) -> str:
+    return "-" if not h else h[:10] + ".." + h[-4:]
+
+
+def print_tables(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)   # pipes get whole rows
+    unit = 10 ** doc["token_decimals"]
+
+    def tok(x: int | str) -> str:
+        return x if isinstance(x, str) else f"{x / unit:g}"
+
+    t = doc["totals"]
+    ok = t["token_balance"] == t["escrow"] + t["staked"] + t["credited"]
+    console.print(f"chain {doc['chain_id']}  concord {doc['concord']}  escrow {tok(t['escrow'])}  "
+                  f"staked {tok(t['staked'])}  credited {tok(t['credited'])}  (tokens)  "
+                  f"conservation {'ok' if ok else 'BROKEN'}")
+    for task in doc["tasks"]:
+        console.print(f"\n[bold]task {task['task_id']}[/]  rounds settled {task['finalized_rounds']}  "
+                      f"head {task['head_round']}  model {task['model']['index']} {_short(task['model']['digest'])}  "
+                      f"budget {tok(task['budget'])}")
+        rt = Table(title="rounds")
+        for col in ("round", "phase", "#", "index", "trainer", "verdict", "reward/slash", "evidence", "next model"):
+            rt.add_column(col)
+        for r in task["rounds"]:
+            if not r["submissions"]:
+                rt.add_row(str(r["round"]), r["phase"], "0", "", "", "", "", "", _short(r["next_model"]))
+            for s in r["submissions"]:
+                amount = tok(s["reward"]) if "reward" in s else f"-{tok(s['slashed'])}" if "slashed" in s else ""
+                ev = ", ".join(_short(e["evidence"]) for e in s.get("evidence", []))
+                rt.add_row(str(r["round"]), r["phase"], str(len(r["submissions"])), str(s["index"]),
+                           _short(s["trainer"]), s["verdict"], str(amount), ev, _short(r["next_model"]))
+        console.print(rt)
+        nt = Table(title="nodes")
+        for col in ("address", "role", "joined", "stake", "balance"):
+            nt.add_column(col)
+        for n in task["nodes"]:
+            nt.add_row(n["address"], n["role"], str(n["joined"]), tok(n["stake"]), tok(n["balance"]))
+        console.print(nt)
+
+
+def default_validator_dirs() -> list[Path]:
+    return sorted(p for p in nodes.DEFAULT_NODES_DIR.glob("validator-*") if p.is_dir())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord status [TASK] [--devnet FILE | --rpc-url URL --deployment FILE] [--validator-state DIR]... [--json]`."""
+    p = argparse.ArgumentParser(prog="concord status", description=__doc__.splitlines()[0])
+    p.add_argument("task", type=int, nargs="?", default=None, help="task id (default: every task)")
+    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {nodes.DEFAULT_DEVNET_JSON})")
+    p.add_argument("--rpc-url", default=None)
+    p.add_argument("--deployment", type=Path, default=None)
+    p.add_argument("--validator-state", type=Path, action="append", default=None,
+                   help="a validator's --state-dir, for rejection evidence (default: .concord/validator-*)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    args = p.parse_args(argv)
+    try:
+        rpc_url, deployment = _connection(args)
+        client = chain.connect(rpc_url, deployment)
+        count = client.concord.task_count()
+        if args.task is not None and not 1 <= args.task <= count:
+            raise nodes.UnknownTask(args.task, count)
+        tasks = [args.task] if args.task is not None else list(range(1, count + 1))
+        dirs = args.validator_state if args.validator_state is not None else default_validator_dirs()
+        doc = status(client, tasks, dirs)
+    except (nodes.NodeConfigError, nodes.UnknownTask, chain.ChainError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print_tables(doc)
+    return 0
+
+
+def _connection(args: argparse.Namespace) -> tuple[str, chain.Deployment]:
+    if args.rpc_url is not None:
+        if args.deployment is None:
+            raise nodes.NodeConfigError("--deployment", "needed with --rpc-url")
+        return args.rpc_url, chain.Deployment.load(args.deployment)
+    path = args.devnet or nodes.DEFAULT_DEVNET_JSON
+    path = path / "devnet.json" if path.is_dir() else path
+    if not path.exists():
+        raise nodes.NodeConfigError("--devnet", f"{path} does not exist: run `concord devnet up` or pass --rpc-url")
+    net = json.loads(path.read_text())
+    return net["rpc_url"], chain.Deployment.from_json(net["deployment"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

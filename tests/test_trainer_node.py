@@ -1,0 +1,318 @@
+"""Task publishing and the trainer node against real Anvil + js-ipfs + torch (client.task_cli, client.trainer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from client import chain
+from client.bundle import proof_root
+from client.config import DEFAULT_TASK
+from client.node import EventFollower, NodeConfig, connect_node, load_task_context, model_for_round
+from client.submission import fetch_submission
+from client.task_cli import TaskSpecError, load_task_file, main as task_main, publish_task
+from client.trainer import Prepared, TrainerConfig, inflate_rewards, run_trainer, submit_round
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TOML = REPO / "configs" / "default_task.toml"
+INITIATOR, TRAINER, OTHER_TRAINER, CLI_TRAINER = 0, 3, 4, 5
+
+# The default task, shrunk so a round takes well under a second of CPU.
+SMALL_TOML = """
+trainers_per_round = 2
+[model]
+vocab_size = 32
+d_model = 32
+n_layers = 1
+n_heads = 2
+max_seq_len = 32
+seed = 0
+[env]
+env_id = "sort"
+[env.params]
+n_min = 4
+n_max = 6
+alphabet = 8
+[sampler]
+temperature = 1.0
+max_new_tokens = 8
+[grpo]
+prompts_per_step = 4
+group_size = 4
+inner_steps = 1
+lr = 3e-3
+[chain]
+trainer_reward_per_round = 300
+validator_fee_per_round = 60
+min_trainer_stake = 100
+min_validator_stake = 100
+slash_amount = 80
+bounty_bps = 5000
+submit_seconds = 600
+commit_seconds = 600
+reveal_seconds = 600
+max_rounds = 5
+async_level = 0
+min_validators = 1
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "task.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _conn_args(chain_env, ipfs, tmp_path: Path) -> list[str]:
+    dep = chain_env.client.deployment.save(tmp_path / "deployment.json")
+    return ["--rpc-url", chain_env.anvil.url, "--deployment", str(dep), "--ipfs-api", ipfs.api]
+
+
+def _node_cfg(chain_env, ipfs, tmp_path: Path, task_id: int, account: int, name: str) -> NodeConfig:
+    return NodeConfig(role="trainer", rpc_url=chain_env.anvil.url, deployment=chain_env.client.deployment,
+                      ipfs_api=ipfs.api, task_id=task_id, state_dir=tmp_path / name, devnet_account=account,
+                      poll_interval=0.05, heartbeat=0.5)
+
+
+def _publish_small(chain_env, ipfs, tmp_path: Path) -> int:
+    cfg = _node_cfg(chain_env, ipfs, tmp_path, 0, INITIATOR, "initiator")
+    node = connect_node(cfg)
+    return publish_task(node.client, node.signer, node.store, load_task_file(_write(tmp_path, SMALL_TOML))).task_id
+
+
+def _submitted(client, task_id: int, trainer: str) -> list[chain.Submitted]:
+    return [e for e in client.concord.events(client.deployment.block_number, names=["Submitted"])
+            if e.task_id == task_id and e.trainer == trainer]
+
+
+def _stop_after(seconds: float) -> threading.Event:
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.daemon = True
+    timer.start()
+    return stop
+
+
+# ----------------------------------------------------------------------------- task files
+
+def test_default_task_toml_is_the_engine_default_task():
+    task_file = load_task_file(DEFAULT_TOML)
+    assert task_file.spec.task == DEFAULT_TASK
+    terms = task_file.terms
+    assert (terms.trainer_reward_per_round, terms.slash_amount) == (300 * 10 ** 18, 80 * 10 ** 18)
+    assert terms.budget == terms.per_round * terms.max_rounds == 20 * 360 * 10 ** 18
+
+
+def test_every_bad_field_is_named_at_once(tmp_path: Path):
+    text = (SMALL_TOML.replace("lr = 3e-3", "lr = -1.0").replace("bounty_bps = 5000", "bounty_bps = 20000")
+            .replace("submit_seconds = 600\n", "").replace('env_id = "sort"', 'env_id = "chess"')
+            .replace("slash_amount = 80", 'slash_amount = "eighty"'))
+    with pytest.raises(TaskSpecError) as info:
+        load_task_file(_write(tmp_path, text))
+    named = {(e.section, e.key) for e in info.value.errors}
+    assert named == {("grpo", "lr"), ("env", "env_id"), ("chain", "bounty_bps"), ("chain", "submit_seconds"),
+                     ("chain", "slash_amount")}
+
+
+def _ipfs_objects(ipfs) -> int:
+    return int(requests.post(f"{ipfs.api_url}/api/v0/repo/stat", timeout=10).json()["NumObjects"])
+
+
+def test_publish_with_a_bad_field_changes_nothing(chain_env, ipfs, tmp_path: Path, capsys):
+    client = chain_env.client
+    me = chain_env.signer(INITIATOR).address
+    before = (client.concord.task_count(), client.token.balance_of(me), client.token.allowance(me, client.concord.address),
+              _ipfs_objects(ipfs))
+    bad = _write(tmp_path, SMALL_TOML.replace("min_validators = 1", "min_validators = 0"))
+    rc = task_main(["publish", str(bad), "--devnet-account", str(INITIATOR), *_conn_args(chain_env, ipfs, tmp_path)])
+    assert rc == 2
+    assert "[chain] min_validators: must be in [1, 255], got 0" in capsys.readouterr().err
+    # chain-dependent check (the initiator cannot afford the budget) also fails before any upload
+    rc = task_main(["publish", str(_write(tmp_path, SMALL_TOML, "ok.toml")), "--budget", "5000000",
+                    "--devnet-account", str(INITIATOR), *_conn_args(chain_env, ipfs, tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "[chain] budget:" in err and "holds" in err
+    after = (client.concord.task_count(), client.token.balance_of(me), client.token.allowance(me, client.concord.address),
+             _ipfs_objects(ipfs))
+    assert after == before
+
+
+def test_publish_creates_the_task_from_the_file(chain_env, ipfs, tmp_path: Path, capsys):
+    client = chain_env.client
+    rc = task_main(["publish", str(_write(tmp_path, SMALL_TOML)), "--json", "--devnet-account", str(INITIATOR),
+                    *_conn_args(chain_env, ipfs, tmp_path)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    params = client.concord.task_params(out["task_id"])
+    terms = load_task_file(tmp_path / "task.toml").terms
+    assert params == terms.params(bytes.fromhex(out["spec_digest"]), bytes.fromhex(out["initial_model_digest"]))
+    assert out["budget"] == 5 * 360 * 10 ** 18
+    # a node reads the spec back by the on-chain digest, and model 0 by its digest
+    node = connect_node(_node_cfg(chain_env, ipfs, tmp_path, out["task_id"], TRAINER, "reader"))
+    ctx = load_task_context(node, out["task_id"])
+    assert ctx.spec.digest() == out["spec_digest"] and ctx.task.grpo.prompts_per_step == 4
+    policy = model_for_round(ctx, node.store, 0)
+    assert model_for_round(ctx, node.store, 0) is policy   # cached by digest
+    assert sum(p.numel() for p in policy.parameters()) > 0
+
+
+# ----------------------------------------------------------------------------- the trainer node
+
+def test_trainer_submits_a_round_and_never_twice(chain_env, ipfs, tmp_path: Path):
+    client = chain_env.client
+    task_id = _publish_small(chain_env, ipfs, tmp_path)
+    # a second joined trainer keeps round 0's submit phase open after ours
+    chain_env.enrol(chain_env.signer(OTHER_TRAINER), chain.Role.TRAINER, 100 * 10 ** 18, task_id)
+    cfg = TrainerConfig(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "trainer"), rounds=1)
+    run = run_trainer(cfg, _stop_after(120))
+    me = run.address
+    assert [s.round for s in run.submitted] == [0] and run.submitted[0].base_round == 0
+
+    events = _submitted(client, task_id, me)
+    assert len(events) == 1
+    ev = events[0]
+    assert (ev.round, ev.base_round, ev.bundle_digest.hex()) == (0, 0, run.submitted[0].digest)
+    node = connect_node(cfg.node)
+    ctx = load_task_context(node, task_id)
+    bundle = fetch_submission(node.store, ev.bundle_digest.hex(), ctx.spec.limits)
+    assert bundle.proof_root == ev.proof_root == proof_root(bundle)
+    assert (bundle.trainer.lower(), bundle.round, bundle.work_units) == (me.lower(), 0, ev.work_units)
+    assert bundle.work_units == sum(int(b.mask.sum()) for b in bundle.batches) > 0
+    assert client.concord.phase_of(task_id, 0) == chain.Phase.SUBMIT
+
+    # restart: chain state says round 0 is done; the node waits for round 1 instead of resubmitting
+    again = run_trainer(cfg, _stop_after(4))
+    assert again.submitted == [] and again.missed == []
+    # even handed round 0's bundle directly, the node checks chain state and sends nothing
+    prep = Prepared(0, 0, ev.bundle_digest.hex(), ev.proof_root, ev.work_units, 0.0, 16, 0.0)
+    from client.node import Display
+    assert submit_round(node, ctx, prep, Display("t", json_logs=True)) is None
+    assert len(_submitted(client, task_id, me)) == 1
+    assert client.concord.member_info(task_id, me).last_submit_round == 0
+    # the event follower persisted its cursor: a restart resumes after the last block it handled
+    follower = EventFollower(node, task_id)
+    assert follower.cursor >= ev.meta.block_number
+
+
+def test_cheat_inflates_claimed_rewards(chain_env, ipfs, tmp_path: Path):
+    task_id = _publish_small(chain_env, ipfs, tmp_path)
+    node = connect_node(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "cheater"))
+    ctx = load_task_context(node, task_id)
+    from client.bundle import make_bundle
+
+    honest = make_bundle(model_for_round(ctx, node.store, 0), ctx.env, ctx.task, task_id, 0, node.address, 0)
+    cheat = inflate_rewards(honest)
+    assert honest.mean_reward < 1.0 and cheat.mean_reward == 1.0
+    assert all(bool((b.rewards == 1.0).all()) for b in cheat.batches)
+    assert cheat.proof_root == honest.proof_root and cheat.work_units == honest.work_units
+
+
+def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
+    """The CLI as a process: JSON log lines, a submission, and SIGTERM ends it cleanly (exit 0)."""
+    import signal
+
+    task_id = _publish_small(chain_env, ipfs, tmp_path)
+    argv = [sys.executable, "-m", "client.trainer", "run", "--task", str(task_id), "--devnet-account",
+            str(CLI_TRAINER), "--state-dir", str(tmp_path / "cli"), "--json-logs", "--poll-interval", "0.05",
+            *_conn_args(chain_env, ipfs, tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[dict] = []
+    try:
+        for raw in proc.stdout:   # until the submission (the process then waits for model 1)
+            lines.append(json.loads(raw))
+            if lines[-1].get("event") == "submitted":
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    lines += [json.loads(line) for line in out.splitlines()]
+    submitted = [x for x in lines if x.get("event") == "submitted"]
+    assert len(submitted) == 1 and submitted[0]["round"] == 0
+    me = chain_env.signer(CLI_TRAINER).address
+    (ev,) = _submitted(chain_env.client, task_id, me)
+    assert submitted[0]["digest"] == ev.bundle_digest.hex() and submitted[0]["tx"] == ev.meta.tx_hash
+    assert any(x.get("event") == "registered" for x in lines)
+    assert lines[-1]["event"] == "stopped" and lines[-1]["submitted"] == [0]
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
+    """asyncLevel 1: round 1 is generated on model 0 while round 0 is verified; round 2 builds on model 1."""
+    from client.model_store import put_model
+
+    client = chain_env.client
+    cfg0 = _node_cfg(chain_env, ipfs, tmp_path, 0, INITIATOR, "initiator")
+    init = connect_node(cfg0)
+    text = SMALL_TOML.replace("async_level = 0", "async_level = 1")
+    task_id = publish_task(init.client, init.signer, init.store, load_task_file(_write(tmp_path, text))).task_id
+    validator = chain_env.signer(6)
+    chain_env.enrol(validator, chain.Role.VALIDATOR, 100 * 10 ** 18, task_id)
+
+    cfg = TrainerConfig(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "trainer"), rounds=3)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(run=run_trainer(cfg, _stop_after(120))), daemon=True)
+    worker.start()
+    me = chain_env.signer(TRAINER).address
+    _wait_for(lambda: len(_submitted(client, task_id, me)) >= 2, 60, "rounds 0 and 1 submitted")
+    assert client.concord.latest_model(task_id).model == 0   # round 1 did not wait for round 0's verdict
+
+    # a stand-in validator accepts round 0 and publishes model 1 (model 0 nudged)
+    ctx = load_task_context(init, task_id)
+    base = {k: v.clone() for k, v in model_for_round(ctx, init.store, 0).state_dict().items()}
+    model1 = put_model(init.store, {k: v + 0.01 for k, v in base.items()}, ctx.task.model, None,
+                       ctx.params.initial_model_digest.hex())
+    words, salt = chain.reject_words([], 1), b"\x01" * 32
+    client.concord.commit(validator, task_id, 0, chain.commit_hash(task_id, 0, words, bytes.fromhex(model1), salt,
+                                                                     validator.address))
+    client.concord.reveal(validator, task_id, 0, words, bytes.fromhex(model1), salt)
+    client.concord.finalize_all(validator, task_id, 0)
+    worker.join(timeout=90)
+    assert not worker.is_alive()
+    run = result["run"]
+    assert [(s.round, s.base_round) for s in run.submitted] == [(0, 0), (1, 0), (2, 1)]
+    assert [(e.round, e.base_round) for e in _submitted(client, task_id, me)] == [(0, 0), (1, 0), (2, 1)]
+    assert client.concord.balance_of(me) == 300 * 10 ** 18   # round 0 accepted: the whole trainer reward
+
+
+def test_node_config_from_devnet_json_and_flags(tmp_path: Path):
+    import argparse
+
+    from client.node import NodeConfigError, add_node_args, node_config
+
+    dep = {"chain_id": 31337, "concord": "0x" + "11" * 20, "token": "0x" + "22" * 20, "block_number": 3,
+           "deployer": "0x" + "33" * 20}
+    net = {"rpc_url": "http://127.0.0.1:1", "chain_id": 31337, "ipfs_api": "/ip4/127.0.0.1/tcp/2/http",
+           "ipfs_api_url": "http://127.0.0.1:2", "state_dir": str(tmp_path), "deployment": dep,
+           "token": dep["token"], "accounts": []}
+    (tmp_path / "devnet.json").write_text(json.dumps(net))
+    p = argparse.ArgumentParser()
+    add_node_args(p)
+    cfg = node_config(p.parse_args(["--task", "7", "--devnet", str(tmp_path), "--ipfs-api", "/ip4/10.0.0.1/tcp/5001/http"]),
+                      "validator")
+    assert (cfg.rpc_url, cfg.ipfs_api, cfg.task_id, cfg.deployment.block_number) == (
+        "http://127.0.0.1:1", "/ip4/10.0.0.1/tcp/5001/http", 7, 3)
+    with pytest.raises(NodeConfigError, match="--deployment"):
+        node_config(p.parse_args(["--task", "7", "--rpc-url", "http://x:1"]), "trainer")
+    with pytest.raises(NodeConfigError, match="--devnet"):
+        node_config(p.parse_args(["--task", "7", "--devnet", str(tmp_path / "nope.json")]), "trainer")

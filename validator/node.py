@@ -1,0 +1,615 @@
+"""The validator node: DESIGN.md section 6 as a loop over one task's on-chain rounds.
+
+Every tick reads chain state and does whatever protocol step is due, so a restarted node
+picks up exactly where the chain and its state dir say it is:
+
+    round r in Submit   -> verify_submission for each new Submitted event (pipelined)
+    round r in Commit   -> verify the rest, compute_next_model from model r, plan_commit
+                           (salt + reveal written to disk first), commit
+    round r in Reveal   -> reveal what the plan on disk committed to
+    round in Finalize   -> finalize_due (any validator may; "already finalized" is fine)
+
+State dir (one per validator key; client.node adds its event cursor), files written atomically:
+
+    <state>/task-<id>/verdicts/r<round>-i<index>.json   one per submission (canonical JSON)
+    <state>/task-<id>/evidence/<digest>.json             rejection evidence, also in IPFS
+    <state>/task-<id>/plans/r<round>.json                salt, bitmap, next model, commitment
+    <state>/models/  <state>/ipfs-cache/                 content caches (by digest)
+
+Next model (DESIGN 6.7): `validator.aggregate.outer_step` over the accepted deltas keyed by
+bundle digest (hex, sorted) from model r's weights and outer state, stored with
+`put_model(store, state, model r's config, momentum, parent=model r digest)` before its
+digest is committed. With no accepted submission the proposal is model r's own digest (the
+model stays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from client import chain, keys
+from client import node as nodes
+from client.bundle import Bundle
+from client.chain import ChainClient, Concord, ContractError, ConcordEvent, Phase, Role, Signer, Submitted
+from client.grpo import pin_determinism
+from client.manifest import canonical_bytes, cid_for_digest
+from client.model import policy_state
+from client.model_store import ModelError, put_model
+from client.node import NodeConfig, TaskContext, fields
+from client.store import DaemonError, StoreUnavailable
+from client.submission import SubmissionError, fetch_submission
+from validator.aggregate import outer_step
+from validator.checks import Verdict, verify_bundle
+
+log = logging.getLogger("concord.validator")
+
+EVIDENCE_KIND = "rejection_evidence"
+ALREADY_FINAL = ("WrongPhase", "WrongRound")
+MAX_TRANSIENT_FAILURES = 20   # consecutive failed ticks (IPFS or RPC down) before giving up
+TRANSIENT = (StoreUnavailable, DaemonError, chain.RpcUnavailable, ModelError)
+
+
+class ValidatorError(RuntimeError):
+    """A validator cannot go on for a reason its operator must fix (the message says which)."""
+
+
+class PlanMismatch(ValidatorError):
+    def __init__(self, task_id: int, round_: int, on_chain: str, planned: str, path: Path) -> None:
+        super().__init__(f"task {task_id} round {round_}: committed {on_chain} on chain but the plan at {path} "
+                         f"commits to {planned}; cannot reveal (state dir from another run?)")
+        self.task_id, self.round, self.on_chain, self.planned, self.path = task_id, round_, on_chain, planned, path
+
+
+class LostPlan(ValidatorError):
+    def __init__(self, task_id: int, round_: int, path: Path) -> None:
+        super().__init__(f"task {task_id} round {round_}: committed on chain but no plan at {path}; "
+                         "the reveal is lost (this validator will be slashed for the round)")
+        self.task_id, self.round, self.path = task_id, round_, path
+
+
+# ----------------------------------------------------------------------------- config and records
+
+@dataclass(frozen=True)
+class ValidatorConfig:
+    """A node config plus what only a validator decides."""
+
+    node: NodeConfig
+    rounds: int | None = None          # stop once the task has settled this many rounds
+    withdraw: bool = False             # withdraw the credited balance before exiting
+    stake: int | None = None           # stake to register with (default: the task's minValidatorStake)
+    finalize_page: int = 64            # finalize steps per transaction
+
+
+@dataclass(frozen=True)
+class SubmissionVerdict:
+    """This validator's verdict on submission ``index`` of a round (persisted, so never re-checked)."""
+
+    round: int
+    index: int
+    trainer: str
+    bundle_digest: str                 # hex, no 0x
+    accepted: bool
+    failed_check: str                  # "" when accepted
+    evidence_digest: str               # "" when accepted; sha256 of the evidence document (its CID derives)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @staticmethod
+    def from_json(obj: dict) -> SubmissionVerdict:
+        return SubmissionVerdict(**obj)
+
+
+@dataclass(frozen=True)
+class RevealPlan:
+    """What a commitment hides; on disk before the commit transaction is sent."""
+
+    task_id: int
+    round: int
+    validator: str
+    reject_words: tuple[int, ...]
+    next_model_digest: str             # hex
+    salt: str                          # hex, 32 bytes
+    commitment: str                    # hex, keccak of the above (IConcord.commitHash)
+    rejected: tuple[int, ...]          # submission indexes, for people reading the file
+
+    def to_json(self) -> dict:
+        # reject words are uint256: strings, so every JSON reader keeps them exact
+        return {"task_id": self.task_id, "round": self.round, "validator": self.validator,
+                "reject_words": [str(w) for w in self.reject_words], "next_model_digest": self.next_model_digest,
+                "salt": self.salt, "commitment": self.commitment, "rejected": list(self.rejected)}
+
+    @staticmethod
+    def from_json(obj: dict) -> RevealPlan:
+        return RevealPlan(obj["task_id"], obj["round"], obj["validator"], tuple(int(w) for w in obj["reject_words"]),
+                          obj["next_model_digest"], obj["salt"], obj["commitment"], tuple(obj["rejected"]))
+
+
+@dataclass
+class Validator:
+    """One validator's live state: the node's connections, the task, what it has seen and verified."""
+
+    cfg: ValidatorConfig
+    node: nodes.Node
+    task: TaskContext
+    submissions: dict[int, dict[int, Submitted]] = field(default_factory=dict)   # round -> index -> event
+    verdicts: dict[tuple[int, int], SubmissionVerdict] = field(default_factory=dict)
+    deltas: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def client(self) -> ChainClient:
+        return self.node.client
+
+    @property
+    def concord(self) -> Concord:
+        return self.node.client.concord
+
+    @property
+    def signer(self) -> Signer:
+        return self.node.signer
+
+    @property
+    def store(self):
+        return self.node.store
+
+    @property
+    def me(self) -> str:
+        return self.node.address
+
+    @property
+    def task_id(self) -> int:
+        return self.task.task_id
+
+    @property
+    def task_dir(self) -> Path:
+        return task_dir(self.node.state_dir, self.task_id)
+
+
+# ----------------------------------------------------------------------------- files
+
+def task_dir(state_dir: Path, task_id: int) -> Path:
+    return Path(state_dir) / f"task-{task_id}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write, fsync, rename: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def plan_path(folder: Path, round_: int) -> Path:
+    return folder / "plans" / f"r{round_:06d}.json"
+
+
+def verdict_path(folder: Path, round_: int, index: int) -> Path:
+    return folder / "verdicts" / f"r{round_:06d}-i{index:05d}.json"
+
+
+def evidence_path(folder: Path, digest: str) -> Path:
+    return folder / "evidence" / f"{digest}.json"
+
+
+def load_plan(folder: Path, round_: int) -> RevealPlan | None:
+    path = plan_path(folder, round_)
+    return RevealPlan.from_json(json.loads(path.read_text())) if path.exists() else None
+
+
+def load_verdicts(folder: Path) -> list[SubmissionVerdict]:
+    """Every verdict a validator stored for a task (``folder`` = its task dir; `concord status` reads these)."""
+    return [SubmissionVerdict.from_json(json.loads(p.read_text()))
+            for p in sorted((folder / "verdicts").glob("r*-i*.json"))]
+
+
+# ----------------------------------------------------------------------------- start-up
+
+def connect_validator(cfg: ValidatorConfig) -> Validator:
+    """Connections, key, the task (spec from IPFS by its on-chain digest) and the verdicts already on disk."""
+    node = nodes.connect_node(cfg.node)
+    v = Validator(cfg, node, nodes.load_task_context(node, cfg.node.task_id))
+    for verdict in load_verdicts(v.task_dir):
+        v.verdicts[(verdict.round, verdict.index)] = verdict
+    return v
+
+
+def ensure_enrolled(v: Validator) -> None:
+    """Register as a validator (staking) and join the task, whichever is still missing."""
+    c, need = v.concord, v.task.params.min_validator_stake
+    info = c.node_info(v.me)
+    if info.role == Role.NONE:
+        want = max(need, v.cfg.stake or 0)
+        v.client.token.approve(v.signer, c.address, want)
+        c.register(v.signer, Role.VALIDATOR, want)
+        log.info("registered validator %s with stake %d", v.me, want, extra=fields(stake=want))
+    elif info.role != Role.VALIDATOR:
+        raise ValidatorError(f"{v.me} is registered as {info.role.name}, not as a validator: use another key")
+    elif info.stake - info.unbonding < need:
+        top_up = need - (info.stake - info.unbonding)
+        v.client.token.approve(v.signer, c.address, top_up)
+        c.add_stake(v.signer, top_up)
+        log.info("added stake %d (task %d needs %d)", top_up, v.task_id, need, extra=fields(stake_added=top_up))
+    if not c.member_info(v.task_id, v.me).joined:
+        c.join(v.signer, v.task_id)
+        log.info("joined task %d as validator %s", v.task_id, v.me, extra=fields(task=v.task_id))
+
+
+def model_digest(v: Validator, model: int) -> str | None:
+    """Digest (hex) of model ``model`` if final, else None."""
+    md = v.concord.model_digest(v.task_id, model)
+    return md.digest.hex() if md.is_final else None
+
+
+# ----------------------------------------------------------------------------- 1-6: watch and verify
+
+def record_submissions(v: Validator, events: Sequence[ConcordEvent]) -> None:
+    """Keep this task's Submitted events by (round, index)."""
+    for e in events:
+        if isinstance(e, Submitted) and e.task_id == v.task_id:
+            v.submissions.setdefault(e.round, {})[e.index] = e
+
+
+def backfill_submissions(v: Validator) -> None:
+    """Submitted events since the deployment (a restart must see the open rounds' earlier submissions)."""
+    record_submissions(v, v.concord.events(v.client.deployment.block_number, "latest", ["Submitted"]))
+
+
+class ClaimMismatch(ValueError):
+    """The fetched manifest disagrees with what its submitter put on chain."""
+
+    def __init__(self, field: str, on_chain: Any, in_manifest: Any) -> None:
+        super().__init__(f"{field}: chain has {on_chain!r}, the manifest {in_manifest!r}")
+        self.field, self.on_chain, self.in_manifest = field, on_chain, in_manifest
+
+
+def check_claims(sub: Submitted, bundle: Bundle) -> None:
+    """DESIGN 6.1: the manifest's task, round, trainer (a copied digest names someone else) and
+    baseRound are the on-chain ones; proofRoot and workUnits match the on-chain claims."""
+    pairs = [("task_id", sub.task_id, bundle.task_id), ("round", sub.round, bundle.round),
+             ("trainer", sub.trainer.lower(), bundle.trainer.lower()), ("base_round", sub.base_round, bundle.base_round),
+             ("proof_root", sub.proof_root.hex(), bytes(bundle.proof_root).hex()),
+             ("work_units", sub.work_units, bundle.work_units)]
+    for name, on_chain, in_manifest in pairs:
+        if on_chain != in_manifest:
+            raise ClaimMismatch(name, on_chain, in_manifest)
+
+
+def _json_number(value: Any) -> Any:
+    """An evidence number as a canonical JSON value (inf/nan are not JSON: written as strings)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    return 0.0 if value == 0 else value
+
+
+def _check_list(verdict: Verdict) -> list[dict]:
+    return [{"name": r.name, "ok": r.ok, "evidence": {k: _json_number(x) for k, x in r.evidence.items()}}
+            for r in verdict.results]
+
+
+def evidence_document(v: Validator, sub: Submitted, failed_check: str, detail: str, evidence: dict,
+                      checks: Sequence[dict] = ()) -> dict:
+    """The rejection record: which submission, which check failed, the numbers (or field and reason)."""
+    return {
+        "kind": EVIDENCE_KIND, "task_id": sub.task_id, "round": sub.round, "index": sub.index,
+        "trainer": sub.trainer.lower(), "bundle_digest": sub.bundle_digest.hex(), "base_round": sub.base_round,
+        "validator": v.me.lower(), "failed_check": failed_check, "detail": detail,
+        "evidence": {k: _json_number(x) for k, x in evidence.items()}, "checks": list(checks),
+    }
+
+
+def publish_evidence(v: Validator, doc: dict) -> str:
+    """Evidence as a canonical JSON manifest, pinned in IPFS and kept in the state dir; returns its digest."""
+    data = canonical_bytes(doc)
+    digest = v.store.put_manifest(data)
+    write_atomic(evidence_path(v.task_dir, digest), data)
+    return digest
+
+
+def verify_submission(v: Validator, sub: Submitted) -> SubmissionVerdict:
+    """Checks 1-6 on one submission under model(baseRound); a rejection is published with its evidence."""
+    key = (sub.round, sub.index)
+    if key in v.verdicts:
+        return v.verdicts[key]
+    digest = sub.bundle_digest.hex()
+    base_policy = nodes.model_for_round(v.task, v.store, sub.base_round)  # final: the chain checked at submit
+    shapes = {n: tuple(t.shape) for n, t in policy_state(base_policy).items()}
+    started = time.perf_counter()
+    doc: dict | None = None
+    try:
+        bundle = fetch_submission(v.store, digest, v.task.spec.limits, shapes)
+        check_claims(sub, bundle)
+        verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, v.task.spec.validation)
+    except SubmissionError as e:        # unavailable, oversize, malformed: the trainer's fault
+        doc = evidence_document(v, sub, "fetch", str(e), {"field": e.field, "cid": e.cid, "reason": e.reason})
+    except ClaimMismatch as e:          # copied digest, wrong base round, claims that differ from the chain
+        doc = evidence_document(v, sub, f"claim.{e.field}", str(e),
+                                {"field": e.field, "on_chain": str(e.on_chain), "in_manifest": str(e.in_manifest)})
+    else:
+        if verdict.accepted:
+            v.deltas[key] = bundle.delta
+        else:
+            doc = evidence_document(v, sub, verdict.failed_check, f"check {verdict.failed_check} failed",
+                                    verdict.result(verdict.failed_check).evidence, _check_list(verdict))
+    seconds = round(time.perf_counter() - started, 3)
+    where = dict(round=sub.round, index=sub.index, trainer=sub.trainer, bundle=digest, seconds=seconds)
+    if doc is None:
+        result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, True, "", "")
+        log.info("accepted round %d #%d from %s (%.2fs)", sub.round, sub.index, sub.trainer, seconds,
+                 extra=fields(event="accepted", **where))
+    else:
+        ev = publish_evidence(v, doc)
+        result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, False, doc["failed_check"], ev)
+        log.warning("rejected round %d #%d from %s: %s failed; evidence %s (cid %s)", sub.round, sub.index,
+                    sub.trainer, doc["failed_check"], ev, cid_for_digest(ev),
+                    extra=fields(event="rejected", check=doc["failed_check"], evidence=ev,
+                                 evidence_cid=cid_for_digest(ev), **where))
+    write_atomic(verdict_path(v.task_dir, sub.round, sub.index), canonical_bytes(result.to_json()))
+    v.verdicts[key] = result
+    return result
+
+
+def verify_round(v: Validator, round_: int, expected: int | None = None) -> list[SubmissionVerdict] | None:
+    """Verdicts on every submission of ``round_`` seen so far; None while fewer than ``expected`` are seen."""
+    seen = v.submissions.get(round_, {})
+    verdicts = [verify_submission(v, seen[i]) for i in sorted(seen)]
+    if expected is not None and sorted(seen) != list(range(expected)):
+        return None
+    return verdicts
+
+
+# ----------------------------------------------------------------------------- 7: aggregate
+
+def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.Tensor]:
+    """An accepted submission's delta: in memory since verification, or fetched again (local cache)."""
+    key = (verdict.round, verdict.index)
+    if key not in v.deltas:
+        v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits).delta
+    return v.deltas[key]
+
+
+def compute_next_model(v: Validator, round_: int, base_digest: str, verdicts: Sequence[SubmissionVerdict]) -> str:
+    """Model round+1 from model round (``base_digest``) and the accepted deltas, uploaded; returns its digest."""
+    accepted = [x for x in verdicts if x.accepted]
+    if not accepted:
+        return base_digest
+    base, _ = v.task.models.get(v.store, base_digest)
+    deltas = {x.bundle_digest: accepted_delta(v, x) for x in accepted}
+    started = time.perf_counter()
+    state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
+    digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
+    seconds = round(time.perf_counter() - started, 3)
+    log.info("model %d = %s from %d accepted of %d (%.2fs)", round_ + 1, digest, len(accepted), len(verdicts),
+             seconds, extra=fields(event="next_model", round=round_, model=digest, accepted=len(accepted),
+                                   submissions=len(verdicts), seconds=seconds))
+    for x in accepted:
+        v.deltas.pop((x.round, x.index), None)
+    return digest
+
+
+# ----------------------------------------------------------------------------- commit, reveal, finalize
+
+def plan_commit(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict], next_digest: str) -> RevealPlan:
+    """The commitment and what it hides, on disk before anything is sent; never re-planned."""
+    existing = load_plan(v.task_dir, round_)
+    if existing is not None:
+        return existing
+    rejected = tuple(x.index for x in verdicts if not x.accepted)
+    words = tuple(chain.reject_words(rejected, len(verdicts)))
+    salt = os.urandom(32)
+    commitment = chain.commit_hash(v.task_id, round_, words, bytes.fromhex(next_digest), salt, v.me)
+    plan = RevealPlan(v.task_id, round_, v.me, words, next_digest, salt.hex(), commitment.hex(), rejected)
+    write_atomic(plan_path(v.task_dir, round_), json.dumps(plan.to_json(), indent=1).encode())
+    return plan
+
+
+def commit(v: Validator, plan: RevealPlan) -> None:
+    try:
+        v.concord.commit(v.signer, plan.task_id, plan.round, bytes.fromhex(plan.commitment))
+    except ContractError as e:
+        if e.name != "AlreadyCommitted":
+            raise
+    log.info("committed round %d: reject %s, model %s", plan.round, list(plan.rejected), plan.next_model_digest,
+             extra=fields(event="committed", round=plan.round, rejected=list(plan.rejected),
+                          model=plan.next_model_digest))
+
+
+def reveal(v: Validator, plan: RevealPlan) -> None:
+    try:
+        v.concord.reveal(v.signer, plan.task_id, plan.round, plan.reject_words, bytes.fromhex(plan.next_model_digest),
+                         bytes.fromhex(plan.salt))
+    except ContractError as e:
+        if e.name != "AlreadyRevealed":
+            raise
+    log.info("revealed round %d: reject %s, model %s", plan.round, list(plan.rejected), plan.next_model_digest,
+             extra=fields(event="revealed", round=plan.round, rejected=list(plan.rejected),
+                          model=plan.next_model_digest))
+
+
+def committed_on_chain(v: Validator, round_: int) -> bytes | None:
+    """The commitment this validator posted for ``round_`` (its Committed event), if any."""
+    for e in v.concord.events(v.client.deployment.block_number, "latest", ["Committed"]):
+        if e.task_id == v.task_id and e.round == round_ and e.validator.lower() == v.me.lower():
+            return e.commitment
+    return None
+
+
+def commit_round(v: Validator, round_: int, submissions: int) -> bool:
+    """Commit phase: verify every submission, build model r+1, plan, commit. False while not ready."""
+    verdicts = verify_round(v, round_, submissions)
+    if verdicts is None:
+        return False
+    base_digest = model_digest(v, round_)
+    if base_digest is None:          # asyncLevel > 0: model r is not final yet (finalize_due gets there)
+        return False
+    plan = load_plan(v.task_dir, round_)
+    if plan is None:
+        plan = plan_commit(v, round_, verdicts, compute_next_model(v, round_, base_digest, verdicts))
+    commit(v, plan)
+    return True
+
+
+def reveal_round(v: Validator, round_: int) -> None:
+    """Reveal phase: reveal exactly what was committed (the plan on disk must match the chain)."""
+    plan = load_plan(v.task_dir, round_)
+    path = plan_path(v.task_dir, round_)
+    if plan is None:
+        raise LostPlan(v.task_id, round_, path)
+    on_chain = committed_on_chain(v, round_)
+    if on_chain is not None and on_chain.hex() != plan.commitment:
+        raise PlanMismatch(v.task_id, round_, on_chain.hex(), plan.commitment, path)
+    reveal(v, plan)
+
+
+def finalize_due(v: Validator) -> list[int]:
+    """Settle every round whose reveal phase is over, oldest first (rounds finalize in order)."""
+    done: list[int] = []
+    c = v.concord
+    for _ in range(64):                    # a bound on rounds per call, not a retry
+        round_ = c.task_state(v.task_id).finalized_rounds
+        if round_ > c.current_round(v.task_id) or c.phase_of(v.task_id, round_) != Phase.FINALIZE:
+            break
+        try:
+            c.finalize_all(v.signer, v.task_id, round_, v.cfg.finalize_page)
+        except ContractError as e:
+            if e.name not in ALREADY_FINAL:
+                raise
+            log.info("round %d was finalized by someone else (%s)", round_, e.name)
+            continue
+        info = c.round_info(v.task_id, round_)
+        log.info("finalized round %d (%s): model %d = %s", round_, info.phase.name, round_ + 1,
+                 info.next_model_digest.hex(), extra=fields(event="finalized", round=round_, phase=info.phase.name,
+                                                            model=info.next_model_digest.hex()))
+        done.append(round_)
+    return done
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def step(v: Validator, display: nodes.Display | None = None) -> None:
+    """One pass over the task's live rounds, doing whatever protocol step is due for each."""
+    c = v.concord
+    first = c.task_state(v.task_id).finalized_rounds
+    for round_ in range(first, c.current_round(v.task_id) + 1):
+        info = c.round_info(v.task_id, round_)
+        if display is not None:
+            verdicts = [x for (r, _), x in v.verdicts.items() if r == round_]
+            display.update(round=round_, phase=info.phase.name, submissions=info.submissions,
+                           accepted=sum(x.accepted for x in verdicts), rejected=sum(not x.accepted for x in verdicts))
+        if info.phase == Phase.SUBMIT:
+            verify_round(v, round_)
+        elif info.phase == Phase.COMMIT:
+            if not c.commit_status(v.task_id, round_, v.me).committed:
+                commit_round(v, round_, info.submissions)
+        elif info.phase == Phase.REVEAL:
+            status = c.commit_status(v.task_id, round_, v.me)
+            if status.committed and not status.revealed:
+                reveal_round(v, round_)
+    finalize_due(v)
+
+
+def finished(v: Validator) -> bool:
+    """--rounds N reached (N rounds settled), or every one of the task's maxRounds settled."""
+    settled = v.concord.task_state(v.task_id).finalized_rounds
+    cap = v.task.params.max_rounds
+    return (v.cfg.rounds is not None and settled >= v.cfg.rounds) or (cap > 0 and settled >= cap)
+
+
+def withdraw_earnings(client: ChainClient, signer: Signer) -> int:
+    """Withdraw the whole credited balance; returns the amount (0: nothing to withdraw)."""
+    amount = client.concord.balance_of(signer.address)
+    if amount > 0:
+        client.concord.withdraw(signer, amount)
+        log.info("withdrew %d to %s", amount, signer.address, extra=fields(event="withdrawn", amount=amount))
+    return amount
+
+
+def run_validator(cfg: ValidatorConfig, stop_event: threading.Event) -> Validator:
+    """Validate until ``stop_event`` is set or ``finished``; the demo runs this in a process of its own."""
+    v = connect_validator(cfg)
+    ensure_enrolled(v)
+    backfill_submissions(v)
+    follower = nodes.EventFollower(v.node, v.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
+    log.info("validating task %d as %s (state %s)", v.task_id, v.me, v.task_dir,
+             extra=fields(event="start", task=v.task_id, validator=v.me))
+    failures = 0
+    with nodes.Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
+        ticks = follower.follow(stop_event)
+        while not stop_event.is_set():
+            try:
+                step(v, display)
+                failures = 0
+            except TRANSIENT as e:           # our IPFS or RPC is down: not a verdict on anyone; try next tick
+                failures += 1
+                if failures >= MAX_TRANSIENT_FAILURES:
+                    raise
+                log.warning("step failed (%s); retry %d/%d on the next block", e, failures, MAX_TRANSIENT_FAILURES)
+            if finished(v):
+                break
+            tick = next(ticks, None)
+            if tick is None:
+                break
+            record_submissions(v, tick.events)
+    if cfg.withdraw:
+        withdraw_earnings(v.client, v.signer)
+    return v
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord validator run --task ID [...]` and `concord validator withdraw [...]`."""
+    p = argparse.ArgumentParser(prog="concord validator", description="verify, vote on and aggregate a task's rounds")
+    sub = p.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="validate a task's rounds (registers, stakes and joins if needed)")
+    nodes.add_node_args(run)
+    run.add_argument("--rounds", type=int, default=None, help="exit once the task has settled N rounds")
+    run.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
+    run.add_argument("--stake", type=int, default=None, help="stake to register with, in base units "
+                                                             "(default: the task's minValidatorStake)")
+    wd = sub.add_parser("withdraw", help="withdraw this validator's credited balance")
+    nodes.add_node_args(wd, with_task=False)
+    args = p.parse_args(argv)
+    nodes.setup_logging(args.json_logs)
+    try:
+        node_cfg = nodes.node_config(args, "validator")
+        if args.action == "withdraw":
+            node = nodes.connect_node(node_cfg)
+            print(withdraw_earnings(node.client, node.signer))
+            return 0
+        pin_determinism(1)
+        cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake)
+        run_validator(cfg, nodes.shutdown_event())
+    except (nodes.NodeConfigError, nodes.UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
