@@ -1,0 +1,107 @@
+"""`concord bench learn`: does the network learn? Centralized GRPO vs K trainers + DiLoCo, same rollouts.
+
+Prints per-round mean reward and exact-solve rate of both runs, saves both curves as a PNG,
+and ends with one JSON line {rounds, final_reward_centralized, final_reward_decentralized,
+final_exact_decentralized, seconds, ...}; `seconds` is the decentralized run's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from client.config import DEFAULT_TASK, EnvConfig, TaskConfig
+from client.envs import REGISTRY, make_env
+from client.grpo import pin_determinism
+from client.simulate import Curve, simulate_centralized, simulate_decentralized
+
+
+def task_for_env(env_id: str) -> TaskConfig:
+    """DEFAULT_TASK with another environment (its default parameters) and a fitting token budget."""
+    if env_id == DEFAULT_TASK.env.env_id:
+        return DEFAULT_TASK
+    env_cfg = EnvConfig(env_id, {})
+    env = make_env(env_cfg)
+    sampler = dataclasses.replace(DEFAULT_TASK.sampler, max_new_tokens=env.answer_len + 2)
+    return dataclasses.replace(DEFAULT_TASK, env=env_cfg, sampler=sampler)
+
+
+def plot(dec: Curve, cen: Curve, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    rounds = range(1, len(dec.rewards) + 1)
+    ax.plot(rounds, cen.rewards, label="centralized GRPO: mean reward", color="tab:blue")
+    ax.plot(rounds, dec.rewards, label="K trainers + DiLoCo: mean reward", color="tab:orange")
+    ax.plot(rounds, cen.exact, "--", label="centralized: exact", color="tab:blue", alpha=0.6)
+    ax.plot(rounds, dec.exact, "--", label="decentralized: exact", color="tab:orange", alpha=0.6)
+    ax.set_xlabel("round")
+    ax.set_ylabel("reward / exact-solve rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="concord bench learn", description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default=DEFAULT_TASK.env.env_id, choices=sorted(REGISTRY))
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (results are per thread count)")
+    parser.add_argument("--plot", default="", help="PNG path (default docs/learn_curve[_ENV].png)")
+    parser.add_argument("--skip-centralized", action="store_true")
+    args = parser.parse_args(argv)
+
+    pin_determinism(args.threads)
+    task = task_for_env(args.env)
+    console = Console(stderr=True)
+    console.print(
+        f"env={task.env.env_id} {task.env.params or '(defaults)'}  model d={task.model.d_model} "
+        f"L={task.model.n_layers}  K={task.trainers_per_round}  H={task.grpo.inner_steps}  "
+        f"rollouts/round={task.trainers_per_round * task.grpo.inner_steps * task.grpo.rollouts_per_step}  "
+        f"load avg={os.getloadavg()[0]:.1f}"
+    )
+    progress = lambda name: lambda r, m, e: console.print(f"  {name} round {r + 1:3d}: reward {m:.3f}  exact {e:.3f}")
+    dec = simulate_decentralized(task, args.rounds, on_round=progress("decentralized"))
+    if args.skip_centralized:
+        cen = dec
+    else:
+        cen = simulate_centralized(task, args.rounds, on_round=progress("centralized"))
+
+    table = Table(title=f"learning on {task.env.env_id}: mean reward (exact-solve rate) per round")
+    for col in ("round", "centralized", "K trainers + DiLoCo"):
+        table.add_column(col, justify="right")
+    for r in range(args.rounds):
+        table.add_row(str(r + 1), f"{cen.rewards[r]:.3f} ({cen.exact[r]:.3f})", f"{dec.rewards[r]:.3f} ({dec.exact[r]:.3f})")
+    Console().print(table)
+
+    suffix = "" if args.env == DEFAULT_TASK.env.env_id else f"_{args.env}"
+    path = Path(args.plot or f"docs/learn_curve{suffix}.png")
+    plot(dec, cen, path, f"{task.env.env_id}: centralized vs {task.trainers_per_round} trainers + DiLoCo")
+    result = {
+        "rounds": args.rounds,
+        "final_reward_centralized": round(cen.rewards[-1], 4),
+        "final_reward_decentralized": round(dec.rewards[-1], 4),
+        "final_exact_decentralized": round(dec.exact[-1], 4),
+        "seconds": round(dec.seconds, 1),
+        "env": task.env.env_id,
+        "first_reward_decentralized": round(dec.rewards[0], 4),
+        "final_exact_centralized": round(cen.exact[-1], 4),
+        "seconds_centralized": round(cen.seconds, 1),
+        "plot": str(path),
+    }
+    print(json.dumps(result), flush=True)
+    return 0

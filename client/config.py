@@ -1,0 +1,220 @@
+"""Typed task configuration: model, environment, sampler, GRPO inner loop, DiLoCo outer step.
+
+Configs are frozen dataclasses validated once at the edge (TOML or a dict); the rest of the
+code trusts them. `DEFAULT_TASK` is the one place the demo task's settings live, so the
+learning bench, the simulation and the on-chain demo train the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A config table has an unknown key, a missing key, or a value of the wrong type/range."""
+
+    def __init__(self, section: str, key: str, problem: str):
+        super().__init__(f"[{section}] {key}: {problem}")
+        self.section, self.key, self.problem = section, key, problem
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the policy. kind 'tiny' = plain-torch transformer; 'hf' = transformers causal LM."""
+
+    vocab_size: int = 32
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    max_seq_len: int = 64
+    seed: int = 0  # deterministic init
+    kind: Literal["tiny", "hf"] = "tiny"
+    d_ff: int = 0  # 0 -> 4 * d_model
+    hf_arch: Literal["qwen2", "llama"] = "qwen2"  # used when kind == "hf" and hf_path is empty
+    hf_path: str = ""  # local directory with config.json + weights; never the hub
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("model", name, f"must be > 0, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError("model", "n_heads", f"{self.n_heads} does not divide d_model={self.d_model}")
+        if self.kind not in ("tiny", "hf"):
+            raise ConfigError("model", "kind", f"expected 'tiny' or 'hf', got {self.kind!r}")
+        if self.hf_arch not in ("qwen2", "llama"):
+            raise ConfigError("model", "hf_arch", f"expected 'qwen2' or 'llama', got {self.hf_arch!r}")
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which verifiable environment, and its parameters (see client.envs.REGISTRY)."""
+
+    env_id: str = "sort"
+    params: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Seeded sampling. temperature 0 = greedy (no noise). Generation stops at EOS per sample."""
+
+    temperature: float = 1.0
+    max_new_tokens: int = 8
+    stop_at_eos: bool = True  # after EOS a sample emits PAD (masked out)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError("sampler", "temperature", f"must be >= 0, got {self.temperature}")
+        if self.max_new_tokens <= 0:
+            raise ConfigError("sampler", "max_new_tokens", f"must be > 0, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Inner loop: H steps of AdamW on token-level GRPO; a fresh optimizer every round."""
+
+    prompts_per_step: int = 16
+    group_size: int = 8
+    inner_steps: int = 2  # H
+    lr: float = 3e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    ratio_clamp: float = 4.0  # importance-ratio coefficient is clamped at this value
+    kl_coef: float = 0.0  # KL(pi || pi_base of the round), k3 estimator
+    entropy_coef: float = 0.0  # bonus on the policy's per-token entropy (keeps groups diverse)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: momentum betas[0], Nesterov
+    warmup_steps: int = 0  # inner step k (0-based) uses lr * min(1, (k + 1) / (warmup_steps + 1))
+    grad_clip: float = 1.0
+    std_normalize: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_step", "group_size", "inner_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("grpo", name, f"must be > 0, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise ConfigError("grpo", "group_size", f"group-relative advantages need >= 2, got {self.group_size}")
+        if not self.lr > 0:
+            raise ConfigError("grpo", "lr", f"must be > 0, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ConfigError("grpo", "betas", f"expected two values, got {self.betas}")
+
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.prompts_per_step * self.group_size
+
+
+@dataclass(frozen=True)
+class OuterConfig:
+    """DiLoCo outer optimizer: SGD with (Nesterov) momentum on the mean pseudo-gradient."""
+
+    lr: float = 1.0
+    momentum: float = 0.0
+    nesterov: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError("outer", "lr", f"must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError("outer", "momentum", f"must be in [0, 1), got {self.momentum}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Everything a task fixes about the computation (the chain side adds stakes and phases)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    outer: OuterConfig = field(default_factory=OuterConfig)
+    trainers_per_round: int = 4  # K, used by the simulation and the demo
+
+
+def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
+    """Check one TOML value against a dataclass field type; tuples come from TOML arrays."""
+    origin = typing.get_origin(typ)
+    if origin is Literal:
+        if value not in typing.get_args(typ):
+            raise ConfigError(section, key, f"expected one of {typing.get_args(typ)}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(typ)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(section, key, f"expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(section, key, a, v) for a, v in zip(args, value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(section, key, f"expected a table, got {value!r}")
+        return dict(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(section, key, f"expected a number, got {value!r}")
+        return float(value)
+    if typ is int or typ is bool or typ is str:
+        if type(value) is not typ:
+            raise ConfigError(section, key, f"expected {typ.__name__}, got {value!r}")
+        return value
+    raise ConfigError(section, key, f"unsupported field type {typ}")
+
+
+def from_dict(cls: type, data: dict[str, Any], section: str = "") -> Any:
+    """Build a config dataclass from a (TOML) dict, rejecting unknown keys and naming bad fields."""
+    section = section or cls.__name__
+    if not isinstance(data, dict):
+        raise ConfigError(section, "*", f"expected a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(section, unknown[0], f"unknown key (known: {sorted(fields)})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = from_dict(typ, value, name)
+        else:
+            kwargs[name] = _coerce(section, name, typ, value)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The inverse of from_dict (tuples become lists, as TOML/JSON would store them)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+def load_task(path: str | Path) -> TaskConfig:
+    """Read a TaskConfig from a TOML file whose tables are [model], [env], [sampler], [grpo], [outer]."""
+    with open(path, "rb") as fh:
+        return from_dict(TaskConfig, tomllib.load(fh), "task")
+
+
+# The demo task: sort 4-6 symbols drawn from an alphabet of 8 (see docs/LEARNING.md for why
+# these numbers). The learning bench, the simulation and the on-chain demo all start here.
+DEFAULT_TASK = TaskConfig(
+    model=ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=4, max_seq_len=32, seed=0),
+    env=EnvConfig(env_id="sort", params={"n_min": 4, "n_max": 6, "alphabet": 8}),
+    sampler=SamplerConfig(temperature=1.0, max_new_tokens=8),
+    grpo=GRPOConfig(prompts_per_step=16, group_size=8, inner_steps=2, lr=3e-3),
+    outer=OuterConfig(lr=1.0, momentum=0.0, nesterov=True),
+    trainers_per_round=4,
+)
