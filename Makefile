@@ -26,8 +26,11 @@ $(VENV)/.stamp: requirements.lock pyproject.toml
 # npm: anvil, forge, solc (wasm), js-ipfs, OpenZeppelin, forge-std — pinned by package-lock.json.
 # --ignore-scripts: every binary we use ships inside its package; the scripts would only
 # re-fetch them (npm 10 runs them, npm 11 does not), so skipping them keeps both alike.
+# `npm install` rather than `npm ci`: js-ipfs has an optional WebRTC dependency whose own
+# optional dependency is a GitHub tarball we cannot reach, which `npm ci` counts as a lock
+# mismatch; `npm install` follows the same lock and skips the unreachable optional part.
 node_modules/.stamp: package.json package-lock.json
-	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: deps

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "trainer": ("client.trainer", "main", "run a trainer node"),
     "validator": ("validator.node", "main", "run a validator node, or withdraw its earnings"),
     "status": ("client.status", "main", "rounds, submissions with verdicts, slashes, balances of a task"),
-    "demo": ("client.settle_demo", "main", "devnet up, play a round, print the settlement table, devnet down"),
+    "demo": ("client.demo", "main", "devnet up, 4 trainers (1 cheating) + 2 validators for N rounds, settlement, reward curve"),
     "keys": ("client.keys", "main", "create an encrypted keystore or show its address (password from the environment)"),
 }
 BENCHES: dict[str, tuple[str, str, str]] = {
@@ -28,6 +28,7 @@ BENCHES: dict[str, tuple[str, str, str]] = {
     "learn": ("client.bench_learn", "main", "reward curves: centralized GRPO vs K trainers + DiLoCo"),
     "proofs": ("validator.bench_proofs", "main", "TOPLOC proof cost, verification cost, proof size"),
     "ipfs": ("client.bench_ipfs", "main", "put and get of a 50 MB file through the content store"),
+    "round": ("client.bench_round", "main", "devnet rounds, 4 trainers + 2 validators: wall-time split, reward vs simulation"),
 }
 
 
