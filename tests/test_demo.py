@@ -1,0 +1,156 @@
+"""`concord demo` as a user runs it: a subprocess with its own devnet (free ports, a temp state dir).
+
+- Ctrl-C (and SIGTERM) mid-run leaves nothing running: no anvil, js-ipfs, trainer or validator
+  process it started, nor anything else in their process groups.
+- A short run with the cheater: the settlement catches and slashes it, pays both validators a
+  bounty, and the conservation check holds (the JSON line says so).
+- The verdict's rules on hand-made outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from client import chain, devnet, procs
+from client.chain import Role
+from client.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
+from client.settle_demo import Actor, Conservation, Ledger
+
+TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
+
+
+def demo_cmd(state: Path, *extra: str) -> list[str]:
+    ports = [str(procs.free_port()) for _ in range(4)]
+    return [sys.executable, "-m", "client.demo", "--task-file", str(TASK_FILE), "--state-dir", str(state), "--no-live",
+            "--anvil-port", ports[0], "--ipfs-port", ports[1], "--ipfs-gateway-port", ports[2],
+            "--ipfs-grpc-port", ports[3], *extra]
+
+
+def group_members(pgids: set[int]) -> list[int]:
+    """Live processes whose process group is one of ``pgids``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) in pgids:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(what: str, pred, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        assert proc.poll() is None, f"demo exited with {proc.returncode} before {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, when", [(signal.SIGINT, "submitted"), (signal.SIGTERM, "started")],
+                         ids=["ctrl-c-mid-round", "sigterm-at-start"])
+def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Signals, when: str):
+    out = tmp_path / "demo.out"
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen(demo_cmd(tmp_path / "state", "--rounds", "5"), cwd=procs.REPO_ROOT, stdout=fh,
+                                stderr=subprocess.STDOUT)
+    daemons: list[procs.Daemon] = []
+    try:
+        state = tmp_path / "state"
+        wait_for("all 6 nodes to start", lambda: (state / NODES_FILE).exists()
+                 and len(json.loads((state / NODES_FILE).read_text())) == 6, proc)
+        daemons = devnet.load(state).daemon_list()
+        daemons += [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
+        assert {d.name for d in daemons} >= {"anvil", "ipfs", "trainer-1", "cheater", "validator-2"}
+        wait_for(f"trainer-1 to log {when}", lambda: f'"event":"{when}"' in (state / "logs" / "trainer-1.log").read_text(),
+                 proc)
+        assert all(procs.is_ours(d) for d in daemons)          # truly mid-run: every node and daemon is up
+        proc.send_signal(sig)
+        assert proc.wait(timeout=90) == 130, out.read_text()[-2000:]
+        assert [d.name for d in daemons if procs.is_ours(d)] == []
+        assert group_members({d.pid for d in daemons}) == []
+        assert not devnet.state_file(state).exists()          # devnet down ran
+        assert "interrupted" in out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for d in daemons:
+            procs.stop(d, timeout=2.0)
+
+
+@pytest.mark.slow
+def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
+    state = tmp_path / "state"
+    run = subprocess.run(demo_cmd(state, "--rounds", "2"), cwd=procs.REPO_ROOT, capture_output=True, text=True,
+                         timeout=240)
+    lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith('{"demo"')]
+    assert len(lines) == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    doc = lines[0]["demo"]
+    assert (doc["rounds"], doc["cheater_slashed"], doc["bounties_paid"], doc["conservation"]) == (2, True, True, True)
+    assert len(doc["reward_per_round"]) == 2 and all(0 < x < 1 for x in doc["reward_per_round"])
+    assert run.returncode == (0 if doc["ok"] else 1)
+    assert "Settlement of task 1 after 2 rounds" in run.stdout and "verdict:" in run.stdout
+    png = state / CURVE_FILE
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not devnet.state_file(state).exists()
+    nodes = [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
+    assert len(nodes) == 6 and not any(procs.is_ours(d) for d in nodes)
+
+
+# ----------------------------------------------------------------------------- the verdict's rules
+
+def _outcome(curve, cheater_events: list, bounty: dict[str, int], holds: bool = True) -> Outcome:
+    specs = demo_nodes(honest=1, cheat="inflated_rewards", validators=2)
+    actors = tuple(Actor(s.name, s.role, None) for s in specs)   # Actor.address needs a signer: fake it below
+    ledger = Ledger()
+    ledger.bounty = defaultdict(int, bounty)
+    cons = Conservation(10, 4, 6, 0) if holds else Conservation(11, 4, 6, 0)
+    return Outcome(1, len(curve), tuple(curve), (), ledger, cons, actors, (specs[1].address,), tuple(cheater_events),
+                   1.0)
+
+
+def test_verdict_rules(monkeypatch):
+    specs = demo_nodes(honest=1, cheat="inflated_rewards", validators=2)
+    addr = {s.name: s.address for s in specs}
+    monkeypatch.setattr(Actor, "address", property(lambda a: addr[a.name]))
+    meta = chain.EventMeta(0, "0x" + "00" * 32, 0)
+    sub = chain.Submitted(meta, 1, 0, addr["cheater"], 1, 0, b"\x01" * 32, b"\x02" * 32, 10)
+    slash = chain.SubmissionRejected(meta, 1, 0, addr["cheater"], 1, 80, 40)
+    paid = {addr["validator-1"]: 20, addr["validator-2"]: 20}
+
+    good = _outcome([0.1, 0.12, 0.2], [sub, slash], paid)
+    assert good.ok and good.verdict_line().startswith("verdict: PASS")
+    assert not _outcome([0.2, 0.12, 0.1], [sub, slash], paid).reward_rising
+    assert not _outcome([0.1, 0.2], [sub], paid).cheater_slashed            # submitted, never slashed
+    assert not _outcome([0.1, 0.2], [], paid).cheater_slashed               # a cheater that never submitted
+    unpaid = _outcome([0.1, 0.2], [sub, slash], {addr["validator-1"]: 40})
+    assert not unpaid.bounties_paid and "validators paid bounty NO" in unpaid.verdict_line()
+    broken = _outcome([0.1, 0.2], [sub, slash], paid, holds=False)
+    assert not broken.ok and "conservation VIOLATED" in broken.verdict_line()
+    assert [s.role for s in specs] == [Role.TRAINER, Role.TRAINER, Role.VALIDATOR, Role.VALIDATOR]
+
+
+def test_chain_only_runs_the_sdk_settlement_demo(tmp_path: Path, capsys):
+    from client import demo
+
+    ports = [str(procs.free_port()) for _ in range(4)]
+    rc = demo.main(["--chain-only", "--state-dir", str(tmp_path / "state"), "--anvil-port", ports[0], "--ipfs-port",
+                    ports[1], "--ipfs-gateway-port", ports[2], "--ipfs-grpc-port", ports[3]])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Settlement of task 1, round 0" in out and "holds" in out
+    assert not devnet.state_file(tmp_path / "state").exists()
