@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from client import timing
 from client.config import TaskConfig
 from client.envs import Env
 from client.grpo import train_round
@@ -94,7 +95,8 @@ def make_bundle(
 ) -> Bundle:
     """A trainer's work for one round: H x (generate with theta_k, update), proofs, claims."""
     batches, delta = train_round(policy_base, env, cfgs.grpo, cfgs.sampler, task_id, round_, trainer)
-    proofs = tuple(batch_proofs(b) for b in batches)
+    with timing.span("proofs"):
+        proofs = tuple(batch_proofs(b) for b in batches)
     return Bundle(
         task_id=task_id,
         round=round_,

@@ -36,6 +36,7 @@ import urllib3
 from ipfshttpclient import multipart
 from ipfshttpclient.http import ClientSync
 
+from client import timing
 from client.manifest import (MAX_MANIFEST_BYTES, ManifestError, ShardRef, canonical_cid, cid_for_digest, digest_of,
                              parse_canonical)
 
@@ -386,7 +387,8 @@ class Store:
         delay = self.backoff
         for attempt in range(1, self.retries + 1):
             try:
-                return fn()
+                with timing.span("ipfs"):
+                    return fn()
             except ipfs_errors.ConnectionError as e:
                 if attempt == self.retries:
                     raise StoreUnavailable(self.api, attempt, _short_reason(e)) from None

@@ -11,7 +11,8 @@ Generation does not wait on the chain: as soon as round r is submitted the node 
 round r+1 on the newest model it may build on (with asyncLevel >= 1 that is already final),
 and submits it the moment round r+1 opens. A node that restarts reads what it already
 submitted from chain state (memberInfo.lastSubmitRound) and checks it again right before
-every submit, so it never submits a round twice.
+every submit, so it never submits a round twice. When its own IPFS daemon is down it logs the
+error (naming the API address) and retries on the next tick, at most MAX_STORE_FAILURES times.
 
 `--cheat MODE` tampers with the bundle before upload (CHEATS: mode -> function); the
 demo's cheater uses `inflated_rewards`.
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from client import chain
+from client import chain, timing
 from client.bundle import Bundle, claimed_mean_reward, make_bundle
 from client.chain import ChainError, ContractError, Phase, Role
 from client.grpo import pin_determinism
@@ -39,12 +40,14 @@ from client.node import (Display, EventFollower, Node, NodeConfig, NodeConfigErr
                          add_node_args, connect_node, current_round_now, fields, load_task_context,
                          model_for_round, node_config, phase_now, setup_logging, shutdown_event)
 from client.model_store import ModelError
-from client.store import StoreError
+from client.store import DaemonError, StoreError, StoreUnavailable
 from client.submission import put_submission
 
 log = logging.getLogger("concord.trainer")
 
 DONE_PHASES = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZE, Phase.FINALIZED, Phase.VOID)
+STORE_DOWN = (StoreUnavailable, DaemonError)   # our own IPFS daemon is down or failing: retry, it is no verdict
+MAX_STORE_FAILURES = 20                        # consecutive failed ticks before the node gives up
 
 
 class WrongRole(RuntimeError):
@@ -177,7 +180,8 @@ def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: in
     """Fetch model(baseRound), generate + prove + train (make_bundle), tamper if cheating, upload."""
     t0 = time.perf_counter()
     display.update(round=round_, base=base_round, step="fetching model", upload="-", tx="-")
-    policy = model_for_round(ctx, node.store, base_round)
+    with timing.span("ipfs"):
+        policy = model_for_round(ctx, node.store, base_round)
     display.update(step="generating + training")
     bundle = make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
     if cheat is not None:
@@ -185,7 +189,8 @@ def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: in
     rollouts = sum(b.n for b in bundle.batches)
     display.update(step="uploading", rollouts=rollouts, mean_reward=round(bundle.mean_reward, 4),
                    work_units=bundle.work_units, upload="uploading")
-    digest, _ = put_submission(node.store, bundle)
+    with timing.span("ipfs"):
+        digest, _ = put_submission(node.store, bundle)
     seconds = time.perf_counter() - t0
     display.update(step="ready", upload=digest[:16])
     log.info("round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)", round_, base_round,
@@ -255,6 +260,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
              extra=fields(event="started", address=node.address, task=ctx.task_id, last_submitted=done,
                           cheat=cfg.cheat))
     prepared: Prepared | None = None
+    store_failures = 0
     follower = EventFollower(node, ctx.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
     with Display(f"trainer {node.address[:10]} task {ctx.task_id}", cfg.node.json_logs) as display:
         display.update(task=ctx.task_id, cheat=cfg.cheat or "-", submitted=0)
@@ -277,6 +283,16 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
                     log.warning("round %d: model %d unusable: %s", target, base, e,
                                 extra=fields(event="model_unavailable", round=target, base_round=base, error=str(e)))
                     continue
+                except STORE_DOWN as e:
+                    store_failures += 1
+                    if store_failures >= MAX_STORE_FAILURES:
+                        raise
+                    display.update(step="IPFS unavailable")
+                    log.warning("round %d: %s; retry %d/%d on the next tick", target, e, store_failures,
+                                MAX_STORE_FAILURES, extra=fields(event="store_unavailable", round=target,
+                                                                 error=str(e), attempt=store_failures))
+                    continue
+                store_failures = 0
             phase = phase_now(node.client, ctx.task_id, target)
             display.update(phase=phase.name.lower())
             if phase == Phase.PENDING:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from client import sampler as smp
+from client import timing
 from client.bundle import Bundle, claimed_mean_reward, proof_root
 from client.config import GRPOConfig, SamplerConfig, TaskConfig
 from client.envs import EOS, PAD, Env, rewards
@@ -321,7 +322,8 @@ def verify_bundle(
         if (v := done(r)) is not None:
             return v
         vb = verified_batch(batch, k, bundle, env_rewards, mask, keys, cfgs)
-        inner_update(policy, optimizer, vb, cfgs.grpo, policy_base)  # theta_{k+1}
+        with timing.span("replay"):
+            inner_update(policy, optimizer, vb, cfgs.grpo, policy_base)  # theta_{k+1}
         verified.append(vb)
     if (v := done(check_work_units(bundle, verified))) is not None:
         return v

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from client import chain, keys
+from client import chain, keys, timing
 from client import node as nodes
 from client.bundle import Bundle
 from client.chain import ChainClient, Concord, ContractError, ConcordEvent, Phase, Role, Signer, Submitted
@@ -337,14 +337,17 @@ def verify_submission(v: Validator, sub: Submitted) -> SubmissionVerdict:
     if key in v.verdicts:
         return v.verdicts[key]
     digest = sub.bundle_digest.hex()
-    base_policy = nodes.model_for_round(v.task, v.store, sub.base_round)  # final: the chain checked at submit
+    with timing.span("ipfs"):
+        base_policy = nodes.model_for_round(v.task, v.store, sub.base_round)  # final: the chain checked at submit
     shapes = {n: tuple(t.shape) for n, t in policy_state(base_policy).items()}
     started = time.perf_counter()
     doc: dict | None = None
     try:
-        bundle = fetch_submission(v.store, digest, v.task.spec.limits, shapes)
+        with timing.span("ipfs"):
+            bundle = fetch_submission(v.store, digest, v.task.spec.limits, shapes)
         check_claims(sub, bundle)
-        verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, v.task.spec.validation)
+        with timing.span("verification"):
+            verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, v.task.spec.validation)
     except SubmissionError as e:        # unavailable, oversize, malformed: the trainer's fault
         doc = evidence_document(v, sub, "fetch", str(e), {"field": e.field, "cid": e.cid, "reason": e.reason})
     except ClaimMismatch as e:          # copied digest, wrong base round, claims that differ from the chain
@@ -398,11 +401,14 @@ def compute_next_model(v: Validator, round_: int, base_digest: str, verdicts: Se
     accepted = [x for x in verdicts if x.accepted]
     if not accepted:
         return base_digest
-    base, _ = v.task.models.get(v.store, base_digest)
-    deltas = {x.bundle_digest: accepted_delta(v, x) for x in accepted}
+    with timing.span("ipfs"):
+        base, _ = v.task.models.get(v.store, base_digest)
+        deltas = {x.bundle_digest: accepted_delta(v, x) for x in accepted}
     started = time.perf_counter()
-    state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
-    digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
+    with timing.span("aggregation"):
+        state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
+    with timing.span("ipfs"):
+        digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
     seconds = round(time.perf_counter() - started, 3)
     log.info("model %d = %s from %d accepted of %d (%.2fs)", round_ + 1, digest, len(accepted), len(verdicts),
              seconds, extra=fields(event="next_model", round=round_, model=digest, accepted=len(accepted),

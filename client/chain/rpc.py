@@ -22,6 +22,8 @@ from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
+from client import timing
+
 log = logging.getLogger(__name__)
 
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
@@ -135,7 +137,8 @@ class Rpc:
         while True:
             attempt += 1
             try:
-                resp = self._session().post(self.url, json=payload, timeout=self.timeout)
+                with timing.span("chain"):
+                    resp = self._session().post(self.url, json=payload, timeout=self.timeout)
                 if resp.status_code in (429, 502, 503, 504):
                     raise requests.ConnectionError(f"HTTP {resp.status_code}")
                 resp.raise_for_status()
