@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="benchmarks: each prints a table and ends with one JSON line")
     bench.add_argument("name", choices=sorted(BENCHES), help="; ".join(f"{k}: {v[2]}" for k, v in BENCHES.items()))
 
+    # `concord bench NAME --help` must reach the bench's own parser, not this one.
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
+        return _call(BENCHES[argv[1]], argv[2:])
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return _call(BENCHES[args.name], rest)
