@@ -32,7 +32,7 @@ def task_for_env(env_id: str) -> TaskConfig:
     return dataclasses.replace(DEFAULT_TASK, env=env_cfg, sampler=sampler)
 
 
-def plot(dec: Curve, cen: Curve, path: Path, title: str) -> None:
+def plot(dec: Curve, cen: Curve | None, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,9 +40,10 @@ def plot(dec: Curve, cen: Curve, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     rounds = range(1, len(dec.rewards) + 1)
-    ax.plot(rounds, cen.rewards, label="centralized GRPO: mean reward", color="tab:blue")
+    if cen is not None:
+        ax.plot(rounds, cen.rewards, label="centralized GRPO: mean reward", color="tab:blue")
+        ax.plot(rounds, cen.exact, "--", label="centralized: exact", color="tab:blue", alpha=0.6)
     ax.plot(rounds, dec.rewards, label="K trainers + DiLoCo: mean reward", color="tab:orange")
-    ax.plot(rounds, cen.exact, "--", label="centralized: exact", color="tab:blue", alpha=0.6)
     ax.plot(rounds, dec.exact, "--", label="decentralized: exact", color="tab:orange", alpha=0.6)
     ax.set_xlabel("round")
     ax.set_ylabel("reward / exact-solve rate")
@@ -63,10 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (results are per thread count)")
     parser.add_argument("--plot", default="", help="PNG path (default docs/learn_curve[_ENV].png)")
     parser.add_argument("--skip-centralized", action="store_true")
+    parser.add_argument("--trainers", type=int, default=0, help="K (default: the task's)")
+    parser.add_argument("--inner-steps", type=int, default=0, help="H (default: the task's)")
     args = parser.parse_args(argv)
 
     pin_determinism(args.threads)
     task = task_for_env(args.env)
+    if args.trainers:
+        task = dataclasses.replace(task, trainers_per_round=args.trainers)
+    if args.inner_steps:
+        task = dataclasses.replace(task, grpo=dataclasses.replace(task.grpo, inner_steps=args.inner_steps))
     console = Console(stderr=True)
     console.print(
         f"env={task.env.env_id} {task.env.params or '(defaults)'}  model d={task.model.d_model} "
@@ -76,31 +83,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     progress = lambda name: lambda r, m, e: console.print(f"  {name} round {r + 1:3d}: reward {m:.3f}  exact {e:.3f}")
     dec = simulate_decentralized(task, args.rounds, on_round=progress("decentralized"))
-    if args.skip_centralized:
-        cen = dec
-    else:
-        cen = simulate_centralized(task, args.rounds, on_round=progress("centralized"))
+    cen = None if args.skip_centralized else simulate_centralized(task, args.rounds, on_round=progress("centralized"))
 
     table = Table(title=f"learning on {task.env.env_id}: mean reward (exact-solve rate) per round")
     for col in ("round", "centralized", "K trainers + DiLoCo"):
         table.add_column(col, justify="right")
     for r in range(args.rounds):
-        table.add_row(str(r + 1), f"{cen.rewards[r]:.3f} ({cen.exact[r]:.3f})", f"{dec.rewards[r]:.3f} ({dec.exact[r]:.3f})")
+        c = "skipped" if cen is None else f"{cen.rewards[r]:.3f} ({cen.exact[r]:.3f})"
+        table.add_row(str(r + 1), c, f"{dec.rewards[r]:.3f} ({dec.exact[r]:.3f})")
     Console().print(table)
 
     suffix = "" if args.env == DEFAULT_TASK.env.env_id else f"_{args.env}"
     path = Path(args.plot or f"docs/learn_curve{suffix}.png")
-    plot(dec, cen, path, f"{task.env.env_id}: centralized vs {task.trainers_per_round} trainers + DiLoCo")
+    who = f"{task.trainers_per_round} trainers + DiLoCo"
+    plot(dec, cen, path, f"{task.env.env_id}: {who}" if cen is None else f"{task.env.env_id}: centralized vs {who}")
     result = {
         "rounds": args.rounds,
-        "final_reward_centralized": round(cen.rewards[-1], 4),
+        "final_reward_centralized": None if cen is None else round(cen.rewards[-1], 4),
         "final_reward_decentralized": round(dec.rewards[-1], 4),
         "final_exact_decentralized": round(dec.exact[-1], 4),
         "seconds": round(dec.seconds, 1),
         "env": task.env.env_id,
         "first_reward_decentralized": round(dec.rewards[0], 4),
-        "final_exact_centralized": round(cen.exact[-1], 4),
-        "seconds_centralized": round(cen.seconds, 1),
+        "final_exact_centralized": None if cen is None else round(cen.exact[-1], 4),
+        "seconds_centralized": None if cen is None else round(cen.seconds, 1),
+        "load_avg_1min_end": round(os.getloadavg()[0], 2),
         "plot": str(path),
     }
     print(json.dumps(result), flush=True)

@@ -3,8 +3,9 @@
 Sample j of prompt i in round r of task T by trainer A gets a 64-bit key
     key = sha256("concord.sample.v1" | T:32B | r:32B | A:20B | i:4B | j:4B)[:8]  (big-endian)
 and token t (0-based within the completion) over vocabulary entry v gets the uniform
-    u = (splitmix64(splitmix64(key ^ splitmix64(t*G + 1)) + (v+1)*G) >> 11 + 0.5) / 2^53
-with G = 0x9E3779B97F4A7C15, and Gumbel noise g = -log(-log(u)). The chosen token is
+    u = ((mix(mix(key ^ mix(t*G + 1)) + (v+1)*G) >> 11) + 0.5) / 2^53
+with G = 0x9E3779B97F4A7C15, mix = the splitmix64 finalizer, all arithmetic mod 2^64, and
+Gumbel noise g = -log(-log(u)). The chosen token is
 argmax_v(logits_v / temperature + g_v), computed in float64; temperature 0 means argmax of
 the logits (no noise). The counter-based form is vectorised over samples and vocabulary.
 Prompts use a separate domain: prompt_seed(T, r, A, i).

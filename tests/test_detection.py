@@ -32,7 +32,8 @@ from validator.checks import (
 
 TRAINER = "0x" + "ab" * 20
 TASK_ID, ROUND = 7, 3
-CFG: TaskConfig = DEFAULT_TASK  # 16 prompts x 8 samples per step, H = 2: 256 rollouts per bundle
+# The demo task with H = 2 inner steps: 16 prompts x 8 samples per step, 256 rollouts per bundle.
+CFG: TaskConfig = dataclasses.replace(DEFAULT_TASK, grpo=dataclasses.replace(DEFAULT_TASK.grpo, inner_steps=2))
 VCFG = ValidationConfig()
 
 

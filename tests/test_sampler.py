@@ -74,12 +74,13 @@ def test_temperature_zero_is_greedy_and_gap_is_replayable() -> None:
 
 
 def test_vectorised_noise_is_fast() -> None:
-    """Thousands of tokens per second: 8192 tokens (128 samples x 64 steps) in one call."""
+    """Thousands of tokens per second: 8192 tokens (128 samples x 64 steps) in one call (CPU time,
+    so a loaded machine does not fail it)."""
     keys = sample_keys(1, 0, A, [(i, j) for i in range(64) for j in range(2)])  # [128]
     steps = np.arange(64)[None, :].repeat(128, 0)  # [128, 64]
     for vocab, floor in ((32, 20_000), (4096, 1_000)):  # floors leave room for a loaded machine
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         g = gumbel_noise(keys[:, None].repeat(64, 1), steps, vocab)  # [128, 64, V]
-        dt = time.perf_counter() - t0
+        dt = time.process_time() - t0
         assert g.shape == (128, 64, vocab)
         assert 8192 / dt > floor, f"{8192 / dt:.0f} tokens/s at vocab {vocab}"
