@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.config import ConfigError, TaskConfig, _coerce, from_dict, to_dict
+from client.config import ConfigError, TaskConfig, ValidationConfig, _coerce, from_dict, to_dict
 from client.envs import BadEnvParams, UnknownEnv, make_env
 from client.manifest import ManifestError, canonical_bytes, digest_of, parse_canonical
 from client.store import Store
 from client.submission import SubmissionLimits, default_limits
-from validator.checks import ValidationConfig
 
 KIND = "task_spec"
 SECTIONS: dict[str, type] = {"validation": ValidationConfig, "limits": SubmissionLimits}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from client import devnet, procs
+from client.store import Store
 from client.procs import Daemon
 
 logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -144,3 +145,27 @@ def chain_env(anvil: AnvilNode, deployed) -> Iterator[ChainEnv]:
         yield ChainEnv(client, anvil)
     finally:
         client.rpc.call("evm_revert", snap)
+
+
+# ---------------------------------------------------------------------------------------------
+# Content store views (test_store.py, test_submission.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(ipfs, tmp_path: Path) -> Store:
+    return Store(ipfs.api, tmp_path / "cache-a", timeout=2.0)
+
+
+@pytest.fixture
+def other(ipfs, tmp_path: Path) -> Store:
+    """A second node's view: same daemon, empty cache, so every get crosses the API."""
+    return Store(ipfs.api, tmp_path / "cache-b", timeout=2.0)
+
+
+@pytest.fixture
+def dead_store():
+    """Make a store whose daemon address has nothing listening: any network use fails fast."""
+    def make(cache: Path | None) -> Store:
+        return Store(f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", cache, timeout=1.0, retries=1)
+    return make

@@ -21,22 +21,6 @@ from client.store import (ContentNotFound, DigestMismatch, SizeLimitExceeded, Si
 MB = 1_000_000
 
 
-@pytest.fixture
-def store(ipfs, tmp_path: Path) -> Store:
-    return Store(ipfs.api, tmp_path / "cache-a", timeout=2.0)
-
-
-@pytest.fixture
-def other(ipfs, tmp_path: Path) -> Store:
-    """A second node's view: same daemon, empty cache, so every get crosses the API."""
-    return Store(ipfs.api, tmp_path / "cache-b", timeout=2.0)
-
-
-def dead_store(cache: Path | None) -> Store:
-    """A store whose daemon address has nothing listening: any network use fails fast."""
-    return Store(f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", cache, timeout=1.0, retries=1)
-
-
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
@@ -129,7 +113,7 @@ def test_wrong_bytes_for_a_digest_raise_and_write_nothing(store: Store, other: S
     assert not (other.cache_dir / claimed).exists()              # nothing cached under the false digest
 
 
-def test_oversize_is_refused_before_download(store: Store, other: Store, tmp_path: Path) -> None:
+def test_oversize_is_refused_before_download(store: Store, other: Store, tmp_path: Path, dead_store) -> None:
     ref = store.put_file(os.urandom(2 * MB), name="big.bin")
     # The reference itself is over the limit: refused without touching the network at all.
     with pytest.raises(SizeLimitExceeded) as info:
@@ -150,7 +134,7 @@ def test_oversize_is_refused_before_download(store: Store, other: Store, tmp_pat
         other.get_manifest(digest, max_bytes=100)
 
 
-def test_cache_hit_needs_no_network_and_corruption_is_refetched(store: Store, other: Store, tmp_path: Path) -> None:
+def test_cache_hit_needs_no_network_and_corruption_is_refetched(store: Store, other: Store, tmp_path: Path, dead_store) -> None:
     payload = os.urandom(100_000)
     ref = store.put_file(payload, name="cached.bin")
     digest = store.put_manifest(b'{"kind":"note"}')

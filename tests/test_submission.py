@@ -17,7 +17,6 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from client import procs
 from client.bundle import Bundle, make_bundle, proof_root
 from client.config import DEFAULT_TASK, GRPOConfig, to_dict
 from client.envs import make_env
@@ -45,22 +44,6 @@ def made():
     pin_determinism(1)
     env, base = make_env(CFG.env), build_policy(CFG.model)
     return env, base, make_bundle(base, env, CFG, 7, 3, TRAINER, base_round=2)
-
-
-@pytest.fixture
-def store(ipfs, tmp_path: Path) -> Store:
-    return Store(ipfs.api, tmp_path / "cache-a", timeout=2.0)
-
-
-@pytest.fixture
-def other(ipfs, tmp_path: Path) -> Store:
-    """A validator's view: same daemon, empty cache, so every get crosses the API."""
-    return Store(ipfs.api, tmp_path / "cache-b", timeout=2.0)
-
-
-def dead_store(cache: Path | None) -> Store:
-    """Nothing listens at its address: any network use fails."""
-    return Store(f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", cache, timeout=1.0, retries=1)
 
 
 def limits_for(base: torch.nn.Module, env) -> SubmissionLimits:
@@ -292,7 +275,7 @@ def test_same_weights_same_digest_across_calls_and_processes(made, store: Store,
 
 
 def test_second_fetch_touches_no_network_and_corruption_is_refetched(made, store: Store, other: Store,
-                                                                     tmp_path: Path) -> None:
+                                                                     tmp_path: Path, dead_store) -> None:
     _, base, _ = made
     state = policy_state(base)
     digest = put_model(store, state, CFG.model, None, None)

@@ -37,7 +37,7 @@ from client.task_cli import ChainTerms, TaskFile, publish_task
 from client.task_spec import TaskSpecManifest, derived_limits
 from validator import node as vnode
 from validator.aggregate import outer_step
-from validator.checks import ValidationConfig
+from client.config import ValidationConfig
 
 TOKEN = 10 ** 18
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))

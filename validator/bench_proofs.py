@@ -29,7 +29,8 @@ from client.grpo import inner_update, make_inner_optimizer, pin_determinism, rep
 from client.model import build_policy, clone_policy, param_count
 from client.proofs import CHUNK
 from client.rollout import generate, prefill
-from validator.checks import ValidationConfig, check_sampling, check_toploc
+from client.config import ValidationConfig
+from validator.checks import check_sampling, check_toploc
 
 TRAINER = "0x" + "be" * 20
 
