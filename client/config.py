@@ -239,5 +239,5 @@ DEFAULT_TASK = TaskConfig(
     sampler=SamplerConfig(temperature=1.0, max_new_tokens=8),
     grpo=GRPOConfig(prompts_per_step=16, group_size=8, inner_steps=10, optimizer="sgd", lr=0.5, betas=(0.9, 0.99)),
     outer=OuterConfig(lr=1.0, momentum=0.5, nesterov=True),
-    trainers_per_round=4,
+    trainers_per_round=6,
 )
