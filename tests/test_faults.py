@@ -46,43 +46,7 @@ STAKE = 100 * TOKEN
 SLASH = 80 * TOKEN
 INITIATOR, VICTIM, PEER, VAL_A, VAL_B = 0, 6, 7, 8, 9
 
-TASK_TOML = """
-trainers_per_round = 2
-[model]
-vocab_size = 32
-d_model = 32
-n_layers = 1
-n_heads = 2
-max_seq_len = 32
-seed = 0
-[env]
-env_id = "sort"
-[env.params]
-n_min = 4
-n_max = 6
-alphabet = 8
-[sampler]
-temperature = 1.0
-max_new_tokens = 8
-[grpo]
-prompts_per_step = 4
-group_size = 4
-inner_steps = 2
-lr = 3e-3
-[chain]
-trainer_reward_per_round = 300
-validator_fee_per_round = 60
-min_trainer_stake = 100
-min_validator_stake = 100
-slash_amount = 80
-bounty_bps = 5000
-submit_seconds = 600
-commit_seconds = 600
-reveal_seconds = 600
-max_rounds = {rounds}
-async_level = 0
-min_validators = {min_validators}
-"""
+TASK_TOML = (Path(__file__).parent / "data" / "small_task.toml").read_text()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -102,7 +66,7 @@ def wait_for(what: str, pred: Callable[[], bool], timeout: float = 90.0,
 
 def publish(chain_env, ipfs_api: str, tmp: Path, rounds: int, min_validators: int) -> int:
     path = tmp / "task.toml"
-    path.write_text(TASK_TOML.format(rounds=rounds, min_validators=min_validators))
+    path.write_text(TASK_TOML.format(inner_steps=2, max_rounds=rounds, min_validators=min_validators))
     node = connect_node(node_cfg(chain_env, ipfs_api, tmp, 0, INITIATOR, "initiator"))
     return publish_task(node.client, node.signer, node.store, load_task_file(path)).task_id
 

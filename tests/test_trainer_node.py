@@ -24,44 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TOML = REPO / "configs" / "default_task.toml"
 INITIATOR, TRAINER, OTHER_TRAINER, CLI_TRAINER = 0, 3, 4, 5
 
-# The default task, shrunk so a round takes well under a second of CPU.
-SMALL_TOML = """
-trainers_per_round = 2
-[model]
-vocab_size = 32
-d_model = 32
-n_layers = 1
-n_heads = 2
-max_seq_len = 32
-seed = 0
-[env]
-env_id = "sort"
-[env.params]
-n_min = 4
-n_max = 6
-alphabet = 8
-[sampler]
-temperature = 1.0
-max_new_tokens = 8
-[grpo]
-prompts_per_step = 4
-group_size = 4
-inner_steps = 1
-lr = 3e-3
-[chain]
-trainer_reward_per_round = 300
-validator_fee_per_round = 60
-min_trainer_stake = 100
-min_validator_stake = 100
-slash_amount = 80
-bounty_bps = 5000
-submit_seconds = 600
-commit_seconds = 600
-reveal_seconds = 600
-max_rounds = 5
-async_level = 0
-min_validators = 1
-"""
+SMALL_TOML = (Path(__file__).parent / "data" / "small_task.toml").read_text().format(
+    inner_steps=1, max_rounds=5, min_validators=1)
 
 
 def _write(tmp_path: Path, text: str, name: str = "task.toml") -> Path:
