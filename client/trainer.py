@@ -14,8 +14,9 @@ submitted from chain state (memberInfo.lastSubmitRound) and checks it again righ
 every submit, so it never submits a round twice. When its own IPFS daemon is down it logs the
 error (naming the API address) and retries on the next tick, at most MAX_STORE_FAILURES times.
 
-`--cheat MODE` tampers with the bundle before upload (CHEATS: mode -> function); the
-demo's cheater uses `inflated_rewards`.
+`--cheat MODE` plays one adversarial trainer of client.cheats.CHEATS (its hooks are called in
+prepare_submission and before submit_round; logs say `cheated` per round); the demo's cheater
+uses `inflated_rewards`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from client import chain, timing
-from client.bundle import Bundle, claimed_mean_reward, make_bundle
+from client.bundle import make_bundle
 from client.chain import ChainError, ContractError, Phase, Role
+from client.cheats import CHEATS, Cheat, Claim, cheat_context, honest_upload
 from client.grpo import pin_determinism
 from client.keys import KeyLoadError
 from client.node import (Display, EventFollower, Node, NodeConfig, NodeConfigError, TaskContext, Tick, UnknownTask,
@@ -41,7 +41,6 @@ from client.node import (Display, EventFollower, Node, NodeConfig, NodeConfigErr
                          model_for_round, node_config, phase_now, setup_logging, shutdown_event)
 from client.model_store import ModelError
 from client.store import DaemonError, StoreError, StoreUnavailable
-from client.submission import put_submission
 
 log = logging.getLogger("concord.trainer")
 
@@ -54,25 +53,6 @@ class WrongRole(RuntimeError):
     def __init__(self, address: str, role: Role) -> None:
         super().__init__(f"{address} is registered as {role.name}, not TRAINER: use another key")
         self.address, self.role = address, role
-
-
-# ----------------------------------------------------------------------------- cheats
-
-def inflate_rewards(bundle: Bundle) -> Bundle:
-    """Claim reward 1.0 for every rollout (the env's rewards are recomputed by validators)."""
-    batches = tuple(dataclasses.replace(b, rewards=torch.ones_like(b.rewards)) for b in bundle.batches)
-    return dataclasses.replace(bundle, batches=batches, mean_reward=claimed_mean_reward(batches))
-
-
-def inflate_work_units(bundle: Bundle) -> Bundle:
-    """Claim twice the generated tokens (a bigger share of the round's reward)."""
-    return dataclasses.replace(bundle, work_units=2 * bundle.work_units)
-
-
-CHEATS: dict[str, Callable[[Bundle], Bundle]] = {
-    "inflated_rewards": inflate_rewards,
-    "inflated_work_units": inflate_work_units,
-}
 
 
 # ----------------------------------------------------------------------------- config and results
@@ -104,6 +84,8 @@ class Prepared:
     mean_reward: float
     rollouts: int
     seconds: float
+    cheat: str | None = None
+    cheated: bool = False           # the cheat changed what was built or claimed this round
 
 
 @dataclass(frozen=True)
@@ -175,31 +157,58 @@ def pick_base_round(node: Node, ctx: TaskContext, round_: int) -> int | None:
     return min(latest, round_)
 
 
+def acting_cheat(cheat: str | None, round_: int, ctx: TaskContext) -> Cheat | None:
+    """The --cheat mode if it acts in ``round_`` (before its first round the node is honest)."""
+    mode = CHEATS[cheat] if cheat is not None else None
+    return mode if mode is not None and mode.acts(round_, ctx.params.async_level) else None
+
+
 def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: int, cheat: str | None,
                        display: Display) -> Prepared:
-    """Fetch model(baseRound), generate + prove + train (make_bundle), tamper if cheating, upload."""
+    """Fetch model(baseRound), generate + prove + train (make_bundle), upload; --cheat hooks in between."""
     t0 = time.perf_counter()
     display.update(round=round_, base=base_round, step="fetching model", upload="-", tx="-")
     with timing.span("ipfs"):
         policy = model_for_round(ctx, node.store, base_round)
+    mode = acting_cheat(cheat, round_, ctx)                                      # --cheat
+    cc = cheat_context(node, ctx, round_, base_round) if mode is not None else None
+    if mode is not None and mode.model is not None:                            # --cheat: build on another model
+        policy = mode.model(policy, cc)
     display.update(step="generating + training")
     bundle = make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
-    if cheat is not None:
-        bundle = CHEATS[cheat](bundle)
+    if mode is not None and mode.bundle is not None:                           # --cheat: tamper with the bundle
+        bundle = mode.bundle(bundle, cc)
     rollouts = sum(b.n for b in bundle.batches)
     display.update(step="uploading", rollouts=rollouts, mean_reward=round(bundle.mean_reward, 4),
                    work_units=bundle.work_units, upload="uploading")
     with timing.span("ipfs"):
-        digest, _ = put_submission(node.store, bundle)
+        if mode is not None and mode.upload is not None:                       # --cheat: tamper with the upload
+            claim = mode.upload(node.store, bundle, cc)
+        else:
+            claim = honest_upload(node.store, bundle)
+    cheated = mode is not None and (mode.model or mode.bundle or mode.upload) is not None
     seconds = time.perf_counter() - t0
-    display.update(step="ready", upload=digest[:16])
-    log.info("round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)", round_, base_round,
-             rollouts, bundle.mean_reward, digest, seconds,
+    display.update(step="ready", upload=claim.digest[:16])
+    log.info("round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)%s", round_, base_round,
+             rollouts, bundle.mean_reward, claim.digest, seconds, f" [cheat {cheat}]" if cheated else "",
              extra=fields(event="prepared", round=round_, base_round=base_round, rollouts=rollouts,
-                          mean_reward=bundle.mean_reward, work_units=bundle.work_units, digest=digest,
-                          proof_root=bundle.proof_root, seconds=round(seconds, 3), cheat=cheat))
-    return Prepared(round_, base_round, digest, bundle.proof_root, bundle.work_units, bundle.mean_reward, rollouts,
-                    seconds)
+                          mean_reward=bundle.mean_reward, work_units=claim.work_units, digest=claim.digest,
+                          proof_root=claim.proof_root, seconds=round(seconds, 3), cheat=cheat, cheated=cheated))
+    return Prepared(round_, base_round, claim.digest, claim.proof_root, claim.work_units, bundle.mean_reward, rollouts,
+                    seconds, cheat, cheated)
+
+
+def cheat_claim(node: Node, ctx: TaskContext, prep: Prepared) -> Prepared | None:
+    """--cheat: what a chain-level cheat submits instead of ``prep``; None while it waits (copied_bundle)."""
+    mode = acting_cheat(prep.cheat, prep.round, ctx)
+    if mode is None or mode.claim is None:
+        return prep
+    honest = Claim(prep.base_round, prep.digest, prep.proof_root, prep.work_units)
+    claim = mode.claim(honest, cheat_context(node, ctx, prep.round, prep.base_round))
+    if claim is None:
+        return None
+    return dataclasses.replace(prep, base_round=claim.base_round, digest=claim.digest, proof_root=claim.proof_root,
+                               work_units=claim.work_units, cheated=prep.cheated or claim != honest)
 
 
 def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display) -> SubmittedRound | None:
@@ -222,7 +231,7 @@ def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display)
     log.info("submitted round %d (base %d) bundle %s tx %s", prep.round, prep.base_round, prep.digest, receipt.tx_hash,
              extra=fields(event="submitted", round=prep.round, base_round=prep.base_round, digest=prep.digest,
                           proof_root=prep.proof_root, work_units=prep.work_units, tx=receipt.tx_hash,
-                          block=receipt.block_number))
+                          block=receipt.block_number, cheat=prep.cheat, cheated=prep.cheated))
     return SubmittedRound(prep.round, prep.base_round, prep.digest, receipt.tx_hash, receipt.block_number)
 
 
@@ -299,12 +308,17 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
                 display.update(step="waiting for the round to open")
                 continue
             if phase == Phase.SUBMIT:
+                claimed = cheat_claim(node, ctx, prepared)          # --cheat: chain-level cheats change the claim
+                if claimed is None:
+                    display.update(step=f"cheat {cfg.cheat}: waiting")
+                    continue
                 try:
-                    result = submit_round(node, ctx, prepared, display)
+                    result = submit_round(node, ctx, claimed, display)
                 except ContractError as e:
                     display.update(tx=f"failed: {e.name}")
-                    log.warning("round %d: submit refused: %s", target, e, extra=fields(event="submit_failed",
-                                                                                      round=target, error=str(e)))
+                    log.warning("round %d: submit refused: %s", target, e,
+                                extra=fields(event="submit_failed", round=target, error=str(e), error_name=e.name,
+                                             base_round=claimed.base_round, cheat=cfg.cheat, cheated=claimed.cheated))
                     run.missed.append(target)
                     result = None
                 if result is not None:
@@ -328,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("run", help="register, join and train on a task's rounds")
     add_node_args(r)
-    r.add_argument("--cheat", choices=sorted(CHEATS), default=None, help="tamper with every bundle (adversarial demo)")
+    r.add_argument("--cheat", choices=sorted(CHEATS), default=None,
+                   help="play an adversarial trainer (client/cheats.py; honest before the mode's first round)")
     r.add_argument("--rounds", type=int, default=None, help="stop after N submissions")
     r.add_argument("--stake", type=int, default=None, help="stake in base units (default: the task minimum)")
     r.add_argument("--threads", type=int, default=1, help="torch threads")

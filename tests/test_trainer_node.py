@@ -18,7 +18,8 @@ from client.config import DEFAULT_TASK
 from client.node import EventFollower, NodeConfig, connect_node, load_task_context, model_for_round
 from client.submission import fetch_submission
 from client.task_cli import TaskSpecError, load_task_file, main as task_main, publish_task
-from client.trainer import Prepared, TrainerConfig, inflate_rewards, run_trainer, submit_round
+from client.cheats import inflate_rewards
+from client.trainer import Prepared, TrainerConfig, run_trainer, submit_round
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TOML = REPO / "configs" / "default_task.toml"

@@ -1,0 +1,239 @@
+"""Cheating trainers (issue 5) against the honest validator, with real Anvil + js-ipfs + torch + toploc.
+
+One task (asyncLevel 0, one validator) is driven through round 0 for real: three trainers submit
+through the trainer node's own functions, the validator verifies, commits, reveals, finalizes, so
+model 1 is final and round 1 is open. In round 1 the trainer node prepares every bundle- and
+upload-level cheat with `prepare_submission(..., cheat)` (the code `--cheat MODE` runs) and the
+validator's `verify_submission` judges it from a Submitted record; the chain-level cheats
+(base_outside_window, copied_bundle, replayed_bundle) go on chain and are judged from their real
+Submitted events. Every mode must be rejected by the check its registry entry names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from client import chain, keys
+from client import node as nodes
+from client.chain import ContractError, Phase, Role
+from client.cheats import CHEATS, cheat_context
+from client.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
+from client.grpo import pin_determinism
+from client.manifest import parse_canonical
+from client.node import Display, NodeConfig
+from client.store import ContentNotFound, Store
+from client.task_cli import ChainTerms, TaskFile, publish_task
+from client.task_spec import TaskSpecManifest, derived_limits
+from client.trainer import Prepared, cheat_claim, prepare_submission, submit_round
+from validator import node as vnode
+
+TOKEN = 10 ** 18
+CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
+INITIATOR, TRAINER, OTHER, COPIER, VALIDATOR = 0, 1, 2, 3, 4
+STAKE = 100 * TOKEN
+TERMS = ChainTerms(trainer_reward_per_round=300 * TOKEN, validator_fee_per_round=60 * TOKEN, min_trainer_stake=STAKE,
+                   min_validator_stake=STAKE, slash_amount=80 * TOKEN, submit_seconds=3600, commit_seconds=3600,
+                   reveal_seconds=3600, max_rounds=3, bounty_bps=5000, async_level=0, min_validators=1,
+                   budget=3 * 360 * TOKEN)
+CHAIN_LEVEL = ("base_outside_window", "copied_bundle", "replayed_bundle")
+IN_PROCESS = sorted(set(CHEATS) - set(CHAIN_LEVEL))
+DISPLAY = Display("test", json_logs=True)
+ROLLOUTS = 8   # per inner step: 2 prompts x 4 samples
+EVIDENCE = {   # what the published evidence must show, beyond the failed check
+    **{f"altered_token_{w}": {"rejected_rollouts": 1, "rejected_tokens": 1} for w in ("first", "middle", "last")},
+    "foreign_model_proofs": {"step": 0, "rejected": ROLLOUTS},
+    "stale_model": {"step": 0, "rejected": ROLLOUTS},
+    "zero_proofs": {"step": 0, "rejected": ROLLOUTS},
+    "random_proofs": {"step": 0, "rejected": ROLLOUTS},
+    "proofs_one_short": {"step": 1, "rejected": 1},
+    "wrong_prompts": {"step": 1, "index_mismatches": 0, "rows_altered": ROLLOUTS},
+    "inflated_rewards": {"claimed_mean": 1.0},
+    "malformed_manifest": {"field": "manifest.version", "reason": "unknown field"},
+    "oversized_bundle": {"field": "stats.inner_steps", "reason": "over the task's limit of 2"},
+    "unavailable_manifest": {"field": "manifest"},
+}
+
+
+@dataclasses.dataclass
+class Net:
+    client: chain.ChainClient
+    task_id: int
+    trainers: dict[int, nodes.Node]
+    ctxs: dict[int, nodes.TaskContext]
+    v: vnode.Validator
+
+    def prepare(self, who: int, round_: int, cheat: str | None = None) -> Prepared:
+        return prepare_submission(self.trainers[who], self.ctxs[who], round_, round_, cheat, DISPLAY)
+
+    def submit(self, who: int, prep: Prepared) -> chain.Submitted:
+        receipt = submit_round(self.trainers[who], self.ctxs[who], prep, DISPLAY)
+        assert receipt is not None
+        events = [e for e in self.client.concord.events(receipt.block, receipt.block, ["Submitted"])
+                  if e.task_id == self.task_id]
+        assert len(events) == 1
+        return events[0]
+
+
+def fake_submitted(net: Net, who: int, index: int, prep: Prepared) -> chain.Submitted:
+    """The event submitting ``prep`` would emit (only the validator's reading of it is under test)."""
+    meta = chain.EventMeta(0, "0x" + "00" * 32, index)
+    return chain.Submitted(meta, net.task_id, prep.round, net.trainers[who].address, index, prep.base_round,
+                           bytes.fromhex(prep.digest), prep.proof_root, prep.work_units)
+
+
+@pytest.fixture(scope="module")
+def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
+    tmp = tmp_path_factory.mktemp("cheats")
+    client = chain.connect(anvil.url, deployed.deployment)
+    snap = client.rpc.call("evm_snapshot")
+    try:
+        pin_determinism(1)
+        signer = lambda i: client.signer(keys.devnet_account(i))  # noqa: E731
+        spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
+        task_id = publish_task(client, signer(INITIATOR), Store(ipfs.api, tmp / "init"), TaskFile(spec, TERMS)).task_id
+        trainers = {i: nodes.Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1),
+                                  tmp / f"t{i}") for i in (TRAINER, OTHER, COPIER)}
+        for i in trainers:
+            client.token.approve(trainers[i].signer, client.concord.address, STAKE)
+            client.concord.register(trainers[i].signer, Role.TRAINER, STAKE)
+        ctxs = {i: nodes.load_task_context(n, task_id) for i, n in trainers.items()}
+        vn = nodes.Node(client, signer(VALIDATOR), Store(ipfs.api, tmp / "cache-v", timeout=1.0, retries=1), tmp / "v")
+        v = vnode.Validator(vnode.ValidatorConfig(NodeConfig("validator", anvil.url, client.deployment, ipfs.api,
+                                                             task_id)), vn, nodes.load_task_context(vn, task_id))
+        vnode.ensure_enrolled(v)
+        net = Net(client, task_id, trainers, ctxs, v)
+
+        # round 0, honest: two trainers submit, the validator settles it -> model 1 final, round 1 open
+        for i in (TRAINER, OTHER):
+            client.concord.join(trainers[i].signer, task_id)
+        for i in (TRAINER, OTHER):
+            net.submit(i, net.prepare(i, 0))
+        vnode.backfill_submissions(v)
+        for _ in range(8):
+            if client.concord.task_state(task_id).finalized_rounds >= 1:
+                break
+            vnode.step(v)
+        assert client.concord.latest_model(task_id).model == 1
+        assert [x.accepted for x in v.verdicts.values()] == [True, True]
+        client.concord.join(trainers[COPIER].signer, task_id)   # from round 1 on
+        assert nodes.phase_now(client, task_id, 1) == Phase.SUBMIT
+        yield net
+    finally:
+        client.rpc.call("evm_revert", snap)
+
+
+def test_honest_round_1_accepted(net):
+    """The control: an honest node in the same round, same validator -> accepted.
+
+    Not TRAINER: its honest round-1 manifest must stay out of IPFS until unavailable_manifest
+    (which withholds exactly that manifest) has been judged."""
+    prep = net.prepare(OTHER, 1)
+    verdict = vnode.verify_submission(net.v, fake_submitted(net, OTHER, 99, prep))
+    assert (verdict.accepted, verdict.failed_check, prep.cheated) == (True, "", False)
+
+
+@pytest.mark.parametrize("mode", IN_PROCESS)
+def test_bundle_level_cheat_rejected(net, mode):
+    cheat = CHEATS[mode]
+    assert cheat.acts(1, net.ctxs[TRAINER].params.async_level)
+    prep = net.prepare(TRAINER, 1, mode)
+    assert prep.cheated and prep.cheat == mode
+    if mode == "unavailable_manifest":
+        with pytest.raises(ContentNotFound):
+            net.v.store.get_manifest(prep.digest)
+    assert cheat_claim(net.trainers[TRAINER], net.ctxs[TRAINER], prep) == prep   # no chain-level hook
+    verdict = vnode.verify_submission(net.v, fake_submitted(net, TRAINER, 100 + IN_PROCESS.index(mode), prep))
+    print(f"\n{mode}: failed_check={verdict.failed_check}")
+    assert not verdict.accepted
+    assert verdict.failed_check == cheat.caught_by
+    doc = parse_canonical(net.v.store.get_manifest(verdict.evidence_digest))
+    assert doc["failed_check"] == cheat.caught_by and doc["trainer"] == net.trainers[TRAINER].address.lower()
+    ev = doc["evidence"]
+    assert {k: ev[k] for k in EVIDENCE.get(mode, {})} == EVIDENCE.get(mode, {})
+    if mode == "work_units_off_by_one":
+        assert ev["claimed_work_units"] == ev["recomputed_work_units"] + 1 == prep.work_units
+    if mode == "delta_scaled_1_01":
+        assert ev["rel_l2"] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_window_cheats_are_honest_before_their_first_round(net):
+    """stale_model and base_outside_window need a model older than the window: round 0 is honest."""
+    assert [m for m, c in sorted(CHEATS.items()) if not c.acts(0, 0)] == [
+        "base_outside_window", "replayed_bundle", "stale_model"]
+    assert [m for m in ("base_outside_window", "replayed_bundle", "stale_model") if CHEATS[m].acts(2, 2)] == [
+        "replayed_bundle"]   # asyncLevel 2: the window modes start at round 3
+    prep = prepare_submission(net.trainers[TRAINER], net.ctxs[TRAINER], 0, 0, "stale_model", DISPLAY)
+    assert not prep.cheated
+
+
+def test_chain_level_cheats(net):
+    """Round 1 on chain: out-of-window base refused by the contract; a copy and a replay land and are rejected."""
+    c, t = net.trainers[COPIER], net.trainers[TRAINER]
+
+    out = cheat_claim(c, net.ctxs[COPIER], net.prepare(COPIER, 1, "base_outside_window"))
+    assert (out.base_round, out.cheated) == (0, True)
+    with pytest.raises(ContractError) as refused:
+        submit_round(c, net.ctxs[COPIER], out, DISPLAY)
+    assert refused.value.name == "BaseRoundOutOfWindow"
+
+    copier = net.prepare(COPIER, 1, "copied_bundle")
+    assert cheat_claim(c, net.ctxs[COPIER], copier) is None          # nobody submitted round 1 yet: wait
+    original = net.submit(OTHER, net.prepare(OTHER, 1))
+    copied = cheat_claim(c, net.ctxs[COPIER], copier)
+    assert (copied.digest, copied.proof_root, copied.work_units, copied.cheated) == \
+        (original.bundle_digest.hex(), original.proof_root, original.work_units, True)
+    copy_event = net.submit(COPIER, copied)
+
+    replayer = net.prepare(TRAINER, 1, "replayed_bundle")
+    replayed = cheat_claim(t, net.ctxs[TRAINER], replayer)
+    mine0 = [e for e in net.client.concord.events(net.client.deployment.block_number, "latest", ["Submitted"])
+             if e.task_id == net.task_id and e.round == 0 and e.trainer == t.address][0]
+    assert (replayed.digest, replayed.base_round, replayed.cheated) == (mine0.bundle_digest.hex(), 1, True)
+    replay_event = net.submit(TRAINER, replayed)
+
+    vnode.record_submissions(net.v, [original, copy_event, replay_event])
+    verdicts = {e.trainer: vnode.verify_submission(net.v, e) for e in (original, copy_event, replay_event)}
+    assert [(x.accepted, x.failed_check) for x in verdicts.values()] == [
+        (True, ""), (False, CHEATS["copied_bundle"].caught_by), (False, CHEATS["replayed_bundle"].caught_by)]
+    assert CHEATS["base_outside_window"].caught_by == "contract: BaseRoundOutOfWindow"
+
+
+def test_cheat_context_reads_the_node(net):
+    cc = cheat_context(net.trainers[TRAINER], net.ctxs[TRAINER], 1, 1)
+    assert (cc.round, cc.base_round, cc.async_level, cc.trainer) == (1, 1, 0, net.trainers[TRAINER].address)
+    assert cc.model(0) is not cc.policy
+
+
+def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, caplog):
+    """run_trainer --cheat work_units_off_by_one: honest + 1 work units on chain and in the manifest; the
+    prepared and submitted log lines name the cheat with cheated=True."""
+    import logging
+    import threading
+
+    from client.submission import fetch_submission
+    from client.trainer import TrainerConfig, run_trainer
+
+    spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
+    store = Store(ipfs.api, tmp_path / "cache", timeout=2.0)
+    task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
+    cfg = TrainerConfig(NodeConfig(role="trainer", rpc_url=chain_env.anvil.url, deployment=chain_env.client.deployment,
+                                   ipfs_api=ipfs.api, task_id=task_id, state_dir=tmp_path / "t", devnet_account=5,
+                                   poll_interval=0.05, heartbeat=0.5), cheat="work_units_off_by_one", rounds=1)
+    stop = threading.Event()
+    timer = threading.Timer(120, stop.set)
+    timer.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="concord.trainer"):
+            run = run_trainer(cfg, stop)
+    finally:
+        timer.cancel()
+    assert [s.round for s in run.submitted] == [0]
+    [event] = [e for e in chain_env.client.concord.events(chain_env.client.deployment.block_number, "latest",
+                                                          ["Submitted"]) if e.task_id == task_id]
+    bundle = fetch_submission(store, event.bundle_digest.hex(), spec.limits)
+    assert event.work_units == bundle.work_units == sum(int(b.lengths.sum()) for b in bundle.batches) + 1
+    logged = {r.fields["event"]: r.fields for r in caplog.records if hasattr(r, "fields")}
+    for name in ("prepared", "submitted"):
+        assert (logged[name]["cheat"], logged[name]["cheated"]) == ("work_units_off_by_one", True)
