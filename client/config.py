@@ -8,6 +8,7 @@ learning bench, the simulation and the on-chain demo train the same thing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,35 @@ class ConfigError(ValueError):
     def __init__(self, section: str, key: str, problem: str):
         super().__init__(f"[{section}] {key}: {problem}")
         self.section, self.key, self.problem = section, key, problem
+
+    @property
+    def field(self) -> str:
+        """The dotted path of the bad value, e.g. ``grpo.lr`` (``task.x`` for a top-level key)."""
+        return f"{self.section}.{self.key}"
+
+
+# Upper bounds keep every derived number (limits, token counts, byte sizes) well inside a
+# signed 64-bit int and refuse absurd work before it is started (a model is built to publish).
+MAX_VOCAB = 1 << 20
+MAX_D_MODEL = 1 << 16
+MAX_LAYERS = 1024
+MAX_SEQ_LEN = 1 << 16
+MAX_SEED = (1 << 63) - 1
+MAX_PARAMS = 1 << 34            # ~64 GiB of float32: far beyond a task a node can train
+MAX_PROMPTS_PER_STEP = 1 << 16
+MAX_GROUP_SIZE = 1 << 12
+MAX_INNER_STEPS = 10_000        # = client.submission.MAX_STEPS (step names have 4 digits)
+MAX_TRAINERS = 1 << 16
+MAX_HF_PATH = 1024
+
+
+def _in_range(section: str, name: str, value: Any, lo: float, hi: float, lo_open: bool = False,
+              hi_open: bool = False) -> None:
+    """ConfigError unless lo <(=) value <(=) hi (NaN is never in range)."""
+    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ConfigError(section, name, f"must be in {left}{lo}, {hi}{right}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -39,15 +69,34 @@ class ModelConfig:
     hf_path: str = ""  # local directory with config.json + weights; never the hub
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
+        bounds = {"vocab_size": MAX_VOCAB, "d_model": MAX_D_MODEL, "n_layers": MAX_LAYERS,
+                  "n_heads": MAX_D_MODEL, "max_seq_len": MAX_SEQ_LEN}
+        for name, hi in bounds.items():
             if getattr(self, name) <= 0:
                 raise ConfigError("model", name, f"must be > 0, got {getattr(self, name)}")
+            _in_range("model", name, getattr(self, name), 1, hi)
         if self.d_model % self.n_heads:
             raise ConfigError("model", "n_heads", f"{self.n_heads} does not divide d_model={self.d_model}")
+        _in_range("model", "seed", self.seed, 0, MAX_SEED)
+        _in_range("model", "d_ff", self.d_ff, 0, 16 * MAX_D_MODEL)
         if self.kind not in ("tiny", "hf"):
             raise ConfigError("model", "kind", f"expected 'tiny' or 'hf', got {self.kind!r}")
         if self.hf_arch not in ("qwen2", "llama"):
             raise ConfigError("model", "hf_arch", f"expected 'qwen2' or 'llama', got {self.hf_arch!r}")
+        if len(self.hf_path) > MAX_HF_PATH:
+            raise ConfigError("model", "hf_path", f"longer than {MAX_HF_PATH} chars")
+        if self.hf_path and self.kind != "hf":
+            raise ConfigError("model", "hf_path", f"only used with kind = 'hf', this model is {self.kind!r}")
+        if self.approx_params > MAX_PARAMS:
+            raise ConfigError("model", "d_model", f"about {self.approx_params:.3g} parameters (vocab_size, d_model, "
+                                                  f"n_layers, d_ff), over the limit of {MAX_PARAMS}")
+
+    @property
+    def approx_params(self) -> int:
+        """An upper estimate of the parameter count (embeddings, head, blocks), known before building."""
+        d, f = self.d_model, self.ffn_dim
+        block = 4 * d * d + 3 * d * f + 13 * d      # attention + MLP (a gated MLP has three matrices) + norms
+        return 2 * self.vocab_size * d + self.max_seq_len * d + self.n_layers * block + 2 * d
 
     @property
     def ffn_dim(self) -> int:
@@ -73,8 +122,10 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ConfigError("sampler", "temperature", f"must be >= 0, got {self.temperature}")
+        _in_range("sampler", "temperature", self.temperature, 0, 1e3)
         if self.max_new_tokens <= 0:
             raise ConfigError("sampler", "max_new_tokens", f"must be > 0, got {self.max_new_tokens}")
+        _in_range("sampler", "max_new_tokens", self.max_new_tokens, 1, MAX_SEQ_LEN)
 
 
 @dataclass(frozen=True)
@@ -107,6 +158,23 @@ class GRPOConfig:
             raise ConfigError("grpo", "lr", f"must be > 0, got {self.lr}")
         if len(self.betas) != 2:
             raise ConfigError("grpo", "betas", f"expected two values, got {self.betas}")
+        for name, hi in (("prompts_per_step", MAX_PROMPTS_PER_STEP), ("group_size", MAX_GROUP_SIZE),
+                         ("inner_steps", MAX_INNER_STEPS)):
+            _in_range("grpo", name, getattr(self, name), 1, hi)
+        _in_range("grpo", "lr", self.lr, 0, 1e3, lo_open=True)
+        for i, beta in enumerate(self.betas):
+            if not 0 <= beta < 1:
+                raise ConfigError("grpo", "betas", f"betas[{i}] must be in [0, 1), got {beta}")
+        _in_range("grpo", "weight_decay", self.weight_decay, 0, 1)
+        _in_range("grpo", "eps_low", self.eps_low, 0, 1)
+        _in_range("grpo", "eps_high", self.eps_high, 0, 1e3)
+        _in_range("grpo", "ratio_clamp", self.ratio_clamp, 1, 1e6)
+        _in_range("grpo", "kl_coef", self.kl_coef, 0, 1e3)
+        _in_range("grpo", "entropy_coef", self.entropy_coef, 0, 1e3)
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError("grpo", "optimizer", f"expected 'adamw' or 'sgd', got {self.optimizer!r}")
+        _in_range("grpo", "warmup_steps", self.warmup_steps, 0, MAX_INNER_STEPS)
+        _in_range("grpo", "grad_clip", self.grad_clip, 0, 1e6)
 
     @property
     def rollouts_per_step(self) -> int:
@@ -124,6 +192,7 @@ class OuterConfig:
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise ConfigError("outer", "lr", f"must be > 0, got {self.lr}")
+        _in_range("outer", "lr", self.lr, 0, 1e3, lo_open=True)
         if not 0 <= self.momentum < 1:
             raise ConfigError("outer", "momentum", f"must be in [0, 1), got {self.momentum}")
 
@@ -149,6 +218,14 @@ class ValidationConfig:
     replay_cos_min: float = 0.9999
     replay_rel_l2_max: float = 1e-3
 
+    def __post_init__(self) -> None:
+        _in_range("validation", "max_exp_mismatches", self.max_exp_mismatches, 0, MAX_SEQ_LEN)
+        _in_range("validation", "max_mant_err_mean", self.max_mant_err_mean, 0, 1e6)
+        _in_range("validation", "max_mant_err_median", self.max_mant_err_median, 0, 1e6)
+        _in_range("validation", "sampling_tie_tol", self.sampling_tie_tol, 0, 1e6)
+        _in_range("validation", "replay_cos_min", self.replay_cos_min, -1, 1)
+        _in_range("validation", "replay_rel_l2_max", self.replay_rel_l2_max, 0, 1e6)
+
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -160,6 +237,9 @@ class TaskConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     outer: OuterConfig = field(default_factory=OuterConfig)
     trainers_per_round: int = 4  # K, used by the simulation and the demo
+
+    def __post_init__(self) -> None:
+        _in_range("task", "trainers_per_round", self.trainers_per_round, 1, MAX_TRAINERS)
 
 
 def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
@@ -181,7 +261,9 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(section, key, f"expected a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(value):
+            raise ConfigError(section, key, f"must be a finite number, got {value!r}")
+        return float(value) + 0.0  # -0.0 -> 0.0: a spec has one canonical encoding
     if typ is int or typ is bool or typ is str:
         if type(value) is not typ:
             raise ConfigError(section, key, f"expected {typ.__name__}, got {value!r}")
@@ -199,6 +281,10 @@ def from_dict(cls: type, data: dict[str, Any], section: str = "") -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(section, unknown[0], f"unknown key (known: {sorted(fields)})")
+    missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(section, missing[0], "missing (this table has no default for it)")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         typ = hints[name]

@@ -23,6 +23,7 @@ Canonical encoding (the one rule, checked by re-encoding on every decode):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -40,6 +41,7 @@ MAX_CONFIG_ENTRIES = 256              # model config keys, counted over all nest
 MAX_CONFIG_DEPTH = 4
 MAX_STRING = 1024
 MAX_INT = 1 << 63
+MAX_DEPTH = 64                        # JSON nesting of any document
 
 DTYPES = ("float32", "bfloat16", "float16")
 CID_CODECS = ("raw", "dag-pb")        # a one-chunk file is a raw leaf, a bigger one a dag-pb root
@@ -77,7 +79,7 @@ def canonical_bytes(obj: Any) -> bytes:
 
 def _check_json_value(value: Any, field: str, depth: int) -> None:
     """Refuse values whose JSON form would not round-trip to the same value."""
-    if depth > 64:
+    if depth > MAX_DEPTH:
         raise ManifestError(field or "<document>", "nested too deeply")
     if value is None or isinstance(value, (bool, str)):
         if isinstance(value, str):
@@ -127,6 +129,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nesting(data: bytes) -> int:
+    """Deepest [ / { nesting outside strings (an upper bound for malformed input)."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(1 if b in b"[{" else -1 for b in brackets), default=0)
+
+
 def parse_canonical(data: bytes) -> dict:
     """Bytes -> JSON object, refusing anything but the canonical encoding of an object."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -138,6 +150,8 @@ def parse_canonical(data: bytes) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError("<document>", f"not UTF-8 at byte {e.start}") from None
+    if _nesting(data) > MAX_DEPTH:   # before json.loads: its C scanner can overflow the C stack first
+        raise ManifestError("<document>", f"nested deeper than {MAX_DEPTH}")
     try:
         # NaN/Infinity parse here and are refused by canonical_bytes, which names their field.
         obj = json.loads(text, object_pairs_hook=_no_duplicates)
@@ -378,6 +392,8 @@ def _to_bytes(obj: dict) -> bytes:
 
 
 def _kind(obj: dict, expected: str) -> None:
+    if not isinstance(obj, Mapping):
+        raise ManifestError("<document>", "expected an object", obj)
     kind = obj.get("kind")
     if kind != expected:
         raise ManifestError("kind", f"expected {expected!r}", kind)
@@ -431,8 +447,8 @@ class ModelManifest:
 
     @staticmethod
     def from_json(obj: dict) -> ModelManifest:
+        _kind(obj, "model")   # first: another kind of manifest is named as such, not by its fields
         _fields(obj, "", ModelManifest.FIELDS)
-        _kind(obj, "model")
         outer = obj["outer_state"]
         parent = obj["parent"]
         return ModelManifest(
@@ -494,8 +510,8 @@ class SubmissionManifest:
 
     @staticmethod
     def from_json(obj: dict) -> SubmissionManifest:
+        _kind(obj, "submission")   # first: another kind of manifest is named as such, not by its fields
         _fields(obj, "", SubmissionManifest.FIELDS)
-        _kind(obj, "submission")
         round_ = _int(obj["round"], "round")
         return SubmissionManifest(
             task_id=_int(obj["task_id"], "task_id"),

@@ -109,6 +109,7 @@ def fetch_model(store: Store, digest: str, cache_dir: Path | str, max_bytes: int
         raise ModelError(f"manifest.{e.field}", cid, e.reason) from None
     except (ContentNotFound, ContentMismatch, SizeLimitExceeded) as e:
         raise ModelError("manifest", cid, str(e)) from e
+    _model_config(manifest, cid)   # a bad architecture is refused before any download
     refs = _refs(manifest, cid)
     total = sum(ref.size for _, ref in refs)
     if total > max_bytes:
@@ -148,6 +149,13 @@ def _refs(manifest: ModelManifest, cid: str) -> list[tuple[str, ShardRef]]:
     return refs
 
 
+def _model_config(manifest: ModelManifest, cid: str) -> ModelConfig:
+    try:
+        return from_dict(ModelConfig, manifest.config, "config")
+    except ConfigError as e:
+        raise ModelError(f"config.{e.key}", cid, e.problem) from None
+
+
 def _load_dir(directory: Path, digest: str, cid: str) -> FetchedModel:
     """Parse and verify a model directory: manifest sha256 = digest, every shard's sha256, dtypes, config."""
     data = (directory / MANIFEST_FILE).read_bytes()
@@ -157,10 +165,7 @@ def _load_dir(directory: Path, digest: str, cid: str) -> FetchedModel:
         manifest = ModelManifest.from_bytes(data)
     except ManifestError as e:
         raise ModelError(f"manifest.{e.field}", cid, e.reason) from None
-    try:
-        config = from_dict(ModelConfig, manifest.config, "config")
-    except ConfigError as e:
-        raise ModelError(f"config.{e.key}", cid, e.problem) from None
+    config = _model_config(manifest, cid)
     _refs(manifest, cid)
     state = _load_shards(directory, manifest.shards, "shards", getattr(torch, manifest.dtype))
     outer = None

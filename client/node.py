@@ -5,6 +5,9 @@ API (kept small and stable; the validator node is written against it):
     add_node_args(parser)                 the flags every node takes (--devnet, --rpc-url, --task, ...)
     node_config(args, role) -> NodeConfig  flags (+ the devnet JSON) -> a frozen config
     connect_node(cfg) -> Node             Node(client, signer, store, state_dir); key from keystore/env/devnet index
+                                          (= connect_chain(cfg), which writes nothing, then open_node: the dirs)
+    positive_int, non_negative_int, positive_seconds, load_deployment, load_devnet_json
+                                          argparse types and file loaders that name the bad flag
     load_task_context(node, task_id) -> TaskContext
                                           on-chain params + the spec fetched by its on-chain digest + env
     fetch_round_model(ctx, store, m) -> FetchedModel   model m by its on-chain digest (must be final)
@@ -28,9 +31,11 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 import signal
 import sys
 import threading
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +50,7 @@ from client.config import TaskConfig
 from client.envs import Env, make_env
 from client.model import build_policy, load_policy_state
 from client.model_store import FetchedModel, fetch_model
-from client.store import Store
+from client.store import Store, api_multiaddr
 from client.task_spec import TaskSpecManifest, fetch_task_spec
 
 log = logging.getLogger(__name__)
@@ -109,7 +114,7 @@ class NodeConfig:
 def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     """The flags every node takes. Connection flags override what the devnet JSON says."""
     if with_task:
-        p.add_argument("--task", type=int, required=True, help="task id")
+        p.add_argument("--task", type=positive_int, required=True, help="task id")
     p.add_argument("--devnet", type=Path, default=None,
                    help=f"devnet JSON (RPC URL, deployment, IPFS API); default {DEFAULT_DEVNET_JSON} "
                         "when --rpc-url is not given")
@@ -119,10 +124,96 @@ def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     p.add_argument("--state-dir", type=Path, default=None, help="node state (cursor, caches); default .concord/ROLE-ADDR")
     p.add_argument("--keystore", type=Path, default=None,
                    help=f"encrypted key file (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}")
-    p.add_argument("--devnet-account", type=int, default=None,
+    p.add_argument("--devnet-account", type=non_negative_int, default=None,
                    help="use Anvil's public default account N (devnet only)")
     p.add_argument("--json-logs", action="store_true", help="one JSON object per log line on stdout")
-    p.add_argument("--poll-interval", type=float, default=0.25, help="seconds between new-block polls")
+    p.add_argument("--poll-interval", type=positive_seconds, default=0.25, help="seconds between new-block polls")
+
+
+# argparse types: a bad value exits with `error: argument --flag: ...` before anything runs.
+
+def _int_at_least(text: str, lo: int) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < lo:
+        raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:   # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be in (0, 3600] seconds, got {text}")
+    return value
+
+
+_MULTIADDR = re.compile(r"/(ip4|ip6|dns|dns4|dns6)/[^/\s]+/tcp/(\d{1,5})(/https?)?")
+# Flags some commands add on top of add_node_args: (lowest value, what it counts).
+_COUNT_FLAGS = {"rounds": (1, "rounds"), "stake": (0, "base units"), "threads": (1, "threads")}
+
+
+def _check_rpc_url(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as e:   # e.g. a port out of 0..65535
+        raise NodeConfigError("--rpc-url", f"{url!r}: {e}") from None
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise NodeConfigError("--rpc-url", f"expected http(s)://host[:port] or ws(s)://..., got {url!r}")
+    if port == 0:
+        raise NodeConfigError("--rpc-url", f"port 0 in {url!r}")
+    return url
+
+
+def _check_ipfs_api(api: str) -> str:
+    try:
+        addr = api_multiaddr(api)
+    except ValueError as e:
+        raise NodeConfigError("--ipfs-api", str(e)) from None
+    m = _MULTIADDR.fullmatch(addr)
+    if m is None or not 1 <= int(m.group(2)) <= 65535:
+        raise NodeConfigError("--ipfs-api", f"expected /ip4/HOST/tcp/PORT/http (port 1..65535) or "
+                                            f"http://host:port, got {api!r}")
+    return api
+
+
+def load_deployment(path: Path, flag: str = "--deployment") -> Deployment:
+    """A deployment JSON file; NodeConfigError naming ``flag`` when it is missing or malformed."""
+    try:
+        return Deployment.load(path)
+    except OSError as e:
+        raise NodeConfigError(flag, f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError) as e:   # not JSON, a missing key, a bad address
+        raise NodeConfigError(flag, f"{path} is not a deployment JSON: {type(e).__name__}: {e}") from None
+
+
+def load_devnet_json(path: Path) -> devnet.Devnet:
+    """The devnet JSON `concord devnet up` writes; NodeConfigError("--devnet") when missing or malformed."""
+    path = Path(path)
+    path = path / devnet.STATE_FILE if path.is_dir() else path
+    if not path.exists():
+        raise NodeConfigError("--devnet", f"{path} does not exist: run `concord devnet up` or pass --rpc-url")
+    try:
+        net = devnet.Devnet.from_json(json.loads(path.read_text()))
+        Deployment.from_json(net.deployment)
+    except OSError as e:
+        raise NodeConfigError("--devnet", f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise NodeConfigError("--devnet", f"{path} is not a devnet JSON: {type(e).__name__}: {e}") from None
+    return net
 
 
 def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
@@ -131,16 +222,22 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
     devnet_path = args.devnet
     if devnet_path is None and args.rpc_url is None:
         devnet_path = DEFAULT_DEVNET_JSON
+    for name, (lo, what) in _COUNT_FLAGS.items():   # trainer/validator extras, checked before any connection
+        value = getattr(args, name, None)
+        if value is not None and value < lo:
+            raise NodeConfigError(f"--{name}", f"must be >= {lo} {what}, got {value}")
+    if getattr(args, "keystore", None) is not None and not Path(args.keystore).is_file():
+        raise NodeConfigError("--keystore", f"{args.keystore} is not a file")
     if devnet_path is not None:
-        path = Path(devnet_path)
-        path = path / devnet.STATE_FILE if path.is_dir() else path
-        if not path.exists():
-            raise NodeConfigError("--devnet", f"{path} does not exist: run `concord devnet up` or pass --rpc-url")
-        net = devnet.Devnet.from_json(json.loads(path.read_text()))
+        net = load_devnet_json(devnet_path)
     rpc_url = args.rpc_url or (net.rpc_url if net else None)
     ipfs_api = args.ipfs_api or (net.ipfs_api if net else None)
+    if args.rpc_url is not None:
+        _check_rpc_url(args.rpc_url)
+    if args.ipfs_api is not None:
+        _check_ipfs_api(args.ipfs_api)
     if args.deployment is not None:
-        deployment = Deployment.load(args.deployment)
+        deployment = load_deployment(args.deployment)
     elif net is not None:
         deployment = Deployment.from_json(net.deployment)
     else:
@@ -181,8 +278,18 @@ def load_account(cfg: NodeConfig, chain_id: int):
 
 def connect_node(cfg: NodeConfig) -> Node:
     """Bind the contracts, load the key, open the store (cache under the state dir)."""
+    client, signer = connect_chain(cfg)
+    return open_node(cfg, client, signer)
+
+
+def connect_chain(cfg: NodeConfig) -> tuple[ChainClient, Signer]:
+    """The contracts and the node's signer; nothing is written (publish checks everything before disk)."""
     client = chain.connect(cfg.rpc_url, cfg.deployment)
-    signer = client.signer(load_account(cfg, cfg.deployment.chain_id))
+    return client, client.signer(load_account(cfg, cfg.deployment.chain_id))
+
+
+def open_node(cfg: NodeConfig, client: ChainClient, signer: Signer) -> Node:
+    """Create the state dir and open the store under it."""
     state_dir = Path(cfg.state_dir) if cfg.state_dir else DEFAULT_NODES_DIR / f"{cfg.role}-{signer.address}"
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.ipfs_api, state_dir / "ipfs-cache", timeout=cfg.ipfs_timeout)

@@ -206,13 +206,9 @@ def _connection(args: argparse.Namespace) -> tuple[str, chain.Deployment]:
     if args.rpc_url is not None:
         if args.deployment is None:
             raise nodes.NodeConfigError("--deployment", "needed with --rpc-url")
-        return args.rpc_url, chain.Deployment.load(args.deployment)
-    path = args.devnet or nodes.DEFAULT_DEVNET_JSON
-    path = path / "devnet.json" if path.is_dir() else path
-    if not path.exists():
-        raise nodes.NodeConfigError("--devnet", f"{path} does not exist: run `concord devnet up` or pass --rpc-url")
-    net = json.loads(path.read_text())
-    return net["rpc_url"], chain.Deployment.from_json(net["deployment"])
+        return args.rpc_url, nodes.load_deployment(args.deployment)
+    net = nodes.load_devnet_json(args.devnet or nodes.DEFAULT_DEVNET_JSON)
+    return net.rpc_url, chain.Deployment.from_json(net.deployment)
 
 
 if __name__ == "__main__":

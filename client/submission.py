@@ -121,6 +121,8 @@ class SubmissionLimits:
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise ConfigError("limits", name, f"must be a positive int, got {value!r}")
+            if value >= 1 << 63:   # a manifest integer (client.manifest): the spec must stay encodable
+                raise ConfigError("limits", name, f"must be < 2**63, got {value}")
         if self.max_inner_steps > MAX_STEPS:
             raise ConfigError("limits", "max_inner_steps", f"must be <= {MAX_STEPS}, got {self.max_inner_steps}")
 

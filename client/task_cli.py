@@ -181,6 +181,8 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
         raise TaskSpecError(str(path), [ConfigError("file", "*", f"cannot read: {e.strerror}")]) from None
     except tomllib.TOMLDecodeError as e:
         raise TaskSpecError(str(path), [ConfigError("toml", "*", str(e))]) from None
+    except UnicodeDecodeError as e:
+        raise TaskSpecError(str(path), [ConfigError("toml", "*", f"not UTF-8 at byte {e.start}")]) from None
     table = data.pop(CHAIN, None)
     errors: list[ConfigError] = []
     spec = terms = None
@@ -263,11 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.task_file}: ok")
             return 0
         cfg = nodes.node_config(args, "initiator")
-        node = nodes.connect_node(cfg)
-        decimals = node.client.token.decimals()
-        if budget is not None and decimals != 18:
-            budget, _ = _tokens("budget", args.budget, decimals)
-        task_file = load_task_file(args.task_file, decimals, budget)
+        task_file = load_task_file(args.task_file, 18, budget)   # every bad field named before any connection
+        client, signer = nodes.connect_chain(cfg)
+        decimals = client.token.decimals()
+        if decimals != 18:   # token amounts in this token's base units
+            if budget is not None:
+                budget, err = _tokens("budget", args.budget, decimals)
+                if err:
+                    raise TaskSpecError("--budget", [err])
+            task_file = load_task_file(args.task_file, decimals, budget)
+        check_against_chain(client, signer.address, task_file.terms, str(args.task_file))   # before the state dir
+        node = nodes.open_node(cfg, client, signer)
         result = publish_task(node.client, node.signer, node.store, task_file, str(args.task_file))
     except TaskSpecError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from client.config import ConfigError, TaskConfig, ValidationConfig, _coerce, from_dict, to_dict
-from client.envs import BadEnvParams, UnknownEnv, make_env
-from client.manifest import ManifestError, canonical_bytes, digest_of, parse_canonical
+from client.envs import SYM0, BadEnvParams, UnknownEnv, make_env
+from client.manifest import ManifestError, canonical_bytes, cid_for_digest, digest_of, parse_canonical
 from client.store import Store
 from client.submission import SubmissionLimits, default_limits
 
@@ -108,20 +108,55 @@ def parse_task_spec(data: dict, source: str = "<dict>", derive_limits: bool = Tr
         errors += problems
     scalars = {k: v for k, v in data.items() if k in top and k not in SECTIONS}
     errors += _section_errors(TaskConfig, "task", scalars)
+    env = None
     if "env" in built:
         try:
-            make_env(built["env"])
+            env = make_env(built["env"])
         except UnknownEnv as e:
             errors.append(ConfigError("env", "env_id", str(e)))
         except BadEnvParams as e:
             errors.append(ConfigError("env.params", e.key, e.problem))
     if "limits" not in data and not derive_limits:
         errors.append(ConfigError("limits", "*", "missing table"))
+    if not errors:
+        try:
+            task = TaskConfig(**{k: v for k, v in built.items() if k not in ("validation", "limits")}, **scalars)
+        except ConfigError as e:
+            errors.append(e)
+    if not errors:
+        errors += _cross_errors(task, env or make_env(task.env))
+        hf_path = task.model.hf_path
+        if derive_limits and hf_path and not (Path(hf_path) / "config.json").is_file():   # model 0 is built here
+            errors.append(ConfigError("model", "hf_path", f"{hf_path!r} is not a local model directory "
+                                                          "(no config.json)"))
     if errors:
         raise TaskSpecError(source, errors)
-    task = TaskConfig(**{k: v for k, v in built.items() if k not in ("validation", "limits")}, **scalars)
-    limits = built.get("limits") or derived_limits(task)
-    return TaskSpecManifest(task, built.get("validation", ValidationConfig()), limits)
+    try:
+        limits = built.get("limits") or derived_limits(task)
+    except ConfigError as e:   # derived numbers out of range: the task asks for too much per submission
+        raise TaskSpecError(source, [e]) from None
+    spec = TaskSpecManifest(task, built.get("validation", ValidationConfig()), limits)
+    try:
+        spec.to_bytes()   # a spec that parses can be published: every value has a canonical encoding
+    except ManifestError as e:
+        section, _, key = e.field.rpartition(".")
+        raise TaskSpecError(source, [ConfigError(section or "task", key, e.reason)]) from None
+    return spec
+
+
+def _cross_errors(task: TaskConfig, env: Any) -> list[ConfigError]:
+    """Checks between sections: a rollout (prompt + completion) fits the model, its tokens the vocabulary."""
+    errors = []
+    need = env.prompt_len + task.sampler.max_new_tokens
+    if need > task.model.max_seq_len:
+        errors.append(ConfigError("sampler", "max_new_tokens", f"prompt ({env.prompt_len} tokens for "
+                                  f"{task.env.env_id}) + {task.sampler.max_new_tokens} new tokens = {need} is over "
+                                  f"model.max_seq_len = {task.model.max_seq_len}"))
+    vocab = SYM0 + getattr(env, "alphabet", 10)   # symbols are SYM0 + k: the alphabet, or the digits 0-9
+    if task.model.vocab_size < vocab:
+        errors.append(ConfigError("model", "vocab_size", f"{task.env.env_id} uses tokens up to {vocab - 1}, "
+                                                         f"got vocab_size = {task.model.vocab_size}"))
+    return errors
 
 
 def derived_limits(task: TaskConfig) -> SubmissionLimits:
@@ -138,8 +173,12 @@ def load_task_spec(path: str | Path) -> TaskSpecManifest:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
+    except OSError as e:
+        raise TaskSpecError(str(path), [ConfigError("file", "*", f"cannot read: {e.strerror}")]) from None
     except tomllib.TOMLDecodeError as e:
         raise TaskSpecError(str(path), [ConfigError("toml", "*", str(e))]) from None
+    except UnicodeDecodeError as e:
+        raise TaskSpecError(str(path), [ConfigError("toml", "*", f"not UTF-8 at byte {e.start}")]) from None
     return parse_task_spec(data, str(path))
 
 
@@ -149,4 +188,13 @@ def put_task_spec(store: Store, spec: TaskSpecManifest) -> str:
 
 
 def fetch_task_spec(store: Store, digest: str) -> TaskSpecManifest:
-    return TaskSpecManifest.from_bytes(store.get_manifest(digest))
+    """The spec behind an on-chain specDigest; a bad document is a TaskSpecError naming its CID and field."""
+    source = f"manifest {cid_for_digest(digest)}"
+    data = store.get_manifest(digest)
+    try:
+        return TaskSpecManifest.from_bytes(data)
+    except ManifestError as e:
+        shown = "" if e.value is None else f" (got {e.value!r:.80})"
+        raise TaskSpecError(source, [ConfigError("manifest", e.field, e.reason + shown)]) from None
+    except TaskSpecError as e:
+        raise TaskSpecError(source, e.errors) from None
