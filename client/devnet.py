@@ -164,6 +164,50 @@ def start_ipfs(repo: Path, ports: Ports, log_path: Path, timeout: float = 60.0) 
     return daemon
 
 
+REPO_LOCK = "repo.lock"   # js-ipfs (proper-lockfile): a directory whose mtime the holder refreshes every 10 s
+
+
+class RepoLocked(ProcError):
+    def __init__(self, repo: Path, owner: Daemon) -> None:
+        super().__init__(f"IPFS repo {repo} is still held by {owner.name} pid {owner.pid}: stop it first")
+        self.repo, self.owner = repo, owner
+
+
+def clear_stale_repo_lock(repo: Path, owner: Daemon) -> bool:
+    """Remove ``repo``'s js-ipfs lock when ``owner`` (the daemon that held it) is dead; True if removed.
+
+    A SIGKILLed js-ipfs leaves its lock behind, and the lock only counts as stale 20 s after
+    its last refresh, so a prompt restart on the same repo would be refused. The lock is
+    removed only when ``owner`` was started on this repo and its PID (checked with its start
+    time, so a recycled PID does not count) is gone; a live owner raises RepoLocked. The caller
+    vouches that ``owner`` is the daemon it started on ``repo``.
+    """
+    lock = Path(repo) / REPO_LOCK
+    if not lock.exists():
+        return False
+    if procs.is_ours(owner):
+        raise RepoLocked(Path(repo), owner)
+    if lock.is_dir():
+        shutil.rmtree(lock)
+    else:
+        lock.unlink()
+    log.warning("removed the stale lock %s left by %s pid %d (no longer running)", lock, owner.name, owner.pid)
+    return True
+
+
+def restart_ipfs(repo: Path, previous: Daemon, api_url: str, log_path: Path, timeout: float = 60.0) -> Daemon:
+    """Start js-ipfs again on its existing ``repo`` (same config, ports and content) after ``previous``
+    stopped or was killed; a lock the dead daemon left behind is cleared first."""
+    clear_stale_repo_lock(repo, previous)
+    daemon, proc = procs.start("ipfs", previous.argv, log_path, env={"IPFS_PATH": str(repo)})
+    try:
+        procs.wait_ready(daemon, proc, lambda: ipfs_ready(api_url), timeout)
+    except BaseException:
+        procs.stop(daemon)
+        raise
+    return daemon
+
+
 # ----------------------------------------------------------------------------- up / down
 
 def state_file(state_dir: Path) -> Path:

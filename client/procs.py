@@ -193,6 +193,20 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
     return True
 
 
+def kill(daemon: Daemon, timeout: float = 10.0) -> bool:
+    """kill -9 the daemon's process group, no shutdown (fault drills); False if it was already gone."""
+    if not is_ours(daemon):
+        _reap(daemon.pid)
+        return False
+    _signal_group(daemon.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive(daemon.pid) and time.monotonic() < deadline:
+        _reap(daemon.pid)
+        time.sleep(0.02)
+    log.info("killed %s pid=%d", daemon.name, daemon.pid)
+    return True
+
+
 def log_tail(path: Path, lines: int = 5) -> str:
     try:
         text = path.read_text(errors="replace")

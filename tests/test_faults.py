@@ -1,8 +1,10 @@
-"""Faults the nodes must survive, against real Anvil + js-ipfs + torch (issue 4 "Tests", fault tolerance).
+"""Faults the nodes must survive, against real Anvil + js-ipfs + torch (issues 4 and 5, fault tolerance).
 
 Not repeated here (tests/test_validator_node.py covers them): a validator SIGKILLed after its
-commit while the commit phase is still open and restarted in the reveal phase reveals its plan;
-a trainer stopped cleanly after its submission does not resubmit. Added here:
+commit while the commit phase is still open and restarted in the reveal phase reveals its plan,
+is not slashed, and the round settles by the honest majority (client.fault_drills has the same
+scenario as a drill for `concord bench attacks`); a trainer stopped cleanly after its
+submission does not resubmit. Added here:
 
 * a trainer process SIGKILLed twice mid-round (right after a submission while its round is
   still open, and while it generates the next one) resumes from chain state, submits every
@@ -15,73 +17,48 @@ a trainer stopped cleanly after its submission does not resubmit. Added here:
   fetch say so (the API address in the log line), retry, and carry on when it returns; the
   honest submission is accepted, not rejected for the validator's outage.
 
-The token-conservation invariant (protocol balance = escrow + stakes + credited) is checked
-after every scenario.
+Through client.fault_drills (each returns a DrillResult, also a row of the attack bench):
+
+* a trainer SIGKILLed during its upload (files in IPFS, manifest not yet): nothing is
+  submitted for it; restarted, it submits the round once and is paid once;
+* the IPFS daemon SIGKILLed mid-round and restarted on the same repo 10 s later (its stale
+  repo lock cleared): both nodes log the outage, retry, both honest submissions are accepted;
+* Anvil frozen (SIGSTOP) for 5 s while a trainer submits and a validator follows: one submit,
+  one commit, one reveal, each sender's nonces used once and in order;
+* a reverted transaction is printed by the `concord` CLI with its custom error's name.
+
+After every scenario: token conservation (protocol balance = escrow + stakes + credited), no
+honest node slashed, no reward paid twice.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from client import chain, devnet, keys, procs
+from client import chain, devnet, fault_drills as drills, procs
 from client.chain import Role
-from client.node import NodeConfig, connect_node, load_task_context, model_for_round
-from client.task_cli import load_task_file, publish_task
+from client.fault_drills import (PEER, STAKE, VAL_A, VAL_B, VICTIM, IpfsDaemon, NodeProcess, NodeThread,
+                                 any_failed, events, node_argv, node_cfg, wait_for)
+from client.node import connect_node, load_task_context, model_for_round
 from client.trainer import TrainerConfig, run_trainer
 from validator import node as vnode
 
 TOKEN = 10 ** 18
-STAKE = 100 * TOKEN
 SLASH = 80 * TOKEN
-INITIATOR, VICTIM, PEER, VAL_A, VAL_B = 0, 6, 7, 8, 9
-
-TASK_TOML = (Path(__file__).parent / "data" / "small_task.toml").read_text()
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def wait_for(what: str, pred: Callable[[], bool], timeout: float = 90.0,
-             alive: Callable[[], str | None] = lambda: None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        problem = alive()
-        if problem:
-            raise AssertionError(f"{what}: {problem}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def publish(client, ipfs_api: str, tmp: Path, rounds: int, min_validators: int) -> int:
+    return drills.publish(client, ipfs_api, tmp, rounds, min_validators)
 
 
-def publish(chain_env, ipfs_api: str, tmp: Path, rounds: int, min_validators: int) -> int:
-    path = tmp / "task.toml"
-    path.write_text(TASK_TOML.format(inner_steps=2, max_rounds=rounds, min_validators=min_validators))
-    node = connect_node(node_cfg(chain_env, ipfs_api, tmp, 0, INITIATOR, "initiator"))
-    return publish_task(node.client, node.signer, node.store, load_task_file(path)).task_id
-
-
-def node_cfg(chain_env, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str,
-             role: str = "trainer") -> NodeConfig:
-    return NodeConfig(role=role, rpc_url=chain_env.anvil.url, deployment=chain_env.client.deployment,
-                      ipfs_api=ipfs_api, task_id=task_id, state_dir=tmp / name, devnet_account=account,
-                      poll_interval=0.05, heartbeat=0.5, ipfs_timeout=5.0)
-
-
-def enrol(chain_env, account: int, role: Role, task_id: int) -> str:
-    signer = chain_env.signer(account)
-    chain_env.enrol(signer, role, STAKE, task_id)
-    return signer.address
+def enrol(client, account: int, role: Role, task_id: int) -> str:
+    return drills.enrol(client, account, role, task_id)
 
 
 def assert_conserved(client) -> None:
@@ -90,52 +67,12 @@ def assert_conserved(client) -> None:
     assert client.token.balance_of(client.concord.address) == totals.liabilities, totals
 
 
-def events(client, task_id: int, name: str) -> list:
-    return [e for e in client.concord.events(client.deployment.block_number, "latest", [name])
-            if getattr(e, "task_id", task_id) == task_id]
-
-
-def node_argv(module: str, chain_env, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str,
-              rounds: int) -> list[str]:
-    dep = tmp / "deployment.json"
-    if not dep.exists():
-        chain_env.client.deployment.save(dep)
-    return [sys.executable, "-m", module, "run", "--task", str(task_id), "--rpc-url", chain_env.anvil.url,
-            "--deployment", str(dep), "--ipfs-api", ipfs_api, "--devnet-account", str(account),
-            "--state-dir", str(tmp / name), "--rounds", str(rounds), "--json-logs", "--poll-interval", "0.05"]
-
-
-class NodeProcess:
-    """A node CLI as a child process whose JSON log lines are read by a thread (and kept)."""
-
-    def __init__(self, argv: list[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
-        self.proc = subprocess.Popen(argv, cwd=procs.REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.lines: list[dict] = []
-        self.raw: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.raw.append(line)
-            if line.startswith("{"):
-                self.lines.append(json.loads(line))
-
-    def saw(self, event: str, **match) -> bool:
-        return any(x.get("event") == event and all(x.get(k) == v for k, v in match.items()) for x in list(self.lines))
-
-    def failed(self) -> str | None:
-        code = self.proc.poll()
-        return None if code in (None, 0) else f"process exited with {code}: {''.join(self.raw[-5:])}"
-
-    def kill(self) -> None:
-        """SIGKILL: no handler runs, nothing is flushed or cleaned up."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self._reader.join(timeout=10)
+def assert_drill(result: drills.DrillResult) -> None:
+    """The three checks every scenario ends with, plus the drill's own expectations (in ``ok``)."""
+    assert result.conservation_ok, result
+    assert result.honest_slashed == (), result
+    assert result.paid_twice == (), result
+    assert result.ok, result.detail
 
 
 @pytest.fixture
@@ -146,32 +83,6 @@ def node_processes() -> Iterator[list[NodeProcess]]:
     finally:
         for p in started:
             p.kill()
-
-
-class NodeThread:
-    """run_trainer / run_validator in a thread with its own stop event; errors are kept, not lost."""
-
-    def __init__(self, name: str, fn: Callable[[threading.Event], object]) -> None:
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
-        self.result: object = None
-
-        def target() -> None:
-            try:
-                self.result = fn(self.stop)
-            except Exception as e:  # reported through failed() and the test's assertions
-                self.errors.append(e)
-
-        self.thread = threading.Thread(target=target, name=name, daemon=True)
-        self.thread.start()
-
-    def failed(self) -> str | None:
-        return repr(self.errors[0]) if self.errors else None
-
-    def join(self, timeout: float = 60.0) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"{self.thread.name} did not finish"
-        assert not self.errors, self.errors
 
 
 @pytest.fixture
@@ -186,22 +97,18 @@ def node_threads() -> Iterator[list[NodeThread]]:
             t.thread.join(timeout=60)
 
 
-def any_failed(*nodes) -> Callable[[], str | None]:
-    return lambda: next((f"{n}: {p}" for n in nodes if (p := n.failed())), None)
-
-
 # ----------------------------------------------------------------------------- (a) trainer SIGKILL
 
 @pytest.mark.slow
 def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, ipfs, tmp_path: Path,
                                                                     node_processes, node_threads):
     client, rounds = chain_env.client, 3
-    task_id = publish(chain_env, ipfs.api, tmp_path, rounds, min_validators=1)
-    victim = enrol(chain_env, VICTIM, Role.TRAINER, task_id)     # both joined: a round waits for both
-    other = enrol(chain_env, PEER, Role.TRAINER, task_id)
-    enrol(chain_env, VAL_A, Role.VALIDATOR, task_id)
+    task_id = publish(client, ipfs.api, tmp_path, rounds, min_validators=1)
+    victim = enrol(client, VICTIM, Role.TRAINER, task_id)     # both joined: a round waits for both
+    other = enrol(client, PEER, Role.TRAINER, task_id)
+    enrol(client, VAL_A, Role.VALIDATOR, task_id)
 
-    argv = node_argv("client.trainer", chain_env, ipfs.api, tmp_path, task_id, VICTIM, "victim", rounds)
+    argv = node_argv("client.trainer", client, ipfs.api, tmp_path, task_id, VICTIM, "victim", rounds)
     first = NodeProcess(argv)
     node_processes.append(first)
     wait_for("the victim's round 0 submission", lambda: first.saw("submitted", round=0), alive=any_failed(first))
@@ -212,9 +119,9 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, 
     second = NodeProcess(argv)              # restart: chain says round 0 is done; it must wait for round 1
     node_processes.append(second)
     validator = NodeThread("validator", lambda stop: vnode.run_validator(vnode.ValidatorConfig(
-        node_cfg(chain_env, ipfs.api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=rounds), stop))
+        node_cfg(client, ipfs.api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=rounds), stop))
     peer = NodeThread("peer", lambda stop: run_trainer(TrainerConfig(
-        node_cfg(chain_env, ipfs.api, tmp_path, task_id, PEER, "peer"), rounds=rounds), stop))
+        node_cfg(client, ipfs.api, tmp_path, task_id, PEER, "peer"), rounds=rounds), stop))
     node_threads += [validator, peer]
     alive = any_failed(second, validator, peer)
     # round 0 is done on chain, so the only round this process ever generates is round 1
@@ -259,15 +166,15 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(cha
     from client.submission import put_submission
 
     client, rounds = chain_env.client, 2
-    task_id = publish(chain_env, ipfs.api, tmp_path, rounds, min_validators=2)
+    task_id = publish(client, ipfs.api, tmp_path, rounds, min_validators=2)
     trainer = chain_env.signer(PEER)
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
-    a_addr = enrol(chain_env, VAL_A, Role.VALIDATOR, task_id)
-    b_cfg = vnode.ValidatorConfig(node_cfg(chain_env, ipfs.api, tmp_path, task_id, VAL_B, "val-b", "validator"),
+    a_addr = enrol(client, VAL_A, Role.VALIDATOR, task_id)
+    b_cfg = vnode.ValidatorConfig(node_cfg(client, ipfs.api, tmp_path, task_id, VAL_B, "val-b", "validator"),
                                   rounds=rounds)
     vnode.ensure_enrolled(vnode.connect_validator(b_cfg))
     b_addr = chain_env.signer(VAL_B).address
-    node = connect_node(node_cfg(chain_env, ipfs.api, tmp_path, task_id, PEER, "trainer"))
+    node = connect_node(node_cfg(client, ipfs.api, tmp_path, task_id, PEER, "trainer"))
     ctx = load_task_context(node, task_id)
 
     def submit(round_: int) -> None:        # an honest trainer's round (asyncLevel 0: on model round_)
@@ -277,7 +184,7 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(cha
         client.concord.submit(trainer, task_id, round_, round_, bytes.fromhex(digest), bytes(bundle.proof_root),
                               bundle.work_units)
 
-    argv = node_argv("validator.node", chain_env, ipfs.api, tmp_path, task_id, VAL_A, "val-a", rounds)
+    argv = node_argv("validator.node", client, ipfs.api, tmp_path, task_id, VAL_A, "val-a", rounds)
     a1 = NodeProcess(argv)
     node_processes.append(a1)
     wait_for("validator A to start", lambda: a1.saw("start"), alive=any_failed(a1))
@@ -337,57 +244,29 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(cha
 # ----------------------------------------------------------------------------- (c) IPFS daemon down
 
 @pytest.fixture
-def own_ipfs(tmp_path: Path) -> Iterator[dict]:
-    """A js-ipfs daemon of this test's own, which the test stops and restarts on the same repo."""
-    ports = devnet.Ports(anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
-                         ipfs_grpc=procs.free_port())
-    repo = tmp_path / "ipfs-repo"
-    node = {"daemon": devnet.start_ipfs(repo, ports, tmp_path / "ipfs.log"), "repo": repo,
-            "api": f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http", "url": f"http://127.0.0.1:{ports.ipfs_api}"}
+def own_ipfs(tmp_path: Path) -> Iterator[IpfsDaemon]:
+    """A js-ipfs daemon of this test's own, which the test stops (or kills) and restarts on the same repo."""
+    node = IpfsDaemon.start(tmp_path)
     try:
         yield node
     finally:
-        procs.stop(node["daemon"])
-
-
-def restart_ipfs(node: dict, tmp: Path) -> None:
-    argv = node["daemon"].argv
-    daemon, proc = procs.start("ipfs", argv, tmp / "ipfs-restart.log", env={"IPFS_PATH": str(node["repo"])})
-    node["daemon"] = daemon
-    procs.wait_ready(daemon, proc, lambda: devnet.ipfs_ready(node["url"]), 60)
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def saw(self, logger: str, text: str) -> bool:
-        return any(r.name == logger and text in r.getMessage() for r in list(self.records))
+        node.stop()
 
 
 @pytest.fixture
-def warnings_seen() -> Iterator[Records]:
-    handler = Records()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+def warnings_seen() -> Iterator[drills.Records]:
+    with drills.warnings_recorded() as handler:
         yield handler
-    finally:
-        root.removeHandler(handler)
 
 
 @pytest.mark.slow
 def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, own_ipfs, tmp_path: Path,
                                                                      node_threads, warnings_seen):
-    client, api = chain_env.client, own_ipfs["api"]
-    task_id = publish(chain_env, api, tmp_path, 1, min_validators=1)
-    trainer_addr = enrol(chain_env, PEER, Role.TRAINER, task_id)
-    t_cfg = TrainerConfig(node_cfg(chain_env, api, tmp_path, task_id, PEER, "trainer"), rounds=1)
-    v_cfg = vnode.ValidatorConfig(node_cfg(chain_env, api, tmp_path, task_id, VAL_A, "validator", "validator"),
+    client, api = chain_env.client, own_ipfs.api
+    task_id = publish(client, api, tmp_path, 1, min_validators=1)
+    trainer_addr = enrol(client, PEER, Role.TRAINER, task_id)
+    t_cfg = TrainerConfig(node_cfg(client, api, tmp_path, task_id, PEER, "trainer"), rounds=1)
+    v_cfg = vnode.ValidatorConfig(node_cfg(client, api, tmp_path, task_id, VAL_A, "validator", "validator"),
                                   rounds=1)
     vnode.ensure_enrolled(vnode.connect_validator(v_cfg))
     for cfg in (t_cfg.node, v_cfg.node):     # both nodes ran before: spec and model 0 sit in their caches
@@ -395,24 +274,24 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, 
         model_for_round(load_task_context(n, task_id), n.store, 0)
 
     # the trainer: its daemon dies before it can upload round 0
-    procs.stop(own_ipfs["daemon"])
+    own_ipfs.stop()
     t = NodeThread("trainer", lambda stop: run_trainer(t_cfg, stop))
     node_threads.append(t)
     wait_for("the trainer to report IPFS down", lambda: warnings_seen.saw("concord.trainer", api), alive=any_failed(t))
     assert events(client, task_id, "Submitted") == []
-    restart_ipfs(own_ipfs, tmp_path)
+    own_ipfs.restart(tmp_path / "ipfs-restart.log")
     wait_for("the trainer's submission", lambda: len(events(client, task_id, "Submitted")) == 1, alive=any_failed(t))
     t.join()
     assert [s.round for s in t.result.submitted] == [0]
 
     # the validator: its daemon dies before it fetches the submission
-    procs.stop(own_ipfs["daemon"])
+    own_ipfs.stop()
     v = NodeThread("validator", lambda stop: vnode.run_validator(v_cfg, stop))
     node_threads.append(v)
     wait_for("the validator to report IPFS down", lambda: warnings_seen.saw("concord.validator", api),
              alive=any_failed(v))
     assert client.concord.commit_status(task_id, 0, chain_env.signer(VAL_A).address).committed is False
-    restart_ipfs(own_ipfs, tmp_path)
+    own_ipfs.restart(tmp_path / "ipfs-restart.log")
     wait_for("round 0 to finalize", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
              timeout=120, alive=any_failed(v))
     v.join()
@@ -423,3 +302,55 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, 
     assert events(client, task_id, "SubmissionRejected") == [] and events(client, task_id, "ValidatorSlashed") == []
     assert client.concord.balance_of(trainer_addr) == 300 * TOKEN
     assert_conserved(client)
+
+
+# ----------------------------------------------------------------------------- (d) client.fault_drills
+
+@pytest.mark.slow
+def test_trainer_sigkilled_during_its_upload_submits_the_round_once(chain_env, ipfs, tmp_path: Path):
+    result = drills.drill_trainer_killed_during_upload(chain_env.client, ipfs.api, tmp_path)
+    assert_drill(result)
+    facts = result.facts
+    assert facts["manifest_after_kill"] is False          # files went up, the manifest naming them did not
+    assert facts["restart_last_submitted"] == -1          # chain state: nothing was submitted before the kill
+    assert len(facts["submitted"]) == 1 and facts["rewarded"] == facts["submitted"]
+
+
+@pytest.mark.slow
+def test_ipfs_sigkilled_and_restarted_on_its_repo_after_10s(chain_env, own_ipfs, tmp_path: Path):
+    result = drills.drill_ipfs_sigkilled(chain_env.client, own_ipfs, tmp_path, outage=10.0)
+    assert_drill(result)
+    facts = result.facts
+    assert facts["lock_left"] is True                     # kill -9 left js-ipfs's lock; restart_ipfs cleared it
+    assert facts["down_s"] >= 10
+    assert facts["trainer_retries"] >= 1 and facts["validator_retries"] >= 1
+
+
+@pytest.mark.slow
+def test_anvil_frozen_for_5s_every_transaction_is_sent_once(chain_env, ipfs, tmp_path: Path):
+    result = drills.drill_anvil_frozen(chain_env.client, chain_env.anvil.daemon, ipfs.api, tmp_path, freeze=5.0)
+    assert_drill(result)
+    assert result.facts["calls"] == {"trainer": {"submit": 1}, "validator": {"commit": 1, "reveal": 1}}
+    assert result.facts["submit_after_thaw_s"] > 0        # its submit was held up by the freeze, then went once
+
+
+def test_cli_prints_the_custom_error_of_a_reverted_transaction(chain_env, ipfs, tmp_path: Path):
+    result = drills.drill_revert_named_by_cli(chain_env.client, ipfs.api, tmp_path)
+    assert_drill(result)
+    assert result.facts["exit_code"] == 1
+    assert result.facts["printed"].startswith("ERC20InsufficientBalance(") and "needed=" in result.facts["printed"]
+
+
+def test_a_stale_ipfs_repo_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path):
+    lock = tmp_path / "repo" / devnet.REPO_LOCK
+    lock.mkdir(parents=True)                             # what proper-lockfile leaves: a directory
+    owner, _ = procs.start("sleeper", ["sleep", "60"], tmp_path / "sleep.log")
+    try:
+        with pytest.raises(devnet.RepoLocked):
+            devnet.clear_stale_repo_lock(tmp_path / "repo", owner)
+        assert lock.is_dir()
+    finally:
+        procs.stop(owner)
+    assert devnet.clear_stale_repo_lock(tmp_path / "repo", owner) is True
+    assert not lock.exists()
+    assert devnet.clear_stale_repo_lock(tmp_path / "repo", owner) is False
