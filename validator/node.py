@@ -15,6 +15,7 @@ State dir (one per validator key; client.node adds its event cursor), files writ
     <state>/task-<id>/evidence/<digest>.json             rejection evidence, also in IPFS
     <state>/task-<id>/plans/r<round>.json                salt, bitmap, next model, commitment
     <state>/models/  <state>/ipfs-cache/                 content caches (by digest)
+    <state>/task-<id>/cheat/r<round>.json                --cheat copy_reveal only (validator/cheats.py)
 
 Next model (DESIGN 6.7): `validator.aggregate.outer_step` over the accepted deltas keyed by
 bundle digest (hex, sorted) from model r's weights and outer state, stored with
@@ -51,6 +52,7 @@ from client.model_store import ModelError, put_model
 from client.node import NodeConfig, TaskContext, fields
 from client.store import DaemonError, StoreUnavailable
 from client.submission import SubmissionError, fetch_submission
+from validator import cheats
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
 
@@ -91,6 +93,12 @@ class ValidatorConfig:
     withdraw: bool = False             # withdraw the credited balance before exiting
     stake: int | None = None           # stake to register with (default: the task's minValidatorStake)
     finalize_page: int = 64            # finalize steps per transaction
+    cheat: str | None = None           # a validator.cheats mode (attack bench only)
+
+    def __post_init__(self) -> None:
+        if self.cheat is not None and self.cheat not in cheats.VALIDATOR_CHEATS:
+            raise nodes.NodeConfigError("--cheat", f"unknown mode {self.cheat!r} "
+                                                   f"(known: {sorted(cheats.VALIDATOR_CHEATS)})")
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,10 @@ class Validator:
     @property
     def client(self) -> ChainClient:
         return self.node.client
+
+    @property
+    def cheat(self) -> cheats.ValidatorCheat:
+        return cheats.cheat_for(self.cfg.cheat)
 
     @property
     def concord(self) -> Concord:
@@ -467,6 +479,9 @@ def committed_on_chain(v: Validator, round_: int) -> bytes | None:
 
 def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     """Commit phase: verify every submission, build model r+1, plan, commit. False while not ready."""
+    ensure_enrolled(v)               # a slash since start-up leaves the stake below the minimum: top it up
+    if v.cheat.copies_commit:                    # CHEAT copy_reveal: no verification, a copied commitment
+        return cheats.commit_copy(v, round_)
     verdicts = verify_round(v, round_, submissions)
     if verdicts is None:
         return False
@@ -475,13 +490,17 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
         return False
     plan = load_plan(v.task_dir, round_)
     if plan is None:
-        plan = plan_commit(v, round_, verdicts, compute_next_model(v, round_, base_digest, verdicts))
+        voted, model_from = v.cheat.votes(v, round_, verdicts)                      # CHEAT (honest: unchanged)
+        next_digest = v.cheat.next_model(compute_next_model(v, round_, base_digest, model_from))   # CHEAT
+        plan = plan_commit(v, round_, voted, next_digest)
     commit(v, plan)
     return True
 
 
 def reveal_round(v: Validator, round_: int) -> None:
     """Reveal phase: reveal exactly what was committed (the plan on disk must match the chain)."""
+    if v.cheat.copies_commit:                    # CHEAT copy_reveal: replay the copied validator's reveal
+        return cheats.reveal_copy(v, round_)
     plan = load_plan(v.task_dir, round_)
     path = plan_path(v.task_dir, round_)
     if plan is None:
@@ -527,14 +546,14 @@ def step(v: Validator, display: nodes.Display | None = None) -> None:
             verdicts = [x for (r, _), x in v.verdicts.items() if r == round_]
             display.update(round=round_, phase=info.phase.name, submissions=info.submissions,
                            accepted=sum(x.accepted for x in verdicts), rejected=sum(not x.accepted for x in verdicts))
-        if info.phase == Phase.SUBMIT:
+        if info.phase == Phase.SUBMIT and not v.cheat.copies_commit:    # CHEAT copy_reveal verifies nothing
             verify_round(v, round_)
         elif info.phase == Phase.COMMIT:
             if not c.commit_status(v.task_id, round_, v.me).committed:
                 commit_round(v, round_, info.submissions)
         elif info.phase == Phase.REVEAL:
             status = c.commit_status(v.task_id, round_, v.me)
-            if status.committed and not status.revealed:
+            if status.committed and not status.revealed and not v.cheat.skip_reveal:   # CHEAT no_reveal
                 reveal_round(v, round_)
     finalize_due(v)
 
@@ -561,8 +580,9 @@ def run_validator(cfg: ValidatorConfig, stop_event: threading.Event) -> Validato
     ensure_enrolled(v)
     backfill_submissions(v)
     follower = nodes.EventFollower(v.node, v.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
-    log.info("validating task %d as %s (state %s)", v.task_id, v.me, v.task_dir,
-             extra=fields(event="start", task=v.task_id, validator=v.me))
+    log.info("validating task %d as %s (state %s)%s", v.task_id, v.me, v.task_dir,
+             f"; CHEATING: {v.cheat.name}" if cfg.cheat else "",
+             extra=fields(event="start", task=v.task_id, validator=v.me, cheat=cfg.cheat))
     failures = 0
     with nodes.Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
         ticks = follower.follow(stop_event)
@@ -598,6 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
     run.add_argument("--stake", type=int, default=None, help="stake to register with, in base units "
                                                              "(default: the task's minValidatorStake)")
+    run.add_argument("--cheat", choices=sorted(cheats.VALIDATOR_CHEATS), default=None,
+                     help="break a validator rule (attack bench; see validator/cheats.py)")
     wd = sub.add_parser("withdraw", help="withdraw this validator's credited balance")
     nodes.add_node_args(wd, with_task=False)
     args = p.parse_args(argv)
@@ -609,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(withdraw_earnings(node.client, node.signer))
             return 0
         pin_determinism(1)
-        cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake)
+        cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake,
+                              cheat=args.cheat)
         run_validator(cfg, nodes.shutdown_event())
     except (nodes.NodeConfigError, nodes.UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError) as e:
         log.error("%s", e)
