@@ -29,6 +29,7 @@ BENCHES: dict[str, tuple[str, str, str]] = {
     "proofs": ("validator.bench_proofs", "main", "TOPLOC proof cost, verification cost, proof size"),
     "ipfs": ("client.bench_ipfs", "main", "put and get of a 50 MB file through the content store"),
     "round": ("client.bench_round", "main", "devnet rounds, 4 trainers + 2 validators: wall-time split, reward vs simulation"),
+    "attacks": ("client.bench_attacks", "main", "every trainer and validator cheat on a real devnet: detected, slashed, paid"),
 }
 
 

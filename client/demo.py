@@ -146,7 +146,8 @@ def node_argv(spec: NodeSpec, devnet_json: Path, task_id: int, rounds: int, stat
     if spec.role == Role.TRAINER:
         argv = [sys.executable, "-m", "client.trainer", "run", *common, "--threads", str(plan.threads)]
         return argv + (["--cheat", spec.cheat] if spec.cheat else [])
-    return [sys.executable, "-m", "validator.node", "run", *common, "--withdraw"]
+    argv = [sys.executable, "-m", "validator.node", "run", *common, "--withdraw"]
+    return argv + (["--cheat", spec.cheat] if spec.cheat else [])
 
 
 def start_nodes(specs: Sequence[NodeSpec], net: devnet.Devnet, task_id: int, plan: NetworkPlan,
@@ -577,10 +578,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-live", action="store_true", help="one line per settled round instead of a live table")
     p.add_argument("--chain-only", action="store_true", help="the one-round SDK settlement demo (no nodes, no ML)")
     p.add_argument("--state-dir", type=Path, default=devnet.DEFAULT_STATE_DIR)
-    p.add_argument("--anvil-port", type=int, default=devnet.Ports.anvil)
-    p.add_argument("--ipfs-port", type=int, default=devnet.Ports.ipfs_api)
-    p.add_argument("--ipfs-gateway-port", type=int, default=devnet.Ports.ipfs_gateway)
-    p.add_argument("--ipfs-grpc-port", type=int, default=devnet.Ports.ipfs_grpc)
+    p.add_argument("--anvil-port", type=devnet.tcp_port, default=devnet.Ports.anvil)
+    p.add_argument("--ipfs-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_api)
+    p.add_argument("--ipfs-gateway-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_gateway)
+    p.add_argument("--ipfs-grpc-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_grpc)
     args = p.parse_args(argv)
     if args.chain_only:
         from client import settle_demo

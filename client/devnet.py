@@ -230,6 +230,17 @@ def _refuse_if_running(state_dir: Path) -> None:
         raise DevnetRunning(path, live)
 
 
+def tcp_port(text: str) -> int:
+    """argparse type: a TCP port 1..65535 (a bad one exits naming the flag, before anything starts)."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 1..65535, got {port}")
+    return port
+
+
 def up(state_dir: Path = DEFAULT_STATE_DIR, ports: Ports = Ports(), accounts: int = 10,
        block_time: float | None = None) -> Devnet:
     """Start anvil and js-ipfs, deploy the contracts and the DevToken, mint, write the state file."""
@@ -279,10 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="concord devnet", description="local Anvil + js-ipfs devnet")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    p.add_argument("--anvil-port", type=int, default=Ports.anvil)
-    p.add_argument("--ipfs-port", type=int, default=Ports.ipfs_api, help="IPFS HTTP API port")
-    p.add_argument("--ipfs-gateway-port", type=int, default=Ports.ipfs_gateway)
-    p.add_argument("--ipfs-grpc-port", type=int, default=Ports.ipfs_grpc)
+    p.add_argument("--anvil-port", type=tcp_port, default=Ports.anvil)
+    p.add_argument("--ipfs-port", type=tcp_port, default=Ports.ipfs_api, help="IPFS HTTP API port")
+    p.add_argument("--ipfs-gateway-port", type=tcp_port, default=Ports.ipfs_gateway)
+    p.add_argument("--ipfs-grpc-port", type=tcp_port, default=Ports.ipfs_grpc)
     p.add_argument("--accounts", type=int, default=10, help="default anvil accounts to fund")
     p.add_argument("--block-time", type=float, default=None, help="seconds per block (default: mine per tx)")
     args = p.parse_args(argv)

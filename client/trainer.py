@@ -41,6 +41,7 @@ from client.node import (Display, EventFollower, Node, NodeConfig, NodeConfigErr
                          model_for_round, node_config, phase_now, setup_logging, shutdown_event)
 from client.model_store import ModelError
 from client.store import DaemonError, StoreError, StoreUnavailable
+from client.task_spec import TaskSpecError
 
 log = logging.getLogger("concord.trainer")
 
@@ -353,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = TrainerConfig(node_config(args, "trainer"), args.cheat, args.rounds, args.stake, args.threads)
         run = run_trainer(cfg, stop)
-    except (NodeConfigError, KeyLoadError, WrongRole, UnknownTask, ChainError, StoreError) as e:
+    except (NodeConfigError, KeyLoadError, WrongRole, UnknownTask, ChainError, StoreError, TaskSpecError,
+            ModelError) as e:   # one line naming what is wrong, no traceback
         log.error("%s", e, extra=fields(event="error", error=str(e)))
         return 1
     except KeyboardInterrupt:
