@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from client import chain, devnet, keys, procs
-from client.chain import ChainClient, ContractError, Phase, Role, Signer
+from client.chain import ChainClient, ContractError, Role, Signer
 from client.manifest import SubmissionManifest
 from client.procs import Daemon, ProcError
 from client.settle_demo import TOKEN, Actor, Conservation, Ledger, _fmt, conservation

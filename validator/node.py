@@ -50,8 +50,9 @@ from client.manifest import canonical_bytes, cid_for_digest
 from client.model import policy_state
 from client.model_store import ModelError, put_model
 from client.node import NodeConfig, TaskContext, fields
-from client.store import DaemonError, StoreUnavailable
+from client.store import DaemonError, StoreError, StoreUnavailable
 from client.submission import SubmissionError, fetch_submission
+from client.task_spec import TaskSpecError
 from validator import cheats
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
@@ -634,7 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake,
                               cheat=args.cheat)
         run_validator(cfg, nodes.shutdown_event())
-    except (nodes.NodeConfigError, nodes.UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError) as e:
+    except (nodes.NodeConfigError, nodes.UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError, StoreError,
+            TaskSpecError, ModelError) as e:   # one line naming what is wrong, no traceback
         log.error("%s", e)
         return 1
     return 0
