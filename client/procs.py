@@ -169,19 +169,24 @@ def _signal_group(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _wait_gone(pid: int, timeout: float, poll: float = 0.05) -> bool:
+    """Reap and poll until ``pid`` is gone or ``timeout`` passes; True if it is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not alive(pid):
+            return True
+        time.sleep(poll)
+    return False
+
+
 def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
     """Stop the daemon's process group: SIGTERM, wait, then SIGKILL. False if it was already gone."""
     if not is_ours(daemon):
         _reap(daemon.pid)
         return False
     _signal_group(daemon.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(daemon.pid)
-        if not alive(daemon.pid):
-            break
-        time.sleep(0.05)
-    else:
+    if not _wait_gone(daemon.pid, timeout):
         log.warning("%s pid=%d ignored SIGTERM for %.0fs; sending SIGKILL", daemon.name, daemon.pid, timeout)
         _signal_group(daemon.pid, signal.SIGKILL)
         while alive(daemon.pid):
@@ -199,10 +204,7 @@ def kill(daemon: Daemon, timeout: float = 10.0) -> bool:
         _reap(daemon.pid)
         return False
     _signal_group(daemon.pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while alive(daemon.pid) and time.monotonic() < deadline:
-        _reap(daemon.pid)
-        time.sleep(0.02)
+    _wait_gone(daemon.pid, timeout, poll=0.02)
     log.info("killed %s pid=%d", daemon.name, daemon.pid)
     return True
 
