@@ -150,6 +150,12 @@ def generate(
 
 
 @torch.no_grad()
-def prefill(policy: torch.nn.Module, batch: RolloutBatch) -> PolicyOutput:
-    """One forward over batch.tokens [N, P+C]: logits [N, P+C, V] and hidden [N, P+C, D], as in generation."""
-    return policy(batch.tokens)
+def prefill(policy: torch.nn.Module, batch: RolloutBatch, bf16: bool = False) -> PolicyOutput:
+    """One forward over batch.tokens [N, P+C]: logits [N, P+C, V] and hidden [N, P+C, D], as in generation.
+
+    bf16: matmuls under CPU bf16 autocast (outputs still returned as float32)."""
+    if not bf16:
+        return policy(batch.tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = policy(batch.tokens)
+    return PolicyOutput(out.logits.float(), out.hidden.float())

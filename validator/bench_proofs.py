@@ -5,7 +5,9 @@ has T counted tokens) from a random-init policy, CPU, deterministic kernels. Eac
 timed `--repeats` times and the fastest run is reported (other processes share the CPU):
 - generation_s: KV-cache generation with seeded sampling and hidden-state capture;
 - proof_build_s: TOPLOC proofs of every rollout (prefill chunk + one per 32 tokens);
-- verify_s: one prefill pass + TOPLOC verification + sampling replay of every token;
+- verify_s: one prefill pass (bf16 autocast, rows that fail there re-checked in float32, as
+  validator.checks.recompute_states does; `--fp32-prefill` for float32 only) + TOPLOC
+  verification + sampling replay of every token;
 - train_s: one GRPO inner step on the batch; train_replay_s: the validator's replay of it
   (clone of the base model, fresh optimizer, the same step).
 Prints a rich table, then exactly one JSON line.
@@ -30,7 +32,7 @@ from client.model import build_policy, clone_policy, param_count
 from client.proofs import CHUNK
 from client.rollout import generate, prefill
 from client.config import ValidationConfig
-from validator.checks import check_sampling, check_toploc
+from validator.checks import check_sampling, recompute_states, toploc_result
 
 TRAINER = "0x" + "be" * 20
 
@@ -53,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--fp32-prefill", action="store_true",
+                   help="verify with a float32 prefill only (ValidationConfig.bf16_prefill = false)")
     return p.parse_args(argv)
 
 
@@ -67,27 +71,29 @@ def main(argv: list[str] | None = None) -> int:
                             max_seq_len=env.prompt_len + args.tokens, seed=0)
     sampler = SamplerConfig(temperature=1.0, max_new_tokens=args.tokens, stop_at_eos=False)
     grpo = dataclasses.replace(GRPOConfig(), prompts_per_step=args.rollouts // group, group_size=group, inner_steps=1)
-    vcfg = ValidationConfig()
+    vcfg = ValidationConfig(bf16_prefill=not args.fp32_prefill)
     policy = build_policy(model_cfg)
     idx = list(range(grpo.prompts_per_step))
 
     gen_s, batch = best_of(args.repeats, lambda: generate(policy, env, idx, group, sampler, 1, 0, TRAINER))
     proof_s, proofs = best_of(args.repeats, lambda: batch_proofs(batch))
 
-    def verify() -> tuple[object, object, float, float, float]:
+    def verify() -> tuple[object, object, int, float, float]:
         t0 = time.perf_counter()
-        out = prefill(policy, batch)
+        out = recompute_states(policy, batch, proofs, batch.lengths, batch.keys, sampler, vcfg)  # prefill + TOPLOC
+        top = toploc_result(out.toploc)
         t1 = time.perf_counter()
-        top = check_toploc(out.hidden, batch, proofs, batch.lengths, vcfg)
-        t2 = time.perf_counter()
         samp = check_sampling(out.logits, batch, batch.keys, sampler, vcfg)
-        t3 = time.perf_counter()
-        return top, samp, t1 - t0, t2 - t1, t3 - t2
+        t2 = time.perf_counter()
+        return top, samp, out.fp32_rows, t1 - t0, t2 - t1
 
     parts = [verify() for _ in range(args.repeats)]
-    top, samp = parts[-1][0], parts[-1][1]
-    prefill_s, toploc_s, sampling_s = (min(p[i] for p in parts) for i in (2, 3, 4))
-    verify_s = min(p[2] + p[3] + p[4] for p in parts)
+    top, samp, fp32_rows = parts[-1][0], parts[-1][1], parts[-1][2]
+    states_s, sampling_s = (min(p[i] for p in parts) for i in (3, 4))
+    verify_s = min(p[3] + p[4] for p in parts)
+    prefill_s, _ = best_of(args.repeats, lambda: prefill(policy, batch, bf16=vcfg.bf16_prefill))
+    prefill_fp32_s, _ = best_of(args.repeats, lambda: prefill(policy, batch))
+    toploc_s = max(0.0, states_s - prefill_s)
 
     def timed_train() -> float:
         pol = clone_policy(policy)
@@ -114,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         ("generation (KV cache, seeded sampling)", gen_s),
         ("proof build (TOPLOC, bf16, top-128, chunk 32)", proof_s),
         ("verify = prefill + TOPLOC + sampling replay", verify_s),
-        ("  prefill pass", prefill_s),
-        ("  TOPLOC verify", toploc_s),
+        (f"  prefill pass ({'bf16 autocast' if vcfg.bf16_prefill else 'float32'})", prefill_s),
+        ("  TOPLOC verify (+ float32 re-check of failing rows)", toploc_s),
         ("  sampling replay", sampling_s),
+        ("float32 prefill pass (for comparison)", prefill_fp32_s),
         ("train (1 GRPO inner step)", train_s),
         ("train replay (validator)", replay_s),
     ]
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"proof bytes: {per_32:.1f} per 32 decode tokens; prefill proof {prefill_proof_bytes / batch.n:.0f} B/rollout; "
                   f"TOPLOC rejects {int(top.evidence['rejected'])}/{batch.n}, sampling rejected tokens "
                   f"{int(samp.evidence['rejected_tokens'])}/{int(samp.evidence['tokens'])} "
-                  f"(near-tie tolerated {int(samp.evidence['tolerated'])})")
+                  f"(near-tie tolerated {int(samp.evidence['tolerated'])}); rows re-checked in float32: {fp32_rows}")
     console.print(f"targets: proof build <= 10% of generation: {100 * proof_s / gen_s:.1f}%; "
                   f"verify <= 25%: {100 * verify_s / gen_s:.1f}%; 258 B per 32 tokens: {per_32:.0f}")
     result = {
@@ -142,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         "params": param_count(policy),
         "toploc_rejects": int(top.evidence["rejected"]),
         "sampling_rejected_tokens": int(samp.evidence["rejected_tokens"]),
+        "bf16_prefill": vcfg.bf16_prefill,
+        "prefill_s": round(prefill_s, 5),
+        "prefill_fp32_s": round(prefill_fp32_s, 5),
+        "fp32_rechecked_rows": fp32_rows,
     }
     print(json.dumps(result), flush=True)
     return 0

@@ -26,7 +26,7 @@ from client.config import GRPOConfig, SamplerConfig, TaskConfig, ValidationConfi
 from client.envs import EOS, PAD, Env, rewards
 from client.grpo import delta_similarity, inner_update, make_inner_optimizer, state_delta
 from client.model import clone_policy, policy_state
-from client.proofs import ToplocThresholds, verify_rollout_proofs
+from client.proofs import ProofCheck, ToplocThresholds, verify_rollout_proofs
 from client.rollout import RolloutBatch, completion_logits, completion_mask, prefill
 
 CHECKS = ("schema", "prompts", "toploc", "sampling", "rewards", "work_units", "training_replay", "proof_root")
@@ -122,6 +122,31 @@ def check_prompts(batch: RolloutBatch, k: int, bundle: Bundle, env: Env, grpo: G
 # ----------------------------------------------------------------------------- 3. TOPLOC
 
 
+def toploc_rows(
+    hidden: torch.Tensor,  # [N, P+C, D] recomputed by the prefill pass
+    batch: RolloutBatch,
+    proofs: tuple[tuple[bytes, ...], ...],
+    lengths: torch.Tensor,  # [N] recomputed completion lengths
+    vcfg: ValidationConfig,
+    rows: list[int] | None = None,
+) -> list[ProofCheck]:
+    """TOPLOC verification of rollouts ``rows`` (default: all) against the recomputed states."""
+    p, thresholds = batch.prompt_len, toploc_thresholds(vcfg)
+    return [verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), thresholds)
+            for n in (range(batch.n) if rows is None else rows)]
+
+
+def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:
+    """The TOPLOC check of one inner step from its per-rollout results: any rejected rollout rejects."""
+    bad = [n for n, r in enumerate(per_row) if not r.ok]
+    return CheckResult("toploc", not bad, {
+        "step": k, "rollouts": len(per_row), "rejected": len(bad), "first_rejected": bad[0] if bad else -1,
+        "worst_exp_mismatches": max((r.worst_exp_mismatches for r in per_row), default=0),
+        "worst_mant_err_mean": max((r.worst_mant_err_mean for r in per_row), default=0.0),
+        "worst_mant_err_median": max((r.worst_mant_err_median for r in per_row), default=0.0),
+    })
+
+
 def check_toploc(
     hidden: torch.Tensor,  # [N, P+C, D] recomputed by the prefill pass
     batch: RolloutBatch,
@@ -131,28 +156,12 @@ def check_toploc(
     k: int = 0,
 ) -> CheckResult:
     """Every rollout's proofs against the recomputed states; a malformed proof rejects."""
-    p = batch.prompt_len
-    rejected, first_bad = 0, -1
-    worst_exp, worst_mean, worst_median = 0, 0.0, 0.0
-    for n in range(batch.n):
-        res = verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), toploc_thresholds(vcfg))
-        if not res.ok:
-            rejected += 1
-            first_bad = n if first_bad < 0 else first_bad
-        worst_exp = max(worst_exp, res.worst_exp_mismatches)
-        worst_mean = max(worst_mean, res.worst_mant_err_mean)
-        worst_median = max(worst_median, res.worst_mant_err_median)
-    return CheckResult("toploc", rejected == 0, {
-        "step": k, "rollouts": batch.n, "rejected": rejected, "first_rejected": first_bad,
-        "worst_exp_mismatches": worst_exp, "worst_mant_err_mean": worst_mean, "worst_mant_err_median": worst_median,
-    })
+    return toploc_result(toploc_rows(hidden, batch, proofs, lengths, vcfg), k)
 
 
 def rollout_toploc_rejects(hidden: torch.Tensor, batch: RolloutBatch, proofs, lengths, vcfg: ValidationConfig) -> list[bool]:
     """Per-rollout TOPLOC reject flags [N] (for measuring detection rates)."""
-    p = batch.prompt_len
-    return [not verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), toploc_thresholds(vcfg)).ok
-            for n in range(batch.n)]
+    return [not r.ok for r in toploc_rows(hidden, batch, proofs, lengths, vcfg)]
 
 
 # ----------------------------------------------------------------------------- 4. sampling replay
@@ -210,6 +219,49 @@ def rollout_sampling_rejects(logits, batch, keys, sampler: SamplerConfig, vcfg: 
     gap, mask = sampling_gaps(logits, batch, keys, sampler)
     bad = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | ((batch.completions != PAD) & ~mask).any(dim=1)
     return bad.tolist()
+
+
+# ----------------------------------------------------------------------------- 3 + 4: the prefill pass
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    """One inner step's prefill, as the TOPLOC and sampling checks consume it."""
+
+    hidden: torch.Tensor  # [N, P+C, D] float32
+    logits: torch.Tensor  # [N, P+C, V] float32
+    toploc: list[ProofCheck]  # per rollout, on ``hidden``
+    fp32_rows: int  # rollouts recomputed in float32 after failing under bf16
+
+
+def recompute_states(
+    policy: torch.nn.Module,
+    batch: RolloutBatch,
+    proofs: tuple[tuple[bytes, ...], ...],
+    lengths: torch.Tensor,  # [N] recomputed completion lengths
+    keys: np.ndarray,  # [N] the assigned sampling keys
+    sampler: SamplerConfig,
+    vcfg: ValidationConfig,
+) -> Recomputed:
+    """The prefill pass of checks 3 and 4. With vcfg.bf16_prefill it runs under bf16 autocast and
+    every rollout that fails TOPLOC or sampling replay there is recomputed in float32 and judged
+    on that, so bf16 rounding only ever speeds up rollouts that pass (DESIGN.md 6.3-6.4)."""
+    out = prefill(policy, batch, bf16=vcfg.bf16_prefill)
+    hidden, logits = out.hidden, out.logits
+    per_row = toploc_rows(hidden, batch, proofs, lengths, vcfg)
+    if not vcfg.bf16_prefill:
+        return Recomputed(hidden, logits, per_row, 0)
+    gap, mask = sampling_gaps(logits, batch, keys, sampler)
+    failed = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | torch.tensor([not r.ok for r in per_row])
+    rows = failed.nonzero().flatten().tolist()
+    if rows:
+        with torch.no_grad():
+            exact = policy(batch.tokens[rows])  # float32, those rollouts only
+        hidden, logits = hidden.clone(), logits.clone()
+        hidden[rows], logits[rows] = exact.hidden, exact.logits
+        for n, r in zip(rows, toploc_rows(hidden, batch, proofs, lengths, vcfg, rows)):
+            per_row[n] = r
+    return Recomputed(hidden, logits, per_row, len(rows))
 
 
 # ----------------------------------------------------------------------------- 5. rewards, work units
@@ -291,8 +343,8 @@ def verify_bundle(
         want_i, want_j = assigned_indices(k, cfgs.grpo)
         keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(want_i, want_j)))
         mask = completion_mask(batch.completions, cfgs.sampler.stop_at_eos)
-        out = prefill(policy, batch)  # theta_k: logits [N, P+C, V], hidden [N, P+C, D]
-        if (v := done(check_toploc(out.hidden, batch, bundle.proofs[k], mask.sum(1), vcfg, k))) is not None:
+        out = recompute_states(policy, batch, bundle.proofs[k], mask.sum(1), keys, cfgs.sampler, vcfg)  # theta_k
+        if (v := done(toploc_result(out.toploc, k))) is not None:
             return v
         if (v := done(check_sampling(out.logits, batch, keys, cfgs.sampler, vcfg, k))) is not None:
             return v
