@@ -256,7 +256,9 @@ def run_plan(plan: AttackPlan, state_dir: Path, console: Console) -> Observed:
 
 def follow(client: ChainClient, plan: AttackPlan, task_id: int, nodes: Sequence[NodeProc], logs: Path,
            console: Console, started: float) -> None:
-    """Until every round is finalized: watch the nodes (one that fails is an error) and stalled phases."""
+    """Until every round is finalized: watch the nodes (one that fails is an error) and stalled
+    phases; one progress line whenever a round changes phase."""
+    seen: tuple[int, Phase] | None = None
     while True:
         for n in nodes:
             code = n.proc.poll()
@@ -267,6 +269,12 @@ def follow(client: ChainClient, plan: AttackPlan, task_id: int, nodes: Sequence[
         if finalized >= plan.rounds:
             console.print(f"{plan.name}: {plan.rounds} rounds finalized after {time.monotonic() - started:.0f}s")
             return
+        r = client.concord.current_round(task_id)
+        info = client.concord.round_info(task_id, r)
+        if (r, info.phase) != seen:
+            seen = (r, info.phase)
+            console.print(f"{plan.name}: round {r} {info.phase.name.lower()} ({time.monotonic() - started:.0f}s): "
+                          f"{info.submissions} submitted, {info.commits} committed, {info.reveals} revealed")
         did = end_stalled_phase(client, plan, task_id, logs)
         if did:
             console.print(f"{plan.name}: {did}")
