@@ -132,6 +132,18 @@ def _stat_fields(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[1].split()
 
 
+def live_processes() -> dict[int, list[str]]:
+    """Every live (non-zombie) process: pid -> its /proc stat fields from the state on
+    (fields[1] is the parent pid, fields[2] the process group). For tests that look for leaks."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[0] != "Z":
+                out[int(entry.name)] = fields
+    return out
+
+
 def _state(pid: int) -> str | None:
     fields = _stat_fields(pid)
     return None if fields is None else fields[0]

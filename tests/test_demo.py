@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -37,17 +36,7 @@ def demo_cmd(state: Path, *extra: str) -> list[str]:
 
 def group_members(pgids: set[int]) -> list[int]:
     """Live processes whose process group is one of ``pgids``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) in pgids:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, fields in procs.live_processes().items() if int(fields[2]) in pgids]
 
 
 def wait_for(what: str, pred, proc: subprocess.Popen, timeout: float = 90.0) -> None:

@@ -20,17 +20,7 @@ from client import chain, devnet, procs
 def _children() -> set[int]:
     """Live (non-zombie) processes whose parent is this test process."""
     me = os.getpid()
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == me and fields[0] != "Z":
-            out.add(int(entry.name))
-    return out
+    return {pid for pid, fields in procs.live_processes().items() if int(fields[1]) == me}
 
 
 def _free_ports() -> devnet.Ports:
