@@ -41,17 +41,15 @@ class DevnetResult:
     accounts: list[str]
 
 
-def _concord_args(art: solc.Artifact, token: str, unbond_delay: int, owner: str) -> list[object]:
-    """Constructor arguments by name, so the deployer follows the contract's signature."""
+def _ctor_args(art: solc.Artifact, values: dict[str, object]) -> list[object]:
+    """Constructor arguments by name (leading underscores and case ignored), so the deployer
+    follows the contract's signature; UnknownConstructor for a parameter it has no value for."""
     ctor = next((e for e in art.abi if e.get("type") == "constructor"), {"inputs": []})
     names = [p["name"].strip("_").lower() for p in ctor["inputs"]]
-    values = {"token": token, "unbonddelay": unbond_delay, "owner": owner, "initialowner": owner}
-    args = []
-    for name in names:
-        if name not in values:
-            raise UnknownConstructor(name, names)
-        args.append(values[name])
-    return args
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise UnknownConstructor(missing[0], names)
+    return [values[n] for n in names]
 
 
 def deploy(rpc_url: str, account: LocalAccount, token: str | None = None, unbond_delay: int = DEFAULT_UNBOND_DELAY,
@@ -61,28 +59,19 @@ def deploy(rpc_url: str, account: LocalAccount, token: str | None = None, unbond
     rpc = Rpc(rpc_url)
     signer = Signer(rpc, account, chain.error_decoder(artifacts))
     if token is None:
-        token, _ = chain.deploy_contract(signer, solc.artifact(chain.DEV_TOKEN, artifacts), *_token_args(artifacts, signer.address))
+        token_art = solc.artifact(chain.DEV_TOKEN, artifacts)
+        owner = signer.address
+        token, _ = chain.deploy_contract(
+            signer, token_art, *_ctor_args(token_art, {"owner": owner, "initialowner": owner, "minter": owner}))
         log.info("deployed DevToken at %s", token)
     concord_art = solc.artifact(chain.CONCORD, artifacts)
     address, receipt = chain.deploy_contract(
-        signer, concord_art, *_concord_args(concord_art, to_checksum_address(token), unbond_delay, signer.address))
+        signer, concord_art, *_ctor_args(concord_art, {"token": to_checksum_address(token), "unbonddelay": unbond_delay,
+                                                       "owner": signer.address, "initialowner": signer.address}))
     deployment = Deployment(signer.chain_id, address, to_checksum_address(token), receipt.block_number, signer.address)
     if out is not None:
         deployment.save(out)
     return deployment
-
-
-def _token_args(artifacts: dict[str, solc.Artifact], owner: str) -> list[object]:
-    ctor = next((e for e in solc.artifact(chain.DEV_TOKEN, artifacts).abi if e.get("type") == "constructor"),
-                {"inputs": []})
-    names = [p["name"].strip("_").lower() for p in ctor["inputs"]]
-    values = {"owner": owner, "initialowner": owner, "minter": owner}
-    args = []
-    for name in names:
-        if name not in values:
-            raise UnknownConstructor(name, names)
-        args.append(values[name])
-    return args
 
 
 def deploy_devnet(rpc_url: str, accounts: int, mint: int, unbond_delay: int = DEVNET_UNBOND_DELAY,

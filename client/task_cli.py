@@ -30,7 +30,6 @@ import dataclasses
 import json
 import logging
 import sys
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -44,7 +43,7 @@ from client.keys import KeyLoadError
 from client.model import build_policy, policy_state
 from client.model_store import put_model
 from client.store import Store, StoreError
-from client.task_spec import TaskSpecError, TaskSpecManifest, parse_task_spec, put_task_spec
+from client.task_spec import TaskSpecError, TaskSpecManifest, parse_task_spec, put_task_spec, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -174,15 +173,7 @@ def parse_chain_terms(table: Any, decimals: int, budget_override: int | None = N
 def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | None = None) -> TaskFile:
     """Parse and validate a task file; one TaskSpecError names every bad field of the spec and [chain]."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as e:
-        raise TaskSpecError(str(path), [ConfigError("file", "*", f"cannot read: {e.strerror}")]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise TaskSpecError(str(path), [ConfigError("toml", "*", str(e))]) from None
-    except UnicodeDecodeError as e:
-        raise TaskSpecError(str(path), [ConfigError("toml", "*", f"not UTF-8 at byte {e.start}")]) from None
+    data = read_toml(path)
     table = data.pop(CHAIN, None)
     errors: list[ConfigError] = []
     spec = terms = None

@@ -167,19 +167,23 @@ def derived_limits(task: TaskConfig) -> SubmissionLimits:
     return default_limits(task, sum(t.numel() for t in state.values()), len(state), make_env(task.env).prompt_len)
 
 
-def load_task_spec(path: str | Path) -> TaskSpecManifest:
-    """Read a spec from a TOML file; every bad field is named in one TaskSpecError."""
-    path = Path(path)
+def read_toml(path: Path) -> dict:
+    """A task file's TOML tables; a TaskSpecError naming the file when it cannot be read or parsed."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except OSError as e:
         raise TaskSpecError(str(path), [ConfigError("file", "*", f"cannot read: {e.strerror}")]) from None
     except tomllib.TOMLDecodeError as e:
         raise TaskSpecError(str(path), [ConfigError("toml", "*", str(e))]) from None
     except UnicodeDecodeError as e:
         raise TaskSpecError(str(path), [ConfigError("toml", "*", f"not UTF-8 at byte {e.start}")]) from None
-    return parse_task_spec(data, str(path))
+
+
+def load_task_spec(path: str | Path) -> TaskSpecManifest:
+    """Read a spec from a TOML file; every bad field is named in one TaskSpecError."""
+    path = Path(path)
+    return parse_task_spec(read_toml(path), str(path))
 
 
 def put_task_spec(store: Store, spec: TaskSpecManifest) -> str:
