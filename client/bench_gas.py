@@ -159,6 +159,25 @@ def _created_gas(client: ChainClient, from_block: int) -> int:
     return int(raw["gasUsed"], 16)
 
 
+def gas_rows(summary: dict, rounds: dict[int, RoundGas]) -> list[tuple[str, list[str], str | None]]:
+    """(call, one cell per size, the summary key its target applies to): the rows of both the
+    terminal table and the markdown section."""
+    blank = [""] * (len(SIZES) - 1)
+    return [
+        ("register (max)", [f"{summary['register']:,}", *blank], None),
+        ("create_task", [f"{summary['create_task']:,}", *blank], None),
+        ("submit (median)", [f"{statistics.median(rounds[n].submit):,.0f}" for n in SIZES], None),
+        ("submit (max)", [f"{max(rounds[n].submit):,}" for n in SIZES], "submit"),
+        ("commit (max)", [f"{max(rounds[n].commit):,}" for n in SIZES], "commit"),
+        ("reveal (max)", [f"{max(rounds[n].reveal):,}" for n in SIZES], "reveal"),
+        ("finalize total", [f"{sum(rounds[n].finalize):,}" for n in SIZES], None),
+        ("finalize / submission", [f"{rounds[n].finalize_per_submission:,.0f}" for n in SIZES],
+         "finalize_per_submission"),
+        ("largest tx of the round", [f"{rounds[n].max_tx:,}" for n in SIZES], "max_tx_gas_256"),
+        ("withdraw (max)", [f"{summary['withdraw']:,}", *blank], None),
+    ]
+
+
 def table(summary: dict, rounds: dict[int, RoundGas]) -> Table:
     t = Table(title=f"Gas per call ({VALIDATORS} validators; each round finalized in one call; "
                     f"targets apply at {max(SIZES)} submissions)")
@@ -167,22 +186,10 @@ def table(summary: dict, rounds: dict[int, RoundGas]) -> Table:
         t.add_column(f"{n} subm.", justify="right")
     t.add_column("target", justify="right")
     t.add_column("ok", justify="center")
-
-    def row(name: str, values: list[str], key: str | None) -> None:
+    for name, values, key in gas_rows(summary, rounds):
         target = TARGETS.get(key or "")
         ok = "" if target is None else ("yes" if summary[key] <= target else "NO")
         t.add_row(name, *values, f"{target:,}" if target else "", ok)
-
-    row("register (max)", [f"{summary['register']:,}"] * 1 + [""] * (len(SIZES) - 1), None)
-    row("create_task", [f"{summary['create_task']:,}"] + [""] * (len(SIZES) - 1), None)
-    row("submit (median)", [f"{statistics.median(rounds[n].submit):,.0f}" for n in SIZES], None)
-    row("submit (max)", [f"{max(rounds[n].submit):,}" for n in SIZES], "submit")
-    row("commit (max)", [f"{max(rounds[n].commit):,}" for n in SIZES], "commit")
-    row("reveal (max)", [f"{max(rounds[n].reveal):,}" for n in SIZES], "reveal")
-    row("finalize total", [f"{sum(rounds[n].finalize):,}" for n in SIZES], None)
-    row("finalize / submission", [f"{rounds[n].finalize_per_submission:,.0f}" for n in SIZES], "finalize_per_submission")
-    row("largest tx of the round", [f"{rounds[n].max_tx:,}" for n in SIZES], "max_tx_gas_256")
-    row("withdraw (max)", [f"{summary['withdraw']:,}"] + [""] * (len(SIZES) - 1), None)
     return t
 
 
@@ -196,22 +203,9 @@ def markdown(summary: dict, rounds: dict[int, RoundGas], seconds: float) -> str:
              "(here the one-call finalize); finalize can also be paged with `maxItems`.", "",
              "| call | " + " | ".join(f"{n} subm." for n in SIZES) + " | target |",
              "|---|" + "---:|" * len(SIZES) + "---:|"]
-
-    def row(name: str, values: list[str], key: str | None) -> None:
+    for name, values, key in gas_rows(summary, rounds):
         target = TARGETS.get(key or "")
         lines.append(f"| {name} | " + " | ".join(values) + f" | {f'<= {target:,}' if target else ''} |")
-
-    blank = [""] * (len(SIZES) - 1)
-    row("register (max)", [f"{summary['register']:,}", *blank], None)
-    row("create_task", [f"{summary['create_task']:,}", *blank], None)
-    row("submit (median)", [f"{statistics.median(rounds[n].submit):,.0f}" for n in SIZES], None)
-    row("submit (max)", [f"{max(rounds[n].submit):,}" for n in SIZES], "submit")
-    row("commit (max)", [f"{max(rounds[n].commit):,}" for n in SIZES], "commit")
-    row("reveal (max)", [f"{max(rounds[n].reveal):,}" for n in SIZES], "reveal")
-    row("finalize total", [f"{sum(rounds[n].finalize):,}" for n in SIZES], None)
-    row("finalize / submission", [f"{rounds[n].finalize_per_submission:,.0f}" for n in SIZES], "finalize_per_submission")
-    row("largest tx of the round", [f"{rounds[n].max_tx:,}" for n in SIZES], "max_tx_gas_256")
-    row("withdraw (max)", [f"{summary['withdraw']:,}", *blank], None)
     lines += ["", "JSON line: `" + json.dumps(summary) + "`", ""]
     return "\n".join(lines)
 
