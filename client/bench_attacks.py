@@ -48,7 +48,7 @@ from client.chain import ChainClient, Phase, Role
 from client.cheats import CHEATS
 from client.demo import (INITIATOR, DemoError, Interrupted, NetworkPlan, NodeProc, NodeSpec, enrol, settle_up, signals_ignored,
                          signals_unwind, start_nodes, stop_nodes, wait_exit)
-from client.settle_demo import Actor, conservation
+from client.settle_demo import Actor, Ledger, conservation
 from client.store import Store
 from client.task_cli import ChainTerms, TaskFile, load_task_file, publish_task
 from validator import node as vnode
@@ -190,10 +190,9 @@ def warp_to(client: ChainClient, deadline: int) -> None:
         client.rpc.call("evm_mine")
 
 
-def end_stalled_phase(client: ChainClient, plan: AttackPlan, task_id: int, logs: Path) -> str | None:
-    """End the open phase early when only acts that will never come are missing; returns what it did."""
-    r = client.concord.current_round(task_id)
-    info = client.concord.round_info(task_id, r)
+def end_stalled_phase(client: ChainClient, plan: AttackPlan, r: int, info: chain.RoundInfo,
+                      logs: Path) -> str | None:
+    """End round ``r``'s open phase early when only acts that will never come are missing; returns what it did."""
     if info.phase == Phase.SUBMIT:
         actors, done, deadline = plan.trainers(), info.submissions, info.submit_end
         expected = sum(1 for s in actors if not plan.refuses(s, r))
@@ -275,7 +274,7 @@ def follow(client: ChainClient, plan: AttackPlan, task_id: int, nodes: Sequence[
             seen = (r, info.phase)
             console.print(f"{plan.name}: round {r} {info.phase.name.lower()} ({time.monotonic() - started:.0f}s): "
                           f"{info.submissions} submitted, {info.commits} committed, {info.reveals} revealed")
-        did = end_stalled_phase(client, plan, task_id, logs)
+        did = end_stalled_phase(client, plan, r, info, logs)
         if did:
             console.print(f"{plan.name}: {did}")
         if time.monotonic() - started > plan.timeout_s:
@@ -435,15 +434,10 @@ def judge_validators(obs: Observed) -> list[Row]:
     rejected = {(e.round, e.index) for e in obs.of(chain.SubmissionRejected)}
     if not cheat_subs or any((s.round, s.index) not in rejected for s in cheat_subs):
         problems.append("the cheating trainer was not rejected")
-    fee = defaultdict(int)
-    for e in obs.of(chain.ValidatorPaid):
-        fee[e.validator.lower()] += e.fee
-    vslash = defaultdict(int)
-    for e in obs.of(chain.ValidatorSlashed):
-        vslash[e.validator.lower()] += e.amount
-    bounty = defaultdict(int)
-    for e in obs.of(chain.BountyPaid):
-        bounty[e.validator.lower()] += e.amount
+    ledger = Ledger()          # what each address earned and lost, from the events
+    ledger.add(obs.events)
+    fee, vslash, bounty = (defaultdict(int, {a.lower(): x for a, x in d.items()})
+                           for d in (ledger.fee, ledger.slashed, ledger.bounty))
     honest_fee = min((fee[v] for v in honest_vals), default=0)
     expected_bounty = expected_bounties(obs)
     rows = []
