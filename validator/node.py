@@ -480,8 +480,8 @@ def committed_on_chain(v: Validator, round_: int) -> bytes | None:
 
 def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     """Commit phase: verify every submission, build model r+1, plan, commit. False while not ready."""
-    ensure_enrolled(v)               # a slash since start-up leaves the stake below the minimum: top it up
     if v.cheat.copies_commit:                    # CHEAT copy_reveal: no verification, a copied commitment
+        ensure_enrolled(v)
         return cheats.commit_copy(v, round_)
     verdicts = verify_round(v, round_, submissions)
     if verdicts is None:
@@ -494,6 +494,7 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
         voted, model_from = v.cheat.votes(v, round_, verdicts)                      # CHEAT (honest: unchanged)
         next_digest = v.cheat.next_model(compute_next_model(v, round_, base_digest, model_from))   # CHEAT
         plan = plan_commit(v, round_, voted, next_digest)
+    ensure_enrolled(v)               # a slash since start-up leaves the stake below the minimum: top it up
     commit(v, plan)
     return True
 
