@@ -16,7 +16,7 @@ evm_snapshot / evm_revert, as the tests do). Every process a drill starts is sto
 before it returns, and a frozen Anvil is always continued.
 
 The trainer drills use one test-only hook: ``CONCORD_DRILL_PAUSE_BEFORE_MANIFEST=<seconds>``
-(client.store) makes a node sleep after uploading a submission's files and before its manifest,
+(client.submission) makes a trainer sleep after uploading a submission's files and before its manifest,
 so a drill can act at a known point of the upload.
 """
 
@@ -41,7 +41,8 @@ from pathlib import Path
 from client import devnet, keys, procs
 from client.chain import ChainClient, Phase, Role
 from client.node import NodeConfig, connect_node, load_task_context, model_for_round
-from client.store import PAUSE_BEFORE_MANIFEST_ENV, ContentNotFound, Store
+from client.store import ContentNotFound, Store
+from client.submission import PAUSE_BEFORE_MANIFEST_ENV
 from client.task_cli import load_task_file, publish_task
 
 TOKEN = 10 ** 18

@@ -48,9 +48,6 @@ CHUNKER = "size-1048576"        # fixed (not the daemon default) so every node d
 HTTP_CHUNK = 1 << 20            # multipart upload chunk: 4 KiB (the client default) costs ~3x in put speed
 READ_BLOCK = 1 << 20
 MIN_RATE = 1_000_000            # bytes/s a download must average; with the timeout, bounds its total time
-# Fault drills only (client/fault_drills.py): seconds to sleep before a manifest upload, so a drill can
-# kill a node deterministically after its files are in IPFS and before the manifest that names them.
-PAUSE_BEFORE_MANIFEST_ENV = "CONCORD_DRILL_PAUSE_BEFORE_MANIFEST"
 
 
 class StoreError(Exception):
@@ -135,14 +132,6 @@ def _short_reason(err: BaseException) -> str:
     return match.group(0) if match else text[:120]
 
 
-def _drill_pause(digest: str) -> None:
-    pause = float(os.environ.get(PAUSE_BEFORE_MANIFEST_ENV) or 0)
-    if pause > 0:
-        log.warning("fault drill: pausing %.1fs before uploading manifest %s", pause, digest,
-                    extra={"fields": {"event": "drill_pause", "digest": digest, "seconds": pause}})
-        time.sleep(pause)
-
-
 def _duration(seconds: float) -> str:
     return f"{max(1, int(seconds * 1000))}ms"   # Go and js-ipfs both parse "ms" durations
 
@@ -195,7 +184,6 @@ class Store:
         """Store canonical manifest bytes as one raw block; return their sha256 (hex), the on-chain digest."""
         parse_canonical(data)                  # only canonical JSON objects are manifests
         digest = digest_of(data)
-        _drill_pause(digest)
         expected = cid_for_digest(digest)
         opts = {"format": "raw", "mhtype": "sha2-256", "cid-base": "base32", "pin": str(pin).lower()}
 

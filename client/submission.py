@@ -40,8 +40,11 @@ unchanged: they are no reason to reject anyone.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +56,20 @@ from safetensors.torch import save as st_save
 
 from client.bundle import Bundle, RolloutProofs
 from client.config import ConfigError, TaskConfig
-from client.manifest import ManifestError, ShardRef, SubmissionManifest, cid_for_digest, decode_manifest
+from client.manifest import ManifestError, ShardRef, SubmissionManifest, cid_for_digest, decode_manifest, digest_of
 from client.proofs import CHUNK, PROOF_BYTES, encode_proofs
 from client.rollout import RolloutBatch
 from client.store import ContentMismatch, ContentNotFound, SizeLimitExceeded, Store
 from client.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
 
+log = logging.getLogger(__name__)
+
 ROLLOUTS_NAME = "rollouts.safetensors"
 PROOFS_NAME = "proofs.bin"
 PROOFS_MAGIC = b"CPF1"
+# Fault drills only (client/fault_drills.py): seconds to sleep between a submission's files and its
+# manifest, so a drill can kill a trainer deterministically while its upload is half done.
+PAUSE_BEFORE_MANIFEST_ENV = "CONCORD_DRILL_PAUSE_BEFORE_MANIFEST"
 MAX_STEPS = 10_000  # step prefixes are 4 digits
 
 ROLLOUT_FIELDS: dict[str, tuple[torch.dtype, int]] = {  # field -> (dtype, ndim)
@@ -394,8 +402,18 @@ def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[str,
         delta=tuple(store.put_file(data, name, pin=pin) for name, data in shards),
         stats=encode_stats(bundle, bundle.batches),
     )
+    _drill_pause(manifest)
     digest = store.put_manifest(manifest.to_bytes(), pin=pin)
     return digest, manifest
+
+
+def _drill_pause(manifest: SubmissionManifest) -> None:
+    pause = float(os.environ.get(PAUSE_BEFORE_MANIFEST_ENV) or 0)
+    if pause > 0:
+        digest = digest_of(manifest.to_bytes())
+        log.warning("fault drill: pausing %.1fs before uploading manifest %s", pause, digest,
+                    extra={"fields": {"event": "drill_pause", "digest": digest, "seconds": pause}})
+        time.sleep(pause)
 
 
 def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
