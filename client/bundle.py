@@ -24,7 +24,7 @@ from client import timing
 from client.config import TaskConfig
 from client.envs import Env
 from client.grpo import train_round
-from client.proofs import build_rollout_proofs, merkle_root, rollout_proofs_hash
+from client.proofs import build_many_rollout_proofs, merkle_root, rollout_proofs_hash
 from client.rollout import RolloutBatch
 
 RolloutProofs = tuple[bytes, ...]  # one rollout: prefill proof, then one per 32 decode tokens
@@ -54,11 +54,8 @@ def batch_proofs(batch: RolloutBatch) -> tuple[RolloutProofs, ...]:
     if batch.hidden.dim() != 3 or batch.hidden.shape[1] != batch.tokens.shape[1]:
         raise ValueError(f"batch has no hidden states for its {batch.tokens.shape[1]} positions: {tuple(batch.hidden.shape)}")
     p = batch.prompt_len
-    out = []
-    for n in range(batch.n):
-        length = int(batch.lengths[n])
-        out.append(tuple(build_rollout_proofs(batch.hidden[n, :p], batch.hidden[n, p : p + length])))
-    return tuple(out)
+    rollouts = [(batch.hidden[n, :p], batch.hidden[n, p : p + int(batch.lengths[n])]) for n in range(batch.n)]
+    return tuple(tuple(proofs) for proofs in build_many_rollout_proofs(rollouts))
 
 
 def strip_private(batch: RolloutBatch) -> RolloutBatch:

@@ -7,20 +7,26 @@ import hashlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import toploc
+import toploc.poly
 
 from client.proofs import (
     CHUNK,
+    FIELD,
     PROOF_BYTES,
     TOPK,
     MalformedProof,
     ToplocThresholds,
+    build_chunk_proofs,
+    build_many_rollout_proofs,
     build_rollout_proofs,
     chunk_rows,
     decode_proofs,
     encode_proofs,
+    interpolate_mod_field,
     leaf_hash,
     merkle_root,
     verify_rollout_proofs,
@@ -161,3 +167,50 @@ def test_merkle_rule():
     assert merkle_root([a, b, c, a, b]) == node(node(node(a, b), node(c, a)), b)
     with pytest.raises(ValueError):
         merkle_root([b"short"])
+
+
+def _library_proof(flat: torch.Tensor, topk: int = TOPK) -> bytes:
+    """toploc's own builder on one flat bf16 chunk, as its build_proofs calls it."""
+    idx = flat.abs().topk(min(topk, flat.numel())).indices
+    return toploc.poly.ProofPoly.from_points_tensor(idx, flat[idx]).to_bytes()
+
+
+def test_batched_builder_gives_the_library_bytes():
+    """build_chunk_proofs interpolates in numpy, many chunks at once; its bytes must be toploc's
+    for every size (k < 128, the prefill, full and short decode chunks, above FIELD values where
+    toploc may pick a smaller modulus), ties, all-zero chunks and indices colliding mod FIELD."""
+    gen = torch.Generator().manual_seed(7)
+    chunks = [(torch.randn(n, generator=gen) * 4).bfloat16()
+              for n in (1, 2, 3, 64, 127, 128, 129, 12 * 256, 32 * 256, 6 * 256, 70_000, 200_000) for _ in range(3)]
+    chunks.append(torch.randint(-3, 4, (8192,), generator=gen).bfloat16())  # many ties among the top-k
+    chunks.append(torch.zeros(8192, dtype=torch.bfloat16))
+    colliding = torch.zeros(70_000)
+    colliding[5], colliding[5 + FIELD] = 100.0, 90.0  # the top two indices are equal mod FIELD
+    chunks.append(colliding.bfloat16())
+    ours = build_chunk_proofs(chunks)
+    assert ours == [_library_proof(c) for c in chunks]
+    assert int.from_bytes(ours[-1][:2], "big") < FIELD  # the library's smaller modulus, via its path
+
+
+def test_batched_builder_matches_per_rollout_building(acts):
+    prompt, decode = acts
+    rollouts = [(prompt, decode), (prompt[:5] * 2, decode[:40]), (prompt, decode[:0])]
+    assert build_many_rollout_proofs(rollouts) == [build_rollout_proofs(p, d) for p, d in rollouts]
+    assert build_rollout_proofs(prompt, decode) == [
+        _library_proof(prompt.bfloat16().reshape(-1)),
+        *[_library_proof(c.bfloat16().reshape(-1)) for c in decode.split(CHUNK)],
+    ]
+
+
+def test_interpolation_passes_through_its_points():
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.permutation(FIELD)[:TOPK] for _ in range(5)], axis=1)  # [k, 5] distinct per column
+    y = rng.integers(0, 2**16, size=x.shape)
+    coeffs = interpolate_mod_field(x, y)  # [k, 5]
+    for col in range(5):
+        c = [int(v) for v in coeffs[:, col]]
+        for xi, yi in zip(x[:, col], y[:, col]):
+            value = 0
+            for a in reversed(c):
+                value = (value * int(xi) + a) % FIELD
+            assert value == int(yi) % FIELD
