@@ -94,3 +94,25 @@ def test_bench_learn_ends_with_one_json_line(tmp_path, capsys) -> None:
     assert result["rounds"] == 2 and 0.0 <= result["final_reward_decentralized"] <= 1.0
     assert 0.0 <= result["final_reward_centralized"] <= 1.0 and result["seconds"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_learn_seeds_adds_per_seed_rows_and_means(tmp_path, capsys) -> None:
+    """--seeds 2: seed 0 stays the headline (same numbers as a plain run), seed 1 differs."""
+    import json
+
+    from client.bench_learn import main
+
+    argv = ["--rounds", "1", "--env", "reverse", "--trainers", "2", "--inner-steps", "1", "--plot", str(tmp_path / "c.png")]
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(argv + ["--seeds", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["final_reward_decentralized"] == plain["final_reward_decentralized"]
+    assert [r["seed"] for r in result["per_seed"]] == [0, 1]
+    seed0, seed1 = result["per_seed"]
+    assert seed0["final_reward_centralized"] == plain["final_reward_centralized"]
+    assert seed1["final_reward_decentralized"] != seed0["final_reward_decentralized"]
+    mean = (seed0["final_reward_decentralized"] + seed1["final_reward_decentralized"]) / 2
+    assert abs(result["mean_final_reward_decentralized"] - mean) < 1e-4
+    with pytest.raises(SystemExit):
+        main(argv + ["--seeds", "0"])
