@@ -328,7 +328,7 @@ DEFAULT_TASK = TaskConfig(
     model=ModelConfig(vocab_size=32, d_model=64, n_layers=2, n_heads=4, max_seq_len=32, seed=0),
     env=EnvConfig(env_id="sort", params={"n_min": 4, "n_max": 6, "alphabet": 8}),
     sampler=SamplerConfig(temperature=1.0, max_new_tokens=8),
-    grpo=GRPOConfig(prompts_per_step=16, group_size=8, inner_steps=10, optimizer="sgd", lr=0.5, betas=(0.9, 0.99)),
+    grpo=GRPOConfig(prompts_per_step=32, group_size=8, inner_steps=10, optimizer="sgd", lr=0.5, betas=(0.9, 0.99)),
     outer=OuterConfig(lr=1.0, momentum=0.5, nesterov=True),
-    trainers_per_round=6,
+    trainers_per_round=3,
 )

@@ -35,8 +35,9 @@ from validator.checks import (
 
 TRAINER = "0x" + "ab" * 20
 TASK_ID, ROUND = 7, 3
-# The demo task with H = 2 inner steps: 16 prompts x 8 samples per step, 256 rollouts per bundle.
-CFG: TaskConfig = dataclasses.replace(DEFAULT_TASK, grpo=dataclasses.replace(DEFAULT_TASK.grpo, inner_steps=2))
+# The demo task with H = 2 inner steps of 16 prompts x 8 samples (the demo's trainers take 32
+# prompts a step): 256 rollouts per bundle.
+CFG: TaskConfig = dataclasses.replace(DEFAULT_TASK, grpo=dataclasses.replace(DEFAULT_TASK.grpo, inner_steps=2, prompts_per_step=16))
 VCFG = ValidationConfig()
 
 
