@@ -51,6 +51,9 @@ from client.task_cli import Published, TaskFile, load_task_file, publish_task
 log = logging.getLogger(__name__)
 
 DEFAULT_TASK_FILE = procs.REPO_ROOT / "configs" / "default_task.toml"
+# The rounds' time limit: a default-task round takes ~30 s on a quiet 2-core machine; the
+# limit catches a stalled network, not a slow one.
+SECONDS_PER_ROUND = 90.0
 DEFAULT_ROUNDS = 15            # ~7-15 s a round with 6 nodes on a 2-core box: ~4 minutes in all
 DEFAULT_CHEAT = "inflated_rewards"
 INITIATOR = 0                  # anvil default account of the task initiator
@@ -574,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"rounds to run (default {DEFAULT_ROUNDS})")
     p.add_argument("--cheat", choices=sorted(CHEATS), default=DEFAULT_CHEAT, help="the cheating trainer's cheat")
     p.add_argument("--task-file", type=Path, default=DEFAULT_TASK_FILE, help="task TOML (max_rounds := --rounds)")
-    p.add_argument("--timeout", type=float, default=540.0, help="seconds to wait for the rounds")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help=f"seconds to wait for the rounds (default {SECONDS_PER_ROUND:.0f} per round, at least 540)")
     p.add_argument("--no-live", action="store_true", help="one line per settled round instead of a live table")
     p.add_argument("--chain-only", action="store_true", help="the one-round SDK settlement demo (no nodes, no ML)")
     p.add_argument("--state-dir", type=Path, default=devnet.DEFAULT_STATE_DIR)
@@ -592,10 +596,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return settle_demo.main(passed)
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (a rising reward needs two rounds)")
+    if not args.timeout >= 0:
+        p.error(f"--timeout must be >= 0 seconds (0: the default), got {args.timeout}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)   # urllib3, via ipfshttpclient
     console = Console(width=None if sys.stdout.isatty() else 160)   # pipes get whole rows
-    plan = NetworkPlan(args.task_file, args.rounds, demo_nodes(cheat=args.cheat), timeout_s=args.timeout,
+    timeout = args.timeout or max(540.0, SECONDS_PER_ROUND * args.rounds)
+    plan = NetworkPlan(args.task_file, args.rounds, demo_nodes(cheat=args.cheat), timeout_s=timeout,
                        live=not args.no_live)
     ports = devnet.Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
     t0 = time.monotonic()

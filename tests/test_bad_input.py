@@ -632,6 +632,8 @@ CLI_CASES = [
     (["devnet", "up", "--anvil-port", "70000"], "--anvil-port"),
     (["devnet", "up", "--ipfs-port", "0"], "--ipfs-port"),
     (["demo", "--ipfs-grpc-port", "-1"], "--ipfs-grpc-port"),
+    (["demo", "--timeout", "-5"], "--timeout"),
+    (["bench", "learn", "--seeds", "0"], "--seeds"),
     (["keys", "frobnicate"], "action"),
     (["keys", "new"], "--out"),
     (["bench", "nosuch"], "name"),
