@@ -75,7 +75,7 @@ class _Block(nn.Module):
             v = torch.cat([kv[1], v], dim=2)
         past = k.shape[2] - S
         # query s (absolute position past+s) sees keys 0..past+s
-        mask = torch.ones(S, past + S, dtype=torch.bool).tril(diagonal=past)
+        mask = torch.ones(S, past + S, dtype=torch.bool, device=x.device).tril(diagonal=past)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, S, Dh]
         x = x + self.proj(att.transpose(1, 2).reshape(B, S, D))
         x = x + self.out(F.gelu(self.fc(self.ln2(x))))
@@ -114,7 +114,7 @@ class TinyTransformer(nn.Module):
         past = 0 if cache is None else cache[0][0].shape[2]
         if past + S > self.config.max_seq_len:
             raise SequenceTooLong(past + S, self.config.max_seq_len)
-        pos = torch.arange(past, past + S)
+        pos = torch.arange(past, past + S, device=tokens.device)
         x = self.tok_emb(tokens) + self.pos_emb(pos)  # [B, S, D]
         new_cache = []
         for i, block in enumerate(self.blocks):
