@@ -75,9 +75,9 @@ def verify(folder: Path, gpu_file: Path) -> None:
 
     from client.bundle import batch_proofs
     from client.config import ValidationConfig
-    from client.proofs import build_many_rollout_proofs, verify_rollout_proofs
+    from client.proofs import build_many_rollout_proofs
     from client.rollout import prefill
-    from validator.checks import check_sampling
+    from validator.checks import check_sampling, toploc_result, toploc_rows
 
     gpu = torch.load(gpu_file)
     exported = torch.load(folder / "tokens.pt")
@@ -89,15 +89,13 @@ def verify(folder: Path, gpu_file: Path) -> None:
     result: dict[str, object] = {"gpu": gpu["device"]}
 
     def toploc_row(name: str, label: str, hidden: torch.Tensor, proofs, batch) -> None:
-        p = batch.prompt_len
-        checks = [verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(batch.lengths[n])], list(proofs[n]))
-                  for n in range(batch.n)]
-        rejected = sum(not c.ok for c in checks)
-        worst = (max(c.worst_exp_mismatches for c in checks), max(c.worst_mant_err_mean for c in checks),
-                 max(c.worst_mant_err_median for c in checks))
-        table.add_row(name, label, f"{rejected}/{batch.n}", str(worst[0]), f"{worst[1]:.2f}", f"{worst[2]:.2f}")
-        result[f"{name}:{label}"] = {"rejected": rejected, "rollouts": batch.n, "worst_exp_mismatches": worst[0],
-                                     "worst_mant_err_mean": round(worst[1], 3), "worst_mant_err_median": round(worst[2], 3)}
+        """The validator's own TOPLOC check (validator.checks) of every rollout, as one table row."""
+        ev = toploc_result(toploc_rows(hidden, batch, proofs, batch.lengths, vcfg)).evidence
+        worst = (int(ev["worst_exp_mismatches"]), ev["worst_mant_err_mean"], ev["worst_mant_err_median"])
+        table.add_row(name, label, f"{ev['rejected']}/{ev['rollouts']}", str(worst[0]), f"{worst[1]:.2f}", f"{worst[2]:.2f}")
+        result[f"{name}:{label}"] = {"rejected": int(ev["rejected"]), "rollouts": int(ev["rollouts"]),
+                                     "worst_exp_mismatches": worst[0], "worst_mant_err_mean": round(worst[1], 3),
+                                     "worst_mant_err_median": round(worst[2], 3)}
 
     for name, batch in generate_batches().items():
         if not torch.equal(batch.tokens, exported[name]):
@@ -107,13 +105,13 @@ def verify(folder: Path, gpu_file: Path) -> None:
         toploc_row(name, "CPU -> GPU fp32", states["hidden_fp32"], cpu_proofs, batch)
         toploc_row(name, "CPU -> GPU bf16", states["hidden_bf16"], cpu_proofs, batch)
         p = batch.prompt_len
+        policy = build_policy(SETUPS[name][0])
+        cpu_hidden = {"bf16": prefill(policy, batch, bf16=True).hidden, "fp32": prefill(policy, batch).hidden}
         for precision in ("fp32", "bf16"):
             h = states[f"hidden_{precision}"]
             gpu_proofs = build_many_rollout_proofs([(h[n, :p], h[n, p : p + int(batch.lengths[n])]) for n in range(batch.n)])
-            for validator_bf16 in (True, False):
-                cpu_hidden = prefill(build_policy(SETUPS[name][0]), batch, bf16=validator_bf16).hidden
-                toploc_row(name, f"GPU {precision} -> CPU {'bf16' if validator_bf16 else 'fp32'}",
-                           cpu_hidden, gpu_proofs, batch)
+            for validator in ("bf16", "fp32"):
+                toploc_row(name, f"GPU {precision} -> CPU {validator}", cpu_hidden[validator], gpu_proofs, batch)
             sampling = check_sampling(states[f"logits_{precision}"], batch, batch.keys, SETUPS[name][3], vcfg)
             ev = sampling.evidence
             result[f"{name}:sampling CPU tokens vs GPU {precision} logits"] = {
