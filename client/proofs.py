@@ -33,7 +33,10 @@ from toploc.poly import ProofPoly, c_verify_proofs_bytes
 TOPK = 128  # activations committed per chunk
 CHUNK = 32  # decode positions per proof
 PROOF_BYTES = 2 + 2 * TOPK  # u16 modulus + TOPK u16 coefficients = 258
-MAX_MODULUS = 65497  # largest modulus toploc picks (a prime)
+# toploc interpolates mod this prime (MOD_N in its ndd.cpp); it is also the first, largest
+# modulus it tries for a proof's indices.
+FIELD = 65497
+MAX_MODULUS = FIELD
 
 
 class MalformedProof(ValueError):
@@ -189,10 +192,6 @@ def _library_proof(flat: torch.Tensor, idx: torch.Tensor) -> bytes:
         raise ProofBuildError(f"toploc returned a zero-modulus proof for {flat.numel()} values")
     return proof.to_bytes()
 
-
-# toploc's interpolation works mod this prime (MOD_N in its ndd.cpp), which is also the first
-# modulus it tries for the indices.
-FIELD = 65497
 
 
 @lru_cache(maxsize=1)
