@@ -219,6 +219,7 @@ def kill(daemon: Daemon, timeout: float = 10.0) -> bool:
     _wait_gone(daemon.pid, timeout, poll=0.02)
     log.info("killed %s pid=%d", daemon.name, daemon.pid)
     return True
+    return True
 
 
 def log_tail(path: Path, lines: int = 5) -> str:

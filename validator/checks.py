@@ -147,18 +147,6 @@ def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:
     })
 
 
-def check_toploc(
-    hidden: torch.Tensor,  # [N, P+C, D] recomputed by the prefill pass
-    batch: RolloutBatch,
-    proofs: tuple[tuple[bytes, ...], ...],
-    lengths: torch.Tensor,  # [N] recomputed completion lengths
-    vcfg: ValidationConfig,
-    k: int = 0,
-) -> CheckResult:
-    """Every rollout's proofs against the recomputed states; a malformed proof rejects."""
-    return toploc_result(toploc_rows(hidden, batch, proofs, lengths, vcfg), k)
-
-
 def rollout_toploc_rejects(hidden: torch.Tensor, batch: RolloutBatch, proofs, lengths, vcfg: ValidationConfig) -> list[bool]:
     """Per-rollout TOPLOC reject flags [N] (for measuring detection rates)."""
     return [not r.ok for r in toploc_rows(hidden, batch, proofs, lengths, vcfg)]
