@@ -51,10 +51,10 @@ from client.task_cli import Published, TaskFile, load_task_file, publish_task
 log = logging.getLogger(__name__)
 
 DEFAULT_TASK_FILE = procs.REPO_ROOT / "configs" / "default_task.toml"
-# The rounds' time limit: a default-task round takes ~30 s on a quiet 2-core machine; the
-# limit catches a stalled network, not a slow one.
+# The rounds' time limit: a default-task round takes ~20 s with 6 nodes on a quiet 2-core
+# machine; the limit catches a stalled network, not a slow one.
 SECONDS_PER_ROUND = 90.0
-DEFAULT_ROUNDS = 15            # ~7-15 s a round with 6 nodes on a 2-core box: ~4 minutes in all
+DEFAULT_ROUNDS = 15            # ~5-6 minutes in all on a 2-core box
 DEFAULT_CHEAT = "inflated_rewards"
 INITIATOR = 0                  # anvil default account of the task initiator
 NODES_FILE = "nodes.json"
