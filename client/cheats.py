@@ -23,19 +23,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from client import chain
 from client.bundle import Bundle, batch_proofs, claimed_mean_reward, claimed_work_units, proofs_root, strip_private
 from client.config import TaskConfig
 from client.envs import SYM0, Env, rewards
 from client.grpo import inner_update, make_inner_optimizer, replay_training, state_delta
-from client.manifest import canonical_bytes, digest_of
+from client.manifest import SubmissionManifest, canonical_bytes, digest_of
 from client.model import build_policy, clone_policy, policy_state
 from client.node import Node, TaskContext, model_for_round
 from client.rollout import RolloutBatch, completion_mask, generate, generate_tokens, prefill
 from client.sampler import prompt_seed
 from client.store import Store
-from client.submission import SubmissionLimits, put_submission
+from client.submission import (PROOFS_NAME, ROLLOUTS_NAME, SubmissionLimits, encode_stats, put_submission,
+                               submission_files)
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,38 @@ def malformed_manifest(store: Store, bundle: Bundle, ctx: CheatContext) -> Claim
     return Claim(bundle.base_round, digest, bytes(bundle.proof_root), bundle.work_units)
 
 
+PADDED_SHARDS = 331              # empty delta shards the padded_delta_shards cheater appends
+METADATA_BYTES = 2000            # bytes of safetensors metadata the delta_shard_metadata cheater adds
+
+
+def upload_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, bytes]]) -> Claim:
+    """The honest rollouts, proofs and stats with ``shards`` as the delta files (same tensors, other bytes)."""
+    rollouts, proofs, _ = submission_files(bundle)
+    manifest = SubmissionManifest(
+        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
+        rollouts=store.put_file(rollouts, ROLLOUTS_NAME), proofs=store.put_file(proofs, PROOFS_NAME),
+        delta=tuple(store.put_file(data, name) for name, data in shards), stats=encode_stats(bundle, bundle.batches))
+    return Claim(bundle.base_round, store.put_manifest(manifest.to_bytes()), bytes(bundle.proof_root),
+                 bundle.work_units)
+
+
+def padded_delta_shards(store: Store, bundle: Bundle, ctx: CheatContext) -> Claim:
+    """The honest delta's shards followed by PADDED_SHARDS empty safetensors files (no tensors), all
+    renamed `delta-{i}-of-{n}`: the same tensors, another digest for the same work."""
+    shards = [data for _, data in submission_files(bundle)[2]] + [st_save({})] * PADDED_SHARDS
+    n = len(shards)
+    return upload_with_delta(store, bundle, [(f"delta-{i:05d}-of-{n:05d}.safetensors", data)
+                                             for i, data in enumerate(shards, start=1)])
+
+
+def delta_shard_metadata(store: Store, bundle: Bundle, ctx: CheatContext) -> Claim:
+    """The honest delta's first shard re-saved with METADATA_BYTES of safetensors metadata (same tensors)."""
+    shards = submission_files(bundle)[2]
+    name, data = shards[0]
+    padded = st_save(dict(st_load(data)), metadata={"note": "x" * METADATA_BYTES})
+    return upload_with_delta(store, bundle, [(name, padded)] + shards[1:])
+
+
 # ----------------------------------------------------------------------------- chain level
 
 def copy_other(claim: Claim, ctx: CheatContext) -> Claim | None:
@@ -355,6 +390,10 @@ _ALL = (
           upload=malformed_manifest),
     Cheat("proofs_one_short", "one proof dropped from one rollout (proof root recomputed)", "toploc",
           bundle=proofs_one_short),
+    Cheat("padded_delta_shards", f"the honest bundle with {PADDED_SHARDS} empty delta shards appended (same tensors, "
+          "another digest)", "fetch", upload=padded_delta_shards),
+    Cheat("delta_shard_metadata", f"the honest bundle with {METADATA_BYTES} bytes of metadata in its delta shard "
+          "(same tensors, another digest)", "fetch", upload=delta_shard_metadata),
 )
 
 CHEATS: dict[str, Cheat] = {c.name: c for c in _ALL}

@@ -25,8 +25,11 @@ Wire formats (one canonical encoding each; a decoder refuses anything else):
   rollout in (inner step, row) order `client.proofs.encode_proofs(rollout proofs)` (u16
   count, then per proof, in chunk order, u16 length + bytes). Each record is exactly the
   bytes the rollout's Merkle leaf hashes, so the proof root is recomputable from the file.
-* delta: `client.weights.shard_bytes(delta)` (deterministic safetensors shards, float32),
-  named `delta-{i:05d}-of-{n:05d}.safetensors`.
+* delta: `delta_shards(delta)` = `client.weights.shard_bytes(delta)` (deterministic safetensors
+  shards, float32, the default shard bound), named `delta-{i:05d}-of-{n:05d}.safetensors`. A
+  decoder accepts exactly those files: the same number of shards, in order, with those names
+  and byte for byte those bytes (no extra or empty shard, no metadata, no header padding, no
+  other split), so one delta has one list of shard CIDs and one bundle one digest.
 * manifest stats (numbers only, exactly these keys): mean_reward (float), work_units,
   inner_steps, rollouts (sum N_k), tokens (sum N_k * (P_k + C_k)), proofs (number of proof
   byte strings), and the 32-byte proof root as eight big-endian u32 words
@@ -310,8 +313,36 @@ def delta_shards(delta: dict[str, torch.Tensor], max_shard_bytes: int = DEFAULT_
     return [("delta-" + name.removeprefix("model-"), data) for name, data in shard_bytes(delta, max_shard_bytes)]
 
 
+def delta_layout(shapes: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
+    """(file name, size in bytes) of every shard ``delta_shards`` makes of a delta with these shapes:
+    a pure function of names and shapes (float32), known before any shard is downloaded."""
+    return [(name, len(data)) for name, data in
+            delta_shards({n: torch.zeros(shape, dtype=torch.float32) for n, shape in shapes.items()})]
+
+
+def check_delta_refs(refs: tuple[ShardRef, ...] | list[ShardRef], shapes: dict[str, tuple[int, ...]]) -> None:
+    """The manifest's delta list against ``delta_layout(shapes)``, before download: the same number of
+    shards, each with its canonical name and size; else SubmissionError naming the shard's CID."""
+    want = delta_layout(shapes)
+    if len(refs) > len(want):
+        raise SubmissionError(f"delta[{len(want)}]", refs[len(want)].cid, f"extra shard: a delta of the base "
+                              f"model encodes to {len(want)} shard(s), the manifest lists {len(refs)}: refused "
+                              f"before download", refs[len(want)].name)
+    if len(refs) < len(want):
+        raise SubmissionError(f"delta[{len(refs)}]", refs[-1].cid if refs else "-", f"missing shard: a delta of "
+                              f"the base model encodes to {len(want)} shard(s), the manifest lists {len(refs)}",
+                              len(refs))
+    for i, (ref, (name, size)) in enumerate(zip(refs, want)):
+        if ref.name != name:
+            raise SubmissionError(f"delta[{i}].name", ref.cid, f"expected the canonical shard name {name!r}", ref.name)
+        if ref.size != size:
+            raise SubmissionError(f"delta[{i}].size", ref.cid, f"expected the canonical size {size} (no metadata or "
+                                  f"padding): refused before download", ref.size)
+
+
 def decode_delta(blobs: list[tuple[ShardRef, bytes]], shapes: dict[str, tuple[int, ...]] | None) -> dict[str, torch.Tensor]:
-    """Delta shards -> one float32 state dict; names unique; exactly ``shapes`` when given."""
+    """Delta shards -> one float32 state dict; names unique; exactly ``shapes`` when given; and the
+    shards exactly ``delta_shards`` of the decoded delta (count, order, names, bytes)."""
     delta: dict[str, torch.Tensor] = {}
     for i, (ref, data) in enumerate(blobs):
         try:
@@ -333,7 +364,46 @@ def decode_delta(blobs: list[tuple[ShardRef, bytes]], shapes: dict[str, tuple[in
         missing = sorted(set(shapes) - set(delta))
         raise SubmissionError(f"delta.{missing[0]}", blobs[0][0].cid if blobs else "-", "missing tensor",
                               f"{len(missing)} missing")
+    check_canonical_delta(blobs, delta)
     return delta
+
+
+def check_canonical_delta(blobs: list[tuple[ShardRef, bytes]], delta: dict[str, torch.Tensor]) -> None:
+    """The shards must be exactly ``delta_shards(delta)``: else SubmissionError naming the shard and field.
+
+    Checked in this order: the shard count (an extra shard is named by its own CID, a missing one
+    by the last shard sent), then per shard its file name and its bytes (metadata, header padding,
+    a different split or tensor order all change the bytes)."""
+    want = delta_shards(delta)
+    if len(blobs) > len(want):
+        ref = blobs[len(want)][0]
+        raise SubmissionError(f"delta[{len(want)}]", ref.cid, f"extra shard: this delta encodes to {len(want)} "
+                              f"shard(s), the manifest lists {len(blobs)}", ref.name)
+    if len(blobs) < len(want):
+        ref = blobs[-1][0] if blobs else None
+        raise SubmissionError(f"delta[{len(blobs)}]", ref.cid if ref else "-", f"missing shard: this delta encodes "
+                              f"to {len(want)} shard(s), the manifest lists {len(blobs)}", len(blobs))
+    for i, ((ref, data), (name, canonical)) in enumerate(zip(blobs, want)):
+        if ref.name != name:
+            raise SubmissionError(f"delta[{i}].name", ref.cid, f"expected the canonical shard name {name!r}", ref.name)
+        if bytes(data) != canonical:
+            raise SubmissionError(f"delta[{i}]", ref.cid, f"not the canonical encoding: {_encoding_difference(data, canonical)}",
+                                  f"{len(data)} bytes, canonical {len(canonical)}")
+
+
+def _encoding_difference(data: bytes, canonical: bytes) -> str:
+    """What differs between a safetensors shard that decoded fine and its canonical bytes (for the error)."""
+    head = struct.unpack_from("<Q", data)[0] if len(data) >= 8 else 0
+    want = struct.unpack_from("<Q", canonical)[0]
+    if b'"__metadata__"' in bytes(data[8:8 + head]):
+        return "the header carries __metadata__"
+    if head != want:
+        return f"header of {head} bytes, canonical {want} (padding or layout)"
+    if bytes(data[:8 + head]) != canonical[:8 + want]:
+        return "the header differs (tensor order, offsets or split)"
+    if len(data) != len(canonical):
+        return f"{len(data) - len(canonical):+d} bytes after the header (trailing or missing data)"
+    return "the tensor data differs from its re-encoding"
 
 
 # ----------------------------------------------------------------------------- stats
@@ -445,6 +515,8 @@ def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
     if delta_bytes > limits.max_delta_bytes:
         raise SubmissionError("delta", manifest.delta[0].cid, f"{delta_bytes} bytes in {len(manifest.delta)} "
                               f"shard(s), over the task's limit of {limits.max_delta_bytes}: refused before download")
+    if param_shapes is not None:
+        check_delta_refs(manifest.delta, param_shapes)
 
     ref = manifest.rollouts
     raw = _fetch(store, "rollouts", ref.cid, lambda: store.get_bytes(ref, rollout_limit))

@@ -53,6 +53,8 @@ EVIDENCE = {   # what the published evidence must show, beyond the failed check
     "malformed_manifest": {"field": "manifest.version", "reason": "unknown field"},
     "oversized_bundle": {"field": "stats.inner_steps", "reason": "over the task's limit of 2"},
     "unavailable_manifest": {"field": "manifest"},
+    "padded_delta_shards": {"field": "delta[1]"},        # the first of the extra shards, refused before download
+    "delta_shard_metadata": {"field": "delta[0].size"},  # the canonical size, refused before download
 }
 
 

@@ -196,8 +196,8 @@ def test_malformed_proofs_and_delta_are_refused(made, store: Store, other: Store
         (dict(proofs=good + b"\0"), "proofs"),                                 # trailing bytes
         (dict(proofs=good[:-3]), "proofs[1][7][1]"),                           # truncated last proof
         (dict(proofs=b"XXXX" + good[4:]), "proofs"),                           # bad magic
-        (dict(delta=as64), f"delta[0].{sorted(bundle.delta)[0]}"),             # wrong dtype
-        (dict(delta=extra), "delta[0].extra.weight"),                          # not a base parameter
+        (dict(delta=as64), "delta[0].size"),             # wrong dtype: not the canonical size, refused before download
+        (dict(delta=extra), "delta[0].size"),            # not a base parameter: likewise
         (dict(stats={**encode_stats(bundle, bundle.batches), "bonus": 1}), "stats.bonus"),
         (dict(stats={**encode_stats(bundle, bundle.batches), "proofs": 1}), "stats.proofs"),
     ]
@@ -207,6 +207,10 @@ def test_malformed_proofs_and_delta_are_refused(made, store: Store, other: Store
         with pytest.raises(SubmissionError) as info:
             fetch_submission(other, digest, limits, shapes)
         assert info.value.field == field, str(info.value)
+    # without the base model's shapes the shard is downloaded and parsed: the wrong-dtype tensor is named
+    with pytest.raises(SubmissionError) as info:
+        fetch_submission(other, put_parts(store, bundle, delta=as64), limits)
+    assert info.value.field == f"delta[0].{sorted(bundle.delta)[0]}", str(info.value)
 
 
 def test_decode_refuses_more_proof_rollouts_than_the_limit(made) -> None:
