@@ -47,7 +47,7 @@ from client import chain, devnet, keys, procs
 from client.chain import ChainClient, Phase, Role
 from client.cheats import CHEATS
 from client.demo import (INITIATOR, DemoError, Interrupted, NetworkPlan, NodeProc, NodeSpec, enrol, settle_up, signals_ignored,
-                         signals_unwind, start_nodes, stop_nodes, wait_exit)
+                         start_nodes, stop_nodes, wait_exit)
 from client.settle_demo import Actor, Ledger, conservation
 from client.store import Store
 from client.task_cli import ChainTerms, TaskFile, load_task_file, publish_task
@@ -583,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)
     console = Console(width=200, quiet=args.json)
     try:
-        with signals_unwind():
+        with procs.no_orphans():
             report = run_attacks(args.state_dir, trainer_modes, validator_modes, faults, console)
     except (KeyboardInterrupt, Interrupted):
         console.print("interrupted: every node and daemon stopped")

@@ -269,9 +269,9 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
         bundles = {(e.round, e.trainer): e.bundle_digest.hex() for e in client.concord.events(
             client.deployment.block_number, "latest", ["Submitted"]) if e.task_id == task_id}
     finally:
-        for d, _ in nodes:
-            procs.stop(d)
-        devnet.down(work / "devnet")
+        with procs.signals_ignored():    # a second signal must not cut the cleanup short
+            procs.stop_all([d for d, _ in nodes])
+            devnet.down(work / "devnet")
 
     walls = [b - a for a, b in zip(finals, finals[1:])]
     spans = [s for a in cast for s in load_spans(a.timings)]
@@ -334,12 +334,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.timeout = 120.0 * args.rounds + 120
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            result = run_bench(args, args.keep.resolve())
-        else:
-            with tempfile.TemporaryDirectory(prefix="concord-bench-round-") as tmp:
-                result = run_bench(args, Path(tmp))
+        with procs.no_orphans():      # SIGTERM/SIGHUP stop the devnet and the nodes as Ctrl-C does
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                result = run_bench(args, args.keep.resolve())
+            else:
+                with tempfile.TemporaryDirectory(prefix="concord-bench-round-") as tmp:
+                    result = run_bench(args, Path(tmp))
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'SIGINT'}): every node and daemon stopped", file=sys.stderr)
+        return 130
     except (BenchFailed, procs.ProcError, chain.ChainError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

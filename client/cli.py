@@ -34,9 +34,19 @@ BENCHES: dict[str, tuple[str, str, str]] = {
 
 
 def _call(target: tuple[str, str, str], argv: list[str]) -> int:
+    """Run one subcommand; SIGTERM and SIGHUP stop it as Ctrl-C does, and whatever processes it
+    started (anvil, js-ipfs, nodes) are stopped before `concord` exits, however it ends
+    (`concord devnet up` hands its complete devnet over to `concord devnet down`)."""
+    from client import procs   # stdlib only: keeps `concord --help` instant
+
     module, function, _ = target
-    entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module), function)
-    return int(entry(argv) or 0)
+    try:
+        with procs.no_orphans():
+            entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module), function)
+            return int(entry(argv) or 0)
+    except KeyboardInterrupt as e:    # Ctrl-C, or procs.Terminated (SIGTERM/SIGHUP)
+        print(f"concord: interrupted ({e or 'SIGINT'}); everything it started is stopped", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

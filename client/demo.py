@@ -66,8 +66,8 @@ class DemoError(RuntimeError):
     """The network could not run its rounds (a node died, or the rounds stalled); names the log to read."""
 
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP: unwinds like Ctrl-C so every `finally` runs."""
+# SIGTERM or SIGHUP: unwinds like Ctrl-C so every `finally` runs (one mechanism, in client.procs).
+Interrupted = procs.Terminated
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -520,32 +520,8 @@ def report(outcome: Outcome, state_dir: Path, console: Console) -> None:
 
 # ----------------------------------------------------------------------------- signals
 
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
-@contextmanager
-def signals_unwind() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C (KeyboardInterrupt), so `finally` blocks run."""
-    old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
-    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Cleanup must finish: a second Ctrl-C must not leave a node or a daemon running."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+signals_unwind = procs.signals_unwind     # kept here for the benches that import them from the demo
+signals_ignored = procs.signals_ignored
 
 
 def run_demo(plan: NetworkPlan, state_dir: Path, ports: devnet.Ports, console: Console) -> Outcome:
@@ -593,7 +569,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         passed = ["--state-dir", str(args.state_dir), "--anvil-port", str(args.anvil_port), "--ipfs-port",
                   str(args.ipfs_port), "--ipfs-gateway-port", str(args.ipfs_gateway_port), "--ipfs-grpc-port",
                   str(args.ipfs_grpc_port)]
-        return settle_demo.main(passed)
+        try:
+            with procs.no_orphans():
+                return settle_demo.main(passed)
+        except KeyboardInterrupt as e:
+            print(f"interrupted ({e or 'SIGINT'}): the devnet stopped", file=sys.stderr)
+            return 130
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (a rising reward needs two rounds)")
     if not args.timeout >= 0:
@@ -607,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = devnet.Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
     t0 = time.monotonic()
     try:
-        with signals_unwind():
+        with procs.no_orphans():
             outcome = run_demo(plan, args.state_dir, ports, console)
     except (KeyboardInterrupt, Interrupted) as e:
         console.print(f"interrupted ({e or 'SIGINT'}): every node and daemon stopped")

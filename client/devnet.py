@@ -3,6 +3,10 @@
 ``up`` writes everything a node needs into ``<state_dir>/devnet.json`` (RPC URL, chain id,
 addresses, IPFS API multiaddr, PIDs); ``down`` stops exactly the PIDs ``up`` recorded. Any
 failure on the way up stops what was started and raises one ``ProcError`` line naming the fix.
+
+`concord devnet up` is the one command that leaves processes running when it ends, on
+purpose: they belong to the state file and ``down`` stops them. Ctrl-C, SIGTERM or SIGHUP
+before the devnet is complete stop what was started and leave no state file (never half a devnet).
 """
 
 from __future__ import annotations
@@ -242,8 +246,13 @@ def tcp_port(text: str) -> int:
 
 
 def up(state_dir: Path = DEFAULT_STATE_DIR, ports: Ports = Ports(), accounts: int = 10,
-       block_time: float | None = None) -> Devnet:
-    """Start anvil and js-ipfs, deploy the contracts and the DevToken, mint, write the state file."""
+       block_time: float | None = None, hand_over: bool = False) -> Devnet:
+    """Start anvil and js-ipfs, deploy the contracts and the DevToken, mint, write the state file.
+
+    All or nothing: an error, Ctrl-C or SIGTERM on the way up stops whatever it started and
+    leaves no state file. ``hand_over``: once complete, the daemons belong to the state file
+    (``down`` stops them) instead of to this process, so ``procs.no_orphans`` leaves them running.
+    """
     from client import deploy  # deferred: deploy compiles the contracts
 
     state_dir = Path(state_dir).resolve()
@@ -252,6 +261,8 @@ def up(state_dir: Path = DEFAULT_STATE_DIR, ports: Ports = Ports(), accounts: in
     jsipfs_binary()  # both binaries checked before anything starts
     state_dir.mkdir(parents=True, exist_ok=True)
     started: list[Daemon] = []
+    before = {d.pid for d in procs.owned()}
+    wrote_state = False
     try:
         started.append(start_anvil(ports.anvil, state_dir / "anvil.log", accounts, block_time))
         started.append(start_ipfs(state_dir / "ipfs", ports, state_dir / "ipfs.log"))
@@ -268,12 +279,19 @@ def up(state_dir: Path = DEFAULT_STATE_DIR, ports: Ports = Ports(), accounts: in
             accounts=result.accounts,
             daemons=[d.to_json() for d in started],
         )
+        wrote_state = True
         state_file(state_dir).write_text(json.dumps(devnet.to_json(), indent=2) + "\n")
         (state_dir / "deployment.json").write_text(json.dumps(result.deployment.to_json(), indent=2) + "\n")
+        if hand_over:
+            procs.disown(*started)
         return devnet
     except BaseException:
-        for daemon in reversed(started):
-            procs.stop(daemon)
+        with procs.signals_ignored():   # a second signal must not leave half a devnet
+            # ``started`` misses a daemon whose start a signal interrupted; procs has it on record.
+            fresh = [d for d in procs.owned() if d.pid not in before and d not in started]
+            procs.stop_all([*started, *fresh])
+            if wrote_state:
+                state_file(state_dir).unlink(missing_ok=True)
         raise
 
 
@@ -299,19 +317,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.action == "up":
-            ports = Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
-            devnet = up(args.state_dir, ports, args.accounts, args.block_time)
-            print(f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}), ipfs {devnet.ipfs_api}, "
-                  f"state {state_file(Path(devnet.state_dir))}")
-        elif args.action == "down":
-            pids = down(args.state_dir)
-            print(f"devnet down: stopped pids {pids}")
-        else:
-            devnet = load(args.state_dir)
-            live = {d.name: procs.is_ours(d) for d in devnet.daemon_list()}
-            print(json.dumps({"rpc_url": devnet.rpc_url, "ipfs_api": devnet.ipfs_api, "alive": live,
-                              "deployment": devnet.deployment}, indent=2))
+        # `up` leaves its daemons running on purpose (hand_over: `down` stops them), but only a
+        # complete devnet: a signal on the way up stops what was started, like any error.
+        with procs.no_orphans():
+            if args.action == "up":
+                ports = Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
+                devnet = up(args.state_dir, ports, args.accounts, args.block_time, hand_over=True)
+                print(f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}), ipfs {devnet.ipfs_api}, "
+                      f"state {state_file(Path(devnet.state_dir))}")
+            elif args.action == "down":
+                pids = down(args.state_dir)
+                print(f"devnet down: stopped pids {pids}")
+            else:
+                devnet = load(args.state_dir)
+                live = {d.name: procs.is_ours(d) for d in devnet.daemon_list()}
+                print(json.dumps({"rpc_url": devnet.rpc_url, "ipfs_api": devnet.ipfs_api, "alive": live,
+                                  "deployment": devnet.deployment}, indent=2))
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        return 130
     except ProcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

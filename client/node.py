@@ -575,7 +575,8 @@ class Display:
 # ----------------------------------------------------------------------------- shutdown
 
 def shutdown_event(stop: threading.Event | None = None) -> threading.Event:
-    """An event set by SIGINT/SIGTERM (main thread only); a second signal interrupts at once."""
+    """An event set by SIGINT, SIGTERM or SIGHUP (main thread only); a second signal interrupts at once.
+    A node starts no processes of its own, so finishing its step and returning leaves nothing behind."""
     stop = threading.Event() if stop is None else stop
 
     def handle(signum: int, _frame: object) -> None:
@@ -585,6 +586,6 @@ def shutdown_event(stop: threading.Event | None = None) -> threading.Event:
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handle)
-        signal.signal(signal.SIGTERM, handle)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, handle)
     return stop

@@ -5,6 +5,13 @@ starts as the leader of its own process group, and stopping it signals that grou
 PID), then waits until it is gone. A PID read back from a state file is only signalled
 if /proc still shows the start time recorded at launch, so a recycled PID is never hit
 (command lines are no help: js-ipfs rewrites its own to "ipfs").
+
+Signals: a command that starts processes runs inside ``no_orphans()``. There SIGTERM and
+SIGHUP raise ``Terminated`` (a KeyboardInterrupt) in the main thread, so the same
+``finally`` blocks that run on Ctrl-C run on ``timeout``, ``kill`` or a closed terminal; and
+on the way out every daemon this process started with ``start`` and neither stopped nor
+``disown``-ed is stopped by PID (its children sit in their own sessions, so no signal
+sent to the command reaches them: only the command can stop them).
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +80,155 @@ class Daemon:
         return Daemon(obj["name"], int(obj["pid"]), int(obj["start_ticks"]), tuple(obj["argv"]), Path(obj["log"]))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread: unwinds like Ctrl-C so every `finally` runs.
+    A KeyboardInterrupt, so whatever stops its children on Ctrl-C does so here too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# ----------------------------------------------------------------------------- what this process started
+
+UNWIND_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# Daemons this process started and did not stop, kill or disown yet (pid -> Daemon): what
+# no_orphans() stops on the way out. Threads start daemons too, hence the lock.
+_owned: dict[int, Daemon] = {}
+_owned_lock = threading.Lock()
+# While _hold > 0 (inside start: Popen, then recording the child) a signal waits in _pending
+# and is raised after, so no interruption leaves a child that nobody has on record.
+_hold = 0
+_pending: int | None = None
+
+
+def owned() -> list[Daemon]:
+    """Daemons this process started and did not stop or disown, oldest first."""
+    with _owned_lock:
+        return list(_owned.values())
+
+
+def _forget(daemon: Daemon) -> None:
+    with _owned_lock:
+        if _owned.get(daemon.pid) == daemon:
+            del _owned[daemon.pid]
+
+
+def disown(*daemons: Daemon) -> None:
+    """Hand daemons over to whoever stops them later (``concord devnet up`` -> state file ->
+    ``concord devnet down``): no_orphans() leaves them running."""
+    for d in daemons:
+        _forget(d)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    global _pending
+    if _hold > 0:
+        _pending = signum
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+@contextmanager
+def _held() -> Iterator[None]:
+    """Our handler holds a signal during the block and raises it at the end."""
+    global _hold, _pending
+    if not _in_main_thread():
+        yield
+        return
+    _hold += 1
+    try:
+        yield
+    finally:
+        _hold -= 1
+        if _hold == 0 and _pending is not None:
+            signum, _pending = _pending, None
+            _on_signal(signum, None)
+
+
+def _set_handlers(handler: object) -> dict:
+    return {s: signal.signal(s, handler) for s in UNWIND_SIGNALS}
+
+
+def _restore(old: dict) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+@contextmanager
+def signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated, SIGINT KeyboardInterrupt (main thread only; elsewhere a no-op)."""
+    if not _in_main_thread():
+        yield
+        return
+    old = _set_handlers(_on_signal)
+    try:
+        yield
+    finally:
+        _restore(old)
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Cleanup must finish: a second Ctrl-C or SIGTERM must not leave a node or a daemon running."""
+    if not _in_main_thread():
+        yield
+        return
+    old = _set_handlers(signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        _restore(old)
+
+
+def stop_all(daemons: Sequence[Daemon], timeout: float = 10.0) -> list[int]:
+    """SIGTERM every daemon's group at once, SIGKILL what is left after ``timeout`` (one grace for
+    all, not one each, newest first); returns the PIDs that were still running."""
+    running = [d for d in daemons if is_ours(d)]
+    for d in running:
+        _signal_group(d.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for d in reversed(running):
+        stop(d, timeout=max(0.1, deadline - time.monotonic()))
+    for d in daemons:
+        _forget(d)
+    return [d.pid for d in running]
+
+
+@contextmanager
+def no_orphans(timeout: float = 10.0) -> Iterator[None]:
+    """Run a command that starts processes: inside, SIGTERM and SIGHUP unwind like Ctrl-C; on the
+    way out (return, error or signal) whatever ``start`` started inside the block and nobody
+    stopped or disowned is stopped by PID, with further signals ignored until that is done."""
+    with _owned_lock:
+        before = set(_owned)
+    if not _in_main_thread():
+        try:
+            yield
+        finally:
+            stop_all([d for d in owned() if d.pid not in before], timeout)
+        return
+    old = _set_handlers(_on_signal)
+    try:
+        yield
+    finally:
+        _set_handlers(signal.SIG_IGN)   # before the old handlers return: no gap for a default SIGTERM
+        try:
+            left = [d for d in owned() if d.pid not in before]
+            if left:
+                log.warning("stopping what is still running: %s", ", ".join(f"{d.name} pid {d.pid}" for d in left))
+                stop_all(left, timeout)
+        finally:
+            _restore(old)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free right now (racy by nature; callers still check on start)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -116,11 +274,14 @@ def start(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})
-    with open(log_path, "ab") as out:
+    with open(log_path, "ab") as out, _held():   # a signal waits until the child is on record
         proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=full_env, cwd=cwd, start_new_session=True)
+        daemon = Daemon(name, proc.pid, _start_ticks(proc.pid), tuple(str(a) for a in argv), log_path)
+        with _owned_lock:
+            _owned[proc.pid] = daemon
     log.info("started %s pid=%d", name, proc.pid)
-    return Daemon(name, proc.pid, _start_ticks(proc.pid), tuple(str(a) for a in argv), log_path), proc
+    return daemon, proc
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -196,6 +357,7 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
     """Stop the daemon's process group: SIGTERM, wait, then SIGKILL. False if it was already gone."""
     if not is_ours(daemon):
         _reap(daemon.pid)
+        _forget(daemon)
         return False
     _signal_group(daemon.pid, signal.SIGTERM)
     if not _wait_gone(daemon.pid, timeout):
@@ -206,6 +368,7 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
             time.sleep(0.05)
     # Children that outlived the leader (same group) get the same treatment.
     _signal_group(daemon.pid, signal.SIGKILL)
+    _forget(daemon)
     log.info("stopped %s pid=%d", daemon.name, daemon.pid)
     return True
 
@@ -214,11 +377,12 @@ def kill(daemon: Daemon, timeout: float = 10.0) -> bool:
     """kill -9 the daemon's process group, no shutdown (fault drills); False if it was already gone."""
     if not is_ours(daemon):
         _reap(daemon.pid)
+        _forget(daemon)
         return False
     _signal_group(daemon.pid, signal.SIGKILL)
     _wait_gone(daemon.pid, timeout, poll=0.02)
+    _forget(daemon)
     log.info("killed %s pid=%d", daemon.name, daemon.pid)
-    return True
     return True
 
 
