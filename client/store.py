@@ -2,16 +2,28 @@
 
 Works against any Kubo-RPC endpoint by multiaddr (the devnet's js-ipfs, or a Kubo node).
 What the network hands back is never trusted: each fetch has a timeout, a size limit
-checked before the download starts (from block/stat or files/stat) and again while
-streaming, and a sha256 check before the bytes reach their final path (temp file + rename).
-A local cache keyed by sha256 answers repeated fetches without the network.
+checked before the download starts and again while streaming, and a sha256 check before
+the bytes reach their final path (temp file + rename). A local cache keyed by sha256
+answers repeated fetches without the network.
+
+Bounded fetches (issue 10). A file is read block by block, never streamed with ``cat``:
+every request is a ``block/get`` of one block whose size the store knows before asking
+(a raw leaf: the size its parent lists; a dag-pb node: its ``block/stat``, at most
+MAX_NODE_BYTES), and every block is checked against the sha256 in its CID. A missing or
+slow block is therefore one clean ``ContentNotFound`` naming that block, never a
+half-read stream. A caller may pass a ``deadline`` (``time.monotonic()`` value) that
+bounds the whole fetch; each request's timeout is the smaller of the store timeout and
+the time left, and the daemon is always given its own timeout shorter than the client's
+(REQUEST_GRACE), so the daemon ends a request for a missing block itself: js-ipfs
+0.66.1 exits with an unhandled "Want ... aborted" when a client drops a ``cat`` whose
+leaf is still wanted (tests/test_availability.py reproduces it).
 
 Daemon quirks this module relies on (checked against js-ipfs 0.66.1 / "0.18.1"):
   * block/put takes the legacy ``format=raw`` (it silently ignores ``cid-codec`` and
     would return a dag-pb CIDv0); Kubo still accepts ``format=raw`` and returns the same
     CIDv1 raw address, so one request works on both.
-  * a missing CID makes stat/cat hang, so every read carries the daemon-side ``timeout``
-    option and a client-side timeout a little longer.
+  * a missing CID makes stat/get hang, so every read carries the daemon-side ``timeout``
+    option and a client-side timeout REQUEST_GRACE longer.
   * CIDs come back in base58 unless ``cid-base=base32`` is asked for; we normalise anyway.
 """
 
@@ -26,7 +38,8 @@ import shutil
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -37,6 +50,8 @@ from ipfshttpclient import multipart
 from ipfshttpclient.http import ClientSync
 
 from client import timing
+from multiformats import CID
+
 from client.manifest import (MAX_MANIFEST_BYTES, ManifestError, ShardRef, canonical_cid, cid_for_digest, digest_of,
                              parse_canonical)
 
@@ -48,6 +63,12 @@ CHUNKER = "size-1048576"        # fixed (not the daemon default) so every node d
 HTTP_CHUNK = 1 << 20            # multipart upload chunk: 4 KiB (the client default) costs ~3x in put speed
 READ_BLOCK = 1 << 20
 MIN_RATE = 1_000_000            # bytes/s a download must average; with the timeout, bounds its total time
+REQUEST_GRACE = 2.0             # the client waits this much longer than the daemon-side timeout it asks for
+MAX_NODE_BYTES = MAX_MANIFEST_BYTES   # a dag-pb node of a file (one block; 174 links take ~8 KiB)
+MAX_DAG_DEPTH = 8               # levels of dag-pb nodes above the leaves (1 MiB leaves, 174 links: 3 levels = 5 TiB)
+PROBE_BLOCK = b'{"kind":"concord-probe"}'   # canonical JSON: put and read back by Store.probe
+RAW_CODEC, DAG_PB_CODEC = 0x55, 0x70
+UNIXFS_RAW, UNIXFS_FILE = 0, 2  # UnixFS Data.DataType values a file's nodes may carry
 
 
 class StoreError(Exception):
@@ -71,8 +92,24 @@ class ContentNotFound(StoreError):
         self.expected = expected
 
 
+class DeadlineExceeded(ContentNotFound):
+    """The fetch's deadline passed before all of its blocks were in (a slow or stalled provider)."""
+
+    def __init__(self, cid: str, budget: float, expected: str) -> None:
+        super().__init__(cid, budget, f"{expected}; deadline of {budget:g}s passed")
+
+
 class ContentMismatch(StoreError):
     """The bytes behind a CID are not the ones the reference promised."""
+
+
+class MalformedDag(ContentMismatch):
+    """A file's dag-pb node is not a UnixFS file node this store reads (wrong type, counts, depth, sizes)."""
+
+    def __init__(self, cid: str, reason: str) -> None:
+        super().__init__(f"{cid}: not a UnixFS file node: {reason}")
+        self.cid = cid
+        self.reason = reason
 
 
 class DigestMismatch(ContentMismatch):
@@ -199,30 +236,22 @@ class Store:
         self._cache_put(digest, data)
         return digest
 
-    def get_manifest(self, digest: str, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
-        """The bytes whose sha256 is ``digest`` (hex), fetched by the CID derived from it."""
+    def get_manifest(self, digest: str, max_bytes: int = MAX_MANIFEST_BYTES, deadline: float | None = None) -> bytes:
+        """The bytes whose sha256 is ``digest`` (hex), fetched by the CID derived from it (before ``deadline``)."""
         cid = cid_for_digest(digest)
         digest = digest.removeprefix("0x")
         cached = self._cache_read(digest, max_bytes)
         if cached is not None:
             return cached
         expected = f"sha256 {digest}, at most {max_bytes} bytes"
-        stat = self._call("block/stat", lambda: self._read("/block/stat", cid, expected, decoder="json"))
-        size = int(self._single(stat, "block/stat")["Size"])
+        if deadline is None:
+            deadline = time.monotonic() + 2 * self.timeout     # one stat, one get
+        size = self._stat_block(cid, expected, deadline)
         if size > max_bytes:
             raise SizeLimitExceeded(cid, size, max_bytes)
-        buf = io.BytesIO()
-
-        def fetch() -> str:
-            buf.seek(0)
-            buf.truncate()
-            return self._download("/block/get", cid, size, expected, buf)
-
-        got = self._call("block/get", fetch)
-        if got != digest:
-            raise DigestMismatch(cid, expected=digest, got=got)
-        self._cache_put(digest, buf.getvalue())
-        return buf.getvalue()
+        data = self._get_block(cid, size, expected, deadline)   # sha256 = the CID's = digest
+        self._cache_put(digest, data)
+        return data
 
     # ------------------------------------------------------------------------- files
 
@@ -258,8 +287,9 @@ class Store:
             raise CidMismatch(cid_for_digest(ref.sha256), cid)
         return ref
 
-    def get_file(self, ref: ShardRef, dest: Path | str, max_bytes: int) -> Path:
-        """Fetch ``ref`` to ``dest``: size-checked before, sha256-checked after, never a partial file at dest."""
+    def get_file(self, ref: ShardRef, dest: Path | str, max_bytes: int, deadline: float | None = None) -> Path:
+        """Fetch ``ref`` to ``dest`` (before ``deadline``): size-checked before, sha256-checked after, never a
+        partial file at dest."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if ref.size > max_bytes:
@@ -270,7 +300,7 @@ class Store:
             with tmp:
                 from_cache = self._cache_copy(ref, tmp)
                 if not from_cache:
-                    self._fetch_file(ref, max_bytes, tmp)
+                    self._fetch_file(ref, max_bytes, tmp, deadline)
             if not from_cache:
                 self._cache_link(ref.sha256, tmp_path)
             os.replace(tmp_path, dest)
@@ -279,17 +309,27 @@ class Store:
             raise
         return dest
 
-    def get_bytes(self, ref: ShardRef, max_bytes: int) -> bytes:
-        """``get_file`` into memory, for small files (rollouts, proofs)."""
+    def get_bytes(self, ref: ShardRef, max_bytes: int, deadline: float | None = None) -> bytes:
+        """``get_file`` into memory, for small files (rollouts, proofs, delta shards)."""
         if ref.size > max_bytes:
             raise SizeLimitExceeded(ref.cid, ref.size, max_bytes)
         cached = self._cache_read(ref.sha256, max_bytes)
         if cached is not None:
             return cached
         buf = io.BytesIO()
-        self._fetch_file(ref, max_bytes, buf)
+        self._fetch_file(ref, max_bytes, buf, deadline)
         self._cache_put(ref.sha256, buf.getvalue())
         return buf.getvalue()
+
+    def probe(self) -> None:
+        """Put one small block and read it back past the cache: returns when the daemon answers for
+        content, raises StoreError (ContentNotFound, DaemonError, StoreUnavailable) when it does not."""
+        data = PROBE_BLOCK
+        digest = self.put_manifest(data, pin=False)
+        got = self._get_block(cid_for_digest(digest), len(data), "the probe block",
+                              time.monotonic() + self.timeout)
+        if got != data:
+            raise DigestMismatch(cid_for_digest(digest), expected=digest, got=digest_of(got))
 
     def pin(self, cid: str) -> None:
         """Keep ``cid`` (recursively) through the daemon's garbage collection."""
@@ -313,51 +353,116 @@ class Store:
 
     # ------------------------------------------------------------------------- internals
 
-    def _fetch_file(self, ref: ShardRef, max_bytes: int, out: BinaryIO) -> None:
+    def _fetch_file(self, ref: ShardRef, max_bytes: int, out: BinaryIO, deadline: float | None) -> None:
+        """Write the file ``ref`` to ``out`` block by block (module docstring); sha256 of the whole checked."""
+        if ref.size > max_bytes:
+            raise SizeLimitExceeded(ref.cid, ref.size, max_bytes)
+        if deadline is None:      # alone (not part of a submission): the store's own rate rule
+            deadline = time.monotonic() + self.timeout + ref.size / MIN_RATE
         expected = f"sha256 {ref.sha256}, {ref.size} bytes"
-        stat = self._call("files/stat", lambda: self._read("/files/stat", f"/ipfs/{ref.cid}", expected,
-                                                           decoder="json", cid=ref.cid))
-        size = int(self._single(stat, "files/stat")["Size"])
-        if size > max_bytes:
-            raise SizeLimitExceeded(ref.cid, size, max_bytes)
-        if size != ref.size:
-            raise SizeMismatch(ref.cid, expected=ref.size, got=size)
+        sha = hashlib.sha256()
         start = out.tell()
+        root = _decode_cid(ref.cid)
+        if root.codec.code == RAW_CODEC:          # one chunk: the file is one raw block of ref.size bytes
+            self._write_block(self._get_block(ref.cid, ref.size, expected, deadline), out, sha)
+        else:
+            node = self._get_node(ref.cid, expected, deadline)
+            if node.filesize > max_bytes:
+                raise SizeLimitExceeded(ref.cid, node.filesize, max_bytes)
+            if node.filesize != ref.size:
+                raise SizeMismatch(ref.cid, expected=ref.size, got=node.filesize)
+            self._write_tree(ref.cid, node, ref.size, expected, deadline, out, sha, depth=0)
+        out.flush()
+        written = out.tell() - start
+        if written != ref.size:
+            raise SizeMismatch(ref.cid, expected=ref.size, got=written)
+        if sha.hexdigest() != ref.sha256:
+            raise DigestMismatch(ref.cid, expected=ref.sha256, got=sha.hexdigest())
+
+    def _write_tree(self, cid: str, node: _FileNode, size: int, expected: str, deadline: float, out: BinaryIO,
+                    sha: Any, depth: int) -> None:
+        """The ``size`` bytes under dag-pb ``node`` (block ``cid``), children in link order."""
+        if node.filesize != size:
+            raise MalformedDag(cid, f"filesize {node.filesize}, its parent lists {size}")
+        if not node.links:
+            self._write_block(node.data, out, sha)
+            return
+        if depth >= MAX_DAG_DEPTH:
+            raise MalformedDag(cid, f"deeper than {MAX_DAG_DEPTH} levels")
+        for child, child_size in zip(node.links, node.blocksizes):
+            if child.codec.code == RAW_CODEC:     # a raw leaf: its block size is what the parent lists
+                child_cid = str(child.set(base="base32"))
+                self._write_block(self._get_block(child_cid, child_size, expected, deadline), out, sha)
+            else:
+                child_cid = str(child.set(base="base32"))
+                self._write_tree(child_cid, self._get_node(child_cid, expected, deadline), child_size, expected,
+                                 deadline, out, sha, depth + 1)
+
+    @staticmethod
+    def _write_block(data: bytes, out: BinaryIO, sha: Any) -> None:
+        sha.update(data)
+        out.write(data)
+
+    def _get_node(self, cid: str, expected: str, deadline: float) -> _FileNode:
+        """A dag-pb file node: its size from block/stat (at most MAX_NODE_BYTES), then the block, parsed."""
+        size = self._stat_block(cid, expected, deadline)
+        if size > MAX_NODE_BYTES:
+            raise MalformedDag(cid, f"node of {size} bytes, over {MAX_NODE_BYTES}")
+        return _parse_file_node(cid, self._get_block(cid, size, expected, deadline))
+
+    def _stat_block(self, cid: str, expected: str, deadline: float) -> int:
+        timeout = self._time_left(cid, expected, deadline)
+        stat = self._call("block/stat", lambda: self._read("/block/stat", cid, expected, decoder="json",
+                                                           timeout=timeout))
+        return int(self._single(stat, "block/stat")["Size"])
+
+    def _get_block(self, cid: str, size: int, expected: str, deadline: float) -> bytes:
+        """One block of exactly ``size`` bytes whose sha256 is the one in its CID."""
+        buf = io.BytesIO()
 
         def fetch() -> str:
-            out.seek(start)
-            out.truncate()
-            return self._download("/cat", ref.cid, ref.size, expected, out)
+            buf.seek(0)
+            buf.truncate()
+            return self._download("/block/get", cid, size, expected, buf, deadline)
 
-        got = self._call("cat", fetch)
-        out.flush()
-        if got != ref.sha256:   # a short answer lands here too: its hash differs
-            raise DigestMismatch(ref.cid, expected=ref.sha256, got=got)
+        got = self._call("block/get", fetch)
+        if buf.tell() != size:
+            raise SizeMismatch(cid, expected=size, got=buf.tell())
+        want = _decode_cid(cid).raw_digest.hex()
+        if got != want:
+            raise DigestMismatch(cid, expected=want, got=got)
+        return buf.getvalue()
 
-    def _read(self, path: str, arg: str, expected: str, decoder: str, cid: str | None = None) -> Any:
+    def _time_left(self, cid: str, expected: str, deadline: float) -> float:
+        """This request's timeout: the store's, or less when the deadline is nearer."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(cid, self.timeout, expected)
+        return min(self.timeout, left)
+
+    def _read(self, path: str, arg: str, expected: str, decoder: str, cid: str | None = None,
+              timeout: float | None = None) -> Any:
         """A small request for possibly-missing content: daemon-side and client-side timeouts."""
         cid = cid or arg
+        timeout = self.timeout if timeout is None else timeout
         try:
-            return self._http.request(path, (arg,), opts={"timeout": _duration(self.timeout)}, decoder=decoder,
-                                      timeout=self.timeout + 2)
+            return self._http.request(path, (arg,), opts={"timeout": _duration(timeout)}, decoder=decoder,
+                                      timeout=timeout + REQUEST_GRACE)
         except ipfs_errors.TimeoutError:
-            raise ContentNotFound(cid, self.timeout, expected) from None
+            raise ContentNotFound(cid, timeout, expected) from None
         except ipfs_errors.ErrorResponse as e:
             if _is_daemon_timeout(e):
-                raise ContentNotFound(cid, self.timeout, expected) from None
+                raise ContentNotFound(cid, timeout, expected) from None
             raise
 
-    def _download(self, path: str, cid: str, size: int, expected: str, out: BinaryIO) -> str:
-        """Stream ``cid`` into ``out``; return the sha256 (hex) of what came. Refuses more than ``size``
-        bytes, a stalled stream, and a total time past the deadline."""
-        budget = self.timeout + size / MIN_RATE
-        deadline = time.monotonic() + budget
-        opts = {"timeout": _duration(budget)}
-        if path == "/cat":
-            opts["length"] = str(size + 1)    # one byte past the promise is enough to see a lie
+    def _download(self, path: str, cid: str, size: int, expected: str, out: BinaryIO, deadline: float) -> str:
+        """Stream one block into ``out``; return the sha256 (hex) of what came. Refuses more than ``size``
+        bytes, a stalled stream, and a total time past ``deadline`` (a provider that drips bytes)."""
+        timeout = self._time_left(cid, expected, deadline)
         sha = hashlib.sha256()
         try:
-            with self._http.request(path, (cid,), opts=opts, stream=True, timeout=self.timeout) as chunks:
+            with self._http.request(path, (cid,), opts={"timeout": _duration(timeout)}, stream=True,
+                                    timeout=timeout + REQUEST_GRACE) as chunks:
                 received = 0
                 for chunk in chunks:
                     received += len(chunk)
@@ -366,17 +471,17 @@ class Store:
                     sha.update(chunk)
                     out.write(chunk)
                     if time.monotonic() > deadline:
-                        raise ContentNotFound(cid, budget, f"{expected}; download too slow")
+                        raise DeadlineExceeded(cid, timeout, f"{expected}; download too slow")
         except ipfs_errors.TimeoutError:
-            raise ContentNotFound(cid, self.timeout, expected) from None
+            raise ContentNotFound(cid, timeout, expected) from None
         except ipfs_errors.ErrorResponse as e:
             if _is_daemon_timeout(e):
-                raise ContentNotFound(cid, self.timeout, expected) from None
+                raise ContentNotFound(cid, timeout, expected) from None
             raise
         except requests.exceptions.ConnectionError as e:
             # Raised mid-stream by requests itself (ipfshttpclient maps errors at the request start only).
             if any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in e.args):
-                raise ContentNotFound(cid, self.timeout, f"{expected}; stream stalled") from None
+                raise ContentNotFound(cid, timeout, f"{expected}; stream stalled") from None
             raise ipfs_errors.ConnectionError(e) from e
         except requests.exceptions.ChunkedEncodingError as e:
             raise ipfs_errors.ConnectionError(e) from e
@@ -473,3 +578,101 @@ class Store:
         except OSError:
             shutil.copyfile(verified, staged)
         os.replace(staged, path)
+
+
+# ----------------------------------------------------------------------------- dag-pb / UnixFS (read side)
+
+@dataclass(frozen=True)
+class _FileNode:
+    """A UnixFS file node: its children (in order) with their content sizes, or its inline data."""
+
+    links: tuple[CID, ...]
+    blocksizes: tuple[int, ...]     # content bytes under each link
+    data: bytes                     # inline content (a node without links)
+    filesize: int
+
+
+def _decode_cid(cid: str | bytes) -> CID:
+    """A CIDv1 sha2-256 raw or dag-pb CID (text or binary); anything else is the submitter's error."""
+    try:
+        parsed = CID.decode(cid)
+    except (ValueError, KeyError) as e:
+        raise MalformedDag(str(cid), f"not a CID: {e}") from None
+    if parsed.version != 1 or parsed.hashfun.name != "sha2-256" or len(parsed.raw_digest) != 32 \
+            or parsed.codec.code not in (RAW_CODEC, DAG_PB_CODEC):
+        raise MalformedDag(str(cid), "expected a CIDv1 raw or dag-pb CID with a sha2-256 multihash")
+    return parsed
+
+
+def _varint(buf: bytes, pos: int, cid: str) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise MalformedDag(cid, "truncated or oversized varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields_of(buf: bytes, cid: str) -> Iterator[tuple[int, int, int | bytes]]:
+    """Protobuf fields (number, wire type, value): varints as int, length-delimited as bytes."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos, cid)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos, cid)
+            yield number, wire, value
+        elif wire == 2:
+            length, pos = _varint(buf, pos, cid)
+            if pos + length > len(buf):
+                raise MalformedDag(cid, "truncated field")
+            yield number, wire, buf[pos:pos + length]
+            pos += length
+        else:
+            raise MalformedDag(cid, f"unexpected protobuf wire type {wire}")
+
+
+def _parse_file_node(cid: str, block: bytes) -> _FileNode:
+    """dag-pb PBNode {Links = 2 (PBLink {Hash = 1}), Data = 1 (UnixFS {Type = 1, Data = 2, filesize = 3,
+    blocksizes = 4})}; a file node only (type File or Raw), one blocksize per link."""
+    links: list[CID] = []
+    unixfs = b""
+    for number, wire, value in _fields_of(block, cid):
+        if number == 2 and wire == 2:
+            hashes = [v for n, w, v in _fields_of(value, cid) if n == 1 and w == 2]
+            if len(hashes) != 1:
+                raise MalformedDag(cid, f"link {len(links)} has {len(hashes)} hashes")
+            links.append(_decode_cid(bytes(hashes[0])))
+        elif number == 1 and wire == 2:
+            unixfs = bytes(value)
+    kind, data, filesize, sizes = None, b"", None, []
+    for number, wire, value in _fields_of(unixfs, cid):
+        if number == 1 and wire == 0:
+            kind = value
+        elif number == 2 and wire == 2:
+            data = bytes(value)
+        elif number == 3 and wire == 0:
+            filesize = value
+        elif number == 4 and wire == 0:
+            sizes.append(value)
+        elif number == 4 and wire == 2:             # packed repeated uint64
+            pos = 0
+            while pos < len(value):
+                size, pos = _varint(value, pos, cid)
+                sizes.append(size)
+    if kind not in (UNIXFS_RAW, UNIXFS_FILE):
+        raise MalformedDag(cid, f"UnixFS type {kind}, expected a file")
+    if len(sizes) != len(links):
+        raise MalformedDag(cid, f"{len(links)} links but {len(sizes)} block sizes")
+    if links and data:
+        raise MalformedDag(cid, "inline data beside links")
+    total = sum(sizes) if links else len(data)
+    if filesize is None:
+        filesize = total
+    if filesize != total:
+        raise MalformedDag(cid, f"filesize {filesize}, its parts hold {total}")
+    return _FileNode(tuple(links), tuple(sizes), data, filesize)

@@ -59,10 +59,11 @@ from safetensors.torch import save as st_save
 
 from client.bundle import Bundle, RolloutProofs
 from client.config import ConfigError, TaskConfig
-from client.manifest import ManifestError, ShardRef, SubmissionManifest, cid_for_digest, decode_manifest, digest_of
+from client.manifest import (MAX_MANIFEST_BYTES, MAX_SHARDS, ManifestError, ShardRef, SubmissionManifest,
+                             cid_for_digest, decode_manifest, digest_of)
 from client.proofs import CHUNK, PROOF_BYTES, encode_proofs
 from client.rollout import RolloutBatch
-from client.store import ContentMismatch, ContentNotFound, SizeLimitExceeded, Store
+from client.store import MIN_RATE, ContentMismatch, ContentNotFound, SizeLimitExceeded, Store
 from client.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
 
 log = logging.getLogger(__name__)
@@ -486,9 +487,33 @@ def _drill_pause(manifest: SubmissionManifest) -> None:
         time.sleep(pause)
 
 
+MAX_SUBMISSION_FILES = 2 + MAX_SHARDS   # rollouts + proofs + delta shards (at most one per base-model tensor)
+
+
+def submission_bytes_bound(limits: SubmissionLimits) -> int:
+    """The most bytes one submission may make a validator download: manifest + the three files' limits."""
+    return MAX_MANIFEST_BYTES + limits.max_rollouts_bytes + limits.max_proof_bytes + limits.max_delta_bytes
+
+
+def submission_deadline_s(limits: SubmissionLimits, timeout: float) -> float:
+    """Seconds a validator gives one submission's whole fetch (manifest and every block of every file).
+
+    Protocol rule (issue 10): a submitter must serve its content at MIN_RATE bytes/s after at
+    most one store timeout of latency, counted over the task's limits rather than the
+    manifest's claims (a claim could be small and the provider slow): ``timeout +
+    submission_bytes_bound(limits) / MIN_RATE``. Past it the submission counts as unavailable
+    (the trainer's fault), so a slow provider costs one submission's deadline, never a round's.
+    """
+    return timeout + submission_bytes_bound(limits) / MIN_RATE
+
+
 def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
-                     param_shapes: dict[str, tuple[int, ...]] | None = None) -> Bundle:
+                     param_shapes: dict[str, tuple[int, ...]] | None = None,
+                     deadline: float | None = None) -> Bundle:
     """The Bundle behind an on-chain digest, or SubmissionError naming the field and CID.
+
+    Every download happens before ``deadline`` (a ``time.monotonic()`` value; default now +
+    ``submission_deadline_s(limits, store.timeout)``); content not in by then is unavailable.
 
     Order: manifest (<= 1 MiB, sha256 = digest) -> claimed counts and file sizes against
     ``limits`` -> rollouts, proofs, delta downloads (each sha256-checked) -> strict parsing ->
@@ -496,8 +521,11 @@ def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
     ``param_shapes`` the delta must have exactly the base model's names and shapes.
     """
     cid = cid_for_digest(digest)
+    if deadline is None:
+        deadline = time.monotonic() + submission_deadline_s(limits, store.timeout)
     try:
-        manifest = decode_manifest(_fetch(store, "manifest", cid, lambda: store.get_manifest(digest)))
+        manifest = decode_manifest(_fetch(store, "manifest", cid, lambda: store.get_manifest(digest,
+                                                                                                deadline=deadline)))
     except ManifestError as e:
         raise SubmissionError(f"manifest.{e.field}", cid, e.reason, e.value) from None
     if not isinstance(manifest, SubmissionManifest):
@@ -517,9 +545,14 @@ def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
                               f"shard(s), over the task's limit of {limits.max_delta_bytes}: refused before download")
     if param_shapes is not None:
         check_delta_refs(manifest.delta, param_shapes)
+    files = 2 + len(manifest.delta)
+    cap = MAX_SUBMISSION_FILES if param_shapes is None else 2 + len(param_shapes)
+    if files > cap:   # each shard holds at least one tensor: more shards than tensors is padding
+        raise SubmissionError("delta", manifest.delta[0].cid, f"{files} files, over the cap of {cap}: refused "
+                              "before download", len(manifest.delta))
 
     ref = manifest.rollouts
-    raw = _fetch(store, "rollouts", ref.cid, lambda: store.get_bytes(ref, rollout_limit))
+    raw = _fetch(store, "rollouts", ref.cid, lambda: store.get_bytes(ref, rollout_limit, deadline))
     batches = decode_rollouts(raw, ref.cid, manifest.task_id, manifest.round, manifest.trainer)
     counts = {"inner_steps": len(batches), "rollouts": sum(b.n for b in batches),
               "tokens": sum(b.n * (b.prompt_len + b.completions.shape[1]) for b in batches)}
@@ -528,7 +561,7 @@ def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
             raise SubmissionError(f"stats.{key}", cid, f"claims {stats[key]}, the rollouts file holds {got}", got)
 
     ref = manifest.proofs
-    raw = _fetch(store, "proofs", ref.cid, lambda: store.get_bytes(ref, limits.max_proof_bytes))
+    raw = _fetch(store, "proofs", ref.cid, lambda: store.get_bytes(ref, limits.max_proof_bytes, deadline))
     proofs = decode_proof_file(raw, ref.cid, limits)
     if len(proofs) != len(batches):
         raise SubmissionError("proofs.inner_steps", ref.cid, f"expected {len(batches)} steps", len(proofs))
@@ -541,7 +574,8 @@ def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
 
     blobs = []
     for i, ref in enumerate(manifest.delta):
-        blobs.append((ref, _fetch(store, f"delta[{i}]", ref.cid, lambda r=ref: store.get_bytes(r, r.size))))
+        blobs.append((ref, _fetch(store, f"delta[{i}]", ref.cid,
+                                  lambda r=ref: store.get_bytes(r, r.size, deadline))))
     delta = decode_delta(blobs, param_shapes)
 
     return Bundle(
