@@ -3,7 +3,8 @@
 Every tick reads chain state and does whatever protocol step is due, so a restarted node
 picks up exactly where the chain and its state dir say it is:
 
-    round r in Submit   -> verify_submission for each new Submitted event (pipelined)
+    round r in Submit   -> verify_round: the new Submitted events' bundles fetched concurrently
+                           (fetch_round), then judged one by one (judge) (pipelined)
     round r in Commit   -> verify the rest, compute_next_model from model r, plan_commit
                            (salt + reveal written to disk first), commit
     round r in Reveal   -> reveal what the plan on disk committed to
@@ -22,6 +23,19 @@ bundle digest (hex, sorted) from model r's weights and outer state, stored with
 `put_model(store, state, model r's config, momentum, parent=model r digest)` before its
 digest is committed. With no accepted submission the proposal is model r's own digest (the
 model stays).
+
+Availability (issue 10; docs/SECURITY.md "Validator liveness"):
+  * each submission is fetched under its own deadline (client.submission.submission_deadline_s),
+    all of a round's pending submissions at once (MAX_FETCH_THREADS threads), so a slow or
+    withholding provider costs one deadline, not one per submission;
+  * a verdict is durable before its evidence is published: the evidence document and the verdict
+    are written to the state dir first, the evidence is put in IPFS best effort (retried every
+    tick until it is in; `publish_pending`), so no IPFS failure can hold a verdict back;
+  * content that is not served within its deadline while this validator's own daemon answers is
+    the submitter's fault (reject); an own-daemon failure (StoreUnavailable / DaemonError) during a
+    submission's fetch is retried on the next tick, unless the daemon answers a probe right after
+    and the same submission has failed it OWN_FAILURE_STRIKES times: then its content counts as
+    missing, so no submission can keep a validator from committing.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +61,12 @@ from client import node as nodes
 from client.bundle import Bundle
 from client.chain import ChainClient, Concord, ContractError, ConcordEvent, Phase, Role, Signer, Submitted
 from client.grpo import pin_determinism
-from client.manifest import canonical_bytes, cid_for_digest
+from client.manifest import canonical_bytes, cid_for_digest, digest_of
 from client.model import policy_state
 from client.model_store import ModelError, put_model
 from client.node import NodeConfig, TaskContext, fields
-from client.store import DaemonError, StoreError, StoreUnavailable
-from client.submission import SubmissionError, fetch_submission
+from client.store import DaemonError, Store, StoreError, StoreUnavailable
+from client.submission import SubmissionError, fetch_submission, submission_deadline_s
 from client.task_spec import TaskSpecError
 from validator import cheats
 from validator.aggregate import outer_step
@@ -63,6 +78,10 @@ EVIDENCE_KIND = "rejection_evidence"
 ALREADY_FINAL = ("WrongPhase", "WrongRound")
 MAX_TRANSIENT_FAILURES = 20   # consecutive failed ticks (IPFS or RPC down) before giving up
 TRANSIENT = (StoreUnavailable, DaemonError, chain.RpcUnavailable, ModelError)
+OWN_STORE_DOWN = (StoreUnavailable, DaemonError)   # our own IPFS node failing: no verdict on anyone by itself
+MAX_FETCH_THREADS = 16        # submissions fetched at once (each is I/O bound; its deadline bounds it)
+PUBLISH_TIMEOUT_S = 5.0       # one evidence put may take this long per tick (then it waits for the next)
+OWN_FAILURE_STRIKES = 2       # own-daemon failures on one submission's content (daemon healthy after) -> missing
 
 
 class ValidatorError(RuntimeError):
@@ -157,6 +176,10 @@ class Validator:
     submissions: dict[int, dict[int, Submitted]] = field(default_factory=dict)   # round -> index -> event
     verdicts: dict[tuple[int, int], SubmissionVerdict] = field(default_factory=dict)
     deltas: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
+    unpublished: set[str] = field(default_factory=set)        # evidence digests on disk, not yet in IPFS
+    strikes: dict[tuple[int, int], int] = field(default_factory=dict)   # own-daemon failures per submission
+    fetcher: ThreadPoolExecutor | None = None                            # submissions' fetches (start_fetches)
+    fetching: dict[tuple[int, int], Future] = field(default_factory=dict)   # (round, index) -> Future[Fetched]
 
     @property
     def client(self) -> ChainClient:
@@ -244,6 +267,8 @@ def connect_validator(cfg: ValidatorConfig) -> Validator:
     v = Validator(cfg, node, nodes.load_task_context(node, cfg.node.task_id))
     for verdict in load_verdicts(v.task_dir):
         v.verdicts[(verdict.round, verdict.index)] = verdict
+        if verdict.evidence_digest:      # published before a restart or not: putting it again is idempotent
+            v.unpublished.add(verdict.evidence_digest)
     return v
 
 
@@ -336,50 +361,135 @@ def evidence_document(v: Validator, sub: Submitted, failed_check: str, detail: s
     }
 
 
-def publish_evidence(v: Validator, doc: dict) -> str:
-    """Evidence as a canonical JSON manifest, pinned in IPFS and kept in the state dir; returns its digest."""
+def store_evidence(v: Validator, doc: dict) -> str:
+    """Evidence as a canonical JSON manifest in the state dir (durable); returns its digest (= its CID's).
+    Publishing it to IPFS is `publish_pending`'s job, never a condition of the verdict."""
     data = canonical_bytes(doc)
-    digest = v.store.put_manifest(data)
+    digest = digest_of(data)
     write_atomic(evidence_path(v.task_dir, digest), data)
+    v.unpublished.add(digest)
     return digest
 
 
-def verify_submission(v: Validator, sub: Submitted) -> SubmissionVerdict:
-    """Checks 1-6 on one submission under model(baseRound); a rejection is published with its evidence."""
-    key = (sub.round, sub.index)
-    if key in v.verdicts:
-        return v.verdicts[key]
-    digest = sub.bundle_digest.hex()
-    with timing.span("ipfs"):
-        base_policy = nodes.model_for_round(v.task, v.store, sub.base_round)  # final: the chain checked at submit
-    shapes = {n: tuple(t.shape) for n, t in policy_state(base_policy).items()}
+def publish_pending(v: Validator) -> None:
+    """Best effort: put every stored, unpublished evidence document in IPFS (pinned). An IPFS failure
+    is logged and retried on the next tick; it never blocks a verdict, a commit or a reveal."""
+    if not v.unpublished:
+        return
+    quick = Store(v.store.api, None, timeout=min(PUBLISH_TIMEOUT_S, v.store.timeout), retries=1)
+    for digest in sorted(v.unpublished):
+        path = evidence_path(v.task_dir, digest)
+        try:
+            quick.put_manifest(path.read_bytes())
+        except (StoreError, OSError) as e:
+            log.warning("evidence %s not published yet (%s); retrying next tick", digest, e,
+                        extra=fields(event="evidence_unpublished", evidence=digest))
+            return
+        v.unpublished.discard(digest)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One submission's download: the bundle, or the error that makes it unusable (the trainer's fault:
+    SubmissionError, ClaimMismatch), or an own-store failure to retry; ``seconds`` of wall time."""
+
+    sub: Submitted
+    bundle: Bundle | None
+    error: SubmissionError | ClaimMismatch | None
+    down: StoreError | None             # OWN_STORE_DOWN raised during the fetch
+    seconds: float
+
+
+def fetch_one(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]]) -> Fetched:
+    """Fetch and claim-check one submission under its own deadline (safe to run in a thread)."""
     started = time.perf_counter()
-    doc: dict | None = None
+    deadline = time.monotonic() + submission_deadline_s(v.task.spec.limits, v.store.timeout)
+    bundle, error, down = None, None, None
     try:
         with timing.span("ipfs"):
-            bundle = fetch_submission(v.store, digest, v.task.spec.limits, shapes)
+            bundle = fetch_submission(v.store, sub.bundle_digest.hex(), v.task.spec.limits, shapes, deadline)
         check_claims(sub, bundle)
-        with timing.span("verification"):
-            verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, v.task.spec.validation)
-    except SubmissionError as e:        # unavailable, oversize, malformed: the trainer's fault
+    except (SubmissionError, ClaimMismatch) as e:
+        error = e
+    except OWN_STORE_DOWN as e:
+        down = e
+    return Fetched(sub, bundle, error, down, round(time.perf_counter() - started, 3))
+
+
+def base_shapes(v: Validator, base_rounds: set[int]) -> dict[int, dict[str, tuple[int, ...]]]:
+    """Parameter shapes of each base model (fetched here, in the caller's thread: the task's content,
+    not a submitter's, so an own-store failure here is ours)."""
+    shapes: dict[int, dict[str, tuple[int, ...]]] = {}
+    for base_round in sorted(base_rounds):
+        with timing.span("ipfs"):
+            policy = nodes.model_for_round(v.task, v.store, base_round)   # final: the chain checked at submit
+        shapes[base_round] = {n: tuple(t.shape) for n, t in policy_state(policy).items()}
+    return shapes
+
+
+def start_fetches(v: Validator, subs: Sequence[Submitted]) -> None:
+    """Start fetching every submission of ``subs`` that has no verdict and no fetch under way, each in a
+    thread of its own (up to MAX_FETCH_THREADS at once) under its own deadline."""
+    new = [s for s in subs if (s.round, s.index) not in v.verdicts and (s.round, s.index) not in v.fetching]
+    if not new:
+        return
+    shapes = base_shapes(v, {s.base_round for s in new})
+    if v.fetcher is None:
+        v.fetcher = ThreadPoolExecutor(max_workers=MAX_FETCH_THREADS, thread_name_prefix="fetch")
+    for s in new:
+        v.fetching[(s.round, s.index)] = v.fetcher.submit(fetch_one, v, s, shapes[s.base_round])
+
+
+def stop_fetches(v: Validator) -> None:
+    """Drop fetches not yet started; running ones end by their deadlines (their threads are not waited for)."""
+    if v.fetcher is not None:
+        v.fetcher.shutdown(wait=False, cancel_futures=True)
+        v.fetcher = None
+    v.fetching.clear()
+
+
+def own_store_answers(v: Validator) -> bool:
+    """Whether this validator's IPFS node answers for other content right now (a block it puts and reads)."""
+    try:
+        v.store.probe()
+    except StoreError as e:
+        log.warning("own IPFS node does not answer (%s)", e, extra=fields(event="ipfs_probe_failed"))
+        return False
+    return True
+
+
+def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
+    """Checks 1-6 on a fetched submission under model(baseRound); the verdict is on disk before this
+    returns, a rejection's evidence with it (published by `publish_pending`, best effort)."""
+    sub = got.sub
+    key = (sub.round, sub.index)
+    digest = sub.bundle_digest.hex()
+    started = time.perf_counter()
+    doc: dict | None = None
+    if isinstance(got.error, SubmissionError):      # unavailable, oversize, malformed: the trainer's fault
+        e = got.error
         doc = evidence_document(v, sub, "fetch", str(e), {"field": e.field, "cid": e.cid, "reason": e.reason})
-    except ClaimMismatch as e:          # copied digest, wrong base round, claims that differ from the chain
+    elif isinstance(got.error, ClaimMismatch):      # copied digest, wrong base round, claims that differ
+        e = got.error
         doc = evidence_document(v, sub, f"claim.{e.field}", str(e),
                                 {"field": e.field, "on_chain": str(e.on_chain), "in_manifest": str(e.in_manifest)})
     else:
+        base_policy = nodes.model_for_round(v.task, v.store, sub.base_round)
+        with timing.span("verification"):
+            verdict = verify_bundle(base_policy, got.bundle, v.task.env, v.task.task, v.task.spec.validation)
         if verdict.accepted:
-            v.deltas[key] = bundle.delta
+            v.deltas[key] = got.bundle.delta
         else:
             doc = evidence_document(v, sub, verdict.failed_check, f"check {verdict.failed_check} failed",
                                     verdict.result(verdict.failed_check).evidence, _check_list(verdict))
-    seconds = round(time.perf_counter() - started, 3)
+    seconds = round(got.seconds + time.perf_counter() - started, 3)
     where = dict(round=sub.round, index=sub.index, trainer=sub.trainer, bundle=digest, seconds=seconds)
     if doc is None:
         result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, True, "", "")
         log.info("accepted round %d #%d from %s (%.2fs)", sub.round, sub.index, sub.trainer, seconds,
                  extra=fields(event="accepted", **where))
     else:
-        ev = publish_evidence(v, doc)
+        ev = store_evidence(v, doc)
         result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, False, doc["failed_check"], ev)
         log.warning("rejected round %d #%d from %s: %s failed; evidence %s (cid %s)", sub.round, sub.index,
                     sub.trainer, doc["failed_check"], ev, cid_for_digest(ev),
@@ -390,13 +500,62 @@ def verify_submission(v: Validator, sub: Submitted) -> SubmissionVerdict:
     return result
 
 
-def verify_round(v: Validator, round_: int, expected: int | None = None) -> list[SubmissionVerdict] | None:
-    """Verdicts on every submission of ``round_`` seen so far; None while fewer than ``expected`` are seen."""
+def settle_fetches(v: Validator, fetched: Sequence[Fetched]) -> list[SubmissionVerdict]:
+    """Judge what was fetched, in order. An own-store failure is retried next tick (raised after the
+    others are judged), unless our daemon answers a probe and this submission has failed it
+    OWN_FAILURE_STRIKES times: then its content is missing (the submitter's fault) and rejected."""
+    verdicts, down = [], None
+    for got in fetched:
+        if got.down is not None:
+            key = (got.sub.round, got.sub.index)
+            answers = own_store_answers(v)
+            if answers:
+                v.strikes[key] = v.strikes.get(key, 0) + 1
+            if not answers or v.strikes[key] < OWN_FAILURE_STRIKES:
+                down = down or got.down
+                continue
+            err = SubmissionError("content", cid_for_digest(got.sub.bundle_digest.hex()),
+                                  f"our IPFS node failed {v.strikes[key]} times on this submission's content while "
+                                  f"answering for other content ({got.down})")
+            got = Fetched(got.sub, None, err, None, got.seconds)
+        verdicts.append(judge(v, got))
+    if down is not None:
+        raise down
+    return verdicts
+
+
+def verify_submission(v: Validator, sub: Submitted) -> SubmissionVerdict:
+    """Checks 1-6 on one submission under model(baseRound), in the caller's thread; a rejection is
+    stored with its evidence (and published, best effort)."""
+    key = (sub.round, sub.index)
+    if key in v.verdicts:
+        return v.verdicts[key]
+    shapes = base_shapes(v, {sub.base_round})
+    verdict = settle_fetches(v, [fetch_one(v, sub, shapes[sub.base_round])])[0]
+    publish_pending(v)
+    return verdict
+
+
+def verify_round(v: Validator, round_: int, expected: int | None = None,
+                 wait: bool = False) -> list[SubmissionVerdict] | None:
+    """Verdicts on every submission of ``round_`` seen so far; None while some are still being fetched
+    or fewer than ``expected`` are seen. New submissions start fetching at once (`start_fetches`); the
+    fetches that are done are judged. ``wait`` (the commit phase) waits for every fetch: each ends by
+    its own deadline, so the wait is one deadline at most, however many providers are slow."""
     seen = v.submissions.get(round_, {})
-    verdicts = [verify_submission(v, seen[i]) for i in sorted(seen)]
+    start_fetches(v, [seen[i] for i in sorted(seen)])
+    ready = []
+    for i in sorted(seen):
+        future = v.fetching.get((round_, i))
+        if future is not None and (wait or future.done()):
+            del v.fetching[(round_, i)]          # before result(): a fetch that raised is started afresh
+            ready.append(future.result())
+    settle_fetches(v, ready)
+    if any((round_, i) not in v.verdicts for i in seen):
+        return None
     if expected is not None and sorted(seen) != list(range(expected)):
         return None
-    return verdicts
+    return [v.verdicts[(round_, i)] for i in sorted(seen)]
 
 
 # ----------------------------------------------------------------------------- 7: aggregate
@@ -483,7 +642,7 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     if v.cheat.copies_commit:                    # CHEAT copy_reveal: no verification, a copied commitment
         ensure_enrolled(v)
         return cheats.commit_copy(v, round_)
-    verdicts = verify_round(v, round_, submissions)
+    verdicts = verify_round(v, round_, submissions, wait=True)
     if verdicts is None:
         return False
     base_digest = model_digest(v, round_)
@@ -558,6 +717,7 @@ def step(v: Validator, display: nodes.Display | None = None) -> None:
             if status.committed and not status.revealed and not v.cheat.skip_reveal:   # CHEAT no_reveal
                 reveal_round(v, round_)
     finalize_due(v)
+    publish_pending(v)               # last: evidence waits for nothing above, and nothing above waits for it
 
 
 def finished(v: Validator) -> bool:
@@ -576,6 +736,28 @@ def withdraw_earnings(client: ChainClient, signer: Signer) -> int:
     return amount
 
 
+def follow_task(v: Validator, follower: nodes.EventFollower, stop_event: threading.Event,
+                display: nodes.Display) -> None:
+    """One `step` per tick until stopped or ``finished``; transient failures (our IPFS or RPC) retried."""
+    failures = 0
+    ticks = follower.follow(stop_event)
+    while not stop_event.is_set():
+        try:
+            step(v, display)
+            failures = 0
+        except TRANSIENT as e:           # our IPFS or RPC is down: not a verdict on anyone; try next tick
+            failures += 1
+            if failures >= MAX_TRANSIENT_FAILURES:
+                raise
+            log.warning("step failed (%s); retry %d/%d on the next block", e, failures, MAX_TRANSIENT_FAILURES)
+        if finished(v):
+            return
+        tick = next(ticks, None)
+        if tick is None:
+            return
+        record_submissions(v, tick.events)
+
+
 def run_validator(cfg: ValidatorConfig, stop_event: threading.Event) -> Validator:
     """Validate until ``stop_event`` is set or ``finished``; the demo runs this in a process of its own."""
     v = connect_validator(cfg)
@@ -585,24 +767,11 @@ def run_validator(cfg: ValidatorConfig, stop_event: threading.Event) -> Validato
     log.info("validating task %d as %s (state %s)%s", v.task_id, v.me, v.task_dir,
              f"; CHEATING: {v.cheat.name}" if cfg.cheat else "",
              extra=fields(event="start", task=v.task_id, validator=v.me, cheat=cfg.cheat))
-    failures = 0
-    with nodes.Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
-        ticks = follower.follow(stop_event)
-        while not stop_event.is_set():
-            try:
-                step(v, display)
-                failures = 0
-            except TRANSIENT as e:           # our IPFS or RPC is down: not a verdict on anyone; try next tick
-                failures += 1
-                if failures >= MAX_TRANSIENT_FAILURES:
-                    raise
-                log.warning("step failed (%s); retry %d/%d on the next block", e, failures, MAX_TRANSIENT_FAILURES)
-            if finished(v):
-                break
-            tick = next(ticks, None)
-            if tick is None:
-                break
-            record_submissions(v, tick.events)
+    try:
+        with nodes.Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
+            follow_task(v, follower, stop_event, display)
+    finally:
+        stop_fetches(v)
     if cfg.withdraw:
         withdraw_earnings(v.client, v.signer)
     return v
