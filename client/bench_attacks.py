@@ -585,8 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with procs.no_orphans():
             report = run_attacks(args.state_dir, trainer_modes, validator_modes, faults, console)
-    except (KeyboardInterrupt, Interrupted):
-        console.print("interrupted: every node and daemon stopped")
+    except (KeyboardInterrupt, Interrupted) as e:
+        console.print(f"interrupted ({e or 'SIGINT'}): every node and daemon stopped")
         return 130
     except (DemoError, procs.ProcError, chain.ChainError) as e:
         print(f"error: {e}", file=sys.stderr)
