@@ -159,7 +159,8 @@ def _set_handlers(handler: object) -> dict:
 
 def _restore(old: dict) -> None:
     for s, h in old.items():
-        signal.signal(s, h)
+        if h is not None:   # None: a handler set outside Python, which cannot be put back; ours stays
+            signal.signal(s, h)
 
 
 @contextmanager

@@ -8,7 +8,8 @@ left. Whatever the outcome, the test kills every marked process on its way out.
 
 - The mechanism (client.procs.no_orphans), in-process: a signal unwinds and what was started is
   stopped; a signal during a start waits until the child is on record; disowned daemons stay.
-- `concord devnet up` stopped while starting: no half devnet, no state file.
+- `concord devnet up` stopped while starting: no half devnet, no state file; once complete it
+  still leaves the devnet running for `concord devnet down` (the one command that does, on purpose).
 - `concord demo` (SIGHUP) with its 6 nodes running; `concord bench round` (the finding: SIGTERM
   left its Anvil orphaned); `concord bench attacks` with one scenario.
 - `concord trainer run` (SIGTERM) and `concord validator run` (SIGHUP): they finish their step and exit.
@@ -219,6 +220,18 @@ def test_devnet_up_stopped_while_starting_leaves_no_half_devnet(tmp_path: Path) 
         assert_stopped(cmd, cmd.signal_and_wait(signal.SIGTERM))
         assert not devnet.state_file(state).exists()
         assert "interrupted (SIGTERM)" in cmd.output()
+
+
+def test_devnet_up_still_leaves_a_complete_devnet_running_for_devnet_down(tmp_path: Path) -> None:
+    state = tmp_path / "devnet"
+    with launched("devnet-up", ["devnet", "up", "--state-dir", str(state), *port_flags()], tmp_path) as cmd:
+        assert cmd.proc.wait(timeout=120) == 0, cmd.output()
+        daemons = devnet.load(state).daemon_list()
+        assert {d.name for d in daemons} == {"anvil", "ipfs"} and all(procs.is_ours(d) for d in daemons)
+        down = subprocess.run([sys.executable, "-m", "client.cli", "devnet", "down", "--state-dir", str(state)],
+                              cwd=procs.REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert cmd.left_behind() == {}
 
 
 # ----------------------------------------------------------------------------- demo and benches
