@@ -92,6 +92,7 @@ contract ConcordSettlement is Pipeline {
             minValidatorStake: p.minValidatorStake,
             trainerReward: p.trainerRewardPerRound,
             validatorFee: p.validatorFeePerRound,
+            maxWorkUnits: p.maxWorkUnits,
             slashAmount: p.slashAmount,
             specDigest: p.specDigest
         });
@@ -103,9 +104,11 @@ contract ConcordSettlement is Pipeline {
             trainers: 0,
             validators: 0,
             validatorSlots: 0,
-            resumeAt: 0
+            resumeAt: 0,
+            closed: false
         });
         _model[taskId][0] = p.initialModelDigest;
+        _held[taskId] = budget;
         _escrowTotal += budget.toUint128();
         _accounts[msg.sender].touched = 1;
         for (uint256 i; i <= p.asyncLevel; ++i) {
@@ -132,8 +135,10 @@ contract ConcordSettlement is Pipeline {
         // Open what was due under the old budget first, so new tokens cannot back-date a
         // round's opening.
         TaskSlot memory st = _advance(taskId);
+        if (st.closed) revert IConcord.TaskIsClosed(taskId);
         _addBudget(c, st, amount);
         _task[taskId] = st;
+        _held[taskId] += amount;
         _escrowTotal += amount.toUint128();
         emit IConcord.TaskToppedUp(taskId, msg.sender, amount, st.budget);
         _pullTokens(amount);
@@ -145,14 +150,30 @@ contract ConcordSettlement is Pipeline {
         TaskConfig storage c = _config(taskId);
         if (msg.sender != c.initiator) revert IConcord.NotInitiator(taskId, msg.sender);
         TaskSlot storage st = _task[taskId];
-        if (c.maxRounds == 0 || st.finalized < c.maxRounds) revert IConcord.TaskNotOver(taskId);
+        // Over: every round of a maxRounds task settled, or closed with no round in flight
+        // (finalized == head + 1). Then no round holds a pool and the budget is all it holds.
+        bool ranAll = c.maxRounds != 0 && st.finalized >= c.maxRounds;
+        if (!ranAll && !(st.closed && st.finalized > st.head)) revert IConcord.TaskNotOver(taskId);
         uint256 amount = st.budget;
         if (amount == 0) revert IConcord.ZeroAmount();
         st.budget = 0;
+        _held[taskId] -= amount;
         _escrowTotal -= uint128(amount);
         _creditedTotal += uint128(amount);
         _credit(msg.sender, amount);
         emit IConcord.BudgetReclaimed(taskId, msg.sender, amount);
+    }
+
+    /// @notice See IConcord.closeTask.
+    function closeTask(uint256 taskId) external onlyDelegated {
+        TaskConfig storage c = _config(taskId);
+        if (msg.sender != c.initiator) revert IConcord.NotInitiator(taskId, msg.sender);
+        // Rounds already due open first: nodes may be working on them, and views showed them.
+        TaskSlot memory st = _advance(taskId);
+        if (st.closed) revert IConcord.TaskIsClosed(taskId);
+        st.closed = true;
+        _task[taskId] = st;
+        emit IConcord.TaskClosing(taskId, st.head);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -169,25 +190,32 @@ contract ConcordSettlement is Pipeline {
         uint256 required = role == IConcord.Role.Trainer ? c.minTrainerStake : c.minValidatorStake;
         uint256 active = uint256(node.stake) - node.unbonding;
         if (active < required) revert IConcord.InsufficientStake(msg.sender, active, required);
-        TaskSlot storage st = _task[taskId];
+        // Record due rounds first: joinedRound must be the true head (a validator owes a commit
+        // to every round that opens after it joined).
+        TaskSlot memory st = _advance(taskId);
         if (role == IConcord.Role.Trainer) {
             st.trainers += 1;
         } else {
-            if (!m.hasIndex) {
-                uint256 slot = st.validatorSlots;
-                if (slot >= _MAX_VALIDATORS) revert IConcord.TooManyValidators(taskId, _MAX_VALIDATORS);
-                st.validatorSlots = uint8(slot + 1);
-                m.validatorIndex = uint8(slot);
-                m.hasIndex = true;
-                _validatorAt[taskId][slot] = msg.sender;
-                bytes32[_RING_MAX] storage ballots = _ballots[taskId][msg.sender];
+            uint64 used = _slotsInUse[taskId];
+            if (used == type(uint64).max) revert IConcord.TooManyValidators(taskId, _MAX_VALIDATORS);
+            uint64 free = ~used & (used + 1); // lowest clear bit of `used`
+            uint256 slot = _popcount(free - 1);
+            _slotsInUse[taskId] = used | free;
+            if (slot >= st.validatorSlots) st.validatorSlots = uint8(slot + 1);
+            m.validatorIndex = uint8(slot);
+            m.hasIndex = true;
+            _validatorAt[taskId][slot] = msg.sender;
+            bytes32[_RING_MAX] storage ballots = _ballots[taskId][msg.sender];
+            if (ballots[0] == bytes32(0)) {
                 for (uint256 i; i <= c.asyncLevel; ++i) {
                     ballots[i] = _SENTINEL;
                 }
             }
             st.validators += 1;
         }
+        _task[taskId] = st;
         m.joined = true;
+        m.joinedRound = st.head;
         m.role = role;
         _members[taskId][msg.sender] = m;
         node.joinedTasks += 1;
@@ -215,6 +243,7 @@ contract ConcordSettlement is Pipeline {
                 }
             }
             st.validators -= 1;
+            _freeSlot(taskId, m);
         }
         m.joined = false;
         _nodes[msg.sender].joinedTasks -= 1;
@@ -230,15 +259,18 @@ contract ConcordSettlement is Pipeline {
         if (maxItems == 0) revert IConcord.ZeroMaxItems();
         TaskConfig storage c = _config(taskId);
         TaskSlot memory st = _advance(taskId);
-        if (round != st.finalized) {
-            if (round > st.finalized && round <= st.head) revert IConcord.WrongRound(taskId, st.finalized, round);
-            revert IConcord.WrongPhase(taskId, round, IConcord.Phase.Finalize, _phase(taskId, c, st, round));
-        }
+        // Only an opened, unsettled round, and only the oldest one: a round number past the
+        // head (after the last round, a dry budget or a close) would read a recycled ring slot.
+        if (round < st.finalized) revert IConcord.RoundAlreadySettled(taskId, round);
+        if (round > st.head) revert IConcord.RoundNotOpened(taskId, round);
+        if (round != st.finalized) revert IConcord.WrongRound(taskId, st.finalized, round);
         Fin memory f;
         f.taskId = taskId;
         f.round = round;
         f.ri = round % (uint256(c.asyncLevel) + 1);
         RoundTimes memory tm = _times[taskId][f.ri];
+        // Backstop: the live slot must hold this very round.
+        if (tm.round != round) revert IConcord.RoundNotOpened(taskId, round);
         IConcord.Phase phase = _livePhase(tm, c);
         if (phase != IConcord.Phase.Finalize) {
             revert IConcord.WrongPhase(taskId, round, IConcord.Phase.Finalize, phase);
@@ -263,7 +295,7 @@ contract ConcordSettlement is Pipeline {
             _runSteps(f, s.cursor, to);
             s.cursor = uint32(to);
             s.trainerPaid += uint96(f.paid);
-            s.returned += uint96(f.toBudget);
+            s.returned += uint128(f.toBudget);
             v.acceptedWork = uint96(f.acceptedWork);
             _votes[taskId][f.ri] = v;
             _bookSteps(f, c, st);
@@ -290,6 +322,12 @@ contract ConcordSettlement is Pipeline {
         if (p.minValidators == 0 || p.minValidators > _MAX_VALIDATORS) {
             revert IConcord.MinValidatorsOutOfRange(p.minValidators, _MAX_VALIDATORS);
         }
+        if (p.maxWorkUnits == 0) revert IConcord.ZeroWorkUnits();
+        // Every later amount derives from these: a round reserves perRound from a uint96 budget,
+        // a slash (<= slashAmount, uint96) is split in bounties of at most itself, rewards are
+        // trainerReward * workUnits (<= 2^160) / acceptedWork; all fit, so finalize cannot revert.
+        uint256 perRound = uint256(p.trainerRewardPerRound) + p.validatorFeePerRound;
+        if (perRound > type(uint96).max) revert IConcord.PerRoundTooHigh(perRound, type(uint96).max);
     }
 
     /// @dev Fill `f.idx` / `f.who` with the revealing validators, in slot-index order.
@@ -310,7 +348,8 @@ contract ConcordSettlement is Pipeline {
     }
 
     /// @dev Finalize steps [from, to): steps 0..n-1 tally submission i (slash it when more
-    ///      than half of the revealers rejected it, else add its workUnits to acceptedWork);
+    ///      than half of the revealers rejected it, add its workUnits to acceptedWork when
+    ///      fewer than half did, neither on a tie);
     ///      steps n..2n-1 pay accepted submission i - n its share of the trainer reward.
     function _runSteps(Fin memory f, uint256 from, uint256 to) private {
         uint256[] memory words = new uint256[](f.k);
@@ -330,10 +369,13 @@ contract ConcordSettlement is Pipeline {
                 rejects += (words[q] >> bit) & 1;
             }
             uint256 packed = _subs[f.taskId][f.ri][j];
+            // Strict majority rejects (slash), strict minority accepts (pay); a tie does
+            // neither, so one sybil of two validators can neither shield nor frame a trainer.
             if (i < f.n) {
                 if (rejects * 2 > f.k) _reject(f, j, packed, rejects, words, bounty);
-                else f.acceptedWork += packed >> 192;
-            } else if (rejects * 2 <= f.k) {
+                else if (rejects * 2 < f.k) f.acceptedWork += packed >> 192;
+                else emit IConcord.SubmissionUndecided(f.taskId, f.round, address(uint160(packed)), j, rejects);
+            } else if (rejects * 2 < f.k) {
                 address trainer = address(uint160(packed));
                 uint256 reward = f.trainerReward * (packed >> 192) / f.acceptedWork;
                 _credit(trainer, reward);
@@ -379,6 +421,7 @@ contract ConcordSettlement is Pipeline {
         _stakedTotal -= uint128(f.slashed);
         _creditedTotal += uint128(f.bounties + f.paid);
         _escrowTotal = uint128(_escrowTotal + (f.slashed - f.bounties) - f.paid);
+        _held[f.taskId] = _held[f.taskId] + (f.slashed - f.bounties) - f.paid;
         if (f.toBudget != 0) _addBudget(c, st, f.toBudget);
     }
 
@@ -393,7 +436,8 @@ contract ConcordSettlement is Pipeline {
     ) private {
         (bytes32 winner, bytes32[] memory digests) = _modelVote(f);
         uint256 feePaid;
-        if (winner != bytes32(0)) {
+        // The fee pays for verifying submissions: a round without any pays none.
+        if (winner != bytes32(0) && f.n != 0) {
             uint256 winners;
             for (uint256 q; q < f.k; ++q) {
                 if (digests[q] == winner) ++winners;
@@ -406,14 +450,16 @@ contract ConcordSettlement is Pipeline {
                 }
             }
             feePaid = share * winners;
-        } else {
+        } else if (winner == bytes32(0)) {
             winner = _model[f.taskId][f.round];
         }
         uint256 slashed = _slashNonRevealers(f, c, v);
+        _removeAbsent(f, c, st, v.committed);
         uint256 unpaid = uint256(c.trainerReward) - s.trainerPaid + c.validatorFee - feePaid;
         _stakedTotal -= uint128(slashed);
         _creditedTotal += uint128(feePaid);
         _escrowTotal = uint128(_escrowTotal + slashed - feePaid);
+        _held[f.taskId] = _held[f.taskId] + slashed - feePaid;
         _addBudget(c, st, unpaid + slashed);
         _closeRound(f, st, winner, false, v.acceptedWork, s.returned + unpaid + slashed);
     }
@@ -422,8 +468,10 @@ contract ConcordSettlement is Pipeline {
     ///      returns to the budget and the model stays.
     function _settleVoid(Fin memory f, TaskConfig storage c, TaskSlot memory st, RoundVotes memory v) private {
         uint256 slashed = _slashNonRevealers(f, c, v);
+        _removeAbsent(f, c, st, v.committed);
         _stakedTotal -= uint128(slashed);
         _escrowTotal += uint128(slashed);
+        _held[f.taskId] += slashed;
         uint256 returned = _perRound(c) + slashed;
         _addBudget(c, st, returned);
         _closeRound(f, st, _model[f.taskId][f.round], true, 0, returned);
@@ -468,6 +516,42 @@ contract ConcordSettlement is Pipeline {
             }
         }
         if (tie) winner = bytes32(0);
+    }
+
+    /// @dev A validator that stays joined but does not commit would void rounds for free (the
+    ///      commit phase waits for it, reveals fall short of minValidators): every joined
+    ///      validator that joined before this round opened, committed nothing in it and holds no
+    ///      commitment in a later live round leaves the task here (slot freed, no slash).
+    function _removeAbsent(Fin memory f, TaskConfig storage c, TaskSlot memory st, uint64 committed) private {
+        uint64 absent = _slotsInUse[f.taskId] & ~committed;
+        if (absent == 0) return;
+        uint256 ring = uint256(c.asyncLevel) + 1;
+        for (uint256 i; absent != 0; ++i) {
+            if (absent & 1 != 0) {
+                address who = _validatorAt[f.taskId][i];
+                Member storage m = _members[f.taskId][who];
+                bool keep = m.joinedRound >= f.round;
+                for (uint256 r = f.round + 1; !keep && r <= st.head; ++r) {
+                    keep = _votes[f.taskId][r % ring].committed & uint64(1 << i) != 0;
+                }
+                if (!keep) {
+                    m.joined = false;
+                    _freeSlot(f.taskId, m);
+                    _nodes[who].joinedTasks -= 1;
+                    st.validators -= 1;
+                    emit IConcord.ValidatorRemoved(f.taskId, f.round, who);
+                }
+            }
+            absent >>= 1;
+        }
+    }
+
+    /// @dev Give a departing validator's slot back to the task.
+    function _freeSlot(uint256 taskId, Member storage m) private {
+        uint256 slot = m.validatorIndex;
+        _slotsInUse[taskId] &= ~uint64(1 << slot);
+        delete _validatorAt[taskId][slot];
+        m.hasIndex = false;
     }
 
     /// @dev Slash every validator that committed but did not reveal; returns the total taken.

@@ -56,9 +56,10 @@ abstract contract ConcordStorage {
     /// @dev Immutable task parameters, packed so each round function reads few slots:
     ///      slot 0: initiator (160) | submitSeconds (32) | commitSeconds (32) | asyncLevel (8)
     ///              | minValidators (8) | bountyBps (16)         -- read by submit/commit/reveal
-    ///      slot 1: revealSeconds (32) | maxRounds (32) | minTrainerStake (96)
-    ///              | minValidatorStake (96)
-    ///      slot 2: trainerRewardPerRound (96) | validatorFeePerRound (96)
+    ///      slot 1: maxWorkUnits (64) | minTrainerStake (96) | minValidatorStake (96)
+    ///                                                           -- read by submit/commit
+    ///      slot 2: trainerRewardPerRound (96) | validatorFeePerRound (96) | revealSeconds (32)
+    ///              | maxRounds (32)                              -- read by reveal/advance
     ///      slot 3: slashAmount (96)
     ///      slot 4: specDigest
     struct TaskConfig {
@@ -68,19 +69,22 @@ abstract contract ConcordStorage {
         uint8 asyncLevel;
         uint8 minValidators;
         uint16 bountyBps;
-        uint32 revealSeconds;
-        uint32 maxRounds;
+        uint64 maxWorkUnits;
         uint96 minTrainerStake;
         uint96 minValidatorStake;
         uint96 trainerReward;
         uint96 validatorFee;
+        uint32 revealSeconds;
+        uint32 maxRounds;
         uint96 slashAmount;
         bytes32 specDigest;
     }
 
     /// @dev Mutable task state in one slot: budget (96) | head (32) | finalized (32) |
-    ///      trainers (16) | validators (16) | validatorSlots (8) | resumeAt (40) = 240 bits.
-    ///      `head` is the newest opened round; rounds finalized..head are live.
+    ///      trainers (16) | validators (16) | validatorSlots (8) | resumeAt (40) | closed (8)
+    ///      = 248 bits. `head` is the newest opened round; rounds finalized..head are live
+    ///      (none when finalized == head + 1: the task is between rounds or over).
+    ///      validatorSlots is the high-water mark of slot indexes handed out.
     struct TaskSlot {
         uint96 budget;
         uint32 head;
@@ -89,6 +93,7 @@ abstract contract ConcordStorage {
         uint16 validators;
         uint8 validatorSlots;
         uint40 resumeAt;
+        bool closed;
     }
 
     /// @dev Live round, slot A (232 bits): round (32) | openAt (40) | submitEnd (40) |
@@ -113,16 +118,19 @@ abstract contract ConcordStorage {
         uint8 touched;
     }
 
-    /// @dev Live round, slot C (finalize only): cursor (32) | trainerPaid (96) | returned (96).
+    /// @dev Live round, slot C (finalize only): cursor (32) | trainerPaid (96) | returned (128).
+    ///      trainerPaid is what the round's pool already paid out (the pool still reserved is
+    ///      reward + fee - trainerPaid); returned only feeds the RoundFinalized event.
     struct RoundSettle {
         uint32 cursor;
         uint96 trainerPaid;
-        uint96 returned;
+        uint128 returned;
     }
 
     /// @dev Membership, one slot: joined | role | validatorIndex | hasIndex | hasSubmitted |
-    ///      lastSubmitRound. Only the head round takes submissions and the head only grows,
-    ///      so "lastSubmitRound >= round" is the one-submission-per-round check.
+    ///      lastSubmitRound | joinedRound. Only the head round takes submissions and the head
+    ///      only grows, so "lastSubmitRound >= round" is the one-submission-per-round check.
+    ///      hasIndex: the validator holds slot validatorIndex (cleared when it leaves).
     struct Member {
         bool joined;
         IConcord.Role role;
@@ -130,6 +138,7 @@ abstract contract ConcordStorage {
         bool hasIndex;
         bool hasSubmitted;
         uint32 lastSubmitRound;
+        uint32 joinedRound;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -176,6 +185,12 @@ abstract contract ConcordStorage {
     ) internal _rejects;
     mapping(uint256 taskId => mapping(address node => Member)) internal _members;
     mapping(uint256 taskId => mapping(uint256 vIndex => address)) internal _validatorAt;
+    /// @dev What the contract holds for each task: budget + pools reserved by its open rounds.
+    ///      Moves with `_escrowTotal` in every call that touches a task's escrow, so the sum
+    ///      over tasks is `_escrowTotal` (checked per task by the invariant suite).
+    mapping(uint256 taskId => uint256) internal _held;
+    /// @dev Validator slots in use per task: bit i set = slot i held by a joined validator.
+    mapping(uint256 taskId => uint64) internal _slotsInUse;
 
     // ---------------------------------------------------------------------------------------
     // Constructor
@@ -202,8 +217,12 @@ abstract contract ConcordStorage {
     }
 
     /// @dev Pull `amount` tokens from the caller. Callers update the totals first (effects
-    ///      before interactions) and run under `nonReentrant`.
+    ///      before interactions) and run under `nonReentrant`. Liabilities stay within uint96,
+    ///      so every budget, stake and held amount fits its slot and no later settlement step
+    ///      can revert on a cast or overflow.
     function _pullTokens(uint256 amount) internal {
+        uint256 liabilities = uint256(_escrowTotal) + _stakedTotal + _creditedTotal;
+        if (liabilities > type(uint96).max) revert IConcord.LiabilitiesCapExceeded(liabilities, type(uint96).max);
         if (amount != 0) _token.safeTransferFrom(msg.sender, address(this), amount);
     }
 

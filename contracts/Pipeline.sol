@@ -41,7 +41,7 @@ abstract contract Pipeline is ConcordStorage {
             _votes[taskId][ri] = RoundVotes({committed: 0, revealed: 0, acceptedWork: 0, touched: 1});
             delete _settle[taskId][ri];
             st.head = uint32(next);
-            st.budget -= uint96(perRound);
+            st.budget -= uint96(perRound); // the pool moves from the budget; _held is unchanged
             headEnd = openAt + c.submitSeconds;
             changed = true;
             emit IConcord.RoundOpened(taskId, next, openAt, perRound);
@@ -49,8 +49,8 @@ abstract contract Pipeline is ConcordStorage {
         if (changed) _task[taskId] = st;
     }
 
-    /// @dev Whether the round after `st.head` can open now, and when it became due: head's
-    ///      submit closed, maxRounds not reached, model (next - asyncLevel) final, budget covers
+    /// @dev Whether the round after `st.head` can open now, and when it became due: the task
+    ///      is not closed, head's submit closed, maxRounds not reached, model (next - asyncLevel) final, budget covers
     ///      a round. openAt = the latest of head's submit end, the finalize of round
     ///      next - asyncLevel - 1 (which made that model final), and resumeAt (the top-up or
     ///      refund that lifted the budget).
@@ -59,7 +59,7 @@ abstract contract Pipeline is ConcordStorage {
         view
         returns (bool due, uint256 openAt)
     {
-        if (block.timestamp < headSubmitEnd) return (false, 0);
+        if (st.closed || block.timestamp < headSubmitEnd) return (false, 0);
         uint256 next = uint256(st.head) + 1;
         uint256 maxRounds = c.maxRounds;
         if (maxRounds != 0 && next >= maxRounds) return (false, 0);
@@ -89,7 +89,8 @@ abstract contract Pipeline is ConcordStorage {
             trainers: 0,
             validators: 0,
             validatorSlots: 0,
-            resumeAt: st.resumeAt
+            resumeAt: st.resumeAt,
+            closed: st.closed
         });
         RoundTimes memory tm = _times[taskId][st.head % (uint256(c.asyncLevel) + 1)];
         uint256 headEnd = _submitEnd(tm, c);

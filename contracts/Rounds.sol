@@ -46,6 +46,7 @@ abstract contract Rounds is TaskBook {
         if (bundleDigest == bytes32(0)) revert ZeroDigest();
         if (workUnits == 0) revert ZeroWorkUnits();
         TaskConfig storage c = _config(taskId);
+        if (workUnits > c.maxWorkUnits) revert WorkUnitsAboveMax(taskId, workUnits, c.maxWorkUnits);
         TaskSlot memory st = _advance(taskId);
         if (round != st.head) revert WrongRound(taskId, st.head, round);
         uint256 ri = round % (uint256(c.asyncLevel) + 1);
@@ -122,7 +123,8 @@ abstract contract Rounds is TaskBook {
             role: m.role,
             validatorIndex: m.validatorIndex,
             hasSubmitted: m.hasSubmitted,
-            lastSubmitRound: m.lastSubmitRound
+            lastSubmitRound: m.lastSubmitRound,
+            joinedRound: m.joinedRound
         });
     }
 

@@ -6,8 +6,9 @@ import {NodeRegistry} from "./NodeRegistry.sol";
 
 /// @title TaskBook
 /// @notice Tasks: parameters fixed at creation, an escrowed budget anyone can top up, and the
-///         model digest per round. The initiator can reclaim what is left only after the last
-///         round of a maxRounds task is settled; nobody else can move escrow.
+///         model digest per round. The initiator can close a task (no round opens any more) and
+///         reclaim what is left once the task is over (the last round of a maxRounds task, or
+///         every round opened before the close, settled); nobody else can move escrow.
 /// @dev The state-changing task functions run in the `ConcordSettlement` module (delegatecall,
 ///      same storage); this contract holds their entry points and the task views.
 abstract contract TaskBook is NodeRegistry {
@@ -42,6 +43,11 @@ abstract contract TaskBook is NodeRegistry {
 
     /// @inheritdoc IConcord
     function reclaimBudget(uint256) external {
+        _delegate();
+    }
+
+    /// @inheritdoc IConcord
+    function closeTask(uint256) external {
         _delegate();
     }
 
@@ -81,7 +87,8 @@ abstract contract TaskBook is NodeRegistry {
             maxRounds: c.maxRounds,
             bountyBps: c.bountyBps,
             asyncLevel: c.asyncLevel,
-            minValidators: c.minValidators
+            minValidators: c.minValidators,
+            maxWorkUnits: c.maxWorkUnits
         });
     }
 
@@ -97,8 +104,21 @@ abstract contract TaskBook is NodeRegistry {
             trainers: st.trainers,
             validators: st.validators,
             validatorSlots: st.validatorSlots,
-            resumeAt: st.resumeAt
+            resumeAt: st.resumeAt,
+            closed: st.closed
         });
+    }
+
+    /// @inheritdoc IConcord
+    function taskEscrow(uint256 taskId) external view returns (uint256 held, uint256 budget, uint256 reserved) {
+        TaskConfig storage c = _config(taskId);
+        TaskSlot memory st = _task[taskId];
+        uint256 ring = uint256(c.asyncLevel) + 1;
+        uint256 perRound = _perRound(c);
+        for (uint256 r = st.finalized; r <= st.head; ++r) {
+            reserved += perRound - _settle[taskId][r % ring].trainerPaid;
+        }
+        return (_held[taskId], st.budget, reserved);
     }
 
     /// @inheritdoc IConcord

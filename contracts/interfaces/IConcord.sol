@@ -75,6 +75,8 @@ interface IConcord {
     ///        (<= MAX_ASYNC_LEVEL). A submission to round r may build on model
     ///        baseRound with round - asyncLevel <= baseRound <= round.
     /// @param minValidators Reveals needed for a round not to be void (1..MAX_VALIDATORS).
+    /// @param maxWorkUnits The largest `workUnits` one submission can honestly claim (derived
+    ///        from the spec: rollouts per submission x max new tokens); a larger claim reverts.
     struct TaskParams {
         bytes32 specDigest;
         bytes32 initialModelDigest;
@@ -90,6 +92,7 @@ interface IConcord {
         uint16 bountyBps;
         uint8 asyncLevel;
         uint8 minValidators;
+        uint64 maxWorkUnits;
     }
 
     /// @notice Mutable state of a task.
@@ -101,9 +104,12 @@ interface IConcord {
     ///        final model and round `finalizedRounds` is the next to finalize.
     /// @param trainers Joined trainers.
     /// @param validators Joined validators.
-    /// @param validatorSlots Validator indexes handed out (a validator keeps its index).
+    /// @param validatorSlots Highest validator slot index handed out + 1 (slots of validators
+    ///        that left or were removed are handed out again).
     /// @param resumeAt Last top-up that lifted the budget above one round (rounds due while
     ///        the budget was short open no earlier than this).
+    /// @param closed The initiator closed the task: no round opens any more; once the rounds in
+    ///        flight are settled the initiator may reclaim the budget.
     struct TaskState {
         address initiator;
         uint96 budget;
@@ -113,6 +119,7 @@ interface IConcord {
         uint16 validators;
         uint8 validatorSlots;
         uint40 resumeAt;
+        bool closed;
     }
 
     /// @notice A registered node.
@@ -135,12 +142,15 @@ interface IConcord {
     /// @param validatorIndex Index in the task's validator slots (validators only).
     /// @param hasSubmitted Whether the trainer ever submitted to this task.
     /// @param lastSubmitRound Last round the trainer submitted to (valid if hasSubmitted).
+    /// @param joinedRound The task's head round when the node (last) joined; a validator must
+    ///        commit in every round that opened after it joined, or it loses its slot.
     struct MemberInfo {
         bool joined;
         Role role;
         uint8 validatorIndex;
         bool hasSubmitted;
         uint32 lastSubmitRound;
+        uint32 joinedRound;
     }
 
     /// @notice One round as seen now (lazy phases resolved against block.timestamp).
@@ -215,14 +225,31 @@ interface IConcord {
     error BudgetBelowOneRound(uint256 budget, uint256 perRound);
     /// @notice Only the task initiator may call this.
     error NotInitiator(uint256 taskId, address caller);
-    /// @notice reclaimBudget before every round of a maxRounds task was settled, or on a
-    ///         budget-limited task (maxRounds = 0), which never ends.
+    /// @notice reclaimBudget before the task is over: a maxRounds task is over once its last
+    ///         round is settled; any task is over once it was closed and its rounds in flight
+    ///         are settled.
     error TaskNotOver(uint256 taskId);
+    /// @notice The task was closed by its initiator (no join, no top-up, no second close).
+    error TaskIsClosed(uint256 taskId);
+    /// @notice trainerRewardPerRound + validatorFeePerRound does not fit the budget's uint96.
+    error PerRoundTooHigh(uint256 perRound, uint256 max);
+    /// @notice A deposit would lift the protocol's liabilities (escrow + stakes + credited)
+    ///         above `cap` (uint96 max): every per-task and per-node amount then fits its slot,
+    ///         so settlement can never revert on a cast.
+    error LiabilitiesCapExceeded(uint256 liabilities, uint256 cap);
+    /// @notice A submission claimed more work than the task allows one submission.
+    error WorkUnitsAboveMax(uint256 taskId, uint256 workUnits, uint256 maxWorkUnits);
+    /// @notice finalize named a round that never opened (beyond the head: after the last round
+    ///         of a maxRounds task, after the budget ran dry, after close) or whose live slot
+    ///         holds another round.
+    error RoundNotOpened(uint256 taskId, uint256 round);
+    /// @notice finalize named a round that is already settled.
+    error RoundAlreadySettled(uint256 taskId, uint256 round);
     /// @notice join by a node that is already joined to the task.
     error AlreadyJoined(uint256 taskId, address node);
     /// @notice The caller is not joined to the task (with the needed role).
     error NotJoined(uint256 taskId, address account);
-    /// @notice The task already handed out MAX_VALIDATORS validator slots.
+    /// @notice MAX_VALIDATORS validators hold a slot of the task.
     error TooManyValidators(uint256 taskId, uint256 max);
     /// @notice leave while the node has work in a round that is not finalized yet.
     error WorkNotFinalized(uint256 taskId, address node, uint256 round);
@@ -272,6 +299,8 @@ interface IConcord {
     event UnbondCompleted(address indexed node, uint256 amount);
     /// @notice A task was created with its parameters and initial escrow.
     event TaskCreated(uint256 indexed taskId, address indexed initiator, TaskParams params, uint256 budget);
+    /// @notice The initiator closed a task: rounds up to `headRound` still settle, none opens.
+    event TaskClosing(uint256 indexed taskId, uint256 headRound);
     /// @notice Someone added escrow to a task.
     event TaskToppedUp(uint256 indexed taskId, address indexed from, uint256 amount, uint256 budget);
     /// @notice The initiator reclaimed the leftover budget of an ended task (credited).
@@ -319,6 +348,11 @@ interface IConcord {
         uint256 slashed,
         uint256 bounty
     );
+    /// @notice Exactly half of the revealing validators rejected submission `index`: it is
+    ///         neither paid nor slashed, and its share of the reward returns to the budget.
+    event SubmissionUndecided(
+        uint256 indexed taskId, uint256 indexed round, address indexed trainer, uint256 index, uint256 rejects
+    );
     /// @notice Accepted submission `index` was credited `reward`.
     event SubmissionRewarded(
         uint256 indexed taskId, uint256 indexed round, address indexed trainer, uint256 index, uint256 reward
@@ -329,6 +363,9 @@ interface IConcord {
     event ValidatorPaid(uint256 indexed taskId, uint256 indexed round, address indexed validator, uint256 fee);
     /// @notice A validator that committed but did not reveal was slashed (to the task budget).
     event ValidatorSlashed(uint256 indexed taskId, uint256 indexed round, address indexed validator, uint256 amount);
+    /// @notice A validator joined before round `round` opened committed nothing in it: it left
+    ///         the task (slot freed, no slash); it may join again.
+    event ValidatorRemoved(uint256 indexed taskId, uint256 indexed round, address indexed validator);
     /// @notice Round settled: model round+1 is `nextModelDigest`; `returned` tokens went back
     ///         to the task budget (unpaid reward/fee, rounding dust, slashes minus bounties).
     event RoundFinalized(
@@ -374,16 +411,23 @@ interface IConcord {
     /// @notice Add `amount` tokens (transferFrom the caller) to a task's budget. Anyone may.
     function topUp(uint256 taskId, uint256 amount) external;
 
-    /// @notice Credit the leftover budget of a finished maxRounds task to its initiator.
+    /// @notice Credit the leftover budget of an ended task to its initiator: a maxRounds task
+    ///         whose last round is settled, or a closed task whose rounds in flight are settled.
     function reclaimBudget(uint256 taskId) external;
+
+    /// @notice Close a task (initiator only): no further round opens; the rounds already open
+    ///         run and settle as usual, then `reclaimBudget` returns what is left. The exit of
+    ///         budget-limited tasks, and of tasks whose rounds keep voiding.
+    function closeTask(uint256 taskId) external;
 
     // ---------------------------------------------------------------------------------------
     // Rounds
     // ---------------------------------------------------------------------------------------
 
     /// @notice Join a task with the caller's registered role; needs the task's minimum stake
-    ///         for that role (stake not unbonding). A validator gets a slot index (kept for
-    ///         life; at most MAX_VALIDATORS per task).
+    ///         for that role (stake not unbonding). A validator gets the lowest free slot index
+    ///         (at most MAX_VALIDATORS at once; a slot is freed when its validator leaves or is
+    ///         removed for not committing).
     function join(uint256 taskId) external;
 
     /// @notice Leave a task. Refused while the caller has a submission or commitment in a
@@ -426,8 +470,12 @@ interface IConcord {
     ///         submission to pay accepted ones pro rata to workUnits; the last call pays the
     ///         validator fee to the validators that revealed the winning digest, slashes
     ///         committed-but-unrevealed validators, fixes model round+1 and returns unspent
-    ///         tokens to the task budget. A submission is rejected when more than half of the
-    ///         revealing validators reject it. The winning digest needs strictly more votes
+    ///         tokens to the task budget. A submission is rejected (slashed) when more than half
+    ///         of the revealing validators reject it, accepted (paid) when fewer than half do,
+    ///         and neither on a tie. No fee is paid for a round without submissions. Validators
+    ///         joined before the round opened that did not commit lose their slot. Only a round
+    ///         that opened, whose reveal phase ended and that is not settled can be finalized,
+    ///         once. The winning digest needs strictly more votes
     ///         than any other; on a tie the model stays (model round+1 = model round) and the
     ///         fee returns to the budget. With fewer than minValidators reveals the round is
     ///         void (one call): no trainer is slashed or paid, no fee is paid, the model stays,
@@ -517,6 +565,12 @@ interface IConcord {
     /// @notice Sums the protocol owes: escrow (task budgets + reserved round pools), stakes,
     ///         credited balances.
     function totals() external view returns (uint256 escrow, uint256 staked, uint256 credited);
+
+    /// @notice What the contract holds for one task (`held`) and how it splits: the budget and
+    ///         the pools reserved by its open rounds (reward + fee, less the rewards already
+    ///         paid by a finalize in progress). Always `held == budget + reserved`, and the
+    ///         sum of `held` over all tasks is the escrow of `totals()`.
+    function taskEscrow(uint256 taskId) external view returns (uint256 held, uint256 budget, uint256 reserved);
 
     /// @notice escrow + staked + credited; always equals token.balanceOf(this).
     function totalLiabilities() external view returns (uint256);

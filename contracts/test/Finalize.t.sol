@@ -112,7 +112,9 @@ contract FinalizeTest is ConcordFixture {
     }
 
     /// Rejection needs strictly more than half of the reveals: 2 of 4 is not enough.
-    function test_HalfRejectIsNotAMajority() public {
+    /// A tie (2 of 4 revealers reject) neither pays nor slashes: one sybil validator out of two
+    /// can neither shield a cheater nor frame an honest trainer; the share returns to the budget.
+    function test_TieIsNeitherPaidNorSlashed() public {
         uint256 id = _taskWith(_params(), 1000e18, 1, 4);
         _submitAll(id, 0, 1);
         uint256[][] memory w = new uint256[][](4);
@@ -125,9 +127,35 @@ contract FinalizeTest is ConcordFixture {
         for (uint256 v; v < 4; ++v) {
             _reveal(id, 0, validators[v], w[v], next[v]);
         }
+        (uint256 heldBefore,,) = concord.taskEscrow(id);
+        vm.expectEmit(address(concord));
+        emit IConcord.SubmissionUndecided(id, 0, trainers[0], 0, 2);
         _finalizeAll(id, 0);
-        assertEq(concord.nodeInfo(trainers[0]).stake, STAKE);
-        assertEq(concord.balanceOf(trainers[0]), REWARD);
+        assertEq(concord.nodeInfo(trainers[0]).stake, STAKE, "not slashed");
+        assertEq(concord.balanceOf(trainers[0]), 0, "not paid");
+        (uint256 held, uint256 budget, uint256 reserved) = concord.taskEscrow(id);
+        assertEq(held, heldBefore - FEE, "only the fee left the task");
+        assertEq(held, budget + reserved);
+        _assertConserved();
+    }
+
+    /// One sybil of two validators cannot shield a cheater the other rejects: not paid.
+    function test_TieOfTwoDoesNotShieldACheater() public {
+        uint256 id = _taskWith(_params(), 1000e18, 2, 2);
+        _submitAll(id, 0, 2);
+        uint256[][] memory w = new uint256[][](2);
+        bytes32[] memory next = new bytes32[](2);
+        w[0] = _oneBit(2, 1); // the honest validator rejects the cheater (submission 1)
+        w[1] = _words(2); // the sybil accepts everything
+        next[0] = M1;
+        next[1] = M1;
+        _commitAll(id, 0, w, next);
+        _reveal(id, 0, validators[0], w[0], M1);
+        _reveal(id, 0, validators[1], w[1], M1);
+        _finalizeAll(id, 0);
+        assertEq(concord.balanceOf(trainers[1]), 0, "cheater unpaid");
+        assertEq(concord.balanceOf(trainers[0]), REWARD, "the undisputed trainer takes the whole reward");
+        assertEq(concord.nodeInfo(trainers[1]).stake, STAKE, "one of two cannot slash");
     }
 
     function test_CommitWithoutRevealIsSlashed() public {
@@ -286,14 +314,10 @@ contract FinalizeTest is ConcordFixture {
         vm.warp(block.timestamp + SUBMIT_S + COMMIT_S + REVEAL_S);
         vm.expectRevert(abi.encodeWithSelector(IConcord.WrongRound.selector, id, 0, 1));
         concord.finalize(id, 1, 10);
-        vm.expectRevert(
-            abi.encodeWithSelector(IConcord.WrongPhase.selector, id, 2, IConcord.Phase.Finalize, IConcord.Phase.Pending)
-        );
+        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundNotOpened.selector, id, 2));
         concord.finalize(id, 2, 10);
         assertTrue(concord.finalize(id, 0, 10));
-        vm.expectRevert(
-            abi.encodeWithSelector(IConcord.WrongPhase.selector, id, 0, IConcord.Phase.Finalize, IConcord.Phase.Void)
-        );
+        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundAlreadySettled.selector, id, 0));
         concord.finalize(id, 0, 10);
     }
 
@@ -349,7 +373,7 @@ contract FinalizeTest is ConcordFixture {
             }
             bool slashed = !isVoid && rejects * 2 > k;
             assertEq(concord.nodeInfo(trainers[i]).stake, slashed ? STAKE - SLASH : STAKE);
-            if (slashed || isVoid) assertEq(concord.balanceOf(trainers[i]), 0);
+            if (slashed || isVoid || rejects * 2 == k) assertEq(concord.balanceOf(trainers[i]), 0);
         }
         for (uint256 v = k; v < 5; ++v) {
             assertEq(concord.nodeInfo(validators[v]).stake, STAKE - SLASH, "non-revealer slashed");

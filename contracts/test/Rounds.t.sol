@@ -60,7 +60,7 @@ contract RoundsTest is ConcordFixture {
         concord.join(id);
     }
 
-    function test_LeaveAndRejoinKeepsValidatorSlot() public {
+    function test_LeaveFreesSlotAndRejoinTakesLowestFree() public {
         vm.startPrank(validators[1]);
         vm.expectEmit(address(concord));
         emit IConcord.Left(id, validators[1], IConcord.Role.Validator);

@@ -142,8 +142,8 @@ contract TaskBookTest is ConcordFixture {
     /// A round that waited for money opens at the top-up, not back-dated to when it was due.
     function test_TopUpResumesStarvedTaskFromNow() public {
         IConcord.TaskParams memory p = _params();
-        uint256 id = _taskWith(p, REWARD + FEE, 0, 2); // exactly one round of budget
-        _playRound(id, 0, 0, 0, _words(0), keccak256("m1")); // empty round, validators vote m1
+        uint256 id = _taskWith(p, REWARD + FEE, 1, 2); // exactly one round of budget
+        _playRound(id, 0, 0, 1, _words(1), keccak256("m1")); // one accepted submission spends it all
         assertEq(concord.taskState(id).finalizedRounds, 1);
         assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcord.Phase.Pending), "no money, no round");
         vm.warp(block.timestamp + 1000);

@@ -32,6 +32,19 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     bool public roundsWentBack;
     /// Set when a round paid trainers more than its reward, or validators more than its fee.
     bool public overpaid;
+    /// Set when finalize succeeded on a round that never opened or was already settled.
+    bool public phantomSettled;
+    /// Set when a claim above the task's maxWorkUnits was accepted.
+    bool public overclaimAccepted;
+
+    /// Per-task ledger from the events alone: escrowed in (create, top-ups), slashes kept by the
+    /// task (trainer slash - bounty, validator slashes), paid out (rewards, fees, reclaims).
+    mapping(uint256 => uint256) public ghostTaskIn;
+    mapping(uint256 => uint256) public ghostTaskOut;
+    /// Per-node stake from the calls and events: registered + added - slashed - unbonded.
+    mapping(address => uint256) public ghostStake;
+    /// Per-account credited balance: credits from events - withdrawals.
+    mapping(address => uint256) public ghostCredited;
 
     mapping(bytes32 => uint256) internal settledCount;
     mapping(uint256 => uint256) internal lastHead;
@@ -52,6 +65,14 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     uint256 public nRejected;
     uint256 public nRewarded;
     uint256 public nUnbonds;
+    uint256 public nVoid;
+    uint256 public nEmpty;
+    uint256 public nTies;
+    uint256 public nClosed;
+    uint256 public nReclaimed;
+    uint256 public nPhantomTries;
+    uint256 public nRemoved;
+    uint256 public nDry;
 
     constructor(Concord concord_, DevToken token_) {
         concord = concord_;
@@ -64,23 +85,27 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             vm.prank(t);
             concord.register(IConcord.Role.Trainer, 300e18);
             ghostDeposited += 300e18;
+            ghostStake[t] = 300e18;
             trainers.push(t);
         }
-        for (uint256 i; i < 3; ++i) {
+        for (uint256 i; i < 4; ++i) {
             address v = makeAddr(string.concat("h-validator", vm.toString(i)));
             _fund(v);
             vm.prank(v);
             concord.register(IConcord.Role.Validator, 300e18);
             ghostDeposited += 300e18;
+            ghostStake[v] = 300e18;
             validators.push(v);
         }
-        for (uint8 a; a < 2; ++a) {
-            _newTask(a);
-        }
-        // Everyone starts joined to both tasks, so short runs reach settlement.
-        for (uint256 i; i < 7; ++i) {
+        // An open-ended task, a fixed-length one (3 rounds, budget for exactly those) and a
+        // budget-limited one that runs dry after 2 rounds unless topped up.
+        _newTask(0, 0);
+        _newTask(1, 1);
+        _newTask(0, 2);
+        // Everyone starts joined to every task, so short runs reach settlement.
+        for (uint256 i; i < 8; ++i) {
             address who = _actor(i);
-            for (uint256 t; t < 2; ++t) {
+            for (uint256 t; t < 3; ++t) {
                 vm.prank(who);
                 concord.join(tasks[t]);
             }
@@ -89,24 +114,75 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
 
     // --- actions ----------------------------------------------------------------------------
 
-    function createTask(uint8 asyncLevel, uint96 budget) external {
-        if (tasks.length >= 3) return;
-        budget;
-        _newTask(uint8(_bound(asyncLevel, 0, 2)));
+    function createTask(uint8 asyncLevel, uint8 kind) external {
+        if (tasks.length >= 4) return;
+        vm.recordLogs();
+        _newTask(uint8(_bound(asyncLevel, 0, 2)), kind % 3);
         _after();
     }
 
     function topUp(uint256 taskSeed, uint96 amount) external {
         uint256 id = _task(taskSeed);
         amount = uint96(_bound(amount, 1, 500e18));
+        vm.recordLogs();
         vm.prank(initiator);
-        concord.topUp(id, amount);
-        ghostDeposited += amount;
+        try concord.topUp(id, amount) {
+            ghostDeposited += amount;
+            ghostTaskIn[id] += amount;
+        } catch {
+            if (!concord.taskState(id).closed) revert("top-up of an open task refused");
+        }
+        _after();
+    }
+
+    /// The initiator closes a task (rarely); a stranger's close must revert.
+    function closeTask(uint256 taskSeed, bool byStranger) external {
+        if (taskSeed % 5 != 0) return;
+        uint256 id = _task(taskSeed / 5);
+        vm.recordLogs();
+        vm.prank(byStranger ? trainers[0] : initiator);
+        try concord.closeTask(id) {
+            if (byStranger) phantomSettled = true;
+            ++nClosed;
+        } catch {}
+        _after();
+    }
+
+    /// reclaimBudget at any time: succeeds only once the task is over, for its initiator.
+    function reclaim(uint256 taskSeed) external {
+        uint256 id = _task(taskSeed);
+        IConcord.TaskState memory st = concord.taskState(id);
+        IConcord.TaskParams memory p = concord.taskParams(id);
+        bool over = (p.maxRounds != 0 && st.finalizedRounds >= p.maxRounds)
+            || (st.closed && st.finalizedRounds > st.headRound);
+        vm.recordLogs();
+        vm.prank(initiator);
+        try concord.reclaimBudget(id) {
+            if (!over) phantomSettled = true;
+            ++nReclaimed;
+        } catch {}
+        _after();
+    }
+
+    /// finalize on any round number of any task: past (settled), current, or never opened.
+    /// Only the oldest opened, unsettled round past its reveal phase may settle.
+    function finalizeAny(uint256 taskSeed, uint32 roundSeed, uint8 maxItems) external {
+        uint256 id = _task(taskSeed);
+        IConcord.TaskState memory st = concord.taskState(id);
+        uint32 round = uint32(_bound(roundSeed, 0, uint256(st.headRound) + 3));
+        ++nPhantomTries;
+        uint32 head = concord.currentRound(id);
+        bool allowed = round == st.finalizedRounds && round <= head;
+        vm.recordLogs();
+        try concord.finalize(id, round, _bound(maxItems, 1, 20)) {
+            if (!allowed) phantomSettled = true;
+        } catch {}
         _after();
     }
 
     function join(uint256 actorSeed, uint256 taskSeed) external {
         address who = _actor(actorSeed);
+        vm.recordLogs();
         vm.prank(who);
         try concord.join(_task(taskSeed)) {} catch {}
         _after();
@@ -115,6 +191,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function leave(uint256 actorSeed, uint256 taskSeed) external {
         if (actorSeed % 4 != 0) return; // leaving is rare, or runs would empty the tasks
         address who = _actor(actorSeed);
+        vm.recordLogs();
         vm.prank(who);
         try concord.leave(_task(taskSeed)) {} catch {}
         _after();
@@ -127,10 +204,12 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         IConcord.TaskParams memory p = concord.taskParams(id);
         uint256 lo = round > p.asyncLevel ? round - p.asyncLevel : 0;
         uint32 base = uint32(_bound(back, lo, round));
+        // one claim in 16 is above the task's maxWorkUnits and must be refused
+        uint64 units = work % 16 == 0 ? uint64(p.maxWorkUnits + 1 + work % 1000) : uint64(_bound(work, 1, 1e6));
+        vm.recordLogs();
         vm.prank(who);
-        try concord.submit(
-            id, round, base, keccak256(abi.encode(who, round)), bytes32(0), uint64(_bound(work, 1, 1e6))
-        ) {
+        try concord.submit(id, round, base, keccak256(abi.encode(who, round)), bytes32(0), units) {
+            if (units > p.maxWorkUnits) overclaimAccepted = true;
             ++nSubmits;
         } catch {}
         _after();
@@ -143,6 +222,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         uint256 n = concord.roundInfo(id, round).submissions;
         bytes32 next = altModel && rejectSeed % 3 == 0 ? keccak256("alt") : keccak256(abi.encode("model", id, round));
         bytes32 h = concord.commitHash(id, round, _bitmap(n, rejectSeed), next, bytes32(rejectSeed), who);
+        vm.recordLogs();
         vm.prank(who);
         try concord.commit(id, round, h) {
             bytes32 key = keccak256(abi.encode(id, round));
@@ -175,6 +255,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             }
         }
         bytes32 next = altModel ? keccak256("alt") : keccak256(abi.encode("model", id, round));
+        vm.recordLogs();
         vm.prank(who);
         try concord.reveal(id, round, _bitmap(n, rejectSeed), next, bytes32(rejectSeed)) {
             ++nReveals;
@@ -185,10 +266,13 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function finalize(uint256 taskSeed, uint8 maxItems) external {
         uint256 id = _task(taskSeed);
         uint32 round = concord.taskState(id).finalizedRounds;
+        uint256 n = concord.roundInfo(id, round).submissions;
         vm.recordLogs();
         try concord.finalize(id, round, _bound(maxItems, 1, 20)) returns (bool done) {
-            _scanSettlement(vm.getRecordedLogs());
-            if (done) ++nRoundsSettled;
+            if (done) {
+                ++nRoundsSettled;
+                if (n == 0) ++nEmpty;
+            }
         } catch {}
         _after();
     }
@@ -196,6 +280,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function completeUnbond(uint256 actorSeed) external {
         address who = _actor(actorSeed);
         bool pending = _hasPendingWork(who);
+        vm.recordLogs();
         vm.prank(who);
         try concord.completeUnbond() {
             if (pending) unbondedWithPendingWork = true;
@@ -206,6 +291,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
 
     function requestUnbond(uint256 actorSeed, uint96 amount) external {
         address who = _actor(actorSeed);
+        vm.recordLogs();
         vm.prank(who);
         try concord.requestUnbond(_bound(amount, 1, 300e18)) {} catch {}
         _after();
@@ -214,9 +300,11 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function addStake(uint256 actorSeed, uint96 amount) external {
         address who = _actor(actorSeed);
         amount = uint96(_bound(amount, 1, 100e18));
+        vm.recordLogs();
         vm.prank(who);
         concord.addStake(amount);
         ghostDeposited += amount;
+        ghostStake[who] += amount;
         _after();
     }
 
@@ -225,20 +313,32 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         uint256 bal = concord.balanceOf(who);
         if (bal == 0) return;
         amount = uint96(_bound(amount, 1, bal));
+        vm.recordLogs();
         vm.prank(who);
         concord.withdraw(amount);
         ghostWithdrawn += amount;
+        ghostCredited[who] -= amount;
         _after();
     }
 
     function warp(uint16 secs) external {
+        vm.recordLogs();
         vm.warp(block.timestamp + _bound(secs, 1, 25));
+        _after();
+    }
+
+    /// A long pause: phases run out with nobody acting (empty rounds, void rounds, validators
+    /// that miss a commit and lose their slot).
+    function warpLong(uint16 secs) external {
+        if (secs % 6 != 0) return; // rare, or few rounds would see a full set of validators
+        vm.recordLogs();
+        vm.warp(block.timestamp + _bound(secs, 60, 200));
         _after();
     }
 
     /// @dev Protocol-driven traffic: do the next honest action the task is waiting for
     ///      (submit, commit, reveal, finalize); a random validator sometimes skips its
-    ///      reveal and random trainers get rejected. Exposed three times to weigh it.
+    ///      reveal and random trainers get rejected. Exposed six times to weigh it.
     function progress(uint256 taskSeed, uint256 seed) external {
         _progress(_task(taskSeed), seed);
     }
@@ -251,8 +351,27 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         _progress(_task(taskSeed), seed);
     }
 
+    function progressFour(uint256 taskSeed, uint256 seed) external {
+        _progress(_task(taskSeed), seed);
+    }
+
+    function progressFive(uint256 taskSeed, uint256 seed) external {
+        _progress(_task(taskSeed), seed);
+    }
+
+    function progressSix(uint256 taskSeed, uint256 seed) external {
+        _progress(_task(taskSeed), seed);
+    }
+
     function _progress(uint256 id, uint256 seed) internal {
         IConcord.TaskState memory st = concord.taskState(id);
+        // a validator removed for a missed commit comes back (as an honest operator would)
+        for (uint256 v; v < validators.length && !st.closed; ++v) {
+            if (!concord.memberInfo(id, validators[v]).joined) {
+                this.join(trainers.length + v, _taskIndex(id));
+                return;
+            }
+        }
         if (concord.phaseOf(id, st.finalizedRounds) == IConcord.Phase.Finalize) {
             this.finalize(_taskIndex(id), uint8(seed));
             return;
@@ -265,8 +384,9 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         r = _roundIn(id, IConcord.Phase.Commit, seed);
         if (concord.phaseOf(id, r) == IConcord.Phase.Commit) {
             for (uint256 v; v < validators.length; ++v) {
-                (bool c,) = concord.commitStatus(id, r, validators[(seed + v) % validators.length]);
-                if (!c) {
+                address who = validators[(seed + v) % validators.length];
+                (bool c,) = concord.commitStatus(id, r, who);
+                if (!c && concord.memberInfo(id, who).joined) {
                     // validators mostly agree (shared verdict seed), sometimes dissent
                     uint256 verdict = seed % 5 == 0 ? seed >> 8 : uint256(keccak256(abi.encode(id, r))) >> 8;
                     this.commit((seed + v) % validators.length, _taskIndex(id), verdict, seed % 7 == 0);
@@ -298,7 +418,10 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         return tasks.length;
     }
 
-    function _newTask(uint8 asyncLevel) internal {
+    /// @dev kind 0: open-ended, large budget; 1: fixed-length (maxRounds 3, budget for exactly
+    ///      those); 2: budget-limited (maxRounds 0) with two rounds of budget: it runs dry.
+    function _newTask(uint8 asyncLevel, uint8 kind) internal {
+        uint256 perRound = 97e18 + 3 + 11e18 + 1;
         IConcord.TaskParams memory p = IConcord.TaskParams({
             specDigest: keccak256("spec"),
             initialModelDigest: keccak256("model-0"),
@@ -308,16 +431,20 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             minValidatorStake: 100e18,
             slashAmount: 70e18 + 7,
             submitSeconds: 60,
-            commitSeconds: 120,
-            revealSeconds: 120,
-            maxRounds: 0,
+            commitSeconds: 60,
+            revealSeconds: 60,
+            maxRounds: kind == 1 ? 3 : 0,
             bountyBps: 3333,
             asyncLevel: asyncLevel,
-            minValidators: 2
+            minValidators: 2,
+            maxWorkUnits: 1e6
         });
+        uint256 budget = kind == 0 ? 2000e18 : kind == 1 ? 3 * perRound : 2 * perRound;
         vm.prank(initiator);
-        tasks.push(concord.createTask(p, 2000e18));
-        ghostDeposited += 2000e18;
+        uint256 id = concord.createTask(p, budget);
+        tasks.push(id);
+        ghostDeposited += budget;
+        ghostTaskIn[id] += budget;
     }
 
     function _fund(address who) internal {
@@ -367,40 +494,92 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         return false;
     }
 
-    function _scanSettlement(Vm.Log[] memory logs) internal {
+    /// @dev Book every event of the last action into the per-task, per-node and per-account
+    ///      ghost ledgers, and check no submission settles twice and no round overpays.
+    function _scan(Vm.Log[] memory logs) internal {
         for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].emitter != address(concord)) continue;
             bytes32 sig = logs[i].topics[0];
             if (sig == IConcord.SubmissionRewarded.selector || sig == IConcord.SubmissionRejected.selector) {
                 uint256 id = uint256(logs[i].topics[1]);
                 uint256 round = uint256(logs[i].topics[2]);
-                (uint256 index, uint256 amount) = abi.decode(logs[i].data, (uint256, uint256));
-                bytes32 key = keccak256(abi.encode(id, round, index));
-                if (++settledCount[key] > 1) doubleSettled = true;
-                if (sig == IConcord.SubmissionRejected.selector) ++nRejected;
-                if (sig == IConcord.SubmissionRewarded.selector) {
+                address trainer = address(uint160(uint256(logs[i].topics[3])));
+                bytes32 key;
+                if (sig == IConcord.SubmissionRejected.selector) {
+                    (uint256 index, uint256 slashed, uint256 bounty) =
+                        abi.decode(logs[i].data, (uint256, uint256, uint256));
+                    key = keccak256(abi.encode(id, round, index));
+                    ++nRejected;
+                    ghostStake[trainer] -= slashed;
+                    ghostTaskIn[id] += slashed - bounty; // the bounty is credited (BountyPaid)
+                } else {
+                    (uint256 index, uint256 amount) = abi.decode(logs[i].data, (uint256, uint256));
+                    key = keccak256(abi.encode(id, round, index));
                     ++nRewarded;
                     rewardPaid[id][round] += amount;
                     if (rewardPaid[id][round] > 97e18 + 3) overpaid = true;
+                    ghostTaskOut[id] += amount;
+                    ghostCredited[trainer] += amount;
                 }
+                if (++settledCount[key] > 1) doubleSettled = true;
             } else if (sig == IConcord.ValidatorPaid.selector) {
                 uint256 id = uint256(logs[i].topics[1]);
                 uint256 round = uint256(logs[i].topics[2]);
-                feePaid[id][round] += abi.decode(logs[i].data, (uint256));
+                uint256 fee = abi.decode(logs[i].data, (uint256));
+                feePaid[id][round] += fee;
                 if (feePaid[id][round] > 11e18 + 1) overpaid = true;
+                ghostTaskOut[id] += fee;
+                ghostCredited[address(uint160(uint256(logs[i].topics[3])))] += fee;
+            } else if (sig == IConcord.BountyPaid.selector) {
+                ghostCredited[address(uint160(uint256(logs[i].topics[3])))] += abi.decode(logs[i].data, (uint256));
+            } else if (sig == IConcord.ValidatorSlashed.selector) {
+                uint256 amount = abi.decode(logs[i].data, (uint256));
+                ghostStake[address(uint160(uint256(logs[i].topics[3])))] -= amount;
+                ghostTaskIn[uint256(logs[i].topics[1])] += amount;
+            } else if (sig == IConcord.BudgetReclaimed.selector) {
+                uint256 amount = abi.decode(logs[i].data, (uint256));
+                ghostTaskOut[uint256(logs[i].topics[1])] += amount;
+                ghostCredited[address(uint160(uint256(logs[i].topics[2])))] += amount;
+            } else if (sig == IConcord.UnbondCompleted.selector) {
+                address who = address(uint160(uint256(logs[i].topics[1])));
+                uint256 amount = abi.decode(logs[i].data, (uint256));
+                ghostStake[who] -= amount;
+                ghostCredited[who] += amount;
+            } else if (sig == IConcord.RoundFinalized.selector) {
+                (, bool isVoid,,) = abi.decode(logs[i].data, (bytes32, bool, uint256, uint256));
+                if (isVoid) ++nVoid;
+            } else if (sig == IConcord.SubmissionUndecided.selector) {
+                ++nTies;
+            } else if (sig == IConcord.ValidatorRemoved.selector) {
+                ++nRemoved;
             }
         }
     }
 
+    /// Every node and account the handler drives (the initiator is credited reclaims).
+    function accounts() external view returns (address[] memory all) {
+        all = new address[](trainers.length + validators.length + 1);
+        for (uint256 i; i < trainers.length; ++i) {
+            all[i] = trainers[i];
+        }
+        for (uint256 i; i < validators.length; ++i) {
+            all[trainers.length + i] = validators[i];
+        }
+        all[all.length - 1] = initiator;
+    }
+
     /// @dev Heads and finalized counts only grow; a final model digest never changes.
     function _after() internal {
+        _scan(vm.getRecordedLogs());
         ++calls;
-        vm.warp(block.timestamp + 2); // every action takes a little time, so runs see many phases
+        vm.warp(block.timestamp + 1); // every action takes a little time, so runs see many phases
         for (uint256 t; t < tasks.length; ++t) {
             uint256 id = tasks[t];
             IConcord.TaskState memory st = concord.taskState(id);
             if (st.headRound < lastHead[id] || st.finalizedRounds < lastFinalized[id]) roundsWentBack = true;
             if (st.finalizedRounds > uint256(st.headRound) + 1) roundsWentBack = true;
             lastHead[id] = st.headRound;
+            if (st.budget < 97e18 + 3 + 11e18 + 1 && st.finalizedRounds > st.headRound) ++nDry;
             lastFinalized[id] = st.finalizedRounds;
             for (uint256 m = st.finalizedRounds >= 3 ? st.finalizedRounds - 3 : 0; m <= st.finalizedRounds; ++m) {
                 (bytes32 d, bool fin) = concord.modelDigest(id, uint32(m));

@@ -9,7 +9,9 @@ import {ConcordHandler} from "./ConcordHandler.sol";
 
 /// @notice Protocol invariants under random traffic from `ConcordHandler`.
 /// forge-config: default.invariant.runs = 16
-/// forge-config: default.invariant.depth = 200
+/// forge-config: default.invariant.depth = 400
+/// forge-config: deep.invariant.runs = 256
+/// forge-config: deep.invariant.depth = 400
 contract ConcordInvariantTest is Test {
     Concord internal concord;
     DevToken internal token;
@@ -30,7 +32,11 @@ contract ConcordInvariantTest is Test {
         console.log("submits", handler.nSubmits(), "commits", handler.nCommits());
         console.log("reveals", handler.nReveals(), "settled rounds", handler.nRoundsSettled());
         console.log("rejected", handler.nRejected(), "rewarded", handler.nRewarded());
-        console.log("unbonds", handler.nUnbonds());
+        console.log("unbonds", handler.nUnbonds(), "void rounds", handler.nVoid());
+        console.log("empty rounds", handler.nEmpty(), "ties", handler.nTies());
+        console.log("closed", handler.nClosed(), "reclaimed", handler.nReclaimed());
+        console.log("finalize on any round", handler.nPhantomTries(), "removed validators", handler.nRemoved());
+        console.log("dry-budget observations", handler.nDry());
     }
 
     /// The token balance of the protocol equals escrows + stakes + credited balances, and
@@ -41,14 +47,43 @@ contract ConcordInvariantTest is Test {
         assertEq(held, handler.ghostDeposited() - handler.ghostWithdrawn(), "balance == in - out");
     }
 
-    /// The per-task budgets never exceed the escrow total (the rest is reserved round pools).
-    function invariant_BudgetsWithinEscrow() public view {
+    /// Per-task solvency: for every task, what the contract holds for it equals its budget plus
+    /// the pools reserved by its open rounds, and the sum over tasks is the escrow total.
+    function invariant_PerTaskSolvency() public view {
         (uint256 escrow,,) = concord.totals();
-        uint256 budgets;
+        uint256 sum;
         for (uint256 i; i < handler.taskCount(); ++i) {
-            budgets += concord.taskState(handler.tasks(i)).budget;
+            (uint256 held, uint256 budget, uint256 reserved) = concord.taskEscrow(handler.tasks(i));
+            assertEq(held, budget + reserved, "task held == budget + reserved");
+            sum += held;
         }
-        assertLe(budgets, escrow);
+        assertEq(sum, escrow, "sum of tasks == escrow total");
+    }
+
+    /// Per-task ledger: what the contract holds for a task equals, from the events alone, what
+    /// was escrowed in plus the slashes the task kept, minus what it paid out or returned.
+    function invariant_PerTaskLedger() public view {
+        for (uint256 i; i < handler.taskCount(); ++i) {
+            uint256 id = handler.tasks(i);
+            (uint256 held,,) = concord.taskEscrow(id);
+            assertEq(held, handler.ghostTaskIn(id) - handler.ghostTaskOut(id), "task ledger");
+        }
+    }
+
+    /// Per node and account: a stake is what was staked minus slashes and unbonds; a credited
+    /// balance is what the events credited minus withdrawals.
+    function invariant_PerNodeStakeAndBalance() public view {
+        address[] memory all = handler.accounts();
+        for (uint256 i; i < all.length; ++i) {
+            assertEq(concord.nodeInfo(all[i]).stake, handler.ghostStake(all[i]), "stake ledger");
+            assertEq(concord.balanceOf(all[i]), handler.ghostCredited(all[i]), "credit ledger");
+        }
+    }
+
+    /// Only an opened, closed, unsettled round settles; over-claims are refused.
+    function invariant_NoPhantomSettlement() public view {
+        assertFalse(handler.phantomSettled(), "phantom round, early reclaim or stranger close");
+        assertFalse(handler.overclaimAccepted(), "workUnits above maxWorkUnits accepted");
     }
 
     /// No submission is settled twice, and no round pays more than its reward and fee.

@@ -24,6 +24,7 @@ abstract contract ConcordFixture is Test {
     uint32 internal constant REVEAL_S = 50;
     bytes32 internal constant SPEC = keccak256("spec");
     bytes32 internal constant MODEL0 = keccak256("model-0");
+    uint64 internal constant MAX_WORK = 1e12;
 
     address internal initiator = makeAddr("initiator");
     address internal stranger = makeAddr("stranger");
@@ -82,7 +83,8 @@ abstract contract ConcordFixture is Test {
             maxRounds: 0,
             bountyBps: 5000,
             asyncLevel: 0,
-            minValidators: 2
+            minValidators: 2,
+            maxWorkUnits: MAX_WORK
         });
     }
 
