@@ -54,7 +54,7 @@ class RoundGas:
 
 def bench_params() -> TaskParams:
     return TaskParams(digest("bench spec"), digest("bench model 0"), 1000 * TOKEN, 50 * TOKEN, 10 * TOKEN,
-                      10 * TOKEN, 5 * TOKEN, 3600, 3600, 3600, 1, 5000, 0, 3)
+                      10 * TOKEN, 5 * TOKEN, 3600, 3600, 3600, 1, 5000, 0, 3, 10 ** 9)
 
 
 def bench_account(i: int):

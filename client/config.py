@@ -246,6 +246,12 @@ class TaskConfig:
     def __post_init__(self) -> None:
         _in_range("task", "trainers_per_round", self.trainers_per_round, 1, MAX_TRAINERS)
 
+    @property
+    def max_work_units(self) -> int:
+        """The most work one honest submission can claim: every rollout of every inner step
+        generating max_new_tokens (the chain's maxWorkUnits, DESIGN.md 3)."""
+        return self.grpo.inner_steps * self.grpo.rollouts_per_step * self.sampler.max_new_tokens
+
 
 def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
     """Check one TOML value against a dataclass field type; tuples come from TOML arrays."""

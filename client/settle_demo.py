@@ -52,6 +52,7 @@ def demo_params(async_level: int = 0, min_validators: int = 2, max_rounds: int =
         bounty_bps=5000,
         async_level=async_level,
         min_validators=min_validators,
+        max_work_units=10 ** 9,
     )
 
 

@@ -80,9 +80,11 @@ class ChainTerms:
     def per_round(self) -> int:
         return self.trainer_reward_per_round + self.validator_fee_per_round
 
-    def params(self, spec_digest: bytes, initial_model_digest: bytes) -> TaskParams:
+    def params(self, spec_digest: bytes, initial_model_digest: bytes, max_work_units: int) -> TaskParams:
+        """The on-chain TaskParams; max_work_units comes from the spec (TaskConfig.max_work_units)."""
         kv = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "budget"}
-        return TaskParams(spec_digest=spec_digest, initial_model_digest=initial_model_digest, **kv)
+        return TaskParams(spec_digest=spec_digest, initial_model_digest=initial_model_digest,
+                          max_work_units=max_work_units, **kv)
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def publish_task(client: ChainClient, initiator: Signer, store: Store, task_file
     model_digest = put_initial_model(store, spec)
     spec_digest = put_task_spec(store, spec)
     log.info("uploaded model 0 %s and spec %s", model_digest, spec_digest)
-    params = terms.params(bytes.fromhex(spec_digest), bytes.fromhex(model_digest))
+    params = terms.params(bytes.fromhex(spec_digest), bytes.fromhex(model_digest), spec.task.max_work_units)
     client.token.approve(initiator, client.concord.address, terms.budget)
     task_id, receipt = client.concord.create_task(initiator, params, terms.budget)
     return Published(task_id, spec_digest, model_digest, terms.budget, initiator.address, receipt.block_number)

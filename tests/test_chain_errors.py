@@ -18,7 +18,7 @@ from client.settle_demo import digest
 
 TOKEN = 10 ** 18
 P = TaskParams(digest("spec"), digest("model 0"), 300 * TOKEN, 60 * TOKEN, 100 * TOKEN, 100 * TOKEN, 80 * TOKEN,
-               600, 600, 600, 0, 5000, 0, 2)
+               600, 600, 600, 0, 5000, 0, 2, 10 ** 9)
 
 
 def assert_rejected(env, task_id: int | None, watch, typed: Callable[[], object], signer, fn: str, args: tuple,
@@ -189,8 +189,41 @@ def test_create_task_with_bad_parameters(chain_env) -> None:
         (dataclasses.replace(P, bounty_bps=10_001), P.per_round, "BountyTooHigh", {"bountyBps": 10_001}),
         (dataclasses.replace(P, min_validators=0), P.per_round, "MinValidatorsOutOfRange", None),
         (P, P.per_round - 1, "BudgetBelowOneRound", {"budget": P.per_round - 1, "perRound": P.per_round}),
+        (dataclasses.replace(P, max_work_units=0), P.per_round, "ZeroWorkUnits", {}),
     ]
     for params, budget, name, expected in cases:
         args = (params.to_abi(), budget)
         assert_rejected(env, None, [s.address], lambda: env.client.concord.create_task(s, params, budget), s,
                         "createTask", args, name, expected)
+
+
+def test_submit_above_max_work_units(task) -> None:
+    env, task_id, _, trainers, _, watch = task
+    t = trainers[0]
+    args = (task_id, 0, 0, digest("b"), digest("p"), P.max_work_units + 1)
+    assert_rejected(env, task_id, watch, lambda: env.client.concord.submit(t, *args), t, "submit", args,
+                    "WorkUnitsAboveMax", {"taskId": task_id, "workUnits": P.max_work_units + 1,
+                                          "maxWorkUnits": P.max_work_units})
+
+
+def test_finalize_a_round_that_never_opened(task) -> None:
+    env, task_id, initiator, _, _, watch = task
+    args = (task_id, 5, 10)
+    assert_rejected(env, task_id, watch, lambda: env.client.concord.finalize(initiator, *args), initiator,
+                    "finalize", args, "RoundNotOpened", {"taskId": task_id, "round": 5})
+
+
+def test_close_and_reclaim_rules(task) -> None:
+    env, task_id, initiator, trainers, _, watch = task
+    t = trainers[0]
+    assert_rejected(env, task_id, watch, lambda: env.client.concord.close_task(t, task_id), t, "closeTask",
+                    (task_id,), "NotInitiator", {"taskId": task_id, "caller": t.address})
+    env.client.concord.close_task(initiator, task_id)
+    assert env.client.concord.task_state(task_id).closed
+    # round 0 is still in flight: nothing can be reclaimed yet, and a closed task takes no top-up
+    assert_rejected(env, task_id, watch, lambda: env.client.concord.reclaim_budget(initiator, task_id), initiator,
+                    "reclaimBudget", (task_id,), "TaskNotOver", {"taskId": task_id})
+    assert_rejected(env, task_id, watch, lambda: env.client.concord.top_up(initiator, task_id, TOKEN), initiator,
+                    "topUp", (task_id, TOKEN), "TaskIsClosed", {"taskId": task_id})
+    escrow = env.client.concord.task_escrow(task_id)
+    assert escrow.held == escrow.budget + escrow.reserved == 3 * P.per_round

@@ -18,7 +18,7 @@ BASE = TaskParams(
     trainer_reward_per_round=300 * TOKEN, validator_fee_per_round=60 * TOKEN,
     min_trainer_stake=100 * TOKEN, min_validator_stake=100 * TOKEN, slash_amount=80 * TOKEN,
     submit_seconds=600, commit_seconds=600, reveal_seconds=600, max_rounds=0,
-    bounty_bps=5000, async_level=0, min_validators=2,
+    bounty_bps=5000, async_level=0, min_validators=2, max_work_units=10 ** 9,
 )
 
 

@@ -117,8 +117,10 @@ def test_publish_creates_the_task_from_the_file(chain_env, ipfs, tmp_path: Path,
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     params = client.concord.task_params(out["task_id"])
-    terms = load_task_file(tmp_path / "task.toml").terms
-    assert params == terms.params(bytes.fromhex(out["spec_digest"]), bytes.fromhex(out["initial_model_digest"]))
+    task_file = load_task_file(tmp_path / "task.toml")
+    assert params == task_file.terms.params(bytes.fromhex(out["spec_digest"]), bytes.fromhex(out["initial_model_digest"]),
+                                            task_file.spec.task.max_work_units)
+    assert params.max_work_units == task_file.spec.task.max_work_units > 0
     assert out["budget"] == 5 * 360 * 10 ** 18
     # a node reads the spec back by the on-chain digest, and model 0 by its digest
     node = connect_node(_node_cfg(chain_env, ipfs, tmp_path, out["task_id"], TRAINER, "reader"))

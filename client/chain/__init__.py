@@ -23,9 +23,10 @@ from client.chain.protocol import (
     EVENT_TYPES, BountyPaid, BudgetReclaimed, CommitStatus, Committed, Concord, ConcordEvent, EventMeta,
     FinalizeCursor, FinalizeProgressed, Joined, LatestModel, Left, MemberInfo, ModelDigest, NodeInfo,
     NodeRegistered, Phase, PhaseClosedEarly, Revealed, Role, RoundFinalized, RoundInfo, RoundOpened,
-    StakeAdded, SubmissionRecord, SubmissionRejected, SubmissionRewarded, Submitted, TaskCreated, TaskParams,
-    TaskState, TaskToppedUp, Token, Totals, UnbondCompleted, UnbondRequested, ValidatorPaid, ValidatorSlashed,
-    Withdrawn, commit_hash, reject_words, rejected_indexes,
+    StakeAdded, SubmissionRecord, SubmissionRejected, SubmissionRewarded, SubmissionUndecided, Submitted,
+    TaskClosing, TaskCreated, TaskEscrow, TaskParams, TaskState, TaskToppedUp, Token, Totals, UnbondCompleted,
+    UnbondRequested, ValidatorPaid, ValidatorRemoved, ValidatorSlashed, Withdrawn, commit_hash, reject_words,
+    rejected_indexes,
 )
 from client.chain.rpc import (
     BroadcastUnknown, ChainError, ContractError, ErrorDecoder, NonceConflict, PendingTx, Receipt, ReceiptTimeout,
@@ -123,7 +124,8 @@ __all__ = [
     "ModelDigest", "NodeInfo", "NodeRegistered", "NonceConflict", "PendingTx", "Phase", "PhaseClosedEarly", "RawLog",
     "Receipt", "ReceiptTimeout", "RetryPolicy", "Revealed", "Role", "RoundFinalized", "RoundInfo", "RoundOpened",
     "Rpc", "RpcError", "RpcUnavailable", "Signer", "StakeAdded", "SubmissionRecord", "SubmissionRejected",
-    "SubmissionRewarded", "Submitted", "TaskCreated", "TaskParams", "TaskState", "TaskToppedUp", "Token", "Totals",
-    "TxReverted", "UnbondCompleted", "UnbondRequested", "ValidatorPaid", "ValidatorSlashed", "WrongChain",
+    "SubmissionRewarded", "SubmissionUndecided", "Submitted", "TaskClosing", "TaskCreated", "TaskEscrow",
+    "TaskParams", "TaskState", "TaskToppedUp", "Token", "Totals",
+    "TxReverted", "UnbondCompleted", "UnbondRequested", "ValidatorPaid", "ValidatorRemoved", "ValidatorSlashed", "WrongChain",
     "Withdrawn", "commit_hash", "connect", "deploy_contract", "error_decoder", "reject_words", "rejected_indexes",
 ]

@@ -59,6 +59,7 @@ class TaskParams:
     bounty_bps: int
     async_level: int
     min_validators: int
+    max_work_units: int   # the largest workUnits one submission may claim (rollouts x max new tokens)
 
     def to_abi(self) -> tuple:
         return dataclasses.astuple(self)
@@ -78,6 +79,16 @@ class TaskState:
     validators: int
     validator_slots: int
     resume_at: int
+    closed: bool
+
+
+@dataclass(frozen=True)
+class TaskEscrow:
+    """What the contract holds for one task: held == budget + reserved (pools of open rounds)."""
+
+    held: int
+    budget: int
+    reserved: int
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,7 @@ class MemberInfo:
     validator_index: int
     has_submitted: bool
     last_submit_round: int
+    joined_round: int
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,13 @@ class TaskCreated:
 
 
 @dataclass(frozen=True)
+class TaskClosing:
+    meta: EventMeta
+    task_id: int
+    head_round: int
+
+
+@dataclass(frozen=True)
 class TaskToppedUp:
     meta: EventMeta
     task_id: int
@@ -312,6 +331,16 @@ class SubmissionRejected:
 
 
 @dataclass(frozen=True)
+class SubmissionUndecided:
+    meta: EventMeta
+    task_id: int
+    round: int
+    trainer: str
+    index: int
+    rejects: int
+
+
+@dataclass(frozen=True)
 class SubmissionRewarded:
     meta: EventMeta
     task_id: int
@@ -349,6 +378,14 @@ class ValidatorSlashed:
 
 
 @dataclass(frozen=True)
+class ValidatorRemoved:
+    meta: EventMeta
+    task_id: int
+    round: int
+    validator: str
+
+
+@dataclass(frozen=True)
 class RoundFinalized:
     meta: EventMeta
     task_id: int
@@ -367,14 +404,16 @@ class Withdrawn:
 
 
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in [
-    NodeRegistered, StakeAdded, UnbondRequested, UnbondCompleted, TaskCreated, TaskToppedUp, BudgetReclaimed,
-    Joined, Left, RoundOpened, PhaseClosedEarly, Submitted, Committed, Revealed, FinalizeProgressed,
-    SubmissionRejected, SubmissionRewarded, BountyPaid, ValidatorPaid, ValidatorSlashed, RoundFinalized, Withdrawn,
+    NodeRegistered, StakeAdded, UnbondRequested, UnbondCompleted, TaskCreated, TaskClosing, TaskToppedUp,
+    BudgetReclaimed, Joined, Left, RoundOpened, PhaseClosedEarly, Submitted, Committed, Revealed, FinalizeProgressed,
+    SubmissionRejected, SubmissionUndecided, SubmissionRewarded, BountyPaid, ValidatorPaid, ValidatorSlashed,
+    ValidatorRemoved, RoundFinalized, Withdrawn,
 ]}
-ConcordEvent = (NodeRegistered | StakeAdded | UnbondRequested | UnbondCompleted | TaskCreated | TaskToppedUp
-                | BudgetReclaimed | Joined | Left | RoundOpened | PhaseClosedEarly | Submitted | Committed | Revealed
-                | FinalizeProgressed | SubmissionRejected | SubmissionRewarded | BountyPaid | ValidatorPaid
-                | ValidatorSlashed | RoundFinalized | Withdrawn)
+ConcordEvent = (NodeRegistered | StakeAdded | UnbondRequested | UnbondCompleted | TaskCreated | TaskClosing
+                | TaskToppedUp | BudgetReclaimed | Joined | Left | RoundOpened | PhaseClosedEarly | Submitted
+                | Committed | Revealed | FinalizeProgressed | SubmissionRejected | SubmissionUndecided
+                | SubmissionRewarded | BountyPaid | ValidatorPaid | ValidatorSlashed | ValidatorRemoved
+                | RoundFinalized | Withdrawn)
 
 
 def _snake(name: str) -> str:
@@ -477,6 +516,9 @@ class Concord:
     def reclaim_budget(self, signer: Signer, task_id: int) -> Receipt:
         return self._tx(signer, "reclaimBudget", task_id)
 
+    def close_task(self, signer: Signer, task_id: int) -> Receipt:
+        return self._tx(signer, "closeTask", task_id)
+
     # -- rounds
     def join(self, signer: Signer, task_id: int) -> Receipt:
         return self._tx(signer, "join", task_id)
@@ -542,6 +584,9 @@ class Concord:
 
     def task_state(self, task_id: int) -> TaskState:
         return TaskState(*self._view("taskState", task_id)[0])
+
+    def task_escrow(self, task_id: int) -> TaskEscrow:
+        return TaskEscrow(*self._view("taskEscrow", task_id))
 
     def member_info(self, task_id: int, node: str) -> MemberInfo:
         joined, role, *rest = self._view("memberInfo", task_id, node)[0]
