@@ -18,11 +18,13 @@ and the demo iterate CHEATS.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from ipfshttpclient import multipart
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -31,7 +33,7 @@ from client.bundle import Bundle, batch_proofs, claimed_mean_reward, claimed_wor
 from client.config import TaskConfig
 from client.envs import SYM0, Env, rewards
 from client.grpo import inner_update, make_inner_optimizer, replay_training, state_delta
-from client.manifest import SubmissionManifest, canonical_bytes, digest_of
+from client.manifest import ShardRef, SubmissionManifest, canonical_bytes, canonical_cid, digest_of
 from client.model import build_policy, clone_policy, policy_state
 from client.node import Node, TaskContext, model_for_round
 from client.rollout import RolloutBatch, completion_mask, generate, generate_tokens, prefill
@@ -330,6 +332,37 @@ def delta_shard_metadata(store: Store, bundle: Bundle, ctx: CheatContext) -> Cla
     return upload_with_delta(store, bundle, [(name, padded)] + shards[1:])
 
 
+# ----------------------------------------------------------------------------- availability (issue 10)
+
+def add_chunked(store: Store, data: bytes, name: str, chunk: int) -> tuple[ShardRef, list[str]]:
+    """Add ``data`` unpinned as a UnixFS file of ``chunk``-byte raw leaves (not the store's chunker);
+    returns its reference and its leaves' CIDs in file order."""
+    opts = {"cid-version": "1", "raw-leaves": "true", "chunker": f"size-{chunk}", "hash": "sha2-256",
+            "pin": "false", "cid-base": "base32", "wrap-with-directory": "false"}
+    body, headers = multipart.stream_bytes(data, chunk_size=1 << 20)
+    resp = store._http.request("/add", opts=opts, decoder="json", data=body, headers=headers, timeout=store.timeout)
+    root = canonical_cid(resp[-1]["Hash"])
+    node = store._get_node(root, "the cheater's own root", time.monotonic() + store.timeout)
+    leaves = [str(c.set(base="base32")) for c in node.links]
+    return ShardRef(name, root, digest_of(data), len(data)), leaves
+
+
+def withheld_leaf(store: Store, bundle: Bundle, ctx: CheatContext | None = None) -> Claim:
+    """The honest bundle, its first delta shard uploaded as one file of two leaves (within the task's size
+    limit, its root and sizes true) whose second leaf is removed from the node once the manifest is up:
+    a validator gets the root and the first leaf, never the second (a provider that never serves a block)."""
+    rollouts, proofs, shards = submission_files(bundle)
+    name, data = shards[0]
+    first, leaves = add_chunked(store, data, name, len(data) // 2 + 1)
+    manifest = SubmissionManifest(
+        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
+        rollouts=store.put_file(rollouts, ROLLOUTS_NAME), proofs=store.put_file(proofs, PROOFS_NAME),
+        delta=(first,) + tuple(store.put_file(d, n) for n, d in shards[1:]), stats=encode_stats(bundle, bundle.batches))
+    digest = store.put_manifest(manifest.to_bytes())
+    store._http.request("/block/rm", (leaves[-1],), decoder="json", timeout=store.timeout)
+    return Claim(bundle.base_round, digest, bytes(bundle.proof_root), bundle.work_units)
+
+
 # ----------------------------------------------------------------------------- chain level
 
 def copy_other(claim: Claim, ctx: CheatContext) -> Claim | None:
@@ -394,6 +427,8 @@ _ALL = (
           "another digest)", "fetch", upload=padded_delta_shards),
     Cheat("delta_shard_metadata", f"the honest bundle with {METADATA_BYTES} bytes of metadata in its delta shard "
           "(same tensors, another digest)", "fetch", upload=delta_shard_metadata),
+    Cheat("withheld_leaf", "its delta shard uploaded as a file of two leaves, the second never served (block/rm "
+          "after the manifest is up)", "fetch", upload=withheld_leaf),
 )
 
 CHEATS: dict[str, Cheat] = {c.name: c for c in _ALL}

@@ -651,3 +651,283 @@ def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> 
         facts["summary"] = f"CLI exited 1 printing {facts['printed'][:60]}"
         return task_id, []
     return _run("revert reported by name", client, body)
+
+
+# ----------------------------------------------------------------------------- 6-7. availability (issue 10)
+
+HONEST_2 = 4      # a second honest trainer for the availability drills (accounts 6-9 are taken)
+
+
+def submit_with(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, round_: int,
+                upload: Callable[[Store, object], str]) -> tuple[str, Callable[[], None]]:
+    """A round-``round_`` bundle trained honestly and uploaded by ``upload(store, bundle) -> digest``;
+    returns (digest, a function that submits it with the bundle's proof root and work units)."""
+    from client.bundle import make_bundle
+
+    node = connect_node(node_cfg(client, ipfs_api, tmp, task_id, account, f"sdk-trainer-{account}"))
+    ctx = load_task_context(node, task_id)
+    bundle = make_bundle(model_for_round(ctx, node.store, round_), ctx.env, ctx.task, task_id, round_, node.address,
+                         round_)
+    digest = upload(node.store, bundle)
+
+    def submit() -> None:
+        client.concord.submit(node.signer, task_id, round_, round_, bytes.fromhex(digest), bytes(bundle.proof_root),
+                              bundle.work_units)
+    return digest, submit
+
+
+def verdict_times(folders: Iterable[Path], task_id: int, since: float, until: Callable[[], bool],
+                  timeout: float) -> dict[tuple[str, int], float]:
+    """(validator folder name, submission index) -> seconds after ``since`` (monotonic) at which the
+    verdict file appeared, polled until ``until()`` or ``timeout``."""
+    from validator import node as vnode
+
+    seen: dict[tuple[str, int], float] = {}
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not until():
+        for folder in folders:
+            for path in (vnode.task_dir(folder, task_id) / "verdicts").glob("r*-i*.json"):
+                key = (folder.name, int(path.stem.split("-i")[1]))
+                seen.setdefault(key, round(time.monotonic() - since, 2))
+        time.sleep(0.05)
+    return seen
+
+
+def settled_outcome(client: ChainClient, task_id: int, cheater: str, honest_trainers: list[str],
+                    facts: dict) -> None:
+    """Round 0 settled, not void; ``cheater`` rejected and slashed, every honest trainer paid once."""
+    (fin,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 0]
+    expect(not fin.is_void, "round 0 went void")
+    rejected = [e for e in events(client, task_id, "SubmissionRejected")]
+    facts["slashed"] = {e.trainer: e.slashed for e in rejected}
+    expect([e.trainer for e in rejected] == [cheater], f"rejected {[e.trainer for e in rejected]}, want the cheater")
+    expect(rejected[0].slashed > 0, "the cheater was not slashed")
+    paid = sorted(e.trainer for e in events(client, task_id, "SubmissionRewarded"))
+    expect(paid == sorted(honest_trainers), f"paid {paid}, want the honest trainers {sorted(honest_trainers)}")
+
+
+def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
+    """A cheater uploads its delta shard as a file of two leaves and withholds the second (client.cheats
+    `withheld_leaf`); two validators fetch it block by block: the missing leaf is a clean timeout
+    naming that leaf, the IPFS daemon stays up, the cheater is rejected and slashed, the honest trainer
+    paid, the round settles (not void)."""
+    from client import cheats
+    from client.submission import put_submission
+    from validator import node as vnode
+
+    def body(facts: dict) -> tuple[int, list[str]]:
+        nodes = Nodes()
+        try:
+            task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=2)
+            honest = enrol(client, PEER, Role.TRAINER, task_id)
+            cheater = enrol(client, VICTIM, Role.TRAINER, task_id)
+            vals = [enrol(client, a, Role.VALIDATOR, task_id) for a in (VAL_A, VAL_B)]
+            facts["honest"] = [honest, *vals]
+            _, submit_honest_ = submit_with(client, ipfs_api, tmp, task_id, PEER, 0,
+                                            lambda store, b: put_submission(store, b)[0])
+            _, submit_cheat = submit_with(client, ipfs_api, tmp, task_id, VICTIM, 0,
+                                          lambda store, b: cheats.withheld_leaf(store, b).digest)
+            threads = []
+            for account, name in ((VAL_A, "val-a"), (VAL_B, "val-b")):
+                cfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"),
+                                            rounds=1)
+                threads.append(nodes.thread(name, lambda stop, c=cfg: vnode.run_validator(c, stop)))
+            submit_cheat()
+            submit_honest_()
+            wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                     timeout=180, alive=any_failed(*threads))
+            for t in threads:
+                t.join()
+            settled_outcome(client, task_id, cheater, [honest], facts)
+            for name in ("val-a", "val-b"):
+                verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp / name, task_id))}
+                sub = next(e for e in events(client, task_id, "Submitted") if e.trainer == cheater)
+                bad = verdicts[sub.index]
+                expect(not bad.accepted and bad.failed_check == "fetch", f"{name}: cheater's verdict {bad}")
+                doc = json.loads(vnode.evidence_path(vnode.task_dir(tmp / name, task_id), bad.evidence_digest)
+                                 .read_text())
+                facts[f"{name}_evidence"] = doc["detail"][:200]
+                expect("not found within" in doc["detail"], f"{name}: evidence {doc['detail'][:200]}")
+            Store(ipfs_api, None, timeout=5.0, retries=1).probe()      # the daemon still answers
+            facts["summary"] = ("leaf withheld: both validators rejected it (fetch: block not found within the "
+                                "timeout), daemon up, cheater slashed, honest trainer paid, round not void")
+            return task_id, facts["honest"]
+        finally:
+            nodes.close()
+    return _run("withheld leaf", client, body)
+
+
+class DripProxy:
+    """A stand-in IPFS API on 127.0.0.1 (lab only) in front of a real daemon: every request passes through
+    byte for byte, except a block/get of a CID in ``slow``: that block is fetched whole from the daemon
+    and sent on ``drip_bytes`` at a time, one piece every ``every_s`` seconds, so each read answers well
+    within any read timeout and the block never arrives within a deadline (a slow provider)."""
+
+    def __init__(self, upstream_url: str, drip_bytes: int = 16, every_s: float = 0.2) -> None:
+        import socketserver
+        import urllib.parse
+
+        up = urllib.parse.urlsplit(upstream_url)
+        self.upstream = (up.hostname, up.port)
+        self.drip_bytes, self.every_s = drip_bytes, every_s
+        self.slow: set[str] = set()
+        self.dripped: Counter = Counter()          # CID -> block/get requests dripped
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                proxy._serve(self.request)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="drip-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def api(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.port}/http"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _serve(self, sock) -> None:
+        import urllib.parse
+
+        from client.manifest import ManifestError, canonical_cid
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        method, target = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")[:2]
+        url = urllib.parse.urlsplit(target)
+        arg = (urllib.parse.parse_qs(url.query).get("arg") or [""])[0]
+        try:
+            cid = canonical_cid(arg) if url.path.endswith("/block/get") else ""
+        except ManifestError:
+            cid = ""
+        if cid in self.slow:
+            self._drip(sock, method, target, cid)
+        else:
+            self._pipe(sock, head)
+
+    def _pipe(self, sock, head: bytes) -> None:
+        import socket
+
+        up = socket.create_connection(self.upstream)
+
+        def copy(src, dst) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+        up.sendall(head)
+        back = threading.Thread(target=copy, args=(up, sock), daemon=True)
+        back.start()
+        copy(sock, up)
+        back.join(timeout=600)
+        up.close()
+
+    def _drip(self, sock, method: str, target: str, cid: str) -> None:
+        import requests
+
+        self.dripped[cid] += 1
+        resp = requests.request(method, f"http://{self.upstream[0]}:{self.upstream[1]}{target}", timeout=60)
+        body = resp.content
+        status = "200 OK" if resp.status_code == 200 else f"{resp.status_code} Error"
+        kind = resp.headers.get("Content-Type", "application/octet-stream")
+        try:
+            sock.sendall(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            for i in range(0, len(body), self.drip_bytes):
+                time.sleep(self.every_s)
+                sock.sendall(body[i:i + self.drip_bytes])
+        except OSError:
+            pass          # the validator gave up at its deadline
+
+
+def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
+    """Three trainers submit; the first one's proofs and delta blocks reach the validator through a
+    DripProxy (its IPFS API) a few bytes at a time, as from a provider that answers each read just in
+    time and never finishes. The validator fetches the round's submissions concurrently: the slow one
+    is rejected (fetch: deadline passed) within its deadline, the two honest ones are verified and
+    accepted before it, the slow trainer is slashed, the honest ones paid, the round not void."""
+    from client.submission import put_submission, submission_deadline_s
+    from validator import node as vnode
+
+    def body(facts: dict) -> tuple[int, list[str]]:
+        nodes = Nodes()
+        proxy = DripProxy(f"http://127.0.0.1:{_api_port(ipfs_api)}")
+        try:
+            task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1)
+            slow = enrol(client, VICTIM, Role.TRAINER, task_id)
+            honest = [enrol(client, a, Role.TRAINER, task_id) for a in (PEER, HONEST_2)]
+            validator = enrol(client, VAL_A, Role.VALIDATOR, task_id)
+            facts["honest"] = honest + [validator]
+            slow_cids: set[str] = set()
+
+            def slow_upload(store: Store, bundle) -> str:
+                digest, manifest = put_submission(store, bundle)
+                slow_cids.update([manifest.proofs.cid] + [ref.cid for ref in manifest.delta])
+                return digest
+
+            _, submit_slow = submit_with(client, ipfs_api, tmp, task_id, VICTIM, 0, slow_upload)
+            submits = [submit_with(client, ipfs_api, tmp, task_id, a, 0,
+                                   lambda store, b: put_submission(store, b)[0])[1] for a in (PEER, HONEST_2)]
+            proxy.slow |= slow_cids
+            cfg = vnode.ValidatorConfig(node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator"),
+                                        rounds=1)
+            warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
+            deadline = submission_deadline_s(load_task_context(connect_node(cfg.node), task_id).spec.limits,
+                                             cfg.node.ipfs_timeout)
+            facts["deadline_s"] = round(deadline, 2)
+            v = nodes.thread("validator", lambda stop: vnode.run_validator(cfg, stop))
+            started = time.monotonic()
+            submit_slow()                     # first: the honest ones must not wait behind it
+            for submit in submits:
+                submit()
+            times = verdict_times([tmp / "validator"], task_id, started,
+                                  lambda: client.concord.task_state(task_id).finalized_rounds >= 1, timeout=180)
+            expect(client.concord.task_state(task_id).finalized_rounds >= 1, "round 0 did not settle")
+            v.join()
+            subs = {e.trainer: e.index for e in events(client, task_id, "Submitted")}
+            facts["slow_verdict_s"] = times.get(("validator", subs[slow]))
+            facts["honest_verdict_s"] = [times.get(("validator", subs[h])) for h in honest]
+            facts["dripped"] = sum(proxy.dripped.values())
+            verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp / "validator", task_id))}
+            bad = verdicts[subs[slow]]
+            expect(not bad.accepted and bad.failed_check == "fetch", f"slow provider's verdict {bad}")
+            doc = json.loads(vnode.evidence_path(vnode.task_dir(tmp / "validator", task_id), bad.evidence_digest)
+                             .read_text())
+            facts["evidence"] = doc["detail"][:200]
+            expect("deadline" in doc["detail"], f"evidence {doc['detail'][:200]}")
+            expect(facts["dripped"] > 0, "the proxy never dripped a block")
+            expect(all(verdicts[subs[h]].accepted for h in honest), "an honest submission was not accepted")
+            expect(facts["slow_verdict_s"] is not None and facts["slow_verdict_s"] <= deadline + 5,
+                   f"slow submission judged after {facts['slow_verdict_s']}s, deadline {deadline:.1f}s")
+            settled_outcome(client, task_id, slow, honest, facts)
+            facts["summary"] = (f"slow provider rejected {facts['slow_verdict_s']}s after submitting (deadline "
+                                f"{facts['deadline_s']}s), honest verdicts at {facts['honest_verdict_s']}s; "
+                                "slashed, honest paid, round not void")
+            return task_id, facts["honest"]
+        finally:
+            nodes.close()
+            proxy.close()
+    return _run("slow provider", client, body)
+
+
+def _api_port(ipfs_api: str) -> int:
+    """The TCP port of a /ip4/127.0.0.1/tcp/P/http multiaddr."""
+    parts = ipfs_api.split("/")
+    return int(parts[parts.index("tcp") + 1])

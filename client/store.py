@@ -163,6 +163,24 @@ def api_multiaddr(api: str) -> str:
     return f"/{proto}/{host}/tcp/{url.port}/{url.scheme}"
 
 
+def api_url(multiaddr: str) -> str:
+    """``/ip4/H/tcp/P/http`` (or ip6, dns, https) -> ``http://H:P/api/v0``, the RPC base URL."""
+    parts = multiaddr.strip("/").split("/")
+    if len(parts) < 4 or parts[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") or parts[2] != "tcp":
+        raise ValueError(f"IPFS API address {multiaddr!r}: expected /ip4|ip6|dns/HOST/tcp/PORT[/http|https]")
+    scheme = parts[4] if len(parts) > 4 and parts[4] in ("http", "https") else "http"
+    host = f"[{parts[1]}]" if parts[0] == "ip6" else parts[1]
+    return f"{scheme}://{host}:{parts[3]}/api/v0"
+
+
+def _error_message(resp: requests.Response) -> str:
+    """The daemon's error text ({"Message": ...}), or the start of the body."""
+    try:
+        return str(resp.json().get("Message", ""))[:300] or f"HTTP {resp.status_code}"
+    except ValueError:
+        return f"HTTP {resp.status_code}: {resp.text[:200]}"
+
+
 def _short_reason(err: BaseException) -> str:
     text = str(err)
     match = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
@@ -214,6 +232,7 @@ class Store:
         self.retries = retries
         self.backoff = backoff
         self._http = ClientSync(self.api, "api/v0")
+        self._url = api_url(self.api)
 
     # ------------------------------------------------------------------------- manifests
 
@@ -457,14 +476,20 @@ class Store:
 
     def _download(self, path: str, cid: str, size: int, expected: str, out: BinaryIO, deadline: float) -> str:
         """Stream one block into ``out``; return the sha256 (hex) of what came. Refuses more than ``size``
-        bytes, a stalled stream, and a total time past ``deadline`` (a provider that drips bytes)."""
+        bytes, a stalled stream, and a total time past ``deadline``: bytes are taken as they arrive
+        (``read1``), so a provider that drips them is cut at the deadline, not when it is done."""
         timeout = self._time_left(cid, expected, deadline)
         sha = hashlib.sha256()
         try:
-            with self._http.request(path, (cid,), opts={"timeout": _duration(timeout)}, stream=True,
-                                    timeout=timeout + REQUEST_GRACE) as chunks:
+            with requests.post(f"{self._url}{path}", params={"arg": cid, "timeout": _duration(timeout)}, stream=True,
+                               timeout=timeout + REQUEST_GRACE) as resp:
+                if resp.status_code != 200:
+                    message = _error_message(resp)
+                    if "timed out" in message.lower() or "timeout" in message.lower():
+                        raise ContentNotFound(cid, timeout, expected)
+                    raise DaemonError(self.api, path.strip("/"), message)
                 received = 0
-                for chunk in chunks:
+                while chunk := resp.raw.read1(READ_BLOCK):
                     received += len(chunk)
                     if received > size:
                         raise SizeMismatch(cid, expected=size, got=received)
@@ -472,19 +497,15 @@ class Store:
                     out.write(chunk)
                     if time.monotonic() > deadline:
                         raise DeadlineExceeded(cid, timeout, f"{expected}; download too slow")
-        except ipfs_errors.TimeoutError:
-            raise ContentNotFound(cid, timeout, expected) from None
-        except ipfs_errors.ErrorResponse as e:
-            if _is_daemon_timeout(e):
-                raise ContentNotFound(cid, timeout, expected) from None
-            raise
-        except requests.exceptions.ConnectionError as e:
-            # Raised mid-stream by requests itself (ipfshttpclient maps errors at the request start only).
+        except (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError):
+            raise ContentNotFound(cid, timeout, f"{expected}; no answer or stream stalled") from None
+        except (requests.exceptions.ConnectionError, urllib3.exceptions.ProtocolError,
+                requests.exceptions.ChunkedEncodingError) as e:
             if any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in e.args):
                 raise ContentNotFound(cid, timeout, f"{expected}; stream stalled") from None
-            raise ipfs_errors.ConnectionError(e) from e
-        except requests.exceptions.ChunkedEncodingError as e:
-            raise ipfs_errors.ConnectionError(e) from e
+            raise ipfs_errors.ConnectionError(e) from e      # _call retries: the daemon may be restarting
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded(cid, timeout, f"{expected}; download too slow")
         return sha.hexdigest()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:

@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,7 @@ from validator.checks import Verdict, verify_bundle
 log = logging.getLogger("concord.validator")
 
 EVIDENCE_KIND = "rejection_evidence"
-ALREADY_FINAL = ("WrongPhase", "WrongRound")
+ALREADY_FINAL = ("RoundAlreadySettled", "WrongPhase", "WrongRound")
 MAX_TRANSIENT_FAILURES = 20   # consecutive failed ticks (IPFS or RPC down) before giving up
 TRANSIENT = (StoreUnavailable, DaemonError, chain.RpcUnavailable, ModelError)
 OWN_STORE_DOWN = (StoreUnavailable, DaemonError)   # our own IPFS node failing: no verdict on anyone by itself
@@ -544,13 +544,17 @@ def verify_round(v: Validator, round_: int, expected: int | None = None,
     its own deadline, so the wait is one deadline at most, however many providers are slow."""
     seen = v.submissions.get(round_, {})
     start_fetches(v, [seen[i] for i in sorted(seen)])
-    ready = []
-    for i in sorted(seen):
-        future = v.fetching.get((round_, i))
-        if future is not None and (wait or future.done()):
-            del v.fetching[(round_, i)]          # before result(): a fetch that raised is started afresh
-            ready.append(future.result())
-    settle_fetches(v, ready)
+    futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
+    ready = as_completed(futures) if wait else [f for f in futures if f.done()]
+    down: StoreError | None = None
+    for future in ready:                         # judged as each fetch ends: a slow one holds back no other
+        del v.fetching[futures[future]]          # before result(): a fetch that raised is started afresh
+        try:
+            settle_fetches(v, [future.result()])
+        except OWN_STORE_DOWN as e:
+            down = down or e
+    if down is not None:
+        raise down
     if any((round_, i) not in v.verdicts for i in seen):
         return None
     if expected is not None and sorted(seen) != list(range(expected)):
