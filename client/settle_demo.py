@@ -207,15 +207,25 @@ class Conservation:
     escrow: int
     staked: int
     credited: int
+    tasks_held: int = -1        # sum over tasks of taskEscrow().held (-1: not read)
+    tasks_solvent: bool = True  # every task holds exactly its budget + the pools of its open rounds
 
     @property
     def holds(self) -> bool:
-        return self.token_balance == self.escrow + self.staked + self.credited
+        per_task = self.tasks_held in (-1, self.escrow) and self.tasks_solvent
+        return self.token_balance == self.escrow + self.staked + self.credited and per_task
 
 
 def conservation(client: ChainClient) -> Conservation:
-    t = client.concord.totals()
-    return Conservation(client.token.balance_of(client.concord.address), t.escrow, t.staked, t.credited)
+    """Totals against the token balance, and each task's escrow against its budget + reserved pools."""
+    c = client.concord
+    t = c.totals()
+    held, solvent = 0, True
+    for task_id in range(1, c.task_count() + 1):
+        e = c.task_escrow(task_id)
+        held += e.held
+        solvent = solvent and e.held == e.budget + e.reserved
+    return Conservation(client.token.balance_of(c.address), t.escrow, t.staked, t.credited, held, solvent)
 
 
 def demo_actors(client: ChainClient) -> tuple[Signer, list[Actor], list[Actor]]:
