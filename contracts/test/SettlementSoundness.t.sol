@@ -44,6 +44,22 @@ contract SettlementSoundnessTest is ConcordFixture {
         _assertSolvent(id);
     }
 
+    /// asyncLevel 1 pre-writes ring slot 1 for round 1 at creation; with maxRounds 1 round 1
+    /// never opens, yet its slot read as a void round past its phases (a whole pool to credit).
+    function test_RevertWhen_FinalizePreWrittenSlotOfRoundThatNeverOpened() public {
+        IConcord.TaskParams memory p = _params();
+        p.maxRounds = 1;
+        p.asyncLevel = 1;
+        uint256 id = _taskWith(p, 1000e18, 1, 2);
+        _playRound(id, 0, 0, 1, _words(1), M1);
+        vm.warp(block.timestamp + 10_000);
+        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundNotOpened.selector, id, 1));
+        concord.finalize(id, 1, 100);
+        (uint256 held, uint256 budget,) = concord.taskEscrow(id);
+        assertEq(held, budget, "nothing reserved, nothing phantom");
+        assertEq(budget, 1000e18 - REWARD - FEE);
+    }
+
     function test_RevertWhen_FinalizeSettledRoundAgain() public {
         uint256 id = _taskWith(_params(), 1000e18, 1, 2);
         _playRound(id, 0, 0, 1, _words(1), M1);
