@@ -10,7 +10,7 @@ TOPLOC := toploc==0.1.6
 
 export PYTHONHASHSEED := 0
 
-.PHONY: deps demo test forge-test forge-deep pytest pytest-fast slither bench-gas bench-learn bench-proofs clean
+.PHONY: deps artifacts demo test forge-test forge-deep pytest pytest-fast slither bench-gas bench-learn bench-proofs clean
 
 deps: $(VENV)/.stamp node_modules/.stamp
 
@@ -32,6 +32,11 @@ $(VENV)/.stamp: requirements.lock pyproject.toml
 node_modules/.stamp: package.json package-lock.json
 	npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The deployed contracts' ABIs and bytecode, shipped in the package (client/chain/artifacts.json).
+# Run after changing contracts/; tests/test_chain_compile.py fails while the file is stale.
+artifacts: deps
+	$(PY) -m client.compile
 
 demo: deps
 	$(VENV)/bin/concord demo

@@ -1,5 +1,8 @@
 """Compile the protocol contracts with py-solc-x through scripts/solc, cached by source hash.
 
+This is the build step, not the run time: `make artifacts` (`python -m client.compile`) writes
+the deployed contracts' ABIs and bytecode into client/chain/artifacts.json, which nodes load.
+
 Deploying must not need forge: nodes compile the same sources with the same settings as
 foundry.toml (read from it, so the two cannot drift) and get the same runtime bytecode
 (tests/test_chain_compile.py checks that against forge's out/). The standard-JSON output
@@ -16,12 +19,15 @@ import logging
 import os
 import tempfile
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import solcx
 import solcx.wrapper
 from solcx.exceptions import SolcError
+
+from client.chain.artifacts import Artifact
+from client.chain.artifacts import PATH as PACKAGED
+from client.chain.artifacts import to_json as packaged_json
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +49,6 @@ class MissingContract(Exception):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"no compiled contract named {name!r}; have {sorted(known)}")
         self.name = name
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One compiled contract: what deploy and the typed SDK need."""
-
-    name: str
-    source: str          # source unit name, e.g. "contracts/Concord.sol"
-    abi: tuple           # the ABI as parsed JSON (tuple of dicts)
-    bytecode: bytes      # creation code
-    runtime: bytes       # deployed (runtime) code
 
 
 def foundry_settings(root: Path = REPO_ROOT) -> dict:
@@ -170,3 +165,20 @@ def artifact(name: str, artifacts: dict[str, Artifact] | None = None) -> Artifac
     if name not in artifacts:
         raise MissingContract(name, list(artifacts))
     return artifacts[name]
+
+
+def sources_sha256(root: Path = REPO_ROOT) -> str:
+    """One hash over the contract sources and the compile settings (what artifacts.json records)."""
+    return hashlib.sha256(json.dumps(standard_json_input(root), sort_keys=True).encode()).hexdigest()
+
+
+def write_artifacts(path: Path = PACKAGED, root: Path = REPO_ROOT) -> Path:
+    """Compile and write the packaged artifacts (client/chain/artifacts.json)."""
+    obj = packaged_json(compile_contracts(root), _compiler_version(), sources_sha256(root))
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(write_artifacts())

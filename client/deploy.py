@@ -18,8 +18,9 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from client import chain, keys
-from client import compile as solc
 from client.chain import Deployment, Rpc, Signer
+from client.chain import artifacts as packaged
+from client.chain.artifacts import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class DevnetResult:
     accounts: list[str]
 
 
-def _ctor_args(art: solc.Artifact, values: dict[str, object]) -> list[object]:
+def _ctor_args(art: Artifact, values: dict[str, object]) -> list[object]:
     """Constructor arguments by name (leading underscores and case ignored), so the deployer
     follows the contract's signature; UnknownConstructor for a parameter it has no value for."""
     ctor = next((e for e in art.abi if e.get("type") == "constructor"), {"inputs": []})
@@ -53,18 +54,18 @@ def _ctor_args(art: solc.Artifact, values: dict[str, object]) -> list[object]:
 
 
 def deploy(rpc_url: str, account: LocalAccount, token: str | None = None, unbond_delay: int = DEFAULT_UNBOND_DELAY,
-           out: Path | None = None, artifacts: dict[str, solc.Artifact] | None = None) -> Deployment:
+           out: Path | None = None, artifacts: dict[str, Artifact] | None = None) -> Deployment:
     """Deploy Concord (and a DevToken unless ``token`` is given); write ``out`` if given."""
-    artifacts = solc.compile_contracts() if artifacts is None else artifacts
+    artifacts = packaged.load() if artifacts is None else artifacts
     rpc = Rpc(rpc_url)
     signer = Signer(rpc, account, chain.error_decoder(artifacts))
     if token is None:
-        token_art = solc.artifact(chain.DEV_TOKEN, artifacts)
+        token_art = artifacts[chain.DEV_TOKEN]
         owner = signer.address
         token, _ = chain.deploy_contract(
             signer, token_art, *_ctor_args(token_art, {"owner": owner, "initialowner": owner, "minter": owner}))
         log.info("deployed DevToken at %s", token)
-    concord_art = solc.artifact(chain.CONCORD, artifacts)
+    concord_art = artifacts[chain.CONCORD]
     address, receipt = chain.deploy_contract(
         signer, concord_art, *_ctor_args(concord_art, {"token": to_checksum_address(token), "unbonddelay": unbond_delay,
                                                        "owner": signer.address, "initialowner": signer.address}))
@@ -75,9 +76,9 @@ def deploy(rpc_url: str, account: LocalAccount, token: str | None = None, unbond
 
 
 def deploy_devnet(rpc_url: str, accounts: int, mint: int, unbond_delay: int = DEVNET_UNBOND_DELAY,
-                  artifacts: dict[str, solc.Artifact] | None = None) -> DevnetResult:
+                  artifacts: dict[str, Artifact] | None = None) -> DevnetResult:
     """Deploy with anvil account 0, then mint ``mint`` DevTokens to each of the first ``accounts``."""
-    artifacts = solc.compile_contracts() if artifacts is None else artifacts
+    artifacts = packaged.load() if artifacts is None else artifacts
     deployer = keys.devnet_account(0)
     deployment = deploy(rpc_url, deployer, None, unbond_delay, None, artifacts)
     client = chain.connect(rpc_url, deployment, artifacts)
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         account = keys.load_key(args.keystore)
         deployment = deploy(args.rpc_url, account, args.token, args.unbond_delay, args.out)
-    except (keys.KeyLoadError, chain.ChainError, solc.CompileError) as exc:
+    except (keys.KeyLoadError, chain.ChainError, packaged.ArtifactsMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"Concord {deployment.concord} token {deployment.token} on chain {deployment.chain_id} "

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from client import compile as solc
+from client.chain import artifacts as packaged
 from client.procs import REPO_ROOT, find_binary
 
 FORGE_NATIVE = REPO_ROOT / "node_modules" / "@foundry-rs" / "forge-linux-amd64" / "bin" / "forge"
@@ -58,3 +59,17 @@ def test_py_solc_x_and_forge_produce_the_same_runtime_bytecode(tmp_path: Path) -
         art = json.loads((out / f"{name}.sol" / f"{name}.json").read_text())
         forge_runtime = bytes.fromhex(art["deployedBytecode"]["object"].removeprefix("0x"))
         assert forge_runtime == ours[name].runtime, f"{name}: forge and py-solc-x runtime bytecode differ"
+
+
+def test_packaged_artifacts_match_the_sources() -> None:
+    """client/chain/artifacts.json (what nodes load, no solc needed) is today's compile of contracts/:
+    after a contract change, `make artifacts` rewrites it."""
+    shipped = json.loads(packaged.PATH.read_text())
+    fresh = packaged.to_json(solc.compile_contracts(), solc._compiler_version(), solc.sources_sha256())
+    assert shipped["sources_sha256"] == fresh["sources_sha256"], "contracts changed: run `make artifacts`"
+    assert shipped == json.loads(json.dumps(fresh)), "artifacts.json differs from a fresh compile: run `make artifacts`"
+    loaded = packaged.load()
+    for name in DEPLOYED:
+        assert loaded[name].runtime == _ours_with_code()[name].runtime
+    errors = {e["name"] for e in loaded[packaged.ERRORS].abi}
+    assert {"RoundNotOpened", "WorkUnitsAboveMax", "SafeCastOverflowedUintDowncast"} <= errors

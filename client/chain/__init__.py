@@ -17,8 +17,9 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from client import compile as solc
+from client.chain import artifacts as packaged
 from client.chain.abi import AbiMismatch, Contract, RawLog
+from client.chain.artifacts import Artifact
 from client.chain.protocol import (
     EVENT_TYPES, BountyPaid, BudgetReclaimed, CommitStatus, Committed, Concord, ConcordEvent, EventMeta,
     FinalizeCursor, FinalizeProgressed, Joined, LatestModel, Left, MemberInfo, ModelDigest, NodeInfo,
@@ -72,7 +73,7 @@ class Deployment:
         return path
 
 
-def error_decoder(artifacts: dict[str, solc.Artifact]) -> ErrorDecoder:
+def error_decoder(artifacts: dict[str, Artifact]) -> ErrorDecoder:
     """Every custom error of every compiled contract (ours and OpenZeppelin's)."""
     return ErrorDecoder((a.abi for a in artifacts.values()),
                         enums={"enum IConcord.Phase": Phase, "enum IConcord.Role": Role})
@@ -92,22 +93,22 @@ class ChainClient:
         return Signer(self.rpc, account, self.decoder)
 
 
-def connect(rpc_url: str, deployment: Deployment, artifacts: dict[str, solc.Artifact] | None = None,
+def connect(rpc_url: str, deployment: Deployment, artifacts: dict[str, Artifact] | None = None,
             check_chain: bool = True, timeout: float = 30.0) -> ChainClient:
-    """Bind the deployed contracts on ``rpc_url`` (ABIs from the cached compile)."""
-    artifacts = solc.compile_contracts() if artifacts is None else artifacts
+    """Bind the deployed contracts on ``rpc_url`` (ABIs from the packaged artifacts.json)."""
+    artifacts = packaged.load() if artifacts is None else artifacts
     rpc = Rpc(rpc_url, timeout=timeout)
     if check_chain:
         actual = rpc.chain_id()
         if actual != deployment.chain_id:
             raise WrongChain(deployment.chain_id, actual, rpc_url)
     decoder = error_decoder(artifacts)
-    concord = Concord(rpc, deployment.concord, solc.artifact(CONCORD, artifacts).abi, decoder)
-    token = Token(rpc, deployment.token, solc.artifact(DEV_TOKEN, artifacts).abi, decoder)
+    concord = Concord(rpc, deployment.concord, artifacts[CONCORD].abi, decoder)
+    token = Token(rpc, deployment.token, artifacts[DEV_TOKEN].abi, decoder)
     return ChainClient(rpc, deployment, concord, token, decoder)
 
 
-def deploy_contract(signer: Signer, art: solc.Artifact, *args: object) -> tuple[str, Receipt]:
+def deploy_contract(signer: Signer, art: Artifact, *args: object) -> tuple[str, Receipt]:
     """Deploy ``art`` with constructor ``args``; returns (address, receipt)."""
     ctor = next((e for e in art.abi if e.get("type") == "constructor"), {"inputs": []})
     types = [abi_type(p) for p in ctor["inputs"]]
