@@ -473,7 +473,7 @@ def judge_validators(obs: Observed) -> list[Row]:
 # ----------------------------------------------------------------------------- faults
 
 FAULTS = ("trainer_killed_during_upload", "validator_killed_between_commit_and_reveal", "ipfs_sigkilled",
-          "anvil_frozen", "revert_named_by_cli")
+          "anvil_frozen", "revert_named_by_cli", "slow_provider")
 
 
 def run_faults(names: Sequence[str], state_dir: Path, console: Console) -> tuple[list[Row], float]:
@@ -511,7 +511,8 @@ def run_faults(names: Sequence[str], state_dir: Path, console: Console) -> tuple
             client.rpc.call("evm_revert", snapshot)
             whole = result.ok and result.conservation_ok and not result.honest_slashed and not result.paid_twice
             console.print(f"faults: {name}: {'ok' if whole else 'FAILED'} in {result.seconds:.0f}s")
-            rows.append(Row(name, "fault", whole, 0, 0, len(result.honest_slashed), result.detail))
+            slashed = sum(result.facts.get("slashed", {}).values())     # an attack drill's cheater (slow_provider)
+            rows.append(Row(name, "fault", whole, slashed, 0, len(result.honest_slashed), result.detail))
     finally:
         with signals_ignored():
             if shared is not None:

@@ -544,6 +544,8 @@ def verify_round(v: Validator, round_: int, expected: int | None = None,
     its own deadline, so the wait is one deadline at most, however many providers are slow."""
     seen = v.submissions.get(round_, {})
     start_fetches(v, [seen[i] for i in sorted(seen)])
+    if expected is not None and sorted(seen) != list(range(expected)):
+        wait = False                             # an event still to come: pick it up next tick, then wait
     futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
     ready = as_completed(futures) if wait else [f for f in futures if f.done()]
     down: StoreError | None = None
