@@ -793,27 +793,35 @@ class DripProxy:
         self._server.server_close()
 
     def _serve(self, sock) -> None:
+        """Answer block/gets one by one on a kept-alive connection (the store's block reads); the first
+        other request is piped through to the daemon with whatever follows it on the connection."""
         import urllib.parse
 
         from client.manifest import ManifestError, canonical_cid
 
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(65536)
-            if not chunk:
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            method, target = lines[0].split(" ")[:2]
+            url = urllib.parse.urlsplit(target)
+            length = next((int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:")), 0)
+            chunked = any(x.lower().startswith("transfer-encoding:") for x in lines[1:])
+            if not url.path.endswith("/block/get") or length or chunked:
+                self._pipe(sock, head + b"\r\n\r\n" + buf)
                 return
-            head += chunk
-        method, target = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")[:2]
-        url = urllib.parse.urlsplit(target)
-        arg = (urllib.parse.parse_qs(url.query).get("arg") or [""])[0]
-        try:
-            cid = canonical_cid(arg) if url.path.endswith("/block/get") else ""
-        except ManifestError:
-            cid = ""
-        if cid in self.slow:
-            self._drip(sock, method, target, cid)
-        else:
-            self._pipe(sock, head)
+            arg = (urllib.parse.parse_qs(url.query).get("arg") or [""])[0]
+            try:
+                cid = canonical_cid(arg)
+            except ManifestError:
+                cid = ""
+            if not self._answer(sock, method, target, cid in self.slow, cid):
+                return
 
     def _pipe(self, sock, head: bytes) -> None:
         import socket
@@ -839,22 +847,28 @@ class DripProxy:
         back.join(timeout=600)
         up.close()
 
-    def _drip(self, sock, method: str, target: str, cid: str) -> None:
+    def _answer(self, sock, method: str, target: str, slow: bool, cid: str) -> bool:
+        """One block/get answered from the daemon's answer, dripped when ``slow``; False once the client left."""
         import requests
 
-        self.dripped[cid] += 1
+        if slow:
+            self.dripped[cid] += 1
         resp = requests.request(method, f"http://{self.upstream[0]}:{self.upstream[1]}{target}", timeout=60)
         body = resp.content
         status = "200 OK" if resp.status_code == 200 else f"{resp.status_code} Error"
         kind = resp.headers.get("Content-Type", "application/octet-stream")
         try:
-            sock.sendall(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode())
+            sock.sendall(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
+                         .encode())
+            if not slow:
+                sock.sendall(body)
+                return True
             for i in range(0, len(body), self.drip_bytes):
                 time.sleep(self.every_s)
                 sock.sendall(body[i:i + self.drip_bytes])
         except OSError:
-            pass          # the validator gave up at its deadline
+            return False          # the validator gave up at its deadline
+        return True
 
 
 def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:

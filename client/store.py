@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -233,6 +234,7 @@ class Store:
         self.backoff = backoff
         self._http = ClientSync(self.api, "api/v0")
         self._url = api_url(self.api)
+        self._local = threading.local()     # one keep-alive HTTP session per thread for block reads
 
     # ------------------------------------------------------------------------- manifests
 
@@ -409,11 +411,10 @@ class Store:
         if depth >= MAX_DAG_DEPTH:
             raise MalformedDag(cid, f"deeper than {MAX_DAG_DEPTH} levels")
         for child, child_size in zip(node.links, node.blocksizes):
+            child_cid = str(child.set(base="base32"))
             if child.codec.code == RAW_CODEC:     # a raw leaf: its block size is what the parent lists
-                child_cid = str(child.set(base="base32"))
                 self._write_block(self._get_block(child_cid, child_size, expected, deadline), out, sha)
             else:
-                child_cid = str(child.set(base="base32"))
                 self._write_tree(child_cid, self._get_node(child_cid, expected, deadline), child_size, expected,
                                  deadline, out, sha, depth + 1)
 
@@ -452,6 +453,13 @@ class Store:
             raise DigestMismatch(cid, expected=want, got=got)
         return buf.getvalue()
 
+    def _session(self) -> requests.Session:
+        """This thread's HTTP session (connections kept alive between the blocks of a fetch)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
     def _time_left(self, cid: str, expected: str, deadline: float) -> float:
         """This request's timeout: the store's, or less when the deadline is nearer."""
         left = deadline - time.monotonic()
@@ -481,8 +489,8 @@ class Store:
         timeout = self._time_left(cid, expected, deadline)
         sha = hashlib.sha256()
         try:
-            with requests.post(f"{self._url}{path}", params={"arg": cid, "timeout": _duration(timeout)}, stream=True,
-                               timeout=timeout + REQUEST_GRACE) as resp:
+            with self._session().post(f"{self._url}{path}", params={"arg": cid, "timeout": _duration(timeout)},
+                                      stream=True, timeout=timeout + REQUEST_GRACE) as resp:
                 if resp.status_code != 200:
                     message = _error_message(resp)
                     if "timed out" in message.lower() or "timeout" in message.lower():
