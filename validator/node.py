@@ -450,8 +450,8 @@ def stop_fetches(v: Validator) -> None:
 
 def own_store_answers(v: Validator) -> bool:
     """Whether this validator's IPFS node answers for other content right now (a block it puts and reads)."""
-    try:
-        v.store.probe()
+    try:     # one quick try (no retries): a daemon that is down must not hold the tick up
+        Store(v.store.api, None, timeout=min(PUBLISH_TIMEOUT_S, v.store.timeout), retries=1).probe()
     except StoreError as e:
         log.warning("own IPFS node does not answer (%s)", e, extra=fields(event="ipfs_probe_failed"))
         return False
