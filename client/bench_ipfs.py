@@ -1,9 +1,10 @@
 """IPFS throughput through the content store: put then get of a model-sized file (issue 4 target >= 50 MB/s).
 
 Measures what a node sees: ``Store.put_file`` (multipart upload, CIDv1 raw leaves, 1 MiB
-chunks, pinned, sha256 while sending) and ``Store.get_file`` on an empty cache (stat, cat,
-sha256, temp file + rename). MB = 10**6 bytes. Each run uses fresh random bytes so the
-daemon cannot deduplicate against an earlier run; the median run is reported.
+chunks, pinned, sha256 while sending) and ``Store.get_file`` on an empty cache (block/stat of
+the root, block/get of each 1 MiB leaf, every block and the file sha256-checked, temp file +
+rename). MB = 10**6 bytes. Each run uses fresh random bytes so the daemon cannot deduplicate
+against an earlier run; the median run is reported.
 
     python -m client.bench_ipfs [--api MULTIADDR] [--size-mb 50] [--runs 3]
 
