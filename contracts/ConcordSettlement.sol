@@ -3,9 +3,12 @@ pragma solidity 0.8.30;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
-import {IConcord} from "./interfaces/IConcord.sol";
+import {IConcordErrors} from "./interfaces/IConcordErrors.sol";
+import {IConcordEvents} from "./interfaces/IConcordEvents.sol";
+import {IConcordTypes} from "./interfaces/IConcordTypes.sol";
 import {ConcordStorage} from "./ConcordStorage.sol";
 import {Pipeline} from "./Pipeline.sol";
+import {SubmissionWord} from "./libraries/SubmissionWord.sol";
 
 /// @title ConcordSettlement
 /// @notice The off-hot-path half of the protocol: task creation, top-up and reclaim, joining
@@ -61,7 +64,7 @@ contract ConcordSettlement is Pipeline {
     }
 
     modifier onlyDelegated() {
-        if (address(this) == _self) revert IConcord.NotDelegated();
+        if (address(this) == _self) revert IConcordErrors.NotDelegated();
         _;
     }
 
@@ -70,14 +73,14 @@ contract ConcordSettlement is Pipeline {
     // ---------------------------------------------------------------------------------------
 
     /// @notice See IConcord.createTask.
-    function createTask(IConcord.TaskParams calldata p, uint256 budget)
+    function createTask(IConcordTypes.TaskParams calldata p, uint256 budget)
         external
         onlyDelegated
         returns (uint256 taskId)
     {
         _checkParams(p);
         uint256 perRound = uint256(p.trainerRewardPerRound) + p.validatorFeePerRound;
-        if (budget < perRound) revert IConcord.BudgetBelowOneRound(budget, perRound);
+        if (budget < perRound) revert IConcordErrors.BudgetBelowOneRound(budget, perRound);
         taskId = ++_taskCount;
         _cfg[taskId] = TaskConfig({
             initiator: msg.sender,
@@ -123,24 +126,24 @@ contract ConcordSettlement is Pipeline {
             });
             _votes[taskId][i] = RoundVotes({committed: 0, revealed: 0, acceptedWork: 0, touched: 1});
         }
-        emit IConcord.TaskCreated(taskId, msg.sender, p, budget);
-        emit IConcord.RoundOpened(taskId, 0, block.timestamp, perRound);
+        emit IConcordEvents.TaskCreated(taskId, msg.sender, p, budget);
+        emit IConcordEvents.RoundOpened(taskId, 0, block.timestamp, perRound);
         _pullTokens(budget);
     }
 
     /// @notice See IConcord.topUp.
     function topUp(uint256 taskId, uint256 amount) external onlyDelegated {
-        if (amount == 0) revert IConcord.ZeroAmount();
+        if (amount == 0) revert IConcordErrors.ZeroAmount();
         TaskConfig storage c = _config(taskId);
         // Open what was due under the old budget first, so new tokens cannot back-date a
         // round's opening.
         TaskSlot memory st = _advance(taskId);
-        if (st.closed) revert IConcord.TaskIsClosed(taskId);
+        if (st.closed) revert IConcordErrors.TaskIsClosed(taskId);
         _addBudget(c, st, amount);
         _task[taskId] = st;
         _held[taskId] += amount;
         _escrowTotal += amount.toUint128();
-        emit IConcord.TaskToppedUp(taskId, msg.sender, amount, st.budget);
+        emit IConcordEvents.TaskToppedUp(taskId, msg.sender, amount, st.budget);
         _pullTokens(amount);
         _advance(taskId);
     }
@@ -148,32 +151,32 @@ contract ConcordSettlement is Pipeline {
     /// @notice See IConcord.reclaimBudget.
     function reclaimBudget(uint256 taskId) external onlyDelegated {
         TaskConfig storage c = _config(taskId);
-        if (msg.sender != c.initiator) revert IConcord.NotInitiator(taskId, msg.sender);
+        if (msg.sender != c.initiator) revert IConcordErrors.NotInitiator(taskId, msg.sender);
         TaskSlot storage st = _task[taskId];
         // Over: every round of a maxRounds task settled, or closed with no round in flight
         // (finalized == head + 1). Then no round holds a pool and the budget is all it holds.
         bool ranAll = c.maxRounds != 0 && st.finalized >= c.maxRounds;
-        if (!ranAll && !(st.closed && st.finalized > st.head)) revert IConcord.TaskNotOver(taskId);
+        if (!ranAll && !(st.closed && st.finalized > st.head)) revert IConcordErrors.TaskNotOver(taskId);
         uint256 amount = st.budget;
-        if (amount == 0) revert IConcord.ZeroAmount();
+        if (amount == 0) revert IConcordErrors.ZeroAmount();
         st.budget = 0;
         _held[taskId] -= amount;
         _escrowTotal -= uint128(amount);
         _creditedTotal += uint128(amount);
         _credit(msg.sender, amount);
-        emit IConcord.BudgetReclaimed(taskId, msg.sender, amount);
+        emit IConcordEvents.BudgetReclaimed(taskId, msg.sender, amount);
     }
 
     /// @notice See IConcord.closeTask.
     function closeTask(uint256 taskId) external onlyDelegated {
         TaskConfig storage c = _config(taskId);
-        if (msg.sender != c.initiator) revert IConcord.NotInitiator(taskId, msg.sender);
+        if (msg.sender != c.initiator) revert IConcordErrors.NotInitiator(taskId, msg.sender);
         // Rounds already due open first: nodes may be working on them, and views showed them.
         TaskSlot memory st = _advance(taskId);
-        if (st.closed) revert IConcord.TaskIsClosed(taskId);
+        if (st.closed) revert IConcordErrors.TaskIsClosed(taskId);
         st.closed = true;
         _task[taskId] = st;
-        emit IConcord.TaskClosing(taskId, st.head);
+        emit IConcordEvents.TaskClosing(taskId, st.head);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -185,19 +188,19 @@ contract ConcordSettlement is Pipeline {
         TaskConfig storage c = _config(taskId);
         Node storage node = _registered(msg.sender);
         Member memory m = _members[taskId][msg.sender];
-        if (m.joined) revert IConcord.AlreadyJoined(taskId, msg.sender);
-        IConcord.Role role = node.role;
-        uint256 required = role == IConcord.Role.Trainer ? c.minTrainerStake : c.minValidatorStake;
+        if (m.joined) revert IConcordErrors.AlreadyJoined(taskId, msg.sender);
+        IConcordTypes.Role role = node.role;
+        uint256 required = role == IConcordTypes.Role.Trainer ? c.minTrainerStake : c.minValidatorStake;
         uint256 active = uint256(node.stake) - node.unbonding;
-        if (active < required) revert IConcord.InsufficientStake(msg.sender, active, required);
+        if (active < required) revert IConcordErrors.InsufficientStake(msg.sender, active, required);
         // Record due rounds first: joinedRound must be the true head (a validator owes a commit
         // to every round that opens after it joined).
         TaskSlot memory st = _advance(taskId);
-        if (role == IConcord.Role.Trainer) {
+        if (role == IConcordTypes.Role.Trainer) {
             st.trainers += 1;
         } else {
             uint64 used = _slotsInUse[taskId];
-            if (used == type(uint64).max) revert IConcord.TooManyValidators(taskId, _MAX_VALIDATORS);
+            if (used == type(uint64).max) revert IConcordErrors.TooManyValidators(taskId, _MAX_VALIDATORS);
             uint64 free = ~used & (used + 1); // lowest clear bit of `used`
             uint256 slot = _popcount(free - 1);
             _slotsInUse[taskId] = used | free;
@@ -219,19 +222,19 @@ contract ConcordSettlement is Pipeline {
         m.role = role;
         _members[taskId][msg.sender] = m;
         node.joinedTasks += 1;
-        emit IConcord.Joined(taskId, msg.sender, role, m.validatorIndex);
+        emit IConcordEvents.Joined(taskId, msg.sender, role, m.validatorIndex);
     }
 
     /// @notice See IConcord.leave.
     function leave(uint256 taskId) external onlyDelegated {
         TaskConfig storage c = _config(taskId);
         Member storage m = _members[taskId][msg.sender];
-        if (!m.joined) revert IConcord.NotJoined(taskId, msg.sender);
+        if (!m.joined) revert IConcordErrors.NotJoined(taskId, msg.sender);
         TaskSlot storage st = _task[taskId];
         uint256 finalized = st.finalized;
-        if (m.role == IConcord.Role.Trainer) {
+        if (m.role == IConcordTypes.Role.Trainer) {
             if (m.hasSubmitted && m.lastSubmitRound >= finalized) {
-                revert IConcord.WorkNotFinalized(taskId, msg.sender, m.lastSubmitRound);
+                revert IConcordErrors.WorkNotFinalized(taskId, msg.sender, m.lastSubmitRound);
             }
             st.trainers -= 1;
         } else {
@@ -239,7 +242,7 @@ contract ConcordSettlement is Pipeline {
             uint256 bit = uint256(1) << m.validatorIndex;
             for (uint256 r = finalized; r <= st.head; ++r) {
                 if (_votes[taskId][r % ring].committed & bit != 0) {
-                    revert IConcord.WorkNotFinalized(taskId, msg.sender, r);
+                    revert IConcordErrors.WorkNotFinalized(taskId, msg.sender, r);
                 }
             }
             st.validators -= 1;
@@ -247,7 +250,7 @@ contract ConcordSettlement is Pipeline {
         }
         m.joined = false;
         _nodes[msg.sender].joinedTasks -= 1;
-        emit IConcord.Left(taskId, msg.sender, m.role);
+        emit IConcordEvents.Left(taskId, msg.sender, m.role);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -256,24 +259,24 @@ contract ConcordSettlement is Pipeline {
 
     /// @notice See IConcord.finalize.
     function finalize(uint256 taskId, uint32 round, uint256 maxItems) external onlyDelegated returns (bool done) {
-        if (maxItems == 0) revert IConcord.ZeroMaxItems();
+        if (maxItems == 0) revert IConcordErrors.ZeroMaxItems();
         TaskConfig storage c = _config(taskId);
         TaskSlot memory st = _advance(taskId);
         // Only an opened, unsettled round, and only the oldest one: a round number past the
         // head (after the last round, a dry budget or a close) would read a recycled ring slot.
-        if (round < st.finalized) revert IConcord.RoundAlreadySettled(taskId, round);
-        if (round > st.head) revert IConcord.RoundNotOpened(taskId, round);
-        if (round != st.finalized) revert IConcord.WrongRound(taskId, st.finalized, round);
+        if (round < st.finalized) revert IConcordErrors.RoundAlreadySettled(taskId, round);
+        if (round > st.head) revert IConcordErrors.RoundNotOpened(taskId, round);
+        if (round != st.finalized) revert IConcordErrors.WrongRound(taskId, st.finalized, round);
         Fin memory f;
         f.taskId = taskId;
         f.round = round;
         f.ri = round % (uint256(c.asyncLevel) + 1);
         RoundTimes memory tm = _times[taskId][f.ri];
         // Backstop: the live slot must hold this very round.
-        if (tm.round != round) revert IConcord.RoundNotOpened(taskId, round);
-        IConcord.Phase phase = _livePhase(tm, c);
-        if (phase != IConcord.Phase.Finalize) {
-            revert IConcord.WrongPhase(taskId, round, IConcord.Phase.Finalize, phase);
+        if (tm.round != round) revert IConcordErrors.RoundNotOpened(taskId, round);
+        IConcordTypes.Phase phase = _livePhase(tm, c);
+        if (phase != IConcordTypes.Phase.Finalize) {
+            revert IConcordErrors.WrongPhase(taskId, round, IConcordTypes.Phase.Finalize, phase);
         }
 
         RoundVotes memory v = _votes[taskId][f.ri];
@@ -299,7 +302,7 @@ contract ConcordSettlement is Pipeline {
             v.acceptedWork = uint96(f.acceptedWork);
             _votes[taskId][f.ri] = v;
             _bookSteps(f, c, st);
-            emit IConcord.FinalizeProgressed(taskId, round, to, total);
+            emit IConcordEvents.FinalizeProgressed(taskId, round, to, total);
         }
         if (to < total) {
             _settle[taskId][f.ri] = s;
@@ -314,20 +317,20 @@ contract ConcordSettlement is Pipeline {
     // Internal
     // ---------------------------------------------------------------------------------------
 
-    function _checkParams(IConcord.TaskParams calldata p) private pure {
-        if (p.specDigest == bytes32(0) || p.initialModelDigest == bytes32(0)) revert IConcord.ZeroDigest();
-        if (p.submitSeconds == 0 || p.commitSeconds == 0 || p.revealSeconds == 0) revert IConcord.ZeroPhaseLength();
-        if (p.asyncLevel > _MAX_ASYNC_LEVEL) revert IConcord.AsyncLevelTooHigh(p.asyncLevel, _MAX_ASYNC_LEVEL);
-        if (p.bountyBps > _BPS) revert IConcord.BountyTooHigh(p.bountyBps);
+    function _checkParams(IConcordTypes.TaskParams calldata p) private pure {
+        if (p.specDigest == bytes32(0) || p.initialModelDigest == bytes32(0)) revert IConcordErrors.ZeroDigest();
+        if (p.submitSeconds == 0 || p.commitSeconds == 0 || p.revealSeconds == 0) revert IConcordErrors.ZeroPhaseLength();
+        if (p.asyncLevel > _MAX_ASYNC_LEVEL) revert IConcordErrors.AsyncLevelTooHigh(p.asyncLevel, _MAX_ASYNC_LEVEL);
+        if (p.bountyBps > _BPS) revert IConcordErrors.BountyTooHigh(p.bountyBps);
         if (p.minValidators == 0 || p.minValidators > _MAX_VALIDATORS) {
-            revert IConcord.MinValidatorsOutOfRange(p.minValidators, _MAX_VALIDATORS);
+            revert IConcordErrors.MinValidatorsOutOfRange(p.minValidators, _MAX_VALIDATORS);
         }
-        if (p.maxWorkUnits == 0) revert IConcord.ZeroWorkUnits();
+        if (p.maxWorkUnits == 0) revert IConcordErrors.ZeroWorkUnits();
         // Every later amount derives from these: a round reserves perRound from a uint96 budget,
         // a slash (<= slashAmount, uint96) is split in bounties of at most itself, rewards are
         // trainerReward * workUnits (<= 2^160) / acceptedWork; all fit, so finalize cannot revert.
         uint256 perRound = uint256(p.trainerRewardPerRound) + p.validatorFeePerRound;
-        if (perRound > type(uint96).max) revert IConcord.PerRoundTooHigh(perRound, type(uint96).max);
+        if (perRound > type(uint96).max) revert IConcordErrors.PerRoundTooHigh(perRound, type(uint96).max);
     }
 
     /// @dev Fill `f.idx` / `f.who` with the revealing validators, in slot-index order.
@@ -373,20 +376,20 @@ contract ConcordSettlement is Pipeline {
             // neither, so one sybil of two validators can neither shield nor frame a trainer.
             if (i < f.n) {
                 if (rejects * 2 > f.k) _reject(f, j, packed, rejects, words, bounty);
-                else if (rejects * 2 < f.k) f.acceptedWork += packed >> 192;
-                else emit IConcord.SubmissionUndecided(f.taskId, f.round, address(uint160(packed)), j, rejects);
+                else if (rejects * 2 < f.k) f.acceptedWork += SubmissionWord.workUnits(packed);
+                else emit IConcordEvents.SubmissionUndecided(f.taskId, f.round, SubmissionWord.trainer(packed), j, rejects);
             } else if (rejects * 2 < f.k) {
-                address trainer = address(uint160(packed));
-                uint256 reward = f.trainerReward * (packed >> 192) / f.acceptedWork;
+                address trainer = SubmissionWord.trainer(packed);
+                uint256 reward = f.trainerReward * SubmissionWord.workUnits(packed) / f.acceptedWork;
                 _credit(trainer, reward);
                 f.paid += reward;
-                emit IConcord.SubmissionRewarded(f.taskId, f.round, trainer, j, reward);
+                emit IConcordEvents.SubmissionRewarded(f.taskId, f.round, trainer, j, reward);
             }
         }
         for (uint256 q; q < f.k; ++q) {
             if (bounty[q] != 0) {
                 _credit(f.who[q], bounty[q]);
-                emit IConcord.BountyPaid(f.taskId, f.round, f.who[q], bounty[q]);
+                emit IConcordEvents.BountyPaid(f.taskId, f.round, f.who[q], bounty[q]);
             }
         }
     }
@@ -401,7 +404,7 @@ contract ConcordSettlement is Pipeline {
         uint256[] memory words,
         uint256[] memory bounty
     ) private {
-        address trainer = address(uint160(packed));
+        address trainer = SubmissionWord.trainer(packed);
         uint256 slashed = _slash(trainer, f.slashAmount);
         uint256 share = slashed * f.bountyBps / _BPS / rejects;
         uint256 bit = j & 255;
@@ -412,7 +415,7 @@ contract ConcordSettlement is Pipeline {
         f.slashed += slashed;
         f.bounties += paid;
         f.toBudget += slashed - paid;
-        emit IConcord.SubmissionRejected(f.taskId, f.round, trainer, j, slashed, paid);
+        emit IConcordEvents.SubmissionRejected(f.taskId, f.round, trainer, j, slashed, paid);
     }
 
     /// @dev Book one finalize call's token moves: slashed stake leaves the stakes, bounties and
@@ -446,7 +449,7 @@ contract ConcordSettlement is Pipeline {
             for (uint256 q; q < f.k; ++q) {
                 if (digests[q] == winner) {
                     _credit(f.who[q], share);
-                    emit IConcord.ValidatorPaid(f.taskId, f.round, f.who[q], share);
+                    emit IConcordEvents.ValidatorPaid(f.taskId, f.round, f.who[q], share);
                 }
             }
             feePaid = share * winners;
@@ -489,7 +492,7 @@ contract ConcordSettlement is Pipeline {
         _settled[f.taskId][f.round] = block.timestamp | (isVoid ? _VOID_FLAG : 0);
         st.finalized = uint32(f.round + 1);
         _task[f.taskId] = st;
-        emit IConcord.RoundFinalized(f.taskId, f.round, nextModel, isVoid, acceptedWork, returned);
+        emit IConcordEvents.RoundFinalized(f.taskId, f.round, nextModel, isVoid, acceptedWork, returned);
         _advance(f.taskId);
     }
 
@@ -539,7 +542,7 @@ contract ConcordSettlement is Pipeline {
                     _freeSlot(f.taskId, m);
                     _nodes[who].joinedTasks -= 1;
                     st.validators -= 1;
-                    emit IConcord.ValidatorRemoved(f.taskId, f.round, who);
+                    emit IConcordEvents.ValidatorRemoved(f.taskId, f.round, who);
                 }
             }
             absent >>= 1;
@@ -565,7 +568,7 @@ contract ConcordSettlement is Pipeline {
                 address validator = _validatorAt[f.taskId][i];
                 uint256 taken = _slash(validator, c.slashAmount);
                 total += taken;
-                emit IConcord.ValidatorSlashed(f.taskId, f.round, validator, taken);
+                emit IConcordEvents.ValidatorSlashed(f.taskId, f.round, validator, taken);
             }
             missing >>= 1;
         }

@@ -4,7 +4,8 @@ pragma solidity 0.8.30;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
-import {IConcord} from "./interfaces/IConcord.sol";
+import {IConcordErrors} from "./interfaces/IConcordErrors.sol";
+import {IConcordTypes} from "./interfaces/IConcordTypes.sol";
 
 /// @title ConcordStorage
 /// @notice The one storage layout of the protocol, shared by `Concord` and the
@@ -16,8 +17,9 @@ import {IConcord} from "./interfaces/IConcord.sol";
 ///        opens only after round r is finalized), so entries are reused safely, and every
 ///        ring entry is pre-written at task creation: submit/commit/reveal only ever update
 ///        non-zero slots.
-///      - One storage word per submission: trainer (bits 0..159) | baseRound (160..191) |
-///        workUnits (192..255). bundleDigest and proofRoot live in the `Submitted` event.
+///      - One storage word per submission (library `SubmissionWord`): trainer (bits 0..159) |
+///        baseRound (160..191) | workUnits (192..255). bundleDigest and proofRoot live in the
+///        `Submitted` event.
 ///      - Validators hold a per-task slot index (< _MAX_VALIDATORS = 64), so a round's
 ///        committed/revealed sets are two uint64 bitmasks (bit i = validator slot i).
 ///      - A validator's ballot ring (`asyncLevel + 1` words, pre-written at its first join)
@@ -49,7 +51,7 @@ abstract contract ConcordStorage {
         uint96 stake;
         uint96 unbonding;
         uint40 unbondAt;
-        IConcord.Role role;
+        IConcordTypes.Role role;
         uint16 joinedTasks;
     }
 
@@ -133,7 +135,7 @@ abstract contract ConcordStorage {
     ///      hasIndex: the validator holds slot validatorIndex (cleared when it leaves).
     struct Member {
         bool joined;
-        IConcord.Role role;
+        IConcordTypes.Role role;
         uint8 validatorIndex;
         bool hasIndex;
         bool hasSubmitted;
@@ -207,13 +209,13 @@ abstract contract ConcordStorage {
     /// @dev A task's config; reverts for an unknown id.
     function _config(uint256 taskId) internal view returns (TaskConfig storage c) {
         c = _cfg[taskId];
-        if (c.initiator == address(0)) revert IConcord.UnknownTask(taskId);
+        if (c.initiator == address(0)) revert IConcordErrors.UnknownTask(taskId);
     }
 
     /// @dev The caller's node entry; reverts when not registered.
     function _registered(address account) internal view returns (Node storage node) {
         node = _nodes[account];
-        if (node.role == IConcord.Role.None) revert IConcord.NotRegistered(account);
+        if (node.role == IConcordTypes.Role.None) revert IConcordErrors.NotRegistered(account);
     }
 
     /// @dev Pull `amount` tokens from the caller. Callers update the totals first (effects
@@ -222,7 +224,7 @@ abstract contract ConcordStorage {
     ///      can revert on a cast or overflow.
     function _pullTokens(uint256 amount) internal {
         uint256 liabilities = uint256(_escrowTotal) + _stakedTotal + _creditedTotal;
-        if (liabilities > type(uint96).max) revert IConcord.LiabilitiesCapExceeded(liabilities, type(uint96).max);
+        if (liabilities > type(uint96).max) revert IConcordErrors.LiabilitiesCapExceeded(liabilities, type(uint96).max);
         if (amount != 0) _token.safeTransferFrom(msg.sender, address(this), amount);
     }
 

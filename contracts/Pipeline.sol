@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.30;
 
-import {IConcord} from "./interfaces/IConcord.sol";
+import {IConcordEvents} from "./interfaces/IConcordEvents.sol";
+import {IConcordTypes} from "./interfaces/IConcordTypes.sol";
 import {ConcordStorage} from "./ConcordStorage.sol";
 
 /// @title Pipeline
@@ -44,7 +45,7 @@ abstract contract Pipeline is ConcordStorage {
             st.budget -= uint96(perRound); // the pool moves from the budget; _held is unchanged
             headEnd = openAt + c.submitSeconds;
             changed = true;
-            emit IConcord.RoundOpened(taskId, next, openAt, perRound);
+            emit IConcordEvents.RoundOpened(taskId, next, openAt, perRound);
         }
         if (changed) _task[taskId] = st;
     }
@@ -110,29 +111,29 @@ abstract contract Pipeline is ConcordStorage {
     function _phase(uint256 taskId, TaskConfig storage c, TaskSlot memory st, uint256 round)
         internal
         view
-        returns (IConcord.Phase)
+        returns (IConcordTypes.Phase)
     {
         if (round < st.finalized) {
-            return _settled[taskId][round] & _VOID_FLAG != 0 ? IConcord.Phase.Void : IConcord.Phase.Finalized;
+            return _settled[taskId][round] & _VOID_FLAG != 0 ? IConcordTypes.Phase.Void : IConcordTypes.Phase.Finalized;
         }
         if (round <= st.head) return _livePhase(_times[taskId][round % (uint256(c.asyncLevel) + 1)], c);
         (uint256 head, uint256 openAt) = _simulateHead(taskId, c, st, round);
-        if (head < round) return IConcord.Phase.Pending;
+        if (head < round) return IConcordTypes.Phase.Pending;
         RoundTimes memory tm;
         tm.openAt = uint40(openAt);
         return _livePhase(tm, c);
     }
 
     /// @dev Phase of a live round (finalized <= round <= head) from its stored times.
-    function _livePhase(RoundTimes memory tm, TaskConfig storage c) internal view returns (IConcord.Phase) {
+    function _livePhase(RoundTimes memory tm, TaskConfig storage c) internal view returns (IConcordTypes.Phase) {
         uint256 nowTs = block.timestamp;
         uint256 end = _submitEnd(tm, c);
-        if (nowTs < end) return IConcord.Phase.Submit;
+        if (nowTs < end) return IConcordTypes.Phase.Submit;
         end = tm.commitEnd != 0 ? tm.commitEnd : end + c.commitSeconds;
-        if (nowTs < end) return IConcord.Phase.Commit;
+        if (nowTs < end) return IConcordTypes.Phase.Commit;
         end = tm.revealEnd != 0 ? tm.revealEnd : end + c.revealSeconds;
-        if (nowTs < end) return IConcord.Phase.Reveal;
-        return IConcord.Phase.Finalize;
+        if (nowTs < end) return IConcordTypes.Phase.Reveal;
+        return IConcordTypes.Phase.Finalize;
     }
 
     function _submitEnd(RoundTimes memory tm, TaskConfig storage c) internal view returns (uint256) {

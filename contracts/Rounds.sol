@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {IConcord} from "./interfaces/IConcord.sol";
 import {TaskBook} from "./TaskBook.sol";
+import {SubmissionWord} from "./libraries/SubmissionWord.sol";
 
 /// @title Rounds
 /// @notice The round of DESIGN.md section 3 on its hot path: submit, commit, reveal, and the
@@ -55,8 +56,7 @@ abstract contract Rounds is TaskBook {
         _admitTrainer(taskId, c, st, round, baseRound);
 
         uint256 index = tm.submissions;
-        _subs[taskId][ri][index] =
-            uint256(uint160(msg.sender)) | (uint256(baseRound) << 160) | (uint256(workUnits) << 192);
+        _subs[taskId][ri][index] = SubmissionWord.pack(msg.sender, baseRound, workUnits);
         tm.submissions = uint32(index + 1);
         bool closes = tm.submissions >= st.trainers;
         if (closes) tm.submitEnd = uint40(block.timestamp);
@@ -197,7 +197,7 @@ abstract contract Rounds is TaskBook {
             revert NoSuchSubmission(taskId, round, index);
         }
         uint256 packed = _subs[taskId][ri][index];
-        return (address(uint160(packed)), uint32(packed >> 160), uint64(packed >> 192));
+        return (SubmissionWord.trainer(packed), SubmissionWord.baseRound(packed), SubmissionWord.workUnits(packed));
     }
 
     /// @inheritdoc IConcord

@@ -76,7 +76,7 @@ class Deployment:
 def error_decoder(artifacts: dict[str, Artifact]) -> ErrorDecoder:
     """Every custom error of every compiled contract (ours and OpenZeppelin's)."""
     return ErrorDecoder((a.abi for a in artifacts.values()),
-                        enums={"enum IConcord.Phase": Phase, "enum IConcord.Role": Role})
+                        enums={"enum IConcordTypes.Phase": Phase, "enum IConcordTypes.Role": Role})
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ class ErrorDecoder:
     """Maps 4-byte selectors of every ABI error (ours, OpenZeppelin's) to name and arguments.
 
     ``enums`` turns Solidity enum arguments (by their ABI ``internalType``, e.g.
-    "enum IConcord.Phase") into the matching Python IntEnum.
+    "enum IConcordTypes.Phase") into the matching Python IntEnum.
     """
 
     def __init__(self, abis: Iterable[Sequence[dict]], enums: Mapping[str, type[IntEnum]] | None = None) -> None:

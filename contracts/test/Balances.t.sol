@@ -7,6 +7,8 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Concord} from "../Concord.sol";
 import {IConcord} from "../interfaces/IConcord.sol";
+import {IConcordErrors} from "../interfaces/IConcordErrors.sol";
+import {IConcordTypes} from "../interfaces/IConcordTypes.sol";
 
 /// @dev A token that calls back into Concord during transfers, to prove the guard holds.
 contract ReentrantToken is ERC20 {
@@ -51,7 +53,7 @@ contract BalancesTest is Test {
         token.mint(alice, 100e18);
         vm.startPrank(alice);
         token.approve(address(concord), type(uint256).max);
-        concord.register(IConcord.Role.Trainer, 10e18);
+        concord.register(IConcordTypes.Role.Trainer, 10e18);
         concord.requestUnbond(10e18);
         concord.completeUnbond();
         vm.stopPrank();
@@ -63,7 +65,7 @@ contract BalancesTest is Test {
         assertEq(concord.balanceOf(alice), 6e18);
         assertEq(token.balanceOf(alice), 94e18);
         concord.withdraw(6e18);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.InsufficientBalance.selector, alice, 0, 1));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.InsufficientBalance.selector, alice, 0, 1));
         concord.withdraw(1);
         assertEq(token.balanceOf(alice), 100e18);
         assertEq(token.balanceOf(address(concord)), concord.totalLiabilities());
@@ -85,15 +87,15 @@ contract BalancesTest is Test {
         token.arm(concord, abi.encodeCall(IConcord.addStake, (1e18)));
         vm.prank(bob);
         vm.expectRevert(ReentrancyGuardTransient.ReentrancyGuardReentrantCall.selector);
-        concord.register(IConcord.Role.Validator, 1e18);
+        concord.register(IConcordTypes.Role.Validator, 1e18);
     }
 
     function testFuzz_WithdrawNeverExceedsBalance(uint256 amount) public {
         vm.prank(alice);
         if (amount == 0) {
-            vm.expectRevert(IConcord.ZeroAmount.selector);
+            vm.expectRevert(IConcordErrors.ZeroAmount.selector);
         } else if (amount > 10e18) {
-            vm.expectRevert(abi.encodeWithSelector(IConcord.InsufficientBalance.selector, alice, 10e18, amount));
+            vm.expectRevert(abi.encodeWithSelector(IConcordErrors.InsufficientBalance.selector, alice, 10e18, amount));
         }
         concord.withdraw(amount);
         assertEq(token.balanceOf(address(concord)), concord.totalLiabilities());

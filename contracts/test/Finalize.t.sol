@@ -2,7 +2,9 @@
 pragma solidity 0.8.30;
 
 import {ConcordFixture} from "./utils/ConcordFixture.sol";
-import {IConcord} from "../interfaces/IConcord.sol";
+import {IConcordErrors} from "../interfaces/IConcordErrors.sol";
+import {IConcordEvents} from "../interfaces/IConcordEvents.sol";
+import {IConcordTypes} from "../interfaces/IConcordTypes.sol";
 
 /// @notice Settlement: slashing, bounties, validator fees, non-reveal slashes, model vote,
 ///         void rounds, pro-rata rewards, pagination and withdraw.
@@ -14,13 +16,13 @@ contract FinalizeTest is ConcordFixture {
         for (uint256 i; i < n; ++i) {
             _submit(id, round, round, trainers[i], uint64(10 + i));
         }
-        _warpPast(id, round, IConcord.Phase.Submit);
+        _warpPast(id, round, IConcordTypes.Phase.Submit);
     }
 
     function _vote(uint256 id, uint32 round, uint256 v, uint256[] memory words, bytes32 next, bool doReveal) internal {
         _commit(id, round, validators[v], words, next);
         if (!doReveal) return;
-        _warpPast(id, round, IConcord.Phase.Commit);
+        _warpPast(id, round, IConcordTypes.Phase.Commit);
         _reveal(id, round, validators[v], words, next);
     }
 
@@ -28,7 +30,7 @@ contract FinalizeTest is ConcordFixture {
         for (uint256 v; v < words.length; ++v) {
             _commit(id, round, validators[v], words[v], next[v]);
         }
-        _warpPast(id, round, IConcord.Phase.Commit);
+        _warpPast(id, round, IConcordTypes.Phase.Commit);
     }
 
     // --- the full settlement ----------------------------------------------------------------
@@ -52,9 +54,9 @@ contract FinalizeTest is ConcordFixture {
         uint256 budgetBefore = concord.taskState(id).budget;
 
         vm.expectEmit(address(concord));
-        emit IConcord.SubmissionRejected(id, 0, trainers[1], 1, SLASH, SLASH / 2);
+        emit IConcordEvents.SubmissionRejected(id, 0, trainers[1], 1, SLASH, SLASH / 2);
         vm.expectEmit(address(concord));
-        emit IConcord.BountyPaid(id, 0, validators[0], SLASH / 4);
+        emit IConcordEvents.BountyPaid(id, 0, validators[0], SLASH / 4);
         assertTrue(concord.finalize(id, 0, 100));
 
         // trainers 0 and 2 share 100 pro rata 10:12
@@ -74,8 +76,8 @@ contract FinalizeTest is ConcordFixture {
         uint256 dust = REWARD - uint256(REWARD) * 10 / 22 - uint256(REWARD) * 12 / 22;
         // round 1 opened right away (asyncLevel 0) and reserved its pool
         assertEq(concord.taskState(id).budget, budgetBefore + dust + SLASH / 2 - REWARD - FEE);
-        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcord.Phase.Finalized));
-        assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcord.Phase.Submit));
+        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcordTypes.Phase.Finalized));
+        assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcordTypes.Phase.Submit));
         assertEq(concord.roundInfo(id, 0).nextModelDigest, M1);
         _assertConserved();
 
@@ -83,7 +85,7 @@ contract FinalizeTest is ConcordFixture {
         uint256 bal = concord.balanceOf(validators[0]);
         uint256 before = token.balanceOf(validators[0]);
         vm.expectEmit(address(concord));
-        emit IConcord.Withdrawn(validators[0], bal);
+        emit IConcordEvents.Withdrawn(validators[0], bal);
         vm.prank(validators[0]);
         concord.withdraw(bal);
         assertEq(token.balanceOf(validators[0]), before + bal);
@@ -129,7 +131,7 @@ contract FinalizeTest is ConcordFixture {
         }
         (uint256 heldBefore,,) = concord.taskEscrow(id);
         vm.expectEmit(address(concord));
-        emit IConcord.SubmissionUndecided(id, 0, trainers[0], 0, 2);
+        emit IConcordEvents.SubmissionUndecided(id, 0, trainers[0], 0, 2);
         _finalizeAll(id, 0);
         assertEq(concord.nodeInfo(trainers[0]).stake, STAKE, "not slashed");
         assertEq(concord.balanceOf(trainers[0]), 0, "not paid");
@@ -166,9 +168,9 @@ contract FinalizeTest is ConcordFixture {
         }
         _reveal(id, 0, validators[0], _words(1), M1);
         _reveal(id, 0, validators[1], _words(1), M1);
-        _warpPast(id, 0, IConcord.Phase.Reveal);
+        _warpPast(id, 0, IConcordTypes.Phase.Reveal);
         vm.expectEmit(address(concord));
-        emit IConcord.ValidatorSlashed(id, 0, validators[2], SLASH);
+        emit IConcordEvents.ValidatorSlashed(id, 0, validators[2], SLASH);
         _finalizeAll(id, 0);
         assertEq(concord.nodeInfo(validators[2]).stake, STAKE - SLASH);
         assertEq(concord.balanceOf(validators[2]), 0);
@@ -194,7 +196,7 @@ contract FinalizeTest is ConcordFixture {
     }
 
     function test_VoidRoundPaysNoOneAndKeepsModel() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.minValidators = 3;
         uint256 id = _taskWith(p, 1000e18, 2, 3);
         _submitAll(id, 0, 2);
@@ -203,12 +205,12 @@ contract FinalizeTest is ConcordFixture {
         }
         _reveal(id, 0, validators[0], _oneBit(2, 0), M1);
         _reveal(id, 0, validators[1], _oneBit(2, 0), M1);
-        _warpPast(id, 0, IConcord.Phase.Reveal);
+        _warpPast(id, 0, IConcordTypes.Phase.Reveal);
         uint256 budget = concord.taskState(id).budget;
         vm.expectEmit(address(concord));
-        emit IConcord.RoundFinalized(id, 0, MODEL0, true, 0, REWARD + FEE + SLASH);
+        emit IConcordEvents.RoundFinalized(id, 0, MODEL0, true, 0, REWARD + FEE + SLASH);
         assertTrue(concord.finalize(id, 0, 1));
-        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcord.Phase.Void));
+        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcordTypes.Phase.Void));
         (bytes32 d, bool fin) = concord.modelDigest(id, 1);
         assertEq(d, MODEL0);
         assertTrue(fin);
@@ -225,16 +227,16 @@ contract FinalizeTest is ConcordFixture {
         uint256 id = _taskWith(_params(), 1000e18, 0, 0);
         vm.warp(block.timestamp + SUBMIT_S + COMMIT_S + REVEAL_S);
         assertTrue(concord.finalize(id, 0, 1));
-        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcord.Phase.Void));
+        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcordTypes.Phase.Void));
         assertEq(concord.taskState(id).budget, 1000e18 - REWARD - FEE);
     }
 
     function test_SlashIsCappedAtStake() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.minTrainerStake = 10e18;
         uint256 id = _createTask(p, 1000e18);
         _makeValidators(2);
-        address small = _newNode("small", IConcord.Role.Trainer, 10e18);
+        address small = _newNode("small", IConcordTypes.Role.Trainer, 10e18);
         trainers.push(small);
         vm.prank(small);
         concord.join(id);
@@ -268,13 +270,13 @@ contract FinalizeTest is ConcordFixture {
         }
         uint256 calls;
         vm.expectEmit(address(concord));
-        emit IConcord.FinalizeProgressed(id, 0, 77, 2 * n);
+        emit IConcordEvents.FinalizeProgressed(id, 0, 77, 2 * n);
         while (!concord.finalize(id, 0, 77)) {
             ++calls;
             (uint256 cursor, uint256 total) = concord.finalizeCursor(id, 0);
             assertEq(cursor, calls * 77);
             assertEq(total, 2 * n);
-            assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcord.Phase.Finalize));
+            assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcordTypes.Phase.Finalize));
             if (cursor >= n) assertEq(concord.roundInfo(id, 0).acceptedWork, work, "tally done");
         }
         assertEq(calls, 7); // ceil(600 / 77) = 8 calls
@@ -296,42 +298,42 @@ contract FinalizeTest is ConcordFixture {
         uint256 id = _taskWith(_params(), 1000e18, 1, 2);
         _submitAll(id, 0, 1);
         vm.expectRevert(
-            abi.encodeWithSelector(IConcord.WrongPhase.selector, id, 0, IConcord.Phase.Finalize, IConcord.Phase.Commit)
+            abi.encodeWithSelector(IConcordErrors.WrongPhase.selector, id, 0, IConcordTypes.Phase.Finalize, IConcordTypes.Phase.Commit)
         );
         concord.finalize(id, 0, 10);
-        _warpPast(id, 0, IConcord.Phase.Commit);
+        _warpPast(id, 0, IConcordTypes.Phase.Commit);
         vm.expectRevert(
-            abi.encodeWithSelector(IConcord.WrongPhase.selector, id, 0, IConcord.Phase.Finalize, IConcord.Phase.Reveal)
+            abi.encodeWithSelector(IConcordErrors.WrongPhase.selector, id, 0, IConcordTypes.Phase.Finalize, IConcordTypes.Phase.Reveal)
         );
         concord.finalize(id, 0, 10);
     }
 
     function test_RevertWhen_FinalizeOutOfOrderOrTwice() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.asyncLevel = 1;
         uint256 id = _taskWith(p, 1000e18, 1, 2);
         _submit(id, 0, 0, trainers[0], 1); // closes round 0's submit; round 1 opens
         vm.warp(block.timestamp + SUBMIT_S + COMMIT_S + REVEAL_S);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.WrongRound.selector, id, 0, 1));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.WrongRound.selector, id, 0, 1));
         concord.finalize(id, 1, 10);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundNotOpened.selector, id, 2));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RoundNotOpened.selector, id, 2));
         concord.finalize(id, 2, 10);
         assertTrue(concord.finalize(id, 0, 10));
-        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundAlreadySettled.selector, id, 0));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RoundAlreadySettled.selector, id, 0));
         concord.finalize(id, 0, 10);
     }
 
     function test_RevertWhen_FinalizeZeroItems() public {
-        vm.expectRevert(IConcord.ZeroMaxItems.selector);
+        vm.expectRevert(IConcordErrors.ZeroMaxItems.selector);
         concord.finalize(1, 0, 0);
     }
 
     function test_RevertWhen_WithdrawBeyondBalance() public {
         vm.prank(stranger);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.InsufficientBalance.selector, stranger, 0, 1));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.InsufficientBalance.selector, stranger, 0, 1));
         concord.withdraw(1);
         vm.prank(stranger);
-        vm.expectRevert(IConcord.ZeroAmount.selector);
+        vm.expectRevert(IConcordErrors.ZeroAmount.selector);
         concord.withdraw(0);
     }
 
@@ -347,7 +349,7 @@ contract FinalizeTest is ConcordFixture {
         reward = uint96(bound(reward, 0, 1e23));
         bps = uint16(bound(bps, 0, 10_000));
         uint256 k = bound(reveals, 0, 5);
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.trainerRewardPerRound = reward;
         p.bountyBps = bps;
         uint256 id = _taskWith(p, 5e23, n, 5);
@@ -363,7 +365,7 @@ contract FinalizeTest is ConcordFixture {
         for (uint256 v; v < k; ++v) {
             _reveal(id, 0, validators[v], w[v], M1);
         }
-        _warpPast(id, 0, IConcord.Phase.Reveal);
+        _warpPast(id, 0, IConcordTypes.Phase.Reveal);
         _finalizeAll(id, 0);
         bool isVoid = k < p.minValidators;
         for (uint256 i; i < n; ++i) {

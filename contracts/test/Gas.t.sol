@@ -3,7 +3,7 @@ pragma solidity 0.8.30;
 
 import {Vm} from "forge-std/Vm.sol";
 import {ConcordFixture} from "./utils/ConcordFixture.sol";
-import {IConcord} from "../interfaces/IConcord.sol";
+import {IConcordTypes} from "../interfaces/IConcordTypes.sol";
 
 /// @notice Gas of each step in a 256-submission, 5-validator round against the targets of
 ///         issue 2. `forge test --isolate --match-contract GasTest -vv` makes every call its
@@ -34,7 +34,7 @@ contract GasTest is ConcordFixture {
 
     function test_GasTargetsAt256Submissions() public {
         _detectIsolation();
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.minValidators = 3;
         p.submitSeconds = 1000;
         uint256 id = _taskWith(p, 10_000e18, N, V);
@@ -88,7 +88,7 @@ contract GasTest is ConcordFixture {
 
     function test_FinalizeWholeRoundInOneTransactionFitsABlock() public {
         _detectIsolation();
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.minValidators = 3;
         p.submitSeconds = 1000;
         uint256 id = _taskWith(p, 10_000e18, N, V);

@@ -2,7 +2,9 @@
 pragma solidity 0.8.30;
 
 import {ConcordFixture} from "./utils/ConcordFixture.sol";
-import {IConcord} from "../interfaces/IConcord.sol";
+import {IConcordErrors} from "../interfaces/IConcordErrors.sol";
+import {IConcordEvents} from "../interfaces/IConcordEvents.sol";
+import {IConcordTypes} from "../interfaces/IConcordTypes.sol";
 
 /// @notice The settlement-soundness rules (issue 9), one test per rule, named after it:
 ///         phantom rounds, per-task solvency, ties, bounded work claims, the exits of a task,
@@ -20,7 +22,7 @@ contract SettlementSoundnessTest is ConcordFixture {
     /// The audit's finding: after the last round of a fixed-length task, `finalize(maxRounds)`
     /// re-read a recycled ring slot and settled it again, crediting budget no token backs.
     function test_RevertWhen_FinalizeRoundAfterLastRound() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.maxRounds = 2;
         uint256 id = _taskWith(p, 1000e18, 1, 2);
         _playRound(id, 0, 0, 1, _words(1), M1);
@@ -28,7 +30,7 @@ contract SettlementSoundnessTest is ConcordFixture {
         assertEq(concord.taskState(id).finalizedRounds, 2);
         vm.warp(block.timestamp + 10_000);
         for (uint256 i; i < 3; ++i) {
-            vm.expectRevert(abi.encodeWithSelector(IConcord.RoundNotOpened.selector, id, 2));
+            vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RoundNotOpened.selector, id, 2));
             concord.finalize(id, 2, 100);
         }
         _assertSolvent(id);
@@ -37,9 +39,9 @@ contract SettlementSoundnessTest is ConcordFixture {
     function test_RevertWhen_FinalizeRoundAfterBudgetRanDry() public {
         uint256 id = _taskWith(_params(), REWARD + FEE, 1, 2); // one round of budget
         _playRound(id, 0, 0, 1, _words(1), M1);
-        assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcord.Phase.Pending));
+        assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcordTypes.Phase.Pending));
         vm.warp(block.timestamp + 10_000);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundNotOpened.selector, id, 1));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RoundNotOpened.selector, id, 1));
         concord.finalize(id, 1, 100);
         _assertSolvent(id);
     }
@@ -47,13 +49,13 @@ contract SettlementSoundnessTest is ConcordFixture {
     /// asyncLevel 1 pre-writes ring slot 1 for round 1 at creation; with maxRounds 1 round 1
     /// never opens, yet its slot read as a void round past its phases (a whole pool to credit).
     function test_RevertWhen_FinalizePreWrittenSlotOfRoundThatNeverOpened() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.maxRounds = 1;
         p.asyncLevel = 1;
         uint256 id = _taskWith(p, 1000e18, 1, 2);
         _playRound(id, 0, 0, 1, _words(1), M1);
         vm.warp(block.timestamp + 10_000);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundNotOpened.selector, id, 1));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RoundNotOpened.selector, id, 1));
         concord.finalize(id, 1, 100);
         (uint256 held, uint256 budget,) = concord.taskEscrow(id);
         assertEq(held, budget, "nothing reserved, nothing phantom");
@@ -63,7 +65,7 @@ contract SettlementSoundnessTest is ConcordFixture {
     function test_RevertWhen_FinalizeSettledRoundAgain() public {
         uint256 id = _taskWith(_params(), 1000e18, 1, 2);
         _playRound(id, 0, 0, 1, _words(1), M1);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.RoundAlreadySettled.selector, id, 0));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RoundAlreadySettled.selector, id, 0));
         concord.finalize(id, 0, 100);
     }
 
@@ -72,24 +74,24 @@ contract SettlementSoundnessTest is ConcordFixture {
     /// once more, re-paid the validators' fee and slashed a non-revealer again; now every call
     /// reverts and reclaim returns exactly what the task holds, leaving the other task whole.
     function test_PhantomFinalizeCannotDrainOtherTasks() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.maxRounds = 1;
         uint256 a = _taskWith(p, 200e18, 1, 3);
         uint256 b = _createTask(_params(), 5000e18);
         (uint256 heldB,,) = concord.taskEscrow(b);
         _submit(a, 0, 0, trainers[0], 10);
-        _warpPast(a, 0, IConcord.Phase.Submit);
+        _warpPast(a, 0, IConcordTypes.Phase.Submit);
         for (uint256 v; v < 3; ++v) {
             _commit(a, 0, validators[v], _words(1), M1);
         }
-        _warpPast(a, 0, IConcord.Phase.Commit);
+        _warpPast(a, 0, IConcordTypes.Phase.Commit);
         _reveal(a, 0, validators[0], _words(1), M1);
         _reveal(a, 0, validators[1], _words(1), M1); // validator 2 withholds its reveal
-        _warpPast(a, 0, IConcord.Phase.Reveal);
+        _warpPast(a, 0, IConcordTypes.Phase.Reveal);
         _finalizeAll(a, 0);
         uint256 slashedOnce = concord.nodeInfo(validators[2]).stake;
         for (uint256 i; i < 5; ++i) {
-            vm.expectRevert(abi.encodeWithSelector(IConcord.RoundNotOpened.selector, a, 1));
+            vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RoundNotOpened.selector, a, 1));
             concord.finalize(a, 1, 100);
         }
         assertEq(concord.nodeInfo(validators[2]).stake, slashedOnce, "slashed once");
@@ -109,7 +111,7 @@ contract SettlementSoundnessTest is ConcordFixture {
     // --- per-task solvency ------------------------------------------------------------------
 
     function test_TaskEscrowEqualsBudgetPlusReservedPools() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.asyncLevel = 1;
         uint256 id = _taskWith(p, 1000e18, 2, 2);
         (uint256 held, uint256 budget, uint256 reserved) = concord.taskEscrow(id);
@@ -121,7 +123,7 @@ contract SettlementSoundnessTest is ConcordFixture {
         concord.advance(id); // ... and recorded
         (, budget, reserved) = concord.taskEscrow(id);
         assertEq(reserved, 2 * (REWARD + FEE), "rounds 0 and 1 reserved");
-        _warpPast(id, 0, IConcord.Phase.Submit);
+        _warpPast(id, 0, IConcordTypes.Phase.Submit);
         for (uint256 v; v < 2; ++v) {
             _commit(id, 0, validators[v], _oneBit(2, 1), M1);
         }
@@ -142,34 +144,34 @@ contract SettlementSoundnessTest is ConcordFixture {
     // --- bounded work claims ----------------------------------------------------------------
 
     function test_RevertWhen_WorkUnitsAboveMax() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.maxWorkUnits = 1000;
         uint256 id = _taskWith(p, 1000e18, 1, 2);
         vm.prank(trainers[0]);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.WorkUnitsAboveMax.selector, id, 1001, 1000));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.WorkUnitsAboveMax.selector, id, 1001, 1000));
         concord.submit(id, 0, 0, keccak256("b"), keccak256("p"), 1001);
         _submit(id, 0, 0, trainers[0], 1000);
     }
 
     function test_RevertWhen_CreateTaskWithZeroMaxWorkUnits() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.maxWorkUnits = 0;
         vm.prank(initiator);
-        vm.expectRevert(IConcord.ZeroWorkUnits.selector);
+        vm.expectRevert(IConcordErrors.ZeroWorkUnits.selector);
         concord.createTask(p, 1000e18);
     }
 
     /// Accepted claims share the reward pro rata and never more than it in total: with every
     /// claim at most maxWorkUnits, a claimant's share is its work over the accepted work.
     function testFuzz_AcceptedClaimTakesOnlyItsShare(uint64 w0, uint64 w1, uint64 w2) public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.maxWorkUnits = 4096;
         uint64[3] memory w = [uint64(bound(w0, 1, 4096)), uint64(bound(w1, 1, 4096)), uint64(bound(w2, 1, 4096))];
         uint256 id = _taskWith(p, 1000e18, 3, 2);
         for (uint256 i; i < 3; ++i) {
             _submit(id, 0, 0, trainers[i], w[i]);
         }
-        _warpPast(id, 0, IConcord.Phase.Submit);
+        _warpPast(id, 0, IConcordTypes.Phase.Submit);
         for (uint256 v; v < 2; ++v) {
             _commit(id, 0, validators[v], _words(3), M1);
         }
@@ -197,13 +199,13 @@ contract SettlementSoundnessTest is ConcordFixture {
         _submit(id, 0, 0, trainers[0], 10);
         vm.prank(initiator);
         vm.expectEmit(address(concord));
-        emit IConcord.TaskClosing(id, 0);
+        emit IConcordEvents.TaskClosing(id, 0);
         concord.closeTask(id);
         assertTrue(concord.taskState(id).closed);
         vm.prank(initiator);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.TaskNotOver.selector, id));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.TaskNotOver.selector, id));
         concord.reclaimBudget(id);
-        _warpPast(id, 0, IConcord.Phase.Submit);
+        _warpPast(id, 0, IConcordTypes.Phase.Submit);
         for (uint256 v; v < 2; ++v) {
             _commit(id, 0, validators[v], _words(1), M1);
         }
@@ -212,7 +214,7 @@ contract SettlementSoundnessTest is ConcordFixture {
         }
         _finalizeAll(id, 0);
         assertEq(concord.balanceOf(trainers[0]), REWARD, "in-flight round paid as usual");
-        assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcord.Phase.Pending), "no round after close");
+        assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcordTypes.Phase.Pending), "no round after close");
         vm.warp(block.timestamp + 10_000);
         assertEq(concord.taskState(id).headRound, 0);
         vm.prank(initiator);
@@ -225,17 +227,17 @@ contract SettlementSoundnessTest is ConcordFixture {
 
     /// A task whose rounds keep voiding (minValidators never reached) can be closed and emptied.
     function test_CloseVoidingTaskReturnsItsWholeBudget() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.minValidators = 3;
         uint256 id = _taskWith(p, 1000e18, 1, 2);
         _playRound(id, 0, 0, 1, _words(1), M1);
-        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcord.Phase.Void));
+        assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcordTypes.Phase.Void));
         vm.prank(initiator);
         concord.closeTask(id);
         _submit(id, 1, 1, trainers[0], 10); // round 1 opened before the close; it still runs
-        _warpPast(id, 1, IConcord.Phase.Submit);
-        _warpPast(id, 1, IConcord.Phase.Commit);
-        _warpPast(id, 1, IConcord.Phase.Reveal);
+        _warpPast(id, 1, IConcordTypes.Phase.Submit);
+        _warpPast(id, 1, IConcordTypes.Phase.Commit);
+        _warpPast(id, 1, IConcordTypes.Phase.Reveal);
         _finalizeAll(id, 1);
         vm.prank(initiator);
         concord.reclaimBudget(id);
@@ -246,7 +248,7 @@ contract SettlementSoundnessTest is ConcordFixture {
     function test_RevertWhen_CloseTaskByNonInitiator() public {
         uint256 id = _taskWith(_params(), 1000e18, 0, 0);
         vm.prank(stranger);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.NotInitiator.selector, id, stranger));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.NotInitiator.selector, id, stranger));
         concord.closeTask(id);
     }
 
@@ -255,10 +257,10 @@ contract SettlementSoundnessTest is ConcordFixture {
         vm.prank(initiator);
         concord.closeTask(id);
         vm.prank(initiator);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.TaskIsClosed.selector, id));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.TaskIsClosed.selector, id));
         concord.closeTask(id);
         vm.prank(stranger);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.TaskIsClosed.selector, id));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.TaskIsClosed.selector, id));
         concord.topUp(id, 1e18);
     }
 
@@ -270,9 +272,9 @@ contract SettlementSoundnessTest is ConcordFixture {
             vm.prank(validators[i]);
             concord.join(id);
         }
-        address honest = _newNode("honest", IConcord.Role.Validator, STAKE);
+        address honest = _newNode("honest", IConcordTypes.Role.Validator, STAKE);
         vm.prank(honest);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.TooManyValidators.selector, id, 64));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.TooManyValidators.selector, id, 64));
         concord.join(id);
         for (uint256 i; i < 64; ++i) {
             vm.startPrank(validators[i]);
@@ -303,18 +305,18 @@ contract SettlementSoundnessTest is ConcordFixture {
     /// A validator that stays joined but never commits loses its slot at the first round it
     /// skipped (no slash): it can no longer hold the commit phase open or void rounds.
     function test_ValidatorThatDoesNotCommitLosesItsSlot() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.minValidators = 1;
         uint256 id = _taskWith(p, 1000e18, 1, 2);
         _playRound(id, 0, 0, 1, _words(1), M1); // both joined while round 0 was open: kept
         // round 1: validator 1 stays silent
         _submit(id, 1, 1, trainers[0], 10);
         _commit(id, 1, validators[0], _words(1), M1);
-        _warpPast(id, 1, IConcord.Phase.Commit);
+        _warpPast(id, 1, IConcordTypes.Phase.Commit);
         _reveal(id, 1, validators[0], _words(1), M1);
-        _warpPast(id, 1, IConcord.Phase.Reveal);
+        _warpPast(id, 1, IConcordTypes.Phase.Reveal);
         vm.expectEmit(address(concord));
-        emit IConcord.ValidatorRemoved(id, 1, validators[1]);
+        emit IConcordEvents.ValidatorRemoved(id, 1, validators[1]);
         _finalizeAll(id, 1);
         assertFalse(concord.memberInfo(id, validators[1]).joined);
         assertEq(concord.taskState(id).validators, 1);
@@ -323,7 +325,7 @@ contract SettlementSoundnessTest is ConcordFixture {
         // round 2 closes its commit phase early with the one remaining validator
         _submit(id, 2, 2, trainers[0], 10);
         _commit(id, 2, validators[0], _words(1), M1);
-        assertEq(uint8(concord.phaseOf(id, 2)), uint8(IConcord.Phase.Reveal));
+        assertEq(uint8(concord.phaseOf(id, 2)), uint8(IConcordTypes.Phase.Reveal));
         vm.prank(validators[1]);
         concord.join(id); // it may come back
         assertTrue(concord.memberInfo(id, validators[1]).joined);
@@ -332,18 +334,18 @@ contract SettlementSoundnessTest is ConcordFixture {
     function test_ValidatorJoiningAnOpenRoundIsNotRemovedForIt() public {
         uint256 id = _taskWith(_params(), 1000e18, 1, 2);
         _submit(id, 0, 0, trainers[0], 10);
-        _warpPast(id, 0, IConcord.Phase.Submit);
+        _warpPast(id, 0, IConcordTypes.Phase.Submit);
         _makeValidators(3);
         vm.prank(validators[2]);
         concord.join(id); // joins round 0 during its commit phase
         for (uint256 v; v < 2; ++v) {
             _commit(id, 0, validators[v], _words(1), M1);
         }
-        _warpPast(id, 0, IConcord.Phase.Commit);
+        _warpPast(id, 0, IConcordTypes.Phase.Commit);
         for (uint256 v; v < 2; ++v) {
             _reveal(id, 0, validators[v], _words(1), M1);
         }
-        _warpPast(id, 0, IConcord.Phase.Reveal);
+        _warpPast(id, 0, IConcordTypes.Phase.Reveal);
         _finalizeAll(id, 0);
         assertTrue(concord.memberInfo(id, validators[2]).joined, "had no full round to commit in");
     }
@@ -351,12 +353,12 @@ contract SettlementSoundnessTest is ConcordFixture {
     // --- bounds at creation -----------------------------------------------------------------
 
     function test_RevertWhen_PerRoundAmountOverflowsBudgetSlot() public {
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         p.trainerRewardPerRound = type(uint96).max;
         p.validatorFeePerRound = 1;
         vm.prank(initiator);
         vm.expectRevert(
-            abi.encodeWithSelector(IConcord.PerRoundTooHigh.selector, uint256(type(uint96).max) + 1, type(uint96).max)
+            abi.encodeWithSelector(IConcordErrors.PerRoundTooHigh.selector, uint256(type(uint96).max) + 1, type(uint96).max)
         );
         concord.createTask(p, 1);
     }
@@ -364,13 +366,13 @@ contract SettlementSoundnessTest is ConcordFixture {
     function test_RevertWhen_DepositLiftsLiabilitiesAboveCap() public {
         token.mint(initiator, type(uint96).max);
         uint256 cap = type(uint96).max;
-        IConcord.TaskParams memory p = _params();
+        IConcordTypes.TaskParams memory p = _params();
         uint256 id = _createTask(p, 1000e18);
         vm.prank(initiator);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.LiabilitiesCapExceeded.selector, cap + 1000e18, cap));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.LiabilitiesCapExceeded.selector, cap + 1000e18, cap));
         concord.createTask(p, cap);
         vm.prank(initiator);
-        vm.expectRevert(abi.encodeWithSelector(IConcord.LiabilitiesCapExceeded.selector, cap + 1, cap));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.LiabilitiesCapExceeded.selector, cap + 1, cap));
         concord.topUp(id, cap - 1000e18 + 1);
         vm.prank(initiator);
         concord.topUp(id, cap - 1000e18); // exactly at the cap is fine

@@ -7,7 +7,8 @@ import {StdUtils} from "forge-std/StdUtils.sol";
 import {Vm} from "forge-std/Vm.sol";
 import {Concord} from "../../Concord.sol";
 import {DevToken} from "../../DevToken.sol";
-import {IConcord} from "../../interfaces/IConcord.sol";
+import {IConcordEvents} from "../../interfaces/IConcordEvents.sol";
+import {IConcordTypes} from "../../interfaces/IConcordTypes.sol";
 
 /// @notice Drives Concord through random but well-formed protocol traffic (and some
 ///         ill-formed calls, which must revert without effect) and keeps ghost records the
@@ -83,7 +84,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             address t = makeAddr(string.concat("h-trainer", vm.toString(i)));
             _fund(t);
             vm.prank(t);
-            concord.register(IConcord.Role.Trainer, 300e18);
+            concord.register(IConcordTypes.Role.Trainer, 300e18);
             ghostDeposited += 300e18;
             ghostStake[t] = 300e18;
             trainers.push(t);
@@ -92,7 +93,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             address v = makeAddr(string.concat("h-validator", vm.toString(i)));
             _fund(v);
             vm.prank(v);
-            concord.register(IConcord.Role.Validator, 300e18);
+            concord.register(IConcordTypes.Role.Validator, 300e18);
             ghostDeposited += 300e18;
             ghostStake[v] = 300e18;
             validators.push(v);
@@ -151,8 +152,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     /// reclaimBudget at any time: succeeds only once the task is over, for its initiator.
     function reclaim(uint256 taskSeed) external {
         uint256 id = _task(taskSeed);
-        IConcord.TaskState memory st = concord.taskState(id);
-        IConcord.TaskParams memory p = concord.taskParams(id);
+        IConcordTypes.TaskState memory st = concord.taskState(id);
+        IConcordTypes.TaskParams memory p = concord.taskParams(id);
         bool over = (p.maxRounds != 0 && st.finalizedRounds >= p.maxRounds)
             || (st.closed && st.finalizedRounds > st.headRound);
         vm.recordLogs();
@@ -168,7 +169,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     /// Only the oldest opened, unsettled round past its reveal phase may settle.
     function finalizeAny(uint256 taskSeed, uint32 roundSeed, uint8 maxItems) external {
         uint256 id = _task(taskSeed);
-        IConcord.TaskState memory st = concord.taskState(id);
+        IConcordTypes.TaskState memory st = concord.taskState(id);
         uint32 round = uint32(_bound(roundSeed, 0, uint256(st.headRound) + 3));
         ++nPhantomTries;
         uint32 head = concord.currentRound(id);
@@ -201,7 +202,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         uint256 id = _task(taskSeed);
         address who = trainers[actorSeed % trainers.length];
         uint32 round = concord.currentRound(id);
-        IConcord.TaskParams memory p = concord.taskParams(id);
+        IConcordTypes.TaskParams memory p = concord.taskParams(id);
         uint256 lo = round > p.asyncLevel ? round - p.asyncLevel : 0;
         uint32 base = uint32(_bound(back, lo, round));
         // one claim in 16 is above the task's maxWorkUnits and must be refused
@@ -218,7 +219,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function commit(uint256 actorSeed, uint256 taskSeed, uint256 rejectSeed, bool altModel) external {
         uint256 id = _task(taskSeed);
         address who = validators[actorSeed % validators.length];
-        uint32 round = _roundIn(id, IConcord.Phase.Commit, actorSeed);
+        uint32 round = _roundIn(id, IConcordTypes.Phase.Commit, actorSeed);
         uint256 n = concord.roundInfo(id, round).submissions;
         bytes32 next = altModel && rejectSeed % 3 == 0 ? keccak256("alt") : keccak256(abi.encode("model", id, round));
         bytes32 h = concord.commitHash(id, round, _bitmap(n, rejectSeed), next, bytes32(rejectSeed), who);
@@ -237,7 +238,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     ///      reveals random values, which must be refused.
     function reveal(uint256 actorSeed, uint256 taskSeed, uint256 rejectSeed, bool honest) external {
         uint256 id = _task(taskSeed);
-        uint32 round = _roundIn(id, IConcord.Phase.Reveal, actorSeed);
+        uint32 round = _roundIn(id, IConcordTypes.Phase.Reveal, actorSeed);
         uint256 n = concord.roundInfo(id, round).submissions;
         bytes32 key = keccak256(abi.encode(id, round));
         address who = validators[actorSeed % validators.length];
@@ -364,7 +365,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     }
 
     function _progress(uint256 id, uint256 seed) internal {
-        IConcord.TaskState memory st = concord.taskState(id);
+        IConcordTypes.TaskState memory st = concord.taskState(id);
         // a validator removed for a missed commit comes back (as an honest operator would)
         for (uint256 v; v < validators.length && !st.closed; ++v) {
             if (!concord.memberInfo(id, validators[v]).joined) {
@@ -372,17 +373,17 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 return;
             }
         }
-        if (concord.phaseOf(id, st.finalizedRounds) == IConcord.Phase.Finalize) {
+        if (concord.phaseOf(id, st.finalizedRounds) == IConcordTypes.Phase.Finalize) {
             this.finalize(_taskIndex(id), uint8(seed));
             return;
         }
-        uint32 r = _roundIn(id, IConcord.Phase.Reveal, seed);
-        if (concord.phaseOf(id, r) == IConcord.Phase.Reveal && seed % 11 != 0) {
+        uint32 r = _roundIn(id, IConcordTypes.Phase.Reveal, seed);
+        if (concord.phaseOf(id, r) == IConcordTypes.Phase.Reveal && seed % 11 != 0) {
             this.reveal(seed, _taskIndex(id), seed, true); // seed % 11 == 0: a withheld reveal
             return;
         }
-        r = _roundIn(id, IConcord.Phase.Commit, seed);
-        if (concord.phaseOf(id, r) == IConcord.Phase.Commit) {
+        r = _roundIn(id, IConcordTypes.Phase.Commit, seed);
+        if (concord.phaseOf(id, r) == IConcordTypes.Phase.Commit) {
             for (uint256 v; v < validators.length; ++v) {
                 address who = validators[(seed + v) % validators.length];
                 (bool c,) = concord.commitStatus(id, r, who);
@@ -395,9 +396,9 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             }
         }
         uint32 head = concord.currentRound(id);
-        if (concord.phaseOf(id, head) != IConcord.Phase.Submit) return;
+        if (concord.phaseOf(id, head) != IConcordTypes.Phase.Submit) return;
         for (uint256 i; i < trainers.length; ++i) {
-            IConcord.MemberInfo memory m = concord.memberInfo(id, trainers[(seed + i) % trainers.length]);
+            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, trainers[(seed + i) % trainers.length]);
             if (m.joined && !(m.hasSubmitted && m.lastSubmitRound >= head)) {
                 this.submit((seed + i) % trainers.length, _taskIndex(id), uint64(seed), uint8(seed));
                 return;
@@ -422,7 +423,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     ///      those); 2: budget-limited (maxRounds 0) with two rounds of budget: it runs dry.
     function _newTask(uint8 asyncLevel, uint8 kind) internal {
         uint256 perRound = 97e18 + 3 + 11e18 + 1;
-        IConcord.TaskParams memory p = IConcord.TaskParams({
+        IConcordTypes.TaskParams memory p = IConcordTypes.TaskParams({
             specDigest: keccak256("spec"),
             initialModelDigest: keccak256("model-0"),
             trainerRewardPerRound: 97e18 + 3,
@@ -463,8 +464,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     }
 
     /// @dev A live round of the task in `phase` if there is one, else a live round by seed.
-    function _roundIn(uint256 id, IConcord.Phase phase, uint256 seed) internal view returns (uint32) {
-        IConcord.TaskState memory st = concord.taskState(id);
+    function _roundIn(uint256 id, IConcordTypes.Phase phase, uint256 seed) internal view returns (uint32) {
+        IConcordTypes.TaskState memory st = concord.taskState(id);
         for (uint256 r = st.finalizedRounds; r <= st.headRound; ++r) {
             if (concord.phaseOf(id, uint32(r)) == phase) return uint32(r);
         }
@@ -483,8 +484,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function _hasPendingWork(address who) internal view returns (bool) {
         for (uint256 t; t < tasks.length; ++t) {
             uint256 id = tasks[t];
-            IConcord.TaskState memory st = concord.taskState(id);
-            IConcord.MemberInfo memory m = concord.memberInfo(id, who);
+            IConcordTypes.TaskState memory st = concord.taskState(id);
+            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, who);
             if (m.hasSubmitted && m.lastSubmitRound >= st.finalizedRounds) return true;
             for (uint256 r = st.finalizedRounds; r <= st.headRound; ++r) {
                 (bool committed,) = concord.commitStatus(id, uint32(r), who);
@@ -500,12 +501,12 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         for (uint256 i; i < logs.length; ++i) {
             if (logs[i].emitter != address(concord)) continue;
             bytes32 sig = logs[i].topics[0];
-            if (sig == IConcord.SubmissionRewarded.selector || sig == IConcord.SubmissionRejected.selector) {
+            if (sig == IConcordEvents.SubmissionRewarded.selector || sig == IConcordEvents.SubmissionRejected.selector) {
                 uint256 id = uint256(logs[i].topics[1]);
                 uint256 round = uint256(logs[i].topics[2]);
                 address trainer = address(uint160(uint256(logs[i].topics[3])));
                 bytes32 key;
-                if (sig == IConcord.SubmissionRejected.selector) {
+                if (sig == IConcordEvents.SubmissionRejected.selector) {
                     (uint256 index, uint256 slashed, uint256 bounty) =
                         abi.decode(logs[i].data, (uint256, uint256, uint256));
                     key = keccak256(abi.encode(id, round, index));
@@ -522,7 +523,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                     ghostCredited[trainer] += amount;
                 }
                 if (++settledCount[key] > 1) doubleSettled = true;
-            } else if (sig == IConcord.ValidatorPaid.selector) {
+            } else if (sig == IConcordEvents.ValidatorPaid.selector) {
                 uint256 id = uint256(logs[i].topics[1]);
                 uint256 round = uint256(logs[i].topics[2]);
                 uint256 fee = abi.decode(logs[i].data, (uint256));
@@ -530,27 +531,27 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 if (feePaid[id][round] > 11e18 + 1) overpaid = true;
                 ghostTaskOut[id] += fee;
                 ghostCredited[address(uint160(uint256(logs[i].topics[3])))] += fee;
-            } else if (sig == IConcord.BountyPaid.selector) {
+            } else if (sig == IConcordEvents.BountyPaid.selector) {
                 ghostCredited[address(uint160(uint256(logs[i].topics[3])))] += abi.decode(logs[i].data, (uint256));
-            } else if (sig == IConcord.ValidatorSlashed.selector) {
+            } else if (sig == IConcordEvents.ValidatorSlashed.selector) {
                 uint256 amount = abi.decode(logs[i].data, (uint256));
                 ghostStake[address(uint160(uint256(logs[i].topics[3])))] -= amount;
                 ghostTaskIn[uint256(logs[i].topics[1])] += amount;
-            } else if (sig == IConcord.BudgetReclaimed.selector) {
+            } else if (sig == IConcordEvents.BudgetReclaimed.selector) {
                 uint256 amount = abi.decode(logs[i].data, (uint256));
                 ghostTaskOut[uint256(logs[i].topics[1])] += amount;
                 ghostCredited[address(uint160(uint256(logs[i].topics[2])))] += amount;
-            } else if (sig == IConcord.UnbondCompleted.selector) {
+            } else if (sig == IConcordEvents.UnbondCompleted.selector) {
                 address who = address(uint160(uint256(logs[i].topics[1])));
                 uint256 amount = abi.decode(logs[i].data, (uint256));
                 ghostStake[who] -= amount;
                 ghostCredited[who] += amount;
-            } else if (sig == IConcord.RoundFinalized.selector) {
+            } else if (sig == IConcordEvents.RoundFinalized.selector) {
                 (, bool isVoid,,) = abi.decode(logs[i].data, (bytes32, bool, uint256, uint256));
                 if (isVoid) ++nVoid;
-            } else if (sig == IConcord.SubmissionUndecided.selector) {
+            } else if (sig == IConcordEvents.SubmissionUndecided.selector) {
                 ++nTies;
-            } else if (sig == IConcord.ValidatorRemoved.selector) {
+            } else if (sig == IConcordEvents.ValidatorRemoved.selector) {
                 ++nRemoved;
             }
         }
@@ -575,7 +576,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         vm.warp(block.timestamp + 1); // every action takes a little time, so runs see many phases
         for (uint256 t; t < tasks.length; ++t) {
             uint256 id = tasks[t];
-            IConcord.TaskState memory st = concord.taskState(id);
+            IConcordTypes.TaskState memory st = concord.taskState(id);
             if (st.headRound < lastHead[id] || st.finalizedRounds < lastFinalized[id]) roundsWentBack = true;
             if (st.finalizedRounds > uint256(st.headRound) + 1) roundsWentBack = true;
             lastHead[id] = st.headRound;

@@ -5,7 +5,7 @@ import {Test} from "forge-std/Test.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Concord} from "../../Concord.sol";
 import {DevToken} from "../../DevToken.sol";
-import {IConcord} from "../../interfaces/IConcord.sol";
+import {IConcordTypes} from "../../interfaces/IConcordTypes.sol";
 
 /// @notice Shared set-up for the Concord tests: a real DevToken, a real Concord, funded and
 ///         approved accounts, and helpers that play the protocol steps.
@@ -47,7 +47,7 @@ abstract contract ConcordFixture is Test {
         token.approve(address(concord), type(uint256).max);
     }
 
-    function _newNode(string memory name, IConcord.Role role, uint256 stake) internal returns (address who) {
+    function _newNode(string memory name, IConcordTypes.Role role, uint256 stake) internal returns (address who) {
         who = makeAddr(name);
         _fund(who);
         vm.prank(who);
@@ -56,20 +56,20 @@ abstract contract ConcordFixture is Test {
 
     function _makeTrainers(uint256 n) internal {
         for (uint256 i = trainers.length; i < n; ++i) {
-            trainers.push(_newNode(string.concat("trainer", vm.toString(i)), IConcord.Role.Trainer, STAKE));
+            trainers.push(_newNode(string.concat("trainer", vm.toString(i)), IConcordTypes.Role.Trainer, STAKE));
         }
     }
 
     function _makeValidators(uint256 n) internal {
         for (uint256 i = validators.length; i < n; ++i) {
-            validators.push(_newNode(string.concat("validator", vm.toString(i)), IConcord.Role.Validator, STAKE));
+            validators.push(_newNode(string.concat("validator", vm.toString(i)), IConcordTypes.Role.Validator, STAKE));
         }
     }
 
     // --- tasks ------------------------------------------------------------------------------
 
-    function _params() internal pure returns (IConcord.TaskParams memory p) {
-        p = IConcord.TaskParams({
+    function _params() internal pure returns (IConcordTypes.TaskParams memory p) {
+        p = IConcordTypes.TaskParams({
             specDigest: SPEC,
             initialModelDigest: MODEL0,
             trainerRewardPerRound: REWARD,
@@ -88,13 +88,13 @@ abstract contract ConcordFixture is Test {
         });
     }
 
-    function _createTask(IConcord.TaskParams memory p, uint256 budget) internal returns (uint256 id) {
+    function _createTask(IConcordTypes.TaskParams memory p, uint256 budget) internal returns (uint256 id) {
         vm.prank(initiator);
         id = concord.createTask(p, budget);
     }
 
     /// @dev Task with `nT` joined trainers and `nV` joined validators (created on demand).
-    function _taskWith(IConcord.TaskParams memory p, uint256 budget, uint256 nT, uint256 nV)
+    function _taskWith(IConcordTypes.TaskParams memory p, uint256 budget, uint256 nT, uint256 nV)
         internal
         returns (uint256 id)
     {
@@ -151,10 +151,10 @@ abstract contract ConcordFixture is Test {
     }
 
     /// @dev Move past the current phase of `round` to its end.
-    function _warpPast(uint256 id, uint32 round, IConcord.Phase phase) internal {
-        IConcord.RoundInfo memory r = concord.roundInfo(id, round);
+    function _warpPast(uint256 id, uint32 round, IConcordTypes.Phase phase) internal {
+        IConcordTypes.RoundInfo memory r = concord.roundInfo(id, round);
         uint256 end =
-            phase == IConcord.Phase.Submit ? r.submitEnd : phase == IConcord.Phase.Commit ? r.commitEnd : r.revealEnd;
+            phase == IConcordTypes.Phase.Submit ? r.submitEnd : phase == IConcordTypes.Phase.Commit ? r.commitEnd : r.revealEnd;
         if (block.timestamp < end) vm.warp(end);
     }
 
@@ -166,16 +166,16 @@ abstract contract ConcordFixture is Test {
         for (uint256 i; i < nT; ++i) {
             _submit(id, round, base, trainers[i], uint64(10 + i));
         }
-        _warpPast(id, round, IConcord.Phase.Submit);
+        _warpPast(id, round, IConcordTypes.Phase.Submit);
         uint256 nV = concord.taskState(id).validators;
         for (uint256 i; i < nV; ++i) {
             _commit(id, round, validators[i], rejects, next);
         }
-        _warpPast(id, round, IConcord.Phase.Commit);
+        _warpPast(id, round, IConcordTypes.Phase.Commit);
         for (uint256 i; i < nV; ++i) {
             _reveal(id, round, validators[i], rejects, next);
         }
-        _warpPast(id, round, IConcord.Phase.Reveal);
+        _warpPast(id, round, IConcordTypes.Phase.Reveal);
         _finalizeAll(id, round);
     }
 
