@@ -49,9 +49,20 @@ def _call(target: tuple[str, str, str], argv: list[str]) -> int:
         return 130
 
 
+def _version() -> str:
+    """The installed distribution's version (stdlib only, so `--version` stays instant)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("concord-rl")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="concord", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"concord {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, _, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
