@@ -145,6 +145,9 @@ def test_bundle_level_cheat_rejected(net, mode):
     if mode == "unavailable_manifest":
         with pytest.raises(ContentNotFound):
             net.v.store.get_manifest(prep.digest)
+    if mode == "withheld_leaf":   # same delta bytes as earlier modes: a validator holding them (sha256-checked)
+        for cached in net.v.store.cache_dir.iterdir():   # has the content; withholding works on one that does not
+            cached.unlink()
     assert cheat_claim(net.trainers[TRAINER], net.ctxs[TRAINER], prep) == prep   # no chain-level hook
     verdict = vnode.verify_submission(net.v, fake_submitted(net, TRAINER, 100 + IN_PROCESS.index(mode), prep))
     print(f"\n{mode}: failed_check={verdict.failed_check}")
