@@ -233,11 +233,37 @@ def publish_task(client: ChainClient, initiator: Signer, store: Store, task_file
 
 # ----------------------------------------------------------------------------- CLI
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`concord task publish TASK.toml [--budget TOKENS] [--json]` (connection and key flags as for nodes)."""
+def _close_or_reclaim(args: argparse.Namespace) -> int:
+    """`concord task close|reclaim --task N`: the exit every task has (PROTOCOL.md "A task")."""
     from client import node as nodes
 
-    p = argparse.ArgumentParser(prog="concord task", description="publish an RL task")
+    try:
+        client, signer = nodes.connect_chain(nodes.node_config(args, "initiator"))
+        c = client.concord
+        if args.action == "close":
+            c.close_task(signer, args.task)
+            out = {"task_id": args.task, "closed": True, "head_round": c.task_state(args.task).head_round}
+            text = (f"task {args.task} closed: rounds up to {out['head_round']} still settle, none opens after; "
+                    f"then `concord task reclaim --task {args.task}`")
+        else:
+            receipt = c.reclaim_budget(signer, args.task)
+            amount = sum(e.amount for e in c.receipt_events(receipt) if isinstance(e, chain.BudgetReclaimed))
+            out = {"task_id": args.task, "reclaimed": amount, "balance": c.balance_of(signer.address)}
+            text = (f"task {args.task}: {amount} credited to {signer.address} (balance {out['balance']}; "
+                    f"withdraw() moves it to the wallet)")
+    except (nodes.NodeConfigError, KeyLoadError, ChainError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(out) if args.json else text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord task publish TASK.toml [--budget TOKENS] [--json]`, `concord task close|reclaim --task N`
+    (connection and key flags as for nodes)."""
+    from client import node as nodes
+
+    p = argparse.ArgumentParser(prog="concord task", description="publish, close and reclaim an RL task")
     sub = p.add_subparsers(dest="action", required=True)
     pub = sub.add_parser("publish", help="validate, upload model 0 and the spec, escrow the budget, create the task")
     pub.add_argument("task_file", type=Path)
@@ -245,8 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     pub.add_argument("--json", action="store_true", help="print the result as one JSON object")
     pub.add_argument("--check", action="store_true", help="validate the file only (no chain, no IPFS)")
     nodes.add_node_args(pub, with_task=False)
+    close = sub.add_parser("close", help="initiator: open no further round; the rounds in flight still settle")
+    reclaim = sub.add_parser("reclaim", help="initiator: credit what is left of an ended task's budget to "
+                                             "the initiator's balance")
+    for q in (close, reclaim):
+        q.add_argument("--json", action="store_true", help="print the result as one JSON object")
+        nodes.add_node_args(q, with_task=True)
     args = p.parse_args(argv)
     nodes.setup_logging(args.json_logs, logging.WARNING)
+    if args.action in ("close", "reclaim"):
+        return _close_or_reclaim(args)
     try:
         budget = None
         if args.budget is not None:

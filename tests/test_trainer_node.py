@@ -283,3 +283,30 @@ def test_node_config_from_devnet_json_and_flags(tmp_path: Path):
         node_config(p.parse_args(["--task", "7", "--rpc-url", "http://x:1"]), "trainer")
     with pytest.raises(NodeConfigError, match="--devnet"):
         node_config(p.parse_args(["--task", "7", "--devnet", str(tmp_path / "nope.json")]), "trainer")
+
+
+def test_task_close_then_reclaim_from_the_cli(chain_env, ipfs, tmp_path: Path, capsys):
+    """A budget-limited task has an exit: close (round 0 still in flight: reclaim refused), let round 0
+    settle void (nobody plays), reclaim everything; a stranger cannot close it."""
+    client = chain_env.client
+    toml = SMALL_TOML.replace("max_rounds = 5", "max_rounds = 0")
+    rc = task_main(["publish", str(_write(tmp_path, toml)), "--json", "--budget", "1000", "--devnet-account",
+                    str(INITIATOR), *_conn_args(chain_env, ipfs, tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    task_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task_id"]
+    conn = ["--task", str(task_id), "--json", *_conn_args(chain_env, ipfs, tmp_path)]
+    assert task_main(["close", "--devnet-account", str(TRAINER), *conn]) == 1
+    assert "NotInitiator" in capsys.readouterr().err
+    assert task_main(["close", "--devnet-account", str(INITIATOR), *conn]) == 0
+    assert json.loads(capsys.readouterr().out)["closed"] is True
+    assert task_main(["reclaim", "--devnet-account", str(INITIATOR), *conn]) == 1
+    assert "TaskNotOver" in capsys.readouterr().err
+    info = client.concord.round_info(task_id, 0)
+    chain_env.client.rpc.call("evm_setNextBlockTimestamp", info.reveal_end + 1)
+    signer = chain_env.signer(INITIATOR)
+    client.concord.finalize_all(signer, task_id, 0)
+    before = client.concord.balance_of(signer.address)
+    assert task_main(["reclaim", "--devnet-account", str(INITIATOR), *conn]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reclaimed"] == 1000 * 10 ** 18 and out["balance"] == before + out["reclaimed"]
+    assert client.concord.task_escrow(task_id).held == 0
