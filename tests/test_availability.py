@@ -11,7 +11,7 @@
 * A provider that drips bytes (a stand-in API on 127.0.0.1 in front of the daemon,
   client.fault_drills.DripProxy) is cut at the fetch's deadline, not after it.
 * On a devnet (client.fault_drills, also rows of `concord bench attacks`): the withheld-leaf
-  cheater is rejected by both validators and slashed, the honest trainer paid; the slow
+  cheater is rejected and slashed, the honest trainer paid; the slow
   provider is rejected within its deadline while the two honest submissions are verified,
   and the round settles (not void).
 """
