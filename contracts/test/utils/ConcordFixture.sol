@@ -146,6 +146,17 @@ abstract contract ConcordFixture is Test {
         w[i / 256] |= 1 << (i % 256);
     }
 
+    /// @dev The first `nV` validators commit, then reveal, the same `words` and `next`.
+    function _voteAll(uint256 id, uint32 round, uint256 nV, uint256[] memory words, bytes32 next) internal {
+        for (uint256 i; i < nV; ++i) {
+            _commit(id, round, validators[i], words, next);
+        }
+        _warpPast(id, round, IConcordTypes.Phase.Commit);
+        for (uint256 i; i < nV; ++i) {
+            _reveal(id, round, validators[i], words, next);
+        }
+    }
+
     function _finalizeAll(uint256 id, uint32 round) internal {
         while (!concord.finalize(id, round, 1000)) {}
     }
@@ -167,14 +178,7 @@ abstract contract ConcordFixture is Test {
             _submit(id, round, base, trainers[i], uint64(10 + i));
         }
         _warpPast(id, round, IConcordTypes.Phase.Submit);
-        uint256 nV = concord.taskState(id).validators;
-        for (uint256 i; i < nV; ++i) {
-            _commit(id, round, validators[i], rejects, next);
-        }
-        _warpPast(id, round, IConcordTypes.Phase.Commit);
-        for (uint256 i; i < nV; ++i) {
-            _reveal(id, round, validators[i], rejects, next);
-        }
+        _voteAll(id, round, concord.taskState(id).validators, rejects, next);
         _warpPast(id, round, IConcordTypes.Phase.Reveal);
         _finalizeAll(id, round);
     }
