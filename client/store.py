@@ -192,9 +192,12 @@ def _duration(seconds: float) -> str:
     return f"{max(1, int(seconds * 1000))}ms"   # Go and js-ipfs both parse "ms" durations
 
 
-def _is_daemon_timeout(err: ipfs_errors.ErrorResponse) -> bool:
+def _is_daemon_timeout(err: ipfs_errors.ErrorResponse | str) -> bool:
+    """The daemon's way of saying it does not have the content: its timeout ran out (js-ipfs, Kubo
+    online) or an offline Kubo's "block was not found locally"."""
     text = str(err).lower()
-    return "timed out" in text or "deadline exceeded" in text or "timeout" in text
+    return ("timed out" in text or "deadline exceeded" in text or "timeout" in text
+            or "not found locally" in text or "could not find" in text)
 
 
 class _HashingReader(io.RawIOBase):
@@ -493,7 +496,7 @@ class Store:
                                       stream=True, timeout=timeout + REQUEST_GRACE) as resp:
                 if resp.status_code != 200:
                     message = _error_message(resp)
-                    if "timed out" in message.lower() or "timeout" in message.lower():
+                    if _is_daemon_timeout(message):
                         raise ContentNotFound(cid, timeout, expected)
                     raise DaemonError(self.api, path.strip("/"), message)
                 received = 0
