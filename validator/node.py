@@ -3,8 +3,8 @@
 Every tick reads chain state and does whatever protocol step is due, so a restarted node
 picks up exactly where the chain and its state dir say it is:
 
-    round r in Submit   -> verify_round: the new Submitted events' bundles fetched concurrently
-                           (fetch_round), then judged one by one (judge) (pipelined)
+    round r in Submit   -> verify_round: each new Submitted event's bundle starts fetching in a thread
+                           of its own (start_fetches) and is judged as its fetch ends (judge) (pipelined)
     round r in Commit   -> verify the rest, compute_next_model from model r, plan_commit
                            (salt + reveal written to disk first), commit
     round r in Reveal   -> reveal what the plan on disk committed to
@@ -24,10 +24,11 @@ bundle digest (hex, sorted) from model r's weights and outer state, stored with
 digest is committed. With no accepted submission the proposal is model r's own digest (the
 model stays).
 
-Availability (issue 10; docs/SECURITY.md "Validator liveness"):
+Availability (issue 10; docs/SECURITY.md "Validator availability"):
   * each submission is fetched under its own deadline (client.submission.submission_deadline_s),
-    all of a round's pending submissions at once (MAX_FETCH_THREADS threads), so a slow or
-    withholding provider costs one deadline, not one per submission;
+    each from the tick it is seen (up to MAX_FETCH_THREADS at once), so a slow or withholding
+    provider costs one deadline, not one per submission; a stopping node drops the fetches not
+    yet started and the running ones end by their deadlines;
   * a verdict is durable before its evidence is published: the evidence document and the verdict
     are written to the state dir first, the evidence is put in IPFS best effort (retried every
     tick until it is in; `publish_pending`), so no IPFS failure can hold a verdict back;
