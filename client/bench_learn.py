@@ -52,7 +52,8 @@ def plot(dec: Curve, cen: Curve | None, path: Path, title: str) -> None:
     ax.plot(rounds, dec.exact, "--", label="decentralized: exact", color="tab:orange", alpha=0.6)
     ax.set_xlabel("round")
     ax.set_ylabel("reward / exact-solve rate")
-    ax.set_ylim(0, 1.02)
+    lowest = min([0.0, *dec.rewards, *(cen.rewards if cen is not None else [])])
+    ax.set_ylim(lowest - 0.02, 1.02)   # chance-corrected rewards: 0 is chance level, below it worse
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

@@ -5,20 +5,45 @@ Shared vocabulary (every environment, every model): the special tokens below, th
 per parameter set (shorter items are filled with BLANK before SEP), so batches need no
 left padding.
 
-Reward rule: the completion is cut after its first EOS (EOS kept; with no EOS, trailing PAD
-is dropped); the target is the answer followed by EOS. Positional credit = positions where
-the two agree / the longer length. Sort and reverse blend in multiset credit (right symbols
-in any place, `copy_credit` percent), which rewards copying the input before ordering it
-(without it GRPO collapses onto one prompt-independent answer; see docs/LEARNING.md).
-Every reward is 1.0 iff the completion is exactly the answer then EOS.
+Raw credit: the completion is cut after its first EOS (EOS kept; with no EOS, trailing PAD is
+dropped); the target is the answer followed by EOS. Positional credit = positions where the two
+agree / the longer length. Sort and reverse blend in multiset credit (right symbols in any place,
+`copy_credit` percent), which rewards copying the input before ordering it (without it GRPO
+collapses onto one prompt-independent answer; see docs/LEARNING.md).
+
+Reward rule (issue 10): the raw credit relative to what the same completion earns on a prompt it
+did not read. With b(c) = E_p'[raw(p', c)], the raw credit of completion c averaged over the
+environment's prompt distribution (exact, from the priors below: a pure function of c), and the
+environment's chance share s,
+
+    reward(p, c) = (raw(p, c) - s b(c)) / (1 - s b(c))        (s = 1: Cohen's kappa)
+
+so a fixed completion c earns b(c) (1 - s) / (1 - s b(c)) on average: with s = 1 exactly 0,
+whatever c is. A uniformly random guess (the answer's length, symbols drawn uniformly, then EOS) is a
+mixture of fixed completions, so the best fixed answer never earns less than it unless every
+well-formed fixed answer earns the same. Hence s = 1 for add and modadd, whose answers have one
+length (a random guess there is a mixture of well-formed constants): every fixed answer, and
+random guessing, earn exactly 0. Sort and reverse answers take their length from the prompt,
+which a random guess of the right length reads and a constant cannot, so s = 1/2 keeps the best
+constant below random guessing (measured: docs/LEARNING.md, `python -m client.reward_baselines`)
+while leaving half of the prompt-independent credit that GRPO learns the answer's shape from
+(with s = 1 the default task reached 0.56 in 30 rounds, exact 8%, instead of 0.85 / 42%).
+
+Rewards lie in [-s b/(1 - s b), 1]; every reward is 1.0 iff the completion is exactly the answer
+then EOS (for copy_credit < 100). The priors are exact fractions of the idealized prompt
+distribution (uniform draws: the sha256 draws' modulo bias is below 1e-8), rounded once to a
+float, so every validator computes the same bits.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from fractions import Fraction
+from math import comb
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
 
@@ -69,6 +94,27 @@ def multiset_reward(completion: Sequence[int], answer: Sequence[int]) -> float:
     return sum(common.values()) / max(len(seq), len(target))
 
 
+def chance_corrected(raw: float, baseline: float) -> float:
+    """(raw - baseline) / (1 - baseline): 1.0 stays 1.0, the baseline maps to 0 (module docstring)."""
+    if raw == 1.0:
+        return 1.0
+    return (raw - baseline) / (1.0 - baseline)
+
+
+def expected_positional(seq: list[int], target_len: int, prior: Callable[[int, int], float]) -> float:
+    """E[positional_reward] of the cut completion ``seq`` over targets of ``target_len`` tokens (EOS
+    included) whose position t holds token x with probability prior(t, x)."""
+    matches = sum(prior(t, seq[t]) for t in range(min(len(seq), target_len)))
+    return matches / max(len(seq), target_len)
+
+
+def expected_multiset(seq: list[int], target_len: int, at_least: Callable[[int, int], float]) -> float:
+    """E[multiset_reward] of ``seq`` over targets of ``target_len`` tokens ending in one EOS whose symbols
+    hold token v at least j times with probability at_least(v, j): sum_v E[min(count_seq(v), count_target(v))]."""
+    common = sum(sum(at_least(v, j) for j in range(1, k + 1)) for v, k in Counter(seq).items() if v != EOS)
+    return (common + (EOS in seq)) / max(len(seq), target_len)
+
+
 def _cut(completion: Sequence[int]) -> list[int]:
     seq = list(completion)
     if EOS in seq:
@@ -100,7 +146,8 @@ class Env(Protocol):
     def answer(self, prompt: Sequence[int]) -> list[int]: ...
 
     def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
-        """Pure function of the token lists; 1.0 iff the completion is exactly answer + EOS."""
+        """Pure function of the token lists; 1.0 iff the completion is exactly answer + EOS; 0 on
+        average over prompts for any fixed completion (chance-corrected: module docstring)."""
         ...
 
 
@@ -119,6 +166,7 @@ class SortEnv:
     copy_credit: int = 50  # percent of the reward from multiset_reward (right symbols, any place)
     distinct: int = 0  # 1: the items are distinct (drawn without replacement), so no counting of repeats
     env_id: str = "sort"
+    chance_share: ClassVar[float] = 0.5  # of the baseline subtracted (module docstring)
 
     @property
     def prompt_len(self) -> int:
@@ -144,11 +192,47 @@ class SortEnv:
     def answer(self, prompt: Sequence[int]) -> list[int]:
         return [SYM0 + v for v in sorted(_symbols(prompt))]
 
-    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
+    def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
         """Blend of positional and multiset credit; 1.0 iff exact (both terms are then 1)."""
         answer = self.answer(prompt)
         w = self.copy_credit
         return ((100 - w) * positional_reward(completion, answer) + w * multiset_reward(completion, answer)) / 100
+
+    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
+        return chance_corrected(self.raw_reward(prompt, completion), self.chance_share * self.baseline(tuple(completion)))
+
+    @functools.lru_cache(maxsize=65536)
+    def baseline(self, completion: tuple[int, ...]) -> float:
+        """E over prompts of raw_reward(prompt, completion): n uniform on n_min..n_max, then the items."""
+        seq, w = _cut(completion), self.copy_credit
+        total = 0.0
+        lengths = range(self.n_min, self.n_max + 1)
+        for n in lengths:
+            prior = lambda t, x, n=n: (self.position_prior(n, t, x) if t < n else float(x == EOS))  # noqa: E731
+            at_least = lambda v, j, n=n: self.count_prior(n, v, j)  # noqa: E731
+            total += ((100 - w) * expected_positional(seq, n + 1, prior)
+                      + w * expected_multiset(seq, n + 1, at_least)) / 100
+        return total / len(lengths)
+
+    @functools.lru_cache(maxsize=4096)
+    def position_prior(self, n: int, t: int, token: int) -> float:
+        """P(position t of the answer holds ``token``) over prompts with n items: the t-th smallest
+        of n uniform draws (with repetition), or of a uniform n-subset when ``distinct``."""
+        s, a = token - SYM0, self.alphabet
+        if not 0 <= s < a or not 0 <= t < n:
+            return 0.0
+        if self.distinct:
+            return float(Fraction(comb(s, t) * comb(a - 1 - s, n - 1 - t), comb(a, n)))
+        return float(_order_stat_cdf(n, t, Fraction(s + 1, a)) - _order_stat_cdf(n, t, Fraction(s, a)))
+
+    @functools.lru_cache(maxsize=4096)
+    def count_prior(self, n: int, token: int, j: int) -> float:
+        """P(the n items hold ``token`` at least j times) (j >= 1)."""
+        if not 0 <= token - SYM0 < self.alphabet:
+            return 0.0
+        if self.distinct:
+            return float(Fraction(n, self.alphabet)) if j == 1 else 0.0
+        return float(_binomial_tail(n, j, Fraction(1, self.alphabet)))
 
 
 @dataclass(frozen=True)
@@ -160,6 +244,11 @@ class ReverseEnv(SortEnv):
     def answer(self, prompt: Sequence[int]) -> list[int]:
         return [SYM0 + v for v in reversed(_symbols(prompt))]
 
+    @functools.lru_cache(maxsize=4096)
+    def position_prior(self, n: int, t: int, token: int) -> float:
+        """Every item, so every answer position, is uniform over the alphabet (also when distinct)."""
+        return 1.0 / self.alphabet if 0 <= token - SYM0 < self.alphabet and 0 <= t < n else 0.0
+
 
 @dataclass(frozen=True)
 class AddEnv:
@@ -168,6 +257,7 @@ class AddEnv:
     n_digits: int = 3
     reverse_answer: int = 0  # 1: least significant digit first (easier to learn left to right)
     env_id: str = "add"
+    chance_share: ClassVar[float] = 1.0  # of the baseline subtracted (module docstring)
 
     @property
     def prompt_len(self) -> int:
@@ -189,8 +279,31 @@ class AddEnv:
         digits = [SYM0 + int(c) for c in str(a + b).zfill(n + 1)]
         return digits[::-1] if self.reverse_answer else digits
 
-    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
+    def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
         return positional_reward(completion, self.answer(prompt))
+
+    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
+        return chance_corrected(self.raw_reward(prompt, completion), self.chance_share * self.baseline(tuple(completion)))
+
+    @functools.lru_cache(maxsize=65536)
+    def baseline(self, completion: tuple[int, ...]) -> float:
+        """E over prompts of raw_reward(prompt, completion)."""
+        n = self.answer_len
+        return expected_positional(_cut(completion), n + 1, lambda t, x: self.position_prior(t, x) if t < n
+                                   else float(x == EOS))
+
+    @functools.lru_cache(maxsize=4096)
+    def position_prior(self, t: int, token: int) -> float:
+        """The carry digit (a + b >= N, N = 10**n_digits) is 1 with P = (N - 1) / 2N; every lower
+        digit of the sum is uniform (a's digit is uniform whatever b's digit and the carry)."""
+        d, n = token - SYM0, self.n_digits
+        if not 0 <= d <= 9 or not 0 <= t <= n:
+            return 0.0
+        if t != (n if self.reverse_answer else 0):
+            return 0.1
+        big = 10 ** n
+        p_one = Fraction(big - 1, 2 * big)
+        return float({0: 1 - p_one, 1: p_one}.get(d, Fraction(0)))
 
 
 @dataclass(frozen=True)
@@ -199,6 +312,7 @@ class ModAddEnv:
 
     modulus: int = 23
     env_id: str = "modadd"
+    chance_share: ClassVar[float] = 1.0  # of the baseline subtracted (module docstring)
 
     @property
     def width(self) -> int:
@@ -225,8 +339,38 @@ class ModAddEnv:
         b = int("".join(str(t - SYM0) for t in prompt[2 + w : 2 + 2 * w]))
         return self._digits((a + b) % self.modulus)
 
-    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
+    def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
         return positional_reward(completion, self.answer(prompt))
+
+    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
+        return chance_corrected(self.raw_reward(prompt, completion), self.chance_share * self.baseline(tuple(completion)))
+
+    @functools.lru_cache(maxsize=65536)
+    def baseline(self, completion: tuple[int, ...]) -> float:
+        """E over prompts of raw_reward(prompt, completion)."""
+        w = self.width
+        return expected_positional(_cut(completion), w + 1, lambda t, x: self.position_prior(t, x) if t < w
+                                   else float(x == EOS))
+
+    @functools.lru_cache(maxsize=4096)
+    def position_prior(self, t: int, token: int) -> float:
+        """(a + b) mod m is uniform on [0, m): the share of those numbers with digit d at place t."""
+        d, w, m = token - SYM0, self.width, self.modulus
+        if not 0 <= d <= 9 or not 0 <= t < w:
+            return 0.0
+        place = 10 ** (w - 1 - t)
+        count = (m // (10 * place)) * place + min(max(m % (10 * place) - d * place, 0), place)
+        return float(Fraction(count, m))
+
+
+def _binomial_tail(n: int, k: int, p: Fraction) -> Fraction:
+    """P(Binomial(n, p) >= k), exactly."""
+    return sum((comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)), Fraction(0))
+
+
+def _order_stat_cdf(n: int, t: int, p: Fraction) -> Fraction:
+    """P(the t-th smallest (0-based) of n iid draws is in a set of probability p) = P(Bin(n, p) >= t + 1)."""
+    return _binomial_tail(n, t + 1, p)
 
 
 def _check_sort(p: dict[str, int], env_id: str) -> None:

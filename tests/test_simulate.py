@@ -41,20 +41,21 @@ def test_k_trainers_see_k_times_the_rollouts() -> None:
     seen: list[tuple[int, float, float]] = []
     dec = simulate_decentralized(task, rounds=2, on_round=lambda r, m, e: seen.append((r, m, e)))
     assert [r for r, _, _ in seen] == [0, 1]
-    assert all(0.0 <= m <= 1.0 and 0.0 <= e <= 1.0 for _, m, e in seen)
+    assert all(-1.0 <= m <= 1.0 and 0.0 <= e <= 1.0 for _, m, e in seen)   # chance-corrected: 0 is chance level
     assert dec.seconds > 0
 
 
 @pytest.mark.slow
 def test_default_task_learns() -> None:
     """The learning claim as measured (docs/LEARNING.md): 3 trainers + DiLoCo take the mean
-    reward from < 0.3 to > 0.9 in 30 rounds, solving most prompts exactly
-    (measured: 0.11 -> 0.968, exact 0.83; other model seeds 0.981 and 0.962)."""
+    chance-corrected reward from < 0.3 to > 0.8 in 30 rounds, solving 40% of prompts exactly
+    (measured: 0.054 -> 0.848, exact 0.42; under the reward rule before issue 10, which paid a
+    fixed answer 0.41: 0.113 -> 0.968, exact 0.83)."""
     pin_determinism(1)
     curve = simulate_decentralized(DEFAULT_TASK, rounds=30)
     assert curve.rewards[0] < 0.3
-    assert curve.rewards[-1] > 0.9
-    assert curve.exact[-1] > 0.7
+    assert curve.rewards[-1] > 0.8
+    assert curve.exact[-1] > 0.35
 
 
 def test_task_config_loads_from_toml_and_names_bad_fields(tmp_path) -> None:
@@ -91,8 +92,8 @@ def test_bench_learn_ends_with_one_json_line(tmp_path, capsys) -> None:
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
     assert {"rounds", "final_reward_centralized", "final_reward_decentralized", "final_exact_decentralized", "seconds"} <= set(result)
-    assert result["rounds"] == 2 and 0.0 <= result["final_reward_decentralized"] <= 1.0
-    assert 0.0 <= result["final_reward_centralized"] <= 1.0 and result["seconds"] > 0
+    assert result["rounds"] == 2 and -1.0 <= result["final_reward_decentralized"] <= 1.0
+    assert -1.0 <= result["final_reward_centralized"] <= 1.0 and result["seconds"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
