@@ -124,7 +124,7 @@ def test_a_dripping_provider_is_cut_at_the_deadline(own_ipfs, tmp_path: Path) ->
         with pytest.raises(DeadlineExceeded) as info:
             via.get_bytes(slow, max_bytes=slow.size, deadline=time.monotonic() + 3.0)
         took = time.monotonic() - start
-        assert 2.9 < took < 3.0 + 1.0, took                  # each read came in time; the deadline cut it
+        assert 2.9 < took < 3.0 + 2.0, took                  # each read came in time; the deadline cut it
         assert info.value.cid == slow.cid and "deadline" in str(info.value)
         assert proxy.dripped[slow.cid] == 1
     finally:
