@@ -10,6 +10,8 @@ also lists the evidence digests those validators published (`validator.node`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import json
 import sys
@@ -102,13 +104,15 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
         nodes_out.append({"address": addr, "role": role, "joined": m.joined, "stake": info.stake,
                           "balance": c.balance_of(addr)})
     return {
-        "task_id": task_id, "initiator": state.initiator, "budget": state.budget,
+        "task_id": task_id, "initiator": state.initiator, "budget": state.budget, "closed": state.closed,
+        "escrow": dataclasses.asdict(c.task_escrow(task_id)),
         "head_round": c.current_round(task_id), "finalized_rounds": state.finalized_rounds,
         "model": {"index": latest.model, "digest": _hex(latest.digest)},
         "params": {"trainer_reward_per_round": params.trainer_reward_per_round,
                    "validator_fee_per_round": params.validator_fee_per_round, "slash_amount": params.slash_amount,
                    "bounty_bps": params.bounty_bps, "max_rounds": params.max_rounds,
                    "async_level": params.async_level, "min_validators": params.min_validators,
+                   "max_work_units": params.max_work_units,
                    "spec_digest": _hex(params.spec_digest)},
         "rounds": rounds, "nodes": nodes_out,
     }
