@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,8 @@ class Validator:
     deltas: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
     unpublished: set[str] = field(default_factory=set)        # evidence digests on disk, not yet in IPFS
     strikes: dict[tuple[int, int], int] = field(default_factory=dict)   # own-daemon failures per submission
-    fetcher: ThreadPoolExecutor | None = None                            # submissions' fetches (start_fetches)
+    fetch_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_FETCH_THREADS))   # fetches running at once
     fetching: dict[tuple[int, int], Future] = field(default_factory=dict)   # (round, index) -> Future[Fetched]
 
     @property
@@ -435,17 +436,29 @@ def start_fetches(v: Validator, subs: Sequence[Submitted]) -> None:
     if not new:
         return
     shapes = base_shapes(v, {s.base_round for s in new})
-    if v.fetcher is None:
-        v.fetcher = ThreadPoolExecutor(max_workers=MAX_FETCH_THREADS, thread_name_prefix="fetch")
     for s in new:
-        v.fetching[(s.round, s.index)] = v.fetcher.submit(fetch_one, v, s, shapes[s.base_round])
+        future: Future = Future()
+        v.fetching[(s.round, s.index)] = future
+        threading.Thread(target=_run_fetch, args=(v, s, shapes[s.base_round], future), daemon=True,
+                         name=f"fetch-r{s.round}-i{s.index}").start()
+
+
+def _run_fetch(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]], future: Future) -> None:
+    """A fetch thread: waits for a slot, then `fetch_one` into ``future`` (unless it was cancelled).
+    Daemon threads: a stopping node waits for none of them (each would end by its deadline anyway)."""
+    with v.fetch_slots:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fetch_one(v, sub, shapes))
+        except BaseException as e:   # handed to the tick that collects it (verify_round re-raises)
+            future.set_exception(e)
 
 
 def stop_fetches(v: Validator) -> None:
-    """Drop fetches not yet started; running ones end by their deadlines (their threads are not waited for)."""
-    if v.fetcher is not None:
-        v.fetcher.shutdown(wait=False, cancel_futures=True)
-        v.fetcher = None
+    """Cancel the fetches still waiting for a slot; running ones end by their deadlines, unwaited for."""
+    for future in v.fetching.values():
+        future.cancel()
     v.fetching.clear()
 
 
