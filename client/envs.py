@@ -43,7 +43,7 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from math import comb
-from typing import Callable, ClassVar, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -166,7 +166,7 @@ class SortEnv:
     copy_credit: int = 50  # percent of the reward from multiset_reward (right symbols, any place)
     distinct: int = 0  # 1: the items are distinct (drawn without replacement), so no counting of repeats
     env_id: str = "sort"
-    chance_share: ClassVar[float] = 0.5  # of the baseline subtracted (module docstring)
+    chance_share = 0.5  # of the baseline subtracted (module docstring)
 
     @property
     def prompt_len(self) -> int:
@@ -257,7 +257,7 @@ class AddEnv:
     n_digits: int = 3
     reverse_answer: int = 0  # 1: least significant digit first (easier to learn left to right)
     env_id: str = "add"
-    chance_share: ClassVar[float] = 1.0  # of the baseline subtracted (module docstring)
+    chance_share = 1.0  # of the baseline subtracted (module docstring)
 
     @property
     def prompt_len(self) -> int:
@@ -312,7 +312,7 @@ class ModAddEnv:
 
     modulus: int = 23
     env_id: str = "modadd"
-    chance_share: ClassVar[float] = 1.0  # of the baseline subtracted (module docstring)
+    chance_share = 1.0  # of the baseline subtracted (module docstring)
 
     @property
     def width(self) -> int:
