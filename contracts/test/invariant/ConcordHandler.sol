@@ -245,7 +245,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         bool altModel = rejectSeed % 2 == 0;
         if (honest) {
             for (uint256 v; v < validators.length; ++v) {
-                address cand = validators[(actorSeed + v) % validators.length];
+                address cand = validators[(actorSeed % validators.length + v) % validators.length];
                 (bool c, bool r) = concord.commitStatus(id, round, cand);
                 if (c && !r && committedSeed[cand][key] != 0) {
                     who = cand;
@@ -378,12 +378,12 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         r = _roundIn(id, IConcordTypes.Phase.Commit, seed);
         if (concord.phaseOf(id, r) == IConcordTypes.Phase.Commit) {
             for (uint256 v; v < validators.length; ++v) {
-                address who = validators[(seed + v) % validators.length];
+                address who = validators[(seed % validators.length + v) % validators.length];
                 (bool c,) = concord.commitStatus(id, r, who);
                 if (!c && concord.memberInfo(id, who).joined) {
                     // validators mostly agree (shared verdict seed), sometimes dissent
                     uint256 verdict = seed % 5 == 0 ? seed >> 8 : uint256(keccak256(abi.encode(id, r))) >> 8;
-                    this.commit((seed + v) % validators.length, _taskIndex(id), verdict, seed % 7 == 0);
+                    this.commit((seed % validators.length + v) % validators.length, _taskIndex(id), verdict, seed % 7 == 0);
                     return;
                 }
             }
@@ -391,9 +391,9 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         uint32 head = concord.currentRound(id);
         if (concord.phaseOf(id, head) != IConcordTypes.Phase.Submit) return;
         for (uint256 i; i < trainers.length; ++i) {
-            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, trainers[(seed + i) % trainers.length]);
+            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, trainers[(seed % trainers.length + i) % trainers.length]);
             if (m.joined && !(m.hasSubmitted && m.lastSubmitRound >= head)) {
-                this.submit((seed + i) % trainers.length, _taskIndex(id), uint64(seed), uint8(seed));
+                this.submit((seed % trainers.length + i) % trainers.length, _taskIndex(id), uint64(seed), uint8(seed));
                 return;
             }
         }

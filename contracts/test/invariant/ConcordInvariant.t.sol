@@ -7,11 +7,14 @@ import {Concord} from "../../Concord.sol";
 import {DevToken} from "../../DevToken.sol";
 import {ConcordHandler} from "./ConcordHandler.sol";
 
-/// @notice Protocol invariants under random traffic from `ConcordHandler`.
+/// @notice Protocol invariants under random traffic from `ConcordHandler`. The handler itself
+///         never reverts (a revert there would roll back exactly the call that broke a ledger).
 /// forge-config: default.invariant.runs = 16
 /// forge-config: default.invariant.depth = 400
 /// forge-config: deep.invariant.runs = 256
 /// forge-config: deep.invariant.depth = 400
+/// forge-config: default.invariant.fail-on-revert = true
+/// forge-config: deep.invariant.fail-on-revert = true
 contract ConcordInvariantTest is Test {
     Concord internal concord;
     DevToken internal token;
