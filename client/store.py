@@ -13,10 +13,14 @@ MAX_NODE_BYTES), and every block is checked against the sha256 in its CID. A mis
 slow block is therefore one clean ``ContentNotFound`` naming that block, never a
 half-read stream. A caller may pass a ``deadline`` (``time.monotonic()`` value) that
 bounds the whole fetch; each request's timeout is the smaller of the store timeout and
-the time left, and the daemon is always given its own timeout shorter than the client's
-(REQUEST_GRACE), so the daemon ends a request for a missing block itself: js-ipfs
-0.66.1 exits with an unhandled "Want ... aborted" when a client drops a ``cat`` whose
-leaf is still wanted (tests/test_availability.py reproduces it).
+the time left, bytes are taken as they arrive (a provider that drips them is cut at the
+deadline), and the daemon is always given its own timeout shorter than the client's
+(REQUEST_GRACE), so the daemon ends a request for a missing block itself.
+
+Why never ``cat``: js-ipfs 0.66.1 exits ("Error: Want for <leaf> aborted", unhandled, from
+ipfs-bitswap) when a ``cat`` of a file with a missing leaf ends, by its own ``timeout``
+option or by the client hanging up; a ``block/get`` of the same leaf ended either way is a
+clean error and the daemon lives (tests/test_availability.py pins both).
 
 Daemon quirks this module relies on (checked against js-ipfs 0.66.1 / "0.18.1"):
   * block/put takes the legacy ``format=raw`` (it silently ignores ``cid-codec`` and
