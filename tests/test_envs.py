@@ -158,7 +158,8 @@ def test_every_fixed_answer_earns_zero_on_average() -> None:
 def test_best_constant_answer_never_beats_random_guessing(env_id: str) -> None:
     """Issue 10: the best prompt-independent answer earns no more than uniform random guessing (the
     numbers of docs/LEARNING.md's table). Exact expectations where the prompts are enumerable (add,
-    modadd, sort); reverse on 2000 seeded prompts, allowing 3 standard errors of the difference."""
+    modadd, sort); reverse on 2000 seeded prompts; random guessing sampled except on modadd; the
+    comparison allows 3 standard errors of the difference."""
     from client.reward_baselines import measure
 
     row = measure(env_id, "chance-corrected", seeded=2000)
@@ -167,7 +168,7 @@ def test_best_constant_answer_never_beats_random_guessing(env_id: str) -> None:
     if env_id in ("add", "modadd"):   # chance share 1: every fixed answer and random guessing earn 0
         assert abs(row.constant_reward) < 1e-9 and abs(row.random_reward) <= 3 * row.random_se + 1e-9, row
     else:                             # chance share 1/2: a fixed answer cannot read the prompt's length
-        assert row.constant_reward < row.random_reward - 0.02, row
+        assert row.constant_reward < row.random_reward - 5 * (row.constant_se ** 2 + row.random_se ** 2) ** 0.5, row
 
 
 def test_the_earlier_rule_paid_a_fixed_answer_more_than_guessing() -> None:
@@ -178,3 +179,17 @@ def test_the_earlier_rule_paid_a_fixed_answer_more_than_guessing() -> None:
     prompts = exact_prompts(env)
     const, value = best_constant(env, prompts, legacy_reward)
     assert value == pytest.approx(36 / 69) and value > exact_random_guess(env, prompts, legacy_reward) + 0.1
+
+
+def test_the_constant_search_finds_the_exhaustive_best() -> None:
+    """candidate_constants against every completion of symbols then EOS, on small alphabets."""
+    from client.reward_baselines import candidate_constants
+
+    for env_id, params in (("sort", {"n_min": 2, "n_max": 4, "alphabet": 4}), ("reverse", {"n_min": 2, "n_max": 4, "alphabet": 4}),
+                           ("add", {"n_digits": 2}), ("modadd", {"modulus": 37})):
+        env = make_env(EnvConfig(env_id, params))
+        syms = range(params.get("alphabet", 10))
+        longest = params.get("n_max", env.answer_len) + 1
+        every = [tuple(SYM0 + v for v in c) + (EOS,) for n in range(1, longest + 1) for c in itertools.product(syms, repeat=n)]
+        best = max(env.baseline(c) for c in every)
+        assert max(env.baseline(tuple(c)) for c in candidate_constants(env)) == pytest.approx(best, abs=1e-12), env_id
