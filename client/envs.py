@@ -145,9 +145,17 @@ class Env(Protocol):
 
     def answer(self, prompt: Sequence[int]) -> list[int]: ...
 
+    def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
+        """Partial credit in [0, 1] before the chance correction; 1.0 iff exact."""
+        ...
+
+    def baseline(self, completion: tuple[int, ...]) -> float:
+        """E over the environment's prompts of raw_reward(prompt, completion), exactly."""
+        ...
+
     def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
-        """Pure function of the token lists; 1.0 iff the completion is exactly answer + EOS; 0 on
-        average over prompts for any fixed completion (chance-corrected: module docstring)."""
+        """Pure function of the token lists; 1.0 iff the completion is exactly answer + EOS;
+        chance-corrected (module docstring): a fixed completion earns no more than random guessing."""
         ...
 
 
