@@ -11,9 +11,11 @@ the reward rule of client/envs.py and under the earlier rule (plain positional /
 * random guess: symbols drawn uniformly from the environment's symbols (digits 0-9, or the sort
   alphabet), as many as the answer has (the format, which the prompt shows), then EOS.
 
-A random guess is a mixture of fixed answers, so it can never earn more than the best constant:
-"best constant <= random guess" holds exactly when every fixed answer earns the same on average,
-which is what the chance-corrected rule makes true (0 for every well-formed fixed answer).
+A random guess that ignores the prompt is a mixture of fixed answers, so it never earns more
+than the best of them: "best constant <= random guess" needs every fixed answer it can produce to
+earn the same on average, which the chance-corrected rule makes true on add and modadd (0 for
+every fixed answer). On sort and reverse the guess reads the answer's length from the prompt,
+which no fixed answer can, and the rule keeps the best fixed answer below it.
 
 Expectations are exact where the prompt distribution is small enough to enumerate (weighted by
 the answer it determines, since rewards depend on the prompt only through its answer): `modadd`
