@@ -217,6 +217,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     }
 
     function commit(uint256 actorSeed, uint256 taskSeed, uint256 rejectSeed, bool altModel) external {
+        rejectSeed >>= 1; // stored as rejectSeed + 1 below: no overflow on the largest seeds
         uint256 id = _task(taskSeed);
         address who = validators[actorSeed % validators.length];
         uint32 round = _roundIn(id, IConcordTypes.Phase.Commit, actorSeed);
