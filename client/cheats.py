@@ -269,8 +269,11 @@ def extra_inner_step(bundle: Bundle, ctx: CheatContext) -> Bundle:
     idx = list(range(h * grpo.prompts_per_step, (h + 1) * grpo.prompts_per_step))
     extra = generate(policy, ctx.env, idx, grpo.group_size, ctx.task.sampler, ctx.task_id, ctx.round, ctx.trainer)
     inner_update(policy, opt, extra, grpo, ctx.policy)
-    return _resealed(bundle, bundle.batches + (strip_private(extra),), bundle.proofs + (batch_proofs(extra),),
-                     state_delta(policy_state(policy), policy_state(ctx.policy)))
+    sealed = _resealed(bundle, bundle.batches + (strip_private(extra),), bundle.proofs + (batch_proofs(extra),),
+                       state_delta(policy_state(policy), policy_state(ctx.policy)))
+    # The chain refuses a claim above the task's maxWorkUnits (WorkUnitsAboveMax, a contract test):
+    # this cheater claims at most that, so the bundle lands and the validators' limits must stop it.
+    return dataclasses.replace(sealed, work_units=min(sealed.work_units, ctx.task.max_work_units))
 
 
 # ----------------------------------------------------------------------------- manifest level
@@ -417,7 +420,8 @@ _ALL = (
           "toploc", first_round=1, after_window=True, model=stale_model),
     Cheat("unavailable_manifest", "a valid manifest's digest submitted, the manifest never uploaded", "fetch",
           upload=unavailable_manifest),
-    Cheat("oversized_bundle", "H + 1 inner steps: over the task's inner-step and rollout limits", "fetch",
+    Cheat("oversized_bundle", "H + 1 inner steps: over the task's inner-step and rollout limits (claims at most "
+          "maxWorkUnits, which the chain enforces)", "fetch",
           bundle=extra_inner_step),
     Cheat("malformed_manifest", "a manifest with a field the schema does not have (canonical JSON)", "fetch",
           upload=malformed_manifest),
