@@ -113,7 +113,6 @@ contract FinalizeTest is ConcordFixture {
         assertGt(concord.balanceOf(trainers[0]), 0);
     }
 
-    /// Rejection needs strictly more than half of the reveals: 2 of 4 is not enough.
     /// A tie (2 of 4 revealers reject) neither pays nor slashes: one sybil validator out of two
     /// can neither shield a cheater nor frame an honest trainer; the share returns to the budget.
     function test_TieIsNeitherPaidNorSlashed() public {
