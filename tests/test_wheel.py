@@ -1,0 +1,58 @@
+"""The package works without the repository: a wheel built from the checkout, installed into a fresh
+virtual environment, answers `concord --version` and `concord status --help`, and binds a real
+deployment over RPC (ABIs from the packaged client/chain/artifacts.json: no solc, no Node.js).
+
+The fresh environment borrows the test interpreter's site-packages (torch, web3, ...) through
+PYTHONPATH; `.pth` files are not read from PYTHONPATH entries, so the checkout's editable install
+stays invisible and `client` can only come from the wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from client.procs import REPO_ROOT
+
+
+def _run(argv: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{argv}: {done.stderr[-2000:]}"
+    return done
+
+
+@pytest.mark.slow
+def test_wheel_runs_outside_the_repository(chain_env, tmp_path: Path) -> None:
+    wheels, venv, outside = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
+    outside.mkdir()
+    # Build from a copy of the tracked files: setuptools writes build/ and *.egg-info into its source.
+    source = tmp_path / "source"
+    tracked = _run(["git", "ls-files"], cwd=REPO_ROOT).stdout.split()
+    for rel in tracked:
+        if (REPO_ROOT / rel).is_file():
+            (source / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / rel, source / rel)
+    _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q", "-w", wheels],
+         cwd=outside)
+    (wheel,) = wheels.glob("concord_rl-*.whl")
+    _run([sys.executable, "-m", "venv", venv], cwd=outside)
+    _run([venv / "bin" / "pip", "install", "-q", "--no-deps", wheel], cwd=outside)
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+
+    where = _run([venv / "bin" / "python", "-c", "import client; print(client.__file__)"], outside, env).stdout
+    assert where.strip().startswith(str(venv)), where
+    assert _run([venv / "bin" / "concord", "--version"], outside, env).stdout.strip() == "concord 0.1.0"
+    assert "--rpc-url" in _run([venv / "bin" / "concord", "status", "--help"], outside, env).stdout
+
+    dep = chain_env.client.deployment.save(outside / "deployment.json")
+    out = _run([venv / "bin" / "concord", "status", "--rpc-url", chain_env.anvil.url, "--deployment", dep, "--json"],
+               outside, env).stdout
+    status = json.loads(out.strip().splitlines()[-1])
+    assert status["chain_id"] == chain_env.client.deployment.chain_id
+    assert status["concord"] == chain_env.client.deployment.concord
