@@ -132,6 +132,7 @@ def render(tokens: Sequence[int]) -> str:
 
 class Env(Protocol):
     env_id: str
+    chance_share: float   # share of the baseline that `reward` subtracts (module docstring)
 
     @property
     def prompt_len(self) -> int: ...
@@ -153,10 +154,6 @@ class Env(Protocol):
         """E over the environment's prompts of raw_reward(prompt, completion), exactly."""
         ...
 
-    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
-        """Pure function of the token lists; 1.0 iff the completion is exactly answer + EOS;
-        chance-corrected (module docstring): a fixed completion earns no more than random guessing."""
-        ...
 
 
 def _symbols(prompt: Sequence[int]) -> list[int]:
@@ -205,9 +202,6 @@ class SortEnv:
         answer = self.answer(prompt)
         w = self.copy_credit
         return ((100 - w) * positional_reward(completion, answer) + w * multiset_reward(completion, answer)) / 100
-
-    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
-        return chance_corrected(self.raw_reward(prompt, completion), self.chance_share * self.baseline(tuple(completion)))
 
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
@@ -290,9 +284,6 @@ class AddEnv:
     def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
         return positional_reward(completion, self.answer(prompt))
 
-    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
-        return chance_corrected(self.raw_reward(prompt, completion), self.chance_share * self.baseline(tuple(completion)))
-
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
         """E over prompts of raw_reward(prompt, completion)."""
@@ -349,9 +340,6 @@ class ModAddEnv:
 
     def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
         return positional_reward(completion, self.answer(prompt))
-
-    def reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
-        return chance_corrected(self.raw_reward(prompt, completion), self.chance_share * self.baseline(tuple(completion)))
 
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
@@ -426,8 +414,11 @@ def make_env(cfg: EnvConfig) -> Env:
 
 
 def reward(env: Env, prompt: Sequence[int], completion: Sequence[int]) -> float:
-    """Reward of one completion: a pure function of the token lists (validators recompute it)."""
-    return env.reward([int(t) for t in prompt], [int(t) for t in completion])
+    """Reward of one completion: a pure function of the token lists (validators recompute it);
+    1.0 iff the completion is exactly answer + EOS; chance-corrected (module docstring), so a fixed
+    completion earns no more than random guessing."""
+    prompt, completion = [int(t) for t in prompt], [int(t) for t in completion]
+    return chance_corrected(env.raw_reward(prompt, completion), env.chance_share * env.baseline(tuple(completion)))
 
 
 def rewards(env: Env, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:

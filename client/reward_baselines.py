@@ -42,6 +42,7 @@ from math import comb, factorial
 import numpy as np
 
 from client.config import EnvConfig
+from client import envs
 from client.envs import BLANK, BOS, EOS, PAD, PLUS, REGISTRY, SEP, SYM0, AddEnv, Env, ModAddEnv, SortEnv, make_env
 
 Reward = Callable[[Env, list[int], list[int]], float]
@@ -51,7 +52,7 @@ Weighted = list[tuple[list[int], float]]   # (prompt, probability)
 # ----------------------------------------------------------------------------- the rules compared
 
 def new_reward(env: Env, prompt: list[int], completion: list[int]) -> float:
-    return env.reward(prompt, completion)
+    return envs.reward(env, prompt, completion)
 
 
 def legacy_reward(env: Env, prompt: list[int], completion: list[int]) -> float:
