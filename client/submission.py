@@ -43,11 +43,13 @@ unchanged: they are no reason to reject anyone.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,25 +319,36 @@ def delta_shards(delta: dict[str, torch.Tensor], max_shard_bytes: int = DEFAULT_
 def delta_layout(shapes: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
     """(file name, size in bytes) of every shard ``delta_shards`` makes of a delta with these shapes:
     a pure function of names and shapes (float32), known before any shard is downloaded."""
-    return [(name, len(data)) for name, data in
-            delta_shards({n: torch.zeros(shape, dtype=torch.float32) for n, shape in shapes.items()})]
+    return list(_delta_layout(tuple(shapes.items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _delta_layout(shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[tuple[str, int], ...]:
+    """Cached by the base model's shapes: every submission on one base model has the same layout."""
+    return tuple((name, len(data)) for name, data in
+                 delta_shards({n: torch.zeros(shape, dtype=torch.float32) for n, shape in shapes}))
+
+
+def _check_shard_list(refs: Sequence[ShardRef], names: Sequence[str], what: str) -> None:
+    """The same number of delta shards as ``names``, each under its canonical name; else SubmissionError
+    naming the shard (an extra one by its own CID, a missing one by the last shard sent)."""
+    if len(refs) > len(names):
+        raise SubmissionError(f"delta[{len(names)}]", refs[len(names)].cid, f"extra shard: {what} encodes to "
+                              f"{len(names)} shard(s), the manifest lists {len(refs)}", refs[len(names)].name)
+    if len(refs) < len(names):
+        raise SubmissionError(f"delta[{len(refs)}]", refs[-1].cid if refs else "-", f"missing shard: {what} "
+                              f"encodes to {len(names)} shard(s), the manifest lists {len(refs)}", len(refs))
+    for i, (ref, name) in enumerate(zip(refs, names)):
+        if ref.name != name:
+            raise SubmissionError(f"delta[{i}].name", ref.cid, f"expected the canonical shard name {name!r}", ref.name)
 
 
 def check_delta_refs(refs: tuple[ShardRef, ...] | list[ShardRef], shapes: dict[str, tuple[int, ...]]) -> None:
     """The manifest's delta list against ``delta_layout(shapes)``, before download: the same number of
     shards, each with its canonical name and size; else SubmissionError naming the shard's CID."""
     want = delta_layout(shapes)
-    if len(refs) > len(want):
-        raise SubmissionError(f"delta[{len(want)}]", refs[len(want)].cid, f"extra shard: a delta of the base "
-                              f"model encodes to {len(want)} shard(s), the manifest lists {len(refs)}: refused "
-                              f"before download", refs[len(want)].name)
-    if len(refs) < len(want):
-        raise SubmissionError(f"delta[{len(refs)}]", refs[-1].cid if refs else "-", f"missing shard: a delta of "
-                              f"the base model encodes to {len(want)} shard(s), the manifest lists {len(refs)}",
-                              len(refs))
-    for i, (ref, (name, size)) in enumerate(zip(refs, want)):
-        if ref.name != name:
-            raise SubmissionError(f"delta[{i}].name", ref.cid, f"expected the canonical shard name {name!r}", ref.name)
+    _check_shard_list(refs, [name for name, _ in want], "a delta of the base model")
+    for i, (ref, (_, size)) in enumerate(zip(refs, want)):
         if ref.size != size:
             raise SubmissionError(f"delta[{i}].size", ref.cid, f"expected the canonical size {size} (no metadata or "
                                   f"padding): refused before download", ref.size)
@@ -376,17 +389,8 @@ def check_canonical_delta(blobs: list[tuple[ShardRef, bytes]], delta: dict[str, 
     by the last shard sent), then per shard its file name and its bytes (metadata, header padding,
     a different split or tensor order all change the bytes)."""
     want = delta_shards(delta)
-    if len(blobs) > len(want):
-        ref = blobs[len(want)][0]
-        raise SubmissionError(f"delta[{len(want)}]", ref.cid, f"extra shard: this delta encodes to {len(want)} "
-                              f"shard(s), the manifest lists {len(blobs)}", ref.name)
-    if len(blobs) < len(want):
-        ref = blobs[-1][0] if blobs else None
-        raise SubmissionError(f"delta[{len(blobs)}]", ref.cid if ref else "-", f"missing shard: this delta encodes "
-                              f"to {len(want)} shard(s), the manifest lists {len(blobs)}", len(blobs))
-    for i, ((ref, data), (name, canonical)) in enumerate(zip(blobs, want)):
-        if ref.name != name:
-            raise SubmissionError(f"delta[{i}].name", ref.cid, f"expected the canonical shard name {name!r}", ref.name)
+    _check_shard_list([ref for ref, _ in blobs], [name for name, _ in want], "this delta")
+    for i, ((ref, data), (_, canonical)) in enumerate(zip(blobs, want)):
         if bytes(data) != canonical:
             raise SubmissionError(f"delta[{i}]", ref.cid, f"not the canonical encoding: {_encoding_difference(data, canonical)}",
                                   f"{len(data)} bytes, canonical {len(canonical)}")

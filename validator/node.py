@@ -373,12 +373,18 @@ def store_evidence(v: Validator, doc: dict) -> str:
     return digest
 
 
+def _quick_store(v: Validator) -> Store:
+    """The validator's own IPFS node with a short timeout and no retries: for work that must never
+    hold a tick up (publishing evidence, probing whether the node answers)."""
+    return Store(v.store.api, None, timeout=min(PUBLISH_TIMEOUT_S, v.store.timeout), retries=1)
+
+
 def publish_pending(v: Validator) -> None:
     """Best effort: put every stored, unpublished evidence document in IPFS (pinned). An IPFS failure
     is logged and retried on the next tick; it never blocks a verdict, a commit or a reveal."""
     if not v.unpublished:
         return
-    quick = Store(v.store.api, None, timeout=min(PUBLISH_TIMEOUT_S, v.store.timeout), retries=1)
+    quick = _quick_store(v)
     for digest in sorted(v.unpublished):
         path = evidence_path(v.task_dir, digest)
         try:
@@ -465,7 +471,7 @@ def stop_fetches(v: Validator) -> None:
 def own_store_answers(v: Validator) -> bool:
     """Whether this validator's IPFS node answers for other content right now (a block it puts and reads)."""
     try:     # one quick try (no retries): a daemon that is down must not hold the tick up
-        Store(v.store.api, None, timeout=min(PUBLISH_TIMEOUT_S, v.store.timeout), retries=1).probe()
+        _quick_store(v).probe()
     except StoreError as e:
         log.warning("own IPFS node does not answer (%s)", e, extra=fields(event="ipfs_probe_failed"))
         return False
