@@ -33,8 +33,9 @@ from client.grpo import pin_determinism
 from client.manifest import SubmissionManifest
 from client.model import build_policy, policy_state
 from client.store import Store
-from client.submission import (SubmissionError, SubmissionLimits, check_canonical_delta, default_limits, delta_layout,
+from client.submission import (SubmissionError, check_canonical_delta, delta_layout,
                                delta_shards, encode_stats, fetch_submission, put_submission, submission_files)
+from client.task_spec import derived_limits
 
 TRAINER = "0x" + "cd" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=1))
@@ -45,11 +46,6 @@ def made():
     pin_determinism(1)
     env, base = make_env(CFG.env), build_policy(CFG.model)
     return env, base, make_bundle(base, env, CFG, 3, 1, TRAINER, base_round=0)
-
-
-def limits_for(base: torch.nn.Module, env) -> SubmissionLimits:
-    state = policy_state(base)
-    return default_limits(CFG, sum(t.numel() for t in state.values()), len(state), env.prompt_len)
 
 
 def shapes_of(base: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -104,7 +100,7 @@ def test_honest_delta_is_its_canonical_encoding(made, store: Store, other: Store
     env, base, bundle = made
     digest, manifest = put_submission(store, bundle)
     assert [(r.name, r.size) for r in manifest.delta] == delta_layout(shapes_of(base))
-    got = fetch_submission(other, digest, limits_for(base, env), shapes_of(base))
+    got = fetch_submission(other, digest, derived_limits(CFG), shapes_of(base))
     assert all(torch.equal(got.delta[k], bundle.delta[k]) for k in bundle.delta)
     again, _ = put_submission(store, dataclasses.replace(bundle, delta={k: t.clone() for k, t in bundle.delta.items()}))
     assert again == digest   # one content, one digest
@@ -120,7 +116,7 @@ def test_same_tensors_other_bytes_are_refused_naming_shard_and_cid(made, store: 
     merged = {k: v for _, d in shards for k, v in st_load(d).items()}
     assert all(torch.equal(v, bundle.delta[k]) for k, v in merged.items())       # the honest tensors
     assert len(merged) == len(bundle.delta) or case == "second shard missing"
-    limits = dataclasses.replace(limits_for(base, env), max_delta_bytes=10 ** 6)   # the size limit is not the point
+    limits = dataclasses.replace(derived_limits(CFG), max_delta_bytes=10 ** 6)   # the size limit is not the point
     digest, manifest = put_with_delta(store, bundle, shards)
     # a validator: refused before any delta shard is downloaded where the manifest's list already differs
     with pytest.raises(SubmissionError) as info:
