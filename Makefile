@@ -36,7 +36,7 @@ node_modules/.stamp: package.json package-lock.json
 # The deployed contracts' ABIs and bytecode, shipped in the package (client/chain/artifacts.json).
 # Run after changing contracts/; tests/test_chain_compile.py fails while the file is stale.
 artifacts: deps
-	$(PY) -m client.compile
+	$(PY) -m scripts.build_artifacts
 
 demo: deps
 	$(VENV)/bin/concord demo

@@ -14,32 +14,65 @@ from typing import Callable
 
 # subcommand -> (module, function taking the remaining argv, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "devnet": ("client.devnet", "main", "start/stop a local Anvil + js-ipfs devnet with the contracts deployed"),
-    "deploy": ("client.deploy", "main", "deploy the contracts to any RPC URL (key from a keystore)"),
-    "task": ("client.task_cli", "main", "publish a task from a TOML spec (initiator)"),
+    "devnet": ("scripts.devnet", "main", "start/stop a local Anvil + js-ipfs devnet with the contracts deployed"),
+    "deploy": ("client.chain.deploy", "main", "deploy the contracts to any RPC URL (key from a keystore)"),
+    "task": ("client.initiator", "main", "publish a task from a TOML spec (initiator)"),
     "trainer": ("client.trainer", "main", "run a trainer node"),
     "validator": ("validator.node", "main", "run a validator node, or withdraw its earnings"),
     "status": ("client.status", "main", "rounds, submissions with verdicts, slashes, balances of a task"),
-    "demo": ("client.demo", "main", "devnet up, 4 trainers (1 cheating) + 2 validators for N rounds, settlement, reward curve"),
-    "keys": ("client.keys", "main", "create an encrypted keystore or show its address (password from the environment)"),
+    "demo": ("scripts.demo", "main", "devnet up, 4 trainers (1 cheating) + 2 validators for N rounds, settlement, reward curve"),
+    "keys": ("client.chain.keys", "main", "create an encrypted keystore or show its address (password from the environment)"),
 }
 BENCHES: dict[str, tuple[str, str, str]] = {
-    "gas": ("client.bench_gas", "main", "gas per protocol call at 1, 16 and 256 submissions"),
-    "learn": ("client.bench_learn", "main", "reward curves: centralized GRPO vs K trainers + DiLoCo"),
-    "proofs": ("validator.bench_proofs", "main", "TOPLOC proof cost, verification cost, proof size"),
-    "ipfs": ("client.bench_ipfs", "main", "put and get of a 50 MB file through the content store"),
-    "round": ("client.bench_round", "main", "devnet rounds, 4 trainers + 2 validators: wall-time split, reward vs simulation"),
-    "attacks": ("client.bench_attacks", "main", "every trainer and validator cheat on a real devnet: detected, slashed, paid"),
+    "gas": ("scripts.bench.gas", "main", "gas per protocol call at 1, 16 and 256 submissions"),
+    "learn": ("scripts.bench.learn", "main", "reward curves: centralized GRPO vs K trainers + DiLoCo"),
+    "proofs": ("scripts.bench.proofs", "main", "TOPLOC proof cost, verification cost, proof size"),
+    "ipfs": ("scripts.bench.ipfs", "main", "put and get of a 50 MB file through the content store"),
+    "round": ("scripts.bench.round", "main", "devnet rounds, 4 trainers + 2 validators: wall-time split, reward vs simulation"),
+    "attacks": ("scripts.bench.attacks", "main", "every trainer and validator cheat on a real devnet: detected, slashed, paid"),
 }
+
+
+LAB_ENV = "CONCORD_LAB"   # a repository checkout whose scripts/ holds the lab (default: next to this package)
+
+
+class LabNotFound(RuntimeError):
+    def __init__(self, module: str, looked: list[str]) -> None:
+        super().__init__(f"`{module}` is part of the lab (demo, benchmarks, devnet), which runs from a repository "
+                         f"checkout; none found at {', '.join(looked)}: set ${LAB_ENV} to a checkout")
+
+
+def _find_lab(module: str) -> None:
+    """Put the checkout holding scripts/ on sys.path for a lab command. The library never imports the
+    lab; only this dispatcher loads it, by name, and only for the lab's own subcommands."""
+    import os
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    if find_spec("scripts") is not None:
+        return
+    roots = [os.environ[LAB_ENV]] if os.environ.get(LAB_ENV) else []
+    roots.append(str(Path(__file__).resolve().parent.parent))    # an editable install: the checkout itself
+    for root in roots:
+        if (Path(root) / "scripts" / "__init__.py").is_file():
+            sys.path.insert(0, root)
+            return
+    raise LabNotFound(module, roots)
 
 
 def _call(target: tuple[str, str, str], argv: list[str]) -> int:
     """Run one subcommand; SIGTERM and SIGHUP stop it as Ctrl-C does, and whatever processes it
     started (anvil, js-ipfs, nodes) are stopped before `concord` exits, however it ends
     (`concord devnet up` hands its complete devnet over to `concord devnet down`)."""
-    from client import procs   # stdlib only: keeps `concord --help` instant
+    from client.runtime import procs  # stdlib only: keeps `concord --help` instant
 
     module, function, _ = target
+    if module.startswith("scripts."):
+        try:
+            _find_lab(module)
+        except LabNotFound as e:
+            print(f"concord: {e}", file=sys.stderr)
+            return 2
     try:
         with procs.no_orphans():
             entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module), function)

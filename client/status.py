@@ -10,9 +10,8 @@ also lists the evidence digests those validators published (`validator.node`).
 
 from __future__ import annotations
 
-import dataclasses
-
 import argparse
+import dataclasses
 import json
 import sys
 from collections import defaultdict
@@ -20,8 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from client import chain
-from client import node as nodes
 from client.chain import ChainClient, Phase
+from client.runtime.config import (
+    DEFAULT_DEVNET_JSON,
+    DEFAULT_NODES_DIR,
+    NodeConfigError,
+    load_deployment,
+    load_devnet_json,
+)
+from client.runtime.task import UnknownTask
 
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
 
@@ -173,14 +179,14 @@ def print_tables(doc: dict) -> None:
 
 
 def default_validator_dirs() -> list[Path]:
-    return sorted(p for p in nodes.DEFAULT_NODES_DIR.glob("validator-*") if p.is_dir())
+    return sorted(p for p in DEFAULT_NODES_DIR.glob("validator-*") if p.is_dir())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord status [TASK] [--devnet FILE | --rpc-url URL --deployment FILE] [--validator-state DIR]... [--json]`."""
     p = argparse.ArgumentParser(prog="concord status", description=__doc__.splitlines()[0])
     p.add_argument("task", type=int, nargs="?", default=None, help="task id (default: every task)")
-    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {nodes.DEFAULT_DEVNET_JSON})")
+    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {DEFAULT_DEVNET_JSON})")
     p.add_argument("--rpc-url", default=None)
     p.add_argument("--deployment", type=Path, default=None)
     p.add_argument("--validator-state", type=Path, action="append", default=None,
@@ -192,11 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = chain.connect(rpc_url, deployment)
         count = client.concord.task_count()
         if args.task is not None and not 1 <= args.task <= count:
-            raise nodes.UnknownTask(args.task, count)
+            raise UnknownTask(args.task, count)
         tasks = [args.task] if args.task is not None else list(range(1, count + 1))
         dirs = args.validator_state if args.validator_state is not None else default_validator_dirs()
         doc = status(client, tasks, dirs)
-    except (nodes.NodeConfigError, nodes.UnknownTask, chain.ChainError) as e:
+    except (NodeConfigError, UnknownTask, chain.ChainError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.json:
@@ -209,9 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _connection(args: argparse.Namespace) -> tuple[str, chain.Deployment]:
     if args.rpc_url is not None:
         if args.deployment is None:
-            raise nodes.NodeConfigError("--deployment", "needed with --rpc-url")
-        return args.rpc_url, nodes.load_deployment(args.deployment)
-    net = nodes.load_devnet_json(args.devnet or nodes.DEFAULT_DEVNET_JSON)
+            raise NodeConfigError("--deployment", "needed with --rpc-url")
+        return args.rpc_url, load_deployment(args.deployment)
+    net = load_devnet_json(args.devnet or DEFAULT_DEVNET_JSON)
     return net.rpc_url, chain.Deployment.from_json(net.deployment)
 
 

@@ -14,7 +14,7 @@ submitted from chain state (memberInfo.lastSubmitRound) and checks it again righ
 every submit, so it never submits a round twice. When its own IPFS daemon is down it logs the
 error (naming the API address) and retries on the next tick, at most MAX_STORE_FAILURES times.
 
-`--cheat MODE` plays one adversarial trainer of client.cheats.CHEATS (its hooks are called in
+`--cheat MODE` plays one adversarial trainer of scripts.adversaries.trainer_cheats.CHEATS (its hooks are called in
 prepare_submission and before submit_round; logs say `cheated` per round); the demo's cheater
 uses `inflated_rewards`.
 """
@@ -30,18 +30,39 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from client import chain, timing
-from client.bundle import make_bundle
+from client import chain
 from client.chain import ChainError, ContractError, Phase, Role
-from client.cheats import CHEATS, Cheat, Claim, cheat_context, honest_upload
-from client.grpo import pin_determinism
-from client.keys import KeyLoadError
-from client.node import (Display, EventFollower, Node, NodeConfig, NodeConfigError, TaskContext, Tick, UnknownTask,
-                         add_node_args, connect_node, current_round_now, fields, load_task_context,
-                         model_for_round, node_config, phase_now, setup_logging, shutdown_event)
-from client.model_store import ModelError
-from client.store import DaemonError, StoreError, StoreUnavailable
-from client.task_spec import TaskSpecError
+from client.chain.keys import KeyLoadError
+from client.content.model_store import ModelError
+from client.content.store import DaemonError, StoreError, StoreUnavailable
+from client.content.task_spec import TaskSpecError
+from client.engine.bundle import make_bundle
+from client.engine.grpo import pin_determinism
+from client.runtime import timing
+from client.runtime.config import (
+    NodeConfig,
+    NodeConfigError,
+    add_node_args,
+    node_config,
+)
+from client.runtime.connect import Node, connect_node
+from client.runtime.display import Display, fields, setup_logging, shutdown_event
+from client.runtime.events import EventFollower, Tick
+from client.runtime.task import (
+    TaskContext,
+    UnknownTask,
+    current_round_now,
+    load_task_context,
+    model_for_round,
+    phase_now,
+)
+from scripts.adversaries.trainer_cheats import (
+    CHEATS,
+    Cheat,
+    Claim,
+    cheat_context,
+    honest_upload,
+)
 
 log = logging.getLogger("concord.trainer")
 
@@ -344,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("run", help="register, join and train on a task's rounds")
     add_node_args(r)
     r.add_argument("--cheat", choices=sorted(CHEATS), default=None,
-                   help="play an adversarial trainer (client/cheats.py; honest before the mode's first round)")
+                   help="play an adversarial trainer (scripts/adversaries/trainer_cheats.py; honest before the mode's first round)")
     r.add_argument("--rounds", type=int, default=None, help="stop after N submissions")
     r.add_argument("--stake", type=int, default=None, help="stake in base units (default: the task minimum)")
     r.add_argument("--threads", type=int, default=1, help="torch threads")

@@ -1,15 +1,342 @@
-#!/usr/bin/env python3
-"""Start or stop the local devnet (same code as `concord devnet`).
+"""The local devnet: Anvil + a js-ipfs daemon on 127.0.0.1, the contracts deployed, tokens minted.
 
-    scripts/devnet.py up [--anvil-port 8545 --ipfs-port 5001]   |   scripts/devnet.py down
+``up`` writes everything a node needs into ``<state_dir>/devnet.json`` (RPC URL, chain id,
+addresses, IPFS API multiaddr, PIDs); ``down`` stops exactly the PIDs ``up`` recorded. Any
+failure on the way up stops what was started and raises one ``ProcError`` line naming the fix.
+
+`concord devnet up` is the one command that leaves processes running when it ends, on
+purpose: they belong to the state file and ``down`` stops them. Ctrl-C, SIGTERM or SIGHUP
+before the devnet is complete stop what was started and leave no state file (never half a devnet).
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import requests
 
-from client.devnet import main  # noqa: E402
+from client.runtime import paths, procs
+from client.runtime.procs import Daemon, ProcError
+from scripts import NODE_BIN, REPO_ROOT
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = paths.devnet_dir()      # per-user ($CONCORD_HOME/devnet); --state-dir overrides
+STATE_FILE = paths.NETWORK_FILE             # the devnet JSON is also the nodes' network file
+ANVIL_NATIVE = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+DEVNET_MINT = 1_000_000 * 10 ** 18   # DevToken minted to each default account
+
+
+class DevnetRunning(ProcError):
+    def __init__(self, state_file: Path, pids: list[int]) -> None:
+        super().__init__(f"a devnet is already running (pids {pids}, {state_file}): run `concord devnet down` first")
+        self.state_file, self.pids = state_file, pids
+
+
+class NoDevnet(ProcError):
+    def __init__(self, state_file: Path) -> None:
+        super().__init__(f"no devnet state at {state_file}: run `concord devnet up` first")
+        self.state_file = state_file
+
+
+@dataclass(frozen=True)
+class Ports:
+    anvil: int = 8545
+    ipfs_api: int = 5001
+    ipfs_gateway: int = 8081
+    ipfs_grpc: int = 5003
+
+
+@dataclass(frozen=True)
+class Devnet:
+    """What ``up`` started; serialized as the devnet JSON file."""
+
+    rpc_url: str
+    chain_id: int
+    ipfs_api: str                 # multiaddr for ipfshttpclient.Client
+    ipfs_api_url: str             # http://127.0.0.1:P
+    state_dir: str
+    deployment: dict              # client.chain.deploy.Deployment.to_json()
+    token: str                    # DevToken address
+    accounts: list[str]           # default accounts funded with ETH and DevToken
+    daemons: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(obj: dict) -> Devnet:
+        return Devnet(**obj)
+
+    def daemon_list(self) -> list[Daemon]:
+        return [Daemon.from_json(d) for d in self.daemons]
+
+
+# ----------------------------------------------------------------------------- daemons
+
+def anvil_binary() -> Path:
+    """The native anvil binary (the npm `.bin/anvil` is a node wrapper that would outlive a kill)."""
+    return procs.find_binary("anvil", [ANVIL_NATIVE, NODE_BIN / "anvil"])
+
+
+def jsipfs_binary() -> Path:
+    return procs.find_binary("jsipfs", [NODE_BIN / "jsipfs"])
+
+
+def rpc_ready(url: str) -> bool:
+    try:
+        r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+        return r.ok and "result" in r.json()
+    except (requests.RequestException, ValueError):
+        return False
+
+
+def ipfs_ready(api_url: str) -> bool:
+    try:
+        return requests.post(f"{api_url}/api/v0/id", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def start_anvil(port: int, log_path: Path, accounts: int = 10, block_time: float | None = None,
+                timeout: float = 20.0, extra_args: Sequence[str] = ()) -> Daemon:
+    """Anvil on 127.0.0.1:port, ready to answer eth_chainId."""
+    procs.require_free(port, "anvil", "--anvil-port")
+    argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--accounts", str(accounts)]
+    if block_time is not None:
+        argv += ["--block-time", str(block_time)]
+    argv += list(extra_args)
+    daemon, proc = procs.start("anvil", argv, log_path)
+    try:
+        procs.wait_ready(daemon, proc, lambda: rpc_ready(f"http://127.0.0.1:{port}"), timeout)
+    except BaseException:
+        procs.stop(daemon)
+        raise
+    return daemon
+
+
+def ipfs_config(ports: Ports) -> dict:
+    """js-ipfs init config: loopback only, no bootstrap, no discovery.
+
+    Swarm listens nowhere: the daemon runs --offline (a single-node store), and in this
+    npm tree libp2p's TCP transport rejects every swarm address (mafmt/multiaddr version
+    split), which with any swarm address configured aborts the start-up.
+    """
+    return {
+        "Addresses": {
+            "Swarm": [],
+            "Announce": [],
+            "NoAnnounce": [],
+            "API": f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}",
+            "Gateway": f"/ip4/127.0.0.1/tcp/{ports.ipfs_gateway}",
+            "RPC": f"/ip4/127.0.0.1/tcp/{ports.ipfs_grpc}",
+            "Delegates": [],
+        },
+        "Bootstrap": [],
+        "Discovery": {"MDNS": {"Enabled": False}, "webRTCStar": {"Enabled": False}},
+        "Swarm": {"DisableNatPortMap": True},
+    }
+
+
+def start_ipfs(repo: Path, ports: Ports, log_path: Path, timeout: float = 60.0) -> Daemon:
+    """A fresh js-ipfs repo at ``repo`` and its daemon, ready to answer /api/v0/id."""
+    for port, what, flag in [(ports.ipfs_api, "the IPFS API", "--ipfs-port"),
+                             (ports.ipfs_gateway, "the IPFS gateway", "--ipfs-gateway-port"),
+                             (ports.ipfs_grpc, "the IPFS gRPC API", "--ipfs-grpc-port")]:
+        procs.require_free(port, what, flag)
+    binary = jsipfs_binary()
+    if repo.exists():
+        shutil.rmtree(repo)  # an old repo would keep its old ports: --init-config only applies on init
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    cfg = repo.parent / f"{repo.name}-config.json"
+    cfg.write_text(json.dumps(ipfs_config(ports), indent=2))
+    argv = [str(binary), "daemon", "--init-config", str(cfg), "--init-profile", "test", "--offline",
+            "--enable-preload=false"]
+    daemon, proc = procs.start("ipfs", argv, log_path, env={"IPFS_PATH": str(repo)})
+    try:
+        procs.wait_ready(daemon, proc, lambda: ipfs_ready(f"http://127.0.0.1:{ports.ipfs_api}"), timeout)
+    except BaseException:
+        procs.stop(daemon)
+        raise
+    return daemon
+
+
+REPO_LOCK = "repo.lock"   # js-ipfs (proper-lockfile): a directory whose mtime the holder refreshes every 10 s
+
+
+class RepoLocked(ProcError):
+    def __init__(self, repo: Path, owner: Daemon) -> None:
+        super().__init__(f"IPFS repo {repo} is still held by {owner.name} pid {owner.pid}: stop it first")
+        self.repo, self.owner = repo, owner
+
+
+def clear_stale_repo_lock(repo: Path, owner: Daemon) -> bool:
+    """Remove ``repo``'s js-ipfs lock when ``owner`` (the daemon that held it) is dead; True if removed.
+
+    A SIGKILLed js-ipfs leaves its lock behind, and the lock only counts as stale 20 s after
+    its last refresh, so a prompt restart on the same repo would be refused. The lock is
+    removed only when ``owner`` was started on this repo and its PID (checked with its start
+    time, so a recycled PID does not count) is gone; a live owner raises RepoLocked. The caller
+    vouches that ``owner`` is the daemon it started on ``repo``.
+    """
+    lock = Path(repo) / REPO_LOCK
+    if not lock.exists():
+        return False
+    if procs.is_ours(owner):
+        raise RepoLocked(Path(repo), owner)
+    if lock.is_dir():
+        shutil.rmtree(lock)
+    else:
+        lock.unlink()
+    log.warning("removed the stale lock %s left by %s pid %d (no longer running)", lock, owner.name, owner.pid)
+    return True
+
+
+def restart_ipfs(repo: Path, previous: Daemon, api_url: str, log_path: Path, timeout: float = 60.0) -> Daemon:
+    """Start js-ipfs again on its existing ``repo`` (same config, ports and content) after ``previous``
+    stopped or was killed; a lock the dead daemon left behind is cleared first."""
+    clear_stale_repo_lock(repo, previous)
+    daemon, proc = procs.start("ipfs", previous.argv, log_path, env={"IPFS_PATH": str(repo)})
+    try:
+        procs.wait_ready(daemon, proc, lambda: ipfs_ready(api_url), timeout)
+    except BaseException:
+        procs.stop(daemon)
+        raise
+    return daemon
+
+
+# ----------------------------------------------------------------------------- up / down
+
+def state_file(state_dir: Path) -> Path:
+    return Path(state_dir) / STATE_FILE
+
+
+def load(state_dir: Path = DEFAULT_STATE_DIR) -> Devnet:
+    path = state_file(state_dir)
+    if not path.exists():
+        raise NoDevnet(path)
+    return Devnet.from_json(json.loads(path.read_text()))
+
+
+def _refuse_if_running(state_dir: Path) -> None:
+    path = state_file(state_dir)
+    if not path.exists():
+        return
+    live = [d.pid for d in Devnet.from_json(json.loads(path.read_text())).daemon_list() if procs.is_ours(d)]
+    if live:
+        raise DevnetRunning(path, live)
+
+
+def tcp_port(text: str) -> int:
+    """argparse type: a TCP port 1..65535 (a bad one exits naming the flag, before anything starts)."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 1..65535, got {port}")
+    return port
+
+
+def up(state_dir: Path = DEFAULT_STATE_DIR, ports: Ports = Ports(), accounts: int = 10,
+       block_time: float | None = None, hand_over: bool = False) -> Devnet:
+    """Start anvil and js-ipfs, deploy the contracts and the DevToken, mint, write the state file.
+
+    All or nothing: an error, Ctrl-C or SIGTERM on the way up stops whatever it started and
+    leaves no state file. ``hand_over``: once complete, the daemons belong to the state file
+    (``down`` stops them) instead of to this process, so ``procs.no_orphans`` leaves them running.
+    """
+    from client.chain import deploy  # deferred: deploy compiles the contracts
+
+    state_dir = Path(state_dir).resolve()
+    _refuse_if_running(state_dir)
+    anvil_binary()
+    jsipfs_binary()  # both binaries checked before anything starts
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started: list[Daemon] = []
+    before = {d.pid for d in procs.owned()}
+    wrote_state = False
+    try:
+        started.append(start_anvil(ports.anvil, state_dir / "anvil.log", accounts, block_time))
+        started.append(start_ipfs(state_dir / "ipfs", ports, state_dir / "ipfs.log"))
+        rpc_url = f"http://127.0.0.1:{ports.anvil}"
+        result = deploy.deploy_devnet(rpc_url, accounts, DEVNET_MINT)
+        devnet = Devnet(
+            rpc_url=rpc_url,
+            chain_id=result.deployment.chain_id,
+            ipfs_api=f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http",
+            ipfs_api_url=f"http://127.0.0.1:{ports.ipfs_api}",
+            state_dir=str(state_dir),
+            deployment=result.deployment.to_json(),
+            token=result.deployment.token,
+            accounts=result.accounts,
+            daemons=[d.to_json() for d in started],
+        )
+        wrote_state = True
+        state_file(state_dir).write_text(json.dumps(devnet.to_json(), indent=2) + "\n")
+        (state_dir / "deployment.json").write_text(json.dumps(result.deployment.to_json(), indent=2) + "\n")
+        if hand_over:
+            procs.disown(*started)
+        return devnet
+    except BaseException:
+        with procs.signals_ignored():   # a second signal must not leave half a devnet
+            # ``started`` misses a daemon whose start a signal interrupted; procs has it on record.
+            fresh = [d for d in procs.owned() if d.pid not in before and d not in started]
+            procs.stop_all([*started, *fresh])
+            if wrote_state:
+                state_file(state_dir).unlink(missing_ok=True)
+        raise
+
+
+def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[int]:
+    """Stop exactly the daemons ``up`` recorded; returns the PIDs that were stopped."""
+    devnet = load(Path(state_dir).resolve())
+    stopped = [d.pid for d in reversed(devnet.daemon_list()) if procs.stop(d)]
+    state_file(state_dir).unlink()
+    return stopped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord devnet up|down|status`."""
+    p = argparse.ArgumentParser(prog="concord devnet", description="local Anvil + js-ipfs devnet")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    p.add_argument("--anvil-port", type=tcp_port, default=Ports.anvil)
+    p.add_argument("--ipfs-port", type=tcp_port, default=Ports.ipfs_api, help="IPFS HTTP API port")
+    p.add_argument("--ipfs-gateway-port", type=tcp_port, default=Ports.ipfs_gateway)
+    p.add_argument("--ipfs-grpc-port", type=tcp_port, default=Ports.ipfs_grpc)
+    p.add_argument("--accounts", type=int, default=10, help="default anvil accounts to fund")
+    p.add_argument("--block-time", type=float, default=None, help="seconds per block (default: mine per tx)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        # `up` leaves its daemons running on purpose (hand_over: `down` stops them), but only a
+        # complete devnet: a signal on the way up stops what was started, like any error.
+        with procs.no_orphans():
+            if args.action == "up":
+                ports = Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
+                devnet = up(args.state_dir, ports, args.accounts, args.block_time, hand_over=True)
+                print(f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}), ipfs {devnet.ipfs_api}, "
+                      f"state {state_file(Path(devnet.state_dir))}")
+            elif args.action == "down":
+                pids = down(args.state_dir)
+                print(f"devnet down: stopped pids {pids}")
+            else:
+                devnet = load(args.state_dir)
+                live = {d.name: procs.is_ours(d) for d in devnet.daemon_list()}
+                print(json.dumps({"rpc_url": devnet.rpc_url, "ipfs_api": devnet.ipfs_api, "alive": live,
+                                  "deployment": devnet.deployment}, indent=2))
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        return 130
+    except ProcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,7 +1,7 @@
 """Cross-hardware TOPLOC check: do CPU rollouts verify against a GPU's hidden states, and back?
 
 TOPLOC's promise is that a validator on other hardware accepts honest work. Three steps, the
-middle one on a machine with a CUDA GPU (it needs only torch and client/model.py):
+middle one on a machine with a CUDA GPU (it needs only torch and client/engine/model.py):
 
     python scripts/gpu_crosscheck.py export .gpucheck            # CPU: the rollouts' tokens
     python3 scripts/gpu_crosscheck.py prefill .gpucheck $OUT     # GPU: hidden states + logits
@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client.config import DEFAULT_TASK, ModelConfig, SamplerConfig  # noqa: E402
-from client.model import build_policy  # noqa: E402
+from client.engine.config import DEFAULT_TASK, ModelConfig, SamplerConfig  # noqa: E402
+from client.engine.model import build_policy  # noqa: E402
 
 # (name, model, prompts, samples per prompt, sampler): the demo policy and bench proofs' policy.
 SETUPS = {
@@ -37,8 +37,8 @@ TRAINER = "0x" + "c0" * 20
 
 
 def generate_batches() -> dict[str, object]:
-    from client.envs import make_env
-    from client.rollout import generate
+    from client.engine.envs import make_env
+    from client.engine.rollout import generate
 
     env = make_env(DEFAULT_TASK.env)
     return {name: generate(build_policy(model), env, list(range(prompts)), group, sampler, 1, 0, TRAINER)
@@ -73,10 +73,10 @@ def verify(folder: Path, gpu_file: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from client.bundle import batch_proofs
-    from client.config import ValidationConfig
-    from client.proofs import build_many_rollout_proofs
-    from client.rollout import prefill
+    from client.engine.bundle import batch_proofs
+    from client.engine.config import ValidationConfig
+    from client.engine.proofs import build_many_rollout_proofs
+    from client.engine.rollout import prefill
     from validator.checks import check_sampling, toploc_result, toploc_rows
 
     gpu = torch.load(gpu_file)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from client import devnet, procs
-from client.store import Store
-from client.procs import Daemon
+from client.content.store import Store
+from client.runtime import procs
+from client.runtime.procs import Daemon
+from scripts import devnet
 
 logging.getLogger("urllib3").setLevel(logging.WARNING)
 
@@ -83,7 +84,7 @@ TOKEN = 10 ** 18
 @pytest.fixture(scope="session")
 def deployed(anvil: AnvilNode):
     """The protocol deployed once per session (DevToken minted to anvil accounts 0..9)."""
-    from client import deploy
+    from client.chain import deploy
 
     return deploy.deploy_devnet(anvil.url, 10, 1_000_000 * TOKEN)
 
@@ -97,7 +98,7 @@ class ChainEnv:
 
     def signer(self, index: int):
         """A fresh Signer (fresh nonce) for anvil default account ``index``."""
-        from client import keys
+        from client.chain import keys
 
         return self.client.signer(keys.devnet_account(index))
 

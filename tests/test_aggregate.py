@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from client.config import OuterConfig
-from client.weights import save_shards
+from client.content.weights import save_shards
+from client.engine.config import OuterConfig
 from validator.aggregate import (
     DeltaShapeMismatch,
     mean_delta,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from client import bench_attacks
-from client.cheats import CHEATS
-from validator.cheats import VALIDATOR_CHEATS
+from scripts.adversaries.trainer_cheats import CHEATS
+from scripts.adversaries.validator_cheats import VALIDATOR_CHEATS
+from scripts.bench import attacks as bench_attacks
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@
   ContentNotFound naming that leaf, within the store timeout, and the daemon answers after it
   (three times in a row).
 * A provider that drips bytes (a stand-in API on 127.0.0.1 in front of the daemon,
-  client.fault_drills.DripProxy) is cut at the fetch's deadline, not after it.
-* On a devnet (client.fault_drills, also rows of `concord bench attacks`): the withheld-leaf
+  scripts.drills.DripProxy) is cut at the fetch's deadline, not after it.
+* On a devnet (scripts.drills, also rows of `concord bench attacks`): the withheld-leaf
   cheater is rejected and slashed, the honest trainer paid; the slow
   provider is rejected within its deadline while the two honest submissions are verified,
   and the round settles (not void).
@@ -26,9 +26,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from client import cheats, devnet, procs
-from client import fault_drills as drills
-from client.store import REQUEST_GRACE, ContentNotFound, DeadlineExceeded, Store
+from client.content.store import REQUEST_GRACE, ContentNotFound, DeadlineExceeded, Store
+from client.runtime import procs
+from scripts import devnet
+from scripts import drills as drills
+from scripts.adversaries import trainer_cheats as cheats
 
 CHUNK = 200_000
 
@@ -163,7 +165,7 @@ def test_content_that_fails_our_own_daemon_twice_while_it_answers_is_missing(own
     whose evidence is on disk before it is published; with the daemon down nothing is judged."""
     from types import SimpleNamespace
 
-    from client.store import DaemonError
+    from client.content.store import DaemonError
     from validator import node as vnode
 
     store = Store(own_ipfs["api"], tmp_path / "cache", timeout=2.0, retries=1)

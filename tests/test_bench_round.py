@@ -1,4 +1,4 @@
-"""The bench's accounting (client.timing spans, client.bench_round.split_wall) on known intervals;
+"""The bench's accounting (client.runtime.timing spans, scripts.bench.round.split_wall) on known intervals;
 the bench itself runs a devnet for minutes and is exercised by `concord bench round --rounds 4`."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from client import timing
-from client.bench_round import split_wall
+from client.runtime import timing
+from scripts.bench.round import split_wall
 
 
 def test_spans_nest_exclusively_and_reach_the_file(tmp_path: Path):
     out = tmp_path / "t.jsonl"
     code = textwrap.dedent("""
         import time
-        from client import timing
+        from client.runtime import timing
         with timing.span("aggregation"):
             time.sleep(0.05)
             with timing.span("ipfs"):

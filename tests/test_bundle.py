@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from client.bundle import claimed_mean_reward, make_bundle, proof_root
-from client.config import DEFAULT_TASK, GRPOConfig
-from client.envs import make_env
-from client.grpo import pin_determinism
-from client.model import build_policy, policy_state
-from client.proofs import PROOF_BYTES, rollout_proofs_hash, merkle_root
+from client.engine.bundle import claimed_mean_reward, make_bundle, proof_root
+from client.engine.config import DEFAULT_TASK, GRPOConfig
+from client.engine.envs import make_env
+from client.engine.grpo import pin_determinism
+from client.engine.model import build_policy, policy_state
+from client.engine.proofs import PROOF_BYTES, merkle_root, rollout_proofs_hash
 from validator.checks import verify_bundle
 
 TRAINER = "0x" + "12" * 20

@@ -22,20 +22,28 @@ from rich.console import Console
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from client import bench_attacks
-from client.bundle import Bundle, make_bundle
 from client.chain import Role
-from client.cheats import CHEATS, METADATA_BYTES, PADDED_SHARDS
-from client.config import DEFAULT_TASK, GRPOConfig
-from client.demo import NodeSpec
-from client.envs import make_env
-from client.grpo import pin_determinism
-from client.manifest import SubmissionManifest
-from client.model import build_policy, policy_state
-from client.store import Store
-from client.submission import (SubmissionError, check_canonical_delta, delta_layout,
-                               delta_shards, encode_stats, fetch_submission, put_submission, submission_files)
-from client.task_spec import derived_limits
+from client.content.manifest import SubmissionManifest
+from client.content.store import Store
+from client.content.submission import (
+    SubmissionError,
+    check_canonical_delta,
+    delta_layout,
+    delta_shards,
+    encode_stats,
+    fetch_submission,
+    put_submission,
+    submission_files,
+)
+from client.content.task_spec import derived_limits
+from client.engine.bundle import Bundle, make_bundle
+from client.engine.config import DEFAULT_TASK, GRPOConfig
+from client.engine.envs import make_env
+from client.engine.grpo import pin_determinism
+from client.engine.model import build_policy, policy_state
+from scripts.adversaries.trainer_cheats import CHEATS, METADATA_BYTES, PADDED_SHARDS
+from scripts.bench import attacks as bench_attacks
+from scripts.demo import NodeSpec
 
 TRAINER = "0x" + "cd" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=1))
@@ -135,8 +143,9 @@ def test_same_tensors_other_bytes_are_refused_naming_shard_and_cid(made, store: 
 def test_the_byte_check_names_what_differs(made) -> None:
     """decode-time errors say why: extra shard, __metadata__, padding, header order, name."""
     _, _, bundle = made
-    from client.manifest import ShardRef, cid_for_digest
     import hashlib
+
+    from client.content.manifest import ShardRef, cid_for_digest
 
     def refs(shards: list[tuple[str, bytes]]) -> list[tuple[ShardRef, bytes]]:
         out = []

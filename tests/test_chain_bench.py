@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.bench_gas import write_section
+from scripts.bench.gas import write_section
 
 
 def test_write_section_replaces_only_the_gas_section(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_terminal_table_and_markdown_show_the_same_rows() -> None:
     """Both renderings come from gas_rows: every call, every size, a target where one applies."""
     from rich.console import Console
 
-    from client.bench_gas import SIZES, RoundGas, gas_rows, markdown, table
+    from scripts.bench.gas import SIZES, RoundGas, gas_rows, markdown, table
 
     rounds = {n: RoundGas(n, [70_000 + n], [50_000], [80_000], [15_000 * n]) for n in SIZES}
     summary = {"register": 130_000, "create_task": 318_000, "withdraw": 49_000, "submit": 70_256,

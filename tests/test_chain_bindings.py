@@ -7,7 +7,8 @@ import dataclasses
 import re
 
 from client import chain
-from client import compile as solc
+from scripts import REPO_ROOT
+from scripts import build_artifacts as solc
 
 
 def _snake(name: str) -> str:
@@ -45,7 +46,7 @@ def test_struct_dataclasses_follow_the_abi_tuples() -> None:
 
 
 def test_enums_match_the_interface_order() -> None:
-    src = (solc.REPO_ROOT / "contracts" / "interfaces" / "IConcordTypes.sol").read_text()
+    src = (REPO_ROOT / "contracts" / "interfaces" / "IConcordTypes.sol").read_text()
     for enum, py in [("Role", chain.Role), ("Phase", chain.Phase)]:
         body = re.search(rf"enum {enum} \{{([^}}]*)\}}", src).group(1)
         names = [n.strip().upper() for n in body.split(",") if n.strip()]

@@ -1,7 +1,7 @@
 """py-solc-x (the path nodes deploy with) and forge (the path the contract tests use) must
 produce the same runtime bytecode, so what is tested is what is deployed.
 
-foundry.toml sets `bytecode_hash = "none"` and `cbor_metadata = false`, and client/compile.py
+foundry.toml sets `bytecode_hash = "none"` and `cbor_metadata = false`, and scripts/build_artifacts.py
 copies both into the standard-JSON settings: no metadata tail is appended at all, so the
 comparison is exact, byte for byte, with nothing stripped."""
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from client import compile as solc
 from client.chain import artifacts as packaged
-from client.procs import REPO_ROOT, find_binary
+from client.runtime.procs import find_binary
+from scripts import REPO_ROOT
+from scripts import build_artifacts as solc
 
 FORGE_NATIVE = REPO_ROOT / "node_modules" / "@foundry-rs" / "forge-linux-amd64" / "bin" / "forge"
 DEPLOYED = ["Concord", "DevToken"]

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from client import devnet, procs, settle_demo
+from client.runtime import procs
+from scripts import devnet
+from scripts import harness as settle_demo
 
 
 @pytest.mark.slow

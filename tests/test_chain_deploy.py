@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from client import chain, deploy, keys
-from client import compile as solc
-from client.procs import REPO_ROOT
+from client import chain
+from client.chain import deploy, keys
+from scripts import REPO_ROOT
+from scripts import build_artifacts as solc
 
 
 def _code(rpc: chain.Rpc, address: str) -> bytes:

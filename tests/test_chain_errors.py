@@ -14,7 +14,7 @@ import pytest
 
 from client import chain
 from client.chain import ContractError, Phase, Role, TaskParams
-from client.settle_demo import digest
+from scripts.harness import digest
 
 TOKEN = 10 ** 18
 P = TaskParams(digest("spec"), digest("model 0"), 300 * TOKEN, 60 * TOKEN, 100 * TOKEN, 100 * TOKEN, 80 * TOKEN,

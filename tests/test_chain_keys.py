@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from client import keys
+from client.chain import keys
 from client.chain.rpc import Rpc, Signer
 
 SECRET = "0x" + "4c" * 32

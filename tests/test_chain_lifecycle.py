@@ -10,7 +10,7 @@ import pytest
 
 from client import chain
 from client.chain import ContractError, Phase, Role, TaskParams
-from client.settle_demo import digest
+from scripts.harness import digest
 
 TOKEN = 10 ** 18
 BASE = TaskParams(

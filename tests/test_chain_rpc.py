@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from client import devnet, keys, procs
+from client.chain import keys
 from client.chain.rpc import BroadcastUnknown, RetryPolicy, Rpc, RpcUnavailable, Signer
+from client.runtime import procs
+from scripts import REPO_ROOT, devnet
 
 RECIPIENT = "0x000000000000000000000000000000000000bEEF"
 
@@ -138,7 +140,7 @@ def test_lost_reply_is_rebroadcast_as_the_same_transaction_not_a_second_one(fres
 
 _NODE_PROCESS = """
 import sys
-from client import keys
+from client.chain import keys
 from client.chain.rpc import Rpc, Signer
 signer = Signer(Rpc(sys.argv[1]), keys.devnet_account(int(sys.argv[2])))
 pending = [signer.send(sys.argv[3], b"", value=int(sys.argv[2])) for _ in range(8)]
@@ -154,7 +156,7 @@ def test_several_node_processes_send_at_once_each_with_its_own_signer(fresh_anvi
     rpc = Rpc(fresh_anvil.url)
     recipient = "0x000000000000000000000000000000000000c0DE"
     procs_ = [subprocess.Popen([sys.executable, "-c", _NODE_PROCESS, fresh_anvil.url, str(i), recipient],
-                               stdout=subprocess.PIPE, text=True, cwd=procs.REPO_ROOT) for i in (5, 6, 7)]
+                               stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT) for i in (5, 6, 7)]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs_]
     assert [p.returncode for p in procs_] == [0, 0, 0]
     assert outs == [",".join(str(n) for n in range(8))] * 3          # each key's nonces 0..7, no gaps, no reuse

@@ -15,18 +15,20 @@ import dataclasses
 
 import pytest
 
-from client import chain, keys
-from client import node as nodes
-from client.chain import ContractError, Phase, Role
-from client.cheats import CHEATS, cheat_context
-from client.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
-from client.grpo import pin_determinism
-from client.manifest import parse_canonical
-from client.node import Display, NodeConfig
-from client.store import ContentNotFound, Store
-from client.task_cli import ChainTerms, TaskFile, publish_task
-from client.task_spec import TaskSpecManifest, derived_limits
+from client import chain
+from client.chain import ContractError, Phase, Role, keys
+from client.content.manifest import parse_canonical
+from client.content.store import ContentNotFound, Store
+from client.content.task_spec import TaskSpecManifest, derived_limits
+from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
+from client.engine.grpo import pin_determinism
+from client.initiator import ChainTerms, TaskFile, publish_task
+from client.runtime.config import NodeConfig
+from client.runtime.connect import Node
+from client.runtime.display import Display
+from client.runtime.task import TaskContext, load_task_context, phase_now
 from client.trainer import Prepared, cheat_claim, prepare_submission, submit_round
+from scripts.adversaries.trainer_cheats import CHEATS, cheat_context
 from validator import node as vnode
 
 TOKEN = 10 ** 18
@@ -62,8 +64,8 @@ EVIDENCE = {   # what the published evidence must show, beyond the failed check
 class Net:
     client: chain.ChainClient
     task_id: int
-    trainers: dict[int, nodes.Node]
-    ctxs: dict[int, nodes.TaskContext]
+    trainers: dict[int, Node]
+    ctxs: dict[int, TaskContext]
     v: vnode.Validator
 
     def prepare(self, who: int, round_: int, cheat: str | None = None) -> Prepared:
@@ -95,15 +97,15 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
         signer = lambda i: client.signer(keys.devnet_account(i))  # noqa: E731
         spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
         task_id = publish_task(client, signer(INITIATOR), Store(ipfs.api, tmp / "init"), TaskFile(spec, TERMS)).task_id
-        trainers = {i: nodes.Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1),
+        trainers = {i: Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1),
                                   tmp / f"t{i}") for i in (TRAINER, OTHER, COPIER)}
         for i in trainers:
             client.token.approve(trainers[i].signer, client.concord.address, STAKE)
             client.concord.register(trainers[i].signer, Role.TRAINER, STAKE)
-        ctxs = {i: nodes.load_task_context(n, task_id) for i, n in trainers.items()}
-        vn = nodes.Node(client, signer(VALIDATOR), Store(ipfs.api, tmp / "cache-v", timeout=1.0, retries=1), tmp / "v")
+        ctxs = {i: load_task_context(n, task_id) for i, n in trainers.items()}
+        vn = Node(client, signer(VALIDATOR), Store(ipfs.api, tmp / "cache-v", timeout=1.0, retries=1), tmp / "v")
         v = vnode.Validator(vnode.ValidatorConfig(NodeConfig("validator", anvil.url, client.deployment, ipfs.api,
-                                                             task_id)), vn, nodes.load_task_context(vn, task_id))
+                                                             task_id)), vn, load_task_context(vn, task_id))
         vnode.ensure_enrolled(v)
         net = Net(client, task_id, trainers, ctxs, v)
 
@@ -120,7 +122,7 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
         assert client.concord.latest_model(task_id).model == 1
         assert [x.accepted for x in v.verdicts.values()] == [True, True]
         client.concord.join(trainers[COPIER].signer, task_id)   # from round 1 on
-        assert nodes.phase_now(client, task_id, 1) == Phase.SUBMIT
+        assert phase_now(client, task_id, 1) == Phase.SUBMIT
         yield net
     finally:
         client.rpc.call("evm_revert", snap)
@@ -217,7 +219,7 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     import logging
     import threading
 
-    from client.submission import fetch_submission
+    from client.content.submission import fetch_submission
     from client.trainer import TrainerConfig, run_trainer
 
     spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from client.procs import REPO_ROOT
+from scripts import REPO_ROOT
 
 CONCORD = [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())"]
 

@@ -19,17 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from client import chain, devnet, procs
+from client import chain
 from client.chain import Role
-from client.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
-from client.settle_demo import Actor, Conservation, Ledger
+from client.runtime import procs
+from scripts import REPO_ROOT, devnet
+from scripts.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
+from scripts.harness import Actor, Conservation, Ledger
 
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 
 
 def demo_cmd(state: Path, *extra: str) -> list[str]:
     ports = [str(procs.free_port()) for _ in range(4)]
-    return [sys.executable, "-m", "client.demo", "--task-file", str(TASK_FILE), "--state-dir", str(state), "--no-live",
+    return [sys.executable, "-m", "scripts.demo", "--task-file", str(TASK_FILE), "--state-dir", str(state), "--no-live",
             "--anvil-port", ports[0], "--ipfs-port", ports[1], "--ipfs-gateway-port", ports[2],
             "--ipfs-grpc-port", ports[3], *extra]
 
@@ -55,7 +57,7 @@ def wait_for(what: str, pred, proc: subprocess.Popen, timeout: float = 90.0) -> 
 def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Signals, when: str):
     out = tmp_path / "demo.out"
     with open(out, "wb") as fh:
-        proc = subprocess.Popen(demo_cmd(tmp_path / "state", "--rounds", "5"), cwd=procs.REPO_ROOT, stdout=fh,
+        proc = subprocess.Popen(demo_cmd(tmp_path / "state", "--rounds", "5"), cwd=REPO_ROOT, stdout=fh,
                                 stderr=subprocess.STDOUT)
     daemons: list[procs.Daemon] = []
     try:
@@ -85,7 +87,7 @@ def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Si
 @pytest.mark.slow
 def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
     state = tmp_path / "state"
-    run = subprocess.run(demo_cmd(state, "--rounds", "2"), cwd=procs.REPO_ROOT, capture_output=True, text=True,
+    run = subprocess.run(demo_cmd(state, "--rounds", "2"), cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=240)
     lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith('{"demo"')]
     assert len(lines) == 1, run.stdout[-3000:] + run.stderr[-3000:]
@@ -135,7 +137,7 @@ def test_verdict_rules(monkeypatch):
 
 
 def test_chain_only_runs_the_sdk_settlement_demo(tmp_path: Path, capsys):
-    from client import demo
+    from scripts import demo
 
     ports = [str(procs.free_port()) for _ in range(4)]
     rc = demo.main(["--chain-only", "--state-dir", str(tmp_path / "state"), "--anvil-port", ports[0], "--ipfs-port",

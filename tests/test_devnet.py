@@ -14,7 +14,9 @@ from pathlib import Path
 import ipfshttpclient
 import pytest
 
-from client import chain, devnet, procs
+from client import chain
+from client.runtime import procs
+from scripts import devnet
 
 
 def _children() -> set[int]:

@@ -8,31 +8,24 @@ from collections import Counter
 from fractions import Fraction
 
 import pytest
-import torch
 
-from client.config import EnvConfig, ModelConfig, SamplerConfig
-from client.envs import (
+from client.engine.config import EnvConfig
+from client.engine.envs import (
     BLANK,
     BOS,
     EOS,
     PAD,
     PLUS,
+    REGISTRY,
     SEP,
     SYM0,
-    BadEnvParams,
-    UnknownEnv,
-    REGISTRY,
     chance_corrected,
-    exact,
     make_env,
     multiset_reward,
     positional_reward,
     render,
     reward,
-    rewards,
 )
-from client.model import build_policy
-from client.rollout import generate
 
 
 def s(*vals: int) -> list[int]:
@@ -160,7 +153,7 @@ def test_best_constant_answer_never_beats_random_guessing(env_id: str) -> None:
     numbers of docs/LEARNING.md's table). Exact expectations where the prompts are enumerable (add,
     modadd, sort); reverse on 2000 seeded prompts; random guessing sampled except on modadd; the
     comparison allows 3 standard errors of the difference."""
-    from client.reward_baselines import measure
+    from scripts.reward_baselines import measure
 
     row = measure(env_id, "chance-corrected", seeded=2000)
     slack = 3 * (row.constant_se ** 2 + row.random_se ** 2) ** 0.5 + 1e-12   # + float rounding of the sums
@@ -173,7 +166,12 @@ def test_best_constant_answer_never_beats_random_guessing(env_id: str) -> None:
 
 def test_the_earlier_rule_paid_a_fixed_answer_more_than_guessing() -> None:
     """The issue as found: under plain positional credit '00$' earned 0.522 on modadd (exact), guessing 0.40."""
-    from client.reward_baselines import exact_prompts, exact_random_guess, legacy_reward, best_constant
+    from scripts.reward_baselines import (
+        best_constant,
+        exact_prompts,
+        exact_random_guess,
+        legacy_reward,
+    )
 
     env = make_env(EnvConfig("modadd", {}))
     prompts = exact_prompts(env)
@@ -183,7 +181,7 @@ def test_the_earlier_rule_paid_a_fixed_answer_more_than_guessing() -> None:
 
 def test_the_constant_search_finds_the_exhaustive_best() -> None:
     """candidate_constants against every completion of symbols then EOS, on small alphabets."""
-    from client.reward_baselines import candidate_constants
+    from scripts.reward_baselines import candidate_constants
 
     for env_id, params in (("sort", {"n_min": 2, "n_max": 4, "alphabet": 4}), ("reverse", {"n_min": 2, "n_max": 4, "alphabet": 4}),
                            ("add", {"n_digits": 2}), ("modadd", {"modulus": 37})):

@@ -2,7 +2,7 @@
 
 Not repeated here (tests/test_validator_node.py covers them): a validator SIGKILLed after its
 commit while the commit phase is still open and restarted in the reveal phase reveals its plan,
-is not slashed, and the round settles by the honest majority (client.fault_drills has the same
+is not slashed, and the round settles by the honest majority (scripts.drills has the same
 scenario as a drill for `concord bench attacks`); a trainer stopped cleanly after its
 submission does not resubmit. Added here:
 
@@ -17,7 +17,7 @@ submission does not resubmit. Added here:
   fetch say so (the API address in the log line), retry, and carry on when it returns; the
   honest submission is accepted, not rejected for the validator's outage.
 
-Through client.fault_drills (each returns a DrillResult, also a row of the attack bench):
+Through scripts.drills (each returns a DrillResult, also a row of the attack bench):
 
 * a trainer SIGKILLed during its upload (files in IPFS, manifest not yet): nothing is
   submitted for it; restarted, it submits the round once and is paid once;
@@ -39,12 +39,29 @@ from pathlib import Path
 
 import pytest
 
-from client import chain, devnet, fault_drills as drills, procs
+from client import chain
 from client.chain import Role
-from client.fault_drills import (PEER, STAKE, VAL_A, VAL_B, VICTIM, IpfsDaemon, NodeProcess, NodeThread,
-                                 any_failed, events, node_argv, node_cfg, wait_for)
-from client.node import connect_node, load_task_context, model_for_round
+from client.runtime import procs
+from client.runtime.connect import connect_node
+from client.runtime.task import load_task_context, model_for_round
 from client.trainer import TrainerConfig, run_trainer
+from scripts import devnet
+from scripts import drills as drills
+from scripts.drills import (
+    PEER,
+    STAKE,
+    VAL_A,
+    VAL_B,
+    VICTIM,
+    IpfsDaemon,
+    NodeProcess,
+    NodeThread,
+    any_failed,
+    events,
+    node_argv,
+    node_cfg,
+    wait_for,
+)
 from validator import node as vnode
 
 TOKEN = 10 ** 18
@@ -162,8 +179,8 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, 
 @pytest.mark.slow
 def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(chain_env, ipfs, tmp_path: Path,
                                                                              node_processes, node_threads):
-    from client.bundle import make_bundle
-    from client.submission import put_submission
+    from client.content.submission import put_submission
+    from client.engine.bundle import make_bundle
 
     client, rounds = chain_env.client, 2
     task_id = publish(client, ipfs.api, tmp_path, rounds, min_validators=2)
@@ -304,7 +321,7 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, 
     assert_conserved(client)
 
 
-# ----------------------------------------------------------------------------- (d) client.fault_drills
+# ----------------------------------------------------------------------------- (d) scripts.drills
 
 @pytest.mark.slow
 def test_trainer_sigkilled_during_its_upload_submits_the_round_once(chain_env, ipfs, tmp_path: Path):

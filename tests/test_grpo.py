@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from client.config import EnvConfig, GRPOConfig, ModelConfig, SamplerConfig
-from client.envs import make_env
-from client.grpo import (
+from client.engine.config import EnvConfig, GRPOConfig, ModelConfig, SamplerConfig
+from client.engine.envs import make_env
+from client.engine.grpo import (
     GroupSizeMismatch,
     advantages,
     delta_similarity,
@@ -21,7 +20,7 @@ from client.grpo import (
     replay_training,
     train_round,
 )
-from client.model import build_policy, policy_state
+from client.engine.model import build_policy, policy_state
 
 TRAINER = "0x" + "ab" * 20
 MODEL = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=24, seed=4)
@@ -119,7 +118,7 @@ def test_sgd_inner_optimizer_and_warmup_replay_exactly() -> None:
     replayed = replay_training(base, batches, cfg)
     assert all(torch.equal(replayed[k], delta[k]) for k in delta)
     # warmup: inner step k runs at lr * min(1, (k + 1) / 3)
-    from client.grpo import inner_update, make_inner_optimizer
+    from client.engine.grpo import inner_update, make_inner_optimizer
 
     policy = build_policy(MODEL)
     opt = make_inner_optimizer(policy, cfg)

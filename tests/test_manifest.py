@@ -7,9 +7,19 @@ import json
 
 import pytest
 
-from client.manifest import (MAX_MANIFEST_BYTES, MAX_SHARDS, ManifestError, ModelManifest, ShardRef,
-                             SubmissionManifest, canonical_bytes, cid_for_digest, decode_manifest, digest_for_cid,
-                             digest_of)
+from client.content.manifest import (
+    MAX_MANIFEST_BYTES,
+    MAX_SHARDS,
+    ManifestError,
+    ModelManifest,
+    ShardRef,
+    SubmissionManifest,
+    canonical_bytes,
+    cid_for_digest,
+    decode_manifest,
+    digest_for_cid,
+    digest_of,
+)
 
 
 def ref(name: str, payload: bytes) -> ShardRef:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.config import ModelConfig
-from client.model import (
+from client.engine.config import ModelConfig
+from client.engine.model import (
     HFPolicy,
     Policy,
     SequenceTooLong,

@@ -1,5 +1,5 @@
 """The network as separate processes (issue 4, first test bullet): 2 trainer and 2 validator
-processes on a devnet of their own run 3 rounds of a small task through `client.demo.run_network`.
+processes on a devnet of their own run 3 rounds of a small task through `scripts.demo.run_network`.
 
 One run per module; each test asserts one part of what it left on chain, in IPFS and in the logs.
 """
@@ -15,12 +15,21 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from client import chain, devnet, procs
+from client import chain
 from client.chain import Role
-from client.demo import NetworkPlan, NodeProc, Outcome, demo_nodes, run_network, stop_nodes
-from client.model_store import fetch_model
-from client.store import Store
-from client.task_cli import load_task_file
+from client.content.model_store import fetch_model
+from client.content.store import Store
+from client.initiator import load_task_file
+from client.runtime import procs
+from scripts import devnet
+from scripts.demo import (
+    NetworkPlan,
+    NodeProc,
+    Outcome,
+    demo_nodes,
+    run_network,
+    stop_nodes,
+)
 
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 ROUNDS = 3

@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 import toploc
 import toploc.poly
+import torch
 
-from client.proofs import (
+from client.engine.proofs import (
     CHUNK,
     FIELD,
     PROOF_BYTES,

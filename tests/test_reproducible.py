@@ -1,6 +1,6 @@
 """Reproducible by construction (issue 4): with asyncLevel 0, the same seeds and the same thread
 settings, the on-chain run's model after every round is byte for byte the RL engine's in-process
-simulation (client.simulate.simulate_decentralized): the network adds verification, not noise.
+simulation (scripts.simulate.simulate_decentralized): the network adds verification, not noise.
 
 The chain run: 3 trainer processes and 1 validator process, 3 rounds of a small task. The
 simulation trains with the same trainer addresses (they seed prompts and sampling), orders the
@@ -18,14 +18,23 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from client import chain, devnet, procs
+from client import chain
 from client.chain import Role
-from client.demo import NetworkPlan, NodeProc, Outcome, demo_nodes, run_network, stop_nodes
-from client.grpo import pin_determinism
-from client.model_store import put_model
-from client.simulate import simulate_decentralized
-from client.store import Store
-from client.task_cli import load_task_file
+from client.content.model_store import put_model
+from client.content.store import Store
+from client.engine.grpo import pin_determinism
+from client.initiator import load_task_file
+from client.runtime import procs
+from scripts import devnet
+from scripts.demo import (
+    NetworkPlan,
+    NodeProc,
+    Outcome,
+    demo_nodes,
+    run_network,
+    stop_nodes,
+)
+from scripts.simulate import simulate_decentralized
 
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 ROUNDS = 3

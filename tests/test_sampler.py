@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from client.sampler import (
+from client.engine.sampler import (
     BadTrainerAddress,
     choose,
     gumbel_noise,

@@ -6,7 +6,7 @@ children alike, whoever their parent is by then); once the command's children ar
 the signal, by PID, as `timeout` or `kill` would send it, and must exit with no marked process
 left. Whatever the outcome, the test kills every marked process on its way out.
 
-- The mechanism (client.procs.no_orphans), in-process: a signal unwinds and what was started is
+- The mechanism (client.runtime.procs.no_orphans), in-process: a signal unwinds and what was started is
   stopped; a signal during a start waits until the child is on record; disowned daemons stay.
 - `concord devnet up` stopped while starting: no half devnet, no state file; once complete it
   still leaves the devnet running for `concord devnet down` (the one command that does, on purpose).
@@ -31,10 +31,13 @@ from pathlib import Path
 
 import pytest
 
-from client import chain, devnet, keys, procs
-from client.demo import NODES_FILE, demo_task_file
-from client.store import Store
-from client.task_cli import publish_task
+from client import chain
+from client.chain import keys
+from client.content.store import Store
+from client.initiator import publish_task
+from client.runtime import procs
+from scripts import REPO_ROOT, devnet
+from scripts.demo import NODES_FILE, demo_task_file
 
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 MARK_VAR = "SIGNAL_TEST_MARK"    # not CONCORD_*: fault drills strip those from their nodes' environment
@@ -95,7 +98,7 @@ def launched(name: str, argv: list[str], tmp_path: Path) -> Iterator[Command]:
     out = tmp_path / f"{name}.out"
     env = {**os.environ, MARK_VAR: mark, "PYTHONUNBUFFERED": "1"}
     with open(out, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "client.cli", *argv], cwd=procs.REPO_ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "client.cli", *argv], cwd=REPO_ROOT, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield Command(proc, mark, out)
@@ -229,7 +232,7 @@ def test_devnet_up_still_leaves_a_complete_devnet_running_for_devnet_down(tmp_pa
         daemons = devnet.load(state).daemon_list()
         assert {d.name for d in daemons} == {"anvil", "ipfs"} and all(procs.is_ours(d) for d in daemons)
         down = subprocess.run([sys.executable, "-m", "client.cli", "devnet", "down", "--state-dir", str(state)],
-                              cwd=procs.REPO_ROOT, capture_output=True, text=True, timeout=60)
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert down.returncode == 0, down.stderr
         assert cmd.left_behind() == {}
 

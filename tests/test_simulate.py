@@ -6,9 +6,17 @@ import dataclasses
 
 import pytest
 
-from client.config import DEFAULT_TASK, GRPOConfig, ModelConfig, OuterConfig, SamplerConfig, TaskConfig, EnvConfig
-from client.grpo import pin_determinism
-from client.simulate import simulate_centralized, simulate_decentralized
+from client.engine.config import (
+    DEFAULT_TASK,
+    EnvConfig,
+    GRPOConfig,
+    ModelConfig,
+    OuterConfig,
+    SamplerConfig,
+    TaskConfig,
+)
+from client.engine.grpo import pin_determinism
+from scripts.simulate import simulate_centralized, simulate_decentralized
 
 SMALL = TaskConfig(
     model=ModelConfig(d_model=32, n_layers=1, n_heads=4, max_seq_len=24, seed=0),
@@ -59,7 +67,7 @@ def test_default_task_learns() -> None:
 
 
 def test_task_config_loads_from_toml_and_names_bad_fields(tmp_path) -> None:
-    from client.config import ConfigError, from_dict, load_task, to_dict
+    from client.engine.config import ConfigError, from_dict, load_task, to_dict
 
     path = tmp_path / "task.toml"
     path.write_text(
@@ -84,7 +92,7 @@ def test_task_config_loads_from_toml_and_names_bad_fields(tmp_path) -> None:
 def test_bench_learn_ends_with_one_json_line(tmp_path, capsys) -> None:
     import json
 
-    from client.bench_learn import main
+    from scripts.bench.learn import main
 
     png = tmp_path / "curve.png"
     argv = ["--rounds", "2", "--env", "reverse", "--trainers", "2", "--inner-steps", "1", "--plot", str(png)]
@@ -101,7 +109,7 @@ def test_bench_learn_seeds_adds_per_seed_rows_and_means(tmp_path, capsys) -> Non
     """--seeds 2: seed 0 stays the headline (same numbers as a plain run), seed 1 differs."""
     import json
 
-    from client.bench_learn import main
+    from scripts.bench.learn import main
 
     argv = ["--rounds", "1", "--env", "reverse", "--trainers", "2", "--inner-steps", "1", "--plot", str(tmp_path / "c.png")]
     assert main(argv) == 0

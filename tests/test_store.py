@@ -13,10 +13,23 @@ from pathlib import Path
 import pytest
 import requests
 
-from client import devnet, procs
-from client.manifest import ManifestError, ModelManifest, ShardRef, cid_for_digest
-from client.store import (ContentNotFound, DigestMismatch, SizeLimitExceeded, SizeMismatch, Store, StoreUnavailable,
-                          api_multiaddr)
+from client.content.manifest import (
+    ManifestError,
+    ModelManifest,
+    ShardRef,
+    cid_for_digest,
+)
+from client.content.store import (
+    ContentNotFound,
+    DigestMismatch,
+    SizeLimitExceeded,
+    SizeMismatch,
+    Store,
+    StoreUnavailable,
+    api_multiaddr,
+)
+from client.runtime import procs
+from scripts import devnet
 
 MB = 1_000_000
 
@@ -181,6 +194,6 @@ def test_daemon_down_is_unavailable_then_a_retry_picks_up_the_restart(own_ipfs: 
     daemon, _ = procs.start("ipfs", argv, tmp_path / "ipfs2.log", env={"IPFS_PATH": str(own_ipfs["repo"])})
     own_ipfs["daemon"] = daemon
     patient = Store(api, None, timeout=5.0, retries=8, backoff=0.25)
-    with caplog.at_level(logging.WARNING, logger="client.store"):
+    with caplog.at_level(logging.WARNING, logger="client.content.store"):
         assert patient.get_manifest(digest) == b'{"kind":"survives"}'
     assert any("retry 1/7" in r.getMessage() for r in caplog.records)

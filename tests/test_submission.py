@@ -17,18 +17,40 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from client.bundle import Bundle, make_bundle, proof_root
-from client.config import DEFAULT_TASK, GRPOConfig, to_dict
-from client.envs import make_env
-from client.grpo import pin_determinism
-from client.manifest import ManifestError, ModelManifest, ShardRef, SubmissionManifest, cid_for_digest
-from client.model import build_policy, policy_state
-from client.model_store import ModelError, fetch_model, put_model
-from client.rollout import RolloutBatch
-from client.store import Store, StoreUnavailable
-from client.submission import (PROOFS_MAGIC, SubmissionError, SubmissionLimits, decode_proof_file, default_limits,
-                               encode_proof_file, encode_stats, fetch_submission, put_submission, submission_files)
-from client.task_spec import TaskSpecError, TaskSpecManifest, fetch_task_spec, load_task_spec, put_task_spec
+from client.content.manifest import (
+    ManifestError,
+    ModelManifest,
+    ShardRef,
+    SubmissionManifest,
+    cid_for_digest,
+)
+from client.content.model_store import ModelError, fetch_model, put_model
+from client.content.store import Store, StoreUnavailable
+from client.content.submission import (
+    PROOFS_MAGIC,
+    SubmissionError,
+    SubmissionLimits,
+    decode_proof_file,
+    default_limits,
+    encode_proof_file,
+    encode_stats,
+    fetch_submission,
+    put_submission,
+    submission_files,
+)
+from client.content.task_spec import (
+    TaskSpecError,
+    TaskSpecManifest,
+    fetch_task_spec,
+    load_task_spec,
+    put_task_spec,
+)
+from client.engine.bundle import Bundle, make_bundle, proof_root
+from client.engine.config import DEFAULT_TASK, GRPOConfig, to_dict
+from client.engine.envs import make_env
+from client.engine.grpo import pin_determinism
+from client.engine.model import build_policy, policy_state
+from client.engine.rollout import RolloutBatch
 from validator.checks import verify_bundle
 
 TRAINER = "0x" + "ab" * 20
@@ -266,9 +288,9 @@ def test_same_weights_same_digest_across_calls_and_processes(made, store: Store,
     state = policy_state(base)
     digest = put_model(store, state, CFG.model, None, None)
     assert put_model(store, {k: t.clone() for k, t in state.items()}, CFG.model, None, None) == digest
-    code = ("import sys; from client.config import ModelConfig, from_dict; import json;"
-            "from client.model import build_policy, policy_state; from client.model_store import put_model;"
-            "from client.store import Store;"
+    code = ("import sys; from client.engine.config import ModelConfig, from_dict; import json;"
+            "from client.engine.model import build_policy, policy_state; from client.content.model_store import put_model;"
+            "from client.content.store import Store;"
             "cfg = from_dict(ModelConfig, json.loads(sys.argv[2]), 'model');"
             "print(put_model(Store(sys.argv[1], None), policy_state(build_policy(cfg)), cfg, None, None))")
     out = subprocess.run([sys.executable, "-c", code, ipfs.api, json.dumps(to_dict(CFG.model))],

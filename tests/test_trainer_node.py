@@ -1,4 +1,4 @@
-"""Task publishing and the trainer node against real Anvil + js-ipfs + torch (client.task_cli, client.trainer)."""
+"""Task publishing and the trainer node against real Anvil + js-ipfs + torch (client.initiator, client.trainer)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ import pytest
 import requests
 
 from client import chain
-from client.bundle import proof_root
-from client.config import DEFAULT_TASK
-from client.node import EventFollower, NodeConfig, connect_node, load_task_context, model_for_round
-from client.submission import fetch_submission
-from client.task_cli import TaskSpecError, load_task_file, main as task_main, publish_task
-from client.cheats import inflate_rewards
+from client.content.submission import fetch_submission
+from client.engine.bundle import proof_root
+from client.engine.config import DEFAULT_TASK
+from client.initiator import TaskSpecError, load_task_file, publish_task
+from client.initiator import main as task_main
+from client.runtime.config import NodeConfig
+from client.runtime.connect import connect_node
+from client.runtime.events import EventFollower
+from client.runtime.task import load_task_context, model_for_round
 from client.trainer import Prepared, TrainerConfig, run_trainer, submit_round
+from scripts.adversaries.trainer_cheats import inflate_rewards
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TOML = REPO / "configs" / "default_task.toml"
@@ -160,7 +164,7 @@ def test_trainer_submits_a_round_and_never_twice(chain_env, ipfs, tmp_path: Path
     assert again.submitted == [] and again.missed == []
     # even handed round 0's bundle directly, the node checks chain state and sends nothing
     prep = Prepared(0, 0, ev.bundle_digest.hex(), ev.proof_root, ev.work_units, 0.0, 16, 0.0)
-    from client.node import Display
+    from client.runtime.display import Display
     assert submit_round(node, ctx, prep, Display("t", json_logs=True)) is None
     assert len(_submitted(client, task_id, me)) == 1
     assert client.concord.member_info(task_id, me).last_submit_round == 0
@@ -173,7 +177,7 @@ def test_cheat_inflates_claimed_rewards(chain_env, ipfs, tmp_path: Path):
     task_id = _publish_small(chain_env, ipfs, tmp_path)
     node = connect_node(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "cheater"))
     ctx = load_task_context(node, task_id)
-    from client.bundle import make_bundle
+    from client.engine.bundle import make_bundle
 
     honest = make_bundle(model_for_round(ctx, node.store, 0), ctx.env, ctx.task, task_id, 0, node.address, 0)
     cheat = inflate_rewards(honest)
@@ -226,7 +230,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     """asyncLevel 1: round 1 is generated on model 0 while round 0 is verified; round 2 builds on model 1."""
-    from client.model_store import put_model
+    from client.content.model_store import put_model
 
     client = chain_env.client
     cfg0 = _node_cfg(chain_env, ipfs, tmp_path, 0, INITIATOR, "initiator")
@@ -265,7 +269,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
 def test_node_config_from_devnet_json_and_flags(tmp_path: Path):
     import argparse
 
-    from client.node import NodeConfigError, add_node_args, node_config
+    from client.runtime.config import NodeConfigError, add_node_args, node_config
 
     dep = {"chain_id": 31337, "concord": "0x" + "11" * 20, "token": "0x" + "22" * 20, "block_number": 3,
            "deployer": "0x" + "33" * 20}

@@ -1,5 +1,5 @@
 """Cheating validators (issue 5) against real Anvil + js-ipfs + torch: each `--cheat` mode does what
-validator/cheats.py says, and the rules of docs/PROTOCOL.md take from it what `expected_loss` says.
+scripts/adversaries/validator_cheats.py says, and the rules of docs/PROTOCOL.md take from it what `expected_loss` says.
 
 One round runs once per module. Three trainers submit through the SDK: an honest bundle (#0),
 the same kind of bundle with inflated rewards (#1) and a digest nobody stored (#2). Seven
@@ -22,15 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from client import chain, keys
-from client.bundle import Bundle, claimed_mean_reward, make_bundle
-from client.chain import Phase, Role
-from client.grpo import pin_determinism
-from client.model_store import put_model
-from client.node import NodeConfig, NodeConfigError, connect_node, load_task_context, model_for_round
-from client.submission import put_submission
-from client.task_cli import load_task_file, publish_task
-from validator import cheats
+from client import chain
+from client.chain import Phase, Role, keys
+from client.content.model_store import put_model
+from client.content.submission import put_submission
+from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
+from client.engine.grpo import pin_determinism
+from client.initiator import load_task_file, publish_task
+from client.runtime.config import NodeConfig, NodeConfigError
+from client.runtime.connect import connect_node
+from client.runtime.task import load_task_context, model_for_round
+from scripts.adversaries import validator_cheats as cheats
 from validator import node as vnode
 from validator.aggregate import outer_step
 

@@ -21,23 +21,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from client import chain, keys, procs
-from client.bundle import Bundle, claimed_mean_reward, make_bundle
-from client.chain import Role
-from client.config import DEFAULT_TASK, GRPOConfig
-from client.envs import make_env
-from client.grpo import pin_determinism
-from client.manifest import parse_canonical
-from client.model import build_policy, load_policy_state, policy_state
-from client.model_store import fetch_model, put_model
-from client.node import NodeConfig
-from client.store import Store
-from client.submission import put_submission
-from client.task_cli import ChainTerms, TaskFile, publish_task
-from client.task_spec import TaskSpecManifest, derived_limits
+from client import chain
+from client.chain import Role, keys
+from client.content.manifest import parse_canonical
+from client.content.model_store import fetch_model, put_model
+from client.content.store import Store
+from client.content.submission import put_submission
+from client.content.task_spec import TaskSpecManifest, derived_limits
+from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
+from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
+from client.engine.envs import make_env
+from client.engine.grpo import pin_determinism
+from client.engine.model import build_policy, load_policy_state, policy_state
+from client.initiator import ChainTerms, TaskFile, publish_task
+from client.runtime.config import NodeConfig
+from scripts import REPO_ROOT
 from validator import node as vnode
 from validator.aggregate import outer_step
-from client.config import ValidationConfig
 
 TOKEN = 10 ** 18
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
@@ -83,7 +83,7 @@ def start_validator_a(devnet_json: Path, task_id: int, state_dir: Path, log_path
             "--state-dir", str(state_dir), "--devnet-account", str(VAL_A), "--rounds", "2", "--withdraw",
             "--json-logs", "--poll-interval", "0.1"]
     with open(log_path, "ab") as out:
-        return subprocess.Popen(argv, cwd=procs.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
@@ -323,16 +323,17 @@ def fake_submitted(task_id: int, round_: int, index: int, trainer: str, base_rou
 
 
 def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(chain_env, ipfs, tmp_path):
-    from client import node as nodes
+    from client.runtime.connect import Node
+    from client.runtime.task import load_task_context
 
     pin_determinism(1)
     client = chain_env.client
     store = Store(ipfs.api, tmp_path / "cache", timeout=1.0, retries=1)
     spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
     task_id = publish_task(client, chain_env.signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
-    node = nodes.Node(client, chain_env.signer(VAL_A), store, tmp_path / "val")
+    node = Node(client, chain_env.signer(VAL_A), store, tmp_path / "val")
     v = vnode.Validator(vnode.ValidatorConfig(NodeConfig("validator", chain_env.anvil.url, client.deployment, ipfs.api,
-                                                         task_id)), node, nodes.load_task_context(node, task_id))
+                                                         task_id)), node, load_task_context(node, task_id))
     trainer = keys.devnet_account(HONEST).address
     env, policy0 = make_env(CFG.env), build_policy(CFG.model)
 

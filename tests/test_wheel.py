@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from client.procs import REPO_ROOT
+from scripts import REPO_ROOT
 
 
 def _run(argv: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ identical bytes (and so the same model digest):
 - m' = momentum * m + g;  step = g + momentum * m' (Nesterov) or m' (heavy ball);
 - theta' = theta - lr * step.
 Momentum buffers start at zero (an empty state dict) and are saved beside the weights with
-client.weights under the names `momentum.<param>`. No accepted delta: the model and the
+client.content.weights under the names `momentum.<param>`. No accepted delta: the model and the
 momentum stay as they are.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import torch
 
-from client.config import OuterConfig
+from client.engine.config import OuterConfig
 
 MOMENTUM_PREFIX = "momentum."
 
@@ -70,7 +70,7 @@ def outer_step(
 
 
 def momentum_to_tensors(momentum: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Momentum buffers under `momentum.<param>` names, for client.weights.save_shards."""
+    """Momentum buffers under `momentum.<param>` names, for client.content.weights.save_shards."""
     return {MOMENTUM_PREFIX + n: t for n, t in momentum.items()}
 
 

@@ -19,15 +19,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from client import sampler as smp
-from client import timing
-from client.bundle import Bundle, claimed_mean_reward, proof_root
-from client.config import GRPOConfig, SamplerConfig, TaskConfig, ValidationConfig
-from client.envs import EOS, PAD, Env, rewards
-from client.grpo import delta_similarity, inner_update, make_inner_optimizer, state_delta
-from client.model import clone_policy, policy_state
-from client.proofs import ProofCheck, ToplocThresholds, verify_rollout_proofs
-from client.rollout import RolloutBatch, completion_logits, completion_mask, prefill
+from client.engine import sampler as smp
+from client.engine.bundle import Bundle, claimed_mean_reward, proof_root
+from client.engine.config import GRPOConfig, SamplerConfig, TaskConfig, ValidationConfig
+from client.engine.envs import EOS, PAD, Env, rewards
+from client.engine.grpo import (
+    delta_similarity,
+    inner_update,
+    make_inner_optimizer,
+    state_delta,
+)
+from client.engine.model import clone_policy, policy_state
+from client.engine.proofs import ProofCheck, ToplocThresholds, verify_rollout_proofs
+from client.engine.rollout import (
+    RolloutBatch,
+    completion_logits,
+    completion_mask,
+    prefill,
+)
+from client.runtime import timing
 
 CHECKS = ("schema", "prompts", "toploc", "sampling", "rewards", "work_units", "training_replay", "proof_root")
 

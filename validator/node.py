@@ -10,13 +10,13 @@ picks up exactly where the chain and its state dir say it is:
     round r in Reveal   -> reveal what the plan on disk committed to
     round in Finalize   -> finalize_due (any validator may; "already finalized" is fine)
 
-State dir (one per validator key; client.node adds its event cursor), files written atomically:
+State dir (one per validator key; client.runtime adds its event cursor), files written atomically:
 
     <state>/task-<id>/verdicts/r<round>-i<index>.json   one per submission (canonical JSON)
     <state>/task-<id>/evidence/<digest>.json             rejection evidence, also in IPFS
     <state>/task-<id>/plans/r<round>.json                salt, bitmap, next model, commitment
     <state>/models/  <state>/ipfs-cache/                 content caches (by digest)
-    <state>/task-<id>/cheat/r<round>.json                --cheat copy_reveal only (validator/cheats.py)
+    <state>/task-<id>/cheat/r<round>.json                --cheat copy_reveal only (scripts/adversaries/validator_cheats.py)
 
 Next model (DESIGN 6.7): `validator.aggregate.outer_step` over the accepted deltas keyed by
 bundle digest (hex, sorted) from model r's weights and outer state, stored with
@@ -25,7 +25,7 @@ digest is committed. With no accepted submission the proposal is model r's own d
 model stays).
 
 Availability (issue 10; docs/SECURITY.md "Validator availability"):
-  * each submission is fetched under its own deadline (client.submission.submission_deadline_s),
+  * each submission is fetched under its own deadline (client.content.submission.submission_deadline_s),
     each from the tick it is seen (up to MAX_FETCH_THREADS at once), so a slow or withholding
     provider costs one deadline, not one per submission; a stopping node drops the fetches not
     yet started and the running ones end by their deadlines;
@@ -57,19 +57,47 @@ from typing import Any
 
 import torch
 
-from client import chain, keys, timing
-from client import node as nodes
-from client.bundle import Bundle
-from client.chain import ChainClient, Concord, ContractError, ConcordEvent, Phase, Role, Signer, Submitted
-from client.grpo import pin_determinism
-from client.manifest import canonical_bytes, cid_for_digest, digest_of
-from client.model import policy_state
-from client.model_store import ModelError, put_model
-from client.node import NodeConfig, TaskContext, fields
-from client.store import DaemonError, Store, StoreError, StoreUnavailable
-from client.submission import SubmissionError, fetch_submission, submission_deadline_s
-from client.task_spec import TaskSpecError
-from validator import cheats
+from client import chain
+from client.chain import (
+    ChainClient,
+    Concord,
+    ConcordEvent,
+    ContractError,
+    Phase,
+    Role,
+    Signer,
+    Submitted,
+    keys,
+)
+from client.content.manifest import canonical_bytes, cid_for_digest, digest_of
+from client.content.model_store import ModelError, put_model
+from client.content.store import DaemonError, Store, StoreError, StoreUnavailable
+from client.content.submission import (
+    SubmissionError,
+    fetch_submission,
+    submission_deadline_s,
+)
+from client.content.task_spec import TaskSpecError
+from client.engine.bundle import Bundle
+from client.engine.grpo import pin_determinism
+from client.engine.model import policy_state
+from client.runtime import timing
+from client.runtime.config import (
+    NodeConfig,
+    NodeConfigError,
+    add_node_args,
+    node_config,
+)
+from client.runtime.connect import Node, connect_node
+from client.runtime.display import Display, fields, setup_logging, shutdown_event
+from client.runtime.events import EventFollower
+from client.runtime.task import (
+    TaskContext,
+    UnknownTask,
+    load_task_context,
+    model_for_round,
+)
+from scripts.adversaries import validator_cheats as cheats
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
 
@@ -114,11 +142,11 @@ class ValidatorConfig:
     withdraw: bool = False             # withdraw the credited balance before exiting
     stake: int | None = None           # stake to register with (default: the task's minValidatorStake)
     finalize_page: int = 64            # finalize steps per transaction
-    cheat: str | None = None           # a validator.cheats mode (attack bench only)
+    cheat: str | None = None           # a scripts.adversaries.validator_cheats mode (attack bench only)
 
     def __post_init__(self) -> None:
         if self.cheat is not None and self.cheat not in cheats.VALIDATOR_CHEATS:
-            raise nodes.NodeConfigError("--cheat", f"unknown mode {self.cheat!r} "
+            raise NodeConfigError("--cheat", f"unknown mode {self.cheat!r} "
                                                    f"(known: {sorted(cheats.VALIDATOR_CHEATS)})")
 
 
@@ -172,7 +200,7 @@ class Validator:
     """One validator's live state: the node's connections, the task, what it has seen and verified."""
 
     cfg: ValidatorConfig
-    node: nodes.Node
+    node: Node
     task: TaskContext
     submissions: dict[int, dict[int, Submitted]] = field(default_factory=dict)   # round -> index -> event
     verdicts: dict[tuple[int, int], SubmissionVerdict] = field(default_factory=dict)
@@ -265,8 +293,8 @@ def load_verdicts(folder: Path) -> list[SubmissionVerdict]:
 
 def connect_validator(cfg: ValidatorConfig) -> Validator:
     """Connections, key, the task (spec from IPFS by its on-chain digest) and the verdicts already on disk."""
-    node = nodes.connect_node(cfg.node)
-    v = Validator(cfg, node, nodes.load_task_context(node, cfg.node.task_id))
+    node = connect_node(cfg.node)
+    v = Validator(cfg, node, load_task_context(node, cfg.node.task_id))
     for verdict in load_verdicts(v.task_dir):
         v.verdicts[(verdict.round, verdict.index)] = verdict
         if verdict.evidence_digest:      # published before a restart or not: putting it again is idempotent
@@ -430,7 +458,7 @@ def base_shapes(v: Validator, base_rounds: set[int]) -> dict[int, dict[str, tupl
     shapes: dict[int, dict[str, tuple[int, ...]]] = {}
     for base_round in sorted(base_rounds):
         with timing.span("ipfs"):
-            policy = nodes.model_for_round(v.task, v.store, base_round)   # final: the chain checked at submit
+            policy = model_for_round(v.task, v.store, base_round)   # final: the chain checked at submit
         shapes[base_round] = {n: tuple(t.shape) for n, t in policy_state(policy).items()}
     return shapes
 
@@ -494,7 +522,7 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
         doc = evidence_document(v, sub, f"claim.{e.field}", str(e),
                                 {"field": e.field, "on_chain": str(e.on_chain), "in_manifest": str(e.in_manifest)})
     else:
-        base_policy = nodes.model_for_round(v.task, v.store, sub.base_round)
+        base_policy = model_for_round(v.task, v.store, sub.base_round)
         with timing.span("verification"):
             verdict = verify_bundle(base_policy, got.bundle, v.task.env, v.task.task, v.task.spec.validation)
         if verdict.accepted:
@@ -723,7 +751,7 @@ def finalize_due(v: Validator) -> list[int]:
 
 # ----------------------------------------------------------------------------- the loop
 
-def step(v: Validator, display: nodes.Display | None = None) -> None:
+def step(v: Validator, display: Display | None = None) -> None:
     """One pass over the task's live rounds, doing whatever protocol step is due for each."""
     c = v.concord
     first = c.task_state(v.task_id).finalized_rounds
@@ -762,8 +790,8 @@ def withdraw_earnings(client: ChainClient, signer: Signer) -> int:
     return amount
 
 
-def follow_task(v: Validator, follower: nodes.EventFollower, stop_event: threading.Event,
-                display: nodes.Display) -> None:
+def follow_task(v: Validator, follower: EventFollower, stop_event: threading.Event,
+                display: Display) -> None:
     """One `step` per tick until stopped or ``finished``; transient failures (our IPFS or RPC) retried."""
     failures = 0
     ticks = follower.follow(stop_event)
@@ -789,12 +817,12 @@ def run_validator(cfg: ValidatorConfig, stop_event: threading.Event) -> Validato
     v = connect_validator(cfg)
     ensure_enrolled(v)
     backfill_submissions(v)
-    follower = nodes.EventFollower(v.node, v.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
+    follower = EventFollower(v.node, v.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
     log.info("validating task %d as %s (state %s)%s", v.task_id, v.me, v.task_dir,
              f"; CHEATING: {v.cheat.name}" if cfg.cheat else "",
              extra=fields(event="start", task=v.task_id, validator=v.me, cheat=cfg.cheat))
     try:
-        with nodes.Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
+        with Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
             follow_task(v, follower, stop_event, display)
     finally:
         stop_fetches(v)
@@ -810,28 +838,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="concord validator", description="verify, vote on and aggregate a task's rounds")
     sub = p.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="validate a task's rounds (registers, stakes and joins if needed)")
-    nodes.add_node_args(run)
+    add_node_args(run)
     run.add_argument("--rounds", type=int, default=None, help="exit once the task has settled N rounds")
     run.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
     run.add_argument("--stake", type=int, default=None, help="stake to register with, in base units "
                                                              "(default: the task's minValidatorStake)")
     run.add_argument("--cheat", choices=sorted(cheats.VALIDATOR_CHEATS), default=None,
-                     help="break a validator rule (attack bench; see validator/cheats.py)")
+                     help="break a validator rule (attack bench; see scripts/adversaries/validator_cheats.py)")
     wd = sub.add_parser("withdraw", help="withdraw this validator's credited balance")
-    nodes.add_node_args(wd, with_task=False)
+    add_node_args(wd, with_task=False)
     args = p.parse_args(argv)
-    nodes.setup_logging(args.json_logs)
+    setup_logging(args.json_logs)
     try:
-        node_cfg = nodes.node_config(args, "validator")
+        node_cfg = node_config(args, "validator")
         if args.action == "withdraw":
-            node = nodes.connect_node(node_cfg)
+            node = connect_node(node_cfg)
             print(withdraw_earnings(node.client, node.signer))
             return 0
         pin_determinism(1)
         cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake,
                               cheat=args.cheat)
-        run_validator(cfg, nodes.shutdown_event())
-    except (nodes.NodeConfigError, nodes.UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError, StoreError,
+        run_validator(cfg, shutdown_event())
+    except (NodeConfigError, UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError, StoreError,
             TaskSpecError, ModelError) as e:   # one line naming what is wrong, no traceback
         log.error("%s", e)
         return 1

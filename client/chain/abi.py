@@ -13,8 +13,17 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
-from client.chain.rpc import (ErrorDecoder, PendingTx, Receipt, Rpc, RpcError, Signer, abi_type, revert_data,
-                              signature)
+from client.chain.rpc import (
+    ErrorDecoder,
+    PendingTx,
+    Receipt,
+    Rpc,
+    RpcError,
+    Signer,
+    abi_type,
+    revert_data,
+    signature,
+)
 
 
 class AbiMismatch(Exception):

@@ -2,7 +2,7 @@
 
 A node, `concord status` and the initiator bind a deployment from `artifacts.json` next to
 this file: no solc, no Node.js, no repository checkout. The file is a build artefact:
-`make artifacts` (client.compile.write_artifacts) compiles contracts/ with the settings of
+`make artifacts` (scripts.build_artifacts.write_artifacts) compiles contracts/ with the settings of
 foundry.toml and rewrites it; tests/test_chain_compile.py fails when it no longer matches
 the sources. Besides the two deployed contracts it carries every custom error any compiled
 contract can raise (ours and OpenZeppelin's), so reverts decode to named errors.

@@ -22,7 +22,7 @@ from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
-from client import timing
+from client.runtime import timing
 
 log = logging.getLogger(__name__)
 

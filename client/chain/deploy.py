@@ -1,0 +1,111 @@
+"""Deploy the protocol to any RPC URL and write the deployment JSON; the devnet uses the same path.
+
+`concord deploy --rpc-url URL [--keystore PATH] --out FILE [--token ADDR]`: the key comes from
+the keystore (password in $CONCORD_KEYSTORE_PASSWORD) or $CONCORD_PRIVATE_KEY, never argv.
+Without --token a DevToken (mintable test ERC-20) is deployed as the protocol token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from client import chain
+from client.chain import Deployment, Rpc, Signer, keys
+from client.chain import artifacts as packaged
+from client.chain.artifacts import Artifact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UNBOND_DELAY = 7 * 24 * 3600
+DEVNET_UNBOND_DELAY = 60
+
+
+class UnknownConstructor(Exception):
+    """The Concord constructor takes an argument this deployer does not know how to fill."""
+
+    def __init__(self, name: str, inputs: list[str]) -> None:
+        super().__init__(f"Concord constructor argument {name!r} is unknown (inputs {inputs}): update client/chain/deploy.py")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class DevnetResult:
+    deployment: Deployment
+    accounts: list[str]
+
+
+def _ctor_args(art: Artifact, values: dict[str, object]) -> list[object]:
+    """Constructor arguments by name (leading underscores and case ignored), so the deployer
+    follows the contract's signature; UnknownConstructor for a parameter it has no value for."""
+    ctor = next((e for e in art.abi if e.get("type") == "constructor"), {"inputs": []})
+    names = [p["name"].strip("_").lower() for p in ctor["inputs"]]
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise UnknownConstructor(missing[0], names)
+    return [values[n] for n in names]
+
+
+def deploy(rpc_url: str, account: LocalAccount, token: str | None = None, unbond_delay: int = DEFAULT_UNBOND_DELAY,
+           out: Path | None = None, artifacts: dict[str, Artifact] | None = None) -> Deployment:
+    """Deploy Concord (and a DevToken unless ``token`` is given); write ``out`` if given."""
+    artifacts = packaged.load() if artifacts is None else artifacts
+    rpc = Rpc(rpc_url)
+    signer = Signer(rpc, account, chain.error_decoder(artifacts))
+    if token is None:
+        token_art = artifacts[chain.DEV_TOKEN]
+        owner = signer.address
+        token, _ = chain.deploy_contract(
+            signer, token_art, *_ctor_args(token_art, {"owner": owner, "initialowner": owner, "minter": owner}))
+        log.info("deployed DevToken at %s", token)
+    concord_art = artifacts[chain.CONCORD]
+    address, receipt = chain.deploy_contract(
+        signer, concord_art, *_ctor_args(concord_art, {"token": to_checksum_address(token), "unbonddelay": unbond_delay,
+                                                       "owner": signer.address, "initialowner": signer.address}))
+    deployment = Deployment(signer.chain_id, address, to_checksum_address(token), receipt.block_number, signer.address)
+    if out is not None:
+        deployment.save(out)
+    return deployment
+
+
+def deploy_devnet(rpc_url: str, accounts: int, mint: int, unbond_delay: int = DEVNET_UNBOND_DELAY,
+                  artifacts: dict[str, Artifact] | None = None) -> DevnetResult:
+    """Deploy with anvil account 0, then mint ``mint`` DevTokens to each of the first ``accounts``."""
+    artifacts = packaged.load() if artifacts is None else artifacts
+    deployer = keys.devnet_account(0)
+    deployment = deploy(rpc_url, deployer, None, unbond_delay, None, artifacts)
+    client = chain.connect(rpc_url, deployment, artifacts)
+    signer = client.signer(deployer)
+    funded = [a.address for a in keys.devnet_accounts(accounts)]
+    pending = [client.token.contract.send(signer, "mint", addr, mint) for addr in funded]
+    signer.wait_all(pending)
+    return DevnetResult(deployment, funded)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord deploy` / scripts/deploy.py."""
+    p = argparse.ArgumentParser(prog="concord deploy", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rpc-url", required=True)
+    p.add_argument("--keystore", type=Path, default=None,
+                   help=f"eth-account keystore (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}")
+    p.add_argument("--out", type=Path, required=True, help="deployment JSON to write")
+    p.add_argument("--token", default=None, help="existing ERC-20 to use (default: deploy a DevToken)")
+    p.add_argument("--unbond-delay", type=int, default=DEFAULT_UNBOND_DELAY, help="seconds")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        account = keys.load_key(args.keystore)
+        deployment = deploy(args.rpc_url, account, args.token, args.unbond_delay, args.out)
+    except (keys.KeyLoadError, chain.ChainError, packaged.ArtifactsMissing) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Concord {deployment.concord} token {deployment.token} on chain {deployment.chain_id} "
+          f"(block {deployment.block_number}) -> {args.out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Content store and wire formats: IPFS blocks, manifests, model shards, submissions, task specs."""

@@ -1,0 +1,206 @@
+"""Policies in IPFS: weight shards + outer-optimizer shards + a ModelManifest (DESIGN.md section 4).
+
+`put_model` is a pure function of (weights, config, outer state, parent) up to the CIDs the
+daemon derives (fixed chunker, raw leaves), so honest validators aggregating the same
+deltas publish the same model digest. `fetch_model` keeps a local copy per digest:
+
+    cache_dir/<digest>/manifest.json       the manifest bytes (sha256 = digest)
+    cache_dir/<digest>/model-*.safetensors weight shards
+    cache_dir/<digest>/outer-*.safetensors outer-optimizer shards (DiLoCo momentum)
+
+A digest's directory appears only complete and verified (built in a hidden temp directory,
+then renamed). A cache hit re-checks every byte against the manifest's sha256 and touches no
+network; a corrupt entry is dropped and fetched again.
+
+Outer state: a dict of float32 tensors (validator.aggregate's momentum, keyed by parameter
+name). None or an empty dict is stored as no outer state and fetched back as None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+
+from client.content.manifest import (
+    DTYPES,
+    ManifestError,
+    ModelManifest,
+    ShardRef,
+    cid_for_digest,
+    digest_of,
+)
+from client.content.store import (
+    ContentMismatch,
+    ContentNotFound,
+    SizeLimitExceeded,
+    Store,
+)
+from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
+from client.engine.config import ConfigError, ModelConfig, from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+OUTER_DTYPE = torch.float32
+
+
+class ModelError(ValueError):
+    """A model digest whose content cannot be used: ``field`` says where, ``cid`` which content."""
+
+    def __init__(self, field: str, cid: str, reason: str) -> None:
+        super().__init__(f"model {field} [{cid}]: {reason}")
+        self.field = field
+        self.cid = cid
+        self.reason = reason
+
+
+class FetchedModel(NamedTuple):
+    state: dict[str, torch.Tensor]                 # parameter name -> tensor (manifest dtype)
+    config: ModelConfig
+    outer_state: dict[str, torch.Tensor] | None    # float32; None for an initial model
+    manifest: ModelManifest
+
+
+def _dtype_name(state: dict[str, torch.Tensor]) -> str:
+    names = {str(t.dtype).removeprefix("torch.") for t in state.values()}
+    if len(names) != 1 or next(iter(names)) not in DTYPES:
+        raise ValueError(f"model tensors must share one dtype of {DTYPES}, got {sorted(names)}")
+    return names.pop()
+
+
+def _renamed(prefix: str, state: dict[str, torch.Tensor], max_shard_bytes: int) -> list[tuple[str, bytes]]:
+    return [(prefix + name.removeprefix("model-"), data) for name, data in shard_bytes(state, max_shard_bytes)]
+
+
+def put_model(store: Store, state: dict[str, torch.Tensor], model_cfg: ModelConfig,
+              outer_state: dict[str, torch.Tensor] | None, parent_digest: str | None,
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, pin: bool = True) -> str:
+    """Upload weights (+ outer state) as deterministic shards and the manifest; return its digest (hex)."""
+    if not state:
+        raise ValueError("put_model: empty state dict")
+    dtype = _dtype_name(state)
+    shards = tuple(store.put_file(data, name, pin=pin) for name, data in _renamed("model-", state, max_shard_bytes))
+    outer = None
+    if outer_state:
+        for name, t in outer_state.items():
+            if t.dtype != OUTER_DTYPE:
+                raise ValueError(f"outer state tensor {name!r}: expected {OUTER_DTYPE}, got {t.dtype}")
+        outer = tuple(store.put_file(data, name, pin=pin)
+                      for name, data in _renamed("outer-", dict(outer_state), max_shard_bytes))
+    manifest = ModelManifest(config=to_dict(model_cfg), dtype=dtype, shards=shards, outer_state=outer,
+                             parent=None if parent_digest is None else parent_digest.removeprefix("0x"))
+    return store.put_manifest(manifest.to_bytes(), pin=pin)
+
+
+def fetch_model(store: Store, digest: str, cache_dir: Path | str, max_bytes: int) -> FetchedModel:
+    """The model behind ``digest``: from cache_dir/<digest> when present and intact, else from IPFS."""
+    digest = digest.removeprefix("0x")
+    cid = cid_for_digest(digest)
+    cache_dir = Path(cache_dir)
+    final = cache_dir / digest
+    if final.is_dir():
+        try:
+            return _load_dir(final, digest, cid)
+        except (ModelError, OSError) as e:
+            log.warning("cached model %s unusable (%s); dropping it and fetching again", final, e)
+            shutil.rmtree(final, ignore_errors=True)
+
+    try:
+        data = store.get_manifest(digest)
+        manifest = ModelManifest.from_bytes(data)
+    except ManifestError as e:
+        raise ModelError(f"manifest.{e.field}", cid, e.reason) from None
+    except (ContentNotFound, ContentMismatch, SizeLimitExceeded) as e:
+        raise ModelError("manifest", cid, str(e)) from e
+    _model_config(manifest, cid)   # a bad architecture is refused before any download
+    refs = _refs(manifest, cid)
+    total = sum(ref.size for _, ref in refs)
+    if total > max_bytes:
+        raise ModelError("shards", cid, f"{total} bytes in {len(refs)} file(s), over the limit of {max_bytes}: "
+                                        "refused before download")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{digest}."))
+    try:
+        for field, ref in refs:
+            try:
+                store.get_file(ref, tmp / ref.name, ref.size)
+            except (ContentNotFound, ContentMismatch, SizeLimitExceeded) as e:
+                raise ModelError(field, ref.cid, str(e)) from e
+        (tmp / MANIFEST_FILE).write_bytes(data)
+        fetched = _load_dir(tmp, digest, cid)
+        try:
+            os.rename(tmp, final)
+        except OSError:   # another process finished the same digest first: theirs is as good
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return fetched
+
+
+def _refs(manifest: ModelManifest, cid: str) -> list[tuple[str, ShardRef]]:
+    """(field, ref) of every file; names unique over weights and outer state (one directory holds both)."""
+    refs = [(f"shards[{i}]", r) for i, r in enumerate(manifest.shards)]
+    refs += [(f"outer_state[{i}]", r) for i, r in enumerate(manifest.outer_state or ())]
+    seen: set[str] = set()
+    for field, ref in refs:
+        if ref.name == MANIFEST_FILE or ref.name in seen:
+            raise ModelError(f"{field}.name", cid, f"file name {ref.name!r} used twice")
+        seen.add(ref.name)
+    return refs
+
+
+def _model_config(manifest: ModelManifest, cid: str) -> ModelConfig:
+    try:
+        return from_dict(ModelConfig, manifest.config, "config")
+    except ConfigError as e:
+        raise ModelError(f"config.{e.key}", cid, e.problem) from None
+
+
+def _load_dir(directory: Path, digest: str, cid: str) -> FetchedModel:
+    """Parse and verify a model directory: manifest sha256 = digest, every shard's sha256, dtypes, config."""
+    data = (directory / MANIFEST_FILE).read_bytes()
+    if digest_of(data) != digest:
+        raise ModelError("manifest", cid, f"sha256 of {directory / MANIFEST_FILE} is {digest_of(data)}")
+    try:
+        manifest = ModelManifest.from_bytes(data)
+    except ManifestError as e:
+        raise ModelError(f"manifest.{e.field}", cid, e.reason) from None
+    config = _model_config(manifest, cid)
+    _refs(manifest, cid)
+    state = _load_shards(directory, manifest.shards, "shards", getattr(torch, manifest.dtype))
+    outer = None
+    if manifest.outer_state is not None:
+        outer = _load_shards(directory, manifest.outer_state, "outer_state", OUTER_DTYPE)
+    return FetchedModel(state, config, outer, manifest)
+
+
+def _load_shards(directory: Path, refs: tuple[ShardRef, ...], field: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for i, ref in enumerate(refs):
+        data = (directory / ref.name).read_bytes()
+        got = hashlib.sha256(data).hexdigest()
+        if got != ref.sha256:
+            raise ModelError(f"{field}[{i}]", ref.cid, f"sha256 mismatch, expected {ref.sha256}, got {got}")
+        try:
+            tensors = st_load(data)
+        except (SafetensorError, ValueError, RuntimeError) as e:
+            raise ModelError(f"{field}[{i}]", ref.cid, f"not a safetensors file: {e}") from None
+        for name, t in sorted(tensors.items()):
+            if name in state:
+                raise ModelError(f"{field}[{i}].{name}", ref.cid, "tensor appears in more than one shard")
+            if t.dtype != dtype:
+                raise ModelError(f"{field}[{i}].{name}", ref.cid, f"expected dtype {dtype}, got {t.dtype}")
+            state[name] = t
+    return state

@@ -1,0 +1,66 @@
+"""A node's connections: the contracts, its key, its content store, its state directory.
+
+    connect_node(cfg) -> Node   Node(client, signer, store, state_dir); key from keystore/env/devnet index
+                                (= connect_chain(cfg), which writes nothing, then open_node: the dirs)
+
+Keys never come from argv: a keystore file (password in $CONCORD_KEYSTORE_PASSWORD), the
+$CONCORD_PRIVATE_KEY env var, or (devnet only, chain id 31337) the index of one of Anvil's
+public default accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from client import chain
+from client.chain import ChainClient, Signer, keys
+from client.content.store import Store
+from client.runtime.config import (
+    ANVIL_CHAIN_ID,
+    DEFAULT_NODES_DIR,
+    NodeConfig,
+    NodeConfigError,
+)
+
+
+@dataclass(frozen=True)
+class Node:
+    client: ChainClient
+    signer: Signer
+    store: Store
+    state_dir: Path
+
+    @property
+    def address(self) -> str:
+        return self.signer.address
+
+
+def load_account(cfg: NodeConfig, chain_id: int):
+    """The node's key: a public devnet account (Anvil only), else keystore/env via client.chain.keys."""
+    if cfg.devnet_account is not None:
+        if chain_id != ANVIL_CHAIN_ID:
+            raise NodeConfigError("--devnet-account", f"public devnet keys only on chain {ANVIL_CHAIN_ID}, "
+                                                      f"this is chain {chain_id}")
+        return keys.devnet_account(cfg.devnet_account)
+    return keys.load_key(cfg.keystore)
+
+
+def connect_node(cfg: NodeConfig) -> Node:
+    """Bind the contracts, load the key, open the store (cache under the state dir)."""
+    client, signer = connect_chain(cfg)
+    return open_node(cfg, client, signer)
+
+
+def connect_chain(cfg: NodeConfig) -> tuple[ChainClient, Signer]:
+    """The contracts and the node's signer; nothing is written (publish checks everything before disk)."""
+    client = chain.connect(cfg.rpc_url, cfg.deployment)
+    return client, client.signer(load_account(cfg, cfg.deployment.chain_id))
+
+
+def open_node(cfg: NodeConfig, client: ChainClient, signer: Signer) -> Node:
+    """Create the state dir and open the store under it."""
+    state_dir = Path(cfg.state_dir) if cfg.state_dir else DEFAULT_NODES_DIR / f"{cfg.role}-{signer.address}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.ipfs_api, state_dir / "ipfs-cache", timeout=cfg.ipfs_timeout)
+    return Node(client, signer, store, state_dir)

@@ -1,0 +1,220 @@
+"""Cheating validators for the attack bench (`python -m validator.node run --cheat MODE`).
+
+Each mode breaks one validator rule of docs/PROTOCOL.md; the contract's rules, not this code,
+punish it, and `expected_loss` says what they take:
+
+    reject_honest  votes reject on every submission it found honest; its model leaves them out
+    accept_cheat   votes accept on every submission it found bad; its model adds what it can fetch of them
+    copy_reveal    verifies nothing: commits a copy of the first other validator's commitment, then
+                   replays that validator's reveal (another's, if it withholds its own past
+                   COPY_GRACE_S), which the chain refuses: the commitment binds the sender
+    no_reveal      verifies and commits honestly, never reveals
+    wrong_model    votes the honest bitmap with a next-model digest of no model it computed
+
+The node calls the hooks of `ValidatorCheat` at four marked places (validator/node.py, "CHEAT"):
+`votes` and `next_model` before plan_commit, `copies_commit` in place of verify + commit, and
+`skip_reveal` / `reveal_copy` in place of the reveal. The honest node runs `HONEST`, whose hooks
+change nothing. Copy records live in `<state>/task-<id>/cheat/r<round>.json`, so a restarted
+copier neither copies twice nor replays a refused reveal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_utils import keccak
+
+from client.chain import Committed, ContractError, Revealed
+from client.content.submission import SubmissionError, fetch_submission
+from client.engine.model import policy_state
+from client.runtime.display import fields
+from client.runtime.task import model_for_round
+
+log = logging.getLogger("concord.validator.cheat")
+
+COPY_GRACE_S = 5.0     # how long copy_reveal waits for the copied validator's reveal before replaying another's
+
+
+# ----------------------------------------------------------------------------- the registry
+
+def _as_found(found_ok: bool) -> bool:
+    return found_ok
+
+
+def _as_computed(digest: str) -> str:
+    return digest
+
+
+def _junk_digest(digest: str) -> str:
+    """keccak of a tag and the honest digest: the digest of no model anyone stored (never zero)."""
+    return keccak(b"concord/validator-cheat/wrong_model" + bytes.fromhex(digest)).hex()
+
+
+@dataclass(frozen=True)
+class ValidatorCheat:
+    """One way to break the validator rules, as hooks the node calls (defaults: the honest behaviour)."""
+
+    name: str
+    doc: str                                            # one line: what it does
+    expected_loss: str                                  # one line: what the rules make it lose
+    vote: Callable[[bool], bool] = _as_found            # votes accept? given what verification found
+    next_model: Callable[[str], str] = _as_computed     # digest voted, given the next model it computed
+    copies_commit: bool = False                         # commit another's commitment instead of verifying
+    skip_reveal: bool = False                           # never reveal
+
+    def votes(self, v: Any, round_: int, found: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+        """(the verdicts voted, the verdicts the next model is built from). Honest: both are ``found``.
+
+        A submission voted accepted against the finding goes into the model only if its delta
+        can be fetched and has the model's shapes (it is put in ``v.deltas``); otherwise it is
+        left out of the model but still voted accepted.
+        """
+        voted = [x if self.vote(x.accepted) == x.accepted else dataclasses.replace(x, accepted=not x.accepted)
+                 for x in found]
+        flipped_in = [x for x, f in zip(voted, found) if x.accepted and not f.accepted]
+        unusable = {(x.round, x.index) for x in flipped_in if not _fetch_delta(v, x)}
+        model_from = [dataclasses.replace(x, accepted=False) if (x.round, x.index) in unusable else x for x in voted]
+        return voted, model_from
+
+
+HONEST = ValidatorCheat("honest", "follows the rules", "nothing")
+
+VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {c.name: c for c in [
+    ValidatorCheat("reject_honest", "votes reject on every submission it found honest (its model leaves them out)",
+                   "its share of the validator fee (its next-model digest loses the vote)",
+                   vote=lambda found_ok: False),
+    ValidatorCheat("accept_cheat", "votes accept on every submission it found bad (its model adds their deltas)",
+                   "its bounty share on every rejected trainer, and its fee share when its model differs",
+                   vote=lambda found_ok: True),
+    ValidatorCheat("copy_reveal", "commits a copy of another validator's commitment and replays its reveal",
+                   "slashAmount (committed, never revealed: the copied reveal reverts RevealDoesNotMatchCommit)",
+                   copies_commit=True),
+    ValidatorCheat("no_reveal", "verifies and commits honestly, never reveals",
+                   "slashAmount (committed, never revealed)", skip_reveal=True),
+    ValidatorCheat("wrong_model", "votes the honest bitmap with a junk next-model digest",
+                   "its share of the validator fee (its next-model digest loses the vote)",
+                   next_model=_junk_digest),
+]}
+
+
+def cheat_for(name: str | None) -> ValidatorCheat:
+    return HONEST if name is None else VALIDATOR_CHEATS[name]
+
+
+# ----------------------------------------------------------------------------- accept_cheat: bad deltas
+
+def _fetch_delta(v: Any, verdict: Any) -> bool:
+    """Put a submission's delta in ``v.deltas`` if it can be fetched and fits model baseRound's shapes."""
+    key = (verdict.round, verdict.index)
+    if key in v.deltas:
+        return True
+    base_round = v.concord.submission_of(v.task_id, verdict.round, verdict.index).base_round
+    shapes = {n: tuple(t.shape) for n, t in policy_state(model_for_round(v.task, v.store, base_round)).items()}
+    try:
+        v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits, shapes).delta
+    except SubmissionError as e:
+        log.warning("cheat %s: round %d #%d has no usable delta (%s); left out of the model", v.cheat.name,
+                    verdict.round, verdict.index, e, extra=fields(event="cheat_delta_left_out", round=verdict.round,
+                                                                 index=verdict.index))
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- copy_reveal
+
+def _record_path(v: Any, round_: int) -> Path:
+    return v.task_dir / "cheat" / f"r{round_:06d}.json"
+
+
+def _load_record(v: Any, round_: int) -> dict:
+    path = _record_path(v, round_)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_record(v: Any, round_: int, record: dict) -> None:
+    path = _record_path(v, round_)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+def _round_events(v: Any, cls: type, round_: int) -> list:
+    return [e for e in v.concord.events(v.client.deployment.block_number, "latest", [cls.__name__])
+            if isinstance(e, cls) and e.task_id == v.task_id and e.round == round_]
+
+
+def commit_copy(v: Any, round_: int) -> bool:
+    """copy_reveal, commit phase: commit the first other validator's commitment. False while none is posted."""
+    others = [e for e in _round_events(v, Committed, round_) if e.validator.lower() != v.me.lower()]
+    if not others:
+        return False
+    source = others[0]
+    try:
+        v.concord.commit(v.signer, v.task_id, round_, source.commitment)
+        error = ""
+    except ContractError as e:               # our own cheat's revert: log it and carry on
+        error = e.name
+    _save_record(v, round_, {"copied_from": source.validator, "commitment": source.commitment.hex(),
+                             "commit_error": error})
+    log.warning("cheat copy_reveal: round %d committed %s copied from %s%s", round_, source.commitment.hex(),
+                source.validator, f" (refused: {error})" if error else "",
+                extra=fields(event="cheat_copied_commit", round=round_, copied_from=source.validator,
+                             commitment=source.commitment.hex(), error=error))
+    return True
+
+
+def copied_reveal_args(v: Any, revealed: Revealed) -> tuple[list[int], bytes, bytes]:
+    """(rejectWords, nextModelDigest, salt) of another validator's reveal, read from its transaction's input."""
+    tx = v.client.rpc.call("eth_getTransactionByHash", revealed.meta.tx_hash)
+    data = bytes.fromhex(tx["input"][2:])
+    fn = v.concord.contract.function("reveal")
+    if data[:4] != fn.selector:
+        raise ValueError(f"transaction {revealed.meta.tx_hash} is not a direct reveal call")
+    _task, _round, words, digest, salt = abi_decode(list(fn.inputs), data[4:])
+    return list(words), digest, salt
+
+
+def reveal_copy(v: Any, round_: int) -> None:
+    """copy_reveal, reveal phase: once the copied validator has revealed, send its reveal as our own, once.
+
+    A copied validator that withholds its reveal (it may be a cheat too) leaves nothing to replay:
+    after COPY_GRACE_S the first other reveal of the round is replayed instead. The chain recomputes the commitment with our address, so it reverts RevealDoesNotMatchCommit;
+    the error's name is logged and kept in the record, and the node carries on (it will be slashed).
+    """
+    record = _load_record(v, round_)
+    if "reveal_error" in record:
+        return
+    source = record.get("copied_from")
+    if source is None:                       # record lost: find whose commitment equals ours on chain
+        commits = _round_events(v, Committed, round_)
+        mine = {e.commitment for e in commits if e.validator.lower() == v.me.lower()}
+        source = next((e.validator for e in commits if e.commitment in mine and e.validator.lower() != v.me.lower()),
+                      None)
+        if source is None:
+            return
+    reveals = [e for e in _round_events(v, Revealed, round_) if e.validator.lower() != v.me.lower()]
+    theirs = [e for e in reveals if e.validator.lower() == source.lower()]
+    if not theirs:                           # not revealed yet: try again next tick ...
+        waiting_since = record.setdefault("waiting_since", time.time())
+        _save_record(v, round_, {**record, "copied_from": source})
+        if not reveals or time.time() - waiting_since < COPY_GRACE_S:
+            return
+        theirs = reveals                     # ... or, when the copied one withholds its own, replay another's
+    words, digest, salt = copied_reveal_args(v, theirs[0])
+    try:
+        v.concord.reveal(v.signer, v.task_id, round_, words, digest, salt)
+        error = ""
+    except ContractError as e:               # the expected outcome: our own cheat's revert
+        error = e.name
+    replayed = theirs[0].validator
+    _save_record(v, round_, {**record, "copied_from": source, "replayed": replayed, "reveal_error": error})
+    log.warning("cheat copy_reveal: round %d replayed %s's reveal: %s", round_, replayed, error or "accepted (!)",
+                extra=fields(event="cheat_copied_reveal", round=round_, copied_from=source, replayed=replayed,
+                             error=error))

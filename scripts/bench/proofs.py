@@ -1,0 +1,172 @@
+"""`concord bench proofs`: what proofs and verification cost next to generation and training.
+
+One batch of N rollouts of exactly T generated tokens (EOS does not stop them, so every row
+has T counted tokens) from a random-init policy, CPU, deterministic kernels. Each phase is
+timed `--repeats` times and the fastest run is reported (other processes share the CPU):
+- generation_s: KV-cache generation with seeded sampling and hidden-state capture;
+- proof_build_s: TOPLOC proofs of every rollout (prefill chunk + one per 32 tokens);
+- verify_s: one prefill pass (bf16 autocast, rows that fail there re-checked in float32, as
+  validator.checks.recompute_states does; `--fp32-prefill` for float32 only) + TOPLOC
+  verification + sampling replay of every token;
+- train_s: one GRPO inner step on the batch; train_replay_s: the validator's replay of it
+  (clone of the base model, fresh optimizer, the same step).
+Prints a rich table, then exactly one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from client.engine.bundle import batch_proofs
+from client.engine.config import (
+    DEFAULT_TASK,
+    GRPOConfig,
+    ModelConfig,
+    SamplerConfig,
+    ValidationConfig,
+)
+from client.engine.envs import make_env
+from client.engine.grpo import (
+    inner_update,
+    make_inner_optimizer,
+    pin_determinism,
+    replay_training,
+)
+from client.engine.model import build_policy, clone_policy, param_count
+from client.engine.proofs import CHUNK
+from client.engine.rollout import generate, prefill
+from validator.checks import check_sampling, recompute_states, toploc_result
+
+TRAINER = "0x" + "be" * 20
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, object]:
+    """(fastest wall time, last result) over `repeats` calls."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="concord bench proofs", description=__doc__.splitlines()[0])
+    p.add_argument("--rollouts", type=int, default=64, help="N rollouts (prompts x group size 8)")
+    p.add_argument("--tokens", type=int, default=64, help="generated tokens per rollout")
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--fp32-prefill", action="store_true",
+                   help="verify with a float32 prefill only (ValidationConfig.bf16_prefill = false)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pin_determinism(args.threads)
+    group = 8
+    if args.rollouts % group:
+        raise SystemExit(f"--rollouts must be a multiple of {group}, got {args.rollouts}")
+    env = make_env(DEFAULT_TASK.env)
+    model_cfg = ModelConfig(vocab_size=32, d_model=args.d_model, n_layers=args.layers, n_heads=4,
+                            max_seq_len=env.prompt_len + args.tokens, seed=0)
+    sampler = SamplerConfig(temperature=1.0, max_new_tokens=args.tokens, stop_at_eos=False)
+    grpo = dataclasses.replace(GRPOConfig(), prompts_per_step=args.rollouts // group, group_size=group, inner_steps=1)
+    vcfg = ValidationConfig(bf16_prefill=not args.fp32_prefill)
+    policy = build_policy(model_cfg)
+    idx = list(range(grpo.prompts_per_step))
+
+    gen_s, batch = best_of(args.repeats, lambda: generate(policy, env, idx, group, sampler, 1, 0, TRAINER))
+    proof_s, proofs = best_of(args.repeats, lambda: batch_proofs(batch))
+
+    def verify() -> tuple[object, object, int, float, float]:
+        t0 = time.perf_counter()
+        out = recompute_states(policy, batch, proofs, batch.lengths, batch.keys, sampler, vcfg)  # prefill + TOPLOC
+        top = toploc_result(out.toploc)
+        t1 = time.perf_counter()
+        samp = check_sampling(out.logits, batch, batch.keys, sampler, vcfg)
+        t2 = time.perf_counter()
+        return top, samp, out.fp32_rows, t1 - t0, t2 - t1
+
+    parts = [verify() for _ in range(args.repeats)]
+    top, samp, fp32_rows = parts[-1][0], parts[-1][1], parts[-1][2]
+    states_s, sampling_s = (min(p[i] for p in parts) for i in (3, 4))
+    verify_s = min(p[3] + p[4] for p in parts)
+    prefill_s, _ = best_of(args.repeats, lambda: prefill(policy, batch, bf16=vcfg.bf16_prefill))
+    prefill_fp32_s, _ = best_of(args.repeats, lambda: prefill(policy, batch))
+    toploc_s = max(0.0, states_s - prefill_s)
+
+    def timed_train() -> float:
+        pol = clone_policy(policy)
+        opt = make_inner_optimizer(pol, grpo)
+        t0 = time.perf_counter()
+        inner_update(pol, opt, batch, grpo, policy)
+        return time.perf_counter() - t0
+
+    train_s = min(timed_train() for _ in range(args.repeats))
+    replay_s, _ = best_of(args.repeats, lambda: replay_training(policy, [batch], grpo))
+
+    decode_proof_bytes = sum(len(p) for rollout in proofs for p in rollout[1:])
+    decode_tokens = int(batch.lengths.sum())
+    per_32 = decode_proof_bytes * CHUNK / decode_tokens
+    prefill_proof_bytes = sum(len(rollout[0]) for rollout in proofs)
+
+    table = Table(title=f"concord bench proofs: {batch.n} rollouts x {args.tokens} tokens, "
+                        f"{param_count(policy):,} params (d={args.d_model}, L={args.layers}), "
+                        f"{args.threads} thread(s), best of {args.repeats}")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    table.add_column("% of generation", justify="right")
+    rows = [
+        ("generation (KV cache, seeded sampling)", gen_s),
+        ("proof build (TOPLOC, bf16, top-128, chunk 32)", proof_s),
+        ("verify = prefill + TOPLOC + sampling replay", verify_s),
+        (f"  prefill pass ({'bf16 autocast' if vcfg.bf16_prefill else 'float32'})", prefill_s),
+        ("  TOPLOC verify (+ float32 re-check of failing rows)", toploc_s),
+        ("  sampling replay", sampling_s),
+        ("float32 prefill pass (for comparison)", prefill_fp32_s),
+        ("train (1 GRPO inner step)", train_s),
+        ("train replay (validator)", replay_s),
+    ]
+    for name, s in rows:
+        table.add_row(name, f"{s:.4f}", f"{100 * s / gen_s:.1f}")
+    console = Console()
+    console.print(table)
+    console.print(f"proof bytes: {per_32:.1f} per 32 decode tokens; prefill proof {prefill_proof_bytes / batch.n:.0f} B/rollout; "
+                  f"TOPLOC rejects {int(top.evidence['rejected'])}/{batch.n}, sampling rejected tokens "
+                  f"{int(samp.evidence['rejected_tokens'])}/{int(samp.evidence['tokens'])} "
+                  f"(near-tie tolerated {int(samp.evidence['tolerated'])}); rows re-checked in float32: {fp32_rows}")
+    console.print(f"targets: proof build <= 10% of generation: {100 * proof_s / gen_s:.1f}%; "
+                  f"verify <= 25%: {100 * verify_s / gen_s:.1f}%; 258 B per 32 tokens: {per_32:.0f}")
+    result = {
+        "generation_s": round(gen_s, 5),
+        "proof_build_s": round(proof_s, 5),
+        "verify_s": round(verify_s, 5),
+        "train_s": round(train_s, 5),
+        "train_replay_s": round(replay_s, 5),
+        "proof_bytes_per_32_tokens": round(per_32, 2),
+        "rollouts": batch.n,
+        "tokens_per_rollout": args.tokens,
+        "params": param_count(policy),
+        "toploc_rejects": int(top.evidence["rejected"]),
+        "sampling_rejected_tokens": int(samp.evidence["rejected_tokens"]),
+        "bf16_prefill": vcfg.bf16_prefill,
+        "prefill_s": round(prefill_s, 5),
+        "prefill_fp32_s": round(prefill_fp32_s, 5),
+        "fp32_rechecked_rows": fp32_rows,
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""The network in one process: K trainers per round + the DiLoCo outer step, vs centralized GRPO.
+
+Both runs see the same number of rollouts per round: the centralized trainer takes
+K x prompts_per_step prompts per inner step. Centralized means an ordinary training run:
+its optimizer state persists across rounds (nothing has to be re-created by a validator).
+The reward of round r is the mean reward of every rollout generated during round r
+(sampled at the task's temperature by the models theta_k of the inner steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from client.engine.config import TaskConfig
+from client.engine.envs import make_env
+from client.engine.grpo import inner_update, make_inner_optimizer, train_round
+from client.engine.model import (
+    build_policy,
+    clone_policy,
+    load_policy_state,
+    policy_state,
+)
+from client.engine.rollout import generate
+from validator.aggregate import outer_step
+
+
+@dataclass(frozen=True)
+class Curve:
+    rewards: list[float]  # per round, mean reward of the round's rollouts
+    exact: list[float]  # per round, fraction of rollouts with reward 1.0
+    seconds: float  # wall time of the whole run
+
+
+def trainer_address(k: int) -> str:
+    """Deterministic stand-in address of simulated trainer k."""
+    return "0x" + f"{k + 1:040x}"
+
+
+def _round_stats(rewards: list[torch.Tensor]) -> tuple[float, float]:
+    r = torch.cat(rewards)
+    return float(r.mean()), float((r == 1.0).double().mean())
+
+
+def simulate_decentralized(
+    task: TaskConfig,
+    rounds: int,
+    task_id: int = 1,
+    on_round: Callable[[int, float, float], None] | None = None,
+    trainers: Sequence[str] | None = None,
+    delta_key: Callable[[int, str], str] | None = None,
+    on_model: Callable[[int, dict[str, torch.Tensor], dict[str, torch.Tensor]], None] | None = None,
+) -> Curve:
+    """K = task.trainers_per_round trainers per round, each train_round from the same model; outer_step.
+
+    ``trainers``: the K addresses that seed the prompts and sampling (default ``trainer_address(k)``);
+    `concord bench round` passes its on-chain trainers' so both runs draw the same seeds.
+    ``delta_key(round, address)``: the key a trainer's delta gets in the outer step, which sums
+    deltas in key order (validators key them by bundle digest; default: the address).
+    ``on_model(round, state, momentum)``: model round+1 and its outer state, after each outer step."""
+    addresses = [trainer_address(k) for k in range(task.trainers_per_round)] if trainers is None else list(trainers)
+    policy, env = build_policy(task.model), make_env(task.env)
+    momentum: dict[str, torch.Tensor] = {}
+    rewards, exact = [], []
+    start = time.perf_counter()
+    for r in range(rounds):
+        deltas, round_rewards = {}, []
+        for addr in addresses:
+            batches, delta = train_round(policy, env, task.grpo, task.sampler, task_id, r, addr)
+            deltas[addr if delta_key is None else delta_key(r, addr)] = delta
+            round_rewards += [b.rewards for b in batches]
+        new_state, momentum = outer_step(policy_state(policy), deltas, momentum, task.outer)
+        load_policy_state(policy, new_state)
+        if on_model:
+            on_model(r, new_state, momentum)
+        mean, ex = _round_stats(round_rewards)
+        rewards.append(mean)
+        exact.append(ex)
+        if on_round:
+            on_round(r, mean, ex)
+    return Curve(rewards, exact, time.perf_counter() - start)
+
+
+def simulate_centralized(
+    task: TaskConfig,
+    rounds: int,
+    task_id: int = 1,
+    on_round: Callable[[int, float, float], None] | None = None,
+) -> Curve:
+    """Plain GRPO in one process: one model and one optimizer for the whole run (no per-round reset,
+    no outer step), H inner steps per round of K x prompts_per_step prompts each."""
+    grpo = dataclasses.replace(task.grpo, prompts_per_step=task.grpo.prompts_per_step * task.trainers_per_round)
+    policy, env = build_policy(task.model), make_env(task.env)
+    optimizer = make_inner_optimizer(policy, grpo)
+    rewards, exact = [], []
+    start = time.perf_counter()
+    for r in range(rounds):
+        ref = clone_policy(policy) if grpo.kl_coef > 0 else None
+        round_rewards = []
+        for k in range(grpo.inner_steps):
+            idx = list(range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step))
+            batch = generate(policy, env, idx, grpo.group_size, task.sampler, task_id, r, trainer_address(0))
+            inner_update(policy, optimizer, batch, grpo, ref)
+            round_rewards.append(batch.rewards)
+        mean, ex = _round_stats(round_rewards)
+        rewards.append(mean)
+        exact.append(ex)
+        if on_round:
+            on_round(r, mean, ex)
+    return Curve(rewards, exact, time.perf_counter() - start)
