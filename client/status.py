@@ -21,12 +21,11 @@ from pathlib import Path
 from client import chain
 from client.chain import ChainClient, Phase
 from client.runtime.config import (
-    DEFAULT_DEVNET_JSON,
-    DEFAULT_NODES_DIR,
     NodeConfigError,
     load_deployment,
     load_devnet_json,
 )
+from client.runtime import paths
 from client.runtime.task import UnknownTask
 
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
@@ -179,14 +178,14 @@ def print_tables(doc: dict) -> None:
 
 
 def default_validator_dirs() -> list[Path]:
-    return sorted(p for p in DEFAULT_NODES_DIR.glob("validator-*") if p.is_dir())
+    return sorted(p for p in paths.nodes_dir().glob("validator-*") if p.is_dir())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord status [TASK] [--devnet FILE | --rpc-url URL --deployment FILE] [--validator-state DIR]... [--json]`."""
     p = argparse.ArgumentParser(prog="concord status", description=__doc__.splitlines()[0])
     p.add_argument("task", type=int, nargs="?", default=None, help="task id (default: every task)")
-    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {DEFAULT_DEVNET_JSON})")
+    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {paths.default_network_file()})")
     p.add_argument("--rpc-url", default=None)
     p.add_argument("--deployment", type=Path, default=None)
     p.add_argument("--validator-state", type=Path, action="append", default=None,
@@ -217,7 +216,7 @@ def _connection(args: argparse.Namespace) -> tuple[str, chain.Deployment]:
         if args.deployment is None:
             raise NodeConfigError("--deployment", "needed with --rpc-url")
         return args.rpc_url, load_deployment(args.deployment)
-    net = load_devnet_json(args.devnet or DEFAULT_DEVNET_JSON)
+    net = load_devnet_json(args.devnet or paths.default_network_file())
     return net.rpc_url, chain.Deployment.from_json(net.deployment)
 
 

@@ -6,7 +6,11 @@ Other suites add their fixtures below the chain section.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,11 @@ from client.content.store import Store
 from client.runtime import procs
 from client.runtime.procs import Daemon
 from scripts import devnet
+
+# Nodes keep state under a per-user home (client.runtime.paths, read at call time) unless told
+# otherwise; the tests and every process they start get a private one.
+os.environ["CONCORD_HOME"] = _HOME = tempfile.mkdtemp(prefix="concord-test-home-")
+atexit.register(shutil.rmtree, _HOME, True)
 
 logging.getLogger("urllib3").setLevel(logging.WARNING)
 

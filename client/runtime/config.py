@@ -21,8 +21,6 @@ from client.runtime import paths
 from client.runtime.network import NetworkFile
 
 ANVIL_CHAIN_ID = 31337
-DEFAULT_DEVNET_JSON = paths.default_network_file()
-DEFAULT_NODES_DIR = paths.nodes_dir()
 
 
 class NodeConfigError(ValueError):
@@ -59,12 +57,12 @@ def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     if with_task:
         p.add_argument("--task", type=positive_int, required=True, help="task id")
     p.add_argument("--devnet", type=Path, default=None,
-                   help=f"devnet JSON (RPC URL, deployment, IPFS API); default {DEFAULT_DEVNET_JSON} "
+                   help=f"devnet JSON (RPC URL, deployment, IPFS API); default {paths.default_network_file()} "
                         "when --rpc-url is not given")
     p.add_argument("--rpc-url", default=None, help="any EVM JSON-RPC endpoint")
     p.add_argument("--deployment", type=Path, default=None, help="deployment JSON (with --rpc-url)")
     p.add_argument("--ipfs-api", default=None, help="Kubo RPC API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001/http")
-    p.add_argument("--state-dir", type=Path, default=None, help=f"node state (cursor, caches); default {DEFAULT_NODES_DIR}/ROLE-ADDR")
+    p.add_argument("--state-dir", type=Path, default=None, help=f"node state (cursor, caches); default {paths.nodes_dir()}/ROLE-ADDR")
     p.add_argument("--keystore", type=Path, default=None,
                    help=f"encrypted key file (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}")
     p.add_argument("--devnet-account", type=non_negative_int, default=None,
@@ -164,7 +162,7 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
     net: NetworkFile | None = None
     devnet_path = args.devnet
     if devnet_path is None and args.rpc_url is None:
-        devnet_path = DEFAULT_DEVNET_JSON
+        devnet_path = paths.default_network_file()
     for name, (lo, what) in _COUNT_FLAGS.items():   # trainer/validator extras, checked before any connection
         value = getattr(args, name, None)
         if value is not None and value < lo:

@@ -16,9 +16,9 @@ from pathlib import Path
 from client import chain
 from client.chain import ChainClient, Signer, keys
 from client.content.store import Store
+from client.runtime import paths
 from client.runtime.config import (
     ANVIL_CHAIN_ID,
-    DEFAULT_NODES_DIR,
     NodeConfig,
     NodeConfigError,
 )
@@ -60,7 +60,7 @@ def connect_chain(cfg: NodeConfig) -> tuple[ChainClient, Signer]:
 
 def open_node(cfg: NodeConfig, client: ChainClient, signer: Signer) -> Node:
     """Create the state dir and open the store under it."""
-    state_dir = Path(cfg.state_dir) if cfg.state_dir else DEFAULT_NODES_DIR / f"{cfg.role}-{signer.address}"
+    state_dir = Path(cfg.state_dir) if cfg.state_dir else paths.nodes_dir() / f"{cfg.role}-{signer.address}"
     state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.ipfs_api, state_dir / "ipfs-cache", timeout=cfg.ipfs_timeout)
     return Node(client, signer, store, state_dir)

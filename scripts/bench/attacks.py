@@ -48,6 +48,7 @@ from client.chain import ChainClient, Phase, Role, keys
 from client.content.store import Store
 from client.initiator import ChainTerms, TaskFile, load_task_file, publish_task
 from client.runtime import procs
+from client.runtime import paths
 from scripts import REPO_ROOT, devnet
 from scripts.adversaries.trainer_cheats import CHEATS
 from scripts.adversaries.validator_cheats import VALIDATOR_CHEATS
@@ -71,7 +72,7 @@ from validator import node as vnode
 log = logging.getLogger(__name__)
 
 TASK_FILE = REPO_ROOT / "configs" / "attacks_task.toml"
-DEFAULT_STATE_DIR = REPO_ROOT / ".concord" / "bench-attacks"
+DEFAULT_STATE_DIR = paths.home() / "bench-attacks"
 HONEST_TRAINERS = 2
 HONEST_VALIDATORS = 3
 VALIDATOR_NET_TRAINER_CHEAT = "inflated_rewards"

@@ -1,0 +1,112 @@
+"""The house's rules, checked on the import graph (every import statement, also inside functions).
+
+* The library (client/, validator/) never imports the lab (scripts/); the CLI reaches the lab's
+  subcommands by module name only (client/cli.py's dispatcher), never by an import statement.
+* `client` never imports `validator`.
+* The rooms of `client` are layered: leaves (digest, timing) <- chain, engine <- content <- runtime
+  <- the roles (trainer, initiator, status, cli). A room imports only rooms below it.
+See docs/ARCHITECTURE.md for the drawing.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from scripts import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+# room -> the rooms it may import (besides itself)
+LEAVES = {"client.digest", "client.timing"}
+ALLOWED: dict[str, set[str]] = {
+    "client.digest": set(),
+    "client.timing": set(),
+    "client.chain": LEAVES,
+    "client.engine": LEAVES,
+    "client.content": LEAVES | {"client.engine"},
+    "client.runtime": LEAVES | {"client.chain", "client.engine", "client.content"},
+}
+ROLES = {"client.trainer", "client.initiator", "client.status", "client.cli", "client"}
+
+
+def room(module: str) -> str:
+    """client.engine.grpo -> client.engine; client.trainer -> client.trainer; validator.node -> validator."""
+    parts = module.split(".")
+    if parts[0] == "client":
+        return ".".join(parts[:2]) if len(parts) > 1 else "client"
+    return parts[0]
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every absolute import in the file, at any depth."""
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # `from client import chain` imports the module client.chain
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    assert not any(isinstance(n, ast.ImportFrom) and n.level > 0 for n in ast.walk(ast.parse(path.read_text()))), \
+        f"{path}: relative import (the house uses absolute imports)"
+    return out
+
+
+def library_files() -> list[Path]:
+    return sorted([*(REPO_ROOT / "client").rglob("*.py"), *(REPO_ROOT / "validator").rglob("*.py")])
+
+
+def first_party(name: str) -> bool:
+    return name.split(".")[0] in ("client", "validator", "scripts")
+
+
+def test_library_never_imports_the_lab() -> None:
+    bad = [f"{p.relative_to(REPO_ROOT)}:{line} imports {name}"
+           for p in library_files() for line, name in imports(p) if name.split(".")[0] == "scripts"]
+    assert bad == []
+
+
+def test_client_never_imports_validator() -> None:
+    bad = [f"{p.relative_to(REPO_ROOT)}:{line} imports {name}"
+           for p in (REPO_ROOT / "client").rglob("*.py") for line, name in imports(p)
+           if name.split(".")[0] == "validator"]
+    assert bad == []
+
+
+def test_rooms_import_only_rooms_below_them() -> None:
+    bad = []
+    for p in (REPO_ROOT / "client").rglob("*.py"):
+        me = room(module_name(p))
+        if me in ROLES or me not in ALLOWED:
+            assert me in ROLES, f"{p.relative_to(REPO_ROOT)} is in no room of client/: add it to docs/ARCHITECTURE.md"
+            continue
+        for line, name in imports(p):
+            if not first_party(name):
+                continue
+            other = room(name)
+            if other == "client" and name.count(".") == 1:   # `from client import X`: X is the room
+                other = name
+            if other != me and other not in ALLOWED[me]:
+                bad.append(f"{p.relative_to(REPO_ROOT)}:{line} ({me}) imports {name} ({other})")
+    assert bad == []
+
+
+def test_the_graph_checker_sees_function_level_imports(tmp_path: Path) -> None:
+    """The rule would be empty if imports inside functions went unseen (they were how the old house hid them)."""
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from validator import node\n    import scripts.demo\n")
+    assert imports(f) == [(2, "validator.node"), (3, "scripts.demo")]
+
+
+def test_the_lab_is_not_packaged() -> None:
+    """pyproject's package list ships client and validator only: a wheel carries no lab."""
+    import tomllib
+
+    found = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert set(found["include"]) == {"client*", "validator*"}
