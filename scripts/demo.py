@@ -15,7 +15,8 @@ a node that joined late would miss round 0 and the rounds would differ from run 
 Nothing outlives the demo: every node and daemon starts in its own process group and is
 stopped by PID (SIGTERM, then SIGKILL after a grace period) in a `finally` that runs on
 errors, Ctrl-C, SIGTERM and SIGHUP alike; further signals are ignored while it cleans up.
-`--chain-only` runs the old one-round SDK settlement demo (scripts.harness) instead.
+Enrolling, settling up, the ledger and the conservation check are the lab's network harness
+(scripts.harness).
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ from rich.console import Console
 from rich.table import Table
 
 from client import chain
-from client.chain import ChainClient, ContractError, Role, Signer, keys
+from client.chain import ChainClient, Role, Signer, keys
 from client.content.manifest import SubmissionManifest
 from client.content.store import Store, StoreError
 from client.initiator import Published, TaskFile, load_task_file, publish_task
 from client.runtime import procs
 from client.runtime.procs import Daemon, ProcError
 from scripts import REPO_ROOT, devnet
-from scripts.harness import TOKEN, Actor, Conservation, Ledger, _fmt, conservation
+from scripts.harness import TOKEN, Actor, Conservation, Ledger, conservation, enrol, settle_up
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ class DemoError(RuntimeError):
 
 # SIGTERM or SIGHUP: unwinds like Ctrl-C so every `finally` runs (one mechanism, in client.runtime.procs).
 Interrupted = procs.Terminated
+
+
+def _fmt(value: int) -> str:
+    """Whole tokens with two decimals, '-' for nothing."""
+    return f"{value / TOKEN:,.2f}" if value else "-"
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -118,14 +124,6 @@ def demo_task_file(path: Path, rounds: int) -> TaskFile:
     task_file = load_task_file(path)
     terms = dataclasses.replace(task_file.terms, max_rounds=rounds, budget=task_file.terms.per_round * rounds)
     return dataclasses.replace(task_file, terms=terms)
-
-
-def enrol(client: ChainClient, spec: NodeSpec, task_id: int, stake: int) -> None:
-    """Register with the task's minimum stake and join, as the node itself would on start."""
-    signer = client.signer(keys.devnet_account(spec.account))
-    client.token.approve(signer, client.concord.address, stake)
-    client.concord.register(signer, spec.role, stake)
-    client.concord.join(signer, task_id)
 
 
 # ----------------------------------------------------------------------------- node processes
@@ -401,18 +399,6 @@ class Outcome:
                 "bounties_paid": self.bounties_paid, "conservation": self.conservation.holds, "ok": self.ok}
 
 
-def settle_up(client: ChainClient, initiator: Signer, actors: Sequence[Actor], task_id: int) -> None:
-    """After the last round: the initiator reclaims the leftover escrow; everyone withdraws (pull payments)."""
-    try:
-        client.concord.reclaim_budget(initiator, task_id)
-    except ContractError as e:
-        log.warning("reclaim of task %d's budget refused: %s", task_id, e)
-    for s in [initiator, *(a.signer for a in actors)]:
-        balance = client.concord.balance_of(s.address)
-        if balance:
-            client.concord.withdraw(s, balance)
-
-
 def settlement_table(client: ChainClient, initiator: Signer, actors: Sequence[Actor], ledger: Ledger,
                      cheaters: Sequence[str], task_id: int, rounds: int) -> Table:
     """One row per node and one for the initiator; every number from the contract's events and views."""
@@ -484,7 +470,7 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
     for spec in plan.nodes:
         stake = (task_file.terms.min_trainer_stake if spec.role == Role.TRAINER
                  else task_file.terms.min_validator_stake)
-        enrol(client, spec, task_id, stake)
+        enrol(client, spec.account, spec.role, stake, task_id)
     start_nodes(plan.nodes, net, task_id, plan, nodes)
     console.print("nodes: " + ", ".join(f"{n.name} (pid {n.daemon.pid})" for n in nodes) + f"; logs in {state / 'logs'}")
 
@@ -495,8 +481,7 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
     actors = tuple(Actor(s.name, s.role, client.signer(keys.devnet_account(s.account))) for s in plan.nodes)
     settle_up(client, initiator, actors, task_id)
     poll_progress(client, store, progress)                  # the withdrawals and the reclaim
-    ledger = Ledger()
-    ledger.add(progress.events)
+    ledger = Ledger.of(progress.events)
     cheaters = tuple(s.address for s in plan.nodes if s.cheat)
     curve = tuple(progress.row(r).mean_reward for r in range(plan.rounds))
     table = settlement_table(client, initiator, actors, ledger, cheaters, task_id, plan.rounds)
@@ -548,7 +533,7 @@ def run_demo(plan: NetworkPlan, state_dir: Path, ports: devnet.Ports, console: C
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`concord demo [--rounds N] [--cheat MODE] [--chain-only] [--state-dir D] [ports]`."""
+    """`concord demo [--rounds N] [--cheat MODE] [--state-dir D] [ports]`."""
     from client.trainer import CHEATS
 
     p = argparse.ArgumentParser(prog="concord demo", description=__doc__.splitlines()[0])
@@ -558,25 +543,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=0.0,
                    help=f"seconds to wait for the rounds (default {SECONDS_PER_ROUND:.0f} per round, at least 540)")
     p.add_argument("--no-live", action="store_true", help="one line per settled round instead of a live table")
-    p.add_argument("--chain-only", action="store_true", help="the one-round SDK settlement demo (no nodes, no ML)")
     p.add_argument("--state-dir", type=Path, default=devnet.DEFAULT_STATE_DIR)
     p.add_argument("--anvil-port", type=devnet.tcp_port, default=devnet.Ports.anvil)
     p.add_argument("--ipfs-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_api)
     p.add_argument("--ipfs-gateway-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_gateway)
     p.add_argument("--ipfs-grpc-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_grpc)
     args = p.parse_args(argv)
-    if args.chain_only:
-        from scripts import harness as settle_demo
-
-        passed = ["--state-dir", str(args.state_dir), "--anvil-port", str(args.anvil_port), "--ipfs-port",
-                  str(args.ipfs_port), "--ipfs-gateway-port", str(args.ipfs_gateway_port), "--ipfs-grpc-port",
-                  str(args.ipfs_grpc_port)]
-        try:
-            with procs.no_orphans():
-                return settle_demo.main(passed)
-        except KeyboardInterrupt as e:
-            print(f"interrupted ({e or 'SIGINT'}): the devnet stopped", file=sys.stderr)
-            return 130
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (a rising reward needs two rounds)")
     if not args.timeout >= 0:

@@ -4,7 +4,8 @@ Each drill runs one round of a small task (tests/data/small_task.toml) on a depl
 with real node processes (the CLI, SIGKILLable) or node threads, breaks one thing, restores it,
 waits for the round to settle and returns a DrillResult. Every drill checks afterwards:
 
-  * conservation: the protocol's token balance equals escrow + stakes + credited (DESIGN 3);
+  * conservation (scripts.harness): the protocol's token balance equals escrow + stakes +
+    credited, and every task holds exactly its budget + the pools of its open rounds (DESIGN 3);
   * no honest node slashed: no SubmissionRejected / ValidatorSlashed naming an honest node;
   * nothing paid twice: one SubmissionRewarded per (round, trainer).
 
@@ -47,8 +48,8 @@ from client.runtime.config import NodeConfig
 from client.runtime.connect import connect_node
 from client.runtime.task import load_task_context, model_for_round
 from scripts import REPO_ROOT, devnet
+from scripts.harness import TOKEN, conservation, enrol, expect, wait_for
 
-TOKEN = 10 ** 18
 STAKE = 100 * TOKEN
 INITIATOR, SPARE, VICTIM, PEER, VAL_A, VAL_B = 0, 5, 6, 7, 8, 9
 TASK_TEMPLATE = REPO_ROOT / "tests" / "data" / "small_task.toml"
@@ -66,29 +67,7 @@ class DrillResult:
     facts: dict = field(default_factory=dict, compare=False)   # what the drill measured, for tests and logs
 
 
-class DrillFailed(AssertionError):
-    """A drill's expectation did not hold; the message says which."""
-
-
-def expect(cond: bool, what: str) -> None:
-    if not cond:
-        raise DrillFailed(what)
-
-
-# ----------------------------------------------------------------------------- waiting
-
-def wait_for(what: str, pred: Callable[[], bool], timeout: float = 90.0,
-             alive: Callable[[], str | None] = lambda: None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        problem = alive()
-        if problem:
-            raise DrillFailed(f"{what}: {problem}")
-        time.sleep(0.05)
-    raise DrillFailed(f"timed out after {timeout:.0f}s waiting for {what}")
-
+# ----------------------------------------------------------------------------- waiting (scripts.harness.wait_for)
 
 def any_failed(*nodes) -> Callable[[], str | None]:
     return lambda: next((f"{n}: {p}" for n in nodes if (p := n.failed())), None)
@@ -228,27 +207,9 @@ def publish(client: ChainClient, ipfs_api: str, tmp: Path, rounds: int, min_vali
     return publish_task(node.client, node.signer, node.store, load_task_file(path)).task_id
 
 
-def enrol(client: ChainClient, account: int, role: Role, task_id: int, stake: int = STAKE) -> str:
-    """approve + register (unless registered in ``role`` already) + join."""
-    signer = client.signer(keys.devnet_account(account))
-    info = client.concord.node_info(signer.address)
-    if info.role == Role.NONE:
-        client.token.approve(signer, client.concord.address, stake)
-        client.concord.register(signer, role, stake)
-    else:
-        expect(info.role == role, f"account {account} is registered as {info.role.name}, not {role.name}")
-    client.concord.join(signer, task_id)
-    return signer.address
-
-
 def events(client: ChainClient, task_id: int, name: str) -> list:
     return [e for e in client.concord.events(client.deployment.block_number, "latest", [name])
             if getattr(e, "task_id", task_id) == task_id]
-
-
-def conserved(client: ChainClient) -> bool:
-    """DESIGN 3 invariant: the protocol's token balance is exactly what it owes."""
-    return client.token.balance_of(client.concord.address) == client.concord.totals().liabilities
 
 
 def honest_slashed(client: ChainClient, task_id: int, honest: Iterable[str]) -> tuple[str, ...]:
@@ -329,12 +290,13 @@ def _run(name: str, client: ChainClient, body: Callable[[dict], tuple[int, list[
         task_id = facts.get("task_id")
         honest = facts.get("honest", [])
     seconds = round(time.monotonic() - started, 1)
-    ok_conserved = conserved(client)
+    cons = conservation(client)
+    ok_conserved = cons.holds
     slashed = honest_slashed(client, task_id, honest) if task_id is not None else ()
     twice = paid_twice(client, task_id) if task_id is not None else ()
     notes = [problem] if problem else []
     if not ok_conserved:
-        notes.append("token conservation broken")
+        notes.append(f"token conservation broken: {'; '.join(cons.problems())}")
     if slashed:
         notes.append(f"honest nodes slashed: {list(slashed)}")
     if twice:
@@ -365,8 +327,8 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
             # a model 0 of its own: the bundle is content this IPFS daemon has never seen
             seed = int.from_bytes(os.urandom(3), "big") + 1
             task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1, model_seed=seed)
-            victim = enrol(client, VICTIM, Role.TRAINER, task_id)
-            validator = enrol(client, VAL_A, Role.VALIDATOR, task_id)
+            victim = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
+            validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
             facts["honest"] = [victim, validator]
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "victim", 1)
             first = nodes.process(argv, {PAUSE_BEFORE_MANIFEST_ENV: "60"}, "trainer")
@@ -418,8 +380,8 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
         nodes = Nodes()
         try:
             task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=2)
-            trainer = enrol(client, PEER, Role.TRAINER, task_id)
-            a, b = enrol(client, VAL_A, Role.VALIDATOR, task_id), enrol(client, VAL_B, Role.VALIDATOR, task_id)
+            trainer = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
+            a, b = (enrol(client, v, Role.VALIDATOR, STAKE, task_id) for v in (VAL_A, VAL_B))
             facts["honest"] = [trainer, a, b]
             _, submit = submit_honest(client, ipfs_api, tmp, task_id, PEER, 0)
             argv = node_argv("validator.node", client, ipfs_api, tmp, task_id, VAL_A, "val-a", 1)
@@ -505,9 +467,9 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
             with warnings_recorded() as seen:
                 api = ipfs.api
                 task_id = facts["task_id"] = publish(client, api, tmp, 1, min_validators=1)
-                sdk_trainer = enrol(client, PEER, Role.TRAINER, task_id)
-                node_trainer = enrol(client, VICTIM, Role.TRAINER, task_id)
-                validator = enrol(client, VAL_A, Role.VALIDATOR, task_id)
+                sdk_trainer = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
+                node_trainer = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
+                validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
                 facts["honest"] = [sdk_trainer, node_trainer, validator]
                 warm_caches(client, api, tmp, task_id, VICTIM, "trainer", "trainer")
                 warm_caches(client, api, tmp, task_id, VAL_A, "validator", "validator")
@@ -573,8 +535,8 @@ def drill_anvil_frozen(client: ChainClient, anvil: procs.Daemon, ipfs_api: str, 
         frozen = False
         try:
             task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1)
-            trainer = enrol(client, VICTIM, Role.TRAINER, task_id)
-            validator = enrol(client, VAL_A, Role.VALIDATOR, task_id)
+            trainer = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
+            validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
             facts["honest"] = [trainer, validator]
             first_block = client.rpc.block_number() + 1
             vcfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, VAL_A, "validator", "validator"),
@@ -724,9 +686,9 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
         nodes = Nodes()
         try:
             task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1)
-            honest = enrol(client, PEER, Role.TRAINER, task_id)
-            cheater = enrol(client, VICTIM, Role.TRAINER, task_id)
-            vals = [enrol(client, VAL_A, Role.VALIDATOR, task_id)]
+            honest = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
+            cheater = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
+            vals = [enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)]
             facts["honest"] = [honest, *vals]
             _, submit_honest_ = submit_with(client, ipfs_api, tmp, task_id, PEER, 0,
                                             lambda store, b: put_submission(store, b)[0])
@@ -890,9 +852,9 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
         proxy = DripProxy(f"http://127.0.0.1:{_api_port(ipfs_api)}")
         try:
             task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1)
-            slow = enrol(client, VICTIM, Role.TRAINER, task_id)
-            honest = [enrol(client, a, Role.TRAINER, task_id) for a in (PEER, HONEST_2)]
-            validator = enrol(client, VAL_A, Role.VALIDATOR, task_id)
+            slow = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
+            honest = [enrol(client, a, Role.TRAINER, STAKE, task_id) for a in (PEER, HONEST_2)]
+            validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
             facts["honest"] = honest + [validator]
             slow_cids: set[str] = set()
 

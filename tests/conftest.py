@@ -125,11 +125,10 @@ class ChainEnv:
         return task_id
 
     def enrol(self, signer, role, stake: int, task_id: int | None = None) -> None:
-        """approve + register (+ join)."""
-        self.client.token.approve(signer, self.client.concord.address, stake)
-        self.client.concord.register(signer, role, stake)
-        if task_id is not None:
-            self.client.concord.join(signer, task_id)
+        """approve + register (+ join): scripts.harness.enrol."""
+        from scripts.harness import enrol
+
+        enrol(self.client, signer, role, stake, task_id)
 
     def snapshot_state(self, task_id: int | None, addresses) -> tuple:
         """Everything a failed call must leave unchanged: token and credited balances, stakes,

@@ -10,7 +10,7 @@ import pytest
 
 from client import chain
 from client.chain import ContractError, Phase, Role, TaskParams
-from scripts.harness import digest
+from scripts.harness import conservation, digest
 
 TOKEN = 10 ** 18
 BASE = TaskParams(
@@ -24,11 +24,6 @@ BASE = TaskParams(
 
 def params(**changes: object) -> TaskParams:
     return dataclasses.replace(BASE, **changes)
-
-
-def conserved(env) -> bool:
-    c = env.client.concord
-    return env.client.token.balance_of(c.address) == c.totals().liabilities == c.total_liabilities()
 
 
 def commit_all(env, task_id: int, round_: int, validators, words, model: bytes) -> dict[str, bytes]:
@@ -77,7 +72,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
     for v in validators:
         env.enrol(v, Role.VALIDATOR, 120 * TOKEN, task_id)
     assert c.task_state(task_id).trainers == 3 and c.task_state(task_id).validators == 3
-    assert conserved(env)
+    assert conservation(env.client).holds
 
     work = [10, 20, 30]
     for i, t in enumerate(trainers):
@@ -94,7 +89,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
     for v in validators:
         c.reveal(v, task_id, 0, words, model1, salts[v.address])
     assert c.phase_of(task_id, 0) == Phase.FINALIZE
-    assert conserved(env)
+    assert conservation(env.client).holds
 
     receipts = c.finalize_all(initiator, task_id, 0, max_items=2)
     assert len(receipts) >= 3                                             # 6 steps, 2 per call
@@ -132,7 +127,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
                                                   "PhaseClosedEarly", "Committed", "Revealed", "RoundFinalized"}
     progressed = [e.cursor for e in events if isinstance(e, chain.FinalizeProgressed)]
     assert progressed == sorted(progressed) and progressed[-1] == 6
-    assert conserved(env)
+    assert conservation(env.client).holds
 
     # Pull payments: tokens leave only through withdraw.
     for s in [*trainers[:2], *validators]:
@@ -143,7 +138,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
         (w,) = [e for e in c.receipt_events(receipt) if isinstance(e, chain.Withdrawn)]
         assert (w.account, w.amount) == (s.address, owed)
     assert c.balance_of(trainers[2].address) == 0                         # the cheater earned nothing
-    assert conserved(env)
+    assert conservation(env.client).holds
 
 
 def test_round_with_too_few_reveals_is_void_and_slashes_the_silent_validator(chain_env) -> None:
@@ -178,7 +173,7 @@ def test_round_with_too_few_reveals_is_void_and_slashes_the_silent_validator(cha
     assert (slashed.validator, slashed.amount) == (v2.address, 80 * TOKEN)
     assert c.node_info(v2.address).stake == 20 * TOKEN
     assert c.node_info(trainer.address).stake == 100 * TOKEN and c.balance_of(trainer.address) == 0
-    assert conserved(env)
+    assert conservation(env.client).holds
 
 
 def test_async_window_lets_round_r_plus_1_build_on_model_r(chain_env) -> None:
@@ -208,7 +203,7 @@ def test_async_window_lets_round_r_plus_1_build_on_model_r(chain_env) -> None:
     assert window.value.params == {"taskId": task_id, "round": 2, "baseRound": 0, "asyncLevel": 1}
     c.submit(trainer, task_id, 2, 1, digest("b2"), digest("p2"), 1)
     assert c.round_info(task_id, 2).submissions == 1
-    assert conserved(env)
+    assert conservation(env.client).holds
 
 
 def test_finalize_is_paginated_one_step_per_item(chain_env) -> None:
@@ -236,7 +231,7 @@ def test_finalize_is_paginated_one_step_per_item(chain_env) -> None:
     assert c.phase_of(task_id, 0) == Phase.FINALIZED
     paid = [c.balance_of(t.address) for t in trainers]
     assert paid == [100 * TOKEN, 0, 100 * TOKEN, 0, 100 * TOKEN]             # 300 over 3 accepted, equal work
-    assert conserved(env)
+    assert conservation(env.client).holds
 
 
 def test_unbond_waits_for_leave_and_the_delay_then_withdraws(chain_env) -> None:
@@ -262,7 +257,7 @@ def test_unbond_waits_for_leave_and_the_delay_then_withdraws(chain_env) -> None:
     tok.approve(trainer, c.address, 5 * TOKEN)
     c.add_stake(trainer, 5 * TOKEN)
     assert c.node_info(trainer.address).stake == 105 * TOKEN
-    assert conserved(env)
+    assert conservation(env.client).holds
 
 
 def test_top_up_and_reclaim_budget_of_a_finished_task(chain_env) -> None:
@@ -287,4 +282,4 @@ def test_top_up_and_reclaim_budget_of_a_finished_task(chain_env) -> None:
     assert leftover == 7 * TOKEN                                            # everything else was paid out
     c.reclaim_budget(initiator, task_id)
     assert c.balance_of(initiator.address) == leftover and c.task_state(task_id).budget == 0
-    assert conserved(env)
+    assert conservation(env.client).holds

@@ -29,6 +29,7 @@ from client.runtime.display import Display
 from client.runtime.task import TaskContext, load_task_context, phase_now
 from client.trainer import Prepared, cheat_claim, prepare_submission, submit_round
 from scripts.adversaries.trainer_cheats import CHEATS, cheat_context
+from scripts.harness import enrol
 from validator import node as vnode
 
 TOKEN = 10 ** 18
@@ -100,8 +101,7 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
         trainers = {i: Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1),
                                   tmp / f"t{i}") for i in (TRAINER, OTHER, COPIER)}
         for i in trainers:
-            client.token.approve(trainers[i].signer, client.concord.address, STAKE)
-            client.concord.register(trainers[i].signer, Role.TRAINER, STAKE)
+            enrol(client, trainers[i].signer, Role.TRAINER, STAKE)
         ctxs = {i: load_task_context(n, task_id) for i, n in trainers.items()}
         vn = Node(client, signer(VALIDATOR), Store(ipfs.api, tmp / "cache-v", timeout=1.0, retries=1), tmp / "v")
         v = vnode.Validator(vnode.ValidatorConfig(NodeConfig("validator", anvil.url, client.deployment, ipfs.api,

@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from client.chain import Role
 from client.runtime import procs
 from scripts import REPO_ROOT, devnet
 from scripts.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
-from scripts.harness import Actor, Conservation, Ledger
+from scripts.harness import Actor, Conservation, Ledger, wait_for
 
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 
@@ -41,14 +40,9 @@ def group_members(pgids: set[int]) -> list[int]:
     return [pid for pid, fields in procs.live_processes().items() if int(fields[2]) in pgids]
 
 
-def wait_for(what: str, pred, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        assert proc.poll() is None, f"demo exited with {proc.returncode} before {what}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def running(proc: subprocess.Popen):
+    """For harness.wait_for: the demo's exit, if it exited."""
+    return lambda: None if proc.poll() is None else f"demo exited with {proc.returncode}"
 
 
 @pytest.mark.slow
@@ -63,12 +57,12 @@ def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Si
     try:
         state = tmp_path / "state"
         wait_for("all 6 nodes to start", lambda: (state / NODES_FILE).exists()
-                 and len(json.loads((state / NODES_FILE).read_text())) == 6, proc)
+                 and len(json.loads((state / NODES_FILE).read_text())) == 6, alive=running(proc), poll=0.2)
         daemons = devnet.load(state).daemon_list()
         daemons += [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
         assert {d.name for d in daemons} >= {"anvil", "ipfs", "trainer-1", "cheater", "validator-2"}
         wait_for(f"trainer-1 to log {when}", lambda: f'"event":"{when}"' in (state / "logs" / "trainer-1.log").read_text(),
-                 proc)
+                 alive=running(proc), poll=0.2)
         assert all(procs.is_ours(d) for d in daemons)          # truly mid-run: every node and daemon is up
         proc.send_signal(sig)
         assert proc.wait(timeout=90) == 130, out.read_text()[-2000:]
@@ -135,13 +129,3 @@ def test_verdict_rules(monkeypatch):
     assert not broken.ok and "conservation VIOLATED" in broken.verdict_line()
     assert [s.role for s in specs] == [Role.TRAINER, Role.TRAINER, Role.VALIDATOR, Role.VALIDATOR]
 
-
-def test_chain_only_runs_the_sdk_settlement_demo(tmp_path: Path, capsys):
-    from scripts import demo
-
-    ports = [str(procs.free_port()) for _ in range(4)]
-    rc = demo.main(["--chain-only", "--state-dir", str(tmp_path / "state"), "--anvil-port", ports[0], "--ipfs-port",
-                    ports[1], "--ipfs-gateway-port", ports[2], "--ipfs-grpc-port", ports[3]])
-    out = capsys.readouterr().out
-    assert rc == 0 and "Settlement of task 1, round 0" in out and "holds" in out
-    assert not devnet.state_file(tmp_path / "state").exists()

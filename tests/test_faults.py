@@ -60,11 +60,10 @@ from scripts.drills import (
     events,
     node_argv,
     node_cfg,
-    wait_for,
 )
+from scripts.harness import TOKEN, conservation, enrol, wait_for
 from validator import node as vnode
 
-TOKEN = 10 ** 18
 SLASH = 80 * TOKEN
 
 
@@ -74,14 +73,10 @@ def publish(client, ipfs_api: str, tmp: Path, rounds: int, min_validators: int) 
     return drills.publish(client, ipfs_api, tmp, rounds, min_validators)
 
 
-def enrol(client, account: int, role: Role, task_id: int) -> str:
-    return drills.enrol(client, account, role, task_id)
-
-
 def assert_conserved(client) -> None:
-    """DESIGN 3 invariant: the protocol's token balance is exactly what it owes."""
-    totals = client.concord.totals()
-    assert client.token.balance_of(client.concord.address) == totals.liabilities, totals
+    """DESIGN 3 invariants: the protocol's token balance is exactly what it owes, and so is each task's escrow."""
+    cons = conservation(client)
+    assert cons.holds, cons.problems()
 
 
 def assert_drill(result: drills.DrillResult) -> None:
@@ -121,9 +116,9 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, 
                                                                     node_processes, node_threads):
     client, rounds = chain_env.client, 3
     task_id = publish(client, ipfs.api, tmp_path, rounds, min_validators=1)
-    victim = enrol(client, VICTIM, Role.TRAINER, task_id)     # both joined: a round waits for both
-    other = enrol(client, PEER, Role.TRAINER, task_id)
-    enrol(client, VAL_A, Role.VALIDATOR, task_id)
+    victim = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)     # both joined: a round waits for both
+    other = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
+    enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
 
     argv = node_argv("client.trainer", client, ipfs.api, tmp_path, task_id, VICTIM, "victim", rounds)
     first = NodeProcess(argv)
@@ -186,7 +181,7 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(cha
     task_id = publish(client, ipfs.api, tmp_path, rounds, min_validators=2)
     trainer = chain_env.signer(PEER)
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
-    a_addr = enrol(client, VAL_A, Role.VALIDATOR, task_id)
+    a_addr = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
     b_cfg = vnode.ValidatorConfig(node_cfg(client, ipfs.api, tmp_path, task_id, VAL_B, "val-b", "validator"),
                                   rounds=rounds)
     vnode.ensure_enrolled(vnode.connect_validator(b_cfg))
@@ -281,7 +276,7 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, 
                                                                      node_threads, warnings_seen):
     client, api = chain_env.client, own_ipfs.api
     task_id = publish(client, api, tmp_path, 1, min_validators=1)
-    trainer_addr = enrol(client, PEER, Role.TRAINER, task_id)
+    trainer_addr = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
     t_cfg = TrainerConfig(node_cfg(client, api, tmp_path, task_id, PEER, "trainer"), rounds=1)
     v_cfg = vnode.ValidatorConfig(node_cfg(client, api, tmp_path, task_id, VAL_A, "validator", "validator"),
                                   rounds=1)

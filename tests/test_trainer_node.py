@@ -24,6 +24,7 @@ from client.runtime.events import EventFollower
 from client.runtime.task import load_task_context, model_for_round
 from client.trainer import Prepared, TrainerConfig, run_trainer, submit_round
 from scripts.adversaries.trainer_cheats import inflate_rewards
+from scripts.harness import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TOML = REPO / "configs" / "default_task.toml"
@@ -218,16 +219,6 @@ def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
     assert any(x.get("event") == "registered" for x in lines)
     assert lines[-1]["event"] == "stopped" and lines[-1]["submitted"] == [0]
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     """asyncLevel 1: round 1 is generated on model 0 while round 0 is verified; round 2 builds on model 1."""
     from client.content.model_store import put_model
@@ -245,7 +236,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     worker = threading.Thread(target=lambda: result.update(run=run_trainer(cfg, _stop_after(120))), daemon=True)
     worker.start()
     me = chain_env.signer(TRAINER).address
-    _wait_for(lambda: len(_submitted(client, task_id, me)) >= 2, 60, "rounds 0 and 1 submitted")
+    wait_for("rounds 0 and 1 submitted", lambda: len(_submitted(client, task_id, me)) >= 2, 60, poll=0.1)
     assert client.concord.latest_model(task_id).model == 0   # round 1 did not wait for round 0's verdict
 
     # a stand-in validator accepts round 0 and publishes model 1 (model 0 nudged)

@@ -33,6 +33,7 @@ from client.runtime.config import NodeConfig, NodeConfigError
 from client.runtime.connect import connect_node
 from client.runtime.task import load_task_context, model_for_round
 from scripts.adversaries import validator_cheats as cheats
+from scripts.harness import conservation, enrol
 from validator import node as vnode
 from validator.aggregate import outer_step
 
@@ -120,9 +121,7 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
                        (MISSING_T, "ab" * 32, None)]
         signers = {account: client.signer(keys.devnet_account(account)) for account, _, _ in submissions}
         for s in signers.values():                 # all three joined first: the submit phase waits for each
-            client.token.approve(s, client.concord.address, STAKE)
-            client.concord.register(s, Role.TRAINER, STAKE)
-            client.concord.join(s, task_id)
+            enrol(client, s, Role.TRAINER, STAKE, task_id)
         for account, digest, bundle in submissions:
             root, units = (bytes(bundle.proof_root), bundle.work_units) if bundle else (bytes(32), 1)
             client.concord.submit(signers[account], task_id, 0, 0, bytes.fromhex(digest), root, units)
@@ -243,7 +242,7 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
     for a in (8, 9):                                    # topped up to 100 before round 1, slashed 80 again
         assert client.concord.node_info(addr(a)).stake == STAKE - SLASH
         assert [e.amount for e in events if isinstance(e, chain.StakeAdded) and e.node == addr(a)] == [SLASH]
-    assert client.token.balance_of(client.concord.address) == client.concord.totals().liabilities
+    assert conservation(client).holds
 
 
 # ----------------------------------------------------------------------------- the honest outcome
@@ -260,8 +259,7 @@ def test_the_honest_majority_decides_the_round(round0):
         assert r.paid(chain.ValidatorPaid, account) == FEE // 2            # the two honest share the fee
         assert r.paid(chain.BountyPaid, account) == 2 * BOUNTY // 4        # 4 rejecters of each rejected trainer
         assert r.client.concord.node_info(addr(account)).stake == STAKE
-    totals = r.client.concord.totals()
-    assert r.client.token.balance_of(r.client.concord.address) == totals.liabilities
+    assert conservation(r.client).holds
 
 
 # ----------------------------------------------------------------------------- each cheat and what it lost

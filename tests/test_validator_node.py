@@ -35,7 +35,8 @@ from client.engine.grpo import pin_determinism
 from client.engine.model import build_policy, load_policy_state, policy_state
 from client.initiator import ChainTerms, TaskFile, publish_task
 from client.runtime.config import NodeConfig
-from scripts import REPO_ROOT
+from scripts import REPO_ROOT, harness
+from scripts.harness import enrol
 from validator import node as vnode
 from validator.aggregate import outer_step
 
@@ -51,16 +52,13 @@ TERMS = ChainTerms(trainer_reward_per_round=300 * TOKEN, validator_fee_per_round
 
 def wait_for(what: str, pred: Callable[[], bool], timeout: float = 90.0, proc: subprocess.Popen | None = None,
              errors: list | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
+    """harness.wait_for, ended early when validator A's process exits or validator B's thread fails."""
+    def problem() -> str | None:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: validator process exited with {proc.returncode}")
-        if errors:
-            raise AssertionError(f"{what}: validator thread failed: {errors[0]!r}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            return f"validator process exited with {proc.returncode}"
+        return f"validator thread failed: {errors[0]!r}" if errors else None
+
+    harness.wait_for(what, pred, timeout, alive=problem, poll=0.2)
 
 
 @dataclass
@@ -119,10 +117,7 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
         task_id = publish_task(client, signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
         for i in (HONEST, CHEATER, COPIER):
-            s = signer(i)
-            client.token.approve(s, client.concord.address, STAKE)
-            client.concord.register(s, Role.TRAINER, STAKE)
-            client.concord.join(s, task_id)
+            enrol(client, i, Role.TRAINER, STAKE, task_id)
 
         devnet_json = tmp / "devnet.json"
         devnet_json.write_text(json.dumps({

@@ -59,14 +59,12 @@ from scripts.demo import (
     NetworkPlan,
     NodeProc,
     NodeSpec,
-    enrol,
-    settle_up,
     signals_ignored,
     start_nodes,
     stop_nodes,
     wait_exit,
 )
-from scripts.harness import Actor, Ledger, conservation
+from scripts.harness import Actor, Ledger, conservation, enrol, settle_up
 from validator import node as vnode
 
 log = logging.getLogger(__name__)
@@ -246,8 +244,8 @@ def run_plan(plan: AttackPlan, state_dir: Path, console: Console) -> Observed:
         start_block = client.rpc.block_number() + 1
         task_id = publish_task(client, initiator, store, task_file, str(TASK_FILE)).task_id
         for spec in plan.nodes:
-            enrol(client, spec, task_id, terms.min_trainer_stake if spec.role == Role.TRAINER
-                  else terms.min_validator_stake)
+            enrol(client, spec.account, spec.role, terms.min_trainer_stake if spec.role == Role.TRAINER
+                  else terms.min_validator_stake, task_id)
         net_plan = NetworkPlan(TASK_FILE, plan.rounds, plan.nodes, timeout_s=plan.timeout_s, live=False)
         start_nodes(plan.nodes, net, task_id, net_plan, nodes)
         logs = state_dir / "logs"
@@ -449,8 +447,7 @@ def judge_validators(obs: Observed) -> list[Row]:
     rejected = {(e.round, e.index) for e in obs.of(chain.SubmissionRejected)}
     if not cheat_subs or any((s.round, s.index) not in rejected for s in cheat_subs):
         problems.append("the cheating trainer was not rejected")
-    ledger = Ledger()          # what each address earned and lost, from the events
-    ledger.add(obs.events)
+    ledger = Ledger.of(obs.events)          # what each address earned and lost, from the events
     fee, vslash, bounty = (defaultdict(int, {a.lower(): x for a, x in d.items()})
                            for d in (ledger.fee, ledger.slashed, ledger.bounty))
     honest_fee = min((fee[v] for v in honest_vals), default=0)

@@ -36,11 +36,10 @@ from client.chain import (
 )
 from client.runtime import procs
 from scripts import REPO_ROOT, devnet
-from scripts.harness import digest
+from scripts.harness import TOKEN, conservation, digest
 
 SIZES = (1, 16, 256)
 VALIDATORS = 5
-TOKEN = 10 ** 18
 TARGETS = {"submit": 80_000, "commit": 60_000, "reveal": 92_000, "finalize_per_submission": 40_000,
            "max_tx_gas_256": 15_000_000}
 
@@ -144,7 +143,7 @@ def run(port: int | None = None) -> tuple[dict, dict[int, RoundGas], dict[str, i
                 bal = client.concord.balance_of(s.address)
                 if bal:
                     withdraw_gas.append(client.concord.withdraw(s, bal).gas_used)
-            cons = client.token.balance_of(client.concord.address) == client.concord.total_liabilities()
+            cons = conservation(client).holds
         finally:
             procs.stop(daemon)
     big = rounds[max(SIZES)]

@@ -46,7 +46,7 @@ from client import chain
 from client.chain import Role, keys
 from client.initiator import TaskFile, load_task_file, publish_task
 from client.runtime import procs, timing
-from scripts import REPO_ROOT, devnet
+from scripts import REPO_ROOT, devnet, harness
 from scripts.bench import ipfs as bench_ipfs
 
 TASK_TOML = REPO_ROOT / "configs" / "default_task.toml"
@@ -110,16 +110,13 @@ def publish(net: devnet.Devnet, rounds: int, trainers: int) -> tuple[int, TaskFi
     return publish_task(client, signer, store, task_file, str(TASK_TOML)).task_id, task_file
 
 
-def enrol(net: devnet.Devnet, task_id: int, task_file: TaskFile, cast: Sequence[Actor]) -> chain.ChainClient:
+def enrol_all(net: devnet.Devnet, task_id: int, task_file: TaskFile, cast: Sequence[Actor]) -> chain.ChainClient:
     """Stake and join every node before any starts, so round 0 expects all of them."""
     client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
     for a in cast:
-        signer = client.signer(keys.devnet_account(a.account))
         role = Role.TRAINER if a.role == "trainer" else Role.VALIDATOR
         stake = task_file.terms.min_trainer_stake if a.role == "trainer" else task_file.terms.min_validator_stake
-        client.token.approve(signer, client.concord.address, stake)
-        client.concord.register(signer, role, stake)
-        client.concord.join(signer, task_id)
+        harness.enrol(client, a.account, role, stake, task_id)
     return client
 
 
@@ -257,7 +254,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
         ipfs = bench_ipfs.run(net.ipfs_api, int(args.ipfs_size_mb * bench_ipfs.MB), args.ipfs_runs)
         task_id, task_file = publish(net, args.rounds, args.trainers)
         cast = actors(work, args.trainers, args.validators)
-        client = enrol(net, task_id, task_file, cast)
+        client = enrol_all(net, task_id, task_file, cast)
         devnet_json = devnet.state_file(Path(net.state_dir))
         started = time.monotonic()
         nodes = [start_actor(a, devnet_json, task_id, args.rounds, args.poll_interval) for a in cast]
