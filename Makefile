@@ -10,7 +10,7 @@ TOPLOC := toploc==0.1.6
 
 export PYTHONHASHSEED := 0
 
-.PHONY: deps artifacts demo test forge-test forge-deep pytest pytest-fast slither bench-gas bench-learn bench-proofs clean
+.PHONY: deps artifacts demo test lint forge-test forge-deep pytest pytest-fast slither bench-gas bench-learn bench-proofs clean
 
 deps: $(VENV)/.stamp node_modules/.stamp
 
@@ -41,7 +41,13 @@ artifacts: deps
 demo: deps
 	$(VENV)/bin/concord demo
 
-test: forge-test pytest
+test: lint forge-test pytest
+
+# ruff (lint, then format) over the whole tree; mypy --strict over the library ([tool.mypy] in pyproject.toml).
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 forge-test: node_modules/.stamp
 	$(BIN)/forge test

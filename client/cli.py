@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # subcommand -> (module, function taking the remaining argv, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {

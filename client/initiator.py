@@ -108,26 +108,26 @@ class Published:
     initiator: str
     block: int
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # ----------------------------------------------------------------------------- validation (touches nothing)
 
-def _tokens(key: str, value: Any, decimals: int) -> tuple[int | None, ConfigError | None]:
-    """Whole tokens (int, or a decimal string) -> base units."""
+def _tokens(key: str, value: Any, decimals: int) -> int:
+    """Whole tokens (int, or a decimal string) -> base units; ConfigError names a bad value."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        return None, ConfigError(CHAIN, key, f"expected an int or a decimal string of tokens, got {value!r}")
+        raise ConfigError(CHAIN, key, f"expected an int or a decimal string of tokens, got {value!r}")
     try:
         amount = Decimal(value) * (Decimal(10) ** decimals)
     except InvalidOperation:
-        return None, ConfigError(CHAIN, key, f"not a decimal number: {value!r}")
+        raise ConfigError(CHAIN, key, f"not a decimal number: {value!r}") from None
     if amount != amount.to_integral_value():
-        return None, ConfigError(CHAIN, key, f"{value} has more than {decimals} decimals")
+        raise ConfigError(CHAIN, key, f"{value} has more than {decimals} decimals")
     units = int(amount)
     if not 0 <= units <= UINT96:
-        return None, ConfigError(CHAIN, key, f"must be in [0, {Decimal(UINT96) / 10 ** decimals}] tokens, got {value}")
-    return units, None
+        raise ConfigError(CHAIN, key, f"must be in [0, {Decimal(UINT96) / 10 ** decimals}] tokens, got {value}")
+    return units
 
 
 def parse_chain_terms(table: Any, decimals: int, budget_override: int | None = None) -> ChainTerms:
@@ -142,11 +142,10 @@ def parse_chain_terms(table: Any, decimals: int, budget_override: int | None = N
     values: dict[str, int] = {}
     for key in TOKEN_FIELDS + ("budget",):
         if key in table:
-            units, err = _tokens(key, table[key], decimals)
-            if err:
+            try:
+                values[key] = _tokens(key, table[key], decimals)
+            except ConfigError as err:
                 errors.append(err)
-            else:
-                values[key] = units
     for key, (lo, hi) in INT_FIELDS.items():
         if key not in table:
             continue
@@ -184,7 +183,8 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
     data = read_toml(path)
     table = data.pop(CHAIN, None)
     errors: list[ConfigError] = []
-    spec = terms = None
+    spec: TaskSpecManifest | None = None
+    terms: ChainTerms | None = None
     try:
         spec = parse_task_spec(data, str(path))
     except TaskSpecError as e:
@@ -193,7 +193,7 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
         terms = parse_chain_terms(table, decimals, budget_override)
     except TaskSpecError as e:
         errors += e.errors
-    if errors:
+    if errors or spec is None or terms is None:   # each one is None only when it added errors
         raise TaskSpecError(str(path), errors)
     return TaskFile(spec, terms)
 
@@ -293,9 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         budget = None
         if args.budget is not None:
-            budget, err = _tokens("budget", args.budget, 18)
-            if err:
-                raise TaskSpecError("--budget", [err])
+            try:
+                budget = _tokens("budget", args.budget, 18)
+            except ConfigError as err:
+                raise TaskSpecError("--budget", [err]) from None
         if args.check:
             load_task_file(args.task_file, 18, budget)
             print(f"{args.task_file}: ok")
@@ -306,9 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         decimals = client.token.decimals()
         if decimals != 18:   # token amounts in this token's base units
             if budget is not None:
-                budget, err = _tokens("budget", args.budget, decimals)
-                if err:
-                    raise TaskSpecError("--budget", [err])
+                try:
+                    budget = _tokens("budget", args.budget, decimals)
+                except ConfigError as err:
+                    raise TaskSpecError("--budget", [err]) from None
             task_file = load_task_file(args.task_file, decimals, budget)
         check_against_chain(client, signer.address, task_file.terms, str(args.task_file))   # before the state dir
         node = open_node(cfg, client, signer)

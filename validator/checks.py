@@ -29,7 +29,7 @@ from client.engine.grpo import (
     make_inner_optimizer,
     state_delta,
 )
-from client.engine.model import clone_policy, policy_state
+from client.engine.model import Policy, clone_policy, policy_state
 from client.engine.proofs import ProofCheck, ToplocThresholds, verify_rollout_proofs
 from client.engine.rollout import (
     RolloutBatch,
@@ -67,7 +67,7 @@ class Verdict:
 # ----------------------------------------------------------------------------- 1. schema
 
 
-def check_schema(policy_base: torch.nn.Module, bundle: Bundle, cfgs: TaskConfig) -> CheckResult:
+def check_schema(policy_base: Policy, bundle: Bundle, cfgs: TaskConfig) -> CheckResult:
     """Shapes and fields: H batches of the task's size, int64 tokens inside the vocabulary, a proof
     list per rollout, a finite delta with exactly the base model's names and shapes, batches
     tagged with the bundle's ids, a 32-byte proof root."""
@@ -76,7 +76,7 @@ def check_schema(policy_base: torch.nn.Module, bundle: Bundle, cfgs: TaskConfig)
     problems = 0
     if len(bundle.batches) != grpo.inner_steps or len(bundle.proofs) != len(bundle.batches):
         problems += 1
-    for b, proofs in zip(bundle.batches, bundle.proofs):
+    for b, proofs in zip(bundle.batches, bundle.proofs, strict=False):  # a count mismatch is counted above
         shapes_ok = (
             b.prompts.dim() == 2 and b.completions.dim() == 2 and b.prompts.shape[0] == n
             and b.completions.shape[0] == n and b.rewards.shape == (n,) and len(proofs) == n
@@ -157,7 +157,8 @@ def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:
     })
 
 
-def rollout_toploc_rejects(hidden: torch.Tensor, batch: RolloutBatch, proofs, lengths, vcfg: ValidationConfig) -> list[bool]:
+def rollout_toploc_rejects(hidden: torch.Tensor, batch: RolloutBatch, proofs: tuple[tuple[bytes, ...], ...],
+                           lengths: torch.Tensor, vcfg: ValidationConfig) -> list[bool]:
     """Per-rollout TOPLOC reject flags [N] (for measuring detection rates)."""
     return [not r.ok for r in toploc_rows(hidden, batch, proofs, lengths, vcfg)]
 
@@ -212,11 +213,13 @@ def check_sampling(
     })
 
 
-def rollout_sampling_rejects(logits, batch, keys, sampler: SamplerConfig, vcfg: ValidationConfig) -> list[bool]:
+def rollout_sampling_rejects(logits: torch.Tensor, batch: RolloutBatch, keys: np.ndarray, sampler: SamplerConfig,
+                             vcfg: ValidationConfig) -> list[bool]:
     """Per-rollout sampling-replay reject flags [N] (for measuring detection rates)."""
     gap, mask = sampling_gaps(logits, batch, keys, sampler)
-    bad = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | ((batch.completions != PAD) & ~mask).any(dim=1)
-    return bad.tolist()
+    bad = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | ((batch.completions != PAD) & ~mask).any(dim=1)  # [N]
+    flags: list[bool] = bad.tolist()
+    return flags
 
 
 # ----------------------------------------------------------------------------- 3 + 4: the prefill pass
@@ -233,7 +236,7 @@ class Recomputed:
 
 
 def recompute_states(
-    policy: torch.nn.Module,
+    policy: Policy,
     batch: RolloutBatch,
     proofs: tuple[tuple[bytes, ...], ...],
     lengths: torch.Tensor,  # [N] recomputed completion lengths
@@ -257,7 +260,7 @@ def recompute_states(
             exact = policy(batch.tokens[rows])  # float32, those rollouts only
         hidden, logits = hidden.clone(), logits.clone()
         hidden[rows], logits[rows] = exact.hidden, exact.logits
-        for n, r in zip(rows, toploc_rows(hidden, batch, proofs, lengths, vcfg, rows)):
+        for n, r in zip(rows, toploc_rows(hidden, batch, proofs, lengths, vcfg, rows), strict=True):
             per_row[n] = r
     return Recomputed(hidden, logits, per_row, len(rows))
 
@@ -321,7 +324,7 @@ def verified_batch(batch: RolloutBatch, k: int, bundle: Bundle, env_rewards: tor
 
 
 def verify_bundle(
-    policy_base: torch.nn.Module, bundle: Bundle, env: Env, cfgs: TaskConfig, vcfg: ValidationConfig = ValidationConfig()
+    policy_base: Policy, bundle: Bundle, env: Env, cfgs: TaskConfig, vcfg: ValidationConfig = ValidationConfig()
 ) -> Verdict:
     """Run checks 1 (in memory) to 6 in protocol order; the first failure rejects."""
     results: list[CheckResult] = []
@@ -339,7 +342,7 @@ def verify_bundle(
         if (v := done(check_prompts(batch, k, bundle, env, cfgs.grpo))) is not None:
             return v
         want_i, want_j = assigned_indices(k, cfgs.grpo)
-        keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(want_i, want_j)))
+        keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(want_i, want_j, strict=True)))
         mask = completion_mask(batch.completions, cfgs.sampler.stop_at_eos)
         out = recompute_states(policy, batch, bundle.proofs[k], mask.sum(1), keys, cfgs.sampler, vcfg)  # theta_k
         if (v := done(toploc_result(out.toploc, k))) is not None:

@@ -23,6 +23,7 @@ import torch
 from client.engine.config import TaskConfig
 from client.engine.envs import Env
 from client.engine.grpo import train_round
+from client.engine.model import Policy
 from client.engine.proofs import (
     build_many_rollout_proofs,
     merkle_root,
@@ -86,7 +87,7 @@ def proof_root(bundle: Bundle) -> bytes:
 
 
 def make_bundle(
-    policy_base: torch.nn.Module,
+    policy_base: Policy,
     env: Env,
     cfgs: TaskConfig,
     task_id: int,

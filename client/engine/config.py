@@ -13,7 +13,12 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):
@@ -264,7 +269,7 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
         args = typing.get_args(typ)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(section, key, f"expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(section, key, a, v) for a, v in zip(args, value))
+        return tuple(_coerce(section, key, a, v) for a, v in zip(args, value, strict=True))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(section, key, f"expected a table, got {value!r}")
@@ -282,7 +287,7 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
     raise ConfigError(section, key, f"unsupported field type {typ}")
 
 
-def from_dict(cls: type, data: dict[str, Any], section: str = "") -> Any:
+def from_dict(cls: type[C], data: dict[str, Any], section: str = "") -> C:
     """Build a config dataclass from a (TOML) dict, rejecting unknown keys and naming bad fields."""
     section = section or cls.__name__
     if not isinstance(data, dict):
@@ -299,19 +304,19 @@ def from_dict(cls: type, data: dict[str, Any], section: str = "") -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         typ = hints[name]
-        if dataclasses.is_dataclass(typ):
+        if isinstance(typ, type) and dataclasses.is_dataclass(typ):
             kwargs[name] = from_dict(typ, value, name)
         else:
             kwargs[name] = _coerce(section, name, typ, value)
     return cls(**kwargs)
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
+def to_dict(cfg: DataclassInstance) -> dict[str, Any]:
     """The inverse of from_dict (tuples become lists, as TOML/JSON would store them)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = to_dict(value)
         elif isinstance(value, tuple):
             value = list(value)

@@ -37,13 +37,15 @@ float, so every validator computes the same bits.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import comb
-from typing import Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -79,7 +81,7 @@ def positional_reward(completion: Sequence[int], answer: Sequence[int]) -> float
     """The shared reward rule from the module docstring."""
     seq = _cut(completion)
     target = list(answer) + [EOS]
-    matches = sum(a == b for a, b in zip(seq, target))
+    matches = sum(a == b for a, b in zip(seq, target, strict=False))  # the longer one's tail scores 0
     return matches / max(len(seq), len(target))
 
 
@@ -131,8 +133,14 @@ def render(tokens: Sequence[int]) -> str:
 
 
 class Env(Protocol):
-    env_id: str
-    chance_share: float   # share of the baseline that `reward` subtracts (module docstring)
+    # Read-only members: the environments are frozen dataclasses.
+    @property
+    def env_id(self) -> str: ...
+
+    @property
+    def chance_share(self) -> float:
+        """Share of the baseline that `reward` subtracts (module docstring)."""
+        ...
 
     @property
     def prompt_len(self) -> int: ...
@@ -390,7 +398,15 @@ def _check_mod(p: dict[str, int], env_id: str) -> None:
         raise BadEnvParams(env_id, "modulus", f"must be in [2, 1e6], got {p.get('modulus')}")
 
 
-REGISTRY: dict[str, tuple[type, Callable[[dict[str, int], str], None]]] = {
+class EnvClass(Protocol):
+    """An environment's class: a frozen dataclass whose fields (env_id aside) are its int parameters."""
+
+    __dataclass_fields__: dict[str, dataclasses.Field[Any]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Env: ...  # make_env passes the int params by keyword
+
+
+REGISTRY: dict[str, tuple[EnvClass, Callable[[dict[str, int], str], None]]] = {
     "sort": (SortEnv, _check_sort),
     "reverse": (ReverseEnv, _check_sort),
     "add": (AddEnv, _check_add),
@@ -424,9 +440,10 @@ def reward(env: Env, prompt: Sequence[int], completion: Sequence[int]) -> float:
 def rewards(env: Env, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
     """Rewards [N] float64 for prompts [N, P] and completions [N, C] (int arrays or tensors)."""
     prompts, completions = np.asarray(prompts), np.asarray(completions)
-    return np.array([reward(env, p.tolist(), c.tolist()) for p, c in zip(prompts, completions)], dtype=np.float64)
+    return np.array([reward(env, p.tolist(), c.tolist()) for p, c in zip(prompts, completions, strict=True)], dtype=np.float64)
 
 
 def exact(rewards_: np.ndarray) -> np.ndarray:
     """Exact solves [N] bool: by the reward rule, reward == 1.0 exactly."""
-    return np.asarray(rewards_) == 1.0
+    solved: np.ndarray = np.asarray(rewards_) == 1.0
+    return solved

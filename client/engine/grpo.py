@@ -17,7 +17,7 @@ import torch
 
 from client.engine.config import GRPOConfig, SamplerConfig
 from client.engine.envs import Env
-from client.engine.model import clone_policy, policy_state
+from client.engine.model import Policy, clone_policy, policy_state
 from client.engine.rollout import RolloutBatch, completion_logits, generate
 from client.runtime import timing
 
@@ -55,7 +55,7 @@ def advantages(rewards: torch.Tensor, group_size: int, std_normalize: bool = Fal
     return adv.view(-1).float()
 
 
-def token_logprobs_entropy(policy: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs_entropy(policy: Policy, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(token) [N, C], entropy of pi [N, C]) under softmax(logits / T), with grad."""
     logits = policy(batch.tokens).logits  # [N, P+C, V]
     c_logits = completion_logits(logits, batch.prompt_len, batch.completions.shape[1])  # [N, C, V]
@@ -65,7 +65,7 @@ def token_logprobs_entropy(policy: torch.nn.Module, batch: RolloutBatch) -> tupl
     return logp_all.gather(2, batch.completions[:, :, None])[:, :, 0], entropy
 
 
-def token_logprobs(policy: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+def token_logprobs(policy: Policy, batch: RolloutBatch) -> torch.Tensor:
     """log pi(token) [N, C] float32 of every completion token under softmax(logits / T), with grad."""
     return token_logprobs_entropy(policy, batch)[0]
 
@@ -94,7 +94,7 @@ def grpo_loss(
     return (per_token * m).sum() / m.sum().clamp(min=1.0)
 
 
-def make_inner_optimizer(policy: torch.nn.Module, cfg: GRPOConfig) -> torch.optim.Optimizer:
+def make_inner_optimizer(policy: Policy, cfg: GRPOConfig) -> torch.optim.Optimizer:
     """The fresh per-round optimizer (the state rule in the module docstring)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -107,11 +107,11 @@ def make_inner_optimizer(policy: torch.nn.Module, cfg: GRPOConfig) -> torch.opti
 
 
 def inner_update(
-    policy: torch.nn.Module,
+    policy: Policy,
     optimizer: torch.optim.Optimizer,
     batch: RolloutBatch,
     cfg: GRPOConfig,
-    ref_policy: torch.nn.Module | None = None,
+    ref_policy: Policy | None = None,
 ) -> StepStats:
     """One inner step in place: theta_{k+1} = update(theta_k, batch k)."""
     adv = advantages(batch.rewards, batch.group_size, cfg.std_normalize)
@@ -127,12 +127,12 @@ def inner_update(
         group["lr"] = cfg.lr * min(1.0, (k + 1) / (cfg.warmup_steps + 1))
         group["inner_step"] = k + 1
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
     params = [p for p in policy.parameters() if p.grad is not None]
     if cfg.grad_clip > 0:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
     else:
-        grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
     optimizer.step()
     policy.eval()
     return StepStats(
@@ -151,7 +151,7 @@ def state_delta(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor])
 
 
 def train_round(
-    policy_base: torch.nn.Module,
+    policy_base: Policy,
     env: Env,
     grpo: GRPOConfig,
     sampler: SamplerConfig,
@@ -178,7 +178,7 @@ def train_round(
 
 
 def replay_training(
-    policy_base: torch.nn.Module, batches: list[RolloutBatch], cfg: GRPOConfig
+    policy_base: Policy, batches: list[RolloutBatch], cfg: GRPOConfig
 ) -> dict[str, torch.Tensor]:
     """A validator's replay: the same H inner steps from the given rollouts (no generation) -> delta."""
     policy = clone_policy(policy_base)

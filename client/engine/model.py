@@ -1,4 +1,4 @@
-"""Policies: one protocol, two implementations (a plain-torch transformer and a transformers adapter).
+"""Policies: one base class, two implementations (a plain-torch transformer and a transformers adapter).
 
 Both return float32 logits and the final *post-norm* hidden states, the activations TOPLOC
 commits to. Hidden state at position t is computed from tokens[0..t] and yields the logits
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import torch
 import torch.nn as nn
@@ -31,23 +31,30 @@ class PolicyOutput(NamedTuple):
     hidden: torch.Tensor  # [B, T, D] post final norm, model dtype
 
 
-@runtime_checkable
-class Policy(Protocol):
-    """What rollout, proofs and GRPO need from a model. Implementations are nn.Modules."""
+class Policy(nn.Module):
+    """What rollout, proofs and GRPO need from a model; the two implementations below subclass it.
+
+    The KV cache is each implementation's own (opaque to callers, hence ``Any``): pass back what
+    ``decode`` returned."""
 
     config: ModelConfig
 
     def forward(self, tokens: torch.Tensor) -> PolicyOutput:
         """Full causal forward over tokens [B, T] (no cache)."""
-        ...
+        raise NotImplementedError
 
     def decode(self, tokens: torch.Tensor, cache: Any | None) -> tuple[PolicyOutput, Any]:
         """Forward tokens [B, S] that continue the sequences held in cache (None = empty)."""
-        ...
+        raise NotImplementedError
 
-    def named_parameters(self) -> Any: ...
+    if TYPE_CHECKING:
+        # nn.Module.__call__ runs forward (with hooks); typed here so a call yields a PolicyOutput.
+        def __call__(self, tokens: torch.Tensor) -> PolicyOutput: ...
 
-    def parameters(self) -> Any: ...
+
+P = TypeVar("P", bound=Policy)
+# TinyTransformer's KV cache: (keys, values) [B, H, T, Dh] per block.
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 # ----------------------------------------------------------------------------- tiny transformer
@@ -82,7 +89,7 @@ class _Block(nn.Module):
         return x, (k, v)
 
 
-class TinyTransformer(nn.Module):
+class TinyTransformer(Policy):
     """Decoder-only pre-norm transformer with learned positions; init is a pure function of config.seed."""
 
     def __init__(self, cfg: ModelConfig):
@@ -105,18 +112,18 @@ class TinyTransformer(nn.Module):
                 p.fill_(1.0)
             else:
                 std = 0.02
-                if name.endswith("proj.weight") or name.endswith("out.weight"):
+                if name.endswith(("proj.weight", "out.weight")):
                     std = 0.02 / math.sqrt(2 * self.config.n_layers)  # GPT-2 residual scaling
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
 
-    def _run(self, tokens: torch.Tensor, cache: list | None) -> tuple[PolicyOutput, list]:
+    def _run(self, tokens: torch.Tensor, cache: KVCache | None) -> tuple[PolicyOutput, KVCache]:
         B, S = tokens.shape
         past = 0 if cache is None else cache[0][0].shape[2]
         if past + S > self.config.max_seq_len:
             raise SequenceTooLong(past + S, self.config.max_seq_len)
         pos = torch.arange(past, past + S, device=tokens.device)
         x = self.tok_emb(tokens) + self.pos_emb(pos)  # [B, S, D]
-        new_cache = []
+        new_cache: KVCache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, None if cache is None else cache[i])
             new_cache.append(kv)
@@ -126,7 +133,7 @@ class TinyTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> PolicyOutput:
         return self._run(tokens, None)[0]
 
-    def decode(self, tokens: torch.Tensor, cache: list | None) -> tuple[PolicyOutput, list]:
+    def decode(self, tokens: torch.Tensor, cache: KVCache | None) -> tuple[PolicyOutput, KVCache]:
         return self._run(tokens, cache)
 
 
@@ -139,10 +146,22 @@ class SequenceTooLong(ValueError):
 # ----------------------------------------------------------------------------- transformers adapter
 
 
-class HFPolicy(nn.Module):
+class CausalLM(Protocol):
+    """What HFPolicy uses of a transformers causal LM (an nn.Module)."""
+
+    @property
+    def model(self) -> nn.Module:
+        """The base model: embeddings, decoder layers and the final norm (returns last_hidden_state)."""
+        ...
+
+    @property
+    def lm_head(self) -> nn.Module: ...
+
+
+class HFPolicy(Policy):
     """Adapter over a transformers causal LM: hidden = the base model's last_hidden_state (post-norm)."""
 
-    def __init__(self, hf_model: nn.Module, cfg: ModelConfig):
+    def __init__(self, hf_model: CausalLM, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
         self.hf = hf_model
@@ -196,15 +215,17 @@ def build_hf_policy(cfg: ModelConfig) -> HFPolicy:
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = AutoModelForCausalLM.from_config(hf_config(cfg), attn_implementation="eager")
-    model.float().eval()
+            # transformers leaves from_config and PreTrainedModel.float unannotated
+            model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                hf_config(cfg), attn_implementation="eager")
+    model.float().eval()  # type: ignore[no-untyped-call]
     return HFPolicy(model, cfg)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def build_policy(cfg: ModelConfig) -> nn.Module:
+def build_policy(cfg: ModelConfig) -> Policy:
     """The policy a task's ModelConfig describes, in eval mode (no dropout anywhere)."""
     policy = TinyTransformer(cfg) if cfg.kind == "tiny" else build_hf_policy(cfg)
     return policy.eval()
@@ -228,7 +249,7 @@ def load_policy_state(policy: nn.Module, state: dict[str, torch.Tensor]) -> None
         p.copy_(state[name])
 
 
-def clone_policy(policy: nn.Module) -> nn.Module:
+def clone_policy(policy: P) -> P:
     """An independent copy (a trainer's working model; the base stays untouched)."""
     return copy.deepcopy(policy)
 

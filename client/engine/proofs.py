@@ -137,7 +137,7 @@ def build_many_rollout_proofs(
         prompt_bf, decode_bf = _as_bf16(prompt_hidden), _as_bf16(decode_hidden)
         if prompt_bf.shape[1] != decode_bf.shape[1]:
             raise ValueError(f"hidden sizes differ: {prompt_bf.shape[1]} vs {decode_bf.shape[1]}")
-        chunks = [prompt_bf] + [c for c in decode_bf.split(chunk, dim=0) if c.numel()]  # as chunk_rows
+        chunks = [prompt_bf] + [c for c in torch.split(decode_bf, chunk, dim=0) if c.numel()]  # as chunk_rows
         parts += [c.reshape(-1) for c in chunks]
         counts.append(len(chunks))
     proofs = build_chunk_proofs(parts, topk)
@@ -176,7 +176,7 @@ def build_chunk_proofs(chunks: list[torch.Tensor], topk: int = TOPK) -> list[byt
             coeffs = interpolate_mod_field(x[fast].T, bits[fast].T)  # [k, F]
             header = np.full((1, coeffs.shape[1]), FIELD, dtype=np.int64)
             words = np.concatenate([header, coeffs]).T.astype(">u2")  # [F, 1 + k] big-endian u16
-            for i, row in zip(np.asarray(members)[fast], words):
+            for i, row in zip(np.asarray(members)[fast], words, strict=True):
                 proofs[i] = row.tobytes()
         for g in np.flatnonzero(~fast):
             proofs[members[g]] = _library_proof(flats[g], idx[g])
@@ -190,7 +190,8 @@ def _library_proof(flat: torch.Tensor, idx: torch.Tensor) -> bytes:
         raise ProofBuildError(f"toploc failed on a chunk of {flat.numel()} values: {e}") from e
     if proof.modulus == 0:
         raise ProofBuildError(f"toploc returned a zero-modulus proof for {flat.numel()} values")
-    return proof.to_bytes()
+    data: bytes = proof.to_bytes()
+    return data
 
 
 
@@ -212,7 +213,8 @@ def _inverse_of_difference() -> np.ndarray:
 def _mod(a: np.ndarray) -> np.ndarray:
     """a mod FIELD for integer-valued float64 |a| < FIELD^2: exact (a correctly rounded quotient
     that is not an integer is at least 1/FIELD from one), and SIMD-fast where int64 % is not."""
-    return a - np.floor(a / FIELD) * FIELD
+    reduced: np.ndarray = a - np.floor(a / FIELD) * FIELD
+    return reduced
 
 
 def interpolate_mod_field(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -272,7 +274,7 @@ def verify_rollout_proofs(
     if not isinstance(proofs, (list, tuple)) or len(proofs) != len(rows):
         n = len(proofs) if isinstance(proofs, (list, tuple)) else type(proofs).__name__
         return ProofCheck(False, f"expected {len(rows)} proofs, got {n}", ())
-    for i, (proof, r) in enumerate(zip(proofs, rows)):
+    for i, (proof, r) in enumerate(zip(proofs, rows, strict=True)):
         try:
             check_proof_shape(proof, _chunk_k(r, dim, topk))
         except MalformedProof as e:

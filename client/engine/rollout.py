@@ -25,7 +25,7 @@ import torch
 from client.engine import sampler as smp
 from client.engine.config import SamplerConfig
 from client.engine.envs import EOS, PAD, Env, rewards
-from client.engine.model import PolicyOutput
+from client.engine.model import Policy, PolicyOutput
 
 
 class PromptLengthMismatch(ValueError):
@@ -86,7 +86,7 @@ def completion_mask(completions: torch.Tensor, stop_at_eos: bool = True) -> torc
 
 @torch.no_grad()
 def generate_tokens(
-    policy: torch.nn.Module, prompts: torch.Tensor, keys: np.ndarray, cfg: SamplerConfig
+    policy: Policy, prompts: torch.Tensor, keys: np.ndarray, cfg: SamplerConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """KV-cache generation -> (completions [N, C], logprobs [N, C], hidden [N, P+C, D])."""
     out, cache = policy.decode(prompts, None)
@@ -112,7 +112,7 @@ def generate_tokens(
 
 
 def generate(
-    policy: torch.nn.Module,
+    policy: Policy,
     env: Env,
     prompt_indices: list[int],
     group_size: int,
@@ -150,7 +150,7 @@ def generate(
 
 
 @torch.no_grad()
-def prefill(policy: torch.nn.Module, batch: RolloutBatch, bf16: bool = False) -> PolicyOutput:
+def prefill(policy: Policy, batch: RolloutBatch, bf16: bool = False) -> PolicyOutput:
     """One forward over batch.tokens [N, P+C]: logits [N, P+C, V] and hidden [N, P+C, D], as in generation.
 
     bf16: matmuls under CPU bf16 autocast (outputs still returned as float32)."""

@@ -65,7 +65,8 @@ def sample_keys(task_id: int, round_: int, trainer: str, pairs: list[tuple[int, 
 def _mix(z: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    mixed: np.ndarray = z ^ (z >> np.uint64(31))
+    return mixed
 
 
 def gumbel_noise(keys: np.ndarray, steps: np.ndarray | int, vocab: int) -> np.ndarray:

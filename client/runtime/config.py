@@ -185,6 +185,8 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
         raise NodeConfigError("--deployment", "needed with --rpc-url (or pass --devnet)")
     if ipfs_api is None:
         raise NodeConfigError("--ipfs-api", "needed with --rpc-url (or pass --devnet)")
+    if rpc_url is None:   # not reached: without --rpc-url the devnet JSON supplies it
+        raise NodeConfigError("--rpc-url", "needed without --devnet")
     task_id = getattr(args, "task", 0)
     if task_id < 0 or (task_id == 0 and hasattr(args, "task")):
         raise NodeConfigError("--task", f"task ids start at 1, got {task_id}")

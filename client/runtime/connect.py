@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_account.signers.local import LocalAccount
+
 from client import chain
 from client.chain import ChainClient, Signer, keys
 from client.content.store import Store
@@ -36,7 +38,7 @@ class Node:
         return self.signer.address
 
 
-def load_account(cfg: NodeConfig, chain_id: int):
+def load_account(cfg: NodeConfig, chain_id: int) -> LocalAccount:
     """The node's key: a public devnet account (Anvil only), else keystore/env via client.chain.keys."""
     if cfg.devnet_account is not None:
         if chain_id != ANVIL_CHAIN_ID:

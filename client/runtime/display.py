@@ -15,7 +15,12 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +30,7 @@ log = logging.getLogger(__name__)
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
-def fields(**kv: Any) -> dict:
+def fields(**kv: Any) -> dict[str, dict[str, Any]]:
     """``extra=`` for a log call: structured fields (become JSON keys with --json-logs)."""
     return {"fields": kv}
 
@@ -48,7 +53,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts, level, logger, msg, plus the record's ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        obj = {"ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+        obj = {"ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
         obj.update({k: _jsonable(v) for k, v in getattr(record, "fields", {}).items()})
         if record.exc_info:
@@ -57,7 +62,7 @@ class JsonFormatter(logging.Formatter):
 
 
 @functools.cache
-def _console():
+def _console() -> Console:
     """One rich console on stderr for log lines and the live panel (two would overwrite each other)."""
     from rich.console import Console
 
@@ -90,7 +95,7 @@ class Display:
         self.title = title
         self.json_logs = json_logs
         self.state: dict[str, Any] = {}
-        self._live = None
+        self._live: Live | None = None
         self._log = logging.getLogger(f"concord.status.{title}")
 
     def __enter__(self) -> Display:
@@ -106,7 +111,7 @@ class Display:
             self._live.__exit__(None, None, None)
             self._live = None
 
-    def _render(self):
+    def _render(self) -> Table:
         from rich.table import Table
 
         table = Table(title=self.title, show_header=False, expand=False)

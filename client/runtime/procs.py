@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,12 @@ class Daemon:
     argv: tuple[str, ...]
     log_path: Path
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "pid": self.pid, "start_ticks": self.start_ticks, "argv": list(self.argv),
                 "log": str(self.log_path)}
 
     @staticmethod
-    def from_json(obj: Mapping) -> Daemon:
+    def from_json(obj: Mapping[str, Any]) -> Daemon:
         return Daemon(obj["name"], int(obj["pid"]), int(obj["start_ticks"]), tuple(obj["argv"]), Path(obj["log"]))
 
 
@@ -90,6 +92,8 @@ class Terminated(KeyboardInterrupt):
 # ----------------------------------------------------------------------------- what this process started
 
 UNWIND_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# What signal.signal takes and returns: a function, SIG_DFL/SIG_IGN, or None (set outside Python).
+SignalHandler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 # Daemons this process started and did not stop, kill or disown yet (pid -> Daemon): what
 # no_orphans() stops on the way out. Threads start daemons too, hence the lock.
@@ -151,11 +155,11 @@ def _held() -> Iterator[None]:
             _on_signal(signum, None)
 
 
-def _set_handlers(handler: object) -> dict:
+def _set_handlers(handler: SignalHandler) -> dict[signal.Signals, SignalHandler]:
     return {s: signal.signal(s, handler) for s in UNWIND_SIGNALS}
 
 
-def _restore(old: dict) -> None:
+def _restore(old: dict[signal.Signals, SignalHandler]) -> None:
     for s, h in old.items():
         if h is not None:   # None: a handler set outside Python, which cannot be put back; ours stays
             signal.signal(s, h)
@@ -232,7 +236,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free right now (racy by nature; callers still check on start)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_busy(port: int, host: str = "127.0.0.1") -> bool:
@@ -268,7 +273,7 @@ def find_binary(name: str, candidates: Sequence[Path] = ()) -> Path:
 
 
 def start(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> tuple[Daemon, subprocess.Popen]:
+          cwd: Path | None = None) -> tuple[Daemon, subprocess.Popen[bytes]]:
     """Start ``argv`` detached in its own process group, stdout+stderr to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
@@ -393,7 +398,7 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def wait_ready(daemon: Daemon, proc: subprocess.Popen | None, ready: Callable[[], bool],
+def wait_ready(daemon: Daemon, proc: subprocess.Popen[bytes] | None, ready: Callable[[], bool],
                timeout: float) -> None:
     """Poll ``ready()`` until it holds; fail early if the daemon exits, or at the timeout."""
     deadline = time.monotonic() + timeout

@@ -14,15 +14,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from client.chain import ChainClient, Phase, TaskParams
 from client.content.model_store import FetchedModel, fetch_model
 from client.content.store import Store
 from client.content.task_spec import TaskSpecManifest, fetch_task_spec
 from client.engine.config import TaskConfig
 from client.engine.envs import Env, make_env
-from client.engine.model import build_policy, load_policy_state
+from client.engine.model import Policy, build_policy, load_policy_state
 from client.runtime.connect import Node
 
 MODEL_SLACK_BYTES = 1 << 20
@@ -57,10 +55,10 @@ class ModelCache:
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
         self.keep = keep
-        self._entries: OrderedDict[str, tuple[FetchedModel, torch.nn.Module]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[FetchedModel, Policy]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, store: Store, digest: str) -> tuple[FetchedModel, torch.nn.Module]:
+    def get(self, store: Store, digest: str) -> tuple[FetchedModel, Policy]:
         digest = digest.removeprefix("0x")
         with self._lock:
             if digest in self._entries:
@@ -114,12 +112,12 @@ def fetch_round_model(ctx: TaskContext, store: Store, model: int) -> FetchedMode
     return _round_model(ctx, store, model)[0]
 
 
-def model_for_round(ctx: TaskContext, store: Store, model: int) -> torch.nn.Module:
+def model_for_round(ctx: TaskContext, store: Store, model: int) -> Policy:
     """Model ``model`` as a policy, cached by digest. Shared: clone before changing it."""
     return _round_model(ctx, store, model)[1]
 
 
-def _round_model(ctx: TaskContext, store: Store, model: int) -> tuple[FetchedModel, torch.nn.Module]:
+def _round_model(ctx: TaskContext, store: Store, model: int) -> tuple[FetchedModel, Policy]:
     md = ctx.client.concord.model_digest(ctx.task_id, model)
     if not md.is_final:
         raise ModelNotFinal(ctx.task_id, model)
@@ -136,7 +134,8 @@ def _round_model(ctx: TaskContext, store: Store, model: int) -> tuple[FetchedMod
 
 def current_round_now(client: ChainClient, task_id: int) -> int:
     """The newest round as a transaction sent now would see it."""
-    return client.concord.contract.call("currentRound", task_id, block="pending")[0]
+    round_: int = client.concord.contract.call("currentRound", task_id, block="pending")[0]
+    return round_
 
 
 def phase_now(client: ChainClient, task_id: int, round_: int) -> Phase:

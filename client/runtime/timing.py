@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO
 
 ENV = "CONCORD_TIMINGS"
@@ -30,6 +31,14 @@ class UnknownCategory(ValueError):
         self.category = category
 
 
+@dataclass(slots=True)
+class _OpenSpan:
+    """A span on a thread's stack: its category and when its current segment started."""
+
+    category: str
+    start: float
+
+
 class _Recorder:
     """The open timings file and each thread's stack of open spans (state shared by threads)."""
 
@@ -40,8 +49,8 @@ class _Recorder:
         self._flushed = time.monotonic()
         atexit.register(self.flush)
 
-    def stack(self) -> list[list]:
-        stack = getattr(self._local, "stack", None)
+    def stack(self) -> list[_OpenSpan]:
+        stack: list[_OpenSpan] | None = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
         return stack
@@ -89,14 +98,14 @@ def span(category: str) -> Iterator[None]:
     now = time.monotonic()
     if stack:
         outer = stack[-1]
-        rec.emit(outer[0], outer[1], now)
-    entry = [category, now]
+        rec.emit(outer.category, outer.start, now)
+    entry = _OpenSpan(category, now)
     stack.append(entry)
     try:
         yield
     finally:
         end = time.monotonic()
         stack.pop()
-        rec.emit(category, entry[1], end)
+        rec.emit(category, entry.start, end)
         if stack:
-            stack[-1][1] = end
+            stack[-1].start = end
