@@ -14,15 +14,13 @@ submitted from chain state (memberInfo.lastSubmitRound) and checks it again righ
 every submit, so it never submits a round twice. When its own IPFS daemon is down it logs the
 error (naming the API address) and retries on the next tick, at most MAX_STORE_FAILURES times.
 
-`--cheat MODE` plays one adversarial trainer of scripts.adversaries.trainer_cheats.CHEATS (its hooks are called in
-prepare_submission and before submit_round; logs say `cheated` per round); the demo's cheater
-uses `inflated_rewards`.
+`TrainerHooks` names the places in steps 2 and 3 where a node could act otherwise; the node runs
+the honest defaults; the lab implements them to play adversaries and faults.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import threading
@@ -30,13 +28,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from client import chain
 from client.chain import ChainError, ContractError, Phase, Role
 from client.chain.keys import KeyLoadError
 from client.content.model_store import ModelError
 from client.content.store import DaemonError, StoreError, StoreUnavailable
+from client.content.submission import put_submission
 from client.content.task_spec import TaskSpecError
-from client.engine.bundle import make_bundle
+from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
 from client.runtime import timing
 from client.runtime.config import (
@@ -55,13 +56,6 @@ from client.runtime.task import (
     load_task_context,
     model_for_round,
     phase_now,
-)
-from scripts.adversaries.trainer_cheats import (
-    CHEATS,
-    Cheat,
-    Claim,
-    cheat_context,
-    honest_upload,
 )
 
 log = logging.getLogger("concord.trainer")
@@ -82,14 +76,11 @@ class WrongRole(RuntimeError):
 @dataclass(frozen=True)
 class TrainerConfig:
     node: NodeConfig
-    cheat: str | None = None
     rounds: int | None = None       # stop after this many submissions (None: until the task ends)
     stake: int | None = None        # base units to register with (default: the task's minTrainerStake)
     threads: int = 1                # torch threads (reproducibility: same settings, same bytes)
 
     def __post_init__(self) -> None:
-        if self.cheat is not None and self.cheat not in CHEATS:
-            raise NodeConfigError("--cheat", f"unknown mode {self.cheat!r} (known: {sorted(CHEATS)})")
         if self.rounds is not None and self.rounds <= 0:
             raise NodeConfigError("--rounds", f"must be > 0, got {self.rounds}")
 
@@ -106,8 +97,6 @@ class Prepared:
     mean_reward: float
     rollouts: int
     seconds: float
-    cheat: str | None = None
-    cheated: bool = False           # the cheat changed what was built or claimed this round
 
 
 @dataclass(frozen=True)
@@ -128,6 +117,40 @@ class TrainerRun:
     missed: list[int] = field(default_factory=list)
     rewards: int = 0
     slashed: int = 0
+
+
+# ----------------------------------------------------------------------------- hooks
+
+class TrainerHooks:
+    """The places in a round (DESIGN.md section 5, steps 2 and 3) where a trainer could act otherwise.
+
+    Each default is what an honest node does; `run_trainer` runs them unless given others. The lab
+    subclasses this to play adversaries and faults.
+    """
+
+    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int,
+                   policy: torch.nn.Module) -> torch.nn.Module:
+        """Step 2, the model to build on: an honest node builds round ``round_`` on model(baseRound),
+        ``policy`` as fetched (shared: a hook clones it before changing it)."""
+        return policy
+
+    def bundle(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Bundle:
+        """Step 2, the bundle: an honest node uploads what make_bundle built, unchanged."""
+        return bundle
+
+    def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> str:
+        """Step 2, the upload: an honest node puts the bundle's files, then its manifest, in its own
+        IPFS node (put_submission); returns the manifest's digest (hex), what goes on chain."""
+        digest, _ = put_submission(node.store, bundle)
+        return digest
+
+    def claim(self, node: Node, ctx: TaskContext, prep: Prepared) -> Prepared | None:
+        """Step 3, the claim: an honest node submits (baseRound, digest, proofRoot, workUnits) of what it
+        uploaded, ``prep`` itself. None: nothing to submit yet (asked again on the next tick)."""
+        return prep
+
+
+HONEST = TrainerHooks()
 
 
 # ----------------------------------------------------------------------------- membership
@@ -179,58 +202,32 @@ def pick_base_round(node: Node, ctx: TaskContext, round_: int) -> int | None:
     return min(latest, round_)
 
 
-def acting_cheat(cheat: str | None, round_: int, ctx: TaskContext) -> Cheat | None:
-    """The --cheat mode if it acts in ``round_`` (before its first round the node is honest)."""
-    mode = CHEATS[cheat] if cheat is not None else None
-    return mode if mode is not None and mode.acts(round_, ctx.params.async_level) else None
-
-
-def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: int, cheat: str | None,
-                       display: Display) -> Prepared:
-    """Fetch model(baseRound), generate + prove + train (make_bundle), upload; --cheat hooks in between."""
+def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display,
+                       hooks: TrainerHooks = HONEST) -> Prepared:
+    """Fetch model(baseRound), generate + prove + train (make_bundle), upload: each step through ``hooks``."""
     t0 = time.perf_counter()
     display.update(round=round_, base=base_round, step="fetching model", upload="-", tx="-")
     with timing.span("ipfs"):
         policy = model_for_round(ctx, node.store, base_round)
-    mode = acting_cheat(cheat, round_, ctx)                                      # --cheat
-    cc = cheat_context(node, ctx, round_, base_round) if mode is not None else None
-    if mode is not None and mode.model is not None:                            # --cheat: build on another model
-        policy = mode.model(policy, cc)
+    policy = hooks.base_model(node, ctx, round_, base_round, policy)
     display.update(step="generating + training")
-    bundle = make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
-    if mode is not None and mode.bundle is not None:                           # --cheat: tamper with the bundle
-        bundle = mode.bundle(bundle, cc)
+    bundle = hooks.bundle(node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address,
+                                                 base_round))
     rollouts = sum(b.n for b in bundle.batches)
     display.update(step="uploading", rollouts=rollouts, mean_reward=round(bundle.mean_reward, 4),
                    work_units=bundle.work_units, upload="uploading")
     with timing.span("ipfs"):
-        if mode is not None and mode.upload is not None:                       # --cheat: tamper with the upload
-            claim = mode.upload(node.store, bundle, cc)
-        else:
-            claim = honest_upload(node.store, bundle)
-    cheated = mode is not None and (mode.model or mode.bundle or mode.upload) is not None
+        digest = hooks.upload(node, ctx, bundle)
+    proof_root = bytes(bundle.proof_root)
     seconds = time.perf_counter() - t0
-    display.update(step="ready", upload=claim.digest[:16])
-    log.info("round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)%s", round_, base_round,
-             rollouts, bundle.mean_reward, claim.digest, seconds, f" [cheat {cheat}]" if cheated else "",
+    display.update(step="ready", upload=digest[:16])
+    log.info("round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)", round_, base_round,
+             rollouts, bundle.mean_reward, digest, seconds,
              extra=fields(event="prepared", round=round_, base_round=base_round, rollouts=rollouts,
-                          mean_reward=bundle.mean_reward, work_units=claim.work_units, digest=claim.digest,
-                          proof_root=claim.proof_root, seconds=round(seconds, 3), cheat=cheat, cheated=cheated))
-    return Prepared(round_, base_round, claim.digest, claim.proof_root, claim.work_units, bundle.mean_reward, rollouts,
-                    seconds, cheat, cheated)
-
-
-def cheat_claim(node: Node, ctx: TaskContext, prep: Prepared) -> Prepared | None:
-    """--cheat: what a chain-level cheat submits instead of ``prep``; None while it waits (copied_bundle)."""
-    mode = acting_cheat(prep.cheat, prep.round, ctx)
-    if mode is None or mode.claim is None:
-        return prep
-    honest = Claim(prep.base_round, prep.digest, prep.proof_root, prep.work_units)
-    claim = mode.claim(honest, cheat_context(node, ctx, prep.round, prep.base_round))
-    if claim is None:
-        return None
-    return dataclasses.replace(prep, base_round=claim.base_round, digest=claim.digest, proof_root=claim.proof_root,
-                               work_units=claim.work_units, cheated=prep.cheated or claim != honest)
+                          mean_reward=bundle.mean_reward, work_units=bundle.work_units, digest=digest,
+                          proof_root=proof_root, seconds=round(seconds, 3)))
+    return Prepared(round_, base_round, digest, proof_root, bundle.work_units, bundle.mean_reward, rollouts,
+                    seconds)
 
 
 def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display) -> SubmittedRound | None:
@@ -253,7 +250,7 @@ def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display)
     log.info("submitted round %d (base %d) bundle %s tx %s", prep.round, prep.base_round, prep.digest, receipt.tx_hash,
              extra=fields(event="submitted", round=prep.round, base_round=prep.base_round, digest=prep.digest,
                           proof_root=prep.proof_root, work_units=prep.work_units, tx=receipt.tx_hash,
-                          block=receipt.block_number, cheat=prep.cheat, cheated=prep.cheated))
+                          block=receipt.block_number))
     return SubmittedRound(prep.round, prep.base_round, prep.digest, receipt.tx_hash, receipt.block_number)
 
 
@@ -278,23 +275,23 @@ def note_events(node: Node, tick: Tick, run: TrainerRun, display: Display) -> No
                                                              void=e.is_void, model_digest=e.next_model_digest))
 
 
-def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
-    """The node loop: follow the task's rounds until ``stop``, --rounds submissions, or the task's last round."""
+def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks = HONEST) -> TrainerRun:
+    """The node loop: follow the task's rounds until ``stop``, --rounds submissions, or the task's last round;
+    ``hooks`` decide the model, bundle, upload and claim of each round (default: the honest ones)."""
     pin_determinism(cfg.threads)
     node = connect_node(cfg.node)
     ctx = load_task_context(node, cfg.node.task_id)
     run = TrainerRun(address=node.address)
     join_task(node, ctx, cfg.stake)
     done = last_submitted_round(node, ctx)
-    log.info("trainer %s on task %d (async level %d), last submitted round %d%s", node.address, ctx.task_id,
-             ctx.params.async_level, done, f", cheating: {cfg.cheat}" if cfg.cheat else "",
-             extra=fields(event="started", address=node.address, task=ctx.task_id, last_submitted=done,
-                          cheat=cfg.cheat))
+    log.info("trainer %s on task %d (async level %d), last submitted round %d", node.address, ctx.task_id,
+             ctx.params.async_level, done,
+             extra=fields(event="started", address=node.address, task=ctx.task_id, last_submitted=done))
     prepared: Prepared | None = None
     store_failures = 0
     follower = EventFollower(node, ctx.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
     with Display(f"trainer {node.address[:10]} task {ctx.task_id}", cfg.node.json_logs) as display:
-        display.update(task=ctx.task_id, cheat=cfg.cheat or "-", submitted=0)
+        display.update(task=ctx.task_id, submitted=0)
         for tick in follower.follow(stop):
             note_events(node, tick, run, display)
             target = next_round(node, ctx, done)
@@ -308,7 +305,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
                     display.update(round=target, step=f"waiting for model {target - ctx.params.async_level}")
                     continue
                 try:
-                    prepared = prepare_submission(node, ctx, target, base, cfg.cheat, display)
+                    prepared = prepare_submission(node, ctx, target, base, display, hooks)
                 except ModelError as e:   # e.g. the validators' model r not (yet) in IPFS: retry next tick
                     display.update(step="model unavailable")
                     log.warning("round %d: model %d unusable: %s", target, base, e,
@@ -330,9 +327,9 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
                 display.update(step="waiting for the round to open")
                 continue
             if phase == Phase.SUBMIT:
-                claimed = cheat_claim(node, ctx, prepared)          # --cheat: chain-level cheats change the claim
+                claimed = hooks.claim(node, ctx, prepared)
                 if claimed is None:
-                    display.update(step=f"cheat {cfg.cheat}: waiting")
+                    display.update(step="claim not ready: waiting")
                     continue
                 try:
                     result = submit_round(node, ctx, claimed, display)
@@ -340,7 +337,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
                     display.update(tx=f"failed: {e.name}")
                     log.warning("round %d: submit refused: %s", target, e,
                                 extra=fields(event="submit_failed", round=target, error=str(e), error_name=e.name,
-                                             base_round=claimed.base_round, cheat=cfg.cheat, cheated=claimed.cheated))
+                                             base_round=claimed.base_round))
                     run.missed.append(target)
                     result = None
                 if result is not None:
@@ -358,25 +355,24 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event) -> TrainerRun:
 
 # ----------------------------------------------------------------------------- CLI
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`concord trainer run --task ID [--devnet F] [--state-dir D] [--cheat MODE] [--rounds N] [--json-logs]`."""
-    p = argparse.ArgumentParser(prog="concord trainer", description="run a trainer node")
-    sub = p.add_subparsers(dest="action", required=True)
-    r = sub.add_parser("run", help="register, join and train on a task's rounds")
-    add_node_args(r)
-    r.add_argument("--cheat", choices=sorted(CHEATS), default=None,
-                   help="play an adversarial trainer (scripts/adversaries/trainer_cheats.py; honest before the mode's first round)")
-    r.add_argument("--rounds", type=int, default=None, help="stop after N submissions")
-    r.add_argument("--stake", type=int, default=None, help="stake in base units (default: the task minimum)")
-    r.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = p.parse_args(argv)
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `concord trainer run` (the lab's entry points add theirs to the same parser)."""
+    add_node_args(p)
+    p.add_argument("--rounds", type=int, default=None, help="stop after N submissions")
+    p.add_argument("--stake", type=int, default=None, help="stake in base units (default: the task minimum)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
+    """Run the node a parsed `run` command line describes, with ``hooks``; the exit status (an error:
+    one line naming what is wrong, no traceback, 1)."""
     setup_logging(args.json_logs)
     stop = shutdown_event()
     try:
-        cfg = TrainerConfig(node_config(args, "trainer"), args.cheat, args.rounds, args.stake, args.threads)
-        run = run_trainer(cfg, stop)
+        cfg = TrainerConfig(node_config(args, "trainer"), args.rounds, args.stake, args.threads)
+        run = run_trainer(cfg, stop, hooks)
     except (NodeConfigError, KeyLoadError, WrongRole, UnknownTask, ChainError, StoreError, TaskSpecError,
-            ModelError) as e:   # one line naming what is wrong, no traceback
+            ModelError) as e:
         log.error("%s", e, extra=fields(event="error", error=str(e)))
         return 1
     except KeyboardInterrupt:
@@ -386,6 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
              extra=fields(event="stopped", submitted=[s.round for s in run.submitted], missed=run.missed,
                           rewards=run.rewards, slashed=run.slashed))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord trainer run --task ID [--devnet F] [--state-dir D] [--rounds N] [--json-logs]`."""
+    p = argparse.ArgumentParser(prog="concord trainer", description="run a trainer node")
+    sub = p.add_subparsers(dest="action", required=True)
+    add_run_args(sub.add_parser("run", help="register, join and train on a task's rounds"))
+    return run_command(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 devnet up -> publish the default task (configs/default_task.toml, max_rounds = --rounds) ->
 stake and join 3 honest trainers, 1 cheater (`--cheat MODE`) and 2 validators -> start each
-as its own process (`python -m client.trainer run ...` / `python -m validator.node run ...`,
-JSON logs under <state>/logs/) -> follow the rounds from chain events in a live table ->
+as its own process (`python -m client.trainer run ...` / `python -m validator.node run ...`, the
+cheater `python -m scripts.adversaries.trainer run ... --cheat MODE`; JSON logs under
+<state>/logs/) -> follow the rounds from chain events in a live table ->
 stop the nodes -> settlement table, reward curve PNG, token-conservation check, one verdict
 line (and a JSON line) -> devnet down. Exit status 0 only when the reward rose, the cheater
 was slashed, every validator earned a bounty and conservation holds.
@@ -142,15 +143,17 @@ class NodeProc:
 
 def node_argv(spec: NodeSpec, devnet_json: Path, task_id: int, rounds: int, state_dir: Path,
               plan: NetworkPlan) -> list[str]:
-    """The node's command line: the same `concord trainer|validator run` a user would type."""
+    """The node's command line: the same `concord trainer|validator run` a user would type; a cheater's
+    is the lab's node of its role (scripts.adversaries.trainer|validator: the same flags and --cheat)."""
     common = ["--task", str(task_id), "--devnet", str(devnet_json), "--devnet-account", str(spec.account),
               "--state-dir", str(state_dir), "--rounds", str(rounds), "--json-logs",
               "--poll-interval", str(plan.poll_interval)]
+    cheat = ["--cheat", spec.cheat] if spec.cheat else []
     if spec.role == Role.TRAINER:
-        argv = [sys.executable, "-m", "client.trainer", "run", *common, "--threads", str(plan.threads)]
-        return argv + (["--cheat", spec.cheat] if spec.cheat else [])
-    argv = [sys.executable, "-m", "validator.node", "run", *common, "--withdraw"]
-    return argv + (["--cheat", spec.cheat] if spec.cheat else [])
+        module = "scripts.adversaries.trainer" if spec.cheat else "client.trainer"
+        return [sys.executable, "-m", module, "run", *common, "--threads", str(plan.threads), *cheat]
+    module = "scripts.adversaries.validator" if spec.cheat else "validator.node"
+    return [sys.executable, "-m", module, "run", *common, "--withdraw", *cheat]
 
 
 def start_nodes(specs: Sequence[NodeSpec], net: devnet.Devnet, task_id: int, plan: NetworkPlan,
@@ -534,7 +537,7 @@ def run_demo(plan: NetworkPlan, state_dir: Path, ports: devnet.Ports, console: C
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord demo [--rounds N] [--cheat MODE] [--state-dir D] [ports]`."""
-    from client.trainer import CHEATS
+    from scripts.adversaries.trainer_cheats import CHEATS
 
     p = argparse.ArgumentParser(prog="concord demo", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"rounds to run (default {DEFAULT_ROUNDS})")

@@ -16,13 +16,16 @@ run it on a devnet whose accounts 6-9 hold DevToken and are not slashed (or insi
 evm_snapshot / evm_revert, as the tests do). Every process a drill starts is stopped by PID
 before it returns, and a frozen Anvil is always continued.
 
-The trainer drills use one test-only hook: ``CONCORD_DRILL_PAUSE_BEFORE_MANIFEST=<seconds>``
-(client.content.submission) makes a trainer sleep after uploading a submission's files and before its manifest,
-so a drill can act at a known point of the upload.
+The trainer drills run one trainer process of their own, the library's trainer with a hook
+(PauseBeforeManifest, the trainer's upload step): `python -m scripts.drills run
+--pause-before-manifest SECONDS <concord trainer run flags>` sleeps after uploading a
+submission's files and before its manifest (logging `drill_pause`), so a drill can act at a
+known point of the upload.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -33,20 +36,24 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from client import trainer
 from client.chain import ChainClient, Phase, Role, keys
+from client.content.manifest import digest_of
 from client.content.store import ContentNotFound, Store
-from client.content.submission import PAUSE_BEFORE_MANIFEST_ENV
+from client.content.submission import put_submission
+from client.engine.bundle import Bundle
 from client.initiator import load_task_file, publish_task
 from client.runtime import procs
 from client.runtime.config import NodeConfig
-from client.runtime.connect import connect_node
-from client.runtime.task import load_task_context, model_for_round
+from client.runtime.connect import Node, connect_node
+from client.runtime.display import fields
+from client.runtime.task import TaskContext, load_task_context, model_for_round
 from scripts import REPO_ROOT, devnet
 from scripts.harness import TOKEN, conservation, enrol, expect, wait_for
 
@@ -195,6 +202,13 @@ def node_argv(module: str, client: ChainClient, ipfs_api: str, tmp: Path, task_i
             "--state-dir", str(tmp / name), "--rounds", str(rounds), "--json-logs", "--poll-interval", "0.05"]
 
 
+def pausing(argv: list[str], seconds: float) -> list[str]:
+    """A `concord trainer run` command line (node_argv of client.trainer) as the drills' trainer that
+    pauses ``seconds`` between its files and its manifest (`python -m scripts.drills run ...`)."""
+    i = argv.index("client.trainer")
+    return argv[:i] + ["scripts.drills"] + argv[i + 1:] + ["--pause-before-manifest", str(seconds)]
+
+
 def publish(client: ChainClient, ipfs_api: str, tmp: Path, rounds: int, min_validators: int,
             model_seed: int = 0) -> int:
     """The small task (phases close early once every joined node acted) with ``rounds`` rounds.
@@ -331,7 +345,7 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
             validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
             facts["honest"] = [victim, validator]
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "victim", 1)
-            first = nodes.process(argv, {PAUSE_BEFORE_MANIFEST_ENV: "60"}, "trainer")
+            first = nodes.process(pausing(argv, 60), name="trainer")
             wait_for("the trainer to pause between its files and its manifest", lambda: first.saw("drill_pause"),
                      alive=any_failed(first))
             first.kill()
@@ -543,7 +557,7 @@ def drill_anvil_frozen(client: ChainClient, anvil: procs.Daemon, ipfs_api: str, 
                                          rounds=1)
             v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "trainer", 1)
-            t = nodes.process(argv, {PAUSE_BEFORE_MANIFEST_ENV: "1"}, "trainer")
+            t = nodes.process(pausing(argv, 1), name="trainer")
             wait_for("the trainer to be uploading", lambda: t.saw("drill_pause"), alive=any_failed(t, v))
             os.kill(anvil.pid, signal.SIGSTOP)
             frozen = True
@@ -912,3 +926,54 @@ def _api_port(ipfs_api: str) -> int:
     """The TCP port of a /ip4/127.0.0.1/tcp/P/http multiaddr."""
     parts = ipfs_api.split("/")
     return int(parts[parts.index("tcp") + 1])
+
+
+# ----------------------------------------------------------------------------- the drills' trainer
+
+log = logging.getLogger("concord.drills")
+
+
+@dataclass(frozen=True)
+class _PausedManifest:
+    """A store view that puts files at once and sleeps ``seconds`` before putting a manifest."""
+
+    store: Store
+    seconds: float
+
+    def put_file(self, src, name=None, pin: bool = True):
+        return self.store.put_file(src, name, pin=pin)
+
+    def put_manifest(self, data: bytes, pin: bool = True) -> str:
+        digest = digest_of(data)
+        log.warning("fault drill: pausing %.1fs before uploading manifest %s", self.seconds, digest,
+                    extra=fields(event="drill_pause", digest=digest, seconds=self.seconds))
+        time.sleep(self.seconds)
+        return self.store.put_manifest(data, pin=pin)
+
+
+class PauseBeforeManifest(trainer.TrainerHooks):
+    """The honest trainer, except that its upload sleeps ``seconds`` after a submission's files and
+    before its manifest (logging `drill_pause` with the manifest's digest): a known point of the upload."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> str:
+        digest, _ = put_submission(_PausedManifest(node.store, self.seconds), bundle)
+        return digest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m scripts.drills run --pause-before-manifest SECONDS <concord trainer run flags>`."""
+    p = argparse.ArgumentParser(prog="python -m scripts.drills", description="the fault drills' trainer node")
+    sub = p.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="a trainer node (the flags of `concord trainer run`) that pauses mid-upload")
+    trainer.add_run_args(run)
+    run.add_argument("--pause-before-manifest", type=float, required=True, metavar="SECONDS",
+                     help="sleep this long between a submission's files and its manifest")
+    args = p.parse_args(argv)
+    return trainer.run_command(args, PauseBeforeManifest(args.pause_before_manifest))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

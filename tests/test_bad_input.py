@@ -616,7 +616,7 @@ CLI_CASES = [
     (["trainer", "run", "--task", "1", "--rounds", "two", "{conn}"], "--rounds"),
     (["trainer", "run", "--task", "1", "--stake", "-1", "{conn}"], "--stake"),
     (["trainer", "run", "--task", "1", "--threads", "0", "{conn}"], "--threads"),
-    (["trainer", "run", "--task", "1", "--cheat", "bogus", "{conn}"], "--cheat"),
+    (["trainer", "run", "--task", "1", "--cheat", "inflated_rewards", "{conn}"], "--cheat"),   # the lab's flag
     (["trainer", "run", "--task", "1", "--poll-interval", "-1", "{conn}"], "--poll-interval"),
     (["trainer", "run", "--task", "1", "--poll-interval", "nan", "{conn}"], "--poll-interval"),
     (["trainer", "run", "--task", "1", "--devnet-account", "-2", "{conn}"], "--devnet-account"),
@@ -632,7 +632,7 @@ CLI_CASES = [
     (["trainer", "run", "--task", "1", "{conn}", "--deployment", "{tmp}/not.json"], "--deployment"),
     (["validator", "run", "--task", "1", "--rounds", "0", "{conn}"], "--rounds"),
     (["validator", "run", "--task", "1", "--stake", "-5", "{conn}"], "--stake"),
-    (["validator", "run", "--task", "1", "--cheat", "nope", "{conn}"], "--cheat"),
+    (["validator", "run", "--task", "1", "--cheat", "no_reveal", "{conn}"], "--cheat"),        # the lab's flag
     (["validator", "run", "--task", "one", "{conn}"], "--task"),
     (["validator", "withdraw", "{conn}", "--deployment", "{tmp}/bad-address.json"], "--deployment"),
     (["task", "publish", "{tmp}/missing.toml", "--check"], "missing.toml"),
@@ -684,6 +684,21 @@ def test_bad_cli_argument_is_named_without_a_traceback(argv: list[str], flag: st
     lines = [line for line in err.splitlines() if flag in line]
     assert lines and any("error" in line.lower() for line in lines), err
     assert not (tmp_path / "state").exists()   # refused before any state dir is made
+
+
+@pytest.mark.parametrize("role", ["trainer", "validator"])
+def test_bad_cheat_is_named_by_the_lab_node_without_a_traceback(role: str, conn: list[str], tmp_path: Path,
+                                                                 capsys, restore_logging) -> None:
+    """`python -m scripts.adversaries.trainer|validator run --cheat MODE`: an unknown mode is named."""
+    import importlib
+
+    lab = importlib.import_module(f"scripts.adversaries.{role}")
+    with pytest.raises(SystemExit) as exit_:
+        lab.main(["run", "--task", "1", "--cheat", "bogus", *conn])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert any("--cheat" in line and "invalid choice: 'bogus'" in line for line in err.splitlines()), err
+    assert not (tmp_path / "state").exists()
 
 
 def test_node_config_names_each_bad_flag(tmp_path: Path, conn: list[str]) -> None:

@@ -3,10 +3,11 @@
 One task (asyncLevel 0, one validator) is driven through round 0 for real: three trainers submit
 through the trainer node's own functions, the validator verifies, commits, reveals, finalizes, so
 model 1 is final and round 1 is open. In round 1 the trainer node prepares every bundle- and
-upload-level cheat with `prepare_submission(..., cheat)` (the code `--cheat MODE` runs) and the
-validator's `verify_submission` judges it from a Submitted record; the chain-level cheats
-(base_outside_window, copied_bundle, replayed_bundle) go on chain and are judged from their real
-Submitted events. Every mode must be rejected by the check its registry entry names.
+upload-level cheat with `prepare_submission(..., CheatingTrainer(cheat))` (the hooks
+`python -m scripts.adversaries.trainer run --cheat MODE` runs) and the validator's
+`verify_submission` judges it from a Submitted record; the chain-level cheats (base_outside_window,
+copied_bundle, replayed_bundle) go on chain and are judged from their real Submitted events.
+Every mode must be rejected by the check its registry entry names.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from client.runtime.config import NodeConfig
 from client.runtime.connect import Node
 from client.runtime.display import Display
 from client.runtime.task import TaskContext, load_task_context, phase_now
-from client.trainer import Prepared, cheat_claim, prepare_submission, submit_round
-from scripts.adversaries.trainer_cheats import CHEATS, cheat_context
+from client.trainer import Prepared, prepare_submission, submit_round
+from scripts.adversaries.trainer_cheats import CHEATS, CheatingTrainer, cheat_context
 from scripts.harness import enrol
 from validator import node as vnode
 
@@ -69,8 +70,13 @@ class Net:
     ctxs: dict[int, TaskContext]
     v: vnode.Validator
 
-    def prepare(self, who: int, round_: int, cheat: str | None = None) -> Prepared:
-        return prepare_submission(self.trainers[who], self.ctxs[who], round_, round_, cheat, DISPLAY)
+    def prepare(self, who: int, round_: int, hooks: CheatingTrainer | None = None) -> Prepared:
+        if hooks is None:
+            return prepare_submission(self.trainers[who], self.ctxs[who], round_, round_, DISPLAY)
+        return prepare_submission(self.trainers[who], self.ctxs[who], round_, round_, DISPLAY, hooks)
+
+    def claim(self, who: int, hooks: CheatingTrainer, prep: Prepared) -> Prepared | None:
+        return hooks.claim(self.trainers[who], self.ctxs[who], prep)
 
     def submit(self, who: int, prep: Prepared) -> chain.Submitted:
         receipt = submit_round(self.trainers[who], self.ctxs[who], prep, DISPLAY)
@@ -135,22 +141,23 @@ def test_honest_round_1_accepted(net):
     (which withholds exactly that manifest) has been judged."""
     prep = net.prepare(OTHER, 1)
     verdict = vnode.verify_submission(net.v, fake_submitted(net, OTHER, 99, prep))
-    assert (verdict.accepted, verdict.failed_check, prep.cheated) == (True, "", False)
+    assert (verdict.accepted, verdict.failed_check) == (True, "")
 
 
 @pytest.mark.parametrize("mode", IN_PROCESS)
 def test_bundle_level_cheat_rejected(net, mode):
     cheat = CHEATS[mode]
     assert cheat.acts(1, net.ctxs[TRAINER].params.async_level)
-    prep = net.prepare(TRAINER, 1, mode)
-    assert prep.cheated and prep.cheat == mode
+    hooks = CheatingTrainer(cheat)
+    prep = net.prepare(TRAINER, 1, hooks)
+    assert hooks.cheated == {1}
     if mode == "unavailable_manifest":
         with pytest.raises(ContentNotFound):
             net.v.store.get_manifest(prep.digest)
     if mode == "withheld_leaf":   # same delta bytes as earlier modes: a validator holding them (sha256-checked)
         for cached in net.v.store.cache_dir.iterdir():   # has the content; withholding works on one that does not
             cached.unlink()
-    assert cheat_claim(net.trainers[TRAINER], net.ctxs[TRAINER], prep) == prep   # no chain-level hook
+    assert net.claim(TRAINER, hooks, prep) == prep   # no chain-level cheat: the claim is the upload's
     verdict = vnode.verify_submission(net.v, fake_submitted(net, TRAINER, 100 + IN_PROCESS.index(mode), prep))
     print(f"\n{mode}: failed_check={verdict.failed_check}")
     assert not verdict.accepted
@@ -171,33 +178,38 @@ def test_window_cheats_are_honest_before_their_first_round(net):
         "base_outside_window", "replayed_bundle", "stale_model"]
     assert [m for m in ("base_outside_window", "replayed_bundle", "stale_model") if CHEATS[m].acts(2, 2)] == [
         "replayed_bundle"]   # asyncLevel 2: the window modes start at round 3
-    prep = prepare_submission(net.trainers[TRAINER], net.ctxs[TRAINER], 0, 0, "stale_model", DISPLAY)
-    assert not prep.cheated
+    hooks = CheatingTrainer(CHEATS["stale_model"])
+    prep = prepare_submission(net.trainers[TRAINER], net.ctxs[TRAINER], 0, 0, DISPLAY, hooks)
+    assert net.claim(TRAINER, hooks, prep) == prep and hooks.cheated == set()
 
 
 def test_chain_level_cheats(net):
     """Round 1 on chain: out-of-window base refused by the contract; a copy and a replay land and are rejected."""
     c, t = net.trainers[COPIER], net.trainers[TRAINER]
 
-    out = cheat_claim(c, net.ctxs[COPIER], net.prepare(COPIER, 1, "base_outside_window"))
-    assert (out.base_round, out.cheated) == (0, True)
+    outside = CheatingTrainer(CHEATS["base_outside_window"])
+    out = net.claim(COPIER, outside, net.prepare(COPIER, 1, outside))
+    assert (out.base_round, outside.cheated) == (0, {1})
     with pytest.raises(ContractError) as refused:
         submit_round(c, net.ctxs[COPIER], out, DISPLAY)
     assert refused.value.name == "BaseRoundOutOfWindow"
 
-    copier = net.prepare(COPIER, 1, "copied_bundle")
-    assert cheat_claim(c, net.ctxs[COPIER], copier) is None          # nobody submitted round 1 yet: wait
+    copy = CheatingTrainer(CHEATS["copied_bundle"])
+    copier = net.prepare(COPIER, 1, copy)
+    assert net.claim(COPIER, copy, copier) is None          # nobody submitted round 1 yet: wait
+    assert copy.cheated == set()
     original = net.submit(OTHER, net.prepare(OTHER, 1))
-    copied = cheat_claim(c, net.ctxs[COPIER], copier)
-    assert (copied.digest, copied.proof_root, copied.work_units, copied.cheated) == \
-        (original.bundle_digest.hex(), original.proof_root, original.work_units, True)
+    copied = net.claim(COPIER, copy, copier)
+    assert (copied.digest, copied.proof_root, copied.work_units, copy.cheated) == \
+        (original.bundle_digest.hex(), original.proof_root, original.work_units, {1})
     copy_event = net.submit(COPIER, copied)
 
-    replayer = net.prepare(TRAINER, 1, "replayed_bundle")
-    replayed = cheat_claim(t, net.ctxs[TRAINER], replayer)
+    replay = CheatingTrainer(CHEATS["replayed_bundle"])
+    replayer = net.prepare(TRAINER, 1, replay)
+    replayed = net.claim(TRAINER, replay, replayer)
     mine0 = [e for e in net.client.concord.events(net.client.deployment.block_number, "latest", ["Submitted"])
              if e.task_id == net.task_id and e.round == 0 and e.trainer == t.address][0]
-    assert (replayed.digest, replayed.base_round, replayed.cheated) == (mine0.bundle_digest.hex(), 1, True)
+    assert (replayed.digest, replayed.base_round, replay.cheated) == (mine0.bundle_digest.hex(), 1, {1})
     replay_event = net.submit(TRAINER, replayed)
 
     vnode.record_submissions(net.v, [original, copy_event, replay_event])
@@ -214,8 +226,8 @@ def test_cheat_context_reads_the_node(net):
 
 
 def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, caplog):
-    """run_trainer --cheat work_units_off_by_one: honest + 1 work units on chain and in the manifest; the
-    prepared and submitted log lines name the cheat with cheated=True."""
+    """run_trainer with the work_units_off_by_one hooks: honest + 1 work units on chain and in the manifest;
+    the prepared and submitted log lines carry them, and the round's cheat line names the mode with cheated=True."""
     import logging
     import threading
 
@@ -227,13 +239,14 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
     cfg = TrainerConfig(NodeConfig(role="trainer", rpc_url=chain_env.anvil.url, deployment=chain_env.client.deployment,
                                    ipfs_api=ipfs.api, task_id=task_id, state_dir=tmp_path / "t", devnet_account=5,
-                                   poll_interval=0.05, heartbeat=0.5), cheat="work_units_off_by_one", rounds=1)
+                                   poll_interval=0.05, heartbeat=0.5), rounds=1)
+    hooks = CheatingTrainer(CHEATS["work_units_off_by_one"])
     stop = threading.Event()
     timer = threading.Timer(120, stop.set)
     timer.start()
     try:
         with caplog.at_level(logging.INFO, logger="concord.trainer"):
-            run = run_trainer(cfg, stop)
+            run = run_trainer(cfg, stop, hooks)
     finally:
         timer.cancel()
     assert [s.round for s in run.submitted] == [0]
@@ -243,4 +256,8 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     assert event.work_units == bundle.work_units == sum(int(b.lengths.sum()) for b in bundle.batches) + 1
     logged = {r.fields["event"]: r.fields for r in caplog.records if hasattr(r, "fields")}
     for name in ("prepared", "submitted"):
-        assert (logged[name]["cheat"], logged[name]["cheated"]) == ("work_units_off_by_one", True)
+        assert logged[name]["work_units"] == event.work_units
+    assert [(r.name, r.fields["round"], r.fields["cheat"], r.fields["cheated"]) for r in caplog.records
+            if getattr(r, "fields", {}).get("event") == "cheat"] == [
+        ("concord.trainer.cheat", 0, "work_units_off_by_one", True)]
+    assert hooks.cheated == {0}

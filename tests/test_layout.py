@@ -110,3 +110,11 @@ def test_the_lab_is_not_packaged() -> None:
 
     found = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert set(found["include"]) == {"client*", "validator*"}
+
+
+def test_honest_loops_carry_no_cheat_or_drill_code() -> None:
+    """Adversaries and fault drills play through the loops' hook objects (TrainerHooks, ValidatorHooks),
+    implemented in the lab: the loops and the wire format name neither, nor read a test-only variable."""
+    for rel in ("client/trainer.py", "validator/node.py", "client/content/submission.py"):
+        text = (REPO_ROOT / rel).read_text().lower()
+        assert [w for w in ("cheat", "drill", "concord_drill") if w in text] == [], rel

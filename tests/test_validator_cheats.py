@@ -1,5 +1,6 @@
-"""Cheating validators (issue 5) against real Anvil + js-ipfs + torch: each `--cheat` mode does what
-scripts/adversaries/validator_cheats.py says, and the rules of docs/PROTOCOL.md take from it what `expected_loss` says.
+"""Cheating validators (issue 5) against real Anvil + js-ipfs + torch: each `--cheat` mode, played as the
+honest node's hooks (CheatingValidator), does what scripts/adversaries/validator_cheats.py says, and the
+rules of docs/PROTOCOL.md take from it what `expected_loss` says.
 
 One round runs once per module. Three trainers submit through the SDK: an honest bundle (#0),
 the same kind of bundle with inflated rewards (#1) and a digest nobody stored (#2). Seven
@@ -29,9 +30,10 @@ from client.content.submission import put_submission
 from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
 from client.engine.grpo import pin_determinism
 from client.initiator import load_task_file, publish_task
-from client.runtime.config import NodeConfig, NodeConfigError
+from client.runtime.config import NodeConfig
 from client.runtime.connect import connect_node
 from client.runtime.task import load_task_context, model_for_round
+from scripts.adversaries import validator as lab_validator
 from scripts.adversaries import validator_cheats as cheats
 from scripts.harness import conservation, enrol
 from validator import node as vnode
@@ -48,6 +50,11 @@ H1, H2 = 0, 4
 
 def addr(account: int) -> str:
     return keys.devnet_account(account).address
+
+
+def hooks(cheat: str | None) -> vnode.ValidatorHooks:
+    """What `python -m scripts.adversaries.validator run --cheat MODE` runs (None: the honest node's)."""
+    return vnode.HONEST if cheat is None else cheats.CheatingValidator(cheats.VALIDATOR_CHEATS[cheat])
 
 
 @dataclass
@@ -105,8 +112,8 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
 
         vals = []
         for account, cheat in VALIDATORS.items():
-            v = vnode.connect_validator(vnode.ValidatorConfig(cfg(account, f"val-{account}", "validator", task_id),
-                                                              cheat=cheat))
+            v = vnode.connect_validator(vnode.ValidatorConfig(cfg(account, f"val-{account}", "validator", task_id)),
+                                        hooks(cheat))
             vnode.ensure_enrolled(v)
             vals.append(v)
 
@@ -173,18 +180,20 @@ def test_registry_names_the_five_modes_each_with_one_line_doc_and_loss():
     assert sorted(cheats.VALIDATOR_CHEATS) == ["accept_cheat", "copy_reveal", "no_reveal", "reject_honest",
                                                "wrong_model"]
     for name, c in cheats.VALIDATOR_CHEATS.items():
-        assert c.name == name and c != cheats.HONEST
+        assert c.name == name and c != cheats.ValidatorCheat(name, c.doc, c.expected_loss)   # changes something
+        assert isinstance(hooks(name), vnode.ValidatorHooks)
         assert c.doc and c.expected_loss and "\n" not in c.doc + c.expected_loss
     with pytest.raises(dataclasses.FrozenInstanceError):
         cheats.VALIDATOR_CHEATS["no_reveal"].skip_reveal = False  # type: ignore[misc]
 
 
-def test_unknown_cheat_is_refused_by_the_cli_and_the_config(capsys):
+def test_unknown_cheat_is_refused_by_the_lab_cli_and_the_library_has_no_cheat_flag(capsys):
     with pytest.raises(SystemExit) as exit_:
-        vnode.main(["run", "--task", "1", "--cheat", "bribe"])
+        lab_validator.main(["run", "--task", "1", "--cheat", "bribe"])
     assert exit_.value.code == 2 and "invalid choice: 'bribe'" in capsys.readouterr().err
-    with pytest.raises(NodeConfigError, match="unknown mode 'bribe'"):
-        vnode.ValidatorConfig(NodeConfig("validator", "http://127.0.0.1:1", None, "", 1), cheat="bribe")
+    with pytest.raises(SystemExit) as exit_:
+        vnode.main(["run", "--task", "1", "--cheat", "no_reveal"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --cheat no_reveal" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- copy_reveal: the copied one withholds
@@ -209,7 +218,7 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
     task_id = publish_task(client, initiator.signer, initiator.store, load_task_file(tmp_path / "task.toml")).task_id
     trainer = chain_env.signer(HONEST_T)
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
-    vals = {a: vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id), cheat=m))
+    vals = {a: vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), hooks(m))
             for a, m in [(8, "no_reveal"), (H2, None), (9, "copy_reveal")]}     # stepped in this order
     for v in vals.values():
         vnode.ensure_enrolled(v)

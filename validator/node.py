@@ -16,7 +16,6 @@ State dir (one per validator key; client.runtime adds its event cursor), files w
     <state>/task-<id>/evidence/<digest>.json             rejection evidence, also in IPFS
     <state>/task-<id>/plans/r<round>.json                salt, bitmap, next model, commitment
     <state>/models/  <state>/ipfs-cache/                 content caches (by digest)
-    <state>/task-<id>/cheat/r<round>.json                --cheat copy_reveal only (scripts/adversaries/validator_cheats.py)
 
 Next model (DESIGN 6.7): `validator.aggregate.outer_step` over the accepted deltas keyed by
 bundle digest (hex, sorted) from model r's weights and outer state, stored with
@@ -37,6 +36,10 @@ Availability (issue 10; docs/SECURITY.md "Validator availability"):
     submission's fetch is retried on the next tick, unless the daemon answers a probe right after
     and the same submission has failed it OWN_FAILURE_STRIKES times: then its content counts as
     missing, so no submission can keep a validator from committing.
+
+`ValidatorHooks` names the protocol steps where a validator could act otherwise (verify, vote,
+next model, commit, reveal); the node runs the honest defaults; the lab implements them
+to play adversaries.
 """
 
 from __future__ import annotations
@@ -97,7 +100,6 @@ from client.runtime.task import (
     load_task_context,
     model_for_round,
 )
-from scripts.adversaries import validator_cheats as cheats
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
 
@@ -142,12 +144,6 @@ class ValidatorConfig:
     withdraw: bool = False             # withdraw the credited balance before exiting
     stake: int | None = None           # stake to register with (default: the task's minValidatorStake)
     finalize_page: int = 64            # finalize steps per transaction
-    cheat: str | None = None           # a scripts.adversaries.validator_cheats mode (attack bench only)
-
-    def __post_init__(self) -> None:
-        if self.cheat is not None and self.cheat not in cheats.VALIDATOR_CHEATS:
-            raise NodeConfigError("--cheat", f"unknown mode {self.cheat!r} "
-                                                   f"(known: {sorted(cheats.VALIDATOR_CHEATS)})")
 
 
 @dataclass(frozen=True)
@@ -195,6 +191,42 @@ class RevealPlan:
                           obj["next_model_digest"], obj["salt"], obj["commitment"], tuple(obj["rejected"]))
 
 
+class ValidatorHooks:
+    """The protocol steps (DESIGN.md section 6) where a validator could act otherwise, called by `step`
+    and `commit_round` with the validator's live state ``v``.
+
+    Each default is what an honest node does; `run_validator` runs them unless given others. The lab
+    subclasses this to play adversaries.
+    """
+
+    def verify(self, v: Validator, round_: int) -> None:
+        """Submit phase (steps 1-6): an honest validator fetches and judges each submission as it is seen."""
+        verify_round(v, round_)
+
+    def votes(self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]
+              ) -> tuple[Sequence[SubmissionVerdict], Sequence[SubmissionVerdict]]:
+        """Commit phase, the vote (step 8): (the verdicts voted, the verdicts the next model is built
+        from). An honest validator votes what verification found and builds the model from the same."""
+        return found, found
+
+    def next_model(self, v: Validator, round_: int, digest: str) -> str:
+        """Commit phase, the next model (step 7): an honest validator votes the digest of model
+        round+1 it computed and stored, ``digest``."""
+        return digest
+
+    def commit(self, v: Validator, round_: int, submissions: int) -> bool:
+        """Commit phase: an honest validator verifies every submission, builds model round+1, plans and
+        commits (`commit_round`). False while not ready (asked again on the next tick)."""
+        return commit_round(v, round_, submissions)
+
+    def reveal(self, v: Validator, round_: int) -> None:
+        """Reveal phase: an honest validator reveals exactly what it committed (`reveal_round`)."""
+        reveal_round(v, round_)
+
+
+HONEST = ValidatorHooks()
+
+
 @dataclass
 class Validator:
     """One validator's live state: the node's connections, the task, what it has seen and verified."""
@@ -202,6 +234,7 @@ class Validator:
     cfg: ValidatorConfig
     node: Node
     task: TaskContext
+    hooks: ValidatorHooks = HONEST                                                  # its protocol steps
     submissions: dict[int, dict[int, Submitted]] = field(default_factory=dict)   # round -> index -> event
     verdicts: dict[tuple[int, int], SubmissionVerdict] = field(default_factory=dict)
     deltas: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -214,10 +247,6 @@ class Validator:
     @property
     def client(self) -> ChainClient:
         return self.node.client
-
-    @property
-    def cheat(self) -> cheats.ValidatorCheat:
-        return cheats.cheat_for(self.cfg.cheat)
 
     @property
     def concord(self) -> Concord:
@@ -291,10 +320,10 @@ def load_verdicts(folder: Path) -> list[SubmissionVerdict]:
 
 # ----------------------------------------------------------------------------- start-up
 
-def connect_validator(cfg: ValidatorConfig) -> Validator:
+def connect_validator(cfg: ValidatorConfig, hooks: ValidatorHooks = HONEST) -> Validator:
     """Connections, key, the task (spec from IPFS by its on-chain digest) and the verdicts already on disk."""
     node = connect_node(cfg.node)
-    v = Validator(cfg, node, load_task_context(node, cfg.node.task_id))
+    v = Validator(cfg, node, load_task_context(node, cfg.node.task_id), hooks)
     for verdict in load_verdicts(v.task_dir):
         v.verdicts[(verdict.round, verdict.index)] = verdict
         if verdict.evidence_digest:      # published before a restart or not: putting it again is idempotent
@@ -693,9 +722,6 @@ def committed_on_chain(v: Validator, round_: int) -> bytes | None:
 
 def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     """Commit phase: verify every submission, build model r+1, plan, commit. False while not ready."""
-    if v.cheat.copies_commit:                    # CHEAT copy_reveal: no verification, a copied commitment
-        ensure_enrolled(v)
-        return cheats.commit_copy(v, round_)
     verdicts = verify_round(v, round_, submissions, wait=True)
     if verdicts is None:
         return False
@@ -704,8 +730,8 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
         return False
     plan = load_plan(v.task_dir, round_)
     if plan is None:
-        voted, model_from = v.cheat.votes(v, round_, verdicts)                      # CHEAT (honest: unchanged)
-        next_digest = v.cheat.next_model(compute_next_model(v, round_, base_digest, model_from))   # CHEAT
+        voted, model_from = v.hooks.votes(v, round_, verdicts)
+        next_digest = v.hooks.next_model(v, round_, compute_next_model(v, round_, base_digest, model_from))
         plan = plan_commit(v, round_, voted, next_digest)
     ensure_enrolled(v)               # a slash since start-up leaves the stake below the minimum: top it up
     commit(v, plan)
@@ -714,8 +740,6 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
 
 def reveal_round(v: Validator, round_: int) -> None:
     """Reveal phase: reveal exactly what was committed (the plan on disk must match the chain)."""
-    if v.cheat.copies_commit:                    # CHEAT copy_reveal: replay the copied validator's reveal
-        return cheats.reveal_copy(v, round_)
     plan = load_plan(v.task_dir, round_)
     path = plan_path(v.task_dir, round_)
     if plan is None:
@@ -761,15 +785,15 @@ def step(v: Validator, display: Display | None = None) -> None:
             verdicts = [x for (r, _), x in v.verdicts.items() if r == round_]
             display.update(round=round_, phase=info.phase.name, submissions=info.submissions,
                            accepted=sum(x.accepted for x in verdicts), rejected=sum(not x.accepted for x in verdicts))
-        if info.phase == Phase.SUBMIT and not v.cheat.copies_commit:    # CHEAT copy_reveal verifies nothing
-            verify_round(v, round_)
+        if info.phase == Phase.SUBMIT:
+            v.hooks.verify(v, round_)
         elif info.phase == Phase.COMMIT:
             if not c.commit_status(v.task_id, round_, v.me).committed:
-                commit_round(v, round_, info.submissions)
+                v.hooks.commit(v, round_, info.submissions)
         elif info.phase == Phase.REVEAL:
             status = c.commit_status(v.task_id, round_, v.me)
-            if status.committed and not status.revealed and not v.cheat.skip_reveal:   # CHEAT no_reveal
-                reveal_round(v, round_)
+            if status.committed and not status.revealed:
+                v.hooks.reveal(v, round_)
     finalize_due(v)
     publish_pending(v)               # last: evidence waits for nothing above, and nothing above waits for it
 
@@ -812,15 +836,15 @@ def follow_task(v: Validator, follower: EventFollower, stop_event: threading.Eve
         record_submissions(v, tick.events)
 
 
-def run_validator(cfg: ValidatorConfig, stop_event: threading.Event) -> Validator:
-    """Validate until ``stop_event`` is set or ``finished``; the demo runs this in a process of its own."""
-    v = connect_validator(cfg)
+def run_validator(cfg: ValidatorConfig, stop_event: threading.Event, hooks: ValidatorHooks = HONEST) -> Validator:
+    """Validate until ``stop_event`` is set or ``finished``, each protocol step through ``hooks`` (default:
+    the honest ones); the demo runs this in a process of its own."""
+    v = connect_validator(cfg, hooks)
     ensure_enrolled(v)
     backfill_submissions(v)
     follower = EventFollower(v.node, v.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
-    log.info("validating task %d as %s (state %s)%s", v.task_id, v.me, v.task_dir,
-             f"; CHEATING: {v.cheat.name}" if cfg.cheat else "",
-             extra=fields(event="start", task=v.task_id, validator=v.me, cheat=cfg.cheat))
+    log.info("validating task %d as %s (state %s)", v.task_id, v.me, v.task_dir,
+             extra=fields(event="start", task=v.task_id, validator=v.me))
     try:
         with Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
             follow_task(v, follower, stop_event, display)
@@ -833,21 +857,18 @@ def run_validator(cfg: ValidatorConfig, stop_event: threading.Event) -> Validato
 
 # ----------------------------------------------------------------------------- CLI
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`concord validator run --task ID [...]` and `concord validator withdraw [...]`."""
-    p = argparse.ArgumentParser(prog="concord validator", description="verify, vote on and aggregate a task's rounds")
-    sub = p.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="validate a task's rounds (registers, stakes and joins if needed)")
-    add_node_args(run)
-    run.add_argument("--rounds", type=int, default=None, help="exit once the task has settled N rounds")
-    run.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
-    run.add_argument("--stake", type=int, default=None, help="stake to register with, in base units "
-                                                             "(default: the task's minValidatorStake)")
-    run.add_argument("--cheat", choices=sorted(cheats.VALIDATOR_CHEATS), default=None,
-                     help="break a validator rule (attack bench; see scripts/adversaries/validator_cheats.py)")
-    wd = sub.add_parser("withdraw", help="withdraw this validator's credited balance")
-    add_node_args(wd, with_task=False)
-    args = p.parse_args(argv)
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `concord validator run` (the lab's entry points add theirs to the same parser)."""
+    add_node_args(p)
+    p.add_argument("--rounds", type=int, default=None, help="exit once the task has settled N rounds")
+    p.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
+    p.add_argument("--stake", type=int, default=None, help="stake to register with, in base units "
+                                                           "(default: the task's minValidatorStake)")
+
+
+def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int:
+    """Run what a parsed command line describes (`run` with ``hooks``, or `withdraw`); the exit status
+    (an error: one line naming what is wrong, no traceback, 1)."""
     setup_logging(args.json_logs)
     try:
         node_cfg = node_config(args, "validator")
@@ -856,14 +877,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(withdraw_earnings(node.client, node.signer))
             return 0
         pin_determinism(1)
-        cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake,
-                              cheat=args.cheat)
-        run_validator(cfg, shutdown_event())
+        cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake)
+        run_validator(cfg, shutdown_event(), hooks)
     except (NodeConfigError, UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError, StoreError,
-            TaskSpecError, ModelError) as e:   # one line naming what is wrong, no traceback
+            TaskSpecError, ModelError) as e:
         log.error("%s", e)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord validator run --task ID [...]` and `concord validator withdraw [...]`."""
+    p = argparse.ArgumentParser(prog="concord validator", description="verify, vote on and aggregate a task's rounds")
+    sub = p.add_subparsers(dest="action", required=True)
+    add_run_args(sub.add_parser("run", help="validate a task's rounds (registers, stakes and joins if needed)"))
+    wd = sub.add_parser("withdraw", help="withdraw this validator's credited balance")
+    add_node_args(wd, with_task=False)
+    return run_command(p.parse_args(argv))
 
 
 if __name__ == "__main__":

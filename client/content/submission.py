@@ -44,8 +44,6 @@ unchanged: they are no reason to reject anyone.
 from __future__ import annotations
 
 import functools
-import logging
-import os
 import re
 import struct
 import time
@@ -67,7 +65,6 @@ from client.content.manifest import (
     SubmissionManifest,
     cid_for_digest,
     decode_manifest,
-    digest_of,
 )
 from client.content.store import (
     MIN_RATE,
@@ -82,14 +79,9 @@ from client.engine.config import ConfigError, TaskConfig
 from client.engine.proofs import CHUNK, PROOF_BYTES, encode_proofs
 from client.engine.rollout import RolloutBatch
 
-log = logging.getLogger(__name__)
-
 ROLLOUTS_NAME = "rollouts.safetensors"
 PROOFS_NAME = "proofs.bin"
 PROOFS_MAGIC = b"CPF1"
-# Fault drills only (scripts/drills.py): seconds to sleep between a submission's files and its
-# manifest, so a drill can kill a trainer deterministically while its upload is half done.
-PAUSE_BEFORE_MANIFEST_ENV = "CONCORD_DRILL_PAUSE_BEFORE_MANIFEST"
 MAX_STEPS = 10_000  # step prefixes are 4 digits
 
 ROLLOUT_FIELDS: dict[str, tuple[torch.dtype, int]] = {  # field -> (dtype, ndim)
@@ -491,18 +483,8 @@ def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[str,
         delta=tuple(store.put_file(data, name, pin=pin) for name, data in shards),
         stats=encode_stats(bundle, bundle.batches),
     )
-    _drill_pause(manifest)
     digest = store.put_manifest(manifest.to_bytes(), pin=pin)
     return digest, manifest
-
-
-def _drill_pause(manifest: SubmissionManifest) -> None:
-    pause = float(os.environ.get(PAUSE_BEFORE_MANIFEST_ENV) or 0)
-    if pause > 0:
-        digest = digest_of(manifest.to_bytes())
-        log.warning("fault drill: pausing %.1fs before uploading manifest %s", pause, digest,
-                    extra={"fields": {"event": "drill_pause", "digest": digest, "seconds": pause}})
-        time.sleep(pause)
 
 
 MAX_SUBMISSION_FILES = 2 + MAX_SHARDS   # rollouts + proofs + delta shards (at most one per base-model tensor)

@@ -1,13 +1,16 @@
-"""Adversarial trainers (`concord trainer run --cheat MODE`, issue 5): what each cheater does.
+"""Adversarial trainers (issue 5): what each cheater does, played through the honest node's hooks.
 
 A Cheat is a name, one line saying what the cheater does, what should catch it, the first
-round it can act in (earlier rounds it trains honestly), and hooks into the trainer's round
-(DESIGN.md section 5), any of which may be None:
+round it can act in (earlier rounds it trains honestly), and what it does in place of the
+honest steps of the trainer's round (DESIGN.md section 5), any of which may be None:
 
     model(policy, ctx) -> policy          build the round on another model than model(baseRound)
     bundle(bundle, ctx) -> Bundle         tamper with the bundle before upload
     upload(store, bundle, ctx) -> Claim   replace the honest upload (manifest-level cheats)
     claim(claim, ctx) -> Claim | None     replace what goes on chain; None: nothing to submit yet
+
+`CheatingTrainer(cheat)` is a client.trainer.TrainerHooks that plays one Cheat on a real node:
+`python -m scripts.adversaries.trainer run --cheat MODE <concord trainer run flags>` runs it.
 
 Bundle cheaters are *consistent* where the mode says so: after tampering they recompute
 everything they can (rewards, work units, proofs, the delta by replaying the inner steps, the
@@ -18,6 +21,7 @@ and the demo iterate CHEATS.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +75,11 @@ from client.engine.rollout import (
 )
 from client.engine.sampler import prompt_seed
 from client.runtime.connect import Node
+from client.runtime.display import fields
 from client.runtime.task import TaskContext, model_for_round
+from client.trainer import Prepared, TrainerHooks
+
+log = logging.getLogger("concord.trainer.cheat")
 
 
 @dataclass(frozen=True)
@@ -467,3 +475,54 @@ _ALL = (
 )
 
 CHEATS: dict[str, Cheat] = {c.name: c for c in _ALL}
+
+
+# ----------------------------------------------------------------------------- on a trainer node
+
+class CheatingTrainer(TrainerHooks):
+    """The trainer node's hooks playing ``cheat``: the honest steps in the rounds before the cheat
+    acts (Cheat.acts), the cheat's in place of them after. ``cheated`` holds the rounds in which it
+    changed what was built or claimed; every claim it hands over logs a `cheat` line saying so."""
+
+    def __init__(self, cheat: Cheat) -> None:
+        self.cheat = cheat
+        self.cheated: set[int] = set()
+
+    def _acts(self, ctx: TaskContext, round_: int, step: Callable | None) -> bool:
+        return step is not None and self.cheat.acts(round_, ctx.params.async_level)
+
+    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int,
+                   policy: torch.nn.Module) -> torch.nn.Module:
+        if not self._acts(ctx, round_, self.cheat.model):
+            return policy
+        self.cheated.add(round_)
+        return self.cheat.model(policy, cheat_context(node, ctx, round_, base_round))
+
+    def bundle(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Bundle:
+        if not self._acts(ctx, bundle.round, self.cheat.bundle):
+            return bundle
+        self.cheated.add(bundle.round)
+        return self.cheat.bundle(bundle, cheat_context(node, ctx, bundle.round, bundle.base_round))
+
+    def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> str:
+        if not self._acts(ctx, bundle.round, self.cheat.upload):
+            return super().upload(node, ctx, bundle)
+        self.cheated.add(bundle.round)
+        return self.cheat.upload(node.store, bundle, cheat_context(node, ctx, bundle.round, bundle.base_round)).digest
+
+    def claim(self, node: Node, ctx: TaskContext, prep: Prepared) -> Prepared | None:
+        if self._acts(ctx, prep.round, self.cheat.claim):
+            honest = Claim(prep.base_round, prep.digest, prep.proof_root, prep.work_units)
+            claim = self.cheat.claim(honest, cheat_context(node, ctx, prep.round, prep.base_round))
+            if claim is None:
+                return None
+            if claim != honest:
+                self.cheated.add(prep.round)
+            prep = dataclasses.replace(prep, base_round=claim.base_round, digest=claim.digest,
+                                       proof_root=claim.proof_root, work_units=claim.work_units)
+        cheated = prep.round in self.cheated
+        log.log(logging.WARNING if cheated else logging.INFO, "cheat %s, round %d: %s", self.cheat.name, prep.round,
+                f"cheated (caught by {self.cheat.caught_by})" if cheated else "honest this round",
+                extra=fields(event="cheat", round=prep.round, cheat=self.cheat.name, cheated=cheated,
+                             base_round=prep.base_round, digest=prep.digest, work_units=prep.work_units))
+        return prep

@@ -1,4 +1,4 @@
-"""Cheating validators for the attack bench (`python -m validator.node run --cheat MODE`).
+"""Cheating validators for the attack bench (`python -m scripts.adversaries.validator run --cheat MODE`).
 
 Each mode breaks one validator rule of docs/PROTOCOL.md; the contract's rules, not this code,
 punish it, and `expected_loss` says what they take:
@@ -11,11 +11,12 @@ punish it, and `expected_loss` says what they take:
     no_reveal      verifies and commits honestly, never reveals
     wrong_model    votes the honest bitmap with a next-model digest of no model it computed
 
-The node calls the hooks of `ValidatorCheat` at four marked places (validator/node.py, "CHEAT"):
-`votes` and `next_model` before plan_commit, `copies_commit` in place of verify + commit, and
-`skip_reveal` / `reveal_copy` in place of the reveal. The honest node runs `HONEST`, whose hooks
-change nothing. Copy records live in `<state>/task-<id>/cheat/r<round>.json`, so a restarted
-copier neither copies twice nor replays a refused reveal.
+A `ValidatorCheat` says what a mode changes; `CheatingValidator(cheat)` plays it as the honest
+node's hooks (validator.node.ValidatorHooks): `votes` and `next_model` before plan_commit,
+`commit_copy` in place of verify + commit, nothing or `reveal_copy` in place of the reveal; every
+step a mode leaves alone is the honest one. Copy records live in
+`<state>/task-<id>/cheat/r<round>.json`, so a restarted copier neither copies twice nor replays a
+refused reveal.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
@@ -37,6 +37,7 @@ from client.content.submission import SubmissionError, fetch_submission
 from client.engine.model import policy_state
 from client.runtime.display import fields
 from client.runtime.task import model_for_round
+from validator.node import SubmissionVerdict, Validator, ValidatorHooks, ensure_enrolled
 
 log = logging.getLogger("concord.validator.cheat")
 
@@ -60,7 +61,7 @@ def _junk_digest(digest: str) -> str:
 
 @dataclass(frozen=True)
 class ValidatorCheat:
-    """One way to break the validator rules, as hooks the node calls (defaults: the honest behaviour)."""
+    """One way to break the validator rules: what it changes (defaults: the honest behaviour)."""
 
     name: str
     doc: str                                            # one line: what it does
@@ -70,22 +71,6 @@ class ValidatorCheat:
     copies_commit: bool = False                         # commit another's commitment instead of verifying
     skip_reveal: bool = False                           # never reveal
 
-    def votes(self, v: Any, round_: int, found: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-        """(the verdicts voted, the verdicts the next model is built from). Honest: both are ``found``.
-
-        A submission voted accepted against the finding goes into the model only if its delta
-        can be fetched and has the model's shapes (it is put in ``v.deltas``); otherwise it is
-        left out of the model but still voted accepted.
-        """
-        voted = [x if self.vote(x.accepted) == x.accepted else dataclasses.replace(x, accepted=not x.accepted)
-                 for x in found]
-        flipped_in = [x for x, f in zip(voted, found) if x.accepted and not f.accepted]
-        unusable = {(x.round, x.index) for x in flipped_in if not _fetch_delta(v, x)}
-        model_from = [dataclasses.replace(x, accepted=False) if (x.round, x.index) in unusable else x for x in voted]
-        return voted, model_from
-
-
-HONEST = ValidatorCheat("honest", "follows the rules", "nothing")
 
 VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {c.name: c for c in [
     ValidatorCheat("reject_honest", "votes reject on every submission it found honest (its model leaves them out)",
@@ -105,13 +90,66 @@ VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {c.name: c for c in [
 ]}
 
 
-def cheat_for(name: str | None) -> ValidatorCheat:
-    return HONEST if name is None else VALIDATOR_CHEATS[name]
+# ----------------------------------------------------------------------------- on a validator node
+
+class CheatingValidator(ValidatorHooks):
+    """The validator node's hooks playing ``cheat``; each step it leaves alone is the honest one.
+    Every step it changes logs a `cheat_*` line naming the mode (a withheld reveal once per round)."""
+
+    def __init__(self, cheat: ValidatorCheat) -> None:
+        self.cheat = cheat
+        self._withheld: set[tuple[int, int]] = set()     # (task, round) whose withheld reveal was logged
+
+    def verify(self, v: Validator, round_: int) -> None:
+        if not self.cheat.copies_commit:                 # copy_reveal verifies nothing
+            super().verify(v, round_)
+
+    def votes(self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]
+              ) -> tuple[list[SubmissionVerdict], list[SubmissionVerdict]]:
+        """The vote ``cheat.vote`` makes of each finding. A submission voted accepted against the finding
+        goes into the model only if its delta can be fetched and has the model's shapes (it is put in
+        ``v.deltas``); otherwise it is left out of the model but still voted accepted."""
+        voted = [x if self.cheat.vote(x.accepted) == x.accepted else dataclasses.replace(x, accepted=not x.accepted)
+                 for x in found]
+        flipped = [x.index for x, f in zip(voted, found, strict=True) if x.accepted != f.accepted]
+        if flipped:
+            log.warning("cheat %s: round %d votes %s against what it found", self.cheat.name, round_, flipped,
+                        extra=fields(event="cheat_votes", cheat=self.cheat.name, round=round_, flipped=flipped))
+        flipped_in = [x for x, f in zip(voted, found, strict=True) if x.accepted and not f.accepted]
+        unusable = {(x.round, x.index) for x in flipped_in if not _fetch_delta(v, x, self.cheat.name)}
+        model_from = [dataclasses.replace(x, accepted=False) if (x.round, x.index) in unusable else x for x in voted]
+        return voted, model_from
+
+    def next_model(self, v: Validator, round_: int, digest: str) -> str:
+        voted = self.cheat.next_model(digest)
+        if voted != digest:
+            log.warning("cheat %s: round %d votes model %s, not the computed %s", self.cheat.name, round_, voted,
+                        digest, extra=fields(event="cheat_next_model", cheat=self.cheat.name, round=round_,
+                                             model=voted, computed=digest))
+        return voted
+
+    def commit(self, v: Validator, round_: int, submissions: int) -> bool:
+        if not self.cheat.copies_commit:
+            return super().commit(v, round_, submissions)
+        ensure_enrolled(v)                               # as the honest commit does: a slash may have left it short
+        return commit_copy(v, round_)
+
+    def reveal(self, v: Validator, round_: int) -> None:
+        if self.cheat.skip_reveal:
+            if (v.task_id, round_) not in self._withheld:
+                self._withheld.add((v.task_id, round_))
+                log.warning("cheat %s: round %d committed, reveal withheld", self.cheat.name, round_,
+                            extra=fields(event="cheat_no_reveal", cheat=self.cheat.name, round=round_))
+            return
+        if self.cheat.copies_commit:
+            reveal_copy(v, round_)
+            return
+        super().reveal(v, round_)
 
 
 # ----------------------------------------------------------------------------- accept_cheat: bad deltas
 
-def _fetch_delta(v: Any, verdict: Any) -> bool:
+def _fetch_delta(v: Validator, verdict: SubmissionVerdict, cheat: str) -> bool:
     """Put a submission's delta in ``v.deltas`` if it can be fetched and fits model baseRound's shapes."""
     key = (verdict.round, verdict.index)
     if key in v.deltas:
@@ -121,7 +159,7 @@ def _fetch_delta(v: Any, verdict: Any) -> bool:
     try:
         v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits, shapes).delta
     except SubmissionError as e:
-        log.warning("cheat %s: round %d #%d has no usable delta (%s); left out of the model", v.cheat.name,
+        log.warning("cheat %s: round %d #%d has no usable delta (%s); left out of the model", cheat,
                     verdict.round, verdict.index, e, extra=fields(event="cheat_delta_left_out", round=verdict.round,
                                                                  index=verdict.index))
         return False
@@ -130,27 +168,27 @@ def _fetch_delta(v: Any, verdict: Any) -> bool:
 
 # ----------------------------------------------------------------------------- copy_reveal
 
-def _record_path(v: Any, round_: int) -> Path:
+def _record_path(v: Validator, round_: int) -> Path:
     return v.task_dir / "cheat" / f"r{round_:06d}.json"
 
 
-def _load_record(v: Any, round_: int) -> dict:
+def _load_record(v: Validator, round_: int) -> dict:
     path = _record_path(v, round_)
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _save_record(v: Any, round_: int, record: dict) -> None:
+def _save_record(v: Validator, round_: int, record: dict) -> None:
     path = _record_path(v, round_)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1, sort_keys=True))
 
 
-def _round_events(v: Any, cls: type, round_: int) -> list:
+def _round_events(v: Validator, cls: type, round_: int) -> list:
     return [e for e in v.concord.events(v.client.deployment.block_number, "latest", [cls.__name__])
             if isinstance(e, cls) and e.task_id == v.task_id and e.round == round_]
 
 
-def commit_copy(v: Any, round_: int) -> bool:
+def commit_copy(v: Validator, round_: int) -> bool:
     """copy_reveal, commit phase: commit the first other validator's commitment. False while none is posted."""
     others = [e for e in _round_events(v, Committed, round_) if e.validator.lower() != v.me.lower()]
     if not others:
@@ -170,7 +208,7 @@ def commit_copy(v: Any, round_: int) -> bool:
     return True
 
 
-def copied_reveal_args(v: Any, revealed: Revealed) -> tuple[list[int], bytes, bytes]:
+def copied_reveal_args(v: Validator, revealed: Revealed) -> tuple[list[int], bytes, bytes]:
     """(rejectWords, nextModelDigest, salt) of another validator's reveal, read from its transaction's input."""
     tx = v.client.rpc.call("eth_getTransactionByHash", revealed.meta.tx_hash)
     data = bytes.fromhex(tx["input"][2:])
@@ -181,12 +219,13 @@ def copied_reveal_args(v: Any, revealed: Revealed) -> tuple[list[int], bytes, by
     return list(words), digest, salt
 
 
-def reveal_copy(v: Any, round_: int) -> None:
+def reveal_copy(v: Validator, round_: int) -> None:
     """copy_reveal, reveal phase: once the copied validator has revealed, send its reveal as our own, once.
 
     A copied validator that withholds its reveal (it may be a cheat too) leaves nothing to replay:
-    after COPY_GRACE_S the first other reveal of the round is replayed instead. The chain recomputes the commitment with our address, so it reverts RevealDoesNotMatchCommit;
-    the error's name is logged and kept in the record, and the node carries on (it will be slashed).
+    after COPY_GRACE_S the first other reveal of the round is replayed instead. The chain recomputes
+    the commitment with our address, so it reverts RevealDoesNotMatchCommit; the error's name is
+    logged and kept in the record, and the node carries on (it will be slashed).
     """
     record = _load_record(v, round_)
     if "reveal_error" in record:

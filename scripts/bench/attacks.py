@@ -1,7 +1,9 @@
 """`concord bench attacks`: every cheat of the adversarial suite on a real devnet, one row each.
 
 Two networks, each on its own devnet (Anvil + js-ipfs on free ports), every node its own
-process running the same `concord trainer|validator run` a user types:
+process running the same `concord trainer|validator run` a user types (a cheater: the lab's
+`python -m scripts.adversaries.trainer|validator run ... --cheat MODE`, the library's node
+with the mode's hooks):
 
   trainers    2 honest trainers + one trainer per `--cheat MODE` (scripts.adversaries.trainer_cheats.CHEATS) and
               3 honest validators, 2 rounds (some cheats need a round behind them: a replay)
