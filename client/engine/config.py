@@ -210,7 +210,7 @@ class ValidationConfig:
     logits is tolerated only if its perturbed score (logits / T + Gumbel noise, float64) is
     within this much of the best one. Measured honest noise (KV-cache decode vs one full
     prefill, random-init demo model): 0 mismatches in fp32, largest gap 1.6e-3 in bf16. The
-    tolerance is also a cheater's freedom: at 0.01 about 1% of tokens have a runner-up that
+    tolerance is also an adversary's freedom: at 0.01 about 1% of tokens have a runner-up that
     close (5% at 0.05). bf16 tasks on larger models should measure their noise and raise it.
     replay: the submitted delta must have cosine >= replay_cos_min and
     |submitted - replayed| / |replayed| <= replay_rel_l2_max (a delta scaled by 1.01 has 0.01).

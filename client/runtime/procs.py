@@ -378,7 +378,7 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
 
 
 def kill(daemon: Daemon, timeout: float = 10.0) -> bool:
-    """kill -9 the daemon's process group, no shutdown (fault drills); False if it was already gone."""
+    """kill -9 the daemon's process group, no shutdown (as a crash would); False if it was already gone."""
     if not is_ours(daemon):
         _reap(daemon.pid)
         _forget(daemon)
