@@ -1,5 +1,7 @@
-"""The transport and the signer against a real Anvil: nonces under concurrency, bounded retries
-on a dead endpoint, recovery when the node comes up, and no double send when a reply is lost."""
+"""What the SDK keeps on top of web3, against a real Anvil: the signer's nonces under concurrency
+and across processes, a nonce conflict and its recovery, the same signed bytes re-sent when a reply
+is lost (never a second transaction), bounded retries with a one-line error on a dead endpoint,
+recovery when the node comes up, RPC errors as RpcError, and a ws:// URL working like http://."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import pytest
 import requests
 
 from client.chain import keys
-from client.chain.rpc import BroadcastUnknown, RetryPolicy, Rpc, RpcUnavailable, Signer
-from client.runtime import procs
+from client.chain.rpc import BroadcastUnknown, NonceConflict, RetryPolicy, Rpc, RpcError, RpcUnavailable, Signer
+from client.runtime import procs, timing
 from scripts import REPO_ROOT, devnet
 
 RECIPIENT = "0x000000000000000000000000000000000000bEEF"
@@ -53,6 +55,7 @@ def test_dead_endpoint_is_retried_a_bounded_number_of_times(caplog: pytest.LogCa
         with pytest.raises(RpcUnavailable) as exc:
             rpc.chain_id()
     assert exc.value.attempts == 3 and exc.value.method == "eth_chainId"
+    assert str(exc.value) == f"eth_chainId to http://127.0.0.1:{port} failed 3 times: Connection refused"
     assert len([r for r in caplog.records if "retry" in r.getMessage()]) == 2
 
 
@@ -90,7 +93,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+    def do_POST(self) -> None:  # http.server names it
         server: _LossyProxy = self.server  # type: ignore[assignment]
         body = self.rfile.read(int(self.headers["Content-Length"]))
         upstream = requests.post(server.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=10)
@@ -183,3 +186,47 @@ def test_unconfirmed_broadcast_names_the_transaction_and_its_nonce_is_never_reus
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_a_second_sender_with_the_same_key_gets_a_nonce_conflict_then_recovers(fresh_anvil) -> None:
+    rpc = Rpc(fresh_anvil.url)
+    mine, other = Signer(rpc, keys.devnet_account(6)), Signer(rpc, keys.devnet_account(6))
+    mine.wait(mine.send(RECIPIENT, b"", value=1))                  # mine holds nonce 1 next
+    other.wait(other.send(RECIPIENT, b"", value=2))                # other reads nonce 1 and spends it
+    with pytest.raises(NonceConflict) as exc:
+        mine.send(RECIPIENT, b"", value=3)
+    assert (exc.value.address, exc.value.nonce) == (mine.address, 1)
+    assert mine.wait(mine.send(RECIPIENT, b"", value=4)).status == 1   # nonce re-read: 2
+    assert _balance(rpc, RECIPIENT) == 1 + 2 + 4
+
+
+def test_node_errors_are_rpc_errors_raised_by_call_and_returned_by_batch(fresh_anvil) -> None:
+    rpc = Rpc(fresh_anvil.url)
+    with pytest.raises(RpcError) as exc:
+        rpc.call("eth_getBalance", "not an address", "latest")
+    assert exc.value.method == "eth_getBalance" and exc.value.code != 0
+    ok, bad = rpc.batch([("eth_chainId", []), ("eth_getBalance", ["not an address", "latest"])])
+    assert ok == "0x7a69" and isinstance(bad, RpcError)
+
+
+def test_a_websocket_url_sends_and_reads_like_http(fresh_anvil) -> None:
+    ws = Rpc(fresh_anvil.url.replace("http://", "ws://"))
+    signer = Signer(ws, keys.devnet_account(7))
+    assert ws.chain_id() == 31337
+    receipt = signer.wait(signer.send(RECIPIENT, b"", value=99))
+    assert receipt.status == 1 and ws.block_number() == receipt.block_number
+    assert _balance(Rpc(fresh_anvil.url), RECIPIENT) == 99
+
+
+def test_every_rpc_request_is_timed_as_a_chain_span(fresh_anvil, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = timing._Recorder(str(tmp_path / "spans.jsonl"))
+    monkeypatch.setattr(timing, "_recorder", recorder)
+    monkeypatch.setattr(timing, "_checked", True)
+    rpc = Rpc(fresh_anvil.url)
+    signer = Signer(rpc, keys.devnet_account(8))
+    signer.wait(signer.send(RECIPIENT, b"", value=1))    # chainId, estimate, gasPrice, nonce, raw tx, receipt
+    rpc.block_number()
+    recorder.flush()
+    spans = (tmp_path / "spans.jsonl").read_text().splitlines()
+    assert len(spans) >= 7 and all('"cat": "chain"' in line for line in spans)

@@ -13,13 +13,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from client.chain import artifacts as packaged
-from client.chain.abi import AbiMismatch, Contract, RawLog
 from client.chain.artifacts import Artifact
+from client.chain.contract import AbiMismatch, Contract
 from client.chain.protocol import (
     EVENT_TYPES,
     BountyPaid,
@@ -84,7 +83,6 @@ from client.chain.rpc import (
     RpcUnavailable,
     Signer,
     TxReverted,
-    abi_type,
 )
 
 CONCORD = "Concord"
@@ -163,23 +161,21 @@ def connect(rpc_url: str, deployment: Deployment, artifacts: dict[str, Artifact]
 
 def deploy_contract(signer: Signer, art: Artifact, *args: object) -> tuple[str, Receipt]:
     """Deploy ``art`` with constructor ``args``; returns (address, receipt)."""
-    ctor = next((e for e in art.abi if e.get("type") == "constructor"), {"inputs": []})
-    types = [abi_type(p) for p in ctor["inputs"]]
-    data = art.bytecode + (abi_encode(types, list(args)) if types else b"")
-    receipt = signer.transact(None, data)
-    raw = signer.rpc.call("eth_getTransactionReceipt", receipt.tx_hash)
-    return to_checksum_address(raw["contractAddress"]), receipt
+    factory = signer.w3.eth.contract(abi=list(art.abi), bytecode=art.bytecode)
+    data = factory.constructor(*args).data_in_transaction
+    receipt = signer.transact(None, bytes.fromhex(data[2:]))
+    return to_checksum_address(receipt.contract_address), receipt
 
 
 __all__ = [
     "AbiMismatch", "BroadcastUnknown", "BountyPaid", "BudgetReclaimed", "ChainClient", "ChainError", "CommitStatus",
     "Committed", "Concord", "ConcordEvent", "Contract", "ContractError", "Deployment", "EVENT_TYPES", "ErrorDecoder",
     "EventMeta", "FinalizeCursor", "FinalizeProgressed", "Joined", "LatestModel", "Left", "MemberInfo",
-    "ModelDigest", "NodeInfo", "NodeRegistered", "NonceConflict", "PendingTx", "Phase", "PhaseClosedEarly", "RawLog",
+    "ModelDigest", "NodeInfo", "NodeRegistered", "NonceConflict", "PendingTx", "Phase", "PhaseClosedEarly",
     "Receipt", "ReceiptTimeout", "RetryPolicy", "Revealed", "Role", "RoundFinalized", "RoundInfo", "RoundOpened",
     "Rpc", "RpcError", "RpcUnavailable", "Signer", "StakeAdded", "SubmissionRecord", "SubmissionRejected",
     "SubmissionRewarded", "SubmissionUndecided", "Submitted", "TaskClosing", "TaskCreated", "TaskEscrow",
-    "TaskParams", "TaskState", "TaskToppedUp", "Token", "Totals",
-    "TxReverted", "UnbondCompleted", "UnbondRequested", "ValidatorPaid", "ValidatorRemoved", "ValidatorSlashed", "WrongChain",
+    "TaskParams", "TaskState", "TaskToppedUp", "Token", "Totals", "TxReverted", "UnbondCompleted", "UnbondRequested",
+    "ValidatorPaid", "ValidatorRemoved", "ValidatorSlashed", "WrongChain",
     "Withdrawn", "commit_hash", "connect", "deploy_contract", "error_decoder", "reject_words", "rejected_indexes",
 ]

@@ -16,8 +16,9 @@ from enum import IntEnum
 
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
+from web3.types import EventData
 
-from client.chain.abi import Contract, RawLog
+from client.chain.contract import Contract
 from client.chain.rpc import ErrorDecoder, Receipt, Rpc, Signer
 
 WORD_BITS = 256
@@ -427,18 +428,19 @@ def _typed_value(cls: type, field_name: str, value: object) -> object:
         return Role(value)
     if hint == "Phase":
         return Phase(value)
-    if hint == "TaskParams":
-        return TaskParams(*value)
+    if hint == "TaskParams":                 # web3 decodes a struct to a dict in field order
+        return TaskParams(*value.values())
     if isinstance(value, list):
         return tuple(value)
     return value
 
 
-def event_from_log(name: str, fields: dict, log: RawLog) -> ConcordEvent:
-    cls = EVENT_TYPES[name]
-    kwargs = {_snake(k): v for k, v in fields.items()}
-    kwargs = {k: _typed_value(cls, k, v) for k, v in kwargs.items()}
-    return cls(meta=EventMeta(log.block_number, log.tx_hash, log.log_index), **kwargs)
+def event_from_web3(data: EventData) -> ConcordEvent:
+    """The dataclass of one event as web3 decoded it (``process_log``)."""
+    cls = EVENT_TYPES[data["event"]]
+    kwargs = {_snake(k): v for k, v in data["args"].items()}
+    meta = EventMeta(data["blockNumber"], data["transactionHash"].to_0x_hex(), data["logIndex"])
+    return cls(meta=meta, **{k: _typed_value(cls, k, v) for k, v in kwargs.items()})
 
 
 # ----------------------------------------------------------------------------- encodings
@@ -632,13 +634,9 @@ class Concord:
         return self._view("commitHash", task_id, round_, list(reject_words), next_model_digest, salt, validator)[0]
 
     # -- events
-    def decode(self, logs: Iterable[RawLog]) -> list[ConcordEvent]:
-        out = []
-        for log in logs:
-            decoded = self.contract.decode_log(log)
-            if decoded is not None and decoded[0] in EVENT_TYPES:
-                out.append(event_from_log(decoded[0], decoded[1], log))
-        return out
+    def decode(self, logs: Iterable[dict]) -> list[ConcordEvent]:
+        """This contract's events among web3-formatted logs, as dataclasses."""
+        return [event_from_web3(d) for d in self.contract.decode_logs(logs) if d["event"] in EVENT_TYPES]
 
     def events(self, from_block: int, to_block: int | str = "latest", names: Sequence[str] = (),
                max_range: int = 10_000) -> list[ConcordEvent]:
@@ -646,7 +644,7 @@ class Concord:
         return self.decode(self.contract.get_logs(from_block, to_block, names, max_range))
 
     def receipt_events(self, receipt: Receipt) -> list[ConcordEvent]:
-        return self.decode(RawLog.from_rpc(raw) for raw in receipt.logs)
+        return self.decode(receipt.logs)
 
 
 class Token:

@@ -1,10 +1,13 @@
-"""JSON-RPC transport, the per-process signer, and contract-error decoding.
+"""The connection (web3), the per-process signer, and contract-error decoding.
 
-Why not web3's contract layer: a node needs to know exactly when a transaction may be
-re-sent. Here a signed transaction is built once per nonce and only those same bytes are
-ever re-broadcast, so a retry after a dropped connection can never spend a nonce twice.
-Reverts are turned into ``ContractError(name, args)`` from the ABI's custom errors,
-before the transaction is sent (gas estimation) or after (replay of a failed receipt).
+web3 does the transport, the ABI codec and the log decoding. Two things stay ours:
+
+- ``Signer``: a signed transaction is built once per nonce and only those same bytes are ever
+  re-broadcast, so a retry after a dropped connection can never spend a nonce twice (web3's
+  ``send_transaction`` re-signs and re-reads the nonce on every call).
+- ``ErrorDecoder``: a revert becomes ``ContractError(name, params)`` from every custom error the
+  compiled contracts can raise, before the transaction is sent (gas estimation) or after
+  (replay of a failed receipt); web3 only hands back the raw revert bytes.
 """
 
 from __future__ import annotations
@@ -13,23 +16,38 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, TypeVar
 
 import requests
 from eth_abi import decode as abi_decode
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_keys.datatypes import PrivateKey
+from eth_utils import function_abi_to_4byte_selector, to_checksum_address
+from web3 import HTTPProvider, Web3
+from web3.exceptions import TransactionNotFound
+from web3.middleware import Web3Middleware
+from web3.providers import JSONBaseProvider
+from web3.utils import get_abi_input_types
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 from client.runtime import timing
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-             ConnectionResetError)
+T = TypeVar("T")
+HTTP_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                  ConnectionResetError)
+HTTP_BUSY = (429, 502, 503, 504)               # answers that mean "try again", not "you are wrong"
+WS_TRANSIENT = (OSError, WebSocketException)
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")         # Panic(uint256)
+RECEIPT_POLL_S = (0.01, 0.25)   # first and longest pause between receipt polls (doubling between)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -42,16 +60,21 @@ class RpcUnavailable(ChainError):
     """The RPC endpoint stayed unreachable through every retry."""
 
     def __init__(self, url: str, method: str, attempts: int, last: BaseException) -> None:
-        super().__init__(f"{method} to {url} failed {attempts} times; last error: {type(last).__name__}: {last}")
+        super().__init__(f"{method} to {url} failed {attempts} times: {root_cause(last)}")
         self.url, self.method, self.attempts, self.last = url, method, attempts, last
 
 
 class RpcError(ChainError):
-    """The node answered with a JSON-RPC error that is not a contract revert."""
+    """The node answered with a JSON-RPC error (a revert keeps its bytes in ``data``)."""
 
     def __init__(self, method: str, code: int, message: str, data: object = None) -> None:
         super().__init__(f"{method}: RPC error {code}: {message}")
         self.method, self.code, self.message, self.data = method, code, message, data
+
+    @staticmethod
+    def from_response(method: str, error: object) -> RpcError:
+        err = error if isinstance(error, dict) else {"message": str(error)}
+        return RpcError(method, err.get("code", 0), err.get("message", ""), err.get("data"))
 
 
 class ContractError(ChainError):
@@ -100,6 +123,22 @@ class NonceConflict(ChainError):
         self.address, self.nonce, self.message = address, nonce, message
 
 
+def root_cause(exc: BaseException) -> str:
+    """A transport failure in a few words: the innermost OS error ("Connection refused"), else the
+    first line of the exception (requests nests three layers of pool and adapter text around it)."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        todo += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
+                 if isinstance(x, BaseException)]
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+
+
 # ----------------------------------------------------------------------------- transport
 
 @dataclass(frozen=True)
@@ -110,97 +149,147 @@ class RetryPolicy:
     base_delay: float = 0.1
     max_delay: float = 2.0
 
-    def delays(self) -> Iterable[float]:
+    def delays(self) -> Iterator[float]:
         for i in range(self.attempts - 1):
             yield min(self.max_delay, self.base_delay * 2 ** i)
 
 
+class _Retrying:
+    """Provider mixin: bounded retries of transport failures (the same request again, so a re-sent
+    raw transaction is the same signed bytes), each attempt timed as a "chain" span."""
+
+    url: str
+    retry: RetryPolicy
+
+    def transient(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        send = super().make_request  # type: ignore[misc]
+        return self._retried(method, lambda: send(method, params))
+
+    def make_batch_request(self, requests_: list[tuple[Any, Any]]) -> Any:
+        send = super().make_batch_request  # type: ignore[misc]
+        return self._retried(f"batch of {len(requests_)}", lambda: send(requests_))
+
+    def _retried(self, label: str, attempt: Callable[[], T]) -> T:
+        delays = iter(self.retry.delays())
+        for n in itertools.count(1):
+            try:
+                with timing.span("chain"):
+                    return attempt()
+            except Exception as exc:
+                if not self.transient(exc):
+                    raise
+                delay = next(delays, None)
+                if delay is None:
+                    raise RpcUnavailable(self.url, label, n, exc) from None
+                log.warning("%s to %s failed (%s); retry %d in %.2fs", label, self.url, root_cause(exc), n, delay)
+                time.sleep(delay)
+        raise AssertionError("itertools.count never ends")
+
+
+class HttpProvider(_Retrying, HTTPProvider):
+    """web3's HTTP provider (one session per thread) with our retries instead of web3's."""
+
+    def __init__(self, url: str, timeout: float, retry: RetryPolicy) -> None:
+        super().__init__(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        self.url, self.retry = url, retry
+
+    def transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, requests.HTTPError):
+            return exc.response is not None and exc.response.status_code in HTTP_BUSY
+        return isinstance(exc, HTTP_TRANSIENT)
+
+
+class _WebSocket(JSONBaseProvider):
+    """JSON-RPC over one WebSocket, one request at a time (web3 8's WebSocket provider is async
+    only). A connection that failed mid-request is dropped, never read from again."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        super().__init__()
+        self.url, self.timeout = url, timeout
+        self._ws: ClientConnection | None = None
+        self._lock = threading.Lock()
+
+    def _exchange(self, payload: bytes) -> Any:
+        with self._lock:
+            try:
+                if self._ws is None:
+                    self._ws = ws_connect(self.url, open_timeout=self.timeout, max_size=None, legacy=True)
+                self._ws.send(payload.decode())
+                answer = self._ws.recv(timeout=self.timeout)
+            except BaseException:
+                if self._ws is not None:
+                    self._ws.close()
+                self._ws = None
+                raise
+        return self.decode_rpc_response(answer.encode() if isinstance(answer, str) else answer)
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        return self._exchange(self.encode_rpc_request(method, params))
+
+    def make_batch_request(self, requests_: list[tuple[Any, Any]]) -> Any:
+        answer = self._exchange(self.encode_batch_rpc_request(requests_))
+        return sorted(answer, key=lambda r: r.get("id", 0)) if isinstance(answer, list) else answer
+
+
+class WebSocketProvider(_Retrying, _WebSocket):
+    def __init__(self, url: str, timeout: float, retry: RetryPolicy) -> None:
+        super().__init__(url, timeout)
+        self.retry = retry
+
+    def transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, WS_TRANSIENT)
+
+
+class RaiseRpcErrors(Web3Middleware):
+    """Every JSON-RPC error answer becomes our RpcError before web3's own error formatters run, so
+    callers see one error type (and the raw revert bytes) whichever web3 method they used."""
+
+    def wrap_make_request(self, make_request: Callable) -> Callable:
+        def middleware(method: Any, params: Any) -> Any:
+            response = make_request(method, params)
+            if "error" in response:
+                raise RpcError.from_response(method, response["error"])
+            return response
+        return middleware
+
+
 class Rpc:
-    """A JSON-RPC client over one HTTP session, retrying only transient transport errors."""
+    """A web3 connection to one RPC URL: HTTP, or a WebSocket for ws:// and wss:// URLs."""
 
     def __init__(self, url: str, timeout: float = 30.0, retry: RetryPolicy = RetryPolicy()) -> None:
         self.url = url
-        self.timeout = timeout
-        self.retry = retry
-        self._local = threading.local()  # one HTTP session per thread: requests.Session is not thread-safe
-        self._ids = itertools.count(1)    # itertools.count is atomic under the GIL
+        ws = url.startswith(("ws://", "wss://"))
+        provider = (WebSocketProvider if ws else HttpProvider)(url, timeout, retry)
+        self.w3 = Web3(provider, middleware=[RaiseRpcErrors])
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+    def call(self, method: str, *params: object) -> Any:
+        """One raw JSON-RPC call; returns the unformatted ``result``."""
+        return self.w3.manager.request_blocking(method, list(params))
 
-    def _post(self, payload: object, label: str) -> object:
-        delays = iter(self.retry.delays())
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with timing.span("chain"):
-                    resp = self._session().post(self.url, json=payload, timeout=self.timeout)
-                if resp.status_code in (429, 502, 503, 504):
-                    raise requests.ConnectionError(f"HTTP {resp.status_code}")
-                resp.raise_for_status()
-                return resp.json()
-            except TRANSIENT as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise RpcUnavailable(self.url, label, attempt, exc) from None
-                log.warning("%s to %s failed (%s); retry %d in %.2fs", label, self.url, type(exc).__name__,
-                            attempt, delay)
-                time.sleep(delay)
-
-    def call(self, method: str, *params: object) -> object:
-        body = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}, method)
-        if "error" in body:
-            err = body["error"]
-            raise RpcError(method, err.get("code", 0), err.get("message", ""), err.get("data"))
-        return body["result"]
-
-    def batch(self, calls: Sequence[tuple[str, Sequence[object]]]) -> list[object]:
-        """Several calls in one HTTP request; an RpcError in a slot is returned, not raised."""
+    def batch(self, calls: Sequence[tuple[str, Sequence[object]]]) -> list[Any]:
+        """Several calls in one request; an RpcError in a slot is returned, not raised."""
         if not calls:
             return []
-        ids = [next(self._ids) for _ in calls]
-        payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in zip(ids, calls)]
-        body = self._post(payload, f"batch of {len(calls)}")
-        by_id = {item["id"]: item for item in body}
-        out: list[object] = []
-        for i, (method, _) in zip(ids, calls):
-            item = by_id[i]
-            if "error" in item:
-                err = item["error"]
-                out.append(RpcError(method, err.get("code", 0), err.get("message", ""), err.get("data")))
-            else:
-                out.append(item["result"])
-        return out
+        answers = self.w3.provider.make_batch_request([(m, list(p)) for m, p in calls])
+        if isinstance(answers, dict):           # the node refused the whole batch
+            raise RpcError.from_response(f"batch of {len(calls)}", answers.get("error"))
+        return [RpcError.from_response(m, a["error"]) if "error" in a else a["result"]
+                for (m, _), a in zip(calls, answers, strict=True)]
 
     def chain_id(self) -> int:
-        return int(self.call("eth_chainId"), 16)
+        return self.w3.eth.chain_id
 
     def block_number(self) -> int:
-        return int(self.call("eth_blockNumber"), 16)
+        return self.w3.eth.block_number
 
     def block_timestamp(self, block: str | int = "latest") -> int:
-        tag = hex(block) if isinstance(block, int) else block
-        return int(self.call("eth_getBlockByNumber", tag, False)["timestamp"], 16)
+        return self.w3.eth.get_block(block)["timestamp"]
 
 
 # ----------------------------------------------------------------------------- revert decoding
-
-def abi_type(param: dict) -> str:
-    """Canonical ABI type of a parameter (tuples expanded), for selectors and eth_abi."""
-    t = param["type"]
-    if t.startswith("tuple"):
-        inner = ",".join(abi_type(c) for c in param["components"])
-        return f"({inner}){t[5:]}"
-    return t
-
-
-def signature(entry: dict) -> str:
-    return f"{entry['name']}({','.join(abi_type(p) for p in entry.get('inputs', []))})"
-
 
 class ErrorDecoder:
     """Maps 4-byte selectors of every ABI error (ours, OpenZeppelin's) to name and arguments.
@@ -210,53 +299,40 @@ class ErrorDecoder:
     """
 
     def __init__(self, abis: Iterable[Sequence[dict]], enums: Mapping[str, type[IntEnum]] | None = None) -> None:
-        self._errors: dict[bytes, tuple[str, list[str], list[str], list[str]]] = {}
+        self._errors = {function_abi_to_4byte_selector(e): e for abi in abis for e in abi if e.get("type") == "error"}
         self._enums = dict(enums or {})
-        for abi in abis:
-            for entry in abi:
-                if entry.get("type") == "error":
-                    inputs = entry.get("inputs", [])
-                    self._errors[keccak(text=signature(entry))[:4]] = (
-                        entry["name"], [p["name"] for p in inputs], [abi_type(p) for p in inputs],
-                        [p.get("internalType", "") for p in inputs])
 
     def decode(self, data: bytes) -> ContractError:
         sel, body = data[:4], data[4:]
         if sel == ERROR_STRING_SELECTOR:
-            (reason,) = abi_decode(["string"], body)
-            return ContractError("Error", {"reason": reason}, data)
+            return ContractError("Error", {"reason": abi_decode(["string"], body)[0]}, data)
         if sel == PANIC_SELECTOR:
-            (code,) = abi_decode(["uint256"], body)
-            return ContractError("Panic", {"code": code}, data)
+            return ContractError("Panic", {"code": abi_decode(["uint256"], body)[0]}, data)
         if sel in self._errors:
-            name, names, types, internal = self._errors[sel]
-            values = abi_decode(types, body)
-            params = {}
-            for i, (n, v, it) in enumerate(zip(names, values, internal)):
-                params[n or f"arg{i}"] = self._enums[it](v) if it in self._enums else _plain(v)
-            return ContractError(name, params, data)
+            entry = self._errors[sel]
+            values = abi_decode(get_abi_input_types(entry), body)
+            params = {p["name"] or f"arg{i}": self._typed(p, v)
+                      for i, (p, v) in enumerate(zip(entry["inputs"], values, strict=True))}
+            return ContractError(entry["name"], params, data)
         if not data:
             return ContractError("EmptyRevert", {}, data)
         return ContractError("UnknownError", {"selector": "0x" + sel.hex()}, data)
 
+    def _typed(self, param: dict, value: object) -> object:
+        if param.get("internalType") in self._enums:
+            return self._enums[param["internalType"]](value)
+        return to_checksum_address(value) if param["type"] == "address" else value
 
-def _plain(value: object) -> object:
-    """eth_abi values as plain Python: checksummed addresses stay str, bytes stay bytes."""
-    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-        return to_checksum_address(value)
-    return value
-
-
-def revert_data(err: RpcError) -> bytes | None:
-    """Revert bytes from a node's error object (anvil/geth put them in ``data``), else None."""
-    data = err.data
-    if isinstance(data, dict):
-        data = data.get("data") or data.get("result")
-    if isinstance(data, str) and data.startswith("0x"):
-        return bytes.fromhex(data[2:])
-    if "revert" in err.message.lower() and data is None:
-        return b""
-    return None
+    def revert(self, err: RpcError) -> ChainError:
+        """The named ContractError when ``err`` carries revert data, else ``err`` itself."""
+        data = err.data
+        if isinstance(data, dict):             # some nodes nest it: {"data": "0x..."}
+            data = data.get("data") or data.get("result")
+        if isinstance(data, str) and data.startswith("0x"):
+            return self.decode(bytes.fromhex(data[2:]))
+        if "revert" in err.message.lower() and data is None:
+            return self.decode(b"")
+        return err
 
 
 # ----------------------------------------------------------------------------- signer
@@ -267,12 +343,13 @@ class Receipt:
     block_number: int
     gas_used: int
     status: int
-    logs: tuple = field(repr=False)
+    logs: tuple = field(repr=False)          # web3-formatted logs, for Contract.decode_logs
+    contract_address: str | None = None      # set for a deployment
 
     @staticmethod
-    def from_rpc(raw: dict) -> Receipt:
-        return Receipt(raw["transactionHash"], int(raw["blockNumber"], 16), int(raw["gasUsed"], 16),
-                       int(raw["status"], 16), tuple(raw["logs"]))
+    def from_web3(r: Mapping) -> Receipt:
+        return Receipt(r["transactionHash"].to_0x_hex(), r["blockNumber"], r["gasUsed"], r["status"],
+                       tuple(r["logs"]), r.get("contractAddress"))
 
 
 @dataclass(frozen=True)
@@ -296,8 +373,10 @@ class Signer:
     def __init__(self, rpc: Rpc, account: LocalAccount, decoder: ErrorDecoder | None = None,
                  gas_margin: float = 1.25, receipt_timeout: float = 120.0) -> None:
         self.rpc = rpc
-        self._account = account
+        self.w3 = rpc.w3
         self.address = to_checksum_address(account.address)
+        key = PrivateKey(account.key)   # derived once: LocalAccount re-derives its public key on every sign
+        self._sign = lambda tx: Account.sign_transaction(tx, key)   # a closure, so no repr shows the key
         self.decoder = decoder or ErrorDecoder([])
         self.gas_margin = gas_margin
         self.receipt_timeout = receipt_timeout
@@ -314,22 +393,17 @@ class Signer:
             self._chain_id = self.rpc.chain_id()
         return self._chain_id
 
-    def _sync_nonce(self) -> int:
-        return int(self.rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
-
-    def contract_error(self, err: RpcError) -> ChainError:
-        data = revert_data(err)
-        return err if data is None else self.decoder.decode(data)
+    # The calls on the send path are raw JSON-RPC (through web3's provider): web3's request and
+    # result formatters would add a third to the client-side cost of every transaction.
 
     def estimate_gas(self, to: str | None, data: bytes, value: int = 0) -> int:
-        """Gas for the call; a revert here raises ContractError and spends no nonce."""
-        tx = {"from": self.address, "data": "0x" + data.hex(), "value": hex(value)}
-        if to is not None:
-            tx["to"] = to
+        """Gas for the call in the pending state (where it will run); a revert here raises
+        ContractError and spends no nonce."""
+        tx = {"from": self.address, "data": "0x" + data.hex(), "value": hex(value)} | ({"to": to} if to else {})
         try:
-            return int(self.rpc.call("eth_estimateGas", tx), 16)
+            return int(self.rpc.call("eth_estimateGas", tx, "pending"), 16)
         except RpcError as err:
-            raise self.contract_error(err) from None
+            raise self.decoder.revert(err) from None
 
     def _fees(self) -> tuple[int, int]:
         gas_price = int(self.rpc.call("eth_gasPrice"), 16)
@@ -343,17 +417,14 @@ class Signer:
         max_fee, tip = self._fees()
         with self._lock:
             if self._nonce is None:
-                self._nonce = self._sync_nonce()
+                self._nonce = int(self.rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
             nonce = self._nonce
             tx = {"chainId": self.chain_id, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee,
                   "maxPriorityFeePerGas": tip, "value": value, "data": data, "type": 2}
-            if to is not None:
-                tx["to"] = to
-            signed = self._account.sign_transaction(tx)
-            raw = "0x" + bytes(signed.raw_transaction).hex()
-            pending = PendingTx("0x" + bytes(signed.hash).hex(), nonce, self.address, to or "", data, value)
+            signed = self._sign(tx if to is None else tx | {"to": to})
+            pending = PendingTx(signed.hash.to_0x_hex(), nonce, self.address, to or "", data, value)
             try:
-                self.rpc.call("eth_sendRawTransaction", raw)
+                self.rpc.call("eth_sendRawTransaction", signed.raw_transaction.to_0x_hex())
             except RpcUnavailable as exc:
                 # The node may or may not hold it: re-read the nonce before the next send.
                 self._nonce = None
@@ -365,7 +436,7 @@ class Signer:
                     self._nonce = None
                     raise NonceConflict(self.address, nonce, err.message) from None
                 else:
-                    raise self.contract_error(err) from None
+                    raise self.decoder.revert(err) from None
             self._nonce = nonce + 1
         return pending
 
@@ -375,47 +446,30 @@ class Signer:
             return self.rpc.call("eth_getTransactionByHash", tx_hash) is not None
         return False
 
+    def _receipt(self, tx_hash: str) -> Receipt | None:
+        try:
+            return Receipt.from_web3(self.w3.eth.get_transaction_receipt(tx_hash))
+        except TransactionNotFound:
+            return None
+
     def wait(self, pending: PendingTx, timeout: float | None = None) -> Receipt:
-        """Poll for the receipt; a failed transaction raises its decoded ContractError."""
+        """Poll for the receipt (soon after sending, then less often; web3's wait polls at one fixed
+        rate); a failed transaction raises its decoded ContractError."""
         timeout = self.receipt_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            raw = self.rpc.call("eth_getTransactionReceipt", pending.tx_hash)
-            if raw is not None:
-                receipt = Receipt.from_rpc(raw)
-                if receipt.status != 1:
-                    raise self._failure(pending, receipt)
-                return receipt
+        delay, longest = RECEIPT_POLL_S
+        while (receipt := self._receipt(pending.tx_hash)) is None:
             if time.monotonic() > deadline:
                 raise ReceiptTimeout(pending.tx_hash, timeout)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(2 * delay, longest)
+        if receipt.status != 1:
+            raise self._failure(pending, receipt)
+        return receipt
 
     def wait_all(self, pendings: Sequence[PendingTx], timeout: float | None = None) -> list[Receipt]:
-        """Receipts for many transactions, fetched in batches (for the benchmark and fan-outs)."""
-        timeout = self.receipt_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        found: dict[str, Receipt] = {}
-        while True:
-            missing = [p for p in pendings if p.tx_hash not in found]
-            if not missing:
-                break
-            results = self.rpc.batch([("eth_getTransactionReceipt", [p.tx_hash]) for p in missing])
-            for p, raw in zip(missing, results):
-                if isinstance(raw, RpcError):
-                    raise raw
-                if raw is not None:
-                    found[p.tx_hash] = Receipt.from_rpc(raw)
-            if len(found) < len(pendings):
-                if time.monotonic() > deadline:
-                    raise ReceiptTimeout(missing[0].tx_hash, timeout)
-                time.sleep(0.05)
-        receipts = [found[p.tx_hash] for p in pendings]
-        for p, r in zip(pendings, receipts):
-            if r.status != 1:
-                raise self._failure(p, r)
-        return receipts
+        """Receipts for many transactions (fan-outs); the first failure raises."""
+        return [self.wait(p, timeout) for p in pendings]
 
     def _failure(self, pending: PendingTx, receipt: Receipt) -> ChainError:
         """Replay the failed call just before its block to recover the revert reason."""
@@ -423,7 +477,7 @@ class Signer:
         try:
             self.rpc.call("eth_call", tx, hex(max(receipt.block_number - 1, 0)))
         except RpcError as err:
-            decoded = self.contract_error(err)
+            decoded = self.decoder.revert(err)
             if isinstance(decoded, ContractError):
                 return decoded
         return TxReverted(pending.tx_hash, receipt.gas_used)
