@@ -48,6 +48,7 @@ from client.content.task_spec import (
     put_task_spec,
     read_toml,
 )
+from client.digest import Digest
 from client.engine.config import ConfigError
 from client.engine.model import build_policy, policy_state
 
@@ -102,14 +103,16 @@ class TaskFile:
 @dataclass(frozen=True)
 class Published:
     task_id: int
-    spec_digest: str
-    initial_model_digest: str
+    spec_digest: Digest
+    initial_model_digest: Digest
     budget: int
     initiator: str
     block: int
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Digests in their one text form ("0x" + 64 hex)."""
+        return {**dataclasses.asdict(self), "spec_digest": str(self.spec_digest),
+                "initial_model_digest": str(self.initial_model_digest)}
 
 
 # ----------------------------------------------------------------------------- validation (touches nothing)
@@ -217,7 +220,7 @@ def check_against_chain(client: ChainClient, initiator: str, terms: ChainTerms, 
 
 # ----------------------------------------------------------------------------- publishing
 
-def put_initial_model(store: Store, spec: TaskSpecManifest) -> str:
+def put_initial_model(store: Store, spec: TaskSpecManifest) -> Digest:
     """Model 0: the [model] architecture at its seed, no outer state, no parent."""
     policy = build_policy(spec.task.model)
     return put_model(store, policy_state(policy), spec.task.model, None, None)
@@ -231,7 +234,7 @@ def publish_task(client: ChainClient, initiator: Signer, store: Store, task_file
     model_digest = put_initial_model(store, spec)
     spec_digest = put_task_spec(store, spec)
     log.info("uploaded model 0 %s and spec %s", model_digest, spec_digest)
-    params = terms.params(bytes.fromhex(spec_digest), bytes.fromhex(model_digest), spec.task.max_work_units)
+    params = terms.params(spec_digest.bytes, model_digest.bytes, spec.task.max_work_units)
     client.token.approve(initiator, client.concord.address, terms.budget)
     task_id, receipt = client.concord.create_task(initiator, params, terms.budget)
     return Published(task_id, spec_digest, model_digest, terms.budget, initiator.address, receipt.block_number)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from client import chain
 from client.chain import ChainClient, Phase
+from client.digest import Digest
 from client.runtime.config import (
     NodeConfigError,
     load_deployment,
@@ -32,7 +33,8 @@ VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", 
 
 
 def _hex(b: bytes) -> str:
-    return "0x" + bytes(b).hex()
+    """A digest (bytes32) in its one text form: "0x" + 64 lowercase hex."""
+    return str(Digest.parse(b))
 
 
 def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[int, int], list[dict]]:
@@ -44,7 +46,7 @@ def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[i
         for v in load_verdicts(task_dir(d, task_id)):
             if not v.accepted:
                 out[(v.round, v.index)].append({"state_dir": str(d), "failed_check": v.failed_check,
-                                                "evidence": v.evidence_digest})
+                                                "evidence": str(v.evidence_digest)})
     return out
 
 

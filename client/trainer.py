@@ -37,6 +37,7 @@ from client.content.model_store import ModelError
 from client.content.store import DaemonError, StoreError, StoreUnavailable
 from client.content.submission import put_submission
 from client.content.task_spec import TaskSpecError
+from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
 from client.runtime import timing
@@ -91,7 +92,7 @@ class Prepared:
 
     round: int
     base_round: int
-    digest: str
+    digest: Digest
     proof_root: bytes
     work_units: int
     mean_reward: float
@@ -103,7 +104,7 @@ class Prepared:
 class SubmittedRound:
     round: int
     base_round: int
-    digest: str
+    digest: Digest
     tx_hash: str
     block: int
 
@@ -138,9 +139,9 @@ class TrainerHooks:
         """Step 2, the bundle: an honest node uploads what make_bundle built, unchanged."""
         return bundle
 
-    def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> str:
+    def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Digest:
         """Step 2, the upload: an honest node puts the bundle's files, then its manifest, in its own
-        IPFS node (put_submission); returns the manifest's digest (hex), what goes on chain."""
+        IPFS node (put_submission); returns the manifest's digest, what goes on chain."""
         digest, _ = put_submission(node.store, bundle)
         return digest
 
@@ -217,10 +218,10 @@ def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: in
     display.update(step="uploading", rollouts=rollouts, mean_reward=round(bundle.mean_reward, 4),
                    work_units=bundle.work_units, upload="uploading")
     with timing.span("ipfs"):
-        digest = hooks.upload(node, ctx, bundle)
+        digest = Digest.parse(hooks.upload(node, ctx, bundle), "upload hook's digest")
     proof_root = bytes(bundle.proof_root)
     seconds = time.perf_counter() - t0
-    display.update(step="ready", upload=digest[:16])
+    display.update(step="ready", upload=str(digest)[:18])
     log.info("round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)", round_, base_round,
              rollouts, bundle.mean_reward, digest, seconds,
              extra=fields(event="prepared", round=round_, base_round=base_round, rollouts=rollouts,
@@ -240,7 +241,8 @@ def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display)
     display.update(tx="pending")
     try:
         receipt = node.client.concord.submit(node.signer, ctx.task_id, prep.round, prep.base_round,
-                                             bytes.fromhex(prep.digest), prep.proof_root, prep.work_units)
+                                             Digest.parse(prep.digest, "claimed digest").bytes, prep.proof_root,
+                                             prep.work_units)
     except ChainError as e:
         if last_submitted_round(node, ctx) >= prep.round:   # the tx landed although we saw an error
             log.warning("submit of round %d reported %s but chain state shows it landed", prep.round, e)
@@ -271,7 +273,7 @@ def note_events(node: Node, tick: Tick, run: TrainerRun, display: Display) -> No
         elif isinstance(e, chain.RoundFinalized):
             display.update(model=f"{e.round + 1}{' (void)' if e.is_void else ''}")
             log.info("round %d finalized%s: model %d = %s", e.round, " (void)" if e.is_void else "", e.round + 1,
-                     e.next_model_digest.hex(), extra=fields(event="round_finalized", round=e.round,
+                     Digest.parse(e.next_model_digest), extra=fields(event="round_finalized", round=e.round,
                                                              void=e.is_void, model_digest=e.next_model_digest))
 
 

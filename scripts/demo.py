@@ -46,6 +46,7 @@ from client import chain
 from client.chain import ChainClient, Role, Signer, keys
 from client.content.manifest import SubmissionManifest
 from client.content.store import Store, StoreError
+from client.digest import Digest
 from client.initiator import Published, TaskFile, load_task_file, publish_task
 from client.runtime import procs
 from client.runtime.procs import Daemon, ProcError
@@ -219,7 +220,7 @@ class Progress:
 
     task_id: int
     rounds: dict[int, RoundRow] = field(default_factory=dict)
-    digests: dict[tuple[int, int], str] = field(default_factory=dict)    # (round, index) -> bundle digest hex
+    digests: dict[tuple[int, int], Digest] = field(default_factory=dict)    # (round, index) -> bundle digest
     events: list[chain.ConcordEvent] = field(default_factory=list)
     next_block: int = 0
     finalized: int = 0
@@ -228,7 +229,7 @@ class Progress:
         return self.rounds.setdefault(round_, RoundRow(round_))
 
 
-def submission_reward(store: Store, digest: str) -> float:
+def submission_reward(store: Store, digest: Digest) -> float:
     """The mean reward a submission manifest states (validators recomputed it for accepted ones)."""
     manifest = SubmissionManifest.from_bytes(store.get_manifest(digest))
     return float(manifest.stats["mean_reward"])
@@ -245,7 +246,7 @@ def poll_progress(client: ChainClient, store: Store, p: Progress) -> None:
             p.events.append(e)
             if isinstance(e, chain.Submitted):
                 p.row(e.round).submissions += 1
-                p.digests[(e.round, e.index)] = e.bundle_digest.hex()
+                p.digests[(e.round, e.index)] = Digest.parse(e.bundle_digest)
             elif isinstance(e, chain.SubmissionRewarded):
                 row = p.row(e.round)
                 row.accepted += 1
@@ -258,7 +259,7 @@ def poll_progress(client: ChainClient, store: Store, p: Progress) -> None:
             elif isinstance(e, chain.RoundFinalized):
                 row = p.row(e.round)
                 row.phase = "void" if e.is_void else "finalized"
-                row.model = e.next_model_digest.hex()
+                row.model = str(Digest.parse(e.next_model_digest))
                 p.finalized = max(p.finalized, e.round + 1)
             elif isinstance(e, chain.RoundOpened):
                 p.row(e.round)
@@ -279,7 +280,7 @@ def progress_table(p: Progress, rounds: int, elapsed: float, alive: int, total: 
         row = p.rounds[r]
         mean = "-" if row.mean_reward is None else f"{row.mean_reward:.4f}"
         table.add_row(str(r), row.phase, str(row.submissions), str(row.accepted), str(row.rejected), mean,
-                      _fmt(row.slashed), row.model[:10] or "-")
+                      _fmt(row.slashed), row.model[:12] or "-")
     return table
 
 
@@ -321,7 +322,7 @@ def follow_rounds(client: ChainClient, store: Store, task_id: int, plan: Network
                     mean = "-" if row.mean_reward is None else f"{row.mean_reward:.4f}"
                     console.print(f"round {printed} {row.phase} ({elapsed:.0f}s): {row.submissions} submissions, "
                                   f"{row.accepted} accepted, {row.rejected} rejected, mean reward {mean}, "
-                                  f"model {row.model[:12]}")
+                                  f"model {row.model[:14]}")
                     printed += 1
             if p.finalized >= plan.rounds:
                 return p
@@ -468,8 +469,9 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
     start_block = client.rpc.block_number() + 1
     published: Published = publish_task(client, initiator, store, task_file, str(plan.task_file))
     task_id = published.task_id
-    console.print(f"task {task_id} published: spec {published.spec_digest[:16]}…, model 0 "
-                  f"{published.initial_model_digest[:16]}…, budget {_fmt(published.budget)} for {plan.rounds} rounds")
+    spec, model0 = str(published.spec_digest), str(published.initial_model_digest)
+    console.print(f"task {task_id} published: spec {spec[:18]}…, model 0 {model0[:18]}…, "
+                  f"budget {_fmt(published.budget)} for {plan.rounds} rounds")
     for spec in plan.nodes:
         stake = (task_file.terms.min_trainer_stake if spec.role == Role.TRAINER
                  else task_file.terms.min_validator_stake)

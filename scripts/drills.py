@@ -47,6 +47,7 @@ from client.chain import ChainClient, Phase, Role, keys
 from client.content.manifest import digest_of
 from client.content.store import ContentNotFound, Store
 from client.content.submission import put_submission
+from client.digest import Digest
 from client.engine.bundle import Bundle
 from client.initiator import load_task_file, publish_task
 from client.runtime import procs
@@ -251,8 +252,8 @@ def submit_honest(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, a
     digest, _ = put_submission(node.store, bundle)
 
     def submit() -> None:
-        client.concord.submit(node.signer, task_id, round_, round_, bytes.fromhex(digest), bytes(bundle.proof_root),
-                              bundle.work_units)
+        client.concord.submit(node.signer, task_id, round_, round_, Digest.parse(digest).bytes,
+                              bytes(bundle.proof_root), bundle.work_units)
     return digest, submit
 
 
@@ -374,7 +375,7 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
             facts["rewarded"] = [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")]
             expect(facts["submitted"] == [(0, victim)], f"submissions {facts['submitted']}, want one")
             expect(facts["rewarded"] == [(0, victim)], f"rewards {facts['rewarded']}, want one")
-            facts["same_bundle"] = subs[0].bundle_digest.hex() == half
+            facts["same_bundle"] = Digest.parse(subs[0].bundle_digest) == Digest.parse(half)
             facts["summary"] = (f"killed before manifest {half[:12]}; restart submitted round 0 once "
                                 f"(same bundle: {facts['same_bundle']}), paid once")
             return task_id, facts["honest"]
@@ -422,8 +423,9 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
             revealed = [e for e in events(client, task_id, "Revealed") if e.validator == a]
             expect(len(committed) == 1 and len(revealed) == 1, f"A committed {len(committed)}x, revealed "
                                                                f"{len(revealed)}x")
-            expect(committed[0].commitment.hex() == plan["commitment"], "A's commitment is not its plan's")
-            expect(revealed[0].next_model_digest.hex() == plan["next_model_digest"]
+            expect(Digest.parse(committed[0].commitment) == Digest.parse(plan["commitment"]),
+                   "A's commitment is not its plan's")
+            expect(Digest.parse(revealed[0].next_model_digest) == Digest.parse(plan["next_model_digest"])
                    and list(revealed[0].reject_words) == [int(w) for w in plan["reject_words"]],
                    "A revealed something other than its plan")
             (fin,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 0]
@@ -650,8 +652,8 @@ def submit_with(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, acc
     digest = upload(node.store, bundle)
 
     def submit() -> None:
-        client.concord.submit(node.signer, task_id, round_, round_, bytes.fromhex(digest), bytes(bundle.proof_root),
-                              bundle.work_units)
+        client.concord.submit(node.signer, task_id, round_, round_, Digest.parse(digest).bytes,
+                              bytes(bundle.proof_root), bundle.work_units)
     return digest, submit
 
 

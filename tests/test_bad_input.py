@@ -44,6 +44,7 @@ from client.content.submission import (
     fetch_submission,
 )
 from client.content.task_spec import SECTIONS, TaskSpecError, fetch_task_spec
+from client.digest import Digest
 from client.engine.config import MAX_INNER_STEPS, ModelConfig, TaskConfig, to_dict
 from client.engine.envs import REGISTRY
 from client.initiator import (
@@ -340,7 +341,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 # ============================================================================ door 2: manifests
 
 def _sha(i: int) -> str:
-    return digest_of(f"content {i}".encode())
+    return digest_of(f"content {i}".encode()).hex()      # a shard's sha256 field: 64 hex chars, no 0x
 
 
 def _ref(i: int, name: str | None = None, size: int = 1000) -> dict:
@@ -498,10 +499,10 @@ def dead_store(tmp_path: Path) -> Store:
                  backoff=0)
 
 
-def _seed(store: Store, data: bytes) -> str:
+def _seed(store: Store, data: bytes) -> Digest:
     """Put bytes in the store's cache under their sha256 (what a download would verify), return the digest."""
     digest = digest_of(data)
-    (store.cache_dir / digest).write_bytes(data)
+    (store.cache_dir / digest.hex()).write_bytes(data)
     return digest
 
 

@@ -21,6 +21,7 @@ from client.chain import ContractError, Phase, Role, keys
 from client.content.manifest import parse_canonical
 from client.content.store import ContentNotFound, Store
 from client.content.task_spec import TaskSpecManifest, derived_limits
+from client.digest import Digest
 from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
 from client.engine.grpo import pin_determinism
 from client.initiator import ChainTerms, TaskFile, publish_task
@@ -91,7 +92,7 @@ def fake_submitted(net: Net, who: int, index: int, prep: Prepared) -> chain.Subm
     """The event submitting ``prep`` would emit (only the validator's reading of it is under test)."""
     meta = chain.EventMeta(0, "0x" + "00" * 32, index)
     return chain.Submitted(meta, net.task_id, prep.round, net.trainers[who].address, index, prep.base_round,
-                           bytes.fromhex(prep.digest), prep.proof_root, prep.work_units)
+                           Digest.parse(prep.digest).bytes, prep.proof_root, prep.work_units)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,7 @@ def test_chain_level_cheats(net):
     original = net.submit(OTHER, net.prepare(OTHER, 1))
     copied = net.claim(COPIER, copy, copier)
     assert (copied.digest, copied.proof_root, copied.work_units, copy.cheated) == \
-        (original.bundle_digest.hex(), original.proof_root, original.work_units, {1})
+        (Digest.parse(original.bundle_digest), original.proof_root, original.work_units, {1})
     copy_event = net.submit(COPIER, copied)
 
     replay = CheatingTrainer(CHEATS["replayed_bundle"])
@@ -209,7 +210,7 @@ def test_chain_level_cheats(net):
     replayed = net.claim(TRAINER, replay, replayer)
     mine0 = [e for e in net.client.concord.events(net.client.deployment.block_number, "latest", ["Submitted"])
              if e.task_id == net.task_id and e.round == 0 and e.trainer == t.address][0]
-    assert (replayed.digest, replayed.base_round, replay.cheated) == (mine0.bundle_digest.hex(), 1, {1})
+    assert (replayed.digest, replayed.base_round, replay.cheated) == (Digest.parse(mine0.bundle_digest), 1, {1})
     replay_event = net.submit(TRAINER, replayed)
 
     vnode.record_submissions(net.v, [original, copy_event, replay_event])

@@ -193,7 +193,7 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(cha
         policy = model_for_round(ctx, node.store, round_)
         bundle = make_bundle(policy, ctx.env, ctx.task, task_id, round_, trainer.address, round_)
         digest, _ = put_submission(node.store, bundle)
-        client.concord.submit(trainer, task_id, round_, round_, bytes.fromhex(digest), bytes(bundle.proof_root),
+        client.concord.submit(trainer, task_id, round_, round_, digest.bytes, bytes(bundle.proof_root),
                               bundle.work_units)
 
     argv = node_argv("validator.node", client, ipfs.api, tmp_path, task_id, VAL_A, "val-a", rounds)

@@ -20,6 +20,7 @@ from client.content.manifest import (
     digest_for_cid,
     digest_of,
 )
+from client.digest import Digest, InvalidDigest
 
 
 def ref(name: str, payload: bytes) -> ShardRef:
@@ -32,7 +33,7 @@ def model() -> ModelManifest:
                                  "vocab": {"size": 512, "bos": 1}, "name": "tiny-ünïcode"},
                          dtype="float32", shards=[ref("model-00001.safetensors", b"w1"),
                                                   ref("model-00002.safetensors", b"w2")],
-                         outer_state=[ref("momentum.safetensors", b"m")], parent="ab" * 32)
+                         outer_state=[ref("momentum.safetensors", b"m")], parent=Digest.parse("ab" * 32))
 
 
 def submission() -> SubmissionManifest:
@@ -64,7 +65,7 @@ def test_round_trip_is_identity_and_bytes_are_canonical() -> None:
         assert type(m).from_bytes(data) == m
         assert decode_manifest(data) == m
         assert canonical_bytes(json.loads(data)) == data
-        assert m.digest() == hashlib.sha256(data).hexdigest()
+        assert m.digest() == Digest(hashlib.sha256(data).digest())
     # Sorted keys, no whitespace, raw UTF-8: exactly one byte string per document.
     data = model().to_bytes()
     assert data.startswith(b'{"config":{"d_model":64,"n_layers":2,"name":"tiny-\xc3\xbcn\xc3\xafcode"')
@@ -86,12 +87,12 @@ def test_cid_for_digest_matches_known_ipfs_address_and_inverts() -> None:
     cid = cid_for_digest(digest)
     assert cid == "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
     assert cid_for_digest(bytes.fromhex(digest)) == cid
-    assert digest_for_cid(cid) == digest
-    assert digest_for_cid("zb2rhZfjRh2FHHB2RkHVEvL2vJnCTcu7kwRqgVsf9gpkLgteo") == digest   # base58 form
+    assert digest_for_cid(cid) == Digest.parse(digest)
+    assert digest_for_cid("zb2rhZfjRh2FHHB2RkHVEvL2vJnCTcu7kwRqgVsf9gpkLgteo") == Digest.parse(digest)   # base58 form
     with pytest.raises(ManifestError) as info:
         digest_for_cid("bafybeicrs3cje52ypcckw6sjorz2jouaw74wkxzttopfkpmiwae6pmqzt4")    # dag-pb, not raw
     assert "dag-pb" in str(info.value)
-    with pytest.raises(ManifestError):
+    with pytest.raises(InvalidDigest):
         cid_for_digest("ab" * 31)
 
 
@@ -229,4 +230,4 @@ def test_invalid_objects_cannot_be_constructed() -> None:
 
 
 def test_digest_of_is_sha256() -> None:
-    assert digest_of(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert str(digest_of(b"")) == "0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

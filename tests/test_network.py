@@ -19,6 +19,7 @@ from client import chain
 from client.chain import Role
 from client.content.model_store import fetch_model
 from client.content.store import Store
+from client.digest import Digest
 from client.initiator import load_task_file
 from client.runtime import procs
 from scripts import devnet
@@ -90,11 +91,11 @@ def test_model_digest_advances_every_round(network: NetworkRun, tmp_path: Path):
     c, task_id = network.client.concord, network.outcome.task_id
     models = [c.model_digest(task_id, m) for m in range(ROUNDS + 1)]
     assert all(m.is_final for m in models)
-    digests = [m.digest.hex() for m in models]
+    digests = [Digest.parse(m.digest) for m in models]
     assert len(set(digests)) == ROUNDS + 1
     for r in range(ROUNDS):
         (final,) = network.of(chain.RoundFinalized, round=r)
-        assert not final.is_void and final.next_model_digest.hex() == digests[r + 1]
+        assert not final.is_void and Digest.parse(final.next_model_digest) == digests[r + 1]
         fetched = fetch_model(network.store, digests[r + 1], tmp_path / "models", 1 << 30)
         assert fetched.manifest.parent == digests[r]           # model r+1 was built on model r
         assert fetched.outer_state is not None                 # the outer momentum travels with it

@@ -22,6 +22,7 @@ from client import chain
 from client.chain import Role
 from client.content.model_store import put_model
 from client.content.store import Store
+from client.digest import Digest
 from client.engine.grpo import pin_determinism
 from client.initiator import load_task_file
 from client.runtime import procs
@@ -69,7 +70,7 @@ def chain_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainRun]:
 
 def test_chain_models_equal_the_simulation_for_3_rounds(chain_run: ChainRun):
     c, task_id = chain_run.client.concord, chain_run.outcome.task_id
-    on_chain = [c.model_digest(task_id, m).digest.hex() for m in range(ROUNDS + 1)]
+    on_chain = [Digest.parse(c.model_digest(task_id, m).digest) for m in range(ROUNDS + 1)]
     trainers = [s.address for s in chain_run.plan.nodes if s.role == Role.TRAINER]
     bundles = {(e.round, e.trainer): e.bundle_digest.hex() for e in chain_run.outcome.events
                if isinstance(e, chain.Submitted)}
@@ -99,8 +100,8 @@ def test_the_delta_order_matters(chain_run: ChainRun):
     by_digest = sorted(bundles, key=bundles.get)          # the validators' order
     rotated = by_digest[1:] + by_digest[:1]               # (y + z) + x instead of (x + y) + z
     task = load_task_file(TASK_FILE).spec.task
-    model0 = c.model_digest(task_id, 0).digest.hex()
-    got: list[str] = []
+    model0 = Digest.parse(c.model_digest(task_id, 0).digest)
+    got: list[Digest] = []
 
     def store_model(round_: int, state: dict, momentum: dict) -> None:
         got.append(put_model(chain_run.store, state, task.model, momentum, parent_digest=model0))
@@ -108,4 +109,4 @@ def test_the_delta_order_matters(chain_run: ChainRun):
     pin_determinism(1)
     simulate_decentralized(task, 1, task_id, trainers=by_digest, delta_key=lambda r, addr: f"{rotated.index(addr)}",
                            on_model=store_model)
-    assert got[0] != c.model_digest(task_id, 1).digest.hex()
+    assert got[0] != Digest.parse(c.model_digest(task_id, 1).digest)

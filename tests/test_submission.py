@@ -45,6 +45,7 @@ from client.content.task_spec import (
     load_task_spec,
     put_task_spec,
 )
+from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle, proof_root
 from client.engine.config import DEFAULT_TASK, GRPOConfig, to_dict
 from client.engine.envs import make_env
@@ -118,7 +119,7 @@ def edit_rollouts(bundle: Bundle, edit) -> bytes:
 def test_submission_round_trip_is_exact_and_still_verifies(made, store: Store, other: Store) -> None:
     env, base, bundle = made
     digest, manifest = put_submission(store, bundle)
-    assert digest == manifest.digest() == hashlib.sha256(manifest.to_bytes()).hexdigest()
+    assert digest == manifest.digest() == Digest(hashlib.sha256(manifest.to_bytes()).digest())
     stats = manifest.stats
     assert (stats["inner_steps"], stats["rollouts"], stats["work_units"]) == (2, 16, bundle.work_units)
     assert stats["tokens"] == sum(b.n * b.tokens.shape[1] for b in bundle.batches)
@@ -167,7 +168,7 @@ def test_limits_are_checked_before_any_download(made, store: Store, other: Store
         assert info.value.field == field, str(info.value)
     assert "refused before download" in str(info.value) and manifest.delta[0].cid in str(info.value)
     cached = {p.name for p in other.cache_dir.iterdir()}
-    assert cached == {digest}   # only the manifest was downloaded: no rollouts, proofs or delta bytes
+    assert cached == {digest.hex()}   # only the manifest was downloaded: no rollouts, proofs or delta bytes
 
 
 MALFORMED = {
@@ -280,7 +281,7 @@ def test_model_round_trip_with_outer_state_and_parent(made, store: Store, other:
     assert all(torch.equal(got.outer_state[k], momentum[k]) for k in momentum)
     first = fetch_model(other, parent, tmp_path / "models", max_bytes=10 * MB)
     assert first.outer_state is None and first.manifest.parent is None
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted([digest, parent])
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted([digest.hex(), parent.hex()])
 
 
 def test_same_weights_same_digest_across_calls_and_processes(made, store: Store, ipfs, tmp_path: Path) -> None:
@@ -295,7 +296,7 @@ def test_same_weights_same_digest_across_calls_and_processes(made, store: Store,
             "print(put_model(Store(sys.argv[1], None), policy_state(build_policy(cfg)), cfg, None, None))")
     out = subprocess.run([sys.executable, "-c", code, ipfs.api, json.dumps(to_dict(CFG.model))],
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1], check=True)
-    assert out.stdout.strip() == digest
+    assert out.stdout.strip() == str(digest)
     other_cfg = dataclasses.replace(CFG.model, seed=1)
     assert put_model(store, state, other_cfg, None, None) != digest      # config is part of the identity
 
@@ -309,11 +310,11 @@ def test_second_fetch_touches_no_network_and_corruption_is_refetched(made, store
     fetch_model(other, digest, cache, max_bytes=10 * MB)
     offline = fetch_model(dead_store(None), digest, cache, max_bytes=10 * MB)
     assert all(torch.equal(offline.state[k], state[k]) for k in state)
-    shard = cache / digest / offline.manifest.shards[0].name
+    shard = cache / digest.hex() / offline.manifest.shards[0].name
     shard.write_bytes(b"\0" * shard.stat().st_size)                      # corrupt the cached copy
     with pytest.raises(StoreUnavailable):
         fetch_model(dead_store(None), digest, cache, max_bytes=10 * MB)   # not served; refetch needs the daemon
-    assert not (cache / digest).exists()
+    assert not (cache / digest.hex()).exists()
     again = fetch_model(other, digest, cache, max_bytes=10 * MB)
     assert all(torch.equal(again.state[k], state[k]) for k in state)
 
@@ -388,7 +389,7 @@ def test_task_spec_from_toml_digest_and_round_trip(made, store: Store, other: St
     assert doc["kind"] == "task_spec" and doc["outer"] == {"lr": 1.0, "momentum": 0.0, "nesterov": True}
     assert doc["validation"]["max_exp_mismatches"] == 38                 # defaults are written out
     digest = put_task_spec(store, spec)
-    assert digest == spec.digest() == hashlib.sha256(data).hexdigest()
+    assert digest == spec.digest() == Digest(hashlib.sha256(data).digest())
     assert fetch_task_spec(other, digest) == spec
     path.write_text(SPEC_TOML.replace("lr = 3e-3", "lr = 4e-3"))
     assert load_task_spec(path).digest() != digest

@@ -14,6 +14,7 @@ import requests
 
 from client import chain
 from client.content.submission import fetch_submission
+from client.digest import Digest
 from client.engine.bundle import proof_root
 from client.engine.config import DEFAULT_TASK
 from client.initiator import TaskSpecError, load_task_file, publish_task
@@ -123,14 +124,16 @@ def test_publish_creates_the_task_from_the_file(chain_env, ipfs, tmp_path: Path,
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     params = client.concord.task_params(out["task_id"])
     task_file = load_task_file(tmp_path / "task.toml")
-    assert params == task_file.terms.params(bytes.fromhex(out["spec_digest"]), bytes.fromhex(out["initial_model_digest"]),
+    assert out["spec_digest"].startswith("0x") and out["initial_model_digest"].startswith("0x")   # the one text form
+    assert params == task_file.terms.params(Digest.parse(out["spec_digest"]).bytes,
+                                            Digest.parse(out["initial_model_digest"]).bytes,
                                             task_file.spec.task.max_work_units)
     assert params.max_work_units == task_file.spec.task.max_work_units > 0
     assert out["budget"] == 5 * 360 * 10 ** 18
     # a node reads the spec back by the on-chain digest, and model 0 by its digest
     node = connect_node(_node_cfg(chain_env, ipfs, tmp_path, out["task_id"], TRAINER, "reader"))
     ctx = load_task_context(node, out["task_id"])
-    assert ctx.spec.digest() == out["spec_digest"] and ctx.task.grpo.prompts_per_step == 4
+    assert str(ctx.spec.digest()) == out["spec_digest"] and ctx.task.grpo.prompts_per_step == 4
     policy = model_for_round(ctx, node.store, 0)
     assert model_for_round(ctx, node.store, 0) is policy   # cached by digest
     assert sum(p.numel() for p in policy.parameters()) > 0
@@ -151,7 +154,7 @@ def test_trainer_submits_a_round_and_never_twice(chain_env, ipfs, tmp_path: Path
     events = _submitted(client, task_id, me)
     assert len(events) == 1
     ev = events[0]
-    assert (ev.round, ev.base_round, ev.bundle_digest.hex()) == (0, 0, run.submitted[0].digest)
+    assert (ev.round, ev.base_round, Digest.parse(ev.bundle_digest)) == (0, 0, run.submitted[0].digest)
     node = connect_node(cfg.node)
     ctx = load_task_context(node, task_id)
     bundle = fetch_submission(node.store, ev.bundle_digest.hex(), ctx.spec.limits)
@@ -164,7 +167,7 @@ def test_trainer_submits_a_round_and_never_twice(chain_env, ipfs, tmp_path: Path
     again = run_trainer(cfg, _stop_after(4))
     assert again.submitted == [] and again.missed == []
     # even handed round 0's bundle directly, the node checks chain state and sends nothing
-    prep = Prepared(0, 0, ev.bundle_digest.hex(), ev.proof_root, ev.work_units, 0.0, 16, 0.0)
+    prep = Prepared(0, 0, Digest.parse(ev.bundle_digest), ev.proof_root, ev.work_units, 0.0, 16, 0.0)
     from client.runtime.display import Display
     assert submit_round(node, ctx, prep, Display("t", json_logs=True)) is None
     assert len(_submitted(client, task_id, me)) == 1
@@ -215,7 +218,7 @@ def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
     assert len(submitted) == 1 and submitted[0]["round"] == 0
     me = chain_env.signer(CLI_TRAINER).address
     (ev,) = _submitted(chain_env.client, task_id, me)
-    assert submitted[0]["digest"] == ev.bundle_digest.hex() and submitted[0]["tx"] == ev.meta.tx_hash
+    assert submitted[0]["digest"] == str(Digest.parse(ev.bundle_digest)) and submitted[0]["tx"] == ev.meta.tx_hash
     assert any(x.get("event") == "registered" for x in lines)
     assert lines[-1]["event"] == "stopped" and lines[-1]["submitted"] == [0]
 
@@ -243,11 +246,11 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     ctx = load_task_context(init, task_id)
     base = {k: v.clone() for k, v in model_for_round(ctx, init.store, 0).state_dict().items()}
     model1 = put_model(init.store, {k: v + 0.01 for k, v in base.items()}, ctx.task.model, None,
-                       ctx.params.initial_model_digest.hex())
+                       ctx.params.initial_model_digest)
     words, salt = chain.reject_words([], 1), b"\x01" * 32
-    client.concord.commit(validator, task_id, 0, chain.commit_hash(task_id, 0, words, bytes.fromhex(model1), salt,
+    client.concord.commit(validator, task_id, 0, chain.commit_hash(task_id, 0, words, model1.bytes, salt,
                                                                      validator.address))
-    client.concord.reveal(validator, task_id, 0, words, bytes.fromhex(model1), salt)
+    client.concord.reveal(validator, task_id, 0, words, model1.bytes, salt)
     client.concord.finalize_all(validator, task_id, 0)
     worker.join(timeout=90)
     assert not worker.is_alive()

@@ -27,6 +27,7 @@ from client import chain
 from client.chain import Phase, Role, keys
 from client.content.model_store import put_model
 from client.content.submission import put_submission
+from client.digest import Digest
 from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
 from client.engine.grpo import pin_determinism
 from client.initiator import load_task_file, publish_task
@@ -63,9 +64,9 @@ class Round:
     task_id: int
     events: list
     state_dirs: dict[int, Path]
-    model0: str
-    honest_model: str            # DiLoCo over the honest delta
-    cheat_model: str             # DiLoCo over the honest and the inflated deltas (the missing one left out)
+    model0: Digest
+    honest_model: Digest         # DiLoCo over the honest delta
+    cheat_model: Digest          # DiLoCo over the honest and the inflated deltas (the missing one left out)
     cheat_log: list[str]
 
     def of(self, cls, **match) -> list:
@@ -131,7 +132,7 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
             enrol(client, s, Role.TRAINER, STAKE, task_id)
         for account, digest, bundle in submissions:
             root, units = (bytes(bundle.proof_root), bundle.work_units) if bundle else (bytes(32), 1)
-            client.concord.submit(signers[account], task_id, 0, 0, bytes.fromhex(digest), root, units)
+            client.concord.submit(signers[account], task_id, 0, 0, Digest.parse(digest).bytes, root, units)
         assert client.concord.phase_of(task_id, 0) == Phase.COMMIT
 
         for v in vals:
@@ -148,10 +149,10 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         vnode.step(vals[0])                        # an honest validator finalizes
         assert client.concord.task_state(task_id).finalized_rounds == 1
 
-        m0 = client.concord.model_digest(task_id, 0).digest.hex()
+        m0 = Digest.parse(client.concord.model_digest(task_id, 0).digest)
         base, _ = ctx.models.get(trainer.store, m0)
 
-        def diloco(deltas: dict) -> str:
+        def diloco(deltas: dict) -> Digest:
             state, momentum = outer_step(base.state, deltas, base.outer_state or {}, ctx.task.outer)
             return put_model(trainer.store, state, base.config, momentum, parent_digest=m0)
 
@@ -261,9 +262,9 @@ def test_the_honest_majority_decides_the_round(round0):
     assert [(e.index, e.reward) for e in r.of(chain.SubmissionRewarded)] == [(0, REWARD)]
     assert sorted((e.index, e.slashed) for e in r.of(chain.SubmissionRejected)) == [(1, SLASH), (2, SLASH)]
     (final,) = r.of(chain.RoundFinalized)
-    assert not final.is_void and final.next_model_digest.hex() == r.honest_model
+    assert not final.is_void and Digest.parse(final.next_model_digest) == r.honest_model
     for account in (H1, H2):
-        assert revealed(r, account).next_model_digest.hex() == r.honest_model
+        assert Digest.parse(revealed(r, account).next_model_digest) == r.honest_model
         assert list(revealed(r, account).reject_words) == [0b110]
         assert r.paid(chain.ValidatorPaid, account) == FEE // 2            # the two honest share the fee
         assert r.paid(chain.BountyPaid, account) == 2 * BOUNTY // 4        # 4 rejecters of each rejected trainer
@@ -279,7 +280,7 @@ def test_reject_honest_votes_reject_on_the_honest_submission_and_loses_its_fee_s
     assert verdicts == {0: True, 1: False, 2: False}                     # it found #0 honest ...
     rev = revealed(r, me)
     assert list(rev.reject_words) == [0b111]                             # ... and voted reject on it
-    assert rev.next_model_digest.hex() == r.model0                       # its model leaves #0 out: model stays
+    assert Digest.parse(rev.next_model_digest) == r.model0                       # its model leaves #0 out: model stays
     assert r.paid(chain.ValidatorPaid, me) == 0
     assert r.paid(chain.BountyPaid, me) == 2 * BOUNTY // 4               # it did reject the two bad ones
     assert r.client.concord.node_info(addr(me)).stake == STAKE
@@ -291,7 +292,7 @@ def test_accept_cheat_votes_accept_on_bad_submissions_and_builds_their_deltas_in
     assert verdicts == {0: True, 1: False, 2: False}                     # it found #1 and #2 bad ...
     rev = revealed(r, me)
     assert list(rev.reject_words) == [0]                                 # ... and voted accept on both
-    assert rev.next_model_digest.hex() == r.cheat_model != r.honest_model   # #1's delta in, #2 unfetchable: out
+    assert Digest.parse(rev.next_model_digest) == r.cheat_model != r.honest_model   # #1's delta in, #2 unfetchable: out
     assert any("left out of the model" in line for line in r.cheat_log)
     assert r.paid(chain.ValidatorPaid, me) == 0 and r.paid(chain.BountyPaid, me) == 0
     assert r.client.concord.node_info(addr(me)).stake == STAKE
@@ -301,8 +302,8 @@ def test_wrong_model_votes_the_honest_bitmap_with_a_junk_digest_and_loses_its_fe
     r, me = round0, 7
     rev = revealed(r, me)
     assert list(rev.reject_words) == [0b110]
-    assert rev.next_model_digest.hex() == cheats.VALIDATOR_CHEATS["wrong_model"].next_model(r.honest_model)
-    assert rev.next_model_digest.hex() not in (r.honest_model, r.model0)
+    assert Digest.parse(rev.next_model_digest) == cheats.VALIDATOR_CHEATS["wrong_model"].next_model(r.honest_model)
+    assert Digest.parse(rev.next_model_digest) not in (r.honest_model, r.model0)
     assert r.paid(chain.ValidatorPaid, me) == 0
     assert r.paid(chain.BountyPaid, me) == 2 * BOUNTY // 4
     assert r.client.concord.node_info(addr(me)).stake == STAKE
@@ -311,9 +312,9 @@ def test_wrong_model_votes_the_honest_bitmap_with_a_junk_digest_and_loses_its_fe
 def test_no_reveal_commits_its_honest_vote_never_reveals_and_is_slashed(round0):
     r, me = round0, 8
     p = plan(r, me)
-    assert (p["rejected"], p["next_model_digest"]) == ([1, 2], r.honest_model)    # an honest plan ...
+    assert (p["rejected"], Digest.parse(p["next_model_digest"])) == ([1, 2], r.honest_model)    # an honest plan ...
     (committed,) = r.of(chain.Committed, validator=addr(me))
-    assert committed.commitment.hex() == p["commitment"]
+    assert Digest.parse(committed.commitment) == Digest.parse(p["commitment"])
     assert revealed(r, me) is None                                                 # ... never revealed
     assert [e.amount for e in r.of(chain.ValidatorSlashed, validator=addr(me))] == [SLASH]
     assert r.client.concord.node_info(addr(me)).stake == STAKE - SLASH

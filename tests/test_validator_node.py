@@ -28,6 +28,7 @@ from client.content.model_store import fetch_model, put_model
 from client.content.store import Store
 from client.content.submission import put_submission
 from client.content.task_spec import TaskSpecManifest, derived_limits
+from client.digest import Digest
 from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
 from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
 from client.engine.envs import make_env
@@ -71,7 +72,7 @@ class Scenario:
     dir_b: Path
     devnet_json: Path
     honest: Bundle
-    honest_digest: str
+    honest_digest: Digest
     plan_before_kill: dict
     log_a: Path
 
@@ -90,8 +91,8 @@ def stop_process(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=10)
 
 
-def submit_bundle(client, signer, task_id: int, bundle: Bundle, digest: str) -> None:
-    client.concord.submit(signer, task_id, bundle.round, bundle.base_round, bytes.fromhex(digest),
+def submit_bundle(client, signer, task_id: int, bundle: Bundle, digest: Digest) -> None:
+    client.concord.submit(signer, task_id, bundle.round, bundle.base_round, digest.bytes,
                           bytes(bundle.proof_root), bundle.work_units)
 
 
@@ -173,7 +174,7 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         for i in (CHEATER, COPIER):
             client.concord.leave(signer(i), task_id)
         md = client.concord.model_digest(task_id, 1)
-        model1 = fetch_model(store, md.digest.hex(), tmp / "models", 1 << 30)
+        model1 = fetch_model(store, md.digest, tmp / "models", 1 << 30)
         policy1 = build_policy(model1.config)
         load_policy_state(policy1, model1.state)
         wait_for("round 1 to open", lambda: client.concord.current_round(task_id) == 1)
@@ -219,7 +220,7 @@ def test_rejections_carry_evidence_published_to_ipfs(scenario, ipfs, tmp_path):
     for state_dir in (scenario.dir_a, scenario.dir_b):
         verdicts = {v.index: v for v in vnode.load_verdicts(vnode.task_dir(state_dir, scenario.task_id))
                     if v.round == 0}
-        assert verdicts[0].accepted and verdicts[0].evidence_digest == ""
+        assert verdicts[0].accepted and verdicts[0].evidence_digest is None
         assert (verdicts[1].failed_check, verdicts[2].failed_check) == ("rewards", "claim.trainer")
         cheat = parse_canonical(fresh.get_manifest(verdicts[1].evidence_digest))
         assert cheat["kind"] == vnode.EVIDENCE_KIND and cheat["failed_check"] == "rewards"
@@ -233,7 +234,7 @@ def test_rejections_carry_evidence_published_to_ipfs(scenario, ipfs, tmp_path):
         assert parse_canonical(stored.read_bytes()) == cheat
     log_lines = [json.loads(line) for line in scenario.log_a.read_text().splitlines() if line.startswith("{")]
     assert {x["evidence"] for x in log_lines if x.get("event") == "rejected"} == {
-        v.evidence_digest for v in vnode.load_verdicts(vnode.task_dir(scenario.dir_a, scenario.task_id))
+        str(v.evidence_digest) for v in vnode.load_verdicts(vnode.task_dir(scenario.dir_a, scenario.task_id))
         if not v.accepted and v.round == 0}
 
 
@@ -243,8 +244,8 @@ def test_restarted_validator_reveals_what_it_committed(scenario):
     revealed = of(scenario, chain.Revealed, round=0, validator=a)
     assert len(committed) == 1 and len(revealed) == 1                  # never committed twice
     plan = scenario.plan_before_kill
-    assert committed[0].commitment.hex() == plan["commitment"]
-    assert revealed[0].next_model_digest.hex() == plan["next_model_digest"]
+    assert str(Digest.parse(committed[0].commitment)) == plan["commitment"]          # plans keep 0x + 64 hex
+    assert str(Digest.parse(revealed[0].next_model_digest)) == plan["next_model_digest"]
     assert list(revealed[0].reject_words) == [int(w) for w in plan["reject_words"]] == [0b110]
     after = json.loads(vnode.plan_path(vnode.task_dir(scenario.dir_a, scenario.task_id), 0).read_text())
     assert after == plan                                                # the restart did not re-plan
@@ -260,12 +261,12 @@ def test_validators_agree_on_the_next_model(scenario, tmp_path):
         final = of(scenario, chain.RoundFinalized, round=round_)[0]
         assert not final.is_void and final.next_model_digest == next(iter(digests.values()))
     # model 1 is exactly DiLoCo over the one accepted delta, stored the documented way
-    m0 = scenario.client.concord.model_digest(scenario.task_id, 0).digest.hex()
+    m0 = Digest.parse(scenario.client.concord.model_digest(scenario.task_id, 0).digest)
     state, momentum = outer_step(policy_state(build_policy(CFG.model)), {scenario.honest_digest: scenario.honest.delta},
                                  {}, CFG.outer)
     want = put_model(scenario.store, state, CFG.model, momentum, parent_digest=m0)
-    assert of(scenario, chain.RoundFinalized, round=0)[0].next_model_digest.hex() == want
-    m1, m2 = (scenario.client.concord.model_digest(scenario.task_id, m).digest.hex() for m in (1, 2))
+    assert Digest.parse(of(scenario, chain.RoundFinalized, round=0)[0].next_model_digest) == want
+    m1, m2 = (Digest.parse(scenario.client.concord.model_digest(scenario.task_id, m).digest) for m in (1, 2))
     assert m1 == want and m2 != m1
     fetched = fetch_model(scenario.store, m2, tmp_path / "models", 1 << 30)
     assert fetched.manifest.parent == m1 and fetched.outer_state is not None
@@ -296,6 +297,9 @@ def test_status_json_reports_the_rounds(scenario, capsys):
     assert [s["verdict"] for s in r0["submissions"]] == ["accepted", "rejected", "rejected"]
     assert [len(s.get("evidence", [])) for s in r0["submissions"]] == [0, 2, 2]
     assert {e["failed_check"] for e in r0["submissions"][1]["evidence"]} == {"rewards"}
+    digests = [task["model"]["digest"], *(s["bundle_digest"] for s in r0["submissions"]),
+               *(e["evidence"] for s in r0["submissions"] for e in s.get("evidence", []))]
+    assert len(digests) == 8 and all(d == str(Digest.parse(d)) for d in digests)   # one text form: 0x + 64 hex
     assert sum(s["amount"] for s in r0["slashes"]) == 2 * TERMS.slash_amount
     assert task["rounds"][1]["submissions"][0]["verdict"] == "accepted"
     t = doc["totals"]
@@ -308,13 +312,13 @@ def test_status_json_reports_the_rounds(scenario, capsys):
 
 # ----------------------------------------------------------------------------- refusals before any check runs
 
-def fake_submitted(task_id: int, round_: int, index: int, trainer: str, base_round: int, digest: str,
+def fake_submitted(task_id: int, round_: int, index: int, trainer: str, base_round: int, digest: Digest | str,
                    bundle: Bundle | None) -> chain.Submitted:
     """The event a trainer's submit would emit (only the validator's reading of it is under test here)."""
     meta = chain.EventMeta(0, "0x" + "00" * 32, index)
     root = bytes(bundle.proof_root) if bundle is not None else bytes(32)
     units = bundle.work_units if bundle is not None else 1
-    return chain.Submitted(meta, task_id, round_, trainer, index, base_round, bytes.fromhex(digest), root, units)
+    return chain.Submitted(meta, task_id, round_, trainer, index, base_round, Digest.parse(digest).bytes, root, units)
 
 
 def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(chain_env, ipfs, tmp_path):

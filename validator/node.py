@@ -81,6 +81,7 @@ from client.content.submission import (
     submission_deadline_s,
 )
 from client.content.task_spec import TaskSpecError
+from client.digest import Digest
 from client.engine.bundle import Bundle
 from client.engine.grpo import pin_determinism
 from client.engine.model import policy_state
@@ -120,7 +121,7 @@ class ValidatorError(RuntimeError):
 
 
 class PlanMismatch(ValidatorError):
-    def __init__(self, task_id: int, round_: int, on_chain: str, planned: str, path: Path) -> None:
+    def __init__(self, task_id: int, round_: int, on_chain: Digest, planned: Digest, path: Path) -> None:
         super().__init__(f"task {task_id} round {round_}: committed {on_chain} on chain but the plan at {path} "
                          f"commits to {planned}; cannot reveal (state dir from another run?)")
         self.task_id, self.round, self.on_chain, self.planned, self.path = task_id, round_, on_chain, planned, path
@@ -153,17 +154,23 @@ class SubmissionVerdict:
     round: int
     index: int
     trainer: str
-    bundle_digest: str                 # hex, no 0x
+    bundle_digest: Digest
     accepted: bool
     failed_check: str                  # "" when accepted
-    evidence_digest: str               # "" when accepted; sha256 of the evidence document (its CID derives)
+    evidence_digest: Digest | None     # None when accepted; sha256 of the evidence document (its CID derives)
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        """Digests in their one text form ("0x" + 64 hex); no evidence is ""."""
+        return {**self.__dict__, "bundle_digest": str(self.bundle_digest),
+                "evidence_digest": "" if self.evidence_digest is None else str(self.evidence_digest)}
 
     @staticmethod
     def from_json(obj: dict) -> SubmissionVerdict:
-        return SubmissionVerdict(**obj)
+        """Reads files written with or without the 0x prefix."""
+        evidence = obj["evidence_digest"]
+        return SubmissionVerdict(**{**obj, "bundle_digest": Digest.parse(obj["bundle_digest"], "verdict.bundle_digest"),
+                                    "evidence_digest": Digest.parse(evidence, "verdict.evidence_digest")
+                                    if evidence else None})
 
 
 @dataclass(frozen=True)
@@ -174,21 +181,23 @@ class RevealPlan:
     round: int
     validator: str
     reject_words: tuple[int, ...]
-    next_model_digest: str             # hex
-    salt: str                          # hex, 32 bytes
-    commitment: str                    # hex, keccak of the above (IConcord.commitHash)
+    next_model_digest: Digest
+    salt: str                          # hex, 32 bytes (a secret, not a digest)
+    commitment: Digest                 # keccak of the above (IConcord.commitHash)
     rejected: tuple[int, ...]          # submission indexes, for people reading the file
 
     def to_json(self) -> dict:
         # reject words are uint256: strings, so every JSON reader keeps them exact
         return {"task_id": self.task_id, "round": self.round, "validator": self.validator,
-                "reject_words": [str(w) for w in self.reject_words], "next_model_digest": self.next_model_digest,
-                "salt": self.salt, "commitment": self.commitment, "rejected": list(self.rejected)}
+                "reject_words": [str(w) for w in self.reject_words], "next_model_digest": str(self.next_model_digest),
+                "salt": self.salt, "commitment": str(self.commitment), "rejected": list(self.rejected)}
 
     @staticmethod
     def from_json(obj: dict) -> RevealPlan:
+        """Reads plans written with or without the 0x prefix."""
         return RevealPlan(obj["task_id"], obj["round"], obj["validator"], tuple(int(w) for w in obj["reject_words"]),
-                          obj["next_model_digest"], obj["salt"], obj["commitment"], tuple(obj["rejected"]))
+                          Digest.parse(obj["next_model_digest"], "plan.next_model_digest"), obj["salt"],
+                          Digest.parse(obj["commitment"], "plan.commitment"), tuple(obj["rejected"]))
 
 
 class ValidatorHooks:
@@ -209,7 +218,7 @@ class ValidatorHooks:
         from). An honest validator votes what verification found and builds the model from the same."""
         return found, found
 
-    def next_model(self, v: Validator, round_: int, digest: str) -> str:
+    def next_model(self, v: Validator, round_: int, digest: Digest) -> Digest:
         """Commit phase, the next model (step 7): an honest validator votes the digest of model
         round+1 it computed and stored, ``digest``."""
         return digest
@@ -238,7 +247,7 @@ class Validator:
     submissions: dict[int, dict[int, Submitted]] = field(default_factory=dict)   # round -> index -> event
     verdicts: dict[tuple[int, int], SubmissionVerdict] = field(default_factory=dict)
     deltas: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
-    unpublished: set[str] = field(default_factory=set)        # evidence digests on disk, not yet in IPFS
+    unpublished: set[Digest] = field(default_factory=set)        # evidence digests on disk, not yet in IPFS
     strikes: dict[tuple[int, int], int] = field(default_factory=dict)   # own-daemon failures per submission
     fetch_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(MAX_FETCH_THREADS))   # fetches running at once
@@ -303,8 +312,8 @@ def verdict_path(folder: Path, round_: int, index: int) -> Path:
     return folder / "verdicts" / f"r{round_:06d}-i{index:05d}.json"
 
 
-def evidence_path(folder: Path, digest: str) -> Path:
-    return folder / "evidence" / f"{digest}.json"
+def evidence_path(folder: Path, digest: Digest | str) -> Path:
+    return folder / "evidence" / f"{Digest.parse(digest, 'evidence digest').hex()}.json"
 
 
 def load_plan(folder: Path, round_: int) -> RevealPlan | None:
@@ -352,10 +361,10 @@ def ensure_enrolled(v: Validator) -> None:
         log.info("joined task %d as validator %s", v.task_id, v.me, extra=fields(task=v.task_id))
 
 
-def model_digest(v: Validator, model: int) -> str | None:
-    """Digest (hex) of model ``model`` if final, else None."""
+def model_digest(v: Validator, model: int) -> Digest | None:
+    """Digest of model ``model`` if final, else None."""
     md = v.concord.model_digest(v.task_id, model)
-    return md.digest.hex() if md.is_final else None
+    return Digest.parse(md.digest, f"model {model} digest") if md.is_final else None
 
 
 # ----------------------------------------------------------------------------- 1-6: watch and verify
@@ -414,13 +423,14 @@ def evidence_document(v: Validator, sub: Submitted, failed_check: str, detail: s
     """The rejection record: which submission, which check failed, the numbers (or field and reason)."""
     return {
         "kind": EVIDENCE_KIND, "task_id": sub.task_id, "round": sub.round, "index": sub.index,
-        "trainer": sub.trainer.lower(), "bundle_digest": sub.bundle_digest.hex(), "base_round": sub.base_round,
+        "trainer": sub.trainer.lower(), "bundle_digest": str(Digest.parse(sub.bundle_digest)),
+        "base_round": sub.base_round,
         "validator": v.me.lower(), "failed_check": failed_check, "detail": detail,
         "evidence": {k: _json_number(x) for k, x in evidence.items()}, "checks": list(checks),
     }
 
 
-def store_evidence(v: Validator, doc: dict) -> str:
+def store_evidence(v: Validator, doc: dict) -> Digest:
     """Evidence as a canonical JSON manifest in the state dir (durable); returns its digest (= its CID's).
     Publishing it to IPFS is `publish_pending`'s job, never a condition of the verdict."""
     data = canonical_bytes(doc)
@@ -472,7 +482,7 @@ def fetch_one(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]]) 
     bundle, error, down = None, None, None
     try:
         with timing.span("ipfs"):
-            bundle = fetch_submission(v.store, sub.bundle_digest.hex(), v.task.spec.limits, shapes, deadline)
+            bundle = fetch_submission(v.store, sub.bundle_digest, v.task.spec.limits, shapes, deadline)
         check_claims(sub, bundle)
     except (SubmissionError, ClaimMismatch) as e:
         error = e
@@ -540,7 +550,7 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     returns, a rejection's evidence with it (published by `publish_pending`, best effort)."""
     sub = got.sub
     key = (sub.round, sub.index)
-    digest = sub.bundle_digest.hex()
+    digest = Digest.parse(sub.bundle_digest, "bundleDigest")
     started = time.perf_counter()
     doc: dict | None = None
     if isinstance(got.error, SubmissionError):      # unavailable, oversize, malformed: the trainer's fault
@@ -562,7 +572,7 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     seconds = round(got.seconds + time.perf_counter() - started, 3)
     where = dict(round=sub.round, index=sub.index, trainer=sub.trainer, bundle=digest, seconds=seconds)
     if doc is None:
-        result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, True, "", "")
+        result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, True, "", None)
         log.info("accepted round %d #%d from %s (%.2fs)", sub.round, sub.index, sub.trainer, seconds,
                  extra=fields(event="accepted", **where))
     else:
@@ -591,7 +601,7 @@ def settle_fetches(v: Validator, fetched: Sequence[Fetched]) -> list[SubmissionV
             if not answers or v.strikes[key] < OWN_FAILURE_STRIKES:
                 down = down or got.down
                 continue
-            err = SubmissionError("content", cid_for_digest(got.sub.bundle_digest.hex()),
+            err = SubmissionError("content", cid_for_digest(got.sub.bundle_digest),
                                   f"our IPFS node failed {v.strikes[key]} times on this submission's content while "
                                   f"answering for other content ({got.down})")
             got = Fetched(got.sub, None, err, None, got.seconds)
@@ -651,14 +661,15 @@ def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.
     return v.deltas[key]
 
 
-def compute_next_model(v: Validator, round_: int, base_digest: str, verdicts: Sequence[SubmissionVerdict]) -> str:
+def compute_next_model(v: Validator, round_: int, base_digest: Digest,
+                       verdicts: Sequence[SubmissionVerdict]) -> Digest:
     """Model round+1 from model round (``base_digest``) and the accepted deltas, uploaded; returns its digest."""
     accepted = [x for x in verdicts if x.accepted]
     if not accepted:
         return base_digest
     with timing.span("ipfs"):
         base, _ = v.task.models.get(v.store, base_digest)
-        deltas = {x.bundle_digest: accepted_delta(v, x) for x in accepted}
+        deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}   # summed in digest order
     started = time.perf_counter()
     with timing.span("aggregation"):
         state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
@@ -675,7 +686,7 @@ def compute_next_model(v: Validator, round_: int, base_digest: str, verdicts: Se
 
 # ----------------------------------------------------------------------------- commit, reveal, finalize
 
-def plan_commit(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict], next_digest: str) -> RevealPlan:
+def plan_commit(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict], next_digest: Digest) -> RevealPlan:
     """The commitment and what it hides, on disk before anything is sent; never re-planned."""
     existing = load_plan(v.task_dir, round_)
     if existing is not None:
@@ -683,15 +694,16 @@ def plan_commit(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict]
     rejected = tuple(x.index for x in verdicts if not x.accepted)
     words = tuple(chain.reject_words(rejected, len(verdicts)))
     salt = os.urandom(32)
-    commitment = chain.commit_hash(v.task_id, round_, words, bytes.fromhex(next_digest), salt, v.me)
-    plan = RevealPlan(v.task_id, round_, v.me, words, next_digest, salt.hex(), commitment.hex(), rejected)
+    commitment = chain.commit_hash(v.task_id, round_, words, next_digest.bytes, salt, v.me)
+    plan = RevealPlan(v.task_id, round_, v.me, words, next_digest, salt.hex(), Digest.parse(commitment, "commitment"),
+                      rejected)
     write_atomic(plan_path(v.task_dir, round_), json.dumps(plan.to_json(), indent=1).encode())
     return plan
 
 
 def commit(v: Validator, plan: RevealPlan) -> None:
     try:
-        v.concord.commit(v.signer, plan.task_id, plan.round, bytes.fromhex(plan.commitment))
+        v.concord.commit(v.signer, plan.task_id, plan.round, plan.commitment.bytes)
     except ContractError as e:
         if e.name != "AlreadyCommitted":
             raise
@@ -702,7 +714,7 @@ def commit(v: Validator, plan: RevealPlan) -> None:
 
 def reveal(v: Validator, plan: RevealPlan) -> None:
     try:
-        v.concord.reveal(v.signer, plan.task_id, plan.round, plan.reject_words, bytes.fromhex(plan.next_model_digest),
+        v.concord.reveal(v.signer, plan.task_id, plan.round, plan.reject_words, plan.next_model_digest.bytes,
                          bytes.fromhex(plan.salt))
     except ContractError as e:
         if e.name != "AlreadyRevealed":
@@ -731,7 +743,8 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     plan = load_plan(v.task_dir, round_)
     if plan is None:
         voted, model_from = v.hooks.votes(v, round_, verdicts)
-        next_digest = v.hooks.next_model(v, round_, compute_next_model(v, round_, base_digest, model_from))
+        computed = compute_next_model(v, round_, base_digest, model_from)
+        next_digest = Digest.parse(v.hooks.next_model(v, round_, computed), "next_model hook's digest")
         plan = plan_commit(v, round_, voted, next_digest)
     ensure_enrolled(v)               # a slash since start-up leaves the stake below the minimum: top it up
     commit(v, plan)
@@ -745,8 +758,8 @@ def reveal_round(v: Validator, round_: int) -> None:
     if plan is None:
         raise LostPlan(v.task_id, round_, path)
     on_chain = committed_on_chain(v, round_)
-    if on_chain is not None and on_chain.hex() != plan.commitment:
-        raise PlanMismatch(v.task_id, round_, on_chain.hex(), plan.commitment, path)
+    if on_chain is not None and Digest.parse(on_chain, "commitment") != plan.commitment:
+        raise PlanMismatch(v.task_id, round_, Digest.parse(on_chain), plan.commitment, path)
     reveal(v, plan)
 
 
@@ -767,8 +780,9 @@ def finalize_due(v: Validator) -> list[int]:
             continue
         info = c.round_info(v.task_id, round_)
         log.info("finalized round %d (%s): model %d = %s", round_, info.phase.name, round_ + 1,
-                 info.next_model_digest.hex(), extra=fields(event="finalized", round=round_, phase=info.phase.name,
-                                                            model=info.next_model_digest.hex()))
+                 Digest.parse(info.next_model_digest), extra=fields(event="finalized", round=round_,
+                                                                    phase=info.phase.name,
+                                                                    model=Digest.parse(info.next_model_digest)))
         done.append(round_)
     return done
 

@@ -33,6 +33,8 @@ from typing import Any
 
 from multiformats import CID
 
+from client.digest import Digest
+
 MAX_MANIFEST_BYTES = 1 << 20          # one IPFS block: Kubo refuses bigger blocks by default
 MAX_SHARDS = 4096                     # shards per list (model weights, delta, optimizer state)
 MAX_FILE_BYTES = 1 << 40              # a single referenced file
@@ -173,34 +175,23 @@ def parse_canonical(data: bytes) -> dict:
 
 # ----------------------------------------------------------------------------- digests and CIDs
 
-def digest_of(data: bytes) -> str:
-    """sha256 of the bytes as 64 lowercase hex chars: what the chain stores (as bytes32)."""
-    return hashlib.sha256(data).hexdigest()
+def digest_of(data: bytes) -> Digest:
+    """sha256 of the bytes: what the chain stores (as bytes32) and what a manifest's CID derives from."""
+    return Digest(hashlib.sha256(data).digest())
 
 
-def _digest_bytes(digest: bytes | str) -> bytes:
-    if isinstance(digest, (bytes, bytearray)):
-        raw = bytes(digest)
-    elif isinstance(digest, str) and _HEX64.fullmatch(digest.removeprefix("0x")):
-        raw = bytes.fromhex(digest.removeprefix("0x"))
-    else:
-        raise ManifestError("digest", "expected 32 bytes or 64 lowercase hex chars", digest)
-    if len(raw) != 32:
-        raise ManifestError("digest", f"expected 32 bytes, got {len(raw)}", digest)
-    return raw
+def cid_for_digest(digest: Digest | bytes | str) -> str:
+    """The IPFS address of a manifest: CIDv1, raw codec, sha2-256 multihash, base32 ('b...').
+    ``digest``: anything ``Digest.parse`` takes (InvalidDigest otherwise)."""
+    return str(CID("base32", 1, "raw", ("sha2-256", Digest.parse(digest).bytes)))
 
 
-def cid_for_digest(digest: bytes | str) -> str:
-    """The IPFS address of a manifest: CIDv1, raw codec, sha2-256 multihash, base32 ('b...')."""
-    return str(CID("base32", 1, "raw", ("sha2-256", _digest_bytes(digest))))
-
-
-def digest_for_cid(cid: str) -> str:
+def digest_for_cid(cid: str) -> Digest:
     """Inverse of ``cid_for_digest``; refuses CIDs that are not raw sha2-256 (any base)."""
     parsed = _parse_cid(cid, "cid")
     if parsed.codec.name != "raw":
         raise ManifestError("cid", f"codec is {parsed.codec.name}, a manifest is raw", cid)
-    return parsed.raw_digest.hex()
+    return Digest(bytes(parsed.raw_digest))
 
 
 def _parse_cid(cid: Any, field: str) -> CID:
@@ -407,7 +398,7 @@ class ModelManifest:
     dtype: str                                   # one of DTYPES
     shards: tuple[ShardRef, ...]                 # safetensors shards, in load order
     outer_state: tuple[ShardRef, ...] | None     # DiLoCo momentum etc.; None for an initial model
-    parent: str | None                           # digest of model r-1; None for an initial model
+    parent: Digest | None                        # model r-1 (wire: 64 hex chars, no 0x); None for model 0
     kind: str = "model"
 
     FIELDS = ("kind", "config", "dtype", "shards", "outer_state", "parent")
@@ -426,19 +417,19 @@ class ModelManifest:
         _check_refs(self.shards, "shards")
         if self.outer_state is not None:
             _check_refs(self.outer_state, "outer_state")
-        if self.parent is not None:
-            _hex64(self.parent, "parent")
+        if self.parent is not None and not isinstance(self.parent, Digest):
+            raise ManifestError("parent", "expected a Digest", self.parent)
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "config": self.config, "dtype": self.dtype,
                 "shards": [s.to_json() for s in self.shards],
                 "outer_state": None if self.outer_state is None else [s.to_json() for s in self.outer_state],
-                "parent": self.parent}
+                "parent": None if self.parent is None else self.parent.hex()}
 
     def to_bytes(self) -> bytes:
         return _to_bytes(self.to_json())
 
-    def digest(self) -> str:
+    def digest(self) -> Digest:
         return digest_of(self.to_bytes())
 
     @staticmethod
@@ -456,7 +447,7 @@ class ModelManifest:
             dtype=_str(obj["dtype"], "dtype"),
             shards=tuple(_shard_list(obj["shards"], "shards")),
             outer_state=None if outer is None else tuple(_shard_list(outer, "outer_state")),
-            parent=None if parent is None else _hex64(parent, "parent"),
+            parent=None if parent is None else Digest.parse(_hex64(parent, "parent")),
         )
 
 
@@ -501,7 +492,7 @@ class SubmissionManifest:
     def to_bytes(self) -> bytes:
         return _to_bytes(self.to_json())
 
-    def digest(self) -> str:
+    def digest(self) -> Digest:
         return digest_of(self.to_bytes())
 
     @staticmethod

@@ -4,7 +4,7 @@
 daemon derives (fixed chunker, raw leaves), so honest validators aggregating the same
 deltas publish the same model digest. `fetch_model` keeps a local copy per digest:
 
-    cache_dir/<digest>/manifest.json       the manifest bytes (sha256 = digest)
+    cache_dir/<digest>/manifest.json       the manifest bytes (sha256 = digest; the dir named digest.hex())
     cache_dir/<digest>/model-*.safetensors weight shards
     cache_dir/<digest>/outer-*.safetensors outer-optimizer shards (DiLoCo momentum)
 
@@ -45,6 +45,7 @@ from client.content.store import (
     Store,
 )
 from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
+from client.digest import Digest
 from client.engine.config import ConfigError, ModelConfig, from_dict, to_dict
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,9 @@ def _renamed(prefix: str, state: dict[str, torch.Tensor], max_shard_bytes: int) 
 
 
 def put_model(store: Store, state: dict[str, torch.Tensor], model_cfg: ModelConfig,
-              outer_state: dict[str, torch.Tensor] | None, parent_digest: str | None,
-              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, pin: bool = True) -> str:
-    """Upload weights (+ outer state) as deterministic shards and the manifest; return its digest (hex)."""
+              outer_state: dict[str, torch.Tensor] | None, parent_digest: Digest | bytes | str | None,
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, pin: bool = True) -> Digest:
+    """Upload weights (+ outer state) as deterministic shards and the manifest; return its digest."""
     if not state:
         raise ValueError("put_model: empty state dict")
     dtype = _dtype_name(state)
@@ -97,16 +98,16 @@ def put_model(store: Store, state: dict[str, torch.Tensor], model_cfg: ModelConf
         outer = tuple(store.put_file(data, name, pin=pin)
                       for name, data in _renamed("outer-", dict(outer_state), max_shard_bytes))
     manifest = ModelManifest(config=to_dict(model_cfg), dtype=dtype, shards=shards, outer_state=outer,
-                             parent=None if parent_digest is None else parent_digest.removeprefix("0x"))
+                             parent=None if parent_digest is None else Digest.parse(parent_digest, "parent"))
     return store.put_manifest(manifest.to_bytes(), pin=pin)
 
 
-def fetch_model(store: Store, digest: str, cache_dir: Path | str, max_bytes: int) -> FetchedModel:
-    """The model behind ``digest``: from cache_dir/<digest> when present and intact, else from IPFS."""
-    digest = digest.removeprefix("0x")
+def fetch_model(store: Store, digest: Digest | bytes | str, cache_dir: Path | str, max_bytes: int) -> FetchedModel:
+    """The model behind ``digest``: from cache_dir/<digest hex> when present and intact, else from IPFS."""
+    digest = Digest.parse(digest)
     cid = cid_for_digest(digest)
     cache_dir = Path(cache_dir)
-    final = cache_dir / digest
+    final = cache_dir / digest.hex()
     if final.is_dir():
         try:
             return _load_dir(final, digest, cid)
@@ -128,7 +129,7 @@ def fetch_model(store: Store, digest: str, cache_dir: Path | str, max_bytes: int
         raise ModelError("shards", cid, f"{total} bytes in {len(refs)} file(s), over the limit of {max_bytes}: "
                                         "refused before download")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{digest}."))
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{digest.hex()}."))
     try:
         for field, ref in refs:
             try:
@@ -168,7 +169,7 @@ def _model_config(manifest: ModelManifest, cid: str) -> ModelConfig:
         raise ModelError(f"config.{e.key}", cid, e.problem) from None
 
 
-def _load_dir(directory: Path, digest: str, cid: str) -> FetchedModel:
+def _load_dir(directory: Path, digest: Digest, cid: str) -> FetchedModel:
     """Parse and verify a model directory: manifest sha256 = digest, every shard's sha256, dtypes, config."""
     data = (directory / MANIFEST_FILE).read_bytes()
     if digest_of(data) != digest:

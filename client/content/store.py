@@ -64,6 +64,7 @@ from client.content.manifest import (
     digest_of,
     parse_canonical,
 )
+from client.digest import Digest
 from client.runtime import timing
 
 log = logging.getLogger(__name__)
@@ -251,8 +252,8 @@ class Store:
 
     # ------------------------------------------------------------------------- manifests
 
-    def put_manifest(self, data: bytes, pin: bool = True) -> str:
-        """Store canonical manifest bytes as one raw block; return their sha256 (hex), the on-chain digest."""
+    def put_manifest(self, data: bytes, pin: bool = True) -> Digest:
+        """Store canonical manifest bytes as one raw block; return their sha256, the on-chain digest."""
         parse_canonical(data)                  # only canonical JSON objects are manifests
         digest = digest_of(data)
         expected = cid_for_digest(digest)
@@ -267,14 +268,16 @@ class Store:
         got = self._response_cid(resp, "Key", "block/put")
         if got != expected:
             raise CidMismatch(expected, got)
-        self._cache_put(digest, data)
+        self._cache_put(digest.hex(), data)
         return digest
 
-    def get_manifest(self, digest: str, max_bytes: int = MAX_MANIFEST_BYTES, deadline: float | None = None) -> bytes:
-        """The bytes whose sha256 is ``digest`` (hex), fetched by the CID derived from it (before ``deadline``)."""
+    def get_manifest(self, digest: Digest | bytes | str, max_bytes: int = MAX_MANIFEST_BYTES,
+                     deadline: float | None = None) -> bytes:
+        """The bytes whose sha256 is ``digest`` (anything Digest.parse takes), fetched by the CID derived
+        from it (before ``deadline``)."""
+        digest = Digest.parse(digest)
         cid = cid_for_digest(digest)
-        digest = digest.removeprefix("0x")
-        cached = self._cache_read(digest, max_bytes)
+        cached = self._cache_read(digest.hex(), max_bytes)
         if cached is not None:
             return cached
         expected = f"sha256 {digest}, at most {max_bytes} bytes"
@@ -284,7 +287,7 @@ class Store:
         if size > max_bytes:
             raise SizeLimitExceeded(cid, size, max_bytes)
         data = self._get_block(cid, size, expected, deadline)   # sha256 = the CID's = digest
-        self._cache_put(digest, data)
+        self._cache_put(digest.hex(), data)
         return data
 
     # ------------------------------------------------------------------------- files
@@ -363,7 +366,7 @@ class Store:
         got = self._get_block(cid_for_digest(digest), len(data), "the probe block",
                               time.monotonic() + self.timeout)
         if got != data:
-            raise DigestMismatch(cid_for_digest(digest), expected=digest, got=digest_of(got))
+            raise DigestMismatch(cid_for_digest(digest), expected=str(digest), got=str(digest_of(got)))
 
     def pin(self, cid: str) -> None:
         """Keep ``cid`` (recursively) through the daemon's garbage collection."""
@@ -577,7 +580,7 @@ class Store:
         if path is None or not path.is_file() or path.stat().st_size > max_bytes:
             return None
         data = path.read_bytes()
-        if digest_of(data) != sha256:
+        if digest_of(data).hex() != sha256:
             log.warning("cache entry %s is corrupt; dropping it and fetching again", path)
             path.unlink(missing_ok=True)
             return None

@@ -74,6 +74,7 @@ from client.content.store import (
     Store,
 )
 from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
+from client.digest import Digest
 from client.engine.bundle import Bundle, RolloutProofs
 from client.engine.config import ConfigError, TaskConfig
 from client.engine.proofs import CHUNK, PROOF_BYTES, encode_proofs
@@ -473,8 +474,8 @@ def submission_files(bundle: Bundle) -> tuple[bytes, bytes, list[tuple[str, byte
     return encode_rollouts(bundle.batches), encode_proof_file(bundle.proofs), delta_shards(bundle.delta)
 
 
-def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[str, SubmissionManifest]:
-    """Upload the bundle's files and manifest; return (digest hex = what goes on chain, manifest)."""
+def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Digest, SubmissionManifest]:
+    """Upload the bundle's files and manifest; return (digest = what goes on chain, manifest)."""
     rollouts, proofs, shards = submission_files(bundle)
     manifest = SubmissionManifest(
         task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
@@ -507,7 +508,7 @@ def submission_deadline_s(limits: SubmissionLimits, timeout: float) -> float:
     return timeout + submission_bytes_bound(limits) / MIN_RATE
 
 
-def fetch_submission(store: Store, digest: str, limits: SubmissionLimits,
+def fetch_submission(store: Store, digest: Digest | bytes | str, limits: SubmissionLimits,
                      param_shapes: dict[str, tuple[int, ...]] | None = None,
                      deadline: float | None = None) -> Bundle:
     """The Bundle behind an on-chain digest, or SubmissionError naming the field and CID.

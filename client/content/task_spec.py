@@ -33,6 +33,7 @@ from client.content.manifest import (
 )
 from client.content.store import Store
 from client.content.submission import SubmissionLimits, default_limits
+from client.digest import Digest
 from client.engine.config import (
     ConfigError,
     TaskConfig,
@@ -71,8 +72,8 @@ class TaskSpecManifest:
     def to_bytes(self) -> bytes:
         return canonical_bytes(self.to_json())
 
-    def digest(self) -> str:
-        """sha256 hex of the canonical bytes: the task's on-chain specDigest."""
+    def digest(self) -> Digest:
+        """sha256 of the canonical bytes: the task's on-chain specDigest."""
         return digest_of(self.to_bytes())
 
     @staticmethod
@@ -199,12 +200,12 @@ def load_task_spec(path: str | Path) -> TaskSpecManifest:
     return parse_task_spec(read_toml(path), str(path))
 
 
-def put_task_spec(store: Store, spec: TaskSpecManifest) -> str:
+def put_task_spec(store: Store, spec: TaskSpecManifest) -> Digest:
     """Store the spec as one raw block; return its digest (the on-chain specDigest)."""
     return store.put_manifest(spec.to_bytes())
 
 
-def fetch_task_spec(store: Store, digest: str) -> TaskSpecManifest:
+def fetch_task_spec(store: Store, digest: Digest | bytes | str) -> TaskSpecManifest:
     """The spec behind an on-chain specDigest; a bad document is a TaskSpecError naming its CID and field."""
     source = f"manifest {cid_for_digest(digest)}"
     data = store.get_manifest(digest)

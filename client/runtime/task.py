@@ -18,6 +18,7 @@ from client.chain import ChainClient, Phase, TaskParams
 from client.content.model_store import FetchedModel, fetch_model
 from client.content.store import Store
 from client.content.task_spec import TaskSpecManifest, fetch_task_spec
+from client.digest import Digest
 from client.engine.config import TaskConfig
 from client.engine.envs import Env, make_env
 from client.engine.model import Policy, build_policy, load_policy_state
@@ -41,7 +42,7 @@ class ModelNotFinal(RuntimeError):
 class ModelConfigMismatch(ValueError):
     """A model manifest's architecture differs from the task spec's (the digest names the model)."""
 
-    def __init__(self, digest: str, expected: object, got: object) -> None:
+    def __init__(self, digest: Digest, expected: object, got: object) -> None:
         super().__init__(f"model {digest}: config {got} differs from the task spec's {expected}")
         self.digest, self.expected, self.got = digest, expected, got
 
@@ -55,11 +56,11 @@ class ModelCache:
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
         self.keep = keep
-        self._entries: OrderedDict[str, tuple[FetchedModel, Policy]] = OrderedDict()
+        self._entries: OrderedDict[Digest, tuple[FetchedModel, Policy]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, store: Store, digest: str) -> tuple[FetchedModel, Policy]:
-        digest = digest.removeprefix("0x")
+    def get(self, store: Store, digest: Digest | bytes | str) -> tuple[FetchedModel, Policy]:
+        digest = Digest.parse(digest)
         with self._lock:
             if digest in self._entries:
                 self._entries.move_to_end(digest)
@@ -90,8 +91,8 @@ class TaskContext:
         return self.spec.task
 
     @property
-    def spec_digest(self) -> str:
-        return self.params.spec_digest.hex()
+    def spec_digest(self) -> Digest:
+        return Digest.parse(self.params.spec_digest, "specDigest")
 
 
 def load_task_context(node: Node, task_id: int) -> TaskContext:
@@ -101,7 +102,7 @@ def load_task_context(node: Node, task_id: int) -> TaskContext:
     if not 1 <= task_id <= count:
         raise UnknownTask(task_id, count)
     params = concord.task_params(task_id)
-    spec = fetch_task_spec(node.store, params.spec_digest.hex())
+    spec = fetch_task_spec(node.store, params.spec_digest)
     max_model_bytes = 2 * spec.limits.max_delta_bytes + MODEL_SLACK_BYTES   # weights + outer state
     models = ModelCache(node.state_dir / "models", max_model_bytes)
     return TaskContext(task_id, params, spec, make_env(spec.task.env), node.client, models)
@@ -121,9 +122,10 @@ def _round_model(ctx: TaskContext, store: Store, model: int) -> tuple[FetchedMod
     md = ctx.client.concord.model_digest(ctx.task_id, model)
     if not md.is_final:
         raise ModelNotFinal(ctx.task_id, model)
-    fetched, policy = ctx.models.get(store, md.digest.hex())
+    digest = Digest.parse(md.digest, f"model {model} digest")
+    fetched, policy = ctx.models.get(store, digest)
     if fetched.config != ctx.task.model:
-        raise ModelConfigMismatch(md.digest.hex(), ctx.task.model, fetched.config)
+        raise ModelConfigMismatch(digest, ctx.task.model, fetched.config)
     return fetched, policy
 
 

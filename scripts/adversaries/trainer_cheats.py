@@ -49,6 +49,7 @@ from client.content.submission import (
     put_submission,
     submission_files,
 )
+from client.digest import Digest
 from client.engine.bundle import (
     Bundle,
     batch_proofs,
@@ -104,7 +105,7 @@ class Claim:
     """What a trainer submits on chain besides (task, round)."""
 
     base_round: int
-    digest: str          # hex sha256 of the submission manifest
+    digest: Digest       # sha256 of the submission manifest
     proof_root: bytes    # 32 bytes
     work_units: int
 
@@ -188,7 +189,7 @@ def _submitted(ctx: CheatContext) -> list[chain.Submitted]:
 
 
 def _claim_of(e: chain.Submitted, base_round: int) -> Claim:
-    return Claim(base_round, e.bundle_digest.hex(), bytes(e.proof_root), e.work_units)
+    return Claim(base_round, Digest.parse(e.bundle_digest), bytes(e.proof_root), e.work_units)
 
 
 # ----------------------------------------------------------------------------- proofs
@@ -326,7 +327,7 @@ class _ManifestWithheld:
     def put_file(self, src, name=None, pin: bool = True):
         return self.store.put_file(src, name, pin=pin)
 
-    def put_manifest(self, data: bytes, pin: bool = True) -> str:
+    def put_manifest(self, data: bytes, pin: bool = True) -> Digest:
         return digest_of(data)
 
 
@@ -386,7 +387,7 @@ def add_chunked(store: Store, data: bytes, name: str, chunk: int) -> tuple[Shard
     root = canonical_cid(resp[-1]["Hash"])
     node = store._get_node(root, "the cheater's own root", time.monotonic() + store.timeout)
     leaves = [str(c.set(base="base32")) for c in node.links]
-    return ShardRef(name, root, digest_of(data), len(data)), leaves
+    return ShardRef(name, root, digest_of(data).hex(), len(data)), leaves
 
 
 def withheld_leaf(store: Store, bundle: Bundle, ctx: CheatContext | None = None) -> Claim:

@@ -34,6 +34,7 @@ from eth_utils import keccak
 
 from client.chain import Committed, ContractError, Revealed
 from client.content.submission import SubmissionError, fetch_submission
+from client.digest import Digest
 from client.engine.model import policy_state
 from client.runtime.display import fields
 from client.runtime.task import model_for_round
@@ -50,13 +51,13 @@ def _as_found(found_ok: bool) -> bool:
     return found_ok
 
 
-def _as_computed(digest: str) -> str:
+def _as_computed(digest: Digest) -> Digest:
     return digest
 
 
-def _junk_digest(digest: str) -> str:
+def _junk_digest(digest: Digest) -> Digest:
     """keccak of a tag and the honest digest: the digest of no model anyone stored (never zero)."""
-    return keccak(b"concord/validator-cheat/wrong_model" + bytes.fromhex(digest)).hex()
+    return Digest(bytes(keccak(b"concord/validator-cheat/wrong_model" + digest.bytes)))
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class ValidatorCheat:
     doc: str                                            # one line: what it does
     expected_loss: str                                  # one line: what the rules make it lose
     vote: Callable[[bool], bool] = _as_found            # votes accept? given what verification found
-    next_model: Callable[[str], str] = _as_computed     # digest voted, given the next model it computed
+    next_model: Callable[[Digest], Digest] = _as_computed     # digest voted, given the next model it computed
     copies_commit: bool = False                         # commit another's commitment instead of verifying
     skip_reveal: bool = False                           # never reveal
 
@@ -120,7 +121,7 @@ class CheatingValidator(ValidatorHooks):
         model_from = [dataclasses.replace(x, accepted=False) if (x.round, x.index) in unusable else x for x in voted]
         return voted, model_from
 
-    def next_model(self, v: Validator, round_: int, digest: str) -> str:
+    def next_model(self, v: Validator, round_: int, digest: Digest) -> Digest:
         voted = self.cheat.next_model(digest)
         if voted != digest:
             log.warning("cheat %s: round %d votes model %s, not the computed %s", self.cheat.name, round_, voted,
