@@ -21,12 +21,12 @@ from pathlib import Path
 from client import chain
 from client.chain import ChainClient, Phase
 from client.digest import Digest
+from client.runtime import paths
 from client.runtime.config import (
     NodeConfigError,
     load_deployment,
     load_devnet_json,
 )
-from client.runtime import paths
 from client.runtime.task import UnknownTask
 
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
@@ -38,15 +38,19 @@ def _hex(b: bytes) -> str:
 
 
 def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[int, int], list[dict]]:
-    """(round, index) -> [{validator dir, check, evidence digest}] from local validator state dirs."""
-    from validator.node import load_verdicts, task_dir
+    """(round, index) -> [{validator dir, check, evidence digest}] from local validator state dirs.
 
+    Reads the validator's verdict files as documents (<state>/task-<id>/verdicts/r*-i*.json, written
+    by validator/node.py) rather than importing the validator: `client` never imports `validator`."""
     out: dict[tuple[int, int], list[dict]] = defaultdict(list)
     for d in validator_dirs:
-        for v in load_verdicts(task_dir(d, task_id)):
-            if not v.accepted:
-                out[(v.round, v.index)].append({"state_dir": str(d), "failed_check": v.failed_check,
-                                                "evidence": str(v.evidence_digest)})
+        for path in sorted((Path(d) / f"task-{task_id}" / "verdicts").glob("r*-i*.json")):
+            v = json.loads(path.read_text())
+            if not v["accepted"]:
+                evidence = v.get("evidence_digest")
+                out[(v["round"], v["index"])].append({
+                    "state_dir": str(d), "failed_check": v["failed_check"],
+                    "evidence": Digest.parse(evidence, "verdict.evidence_digest") if evidence else None})
     return out
 
 

@@ -40,7 +40,7 @@ from client.content.task_spec import TaskSpecError
 from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
-from client.runtime import timing
+from client import timing
 from client.runtime.config import (
     NodeConfig,
     NodeConfigError,

@@ -178,3 +178,22 @@ def dead_store():
     def make(cache: Path | None) -> Store:
         return Store(f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", cache, timeout=1.0, retries=1)
     return make
+
+
+# ----------------------------------------------------------------------------- test kinds
+# Every test is exactly one of: unit (one module, in process, no daemon), integration (against a
+# real Anvil and/or js-ipfs that the fixtures start), e2e (whole node processes or `concord`
+# commands on a devnet; the module says so with `pytest.mark.e2e`). Integration is read from the
+# fixtures a test uses, so a new test cannot land unmarked: `pytest -m unit` runs in seconds.
+DAEMON_FIXTURES = {"anvil", "fresh_anvil", "ipfs", "deployed", "chain_env", "store", "other"}
+KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marked = [k for k in KINDS if item.get_closest_marker(k) is not None]
+        if not marked:
+            kind = "integration" if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())) else "unit"
+            item.add_marker(getattr(pytest.mark, kind))
+        elif len(marked) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: marked {marked}; a test is one of {KINDS}")

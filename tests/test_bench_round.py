@@ -1,4 +1,4 @@
-"""The bench's accounting (client.runtime.timing spans, scripts.bench.round.split_wall) on known intervals;
+"""The bench's accounting (client.timing spans, scripts.bench.round.split_wall) on known intervals;
 the bench itself runs a devnet for minutes and is exercised by `concord bench round --rounds 4`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client.runtime import timing
+from client import timing
 from scripts.bench.round import split_wall
 
 
@@ -19,7 +19,7 @@ def test_spans_nest_exclusively_and_reach_the_file(tmp_path: Path):
     out = tmp_path / "t.jsonl"
     code = textwrap.dedent("""
         import time
-        from client.runtime import timing
+        from client import timing
         with timing.span("aggregation"):
             time.sleep(0.05)
             with timing.span("ipfs"):

@@ -37,7 +37,7 @@ from client.engine.rollout import (
     completion_mask,
     prefill,
 )
-from client.runtime import timing
+from client import timing
 
 CHECKS = ("schema", "prompts", "toploc", "sampling", "rewards", "work_units", "training_replay", "proof_root")
 

@@ -85,7 +85,7 @@ from client.digest import Digest
 from client.engine.bundle import Bundle
 from client.engine.grpo import pin_determinism
 from client.engine.model import policy_state
-from client.runtime import timing
+from client import timing
 from client.runtime.config import (
     NodeConfig,
     NodeConfigError,

@@ -36,7 +36,7 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from client.runtime import timing
+from client import timing
 
 log = logging.getLogger(__name__)
 

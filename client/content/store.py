@@ -65,7 +65,7 @@ from client.content.manifest import (
     parse_canonical,
 )
 from client.digest import Digest
-from client.runtime import timing
+from client import timing
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from client.engine.proofs import (
     rollout_proofs_hash,
 )
 from client.engine.rollout import RolloutBatch
-from client.runtime import timing
+from client import timing
 
 RolloutProofs = tuple[bytes, ...]  # one rollout: prefill proof, then one per 32 decode tokens
 

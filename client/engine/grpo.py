@@ -19,7 +19,7 @@ from client.engine.config import GRPOConfig, SamplerConfig
 from client.engine.envs import Env
 from client.engine.model import Policy, clone_policy, policy_state
 from client.engine.rollout import RolloutBatch, completion_logits, generate
-from client.runtime import timing
+from client import timing
 
 
 class GroupSizeMismatch(ValueError):

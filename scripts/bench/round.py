@@ -5,7 +5,7 @@ for ``--rounds`` rounds, 4 trainer and 2 validator nodes as separate processes (
 ``python -m client.trainer run`` / ``python -m validator.node run``: what an operator runs,
 each with its own interpreter, so nodes compete for the cores and not for one GIL), and:
 
-* the wall-time split: every node process appends its spans (client.runtime.timing: chain RPC, IPFS,
+* the wall-time split: every node process appends its spans (client.timing: chain RPC, IPFS,
   generation, proofs, local training, verification, replay, aggregation) to a file; the
   bench merges them over rounds 1..N-1 (round 0 includes process start-up). "busy" is node
   seconds per category; "wall %" gives each instant of the rounds' wall time to the highest
