@@ -50,7 +50,7 @@ def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[i
                 evidence = v.get("evidence_digest")
                 out[(v["round"], v["index"])].append({
                     "state_dir": str(d), "failed_check": v["failed_check"],
-                    "evidence": Digest.parse(evidence, "verdict.evidence_digest") if evidence else None})
+                    "evidence": str(Digest.parse(evidence, "verdict.evidence_digest")) if evidence else None})
     return out
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from client import timing
 from client.chain import keys
 from client.chain.rpc import BroadcastUnknown, NonceConflict, RetryPolicy, Rpc, RpcError, RpcUnavailable, Signer
-from client.runtime import procs, timing
+from client.runtime import procs
 from scripts import REPO_ROOT, devnet
 
 RECIPIENT = "0x000000000000000000000000000000000000bEEF"

@@ -42,10 +42,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from client import chain
+from client import chain, timing
 from client.chain import Role, keys
 from client.initiator import TaskFile, load_task_file, publish_task
-from client.runtime import procs, timing
+from client.runtime import procs
 from scripts import REPO_ROOT, devnet, harness
 from scripts.bench import ipfs as bench_ipfs
 
