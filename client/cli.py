@@ -20,26 +20,44 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "trainer": ("client.trainer", "main", "run a trainer node"),
     "validator": ("validator.node", "main", "run a validator node, or withdraw its earnings"),
     "status": ("client.status", "main", "rounds, submissions with verdicts, slashes, balances of a task"),
-    "demo": ("scripts.demo", "main", "devnet up, 4 trainers (1 cheating) + 2 validators for N rounds, settlement, reward curve"),
-    "keys": ("client.chain.keys", "main", "create an encrypted keystore or show its address (password from the environment)"),
+    "demo": (
+        "scripts.demo",
+        "main",
+        "devnet up, 4 trainers (1 cheating) + 2 validators for N rounds, settlement, reward curve",
+    ),
+    "keys": (
+        "client.chain.keys",
+        "main",
+        "create an encrypted keystore or show its address (password from the environment)",
+    ),
 }
 BENCHES: dict[str, tuple[str, str, str]] = {
     "gas": ("scripts.bench.gas", "main", "gas per protocol call at 1, 16 and 256 submissions"),
     "learn": ("scripts.bench.learn", "main", "reward curves: centralized GRPO vs K trainers + DiLoCo"),
     "proofs": ("scripts.bench.proofs", "main", "TOPLOC proof cost, verification cost, proof size"),
     "ipfs": ("scripts.bench.ipfs", "main", "put and get of a 50 MB file through the content store"),
-    "round": ("scripts.bench.round", "main", "devnet rounds, 4 trainers + 2 validators: wall-time split, reward vs simulation"),
-    "attacks": ("scripts.bench.attacks", "main", "every trainer and validator cheat on a real devnet: detected, slashed, paid"),
+    "round": (
+        "scripts.bench.round",
+        "main",
+        "devnet rounds, 4 trainers + 2 validators: wall-time split, reward vs simulation",
+    ),
+    "attacks": (
+        "scripts.bench.attacks",
+        "main",
+        "every trainer and validator cheat on a real devnet: detected, slashed, paid",
+    ),
 }
 
 
-LAB_ENV = "CONCORD_LAB"   # a repository checkout whose scripts/ holds the lab (default: next to this package)
+LAB_ENV = "CONCORD_LAB"  # a repository checkout whose scripts/ holds the lab (default: next to this package)
 
 
 class LabNotFound(RuntimeError):
     def __init__(self, module: str, looked: list[str]) -> None:
-        super().__init__(f"`{module}` is part of the lab (demo, benchmarks, devnet), which runs from a repository "
-                         f"checkout; none found at {', '.join(looked)}: set ${LAB_ENV} to a checkout")
+        super().__init__(
+            f"`{module}` is part of the lab (demo, benchmarks, devnet), which runs from a repository "
+            f"checkout; none found at {', '.join(looked)}: set ${LAB_ENV} to a checkout"
+        )
 
 
 def _find_lab(module: str) -> None:
@@ -52,7 +70,7 @@ def _find_lab(module: str) -> None:
     if find_spec("scripts") is not None:
         return
     roots = [os.environ[LAB_ENV]] if os.environ.get(LAB_ENV) else []
-    roots.append(str(Path(__file__).resolve().parent.parent))    # an editable install: the checkout itself
+    roots.append(str(Path(__file__).resolve().parent.parent))  # an editable install: the checkout itself
     for root in roots:
         if (Path(root) / "scripts" / "__init__.py").is_file():
             sys.path.insert(0, root)
@@ -77,7 +95,7 @@ def _call(target: tuple[str, str, str], argv: list[str]) -> int:
         with procs.no_orphans():
             entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module), function)
             return int(entry(argv) or 0)
-    except KeyboardInterrupt as e:    # Ctrl-C, or procs.Terminated (SIGTERM/SIGHUP)
+    except KeyboardInterrupt as e:  # Ctrl-C, or procs.Terminated (SIGTERM/SIGHUP)
         print(f"concord: interrupted ({e or 'SIGINT'}); everything it started is stopped", file=sys.stderr)
         return 130
 

@@ -30,8 +30,9 @@ class InvalidDigest(ValueError):
     def __init__(self, field: str, value: Any) -> None:
         shown = repr(value)
         shown = shown if len(shown) <= 90 else shown[:87] + "..."
-        super().__init__(f"{field}: expected a 32-byte digest (32 bytes, or 64 hex chars with or without 0x), "
-                         f"got {shown}")
+        super().__init__(
+            f"{field}: expected a 32-byte digest (32 bytes, or 64 hex chars with or without 0x), got {shown}"
+        )
         self.field = field
         self.value = value
 
@@ -108,4 +109,3 @@ class Digest:
 
     def __deepcopy__(self, memo: dict[int, object]) -> Digest:
         return self
-

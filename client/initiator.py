@@ -55,13 +55,25 @@ from client.engine.model import build_policy, policy_state
 log = logging.getLogger(__name__)
 
 CHAIN = "chain"
-UINT96 = 2 ** 96 - 1
-UINT32 = 2 ** 32 - 1
+UINT96 = 2**96 - 1
+UINT32 = 2**32 - 1
 BPS = 10_000
-TOKEN_FIELDS = ("trainer_reward_per_round", "validator_fee_per_round", "min_trainer_stake", "min_validator_stake",
-                "slash_amount")
-INT_FIELDS = {"submit_seconds": (1, UINT32), "commit_seconds": (1, UINT32), "reveal_seconds": (1, UINT32),
-              "max_rounds": (0, UINT32), "bounty_bps": (0, BPS), "async_level": (0, 255), "min_validators": (1, 255)}
+TOKEN_FIELDS = (
+    "trainer_reward_per_round",
+    "validator_fee_per_round",
+    "min_trainer_stake",
+    "min_validator_stake",
+    "slash_amount",
+)
+INT_FIELDS = {
+    "submit_seconds": (1, UINT32),
+    "commit_seconds": (1, UINT32),
+    "reveal_seconds": (1, UINT32),
+    "max_rounds": (0, UINT32),
+    "bounty_bps": (0, BPS),
+    "async_level": (0, 255),
+    "min_validators": (1, 255),
+}
 REQUIRED = TOKEN_FIELDS + tuple(INT_FIELDS)
 
 
@@ -90,8 +102,9 @@ class ChainTerms:
     def params(self, spec_digest: bytes, initial_model_digest: bytes, max_work_units: int) -> TaskParams:
         """The on-chain TaskParams; max_work_units comes from the spec (TaskConfig.max_work_units)."""
         kv = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "budget"}
-        return TaskParams(spec_digest=spec_digest, initial_model_digest=initial_model_digest,
-                          max_work_units=max_work_units, **kv)
+        return TaskParams(
+            spec_digest=spec_digest, initial_model_digest=initial_model_digest, max_work_units=max_work_units, **kv
+        )
 
 
 @dataclass(frozen=True)
@@ -111,11 +124,15 @@ class Published:
 
     def to_json(self) -> dict[str, Any]:
         """Digests in their one text form ("0x" + 64 hex)."""
-        return {**dataclasses.asdict(self), "spec_digest": str(self.spec_digest),
-                "initial_model_digest": str(self.initial_model_digest)}
+        return {
+            **dataclasses.asdict(self),
+            "spec_digest": str(self.spec_digest),
+            "initial_model_digest": str(self.initial_model_digest),
+        }
 
 
 # ----------------------------------------------------------------------------- validation (touches nothing)
+
 
 def _tokens(key: str, value: Any, decimals: int) -> int:
     """Whole tokens (int, or a decimal string) -> base units; ConfigError names a bad value."""
@@ -129,15 +146,17 @@ def _tokens(key: str, value: Any, decimals: int) -> int:
         raise ConfigError(CHAIN, key, f"{value} has more than {decimals} decimals")
     units = int(amount)
     if not 0 <= units <= UINT96:
-        raise ConfigError(CHAIN, key, f"must be in [0, {Decimal(UINT96) / 10 ** decimals}] tokens, got {value}")
+        raise ConfigError(CHAIN, key, f"must be in [0, {Decimal(UINT96) / 10**decimals}] tokens, got {value}")
     return units
 
 
 def parse_chain_terms(table: Any, decimals: int, budget_override: int | None = None) -> ChainTerms:
     """The [chain] table -> ChainTerms; TaskSpecError lists every bad field."""
     if not isinstance(table, dict):
-        raise TaskSpecError("[chain]", [ConfigError(CHAIN, "*", "missing table" if table is None
-                                                    else f"expected a table, got {table!r}")])
+        raise TaskSpecError(
+            "[chain]",
+            [ConfigError(CHAIN, "*", "missing table" if table is None else f"expected a table, got {table!r}")],
+        )
     errors: list[ConfigError] = []
     known = set(REQUIRED) | {"budget"}
     errors += [ConfigError(CHAIN, k, f"unknown key (known: {sorted(known)})") for k in table if k not in known]
@@ -169,12 +188,21 @@ def parse_chain_terms(table: Any, decimals: int, budget_override: int | None = N
             else:
                 values["budget"] = per_round * values["max_rounds"]
         if values.get("budget", per_round) < per_round:
-            errors.append(ConfigError(CHAIN, "budget", f"{values['budget']} base units does not cover one round "
-                                                       f"(trainer_reward_per_round + validator_fee_per_round = "
-                                                       f"{per_round})"))
+            errors.append(
+                ConfigError(
+                    CHAIN,
+                    "budget",
+                    f"{values['budget']} base units does not cover one round "
+                    f"(trainer_reward_per_round + validator_fee_per_round = "
+                    f"{per_round})",
+                )
+            )
         if values["slash_amount"] > values["min_trainer_stake"]:
-            errors.append(ConfigError(CHAIN, "slash_amount", "larger than min_trainer_stake: a slash would be capped "
-                                                             "at the stake"))
+            errors.append(
+                ConfigError(
+                    CHAIN, "slash_amount", "larger than min_trainer_stake: a slash would be capped at the stake"
+                )
+            )
     if errors:
         raise TaskSpecError("[chain]", errors)
     return ChainTerms(**values)
@@ -196,7 +224,7 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
         terms = parse_chain_terms(table, decimals, budget_override)
     except TaskSpecError as e:
         errors += e.errors
-    if errors or spec is None or terms is None:   # each one is None only when it added errors
+    if errors or spec is None or terms is None:  # each one is None only when it added errors
         raise TaskSpecError(str(path), errors)
     return TaskFile(spec, terms)
 
@@ -206,11 +234,15 @@ def check_against_chain(client: ChainClient, initiator: str, terms: ChainTerms, 
     errors = []
     max_async, max_validators = client.concord.max_async_level(), client.concord.max_validators()
     if terms.async_level > max_async:
-        errors.append(ConfigError(CHAIN, "async_level", f"the contract allows at most {max_async}, "
-                                                        f"got {terms.async_level}"))
+        errors.append(
+            ConfigError(CHAIN, "async_level", f"the contract allows at most {max_async}, got {terms.async_level}")
+        )
     if terms.min_validators > max_validators:
-        errors.append(ConfigError(CHAIN, "min_validators", f"the contract allows at most {max_validators}, "
-                                                           f"got {terms.min_validators}"))
+        errors.append(
+            ConfigError(
+                CHAIN, "min_validators", f"the contract allows at most {max_validators}, got {terms.min_validators}"
+            )
+        )
     balance = client.token.balance_of(initiator)
     if balance < terms.budget:
         errors.append(ConfigError(CHAIN, "budget", f"{terms.budget} base units, but {initiator} holds {balance}"))
@@ -220,14 +252,16 @@ def check_against_chain(client: ChainClient, initiator: str, terms: ChainTerms, 
 
 # ----------------------------------------------------------------------------- publishing
 
+
 def put_initial_model(store: Store, spec: TaskSpecManifest) -> Digest:
     """Model 0: the [model] architecture at its seed, no outer state, no parent."""
     policy = build_policy(spec.task.model)
     return put_model(store, policy_state(policy), spec.task.model, None, None)
 
 
-def publish_task(client: ChainClient, initiator: Signer, store: Store, task_file: TaskFile,
-                 source: str = "<task>") -> Published:
+def publish_task(
+    client: ChainClient, initiator: Signer, store: Store, task_file: TaskFile, source: str = "<task>"
+) -> Published:
     """Check against the chain, upload model 0 and the spec, approve + escrow the budget, create the task."""
     spec, terms = task_file.spec, task_file.terms
     check_against_chain(client, initiator.address, terms, source)
@@ -242,6 +276,7 @@ def publish_task(client: ChainClient, initiator: Signer, store: Store, task_file
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def _close_or_reclaim(args: argparse.Namespace) -> int:
     """`concord task close|reclaim --task N`: the exit every task has (PROTOCOL.md "A task")."""
     from client.runtime.config import NodeConfigError, node_config
@@ -253,14 +288,18 @@ def _close_or_reclaim(args: argparse.Namespace) -> int:
         if args.action == "close":
             c.close_task(signer, args.task)
             out = {"task_id": args.task, "closed": True, "head_round": c.task_state(args.task).head_round}
-            text = (f"task {args.task} closed: rounds up to {out['head_round']} still settle, none opens after; "
-                    f"then `concord task reclaim --task {args.task}`")
+            text = (
+                f"task {args.task} closed: rounds up to {out['head_round']} still settle, none opens after; "
+                f"then `concord task reclaim --task {args.task}`"
+            )
         else:
             receipt = c.reclaim_budget(signer, args.task)
             amount = sum(e.amount for e in c.receipt_events(receipt) if isinstance(e, chain.BudgetReclaimed))
             out = {"task_id": args.task, "reclaimed": amount, "balance": c.balance_of(signer.address)}
-            text = (f"task {args.task}: {amount} credited to {signer.address} (balance {out['balance']}; "
-                    f"withdraw() moves it to the wallet)")
+            text = (
+                f"task {args.task}: {amount} credited to {signer.address} (balance {out['balance']}; "
+                f"withdraw() moves it to the wallet)"
+            )
     except (NodeConfigError, KeyLoadError, ChainError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -284,8 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pub.add_argument("--check", action="store_true", help="validate the file only (no chain, no IPFS)")
     add_node_args(pub, with_task=False)
     close = sub.add_parser("close", help="initiator: open no further round; the rounds in flight still settle")
-    reclaim = sub.add_parser("reclaim", help="initiator: credit what is left of an ended task's budget to "
-                                             "the initiator's balance")
+    reclaim = sub.add_parser(
+        "reclaim", help="initiator: credit what is left of an ended task's budget to the initiator's balance"
+    )
     for q in (close, reclaim):
         q.add_argument("--json", action="store_true", help="print the result as one JSON object")
         add_node_args(q, with_task=True)
@@ -305,17 +345,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.task_file}: ok")
             return 0
         cfg = node_config(args, "initiator")
-        task_file = load_task_file(args.task_file, 18, budget)   # every bad field named before any connection
+        task_file = load_task_file(args.task_file, 18, budget)  # every bad field named before any connection
         client, signer = connect_chain(cfg)
         decimals = client.token.decimals()
-        if decimals != 18:   # token amounts in this token's base units
+        if decimals != 18:  # token amounts in this token's base units
             if budget is not None:
                 try:
                     budget = _tokens("budget", args.budget, decimals)
                 except ConfigError as err:
                     raise TaskSpecError("--budget", [err]) from None
             task_file = load_task_file(args.task_file, decimals, budget)
-        check_against_chain(client, signer.address, task_file.terms, str(args.task_file))   # before the state dir
+        check_against_chain(client, signer.address, task_file.terms, str(args.task_file))  # before the state dir
         node = open_node(cfg, client, signer)
         result = publish_task(node.client, node.signer, node.store, task_file, str(args.task_file))
     except TaskSpecError as e:
@@ -327,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result.to_json()))
     else:
-        print(f"task {result.task_id} created: spec {result.spec_digest}, model 0 {result.initial_model_digest}, "
-              f"budget {result.budget}, block {result.block}")
+        print(
+            f"task {result.task_id} created: spec {result.spec_digest}, model 0 {result.initial_model_digest}, "
+            f"budget {result.budget}, block {result.block}"
+        )
     return 0

@@ -48,9 +48,13 @@ def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[i
             v = json.loads(path.read_text())
             if not v["accepted"]:
                 evidence = v.get("evidence_digest")
-                out[(v["round"], v["index"])].append({
-                    "state_dir": str(d), "failed_check": v["failed_check"],
-                    "evidence": str(Digest.parse(evidence, "verdict.evidence_digest")) if evidence else None})
+                out[(v["round"], v["index"])].append(
+                    {
+                        "state_dir": str(d),
+                        "failed_check": v["failed_check"],
+                        "evidence": str(Digest.parse(evidence, "verdict.evidence_digest")) if evidence else None,
+                    }
+                )
     return out
 
 
@@ -58,8 +62,7 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
     """One task as a JSON-ready document (numbers in token base units, digests 0x-hex)."""
     c = client.concord
     params, state = c.task_params(task_id), c.task_state(task_id)
-    events = [e for e in c.events(client.deployment.block_number, "latest")
-              if getattr(e, "task_id", None) == task_id]
+    events = [e for e in c.events(client.deployment.block_number, "latest") if getattr(e, "task_id", None) == task_id]
     evidence = evidence_index(validator_dirs, task_id)
     verdict: dict[tuple[int, int], dict] = {}
     subs: dict[int, list[dict]] = defaultdict(list)
@@ -69,8 +72,15 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
     members: dict[str, str] = {}
     for e in events:
         if isinstance(e, chain.Submitted):
-            subs[e.round].append({"index": e.index, "trainer": e.trainer, "base_round": e.base_round,
-                                  "bundle_digest": _hex(e.bundle_digest), "work_units": e.work_units})
+            subs[e.round].append(
+                {
+                    "index": e.index,
+                    "trainer": e.trainer,
+                    "base_round": e.base_round,
+                    "bundle_digest": _hex(e.bundle_digest),
+                    "work_units": e.work_units,
+                }
+            )
         elif isinstance(e, chain.SubmissionRejected):
             verdict[(e.round, e.index)] = {"verdict": VERDICT_REJECTED, "slashed": e.slashed, "bounty": e.bounty}
             per_round[e.round]["slashes"].append({"node": e.trainer, "amount": e.slashed, "why": "rejected"})
@@ -87,8 +97,13 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
         elif isinstance(e, chain.Committed):
             committed[e.round].append(e.validator)
         elif isinstance(e, chain.Revealed):
-            revealed[e.round].append({"validator": e.validator, "next_model": _hex(e.next_model_digest),
-                                      "rejected": chain.rejected_indexes(e.reject_words, len(subs[e.round]))})
+            revealed[e.round].append(
+                {
+                    "validator": e.validator,
+                    "next_model": _hex(e.next_model_digest),
+                    "rejected": chain.rejected_indexes(e.reject_words, len(subs[e.round])),
+                }
+            )
         elif isinstance(e, chain.Joined):
             members[e.node] = e.role.name.lower()
     rounds = []
@@ -101,41 +116,64 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
                 v = {"verdict": VERDICT_VOID if info.phase == Phase.VOID else VERDICT_PENDING}
             ev = evidence.get((r, s["index"]), [])
             entries.append({**s, **v, **({"evidence": ev} if ev else {})})
-        rounds.append({
-            # settled rounds' live slots are reused (roundInfo keeps only phase and model): counts from events
-            "round": r, "phase": info.phase.name.lower(), "submissions": entries, "commits": len(committed[r]),
-            "reveals": len(revealed[r]), "votes": revealed[r], "next_model": _hex(info.next_model_digest) if any(info.next_model_digest) else None,
-            **per_round.get(r, {"slashes": [], "bounties": [], "fees": [], "returned": 0}),
-        })
+        rounds.append(
+            {
+                # settled rounds' live slots are reused (roundInfo keeps only phase and model): counts from events
+                "round": r,
+                "phase": info.phase.name.lower(),
+                "submissions": entries,
+                "commits": len(committed[r]),
+                "reveals": len(revealed[r]),
+                "votes": revealed[r],
+                "next_model": _hex(info.next_model_digest) if any(info.next_model_digest) else None,
+                **per_round.get(r, {"slashes": [], "bounties": [], "fees": [], "returned": 0}),
+            }
+        )
     latest = c.latest_model(task_id)
     nodes_out = []
     for addr, role in sorted(members.items()):
         info = c.node_info(addr)
         m = c.member_info(task_id, addr)
-        nodes_out.append({"address": addr, "role": role, "joined": m.joined, "stake": info.stake,
-                          "balance": c.balance_of(addr)})
+        nodes_out.append(
+            {"address": addr, "role": role, "joined": m.joined, "stake": info.stake, "balance": c.balance_of(addr)}
+        )
     return {
-        "task_id": task_id, "initiator": state.initiator, "budget": state.budget, "closed": state.closed,
+        "task_id": task_id,
+        "initiator": state.initiator,
+        "budget": state.budget,
+        "closed": state.closed,
         "escrow": dataclasses.asdict(c.task_escrow(task_id)),
-        "head_round": c.current_round(task_id), "finalized_rounds": state.finalized_rounds,
+        "head_round": c.current_round(task_id),
+        "finalized_rounds": state.finalized_rounds,
         "model": {"index": latest.model, "digest": _hex(latest.digest)},
-        "params": {"trainer_reward_per_round": params.trainer_reward_per_round,
-                   "validator_fee_per_round": params.validator_fee_per_round, "slash_amount": params.slash_amount,
-                   "bounty_bps": params.bounty_bps, "max_rounds": params.max_rounds,
-                   "async_level": params.async_level, "min_validators": params.min_validators,
-                   "max_work_units": params.max_work_units,
-                   "spec_digest": _hex(params.spec_digest)},
-        "rounds": rounds, "nodes": nodes_out,
+        "params": {
+            "trainer_reward_per_round": params.trainer_reward_per_round,
+            "validator_fee_per_round": params.validator_fee_per_round,
+            "slash_amount": params.slash_amount,
+            "bounty_bps": params.bounty_bps,
+            "max_rounds": params.max_rounds,
+            "async_level": params.async_level,
+            "min_validators": params.min_validators,
+            "max_work_units": params.max_work_units,
+            "spec_digest": _hex(params.spec_digest),
+        },
+        "rounds": rounds,
+        "nodes": nodes_out,
     }
 
 
 def status(client: ChainClient, task_ids: Sequence[int], validator_dirs: Sequence[Path] = ()) -> dict:
     totals = client.concord.totals()
     return {
-        "chain_id": client.deployment.chain_id, "concord": client.deployment.concord,
+        "chain_id": client.deployment.chain_id,
+        "concord": client.deployment.concord,
         "token_decimals": client.token.decimals(),
-        "totals": {"escrow": totals.escrow, "staked": totals.staked, "credited": totals.credited,
-                   "token_balance": client.token.balance_of(client.concord.address)},
+        "totals": {
+            "escrow": totals.escrow,
+            "staked": totals.staked,
+            "credited": totals.credited,
+            "token_balance": client.token.balance_of(client.concord.address),
+        },
         "tasks": [task_status(client, t, validator_dirs) for t in task_ids],
     }
 
@@ -148,7 +186,7 @@ def print_tables(doc: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)   # pipes get whole rows
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # pipes get whole rows
     unit = 10 ** doc["token_decimals"]
 
     def tok(x: int | str) -> str:
@@ -156,13 +194,17 @@ def print_tables(doc: dict) -> None:
 
     t = doc["totals"]
     ok = t["token_balance"] == t["escrow"] + t["staked"] + t["credited"]
-    console.print(f"chain {doc['chain_id']}  concord {doc['concord']}  escrow {tok(t['escrow'])}  "
-                  f"staked {tok(t['staked'])}  credited {tok(t['credited'])}  (tokens)  "
-                  f"conservation {'ok' if ok else 'BROKEN'}")
+    console.print(
+        f"chain {doc['chain_id']}  concord {doc['concord']}  escrow {tok(t['escrow'])}  "
+        f"staked {tok(t['staked'])}  credited {tok(t['credited'])}  (tokens)  "
+        f"conservation {'ok' if ok else 'BROKEN'}"
+    )
     for task in doc["tasks"]:
-        console.print(f"\n[bold]task {task['task_id']}[/]  rounds settled {task['finalized_rounds']}  "
-                      f"head {task['head_round']}  model {task['model']['index']} {_short(task['model']['digest'])}  "
-                      f"budget {tok(task['budget'])}")
+        console.print(
+            f"\n[bold]task {task['task_id']}[/]  rounds settled {task['finalized_rounds']}  "
+            f"head {task['head_round']}  model {task['model']['index']} {_short(task['model']['digest'])}  "
+            f"budget {tok(task['budget'])}"
+        )
         rt = Table(title="rounds")
         for col in ("round", "phase", "#", "index", "trainer", "verdict", "reward/slash", "evidence", "next model"):
             rt.add_column(col)
@@ -172,8 +214,17 @@ def print_tables(doc: dict) -> None:
             for s in r["submissions"]:
                 amount = tok(s["reward"]) if "reward" in s else f"-{tok(s['slashed'])}" if "slashed" in s else ""
                 ev = ", ".join(_short(e["evidence"]) for e in s.get("evidence", []))
-                rt.add_row(str(r["round"]), r["phase"], str(len(r["submissions"])), str(s["index"]),
-                           _short(s["trainer"]), s["verdict"], str(amount), ev, _short(r["next_model"]))
+                rt.add_row(
+                    str(r["round"]),
+                    r["phase"],
+                    str(len(r["submissions"])),
+                    str(s["index"]),
+                    _short(s["trainer"]),
+                    s["verdict"],
+                    str(amount),
+                    ev,
+                    _short(r["next_model"]),
+                )
         console.print(rt)
         nt = Table(title="nodes")
         for col in ("address", "role", "joined", "stake", "balance"):
@@ -194,8 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {paths.default_network_file()})")
     p.add_argument("--rpc-url", default=None)
     p.add_argument("--deployment", type=Path, default=None)
-    p.add_argument("--validator-state", type=Path, action="append", default=None,
-                   help="a validator's --state-dir, for rejection evidence (default: .concord/validator-*)")
+    p.add_argument(
+        "--validator-state",
+        type=Path,
+        action="append",
+        default=None,
+        help="a validator's --state-dir, for rejection evidence (default: .concord/validator-*)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = p.parse_args(argv)
     try:

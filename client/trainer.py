@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from client import chain
+from client import chain, timing
 from client.chain import ChainError, ContractError, Phase, Role
 from client.chain.keys import KeyLoadError
 from client.content.model_store import ModelError
@@ -40,7 +40,6 @@ from client.content.task_spec import TaskSpecError
 from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
-from client import timing
 from client.runtime.config import (
     NodeConfig,
     NodeConfigError,
@@ -62,8 +61,8 @@ from client.runtime.task import (
 log = logging.getLogger("concord.trainer")
 
 DONE_PHASES = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZE, Phase.FINALIZED, Phase.VOID)
-STORE_DOWN = (StoreUnavailable, DaemonError)   # our own IPFS daemon is down or failing: retry, it is no verdict
-MAX_STORE_FAILURES = 20                        # consecutive failed ticks before the node gives up
+STORE_DOWN = (StoreUnavailable, DaemonError)  # our own IPFS daemon is down or failing: retry, it is no verdict
+MAX_STORE_FAILURES = 20  # consecutive failed ticks before the node gives up
 
 
 class WrongRole(RuntimeError):
@@ -74,12 +73,13 @@ class WrongRole(RuntimeError):
 
 # ----------------------------------------------------------------------------- config and results
 
+
 @dataclass(frozen=True)
 class TrainerConfig:
     node: NodeConfig
-    rounds: int | None = None       # stop after this many submissions (None: until the task ends)
-    stake: int | None = None        # base units to register with (default: the task's minTrainerStake)
-    threads: int = 1                # torch threads (reproducibility: same settings, same bytes)
+    rounds: int | None = None  # stop after this many submissions (None: until the task ends)
+    stake: int | None = None  # base units to register with (default: the task's minTrainerStake)
+    threads: int = 1  # torch threads (reproducibility: same settings, same bytes)
 
     def __post_init__(self) -> None:
         if self.rounds is not None and self.rounds <= 0:
@@ -122,6 +122,7 @@ class TrainerRun:
 
 # ----------------------------------------------------------------------------- hooks
 
+
 class TrainerHooks:
     """The places in a round (DESIGN.md section 5, steps 2 and 3) where a trainer could act otherwise.
 
@@ -129,8 +130,9 @@ class TrainerHooks:
     subclasses this to play adversaries and faults.
     """
 
-    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int,
-                   policy: torch.nn.Module) -> torch.nn.Module:
+    def base_model(
+        self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: torch.nn.Module
+    ) -> torch.nn.Module:
         """Step 2, the model to build on: an honest node builds round ``round_`` on model(baseRound),
         ``policy`` as fetched (shared: a hook clones it before changing it)."""
         return policy
@@ -156,6 +158,7 @@ HONEST = TrainerHooks()
 
 # ----------------------------------------------------------------------------- membership
 
+
 def join_task(node: Node, ctx: TaskContext, stake: int | None = None) -> None:
     """Register as a trainer (stake) if needed, top the stake up to the task minimum, join the task."""
     concord, token, me = node.client.concord, node.client.token, node.address
@@ -173,8 +176,12 @@ def join_task(node: Node, ctx: TaskContext, stake: int | None = None) -> None:
         if free < need:
             token.approve(node.signer, concord.address, need - free)
             concord.add_stake(node.signer, need - free)
-            log.info("stake topped up by %d to the task minimum %d", need - free, need,
-                     extra=fields(event="stake_added", amount=need - free))
+            log.info(
+                "stake topped up by %d to the task minimum %d",
+                need - free,
+                need,
+                extra=fields(event="stake_added", amount=need - free),
+            )
     if not concord.member_info(ctx.task_id, me).joined:
         concord.join(node.signer, ctx.task_id)
         log.info("joined task %d", ctx.task_id, extra=fields(event="joined", task=ctx.task_id))
@@ -187,6 +194,7 @@ def last_submitted_round(node: Node, ctx: TaskContext) -> int:
 
 
 # ----------------------------------------------------------------------------- the round (DESIGN.md 5)
+
 
 def next_round(node: Node, ctx: TaskContext, done: int) -> int:
     """The round to work on: the one taking submissions now, else the next to open; never one already handled."""
@@ -203,8 +211,9 @@ def pick_base_round(node: Node, ctx: TaskContext, round_: int) -> int | None:
     return min(latest, round_)
 
 
-def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display,
-                       hooks: TrainerHooks = HONEST) -> Prepared:
+def prepare_submission(
+    node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display, hooks: TrainerHooks = HONEST
+) -> Prepared:
     """Fetch model(baseRound), generate + prove + train (make_bundle), upload: each step through ``hooks``."""
     t0 = time.perf_counter()
     display.update(round=round_, base=base_round, step="fetching model", upload="-", tx="-")
@@ -212,47 +221,90 @@ def prepare_submission(node: Node, ctx: TaskContext, round_: int, base_round: in
         policy = model_for_round(ctx, node.store, base_round)
     policy = hooks.base_model(node, ctx, round_, base_round, policy)
     display.update(step="generating + training")
-    bundle = hooks.bundle(node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address,
-                                                 base_round))
+    bundle = hooks.bundle(
+        node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
+    )
     rollouts = sum(b.n for b in bundle.batches)
-    display.update(step="uploading", rollouts=rollouts, mean_reward=round(bundle.mean_reward, 4),
-                   work_units=bundle.work_units, upload="uploading")
+    display.update(
+        step="uploading",
+        rollouts=rollouts,
+        mean_reward=round(bundle.mean_reward, 4),
+        work_units=bundle.work_units,
+        upload="uploading",
+    )
     with timing.span("ipfs"):
         digest = Digest.parse(hooks.upload(node, ctx, bundle), "upload hook's digest")
     proof_root = bytes(bundle.proof_root)
     seconds = time.perf_counter() - t0
     display.update(step="ready", upload=str(digest)[:18])
-    log.info("round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)", round_, base_round,
-             rollouts, bundle.mean_reward, digest, seconds,
-             extra=fields(event="prepared", round=round_, base_round=base_round, rollouts=rollouts,
-                          mean_reward=bundle.mean_reward, work_units=bundle.work_units, digest=digest,
-                          proof_root=proof_root, seconds=round(seconds, 3)))
-    return Prepared(round_, base_round, digest, proof_root, bundle.work_units, bundle.mean_reward, rollouts,
-                    seconds)
+    log.info(
+        "round %d prepared on model %d: %d rollouts, mean reward %.4f, bundle %s (%.1fs)",
+        round_,
+        base_round,
+        rollouts,
+        bundle.mean_reward,
+        digest,
+        seconds,
+        extra=fields(
+            event="prepared",
+            round=round_,
+            base_round=base_round,
+            rollouts=rollouts,
+            mean_reward=bundle.mean_reward,
+            work_units=bundle.work_units,
+            digest=digest,
+            proof_root=proof_root,
+            seconds=round(seconds, 3),
+        ),
+    )
+    return Prepared(round_, base_round, digest, proof_root, bundle.work_units, bundle.mean_reward, rollouts, seconds)
 
 
 def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display) -> SubmittedRound | None:
     """Submit once (re-checked against chain state right before); None if the round was already ours."""
     if last_submitted_round(node, ctx) >= prep.round:
-        log.warning("round %d already submitted by %s (chain state): not submitting again", prep.round, node.address,
-                    extra=fields(event="already_submitted", round=prep.round))
+        log.warning(
+            "round %d already submitted by %s (chain state): not submitting again",
+            prep.round,
+            node.address,
+            extra=fields(event="already_submitted", round=prep.round),
+        )
         return None
-    join_task(node, ctx)   # a slash may have left the stake under the task minimum
+    join_task(node, ctx)  # a slash may have left the stake under the task minimum
     display.update(tx="pending")
     try:
-        receipt = node.client.concord.submit(node.signer, ctx.task_id, prep.round, prep.base_round,
-                                             Digest.parse(prep.digest, "claimed digest").bytes, prep.proof_root,
-                                             prep.work_units)
+        receipt = node.client.concord.submit(
+            node.signer,
+            ctx.task_id,
+            prep.round,
+            prep.base_round,
+            Digest.parse(prep.digest, "claimed digest").bytes,
+            prep.proof_root,
+            prep.work_units,
+        )
     except ChainError as e:
-        if last_submitted_round(node, ctx) >= prep.round:   # the tx landed although we saw an error
+        if last_submitted_round(node, ctx) >= prep.round:  # the tx landed although we saw an error
             log.warning("submit of round %d reported %s but chain state shows it landed", prep.round, e)
             return None
         raise
     display.update(tx=f"ok block {receipt.block_number}", step="submitted")
-    log.info("submitted round %d (base %d) bundle %s tx %s", prep.round, prep.base_round, prep.digest, receipt.tx_hash,
-             extra=fields(event="submitted", round=prep.round, base_round=prep.base_round, digest=prep.digest,
-                          proof_root=prep.proof_root, work_units=prep.work_units, tx=receipt.tx_hash,
-                          block=receipt.block_number))
+    log.info(
+        "submitted round %d (base %d) bundle %s tx %s",
+        prep.round,
+        prep.base_round,
+        prep.digest,
+        receipt.tx_hash,
+        extra=fields(
+            event="submitted",
+            round=prep.round,
+            base_round=prep.base_round,
+            digest=prep.digest,
+            proof_root=prep.proof_root,
+            work_units=prep.work_units,
+            tx=receipt.tx_hash,
+            block=receipt.block_number,
+        ),
+    )
     return SubmittedRound(prep.round, prep.base_round, prep.digest, receipt.tx_hash, receipt.block_number)
 
 
@@ -263,18 +315,31 @@ def note_events(node: Node, tick: Tick, run: TrainerRun, display: Display) -> No
         if isinstance(e, chain.SubmissionRewarded) and e.trainer == me:
             run.rewards += e.reward
             display.update(rewards=run.rewards)
-            log.info("round %d: rewarded %d", e.round, e.reward, extra=fields(event="rewarded", round=e.round,
-                                                                           amount=e.reward))
+            log.info(
+                "round %d: rewarded %d",
+                e.round,
+                e.reward,
+                extra=fields(event="rewarded", round=e.round, amount=e.reward),
+            )
         elif isinstance(e, chain.SubmissionRejected) and e.trainer == me:
             run.slashed += e.slashed
             display.update(slashed=run.slashed)
-            log.warning("round %d: submission rejected, slashed %d", e.round, e.slashed,
-                        extra=fields(event="slashed", round=e.round, amount=e.slashed))
+            log.warning(
+                "round %d: submission rejected, slashed %d",
+                e.round,
+                e.slashed,
+                extra=fields(event="slashed", round=e.round, amount=e.slashed),
+            )
         elif isinstance(e, chain.RoundFinalized):
             display.update(model=f"{e.round + 1}{' (void)' if e.is_void else ''}")
-            log.info("round %d finalized%s: model %d = %s", e.round, " (void)" if e.is_void else "", e.round + 1,
-                     Digest.parse(e.next_model_digest), extra=fields(event="round_finalized", round=e.round,
-                                                             void=e.is_void, model_digest=e.next_model_digest))
+            log.info(
+                "round %d finalized%s: model %d = %s",
+                e.round,
+                " (void)" if e.is_void else "",
+                e.round + 1,
+                Digest.parse(e.next_model_digest),
+                extra=fields(event="round_finalized", round=e.round, void=e.is_void, model_digest=e.next_model_digest),
+            )
 
 
 def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks = HONEST) -> TrainerRun:
@@ -286,9 +351,14 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
     run = TrainerRun(address=node.address)
     join_task(node, ctx, cfg.stake)
     done = last_submitted_round(node, ctx)
-    log.info("trainer %s on task %d (async level %d), last submitted round %d", node.address, ctx.task_id,
-             ctx.params.async_level, done,
-             extra=fields(event="started", address=node.address, task=ctx.task_id, last_submitted=done))
+    log.info(
+        "trainer %s on task %d (async level %d), last submitted round %d",
+        node.address,
+        ctx.task_id,
+        ctx.params.async_level,
+        done,
+        extra=fields(event="started", address=node.address, task=ctx.task_id, last_submitted=done),
+    )
     prepared: Prepared | None = None
     store_failures = 0
     follower = EventFollower(node, ctx.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
@@ -298,8 +368,12 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
             note_events(node, tick, run, display)
             target = next_round(node, ctx, done)
             if ctx.params.max_rounds and target >= ctx.params.max_rounds:
-                log.info("task %d has run its %d rounds", ctx.task_id, ctx.params.max_rounds,
-                         extra=fields(event="task_over", max_rounds=ctx.params.max_rounds))
+                log.info(
+                    "task %d has run its %d rounds",
+                    ctx.task_id,
+                    ctx.params.max_rounds,
+                    extra=fields(event="task_over", max_rounds=ctx.params.max_rounds),
+                )
                 break
             if prepared is None or prepared.round != target:
                 base = pick_base_round(node, ctx, target)
@@ -308,19 +382,29 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
                     continue
                 try:
                     prepared = prepare_submission(node, ctx, target, base, display, hooks)
-                except ModelError as e:   # e.g. the validators' model r not (yet) in IPFS: retry next tick
+                except ModelError as e:  # e.g. the validators' model r not (yet) in IPFS: retry next tick
                     display.update(step="model unavailable")
-                    log.warning("round %d: model %d unusable: %s", target, base, e,
-                                extra=fields(event="model_unavailable", round=target, base_round=base, error=str(e)))
+                    log.warning(
+                        "round %d: model %d unusable: %s",
+                        target,
+                        base,
+                        e,
+                        extra=fields(event="model_unavailable", round=target, base_round=base, error=str(e)),
+                    )
                     continue
                 except STORE_DOWN as e:
                     store_failures += 1
                     if store_failures >= MAX_STORE_FAILURES:
                         raise
                     display.update(step="IPFS unavailable")
-                    log.warning("round %d: %s; retry %d/%d on the next tick", target, e, store_failures,
-                                MAX_STORE_FAILURES, extra=fields(event="store_unavailable", round=target,
-                                                                 error=str(e), attempt=store_failures))
+                    log.warning(
+                        "round %d: %s; retry %d/%d on the next tick",
+                        target,
+                        e,
+                        store_failures,
+                        MAX_STORE_FAILURES,
+                        extra=fields(event="store_unavailable", round=target, error=str(e), attempt=store_failures),
+                    )
                     continue
                 store_failures = 0
             phase = phase_now(node.client, ctx.task_id, target)
@@ -337,17 +421,30 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
                     result = submit_round(node, ctx, claimed, display)
                 except ContractError as e:
                     display.update(tx=f"failed: {e.name}")
-                    log.warning("round %d: submit refused: %s", target, e,
-                                extra=fields(event="submit_failed", round=target, error=str(e), error_name=e.name,
-                                             base_round=claimed.base_round))
+                    log.warning(
+                        "round %d: submit refused: %s",
+                        target,
+                        e,
+                        extra=fields(
+                            event="submit_failed",
+                            round=target,
+                            error=str(e),
+                            error_name=e.name,
+                            base_round=claimed.base_round,
+                        ),
+                    )
                     run.missed.append(target)
                     result = None
                 if result is not None:
                     run.submitted.append(result)
                     display.update(submitted=len(run.submitted))
             else:
-                log.warning("round %d: submit phase closed before the bundle was ready (%s)", target, phase.name,
-                            extra=fields(event="missed", round=target, phase=phase.name))
+                log.warning(
+                    "round %d: submit phase closed before the bundle was ready (%s)",
+                    target,
+                    phase.name,
+                    extra=fields(event="missed", round=target, phase=phase.name),
+                )
                 run.missed.append(target)
             done, prepared = target, None
             if cfg.rounds is not None and len(run.submitted) >= cfg.rounds:
@@ -356,6 +453,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
 
 
 # ----------------------------------------------------------------------------- CLI
+
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The flags of `concord trainer run` (the lab's entry points add theirs to the same parser)."""
@@ -373,16 +471,33 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
     try:
         cfg = TrainerConfig(node_config(args, "trainer"), args.rounds, args.stake, args.threads)
         run = run_trainer(cfg, stop, hooks)
-    except (NodeConfigError, KeyLoadError, WrongRole, UnknownTask, ChainError, StoreError, TaskSpecError,
-            ModelError) as e:
+    except (
+        NodeConfigError,
+        KeyLoadError,
+        WrongRole,
+        UnknownTask,
+        ChainError,
+        StoreError,
+        TaskSpecError,
+        ModelError,
+    ) as e:
         log.error("%s", e, extra=fields(event="error", error=str(e)))
         return 1
     except KeyboardInterrupt:
         log.warning("interrupted", extra=fields(event="interrupted"))
         return 130
-    log.info("trainer stopped: %d submitted, %d missed", len(run.submitted), len(run.missed),
-             extra=fields(event="stopped", submitted=[s.round for s in run.submitted], missed=run.missed,
-                          rewards=run.rewards, slashed=run.slashed))
+    log.info(
+        "trainer stopped: %d submitted, %d missed",
+        len(run.submitted),
+        len(run.missed),
+        extra=fields(
+            event="stopped",
+            submitted=[s.round for s in run.submitted],
+            missed=run.missed,
+            rewards=run.rewards,
+            slashed=run.slashed,
+        ),
+    )
     return 0
 
 

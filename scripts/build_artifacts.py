@@ -61,7 +61,10 @@ def foundry_settings(root: Path = REPO_ROOT) -> dict:
     if profile.get("cbor_metadata") is not None:
         metadata["appendCBOR"] = bool(profile["cbor_metadata"])
     settings = {
-        "optimizer": {"enabled": bool(profile.get("optimizer", False)), "runs": int(profile.get("optimizer_runs", 200))},
+        "optimizer": {
+            "enabled": bool(profile.get("optimizer", False)),
+            "runs": int(profile.get("optimizer_runs", 200)),
+        },
         "evmVersion": profile.get("evm_version", "cancun"),
         "remappings": sorted(profile.get("remappings", [])),
         "metadata": metadata,
@@ -119,7 +122,9 @@ def compile_output(root: Path = REPO_ROOT, cache_dir: Path = CACHE_DIR) -> dict:
         out = solcx.compile_standard(job, base_path=str(root), allow_paths=[str(root)], solc_binary=SOLC_WRAPPER)
     except SolcError as exc:
         raise CompileError(_solc_messages(exc)) from None
-    errors = [e.get("formattedMessage", e.get("message", "")) for e in out.get("errors", []) if e.get("severity") == "error"]
+    errors = [
+        e.get("formattedMessage", e.get("message", "")) for e in out.get("errors", []) if e.get("severity") == "error"
+    ]
     if errors:
         raise CompileError(errors)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -137,8 +142,9 @@ def _solc_messages(exc: SolcError) -> list[str]:
         out = json.loads(exc.stdout_data or "{}")
     except json.JSONDecodeError:
         return [exc.message, (exc.stderr_data or "").strip()]
-    errors = [e.get("formattedMessage", e.get("message", "")) for e in out.get("errors", [])
-              if e.get("severity") == "error"]
+    errors = [
+        e.get("formattedMessage", e.get("message", "")) for e in out.get("errors", []) if e.get("severity") == "error"
+    ]
     return errors or [exc.message, (exc.stderr_data or "").strip()]
 
 

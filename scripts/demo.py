@@ -59,12 +59,12 @@ DEFAULT_TASK_FILE = REPO_ROOT / "configs" / "default_task.toml"
 # The rounds' time limit: a default-task round takes ~20 s with 6 nodes on a quiet 2-core
 # machine; the limit catches a stalled network, not a slow one.
 SECONDS_PER_ROUND = 90.0
-DEFAULT_ROUNDS = 15            # ~5-6 minutes in all on a 2-core box
+DEFAULT_ROUNDS = 15  # ~5-6 minutes in all on a 2-core box
 DEFAULT_CHEAT = "inflated_rewards"
-INITIATOR = 0                  # anvil default account of the task initiator
+INITIATOR = 0  # anvil default account of the task initiator
 NODES_FILE = "nodes.json"
 CURVE_FILE = "reward_curve.png"
-STOP_GRACE_S = 10.0            # SIGTERM -> SIGKILL
+STOP_GRACE_S = 10.0  # SIGTERM -> SIGKILL
 
 
 class DemoError(RuntimeError):
@@ -81,6 +81,7 @@ def _fmt(value: int) -> str:
 
 
 # ----------------------------------------------------------------------------- the plan
+
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -103,10 +104,10 @@ class NetworkPlan:
     task_file: Path
     rounds: int
     nodes: tuple[NodeSpec, ...]
-    timeout_s: float = 540.0          # for all the rounds, after the nodes started
-    threads: int = 1                  # torch threads per trainer (reproducibility: same everywhere)
-    poll_interval: float = 0.1        # nodes' new-block poll
-    live: bool = True                 # the rich live table (off: one line per settled round)
+    timeout_s: float = 540.0  # for all the rounds, after the nodes started
+    threads: int = 1  # torch threads per trainer (reproducibility: same everywhere)
+    poll_interval: float = 0.1  # nodes' new-block poll
+    live: bool = True  # the rich live table (off: one line per settled round)
 
 
 def demo_nodes(honest: int = 3, cheat: str | None = DEFAULT_CHEAT, validators: int = 2) -> tuple[NodeSpec, ...]:
@@ -121,6 +122,7 @@ def demo_nodes(honest: int = 3, cheat: str | None = DEFAULT_CHEAT, validators: i
 
 # ----------------------------------------------------------------------------- publishing and enrolment
 
+
 def demo_task_file(path: Path, rounds: int) -> TaskFile:
     """The task file with max_rounds = rounds and the budget that pays exactly those rounds."""
     task_file = load_task_file(path)
@@ -129,6 +131,7 @@ def demo_task_file(path: Path, rounds: int) -> TaskFile:
 
 
 # ----------------------------------------------------------------------------- node processes
+
 
 @dataclass(frozen=True)
 class NodeProc:
@@ -142,13 +145,26 @@ class NodeProc:
         return self.daemon.name
 
 
-def node_argv(spec: NodeSpec, devnet_json: Path, task_id: int, rounds: int, state_dir: Path,
-              plan: NetworkPlan) -> list[str]:
+def node_argv(
+    spec: NodeSpec, devnet_json: Path, task_id: int, rounds: int, state_dir: Path, plan: NetworkPlan
+) -> list[str]:
     """The node's command line: the same `concord trainer|validator run` a user would type; a cheater's
     is the lab's node of its role (scripts.adversaries.trainer|validator: the same flags and --cheat)."""
-    common = ["--task", str(task_id), "--devnet", str(devnet_json), "--devnet-account", str(spec.account),
-              "--state-dir", str(state_dir), "--rounds", str(rounds), "--json-logs",
-              "--poll-interval", str(plan.poll_interval)]
+    common = [
+        "--task",
+        str(task_id),
+        "--devnet",
+        str(devnet_json),
+        "--devnet-account",
+        str(spec.account),
+        "--state-dir",
+        str(state_dir),
+        "--rounds",
+        str(rounds),
+        "--json-logs",
+        "--poll-interval",
+        str(plan.poll_interval),
+    ]
     cheat = ["--cheat", spec.cheat] if spec.cheat else []
     if spec.role == Role.TRAINER:
         module = "scripts.adversaries.trainer" if spec.cheat else "client.trainer"
@@ -157,8 +173,9 @@ def node_argv(spec: NodeSpec, devnet_json: Path, task_id: int, rounds: int, stat
     return [sys.executable, "-m", module, "run", *common, "--withdraw", *cheat]
 
 
-def start_nodes(specs: Sequence[NodeSpec], net: devnet.Devnet, task_id: int, plan: NetworkPlan,
-                started: list[NodeProc]) -> None:
+def start_nodes(
+    specs: Sequence[NodeSpec], net: devnet.Devnet, task_id: int, plan: NetworkPlan, started: list[NodeProc]
+) -> None:
     """Start every node in its own process group; each is appended to ``started`` as soon as it
     exists (the caller stops them), and <state>/nodes.json lists them for anyone else."""
     state = Path(net.state_dir)
@@ -189,11 +206,12 @@ def stop_nodes(nodes: Sequence[NodeProc], grace: float = STOP_GRACE_S) -> list[i
     for d in running:
         procs.stop(d, timeout=max(0.1, deadline - time.monotonic()))
     for n in nodes:
-        n.proc.poll()                          # reap whatever exited
+        n.proc.poll()  # reap whatever exited
     return [d.pid for d in running]
 
 
 # ----------------------------------------------------------------------------- following the rounds
+
 
 @dataclass
 class RoundRow:
@@ -205,8 +223,8 @@ class RoundRow:
     accepted: int = 0
     rejected: int = 0
     slashed: int = 0
-    rewards: list[float] = field(default_factory=list)   # claimed mean reward of each accepted submission
-    rejected_claims: list[float] = field(default_factory=list)   # what the rejected ones claimed
+    rewards: list[float] = field(default_factory=list)  # claimed mean reward of each accepted submission
+    rejected_claims: list[float] = field(default_factory=list)  # what the rejected ones claimed
     model: str = ""
 
     @property
@@ -220,7 +238,7 @@ class Progress:
 
     task_id: int
     rounds: dict[int, RoundRow] = field(default_factory=dict)
-    digests: dict[tuple[int, int], Digest] = field(default_factory=dict)    # (round, index) -> bundle digest
+    digests: dict[tuple[int, int], Digest] = field(default_factory=dict)  # (round, index) -> bundle digest
     events: list[chain.ConcordEvent] = field(default_factory=list)
     next_block: int = 0
     finalized: int = 0
@@ -271,16 +289,29 @@ def poll_progress(client: ChainClient, store: Store, p: Progress) -> None:
 
 
 def progress_table(p: Progress, rounds: int, elapsed: float, alive: int, total: int) -> Table:
-    table = Table(title=f"task {p.task_id}: {p.finalized}/{rounds} rounds settled · {elapsed:.0f}s · "
-                        f"{alive}/{total} nodes running", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                  collapse_padding=True)
+    table = Table(
+        title=f"task {p.task_id}: {p.finalized}/{rounds} rounds settled · {elapsed:.0f}s · "
+        f"{alive}/{total} nodes running",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for col in ("round", "phase", "subs", "accepted", "rejected", "mean reward", "slashed", "model"):
         table.add_column(col, justify="left" if col in {"phase", "model"} else "right", no_wrap=True)
     for r in sorted(p.rounds):
         row = p.rounds[r]
         mean = "-" if row.mean_reward is None else f"{row.mean_reward:.4f}"
-        table.add_row(str(r), row.phase, str(row.submissions), str(row.accepted), str(row.rejected), mean,
-                      _fmt(row.slashed), row.model[:12] or "-")
+        table.add_row(
+            str(r),
+            row.phase,
+            str(row.submissions),
+            str(row.accepted),
+            str(row.rejected),
+            mean,
+            _fmt(row.slashed),
+            row.model[:12] or "-",
+        )
     return table
 
 
@@ -296,8 +327,15 @@ def live_view(console: Console, enabled: bool) -> Iterator[Callable[[Table], Non
         yield live.update
 
 
-def follow_rounds(client: ChainClient, store: Store, task_id: int, plan: NetworkPlan, nodes: Sequence[NodeProc],
-                  console: Console, start_block: int) -> Progress:
+def follow_rounds(
+    client: ChainClient,
+    store: Store,
+    task_id: int,
+    plan: NetworkPlan,
+    nodes: Sequence[NodeProc],
+    console: Console,
+    start_block: int,
+) -> Progress:
     """Poll the chain until ``plan.rounds`` rounds are settled; DemoError if a node fails or time runs out."""
     p = Progress(task_id, next_block=start_block)
     started = time.monotonic()
@@ -312,23 +350,28 @@ def follow_rounds(client: ChainClient, store: Store, task_id: int, plan: Network
                     exited[n.name] = code
                     if code != 0:
                         log_path = n.daemon.log_path
-                        raise DemoError(f"{n.name} exited with status {code}: {procs.log_tail(log_path, 8)} "
-                                        f"(log {log_path})")
+                        raise DemoError(
+                            f"{n.name} exited with status {code}: {procs.log_tail(log_path, 8)} (log {log_path})"
+                        )
             elapsed = time.monotonic() - started
             show(progress_table(p, plan.rounds, elapsed, len(nodes) - len(exited), len(nodes)))
             if not (plan.live and console.is_terminal):
                 while printed < p.finalized:
                     row = p.row(printed)
                     mean = "-" if row.mean_reward is None else f"{row.mean_reward:.4f}"
-                    console.print(f"round {printed} {row.phase} ({elapsed:.0f}s): {row.submissions} submissions, "
-                                  f"{row.accepted} accepted, {row.rejected} rejected, mean reward {mean}, "
-                                  f"model {row.model[:14]}")
+                    console.print(
+                        f"round {printed} {row.phase} ({elapsed:.0f}s): {row.submissions} submissions, "
+                        f"{row.accepted} accepted, {row.rejected} rejected, mean reward {mean}, "
+                        f"model {row.model[:14]}"
+                    )
                     printed += 1
             if p.finalized >= plan.rounds:
                 return p
             if elapsed > plan.timeout_s:
-                raise DemoError(f"only {p.finalized} of {plan.rounds} rounds settled after {plan.timeout_s:.0f}s; "
-                                f"node logs in {nodes[0].daemon.log_path.parent if nodes else '-'}")
+                raise DemoError(
+                    f"only {p.finalized} of {plan.rounds} rounds settled after {plan.timeout_s:.0f}s; "
+                    f"node logs in {nodes[0].daemon.log_path.parent if nodes else '-'}"
+                )
             time.sleep(0.5)
 
 
@@ -341,14 +384,15 @@ def wait_exit(nodes: Sequence[NodeProc], timeout: float) -> None:
 
 # ----------------------------------------------------------------------------- settlement
 
+
 @dataclass(frozen=True)
 class Outcome:
     """Everything the verdict is decided on (and the tests assert)."""
 
     task_id: int
     rounds: int
-    curve: tuple[float | None, ...]          # mean claimed reward of accepted submissions, per round
-    rejected_claims: tuple[tuple[int, float], ...]   # (round, claimed mean reward) of rejected submissions
+    curve: tuple[float | None, ...]  # mean claimed reward of accepted submissions, per round
+    rejected_claims: tuple[tuple[int, float], ...]  # (round, claimed mean reward) of rejected submissions
     ledger: Ledger
     conservation: Conservation
     actors: tuple[Actor, ...]
@@ -371,8 +415,11 @@ class Outcome:
         if not self.cheaters:
             return True
         subs = [e for e in self.events if isinstance(e, chain.Submitted) and e.trainer in self.cheaters]
-        slashed = [e for e in self.events if isinstance(e, chain.SubmissionRejected) and e.trainer in self.cheaters
-                   and e.slashed > 0]
+        slashed = [
+            e
+            for e in self.events
+            if isinstance(e, chain.SubmissionRejected) and e.trainer in self.cheaters and e.slashed > 0
+        ]
         return bool(subs) and len(slashed) == len(subs) and all(self.ledger.reward[c] == 0 for c in self.cheaters)
 
     @property
@@ -391,40 +438,94 @@ class Outcome:
 
         first = next((x for x in self.curve if x is not None), float("nan"))
         last = next((x for x in reversed(self.curve) if x is not None), float("nan"))
-        return (f"verdict: {'PASS' if self.ok else 'FAIL'} · reward rising {mark(self.reward_rising)} "
-                f"({first:.3f} -> {last:.3f} over {self.rounds} rounds) · cheater slashed {mark(self.cheater_slashed)}"
-                f" · validators paid bounty {mark(self.bounties_paid)} · conservation "
-                f"{'ok' if self.conservation.holds else 'VIOLATED'}")
+        return (
+            f"verdict: {'PASS' if self.ok else 'FAIL'} · reward rising {mark(self.reward_rising)} "
+            f"({first:.3f} -> {last:.3f} over {self.rounds} rounds) · cheater slashed {mark(self.cheater_slashed)}"
+            f" · validators paid bounty {mark(self.bounties_paid)} · conservation "
+            f"{'ok' if self.conservation.holds else 'VIOLATED'}"
+        )
 
     def to_json(self) -> dict:
-        return {"task_id": self.task_id, "rounds": self.rounds, "wall_s": round(self.wall_s, 1),
-                "reward_per_round": [None if x is None else round(x, 4) for x in self.curve],
-                "reward_rising": self.reward_rising, "cheater_slashed": self.cheater_slashed,
-                "bounties_paid": self.bounties_paid, "conservation": self.conservation.holds, "ok": self.ok}
+        return {
+            "task_id": self.task_id,
+            "rounds": self.rounds,
+            "wall_s": round(self.wall_s, 1),
+            "reward_per_round": [None if x is None else round(x, 4) for x in self.curve],
+            "reward_rising": self.reward_rising,
+            "cheater_slashed": self.cheater_slashed,
+            "bounties_paid": self.bounties_paid,
+            "conservation": self.conservation.holds,
+            "ok": self.ok,
+        }
 
 
-def settlement_table(client: ChainClient, initiator: Signer, actors: Sequence[Actor], ledger: Ledger,
-                     cheaters: Sequence[str], task_id: int, rounds: int) -> Table:
+def settlement_table(
+    client: ChainClient,
+    initiator: Signer,
+    actors: Sequence[Actor],
+    ledger: Ledger,
+    cheaters: Sequence[str],
+    task_id: int,
+    rounds: int,
+) -> Table:
     """One row per node and one for the initiator; every number from the contract's events and views."""
-    table = Table(title=f"Settlement of task {task_id} after {rounds} rounds (tokens)", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False, collapse_padding=True)
-    for col in ("node", "role", "address", "rewards", "fees", "bounties", "slashed", "reclaimed", "stake", "balance",
-                "withdrawn"):
+    table = Table(
+        title=f"Settlement of task {task_id} after {rounds} rounds (tokens)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for col in (
+        "node",
+        "role",
+        "address",
+        "rewards",
+        "fees",
+        "bounties",
+        "slashed",
+        "reclaimed",
+        "stake",
+        "balance",
+        "withdrawn",
+    ):
         table.add_column(col, justify="left" if col in {"node", "role", "address"} else "right", no_wrap=True)
     for a in actors:
         a_ = a.address
         role = "cheater" if a_ in cheaters else a.role.name.lower()
-        table.add_row(a.name, role, a_[:8] + "…", _fmt(ledger.reward[a_]), _fmt(ledger.fee[a_]),
-                      _fmt(ledger.bounty[a_]), _fmt(ledger.slashed[a_]), "-", _fmt(client.concord.node_info(a_).stake),
-                      _fmt(client.concord.balance_of(a_)), _fmt(ledger.withdrawn[a_]))
+        table.add_row(
+            a.name,
+            role,
+            a_[:8] + "…",
+            _fmt(ledger.reward[a_]),
+            _fmt(ledger.fee[a_]),
+            _fmt(ledger.bounty[a_]),
+            _fmt(ledger.slashed[a_]),
+            "-",
+            _fmt(client.concord.node_info(a_).stake),
+            _fmt(client.concord.balance_of(a_)),
+            _fmt(ledger.withdrawn[a_]),
+        )
     me = initiator.address
-    table.add_row("initiator", "task", me[:8] + "…", "-", "-", "-", "-", _fmt(ledger.reclaimed[me]), "-",
-                  _fmt(client.concord.balance_of(me)), _fmt(ledger.withdrawn[me]))
+    table.add_row(
+        "initiator",
+        "task",
+        me[:8] + "…",
+        "-",
+        "-",
+        "-",
+        "-",
+        _fmt(ledger.reclaimed[me]),
+        "-",
+        _fmt(client.concord.balance_of(me)),
+        _fmt(ledger.withdrawn[me]),
+    )
     return table
 
 
-def save_curve_png(curve: Sequence[float | None], path: Path, title: str,
-                   rejected: Sequence[tuple[int, float]] = ()) -> Path:
+def save_curve_png(
+    curve: Sequence[float | None], path: Path, title: str, rejected: Sequence[tuple[int, float]] = ()
+) -> Path:
     """Mean reward of the accepted submissions per round (and what rejected ones claimed), as a PNG."""
     import matplotlib
 
@@ -436,8 +537,13 @@ def save_curve_png(curve: Sequence[float | None], path: Path, title: str,
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(xs, [curve[r] for r in xs], marker="o", label="accepted submissions (verified)")
     if rejected:
-        ax.scatter([r for r, _ in rejected], [v for _, v in rejected], marker="x", color="tab:red",
-                   label="rejected submissions (claimed)")
+        ax.scatter(
+            [r for r, _ in rejected],
+            [v for _, v in rejected],
+            marker="x",
+            color="tab:red",
+            label="rejected submissions (claimed)",
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("mean reward")
     ax.set_ylim(bottom=0)
@@ -453,6 +559,7 @@ def save_curve_png(curve: Sequence[float | None], path: Path, title: str,
 
 # ----------------------------------------------------------------------------- the run
 
+
 def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: list[NodeProc]) -> Outcome:
     """Publish, enrol, start the nodes (appended to ``nodes``: the caller stops them), follow, settle.
 
@@ -462,7 +569,7 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
     client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
     state = Path(net.state_dir)
     for sub in ("nodes", "logs"):
-        shutil.rmtree(state / sub, ignore_errors=True)      # node state of an earlier run names an old chain
+        shutil.rmtree(state / sub, ignore_errors=True)  # node state of an earlier run names an old chain
     store = Store(net.ipfs_api, state / "demo-cache", timeout=30.0)
     initiator = client.signer(keys.devnet_account(INITIATOR))
     task_file = demo_task_file(plan.task_file, plan.rounds)
@@ -470,14 +577,17 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
     published: Published = publish_task(client, initiator, store, task_file, str(plan.task_file))
     task_id = published.task_id
     spec, model0 = str(published.spec_digest), str(published.initial_model_digest)
-    console.print(f"task {task_id} published: spec {spec[:18]}…, model 0 {model0[:18]}…, "
-                  f"budget {_fmt(published.budget)} for {plan.rounds} rounds")
+    console.print(
+        f"task {task_id} published: spec {spec[:18]}…, model 0 {model0[:18]}…, "
+        f"budget {_fmt(published.budget)} for {plan.rounds} rounds"
+    )
     for spec in plan.nodes:
-        stake = (task_file.terms.min_trainer_stake if spec.role == Role.TRAINER
-                 else task_file.terms.min_validator_stake)
+        stake = task_file.terms.min_trainer_stake if spec.role == Role.TRAINER else task_file.terms.min_validator_stake
         enrol(client, spec.account, spec.role, stake, task_id)
     start_nodes(plan.nodes, net, task_id, plan, nodes)
-    console.print("nodes: " + ", ".join(f"{n.name} (pid {n.daemon.pid})" for n in nodes) + f"; logs in {state / 'logs'}")
+    console.print(
+        "nodes: " + ", ".join(f"{n.name} (pid {n.daemon.pid})" for n in nodes) + f"; logs in {state / 'logs'}"
+    )
 
     progress = follow_rounds(client, store, task_id, plan, nodes, console, start_block)
     wait_exit(nodes, 15.0)
@@ -485,34 +595,47 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
 
     actors = tuple(Actor(s.name, s.role, client.signer(keys.devnet_account(s.account))) for s in plan.nodes)
     settle_up(client, initiator, actors, task_id)
-    poll_progress(client, store, progress)                  # the withdrawals and the reclaim
+    poll_progress(client, store, progress)  # the withdrawals and the reclaim
     ledger = Ledger.of(progress.events)
     cheaters = tuple(s.address for s in plan.nodes if s.cheat)
     curve = tuple(progress.row(r).mean_reward for r in range(plan.rounds))
     table = settlement_table(client, initiator, actors, ledger, cheaters, task_id, plan.rounds)
-    console.print(table, width=max(console.width, 120))    # a narrow terminal wraps rows rather than eliding numbers
+    console.print(table, width=max(console.width, 120))  # a narrow terminal wraps rows rather than eliding numbers
     rejected = tuple((r, x) for r in range(plan.rounds) for x in progress.row(r).rejected_claims)
-    return Outcome(task_id, plan.rounds, curve, rejected, ledger, conservation(client), actors, cheaters,
-                   tuple(progress.events), time.monotonic() - started)
+    return Outcome(
+        task_id,
+        plan.rounds,
+        curve,
+        rejected,
+        ledger,
+        conservation(client),
+        actors,
+        cheaters,
+        tuple(progress.events),
+        time.monotonic() - started,
+    )
 
 
 def report(outcome: Outcome, state_dir: Path, console: Console) -> None:
     """Reward curve PNG, conservation, verdict, and one JSON line for machines."""
-    png = save_curve_png(outcome.curve, state_dir / CURVE_FILE, f"task {outcome.task_id}: mean reward per round",
-                         outcome.rejected_claims)
+    png = save_curve_png(
+        outcome.curve, state_dir / CURVE_FILE, f"task {outcome.task_id}: mean reward per round", outcome.rejected_claims
+    )
     console.print("reward per round: " + " ".join("-" if x is None else f"{x:.3f}" for x in outcome.curve))
     console.print(f"reward curve: {png}")
     cons = outcome.conservation
-    console.print(f"conservation: token.balanceOf(Concord) = {cons.token_balance / TOKEN:,.2f} == escrow "
-                  f"{cons.escrow / TOKEN:,.2f} + stakes {cons.staked / TOKEN:,.2f} + credited "
-                  f"{cons.credited / TOKEN:,.2f} -> {'holds' if cons.holds else 'VIOLATED'}")
+    console.print(
+        f"conservation: token.balanceOf(Concord) = {cons.token_balance / TOKEN:,.2f} == escrow "
+        f"{cons.escrow / TOKEN:,.2f} + stakes {cons.staked / TOKEN:,.2f} + credited "
+        f"{cons.credited / TOKEN:,.2f} -> {'holds' if cons.holds else 'VIOLATED'}"
+    )
     console.print(outcome.verdict_line(), style="bold green" if outcome.ok else "bold red")
     print(json.dumps({"demo": outcome.to_json()}), flush=True)
 
 
 # ----------------------------------------------------------------------------- signals
 
-signals_unwind = procs.signals_unwind     # kept here for the benches that import them from the demo
+signals_unwind = procs.signals_unwind  # kept here for the benches that import them from the demo
 signals_ignored = procs.signals_ignored
 
 
@@ -545,8 +668,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"rounds to run (default {DEFAULT_ROUNDS})")
     p.add_argument("--cheat", choices=sorted(CHEATS), default=DEFAULT_CHEAT, help="the cheating trainer's cheat")
     p.add_argument("--task-file", type=Path, default=DEFAULT_TASK_FILE, help="task TOML (max_rounds := --rounds)")
-    p.add_argument("--timeout", type=float, default=0.0,
-                   help=f"seconds to wait for the rounds (default {SECONDS_PER_ROUND:.0f} per round, at least 540)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help=f"seconds to wait for the rounds (default {SECONDS_PER_ROUND:.0f} per round, at least 540)",
+    )
     p.add_argument("--no-live", action="store_true", help="one line per settled round instead of a live table")
     p.add_argument("--state-dir", type=Path, default=devnet.DEFAULT_STATE_DIR)
     p.add_argument("--anvil-port", type=devnet.tcp_port, default=devnet.Ports.anvil)
@@ -559,11 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.timeout >= 0:
         p.error(f"--timeout must be >= 0 seconds (0: the default), got {args.timeout}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)   # urllib3, via ipfshttpclient
-    console = Console(width=None if sys.stdout.isatty() else 160)   # pipes get whole rows
+    warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)  # urllib3, via ipfshttpclient
+    console = Console(width=None if sys.stdout.isatty() else 160)  # pipes get whole rows
     timeout = args.timeout or max(540.0, SECONDS_PER_ROUND * args.rounds)
-    plan = NetworkPlan(args.task_file, args.rounds, demo_nodes(cheat=args.cheat), timeout_s=timeout,
-                       live=not args.no_live)
+    plan = NetworkPlan(
+        args.task_file, args.rounds, demo_nodes(cheat=args.cheat), timeout_s=timeout, live=not args.no_live
+    )
     ports = devnet.Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
     t0 = time.monotonic()
     try:

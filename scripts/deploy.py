@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deploy the Concord contracts to any RPC URL (same code as `concord deploy`).
 
-    CONCORD_KEYSTORE_PASSWORD=... scripts/deploy.py --rpc-url URL --keystore key.json --out deployment.json
+CONCORD_KEYSTORE_PASSWORD=... scripts/deploy.py --rpc-url URL --keystore key.json --out deployment.json
 """
 
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client.chain.deploy import main  # noqa: E402
+from client.chain.deploy import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -28,10 +28,10 @@ from scripts import NODE_BIN, REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = paths.devnet_dir()      # per-user ($CONCORD_HOME/devnet); --state-dir overrides
-STATE_FILE = paths.NETWORK_FILE             # the devnet JSON is also the nodes' network file
+DEFAULT_STATE_DIR = paths.devnet_dir()  # per-user ($CONCORD_HOME/devnet); --state-dir overrides
+STATE_FILE = paths.NETWORK_FILE  # the devnet JSON is also the nodes' network file
 ANVIL_NATIVE = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-DEVNET_MINT = 1_000_000 * 10 ** 18   # DevToken minted to each default account
+DEVNET_MINT = 1_000_000 * 10**18  # DevToken minted to each default account
 
 
 class DevnetRunning(ProcError):
@@ -60,12 +60,12 @@ class Devnet:
 
     rpc_url: str
     chain_id: int
-    ipfs_api: str                 # multiaddr for ipfshttpclient.Client
-    ipfs_api_url: str             # http://127.0.0.1:P
+    ipfs_api: str  # multiaddr for ipfshttpclient.Client
+    ipfs_api_url: str  # http://127.0.0.1:P
     state_dir: str
-    deployment: dict              # client.chain.deploy.Deployment.to_json()
-    token: str                    # DevToken address
-    accounts: list[str]           # default accounts funded with ETH and DevToken
+    deployment: dict  # client.chain.deploy.Deployment.to_json()
+    token: str  # DevToken address
+    accounts: list[str]  # default accounts funded with ETH and DevToken
     daemons: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -80,6 +80,7 @@ class Devnet:
 
 
 # ----------------------------------------------------------------------------- daemons
+
 
 def anvil_binary() -> Path:
     """The native anvil binary (the npm `.bin/anvil` is a node wrapper that would outlive a kill)."""
@@ -105,8 +106,14 @@ def ipfs_ready(api_url: str) -> bool:
         return False
 
 
-def start_anvil(port: int, log_path: Path, accounts: int = 10, block_time: float | None = None,
-                timeout: float = 20.0, extra_args: Sequence[str] = ()) -> Daemon:
+def start_anvil(
+    port: int,
+    log_path: Path,
+    accounts: int = 10,
+    block_time: float | None = None,
+    timeout: float = 20.0,
+    extra_args: Sequence[str] = (),
+) -> Daemon:
     """Anvil on 127.0.0.1:port, ready to answer eth_chainId."""
     procs.require_free(port, "anvil", "--anvil-port")
     argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--accounts", str(accounts)]
@@ -147,9 +154,11 @@ def ipfs_config(ports: Ports) -> dict:
 
 def start_ipfs(repo: Path, ports: Ports, log_path: Path, timeout: float = 60.0) -> Daemon:
     """A fresh js-ipfs repo at ``repo`` and its daemon, ready to answer /api/v0/id."""
-    for port, what, flag in [(ports.ipfs_api, "the IPFS API", "--ipfs-port"),
-                             (ports.ipfs_gateway, "the IPFS gateway", "--ipfs-gateway-port"),
-                             (ports.ipfs_grpc, "the IPFS gRPC API", "--ipfs-grpc-port")]:
+    for port, what, flag in [
+        (ports.ipfs_api, "the IPFS API", "--ipfs-port"),
+        (ports.ipfs_gateway, "the IPFS gateway", "--ipfs-gateway-port"),
+        (ports.ipfs_grpc, "the IPFS gRPC API", "--ipfs-grpc-port"),
+    ]:
         procs.require_free(port, what, flag)
     binary = jsipfs_binary()
     if repo.exists():
@@ -157,8 +166,16 @@ def start_ipfs(repo: Path, ports: Ports, log_path: Path, timeout: float = 60.0) 
     repo.parent.mkdir(parents=True, exist_ok=True)
     cfg = repo.parent / f"{repo.name}-config.json"
     cfg.write_text(json.dumps(ipfs_config(ports), indent=2))
-    argv = [str(binary), "daemon", "--init-config", str(cfg), "--init-profile", "test", "--offline",
-            "--enable-preload=false"]
+    argv = [
+        str(binary),
+        "daemon",
+        "--init-config",
+        str(cfg),
+        "--init-profile",
+        "test",
+        "--offline",
+        "--enable-preload=false",
+    ]
     daemon, proc = procs.start("ipfs", argv, log_path, env={"IPFS_PATH": str(repo)})
     try:
         procs.wait_ready(daemon, proc, lambda: ipfs_ready(f"http://127.0.0.1:{ports.ipfs_api}"), timeout)
@@ -168,7 +185,7 @@ def start_ipfs(repo: Path, ports: Ports, log_path: Path, timeout: float = 60.0) 
     return daemon
 
 
-REPO_LOCK = "repo.lock"   # js-ipfs (proper-lockfile): a directory whose mtime the holder refreshes every 10 s
+REPO_LOCK = "repo.lock"  # js-ipfs (proper-lockfile): a directory whose mtime the holder refreshes every 10 s
 
 
 class RepoLocked(ProcError):
@@ -214,6 +231,7 @@ def restart_ipfs(repo: Path, previous: Daemon, api_url: str, log_path: Path, tim
 
 # ----------------------------------------------------------------------------- up / down
 
+
 def state_file(state_dir: Path) -> Path:
     return Path(state_dir) / STATE_FILE
 
@@ -245,8 +263,13 @@ def tcp_port(text: str) -> int:
     return port
 
 
-def up(state_dir: Path = DEFAULT_STATE_DIR, ports: Ports = Ports(), accounts: int = 10,
-       block_time: float | None = None, hand_over: bool = False) -> Devnet:
+def up(
+    state_dir: Path = DEFAULT_STATE_DIR,
+    ports: Ports = Ports(),
+    accounts: int = 10,
+    block_time: float | None = None,
+    hand_over: bool = False,
+) -> Devnet:
     """Start anvil and js-ipfs, deploy the contracts and the DevToken, mint, write the state file.
 
     All or nothing: an error, Ctrl-C or SIGTERM on the way up stops whatever it started and
@@ -286,7 +309,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR, ports: Ports = Ports(), accounts: in
             procs.disown(*started)
         return devnet
     except BaseException:
-        with procs.signals_ignored():   # a second signal must not leave half a devnet
+        with procs.signals_ignored():  # a second signal must not leave half a devnet
             # ``started`` misses a daemon whose start a signal interrupted; procs has it on record.
             fresh = [d for d in procs.owned() if d.pid not in before and d not in started]
             procs.stop_all([*started, *fresh])
@@ -323,16 +346,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "up":
                 ports = Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
                 devnet = up(args.state_dir, ports, args.accounts, args.block_time, hand_over=True)
-                print(f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}), ipfs {devnet.ipfs_api}, "
-                      f"state {state_file(Path(devnet.state_dir))}")
+                print(
+                    f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}), ipfs {devnet.ipfs_api}, "
+                    f"state {state_file(Path(devnet.state_dir))}"
+                )
             elif args.action == "down":
                 pids = down(args.state_dir)
                 print(f"devnet down: stopped pids {pids}")
             else:
                 devnet = load(args.state_dir)
                 live = {d.name: procs.is_ours(d) for d in devnet.daemon_list()}
-                print(json.dumps({"rpc_url": devnet.rpc_url, "ipfs_api": devnet.ipfs_api, "alive": live,
-                                  "deployment": devnet.deployment}, indent=2))
+                print(
+                    json.dumps(
+                        {
+                            "rpc_url": devnet.rpc_url,
+                            "ipfs_api": devnet.ipfs_api,
+                            "alive": live,
+                            "deployment": devnet.deployment,
+                        },
+                        indent=2,
+                    )
+                )
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'SIGINT'})", file=sys.stderr)
         return 130

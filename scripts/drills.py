@@ -69,19 +69,21 @@ class DrillResult:
     ok: bool
     detail: str
     conservation_ok: bool
-    honest_slashed: tuple[str, ...]           # honest addresses named by SubmissionRejected / ValidatorSlashed
-    paid_twice: tuple[tuple[int, str], ...]   # (round, trainer) rewarded more than once
+    honest_slashed: tuple[str, ...]  # honest addresses named by SubmissionRejected / ValidatorSlashed
+    paid_twice: tuple[tuple[int, str], ...]  # (round, trainer) rewarded more than once
     seconds: float
-    facts: dict = field(default_factory=dict, compare=False)   # what the drill measured, for tests and logs
+    facts: dict = field(default_factory=dict, compare=False)  # what the drill measured, for tests and logs
 
 
 # ----------------------------------------------------------------------------- waiting (scripts.harness.wait_for)
+
 
 def any_failed(*nodes) -> Callable[[], str | None]:
     return lambda: next((f"{n}: {p}" for n in nodes if (p := n.failed())), None)
 
 
 # ----------------------------------------------------------------------------- nodes
+
 
 class NodeProcess:
     """A node CLI as a child process whose JSON log lines are read by a thread (and kept)."""
@@ -90,8 +92,9 @@ class NodeProcess:
         full = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
         full.update(env or {})
         self.name = name
-        self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=full, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO_ROOT, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[dict] = []
         self.raw: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -186,32 +189,65 @@ class Nodes:
 
 # ----------------------------------------------------------------------------- chain set-up and checks
 
-def node_cfg(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str,
-             role: str = "trainer") -> NodeConfig:
-    return NodeConfig(role=role, rpc_url=client.rpc.url, deployment=client.deployment, ipfs_api=ipfs_api,
-                      task_id=task_id, state_dir=tmp / name, devnet_account=account, poll_interval=0.05,
-                      heartbeat=0.5, ipfs_timeout=5.0)
+
+def node_cfg(
+    client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str, role: str = "trainer"
+) -> NodeConfig:
+    return NodeConfig(
+        role=role,
+        rpc_url=client.rpc.url,
+        deployment=client.deployment,
+        ipfs_api=ipfs_api,
+        task_id=task_id,
+        state_dir=tmp / name,
+        devnet_account=account,
+        poll_interval=0.05,
+        heartbeat=0.5,
+        ipfs_timeout=5.0,
+    )
 
 
-def node_argv(module: str, client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str,
-              rounds: int) -> list[str]:
+def node_argv(
+    module: str, client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str, rounds: int
+) -> list[str]:
     dep = tmp / "deployment.json"
     if not dep.exists():
         client.deployment.save(dep)
-    return [sys.executable, "-m", module, "run", "--task", str(task_id), "--rpc-url", client.rpc.url,
-            "--deployment", str(dep), "--ipfs-api", ipfs_api, "--devnet-account", str(account),
-            "--state-dir", str(tmp / name), "--rounds", str(rounds), "--json-logs", "--poll-interval", "0.05"]
+    return [
+        sys.executable,
+        "-m",
+        module,
+        "run",
+        "--task",
+        str(task_id),
+        "--rpc-url",
+        client.rpc.url,
+        "--deployment",
+        str(dep),
+        "--ipfs-api",
+        ipfs_api,
+        "--devnet-account",
+        str(account),
+        "--state-dir",
+        str(tmp / name),
+        "--rounds",
+        str(rounds),
+        "--json-logs",
+        "--poll-interval",
+        "0.05",
+    ]
 
 
 def pausing(argv: list[str], seconds: float) -> list[str]:
     """A `concord trainer run` command line (node_argv of client.trainer) as the drills' trainer that
     pauses ``seconds`` between its files and its manifest (`python -m scripts.drills run ...`)."""
     i = argv.index("client.trainer")
-    return argv[:i] + ["scripts.drills"] + argv[i + 1:] + ["--pause-before-manifest", str(seconds)]
+    return argv[:i] + ["scripts.drills"] + argv[i + 1 :] + ["--pause-before-manifest", str(seconds)]
 
 
-def publish(client: ChainClient, ipfs_api: str, tmp: Path, rounds: int, min_validators: int,
-            model_seed: int = 0) -> int:
+def publish(
+    client: ChainClient, ipfs_api: str, tmp: Path, rounds: int, min_validators: int, model_seed: int = 0
+) -> int:
     """The small task (phases close early once every joined node acted) with ``rounds`` rounds.
     Another ``model_seed`` gives another model 0, so every bundle of the task is new content."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -223,8 +259,11 @@ def publish(client: ChainClient, ipfs_api: str, tmp: Path, rounds: int, min_vali
 
 
 def events(client: ChainClient, task_id: int, name: str) -> list:
-    return [e for e in client.concord.events(client.deployment.block_number, "latest", [name])
-            if getattr(e, "task_id", task_id) == task_id]
+    return [
+        e
+        for e in client.concord.events(client.deployment.block_number, "latest", [name])
+        if getattr(e, "task_id", task_id) == task_id
+    ]
 
 
 def honest_slashed(client: ChainClient, task_id: int, honest: Iterable[str]) -> tuple[str, ...]:
@@ -239,8 +278,9 @@ def paid_twice(client: ChainClient, task_id: int) -> tuple[tuple[int, str], ...]
     return tuple(k for k, n in sorted(paid.items()) if n > 1)
 
 
-def submit_honest(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int,
-                  round_: int) -> tuple[str, Callable[[], None]]:
+def submit_honest(
+    client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, round_: int
+) -> tuple[str, Callable[[], None]]:
     """An honest round-``round_`` bundle uploaded now; returns (digest, a function that submits it)."""
     from client.content.submission import put_submission
     from client.engine.bundle import make_bundle
@@ -252,13 +292,22 @@ def submit_honest(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, a
     digest, _ = put_submission(node.store, bundle)
 
     def submit() -> None:
-        client.concord.submit(node.signer, task_id, round_, round_, Digest.parse(digest).bytes,
-                              bytes(bundle.proof_root), bundle.work_units)
+        client.concord.submit(
+            node.signer,
+            task_id,
+            round_,
+            round_,
+            Digest.parse(digest).bytes,
+            bytes(bundle.proof_root),
+            bundle.work_units,
+        )
+
     return digest, submit
 
 
-def warm_caches(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str,
-                role: str) -> None:
+def warm_caches(
+    client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str, role: str
+) -> None:
     """A node that ran before: the task spec and model 0 sit in its state dir's cache."""
     n = connect_node(node_cfg(client, ipfs_api, tmp, task_id, account, name, role))
     model_for_round(load_task_context(n, task_id), n.store, 0)
@@ -333,9 +382,11 @@ def _tx_nonces(client: ChainClient, first_block: int) -> dict[str, list[tuple[in
 
 # ----------------------------------------------------------------------------- 1. trainer killed during its upload
 
+
 def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
     """A trainer process SIGKILLed after uploading its files and before its manifest, restarted:
     nothing was submitted for the killed upload, the restart submits the round once and is paid once."""
+
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
         try:
@@ -347,13 +398,18 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
             facts["honest"] = [victim, validator]
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "victim", 1)
             first = nodes.process(pausing(argv, 60), name="trainer")
-            wait_for("the trainer to pause between its files and its manifest", lambda: first.saw("drill_pause"),
-                     alive=any_failed(first))
+            wait_for(
+                "the trainer to pause between its files and its manifest",
+                lambda: first.saw("drill_pause"),
+                alive=any_failed(first),
+            )
             first.kill()
             half = facts["killed_manifest"] = first.first("drill_pause")["digest"]
-            expect(not first.saw("submitted") and events(client, task_id, "Submitted") == [],
-                   "a submission was sent before the manifest was uploaded")
-            try:                                   # the half-done upload has files but no manifest
+            expect(
+                not first.saw("submitted") and events(client, task_id, "Submitted") == [],
+                "a submission was sent before the manifest was uploaded",
+            )
+            try:  # the half-done upload has files but no manifest
                 Store(ipfs_api, None, timeout=1.0, retries=1).get_manifest(half)
                 facts["manifest_after_kill"] = True
             except ContentNotFound:
@@ -361,12 +417,18 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
             expect(not facts["manifest_after_kill"], "the killed trainer's manifest is in IPFS")
 
             from validator import node as vnode
-            vcfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, VAL_A, "validator", "validator"),
-                                         rounds=1)
+
+            vcfg = vnode.ValidatorConfig(
+                node_cfg(client, ipfs_api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
+            )
             v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
             second = nodes.process(argv, name="trainer (restarted)")
-            wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                     timeout=150, alive=any_failed(second, v))
+            wait_for(
+                "round 0 to settle",
+                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                timeout=150,
+                alive=any_failed(second, v),
+            )
             expect(second.finish() == 0, f"restarted trainer exited with {second.proc.returncode}")
             v.join()
             facts["restart_last_submitted"] = second.first("started")["last_submitted"]
@@ -376,15 +438,19 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
             expect(facts["submitted"] == [(0, victim)], f"submissions {facts['submitted']}, want one")
             expect(facts["rewarded"] == [(0, victim)], f"rewards {facts['rewarded']}, want one")
             facts["same_bundle"] = Digest.parse(subs[0].bundle_digest) == Digest.parse(half)
-            facts["summary"] = (f"killed before manifest {half[:12]}; restart submitted round 0 once "
-                                f"(same bundle: {facts['same_bundle']}), paid once")
+            facts["summary"] = (
+                f"killed before manifest {half[:12]}; restart submitted round 0 once "
+                f"(same bundle: {facts['same_bundle']}), paid once"
+            )
             return task_id, facts["honest"]
         finally:
             nodes.close()
+
     return _run("trainer killed during upload", client, body)
 
 
 # ----------------------------------------------------------------------------- 2. validator killed between commit and reveal
+
 
 def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
     """Validator A (a process) SIGKILLed right after its commit, restarted once the reveal phase is
@@ -402,32 +468,48 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
             argv = node_argv("validator.node", client, ipfs_api, tmp, task_id, VAL_A, "val-a", 1)
             a1 = nodes.process(argv, name="validator A")
             wait_for("validator A to start", lambda: a1.saw("start"), alive=any_failed(a1))
-            submit()                                # the only trainer: the commit phase opens at once
-            wait_for("validator A to commit", lambda: client.concord.commit_status(task_id, 0, a).committed,
-                     alive=any_failed(a1))
+            submit()  # the only trainer: the commit phase opens at once
+            wait_for(
+                "validator A to commit",
+                lambda: client.concord.commit_status(task_id, 0, a).committed,
+                alive=any_failed(a1),
+            )
             a1.kill()
             plan = json.loads(vnode.plan_path(vnode.task_dir(tmp / "val-a", task_id), 0).read_text())
             expect(client.concord.phase_of(task_id, 0) == Phase.COMMIT, "B's commit should still be missing")
-            bcfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, VAL_B, "val-b", "validator"),
-                                         rounds=1)
+            bcfg = vnode.ValidatorConfig(
+                node_cfg(client, ipfs_api, tmp, task_id, VAL_B, "val-b", "validator"), rounds=1
+            )
             vb = nodes.thread("validator B", lambda stop: vnode.run_validator(bcfg, stop))
-            wait_for("validator B to reveal", lambda: client.concord.commit_status(task_id, 0, b).revealed,
-                     alive=any_failed(vb))
+            wait_for(
+                "validator B to reveal",
+                lambda: client.concord.commit_status(task_id, 0, b).revealed,
+                alive=any_failed(vb),
+            )
             expect(client.concord.phase_of(task_id, 0) == Phase.REVEAL, "the reveal phase should wait for A")
             a2 = nodes.process(argv, name="validator A (restarted)")
-            wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                     timeout=120, alive=any_failed(a2, vb))
+            wait_for(
+                "round 0 to settle",
+                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                timeout=120,
+                alive=any_failed(a2, vb),
+            )
             expect(a2.finish() == 0, f"restarted validator exited with {a2.proc.returncode}")
             vb.join()
             committed = [e for e in events(client, task_id, "Committed") if e.validator == a]
             revealed = [e for e in events(client, task_id, "Revealed") if e.validator == a]
-            expect(len(committed) == 1 and len(revealed) == 1, f"A committed {len(committed)}x, revealed "
-                                                               f"{len(revealed)}x")
-            expect(Digest.parse(committed[0].commitment) == Digest.parse(plan["commitment"]),
-                   "A's commitment is not its plan's")
-            expect(Digest.parse(revealed[0].next_model_digest) == Digest.parse(plan["next_model_digest"])
-                   and list(revealed[0].reject_words) == [int(w) for w in plan["reject_words"]],
-                   "A revealed something other than its plan")
+            expect(
+                len(committed) == 1 and len(revealed) == 1, f"A committed {len(committed)}x, revealed {len(revealed)}x"
+            )
+            expect(
+                Digest.parse(committed[0].commitment) == Digest.parse(plan["commitment"]),
+                "A's commitment is not its plan's",
+            )
+            expect(
+                Digest.parse(revealed[0].next_model_digest) == Digest.parse(plan["next_model_digest"])
+                and list(revealed[0].reject_words) == [int(w) for w in plan["reject_words"]],
+                "A revealed something other than its plan",
+            )
             (fin,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 0]
             expect(not fin.is_void, "round 0 went void")
             facts["rewarded"] = [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")]
@@ -438,10 +520,12 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
             return task_id, facts["honest"]
         finally:
             nodes.close()
+
     return _run("validator killed between commit and reveal", client, body)
 
 
 # ----------------------------------------------------------------------------- 3. IPFS daemon SIGKILLed
+
 
 class IpfsDaemon:
     """A js-ipfs daemon of the drill's own (state: the running Daemon changes on restart)."""
@@ -451,12 +535,14 @@ class IpfsDaemon:
 
     @staticmethod
     def start(tmp: Path) -> IpfsDaemon:
-        ports = devnet.Ports(anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
-                             ipfs_grpc=procs.free_port())
+        ports = devnet.Ports(
+            anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(), ipfs_grpc=procs.free_port()
+        )
         repo = tmp / "ipfs-repo"
         daemon = devnet.start_ipfs(repo, ports, tmp / "ipfs.log")
-        return IpfsDaemon(repo, daemon, f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http",
-                          f"http://127.0.0.1:{ports.ipfs_api}")
+        return IpfsDaemon(
+            repo, daemon, f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http", f"http://127.0.0.1:{ports.ipfs_api}"
+        )
 
     def sigkill(self) -> None:
         """kill -9 the daemon's process group (no shutdown: its repo lock stays behind)."""
@@ -489,21 +575,30 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
                 facts["honest"] = [sdk_trainer, node_trainer, validator]
                 warm_caches(client, api, tmp, task_id, VICTIM, "trainer", "trainer")
                 warm_caches(client, api, tmp, task_id, VAL_A, "validator", "validator")
-                _, submit = submit_honest(client, api, tmp, task_id, PEER, 0)    # its files are in IPFS
-                vcfg = vnode.ValidatorConfig(node_cfg(client, api, tmp, task_id, VAL_A, "validator", "validator"),
-                                             rounds=1)
+                _, submit = submit_honest(client, api, tmp, task_id, PEER, 0)  # its files are in IPFS
+                vcfg = vnode.ValidatorConfig(
+                    node_cfg(client, api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
+                )
                 tcfg = TrainerConfig(node_cfg(client, api, tmp, task_id, VICTIM, "trainer"), rounds=1)
                 v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
 
                 ipfs.sigkill()
                 killed_at = time.monotonic()
                 t = nodes.thread("trainer", lambda stop: run_trainer(tcfg, stop))
-                submit()                            # the validator must now fetch it while IPFS is down
+                submit()  # the validator must now fetch it while IPFS is down
                 alive = any_failed(t, v)
-                wait_for("the trainer to report IPFS down", lambda: seen.saw("concord.trainer", api),
-                         timeout=outage + 30, alive=alive)
-                wait_for("the validator to report IPFS down", lambda: seen.saw("concord.validator", api),
-                         timeout=outage + 30, alive=alive)
+                wait_for(
+                    "the trainer to report IPFS down",
+                    lambda: seen.saw("concord.trainer", api),
+                    timeout=outage + 30,
+                    alive=alive,
+                )
+                wait_for(
+                    "the validator to report IPFS down",
+                    lambda: seen.saw("concord.validator", api),
+                    timeout=outage + 30,
+                    alive=alive,
+                )
                 facts["logged_within_s"] = round(time.monotonic() - killed_at, 1)
                 expect(time.monotonic() - killed_at < outage, "the nodes noticed the outage only after it ended")
                 expect(len(events(client, task_id, "Submitted")) == 1, "a submission landed while IPFS was down")
@@ -511,8 +606,12 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
                 facts["lock_left"] = (ipfs.repo / devnet.REPO_LOCK).exists()
                 ipfs.restart(tmp / "ipfs-restart.log")
                 facts["down_s"] = round(time.monotonic() - killed_at, 1)
-                wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                         timeout=150, alive=alive)
+                wait_for(
+                    "round 0 to settle",
+                    lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                    timeout=150,
+                    alive=alive,
+                )
                 t.join()
                 v.join()
                 facts["trainer_retries"] = seen.count("concord.trainer", api)
@@ -524,12 +623,15 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
             expect(paid == want, f"rewards {paid}, want {want}")
             verdicts = vnode.load_verdicts(vnode.task_dir(tmp / "validator", task_id))
             expect(len(verdicts) == 2 and all(x.accepted for x in verdicts), f"verdicts {verdicts}")
-            facts["summary"] = (f"IPFS down {facts['down_s']}s (lock left: {facts['lock_left']}); trainer logged it "
-                                f"{facts['trainer_retries']}x, validator {facts['validator_retries']}x; "
-                                "both submissions accepted and paid once")
+            facts["summary"] = (
+                f"IPFS down {facts['down_s']}s (lock left: {facts['lock_left']}); trainer logged it "
+                f"{facts['trainer_retries']}x, validator {facts['validator_retries']}x; "
+                "both submissions accepted and paid once"
+            )
             return task_id, facts["honest"]
         finally:
             nodes.close()
+
     return _run("IPFS daemon SIGKILLed mid-round", client, body)
 
 
@@ -538,8 +640,9 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
 SELECTORS = ("submit", "commit", "reveal")
 
 
-def drill_anvil_frozen(client: ChainClient, anvil: procs.Daemon, ipfs_api: str, tmp: Path,
-                       freeze: float = 5.0) -> DrillResult:
+def drill_anvil_frozen(
+    client: ChainClient, anvil: procs.Daemon, ipfs_api: str, tmp: Path, freeze: float = 5.0
+) -> DrillResult:
     """Anvil stopped with SIGSTOP for ``freeze`` seconds, from the moment a trainer process has its
     files in IPFS (so its submit runs into the freeze) while a validator thread follows the round:
     nobody crashes, every transaction is sent once (one submit, one commit, one reveal; each
@@ -555,8 +658,9 @@ def drill_anvil_frozen(client: ChainClient, anvil: procs.Daemon, ipfs_api: str, 
             validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
             facts["honest"] = [trainer, validator]
             first_block = client.rpc.block_number() + 1
-            vcfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, VAL_A, "validator", "validator"),
-                                         rounds=1)
+            vcfg = vnode.ValidatorConfig(
+                node_cfg(client, ipfs_api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
+            )
             v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "trainer", 1)
             t = nodes.process(pausing(argv, 1), name="trainer")
@@ -569,41 +673,51 @@ def drill_anvil_frozen(client: ChainClient, anvil: procs.Daemon, ipfs_api: str, 
             resumed = time.time()
             expect(t.proc.poll() is None or t.proc.returncode == 0, f"trainer died during the freeze: {t.failed()}")
             expect(not v.errors, f"validator failed during the freeze: {v.failed()}")
-            wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                     timeout=120, alive=any_failed(t, v))
+            wait_for(
+                "round 0 to settle",
+                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                timeout=120,
+                alive=any_failed(t, v),
+            )
             expect(t.finish() == 0, f"trainer exited with {t.proc.returncode}")
             v.join()
             submitted_at = datetime.fromisoformat(t.first("submitted")["ts"]).timestamp()
-            facts["submit_after_thaw_s"] = round(submitted_at - resumed, 2)   # > 0: its submit waited out the freeze
+            facts["submit_after_thaw_s"] = round(submitted_at - resumed, 2)  # > 0: its submit waited out the freeze
             sel = {client.concord.contract.function(n).selector.hex(): n for n in SELECTORS}
             sent = _tx_nonces(client, first_block)
             calls: dict[str, Counter] = {}
             for who, addr in (("trainer", trainer), ("validator", validator)):
                 txs = sent.get(addr.lower(), [])
                 nonces = [n for n, _ in txs]
-                expect(nonces == list(range(nonces[0], nonces[0] + len(nonces))) if nonces else False,
-                       f"{who} nonces {nonces}: reused or skipped")
+                expect(
+                    nonces == list(range(nonces[0], nonces[0] + len(nonces))) if nonces else False,
+                    f"{who} nonces {nonces}: reused or skipped",
+                )
                 calls[who] = Counter(sel[s] for _, s in txs if s in sel)
             facts["calls"] = {k: dict(c) for k, c in calls.items()}
             expect(calls["trainer"] == Counter(submit=1), f"trainer sent {dict(calls['trainer'])}")
             expect(calls["validator"] == Counter(commit=1, reveal=1), f"validator sent {dict(calls['validator'])}")
             facts["rewarded"] = [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")]
             expect(facts["rewarded"] == [(0, trainer)], f"rewards {facts['rewarded']}")
-            facts["summary"] = (f"anvil frozen {freeze:g}s mid-upload; one submit, one commit, one reveal, "
-                                "nonces in order, paid once")
+            facts["summary"] = (
+                f"anvil frozen {freeze:g}s mid-upload; one submit, one commit, one reveal, nonces in order, paid once"
+            )
             return task_id, facts["honest"]
         finally:
             if frozen:
                 os.kill(anvil.pid, signal.SIGCONT)
             nodes.close()
+
     return _run("anvil frozen (SIGSTOP)", client, body)
 
 
 # ----------------------------------------------------------------------------- 5. a revert reported by name
 
+
 def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
     """`concord trainer run` with a key that holds no DevToken: registering reverts, and the CLI
     prints the token's custom error by name (ERC20InsufficientBalance) and exits 1, changing nothing."""
+
     def body(facts: dict) -> tuple[int, list[str]]:
         task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1)
         spare = client.signer(keys.devnet_account(SPARE))
@@ -615,14 +729,17 @@ def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> 
         try:
             before = (client.concord.totals(), client.concord.node_info(spare.address))
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, SPARE, "spare", 1)
-            argv = [argv[0], "-m", "client.cli", "trainer", *argv[3:]]     # `concord trainer run ...`
-            argv.remove("--json-logs")                                     # what a person sees
+            argv = [argv[0], "-m", "client.cli", "trainer", *argv[3:]]  # `concord trainer run ...`
+            argv.remove("--json-logs")  # what a person sees
             env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")} | {"COLUMNS": "240"}
             done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
             out = done.stdout + done.stderr
             facts["exit_code"] = done.returncode
-            facts["printed"] = (m.group(0) if (m := re.search(r"ERC20InsufficientBalance\([^)]*\)?", out)) else
-                                out.strip().splitlines()[-1:])
+            facts["printed"] = (
+                m.group(0)
+                if (m := re.search(r"ERC20InsufficientBalance\([^)]*\)?", out))
+                else out.strip().splitlines()[-1:]
+            )
             expect(done.returncode == 1, f"exit code {done.returncode}: {out[-400:]}")
             expect(isinstance(facts["printed"], str), f"no error name in the output: {out[-400:]}")
             expect((client.concord.totals(), client.concord.node_info(spare.address)) == before, "state changed")
@@ -631,34 +748,52 @@ def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> 
                 client.token.transfer(keep, spare.address, held)
         facts["summary"] = f"CLI exited 1 printing {facts['printed'][:60]}"
         return task_id, []
+
     return _run("revert reported by name", client, body)
 
 
 # ----------------------------------------------------------------------------- 6-7. availability (issue 10)
 
-HONEST_2 = 4      # a second honest trainer for the availability drills (accounts 6-9 are taken)
+HONEST_2 = 4  # a second honest trainer for the availability drills (accounts 6-9 are taken)
 
 
-def submit_with(client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, round_: int,
-                upload: Callable[[Store, object], str]) -> tuple[str, Callable[[], None]]:
+def submit_with(
+    client: ChainClient,
+    ipfs_api: str,
+    tmp: Path,
+    task_id: int,
+    account: int,
+    round_: int,
+    upload: Callable[[Store, object], str],
+) -> tuple[str, Callable[[], None]]:
     """A round-``round_`` bundle trained honestly and uploaded by ``upload(store, bundle) -> digest``;
     returns (digest, a function that submits it with the bundle's proof root and work units)."""
     from client.engine.bundle import make_bundle
 
     node = connect_node(node_cfg(client, ipfs_api, tmp, task_id, account, f"sdk-trainer-{account}"))
     ctx = load_task_context(node, task_id)
-    bundle = make_bundle(model_for_round(ctx, node.store, round_), ctx.env, ctx.task, task_id, round_, node.address,
-                         round_)
+    bundle = make_bundle(
+        model_for_round(ctx, node.store, round_), ctx.env, ctx.task, task_id, round_, node.address, round_
+    )
     digest = upload(node.store, bundle)
 
     def submit() -> None:
-        client.concord.submit(node.signer, task_id, round_, round_, Digest.parse(digest).bytes,
-                              bytes(bundle.proof_root), bundle.work_units)
+        client.concord.submit(
+            node.signer,
+            task_id,
+            round_,
+            round_,
+            Digest.parse(digest).bytes,
+            bytes(bundle.proof_root),
+            bundle.work_units,
+        )
+
     return digest, submit
 
 
-def verdict_times(folders: Iterable[Path], task_id: int, since: float, until: Callable[[], bool],
-                  timeout: float) -> dict[tuple[str, int], float]:
+def verdict_times(
+    folders: Iterable[Path], task_id: int, since: float, until: Callable[[], bool], timeout: float
+) -> dict[tuple[str, int], float]:
     """(validator folder name, submission index) -> seconds after ``since`` (monotonic) at which the
     verdict file appeared, polled until ``until()`` or ``timeout``."""
     from validator import node as vnode
@@ -674,8 +809,7 @@ def verdict_times(folders: Iterable[Path], task_id: int, since: float, until: Ca
     return seen
 
 
-def settled_outcome(client: ChainClient, task_id: int, cheater: str, honest_trainers: list[str],
-                    facts: dict) -> None:
+def settled_outcome(client: ChainClient, task_id: int, cheater: str, honest_trainers: list[str], facts: dict) -> None:
     """Round 0 settled, not void; ``cheater`` rejected and slashed, every honest trainer paid once."""
     (fin,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 0]
     expect(not fin.is_void, "round 0 went void")
@@ -706,19 +840,26 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
             cheater = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
             vals = [enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)]
             facts["honest"] = [honest, *vals]
-            _, submit_honest_ = submit_with(client, ipfs_api, tmp, task_id, PEER, 0,
-                                            lambda store, b: put_submission(store, b)[0])
-            _, submit_cheat = submit_with(client, ipfs_api, tmp, task_id, VICTIM, 0,
-                                          lambda store, b: cheats.withheld_leaf(store, b).digest)
+            _, submit_honest_ = submit_with(
+                client, ipfs_api, tmp, task_id, PEER, 0, lambda store, b: put_submission(store, b)[0]
+            )
+            _, submit_cheat = submit_with(
+                client, ipfs_api, tmp, task_id, VICTIM, 0, lambda store, b: cheats.withheld_leaf(store, b).digest
+            )
             threads = []
             for account, name in ((VAL_A, "val-a"),):
-                cfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"),
-                                            rounds=1)
+                cfg = vnode.ValidatorConfig(
+                    node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"), rounds=1
+                )
                 threads.append(nodes.thread(name, lambda stop, c=cfg: vnode.run_validator(c, stop)))
             submit_cheat()
             submit_honest_()
-            wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                     timeout=180, alive=any_failed(*threads))
+            wait_for(
+                "round 0 to settle",
+                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                timeout=180,
+                alive=any_failed(*threads),
+            )
             for t in threads:
                 t.join()
             settled_outcome(client, task_id, cheater, [honest], facts)
@@ -727,16 +868,20 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
                 sub = next(e for e in events(client, task_id, "Submitted") if e.trainer == cheater)
                 bad = verdicts[sub.index]
                 expect(not bad.accepted and bad.failed_check == "fetch", f"{name}: cheater's verdict {bad}")
-                doc = json.loads(vnode.evidence_path(vnode.task_dir(tmp / name, task_id), bad.evidence_digest)
-                                 .read_text())
+                doc = json.loads(
+                    vnode.evidence_path(vnode.task_dir(tmp / name, task_id), bad.evidence_digest).read_text()
+                )
                 facts[f"{name}_evidence"] = doc["detail"][:200]
                 expect("not found within" in doc["detail"], f"{name}: evidence {doc['detail'][:200]}")
-            Store(ipfs_api, None, timeout=5.0, retries=1).probe()      # the daemon still answers
-            facts["summary"] = ("leaf withheld: the validator rejected it (fetch: block not found within the "
-                                "timeout), daemon up, cheater slashed, honest trainer paid, round not void")
+            Store(ipfs_api, None, timeout=5.0, retries=1).probe()  # the daemon still answers
+            facts["summary"] = (
+                "leaf withheld: the validator rejected it (fetch: block not found within the "
+                "timeout), daemon up, cheater slashed, honest trainer paid, round not void"
+            )
             return task_id, facts["honest"]
         finally:
             nodes.close()
+
     return _run("withheld leaf", client, body)
 
 
@@ -754,7 +899,7 @@ class DripProxy:
         self.upstream = (up.hostname, up.port)
         self.drip_bytes, self.every_s = drip_bytes, every_s
         self.slow: set[str] = set()
-        self.dripped: Counter = Counter()          # CID -> block/get requests dripped
+        self.dripped: Counter = Counter()  # CID -> block/get requests dripped
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -841,16 +986,15 @@ class DripProxy:
         status = "200 OK" if resp.status_code == 200 else f"{resp.status_code} Error"
         kind = resp.headers.get("Content-Type", "application/octet-stream")
         try:
-            sock.sendall(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
-                         .encode())
+            sock.sendall(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
             if not slow:
                 sock.sendall(body)
                 return True
             for i in range(0, len(body), self.drip_bytes):
                 time.sleep(self.every_s)
-                sock.sendall(body[i:i + self.drip_bytes])
+                sock.sendall(body[i : i + self.drip_bytes])
         except OSError:
-            return False          # the validator gave up at its deadline
+            return False  # the validator gave up at its deadline
         return True
 
 
@@ -880,22 +1024,31 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
                 return digest
 
             _, submit_slow = submit_with(client, ipfs_api, tmp, task_id, VICTIM, 0, slow_upload)
-            submits = [submit_with(client, ipfs_api, tmp, task_id, a, 0,
-                                   lambda store, b: put_submission(store, b)[0])[1] for a in (PEER, HONEST_2)]
+            submits = [
+                submit_with(client, ipfs_api, tmp, task_id, a, 0, lambda store, b: put_submission(store, b)[0])[1]
+                for a in (PEER, HONEST_2)
+            ]
             proxy.slow |= slow_cids
-            cfg = vnode.ValidatorConfig(node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator"),
-                                        rounds=1)
+            cfg = vnode.ValidatorConfig(
+                node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
+            )
             warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
-            deadline = submission_deadline_s(load_task_context(connect_node(cfg.node), task_id).spec.limits,
-                                             cfg.node.ipfs_timeout)
+            deadline = submission_deadline_s(
+                load_task_context(connect_node(cfg.node), task_id).spec.limits, cfg.node.ipfs_timeout
+            )
             facts["deadline_s"] = round(deadline, 2)
             v = nodes.thread("validator", lambda stop: vnode.run_validator(cfg, stop))
             started = time.monotonic()
-            submit_slow()                     # first: the honest ones must not wait behind it
+            submit_slow()  # first: the honest ones must not wait behind it
             for submit in submits:
                 submit()
-            times = verdict_times([tmp / "validator"], task_id, started,
-                                  lambda: client.concord.task_state(task_id).finalized_rounds >= 1, timeout=180)
+            times = verdict_times(
+                [tmp / "validator"],
+                task_id,
+                started,
+                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                timeout=180,
+            )
             expect(client.concord.task_state(task_id).finalized_rounds >= 1, "round 0 did not settle")
             v.join()
             subs = {e.trainer: e.index for e in events(client, task_id, "Submitted")}
@@ -905,22 +1058,28 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
             verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp / "validator", task_id))}
             bad = verdicts[subs[slow]]
             expect(not bad.accepted and bad.failed_check == "fetch", f"slow provider's verdict {bad}")
-            doc = json.loads(vnode.evidence_path(vnode.task_dir(tmp / "validator", task_id), bad.evidence_digest)
-                             .read_text())
+            doc = json.loads(
+                vnode.evidence_path(vnode.task_dir(tmp / "validator", task_id), bad.evidence_digest).read_text()
+            )
             facts["evidence"] = doc["detail"][:200]
             expect("deadline" in doc["detail"], f"evidence {doc['detail'][:200]}")
             expect(facts["dripped"] > 0, "the proxy never dripped a block")
             expect(all(verdicts[subs[h]].accepted for h in honest), "an honest submission was not accepted")
-            expect(facts["slow_verdict_s"] is not None and facts["slow_verdict_s"] <= deadline + 5,
-                   f"slow submission judged after {facts['slow_verdict_s']}s, deadline {deadline:.1f}s")
+            expect(
+                facts["slow_verdict_s"] is not None and facts["slow_verdict_s"] <= deadline + 5,
+                f"slow submission judged after {facts['slow_verdict_s']}s, deadline {deadline:.1f}s",
+            )
             settled_outcome(client, task_id, slow, honest, facts)
-            facts["summary"] = (f"slow provider rejected {facts['slow_verdict_s']}s after submitting (deadline "
-                                f"{facts['deadline_s']}s), honest verdicts at {facts['honest_verdict_s']}s; "
-                                "slashed, honest paid, round not void")
+            facts["summary"] = (
+                f"slow provider rejected {facts['slow_verdict_s']}s after submitting (deadline "
+                f"{facts['deadline_s']}s), honest verdicts at {facts['honest_verdict_s']}s; "
+                "slashed, honest paid, round not void"
+            )
             return task_id, facts["honest"]
         finally:
             nodes.close()
             proxy.close()
+
     return _run("slow provider", client, body)
 
 
@@ -947,8 +1106,12 @@ class _PausedManifest:
 
     def put_manifest(self, data: bytes, pin: bool = True) -> str:
         digest = digest_of(data)
-        log.warning("fault drill: pausing %.1fs before uploading manifest %s", self.seconds, digest,
-                    extra=fields(event="drill_pause", digest=digest, seconds=self.seconds))
+        log.warning(
+            "fault drill: pausing %.1fs before uploading manifest %s",
+            self.seconds,
+            digest,
+            extra=fields(event="drill_pause", digest=digest, seconds=self.seconds),
+        )
         time.sleep(self.seconds)
         return self.store.put_manifest(data, pin=pin)
 
@@ -971,8 +1134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="a trainer node (the flags of `concord trainer run`) that pauses mid-upload")
     trainer.add_run_args(run)
-    run.add_argument("--pause-before-manifest", type=float, required=True, metavar="SECONDS",
-                     help="sleep this long between a submission's files and its manifest")
+    run.add_argument(
+        "--pause-before-manifest",
+        type=float,
+        required=True,
+        metavar="SECONDS",
+        help="sleep this long between a submission's files and its manifest",
+    )
     args = p.parse_args(argv)
     return trainer.run_command(args, PauseBeforeManifest(args.pause_before_manifest))
 

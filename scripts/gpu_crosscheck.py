@@ -24,14 +24,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client.engine.config import DEFAULT_TASK, ModelConfig, SamplerConfig  # noqa: E402
-from client.engine.model import build_policy  # noqa: E402
+from client.engine.config import DEFAULT_TASK, ModelConfig, SamplerConfig
+from client.engine.model import build_policy
 
 # (name, model, prompts, samples per prompt, sampler): the demo policy and bench proofs' policy.
 SETUPS = {
     "demo_0.1M": (DEFAULT_TASK.model, 32, 8, DEFAULT_TASK.sampler),
-    "bench_3.2M": (ModelConfig(vocab_size=32, d_model=256, n_layers=4, n_heads=4, max_seq_len=8 + 64, seed=0), 8, 8,
-                   SamplerConfig(temperature=1.0, max_new_tokens=64, stop_at_eos=False)),
+    "bench_3.2M": (
+        ModelConfig(vocab_size=32, d_model=256, n_layers=4, n_heads=4, max_seq_len=8 + 64, seed=0),
+        8,
+        8,
+        SamplerConfig(temperature=1.0, max_new_tokens=64, stop_at_eos=False),
+    ),
 }
 TRAINER = "0x" + "c0" * 20
 
@@ -41,8 +45,10 @@ def generate_batches() -> dict[str, object]:
     from client.engine.rollout import generate
 
     env = make_env(DEFAULT_TASK.env)
-    return {name: generate(build_policy(model), env, list(range(prompts)), group, sampler, 1, 0, TRAINER)
-            for name, (model, prompts, group, sampler) in SETUPS.items()}
+    return {
+        name: generate(build_policy(model), env, list(range(prompts)), group, sampler, 1, 0, TRAINER)
+        for name, (model, prompts, group, sampler) in SETUPS.items()
+    }
 
 
 def export(folder: Path) -> None:
@@ -62,8 +68,12 @@ def prefill_on_gpu(folder: Path, out: Path) -> None:
             fp32 = policy(t)
             with torch.autocast(device, dtype=torch.bfloat16):
                 bf16 = policy(t)
-            states[name] = {"hidden_fp32": fp32.hidden.float().cpu(), "logits_fp32": fp32.logits.float().cpu(),
-                            "hidden_bf16": bf16.hidden.float().cpu(), "logits_bf16": bf16.logits.float().cpu()}
+            states[name] = {
+                "hidden_fp32": fp32.hidden.float().cpu(),
+                "logits_fp32": fp32.logits.float().cpu(),
+                "hidden_bf16": bf16.hidden.float().cpu(),
+                "logits_bf16": bf16.logits.float().cpu(),
+            }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(states, out / "gpu_states.pt")
     print(f"{states['device']}, torch {states['torch']}: wrote {out / 'gpu_states.pt'}")
@@ -83,8 +93,14 @@ def verify(folder: Path, gpu_file: Path) -> None:
     exported = torch.load(folder / "tokens.pt")
     vcfg = ValidationConfig()
     table = Table(title=f"TOPLOC across hardware: CPU (this machine) vs {gpu['device']} (torch {gpu['torch']})")
-    for col in ("policy", "trainer -> validator", "rollouts rejected", "worst exp mismatches /128", "worst mant mean",
-                "worst mant median"):
+    for col in (
+        "policy",
+        "trainer -> validator",
+        "rollouts rejected",
+        "worst exp mismatches /128",
+        "worst mant mean",
+        "worst mant median",
+    ):
         table.add_column(col, justify="right")
     result: dict[str, object] = {"gpu": gpu["device"]}
 
@@ -92,10 +108,16 @@ def verify(folder: Path, gpu_file: Path) -> None:
         """The validator's own TOPLOC check (validator.checks) of every rollout, as one table row."""
         ev = toploc_result(toploc_rows(hidden, batch, proofs, batch.lengths, vcfg)).evidence
         worst = (int(ev["worst_exp_mismatches"]), ev["worst_mant_err_mean"], ev["worst_mant_err_median"])
-        table.add_row(name, label, f"{ev['rejected']}/{ev['rollouts']}", str(worst[0]), f"{worst[1]:.2f}", f"{worst[2]:.2f}")
-        result[f"{name}:{label}"] = {"rejected": int(ev["rejected"]), "rollouts": int(ev["rollouts"]),
-                                     "worst_exp_mismatches": worst[0], "worst_mant_err_mean": round(worst[1], 3),
-                                     "worst_mant_err_median": round(worst[2], 3)}
+        table.add_row(
+            name, label, f"{ev['rejected']}/{ev['rollouts']}", str(worst[0]), f"{worst[1]:.2f}", f"{worst[2]:.2f}"
+        )
+        result[f"{name}:{label}"] = {
+            "rejected": int(ev["rejected"]),
+            "rollouts": int(ev["rollouts"]),
+            "worst_exp_mismatches": worst[0],
+            "worst_mant_err_mean": round(worst[1], 3),
+            "worst_mant_err_median": round(worst[2], 3),
+        }
 
     for name, batch in generate_batches().items():
         if not torch.equal(batch.tokens, exported[name]):
@@ -109,19 +131,26 @@ def verify(folder: Path, gpu_file: Path) -> None:
         cpu_hidden = {"bf16": prefill(policy, batch, bf16=True).hidden, "fp32": prefill(policy, batch).hidden}
         for precision in ("fp32", "bf16"):
             h = states[f"hidden_{precision}"]
-            gpu_proofs = build_many_rollout_proofs([(h[n, :p], h[n, p : p + int(batch.lengths[n])]) for n in range(batch.n)])
+            gpu_proofs = build_many_rollout_proofs(
+                [(h[n, :p], h[n, p : p + int(batch.lengths[n])]) for n in range(batch.n)]
+            )
             for validator in ("bf16", "fp32"):
                 toploc_row(name, f"GPU {precision} -> CPU {validator}", cpu_hidden[validator], gpu_proofs, batch)
             sampling = check_sampling(states[f"logits_{precision}"], batch, batch.keys, SETUPS[name][3], vcfg)
             ev = sampling.evidence
             result[f"{name}:sampling CPU tokens vs GPU {precision} logits"] = {
-                "rejected_tokens": int(ev["rejected_tokens"]), "tokens": int(ev["tokens"]), "tolerated": int(ev["tolerated"])}
+                "rejected_tokens": int(ev["rejected_tokens"]),
+                "tokens": int(ev["tokens"]),
+                "tolerated": int(ev["tolerated"]),
+            }
     console = Console(width=150)
     console.print(table)
     for key, value in result.items():
         if key.startswith(tuple(SETUPS)) and "sampling" in key:
-            console.print(f"{key}: {value['rejected_tokens']}/{value['tokens']} tokens rejected "
-                          f"({value['tolerated']} near-ties tolerated)")
+            console.print(
+                f"{key}: {value['rejected_tokens']}/{value['tokens']} tokens rejected "
+                f"({value['tolerated']} near-ties tolerated)"
+            )
     print(json.dumps(result))
 
 

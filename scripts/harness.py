@@ -31,7 +31,7 @@ from client.chain import ChainClient, ContractError, Role, Signer, keys
 
 log = logging.getLogger(__name__)
 
-TOKEN = 10 ** 18
+TOKEN = 10**18
 
 
 class CheckFailed(AssertionError):
@@ -63,6 +63,7 @@ class Actor:
 
 # ----------------------------------------------------------------------------- enrolling and waiting
 
+
 def signer_of(client: ChainClient, who: Signer | int) -> Signer:
     """``who`` itself, or a fresh Signer for anvil default account ``who`` (the lab's nodes are devnet accounts)."""
     return client.signer(keys.devnet_account(who)) if isinstance(who, int) else who
@@ -83,8 +84,13 @@ def enrol(client: ChainClient, who: Signer | int, role: Role, stake: int, task_i
     return signer.address
 
 
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 90.0,
-             alive: Callable[[], str | None] = lambda: None, poll: float = 0.05) -> None:
+def wait_for(
+    what: str,
+    predicate: Callable[[], bool],
+    timeout: float = 90.0,
+    alive: Callable[[], str | None] = lambda: None,
+    poll: float = 0.05,
+) -> None:
     """Poll ``predicate`` every ``poll`` seconds until it holds; CheckFailed after ``timeout`` seconds,
     or as soon as ``alive()`` names a problem (a node that died cannot make it hold)."""
     deadline = time.monotonic() + timeout
@@ -111,6 +117,7 @@ def settle_up(client: ChainClient, initiator: Signer, actors: Sequence[Actor], t
 
 
 # ----------------------------------------------------------------------------- who earned and lost what
+
 
 @dataclass
 class Ledger:
@@ -159,26 +166,27 @@ class Ledger:
 
 # ----------------------------------------------------------------------------- conservation
 
+
 @dataclass(frozen=True)
 class TaskHolding:
     """One task's escrow: what the contract holds for it against its budget + the pools of its open rounds."""
 
     task_id: int
     held: int
-    owed: int          # budget + reserved
+    owed: int  # budget + reserved
 
 
 @dataclass(frozen=True)
 class Conservation:
     """DESIGN 3's invariants as read from the chain, one number per entity so a failure names it."""
 
-    token_balance: int          # token.balanceOf(Concord)
-    escrow: int                 # totals(): what all tasks hold
-    staked: int                 # totals(): every node's stake (bonded and unbonding)
-    credited: int               # totals(): every credited, not yet withdrawn balance
-    tasks_held: int = -1        # sum over tasks of taskEscrow().held (-1: not read)
-    tasks_off: tuple[TaskHolding, ...] = ()   # each task whose held != budget + reserved
-    liabilities: int = -1       # the contract's own totalLiabilities() view (-1: not read)
+    token_balance: int  # token.balanceOf(Concord)
+    escrow: int  # totals(): what all tasks hold
+    staked: int  # totals(): every node's stake (bonded and unbonding)
+    credited: int  # totals(): every credited, not yet withdrawn balance
+    tasks_held: int = -1  # sum over tasks of taskEscrow().held (-1: not read)
+    tasks_off: tuple[TaskHolding, ...] = ()  # each task whose held != budget + reserved
+    liabilities: int = -1  # the contract's own totalLiabilities() view (-1: not read)
 
     @property
     def tasks_solvent(self) -> bool:
@@ -188,16 +196,22 @@ class Conservation:
     @property
     def holds(self) -> bool:
         owed = self.escrow + self.staked + self.credited
-        return (self.token_balance == owed and self.liabilities in (-1, owed)
-                and self.tasks_held in (-1, self.escrow) and self.tasks_solvent)
+        return (
+            self.token_balance == owed
+            and self.liabilities in (-1, owed)
+            and self.tasks_held in (-1, self.escrow)
+            and self.tasks_solvent
+        )
 
     def problems(self) -> list[str]:
         """What does not hold, entity by entity ([] when it all holds)."""
         owed = self.escrow + self.staked + self.credited
         out = []
         if self.token_balance != owed:
-            out.append(f"token balance {self.token_balance} != escrow {self.escrow} + stakes {self.staked} "
-                       f"+ credited {self.credited}")
+            out.append(
+                f"token balance {self.token_balance} != escrow {self.escrow} + stakes {self.staked} "
+                f"+ credited {self.credited}"
+            )
         if self.liabilities not in (-1, owed):
             out.append(f"totalLiabilities() {self.liabilities} != totals() {owed}")
         if self.tasks_held not in (-1, self.escrow):
@@ -217,5 +231,6 @@ def conservation(client: ChainClient) -> Conservation:
         held += e.held
         if e.held != e.budget + e.reserved:
             off.append(TaskHolding(task_id, e.held, e.budget + e.reserved))
-    return Conservation(client.token.balance_of(c.address), t.escrow, t.staked, t.credited, held, tuple(off),
-                        c.total_liabilities())
+    return Conservation(
+        client.token.balance_of(c.address), t.escrow, t.staked, t.credited, held, tuple(off), c.total_liabilities()
+    )

@@ -60,10 +60,11 @@ from client.engine.envs import (
 )
 
 Reward = Callable[[Env, list[int], list[int]], float]
-Weighted = list[tuple[list[int], float]]   # (prompt, probability)
+Weighted = list[tuple[list[int], float]]  # (prompt, probability)
 
 
 # ----------------------------------------------------------------------------- the rules compared
+
 
 def new_reward(env: Env, prompt: list[int], completion: list[int]) -> float:
     return envs.reward(env, prompt, completion)
@@ -88,6 +89,7 @@ def legacy_reward(env: Env, prompt: list[int], completion: list[int]) -> float:
 
 # ----------------------------------------------------------------------------- prompt distributions
 
+
 def symbols(env: Env) -> list[int]:
     """The tokens an answer is written in."""
     return [SYM0 + v for v in range(env.alphabet if isinstance(env, SortEnv) else 10)]
@@ -104,16 +106,16 @@ def exact_prompts(env: Env) -> Weighted | None:
         m, w = env.modulus, env.width
         if m * m > 250_000:
             return None
-        digits = lambda x: [SYM0 + int(c) for c in str(x).zfill(w)]   # noqa: E731
+        digits = lambda x: [SYM0 + int(c) for c in str(x).zfill(w)]  # noqa: E731
         return [([BOS, *digits(a), PLUS, *digits(b), SEP], 1 / (m * m)) for a in range(m) for b in range(m)]
     if isinstance(env, AddEnv):
-        n, big = env.n_digits, 10 ** env.n_digits
-        digits = lambda x: [SYM0 + int(c) for c in str(x).zfill(n)]   # noqa: E731
+        n, big = env.n_digits, 10**env.n_digits
+        digits = lambda x: [SYM0 + int(c) for c in str(x).zfill(n)]  # noqa: E731
         out = []
         for s in range(2 * big - 1):
             a = min(s, big - 1)
-            pairs = min(s, 2 * big - 2 - s) + 1          # (a, b) with a + b = s
-            out.append(([BOS, *digits(a), PLUS, *digits(s - a), SEP], pairs / big ** 2))
+            pairs = min(s, 2 * big - 2 - s) + 1  # (a, b) with a + b = s
+            out.append(([BOS, *digits(a), PLUS, *digits(s - a), SEP], pairs / big**2))
         return out
     if type(env) is SortEnv and not env.distinct:
         out = []
@@ -121,7 +123,7 @@ def exact_prompts(env: Env) -> Weighted | None:
         for n in lengths:
             for items in itertools.combinations_with_replacement(range(env.alphabet), n):
                 arrangements = factorial(n) // math.prod(factorial(k) for k in Counter(items).values())
-                p = Fraction(arrangements, env.alphabet ** n) / len(lengths)
+                p = Fraction(arrangements, env.alphabet**n) / len(lengths)
                 out.append(([BOS, *(SYM0 + v for v in items), *([BLANK] * (env.n_max - n)), SEP], float(p)))
         return out
     return None
@@ -132,6 +134,7 @@ def seeded_prompts(env: Env, count: int, start: int = 0) -> Weighted:
 
 
 # ----------------------------------------------------------------------------- the two baselines
+
 
 def mean_reward(env: Env, prompts: Weighted, completion: list[int], rule: Reward) -> float:
     return sum(w * rule(env, p, completion) for p, w in prompts)
@@ -147,7 +150,7 @@ def candidate_constants(env: Env, starts: int = 4, seed: int = 0) -> list[list[i
     alphabet by tests/test_envs.py."""
     syms = symbols(env)
     rng = np.random.default_rng(seed)
-    expected = lambda g: env.baseline(tuple(g) + (EOS,))   # noqa: E731
+    expected = lambda g: env.baseline(tuple(g) + (EOS,))  # noqa: E731
     out = [[EOS]]
     for length in range(1, max(answer_lengths(env)) + 2):
         best: tuple[list[int], float] | None = None
@@ -210,13 +213,14 @@ def exact_random_guess(env: Env, prompts: Weighted, rule: Reward) -> float:
 
 # ----------------------------------------------------------------------------- the table
 
+
 @dataclass(frozen=True)
 class Baseline:
     env_id: str
-    rule: str                 # "chance-corrected" | "legacy"
-    constant: str             # the best constant, rendered
+    rule: str  # "chance-corrected" | "legacy"
+    constant: str  # the best constant, rendered
     constant_reward: float
-    constant_se: float        # 0 where exact
+    constant_se: float  # 0 where exact
     random_reward: float
     random_se: float
     exact: bool
@@ -234,17 +238,25 @@ def measure(env_id: str, rule_name: str, seeded: int = 4000) -> Baseline:
     if exact is not None:
         const, value = best_constant(env, exact, rule)
         strings = len(symbols(env)) ** max(answer_lengths(env))
-        if strings * len(exact) <= 200_000:   # modadd: every symbol string on every prompt
+        if strings * len(exact) <= 200_000:  # modadd: every symbol string on every prompt
             rand, rand_se = exact_random_guess(env, exact, rule), 0.0
         else:
             rand, rand_se = random_guess(env, exact, rule)
         return Baseline(env_id, rule_name, render(const), value, 0.0, rand, rand_se, True)
     score = seeded_prompts(env, seeded)
-    const, _ = best_constant(env, score, rule)   # candidates from exact expectations: no search on the sample
+    const, _ = best_constant(env, score, rule)  # candidates from exact expectations: no search on the sample
     values = np.array([rule(env, p, const) for p, _ in score])
     rand, rand_se = random_guess(env, score, rule)
-    return Baseline(env_id, rule_name, render(const), float(values.mean()),
-                    float(values.std() / math.sqrt(len(values))), rand, rand_se, False)
+    return Baseline(
+        env_id,
+        rule_name,
+        render(const),
+        float(values.mean()),
+        float(values.std() / math.sqrt(len(values))),
+        rand,
+        rand_se,
+        False,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,14 +264,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeded", type=int, default=4000, help="seeded prompts where not enumerated (reverse)")
     parser.add_argument("--json", action="store_true", help="one JSON line per row only")
     args = parser.parse_args(argv)
-    rows = [measure(env_id, rule, args.seeded) for env_id in sorted(REGISTRY) for rule in ("legacy", "chance-corrected")]
+    rows = [
+        measure(env_id, rule, args.seeded) for env_id in sorted(REGISTRY) for rule in ("legacy", "chance-corrected")
+    ]
     for r in rows:
         if args.json:
             print(json.dumps(r.to_json()))
         else:
-            pm = lambda se: f" +- {se:.4f}" if se else ""   # noqa: E731
-            print(f"{r.env_id:8s} {r.rule:17s} best constant {r.constant:9s} {r.constant_reward:+.4f}{pm(r.constant_se)}"
-                  f"   random guess {r.random_reward:+.4f}{pm(r.random_se)}   {'exact' if r.exact else 'sampled'}")
+            pm = lambda se: f" +- {se:.4f}" if se else ""  # noqa: E731
+            print(
+                f"{r.env_id:8s} {r.rule:17s} best constant {r.constant:9s} {r.constant_reward:+.4f}{pm(r.constant_se)}"
+                f"   random guess {r.random_reward:+.4f}{pm(r.random_se)}   {'exact' if r.exact else 'sampled'}"
+            )
     return 0
 
 

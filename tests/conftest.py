@@ -32,6 +32,7 @@ logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 # ----------------------------------------------------------------------------- chain
 
+
 @dataclass(frozen=True)
 class AnvilNode:
     url: str
@@ -41,8 +42,8 @@ class AnvilNode:
 
 @dataclass(frozen=True)
 class IpfsNode:
-    api: str          # multiaddr for ipfshttpclient.Client
-    api_url: str      # http://127.0.0.1:P
+    api: str  # multiaddr for ipfshttpclient.Client
+    api_url: str  # http://127.0.0.1:P
     daemon: Daemon
 
 
@@ -76,8 +77,9 @@ def fresh_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
 def ipfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsNode]:
     """One js-ipfs daemon for the session (offline, loopback only)."""
     tmp = tmp_path_factory.mktemp("ipfs")
-    ports = devnet.Ports(anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
-                         ipfs_grpc=procs.free_port())
+    ports = devnet.Ports(
+        anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(), ipfs_grpc=procs.free_port()
+    )
     daemon = devnet.start_ipfs(tmp / "repo", ports, tmp / "ipfs.log")
     try:
         yield IpfsNode(f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http", f"http://127.0.0.1:{ports.ipfs_api}", daemon)
@@ -87,7 +89,7 @@ def ipfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsNode]:
 
 # ----------------------------------------------------------------------------- chain SDK on a deployed protocol
 
-TOKEN = 10 ** 18
+TOKEN = 10**18
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +104,7 @@ def deployed(anvil: AnvilNode):
 class ChainEnv:
     """A deployed protocol plus helpers; every test gets it at a fresh EVM snapshot."""
 
-    client: object           # client.chain.ChainClient
+    client: object  # client.chain.ChainClient
     anvil: AnvilNode
 
     def signer(self, index: int):
@@ -134,7 +136,9 @@ class ChainEnv:
         """Everything a failed call must leave unchanged: token and credited balances, stakes,
         membership, the task, its rounds, the liability totals."""
         c, t = self.client.concord, self.client.token
-        per_addr = tuple((t.balance_of(a), t.allowance(a, c.address), c.balance_of(a), c.node_info(a)) for a in addresses)
+        per_addr = tuple(
+            (t.balance_of(a), t.allowance(a, c.address), c.balance_of(a), c.node_info(a)) for a in addresses
+        )
         task: tuple = ()
         if task_id is not None and task_id <= c.task_count():
             state = c.task_state(task_id)
@@ -175,8 +179,10 @@ def other(ipfs, tmp_path: Path) -> Store:
 @pytest.fixture
 def dead_store():
     """Make a store whose daemon address has nothing listening: any network use fails fast."""
+
     def make(cache: Path | None) -> Store:
         return Store(f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", cache, timeout=1.0, retries=1)
+
     return make
 
 

@@ -77,7 +77,9 @@ def _digests(directory: str) -> list[str]:
 
 def test_two_processes_produce_identical_model_bytes(tmp_path) -> None:
     here = _digests(str(tmp_path / "a"))
-    code = "import sys; sys.path.insert(0, '.'); from tests.test_aggregate import _digests; print(*_digests(sys.argv[1]))"
+    code = (
+        "import sys; sys.path.insert(0, '.'); from tests.test_aggregate import _digests; print(*_digests(sys.argv[1]))"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], capture_output=True, text=True, check=True)
     assert out.stdout.split() == here
     mom = momentum_from_tensors(momentum_to_tensors({"w": torch.ones(2)}))

@@ -30,14 +30,18 @@ def _run(plan: bench_attacks.AttackPlan, state_dir: Path, judge) -> tuple[bench_
 
 @pytest.fixture(scope="module")
 def trainer_net(tmp_path_factory: pytest.TempPathFactory):
-    return _run(bench_attacks.trainer_plan(list(CHEATS)), tmp_path_factory.mktemp("attacks"),
-                bench_attacks.judge_trainers)
+    return _run(
+        bench_attacks.trainer_plan(list(CHEATS)), tmp_path_factory.mktemp("attacks"), bench_attacks.judge_trainers
+    )
 
 
 @pytest.fixture(scope="module")
 def validator_net(tmp_path_factory: pytest.TempPathFactory):
-    return _run(bench_attacks.validator_plan(list(VALIDATOR_CHEATS)), tmp_path_factory.mktemp("vattacks"),
-                bench_attacks.judge_validators)
+    return _run(
+        bench_attacks.validator_plan(list(VALIDATOR_CHEATS)),
+        tmp_path_factory.mktemp("vattacks"),
+        bench_attacks.judge_validators,
+    )
 
 
 @pytest.mark.parametrize("mode", sorted(CHEATS))

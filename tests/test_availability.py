@@ -38,12 +38,17 @@ CHUNK = 200_000
 @pytest.fixture
 def own_ipfs(tmp_path: Path) -> Iterator[dict]:
     """A js-ipfs daemon of the test's own (a test here may kill it); stopped by PID."""
-    ports = devnet.Ports(anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
-                         ipfs_grpc=procs.free_port())
+    ports = devnet.Ports(
+        anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(), ipfs_grpc=procs.free_port()
+    )
     daemon = devnet.start_ipfs(tmp_path / "repo", ports, tmp_path / "ipfs.log")
     try:
-        yield {"daemon": daemon, "api": f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http",
-               "url": f"http://127.0.0.1:{ports.ipfs_api}/api/v0", "log": tmp_path / "ipfs.log"}
+        yield {
+            "daemon": daemon,
+            "api": f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http",
+            "url": f"http://127.0.0.1:{ports.ipfs_api}/api/v0",
+            "log": tmp_path / "ipfs.log",
+        }
     finally:
         procs.stop(daemon)
 
@@ -80,16 +85,17 @@ def test_cat_of_a_withheld_leaf_kills_js_ipfs_but_block_get_does_not(own_ipfs, t
     assert resp.status_code == 500 and "timed out" in resp.text
     with pytest.raises(requests.ReadTimeout):
         requests.post(f"{own_ipfs['url']}/block/get", params={"arg": leaves[1], "timeout": "5000ms"}, timeout=1)
-    time.sleep(5)            # past the abandoned request's own timeout
+    time.sleep(5)  # past the abandoned request's own timeout
     assert procs.is_ours(own_ipfs["daemon"]) and answers(own_ipfs["url"])
     # cat of the file: the first leaf streams, the second is wanted; the daemon's timeout ends the want
     try:
-        resp = requests.post(f"{own_ipfs['url']}/cat", params={"arg": ref.cid, "timeout": "1000ms"}, stream=True,
-                             timeout=5)
+        resp = requests.post(
+            f"{own_ipfs['url']}/cat", params={"arg": ref.cid, "timeout": "1000ms"}, stream=True, timeout=5
+        )
         for _ in resp.iter_content(None):
             pass
     except requests.RequestException:
-        pass                 # the stream may end either way: the daemon's fate is the point
+        pass  # the stream may end either way: the daemon's fate is the point
     assert wait_dead(own_ipfs["daemon"], 10), "js-ipfs survived an aborted want: the store's workaround may go"
     assert "aborted" in own_ipfs["log"].read_text()
     assert not answers(own_ipfs["url"])
@@ -104,12 +110,12 @@ def test_store_fetch_of_a_withheld_leaf_is_a_clean_timeout_and_the_daemon_lives(
             store.get_bytes(ref, max_bytes=ref.size)
         took = time.monotonic() - start
         assert took < store.timeout + REQUEST_GRACE + 1, took
-        assert info.value.cid == leaves[1]                  # the missing block, by its CID
-        assert ref.sha256 in str(info.value)                # and which file it belongs to
+        assert info.value.cid == leaves[1]  # the missing block, by its CID
+        assert ref.sha256 in str(info.value)  # and which file it belongs to
         time.sleep(1)
         assert procs.is_ours(own_ipfs["daemon"]) and answers(own_ipfs["url"]), f"daemon died after try {attempt}"
     store.probe()
-    whole = store.put_file(os.urandom(3 * (1 << 20)), "whole.bin")          # 3 leaves of 1 MiB: still fetched whole
+    whole = store.put_file(os.urandom(3 * (1 << 20)), "whole.bin")  # 3 leaves of 1 MiB: still fetched whole
     assert Store(own_ipfs["api"], None, timeout=2.0).get_bytes(whole, max_bytes=whole.size) is not None
 
 
@@ -121,12 +127,12 @@ def test_a_dripping_provider_is_cut_at_the_deadline(own_ipfs, tmp_path: Path) ->
     try:
         proxy.slow.add(slow.cid)
         via = Store(proxy.api, None, timeout=5.0)
-        assert via.get_bytes(fast, max_bytes=fast.size) is not None          # everything else passes through
+        assert via.get_bytes(fast, max_bytes=fast.size) is not None  # everything else passes through
         start = time.monotonic()
         with pytest.raises(DeadlineExceeded) as info:
             via.get_bytes(slow, max_bytes=slow.size, deadline=time.monotonic() + 3.0)
         took = time.monotonic() - start
-        assert 2.9 < took < 3.0 + 2.0, took                  # each read came in time; the deadline cut it
+        assert 2.9 < took < 3.0 + 2.0, took  # each read came in time; the deadline cut it
         assert info.value.cid == slow.cid and "deadline" in str(info.value)
         assert proxy.dripped[slow.cid] == 1
     finally:
@@ -171,27 +177,36 @@ def test_content_that_fails_our_own_daemon_twice_while_it_answers_is_missing(own
     store = Store(own_ipfs["api"], tmp_path / "cache", timeout=2.0, retries=1)
     fake_node = SimpleNamespace(store=store, address="0x" + "11" * 20, state_dir=tmp_path / "state")
     v = vnode.Validator(cfg=None, node=fake_node, task=SimpleNamespace(task_id=7))
-    sub = SimpleNamespace(task_id=7, round=0, index=3, trainer="0x" + "22" * 20, base_round=0,
-                          bundle_digest=bytes(range(32)), proof_root=bytes(32), work_units=1)
+    sub = SimpleNamespace(
+        task_id=7,
+        round=0,
+        index=3,
+        trainer="0x" + "22" * 20,
+        base_round=0,
+        bundle_digest=bytes(range(32)),
+        proof_root=bytes(32),
+        work_units=1,
+    )
     failed = vnode.Fetched(sub, None, None, DaemonError(store.api, "block/get", "the daemon went away"), 1.0)
     with pytest.raises(DaemonError):
-        vnode.settle_fetches(v, [failed])                    # first strike: our problem until shown otherwise
+        vnode.settle_fetches(v, [failed])  # first strike: our problem until shown otherwise
     assert v.verdicts == {} and v.strikes == {(0, 3): 1}
-    (verdict,) = vnode.settle_fetches(v, [failed])           # second strike, daemon answers: missing content
+    (verdict,) = vnode.settle_fetches(v, [failed])  # second strike, daemon answers: missing content
     assert (verdict.accepted, verdict.failed_check) == (False, "fetch")
     doc = vnode.evidence_path(vnode.task_dir(tmp_path / "state", 7), verdict.evidence_digest)
-    assert doc.exists() and verdict.evidence_digest in v.unpublished        # durable first, published later
+    assert doc.exists() and verdict.evidence_digest in v.unpublished  # durable first, published later
     assert vnode.verdict_path(vnode.task_dir(tmp_path / "state", 7), 0, 3).exists()
     vnode.publish_pending(v)
     assert v.unpublished == set() and store.get_manifest(verdict.evidence_digest) == doc.read_bytes()
 
-    procs.stop(own_ipfs["daemon"])                           # our daemon down: no strike, no verdict
-    other = vnode.Fetched(SimpleNamespace(**{**sub.__dict__, "index": 4}), None, None,
-                          DaemonError(store.api, "block/get", "down"), 1.0)
+    procs.stop(own_ipfs["daemon"])  # our daemon down: no strike, no verdict
+    other = vnode.Fetched(
+        SimpleNamespace(**{**sub.__dict__, "index": 4}), None, None, DaemonError(store.api, "block/get", "down"), 1.0
+    )
     for _ in range(3):
         with pytest.raises(DaemonError):
             vnode.settle_fetches(v, [other])
     assert (0, 4) not in v.verdicts and (0, 4) not in v.strikes
     vnode.store_evidence(v, {"kind": "rejection_evidence", "note": "waits"})
-    vnode.publish_pending(v)                                 # best effort: logged, kept for the next tick
+    vnode.publish_pending(v)  # best effort: logged, kept for the next tick
     assert len(v.unpublished) == 1

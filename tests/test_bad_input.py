@@ -158,32 +158,41 @@ def _named(path: str) -> tuple[str, str]:
 # the field defaulting to the one set; a dict value sets several fields at once. Bools have no range.
 OUT_OF_RANGE: dict[str, list] = {
     "task.trainers_per_round": [0, -3, 1 << 17],
-    "model.vocab_size": [0, 1 << 21, (8, "model.vocab_size")],            # 8 < the env's tokens (cross-check)
-    "model.d_model": [0, -64, 1 << 17, ({"model.vocab_size": 1 << 20, "model.d_model": 1 << 15,
-                                         "model.n_heads": 2}, "model.d_model")],   # 2**36 parameters
+    "model.vocab_size": [0, 1 << 21, (8, "model.vocab_size")],  # 8 < the env's tokens (cross-check)
+    "model.d_model": [
+        0,
+        -64,
+        1 << 17,
+        ({"model.vocab_size": 1 << 20, "model.d_model": 1 << 15, "model.n_heads": 2}, "model.d_model"),
+    ],  # 2**36 parameters
     "model.n_layers": [0, 2000],
     "model.n_heads": [0, 3, 1 << 17],
-    "model.max_seq_len": [0, 1 << 17, (12, "sampler.max_new_tokens")],     # prompt + completion no longer fit
+    "model.max_seq_len": [0, 1 << 17, (12, "sampler.max_new_tokens")],  # prompt + completion no longer fit
     "model.seed": [-1, 1 << 64],
     "model.kind": ["gpt"],
     "model.d_ff": [-1, 1 << 21],
     "model.hf_arch": ["gpt2"],
-    "model.hf_path": ["/some/dir", "x" * 2000,                              # only with kind = "hf"
-                      ({"model.kind": "hf", "model.hf_path": "/no/such/dir"}, "model.hf_path")],
+    "model.hf_path": [
+        "/some/dir",
+        "x" * 2000,  # only with kind = "hf"
+        ({"model.kind": "hf", "model.hf_path": "/no/such/dir"}, "model.hf_path"),
+    ],
     "env.env_id": ["chess", ""],
     "env.params": [({"n_min": 4, "bogus": 1}, "env.params.bogus")],
     "env.params.n_min": [0, (7, "env.params.n_min")],
     "env.params.n_max": [(2, "env.params.n_min"), (100, "sampler.max_new_tokens")],
     "env.params.alphabet": [1, 25],
     "env.params.copy_credit": [-1, 101],
-    "env.params.distinct": [({"env.params.distinct": 1, "env.params.alphabet": 4}, "env.params.distinct"),
-                            1 << 70],                                      # not a 64-bit manifest integer
+    "env.params.distinct": [
+        ({"env.params.distinct": 1, "env.params.alphabet": 4}, "env.params.distinct"),
+        1 << 70,
+    ],  # not a 64-bit manifest integer
     "sampler.temperature": [-0.5, 1e9, float("nan"), float("inf")],
     "sampler.max_new_tokens": [0, -1, 100, 1 << 20],
     "sampler.stop_at_eos": [],
     "grpo.prompts_per_step": [0, 1 << 17],
     "grpo.group_size": [1, 0, 1 << 13],
-    "grpo.inner_steps": [0, MAX_INNER_STEPS + 1, 10 ** 30],
+    "grpo.inner_steps": [0, MAX_INNER_STEPS + 1, 10**30],
     "grpo.lr": [0.0, -1.0, float("inf"), float("nan")],
     "grpo.betas": [[1.0, 0.9], [-0.1, 0.9], [0.9], [0.9, 0.99, 0.5]],
     "grpo.weight_decay": [-0.1, 2.0],
@@ -211,11 +220,11 @@ OUT_OF_RANGE: dict[str, list] = {
     "limits.max_tokens": [0, -1, 1 << 70],
     "limits.max_proof_bytes": [0, -1],
     "limits.max_delta_bytes": [0, -1],
-    **{f"chain.{k}": [-1, "-1", "1.0000000000000000001", 10 ** 11, "1e30", "NaN"] for k in TOKEN_FIELDS},
+    **{f"chain.{k}": [-1, "-1", "1.0000000000000000001", 10**11, "1e30", "NaN"] for k in TOKEN_FIELDS},
     **{f"chain.{k}": [lo - 1, hi + 1] for k, (lo, hi) in INT_FIELDS.items()},
     "chain.budget": [-1, "1", ({"chain.max_rounds": 0, "chain.budget": DELETE}, "chain.budget")],
 }
-OUT_OF_RANGE["chain.slash_amount"].append(150)                              # > min_trainer_stake
+OUT_OF_RANGE["chain.slash_amount"].append(150)  # > min_trainer_stake
 OUT_OF_RANGE["chain.min_trainer_stake"].append((50, "chain.slash_amount"))
 
 
@@ -283,7 +292,7 @@ def test_every_task_field_has_bad_cases() -> None:
 @pytest.mark.parametrize(("path", "value", "named"), _cases())
 def test_bad_task_field_is_named(tmp_path: Path, path: str, value: Any, named: str) -> None:
     doc = BASE
-    for p, v in (value.items() if isinstance(value, dict) and "." in next(iter(value), "") else [(path, value)]):
+    for p, v in value.items() if isinstance(value, dict) and "." in next(iter(value), "") else [(path, value)]:
         doc = _with(doc, p, v)
     err = _load_bad(tmp_path, doc)
     assert named in {e.field for e in err.errors}, str(err)
@@ -291,22 +300,34 @@ def test_bad_task_field_is_named(tmp_path: Path, path: str, value: Any, named: s
     assert f"[{section}] {key}:" in str(err) and str(tmp_path / "bad.toml") in str(err)
 
 
-@pytest.mark.parametrize("section", ["task", "model", "env", "env.params", "sampler", "grpo", "outer", "validation",
-                                     "limits", "chain"])
+@pytest.mark.parametrize(
+    "section", ["task", "model", "env", "env.params", "sampler", "grpo", "outer", "validation", "limits", "chain"]
+)
 def test_unknown_key_is_named(tmp_path: Path, section: str) -> None:
     err = _load_bad(tmp_path, _with(BASE, f"{section}.bogus_key", 1))
     assert {e.field for e in err.errors} == {f"{section}.bogus_key"}, str(err)
 
 
-@pytest.mark.parametrize("path", [f"chain.{k}" for k in REQUIRED] + [f"limits.{f.name}" for f in
-                                                                       dataclasses.fields(SubmissionLimits)])
+@pytest.mark.parametrize(
+    "path", [f"chain.{k}" for k in REQUIRED] + [f"limits.{f.name}" for f in dataclasses.fields(SubmissionLimits)]
+)
 def test_missing_required_key_is_named(tmp_path: Path, path: str) -> None:
     err = _load_bad(tmp_path, _with(BASE, path, DELETE))
     assert path in {e.field for e in err.errors}, str(err)
 
 
-@pytest.mark.parametrize(("section", "value"), [("chain", DELETE), ("chain", 3), ("model", 3), ("grpo", "fast"),
-                                                ("validation", [1]), ("limits", True), ("env", "sort")])
+@pytest.mark.parametrize(
+    ("section", "value"),
+    [
+        ("chain", DELETE),
+        ("chain", 3),
+        ("model", 3),
+        ("grpo", "fast"),
+        ("validation", [1]),
+        ("limits", True),
+        ("env", "sort"),
+    ],
+)
 def test_a_section_that_is_not_a_table_is_named(tmp_path: Path, section: str, value: Any) -> None:
     err = _load_bad(tmp_path, _with(BASE, section, value))
     assert {(e.section, e.key) for e in err.errors} == {(section, "*")}, str(err)
@@ -314,16 +335,36 @@ def test_a_section_that_is_not_a_table_is_named(tmp_path: Path, section: str, va
 
 def test_many_bad_fields_are_named_at_once(tmp_path: Path) -> None:
     doc = BASE
-    for path, value in {"grpo.lr": -1.0, "sampler.temperature": "hot", "chain.bounty_bps": 10_001,
-                        "validation.replay_cos_min": 2.0, "env.params.alphabet": 99, "task.extra": 1}.items():
+    for path, value in {
+        "grpo.lr": -1.0,
+        "sampler.temperature": "hot",
+        "chain.bounty_bps": 10_001,
+        "validation.replay_cos_min": 2.0,
+        "env.params.alphabet": 99,
+        "task.extra": 1,
+    }.items():
         doc = _with(doc, path, value)
     err = _load_bad(tmp_path, doc)
-    assert {e.field for e in err.errors} == {"grpo.lr", "sampler.temperature", "chain.bounty_bps",
-                                             "validation.replay_cos_min", "env.params.alphabet", "task.extra"}
+    assert {e.field for e in err.errors} == {
+        "grpo.lr",
+        "sampler.temperature",
+        "chain.bounty_bps",
+        "validation.replay_cos_min",
+        "env.params.alphabet",
+        "task.extra",
+    }
 
 
-@pytest.mark.parametrize("text", [b"model = [", b"\xff\xfe = 1", b'[model]\nkind = "tiny\xc3"\n',
-                                  b"[model]\nvocab_size = 1\nvocab_size = 2\n", b"x = 1\n[x]\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"model = [",
+        b"\xff\xfe = 1",
+        b'[model]\nkind = "tiny\xc3"\n',
+        b"[model]\nvocab_size = 1\nvocab_size = 2\n",
+        b"x = 1\n[x]\n",
+    ],
+)
 def test_a_file_that_is_not_toml_is_named(tmp_path: Path, text: bytes) -> None:
     path = tmp_path / "bad.toml"
     path.write_bytes(text)
@@ -340,25 +381,44 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 # ============================================================================ door 2: manifests
 
+
 def _sha(i: int) -> str:
-    return digest_of(f"content {i}".encode()).hex()      # a shard's sha256 field: 64 hex chars, no 0x
+    return digest_of(f"content {i}".encode()).hex()  # a shard's sha256 field: 64 hex chars, no 0x
 
 
 def _ref(i: int, name: str | None = None, size: int = 1000) -> dict:
-    return {"name": name or f"model-{i:05d}.safetensors", "cid": cid_for_digest(_sha(i)), "sha256": _sha(i),
-            "size": size}
+    return {
+        "name": name or f"model-{i:05d}.safetensors",
+        "cid": cid_for_digest(_sha(i)),
+        "sha256": _sha(i),
+        "size": size,
+    }
 
 
 MODEL_CFG = ModelConfig(vocab_size=32, d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
-MODEL_DOC = {"kind": "model", "config": to_dict(MODEL_CFG), "dtype": "float32", "shards": [_ref(0), _ref(1)],
-             "outer_state": None, "parent": None}
-SUB_DOC = {"kind": "submission", "task_id": 1, "round": 3, "base_round": 2, "trainer": "0x" + "ab" * 20,
-           "rollouts": _ref(2, "rollouts.safetensors"), "proofs": _ref(3, "proofs.bin"),
-           "delta": [_ref(4, "delta-00000-of-00001.safetensors")],
-           "stats": {**{k: 1 for k in STAT_KEYS}, "mean_reward": 0.5}}
+MODEL_DOC = {
+    "kind": "model",
+    "config": to_dict(MODEL_CFG),
+    "dtype": "float32",
+    "shards": [_ref(0), _ref(1)],
+    "outer_state": None,
+    "parent": None,
+}
+SUB_DOC = {
+    "kind": "submission",
+    "task_id": 1,
+    "round": 3,
+    "base_round": 2,
+    "trainer": "0x" + "ab" * 20,
+    "rollouts": _ref(2, "rollouts.safetensors"),
+    "proofs": _ref(3, "proofs.bin"),
+    "delta": [_ref(4, "delta-00000-of-00001.safetensors")],
+    "stats": {**dict.fromkeys(STAT_KEYS, 1), "mean_reward": 0.5},
+}
 SPEC_DOC = {"kind": "task_spec", **{k: v for k, v in BASE.items() if k != "chain"}}
-LIMITS = SubmissionLimits(max_inner_steps=2, max_rollouts=64, max_tokens=64 * 40, max_proof_bytes=1 << 20,
-                          max_delta_bytes=1 << 20)
+LIMITS = SubmissionLimits(
+    max_inner_steps=2, max_rollouts=64, max_tokens=64 * 40, max_proof_bytes=1 << 20, max_delta_bytes=1 << 20
+)
 
 
 def test_the_valid_documents_decode() -> None:
@@ -366,6 +426,7 @@ def test_the_valid_documents_decode() -> None:
     assert ModelManifest.from_bytes(canonical_bytes(MODEL_DOC)).shards[1].name == "model-00001.safetensors"
     assert SubmissionManifest.from_bytes(canonical_bytes(SUB_DOC)).base_round == 2
     from client.content.task_spec import TaskSpecManifest
+
     assert TaskSpecManifest.from_bytes(canonical_bytes(SPEC_DOC)).task.grpo.prompts_per_step == 4
 
 
@@ -402,17 +463,20 @@ def _common(doc: dict) -> list:
         (_spaced(doc), "<document>"),
         (_unsorted(doc), "<document>"),
         (data + b"\n", "<document>"),
-        (b"\xef\xbb\xbf" + data, "<document>"),                                 # a UTF-8 BOM
+        (b"\xef\xbb\xbf" + data, "<document>"),  # a UTF-8 BOM
         (_escaped(doc), "<document>"),
-        (data[:-1] + b',"' + first.encode() + b'":1}', first),                   # a duplicate key
-        (data[:-1] + b',"zzz_extra":1}', "zzz_extra"),                          # an unknown field
-        (data.replace(b'"kind":"', b'"kind":"\xff', 1), "<document>"),         # not UTF-8
-        (data.replace(kind, kind[:-1] + b'\\ud800"', 1), "kind"),             # a lone surrogate
+        (data[:-1] + b',"' + first.encode() + b'":1}', first),  # a duplicate key
+        (data[:-1] + b',"zzz_extra":1}', "zzz_extra"),  # an unknown field
+        (data.replace(b'"kind":"', b'"kind":"\xff', 1), "<document>"),  # not UTF-8
+        (data.replace(kind, kind[:-1] + b'\\ud800"', 1), "kind"),  # a lone surrogate
         (b"not json at all", "<document>"),
         (b"", "<document>"),
-        (b"[]", "<document>"), (b"1", "<document>"), (b'"model"', "<document>"), (b"null", "<document>"),
+        (b"[]", "<document>"),
+        (b"1", "<document>"),
+        (b'"model"', "<document>"),
+        (b"null", "<document>"),
         (b'{"kind":NaN}', "kind"),
-        (b"[" * 100_000 + b"]" * 100_000, "<document>"),                        # nested too deeply
+        (b"[" * 100_000 + b"]" * 100_000, "<document>"),  # nested too deeply
         (canonical_bytes({**doc, "kind": "evidence"}), "kind"),
     ]
 
@@ -431,17 +495,17 @@ def _model_cases() -> list:
         (canonical_bytes(_set(doc, "shards[1].cid", "Qm" + "1" * 44)), "shards[1].cid"),
         (canonical_bytes(_set(doc, "shards[1].extra", 1)), "shards[1].extra"),
         (canonical_bytes(_set(doc, "shards", [])), "shards"),
-        (canonical_bytes(_set(doc, "shards", big)), "shards"),                  # under 1 MiB, over the count
-        (canonical_bytes(SUB_DOC), "kind"),                                     # another kind of manifest
+        (canonical_bytes(_set(doc, "shards", big)), "shards"),  # under 1 MiB, over the count
+        (canonical_bytes(SUB_DOC), "kind"),  # another kind of manifest
         (canonical_bytes(SPEC_DOC), "kind"),
         (canonical_bytes({k: v for k, v in doc.items() if k != "kind"}), "kind"),
         (canonical_bytes(_set(doc, "dtype", "int8")), "dtype"),
         (canonical_bytes(_set(doc, "parent", "00")), "parent"),
         (canonical_bytes(_set(doc, "config", [])), "config"),
-        (canonical_bytes(_set(doc, "config.d_model", -32)), "config.d_model"),   # refused before any download
+        (canonical_bytes(_set(doc, "config.d_model", -32)), "config.d_model"),  # refused before any download
         (canonical_bytes(_set(doc, "config.d_model", 32.0)), "config.d_model"),
         (canonical_bytes(_set(doc, "config.depth", 3)), "config.depth"),
-        (canonical_bytes(_set(doc, "shards[0].size", 600_000)), "shards"),      # over max_bytes: before download
+        (canonical_bytes(_set(doc, "shards[0].size", 600_000)), "shards"),  # over max_bytes: before download
     ]
 
 
@@ -449,7 +513,7 @@ def _model_cases() -> list:
 def _submission_cases() -> list:
     doc = SUB_DOC
     return _common(doc) + [
-        (canonical_bytes(MODEL_DOC), "kind"),                                   # another kind of manifest
+        (canonical_bytes(MODEL_DOC), "kind"),  # another kind of manifest
         (canonical_bytes(SPEC_DOC), "kind"),
         (canonical_bytes(_set(doc, "base_round", 4)), "base_round"),
         (canonical_bytes(_set(doc, "round", -1)), "round"),
@@ -459,8 +523,8 @@ def _submission_cases() -> list:
         (canonical_bytes(_set(doc, "delta[0].size", LIMITS.max_delta_bytes + 1)), "delta.size"),
         (canonical_bytes(_set(doc, "proofs.size", LIMITS.max_proof_bytes + 1)), "proofs.size"),
         (canonical_bytes(_set(doc, "rollouts.size", 1 << 30)), "rollouts.size"),
-        (canonical_bytes(_set(doc, "stats.mean_reward", 1)), "stats.mean_reward"),     # 1 where 1.0 goes
-        (canonical_bytes(_set(doc, "stats.rollouts", 10 ** 9)), "stats.rollouts"),
+        (canonical_bytes(_set(doc, "stats.mean_reward", 1)), "stats.mean_reward"),  # 1 where 1.0 goes
+        (canonical_bytes(_set(doc, "stats.rollouts", 10**9)), "stats.rollouts"),
         (canonical_bytes(_set(doc, "stats.inner_steps", -1)), "stats.inner_steps"),
         (canonical_bytes(_set(doc, "stats.bogus", 1)), "stats.bogus"),
         (canonical_bytes(_set(doc, "stats", {f"k{i}": 1 for i in range(100)})), "stats"),
@@ -469,16 +533,19 @@ def _submission_cases() -> list:
 
 
 # field named -> the shard whose CID a size-over-limit error names (refused before its download)
-FILE_LIMITS = {"delta.size": lambda d: d["delta"][0], "proofs.size": lambda d: d["proofs"],
-               "rollouts.size": lambda d: d["rollouts"]}
+FILE_LIMITS = {
+    "delta.size": lambda d: d["delta"][0],
+    "proofs.size": lambda d: d["proofs"],
+    "rollouts.size": lambda d: d["rollouts"],
+}
 
 
 @functools.cache
 def _spec_cases() -> list:
     doc = SPEC_DOC
     return _common(doc) + [
-        (canonical_bytes(MODEL_DOC), "kind"),                                   # another kind of manifest
-        (canonical_bytes(_set(doc, "grpo.lr", 1)), "<document>"),               # 1 where 1.0 goes
+        (canonical_bytes(MODEL_DOC), "kind"),  # another kind of manifest
+        (canonical_bytes(_set(doc, "grpo.lr", 1)), "<document>"),  # 1 where 1.0 goes
         (canonical_bytes({k: v for k, v in doc.items() if k != "limits"}), "limits.*"),
         (canonical_bytes(_set(doc, "grpo.lr", -0.5)), "grpo.lr"),
         (canonical_bytes(_set(doc, "grpo.betas", [0.5] * 100_000)), "grpo.betas"),
@@ -495,8 +562,9 @@ def _tree(root: Path) -> dict:
 @pytest.fixture
 def dead_store(tmp_path: Path) -> Store:
     """A real Store whose daemon is not there: content comes only from its cache, and any download fails."""
-    return Store(f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", tmp_path / "store-cache", timeout=1, retries=1,
-                 backoff=0)
+    return Store(
+        f"/ip4/127.0.0.1/tcp/{procs.free_port()}/http", tmp_path / "store-cache", timeout=1, retries=1, backoff=0
+    )
 
 
 def _seed(store: Store, data: bytes) -> Digest:
@@ -525,8 +593,7 @@ def test_bad_model_manifest_is_named_and_nothing_is_cached(dead_store: Store, tm
 
 
 @pytest.mark.parametrize("case", range(len(_submission_cases())))
-def test_bad_submission_manifest_is_named_and_nothing_is_cached(dead_store: Store, tmp_path: Path,
-                                                                case: int) -> None:
+def test_bad_submission_manifest_is_named_and_nothing_is_cached(dead_store: Store, tmp_path: Path, case: int) -> None:
     data, field = _submission_cases()[case]
     digest = _seed(dead_store, data)
     before = _tree(tmp_path)
@@ -534,7 +601,7 @@ def test_bad_submission_manifest_is_named_and_nothing_is_cached(dead_store: Stor
         fetch_submission(dead_store, digest, LIMITS)
     err = info.value
     assert err.cid in str(err)
-    if field in FILE_LIMITS:   # a file over its limit: the error names that file's CID
+    if field in FILE_LIMITS:  # a file over its limit: the error names that file's CID
         assert err.cid == FILE_LIMITS[field](json.loads(data))["cid"] and "before download" in err.reason
     else:
         assert err.cid == cid_for_digest(digest)
@@ -543,8 +610,7 @@ def test_bad_submission_manifest_is_named_and_nothing_is_cached(dead_store: Stor
 
 
 @pytest.mark.parametrize("case", range(len(_spec_cases())))
-def test_bad_task_spec_manifest_is_named_and_nothing_is_cached(dead_store: Store, tmp_path: Path,
-                                                               case: int) -> None:
+def test_bad_task_spec_manifest_is_named_and_nothing_is_cached(dead_store: Store, tmp_path: Path, case: int) -> None:
     data, field = _spec_cases()[case]
     digest = _seed(dead_store, data)
     before = _tree(tmp_path)
@@ -556,11 +622,15 @@ def test_bad_task_spec_manifest_is_named_and_nothing_is_cached(dead_store: Store
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("data", [
-    b'{"kind":"model","shards":[' + b",".join([json.dumps(_ref(0)).encode()] * 1_000_000) + b"]}",
-    b'{"a":' + b"0" * (MAX_MANIFEST_BYTES + 1) + b"}",
-    b"[" * (MAX_MANIFEST_BYTES // 2) + b"]" * (MAX_MANIFEST_BYTES // 2),
-], ids=["a million shards", "a huge number", "a million brackets"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"kind":"model","shards":[' + b",".join([json.dumps(_ref(0)).encode()] * 1_000_000) + b"]}",
+        b'{"a":' + b"0" * (MAX_MANIFEST_BYTES + 1) + b"}",
+        b"[" * (MAX_MANIFEST_BYTES // 2) + b"]" * (MAX_MANIFEST_BYTES // 2),
+    ],
+    ids=["a million shards", "a huge number", "a million brackets"],
+)
 def test_huge_documents_are_refused_by_size_before_parsing(data: bytes) -> None:
     """Over one block: refused on its length alone (the Store refuses it from block/stat, before the download)."""
     from client.content.manifest import ManifestError, decode_manifest
@@ -569,25 +639,40 @@ def test_huge_documents_are_refused_by_size_before_parsing(data: bytes) -> None:
         t0 = time.perf_counter()
         with pytest.raises(ManifestError) as info:
             decode(data)
-        assert time.perf_counter() - t0 < 2.0   # a scan of at most 1 MiB, no JSON parsing
-        assert info.value.field == "<document>" and (f"over the {MAX_MANIFEST_BYTES}-byte limit" in info.value.reason
-                                                     or "nested" in info.value.reason)
+        assert time.perf_counter() - t0 < 2.0  # a scan of at most 1 MiB, no JSON parsing
+        assert info.value.field == "<document>" and (
+            f"over the {MAX_MANIFEST_BYTES}-byte limit" in info.value.reason or "nested" in info.value.reason
+        )
 
 
 # ============================================================================ door 3: CLI arguments
 
+
 @pytest.fixture
 def conn(tmp_path: Path) -> list[str]:
     """Connection flags that parse but reach nothing (a closed port): a bad flag must fail before them."""
-    dep = {"chain_id": 31337, "concord": "0x" + "11" * 20, "token": "0x" + "22" * 20, "block_number": 1,
-           "deployer": "0x" + "33" * 20}
+    dep = {
+        "chain_id": 31337,
+        "concord": "0x" + "11" * 20,
+        "token": "0x" + "22" * 20,
+        "block_number": 1,
+        "deployer": "0x" + "33" * 20,
+    }
     (tmp_path / "dep.json").write_text(json.dumps(dep))
     (tmp_path / "bad-address.json").write_text(json.dumps({**dep, "concord": "0x1234"}))
     (tmp_path / "not.json").write_text("{oops")
     (tmp_path / "task.toml").write_text(SMALL_TOML)
     port = procs.free_port()
-    return ["--rpc-url", f"http://127.0.0.1:{port}", "--deployment", str(tmp_path / "dep.json"),
-            "--ipfs-api", f"/ip4/127.0.0.1/tcp/{port}/http", "--state-dir", str(tmp_path / "state")]
+    return [
+        "--rpc-url",
+        f"http://127.0.0.1:{port}",
+        "--deployment",
+        str(tmp_path / "dep.json"),
+        "--ipfs-api",
+        f"/ip4/127.0.0.1/tcp/{port}/http",
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
 
 
 @pytest.fixture
@@ -617,7 +702,7 @@ CLI_CASES = [
     (["trainer", "run", "--task", "1", "--rounds", "two", "{conn}"], "--rounds"),
     (["trainer", "run", "--task", "1", "--stake", "-1", "{conn}"], "--stake"),
     (["trainer", "run", "--task", "1", "--threads", "0", "{conn}"], "--threads"),
-    (["trainer", "run", "--task", "1", "--cheat", "inflated_rewards", "{conn}"], "--cheat"),   # the lab's flag
+    (["trainer", "run", "--task", "1", "--cheat", "inflated_rewards", "{conn}"], "--cheat"),  # the lab's flag
     (["trainer", "run", "--task", "1", "--poll-interval", "-1", "{conn}"], "--poll-interval"),
     (["trainer", "run", "--task", "1", "--poll-interval", "nan", "{conn}"], "--poll-interval"),
     (["trainer", "run", "--task", "1", "--devnet-account", "-2", "{conn}"], "--devnet-account"),
@@ -633,7 +718,7 @@ CLI_CASES = [
     (["trainer", "run", "--task", "1", "{conn}", "--deployment", "{tmp}/not.json"], "--deployment"),
     (["validator", "run", "--task", "1", "--rounds", "0", "{conn}"], "--rounds"),
     (["validator", "run", "--task", "1", "--stake", "-5", "{conn}"], "--stake"),
-    (["validator", "run", "--task", "1", "--cheat", "no_reveal", "{conn}"], "--cheat"),        # the lab's flag
+    (["validator", "run", "--task", "1", "--cheat", "no_reveal", "{conn}"], "--cheat"),  # the lab's flag
     (["validator", "run", "--task", "one", "{conn}"], "--task"),
     (["validator", "withdraw", "{conn}", "--deployment", "{tmp}/bad-address.json"], "--deployment"),
     (["task", "publish", "{tmp}/missing.toml", "--check"], "missing.toml"),
@@ -669,27 +754,29 @@ def _cli_id(case) -> str:
 
 
 @pytest.mark.parametrize(("argv", "flag"), CLI_CASES, ids=[_cli_id(c) for c in CLI_CASES])
-def test_bad_cli_argument_is_named_without_a_traceback(argv: list[str], flag: str, conn: list[str], tmp_path: Path,
-                                                       capsys, restore_logging) -> None:
+def test_bad_cli_argument_is_named_without_a_traceback(
+    argv: list[str], flag: str, conn: list[str], tmp_path: Path, capsys, restore_logging
+) -> None:
     args: list[str] = []
     for a in argv:
         args += conn if a == "{conn}" else [a.replace("{tmp}", str(tmp_path))]
     # a later flag overrides an earlier one of the same name (argparse keeps the last)
     try:
         rc = cli_main(args)
-    except SystemExit as e:   # argparse: usage, then `prog: error: argument --flag: ...`, exit 2
+    except SystemExit as e:  # argparse: usage, then `prog: error: argument --flag: ...`, exit 2
         rc = e.code
     err = capsys.readouterr().err
     assert rc not in (0, None), err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if flag in line]
     assert lines and any("error" in line.lower() for line in lines), err
-    assert not (tmp_path / "state").exists()   # refused before any state dir is made
+    assert not (tmp_path / "state").exists()  # refused before any state dir is made
 
 
 @pytest.mark.parametrize("role", ["trainer", "validator"])
-def test_bad_cheat_is_named_by_the_lab_node_without_a_traceback(role: str, conn: list[str], tmp_path: Path,
-                                                                 capsys, restore_logging) -> None:
+def test_bad_cheat_is_named_by_the_lab_node_without_a_traceback(
+    role: str, conn: list[str], tmp_path: Path, capsys, restore_logging
+) -> None:
     """`python -m scripts.adversaries.trainer|validator run --cheat MODE`: an unknown mode is named."""
     import importlib
 
@@ -709,14 +796,18 @@ def test_node_config_names_each_bad_flag(tmp_path: Path, conn: list[str]) -> Non
     p.add_argument("--rounds", type=int, default=None)
     ok = node_config(p.parse_args(["--task", "3", *conn]), "trainer")
     assert ok.task_id == 3
-    for extra, flag in ((["--rounds", "-1"], "--rounds"), (["--rpc-url", "http://[::1"], "--rpc-url"),
-                        (["--ipfs-api", "/ip4/1.2.3.4/udp/5/http"], "--ipfs-api")):
+    for extra, flag in (
+        (["--rounds", "-1"], "--rounds"),
+        (["--rpc-url", "http://[::1"], "--rpc-url"),
+        (["--ipfs-api", "/ip4/1.2.3.4/udp/5/http"], "--ipfs-api"),
+    ):
         with pytest.raises(NodeConfigError) as info:
             node_config(p.parse_args(["--task", "3", *conn, *extra]), "trainer")
         assert info.value.flag == flag
 
 
 # ============================================================================ door 4: no state changes on chain
+
 
 def _ipfs_objects(ipfs) -> int:
     return int(requests.post(f"{ipfs.api_url}/api/v0/repo/stat", timeout=10).json()["NumObjects"])
@@ -728,14 +819,29 @@ def test_publishing_bad_files_changes_nothing(chain_env, ipfs, tmp_path: Path, c
     me = chain_env.signer(INITIATOR).address
     dep = client.deployment.save(tmp_path / "deployment.json")
     state = tmp_path / "initiator"
-    conn = ["--rpc-url", chain_env.anvil.url, "--deployment", str(dep), "--ipfs-api", ipfs.api,
-            "--devnet-account", str(INITIATOR), "--state-dir", str(state)]
+    conn = [
+        "--rpc-url",
+        chain_env.anvil.url,
+        "--deployment",
+        str(dep),
+        "--ipfs-api",
+        ipfs.api,
+        "--devnet-account",
+        str(INITIATOR),
+        "--state-dir",
+        str(state),
+    ]
 
     def snapshot() -> tuple:
-        return (client.concord.task_count(), client.token.balance_of(me),
-                client.token.allowance(me, client.concord.address), client.rpc.call("eth_getTransactionCount", me,
-                                                                                    "latest"),
-                client.rpc.block_number(), _ipfs_objects(ipfs), state.exists())
+        return (
+            client.concord.task_count(),
+            client.token.balance_of(me),
+            client.token.allowance(me, client.concord.address),
+            client.rpc.call("eth_getTransactionCount", me, "latest"),
+            client.rpc.block_number(),
+            _ipfs_objects(ipfs),
+            state.exists(),
+        )
 
     before = snapshot()
     bad = {
@@ -743,8 +849,8 @@ def test_publishing_bad_files_changes_nothing(chain_env, ipfs, tmp_path: Path, c
         "model.d_model": _with(BASE, "model.d_model", 1 << 17),
         "limits.max_rollouts": _with(BASE, "limits.max_rollouts", DELETE),
         "sampler.max_new_tokens": _with(BASE, "sampler.max_new_tokens", 1000),
-        "chain.async_level": _with(BASE, "chain.async_level", 200),          # only the contract knows its maximum
-        "chain.budget": _with(BASE, "chain.budget", 10 ** 9),                # more than the initiator holds
+        "chain.async_level": _with(BASE, "chain.async_level", 200),  # only the contract knows its maximum
+        "chain.budget": _with(BASE, "chain.budget", 10**9),  # more than the initiator holds
     }
     for i, (field, doc) in enumerate(bad.items()):
         path = tmp_path / f"bad{i}.toml"

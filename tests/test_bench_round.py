@@ -28,18 +28,22 @@ def test_spans_nest_exclusively_and_reach_the_file(tmp_path: Path):
         with timing.span("chain"):
             pass
     """)
-    subprocess.run([sys.executable, "-c", code], check=True, env={timing.ENV: str(out), "PATH": ""},
-                   cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={timing.ENV: str(out), "PATH": ""},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     spans = [json.loads(line) for line in out.read_text().splitlines()]
     assert [s["cat"] for s in spans] == ["aggregation", "ipfs", "aggregation", "chain"]
     secs = {c: sum(s["t1"] - s["t0"] for s in spans if s["cat"] == c) for c in ("aggregation", "ipfs")}
     assert 0.1 <= secs["ipfs"] < 0.19
-    assert 0.1 <= secs["aggregation"] < 0.19          # 0.05 + 0.05: the nested 0.1 s is not counted twice
+    assert 0.1 <= secs["aggregation"] < 0.19  # 0.05 + 0.05: the nested 0.1 s is not counted twice
     assert spans[1]["t0"] == spans[0]["t1"] and spans[2]["t0"] == spans[1]["t1"]
 
 
 def test_spans_are_free_when_off_and_refuse_unknown_categories(monkeypatch):
-    with timing.span("nonsense"):    # off: no file, no check, no cost beyond the call
+    with timing.span("nonsense"):  # off: no file, no check, no cost beyond the call
         pass
     monkeypatch.setattr(timing, "_checked", True)
     monkeypatch.setattr(timing, "_recorder", object())
@@ -49,11 +53,13 @@ def test_spans_are_free_when_off_and_refuse_unknown_categories(monkeypatch):
 
 
 def test_split_gives_each_instant_to_the_first_ranked_active_category():
-    spans = [("generation", 0.0, 4.0),      # trainer
-             ("generation", 1.0, 3.0),      # a second trainer: busy counts both, wall counts once
-             ("ipfs", 3.5, 5.0),            # overlaps compute for 0.5 s: compute wins that
-             ("chain", 4.5, 6.0),           # overlaps ipfs for 0.5 s: ipfs wins that
-             ("proofs", 9.0, 12.0)]         # clipped at the window's end
+    spans = [
+        ("generation", 0.0, 4.0),  # trainer
+        ("generation", 1.0, 3.0),  # a second trainer: busy counts both, wall counts once
+        ("ipfs", 3.5, 5.0),  # overlaps compute for 0.5 s: compute wins that
+        ("chain", 4.5, 6.0),  # overlaps ipfs for 0.5 s: ipfs wins that
+        ("proofs", 9.0, 12.0),
+    ]  # clipped at the window's end
     s = split_wall(spans, 0.0, 10.0)
     assert s.window_s == 10.0
     assert s.busy["generation"] == 6.0 and s.busy["proofs"] == 1.0 and s.busy["chain"] == 1.5

@@ -64,9 +64,15 @@ def put_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, bytes]]
     """The honest rollouts, proofs and stats with hand-made delta files; (digest, manifest)."""
     rollouts, proofs, _ = submission_files(bundle)
     manifest = SubmissionManifest(
-        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
-        rollouts=store.put_file(rollouts, "rollouts.safetensors"), proofs=store.put_file(proofs, "proofs.bin"),
-        delta=tuple(store.put_file(data, name) for name, data in shards), stats=encode_stats(bundle, bundle.batches))
+        task_id=bundle.task_id,
+        round=bundle.round,
+        base_round=bundle.base_round,
+        trainer=bundle.trainer,
+        rollouts=store.put_file(rollouts, "rollouts.safetensors"),
+        proofs=store.put_file(proofs, "proofs.bin"),
+        delta=tuple(store.put_file(data, name) for name, data in shards),
+        stats=encode_stats(bundle, bundle.batches),
+    )
     return store.put_manifest(manifest.to_bytes()), manifest
 
 
@@ -74,7 +80,7 @@ def with_header(data: bytes, header: bytes) -> bytes:
     """A safetensors file with the same tensor data under another header (padded to 8 bytes)."""
     (n,) = struct.unpack_from("<Q", data)
     header += b" " * (-len(header) % 8)
-    return struct.pack("<Q", len(header)) + header + data[8 + n:]
+    return struct.pack("<Q", len(header)) + header + data[8 + n :]
 
 
 def renamed(blobs: list[bytes]) -> list[tuple[str, bytes]]:
@@ -87,7 +93,7 @@ def variants(bundle: Bundle) -> dict[str, tuple[list[tuple[str, bytes]], str, in
     [(name, honest)] = delta_shards(bundle.delta)
     tensors = dict(st_load(honest))
     names = sorted(tensors)
-    head = json.loads(honest[8:8 + struct.unpack_from("<Q", honest)[0]])
+    head = json.loads(honest[8 : 8 + struct.unpack_from("<Q", honest)[0]])
     first, rest = {k: tensors[k] for k in names[:1]}, {k: tensors[k] for k in names[1:]}
     return {
         "padded with 331 empty shards": (renamed([honest] + [st_save({})] * PADDED_SHARDS), "delta[1]", 1),
@@ -95,11 +101,22 @@ def variants(bundle: Bundle) -> dict[str, tuple[list[tuple[str, bytes]], str, in
         "one extra empty shard": ([(name, honest), ("delta-00002-of-00001.safetensors", st_save({}))], "delta[1]", 1),
         "split in two shards": (renamed([st_save(first), st_save(rest)]), "delta[1]", 1),
         "two shards reordered": (renamed([st_save(rest), st_save(first)]), "delta[1]", 1),
-        "second shard missing": (renamed([st_save(first)]), "delta[0]", 0),   # its tensors named nowhere
-        "header padded with spaces": ([(name, with_header(honest, json.dumps(head, separators=(",", ":")).encode()
-                                                          + b" " * 64))], "delta[0]", 0),
-        "tensors reordered in the header": ([(name, with_header(honest, json.dumps(
-            dict(reversed(list(head.items()))), separators=(",", ":")).encode()))], "delta[0]", 0),
+        "second shard missing": (renamed([st_save(first)]), "delta[0]", 0),  # its tensors named nowhere
+        "header padded with spaces": (
+            [(name, with_header(honest, json.dumps(head, separators=(",", ":")).encode() + b" " * 64))],
+            "delta[0]",
+            0,
+        ),
+        "tensors reordered in the header": (
+            [
+                (
+                    name,
+                    with_header(honest, json.dumps(dict(reversed(list(head.items()))), separators=(",", ":")).encode()),
+                )
+            ],
+            "delta[0]",
+            0,
+        ),
         "another file name": ([("delta.safetensors", honest)], "delta[0].name", 0),
     }
 
@@ -111,20 +128,30 @@ def test_honest_delta_is_its_canonical_encoding(made, store: Store, other: Store
     got = fetch_submission(other, digest, derived_limits(CFG), shapes_of(base))
     assert all(torch.equal(got.delta[k], bundle.delta[k]) for k in bundle.delta)
     again, _ = put_submission(store, dataclasses.replace(bundle, delta={k: t.clone() for k, t in bundle.delta.items()}))
-    assert again == digest   # one content, one digest
+    assert again == digest  # one content, one digest
 
 
-@pytest.mark.parametrize("case", ["padded with 331 empty shards", "2000 bytes of metadata", "one extra empty shard",
-                                  "split in two shards", "two shards reordered", "second shard missing",
-                                  "header padded with spaces", "tensors reordered in the header",
-                                  "another file name"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "padded with 331 empty shards",
+        "2000 bytes of metadata",
+        "one extra empty shard",
+        "split in two shards",
+        "two shards reordered",
+        "second shard missing",
+        "header padded with spaces",
+        "tensors reordered in the header",
+        "another file name",
+    ],
+)
 def test_same_tensors_other_bytes_are_refused_naming_shard_and_cid(made, store: Store, other: Store, case: str) -> None:
     env, base, bundle = made
     shards, field, index = variants(bundle)[case]
     merged = {k: v for _, d in shards for k, v in st_load(d).items()}
-    assert all(torch.equal(v, bundle.delta[k]) for k, v in merged.items())       # the honest tensors
+    assert all(torch.equal(v, bundle.delta[k]) for k, v in merged.items())  # the honest tensors
     assert len(merged) == len(bundle.delta) or case == "second shard missing"
-    limits = dataclasses.replace(derived_limits(CFG), max_delta_bytes=10 ** 6)   # the size limit is not the point
+    limits = dataclasses.replace(derived_limits(CFG), max_delta_bytes=10**6)  # the size limit is not the point
     digest, manifest = put_with_delta(store, bundle, shards)
     # a validator: refused before any delta shard is downloaded where the manifest's list already differs
     with pytest.raises(SubmissionError) as info:
@@ -133,7 +160,7 @@ def test_same_tensors_other_bytes_are_refused_naming_shard_and_cid(made, store: 
     assert err.field.split(".")[0] == field.split(".")[0] and err.field.startswith(field), str(err)
     assert err.cid == manifest.delta[index].cid and err.cid in str(err)
     if case == "second shard missing":
-        return   # without the base model's shapes that is a smaller delta: check_schema's business
+        return  # without the base model's shapes that is a smaller delta: check_schema's business
     # without the base model's shapes (the bytes checked after download) the verdict is the same
     with pytest.raises(SubmissionError) as info:
         fetch_submission(other, digest, limits)
@@ -166,7 +193,7 @@ def test_the_byte_check_names_what_differs(made) -> None:
         with pytest.raises(SubmissionError, match="submission delta") as info:
             check_canonical_delta(refs(cases[case][0]), bundle.delta)
         assert reason in str(info.value), (case, str(info.value))
-    check_canonical_delta(refs(delta_shards(bundle.delta)), bundle.delta)   # the honest shards pass
+    check_canonical_delta(refs(delta_shards(bundle.delta)), bundle.delta)  # the honest shards pass
 
 
 @pytest.mark.slow
@@ -186,6 +213,6 @@ def test_padded_and_metadata_cheaters_are_rejected_and_slashed_on_a_devnet(tmp_p
         assert rows[mode].slashed == obs.terms.slash_amount and rows[mode].bounty > 0
         assert "rejected by fetch" in rows[mode].note
     honest = [(specs[0].address.lower(), 0)]
-    assert bench_attacks.honest_outcome(obs, honest) == (0, [])      # accepted and paid its share in full
+    assert bench_attacks.honest_outcome(obs, honest) == (0, [])  # accepted and paid its share in full
     assert bench_attacks.expected_bounties(obs) == bench_attacks.paid_bounties(obs)
     assert obs.conservation_ok

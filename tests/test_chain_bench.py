@@ -11,8 +11,9 @@ def test_write_section_replaces_only_the_gas_section(tmp_path: Path) -> None:
     doc = tmp_path / "B.md"
     doc.write_text("# Benchmarks\n\n## Learning\n\nkeep me\n\n## Gas\n\nold table\n\n## Proofs\n\nkeep me too\n")
     write_section(doc, "## Gas", "## Gas\n\nnew table\n")
-    assert doc.read_text() == ("# Benchmarks\n\n## Learning\n\nkeep me\n\n## Gas\n\nnew table\n\n"
-                               "## Proofs\n\nkeep me too\n")
+    assert doc.read_text() == (
+        "# Benchmarks\n\n## Learning\n\nkeep me\n\n## Gas\n\nnew table\n\n## Proofs\n\nkeep me too\n"
+    )
 
 
 def test_write_section_appends_when_absent_and_creates_the_file(tmp_path: Path) -> None:
@@ -31,8 +32,16 @@ def test_terminal_table_and_markdown_show_the_same_rows() -> None:
     from scripts.bench.gas import SIZES, RoundGas, gas_rows, markdown, table
 
     rounds = {n: RoundGas(n, [70_000 + n], [50_000], [80_000], [15_000 * n]) for n in SIZES}
-    summary = {"register": 130_000, "create_task": 318_000, "withdraw": 49_000, "submit": 70_256,
-               "commit": 50_000, "reveal": 80_000, "finalize_per_submission": 15_000, "max_tx_gas_256": 3_840_000}
+    summary = {
+        "register": 130_000,
+        "create_task": 318_000,
+        "withdraw": 49_000,
+        "submit": 70_256,
+        "commit": 50_000,
+        "reveal": 80_000,
+        "finalize_per_submission": 15_000,
+        "max_tx_gas_256": 3_840_000,
+    }
     rows = gas_rows(summary, rounds)
     md = markdown(summary, rounds, 1.0)
     console = Console(width=200, record=True)

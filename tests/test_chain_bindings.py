@@ -32,15 +32,20 @@ def test_every_event_has_a_dataclass_with_the_abi_fields_in_order() -> None:
     events = {e["name"]: e for e in _abi("Concord") if e["type"] == "event"}
     assert set(events) == set(chain.EVENT_TYPES)
     for name, entry in events.items():
-        fields = [f.name for f in dataclasses.fields(chain.EVENT_TYPES[name])][1:]   # after `meta`
+        fields = [f.name for f in dataclasses.fields(chain.EVENT_TYPES[name])][1:]  # after `meta`
         expected = [_snake(p["name"]) + ("_" if p["name"] == "from" else "") for p in entry["inputs"]]
         assert fields == expected, name
 
 
 def test_struct_dataclasses_follow_the_abi_tuples() -> None:
     outputs = {e["name"]: e["outputs"][0] for e in _abi("Concord") if e["type"] == "function" and e.get("outputs")}
-    for fn, cls in [("taskParams", chain.TaskParams), ("taskState", chain.TaskState), ("nodeInfo", chain.NodeInfo),
-                    ("memberInfo", chain.MemberInfo), ("roundInfo", chain.RoundInfo)]:
+    for fn, cls in [
+        ("taskParams", chain.TaskParams),
+        ("taskState", chain.TaskState),
+        ("nodeInfo", chain.NodeInfo),
+        ("memberInfo", chain.MemberInfo),
+        ("roundInfo", chain.RoundInfo),
+    ]:
         abi_fields = [_snake(c["name"]) for c in outputs[fn]["components"]]
         assert [f.name for f in dataclasses.fields(cls)] == abi_fields, fn
 
@@ -64,10 +69,15 @@ def test_error_decoder_handles_standard_reverts_and_unknown_selectors() -> None:
     assert decoder.decode(b"").name == "EmptyRevert"
     unknown = decoder.decode(bytes.fromhex("deadbeef"))
     assert (unknown.name, unknown.params) == ("UnknownError", {"selector": "0xdeadbeef"})
-    wrong = decoder.decode(bytes.fromhex(_selector("WrongRole(address,uint8,uint8)"))
-                           + encode(["address", "uint8", "uint8"], ["0x" + "ab" * 20, 1, 2]))
-    assert wrong.params == {"account": to_checksum_address("0x" + "ab" * 20),
-                            "expected": chain.Role.TRAINER, "actual": chain.Role.VALIDATOR}
+    wrong = decoder.decode(
+        bytes.fromhex(_selector("WrongRole(address,uint8,uint8)"))
+        + encode(["address", "uint8", "uint8"], ["0x" + "ab" * 20, 1, 2])
+    )
+    assert wrong.params == {
+        "account": to_checksum_address("0x" + "ab" * 20),
+        "expected": chain.Role.TRAINER,
+        "actual": chain.Role.VALIDATOR,
+    }
     assert isinstance(wrong.params["expected"], chain.Role)
 
 

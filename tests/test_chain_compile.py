@@ -52,8 +52,13 @@ def test_compile_is_cached_by_source_hash(tmp_path: Path) -> None:
 def test_py_solc_x_and_forge_produce_the_same_runtime_bytecode(tmp_path: Path) -> None:
     forge = find_binary("forge", [FORGE_NATIVE])
     out, cache = tmp_path / "out", tmp_path / "cache"
-    subprocess.run([str(forge), "build", "--skip", "test", "--skip", "script", "--out", str(out),
-                    "--cache-path", str(cache)], cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [str(forge), "build", "--skip", "test", "--skip", "script", "--out", str(out), "--cache-path", str(cache)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     ours = _ours_with_code()
     assert set(DEPLOYED) <= set(ours)
     for name in ours:

@@ -20,15 +20,20 @@ def _code(rpc: chain.Rpc, address: str) -> bytes:
     return bytes.fromhex(rpc.call("eth_getCode", address, "latest")[2:])
 
 
-def test_deploy_main_with_keystore_writes_the_deployment_json(fresh_anvil, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deploy_main_with_keystore_writes_the_deployment_json(
+    fresh_anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     account = keys.devnet_account(2)
     store = keys.write_keystore(account, tmp_path / "deployer.json", "s3cret", kdf_iterations=2)
     monkeypatch.setenv(keys.PASSWORD_ENV, "s3cret")
     monkeypatch.delenv(keys.PRIVATE_KEY_ENV, raising=False)
     out = tmp_path / "deployment.json"
-    assert deploy.main(["--rpc-url", fresh_anvil.url, "--keystore", str(store), "--out", str(out),
-                        "--unbond-delay", "120"]) == 0
+    assert (
+        deploy.main(
+            ["--rpc-url", fresh_anvil.url, "--keystore", str(store), "--out", str(out), "--unbond-delay", "120"]
+        )
+        == 0
+    )
     dep = chain.Deployment.load(out)
     assert set(json.loads(out.read_text())) == {"chain_id", "concord", "token", "block_number", "deployer"}
     assert dep.chain_id == 31337 and dep.deployer == account.address
@@ -49,13 +54,27 @@ def test_deploy_reuses_an_existing_token(fresh_anvil) -> None:
 
 def test_deploy_refuses_a_key_on_the_command_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        deploy.main(["--rpc-url", "http://127.0.0.1:1", "--private-key", "0x" + "11" * 32, "--out", str(tmp_path / "d")])
+        deploy.main(
+            ["--rpc-url", "http://127.0.0.1:1", "--private-key", "0x" + "11" * 32, "--out", str(tmp_path / "d")]
+        )
 
 
 def test_deploy_script_without_a_key_says_how_to_give_one(tmp_path: Path) -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k not in (keys.PRIVATE_KEY_ENV, keys.PASSWORD_ENV)}
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "deploy.py"), "--rpc-url", "http://127.0.0.1:1",
-                           "--out", str(tmp_path / "d.json")], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "deploy.py"),
+            "--rpc-url",
+            "http://127.0.0.1:1",
+            "--out",
+            str(tmp_path / "d.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "CONCORD_PRIVATE_KEY" in proc.stderr and "--keystore" in proc.stderr
 

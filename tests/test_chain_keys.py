@@ -68,7 +68,7 @@ def test_no_key_at_all_names_both_ways() -> None:
 def test_signer_repr_shows_address_not_key() -> None:
     signer = Signer(Rpc("http://127.0.0.1:1"), Account.from_key(SECRET))
     assert repr(signer) == f"Signer({SECRET_ADDRESS})"
-    assert SECRET[2:] not in repr(signer.__dict__)                     # the key lives only in a closure
+    assert SECRET[2:] not in repr(signer.__dict__)  # the key lives only in a closure
 
 
 def test_devnet_accounts_are_anvils_defaults() -> None:
@@ -78,15 +78,16 @@ def test_devnet_accounts_are_anvils_defaults() -> None:
     assert accounts[1].address == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
-def test_keys_cli_creates_a_keystore_and_reads_its_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_keys_cli_creates_a_keystore_and_reads_its_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setenv(keys.PASSWORD_ENV, "pw")
     out = tmp_path / "node.json"
     assert keys.main(["new", "--out", str(out)]) == 0
     created = capsys.readouterr().out.strip()
     assert keys.main(["address", "--keystore", str(out)]) == 0
     assert capsys.readouterr().out.strip() == created
-    assert keys.main(["new", "--out", str(out)]) == 1                 # never overwrites a key
+    assert keys.main(["new", "--out", str(out)]) == 1  # never overwrites a key
     monkeypatch.delenv(keys.PASSWORD_ENV)
     assert keys.main(["new", "--out", str(tmp_path / "other.json")]) == 1
     assert "CONCORD_KEYSTORE_PASSWORD" in capsys.readouterr().err

@@ -12,13 +12,23 @@ from client import chain
 from client.chain import ContractError, Phase, Role, TaskParams
 from scripts.harness import conservation, digest
 
-TOKEN = 10 ** 18
+TOKEN = 10**18
 BASE = TaskParams(
-    spec_digest=digest("spec"), initial_model_digest=digest("model 0"),
-    trainer_reward_per_round=300 * TOKEN, validator_fee_per_round=60 * TOKEN,
-    min_trainer_stake=100 * TOKEN, min_validator_stake=100 * TOKEN, slash_amount=80 * TOKEN,
-    submit_seconds=600, commit_seconds=600, reveal_seconds=600, max_rounds=0,
-    bounty_bps=5000, async_level=0, min_validators=2, max_work_units=10 ** 9,
+    spec_digest=digest("spec"),
+    initial_model_digest=digest("model 0"),
+    trainer_reward_per_round=300 * TOKEN,
+    validator_fee_per_round=60 * TOKEN,
+    min_trainer_stake=100 * TOKEN,
+    min_validator_stake=100 * TOKEN,
+    slash_amount=80 * TOKEN,
+    submit_seconds=600,
+    commit_seconds=600,
+    reveal_seconds=600,
+    max_rounds=0,
+    bounty_bps=5000,
+    async_level=0,
+    min_validators=2,
+    max_work_units=10**9,
 )
 
 
@@ -30,8 +40,9 @@ def commit_all(env, task_id: int, round_: int, validators, words, model: bytes) 
     salts = {}
     for v in validators:
         salts[v.address] = digest(f"salt {v.address} {round_}")
-        env.client.concord.commit(v, task_id, round_,
-                                  chain.commit_hash(task_id, round_, words, model, salts[v.address], v.address))
+        env.client.concord.commit(
+            v, task_id, round_, chain.commit_hash(task_id, round_, words, model, salts[v.address], v.address)
+        )
     return salts
 
 
@@ -65,7 +76,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
     start_block = env.client.rpc.block_number()
     task_id = env.create_task(initiator, p, budget)
     assert c.task_params(task_id) == p
-    assert c.task_state(task_id).budget == budget - p.per_round        # round 0 reserved its pool
+    assert c.task_state(task_id).budget == budget - p.per_round  # round 0 reserved its pool
     assert c.phase_of(task_id, 0) == Phase.SUBMIT
     for t in trainers:
         env.enrol(t, Role.TRAINER, 100 * TOKEN, task_id)
@@ -78,7 +89,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
     for i, t in enumerate(trainers):
         c.submit(t, task_id, 0, 0, digest(f"bundle {i}"), digest(f"proof {i}"), work[i])
     info = c.round_info(task_id, 0)
-    assert info.phase == Phase.COMMIT and info.submissions == 3          # closed early: all joined submitted
+    assert info.phase == Phase.COMMIT and info.submissions == 3  # closed early: all joined submitted
     assert c.submission_of(task_id, 0, 2) == chain.SubmissionRecord(trainers[2].address, 0, 30)
 
     words = chain.reject_words([2], 3)
@@ -92,39 +103,53 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
     assert conservation(env.client).holds
 
     receipts = c.finalize_all(initiator, task_id, 0, max_items=2)
-    assert len(receipts) >= 3                                             # 6 steps, 2 per call
+    assert len(receipts) >= 3  # 6 steps, 2 per call
     assert c.phase_of(task_id, 0) == Phase.FINALIZED
     assert c.model_digest(task_id, 1) == chain.ModelDigest(model1, True)
     assert c.latest_model(task_id) == chain.LatestModel(1, model1)
 
     events = c.events(start_block)
     rewarded = {e.trainer: e.reward for e in events if isinstance(e, chain.SubmissionRewarded)}
-    assert rewarded == {trainers[0].address: 100 * TOKEN, trainers[1].address: 200 * TOKEN}   # 300 pro rata 10:20
+    assert rewarded == {trainers[0].address: 100 * TOKEN, trainers[1].address: 200 * TOKEN}  # 300 pro rata 10:20
     (rejected,) = [e for e in events if isinstance(e, chain.SubmissionRejected)]
     assert (rejected.trainer, rejected.index, rejected.slashed) == (trainers[2].address, 2, 80 * TOKEN)
     bounty = {e.validator: e.amount for e in events if isinstance(e, chain.BountyPaid)}
-    assert bounty == {v.address: 40 * TOKEN // 3 for v in validators}      # 50% of 80, split by 3 rejecters
-    assert rejected.bounty == sum(bounty.values())                          # rounding dust stays in the budget
+    assert bounty == {v.address: 40 * TOKEN // 3 for v in validators}  # 50% of 80, split by 3 rejecters
+    assert rejected.bounty == sum(bounty.values())  # rounding dust stays in the budget
     fees = {e.validator: e.fee for e in events if isinstance(e, chain.ValidatorPaid)}
     assert fees == {v.address: 20 * TOKEN for v in validators}
     (fin,) = [e for e in events if isinstance(e, chain.RoundFinalized)]
     assert not fin.is_void and fin.next_model_digest == model1 and fin.accepted_work == 30
-    assert fin.returned == 80 * TOKEN - sum(bounty.values())              # slash minus bounty back to budget
+    assert fin.returned == 80 * TOKEN - sum(bounty.values())  # slash minus bounty back to budget
     assert c.node_info(trainers[2].address).stake == 20 * TOKEN
     assert c.balance_of(trainers[0].address) == 100 * TOKEN
     submitted = c.events(start_block, names=["Submitted"])
-    assert [(e.trainer, e.index, e.bundle_digest, e.work_units) for e in submitted] == \
-        [(t.address, i, digest(f"bundle {i}"), work[i]) for i, t in enumerate(trainers)]
-    assert c.events(start_block, max_range=2) == events                   # chunked log queries agree
+    assert [(e.trainer, e.index, e.bundle_digest, e.work_units) for e in submitted] == [
+        (t.address, i, digest(f"bundle {i}"), work[i]) for i, t in enumerate(trainers)
+    ]
+    assert c.events(start_block, max_range=2) == events  # chunked log queries agree
     (created,) = [e for e in events if isinstance(e, chain.TaskCreated)]
-    assert (created.task_id, created.initiator, created.params, created.budget) == \
-        (task_id, initiator.address, p, budget)
+    assert (created.task_id, created.initiator, created.params, created.budget) == (
+        task_id,
+        initiator.address,
+        p,
+        budget,
+    )
     revealed = [e for e in events if isinstance(e, chain.Revealed)]
-    assert [(e.validator, e.reject_words, e.next_model_digest) for e in revealed] == \
-        [(v.address, tuple(words), model1) for v in validators]
+    assert [(e.validator, e.reject_words, e.next_model_digest) for e in revealed] == [
+        (v.address, tuple(words), model1) for v in validators
+    ]
     assert all(isinstance(e.role, Role) for e in events if isinstance(e, chain.Joined))
-    assert {type(e).__name__ for e in events} >= {"TaskCreated", "RoundOpened", "NodeRegistered", "Joined",
-                                                  "PhaseClosedEarly", "Committed", "Revealed", "RoundFinalized"}
+    assert {type(e).__name__ for e in events} >= {
+        "TaskCreated",
+        "RoundOpened",
+        "NodeRegistered",
+        "Joined",
+        "PhaseClosedEarly",
+        "Committed",
+        "Revealed",
+        "RoundFinalized",
+    }
     progressed = [e.cursor for e in events if isinstance(e, chain.FinalizeProgressed)]
     assert progressed == sorted(progressed) and progressed[-1] == 6
     assert conservation(env.client).holds
@@ -137,7 +162,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
         assert tok.balance_of(s.address) == held + owed and c.balance_of(s.address) == 0
         (w,) = [e for e in c.receipt_events(receipt) if isinstance(e, chain.Withdrawn)]
         assert (w.account, w.amount) == (s.address, owed)
-    assert c.balance_of(trainers[2].address) == 0                         # the cheater earned nothing
+    assert c.balance_of(trainers[2].address) == 0  # the cheater earned nothing
     assert conservation(env.client).holds
 
 
@@ -153,7 +178,7 @@ def test_round_with_too_few_reveals_is_void_and_slashes_the_silent_validator(cha
     c.submit(trainer, task_id, 0, 0, digest("b"), digest("p"), 5)
     words = chain.reject_words([], 1)
     salts = commit_all(env, task_id, 0, [v1, v2], words, digest("model 1"))
-    c.reveal(v1, task_id, 0, words, digest("model 1"), salts[v1.address])   # v2 stays silent
+    c.reveal(v1, task_id, 0, words, digest("model 1"), salts[v1.address])  # v2 stays silent
     assert c.phase_of(task_id, 0) == Phase.REVEAL
     with pytest.raises(ContractError) as early:
         c.finalize(initiator, task_id, 0, 10)
@@ -167,8 +192,9 @@ def test_round_with_too_few_reveals_is_void_and_slashes_the_silent_validator(cha
     (fin,) = [e for e in events if isinstance(e, chain.RoundFinalized)]
     assert fin.is_void and fin.next_model_digest == p.initial_model_digest
     assert c.model_digest(task_id, 1) == chain.ModelDigest(p.initial_model_digest, True)
-    assert not [e for e in events if isinstance(e, (chain.SubmissionRewarded, chain.SubmissionRejected,
-                                                    chain.ValidatorPaid))]
+    assert not [
+        e for e in events if isinstance(e, (chain.SubmissionRewarded, chain.SubmissionRejected, chain.ValidatorPaid))
+    ]
     (slashed,) = [e for e in events if isinstance(e, chain.ValidatorSlashed)]
     assert (slashed.validator, slashed.amount) == (v2.address, 80 * TOKEN)
     assert c.node_info(v2.address).stake == 20 * TOKEN
@@ -190,7 +216,7 @@ def test_async_window_lets_round_r_plus_1_build_on_model_r(chain_env) -> None:
     with pytest.raises(ContractError) as not_final:
         c.submit(trainer, task_id, 1, 1, digest("b1"), digest("p1"), 1)
     assert not_final.value.name == "ModelNotFinal" and not_final.value.params == {"taskId": task_id, "model": 1}
-    c.submit(trainer, task_id, 1, 0, digest("b1"), digest("p1"), 1)          # generation did not wait
+    c.submit(trainer, task_id, 1, 0, digest("b1"), digest("p1"), 1)  # generation did not wait
     words = chain.reject_words([], 1)
     salts = commit_all(env, task_id, 0, [validator], words, digest("model 1"))
     c.reveal(validator, task_id, 0, words, digest("model 1"), salts[validator.address])
@@ -230,7 +256,7 @@ def test_finalize_is_paginated_one_step_per_item(chain_env) -> None:
     assert cursors[0].total == 10
     assert c.phase_of(task_id, 0) == Phase.FINALIZED
     paid = [c.balance_of(t.address) for t in trainers]
-    assert paid == [100 * TOKEN, 0, 100 * TOKEN, 0, 100 * TOKEN]             # 300 over 3 accepted, equal work
+    assert paid == [100 * TOKEN, 0, 100 * TOKEN, 0, 100 * TOKEN]  # 300 over 3 accepted, equal work
     assert conservation(env.client).holds
 
 
@@ -279,7 +305,7 @@ def test_top_up_and_reclaim_budget_of_a_finished_task(chain_env) -> None:
     c.reveal(validator, task_id, 0, words, digest("m1"), salts[validator.address])
     c.finalize_all(initiator, task_id, 0)
     leftover = c.task_state(task_id).budget
-    assert leftover == 7 * TOKEN                                            # everything else was paid out
+    assert leftover == 7 * TOKEN  # everything else was paid out
     c.reclaim_budget(initiator, task_id)
     assert c.balance_of(initiator.address) == leftover and c.task_state(task_id).budget == 0
     assert conservation(env.client).holds

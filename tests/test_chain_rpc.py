@@ -136,9 +136,9 @@ def test_lost_reply_is_rebroadcast_as_the_same_transaction_not_a_second_one(fres
     second = signer.send(RECIPIENT, b"", value=1)
     signer.wait(second)
 
-    assert lossy_proxy.dropped == 1 and lossy_proxy.raw_sends == 3   # one re-broadcast of identical bytes
+    assert lossy_proxy.dropped == 1 and lossy_proxy.raw_sends == 3  # one re-broadcast of identical bytes
     assert (first.nonce, second.nonce) == (nonce_before, nonce_before + 1)
-    assert _balance(direct, RECIPIENT) - before == 12345 + 1          # paid once, not twice
+    assert _balance(direct, RECIPIENT) - before == 12345 + 1  # paid once, not twice
     assert int(direct.call("eth_getTransactionCount", signer.address, "latest"), 16) == nonce_before + 2
 
 
@@ -159,11 +159,18 @@ def test_several_node_processes_send_at_once_each_with_its_own_signer(fresh_anvi
 
     rpc = Rpc(fresh_anvil.url)
     recipient = "0x000000000000000000000000000000000000c0DE"
-    procs_ = [subprocess.Popen([sys.executable, "-c", _NODE_PROCESS, fresh_anvil.url, str(i), recipient],
-                               stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT) for i in (5, 6, 7)]
+    procs_ = [
+        subprocess.Popen(
+            [sys.executable, "-c", _NODE_PROCESS, fresh_anvil.url, str(i), recipient],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        for i in (5, 6, 7)
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs_]
     assert [p.returncode for p in procs_] == [0, 0, 0]
-    assert outs == [",".join(str(n) for n in range(8))] * 3          # each key's nonces 0..7, no gaps, no reuse
+    assert outs == [",".join(str(n) for n in range(8))] * 3  # each key's nonces 0..7, no gaps, no reuse
     assert _balance(rpc, recipient) == 8 * (5 + 6 + 7)
 
 
@@ -179,10 +186,10 @@ def test_unconfirmed_broadcast_names_the_transaction_and_its_nonce_is_never_reus
         with pytest.raises(BroadcastUnknown) as exc:
             signer.send(RECIPIENT, b"", value=777)
         lost = exc.value.pending
-        assert signer.wait(lost).status == 1                        # it had landed after all
+        assert signer.wait(lost).status == 1  # it had landed after all
         after = signer.send(RECIPIENT, b"", value=1)
         signer.wait(after)
-        assert after.nonce == lost.nonce + 1                          # nonce re-read, not reused
+        assert after.nonce == lost.nonce + 1  # nonce re-read, not reused
         assert _balance(direct, RECIPIENT) - before == 777 + 1
     finally:
         proxy.shutdown()
@@ -192,12 +199,12 @@ def test_unconfirmed_broadcast_names_the_transaction_and_its_nonce_is_never_reus
 def test_a_second_sender_with_the_same_key_gets_a_nonce_conflict_then_recovers(fresh_anvil) -> None:
     rpc = Rpc(fresh_anvil.url)
     mine, other = Signer(rpc, keys.devnet_account(6)), Signer(rpc, keys.devnet_account(6))
-    mine.wait(mine.send(RECIPIENT, b"", value=1))                  # mine holds nonce 1 next
-    other.wait(other.send(RECIPIENT, b"", value=2))                # other reads nonce 1 and spends it
+    mine.wait(mine.send(RECIPIENT, b"", value=1))  # mine holds nonce 1 next
+    other.wait(other.send(RECIPIENT, b"", value=2))  # other reads nonce 1 and spends it
     with pytest.raises(NonceConflict) as exc:
         mine.send(RECIPIENT, b"", value=3)
     assert (exc.value.address, exc.value.nonce) == (mine.address, 1)
-    assert mine.wait(mine.send(RECIPIENT, b"", value=4)).status == 1   # nonce re-read: 2
+    assert mine.wait(mine.send(RECIPIENT, b"", value=4)).status == 1  # nonce re-read: 2
     assert _balance(rpc, RECIPIENT) == 1 + 2 + 4
 
 
@@ -219,14 +226,15 @@ def test_a_websocket_url_sends_and_reads_like_http(fresh_anvil) -> None:
     assert _balance(Rpc(fresh_anvil.url), RECIPIENT) == 99
 
 
-def test_every_rpc_request_is_timed_as_a_chain_span(fresh_anvil, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_rpc_request_is_timed_as_a_chain_span(
+    fresh_anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recorder = timing._Recorder(str(tmp_path / "spans.jsonl"))
     monkeypatch.setattr(timing, "_recorder", recorder)
     monkeypatch.setattr(timing, "_checked", True)
     rpc = Rpc(fresh_anvil.url)
     signer = Signer(rpc, keys.devnet_account(8))
-    signer.wait(signer.send(RECIPIENT, b"", value=1))    # chainId, estimate, gasPrice, nonce, raw tx, receipt
+    signer.wait(signer.send(RECIPIENT, b"", value=1))  # chainId, estimate, gasPrice, nonce, raw tx, receipt
     rpc.block_number()
     recorder.flush()
     spans = (tmp_path / "spans.jsonl").read_text().splitlines()

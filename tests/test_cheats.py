@@ -34,19 +34,30 @@ from scripts.adversaries.trainer_cheats import CHEATS, CheatingTrainer, cheat_co
 from scripts.harness import enrol
 from validator import node as vnode
 
-TOKEN = 10 ** 18
+TOKEN = 10**18
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
 INITIATOR, TRAINER, OTHER, COPIER, VALIDATOR = 0, 1, 2, 3, 4
 STAKE = 100 * TOKEN
-TERMS = ChainTerms(trainer_reward_per_round=300 * TOKEN, validator_fee_per_round=60 * TOKEN, min_trainer_stake=STAKE,
-                   min_validator_stake=STAKE, slash_amount=80 * TOKEN, submit_seconds=3600, commit_seconds=3600,
-                   reveal_seconds=3600, max_rounds=3, bounty_bps=5000, async_level=0, min_validators=1,
-                   budget=3 * 360 * TOKEN)
+TERMS = ChainTerms(
+    trainer_reward_per_round=300 * TOKEN,
+    validator_fee_per_round=60 * TOKEN,
+    min_trainer_stake=STAKE,
+    min_validator_stake=STAKE,
+    slash_amount=80 * TOKEN,
+    submit_seconds=3600,
+    commit_seconds=3600,
+    reveal_seconds=3600,
+    max_rounds=3,
+    bounty_bps=5000,
+    async_level=0,
+    min_validators=1,
+    budget=3 * 360 * TOKEN,
+)
 CHAIN_LEVEL = ("base_outside_window", "copied_bundle", "replayed_bundle")
 IN_PROCESS = sorted(set(CHEATS) - set(CHAIN_LEVEL))
 DISPLAY = Display("test", json_logs=True)
-ROLLOUTS = 8   # per inner step: 2 prompts x 4 samples
-EVIDENCE = {   # what the published evidence must show, beyond the failed check
+ROLLOUTS = 8  # per inner step: 2 prompts x 4 samples
+EVIDENCE = {  # what the published evidence must show, beyond the failed check
     **{f"altered_token_{w}": {"rejected_rollouts": 1, "rejected_tokens": 1} for w in ("first", "middle", "last")},
     "foreign_model_proofs": {"step": 0, "rejected": ROLLOUTS},
     "stale_model": {"step": 0, "rejected": ROLLOUTS},
@@ -58,7 +69,7 @@ EVIDENCE = {   # what the published evidence must show, beyond the failed check
     "malformed_manifest": {"field": "manifest.version", "reason": "unknown field"},
     "oversized_bundle": {"field": "stats.inner_steps", "reason": "over the task's limit of 2"},
     "unavailable_manifest": {"field": "manifest"},
-    "padded_delta_shards": {"field": "delta[1]"},        # the first of the extra shards, refused before download
+    "padded_delta_shards": {"field": "delta[1]"},  # the first of the extra shards, refused before download
     "delta_shard_metadata": {"field": "delta[0].size"},  # the canonical size, refused before download
 }
 
@@ -82,8 +93,11 @@ class Net:
     def submit(self, who: int, prep: Prepared) -> chain.Submitted:
         receipt = submit_round(self.trainers[who], self.ctxs[who], prep, DISPLAY)
         assert receipt is not None
-        events = [e for e in self.client.concord.events(receipt.block, receipt.block, ["Submitted"])
-                  if e.task_id == self.task_id]
+        events = [
+            e
+            for e in self.client.concord.events(receipt.block, receipt.block, ["Submitted"])
+            if e.task_id == self.task_id
+        ]
         assert len(events) == 1
         return events[0]
 
@@ -91,8 +105,17 @@ class Net:
 def fake_submitted(net: Net, who: int, index: int, prep: Prepared) -> chain.Submitted:
     """The event submitting ``prep`` would emit (only the validator's reading of it is under test)."""
     meta = chain.EventMeta(0, "0x" + "00" * 32, index)
-    return chain.Submitted(meta, net.task_id, prep.round, net.trainers[who].address, index, prep.base_round,
-                           Digest.parse(prep.digest).bytes, prep.proof_root, prep.work_units)
+    return chain.Submitted(
+        meta,
+        net.task_id,
+        prep.round,
+        net.trainers[who].address,
+        index,
+        prep.base_round,
+        Digest.parse(prep.digest).bytes,
+        prep.proof_root,
+        prep.work_units,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +128,19 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
         signer = lambda i: client.signer(keys.devnet_account(i))  # noqa: E731
         spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
         task_id = publish_task(client, signer(INITIATOR), Store(ipfs.api, tmp / "init"), TaskFile(spec, TERMS)).task_id
-        trainers = {i: Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1),
-                                  tmp / f"t{i}") for i in (TRAINER, OTHER, COPIER)}
+        trainers = {
+            i: Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1), tmp / f"t{i}")
+            for i in (TRAINER, OTHER, COPIER)
+        }
         for i in trainers:
             enrol(client, trainers[i].signer, Role.TRAINER, STAKE)
         ctxs = {i: load_task_context(n, task_id) for i, n in trainers.items()}
         vn = Node(client, signer(VALIDATOR), Store(ipfs.api, tmp / "cache-v", timeout=1.0, retries=1), tmp / "v")
-        v = vnode.Validator(vnode.ValidatorConfig(NodeConfig("validator", anvil.url, client.deployment, ipfs.api,
-                                                             task_id)), vn, load_task_context(vn, task_id))
+        v = vnode.Validator(
+            vnode.ValidatorConfig(NodeConfig("validator", anvil.url, client.deployment, ipfs.api, task_id)),
+            vn,
+            load_task_context(vn, task_id),
+        )
         vnode.ensure_enrolled(v)
         net = Net(client, task_id, trainers, ctxs, v)
 
@@ -128,7 +156,7 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
             vnode.step(v)
         assert client.concord.latest_model(task_id).model == 1
         assert [x.accepted for x in v.verdicts.values()] == [True, True]
-        client.concord.join(trainers[COPIER].signer, task_id)   # from round 1 on
+        client.concord.join(trainers[COPIER].signer, task_id)  # from round 1 on
         assert phase_now(client, task_id, 1) == Phase.SUBMIT
         yield net
     finally:
@@ -155,10 +183,10 @@ def test_bundle_level_cheat_rejected(net, mode):
     if mode == "unavailable_manifest":
         with pytest.raises(ContentNotFound):
             net.v.store.get_manifest(prep.digest)
-    if mode == "withheld_leaf":   # same delta bytes as earlier modes: a validator holding them (sha256-checked)
-        for cached in net.v.store.cache_dir.iterdir():   # has the content; withholding works on one that does not
+    if mode == "withheld_leaf":  # same delta bytes as earlier modes: a validator holding them (sha256-checked)
+        for cached in net.v.store.cache_dir.iterdir():  # has the content; withholding works on one that does not
             cached.unlink()
-    assert net.claim(TRAINER, hooks, prep) == prep   # no chain-level cheat: the claim is the upload's
+    assert net.claim(TRAINER, hooks, prep) == prep  # no chain-level cheat: the claim is the upload's
     verdict = vnode.verify_submission(net.v, fake_submitted(net, TRAINER, 100 + IN_PROCESS.index(mode), prep))
     print(f"\n{mode}: failed_check={verdict.failed_check}")
     assert not verdict.accepted
@@ -176,9 +204,13 @@ def test_bundle_level_cheat_rejected(net, mode):
 def test_window_cheats_are_honest_before_their_first_round(net):
     """stale_model and base_outside_window need a model older than the window: round 0 is honest."""
     assert [m for m, c in sorted(CHEATS.items()) if not c.acts(0, 0)] == [
-        "base_outside_window", "replayed_bundle", "stale_model"]
+        "base_outside_window",
+        "replayed_bundle",
+        "stale_model",
+    ]
     assert [m for m in ("base_outside_window", "replayed_bundle", "stale_model") if CHEATS[m].acts(2, 2)] == [
-        "replayed_bundle"]   # asyncLevel 2: the window modes start at round 3
+        "replayed_bundle"
+    ]  # asyncLevel 2: the window modes start at round 3
     hooks = CheatingTrainer(CHEATS["stale_model"])
     prep = prepare_submission(net.trainers[TRAINER], net.ctxs[TRAINER], 0, 0, DISPLAY, hooks)
     assert net.claim(TRAINER, hooks, prep) == prep and hooks.cheated == set()
@@ -197,26 +229,36 @@ def test_chain_level_cheats(net):
 
     copy = CheatingTrainer(CHEATS["copied_bundle"])
     copier = net.prepare(COPIER, 1, copy)
-    assert net.claim(COPIER, copy, copier) is None          # nobody submitted round 1 yet: wait
+    assert net.claim(COPIER, copy, copier) is None  # nobody submitted round 1 yet: wait
     assert copy.cheated == set()
     original = net.submit(OTHER, net.prepare(OTHER, 1))
     copied = net.claim(COPIER, copy, copier)
-    assert (copied.digest, copied.proof_root, copied.work_units, copy.cheated) == \
-        (Digest.parse(original.bundle_digest), original.proof_root, original.work_units, {1})
+    assert (copied.digest, copied.proof_root, copied.work_units, copy.cheated) == (
+        Digest.parse(original.bundle_digest),
+        original.proof_root,
+        original.work_units,
+        {1},
+    )
     copy_event = net.submit(COPIER, copied)
 
     replay = CheatingTrainer(CHEATS["replayed_bundle"])
     replayer = net.prepare(TRAINER, 1, replay)
     replayed = net.claim(TRAINER, replay, replayer)
-    mine0 = [e for e in net.client.concord.events(net.client.deployment.block_number, "latest", ["Submitted"])
-             if e.task_id == net.task_id and e.round == 0 and e.trainer == t.address][0]
+    mine0 = [
+        e
+        for e in net.client.concord.events(net.client.deployment.block_number, "latest", ["Submitted"])
+        if e.task_id == net.task_id and e.round == 0 and e.trainer == t.address
+    ][0]
     assert (replayed.digest, replayed.base_round, replay.cheated) == (Digest.parse(mine0.bundle_digest), 1, {1})
     replay_event = net.submit(TRAINER, replayed)
 
     vnode.record_submissions(net.v, [original, copy_event, replay_event])
     verdicts = {e.trainer: vnode.verify_submission(net.v, e) for e in (original, copy_event, replay_event)}
     assert [(x.accepted, x.failed_check) for x in verdicts.values()] == [
-        (True, ""), (False, CHEATS["copied_bundle"].caught_by), (False, CHEATS["replayed_bundle"].caught_by)]
+        (True, ""),
+        (False, CHEATS["copied_bundle"].caught_by),
+        (False, CHEATS["replayed_bundle"].caught_by),
+    ]
     assert CHEATS["base_outside_window"].caught_by == "contract: BaseRoundOutOfWindow"
 
 
@@ -238,9 +280,20 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
     store = Store(ipfs.api, tmp_path / "cache", timeout=2.0)
     task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
-    cfg = TrainerConfig(NodeConfig(role="trainer", rpc_url=chain_env.anvil.url, deployment=chain_env.client.deployment,
-                                   ipfs_api=ipfs.api, task_id=task_id, state_dir=tmp_path / "t", devnet_account=5,
-                                   poll_interval=0.05, heartbeat=0.5), rounds=1)
+    cfg = TrainerConfig(
+        NodeConfig(
+            role="trainer",
+            rpc_url=chain_env.anvil.url,
+            deployment=chain_env.client.deployment,
+            ipfs_api=ipfs.api,
+            task_id=task_id,
+            state_dir=tmp_path / "t",
+            devnet_account=5,
+            poll_interval=0.05,
+            heartbeat=0.5,
+        ),
+        rounds=1,
+    )
     hooks = CheatingTrainer(CHEATS["work_units_off_by_one"])
     stop = threading.Event()
     timer = threading.Timer(120, stop.set)
@@ -251,14 +304,19 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     finally:
         timer.cancel()
     assert [s.round for s in run.submitted] == [0]
-    [event] = [e for e in chain_env.client.concord.events(chain_env.client.deployment.block_number, "latest",
-                                                          ["Submitted"]) if e.task_id == task_id]
+    [event] = [
+        e
+        for e in chain_env.client.concord.events(chain_env.client.deployment.block_number, "latest", ["Submitted"])
+        if e.task_id == task_id
+    ]
     bundle = fetch_submission(store, event.bundle_digest.hex(), spec.limits)
     assert event.work_units == bundle.work_units == sum(int(b.lengths.sum()) for b in bundle.batches) + 1
     logged = {r.fields["event"]: r.fields for r in caplog.records if hasattr(r, "fields")}
     for name in ("prepared", "submitted"):
         assert logged[name]["work_units"] == event.work_units
-    assert [(r.name, r.fields["round"], r.fields["cheat"], r.fields["cheated"]) for r in caplog.records
-            if getattr(r, "fields", {}).get("event") == "cheat"] == [
-        ("concord.trainer.cheat", 0, "work_units_off_by_one", True)]
+    assert [
+        (r.name, r.fields["round"], r.fields["cheat"], r.fields["cheated"])
+        for r in caplog.records
+        if getattr(r, "fields", {}).get("event") == "cheat"
+    ] == [("concord.trainer.cheat", 0, "work_units_off_by_one", True)]
     assert hooks.cheated == {0}

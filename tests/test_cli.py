@@ -27,10 +27,12 @@ def test_version_and_help_answer_in_under_a_second() -> None:
 
 
 def test_help_imports_no_heavy_module() -> None:
-    code = ("import sys; from client import cli\n"
-            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = sorted(m for m in ('torch', 'web3', 'transformers', 'toploc', 'numpy') if m in sys.modules)\n"
-            "print('HEAVY=' + ','.join(heavy))")
+    code = (
+        "import sys; from client import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'web3', 'transformers', 'toploc', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "HEAVY=", done.stdout.strip().splitlines()[-1]

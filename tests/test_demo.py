@@ -30,9 +30,25 @@ TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 
 def demo_cmd(state: Path, *extra: str) -> list[str]:
     ports = [str(procs.free_port()) for _ in range(4)]
-    return [sys.executable, "-m", "scripts.demo", "--task-file", str(TASK_FILE), "--state-dir", str(state), "--no-live",
-            "--anvil-port", ports[0], "--ipfs-port", ports[1], "--ipfs-gateway-port", ports[2],
-            "--ipfs-grpc-port", ports[3], *extra]
+    return [
+        sys.executable,
+        "-m",
+        "scripts.demo",
+        "--task-file",
+        str(TASK_FILE),
+        "--state-dir",
+        str(state),
+        "--no-live",
+        "--anvil-port",
+        ports[0],
+        "--ipfs-port",
+        ports[1],
+        "--ipfs-gateway-port",
+        ports[2],
+        "--ipfs-grpc-port",
+        ports[3],
+        *extra,
+    ]
 
 
 def group_members(pgids: set[int]) -> list[int]:
@@ -46,29 +62,41 @@ def running(proc: subprocess.Popen):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, when", [(signal.SIGINT, "submitted"), (signal.SIGTERM, "started")],
-                         ids=["ctrl-c-mid-round", "sigterm-at-start"])
+@pytest.mark.parametrize(
+    "sig, when",
+    [(signal.SIGINT, "submitted"), (signal.SIGTERM, "started")],
+    ids=["ctrl-c-mid-round", "sigterm-at-start"],
+)
 def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Signals, when: str):
     out = tmp_path / "demo.out"
     with open(out, "wb") as fh:
-        proc = subprocess.Popen(demo_cmd(tmp_path / "state", "--rounds", "5"), cwd=REPO_ROOT, stdout=fh,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            demo_cmd(tmp_path / "state", "--rounds", "5"), cwd=REPO_ROOT, stdout=fh, stderr=subprocess.STDOUT
+        )
     daemons: list[procs.Daemon] = []
     try:
         state = tmp_path / "state"
-        wait_for("all 6 nodes to start", lambda: (state / NODES_FILE).exists()
-                 and len(json.loads((state / NODES_FILE).read_text())) == 6, alive=running(proc), poll=0.2)
+        wait_for(
+            "all 6 nodes to start",
+            lambda: (state / NODES_FILE).exists() and len(json.loads((state / NODES_FILE).read_text())) == 6,
+            alive=running(proc),
+            poll=0.2,
+        )
         daemons = devnet.load(state).daemon_list()
         daemons += [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
         assert {d.name for d in daemons} >= {"anvil", "ipfs", "trainer-1", "cheater", "validator-2"}
-        wait_for(f"trainer-1 to log {when}", lambda: f'"event":"{when}"' in (state / "logs" / "trainer-1.log").read_text(),
-                 alive=running(proc), poll=0.2)
-        assert all(procs.is_ours(d) for d in daemons)          # truly mid-run: every node and daemon is up
+        wait_for(
+            f"trainer-1 to log {when}",
+            lambda: f'"event":"{when}"' in (state / "logs" / "trainer-1.log").read_text(),
+            alive=running(proc),
+            poll=0.2,
+        )
+        assert all(procs.is_ours(d) for d in daemons)  # truly mid-run: every node and daemon is up
         proc.send_signal(sig)
         assert proc.wait(timeout=90) == 130, out.read_text()[-2000:]
         assert [d.name for d in daemons if procs.is_ours(d)] == []
         assert group_members({d.pid for d in daemons}) == []
-        assert not devnet.state_file(state).exists()          # devnet down ran
+        assert not devnet.state_file(state).exists()  # devnet down ran
         assert "interrupted" in out.read_text()
     finally:
         if proc.poll() is None:
@@ -81,8 +109,7 @@ def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Si
 @pytest.mark.slow
 def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
     state = tmp_path / "state"
-    run = subprocess.run(demo_cmd(state, "--rounds", "2"), cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=240)
+    run = subprocess.run(demo_cmd(state, "--rounds", "2"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith('{"demo"')]
     assert len(lines) == 1, run.stdout[-3000:] + run.stderr[-3000:]
     doc = lines[0]["demo"]
@@ -99,14 +126,16 @@ def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
 
 # ----------------------------------------------------------------------------- the verdict's rules
 
+
 def _outcome(curve, cheater_events: list, bounty: dict[str, int], holds: bool = True) -> Outcome:
     specs = demo_nodes(honest=1, cheat="inflated_rewards", validators=2)
-    actors = tuple(Actor(s.name, s.role, None) for s in specs)   # Actor.address needs a signer: fake it below
+    actors = tuple(Actor(s.name, s.role, None) for s in specs)  # Actor.address needs a signer: fake it below
     ledger = Ledger()
     ledger.bounty = defaultdict(int, bounty)
     cons = Conservation(10, 4, 6, 0) if holds else Conservation(11, 4, 6, 0)
-    return Outcome(1, len(curve), tuple(curve), (), ledger, cons, actors, (specs[1].address,), tuple(cheater_events),
-                   1.0)
+    return Outcome(
+        1, len(curve), tuple(curve), (), ledger, cons, actors, (specs[1].address,), tuple(cheater_events), 1.0
+    )
 
 
 def test_verdict_rules(monkeypatch):
@@ -121,11 +150,10 @@ def test_verdict_rules(monkeypatch):
     good = _outcome([0.1, 0.12, 0.2], [sub, slash], paid)
     assert good.ok and good.verdict_line().startswith("verdict: PASS")
     assert not _outcome([0.2, 0.12, 0.1], [sub, slash], paid).reward_rising
-    assert not _outcome([0.1, 0.2], [sub], paid).cheater_slashed            # submitted, never slashed
-    assert not _outcome([0.1, 0.2], [], paid).cheater_slashed               # a cheater that never submitted
+    assert not _outcome([0.1, 0.2], [sub], paid).cheater_slashed  # submitted, never slashed
+    assert not _outcome([0.1, 0.2], [], paid).cheater_slashed  # a cheater that never submitted
     unpaid = _outcome([0.1, 0.2], [sub, slash], {addr["validator-1"]: 40})
     assert not unpaid.bounties_paid and "validators paid bounty NO" in unpaid.verdict_line()
     broken = _outcome([0.1, 0.2], [sub, slash], paid, holds=False)
     assert not broken.ok and "conservation VIOLATED" in broken.verdict_line()
     assert [s.role for s in specs] == [Role.TRAINER, Role.TRAINER, Role.VALIDATOR, Role.VALIDATOR]
-

@@ -56,7 +56,9 @@ TRAINER = "0x" + "ab" * 20
 TASK_ID, ROUND = 7, 3
 # The demo task with H = 2 inner steps of 16 prompts x 8 samples (the demo's trainers take 32
 # prompts a step): 256 rollouts per bundle.
-CFG: TaskConfig = dataclasses.replace(DEFAULT_TASK, grpo=dataclasses.replace(DEFAULT_TASK.grpo, inner_steps=2, prompts_per_step=16))
+CFG: TaskConfig = dataclasses.replace(
+    DEFAULT_TASK, grpo=dataclasses.replace(DEFAULT_TASK.grpo, inner_steps=2, prompts_per_step=16)
+)
 VCFG = ValidationConfig()
 
 
@@ -82,8 +84,18 @@ def honest(base, env) -> tuple[Bundle, list[RolloutBatch]]:
 
     batches, delta = train_round(base, env, CFG.grpo, CFG.sampler, TASK_ID, ROUND, TRAINER)
     proofs = tuple(batch_proofs(b) for b in batches)
-    bundle = Bundle(TASK_ID, ROUND, ROUND, TRAINER, tuple(strip_private(b) for b in batches), proofs, delta,
-                    claimed_mean_reward(batches), claimed_work_units(batches), proofs_root(proofs))
+    bundle = Bundle(
+        TASK_ID,
+        ROUND,
+        ROUND,
+        TRAINER,
+        tuple(strip_private(b) for b in batches),
+        proofs,
+        delta,
+        claimed_mean_reward(batches),
+        claimed_work_units(batches),
+        proofs_root(proofs),
+    )
     return bundle, batches
 
 
@@ -96,8 +108,15 @@ def theta(base: torch.nn.Module, batches: list[RolloutBatch], k: int) -> torch.n
     return policy
 
 
-def forge(base, env, honest: Bundle, batches: list[RolloutBatch], keep_rewards: bool = False,
-          proof_policies: list[torch.nn.Module] | None = None, **claims) -> Bundle:
+def forge(
+    base,
+    env,
+    honest: Bundle,
+    batches: list[RolloutBatch],
+    keep_rewards: bool = False,
+    proof_policies: list[torch.nn.Module] | None = None,
+    **claims,
+) -> Bundle:
     """A self-consistent bundle around (possibly tampered) batches; `claims` override fields."""
     policy = clone_policy(base)
     opt = make_inner_optimizer(policy, CFG.grpo)
@@ -111,9 +130,18 @@ def forge(base, env, honest: Bundle, batches: list[RolloutBatch], keep_rewards: 
         inner_update(policy, opt, b, CFG.grpo, base)
         fixed.append(strip_private(b))
     delta = state_delta(policy_state(policy), policy_state(base))
-    fields = dict(task_id=honest.task_id, round=honest.round, base_round=honest.base_round, trainer=honest.trainer,
-                  batches=tuple(fixed), proofs=tuple(proofs), delta=delta, mean_reward=claimed_mean_reward(fixed),
-                  work_units=claimed_work_units(fixed), proof_root=proofs_root(tuple(proofs)))
+    fields = dict(
+        task_id=honest.task_id,
+        round=honest.round,
+        base_round=honest.base_round,
+        trainer=honest.trainer,
+        batches=tuple(fixed),
+        proofs=tuple(proofs),
+        delta=delta,
+        mean_reward=claimed_mean_reward(fixed),
+        work_units=claimed_work_units(fixed),
+        proof_root=proofs_root(tuple(proofs)),
+    )
     fields.update(claims)
     return Bundle(**fields)
 
@@ -133,9 +161,12 @@ def test_honest_bundle_accepted_with_exact_replay(base, env, honest, bf16_prefil
     v = verify_bundle(base, bundle, env, CFG, dataclasses.replace(VCFG, bf16_prefill=bf16_prefill))
     assert v.accepted, v.results[-1]
     assert [r.name for r in v.results] == ["schema"] + ["prompts", "toploc", "sampling", "rewards"] * 2 + [
-        "work_units", "training_replay", "proof_root"]
+        "work_units",
+        "training_replay",
+        "proof_root",
+    ]
     for r in v.results:
-        if r.name == "toploc":   # fp32 prefill: the trainer's own states; bf16: within rounding, far under 38
+        if r.name == "toploc":  # fp32 prefill: the trainer's own states; bf16: within rounding, far under 38
             assert r.evidence["rejected"] == 0 and r.evidence["worst_exp_mismatches"] <= (8 if bf16_prefill else 2)
         if r.name == "sampling":
             assert r.evidence["rejected_tokens"] == 0
@@ -164,15 +195,21 @@ def test_honest_rollouts_zero_rejects(env, dtype):
         mismatches += int(((gap > 0) & mask).sum())
         max_gap = max(max_gap, float(gap[mask].max()))
         fast = prefill(policy, batch, bf16=True)
-        bf16_rejects += sum(a or b for a, b in zip(
-            rollout_toploc_rejects(fast.hidden, batch, proofs, batch.lengths, VCFG),
-            rollout_sampling_rejects(fast.logits, batch, batch.keys, CFG.sampler, VCFG)))
+        bf16_rejects += sum(
+            a or b
+            for a, b in zip(
+                rollout_toploc_rejects(fast.hidden, batch, proofs, batch.lengths, VCFG),
+                rollout_sampling_rejects(fast.logits, batch, batch.keys, CFG.sampler, VCFG),
+            )
+        )
         keys_seen += batch.n
-    print(f"\nhonest {dtype}: {mismatches} near-tie mismatches, largest gap {max_gap:.2e}; "
-          f"{bf16_rejects} rollouts would go to the float32 re-check after a bf16 prefill")
+    print(
+        f"\nhonest {dtype}: {mismatches} near-tie mismatches, largest gap {max_gap:.2e}; "
+        f"{bf16_rejects} rollouts would go to the float32 re-check after a bf16 prefill"
+    )
     assert keys_seen == 256
     assert (rejects_toploc, rejects_sampling) == (0, 0)
-    assert bf16_rejects <= 8   # the float32 re-check is the exception, or the bf16 pass saves nothing
+    assert bf16_rejects <= 8  # the float32 re-check is the exception, or the bf16 pass saves nothing
 
 
 def test_bf16_prefill_failures_are_rechecked_in_float32(base, env, honest):
@@ -254,7 +291,9 @@ def test_one_altered_token_rejected(base, env, honest, where):
         v = verify_bundle(base, forged, env, CFG, VCFG)
         assert v.failed_check == "sampling", (n, t, v.results[-1])
         ev = v.result("sampling").evidence
-        assert ev["rejected_tokens"] >= 1 and ev["rejected_rollouts"] == 1  # later tokens may fail too: their prefix changed
+        assert (
+            ev["rejected_tokens"] >= 1 and ev["rejected_rollouts"] == 1
+        )  # later tokens may fail too: their prefix changed
 
 
 def test_every_single_token_position_rejected(base, env, honest):
@@ -282,7 +321,9 @@ def test_single_token_edit_not_seen_by_toploc(base, env, honest):
     proofs = batch_proofs(b)
     out = prefill(base, dataclasses.replace(b, completions=comps))
     toploc = rollout_toploc_rejects(out.hidden, b, proofs, b.lengths, VCFG)
-    sampling = rollout_sampling_rejects(out.logits, dataclasses.replace(b, completions=comps), b.keys, CFG.sampler, VCFG)
+    sampling = rollout_sampling_rejects(
+        out.logits, dataclasses.replace(b, completions=comps), b.keys, CFG.sampler, VCFG
+    )
     rate_toploc = sum(toploc[n] for n in rows) / len(rows)
     print(f"\none edited token per rollout: toploc reject rate {rate_toploc:.3f} over {len(rows)} rollouts")
     assert sum(sampling[n] for n in rows) == len(rows)
@@ -301,11 +342,13 @@ def test_cherry_picked_samples_rejected(base, env, honest):
         rows = list(range(a * 2 * g, (a + 1) * 2 * g))
         rows.sort(key=lambda r: (-float(wide.rewards[r]), -r))  # best first, later seeds on ties
         keep += sorted(rows[:g])
-    moved = sum(1 for a in range(len(idx)) for r in keep[a * g:(a + 1) * g] if r % (2 * g) >= g)
+    moved = sum(1 for a in range(len(idx)) for r in keep[a * g : (a + 1) * g] if r % (2 * g) >= g)
     assert moved > 0
     sel = torch.tensor(keep)
     width = int(wide.lengths[sel].max())  # the cheater trims to its kept rows, as generation would have
-    picked = dataclasses.replace(bundle.batches[-1], completions=wide.completions[sel, :width], rewards=wide.rewards[sel])
+    picked = dataclasses.replace(
+        bundle.batches[-1], completions=wide.completions[sel, :width], rewards=wide.rewards[sel]
+    )
     assert float(picked.rewards.mean()) > float(bundle.batches[-1].rewards.mean())
     forged = forge(base, env, bundle, last_step_replaced(bundle, picked))
     v = verify_bundle(base, forged, env, CFG, VCFG)
@@ -367,7 +410,9 @@ def _with_delta(bundle: Bundle, delta: dict[str, torch.Tensor]) -> Bundle:
     return dataclasses.replace(bundle, delta=delta)
 
 
-@pytest.mark.parametrize("change", [{"lr": 2 * CFG.grpo.lr}, {"weight_decay": 0.1}, {"std_normalize": True}, {"kl_coef": 0.5}])
+@pytest.mark.parametrize(
+    "change", [{"lr": 2 * CFG.grpo.lr}, {"weight_decay": 0.1}, {"std_normalize": True}, {"kl_coef": 0.5}]
+)
 def test_delta_from_other_hyperparameters_rejected(base, env, honest, change):
     bundle, batches = honest
     other = dataclasses.replace(CFG.grpo, **change)
@@ -408,7 +453,9 @@ def test_out_of_vocabulary_token_rejected_by_schema(base, env, honest):
     bundle, _ = honest
     comps = bundle.batches[-1].completions.clone()
     comps[0, 0] = 999
-    cheat = dataclasses.replace(bundle, batches=bundle.batches[:-1] + (dataclasses.replace(bundle.batches[-1], completions=comps),))
+    cheat = dataclasses.replace(
+        bundle, batches=bundle.batches[:-1] + (dataclasses.replace(bundle.batches[-1], completions=comps),)
+    )
     v = verify_bundle(base, cheat, env, CFG, VCFG)
     assert v.failed_check == "schema" and v.result("schema").evidence["problems"] == 1
 
@@ -430,7 +477,9 @@ def _with_rollout_proofs(bundle: Bundle, n: int, proofs: tuple[bytes, ...]) -> B
     return dataclasses.replace(bundle, proofs=all_proofs, proof_root=proofs_root(all_proofs))
 
 
-@pytest.mark.parametrize("attack", ["zero", "truncated", "missing_chunk", "empty", "extra_chunk", "modulus_one", "garbage"])
+@pytest.mark.parametrize(
+    "attack", ["zero", "truncated", "missing_chunk", "empty", "extra_chunk", "modulus_one", "garbage"]
+)
 def test_bad_proof_rejected_without_crash(base, env, honest, attack):
     bundle, _ = honest
     good = bundle.proofs[-1][3]
@@ -473,8 +522,10 @@ def test_rollouts_from_one_step_older_model(base, env, honest):
     out = prefill(theta1, stale)
     toploc_rate = sum(rollout_toploc_rejects(out.hidden, stale, batch_proofs(stale), stale.lengths, VCFG)) / stale.n
     sampling_rate = sum(rollout_sampling_rejects(out.logits, stale, stale.keys, CFG.sampler, VCFG)) / stale.n
-    print(f"\nstale theta_0 rollouts under theta_1: toploc reject rate {toploc_rate:.3f}, "
-          f"sampling reject rate {sampling_rate:.3f} over {stale.n} rollouts")
+    print(
+        f"\nstale theta_0 rollouts under theta_1: toploc reject rate {toploc_rate:.3f}, "
+        f"sampling reject rate {sampling_rate:.3f} over {stale.n} rollouts"
+    )
     assert toploc_rate >= 0.9  # one AdamW step moves every weight by ~lr: the states move a lot
     assert sampling_rate >= 0.05
     for provers, caught_by in (([base, base], "toploc"), (None, "sampling")):

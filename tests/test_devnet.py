@@ -64,8 +64,12 @@ def test_up_writes_state_and_down_stops_exactly_its_pids(tmp_path: Path) -> None
         client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
         assert client.concord.token() == client.token.address
         assert [client.token.balance_of(a) for a in net.accounts] == [devnet.DEVNET_MINT] * 3
-        assert ipfshttpclient.Client(net.ipfs_api, timeout=10).cat(
-            ipfshttpclient.Client(net.ipfs_api, timeout=10).add_bytes(b"x")) == b"x"
+        assert (
+            ipfshttpclient.Client(net.ipfs_api, timeout=10).cat(
+                ipfshttpclient.Client(net.ipfs_api, timeout=10).add_bytes(b"x")
+            )
+            == b"x"
+        )
         with pytest.raises(devnet.DevnetRunning):
             devnet.up(tmp_path / "dn", _free_ports())
     finally:
@@ -92,7 +96,7 @@ def test_busy_ipfs_port_stops_the_anvil_already_started(tmp_path: Path, listener
     with pytest.raises(procs.PortBusy) as exc:
         devnet.up(tmp_path / "dn", ports)
     assert "--ipfs-port" in str(exc.value)
-    assert not procs.port_busy(ports.anvil)          # the anvil that was up is gone
+    assert not procs.port_busy(ports.anvil)  # the anvil that was up is gone
     assert _children() == before
     assert not (tmp_path / "dn" / "devnet.json").exists()
 
@@ -133,5 +137,5 @@ def test_stop_ignores_a_recycled_pid(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import time; time.sleep(60)"]
     daemon, _ = procs.start("sleeper", argv, tmp_path / "s.log")
     impostor = procs.Daemon(daemon.name, daemon.pid, daemon.start_ticks + 1, daemon.argv, daemon.log_path)
-    assert procs.stop(impostor) is False and procs.alive(daemon.pid)   # not the process we started
+    assert procs.stop(impostor) is False and procs.alive(daemon.pid)  # not the process we started
     assert procs.stop(daemon) is True and not procs.alive(daemon.pid)

@@ -101,7 +101,9 @@ def test_priors_are_the_prompt_distribution() -> None:
     mod = make_env(EnvConfig("modadd", {"modulus": 23}))
     answers = [mod._digits((a + b) % 23) for a in range(23) for b in range(23)]
     add = make_env(EnvConfig("add", {"n_digits": 2}))
-    sums = [add.answer([BOS, *s(a // 10, a % 10), PLUS, *s(b // 10, b % 10), SEP]) for a in range(100) for b in range(100)]
+    sums = [
+        add.answer([BOS, *s(a // 10, a % 10), PLUS, *s(b // 10, b % 10), SEP]) for a in range(100) for b in range(100)
+    ]
     for env, table in ((mod, answers), (add, sums)):
         for t in range(len(table[0])):
             counts = Counter(ans[t] for ans in table)
@@ -119,19 +121,34 @@ def test_priors_are_the_prompt_distribution() -> None:
 def test_baselines_are_the_expected_raw_credit() -> None:
     """b(c) equals the raw credit of c averaged over every prompt (enumerated), well-formed or not."""
     cases = [
-        (make_env(EnvConfig("modadd", {"modulus": 23})),
-         [[BOS, *s(a // 10, a % 10), PLUS, *s(b // 10, b % 10), SEP] for a in range(23) for b in range(23)]),
-        (make_env(EnvConfig("add", {"n_digits": 2})),
-         [[BOS, *s(a // 10, a % 10), PLUS, *s(b // 10, b % 10), SEP] for a in range(100) for b in range(100)]),
+        (
+            make_env(EnvConfig("modadd", {"modulus": 23})),
+            [[BOS, *s(a // 10, a % 10), PLUS, *s(b // 10, b % 10), SEP] for a in range(23) for b in range(23)],
+        ),
+        (
+            make_env(EnvConfig("add", {"n_digits": 2})),
+            [[BOS, *s(a // 10, a % 10), PLUS, *s(b // 10, b % 10), SEP] for a in range(100) for b in range(100)],
+        ),
     ]
     small = {"n_min": 2, "n_max": 3, "alphabet": 3}
     for env_id in ("sort", "reverse"):
         env = make_env(EnvConfig(env_id, small))
-        prompts = [[BOS, *s(*x), *([BLANK] * (3 - n)), SEP] for n in (2, 3) for x in itertools.product(range(3), repeat=n)
-                   for _ in range(3 ** (3 - n))]   # n = 2 and n = 3 equally likely: weight each 2-item prompt 3x
+        prompts = [
+            [BOS, *s(*x), *([BLANK] * (3 - n)), SEP]
+            for n in (2, 3)
+            for x in itertools.product(range(3), repeat=n)
+            for _ in range(3 ** (3 - n))
+        ]  # n = 2 and n = 3 equally likely: weight each 2-item prompt 3x
         cases.append((env, prompts))
-    completions = [s(1, 2) + [EOS], s(0, 1, 1) + [EOS], s(2, 0, 9, 9), [EOS], s(1) + [PAD, PAD], s(1, 0, 4, 7, 2) + [EOS],
-                   [PLUS, *s(1, 1), EOS]]
+    completions = [
+        s(1, 2) + [EOS],
+        s(0, 1, 1) + [EOS],
+        s(2, 0, 9, 9),
+        [EOS],
+        s(1) + [PAD, PAD],
+        s(1, 0, 4, 7, 2) + [EOS],
+        [PLUS, *s(1, 1), EOS],
+    ]
     for env, prompts in cases:
         for c in completions:
             mean = sum(env.raw_reward(p, c) for p in prompts) / len(prompts)
@@ -143,7 +160,11 @@ def test_every_fixed_answer_earns_zero_on_average() -> None:
     mod = make_env(EnvConfig("modadd", {"modulus": 23}))
     prompts = [[BOS, *mod._digits(a), PLUS, *mod._digits(b), SEP] for a in range(23) for b in range(23)]
     mean = lambda c: sum(reward(mod, p, c) for p in prompts) / len(prompts)  # noqa: E731
-    for c in [s(x, y) + [EOS] for x, y in itertools.product(range(10), repeat=2)] + [[EOS], s(1, 2), s(1, 2, 3) + [EOS]]:
+    for c in [s(x, y) + [EOS] for x, y in itertools.product(range(10), repeat=2)] + [
+        [EOS],
+        s(1, 2),
+        s(1, 2, 3) + [EOS],
+    ]:
         assert abs(mean(c)) < 1e-12, render(c)
 
 
@@ -156,12 +177,12 @@ def test_best_constant_answer_never_beats_random_guessing(env_id: str) -> None:
     from scripts.reward_baselines import measure
 
     row = measure(env_id, "chance-corrected", seeded=2000)
-    slack = 3 * (row.constant_se ** 2 + row.random_se ** 2) ** 0.5 + 1e-12   # + float rounding of the sums
+    slack = 3 * (row.constant_se**2 + row.random_se**2) ** 0.5 + 1e-12  # + float rounding of the sums
     assert row.constant_reward <= row.random_reward + slack, row
-    if env_id in ("add", "modadd"):   # chance share 1: every fixed answer and random guessing earn 0
+    if env_id in ("add", "modadd"):  # chance share 1: every fixed answer and random guessing earn 0
         assert abs(row.constant_reward) < 1e-9 and abs(row.random_reward) <= 3 * row.random_se + 1e-9, row
-    else:                             # chance share 1/2: a fixed answer cannot read the prompt's length
-        assert row.constant_reward < row.random_reward - 5 * (row.constant_se ** 2 + row.random_se ** 2) ** 0.5, row
+    else:  # chance share 1/2: a fixed answer cannot read the prompt's length
+        assert row.constant_reward < row.random_reward - 5 * (row.constant_se**2 + row.random_se**2) ** 0.5, row
 
 
 def test_the_earlier_rule_paid_a_fixed_answer_more_than_guessing() -> None:
@@ -183,11 +204,19 @@ def test_the_constant_search_finds_the_exhaustive_best() -> None:
     """candidate_constants against every completion of symbols then EOS, on small alphabets."""
     from scripts.reward_baselines import candidate_constants
 
-    for env_id, params in (("sort", {"n_min": 2, "n_max": 4, "alphabet": 4}), ("reverse", {"n_min": 2, "n_max": 4, "alphabet": 4}),
-                           ("add", {"n_digits": 2}), ("modadd", {"modulus": 37})):
+    for env_id, params in (
+        ("sort", {"n_min": 2, "n_max": 4, "alphabet": 4}),
+        ("reverse", {"n_min": 2, "n_max": 4, "alphabet": 4}),
+        ("add", {"n_digits": 2}),
+        ("modadd", {"modulus": 37}),
+    ):
         env = make_env(EnvConfig(env_id, params))
         syms = range(params.get("alphabet", 10))
         longest = params.get("n_max", env.answer_len) + 1
-        every = [tuple(SYM0 + v for v in c) + (EOS,) for n in range(1, longest + 1) for c in itertools.product(syms, repeat=n)]
+        every = [
+            tuple(SYM0 + v for v in c) + (EOS,)
+            for n in range(1, longest + 1)
+            for c in itertools.product(syms, repeat=n)
+        ]
         best = max(env.baseline(c) for c in every)
         assert max(env.baseline(tuple(c)) for c in candidate_constants(env)) == pytest.approx(best, abs=1e-12), env_id

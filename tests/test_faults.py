@@ -69,6 +69,7 @@ SLASH = 80 * TOKEN
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def publish(client, ipfs_api: str, tmp: Path, rounds: int, min_validators: int) -> int:
     return drills.publish(client, ipfs_api, tmp, rounds, min_validators)
 
@@ -111,12 +112,14 @@ def node_threads() -> Iterator[list[NodeThread]]:
 
 # ----------------------------------------------------------------------------- (a) trainer SIGKILL
 
+
 @pytest.mark.slow
-def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, ipfs, tmp_path: Path,
-                                                                    node_processes, node_threads):
+def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(
+    chain_env, ipfs, tmp_path: Path, node_processes, node_threads
+):
     client, rounds = chain_env.client, 3
     task_id = publish(client, ipfs.api, tmp_path, rounds, min_validators=1)
-    victim = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)     # both joined: a round waits for both
+    victim = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)  # both joined: a round waits for both
     other = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
     enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
 
@@ -128,24 +131,42 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, 
     assert client.concord.phase_of(task_id, 0) == chain.Phase.SUBMIT
     first.kill()
 
-    second = NodeProcess(argv)              # restart: chain says round 0 is done; it must wait for round 1
+    second = NodeProcess(argv)  # restart: chain says round 0 is done; it must wait for round 1
     node_processes.append(second)
-    validator = NodeThread("validator", lambda stop: vnode.run_validator(vnode.ValidatorConfig(
-        node_cfg(client, ipfs.api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=rounds), stop))
-    peer = NodeThread("peer", lambda stop: run_trainer(TrainerConfig(
-        node_cfg(client, ipfs.api, tmp_path, task_id, PEER, "peer"), rounds=rounds), stop))
+    validator = NodeThread(
+        "validator",
+        lambda stop: vnode.run_validator(
+            vnode.ValidatorConfig(
+                node_cfg(client, ipfs.api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=rounds
+            ),
+            stop,
+        ),
+    )
+    peer = NodeThread(
+        "peer",
+        lambda stop: run_trainer(
+            TrainerConfig(node_cfg(client, ipfs.api, tmp_path, task_id, PEER, "peer"), rounds=rounds), stop
+        ),
+    )
     node_threads += [validator, peer]
     alive = any_failed(second, validator, peer)
     # round 0 is done on chain, so the only round this process ever generates is round 1
-    wait_for("the restarted victim to start generating round 1",
-             lambda: any(x.get("step") == "generating + training" for x in list(second.lines)), alive=alive)
-    second.kill()                           # killed mid-round 1 (whatever it had sent stays on chain)
+    wait_for(
+        "the restarted victim to start generating round 1",
+        lambda: any(x.get("step") == "generating + training" for x in list(second.lines)),
+        alive=alive,
+    )
+    second.kill()  # killed mid-round 1 (whatever it had sent stays on chain)
 
     third = NodeProcess(argv)
     node_processes.append(third)
     alive = any_failed(third, validator, peer)
-    wait_for("all rounds to finalize", lambda: client.concord.task_state(task_id).finalized_rounds >= rounds,
-             timeout=150, alive=alive)
+    wait_for(
+        "all rounds to finalize",
+        lambda: client.concord.task_state(task_id).finalized_rounds >= rounds,
+        timeout=150,
+        alive=alive,
+    )
     third.proc.wait(timeout=60)
     assert third.proc.returncode == 0, "".join(third.raw[-10:])
     validator.join()
@@ -156,7 +177,7 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, 
     (third_start,) = [x for x in third.lines if x.get("event") == "started"]
     assert third_start["last_submitted"] == (1 if second.saw("submitted", round=1) else 0)
     subs = [(e.round, e.trainer) for e in events(client, task_id, "Submitted")]
-    assert sorted(subs) == sorted((r, a) for r in range(rounds) for a in (victim, other))   # once each, never twice
+    assert sorted(subs) == sorted((r, a) for r in range(rounds) for a in (victim, other))  # once each, never twice
     paid = [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")]
     assert sorted(paid) == sorted(subs)
     assert events(client, task_id, "SubmissionRejected") == [] and events(client, task_id, "ValidatorSlashed") == []
@@ -171,9 +192,11 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(chain_env, 
 
 # ----------------------------------------------------------------------------- (b) validator down past the reveal
 
+
 @pytest.mark.slow
-def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(chain_env, ipfs, tmp_path: Path,
-                                                                             node_processes, node_threads):
+def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
+    chain_env, ipfs, tmp_path: Path, node_processes, node_threads
+):
     from client.content.submission import put_submission
     from client.engine.bundle import make_bundle
 
@@ -182,71 +205,85 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(cha
     trainer = chain_env.signer(PEER)
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
     a_addr = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
-    b_cfg = vnode.ValidatorConfig(node_cfg(client, ipfs.api, tmp_path, task_id, VAL_B, "val-b", "validator"),
-                                  rounds=rounds)
+    b_cfg = vnode.ValidatorConfig(
+        node_cfg(client, ipfs.api, tmp_path, task_id, VAL_B, "val-b", "validator"), rounds=rounds
+    )
     vnode.ensure_enrolled(vnode.connect_validator(b_cfg))
     b_addr = chain_env.signer(VAL_B).address
     node = connect_node(node_cfg(client, ipfs.api, tmp_path, task_id, PEER, "trainer"))
     ctx = load_task_context(node, task_id)
 
-    def submit(round_: int) -> None:        # an honest trainer's round (asyncLevel 0: on model round_)
+    def submit(round_: int) -> None:  # an honest trainer's round (asyncLevel 0: on model round_)
         policy = model_for_round(ctx, node.store, round_)
         bundle = make_bundle(policy, ctx.env, ctx.task, task_id, round_, trainer.address, round_)
         digest, _ = put_submission(node.store, bundle)
-        client.concord.submit(trainer, task_id, round_, round_, digest.bytes, bytes(bundle.proof_root),
-                              bundle.work_units)
+        client.concord.submit(
+            trainer, task_id, round_, round_, digest.bytes, bytes(bundle.proof_root), bundle.work_units
+        )
 
     argv = node_argv("validator.node", client, ipfs.api, tmp_path, task_id, VAL_A, "val-a", rounds)
     a1 = NodeProcess(argv)
     node_processes.append(a1)
     wait_for("validator A to start", lambda: a1.saw("start"), alive=any_failed(a1))
     submit(0)
-    wait_for("validator A to commit round 0", lambda: client.concord.commit_status(task_id, 0, a_addr).committed,
-             alive=any_failed(a1))
-    a1.kill()                                                   # between its commit and its reveal
+    wait_for(
+        "validator A to commit round 0",
+        lambda: client.concord.commit_status(task_id, 0, a_addr).committed,
+        alive=any_failed(a1),
+    )
+    a1.kill()  # between its commit and its reveal
     plan = json.loads(vnode.plan_path(vnode.task_dir(tmp_path / "val-a", task_id), 0).read_text())
 
     b = NodeThread("validator-b", lambda stop: vnode.run_validator(b_cfg, stop))
     node_threads.append(b)
-    wait_for("validator B to reveal round 0", lambda: client.concord.commit_status(task_id, 0, b_addr).revealed,
-             alive=any_failed(b))
-    assert client.concord.phase_of(task_id, 0) == chain.Phase.REVEAL    # still waiting for A
+    wait_for(
+        "validator B to reveal round 0",
+        lambda: client.concord.commit_status(task_id, 0, b_addr).revealed,
+        alive=any_failed(b),
+    )
+    assert client.concord.phase_of(task_id, 0) == chain.Phase.REVEAL  # still waiting for A
     assert_conserved(client)
-    chain_env.warp(601)                                         # A stays down past the reveal deadline
-    wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-             alive=any_failed(b))
+    chain_env.warp(601)  # A stays down past the reveal deadline
+    wait_for("round 0 to settle", lambda: client.concord.task_state(task_id).finalized_rounds >= 1, alive=any_failed(b))
 
     (fin0,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 0]
-    assert fin0.is_void                                         # 1 reveal < minValidators 2
+    assert fin0.is_void  # 1 reveal < minValidators 2
     assert client.concord.model_digest(task_id, 1).digest == client.concord.model_digest(task_id, 0).digest
-    assert [(e.round, e.validator, e.amount) for e in events(client, task_id, "ValidatorSlashed")] == [(0, a_addr, SLASH)]
+    assert [(e.round, e.validator, e.amount) for e in events(client, task_id, "ValidatorSlashed")] == [
+        (0, a_addr, SLASH)
+    ]
     for name in ("SubmissionRewarded", "SubmissionRejected", "ValidatorPaid", "BountyPaid"):
-        assert events(client, task_id, name) == [], name       # void: no trainer paid or slashed, no fee
+        assert events(client, task_id, name) == [], name  # void: no trainer paid or slashed, no fee
     assert client.concord.node_info(trainer.address).stake == STAKE
     assert client.concord.node_info(b_addr).stake == STAKE
     assert client.concord.balance_of(b_addr) == 0
     assert_conserved(client)
 
-    a2 = NodeProcess(argv)                                      # restart after the void round
+    a2 = NodeProcess(argv)  # restart after the void round
     node_processes.append(a2)
-    wait_for("round 1 to open", lambda: client.concord.phase_of(task_id, 1) == chain.Phase.SUBMIT,
-             alive=any_failed(a2, b))
+    wait_for(
+        "round 1 to open", lambda: client.concord.phase_of(task_id, 1) == chain.Phase.SUBMIT, alive=any_failed(a2, b)
+    )
     submit(1)
-    wait_for("round 1 to finalize", lambda: client.concord.task_state(task_id).finalized_rounds >= 2,
-             timeout=120, alive=any_failed(a2, b))
+    wait_for(
+        "round 1 to finalize",
+        lambda: client.concord.task_state(task_id).finalized_rounds >= 2,
+        timeout=120,
+        alive=any_failed(a2, b),
+    )
     a2.proc.wait(timeout=60)
     assert a2.proc.returncode == 0, "".join(a2.raw[-10:])
     b.join()
 
     a_revealed = [e for e in events(client, task_id, "Revealed") if e.validator == a_addr]
-    assert [e.round for e in a_revealed] == [1]                 # round 0's plan was never revealed late
+    assert [e.round for e in a_revealed] == [1]  # round 0's plan was never revealed late
     assert [e.round for e in events(client, task_id, "Committed") if e.validator == a_addr] == [0, 1]
     assert json.loads(vnode.plan_path(vnode.task_dir(tmp_path / "val-a", task_id), 0).read_text()) == plan
     (fin1,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 1]
     assert not fin1.is_void
     assert [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")] == [(1, trainer.address)]
     fees = sorted((e.round, e.validator) for e in events(client, task_id, "ValidatorPaid"))
-    assert fees == sorted([(1, a_addr), (1, b_addr)])           # each paid once, for the round that settled
+    assert fees == sorted([(1, a_addr), (1, b_addr)])  # each paid once, for the round that settled
     assert client.concord.balance_of(trainer.address) == 300 * TOKEN
     assert client.concord.balance_of(b_addr) == 30 * TOKEN
     assert len(events(client, task_id, "ValidatorSlashed")) == 1
@@ -254,6 +291,7 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(cha
 
 
 # ----------------------------------------------------------------------------- (c) IPFS daemon down
+
 
 @pytest.fixture
 def own_ipfs(tmp_path: Path) -> Iterator[IpfsDaemon]:
@@ -272,16 +310,16 @@ def warnings_seen() -> Iterator[drills.Records]:
 
 
 @pytest.mark.slow
-def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, own_ipfs, tmp_path: Path,
-                                                                     node_threads, warnings_seen):
+def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(
+    chain_env, own_ipfs, tmp_path: Path, node_threads, warnings_seen
+):
     client, api = chain_env.client, own_ipfs.api
     task_id = publish(client, api, tmp_path, 1, min_validators=1)
     trainer_addr = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
     t_cfg = TrainerConfig(node_cfg(client, api, tmp_path, task_id, PEER, "trainer"), rounds=1)
-    v_cfg = vnode.ValidatorConfig(node_cfg(client, api, tmp_path, task_id, VAL_A, "validator", "validator"),
-                                  rounds=1)
+    v_cfg = vnode.ValidatorConfig(node_cfg(client, api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=1)
     vnode.ensure_enrolled(vnode.connect_validator(v_cfg))
-    for cfg in (t_cfg.node, v_cfg.node):     # both nodes ran before: spec and model 0 sit in their caches
+    for cfg in (t_cfg.node, v_cfg.node):  # both nodes ran before: spec and model 0 sit in their caches
         n = connect_node(cfg)
         model_for_round(load_task_context(n, task_id), n.store, 0)
 
@@ -300,16 +338,21 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, 
     own_ipfs.stop()
     v = NodeThread("validator", lambda stop: vnode.run_validator(v_cfg, stop))
     node_threads.append(v)
-    wait_for("the validator to report IPFS down", lambda: warnings_seen.saw("concord.validator", api),
-             alive=any_failed(v))
+    wait_for(
+        "the validator to report IPFS down", lambda: warnings_seen.saw("concord.validator", api), alive=any_failed(v)
+    )
     assert client.concord.commit_status(task_id, 0, chain_env.signer(VAL_A).address).committed is False
     own_ipfs.restart(tmp_path / "ipfs-restart.log")
-    wait_for("round 0 to finalize", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-             timeout=120, alive=any_failed(v))
+    wait_for(
+        "round 0 to finalize",
+        lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+        timeout=120,
+        alive=any_failed(v),
+    )
     v.join()
 
     (verdict,) = vnode.load_verdicts(vnode.task_dir(tmp_path / "validator", task_id))
-    assert verdict.accepted                  # the validator's own outage is no verdict on the trainer
+    assert verdict.accepted  # the validator's own outage is no verdict on the trainer
     assert [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")] == [(0, trainer_addr)]
     assert events(client, task_id, "SubmissionRejected") == [] and events(client, task_id, "ValidatorSlashed") == []
     assert client.concord.balance_of(trainer_addr) == 300 * TOKEN
@@ -318,13 +361,14 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(chain_env, 
 
 # ----------------------------------------------------------------------------- (d) scripts.drills
 
+
 @pytest.mark.slow
 def test_trainer_sigkilled_during_its_upload_submits_the_round_once(chain_env, ipfs, tmp_path: Path):
     result = drills.drill_trainer_killed_during_upload(chain_env.client, ipfs.api, tmp_path)
     assert_drill(result)
     facts = result.facts
-    assert facts["manifest_after_kill"] is False          # files went up, the manifest naming them did not
-    assert facts["restart_last_submitted"] == -1          # chain state: nothing was submitted before the kill
+    assert facts["manifest_after_kill"] is False  # files went up, the manifest naming them did not
+    assert facts["restart_last_submitted"] == -1  # chain state: nothing was submitted before the kill
     assert len(facts["submitted"]) == 1 and facts["rewarded"] == facts["submitted"]
 
 
@@ -333,7 +377,7 @@ def test_ipfs_sigkilled_and_restarted_on_its_repo_after_10s(chain_env, own_ipfs,
     result = drills.drill_ipfs_sigkilled(chain_env.client, own_ipfs, tmp_path, outage=10.0)
     assert_drill(result)
     facts = result.facts
-    assert facts["lock_left"] is True                     # kill -9 left js-ipfs's lock; restart_ipfs cleared it
+    assert facts["lock_left"] is True  # kill -9 left js-ipfs's lock; restart_ipfs cleared it
     assert facts["down_s"] >= 10
     assert facts["trainer_retries"] >= 1 and facts["validator_retries"] >= 1
 
@@ -343,7 +387,7 @@ def test_anvil_frozen_for_5s_every_transaction_is_sent_once(chain_env, ipfs, tmp
     result = drills.drill_anvil_frozen(chain_env.client, chain_env.anvil.daemon, ipfs.api, tmp_path, freeze=5.0)
     assert_drill(result)
     assert result.facts["calls"] == {"trainer": {"submit": 1}, "validator": {"commit": 1, "reveal": 1}}
-    assert result.facts["submit_after_thaw_s"] > 0        # its submit was held up by the freeze, then went once
+    assert result.facts["submit_after_thaw_s"] > 0  # its submit was held up by the freeze, then went once
 
 
 def test_cli_prints_the_custom_error_of_a_reverted_transaction(chain_env, ipfs, tmp_path: Path):
@@ -355,7 +399,7 @@ def test_cli_prints_the_custom_error_of_a_reverted_transaction(chain_env, ipfs, 
 
 def test_a_stale_ipfs_repo_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path):
     lock = tmp_path / "repo" / devnet.REPO_LOCK
-    lock.mkdir(parents=True)                             # what proper-lockfile leaves: a directory
+    lock.mkdir(parents=True)  # what proper-lockfile leaves: a directory
     owner, _ = procs.start("sleeper", ["sleep", "60"], tmp_path / "sleep.log")
     try:
         with pytest.raises(devnet.RepoLocked):

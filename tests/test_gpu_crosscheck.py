@@ -23,7 +23,9 @@ def test_crosscheck_pipeline_on_one_machine(tmp_path: Path):
 
     run("export", str(tmp_path / "in"))
     run("prefill", str(tmp_path / "in"), str(tmp_path / "out"))
-    result = json.loads(run("verify", str(tmp_path / "in"), str(tmp_path / "out" / "gpu_states.pt")).strip().splitlines()[-1])
+    result = json.loads(
+        run("verify", str(tmp_path / "in"), str(tmp_path / "out" / "gpu_states.pt")).strip().splitlines()[-1]
+    )
     assert result.pop("gpu") == "cpu"
     toploc = {k: v for k, v in result.items() if "sampling" not in k}
     sampling = {k: v for k, v in result.items() if "sampling" in k}

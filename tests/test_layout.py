@@ -53,8 +53,9 @@ def imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             # `from client import chain` imports the module client.chain
             out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
-    assert not any(isinstance(n, ast.ImportFrom) and n.level > 0 for n in ast.walk(ast.parse(path.read_text()))), \
+    assert not any(isinstance(n, ast.ImportFrom) and n.level > 0 for n in ast.walk(ast.parse(path.read_text()))), (
         f"{path}: relative import (the house uses absolute imports)"
+    )
     return out
 
 
@@ -67,15 +68,22 @@ def first_party(name: str) -> bool:
 
 
 def test_library_never_imports_the_lab() -> None:
-    bad = [f"{p.relative_to(REPO_ROOT)}:{line} imports {name}"
-           for p in library_files() for line, name in imports(p) if name.split(".")[0] == "scripts"]
+    bad = [
+        f"{p.relative_to(REPO_ROOT)}:{line} imports {name}"
+        for p in library_files()
+        for line, name in imports(p)
+        if name.split(".")[0] == "scripts"
+    ]
     assert bad == []
 
 
 def test_client_never_imports_validator() -> None:
-    bad = [f"{p.relative_to(REPO_ROOT)}:{line} imports {name}"
-           for p in (REPO_ROOT / "client").rglob("*.py") for line, name in imports(p)
-           if name.split(".")[0] == "validator"]
+    bad = [
+        f"{p.relative_to(REPO_ROOT)}:{line} imports {name}"
+        for p in (REPO_ROOT / "client").rglob("*.py")
+        for line, name in imports(p)
+        if name.split(".")[0] == "validator"
+    ]
     assert bad == []
 
 
@@ -90,7 +98,7 @@ def test_rooms_import_only_rooms_below_them() -> None:
             if not first_party(name):
                 continue
             other = room(name)
-            if other == "client" and name.count(".") == 1:   # `from client import X`: X is the room
+            if other == "client" and name.count(".") == 1:  # `from client import X`: X is the room
                 other = name
             if other != me and other not in ALLOWED[me]:
                 bad.append(f"{p.relative_to(REPO_ROOT)}:{line} ({me}) imports {name} ({other})")

@@ -29,18 +29,33 @@ def ref(name: str, payload: bytes) -> ShardRef:
 
 
 def model() -> ModelManifest:
-    return ModelManifest(config={"d_model": 64, "n_layers": 2, "rope_theta": 10000.0, "tie": True,
-                                 "vocab": {"size": 512, "bos": 1}, "name": "tiny-ünïcode"},
-                         dtype="float32", shards=[ref("model-00001.safetensors", b"w1"),
-                                                  ref("model-00002.safetensors", b"w2")],
-                         outer_state=[ref("momentum.safetensors", b"m")], parent=Digest.parse("ab" * 32))
+    return ModelManifest(
+        config={
+            "d_model": 64,
+            "n_layers": 2,
+            "rope_theta": 10000.0,
+            "tie": True,
+            "vocab": {"size": 512, "bos": 1},
+            "name": "tiny-ünïcode",
+        },
+        dtype="float32",
+        shards=[ref("model-00001.safetensors", b"w1"), ref("model-00002.safetensors", b"w2")],
+        outer_state=[ref("momentum.safetensors", b"m")],
+        parent=Digest.parse("ab" * 32),
+    )
 
 
 def submission() -> SubmissionManifest:
-    return SubmissionManifest(task_id=7, round=5, base_round=4, trainer="0x" + "Ab" * 20,
-                              rollouts=ref("rollouts.bin", b"r"), proofs=ref("proofs.bin", b"p"),
-                              delta=[ref("delta.safetensors", b"d")],
-                              stats={"mean_reward": 0.625, "work_units": 96, "kl": 1e-05})
+    return SubmissionManifest(
+        task_id=7,
+        round=5,
+        base_round=4,
+        trainer="0x" + "Ab" * 20,
+        rollouts=ref("rollouts.bin", b"r"),
+        proofs=ref("proofs.bin", b"p"),
+        delta=[ref("delta.safetensors", b"d")],
+        stats={"mean_reward": 0.625, "work_units": 96, "kl": 1e-05},
+    )
 
 
 def as_json(m: ModelManifest | SubmissionManifest) -> dict:
@@ -59,6 +74,7 @@ def refused(data: bytes, cls: type = ModelManifest) -> ManifestError:
 
 # ----------------------------------------------------------------------------- round trips and digests
 
+
 def test_round_trip_is_identity_and_bytes_are_canonical() -> None:
     for m in (model(), submission()):
         data = m.to_bytes()
@@ -74,11 +90,18 @@ def test_round_trip_is_identity_and_bytes_are_canonical() -> None:
 
 def test_same_content_in_any_insertion_order_has_one_digest() -> None:
     a = submission()
-    b = SubmissionManifest(task_id=7, round=5, base_round=4, trainer="0x" + "ab" * 20,
-                           rollouts=a.rollouts, proofs=a.proofs, delta=list(a.delta),
-                           stats={"kl": 1e-05, "work_units": 96, "mean_reward": 0.625})
+    b = SubmissionManifest(
+        task_id=7,
+        round=5,
+        base_round=4,
+        trainer="0x" + "ab" * 20,
+        rollouts=a.rollouts,
+        proofs=a.proofs,
+        delta=list(a.delta),
+        stats={"kl": 1e-05, "work_units": 96, "mean_reward": 0.625},
+    )
     assert a.to_bytes() == b.to_bytes()
-    assert a.trainer == "0x" + "ab" * 20       # checksummed input is lowered on construction
+    assert a.trainer == "0x" + "ab" * 20  # checksummed input is lowered on construction
 
 
 def test_cid_for_digest_matches_known_ipfs_address_and_inverts() -> None:
@@ -88,9 +111,9 @@ def test_cid_for_digest_matches_known_ipfs_address_and_inverts() -> None:
     assert cid == "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
     assert cid_for_digest(bytes.fromhex(digest)) == cid
     assert digest_for_cid(cid) == Digest.parse(digest)
-    assert digest_for_cid("zb2rhZfjRh2FHHB2RkHVEvL2vJnCTcu7kwRqgVsf9gpkLgteo") == Digest.parse(digest)   # base58 form
+    assert digest_for_cid("zb2rhZfjRh2FHHB2RkHVEvL2vJnCTcu7kwRqgVsf9gpkLgteo") == Digest.parse(digest)  # base58 form
     with pytest.raises(ManifestError) as info:
-        digest_for_cid("bafybeicrs3cje52ypcckw6sjorz2jouaw74wkxzttopfkpmiwae6pmqzt4")    # dag-pb, not raw
+        digest_for_cid("bafybeicrs3cje52ypcckw6sjorz2jouaw74wkxzttopfkpmiwae6pmqzt4")  # dag-pb, not raw
     assert "dag-pb" in str(info.value)
     with pytest.raises(InvalidDigest):
         cid_for_digest("ab" * 31)
@@ -98,14 +121,19 @@ def test_cid_for_digest_matches_known_ipfs_address_and_inverts() -> None:
 
 # ----------------------------------------------------------------------------- non-canonical bytes
 
-@pytest.mark.parametrize("mutate", [
-    lambda b: b.replace(b'"dtype":', b'"dtype": '),                       # whitespace
-    lambda b: b + b"\n",                                                  # trailing newline
-    lambda b: b.replace("ü".encode(), b"\\u00fc"),                        # escaped non-ASCII
-    lambda b: b.replace(b"10000.0", b"1e4"),                              # float not in shortest form
-    lambda b: b.replace(b"10000.0", b"10000.00"),
-    lambda b: b'{"dtype":"float32",' + b[1:].replace(b',"dtype":"float32"', b""),   # keys out of order
-], ids=["space", "newline", "escaped", "exponent", "trailing-zero", "unsorted"])
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b.replace(b'"dtype":', b'"dtype": '),  # whitespace
+        lambda b: b + b"\n",  # trailing newline
+        lambda b: b.replace("ü".encode(), b"\\u00fc"),  # escaped non-ASCII
+        lambda b: b.replace(b"10000.0", b"1e4"),  # float not in shortest form
+        lambda b: b.replace(b"10000.0", b"10000.00"),
+        lambda b: b'{"dtype":"float32",' + b[1:].replace(b',"dtype":"float32"', b""),  # keys out of order
+    ],
+    ids=["space", "newline", "escaped", "exponent", "trailing-zero", "unsorted"],
+)
 def test_non_canonical_bytes_are_refused(mutate) -> None:
     data = model().to_bytes()
     bad = mutate(data)
@@ -130,7 +158,7 @@ def test_non_utf8_and_lone_surrogates_are_refused() -> None:
 def test_nan_and_infinity_are_refused_with_the_field_named() -> None:
     data = model().to_bytes().replace(b"10000.0", b"NaN")
     assert refused(data).field == "config.rope_theta"
-    data = model().to_bytes().replace(b"10000.0", b"1e999")       # parses to inf
+    data = model().to_bytes().replace(b"10000.0", b"1e999")  # parses to inf
     assert refused(data).field == "config.rope_theta"
     with pytest.raises(ManifestError) as info:
         SubmissionManifest(**{**submission().__dict__, "stats": {"mean_reward": float("inf")}})
@@ -144,6 +172,7 @@ def test_oversize_document_is_refused_before_parsing() -> None:
 
 # ----------------------------------------------------------------------------- schema
 
+
 def test_unknown_and_missing_fields_are_named() -> None:
     obj = as_json(model())
     assert refused(encode({**obj, "extra": 1})).field == "extra"
@@ -155,21 +184,25 @@ def test_unknown_and_missing_fields_are_named() -> None:
     assert refused(encode(obj3), SubmissionManifest).field == "proofs"
 
 
-@pytest.mark.parametrize("path,value,field", [
-    (("shards", 0, "size"), "2", "shards[0].size"),
-    (("shards", 0, "size"), True, "shards[0].size"),
-    (("shards", 0, "size"), 2.0, "shards[0].size"),
-    (("shards", 0, "size"), -1, "shards[0].size"),
-    (("shards", 0, "sha256"), "AB" * 32, "shards[0].sha256"),
-    (("shards", 0, "name"), "../../etc/passwd", "shards[0].name"),
-    (("shards", 0, "cid"), "zb2rhZfjRh2FHHB2RkHVEvL2vJnCTcu7kwRqgVsf9gpkLgteo", "shards[0].cid"),  # base58
-    (("shards", 0, "cid"), "QmRaaUwTNfwgFZpeUy8qrZwrp2dY4kCKmmB5xEqvH3vtD1", "shards[0].cid"),      # CIDv0
-    (("dtype",), "float64", "dtype"),
-    (("parent",), "xyz", "parent"),
-    (("outer_state",), [], "outer_state"),
-    (("config",), [1, 2], "config"),
-    (("kind",), "submission", "kind"),
-], ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize(
+    "path,value,field",
+    [
+        (("shards", 0, "size"), "2", "shards[0].size"),
+        (("shards", 0, "size"), True, "shards[0].size"),
+        (("shards", 0, "size"), 2.0, "shards[0].size"),
+        (("shards", 0, "size"), -1, "shards[0].size"),
+        (("shards", 0, "sha256"), "AB" * 32, "shards[0].sha256"),
+        (("shards", 0, "name"), "../../etc/passwd", "shards[0].name"),
+        (("shards", 0, "cid"), "zb2rhZfjRh2FHHB2RkHVEvL2vJnCTcu7kwRqgVsf9gpkLgteo", "shards[0].cid"),  # base58
+        (("shards", 0, "cid"), "QmRaaUwTNfwgFZpeUy8qrZwrp2dY4kCKmmB5xEqvH3vtD1", "shards[0].cid"),  # CIDv0
+        (("dtype",), "float64", "dtype"),
+        (("parent",), "xyz", "parent"),
+        (("outer_state",), [], "outer_state"),
+        (("config",), [1, 2], "config"),
+        (("kind",), "submission", "kind"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
 def test_wrong_types_in_model_manifest_are_named(path, value, field) -> None:
     obj = as_json(model())
     target = obj
@@ -179,18 +212,22 @@ def test_wrong_types_in_model_manifest_are_named(path, value, field) -> None:
     assert refused(encode(obj)).field == field
 
 
-@pytest.mark.parametrize("key,value,field", [
-    ("round", -1, "round"),
-    ("round", 2 ** 63, "round"),
-    ("base_round", 6, "base_round"),         # base_round > round
-    ("task_id", "7", "task_id"),
-    ("trainer", "0x1234", "trainer"),
-    ("trainer", "0x" + "AB" * 20, "trainer"),   # the canonical form is lowercase
-    ("stats", {"mean_reward": True}, "stats.mean_reward"),
-    ("stats", {"mean reward": 1}, "stats.<key>"),
-    ("delta", [], "delta"),
-    ("rollouts", "bafkrei", "rollouts"),
-], ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize(
+    "key,value,field",
+    [
+        ("round", -1, "round"),
+        ("round", 2**63, "round"),
+        ("base_round", 6, "base_round"),  # base_round > round
+        ("task_id", "7", "task_id"),
+        ("trainer", "0x1234", "trainer"),
+        ("trainer", "0x" + "AB" * 20, "trainer"),  # the canonical form is lowercase
+        ("stats", {"mean_reward": True}, "stats.mean_reward"),
+        ("stats", {"mean reward": 1}, "stats.<key>"),
+        ("delta", [], "delta"),
+        ("rollouts", "bafkrei", "rollouts"),
+    ],
+    ids=lambda v: str(v)[:20],
+)
 def test_wrong_types_in_submission_manifest_are_named(key, value, field) -> None:
     obj = as_json(submission())
     obj[key] = value
@@ -202,7 +239,7 @@ def test_huge_arrays_are_refused_with_the_field_named() -> None:
     obj = as_json(model())
     obj["shards"] = [{**one, "name": f"s{i}"} for i in range(MAX_SHARDS + 1)]
     data = encode(obj)
-    assert len(data) < MAX_MANIFEST_BYTES            # small enough to reach the schema check
+    assert len(data) < MAX_MANIFEST_BYTES  # small enough to reach the schema check
     err = refused(data)
     assert err.field == "shards" and str(MAX_SHARDS) in err.reason
     obj = as_json(model())

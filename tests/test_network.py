@@ -45,7 +45,9 @@ class NetworkRun:
     outcome: Outcome
 
     def of(self, cls, **match) -> list:
-        return [e for e in self.outcome.events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in match.items())]
+        return [
+            e for e in self.outcome.events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in match.items())
+        ]
 
     def addresses(self, role: Role) -> list[str]:
         return [s.address for s in self.plan.nodes if s.role == role]
@@ -61,8 +63,9 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkRun]:
     net = devnet.up(state, free_ports())
     nodes: list[NodeProc] = []
     try:
-        plan = NetworkPlan(TASK_FILE, ROUNDS, demo_nodes(honest=2, cheat=None, validators=2), timeout_s=150.0,
-                           live=False)
+        plan = NetworkPlan(
+            TASK_FILE, ROUNDS, demo_nodes(honest=2, cheat=None, validators=2), timeout_s=150.0, live=False
+        )
         outcome = run_network(net, plan, Console(file=io.StringIO(), width=200), nodes)
         client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
         yield NetworkRun(net, client, Store(net.ipfs_api, state / "test-cache", timeout=10.0), plan, outcome)
@@ -97,8 +100,8 @@ def test_model_digest_advances_every_round(network: NetworkRun, tmp_path: Path):
         (final,) = network.of(chain.RoundFinalized, round=r)
         assert not final.is_void and Digest.parse(final.next_model_digest) == digests[r + 1]
         fetched = fetch_model(network.store, digests[r + 1], tmp_path / "models", 1 << 30)
-        assert fetched.manifest.parent == digests[r]           # model r+1 was built on model r
-        assert fetched.outer_state is not None                 # the outer momentum travels with it
+        assert fetched.manifest.parent == digests[r]  # model r+1 was built on model r
+        assert fetched.outer_state is not None  # the outer momentum travels with it
     assert c.latest_model(task_id).model == ROUNDS
 
 
@@ -109,7 +112,7 @@ def test_both_validators_revealed_the_same_next_model(network: NetworkRun):
         assert sorted(votes) == sorted(validators)
         assert len(set(votes.values())) == 1
         assert next(iter(votes.values())) == network.of(chain.RoundFinalized, round=r)[0].next_model_digest
-        assert not any(w for e in network.of(chain.Revealed, round=r) for w in e.reject_words)   # no rejections
+        assert not any(w for e in network.of(chain.Revealed, round=r) for w in e.reject_words)  # no rejections
 
 
 def test_rewards_and_fees_paid(network: NetworkRun):
@@ -122,13 +125,13 @@ def test_rewards_and_fees_paid(network: NetworkRun):
         # pro rata to work units; division dust (< 1 base unit per trainer) goes back to the budget
         assert terms.trainer_reward_per_round - len(trainers) <= sum(rewards.values()) <= terms.trainer_reward_per_round
         fees = {e.validator: e.fee for e in network.of(chain.ValidatorPaid, round=r)}
-        assert fees == {v: terms.validator_fee_per_round // 2 for v in validators}
+        assert fees == dict.fromkeys(validators, terms.validator_fee_per_round // 2)
     assert network.of(chain.SubmissionRejected) == [] and network.of(chain.ValidatorSlashed) == []
     for a in trainers + validators:
         earned = ledger.reward[a] + ledger.fee[a] + ledger.bounty[a]
-        assert earned > 0 and ledger.withdrawn[a] == earned             # every token earned was paid out
+        assert earned > 0 and ledger.withdrawn[a] == earned  # every token earned was paid out
         assert network.client.concord.balance_of(a) == 0
-        assert network.client.concord.node_info(a).stake == 100 * 10 ** 18   # nobody slashed
+        assert network.client.concord.node_info(a).stake == 100 * 10**18  # nobody slashed
 
 
 def test_conservation_holds(network: NetworkRun):
@@ -137,4 +140,4 @@ def test_conservation_holds(network: NetworkRun):
     t = network.client.concord.totals()
     assert network.client.token.balance_of(network.client.concord.address) == t.escrow + t.staked + t.credited
     # everything left in the contract is the four nodes' stakes (the unused escrow was reclaimed)
-    assert (t.staked, t.escrow, t.credited) == (4 * 100 * 10 ** 18, 0, 0)
+    assert (t.staked, t.escrow, t.credited) == (4 * 100 * 10**18, 0, 0)

@@ -180,8 +180,11 @@ def test_batched_builder_gives_the_library_bytes():
     for every size (k < 128, the prefill, full and short decode chunks, above FIELD values where
     toploc may pick a smaller modulus), ties, all-zero chunks and indices colliding mod FIELD."""
     gen = torch.Generator().manual_seed(7)
-    chunks = [(torch.randn(n, generator=gen) * 4).bfloat16()
-              for n in (1, 2, 3, 64, 127, 128, 129, 12 * 256, 32 * 256, 6 * 256, 70_000, 200_000) for _ in range(3)]
+    chunks = [
+        (torch.randn(n, generator=gen) * 4).bfloat16()
+        for n in (1, 2, 3, 64, 127, 128, 129, 12 * 256, 32 * 256, 6 * 256, 70_000, 200_000)
+        for _ in range(3)
+    ]
     chunks.append(torch.randint(-3, 4, (8192,), generator=gen).bfloat16())  # many ties among the top-k
     chunks.append(torch.zeros(8192, dtype=torch.bfloat16))
     colliding = torch.zeros(70_000)

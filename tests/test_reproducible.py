@@ -57,8 +57,9 @@ def chain_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainRun]:
     net = devnet.up(state, devnet.Ports(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port()))
     nodes: list[NodeProc] = []
     try:
-        plan = NetworkPlan(TASK_FILE, ROUNDS, demo_nodes(honest=3, cheat=None, validators=1), timeout_s=150.0,
-                           threads=1, live=False)
+        plan = NetworkPlan(
+            TASK_FILE, ROUNDS, demo_nodes(honest=3, cheat=None, validators=1), timeout_s=150.0, threads=1, live=False
+        )
         assert load_task_file(TASK_FILE).terms.async_level == 0
         outcome = run_network(net, plan, Console(file=io.StringIO(), width=200), nodes)
         client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
@@ -72,20 +73,22 @@ def test_chain_models_equal_the_simulation_for_3_rounds(chain_run: ChainRun):
     c, task_id = chain_run.client.concord, chain_run.outcome.task_id
     on_chain = [Digest.parse(c.model_digest(task_id, m).digest) for m in range(ROUNDS + 1)]
     trainers = [s.address for s in chain_run.plan.nodes if s.role == Role.TRAINER]
-    bundles = {(e.round, e.trainer): e.bundle_digest.hex() for e in chain_run.outcome.events
-               if isinstance(e, chain.Submitted)}
+    bundles = {
+        (e.round, e.trainer): e.bundle_digest.hex() for e in chain_run.outcome.events if isinstance(e, chain.Submitted)
+    }
     assert sorted(bundles) == sorted((r, t) for r in range(ROUNDS) for t in trainers)
     assert len({bundles[(r, t)] for r in range(ROUNDS) for t in trainers}) == ROUNDS * len(trainers)
 
     task = load_task_file(TASK_FILE).spec.task
-    sim = [on_chain[0]]                     # model 0 is built from the task's seed by both
+    sim = [on_chain[0]]  # model 0 is built from the task's seed by both
 
     def store_model(round_: int, state: dict, momentum: dict) -> None:
         sim.append(put_model(chain_run.store, state, task.model, momentum, parent_digest=sim[round_]))
 
-    pin_determinism(1)                      # the nodes' setting (trainer --threads 1, validator 1)
-    curve = simulate_decentralized(task, ROUNDS, task_id, trainers=trainers,
-                                   delta_key=lambda r, addr: bundles[(r, addr)], on_model=store_model)
+    pin_determinism(1)  # the nodes' setting (trainer --threads 1, validator 1)
+    curve = simulate_decentralized(
+        task, ROUNDS, task_id, trainers=trainers, delta_key=lambda r, addr: bundles[(r, addr)], on_model=store_model
+    )
     assert sim == on_chain
     # the rewards agree too: the sim's mean over every rollout = the mean of the accepted bundles' means
     # (each bundle holds the same number of rollouts)
@@ -95,10 +98,13 @@ def test_chain_models_equal_the_simulation_for_3_rounds(chain_run: ChainRun):
 def test_the_delta_order_matters(chain_run: ChainRun):
     """The check above can fail: the same deltas summed in another order give other model bytes."""
     c, task_id = chain_run.client.concord, chain_run.outcome.task_id
-    bundles = {e.trainer: e.bundle_digest.hex() for e in chain_run.outcome.events
-               if isinstance(e, chain.Submitted) and e.round == 0}
-    by_digest = sorted(bundles, key=bundles.get)          # the validators' order
-    rotated = by_digest[1:] + by_digest[:1]               # (y + z) + x instead of (x + y) + z
+    bundles = {
+        e.trainer: e.bundle_digest.hex()
+        for e in chain_run.outcome.events
+        if isinstance(e, chain.Submitted) and e.round == 0
+    }
+    by_digest = sorted(bundles, key=bundles.get)  # the validators' order
+    rotated = by_digest[1:] + by_digest[:1]  # (y + z) + x instead of (x + y) + z
     task = load_task_file(TASK_FILE).spec.task
     model0 = Digest.parse(c.model_digest(task_id, 0).digest)
     got: list[Digest] = []
@@ -107,6 +113,7 @@ def test_the_delta_order_matters(chain_run: ChainRun):
         got.append(put_model(chain_run.store, state, task.model, momentum, parent_digest=model0))
 
     pin_determinism(1)
-    simulate_decentralized(task, 1, task_id, trainers=by_digest, delta_key=lambda r, addr: f"{rotated.index(addr)}",
-                           on_model=store_model)
+    simulate_decentralized(
+        task, 1, task_id, trainers=by_digest, delta_key=lambda r, addr: f"{rotated.index(addr)}", on_model=store_model
+    )
     assert got[0] != Digest.parse(c.model_digest(task_id, 1).digest)

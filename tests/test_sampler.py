@@ -25,8 +25,14 @@ B = "0x" + "22" * 20
 
 def test_keys_depend_on_every_field() -> None:
     base = sample_key(1, 2, A, 3, 4)
-    variants = [sample_key(2, 2, A, 3, 4), sample_key(1, 3, A, 3, 4), sample_key(1, 2, B, 3, 4),
-                sample_key(1, 2, A, 4, 4), sample_key(1, 2, A, 3, 5), prompt_seed(1, 2, A, 3)]
+    variants = [
+        sample_key(2, 2, A, 3, 4),
+        sample_key(1, 3, A, 3, 4),
+        sample_key(1, 2, B, 3, 4),
+        sample_key(1, 2, A, 4, 4),
+        sample_key(1, 2, A, 3, 5),
+        prompt_seed(1, 2, A, 3),
+    ]
     assert len({base, *variants}) == 7
     assert sample_key(1, 2, A.upper().replace("0X", "0x"), 3, 4) == base  # checksum case does not matter
     with pytest.raises(BadTrainerAddress):

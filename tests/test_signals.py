@@ -40,8 +40,8 @@ from scripts import REPO_ROOT, devnet
 from scripts.demo import NODES_FILE, demo_task_file
 
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
-MARK_VAR = "SIGNAL_TEST_MARK"    # not CONCORD_*: fault drills strip those from their nodes' environment
-STARTUP_S = 150.0                # CPU-starved CI: the nodes import torch
+MARK_VAR = "SIGNAL_TEST_MARK"  # not CONCORD_*: fault drills strip those from their nodes' environment
+STARTUP_S = 150.0  # CPU-starved CI: the nodes import torch
 
 
 def marked(mark: str) -> dict[int, str]:
@@ -53,7 +53,7 @@ def marked(mark: str) -> dict[int, str]:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
             name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
-            continue    # gone meanwhile, or not ours to read
+            continue  # gone meanwhile, or not ours to read
         if needle in environ.split(b"\0"):
             found[pid] = name
     return found
@@ -73,7 +73,9 @@ class Command:
         while time.monotonic() < deadline:
             if pred():
                 return
-            assert self.proc.poll() is None, f"exited with {self.proc.returncode} before {what}: {self.output()[-2000:]}"
+            assert self.proc.poll() is None, (
+                f"exited with {self.proc.returncode} before {what}: {self.output()[-2000:]}"
+            )
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}: {self.output()[-2000:]}")
 
@@ -98,8 +100,14 @@ def launched(name: str, argv: list[str], tmp_path: Path) -> Iterator[Command]:
     out = tmp_path / f"{name}.out"
     env = {**os.environ, MARK_VAR: mark, "PYTHONUNBUFFERED": "1"}
     with open(out, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "client.cli", *argv], cwd=REPO_ROOT, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "client.cli", *argv],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield Command(proc, mark, out)
     finally:
@@ -117,28 +125,40 @@ def free_ports() -> list[str]:
 
 def port_flags() -> list[str]:
     ports = free_ports()
-    return ["--anvil-port", ports[0], "--ipfs-port", ports[1], "--ipfs-gateway-port", ports[2],
-            "--ipfs-grpc-port", ports[3]]
+    return [
+        "--anvil-port",
+        ports[0],
+        "--ipfs-port",
+        ports[1],
+        "--ipfs-gateway-port",
+        ports[2],
+        "--ipfs-grpc-port",
+        ports[3],
+    ]
 
 
 def nodes_listed(path: Path, count: int) -> Callable[[], bool]:
     """True once ``path`` (a demo/bench nodes.json) lists ``count`` started nodes, all of them alive."""
+
     def check() -> bool:
         try:
             listed = [procs.Daemon.from_json(d) for d in json.loads(path.read_text())]
         except (FileNotFoundError, ValueError):
             return False
         return len(listed) >= count and all(procs.is_ours(d) for d in listed)
+
     return check
 
 
 def logged(path: Path, event: str) -> Callable[[], bool]:
     """True once the node log at ``path`` has a JSON line with this event (the node is working)."""
+
     def check() -> bool:
         try:
             return f'"event":"{event}"' in path.read_text(errors="replace")
         except FileNotFoundError:
             return False
+
     return check
 
 
@@ -157,6 +177,7 @@ def assert_stopped(cmd: Command, rc: int, expected_rc: tuple[int, ...] = (130,))
 
 # ----------------------------------------------------------------------------- the mechanism
 
+
 def sleeper(tmp_path: Path, mark: str) -> procs.Daemon:
     return procs.start("sleeper", ["sleep", "60"], tmp_path / "sleeper.log", env={MARK_VAR: mark})[0]
 
@@ -168,9 +189,9 @@ def test_sigterm_unwinds_and_stops_what_was_started(tmp_path: Path) -> None:
             with procs.no_orphans(timeout=2.0):
                 sleeper(tmp_path, mark)
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(10)            # the handler raises here
+                time.sleep(10)  # the handler raises here
         assert marked(mark) == {}
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL      # handlers restored
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
     finally:
         for pid in marked(mark):
             os.kill(pid, signal.SIGKILL)
@@ -181,7 +202,7 @@ def test_a_signal_during_a_start_waits_until_the_child_is_on_record(tmp_path: Pa
 
     def popen_then_sighup(*args, **kwargs) -> subprocess.Popen:
         child = real_popen(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGHUP)   # arrives before start() has recorded the child
+        os.kill(os.getpid(), signal.SIGHUP)  # arrives before start() has recorded the child
         time.sleep(0.2)
         return child
 
@@ -214,6 +235,7 @@ def test_a_disowned_daemon_outlives_no_orphans(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- devnet
 
+
 def test_devnet_up_stopped_while_starting_leaves_no_half_devnet(tmp_path: Path) -> None:
     state = tmp_path / "devnet"
     with launched("devnet-up", ["devnet", "up", "--state-dir", str(state), *port_flags()], tmp_path) as cmd:
@@ -231,33 +253,62 @@ def test_devnet_up_still_leaves_a_complete_devnet_running_for_devnet_down(tmp_pa
         assert cmd.proc.wait(timeout=120) == 0, cmd.output()
         daemons = devnet.load(state).daemon_list()
         assert {d.name for d in daemons} == {"anvil", "ipfs"} and all(procs.is_ours(d) for d in daemons)
-        down = subprocess.run([sys.executable, "-m", "client.cli", "devnet", "down", "--state-dir", str(state)],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        down = subprocess.run(
+            [sys.executable, "-m", "client.cli", "devnet", "down", "--state-dir", str(state)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert down.returncode == 0, down.stderr
         assert cmd.left_behind() == {}
 
 
 # ----------------------------------------------------------------------------- demo and benches
 
+
 @pytest.mark.slow
 def test_demo_stops_everything_on_sighup(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    argv = ["demo", "--task-file", str(TASK_FILE), "--rounds", "2", "--no-live", "--state-dir", str(state),
-            *port_flags()]
+    argv = [
+        "demo",
+        "--task-file",
+        str(TASK_FILE),
+        "--rounds",
+        "2",
+        "--no-live",
+        "--state-dir",
+        str(state),
+        *port_flags(),
+    ]
     with launched("demo", argv, tmp_path) as cmd:
         cmd.wait_for("all 6 nodes running", nodes_listed(state / NODES_FILE, 6))
         cmd.wait_for("trainer-1 following the rounds", logged(state / "logs" / "trainer-1.log", "started"))
         assert_running(cmd, {"anvil"}, 1 + 2 + 6)
         assert_stopped(cmd, cmd.signal_and_wait(signal.SIGHUP))
-        assert not devnet.state_file(state).exists()        # devnet down ran
+        assert not devnet.state_file(state).exists()  # devnet down ran
         assert "interrupted (SIGHUP)" in cmd.output()
 
 
 @pytest.mark.slow
 def test_bench_round_stops_its_devnet_and_nodes_on_sigterm(tmp_path: Path) -> None:
     keep = tmp_path / "keep"
-    argv = ["bench", "round", "--rounds", "2", "--trainers", "1", "--validators", "1", "--ipfs-size-mb", "0.1",
-            "--ipfs-runs", "1", "--keep", str(keep)]
+    argv = [
+        "bench",
+        "round",
+        "--rounds",
+        "2",
+        "--trainers",
+        "1",
+        "--validators",
+        "1",
+        "--ipfs-size-mb",
+        "0.1",
+        "--ipfs-runs",
+        "1",
+        "--keep",
+        str(keep),
+    ]
     with launched("bench-round", argv, tmp_path) as cmd:
         cmd.wait_for("the trainer following the rounds", logged(keep / "trainer-0.log", "started"))
         assert_running(cmd, {"anvil"}, 1 + 2 + 2)
@@ -269,8 +320,18 @@ def test_bench_round_stops_its_devnet_and_nodes_on_sigterm(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_bench_attacks_stops_its_network_on_sigterm(tmp_path: Path) -> None:
     state = tmp_path / "attacks"
-    argv = ["bench", "attacks", "--trainer-cheats", "inflated_rewards", "--validator-cheats", "", "--faults", "",
-            "--state-dir", str(state)]
+    argv = [
+        "bench",
+        "attacks",
+        "--trainer-cheats",
+        "inflated_rewards",
+        "--validator-cheats",
+        "",
+        "--faults",
+        "",
+        "--state-dir",
+        str(state),
+    ]
     with launched("bench-attacks", argv, tmp_path) as cmd:
         cmd.wait_for("the trainer network's 6 nodes running", nodes_listed(state / "trainers" / NODES_FILE, 6))
         cmd.wait_for("trainer-1 following the rounds", logged(state / "trainers" / "logs" / "trainer-1.log", "started"))
@@ -282,6 +343,7 @@ def test_bench_attacks_stops_its_network_on_sigterm(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- nodes
 
+
 @pytest.fixture
 def published(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A devnet of this test (stopped on teardown) with the network task published: (devnet.json, task id)."""
@@ -290,8 +352,9 @@ def published(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     try:
         client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
         store = Store(net.ipfs_api, None, timeout=30.0)
-        task_id = publish_task(client, client.signer(keys.devnet_account(0)), store,
-                               demo_task_file(TASK_FILE, 3)).task_id
+        task_id = publish_task(
+            client, client.signer(keys.devnet_account(0)), store, demo_task_file(TASK_FILE, 3)
+        ).task_id
         yield devnet.state_file(Path(net.state_dir)), task_id
     finally:
         devnet.down(tmp_path / "devnet")
@@ -302,11 +365,26 @@ def test_nodes_finish_their_step_and_exit_on_sigterm_and_sighup(tmp_path: Path, 
     devnet_json, task_id = published
 
     def node(role: str, account: int) -> list[str]:
-        return [role, "run", "--task", str(task_id), "--devnet", str(devnet_json), "--devnet-account", str(account),
-                "--state-dir", str(tmp_path / role), "--json-logs", "--poll-interval", "0.1"]
+        return [
+            role,
+            "run",
+            "--task",
+            str(task_id),
+            "--devnet",
+            str(devnet_json),
+            "--devnet-account",
+            str(account),
+            "--state-dir",
+            str(tmp_path / role),
+            "--json-logs",
+            "--poll-interval",
+            "0.1",
+        ]
 
-    with launched("trainer", node("trainer", 1), tmp_path) as trainer, \
-            launched("validator", node("validator", 5), tmp_path) as validator:
+    with (
+        launched("trainer", node("trainer", 1), tmp_path) as trainer,
+        launched("validator", node("validator", 5), tmp_path) as validator,
+    ):
         trainer.wait_for("the trainer to start", logged(trainer.out, "started"))
         validator.wait_for("the validator to start", logged(validator.out, "start"))
         trainer.proc.send_signal(signal.SIGTERM)

@@ -49,7 +49,7 @@ def test_k_trainers_see_k_times_the_rollouts() -> None:
     seen: list[tuple[int, float, float]] = []
     dec = simulate_decentralized(task, rounds=2, on_round=lambda r, m, e: seen.append((r, m, e)))
     assert [r for r, _, _ in seen] == [0, 1]
-    assert all(-1.0 <= m <= 1.0 and 0.0 <= e <= 1.0 for _, m, e in seen)   # chance-corrected: 0 is chance level
+    assert all(-1.0 <= m <= 1.0 and 0.0 <= e <= 1.0 for _, m, e in seen)  # chance-corrected: 0 is chance level
     assert dec.seconds > 0
 
 
@@ -99,7 +99,13 @@ def test_bench_learn_ends_with_one_json_line(tmp_path, capsys) -> None:
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
-    assert {"rounds", "final_reward_centralized", "final_reward_decentralized", "final_exact_decentralized", "seconds"} <= set(result)
+    assert {
+        "rounds",
+        "final_reward_centralized",
+        "final_reward_decentralized",
+        "final_exact_decentralized",
+        "seconds",
+    } <= set(result)
     assert result["rounds"] == 2 and -1.0 <= result["final_reward_decentralized"] <= 1.0
     assert -1.0 <= result["final_reward_centralized"] <= 1.0 and result["seconds"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -111,7 +117,18 @@ def test_bench_learn_seeds_adds_per_seed_rows_and_means(tmp_path, capsys) -> Non
 
     from scripts.bench.learn import main
 
-    argv = ["--rounds", "1", "--env", "reverse", "--trainers", "2", "--inner-steps", "1", "--plot", str(tmp_path / "c.png")]
+    argv = [
+        "--rounds",
+        "1",
+        "--env",
+        "reverse",
+        "--trainers",
+        "2",
+        "--inner-steps",
+        "1",
+        "--plot",
+        str(tmp_path / "c.png"),
+    ]
     assert main(argv) == 0
     plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(argv + ["--seeds", "2"]) == 0

@@ -41,6 +41,7 @@ def leftovers(directory: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- round trips
 
+
 def test_manifest_round_trip_and_cid_is_the_daemons(ipfs, store: Store, other: Store) -> None:
     shard = store.put_file(os.urandom(1000), name="w.safetensors")
     manifest = ModelManifest({"d_model": 8}, "float32", [shard], None, None)
@@ -48,18 +49,22 @@ def test_manifest_round_trip_and_cid_is_the_daemons(ipfs, store: Store, other: S
     digest = store.put_manifest(data)
     assert digest == manifest.digest() == Digest(hashlib.sha256(data).digest())
     # The daemon, asked directly, files the same bytes under the CID derived from the digest.
-    answer = requests.post(f"{ipfs.api_url}/api/v0/block/put", params={"format": "raw", "cid-base": "base32"},
-                           files={"file": ("manifest", data, "application/octet-stream")}, timeout=10).json()
+    answer = requests.post(
+        f"{ipfs.api_url}/api/v0/block/put",
+        params={"format": "raw", "cid-base": "base32"},
+        files={"file": ("manifest", data, "application/octet-stream")},
+        timeout=10,
+    ).json()
     assert answer["Key"] == cid_for_digest(digest)
     assert other.get_manifest(digest) == data
     assert other.is_pinned(cid_for_digest(digest))
-    for text in (str(digest), digest.hex(), digest.bytes):                 # the edges take any form of it
+    for text in (str(digest), digest.hex(), digest.bytes):  # the edges take any form of it
         assert ModelManifest.from_bytes(other.get_manifest(text)) == manifest
 
 
 def test_file_round_trip_small_and_multi_chunk(store: Store, other: Store, tmp_path: Path) -> None:
     small = os.urandom(1000)
-    big = os.urandom(3 * MB)               # three 1 MiB chunks: a dag-pb root over raw leaves
+    big = os.urandom(3 * MB)  # three 1 MiB chunks: a dag-pb root over raw leaves
     src = tmp_path / "big.bin"
     src.write_bytes(big)
     for payload, ref in [(small, store.put_file(small, name="small.bin")), (big, store.put_file(src))]:
@@ -70,7 +75,7 @@ def test_file_round_trip_small_and_multi_chunk(store: Store, other: Store, tmp_p
         assert other.get_bytes(ref, max_bytes=10 * MB) == payload
         assert other.is_pinned(ref.cid)
     assert leftovers(tmp_path / "out") == ["big.bin", "small.bin"]
-    assert store.put_file(small, name="small.bin").cid.startswith("bafkrei")   # CIDv1 raw for one chunk
+    assert store.put_file(small, name="small.bin").cid.startswith("bafkrei")  # CIDv1 raw for one chunk
 
 
 def test_put_manifest_refuses_non_canonical_bytes(store: Store) -> None:
@@ -95,6 +100,7 @@ def test_api_accepts_multiaddr_or_url() -> None:
 
 
 # ----------------------------------------------------------------------------- refusals
+
 
 def test_unknown_cid_is_a_clear_error_within_the_timeout(other: Store, tmp_path: Path) -> None:
     digest = hashlib.sha256(b"never stored " + os.urandom(8)).hexdigest()
@@ -124,8 +130,8 @@ def test_wrong_bytes_for_a_digest_raise_and_write_nothing(store: Store, other: S
     assert info.value.cid == ref.cid and info.value.expected == claimed and info.value.got == ref.sha256
     with pytest.raises(DigestMismatch):
         other.get_bytes(lie, max_bytes=10 * MB)
-    assert leftovers(out) == []                                  # no final file, no .part file
-    assert not (other.cache_dir / claimed).exists()              # nothing cached under the false digest
+    assert leftovers(out) == []  # no final file, no .part file
+    assert not (other.cache_dir / claimed).exists()  # nothing cached under the false digest
 
 
 def test_oversize_is_refused_before_download(store: Store, other: Store, tmp_path: Path, dead_store) -> None:
@@ -149,7 +155,9 @@ def test_oversize_is_refused_before_download(store: Store, other: Store, tmp_pat
         other.get_manifest(digest, max_bytes=100)
 
 
-def test_cache_hit_needs_no_network_and_corruption_is_refetched(store: Store, other: Store, tmp_path: Path, dead_store) -> None:
+def test_cache_hit_needs_no_network_and_corruption_is_refetched(
+    store: Store, other: Store, tmp_path: Path, dead_store
+) -> None:
     payload = os.urandom(100_000)
     ref = store.put_file(payload, name="cached.bin")
     digest = store.put_manifest(b'{"kind":"note"}')
@@ -167,11 +175,13 @@ def test_cache_hit_needs_no_network_and_corruption_is_refetched(store: Store, ot
 
 # ----------------------------------------------------------------------------- daemon down and back
 
+
 @pytest.fixture
 def own_ipfs(tmp_path: Path) -> Iterator[dict]:
     """A js-ipfs of this test's own, so it can be stopped and restarted on the same repo."""
-    ports = devnet.Ports(anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
-                         ipfs_grpc=procs.free_port())
+    ports = devnet.Ports(
+        anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(), ipfs_grpc=procs.free_port()
+    )
     repo = tmp_path / "repo"
     node = {"ports": ports, "repo": repo, "daemon": devnet.start_ipfs(repo, ports, tmp_path / "ipfs.log")}
     try:
@@ -180,8 +190,9 @@ def own_ipfs(tmp_path: Path) -> Iterator[dict]:
         procs.stop(node["daemon"])
 
 
-def test_daemon_down_is_unavailable_then_a_retry_picks_up_the_restart(own_ipfs: dict, tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_daemon_down_is_unavailable_then_a_retry_picks_up_the_restart(
+    own_ipfs: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     api = f"/ip4/127.0.0.1/tcp/{own_ipfs['ports'].ipfs_api}/http"
     digest = Store(api, None).put_manifest(b'{"kind":"survives"}')
     procs.stop(own_ipfs["daemon"])

@@ -61,6 +61,7 @@ MB = 1_000_000
 
 # ----------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def made():
     """A real bundle from the engine: tiny model, 2 inner steps x 8 rollouts."""
@@ -75,8 +76,12 @@ def limits_for(base: torch.nn.Module, env) -> SubmissionLimits:
 
 
 def assert_same_bundle(got: Bundle, want: Bundle) -> None:
-    assert (got.task_id, got.round, got.base_round, got.trainer) == \
-        (want.task_id, want.round, want.base_round, want.trainer.lower())
+    assert (got.task_id, got.round, got.base_round, got.trainer) == (
+        want.task_id,
+        want.round,
+        want.base_round,
+        want.trainer.lower(),
+    )
     assert (got.mean_reward, got.work_units, got.proof_root) == (want.mean_reward, want.work_units, want.proof_root)
     assert got.proofs == want.proofs
     assert len(got.batches) == len(want.batches)
@@ -93,13 +98,21 @@ def assert_same_bundle(got: Bundle, want: Bundle) -> None:
     assert all(torch.equal(got.delta[k], want.delta[k]) for k in want.delta)
 
 
-
-def put_parts(store: Store, bundle: Bundle, rollouts: bytes | None = None, proofs: bytes | None = None,
-              delta: list[tuple[str, bytes]] | None = None, stats: dict | None = None) -> str:
+def put_parts(
+    store: Store,
+    bundle: Bundle,
+    rollouts: bytes | None = None,
+    proofs: bytes | None = None,
+    delta: list[tuple[str, bytes]] | None = None,
+    stats: dict | None = None,
+) -> str:
     """Upload a submission with some parts replaced by hand-made bytes; return its manifest digest."""
     r, p, d = submission_files(bundle)
     manifest = SubmissionManifest(
-        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
+        task_id=bundle.task_id,
+        round=bundle.round,
+        base_round=bundle.base_round,
+        trainer=bundle.trainer,
         rollouts=store.put_file(r if rollouts is None else rollouts, "rollouts.safetensors"),
         proofs=store.put_file(p if proofs is None else proofs, "proofs.bin"),
         delta=tuple(store.put_file(data, name) for name, data in (d if delta is None else delta)),
@@ -116,6 +129,7 @@ def edit_rollouts(bundle: Bundle, edit) -> bytes:
 
 # ----------------------------------------------------------------------------- submissions: round trip
 
+
 def test_submission_round_trip_is_exact_and_still_verifies(made, store: Store, other: Store) -> None:
     env, base, bundle = made
     digest, manifest = put_submission(store, bundle)
@@ -124,7 +138,9 @@ def test_submission_round_trip_is_exact_and_still_verifies(made, store: Store, o
     assert (stats["inner_steps"], stats["rollouts"], stats["work_units"]) == (2, 16, bundle.work_units)
     assert stats["tokens"] == sum(b.n * b.tokens.shape[1] for b in bundle.batches)
     assert stats["proofs"] == sum(len(r) for s in bundle.proofs for r in s) >= 16
-    got = fetch_submission(other, digest, limits_for(base, env), {k: tuple(t.shape) for k, t in policy_state(base).items()})
+    got = fetch_submission(
+        other, digest, limits_for(base, env), {k: tuple(t.shape) for k, t in policy_state(base).items()}
+    )
     assert_same_bundle(got, bundle)
     assert proof_root(got) == bundle.proof_root
     assert verify_bundle(base, got, env, CFG).accepted
@@ -134,7 +150,9 @@ def test_same_bundle_same_bytes_same_digest(made, store: Store) -> None:
     _, _, bundle = made
     assert submission_files(bundle) == submission_files(bundle)
     first, _ = put_submission(store, bundle)
-    second, _ = put_submission(store, dataclasses.replace(bundle, delta={k: t.clone() for k, t in bundle.delta.items()}))
+    second, _ = put_submission(
+        store, dataclasses.replace(bundle, delta={k: t.clone() for k, t in bundle.delta.items()})
+    )
     assert first == second
     claimed_more, _ = put_submission(store, dataclasses.replace(bundle, work_units=bundle.work_units + 1))
     assert claimed_more != first
@@ -146,29 +164,32 @@ def test_proofs_file_layout_is_the_stated_one(made) -> None:
     assert data[:4] == PROOFS_MAGIC and struct.unpack(">III", data[4:16]) == (2, 8, 8)
     first = bundle.proofs[0][0]
     assert struct.unpack(">HH", data[16:20]) == (len(first), len(first[0]))
-    assert data[20:20 + len(first[0])] == first[0]
+    assert data[20 : 20 + len(first[0])] == first[0]
     size = 16 + sum(2 + sum(2 + len(p) for p in r) for s in bundle.proofs for r in s)
     assert len(data) == size
 
 
 # ----------------------------------------------------------------------------- submissions: refusals
 
+
 def test_limits_are_checked_before_any_download(made, store: Store, other: Store) -> None:
     env, base, bundle = made
     digest, manifest = put_submission(store, bundle)
     ok = limits_for(base, env)
-    cases = [(dataclasses.replace(ok, max_rollouts=15), "stats.rollouts"),
-             (dataclasses.replace(ok, max_inner_steps=1), "stats.inner_steps"),
-             (dataclasses.replace(ok, max_tokens=ok.max_tokens // 2), "stats.tokens"),
-             (dataclasses.replace(ok, max_proof_bytes=manifest.proofs.size - 1), "proofs"),
-             (dataclasses.replace(ok, max_delta_bytes=sum(r.size for r in manifest.delta) - 1), "delta")]
+    cases = [
+        (dataclasses.replace(ok, max_rollouts=15), "stats.rollouts"),
+        (dataclasses.replace(ok, max_inner_steps=1), "stats.inner_steps"),
+        (dataclasses.replace(ok, max_tokens=ok.max_tokens // 2), "stats.tokens"),
+        (dataclasses.replace(ok, max_proof_bytes=manifest.proofs.size - 1), "proofs"),
+        (dataclasses.replace(ok, max_delta_bytes=sum(r.size for r in manifest.delta) - 1), "delta"),
+    ]
     for limits, field in cases:
         with pytest.raises(SubmissionError) as info:
             fetch_submission(other, digest, limits)
         assert info.value.field == field, str(info.value)
     assert "refused before download" in str(info.value) and manifest.delta[0].cid in str(info.value)
     cached = {p.name for p in other.cache_dir.iterdir()}
-    assert cached == {digest.hex()}   # only the manifest was downloaded: no rollouts, proofs or delta bytes
+    assert cached == {digest.hex()}  # only the manifest was downloaded: no rollouts, proofs or delta bytes
 
 
 MALFORMED = {
@@ -208,19 +229,19 @@ def test_non_canonical_rollouts_are_refused(made, store: Store, other: Store) ->
 def test_malformed_proofs_and_delta_are_refused(made, store: Store, other: Store) -> None:
     env, base, bundle = made
     limits = limits_for(base, env)
-    limits = dataclasses.replace(limits, max_delta_bytes=2 * limits.max_delta_bytes)   # room for a float64 delta
+    limits = dataclasses.replace(limits, max_delta_bytes=2 * limits.max_delta_bytes)  # room for a float64 delta
     shapes = {k: tuple(t.shape) for k, t in policy_state(base).items()}
     short_step = (bundle.proofs[0], bundle.proofs[1][:-1])
     good = encode_proof_file(bundle.proofs)
     as64 = [(n, st_save({k: v.double() for k, v in st_load(d).items()})) for n, d in submission_files(bundle)[2]]
     extra = [(n, st_save({**st_load(d), "extra.weight": torch.zeros(2)})) for n, d in submission_files(bundle)[2]]
     cases = [
-        (dict(proofs=encode_proof_file(short_step)), "proofs[1]"),            # proofs count != rollouts
-        (dict(proofs=good + b"\0"), "proofs"),                                 # trailing bytes
-        (dict(proofs=good[:-3]), "proofs[1][7][1]"),                           # truncated last proof
-        (dict(proofs=b"XXXX" + good[4:]), "proofs"),                           # bad magic
-        (dict(delta=as64), "delta[0].size"),             # wrong dtype: not the canonical size, refused before download
-        (dict(delta=extra), "delta[0].size"),            # not a base parameter: likewise
+        (dict(proofs=encode_proof_file(short_step)), "proofs[1]"),  # proofs count != rollouts
+        (dict(proofs=good + b"\0"), "proofs"),  # trailing bytes
+        (dict(proofs=good[:-3]), "proofs[1][7][1]"),  # truncated last proof
+        (dict(proofs=b"XXXX" + good[4:]), "proofs"),  # bad magic
+        (dict(delta=as64), "delta[0].size"),  # wrong dtype: not the canonical size, refused before download
+        (dict(delta=extra), "delta[0].size"),  # not a base parameter: likewise
         (dict(stats={**encode_stats(bundle, bundle.batches), "bonus": 1}), "stats.bonus"),
         (dict(stats={**encode_stats(bundle, bundle.batches), "proofs": 1}), "stats.proofs"),
     ]
@@ -268,6 +289,7 @@ def test_missing_content_is_a_clear_error_within_the_timeout(made, store: Store,
 
 # ----------------------------------------------------------------------------- models
 
+
 def test_model_round_trip_with_outer_state_and_parent(made, store: Store, other: Store, tmp_path: Path) -> None:
     _, base, bundle = made
     state = policy_state(base)
@@ -289,20 +311,29 @@ def test_same_weights_same_digest_across_calls_and_processes(made, store: Store,
     state = policy_state(base)
     digest = put_model(store, state, CFG.model, None, None)
     assert put_model(store, {k: t.clone() for k, t in state.items()}, CFG.model, None, None) == digest
-    code = ("import sys; from client.engine.config import ModelConfig, from_dict; import json;"
-            "from client.engine.model import build_policy, policy_state; from client.content.model_store import put_model;"
-            "from client.content.store import Store;"
-            "cfg = from_dict(ModelConfig, json.loads(sys.argv[2]), 'model');"
-            "print(put_model(Store(sys.argv[1], None), policy_state(build_policy(cfg)), cfg, None, None))")
-    out = subprocess.run([sys.executable, "-c", code, ipfs.api, json.dumps(to_dict(CFG.model))],
-                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1], check=True)
+    code = (
+        "import sys; from client.engine.config import ModelConfig, from_dict; import json;"
+        "from client.engine.model import build_policy, policy_state; from client.content.model_store import put_model;"
+        "from client.content.store import Store;"
+        "cfg = from_dict(ModelConfig, json.loads(sys.argv[2]), 'model');"
+        "print(put_model(Store(sys.argv[1], None), policy_state(build_policy(cfg)), cfg, None, None))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, ipfs.api, json.dumps(to_dict(CFG.model))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+        check=True,
+    )
     assert out.stdout.strip() == str(digest)
     other_cfg = dataclasses.replace(CFG.model, seed=1)
-    assert put_model(store, state, other_cfg, None, None) != digest      # config is part of the identity
+    assert put_model(store, state, other_cfg, None, None) != digest  # config is part of the identity
 
 
-def test_second_fetch_touches_no_network_and_corruption_is_refetched(made, store: Store, other: Store,
-                                                                     tmp_path: Path, dead_store) -> None:
+def test_second_fetch_touches_no_network_and_corruption_is_refetched(
+    made, store: Store, other: Store, tmp_path: Path, dead_store
+) -> None:
     _, base, _ = made
     state = policy_state(base)
     digest = put_model(store, state, CFG.model, None, None)
@@ -311,9 +342,9 @@ def test_second_fetch_touches_no_network_and_corruption_is_refetched(made, store
     offline = fetch_model(dead_store(None), digest, cache, max_bytes=10 * MB)
     assert all(torch.equal(offline.state[k], state[k]) for k in state)
     shard = cache / digest.hex() / offline.manifest.shards[0].name
-    shard.write_bytes(b"\0" * shard.stat().st_size)                      # corrupt the cached copy
+    shard.write_bytes(b"\0" * shard.stat().st_size)  # corrupt the cached copy
     with pytest.raises(StoreUnavailable):
-        fetch_model(dead_store(None), digest, cache, max_bytes=10 * MB)   # not served; refetch needs the daemon
+        fetch_model(dead_store(None), digest, cache, max_bytes=10 * MB)  # not served; refetch needs the daemon
     assert not (cache / digest.hex()).exists()
     again = fetch_model(other, digest, cache, max_bytes=10 * MB)
     assert all(torch.equal(again.state[k], state[k]) for k in state)
@@ -331,13 +362,19 @@ def test_bad_models_are_refused_and_nothing_is_cached(made, store: Store, other:
     half = store.put_file(st_save({k: v.half() for k, v in state.items()}), "model-00001-of-00001.safetensors")
     bad_cfg = {**good.config, "n_heads": 3}
     cases = [
-        (digest, size - 1, "shards"),                                                         # over max_bytes
+        (digest, size - 1, "shards"),  # over max_bytes
         (store.put_manifest(dataclasses.replace(good, shards=(ghost,)).to_bytes()), MB, "shards[0]"),
-        (store.put_manifest(dataclasses.replace(good, shards=(half,)).to_bytes()), MB,
-         f"shards[0].{sorted(state)[0]}"),                                                    # dtype != manifest's
+        (
+            store.put_manifest(dataclasses.replace(good, shards=(half,)).to_bytes()),
+            MB,
+            f"shards[0].{sorted(state)[0]}",
+        ),  # dtype != manifest's
         (store.put_manifest(dataclasses.replace(good, config=bad_cfg).to_bytes()), MB, "config.n_heads"),
-        (store.put_manifest(dataclasses.replace(good, outer_state=good.shards).to_bytes()), MB,
-         "outer_state[0].name"),                                                              # name used twice
+        (
+            store.put_manifest(dataclasses.replace(good, outer_state=good.shards).to_bytes()),
+            MB,
+            "outer_state[0].name",
+        ),  # name used twice
     ]
     for case_digest, limit, field in cases:
         start = time.monotonic()
@@ -345,7 +382,7 @@ def test_bad_models_are_refused_and_nothing_is_cached(made, store: Store, other:
             fetch_model(other, case_digest, cache, max_bytes=limit)
         assert info.value.field == field, str(info.value)
         assert time.monotonic() - start < other.timeout + 3
-        assert not cache.exists() or list(cache.iterdir()) == []      # no final dir, no temp dir
+        assert not cache.exists() or list(cache.iterdir()) == []  # no final dir, no temp dir
         if field == "shards[0]":
             assert info.value.cid == ghost.cid and "not found" in str(info.value)
 
@@ -383,11 +420,11 @@ def test_task_spec_from_toml_digest_and_round_trip(made, store: Store, other: St
     spec = load_task_spec(path)
     assert spec.task.model == CFG.model and spec.task.grpo == CFG.grpo and spec.task.trainers_per_round == 3
     assert spec.task.sampler.temperature == 1.0 and spec.validation.sampling_tie_tol == 0.02
-    assert spec.limits == limits_for(base, env)                          # derived: what an honest bundle needs
+    assert spec.limits == limits_for(base, env)  # derived: what an honest bundle needs
     data = spec.to_bytes()
     doc = json.loads(data)
     assert doc["kind"] == "task_spec" and doc["outer"] == {"lr": 1.0, "momentum": 0.0, "nesterov": True}
-    assert doc["validation"]["max_exp_mismatches"] == 38                 # defaults are written out
+    assert doc["validation"]["max_exp_mismatches"] == 38  # defaults are written out
     digest = put_task_spec(store, spec)
     assert digest == spec.digest() == Digest(hashlib.sha256(data).digest())
     assert fetch_task_spec(other, digest) == spec
@@ -399,13 +436,23 @@ def test_task_spec_from_toml_digest_and_round_trip(made, store: Store, other: St
 
 def test_task_spec_names_every_bad_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text(SPEC_TOML.replace("n_layers = 2", "n_layers = 2\nwidth = 9").replace("lr = 3e-3", 'lr = "fast"')
-                    .replace("alphabet = 8", "alphabet = 99").replace("temperature = 1", "temperature = true")
-                    + "[limits]\nmax_rollouts = 0\nmax_inner_steps = 2\nmax_tokens = 1\nmax_proof_bytes = 1\n"
-                      "max_delta_bytes = 1\n[oracle]\nx = 1\n")
+    path.write_text(
+        SPEC_TOML.replace("n_layers = 2", "n_layers = 2\nwidth = 9")
+        .replace("lr = 3e-3", 'lr = "fast"')
+        .replace("alphabet = 8", "alphabet = 99")
+        .replace("temperature = 1", "temperature = true")
+        + "[limits]\nmax_rollouts = 0\nmax_inner_steps = 2\nmax_tokens = 1\nmax_proof_bytes = 1\n"
+        "max_delta_bytes = 1\n[oracle]\nx = 1\n"
+    )
     with pytest.raises(TaskSpecError) as info:
         load_task_spec(path)
     named = {(e.section, e.key) for e in info.value.errors}
-    assert named == {("task", "oracle"), ("model", "width"), ("grpo", "lr"), ("sampler", "temperature"),
-                     ("env.params", "alphabet"), ("limits", "max_rollouts")}
+    assert named == {
+        ("task", "oracle"),
+        ("model", "width"),
+        ("grpo", "lr"),
+        ("sampler", "temperature"),
+        ("env.params", "alphabet"),
+        ("limits", "max_rollouts"),
+    }
     assert str(path) in str(info.value) and "'fast'" in str(info.value)

@@ -31,8 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TOML = REPO / "configs" / "default_task.toml"
 INITIATOR, TRAINER, OTHER_TRAINER, CLI_TRAINER = 0, 3, 4, 5
 
-SMALL_TOML = (Path(__file__).parent / "data" / "small_task.toml").read_text().format(
-    inner_steps=1, max_rounds=5, min_validators=1)
+SMALL_TOML = (
+    (Path(__file__).parent / "data" / "small_task.toml")
+    .read_text()
+    .format(inner_steps=1, max_rounds=5, min_validators=1)
+)
 
 
 def _write(tmp_path: Path, text: str, name: str = "task.toml") -> Path:
@@ -47,9 +50,17 @@ def _conn_args(chain_env, ipfs, tmp_path: Path) -> list[str]:
 
 
 def _node_cfg(chain_env, ipfs, tmp_path: Path, task_id: int, account: int, name: str) -> NodeConfig:
-    return NodeConfig(role="trainer", rpc_url=chain_env.anvil.url, deployment=chain_env.client.deployment,
-                      ipfs_api=ipfs.api, task_id=task_id, state_dir=tmp_path / name, devnet_account=account,
-                      poll_interval=0.05, heartbeat=0.5)
+    return NodeConfig(
+        role="trainer",
+        rpc_url=chain_env.anvil.url,
+        deployment=chain_env.client.deployment,
+        ipfs_api=ipfs.api,
+        task_id=task_id,
+        state_dir=tmp_path / name,
+        devnet_account=account,
+        poll_interval=0.05,
+        heartbeat=0.5,
+    )
 
 
 def _publish_small(chain_env, ipfs, tmp_path: Path) -> int:
@@ -59,8 +70,11 @@ def _publish_small(chain_env, ipfs, tmp_path: Path) -> int:
 
 
 def _submitted(client, task_id: int, trainer: str) -> list[chain.Submitted]:
-    return [e for e in client.concord.events(client.deployment.block_number, names=["Submitted"])
-            if e.task_id == task_id and e.trainer == trainer]
+    return [
+        e
+        for e in client.concord.events(client.deployment.block_number, names=["Submitted"])
+        if e.task_id == task_id and e.trainer == trainer
+    ]
 
 
 def _stop_after(seconds: float) -> threading.Event:
@@ -73,23 +87,33 @@ def _stop_after(seconds: float) -> threading.Event:
 
 # ----------------------------------------------------------------------------- task files
 
+
 def test_default_task_toml_is_the_engine_default_task():
     task_file = load_task_file(DEFAULT_TOML)
     assert task_file.spec.task == DEFAULT_TASK
     terms = task_file.terms
-    assert (terms.trainer_reward_per_round, terms.slash_amount) == (300 * 10 ** 18, 80 * 10 ** 18)
-    assert terms.budget == terms.per_round * terms.max_rounds == 20 * 360 * 10 ** 18
+    assert (terms.trainer_reward_per_round, terms.slash_amount) == (300 * 10**18, 80 * 10**18)
+    assert terms.budget == terms.per_round * terms.max_rounds == 20 * 360 * 10**18
 
 
 def test_every_bad_field_is_named_at_once(tmp_path: Path):
-    text = (SMALL_TOML.replace("lr = 3e-3", "lr = -1.0").replace("bounty_bps = 5000", "bounty_bps = 20000")
-            .replace("submit_seconds = 600\n", "").replace('env_id = "sort"', 'env_id = "chess"')
-            .replace("slash_amount = 80", 'slash_amount = "eighty"'))
+    text = (
+        SMALL_TOML.replace("lr = 3e-3", "lr = -1.0")
+        .replace("bounty_bps = 5000", "bounty_bps = 20000")
+        .replace("submit_seconds = 600\n", "")
+        .replace('env_id = "sort"', 'env_id = "chess"')
+        .replace("slash_amount = 80", 'slash_amount = "eighty"')
+    )
     with pytest.raises(TaskSpecError) as info:
         load_task_file(_write(tmp_path, text))
     named = {(e.section, e.key) for e in info.value.errors}
-    assert named == {("grpo", "lr"), ("env", "env_id"), ("chain", "bounty_bps"), ("chain", "submit_seconds"),
-                     ("chain", "slash_amount")}
+    assert named == {
+        ("grpo", "lr"),
+        ("env", "env_id"),
+        ("chain", "bounty_bps"),
+        ("chain", "submit_seconds"),
+        ("chain", "slash_amount"),
+    }
 
 
 def _ipfs_objects(ipfs) -> int:
@@ -99,53 +123,81 @@ def _ipfs_objects(ipfs) -> int:
 def test_publish_with_a_bad_field_changes_nothing(chain_env, ipfs, tmp_path: Path, capsys):
     client = chain_env.client
     me = chain_env.signer(INITIATOR).address
-    before = (client.concord.task_count(), client.token.balance_of(me), client.token.allowance(me, client.concord.address),
-              _ipfs_objects(ipfs))
+    before = (
+        client.concord.task_count(),
+        client.token.balance_of(me),
+        client.token.allowance(me, client.concord.address),
+        _ipfs_objects(ipfs),
+    )
     bad = _write(tmp_path, SMALL_TOML.replace("min_validators = 1", "min_validators = 0"))
     rc = task_main(["publish", str(bad), "--devnet-account", str(INITIATOR), *_conn_args(chain_env, ipfs, tmp_path)])
     assert rc == 2
     assert "[chain] min_validators: must be in [1, 255], got 0" in capsys.readouterr().err
     # chain-dependent check (the initiator cannot afford the budget) also fails before any upload
-    rc = task_main(["publish", str(_write(tmp_path, SMALL_TOML, "ok.toml")), "--budget", "5000000",
-                    "--devnet-account", str(INITIATOR), *_conn_args(chain_env, ipfs, tmp_path)])
+    rc = task_main(
+        [
+            "publish",
+            str(_write(tmp_path, SMALL_TOML, "ok.toml")),
+            "--budget",
+            "5000000",
+            "--devnet-account",
+            str(INITIATOR),
+            *_conn_args(chain_env, ipfs, tmp_path),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "[chain] budget:" in err and "holds" in err
-    after = (client.concord.task_count(), client.token.balance_of(me), client.token.allowance(me, client.concord.address),
-             _ipfs_objects(ipfs))
+    after = (
+        client.concord.task_count(),
+        client.token.balance_of(me),
+        client.token.allowance(me, client.concord.address),
+        _ipfs_objects(ipfs),
+    )
     assert after == before
 
 
 def test_publish_creates_the_task_from_the_file(chain_env, ipfs, tmp_path: Path, capsys):
     client = chain_env.client
-    rc = task_main(["publish", str(_write(tmp_path, SMALL_TOML)), "--json", "--devnet-account", str(INITIATOR),
-                    *_conn_args(chain_env, ipfs, tmp_path)])
+    rc = task_main(
+        [
+            "publish",
+            str(_write(tmp_path, SMALL_TOML)),
+            "--json",
+            "--devnet-account",
+            str(INITIATOR),
+            *_conn_args(chain_env, ipfs, tmp_path),
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     params = client.concord.task_params(out["task_id"])
     task_file = load_task_file(tmp_path / "task.toml")
-    assert out["spec_digest"].startswith("0x") and out["initial_model_digest"].startswith("0x")   # the one text form
-    assert params == task_file.terms.params(Digest.parse(out["spec_digest"]).bytes,
-                                            Digest.parse(out["initial_model_digest"]).bytes,
-                                            task_file.spec.task.max_work_units)
+    assert out["spec_digest"].startswith("0x") and out["initial_model_digest"].startswith("0x")  # the one text form
+    assert params == task_file.terms.params(
+        Digest.parse(out["spec_digest"]).bytes,
+        Digest.parse(out["initial_model_digest"]).bytes,
+        task_file.spec.task.max_work_units,
+    )
     assert params.max_work_units == task_file.spec.task.max_work_units > 0
-    assert out["budget"] == 5 * 360 * 10 ** 18
+    assert out["budget"] == 5 * 360 * 10**18
     # a node reads the spec back by the on-chain digest, and model 0 by its digest
     node = connect_node(_node_cfg(chain_env, ipfs, tmp_path, out["task_id"], TRAINER, "reader"))
     ctx = load_task_context(node, out["task_id"])
     assert str(ctx.spec.digest()) == out["spec_digest"] and ctx.task.grpo.prompts_per_step == 4
     policy = model_for_round(ctx, node.store, 0)
-    assert model_for_round(ctx, node.store, 0) is policy   # cached by digest
+    assert model_for_round(ctx, node.store, 0) is policy  # cached by digest
     assert sum(p.numel() for p in policy.parameters()) > 0
 
 
 # ----------------------------------------------------------------------------- the trainer node
 
+
 def test_trainer_submits_a_round_and_never_twice(chain_env, ipfs, tmp_path: Path):
     client = chain_env.client
     task_id = _publish_small(chain_env, ipfs, tmp_path)
     # a second joined trainer keeps round 0's submit phase open after ours
-    chain_env.enrol(chain_env.signer(OTHER_TRAINER), chain.Role.TRAINER, 100 * 10 ** 18, task_id)
+    chain_env.enrol(chain_env.signer(OTHER_TRAINER), chain.Role.TRAINER, 100 * 10**18, task_id)
     cfg = TrainerConfig(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "trainer"), rounds=1)
     run = run_trainer(cfg, _stop_after(120))
     me = run.address
@@ -169,6 +221,7 @@ def test_trainer_submits_a_round_and_never_twice(chain_env, ipfs, tmp_path: Path
     # even handed round 0's bundle directly, the node checks chain state and sends nothing
     prep = Prepared(0, 0, Digest.parse(ev.bundle_digest), ev.proof_root, ev.work_units, 0.0, 16, 0.0)
     from client.runtime.display import Display
+
     assert submit_round(node, ctx, prep, Display("t", json_logs=True)) is None
     assert len(_submitted(client, task_id, me)) == 1
     assert client.concord.member_info(task_id, me).last_submit_round == 0
@@ -195,14 +248,27 @@ def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
     import signal
 
     task_id = _publish_small(chain_env, ipfs, tmp_path)
-    argv = [sys.executable, "-m", "client.trainer", "run", "--task", str(task_id), "--devnet-account",
-            str(CLI_TRAINER), "--state-dir", str(tmp_path / "cli"), "--json-logs", "--poll-interval", "0.05",
-            *_conn_args(chain_env, ipfs, tmp_path)]
+    argv = [
+        sys.executable,
+        "-m",
+        "client.trainer",
+        "run",
+        "--task",
+        str(task_id),
+        "--devnet-account",
+        str(CLI_TRAINER),
+        "--state-dir",
+        str(tmp_path / "cli"),
+        "--json-logs",
+        "--poll-interval",
+        "0.05",
+        *_conn_args(chain_env, ipfs, tmp_path),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")}
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[dict] = []
     try:
-        for raw in proc.stdout:   # until the submission (the process then waits for model 1)
+        for raw in proc.stdout:  # until the submission (the process then waits for model 1)
             lines.append(json.loads(raw))
             if lines[-1].get("event") == "submitted":
                 break
@@ -222,6 +288,7 @@ def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
     assert any(x.get("event") == "registered" for x in lines)
     assert lines[-1]["event"] == "stopped" and lines[-1]["submitted"] == [0]
 
+
 def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     """asyncLevel 1: round 1 is generated on model 0 while round 0 is verified; round 2 builds on model 1."""
     from client.content.model_store import put_model
@@ -232,7 +299,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     text = SMALL_TOML.replace("async_level = 0", "async_level = 1")
     task_id = publish_task(init.client, init.signer, init.store, load_task_file(_write(tmp_path, text))).task_id
     validator = chain_env.signer(6)
-    chain_env.enrol(validator, chain.Role.VALIDATOR, 100 * 10 ** 18, task_id)
+    chain_env.enrol(validator, chain.Role.VALIDATOR, 100 * 10**18, task_id)
 
     cfg = TrainerConfig(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "trainer"), rounds=3)
     result: dict = {}
@@ -240,16 +307,18 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     worker.start()
     me = chain_env.signer(TRAINER).address
     wait_for("rounds 0 and 1 submitted", lambda: len(_submitted(client, task_id, me)) >= 2, 60, poll=0.1)
-    assert client.concord.latest_model(task_id).model == 0   # round 1 did not wait for round 0's verdict
+    assert client.concord.latest_model(task_id).model == 0  # round 1 did not wait for round 0's verdict
 
     # a stand-in validator accepts round 0 and publishes model 1 (model 0 nudged)
     ctx = load_task_context(init, task_id)
     base = {k: v.clone() for k, v in model_for_round(ctx, init.store, 0).state_dict().items()}
-    model1 = put_model(init.store, {k: v + 0.01 for k, v in base.items()}, ctx.task.model, None,
-                       ctx.params.initial_model_digest)
+    model1 = put_model(
+        init.store, {k: v + 0.01 for k, v in base.items()}, ctx.task.model, None, ctx.params.initial_model_digest
+    )
     words, salt = chain.reject_words([], 1), b"\x01" * 32
-    client.concord.commit(validator, task_id, 0, chain.commit_hash(task_id, 0, words, model1.bytes, salt,
-                                                                     validator.address))
+    client.concord.commit(
+        validator, task_id, 0, chain.commit_hash(task_id, 0, words, model1.bytes, salt, validator.address)
+    )
     client.concord.reveal(validator, task_id, 0, words, model1.bytes, salt)
     client.concord.finalize_all(validator, task_id, 0)
     worker.join(timeout=90)
@@ -257,7 +326,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     run = result["run"]
     assert [(s.round, s.base_round) for s in run.submitted] == [(0, 0), (1, 0), (2, 1)]
     assert [(e.round, e.base_round) for e in _submitted(client, task_id, me)] == [(0, 0), (1, 0), (2, 1)]
-    assert client.concord.balance_of(me) == 300 * 10 ** 18   # round 0 accepted: the whole trainer reward
+    assert client.concord.balance_of(me) == 300 * 10**18  # round 0 accepted: the whole trainer reward
 
 
 def test_node_config_from_devnet_json_and_flags(tmp_path: Path):
@@ -265,18 +334,36 @@ def test_node_config_from_devnet_json_and_flags(tmp_path: Path):
 
     from client.runtime.config import NodeConfigError, add_node_args, node_config
 
-    dep = {"chain_id": 31337, "concord": "0x" + "11" * 20, "token": "0x" + "22" * 20, "block_number": 3,
-           "deployer": "0x" + "33" * 20}
-    net = {"rpc_url": "http://127.0.0.1:1", "chain_id": 31337, "ipfs_api": "/ip4/127.0.0.1/tcp/2/http",
-           "ipfs_api_url": "http://127.0.0.1:2", "state_dir": str(tmp_path), "deployment": dep,
-           "token": dep["token"], "accounts": []}
+    dep = {
+        "chain_id": 31337,
+        "concord": "0x" + "11" * 20,
+        "token": "0x" + "22" * 20,
+        "block_number": 3,
+        "deployer": "0x" + "33" * 20,
+    }
+    net = {
+        "rpc_url": "http://127.0.0.1:1",
+        "chain_id": 31337,
+        "ipfs_api": "/ip4/127.0.0.1/tcp/2/http",
+        "ipfs_api_url": "http://127.0.0.1:2",
+        "state_dir": str(tmp_path),
+        "deployment": dep,
+        "token": dep["token"],
+        "accounts": [],
+    }
     (tmp_path / "devnet.json").write_text(json.dumps(net))
     p = argparse.ArgumentParser()
     add_node_args(p)
-    cfg = node_config(p.parse_args(["--task", "7", "--devnet", str(tmp_path), "--ipfs-api", "/ip4/10.0.0.1/tcp/5001/http"]),
-                      "validator")
+    cfg = node_config(
+        p.parse_args(["--task", "7", "--devnet", str(tmp_path), "--ipfs-api", "/ip4/10.0.0.1/tcp/5001/http"]),
+        "validator",
+    )
     assert (cfg.rpc_url, cfg.ipfs_api, cfg.task_id, cfg.deployment.block_number) == (
-        "http://127.0.0.1:1", "/ip4/10.0.0.1/tcp/5001/http", 7, 3)
+        "http://127.0.0.1:1",
+        "/ip4/10.0.0.1/tcp/5001/http",
+        7,
+        3,
+    )
     with pytest.raises(NodeConfigError, match="--deployment"):
         node_config(p.parse_args(["--task", "7", "--rpc-url", "http://x:1"]), "trainer")
     with pytest.raises(NodeConfigError, match="--devnet"):
@@ -288,8 +375,18 @@ def test_task_close_then_reclaim_from_the_cli(chain_env, ipfs, tmp_path: Path, c
     settle void (nobody plays), reclaim everything; a stranger cannot close it."""
     client = chain_env.client
     toml = SMALL_TOML.replace("max_rounds = 5", "max_rounds = 0")
-    rc = task_main(["publish", str(_write(tmp_path, toml)), "--json", "--budget", "1000", "--devnet-account",
-                    str(INITIATOR), *_conn_args(chain_env, ipfs, tmp_path)])
+    rc = task_main(
+        [
+            "publish",
+            str(_write(tmp_path, toml)),
+            "--json",
+            "--budget",
+            "1000",
+            "--devnet-account",
+            str(INITIATOR),
+            *_conn_args(chain_env, ipfs, tmp_path),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     task_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task_id"]
     conn = ["--task", str(task_id), "--json", *_conn_args(chain_env, ipfs, tmp_path)]
@@ -306,5 +403,5 @@ def test_task_close_then_reclaim_from_the_cli(chain_env, ipfs, tmp_path: Path, c
     before = client.concord.balance_of(signer.address)
     assert task_main(["reclaim", "--devnet-account", str(INITIATOR), *conn]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["reclaimed"] == 1000 * 10 ** 18 and out["balance"] == before + out["reclaimed"]
+    assert out["reclaimed"] == 1000 * 10**18 and out["balance"] == before + out["reclaimed"]
     assert client.concord.task_escrow(task_id).held == 0

@@ -40,12 +40,19 @@ from scripts.harness import conservation, enrol
 from validator import node as vnode
 from validator.aggregate import outer_step
 
-TOKEN = 10 ** 18
+TOKEN = 10**18
 STAKE, SLASH, FEE, REWARD, BOUNTY = 100 * TOKEN, 80 * TOKEN, 60 * TOKEN, 300 * TOKEN, 40 * TOKEN
 TASK_TOML = (Path(__file__).parent / "data" / "small_task.toml").read_text()
-HONEST_T, INFLATED_T, MISSING_T = 1, 2, 3                     # trainer accounts (submission indexes 0, 1, 2)
-VALIDATORS = {0: None, 4: None, 5: "reject_honest", 6: "accept_cheat", 7: "wrong_model", 8: "no_reveal",
-              9: "copy_reveal"}                               # account -> cheat; account 0 also creates the task
+HONEST_T, INFLATED_T, MISSING_T = 1, 2, 3  # trainer accounts (submission indexes 0, 1, 2)
+VALIDATORS = {
+    0: None,
+    4: None,
+    5: "reject_honest",
+    6: "accept_cheat",
+    7: "wrong_model",
+    8: "no_reveal",
+    9: "copy_reveal",
+}  # account -> cheat; account 0 also creates the task
 H1, H2 = 0, 4
 
 
@@ -65,8 +72,8 @@ class Round:
     events: list
     state_dirs: dict[int, Path]
     model0: Digest
-    honest_model: Digest         # DiLoCo over the honest delta
-    cheat_model: Digest          # DiLoCo over the honest and the inflated deltas (the missing one left out)
+    honest_model: Digest  # DiLoCo over the honest delta
+    cheat_model: Digest  # DiLoCo over the honest and the inflated deltas (the missing one left out)
     cheat_log: list[str]
 
     def of(self, cls, **match) -> list:
@@ -102,19 +109,30 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         pin_determinism(1)
 
         def cfg(account: int, name: str, role: str, task_id: int = 0) -> NodeConfig:
-            return NodeConfig(role=role, rpc_url=anvil.url, deployment=deployed.deployment, ipfs_api=ipfs.api,
-                              task_id=task_id, state_dir=tmp / name, devnet_account=account, poll_interval=0.05,
-                              heartbeat=0.5, ipfs_timeout=1.0)
+            return NodeConfig(
+                role=role,
+                rpc_url=anvil.url,
+                deployment=deployed.deployment,
+                ipfs_api=ipfs.api,
+                task_id=task_id,
+                state_dir=tmp / name,
+                devnet_account=account,
+                poll_interval=0.05,
+                heartbeat=0.5,
+                ipfs_timeout=1.0,
+            )
 
         (tmp / "task.toml").write_text(TASK_TOML.format(inner_steps=2, max_rounds=1, min_validators=2))
         initiator = connect_node(cfg(0, "initiator", "initiator"))
-        task_id = publish_task(initiator.client, initiator.signer, initiator.store,
-                               load_task_file(tmp / "task.toml")).task_id
+        task_id = publish_task(
+            initiator.client, initiator.signer, initiator.store, load_task_file(tmp / "task.toml")
+        ).task_id
 
         vals = []
         for account, cheat in VALIDATORS.items():
-            v = vnode.connect_validator(vnode.ValidatorConfig(cfg(account, f"val-{account}", "validator", task_id)),
-                                        hooks(cheat))
+            v = vnode.connect_validator(
+                vnode.ValidatorConfig(cfg(account, f"val-{account}", "validator", task_id)), hooks(cheat)
+            )
             vnode.ensure_enrolled(v)
             vals.append(v)
 
@@ -125,10 +143,13 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         inflated = inflate_rewards(make_bundle(policy0, ctx.env, ctx.task, task_id, 0, addr(INFLATED_T)))
         honest_digest, _ = put_submission(trainer.store, honest)
         inflated_digest, _ = put_submission(trainer.store, inflated)
-        submissions = [(HONEST_T, honest_digest, honest), (INFLATED_T, inflated_digest, inflated),
-                       (MISSING_T, "ab" * 32, None)]
+        submissions = [
+            (HONEST_T, honest_digest, honest),
+            (INFLATED_T, inflated_digest, inflated),
+            (MISSING_T, "ab" * 32, None),
+        ]
         signers = {account: client.signer(keys.devnet_account(account)) for account, _, _ in submissions}
-        for s in signers.values():                 # all three joined first: the submit phase waits for each
+        for s in signers.values():  # all three joined first: the submit phase waits for each
             enrol(client, s, Role.TRAINER, STAKE, task_id)
         for account, digest, bundle in submissions:
             root, units = (bytes(bundle.proof_root), bundle.work_units) if bundle else (bytes(32), 1)
@@ -138,15 +159,15 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         for v in vals:
             vnode.backfill_submissions(v)
         copier = vals[-1]
-        for _ in range(6):                         # commit pass, reveal pass, and spare passes (each idempotent)
+        for _ in range(6):  # commit pass, reveal pass, and spare passes (each idempotent)
             for v in vals:
                 vnode.step(v)
-        assert client.concord.phase_of(task_id, 0) == Phase.REVEAL   # no_reveal and copy_reveal hold it open
+        assert client.concord.phase_of(task_id, 0) == Phase.REVEAL  # no_reveal and copy_reveal hold it open
         assert (client.concord.round_info(task_id, 0).commits, client.concord.round_info(task_id, 0).reveals) == (7, 5)
         assert "reveal_error" in json.loads(cheats._record_path(copier, 0).read_text())
         client.rpc.call("evm_increaseTime", hex(601))
         client.rpc.call("evm_mine")
-        vnode.step(vals[0])                        # an honest validator finalizes
+        vnode.step(vals[0])  # an honest validator finalizes
         assert client.concord.task_state(task_id).finalized_rounds == 1
 
         m0 = Digest.parse(client.concord.model_digest(task_id, 0).digest)
@@ -156,11 +177,21 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
             state, momentum = outer_step(base.state, deltas, base.outer_state or {}, ctx.task.outer)
             return put_model(trainer.store, state, base.config, momentum, parent_digest=m0)
 
-        events = [e for e in client.concord.events(deployed.deployment.block_number, "latest")
-                  if getattr(e, "task_id", task_id) == task_id]
-        yield Round(client, task_id, events, {a: tmp / f"val-{a}" for a in VALIDATORS}, m0,
-                    diloco({honest_digest: honest.delta}),
-                    diloco({honest_digest: honest.delta, inflated_digest: inflated.delta}), lines.lines)
+        events = [
+            e
+            for e in client.concord.events(deployed.deployment.block_number, "latest")
+            if getattr(e, "task_id", task_id) == task_id
+        ]
+        yield Round(
+            client,
+            task_id,
+            events,
+            {a: tmp / f"val-{a}" for a in VALIDATORS},
+            m0,
+            diloco({honest_digest: honest.delta}),
+            diloco({honest_digest: honest.delta, inflated_digest: inflated.delta}),
+            lines.lines,
+        )
     finally:
         logging.getLogger("concord.validator.cheat").removeHandler(lines)
         client.rpc.call("evm_revert", snap)
@@ -177,11 +208,17 @@ def plan(r: Round, account: int) -> dict:
 
 # ----------------------------------------------------------------------------- the registry and the flag
 
+
 def test_registry_names_the_five_modes_each_with_one_line_doc_and_loss():
-    assert sorted(cheats.VALIDATOR_CHEATS) == ["accept_cheat", "copy_reveal", "no_reveal", "reject_honest",
-                                               "wrong_model"]
+    assert sorted(cheats.VALIDATOR_CHEATS) == [
+        "accept_cheat",
+        "copy_reveal",
+        "no_reveal",
+        "reject_honest",
+        "wrong_model",
+    ]
     for name, c in cheats.VALIDATOR_CHEATS.items():
-        assert c.name == name and c != cheats.ValidatorCheat(name, c.doc, c.expected_loss)   # changes something
+        assert c.name == name and c != cheats.ValidatorCheat(name, c.doc, c.expected_loss)  # changes something
         assert isinstance(hooks(name), vnode.ValidatorHooks)
         assert c.doc and c.expected_loss and "\n" not in c.doc + c.expected_loss
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -201,8 +238,10 @@ def test_unknown_cheat_is_refused_by_the_lab_cli_and_the_library_has_no_cheat_fl
 # (before the module's round: its snapshot is reverted only when the module ends, so a chain_env test
 # after the first use of `round0` would see its registrations)
 
+
 def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_restake_and_are_slashed_each_round(
-        chain_env, ipfs, tmp_path, monkeypatch):
+    chain_env, ipfs, tmp_path, monkeypatch
+):
     """The copier copies no_reveal's commitment (it committed first), so there is no copied reveal to replay:
     after the grace it replays the honest validator's reveal, which reverts too. Slashed below the task
     minimum, both top their stake up before the next round's commit and are slashed again."""
@@ -211,16 +250,25 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
     (tmp_path / "task.toml").write_text(TASK_TOML.format(inner_steps=2, max_rounds=2, min_validators=1))
 
     def cfg(account: int, role: str, task_id: int = 0) -> NodeConfig:
-        return NodeConfig(role=role, rpc_url=chain_env.anvil.url, deployment=client.deployment, ipfs_api=ipfs.api,
-                          task_id=task_id, state_dir=tmp_path / f"n{account}", devnet_account=account,
-                          ipfs_timeout=1.0)
+        return NodeConfig(
+            role=role,
+            rpc_url=chain_env.anvil.url,
+            deployment=client.deployment,
+            ipfs_api=ipfs.api,
+            task_id=task_id,
+            state_dir=tmp_path / f"n{account}",
+            devnet_account=account,
+            ipfs_timeout=1.0,
+        )
 
     initiator = connect_node(cfg(0, "initiator"))
     task_id = publish_task(client, initiator.signer, initiator.store, load_task_file(tmp_path / "task.toml")).task_id
     trainer = chain_env.signer(HONEST_T)
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
-    vals = {a: vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), hooks(m))
-            for a, m in [(8, "no_reveal"), (H2, None), (9, "copy_reveal")]}     # stepped in this order
+    vals = {
+        a: vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), hooks(m))
+        for a, m in [(8, "no_reveal"), (H2, None), (9, "copy_reveal")]
+    }  # stepped in this order
     for v in vals.values():
         vnode.ensure_enrolled(v)
     for round_ in range(2):
@@ -230,32 +278,39 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
             for v in vals.values():
                 vnode.backfill_submissions(v)
                 vnode.step(v)
-        assert client.concord.round_info(task_id, round_).reveals == 1          # only the honest one
+        assert client.concord.round_info(task_id, round_).reveals == 1  # only the honest one
         chain_env.warp(601)
         vnode.step(vals[H2])
         assert client.concord.task_state(task_id).finalized_rounds == round_ + 1
-        client.token.approve(trainer, client.concord.address, SLASH)            # its missing bundle was slashed
+        client.token.approve(trainer, client.concord.address, SLASH)  # its missing bundle was slashed
         client.concord.add_stake(trainer, SLASH)
 
-    events = [e for e in client.concord.events(client.deployment.block_number, "latest")
-              if getattr(e, "task_id", task_id) == task_id]
+    events = [
+        e
+        for e in client.concord.events(client.deployment.block_number, "latest")
+        if getattr(e, "task_id", task_id) == task_id
+    ]
     commits = {(e.round, e.validator): e.commitment for e in events if isinstance(e, chain.Committed)}
     for round_ in range(2):
         assert commits[(round_, addr(9))] == commits[(round_, addr(8))] != commits[(round_, addr(H2))]
         record = json.loads(cheats._record_path(vals[9], round_).read_text())
-        assert (record["copied_from"], record["replayed"], record["reveal_error"]) == \
-            (addr(8), addr(H2), "RevealDoesNotMatchCommit")
+        assert (record["copied_from"], record["replayed"], record["reveal_error"]) == (
+            addr(8),
+            addr(H2),
+            "RevealDoesNotMatchCommit",
+        )
     slashed = sorted((e.round, e.validator, e.amount) for e in events if isinstance(e, chain.ValidatorSlashed))
     assert slashed == sorted((r, addr(a), SLASH) for r in range(2) for a in (8, 9))
     assert [e.validator for e in events if isinstance(e, chain.Revealed)] == [addr(H2), addr(H2)]
     assert [(e.round, e.fee) for e in events if isinstance(e, chain.ValidatorPaid)] == [(0, FEE), (1, FEE)]
-    for a in (8, 9):                                    # topped up to 100 before round 1, slashed 80 again
+    for a in (8, 9):  # topped up to 100 before round 1, slashed 80 again
         assert client.concord.node_info(addr(a)).stake == STAKE - SLASH
         assert [e.amount for e in events if isinstance(e, chain.StakeAdded) and e.node == addr(a)] == [SLASH]
     assert conservation(client).holds
 
 
 # ----------------------------------------------------------------------------- the honest outcome
+
 
 def test_the_honest_majority_decides_the_round(round0):
     r = round0
@@ -266,33 +321,34 @@ def test_the_honest_majority_decides_the_round(round0):
     for account in (H1, H2):
         assert Digest.parse(revealed(r, account).next_model_digest) == r.honest_model
         assert list(revealed(r, account).reject_words) == [0b110]
-        assert r.paid(chain.ValidatorPaid, account) == FEE // 2            # the two honest share the fee
-        assert r.paid(chain.BountyPaid, account) == 2 * BOUNTY // 4        # 4 rejecters of each rejected trainer
+        assert r.paid(chain.ValidatorPaid, account) == FEE // 2  # the two honest share the fee
+        assert r.paid(chain.BountyPaid, account) == 2 * BOUNTY // 4  # 4 rejecters of each rejected trainer
         assert r.client.concord.node_info(addr(account)).stake == STAKE
     assert conservation(r.client).holds
 
 
 # ----------------------------------------------------------------------------- each cheat and what it lost
 
+
 def test_reject_honest_votes_reject_on_the_honest_submission_and_loses_its_fee_share(round0):
     r, me = round0, 5
     verdicts = {x.index: x.accepted for x in vnode.load_verdicts(vnode.task_dir(r.state_dirs[me], r.task_id))}
-    assert verdicts == {0: True, 1: False, 2: False}                     # it found #0 honest ...
+    assert verdicts == {0: True, 1: False, 2: False}  # it found #0 honest ...
     rev = revealed(r, me)
-    assert list(rev.reject_words) == [0b111]                             # ... and voted reject on it
-    assert Digest.parse(rev.next_model_digest) == r.model0                       # its model leaves #0 out: model stays
+    assert list(rev.reject_words) == [0b111]  # ... and voted reject on it
+    assert Digest.parse(rev.next_model_digest) == r.model0  # its model leaves #0 out: model stays
     assert r.paid(chain.ValidatorPaid, me) == 0
-    assert r.paid(chain.BountyPaid, me) == 2 * BOUNTY // 4               # it did reject the two bad ones
+    assert r.paid(chain.BountyPaid, me) == 2 * BOUNTY // 4  # it did reject the two bad ones
     assert r.client.concord.node_info(addr(me)).stake == STAKE
 
 
 def test_accept_cheat_votes_accept_on_bad_submissions_and_builds_their_deltas_in(round0):
     r, me = round0, 6
     verdicts = {x.index: x.accepted for x in vnode.load_verdicts(vnode.task_dir(r.state_dirs[me], r.task_id))}
-    assert verdicts == {0: True, 1: False, 2: False}                     # it found #1 and #2 bad ...
+    assert verdicts == {0: True, 1: False, 2: False}  # it found #1 and #2 bad ...
     rev = revealed(r, me)
-    assert list(rev.reject_words) == [0]                                 # ... and voted accept on both
-    assert Digest.parse(rev.next_model_digest) == r.cheat_model != r.honest_model   # #1's delta in, #2 unfetchable: out
+    assert list(rev.reject_words) == [0]  # ... and voted accept on both
+    assert Digest.parse(rev.next_model_digest) == r.cheat_model != r.honest_model  # #1's delta in, #2 unfetchable: out
     assert any("left out of the model" in line for line in r.cheat_log)
     assert r.paid(chain.ValidatorPaid, me) == 0 and r.paid(chain.BountyPaid, me) == 0
     assert r.client.concord.node_info(addr(me)).stake == STAKE
@@ -312,10 +368,10 @@ def test_wrong_model_votes_the_honest_bitmap_with_a_junk_digest_and_loses_its_fe
 def test_no_reveal_commits_its_honest_vote_never_reveals_and_is_slashed(round0):
     r, me = round0, 8
     p = plan(r, me)
-    assert (p["rejected"], Digest.parse(p["next_model_digest"])) == ([1, 2], r.honest_model)    # an honest plan ...
+    assert (p["rejected"], Digest.parse(p["next_model_digest"])) == ([1, 2], r.honest_model)  # an honest plan ...
     (committed,) = r.of(chain.Committed, validator=addr(me))
     assert Digest.parse(committed.commitment) == Digest.parse(p["commitment"])
-    assert revealed(r, me) is None                                                 # ... never revealed
+    assert revealed(r, me) is None  # ... never revealed
     assert [e.amount for e in r.of(chain.ValidatorSlashed, validator=addr(me))] == [SLASH]
     assert r.client.concord.node_info(addr(me)).stake == STAKE - SLASH
     assert r.paid(chain.ValidatorPaid, me) == 0 and r.paid(chain.BountyPaid, me) == 0
@@ -327,13 +383,18 @@ def test_copy_reveal_copies_a_commitment_its_replayed_reveal_reverts_and_it_is_s
     (source,) = r.of(chain.Committed, validator=addr(H1))
     assert mine.commitment == source.commitment and mine.meta.block_number > source.meta.block_number
     record = json.loads((vnode.task_dir(r.state_dirs[me], r.task_id) / "cheat" / "r000000.json").read_text())
-    assert record == {"copied_from": addr(H1), "commitment": source.commitment.hex(), "commit_error": "",
-                      "replayed": addr(H1), "reveal_error": "RevealDoesNotMatchCommit"}
+    assert record == {
+        "copied_from": addr(H1),
+        "commitment": source.commitment.hex(),
+        "commit_error": "",
+        "replayed": addr(H1),
+        "reveal_error": "RevealDoesNotMatchCommit",
+    }
     assert any("RevealDoesNotMatchCommit" in line for line in r.cheat_log)
     assert not (vnode.task_dir(r.state_dirs[me], r.task_id) / "verdicts").exists()  # it verified nothing
     assert revealed(r, me) is None
     assert sorted(e.validator for e in r.of(chain.ValidatorSlashed)) == sorted([addr(8), addr(me)])
     assert [e.amount for e in r.of(chain.ValidatorSlashed, validator=addr(me))] == [SLASH]
     assert r.client.concord.node_info(addr(me)).stake == STAKE - SLASH
-    assert r.of(chain.ValidatorSlashed, validator=addr(H1)) == []                   # the copied one is not
+    assert r.of(chain.ValidatorSlashed, validator=addr(H1)) == []  # the copied one is not
     assert r.paid(chain.ValidatorPaid, H1) == FEE // 2

@@ -41,19 +41,36 @@ from scripts.harness import enrol
 from validator import node as vnode
 from validator.aggregate import outer_step
 
-TOKEN = 10 ** 18
+TOKEN = 10**18
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
 INITIATOR, HONEST, CHEATER, COPIER, VAL_A, VAL_B = 0, 1, 2, 3, 4, 5
 STAKE = 100 * TOKEN
-TERMS = ChainTerms(trainer_reward_per_round=300 * TOKEN, validator_fee_per_round=60 * TOKEN, min_trainer_stake=STAKE,
-                   min_validator_stake=STAKE, slash_amount=80 * TOKEN, submit_seconds=3600, commit_seconds=3600,
-                   reveal_seconds=3600, max_rounds=2, bounty_bps=5000, async_level=0, min_validators=2,
-                   budget=2 * 360 * TOKEN)
+TERMS = ChainTerms(
+    trainer_reward_per_round=300 * TOKEN,
+    validator_fee_per_round=60 * TOKEN,
+    min_trainer_stake=STAKE,
+    min_validator_stake=STAKE,
+    slash_amount=80 * TOKEN,
+    submit_seconds=3600,
+    commit_seconds=3600,
+    reveal_seconds=3600,
+    max_rounds=2,
+    bounty_bps=5000,
+    async_level=0,
+    min_validators=2,
+    budget=2 * 360 * TOKEN,
+)
 
 
-def wait_for(what: str, pred: Callable[[], bool], timeout: float = 90.0, proc: subprocess.Popen | None = None,
-             errors: list | None = None) -> None:
+def wait_for(
+    what: str,
+    pred: Callable[[], bool],
+    timeout: float = 90.0,
+    proc: subprocess.Popen | None = None,
+    errors: list | None = None,
+) -> None:
     """harness.wait_for, ended early when validator A's process exits or validator B's thread fails."""
+
     def problem() -> str | None:
         if proc is not None and proc.poll() is not None:
             return f"validator process exited with {proc.returncode}"
@@ -78,9 +95,26 @@ class Scenario:
 
 
 def start_validator_a(devnet_json: Path, task_id: int, state_dir: Path, log_path: Path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "validator.node", "run", "--task", str(task_id), "--devnet", str(devnet_json),
-            "--state-dir", str(state_dir), "--devnet-account", str(VAL_A), "--rounds", "2", "--withdraw",
-            "--json-logs", "--poll-interval", "0.1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "validator.node",
+        "run",
+        "--task",
+        str(task_id),
+        "--devnet",
+        str(devnet_json),
+        "--state-dir",
+        str(state_dir),
+        "--devnet-account",
+        str(VAL_A),
+        "--rounds",
+        "2",
+        "--withdraw",
+        "--json-logs",
+        "--poll-interval",
+        "0.1",
+    ]
     with open(log_path, "ab") as out:
         return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
 
@@ -92,8 +126,9 @@ def stop_process(proc: subprocess.Popen | None) -> None:
 
 
 def submit_bundle(client, signer, task_id: int, bundle: Bundle, digest: Digest) -> None:
-    client.concord.submit(signer, task_id, bundle.round, bundle.base_round, digest.bytes,
-                          bytes(bundle.proof_root), bundle.work_units)
+    client.concord.submit(
+        signer, task_id, bundle.round, bundle.base_round, digest.bytes, bytes(bundle.proof_root), bundle.work_units
+    )
 
 
 def inflated(bundle: Bundle) -> Bundle:
@@ -121,20 +156,45 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
             enrol(client, i, Role.TRAINER, STAKE, task_id)
 
         devnet_json = tmp / "devnet.json"
-        devnet_json.write_text(json.dumps({
-            "rpc_url": anvil.url, "chain_id": deployed.deployment.chain_id, "ipfs_api": ipfs.api,
-            "ipfs_api_url": ipfs.api_url, "state_dir": str(tmp), "deployment": deployed.deployment.to_json(),
-            "token": deployed.deployment.token, "accounts": deployed.accounts, "daemons": []}))
+        devnet_json.write_text(
+            json.dumps(
+                {
+                    "rpc_url": anvil.url,
+                    "chain_id": deployed.deployment.chain_id,
+                    "ipfs_api": ipfs.api,
+                    "ipfs_api_url": ipfs.api_url,
+                    "state_dir": str(tmp),
+                    "deployment": deployed.deployment.to_json(),
+                    "token": deployed.deployment.token,
+                    "accounts": deployed.accounts,
+                    "daemons": [],
+                }
+            )
+        )
         dir_a, dir_b, log_a = tmp / "val-a", tmp / "val-b", tmp / "val-a.log"
-        cfg_b = vnode.ValidatorConfig(NodeConfig(
-            role="validator", rpc_url=anvil.url, deployment=deployed.deployment, ipfs_api=ipfs.api,
-            task_id=task_id, state_dir=dir_b, devnet_account=VAL_B, poll_interval=0.1, heartbeat=1.0,
-            ipfs_timeout=5.0), rounds=2)
-        vnode.ensure_enrolled(vnode.connect_validator(cfg_b))   # B joined: the commit phase waits for it
+        cfg_b = vnode.ValidatorConfig(
+            NodeConfig(
+                role="validator",
+                rpc_url=anvil.url,
+                deployment=deployed.deployment,
+                ipfs_api=ipfs.api,
+                task_id=task_id,
+                state_dir=dir_b,
+                devnet_account=VAL_B,
+                poll_interval=0.1,
+                heartbeat=1.0,
+                ipfs_timeout=5.0,
+            ),
+            rounds=2,
+        )
+        vnode.ensure_enrolled(vnode.connect_validator(cfg_b))  # B joined: the commit phase waits for it
 
         proc = start_validator_a(devnet_json, task_id, dir_a, log_a)
-        wait_for("validator A to join", lambda: client.concord.member_info(task_id, keys.devnet_account(VAL_A).address).joined,
-                 proc=proc)
+        wait_for(
+            "validator A to join",
+            lambda: client.concord.member_info(task_id, keys.devnet_account(VAL_A).address).joined,
+            proc=proc,
+        )
 
         # round 0: honest, inflated rewards, a copy of the honest digest (indexes 0, 1, 2)
         env, policy0 = make_env(CFG.env), build_policy(CFG.model)
@@ -148,8 +208,9 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         submit_bundle(client, signer(COPIER), task_id, honest, honest_digest)
 
         # A commits, then dies before it can reveal (B has not committed, so the commit phase is still open)
-        wait_for("validator A to commit", lambda: client.concord.commit_status(task_id, 0, addr[VAL_A]).committed,
-                 proc=proc)
+        wait_for(
+            "validator A to commit", lambda: client.concord.commit_status(task_id, 0, addr[VAL_A]).committed, proc=proc
+        )
         stop_process(proc)
         plan_file = vnode.plan_path(vnode.task_dir(dir_a, task_id), 0)
         plan_before_kill = json.loads(plan_file.read_text())
@@ -164,11 +225,18 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
 
         thread = threading.Thread(target=run_b, name="validator-b")
         thread.start()
-        wait_for("validator B to reveal", lambda: client.concord.commit_status(task_id, 0, addr[VAL_B]).revealed,
-                 errors=errors)
-        proc = start_validator_a(devnet_json, task_id, dir_a, log_a)      # restart: must reveal its plan
-        wait_for("round 0 to finalize", lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                 proc=proc, errors=errors)
+        wait_for(
+            "validator B to reveal",
+            lambda: client.concord.commit_status(task_id, 0, addr[VAL_B]).revealed,
+            errors=errors,
+        )
+        proc = start_validator_a(devnet_json, task_id, dir_a, log_a)  # restart: must reveal its plan
+        wait_for(
+            "round 0 to finalize",
+            lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+            proc=proc,
+            errors=errors,
+        )
 
         # round 1: the slashed trainers leave; the honest one trains on model 1 fetched from IPFS
         for i in (CHEATER, COPIER):
@@ -181,16 +249,24 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         b1 = make_bundle(policy1, env, CFG, task_id, 1, addr[HONEST])
         d1, _ = put_submission(store, b1)
         submit_bundle(client, signer(HONEST), task_id, b1, d1)
-        wait_for("round 1 to finalize", lambda: client.concord.task_state(task_id).finalized_rounds >= 2,
-                 proc=proc, errors=errors)
+        wait_for(
+            "round 1 to finalize",
+            lambda: client.concord.task_state(task_id).finalized_rounds >= 2,
+            proc=proc,
+            errors=errors,
+        )
         proc.wait(timeout=60)
         assert proc.returncode == 0, log_a.read_text()[-3000:]
         thread.join(timeout=60)
         assert not thread.is_alive() and not errors, errors
-        events = [e for e in client.concord.events(deployed.deployment.block_number, "latest")
-                  if getattr(e, "task_id", task_id) == task_id]
-        yield Scenario(client, store, task_id, events, dir_a, dir_b, devnet_json, honest, honest_digest,
-                       plan_before_kill, log_a)
+        events = [
+            e
+            for e in client.concord.events(deployed.deployment.block_number, "latest")
+            if getattr(e, "task_id", task_id) == task_id
+        ]
+        yield Scenario(
+            client, store, task_id, events, dir_a, dir_b, devnet_json, honest, honest_digest, plan_before_kill, log_a
+        )
     finally:
         stop_b.set()
         stop_process(proc)
@@ -207,50 +283,63 @@ def test_honest_accepted_cheater_and_copier_rejected(scenario):
     rejected = {e.index: e for e in of(scenario, chain.SubmissionRejected, round=0)}
     rewarded = {e.index: e for e in of(scenario, chain.SubmissionRewarded, round=0)}
     assert sorted(rejected) == [1, 2] and sorted(rewarded) == [0]
-    assert rewarded[0].reward == TERMS.trainer_reward_per_round          # the only accepted work
+    assert rewarded[0].reward == TERMS.trainer_reward_per_round  # the only accepted work
     assert all(e.slashed == TERMS.slash_amount for e in rejected.values())
     bounties = of(scenario, chain.BountyPaid, round=0)
     assert sum(e.amount for e in bounties) == 2 * TERMS.slash_amount * TERMS.bounty_bps // 10_000
     assert {e.validator for e in bounties} == {keys.devnet_account(i).address for i in (VAL_A, VAL_B)}
-    assert of(scenario, chain.ValidatorSlashed) == []                  # the restarted validator revealed in time
+    assert of(scenario, chain.ValidatorSlashed) == []  # the restarted validator revealed in time
 
 
 def test_rejections_carry_evidence_published_to_ipfs(scenario, ipfs, tmp_path):
-    fresh = Store(ipfs.api, tmp_path / "empty-cache", timeout=5.0)     # nothing local: every byte from IPFS
+    fresh = Store(ipfs.api, tmp_path / "empty-cache", timeout=5.0)  # nothing local: every byte from IPFS
     for state_dir in (scenario.dir_a, scenario.dir_b):
-        verdicts = {v.index: v for v in vnode.load_verdicts(vnode.task_dir(state_dir, scenario.task_id))
-                    if v.round == 0}
+        verdicts = {
+            v.index: v for v in vnode.load_verdicts(vnode.task_dir(state_dir, scenario.task_id)) if v.round == 0
+        }
         assert verdicts[0].accepted and verdicts[0].evidence_digest is None
         assert (verdicts[1].failed_check, verdicts[2].failed_check) == ("rewards", "claim.trainer")
         cheat = parse_canonical(fresh.get_manifest(verdicts[1].evidence_digest))
         assert cheat["kind"] == vnode.EVIDENCE_KIND and cheat["failed_check"] == "rewards"
-        assert (cheat["round"], cheat["index"], cheat["trainer"]) == (0, 1, keys.devnet_account(CHEATER).address.lower())
+        assert (cheat["round"], cheat["index"], cheat["trainer"]) == (
+            0,
+            1,
+            keys.devnet_account(CHEATER).address.lower(),
+        )
         assert cheat["evidence"]["step"] == 1 and cheat["evidence"]["mismatched"] == CFG.grpo.rollouts_per_step
         assert cheat["evidence"]["claimed_mean"] == pytest.approx(cheat["evidence"]["recomputed_mean"] + 0.25)
         copy = parse_canonical(fresh.get_manifest(verdicts[2].evidence_digest))
-        assert copy["evidence"] == {"field": "trainer", "on_chain": keys.devnet_account(COPIER).address.lower(),
-                                    "in_manifest": keys.devnet_account(HONEST).address.lower()}
+        assert copy["evidence"] == {
+            "field": "trainer",
+            "on_chain": keys.devnet_account(COPIER).address.lower(),
+            "in_manifest": keys.devnet_account(HONEST).address.lower(),
+        }
         stored = vnode.evidence_path(vnode.task_dir(state_dir, scenario.task_id), verdicts[1].evidence_digest)
         assert parse_canonical(stored.read_bytes()) == cheat
     log_lines = [json.loads(line) for line in scenario.log_a.read_text().splitlines() if line.startswith("{")]
     assert {x["evidence"] for x in log_lines if x.get("event") == "rejected"} == {
-        str(v.evidence_digest) for v in vnode.load_verdicts(vnode.task_dir(scenario.dir_a, scenario.task_id))
-        if not v.accepted and v.round == 0}
+        str(v.evidence_digest)
+        for v in vnode.load_verdicts(vnode.task_dir(scenario.dir_a, scenario.task_id))
+        if not v.accepted and v.round == 0
+    }
 
 
 def test_restarted_validator_reveals_what_it_committed(scenario):
     a = keys.devnet_account(VAL_A).address
     committed = of(scenario, chain.Committed, round=0, validator=a)
     revealed = of(scenario, chain.Revealed, round=0, validator=a)
-    assert len(committed) == 1 and len(revealed) == 1                  # never committed twice
+    assert len(committed) == 1 and len(revealed) == 1  # never committed twice
     plan = scenario.plan_before_kill
-    assert str(Digest.parse(committed[0].commitment)) == plan["commitment"]          # plans keep 0x + 64 hex
+    assert str(Digest.parse(committed[0].commitment)) == plan["commitment"]  # plans keep 0x + 64 hex
     assert str(Digest.parse(revealed[0].next_model_digest)) == plan["next_model_digest"]
     assert list(revealed[0].reject_words) == [int(w) for w in plan["reject_words"]] == [0b110]
     after = json.loads(vnode.plan_path(vnode.task_dir(scenario.dir_a, scenario.task_id), 0).read_text())
-    assert after == plan                                                # the restart did not re-plan
-    starts = [x for x in map(json.loads, filter(lambda s: s.startswith("{"), scenario.log_a.read_text().splitlines()))
-              if x.get("event") == "start"]
+    assert after == plan  # the restart did not re-plan
+    starts = [
+        x
+        for x in map(json.loads, filter(lambda s: s.startswith("{"), scenario.log_a.read_text().splitlines()))
+        if x.get("event") == "start"
+    ]
     assert len(starts) == 2
 
 
@@ -262,8 +351,9 @@ def test_validators_agree_on_the_next_model(scenario, tmp_path):
         assert not final.is_void and final.next_model_digest == next(iter(digests.values()))
     # model 1 is exactly DiLoCo over the one accepted delta, stored the documented way
     m0 = Digest.parse(scenario.client.concord.model_digest(scenario.task_id, 0).digest)
-    state, momentum = outer_step(policy_state(build_policy(CFG.model)), {scenario.honest_digest: scenario.honest.delta},
-                                 {}, CFG.outer)
+    state, momentum = outer_step(
+        policy_state(build_policy(CFG.model)), {scenario.honest_digest: scenario.honest.delta}, {}, CFG.outer
+    )
     want = put_model(scenario.store, state, CFG.model, momentum, parent_digest=m0)
     assert Digest.parse(of(scenario, chain.RoundFinalized, round=0)[0].next_model_digest) == want
     m1, m2 = (Digest.parse(scenario.client.concord.model_digest(scenario.task_id, m).digest) for m in (1, 2))
@@ -286,8 +376,18 @@ def test_withdraw_pays_out_the_restarted_validator(scenario):
 def test_status_json_reports_the_rounds(scenario, capsys):
     from client import status
 
-    rc = status.main([str(scenario.task_id), "--devnet", str(scenario.devnet_json), "--validator-state",
-                      str(scenario.dir_a), "--validator-state", str(scenario.dir_b), "--json"])
+    rc = status.main(
+        [
+            str(scenario.task_id),
+            "--devnet",
+            str(scenario.devnet_json),
+            "--validator-state",
+            str(scenario.dir_a),
+            "--validator-state",
+            str(scenario.dir_b),
+            "--json",
+        ]
+    )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     (task,) = doc["tasks"]
@@ -297,23 +397,32 @@ def test_status_json_reports_the_rounds(scenario, capsys):
     assert [s["verdict"] for s in r0["submissions"]] == ["accepted", "rejected", "rejected"]
     assert [len(s.get("evidence", [])) for s in r0["submissions"]] == [0, 2, 2]
     assert {e["failed_check"] for e in r0["submissions"][1]["evidence"]} == {"rewards"}
-    digests = [task["model"]["digest"], *(s["bundle_digest"] for s in r0["submissions"]),
-               *(e["evidence"] for s in r0["submissions"] for e in s.get("evidence", []))]
-    assert len(digests) == 8 and all(d == str(Digest.parse(d)) for d in digests)   # one text form: 0x + 64 hex
+    digests = [
+        task["model"]["digest"],
+        *(s["bundle_digest"] for s in r0["submissions"]),
+        *(e["evidence"] for s in r0["submissions"] for e in s.get("evidence", [])),
+    ]
+    assert len(digests) == 8 and all(d == str(Digest.parse(d)) for d in digests)  # one text form: 0x + 64 hex
     assert sum(s["amount"] for s in r0["slashes"]) == 2 * TERMS.slash_amount
     assert task["rounds"][1]["submissions"][0]["verdict"] == "accepted"
     t = doc["totals"]
     assert t["token_balance"] == t["escrow"] + t["staked"] + t["credited"]
-    assert status.main([str(scenario.task_id), "--devnet", str(scenario.devnet_json), "--validator-state",
-                        str(scenario.dir_a)]) == 0
+    assert (
+        status.main(
+            [str(scenario.task_id), "--devnet", str(scenario.devnet_json), "--validator-state", str(scenario.dir_a)]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "conservation ok" in table and table.count("rejected") == 2
 
 
 # ----------------------------------------------------------------------------- refusals before any check runs
 
-def fake_submitted(task_id: int, round_: int, index: int, trainer: str, base_round: int, digest: Digest | str,
-                   bundle: Bundle | None) -> chain.Submitted:
+
+def fake_submitted(
+    task_id: int, round_: int, index: int, trainer: str, base_round: int, digest: Digest | str, bundle: Bundle | None
+) -> chain.Submitted:
     """The event a trainer's submit would emit (only the validator's reading of it is under test here)."""
     meta = chain.EventMeta(0, "0x" + "00" * 32, index)
     root = bytes(bundle.proof_root) if bundle is not None else bytes(32)
@@ -331,31 +440,40 @@ def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(ch
     spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
     task_id = publish_task(client, chain_env.signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
     node = Node(client, chain_env.signer(VAL_A), store, tmp_path / "val")
-    v = vnode.Validator(vnode.ValidatorConfig(NodeConfig("validator", chain_env.anvil.url, client.deployment, ipfs.api,
-                                                         task_id)), node, load_task_context(node, task_id))
+    v = vnode.Validator(
+        vnode.ValidatorConfig(NodeConfig("validator", chain_env.anvil.url, client.deployment, ipfs.api, task_id)),
+        node,
+        load_task_context(node, task_id),
+    )
     trainer = keys.devnet_account(HONEST).address
     env, policy0 = make_env(CFG.env), build_policy(CFG.model)
 
-    missing = fake_submitted(task_id, 0, 0, trainer, 0, "ab" * 32, None)           # nobody stored it
+    missing = fake_submitted(task_id, 0, 0, trainer, 0, "ab" * 32, None)  # nobody stored it
     big_cfg = dataclasses.replace(CFG, grpo=dataclasses.replace(CFG.grpo, inner_steps=3))
     big = make_bundle(policy0, env, big_cfg, task_id, 0, trainer)
     big_digest, _ = put_submission(store, big)
     oversize = fake_submitted(task_id, 0, 1, trainer, 0, big_digest, big)
-    later = make_bundle(policy0, env, CFG, task_id, 1, trainer, base_round=1)      # claims model 1 as its base
+    later = make_bundle(policy0, env, CFG, task_id, 1, trainer, base_round=1)  # claims model 1 as its base
     later_digest, _ = put_submission(store, later)
-    wrong_base = fake_submitted(task_id, 1, 0, trainer, 0, later_digest, later)    # chain says base 0
+    wrong_base = fake_submitted(task_id, 1, 0, trainer, 0, later_digest, later)  # chain says base 0
 
     started = time.monotonic()
-    got = {name: vnode.verify_submission(v, sub) for name, sub in
-           [("missing", missing), ("oversize", oversize), ("wrong_base", wrong_base)]}
+    got = {
+        name: vnode.verify_submission(v, sub)
+        for name, sub in [("missing", missing), ("oversize", oversize), ("wrong_base", wrong_base)]
+    }
     assert time.monotonic() - started < 30
     assert {k: (x.accepted, x.failed_check) for k, x in got.items()} == {
-        "missing": (False, "fetch"), "oversize": (False, "fetch"), "wrong_base": (False, "claim.base_round")}
+        "missing": (False, "fetch"),
+        "oversize": (False, "fetch"),
+        "wrong_base": (False, "claim.base_round"),
+    }
     docs = {k: parse_canonical(store.get_manifest(x.evidence_digest)) for k, x in got.items()}
     assert docs["missing"]["evidence"]["field"] == "manifest" and "not found" in docs["missing"]["evidence"]["reason"]
     assert docs["oversize"]["evidence"]["field"] == "stats.inner_steps"
     assert docs["oversize"]["detail"].endswith("(got 3)")
     assert docs["wrong_base"]["evidence"] == {"field": "base_round", "on_chain": "0", "in_manifest": "1"}
     # verdicts persist: a restarted validator reads them back instead of checking again
-    assert {(x.round, x.index): x for x in vnode.load_verdicts(v.task_dir)} == \
-        {(x.round, x.index): x for x in got.values()}
+    assert {(x.round, x.index): x for x in vnode.load_verdicts(v.task_dir)} == {
+        (x.round, x.index): x for x in got.values()
+    }

@@ -38,8 +38,10 @@ def test_wheel_runs_outside_the_repository(chain_env, tmp_path: Path) -> None:
         if (REPO_ROOT / rel).is_file():
             (source / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO_ROOT / rel, source / rel)
-    _run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q", "-w", wheels],
-         cwd=outside)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q", "-w", wheels],
+        cwd=outside,
+    )
     (wheel,) = wheels.glob("concord_rl-*.whl")
     _run([sys.executable, "-m", "venv", venv], cwd=outside)
     _run([venv / "bin" / "pip", "install", "-q", "--no-deps", wheel], cwd=outside)
@@ -51,8 +53,11 @@ def test_wheel_runs_outside_the_repository(chain_env, tmp_path: Path) -> None:
     assert "--rpc-url" in _run([venv / "bin" / "concord", "status", "--help"], outside, env).stdout
 
     dep = chain_env.client.deployment.save(outside / "deployment.json")
-    out = _run([venv / "bin" / "concord", "status", "--rpc-url", chain_env.anvil.url, "--deployment", dep, "--json"],
-               outside, env).stdout
+    out = _run(
+        [venv / "bin" / "concord", "status", "--rpc-url", chain_env.anvil.url, "--deployment", dep, "--json"],
+        outside,
+        env,
+    ).stdout
     status = json.loads(out.strip().splitlines()[-1])
     assert status["chain_id"] == chain_env.client.deployment.chain_id
     assert status["concord"] == chain_env.client.deployment.concord

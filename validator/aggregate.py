@@ -29,7 +29,9 @@ class DeltaShapeMismatch(ValueError):
         self.key, self.name, self.expected, self.got = key, name, expected, got
 
 
-def mean_delta(base: Mapping[str, torch.Tensor], deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def mean_delta(
+    base: Mapping[str, torch.Tensor], deltas: Mapping[str, Mapping[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """Mean of deltas (keyed by bundle digest), summed in sorted key order, float32."""
     total = {n: torch.zeros(t.shape, dtype=torch.float32) for n, t in base.items()}
     for key in sorted(deltas):

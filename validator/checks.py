@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from client import timing
 from client.engine import sampler as smp
 from client.engine.bundle import Bundle, claimed_mean_reward, proof_root
 from client.engine.config import GRPOConfig, SamplerConfig, TaskConfig, ValidationConfig
@@ -37,7 +38,6 @@ from client.engine.rollout import (
     completion_mask,
     prefill,
 )
-from client import timing
 
 CHECKS = ("schema", "prompts", "toploc", "sampling", "rewards", "work_units", "training_replay", "proof_root")
 
@@ -78,15 +78,21 @@ def check_schema(policy_base: Policy, bundle: Bundle, cfgs: TaskConfig) -> Check
         problems += 1
     for b, proofs in zip(bundle.batches, bundle.proofs, strict=False):  # a count mismatch is counted above
         shapes_ok = (
-            b.prompts.dim() == 2 and b.completions.dim() == 2 and b.prompts.shape[0] == n
-            and b.completions.shape[0] == n and b.rewards.shape == (n,) and len(proofs) == n
-            and b.prompt_idx.shape == (n,) and b.sample_idx.shape == (n,)
+            b.prompts.dim() == 2
+            and b.completions.dim() == 2
+            and b.prompts.shape[0] == n
+            and b.completions.shape[0] == n
+            and b.rewards.shape == (n,)
+            and len(proofs) == n
+            and b.prompt_idx.shape == (n,)
+            and b.sample_idx.shape == (n,)
             and 1 <= b.completions.shape[1] <= cfgs.sampler.max_new_tokens
         )
         ids_ok = (b.task_id, b.round, b.trainer.lower()) == (bundle.task_id, bundle.round, bundle.trainer.lower())
         vocab = policy_base.config.vocab_size  # out-of-range ids would crash the prefill's embedding
         tokens_ok = shapes_ok and all(
-            t.dtype == torch.int64 and bool(((t >= 0) & (t < vocab)).all()) for t in (b.prompts, b.completions))
+            t.dtype == torch.int64 and bool(((t >= 0) & (t < vocab)).all()) for t in (b.prompts, b.completions)
+        )
         problems += (not shapes_ok) + (not ids_ok) + (not tokens_ok)
     base = policy_state(policy_base)
     names_ok = isinstance(bundle.delta, dict) and set(bundle.delta) == set(base)
@@ -125,8 +131,9 @@ def check_prompts(batch: RolloutBatch, k: int, bundle: Bundle, env: Env, grpo: G
         rows_bad = batch.n
     else:
         rows_bad = int((expected != batch.prompts).any(dim=1).sum())
-    return CheckResult("prompts", idx_bad == 0 and rows_bad == 0,
-                       {"step": k, "index_mismatches": idx_bad, "rows_altered": rows_bad})
+    return CheckResult(
+        "prompts", idx_bad == 0 and rows_bad == 0, {"step": k, "index_mismatches": idx_bad, "rows_altered": rows_bad}
+    )
 
 
 # ----------------------------------------------------------------------------- 3. TOPLOC
@@ -142,23 +149,37 @@ def toploc_rows(
 ) -> list[ProofCheck]:
     """TOPLOC verification of rollouts ``rows`` (default: all) against the recomputed states."""
     p, thresholds = batch.prompt_len, toploc_thresholds(vcfg)
-    return [verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), thresholds)
-            for n in (range(batch.n) if rows is None else rows)]
+    return [
+        verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), thresholds)
+        for n in (range(batch.n) if rows is None else rows)
+    ]
 
 
 def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:
     """The TOPLOC check of one inner step from its per-rollout results: any rejected rollout rejects."""
     bad = [n for n, r in enumerate(per_row) if not r.ok]
-    return CheckResult("toploc", not bad, {
-        "step": k, "rollouts": len(per_row), "rejected": len(bad), "first_rejected": bad[0] if bad else -1,
-        "worst_exp_mismatches": max((r.worst_exp_mismatches for r in per_row), default=0),
-        "worst_mant_err_mean": max((r.worst_mant_err_mean for r in per_row), default=0.0),
-        "worst_mant_err_median": max((r.worst_mant_err_median for r in per_row), default=0.0),
-    })
+    return CheckResult(
+        "toploc",
+        not bad,
+        {
+            "step": k,
+            "rollouts": len(per_row),
+            "rejected": len(bad),
+            "first_rejected": bad[0] if bad else -1,
+            "worst_exp_mismatches": max((r.worst_exp_mismatches for r in per_row), default=0),
+            "worst_mant_err_mean": max((r.worst_mant_err_mean for r in per_row), default=0.0),
+            "worst_mant_err_median": max((r.worst_mant_err_median for r in per_row), default=0.0),
+        },
+    )
 
 
-def rollout_toploc_rejects(hidden: torch.Tensor, batch: RolloutBatch, proofs: tuple[tuple[bytes, ...], ...],
-                           lengths: torch.Tensor, vcfg: ValidationConfig) -> list[bool]:
+def rollout_toploc_rejects(
+    hidden: torch.Tensor,
+    batch: RolloutBatch,
+    proofs: tuple[tuple[bytes, ...], ...],
+    lengths: torch.Tensor,
+    vcfg: ValidationConfig,
+) -> list[bool]:
     """Per-rollout TOPLOC reject flags [N] (for measuring detection rates)."""
     return [not r.ok for r in toploc_rows(hidden, batch, proofs, lengths, vcfg)]
 
@@ -190,7 +211,12 @@ def sampling_gaps(
 
 
 def check_sampling(
-    logits: torch.Tensor, batch: RolloutBatch, keys: np.ndarray, sampler: SamplerConfig, vcfg: ValidationConfig, k: int = 0
+    logits: torch.Tensor,
+    batch: RolloutBatch,
+    keys: np.ndarray,
+    sampler: SamplerConfig,
+    vcfg: ValidationConfig,
+    k: int = 0,
 ) -> CheckResult:
     """Every counted token (the last included) is the seeded choice up to the near-tie tolerance;
     PAD after EOS; generation ran to max_new_tokens unless every row had stopped."""
@@ -201,20 +227,32 @@ def check_sampling(
     lengths = mask.sum(1)
     c = batch.completions.shape[1]
     # Generation stops before max_new_tokens only once every row has emitted EOS, right at the step it happened.
-    stopped_early = sampler.stop_at_eos and bool((batch.completions == EOS).any(dim=1).all()) and int(lengths.max()) == c
+    stopped_early = (
+        sampler.stop_at_eos and bool((batch.completions == EOS).any(dim=1).all()) and int(lengths.max()) == c
+    )
     length_ok = c == sampler.max_new_tokens or stopped_early
     bad_rows = rejected_tok.any(dim=1)
     ok = int(rejected_tok.sum()) == 0 and pad_bad == 0 and length_ok
-    return CheckResult("sampling", ok, {
-        "step": k, "tokens": int(mask.sum()), "mismatched": int(mismatched.sum()),
-        "tolerated": int((mismatched & ~rejected_tok).sum()), "rejected_tokens": int(rejected_tok.sum()),
-        "rejected_rollouts": int(bad_rows.sum()), "pad_after_eos_bad": pad_bad, "length_ok": float(length_ok),
-        "max_gap": float(torch.where(mask, gap, torch.zeros_like(gap)).max()),
-    })
+    return CheckResult(
+        "sampling",
+        ok,
+        {
+            "step": k,
+            "tokens": int(mask.sum()),
+            "mismatched": int(mismatched.sum()),
+            "tolerated": int((mismatched & ~rejected_tok).sum()),
+            "rejected_tokens": int(rejected_tok.sum()),
+            "rejected_rollouts": int(bad_rows.sum()),
+            "pad_after_eos_bad": pad_bad,
+            "length_ok": float(length_ok),
+            "max_gap": float(torch.where(mask, gap, torch.zeros_like(gap)).max()),
+        },
+    )
 
 
-def rollout_sampling_rejects(logits: torch.Tensor, batch: RolloutBatch, keys: np.ndarray, sampler: SamplerConfig,
-                             vcfg: ValidationConfig) -> list[bool]:
+def rollout_sampling_rejects(
+    logits: torch.Tensor, batch: RolloutBatch, keys: np.ndarray, sampler: SamplerConfig, vcfg: ValidationConfig
+) -> list[bool]:
     """Per-rollout sampling-replay reject flags [N] (for measuring detection rates)."""
     gap, mask = sampling_gaps(logits, batch, keys, sampler)
     bad = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | ((batch.completions != PAD) & ~mask).any(dim=1)  # [N]
@@ -275,10 +313,17 @@ def check_rewards(batch: RolloutBatch, env: Env, k: int = 0) -> tuple[CheckResul
     if claimed.shape != recomputed.shape:
         return CheckResult("rewards", False, {"step": k, "mismatched": batch.n, "max_abs_diff": math.inf}), recomputed
     diff = (claimed - recomputed).abs()
-    return CheckResult("rewards", bool((diff == 0).all()), {
-        "step": k, "mismatched": int((diff != 0).sum()), "max_abs_diff": float(diff.max()),
-        "claimed_mean": float(claimed.mean()), "recomputed_mean": float(recomputed.mean()),
-    }), recomputed
+    return CheckResult(
+        "rewards",
+        bool((diff == 0).all()),
+        {
+            "step": k,
+            "mismatched": int((diff != 0).sum()),
+            "max_abs_diff": float(diff.max()),
+            "claimed_mean": float(claimed.mean()),
+            "recomputed_mean": float(recomputed.mean()),
+        },
+    ), recomputed
 
 
 def check_work_units(bundle: Bundle, verified: list[RolloutBatch]) -> CheckResult:
@@ -286,16 +331,24 @@ def check_work_units(bundle: Bundle, verified: list[RolloutBatch]) -> CheckResul
     units = int(sum(int(b.lengths.sum()) for b in verified))
     mean_r = claimed_mean_reward(verified)
     ok = units == bundle.work_units and mean_r == bundle.mean_reward
-    return CheckResult("work_units", ok, {
-        "claimed_work_units": bundle.work_units, "recomputed_work_units": units,
-        "claimed_mean_reward": bundle.mean_reward, "recomputed_mean_reward": mean_r,
-    })
+    return CheckResult(
+        "work_units",
+        ok,
+        {
+            "claimed_work_units": bundle.work_units,
+            "recomputed_work_units": units,
+            "claimed_mean_reward": bundle.mean_reward,
+            "recomputed_mean_reward": mean_r,
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- 6. training replay
 
 
-def check_training_replay(replayed: dict[str, torch.Tensor], submitted: dict[str, torch.Tensor], vcfg: ValidationConfig) -> CheckResult:
+def check_training_replay(
+    replayed: dict[str, torch.Tensor], submitted: dict[str, torch.Tensor], vcfg: ValidationConfig
+) -> CheckResult:
     """The submitted delta against the validator's own H inner steps (cosine and relative L2)."""
     cos, rel = delta_similarity(submitted, replayed)
     ok = cos >= vcfg.replay_cos_min and rel <= vcfg.replay_rel_l2_max
@@ -311,15 +364,32 @@ def check_proof_root(bundle: Bundle) -> CheckResult:
 # ----------------------------------------------------------------------------- the whole bundle
 
 
-def verified_batch(batch: RolloutBatch, k: int, bundle: Bundle, env_rewards: torch.Tensor, mask: torch.Tensor,
-                   keys: np.ndarray, cfgs: TaskConfig) -> RolloutBatch:
+def verified_batch(
+    batch: RolloutBatch,
+    k: int,
+    bundle: Bundle,
+    env_rewards: torch.Tensor,
+    mask: torch.Tensor,
+    keys: np.ndarray,
+    cfgs: TaskConfig,
+) -> RolloutBatch:
     """Batch k rebuilt from checked or recomputed fields only (what training replay consumes)."""
     want_i, want_j = assigned_indices(k, cfgs.grpo)
     return dataclasses.replace(
-        batch, task_id=bundle.task_id, round=bundle.round, trainer=bundle.trainer,
-        prompt_idx=torch.tensor(want_i), sample_idx=torch.tensor(want_j), keys=keys,
-        mask=mask, lengths=mask.sum(1), rewards=env_rewards, logprobs=torch.empty(0), hidden=torch.empty(0),
-        temperature=cfgs.sampler.temperature, group_size=cfgs.grpo.group_size,
+        batch,
+        task_id=bundle.task_id,
+        round=bundle.round,
+        trainer=bundle.trainer,
+        prompt_idx=torch.tensor(want_i),
+        sample_idx=torch.tensor(want_j),
+        keys=keys,
+        mask=mask,
+        lengths=mask.sum(1),
+        rewards=env_rewards,
+        logprobs=torch.empty(0),
+        hidden=torch.empty(0),
+        temperature=cfgs.sampler.temperature,
+        group_size=cfgs.grpo.group_size,
     )
 
 

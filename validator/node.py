@@ -60,7 +60,7 @@ from typing import Any
 
 import torch
 
-from client import chain
+from client import chain, timing
 from client.chain import (
     ChainClient,
     Concord,
@@ -85,7 +85,6 @@ from client.digest import Digest
 from client.engine.bundle import Bundle
 from client.engine.grpo import pin_determinism
 from client.engine.model import policy_state
-from client import timing
 from client.runtime.config import (
     NodeConfig,
     NodeConfigError,
@@ -108,12 +107,12 @@ log = logging.getLogger("concord.validator")
 
 EVIDENCE_KIND = "rejection_evidence"
 ALREADY_FINAL = ("RoundAlreadySettled", "WrongPhase", "WrongRound")
-MAX_TRANSIENT_FAILURES = 20   # consecutive failed ticks (IPFS or RPC down) before giving up
+MAX_TRANSIENT_FAILURES = 20  # consecutive failed ticks (IPFS or RPC down) before giving up
 TRANSIENT = (StoreUnavailable, DaemonError, chain.RpcUnavailable, ModelError)
-OWN_STORE_DOWN = (StoreUnavailable, DaemonError)   # our own IPFS node failing: no verdict on anyone by itself
-MAX_FETCH_THREADS = 16        # submissions fetched at once (each is I/O bound; its deadline bounds it)
-PUBLISH_TIMEOUT_S = 5.0       # one evidence put may take this long per tick (then it waits for the next)
-OWN_FAILURE_STRIKES = 2       # own-daemon failures on one submission's content (daemon healthy after) -> missing
+OWN_STORE_DOWN = (StoreUnavailable, DaemonError)  # our own IPFS node failing: no verdict on anyone by itself
+MAX_FETCH_THREADS = 16  # submissions fetched at once (each is I/O bound; its deadline bounds it)
+PUBLISH_TIMEOUT_S = 5.0  # one evidence put may take this long per tick (then it waits for the next)
+OWN_FAILURE_STRIKES = 2  # own-daemon failures on one submission's content (daemon healthy after) -> missing
 
 
 class ValidatorError(RuntimeError):
@@ -122,29 +121,34 @@ class ValidatorError(RuntimeError):
 
 class PlanMismatch(ValidatorError):
     def __init__(self, task_id: int, round_: int, on_chain: Digest, planned: Digest, path: Path) -> None:
-        super().__init__(f"task {task_id} round {round_}: committed {on_chain} on chain but the plan at {path} "
-                         f"commits to {planned}; cannot reveal (state dir from another run?)")
+        super().__init__(
+            f"task {task_id} round {round_}: committed {on_chain} on chain but the plan at {path} "
+            f"commits to {planned}; cannot reveal (state dir from another run?)"
+        )
         self.task_id, self.round, self.on_chain, self.planned, self.path = task_id, round_, on_chain, planned, path
 
 
 class LostPlan(ValidatorError):
     def __init__(self, task_id: int, round_: int, path: Path) -> None:
-        super().__init__(f"task {task_id} round {round_}: committed on chain but no plan at {path}; "
-                         "the reveal is lost (this validator will be slashed for the round)")
+        super().__init__(
+            f"task {task_id} round {round_}: committed on chain but no plan at {path}; "
+            "the reveal is lost (this validator will be slashed for the round)"
+        )
         self.task_id, self.round, self.path = task_id, round_, path
 
 
 # ----------------------------------------------------------------------------- config and records
+
 
 @dataclass(frozen=True)
 class ValidatorConfig:
     """A node config plus what only a validator decides."""
 
     node: NodeConfig
-    rounds: int | None = None          # stop once the task has settled this many rounds
-    withdraw: bool = False             # withdraw the credited balance before exiting
-    stake: int | None = None           # stake to register with (default: the task's minValidatorStake)
-    finalize_page: int = 64            # finalize steps per transaction
+    rounds: int | None = None  # stop once the task has settled this many rounds
+    withdraw: bool = False  # withdraw the credited balance before exiting
+    stake: int | None = None  # stake to register with (default: the task's minValidatorStake)
+    finalize_page: int = 64  # finalize steps per transaction
 
 
 @dataclass(frozen=True)
@@ -156,21 +160,28 @@ class SubmissionVerdict:
     trainer: str
     bundle_digest: Digest
     accepted: bool
-    failed_check: str                  # "" when accepted
-    evidence_digest: Digest | None     # None when accepted; sha256 of the evidence document (its CID derives)
+    failed_check: str  # "" when accepted
+    evidence_digest: Digest | None  # None when accepted; sha256 of the evidence document (its CID derives)
 
     def to_json(self) -> dict:
         """Digests in their one text form ("0x" + 64 hex); no evidence is ""."""
-        return {**self.__dict__, "bundle_digest": str(self.bundle_digest),
-                "evidence_digest": "" if self.evidence_digest is None else str(self.evidence_digest)}
+        return {
+            **self.__dict__,
+            "bundle_digest": str(self.bundle_digest),
+            "evidence_digest": "" if self.evidence_digest is None else str(self.evidence_digest),
+        }
 
     @staticmethod
     def from_json(obj: dict) -> SubmissionVerdict:
         """Reads files written with or without the 0x prefix."""
         evidence = obj["evidence_digest"]
-        return SubmissionVerdict(**{**obj, "bundle_digest": Digest.parse(obj["bundle_digest"], "verdict.bundle_digest"),
-                                    "evidence_digest": Digest.parse(evidence, "verdict.evidence_digest")
-                                    if evidence else None})
+        return SubmissionVerdict(
+            **{
+                **obj,
+                "bundle_digest": Digest.parse(obj["bundle_digest"], "verdict.bundle_digest"),
+                "evidence_digest": Digest.parse(evidence, "verdict.evidence_digest") if evidence else None,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -182,22 +193,36 @@ class RevealPlan:
     validator: str
     reject_words: tuple[int, ...]
     next_model_digest: Digest
-    salt: str                          # hex, 32 bytes (a secret, not a digest)
-    commitment: Digest                 # keccak of the above (IConcord.commitHash)
-    rejected: tuple[int, ...]          # submission indexes, for people reading the file
+    salt: str  # hex, 32 bytes (a secret, not a digest)
+    commitment: Digest  # keccak of the above (IConcord.commitHash)
+    rejected: tuple[int, ...]  # submission indexes, for people reading the file
 
     def to_json(self) -> dict:
         # reject words are uint256: strings, so every JSON reader keeps them exact
-        return {"task_id": self.task_id, "round": self.round, "validator": self.validator,
-                "reject_words": [str(w) for w in self.reject_words], "next_model_digest": str(self.next_model_digest),
-                "salt": self.salt, "commitment": str(self.commitment), "rejected": list(self.rejected)}
+        return {
+            "task_id": self.task_id,
+            "round": self.round,
+            "validator": self.validator,
+            "reject_words": [str(w) for w in self.reject_words],
+            "next_model_digest": str(self.next_model_digest),
+            "salt": self.salt,
+            "commitment": str(self.commitment),
+            "rejected": list(self.rejected),
+        }
 
     @staticmethod
     def from_json(obj: dict) -> RevealPlan:
         """Reads plans written with or without the 0x prefix."""
-        return RevealPlan(obj["task_id"], obj["round"], obj["validator"], tuple(int(w) for w in obj["reject_words"]),
-                          Digest.parse(obj["next_model_digest"], "plan.next_model_digest"), obj["salt"],
-                          Digest.parse(obj["commitment"], "plan.commitment"), tuple(obj["rejected"]))
+        return RevealPlan(
+            obj["task_id"],
+            obj["round"],
+            obj["validator"],
+            tuple(int(w) for w in obj["reject_words"]),
+            Digest.parse(obj["next_model_digest"], "plan.next_model_digest"),
+            obj["salt"],
+            Digest.parse(obj["commitment"], "plan.commitment"),
+            tuple(obj["rejected"]),
+        )
 
 
 class ValidatorHooks:
@@ -212,8 +237,9 @@ class ValidatorHooks:
         """Submit phase (steps 1-6): an honest validator fetches and judges each submission as it is seen."""
         verify_round(v, round_)
 
-    def votes(self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]
-              ) -> tuple[Sequence[SubmissionVerdict], Sequence[SubmissionVerdict]]:
+    def votes(
+        self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]
+    ) -> tuple[Sequence[SubmissionVerdict], Sequence[SubmissionVerdict]]:
         """Commit phase, the vote (step 8): (the verdicts voted, the verdicts the next model is built
         from). An honest validator votes what verification found and builds the model from the same."""
         return found, found
@@ -243,15 +269,16 @@ class Validator:
     cfg: ValidatorConfig
     node: Node
     task: TaskContext
-    hooks: ValidatorHooks = HONEST                                                  # its protocol steps
-    submissions: dict[int, dict[int, Submitted]] = field(default_factory=dict)   # round -> index -> event
+    hooks: ValidatorHooks = HONEST  # its protocol steps
+    submissions: dict[int, dict[int, Submitted]] = field(default_factory=dict)  # round -> index -> event
     verdicts: dict[tuple[int, int], SubmissionVerdict] = field(default_factory=dict)
     deltas: dict[tuple[int, int], dict[str, torch.Tensor]] = field(default_factory=dict)
-    unpublished: set[Digest] = field(default_factory=set)        # evidence digests on disk, not yet in IPFS
-    strikes: dict[tuple[int, int], int] = field(default_factory=dict)   # own-daemon failures per submission
+    unpublished: set[Digest] = field(default_factory=set)  # evidence digests on disk, not yet in IPFS
+    strikes: dict[tuple[int, int], int] = field(default_factory=dict)  # own-daemon failures per submission
     fetch_slots: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(MAX_FETCH_THREADS))   # fetches running at once
-    fetching: dict[tuple[int, int], Future] = field(default_factory=dict)   # (round, index) -> Future[Fetched]
+        default_factory=lambda: threading.BoundedSemaphore(MAX_FETCH_THREADS)
+    )  # fetches running at once
+    fetching: dict[tuple[int, int], Future] = field(default_factory=dict)  # (round, index) -> Future[Fetched]
 
     @property
     def client(self) -> ChainClient:
@@ -283,6 +310,7 @@ class Validator:
 
 
 # ----------------------------------------------------------------------------- files
+
 
 def task_dir(state_dir: Path, task_id: int) -> Path:
     return Path(state_dir) / f"task-{task_id}"
@@ -323,11 +351,13 @@ def load_plan(folder: Path, round_: int) -> RevealPlan | None:
 
 def load_verdicts(folder: Path) -> list[SubmissionVerdict]:
     """Every verdict a validator stored for a task (``folder`` = its task dir; `concord status` reads these)."""
-    return [SubmissionVerdict.from_json(json.loads(p.read_text()))
-            for p in sorted((folder / "verdicts").glob("r*-i*.json"))]
+    return [
+        SubmissionVerdict.from_json(json.loads(p.read_text())) for p in sorted((folder / "verdicts").glob("r*-i*.json"))
+    ]
 
 
 # ----------------------------------------------------------------------------- start-up
+
 
 def connect_validator(cfg: ValidatorConfig, hooks: ValidatorHooks = HONEST) -> Validator:
     """Connections, key, the task (spec from IPFS by its on-chain digest) and the verdicts already on disk."""
@@ -335,7 +365,7 @@ def connect_validator(cfg: ValidatorConfig, hooks: ValidatorHooks = HONEST) -> V
     v = Validator(cfg, node, load_task_context(node, cfg.node.task_id), hooks)
     for verdict in load_verdicts(v.task_dir):
         v.verdicts[(verdict.round, verdict.index)] = verdict
-        if verdict.evidence_digest:      # published before a restart or not: putting it again is idempotent
+        if verdict.evidence_digest:  # published before a restart or not: putting it again is idempotent
             v.unpublished.add(verdict.evidence_digest)
     return v
 
@@ -369,6 +399,7 @@ def model_digest(v: Validator, model: int) -> Digest | None:
 
 # ----------------------------------------------------------------------------- 1-6: watch and verify
 
+
 def record_submissions(v: Validator, events: Sequence[ConcordEvent]) -> None:
     """Keep this task's Submitted events by (round, index)."""
     for e in events:
@@ -392,10 +423,14 @@ class ClaimMismatch(ValueError):
 def check_claims(sub: Submitted, bundle: Bundle) -> None:
     """DESIGN 6.1: the manifest's task, round, trainer (a copied digest names someone else) and
     baseRound are the on-chain ones; proofRoot and workUnits match the on-chain claims."""
-    pairs = [("task_id", sub.task_id, bundle.task_id), ("round", sub.round, bundle.round),
-             ("trainer", sub.trainer.lower(), bundle.trainer.lower()), ("base_round", sub.base_round, bundle.base_round),
-             ("proof_root", sub.proof_root.hex(), bytes(bundle.proof_root).hex()),
-             ("work_units", sub.work_units, bundle.work_units)]
+    pairs = [
+        ("task_id", sub.task_id, bundle.task_id),
+        ("round", sub.round, bundle.round),
+        ("trainer", sub.trainer.lower(), bundle.trainer.lower()),
+        ("base_round", sub.base_round, bundle.base_round),
+        ("proof_root", sub.proof_root.hex(), bytes(bundle.proof_root).hex()),
+        ("work_units", sub.work_units, bundle.work_units),
+    ]
     for name, on_chain, in_manifest in pairs:
         if on_chain != in_manifest:
             raise ClaimMismatch(name, on_chain, in_manifest)
@@ -414,19 +449,29 @@ def _json_number(value: Any) -> Any:
 
 
 def _check_list(verdict: Verdict) -> list[dict]:
-    return [{"name": r.name, "ok": r.ok, "evidence": {k: _json_number(x) for k, x in r.evidence.items()}}
-            for r in verdict.results]
+    return [
+        {"name": r.name, "ok": r.ok, "evidence": {k: _json_number(x) for k, x in r.evidence.items()}}
+        for r in verdict.results
+    ]
 
 
-def evidence_document(v: Validator, sub: Submitted, failed_check: str, detail: str, evidence: dict,
-                      checks: Sequence[dict] = ()) -> dict:
+def evidence_document(
+    v: Validator, sub: Submitted, failed_check: str, detail: str, evidence: dict, checks: Sequence[dict] = ()
+) -> dict:
     """The rejection record: which submission, which check failed, the numbers (or field and reason)."""
     return {
-        "kind": EVIDENCE_KIND, "task_id": sub.task_id, "round": sub.round, "index": sub.index,
-        "trainer": sub.trainer.lower(), "bundle_digest": str(Digest.parse(sub.bundle_digest)),
+        "kind": EVIDENCE_KIND,
+        "task_id": sub.task_id,
+        "round": sub.round,
+        "index": sub.index,
+        "trainer": sub.trainer.lower(),
+        "bundle_digest": str(Digest.parse(sub.bundle_digest)),
         "base_round": sub.base_round,
-        "validator": v.me.lower(), "failed_check": failed_check, "detail": detail,
-        "evidence": {k: _json_number(x) for k, x in evidence.items()}, "checks": list(checks),
+        "validator": v.me.lower(),
+        "failed_check": failed_check,
+        "detail": detail,
+        "evidence": {k: _json_number(x) for k, x in evidence.items()},
+        "checks": list(checks),
     }
 
 
@@ -457,8 +502,12 @@ def publish_pending(v: Validator) -> None:
         try:
             quick.put_manifest(path.read_bytes())
         except (StoreError, OSError) as e:
-            log.warning("evidence %s not published yet (%s); retrying next tick", digest, e,
-                        extra=fields(event="evidence_unpublished", evidence=digest))
+            log.warning(
+                "evidence %s not published yet (%s); retrying next tick",
+                digest,
+                e,
+                extra=fields(event="evidence_unpublished", evidence=digest),
+            )
             return
         v.unpublished.discard(digest)
 
@@ -471,7 +520,7 @@ class Fetched:
     sub: Submitted
     bundle: Bundle | None
     error: SubmissionError | ClaimMismatch | None
-    down: StoreError | None             # OWN_STORE_DOWN raised during the fetch
+    down: StoreError | None  # OWN_STORE_DOWN raised during the fetch
     seconds: float
 
 
@@ -497,7 +546,7 @@ def base_shapes(v: Validator, base_rounds: set[int]) -> dict[int, dict[str, tupl
     shapes: dict[int, dict[str, tuple[int, ...]]] = {}
     for base_round in sorted(base_rounds):
         with timing.span("ipfs"):
-            policy = model_for_round(v.task, v.store, base_round)   # final: the chain checked at submit
+            policy = model_for_round(v.task, v.store, base_round)  # final: the chain checked at submit
         shapes[base_round] = {n: tuple(t.shape) for n, t in policy_state(policy).items()}
     return shapes
 
@@ -512,8 +561,12 @@ def start_fetches(v: Validator, subs: Sequence[Submitted]) -> None:
     for s in new:
         future: Future = Future()
         v.fetching[(s.round, s.index)] = future
-        threading.Thread(target=_run_fetch, args=(v, s, shapes[s.base_round], future), daemon=True,
-                         name=f"fetch-r{s.round}-i{s.index}").start()
+        threading.Thread(
+            target=_run_fetch,
+            args=(v, s, shapes[s.base_round], future),
+            daemon=True,
+            name=f"fetch-r{s.round}-i{s.index}",
+        ).start()
 
 
 def _run_fetch(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]], future: Future) -> None:
@@ -524,7 +577,7 @@ def _run_fetch(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]],
             return
         try:
             future.set_result(fetch_one(v, sub, shapes))
-        except BaseException as e:   # handed to the tick that collects it (verify_round re-raises)
+        except BaseException as e:  # handed to the tick that collects it (verify_round re-raises)
             future.set_exception(e)
 
 
@@ -537,7 +590,7 @@ def stop_fetches(v: Validator) -> None:
 
 def own_store_answers(v: Validator) -> bool:
     """Whether this validator's IPFS node answers for other content right now (a block it puts and reads)."""
-    try:     # one quick try (no retries): a daemon that is down must not hold the tick up
+    try:  # one quick try (no retries): a daemon that is down must not hold the tick up
         _quick_store(v).probe()
     except StoreError as e:
         log.warning("own IPFS node does not answer (%s)", e, extra=fields(event="ipfs_probe_failed"))
@@ -553,13 +606,18 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     digest = Digest.parse(sub.bundle_digest, "bundleDigest")
     started = time.perf_counter()
     doc: dict | None = None
-    if isinstance(got.error, SubmissionError):      # unavailable, oversize, malformed: the trainer's fault
+    if isinstance(got.error, SubmissionError):  # unavailable, oversize, malformed: the trainer's fault
         e = got.error
         doc = evidence_document(v, sub, "fetch", str(e), {"field": e.field, "cid": e.cid, "reason": e.reason})
-    elif isinstance(got.error, ClaimMismatch):      # copied digest, wrong base round, claims that differ
+    elif isinstance(got.error, ClaimMismatch):  # copied digest, wrong base round, claims that differ
         e = got.error
-        doc = evidence_document(v, sub, f"claim.{e.field}", str(e),
-                                {"field": e.field, "on_chain": str(e.on_chain), "in_manifest": str(e.in_manifest)})
+        doc = evidence_document(
+            v,
+            sub,
+            f"claim.{e.field}",
+            str(e),
+            {"field": e.field, "on_chain": str(e.on_chain), "in_manifest": str(e.in_manifest)},
+        )
     else:
         base_policy = model_for_round(v.task, v.store, sub.base_round)
         with timing.span("verification"):
@@ -567,21 +625,41 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
         if verdict.accepted:
             v.deltas[key] = got.bundle.delta
         else:
-            doc = evidence_document(v, sub, verdict.failed_check, f"check {verdict.failed_check} failed",
-                                    verdict.result(verdict.failed_check).evidence, _check_list(verdict))
+            doc = evidence_document(
+                v,
+                sub,
+                verdict.failed_check,
+                f"check {verdict.failed_check} failed",
+                verdict.result(verdict.failed_check).evidence,
+                _check_list(verdict),
+            )
     seconds = round(got.seconds + time.perf_counter() - started, 3)
     where = dict(round=sub.round, index=sub.index, trainer=sub.trainer, bundle=digest, seconds=seconds)
     if doc is None:
         result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, True, "", None)
-        log.info("accepted round %d #%d from %s (%.2fs)", sub.round, sub.index, sub.trainer, seconds,
-                 extra=fields(event="accepted", **where))
+        log.info(
+            "accepted round %d #%d from %s (%.2fs)",
+            sub.round,
+            sub.index,
+            sub.trainer,
+            seconds,
+            extra=fields(event="accepted", **where),
+        )
     else:
         ev = store_evidence(v, doc)
         result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, False, doc["failed_check"], ev)
-        log.warning("rejected round %d #%d from %s: %s failed; evidence %s (cid %s)", sub.round, sub.index,
-                    sub.trainer, doc["failed_check"], ev, cid_for_digest(ev),
-                    extra=fields(event="rejected", check=doc["failed_check"], evidence=ev,
-                                 evidence_cid=cid_for_digest(ev), **where))
+        log.warning(
+            "rejected round %d #%d from %s: %s failed; evidence %s (cid %s)",
+            sub.round,
+            sub.index,
+            sub.trainer,
+            doc["failed_check"],
+            ev,
+            cid_for_digest(ev),
+            extra=fields(
+                event="rejected", check=doc["failed_check"], evidence=ev, evidence_cid=cid_for_digest(ev), **where
+            ),
+        )
     write_atomic(verdict_path(v.task_dir, sub.round, sub.index), canonical_bytes(result.to_json()))
     v.verdicts[key] = result
     return result
@@ -601,9 +679,12 @@ def settle_fetches(v: Validator, fetched: Sequence[Fetched]) -> list[SubmissionV
             if not answers or v.strikes[key] < OWN_FAILURE_STRIKES:
                 down = down or got.down
                 continue
-            err = SubmissionError("content", cid_for_digest(got.sub.bundle_digest),
-                                  f"our IPFS node failed {v.strikes[key]} times on this submission's content while "
-                                  f"answering for other content ({got.down})")
+            err = SubmissionError(
+                "content",
+                cid_for_digest(got.sub.bundle_digest),
+                f"our IPFS node failed {v.strikes[key]} times on this submission's content while "
+                f"answering for other content ({got.down})",
+            )
             got = Fetched(got.sub, None, err, None, got.seconds)
         verdicts.append(judge(v, got))
     if down is not None:
@@ -623,8 +704,9 @@ def verify_submission(v: Validator, sub: Submitted) -> SubmissionVerdict:
     return verdict
 
 
-def verify_round(v: Validator, round_: int, expected: int | None = None,
-                 wait: bool = False) -> list[SubmissionVerdict] | None:
+def verify_round(
+    v: Validator, round_: int, expected: int | None = None, wait: bool = False
+) -> list[SubmissionVerdict] | None:
     """Verdicts on every submission of ``round_`` seen so far; None while some are still being fetched
     or fewer than ``expected`` are seen. New submissions start fetching at once (`start_fetches`); the
     fetches that are done are judged. ``wait`` (the commit phase) waits for every fetch: each ends by
@@ -632,12 +714,12 @@ def verify_round(v: Validator, round_: int, expected: int | None = None,
     seen = v.submissions.get(round_, {})
     start_fetches(v, [seen[i] for i in sorted(seen)])
     if expected is not None and sorted(seen) != list(range(expected)):
-        wait = False                             # an event still to come: pick it up next tick, then wait
+        wait = False  # an event still to come: pick it up next tick, then wait
     futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
     ready = as_completed(futures) if wait else [f for f in futures if f.done()]
     down: StoreError | None = None
-    for future in ready:                         # judged as each fetch ends: a slow one holds back no other
-        del v.fetching[futures[future]]          # before result(): a fetch that raised is started afresh
+    for future in ready:  # judged as each fetch ends: a slow one holds back no other
+        del v.fetching[futures[future]]  # before result(): a fetch that raised is started afresh
         try:
             settle_fetches(v, [future.result()])
         except OWN_STORE_DOWN as e:
@@ -653,6 +735,7 @@ def verify_round(v: Validator, round_: int, expected: int | None = None,
 
 # ----------------------------------------------------------------------------- 7: aggregate
 
+
 def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.Tensor]:
     """An accepted submission's delta: in memory since verification, or fetched again (local cache)."""
     key = (verdict.round, verdict.index)
@@ -661,30 +744,43 @@ def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.
     return v.deltas[key]
 
 
-def compute_next_model(v: Validator, round_: int, base_digest: Digest,
-                       verdicts: Sequence[SubmissionVerdict]) -> Digest:
+def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts: Sequence[SubmissionVerdict]) -> Digest:
     """Model round+1 from model round (``base_digest``) and the accepted deltas, uploaded; returns its digest."""
     accepted = [x for x in verdicts if x.accepted]
     if not accepted:
         return base_digest
     with timing.span("ipfs"):
         base, _ = v.task.models.get(v.store, base_digest)
-        deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}   # summed in digest order
+        deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}  # summed in digest order
     started = time.perf_counter()
     with timing.span("aggregation"):
         state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
     with timing.span("ipfs"):
         digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
     seconds = round(time.perf_counter() - started, 3)
-    log.info("model %d = %s from %d accepted of %d (%.2fs)", round_ + 1, digest, len(accepted), len(verdicts),
-             seconds, extra=fields(event="next_model", round=round_, model=digest, accepted=len(accepted),
-                                   submissions=len(verdicts), seconds=seconds))
+    log.info(
+        "model %d = %s from %d accepted of %d (%.2fs)",
+        round_ + 1,
+        digest,
+        len(accepted),
+        len(verdicts),
+        seconds,
+        extra=fields(
+            event="next_model",
+            round=round_,
+            model=digest,
+            accepted=len(accepted),
+            submissions=len(verdicts),
+            seconds=seconds,
+        ),
+    )
     for x in accepted:
         v.deltas.pop((x.round, x.index), None)
     return digest
 
 
 # ----------------------------------------------------------------------------- commit, reveal, finalize
+
 
 def plan_commit(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict], next_digest: Digest) -> RevealPlan:
     """The commitment and what it hides, on disk before anything is sent; never re-planned."""
@@ -695,8 +791,9 @@ def plan_commit(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict]
     words = tuple(chain.reject_words(rejected, len(verdicts)))
     salt = os.urandom(32)
     commitment = chain.commit_hash(v.task_id, round_, words, next_digest.bytes, salt, v.me)
-    plan = RevealPlan(v.task_id, round_, v.me, words, next_digest, salt.hex(), Digest.parse(commitment, "commitment"),
-                      rejected)
+    plan = RevealPlan(
+        v.task_id, round_, v.me, words, next_digest, salt.hex(), Digest.parse(commitment, "commitment"), rejected
+    )
     write_atomic(plan_path(v.task_dir, round_), json.dumps(plan.to_json(), indent=1).encode())
     return plan
 
@@ -707,21 +804,35 @@ def commit(v: Validator, plan: RevealPlan) -> None:
     except ContractError as e:
         if e.name != "AlreadyCommitted":
             raise
-    log.info("committed round %d: reject %s, model %s", plan.round, list(plan.rejected), plan.next_model_digest,
-             extra=fields(event="committed", round=plan.round, rejected=list(plan.rejected),
-                          model=plan.next_model_digest))
+    log.info(
+        "committed round %d: reject %s, model %s",
+        plan.round,
+        list(plan.rejected),
+        plan.next_model_digest,
+        extra=fields(event="committed", round=plan.round, rejected=list(plan.rejected), model=plan.next_model_digest),
+    )
 
 
 def reveal(v: Validator, plan: RevealPlan) -> None:
     try:
-        v.concord.reveal(v.signer, plan.task_id, plan.round, plan.reject_words, plan.next_model_digest.bytes,
-                         bytes.fromhex(plan.salt))
+        v.concord.reveal(
+            v.signer,
+            plan.task_id,
+            plan.round,
+            plan.reject_words,
+            plan.next_model_digest.bytes,
+            bytes.fromhex(plan.salt),
+        )
     except ContractError as e:
         if e.name != "AlreadyRevealed":
             raise
-    log.info("revealed round %d: reject %s, model %s", plan.round, list(plan.rejected), plan.next_model_digest,
-             extra=fields(event="revealed", round=plan.round, rejected=list(plan.rejected),
-                          model=plan.next_model_digest))
+    log.info(
+        "revealed round %d: reject %s, model %s",
+        plan.round,
+        list(plan.rejected),
+        plan.next_model_digest,
+        extra=fields(event="revealed", round=plan.round, rejected=list(plan.rejected), model=plan.next_model_digest),
+    )
 
 
 def committed_on_chain(v: Validator, round_: int) -> bytes | None:
@@ -738,7 +849,7 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     if verdicts is None:
         return False
     base_digest = model_digest(v, round_)
-    if base_digest is None:          # asyncLevel > 0: model r is not final yet (finalize_due gets there)
+    if base_digest is None:  # asyncLevel > 0: model r is not final yet (finalize_due gets there)
         return False
     plan = load_plan(v.task_dir, round_)
     if plan is None:
@@ -746,7 +857,7 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
         computed = compute_next_model(v, round_, base_digest, model_from)
         next_digest = Digest.parse(v.hooks.next_model(v, round_, computed), "next_model hook's digest")
         plan = plan_commit(v, round_, voted, next_digest)
-    ensure_enrolled(v)               # a slash since start-up leaves the stake below the minimum: top it up
+    ensure_enrolled(v)  # a slash since start-up leaves the stake below the minimum: top it up
     commit(v, plan)
     return True
 
@@ -767,7 +878,7 @@ def finalize_due(v: Validator) -> list[int]:
     """Settle every round whose reveal phase is over, oldest first (rounds finalize in order)."""
     done: list[int] = []
     c = v.concord
-    for _ in range(64):                    # a bound on rounds per call, not a retry
+    for _ in range(64):  # a bound on rounds per call, not a retry
         round_ = c.task_state(v.task_id).finalized_rounds
         if round_ > c.current_round(v.task_id) or c.phase_of(v.task_id, round_) != Phase.FINALIZE:
             break
@@ -779,15 +890,22 @@ def finalize_due(v: Validator) -> list[int]:
             log.info("round %d was finalized by someone else (%s)", round_, e.name)
             continue
         info = c.round_info(v.task_id, round_)
-        log.info("finalized round %d (%s): model %d = %s", round_, info.phase.name, round_ + 1,
-                 Digest.parse(info.next_model_digest), extra=fields(event="finalized", round=round_,
-                                                                    phase=info.phase.name,
-                                                                    model=Digest.parse(info.next_model_digest)))
+        log.info(
+            "finalized round %d (%s): model %d = %s",
+            round_,
+            info.phase.name,
+            round_ + 1,
+            Digest.parse(info.next_model_digest),
+            extra=fields(
+                event="finalized", round=round_, phase=info.phase.name, model=Digest.parse(info.next_model_digest)
+            ),
+        )
         done.append(round_)
     return done
 
 
 # ----------------------------------------------------------------------------- the loop
+
 
 def step(v: Validator, display: Display | None = None) -> None:
     """One pass over the task's live rounds, doing whatever protocol step is due for each."""
@@ -797,8 +915,13 @@ def step(v: Validator, display: Display | None = None) -> None:
         info = c.round_info(v.task_id, round_)
         if display is not None:
             verdicts = [x for (r, _), x in v.verdicts.items() if r == round_]
-            display.update(round=round_, phase=info.phase.name, submissions=info.submissions,
-                           accepted=sum(x.accepted for x in verdicts), rejected=sum(not x.accepted for x in verdicts))
+            display.update(
+                round=round_,
+                phase=info.phase.name,
+                submissions=info.submissions,
+                accepted=sum(x.accepted for x in verdicts),
+                rejected=sum(not x.accepted for x in verdicts),
+            )
         if info.phase == Phase.SUBMIT:
             v.hooks.verify(v, round_)
         elif info.phase == Phase.COMMIT:
@@ -809,7 +932,7 @@ def step(v: Validator, display: Display | None = None) -> None:
             if status.committed and not status.revealed:
                 v.hooks.reveal(v, round_)
     finalize_due(v)
-    publish_pending(v)               # last: evidence waits for nothing above, and nothing above waits for it
+    publish_pending(v)  # last: evidence waits for nothing above, and nothing above waits for it
 
 
 def finished(v: Validator) -> bool:
@@ -828,8 +951,7 @@ def withdraw_earnings(client: ChainClient, signer: Signer) -> int:
     return amount
 
 
-def follow_task(v: Validator, follower: EventFollower, stop_event: threading.Event,
-                display: Display) -> None:
+def follow_task(v: Validator, follower: EventFollower, stop_event: threading.Event, display: Display) -> None:
     """One `step` per tick until stopped or ``finished``; transient failures (our IPFS or RPC) retried."""
     failures = 0
     ticks = follower.follow(stop_event)
@@ -837,7 +959,7 @@ def follow_task(v: Validator, follower: EventFollower, stop_event: threading.Eve
         try:
             step(v, display)
             failures = 0
-        except TRANSIENT as e:           # our IPFS or RPC is down: not a verdict on anyone; try next tick
+        except TRANSIENT as e:  # our IPFS or RPC is down: not a verdict on anyone; try next tick
             failures += 1
             if failures >= MAX_TRANSIENT_FAILURES:
                 raise
@@ -857,8 +979,13 @@ def run_validator(cfg: ValidatorConfig, stop_event: threading.Event, hooks: Vali
     ensure_enrolled(v)
     backfill_submissions(v)
     follower = EventFollower(v.node, v.task_id, cfg.node.poll_interval, cfg.node.heartbeat)
-    log.info("validating task %d as %s (state %s)", v.task_id, v.me, v.task_dir,
-             extra=fields(event="start", task=v.task_id, validator=v.me))
+    log.info(
+        "validating task %d as %s (state %s)",
+        v.task_id,
+        v.me,
+        v.task_dir,
+        extra=fields(event="start", task=v.task_id, validator=v.me),
+    )
     try:
         with Display(f"validator {v.me[:10]} task {v.task_id}", cfg.node.json_logs) as display:
             follow_task(v, follower, stop_event, display)
@@ -871,13 +998,18 @@ def run_validator(cfg: ValidatorConfig, stop_event: threading.Event, hooks: Vali
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The flags of `concord validator run` (the lab's entry points add theirs to the same parser)."""
     add_node_args(p)
     p.add_argument("--rounds", type=int, default=None, help="exit once the task has settled N rounds")
     p.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
-    p.add_argument("--stake", type=int, default=None, help="stake to register with, in base units "
-                                                           "(default: the task's minValidatorStake)")
+    p.add_argument(
+        "--stake",
+        type=int,
+        default=None,
+        help="stake to register with, in base units (default: the task's minValidatorStake)",
+    )
 
 
 def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int:
@@ -893,8 +1025,16 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
         pin_determinism(1)
         cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake)
         run_validator(cfg, shutdown_event(), hooks)
-    except (NodeConfigError, UnknownTask, keys.KeyLoadError, ValidatorError, chain.ChainError, StoreError,
-            TaskSpecError, ModelError) as e:
+    except (
+        NodeConfigError,
+        UnknownTask,
+        keys.KeyLoadError,
+        ValidatorError,
+        chain.ChainError,
+        StoreError,
+        TaskSpecError,
+        ModelError,
+    ) as e:
         log.error("%s", e)
         return 1
     return 0

@@ -1,10 +1,10 @@
 """Concord's chain SDK: typed calls and events for the protocol contract, one signer per process.
 
-    from client import chain
-    dep = chain.Deployment.load(".devnet/deployment.json")
-    c = chain.connect(rpc_url, dep)
-    me = c.signer(keys.load_key())
-    c.concord.submit(me, task_id, round_, base_round, digest, proof_root, work_units)
+from client import chain
+dep = chain.Deployment.load(".devnet/deployment.json")
+c = chain.connect(rpc_url, dep)
+me = c.signer(keys.load_key())
+c.concord.submit(me, task_id, round_, base_round, digest, proof_root, work_units)
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Deployment:
     chain_id: int
     concord: str
     token: str
-    block_number: int      # block of the Concord deployment: where event indexing starts
+    block_number: int  # block of the Concord deployment: where event indexing starts
     deployer: str
 
     def to_json(self) -> dict:
@@ -110,8 +110,13 @@ class Deployment:
 
     @staticmethod
     def from_json(obj: dict) -> Deployment:
-        return Deployment(int(obj["chain_id"]), to_checksum_address(obj["concord"]), to_checksum_address(obj["token"]),
-                          int(obj["block_number"]), to_checksum_address(obj["deployer"]))
+        return Deployment(
+            int(obj["chain_id"]),
+            to_checksum_address(obj["concord"]),
+            to_checksum_address(obj["token"]),
+            int(obj["block_number"]),
+            to_checksum_address(obj["deployer"]),
+        )
 
     @staticmethod
     def load(path: Path | str) -> Deployment:
@@ -126,8 +131,9 @@ class Deployment:
 
 def error_decoder(artifacts: dict[str, Artifact]) -> ErrorDecoder:
     """Every custom error of every compiled contract (ours and OpenZeppelin's)."""
-    return ErrorDecoder((a.abi for a in artifacts.values()),
-                        enums={"enum IConcordTypes.Phase": Phase, "enum IConcordTypes.Role": Role})
+    return ErrorDecoder(
+        (a.abi for a in artifacts.values()), enums={"enum IConcordTypes.Phase": Phase, "enum IConcordTypes.Role": Role}
+    )
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,13 @@ class ChainClient:
         return Signer(self.rpc, account, self.decoder)
 
 
-def connect(rpc_url: str, deployment: Deployment, artifacts: dict[str, Artifact] | None = None,
-            check_chain: bool = True, timeout: float = 30.0) -> ChainClient:
+def connect(
+    rpc_url: str,
+    deployment: Deployment,
+    artifacts: dict[str, Artifact] | None = None,
+    check_chain: bool = True,
+    timeout: float = 30.0,
+) -> ChainClient:
     """Bind the deployed contracts on ``rpc_url`` (ABIs from the packaged artifacts.json)."""
     artifacts = packaged.load() if artifacts is None else artifacts
     rpc = Rpc(rpc_url, timeout=timeout)
@@ -168,14 +179,73 @@ def deploy_contract(signer: Signer, art: Artifact, *args: object) -> tuple[str, 
 
 
 __all__ = [
-    "AbiMismatch", "BroadcastUnknown", "BountyPaid", "BudgetReclaimed", "ChainClient", "ChainError", "CommitStatus",
-    "Committed", "Concord", "ConcordEvent", "Contract", "ContractError", "Deployment", "EVENT_TYPES", "ErrorDecoder",
-    "EventMeta", "FinalizeCursor", "FinalizeProgressed", "Joined", "LatestModel", "Left", "MemberInfo",
-    "ModelDigest", "NodeInfo", "NodeRegistered", "NonceConflict", "PendingTx", "Phase", "PhaseClosedEarly",
-    "Receipt", "ReceiptTimeout", "RetryPolicy", "Revealed", "Role", "RoundFinalized", "RoundInfo", "RoundOpened",
-    "Rpc", "RpcError", "RpcUnavailable", "Signer", "StakeAdded", "SubmissionRecord", "SubmissionRejected",
-    "SubmissionRewarded", "SubmissionUndecided", "Submitted", "TaskClosing", "TaskCreated", "TaskEscrow",
-    "TaskParams", "TaskState", "TaskToppedUp", "Token", "Totals", "TxReverted", "UnbondCompleted", "UnbondRequested",
-    "ValidatorPaid", "ValidatorRemoved", "ValidatorSlashed", "WrongChain",
-    "Withdrawn", "commit_hash", "connect", "deploy_contract", "error_decoder", "reject_words", "rejected_indexes",
+    "AbiMismatch",
+    "BroadcastUnknown",
+    "BountyPaid",
+    "BudgetReclaimed",
+    "ChainClient",
+    "ChainError",
+    "CommitStatus",
+    "Committed",
+    "Concord",
+    "ConcordEvent",
+    "Contract",
+    "ContractError",
+    "Deployment",
+    "EVENT_TYPES",
+    "ErrorDecoder",
+    "EventMeta",
+    "FinalizeCursor",
+    "FinalizeProgressed",
+    "Joined",
+    "LatestModel",
+    "Left",
+    "MemberInfo",
+    "ModelDigest",
+    "NodeInfo",
+    "NodeRegistered",
+    "NonceConflict",
+    "PendingTx",
+    "Phase",
+    "PhaseClosedEarly",
+    "Receipt",
+    "ReceiptTimeout",
+    "RetryPolicy",
+    "Revealed",
+    "Role",
+    "RoundFinalized",
+    "RoundInfo",
+    "RoundOpened",
+    "Rpc",
+    "RpcError",
+    "RpcUnavailable",
+    "Signer",
+    "StakeAdded",
+    "SubmissionRecord",
+    "SubmissionRejected",
+    "SubmissionRewarded",
+    "SubmissionUndecided",
+    "Submitted",
+    "TaskClosing",
+    "TaskCreated",
+    "TaskEscrow",
+    "TaskParams",
+    "TaskState",
+    "TaskToppedUp",
+    "Token",
+    "Totals",
+    "TxReverted",
+    "UnbondCompleted",
+    "UnbondRequested",
+    "ValidatorPaid",
+    "ValidatorRemoved",
+    "ValidatorSlashed",
+    "WrongChain",
+    "Withdrawn",
+    "commit_hash",
+    "connect",
+    "deploy_contract",
+    "error_decoder",
+    "reject_words",
+    "rejected_indexes",
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 PATH = Path(__file__).with_name("artifacts.json")
 DEPLOYED = ("Concord", "DevToken")
-ERRORS = "errors"     # pseudo-contract whose ABI holds every custom error
+ERRORS = "errors"  # pseudo-contract whose ABI holds every custom error
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,10 @@ class Artifact:
     """One compiled contract: what deploy and the typed SDK need."""
 
     name: str
-    source: str          # source unit name, e.g. "contracts/Concord.sol"
-    abi: tuple           # the ABI as parsed JSON (tuple of dicts)
-    bytecode: bytes      # creation code
-    runtime: bytes       # deployed (runtime) code
+    source: str  # source unit name, e.g. "contracts/Concord.sol"
+    abi: tuple  # the ABI as parsed JSON (tuple of dicts)
+    bytecode: bytes  # creation code
+    runtime: bytes  # deployed (runtime) code
 
 
 class ArtifactsMissing(FileNotFoundError):
@@ -47,9 +47,15 @@ def to_json(artifacts: dict[str, Artifact], compiler: str, sources_sha256: str) 
     return {
         "compiler": compiler,
         "sources_sha256": sources_sha256,
-        "contracts": {name: {"source": artifacts[name].source, "abi": list(artifacts[name].abi),
-                             "bytecode": artifacts[name].bytecode.hex(), "runtime": artifacts[name].runtime.hex()}
-                      for name in DEPLOYED},
+        "contracts": {
+            name: {
+                "source": artifacts[name].source,
+                "abi": list(artifacts[name].abi),
+                "bytecode": artifacts[name].bytecode.hex(),
+                "runtime": artifacts[name].runtime.hex(),
+            }
+            for name in DEPLOYED
+        },
         ERRORS: [errors[k] for k in sorted(errors)],
     }
 
@@ -59,7 +65,9 @@ def load(path: Path = PATH) -> dict[str, Artifact]:
     if not path.exists():
         raise ArtifactsMissing(path)
     obj = json.loads(path.read_text())
-    out = {name: Artifact(name, c["source"], tuple(c["abi"]), bytes.fromhex(c["bytecode"]), bytes.fromhex(c["runtime"]))
-           for name, c in obj["contracts"].items()}
+    out = {
+        name: Artifact(name, c["source"], tuple(c["abi"]), bytes.fromhex(c["bytecode"]), bytes.fromhex(c["runtime"]))
+        for name, c in obj["contracts"].items()
+    }
     out[ERRORS] = Artifact(ERRORS, "", tuple(obj[ERRORS]), b"", b"")
     return out

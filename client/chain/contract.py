@@ -31,7 +31,7 @@ class AbiMismatch(Exception):
 class Function:
     name: str
     selector: bytes
-    inputs: tuple[str, ...]     # canonical ABI types, tuples expanded: what w3.codec takes
+    inputs: tuple[str, ...]  # canonical ABI types, tuples expanded: what w3.codec takes
     outputs: tuple[str, ...]
 
 
@@ -54,9 +54,15 @@ class Contract:
         self.decoder = decoder
         self.abi = list(abi)
         self.address = to_checksum_address(address)
-        self.functions = {e["name"]: Function(e["name"], function_abi_to_4byte_selector(e),
-                                              tuple(get_abi_input_types(e)), tuple(get_abi_output_types(e)))
-                          for e in filter_abi_by_type("function", abi)}
+        self.functions = {
+            e["name"]: Function(
+                e["name"],
+                function_abi_to_4byte_selector(e),
+                tuple(get_abi_input_types(e)),
+                tuple(get_abi_output_types(e)),
+            )
+            for e in filter_abi_by_type("function", abi)
+        }
 
     @cached_property
     def web3(self) -> Web3Contract:
@@ -85,7 +91,7 @@ class Contract:
         tx = {"to": self.address, "data": "0x" + self.encode(name, *args).hex()}
         if sender is not None:
             tx["from"] = sender
-        try:   # the raw eth_call: views are the hot path, and web3's request formatters double their cost
+        try:  # the raw eth_call: views are the hot path, and web3's request formatters double their cost
             raw = self.rpc.call("eth_call", tx, hex(block) if isinstance(block, int) else block)
         except RpcError as err:
             raise self.decoder.revert(err) from None
@@ -99,12 +105,16 @@ class Contract:
 
     def decode_logs(self, logs: Iterable[Mapping]) -> list[EventData]:
         """web3's decoding of this contract's logs (others' logs and unknown topics are skipped)."""
-        mine = [(self._by_topic.get(bytes(log["topics"][0])), log) for log in logs
-                if log["address"] == self.address and log["topics"]]
+        mine = [
+            (self._by_topic.get(bytes(log["topics"][0])), log)
+            for log in logs
+            if log["address"] == self.address and log["topics"]
+        ]
         return [ev.process_log(log) for ev, log in mine if ev is not None]
 
-    def get_logs(self, from_block: int, to_block: int | str = "latest", events: Sequence[str] = (),
-                 max_range: int = 10_000) -> list[LogReceipt]:
+    def get_logs(
+        self, from_block: int, to_block: int | str = "latest", events: Sequence[str] = (), max_range: int = 10_000
+    ) -> list[LogReceipt]:
         """Logs of this contract in [from_block, to_block] (optionally only the named events),
         fetched ``max_range`` blocks per request: public RPCs cap the range of eth_getLogs."""
         for e in events:
@@ -114,6 +124,12 @@ class Contract:
         topics = [[self.events[e].topic for e in events]] if events else []
         logs: list[LogReceipt] = []
         for start in range(from_block, last + 1, max_range):
-            logs += self.rpc.w3.eth.get_logs({"address": self.address, "fromBlock": start,
-                                              "toBlock": min(last, start + max_range - 1), "topics": topics})
+            logs += self.rpc.w3.eth.get_logs(
+                {
+                    "address": self.address,
+                    "fromBlock": start,
+                    "toBlock": min(last, start + max_range - 1),
+                    "topics": topics,
+                }
+            )
         return logs

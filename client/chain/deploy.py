@@ -32,7 +32,9 @@ class UnknownConstructor(Exception):
     """The Concord constructor takes an argument this deployer does not know how to fill."""
 
     def __init__(self, name: str, inputs: list[str]) -> None:
-        super().__init__(f"Concord constructor argument {name!r} is unknown (inputs {inputs}): update client/chain/deploy.py")
+        super().__init__(
+            f"Concord constructor argument {name!r} is unknown (inputs {inputs}): update client/chain/deploy.py"
+        )
         self.name = name
 
 
@@ -53,8 +55,14 @@ def _ctor_args(art: Artifact, values: dict[str, object]) -> list[object]:
     return [values[n] for n in names]
 
 
-def deploy(rpc_url: str, account: LocalAccount, token: str | None = None, unbond_delay: int = DEFAULT_UNBOND_DELAY,
-           out: Path | None = None, artifacts: dict[str, Artifact] | None = None) -> Deployment:
+def deploy(
+    rpc_url: str,
+    account: LocalAccount,
+    token: str | None = None,
+    unbond_delay: int = DEFAULT_UNBOND_DELAY,
+    out: Path | None = None,
+    artifacts: dict[str, Artifact] | None = None,
+) -> Deployment:
     """Deploy Concord (and a DevToken unless ``token`` is given); write ``out`` if given."""
     artifacts = packaged.load() if artifacts is None else artifacts
     rpc = Rpc(rpc_url)
@@ -63,20 +71,36 @@ def deploy(rpc_url: str, account: LocalAccount, token: str | None = None, unbond
         token_art = artifacts[chain.DEV_TOKEN]
         owner = signer.address
         token, _ = chain.deploy_contract(
-            signer, token_art, *_ctor_args(token_art, {"owner": owner, "initialowner": owner, "minter": owner}))
+            signer, token_art, *_ctor_args(token_art, {"owner": owner, "initialowner": owner, "minter": owner})
+        )
         log.info("deployed DevToken at %s", token)
     concord_art = artifacts[chain.CONCORD]
     address, receipt = chain.deploy_contract(
-        signer, concord_art, *_ctor_args(concord_art, {"token": to_checksum_address(token), "unbonddelay": unbond_delay,
-                                                       "owner": signer.address, "initialowner": signer.address}))
+        signer,
+        concord_art,
+        *_ctor_args(
+            concord_art,
+            {
+                "token": to_checksum_address(token),
+                "unbonddelay": unbond_delay,
+                "owner": signer.address,
+                "initialowner": signer.address,
+            },
+        ),
+    )
     deployment = Deployment(signer.chain_id, address, to_checksum_address(token), receipt.block_number, signer.address)
     if out is not None:
         deployment.save(out)
     return deployment
 
 
-def deploy_devnet(rpc_url: str, accounts: int, mint: int, unbond_delay: int = DEVNET_UNBOND_DELAY,
-                  artifacts: dict[str, Artifact] | None = None) -> DevnetResult:
+def deploy_devnet(
+    rpc_url: str,
+    accounts: int,
+    mint: int,
+    unbond_delay: int = DEVNET_UNBOND_DELAY,
+    artifacts: dict[str, Artifact] | None = None,
+) -> DevnetResult:
     """Deploy with anvil account 0, then mint ``mint`` DevTokens to each of the first ``accounts``."""
     artifacts = packaged.load() if artifacts is None else artifacts
     deployer = keys.devnet_account(0)
@@ -93,8 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`concord deploy` / scripts/deploy.py."""
     p = argparse.ArgumentParser(prog="concord deploy", description=__doc__.split("\n\n")[0])
     p.add_argument("--rpc-url", required=True)
-    p.add_argument("--keystore", type=Path, default=None,
-                   help=f"eth-account keystore (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}")
+    p.add_argument(
+        "--keystore",
+        type=Path,
+        default=None,
+        help=f"eth-account keystore (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}",
+    )
     p.add_argument("--out", type=Path, required=True, help="deployment JSON to write")
     p.add_argument("--token", default=None, help="existing ERC-20 to use (default: deploy a DevToken)")
     p.add_argument("--unbond-delay", type=int, default=DEFAULT_UNBOND_DELAY, help="seconds")
@@ -106,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (keys.KeyLoadError, chain.ChainError, packaged.ArtifactsMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"Concord {deployment.concord} token {deployment.token} on chain {deployment.chain_id} "
-          f"(block {deployment.block_number}) -> {args.out}")
+    print(
+        f"Concord {deployment.concord} token {deployment.token} on chain {deployment.chain_id} "
+        f"(block {deployment.block_number}) -> {args.out}"
+    )
     return 0

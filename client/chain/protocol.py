@@ -26,6 +26,7 @@ WORD_BITS = 256
 
 # ----------------------------------------------------------------------------- enums and structs
 
+
 class Role(IntEnum):
     NONE = 0
     TRAINER = 1
@@ -60,7 +61,7 @@ class TaskParams:
     bounty_bps: int
     async_level: int
     min_validators: int
-    max_work_units: int   # the largest workUnits one submission may claim (rollouts x max new tokens)
+    max_work_units: int  # the largest workUnits one submission may claim (rollouts x max new tokens)
 
     def to_abi(self) -> tuple:
         return dataclasses.astuple(self)
@@ -170,6 +171,7 @@ class Totals:
 
 
 # ----------------------------------------------------------------------------- events
+
 
 @dataclass(frozen=True)
 class EventMeta:
@@ -404,17 +406,63 @@ class Withdrawn:
     amount: int
 
 
-EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in [
-    NodeRegistered, StakeAdded, UnbondRequested, UnbondCompleted, TaskCreated, TaskClosing, TaskToppedUp,
-    BudgetReclaimed, Joined, Left, RoundOpened, PhaseClosedEarly, Submitted, Committed, Revealed, FinalizeProgressed,
-    SubmissionRejected, SubmissionUndecided, SubmissionRewarded, BountyPaid, ValidatorPaid, ValidatorSlashed,
-    ValidatorRemoved, RoundFinalized, Withdrawn,
-]}
-ConcordEvent = (NodeRegistered | StakeAdded | UnbondRequested | UnbondCompleted | TaskCreated | TaskClosing
-                | TaskToppedUp | BudgetReclaimed | Joined | Left | RoundOpened | PhaseClosedEarly | Submitted
-                | Committed | Revealed | FinalizeProgressed | SubmissionRejected | SubmissionUndecided
-                | SubmissionRewarded | BountyPaid | ValidatorPaid | ValidatorSlashed | ValidatorRemoved
-                | RoundFinalized | Withdrawn)
+EVENT_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in [
+        NodeRegistered,
+        StakeAdded,
+        UnbondRequested,
+        UnbondCompleted,
+        TaskCreated,
+        TaskClosing,
+        TaskToppedUp,
+        BudgetReclaimed,
+        Joined,
+        Left,
+        RoundOpened,
+        PhaseClosedEarly,
+        Submitted,
+        Committed,
+        Revealed,
+        FinalizeProgressed,
+        SubmissionRejected,
+        SubmissionUndecided,
+        SubmissionRewarded,
+        BountyPaid,
+        ValidatorPaid,
+        ValidatorSlashed,
+        ValidatorRemoved,
+        RoundFinalized,
+        Withdrawn,
+    ]
+}
+ConcordEvent = (
+    NodeRegistered
+    | StakeAdded
+    | UnbondRequested
+    | UnbondCompleted
+    | TaskCreated
+    | TaskClosing
+    | TaskToppedUp
+    | BudgetReclaimed
+    | Joined
+    | Left
+    | RoundOpened
+    | PhaseClosedEarly
+    | Submitted
+    | Committed
+    | Revealed
+    | FinalizeProgressed
+    | SubmissionRejected
+    | SubmissionUndecided
+    | SubmissionRewarded
+    | BountyPaid
+    | ValidatorPaid
+    | ValidatorSlashed
+    | ValidatorRemoved
+    | RoundFinalized
+    | Withdrawn
+)
 
 
 def _snake(name: str) -> str:
@@ -428,7 +476,7 @@ def _typed_value(cls: type, field_name: str, value: object) -> object:
         return Role(value)
     if hint == "Phase":
         return Phase(value)
-    if hint == "TaskParams":                 # web3 decodes a struct to a dict in field order
+    if hint == "TaskParams":  # web3 decodes a struct to a dict in field order
         return TaskParams(*value.values())
     if isinstance(value, list):
         return tuple(value)
@@ -445,12 +493,17 @@ def event_from_web3(data: EventData) -> ConcordEvent:
 
 # ----------------------------------------------------------------------------- encodings
 
-def commit_hash(task_id: int, round_: int, reject_words: Sequence[int], next_model_digest: bytes, salt: bytes,
-                validator: str) -> bytes:
+
+def commit_hash(
+    task_id: int, round_: int, reject_words: Sequence[int], next_model_digest: bytes, salt: bytes, validator: str
+) -> bytes:
     """keccak256(abi.encode(taskId, round, rejectWords, nextModelDigest, salt, validator)), as in IConcord."""
-    return keccak(abi_encode(["uint256", "uint256", "uint256[]", "bytes32", "bytes32", "address"],
-                             [task_id, round_, list(reject_words), next_model_digest, salt,
-                              to_checksum_address(validator)]))
+    return keccak(
+        abi_encode(
+            ["uint256", "uint256", "uint256[]", "bytes32", "bytes32", "address"],
+            [task_id, round_, list(reject_words), next_model_digest, salt, to_checksum_address(validator)],
+        )
+    )
 
 
 class BitmapIndexOutOfRange(ValueError):
@@ -475,6 +528,7 @@ def rejected_indexes(words: Sequence[int], submissions: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- contracts
+
 
 class Concord:
     """The deployed Concord protocol contract."""
@@ -531,15 +585,30 @@ class Concord:
     def advance(self, signer: Signer, task_id: int) -> Receipt:
         return self._tx(signer, "advance", task_id)
 
-    def submit(self, signer: Signer, task_id: int, round_: int, base_round: int, bundle_digest: bytes,
-               proof_root: bytes, work_units: int) -> Receipt:
+    def submit(
+        self,
+        signer: Signer,
+        task_id: int,
+        round_: int,
+        base_round: int,
+        bundle_digest: bytes,
+        proof_root: bytes,
+        work_units: int,
+    ) -> Receipt:
         return self._tx(signer, "submit", task_id, round_, base_round, bundle_digest, proof_root, work_units)
 
     def commit(self, signer: Signer, task_id: int, round_: int, commitment: bytes) -> Receipt:
         return self._tx(signer, "commit", task_id, round_, commitment)
 
-    def reveal(self, signer: Signer, task_id: int, round_: int, reject_words: Sequence[int],
-               next_model_digest: bytes, salt: bytes) -> Receipt:
+    def reveal(
+        self,
+        signer: Signer,
+        task_id: int,
+        round_: int,
+        reject_words: Sequence[int],
+        next_model_digest: bytes,
+        salt: bytes,
+    ) -> Receipt:
         return self._tx(signer, "reveal", task_id, round_, list(reject_words), next_model_digest, salt)
 
     def finalize(self, signer: Signer, task_id: int, round_: int, max_items: int) -> Receipt:
@@ -628,8 +697,15 @@ class Concord:
     def total_liabilities(self) -> int:
         return self._view("totalLiabilities")[0]
 
-    def commit_hash(self, task_id: int, round_: int, reject_words: Sequence[int], next_model_digest: bytes,
-                    salt: bytes, validator: str) -> bytes:
+    def commit_hash(
+        self,
+        task_id: int,
+        round_: int,
+        reject_words: Sequence[int],
+        next_model_digest: bytes,
+        salt: bytes,
+        validator: str,
+    ) -> bytes:
         """The contract's own pure commitHash (the local ``commit_hash`` must agree with it)."""
         return self._view("commitHash", task_id, round_, list(reject_words), next_model_digest, salt, validator)[0]
 
@@ -638,8 +714,9 @@ class Concord:
         """This contract's events among web3-formatted logs, as dataclasses."""
         return [event_from_web3(d) for d in self.contract.decode_logs(logs) if d["event"] in EVENT_TYPES]
 
-    def events(self, from_block: int, to_block: int | str = "latest", names: Sequence[str] = (),
-               max_range: int = 10_000) -> list[ConcordEvent]:
+    def events(
+        self, from_block: int, to_block: int | str = "latest", names: Sequence[str] = (), max_range: int = 10_000
+    ) -> list[ConcordEvent]:
         """Decoded events of this contract in [from_block, to_block], in chain order."""
         return self.decode(self.contract.get_logs(from_block, to_block, names, max_range))
 
@@ -650,8 +727,9 @@ class Concord:
 class Token:
     """The protocol's ERC-20 (the DevToken on a devnet, which adds owner-only ``mint``)."""
 
-    def __init__(self, rpc: Rpc, address: str, abi: Sequence[dict], decoder: ErrorDecoder,
-                 name: str = "DevToken") -> None:
+    def __init__(
+        self, rpc: Rpc, address: str, abi: Sequence[dict], decoder: ErrorDecoder, name: str = "DevToken"
+    ) -> None:
         self.contract = Contract(name, address, abi, rpc, decoder)
         self.address = self.contract.address
 

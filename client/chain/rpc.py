@@ -41,16 +41,21 @@ from client import timing
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-HTTP_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                  ConnectionResetError)
-HTTP_BUSY = (429, 502, 503, 504)               # answers that mean "try again", not "you are wrong"
+HTTP_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionResetError,
+)
+HTTP_BUSY = (429, 502, 503, 504)  # answers that mean "try again", not "you are wrong"
 WS_TRANSIENT = (OSError, WebSocketException)
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
-PANIC_SELECTOR = bytes.fromhex("4e487b71")         # Panic(uint256)
-RECEIPT_POLL_S = (0.01, 0.25)   # first and longest pause between receipt polls (doubling between)
+PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+RECEIPT_POLL_S = (0.01, 0.25)  # first and longest pause between receipt polls (doubling between)
 
 
 # ----------------------------------------------------------------------------- errors
+
 
 class ChainError(Exception):
     """Base for every failure this SDK raises."""
@@ -134,12 +139,14 @@ def root_cause(exc: BaseException) -> str:
         seen.add(id(e))
         if isinstance(e, OSError) and e.strerror:
             return e.strerror
-        todo += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
-                 if isinstance(x, BaseException)]
+        todo += [
+            x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(x, BaseException)
+        ]
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
 
 
 # ----------------------------------------------------------------------------- transport
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -151,7 +158,7 @@ class RetryPolicy:
 
     def delays(self) -> Iterator[float]:
         for i in range(self.attempts - 1):
-            yield min(self.max_delay, self.base_delay * 2 ** i)
+            yield min(self.max_delay, self.base_delay * 2**i)
 
 
 class _Retrying:
@@ -253,6 +260,7 @@ class RaiseRpcErrors(Web3Middleware):
             if "error" in response:
                 raise RpcError.from_response(method, response["error"])
             return response
+
         return middleware
 
 
@@ -274,10 +282,12 @@ class Rpc:
         if not calls:
             return []
         answers = self.w3.provider.make_batch_request([(m, list(p)) for m, p in calls])
-        if isinstance(answers, dict):           # the node refused the whole batch
+        if isinstance(answers, dict):  # the node refused the whole batch
             raise RpcError.from_response(f"batch of {len(calls)}", answers.get("error"))
-        return [RpcError.from_response(m, a["error"]) if "error" in a else a["result"]
-                for (m, _), a in zip(calls, answers, strict=True)]
+        return [
+            RpcError.from_response(m, a["error"]) if "error" in a else a["result"]
+            for (m, _), a in zip(calls, answers, strict=True)
+        ]
 
     def chain_id(self) -> int:
         return self.w3.eth.chain_id
@@ -290,6 +300,7 @@ class Rpc:
 
 
 # ----------------------------------------------------------------------------- revert decoding
+
 
 class ErrorDecoder:
     """Maps 4-byte selectors of every ABI error (ours, OpenZeppelin's) to name and arguments.
@@ -311,8 +322,10 @@ class ErrorDecoder:
         if sel in self._errors:
             entry = self._errors[sel]
             values = abi_decode(get_abi_input_types(entry), body)
-            params = {p["name"] or f"arg{i}": self._typed(p, v)
-                      for i, (p, v) in enumerate(zip(entry["inputs"], values, strict=True))}
+            params = {
+                p["name"] or f"arg{i}": self._typed(p, v)
+                for i, (p, v) in enumerate(zip(entry["inputs"], values, strict=True))
+            }
             return ContractError(entry["name"], params, data)
         if not data:
             return ContractError("EmptyRevert", {}, data)
@@ -326,7 +339,7 @@ class ErrorDecoder:
     def revert(self, err: RpcError) -> ChainError:
         """The named ContractError when ``err`` carries revert data, else ``err`` itself."""
         data = err.data
-        if isinstance(data, dict):             # some nodes nest it: {"data": "0x..."}
+        if isinstance(data, dict):  # some nodes nest it: {"data": "0x..."}
             data = data.get("data") or data.get("result")
         if isinstance(data, str) and data.startswith("0x"):
             return self.decode(bytes.fromhex(data[2:]))
@@ -337,19 +350,26 @@ class ErrorDecoder:
 
 # ----------------------------------------------------------------------------- signer
 
+
 @dataclass(frozen=True)
 class Receipt:
     tx_hash: str
     block_number: int
     gas_used: int
     status: int
-    logs: tuple = field(repr=False)          # web3-formatted logs, for Contract.decode_logs
-    contract_address: str | None = None      # set for a deployment
+    logs: tuple = field(repr=False)  # web3-formatted logs, for Contract.decode_logs
+    contract_address: str | None = None  # set for a deployment
 
     @staticmethod
     def from_web3(r: Mapping) -> Receipt:
-        return Receipt(r["transactionHash"].to_0x_hex(), r["blockNumber"], r["gasUsed"], r["status"],
-                       tuple(r["logs"]), r.get("contractAddress"))
+        return Receipt(
+            r["transactionHash"].to_0x_hex(),
+            r["blockNumber"],
+            r["gasUsed"],
+            r["status"],
+            tuple(r["logs"]),
+            r.get("contractAddress"),
+        )
 
 
 @dataclass(frozen=True)
@@ -370,13 +390,19 @@ class Signer:
     Several threads may share a Signer; several processes must each use their own key.
     """
 
-    def __init__(self, rpc: Rpc, account: LocalAccount, decoder: ErrorDecoder | None = None,
-                 gas_margin: float = 1.25, receipt_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        rpc: Rpc,
+        account: LocalAccount,
+        decoder: ErrorDecoder | None = None,
+        gas_margin: float = 1.25,
+        receipt_timeout: float = 120.0,
+    ) -> None:
         self.rpc = rpc
         self.w3 = rpc.w3
         self.address = to_checksum_address(account.address)
-        key = PrivateKey(account.key)   # derived once: LocalAccount re-derives its public key on every sign
-        self._sign = lambda tx: Account.sign_transaction(tx, key)   # a closure, so no repr shows the key
+        key = PrivateKey(account.key)  # derived once: LocalAccount re-derives its public key on every sign
+        self._sign = lambda tx: Account.sign_transaction(tx, key)  # a closure, so no repr shows the key
         self.decoder = decoder or ErrorDecoder([])
         self.gas_margin = gas_margin
         self.receipt_timeout = receipt_timeout
@@ -407,7 +433,7 @@ class Signer:
 
     def _fees(self) -> tuple[int, int]:
         gas_price = int(self.rpc.call("eth_gasPrice"), 16)
-        tip = min(gas_price, 10 ** 9)
+        tip = min(gas_price, 10**9)
         return 2 * gas_price + tip, tip
 
     def send(self, to: str | None, data: bytes, value: int = 0, gas: int | None = None) -> PendingTx:
@@ -419,8 +445,16 @@ class Signer:
             if self._nonce is None:
                 self._nonce = int(self.rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
             nonce = self._nonce
-            tx = {"chainId": self.chain_id, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee,
-                  "maxPriorityFeePerGas": tip, "value": value, "data": data, "type": 2}
+            tx = {
+                "chainId": self.chain_id,
+                "nonce": nonce,
+                "gas": gas,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+                "value": value,
+                "data": data,
+                "type": 2,
+            }
             signed = self._sign(tx if to is None else tx | {"to": to})
             pending = PendingTx(signed.hash.to_0x_hex(), nonce, self.address, to or "", data, value)
             try:

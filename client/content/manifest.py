@@ -35,22 +35,22 @@ from multiformats import CID
 
 from client.digest import Digest
 
-MAX_MANIFEST_BYTES = 1 << 20          # one IPFS block: Kubo refuses bigger blocks by default
-MAX_SHARDS = 4096                     # shards per list (model weights, delta, optimizer state)
-MAX_FILE_BYTES = 1 << 40              # a single referenced file
-MAX_STATS = 64                        # claimed numbers in a submission
-MAX_CONFIG_ENTRIES = 256              # model config keys, counted over all nesting levels
+MAX_MANIFEST_BYTES = 1 << 20  # one IPFS block: Kubo refuses bigger blocks by default
+MAX_SHARDS = 4096  # shards per list (model weights, delta, optimizer state)
+MAX_FILE_BYTES = 1 << 40  # a single referenced file
+MAX_STATS = 64  # claimed numbers in a submission
+MAX_CONFIG_ENTRIES = 256  # model config keys, counted over all nesting levels
 MAX_CONFIG_DEPTH = 4
 MAX_STRING = 1024
 MAX_INT = 1 << 63
-MAX_DEPTH = 64                        # JSON nesting of any document
+MAX_DEPTH = 64  # JSON nesting of any document
 
 DTYPES = ("float32", "bfloat16", "float16")
-CID_CODECS = ("raw", "dag-pb")        # a one-chunk file is a raw leaf, a bigger one a dag-pb root
+CID_CODECS = ("raw", "dag-pb")  # a one-chunk file is a raw leaf, a bigger one a dag-pb root
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-f]{40}")
-_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")   # safe as a file name: no '/', no leading '.'
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # safe as a file name: no '/', no leading '.'
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -72,11 +72,11 @@ def _short(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- encoding
 
+
 def canonical_bytes(obj: Any) -> bytes:
     """The one encoding of a JSON value (rules in the module docstring)."""
     _check_json_value(obj, "", depth=0)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def _check_json_value(value: Any, field: str, depth: int) -> None:
@@ -152,7 +152,7 @@ def parse_canonical(data: bytes) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError("<document>", f"not UTF-8 at byte {e.start}") from None
-    if _nesting(data) > MAX_DEPTH:   # before json.loads: its C scanner can overflow the C stack first
+    if _nesting(data) > MAX_DEPTH:  # before json.loads: its C scanner can overflow the C stack first
         raise ManifestError("<document>", f"nested deeper than {MAX_DEPTH}")
     try:
         # NaN/Infinity parse here and are refused by canonical_bytes, which names their field.
@@ -168,12 +168,14 @@ def parse_canonical(data: bytes) -> dict:
     if not isinstance(obj, dict):
         raise ManifestError("<document>", "top level must be a JSON object", type(obj).__name__)
     if canonical_bytes(obj) != data:
-        raise ManifestError("<document>", "not in canonical form (sorted keys, no whitespace, "
-                                          "UTF-8 unescaped, shortest floats)")
+        raise ManifestError(
+            "<document>", "not in canonical form (sorted keys, no whitespace, UTF-8 unescaped, shortest floats)"
+        )
     return obj
 
 
 # ----------------------------------------------------------------------------- digests and CIDs
+
 
 def digest_of(data: bytes) -> Digest:
     """sha256 of the bytes: what the chain stores (as bytes32) and what a manifest's CID derives from."""
@@ -215,6 +217,7 @@ def canonical_cid(cid: str, field: str = "cid") -> str:
 
 
 # ----------------------------------------------------------------------------- field checks
+
 
 def _fields(obj: Mapping, where: str, expected: tuple[str, ...]) -> None:
     if not isinstance(obj, Mapping):
@@ -316,14 +319,15 @@ def _stats(value: Any, field: str) -> dict:
 
 # ----------------------------------------------------------------------------- wire formats
 
+
 @dataclass(frozen=True)
 class ShardRef:
     """One file in IPFS: where it is (CID), what it must hash to, and how big it may be."""
 
-    name: str       # a plain file name: safe to join under a download directory
-    cid: str        # CIDv1 base32, raw leaves (raw codec for one chunk, dag-pb root above)
-    sha256: str     # 64 lowercase hex chars of the file's bytes
-    size: int       # bytes
+    name: str  # a plain file name: safe to join under a download directory
+    cid: str  # CIDv1 base32, raw leaves (raw codec for one chunk, dag-pb root above)
+    sha256: str  # 64 lowercase hex chars of the file's bytes
+    size: int  # bytes
 
     FIELDS = ("name", "cid", "sha256", "size")
 
@@ -350,8 +354,9 @@ def _check_shard(name: Any, cid: Any, sha256: Any, size: Any, where: str) -> Non
 
 
 def _shard_list(value: Any, field: str, min_len: int = 1) -> list[ShardRef]:
-    refs = [ShardRef.from_json(item, f"{field}[{i}]")
-            for i, item in enumerate(_list(value, field, MAX_SHARDS, min_len))]
+    refs = [
+        ShardRef.from_json(item, f"{field}[{i}]") for i, item in enumerate(_list(value, field, MAX_SHARDS, min_len))
+    ]
     _unique_names(refs, field)
     return refs
 
@@ -394,11 +399,11 @@ def _kind(obj: dict, expected: str) -> None:
 class ModelManifest:
     """A policy: its architecture, dtype, weight shards, outer-optimizer state and parent."""
 
-    config: dict                                 # architecture hyper-parameters (JSON object)
-    dtype: str                                   # one of DTYPES
-    shards: tuple[ShardRef, ...]                 # safetensors shards, in load order
-    outer_state: tuple[ShardRef, ...] | None     # DiLoCo momentum etc.; None for an initial model
-    parent: Digest | None                        # model r-1 (wire: 64 hex chars, no 0x); None for model 0
+    config: dict  # architecture hyper-parameters (JSON object)
+    dtype: str  # one of DTYPES
+    shards: tuple[ShardRef, ...]  # safetensors shards, in load order
+    outer_state: tuple[ShardRef, ...] | None  # DiLoCo momentum etc.; None for an initial model
+    parent: Digest | None  # model r-1 (wire: 64 hex chars, no 0x); None for model 0
     kind: str = "model"
 
     FIELDS = ("kind", "config", "dtype", "shards", "outer_state", "parent")
@@ -421,10 +426,14 @@ class ModelManifest:
             raise ManifestError("parent", "expected a Digest", self.parent)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "config": self.config, "dtype": self.dtype,
-                "shards": [s.to_json() for s in self.shards],
-                "outer_state": None if self.outer_state is None else [s.to_json() for s in self.outer_state],
-                "parent": None if self.parent is None else self.parent.hex()}
+        return {
+            "kind": self.kind,
+            "config": self.config,
+            "dtype": self.dtype,
+            "shards": [s.to_json() for s in self.shards],
+            "outer_state": None if self.outer_state is None else [s.to_json() for s in self.outer_state],
+            "parent": None if self.parent is None else self.parent.hex(),
+        }
 
     def to_bytes(self) -> bytes:
         return _to_bytes(self.to_json())
@@ -438,7 +447,7 @@ class ModelManifest:
 
     @staticmethod
     def from_json(obj: dict) -> ModelManifest:
-        _kind(obj, "model")   # first: another kind of manifest is named as such, not by its fields
+        _kind(obj, "model")  # first: another kind of manifest is named as such, not by its fields
         _fields(obj, "", ModelManifest.FIELDS)
         outer = obj["outer_state"]
         parent = obj["parent"]
@@ -458,11 +467,11 @@ class SubmissionManifest:
     task_id: int
     round: int
     base_round: int
-    trainer: str                  # 0x-address, lowercase (other cases are lowered on construction)
-    rollouts: ShardRef            # tokens, rewards, seeds
-    proofs: ShardRef              # TOPLOC proofs
-    delta: tuple[ShardRef, ...]   # theta_H - theta_base, safetensors shards
-    stats: dict                   # claimed numbers (mean reward, work units, ...), re-computed by validators
+    trainer: str  # 0x-address, lowercase (other cases are lowered on construction)
+    rollouts: ShardRef  # tokens, rewards, seeds
+    proofs: ShardRef  # TOPLOC proofs
+    delta: tuple[ShardRef, ...]  # theta_H - theta_base, safetensors shards
+    stats: dict  # claimed numbers (mean reward, work units, ...), re-computed by validators
     kind: str = "submission"
 
     FIELDS = ("kind", "task_id", "round", "base_round", "trainer", "rollouts", "proofs", "delta", "stats")
@@ -485,9 +494,17 @@ class SubmissionManifest:
         _stats(self.stats, "stats")
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "task_id": self.task_id, "round": self.round, "base_round": self.base_round,
-                "trainer": self.trainer, "rollouts": self.rollouts.to_json(), "proofs": self.proofs.to_json(),
-                "delta": [s.to_json() for s in self.delta], "stats": self.stats}
+        return {
+            "kind": self.kind,
+            "task_id": self.task_id,
+            "round": self.round,
+            "base_round": self.base_round,
+            "trainer": self.trainer,
+            "rollouts": self.rollouts.to_json(),
+            "proofs": self.proofs.to_json(),
+            "delta": [s.to_json() for s in self.delta],
+            "stats": self.stats,
+        }
 
     def to_bytes(self) -> bytes:
         return _to_bytes(self.to_json())
@@ -501,7 +518,7 @@ class SubmissionManifest:
 
     @staticmethod
     def from_json(obj: dict) -> SubmissionManifest:
-        _kind(obj, "submission")   # first: another kind of manifest is named as such, not by its fields
+        _kind(obj, "submission")  # first: another kind of manifest is named as such, not by its fields
         _fields(obj, "", SubmissionManifest.FIELDS)
         round_ = _int(obj["round"], "round")
         return SubmissionManifest(

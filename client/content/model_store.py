@@ -65,9 +65,9 @@ class ModelError(ValueError):
 
 
 class FetchedModel(NamedTuple):
-    state: dict[str, torch.Tensor]                 # parameter name -> tensor (manifest dtype)
+    state: dict[str, torch.Tensor]  # parameter name -> tensor (manifest dtype)
     config: ModelConfig
-    outer_state: dict[str, torch.Tensor] | None    # float32; None for an initial model
+    outer_state: dict[str, torch.Tensor] | None  # float32; None for an initial model
     manifest: ModelManifest
 
 
@@ -82,9 +82,15 @@ def _renamed(prefix: str, state: dict[str, torch.Tensor], max_shard_bytes: int) 
     return [(prefix + name.removeprefix("model-"), data) for name, data in shard_bytes(state, max_shard_bytes)]
 
 
-def put_model(store: Store, state: dict[str, torch.Tensor], model_cfg: ModelConfig,
-              outer_state: dict[str, torch.Tensor] | None, parent_digest: Digest | bytes | str | None,
-              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, pin: bool = True) -> Digest:
+def put_model(
+    store: Store,
+    state: dict[str, torch.Tensor],
+    model_cfg: ModelConfig,
+    outer_state: dict[str, torch.Tensor] | None,
+    parent_digest: Digest | bytes | str | None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    pin: bool = True,
+) -> Digest:
     """Upload weights (+ outer state) as deterministic shards and the manifest; return its digest."""
     if not state:
         raise ValueError("put_model: empty state dict")
@@ -95,10 +101,16 @@ def put_model(store: Store, state: dict[str, torch.Tensor], model_cfg: ModelConf
         for name, t in outer_state.items():
             if t.dtype != OUTER_DTYPE:
                 raise ValueError(f"outer state tensor {name!r}: expected {OUTER_DTYPE}, got {t.dtype}")
-        outer = tuple(store.put_file(data, name, pin=pin)
-                      for name, data in _renamed("outer-", dict(outer_state), max_shard_bytes))
-    manifest = ModelManifest(config=to_dict(model_cfg), dtype=dtype, shards=shards, outer_state=outer,
-                             parent=None if parent_digest is None else Digest.parse(parent_digest, "parent"))
+        outer = tuple(
+            store.put_file(data, name, pin=pin) for name, data in _renamed("outer-", dict(outer_state), max_shard_bytes)
+        )
+    manifest = ModelManifest(
+        config=to_dict(model_cfg),
+        dtype=dtype,
+        shards=shards,
+        outer_state=outer,
+        parent=None if parent_digest is None else Digest.parse(parent_digest, "parent"),
+    )
     return store.put_manifest(manifest.to_bytes(), pin=pin)
 
 
@@ -122,12 +134,15 @@ def fetch_model(store: Store, digest: Digest | bytes | str, cache_dir: Path | st
         raise ModelError(f"manifest.{e.field}", cid, e.reason) from None
     except (ContentNotFound, ContentMismatch, SizeLimitExceeded) as e:
         raise ModelError("manifest", cid, str(e)) from e
-    _model_config(manifest, cid)   # a bad architecture is refused before any download
+    _model_config(manifest, cid)  # a bad architecture is refused before any download
     refs = _refs(manifest, cid)
     total = sum(ref.size for _, ref in refs)
     if total > max_bytes:
-        raise ModelError("shards", cid, f"{total} bytes in {len(refs)} file(s), over the limit of {max_bytes}: "
-                                        "refused before download")
+        raise ModelError(
+            "shards",
+            cid,
+            f"{total} bytes in {len(refs)} file(s), over the limit of {max_bytes}: refused before download",
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{digest.hex()}."))
     try:
@@ -140,7 +155,7 @@ def fetch_model(store: Store, digest: Digest | bytes | str, cache_dir: Path | st
         fetched = _load_dir(tmp, digest, cid)
         try:
             os.rename(tmp, final)
-        except OSError:   # another process finished the same digest first: theirs is as good
+        except OSError:  # another process finished the same digest first: theirs is as good
             if not final.is_dir():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
@@ -187,7 +202,9 @@ def _load_dir(directory: Path, digest: Digest, cid: str) -> FetchedModel:
     return FetchedModel(state, config, outer, manifest)
 
 
-def _load_shards(directory: Path, refs: tuple[ShardRef, ...], field: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _load_shards(
+    directory: Path, refs: tuple[ShardRef, ...], field: str, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for i, ref in enumerate(refs):
         data = (directory / ref.name).read_bytes()

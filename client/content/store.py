@@ -55,6 +55,7 @@ from ipfshttpclient import multipart
 from ipfshttpclient.http import ClientSync
 from multiformats import CID
 
+from client import timing
 from client.content.manifest import (
     MAX_MANIFEST_BYTES,
     ManifestError,
@@ -65,20 +66,19 @@ from client.content.manifest import (
     parse_canonical,
 )
 from client.digest import Digest
-from client import timing
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CHUNKER = "size-1048576"        # fixed (not the daemon default) so every node derives the same CID; Kubo's max
-HTTP_CHUNK = 1 << 20            # multipart upload chunk: 4 KiB (the client default) costs ~3x in put speed
+CHUNKER = "size-1048576"  # fixed (not the daemon default) so every node derives the same CID; Kubo's max
+HTTP_CHUNK = 1 << 20  # multipart upload chunk: 4 KiB (the client default) costs ~3x in put speed
 READ_BLOCK = 1 << 20
-MIN_RATE = 1_000_000            # bytes/s a download must average; with the timeout, bounds its total time
-REQUEST_GRACE = 2.0             # the client waits this much longer than the daemon-side timeout it asks for
-MAX_NODE_BYTES = MAX_MANIFEST_BYTES   # a dag-pb node of a file (one block; 174 links take ~8 KiB)
-MAX_DAG_DEPTH = 8               # levels of dag-pb nodes above the leaves (1 MiB leaves, 174 links: 3 levels = 5 TiB)
-PROBE_BLOCK = b'{"kind":"concord-probe"}'   # canonical JSON: put and read back by Store.probe
+MIN_RATE = 1_000_000  # bytes/s a download must average; with the timeout, bounds its total time
+REQUEST_GRACE = 2.0  # the client waits this much longer than the daemon-side timeout it asks for
+MAX_NODE_BYTES = MAX_MANIFEST_BYTES  # a dag-pb node of a file (one block; 174 links take ~8 KiB)
+MAX_DAG_DEPTH = 8  # levels of dag-pb nodes above the leaves (1 MiB leaves, 174 links: 3 levels = 5 TiB)
+PROBE_BLOCK = b'{"kind":"concord-probe"}'  # canonical JSON: put and read back by Store.probe
 RAW_CODEC, DAG_PB_CODEC = 0x55, 0x70
 UNIXFS_RAW, UNIXFS_FILE = 0, 2  # UnixFS Data.DataType values a file's nodes may carry
 
@@ -89,8 +89,10 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     def __init__(self, api: str, attempts: int, reason: str) -> None:
-        super().__init__(f"IPFS API {api} unreachable after {attempts} attempt(s) ({reason}): "
-                         "start the daemon (`concord devnet up`) or pass the right API address")
+        super().__init__(
+            f"IPFS API {api} unreachable after {attempts} attempt(s) ({reason}): "
+            "start the daemon (`concord devnet up`) or pass the right API address"
+        )
         self.api = api
         self.attempts = attempts
         self.reason = reason
@@ -200,15 +202,20 @@ def _short_reason(err: BaseException) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{max(1, int(seconds * 1000))}ms"   # Go and js-ipfs both parse "ms" durations
+    return f"{max(1, int(seconds * 1000))}ms"  # Go and js-ipfs both parse "ms" durations
 
 
 def _is_daemon_timeout(err: ipfs_errors.ErrorResponse | str) -> bool:
     """The daemon's way of saying it does not have the content: its timeout ran out (js-ipfs, Kubo
     online) or an offline Kubo's "block was not found locally"."""
     text = str(err).lower()
-    return ("timed out" in text or "deadline exceeded" in text or "timeout" in text
-            or "not found locally" in text or "could not find" in text)
+    return (
+        "timed out" in text
+        or "deadline exceeded" in text
+        or "timeout" in text
+        or "not found locally" in text
+        or "could not find" in text
+    )
 
 
 class _HashingReader(io.RawIOBase):
@@ -230,15 +237,16 @@ class _HashingReader(io.RawIOBase):
 
     def readinto(self, buf: Any) -> int:
         data = self.read(len(buf))
-        buf[:len(data)] = data
+        buf[: len(data)] = data
         return len(data)
 
 
 class Store:
     """A Kubo-RPC connection plus a local cache; the state worth a class (DESIGN STYLE)."""
 
-    def __init__(self, api: str, cache_dir: Path | str | None, timeout: float = 30.0, retries: int = 5,
-                 backoff: float = 0.25) -> None:
+    def __init__(
+        self, api: str, cache_dir: Path | str | None, timeout: float = 30.0, retries: int = 5, backoff: float = 0.25
+    ) -> None:
         self.api = api_multiaddr(api)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         if self.cache_dir is not None:
@@ -248,21 +256,22 @@ class Store:
         self.backoff = backoff
         self._http = ClientSync(self.api, "api/v0")
         self._url = api_url(self.api)
-        self._local = threading.local()     # one keep-alive HTTP session per thread for block reads
+        self._local = threading.local()  # one keep-alive HTTP session per thread for block reads
 
     # ------------------------------------------------------------------------- manifests
 
     def put_manifest(self, data: bytes, pin: bool = True) -> Digest:
         """Store canonical manifest bytes as one raw block; return their sha256, the on-chain digest."""
-        parse_canonical(data)                  # only canonical JSON objects are manifests
+        parse_canonical(data)  # only canonical JSON objects are manifests
         digest = digest_of(data)
         expected = cid_for_digest(digest)
         opts = {"format": "raw", "mhtype": "sha2-256", "cid-base": "base32", "pin": str(pin).lower()}
 
         def put() -> Any:
             body, headers = multipart.stream_bytes(data, chunk_size=HTTP_CHUNK)
-            return self._http.request("/block/put", opts=opts, decoder="json", data=body, headers=headers,
-                                      timeout=self.timeout)
+            return self._http.request(
+                "/block/put", opts=opts, decoder="json", data=body, headers=headers, timeout=self.timeout
+            )
 
         resp = self._call("block/put", put)
         got = self._response_cid(resp, "Key", "block/put")
@@ -271,8 +280,9 @@ class Store:
         self._cache_put(digest.hex(), data)
         return digest
 
-    def get_manifest(self, digest: Digest | bytes | str, max_bytes: int = MAX_MANIFEST_BYTES,
-                     deadline: float | None = None) -> bytes:
+    def get_manifest(
+        self, digest: Digest | bytes | str, max_bytes: int = MAX_MANIFEST_BYTES, deadline: float | None = None
+    ) -> bytes:
         """The bytes whose sha256 is ``digest`` (anything Digest.parse takes), fetched by the CID derived
         from it (before ``deadline``)."""
         digest = Digest.parse(digest)
@@ -282,11 +292,11 @@ class Store:
             return cached
         expected = f"sha256 {digest}, at most {max_bytes} bytes"
         if deadline is None:
-            deadline = time.monotonic() + 2 * self.timeout     # one stat, one get
+            deadline = time.monotonic() + 2 * self.timeout  # one stat, one get
         size = self._stat_block(cid, expected, deadline)
         if size > max_bytes:
             raise SizeLimitExceeded(cid, size, max_bytes)
-        data = self._get_block(cid, size, expected, deadline)   # sha256 = the CID's = digest
+        data = self._get_block(cid, size, expected, deadline)  # sha256 = the CID's = digest
         self._cache_put(digest.hex(), data)
         return data
 
@@ -303,8 +313,15 @@ class Store:
             path = Path(src)
             name = path.name if name is None else name
             open_src = lambda: open(path, "rb")
-        opts = {"cid-version": "1", "raw-leaves": "true", "chunker": CHUNKER, "hash": "sha2-256",
-                "pin": str(pin).lower(), "cid-base": "base32", "wrap-with-directory": "false"}
+        opts = {
+            "cid-version": "1",
+            "raw-leaves": "true",
+            "chunker": CHUNKER,
+            "hash": "sha2-256",
+            "pin": str(pin).lower(),
+            "cid-base": "base32",
+            "wrap-with-directory": "false",
+        }
         sent: dict[str, _HashingReader] = {}
 
         def add() -> Any:
@@ -312,8 +329,9 @@ class Store:
                 reader = _HashingReader(raw)
                 sent["reader"] = reader
                 body, headers = multipart.stream_files(reader, chunk_size=HTTP_CHUNK)
-                return self._http.request("/add", opts=opts, decoder="json", data=body, headers=headers,
-                                          timeout=self.timeout)
+                return self._http.request(
+                    "/add", opts=opts, decoder="json", data=body, headers=headers, timeout=self.timeout
+                )
 
         resp = self._call("add", add)
         cid = self._response_cid(resp, "Hash", "add")
@@ -363,8 +381,7 @@ class Store:
         content, raises StoreError (ContentNotFound, DaemonError, StoreUnavailable) when it does not."""
         data = PROBE_BLOCK
         digest = self.put_manifest(data, pin=False)
-        got = self._get_block(cid_for_digest(digest), len(data), "the probe block",
-                              time.monotonic() + self.timeout)
+        got = self._get_block(cid_for_digest(digest), len(data), "the probe block", time.monotonic() + self.timeout)
         if got != data:
             raise DigestMismatch(cid_for_digest(digest), expected=str(digest), got=str(digest_of(got)))
 
@@ -379,9 +396,16 @@ class Store:
     def is_pinned(self, cid: str) -> bool:
         cid = canonical_cid(cid)
         try:
-            resp = self._call("pin/ls", lambda: self._http.request(
-                "/pin/ls", (cid,), opts={"type": "recursive", "timeout": _duration(self.timeout)}, decoder="json",
-                timeout=self.timeout + 2))
+            resp = self._call(
+                "pin/ls",
+                lambda: self._http.request(
+                    "/pin/ls",
+                    (cid,),
+                    opts={"type": "recursive", "timeout": _duration(self.timeout)},
+                    decoder="json",
+                    timeout=self.timeout + 2,
+                ),
+            )
         except DaemonError as e:
             if "not pinned" in e.message:
                 return False
@@ -394,13 +418,13 @@ class Store:
         """Write the file ``ref`` to ``out`` block by block (module docstring); sha256 of the whole checked."""
         if ref.size > max_bytes:
             raise SizeLimitExceeded(ref.cid, ref.size, max_bytes)
-        if deadline is None:      # alone (not part of a submission): the store's own rate rule
+        if deadline is None:  # alone (not part of a submission): the store's own rate rule
             deadline = time.monotonic() + self.timeout + ref.size / MIN_RATE
         expected = f"sha256 {ref.sha256}, {ref.size} bytes"
         sha = hashlib.sha256()
         start = out.tell()
         root = _decode_cid(ref.cid)
-        if root.codec.code == RAW_CODEC:          # one chunk: the file is one raw block of ref.size bytes
+        if root.codec.code == RAW_CODEC:  # one chunk: the file is one raw block of ref.size bytes
             self._write_block(self._get_block(ref.cid, ref.size, expected, deadline), out, sha)
         else:
             node = self._get_node(ref.cid, expected, deadline)
@@ -416,8 +440,9 @@ class Store:
         if sha.hexdigest() != ref.sha256:
             raise DigestMismatch(ref.cid, expected=ref.sha256, got=sha.hexdigest())
 
-    def _write_tree(self, cid: str, node: _FileNode, size: int, expected: str, deadline: float, out: BinaryIO,
-                    sha: Any, depth: int) -> None:
+    def _write_tree(
+        self, cid: str, node: _FileNode, size: int, expected: str, deadline: float, out: BinaryIO, sha: Any, depth: int
+    ) -> None:
         """The ``size`` bytes under dag-pb ``node`` (block ``cid``), children in link order."""
         if node.filesize != size:
             raise MalformedDag(cid, f"filesize {node.filesize}, its parent lists {size}")
@@ -428,11 +453,19 @@ class Store:
             raise MalformedDag(cid, f"deeper than {MAX_DAG_DEPTH} levels")
         for child, child_size in zip(node.links, node.blocksizes):
             child_cid = str(child.set(base="base32"))
-            if child.codec.code == RAW_CODEC:     # a raw leaf: its block size is what the parent lists
+            if child.codec.code == RAW_CODEC:  # a raw leaf: its block size is what the parent lists
                 self._write_block(self._get_block(child_cid, child_size, expected, deadline), out, sha)
             else:
-                self._write_tree(child_cid, self._get_node(child_cid, expected, deadline), child_size, expected,
-                                 deadline, out, sha, depth + 1)
+                self._write_tree(
+                    child_cid,
+                    self._get_node(child_cid, expected, deadline),
+                    child_size,
+                    expected,
+                    deadline,
+                    out,
+                    sha,
+                    depth + 1,
+                )
 
     @staticmethod
     def _write_block(data: bytes, out: BinaryIO, sha: Any) -> None:
@@ -448,8 +481,9 @@ class Store:
 
     def _stat_block(self, cid: str, expected: str, deadline: float) -> int:
         timeout = self._time_left(cid, expected, deadline)
-        stat = self._call("block/stat", lambda: self._read("/block/stat", cid, expected, decoder="json",
-                                                           timeout=timeout))
+        stat = self._call(
+            "block/stat", lambda: self._read("/block/stat", cid, expected, decoder="json", timeout=timeout)
+        )
         return int(self._single(stat, "block/stat")["Size"])
 
     def _get_block(self, cid: str, size: int, expected: str, deadline: float) -> bytes:
@@ -483,14 +517,16 @@ class Store:
             raise DeadlineExceeded(cid, self.timeout, expected)
         return min(self.timeout, left)
 
-    def _read(self, path: str, arg: str, expected: str, decoder: str, cid: str | None = None,
-              timeout: float | None = None) -> Any:
+    def _read(
+        self, path: str, arg: str, expected: str, decoder: str, cid: str | None = None, timeout: float | None = None
+    ) -> Any:
         """A small request for possibly-missing content: daemon-side and client-side timeouts."""
         cid = cid or arg
         timeout = self.timeout if timeout is None else timeout
         try:
-            return self._http.request(path, (arg,), opts={"timeout": _duration(timeout)}, decoder=decoder,
-                                      timeout=timeout + REQUEST_GRACE)
+            return self._http.request(
+                path, (arg,), opts={"timeout": _duration(timeout)}, decoder=decoder, timeout=timeout + REQUEST_GRACE
+            )
         except ipfs_errors.TimeoutError:
             raise ContentNotFound(cid, timeout, expected) from None
         except ipfs_errors.ErrorResponse as e:
@@ -505,8 +541,12 @@ class Store:
         timeout = self._time_left(cid, expected, deadline)
         sha = hashlib.sha256()
         try:
-            with self._session().post(f"{self._url}{path}", params={"arg": cid, "timeout": _duration(timeout)},
-                                      stream=True, timeout=timeout + REQUEST_GRACE) as resp:
+            with self._session().post(
+                f"{self._url}{path}",
+                params={"arg": cid, "timeout": _duration(timeout)},
+                stream=True,
+                timeout=timeout + REQUEST_GRACE,
+            ) as resp:
                 if resp.status_code != 200:
                     message = _error_message(resp)
                     if _is_daemon_timeout(message):
@@ -523,11 +563,14 @@ class Store:
                         raise DeadlineExceeded(cid, timeout, f"{expected}; download too slow")
         except (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError):
             raise ContentNotFound(cid, timeout, f"{expected}; no answer or stream stalled") from None
-        except (requests.exceptions.ConnectionError, urllib3.exceptions.ProtocolError,
-                requests.exceptions.ChunkedEncodingError) as e:
+        except (
+            requests.exceptions.ConnectionError,
+            urllib3.exceptions.ProtocolError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as e:
             if any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in e.args):
                 raise ContentNotFound(cid, timeout, f"{expected}; stream stalled") from None
-            raise ipfs_errors.ConnectionError(e) from e      # _call retries: the daemon may be restarting
+            raise ipfs_errors.ConnectionError(e) from e  # _call retries: the daemon may be restarting
         if time.monotonic() > deadline:
             raise DeadlineExceeded(cid, timeout, f"{expected}; download too slow")
         return sha.hexdigest()
@@ -542,8 +585,15 @@ class Store:
             except ipfs_errors.ConnectionError as e:
                 if attempt == self.retries:
                     raise StoreUnavailable(self.api, attempt, _short_reason(e)) from None
-                log.warning("IPFS %s at %s failed (%s); retry %d/%d in %.2fs", what, self.api, _short_reason(e),
-                            attempt, self.retries - 1, delay)
+                log.warning(
+                    "IPFS %s at %s failed (%s); retry %d/%d in %.2fs",
+                    what,
+                    self.api,
+                    _short_reason(e),
+                    attempt,
+                    self.retries - 1,
+                    delay,
+                )
                 time.sleep(delay)
                 delay *= 2
             except ipfs_errors.TimeoutError as e:
@@ -627,13 +677,14 @@ class Store:
 
 # ----------------------------------------------------------------------------- dag-pb / UnixFS (read side)
 
+
 @dataclass(frozen=True)
 class _FileNode:
     """A UnixFS file node: its children (in order) with their content sizes, or its inline data."""
 
     links: tuple[CID, ...]
-    blocksizes: tuple[int, ...]     # content bytes under each link
-    data: bytes                     # inline content (a node without links)
+    blocksizes: tuple[int, ...]  # content bytes under each link
+    data: bytes  # inline content (a node without links)
     filesize: int
 
 
@@ -643,8 +694,12 @@ def _decode_cid(cid: str | bytes) -> CID:
         parsed = CID.decode(cid)
     except (ValueError, KeyError) as e:
         raise MalformedDag(str(cid), f"not a CID: {e}") from None
-    if parsed.version != 1 or parsed.hashfun.name != "sha2-256" or len(parsed.raw_digest) != 32 \
-            or parsed.codec.code not in (RAW_CODEC, DAG_PB_CODEC):
+    if (
+        parsed.version != 1
+        or parsed.hashfun.name != "sha2-256"
+        or len(parsed.raw_digest) != 32
+        or parsed.codec.code not in (RAW_CODEC, DAG_PB_CODEC)
+    ):
         raise MalformedDag(str(cid), "expected a CIDv1 raw or dag-pb CID with a sha2-256 multihash")
     return parsed
 
@@ -675,7 +730,7 @@ def _fields_of(buf: bytes, cid: str) -> Iterator[tuple[int, int, int | bytes]]:
             length, pos = _varint(buf, pos, cid)
             if pos + length > len(buf):
                 raise MalformedDag(cid, "truncated field")
-            yield number, wire, buf[pos:pos + length]
+            yield number, wire, buf[pos : pos + length]
             pos += length
         else:
             raise MalformedDag(cid, f"unexpected protobuf wire type {wire}")
@@ -704,7 +759,7 @@ def _parse_file_node(cid: str, block: bytes) -> _FileNode:
             filesize = value
         elif number == 4 and wire == 0:
             sizes.append(value)
-        elif number == 4 and wire == 2:             # packed repeated uint64
+        elif number == 4 and wire == 2:  # packed repeated uint64
             pos = 0
             while pos < len(value):
                 size, pos = _varint(value, pos, cid)

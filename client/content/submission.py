@@ -102,9 +102,9 @@ STAT_INTS = ("work_units", "inner_steps", "rollouts", "tokens", "proofs") + ROOT
 STAT_KEYS = ("mean_reward",) + STAT_INTS
 
 # Upper bounds on the rollouts file given the counts (for the size limit checked before download).
-_TENSOR_HEADER_BYTES = 256   # one safetensors header entry: name, dtype, shape, offsets, padding
-_ROLLOUT_BYTES = 5 * 8       # prompt_idx, sample_idx, keys, lengths, rewards
-_TOKEN_BYTES = 8 + 1         # int64 token + bool mask (prompt tokens have no mask: a bound, not exact)
+_TENSOR_HEADER_BYTES = 256  # one safetensors header entry: name, dtype, shape, offsets, padding
+_ROLLOUT_BYTES = 5 * 8  # prompt_idx, sample_idx, keys, lengths, rewards
+_TOKEN_BYTES = 8 + 1  # int64 token + bool mask (prompt tokens have no mask: a bound, not exact)
 _STEP_BYTES = len(ROLLOUT_FIELDS) * _TENSOR_HEADER_BYTES + 16  # headers + the two scalars
 
 _STEP_NAME = re.compile(r"(\d{4})\.([a-z_]+)")
@@ -132,17 +132,17 @@ class SubmissionLimits:
     """What a task lets one submission weigh; checked on the manifest's claims before any download."""
 
     max_inner_steps: int
-    max_rollouts: int          # over all inner steps
-    max_tokens: int            # prompt + completion tokens over all rollouts
-    max_proof_bytes: int       # the proofs file
-    max_delta_bytes: int       # all delta shards together
+    max_rollouts: int  # over all inner steps
+    max_tokens: int  # prompt + completion tokens over all rollouts
+    max_proof_bytes: int  # the proofs file
+    max_delta_bytes: int  # all delta shards together
 
     def __post_init__(self) -> None:
         for name in ("max_inner_steps", "max_rollouts", "max_tokens", "max_proof_bytes", "max_delta_bytes"):
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise ConfigError("limits", name, f"must be a positive int, got {value!r}")
-            if value >= 1 << 63:   # a manifest integer (client.content.manifest): the spec must stay encodable
+            if value >= 1 << 63:  # a manifest integer (client.content.manifest): the spec must stay encodable
                 raise ConfigError("limits", name, f"must be < 2**63, got {value}")
         if self.max_inner_steps > MAX_STEPS:
             raise ConfigError("limits", "max_inner_steps", f"must be <= {MAX_STEPS}, got {self.max_inner_steps}")
@@ -178,6 +178,7 @@ def default_limits(cfg: TaskConfig, n_params: int, n_tensors: int, prompt_len: i
 
 # ----------------------------------------------------------------------------- rollouts file
 
+
 def encode_rollouts(batches: tuple[RolloutBatch, ...] | list[RolloutBatch]) -> bytes:
     """The rollouts file of a list of batches (layout in the module docstring)."""
     if not 1 <= len(batches) <= MAX_STEPS:
@@ -185,17 +186,23 @@ def encode_rollouts(batches: tuple[RolloutBatch, ...] | list[RolloutBatch]) -> b
     tensors: dict[str, torch.Tensor] = {}
     for k, b in enumerate(batches):
         fields = {
-            "prompt_idx": b.prompt_idx, "sample_idx": b.sample_idx,
+            "prompt_idx": b.prompt_idx,
+            "sample_idx": b.sample_idx,
             "keys": torch.from_numpy(np.ascontiguousarray(b.keys, dtype=np.uint64)),
-            "prompts": b.prompts, "completions": b.completions, "mask": b.mask, "lengths": b.lengths,
-            "rewards": b.rewards, "temperature": torch.tensor(float(b.temperature), dtype=torch.float64),
+            "prompts": b.prompts,
+            "completions": b.completions,
+            "mask": b.mask,
+            "lengths": b.lengths,
+            "rewards": b.rewards,
+            "temperature": torch.tensor(float(b.temperature), dtype=torch.float64),
             "group_size": torch.tensor(int(b.group_size), dtype=torch.int64),
         }
         for name, t in fields.items():
             dtype, ndim = ROLLOUT_FIELDS[name]
             if t.dtype != dtype or t.dim() != ndim:
-                raise ValueError(f"batch {k} field {name}: expected {dtype} with {ndim} dims, "
-                                 f"got {t.dtype} {tuple(t.shape)}")
+                raise ValueError(
+                    f"batch {k} field {name}: expected {dtype} with {ndim} dims, got {t.dtype} {tuple(t.shape)}"
+                )
             tensors[f"{k:04d}.{name}"] = t.detach().to("cpu").contiguous()
     return st_save(tensors)
 
@@ -238,12 +245,20 @@ def _batch(t: dict[str, torch.Tensor], k: int, cid: str, task_id: int, round_: i
     where = f"rollouts.{k:04d}"
     if n < 1 or p < 1 or c < 1:
         raise SubmissionError(f"{where}.prompts", cid, "expected N, P, C >= 1", (n, p, c))
-    want = {"prompt_idx": (n,), "sample_idx": (n,), "keys": (n,), "completions": (n, c), "mask": (n, c),
-            "lengths": (n,), "rewards": (n,)}
+    want = {
+        "prompt_idx": (n,),
+        "sample_idx": (n,),
+        "keys": (n,),
+        "completions": (n, c),
+        "mask": (n, c),
+        "lengths": (n,),
+        "rewards": (n,),
+    }
     for name, shape in want.items():
         if tuple(t[name].shape) != shape:
-            raise SubmissionError(f"{where}.{name}", cid, f"expected shape {shape} (N={n}, C={c})",
-                                  tuple(t[name].shape))
+            raise SubmissionError(
+                f"{where}.{name}", cid, f"expected shape {shape} (N={n}, C={c})", tuple(t[name].shape)
+            )
     if not torch.equal(t["lengths"], t["mask"].sum(1)):
         raise SubmissionError(f"{where}.lengths", cid, "lengths != mask.sum(1)")
     temperature = float(t["temperature"])
@@ -253,15 +268,26 @@ def _batch(t: dict[str, torch.Tensor], k: int, cid: str, task_id: int, round_: i
     if group_size < 1:
         raise SubmissionError(f"{where}.group_size", cid, "expected >= 1", group_size)
     return RolloutBatch(
-        task_id=task_id, round=round_, trainer=trainer,
-        prompt_idx=t["prompt_idx"], sample_idx=t["sample_idx"], keys=t["keys"].numpy(),
-        prompts=t["prompts"], completions=t["completions"], mask=t["mask"], lengths=t["lengths"],
-        rewards=t["rewards"], logprobs=torch.empty(0), hidden=torch.empty(0),
-        temperature=temperature, group_size=group_size,
+        task_id=task_id,
+        round=round_,
+        trainer=trainer,
+        prompt_idx=t["prompt_idx"],
+        sample_idx=t["sample_idx"],
+        keys=t["keys"].numpy(),
+        prompts=t["prompts"],
+        completions=t["completions"],
+        mask=t["mask"],
+        lengths=t["lengths"],
+        rewards=t["rewards"],
+        logprobs=torch.empty(0),
+        hidden=torch.empty(0),
+        temperature=temperature,
+        group_size=group_size,
     )
 
 
 # ----------------------------------------------------------------------------- proofs file
+
 
 def encode_proof_file(proofs: tuple[tuple[RolloutProofs, ...], ...]) -> bytes:
     """The proofs file of [H][N] per-rollout proof lists (layout in the module docstring)."""
@@ -277,8 +303,8 @@ def decode_proof_file(data: bytes, cid: str, limits: SubmissionLimits) -> tuple[
     """Proofs file -> [H][N] proof lists; refuses a bad magic, counts over limits, truncation, trailing bytes."""
     data = bytes(data)
     head = len(PROOFS_MAGIC) + 4
-    if len(data) < head or data[:len(PROOFS_MAGIC)] != PROOFS_MAGIC:
-        raise SubmissionError("proofs", cid, f"expected magic {PROOFS_MAGIC!r}", data[:len(PROOFS_MAGIC)])
+    if len(data) < head or data[: len(PROOFS_MAGIC)] != PROOFS_MAGIC:
+        raise SubmissionError("proofs", cid, f"expected magic {PROOFS_MAGIC!r}", data[: len(PROOFS_MAGIC)])
     (h,) = struct.unpack_from(">I", data, len(PROOFS_MAGIC))
     if not 1 <= h <= limits.max_inner_steps:
         raise SubmissionError("proofs.inner_steps", cid, f"expected 1..{limits.max_inner_steps}", h)
@@ -304,7 +330,7 @@ def decode_proof_file(data: bytes, cid: str, limits: SubmissionLimits) -> tuple[
                 (size,) = struct.unpack_from(">H", data, pos)
                 if pos + 2 + size > len(data):
                     raise SubmissionError(f"{field}[{j}]", cid, f"truncated proof of {size} bytes", pos)
-                rollout.append(data[pos + 2: pos + 2 + size])
+                rollout.append(data[pos + 2 : pos + 2 + size])
                 pos += 2 + size
             step.append(tuple(rollout))
         out.append(tuple(step))
@@ -315,7 +341,10 @@ def decode_proof_file(data: bytes, cid: str, limits: SubmissionLimits) -> tuple[
 
 # ----------------------------------------------------------------------------- delta shards
 
-def delta_shards(delta: dict[str, torch.Tensor], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[tuple[str, bytes]]:
+
+def delta_shards(
+    delta: dict[str, torch.Tensor], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+) -> list[tuple[str, bytes]]:
     """(file name, bytes) per delta shard: client.content.weights' deterministic shards, renamed `delta-...`."""
     for name, t in delta.items():
         if t.dtype != torch.float32:
@@ -332,19 +361,29 @@ def delta_layout(shapes: dict[str, tuple[int, ...]]) -> list[tuple[str, int]]:
 @functools.lru_cache(maxsize=16)
 def _delta_layout(shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[tuple[str, int], ...]:
     """Cached by the base model's shapes: every submission on one base model has the same layout."""
-    return tuple((name, len(data)) for name, data in
-                 delta_shards({n: torch.zeros(shape, dtype=torch.float32) for n, shape in shapes}))
+    return tuple(
+        (name, len(data))
+        for name, data in delta_shards({n: torch.zeros(shape, dtype=torch.float32) for n, shape in shapes})
+    )
 
 
 def _check_shard_list(refs: Sequence[ShardRef], names: Sequence[str], what: str) -> None:
     """The same number of delta shards as ``names``, each under its canonical name; else SubmissionError
     naming the shard (an extra one by its own CID, a missing one by the last shard sent)."""
     if len(refs) > len(names):
-        raise SubmissionError(f"delta[{len(names)}]", refs[len(names)].cid, f"extra shard: {what} encodes to "
-                              f"{len(names)} shard(s), the manifest lists {len(refs)}", refs[len(names)].name)
+        raise SubmissionError(
+            f"delta[{len(names)}]",
+            refs[len(names)].cid,
+            f"extra shard: {what} encodes to {len(names)} shard(s), the manifest lists {len(refs)}",
+            refs[len(names)].name,
+        )
     if len(refs) < len(names):
-        raise SubmissionError(f"delta[{len(refs)}]", refs[-1].cid if refs else "-", f"missing shard: {what} "
-                              f"encodes to {len(names)} shard(s), the manifest lists {len(refs)}", len(refs))
+        raise SubmissionError(
+            f"delta[{len(refs)}]",
+            refs[-1].cid if refs else "-",
+            f"missing shard: {what} encodes to {len(names)} shard(s), the manifest lists {len(refs)}",
+            len(refs),
+        )
     for i, (ref, name) in enumerate(zip(refs, names)):
         if ref.name != name:
             raise SubmissionError(f"delta[{i}].name", ref.cid, f"expected the canonical shard name {name!r}", ref.name)
@@ -357,11 +396,17 @@ def check_delta_refs(refs: tuple[ShardRef, ...] | list[ShardRef], shapes: dict[s
     _check_shard_list(refs, [name for name, _ in want], "a delta of the base model")
     for i, (ref, (_, size)) in enumerate(zip(refs, want)):
         if ref.size != size:
-            raise SubmissionError(f"delta[{i}].size", ref.cid, f"expected the canonical size {size} (no metadata or "
-                                  f"padding): refused before download", ref.size)
+            raise SubmissionError(
+                f"delta[{i}].size",
+                ref.cid,
+                f"expected the canonical size {size} (no metadata or padding): refused before download",
+                ref.size,
+            )
 
 
-def decode_delta(blobs: list[tuple[ShardRef, bytes]], shapes: dict[str, tuple[int, ...]] | None) -> dict[str, torch.Tensor]:
+def decode_delta(
+    blobs: list[tuple[ShardRef, bytes]], shapes: dict[str, tuple[int, ...]] | None
+) -> dict[str, torch.Tensor]:
     """Delta shards -> one float32 state dict; names unique; exactly ``shapes`` when given; and the
     shards exactly ``delta_shards`` of the decoded delta (count, order, names, bytes)."""
     delta: dict[str, torch.Tensor] = {}
@@ -378,13 +423,15 @@ def decode_delta(blobs: list[tuple[ShardRef, bytes]], shapes: dict[str, tuple[in
             if shapes is not None and name not in shapes:
                 raise SubmissionError(f"delta[{i}].{name}", ref.cid, "not a parameter of the base model")
             if shapes is not None and tuple(t.shape) != tuple(shapes[name]):
-                raise SubmissionError(f"delta[{i}].{name}", ref.cid, f"expected shape {tuple(shapes[name])}",
-                                      tuple(t.shape))
+                raise SubmissionError(
+                    f"delta[{i}].{name}", ref.cid, f"expected shape {tuple(shapes[name])}", tuple(t.shape)
+                )
             delta[name] = t
     if shapes is not None and set(delta) != set(shapes):
         missing = sorted(set(shapes) - set(delta))
-        raise SubmissionError(f"delta.{missing[0]}", blobs[0][0].cid if blobs else "-", "missing tensor",
-                              f"{len(missing)} missing")
+        raise SubmissionError(
+            f"delta.{missing[0]}", blobs[0][0].cid if blobs else "-", "missing tensor", f"{len(missing)} missing"
+        )
     check_canonical_delta(blobs, delta)
     return delta
 
@@ -399,19 +446,23 @@ def check_canonical_delta(blobs: list[tuple[ShardRef, bytes]], delta: dict[str, 
     _check_shard_list([ref for ref, _ in blobs], [name for name, _ in want], "this delta")
     for i, ((ref, data), (_, canonical)) in enumerate(zip(blobs, want)):
         if bytes(data) != canonical:
-            raise SubmissionError(f"delta[{i}]", ref.cid, f"not the canonical encoding: {_encoding_difference(data, canonical)}",
-                                  f"{len(data)} bytes, canonical {len(canonical)}")
+            raise SubmissionError(
+                f"delta[{i}]",
+                ref.cid,
+                f"not the canonical encoding: {_encoding_difference(data, canonical)}",
+                f"{len(data)} bytes, canonical {len(canonical)}",
+            )
 
 
 def _encoding_difference(data: bytes, canonical: bytes) -> str:
     """What differs between a safetensors shard that decoded fine and its canonical bytes (for the error)."""
     head = struct.unpack_from("<Q", data)[0] if len(data) >= 8 else 0
     want = struct.unpack_from("<Q", canonical)[0]
-    if b'"__metadata__"' in bytes(data[8:8 + head]):
+    if b'"__metadata__"' in bytes(data[8 : 8 + head]):
         return "the header carries __metadata__"
     if head != want:
         return f"header of {head} bytes, canonical {want} (padding or layout)"
-    if bytes(data[:8 + head]) != canonical[:8 + want]:
+    if bytes(data[: 8 + head]) != canonical[: 8 + want]:
         return "the header differs (tensor order, offsets or split)"
     if len(data) != len(canonical):
         return f"{len(data) - len(canonical):+d} bytes after the header (trailing or missing data)"
@@ -419,6 +470,7 @@ def _encoding_difference(data: bytes, canonical: bytes) -> str:
 
 
 # ----------------------------------------------------------------------------- stats
+
 
 def encode_stats(bundle: Bundle, batches: tuple[RolloutBatch, ...] | list[RolloutBatch]) -> dict:
     """The manifest's claimed numbers (keys in STAT_KEYS)."""
@@ -458,6 +510,7 @@ def decode_stats(stats: dict, cid: str) -> dict:
 
 # ----------------------------------------------------------------------------- put / fetch
 
+
 def submission_files(bundle: Bundle) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(rollouts file, proofs file, delta shards) of a bundle; refuses what would not round-trip."""
     trainer = bundle.trainer.lower()
@@ -465,8 +518,10 @@ def submission_files(bundle: Bundle) -> tuple[bytes, bytes, list[tuple[str, byte
         raise ValueError(f"{len(bundle.proofs)} proof steps for {len(bundle.batches)} batches")
     for k, (b, p) in enumerate(zip(bundle.batches, bundle.proofs)):
         if (b.task_id, b.round, b.trainer.lower()) != (bundle.task_id, bundle.round, trainer):
-            raise ValueError(f"batch {k} is tagged {(b.task_id, b.round, b.trainer)}, the bundle "
-                             f"{(bundle.task_id, bundle.round, bundle.trainer)}")
+            raise ValueError(
+                f"batch {k} is tagged {(b.task_id, b.round, b.trainer)}, the bundle "
+                f"{(bundle.task_id, bundle.round, bundle.trainer)}"
+            )
         if b.hidden.numel() or b.logprobs.numel():
             raise ValueError(f"batch {k} still carries hidden states / log-probs: submit strip_private(batch)")
         if len(p) != b.n:
@@ -478,7 +533,10 @@ def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Dige
     """Upload the bundle's files and manifest; return (digest = what goes on chain, manifest)."""
     rollouts, proofs, shards = submission_files(bundle)
     manifest = SubmissionManifest(
-        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
+        task_id=bundle.task_id,
+        round=bundle.round,
+        base_round=bundle.base_round,
+        trainer=bundle.trainer,
         rollouts=store.put_file(rollouts, ROLLOUTS_NAME, pin=pin),
         proofs=store.put_file(proofs, PROOFS_NAME, pin=pin),
         delta=tuple(store.put_file(data, name, pin=pin) for name, data in shards),
@@ -488,7 +546,7 @@ def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Dige
     return digest, manifest
 
 
-MAX_SUBMISSION_FILES = 2 + MAX_SHARDS   # rollouts + proofs + delta shards (at most one per base-model tensor)
+MAX_SUBMISSION_FILES = 2 + MAX_SHARDS  # rollouts + proofs + delta shards (at most one per base-model tensor)
 
 
 def submission_bytes_bound(limits: SubmissionLimits) -> int:
@@ -508,9 +566,13 @@ def submission_deadline_s(limits: SubmissionLimits, timeout: float) -> float:
     return timeout + submission_bytes_bound(limits) / MIN_RATE
 
 
-def fetch_submission(store: Store, digest: Digest | bytes | str, limits: SubmissionLimits,
-                     param_shapes: dict[str, tuple[int, ...]] | None = None,
-                     deadline: float | None = None) -> Bundle:
+def fetch_submission(
+    store: Store,
+    digest: Digest | bytes | str,
+    limits: SubmissionLimits,
+    param_shapes: dict[str, tuple[int, ...]] | None = None,
+    deadline: float | None = None,
+) -> Bundle:
     """The Bundle behind an on-chain digest, or SubmissionError naming the field and CID.
 
     Every download happens before ``deadline`` (a ``time.monotonic()`` value; default now +
@@ -525,15 +587,15 @@ def fetch_submission(store: Store, digest: Digest | bytes | str, limits: Submiss
     if deadline is None:
         deadline = time.monotonic() + submission_deadline_s(limits, store.timeout)
     try:
-        manifest = decode_manifest(_fetch(store, "manifest", cid, lambda: store.get_manifest(digest,
-                                                                                                deadline=deadline)))
+        manifest = decode_manifest(
+            _fetch(store, "manifest", cid, lambda: store.get_manifest(digest, deadline=deadline))
+        )
     except ManifestError as e:
         raise SubmissionError(f"manifest.{e.field}", cid, e.reason, e.value) from None
     if not isinstance(manifest, SubmissionManifest):
         raise SubmissionError("manifest.kind", cid, "expected a submission manifest", manifest.kind)
     stats = decode_stats(manifest.stats, cid)
-    claims = (("inner_steps", limits.max_inner_steps), ("rollouts", limits.max_rollouts),
-              ("tokens", limits.max_tokens))
+    claims = (("inner_steps", limits.max_inner_steps), ("rollouts", limits.max_rollouts), ("tokens", limits.max_tokens))
     for key, limit in claims:
         if stats[key] > limit:
             raise SubmissionError(f"stats.{key}", cid, f"over the task's limit of {limit}", stats[key])
@@ -542,21 +604,32 @@ def fetch_submission(store: Store, digest: Digest | bytes | str, limits: Submiss
     _limit(manifest.proofs, "proofs", limits.max_proof_bytes)
     delta_bytes = sum(ref.size for ref in manifest.delta)
     if delta_bytes > limits.max_delta_bytes:
-        raise SubmissionError("delta", manifest.delta[0].cid, f"{delta_bytes} bytes in {len(manifest.delta)} "
-                              f"shard(s), over the task's limit of {limits.max_delta_bytes}: refused before download")
+        raise SubmissionError(
+            "delta",
+            manifest.delta[0].cid,
+            f"{delta_bytes} bytes in {len(manifest.delta)} "
+            f"shard(s), over the task's limit of {limits.max_delta_bytes}: refused before download",
+        )
     if param_shapes is not None:
         check_delta_refs(manifest.delta, param_shapes)
     files = 2 + len(manifest.delta)
     cap = MAX_SUBMISSION_FILES if param_shapes is None else 2 + len(param_shapes)
-    if files > cap:   # each shard holds at least one tensor: more shards than tensors is padding
-        raise SubmissionError("delta", manifest.delta[0].cid, f"{files} files, over the cap of {cap}: refused "
-                              "before download", len(manifest.delta))
+    if files > cap:  # each shard holds at least one tensor: more shards than tensors is padding
+        raise SubmissionError(
+            "delta",
+            manifest.delta[0].cid,
+            f"{files} files, over the cap of {cap}: refused before download",
+            len(manifest.delta),
+        )
 
     ref = manifest.rollouts
     raw = _fetch(store, "rollouts", ref.cid, lambda: store.get_bytes(ref, rollout_limit, deadline))
     batches = decode_rollouts(raw, ref.cid, manifest.task_id, manifest.round, manifest.trainer)
-    counts = {"inner_steps": len(batches), "rollouts": sum(b.n for b in batches),
-              "tokens": sum(b.n * (b.prompt_len + b.completions.shape[1]) for b in batches)}
+    counts = {
+        "inner_steps": len(batches),
+        "rollouts": sum(b.n for b in batches),
+        "tokens": sum(b.n * (b.prompt_len + b.completions.shape[1]) for b in batches),
+    }
     for key, got in counts.items():
         if got != stats[key]:
             raise SubmissionError(f"stats.{key}", cid, f"claims {stats[key]}, the rollouts file holds {got}", got)
@@ -575,14 +648,20 @@ def fetch_submission(store: Store, digest: Digest | bytes | str, limits: Submiss
 
     blobs = []
     for i, ref in enumerate(manifest.delta):
-        blobs.append((ref, _fetch(store, f"delta[{i}]", ref.cid,
-                                  lambda r=ref: store.get_bytes(r, r.size, deadline))))
+        blobs.append((ref, _fetch(store, f"delta[{i}]", ref.cid, lambda r=ref: store.get_bytes(r, r.size, deadline))))
     delta = decode_delta(blobs, param_shapes)
 
     return Bundle(
-        task_id=manifest.task_id, round=manifest.round, base_round=manifest.base_round, trainer=manifest.trainer,
-        batches=batches, proofs=proofs, delta=delta, mean_reward=stats["mean_reward"],
-        work_units=stats["work_units"], proof_root=struct.pack(">8I", *(stats[k] for k in ROOT_WORDS)),
+        task_id=manifest.task_id,
+        round=manifest.round,
+        base_round=manifest.base_round,
+        trainer=manifest.trainer,
+        batches=batches,
+        proofs=proofs,
+        delta=delta,
+        mean_reward=stats["mean_reward"],
+        work_units=stats["work_units"],
+        proof_root=struct.pack(">8I", *(stats[k] for k in ROOT_WORDS)),
     )
 
 
@@ -597,4 +676,3 @@ def _fetch(store: Store, field: str, cid: str, get: Any) -> bytes:
         return get()
     except (ContentNotFound, ContentMismatch, SizeLimitExceeded) as e:
         raise SubmissionError(field, cid, str(e)) from e
-

@@ -66,8 +66,12 @@ class TaskSpecManifest:
     limits: SubmissionLimits
 
     def to_json(self) -> dict:
-        return {"kind": KIND, **to_dict(self.task), "validation": to_dict(self.validation),
-                "limits": to_dict(self.limits)}
+        return {
+            "kind": KIND,
+            **to_dict(self.task),
+            "validation": to_dict(self.validation),
+            "limits": to_dict(self.limits),
+        }
 
     def to_bytes(self) -> bytes:
         return canonical_bytes(self.to_json())
@@ -84,8 +88,9 @@ class TaskSpecManifest:
             raise ManifestError("kind", f"expected {KIND!r}")
         spec = parse_task_spec(obj, "<manifest>", derive_limits=False)
         if spec.to_bytes() != bytes(data):
-            raise ManifestError("<document>", "not the canonical encoding of its spec (defaults written out, "
-                                              "floats as floats)")
+            raise ManifestError(
+                "<document>", "not the canonical encoding of its spec (defaults written out, floats as floats)"
+            )
         return spec
 
 
@@ -140,18 +145,19 @@ def parse_task_spec(data: dict, source: str = "<dict>", derive_limits: bool = Tr
     if not errors:
         errors += _cross_errors(task, env or make_env(task.env))
         hf_path = task.model.hf_path
-        if derive_limits and hf_path and not (Path(hf_path) / "config.json").is_file():   # model 0 is built here
-            errors.append(ConfigError("model", "hf_path", f"{hf_path!r} is not a local model directory "
-                                                          "(no config.json)"))
+        if derive_limits and hf_path and not (Path(hf_path) / "config.json").is_file():  # model 0 is built here
+            errors.append(
+                ConfigError("model", "hf_path", f"{hf_path!r} is not a local model directory (no config.json)")
+            )
     if errors:
         raise TaskSpecError(source, errors)
     try:
         limits = built.get("limits") or derived_limits(task)
-    except ConfigError as e:   # derived numbers out of range: the task asks for too much per submission
+    except ConfigError as e:  # derived numbers out of range: the task asks for too much per submission
         raise TaskSpecError(source, [e]) from None
     spec = TaskSpecManifest(task, built.get("validation", ValidationConfig()), limits)
     try:
-        spec.to_bytes()   # a spec that parses can be published: every value has a canonical encoding
+        spec.to_bytes()  # a spec that parses can be published: every value has a canonical encoding
     except ManifestError as e:
         section, _, key = e.field.rpartition(".")
         raise TaskSpecError(source, [ConfigError(section or "task", key, e.reason)]) from None
@@ -163,13 +169,24 @@ def _cross_errors(task: TaskConfig, env: Any) -> list[ConfigError]:
     errors = []
     need = env.prompt_len + task.sampler.max_new_tokens
     if need > task.model.max_seq_len:
-        errors.append(ConfigError("sampler", "max_new_tokens", f"prompt ({env.prompt_len} tokens for "
-                                  f"{task.env.env_id}) + {task.sampler.max_new_tokens} new tokens = {need} is over "
-                                  f"model.max_seq_len = {task.model.max_seq_len}"))
-    vocab = SYM0 + getattr(env, "alphabet", 10)   # symbols are SYM0 + k: the alphabet, or the digits 0-9
+        errors.append(
+            ConfigError(
+                "sampler",
+                "max_new_tokens",
+                f"prompt ({env.prompt_len} tokens for "
+                f"{task.env.env_id}) + {task.sampler.max_new_tokens} new tokens = {need} is over "
+                f"model.max_seq_len = {task.model.max_seq_len}",
+            )
+        )
+    vocab = SYM0 + getattr(env, "alphabet", 10)  # symbols are SYM0 + k: the alphabet, or the digits 0-9
     if task.model.vocab_size < vocab:
-        errors.append(ConfigError("model", "vocab_size", f"{task.env.env_id} uses tokens up to {vocab - 1}, "
-                                                         f"got vocab_size = {task.model.vocab_size}"))
+        errors.append(
+            ConfigError(
+                "model",
+                "vocab_size",
+                f"{task.env.env_id} uses tokens up to {vocab - 1}, got vocab_size = {task.model.vocab_size}",
+            )
+        )
     return errors
 
 

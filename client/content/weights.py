@@ -57,7 +57,9 @@ def plan_shards(state: dict[str, torch.Tensor], max_shard_bytes: int) -> list[li
     return groups or [[]]
 
 
-def shard_bytes(state: dict[str, torch.Tensor], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[tuple[str, bytes]]:
+def shard_bytes(
+    state: dict[str, torch.Tensor], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+) -> list[tuple[str, bytes]]:
     """(file name, bytes) per shard; pure function of the state's names, dtypes, shapes, values."""
     groups = plan_shards(state, max_shard_bytes)
     out = []

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from client import timing
 from client.engine.config import TaskConfig
 from client.engine.envs import Env
 from client.engine.grpo import train_round
@@ -30,7 +31,6 @@ from client.engine.proofs import (
     rollout_proofs_hash,
 )
 from client.engine.rollout import RolloutBatch
-from client import timing
 
 RolloutProofs = tuple[bytes, ...]  # one rollout: prefill proof, then one per 32 decode tokens
 
@@ -57,7 +57,9 @@ def batch_proofs(batch: RolloutBatch) -> tuple[RolloutProofs, ...]:
     generated token is covered too. PAD positions after EOS are not.
     """
     if batch.hidden.dim() != 3 or batch.hidden.shape[1] != batch.tokens.shape[1]:
-        raise ValueError(f"batch has no hidden states for its {batch.tokens.shape[1]} positions: {tuple(batch.hidden.shape)}")
+        raise ValueError(
+            f"batch has no hidden states for its {batch.tokens.shape[1]} positions: {tuple(batch.hidden.shape)}"
+        )
     p = batch.prompt_len
     rollouts = [(batch.hidden[n, :p], batch.hidden[n, p : p + int(batch.lengths[n])]) for n in range(batch.n)]
     return tuple(tuple(proofs) for proofs in build_many_rollout_proofs(rollouts))

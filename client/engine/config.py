@@ -41,16 +41,17 @@ MAX_D_MODEL = 1 << 16
 MAX_LAYERS = 1024
 MAX_SEQ_LEN = 1 << 16
 MAX_SEED = (1 << 63) - 1
-MAX_PARAMS = 1 << 34            # ~64 GiB of float32: far beyond a task a node can train
+MAX_PARAMS = 1 << 34  # ~64 GiB of float32: far beyond a task a node can train
 MAX_PROMPTS_PER_STEP = 1 << 16
 MAX_GROUP_SIZE = 1 << 12
-MAX_INNER_STEPS = 10_000        # = client.content.submission.MAX_STEPS (step names have 4 digits)
+MAX_INNER_STEPS = 10_000  # = client.content.submission.MAX_STEPS (step names have 4 digits)
 MAX_TRAINERS = 1 << 16
 MAX_HF_PATH = 1024
 
 
-def _in_range(section: str, name: str, value: Any, lo: float, hi: float, lo_open: bool = False,
-              hi_open: bool = False) -> None:
+def _in_range(
+    section: str, name: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
+) -> None:
     """ConfigError unless lo <(=) value <(=) hi (NaN is never in range)."""
     ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
@@ -74,8 +75,13 @@ class ModelConfig:
     hf_path: str = ""  # local directory with config.json + weights; never the hub
 
     def __post_init__(self) -> None:
-        bounds = {"vocab_size": MAX_VOCAB, "d_model": MAX_D_MODEL, "n_layers": MAX_LAYERS,
-                  "n_heads": MAX_D_MODEL, "max_seq_len": MAX_SEQ_LEN}
+        bounds = {
+            "vocab_size": MAX_VOCAB,
+            "d_model": MAX_D_MODEL,
+            "n_layers": MAX_LAYERS,
+            "n_heads": MAX_D_MODEL,
+            "max_seq_len": MAX_SEQ_LEN,
+        }
         for name, hi in bounds.items():
             if getattr(self, name) <= 0:
                 raise ConfigError("model", name, f"must be > 0, got {getattr(self, name)}")
@@ -93,14 +99,18 @@ class ModelConfig:
         if self.hf_path and self.kind != "hf":
             raise ConfigError("model", "hf_path", f"only used with kind = 'hf', this model is {self.kind!r}")
         if self.approx_params > MAX_PARAMS:
-            raise ConfigError("model", "d_model", f"about {self.approx_params:.3g} parameters (vocab_size, d_model, "
-                                                  f"n_layers, d_ff), over the limit of {MAX_PARAMS}")
+            raise ConfigError(
+                "model",
+                "d_model",
+                f"about {self.approx_params:.3g} parameters (vocab_size, d_model, "
+                f"n_layers, d_ff), over the limit of {MAX_PARAMS}",
+            )
 
     @property
     def approx_params(self) -> int:
         """An upper estimate of the parameter count (embeddings, head, blocks), known before building."""
         d, f = self.d_model, self.ffn_dim
-        block = 4 * d * d + 3 * d * f + 13 * d      # attention + MLP (a gated MLP has three matrices) + norms
+        block = 4 * d * d + 3 * d * f + 13 * d  # attention + MLP (a gated MLP has three matrices) + norms
         return 2 * self.vocab_size * d + self.max_seq_len * d + self.n_layers * block + 2 * d
 
     @property
@@ -163,8 +173,11 @@ class GRPOConfig:
             raise ConfigError("grpo", "lr", f"must be > 0, got {self.lr}")
         if len(self.betas) != 2:
             raise ConfigError("grpo", "betas", f"expected two values, got {self.betas}")
-        for name, hi in (("prompts_per_step", MAX_PROMPTS_PER_STEP), ("group_size", MAX_GROUP_SIZE),
-                         ("inner_steps", MAX_INNER_STEPS)):
+        for name, hi in (
+            ("prompts_per_step", MAX_PROMPTS_PER_STEP),
+            ("group_size", MAX_GROUP_SIZE),
+            ("inner_steps", MAX_INNER_STEPS),
+        ):
             _in_range("grpo", name, getattr(self, name), 1, hi)
         _in_range("grpo", "lr", self.lr, 0, 1e3, lo_open=True)
         for i, beta in enumerate(self.betas):
@@ -297,8 +310,11 @@ def from_dict(cls: type[C], data: dict[str, Any], section: str = "") -> C:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(section, unknown[0], f"unknown key (known: {sorted(fields)})")
-    missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(section, missing[0], "missing (this table has no default for it)")
     kwargs: dict[str, Any] = {}

@@ -163,7 +163,6 @@ class Env(Protocol):
         ...
 
 
-
 def _symbols(prompt: Sequence[int]) -> list[int]:
     """Symbol values between BOS and SEP, BLANK fill dropped."""
     return [t - SYM0 for t in prompt[1:-1] if t >= SYM0]
@@ -218,10 +217,11 @@ class SortEnv:
         total = 0.0
         lengths = range(self.n_min, self.n_max + 1)
         for n in lengths:
-            prior = lambda t, x, n=n: (self.position_prior(n, t, x) if t < n else float(x == EOS))  # noqa: E731
+            prior = lambda t, x, n=n: self.position_prior(n, t, x) if t < n else float(x == EOS)  # noqa: E731
             at_least = lambda v, j, n=n: self.count_prior(n, v, j)  # noqa: E731
-            total += ((100 - w) * expected_positional(seq, n + 1, prior)
-                      + w * expected_multiset(seq, n + 1, at_least)) / 100
+            total += (
+                (100 - w) * expected_positional(seq, n + 1, prior) + w * expected_multiset(seq, n + 1, at_least)
+            ) / 100
         return total / len(lengths)
 
     @functools.lru_cache(maxsize=4096)
@@ -296,8 +296,9 @@ class AddEnv:
     def baseline(self, completion: tuple[int, ...]) -> float:
         """E over prompts of raw_reward(prompt, completion)."""
         n = self.answer_len
-        return expected_positional(_cut(completion), n + 1, lambda t, x: self.position_prior(t, x) if t < n
-                                   else float(x == EOS))
+        return expected_positional(
+            _cut(completion), n + 1, lambda t, x: self.position_prior(t, x) if t < n else float(x == EOS)
+        )
 
     @functools.lru_cache(maxsize=4096)
     def position_prior(self, t: int, token: int) -> float:
@@ -308,7 +309,7 @@ class AddEnv:
             return 0.0
         if t != (n if self.reverse_answer else 0):
             return 0.1
-        big = 10 ** n
+        big = 10**n
         p_one = Fraction(big - 1, 2 * big)
         return float({0: 1 - p_one, 1: p_one}.get(d, Fraction(0)))
 
@@ -353,8 +354,9 @@ class ModAddEnv:
     def baseline(self, completion: tuple[int, ...]) -> float:
         """E over prompts of raw_reward(prompt, completion)."""
         w = self.width
-        return expected_positional(_cut(completion), w + 1, lambda t, x: self.position_prior(t, x) if t < w
-                                   else float(x == EOS))
+        return expected_positional(
+            _cut(completion), w + 1, lambda t, x: self.position_prior(t, x) if t < w else float(x == EOS)
+        )
 
     @functools.lru_cache(maxsize=4096)
     def position_prior(self, t: int, token: int) -> float:
@@ -369,7 +371,7 @@ class ModAddEnv:
 
 def _binomial_tail(n: int, k: int, p: Fraction) -> Fraction:
     """P(Binomial(n, p) >= k), exactly."""
-    return sum((comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)), Fraction(0))
+    return sum((comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)), Fraction(0))
 
 
 def _order_stat_cdf(n: int, t: int, p: Fraction) -> Fraction:
@@ -440,7 +442,9 @@ def reward(env: Env, prompt: Sequence[int], completion: Sequence[int]) -> float:
 def rewards(env: Env, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
     """Rewards [N] float64 for prompts [N, P] and completions [N, C] (int arrays or tensors)."""
     prompts, completions = np.asarray(prompts), np.asarray(completions)
-    return np.array([reward(env, p.tolist(), c.tolist()) for p, c in zip(prompts, completions, strict=True)], dtype=np.float64)
+    return np.array(
+        [reward(env, p.tolist(), c.tolist()) for p, c in zip(prompts, completions, strict=True)], dtype=np.float64
+    )
 
 
 def exact(rewards_: np.ndarray) -> np.ndarray:

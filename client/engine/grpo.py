@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from client import timing
 from client.engine.config import GRPOConfig, SamplerConfig
 from client.engine.envs import Env
 from client.engine.model import Policy, clone_policy, policy_state
 from client.engine.rollout import RolloutBatch, completion_logits, generate
-from client import timing
 
 
 class GroupSizeMismatch(ValueError):
@@ -98,8 +98,12 @@ def make_inner_optimizer(policy: Policy, cfg: GRPOConfig) -> torch.optim.Optimiz
     """The fresh per-round optimizer (the state rule in the module docstring)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            list(policy.parameters()), lr=cfg.lr, momentum=cfg.betas[0], nesterov=cfg.betas[0] > 0,
-            weight_decay=cfg.weight_decay, foreach=False,
+            list(policy.parameters()),
+            lr=cfg.lr,
+            momentum=cfg.betas[0],
+            nesterov=cfg.betas[0] > 0,
+            weight_decay=cfg.weight_decay,
+            foreach=False,
         )
     return torch.optim.AdamW(
         list(policy.parameters()), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=1e-8, foreach=False
@@ -177,9 +181,7 @@ def train_round(
     return batches, state_delta(policy_state(policy), policy_state(policy_base))
 
 
-def replay_training(
-    policy_base: Policy, batches: list[RolloutBatch], cfg: GRPOConfig
-) -> dict[str, torch.Tensor]:
+def replay_training(policy_base: Policy, batches: list[RolloutBatch], cfg: GRPOConfig) -> dict[str, torch.Tensor]:
     """A validator's replay: the same H inner steps from the given rollouts (no generation) -> delta."""
     policy = clone_policy(policy_base)
     optimizer = make_inner_optimizer(policy, cfg)

@@ -217,7 +217,8 @@ def build_hf_policy(cfg: ModelConfig) -> HFPolicy:
             torch.manual_seed(cfg.seed)
             # transformers leaves from_config and PreTrainedModel.float unannotated
             model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-                hf_config(cfg), attn_implementation="eager")
+                hf_config(cfg), attn_implementation="eager"
+            )
     model.float().eval()  # type: ignore[no-untyped-call]
     return HFPolicy(model, cfg)
 

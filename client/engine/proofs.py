@@ -194,7 +194,6 @@ def _library_proof(flat: torch.Tensor, idx: torch.Tensor) -> bytes:
     return data
 
 
-
 @lru_cache(maxsize=1)
 def _inverse_of_difference() -> np.ndarray:
     """[2 * FIELD] float64: entry d + FIELD is the inverse of d mod FIELD (d in (-FIELD, FIELD), d != 0)."""
@@ -297,8 +296,10 @@ def verify_rollout_proofs(
     for i, c in enumerate(results):
         max_exp = t.max_exp_mismatches * c.k // TOPK
         reason = (
-            f"{c.exp_mismatches} exponent mismatches > {max_exp}" if c.exp_mismatches > max_exp
-            else f"mantissa error mean {c.mant_err_mean:.2f} > {t.max_mant_err_mean}" if c.mant_err_mean > t.max_mant_err_mean
+            f"{c.exp_mismatches} exponent mismatches > {max_exp}"
+            if c.exp_mismatches > max_exp
+            else f"mantissa error mean {c.mant_err_mean:.2f} > {t.max_mant_err_mean}"
+            if c.mant_err_mean > t.max_mant_err_mean
             else f"mantissa error median {c.mant_err_median:.2f} > {t.max_mant_err_median}"
             if c.mant_err_median > t.max_mant_err_median
             else ""

@@ -1,9 +1,9 @@
 """Node configuration: the flags every node takes, the network file, state directories.
 
-    add_node_args(parser)                  the flags every node takes (--devnet, --rpc-url, --task, ...)
-    node_config(args, role) -> NodeConfig  flags (+ the network JSON) -> a frozen config, validated once here
-    positive_int, non_negative_int, positive_seconds, load_deployment, load_devnet_json
-                                           argparse types and file loaders that name the bad flag
+add_node_args(parser)                  the flags every node takes (--devnet, --rpc-url, --task, ...)
+node_config(args, role) -> NodeConfig  flags (+ the network JSON) -> a frozen config, validated once here
+positive_int, non_negative_int, positive_seconds, load_deployment, load_devnet_json
+                                       argparse types and file loaders that name the bad flag
 """
 
 from __future__ import annotations
@@ -31,24 +31,24 @@ class NodeConfigError(ValueError):
         self.flag, self.problem = flag, problem
 
 
-
 # ----------------------------------------------------------------------------- config
+
 
 @dataclass(frozen=True)
 class NodeConfig:
     """Where a node connects and keeps its state. Never holds a key."""
 
-    role: str                         # "trainer" | "validator" (names the default state dir)
+    role: str  # "trainer" | "validator" (names the default state dir)
     rpc_url: str
     deployment: Deployment
-    ipfs_api: str                     # Kubo RPC multiaddr (or http://host:port)
-    task_id: int                      # 0 for commands that are not about one task
-    state_dir: Path | None = None     # None: <per-user home>/nodes/<role>-<address> (client.runtime.paths)
-    keystore: Path | None = None      # else $CONCORD_PRIVATE_KEY
+    ipfs_api: str  # Kubo RPC multiaddr (or http://host:port)
+    task_id: int  # 0 for commands that are not about one task
+    state_dir: Path | None = None  # None: <per-user home>/nodes/<role>-<address> (client.runtime.paths)
+    keystore: Path | None = None  # else $CONCORD_PRIVATE_KEY
     devnet_account: int | None = None  # index of a public Anvil account (chain 31337 only)
     json_logs: bool = False
-    poll_interval: float = 0.25       # seconds between eth_blockNumber polls
-    heartbeat: float = 2.0            # seconds without a block before an idle tick
+    poll_interval: float = 0.25  # seconds between eth_blockNumber polls
+    heartbeat: float = 2.0  # seconds without a block before an idle tick
     ipfs_timeout: float = 30.0
 
 
@@ -56,22 +56,40 @@ def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     """The flags every node takes. Connection flags override what the devnet JSON says."""
     if with_task:
         p.add_argument("--task", type=positive_int, required=True, help="task id")
-    p.add_argument("--devnet", type=Path, default=None,
-                   help=f"devnet JSON (RPC URL, deployment, IPFS API); default {paths.default_network_file()} "
-                        "when --rpc-url is not given")
+    p.add_argument(
+        "--devnet",
+        type=Path,
+        default=None,
+        help=f"devnet JSON (RPC URL, deployment, IPFS API); default {paths.default_network_file()} "
+        "when --rpc-url is not given",
+    )
     p.add_argument("--rpc-url", default=None, help="any EVM JSON-RPC endpoint")
     p.add_argument("--deployment", type=Path, default=None, help="deployment JSON (with --rpc-url)")
     p.add_argument("--ipfs-api", default=None, help="Kubo RPC API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001/http")
-    p.add_argument("--state-dir", type=Path, default=None, help=f"node state (cursor, caches); default {paths.nodes_dir()}/ROLE-ADDR")
-    p.add_argument("--keystore", type=Path, default=None,
-                   help=f"encrypted key file (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}")
-    p.add_argument("--devnet-account", type=non_negative_int, default=None,
-                   help="use Anvil's public default account N (devnet only)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"node state (cursor, caches); default {paths.nodes_dir()}/ROLE-ADDR",
+    )
+    p.add_argument(
+        "--keystore",
+        type=Path,
+        default=None,
+        help=f"encrypted key file (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}",
+    )
+    p.add_argument(
+        "--devnet-account",
+        type=non_negative_int,
+        default=None,
+        help="use Anvil's public default account N (devnet only)",
+    )
     p.add_argument("--json-logs", action="store_true", help="one JSON object per log line on stdout")
     p.add_argument("--poll-interval", type=positive_seconds, default=0.25, help="seconds between new-block polls")
 
 
 # argparse types: a bad value exits with `error: argument --flag: ...` before anything runs.
+
 
 def _int_at_least(text: str, lo: int) -> int:
     try:
@@ -96,7 +114,7 @@ def positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value <= 3600:   # NaN fails too
+    if not 0 < value <= 3600:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be in (0, 3600] seconds, got {text}")
     return value
 
@@ -110,7 +128,7 @@ def _check_rpc_url(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
-    except ValueError as e:   # e.g. a port out of 0..65535
+    except ValueError as e:  # e.g. a port out of 0..65535
         raise NodeConfigError("--rpc-url", f"{url!r}: {e}") from None
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise NodeConfigError("--rpc-url", f"expected http(s)://host[:port] or ws(s)://..., got {url!r}")
@@ -126,8 +144,9 @@ def _check_ipfs_api(api: str) -> str:
         raise NodeConfigError("--ipfs-api", str(e)) from None
     m = _MULTIADDR.fullmatch(addr)
     if m is None or not 1 <= int(m.group(2)) <= 65535:
-        raise NodeConfigError("--ipfs-api", f"expected /ip4/HOST/tcp/PORT/http (port 1..65535) or "
-                                            f"http://host:port, got {api!r}")
+        raise NodeConfigError(
+            "--ipfs-api", f"expected /ip4/HOST/tcp/PORT/http (port 1..65535) or http://host:port, got {api!r}"
+        )
     return api
 
 
@@ -137,7 +156,7 @@ def load_deployment(path: Path, flag: str = "--deployment") -> Deployment:
         return Deployment.load(path)
     except OSError as e:
         raise NodeConfigError(flag, f"cannot read {path}: {e.strerror}") from None
-    except (ValueError, KeyError, TypeError) as e:   # not JSON, a missing key, a bad address
+    except (ValueError, KeyError, TypeError) as e:  # not JSON, a missing key, a bad address
         raise NodeConfigError(flag, f"{path} is not a deployment JSON: {type(e).__name__}: {e}") from None
 
 
@@ -163,7 +182,7 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
     devnet_path = args.devnet
     if devnet_path is None and args.rpc_url is None:
         devnet_path = paths.default_network_file()
-    for name, (lo, what) in _COUNT_FLAGS.items():   # trainer/validator extras, checked before any connection
+    for name, (lo, what) in _COUNT_FLAGS.items():  # trainer/validator extras, checked before any connection
         value = getattr(args, name, None)
         if value is not None and value < lo:
             raise NodeConfigError(f"--{name}", f"must be >= {lo} {what}, got {value}")
@@ -185,11 +204,20 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
         raise NodeConfigError("--deployment", "needed with --rpc-url (or pass --devnet)")
     if ipfs_api is None:
         raise NodeConfigError("--ipfs-api", "needed with --rpc-url (or pass --devnet)")
-    if rpc_url is None:   # not reached: without --rpc-url the devnet JSON supplies it
+    if rpc_url is None:  # not reached: without --rpc-url the devnet JSON supplies it
         raise NodeConfigError("--rpc-url", "needed without --devnet")
     task_id = getattr(args, "task", 0)
     if task_id < 0 or (task_id == 0 and hasattr(args, "task")):
         raise NodeConfigError("--task", f"task ids start at 1, got {task_id}")
-    return NodeConfig(role=role, rpc_url=rpc_url, deployment=deployment, ipfs_api=ipfs_api, task_id=task_id,
-                      state_dir=args.state_dir, keystore=args.keystore, devnet_account=args.devnet_account,
-                      json_logs=args.json_logs, poll_interval=args.poll_interval)
+    return NodeConfig(
+        role=role,
+        rpc_url=rpc_url,
+        deployment=deployment,
+        ipfs_api=ipfs_api,
+        task_id=task_id,
+        state_dir=args.state_dir,
+        keystore=args.keystore,
+        devnet_account=args.devnet_account,
+        json_logs=args.json_logs,
+        poll_interval=args.poll_interval,
+    )

@@ -42,8 +42,9 @@ def load_account(cfg: NodeConfig, chain_id: int) -> LocalAccount:
     """The node's key: a public devnet account (Anvil only), else keystore/env via client.chain.keys."""
     if cfg.devnet_account is not None:
         if chain_id != ANVIL_CHAIN_ID:
-            raise NodeConfigError("--devnet-account", f"public devnet keys only on chain {ANVIL_CHAIN_ID}, "
-                                                      f"this is chain {chain_id}")
+            raise NodeConfigError(
+                "--devnet-account", f"public devnet keys only on chain {ANVIL_CHAIN_ID}, this is chain {chain_id}"
+            )
         return keys.devnet_account(cfg.devnet_account)
     return keys.load_key(cfg.keystore)
 

@@ -1,7 +1,7 @@
 """What a node shows: logs (rich, or one JSON object per line), a live status panel, shutdown.
 
-    setup_logging(json_logs), fields(**kv), Display   logs and the status panel
-    shutdown_event() -> threading.Event   set on SIGINT/SIGTERM; nodes finish the step they are in and return
+setup_logging(json_logs), fields(**kv), Display   logs and the status panel
+shutdown_event() -> threading.Event   set on SIGINT/SIGTERM; nodes finish the step they are in and return
 """
 
 from __future__ import annotations
@@ -53,8 +53,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts, level, logger, msg, plus the record's ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        obj = {"ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        obj = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         obj.update({k: _jsonable(v) for k, v in getattr(record, "fields", {}).items()})
         if record.exc_info:
             obj["exc"] = self.formatException(record.exc_info)
@@ -133,6 +137,7 @@ class Display:
 
 
 # ----------------------------------------------------------------------------- shutdown
+
 
 def shutdown_event(stop: threading.Event | None = None) -> threading.Event:
     """An event set by SIGINT, SIGTERM or SIGHUP (main thread only); a second signal interrupts at once.

@@ -1,6 +1,6 @@
 """Following the chain: one Tick per new block with this task's events, a heartbeat otherwise.
 
-    EventFollower(node, task_id).follow(stop) -> Iterator[Tick]
+EventFollower(node, task_id).follow(stop) -> Iterator[Tick]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- events
+
 
 @dataclass(frozen=True)
 class Tick:
@@ -39,8 +40,14 @@ class EventFollower:
     events of the block being handled are seen again (nodes act on chain state, so that is safe).
     """
 
-    def __init__(self, node: Node, task_id: int, poll_interval: float = 0.25, heartbeat: float = 2.0,
-                 start_block: int | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        task_id: int,
+        poll_interval: float = 0.25,
+        heartbeat: float = 2.0,
+        start_block: int | None = None,
+    ) -> None:
         self.concord = node.client.concord
         self.rpc = node.client.rpc
         self.task_id = task_id

@@ -14,11 +14,15 @@ from typing import Any
 class NetworkFile:
     rpc_url: str
     chain_id: int
-    ipfs_api: str                 # Kubo RPC multiaddr (or http://host:port)
-    deployment: dict[str, Any]    # client.chain.Deployment.to_json()
+    ipfs_api: str  # Kubo RPC multiaddr (or http://host:port)
+    deployment: dict[str, Any]  # client.chain.Deployment.to_json()
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> NetworkFile:
         """The node-facing keys of a network (or devnet) JSON; KeyError/TypeError when one is missing."""
-        return NetworkFile(rpc_url=str(obj["rpc_url"]), chain_id=int(obj["chain_id"]), ipfs_api=str(obj["ipfs_api"]),
-                           deployment=dict(obj["deployment"]))
+        return NetworkFile(
+            rpc_url=str(obj["rpc_url"]),
+            chain_id=int(obj["chain_id"]),
+            ipfs_api=str(obj["ipfs_api"]),
+            deployment=dict(obj["deployment"]),
+        )

@@ -34,7 +34,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-
 class ProcError(Exception):
     """Base for daemon start/stop failures; the message is one line that names the fix."""
 
@@ -67,13 +66,18 @@ class Daemon:
 
     name: str
     pid: int
-    start_ticks: int     # /proc/<pid>/stat field 22: tells this process from a recycled PID
+    start_ticks: int  # /proc/<pid>/stat field 22: tells this process from a recycled PID
     argv: tuple[str, ...]
     log_path: Path
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": self.pid, "start_ticks": self.start_ticks, "argv": list(self.argv),
-                "log": str(self.log_path)}
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "argv": list(self.argv),
+            "log": str(self.log_path),
+        }
 
     @staticmethod
     def from_json(obj: Mapping[str, Any]) -> Daemon:
@@ -161,7 +165,7 @@ def _set_handlers(handler: SignalHandler) -> dict[signal.Signals, SignalHandler]
 
 def _restore(old: dict[signal.Signals, SignalHandler]) -> None:
     for s, h in old.items():
-        if h is not None:   # None: a handler set outside Python, which cannot be put back; ours stays
+        if h is not None:  # None: a handler set outside Python, which cannot be put back; ours stays
             signal.signal(s, h)
 
 
@@ -222,7 +226,7 @@ def no_orphans(timeout: float = 10.0) -> Iterator[None]:
     try:
         yield
     finally:
-        _set_handlers(signal.SIG_IGN)   # before the old handlers return: no gap for a default SIGTERM
+        _set_handlers(signal.SIG_IGN)  # before the old handlers return: no gap for a default SIGTERM
         try:
             left = [d for d in owned() if d.pid not in before]
             if left:
@@ -272,15 +276,23 @@ def find_binary(name: str, candidates: Sequence[Path] = ()) -> Path:
     raise MissingBinary(name, looked)
 
 
-def start(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> tuple[Daemon, subprocess.Popen[bytes]]:
+def start(
+    name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> tuple[Daemon, subprocess.Popen[bytes]]:
     """Start ``argv`` detached in its own process group, stdout+stderr to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})
-    with open(log_path, "ab") as out, _held():   # a signal waits until the child is on record
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=full_env, cwd=cwd, start_new_session=True)
+    with open(log_path, "ab") as out, _held():  # a signal waits until the child is on record
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
         daemon = Daemon(name, proc.pid, _start_ticks(proc.pid), tuple(str(a) for a in argv), log_path)
         with _owned_lock:
             _owned[proc.pid] = daemon
@@ -398,15 +410,15 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def wait_ready(daemon: Daemon, proc: subprocess.Popen[bytes] | None, ready: Callable[[], bool],
-               timeout: float) -> None:
+def wait_ready(daemon: Daemon, proc: subprocess.Popen[bytes] | None, ready: Callable[[], bool], timeout: float) -> None:
     """Poll ``ready()`` until it holds; fail early if the daemon exits, or at the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         exited = proc.poll() is not None if proc is not None else not alive(daemon.pid)
         if exited:
-            raise DaemonDidNotStart(daemon.name, f"exited early: {log_tail(daemon.log_path) or 'no output'}",
-                                    daemon.log_path)
+            raise DaemonDidNotStart(
+                daemon.name, f"exited early: {log_tail(daemon.log_path) or 'no output'}", daemon.log_path
+            )
         if ready():
             return
         time.sleep(0.05)

@@ -1,10 +1,10 @@
 """A task as a node sees it, and its models.
 
-    load_task_context(node, task_id) -> TaskContext
-                                          on-chain params + the spec fetched by its on-chain digest + env
-    fetch_round_model(ctx, store, m) -> FetchedModel   model m by its on-chain digest (must be final)
-    model_for_round(ctx, store, m) -> torch policy     the same as a policy, cached by digest (read only!)
-    current_round_now(client, task), phase_now(client, task, r)   views as of the pending block
+load_task_context(node, task_id) -> TaskContext
+                                      on-chain params + the spec fetched by its on-chain digest + env
+fetch_round_model(ctx, store, m) -> FetchedModel   model m by its on-chain digest (must be final)
+model_for_round(ctx, store, m) -> torch policy     the same as a policy, cached by digest (read only!)
+current_round_now(client, task), phase_now(client, task, r)   views as of the pending block
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class ModelConfigMismatch(ValueError):
 
 
 # ----------------------------------------------------------------------------- the task and its models
+
 
 class ModelCache:
     """Policies by model digest (state: an LRU of built modules). Returned policies are shared: don't train them."""
@@ -103,7 +104,7 @@ def load_task_context(node: Node, task_id: int) -> TaskContext:
         raise UnknownTask(task_id, count)
     params = concord.task_params(task_id)
     spec = fetch_task_spec(node.store, params.spec_digest)
-    max_model_bytes = 2 * spec.limits.max_delta_bytes + MODEL_SLACK_BYTES   # weights + outer state
+    max_model_bytes = 2 * spec.limits.max_delta_bytes + MODEL_SLACK_BYTES  # weights + outer state
     models = ModelCache(node.state_dir / "models", max_model_bytes)
     return TaskContext(task_id, params, spec, make_env(spec.task.env), node.client, models)
 
@@ -133,6 +134,7 @@ def _round_model(ctx: TaskContext, store: Store, model: int) -> tuple[FetchedMod
 # Phases are decided by block timestamps. On a chain that mines only on transactions the
 # latest block can be minutes old; a transaction sent now executes in the pending block, so
 # "can I act now?" is asked of the pending block.
+
 
 def current_round_now(client: ChainClient, task_id: int) -> int:
     """The newest round as a transaction sent now would see it."""

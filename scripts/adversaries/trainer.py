@@ -25,13 +25,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="a trainer node (the flags of `concord trainer run`) playing one cheat")
     trainer.add_run_args(run)
-    run.add_argument("--cheat", choices=sorted(CHEATS), required=True,
-                     help="the cheat to play (scripts/adversaries/trainer_cheats.py; honest before its first round)")
+    run.add_argument(
+        "--cheat",
+        choices=sorted(CHEATS),
+        required=True,
+        help="the cheat to play (scripts/adversaries/trainer_cheats.py; honest before its first round)",
+    )
     args = p.parse_args(argv)
     cheat = CHEATS[args.cheat]
     setup_logging(args.json_logs)
-    log.warning("cheating trainer: %s (%s)", cheat.name, cheat.doc,
-                extra=fields(event="cheat_mode", cheat=cheat.name, caught_by=cheat.caught_by))
+    log.warning(
+        "cheating trainer: %s (%s)",
+        cheat.name,
+        cheat.doc,
+        extra=fields(event="cheat_mode", cheat=cheat.name, caught_by=cheat.caught_by),
+    )
     return trainer.run_command(args, CheatingTrainer(cheat))
 
 

@@ -89,15 +89,15 @@ class CheatContext:
 
     task_id: int
     round: int
-    base_round: int                                # the in-window model the trainer claims
+    base_round: int  # the in-window model the trainer claims
     trainer: str
     task: TaskConfig
     env: Env
     async_level: int
     limits: SubmissionLimits
-    policy: torch.nn.Module                        # model(base_round); shared: clone before changing it
-    model: Callable[[int], torch.nn.Module]        # model(r) for any final r
-    node: Node | None = None                       # chain reads of claim hooks
+    policy: torch.nn.Module  # model(base_round); shared: clone before changing it
+    model: Callable[[int], torch.nn.Module]  # model(r) for any final r
+    node: Node | None = None  # chain reads of claim hooks
 
 
 @dataclass(frozen=True)
@@ -105,18 +105,18 @@ class Claim:
     """What a trainer submits on chain besides (task, round)."""
 
     base_round: int
-    digest: Digest       # sha256 of the submission manifest
-    proof_root: bytes    # 32 bytes
+    digest: Digest  # sha256 of the submission manifest
+    proof_root: bytes  # 32 bytes
     work_units: int
 
 
 @dataclass(frozen=True)
 class Cheat:
     name: str
-    doc: str             # one line: what the cheater does
-    caught_by: str       # the check (verify_submission's failed_check) or contract error that stops it
+    doc: str  # one line: what the cheater does
+    caught_by: str  # the check (verify_submission's failed_check) or contract error that stops it
     first_round: int = 0
-    after_window: bool = False   # first_round counts after the async window: acts from first_round + asyncLevel
+    after_window: bool = False  # first_round counts after the async window: acts from first_round + asyncLevel
     model: Callable[[torch.nn.Module, CheatContext], torch.nn.Module] | None = None
     bundle: Callable[[Bundle, CheatContext], Bundle] | None = None
     upload: Callable[[Store, Bundle, CheatContext], Claim] | None = None
@@ -129,9 +129,19 @@ class Cheat:
 
 def cheat_context(node: Node, ctx: TaskContext, round_: int, base_round: int) -> CheatContext:
     """The context of a trainer node's round (model lookups go through the node's cache)."""
-    return CheatContext(ctx.task_id, round_, base_round, node.address, ctx.task, ctx.env, ctx.params.async_level,
-                        ctx.spec.limits, model_for_round(ctx, node.store, base_round),
-                        lambda r: model_for_round(ctx, node.store, r), node)
+    return CheatContext(
+        ctx.task_id,
+        round_,
+        base_round,
+        node.address,
+        ctx.task,
+        ctx.env,
+        ctx.params.async_level,
+        ctx.spec.limits,
+        model_for_round(ctx, node.store, base_round),
+        lambda r: model_for_round(ctx, node.store, r),
+        node,
+    )
 
 
 def honest_upload(store: Store, bundle: Bundle) -> Claim:
@@ -141,13 +151,19 @@ def honest_upload(store: Store, bundle: Bundle) -> Claim:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def _resealed(bundle: Bundle, batches, proofs=None, delta=None) -> Bundle:
     """``bundle`` with new batches / proofs / delta and claims recomputed from them."""
     proofs = bundle.proofs if proofs is None else tuple(proofs)
-    return dataclasses.replace(bundle, batches=tuple(batches), proofs=proofs,
-                               delta=bundle.delta if delta is None else delta,
-                               mean_reward=claimed_mean_reward(batches), work_units=claimed_work_units(batches),
-                               proof_root=proofs_root(proofs))
+    return dataclasses.replace(
+        bundle,
+        batches=tuple(batches),
+        proofs=proofs,
+        delta=bundle.delta if delta is None else delta,
+        mean_reward=claimed_mean_reward(batches),
+        work_units=claimed_work_units(batches),
+        proof_root=proofs_root(proofs),
+    )
 
 
 def _consistent(bundle: Bundle, batches: list[RolloutBatch], ctx: CheatContext, reprove: set[int]) -> Bundle:
@@ -184,8 +200,11 @@ def _rng(ctx: CheatContext) -> np.random.Generator:
 def _submitted(ctx: CheatContext) -> list[chain.Submitted]:
     """This task's Submitted events so far (claim hooks run on a trainer node: ctx.node is set)."""
     client = ctx.node.client
-    return [e for e in client.concord.events(client.deployment.block_number, "latest", ["Submitted"])
-            if isinstance(e, chain.Submitted) and e.task_id == ctx.task_id]
+    return [
+        e
+        for e in client.concord.events(client.deployment.block_number, "latest", ["Submitted"])
+        if isinstance(e, chain.Submitted) and e.task_id == ctx.task_id
+    ]
 
 
 def _claim_of(e: chain.Submitted, base_round: int) -> Claim:
@@ -193,6 +212,7 @@ def _claim_of(e: chain.Submitted, base_round: int) -> Claim:
 
 
 # ----------------------------------------------------------------------------- proofs
+
 
 def zero_proofs(bundle: Bundle, ctx: CheatContext) -> Bundle:
     proofs = tuple(tuple(tuple(bytes(len(p)) for p in r) for r in step) for step in bundle.proofs)
@@ -225,6 +245,7 @@ def stale_model(policy: torch.nn.Module, ctx: CheatContext) -> torch.nn.Module:
 
 # ----------------------------------------------------------------------------- tokens, seeds, prompts
 
+
 def _other_token(tok: int) -> int:
     """A different symbol token (never PAD or EOS)."""
     return SYM0 + (tok - SYM0 + 1) % 8 if tok >= SYM0 else SYM0
@@ -233,6 +254,7 @@ def _other_token(tok: int) -> int:
 def altered_token(where: str) -> Callable[[Bundle, CheatContext], Bundle]:
     """One generated token of the last step's longest rollout changed (position first/middle/last of
     its counted tokens); rewards, work units and the delta recomputed, proofs the honest ones."""
+
     def alter(bundle: Bundle, ctx: CheatContext) -> Bundle:
         b = bundle.batches[-1]
         n = int(torch.argmax(b.lengths))
@@ -242,6 +264,7 @@ def altered_token(where: str) -> Callable[[Bundle, CheatContext], Bundle]:
         comps[n, t] = _other_token(int(comps[n, t]))
         batches = list(bundle.batches[:-1]) + [dataclasses.replace(b, completions=comps)]
         return _consistent(bundle, batches, ctx, reprove=set())
+
     return alter
 
 
@@ -250,14 +273,15 @@ def cherry_pick(bundle: Bundle, ctx: CheatContext) -> Bundle:
     k, g = len(bundle.batches) - 1, ctx.task.grpo.group_size
     b = bundle.batches[k]
     idx = sorted(set(b.prompt_idx.tolist()))
-    wide = generate(_theta(ctx, bundle.batches, k), ctx.env, idx, 2 * g, ctx.task.sampler, ctx.task_id, ctx.round,
-                    ctx.trainer)
+    wide = generate(
+        _theta(ctx, bundle.batches, k), ctx.env, idx, 2 * g, ctx.task.sampler, ctx.task_id, ctx.round, ctx.trainer
+    )
     keep: list[int] = []
     for a in range(len(idx)):
         rows = sorted(range(a * 2 * g, (a + 1) * 2 * g), key=lambda r: (-float(wide.rewards[r]), -r))
-        keep += sorted(rows[:g])   # best first, later (unassigned) seeds on ties
+        keep += sorted(rows[:g])  # best first, later (unassigned) seeds on ties
     sel = torch.tensor(keep)
-    width = int(wide.lengths[sel].max())   # trimmed as generation of the kept rows would have been
+    width = int(wide.lengths[sel].max())  # trimmed as generation of the kept rows would have been
     picked = dataclasses.replace(b, completions=wide.completions[sel, :width])
     return _consistent(bundle, list(bundle.batches[:k]) + [picked], ctx, reprove={k})
 
@@ -266,14 +290,16 @@ def wrong_prompts(bundle: Bundle, ctx: CheatContext) -> Bundle:
     """Last step on the next round's prompts (sampled with the assigned keys, proved consistently)."""
     k = len(bundle.batches) - 1
     b = bundle.batches[k]
-    prompts = torch.tensor([ctx.env.prompt(prompt_seed(ctx.task_id, ctx.round + 1, ctx.trainer, int(i)))
-                            for i in b.prompt_idx])   # [N, P]
+    prompts = torch.tensor(
+        [ctx.env.prompt(prompt_seed(ctx.task_id, ctx.round + 1, ctx.trainer, int(i))) for i in b.prompt_idx]
+    )  # [N, P]
     comps, _, _ = generate_tokens(_theta(ctx, bundle.batches, k), prompts, b.keys, ctx.task.sampler)
     moved = dataclasses.replace(b, prompts=prompts, completions=comps)
     return _consistent(bundle, list(bundle.batches[:k]) + [moved], ctx, reprove={k})
 
 
 # ----------------------------------------------------------------------------- claims and delta
+
 
 def inflate_rewards(bundle: Bundle, ctx: CheatContext | None = None) -> Bundle:
     """Claim reward 1.0 for every rollout (the env's rewards are recomputed by validators)."""
@@ -309,14 +335,19 @@ def extra_inner_step(bundle: Bundle, ctx: CheatContext) -> Bundle:
     idx = list(range(h * grpo.prompts_per_step, (h + 1) * grpo.prompts_per_step))
     extra = generate(policy, ctx.env, idx, grpo.group_size, ctx.task.sampler, ctx.task_id, ctx.round, ctx.trainer)
     inner_update(policy, opt, extra, grpo, ctx.policy)
-    sealed = _resealed(bundle, bundle.batches + (strip_private(extra),), bundle.proofs + (batch_proofs(extra),),
-                       state_delta(policy_state(policy), policy_state(ctx.policy)))
+    sealed = _resealed(
+        bundle,
+        bundle.batches + (strip_private(extra),),
+        bundle.proofs + (batch_proofs(extra),),
+        state_delta(policy_state(policy), policy_state(ctx.policy)),
+    )
     # The chain refuses a claim above the task's maxWorkUnits (WorkUnitsAboveMax, a contract test):
     # this cheater claims at most that, so the bundle lands and the validators' limits must stop it.
     return dataclasses.replace(sealed, work_units=min(sealed.work_units, ctx.task.max_work_units))
 
 
 # ----------------------------------------------------------------------------- manifest level
+
 
 @dataclass(frozen=True)
 class _ManifestWithheld:
@@ -343,19 +374,26 @@ def malformed_manifest(store: Store, bundle: Bundle, ctx: CheatContext) -> Claim
     return Claim(bundle.base_round, digest, bytes(bundle.proof_root), bundle.work_units)
 
 
-PADDED_SHARDS = 331              # empty delta shards the padded_delta_shards cheater appends
-METADATA_BYTES = 2000            # bytes of safetensors metadata the delta_shard_metadata cheater adds
+PADDED_SHARDS = 331  # empty delta shards the padded_delta_shards cheater appends
+METADATA_BYTES = 2000  # bytes of safetensors metadata the delta_shard_metadata cheater adds
 
 
 def upload_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, bytes]]) -> Claim:
     """The honest rollouts, proofs and stats with ``shards`` as the delta files (same tensors, other bytes)."""
     rollouts, proofs, _ = submission_files(bundle)
     manifest = SubmissionManifest(
-        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
-        rollouts=store.put_file(rollouts, ROLLOUTS_NAME), proofs=store.put_file(proofs, PROOFS_NAME),
-        delta=tuple(store.put_file(data, name) for name, data in shards), stats=encode_stats(bundle, bundle.batches))
-    return Claim(bundle.base_round, store.put_manifest(manifest.to_bytes()), bytes(bundle.proof_root),
-                 bundle.work_units)
+        task_id=bundle.task_id,
+        round=bundle.round,
+        base_round=bundle.base_round,
+        trainer=bundle.trainer,
+        rollouts=store.put_file(rollouts, ROLLOUTS_NAME),
+        proofs=store.put_file(proofs, PROOFS_NAME),
+        delta=tuple(store.put_file(data, name) for name, data in shards),
+        stats=encode_stats(bundle, bundle.batches),
+    )
+    return Claim(
+        bundle.base_round, store.put_manifest(manifest.to_bytes()), bytes(bundle.proof_root), bundle.work_units
+    )
 
 
 def padded_delta_shards(store: Store, bundle: Bundle, ctx: CheatContext) -> Claim:
@@ -363,8 +401,9 @@ def padded_delta_shards(store: Store, bundle: Bundle, ctx: CheatContext) -> Clai
     renamed `delta-{i}-of-{n}`: the same tensors, another digest for the same work."""
     shards = [data for _, data in submission_files(bundle)[2]] + [st_save({})] * PADDED_SHARDS
     n = len(shards)
-    return upload_with_delta(store, bundle, [(f"delta-{i:05d}-of-{n:05d}.safetensors", data)
-                                             for i, data in enumerate(shards, start=1)])
+    return upload_with_delta(
+        store, bundle, [(f"delta-{i:05d}-of-{n:05d}.safetensors", data) for i, data in enumerate(shards, start=1)]
+    )
 
 
 def delta_shard_metadata(store: Store, bundle: Bundle, ctx: CheatContext) -> Claim:
@@ -377,11 +416,19 @@ def delta_shard_metadata(store: Store, bundle: Bundle, ctx: CheatContext) -> Cla
 
 # ----------------------------------------------------------------------------- availability (issue 10)
 
+
 def add_chunked(store: Store, data: bytes, name: str, chunk: int) -> tuple[ShardRef, list[str]]:
     """Add ``data`` unpinned as a UnixFS file of ``chunk``-byte raw leaves (not the store's chunker);
     returns its reference and its leaves' CIDs in file order."""
-    opts = {"cid-version": "1", "raw-leaves": "true", "chunker": f"size-{chunk}", "hash": "sha2-256",
-            "pin": "false", "cid-base": "base32", "wrap-with-directory": "false"}
+    opts = {
+        "cid-version": "1",
+        "raw-leaves": "true",
+        "chunker": f"size-{chunk}",
+        "hash": "sha2-256",
+        "pin": "false",
+        "cid-base": "base32",
+        "wrap-with-directory": "false",
+    }
     body, headers = multipart.stream_bytes(data, chunk_size=1 << 20)
     resp = store._http.request("/add", opts=opts, decoder="json", data=body, headers=headers, timeout=store.timeout)
     root = canonical_cid(resp[-1]["Hash"])
@@ -398,15 +445,22 @@ def withheld_leaf(store: Store, bundle: Bundle, ctx: CheatContext | None = None)
     name, data = shards[0]
     first, leaves = add_chunked(store, data, name, len(data) // 2 + 1)
     manifest = SubmissionManifest(
-        task_id=bundle.task_id, round=bundle.round, base_round=bundle.base_round, trainer=bundle.trainer,
-        rollouts=store.put_file(rollouts, ROLLOUTS_NAME), proofs=store.put_file(proofs, PROOFS_NAME),
-        delta=(first,) + tuple(store.put_file(d, n) for n, d in shards[1:]), stats=encode_stats(bundle, bundle.batches))
+        task_id=bundle.task_id,
+        round=bundle.round,
+        base_round=bundle.base_round,
+        trainer=bundle.trainer,
+        rollouts=store.put_file(rollouts, ROLLOUTS_NAME),
+        proofs=store.put_file(proofs, PROOFS_NAME),
+        delta=(first,) + tuple(store.put_file(d, n) for n, d in shards[1:]),
+        stats=encode_stats(bundle, bundle.batches),
+    )
     digest = store.put_manifest(manifest.to_bytes())
     store._http.request("/block/rm", (leaves[-1],), decoder="json", timeout=store.timeout)
     return Claim(bundle.base_round, digest, bytes(bundle.proof_root), bundle.work_units)
 
 
 # ----------------------------------------------------------------------------- chain level
+
 
 def copy_other(claim: Claim, ctx: CheatContext) -> Claim | None:
     """Another trainer's submission of this round as ours; None (wait) until one appears."""
@@ -427,58 +481,144 @@ def base_outside_window(claim: Claim, ctx: CheatContext) -> Claim:
 # ----------------------------------------------------------------------------- the registry
 
 _ALL = (
-    Cheat("zero_proofs", "every TOPLOC proof replaced by zero bytes (proof root recomputed)", "toploc",
-          bundle=zero_proofs),
-    Cheat("random_proofs", "every TOPLOC proof replaced by random bytes (proof root recomputed)", "toploc",
-          bundle=random_proofs),
-    Cheat("foreign_model_proofs", "rollouts generated, proved and trained with another model (same architecture, "
-          "other init seed) while claiming model(baseRound)", "toploc", model=foreign_model),
-    Cheat("altered_token_first", "first counted token of one rollout changed, the rest recomputed (honest proofs)",
-          "sampling", bundle=altered_token("first")),
-    Cheat("altered_token_middle", "middle counted token of one rollout changed, the rest recomputed (honest proofs)",
-          "sampling", bundle=altered_token("middle")),
-    Cheat("altered_token_last", "last counted token of one rollout changed, the rest recomputed (honest proofs)",
-          "sampling", bundle=altered_token("last")),
-    Cheat("cherry_picked", "best G of 2G samples per prompt relabelled as the assigned seeds, proved consistently",
-          "sampling", bundle=cherry_pick),
-    Cheat("wrong_prompts", "last inner step on the next round's prompts, proved and trained consistently", "prompts",
-          bundle=wrong_prompts),
+    Cheat(
+        "zero_proofs", "every TOPLOC proof replaced by zero bytes (proof root recomputed)", "toploc", bundle=zero_proofs
+    ),
+    Cheat(
+        "random_proofs",
+        "every TOPLOC proof replaced by random bytes (proof root recomputed)",
+        "toploc",
+        bundle=random_proofs,
+    ),
+    Cheat(
+        "foreign_model_proofs",
+        "rollouts generated, proved and trained with another model (same architecture, "
+        "other init seed) while claiming model(baseRound)",
+        "toploc",
+        model=foreign_model,
+    ),
+    Cheat(
+        "altered_token_first",
+        "first counted token of one rollout changed, the rest recomputed (honest proofs)",
+        "sampling",
+        bundle=altered_token("first"),
+    ),
+    Cheat(
+        "altered_token_middle",
+        "middle counted token of one rollout changed, the rest recomputed (honest proofs)",
+        "sampling",
+        bundle=altered_token("middle"),
+    ),
+    Cheat(
+        "altered_token_last",
+        "last counted token of one rollout changed, the rest recomputed (honest proofs)",
+        "sampling",
+        bundle=altered_token("last"),
+    ),
+    Cheat(
+        "cherry_picked",
+        "best G of 2G samples per prompt relabelled as the assigned seeds, proved consistently",
+        "sampling",
+        bundle=cherry_pick,
+    ),
+    Cheat(
+        "wrong_prompts",
+        "last inner step on the next round's prompts, proved and trained consistently",
+        "prompts",
+        bundle=wrong_prompts,
+    ),
     Cheat("inflated_rewards", "reward 1.0 claimed for every rollout", "rewards", bundle=inflate_rewards),
-    Cheat("work_units_off_by_one", "workUnits = honest + 1, on chain and in the manifest", "work_units",
-          bundle=work_units_plus_one),
+    Cheat(
+        "work_units_off_by_one",
+        "workUnits = honest + 1, on chain and in the manifest",
+        "work_units",
+        bundle=work_units_plus_one,
+    ),
     Cheat("random_delta", "a random delta of the honest one's scale", "training_replay", bundle=random_delta),
     Cheat("delta_scaled_1_01", "the honest delta times 1.01", "training_replay", bundle=scaled_delta),
-    Cheat("other_hparams", "the delta trained on the same rollouts with lr x2", "training_replay",
-          bundle=other_hparams),
-    Cheat("copied_bundle", "another trainer's digest/proofRoot/workUnits of the same round submitted as its own "
-          "(waits for one; misses the round if none appears)", "claim.trainer", claim=copy_other),
-    Cheat("replayed_bundle", "its own previous submission's digest/proofRoot/workUnits submitted again",
-          "claim.round", first_round=1, claim=replay_own),
-    Cheat("base_outside_window", "baseRound = round - asyncLevel - 1 on chain",
-          "contract: BaseRoundOutOfWindow", first_round=1, after_window=True, claim=base_outside_window),
-    Cheat("stale_model", "trained on model(round - asyncLevel - 1) while claiming an in-window baseRound",
-          "toploc", first_round=1, after_window=True, model=stale_model),
-    Cheat("unavailable_manifest", "a valid manifest's digest submitted, the manifest never uploaded", "fetch",
-          upload=unavailable_manifest),
-    Cheat("oversized_bundle", "H + 1 inner steps: over the task's inner-step and rollout limits (claims at most "
-          "maxWorkUnits, which the chain enforces)", "fetch",
-          bundle=extra_inner_step),
-    Cheat("malformed_manifest", "a manifest with a field the schema does not have (canonical JSON)", "fetch",
-          upload=malformed_manifest),
-    Cheat("proofs_one_short", "one proof dropped from one rollout (proof root recomputed)", "toploc",
-          bundle=proofs_one_short),
-    Cheat("padded_delta_shards", f"the honest bundle with {PADDED_SHARDS} empty delta shards appended (same tensors, "
-          "another digest)", "fetch", upload=padded_delta_shards),
-    Cheat("delta_shard_metadata", f"the honest bundle with {METADATA_BYTES} bytes of metadata in its delta shard "
-          "(same tensors, another digest)", "fetch", upload=delta_shard_metadata),
-    Cheat("withheld_leaf", "its delta shard uploaded as a file of two leaves, the second never served (block/rm "
-          "after the manifest is up)", "fetch", upload=withheld_leaf),
+    Cheat(
+        "other_hparams", "the delta trained on the same rollouts with lr x2", "training_replay", bundle=other_hparams
+    ),
+    Cheat(
+        "copied_bundle",
+        "another trainer's digest/proofRoot/workUnits of the same round submitted as its own "
+        "(waits for one; misses the round if none appears)",
+        "claim.trainer",
+        claim=copy_other,
+    ),
+    Cheat(
+        "replayed_bundle",
+        "its own previous submission's digest/proofRoot/workUnits submitted again",
+        "claim.round",
+        first_round=1,
+        claim=replay_own,
+    ),
+    Cheat(
+        "base_outside_window",
+        "baseRound = round - asyncLevel - 1 on chain",
+        "contract: BaseRoundOutOfWindow",
+        first_round=1,
+        after_window=True,
+        claim=base_outside_window,
+    ),
+    Cheat(
+        "stale_model",
+        "trained on model(round - asyncLevel - 1) while claiming an in-window baseRound",
+        "toploc",
+        first_round=1,
+        after_window=True,
+        model=stale_model,
+    ),
+    Cheat(
+        "unavailable_manifest",
+        "a valid manifest's digest submitted, the manifest never uploaded",
+        "fetch",
+        upload=unavailable_manifest,
+    ),
+    Cheat(
+        "oversized_bundle",
+        "H + 1 inner steps: over the task's inner-step and rollout limits (claims at most "
+        "maxWorkUnits, which the chain enforces)",
+        "fetch",
+        bundle=extra_inner_step,
+    ),
+    Cheat(
+        "malformed_manifest",
+        "a manifest with a field the schema does not have (canonical JSON)",
+        "fetch",
+        upload=malformed_manifest,
+    ),
+    Cheat(
+        "proofs_one_short",
+        "one proof dropped from one rollout (proof root recomputed)",
+        "toploc",
+        bundle=proofs_one_short,
+    ),
+    Cheat(
+        "padded_delta_shards",
+        f"the honest bundle with {PADDED_SHARDS} empty delta shards appended (same tensors, another digest)",
+        "fetch",
+        upload=padded_delta_shards,
+    ),
+    Cheat(
+        "delta_shard_metadata",
+        f"the honest bundle with {METADATA_BYTES} bytes of metadata in its delta shard (same tensors, another digest)",
+        "fetch",
+        upload=delta_shard_metadata,
+    ),
+    Cheat(
+        "withheld_leaf",
+        "its delta shard uploaded as a file of two leaves, the second never served (block/rm after the manifest is up)",
+        "fetch",
+        upload=withheld_leaf,
+    ),
 )
 
 CHEATS: dict[str, Cheat] = {c.name: c for c in _ALL}
 
 
 # ----------------------------------------------------------------------------- on a trainer node
+
 
 class CheatingTrainer(TrainerHooks):
     """The trainer node's hooks playing ``cheat``: the honest steps in the rounds before the cheat
@@ -492,8 +632,9 @@ class CheatingTrainer(TrainerHooks):
     def _acts(self, ctx: TaskContext, round_: int, step: Callable | None) -> bool:
         return step is not None and self.cheat.acts(round_, ctx.params.async_level)
 
-    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int,
-                   policy: torch.nn.Module) -> torch.nn.Module:
+    def base_model(
+        self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: torch.nn.Module
+    ) -> torch.nn.Module:
         if not self._acts(ctx, round_, self.cheat.model):
             return policy
         self.cheated.add(round_)
@@ -519,11 +660,28 @@ class CheatingTrainer(TrainerHooks):
                 return None
             if claim != honest:
                 self.cheated.add(prep.round)
-            prep = dataclasses.replace(prep, base_round=claim.base_round, digest=claim.digest,
-                                       proof_root=claim.proof_root, work_units=claim.work_units)
+            prep = dataclasses.replace(
+                prep,
+                base_round=claim.base_round,
+                digest=claim.digest,
+                proof_root=claim.proof_root,
+                work_units=claim.work_units,
+            )
         cheated = prep.round in self.cheated
-        log.log(logging.WARNING if cheated else logging.INFO, "cheat %s, round %d: %s", self.cheat.name, prep.round,
-                f"cheated (caught by {self.cheat.caught_by})" if cheated else "honest this round",
-                extra=fields(event="cheat", round=prep.round, cheat=self.cheat.name, cheated=cheated,
-                             base_round=prep.base_round, digest=prep.digest, work_units=prep.work_units))
+        log.log(
+            logging.WARNING if cheated else logging.INFO,
+            "cheat %s, round %d: %s",
+            self.cheat.name,
+            prep.round,
+            f"cheated (caught by {self.cheat.caught_by})" if cheated else "honest this round",
+            extra=fields(
+                event="cheat",
+                round=prep.round,
+                cheat=self.cheat.name,
+                cheated=cheated,
+                base_round=prep.base_round,
+                digest=prep.digest,
+                work_units=prep.work_units,
+            ),
+        )
         return prep

@@ -21,18 +21,27 @@ log = logging.getLogger("concord.validator.cheat")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.adversaries.validator",
-                                description="run a cheating validator node")
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.adversaries.validator", description="run a cheating validator node"
+    )
     sub = p.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="a validator node (the flags of `concord validator run`) playing one cheat")
     node.add_run_args(run)
-    run.add_argument("--cheat", choices=sorted(VALIDATOR_CHEATS), required=True,
-                     help="the validator rule to break (scripts/adversaries/validator_cheats.py)")
+    run.add_argument(
+        "--cheat",
+        choices=sorted(VALIDATOR_CHEATS),
+        required=True,
+        help="the validator rule to break (scripts/adversaries/validator_cheats.py)",
+    )
     args = p.parse_args(argv)
     cheat = VALIDATOR_CHEATS[args.cheat]
     setup_logging(args.json_logs)
-    log.warning("cheating validator: %s (%s)", cheat.name, cheat.doc,
-                extra=fields(event="cheat_mode", cheat=cheat.name, expected_loss=cheat.expected_loss))
+    log.warning(
+        "cheating validator: %s (%s)",
+        cheat.name,
+        cheat.doc,
+        extra=fields(event="cheat_mode", cheat=cheat.name, expected_loss=cheat.expected_loss),
+    )
     return node.run_command(args, CheatingValidator(cheat))
 
 

@@ -42,10 +42,11 @@ from validator.node import SubmissionVerdict, Validator, ValidatorHooks, ensure_
 
 log = logging.getLogger("concord.validator.cheat")
 
-COPY_GRACE_S = 5.0     # how long copy_reveal waits for the copied validator's reveal before replaying another's
+COPY_GRACE_S = 5.0  # how long copy_reveal waits for the copied validator's reveal before replaying another's
 
 
 # ----------------------------------------------------------------------------- the registry
+
 
 def _as_found(found_ok: bool) -> bool:
     return found_ok
@@ -65,33 +66,53 @@ class ValidatorCheat:
     """One way to break the validator rules: what it changes (defaults: the honest behaviour)."""
 
     name: str
-    doc: str                                            # one line: what it does
-    expected_loss: str                                  # one line: what the rules make it lose
-    vote: Callable[[bool], bool] = _as_found            # votes accept? given what verification found
-    next_model: Callable[[Digest], Digest] = _as_computed     # digest voted, given the next model it computed
-    copies_commit: bool = False                         # commit another's commitment instead of verifying
-    skip_reveal: bool = False                           # never reveal
+    doc: str  # one line: what it does
+    expected_loss: str  # one line: what the rules make it lose
+    vote: Callable[[bool], bool] = _as_found  # votes accept? given what verification found
+    next_model: Callable[[Digest], Digest] = _as_computed  # digest voted, given the next model it computed
+    copies_commit: bool = False  # commit another's commitment instead of verifying
+    skip_reveal: bool = False  # never reveal
 
 
-VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {c.name: c for c in [
-    ValidatorCheat("reject_honest", "votes reject on every submission it found honest (its model leaves them out)",
-                   "its share of the validator fee (its next-model digest loses the vote)",
-                   vote=lambda found_ok: False),
-    ValidatorCheat("accept_cheat", "votes accept on every submission it found bad (its model adds their deltas)",
-                   "its bounty share on every rejected trainer, and its fee share when its model differs",
-                   vote=lambda found_ok: True),
-    ValidatorCheat("copy_reveal", "commits a copy of another validator's commitment and replays its reveal",
-                   "slashAmount (committed, never revealed: the copied reveal reverts RevealDoesNotMatchCommit)",
-                   copies_commit=True),
-    ValidatorCheat("no_reveal", "verifies and commits honestly, never reveals",
-                   "slashAmount (committed, never revealed)", skip_reveal=True),
-    ValidatorCheat("wrong_model", "votes the honest bitmap with a junk next-model digest",
-                   "its share of the validator fee (its next-model digest loses the vote)",
-                   next_model=_junk_digest),
-]}
+VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {
+    c.name: c
+    for c in [
+        ValidatorCheat(
+            "reject_honest",
+            "votes reject on every submission it found honest (its model leaves them out)",
+            "its share of the validator fee (its next-model digest loses the vote)",
+            vote=lambda found_ok: False,
+        ),
+        ValidatorCheat(
+            "accept_cheat",
+            "votes accept on every submission it found bad (its model adds their deltas)",
+            "its bounty share on every rejected trainer, and its fee share when its model differs",
+            vote=lambda found_ok: True,
+        ),
+        ValidatorCheat(
+            "copy_reveal",
+            "commits a copy of another validator's commitment and replays its reveal",
+            "slashAmount (committed, never revealed: the copied reveal reverts RevealDoesNotMatchCommit)",
+            copies_commit=True,
+        ),
+        ValidatorCheat(
+            "no_reveal",
+            "verifies and commits honestly, never reveals",
+            "slashAmount (committed, never revealed)",
+            skip_reveal=True,
+        ),
+        ValidatorCheat(
+            "wrong_model",
+            "votes the honest bitmap with a junk next-model digest",
+            "its share of the validator fee (its next-model digest loses the vote)",
+            next_model=_junk_digest,
+        ),
+    ]
+}
 
 
 # ----------------------------------------------------------------------------- on a validator node
+
 
 class CheatingValidator(ValidatorHooks):
     """The validator node's hooks playing ``cheat``; each step it leaves alone is the honest one.
@@ -99,23 +120,31 @@ class CheatingValidator(ValidatorHooks):
 
     def __init__(self, cheat: ValidatorCheat) -> None:
         self.cheat = cheat
-        self._withheld: set[tuple[int, int]] = set()     # (task, round) whose withheld reveal was logged
+        self._withheld: set[tuple[int, int]] = set()  # (task, round) whose withheld reveal was logged
 
     def verify(self, v: Validator, round_: int) -> None:
-        if not self.cheat.copies_commit:                 # copy_reveal verifies nothing
+        if not self.cheat.copies_commit:  # copy_reveal verifies nothing
             super().verify(v, round_)
 
-    def votes(self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]
-              ) -> tuple[list[SubmissionVerdict], list[SubmissionVerdict]]:
+    def votes(
+        self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]
+    ) -> tuple[list[SubmissionVerdict], list[SubmissionVerdict]]:
         """The vote ``cheat.vote`` makes of each finding. A submission voted accepted against the finding
         goes into the model only if its delta can be fetched and has the model's shapes (it is put in
         ``v.deltas``); otherwise it is left out of the model but still voted accepted."""
-        voted = [x if self.cheat.vote(x.accepted) == x.accepted else dataclasses.replace(x, accepted=not x.accepted)
-                 for x in found]
+        voted = [
+            x if self.cheat.vote(x.accepted) == x.accepted else dataclasses.replace(x, accepted=not x.accepted)
+            for x in found
+        ]
         flipped = [x.index for x, f in zip(voted, found, strict=True) if x.accepted != f.accepted]
         if flipped:
-            log.warning("cheat %s: round %d votes %s against what it found", self.cheat.name, round_, flipped,
-                        extra=fields(event="cheat_votes", cheat=self.cheat.name, round=round_, flipped=flipped))
+            log.warning(
+                "cheat %s: round %d votes %s against what it found",
+                self.cheat.name,
+                round_,
+                flipped,
+                extra=fields(event="cheat_votes", cheat=self.cheat.name, round=round_, flipped=flipped),
+            )
         flipped_in = [x for x, f in zip(voted, found, strict=True) if x.accepted and not f.accepted]
         unusable = {(x.round, x.index) for x in flipped_in if not _fetch_delta(v, x, self.cheat.name)}
         model_from = [dataclasses.replace(x, accepted=False) if (x.round, x.index) in unusable else x for x in voted]
@@ -124,23 +153,34 @@ class CheatingValidator(ValidatorHooks):
     def next_model(self, v: Validator, round_: int, digest: Digest) -> Digest:
         voted = self.cheat.next_model(digest)
         if voted != digest:
-            log.warning("cheat %s: round %d votes model %s, not the computed %s", self.cheat.name, round_, voted,
-                        digest, extra=fields(event="cheat_next_model", cheat=self.cheat.name, round=round_,
-                                             model=voted, computed=digest))
+            log.warning(
+                "cheat %s: round %d votes model %s, not the computed %s",
+                self.cheat.name,
+                round_,
+                voted,
+                digest,
+                extra=fields(
+                    event="cheat_next_model", cheat=self.cheat.name, round=round_, model=voted, computed=digest
+                ),
+            )
         return voted
 
     def commit(self, v: Validator, round_: int, submissions: int) -> bool:
         if not self.cheat.copies_commit:
             return super().commit(v, round_, submissions)
-        ensure_enrolled(v)                               # as the honest commit does: a slash may have left it short
+        ensure_enrolled(v)  # as the honest commit does: a slash may have left it short
         return commit_copy(v, round_)
 
     def reveal(self, v: Validator, round_: int) -> None:
         if self.cheat.skip_reveal:
             if (v.task_id, round_) not in self._withheld:
                 self._withheld.add((v.task_id, round_))
-                log.warning("cheat %s: round %d committed, reveal withheld", self.cheat.name, round_,
-                            extra=fields(event="cheat_no_reveal", cheat=self.cheat.name, round=round_))
+                log.warning(
+                    "cheat %s: round %d committed, reveal withheld",
+                    self.cheat.name,
+                    round_,
+                    extra=fields(event="cheat_no_reveal", cheat=self.cheat.name, round=round_),
+                )
             return
         if self.cheat.copies_commit:
             reveal_copy(v, round_)
@@ -149,6 +189,7 @@ class CheatingValidator(ValidatorHooks):
 
 
 # ----------------------------------------------------------------------------- accept_cheat: bad deltas
+
 
 def _fetch_delta(v: Validator, verdict: SubmissionVerdict, cheat: str) -> bool:
     """Put a submission's delta in ``v.deltas`` if it can be fetched and fits model baseRound's shapes."""
@@ -160,14 +201,20 @@ def _fetch_delta(v: Validator, verdict: SubmissionVerdict, cheat: str) -> bool:
     try:
         v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits, shapes).delta
     except SubmissionError as e:
-        log.warning("cheat %s: round %d #%d has no usable delta (%s); left out of the model", cheat,
-                    verdict.round, verdict.index, e, extra=fields(event="cheat_delta_left_out", round=verdict.round,
-                                                                 index=verdict.index))
+        log.warning(
+            "cheat %s: round %d #%d has no usable delta (%s); left out of the model",
+            cheat,
+            verdict.round,
+            verdict.index,
+            e,
+            extra=fields(event="cheat_delta_left_out", round=verdict.round, index=verdict.index),
+        )
         return False
     return True
 
 
 # ----------------------------------------------------------------------------- copy_reveal
+
 
 def _record_path(v: Validator, round_: int) -> Path:
     return v.task_dir / "cheat" / f"r{round_:06d}.json"
@@ -185,8 +232,11 @@ def _save_record(v: Validator, round_: int, record: dict) -> None:
 
 
 def _round_events(v: Validator, cls: type, round_: int) -> list:
-    return [e for e in v.concord.events(v.client.deployment.block_number, "latest", [cls.__name__])
-            if isinstance(e, cls) and e.task_id == v.task_id and e.round == round_]
+    return [
+        e
+        for e in v.concord.events(v.client.deployment.block_number, "latest", [cls.__name__])
+        if isinstance(e, cls) and e.task_id == v.task_id and e.round == round_
+    ]
 
 
 def commit_copy(v: Validator, round_: int) -> bool:
@@ -198,14 +248,25 @@ def commit_copy(v: Validator, round_: int) -> bool:
     try:
         v.concord.commit(v.signer, v.task_id, round_, source.commitment)
         error = ""
-    except ContractError as e:               # our own cheat's revert: log it and carry on
+    except ContractError as e:  # our own cheat's revert: log it and carry on
         error = e.name
-    _save_record(v, round_, {"copied_from": source.validator, "commitment": source.commitment.hex(),
-                             "commit_error": error})
-    log.warning("cheat copy_reveal: round %d committed %s copied from %s%s", round_, source.commitment.hex(),
-                source.validator, f" (refused: {error})" if error else "",
-                extra=fields(event="cheat_copied_commit", round=round_, copied_from=source.validator,
-                             commitment=source.commitment.hex(), error=error))
+    _save_record(
+        v, round_, {"copied_from": source.validator, "commitment": source.commitment.hex(), "commit_error": error}
+    )
+    log.warning(
+        "cheat copy_reveal: round %d committed %s copied from %s%s",
+        round_,
+        source.commitment.hex(),
+        source.validator,
+        f" (refused: {error})" if error else "",
+        extra=fields(
+            event="cheat_copied_commit",
+            round=round_,
+            copied_from=source.validator,
+            commitment=source.commitment.hex(),
+            error=error,
+        ),
+    )
     return True
 
 
@@ -232,29 +293,34 @@ def reveal_copy(v: Validator, round_: int) -> None:
     if "reveal_error" in record:
         return
     source = record.get("copied_from")
-    if source is None:                       # record lost: find whose commitment equals ours on chain
+    if source is None:  # record lost: find whose commitment equals ours on chain
         commits = _round_events(v, Committed, round_)
         mine = {e.commitment for e in commits if e.validator.lower() == v.me.lower()}
-        source = next((e.validator for e in commits if e.commitment in mine and e.validator.lower() != v.me.lower()),
-                      None)
+        source = next(
+            (e.validator for e in commits if e.commitment in mine and e.validator.lower() != v.me.lower()), None
+        )
         if source is None:
             return
     reveals = [e for e in _round_events(v, Revealed, round_) if e.validator.lower() != v.me.lower()]
     theirs = [e for e in reveals if e.validator.lower() == source.lower()]
-    if not theirs:                           # not revealed yet: try again next tick ...
+    if not theirs:  # not revealed yet: try again next tick ...
         waiting_since = record.setdefault("waiting_since", time.time())
         _save_record(v, round_, {**record, "copied_from": source})
         if not reveals or time.time() - waiting_since < COPY_GRACE_S:
             return
-        theirs = reveals                     # ... or, when the copied one withholds its own, replay another's
+        theirs = reveals  # ... or, when the copied one withholds its own, replay another's
     words, digest, salt = copied_reveal_args(v, theirs[0])
     try:
         v.concord.reveal(v.signer, v.task_id, round_, words, digest, salt)
         error = ""
-    except ContractError as e:               # the expected outcome: our own cheat's revert
+    except ContractError as e:  # the expected outcome: our own cheat's revert
         error = e.name
     replayed = theirs[0].validator
     _save_record(v, round_, {**record, "copied_from": source, "replayed": replayed, "reveal_error": error})
-    log.warning("cheat copy_reveal: round %d replayed %s's reveal: %s", round_, replayed, error or "accepted (!)",
-                extra=fields(event="cheat_copied_reveal", round=round_, copied_from=source, replayed=replayed,
-                             error=error))
+    log.warning(
+        "cheat copy_reveal: round %d replayed %s's reveal: %s",
+        round_,
+        replayed,
+        error or "accepted (!)",
+        extra=fields(event="cheat_copied_reveal", round=round_, copied_from=source, replayed=replayed, error=error),
+    )

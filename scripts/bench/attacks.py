@@ -49,8 +49,7 @@ from client import chain
 from client.chain import ChainClient, Phase, Role, keys
 from client.content.store import Store
 from client.initiator import ChainTerms, TaskFile, load_task_file, publish_task
-from client.runtime import procs
-from client.runtime import paths
+from client.runtime import paths, procs
 from scripts import REPO_ROOT, devnet
 from scripts.adversaries.trainer_cheats import CHEATS
 from scripts.adversaries.validator_cheats import VALIDATOR_CHEATS
@@ -77,11 +76,12 @@ HONEST_TRAINERS = 2
 HONEST_VALIDATORS = 3
 VALIDATOR_NET_TRAINER_CHEAT = "inflated_rewards"
 BPS = 10_000
-REFUSED_PREFIX = "contract: "        # Cheat.caught_by of a cheat the contract refuses at submit
-WITHHOLDS_REVEAL = {"copy_reveal": "RevealDoesNotMatchCommit", "no_reveal": ""}   # mode -> log text to wait for
+REFUSED_PREFIX = "contract: "  # Cheat.caught_by of a cheat the contract refuses at submit
+WITHHOLDS_REVEAL = {"copy_reveal": "RevealDoesNotMatchCommit", "no_reveal": ""}  # mode -> log text to wait for
 
 
 # ----------------------------------------------------------------------------- plans and results
+
 
 @dataclass(frozen=True)
 class AttackPlan:
@@ -92,7 +92,7 @@ class AttackPlan:
     nodes: tuple[NodeSpec, ...]
     min_validators: int
     timeout_s: float
-    async_level: int = 0          # the task file's; a cheat may act only from some round on (Cheat.acts)
+    async_level: int = 0  # the task file's; a cheat may act only from some round on (Cheat.acts)
 
     def trainers(self) -> list[NodeSpec]:
         return [s for s in self.nodes if s.role == Role.TRAINER]
@@ -103,8 +103,12 @@ class AttackPlan:
     def refuses(self, spec: NodeSpec, round_: int) -> bool:
         """The contract will refuse this trainer's submit of ``round_`` (it never lands)."""
         cheat = CHEATS.get(spec.cheat or "")
-        return (spec.role == Role.TRAINER and cheat is not None and cheat.caught_by.startswith(REFUSED_PREFIX)
-                and cheat.acts(round_, self.async_level))
+        return (
+            spec.role == Role.TRAINER
+            and cheat is not None
+            and cheat.caught_by.startswith(REFUSED_PREFIX)
+            and cheat.acts(round_, self.async_level)
+        )
 
     def honest_rounds(self, spec: NodeSpec) -> list[int]:
         """The rounds in which a trainer behaves honestly (all of them without a cheat)."""
@@ -126,7 +130,7 @@ class AttackPlan:
 @dataclass(frozen=True)
 class Row:
     scenario: str
-    kind: str                 # trainer | validator
+    kind: str  # trainer | validator
     detected: bool
     slashed: int
     bounty: int
@@ -143,7 +147,7 @@ class Observed:
     task_id: int
     events: list[chain.ConcordEvent]
     conservation_ok: bool
-    state_dir: Path           # <state>/nodes/<name>/ and <state>/logs/<name>.log of every node
+    state_dir: Path  # <state>/nodes/<name>/ and <state>/logs/<name>.log of every node
     seconds: float
 
     @property
@@ -161,10 +165,13 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"scenarios": len(self.rows), "detected": sum(r.detected for r in self.rows),
-                "honest_false_rejects": sum(r.honest_false_rejects for r in self.rows),
-                "conservation_ok": self.conservation_ok,
-                "seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
+        return {
+            "scenarios": len(self.rows),
+            "detected": sum(r.detected for r in self.rows),
+            "honest_false_rejects": sum(r.honest_false_rejects for r in self.rows),
+            "conservation_ok": self.conservation_ok,
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+        }
 
 
 def trainer_plan(modes: Sequence[str]) -> AttackPlan:
@@ -182,8 +189,9 @@ def validator_plan(modes: Sequence[str]) -> AttackPlan:
     specs += [NodeSpec(f"validator-{i + 1}", Role.VALIDATOR, first + i) for i in range(HONEST_VALIDATORS)]
     first = 1 + len(specs)
     specs += [NodeSpec(f"vcheat-{m}", Role.VALIDATOR, first + k, m) for k, m in enumerate(modes)]
-    return AttackPlan("validators", 1, tuple(specs), min_validators=HONEST_VALIDATORS, timeout_s=600.0,
-                      async_level=_async_level())
+    return AttackPlan(
+        "validators", 1, tuple(specs), min_validators=HONEST_VALIDATORS, timeout_s=600.0, async_level=_async_level()
+    )
 
 
 def _async_level() -> int:
@@ -191,6 +199,7 @@ def _async_level() -> int:
 
 
 # ----------------------------------------------------------------------------- running a network
+
 
 def log_count(logs: Path, spec: NodeSpec, text: str) -> int:
     path = logs / f"{spec.name}.log"
@@ -205,8 +214,7 @@ def warp_to(client: ChainClient, deadline: int) -> None:
         client.rpc.call("evm_mine")
 
 
-def end_stalled_phase(client: ChainClient, plan: AttackPlan, r: int, info: chain.RoundInfo,
-                      logs: Path) -> str | None:
+def end_stalled_phase(client: ChainClient, plan: AttackPlan, r: int, info: chain.RoundInfo, logs: Path) -> str | None:
     """End round ``r``'s open phase early when only acts that will never come are missing; returns what it did."""
     if info.phase == Phase.SUBMIT:
         actors, done, deadline = plan.trainers(), info.submissions, info.submit_end
@@ -233,11 +241,15 @@ def run_plan(plan: AttackPlan, state_dir: Path, console: Console) -> Observed:
     ports = devnet.Ports(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port())
     nodes: list[NodeProc] = []
     task_file = load_task_file(TASK_FILE)
-    terms = dataclasses.replace(task_file.terms, max_rounds=plan.rounds, min_validators=plan.min_validators,
-                                budget=task_file.terms.per_round * plan.rounds)
+    terms = dataclasses.replace(
+        task_file.terms,
+        max_rounds=plan.rounds,
+        min_validators=plan.min_validators,
+        budget=task_file.terms.per_round * plan.rounds,
+    )
     task_file = TaskFile(task_file.spec, terms)
     for sub in ("nodes", "logs"):
-        shutil.rmtree(state_dir / sub, ignore_errors=True)   # node state of an earlier run names an old chain
+        shutil.rmtree(state_dir / sub, ignore_errors=True)  # node state of an earlier run names an old chain
     net = devnet.up(state_dir, ports, accounts=1 + len(plan.nodes))
     try:
         client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
@@ -246,30 +258,46 @@ def run_plan(plan: AttackPlan, state_dir: Path, console: Console) -> Observed:
         start_block = client.rpc.block_number() + 1
         task_id = publish_task(client, initiator, store, task_file, str(TASK_FILE)).task_id
         for spec in plan.nodes:
-            enrol(client, spec.account, spec.role, terms.min_trainer_stake if spec.role == Role.TRAINER
-                  else terms.min_validator_stake, task_id)
+            enrol(
+                client,
+                spec.account,
+                spec.role,
+                terms.min_trainer_stake if spec.role == Role.TRAINER else terms.min_validator_stake,
+                task_id,
+            )
         net_plan = NetworkPlan(TASK_FILE, plan.rounds, plan.nodes, timeout_s=plan.timeout_s, live=False)
         start_nodes(plan.nodes, net, task_id, net_plan, nodes)
         logs = state_dir / "logs"
-        console.print(f"{plan.name}: task {task_id}: {len(plan.trainers())} trainers, {len(plan.validators())} "
-                      f"validators as processes; logs in {logs}")
+        console.print(
+            f"{plan.name}: task {task_id}: {len(plan.trainers())} trainers, {len(plan.validators())} "
+            f"validators as processes; logs in {logs}"
+        )
         follow(client, plan, task_id, nodes, logs, console, started)
         wait_exit(nodes, 20.0)
         stop_nodes(nodes)
         actors = [Actor(s.name, s.role, client.signer(keys.devnet_account(s.account))) for s in plan.nodes]
         settle_up(client, initiator, actors, task_id)
-        events = [e for e in client.concord.events(start_block, client.rpc.block_number())
-                  if getattr(e, "task_id", task_id) == task_id]
-        return Observed(plan, terms, task_id, events, conservation(client).holds, state_dir,
-                        time.monotonic() - started)
+        events = [
+            e
+            for e in client.concord.events(start_block, client.rpc.block_number())
+            if getattr(e, "task_id", task_id) == task_id
+        ]
+        return Observed(plan, terms, task_id, events, conservation(client).holds, state_dir, time.monotonic() - started)
     finally:
         with signals_ignored():
             stop_nodes(nodes)
             devnet.down(state_dir)
 
 
-def follow(client: ChainClient, plan: AttackPlan, task_id: int, nodes: Sequence[NodeProc], logs: Path,
-           console: Console, started: float) -> None:
+def follow(
+    client: ChainClient,
+    plan: AttackPlan,
+    task_id: int,
+    nodes: Sequence[NodeProc],
+    logs: Path,
+    console: Console,
+    started: float,
+) -> None:
     """Until every round is finalized: watch the nodes (one that fails is an error) and stalled
     phases; one progress line whenever a round changes phase."""
     seen: tuple[int, Phase] | None = None
@@ -277,8 +305,10 @@ def follow(client: ChainClient, plan: AttackPlan, task_id: int, nodes: Sequence[
         for n in nodes:
             code = n.proc.poll()
             if code not in (None, 0):
-                raise DemoError(f"{n.name} exited with status {code}: {procs.log_tail(n.daemon.log_path, 8)} "
-                                f"(log {n.daemon.log_path})")
+                raise DemoError(
+                    f"{n.name} exited with status {code}: {procs.log_tail(n.daemon.log_path, 8)} "
+                    f"(log {n.daemon.log_path})"
+                )
         finalized = client.concord.task_state(task_id).finalized_rounds
         if finalized >= plan.rounds:
             console.print(f"{plan.name}: {plan.rounds} rounds finalized after {time.monotonic() - started:.0f}s")
@@ -287,18 +317,23 @@ def follow(client: ChainClient, plan: AttackPlan, task_id: int, nodes: Sequence[
         info = client.concord.round_info(task_id, r)
         if (r, info.phase) != seen:
             seen = (r, info.phase)
-            console.print(f"{plan.name}: round {r} {info.phase.name.lower()} ({time.monotonic() - started:.0f}s): "
-                          f"{info.submissions} submitted, {info.commits} committed, {info.reveals} revealed")
+            console.print(
+                f"{plan.name}: round {r} {info.phase.name.lower()} ({time.monotonic() - started:.0f}s): "
+                f"{info.submissions} submitted, {info.commits} committed, {info.reveals} revealed"
+            )
         did = end_stalled_phase(client, plan, r, info, logs)
         if did:
             console.print(f"{plan.name}: {did}")
         if time.monotonic() - started > plan.timeout_s:
-            raise DemoError(f"{plan.name}: only {finalized} of {plan.rounds} rounds finalized after "
-                            f"{plan.timeout_s:.0f}s; node logs in {logs}")
+            raise DemoError(
+                f"{plan.name}: only {finalized} of {plan.rounds} rounds finalized after "
+                f"{plan.timeout_s:.0f}s; node logs in {logs}"
+            )
         time.sleep(0.5)
 
 
 # ----------------------------------------------------------------------------- judging
+
 
 def reject_sets(obs: Observed) -> dict[tuple[int, int], set[str]]:
     """(round, index) -> the validators whose revealed bitmap rejected it."""
@@ -346,8 +381,11 @@ def fair_rewards(obs: Observed) -> dict[tuple[int, int], int]:
     """(round, index) -> the pro-rata share an accepted submission is owed."""
     work = {e.round: e.accepted_work for e in obs.of(chain.RoundFinalized)}
     rejected = {(e.round, e.index) for e in obs.of(chain.SubmissionRejected)}
-    return {(s.round, s.index): obs.terms.trainer_reward_per_round * s.work_units // work[s.round]
-            for s in obs.of(chain.Submitted) if (s.round, s.index) not in rejected and work.get(s.round)}
+    return {
+        (s.round, s.index): obs.terms.trainer_reward_per_round * s.work_units // work[s.round]
+        for s in obs.of(chain.Submitted)
+        if (s.round, s.index) not in rejected and work.get(s.round)
+    }
 
 
 def honest_outcome(obs: Observed, honest: Sequence[tuple[str, int]]) -> tuple[int, list[str]]:
@@ -407,24 +445,48 @@ def judge_trainers(obs: Observed) -> list[Row]:
         if cheat.caught_by.startswith(REFUSED_PREFIX):
             error = cheat.caught_by.removeprefix(REFUSED_PREFIX)
             detected = not mine and log_count(obs.logs, spec, error) >= len(rounds)
-            rows.append(Row(spec.cheat, "trainer", detected, 0, 0, 0,
-                            f"submit refused by the contract ({error}): nothing landed, nothing to slash"))
+            rows.append(
+                Row(
+                    spec.cheat,
+                    "trainer",
+                    detected,
+                    0,
+                    0,
+                    0,
+                    f"submit refused by the contract ({error}): nothing landed, nothing to slash",
+                )
+            )
             continue
         hits = [rejected.get((s.round, s.index)) for s in mine]
-        detected = (len(mine) == len(rounds) and all(h is not None and h.slashed == obs.terms.slash_amount
-                                                    for h in hits)
-                    and not any((s.round, s.index) in rewarded for s in mine) and bounties_ok)
+        detected = (
+            len(mine) == len(rounds)
+            and all(h is not None and h.slashed == obs.terms.slash_amount for h in hits)
+            and not any((s.round, s.index) in rewarded for s in mine)
+            and bounties_ok
+        )
         slashed = sum(h.slashed for h in hits if h is not None)
         bounty = sum(h.bounty for h in hits if h is not None)
         seen = sorted(set().union(*(checks[(s.round, s.index)] for s in mine))) if mine else []
         how = ", ".join(seen) or "-"
         if seen != [cheat.caught_by]:
             how += f" (expected {cheat.caught_by})"
-        rows.append(Row(spec.cheat, "trainer", detected, slashed, bounty, 0,
-                        f"{sum(h is not None for h in hits)}/{len(rounds)} rejected by {how}"))
+        rows.append(
+            Row(
+                spec.cheat,
+                "trainer",
+                detected,
+                slashed,
+                bounty,
+                0,
+                f"{sum(h is not None for h in hits)}/{len(rounds)} rejected by {how}",
+            )
+        )
     if rows:
-        rows[0] = dataclasses.replace(rows[0], honest_false_rejects=false_rejects,
-                                      note=rows[0].note + ("; " + "; ".join(problems) if problems else ""))
+        rows[0] = dataclasses.replace(
+            rows[0],
+            honest_false_rejects=false_rejects,
+            note=rows[0].note + ("; " + "; ".join(problems) if problems else ""),
+        )
         if problems:
             rows[0] = dataclasses.replace(rows[0], detected=False)
     return rows
@@ -434,8 +496,9 @@ def judge_validators(obs: Observed) -> list[Row]:
     """One row per cheating validator: it lost exactly what the rules say; the round followed the honest majority."""
     honest_vals = [s.address.lower() for s in obs.plan.validators() if s.cheat is None]
     cheater = next(s for s in obs.plan.trainers() if s.cheat is not None).address.lower()
-    honest_trainers = [(s.address.lower(), r) for s in obs.plan.trainers() if s.cheat is None
-                       for r in range(obs.plan.rounds)]
+    honest_trainers = [
+        (s.address.lower(), r) for s in obs.plan.trainers() if s.cheat is None for r in range(obs.plan.rounds)
+    ]
     false_rejects, problems = honest_outcome(obs, honest_trainers)
     problems += validator_problems(obs, honest_vals)
     revealed = {(e.round, e.validator.lower()): e for e in obs.of(chain.Revealed)}
@@ -449,9 +512,10 @@ def judge_validators(obs: Observed) -> list[Row]:
     rejected = {(e.round, e.index) for e in obs.of(chain.SubmissionRejected)}
     if not cheat_subs or any((s.round, s.index) not in rejected for s in cheat_subs):
         problems.append("the cheating trainer was not rejected")
-    ledger = Ledger.of(obs.events)          # what each address earned and lost, from the events
-    fee, vslash, bounty = (defaultdict(int, {a.lower(): x for a, x in d.items()})
-                           for d in (ledger.fee, ledger.slashed, ledger.bounty))
+    ledger = Ledger.of(obs.events)  # what each address earned and lost, from the events
+    fee, vslash, bounty = (
+        defaultdict(int, {a.lower(): x for a, x in d.items()}) for d in (ledger.fee, ledger.slashed, ledger.bounty)
+    )
     honest_fee = min((fee[v] for v in honest_vals), default=0)
     expected_bounty = expected_bounties(obs)
     rows = []
@@ -467,27 +531,49 @@ def judge_validators(obs: Observed) -> list[Row]:
             ok = withheld and vslash[me] == obs.terms.slash_amount * R and fee[me] == 0 and bounty[me] == 0
             if mode == "copy_reveal":
                 ok = ok and copied and log_count(obs.logs, spec, WITHHOLDS_REVEAL[mode]) >= R
-            note = (f"{'copied a commitment, reveal refused; ' if mode == 'copy_reveal' else ''}"
-                    f"never revealed: slashed {tokens(vslash[me])}, fee 0")
+            note = (
+                f"{'copied a commitment, reveal refused; ' if mode == 'copy_reveal' else ''}"
+                f"never revealed: slashed {tokens(vslash[me])}, fee 0"
+            )
         else:
             voted = all((r, me) in revealed for r in range(R))
             ok = voted and vslash[me] == 0 and fee[me] == 0 and honest_fee > 0 and bounty[me] == owed_bounty
             if mode == "accept_cheat":
                 ok = ok and bounty[me] == 0
-            note = (f"revealed, its digest lost the vote: fee 0 (honest validators {tokens(honest_fee)}), "
-                    f"bounty {tokens(bounty[me])}, not slashed")
-        rows.append(Row(mode, "validator", ok and not problems, vslash[me], bounty[me], 0,
-                        VALIDATOR_CHEATS[mode].expected_loss + " — " + note))
+            note = (
+                f"revealed, its digest lost the vote: fee 0 (honest validators {tokens(honest_fee)}), "
+                f"bounty {tokens(bounty[me])}, not slashed"
+            )
+        rows.append(
+            Row(
+                mode,
+                "validator",
+                ok and not problems,
+                vslash[me],
+                bounty[me],
+                0,
+                VALIDATOR_CHEATS[mode].expected_loss + " — " + note,
+            )
+        )
     if rows:
-        rows[0] = dataclasses.replace(rows[0], honest_false_rejects=false_rejects,
-                                      note=rows[0].note + ("; " + "; ".join(problems) if problems else ""))
+        rows[0] = dataclasses.replace(
+            rows[0],
+            honest_false_rejects=false_rejects,
+            note=rows[0].note + ("; " + "; ".join(problems) if problems else ""),
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- faults
 
-FAULTS = ("trainer_killed_during_upload", "validator_killed_between_commit_and_reveal", "ipfs_sigkilled",
-          "anvil_frozen", "revert_named_by_cli", "slow_provider")
+FAULTS = (
+    "trainer_killed_during_upload",
+    "validator_killed_between_commit_and_reveal",
+    "ipfs_sigkilled",
+    "anvil_frozen",
+    "revert_named_by_cli",
+    "slow_provider",
+)
 
 
 def run_faults(names: Sequence[str], state_dir: Path, console: Console) -> tuple[list[Row], float]:
@@ -526,7 +612,7 @@ def run_faults(names: Sequence[str], state_dir: Path, console: Console) -> tuple
             client.rpc.call("evm_revert", snapshot)
             whole = result.ok and result.conservation_ok and not result.honest_slashed and not result.paid_twice
             console.print(f"faults: {name}: {'ok' if whole else 'FAILED'} in {result.seconds:.0f}s")
-            slashed = sum(result.facts.get("slashed", {}).values())     # an attack drill's cheater (slow_provider)
+            slashed = sum(result.facts.get("slashed", {}).values())  # an attack drill's cheater (slow_provider)
             rows.append(Row(name, "fault", whole, slashed, 0, len(result.honest_slashed), result.detail))
     finally:
         with signals_ignored():
@@ -538,13 +624,24 @@ def run_faults(names: Sequence[str], state_dir: Path, console: Console) -> tuple
 
 # ----------------------------------------------------------------------------- the bench
 
-def run_attacks(state_dir: Path, trainer_modes: Sequence[str], validator_modes: Sequence[str],
-                faults: Sequence[str], console: Console) -> Report:
+
+def run_attacks(
+    state_dir: Path,
+    trainer_modes: Sequence[str],
+    validator_modes: Sequence[str],
+    faults: Sequence[str],
+    console: Console,
+) -> Report:
     report = Report()
-    for plan, judge in ((trainer_plan(trainer_modes), judge_trainers),
-                        (validator_plan(validator_modes), judge_validators)):
-        if not plan.nodes or (plan.name == "trainers" and not trainer_modes) or \
-                (plan.name == "validators" and not validator_modes):
+    for plan, judge in (
+        (trainer_plan(trainer_modes), judge_trainers),
+        (validator_plan(validator_modes), judge_validators),
+    ):
+        if (
+            not plan.nodes
+            or (plan.name == "trainers" and not trainer_modes)
+            or (plan.name == "validators" and not validator_modes)
+        ):
             continue
         obs = run_plan(plan, state_dir, console)
         report.rows += judge(obs)
@@ -559,7 +656,7 @@ def run_attacks(state_dir: Path, trainer_modes: Sequence[str], validator_modes: 
 
 def tokens(base_units: int) -> str:
     """Whole DevTokens (18 decimals), as the task file writes them."""
-    return f"{base_units / 10 ** 18:g}"
+    return f"{base_units / 10**18:g}"
 
 
 def table(report: Report) -> Table:
@@ -567,35 +664,54 @@ def table(report: Report) -> Table:
     for col in ("scenario", "kind", "detected", "slashed", "bounty", "honest false rejects", "how"):
         t.add_column(col, justify="right" if col in {"slashed", "bounty", "honest false rejects"} else "left")
     for r in report.rows:
-        t.add_row(r.scenario, r.kind, "yes" if r.detected else "NO", tokens(r.slashed), tokens(r.bounty),
-                  str(r.honest_false_rejects), r.note)
+        t.add_row(
+            r.scenario,
+            r.kind,
+            "yes" if r.detected else "NO",
+            tokens(r.slashed),
+            tokens(r.bounty),
+            str(r.honest_false_rejects),
+            r.note,
+        )
     return t
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord bench attacks [--trainer-cheats a,b] [--validator-cheats a,b] [--faults a,b] [--state-dir D] [--json]`."""
     p = argparse.ArgumentParser(prog="concord bench attacks", description=__doc__.splitlines()[0])
-    p.add_argument("--trainer-cheats", default=",".join(CHEATS),
-                   help="comma-separated trainer --cheat modes ('' for none; default: all)")
-    p.add_argument("--validator-cheats", default=",".join(VALIDATOR_CHEATS),
-                   help="comma-separated validator --cheat modes ('' for none; default: all)")
-    p.add_argument("--faults", default=",".join(FAULTS),
-                   help="comma-separated fault drills ('' for none; default: all)")
+    p.add_argument(
+        "--trainer-cheats",
+        default=",".join(CHEATS),
+        help="comma-separated trainer --cheat modes ('' for none; default: all)",
+    )
+    p.add_argument(
+        "--validator-cheats",
+        default=",".join(VALIDATOR_CHEATS),
+        help="comma-separated validator --cheat modes ('' for none; default: all)",
+    )
+    p.add_argument(
+        "--faults", default=",".join(FAULTS), help="comma-separated fault drills ('' for none; default: all)"
+    )
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="devnets, node logs and state")
     p.add_argument("--json", action="store_true", help="print only the final JSON line")
     args = p.parse_args(argv)
     trainer_modes = [m for m in args.trainer_cheats.split(",") if m]
     validator_modes = [m for m in args.validator_cheats.split(",") if m]
     faults = [m for m in args.faults.split(",") if m]
-    for flag, modes, known in (("--trainer-cheats", trainer_modes, CHEATS),
-                               ("--validator-cheats", validator_modes, VALIDATOR_CHEATS),
-                               ("--faults", faults, FAULTS)):
+    for flag, modes, known in (
+        ("--trainer-cheats", trainer_modes, CHEATS),
+        ("--validator-cheats", validator_modes, VALIDATOR_CHEATS),
+        ("--faults", faults, FAULTS),
+    ):
         unknown = [m for m in modes if m not in known]
         if unknown:
             p.error(f"{flag}: unknown mode(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    args.state_dir.mkdir(parents=True, exist_ok=True)   # in-process nodes of the fault drills log here
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        filename=args.state_dir / "bench.log")
+    args.state_dir.mkdir(parents=True, exist_ok=True)  # in-process nodes of the fault drills log here
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        filename=args.state_dir / "bench.log",
+    )
     warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)
     console = Console(width=200, quiet=args.json)
     try:
@@ -609,8 +725,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     console.print(table(report))
     print(json.dumps(report.to_json()), flush=True)
-    ok = all(r.detected for r in report.rows) and report.conservation_ok and \
-        report.to_json()["honest_false_rejects"] == 0
+    ok = (
+        all(r.detected for r in report.rows)
+        and report.conservation_ok
+        and report.to_json()["honest_false_rejects"] == 0
+    )
     return 0 if ok else 1
 
 

@@ -40,8 +40,13 @@ from scripts.harness import TOKEN, conservation, digest
 
 SIZES = (1, 16, 256)
 VALIDATORS = 5
-TARGETS = {"submit": 80_000, "commit": 60_000, "reveal": 92_000, "finalize_per_submission": 40_000,
-           "max_tx_gas_256": 15_000_000}
+TARGETS = {
+    "submit": 80_000,
+    "commit": 60_000,
+    "reveal": 92_000,
+    "finalize_per_submission": 40_000,
+    "max_tx_gas_256": 15_000_000,
+}
 
 
 @dataclass
@@ -62,8 +67,23 @@ class RoundGas:
 
 
 def bench_params() -> TaskParams:
-    return TaskParams(digest("bench spec"), digest("bench model 0"), 1000 * TOKEN, 50 * TOKEN, 10 * TOKEN,
-                      10 * TOKEN, 5 * TOKEN, 3600, 3600, 3600, 1, 5000, 0, 3, 10 ** 9)
+    return TaskParams(
+        digest("bench spec"),
+        digest("bench model 0"),
+        1000 * TOKEN,
+        50 * TOKEN,
+        10 * TOKEN,
+        10 * TOKEN,
+        5 * TOKEN,
+        3600,
+        3600,
+        3600,
+        1,
+        5000,
+        0,
+        3,
+        10**9,
+    )
 
 
 def bench_account(i: int):
@@ -82,10 +102,10 @@ def fan_out(pendings: list[PendingTx], signer: Signer) -> list[Receipt]:
 def setup(client: ChainClient, deployer: Signer, n_trainers: int) -> tuple[list[Signer], list[Signer]]:
     """Fund, mint to, and register the trainers and validators (register gas is measured here)."""
     accounts = [bench_account(i) for i in range(n_trainers)] + [keys.devnet_account(i + 1) for i in range(VALIDATORS)]
-    client.rpc.batch([("anvil_setBalance", [a.address, hex(10 ** 21)]) for a in accounts])
+    client.rpc.batch([("anvil_setBalance", [a.address, hex(10**21)]) for a in accounts])
     fan_out([client.token.contract.send(deployer, "mint", a.address, 10_000 * TOKEN) for a in accounts], deployer)
     signers = [client.signer(a) for a in accounts]
-    fan_out([client.token.contract.send(s, "approve", client.concord.address, 2 ** 255) for s in signers], deployer)
+    fan_out([client.token.contract.send(s, "approve", client.concord.address, 2**255) for s in signers], deployer)
     return signers[:n_trainers], signers[n_trainers:]
 
 
@@ -105,16 +125,35 @@ def play(client: ChainClient, initiator: Signer, trainers: list[Signer], validat
     fan_out([c.contract.send(s, "join", task_id) for s in [*trainers, *validators]], initiator)
     round_ = c.current_round(task_id)
     gas = RoundGas(n)
-    gas.submit = _gas(fan_out([c.contract.send(s, "submit", task_id, round_, 0, digest(f"b{task_id}.{i}"),
-                                              digest(f"p{i}"), 100 + i) for i, s in enumerate(trainers)], initiator))
+    gas.submit = _gas(
+        fan_out(
+            [
+                c.contract.send(s, "submit", task_id, round_, 0, digest(f"b{task_id}.{i}"), digest(f"p{i}"), 100 + i)
+                for i, s in enumerate(trainers)
+            ],
+            initiator,
+        )
+    )
     words = chain.reject_words([i for i in range(n) if i % 16 == 5 % n], n)
     model = digest(f"model after task {task_id}")
     salts = [digest(f"salt {task_id}.{j}") for j in range(len(validators))]
-    gas.commit = _gas(fan_out([c.contract.send(v, "commit", task_id, round_,
-                                              chain.commit_hash(task_id, round_, words, model, salts[j], v.address))
-                               for j, v in enumerate(validators)], initiator))
-    gas.reveal = _gas(fan_out([c.contract.send(v, "reveal", task_id, round_, words, model, salts[j])
-                               for j, v in enumerate(validators)], initiator))
+    gas.commit = _gas(
+        fan_out(
+            [
+                c.contract.send(
+                    v, "commit", task_id, round_, chain.commit_hash(task_id, round_, words, model, salts[j], v.address)
+                )
+                for j, v in enumerate(validators)
+            ],
+            initiator,
+        )
+    )
+    gas.reveal = _gas(
+        fan_out(
+            [c.contract.send(v, "reveal", task_id, round_, words, model, salts[j]) for j, v in enumerate(validators)],
+            initiator,
+        )
+    )
     gas.finalize = _gas(c.finalize_all(initiator, task_id, round_, max_items=2 * n))
     return gas
 
@@ -128,8 +167,8 @@ def run(port: int | None = None) -> tuple[dict, dict[int, RoundGas], dict[str, i
             deployment = deploy.deploy(url, keys.devnet_account(0), unbond_delay=deploy.DEVNET_UNBOND_DELAY)
             client = chain.connect(url, deployment)
             deployer = client.signer(keys.devnet_account(0))
-            client.token.mint(deployer, deployer.address, 10 ** 9 * TOKEN)
-            client.token.approve(deployer, client.concord.address, 2 ** 255)
+            client.token.mint(deployer, deployer.address, 10**9 * TOKEN)
+            client.token.approve(deployer, client.concord.address, 2**255)
             trainers, validators = setup(client, deployer, max(SIZES))
             register_gas = register_all(client, trainers, validators)
             create_gas = 0
@@ -180,16 +219,21 @@ def gas_rows(summary: dict, rounds: dict[int, RoundGas]) -> list[tuple[str, list
         ("commit (max)", [f"{max(rounds[n].commit):,}" for n in SIZES], "commit"),
         ("reveal (max)", [f"{max(rounds[n].reveal):,}" for n in SIZES], "reveal"),
         ("finalize total", [f"{sum(rounds[n].finalize):,}" for n in SIZES], None),
-        ("finalize / submission", [f"{rounds[n].finalize_per_submission:,.0f}" for n in SIZES],
-         "finalize_per_submission"),
+        (
+            "finalize / submission",
+            [f"{rounds[n].finalize_per_submission:,.0f}" for n in SIZES],
+            "finalize_per_submission",
+        ),
         ("largest tx of the round", [f"{rounds[n].max_tx:,}" for n in SIZES], "max_tx_gas_256"),
         ("withdraw (max)", [f"{summary['withdraw']:,}", *blank], None),
     ]
 
 
 def table(summary: dict, rounds: dict[int, RoundGas]) -> Table:
-    t = Table(title=f"Gas per call ({VALIDATORS} validators; each round finalized in one call; "
-                    f"targets apply at {max(SIZES)} submissions)")
+    t = Table(
+        title=f"Gas per call ({VALIDATORS} validators; each round finalized in one call; "
+        f"targets apply at {max(SIZES)} submissions)"
+    )
     t.add_column("call")
     for n in SIZES:
         t.add_column(f"{n} subm.", justify="right")
@@ -203,15 +247,19 @@ def table(summary: dict, rounds: dict[int, RoundGas]) -> Table:
 
 
 def markdown(summary: dict, rounds: dict[int, RoundGas], seconds: float) -> str:
-    lines = ["## Gas", "",
-             "Command: `concord bench gas` (fresh Anvil, solc 0.8.30, optimizer 200 runs, cancun; "
-             f"{VALIDATORS} validators, one submission in 16 rejected, each round finalized in one call). "
-             f"Run took {seconds:.0f} s. Targets apply to the {max(SIZES)}-submission column; the fixed part of "
-             "finalize (validator fees, model choice, budget return) dominates the per-submission figure of "
-             "small rounds. `max_tx_gas_256` is the largest single transaction of the 256-submission round "
-             "(here the one-call finalize); finalize can also be paged with `maxItems`.", "",
-             "| call | " + " | ".join(f"{n} subm." for n in SIZES) + " | target |",
-             "|---|" + "---:|" * len(SIZES) + "---:|"]
+    lines = [
+        "## Gas",
+        "",
+        "Command: `concord bench gas` (fresh Anvil, solc 0.8.30, optimizer 200 runs, cancun; "
+        f"{VALIDATORS} validators, one submission in 16 rejected, each round finalized in one call). "
+        f"Run took {seconds:.0f} s. Targets apply to the {max(SIZES)}-submission column; the fixed part of "
+        "finalize (validator fees, model choice, budget return) dominates the per-submission figure of "
+        "small rounds. `max_tx_gas_256` is the largest single transaction of the 256-submission round "
+        "(here the one-call finalize); finalize can also be paged with `maxItems`.",
+        "",
+        "| call | " + " | ".join(f"{n} subm." for n in SIZES) + " | target |",
+        "|---|" + "---:|" * len(SIZES) + "---:|",
+    ]
     for name, values, key in gas_rows(summary, rounds):
         target = TARGETS.get(key or "")
         lines.append(f"| {name} | " + " | ".join(values) + f" | {f'<= {target:,}' if target else ''} |")
@@ -228,7 +276,10 @@ def write_section(path: Path, heading: str, body: str) -> None:
         new = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + body.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])) + "\n"
+        new = (
+            "\n".join(lines[:start] + body.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else []))
+            + "\n"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
 
@@ -237,8 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`concord bench gas`."""
     p = argparse.ArgumentParser(prog="concord bench gas", description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, default=None, help="anvil port (default: a free one)")
-    p.add_argument("--doc", type=Path, default=REPO_ROOT / "docs" / "BENCHMARKS.md",
-                   help="markdown file whose '## Gas' section is rewritten")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        default=REPO_ROOT / "docs" / "BENCHMARKS.md",
+        help="markdown file whose '## Gas' section is rewritten",
+    )
     p.add_argument("--no-doc", action="store_true", help="do not touch the markdown file")
     args = p.parse_args(argv)
     console = Console(stderr=False)
@@ -250,8 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     seconds = time.monotonic() - t0
     console.print(table(summary, rounds))
-    console.print(f"conservation after all rounds: {'holds' if checks['conservation_holds'] else 'VIOLATED'}; "
-                  f"{seconds:.0f} s")
+    console.print(
+        f"conservation after all rounds: {'holds' if checks['conservation_holds'] else 'VIOLATED'}; {seconds:.0f} s"
+    )
     if not args.no_doc:
         write_section(args.doc, "## Gas", markdown(summary, rounds, seconds))
     print(json.dumps(summary))

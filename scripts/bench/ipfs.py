@@ -34,7 +34,7 @@ def measure(api: str, size: int, work: Path) -> tuple[float, float]:
     src = work / "model.bin"
     src.write_bytes(os.urandom(size))
     uploader = Store(api, None, timeout=60.0)
-    downloader = Store(api, work / "cache", timeout=60.0)     # empty cache: the get crosses the API
+    downloader = Store(api, work / "cache", timeout=60.0)  # empty cache: the get crosses the API
     start = time.perf_counter()
     ref = uploader.put_file(src)
     put_s = time.perf_counter() - start
@@ -42,7 +42,7 @@ def measure(api: str, size: int, work: Path) -> tuple[float, float]:
     dest = downloader.get_file(ref, work / "fetched.bin", max_bytes=size)
     get_s = time.perf_counter() - start
     if dest.stat().st_size != size:
-        raise RuntimeError(f"fetched {dest.stat().st_size} bytes of {size}")   # get_file verified sha256 already
+        raise RuntimeError(f"fetched {dest.stat().st_size} bytes of {size}")  # get_file verified sha256 already
     for path in (src, dest, work / "cache" / ref.sha256):
         path.unlink(missing_ok=True)
     return put_s, get_s
@@ -57,9 +57,14 @@ def run(api: str, size: int, runs: int) -> dict:
         print(f"{row[0]:>3}  {row[1]:>9.1f}  {row[2]:>9.1f}  {row[3]:>9.1f}  {row[4]:>6.2f}  {row[5]:>6.2f}")
     put_s = statistics.median(p for p, _ in results)
     get_s = statistics.median(g for _, g in results)
-    return {"ipfs_put_mb_per_s": round(size / MB / put_s, 1), "ipfs_get_mb_per_s": round(size / MB / get_s, 1),
-            "ipfs_mb_per_s": round(2 * size / MB / (put_s + get_s), 1), "size_mb": size / MB, "runs": runs,
-            "api": api}
+    return {
+        "ipfs_put_mb_per_s": round(size / MB / put_s, 1),
+        "ipfs_get_mb_per_s": round(size / MB / get_s, 1),
+        "ipfs_mb_per_s": round(2 * size / MB / (put_s + get_s), 1),
+        "size_mb": size / MB,
+        "runs": runs,
+        "api": api,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,8 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(args.api, size, args.runs)
     else:
         with tempfile.TemporaryDirectory(prefix="concord-bench-ipfs-node-") as tmp:
-            ports = devnet.Ports(anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
-                                 ipfs_grpc=procs.free_port())
+            ports = devnet.Ports(
+                anvil=0, ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(), ipfs_grpc=procs.free_port()
+            )
             daemon = devnet.start_ipfs(Path(tmp) / "repo", ports, Path(tmp) / "ipfs.log")
             try:
                 result = run(f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http", size, args.runs)

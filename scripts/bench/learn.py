@@ -53,7 +53,7 @@ def plot(dec: Curve, cen: Curve | None, path: Path, title: str) -> None:
     ax.set_xlabel("round")
     ax.set_ylabel("reward / exact-solve rate")
     lowest = min([0.0, *dec.rewards, *(cen.rewards if cen is not None else [])])
-    ax.set_ylim(lowest - 0.02, 1.02)   # chance-corrected rewards: 0 is chance level, below it worse
+    ax.set_ylim(lowest - 0.02, 1.02)  # chance-corrected rewards: 0 is chance level, below it worse
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -66,12 +66,24 @@ def plot(dec: Curve, cen: Curve | None, path: Path, title: str) -> None:
 def seed_summary(runs: list[tuple[Curve, Curve | None]]) -> dict[str, object]:
     """per_seed final rewards and their means, for the JSON line."""
     finals = lambda curve: None if curve is None else round(curve.rewards[-1], 4)
-    per_seed = [{"seed": seed, "final_reward_centralized": finals(cen), "final_reward_decentralized": finals(dec),
-                 "final_exact_decentralized": round(dec.exact[-1], 4), "seconds": round(dec.seconds, 1)}
-                for seed, (dec, cen) in enumerate(runs)]
-    mean = lambda key: None if any(r[key] is None for r in per_seed) else round(sum(r[key] for r in per_seed) / len(per_seed), 4)
-    return {"per_seed": per_seed, "mean_final_reward_centralized": mean("final_reward_centralized"),
-            "mean_final_reward_decentralized": mean("final_reward_decentralized")}
+    per_seed = [
+        {
+            "seed": seed,
+            "final_reward_centralized": finals(cen),
+            "final_reward_decentralized": finals(dec),
+            "final_exact_decentralized": round(dec.exact[-1], 4),
+            "seconds": round(dec.seconds, 1),
+        }
+        for seed, (dec, cen) in enumerate(runs)
+    ]
+    mean = lambda key: (
+        None if any(r[key] is None for r in per_seed) else round(sum(r[key] for r in per_seed) / len(per_seed), 4)
+    )
+    return {
+        "per_seed": per_seed,
+        "mean_final_reward_centralized": mean("final_reward_centralized"),
+        "mean_final_reward_decentralized": mean("final_reward_decentralized"),
+    }
 
 
 def print_seed_table(runs: list[tuple[Curve, Curve | None]], env_id: str) -> None:
@@ -115,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[tuple[Curve, Curve | None]] = []  # per model seed: (decentralized, centralized)
     for seed in range(args.seeds):
         seeded = dataclasses.replace(task, model=dataclasses.replace(task.model, seed=seed))
-        progress = lambda name: lambda r, m, e: console.print(
-            f"  seed {seed} {name} round {r + 1:3d}: reward {m:.3f}  exact {e:.3f}")
+        progress = lambda name: (
+            lambda r, m, e: console.print(f"  seed {seed} {name} round {r + 1:3d}: reward {m:.3f}  exact {e:.3f}")
+        )
         dec_s = simulate_decentralized(seeded, args.rounds, on_round=progress("decentralized"))
-        cen_s = None if args.skip_centralized else simulate_centralized(seeded, args.rounds, on_round=progress("centralized"))
+        cen_s = (
+            None
+            if args.skip_centralized
+            else simulate_centralized(seeded, args.rounds, on_round=progress("centralized"))
+        )
         runs.append((dec_s, cen_s))
     dec, cen = runs[0]
 

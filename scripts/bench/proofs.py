@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -65,8 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--fp32-prefill", action="store_true",
-                   help="verify with a float32 prefill only (ValidationConfig.bf16_prefill = false)")
+    p.add_argument(
+        "--fp32-prefill",
+        action="store_true",
+        help="verify with a float32 prefill only (ValidationConfig.bf16_prefill = false)",
+    )
     return p.parse_args(argv)
 
 
@@ -77,8 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.rollouts % group:
         raise SystemExit(f"--rollouts must be a multiple of {group}, got {args.rollouts}")
     env = make_env(DEFAULT_TASK.env)
-    model_cfg = ModelConfig(vocab_size=32, d_model=args.d_model, n_layers=args.layers, n_heads=4,
-                            max_seq_len=env.prompt_len + args.tokens, seed=0)
+    model_cfg = ModelConfig(
+        vocab_size=32,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=4,
+        max_seq_len=env.prompt_len + args.tokens,
+        seed=0,
+    )
     sampler = SamplerConfig(temperature=1.0, max_new_tokens=args.tokens, stop_at_eos=False)
     grpo = dataclasses.replace(GRPOConfig(), prompts_per_step=args.rollouts // group, group_size=group, inner_steps=1)
     vcfg = ValidationConfig(bf16_prefill=not args.fp32_prefill)
@@ -120,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     per_32 = decode_proof_bytes * CHUNK / decode_tokens
     prefill_proof_bytes = sum(len(rollout[0]) for rollout in proofs)
 
-    table = Table(title=f"concord bench proofs: {batch.n} rollouts x {args.tokens} tokens, "
-                        f"{param_count(policy):,} params (d={args.d_model}, L={args.layers}), "
-                        f"{args.threads} thread(s), best of {args.repeats}")
+    table = Table(
+        title=f"concord bench proofs: {batch.n} rollouts x {args.tokens} tokens, "
+        f"{param_count(policy):,} params (d={args.d_model}, L={args.layers}), "
+        f"{args.threads} thread(s), best of {args.repeats}"
+    )
     table.add_column("phase")
     table.add_column("seconds", justify="right")
     table.add_column("% of generation", justify="right")
@@ -141,12 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(name, f"{s:.4f}", f"{100 * s / gen_s:.1f}")
     console = Console()
     console.print(table)
-    console.print(f"proof bytes: {per_32:.1f} per 32 decode tokens; prefill proof {prefill_proof_bytes / batch.n:.0f} B/rollout; "
-                  f"TOPLOC rejects {int(top.evidence['rejected'])}/{batch.n}, sampling rejected tokens "
-                  f"{int(samp.evidence['rejected_tokens'])}/{int(samp.evidence['tokens'])} "
-                  f"(near-tie tolerated {int(samp.evidence['tolerated'])}); rows re-checked in float32: {fp32_rows}")
-    console.print(f"targets: proof build <= 10% of generation: {100 * proof_s / gen_s:.1f}%; "
-                  f"verify <= 25%: {100 * verify_s / gen_s:.1f}%; 258 B per 32 tokens: {per_32:.0f}")
+    console.print(
+        f"proof bytes: {per_32:.1f} per 32 decode tokens; prefill proof {prefill_proof_bytes / batch.n:.0f} B/rollout; "
+        f"TOPLOC rejects {int(top.evidence['rejected'])}/{batch.n}, sampling rejected tokens "
+        f"{int(samp.evidence['rejected_tokens'])}/{int(samp.evidence['tokens'])} "
+        f"(near-tie tolerated {int(samp.evidence['tolerated'])}); rows re-checked in float32: {fp32_rows}"
+    )
+    console.print(
+        f"targets: proof build <= 10% of generation: {100 * proof_s / gen_s:.1f}%; "
+        f"verify <= 25%: {100 * verify_s / gen_s:.1f}%; 258 B per 32 tokens: {per_32:.0f}"
+    )
     result = {
         "generation_s": round(gen_s, 5),
         "proof_build_s": round(proof_s, 5),

@@ -51,9 +51,9 @@ from scripts.bench import ipfs as bench_ipfs
 
 TASK_TOML = REPO_ROOT / "configs" / "default_task.toml"
 COMPUTE = ("generation", "training", "verification", "replay", "aggregation")
-RANK = COMPUTE + ("proofs", "ipfs", "chain")             # wall attribution order: first active wins
+RANK = COMPUTE + ("proofs", "ipfs", "chain")  # wall attribution order: first active wins
 INITIATOR = 0
-PHASE_SECONDS = 600    # deadlines only bound a stall: every phase here closes early (all joined nodes acted)
+PHASE_SECONDS = 600  # deadlines only bound a stall: every phase here closes early (all joined nodes acted)
 REWARD_WINDOW = 5
 
 
@@ -64,7 +64,7 @@ class BenchFailed(RuntimeError):
 @dataclass(frozen=True)
 class Actor:
     name: str
-    role: str          # "trainer" | "validator"
+    role: str  # "trainer" | "validator"
     account: int
     state_dir: Path
     log_path: Path
@@ -74,18 +74,22 @@ class Actor:
 @dataclass(frozen=True)
 class Split:
     window_s: float
-    busy: dict[str, float]         # node-seconds per category
-    wall: dict[str, float]         # seconds of wall time given to each category (+ "idle")
+    busy: dict[str, float]  # node-seconds per category
+    wall: dict[str, float]  # seconds of wall time given to each category (+ "idle")
 
 
 # ----------------------------------------------------------------------------- the run
+
 
 def actors(work: Path, trainers: int, validators: int) -> list[Actor]:
     out = []
     for i in range(validators):
         name = f"validator-{i}"
-        out.append(Actor(name, "validator", 1 + trainers + i, work / name, work / f"{name}.log",
-                         work / f"{name}.timings.jsonl"))
+        out.append(
+            Actor(
+                name, "validator", 1 + trainers + i, work / name, work / f"{name}.log", work / f"{name}.timings.jsonl"
+            )
+        )
     for i in range(trainers):
         name = f"trainer-{i}"
         out.append(Actor(name, "trainer", 1 + i, work / name, work / f"{name}.log", work / f"{name}.timings.jsonl"))
@@ -99,11 +103,20 @@ def publish(net: devnet.Devnet, rounds: int, trainers: int) -> tuple[int, TaskFi
     client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
     task_file = load_task_file(TASK_TOML)
     if task_file.spec.task.trainers_per_round != trainers:
-        task_file = dataclasses.replace(task_file, spec=dataclasses.replace(
-            task_file.spec, task=dataclasses.replace(task_file.spec.task, trainers_per_round=trainers)))
-    terms = dataclasses.replace(task_file.terms, max_rounds=rounds, budget=task_file.terms.per_round * rounds,
-                                submit_seconds=PHASE_SECONDS, commit_seconds=PHASE_SECONDS,
-                                reveal_seconds=PHASE_SECONDS)
+        task_file = dataclasses.replace(
+            task_file,
+            spec=dataclasses.replace(
+                task_file.spec, task=dataclasses.replace(task_file.spec.task, trainers_per_round=trainers)
+            ),
+        )
+    terms = dataclasses.replace(
+        task_file.terms,
+        max_rounds=rounds,
+        budget=task_file.terms.per_round * rounds,
+        submit_seconds=PHASE_SECONDS,
+        commit_seconds=PHASE_SECONDS,
+        reveal_seconds=PHASE_SECONDS,
+    )
     task_file = dataclasses.replace(task_file, terms=terms)
     store = Store(net.ipfs_api, None, timeout=30.0)
     signer = client.signer(keys.devnet_account(INITIATOR))
@@ -120,17 +133,39 @@ def enrol_all(net: devnet.Devnet, task_id: int, task_file: TaskFile, cast: Seque
     return client
 
 
-def start_actor(a: Actor, devnet_json: Path, task_id: int, rounds: int,
-                poll: float) -> tuple[procs.Daemon, subprocess.Popen]:
+def start_actor(
+    a: Actor, devnet_json: Path, task_id: int, rounds: int, poll: float
+) -> tuple[procs.Daemon, subprocess.Popen]:
     module = "client.trainer" if a.role == "trainer" else "validator.node"
-    argv = [sys.executable, "-m", module, "run", "--task", str(task_id), "--devnet", str(devnet_json),
-            "--state-dir", str(a.state_dir), "--devnet-account", str(a.account), "--rounds", str(rounds),
-            "--json-logs", "--poll-interval", str(poll)]
+    argv = [
+        sys.executable,
+        "-m",
+        module,
+        "run",
+        "--task",
+        str(task_id),
+        "--devnet",
+        str(devnet_json),
+        "--state-dir",
+        str(a.state_dir),
+        "--devnet-account",
+        str(a.account),
+        "--rounds",
+        str(rounds),
+        "--json-logs",
+        "--poll-interval",
+        str(poll),
+    ]
     return procs.start(a.name, argv, a.log_path, env={timing.ENV: str(a.timings)}, cwd=REPO_ROOT)
 
 
-def follow_rounds(client: chain.ChainClient, task_id: int, rounds: int,
-                  nodes: Sequence[tuple[procs.Daemon, subprocess.Popen]], timeout: float) -> list[float]:
+def follow_rounds(
+    client: chain.ChainClient,
+    task_id: int,
+    rounds: int,
+    nodes: Sequence[tuple[procs.Daemon, subprocess.Popen]],
+    timeout: float,
+) -> list[float]:
     """time.monotonic() at which each round was seen finalized (polled every 20 ms); a node that
     fails (exit status != 0; trainers exit 0 after their last submission) stops the bench."""
     seen: list[float] = []
@@ -147,8 +182,10 @@ def follow_rounds(client: chain.ChainClient, task_id: int, rounds: int,
             break
         for d, proc in nodes:
             if proc.poll() not in (None, 0):
-                raise BenchFailed(f"{d.name} exited with {proc.returncode} after {len(seen)} rounds; "
-                                  f"see {d.log_path}: {procs.log_tail(d.log_path, 3)}")
+                raise BenchFailed(
+                    f"{d.name} exited with {proc.returncode} after {len(seen)} rounds; "
+                    f"see {d.log_path}: {procs.log_tail(d.log_path, 3)}"
+                )
         if now > deadline:
             raise BenchFailed(f"only {len(seen)} of {rounds} rounds finalized within {timeout:.0f}s")
         time.sleep(0.02)
@@ -157,6 +194,7 @@ def follow_rounds(client: chain.ChainClient, task_id: int, rounds: int,
 
 # ----------------------------------------------------------------------------- analysis
 
+
 def load_spans(path: Path) -> list[tuple[str, float, float]]:
     if not path.exists():
         return []
@@ -164,7 +202,7 @@ def load_spans(path: Path) -> list[tuple[str, float, float]]:
     for line in path.read_text().splitlines():
         try:
             x = json.loads(line)
-        except json.JSONDecodeError:    # a process killed mid-write leaves a partial last line
+        except json.JSONDecodeError:  # a process killed mid-write leaves a partial last line
             continue
         out.append((x["cat"], float(x["t0"]), float(x["t1"])))
     return out
@@ -172,7 +210,7 @@ def load_spans(path: Path) -> list[tuple[str, float, float]]:
 
 def split_wall(spans: Sequence[tuple[str, float, float]], t0: float, t1: float) -> Split:
     """Node-seconds per category and the wall attribution (first of RANK active; else idle) in [t0, t1]."""
-    busy = {c: 0.0 for c in timing.CATEGORIES}
+    busy = dict.fromkeys(timing.CATEGORIES, 0.0)
     edges: list[tuple[float, int, str]] = []
     for cat, a, b in spans:
         a, b = max(a, t0), min(b, t1)
@@ -181,8 +219,8 @@ def split_wall(spans: Sequence[tuple[str, float, float]], t0: float, t1: float) 
         busy[cat] += b - a
         edges += [(a, 1, cat), (b, -1, cat)]
     edges.sort()
-    wall = {c: 0.0 for c in (*RANK, "idle")}
-    active = {c: 0 for c in timing.CATEGORIES}
+    wall = dict.fromkeys((*RANK, "idle"), 0.0)
+    active = dict.fromkeys(timing.CATEGORIES, 0)
     last = t0
     for t, delta, cat in edges + [(t1, 0, "")]:
         if t > last:
@@ -196,8 +234,11 @@ def split_wall(spans: Sequence[tuple[str, float, float]], t0: float, t1: float) 
 
 def trainer_rewards(cast: Sequence[Actor], client: chain.ChainClient, task_id: int) -> dict[int, list[float]]:
     """round -> claimed mean rewards of the submissions the chain rewarded (validators recomputed them exactly)."""
-    rewarded = {(e.round, e.trainer.lower()) for e in client.concord.events(
-        client.deployment.block_number, "latest", ["SubmissionRewarded"]) if e.task_id == task_id}
+    rewarded = {
+        (e.round, e.trainer.lower())
+        for e in client.concord.events(client.deployment.block_number, "latest", ["SubmissionRewarded"])
+        if e.task_id == task_id
+    }
     out: dict[int, list[float]] = {}
     for a in cast:
         if a.role != "trainer":
@@ -231,9 +272,14 @@ def print_table(split: Split, rounds_measured: int, round_walls: Sequence[float]
     for cat in (*RANK, "idle"):
         kind = "compute" if cat in COMPUTE else "idle" if cat == "idle" else "overhead"
         busy = split.busy.get(cat)
-        table.add_row(cat, kind, "-" if busy is None else f"{busy:.1f}",
-                      "-" if busy is None else f"{busy / rounds_measured:.2f}",
-                      f"{split.wall[cat] / rounds_measured:.2f}", f"{100 * split.wall[cat] / split.window_s:.1f}")
+        table.add_row(
+            cat,
+            kind,
+            "-" if busy is None else f"{busy:.1f}",
+            "-" if busy is None else f"{busy / rounds_measured:.2f}",
+            f"{split.wall[cat] / rounds_measured:.2f}",
+            f"{100 * split.wall[cat] / split.window_s:.1f}",
+        )
     Console(stderr=False).print(table)
     walls = ", ".join(f"{w:.1f}" for w in round_walls)
     print(f"round wall times (s): {walls}")
@@ -241,12 +287,14 @@ def print_table(split: Split, rounds_measured: int, round_walls: Sequence[float]
 
 # ----------------------------------------------------------------------------- main
 
+
 def run_bench(args: argparse.Namespace, work: Path) -> dict:
     from client.engine.grpo import pin_determinism
     from scripts.simulate import simulate_decentralized
 
-    ports = devnet.Ports(anvil=procs.free_port(), ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(),
-                         ipfs_grpc=procs.free_port())
+    ports = devnet.Ports(
+        anvil=procs.free_port(), ipfs_api=procs.free_port(), ipfs_gateway=procs.free_port(), ipfs_grpc=procs.free_port()
+    )
     net = devnet.up(work / "devnet", ports, accounts=1 + args.trainers + args.validators)
     nodes: list[tuple[procs.Daemon, subprocess.Popen]] = []
     try:
@@ -260,16 +308,19 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
         nodes = [start_actor(a, devnet_json, task_id, args.rounds, args.poll_interval) for a in cast]
         finals = follow_rounds(client, task_id, args.rounds, nodes, args.timeout)
         network_s = finals[-1] - started
-        for _, proc in nodes:        # they exit by themselves after --rounds (flushing their timings)
+        for _, proc in nodes:  # they exit by themselves after --rounds (flushing their timings)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
         on_chain = trainer_rewards(cast, client, task_id)
-        bundles = {(e.round, e.trainer): e.bundle_digest.hex() for e in client.concord.events(
-            client.deployment.block_number, "latest", ["Submitted"]) if e.task_id == task_id}
+        bundles = {
+            (e.round, e.trainer): e.bundle_digest.hex()
+            for e in client.concord.events(client.deployment.block_number, "latest", ["Submitted"])
+            if e.task_id == task_id
+        }
     finally:
-        with procs.signals_ignored():    # a second signal must not cut the cleanup short
+        with procs.signals_ignored():  # a second signal must not cut the cleanup short
             procs.stop_all([d for d, _ in nodes])
             devnet.down(work / "devnet")
 
@@ -323,8 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--poll-interval", type=float, default=0.1, help="the nodes' new-block poll interval (s)")
     p.add_argument("--ipfs-size-mb", type=float, default=50.0)
     p.add_argument("--ipfs-runs", type=int, default=3)
-    p.add_argument("--sim-order", choices=("digest", "address"), default="digest",
-                   help="the simulation's delta summation order (validators: by bundle digest)")
+    p.add_argument(
+        "--sim-order",
+        choices=("digest", "address"),
+        default="digest",
+        help="the simulation's delta summation order (validators: by bundle digest)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (default 120/round)")
     p.add_argument("--keep", type=Path, default=None, help="keep logs, timings and node state in this directory")
     args = p.parse_args(argv)
@@ -334,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.timeout = 120.0 * args.rounds + 120
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with procs.no_orphans():      # SIGTERM/SIGHUP stop the devnet and the nodes as Ctrl-C does
+        with procs.no_orphans():  # SIGTERM/SIGHUP stop the devnet and the nodes as Ctrl-C does
             if args.keep is not None:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 result = run_bench(args, args.keep.resolve())
