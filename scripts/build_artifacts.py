@@ -28,10 +28,9 @@ from solcx.exceptions import SolcError
 from client.chain.artifacts import PATH as PACKAGED
 from client.chain.artifacts import Artifact
 from client.chain.artifacts import to_json as packaged_json
+from scripts import REPO_ROOT
 
 log = logging.getLogger(__name__)
-
-from scripts import REPO_ROOT
 
 SOLC_WRAPPER = REPO_ROOT / "scripts" / "solc"
 CACHE_DIR = REPO_ROOT / ".cache" / "solc"

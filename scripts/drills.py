@@ -449,7 +449,7 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
     return _run("trainer killed during upload", client, body)
 
 
-# ----------------------------------------------------------------------------- 2. validator killed between commit and reveal
+# ------------------------------------------------------------------- 2. validator killed between commit and reveal
 
 
 def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
@@ -813,7 +813,7 @@ def settled_outcome(client: ChainClient, task_id: int, cheater: str, honest_trai
     """Round 0 settled, not void; ``cheater`` rejected and slashed, every honest trainer paid once."""
     (fin,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 0]
     expect(not fin.is_void, "round 0 went void")
-    rejected = [e for e in events(client, task_id, "SubmissionRejected")]
+    rejected = list(events(client, task_id, "SubmissionRejected"))
     facts["slashed"] = {e.trainer: e.slashed for e in rejected}
     expect([e.trainer for e in rejected] == [cheater], f"rejected {[e.trainer for e in rejected]}, want the cheater")
     expect(rejected[0].slashed > 0, "the cheater was not slashed")
@@ -822,12 +822,12 @@ def settled_outcome(client: ChainClient, task_id: int, cheater: str, honest_trai
 
 
 def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
-    """A cheater uploads its delta shard as a file of two leaves and withholds the second (scripts.adversaries.trainer_cheats
-    `withheld_leaf`); the validator fetches it block by block: the missing leaf is a clean timeout
-    naming that leaf, the IPFS daemon stays up, the cheater is rejected and slashed, the honest trainer
-    paid, the round settles (not void). One validator: two in one process raced each other's finalize
-    once (a TxReverted without a reason, outside this drill's subject); `concord bench attacks` plays
-    the same cheat against three validator processes."""
+    """A cheater uploads its delta shard as a file of two leaves and withholds the second
+    (scripts.adversaries.trainer_cheats `withheld_leaf`); the validator fetches it block by block:
+    the missing leaf is a clean timeout naming that leaf, the IPFS daemon stays up, the cheater is
+    rejected and slashed, the honest trainer paid, the round settles (not void). One validator: two
+    in one process raced each other's finalize once (a TxReverted without a reason, outside this
+    drill's subject); `concord bench attacks` plays the same cheat against three validator processes."""
     from client.content.submission import put_submission
     from scripts.adversaries import trainer_cheats as cheats
     from validator import node as vnode

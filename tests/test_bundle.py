@@ -30,7 +30,7 @@ def test_bundle_fields_and_claims(setup):
     env, base, b = setup
     assert (b.task_id, b.round, b.base_round, b.trainer) == (5, 2, 1, TRAINER)
     assert len(b.batches) == len(b.proofs) == 3
-    assert all(batch.n == 16 and len(p) == 16 for batch, p in zip(b.batches, b.proofs))
+    assert all(batch.n == 16 and len(p) == 16 for batch, p in zip(b.batches, b.proofs, strict=True))
     assert b.work_units == sum(int(batch.mask.sum()) for batch in b.batches)
     assert 16 * 3 <= b.work_units <= 16 * 3 * CFG.sampler.max_new_tokens
     assert b.mean_reward == float(torch.cat([batch.rewards for batch in b.batches]).double().mean())
@@ -46,7 +46,7 @@ def test_bundle_carries_no_trainer_side_states(setup):
 def test_one_proof_list_per_rollout(setup):
     """Prompt (one chunk) + ceil(length / 32) decode chunks; 258-byte proofs at hidden size 64."""
     _, _, b = setup
-    for batch, proofs in zip(b.batches, b.proofs):
+    for batch, proofs in zip(b.batches, b.proofs, strict=True):
         for n in range(batch.n):
             length = int(batch.lengths[n])
             assert len(proofs[n]) == 1 + -(-length // 32)

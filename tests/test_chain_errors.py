@@ -335,7 +335,7 @@ def test_create_task_with_bad_parameters(chain_env) -> None:
             env,
             None,
             [s.address],
-            lambda: env.client.concord.create_task(s, params, budget),
+            lambda params=params, budget=budget: env.client.concord.create_task(s, params, budget),
             s,
             "createTask",
             args,

@@ -130,18 +130,18 @@ def forge(
         inner_update(policy, opt, b, CFG.grpo, base)
         fixed.append(strip_private(b))
     delta = state_delta(policy_state(policy), policy_state(base))
-    fields = dict(
-        task_id=honest.task_id,
-        round=honest.round,
-        base_round=honest.base_round,
-        trainer=honest.trainer,
-        batches=tuple(fixed),
-        proofs=tuple(proofs),
-        delta=delta,
-        mean_reward=claimed_mean_reward(fixed),
-        work_units=claimed_work_units(fixed),
-        proof_root=proofs_root(tuple(proofs)),
-    )
+    fields = {
+        "task_id": honest.task_id,
+        "round": honest.round,
+        "base_round": honest.base_round,
+        "trainer": honest.trainer,
+        "batches": tuple(fixed),
+        "proofs": tuple(proofs),
+        "delta": delta,
+        "mean_reward": claimed_mean_reward(fixed),
+        "work_units": claimed_work_units(fixed),
+        "proof_root": proofs_root(tuple(proofs)),
+    }
     fields.update(claims)
     return Bundle(**fields)
 
@@ -200,6 +200,7 @@ def test_honest_rollouts_zero_rejects(env, dtype):
             for a, b in zip(
                 rollout_toploc_rejects(fast.hidden, batch, proofs, batch.lengths, VCFG),
                 rollout_sampling_rejects(fast.logits, batch, batch.keys, CFG.sampler, VCFG),
+                strict=True,
             )
         )
         keys_seen += batch.n
@@ -218,7 +219,9 @@ def test_bf16_prefill_failures_are_rechecked_in_float32(base, env, honest):
     bundle, _ = honest
     strict = dataclasses.replace(VCFG, sampling_tie_tol=0.0)
     b, k = bundle.batches[0], 0
-    keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(*assigned_indices(k, CFG.grpo))))
+    keys = smp.sample_keys(
+        bundle.task_id, bundle.round, bundle.trainer, list(zip(*assigned_indices(k, CFG.grpo), strict=True))
+    )
     out = recompute_states(base, b, bundle.proofs[k], b.lengths, keys, CFG.sampler, strict)
     assert 0 < out.fp32_rows < b.n
     assert check_sampling(out.logits, b, keys, CFG.sampler, strict).ok
@@ -361,7 +364,7 @@ def test_foreign_seeds_rejected(base, env, honest):
     bundle, batches = honest
     theta_last = theta(base, batches, CFG.grpo.inner_steps - 1)
     i, j = assigned_indices(CFG.grpo.inner_steps - 1, CFG.grpo)
-    keys = sample_keys(TASK_ID, ROUND + 1, TRAINER, list(zip(i, j)))
+    keys = sample_keys(TASK_ID, ROUND + 1, TRAINER, list(zip(i, j, strict=True)))
     comps, _, _ = generate_tokens(theta_last, bundle.batches[-1].prompts, keys, CFG.sampler)
     reused = dataclasses.replace(bundle.batches[-1], completions=comps)
     v = verify_bundle(base, forge(base, env, bundle, last_step_replaced(bundle, reused)), env, CFG, VCFG)

@@ -91,7 +91,7 @@ def test_hf_policy_loads_from_a_local_directory(tmp_path) -> None:
 def test_state_roundtrip_and_mismatch() -> None:
     a, b = build_policy(CONFIGS[0]), build_policy(ModelConfig(**{**CONFIGS[0].__dict__, "seed": 7}))
     load_policy_state(b, policy_state(a))
-    assert all(torch.equal(x, y) for x, y in zip(policy_state(a).values(), policy_state(b).values()))
+    assert all(torch.equal(x, y) for x, y in zip(policy_state(a).values(), policy_state(b).values(), strict=True))
     bad = dict(policy_state(a))
     bad.pop("lm_head.weight")
     bad["extra"] = torch.zeros(1)

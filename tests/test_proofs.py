@@ -156,7 +156,10 @@ def test_encoding_roundtrip_and_truncation(acts):
 
 def test_merkle_rule():
     a, b, c = (leaf_hash(x) for x in (b"a", b"b", b"c"))
-    node = lambda l, r: hashlib.sha256(b"\x01" + l + r).digest()  # noqa: E731
+
+    def node(left: bytes, right: bytes) -> bytes:
+        return hashlib.sha256(b"\x01" + left + right).digest()
+
     assert a == hashlib.sha256(b"\x00a").digest()
     assert merkle_root([]) == hashlib.sha256(b"").digest()
     assert merkle_root([a]) == a
@@ -212,7 +215,7 @@ def test_interpolation_passes_through_its_points():
     coeffs = interpolate_mod_field(x, y)  # [k, 5]
     for col in range(5):
         c = [int(v) for v in coeffs[:, col]]
-        for xi, yi in zip(x[:, col], y[:, col]):
+        for xi, yi in zip(x[:, col], y[:, col], strict=True):
             value = 0
             for a in reversed(c):
                 value = (value * int(xi) + a) % FIELD

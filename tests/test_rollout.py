@@ -67,7 +67,7 @@ def test_mask_and_padding_rules() -> None:
     assert bool((batch.logprobs[after_eos] == 0).all())
     assert batch.lengths.tolist() == batch.mask.sum(1).tolist()
     assert batch.work_units == int(batch.mask.sum())
-    for row, n in zip(batch.completions, batch.lengths):
+    for row, n in zip(batch.completions, batch.lengths, strict=True):
         eos = (row == EOS).nonzero()
         assert n == (eos[0, 0] + 1 if len(eos) else row.numel())
 

@@ -85,7 +85,7 @@ def assert_same_bundle(got: Bundle, want: Bundle) -> None:
     assert (got.mean_reward, got.work_units, got.proof_root) == (want.mean_reward, want.work_units, want.proof_root)
     assert got.proofs == want.proofs
     assert len(got.batches) == len(want.batches)
-    for g, w in zip(got.batches, want.batches):
+    for g, w in zip(got.batches, want.batches, strict=True):
         for f in dataclasses.fields(RolloutBatch):
             a, b = getattr(g, f.name), getattr(w, f.name)
             if isinstance(a, torch.Tensor):
@@ -236,14 +236,14 @@ def test_malformed_proofs_and_delta_are_refused(made, store: Store, other: Store
     as64 = [(n, st_save({k: v.double() for k, v in st_load(d).items()})) for n, d in submission_files(bundle)[2]]
     extra = [(n, st_save({**st_load(d), "extra.weight": torch.zeros(2)})) for n, d in submission_files(bundle)[2]]
     cases = [
-        (dict(proofs=encode_proof_file(short_step)), "proofs[1]"),  # proofs count != rollouts
-        (dict(proofs=good + b"\0"), "proofs"),  # trailing bytes
-        (dict(proofs=good[:-3]), "proofs[1][7][1]"),  # truncated last proof
-        (dict(proofs=b"XXXX" + good[4:]), "proofs"),  # bad magic
-        (dict(delta=as64), "delta[0].size"),  # wrong dtype: not the canonical size, refused before download
-        (dict(delta=extra), "delta[0].size"),  # not a base parameter: likewise
-        (dict(stats={**encode_stats(bundle, bundle.batches), "bonus": 1}), "stats.bonus"),
-        (dict(stats={**encode_stats(bundle, bundle.batches), "proofs": 1}), "stats.proofs"),
+        ({"proofs": encode_proof_file(short_step)}, "proofs[1]"),  # proofs count != rollouts
+        ({"proofs": good + b"\0"}, "proofs"),  # trailing bytes
+        ({"proofs": good[:-3]}, "proofs[1][7][1]"),  # truncated last proof
+        ({"proofs": b"XXXX" + good[4:]}, "proofs"),  # bad magic
+        ({"delta": as64}, "delta[0].size"),  # wrong dtype: not the canonical size, refused before download
+        ({"delta": extra}, "delta[0].size"),  # not a base parameter: likewise
+        ({"stats": {**encode_stats(bundle, bundle.batches), "bonus": 1}}, "stats.bonus"),
+        ({"stats": {**encode_stats(bundle, bundle.batches), "proofs": 1}}, "stats.proofs"),
     ]
     assert len(bundle.proofs[1][7]) == 2, "the truncation case assumes a rollout with two proofs"
     for parts, field in cases:

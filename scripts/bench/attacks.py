@@ -677,7 +677,8 @@ def table(report: Report) -> Table:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`concord bench attacks [--trainer-cheats a,b] [--validator-cheats a,b] [--faults a,b] [--state-dir D] [--json]`."""
+    """`concord bench attacks [--trainer-cheats a,b] [--validator-cheats a,b] [--faults a,b]
+    [--state-dir D] [--json]`."""
     p = argparse.ArgumentParser(prog="concord bench attacks", description=__doc__.splitlines()[0])
     p.add_argument(
         "--trainer-cheats",

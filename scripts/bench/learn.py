@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -65,7 +66,10 @@ def plot(dec: Curve, cen: Curve | None, path: Path, title: str) -> None:
 
 def seed_summary(runs: list[tuple[Curve, Curve | None]]) -> dict[str, object]:
     """per_seed final rewards and their means, for the JSON line."""
-    finals = lambda curve: None if curve is None else round(curve.rewards[-1], 4)
+
+    def finals(curve: Curve | None) -> float | None:
+        return None if curve is None else round(curve.rewards[-1], 4)
+
     per_seed = [
         {
             "seed": seed,
@@ -76,9 +80,11 @@ def seed_summary(runs: list[tuple[Curve, Curve | None]]) -> dict[str, object]:
         }
         for seed, (dec, cen) in enumerate(runs)
     ]
-    mean = lambda key: (
-        None if any(r[key] is None for r in per_seed) else round(sum(r[key] for r in per_seed) / len(per_seed), 4)
-    )
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in per_seed]
+        return None if any(v is None for v in values) else round(sum(values) / len(values), 4)
+
     return {
         "per_seed": per_seed,
         "mean_final_reward_centralized": mean("final_reward_centralized"),
@@ -127,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[tuple[Curve, Curve | None]] = []  # per model seed: (decentralized, centralized)
     for seed in range(args.seeds):
         seeded = dataclasses.replace(task, model=dataclasses.replace(task.model, seed=seed))
-        progress = lambda name: (
-            lambda r, m, e: console.print(f"  seed {seed} {name} round {r + 1:3d}: reward {m:.3f}  exact {e:.3f}")
-        )
+
+        def progress(name: str, seed: int = seed) -> Callable[[int, float, float], None]:
+            return lambda r, m, e: console.print(
+                f"  seed {seed} {name} round {r + 1:3d}: reward {m:.3f}  exact {e:.3f}"
+            )
+
         dec_s = simulate_decentralized(seeded, args.rounds, on_round=progress("decentralized"))
         cen_s = (
             None

@@ -324,7 +324,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
             procs.stop_all([d for d, _ in nodes])
             devnet.down(work / "devnet")
 
-    walls = [b - a for a, b in zip(finals, finals[1:])]
+    walls = [b - a for a, b in zip(finals, finals[1:], strict=False)]
     spans = [s for a in cast for s in load_spans(a.timings)]
     split = split_wall(spans, finals[0], finals[-1])
     compute_wall = sum(split.wall[c] for c in COMPUTE)
@@ -356,7 +356,7 @@ def run_bench(args: argparse.Namespace, work: Path) -> dict:
         "reward_sim": round(sim_mean, 4),
         "reward_window": window,
         "sim_order": args.sim_order,
-        "reward_max_round_diff": round(max(abs(a - b) for a, b in zip(chain_curve, sim.rewards)), 6),
+        "reward_max_round_diff": round(max(abs(a - b) for a, b in zip(chain_curve, sim.rewards, strict=False)), 6),
         "accepted_submissions": sum(accepted),
         "rounds": args.rounds,
         "trainers": args.trainers,
