@@ -52,7 +52,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +63,7 @@ import torch
 from client import chain, timing
 from client.chain import (
     ChainClient,
+    Committed,
     Concord,
     ConcordEvent,
     ContractError,
@@ -163,7 +164,7 @@ class SubmissionVerdict:
     failed_check: str  # "" when accepted
     evidence_digest: Digest | None  # None when accepted; sha256 of the evidence document (its CID derives)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """Digests in their one text form ("0x" + 64 hex); no evidence is ""."""
         return {
             **self.__dict__,
@@ -172,7 +173,7 @@ class SubmissionVerdict:
         }
 
     @staticmethod
-    def from_json(obj: dict) -> SubmissionVerdict:
+    def from_json(obj: dict[str, Any]) -> SubmissionVerdict:
         """Reads files written with or without the 0x prefix."""
         evidence = obj["evidence_digest"]
         return SubmissionVerdict(
@@ -197,7 +198,7 @@ class RevealPlan:
     commitment: Digest  # keccak of the above (IConcord.commitHash)
     rejected: tuple[int, ...]  # submission indexes, for people reading the file
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         # reject words are uint256: strings, so every JSON reader keeps them exact
         return {
             "task_id": self.task_id,
@@ -211,7 +212,7 @@ class RevealPlan:
         }
 
     @staticmethod
-    def from_json(obj: dict) -> RevealPlan:
+    def from_json(obj: dict[str, Any]) -> RevealPlan:
         """Reads plans written with or without the 0x prefix."""
         return RevealPlan(
             obj["task_id"],
@@ -278,7 +279,7 @@ class Validator:
     fetch_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(MAX_FETCH_THREADS)
     )  # fetches running at once
-    fetching: dict[tuple[int, int], Future] = field(default_factory=dict)  # (round, index) -> Future[Fetched]
+    fetching: dict[tuple[int, int], Future[Fetched]] = field(default_factory=dict)  # (round, index) -> its fetch
 
     @property
     def client(self) -> ChainClient:
@@ -293,7 +294,7 @@ class Validator:
         return self.node.signer
 
     @property
-    def store(self):
+    def store(self) -> Store:
         return self.node.store
 
     @property
@@ -448,7 +449,7 @@ def _json_number(value: Any) -> Any:
     return 0.0 if value == 0 else value
 
 
-def _check_list(verdict: Verdict) -> list[dict]:
+def _check_list(verdict: Verdict) -> list[dict[str, Any]]:
     return [
         {"name": r.name, "ok": r.ok, "evidence": {k: _json_number(x) for k, x in r.evidence.items()}}
         for r in verdict.results
@@ -456,8 +457,13 @@ def _check_list(verdict: Verdict) -> list[dict]:
 
 
 def evidence_document(
-    v: Validator, sub: Submitted, failed_check: str, detail: str, evidence: dict, checks: Sequence[dict] = ()
-) -> dict:
+    v: Validator,
+    sub: Submitted,
+    failed_check: str,
+    detail: str,
+    evidence: Mapping[str, Any],
+    checks: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """The rejection record: which submission, which check failed, the numbers (or field and reason)."""
     return {
         "kind": EVIDENCE_KIND,
@@ -475,7 +481,7 @@ def evidence_document(
     }
 
 
-def store_evidence(v: Validator, doc: dict) -> Digest:
+def store_evidence(v: Validator, doc: dict[str, Any]) -> Digest:
     """Evidence as a canonical JSON manifest in the state dir (durable); returns its digest (= its CID's).
     Publishing it to IPFS is `publish_pending`'s job, never a condition of the verdict."""
     data = canonical_bytes(doc)
@@ -559,7 +565,7 @@ def start_fetches(v: Validator, subs: Sequence[Submitted]) -> None:
         return
     shapes = base_shapes(v, {s.base_round for s in new})
     for s in new:
-        future: Future = Future()
+        future: Future[Fetched] = Future()
         v.fetching[(s.round, s.index)] = future
         threading.Thread(
             target=_run_fetch,
@@ -569,7 +575,7 @@ def start_fetches(v: Validator, subs: Sequence[Submitted]) -> None:
         ).start()
 
 
-def _run_fetch(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]], future: Future) -> None:
+def _run_fetch(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]], future: Future[Fetched]) -> None:
     """A fetch thread: waits for a slot, then `fetch_one` into ``future`` (unless it was cancelled).
     Daemon threads: a stopping node waits for none of them (each would end by its deadline anyway)."""
     with v.fetch_slots:
@@ -605,25 +611,28 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     key = (sub.round, sub.index)
     digest = Digest.parse(sub.bundle_digest, "bundleDigest")
     started = time.perf_counter()
-    doc: dict | None = None
+    doc: dict[str, Any] | None = None
     if isinstance(got.error, SubmissionError):  # unavailable, oversize, malformed: the trainer's fault
-        e = got.error
-        doc = evidence_document(v, sub, "fetch", str(e), {"field": e.field, "cid": e.cid, "reason": e.reason})
+        bad = got.error
+        doc = evidence_document(v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason})
     elif isinstance(got.error, ClaimMismatch):  # copied digest, wrong base round, claims that differ
-        e = got.error
+        mismatch = got.error
         doc = evidence_document(
             v,
             sub,
-            f"claim.{e.field}",
-            str(e),
-            {"field": e.field, "on_chain": str(e.on_chain), "in_manifest": str(e.in_manifest)},
+            f"claim.{mismatch.field}",
+            str(mismatch),
+            {"field": mismatch.field, "on_chain": str(mismatch.on_chain), "in_manifest": str(mismatch.in_manifest)},
         )
     else:
+        bundle = got.bundle
+        if bundle is None:  # fetch_one yields a bundle or an error; settle_fetches judges no own-store failure
+            raise ValueError(f"round {sub.round} #{sub.index}: fetched with neither a bundle nor an error")
         base_policy = model_for_round(v.task, v.store, sub.base_round)
         with timing.span("verification"):
-            verdict = verify_bundle(base_policy, got.bundle, v.task.env, v.task.task, v.task.spec.validation)
+            verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, v.task.spec.validation)
         if verdict.accepted:
-            v.deltas[key] = got.bundle.delta
+            v.deltas[key] = bundle.delta
         else:
             doc = evidence_document(
                 v,
@@ -634,7 +643,7 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
                 _check_list(verdict),
             )
     seconds = round(got.seconds + time.perf_counter() - started, 3)
-    where = dict(round=sub.round, index=sub.index, trainer=sub.trainer, bundle=digest, seconds=seconds)
+    where = {"round": sub.round, "index": sub.index, "trainer": sub.trainer, "bundle": digest, "seconds": seconds}
     if doc is None:
         result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, True, "", None)
         log.info(
@@ -838,7 +847,12 @@ def reveal(v: Validator, plan: RevealPlan) -> None:
 def committed_on_chain(v: Validator, round_: int) -> bytes | None:
     """The commitment this validator posted for ``round_`` (its Committed event), if any."""
     for e in v.concord.events(v.client.deployment.block_number, "latest", ["Committed"]):
-        if e.task_id == v.task_id and e.round == round_ and e.validator.lower() == v.me.lower():
+        if (
+            isinstance(e, Committed)
+            and e.task_id == v.task_id
+            and e.round == round_
+            and e.validator.lower() == v.me.lower()
+        ):
             return e.commitment
     return None
 
