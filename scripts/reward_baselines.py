@@ -80,7 +80,7 @@ def legacy_reward(env: Env, prompt: list[int], completion: list[int]) -> float:
         seq.pop()
     target = answer + [EOS]
     longer = max(len(seq), len(target))
-    positional = sum(a == b for a, b in zip(seq, target, strict=True)) / longer
+    positional = sum(a == b for a, b in zip(seq, target, strict=False)) / longer
     if not isinstance(env, SortEnv):
         return positional
     multiset = sum((Counter(seq) & Counter(target)).values()) / longer
