@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypedDict
 
 from client import chain
 from client.chain import ChainClient, Phase
@@ -32,17 +33,25 @@ from client.runtime.task import UnknownTask
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
 
 
+class Evidence(TypedDict):
+    """One local validator's rejection of a submission, as `concord status` lists it."""
+
+    state_dir: str
+    failed_check: str
+    evidence: str | None  # the evidence digest ("0x" + 64 hex), None when the validator published none
+
+
 def _hex(b: bytes) -> str:
     """A digest (bytes32) in its one text form: "0x" + 64 lowercase hex."""
     return str(Digest.parse(b))
 
 
-def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[int, int], list[dict]]:
+def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[int, int], list[Evidence]]:
     """(round, index) -> [{validator dir, check, evidence digest}] from local validator state dirs.
 
     Reads the validator's verdict files as documents (<state>/task-<id>/verdicts/r*-i*.json, written
     by validator/node.py) rather than importing the validator: `client` never imports `validator`."""
-    out: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    out: dict[tuple[int, int], list[Evidence]] = defaultdict(list)
     for d in validator_dirs:
         for path in sorted((Path(d) / f"task-{task_id}" / "verdicts").glob("r*-i*.json")):
             v = json.loads(path.read_text())
@@ -58,17 +67,22 @@ def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[i
     return out
 
 
-def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path] = ()) -> dict:
+def _round_money() -> dict[str, Any]:
+    """A round's slashes, bounties, fees and returned budget before any event adds to them."""
+    return {"slashes": [], "bounties": [], "fees": [], "returned": 0}
+
+
+def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path] = ()) -> dict[str, Any]:
     """One task as a JSON-ready document (numbers in token base units, digests 0x-hex)."""
     c = client.concord
     params, state = c.task_params(task_id), c.task_state(task_id)
     events = [e for e in c.events(client.deployment.block_number, "latest") if getattr(e, "task_id", None) == task_id]
     evidence = evidence_index(validator_dirs, task_id)
-    verdict: dict[tuple[int, int], dict] = {}
-    subs: dict[int, list[dict]] = defaultdict(list)
-    per_round: dict[int, dict] = defaultdict(lambda: {"slashes": [], "bounties": [], "fees": [], "returned": 0})
+    verdict: dict[tuple[int, int], dict[str, Any]] = {}
+    subs: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    per_round: dict[int, dict[str, Any]] = defaultdict(_round_money)
     committed: dict[int, list[str]] = defaultdict(list)
-    revealed: dict[int, list[dict]] = defaultdict(list)
+    revealed: dict[int, list[dict[str, Any]]] = defaultdict(list)
     members: dict[str, str] = {}
     for e in events:
         if isinstance(e, chain.Submitted):
@@ -126,16 +140,16 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
                 "reveals": len(revealed[r]),
                 "votes": revealed[r],
                 "next_model": _hex(info.next_model_digest) if any(info.next_model_digest) else None,
-                **per_round.get(r, {"slashes": [], "bounties": [], "fees": [], "returned": 0}),
+                **per_round.get(r, _round_money()),
             }
         )
     latest = c.latest_model(task_id)
     nodes_out = []
     for addr, role in sorted(members.items()):
-        info = c.node_info(addr)
+        node = c.node_info(addr)
         m = c.member_info(task_id, addr)
         nodes_out.append(
-            {"address": addr, "role": role, "joined": m.joined, "stake": info.stake, "balance": c.balance_of(addr)}
+            {"address": addr, "role": role, "joined": m.joined, "stake": node.stake, "balance": c.balance_of(addr)}
         )
     return {
         "task_id": task_id,
@@ -162,7 +176,7 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
     }
 
 
-def status(client: ChainClient, task_ids: Sequence[int], validator_dirs: Sequence[Path] = ()) -> dict:
+def status(client: ChainClient, task_ids: Sequence[int], validator_dirs: Sequence[Path] = ()) -> dict[str, Any]:
     totals = client.concord.totals()
     return {
         "chain_id": client.deployment.chain_id,
@@ -182,7 +196,7 @@ def _short(h: str | None) -> str:
     return "-" if not h else h[:10] + ".." + h[-4:]
 
 
-def print_tables(doc: dict) -> None:
+def print_tables(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 

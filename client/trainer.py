@@ -28,8 +28,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from client import chain, timing
 from client.chain import ChainError, ContractError, Phase, Role
 from client.chain.keys import KeyLoadError
@@ -40,6 +38,7 @@ from client.content.task_spec import TaskSpecError
 from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
+from client.engine.model import Policy
 from client.runtime.config import (
     NodeConfig,
     NodeConfigError,
@@ -130,9 +129,7 @@ class TrainerHooks:
     subclasses this to play adversaries and faults.
     """
 
-    def base_model(
-        self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: torch.nn.Module
-    ) -> torch.nn.Module:
+    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: Policy) -> Policy:
         """Step 2, the model to build on: an honest node builds round ``round_`` on model(baseRound),
         ``policy`` as fetched (shared: a hook clones it before changing it)."""
         return policy

@@ -122,7 +122,7 @@ def _check_float(value: float, field: str) -> None:
         raise ManifestError(field, "-0.0 is not allowed (write 0.0)", value)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -141,7 +141,7 @@ def _nesting(data: bytes) -> int:
     return max(itertools.accumulate(1 if b in b"[{" else -1 for b in brackets), default=0)
 
 
-def parse_canonical(data: bytes) -> dict:
+def parse_canonical(data: bytes) -> dict[str, Any]:
     """Bytes -> JSON object, refusing anything but the canonical encoding of an object."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ManifestError("<document>", f"expected bytes, got {type(data).__name__}")
@@ -219,7 +219,7 @@ def canonical_cid(cid: str, field: str = "cid") -> str:
 # ----------------------------------------------------------------------------- field checks
 
 
-def _fields(obj: Mapping, where: str, expected: tuple[str, ...]) -> None:
+def _fields(obj: Mapping[str, Any], where: str, expected: tuple[str, ...]) -> None:
     if not isinstance(obj, Mapping):
         raise ManifestError(where or "<document>", "expected an object", obj)
     for key in obj:
@@ -242,7 +242,7 @@ def _int(value: Any, field: str, lo: int = 0, hi: int = MAX_INT - 1) -> int:
     return value
 
 
-def _str(value: Any, field: str, pattern: re.Pattern | None = None, what: str = "") -> str:
+def _str(value: Any, field: str, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
     if type(value) is not str:
         raise ManifestError(field, "expected a string", value)
     if len(value) > MAX_STRING:
@@ -257,7 +257,7 @@ def _hex64(value: Any, field: str) -> str:
     return _str(value, field, _HEX64, "64 lowercase hex chars (sha256)")
 
 
-def _list(value: Any, field: str, max_len: int, min_len: int = 0) -> list:
+def _list(value: Any, field: str, max_len: int, min_len: int = 0) -> list[Any]:
     if type(value) is not list:
         raise ManifestError(field, "expected a list", value)
     if len(value) > max_len:
@@ -267,7 +267,7 @@ def _list(value: Any, field: str, max_len: int, min_len: int = 0) -> list:
     return value
 
 
-def _config(value: Any, field: str) -> dict:
+def _config(value: Any, field: str) -> dict[str, Any]:
     """A model config: a JSON object of scalars, lists and objects, bounded in size and depth."""
     if type(value) is not dict:
         raise ManifestError(field, "expected an object", value)
@@ -301,7 +301,7 @@ def _config(value: Any, field: str) -> dict:
     return value
 
 
-def _stats(value: Any, field: str) -> dict:
+def _stats(value: Any, field: str) -> dict[str, Any]:
     if type(value) is not dict:
         raise ManifestError(field, "expected an object of numbers", value)
     if len(value) > MAX_STATS:
@@ -334,7 +334,7 @@ class ShardRef:
     def __post_init__(self) -> None:
         _check_shard(self.name, self.cid, self.sha256, self.size, "")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "cid": self.cid, "sha256": self.sha256, "size": self.size}
 
     @staticmethod
@@ -380,14 +380,14 @@ def _check_refs(refs: Any, field: str, min_len: int = 1) -> None:
     _unique_names(refs, field)
 
 
-def _to_bytes(obj: dict) -> bytes:
+def _to_bytes(obj: dict[str, Any]) -> bytes:
     data = canonical_bytes(obj)
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError("<document>", f"{len(data)} bytes is over the {MAX_MANIFEST_BYTES}-byte limit")
     return data
 
 
-def _kind(obj: dict, expected: str) -> None:
+def _kind(obj: dict[str, Any], expected: str) -> None:
     if not isinstance(obj, Mapping):
         raise ManifestError("<document>", "expected an object", obj)
     kind = obj.get("kind")
@@ -399,7 +399,7 @@ def _kind(obj: dict, expected: str) -> None:
 class ModelManifest:
     """A policy: its architecture, dtype, weight shards, outer-optimizer state and parent."""
 
-    config: dict  # architecture hyper-parameters (JSON object)
+    config: dict[str, Any]  # architecture hyper-parameters (JSON object)
     dtype: str  # one of DTYPES
     shards: tuple[ShardRef, ...]  # safetensors shards, in load order
     outer_state: tuple[ShardRef, ...] | None  # DiLoCo momentum etc.; None for an initial model
@@ -425,7 +425,7 @@ class ModelManifest:
         if self.parent is not None and not isinstance(self.parent, Digest):
             raise ManifestError("parent", "expected a Digest", self.parent)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "config": self.config,
@@ -446,7 +446,7 @@ class ModelManifest:
         return ModelManifest.from_json(parse_canonical(data))
 
     @staticmethod
-    def from_json(obj: dict) -> ModelManifest:
+    def from_json(obj: dict[str, Any]) -> ModelManifest:
         _kind(obj, "model")  # first: another kind of manifest is named as such, not by its fields
         _fields(obj, "", ModelManifest.FIELDS)
         outer = obj["outer_state"]
@@ -471,7 +471,7 @@ class SubmissionManifest:
     rollouts: ShardRef  # tokens, rewards, seeds
     proofs: ShardRef  # TOPLOC proofs
     delta: tuple[ShardRef, ...]  # theta_H - theta_base, safetensors shards
-    stats: dict  # claimed numbers (mean reward, work units, ...), re-computed by validators
+    stats: dict[str, Any]  # claimed numbers (mean reward, work units, ...), re-computed by validators
     kind: str = "submission"
 
     FIELDS = ("kind", "task_id", "round", "base_round", "trainer", "rollouts", "proofs", "delta", "stats")
@@ -493,7 +493,7 @@ class SubmissionManifest:
         _check_refs(self.delta, "delta")
         _stats(self.stats, "stats")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "task_id": self.task_id,
@@ -517,7 +517,7 @@ class SubmissionManifest:
         return SubmissionManifest.from_json(parse_canonical(data))
 
     @staticmethod
-    def from_json(obj: dict) -> SubmissionManifest:
+    def from_json(obj: dict[str, Any]) -> SubmissionManifest:
         _kind(obj, "submission")  # first: another kind of manifest is named as such, not by its fields
         _fields(obj, "", SubmissionManifest.FIELDS)
         round_ = _int(obj["round"], "round")

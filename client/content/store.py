@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar
 
 import ipfshttpclient.exceptions as ipfs_errors
 import requests
@@ -308,11 +308,16 @@ class Store:
             if name is None:
                 raise ValueError("put_file(bytes) needs a name for the ShardRef")
             data = bytes(src)
-            open_src: Callable[[], BinaryIO] = lambda: io.BytesIO(data)
+
+            def open_src() -> BinaryIO:
+                return io.BytesIO(data)
         else:
             path = Path(src)
             name = path.name if name is None else name
-            open_src = lambda: open(path, "rb")
+
+            def open_src() -> BinaryIO:
+                return open(path, "rb")
+
         opts = {
             "cid-version": "1",
             "raw-leaves": "true",
@@ -414,7 +419,7 @@ class Store:
 
     # ------------------------------------------------------------------------- internals
 
-    def _fetch_file(self, ref: ShardRef, max_bytes: int, out: BinaryIO, deadline: float | None) -> None:
+    def _fetch_file(self, ref: ShardRef, max_bytes: int, out: IO[bytes], deadline: float | None) -> None:
         """Write the file ``ref`` to ``out`` block by block (module docstring); sha256 of the whole checked."""
         if ref.size > max_bytes:
             raise SizeLimitExceeded(ref.cid, ref.size, max_bytes)
@@ -441,7 +446,7 @@ class Store:
             raise DigestMismatch(ref.cid, expected=ref.sha256, got=sha.hexdigest())
 
     def _write_tree(
-        self, cid: str, node: _FileNode, size: int, expected: str, deadline: float, out: BinaryIO, sha: Any, depth: int
+        self, cid: str, node: _FileNode, size: int, expected: str, deadline: float, out: IO[bytes], sha: Any, depth: int
     ) -> None:
         """The ``size`` bytes under dag-pb ``node`` (block ``cid``), children in link order."""
         if node.filesize != size:
@@ -451,7 +456,7 @@ class Store:
             return
         if depth >= MAX_DAG_DEPTH:
             raise MalformedDag(cid, f"deeper than {MAX_DAG_DEPTH} levels")
-        for child, child_size in zip(node.links, node.blocksizes):
+        for child, child_size in zip(node.links, node.blocksizes, strict=True):
             child_cid = str(child.set(base="base32"))
             if child.codec.code == RAW_CODEC:  # a raw leaf: its block size is what the parent lists
                 self._write_block(self._get_block(child_cid, child_size, expected, deadline), out, sha)
@@ -468,7 +473,7 @@ class Store:
                 )
 
     @staticmethod
-    def _write_block(data: bytes, out: BinaryIO, sha: Any) -> None:
+    def _write_block(data: bytes, out: IO[bytes], sha: Any) -> None:
         sha.update(data)
         out.write(data)
 
@@ -604,7 +609,7 @@ class Store:
                 raise DaemonError(self.api, what, _short_reason(e)) from None
         raise AssertionError("unreachable")
 
-    def _single(self, resp: Any, what: str) -> dict:
+    def _single(self, resp: Any, what: str) -> dict[str, Any]:
         items = resp if isinstance(resp, list) else [resp]
         if len(items) != 1 or not isinstance(items[0], dict):
             raise DaemonError(self.api, what, f"unexpected answer {str(resp)[:120]}")
@@ -636,7 +641,7 @@ class Store:
             return None
         return data
 
-    def _cache_copy(self, ref: ShardRef, out: BinaryIO) -> bool:
+    def _cache_copy(self, ref: ShardRef, out: IO[bytes]) -> bool:
         """Copy a verified cache entry into ``out``; False (and ``out`` empty) on a miss or a corrupt entry."""
         path = self._cache_path(ref.sha256)
         if path is None or not path.is_file() or path.stat().st_size != ref.size:
@@ -739,27 +744,32 @@ def _fields_of(buf: bytes, cid: str) -> Iterator[tuple[int, int, int | bytes]]:
 def _parse_file_node(cid: str, block: bytes) -> _FileNode:
     """dag-pb PBNode {Links = 2 (PBLink {Hash = 1}), Data = 1 (UnixFS {Type = 1, Data = 2, filesize = 3,
     blocksizes = 4})}; a file node only (type File or Raw), one blocksize per link."""
+    # _fields_of gives a varint (wire type 0) as int and a length-delimited field (wire type 2) as bytes,
+    # so the isinstance checks below are the wire-type checks.
     links: list[CID] = []
     unixfs = b""
-    for number, wire, value in _fields_of(block, cid):
-        if number == 2 and wire == 2:
-            hashes = [v for n, w, v in _fields_of(value, cid) if n == 1 and w == 2]
+    for number, _, value in _fields_of(block, cid):
+        if number == 2 and isinstance(value, bytes):
+            hashes = [v for n, _, v in _fields_of(value, cid) if n == 1 and isinstance(v, bytes)]
             if len(hashes) != 1:
                 raise MalformedDag(cid, f"link {len(links)} has {len(hashes)} hashes")
             links.append(_decode_cid(bytes(hashes[0])))
-        elif number == 1 and wire == 2:
+        elif number == 1 and isinstance(value, bytes):
             unixfs = bytes(value)
-    kind, data, filesize, sizes = None, b"", None, []
-    for number, wire, value in _fields_of(unixfs, cid):
-        if number == 1 and wire == 0:
+    kind: int | None = None
+    data = b""
+    filesize: int | None = None
+    sizes: list[int] = []
+    for number, _, value in _fields_of(unixfs, cid):
+        if number == 1 and isinstance(value, int):
             kind = value
-        elif number == 2 and wire == 2:
+        elif number == 2 and isinstance(value, bytes):
             data = bytes(value)
-        elif number == 3 and wire == 0:
+        elif number == 3 and isinstance(value, int):
             filesize = value
-        elif number == 4 and wire == 0:
+        elif number == 4 and isinstance(value, int):
             sizes.append(value)
-        elif number == 4 and wire == 2:  # packed repeated uint64
+        elif number == 4 and isinstance(value, bytes):  # packed repeated uint64
             pos = 0
             while pos < len(value):
                 size, pos = _varint(value, pos, cid)

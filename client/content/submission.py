@@ -47,7 +47,7 @@ import functools
 import re
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -384,7 +384,7 @@ def _check_shard_list(refs: Sequence[ShardRef], names: Sequence[str], what: str)
             f"missing shard: {what} encodes to {len(names)} shard(s), the manifest lists {len(refs)}",
             len(refs),
         )
-    for i, (ref, name) in enumerate(zip(refs, names)):
+    for i, (ref, name) in enumerate(zip(refs, names, strict=True)):
         if ref.name != name:
             raise SubmissionError(f"delta[{i}].name", ref.cid, f"expected the canonical shard name {name!r}", ref.name)
 
@@ -394,7 +394,7 @@ def check_delta_refs(refs: tuple[ShardRef, ...] | list[ShardRef], shapes: dict[s
     shards, each with its canonical name and size; else SubmissionError naming the shard's CID."""
     want = delta_layout(shapes)
     _check_shard_list(refs, [name for name, _ in want], "a delta of the base model")
-    for i, (ref, (_, size)) in enumerate(zip(refs, want)):
+    for i, (ref, (_, size)) in enumerate(zip(refs, want, strict=True)):
         if ref.size != size:
             raise SubmissionError(
                 f"delta[{i}].size",
@@ -444,7 +444,7 @@ def check_canonical_delta(blobs: list[tuple[ShardRef, bytes]], delta: dict[str, 
     a different split or tensor order all change the bytes)."""
     want = delta_shards(delta)
     _check_shard_list([ref for ref, _ in blobs], [name for name, _ in want], "this delta")
-    for i, ((ref, data), (_, canonical)) in enumerate(zip(blobs, want)):
+    for i, ((ref, data), (_, canonical)) in enumerate(zip(blobs, want, strict=True)):
         if bytes(data) != canonical:
             raise SubmissionError(
                 f"delta[{i}]",
@@ -472,7 +472,7 @@ def _encoding_difference(data: bytes, canonical: bytes) -> str:
 # ----------------------------------------------------------------------------- stats
 
 
-def encode_stats(bundle: Bundle, batches: tuple[RolloutBatch, ...] | list[RolloutBatch]) -> dict:
+def encode_stats(bundle: Bundle, batches: tuple[RolloutBatch, ...] | list[RolloutBatch]) -> dict[str, Any]:
     """The manifest's claimed numbers (keys in STAT_KEYS)."""
     root = bytes(bundle.proof_root)
     if len(root) != 32:
@@ -485,11 +485,11 @@ def encode_stats(bundle: Bundle, batches: tuple[RolloutBatch, ...] | list[Rollou
         "tokens": sum(b.n * (b.prompts.shape[1] + b.completions.shape[1]) for b in batches),
         "proofs": sum(len(r) for step in bundle.proofs for r in step),
     }
-    stats.update(zip(ROOT_WORDS, struct.unpack(">8I", root)))
+    stats.update(zip(ROOT_WORDS, struct.unpack(">8I", root), strict=True))
     return stats
 
 
-def decode_stats(stats: dict, cid: str) -> dict:
+def decode_stats(stats: dict[str, Any], cid: str) -> dict[str, Any]:
     """Exactly STAT_KEYS, mean_reward a float, the rest non-negative ints (the manifest checked ranges)."""
     for key in stats:
         if key not in STAT_KEYS:
@@ -516,7 +516,7 @@ def submission_files(bundle: Bundle) -> tuple[bytes, bytes, list[tuple[str, byte
     trainer = bundle.trainer.lower()
     if len(bundle.proofs) != len(bundle.batches):
         raise ValueError(f"{len(bundle.proofs)} proof steps for {len(bundle.batches)} batches")
-    for k, (b, p) in enumerate(zip(bundle.batches, bundle.proofs)):
+    for k, (b, p) in enumerate(zip(bundle.batches, bundle.proofs, strict=True)):
         if (b.task_id, b.round, b.trainer.lower()) != (bundle.task_id, bundle.round, trainer):
             raise ValueError(
                 f"batch {k} is tagged {(b.task_id, b.round, b.trainer)}, the bundle "
@@ -639,7 +639,7 @@ def fetch_submission(
     proofs = decode_proof_file(raw, ref.cid, limits)
     if len(proofs) != len(batches):
         raise SubmissionError("proofs.inner_steps", ref.cid, f"expected {len(batches)} steps", len(proofs))
-    for k, (step, b) in enumerate(zip(proofs, batches)):
+    for k, (step, b) in enumerate(zip(proofs, batches, strict=True)):
         if len(step) != b.n:
             raise SubmissionError(f"proofs[{k}]", ref.cid, f"expected one proof list per rollout ({b.n})", len(step))
     n_proofs = sum(len(r) for step in proofs for r in step)
@@ -648,7 +648,8 @@ def fetch_submission(
 
     blobs = []
     for i, ref in enumerate(manifest.delta):
-        blobs.append((ref, _fetch(store, f"delta[{i}]", ref.cid, lambda r=ref: store.get_bytes(r, r.size, deadline))))
+        get = functools.partial(store.get_bytes, ref, ref.size, deadline)
+        blobs.append((ref, _fetch(store, f"delta[{i}]", ref.cid, get)))
     delta = decode_delta(blobs, param_shapes)
 
     return Bundle(
@@ -670,7 +671,7 @@ def _limit(ref: ShardRef, field: str, limit: int) -> None:
         raise SubmissionError(field, ref.cid, f"{ref.size} bytes, over the limit of {limit}: refused before download")
 
 
-def _fetch(store: Store, field: str, cid: str, get: Any) -> bytes:
+def _fetch(store: Store, field: str, cid: str, get: Callable[[], bytes]) -> bytes:
     """Run a store read; content the trainer failed to provide becomes a SubmissionError for ``field``."""
     try:
         return get()

@@ -46,7 +46,9 @@ from client.engine.envs import SYM0, BadEnvParams, UnknownEnv, make_env
 
 KIND = "task_spec"
 SECTIONS: dict[str, type] = {"validation": ValidationConfig, "limits": SubmissionLimits}
-SECTIONS.update({k: t for k, t in typing.get_type_hints(TaskConfig).items() if dataclasses.is_dataclass(t)})
+SECTIONS.update(
+    {k: t for k, t in typing.get_type_hints(TaskConfig).items() if isinstance(t, type) and dataclasses.is_dataclass(t)}
+)
 
 
 class TaskSpecError(ValueError):
@@ -65,7 +67,7 @@ class TaskSpecManifest:
     validation: ValidationConfig
     limits: SubmissionLimits
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "kind": KIND,
             **to_dict(self.task),
@@ -109,7 +111,7 @@ def _section_errors(cls: type, section: str, data: Any) -> list[ConfigError]:
     return errors
 
 
-def parse_task_spec(data: dict, source: str = "<dict>", derive_limits: bool = True) -> TaskSpecManifest:
+def parse_task_spec(data: dict[str, Any], source: str = "<dict>", derive_limits: bool = True) -> TaskSpecManifest:
     """A spec from its TOML/JSON tables, naming every bad field at once (TaskSpecError)."""
     errors: list[ConfigError] = []
     top = {f.name for f in dataclasses.fields(TaskConfig)} | set(SECTIONS)
@@ -198,7 +200,7 @@ def derived_limits(task: TaskConfig) -> SubmissionLimits:
     return default_limits(task, sum(t.numel() for t in state.values()), len(state), make_env(task.env).prompt_len)
 
 
-def read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict[str, Any]:
     """A task file's TOML tables; a TaskSpecError naming the file when it cannot be read or parsed."""
     try:
         with open(path, "rb") as fh:
