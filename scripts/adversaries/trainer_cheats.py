@@ -66,7 +66,7 @@ from client.engine.grpo import (
     replay_training,
     state_delta,
 )
-from client.engine.model import build_policy, clone_policy, policy_state
+from client.engine.model import Policy, build_policy, clone_policy, policy_state
 from client.engine.rollout import (
     RolloutBatch,
     completion_mask,
@@ -632,9 +632,7 @@ class CheatingTrainer(TrainerHooks):
     def _acts(self, ctx: TaskContext, round_: int, step: Callable | None) -> bool:
         return step is not None and self.cheat.acts(round_, ctx.params.async_level)
 
-    def base_model(
-        self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: torch.nn.Module
-    ) -> torch.nn.Module:
+    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: Policy) -> Policy:
         if not self._acts(ctx, round_, self.cheat.model):
             return policy
         self.cheated.add(round_)
