@@ -10,11 +10,14 @@ c.concord.submit(me, task_id, round_, base_round, digest, proof_root, work_units
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
 
 from client.chain import artifacts as packaged
 from client.chain.artifacts import Artifact
@@ -105,11 +108,11 @@ class Deployment:
     block_number: int  # block of the Concord deployment: where event indexing starts
     deployer: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @staticmethod
-    def from_json(obj: dict) -> Deployment:
+    def from_json(obj: Mapping[str, Any]) -> Deployment:
         return Deployment(
             int(obj["chain_id"]),
             to_checksum_address(obj["concord"]),
@@ -170,11 +173,13 @@ def connect(
     return ChainClient(rpc, deployment, concord, token, decoder)
 
 
-def deploy_contract(signer: Signer, art: Artifact, *args: object) -> tuple[str, Receipt]:
+def deploy_contract(signer: Signer, art: Artifact, *args: object) -> tuple[ChecksumAddress, Receipt]:
     """Deploy ``art`` with constructor ``args``; returns (address, receipt)."""
     factory = signer.w3.eth.contract(abi=list(art.abi), bytecode=art.bytecode)
     data = factory.constructor(*args).data_in_transaction
     receipt = signer.transact(None, bytes.fromhex(data[2:]))
+    if receipt.contract_address is None:  # a mined creation has one: a node that left it out
+        raise ChainError(f"deployment {receipt.tx_hash} has no contract address in its receipt")
     return to_checksum_address(receipt.contract_address), receipt
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeGuard
+
+from eth_typing import ABIConstructor, ABIElement, ABIError
 
 PATH = Path(__file__).with_name("artifacts.json")
 DEPLOYED = ("Concord", "DevToken")
@@ -25,9 +28,18 @@ class Artifact:
 
     name: str
     source: str  # source unit name, e.g. "contracts/Concord.sol"
-    abi: tuple  # the ABI as parsed JSON (tuple of dicts)
+    abi: tuple[ABIElement, ...]  # the ABI as parsed JSON (tuple of dicts)
     bytecode: bytes  # creation code
     runtime: bytes  # deployed (runtime) code
+
+
+def is_error(entry: ABIElement) -> TypeGuard[ABIError]:
+    """A custom error's ABI entry (an entry without "type" is a function, as the ABI spec has it)."""
+    return entry.get("type") == "error"
+
+
+def is_constructor(entry: ABIElement) -> TypeGuard[ABIConstructor]:
+    return entry.get("type") == "constructor"
 
 
 class ArtifactsMissing(FileNotFoundError):
@@ -36,12 +48,12 @@ class ArtifactsMissing(FileNotFoundError):
         self.path = path
 
 
-def to_json(artifacts: dict[str, Artifact], compiler: str, sources_sha256: str) -> dict:
+def to_json(artifacts: dict[str, Artifact], compiler: str, sources_sha256: str) -> dict[str, Any]:
     """The packaged form of a compile: the deployed contracts plus the union of custom errors."""
-    errors: dict[str, dict] = {}
+    errors: dict[str, ABIError] = {}
     for art in artifacts.values():
         for entry in art.abi:
-            if entry.get("type") == "error":
+            if is_error(entry):
                 sig = entry["name"] + "(" + ",".join(i["type"] for i in entry["inputs"]) + ")"
                 errors.setdefault(sig, entry)
     return {

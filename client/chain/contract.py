@@ -6,15 +6,17 @@ function and map the decoded tuples onto dataclasses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
-from eth_utils import function_abi_to_4byte_selector, to_checksum_address
+from eth_typing import ABI
+from eth_utils.address import to_checksum_address
 from web3.contract import Contract as Web3Contract
 from web3.contract.contract import ContractEvent
 from web3.types import EventData, LogReceipt
-from web3.utils import filter_abi_by_type, get_abi_input_types, get_abi_output_types
+from web3.utils import filter_abi_by_type, function_abi_to_4byte_selector, get_abi_input_types, get_abi_output_types
 
 from client.chain.rpc import ErrorDecoder, PendingTx, Receipt, Rpc, RpcError, Signer
 
@@ -48,7 +50,7 @@ class Contract:
     """A web3 contract object plus each function's ABI resolved once: web3 re-resolves a function
     by name on every call, which costs more than the eth_call itself. The protocol has no overloads."""
 
-    def __init__(self, name: str, address: str, abi: Sequence[dict], rpc: Rpc, decoder: ErrorDecoder) -> None:
+    def __init__(self, name: str, address: str, abi: ABI, rpc: Rpc, decoder: ErrorDecoder) -> None:
         self.name = name
         self.rpc = rpc
         self.decoder = decoder
@@ -71,7 +73,9 @@ class Contract:
 
     @cached_property
     def events(self) -> dict[str, ContractEvent]:
-        return {ev.event_name: ev() for ev in self.web3.events}
+        # web3 annotates ContractEvents.__iter__ as returning an Iterable (it is a generator), so
+        # the iteration is spelled out for mypy: the same events in the same order.
+        return {ev.event_name: ev() for ev in self.web3.events.__iter__()}
 
     @cached_property
     def _by_topic(self) -> dict[bytes, ContractEvent]:
@@ -86,7 +90,7 @@ class Contract:
         fn = self.function(name)
         return fn.selector + self.rpc.w3.codec.encode(fn.inputs, args)
 
-    def call(self, name: str, *args: object, block: str | int = "latest", sender: str | None = None) -> tuple:
+    def call(self, name: str, *args: object, block: str | int = "latest", sender: str | None = None) -> tuple[Any, ...]:
         """eth_call; returns the decoded output tuple. A revert raises ContractError."""
         tx = {"to": self.address, "data": "0x" + self.encode(name, *args).hex()}
         if sender is not None:
@@ -95,7 +99,8 @@ class Contract:
             raw = self.rpc.call("eth_call", tx, hex(block) if isinstance(block, int) else block)
         except RpcError as err:
             raise self.decoder.revert(err) from None
-        return plain(self.rpc.w3.codec.decode(self.function(name).outputs, bytes.fromhex(raw[2:])))
+        values = self.rpc.w3.codec.decode(self.function(name).outputs, bytes.fromhex(raw[2:]))
+        return tuple(plain(v) for v in values)  # plain(values), kept a tuple for the type checker
 
     def send(self, signer: Signer, name: str, *args: object, gas: int | None = None) -> PendingTx:
         return signer.send(self.address, self.encode(name, *args), gas=gas)
@@ -103,7 +108,7 @@ class Contract:
     def transact(self, signer: Signer, name: str, *args: object, gas: int | None = None) -> Receipt:
         return signer.wait(self.send(signer, name, *args, gas=gas))
 
-    def decode_logs(self, logs: Iterable[Mapping]) -> list[EventData]:
+    def decode_logs(self, logs: Iterable[LogReceipt]) -> list[EventData]:
         """web3's decoding of this contract's logs (others' logs and unknown topics are skipped)."""
         mine = [
             (self._by_topic.get(bytes(log["topics"][0])), log)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from client import chain
 from client.chain import Deployment, Rpc, Signer, keys
 from client.chain import artifacts as packaged
-from client.chain.artifacts import Artifact
+from client.chain.artifacts import Artifact, is_constructor
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ class DevnetResult:
 def _ctor_args(art: Artifact, values: dict[str, object]) -> list[object]:
     """Constructor arguments by name (leading underscores and case ignored), so the deployer
     follows the contract's signature; UnknownConstructor for a parameter it has no value for."""
-    ctor = next((e for e in art.abi if e.get("type") == "constructor"), {"inputs": []})
-    names = [p["name"].strip("_").lower() for p in ctor["inputs"]]
+    inputs = next((e["inputs"] for e in art.abi if is_constructor(e)), [])
+    names = [p["name"].strip("_").lower() for p in inputs]
     missing = [n for n in names if n not in values]
     if missing:
         raise UnknownConstructor(missing[0], names)
@@ -107,7 +107,7 @@ def deploy_devnet(
     deployment = deploy(rpc_url, deployer, None, unbond_delay, None, artifacts)
     client = chain.connect(rpc_url, deployment, artifacts)
     signer = client.signer(deployer)
-    funded = [a.address for a in keys.devnet_accounts(accounts)]
+    funded: list[str] = [a.address for a in keys.devnet_accounts(accounts)]
     pending = [client.token.contract.send(signer, "mint", addr, mint) for addr in funded]
     signer.wait_all(pending)
     return DevnetResult(deployment, funded)

@@ -12,9 +12,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+
+# eth-account's Account methods are ``combomethod``s, which erase their signatures to
+# ``Callable[..., Any]``: the casts below restore the return type eth-account declares (and
+# casts itself, in ``Account.create``).
 
 PASSWORD_ENV = "CONCORD_KEYSTORE_PASSWORD"
 PRIVATE_KEY_ENV = "CONCORD_PRIVATE_KEY"
@@ -72,7 +77,7 @@ def from_keystore(path: Path, password: str) -> LocalAccount:
         secret = Account.decrypt(blob, password)
     except ValueError:
         raise BadKeystore(Path(path), "wrong password or corrupt file") from None
-    return Account.from_key(secret)
+    return cast(LocalAccount, Account.from_key(secret))
 
 
 def from_private_key_hex(value: str, env_var: str = PRIVATE_KEY_ENV) -> LocalAccount:
@@ -82,7 +87,7 @@ def from_private_key_hex(value: str, env_var: str = PRIVATE_KEY_ENV) -> LocalAcc
     if len(body) != 64:
         raise BadPrivateKey(env_var)
     try:
-        return Account.from_key(bytes.fromhex(body))
+        return cast(LocalAccount, Account.from_key(bytes.fromhex(body)))
     except ValueError:
         raise BadPrivateKey(env_var) from None
 
@@ -118,7 +123,7 @@ def write_keystore(account: LocalAccount, path: Path, password: str, kdf_iterati
 def devnet_account(index: int) -> LocalAccount:
     """Anvil's default account ``index`` (public keys: for the devnet only)."""
     Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(DEVNET_MNEMONIC, account_path=DEVNET_PATH.format(index))
+    return cast(LocalAccount, Account.from_mnemonic(DEVNET_MNEMONIC, account_path=DEVNET_PATH.format(index)))
 
 
 def devnet_accounts(count: int) -> list[LocalAccount]:

@@ -13,10 +13,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, cast
 
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
-from web3.types import EventData
+from eth_abi.abi import encode as abi_encode
+from eth_typing import ABI, ChecksumAddress
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3.types import EventData, LogReceipt
 
 from client.chain.contract import Contract
 from client.chain.rpc import ErrorDecoder, Receipt, Rpc, Signer
@@ -63,7 +66,7 @@ class TaskParams:
     min_validators: int
     max_work_units: int  # the largest workUnits one submission may claim (rollouts x max new tokens)
 
-    def to_abi(self) -> tuple:
+    def to_abi(self) -> tuple[bytes | int, ...]:
         return dataclasses.astuple(self)
 
     @property
@@ -406,7 +409,7 @@ class Withdrawn:
     amount: int
 
 
-EVENT_TYPES: dict[str, type] = {
+EVENT_TYPES: dict[str, type[ConcordEvent]] = {
     cls.__name__: cls
     for cls in [
         NodeRegistered,
@@ -470,7 +473,8 @@ def _snake(name: str) -> str:
     return snake + "_" if snake in {"from"} else snake
 
 
-def _typed_value(cls: type, field_name: str, value: object) -> object:
+def _typed_value(cls: type[ConcordEvent], field_name: str, value: Any) -> Any:
+    """A decoded event argument (web3 decodes to Any) as the type of ``cls``'s field."""
     hint = cls.__dataclass_fields__[field_name].type
     if hint == "Role":
         return Role(value)
@@ -530,12 +534,29 @@ def rejected_indexes(words: Sequence[int], submissions: int) -> list[int]:
 # ----------------------------------------------------------------------------- contracts
 
 
+# A view's single output, as the Python type its ABI type decodes to: the codec's values are Any.
+def _int(values: tuple[Any, ...]) -> int:  # uint*
+    return cast(int, values[0])
+
+
+def _bytes(values: tuple[Any, ...]) -> bytes:  # bytes32
+    return cast(bytes, values[0])
+
+
+def _str(values: tuple[Any, ...]) -> str:  # string
+    return cast(str, values[0])
+
+
+def _address(values: tuple[Any, ...]) -> ChecksumAddress:  # address (Contract.call checksums them)
+    return cast(ChecksumAddress, values[0])
+
+
 class Concord:
     """The deployed Concord protocol contract."""
 
     NAME = "Concord"
 
-    def __init__(self, rpc: Rpc, address: str, abi: Sequence[dict], decoder: ErrorDecoder) -> None:
+    def __init__(self, rpc: Rpc, address: str, abi: ABI, decoder: ErrorDecoder) -> None:
         self.contract = Contract(self.NAME, address, abi, rpc, decoder)
         self.address = self.contract.address
         self.rpc = rpc
@@ -543,7 +564,7 @@ class Concord:
     def _tx(self, signer: Signer, name: str, *args: object) -> Receipt:
         return self.contract.transact(signer, name, *args)
 
-    def _view(self, name: str, *args: object) -> tuple:
+    def _view(self, name: str, *args: object) -> tuple[Any, ...]:
         return self.contract.call(name, *args)
 
     # -- node registry
@@ -628,27 +649,27 @@ class Concord:
         return self._tx(signer, "withdraw", amount)
 
     # -- views
-    def token(self) -> str:
-        return self._view("token")[0]
+    def token(self) -> ChecksumAddress:
+        return _address(self._view("token"))
 
     def unbond_delay(self) -> int:
-        return self._view("unbondDelay")[0]
+        return _int(self._view("unbondDelay"))
 
     def max_validators(self) -> int:
-        return self._view("MAX_VALIDATORS")[0]
+        return _int(self._view("MAX_VALIDATORS"))
 
     def max_async_level(self) -> int:
-        return self._view("MAX_ASYNC_LEVEL")[0]
+        return _int(self._view("MAX_ASYNC_LEVEL"))
 
     def node_info(self, node: str) -> NodeInfo:
         role, *rest = self._view("nodeInfo", node)[0]
         return NodeInfo(Role(role), *rest)
 
     def balance_of(self, account: str) -> int:
-        return self._view("balanceOf", account)[0]
+        return _int(self._view("balanceOf", account))
 
     def task_count(self) -> int:
-        return self._view("taskCount")[0]
+        return _int(self._view("taskCount"))
 
     def task_params(self, task_id: int) -> TaskParams:
         return TaskParams(*self._view("taskParams", task_id)[0])
@@ -663,11 +684,11 @@ class Concord:
         joined, role, *rest = self._view("memberInfo", task_id, node)[0]
         return MemberInfo(joined, Role(role), *rest)
 
-    def validator_at(self, task_id: int, index: int) -> str:
-        return self._view("validatorAt", task_id, index)[0]
+    def validator_at(self, task_id: int, index: int) -> ChecksumAddress:
+        return _address(self._view("validatorAt", task_id, index))
 
     def current_round(self, task_id: int) -> int:
-        return self._view("currentRound", task_id)[0]
+        return _int(self._view("currentRound", task_id))
 
     def phase_of(self, task_id: int, round_: int) -> Phase:
         return Phase(self._view("phaseOf", task_id, round_)[0])
@@ -695,7 +716,7 @@ class Concord:
         return Totals(*self._view("totals"))
 
     def total_liabilities(self) -> int:
-        return self._view("totalLiabilities")[0]
+        return _int(self._view("totalLiabilities"))
 
     def commit_hash(
         self,
@@ -707,10 +728,10 @@ class Concord:
         validator: str,
     ) -> bytes:
         """The contract's own pure commitHash (the local ``commit_hash`` must agree with it)."""
-        return self._view("commitHash", task_id, round_, list(reject_words), next_model_digest, salt, validator)[0]
+        return _bytes(self._view("commitHash", task_id, round_, list(reject_words), next_model_digest, salt, validator))
 
     # -- events
-    def decode(self, logs: Iterable[dict]) -> list[ConcordEvent]:
+    def decode(self, logs: Iterable[LogReceipt]) -> list[ConcordEvent]:
         """This contract's events among web3-formatted logs, as dataclasses."""
         return [event_from_web3(d) for d in self.contract.decode_logs(logs) if d["event"] in EVENT_TYPES]
 
@@ -727,29 +748,27 @@ class Concord:
 class Token:
     """The protocol's ERC-20 (the DevToken on a devnet, which adds owner-only ``mint``)."""
 
-    def __init__(
-        self, rpc: Rpc, address: str, abi: Sequence[dict], decoder: ErrorDecoder, name: str = "DevToken"
-    ) -> None:
+    def __init__(self, rpc: Rpc, address: str, abi: ABI, decoder: ErrorDecoder, name: str = "DevToken") -> None:
         self.contract = Contract(name, address, abi, rpc, decoder)
         self.address = self.contract.address
 
     def name(self) -> str:
-        return self.contract.call("name")[0]
+        return _str(self.contract.call("name"))
 
     def symbol(self) -> str:
-        return self.contract.call("symbol")[0]
+        return _str(self.contract.call("symbol"))
 
     def decimals(self) -> int:
-        return self.contract.call("decimals")[0]
+        return _int(self.contract.call("decimals"))
 
     def total_supply(self) -> int:
-        return self.contract.call("totalSupply")[0]
+        return _int(self.contract.call("totalSupply"))
 
     def balance_of(self, account: str) -> int:
-        return self.contract.call("balanceOf", account)[0]
+        return _int(self.contract.call("balanceOf", account))
 
     def allowance(self, owner: str, spender: str) -> int:
-        return self.contract.call("allowance", owner, spender)[0]
+        return _int(self.contract.call("allowance", owner, spender))
 
     def approve(self, signer: Signer, spender: str, amount: int) -> Receipt:
         return self.contract.transact(signer, "approve", spender, amount)

@@ -19,24 +19,29 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_account import Account
+from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
+from eth_account.types import TransactionDictType
 from eth_keys.datatypes import PrivateKey
-from eth_utils import function_abi_to_4byte_selector, to_checksum_address
+from eth_typing import ABI, ABIError, ChecksumAddress, HexStr
+from eth_utils.address import to_checksum_address
 from web3 import HTTPProvider, Web3
 from web3.exceptions import TransactionNotFound
 from web3.middleware import Web3Middleware
 from web3.providers import JSONBaseProvider
-from web3.utils import get_abi_input_types
+from web3.types import BlockIdentifier, LogReceipt, MakeRequestFn, RPCEndpoint, RPCResponse, TxReceipt
+from web3.utils import function_abi_to_4byte_selector, get_abi_input_types
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from client import timing
+from client.chain.artifacts import is_error
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +83,9 @@ class RpcError(ChainError):
 
     @staticmethod
     def from_response(method: str, error: object) -> RpcError:
-        err = error if isinstance(error, dict) else {"message": str(error)}
-        return RpcError(method, err.get("code", 0), err.get("message", ""), err.get("data"))
+        if isinstance(error, dict):
+            return RpcError(method, error.get("code", 0), error.get("message", ""), error.get("data"))
+        return RpcError(method, 0, str(error))
 
 
 class ContractError(ChainError):
@@ -88,9 +94,9 @@ class ContractError(ChainError):
     e.g. ``ContractError("WrongPhase", {"taskId": 1, ...})``.
     """
 
-    def __init__(self, name: str, params: dict | None = None, data: bytes = b"") -> None:
+    def __init__(self, name: str, params: Mapping[str, object] | None = None, data: bytes = b"") -> None:
         self.name = name
-        self.params = dict(params or {})
+        self.params: dict[str, object] = dict(params or {})
         self.data = data
         shown = ", ".join(f"{k}={v.name if isinstance(v, IntEnum) else repr(v)}" for k, v in self.params.items())
         super().__init__(f"{name}({shown})")
@@ -161,9 +167,10 @@ class RetryPolicy:
             yield min(self.max_delay, self.base_delay * 2**i)
 
 
-class _Retrying:
+class _Retrying(JSONBaseProvider):
     """Provider mixin: bounded retries of transport failures (the same request again, so a re-sent
-    raw transaction is the same signed bytes), each attempt timed as a "chain" span."""
+    raw transaction is the same signed bytes), each attempt timed as a "chain" span. It comes first
+    in its providers' bases, so ``super()`` is the transport (web3's HTTP provider, or _WebSocket)."""
 
     url: str
     retry: RetryPolicy
@@ -171,12 +178,12 @@ class _Retrying:
     def transient(self, exc: BaseException) -> bool:
         raise NotImplementedError
 
-    def make_request(self, method: Any, params: Any) -> Any:
-        send = super().make_request  # type: ignore[misc]
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        send = super().make_request
         return self._retried(method, lambda: send(method, params))
 
-    def make_batch_request(self, requests_: list[tuple[Any, Any]]) -> Any:
-        send = super().make_batch_request  # type: ignore[misc]
+    def make_batch_request(self, requests_: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
+        send = super().make_batch_request
         return self._retried(f"batch of {len(requests_)}", lambda: send(requests_))
 
     def _retried(self, label: str, attempt: Callable[[], T]) -> T:
@@ -219,7 +226,8 @@ class _WebSocket(JSONBaseProvider):
         self._ws: ClientConnection | None = None
         self._lock = threading.Lock()
 
-    def _exchange(self, payload: bytes) -> Any:
+    def _exchange(self, payload: bytes) -> bytes:
+        """One request out, its answer back (undecoded)."""
         with self._lock:
             try:
                 if self._ws is None:
@@ -231,14 +239,20 @@ class _WebSocket(JSONBaseProvider):
                     self._ws.close()
                 self._ws = None
                 raise
-        return self.decode_rpc_response(answer.encode() if isinstance(answer, str) else answer)
+        return answer.encode() if isinstance(answer, str) else answer
 
-    def make_request(self, method: Any, params: Any) -> Any:
-        return self._exchange(self.encode_rpc_request(method, params))
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        return self.decode_rpc_response(self._exchange(self.encode_rpc_request(method, params)))
 
-    def make_batch_request(self, requests_: list[tuple[Any, Any]]) -> Any:
-        answer = self._exchange(self.encode_batch_rpc_request(requests_))
-        return sorted(answer, key=lambda r: r.get("id", 0)) if isinstance(answer, list) else answer
+    def make_batch_request(self, requests_: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
+        # decode_rpc_response is typed for one response, but parses a batch's JSON list as well
+        # (web3's HTTPProvider casts its answer the same way).
+        answer = cast(
+            "list[RPCResponse] | RPCResponse",
+            self.decode_rpc_response(self._exchange(self.encode_batch_rpc_request(requests_))),
+        )
+        # The ids are web3's request counter (ints), echoed back by the node.
+        return sorted(answer, key=lambda r: cast(int, r.get("id", 0))) if isinstance(answer, list) else answer
 
 
 class WebSocketProvider(_Retrying, _WebSocket):
@@ -254,8 +268,8 @@ class RaiseRpcErrors(Web3Middleware):
     """Every JSON-RPC error answer becomes our RpcError before web3's own error formatters run, so
     callers see one error type (and the raw revert bytes) whichever web3 method they used."""
 
-    def wrap_make_request(self, make_request: Callable) -> Callable:
-        def middleware(method: Any, params: Any) -> Any:
+    def wrap_make_request(self, make_request: MakeRequestFn) -> MakeRequestFn:
+        def middleware(method: RPCEndpoint, params: Any) -> RPCResponse:
             response = make_request(method, params)
             if "error" in response:
                 raise RpcError.from_response(method, response["error"])
@@ -270,18 +284,20 @@ class Rpc:
     def __init__(self, url: str, timeout: float = 30.0, retry: RetryPolicy = RetryPolicy()) -> None:
         self.url = url
         ws = url.startswith(("ws://", "wss://"))
-        provider = (WebSocketProvider if ws else HttpProvider)(url, timeout, retry)
-        self.w3 = Web3(provider, middleware=[RaiseRpcErrors])
+        self._provider: HttpProvider | WebSocketProvider = (
+            WebSocketProvider(url, timeout, retry) if ws else HttpProvider(url, timeout, retry)
+        )
+        self.w3 = Web3(self._provider, middleware=[RaiseRpcErrors])
 
     def call(self, method: str, *params: object) -> Any:
         """One raw JSON-RPC call; returns the unformatted ``result``."""
-        return self.w3.manager.request_blocking(method, list(params))
+        return self.w3.manager.request_blocking(RPCEndpoint(method), list(params))
 
     def batch(self, calls: Sequence[tuple[str, Sequence[object]]]) -> list[Any]:
         """Several calls in one request; an RpcError in a slot is returned, not raised."""
         if not calls:
             return []
-        answers = self.w3.provider.make_batch_request([(m, list(p)) for m, p in calls])
+        answers = self._provider.make_batch_request([(RPCEndpoint(m), list(p)) for m, p in calls])
         if isinstance(answers, dict):  # the node refused the whole batch
             raise RpcError.from_response(f"batch of {len(calls)}", answers.get("error"))
         return [
@@ -295,7 +311,7 @@ class Rpc:
     def block_number(self) -> int:
         return self.w3.eth.block_number
 
-    def block_timestamp(self, block: str | int = "latest") -> int:
+    def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
         return self.w3.eth.get_block(block)["timestamp"]
 
 
@@ -309,8 +325,10 @@ class ErrorDecoder:
     "enum IConcordTypes.Phase") into the matching Python IntEnum.
     """
 
-    def __init__(self, abis: Iterable[Sequence[dict]], enums: Mapping[str, type[IntEnum]] | None = None) -> None:
-        self._errors = {function_abi_to_4byte_selector(e): e for abi in abis for e in abi if e.get("type") == "error"}
+    def __init__(self, abis: Iterable[ABI], enums: Mapping[str, type[IntEnum]] | None = None) -> None:
+        self._errors: dict[bytes, ABIError] = {
+            function_abi_to_4byte_selector(e): e for abi in abis for e in abi if is_error(e)
+        }
         self._enums = dict(enums or {})
 
     def decode(self, data: bytes) -> ContractError:
@@ -331,7 +349,8 @@ class ErrorDecoder:
             return ContractError("EmptyRevert", {}, data)
         return ContractError("UnknownError", {"selector": "0x" + sel.hex()}, data)
 
-    def _typed(self, param: dict, value: object) -> object:
+    def _typed(self, param: Mapping[str, Any], value: Any) -> object:
+        """``param`` as solc wrote it: its "internalType" is not in eth_typing's ABIComponent."""
         if param.get("internalType") in self._enums:
             return self._enums[param["internalType"]](value)
         return to_checksum_address(value) if param["type"] == "address" else value
@@ -357,11 +376,11 @@ class Receipt:
     block_number: int
     gas_used: int
     status: int
-    logs: tuple = field(repr=False)  # web3-formatted logs, for Contract.decode_logs
-    contract_address: str | None = None  # set for a deployment
+    logs: tuple[LogReceipt, ...] = field(repr=False)  # web3-formatted logs, for Contract.decode_logs
+    contract_address: ChecksumAddress | None = None  # set for a deployment
 
     @staticmethod
-    def from_web3(r: Mapping) -> Receipt:
+    def from_web3(r: TxReceipt) -> Receipt:
         return Receipt(
             r["transactionHash"].to_0x_hex(),
             r["blockNumber"],
@@ -402,7 +421,8 @@ class Signer:
         self.w3 = rpc.w3
         self.address = to_checksum_address(account.address)
         key = PrivateKey(account.key)  # derived once: LocalAccount re-derives its public key on every sign
-        self._sign = lambda tx: Account.sign_transaction(tx, key)  # a closure, so no repr shows the key
+        # a closure, so no repr shows the key
+        self._sign: Callable[[TransactionDictType], SignedTransaction] = lambda tx: Account.sign_transaction(tx, key)
         self.decoder = decoder or ErrorDecoder([])
         self.gas_margin = gas_margin
         self.receipt_timeout = receipt_timeout
@@ -445,7 +465,7 @@ class Signer:
             if self._nonce is None:
                 self._nonce = int(self.rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
             nonce = self._nonce
-            tx = {
+            tx: TransactionDictType = {
                 "chainId": self.chain_id,
                 "nonce": nonce,
                 "gas": gas,
@@ -455,7 +475,7 @@ class Signer:
                 "data": data,
                 "type": 2,
             }
-            signed = self._sign(tx if to is None else tx | {"to": to})
+            signed = self._sign(tx if to is None else tx | {"to": HexStr(to)})
             pending = PendingTx(signed.hash.to_0x_hex(), nonce, self.address, to or "", data, value)
             try:
                 self.rpc.call("eth_sendRawTransaction", signed.raw_transaction.to_0x_hex())
@@ -482,7 +502,7 @@ class Signer:
 
     def _receipt(self, tx_hash: str) -> Receipt | None:
         try:
-            return Receipt.from_web3(self.w3.eth.get_transaction_receipt(tx_hash))
+            return Receipt.from_web3(self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
         except TransactionNotFound:
             return None
 
