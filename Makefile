@@ -10,7 +10,7 @@ TOPLOC := toploc==0.1.6
 
 export PYTHONHASHSEED := 0
 
-.PHONY: deps artifacts demo test lint forge-test forge-deep pytest pytest-fast slither bench-gas bench-learn bench-proofs clean
+.PHONY: deps artifacts demo test lint forge-test forge-deep pytest pytest-fast test-unit test-integration test-e2e slither bench-gas bench-learn bench-proofs clean
 
 deps: $(VENV)/.stamp node_modules/.stamp
 
@@ -61,6 +61,17 @@ pytest: deps
 
 pytest-fast: deps
 	$(PY) -m pytest -q -m "not slow"
+
+# The three tiers (tests/conftest.py marks every test exactly one): unit (in process, no daemon),
+# integration (a real Anvil and/or js-ipfs), e2e (node processes, demo, devnet and bench commands).
+test-unit: deps
+	$(PY) -m pytest -q -m unit
+
+test-integration: deps
+	$(PY) -m pytest -q -m integration
+
+test-e2e: deps
+	$(PY) -m pytest -q -m e2e
 
 # Slither pins web3<8, which clashes with the SDK's web3 8: it gets a venv of its own.
 .venv-slither/.stamp:

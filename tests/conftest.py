@@ -187,19 +187,29 @@ def dead_store():
 
 
 # ----------------------------------------------------------------------------- test kinds
-# Every test is exactly one of: unit (one module, in process, no daemon), integration (against a
-# real Anvil and/or js-ipfs that the fixtures start), e2e (whole node processes or `concord`
-# commands on a devnet; the module says so with `pytest.mark.e2e`). Integration is read from the
-# fixtures a test uses, so a new test cannot land unmarked: `pytest -m unit` runs in seconds.
+# Every test is exactly one of three tiers (`make test-unit`, `test-integration`, `test-e2e`):
+#   unit         one module, in process, no daemon;
+#   integration  against a real Anvil and/or js-ipfs that the fixtures below start;
+#   e2e          the system as a user runs it: node processes (`concord trainer|validator run`, the
+#                lab's adversaries), `concord demo`, `concord devnet up`, `concord bench ...`, or a
+#                `concord` command from the built wheel against a chain.
+# The one rule: e2e is said explicitly, by `pytest.mark.e2e` on the test or its module's pytestmark
+# (a process launch cannot be seen from here); every other test is integration when it uses a
+# daemon fixture (DAEMON_FIXTURES) and unit otherwise, so a new test cannot land unmarked and an
+# e2e test is never also integration. Collection fails on a test that carries two tiers.
 DAEMON_FIXTURES = {"anvil", "fresh_anvil", "ipfs", "deployed", "chain_env", "store", "other"}
 KINDS = ("unit", "integration", "e2e")
 
 
+def kinds_of(item: pytest.Item) -> list[str]:
+    return [k for k in KINDS if item.get_closest_marker(k) is not None]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        marked = [k for k in KINDS if item.get_closest_marker(k) is not None]
-        if not marked:
+        if not kinds_of(item):
             kind = "integration" if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())) else "unit"
             item.add_marker(getattr(pytest.mark, kind))
-        elif len(marked) > 1:
-            raise pytest.UsageError(f"{item.nodeid}: marked {marked}; a test is one of {KINDS}")
+        marked = kinds_of(item)
+        if len(marked) != 1:
+            raise pytest.UsageError(f"{item.nodeid}: marked {marked}; a test is exactly one of {KINDS}")

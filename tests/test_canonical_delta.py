@@ -197,6 +197,7 @@ def test_the_byte_check_names_what_differs(made) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_padded_and_metadata_cheaters_are_rejected_and_slashed_on_a_devnet(tmp_path: Path) -> None:
     """One round of `concord bench attacks`'s network, trimmed: one honest trainer, the two delta-shard
     cheaters, two honest validators, every node its own process against real Anvil and js-ipfs."""

@@ -62,6 +62,7 @@ def running(proc: subprocess.Popen):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "sig, when",
     [(signal.SIGINT, "submitted"), (signal.SIGTERM, "started")],
@@ -107,6 +108,7 @@ def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Si
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
     state = tmp_path / "state"
     run = subprocess.run(demo_cmd(state, "--rounds", "2"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)

@@ -114,6 +114,7 @@ def node_threads() -> Iterator[list[NodeThread]]:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(
     chain_env, ipfs, tmp_path: Path, node_processes, node_threads
 ):
@@ -194,6 +195,7 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
     chain_env, ipfs, tmp_path: Path, node_processes, node_threads
 ):
@@ -363,6 +365,7 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_trainer_sigkilled_during_its_upload_submits_the_round_once(chain_env, ipfs, tmp_path: Path):
     result = drills.drill_trainer_killed_during_upload(chain_env.client, ipfs.api, tmp_path)
     assert_drill(result)
@@ -383,6 +386,7 @@ def test_ipfs_sigkilled_and_restarted_on_its_repo_after_10s(chain_env, own_ipfs,
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_anvil_frozen_for_5s_every_transaction_is_sent_once(chain_env, ipfs, tmp_path: Path):
     result = drills.drill_anvil_frozen(chain_env.client, chain_env.anvil.daemon, ipfs.api, tmp_path, freeze=5.0)
     assert_drill(result)
@@ -390,6 +394,7 @@ def test_anvil_frozen_for_5s_every_transaction_is_sent_once(chain_env, ipfs, tmp
     assert result.facts["submit_after_thaw_s"] > 0  # its submit was held up by the freeze, then went once
 
 
+@pytest.mark.e2e
 def test_cli_prints_the_custom_error_of_a_reverted_transaction(chain_env, ipfs, tmp_path: Path):
     result = drills.drill_revert_named_by_cli(chain_env.client, ipfs.api, tmp_path)
     assert_drill(result)

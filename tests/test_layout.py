@@ -126,3 +126,26 @@ def test_honest_loops_carry_no_cheat_or_drill_code() -> None:
     for rel in ("client/trainer.py", "validator/node.py", "client/content/submission.py"):
         text = (REPO_ROOT / rel).read_text().lower()
         assert [w for w in ("cheat", "drill", "concord_drill") if w in text] == [], rel
+
+
+def test_every_test_is_exactly_one_tier() -> None:
+    """conftest's collection hook: a test with no tier gets unit or integration from its fixtures, an
+    e2e test stays e2e only, and a test marked with two tiers fails the collection (so `pytest -m unit`,
+    `-m integration` and `-m e2e` partition the suite)."""
+    import conftest
+
+    class Item:
+        def __init__(self, fixtures: tuple[str, ...], *marks: str) -> None:
+            self.nodeid, self.fixturenames, self.marks = "t", fixtures, list(marks)
+
+        def get_closest_marker(self, name: str):
+            return name if name in self.marks else None
+
+        def add_marker(self, mark) -> None:
+            self.marks.append(mark.name)
+
+    items = [Item(()), Item(("tmp_path", "chain_env")), Item(("ipfs",), "e2e"), Item((), "slow")]
+    conftest.pytest_collection_modifyitems(items)
+    assert [conftest.kinds_of(i) for i in items] == [["unit"], ["integration"], ["e2e"], ["unit"]]
+    with pytest.raises(pytest.UsageError, match="exactly one of"):
+        conftest.pytest_collection_modifyitems([Item((), "e2e", "integration")])

@@ -74,7 +74,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkRun]:
         devnet.down(state)
 
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_every_node_ran_as_its_own_process(network: NetworkRun):

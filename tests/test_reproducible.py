@@ -40,7 +40,7 @@ from scripts.simulate import simulate_decentralized
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 ROUNDS = 3
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 @dataclass(frozen=True)

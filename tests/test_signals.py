@@ -236,6 +236,7 @@ def test_a_disowned_daemon_outlives_no_orphans(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- devnet
 
 
+@pytest.mark.e2e
 def test_devnet_up_stopped_while_starting_leaves_no_half_devnet(tmp_path: Path) -> None:
     state = tmp_path / "devnet"
     with launched("devnet-up", ["devnet", "up", "--state-dir", str(state), *port_flags()], tmp_path) as cmd:
@@ -247,6 +248,7 @@ def test_devnet_up_stopped_while_starting_leaves_no_half_devnet(tmp_path: Path) 
         assert "interrupted (SIGTERM)" in cmd.output()
 
 
+@pytest.mark.e2e
 def test_devnet_up_still_leaves_a_complete_devnet_running_for_devnet_down(tmp_path: Path) -> None:
     state = tmp_path / "devnet"
     with launched("devnet-up", ["devnet", "up", "--state-dir", str(state), *port_flags()], tmp_path) as cmd:
@@ -268,6 +270,7 @@ def test_devnet_up_still_leaves_a_complete_devnet_running_for_devnet_down(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_demo_stops_everything_on_sighup(tmp_path: Path) -> None:
     state = tmp_path / "state"
     argv = [
@@ -291,6 +294,7 @@ def test_demo_stops_everything_on_sighup(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_round_stops_its_devnet_and_nodes_on_sigterm(tmp_path: Path) -> None:
     keep = tmp_path / "keep"
     argv = [
@@ -318,6 +322,7 @@ def test_bench_round_stops_its_devnet_and_nodes_on_sigterm(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_attacks_stops_its_network_on_sigterm(tmp_path: Path) -> None:
     state = tmp_path / "attacks"
     argv = [
@@ -361,6 +366,7 @@ def published(tmp_path: Path) -> Iterator[tuple[Path, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_nodes_finish_their_step_and_exit_on_sigterm_and_sighup(tmp_path: Path, published: tuple[Path, int]) -> None:
     devnet_json, task_id = published
 

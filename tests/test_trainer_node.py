@@ -243,6 +243,7 @@ def test_cheat_inflates_claimed_rewards(chain_env, ipfs, tmp_path: Path):
     assert cheat.proof_root == honest.proof_root and cheat.work_units == honest.work_units
 
 
+@pytest.mark.e2e
 def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
     """The CLI as a process: JSON log lines, a submission, and SIGTERM ends it cleanly (exit 0)."""
     import signal

@@ -279,6 +279,7 @@ def of(scenario: Scenario, cls, **match) -> list:
     return [e for e in scenario.events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in match.items())]
 
 
+@pytest.mark.e2e
 def test_honest_accepted_cheater_and_copier_rejected(scenario):
     rejected = {e.index: e for e in of(scenario, chain.SubmissionRejected, round=0)}
     rewarded = {e.index: e for e in of(scenario, chain.SubmissionRewarded, round=0)}
@@ -291,6 +292,7 @@ def test_honest_accepted_cheater_and_copier_rejected(scenario):
     assert of(scenario, chain.ValidatorSlashed) == []  # the restarted validator revealed in time
 
 
+@pytest.mark.e2e
 def test_rejections_carry_evidence_published_to_ipfs(scenario, ipfs, tmp_path):
     fresh = Store(ipfs.api, tmp_path / "empty-cache", timeout=5.0)  # nothing local: every byte from IPFS
     for state_dir in (scenario.dir_a, scenario.dir_b):
@@ -324,6 +326,7 @@ def test_rejections_carry_evidence_published_to_ipfs(scenario, ipfs, tmp_path):
     }
 
 
+@pytest.mark.e2e
 def test_restarted_validator_reveals_what_it_committed(scenario):
     a = keys.devnet_account(VAL_A).address
     committed = of(scenario, chain.Committed, round=0, validator=a)
@@ -343,6 +346,7 @@ def test_restarted_validator_reveals_what_it_committed(scenario):
     assert len(starts) == 2
 
 
+@pytest.mark.e2e
 def test_validators_agree_on_the_next_model(scenario, tmp_path):
     for round_ in (0, 1):
         digests = {e.validator: e.next_model_digest for e in of(scenario, chain.Revealed, round=round_)}
@@ -363,6 +367,7 @@ def test_validators_agree_on_the_next_model(scenario, tmp_path):
     assert any(not torch.equal(fetched.state[n], state[n]) for n in state)
 
 
+@pytest.mark.e2e
 def test_withdraw_pays_out_the_restarted_validator(scenario):
     a = keys.devnet_account(VAL_A).address
     fees = sum(e.fee for e in of(scenario, chain.ValidatorPaid, validator=a))
@@ -373,6 +378,7 @@ def test_withdraw_pays_out_the_restarted_validator(scenario):
     assert scenario.client.concord.balance_of(a) == 0
 
 
+@pytest.mark.e2e
 def test_status_json_reports_the_rounds(scenario, capsys):
     from client import status
 

@@ -28,6 +28,7 @@ def _run(argv: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_wheel_runs_outside_the_repository(chain_env, tmp_path: Path) -> None:
     wheels, venv, outside = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
     outside.mkdir()
