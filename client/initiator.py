@@ -18,6 +18,12 @@ A task file is the off-chain spec (client.content.task_spec: [model] [env] [samp
     min_validators = 1
     budget = 7200                      # escrow; default (reward + fee) * max_rounds; --budget overrides
 
+A parsed file is a TaskFile: the spec, the chain's own form TaskParams (every [chain] term, in
+token base units) and the budget. Three TaskParams fields are not [chain] keys: max_work_units
+comes from the spec, and the two digests are UNPUBLISHED (zero) until publish_task sets them
+from what it uploads (model 0's digest needs the model built, and a caller may still change
+the spec or the terms in between); publish_task also takes max_work_units from the spec it uploads.
+
 Publishing validates everything first (every bad field is named in one TaskSpecError; the
 chain and IPFS are not touched), then uploads the initial model (built from [model] seed)
 and the spec manifest, approves and escrows the budget and creates the task.
@@ -77,40 +83,16 @@ INT_FIELDS = {
 REQUIRED = TOKEN_FIELDS + tuple(INT_FIELDS)
 
 
-@dataclass(frozen=True)
-class ChainTerms:
-    """The [chain] table in token base units: every TaskParams field but the two digests, plus the budget."""
-
-    trainer_reward_per_round: int
-    validator_fee_per_round: int
-    min_trainer_stake: int
-    min_validator_stake: int
-    slash_amount: int
-    submit_seconds: int
-    commit_seconds: int
-    reveal_seconds: int
-    max_rounds: int
-    bounty_bps: int
-    async_level: int
-    min_validators: int
-    budget: int
-
-    @property
-    def per_round(self) -> int:
-        return self.trainer_reward_per_round + self.validator_fee_per_round
-
-    def params(self, spec_digest: bytes, initial_model_digest: bytes, max_work_units: int) -> TaskParams:
-        """The on-chain TaskParams; max_work_units comes from the spec (TaskConfig.max_work_units)."""
-        kv = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "budget"}
-        return TaskParams(
-            spec_digest=spec_digest, initial_model_digest=initial_model_digest, max_work_units=max_work_units, **kv
-        )
+UNPUBLISHED = bytes(32)  # the digests of a TaskFile's params until publish_task fills them
 
 
 @dataclass(frozen=True)
 class TaskFile:
+    """A parsed task file: the spec, the on-chain TaskParams (digests UNPUBLISHED) and the escrow."""
+
     spec: TaskSpecManifest
-    terms: ChainTerms
+    params: TaskParams
+    budget: int
 
 
 @dataclass(frozen=True)
@@ -150,8 +132,8 @@ def _tokens(key: str, value: Any, decimals: int) -> int:
     return units
 
 
-def parse_chain_terms(table: Any, decimals: int, budget_override: int | None = None) -> ChainTerms:
-    """The [chain] table -> ChainTerms; TaskSpecError lists every bad field."""
+def _parse_chain(table: Any, decimals: int, budget_override: int | None) -> tuple[dict[str, int], int]:
+    """The [chain] table -> (its TaskParams terms in base units, the budget); TaskSpecError lists every bad field."""
     if not isinstance(table, dict):
         raise TaskSpecError(
             "[chain]",
@@ -205,7 +187,8 @@ def parse_chain_terms(table: Any, decimals: int, budget_override: int | None = N
             )
     if errors:
         raise TaskSpecError("[chain]", errors)
-    return ChainTerms(**values)
+    budget = values.pop("budget")
+    return values, budget
 
 
 def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | None = None) -> TaskFile:
@@ -215,37 +198,45 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
     table = data.pop(CHAIN, None)
     errors: list[ConfigError] = []
     spec: TaskSpecManifest | None = None
-    terms: ChainTerms | None = None
+    chain_terms: tuple[dict[str, int], int] | None = None
     try:
         spec = parse_task_spec(data, str(path))
     except TaskSpecError as e:
         errors += e.errors
     try:
-        terms = parse_chain_terms(table, decimals, budget_override)
+        chain_terms = _parse_chain(table, decimals, budget_override)
     except TaskSpecError as e:
         errors += e.errors
-    if errors or spec is None or terms is None:  # each one is None only when it added errors
+    if errors or spec is None or chain_terms is None:  # each one is None only when it added errors
         raise TaskSpecError(str(path), errors)
-    return TaskFile(spec, terms)
+    terms, budget = chain_terms
+    params = TaskParams(
+        spec_digest=UNPUBLISHED,
+        initial_model_digest=UNPUBLISHED,
+        max_work_units=spec.task.max_work_units,
+        **terms,
+    )
+    return TaskFile(spec, params, budget)
 
 
-def check_against_chain(client: ChainClient, initiator: str, terms: ChainTerms, source: str) -> None:
+def check_against_chain(client: ChainClient, initiator: str, task_file: TaskFile, source: str) -> None:
     """What only the deployed contract and the initiator's wallet can say; read-only."""
+    params, budget = task_file.params, task_file.budget
     errors = []
     max_async, max_validators = client.concord.max_async_level(), client.concord.max_validators()
-    if terms.async_level > max_async:
+    if params.async_level > max_async:
         errors.append(
-            ConfigError(CHAIN, "async_level", f"the contract allows at most {max_async}, got {terms.async_level}")
+            ConfigError(CHAIN, "async_level", f"the contract allows at most {max_async}, got {params.async_level}")
         )
-    if terms.min_validators > max_validators:
+    if params.min_validators > max_validators:
         errors.append(
             ConfigError(
-                CHAIN, "min_validators", f"the contract allows at most {max_validators}, got {terms.min_validators}"
+                CHAIN, "min_validators", f"the contract allows at most {max_validators}, got {params.min_validators}"
             )
         )
     balance = client.token.balance_of(initiator)
-    if balance < terms.budget:
-        errors.append(ConfigError(CHAIN, "budget", f"{terms.budget} base units, but {initiator} holds {balance}"))
+    if balance < budget:
+        errors.append(ConfigError(CHAIN, "budget", f"{budget} base units, but {initiator} holds {balance}"))
     if errors:
         raise TaskSpecError(source, errors)
 
@@ -262,16 +253,22 @@ def put_initial_model(store: Store, spec: TaskSpecManifest) -> Digest:
 def publish_task(
     client: ChainClient, initiator: Signer, store: Store, task_file: TaskFile, source: str = "<task>"
 ) -> Published:
-    """Check against the chain, upload model 0 and the spec, approve + escrow the budget, create the task."""
-    spec, terms = task_file.spec, task_file.terms
-    check_against_chain(client, initiator.address, terms, source)
+    """Check against the chain, upload model 0 and the spec, approve + escrow the budget, create the task.
+    The params go on chain with the digests of what was uploaded and the spec's max_work_units."""
+    spec, budget = task_file.spec, task_file.budget
+    check_against_chain(client, initiator.address, task_file, source)
     model_digest = put_initial_model(store, spec)
     spec_digest = put_task_spec(store, spec)
     log.info("uploaded model 0 %s and spec %s", model_digest, spec_digest)
-    params = terms.params(spec_digest.bytes, model_digest.bytes, spec.task.max_work_units)
-    client.token.approve(initiator, client.concord.address, terms.budget)
-    task_id, receipt = client.concord.create_task(initiator, params, terms.budget)
-    return Published(task_id, spec_digest, model_digest, terms.budget, initiator.address, receipt.block_number)
+    params = dataclasses.replace(
+        task_file.params,
+        spec_digest=spec_digest.bytes,
+        initial_model_digest=model_digest.bytes,
+        max_work_units=spec.task.max_work_units,
+    )
+    client.token.approve(initiator, client.concord.address, budget)
+    task_id, receipt = client.concord.create_task(initiator, params, budget)
+    return Published(task_id, spec_digest, model_digest, budget, initiator.address, receipt.block_number)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -355,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except ConfigError as err:
                     raise TaskSpecError("--budget", [err]) from None
             task_file = load_task_file(args.task_file, decimals, budget)
-        check_against_chain(client, signer.address, task_file.terms, str(args.task_file))  # before the state dir
+        check_against_chain(client, signer.address, task_file, str(args.task_file))  # before the state dir
         node = open_node(cfg, client, signer)
         result = publish_task(node.client, node.signer, node.store, task_file, str(args.task_file))
     except TaskSpecError as e:

@@ -126,8 +126,8 @@ def demo_nodes(honest: int = 3, cheat: str | None = DEFAULT_CHEAT, validators: i
 def demo_task_file(path: Path, rounds: int) -> TaskFile:
     """The task file with max_rounds = rounds and the budget that pays exactly those rounds."""
     task_file = load_task_file(path)
-    terms = dataclasses.replace(task_file.terms, max_rounds=rounds, budget=task_file.terms.per_round * rounds)
-    return dataclasses.replace(task_file, terms=terms)
+    params = dataclasses.replace(task_file.params, max_rounds=rounds)
+    return dataclasses.replace(task_file, params=params, budget=params.per_round * rounds)
 
 
 # ----------------------------------------------------------------------------- node processes
@@ -582,7 +582,9 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
         f"budget {_fmt(published.budget)} for {plan.rounds} rounds"
     )
     for spec in plan.nodes:
-        stake = task_file.terms.min_trainer_stake if spec.role == Role.TRAINER else task_file.terms.min_validator_stake
+        stake = (
+            task_file.params.min_trainer_stake if spec.role == Role.TRAINER else task_file.params.min_validator_stake
+        )
         enrol(client, spec.account, spec.role, stake, task_id)
     start_nodes(plan.nodes, net, task_id, plan, nodes)
     console.print(

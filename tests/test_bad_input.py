@@ -24,6 +24,7 @@ from typing import Any, Literal
 import pytest
 import requests
 
+from client.chain import TaskParams
 from client.cli import main as cli_main
 from client.content.manifest import (
     MAX_FILE_BYTES,
@@ -51,7 +52,6 @@ from client.initiator import (
     INT_FIELDS,
     REQUIRED,
     TOKEN_FIELDS,
-    ChainTerms,
     load_task_file,
 )
 from client.initiator import main as task_main
@@ -143,7 +143,8 @@ def task_fields() -> dict[str, Any]:
     for name, typ in typing.get_type_hints(env_cls).items():
         if name != "env_id":
             out[f"env.params.{name}"] = typ
-    for name in (f.name for f in dataclasses.fields(ChainTerms)):
+    from_spec = ("spec_digest", "initial_model_digest", "max_work_units")  # not [chain] keys
+    for name in [f.name for f in dataclasses.fields(TaskParams) if f.name not in from_spec] + ["budget"]:
         out[f"chain.{name}"] = "tokens" if name in TOKEN_FIELDS + ("budget",) else int
     return out
 
@@ -276,7 +277,7 @@ def test_the_base_document_is_valid(tmp_path: Path) -> None:
     path.write_text(_toml(BASE))
     task_file = load_task_file(path)
     assert to_dict(task_file.spec.task) == {k: BASE[k] for k in to_dict(task_file.spec.task)}
-    assert task_file.terms.max_rounds == 5 and task_file.spec.to_json()["limits"] == BASE["limits"]
+    assert task_file.params.max_rounds == 5 and task_file.spec.to_json()["limits"] == BASE["limits"]
 
 
 def test_every_task_field_has_bad_cases() -> None:

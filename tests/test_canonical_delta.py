@@ -211,7 +211,7 @@ def test_padded_and_metadata_cheaters_are_rejected_and_slashed_on_a_devnet(tmp_p
     for mode in modes:
         assert CHEATS[mode].caught_by == "fetch"
         assert rows[mode].detected, rows[mode].note
-        assert rows[mode].slashed == obs.terms.slash_amount and rows[mode].bounty > 0
+        assert rows[mode].slashed == obs.params.slash_amount and rows[mode].bounty > 0
         assert "rejected by fetch" in rows[mode].note
     honest = [(specs[0].address.lower(), 0)]
     assert bench_attacks.honest_outcome(obs, honest) == (0, [])  # accepted and paid its share in full

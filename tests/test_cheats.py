@@ -17,14 +17,14 @@ import dataclasses
 import pytest
 
 from client import chain
-from client.chain import ContractError, Phase, Role, keys
+from client.chain import ContractError, Phase, Role, TaskParams, keys
 from client.content.manifest import parse_canonical
 from client.content.store import ContentNotFound, Store
 from client.content.task_spec import TaskSpecManifest, derived_limits
 from client.digest import Digest
 from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
 from client.engine.grpo import pin_determinism
-from client.initiator import ChainTerms, TaskFile, publish_task
+from client.initiator import UNPUBLISHED, TaskFile, publish_task
 from client.runtime.config import NodeConfig
 from client.runtime.connect import Node
 from client.runtime.display import Display
@@ -38,7 +38,9 @@ TOKEN = 10**18
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
 INITIATOR, TRAINER, OTHER, COPIER, VALIDATOR = 0, 1, 2, 3, 4
 STAKE = 100 * TOKEN
-TERMS = ChainTerms(
+PARAMS = TaskParams(
+    spec_digest=UNPUBLISHED,
+    initial_model_digest=UNPUBLISHED,
     trainer_reward_per_round=300 * TOKEN,
     validator_fee_per_round=60 * TOKEN,
     min_trainer_stake=STAKE,
@@ -51,8 +53,9 @@ TERMS = ChainTerms(
     bounty_bps=5000,
     async_level=0,
     min_validators=1,
-    budget=3 * 360 * TOKEN,
+    max_work_units=CFG.max_work_units,
 )
+BUDGET = 3 * 360 * TOKEN
 CHAIN_LEVEL = ("base_outside_window", "copied_bundle", "replayed_bundle")
 IN_PROCESS = sorted(set(CHEATS) - set(CHAIN_LEVEL))
 DISPLAY = Display("test", json_logs=True)
@@ -127,7 +130,9 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
         pin_determinism(1)
         signer = lambda i: client.signer(keys.devnet_account(i))  # noqa: E731
         spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
-        task_id = publish_task(client, signer(INITIATOR), Store(ipfs.api, tmp / "init"), TaskFile(spec, TERMS)).task_id
+        task_id = publish_task(
+            client, signer(INITIATOR), Store(ipfs.api, tmp / "init"), TaskFile(spec, PARAMS, BUDGET)
+        ).task_id
         trainers = {
             i: Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1), tmp / f"t{i}")
             for i in (TRAINER, OTHER, COPIER)
@@ -279,7 +284,7 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
 
     spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
     store = Store(ipfs.api, tmp_path / "cache", timeout=2.0)
-    task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
+    task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TaskFile(spec, PARAMS, BUDGET)).task_id
     cfg = TrainerConfig(
         NodeConfig(
             role="trainer",

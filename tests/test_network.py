@@ -116,16 +116,18 @@ def test_both_validators_revealed_the_same_next_model(network: NetworkRun):
 
 
 def test_rewards_and_fees_paid(network: NetworkRun):
-    terms = load_task_file(TASK_FILE).terms
+    params = load_task_file(TASK_FILE).params
     trainers, validators = network.addresses(Role.TRAINER), network.addresses(Role.VALIDATOR)
     ledger = network.outcome.ledger
     for r in range(ROUNDS):
         rewards = {e.trainer: e.reward for e in network.of(chain.SubmissionRewarded, round=r)}
         assert sorted(rewards) == sorted(trainers) and all(x > 0 for x in rewards.values())
         # pro rata to work units; division dust (< 1 base unit per trainer) goes back to the budget
-        assert terms.trainer_reward_per_round - len(trainers) <= sum(rewards.values()) <= terms.trainer_reward_per_round
+        assert (
+            params.trainer_reward_per_round - len(trainers) <= sum(rewards.values()) <= params.trainer_reward_per_round
+        )
         fees = {e.validator: e.fee for e in network.of(chain.ValidatorPaid, round=r)}
-        assert fees == dict.fromkeys(validators, terms.validator_fee_per_round // 2)
+        assert fees == dict.fromkeys(validators, params.validator_fee_per_round // 2)
     assert network.of(chain.SubmissionRejected) == [] and network.of(chain.ValidatorSlashed) == []
     for a in trainers + validators:
         earned = ledger.reward[a] + ledger.fee[a] + ledger.bounty[a]

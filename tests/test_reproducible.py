@@ -60,7 +60,7 @@ def chain_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainRun]:
         plan = NetworkPlan(
             TASK_FILE, ROUNDS, demo_nodes(honest=3, cheat=None, validators=1), timeout_s=150.0, threads=1, live=False
         )
-        assert load_task_file(TASK_FILE).terms.async_level == 0
+        assert load_task_file(TASK_FILE).params.async_level == 0
         outcome = run_network(net, plan, Console(file=io.StringIO(), width=200), nodes)
         client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
         yield ChainRun(client, Store(net.ipfs_api, state / "sim-cache", timeout=10.0), plan, outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from client.content.submission import fetch_submission
 from client.digest import Digest
 from client.engine.bundle import proof_root
 from client.engine.config import DEFAULT_TASK
-from client.initiator import TaskSpecError, load_task_file, publish_task
+from client.initiator import UNPUBLISHED, TaskSpecError, load_task_file, publish_task
 from client.initiator import main as task_main
 from client.runtime.config import NodeConfig
 from client.runtime.connect import connect_node
@@ -91,9 +92,10 @@ def _stop_after(seconds: float) -> threading.Event:
 def test_default_task_toml_is_the_engine_default_task():
     task_file = load_task_file(DEFAULT_TOML)
     assert task_file.spec.task == DEFAULT_TASK
-    terms = task_file.terms
-    assert (terms.trainer_reward_per_round, terms.slash_amount) == (300 * 10**18, 80 * 10**18)
-    assert terms.budget == terms.per_round * terms.max_rounds == 20 * 360 * 10**18
+    params = task_file.params
+    assert (params.trainer_reward_per_round, params.slash_amount) == (300 * 10**18, 80 * 10**18)
+    assert task_file.budget == params.per_round * params.max_rounds == 20 * 360 * 10**18
+    assert params.max_work_units == DEFAULT_TASK.max_work_units and params.spec_digest == UNPUBLISHED
 
 
 def test_every_bad_field_is_named_at_once(tmp_path: Path):
@@ -174,10 +176,10 @@ def test_publish_creates_the_task_from_the_file(chain_env, ipfs, tmp_path: Path,
     params = client.concord.task_params(out["task_id"])
     task_file = load_task_file(tmp_path / "task.toml")
     assert out["spec_digest"].startswith("0x") and out["initial_model_digest"].startswith("0x")  # the one text form
-    assert params == task_file.terms.params(
-        Digest.parse(out["spec_digest"]).bytes,
-        Digest.parse(out["initial_model_digest"]).bytes,
-        task_file.spec.task.max_work_units,
+    assert params == dataclasses.replace(
+        task_file.params,
+        spec_digest=Digest.parse(out["spec_digest"]).bytes,
+        initial_model_digest=Digest.parse(out["initial_model_digest"]).bytes,
     )
     assert params.max_work_units == task_file.spec.task.max_work_units > 0
     assert out["budget"] == 5 * 360 * 10**18

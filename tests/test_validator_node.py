@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from client import chain
-from client.chain import Role, keys
+from client.chain import Role, TaskParams, keys
 from client.content.manifest import parse_canonical
 from client.content.model_store import fetch_model, put_model
 from client.content.store import Store
@@ -34,7 +34,7 @@ from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
 from client.engine.envs import make_env
 from client.engine.grpo import pin_determinism
 from client.engine.model import build_policy, load_policy_state, policy_state
-from client.initiator import ChainTerms, TaskFile, publish_task
+from client.initiator import UNPUBLISHED, TaskFile, publish_task
 from client.runtime.config import NodeConfig
 from scripts import REPO_ROOT, harness
 from scripts.harness import enrol
@@ -45,7 +45,9 @@ TOKEN = 10**18
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
 INITIATOR, HONEST, CHEATER, COPIER, VAL_A, VAL_B = 0, 1, 2, 3, 4, 5
 STAKE = 100 * TOKEN
-TERMS = ChainTerms(
+PARAMS = TaskParams(
+    spec_digest=UNPUBLISHED,
+    initial_model_digest=UNPUBLISHED,
     trainer_reward_per_round=300 * TOKEN,
     validator_fee_per_round=60 * TOKEN,
     min_trainer_stake=STAKE,
@@ -58,8 +60,9 @@ TERMS = ChainTerms(
     bounty_bps=5000,
     async_level=0,
     min_validators=2,
-    budget=2 * 360 * TOKEN,
+    max_work_units=CFG.max_work_units,
 )
+BUDGET = 2 * 360 * TOKEN
 
 
 def wait_for(
@@ -151,7 +154,7 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         store = Store(ipfs.api, tmp / "cache", timeout=5.0)
         signer = lambda i: client.signer(keys.devnet_account(i))  # noqa: E731
         spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
-        task_id = publish_task(client, signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
+        task_id = publish_task(client, signer(INITIATOR), store, TaskFile(spec, PARAMS, BUDGET)).task_id
         for i in (HONEST, CHEATER, COPIER):
             enrol(client, i, Role.TRAINER, STAKE, task_id)
 
@@ -284,10 +287,10 @@ def test_honest_accepted_cheater_and_copier_rejected(scenario):
     rejected = {e.index: e for e in of(scenario, chain.SubmissionRejected, round=0)}
     rewarded = {e.index: e for e in of(scenario, chain.SubmissionRewarded, round=0)}
     assert sorted(rejected) == [1, 2] and sorted(rewarded) == [0]
-    assert rewarded[0].reward == TERMS.trainer_reward_per_round  # the only accepted work
-    assert all(e.slashed == TERMS.slash_amount for e in rejected.values())
+    assert rewarded[0].reward == PARAMS.trainer_reward_per_round  # the only accepted work
+    assert all(e.slashed == PARAMS.slash_amount for e in rejected.values())
     bounties = of(scenario, chain.BountyPaid, round=0)
-    assert sum(e.amount for e in bounties) == 2 * TERMS.slash_amount * TERMS.bounty_bps // 10_000
+    assert sum(e.amount for e in bounties) == 2 * PARAMS.slash_amount * PARAMS.bounty_bps // 10_000
     assert {e.validator for e in bounties} == {keys.devnet_account(i).address for i in (VAL_A, VAL_B)}
     assert of(scenario, chain.ValidatorSlashed) == []  # the restarted validator revealed in time
 
@@ -372,7 +375,9 @@ def test_withdraw_pays_out_the_restarted_validator(scenario):
     a = keys.devnet_account(VAL_A).address
     fees = sum(e.fee for e in of(scenario, chain.ValidatorPaid, validator=a))
     bounty = sum(e.amount for e in of(scenario, chain.BountyPaid, validator=a))
-    assert fees == 2 * TERMS.validator_fee_per_round // 2 and bounty == TERMS.slash_amount * TERMS.bounty_bps // 10_000
+    assert (
+        fees == 2 * PARAMS.validator_fee_per_round // 2 and bounty == PARAMS.slash_amount * PARAMS.bounty_bps // 10_000
+    )
     withdrawn = [e for e in scenario.client.concord.events(0, "latest", ["Withdrawn"]) if e.account == a]
     assert sum(e.amount for e in withdrawn) == fees + bounty
     assert scenario.client.concord.balance_of(a) == 0
@@ -409,7 +414,7 @@ def test_status_json_reports_the_rounds(scenario, capsys):
         *(e["evidence"] for s in r0["submissions"] for e in s.get("evidence", [])),
     ]
     assert len(digests) == 8 and all(d == str(Digest.parse(d)) for d in digests)  # one text form: 0x + 64 hex
-    assert sum(s["amount"] for s in r0["slashes"]) == 2 * TERMS.slash_amount
+    assert sum(s["amount"] for s in r0["slashes"]) == 2 * PARAMS.slash_amount
     assert task["rounds"][1]["submissions"][0]["verdict"] == "accepted"
     t = doc["totals"]
     assert t["token_balance"] == t["escrow"] + t["staked"] + t["credited"]
@@ -444,7 +449,7 @@ def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(ch
     client = chain_env.client
     store = Store(ipfs.api, tmp_path / "cache", timeout=1.0, retries=1)
     spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
-    task_id = publish_task(client, chain_env.signer(INITIATOR), store, TaskFile(spec, TERMS)).task_id
+    task_id = publish_task(client, chain_env.signer(INITIATOR), store, TaskFile(spec, PARAMS, BUDGET)).task_id
     node = Node(client, chain_env.signer(VAL_A), store, tmp_path / "val")
     v = vnode.Validator(
         vnode.ValidatorConfig(NodeConfig("validator", chain_env.anvil.url, client.deployment, ipfs.api, task_id)),

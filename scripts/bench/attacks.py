@@ -48,7 +48,7 @@ from rich.table import Table
 from client import chain
 from client.chain import ChainClient, Phase, Role, keys
 from client.content.store import Store
-from client.initiator import ChainTerms, TaskFile, load_task_file, publish_task
+from client.initiator import TaskFile, load_task_file, publish_task
 from client.runtime import paths, procs
 from scripts import REPO_ROOT, devnet
 from scripts.adversaries.trainer_cheats import CHEATS
@@ -143,7 +143,7 @@ class Observed:
     """What a network run left on chain (every number the rows are decided on)."""
 
     plan: AttackPlan
-    terms: ChainTerms
+    params: chain.TaskParams  # the published task file's params (digests UNPUBLISHED)
     task_id: int
     events: list[chain.ConcordEvent]
     conservation_ok: bool
@@ -195,7 +195,7 @@ def validator_plan(modes: Sequence[str]) -> AttackPlan:
 
 
 def _async_level() -> int:
-    return load_task_file(TASK_FILE).terms.async_level
+    return load_task_file(TASK_FILE).params.async_level
 
 
 # ----------------------------------------------------------------------------- running a network
@@ -241,13 +241,8 @@ def run_plan(plan: AttackPlan, state_dir: Path, console: Console) -> Observed:
     ports = devnet.Ports(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port())
     nodes: list[NodeProc] = []
     task_file = load_task_file(TASK_FILE)
-    terms = dataclasses.replace(
-        task_file.terms,
-        max_rounds=plan.rounds,
-        min_validators=plan.min_validators,
-        budget=task_file.terms.per_round * plan.rounds,
-    )
-    task_file = TaskFile(task_file.spec, terms)
+    params = dataclasses.replace(task_file.params, max_rounds=plan.rounds, min_validators=plan.min_validators)
+    task_file = TaskFile(task_file.spec, params, params.per_round * plan.rounds)
     for sub in ("nodes", "logs"):
         shutil.rmtree(state_dir / sub, ignore_errors=True)  # node state of an earlier run names an old chain
     net = devnet.up(state_dir, ports, accounts=1 + len(plan.nodes))
@@ -262,7 +257,7 @@ def run_plan(plan: AttackPlan, state_dir: Path, console: Console) -> Observed:
                 client,
                 spec.account,
                 spec.role,
-                terms.min_trainer_stake if spec.role == Role.TRAINER else terms.min_validator_stake,
+                params.min_trainer_stake if spec.role == Role.TRAINER else params.min_validator_stake,
                 task_id,
             )
         net_plan = NetworkPlan(TASK_FILE, plan.rounds, plan.nodes, timeout_s=plan.timeout_s, live=False)
@@ -282,7 +277,9 @@ def run_plan(plan: AttackPlan, state_dir: Path, console: Console) -> Observed:
             for e in client.concord.events(start_block, client.rpc.block_number())
             if getattr(e, "task_id", task_id) == task_id
         ]
-        return Observed(plan, terms, task_id, events, conservation(client).holds, state_dir, time.monotonic() - started)
+        return Observed(
+            plan, params, task_id, events, conservation(client).holds, state_dir, time.monotonic() - started
+        )
     finally:
         with signals_ignored():
             stop_nodes(nodes)
@@ -366,7 +363,7 @@ def expected_bounties(obs: Observed) -> dict[tuple[int, str], int]:
     for e in obs.of(chain.SubmissionRejected):
         who = rejecters[(e.round, e.index)]
         for v in who:
-            out[(e.round, v)] += e.slashed * obs.terms.bounty_bps // BPS // len(who)
+            out[(e.round, v)] += e.slashed * obs.params.bounty_bps // BPS // len(who)
     return out
 
 
@@ -382,7 +379,7 @@ def fair_rewards(obs: Observed) -> dict[tuple[int, int], int]:
     work = {e.round: e.accepted_work for e in obs.of(chain.RoundFinalized)}
     rejected = {(e.round, e.index) for e in obs.of(chain.SubmissionRejected)}
     return {
-        (s.round, s.index): obs.terms.trainer_reward_per_round * s.work_units // work[s.round]
+        (s.round, s.index): obs.params.trainer_reward_per_round * s.work_units // work[s.round]
         for s in obs.of(chain.Submitted)
         if (s.round, s.index) not in rejected and work.get(s.round)
     }
@@ -460,7 +457,7 @@ def judge_trainers(obs: Observed) -> list[Row]:
         hits = [rejected.get((s.round, s.index)) for s in mine]
         detected = (
             len(mine) == len(rounds)
-            and all(h is not None and h.slashed == obs.terms.slash_amount for h in hits)
+            and all(h is not None and h.slashed == obs.params.slash_amount for h in hits)
             and not any((s.round, s.index) in rewarded for s in mine)
             and bounties_ok
         )
@@ -528,7 +525,7 @@ def judge_validators(obs: Observed) -> list[Row]:
         if mode in WITHHOLDS_REVEAL:
             others = [s.address.lower() for s in obs.plan.validators() if s.address.lower() != me]
             copied = all(committed.get((r, me)) in {committed.get((r, v)) for v in others} for r in range(R))
-            ok = withheld and vslash[me] == obs.terms.slash_amount * R and fee[me] == 0 and bounty[me] == 0
+            ok = withheld and vslash[me] == obs.params.slash_amount * R and fee[me] == 0 and bounty[me] == 0
             if mode == "copy_reveal":
                 ok = ok and copied and log_count(obs.logs, spec, WITHHOLDS_REVEAL[mode]) >= R
             note = (

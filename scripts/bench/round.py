@@ -109,15 +109,14 @@ def publish(net: devnet.Devnet, rounds: int, trainers: int) -> tuple[int, TaskFi
                 task_file.spec, task=dataclasses.replace(task_file.spec.task, trainers_per_round=trainers)
             ),
         )
-    terms = dataclasses.replace(
-        task_file.terms,
+    params = dataclasses.replace(
+        task_file.params,
         max_rounds=rounds,
-        budget=task_file.terms.per_round * rounds,
         submit_seconds=PHASE_SECONDS,
         commit_seconds=PHASE_SECONDS,
         reveal_seconds=PHASE_SECONDS,
     )
-    task_file = dataclasses.replace(task_file, terms=terms)
+    task_file = dataclasses.replace(task_file, params=params, budget=params.per_round * rounds)
     store = Store(net.ipfs_api, None, timeout=30.0)
     signer = client.signer(keys.devnet_account(INITIATOR))
     return publish_task(client, signer, store, task_file, str(TASK_TOML)).task_id, task_file
@@ -128,7 +127,7 @@ def enrol_all(net: devnet.Devnet, task_id: int, task_file: TaskFile, cast: Seque
     client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
     for a in cast:
         role = Role.TRAINER if a.role == "trainer" else Role.VALIDATOR
-        stake = task_file.terms.min_trainer_stake if a.role == "trainer" else task_file.terms.min_validator_stake
+        stake = task_file.params.min_trainer_stake if a.role == "trainer" else task_file.params.min_validator_stake
         harness.enrol(client, a.account, role, stake, task_id)
     return client
 
