@@ -2,14 +2,15 @@
 pragma solidity 0.8.30;
 
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IConcord} from "./interfaces/IConcord.sol";
-import {Balances} from "./Balances.sol";
+import {Pipeline} from "./Pipeline.sol";
 
 /// @title NodeRegistry
 /// @notice Trainers and validators register with an ERC-20 stake, add to it, and unbond it
 ///         after a delay. A node joined to any task cannot unbond: joined nodes may have
 ///         unfinalized work, and their whole stake (unbonding part included) stays slashable.
-abstract contract NodeRegistry is Balances {
+abstract contract NodeRegistry is IConcord, ReentrancyGuardTransient, Pipeline {
     using SafeCast for uint256;
 
     // ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 pragma solidity 0.8.30;
 
 import {IConcord} from "./interfaces/IConcord.sol";
-import {TaskBook} from "./TaskBook.sol";
+import {Pipeline} from "./Pipeline.sol";
 import {SubmissionWord} from "./libraries/SubmissionWord.sol";
 
 /// @title Rounds
@@ -10,7 +10,7 @@ import {SubmissionWord} from "./libraries/SubmissionWord.sol";
 ///         round views. Joining, leaving and the paginated finalize (slashing, bounties,
 ///         validator fees, void rounds, pro-rata rewards) run in the `ConcordSettlement`
 ///         module; their entry points are here. Storage layout: see `ConcordStorage`.
-abstract contract Rounds is TaskBook {
+abstract contract Rounds is IConcord, Pipeline {
     // ---------------------------------------------------------------------------------------
     // External: membership
     // ---------------------------------------------------------------------------------------
@@ -336,4 +336,11 @@ abstract contract Rounds is TaskBook {
     ) private pure returns (bytes32) {
         return keccak256(abi.encode(taskId, round, rejectWords, nextModelDigest, salt, validator));
     }
+
+    // ---------------------------------------------------------------------------------------
+    // Internal: the settlement module
+    // ---------------------------------------------------------------------------------------
+
+    /// @dev Run the current call's function in the settlement module (see TaskBook._delegate).
+    function _delegate() internal virtual returns (bytes memory ret);
 }

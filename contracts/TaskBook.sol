@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.30;
 
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IConcord} from "./interfaces/IConcord.sol";
-import {NodeRegistry} from "./NodeRegistry.sol";
+import {Pipeline} from "./Pipeline.sol";
 
 /// @title TaskBook
 /// @notice Tasks: parameters fixed at creation, an escrowed budget anyone can top up, and the
@@ -11,22 +12,7 @@ import {NodeRegistry} from "./NodeRegistry.sol";
 ///         every round opened before the close, settled); nobody else can move escrow.
 /// @dev The state-changing task functions run in the `ConcordSettlement` module (delegatecall,
 ///      same storage); this contract holds their entry points and the task views.
-abstract contract TaskBook is NodeRegistry {
-    // ---------------------------------------------------------------------------------------
-    // Storage
-    // ---------------------------------------------------------------------------------------
-
-    /// @dev The settlement module, deployed by the constructor of Concord and fixed for life.
-    address internal immutable _settlement;
-
-    // ---------------------------------------------------------------------------------------
-    // Constructor
-    // ---------------------------------------------------------------------------------------
-
-    constructor(address settlement_) {
-        _settlement = settlement_;
-    }
-
+abstract contract TaskBook is IConcord, ReentrancyGuardTransient, Pipeline {
     // ---------------------------------------------------------------------------------------
     // External
     // ---------------------------------------------------------------------------------------
@@ -140,15 +126,7 @@ abstract contract TaskBook is NodeRegistry {
     // ---------------------------------------------------------------------------------------
 
     /// @dev Run the current call's function (same selector and arguments) in the settlement
-    ///      module on this contract's storage; bubble up its revert data unchanged (custom
-    ///      errors arrive as if raised here).
-    function _delegate() internal returns (bytes memory ret) {
-        bool ok;
-        (ok, ret) = _settlement.delegatecall(msg.data);
-        if (!ok) {
-            assembly ("memory-safe") {
-                revert(add(ret, 0x20), mload(ret))
-            }
-        }
-    }
+    ///      module on this contract's storage and return its return data (Concord holds the
+    ///      module's address and implements this).
+    function _delegate() internal virtual returns (bytes memory ret);
 }
