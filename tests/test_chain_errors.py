@@ -8,7 +8,6 @@ before and after both."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import pytest
 
@@ -36,25 +35,34 @@ P = TaskParams(
 )
 
 
+def _camel(method: str) -> str:
+    first, *rest = method.split("_")
+    return first + "".join(w.title() for w in rest)
+
+
 def assert_rejected(
     env,
     task_id: int | None,
     watch,
-    typed: Callable[[], object],
     signer,
-    fn: str,
+    method: str,
     args: tuple,
     name: str,
     params: dict | None = None,
+    *,
+    typed_args: tuple | None = None,
 ) -> ContractError:
-    """The typed call and the same call mined on chain both fail with ``name`` and change nothing."""
+    """The typed call ``concord.method(signer, *typed_args)`` and the same call mined on chain
+    (``args`` as the ABI takes them; ``typed_args`` defaults to ``args``) both fail with ``name``
+    and change nothing."""
+    concord = env.client.concord
     before = env.snapshot_state(task_id, watch)
     with pytest.raises(ContractError) as typed_err:
-        typed()
+        getattr(concord, method)(signer, *(args if typed_args is None else typed_args))
     assert typed_err.value.name == name, typed_err.value
     if params is not None:
         assert typed_err.value.params == params
-    pending = env.client.concord.contract.send(signer, fn, *args, gas=2_000_000)
+    pending = concord.contract.send(signer, _camel(method), *args, gas=2_000_000)
     with pytest.raises(ContractError) as mined_err:
         signer.wait(pending)
     assert (mined_err.value.name, mined_err.value.params) == (typed_err.value.name, typed_err.value.params)
@@ -62,9 +70,43 @@ def assert_rejected(
     return typed_err.value
 
 
-@pytest.fixture
-def task(chain_env):
+@dataclasses.dataclass
+class Task:
     """A task with trainers 1, 2 and validators 4, 5 joined, round 0 in its submit phase."""
+
+    env: object
+    id: int
+    initiator: object
+    trainers: list
+    validators: list
+
+    @property
+    def concord(self):
+        return self.env.client.concord
+
+    def rejects(self, signer, method: str, args: tuple, name: str, params: dict | None = None, **kw) -> ContractError:
+        """``assert_rejected`` on this task, watching its members and the signer."""
+        watch = [s.address for s in [self.initiator, *self.trainers, *self.validators]]
+        if signer.address not in watch:
+            watch.append(signer.address)
+        return assert_rejected(self.env, self.id, watch, signer, method, args, name, params, **kw)
+
+    def to_reveal(self) -> tuple[list[int], bytes, dict[str, bytes]]:
+        """Both trainers submit and both validators commit: round 0 is in its reveal phase."""
+        c, task_id = self.concord, self.id
+        for i, t in enumerate(self.trainers):
+            c.submit(t, task_id, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
+        words = chain.reject_words([1], len(self.trainers))
+        salts = {}
+        for v in self.validators:
+            salts[v.address] = digest(f"salt {v.address}")
+            c.commit(v, task_id, 0, chain.commit_hash(task_id, 0, words, digest("m1"), salts[v.address], v.address))
+        assert c.phase_of(task_id, 0) == Phase.REVEAL
+        return words, digest("m1"), salts
+
+
+@pytest.fixture
+def task(chain_env) -> Task:
     env = chain_env
     initiator = env.signer(0)
     task_id = env.create_task(initiator, P, 3 * P.per_round)
@@ -74,248 +116,92 @@ def task(chain_env):
         env.enrol(t, Role.TRAINER, 100 * TOKEN, task_id)
     for v in validators:
         env.enrol(v, Role.VALIDATOR, 100 * TOKEN, task_id)
-    watch = [s.address for s in [initiator, *trainers, *validators]]
-    return env, task_id, initiator, trainers, validators, watch
+    return Task(env, task_id, initiator, trainers, validators)
 
 
-def _to_reveal(env, task_id, trainers, validators) -> tuple[list[int], bytes, dict[str, bytes]]:
-    c = env.client.concord
-    for i, t in enumerate(trainers):
-        c.submit(t, task_id, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
-    words = chain.reject_words([1], len(trainers))
-    salts = {}
-    for v in validators:
-        salts[v.address] = digest(f"salt {v.address}")
-        c.commit(v, task_id, 0, chain.commit_hash(task_id, 0, words, digest("m1"), salts[v.address], v.address))
-    assert c.phase_of(task_id, 0) == Phase.REVEAL
-    return words, digest("m1"), salts
-
-
-def test_commit_in_submit_phase_is_wrong_phase(task) -> None:
-    env, task_id, _, _, validators, watch = task
-    v = validators[0]
-    args = (task_id, 0, digest("c"))
-    err = assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.commit(v, *args),
-        v,
-        "commit",
-        args,
-        "WrongPhase",
-        {"taskId": task_id, "round": 0, "expected": Phase.COMMIT, "actual": Phase.SUBMIT},
-    )
+def test_commit_in_submit_phase_is_wrong_phase(task: Task) -> None:
+    v, tid = task.validators[0], task.id
+    expected = {"taskId": tid, "round": 0, "expected": Phase.COMMIT, "actual": Phase.SUBMIT}
+    err = task.rejects(v, "commit", (tid, 0, digest("c")), "WrongPhase", expected)
     assert (
         isinstance(err.params["actual"], Phase)
-        and str(err) == f"WrongPhase(taskId={task_id}, round=0, expected=COMMIT, actual=SUBMIT)"
+        and str(err) == f"WrongPhase(taskId={tid}, round=0, expected=COMMIT, actual=SUBMIT)"
     )
 
 
-def test_submit_to_another_round_is_wrong_round(task) -> None:
-    env, task_id, _, trainers, _, watch = task
-    t = trainers[0]
-    args = (task_id, 3, 0, digest("b"), digest("p"), 1)
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.submit(t, *args),
-        t,
-        "submit",
-        args,
-        "WrongRound",
-        {"taskId": task_id, "expected": 0, "actual": 3},
-    )
+def test_submit_to_another_round_is_wrong_round(task: Task) -> None:
+    args = (task.id, 3, 0, digest("b"), digest("p"), 1)
+    task.rejects(task.trainers[0], "submit", args, "WrongRound", {"taskId": task.id, "expected": 0, "actual": 3})
 
 
-def test_second_submit_in_a_round_is_already_submitted(task) -> None:
-    env, task_id, _, trainers, _, watch = task
-    t = trainers[0]
-    env.client.concord.submit(t, task_id, 0, 0, digest("b"), digest("p"), 1)
-    args = (task_id, 0, 0, digest("b again"), digest("p"), 1)
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.submit(t, *args),
-        t,
-        "submit",
-        args,
-        "AlreadySubmitted",
-        {"taskId": task_id, "round": 0, "trainer": t.address},
-    )
+def test_second_submit_in_a_round_is_already_submitted(task: Task) -> None:
+    t = task.trainers[0]
+    task.concord.submit(t, task.id, 0, 0, digest("b"), digest("p"), 1)
+    args = (task.id, 0, 0, digest("b again"), digest("p"), 1)
+    task.rejects(t, "submit", args, "AlreadySubmitted", {"taskId": task.id, "round": 0, "trainer": t.address})
 
 
-def test_unregistered_account_cannot_join(task) -> None:
-    env, task_id, _, _, _, watch = task
-    stranger = env.signer(8)
-    assert_rejected(
-        env,
-        task_id,
-        [*watch, stranger.address],
-        lambda: env.client.concord.join(stranger, task_id),
-        stranger,
-        "join",
-        (task_id,),
-        "NotRegistered",
-        {"account": stranger.address},
-    )
+def test_unregistered_account_cannot_join(task: Task) -> None:
+    stranger = task.env.signer(8)
+    task.rejects(stranger, "join", (task.id,), "NotRegistered", {"account": stranger.address})
 
 
-def test_unjoined_account_cannot_submit(task) -> None:
-    env, task_id, _, _, _, watch = task
-    stranger = env.signer(8)
-    args = (task_id, 0, 0, digest("b"), digest("p"), 1)
-    err = assert_rejected(
-        env,
-        task_id,
-        [*watch, stranger.address],
-        lambda: env.client.concord.submit(stranger, *args),
-        stranger,
-        "submit",
-        args,
-        "NotJoined",
-    )
+def test_unjoined_account_cannot_submit(task: Task) -> None:
+    stranger = task.env.signer(8)
+    err = task.rejects(stranger, "submit", (task.id, 0, 0, digest("b"), digest("p"), 1), "NotJoined")
     assert err.params["account"] == stranger.address
 
 
-def test_under_staked_trainer_cannot_join(task) -> None:
-    env, task_id, _, _, _, watch = task
-    poor = env.signer(7)
-    env.enrol(poor, Role.TRAINER, 50 * TOKEN)
-    assert_rejected(
-        env,
-        task_id,
-        [*watch, poor.address],
-        lambda: env.client.concord.join(poor, task_id),
-        poor,
-        "join",
-        (task_id,),
-        "InsufficientStake",
-        {"account": poor.address, "stake": 50 * TOKEN, "required": 100 * TOKEN},
-    )
+def test_under_staked_trainer_cannot_join(task: Task) -> None:
+    poor = task.env.signer(7)
+    task.env.enrol(poor, Role.TRAINER, 50 * TOKEN)
+    expected = {"account": poor.address, "stake": 50 * TOKEN, "required": 100 * TOKEN}
+    task.rejects(poor, "join", (task.id,), "InsufficientStake", expected)
 
 
-def test_register_without_allowance_names_the_token_error(task) -> None:
-    env, task_id, _, _, _, watch = task
-    s = env.signer(7)
+def test_register_without_allowance_names_the_token_error(task: Task) -> None:
+    s = task.env.signer(7)
+    expected = {"spender": task.concord.address, "allowance": 0, "needed": 100 * TOKEN}
     args = (int(Role.TRAINER), 100 * TOKEN)
-    assert_rejected(
-        env,
-        task_id,
-        [*watch, s.address],
-        lambda: env.client.concord.register(s, Role.TRAINER, 100 * TOKEN),
-        s,
-        "register",
-        args,
-        "ERC20InsufficientAllowance",
-        {"spender": env.client.concord.address, "allowance": 0, "needed": 100 * TOKEN},
-    )
+    task.rejects(s, "register", args, "ERC20InsufficientAllowance", expected, typed_args=(Role.TRAINER, 100 * TOKEN))
 
 
-def test_reveal_that_does_not_match_its_commit(task) -> None:
-    env, task_id, _, trainers, validators, watch = task
-    words, model, salts = _to_reveal(env, task_id, trainers, validators)
-    v = validators[0]
-    args = (task_id, 0, [0], model, salts[v.address])  # a different bitmap than committed
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.reveal(v, *args),
-        v,
-        "reveal",
-        args,
-        "RevealDoesNotMatchCommit",
-        {"taskId": task_id, "round": 0, "validator": v.address},
-    )
+def test_reveal_that_does_not_match_its_commit(task: Task) -> None:
+    words, model, salts = task.to_reveal()
+    v = task.validators[0]
+    args = (task.id, 0, [0], model, salts[v.address])  # a different bitmap than committed
+    task.rejects(v, "reveal", args, "RevealDoesNotMatchCommit", {"taskId": task.id, "round": 0, "validator": v.address})
 
 
-def test_reveal_twice(task) -> None:
-    env, task_id, _, trainers, validators, watch = task
-    words, model, salts = _to_reveal(env, task_id, trainers, validators)
-    v = validators[0]
-    env.client.concord.reveal(v, task_id, 0, words, model, salts[v.address])
-    args = (task_id, 0, words, model, salts[v.address])
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.reveal(v, *args),
-        v,
-        "reveal",
-        args,
-        "AlreadyRevealed",
-        {"taskId": task_id, "round": 0, "validator": v.address},
-    )
+def test_reveal_twice(task: Task) -> None:
+    words, model, salts = task.to_reveal()
+    v = task.validators[0]
+    args = (task.id, 0, words, model, salts[v.address])
+    task.concord.reveal(v, *args)
+    task.rejects(v, "reveal", args, "AlreadyRevealed", {"taskId": task.id, "round": 0, "validator": v.address})
 
 
-def test_finalize_before_reveal_closes(task) -> None:
-    env, task_id, initiator, trainers, validators, watch = task
-    _to_reveal(env, task_id, trainers, validators)
-    args = (task_id, 0, 10)
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.finalize(initiator, *args),
-        initiator,
-        "finalize",
-        args,
-        "WrongPhase",
-        {"taskId": task_id, "round": 0, "expected": Phase.FINALIZE, "actual": Phase.REVEAL},
-    )
+def test_finalize_before_reveal_closes(task: Task) -> None:
+    task.to_reveal()
+    expected = {"taskId": task.id, "round": 0, "expected": Phase.FINALIZE, "actual": Phase.REVEAL}
+    task.rejects(task.initiator, "finalize", (task.id, 0, 10), "WrongPhase", expected)
 
 
-def test_withdraw_beyond_balance(task) -> None:
-    env, task_id, _, trainers, _, watch = task
-    t = trainers[0]
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.withdraw(t, 1),
-        t,
-        "withdraw",
-        (1,),
-        "InsufficientBalance",
-        {"account": t.address, "balance": 0, "requested": 1},
-    )
+def test_withdraw_beyond_balance(task: Task) -> None:
+    t = task.trainers[0]
+    task.rejects(t, "withdraw", (1,), "InsufficientBalance", {"account": t.address, "balance": 0, "requested": 1})
 
 
-def test_unbond_while_joined_is_pending_work(task) -> None:
-    env, task_id, _, trainers, _, watch = task
-    t = trainers[0]
-    env.client.concord.submit(t, task_id, 0, 0, digest("b"), digest("p"), 1)
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.request_unbond(t, 10 * TOKEN),
-        t,
-        "requestUnbond",
-        (10 * TOKEN,),
-        "PendingWork",
-        {"node": t.address, "joinedTasks": 1},
-    )
+def test_unbond_while_joined_is_pending_work(task: Task) -> None:
+    t = task.trainers[0]
+    task.concord.submit(t, task.id, 0, 0, digest("b"), digest("p"), 1)
+    task.rejects(t, "request_unbond", (10 * TOKEN,), "PendingWork", {"node": t.address, "joinedTasks": 1})
 
 
-def test_leave_with_unfinalized_work(task) -> None:
-    env, task_id, _, trainers, _, watch = task
-    t = trainers[0]
-    env.client.concord.submit(t, task_id, 0, 0, digest("b"), digest("p"), 1)
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.leave(t, task_id),
-        t,
-        "leave",
-        (task_id,),
-        "WorkNotFinalized",
-        {"taskId": task_id, "node": t.address, "round": 0},
-    )
+def test_leave_with_unfinalized_work(task: Task) -> None:
+    t = task.trainers[0]
+    task.concord.submit(t, task.id, 0, 0, digest("b"), digest("p"), 1)
+    task.rejects(t, "leave", (task.id,), "WorkNotFinalized", {"taskId": task.id, "node": t.address, "round": 0})
 
 
 def test_create_task_with_bad_parameters(chain_env) -> None:
@@ -331,90 +217,27 @@ def test_create_task_with_bad_parameters(chain_env) -> None:
     ]
     for params, budget, name, expected in cases:
         args = (params.to_abi(), budget)
-        assert_rejected(
-            env,
-            None,
-            [s.address],
-            lambda params=params, budget=budget: env.client.concord.create_task(s, params, budget),
-            s,
-            "createTask",
-            args,
-            name,
-            expected,
-        )
+        assert_rejected(env, None, [s.address], s, "create_task", args, name, expected, typed_args=(params, budget))
 
 
-def test_submit_above_max_work_units(task) -> None:
-    env, task_id, _, trainers, _, watch = task
-    t = trainers[0]
-    args = (task_id, 0, 0, digest("b"), digest("p"), P.max_work_units + 1)
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.submit(t, *args),
-        t,
-        "submit",
-        args,
-        "WorkUnitsAboveMax",
-        {"taskId": task_id, "workUnits": P.max_work_units + 1, "maxWorkUnits": P.max_work_units},
-    )
+def test_submit_above_max_work_units(task: Task) -> None:
+    too_many = P.max_work_units + 1
+    args = (task.id, 0, 0, digest("b"), digest("p"), too_many)
+    expected = {"taskId": task.id, "workUnits": too_many, "maxWorkUnits": P.max_work_units}
+    task.rejects(task.trainers[0], "submit", args, "WorkUnitsAboveMax", expected)
 
 
-def test_finalize_a_round_that_never_opened(task) -> None:
-    env, task_id, initiator, _, _, watch = task
-    args = (task_id, 5, 10)
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.finalize(initiator, *args),
-        initiator,
-        "finalize",
-        args,
-        "RoundNotOpened",
-        {"taskId": task_id, "round": 5},
-    )
+def test_finalize_a_round_that_never_opened(task: Task) -> None:
+    task.rejects(task.initiator, "finalize", (task.id, 5, 10), "RoundNotOpened", {"taskId": task.id, "round": 5})
 
 
-def test_close_and_reclaim_rules(task) -> None:
-    env, task_id, initiator, trainers, _, watch = task
-    t = trainers[0]
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.close_task(t, task_id),
-        t,
-        "closeTask",
-        (task_id,),
-        "NotInitiator",
-        {"taskId": task_id, "caller": t.address},
-    )
-    env.client.concord.close_task(initiator, task_id)
-    assert env.client.concord.task_state(task_id).closed
+def test_close_and_reclaim_rules(task: Task) -> None:
+    t, initiator, tid = task.trainers[0], task.initiator, task.id
+    task.rejects(t, "close_task", (tid,), "NotInitiator", {"taskId": tid, "caller": t.address})
+    task.concord.close_task(initiator, tid)
+    assert task.concord.task_state(tid).closed
     # round 0 is still in flight: nothing can be reclaimed yet, and a closed task takes no top-up
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.reclaim_budget(initiator, task_id),
-        initiator,
-        "reclaimBudget",
-        (task_id,),
-        "TaskNotOver",
-        {"taskId": task_id},
-    )
-    assert_rejected(
-        env,
-        task_id,
-        watch,
-        lambda: env.client.concord.top_up(initiator, task_id, TOKEN),
-        initiator,
-        "topUp",
-        (task_id, TOKEN),
-        "TaskIsClosed",
-        {"taskId": task_id},
-    )
-    escrow = env.client.concord.task_escrow(task_id)
+    task.rejects(initiator, "reclaim_budget", (tid,), "TaskNotOver", {"taskId": tid})
+    task.rejects(initiator, "top_up", (tid, TOKEN), "TaskIsClosed", {"taskId": tid})
+    escrow = task.concord.task_escrow(tid)
     assert escrow.held == escrow.budget + escrow.reserved == 3 * P.per_round
