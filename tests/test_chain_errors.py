@@ -10,29 +10,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from task_terms import CHAIN_PARAMS, TOKEN
 
 from client import chain
-from client.chain import ContractError, Phase, Role, TaskParams
+from client.chain import ContractError, Phase, Role
 from scripts.harness import digest
 
-TOKEN = 10**18
-P = TaskParams(
-    digest("spec"),
-    digest("model 0"),
-    300 * TOKEN,
-    60 * TOKEN,
-    100 * TOKEN,
-    100 * TOKEN,
-    80 * TOKEN,
-    600,
-    600,
-    600,
-    0,
-    5000,
-    0,
-    2,
-    10**9,
-)
+P = CHAIN_PARAMS
 
 
 def _camel(method: str) -> str:

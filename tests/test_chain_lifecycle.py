@@ -7,29 +7,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from task_terms import CHAIN_PARAMS, TOKEN
 
 from client import chain
 from client.chain import ContractError, Phase, Role, TaskParams
 from scripts.harness import conservation, digest
 
-TOKEN = 10**18
-BASE = TaskParams(
-    spec_digest=digest("spec"),
-    initial_model_digest=digest("model 0"),
-    trainer_reward_per_round=300 * TOKEN,
-    validator_fee_per_round=60 * TOKEN,
-    min_trainer_stake=100 * TOKEN,
-    min_validator_stake=100 * TOKEN,
-    slash_amount=80 * TOKEN,
-    submit_seconds=600,
-    commit_seconds=600,
-    reveal_seconds=600,
-    max_rounds=0,
-    bounty_bps=5000,
-    async_level=0,
-    min_validators=2,
-    max_work_units=10**9,
-)
+BASE = CHAIN_PARAMS
 
 
 def params(**changes: object) -> TaskParams:

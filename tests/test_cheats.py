@@ -15,16 +15,15 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from task_terms import STAKE, node_task
 
 from client import chain
-from client.chain import ContractError, Phase, Role, TaskParams, keys
+from client.chain import ContractError, Phase, Role, keys
 from client.content.manifest import parse_canonical
 from client.content.store import ContentNotFound, Store
-from client.content.task_spec import TaskSpecManifest, derived_limits
 from client.digest import Digest
-from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
 from client.engine.grpo import pin_determinism
-from client.initiator import UNPUBLISHED, TaskFile, publish_task
+from client.initiator import publish_task
 from client.runtime.config import NodeConfig
 from client.runtime.connect import Node
 from client.runtime.display import Display
@@ -34,28 +33,8 @@ from scripts.adversaries.trainer_cheats import CHEATS, CheatingTrainer, cheat_co
 from scripts.harness import enrol
 from validator import node as vnode
 
-TOKEN = 10**18
-CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
 INITIATOR, TRAINER, OTHER, COPIER, VALIDATOR = 0, 1, 2, 3, 4
-STAKE = 100 * TOKEN
-PARAMS = TaskParams(
-    spec_digest=UNPUBLISHED,
-    initial_model_digest=UNPUBLISHED,
-    trainer_reward_per_round=300 * TOKEN,
-    validator_fee_per_round=60 * TOKEN,
-    min_trainer_stake=STAKE,
-    min_validator_stake=STAKE,
-    slash_amount=80 * TOKEN,
-    submit_seconds=3600,
-    commit_seconds=3600,
-    reveal_seconds=3600,
-    max_rounds=3,
-    bounty_bps=5000,
-    async_level=0,
-    min_validators=1,
-    max_work_units=CFG.max_work_units,
-)
-BUDGET = 3 * 360 * TOKEN
+TASK = node_task(max_rounds=3, min_validators=1)
 CHAIN_LEVEL = ("base_outside_window", "copied_bundle", "replayed_bundle")
 IN_PROCESS = sorted(set(CHEATS) - set(CHAIN_LEVEL))
 DISPLAY = Display("test", json_logs=True)
@@ -129,10 +108,7 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
     try:
         pin_determinism(1)
         signer = lambda i: client.signer(keys.devnet_account(i))  # noqa: E731
-        spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
-        task_id = publish_task(
-            client, signer(INITIATOR), Store(ipfs.api, tmp / "init"), TaskFile(spec, PARAMS, BUDGET)
-        ).task_id
+        task_id = publish_task(client, signer(INITIATOR), Store(ipfs.api, tmp / "init"), TASK).task_id
         trainers = {
             i: Node(client, signer(i), Store(ipfs.api, tmp / f"cache-{i}", timeout=1.0, retries=1), tmp / f"t{i}")
             for i in (TRAINER, OTHER, COPIER)
@@ -282,9 +258,8 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     from client.content.submission import fetch_submission
     from client.trainer import TrainerConfig, run_trainer
 
-    spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
     store = Store(ipfs.api, tmp_path / "cache", timeout=2.0)
-    task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TaskFile(spec, PARAMS, BUDGET)).task_id
+    task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TASK).task_id
     cfg = TrainerConfig(
         NodeConfig(
             role="trainer",
@@ -314,7 +289,7 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
         for e in chain_env.client.concord.events(chain_env.client.deployment.block_number, "latest", ["Submitted"])
         if e.task_id == task_id
     ]
-    bundle = fetch_submission(store, event.bundle_digest.hex(), spec.limits)
+    bundle = fetch_submission(store, event.bundle_digest.hex(), TASK.spec.limits)
     assert event.work_units == bundle.work_units == sum(int(b.lengths.sum()) for b in bundle.batches) + 1
     logged = {r.fields["event"]: r.fields for r in caplog.records if hasattr(r, "fields")}
     for name in ("prepared", "submitted"):

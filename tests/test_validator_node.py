@@ -20,49 +20,29 @@ from pathlib import Path
 
 import pytest
 import torch
+from task_terms import CFG, STAKE, node_task
 
 from client import chain
-from client.chain import Role, TaskParams, keys
+from client.chain import Role, keys
 from client.content.manifest import parse_canonical
 from client.content.model_store import fetch_model, put_model
 from client.content.store import Store
 from client.content.submission import put_submission
-from client.content.task_spec import TaskSpecManifest, derived_limits
 from client.digest import Digest
 from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
-from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
 from client.engine.envs import make_env
 from client.engine.grpo import pin_determinism
 from client.engine.model import build_policy, load_policy_state, policy_state
-from client.initiator import UNPUBLISHED, TaskFile, publish_task
+from client.initiator import publish_task
 from client.runtime.config import NodeConfig
 from scripts import REPO_ROOT, harness
 from scripts.harness import enrol
 from validator import node as vnode
 from validator.aggregate import outer_step
 
-TOKEN = 10**18
-CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
 INITIATOR, HONEST, CHEATER, COPIER, VAL_A, VAL_B = 0, 1, 2, 3, 4, 5
-STAKE = 100 * TOKEN
-PARAMS = TaskParams(
-    spec_digest=UNPUBLISHED,
-    initial_model_digest=UNPUBLISHED,
-    trainer_reward_per_round=300 * TOKEN,
-    validator_fee_per_round=60 * TOKEN,
-    min_trainer_stake=STAKE,
-    min_validator_stake=STAKE,
-    slash_amount=80 * TOKEN,
-    submit_seconds=3600,
-    commit_seconds=3600,
-    reveal_seconds=3600,
-    max_rounds=2,
-    bounty_bps=5000,
-    async_level=0,
-    min_validators=2,
-    max_work_units=CFG.max_work_units,
-)
-BUDGET = 2 * 360 * TOKEN
+TASK = node_task(max_rounds=2, min_validators=2)
+PARAMS = TASK.params
 
 
 def wait_for(
@@ -153,8 +133,7 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         pin_determinism(1)
         store = Store(ipfs.api, tmp / "cache", timeout=5.0)
         signer = lambda i: client.signer(keys.devnet_account(i))  # noqa: E731
-        spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
-        task_id = publish_task(client, signer(INITIATOR), store, TaskFile(spec, PARAMS, BUDGET)).task_id
+        task_id = publish_task(client, signer(INITIATOR), store, TASK).task_id
         for i in (HONEST, CHEATER, COPIER):
             enrol(client, i, Role.TRAINER, STAKE, task_id)
 
@@ -448,8 +427,7 @@ def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(ch
     pin_determinism(1)
     client = chain_env.client
     store = Store(ipfs.api, tmp_path / "cache", timeout=1.0, retries=1)
-    spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
-    task_id = publish_task(client, chain_env.signer(INITIATOR), store, TaskFile(spec, PARAMS, BUDGET)).task_id
+    task_id = publish_task(client, chain_env.signer(INITIATOR), store, TASK).task_id
     node = Node(client, chain_env.signer(VAL_A), store, tmp_path / "val")
     v = vnode.Validator(
         vnode.ValidatorConfig(NodeConfig("validator", chain_env.anvil.url, client.deployment, ipfs.api, task_id)),
