@@ -30,10 +30,10 @@ from client.content.submission import (
     check_canonical_delta,
     delta_layout,
     delta_shards,
-    encode_stats,
     fetch_submission,
     put_submission,
     submission_files,
+    submission_manifest,
 )
 from client.content.task_spec import derived_limits
 from client.engine.bundle import Bundle, make_bundle
@@ -63,15 +63,11 @@ def shapes_of(base: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 def put_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, bytes]]) -> tuple[str, SubmissionManifest]:
     """The honest rollouts, proofs and stats with hand-made delta files; (digest, manifest)."""
     rollouts, proofs, _ = submission_files(bundle)
-    manifest = SubmissionManifest(
-        task_id=bundle.task_id,
-        round=bundle.round,
-        base_round=bundle.base_round,
-        trainer=bundle.trainer,
-        rollouts=store.put_file(rollouts, "rollouts.safetensors"),
-        proofs=store.put_file(proofs, "proofs.bin"),
-        delta=tuple(store.put_file(data, name) for name, data in shards),
-        stats=encode_stats(bundle, bundle.batches),
+    manifest = submission_manifest(
+        bundle,
+        store.put_file(rollouts, "rollouts.safetensors"),
+        store.put_file(proofs, "proofs.bin"),
+        [store.put_file(data, name) for name, data in shards],
     )
     return store.put_manifest(manifest.to_bytes()), manifest
 

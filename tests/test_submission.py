@@ -37,6 +37,7 @@ from client.content.submission import (
     fetch_submission,
     put_submission,
     submission_files,
+    submission_manifest,
 )
 from client.content.task_spec import (
     TaskSpecError,
@@ -108,15 +109,12 @@ def put_parts(
 ) -> str:
     """Upload a submission with some parts replaced by hand-made bytes; return its manifest digest."""
     r, p, d = submission_files(bundle)
-    manifest = SubmissionManifest(
-        task_id=bundle.task_id,
-        round=bundle.round,
-        base_round=bundle.base_round,
-        trainer=bundle.trainer,
-        rollouts=store.put_file(r if rollouts is None else rollouts, "rollouts.safetensors"),
-        proofs=store.put_file(p if proofs is None else proofs, "proofs.bin"),
-        delta=tuple(store.put_file(data, name) for name, data in (d if delta is None else delta)),
-        stats=encode_stats(bundle, bundle.batches) if stats is None else stats,
+    manifest = submission_manifest(
+        bundle,
+        store.put_file(r if rollouts is None else rollouts, "rollouts.safetensors"),
+        store.put_file(p if proofs is None else proofs, "proofs.bin"),
+        [store.put_file(data, name) for name, data in (d if delta is None else delta)],
+        stats,
     )
     return store.put_manifest(manifest.to_bytes())
 

@@ -529,18 +529,35 @@ def submission_files(bundle: Bundle) -> tuple[bytes, bytes, list[tuple[str, byte
     return encode_rollouts(bundle.batches), encode_proof_file(bundle.proofs), delta_shards(bundle.delta)
 
 
-def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Digest, SubmissionManifest]:
-    """Upload the bundle's files and manifest; return (digest = what goes on chain, manifest)."""
-    rollouts, proofs, shards = submission_files(bundle)
-    manifest = SubmissionManifest(
+def submission_manifest(
+    bundle: Bundle,
+    rollouts: ShardRef,
+    proofs: ShardRef,
+    delta: Sequence[ShardRef],
+    stats: dict[str, Any] | None = None,
+) -> SubmissionManifest:
+    """The manifest of ``bundle`` (its task, rounds and trainer) naming these uploaded files, with
+    ``stats`` as its claimed numbers (default: the bundle's own, encode_stats)."""
+    return SubmissionManifest(
         task_id=bundle.task_id,
         round=bundle.round,
         base_round=bundle.base_round,
         trainer=bundle.trainer,
-        rollouts=store.put_file(rollouts, ROLLOUTS_NAME, pin=pin),
-        proofs=store.put_file(proofs, PROOFS_NAME, pin=pin),
-        delta=tuple(store.put_file(data, name, pin=pin) for name, data in shards),
-        stats=encode_stats(bundle, bundle.batches),
+        rollouts=rollouts,
+        proofs=proofs,
+        delta=tuple(delta),
+        stats=encode_stats(bundle, bundle.batches) if stats is None else stats,
+    )
+
+
+def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Digest, SubmissionManifest]:
+    """Upload the bundle's files and manifest; return (digest = what goes on chain, manifest)."""
+    rollouts, proofs, shards = submission_files(bundle)
+    manifest = submission_manifest(
+        bundle,
+        store.put_file(rollouts, ROLLOUTS_NAME, pin=pin),
+        store.put_file(proofs, PROOFS_NAME, pin=pin),
+        [store.put_file(data, name, pin=pin) for name, data in shards],
     )
     digest = store.put_manifest(manifest.to_bytes(), pin=pin)
     return digest, manifest
