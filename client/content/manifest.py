@@ -58,14 +58,15 @@ class ManifestError(ValueError):
     """Bytes or values that are not a valid canonical manifest; ``field`` says where."""
 
     def __init__(self, field: str, reason: str, value: Any = None) -> None:
-        shown = "" if value is None else f" (got {_short(value)})"
+        shown = "" if value is None else f" (got {short_repr(value)})"
         super().__init__(f"manifest field {field!r}: {reason}{shown}")
         self.field = field
         self.reason = reason
         self.value = value
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
+    """repr(value), cut to 80 characters (for error messages)."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

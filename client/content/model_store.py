@@ -23,12 +23,11 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 
 from client.content.manifest import (
     DTYPES,
@@ -44,7 +43,7 @@ from client.content.store import (
     SizeLimitExceeded,
     Store,
 )
-from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
+from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes, shard_tensors
 from client.digest import Digest
 from client.engine.config import ConfigError, ModelConfig, from_dict, to_dict
 
@@ -205,20 +204,17 @@ def _load_dir(directory: Path, digest: Digest, cid: str) -> FetchedModel:
 def _load_shards(
     directory: Path, refs: tuple[ShardRef, ...], field: str, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
+    def checked() -> Iterator[tuple[str, bytes]]:
+        for i, ref in enumerate(refs):
+            data = (directory / ref.name).read_bytes()
+            got = hashlib.sha256(data).hexdigest()
+            if got != ref.sha256:
+                raise ModelError(f"{field}[{i}]", ref.cid, f"sha256 mismatch, expected {ref.sha256}, got {got}")
+            yield ref.cid, data
+
     state: dict[str, torch.Tensor] = {}
-    for i, ref in enumerate(refs):
-        data = (directory / ref.name).read_bytes()
-        got = hashlib.sha256(data).hexdigest()
-        if got != ref.sha256:
-            raise ModelError(f"{field}[{i}]", ref.cid, f"sha256 mismatch, expected {ref.sha256}, got {got}")
-        try:
-            tensors = st_load(data)
-        except (SafetensorError, ValueError, RuntimeError) as e:
-            raise ModelError(f"{field}[{i}]", ref.cid, f"not a safetensors file: {e}") from None
-        for name, t in sorted(tensors.items()):
-            if name in state:
-                raise ModelError(f"{field}[{i}].{name}", ref.cid, "tensor appears in more than one shard")
-            if t.dtype != dtype:
-                raise ModelError(f"{field}[{i}].{name}", ref.cid, f"expected dtype {dtype}, got {t.dtype}")
-            state[name] = t
+    for where, cid, name, t in shard_tensors(checked(), field, ModelError):
+        if t.dtype != dtype:
+            raise ModelError(where, cid, f"expected dtype {dtype}, got {t.dtype}")
+        state[name] = t
     return state

@@ -65,6 +65,7 @@ from client.content.manifest import (
     SubmissionManifest,
     cid_for_digest,
     decode_manifest,
+    short_repr,
 )
 from client.content.store import (
     MIN_RATE,
@@ -73,7 +74,7 @@ from client.content.store import (
     SizeLimitExceeded,
     Store,
 )
-from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
+from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes, shard_tensors
 from client.digest import Digest
 from client.engine.bundle import Bundle, RolloutProofs
 from client.engine.config import ConfigError, TaskConfig
@@ -114,17 +115,12 @@ class SubmissionError(ValueError):
     """A submission that cannot be accepted as sent: ``field`` says where, ``cid`` which content."""
 
     def __init__(self, field: str, cid: str, reason: str, value: Any = None) -> None:
-        shown = "" if value is None else f" (got {_short(value)})"
+        shown = "" if value is None else f" (got {short_repr(value)})"
         super().__init__(f"submission {field} [{cid}]: {reason}{shown}")
         self.field = field
         self.cid = cid
         self.reason = reason
         self.value = value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -410,23 +406,14 @@ def decode_delta(
     """Delta shards -> one float32 state dict; names unique; exactly ``shapes`` when given; and the
     shards exactly ``delta_shards`` of the decoded delta (count, order, names, bytes)."""
     delta: dict[str, torch.Tensor] = {}
-    for i, (ref, data) in enumerate(blobs):
-        try:
-            tensors = st_load(data)
-        except (SafetensorError, ValueError, RuntimeError) as e:
-            raise SubmissionError(f"delta[{i}]", ref.cid, f"not a safetensors file: {e}") from None
-        for name, t in sorted(tensors.items()):
-            if name in delta:
-                raise SubmissionError(f"delta[{i}].{name}", ref.cid, "tensor appears in more than one shard")
-            if t.dtype != torch.float32:
-                raise SubmissionError(f"delta[{i}].{name}", ref.cid, "expected dtype torch.float32", t.dtype)
-            if shapes is not None and name not in shapes:
-                raise SubmissionError(f"delta[{i}].{name}", ref.cid, "not a parameter of the base model")
-            if shapes is not None and tuple(t.shape) != tuple(shapes[name]):
-                raise SubmissionError(
-                    f"delta[{i}].{name}", ref.cid, f"expected shape {tuple(shapes[name])}", tuple(t.shape)
-                )
-            delta[name] = t
+    for where, cid, name, t in shard_tensors(((ref.cid, data) for ref, data in blobs), "delta", SubmissionError):
+        if t.dtype != torch.float32:
+            raise SubmissionError(where, cid, "expected dtype torch.float32", t.dtype)
+        if shapes is not None and name not in shapes:
+            raise SubmissionError(where, cid, "not a parameter of the base model")
+        if shapes is not None and tuple(t.shape) != tuple(shapes[name]):
+            raise SubmissionError(where, cid, f"expected shape {tuple(shapes[name])}", tuple(t.shape))
+        delta[name] = t
     if shapes is not None and set(delta) != set(shapes):
         missing = sorted(set(shapes) - set(delta))
         raise SubmissionError(

@@ -9,10 +9,12 @@ CPU tensors, so the bytes depend only on names, dtypes, shapes and values.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -100,3 +102,24 @@ def load_shards(directory: str | Path, shards: list[Shard]) -> dict[str, torch.T
     """Read and verify shards from `directory` (every byte checked against its sha256 before use)."""
     directory = Path(directory)
     return load_shard_bytes([(s, (directory / s.name).read_bytes()) for s in shards])
+
+
+def shard_tensors(
+    blobs: Iterable[tuple[str, bytes]], field: str, error: Callable[[str, str, str], Exception]
+) -> Iterator[tuple[str, str, str, torch.Tensor]]:
+    """The tensors of fetched shards ((cid, bytes) each), shard by shard and by name within a shard,
+    as (where, cid, name, tensor) with where = ``f"{field}[i].{name}"``. Raises ``error(where, cid,
+    reason)`` for a shard that is not a safetensors file (where: ``f"{field}[i]"``) and for a
+    tensor name an earlier shard had."""
+    seen: set[str] = set()
+    for i, (cid, data) in enumerate(blobs):
+        try:
+            tensors = st_load(data)
+        except (SafetensorError, ValueError, RuntimeError) as e:  # torch raises on some corrupt headers
+            raise error(f"{field}[{i}]", cid, f"not a safetensors file: {e}") from None
+        for name, t in sorted(tensors.items()):
+            where = f"{field}[{i}].{name}"
+            if name in seen:
+                raise error(where, cid, "tensor appears in more than one shard")
+            seen.add(name)
+            yield where, cid, name, t
