@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from own_devnet import TASK_FILE, port_flags
 
 from client import chain
 from client.chain import Role
@@ -25,30 +26,10 @@ from scripts import REPO_ROOT, devnet
 from scripts.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
 from scripts.harness import Actor, Conservation, Ledger, wait_for
 
-TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
-
 
 def demo_cmd(state: Path, *extra: str) -> list[str]:
-    ports = [str(procs.free_port()) for _ in range(4)]
-    return [
-        sys.executable,
-        "-m",
-        "scripts.demo",
-        "--task-file",
-        str(TASK_FILE),
-        "--state-dir",
-        str(state),
-        "--no-live",
-        "--anvil-port",
-        ports[0],
-        "--ipfs-port",
-        ports[1],
-        "--ipfs-gateway-port",
-        ports[2],
-        "--ipfs-grpc-port",
-        ports[3],
-        *extra,
-    ]
+    args = ["--task-file", str(TASK_FILE), "--state-dir", str(state), "--no-live", *port_flags(), *extra]
+    return [sys.executable, "-m", "scripts.demo", *args]
 
 
 def group_members(pgids: set[int]) -> list[int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ipfshttpclient
 import pytest
+from own_devnet import free_ports
 
 from client import chain
 from client.runtime import procs
@@ -23,10 +24,6 @@ def _children() -> set[int]:
     """Live (non-zombie) processes whose parent is this test process."""
     me = os.getpid()
     return {pid for pid, fields in procs.live_processes().items() if int(fields[1]) == me}
-
-
-def _free_ports() -> devnet.Ports:
-    return devnet.Ports(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port())
 
 
 @pytest.fixture
@@ -53,7 +50,7 @@ def test_ipfs_fixture_adds_and_cats_a_block(ipfs) -> None:
 @pytest.mark.slow
 def test_up_writes_state_and_down_stops_exactly_its_pids(tmp_path: Path) -> None:
     before = _children()
-    ports = _free_ports()
+    ports = free_ports()
     net = devnet.up(tmp_path / "dn", ports, accounts=3)
     try:
         state = json.loads((tmp_path / "dn" / "devnet.json").read_text())
@@ -71,7 +68,7 @@ def test_up_writes_state_and_down_stops_exactly_its_pids(tmp_path: Path) -> None
             == b"x"
         )
         with pytest.raises(devnet.DevnetRunning):
-            devnet.up(tmp_path / "dn", _free_ports())
+            devnet.up(tmp_path / "dn", free_ports())
     finally:
         stopped = devnet.down(tmp_path / "dn")
     assert sorted(stopped) == sorted(pids)

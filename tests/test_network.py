@@ -6,72 +6,29 @@ One run per module; each test asserts one part of what it left on chain, in IPFS
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from own_devnet import TASK_FILE, NetworkRun, network_run
 
 from client import chain
 from client.chain import Role
 from client.content.model_store import fetch_model
-from client.content.store import Store
 from client.digest import Digest
 from client.initiator import load_task_file
 from client.runtime import procs
-from scripts import devnet
-from scripts.demo import (
-    NetworkPlan,
-    NodeProc,
-    Outcome,
-    demo_nodes,
-    run_network,
-    stop_nodes,
-)
+from scripts.demo import NetworkPlan, demo_nodes
 
-TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 ROUNDS = 3
-
-
-@dataclass(frozen=True)
-class NetworkRun:
-    net: devnet.Devnet
-    client: chain.ChainClient
-    store: Store
-    plan: NetworkPlan
-    outcome: Outcome
-
-    def of(self, cls, **match) -> list:
-        return [
-            e for e in self.outcome.events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in match.items())
-        ]
-
-    def addresses(self, role: Role) -> list[str]:
-        return [s.address for s in self.plan.nodes if s.role == role]
-
-
-def free_ports() -> devnet.Ports:
-    return devnet.Ports(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port())
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkRun]:
-    state = tmp_path_factory.mktemp("network")
-    net = devnet.up(state, free_ports())
-    nodes: list[NodeProc] = []
-    try:
-        plan = NetworkPlan(
-            TASK_FILE, ROUNDS, demo_nodes(honest=2, cheat=None, validators=2), timeout_s=150.0, live=False
-        )
-        outcome = run_network(net, plan, Console(file=io.StringIO(), width=200), nodes)
-        client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
-        yield NetworkRun(net, client, Store(net.ipfs_api, state / "test-cache", timeout=10.0), plan, outcome)
-    finally:
-        stop_nodes(nodes)
-        devnet.down(state)
+    plan = NetworkPlan(TASK_FILE, ROUNDS, demo_nodes(honest=2, cheat=None, validators=2), timeout_s=150.0, live=False)
+    with network_run(tmp_path_factory.mktemp("network"), plan) as run:
+        yield run
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

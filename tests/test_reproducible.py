@@ -10,69 +10,39 @@ each model with the validators' encoding (put_model with the outer momentum, par
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from rich.console import Console
+from own_devnet import TASK_FILE, NetworkRun, network_run
 
 from client import chain
 from client.chain import Role
 from client.content.model_store import put_model
-from client.content.store import Store
 from client.digest import Digest
 from client.engine.grpo import pin_determinism
 from client.initiator import load_task_file
-from client.runtime import procs
-from scripts import devnet
-from scripts.demo import (
-    NetworkPlan,
-    NodeProc,
-    Outcome,
-    demo_nodes,
-    run_network,
-    stop_nodes,
-)
+from scripts.demo import NetworkPlan, demo_nodes
 from scripts.simulate import simulate_decentralized
 
-TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"
 ROUNDS = 3
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-@dataclass(frozen=True)
-class ChainRun:
-    client: chain.ChainClient
-    store: Store
-    plan: NetworkPlan
-    outcome: Outcome
-
-
 @pytest.fixture(scope="module")
-def chain_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainRun]:
-    state = tmp_path_factory.mktemp("reproducible")
-    net = devnet.up(state, devnet.Ports(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port()))
-    nodes: list[NodeProc] = []
-    try:
-        plan = NetworkPlan(
-            TASK_FILE, ROUNDS, demo_nodes(honest=3, cheat=None, validators=1), timeout_s=150.0, threads=1, live=False
-        )
-        assert load_task_file(TASK_FILE).params.async_level == 0
-        outcome = run_network(net, plan, Console(file=io.StringIO(), width=200), nodes)
-        client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
-        yield ChainRun(client, Store(net.ipfs_api, state / "sim-cache", timeout=10.0), plan, outcome)
-    finally:
-        stop_nodes(nodes)
-        devnet.down(state)
+def chain_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkRun]:
+    assert load_task_file(TASK_FILE).params.async_level == 0
+    plan = NetworkPlan(
+        TASK_FILE, ROUNDS, demo_nodes(honest=3, cheat=None, validators=1), timeout_s=150.0, threads=1, live=False
+    )
+    with network_run(tmp_path_factory.mktemp("reproducible"), plan) as run:
+        yield run
 
 
-def test_chain_models_equal_the_simulation_for_3_rounds(chain_run: ChainRun):
+def test_chain_models_equal_the_simulation_for_3_rounds(chain_run: NetworkRun):
     c, task_id = chain_run.client.concord, chain_run.outcome.task_id
     on_chain = [Digest.parse(c.model_digest(task_id, m).digest) for m in range(ROUNDS + 1)]
-    trainers = [s.address for s in chain_run.plan.nodes if s.role == Role.TRAINER]
+    trainers = chain_run.addresses(Role.TRAINER)
     bundles = {
         (e.round, e.trainer): e.bundle_digest.hex() for e in chain_run.outcome.events if isinstance(e, chain.Submitted)
     }
@@ -95,7 +65,7 @@ def test_chain_models_equal_the_simulation_for_3_rounds(chain_run: ChainRun):
     assert curve.rewards == pytest.approx(list(chain_run.outcome.curve), abs=1e-9)
 
 
-def test_the_delta_order_matters(chain_run: ChainRun):
+def test_the_delta_order_matters(chain_run: NetworkRun):
     """The check above can fail: the same deltas summed in another order give other model bytes."""
     c, task_id = chain_run.client.concord, chain_run.outcome.task_id
     bundles = {

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from own_devnet import port_flags
 
 from client import chain
 from client.chain import keys
@@ -117,24 +118,6 @@ def launched(name: str, argv: list[str], tmp_path: Path) -> Iterator[Command]:
             except ProcessLookupError:
                 pass
         proc.wait(timeout=30)
-
-
-def free_ports() -> list[str]:
-    return [str(procs.free_port()) for _ in range(4)]
-
-
-def port_flags() -> list[str]:
-    ports = free_ports()
-    return [
-        "--anvil-port",
-        ports[0],
-        "--ipfs-port",
-        ports[1],
-        "--ipfs-gateway-port",
-        ports[2],
-        "--ipfs-grpc-port",
-        ports[3],
-    ]
 
 
 def nodes_listed(path: Path, count: int) -> Callable[[], bool]:

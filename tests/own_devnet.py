@@ -1,0 +1,74 @@
+"""A devnet of a test's own (a helper module, imported by name like chain_judge): free ports for it,
+the same as command-line flags, and a whole network run on it (scripts.demo.run_network)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from client import chain
+from client.chain import Role
+from client.content.store import Store
+from client.runtime import procs
+from scripts import devnet
+
+if TYPE_CHECKING:
+    from scripts.demo import NetworkPlan, Outcome
+
+TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"  # the small task the network tests run
+
+
+def free_ports() -> devnet.Ports:
+    return devnet.Ports(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port())
+
+
+def port_flags() -> list[str]:
+    """Free ports as the flags of `concord devnet up` and `concord demo`."""
+    ports = free_ports()
+    return [
+        *("--anvil-port", str(ports.anvil)),
+        *("--ipfs-port", str(ports.ipfs_api)),
+        *("--ipfs-gateway-port", str(ports.ipfs_gateway)),
+        *("--ipfs-grpc-port", str(ports.ipfs_grpc)),
+    ]
+
+
+@dataclass(frozen=True)
+class NetworkRun:
+    """What a settled network run left: its devnet, a client and a store on it, the plan, the outcome."""
+
+    net: devnet.Devnet
+    client: chain.ChainClient
+    store: Store
+    plan: NetworkPlan
+    outcome: Outcome
+
+    def of(self, cls, **match) -> list:
+        return [
+            e for e in self.outcome.events if isinstance(e, cls) and all(getattr(e, k) == v for k, v in match.items())
+        ]
+
+    def addresses(self, role: Role) -> list[str]:
+        return [s.address for s in self.plan.nodes if s.role == role]
+
+
+@contextmanager
+def network_run(state: Path, plan: NetworkPlan) -> Iterator[NetworkRun]:
+    """Bring a devnet up under ``state``, run ``plan`` on it to the end; on exit stop the nodes and the devnet."""
+    from rich.console import Console
+
+    from scripts.demo import NodeProc, run_network, stop_nodes
+
+    net = devnet.up(state, free_ports())
+    nodes: list[NodeProc] = []
+    try:
+        outcome = run_network(net, plan, Console(file=io.StringIO(), width=200), nodes)
+        client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
+        yield NetworkRun(net, client, Store(net.ipfs_api, state / "test-cache", timeout=10.0), plan, outcome)
+    finally:
+        stop_nodes(nodes)
+        devnet.down(state)
