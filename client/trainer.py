@@ -39,12 +39,7 @@ from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
 from client.engine.model import Policy
-from client.runtime.config import (
-    NodeConfig,
-    NodeConfigError,
-    add_node_args,
-    node_config,
-)
+from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config
 from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
 from client.runtime.events import EventFollower, Tick

@@ -86,21 +86,11 @@ from client.digest import Digest
 from client.engine.bundle import Bundle
 from client.engine.grpo import pin_determinism
 from client.engine.model import policy_state
-from client.runtime.config import (
-    NodeConfig,
-    NodeConfigError,
-    add_node_args,
-    node_config,
-)
+from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config
 from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
 from client.runtime.events import EventFollower
-from client.runtime.task import (
-    TaskContext,
-    UnknownTask,
-    load_task_context,
-    model_for_round,
-)
+from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
 

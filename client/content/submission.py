@@ -525,16 +525,9 @@ def submission_manifest(
 ) -> SubmissionManifest:
     """The manifest of ``bundle`` (its task, rounds and trainer) naming these uploaded files, with
     ``stats`` as its claimed numbers (default: the bundle's own, encode_stats)."""
-    return SubmissionManifest(
-        task_id=bundle.task_id,
-        round=bundle.round,
-        base_round=bundle.base_round,
-        trainer=bundle.trainer,
-        rollouts=rollouts,
-        proofs=proofs,
-        delta=tuple(delta),
-        stats=encode_stats(bundle, bundle.batches) if stats is None else stats,
-    )
+    claims = encode_stats(bundle, bundle.batches) if stats is None else stats
+    b = bundle
+    return SubmissionManifest(b.task_id, b.round, b.base_round, b.trainer, rollouts, proofs, tuple(delta), claims)
 
 
 def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Digest, SubmissionManifest]:

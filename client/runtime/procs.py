@@ -369,11 +369,18 @@ def _wait_gone(pid: int, timeout: float, poll: float = 0.05) -> bool:
     return False
 
 
+def _already_gone(daemon: Daemon) -> bool:
+    """True, with its PID reaped and its record forgotten, when the daemon is no longer the process we started."""
+    if is_ours(daemon):
+        return False
+    _reap(daemon.pid)
+    _forget(daemon)
+    return True
+
+
 def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
     """Stop the daemon's process group: SIGTERM, wait, then SIGKILL. False if it was already gone."""
-    if not is_ours(daemon):
-        _reap(daemon.pid)
-        _forget(daemon)
+    if _already_gone(daemon):
         return False
     _signal_group(daemon.pid, signal.SIGTERM)
     if not _wait_gone(daemon.pid, timeout):
@@ -391,9 +398,7 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
 
 def kill(daemon: Daemon, timeout: float = 10.0) -> bool:
     """kill -9 the daemon's process group, no shutdown (as a crash would); False if it was already gone."""
-    if not is_ours(daemon):
-        _reap(daemon.pid)
-        _forget(daemon)
+    if _already_gone(daemon):
         return False
     _signal_group(daemon.pid, signal.SIGKILL)
     _wait_gone(daemon.pid, timeout, poll=0.02)
