@@ -51,7 +51,7 @@ from client.initiator import Published, TaskFile, load_task_file, publish_task
 from client.runtime import procs
 from client.runtime.procs import Daemon, ProcError
 from scripts import REPO_ROOT, devnet
-from scripts.harness import TOKEN, Actor, Conservation, Ledger, conservation, enrol, settle_up
+from scripts.harness import TOKEN, Actor, Conservation, Ledger, conservation, enrol, node_command, settle_up
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +150,15 @@ def node_argv(
 ) -> list[str]:
     """The node's command line: the same `concord trainer|validator run` a user would type; a cheater's
     is the lab's node of its role (scripts.adversaries.trainer|validator: the same flags and --cheat)."""
-    common = [
-        "--task",
-        str(task_id),
-        "--devnet",
-        str(devnet_json),
-        "--devnet-account",
-        str(spec.account),
-        "--state-dir",
-        str(state_dir),
-        "--rounds",
-        str(rounds),
-        "--json-logs",
-        "--poll-interval",
-        str(plan.poll_interval),
-    ]
     cheat = ["--cheat", spec.cheat] if spec.cheat else []
     if spec.role == Role.TRAINER:
         module = "scripts.adversaries.trainer" if spec.cheat else "client.trainer"
-        return [sys.executable, "-m", module, "run", *common, "--threads", str(plan.threads), *cheat]
-    module = "scripts.adversaries.validator" if spec.cheat else "validator.node"
-    return [sys.executable, "-m", module, "run", *common, "--withdraw", *cheat]
+        extra = ["--threads", str(plan.threads), *cheat]
+    else:
+        module = "scripts.adversaries.validator" if spec.cheat else "validator.node"
+        extra = ["--withdraw", *cheat]
+    network = ("--devnet", str(devnet_json))
+    return node_command(module, network, task_id, spec.account, state_dir, rounds, plan.poll_interval, *extra)
 
 
 def start_nodes(

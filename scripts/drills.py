@@ -25,7 +25,6 @@ known point of the upload.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -56,7 +55,8 @@ from client.runtime.connect import Node, connect_node
 from client.runtime.display import fields
 from client.runtime.task import TaskContext, load_task_context, model_for_round
 from scripts import REPO_ROOT, devnet
-from scripts.harness import TOKEN, conservation, enrol, expect, wait_for
+from scripts.harness import TOKEN, conservation, enrol, expect, node_command, wait_for
+from scripts.lab_node import run_lab_node
 
 STAKE = 100 * TOKEN
 INITIATOR, SPARE, VICTIM, PEER, VAL_A, VAL_B = 0, 5, 6, 7, 8, 9
@@ -213,29 +213,8 @@ def node_argv(
     dep = tmp / "deployment.json"
     if not dep.exists():
         client.deployment.save(dep)
-    return [
-        sys.executable,
-        "-m",
-        module,
-        "run",
-        "--task",
-        str(task_id),
-        "--rpc-url",
-        client.rpc.url,
-        "--deployment",
-        str(dep),
-        "--ipfs-api",
-        ipfs_api,
-        "--devnet-account",
-        str(account),
-        "--state-dir",
-        str(tmp / name),
-        "--rounds",
-        str(rounds),
-        "--json-logs",
-        "--poll-interval",
-        "0.05",
-    ]
+    network = ("--rpc-url", client.rpc.url, "--deployment", str(dep), "--ipfs-api", ipfs_api)
+    return node_command(module, network, task_id, account, tmp / name, rounds, 0.05)
 
 
 def pausing(argv: list[str], seconds: float) -> list[str]:
@@ -282,14 +261,28 @@ def submit_honest(
     client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, round_: int
 ) -> tuple[str, Callable[[], None]]:
     """An honest round-``round_`` bundle uploaded now; returns (digest, a function that submits it)."""
-    from client.content.submission import put_submission
+    return submit_with(client, ipfs_api, tmp, task_id, account, round_, lambda store, b: put_submission(store, b)[0])
+
+
+def submit_with(
+    client: ChainClient,
+    ipfs_api: str,
+    tmp: Path,
+    task_id: int,
+    account: int,
+    round_: int,
+    upload: Callable[[Store, object], str],
+) -> tuple[str, Callable[[], None]]:
+    """A round-``round_`` bundle trained honestly and uploaded by ``upload(store, bundle) -> digest``;
+    returns (digest, a function that submits it with the bundle's proof root and work units)."""
     from client.engine.bundle import make_bundle
 
     node = connect_node(node_cfg(client, ipfs_api, tmp, task_id, account, f"sdk-trainer-{account}"))
     ctx = load_task_context(node, task_id)
-    policy = model_for_round(ctx, node.store, round_)
-    bundle = make_bundle(policy, ctx.env, ctx.task, task_id, round_, node.address, round_)
-    digest, _ = put_submission(node.store, bundle)
+    bundle = make_bundle(
+        model_for_round(ctx, node.store, round_), ctx.env, ctx.task, task_id, round_, node.address, round_
+    )
+    digest = upload(node.store, bundle)
 
     def submit() -> None:
         client.concord.submit(
@@ -311,6 +304,27 @@ def warm_caches(
     """A node that ran before: the task spec and model 0 sit in its state dir's cache."""
     n = connect_node(node_cfg(client, ipfs_api, tmp, task_id, account, name, role))
     model_for_round(load_task_context(n, task_id), n.store, 0)
+
+
+def validator_thread(
+    nodes: Nodes, client: ChainClient, ipfs_api: str, tmp: Path, task_id: int, account: int, name: str, label: str = ""
+) -> NodeThread:
+    """A one-round validator node (run_validator, state in tmp/``name``) started in a thread of ``nodes``
+    called ``label`` (default: ``name``)."""
+    from validator import node as vnode
+
+    cfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"), rounds=1)
+    return nodes.thread(label or name, lambda stop: vnode.run_validator(cfg, stop))
+
+
+def settled(client: ChainClient, task_id: int) -> bool:
+    """Round 0 of ``task_id`` is finalized."""
+    return client.concord.task_state(task_id).finalized_rounds >= 1
+
+
+def wait_settled(client: ChainClient, task_id: int, timeout: float, alive: Callable[[], str | None]) -> None:
+    """Wait (scripts.harness.wait_for) for round 0 of ``task_id`` to be finalized."""
+    wait_for("round 0 to settle", lambda: settled(client, task_id), timeout=timeout, alive=alive)
 
 
 class Records(logging.Handler):
@@ -416,19 +430,9 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
                 facts["manifest_after_kill"] = False
             expect(not facts["manifest_after_kill"], "the killed trainer's manifest is in IPFS")
 
-            from validator import node as vnode
-
-            vcfg = vnode.ValidatorConfig(
-                node_cfg(client, ipfs_api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
-            )
-            v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
+            v = validator_thread(nodes, client, ipfs_api, tmp, task_id, VAL_A, "validator")
             second = nodes.process(argv, name="trainer (restarted)")
-            wait_for(
-                "round 0 to settle",
-                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                timeout=150,
-                alive=any_failed(second, v),
-            )
+            wait_settled(client, task_id, timeout=150, alive=any_failed(second, v))
             expect(second.finish() == 0, f"restarted trainer exited with {second.proc.returncode}")
             v.join()
             facts["restart_last_submitted"] = second.first("started")["last_submitted"]
@@ -477,10 +481,7 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
             a1.kill()
             plan = json.loads(vnode.plan_path(vnode.task_dir(tmp / "val-a", task_id), 0).read_text())
             expect(client.concord.phase_of(task_id, 0) == Phase.COMMIT, "B's commit should still be missing")
-            bcfg = vnode.ValidatorConfig(
-                node_cfg(client, ipfs_api, tmp, task_id, VAL_B, "val-b", "validator"), rounds=1
-            )
-            vb = nodes.thread("validator B", lambda stop: vnode.run_validator(bcfg, stop))
+            vb = validator_thread(nodes, client, ipfs_api, tmp, task_id, VAL_B, "val-b", "validator B")
             wait_for(
                 "validator B to reveal",
                 lambda: client.concord.commit_status(task_id, 0, b).revealed,
@@ -488,12 +489,7 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
             )
             expect(client.concord.phase_of(task_id, 0) == Phase.REVEAL, "the reveal phase should wait for A")
             a2 = nodes.process(argv, name="validator A (restarted)")
-            wait_for(
-                "round 0 to settle",
-                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                timeout=120,
-                alive=any_failed(a2, vb),
-            )
+            wait_settled(client, task_id, timeout=120, alive=any_failed(a2, vb))
             expect(a2.finish() == 0, f"restarted validator exited with {a2.proc.returncode}")
             vb.join()
             committed = [e for e in events(client, task_id, "Committed") if e.validator == a]
@@ -576,11 +572,8 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
                 warm_caches(client, api, tmp, task_id, VICTIM, "trainer", "trainer")
                 warm_caches(client, api, tmp, task_id, VAL_A, "validator", "validator")
                 _, submit = submit_honest(client, api, tmp, task_id, PEER, 0)  # its files are in IPFS
-                vcfg = vnode.ValidatorConfig(
-                    node_cfg(client, api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
-                )
                 tcfg = TrainerConfig(node_cfg(client, api, tmp, task_id, VICTIM, "trainer"), rounds=1)
-                v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
+                v = validator_thread(nodes, client, api, tmp, task_id, VAL_A, "validator")
 
                 ipfs.sigkill()
                 killed_at = time.monotonic()
@@ -606,12 +599,7 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
                 facts["lock_left"] = (ipfs.repo / devnet.REPO_LOCK).exists()
                 ipfs.restart(tmp / "ipfs-restart.log")
                 facts["down_s"] = round(time.monotonic() - killed_at, 1)
-                wait_for(
-                    "round 0 to settle",
-                    lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                    timeout=150,
-                    alive=alive,
-                )
+                wait_settled(client, task_id, timeout=150, alive=alive)
                 t.join()
                 v.join()
                 facts["trainer_retries"] = seen.count("concord.trainer", api)
@@ -647,7 +635,6 @@ def drill_anvil_frozen(
     files in IPFS (so its submit runs into the freeze) while a validator thread follows the round:
     nobody crashes, every transaction is sent once (one submit, one commit, one reveal; each
     sender's nonces used once, in order)."""
-    from validator import node as vnode
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -658,10 +645,7 @@ def drill_anvil_frozen(
             validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
             facts["honest"] = [trainer, validator]
             first_block = client.rpc.block_number() + 1
-            vcfg = vnode.ValidatorConfig(
-                node_cfg(client, ipfs_api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
-            )
-            v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
+            v = validator_thread(nodes, client, ipfs_api, tmp, task_id, VAL_A, "validator")
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "trainer", 1)
             t = nodes.process(pausing(argv, 1), name="trainer")
             wait_for("the trainer to be uploading", lambda: t.saw("drill_pause"), alive=any_failed(t, v))
@@ -673,12 +657,7 @@ def drill_anvil_frozen(
             resumed = time.time()
             expect(t.proc.poll() is None or t.proc.returncode == 0, f"trainer died during the freeze: {t.failed()}")
             expect(not v.errors, f"validator failed during the freeze: {v.failed()}")
-            wait_for(
-                "round 0 to settle",
-                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                timeout=120,
-                alive=any_failed(t, v),
-            )
+            wait_settled(client, task_id, timeout=120, alive=any_failed(t, v))
             expect(t.finish() == 0, f"trainer exited with {t.proc.returncode}")
             v.join()
             submitted_at = datetime.fromisoformat(t.first("submitted")["ts"]).timestamp()
@@ -757,40 +736,6 @@ def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> 
 HONEST_2 = 4  # a second honest trainer for the availability drills (accounts 6-9 are taken)
 
 
-def submit_with(
-    client: ChainClient,
-    ipfs_api: str,
-    tmp: Path,
-    task_id: int,
-    account: int,
-    round_: int,
-    upload: Callable[[Store, object], str],
-) -> tuple[str, Callable[[], None]]:
-    """A round-``round_`` bundle trained honestly and uploaded by ``upload(store, bundle) -> digest``;
-    returns (digest, a function that submits it with the bundle's proof root and work units)."""
-    from client.engine.bundle import make_bundle
-
-    node = connect_node(node_cfg(client, ipfs_api, tmp, task_id, account, f"sdk-trainer-{account}"))
-    ctx = load_task_context(node, task_id)
-    bundle = make_bundle(
-        model_for_round(ctx, node.store, round_), ctx.env, ctx.task, task_id, round_, node.address, round_
-    )
-    digest = upload(node.store, bundle)
-
-    def submit() -> None:
-        client.concord.submit(
-            node.signer,
-            task_id,
-            round_,
-            round_,
-            Digest.parse(digest).bytes,
-            bytes(bundle.proof_root),
-            bundle.work_units,
-        )
-
-    return digest, submit
-
-
 def verdict_times(
     folders: Iterable[Path], task_id: int, since: float, until: Callable[[], bool], timeout: float
 ) -> dict[tuple[str, int], float]:
@@ -828,7 +773,6 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
     rejected and slashed, the honest trainer paid, the round settles (not void). One validator: two
     in one process raced each other's finalize once (a TxReverted without a reason, outside this
     drill's subject); `concord bench attacks` plays the same cheat against three validator processes."""
-    from client.content.submission import put_submission
     from scripts.adversaries import trainer_cheats as cheats
     from validator import node as vnode
 
@@ -840,26 +784,17 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
             cheater = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
             vals = [enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)]
             facts["honest"] = [honest, *vals]
-            _, submit_honest_ = submit_with(
-                client, ipfs_api, tmp, task_id, PEER, 0, lambda store, b: put_submission(store, b)[0]
-            )
+            _, submit_honest_ = submit_honest(client, ipfs_api, tmp, task_id, PEER, 0)
             _, submit_cheat = submit_with(
                 client, ipfs_api, tmp, task_id, VICTIM, 0, lambda store, b: cheats.withheld_leaf(store, b).digest
             )
-            threads = []
-            for account, name in ((VAL_A, "val-a"),):
-                cfg = vnode.ValidatorConfig(
-                    node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"), rounds=1
-                )
-                threads.append(nodes.thread(name, lambda stop, c=cfg: vnode.run_validator(c, stop)))
+            threads = [
+                validator_thread(nodes, client, ipfs_api, tmp, task_id, account, name)
+                for account, name in ((VAL_A, "val-a"),)
+            ]
             submit_cheat()
             submit_honest_()
-            wait_for(
-                "round 0 to settle",
-                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
-                timeout=180,
-                alive=any_failed(*threads),
-            )
+            wait_settled(client, task_id, timeout=180, alive=any_failed(*threads))
             for t in threads:
                 t.join()
             settled_outcome(client, task_id, cheater, [honest], facts)
@@ -1024,20 +959,15 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
                 return digest
 
             _, submit_slow = submit_with(client, ipfs_api, tmp, task_id, VICTIM, 0, slow_upload)
-            submits = [
-                submit_with(client, ipfs_api, tmp, task_id, a, 0, lambda store, b: put_submission(store, b)[0])[1]
-                for a in (PEER, HONEST_2)
-            ]
+            submits = [submit_honest(client, ipfs_api, tmp, task_id, a, 0)[1] for a in (PEER, HONEST_2)]
             proxy.slow |= slow_cids
-            cfg = vnode.ValidatorConfig(
-                node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator"), rounds=1
-            )
+            vnode_cfg = node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
             warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
             deadline = submission_deadline_s(
-                load_task_context(connect_node(cfg.node), task_id).spec.limits, cfg.node.ipfs_timeout
+                load_task_context(connect_node(vnode_cfg), task_id).spec.limits, vnode_cfg.ipfs_timeout
             )
             facts["deadline_s"] = round(deadline, 2)
-            v = nodes.thread("validator", lambda stop: vnode.run_validator(cfg, stop))
+            v = validator_thread(nodes, client, proxy.api, tmp, task_id, VAL_A, "validator")
             started = time.monotonic()
             submit_slow()  # first: the honest ones must not wait behind it
             for submit in submits:
@@ -1046,10 +976,10 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
                 [tmp / "validator"],
                 task_id,
                 started,
-                lambda: client.concord.task_state(task_id).finalized_rounds >= 1,
+                lambda: settled(client, task_id),
                 timeout=180,
             )
-            expect(client.concord.task_state(task_id).finalized_rounds >= 1, "round 0 did not settle")
+            expect(settled(client, task_id), "round 0 did not settle")
             v.join()
             subs = {e.trainer: e.index for e in events(client, task_id, "Submitted")}
             facts["slow_verdict_s"] = times.get(("validator", subs[slow]))
@@ -1130,19 +1060,18 @@ class PauseBeforeManifest(trainer.TrainerHooks):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m scripts.drills run --pause-before-manifest SECONDS <concord trainer run flags>`."""
-    p = argparse.ArgumentParser(prog="python -m scripts.drills", description="the fault drills' trainer node")
-    sub = p.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="a trainer node (the flags of `concord trainer run`) that pauses mid-upload")
-    trainer.add_run_args(run)
-    run.add_argument(
+    return run_lab_node(
+        argv,
+        "python -m scripts.drills",
+        "the fault drills' trainer node",
+        "a trainer node (the flags of `concord trainer run`) that pauses mid-upload",
+        trainer.add_run_args,
         "--pause-before-manifest",
+        lambda args: trainer.run_command(args, PauseBeforeManifest(args.pause_before_manifest)),
         type=float,
-        required=True,
         metavar="SECONDS",
         help="sleep this long between a submission's files and its manifest",
     )
-    args = p.parse_args(argv)
-    return trainer.run_command(args, PauseBeforeManifest(args.pause_before_manifest))
 
 
 if __name__ == "__main__":

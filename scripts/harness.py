@@ -3,6 +3,8 @@ deployed protocol that is not a node's own work.
 
 * ``enrol``: approve + register (unless already registered in that role) + join a task, as a
   node does on start;
+* ``node_command``: the command line of a node process (`python -m MODULE run ...`, the flags
+  of `concord trainer|validator run`);
 * ``wait_for``: poll a condition on chain (or in a node's log) with a timeout, failing early
   when a node it depends on has died;
 * ``settle_up``: after the last round the initiator reclaims the leftover escrow and everyone
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from client import chain
 from client.chain import ChainClient, ContractError, Role, Signer, keys
@@ -82,6 +86,27 @@ def enrol(client: ChainClient, who: Signer | int, role: Role, stake: int, task_i
     if task_id is not None:
         client.concord.join(signer, task_id)
     return signer.address
+
+
+def node_command(
+    module: str,
+    network: Sequence[str],
+    task_id: int,
+    account: int,
+    state_dir: Path,
+    rounds: int,
+    poll: float,
+    *extra: str,
+) -> list[str]:
+    """`python -m MODULE run`: a node process with the flags of `concord trainer|validator run`:
+    ``network`` (how it reaches the chain and IPFS: ``--devnet FILE``, or ``--rpc-url``,
+    ``--deployment`` and ``--ipfs-api``), the task, devnet account ``account``, ``state_dir``,
+    ``rounds`` rounds, JSON logs, polling every ``poll`` seconds, then ``extra``."""
+    return [
+        *(sys.executable, "-m", module, "run", "--task", str(task_id), *network),
+        *("--devnet-account", str(account), "--state-dir", str(state_dir), "--rounds", str(rounds)),
+        *("--json-logs", "--poll-interval", str(poll), *extra),
+    ]
 
 
 def wait_for(

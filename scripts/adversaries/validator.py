@@ -8,41 +8,24 @@ is the honest one. Its log names the mode at start and each step the mode change
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from client.runtime.display import fields, setup_logging
+from scripts.adversaries import run_cheater
 from scripts.adversaries.validator_cheats import VALIDATOR_CHEATS, CheatingValidator
 from validator import node
 
-log = logging.getLogger("concord.validator.cheat")
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m scripts.adversaries.validator", description="run a cheating validator node"
+    return run_cheater(
+        argv,
+        "validator",
+        node.add_run_args,
+        VALIDATOR_CHEATS,
+        "the validator rule to break (scripts/adversaries/validator_cheats.py)",
+        lambda cheat: {"expected_loss": cheat.expected_loss},
+        lambda args, cheat: node.run_command(args, CheatingValidator(cheat)),
     )
-    sub = p.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="a validator node (the flags of `concord validator run`) playing one cheat")
-    node.add_run_args(run)
-    run.add_argument(
-        "--cheat",
-        choices=sorted(VALIDATOR_CHEATS),
-        required=True,
-        help="the validator rule to break (scripts/adversaries/validator_cheats.py)",
-    )
-    args = p.parse_args(argv)
-    cheat = VALIDATOR_CHEATS[args.cheat]
-    setup_logging(args.json_logs)
-    log.warning(
-        "cheating validator: %s (%s)",
-        cheat.name,
-        cheat.doc,
-        extra=fields(event="cheat_mode", cheat=cheat.name, expected_loss=cheat.expected_loss),
-    )
-    return node.run_command(args, CheatingValidator(cheat))
 
 
 if __name__ == "__main__":

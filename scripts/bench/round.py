@@ -136,25 +136,7 @@ def start_actor(
     a: Actor, devnet_json: Path, task_id: int, rounds: int, poll: float
 ) -> tuple[procs.Daemon, subprocess.Popen]:
     module = "client.trainer" if a.role == "trainer" else "validator.node"
-    argv = [
-        sys.executable,
-        "-m",
-        module,
-        "run",
-        "--task",
-        str(task_id),
-        "--devnet",
-        str(devnet_json),
-        "--state-dir",
-        str(a.state_dir),
-        "--devnet-account",
-        str(a.account),
-        "--rounds",
-        str(rounds),
-        "--json-logs",
-        "--poll-interval",
-        str(poll),
-    ]
+    argv = harness.node_command(module, ("--devnet", str(devnet_json)), task_id, a.account, a.state_dir, rounds, poll)
     return procs.start(a.name, argv, a.log_path, env={timing.ENV: str(a.timings)}, cwd=REPO_ROOT)
 
 
