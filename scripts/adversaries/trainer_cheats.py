@@ -378,9 +378,11 @@ PADDED_SHARDS = 331  # empty delta shards the padded_delta_shards cheater append
 METADATA_BYTES = 2000  # bytes of safetensors metadata the delta_shard_metadata cheater adds
 
 
-def upload_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, bytes]]) -> Claim:
-    """The honest rollouts, proofs and stats with ``shards`` as the delta files (same tensors, other bytes)."""
-    rollouts, proofs, _ = submission_files(bundle)
+def _manifest_with_delta(
+    store: Store, bundle: Bundle, rollouts: bytes, proofs: bytes, delta: Callable[[], tuple[ShardRef, ...]]
+) -> Digest:
+    """The bundle's manifest with its ``rollouts`` and ``proofs`` files and stats, and ``delta()`` (called
+    after the two files are up) as its delta files, uploaded; its digest."""
     manifest = SubmissionManifest(
         task_id=bundle.task_id,
         round=bundle.round,
@@ -388,12 +390,19 @@ def upload_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, byte
         trainer=bundle.trainer,
         rollouts=store.put_file(rollouts, ROLLOUTS_NAME),
         proofs=store.put_file(proofs, PROOFS_NAME),
-        delta=tuple(store.put_file(data, name) for name, data in shards),
+        delta=delta(),
         stats=encode_stats(bundle, bundle.batches),
     )
-    return Claim(
-        bundle.base_round, store.put_manifest(manifest.to_bytes()), bytes(bundle.proof_root), bundle.work_units
+    return store.put_manifest(manifest.to_bytes())
+
+
+def upload_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, bytes]]) -> Claim:
+    """The honest rollouts, proofs and stats with ``shards`` as the delta files (same tensors, other bytes)."""
+    rollouts, proofs, _ = submission_files(bundle)
+    digest = _manifest_with_delta(
+        store, bundle, rollouts, proofs, lambda: tuple(store.put_file(data, name) for name, data in shards)
     )
+    return Claim(bundle.base_round, digest, bytes(bundle.proof_root), bundle.work_units)
 
 
 def padded_delta_shards(store: Store, bundle: Bundle, ctx: CheatContext) -> Claim:
@@ -444,17 +453,9 @@ def withheld_leaf(store: Store, bundle: Bundle, ctx: CheatContext | None = None)
     rollouts, proofs, shards = submission_files(bundle)
     name, data = shards[0]
     first, leaves = add_chunked(store, data, name, len(data) // 2 + 1)
-    manifest = SubmissionManifest(
-        task_id=bundle.task_id,
-        round=bundle.round,
-        base_round=bundle.base_round,
-        trainer=bundle.trainer,
-        rollouts=store.put_file(rollouts, ROLLOUTS_NAME),
-        proofs=store.put_file(proofs, PROOFS_NAME),
-        delta=(first,) + tuple(store.put_file(d, n) for n, d in shards[1:]),
-        stats=encode_stats(bundle, bundle.batches),
+    digest = _manifest_with_delta(
+        store, bundle, rollouts, proofs, lambda: (first,) + tuple(store.put_file(d, n) for n, d in shards[1:])
     )
-    digest = store.put_manifest(manifest.to_bytes())
     store._http.request("/block/rm", (leaves[-1],), decoder="json", timeout=store.timeout)
     return Claim(bundle.base_round, digest, bytes(bundle.proof_root), bundle.work_units)
 
