@@ -41,9 +41,17 @@ def trainer_address(k: int) -> str:
     return "0x" + f"{k + 1:040x}"
 
 
-def _round_stats(rewards: list[torch.Tensor]) -> tuple[float, float]:
-    r = torch.cat(rewards)
-    return float(r.mean()), float((r == 1.0).double().mean())
+def _record_round(
+    curve: Curve, r: int, rewards: list[torch.Tensor], on_round: Callable[[int, float, float], None] | None
+) -> None:
+    """Round ``r``'s mean reward and exact fraction (over ``rewards``) appended to ``curve`` and told to
+    ``on_round``."""
+    all_rewards = torch.cat(rewards)
+    mean, ex = float(all_rewards.mean()), float((all_rewards == 1.0).double().mean())
+    curve.rewards.append(mean)
+    curve.exact.append(ex)
+    if on_round:
+        on_round(r, mean, ex)
 
 
 def simulate_decentralized(
@@ -65,7 +73,7 @@ def simulate_decentralized(
     addresses = [trainer_address(k) for k in range(task.trainers_per_round)] if trainers is None else list(trainers)
     policy, env = build_policy(task.model), make_env(task.env)
     momentum: dict[str, torch.Tensor] = {}
-    rewards, exact = [], []
+    curve = Curve([], [], 0.0)
     start = time.perf_counter()
     for r in range(rounds):
         deltas, round_rewards = {}, []
@@ -77,12 +85,8 @@ def simulate_decentralized(
         load_policy_state(policy, new_state)
         if on_model:
             on_model(r, new_state, momentum)
-        mean, ex = _round_stats(round_rewards)
-        rewards.append(mean)
-        exact.append(ex)
-        if on_round:
-            on_round(r, mean, ex)
-    return Curve(rewards, exact, time.perf_counter() - start)
+        _record_round(curve, r, round_rewards, on_round)
+    return dataclasses.replace(curve, seconds=time.perf_counter() - start)
 
 
 def simulate_centralized(
@@ -96,7 +100,7 @@ def simulate_centralized(
     grpo = dataclasses.replace(task.grpo, prompts_per_step=task.grpo.prompts_per_step * task.trainers_per_round)
     policy, env = build_policy(task.model), make_env(task.env)
     optimizer = make_inner_optimizer(policy, grpo)
-    rewards, exact = [], []
+    curve = Curve([], [], 0.0)
     start = time.perf_counter()
     for r in range(rounds):
         ref = clone_policy(policy) if grpo.kl_coef > 0 else None
@@ -106,9 +110,5 @@ def simulate_centralized(
             batch = generate(policy, env, idx, grpo.group_size, task.sampler, task_id, r, trainer_address(0))
             inner_update(policy, optimizer, batch, grpo, ref)
             round_rewards.append(batch.rewards)
-        mean, ex = _round_stats(round_rewards)
-        rewards.append(mean)
-        exact.append(ex)
-        if on_round:
-            on_round(r, mean, ex)
-    return Curve(rewards, exact, time.perf_counter() - start)
+        _record_round(curve, r, round_rewards, on_round)
+    return dataclasses.replace(curve, seconds=time.perf_counter() - start)
