@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -106,6 +106,25 @@ def ipfs_ready(api_url: str) -> bool:
         return False
 
 
+def start_ready(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> Daemon:
+    """``argv`` started as daemon ``name`` (procs.start) and waited on until ``ready()``; stopped
+    again if it never gets there (or the wait is interrupted)."""
+    daemon, proc = procs.start(name, argv, log_path, env=env)
+    try:
+        procs.wait_ready(daemon, proc, ready, timeout)
+    except BaseException:
+        procs.stop(daemon)
+        raise
+    return daemon
+
+
 def start_anvil(
     port: int,
     log_path: Path,
@@ -120,13 +139,7 @@ def start_anvil(
     if block_time is not None:
         argv += ["--block-time", str(block_time)]
     argv += list(extra_args)
-    daemon, proc = procs.start("anvil", argv, log_path)
-    try:
-        procs.wait_ready(daemon, proc, lambda: rpc_ready(f"http://127.0.0.1:{port}"), timeout)
-    except BaseException:
-        procs.stop(daemon)
-        raise
-    return daemon
+    return start_ready("anvil", argv, log_path, lambda: rpc_ready(f"http://127.0.0.1:{port}"), timeout)
 
 
 def ipfs_config(ports: Ports) -> dict:
@@ -176,13 +189,8 @@ def start_ipfs(repo: Path, ports: Ports, log_path: Path, timeout: float = 60.0) 
         "--offline",
         "--enable-preload=false",
     ]
-    daemon, proc = procs.start("ipfs", argv, log_path, env={"IPFS_PATH": str(repo)})
-    try:
-        procs.wait_ready(daemon, proc, lambda: ipfs_ready(f"http://127.0.0.1:{ports.ipfs_api}"), timeout)
-    except BaseException:
-        procs.stop(daemon)
-        raise
-    return daemon
+    api_url = f"http://127.0.0.1:{ports.ipfs_api}"
+    return start_ready("ipfs", argv, log_path, lambda: ipfs_ready(api_url), timeout, env={"IPFS_PATH": str(repo)})
 
 
 REPO_LOCK = "repo.lock"  # js-ipfs (proper-lockfile): a directory whose mtime the holder refreshes every 10 s
@@ -220,13 +228,9 @@ def restart_ipfs(repo: Path, previous: Daemon, api_url: str, log_path: Path, tim
     """Start js-ipfs again on its existing ``repo`` (same config, ports and content) after ``previous``
     stopped or was killed; a lock the dead daemon left behind is cleared first."""
     clear_stale_repo_lock(repo, previous)
-    daemon, proc = procs.start("ipfs", previous.argv, log_path, env={"IPFS_PATH": str(repo)})
-    try:
-        procs.wait_ready(daemon, proc, lambda: ipfs_ready(api_url), timeout)
-    except BaseException:
-        procs.stop(daemon)
-        raise
-    return daemon
+    return start_ready(
+        "ipfs", previous.argv, log_path, lambda: ipfs_ready(api_url), timeout, env={"IPFS_PATH": str(repo)}
+    )
 
 
 # ----------------------------------------------------------------------------- up / down
