@@ -1,5 +1,6 @@
-"""A devnet of a test's own (a helper module, imported by name like chain_judge): free ports for it,
-the same as command-line flags, and a whole network run on it (scripts.demo.run_network)."""
+"""Devnets in tests (a helper module, imported by name like chain_judge): free ports for a devnet of
+a test's own, the same as command-line flags, a whole network run on one (scripts.demo.run_network),
+and the config of a node on a devnet account."""
 
 from __future__ import annotations
 
@@ -14,12 +15,30 @@ from client import chain
 from client.chain import Role
 from client.content.store import Store
 from client.runtime import procs
+from client.runtime.config import NodeConfig
 from scripts import devnet
 
 if TYPE_CHECKING:
     from scripts.demo import NetworkPlan, Outcome
 
 TASK_FILE = Path(__file__).parent / "data" / "network_task.toml"  # the small task the network tests run
+
+
+FAST = {"poll_interval": 0.05, "heartbeat": 0.5}  # NodeConfig fields: poll for blocks often, tick when idle soon
+
+
+def devnet_node(
+    role: str,
+    rpc_url: str,
+    deployment: chain.Deployment,
+    ipfs_api: str,
+    state_dir: Path,
+    account: int,
+    task_id: int = 0,
+    **fields,
+) -> NodeConfig:
+    """The NodeConfig of a node on Anvil account ``account``; ``fields`` (e.g. FAST) set the others."""
+    return NodeConfig(role, rpc_url, deployment, ipfs_api, task_id, state_dir, devnet_account=account, **fields)
 
 
 def free_ports() -> devnet.Ports:

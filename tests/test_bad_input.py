@@ -24,7 +24,7 @@ from typing import Any, Literal
 import pytest
 import requests
 
-from client.chain import TaskParams
+from client.chain import Deployment, TaskParams
 from client.cli import main as cli_main
 from client.content.manifest import (
     MAX_FILE_BYTES,
@@ -652,13 +652,7 @@ def test_huge_documents_are_refused_by_size_before_parsing(data: bytes) -> None:
 @pytest.fixture
 def conn(tmp_path: Path) -> list[str]:
     """Connection flags that parse but reach nothing (a closed port): a bad flag must fail before them."""
-    dep = {
-        "chain_id": 31337,
-        "concord": "0x" + "11" * 20,
-        "token": "0x" + "22" * 20,
-        "block_number": 1,
-        "deployer": "0x" + "33" * 20,
-    }
+    dep = Deployment(31337, "0x" + "11" * 20, "0x" + "22" * 20, 1, "0x" + "33" * 20).to_json()  # reaches nothing
     (tmp_path / "dep.json").write_text(json.dumps(dep))
     (tmp_path / "bad-address.json").write_text(json.dumps({**dep, "concord": "0x1234"}))
     (tmp_path / "not.json").write_text("{oops")

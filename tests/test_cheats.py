@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from own_devnet import FAST, devnet_node
 from task_terms import STAKE, node_task
 
 from client import chain
@@ -261,16 +262,8 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     store = Store(ipfs.api, tmp_path / "cache", timeout=2.0)
     task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TASK).task_id
     cfg = TrainerConfig(
-        NodeConfig(
-            role="trainer",
-            rpc_url=chain_env.anvil.url,
-            deployment=chain_env.client.deployment,
-            ipfs_api=ipfs.api,
-            task_id=task_id,
-            state_dir=tmp_path / "t",
-            devnet_account=5,
-            poll_interval=0.05,
-            heartbeat=0.5,
+        devnet_node(
+            "trainer", chain_env.anvil.url, chain_env.client.deployment, ipfs.api, tmp_path / "t", 5, task_id, **FAST
         ),
         rounds=1,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from own_devnet import FAST, devnet_node
 
 from client import chain
 from client.content.submission import fetch_submission
@@ -51,17 +52,8 @@ def _conn_args(chain_env, ipfs, tmp_path: Path) -> list[str]:
 
 
 def _node_cfg(chain_env, ipfs, tmp_path: Path, task_id: int, account: int, name: str) -> NodeConfig:
-    return NodeConfig(
-        role="trainer",
-        rpc_url=chain_env.anvil.url,
-        deployment=chain_env.client.deployment,
-        ipfs_api=ipfs.api,
-        task_id=task_id,
-        state_dir=tmp_path / name,
-        devnet_account=account,
-        poll_interval=0.05,
-        heartbeat=0.5,
-    )
+    url, deployment = chain_env.anvil.url, chain_env.client.deployment
+    return devnet_node("trainer", url, deployment, ipfs.api, tmp_path / name, account, task_id, **FAST)
 
 
 def _publish_small(chain_env, ipfs, tmp_path: Path) -> int:
@@ -337,13 +329,7 @@ def test_node_config_from_devnet_json_and_flags(tmp_path: Path):
 
     from client.runtime.config import NodeConfigError, add_node_args, node_config
 
-    dep = {
-        "chain_id": 31337,
-        "concord": "0x" + "11" * 20,
-        "token": "0x" + "22" * 20,
-        "block_number": 3,
-        "deployer": "0x" + "33" * 20,
-    }
+    dep = chain.Deployment(31337, "0x" + "11" * 20, "0x" + "22" * 20, 3, "0x" + "33" * 20).to_json()  # reaches nothing
     net = {
         "rpc_url": "http://127.0.0.1:1",
         "chain_id": 31337,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from own_devnet import FAST, devnet_node
 
 from client import chain
 from client.chain import Phase, Role, keys
@@ -109,18 +110,8 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         pin_determinism(1)
 
         def cfg(account: int, name: str, role: str, task_id: int = 0) -> NodeConfig:
-            return NodeConfig(
-                role=role,
-                rpc_url=anvil.url,
-                deployment=deployed.deployment,
-                ipfs_api=ipfs.api,
-                task_id=task_id,
-                state_dir=tmp / name,
-                devnet_account=account,
-                poll_interval=0.05,
-                heartbeat=0.5,
-                ipfs_timeout=1.0,
-            )
+            url, deployment = anvil.url, deployed.deployment
+            return devnet_node(role, url, deployment, ipfs.api, tmp / name, account, task_id, **FAST, ipfs_timeout=1.0)
 
         (tmp / "task.toml").write_text(TASK_TOML.format(inner_steps=2, max_rounds=1, min_validators=2))
         initiator = connect_node(cfg(0, "initiator", "initiator"))
@@ -250,16 +241,8 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
     (tmp_path / "task.toml").write_text(TASK_TOML.format(inner_steps=2, max_rounds=2, min_validators=1))
 
     def cfg(account: int, role: str, task_id: int = 0) -> NodeConfig:
-        return NodeConfig(
-            role=role,
-            rpc_url=chain_env.anvil.url,
-            deployment=client.deployment,
-            ipfs_api=ipfs.api,
-            task_id=task_id,
-            state_dir=tmp_path / f"n{account}",
-            devnet_account=account,
-            ipfs_timeout=1.0,
-        )
+        url, state_dir = chain_env.anvil.url, tmp_path / f"n{account}"
+        return devnet_node(role, url, client.deployment, ipfs.api, state_dir, account, task_id, ipfs_timeout=1.0)
 
     initiator = connect_node(cfg(0, "initiator"))
     task_id = publish_task(client, initiator.signer, initiator.store, load_task_file(tmp_path / "task.toml")).task_id

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from own_devnet import devnet_node
 from task_terms import CFG, STAKE, node_task
 
 from client import chain
@@ -154,21 +155,9 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
             )
         )
         dir_a, dir_b, log_a = tmp / "val-a", tmp / "val-b", tmp / "val-a.log"
-        cfg_b = vnode.ValidatorConfig(
-            NodeConfig(
-                role="validator",
-                rpc_url=anvil.url,
-                deployment=deployed.deployment,
-                ipfs_api=ipfs.api,
-                task_id=task_id,
-                state_dir=dir_b,
-                devnet_account=VAL_B,
-                poll_interval=0.1,
-                heartbeat=1.0,
-                ipfs_timeout=5.0,
-            ),
-            rounds=2,
-        )
+        timing = {"poll_interval": 0.1, "heartbeat": 1.0, "ipfs_timeout": 5.0}
+        node_b = devnet_node("validator", anvil.url, deployed.deployment, ipfs.api, dir_b, VAL_B, task_id, **timing)
+        cfg_b = vnode.ValidatorConfig(node_b, rounds=2)
         vnode.ensure_enrolled(vnode.connect_validator(cfg_b))  # B joined: the commit phase waits for it
 
         proc = start_validator_a(devnet_json, task_id, dir_a, log_a)
