@@ -25,21 +25,9 @@ from client.engine.bundle import (
 )
 from client.engine.config import DEFAULT_TASK, TaskConfig
 from client.engine.envs import SYM0, make_env, rewards
-from client.engine.grpo import (
-    inner_update,
-    make_inner_optimizer,
-    pin_determinism,
-    replay_training,
-    state_delta,
-)
+from client.engine.grpo import inner_update, make_inner_optimizer, pin_determinism, replay_training, state_delta
 from client.engine.model import build_policy, clone_policy, policy_state
-from client.engine.rollout import (
-    RolloutBatch,
-    completion_mask,
-    generate,
-    generate_tokens,
-    prefill,
-)
+from client.engine.rollout import RolloutBatch, completion_mask, generate, generate_tokens, prefill
 from client.engine.sampler import sample_keys
 from validator.checks import (
     ValidationConfig,
