@@ -29,7 +29,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from multiformats import CID
 
@@ -396,8 +396,29 @@ def _kind(obj: dict[str, Any], expected: str) -> None:
         raise ManifestError("kind", f"expected {expected!r}", kind)
 
 
+class _Document:
+    """What a manifest class shares: its canonical bytes (size-capped), their digest, and back from bytes."""
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Self:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        return _to_bytes(self.to_json())
+
+    def digest(self) -> Digest:
+        return digest_of(self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls.from_json(parse_canonical(data))
+
+
 @dataclass(frozen=True)
-class ModelManifest:
+class ModelManifest(_Document):
     """A policy: its architecture, dtype, weight shards, outer-optimizer state and parent."""
 
     config: dict[str, Any]  # architecture hyper-parameters (JSON object)
@@ -436,16 +457,6 @@ class ModelManifest:
             "parent": None if self.parent is None else self.parent.hex(),
         }
 
-    def to_bytes(self) -> bytes:
-        return _to_bytes(self.to_json())
-
-    def digest(self) -> Digest:
-        return digest_of(self.to_bytes())
-
-    @staticmethod
-    def from_bytes(data: bytes) -> ModelManifest:
-        return ModelManifest.from_json(parse_canonical(data))
-
     @staticmethod
     def from_json(obj: dict[str, Any]) -> ModelManifest:
         _kind(obj, "model")  # first: another kind of manifest is named as such, not by its fields
@@ -462,7 +473,7 @@ class ModelManifest:
 
 
 @dataclass(frozen=True)
-class SubmissionManifest:
+class SubmissionManifest(_Document):
     """A trainer's round-r work (DESIGN §3.1, §5): what a validator fetches and re-checks."""
 
     task_id: int
@@ -506,16 +517,6 @@ class SubmissionManifest:
             "delta": [s.to_json() for s in self.delta],
             "stats": self.stats,
         }
-
-    def to_bytes(self) -> bytes:
-        return _to_bytes(self.to_json())
-
-    def digest(self) -> Digest:
-        return digest_of(self.to_bytes())
-
-    @staticmethod
-    def from_bytes(data: bytes) -> SubmissionManifest:
-        return SubmissionManifest.from_json(parse_canonical(data))
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> SubmissionManifest:
