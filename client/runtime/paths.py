@@ -4,8 +4,9 @@
     $XDG_STATE_HOME/concord            else, if XDG_STATE_HOME is set
     ~/.local/state/concord             else
 
-Under it: nodes/<role>-<address>/ (a node's cursor, caches, verdicts) and devnet/ (the local
-devnet's state file, `devnet.json`, which also serves as the default network file).
+Under it: nodes/<role>-<address>/ (a node's cursor, caches, verdicts), devnet/ (the local
+devnet's state file, `devnet.json`, which also serves as the default network file) and models/
+(pretrained base models dequantized once, shared by every node of the user: client/engine/lm.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def home() -> Path:
 def nodes_dir() -> Path:
     """Default parent of every node's state dir: <home>/nodes/<role>-<address>."""
     return home() / "nodes"
+
+
+def models_dir() -> Path:
+    """The cache of pretrained base models (client.engine.lm.load's cache_dir)."""
+    return home() / "models"
 
 
 def devnet_dir() -> Path:

@@ -1,0 +1,250 @@
+"""Verifiable text environments over reasoning-gym: prompts from a seed, rewards from the dataset's scorer.
+
+The text counterpart of client/engine/envs.py (which speaks token ids of a tiny vocabulary). An
+environment is a reasoning-gym dataset (name + kwargs) and a prompt format:
+
+    item(seed)      = reasoning_gym.create_dataset(dataset, seed=seed, size=1, **params)[0]
+                      (question, answer, metadata): reasoning-gym draws item 0 from
+                      random.Random(seed), so the item is a pure function of (dataset, params,
+                      seed) for the pinned reasoning-gym version. The seed is the protocol's
+                      prompt seed H(task, round, trainer, i) (client.engine.sampler.prompt_seed).
+    messages(seed)  = [system_prompt] + few_shot worked examples (user question, assistant
+                      answer; items of fixed seeds, the same for every prompt) + the question,
+                      each question followed by the instruction
+    prompt text     = the tokenizer's chat template over the messages (generation prompt added)
+                      + answer_prefix (prefilled: the completion continues it)
+    reward          = dataset.score_answer(answer, item(seed)) in [0, 1], where answer is the
+                      completion's first non-empty line, stripped, after the completion is cut at
+                      its first EOS and decoded without special tokens.
+
+A prompt longer than max_prompt_tokens raises ``PromptTooLong``; the environment refuses
+max_prompt_tokens + max_new_tokens beyond the model's context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Param = int | float | str | bool
+
+
+class UnknownTextEnv(KeyError):
+    def __init__(self, env_id: str):
+        super().__init__(f"env_id: unknown text environment {env_id!r}; known: {sorted(TEXT_ENVS)}")
+        self.env_id = env_id
+
+
+class BadTextEnvParams(ValueError):
+    """A text environment's field (``key``) that is out of range, unknown or of the wrong type."""
+
+    def __init__(self, env_id: str, key: str, problem: str):
+        super().__init__(f"{env_id}.{key}: {problem}")
+        self.env_id, self.key, self.problem = env_id, key, problem
+
+
+class PromptTooLong(ValueError):
+    """A rendered prompt has more tokens than the environment's max_prompt_tokens."""
+
+    def __init__(self, env_id: str, seed: int, limit: int, got: int):
+        super().__init__(f"{env_id}.max_prompt_tokens: prompt of seed {seed} has {got} tokens, limit {limit}")
+        self.env_id, self.seed, self.limit, self.got = env_id, seed, limit, got
+        self.key = "max_prompt_tokens"
+
+
+class BadCompletion(ValueError):
+    """A completion whose token ids the tokenizer cannot decode."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+FEW_SHOT_DOMAIN = b"concord.text.fewshot.v1"
+
+
+def few_shot_seed(k: int) -> int:
+    """Seed of worked example k: its own domain, so it is no trainer's prompt seed in practice."""
+    return int.from_bytes(hashlib.sha256(FEW_SHOT_DOMAIN + k.to_bytes(4, "big")).digest()[:8], "big")
+
+
+@dataclass(frozen=True)
+class TextEnv:
+    """One verifiable text environment (module doc). Frozen: validated once by ``make_text_env``."""
+
+    env_id: str
+    dataset: str  # reasoning-gym dataset name
+    params: tuple[tuple[str, Param], ...] = ()  # its kwargs, sorted by name (seed and size are ours)
+    system_prompt: str = ""  # "" = the chat template's own default
+    instruction: str = ""  # appended to every question after a blank line
+    few_shot: int = 0  # worked examples before the question
+    answer_prefix: str = ""  # prefilled at the start of the assistant turn
+    max_prompt_tokens: int = 256
+    max_new_tokens: int = 16
+
+    def _dataset(self, seed: int) -> Any:
+        import reasoning_gym
+
+        return reasoning_gym.create_dataset(self.dataset, seed=seed, size=1, **dict(self.params))
+
+    def item(self, seed: int) -> dict[str, Any]:
+        """The dataset entry of ``seed``: question, answer, metadata."""
+        entry: dict[str, Any] = self._dataset(seed)[0]
+        return entry
+
+    def question(self, entry: Mapping[str, Any]) -> str:
+        q = str(entry["question"]).strip()
+        return f"{q}\n\n{self.instruction}" if self.instruction else q
+
+    def messages(self, seed: int) -> list[dict[str, str]]:
+        """Chat messages of prompt ``seed`` (module doc), before the chat template."""
+        out = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        for k in range(self.few_shot):
+            shot = self.item(few_shot_seed(k))
+            out.append({"role": "user", "content": self.question(shot)})
+            out.append({"role": "assistant", "content": f"{self.answer_prefix}{shot['answer']}"})
+        out.append({"role": "user", "content": self.question(self.item(seed))})
+        return out
+
+    def prompt_text(self, tokenizer: Any, seed: int) -> str:
+        """The rendered prompt: chat template + generation prompt + answer prefix."""
+        rendered = tokenizer.apply_chat_template(self.messages(seed), tokenize=False, add_generation_prompt=True)
+        return f"{rendered}{self.answer_prefix}"
+
+    def prompt_ids(self, tokenizer: Any, seed: int) -> list[int]:
+        """Token ids of the rendered prompt (the template carries the special tokens itself)."""
+        ids: list[int] = tokenizer(self.prompt_text(tokenizer, seed), add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_prompt_tokens:
+            raise PromptTooLong(self.env_id, seed, self.max_prompt_tokens, len(ids))
+        return ids
+
+    def score(self, seed: int, completion: str) -> float:
+        """Reward of a decoded completion of prompt ``seed``: the dataset's own scorer on its answer line."""
+        ds = self._dataset(seed)
+        return float(ds.score_answer(extract_answer(completion), ds[0]))
+
+
+def extract_answer(completion: str) -> str:
+    """The completion's first non-empty line, stripped ('' when there is none)."""
+    for line in completion.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def decode_completion(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Completion ids cut at the first EOS, decoded without special tokens; ids outside the
+    vocabulary raise ``BadCompletion`` (nothing is guessed)."""
+    ids = [int(t) for t in ids]
+    vocab = len(tokenizer)
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise BadCompletion("completion", f"token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+    eos = tokenizer.eos_token_id
+    if eos in ids:
+        ids = ids[: ids.index(eos)]
+    text: str = tokenizer.decode(ids, skip_special_tokens=True)
+    return text
+
+
+# Named environments (docs/LM.md: the base model's accuracy on each, and why the default is what it is).
+SYSTEM_SHORT = "Reply with only the final answer."
+ANSWER_PREFIX = "Answer: "
+
+
+def _env(env_id: str, dataset: str, max_new_tokens: int = 16, max_prompt_tokens: int = 256, **params: Param) -> TextEnv:
+    """A named environment in the format measured best (docs/LM.md): a short system prompt, one
+    worked example and the answer prefix prefilled."""
+    return TextEnv(
+        env_id,
+        dataset,
+        tuple(sorted(params.items())),
+        system_prompt=SYSTEM_SHORT,
+        few_shot=1,
+        answer_prefix=ANSWER_PREFIX,
+        max_prompt_tokens=max_prompt_tokens,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+TEXT_ENVS: dict[str, TextEnv] = {
+    "chain_sum": _env("chain_sum", "chain_sum", min_terms=2, max_terms=2, min_digits=1, max_digits=1),
+    "basic_arithmetic": _env(
+        "basic_arithmetic", "basic_arithmetic", min_terms=2, max_terms=2, min_digits=1, max_digits=1
+    ),
+    "letter_counting": _env("letter_counting", "letter_counting", min_words=2, max_words=3),
+    "spell_backward": _env("spell_backward", "spell_backward", min_word_len=3, max_word_len=4),
+    "leg_counting": _env(
+        "leg_counting", "leg_counting", min_animals=1, max_animals=1, min_instances=1, max_instances=3
+    ),
+    "number_sorting": _env(
+        "number_sorting",
+        "number_sorting",
+        max_new_tokens=32,
+        max_prompt_tokens=512,  # reasoning-gym's question carries a long format instruction
+        min_numbers=3,
+        max_numbers=3,
+        min_decimals=0,
+        max_decimals=0,
+        min_value=0,
+        max_value=99,
+    ),
+}
+DEFAULT_TEXT_ENV = "chain_sum"
+
+FORMAT_FIELDS = ("system_prompt", "instruction", "few_shot", "answer_prefix", "max_prompt_tokens", "max_new_tokens")
+
+
+def make_text_env(
+    env_id: str,
+    params: Mapping[str, Param] | None = None,
+    context: int | None = None,
+    **fmt: Any,
+) -> TextEnv:
+    """The named environment, its dataset kwargs updated by ``params`` and its prompt format by
+    ``fmt`` (FORMAT_FIELDS), validated: unknown names, wrong types and out-of-range values raise
+    ``UnknownTextEnv`` / ``BadTextEnvParams`` naming the field. ``context`` (the model's positions)
+    bounds max_prompt_tokens + max_new_tokens."""
+    import reasoning_gym
+
+    if env_id not in TEXT_ENVS:
+        raise UnknownTextEnv(env_id)
+    base = TEXT_ENVS[env_id]
+    merged = dict(base.params) | dict(params or {})
+    for key in ("seed", "size"):
+        if key in merged:
+            raise BadTextEnvParams(env_id, key, "set by the protocol (the prompt seed), not by the task")
+    for key, value in merged.items():
+        if not isinstance(value, (int, float, str, bool)):
+            raise BadTextEnvParams(env_id, key, f"expected int, float, str or bool, got {value!r}")
+    try:
+        reasoning_gym.create_dataset(base.dataset, seed=0, size=1, **merged)
+    except TypeError as e:  # an unknown keyword of the dataset's config
+        raise BadTextEnvParams(env_id, "params", f"{base.dataset}: {e}") from None
+    except (AssertionError, ValueError) as e:  # the dataset config's own validate()
+        raise BadTextEnvParams(env_id, "params", f"{base.dataset}: {e or 'invalid'} ({merged})") from None
+    unknown = set(fmt) - set(FORMAT_FIELDS)
+    if unknown:
+        raise BadTextEnvParams(env_id, sorted(unknown)[0], f"unknown field (known: {list(FORMAT_FIELDS)})")
+    env = dataclasses.replace(base, params=tuple(sorted(merged.items())), **fmt)
+    _check_format(env, context)
+    return env
+
+
+def _check_format(env: TextEnv, context: int | None) -> None:
+    for key in ("system_prompt", "instruction", "answer_prefix"):
+        if not isinstance(getattr(env, key), str):
+            raise BadTextEnvParams(env.env_id, key, f"expected str, got {getattr(env, key)!r}")
+    for key, low in (("few_shot", 0), ("max_prompt_tokens", 1), ("max_new_tokens", 1)):
+        value = getattr(env, key)
+        if type(value) is not int or value < low:
+            raise BadTextEnvParams(env.env_id, key, f"expected an int >= {low}, got {value!r}")
+    if context is not None and env.max_prompt_tokens + env.max_new_tokens > context:
+        raise BadTextEnvParams(
+            env.env_id,
+            "max_new_tokens",
+            f"max_prompt_tokens {env.max_prompt_tokens} + max_new_tokens {env.max_new_tokens} > context {context}",
+        )
