@@ -1,0 +1,215 @@
+"""The base LM's accuracy on candidate text tasks and answer formats (issue 12): the lab's measurement.
+
+`python -m scripts.lm_baseline [--n 128] [--only LABEL,...] [--batch 32] [--threads 1]` loads the
+shipped SmolLM2-135M-Instruct (client/engine/lm.py; cache under client.runtime.paths.models_dir()),
+and for every option below samples one completion per prompt at temperature 1 (plain softmax
+sampling: no top-k, no top-p) with KV-cache batched `model.generate`, for prompts of the protocol's
+prompt seeds prompt_seed(task 0, round 0, trainer 0x..01, i), i < n. It prints a table (accuracy =
+share of completions the dataset's scorer gives 1.0, mean reward = mean score, with a binomial
+standard error) and one JSON line. Results are in docs/LM.md.
+
+An option is a text environment (client/engine/text_envs.py) with dataset kwargs and a prompt
+format: the naive format of the issue (the plain question + "Give only the final answer."), then a
+short system prompt, one worked example (few-shot), a prefilled answer prefix, and easier
+configurations or smaller answer spaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from client.engine import lm, text_envs
+from client.engine.sampler import prompt_seed
+from client.runtime import paths
+
+TRAINER = "0x" + "00" * 19 + "01"
+NAIVE = "Give only the final answer."
+SYSTEM = text_envs.SYSTEM_SHORT
+
+
+@dataclass(frozen=True)
+class Option:
+    label: str
+    env_id: str
+    params: dict[str, Any] = field(default_factory=dict)
+    fmt: dict[str, Any] = field(default_factory=dict)
+
+
+def _fmt(system: bool = False, shot: bool = False, prefix: str = "", naive: bool = False, new: int = 16):
+    return {
+        "system_prompt": SYSTEM if system else "",
+        "few_shot": int(shot),
+        "answer_prefix": prefix,
+        "instruction": NAIVE if naive else "",
+        "max_new_tokens": new,
+    }
+
+
+CS2 = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+BEST = {"system": True, "shot": True, "prefix": "Answer: "}
+OPTIONS = [
+    # chain_sum, two one-digit terms: the format ladder
+    Option("chain_sum/naive", "chain_sum", CS2, _fmt(naive=True)),
+    Option("chain_sum/system", "chain_sum", CS2, _fmt(system=True)),
+    Option("chain_sum/shot", "chain_sum", CS2, _fmt(shot=True)),
+    Option("chain_sum/prefix", "chain_sum", CS2, _fmt(prefix="Answer: ")),
+    Option("chain_sum/system+shot", "chain_sum", CS2, _fmt(system=True, shot=True)),
+    Option("chain_sum/system+shot+prefix", "chain_sum", CS2, _fmt(**BEST)),
+    Option("chain_sum/3 terms/system+shot+prefix", "chain_sum", CS2 | {"max_terms": 3, "min_terms": 3}, _fmt(**BEST)),
+    # other tasks with the full format, easier configurations and smaller answer spaces
+    Option(
+        "basic_arithmetic/2x1 digit/system+shot+prefix",
+        "basic_arithmetic",
+        {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+        _fmt(**BEST),
+    ),
+    Option("letter_counting/2-3 words/system+shot+prefix", "letter_counting", {}, _fmt(**BEST)),
+    Option(
+        "letter_counting/1 word/system+shot+prefix", "letter_counting", {"min_words": 1, "max_words": 1}, _fmt(**BEST)
+    ),
+    Option("spell_backward/3-4 letters/system+shot+prefix", "spell_backward", {}, _fmt(**BEST)),
+    Option(
+        "spell_backward/3 letters/system+shot+prefix",
+        "spell_backward",
+        {"min_word_len": 3, "max_word_len": 3},
+        _fmt(**BEST),
+    ),
+    Option(
+        "leg_counting/1 animal/system+shot+prefix",
+        "leg_counting",
+        {"min_animals": 1, "max_animals": 1, "min_instances": 1, "max_instances": 3},
+        _fmt(**BEST),
+    ),
+    Option(
+        "number_sorting/3 ints/system+shot+prefix",
+        "number_sorting",
+        {"min_numbers": 3, "max_numbers": 3, "min_decimals": 0, "max_decimals": 0, "min_value": 0, "max_value": 99},
+        _fmt(**BEST, new=32),
+    ),
+]
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int, batch: int) -> list[list[int]]:
+    """One completion per prompt: temperature-1 softmax sampling, KV cache, left-padded batches."""
+    pad = tokenizer.pad_token_id
+    out: list[list[int]] = []
+    for s in range(0, len(prompts), batch):
+        chunk = prompts[s : s + batch]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])  # [B, T]
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])  # [B, T]
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        out += gen[:, width:].tolist()
+    return out
+
+
+def _length(completion: list[int], eos: int) -> int:
+    """Tokens generated up to and including the first EOS (the rest is padding)."""
+    return completion.index(eos) + 1 if eos in completion else len(completion)
+
+
+def measure(loaded: lm.LoadedLM, option: Option, n: int, batch: int) -> dict[str, Any]:
+    env = text_envs.make_text_env(option.env_id, option.params, context=loaded.context, **option.fmt)
+    seeds = [prompt_seed(0, 0, TRAINER, i) for i in range(n)]
+    prompts = [env.prompt_ids(loaded.tokenizer, s) for s in seeds]
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    completions = generate(loaded.model, loaded.tokenizer, prompts, env.max_new_tokens, batch)
+    seconds = time.perf_counter() - t0
+    texts = [text_envs.decode_completion(loaded.tokenizer, c) for c in completions]
+    scores = [env.score(s, t) for s, t in zip(seeds, texts, strict=True)]
+    acc = sum(x == 1.0 for x in scores) / n
+    answers = Counter(env.item(s)["answer"] for s in seeds)
+    return {
+        "label": option.label,
+        "env": option.env_id,
+        "params": dict(env.params),
+        "n": n,
+        "accuracy": acc,
+        "stderr": math.sqrt(acc * (1 - acc) / n),
+        "mean_reward": sum(scores) / n,
+        "best_constant": answers.most_common(1)[0][1] / n,  # accuracy of always giving the commonest answer
+        "prompt_tokens": sum(map(len, prompts)) / n,
+        "new_tokens": sum(_length(c, loaded.tokenizer.eos_token_id) for c in completions),
+        "seconds": seconds,
+        "example": {"prompt": env.prompt_text(loaded.tokenizer, seeds[0]), "completion": texts[0]},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=128, help="prompts per option")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the measurement in docs/LM.md)")
+    ap.add_argument("--only", default="", help="comma-separated labels (or label prefixes) to run")
+    ap.add_argument("--examples", action="store_true", help="print one prompt and completion per option")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    loaded = lm.load(lm.SMOLLM2_135M, paths.models_dir())
+    load_s = time.perf_counter() - t0
+    wanted = [w for w in args.only.split(",") if w]
+    options = [o for o in OPTIONS if not wanted or any(o.label.startswith(w) for w in wanted)]
+
+    console = Console(width=160)
+    rows = []
+    for option in options:
+        row = measure(loaded, option, args.n, args.batch)
+        rows.append(row)
+        console.print(f"{row['label']}: {row['accuracy']:.3f} ({row['seconds']:.0f} s)")
+        if args.examples:
+            console.print(row["example"], markup=False)
+
+    table = Table(title=f"SmolLM2-135M-Instruct base accuracy, temperature 1, n={args.n}, {args.threads} thread(s)")
+    for col in ("option", "dataset params", "prompt tok", "new tok", "accuracy", "mean reward", "best const", "s"):
+        table.add_column(col, justify="left" if col in ("option", "dataset params") else "right")
+    for r in rows:
+        table.add_row(
+            r["label"],
+            ", ".join(f"{k}={v}" for k, v in r["params"].items()),
+            f"{r['prompt_tokens']:.0f}",
+            f"{r['new_tokens'] / r['n']:.1f}",
+            f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
+            f"{r['mean_reward']:.3f}",
+            f"{r['best_constant']:.3f}",
+            f"{r['seconds']:.0f}",
+        )
+    console.print(table)
+    summary = {
+        "model": "SmolLM2-135M-Instruct.Q4_1",
+        "params": loaded.params,
+        "load_s": round(load_s, 2),
+        "from_cache": loaded.from_cache,
+        "threads": args.threads,
+        "n": args.n,
+        "options": {r["label"]: round(r["accuracy"], 4) for r in rows},
+        "best_constant": {r["label"]: round(r["best_constant"], 4) for r in rows},
+        "gen_tokens_per_s": round(sum(r["new_tokens"] for r in rows) / max(sum(r["seconds"] for r in rows), 1e-9), 1),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
