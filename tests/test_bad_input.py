@@ -215,7 +215,7 @@ OUT_OF_RANGE: dict[str, list] = {
     "validation.sampling_tie_tol": [-0.01],
     "validation.replay_cos_min": [1.5, -2.0],
     "validation.replay_rel_l2_max": [-1e-3],
-    "validation.bf16_prefill": [],
+    "validation.prefill_precision": ["fp16"],
     "limits.max_inner_steps": [0, -1, MAX_INNER_STEPS + 1],
     "limits.max_rollouts": [0, -1],
     "limits.max_tokens": [0, -1, 1 << 70],

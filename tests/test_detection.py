@@ -141,12 +141,13 @@ def last_step_replaced(honest: Bundle, batch: RolloutBatch) -> list[RolloutBatch
 # ----------------------------------------------------------------------------- honest
 
 
-@pytest.mark.parametrize("bf16_prefill", [False, True], ids=["fp32-prefill", "bf16-prefill"])
-def test_honest_bundle_accepted_with_exact_replay(base, env, honest, bf16_prefill):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"], ids=["fp32-prefill", "bf16-prefill"])
+def test_honest_bundle_accepted_with_exact_replay(base, env, honest, precision):
     bundle, _ = honest
     n = sum(b.n for b in bundle.batches)
     assert n == 256
-    v = verify_bundle(base, bundle, env, CFG, dataclasses.replace(VCFG, bf16_prefill=bf16_prefill))
+    bf16_prefill = precision == "bf16"
+    v = verify_bundle(base, bundle, env, CFG, dataclasses.replace(VCFG, prefill_precision=precision))
     assert v.accepted, v.results[-1]
     assert [r.name for r in v.results] == ["schema"] + ["prompts", "toploc", "sampling", "rewards"] * 2 + [
         "work_units",
@@ -203,14 +204,16 @@ def test_honest_rollouts_zero_rejects(env, dtype):
 
 def test_bf16_prefill_failures_are_rechecked_in_float32(base, env, honest):
     """With no near-tie tolerance bf16 rounding flips some honest choices; those rollouts are
-    recomputed in float32, where they match exactly, and the bundle is accepted."""
+    recomputed in float32, where they match exactly, and the bundle is accepted (bf16 configured:
+    whatever this machine's "auto" would choose)."""
     bundle, _ = honest
-    strict = dataclasses.replace(VCFG, sampling_tie_tol=0.0)
+    strict = dataclasses.replace(VCFG, sampling_tie_tol=0.0, prefill_precision="bf16")
     b, k = bundle.batches[0], 0
     keys = smp.sample_keys(
         bundle.task_id, bundle.round, bundle.trainer, list(zip(*assigned_indices(k, CFG.grpo), strict=True))
     )
     out = recompute_states(base, b, bundle.proofs[k], b.lengths, keys, CFG.sampler, strict)
+    assert (out.precision.precision, out.precision.reason) == ("bf16", "configured")
     assert 0 < out.fp32_rows < b.n
     assert check_sampling(out.logits, b, keys, CFG.sampler, strict).ok
     assert all(r.ok for r in out.toploc)

@@ -31,6 +31,7 @@ from client.engine.grpo import (
     state_delta,
 )
 from client.engine.model import Policy, clone_policy, policy_state
+from client.engine.precision import PrefillPrecision, choose_for
 from client.engine.proofs import ProofCheck, ToplocThresholds, verify_rollout_proofs
 from client.engine.rollout import (
     RolloutBatch,
@@ -271,6 +272,7 @@ class Recomputed:
     logits: torch.Tensor  # [N, P+C, V] float32
     toploc: list[ProofCheck]  # per rollout, on ``hidden``
     fp32_rows: int  # rollouts recomputed in float32 after failing under bf16
+    precision: PrefillPrecision  # what the pass ran in first, and why
 
 
 def recompute_states(
@@ -282,14 +284,17 @@ def recompute_states(
     sampler: SamplerConfig,
     vcfg: ValidationConfig,
 ) -> Recomputed:
-    """The prefill pass of checks 3 and 4. With vcfg.bf16_prefill it runs under bf16 autocast and
-    every rollout that fails TOPLOC or sampling replay there is recomputed in float32 and judged
-    on that, so bf16 rounding only ever speeds up rollouts that pass (DESIGN.md 6.3-6.4)."""
-    out = prefill(policy, batch, bf16=vcfg.bf16_prefill)
+    """The prefill pass of checks 3 and 4. Its first precision is vcfg.prefill_precision as this
+    machine resolves it (client.engine.precision: configured, native bf16, or measured once per
+    process). Under bf16 autocast, every rollout that fails TOPLOC or sampling replay is
+    recomputed in float32 and judged on that, so bf16 rounding only ever speeds up rollouts that
+    pass (DESIGN.md 6.3-6.4)."""
+    precision = choose_for(policy, vcfg.prefill_precision)
+    out = prefill(policy, batch, bf16=precision.bf16)
     hidden, logits = out.hidden, out.logits
     per_row = toploc_rows(hidden, batch, proofs, lengths, vcfg)
-    if not vcfg.bf16_prefill:
-        return Recomputed(hidden, logits, per_row, 0)
+    if not precision.bf16:
+        return Recomputed(hidden, logits, per_row, 0, precision)
     gap, mask = sampling_gaps(logits, batch, keys, sampler)
     failed = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | torch.tensor([not r.ok for r in per_row])
     rows = failed.nonzero().flatten().tolist()
@@ -300,7 +305,7 @@ def recompute_states(
         hidden[rows], logits[rows] = exact.hidden, exact.logits
         for n, r in zip(rows, toploc_rows(hidden, batch, proofs, lengths, vcfg, rows), strict=True):
             per_row[n] = r
-    return Recomputed(hidden, logits, per_row, len(rows))
+    return Recomputed(hidden, logits, per_row, len(rows), precision)
 
 
 # ----------------------------------------------------------------------------- 5. rewards, work units

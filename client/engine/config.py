@@ -215,6 +215,9 @@ class OuterConfig:
             raise ConfigError("outer", "momentum", f"must be in [0, 1), got {self.momentum}")
 
 
+PrecisionSetting = Literal["auto", "bf16", "fp32"]  # ValidationConfig.prefill_precision (client.engine.precision)
+
+
 @dataclass(frozen=True)
 class ValidationConfig:
     """What a task states about acceptance (DESIGN.md section 3 'validation criteria').
@@ -227,10 +230,15 @@ class ValidationConfig:
     close (5% at 0.05). bf16 tasks on larger models should measure their noise and raise it.
     replay: the submitted delta must have cosine >= replay_cos_min and
     |submitted - replayed| / |replayed| <= replay_rel_l2_max (a delta scaled by 1.01 has 0.01).
-    bf16_prefill: run the verification prefill under bf16 autocast (~3x faster on CPU; TOPLOC
-    commits to bf16 activations anyway) and recompute in float32 every rollout that fails TOPLOC
-    or sampling replay there: bf16 rounding can speed up a rollout that passes, never reject one
-    that float32 accepts (validator.checks.recompute_states).
+    prefill_precision: what the verification prefill runs in first. "bf16" = bf16 autocast
+    (TOPLOC commits to bf16 activations anyway), "fp32" = float32 only, "auto" (default) = each
+    validator lets its hardware decide (client.engine.precision): bf16 on a CUDA device with
+    native bf16; on CPU a start-up measurement of prefill-sized matmuls, bf16 only if >= 1.2x
+    faster. bf16 is 3-4x faster where the CPU has native bf16 (AMX, avx512_bf16) and ~5x slower
+    where oneDNN emulates it (AVX2 only), hence no fixed default. Either way every rollout that
+    fails TOPLOC or sampling replay under bf16 is recomputed in float32 and judged on that: bf16
+    rounding can speed up a rollout that passes, never reject one that float32 accepts
+    (validator.checks.recompute_states).
     """
 
     max_exp_mismatches: int = 38
@@ -239,7 +247,7 @@ class ValidationConfig:
     sampling_tie_tol: float = 0.01
     replay_cos_min: float = 0.9999
     replay_rel_l2_max: float = 1e-3
-    bf16_prefill: bool = True
+    prefill_precision: PrecisionSetting = "auto"
 
     def __post_init__(self) -> None:
         _in_range("validation", "max_exp_mismatches", self.max_exp_mismatches, 0, MAX_SEQ_LEN)
@@ -248,6 +256,10 @@ class ValidationConfig:
         _in_range("validation", "sampling_tie_tol", self.sampling_tie_tol, 0, 1e6)
         _in_range("validation", "replay_cos_min", self.replay_cos_min, -1, 1)
         _in_range("validation", "replay_rel_l2_max", self.replay_rel_l2_max, 0, 1e6)
+        if self.prefill_precision not in typing.get_args(PrecisionSetting):
+            raise ConfigError(
+                "validation", "prefill_precision", f"expected 'auto', 'bf16' or 'fp32', got {self.prefill_precision!r}"
+            )
 
 
 @dataclass(frozen=True)

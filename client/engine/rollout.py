@@ -153,9 +153,10 @@ def generate(
 def prefill(policy: Policy, batch: RolloutBatch, bf16: bool = False) -> PolicyOutput:
     """One forward over batch.tokens [N, P+C]: logits [N, P+C, V] and hidden [N, P+C, D], as in generation.
 
-    bf16: matmuls under CPU bf16 autocast (outputs still returned as float32)."""
+    bf16: matmuls under bf16 autocast on the policy's device (outputs still returned as float32);
+    which precision a validator uses is client.engine.precision's choice."""
     if not bf16:
         return policy(batch.tokens)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(next(policy.parameters()).device.type, dtype=torch.bfloat16):
         out = policy(batch.tokens)
     return PolicyOutput(out.logits.float(), out.hidden.float())

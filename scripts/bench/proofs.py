@@ -5,9 +5,14 @@ has T counted tokens) from a random-init policy, CPU, deterministic kernels. Eac
 timed `--repeats` times and the fastest run is reported (other processes share the CPU):
 - generation_s: KV-cache generation with seeded sampling and hidden-state capture;
 - proof_build_s: TOPLOC proofs of every rollout (prefill chunk + one per 32 tokens);
-- verify_s: one prefill pass (bf16 autocast, rows that fail there re-checked in float32, as
-  validator.checks.recompute_states does; `--fp32-prefill` for float32 only) + TOPLOC
-  verification + sampling replay of every token;
+- precision: the verification prefill's first precision as a validator on this machine
+  chooses it (client.engine.precision; `--prefill-precision auto|bf16|fp32`, default auto:
+  native bf16 on CUDA, on CPU a start-up measurement of prefill-sized matmuls), with the reason
+  and the time the choice took;
+- verify_s: one prefill pass in the chosen precision (under bf16, rows that fail there are
+  re-checked in float32, as validator.checks.recompute_states does) + TOPLOC verification +
+  sampling replay of every token; verify_fp32_s: the same checks on the float32 path, so the
+  chosen path can be seen to be no slower;
 - train_s: one GRPO inner step on the batch; train_replay_s: the validator's replay of it
   (clone of the base model, fresh optimizer, the same step).
 Prints a rich table, then exactly one JSON line.
@@ -19,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import time
+import typing
 from collections.abc import Callable
 
 from rich.console import Console
@@ -29,6 +35,7 @@ from client.engine.config import (
     DEFAULT_TASK,
     GRPOConfig,
     ModelConfig,
+    PrecisionSetting,
     SamplerConfig,
     ValidationConfig,
 )
@@ -40,6 +47,7 @@ from client.engine.grpo import (
     replay_training,
 )
 from client.engine.model import build_policy, clone_policy, param_count
+from client.engine.precision import choose_for
 from client.engine.proofs import CHUNK
 from client.engine.rollout import generate, prefill
 from validator.checks import check_sampling, recompute_states, toploc_result
@@ -66,9 +74,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
-        "--fp32-prefill",
-        action="store_true",
-        help="verify with a float32 prefill only (ValidationConfig.bf16_prefill = false)",
+        "--prefill-precision",
+        choices=typing.get_args(PrecisionSetting),
+        default="auto",
+        help="ValidationConfig.prefill_precision: auto (the hardware decides), bf16 or fp32",
     )
     return p.parse_args(argv)
 
@@ -90,27 +99,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     sampler = SamplerConfig(temperature=1.0, max_new_tokens=args.tokens, stop_at_eos=False)
     grpo = dataclasses.replace(GRPOConfig(), prompts_per_step=args.rollouts // group, group_size=group, inner_steps=1)
-    vcfg = ValidationConfig(bf16_prefill=not args.fp32_prefill)
+    vcfg = ValidationConfig(prefill_precision=args.prefill_precision)
+    vcfg_fp32 = dataclasses.replace(vcfg, prefill_precision="fp32")
     policy = build_policy(model_cfg)
+    t0 = time.perf_counter()
+    chosen = choose_for(policy, vcfg.prefill_precision)  # what a validator does once per process
+    choice_s = time.perf_counter() - t0
     idx = list(range(grpo.prompts_per_step))
 
     gen_s, batch = best_of(args.repeats, lambda: generate(policy, env, idx, group, sampler, 1, 0, TRAINER))
     proof_s, proofs = best_of(args.repeats, lambda: batch_proofs(batch))
 
-    def verify() -> tuple[object, object, int, float, float]:
+    def verify(cfg: ValidationConfig) -> tuple[object, object, int, float, float]:
         t0 = time.perf_counter()
-        out = recompute_states(policy, batch, proofs, batch.lengths, batch.keys, sampler, vcfg)  # prefill + TOPLOC
+        out = recompute_states(policy, batch, proofs, batch.lengths, batch.keys, sampler, cfg)  # prefill + TOPLOC
         top = toploc_result(out.toploc)
         t1 = time.perf_counter()
-        samp = check_sampling(out.logits, batch, batch.keys, sampler, vcfg)
+        samp = check_sampling(out.logits, batch, batch.keys, sampler, cfg)
         t2 = time.perf_counter()
         return top, samp, out.fp32_rows, t1 - t0, t2 - t1
 
-    parts = [verify() for _ in range(args.repeats)]
+    parts, parts_fp32 = [], []
+    for _ in range(args.repeats):  # interleaved, so a busy neighbour slows both paths alike
+        parts.append(verify(vcfg))
+        parts_fp32.append(verify(vcfg_fp32))
     top, samp, fp32_rows = parts[-1][0], parts[-1][1], parts[-1][2]
     states_s, sampling_s = (min(p[i] for p in parts) for i in (3, 4))
     verify_s = min(p[3] + p[4] for p in parts)
-    prefill_s, _ = best_of(args.repeats, lambda: prefill(policy, batch, bf16=vcfg.bf16_prefill))
+    verify_fp32_s = min(p[3] + p[4] for p in parts_fp32)
+    prefill_s, _ = best_of(args.repeats, lambda: prefill(policy, batch, bf16=chosen.bf16))
     prefill_fp32_s, _ = best_of(args.repeats, lambda: prefill(policy, batch))
     toploc_s = max(0.0, states_s - prefill_s)
 
@@ -140,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("generation (KV cache, seeded sampling)", gen_s),
         ("proof build (TOPLOC, bf16, top-128, chunk 32)", proof_s),
-        ("verify = prefill + TOPLOC + sampling replay", verify_s),
-        (f"  prefill pass ({'bf16 autocast' if vcfg.bf16_prefill else 'float32'})", prefill_s),
+        (f"verify = prefill + TOPLOC + sampling replay ({chosen.precision} path)", verify_s),
+        (f"  prefill pass ({'bf16 autocast' if chosen.bf16 else 'float32'})", prefill_s),
         ("  TOPLOC verify (+ float32 re-check of failing rows)", toploc_s),
         ("  sampling replay", sampling_s),
-        ("float32 prefill pass (for comparison)", prefill_fp32_s),
+        ("verify on the float32 path (for comparison)", verify_fp32_s),
+        ("  float32 prefill pass", prefill_fp32_s),
+        ("precision choice (once per process)", choice_s),
         ("train (1 GRPO inner step)", train_s),
         ("train replay (validator)", replay_s),
     ]
@@ -153,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     console.print(table)
     console.print(
+        f"prefill precision: {chosen.precision} ({vcfg.prefill_precision}: {chosen.reason}; "
+        f"hardware: {chosen.hint or '-'})"
+    )
+    console.print(
         f"proof bytes: {per_32:.1f} per 32 decode tokens; prefill proof {prefill_proof_bytes / batch.n:.0f} B/rollout; "
         f"TOPLOC rejects {int(top.evidence['rejected'])}/{batch.n}, sampling rejected tokens "
         f"{int(samp.evidence['rejected_tokens'])}/{int(samp.evidence['tokens'])} "
@@ -160,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     console.print(
         f"targets: proof build <= 10% of generation: {100 * proof_s / gen_s:.1f}%; "
-        f"verify <= 25%: {100 * verify_s / gen_s:.1f}%; 258 B per 32 tokens: {per_32:.0f}"
+        f"verify <= 25%: {100 * verify_s / gen_s:.1f}%; 258 B per 32 tokens: {per_32:.0f}; "
+        f"chosen path no slower than float32: {verify_s:.4f} s vs {verify_fp32_s:.4f} s"
     )
     result = {
         "generation_s": round(gen_s, 5),
@@ -174,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "params": param_count(policy),
         "toploc_rejects": int(top.evidence["rejected"]),
         "sampling_rejected_tokens": int(samp.evidence["rejected_tokens"]),
-        "bf16_prefill": vcfg.bf16_prefill,
+        "prefill_precision_setting": vcfg.prefill_precision,
+        "prefill_precision": chosen.precision,
+        "prefill_precision_reason": chosen.reason,
+        "prefill_precision_hint": chosen.hint,
+        "precision_choice_s": round(choice_s, 5),
+        "verify_fp32_s": round(verify_fp32_s, 5),
         "prefill_s": round(prefill_s, 5),
         "prefill_fp32_s": round(prefill_fp32_s, 5),
         "fp32_rechecked_rows": fp32_rows,
