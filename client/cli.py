@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "trainer": ("client.trainer", "main", "run a trainer node"),
     "validator": ("validator.node", "main", "run a validator node, or withdraw its earnings"),
     "status": ("client.status", "main", "rounds, submissions with verdicts, slashes, balances of a task"),
+    "dashboard": ("client.dashboard.server", "main", "a live web page of a task: rounds, rewards, verdicts, evidence"),
     "demo": (
         "scripts.demo",
         "main",

@@ -28,6 +28,7 @@ from client.runtime.config import (
     load_deployment,
     load_devnet_json,
 )
+from client.runtime.index import ChainIndex
 from client.runtime.task import UnknownTask
 
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
@@ -72,11 +73,20 @@ def _round_money() -> dict[str, Any]:
     return {"slashes": [], "bounties": [], "fees": [], "returned": 0}
 
 
-def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path] = ()) -> dict[str, Any]:
-    """One task as a JSON-ready document (numbers in token base units, digests 0x-hex)."""
+def task_status(
+    client: ChainClient,
+    task_id: int,
+    validator_dirs: Sequence[Path] = (),
+    index: ChainIndex | None = None,
+) -> dict[str, Any]:
+    """One task as a JSON-ready document (numbers in token base units, digests 0x-hex). Events come from
+    ``index`` (refreshed here: only the blocks since its last refresh are fetched), else a fresh one."""
     c = client.concord
+    if index is None:
+        index = ChainIndex(client)
+    index.refresh()
     params, state = c.task_params(task_id), c.task_state(task_id)
-    events = [e for e in c.events(client.deployment.block_number, "latest") if getattr(e, "task_id", None) == task_id]
+    events = index.of_task(task_id)
     evidence = evidence_index(validator_dirs, task_id)
     verdict: dict[tuple[int, int], dict[str, Any]] = {}
     subs: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -84,6 +94,7 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
     committed: dict[int, list[str]] = defaultdict(list)
     revealed: dict[int, list[dict[str, Any]]] = defaultdict(list)
     members: dict[str, str] = {}
+    settled: dict[int, chain.RoundFinalized] = {}
     for e in events:
         if isinstance(e, chain.Submitted):
             subs[e.round].append(
@@ -108,6 +119,7 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
             per_round[e.round]["slashes"].append({"node": e.validator, "amount": e.amount, "why": "no reveal"})
         elif isinstance(e, chain.RoundFinalized):
             per_round[e.round]["returned"] = e.returned
+            settled[e.round] = e
         elif isinstance(e, chain.Committed):
             committed[e.round].append(e.validator)
         elif isinstance(e, chain.Revealed):
@@ -122,24 +134,32 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
             members[e.node] = e.role.name.lower()
     rounds = []
     for r in range(c.current_round(task_id) + 1):
-        info = c.round_info(task_id, r)
+        # a settled round's phase and next model are in its RoundFinalized event (the same values
+        # roundInfo returns): views only for the live rounds, so a refresh costs no call per old round
+        fin = settled.get(r) if r < state.finalized_rounds else None
+        if fin is not None:
+            phase = Phase.VOID if fin.is_void else Phase.FINALIZED
+            next_model = fin.next_model_digest
+        else:
+            info = c.round_info(task_id, r)
+            phase, next_model = info.phase, info.next_model_digest
         entries = []
         for s in sorted(subs.get(r, []), key=lambda s: s["index"]):
             v = verdict.get((r, s["index"]))
             if v is None:
-                v = {"verdict": VERDICT_VOID if info.phase == Phase.VOID else VERDICT_PENDING}
+                v = {"verdict": VERDICT_VOID if phase == Phase.VOID else VERDICT_PENDING}
             ev = evidence.get((r, s["index"]), [])
             entries.append({**s, **v, **({"evidence": ev} if ev else {})})
         rounds.append(
             {
                 # settled rounds' live slots are reused (roundInfo keeps only phase and model): counts from events
                 "round": r,
-                "phase": info.phase.name.lower(),
+                "phase": phase.name.lower(),
                 "submissions": entries,
                 "commits": len(committed[r]),
                 "reveals": len(revealed[r]),
                 "votes": revealed[r],
-                "next_model": _hex(info.next_model_digest) if any(info.next_model_digest) else None,
+                "next_model": _hex(next_model) if any(next_model) else None,
                 **per_round.get(r, _round_money()),
             }
         )
@@ -176,7 +196,14 @@ def task_status(client: ChainClient, task_id: int, validator_dirs: Sequence[Path
     }
 
 
-def status(client: ChainClient, task_ids: Sequence[int], validator_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+def status(
+    client: ChainClient,
+    task_ids: Sequence[int],
+    validator_dirs: Sequence[Path] = (),
+    index: ChainIndex | None = None,
+) -> dict[str, Any]:
+    """Every task of ``task_ids`` from one event index (one incremental log fetch for them all)."""
+    index = ChainIndex(client) if index is None else index
     totals = client.concord.totals()
     return {
         "chain_id": client.deployment.chain_id,
@@ -188,7 +215,7 @@ def status(client: ChainClient, task_ids: Sequence[int], validator_dirs: Sequenc
             "credited": totals.credited,
             "token_balance": client.token.balance_of(client.concord.address),
         },
-        "tasks": [task_status(client, t, validator_dirs) for t in task_ids],
+        "tasks": [task_status(client, t, validator_dirs, index) for t in task_ids],
     }
 
 

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "client.content": LEAVES | {"client.engine"},
     "client.runtime": LEAVES | {"client.chain", "client.engine", "client.content"},
 }
-ROLES = {"client.trainer", "client.initiator", "client.status", "client.cli", "client"}
+ROLES = {"client.trainer", "client.initiator", "client.status", "client.dashboard", "client.cli", "client"}
 
 
 def room(module: str) -> str:

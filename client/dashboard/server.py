@@ -1,0 +1,238 @@
+"""`concord dashboard`: serve the live page and its JSON on a local port.
+
+    concord dashboard [--task ID] [--devnet FILE | --rpc-url URL --deployment FILE --ipfs-api ADDR]
+                      [--host 127.0.0.1] [--port 8750] [--validator-state DIR]... [--poll-interval S]
+
+One thread refreshes the document (`state.Dashboard.refresh`: the new blocks' logs only, the views
+when the head moved); HTTP threads only hand out the last document, so however many pages are open
+the RPC sees one poller. Routes:
+
+    /                 the page (static/index.html; app.js polls /api/state and redraws on a new head)
+    /static/NAME      app.js, style.css: package data, nothing from the network
+    /api/state        the document as JSON (numbers in token base units, digests 0x-hex)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+
+from client import chain
+from client.content.store import Store
+from client.dashboard.state import Dashboard, Source
+from client.runtime import paths
+from client.runtime.config import NodeConfigError, load_deployment, load_devnet_json
+from client.runtime.task import UnknownTask
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8750
+DEFAULT_POLL_S = 1.0
+STATIC = {  # the only files served: name -> content type
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+
+def static_file(name: str) -> bytes:
+    """A file of the page, from the installed package (the wheel ships static/)."""
+    return resources.files("client.dashboard").joinpath("static", name).read_bytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: DashboardHTTPServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/api/state":
+            self._send(HTTPStatus.OK, "application/json", self.server.dashboard.document_json())
+        elif path in ("/", "/index.html"):
+            self._send(HTTPStatus.OK, STATIC["index.html"], static_file("index.html"))
+        elif path.startswith("/static/") and path.removeprefix("/static/") in STATIC:
+            name = path.removeprefix("/static/")
+            self._send(HTTPStatus.OK, STATIC[name], static_file(name))
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", f"not found: {path}\n".encode())
+
+    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class DashboardHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], dashboard: Dashboard) -> None:
+        super().__init__(address, _Handler)
+        self.dashboard = dashboard
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}/"
+
+
+def _refresh_loop(dashboard: Dashboard, stop: threading.Event, interval: float) -> None:
+    while not stop.is_set():
+        dashboard.refresh()
+        stop.wait(interval)
+
+
+@contextmanager
+def serving(
+    dashboard: Dashboard, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, interval: float = DEFAULT_POLL_S
+) -> Iterator[DashboardHTTPServer]:
+    """The server and its refresher running in threads of this process; both stopped on exit.
+    OSError when the port cannot be bound. The first document is built before this yields."""
+    server = DashboardHTTPServer((host, port), dashboard)
+    stop = threading.Event()
+    dashboard.refresh()
+    threads = [
+        threading.Thread(target=_refresh_loop, args=(dashboard, stop, interval), name="dashboard-refresh", daemon=True),
+        threading.Thread(target=server.serve_forever, args=(0.2,), name="dashboard-http", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        for t in threads:
+            t.join(timeout=10)
+
+
+def open_dashboard(source: Source) -> Dashboard:
+    """Connect to the chain (ChainError when it cannot) and check the task exists (UnknownTask)."""
+    client = chain.connect(source.rpc_url, source.deployment)
+    if source.task_id is not None:
+        count = client.concord.task_count()
+        if not 1 <= source.task_id <= count:
+            raise UnknownTask(source.task_id, count)
+    store = None
+    if source.ipfs_api is not None:
+        store = Store(source.ipfs_api, paths.home() / "dashboard-cache", timeout=3.0, retries=1)
+    return Dashboard(client, source, store)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535 (0: any free port), got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0.05 <= value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be in [0.05, 3600] seconds, got {text}")
+    return value
+
+
+def _task(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a task id, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"task ids start at 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="concord dashboard", description=__doc__.splitlines()[0])
+    p.add_argument("--task", type=_task, default=None, help="one task id (default: every task, new ones as they come)")
+    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {paths.default_network_file()})")
+    p.add_argument("--rpc-url", default=None, help="any EVM JSON-RPC endpoint (with --deployment)")
+    p.add_argument("--deployment", type=Path, default=None, help="deployment JSON (with --rpc-url)")
+    p.add_argument("--ipfs-api", default=None, help="Kubo RPC API for the spec, rewards and evidence")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to serve on (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+    p.add_argument(
+        "--validator-state",
+        type=Path,
+        action="append",
+        default=None,
+        help="a validator's --state-dir, for rejection evidence (default: every validator-* node dir)",
+    )
+    p.add_argument(
+        "--poll-interval", type=_seconds, default=DEFAULT_POLL_S, help="seconds between new-block polls (default 1)"
+    )
+    return p
+
+
+def source_of(args: argparse.Namespace) -> Source:
+    """Flags (+ the devnet JSON) -> a Source; NodeConfigError names the flag."""
+    from client.status import default_validator_dirs
+
+    ipfs_api = args.ipfs_api
+    if args.rpc_url is not None:
+        if args.deployment is None:
+            raise NodeConfigError("--deployment", "needed with --rpc-url")
+        if not args.rpc_url.startswith(("http://", "https://", "ws://", "wss://")):
+            raise NodeConfigError("--rpc-url", f"expected http(s):// or ws(s)://, got {args.rpc_url!r}")
+        rpc_url, deployment = args.rpc_url, load_deployment(args.deployment)
+    else:
+        net = load_devnet_json(args.devnet or paths.default_network_file())
+        rpc_url, deployment = net.rpc_url, chain.Deployment.from_json(net.deployment)
+        ipfs_api = ipfs_api or net.ipfs_api
+    dirs = args.validator_state if args.validator_state is not None else default_validator_dirs()
+    return Source(rpc_url, deployment, ipfs_api, args.task, tuple(dirs))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until Ctrl-C / SIGTERM; an error is one line naming the flag, exit status 1."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        source = source_of(args)
+        dashboard = open_dashboard(source)
+        ctx = serving(dashboard, args.host, args.port, args.poll_interval)
+        server = ctx.__enter__()
+    except (NodeConfigError, UnknownTask, chain.ChainError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: --host/--port: cannot serve on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    what = f"task {source.task_id}" if source.task_id is not None else "every task"
+    print(f"dashboard: {server.url} ({what} on {source.rpc_url}); Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    finally:
+        ctx.__exit__(None, None, None)
+    return 0  # not reached: Ctrl-C / SIGTERM end it
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
