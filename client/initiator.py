@@ -38,7 +38,6 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from client.content.task_spec import (
 from client.digest import Digest
 from client.engine.config import ConfigError
 from client.engine.model import build_policy, policy_state
+from client.units import BASE_SUFFIX, AmountError, parse_amount
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +117,14 @@ class Published:
 
 
 def _tokens(key: str, value: Any, decimals: int) -> int:
-    """Whole tokens (int, or a decimal string) -> base units; ConfigError names a bad value."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ConfigError(CHAIN, key, f"expected an int or a decimal string of tokens, got {value!r}")
+    """Whole tokens (an int, or a string: "2.5", "1000base") -> base units (client.units, the one parser
+    of amounts); ConfigError names a bad value."""
     try:
-        amount = Decimal(value) * (Decimal(10) ** decimals)
-    except InvalidOperation:
-        raise ConfigError(CHAIN, key, f"not a decimal number: {value!r}") from None
-    if amount != amount.to_integral_value():
-        raise ConfigError(CHAIN, key, f"{value} has more than {decimals} decimals")
-    units = int(amount)
-    if not 0 <= units <= UINT96:
-        raise ConfigError(CHAIN, key, f"must be in [0, {Decimal(UINT96) / 10**decimals}] tokens, got {value}")
-    return units
+        return parse_amount(value, key, allow_zero=True).units(decimals, UINT96)
+    except AmountError as e:
+        raise ConfigError(
+            CHAIN, key, f"{e.problem}, got {e.text!r} (whole tokens, or base units as 1000{BASE_SUFFIX})"
+        ) from None
 
 
 def _parse_chain(table: Any, decimals: int, budget_override: int | None) -> tuple[dict[str, int], int]:

@@ -39,9 +39,11 @@ from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
 from client.engine.model import Policy
-from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config
+from client.runtime import lifecycle
+from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config, parse_layered
 from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
+from client.runtime.errors import explain
 from client.runtime.events import EventFollower, Tick
 from client.runtime.task import (
     TaskContext,
@@ -51,6 +53,7 @@ from client.runtime.task import (
     model_for_round,
     phase_now,
 )
+from client.units import AmountError, TokenAmount, amount_arg
 
 log = logging.getLogger("concord.trainer")
 
@@ -72,7 +75,7 @@ class WrongRole(RuntimeError):
 class TrainerConfig:
     node: NodeConfig
     rounds: int | None = None  # stop after this many submissions (None: until the task ends)
-    stake: int | None = None  # base units to register with (default: the task's minTrainerStake)
+    stake: TokenAmount | None = None  # to register with (default: the task's minTrainerStake)
     threads: int = 1  # torch threads (reproducibility: same settings, same bytes)
 
     def __post_init__(self) -> None:
@@ -154,13 +157,14 @@ HONEST = TrainerHooks()
 def join_task(node: Node, ctx: TaskContext, stake: int | None = None) -> None:
     """Register as a trainer (stake) if needed, top the stake up to the task minimum, join the task."""
     concord, token, me = node.client.concord, node.client.token, node.address
+    tok = lifecycle.token_info(node.client)  # amounts in logs: whole tokens with the symbol
     need = ctx.params.min_trainer_stake
     info = concord.node_info(me)
     if info.role == Role.NONE:
         amount = max(need, stake or 0)
         token.approve(node.signer, concord.address, amount)
         concord.register(node.signer, Role.TRAINER, amount)
-        log.info("registered as trainer with stake %d", amount, extra=fields(event="registered", stake=amount))
+        log.info("registered as trainer with stake %s", tok.fmt(amount), extra=fields(event="registered", stake=amount))
     elif info.role != Role.TRAINER:
         raise WrongRole(me, info.role)
     else:
@@ -169,9 +173,9 @@ def join_task(node: Node, ctx: TaskContext, stake: int | None = None) -> None:
             token.approve(node.signer, concord.address, need - free)
             concord.add_stake(node.signer, need - free)
             log.info(
-                "stake topped up by %d to the task minimum %d",
-                need - free,
-                need,
+                "stake topped up by %s to the task minimum %s",
+                tok.fmt(need - free),
+                tok.fmt(need),
                 extra=fields(event="stake_added", amount=need - free),
             )
     if not concord.member_info(ctx.task_id, me).joined:
@@ -341,7 +345,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
     node = connect_node(cfg.node)
     ctx = load_task_context(node, cfg.node.task_id)
     run = TrainerRun(address=node.address)
-    join_task(node, ctx, cfg.stake)
+    join_task(node, ctx, None if cfg.stake is None else cfg.stake.units(node.client.token.decimals()))
     done = last_submitted_round(node, ctx)
     log.info(
         "trainer %s on task %d (async level %d), last submitted round %d",
@@ -451,7 +455,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     """The flags of `concord trainer run` (the lab's entry points add theirs to the same parser)."""
     add_node_args(p)
     p.add_argument("--rounds", type=int, default=None, help="stop after N submissions")
-    p.add_argument("--stake", type=int, default=None, help="stake in base units (default: the task minimum)")
+    p.add_argument(
+        "--stake",
+        type=amount_arg("--stake"),
+        default=None,
+        help="stake to register with, in tokens (or 1000base; default: the task's minimum)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
@@ -472,8 +481,9 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
         StoreError,
         TaskSpecError,
         ModelError,
+        AmountError,
     ) as e:
-        log.error("%s", e, extra=fields(event="error", error=str(e)))
+        log.error("%s", explain(e), extra=fields(event="error", error=str(e)))
         return 1
     except KeyboardInterrupt:
         log.warning("interrupted", extra=fields(event="interrupted"))
@@ -494,11 +504,16 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`concord trainer run --task ID [--devnet F] [--state-dir D] [--rounds N] [--json-logs]`."""
-    p = argparse.ArgumentParser(prog="concord trainer", description="run a trainer node")
+    """`concord trainer run --task ID [--config node.toml] [--devnet F] [--state-dir D] [--rounds N] [--json-logs]`,
+    `concord trainer leave|unbond|withdraw` (client.runtime.lifecycle)."""
+    p = argparse.ArgumentParser(prog="concord trainer", description="run a trainer node, or leave, unbond, withdraw")
     sub = p.add_subparsers(dest="action", required=True)
     add_run_args(sub.add_parser("run", help="register, join and train on a task's rounds"))
-    return run_command(p.parse_args(argv))
+    lifecycle.add_commands(sub, "trainer")
+    args = parse_layered(p, argv)
+    if args.action in lifecycle.COMMANDS:
+        return lifecycle.run(args, "trainer")
+    return run_command(args)
 
 
 if __name__ == "__main__":

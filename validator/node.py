@@ -86,11 +86,14 @@ from client.digest import Digest
 from client.engine.bundle import Bundle
 from client.engine.grpo import pin_determinism
 from client.engine.model import policy_state
-from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config
+from client.runtime import lifecycle
+from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config, parse_layered
 from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
+from client.runtime.errors import explain
 from client.runtime.events import EventFollower
 from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round
+from client.units import AmountError, TokenAmount, amount_arg
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
 
@@ -138,7 +141,7 @@ class ValidatorConfig:
     node: NodeConfig
     rounds: int | None = None  # stop once the task has settled this many rounds
     withdraw: bool = False  # withdraw the credited balance before exiting
-    stake: int | None = None  # stake to register with (default: the task's minValidatorStake)
+    stake: TokenAmount | None = None  # stake to register with (default: the task's minValidatorStake)
     finalize_page: int = 64  # finalize steps per transaction
 
 
@@ -364,19 +367,26 @@ def connect_validator(cfg: ValidatorConfig, hooks: ValidatorHooks = HONEST) -> V
 def ensure_enrolled(v: Validator) -> None:
     """Register as a validator (staking) and join the task, whichever is still missing."""
     c, need = v.concord, v.task.params.min_validator_stake
+    tok = lifecycle.token_info(v.client)  # amounts in logs: whole tokens with the symbol
     info = c.node_info(v.me)
     if info.role == Role.NONE:
-        want = max(need, v.cfg.stake or 0)
+        want = max(need, 0 if v.cfg.stake is None else v.cfg.stake.units(tok.decimals))
         v.client.token.approve(v.signer, c.address, want)
         c.register(v.signer, Role.VALIDATOR, want)
-        log.info("registered validator %s with stake %d", v.me, want, extra=fields(stake=want))
+        log.info("registered validator %s with stake %s", v.me, tok.fmt(want), extra=fields(stake=want))
     elif info.role != Role.VALIDATOR:
         raise ValidatorError(f"{v.me} is registered as {info.role.name}, not as a validator: use another key")
     elif info.stake - info.unbonding < need:
         top_up = need - (info.stake - info.unbonding)
         v.client.token.approve(v.signer, c.address, top_up)
         c.add_stake(v.signer, top_up)
-        log.info("added stake %d (task %d needs %d)", top_up, v.task_id, need, extra=fields(stake_added=top_up))
+        log.info(
+            "added stake %s (task %d needs %s)",
+            tok.fmt(top_up),
+            v.task_id,
+            tok.fmt(need),
+            extra=fields(stake_added=top_up),
+        )
     if not c.member_info(v.task_id, v.me).joined:
         c.join(v.signer, v.task_id)
         log.info("joined task %d as validator %s", v.task_id, v.me, extra=fields(task=v.task_id))
@@ -1010,22 +1020,18 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
     p.add_argument(
         "--stake",
-        type=int,
+        type=amount_arg("--stake"),
         default=None,
-        help="stake to register with, in base units (default: the task's minValidatorStake)",
+        help="stake to register with, in tokens (or 1000base; default: the task's minValidatorStake)",
     )
 
 
 def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int:
-    """Run what a parsed command line describes (`run` with ``hooks``, or `withdraw`); the exit status
-    (an error: one line naming what is wrong, no traceback, 1)."""
+    """Run what a parsed `run` command line describes, with ``hooks``; the exit status (an error: one
+    line naming what is wrong and the fix, no traceback, 1)."""
     setup_logging(args.json_logs)
     try:
         node_cfg = node_config(args, "validator")
-        if args.action == "withdraw":
-            node = connect_node(node_cfg)
-            print(withdraw_earnings(node.client, node.signer))
-            return 0
         pin_determinism(1)
         cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake)
         run_validator(cfg, shutdown_event(), hooks)
@@ -1038,20 +1044,24 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
         StoreError,
         TaskSpecError,
         ModelError,
+        AmountError,
     ) as e:
-        log.error("%s", e)
+        log.error("%s", explain(e))
         return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`concord validator run --task ID [...]` and `concord validator withdraw [...]`."""
+    """`concord validator run --task ID [--config node.toml] [...]`, `concord validator leave|unbond|withdraw`
+    (client.runtime.lifecycle)."""
     p = argparse.ArgumentParser(prog="concord validator", description="verify, vote on and aggregate a task's rounds")
     sub = p.add_subparsers(dest="action", required=True)
     add_run_args(sub.add_parser("run", help="validate a task's rounds (registers, stakes and joins if needed)"))
-    wd = sub.add_parser("withdraw", help="withdraw this validator's credited balance")
-    add_node_args(wd, with_task=False)
-    return run_command(p.parse_args(argv))
+    lifecycle.add_commands(sub, "validator")
+    args = parse_layered(p, argv)
+    if args.action in lifecycle.COMMANDS:
+        return lifecycle.run(args, "validator")
+    return run_command(args)
 
 
 if __name__ == "__main__":

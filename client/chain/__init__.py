@@ -21,7 +21,7 @@ from eth_utils.address import to_checksum_address
 
 from client.chain import artifacts as packaged
 from client.chain.artifacts import Artifact
-from client.chain.contract import AbiMismatch, Contract
+from client.chain.contract import AbiMismatch, Contract, NoCode
 from client.chain.protocol import (
     EVENT_TYPES,
     BountyPaid,
@@ -209,6 +209,7 @@ __all__ = [
     "ModelDigest",
     "NodeInfo",
     "NodeRegistered",
+    "NoCode",
     "NonceConflict",
     "PendingTx",
     "Phase",

@@ -18,7 +18,7 @@ from web3.contract.contract import ContractEvent
 from web3.types import EventData, LogReceipt
 from web3.utils import filter_abi_by_type, function_abi_to_4byte_selector, get_abi_input_types, get_abi_output_types
 
-from client.chain.rpc import ErrorDecoder, PendingTx, Receipt, Rpc, RpcError, Signer
+from client.chain.rpc import ChainError, ErrorDecoder, PendingTx, Receipt, Rpc, RpcError, Signer
 
 
 class AbiMismatch(Exception):
@@ -27,6 +27,18 @@ class AbiMismatch(Exception):
     def __init__(self, kind: str, name: str, contract: str) -> None:
         super().__init__(f"{contract} ABI has no {kind} {name!r}: rebuild the bindings against contracts/")
         self.kind, self.name, self.contract = kind, name, contract
+
+
+class NoCode(ChainError):
+    """A view answered nothing: no contract lives at the address (a deployment JSON for another chain
+    or another devnet)."""
+
+    def __init__(self, contract: str, address: str, function: str) -> None:
+        super().__init__(
+            f"no {contract} contract at {address} ({function} returned no data): the deployment JSON is "
+            "not for this chain; pass the right --deployment/--devnet, or the RPC URL it was deployed on"
+        )
+        self.contract, self.address, self.function = contract, address, function
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,10 @@ class Contract:
             raw = self.rpc.call("eth_call", tx, hex(block) if isinstance(block, int) else block)
         except RpcError as err:
             raise self.decoder.revert(err) from None
-        values = self.rpc.w3.codec.decode(self.function(name).outputs, bytes.fromhex(raw[2:]))
+        outputs = self.function(name).outputs
+        if outputs and raw in ("0x", ""):  # a function with outputs always returns data: no code there
+            raise NoCode(self.name, self.address, name)
+        values = self.rpc.w3.codec.decode(outputs, bytes.fromhex(raw[2:]))
         return tuple(plain(v) for v in values)  # plain(values), kept a tuple for the type checker
 
     def send(self, signer: Signer, name: str, *args: object, gas: int | None = None) -> PendingTx:

@@ -1,15 +1,19 @@
 """Where a node's signing key comes from.
 
-A key is read from an encrypted eth-account keystore file (its password from an env var)
-or from an env var holding the raw key; never from a command-line argument, since argv is
-world-readable in /proc and lands in shell history. Keys are never logged: the account
+A key is read from an encrypted eth-account keystore file or from an env var holding the raw
+key; never from a command-line argument, since argv is world-readable in /proc and lands in
+shell history. A keystore's password comes from the first of: a password file (`--password-file`,
+Foundry's convention: the file's text without its trailing newline), $CONCORD_KEYSTORE_PASSWORD,
+a hidden prompt on the terminal (only when stdin is a TTY). Keys are never logged: the account
 objects returned here are eth-account ``LocalAccount``s, whose repr shows no secret.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
@@ -37,17 +41,31 @@ class MissingKey(KeyLoadError):
     """No keystore path was given and the private-key env var is unset."""
 
     def __init__(self, env_var: str) -> None:
-        super().__init__(f"no signing key: pass --keystore PATH (password in ${PASSWORD_ENV}) or set ${env_var}")
+        super().__init__(
+            f"no signing key: pass --keystore PATH (or set $ETH_KEYSTORE), set ${env_var}, "
+            "or on a local devnet --devnet-account N"
+        )
         self.env_var = env_var
 
 
 class MissingPassword(KeyLoadError):
-    """A keystore file was given but its password env var is unset."""
+    """A keystore file was given but no password: no password file, the env var unset, no terminal."""
 
     def __init__(self, keystore: Path, env_var: str) -> None:
-        super().__init__(f"keystore {keystore} needs its password in ${env_var}")
+        super().__init__(
+            f"keystore {keystore} needs its password: pass --password-file FILE, set ${env_var}, "
+            "or run in a terminal to be asked"
+        )
         self.keystore = keystore
         self.env_var = env_var
+
+
+class BadPasswordFile(KeyLoadError):
+    """The password file cannot be read (its text is never echoed)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot read the password file {path}: {reason}; fix --password-file")
+        self.path, self.reason = path, reason
 
 
 class BadKeystore(KeyLoadError):
@@ -77,6 +95,8 @@ def from_keystore(path: Path, password: str) -> LocalAccount:
         secret = Account.decrypt(blob, password)
     except ValueError:
         raise BadKeystore(Path(path), "wrong password or corrupt file") from None
+    except (KeyError, TypeError) as exc:  # JSON, but not a keystore (no "crypto", a list, ...)
+        raise BadKeystore(Path(path), f"not an encrypted key file ({type(exc).__name__}: {exc})") from None
     return cast(LocalAccount, Account.from_key(secret))
 
 
@@ -92,14 +112,39 @@ def from_private_key_hex(value: str, env_var: str = PRIVATE_KEY_ENV) -> LocalAcc
         raise BadPrivateKey(env_var) from None
 
 
-def load_key(keystore: Path | None = None, env: Mapping[str, str] | None = None) -> LocalAccount:
-    """The node's key: the keystore if one is given (password from the env), else the env key."""
+def keystore_password(
+    keystore: Path,
+    password_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    interactive: bool | None = None,
+) -> str:
+    """A keystore's password: the password file, else $CONCORD_KEYSTORE_PASSWORD, else a hidden prompt
+    when ``interactive`` (default: stdin is a terminal); MissingPassword otherwise."""
+    env = os.environ if env is None else env
+    if password_file is not None:
+        try:
+            return Path(password_file).read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadPasswordFile(Path(password_file), getattr(exc, "strerror", None) or type(exc).__name__) from None
+    if PASSWORD_ENV in env:
+        return env[PASSWORD_ENV]
+    if interactive if interactive is not None else sys.stdin.isatty():
+        return getpass.getpass(f"password of keystore {keystore}: ")
+    raise MissingPassword(Path(keystore), PASSWORD_ENV)
+
+
+def load_key(
+    keystore: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    password_file: Path | None = None,
+    interactive: bool | None = None,
+) -> LocalAccount:
+    """The node's key: the keystore if one is given (password: keystore_password), else the env key."""
     env = os.environ if env is None else env
     if keystore is not None:
-        password = env.get(PASSWORD_ENV)
-        if password is None:
-            raise MissingPassword(Path(keystore), PASSWORD_ENV)
-        return from_keystore(Path(keystore), password)
+        if not Path(keystore).is_file():  # before any prompt: asking for a password of nothing helps no one
+            raise BadKeystore(Path(keystore), "no such file")
+        return from_keystore(Path(keystore), keystore_password(Path(keystore), password_file, env, interactive))
     raw = env.get(PRIVATE_KEY_ENV)
     if not raw:
         raise MissingKey(PRIVATE_KEY_ENV)

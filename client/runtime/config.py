@@ -1,19 +1,37 @@
-"""Node configuration: the flags every node takes, the network file, state directories.
+"""Node configuration: the flags every node takes, a node TOML, env vars, the network file.
 
-add_node_args(parser)                  the flags every node takes (--devnet, --rpc-url, --task, ...)
+add_node_args(parser)                  the flags every node takes (--devnet, --rpc-url, --task, --config, ...)
+parse_layered(parser, argv) -> args    argv over env vars over the --config TOML over defaults
 node_config(args, role) -> NodeConfig  flags (+ the network JSON) -> a frozen config, validated once here
 positive_int, non_negative_int, positive_seconds, load_deployment, load_devnet_json
                                        argparse types and file loaders that name the bad flag
+
+Where a setting comes from, first match wins (docs/OPERATORS.md):
+
+    1. the command-line flag                       --rpc-url http://...
+    2. its environment variable (ENV_VARS)         $CONCORD_RPC_URL, else $ETH_RPC_URL
+    3. the node TOML given with --config           rpc_url = "http://..."   ([trainer] / [validator] / [task]
+                                                   tables override the top level for that command)
+    4. the network JSON (--devnet, or the default devnet's) for rpc_url, ipfs_api and the deployment
+    5. the flag's default
+
+Every key of the TOML is a flag's name (`rpc_url` or `rpc-url`); an unknown key is an error naming it.
+Relative paths in the TOML are relative to the TOML's own directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import sys
+import tomllib
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from client.chain import Deployment, keys
 from client.content.store import api_multiaddr
@@ -45,6 +63,7 @@ class NodeConfig:
     task_id: int  # 0 for commands that are not about one task
     state_dir: Path | None = None  # None: <per-user home>/nodes/<role>-<address> (client.runtime.paths)
     keystore: Path | None = None  # else $CONCORD_PRIVATE_KEY
+    password_file: Path | None = None  # the keystore's password (else $CONCORD_KEYSTORE_PASSWORD, else a prompt)
     devnet_account: int | None = None  # index of a public Anvil account (chain 31337 only)
     json_logs: bool = False
     poll_interval: float = 0.25  # seconds between eth_blockNumber polls
@@ -76,7 +95,14 @@ def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
         "--keystore",
         type=Path,
         default=None,
-        help=f"encrypted key file (password in ${keys.PASSWORD_ENV}); else ${keys.PRIVATE_KEY_ENV}",
+        help="encrypted key file [env: CONCORD_KEYSTORE, ETH_KEYSTORE]; its password from --password-file, "
+        f"${keys.PASSWORD_ENV} or a prompt; without a keystore the key is ${keys.PRIVATE_KEY_ENV}",
+    )
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="file holding the keystore's password [env: CONCORD_PASSWORD_FILE, ETH_PASSWORD]",
     )
     p.add_argument(
         "--devnet-account",
@@ -86,6 +112,154 @@ def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     )
     p.add_argument("--json-logs", action="store_true", help="one JSON object per log line on stdout")
     p.add_argument("--poll-interval", type=positive_seconds, default=0.25, help="seconds between new-block polls")
+    p.add_argument(
+        CONFIG_FLAG,
+        type=Path,
+        default=None,
+        metavar="NODE.toml",
+        help="node TOML: any of these flags by name (rpc_url = ...); flags and env vars override it",
+    )
+
+
+# ----------------------------------------------------------------------------- layers: flag > env > TOML > default
+
+CONFIG_FLAG = "--config"
+# setting (argparse dest) -> its environment variables, the first set one wins (Foundry's names last).
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "rpc_url": ("CONCORD_RPC_URL", "ETH_RPC_URL"),
+    "keystore": ("CONCORD_KEYSTORE", "ETH_KEYSTORE"),
+    "password_file": ("CONCORD_PASSWORD_FILE", "ETH_PASSWORD"),
+    "ipfs_api": ("CONCORD_IPFS_API",),
+    "deployment": ("CONCORD_DEPLOYMENT",),
+}
+# A node TOML may hold one table per command group; it overrides the top level for that group.
+TABLES = ("trainer", "validator", "task")
+# Flags of some node command that another command lacks: a key for them is known, and used where it applies.
+ROLE_KEYS = ("rounds", "stake", "threads", "withdraw")
+
+
+class ConfigFileError(NodeConfigError):
+    """The node TOML cannot be read, or one of its keys is unknown or has a bad value (named)."""
+
+    def __init__(self, path: Path, key: str, problem: str) -> None:
+        super().__init__(CONFIG_FLAG, f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+        self.path, self.key = path, key
+
+
+def _subcommand(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The (sub)parser that will parse ``argv``'s options: follow the subcommand words down."""
+    target, rest = parser, list(argv)
+    while True:
+        subs = [a for a in target._actions if isinstance(a, argparse._SubParsersAction)]
+        at = next((i for i, word in enumerate(rest) if subs and word in subs[0].choices), None)
+        if at is None:
+            return target
+        target, rest = subs[0].choices[rest[at]], rest[at + 1 :]
+
+
+def _config_path(argv: Sequence[str]) -> Path | None:
+    path = None
+    for i, word in enumerate(argv):
+        if word == CONFIG_FLAG and i + 1 < len(argv):
+            path = Path(argv[i + 1])
+        elif word.startswith(CONFIG_FLAG + "="):
+            path = Path(word.split("=", 1)[1])
+    return path
+
+
+def node_keys() -> set[str]:
+    """Every key a node TOML may hold (the node flags' names plus ROLE_KEYS)."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_node_args(p)
+    return {a.dest for a in p._actions if a.option_strings} | set(ROLE_KEYS)
+
+
+def read_node_toml(path: Path, table: str) -> dict[str, Any]:
+    """The settings of ``path`` for command group ``table`` (top level, then its table over it); every
+    key checked against node_keys(); ConfigFileError names the file and the key."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigFileError(path, "", f"cannot read it: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigFileError(path, "", f"not TOML: {e}") from None
+    known = node_keys()
+    out: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in TABLES:
+                raise ConfigFileError(path, f"[{key}]", f"unknown table (known: {', '.join(TABLES)})")
+            for sub_key in value:
+                if sub_key.replace("-", "_") not in known:
+                    raise ConfigFileError(path, f"{key}.{sub_key}", f"unknown key (known: {', '.join(sorted(known))})")
+            if key == table:
+                own = {k.replace("-", "_"): v for k, v in value.items()}
+            continue
+        dest = key.replace("-", "_")
+        if dest not in known:
+            raise ConfigFileError(path, key, f"unknown key (known: {', '.join(sorted(known))})")
+        out[dest] = value
+    return {**out, **own}
+
+
+def _typed(action: argparse.Action, value: Any, base: Path | None) -> Any:
+    """A TOML or env value through the flag's own type (paths from a TOML relative to its directory)."""
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if isinstance(value, (bool, list, dict)) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected a string or a number, got {value!r}")
+    text = str(value)
+    convert = action.type
+    try:
+        typed: Any = convert(text) if callable(convert) else text
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+        raise ValueError(str(e)) from None
+    if isinstance(typed, Path):
+        typed = typed.expanduser()
+        if base is not None and not typed.is_absolute():
+            typed = base / typed
+    if action.choices is not None and typed not in action.choices:
+        raise ValueError(f"expected one of {sorted(map(str, action.choices))}, got {value!r}")
+    return typed
+
+
+def parse_layered(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, env: Mapping[str, str] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the settings argv leaves out taken from the env vars (ENV_VARS),
+    then from the --config TOML (top level and the command's table), then the flags' defaults. A bad
+    file or value exits as a bad flag does (status 2, the file and key named)."""
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    env = os.environ if env is None else env
+    target = _subcommand(parser, argv)
+    actions = {a.dest: a for a in target._actions if a.option_strings}
+    layers: dict[str, Any] = {}
+    try:
+        path = _config_path(argv) if CONFIG_FLAG in {s for a in actions.values() for s in a.option_strings} else None
+        if path is not None:
+            table = (target.prog.split() + ["", ""])[1]  # "concord trainer run" -> "trainer"
+            for dest, value in read_node_toml(path, table).items():
+                if dest in actions:
+                    try:
+                        layers[dest] = _typed(actions[dest], value, path.parent)
+                    except ValueError as e:
+                        raise ConfigFileError(path, dest, str(e)) from None
+        for dest, names in ENV_VARS.items():
+            name = next((n for n in names if env.get(n)), None)
+            if name is not None and dest in actions:
+                try:
+                    layers[dest] = _typed(actions[dest], env[name], None)
+                except ValueError as e:
+                    raise NodeConfigError(f"${name}", str(e)) from None
+    except NodeConfigError as e:
+        target.error(str(e))
+    for dest, value in layers.items():
+        actions[dest].required = False  # a required flag (--task) may come from the file
+        target.set_defaults(**{dest: value})
+    return parser.parse_args(argv)
 
 
 # argparse types: a bad value exits with `error: argument --flag: ...` before anything runs.
@@ -131,7 +305,10 @@ def _check_rpc_url(url: str) -> str:
     except ValueError as e:  # e.g. a port out of 0..65535
         raise NodeConfigError("--rpc-url", f"{url!r}: {e}") from None
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        raise NodeConfigError("--rpc-url", f"expected http(s)://host[:port] or ws(s)://..., got {url!r}")
+        raise NodeConfigError(
+            "--rpc-url",
+            f"expected http(s)://host[:port] or ws(s)://host[:port] (e.g. http://127.0.0.1:8545), got {url!r}",
+        )
     if port == 0:
         raise NodeConfigError("--rpc-url", f"port 0 in {url!r}")
     return url
@@ -188,6 +365,8 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
             raise NodeConfigError(f"--{name}", f"must be >= {lo} {what}, got {value}")
     if getattr(args, "keystore", None) is not None and not Path(args.keystore).is_file():
         raise NodeConfigError("--keystore", f"{args.keystore} is not a file")
+    if getattr(args, "password_file", None) is not None and not Path(args.password_file).is_file():
+        raise NodeConfigError("--password-file", f"{args.password_file} is not a file")
     if devnet_path is not None:
         net = load_devnet_json(devnet_path)
     rpc_url = args.rpc_url or (net.rpc_url if net else None)
@@ -217,6 +396,7 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
         task_id=task_id,
         state_dir=args.state_dir,
         keystore=args.keystore,
+        password_file=getattr(args, "password_file", None),
         devnet_account=args.devnet_account,
         json_logs=args.json_logs,
         poll_interval=args.poll_interval,

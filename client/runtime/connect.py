@@ -3,8 +3,8 @@
     connect_node(cfg) -> Node   Node(client, signer, store, state_dir); key from keystore/env/devnet index
                                 (= connect_chain(cfg), which writes nothing, then open_node: the dirs)
 
-Keys never come from argv: a keystore file (password in $CONCORD_KEYSTORE_PASSWORD), the
-$CONCORD_PRIVATE_KEY env var, or (devnet only, chain id 31337) the index of one of Anvil's
+Keys never come from argv: a keystore file (password from --password-file, $CONCORD_KEYSTORE_PASSWORD
+or a hidden prompt), the $CONCORD_PRIVATE_KEY env var, or (devnet only, chain id 31337) the index of one of Anvil's
 public default accounts.
 """
 
@@ -46,7 +46,7 @@ def load_account(cfg: NodeConfig, chain_id: int) -> LocalAccount:
                 "--devnet-account", f"public devnet keys only on chain {ANVIL_CHAIN_ID}, this is chain {chain_id}"
             )
         return keys.devnet_account(cfg.devnet_account)
-    return keys.load_key(cfg.keystore)
+    return keys.load_key(cfg.keystore, password_file=cfg.password_file)
 
 
 def connect_node(cfg: NodeConfig) -> Node:

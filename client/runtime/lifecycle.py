@@ -1,0 +1,187 @@
+"""A node's way out: `concord trainer|validator unbond | leave | withdraw` (PROTOCOL.md "Stake").
+
+    leave --task N            leave a task (the contract refuses while this node has unfinalized work in it)
+    unbond [--amount TOKENS]  start unbonding stake (all that is free by default); refused while joined to a task
+    unbond --complete         once the unbond delay passed: the unbonded stake is credited to the balance
+    withdraw [--amount T]     move credited tokens (rewards, fees, bounties, unbonded stake, a reclaimed budget)
+                              to the wallet: all of it by default
+
+Each reads what it needs from the chain first and sends at most one transaction; a refusal is the
+contract's own custom error (with its values) and the fix, on one line, exit 1, nothing sent. Amounts
+go through client.units (whole tokens, or "1000base") and print as whole tokens with the symbol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from client.chain import ChainClient, ChainError, Role, Signer
+from client.chain.keys import KeyLoadError
+from client.runtime.config import NodeConfigError, add_node_args, node_config
+from client.runtime.connect import connect_chain
+from client.runtime.display import setup_logging
+from client.runtime.errors import explain
+from client.units import AmountError, TokenAmount, amount_arg, format_amount
+
+COMMANDS = ("unbond", "leave", "withdraw")
+
+
+class LifecycleError(RuntimeError):
+    """What the node's on-chain state says before any transaction: wrong role, nothing to move."""
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """The protocol token's symbol and decimals: how amounts are read and printed."""
+
+    symbol: str
+    decimals: int
+
+    def fmt(self, units: int) -> str:
+        return format_amount(units, self.decimals, self.symbol)
+
+    def units(self, amount: TokenAmount) -> int:
+        return amount.units(self.decimals)
+
+
+def token_info(client: ChainClient) -> TokenInfo:
+    return TokenInfo(client.token.symbol(), client.token.decimals())
+
+
+# ----------------------------------------------------------------------------- the operations
+
+
+def _check_role(client: ChainClient, me: str, role: Role) -> None:
+    actual = client.concord.node_info(me).role
+    if actual == Role.NONE:
+        raise LifecycleError(f"{me} is not registered: nothing staked (a node registers when it first runs)")
+    if actual != role:
+        other = actual.name.lower()
+        raise LifecycleError(
+            f"{me} is registered as a {other}, not a {role.name.lower()}: use `concord {other} ...` for this key"
+        )
+
+
+def leave(client: ChainClient, signer: Signer, role: Role, task_id: int) -> dict[str, Any]:
+    """Leave ``task_id``: no further rounds are expected of this node (its stake may then unbond)."""
+    _check_role(client, signer.address, role)
+    receipt = client.concord.leave(signer, task_id)
+    info = client.concord.node_info(signer.address)
+    return {"task_id": task_id, "left": True, "joined_tasks": info.joined_tasks, "block": receipt.block_number}
+
+
+def request_unbond(client: ChainClient, signer: Signer, role: Role, amount: int | None) -> dict[str, Any]:
+    """Start unbonding ``amount`` base units (None: all the stake not yet unbonding)."""
+    _check_role(client, signer.address, role)
+    info = client.concord.node_info(signer.address)
+    free = info.stake - info.unbonding
+    if amount is None:
+        if free == 0:
+            raise LifecycleError(f"{signer.address}: all of its stake is unbonding already; `unbond --complete`")
+        amount = free
+    client.concord.request_unbond(signer, amount)
+    info = client.concord.node_info(signer.address)
+    return {"requested": amount, "unbonding": info.unbonding, "stake": info.stake, "unbond_at": info.unbond_at}
+
+
+def complete_unbond(client: ChainClient, signer: Signer, role: Role) -> dict[str, Any]:
+    """Credit the unbonded stake to the balance (the contract checks the delay)."""
+    _check_role(client, signer.address, role)
+    unbonding = client.concord.node_info(signer.address).unbonding
+    client.concord.complete_unbond(signer)
+    return {
+        "completed": unbonding,
+        "stake": client.concord.node_info(signer.address).stake,
+        "balance": client.concord.balance_of(signer.address),
+    }
+
+
+def withdraw(client: ChainClient, signer: Signer, amount: int | None) -> dict[str, Any]:
+    """Move ``amount`` (None: the whole credited balance) to the wallet; 0 when there is nothing."""
+    balance = client.concord.balance_of(signer.address)
+    amount = balance if amount is None else amount
+    if amount > 0:
+        client.concord.withdraw(signer, amount)
+    return {
+        "withdrawn": amount,
+        "balance": client.concord.balance_of(signer.address),
+        "wallet": client.token.balance_of(signer.address),
+    }
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_commands(sub: Any, role: str) -> None:
+    """`unbond`, `leave`, `withdraw` under `concord ROLE` (``sub``: the role parser's subparsers)."""
+    who = f"this {role}"
+    leave_p = sub.add_parser("leave", help=f"leave a task ({who} must have no unfinalized work in it)")
+    add_node_args(leave_p, with_task=True)
+    unbond_p = sub.add_parser("unbond", help=f"unbond {who}'s stake after the delay (leave every task first)")
+    unbond_p.add_argument(
+        "--amount", type=amount_arg("--amount"), default=None, help="tokens to unbond (default: all the free stake)"
+    )
+    unbond_p.add_argument("--complete", action="store_true", help="credit the unbonded stake once the delay passed")
+    add_node_args(unbond_p, with_task=False)
+    withdraw_p = sub.add_parser("withdraw", help=f"move {who}'s credited balance to its wallet")
+    withdraw_p.add_argument(
+        "--amount", type=amount_arg("--amount"), default=None, help="tokens to withdraw (default: the whole balance)"
+    )
+    add_node_args(withdraw_p, with_task=False)
+    for q in (leave_p, unbond_p, withdraw_p):
+        q.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _text(action: str, out: dict[str, Any], who: str, role: str, tok: TokenInfo) -> str:
+    if action == "leave":
+        return f"{who} left task {out['task_id']} (member of {out['joined_tasks']} task(s) now)"
+    if action == "unbond" and "completed" in out:
+        return (
+            f"{who}: {tok.fmt(out['completed'])} unbonded and credited (stake {tok.fmt(out['stake'])}, "
+            f"balance {tok.fmt(out['balance'])}); `concord {role} withdraw` moves it to the wallet"
+        )
+    if action == "unbond":
+        at = dt.datetime.fromtimestamp(out["unbond_at"], dt.UTC).isoformat(timespec="seconds")
+        return (
+            f"{who}: unbonding {tok.fmt(out['requested'])} (in all {tok.fmt(out['unbonding'])} of "
+            f"{tok.fmt(out['stake'])}); after {at} run `concord {role} unbond --complete`"
+        )
+    if out["withdrawn"] == 0:
+        return f"{who}: nothing to withdraw (balance 0 {tok.symbol})"
+    return f"{who}: withdrew {tok.fmt(out['withdrawn'])} to the wallet (wallet {tok.fmt(out['wallet'])})"
+
+
+def run(args: argparse.Namespace, role: str) -> int:
+    """Run a parsed `concord ROLE unbond|leave|withdraw` (role: "trainer", "validator" or "task" for the
+    initiator's withdraw); the exit status (an error: one line with the fix, 1)."""
+    setup_logging(args.json_logs, logging.WARNING)
+    logging.getLogger("client.chain.rpc").setLevel(logging.ERROR)  # retry chatter: the error line says it all
+    node_role = {"trainer": Role.TRAINER, "validator": Role.VALIDATOR}.get(role)
+    try:
+        client, signer = connect_chain(node_config(args, role))
+        tok = token_info(client)
+        amount = None if getattr(args, "amount", None) is None else tok.units(args.amount)
+        if args.action == "withdraw":
+            out = withdraw(client, signer, amount)
+        elif node_role is None:
+            raise LifecycleError(f"`{args.action}` is for trainers and validators")
+        elif args.action == "leave":
+            out = leave(client, signer, node_role, args.task)
+        elif args.complete:
+            if amount is not None:
+                raise NodeConfigError("--amount", "not with --complete (it completes the whole unbonding amount)")
+            out = complete_unbond(client, signer, node_role)
+        else:
+            out = request_unbond(client, signer, node_role, amount)
+    except (NodeConfigError, KeyLoadError, ChainError, AmountError, LifecycleError) as e:
+        print(f"error: {explain(e)}", file=sys.stderr)
+        return 1
+    out = {"action": args.action, "address": signer.address, "symbol": tok.symbol, **out}
+    print(json.dumps(out) if args.json else _text(args.action, out, signer.address, role, tok))
+    return 0
