@@ -234,8 +234,9 @@ class ValidationConfig:
     (TOPLOC commits to bf16 activations anyway), "fp32" = float32 only, "auto" (default) = each
     validator lets its hardware decide (client.engine.precision): bf16 on a CUDA device with
     native bf16; on CPU a start-up measurement of prefill-sized matmuls, bf16 only if >= 1.2x
-    faster. bf16 is 3-4x faster where the CPU has native bf16 (AMX, avx512_bf16) and ~5x slower
-    where oneDNN emulates it (AVX2 only), hence no fixed default. Either way every rollout that
+    faster. The bf16 prefill measured 2.2-2.9x faster than float32 where the CPU has native bf16
+    (AMX; avx512_bf16) and 4.8x slower where oneDNN emulates it (AVX2 only: verification then
+    2.6x generation; docs/BENCHMARKS.md), hence no fixed default. Either way every rollout that
     fails TOPLOC or sampling replay under bf16 is recomputed in float32 and judged on that: bf16
     rounding can speed up a rollout that passes, never reject one that float32 accepts
     (validator.checks.recompute_states).
