@@ -17,7 +17,7 @@ function el(tag, attrs, ...children) {
     if (k === "text") node.textContent = v;
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -98,15 +98,14 @@ function termsCard(task) {
       specRows.push([section, el("span", { class: "mono" }, text)]);
     }
   }
-  return card(
-    "Terms",
-    `task-${task.task_id}-terms`,
-    false,
-    el("table", { class: "kv" }, el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))))),
-    spec
-      ? el("table", { class: "kv spec" }, el("tbody", {}, specRows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))))
-      : el("p", { class: "muted" }, "spec not read from IPFS: " + (task.spec_error || "-"))
-  );
+  return [
+    card("Terms", `task-${task.task_id}-terms`, false,
+      el("table", { class: "kv" }, el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))))),
+    card("Task spec (from IPFS, by its digest)", `task-${task.task_id}-spec`, false,
+      spec
+        ? el("table", { class: "kv spec" }, el("tbody", {}, specRows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))))
+        : el("p", { class: "muted" }, "spec not read from IPFS: " + (task.spec_error || "-"))),
+  ];
 }
 
 function budgetCard(task) {
@@ -144,16 +143,18 @@ const PHASES = [
 
 function timelineCard(task, now) {
   const rows = task.timeline.filter((t) => t.opened && t.opened <= now).slice(-MAX_TIMELINE_ROWS);
-  const W = 760, left = 44, right = 90, rowH = 16, top = 8;
+  const W = 760, left = 44, right = 90, rowH = 22, top = 8;
   const H = top + rows.length * rowH + 24;
   const t0 = rows.length ? Math.min(...rows.map((t) => t.opened)) : now;
-  const t1 = Math.max(now, t0 + 1);
+  // the axis ends where the last drawn phase ends: "now" only while a round is unsettled
+  const ends = rows.map((t) => t.finalized || now);
+  const t1 = Math.max(t0 + 1, ...ends);
   const x = (t) => left + ((W - left - right) * (t - t0)) / (t1 - t0);
   const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": "rounds timeline" });
   rows.forEach((t, i) => {
     const y = top + i * rowH;
     const row = svg("g", { class: "round-row", "data-round": t.round, "data-phase": t.phase });
-    row.append(svg("text", { x: 4, y: y + 11 }, `r${t.round}`));
+    row.append(svg("text", { x: 4, y: y + 14 }, `r${t.round}`));
     for (const [name, from, to] of PHASES) {
       const a = t[from];
       if (!a) break;
@@ -161,7 +162,7 @@ function timelineCard(task, now) {
       row.append(svg("rect", { class: `seg-${name}`, x: x(a), y: y + 2, width: Math.max(1.5, x(b) - x(a)), height: rowH - 5 },
         svg("title", {}, `round ${t.round} ${name}: ${clock(a)} to ${t[to] ? clock(b) : "now"}`)));
     }
-    row.append(svg("text", { x: W - right + 6, y: y + 11 }, t.phase));
+    row.append(svg("text", { x: W - right + 6, y: y + 14 }, t.phase));
     g.append(row);
   });
   const yAxis = top + rows.length * rowH + 4;
@@ -271,7 +272,7 @@ function moneyCard(task) {
 }
 
 function nodesCard(task) {
-  const rows = task.nodes.map((n) => [el("code", {}, n.address), n.role, n.joined ? "yes" : "left", tok(n.stake), tok(n.balance)]);
+  const rows = task.nodes.map((n) => [el("code", { title: n.address }, short(n.address)), n.role, n.joined ? "yes" : "left", tok(n.stake), tok(n.balance)]);
   return card("Nodes", `task-${task.task_id}-nodes`, false, table("nodes", ["address", "role", "joined", "stake", "balance"], rows, [3, 4]));
 }
 
@@ -280,9 +281,9 @@ function renderTask(task, now) {
     "section",
     { class: "task", id: `task-${task.task_id}`, "data-task": task.task_id },
     el("h2", {}, `Task ${task.task_id} `, el("span", { class: `badge ${task.closed ? "closed" : "open"}` }, task.closed ? "closed" : "open")),
-    el("div", { class: "grid" },
-      termsCard(task), budgetCard(task), timelineCard(task, now), rewardCard(task),
-      submissionsCard(task), moneyCard(task), nodesCard(task))
+    el("div", { class: "grid" }, termsCard(task), budgetCard(task), nodesCard(task)),
+    el("div", { class: "grid charts" }, timelineCard(task, now), rewardCard(task)),
+    el("div", { class: "grid" }, submissionsCard(task), moneyCard(task))
   );
 }
 
