@@ -11,7 +11,7 @@ SMOLLM2 := 0.1.2
 
 export PYTHONHASHSEED := 0
 
-.PHONY: deps artifacts demo test lint forge-test forge-deep pytest pytest-fast test-unit test-integration test-e2e slither bench-gas bench-learn bench-proofs clean
+.PHONY: deps browser artifacts demo test lint forge-test forge-deep pytest pytest-fast test-unit test-integration test-e2e slither bench-gas bench-learn bench-proofs clean
 
 deps: $(VENV)/.stamp node_modules/.stamp
 
@@ -38,6 +38,12 @@ node_modules/.stamp: package.json package-lock.json
 	npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Debian's chromium (and a font for its screenshots) for the dashboard's browser test (tests/test_dashboard.py).
+# Checked on every run (a `command -v`), installed only when missing: we are root on Debian.
+browser:
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y --no-install-recommends chromium fonts-dejavu-core)
+
 # The deployed contracts' ABIs and bytecode, shipped in the package (client/chain/artifacts.json).
 # Run after changing contracts/; tests/test_chain_compile.py fails while the file is stale.
 artifacts: deps
@@ -61,7 +67,7 @@ forge-test: node_modules/.stamp
 forge-deep: node_modules/.stamp
 	FOUNDRY_PROFILE=deep $(BIN)/forge test
 
-pytest: deps
+pytest: deps browser
 	$(PY) -m pytest -q
 
 pytest-fast: deps
@@ -75,7 +81,7 @@ test-unit: deps
 test-integration: deps
 	$(PY) -m pytest -q -m integration
 
-test-e2e: deps
+test-e2e: deps browser
 	$(PY) -m pytest -q -m e2e
 
 # Slither pins web3<8, which clashes with the SDK's web3 8: it gets a venv of its own.
