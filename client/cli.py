@@ -16,9 +16,11 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "devnet": ("scripts.devnet", "main", "start/stop a local Anvil + js-ipfs devnet with the contracts deployed"),
     "deploy": ("client.chain.deploy", "main", "deploy the contracts to any RPC URL (key from a keystore)"),
-    "task": ("client.initiator", "main", "publish a task from a TOML spec (initiator)"),
-    "trainer": ("client.trainer", "main", "run a trainer node"),
-    "validator": ("validator.node", "main", "run a validator node, or withdraw its earnings"),
+    "task": ("client.initiator", "main", "publish, show, top up, close and reclaim a task (initiator)"),
+    "model": ("client.model_export", "main", "export a task's model at a round as a Hugging Face directory"),
+    "doctor": ("client.doctor", "main", "check Python, torch, toploc, the RPC, IPFS, the key and the deployment"),
+    "trainer": ("client.trainer", "main", "run a trainer node, or leave, unbond, withdraw"),
+    "validator": ("validator.node", "main", "run a validator node, or leave, unbond, withdraw"),
     "status": ("client.status", "main", "rounds, submissions with verdicts, slashes, balances of a task"),
     "dashboard": ("client.dashboard.server", "main", "a live web page of a task: rounds, rewards, verdicts, evidence"),
     "demo": (
@@ -41,6 +43,11 @@ BENCHES: dict[str, tuple[str, str, str]] = {
         "scripts.bench.round",
         "main",
         "devnet rounds, 4 trainers + 2 validators: wall-time split, reward vs simulation",
+    ),
+    "lm": (
+        "scripts.bench.lm",
+        "main",
+        "GRPO + LoRA on SmolLM2-135M, K trainers + validator + DiLoCo: held-out accuracy, costs",
     ),
     "attacks": (
         "scripts.bench.attacks",
@@ -115,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="concord", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"concord {_version()}")
+    parser.add_argument(
+        "--log-level",
+        choices=(
+            "debug",
+            "info",
+            "warning",
+            "error",
+        ),  # client.runtime.display.LOG_LEVELS (not imported: stays instant)
+        default=None,
+        help="log level of every command (sets $CONCORD_LOG_LEVEL, which node processes inherit)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, _, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -125,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
         return _call(BENCHES[argv[1]], argv[2:])
     args, rest = parser.parse_known_args(argv)
+    if args.log_level is not None:
+        import os
+
+        os.environ["CONCORD_LOG_LEVEL"] = args.log_level  # client.runtime.display.LOG_LEVEL_ENV
     if args.command == "bench":
         return _call(BENCHES[args.name], rest)
     return _call(COMMANDS[args.command], rest)

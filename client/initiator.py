@@ -4,7 +4,7 @@ A task file is the off-chain spec (client.content.task_spec: [model] [env] [samp
 [validation] [limits]) plus one `[chain]` table with every on-chain parameter:
 
     [chain]
-    trainer_reward_per_round = 300     # tokens (whole units of the protocol token; "0.5" strings allowed)
+    trainer_reward_per_round = 300     # whole tokens (client.units: "2.5" strings allowed, "1000base" = base units)
     validator_fee_per_round = 60
     min_trainer_stake = 100
     min_validator_stake = 100
@@ -56,7 +56,7 @@ from client.content.task_spec import (
 from client.digest import Digest
 from client.engine.config import ConfigError
 from client.engine.model import build_policy, policy_state
-from client.units import BASE_SUFFIX, AmountError, parse_amount
+from client.units import BASE_SUFFIX, AmountError, amount_arg, format_amount, parse_amount
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +169,9 @@ def _parse_chain(table: Any, decimals: int, budget_override: int | None) -> tupl
                 ConfigError(
                     CHAIN,
                     "budget",
-                    f"{values['budget']} base units does not cover one round "
+                    f"{format_amount(values['budget'], decimals)} tokens do not cover one round "
                     f"(trainer_reward_per_round + validator_fee_per_round = "
-                    f"{per_round})",
+                    f"{format_amount(per_round, decimals)})",
                 )
             )
         if values["slash_amount"] > values["min_trainer_stake"]:
@@ -231,7 +231,15 @@ def check_against_chain(client: ChainClient, initiator: str, task_file: TaskFile
         )
     balance = client.token.balance_of(initiator)
     if balance < budget:
-        errors.append(ConfigError(CHAIN, "budget", f"{budget} base units, but {initiator} holds {balance}"))
+        decimals, symbol = client.token.decimals(), client.token.symbol()
+        errors.append(
+            ConfigError(
+                CHAIN,
+                "budget",
+                f"{format_amount(budget, decimals, symbol)}, but {initiator} holds "
+                f"{format_amount(balance, decimals, symbol)}",
+            )
+        )
     if errors:
         raise TaskSpecError(source, errors)
 
@@ -269,44 +277,126 @@ def publish_task(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _close_or_reclaim(args: argparse.Namespace) -> int:
-    """`concord task close|reclaim --task N`: the exit every task has (PROTOCOL.md "A task")."""
+def task_summary(client: ChainClient, task_id: int) -> dict[str, Any]:
+    """`concord task show`: the task's terms, budget and state from chain views (amounts in base units)."""
+    c = client.concord
+    params, state, escrow = c.task_params(task_id), c.task_state(task_id), c.task_escrow(task_id)
+    latest = c.latest_model(task_id)
+    terms = {k: v for k, v in dataclasses.asdict(params).items() if not isinstance(v, bytes)}
+    return {
+        "task_id": task_id,
+        "initiator": state.initiator,
+        "closed": state.closed,
+        **terms,
+        "spec_digest": "0x" + params.spec_digest.hex(),
+        "initial_model_digest": "0x" + params.initial_model_digest.hex(),
+        "budget": state.budget,
+        "held": escrow.held,
+        "reserved": escrow.reserved,
+        "head_round": state.head_round,
+        "finalized_rounds": state.finalized_rounds,
+        "trainers": state.trainers,
+        "validators": state.validators,
+        "latest_model": latest.model,
+        "latest_model_digest": "0x" + latest.digest.hex(),
+        "symbol": client.token.symbol(),
+        "decimals": client.token.decimals(),
+    }
+
+
+def _show_text(s: dict[str, Any]) -> str:
+    def t(key: str) -> str:
+        return format_amount(s[key], s["decimals"], s["symbol"])
+
+    rounds = "until the budget runs out" if s["max_rounds"] == 0 else f"at most {s['max_rounds']}"
+    return "\n".join(
+        [
+            f"task {s['task_id']} ({'closed' if s['closed'] else 'open'}), initiator {s['initiator']}",
+            f"  budget     {t('budget')} left; {t('held')} held ({t('reserved')} reserved for open rounds)",
+            f"  per round  {t('trainer_reward_per_round')} to trainers, {t('validator_fee_per_round')} to validators; "
+            f"rounds: {rounds}",
+            f"  stakes     trainer {t('min_trainer_stake')}, validator {t('min_validator_stake')}; slash "
+            f"{t('slash_amount')} ({s['bounty_bps'] / 100:g}% bounty)",
+            f"  phases     submit {s['submit_seconds']} s, commit {s['commit_seconds']} s, "
+            f"reveal {s['reveal_seconds']} s; async level {s['async_level']}; min validators {s['min_validators']}",
+            f"  rounds     head {s['head_round']}, {s['finalized_rounds']} finalized; members: {s['trainers']} "
+            f"trainer(s), {s['validators']} validator(s)",
+            f"  model      latest final {s['latest_model']} {s['latest_model_digest']}",
+            f"  spec       {s['spec_digest']}",
+        ]
+    )
+
+
+def _task_action(args: argparse.Namespace) -> int:
+    """`concord task show|top-up|close|reclaim|withdraw`: a task's view and its initiator's way out
+    (PROTOCOL.md "A task"); one line with the fix on error, exit 1, nothing sent."""
+    from client.runtime import lifecycle
     from client.runtime.config import NodeConfigError, node_config
     from client.runtime.connect import connect_chain
+    from client.runtime.errors import explain
 
+    if args.action == "withdraw":
+        return lifecycle.run(args, "task")
+    logging.getLogger("client.chain.rpc").setLevel(logging.ERROR)  # retry chatter: the error line says it all
     try:
-        client, signer = connect_chain(node_config(args, "initiator"))
-        c = client.concord
+        cfg = node_config(args, "initiator")
+        if args.action == "show":
+            client = chain.connect(cfg.rpc_url, cfg.deployment)
+            if not 1 <= args.task <= client.concord.task_count():
+                raise chain.ContractError("UnknownTask", {"taskId": args.task})
+            summary = task_summary(client, args.task)
+            print(json.dumps(summary) if args.json else _show_text(summary))
+            return 0
+        client, signer = connect_chain(cfg)
+        c, tok = client.concord, lifecycle.token_info(client)
         if args.action == "close":
             c.close_task(signer, args.task)
-            out = {"task_id": args.task, "closed": True, "head_round": c.task_state(args.task).head_round}
+            out: dict[str, Any] = {
+                "task_id": args.task,
+                "closed": True,
+                "head_round": c.task_state(args.task).head_round,
+            }
             text = (
                 f"task {args.task} closed: rounds up to {out['head_round']} still settle, none opens after; "
                 f"then `concord task reclaim --task {args.task}`"
             )
+        elif args.action == "top-up":
+            amount = tok.units(args.amount)
+            wallet = client.token.balance_of(signer.address)
+            if wallet < amount:
+                raise lifecycle.LifecycleError(
+                    f"--amount: top-up of {tok.fmt(amount)} but {signer.address} holds {tok.fmt(wallet)}"
+                )
+            client.token.approve(signer, c.address, amount)
+            c.top_up(signer, args.task, amount)
+            budget = c.task_state(args.task).budget
+            out = {"task_id": args.task, "topped_up": amount, "budget": budget}
+            text = f"task {args.task}: budget topped up by {tok.fmt(amount)} to {tok.fmt(budget)}"
         else:
             receipt = c.reclaim_budget(signer, args.task)
             amount = sum(e.amount for e in c.receipt_events(receipt) if isinstance(e, chain.BudgetReclaimed))
             out = {"task_id": args.task, "reclaimed": amount, "balance": c.balance_of(signer.address)}
             text = (
-                f"task {args.task}: {amount} credited to {signer.address} (balance {out['balance']}; "
-                f"withdraw() moves it to the wallet)"
+                f"task {args.task}: {tok.fmt(amount)} credited to {signer.address} (balance "
+                f"{tok.fmt(out['balance'])}; `concord task withdraw` moves it to the wallet)"
             )
-    except (NodeConfigError, KeyLoadError, ChainError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (NodeConfigError, KeyLoadError, ChainError, AmountError, lifecycle.LifecycleError) as e:
+        print(f"error: {explain(e)}", file=sys.stderr)
         return 1
-    print(json.dumps(out) if args.json else text)
+    print(json.dumps({**out, "symbol": tok.symbol}) if args.json else text)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`concord task publish TASK.toml [--budget TOKENS] [--json]`, `concord task close|reclaim --task N`
-    (connection and key flags as for nodes)."""
-    from client.runtime.config import NodeConfigError, add_node_args, node_config
+    """`concord task publish TASK.toml [--budget TOKENS] [--json]`, `concord task show|top-up|close|reclaim
+    --task N`, `concord task withdraw` (connection and key flags as for nodes, --config included)."""
+    from client.runtime import lifecycle
+    from client.runtime.config import NodeConfigError, add_node_args, node_config, parse_layered
     from client.runtime.connect import connect_chain, open_node
     from client.runtime.display import setup_logging
+    from client.runtime.errors import explain
 
-    p = argparse.ArgumentParser(prog="concord task", description="publish, close and reclaim an RL task")
+    p = argparse.ArgumentParser(prog="concord task", description="publish, show, top up, close and reclaim an RL task")
     sub = p.add_subparsers(dest="action", required=True)
     pub = sub.add_parser("publish", help="validate, upload model 0 and the spec, escrow the budget, create the task")
     pub.add_argument("task_file", type=Path)
@@ -318,13 +408,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     reclaim = sub.add_parser(
         "reclaim", help="initiator: credit what is left of an ended task's budget to the initiator's balance"
     )
-    for q in (close, reclaim):
+    show = sub.add_parser("show", help="a task's terms, budget, rounds and latest model (read-only, no key)")
+    top_up = sub.add_parser("top-up", help="add tokens to a task's budget (anyone may)")
+    top_up.add_argument("--amount", type=amount_arg("--amount"), required=True, help="tokens to add (or 1000base)")
+    withdraw = sub.add_parser("withdraw", help="move this key's credited balance (a reclaimed budget) to its wallet")
+    withdraw.add_argument(
+        "--amount", type=amount_arg("--amount"), default=None, help="tokens to withdraw (default: all)"
+    )
+    for q in (close, reclaim, show, top_up, withdraw):
         q.add_argument("--json", action="store_true", help="print the result as one JSON object")
-        add_node_args(q, with_task=True)
-    args = p.parse_args(argv)
+        add_node_args(q, with_task=q is not withdraw)
+    args = parse_layered(p, argv)
     setup_logging(args.json_logs, logging.WARNING)
-    if args.action in ("close", "reclaim"):
-        return _close_or_reclaim(args)
+    if args.action in ("close", "reclaim", "show", "top-up", "withdraw"):
+        return _task_action(args)
     try:
         budget = None
         if args.budget is not None:
@@ -354,13 +451,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (NodeConfigError, KeyLoadError, ChainError, StoreError, chain.AbiMismatch) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {explain(e)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result.to_json()))
     else:
         print(
             f"task {result.task_id} created: spec {result.spec_digest}, model 0 {result.initial_model_digest}, "
-            f"budget {result.budget}, block {result.block}"
+            f"budget {lifecycle.token_info(node.client).fmt(result.budget)}, block {result.block}"
         )
     return 0

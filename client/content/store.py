@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,9 @@ from client.content.manifest import (
 from client.digest import Digest
 
 log = logging.getLogger(__name__)
+# ipfshttpclient passes urllib3 a `strict` argument that urllib3 2 warns about on every first request:
+# noise on every command's stderr, not something an operator can act on.
+warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning)
 
 T = TypeVar("T")
 

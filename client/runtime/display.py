@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -73,8 +74,16 @@ def _console() -> Console:
     return Console(stderr=True)
 
 
+LOG_LEVEL_ENV = "CONCORD_LOG_LEVEL"  # `concord --log-level L` sets it; it overrides each command's own level
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
-    """Human logs through rich on stderr, or JSON lines on stdout; quiets HTTP client chatter."""
+    """Human logs through rich on stderr, or JSON lines on stdout; quiets HTTP client chatter.
+    $CONCORD_LOG_LEVEL (one of LOG_LEVELS), when set, replaces ``level``."""
+    chosen = os.environ.get(LOG_LEVEL_ENV, "").lower()
+    if chosen in LOG_LEVELS:
+        level = logging.getLevelNamesMapping()[chosen.upper()]
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -1,0 +1,264 @@
+"""`concord model export ROUND DIR --task N`: a task's model as a directory other tools load.
+
+ROUND is the model's number on chain: 0 is the task's initial model, r + 1 the model round r produced
+(what `modelDigest(task, r + 1)` names); it must be final. The export fetches the model by its digest
+(every byte checked against the manifest, the manifest against the on-chain digest), writes
+
+    DIR/model.safetensors   every weight, names as the model's own loader wants them
+    DIR/config.json         kind "hf": the transformers config (AutoModelForCausalLM.from_pretrained(DIR)
+                            loads it); kind "tiny": {"model_type": "concord-tiny", "concord": ModelConfig}
+                            (our TinyTransformer; `load_export` rebuilds it)
+    DIR/tokenizer*.json ... kind "hf" with a local hf_path that has tokenizer files: those files
+    DIR/manifest.json       the model manifest as stored on IPFS (its sha256 is the on-chain digest)
+    DIR/concord.json        task, round, digest, kind
+
+and then re-digests what it wrote (`verify_export`): the tensors read back from DIR/model.safetensors,
+sharded by the content store's rule, must give the manifest's shard hashes, and the manifest's sha256
+the digest. DIR is written in a temporary sibling and renamed, so it appears only complete and verified;
+an existing non-empty DIR is refused before anything is fetched. `concord model verify DIR` re-runs
+the check on a directory alone (no chain, no IPFS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from client import chain
+from client.chain import ChainError
+from client.content.manifest import ManifestError, ModelManifest, digest_of
+from client.content.model_store import ModelError, fetch_model
+from client.content.store import Store, StoreError
+from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
+from client.digest import Digest
+from client.engine.config import ConfigError, ModelConfig, from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "manifest.json"
+META_FILE = "concord.json"
+HF_PREFIX = "hf."  # HFPolicy keeps the transformers model under `.hf`: its state names carry this prefix
+TINY_MODEL_TYPE = "concord-tiny"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+MAX_MODEL_BYTES = 8 << 30  # refuse a manifest announcing more than this before download
+
+
+class ExportError(ValueError):
+    """An export that cannot be made or does not verify; ``field`` names the argument or the file."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+@dataclass(frozen=True)
+class Exported:
+    directory: Path
+    task_id: int
+    round: int
+    digest: Digest
+    kind: str
+    tensors: int
+    files: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "task_id": self.task_id,
+            "round": self.round,
+            "digest": str(self.digest),
+            "kind": self.kind,
+            "tensors": self.tensors,
+            "files": list(self.files),
+        }
+
+
+# ----------------------------------------------------------------------------- writing and checking
+
+
+def _hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name.removeprefix(HF_PREFIX): t.contiguous() for name, t in state.items()}
+
+
+def _config_json(cfg: ModelConfig) -> dict[str, Any]:
+    if cfg.kind == "tiny":
+        return {"model_type": TINY_MODEL_TYPE, "architectures": ["TinyTransformer"], "concord": to_dict(cfg)}
+    if cfg.hf_path and (Path(cfg.hf_path) / CONFIG_FILE).is_file():
+        from transformers import AutoConfig
+
+        config: Any = AutoConfig.from_pretrained(cfg.hf_path, local_files_only=True)
+    else:
+        from client.engine.model import hf_config
+
+        config = hf_config(cfg)
+    out: dict[str, Any] = config.to_dict()
+    out["torch_dtype"] = "float32"
+    return out
+
+
+def write_export(directory: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, manifest_bytes: bytes) -> list[str]:
+    """Write the files of an export (module doc) into ``directory``; returns their names."""
+    weights = state if cfg.kind == "tiny" else _hf_names(state)
+    save_file({n: t.contiguous() for n, t in weights.items()}, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(json.dumps(_config_json(cfg), indent=2, sort_keys=True) + "\n")
+    (directory / MANIFEST_FILE).write_bytes(manifest_bytes)
+    files = [WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE]
+    if cfg.kind == "hf" and cfg.hf_path:
+        for name in TOKENIZER_FILES:
+            if (Path(cfg.hf_path) / name).is_file():
+                shutil.copyfile(Path(cfg.hf_path) / name, directory / name)
+                files.append(name)
+    return files
+
+
+def load_export(directory: Path) -> tuple[dict[str, torch.Tensor], ModelConfig, ModelManifest]:
+    """An exported directory read back: the state under the model's own names (as the content store keeps
+    them), its ModelConfig and the manifest; ExportError names a missing or malformed file."""
+    directory = Path(directory)
+    try:
+        manifest = ModelManifest.from_bytes((directory / MANIFEST_FILE).read_bytes())
+        cfg = from_dict(ModelConfig, manifest.config, "config")
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except OSError as e:
+        raise ExportError(
+            str(directory), f"cannot read {Path(e.filename or '').name or 'a file'}: {e.strerror}"
+        ) from None
+    except (ManifestError, ConfigError) as e:
+        raise ExportError(str(directory / MANIFEST_FILE), str(e)) from None
+    except Exception as e:  # safetensors raises its own SafetensorError (no common base with ours)
+        raise ExportError(str(directory / WEIGHTS_FILE), f"not a safetensors file: {e}") from None
+    if cfg.kind == "hf":
+        state = {HF_PREFIX + name: t for name, t in state.items()}
+    return state, cfg, manifest
+
+
+def verify_export(directory: Path, digest: Digest | None = None) -> Digest:
+    """Re-digest an export: the weights read back give the manifest's shard hashes, the manifest gives
+    ``digest`` (when given); returns the digest. ExportError names the first thing that differs."""
+    state, _, manifest = load_export(directory)
+    data = (Path(directory) / MANIFEST_FILE).read_bytes()
+    got = digest_of(data)
+    if digest is not None and got != digest:
+        raise ExportError(MANIFEST_FILE, f"sha256 is {got}, the chain says {digest}")
+    try:
+        dtype = getattr(torch, manifest.dtype)
+        state = {n: t.to(dtype) if t.dtype != dtype else t for n, t in state.items()}
+        shards = shard_bytes(state, DEFAULT_MAX_SHARD_BYTES)  # put_model's weight shards: model-000i-of-000n
+    except (ValueError, RuntimeError) as e:
+        raise ExportError(WEIGHTS_FILE, f"cannot re-shard the weights: {e}") from None
+    want = [(ref.name, ref.sha256) for ref in manifest.shards]
+    have = [(name, hashlib.sha256(blob).hexdigest()) for name, blob in shards]
+    if want != have:
+        raise ExportError(WEIGHTS_FILE, f"the weights do not re-digest to the manifest's shards: {want} != {have}")
+    return got
+
+
+def export_model(
+    store: Store, task_id: int, round_: int, digest: Digest, directory: Path, max_bytes: int = MAX_MODEL_BYTES
+) -> Exported:
+    """Fetch model ``digest`` (verified), write it under ``directory`` (module doc) and re-digest it there."""
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ExportError("DIR", f"{directory} exists and is not an empty directory")
+    parent = directory.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=f".{directory.name}.") as tmp:
+        fetched = fetch_model(store, digest, Path(tmp) / "cache", max_bytes)
+        out = Path(tmp) / "export"
+        out.mkdir()
+        manifest_bytes = fetched.manifest.to_bytes()
+        files = write_export(out, fetched.state, fetched.config, manifest_bytes)
+        meta = {"task_id": task_id, "round": round_, "digest": str(digest), "kind": fetched.config.kind}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        verify_export(out, digest)
+        if directory.exists():
+            directory.rmdir()  # empty (checked above)
+        out.rename(directory)
+    return Exported(directory, task_id, round_, digest, fetched.config.kind, len(fetched.state), (*files, META_FILE))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _round_digest(client: chain.ChainClient, task_id: int, round_: int) -> Digest:
+    c = client.concord
+    if not 1 <= task_id <= c.task_count():
+        raise chain.ContractError("UnknownTask", {"taskId": task_id})
+    latest = c.latest_model(task_id).model
+    if round_ > latest:
+        raise ExportError(
+            "ROUND", f"model {round_} of task {task_id} is not final (the latest final model is {latest})"
+        )
+    entry = c.model_digest(task_id, round_)
+    if not entry.is_final:
+        raise ExportError("ROUND", f"model {round_} of task {task_id} is not final")
+    return Digest(entry.digest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord model export ROUND DIR --task N [connection flags]`, `concord model verify DIR`."""
+    from client.runtime.config import NodeConfigError, add_node_args, node_config, non_negative_int, parse_layered
+    from client.runtime.display import setup_logging
+    from client.runtime.errors import explain
+
+    p = argparse.ArgumentParser(prog="concord model", description="export a task's model, or verify an export")
+    sub = p.add_subparsers(dest="action", required=True)
+    ex = sub.add_parser("export", help="write model ROUND of a task as a loadable directory and check its digest")
+    ex.add_argument("round", type=non_negative_int, metavar="ROUND", help="model number: 0 initial, r+1 after round r")
+    ex.add_argument("dir", type=Path, metavar="DIR", help="output directory (must not exist, or be empty)")
+    ex.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_node_args(ex, with_task=True)
+    ver = sub.add_parser("verify", help="re-digest an exported directory (no chain, no IPFS)")
+    ver.add_argument("dir", type=Path, metavar="DIR")
+    args = parse_layered(p, argv)
+    try:
+        if args.action == "verify":
+            meta = json.loads((args.dir / META_FILE).read_text()) if (args.dir / META_FILE).is_file() else {}
+            want = Digest.parse(meta["digest"]) if "digest" in meta else None
+            print(f"{args.dir}: ok, model digest {verify_export(args.dir, want)}")
+            return 0
+        setup_logging(args.json_logs, logging.WARNING)
+        logging.getLogger("client.chain.rpc").setLevel(logging.ERROR)
+        cfg = node_config(args, "exporter")
+        if args.dir.exists() and (not args.dir.is_dir() or any(args.dir.iterdir())):
+            raise ExportError("DIR", f"{args.dir} exists and is not an empty directory")
+        client = chain.connect(cfg.rpc_url, cfg.deployment)
+        digest = _round_digest(client, cfg.task_id, args.round)
+        result = export_model(
+            Store(cfg.ipfs_api, None, timeout=cfg.ipfs_timeout), cfg.task_id, args.round, digest, args.dir
+        )
+    except (ExportError, NodeConfigError, ChainError, StoreError, ModelError, ValueError) as e:
+        print(f"error: {explain(e)}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(
+            f"model {result.round} of task {result.task_id} ({result.kind}, {result.tensors} tensors) written to "
+            f"{result.directory} and re-digested: {result.digest}"
+        )
+    return 0
