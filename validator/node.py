@@ -1051,13 +1051,19 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`concord validator run --task ID [--config node.toml] [...]`, `concord validator leave|unbond|withdraw`
-    (client.runtime.lifecycle)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `concord validator` (run + the lifecycle commands); tests and main share it."""
     p = argparse.ArgumentParser(prog="concord validator", description="verify, vote on and aggregate a task's rounds")
     sub = p.add_subparsers(dest="action", required=True)
     add_run_args(sub.add_parser("run", help="validate a task's rounds (registers, stakes and joins if needed)"))
     lifecycle.add_commands(sub, "validator")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord validator run --task ID [--config node.toml] [...]`, `concord validator leave|unbond|withdraw`
+    (client.runtime.lifecycle)."""
+    p = build_parser()
     args = parse_layered(p, argv)
     if args.action in lifecycle.COMMANDS:
         return lifecycle.run(args, "validator")
