@@ -503,13 +503,19 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`concord trainer run --task ID [--config node.toml] [--devnet F] [--state-dir D] [--rounds N] [--json-logs]`,
-    `concord trainer leave|unbond|withdraw` (client.runtime.lifecycle)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `concord trainer` (run + the lifecycle commands); tests and main share it."""
     p = argparse.ArgumentParser(prog="concord trainer", description="run a trainer node, or leave, unbond, withdraw")
     sub = p.add_subparsers(dest="action", required=True)
     add_run_args(sub.add_parser("run", help="register, join and train on a task's rounds"))
     lifecycle.add_commands(sub, "trainer")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord trainer run --task ID [--config node.toml] [--devnet F] [--state-dir D] [--rounds N] [--json-logs]`,
+    `concord trainer leave|unbond|withdraw` (client.runtime.lifecycle)."""
+    p = build_parser()
     args = parse_layered(p, argv)
     if args.action in lifecycle.COMMANDS:
         return lifecycle.run(args, "trainer")
