@@ -122,7 +122,8 @@ contract ConcordSettlement is Pipeline {
                 commitEnd: 0,
                 revealEnd: 0,
                 submissions: 0,
-                touched: 1
+                touched: 1,
+                seedAnchor: 0
             });
             _votes[taskId][i] = RoundVotes({committed: 0, revealed: 0, acceptedWork: 0, touched: 1});
         }
@@ -251,6 +252,43 @@ contract ConcordSettlement is Pipeline {
         m.joined = false;
         _nodes[msg.sender].joinedTasks -= 1;
         emit IConcordEvents.Left(taskId, msg.sender, m.role);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // External: the check seed
+    // ---------------------------------------------------------------------------------------
+
+    /// @notice See IConcord.fixSeed.
+    function fixSeed(uint256 taskId, uint32 round) external onlyDelegated returns (bool isFixed) {
+        if (_checkSeed[taskId][round] != 0) return true;
+        TaskConfig storage c = _config(taskId);
+        TaskSlot memory st = _task[taskId];
+        if (round > st.head) st = _advance(taskId);
+        if (round < st.finalized || round > st.head) {
+            revert IConcordErrors.WrongPhase(taskId, round, IConcordTypes.Phase.Commit, _phase(taskId, c, st, round));
+        }
+        uint256 ri = round % (uint256(c.asyncLevel) + 1);
+        RoundTimes memory tm = _times[taskId][ri];
+        IConcordTypes.Phase actual = _livePhase(tm, c);
+        if (actual == IConcordTypes.Phase.Submit) {
+            revert IConcordErrors.WrongPhase(taskId, round, IConcordTypes.Phase.Commit, actual);
+        }
+        if (tm.seedAnchor != 0) {
+            uint256 anchor = _anchorBlock(tm.seedAnchor);
+            if (block.number <= anchor + 1) return false; // blockhash(anchor + 1) not readable yet
+            if (block.number <= anchor + 257) {
+                bytes32 seed = keccak256(abi.encode(blockhash(anchor + 1), taskId, round));
+                _checkSeed[taskId][round] = seed;
+                emit IConcordEvents.CheckSeedFixed(taskId, round, seed, anchor + 1);
+                return true;
+            }
+        }
+        // No anchor yet (the phase ran to its deadline), or it aged out of the blockhash
+        // window unfixed: this block is the anchor.
+        tm.seedAnchor = _seedResidue(block.number);
+        _times[taskId][ri] = tm;
+        emit IConcordEvents.SeedAnchored(taskId, round, block.number);
+        return false;
     }
 
     // ---------------------------------------------------------------------------------------

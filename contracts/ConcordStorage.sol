@@ -98,9 +98,13 @@ abstract contract ConcordStorage {
         bool closed;
     }
 
-    /// @dev Live round, slot A (232 bits): round (32) | openAt (40) | submitEnd (40) |
-    ///      commitEnd (40) | revealEnd (40) | submissions (32) | touched (8). A zero end means
-    ///      "at the deadline" (previous end + phase length); an early close stores its time.
+    /// @dev Live round, slot A (256 bits): round (32) | openAt (40) | submitEnd (40) |
+    ///      commitEnd (40) | revealEnd (40) | submissions (32) | touched (8) | seedAnchor (24).
+    ///      A zero end means "at the deadline" (previous end + phase length); an early close
+    ///      stores its time. seedAnchor names the block the check seed hangs from (see
+    ///      `Rounds.fixSeed`): 0 = not anchored, else `anchorBlock % _SEED_MOD + 1`; the full
+    ///      number is the latest block <= now with that residue (`_anchorBlock`). 24 bits are
+    ///      enough because an anchor older than 257 blocks is replaced, never read back.
     struct RoundTimes {
         uint32 round;
         uint40 openAt;
@@ -109,6 +113,7 @@ abstract contract ConcordStorage {
         uint40 revealEnd;
         uint32 submissions;
         uint8 touched;
+        uint24 seedAnchor;
     }
 
     /// @dev Live round, slot B (232 bits): committed mask (64) | revealed mask (64) |
@@ -155,6 +160,8 @@ abstract contract ConcordStorage {
     uint256 internal constant _RING_MAX = _MAX_ASYNC_LEVEL + 1;
     /// @dev Settled-round record: finalizedAt in bits 0..39, this flag when the round was void.
     uint256 internal constant _VOID_FLAG = 1 << 40;
+    /// @dev Modulus of `RoundTimes.seedAnchor` (stored residue + 1 keeps 0 for "not anchored").
+    uint256 internal constant _SEED_MOD = (1 << 24) - 1;
 
     /// @dev The protocol token (a plain ERC-20: fee-on-transfer or rebasing tokens would
     ///      break the conservation invariant and are not supported).
@@ -193,6 +200,9 @@ abstract contract ConcordStorage {
     mapping(uint256 taskId => uint256) internal _held;
     /// @dev Validator slots in use per task: bit i set = slot i held by a joined validator.
     mapping(uint256 taskId => uint64) internal _slotsInUse;
+    /// @dev The check seed of each round once fixed (`Rounds.fixSeed`), kept for good: it
+    ///      says which rows and inner steps each validator had to check.
+    mapping(uint256 taskId => mapping(uint256 round => bytes32)) internal _checkSeed;
 
     // ---------------------------------------------------------------------------------------
     // Constructor
@@ -273,5 +283,28 @@ abstract contract ConcordStorage {
             y = (y + (y >> 4)) & 0x0f0f0f0f0f0f0f0f;
             return ((y * 0x0101010101010101) & 0xffffffffffffffff) >> 56;
         }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Internal: the check seed (anchor arithmetic; the rule is in IConcord.fixSeed)
+    // ---------------------------------------------------------------------------------------
+
+    /// @dev `RoundTimes.seedAnchor` for anchor block `b`: its residue mod _SEED_MOD, plus 1.
+    function _seedResidue(uint256 b) internal pure returns (uint24) {
+        return uint24(b % _SEED_MOD + 1);
+    }
+
+    /// @dev The latest block <= now whose residue `stored` names (exact while the anchor is
+    ///      less than _SEED_MOD blocks old; older anchors are past the window either way).
+    function _anchorBlock(uint24 stored) internal view returns (uint256) {
+        uint256 r = uint256(stored) - 1;
+        return block.number - (block.number % _SEED_MOD + _SEED_MOD - r) % _SEED_MOD;
+    }
+
+    /// @dev First block in which `fixSeed` can fix the seed of an anchor; 0 = needs an anchor.
+    function _seedReadyAt(uint24 stored) internal view returns (uint256) {
+        if (stored == 0) return 0;
+        uint256 anchor = _anchorBlock(stored);
+        return block.number > anchor + 257 ? 0 : anchor + 2;
     }
 }

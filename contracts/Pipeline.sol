@@ -37,7 +37,8 @@ abstract contract Pipeline is ConcordStorage {
                 commitEnd: 0,
                 revealEnd: 0,
                 submissions: 0,
-                touched: 1
+                touched: 1,
+                seedAnchor: 0
             });
             _votes[taskId][ri] = RoundVotes({committed: 0, revealed: 0, acceptedWork: 0, touched: 1});
             delete _settle[taskId][ri];

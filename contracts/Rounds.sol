@@ -59,10 +59,21 @@ abstract contract Rounds is IConcord, Pipeline {
         _subs[taskId][ri][index] = SubmissionWord.pack(msg.sender, baseRound, workUnits);
         tm.submissions = uint32(index + 1);
         bool closes = tm.submissions >= st.trainers;
-        if (closes) tm.submitEnd = uint40(block.timestamp);
+        if (closes) {
+            tm.submitEnd = uint40(block.timestamp);
+            tm.seedAnchor = _seedResidue(block.number); // the seed hangs from the next block
+        }
         _times[taskId][ri] = tm;
         emit Submitted(taskId, round, msg.sender, index, baseRound, bundleDigest, proofRoot, workUnits);
-        if (closes) emit PhaseClosedEarly(taskId, round, Phase.Submit);
+        if (closes) {
+            emit PhaseClosedEarly(taskId, round, Phase.Submit);
+            emit SeedAnchored(taskId, round, block.number);
+        }
+    }
+
+    /// @inheritdoc IConcord
+    function fixSeed(uint256, uint32) external returns (bool isFixed) {
+        return abi.decode(_delegate(), (bool));
     }
 
     /// @inheritdoc IConcord
@@ -76,6 +87,9 @@ abstract contract Rounds is IConcord, Pipeline {
         if (!m.joined || m.role != Role.Validator) revert NotJoined(taskId, msg.sender);
         uint256 stake = _nodes[msg.sender].stake;
         if (stake < c.minValidatorStake) revert InsufficientStake(msg.sender, stake, c.minValidatorStake);
+        if (_checkSeed[taskId][round] == 0 && _times[taskId][ri].submissions != 0) {
+            revert SeedNotReady(taskId, round, _seedReadyAt(_times[taskId][ri].seedAnchor));
+        }
         RoundVotes memory v = _votes[taskId][ri];
         uint64 bit = uint64(1) << m.validatorIndex;
         if (v.committed & bit != 0) revert AlreadyCommitted(taskId, round, msg.sender);
@@ -161,7 +175,14 @@ abstract contract Rounds is IConcord, Pipeline {
         if (round > st.head) {
             if (info.phase == Phase.Pending) return info;
             tm = RoundTimes({
-                round: round, openAt: 0, submitEnd: 0, commitEnd: 0, revealEnd: 0, submissions: 0, touched: 1
+                round: round,
+                openAt: 0,
+                submitEnd: 0,
+                commitEnd: 0,
+                revealEnd: 0,
+                submissions: 0,
+                touched: 1,
+                seedAnchor: 0
             });
             (, uint256 openAt) = _simulateHead(taskId, c, st, round);
             tm.openAt = uint40(openAt);
@@ -182,6 +203,16 @@ abstract contract Rounds is IConcord, Pipeline {
         info.reveals = uint8(_popcount(v.revealed));
         info.acceptedWork = v.acceptedWork;
         info.finalizeCursor = _settle[taskId][ri].cursor;
+    }
+
+    /// @inheritdoc IConcord
+    function checkSeed(uint256 taskId, uint32 round) external view returns (bytes32 seed) {
+        seed = _checkSeed[taskId][round];
+        if (seed != 0) return seed;
+        TaskConfig storage c = _config(taskId);
+        RoundTimes memory tm = _times[taskId][round % (uint256(c.asyncLevel) + 1)];
+        uint24 anchor = tm.round == round && round <= _task[taskId].head ? tm.seedAnchor : 0;
+        revert SeedNotReady(taskId, round, _seedReadyAt(anchor));
     }
 
     /// @inheritdoc IConcord

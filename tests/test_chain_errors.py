@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from eth_abi import encode
+from eth_utils import keccak
 from task_terms import CHAIN_PARAMS, TOKEN
 
 from client import chain
 from client.chain import ContractError, Phase, Role
+from client.runtime.seed import wait_for_seed
 from scripts.harness import digest
 
 P = CHAIN_PARAMS
@@ -81,6 +84,7 @@ class Task:
         for i, t in enumerate(self.trainers):
             c.submit(t, task_id, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
         words = chain.reject_words([1], len(self.trainers))
+        wait_for_seed(c, self.env.client.rpc, self.validators[0], task_id, 0)  # commits need the check seed
         salts = {}
         for v in self.validators:
             salts[v.address] = digest(f"salt {v.address}")
@@ -148,6 +152,25 @@ def test_register_without_allowance_names_the_token_error(task: Task) -> None:
     expected = {"spender": task.concord.address, "allowance": 0, "needed": 100 * TOKEN}
     args = (int(Role.TRAINER), 100 * TOKEN)
     task.rejects(s, "register", args, "ERC20InsufficientAllowance", expected, typed_args=(Role.TRAINER, 100 * TOKEN))
+
+
+def test_commit_before_the_check_seed_is_fixed(task: Task) -> None:
+    """The last submission closes the phase and anchors the seed at its block B; the seed comes from
+    block B + 1, so a commit (and checkSeed) before a fixSeed in block B + 2 is SeedNotReady."""
+    c, v = task.concord, task.validators[0]
+    for i, t in enumerate(task.trainers):
+        c.submit(t, task.id, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
+    anchor = task.env.client.rpc.block_number()
+    expected = {"taskId": task.id, "round": 0, "availableAtBlock": anchor + 2}
+    task.rejects(v, "commit", (task.id, 0, digest("c")), "SeedNotReady", expected)
+    with pytest.raises(ContractError) as err:
+        c.check_seed(task.id, 0)
+    assert err.value.name == "SeedNotReady" and err.value.params == expected
+    seed = wait_for_seed(c, task.env.client.rpc, v, task.id, 0)
+    fixed = [e for e in c.events(anchor, "latest", ["CheckSeedFixed"]) if e.task_id == task.id]
+    assert len(fixed) == 1 and fixed[0].source_block == anchor + 1 and fixed[0].seed == seed
+    block = task.env.client.rpc.w3.eth.get_block(anchor + 1)
+    assert seed == keccak(encode(["bytes32", "uint256", "uint256"], [bytes(block["hash"]), task.id, 0]))
 
 
 def test_reveal_that_does_not_match_its_commit(task: Task) -> None:

@@ -11,6 +11,7 @@ from task_terms import CHAIN_PARAMS, TOKEN
 
 from client import chain
 from client.chain import ContractError, Phase, Role, TaskParams
+from client.runtime.seed import wait_for_seed
 from scripts.harness import conservation, digest
 
 BASE = CHAIN_PARAMS
@@ -22,6 +23,9 @@ def params(**changes: object) -> TaskParams:
 
 def commit_all(env, task_id: int, round_: int, validators, words, model: bytes) -> dict[str, bytes]:
     salts = {}
+    info = env.client.concord.round_info(task_id, round_)
+    if info.submissions and info.phase == Phase.COMMIT:  # commits wait for the check seed
+        wait_for_seed(env.client.concord, env.client.rpc, validators[0], task_id, round_)
     for v in validators:
         salts[v.address] = digest(f"salt {v.address} {round_}")
         env.client.concord.commit(

@@ -24,6 +24,7 @@ from client.initiator import main as task_main
 from client.runtime.config import NodeConfig
 from client.runtime.connect import connect_node
 from client.runtime.events import EventFollower
+from client.runtime.seed import wait_for_seed
 from client.runtime.task import load_task_context, model_for_round
 from client.trainer import Prepared, TrainerConfig, run_trainer, submit_round
 from scripts.adversaries.trainer_cheats import inflate_rewards
@@ -311,6 +312,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
         init.store, {k: v + 0.01 for k, v in base.items()}, ctx.task.model, None, ctx.params.initial_model_digest
     )
     words, salt = chain.reject_words([], 1), b"\x01" * 32
+    wait_for_seed(client.concord, client.rpc, validator, task_id, 0)
     client.concord.commit(
         validator, task_id, 0, chain.commit_hash(task_id, 0, words, model1.bytes, salt, validator.address)
     )

@@ -92,6 +92,7 @@ from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower
+from client.runtime.seed import SeedWatch, seed_step
 from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round
 from client.units import AmountError, TokenAmount, amount_arg
 from validator.aggregate import outer_step
@@ -273,6 +274,8 @@ class Validator:
         default_factory=lambda: threading.BoundedSemaphore(MAX_FETCH_THREADS)
     )  # fetches running at once
     fetching: dict[tuple[int, int], Future[Fetched]] = field(default_factory=dict)  # (round, index) -> its fetch
+    seeds: dict[int, bytes] = field(default_factory=dict)  # round -> its fixed check seed
+    seed_watch: dict[int, SeedWatch] = field(default_factory=dict)  # round -> blocks seen while waiting
 
     @property
     def client(self) -> ChainClient:
@@ -857,8 +860,28 @@ def committed_on_chain(v: Validator, round_: int) -> bytes | None:
     return None
 
 
+def round_seed(v: Validator, round_: int, submissions: int) -> bytes | None:
+    """The round's check seed (fixed on chain after its submit phase; docs/PROTOCOL.md), driving
+    ``fixSeed`` forward when needed; None while it is not fixed yet. A round without submissions
+    needs none (b"")."""
+    if submissions == 0:
+        return b""
+    if round_ not in v.seeds:
+        watch = v.seed_watch.setdefault(round_, SeedWatch())
+        seed = seed_step(v.concord, v.client.rpc, v.signer, v.task_id, round_, watch)
+        if seed is None:
+            return None
+        v.seeds[round_] = seed
+        v.seed_watch.pop(round_, None)
+        log.info("round %d check seed %s", round_, seed.hex(), extra=fields(event="check_seed", round=round_))
+    return v.seeds[round_]
+
+
 def commit_round(v: Validator, round_: int, submissions: int) -> bool:
-    """Commit phase: verify every submission, build model r+1, plan, commit. False while not ready."""
+    """Commit phase: fix the check seed, verify every submission, build model r+1, plan, commit.
+    False while not ready."""
+    if round_seed(v, round_, submissions) is None:
+        return False
     verdicts = verify_round(v, round_, submissions, wait=True)
     if verdicts is None:
         return False

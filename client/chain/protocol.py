@@ -285,6 +285,23 @@ class PhaseClosedEarly:
 
 
 @dataclass(frozen=True)
+class SeedAnchored:
+    meta: EventMeta
+    task_id: int
+    round: int
+    anchor_block: int
+
+
+@dataclass(frozen=True)
+class CheckSeedFixed:
+    meta: EventMeta
+    task_id: int
+    round: int
+    seed: bytes
+    source_block: int
+
+
+@dataclass(frozen=True)
 class Submitted:
     meta: EventMeta
     task_id: int
@@ -424,6 +441,8 @@ EVENT_TYPES: dict[str, type[ConcordEvent]] = {
         Left,
         RoundOpened,
         PhaseClosedEarly,
+        SeedAnchored,
+        CheckSeedFixed,
         Submitted,
         Committed,
         Revealed,
@@ -452,6 +471,8 @@ ConcordEvent = (
     | Left
     | RoundOpened
     | PhaseClosedEarly
+    | SeedAnchored
+    | CheckSeedFixed
     | Submitted
     | Committed
     | Revealed
@@ -618,6 +639,10 @@ class Concord:
     ) -> Receipt:
         return self._tx(signer, "submit", task_id, round_, base_round, bundle_digest, proof_root, work_units)
 
+    def fix_seed(self, signer: Signer, task_id: int, round_: int) -> Receipt:
+        """Anchor or fix the round's check seed (IConcord.fixSeed); see ``check_seed``."""
+        return self._tx(signer, "fixSeed", task_id, round_)
+
     def commit(self, signer: Signer, task_id: int, round_: int, commitment: bytes) -> Receipt:
         return self._tx(signer, "commit", task_id, round_, commitment)
 
@@ -696,6 +721,11 @@ class Concord:
     def round_info(self, task_id: int, round_: int) -> RoundInfo:
         phase, *rest = self._view("roundInfo", task_id, round_)[0]
         return RoundInfo(Phase(phase), *rest)
+
+    def check_seed(self, task_id: int, round_: int, block: str | int = "latest") -> bytes:
+        """The round's fixed check seed; ``ContractError("SeedNotReady", {..., "availableAtBlock"})``
+        before (0: the round needs an anchor, i.e. a ``fix_seed`` after its submit phase)."""
+        return _bytes(self.contract.call("checkSeed", task_id, round_, block=block))
 
     def submission_of(self, task_id: int, round_: int, index: int) -> SubmissionRecord:
         return SubmissionRecord(*self._view("submissionOf", task_id, round_, index))

@@ -103,8 +103,22 @@ interface IConcord is IConcordErrors, IConcordEvents {
         uint64 workUnits
     ) external;
 
+    /// @notice Fix the round's check seed, the randomness validators sample their expensive
+    ///         checks from (anyone may call, after the submit phase, while the round is live).
+    ///         Rule: the seed hangs from an anchor block A, the block of the submission that
+    ///         closed the submit phase early, else the block of the first `fixSeed` after its
+    ///         deadline. The seed is keccak256(abi.encode(blockhash(A + 1), taskId, round)),
+    ///         fixed by the first `fixSeed` in a block after A + 1 (while blockhash(A + 1) is
+    ///         still readable, i.e. up to A + 257; past that the next call re-anchors). Every
+    ///         submission was made in a block <= A, so no trainer knew the seed when it
+    ///         submitted, and none chose block A + 1.
+    /// @return isFixed True once the seed is fixed (this call or before).
+    function fixSeed(uint256 taskId, uint32 round) external returns (bool isFixed);
+
     /// @notice Commit to a verdict during the round's commit phase:
     ///         `commitment = commitHash(taskId, round, rejectWords, nextModelDigest, salt, msg.sender)`.
+    ///         A round with submissions takes commits only once its check seed is fixed
+    ///         (`SeedNotReady`): a verdict must be drawn from the seed every validator sees.
     function commit(uint256 taskId, uint32 round, bytes32 commitment) external;
 
     /// @notice Reveal the committed verdict during the reveal phase.
@@ -189,6 +203,9 @@ interface IConcord is IConcordErrors, IConcordEvents {
     /// @notice Everything about a round now. Rounds more than asyncLevel+1 behind the head
     ///         keep only phase, finalizedAt and nextModelDigest (their live slot is reused).
     function roundInfo(uint256 taskId, uint32 round) external view returns (RoundInfo memory);
+
+    /// @notice The round's fixed check seed (see `fixSeed`); reverts `SeedNotReady` before.
+    function checkSeed(uint256 taskId, uint32 round) external view returns (bytes32);
 
     /// @notice Stored record of submission `index` of an unfinalized round.
     function submissionOf(uint256 taskId, uint32 round, uint256 index)

@@ -106,4 +106,9 @@ interface IConcordErrors is IConcordTypes {
     error NoSuchSubmission(uint256 taskId, uint256 round, uint256 index);
     /// @notice The settlement module was called directly instead of through Concord.
     error NotDelegated();
+    /// @notice The round's check seed is not fixed yet. `availableAtBlock` is the first block
+    ///         in which a `fixSeed` call fixes it (the block after the anchor must exist first);
+    ///         0 when the round has no anchor yet (or its anchor aged out of the 256-block
+    ///         blockhash window): the next `fixSeed` after the submit phase sets one.
+    error SeedNotReady(uint256 taskId, uint256 round, uint256 availableAtBlock);
 }

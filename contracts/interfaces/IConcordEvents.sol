@@ -32,6 +32,13 @@ interface IConcordEvents is IConcordTypes {
     event RoundOpened(uint256 indexed taskId, uint256 indexed round, uint256 openAt, uint256 reserved);
     /// @notice A phase closed before its deadline because every expected actor acted.
     event PhaseClosedEarly(uint256 indexed taskId, uint256 indexed round, Phase phase);
+    /// @notice The check seed of `round` will come from the hash of block `anchorBlock + 1`:
+    ///         the block after the submission that closed the submit phase, or after the first
+    ///         `fixSeed` once its deadline passed (again if an anchor aged out of the window).
+    event SeedAnchored(uint256 indexed taskId, uint256 indexed round, uint256 anchorBlock);
+    /// @notice The check seed of `round` is fixed: keccak256(abi.encode(blockhash(sourceBlock),
+    ///         taskId, round)). Validators sample their expensive checks from it.
+    event CheckSeedFixed(uint256 indexed taskId, uint256 indexed round, bytes32 seed, uint256 sourceBlock);
     /// @notice A trainer submitted its work for a round; the chain keeps (trainer, baseRound,
     ///         workUnits) and this event is the record of bundleDigest and proofRoot.
     event Submitted(

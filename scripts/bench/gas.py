@@ -35,6 +35,7 @@ from client.chain import (
     keys,
 )
 from client.runtime import procs
+from client.runtime.seed import wait_for_seed
 from scripts import REPO_ROOT, devnet
 from scripts.harness import TOKEN, conservation, digest
 
@@ -137,6 +138,7 @@ def play(client: ChainClient, initiator: Signer, trainers: list[Signer], validat
     words = chain.reject_words([i for i in range(n) if i % 16 == 5 % n], n)
     model = digest(f"model after task {task_id}")
     salts = [digest(f"salt {task_id}.{j}") for j in range(len(validators))]
+    wait_for_seed(c, client.rpc, initiator, task_id, round_)  # commits need the round's check seed
     gas.commit = _gas(
         fan_out(
             [

@@ -37,6 +37,9 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     bool public phantomSettled;
     /// Set when a claim above the task's maxWorkUnits was accepted.
     bool public overclaimAccepted;
+    /// Set when a round's check seed changed after it was fixed, was fixed by a block at or
+    /// before the last submission, or a commit landed in a round with submissions and no seed.
+    bool public seedBroken;
 
     /// Per-task ledger from the events alone: escrowed in (create, top-ups), slashes kept by the
     /// task (trainer slash - bounty, validator slashes), paid out (rewards, fees, reclaims).
@@ -74,6 +77,13 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     uint256 public nPhantomTries;
     uint256 public nRemoved;
     uint256 public nDry;
+    uint256 public nSeedsFixed;
+    uint256 public nSeedAnchors;
+    uint256 public nSeedReanchors;
+    uint256 public nSeedTries;
+    /// Fixed check seed per (task, round) and the last block with a submission per (task, round).
+    mapping(uint256 => mapping(uint256 => bytes32)) internal seedOf;
+    mapping(uint256 => mapping(uint256 => uint256)) internal lastSubmitBlock;
 
     constructor(Concord concord_, DevToken token_) {
         concord = concord_;
@@ -181,6 +191,31 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         _after();
     }
 
+    /// fixSeed on any round number (settled, live, in its submit phase, never opened), after
+    /// 0-2 blocks, or rarely after 300 (the anchor ages out of the blockhash window and the
+    /// call re-anchors). It may succeed only on a live round past its submit phase.
+    function fixSeedAny(uint256 taskSeed, uint32 roundSeed, uint16 blocks) external {
+        uint256 id = _task(taskSeed);
+        IConcordTypes.TaskState memory st = concord.taskState(id);
+        uint32 round = uint32(_bound(roundSeed, st.finalizedRounds > 0 ? st.finalizedRounds - 1 : 0, uint256(st.headRound) + 2));
+        vm.roll(block.number + (blocks % 16 == 0 ? 300 : blocks % 3));
+        if (blocks % 16 == 0) ++nSeedReanchors;
+        ++nSeedTries;
+        IConcordTypes.Phase before = concord.phaseOf(id, round);
+        uint32 head = concord.currentRound(id);
+        bool wasFixed = seedOf[id][round] != 0;
+        vm.recordLogs();
+        try concord.fixSeed(id, round) returns (bool isFixed) {
+            // a fixed seed answers true for good; anything else needs a live round past submit
+            bool live = round >= st.finalizedRounds && round <= head;
+            bool open = before != IConcordTypes.Phase.Submit && before != IConcordTypes.Phase.Pending;
+            if (!wasFixed && !(live && open)) seedBroken = true;
+            if (wasFixed && !isFixed) seedBroken = true;
+            if (isFixed && concord.checkSeed(id, round) == bytes32(0)) seedBroken = true;
+        } catch {}
+        _after();
+    }
+
     function join(uint256 actorSeed, uint256 taskSeed) external {
         address who = _actor(actorSeed);
         vm.recordLogs();
@@ -211,6 +246,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         vm.prank(who);
         try concord.submit(id, round, base, keccak256(abi.encode(who, round)), bytes32(0), units) {
             if (units > p.maxWorkUnits) overclaimAccepted = true;
+            lastSubmitBlock[id][round] = block.number;
             ++nSubmits;
         } catch {}
         _after();
@@ -227,6 +263,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         vm.recordLogs();
         vm.prank(who);
         try concord.commit(id, round, h) {
+            if (n != 0 && seedOf[id][round] == 0) seedBroken = true;
             bytes32 key = keccak256(abi.encode(id, round));
             committedSeed[who][key] = rejectSeed + 1;
             committedAlt[who][key] = next == keccak256("alt");
@@ -378,6 +415,10 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         }
         r = _roundIn(id, IConcordTypes.Phase.Commit, seed);
         if (concord.phaseOf(id, r) == IConcordTypes.Phase.Commit) {
+            if (concord.roundInfo(id, r).submissions != 0 && seedOf[id][r] == 0) {
+                this.fixSeedAny(_taskIndex(id), r, 1); // after one block; a validator then commits
+                if (seedOf[id][r] == 0 || concord.phaseOf(id, r) != IConcordTypes.Phase.Commit) return;
+            }
             for (uint256 v; v < validators.length; ++v) {
                 address who = validators[(seed % validators.length + v) % validators.length];
                 (bool c,) = concord.commitStatus(id, r, who);
@@ -547,6 +588,17 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 ++nTies;
             } else if (sig == IConcordEvents.ValidatorRemoved.selector) {
                 ++nRemoved;
+            } else if (sig == IConcordEvents.SeedAnchored.selector) {
+                ++nSeedAnchors;
+            } else if (sig == IConcordEvents.CheckSeedFixed.selector) {
+                uint256 id = uint256(logs[i].topics[1]);
+                uint256 round = uint256(logs[i].topics[2]);
+                (bytes32 seed, uint256 sourceBlock) = abi.decode(logs[i].data, (bytes32, uint256));
+                // fixed once, from a block after every submission of the round
+                if (seedOf[id][round] != 0 || sourceBlock <= lastSubmitBlock[id][round]) seedBroken = true;
+                if (sourceBlock >= block.number) seedBroken = true;
+                seedOf[id][round] = seed;
+                ++nSeedsFixed;
             }
         }
     }
@@ -568,6 +620,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         _scan(vm.getRecordedLogs());
         ++calls;
         vm.warp(block.timestamp + 1); // every action takes a little time, so runs see many phases
+        vm.roll(block.number + 1); // and a block of its own
         for (uint256 t; t < tasks.length; ++t) {
             uint256 id = tasks[t];
             IConcordTypes.TaskState memory st = concord.taskState(id);

@@ -40,6 +40,8 @@ contract ConcordInvariantTest is Test {
         console.log("closed", handler.nClosed(), "reclaimed", handler.nReclaimed());
         console.log("finalize on any round", handler.nPhantomTries(), "removed validators", handler.nRemoved());
         console.log("dry-budget observations", handler.nDry());
+        console.log("seeds fixed", handler.nSeedsFixed(), "anchors", handler.nSeedAnchors());
+        console.log("fixSeed tries", handler.nSeedTries(), "aged-out rolls", handler.nSeedReanchors());
     }
 
     /// The token balance of the protocol equals escrows + stakes + credited balances, and
@@ -98,6 +100,13 @@ contract ConcordInvariantTest is Test {
     /// A node with a submission or commitment in an unfinalized round never unbonds.
     function invariant_NoUnbondingAroundPendingSlash() public view {
         assertFalse(handler.unbondedWithPendingWork());
+    }
+
+    /// A round's check seed is fixed once, from a block after every submission and before the
+    /// fixing call, only on a live round past its submit phase, and before any commit of a
+    /// round with submissions.
+    function invariant_CheckSeedFixedOnceAfterSubmissions() public view {
+        assertFalse(handler.seedBroken(), "check seed broken");
     }
 
     /// Heads and finalized rounds only move forward; final models never change.
