@@ -1,0 +1,321 @@
+"""Rollouts of a pretrained LM with LoRA adapters: the protocol's seeded sampler on a shared prompt.
+
+The real-LM counterpart of client/engine/rollout.py, producing the same ``RolloutBatch`` so that
+proofs (client.engine.bundle.batch_proofs), rewards and claims work unchanged. Differences:
+
+- One batch per GRPO group: the G samples of ONE prompt (rows n = sample j). The prompt is run
+  once (batch 1) and its KV cache repeated G times; decoding then runs the G rows together. A
+  validator recomputes the same way (``prefill_group``): the prompt once, then every completion
+  token of the G rows in one forward on the repeated cache. Causal attention makes the prompt's
+  states a function of the prompt alone, so sharing it changes no number a check compares.
+- Logits only where they are used: the last prompt position and the completion positions
+  (``[G, C, V]``, never ``[G, P+C, V]``: with a 49,152-token vocabulary the head over every prompt
+  position would cost a third of the forward pass).
+- EOS and PAD are the tokenizer's (SmolLM2: ``<|im_end|>``, id 2, for both): after a row's first
+  EOS it holds PAD; ``mask`` is True up to and including the first EOS.
+- Rewards: the text environment's scorer on the completion cut at its first EOS and decoded
+  (client.engine.text_envs).
+
+Layout of one group (G rows, P prompt tokens, C decode steps, D = hidden size, V = vocabulary):
+  prompts [G, P] (identical rows), completions [G, C], hidden [G, P+C, D] float32 post-norm
+  (position P+t = the state computed on completion token t), logprobs [G, C].
+
+LoRA (PyPI peft): the trainable parameters are low-rank adapters on ``AdapterConfig.targets``;
+their state (``adapter_state``: peft's own state-dict names, float32, sorted) is what a round's
+delta, the training replay and the DiLoCo outer step work on. The base weights never change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from client.engine import sampler as smp
+from client.engine.config import SamplerConfig
+from client.engine.model import StateMismatch
+from client.engine.rollout import RolloutBatch
+from client.engine.text_envs import TextEnv, decode_completion
+
+# A few prompt-seed rounds no task reaches: the held-out set's prompts come from here.
+HELDOUT_ROUND = (1 << 62) + 1
+HELDOUT_TRAINER = "0x" + "00" * 20
+
+
+class AdapterConfigError(ValueError):
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"[adapter] {key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+class PromptGroupMismatch(ValueError):
+    """A group's rows do not share one prompt (a GRPO group is G samples of one prompt)."""
+
+    def __init__(self, rows: list[int]):
+        super().__init__(f"prompts: rows {rows[:5]} differ from row 0 (a group shares one prompt)")
+        self.rows = rows
+
+
+KNOWN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """LoRA adapters (peft): rank r, scale alpha / r, on the named linear layers of every block.
+
+    seed: the initial A matrices are drawn from it (B starts at zero, so the initial model equals
+    the base model); every node derives the same initial adapter from the task alone."""
+
+    rank: int = 8
+    alpha: int = 16
+    targets: str = "q_proj,v_proj"  # comma-separated names of linear layers (KNOWN_TARGETS)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rank <= 1024:
+            raise AdapterConfigError("rank", f"must be in [1, 1024], got {self.rank}")
+        if not 0 < self.alpha <= 10_000:
+            raise AdapterConfigError("alpha", f"must be in [1, 10000], got {self.alpha}")
+        names = self.target_list
+        bad = [n for n in names if n not in KNOWN_TARGETS]
+        if not names or bad or len(set(names)) != len(names):
+            raise AdapterConfigError("targets", f"expected distinct names from {KNOWN_TARGETS}, got {self.targets!r}")
+        if not 0 <= self.seed < 1 << 63:
+            raise AdapterConfigError("seed", f"must be in [0, 2^63), got {self.seed}")
+
+    @property
+    def target_list(self) -> list[str]:
+        return [t.strip() for t in self.targets.split(",") if t.strip()]
+
+
+def attach_adapters(model: Any, cfg: AdapterConfig) -> Any:
+    """The base causal LM wrapped by peft with fresh adapters (B = 0, A from cfg.seed), eval mode.
+
+    The base weights are frozen (requires_grad False); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=cfg.target_list, lora_dropout=0.0, bias="none")
+    peft_model = get_peft_model(model, lora)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        for name, p in sorted(peft_model.named_parameters()):
+            if "lora_A" in name:  # Kaiming-uniform-like, from our own generator (peft's init uses the global RNG)
+                bound = 1.0 / float(p.shape[1]) ** 0.5
+                p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
+            elif "lora_B" in name:
+                p.zero_()
+    peft_model.eval()
+    return peft_model
+
+
+def adapter_state(peft_model: Any) -> dict[str, torch.Tensor]:
+    """The adapters' tensors (peft's state-dict names), float32 CPU copies, sorted by name."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model)
+    return {k: state[k].detach().to("cpu", torch.float32).clone() for k in sorted(state)}
+
+
+def load_adapter_state(peft_model: Any, state: dict[str, torch.Tensor]) -> None:
+    """Set the adapters to ``state``; names and shapes must match the model's exactly."""
+    from peft import set_peft_model_state_dict
+
+    current = adapter_state(peft_model)
+    missing = [n for n in current if n not in state]
+    unexpected = [n for n in state if n not in current]
+    shape = [n for n in current if n in state and tuple(state[n].shape) != tuple(current[n].shape)]
+    if missing or unexpected or shape:
+        raise StateMismatch(missing, unexpected, shape)
+    set_peft_model_state_dict(peft_model, {k: v.to(torch.float32) for k, v in state.items()})
+
+
+def adapter_parameters(peft_model: Any) -> list[torch.nn.Parameter]:
+    return [p for _, p in sorted(peft_model.named_parameters()) if p.requires_grad]
+
+
+def _body(peft_model: Any) -> Any:
+    """The decoder stack (embeddings, blocks with adapters, final norm): returns last_hidden_state."""
+    return peft_model.base_model.model.model
+
+
+def _head(peft_model: Any) -> Any:
+    return peft_model.base_model.model.lm_head
+
+
+def _device(peft_model: Any) -> torch.device:
+    device: torch.device = next(peft_model.parameters()).device
+    return device
+
+
+def completion_mask(completions: torch.Tensor, eos: int) -> torch.Tensor:
+    """mask [N, C]: True up to and including each row's first EOS."""
+    is_eos = (completions == eos).long()
+    return (is_eos.cumsum(dim=1) - is_eos) == 0
+
+
+def shared_prompt_forward(peft_model: Any, prompt: torch.Tensor, repeats: int) -> tuple[torch.Tensor, Any]:
+    """The prompt [P] run once: (hidden [1, P, D], KV cache repeated ``repeats`` times along the batch)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    out = _body(peft_model)(input_ids=prompt[None].to(_device(peft_model)), cache=cache, use_cache=True)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    cache.batch_repeat_interleave(repeats)
+    return out.last_hidden_state, cache
+
+
+def group_states(
+    peft_model: Any, prompts: torch.Tensor, completions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden [G, P+C, D], hidden that predicts each completion token [G, C, D]) in one pass over the
+    shared prompt and all completion tokens; gradients flow when enabled (training)."""
+    bad = (prompts != prompts[:1]).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        raise PromptGroupMismatch(bad)
+    g, c = completions.shape
+    h_prompt, cache = shared_prompt_forward(peft_model, prompts[0], g)  # [1, P, D]
+    out = _body(peft_model)(input_ids=completions.to(_device(peft_model)), cache=cache, use_cache=True)
+    h_comp = out.last_hidden_state  # [G, C, D]
+    h_prompt_g = h_prompt.expand(g, -1, -1)
+    hidden = torch.cat([h_prompt_g, h_comp], dim=1)  # [G, P+C, D]
+    predictors = torch.cat([h_prompt_g[:, -1:], h_comp[:, : c - 1]], dim=1)  # [G, C, D]
+    return hidden, predictors
+
+
+def completion_logits(peft_model: Any, predictors: torch.Tensor) -> torch.Tensor:
+    """Float32 logits [G, C, V] of the states that predict the completion tokens."""
+    logits: torch.Tensor = _head(peft_model)(predictors).float()
+    return logits
+
+
+@torch.no_grad()
+def prefill_group(peft_model: Any, batch: RolloutBatch, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A validator's recomputation of one group: (hidden [G, P+C, D], completion logits [G, C, V]), float32 CPU.
+
+    bf16: the matmuls under bf16 autocast on the model's device (the float32 re-check rule of
+    validator.checks.recompute_states applies to rows that fail under it)."""
+    dev = _device(peft_model)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        hidden, predictors = group_states(peft_model, batch.prompts, batch.completions)
+        logits = completion_logits(peft_model, predictors)
+    return hidden.float().cpu(), logits.float().cpu()
+
+
+@torch.no_grad()
+def _decode(
+    peft_model: Any, h_last: torch.Tensor, cache: Any, keys: np.ndarray, sampler: SamplerConfig, eos: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded KV-cache decoding from the prompt's last states h_last [N, D]:
+    (completions [N, C], logprobs [N, C], states of the completion tokens [N, C, D])."""
+    head, body = _head(peft_model), _body(peft_model)
+    n = h_last.shape[0]
+    logits = head(h_last).float().cpu()  # [N, V]
+    done = torch.zeros(n, dtype=torch.bool)
+    tokens, logps, states = [], [], []
+    temp = sampler.temperature if sampler.temperature > 0 else 1.0
+    for t in range(sampler.max_new_tokens):
+        tok = smp.choose(logits, keys, t, sampler.temperature)  # [N]
+        tok = torch.where(done, torch.full_like(tok, eos), tok)
+        logp = torch.log_softmax(logits / temp, dim=-1).gather(1, tok[:, None])[:, 0]
+        logps.append(torch.where(done, torch.zeros_like(logp), logp))
+        tokens.append(tok)
+        if sampler.stop_at_eos:
+            done = done | (tok == eos)
+        out = body(input_ids=tok[:, None].to(h_last.device), cache=cache, use_cache=True)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        h = out.last_hidden_state[:, -1]  # [N, D] state of the token just chosen
+        states.append(h.float().cpu())
+        logits = head(h).float().cpu()
+        if bool(done.all()):
+            break
+    return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(states, 1)
+
+
+@torch.no_grad()
+def generate_group(
+    peft_model: Any, prompt: list[int], keys: np.ndarray, sampler: SamplerConfig, eos: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """G = len(keys) seeded samples of one prompt: (completions [G, C], logprobs [G, C], hidden [G, P+C, D])."""
+    g = len(keys)
+    h_prompt, cache = shared_prompt_forward(peft_model, torch.tensor(prompt), g)  # [1, P, D]
+    h_last = h_prompt[:, -1].expand(g, -1)
+    completions, logprobs, states = _decode(peft_model, h_last, cache, keys, sampler, eos)
+    hidden = torch.cat([h_prompt.float().cpu().expand(g, -1, -1), states], dim=1)
+    return completions, logprobs, hidden
+
+
+@dataclass(frozen=True)
+class LMRollouts:
+    """What generation needs besides the adapters: the model (with adapters), tokenizer, text env, sampler."""
+
+    model: Any  # peft-wrapped causal LM
+    tokenizer: Any
+    env: TextEnv
+    sampler: SamplerConfig
+
+    @property
+    def eos(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    def rewards(self, seed: int, completions: torch.Tensor) -> torch.Tensor:
+        """[G] float64: the environment's scorer on each decoded completion of prompt ``seed``."""
+        texts = [decode_completion(self.tokenizer, row.tolist()) for row in completions]
+        return torch.tensor([self.env.score(seed, t) for t in texts], dtype=torch.float64)
+
+    def group(self, task_id: int, round_: int, trainer: str, i: int, group_size: int) -> RolloutBatch:
+        """The G seeded samples of prompt i of (task, round, trainer) under the current adapters."""
+        seed = smp.prompt_seed(task_id, round_, trainer, i)
+        prompt = self.env.prompt_ids(self.tokenizer, seed)
+        keys = smp.sample_keys(task_id, round_, trainer, [(i, j) for j in range(group_size)])
+        completions, logprobs, hidden = generate_group(self.model, prompt, keys, self.sampler, self.eos)
+        mask = (
+            completion_mask(completions, self.eos) if self.sampler.stop_at_eos else torch.ones_like(completions).bool()
+        )
+        return RolloutBatch(
+            task_id=task_id,
+            round=round_,
+            trainer=trainer,
+            prompt_idx=torch.full((group_size,), i, dtype=torch.int64),
+            sample_idx=torch.arange(group_size),
+            keys=keys,
+            prompts=torch.tensor([prompt] * group_size),
+            completions=completions,
+            mask=mask,
+            lengths=mask.sum(1),
+            rewards=self.rewards(seed, completions),
+            logprobs=logprobs,
+            hidden=hidden,
+            temperature=self.sampler.temperature,
+            group_size=group_size,
+        )
+
+    @torch.no_grad()
+    def evaluate(self, seeds: list[int], temperature: float, batch: int = 64) -> float:
+        """Accuracy (mean reward) of one sample per prompt ``seeds`` (seeded: the same draw every call,
+        so two adapters are compared on the same noise). Prompts of equal length are batched."""
+        prompts = {s: self.env.prompt_ids(self.tokenizer, s) for s in seeds}
+        by_len: dict[int, list[int]] = {}
+        for s in seeds:
+            by_len.setdefault(len(prompts[s]), []).append(s)
+        sampler = SamplerConfig(temperature, self.sampler.max_new_tokens, self.sampler.stop_at_eos)
+        total = 0.0
+        for group in by_len.values():
+            for a in range(0, len(group), batch):
+                part = group[a : a + batch]
+                x = torch.tensor([prompts[s] for s in part])
+                from transformers import DynamicCache
+
+                out = _body(self.model)(input_ids=x.to(_device(self.model)), cache=DynamicCache(), use_cache=True)
+                cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+                keys = np.array([s & ((1 << 64) - 1) for s in part], dtype=np.uint64)
+                completions, _, _ = _decode(self.model, out.last_hidden_state[:, -1], cache, keys, sampler, self.eos)
+                for s, row in zip(part, completions, strict=True):
+                    total += self.env.score(s, decode_completion(self.tokenizer, row.tolist()))
+        return total / len(seeds)
+
+
+def heldout_seeds(task_id: int, n: int) -> list[int]:
+    """Prompt seeds of the held-out set: a round and a trainer address no submission uses."""
+    return [smp.prompt_seed(task_id, HELDOUT_ROUND, HELDOUT_TRAINER, i) for i in range(n)]

@@ -1,0 +1,270 @@
+"""`concord bench lm`: GRPO with LoRA on a real pretrained LM, K trainers + a validator + DiLoCo, in process.
+
+The shipped SmolLM2-135M-Instruct (client/engine/lm.py) on the default text task
+(client/engine/text_envs.py: chain_sum, two one-digit terms). Every round, K trainers each run
+H inner GRPO steps on their adapters from the round's model (client.engine.lm_grpo.make_submission:
+seeded generation on a shared-prompt KV cache, TOPLOC proofs of the 576-wide hidden states); one
+validator checks every submission (validator.lm_checks.verify_submission: prompts, a prefill under
+the submitted adapters_k, TOPLOC, sampling replay over the 49,152-token vocabulary, rewards, work
+units, proof root, then the training replay of every inner step), and the accepted deltas make the
+next adapters by the DiLoCo outer step (validator.aggregate.outer_step, on adapter tensors only).
+
+A fixed held-out set (prompt seeds of a round no trainer reaches: lm_rollout.heldout_seeds) is
+scored before, every --eval-every rounds, and after: one seeded sample per prompt at the task's
+temperature (the same noise for every evaluation, so two points differ only by the adapters), plus
+greedy before and after. Prints a table, saves the held-out curve as a PNG, ends with one JSON line.
+
+Times come from the nodes' own timing spans (client/timing.py): generation, proofs, training
+(trainers), verification (prefill + TOPLOC + sampling replay) and replay (validator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from client import timing
+from client.content.weights import shard_bytes
+from client.engine import lm, text_envs
+from client.engine.config import GRPOConfig, OuterConfig, SamplerConfig, ValidationConfig
+from client.engine.lm_grpo import LMSubmission, make_submission
+from client.engine.lm_rollout import (
+    AdapterConfig,
+    LMRollouts,
+    adapter_state,
+    attach_adapters,
+    heldout_seeds,
+    load_adapter_state,
+)
+from client.engine.precision import choose
+from client.runtime import paths
+from validator.aggregate import outer_step
+from validator.lm_checks import verify_submission
+
+TASK_ID = 12
+TRAINERS = ["0x" + f"{k + 1:02x}" * 20 for k in range(16)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="concord bench lm", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=10, help="outer rounds (the issue allows up to 30)")
+    p.add_argument("--trainers", type=int, default=2, help="K trainers per round")
+    p.add_argument("--prompts", type=int, default=4, help="prompts (GRPO groups) per inner step")
+    p.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
+    p.add_argument("--inner-steps", type=int, default=2, help="H inner steps per round")
+    p.add_argument("--lr", type=float, default=2e-3, help="inner AdamW learning rate on the adapters")
+    p.add_argument("--outer-lr", type=float, default=1.0)
+    p.add_argument("--outer-momentum", type=float, default=0.0)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--targets", default="q_proj,v_proj")
+    p.add_argument("--env", default=text_envs.DEFAULT_TEXT_ENV)
+    p.add_argument("--heldout", type=int, default=200, help="held-out problems")
+    p.add_argument("--eval-every", type=int, default=2, help="rounds between held-out evaluations")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument(
+        "--prefill-precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="validator prefill precision (client/engine/precision.py); bf16 rows that fail are re-checked in fp32",
+    )
+    p.add_argument("--plot", type=Path, default=Path("docs/lm_curve.png"))
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    return p.parse_args(argv)
+
+
+def plot(curve: list[tuple[int, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot([r for r, _ in curve], [a for _, a in curve], "o-", color="tab:orange", label="held-out accuracy (T=1)")
+    ax.axhline(curve[0][1], color="grey", lw=0.8, ls="--", label="base model")
+    ax.set_xlabel("round")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def span_totals(path: Path) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            totals[rec["cat"]] += rec["t1"] - rec["t0"]
+    return dict(totals)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(quiet=args.json)
+    spans = Path(tempfile.mkdtemp(prefix="concord-bench-lm-")) / "timings.jsonl"
+    os.environ[timing.ENV] = str(spans)  # before the first span opens (timing reads it once)
+    torch.set_num_threads(args.threads)
+    t_start = time.monotonic()
+
+    loaded = lm.load(lm.SMOLLM2_135M, paths.models_dir())
+    base_model = loaded.model.to(args.device)
+    model = attach_adapters(base_model, AdapterConfig(rank=args.rank, targets=args.targets))
+    env = text_envs.make_text_env(args.env, {}, context=loaded.context)
+    sampler = SamplerConfig(temperature=1.0, max_new_tokens=env.max_new_tokens)
+    grpo = GRPOConfig(
+        prompts_per_step=args.prompts,
+        group_size=args.group,
+        inner_steps=args.inner_steps,
+        lr=args.lr,
+        optimizer="adamw",
+    )
+    outer = OuterConfig(lr=args.outer_lr, momentum=args.outer_momentum)
+    vcfg = ValidationConfig(prefill_precision=args.prefill_precision)
+    cfg = loaded.model.config
+    precision = choose(vcfg.prefill_precision, torch.device(args.device), cfg.hidden_size, cfg.intermediate_size)
+    bf16 = precision.precision == "bf16"
+    console.print(f"validator prefill: {precision.precision} ({precision.reason})")
+    rollouts = LMRollouts(model, loaded.tokenizer, env, sampler)
+    current = adapter_state(model)
+    seeds = heldout_seeds(TASK_ID, args.heldout)
+
+    t_eval = time.monotonic()
+    before = rollouts.evaluate(seeds, sampler.temperature)
+    greedy_before = rollouts.evaluate(seeds, 0.0)
+    eval_s = time.monotonic() - t_eval
+    curve = [(0, before)]
+    console.print(f"held-out before: {before:.3f} (T=1), {greedy_before:.3f} (greedy); {eval_s:.0f} s")
+
+    momentum: dict[str, torch.Tensor] = {}
+    train_rewards: list[float] = []
+    rejected, checked, steps_done, units, rollouts_checked = 0, 0, 0, 0, 0
+    last: LMSubmission | None = None
+    t_rounds = time.monotonic()
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("rounds", total=args.rounds)
+        for r in range(args.rounds):
+            subs = []
+            for k in range(args.trainers):
+                sub, _ = make_submission(rollouts, current, grpo, TASK_ID, r, TRAINERS[k])
+                subs.append(sub)
+                units += sub.work_units  # generated tokens that count (up to and including EOS)
+                steps_done += grpo.inner_steps
+            accepted = {}
+            for sub in subs:
+                verdict = verify_submission(rollouts, current, sub, grpo, vcfg, bf16=bf16, replay=True)
+                checked += 1
+                rollouts_checked += sum(g.n for step in sub.steps for g in step)
+                if verdict.accepted:
+                    accepted[sub.trainer] = sub.delta
+                else:  # every trainer here is honest: a reject is a false reject
+                    rejected += 1
+                    console.print(f"[red]round {r}: {sub.trainer} rejected at {verdict.failed_check}[/red]")
+            with timing.span("aggregation"):
+                current, momentum = outer_step(current, accepted, momentum, outer)
+            train_rewards.append(sum(s.mean_reward for s in subs) / len(subs))
+            last = subs[-1]
+            if (r + 1) % args.eval_every == 0 or r + 1 == args.rounds:
+                load_adapter_state(model, current)
+                acc = rollouts.evaluate(seeds, sampler.temperature)
+                curve.append((r + 1, acc))
+                console.print(f"round {r + 1}: train reward {train_rewards[-1]:.3f}, held-out {acc:.3f}")
+            progress.advance(bar)
+    rounds_s = time.monotonic() - t_rounds
+    load_adapter_state(model, current)
+    after = curve[-1][1]
+    greedy_after = rollouts.evaluate(seeds, 0.0)
+    seconds = time.monotonic() - t_start
+    timing.flush()
+    totals = span_totals(spans)
+    assert last is not None
+    delta_bytes = sum(len(b) for _, b in shard_bytes(last.delta))
+    gen_s, proof_s = totals.get("generation", 0.0), totals.get("proofs", 0.0)
+    verify_s, replay_s, train_s = (
+        totals.get("verification", 0.0),
+        totals.get("replay", 0.0),
+        totals.get("training", 0.0),
+    )
+    result = {
+        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized fp32) + LoRA",
+        "params": loaded.params,
+        "adapter_params": sum(t.numel() for t in current.values()),
+        "env": env.env_id,
+        "heldout": args.heldout,
+        "heldout_before": round(before, 4),
+        "heldout_after": round(after, 4),
+        "heldout_gain": round(after - before, 4),
+        "heldout_greedy_before": round(greedy_before, 4),
+        "heldout_greedy_after": round(greedy_after, 4),
+        "curve": [[r, round(a, 4)] for r, a in curve],
+        "rounds": args.rounds,
+        "trainers": args.trainers,
+        "seconds": round(seconds, 1),
+        "rounds_s": round(rounds_s, 1),
+        "generation_s": round(gen_s, 2),
+        "gen_tokens_per_s": round(units / gen_s, 2) if gen_s else 0.0,
+        "proof_build_s": round(proof_s, 3),
+        "proof_build_over_generation": round(proof_s / gen_s, 4) if gen_s else 0.0,
+        "verify_s": round(verify_s, 2),
+        "verify_over_generation": round(verify_s / gen_s, 4) if gen_s else 0.0,
+        "replay_s": round(replay_s, 2),
+        "train_step_s": round(train_s / max(1, steps_done), 3),
+        "delta_bytes": delta_bytes,
+        "honest_checked": checked,
+        "honest_rollouts": rollouts_checked,
+        "honest_false_rejects": rejected,
+        "train_reward_first": round(train_rewards[0], 4),
+        "train_reward_last": round(train_rewards[-1], 4),
+        "config": {
+            "prompts_per_step": args.prompts,
+            "group_size": args.group,
+            "inner_steps": args.inner_steps,
+            "lr": args.lr,
+            "outer_lr": args.outer_lr,
+            "outer_momentum": args.outer_momentum,
+            "rank": args.rank,
+            "targets": args.targets,
+            "threads": args.threads,
+            "device": args.device,
+            "prefill_precision": precision.precision,
+            "prefill_precision_reason": precision.reason,
+        },
+    }
+    plot(curve, args.plot, f"bench lm: {env.env_id}, K={args.trainers}, SmolLM2-135M + LoRA r={args.rank}")
+    table = Table(title="concord bench lm")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (
+        "heldout_before",
+        "heldout_after",
+        "heldout_greedy_before",
+        "heldout_greedy_after",
+        "seconds",
+        "generation_s",
+        "gen_tokens_per_s",
+        "proof_build_s",
+        "verify_s",
+        "replay_s",
+        "train_step_s",
+        "delta_bytes",
+        "honest_false_rejects",
+    ):
+        table.add_row(key, str(result[key]))
+    console.print(table)
+    console.print(f"held-out curve: {args.plot}")
+    print(json.dumps(result))
+    return 0
