@@ -1,6 +1,7 @@
 """Wall-time spans per category, so `concord bench round` can say where a round's time goes.
 
-Off (a no-op) unless ``$CONCORD_TIMINGS`` names a file when the first span opens; then every
+Off (a no-op) unless ``$CONCORD_TIMINGS`` names a file when the first span opens (or a listener is
+added: `add_listener`, how a node feeds its metrics); then every
 span segment is appended to it as one JSON line ``{"cat", "t0", "t1", "tid"}`` with
 ``time.monotonic()`` stamps, which are one clock for every process on the machine, so the
 bench can merge the files of several node processes. Spans nest exclusively per thread:
@@ -15,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
@@ -40,10 +41,11 @@ class _OpenSpan:
 
 
 class _Recorder:
-    """The open timings file and each thread's stack of open spans (state shared by threads)."""
+    """The open timings file (None: listeners only) and each thread's stack of open spans (state shared
+    by threads)."""
 
-    def __init__(self, path: str) -> None:
-        self._fh: IO[str] = open(path, "a", buffering=1 << 16)
+    def __init__(self, path: str | None) -> None:
+        self._fh: IO[str] | None = None if path is None else open(path, "a", buffering=1 << 16)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._flushed = time.monotonic()
@@ -56,6 +58,10 @@ class _Recorder:
         return stack
 
     def emit(self, category: str, t0: float, t1: float) -> None:
+        for listener in _listeners:
+            listener(category, t1 - t0)
+        if self._fh is None:
+            return
         line = json.dumps({"cat": category, "t0": round(t0, 6), "t1": round(t1, 6), "tid": threading.get_ident()})
         with self._lock:
             self._fh.write(line + "\n")
@@ -65,13 +71,25 @@ class _Recorder:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._fh.closed:
+            if self._fh is not None and not self._fh.closed:
                 self._fh.flush()
 
 
 _recorder: _Recorder | None = None
 _checked = False
 _init_lock = threading.Lock()
+_listeners: list[Callable[[str, float], None]] = []  # each segment's (category, seconds), e.g. node metrics
+
+
+def add_listener(listener: Callable[[str, float], None]) -> None:
+    """Hand every span segment, as (category, seconds), to ``listener`` too (a node's Prometheus metrics):
+    from now on spans are timed, with or without $CONCORD_TIMINGS."""
+    global _recorder
+    rec = _get()
+    with _init_lock:
+        _listeners.append(listener)
+        if rec is None:
+            _recorder = _Recorder(None)
 
 
 def _get() -> _Recorder | None:

@@ -45,6 +45,7 @@ from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower, Tick
+from client.runtime.metrics import add_metrics_args, serve_metrics
 from client.runtime.task import (
     TaskContext,
     UnknownTask,
@@ -462,6 +463,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         help="stake to register with, in tokens (or 1000base; default: the task's minimum)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    add_metrics_args(p)
 
 
 def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
@@ -471,6 +473,7 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
     stop = shutdown_event()
     try:
         cfg = TrainerConfig(node_config(args, "trainer"), args.rounds, args.stake, args.threads)
+        serve_metrics(args, "trainer")
         run = run_trainer(cfg, stop, hooks)
     except (
         NodeConfigError,

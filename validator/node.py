@@ -92,6 +92,7 @@ from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower
+from client.runtime.metrics import add_metrics_args, serve_metrics
 from client.runtime.seed import SeedWatch, seed_step
 from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round
 from client.units import AmountError, TokenAmount, amount_arg
@@ -1047,6 +1048,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="stake to register with, in tokens (or 1000base; default: the task's minValidatorStake)",
     )
+    add_metrics_args(p)
 
 
 def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int:
@@ -1057,6 +1059,7 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
         node_cfg = node_config(args, "validator")
         pin_determinism(1)
         cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake)
+        serve_metrics(args, "validator")
         run_validator(cfg, shutdown_event(), hooks)
     except (
         NodeConfigError,

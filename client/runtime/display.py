@@ -1,6 +1,7 @@
-"""What a node shows: logs (rich, or one JSON object per line), a live status panel, shutdown.
+"""What a node shows: logs (rich, or one JSON object per line), a live status line with progress bars, shutdown.
 
-setup_logging(json_logs), fields(**kv), Display   logs and the status panel
+setup_logging(json_logs), fields(**kv), Display   logs and the status line
+add_update_listener(fn)                           every Display update also goes to fn (a node's metrics)
 shutdown_event() -> threading.Event   set on SIGINT/SIGTERM; nodes finish the step they are in and return
 """
 
@@ -14,14 +15,15 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.live import Live
-    from rich.table import Table
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +103,52 @@ def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+UpdateListener = Callable[[str, Mapping[str, Any]], None]  # (display title, the fields that changed)
+_update_listeners: list[UpdateListener] = []
+
+
+def add_update_listener(listener: UpdateListener) -> None:
+    """Every Display's updates (the fields that changed) also go to ``listener``: how a node's metrics
+    follow its round and phase without the node loops knowing about metrics."""
+    _update_listeners.append(listener)
+
+
+# A `step` (the trainer's) naming long work gets a progress bar while it runs (elapsed time; the work has
+# no known length); the validator's `submissions` with `accepted` + `rejected` make a bar of verdicts.
+WORK_STEPS = ("fetching", "generating", "uploading", "verifying")
+HEARTBEAT_S = 60.0  # without a terminal and without JSON logs: one status line at most this often
+
+
 class Display:
-    """A live status panel (rich) of the node's current fields; with JSON logs a `status` line per update."""
+    """What a node is doing. On a terminal (human logs): one live status line (the heartbeat) and a
+    rich progress bar per long step (model fetch, generation + training, upload, verification). With
+    JSON logs: a `status` line per update. Otherwise (human logs to a file or pipe): no bars, a
+    one-line `status` log at most every HEARTBEAT_S, so the log stays clean."""
 
     def __init__(self, title: str, json_logs: bool) -> None:
         self.title = title
         self.json_logs = json_logs
         self.state: dict[str, Any] = {}
         self._live: Live | None = None
+        self._progress: Progress | None = None
+        self._bars: dict[str, TaskID] = {}  # open bars by name
+        self._heartbeat_at = 0.0
         self._log = logging.getLogger(f"concord.status.{title}")
 
     def __enter__(self) -> Display:
         if not self.json_logs and sys.stderr.isatty():
             from rich.live import Live
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+            from rich.progress import TimeElapsedColumn
 
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),  # pulses while the length is unknown (total None)
+                MofNCompleteColumn(),  # "-" for the unknown
+                TimeElapsedColumn(),
+                console=_console(),
+            )
             self._live = Live(self._render(), console=_console(), refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self
@@ -124,25 +158,66 @@ class Display:
             self._live.__exit__(None, None, None)
             self._live = None
 
-    def _render(self) -> Table:
-        from rich.table import Table
+    def heartbeat(self) -> str:
+        """The one-line status: the title and every field, ``k=v`` (what a node is at, in one glance)."""
+        return f"{self.title} · " + " ".join(f"{k}={_jsonable(v)}" for k, v in self.state.items())
 
-        table = Table(title=self.title, show_header=False, expand=False)
-        table.add_column("field", style="bold cyan")
-        table.add_column("value")
-        for k, v in self.state.items():
-            table.add_row(k, str(_jsonable(v)))
-        return table
+    def _render(self) -> RenderableType:
+        from rich.console import Group
+        from rich.text import Text
+
+        line = Text(self.heartbeat(), style="bold cyan", overflow="ellipsis", no_wrap=True)
+        return Group(line, self._progress) if self._progress is not None and self._bars else line
+
+    def _bar(self, name: str, total: float | None, completed: float) -> None:
+        """Open (or move) the bar ``name``; every other bar of the same kind is finished and removed."""
+        progress = self._progress
+        if progress is None:
+            return
+        if name not in self._bars:
+            self._bars[name] = progress.add_task(name, total=total)
+        progress.update(self._bars[name], total=total, completed=completed)
+
+    def _close_bars(self, keep: str | None = None) -> None:
+        if self._progress is None:
+            return
+        for name in [n for n in self._bars if n != keep]:
+            self._progress.remove_task(self._bars.pop(name))
+
+    def _follow_work(self, changed: Mapping[str, Any]) -> None:
+        """Bars from the fields: a trainer's long `step`, a validator's verdicts on a round's submissions."""
+        step = str(changed.get("step", ""))
+        if "step" in changed:
+            if step.startswith(WORK_STEPS):
+                self._close_bars(keep=step)
+                self._bar(step, None, 0)
+            else:
+                self._close_bars()
+        if {"submissions", "accepted", "rejected"} & set(changed) and "submissions" in self.state:
+            total = int(self.state.get("submissions") or 0)
+            done = int(self.state.get("accepted") or 0) + int(self.state.get("rejected") or 0)
+            name = f"verifying round {self.state.get('round', '?')}"
+            if total > 0 and done < total:
+                self._close_bars(keep=name)
+                self._bar(name, total, done)
+            elif self._bars.keys() == {name}:
+                self._close_bars()
 
     def update(self, **kv: Any) -> None:
         changed = {k: v for k, v in kv.items() if self.state.get(k) != v}
         if not changed:
             return
         self.state.update(changed)
+        for listener in _update_listeners:
+            listener(self.title, changed)
         if self._live is not None:
+            self._follow_work(changed)
             self._live.update(self._render())
         elif self.json_logs:
             self._log.info("status", extra=fields(status=True, **changed))
+        elif time.monotonic() - self._heartbeat_at >= HEARTBEAT_S:
+            self._heartbeat_at = time.monotonic()
+            self._log.info("%s", self.heartbeat())
 
 
 # ----------------------------------------------------------------------------- shutdown

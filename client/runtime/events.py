@@ -1,6 +1,7 @@
 """Following the chain: one Tick per new block with this task's events, a heartbeat otherwise.
 
 EventFollower(node, task_id).follow(stop) -> Iterator[Tick]
+add_tick_listener(fn)   every new-block tick also goes to fn (a node's metrics)
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from client.chain import ConcordEvent
@@ -27,6 +28,14 @@ class Tick:
     block: int
     timestamp: int
     events: tuple[ConcordEvent, ...]
+
+
+_tick_listeners: list[Callable[[Tick], None]] = []
+
+
+def add_tick_listener(listener: Callable[[Tick], None]) -> None:
+    """Hand every tick with new blocks to ``listener`` as well (it sees what the node sees, once)."""
+    _tick_listeners.append(listener)
 
 
 def _for_task(event: ConcordEvent, task_id: int) -> bool:
@@ -78,7 +87,10 @@ class EventFollower:
             return None
         events = self.concord.events(self.cursor + 1, head)
         mine = tuple(e for e in events if _for_task(e, self.task_id))
-        return Tick(head, self.rpc.block_timestamp(head), mine)
+        tick = Tick(head, self.rpc.block_timestamp(head), mine)
+        for listener in _tick_listeners:
+            listener(tick)
+        return tick
 
     def follow(self, stop: threading.Event) -> Iterator[Tick]:
         """Ticks until ``stop`` is set: one per batch of new blocks, or a heartbeat when none came."""
