@@ -333,11 +333,11 @@ def _task_action(args: argparse.Namespace) -> int:
     from client.runtime import lifecycle
     from client.runtime.config import NodeConfigError, node_config
     from client.runtime.connect import connect_chain
-    from client.runtime.errors import explain
+    from client.runtime.errors import explain, quiet_retries
 
     if args.action == "withdraw":
         return lifecycle.run(args, "task")
-    logging.getLogger("client.chain.rpc").setLevel(logging.ERROR)  # retry chatter: the error line says it all
+    quiet_retries()  # retry chatter: the error line says it all
     try:
         cfg = node_config(args, "initiator")
         if args.action == "show":

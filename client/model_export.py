@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`concord model export ROUND DIR --task N [connection flags]`, `concord model verify DIR`."""
     from client.runtime.config import NodeConfigError, add_node_args, node_config, non_negative_int, parse_layered
     from client.runtime.display import setup_logging
-    from client.runtime.errors import explain
+    from client.runtime.errors import explain, quiet_retries
 
     p = argparse.ArgumentParser(prog="concord model", description="export a task's model, or verify an export")
     sub = p.add_subparsers(dest="action", required=True)
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.dir}: ok, model digest {verify_export(args.dir, want)}")
             return 0
         setup_logging(args.json_logs, logging.WARNING)
-        logging.getLogger("client.chain.rpc").setLevel(logging.ERROR)
+        quiet_retries()
         cfg = node_config(args, "exporter")
         if args.dir.exists() and (not args.dir.is_dir() or any(args.dir.iterdir())):
             raise ExportError("DIR", f"{args.dir} exists and is not an empty directory")

@@ -17,7 +17,7 @@ import argparse
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 BASE_SUFFIX = "base"  # "1000base": an amount in base units
 UINT256 = 2**256 - 1
@@ -49,8 +49,11 @@ class TokenAmount:
 
     def units(self, decimals: int = DEFAULT_DECIMALS, maximum: int = UINT256) -> int:
         """Base units of this amount for a token with ``decimals``; AmountError when it does not fit."""
-        scaled = self.value if self.base else self.value.scaleb(decimals)
-        if scaled != scaled.to_integral_value():
+        with localcontext() as exact:
+            exact.prec = 400  # Decimal's default 28 digits would round amounts of more than 28 digits
+            scaled = self.value if self.base else self.value.scaleb(decimals)
+            whole = scaled == scaled.to_integral_value()
+        if not whole:
             raise AmountError(self.field, self.text, f"more than {decimals} decimals (the token's smallest unit)")
         units = int(scaled)
         if units > maximum:

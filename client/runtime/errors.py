@@ -1,6 +1,8 @@
 """One line per failure an operator can fix: what is wrong, then what to do about it.
 
     explain(exc) -> str    the error's own message (it names the flag, URL, file or value) plus the fix
+    quiet_retries()        a one-shot command's log handlers drop the RPC's "retry n" warnings (its one
+                           error line says it all); a node keeps them, they show a flaky endpoint
 
 Every CLI entry point prints `error: <explain(e)>` and exits 1 (2 for a bad flag or file, which
 argparse and the config loader report). The messages of the library's exceptions already carry
@@ -8,6 +10,8 @@ their values; this adds the operator's next step for the ones a person meets fir
 """
 
 from __future__ import annotations
+
+import logging
 
 from client.chain import ContractError, RpcUnavailable, WrongChain
 from client.chain.keys import BadKeystore, BadPrivateKey
@@ -55,3 +59,17 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, ContractError):
         return f"the contract refused: {exc}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+RETRY_LOGGER = "client.chain.rpc"
+
+
+def _not_a_retry(record: logging.LogRecord) -> bool:
+    return not (record.name == RETRY_LOGGER and record.levelno < logging.ERROR)
+
+
+def quiet_retries() -> None:
+    """Filter the RPC's retry warnings out of the current root handlers (set up by setup_logging; the
+    next setup_logging replaces them, so nothing outlives the command)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_a_retry)

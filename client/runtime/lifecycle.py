@@ -26,7 +26,7 @@ from client.chain.keys import KeyLoadError
 from client.runtime.config import NodeConfigError, add_node_args, node_config
 from client.runtime.connect import connect_chain
 from client.runtime.display import setup_logging
-from client.runtime.errors import explain
+from client.runtime.errors import explain, quiet_retries
 from client.units import AmountError, TokenAmount, amount_arg, format_amount
 
 COMMANDS = ("unbond", "leave", "withdraw")
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, role: str) -> int:
     """Run a parsed `concord ROLE unbond|leave|withdraw` (role: "trainer", "validator" or "task" for the
     initiator's withdraw); the exit status (an error: one line with the fix, 1)."""
     setup_logging(args.json_logs, logging.WARNING)
-    logging.getLogger("client.chain.rpc").setLevel(logging.ERROR)  # retry chatter: the error line says it all
+    quiet_retries()  # retry chatter: the error line says it all
     node_role = {"trainer": Role.TRAINER, "validator": Role.VALIDATOR}.get(role)
     try:
         client, signer = connect_chain(node_config(args, role))
