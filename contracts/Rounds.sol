@@ -65,10 +65,7 @@ abstract contract Rounds is IConcord, Pipeline {
         }
         _times[taskId][ri] = tm;
         emit Submitted(taskId, round, msg.sender, index, baseRound, bundleDigest, proofRoot, workUnits);
-        if (closes) {
-            emit PhaseClosedEarly(taskId, round, Phase.Submit);
-            emit SeedAnchored(taskId, round, block.number);
-        }
+        if (closes) emit PhaseClosedEarly(taskId, round, Phase.Submit); // its block is the seed's anchor
     }
 
     /// @inheritdoc IConcord

@@ -32,9 +32,10 @@ interface IConcordEvents is IConcordTypes {
     event RoundOpened(uint256 indexed taskId, uint256 indexed round, uint256 openAt, uint256 reserved);
     /// @notice A phase closed before its deadline because every expected actor acted.
     event PhaseClosedEarly(uint256 indexed taskId, uint256 indexed round, Phase phase);
-    /// @notice The check seed of `round` will come from the hash of block `anchorBlock + 1`:
-    ///         the block after the submission that closed the submit phase, or after the first
-    ///         `fixSeed` once its deadline passed (again if an anchor aged out of the window).
+    /// @notice The check seed of `round` will come from the hash of block `anchorBlock + 1`,
+    ///         `anchorBlock` being the block of the first `fixSeed` after the submit deadline
+    ///         (again if an anchor aged out of the window). An early close emits no such event:
+    ///         its anchor is the block of its `PhaseClosedEarly(taskId, round, Submit)`.
     event SeedAnchored(uint256 indexed taskId, uint256 indexed round, uint256 anchorBlock);
     /// @notice The check seed of `round` is fixed: keccak256(abi.encode(blockhash(sourceBlock),
     ///         taskId, round)). Validators sample their expensive checks from it.

@@ -267,9 +267,7 @@ contract RoundsTest is ConcordFixture {
         vm.roll(100);
         _submit(id, 0, 0, trainers[0], 1);
         _submit(id, 0, 0, trainers[1], 1);
-        vm.expectEmit(true, true, false, true, address(concord));
-        emit IConcordEvents.SeedAnchored(id, 0, 100);
-        _submit(id, 0, 0, trainers[2], 1); // closes the submit phase in block 100
+        _submit(id, 0, 0, trainers[2], 1); // closes the submit phase in block 100: the anchor
         vm.expectRevert(abi.encodeWithSelector(IConcordErrors.SeedNotReady.selector, id, 0, 102));
         concord.checkSeed(id, 0);
         assertFalse(concord.fixSeed(id, 0)); // block 100: block 101 does not exist
