@@ -458,3 +458,26 @@ def test_doctor_names_each_red_line_with_its_fix(
     assert (
         rc == 1 and [n for n, c in checks.items() if not c["ok"]] == ["ipfs"] and "--ipfs-api" in checks["ipfs"]["fix"]
     )
+
+
+def test_keys_new_and_address_take_a_password_file_or_a_prompt(
+    tmp_path: Path, capsys, clean_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    rc, out, _ = run_cli(
+        ["keys", "new", "--out", str(tmp_path / "k.json"), "--password-file", str(tmp_path / "pw")], capsys
+    )
+    address = out.strip()
+    assert rc == 0 and (tmp_path / "k.json").stat().st_mode & 0o777 == 0o600
+    rc, out, _ = run_cli(
+        ["keys", "address", "--keystore", str(tmp_path / "k.json"), "--password-file", str(tmp_path / "pw")], capsys
+    )
+    assert rc == 0 and out.strip() == address
+    monkeypatch.setattr(keys.sys.stdin, "isatty", lambda: True)
+    answers = iter(["one", "two"])
+    monkeypatch.setattr(keys.getpass, "getpass", lambda prompt: next(answers))
+    rc, out, err = run_cli(["keys", "new", "--out", str(tmp_path / "k2.json")], capsys)
+    assert rc == 1 and "the two passwords differ; nothing written" in err and not (tmp_path / "k2.json").exists()
+    monkeypatch.setattr(keys.getpass, "getpass", lambda prompt: "s3cret")
+    rc, out, _ = run_cli(["keys", "address", "--keystore", str(tmp_path / "k.json")], capsys)  # asked on the terminal
+    assert rc == 0 and out.strip() == address

@@ -177,29 +177,34 @@ def devnet_accounts(count: int) -> list[LocalAccount]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`concord keys new --out PATH` (password from $CONCORD_KEYSTORE_PASSWORD) / `concord keys address`."""
+    """`concord keys new --out PATH` / `concord keys address [--keystore PATH]`; the password from
+    --password-file, $CONCORD_KEYSTORE_PASSWORD or a hidden prompt (twice for a new key)."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="concord keys", description="create or inspect a node keystore")
     sub = p.add_subparsers(dest="action", required=True)
-    new = sub.add_parser("new", help=f"new random key, encrypted with ${PASSWORD_ENV}")
+    new = sub.add_parser("new", help="new random key in an encrypted keystore file (mode 0600)")
     new.add_argument("--out", type=Path, required=True)
     show = sub.add_parser("address", help="the address of the configured key (keystore or env)")
     show.add_argument("--keystore", type=Path, default=None)
+    for q in (new, show):
+        q.add_argument("--password-file", type=Path, default=None, help="file holding the keystore's password")
     args = p.parse_args(argv)
     try:
         if args.action == "new":
-            password = os.environ.get(PASSWORD_ENV)
-            if not password:
-                raise MissingPassword(args.out, PASSWORD_ENV)
             if args.out.exists():
                 print(f"error: {args.out} exists; refusing to overwrite a key", file=sys.stderr)
                 return 1
+            password = keystore_password(args.out, args.password_file)
+            if args.password_file is None and PASSWORD_ENV not in os.environ:  # typed: type it twice
+                if getpass.getpass("the same password again: ") != password:
+                    raise BadKeystore(args.out, "the two passwords differ; nothing written")
+            if not password:
+                raise BadKeystore(args.out, "an empty password; nothing written")
             account = Account.create()
             write_keystore(account, args.out, password)
         else:
-            account = load_key(args.keystore)
+            account = load_key(args.keystore, password_file=args.password_file)
     except KeyLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
