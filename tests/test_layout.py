@@ -3,7 +3,7 @@
 * The library (client/, validator/) never imports the lab (scripts/); the CLI reaches the lab's
   subcommands by module name only (client/cli.py's dispatcher), never by an import statement.
 * `client` never imports `validator`.
-* The rooms of `client` are layered: leaves (digest, timing) <- chain, engine <- content <- runtime
+* The rooms of `client` are layered: leaves (digest, timing, units) <- chain, engine <- content <- runtime
   <- the roles (trainer, initiator, status, cli). A room imports only rooms below it.
 See docs/ARCHITECTURE.md for the drawing.
 """
