@@ -481,3 +481,20 @@ def test_keys_new_and_address_take_a_password_file_or_a_prompt(
     monkeypatch.setattr(keys.getpass, "getpass", lambda prompt: "s3cret")
     rc, out, _ = run_cli(["keys", "address", "--keystore", str(tmp_path / "k.json")], capsys)  # asked on the terminal
     assert rc == 0 and out.strip() == address
+
+
+@pytest.mark.parametrize("url", ["localhost:8545", "garbage", "http://", "ws//h:1", "http://h:70000"])
+def test_deploy_and_the_sdk_name_a_malformed_rpc_url(url: str, tmp_path: Path, capsys, clean_env) -> None:
+    from client.chain import BadRpcUrl, Rpc
+
+    with pytest.raises(BadRpcUrl) as info:
+        Rpc(url)
+    assert info.value.url == url
+    clean_env.setenv(keys.PRIVATE_KEY_ENV, "0x" + "11" * 32)
+    rc, out, err = run_cli(["deploy", "--rpc-url", url, "--out", str(tmp_path / "dep.json")], capsys)
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith(f"error: RPC URL {url!r}: ") and "Traceback" not in err
+    assert not (tmp_path / "dep.json").exists()
+    clean_env.setenv("ETH_RPC_URL", url)  # the same from Foundry's env var
+    rc, _, err = run_cli(["deploy", "--out", str(tmp_path / "dep.json")], capsys)
+    assert rc == 1 and f"RPC URL {url!r}" in err

@@ -74,6 +74,7 @@ from client.chain.protocol import (
     rejected_indexes,
 )
 from client.chain.rpc import (
+    BadRpcUrl,
     BroadcastUnknown,
     ChainError,
     ContractError,
@@ -187,6 +188,7 @@ def deploy_contract(signer: Signer, art: Artifact, *args: object) -> tuple[Check
 
 __all__ = [
     "AbiMismatch",
+    "BadRpcUrl",
     "BroadcastUnknown",
     "BountyPaid",
     "BudgetReclaimed",

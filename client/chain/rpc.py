@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -64,6 +65,31 @@ RECEIPT_POLL_S = (0.01, 0.25)  # first and longest pause between receipt polls (
 
 class ChainError(Exception):
     """Base for every failure this SDK raises."""
+
+
+class BadRpcUrl(ChainError):
+    """Not an RPC URL this client can talk to (named before any connection is tried)."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(
+            f"RPC URL {url!r}: {problem}; expected http(s)://host[:port] or ws(s)://host[:port] "
+            "(e.g. http://127.0.0.1:8545)"
+        )
+        self.url, self.problem = url, problem
+
+
+def check_rpc_url(url: str) -> str:
+    """``url`` when it is an http(s) or ws(s) URL with a host and a usable port; BadRpcUrl otherwise."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as e:  # e.g. a port out of 0..65535, an unclosed [IPv6 bracket
+        raise BadRpcUrl(url, str(e)) from None
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise BadRpcUrl(url, "not a URL with an http(s) or ws(s) scheme and a host")
+    if port == 0:
+        raise BadRpcUrl(url, "port 0")
+    return url
 
 
 class RpcUnavailable(ChainError):
@@ -282,7 +308,7 @@ class Rpc:
     """A web3 connection to one RPC URL: HTTP, or a WebSocket for ws:// and wss:// URLs."""
 
     def __init__(self, url: str, timeout: float = 30.0, retry: RetryPolicy = RetryPolicy()) -> None:
-        self.url = url
+        self.url = check_rpc_url(url)
         ws = url.startswith(("ws://", "wss://"))
         self._provider: HttpProvider | WebSocketProvider = (
             WebSocketProvider(url, timeout, retry) if ws else HttpProvider(url, timeout, retry)

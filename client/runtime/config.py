@@ -27,13 +27,13 @@ import os
 import re
 import sys
 import tomllib
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from client.chain import Deployment, keys
+from client.chain.rpc import BadRpcUrl, check_rpc_url
 from client.content.store import api_multiaddr
 from client.runtime import paths
 from client.runtime.network import NetworkFile
@@ -300,18 +300,13 @@ _COUNT_FLAGS = {"rounds": (1, "rounds"), "stake": (0, "base units"), "threads": 
 
 def _check_rpc_url(url: str) -> str:
     try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as e:  # e.g. a port out of 0..65535
-        raise NodeConfigError("--rpc-url", f"{url!r}: {e}") from None
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        return check_rpc_url(url)  # the chain SDK's rule (client.chain.rpc), named as the flag here
+    except BadRpcUrl as e:
         raise NodeConfigError(
             "--rpc-url",
-            f"expected http(s)://host[:port] or ws(s)://host[:port] (e.g. http://127.0.0.1:8545), got {url!r}",
-        )
-    if port == 0:
-        raise NodeConfigError("--rpc-url", f"port 0 in {url!r}")
-    return url
+            f"{e.problem}: expected http(s)://host[:port] or ws(s)://host[:port] (e.g. http://127.0.0.1:8545), "
+            f"got {url!r}",
+        ) from None
 
 
 def _check_ipfs_api(api: str) -> str:
