@@ -307,24 +307,24 @@ def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display)
 
 def note_events(node: Node, tick: Tick, run: TrainerRun, display: Display) -> None:
     """Log what the chain says about this trainer: rewards, slashes, new models."""
-    me = node.address
+    me, tok = node.address, lifecycle.token_info(node.client)
     for e in tick.events:
         if isinstance(e, chain.SubmissionRewarded) and e.trainer == me:
             run.rewards += e.reward
             display.update(rewards=run.rewards)
             log.info(
-                "round %d: rewarded %d",
+                "round %d: rewarded %s",
                 e.round,
-                e.reward,
+                tok.fmt(e.reward),
                 extra=fields(event="rewarded", round=e.round, amount=e.reward),
             )
         elif isinstance(e, chain.SubmissionRejected) and e.trainer == me:
             run.slashed += e.slashed
             display.update(slashed=run.slashed)
             log.warning(
-                "round %d: submission rejected, slashed %d",
+                "round %d: submission rejected, slashed %s",
                 e.round,
-                e.slashed,
+                tok.fmt(e.slashed),
                 extra=fields(event="slashed", round=e.round, amount=e.slashed),
             )
         elif isinstance(e, chain.RoundFinalized):

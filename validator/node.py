@@ -985,7 +985,8 @@ def withdraw_earnings(client: ChainClient, signer: Signer) -> int:
     amount = client.concord.balance_of(signer.address)
     if amount > 0:
         client.concord.withdraw(signer, amount)
-        log.info("withdrew %d to %s", amount, signer.address, extra=fields(event="withdrawn", amount=amount))
+        shown = lifecycle.token_info(client).fmt(amount)
+        log.info("withdrew %s to %s", shown, signer.address, extra=fields(event="withdrawn", amount=amount))
     return amount
 
 

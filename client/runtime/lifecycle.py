@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import sys
@@ -50,7 +51,9 @@ class TokenInfo:
         return amount.units(self.decimals)
 
 
+@functools.cache
 def token_info(client: ChainClient) -> TokenInfo:
+    """The token's symbol and decimals, read once per client (a token never changes either)."""
     return TokenInfo(client.token.symbol(), client.token.decimals())
 
 
