@@ -498,3 +498,28 @@ def test_deploy_and_the_sdk_name_a_malformed_rpc_url(url: str, tmp_path: Path, c
     clean_env.setenv("ETH_RPC_URL", url)  # the same from Foundry's env var
     rc, _, err = run_cli(["deploy", "--out", str(tmp_path / "dep.json")], capsys)
     assert rc == 1 and f"RPC URL {url!r}" in err
+
+
+def test_a_bad_key_or_another_chain_is_one_line_with_the_fix(
+    devnet_conn: list[str], deployed, tmp_path: Path, capsys, clean_env, restore_logging
+) -> None:
+    path, _ = _keystore(tmp_path)
+    (tmp_path / "pw").write_text("wrong")
+    (tmp_path / "garbage.json").write_text("{not json")
+    other_chain = Deployment.from_json({**deployed.deployment.to_json(), "chain_id": 5}).save(tmp_path / "c5.json")
+    cases = [
+        (["--keystore", str(path), "--password-file", str(tmp_path / "pw")], "wrong password", "--password-file"),
+        (
+            ["--keystore", str(tmp_path / "garbage.json"), "--password-file", str(tmp_path / "pw")],
+            "JSONDecodeError",
+            "--keystore",
+        ),
+        (["--keystore", str(path)], "needs its password", "--password-file"),  # no password anywhere, no terminal
+        (["--deployment", str(other_chain), "--devnet-account", "1"], "deployment is for chain 5", "--rpc-url"),
+    ]
+    for extra, problem, fix in cases:
+        for command in (["trainer", "withdraw"], ["validator", "unbond"], ["task", "close", "--task", "1"]):
+            rc, out, err = run_cli([*command, *devnet_conn, *extra, "--state-dir", str(tmp_path / "st")], capsys)
+            lines = err.strip().splitlines()
+            assert rc == 1 and out == "" and len(lines) == 1 and problem in lines[0] and fix in lines[0], (command, err)
+    assert not (tmp_path / "st").exists()
