@@ -1,6 +1,7 @@
 """The package works without the repository: a wheel built from the checkout, installed into a fresh
-virtual environment, answers `concord --version` and `concord status --help`, and binds a real
-deployment over RPC (ABIs from the packaged client/chain/artifacts.json: no solc, no Node.js).
+virtual environment, answers `concord --version` and `concord status --help`, binds a real
+deployment over RPC (ABIs from the packaged client/chain/artifacts.json: no solc, no Node.js) and passes
+`concord doctor`.
 
 The fresh environment borrows the test interpreter's site-packages (torch, web3, ...) through
 PYTHONPATH; `.pth` files are not read from PYTHONPATH entries, so the checkout's editable install
@@ -29,7 +30,7 @@ def _run(argv: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_wheel_runs_outside_the_repository(chain_env, tmp_path: Path) -> None:
+def test_wheel_runs_outside_the_repository(chain_env, ipfs, tmp_path: Path) -> None:
     wheels, venv, outside = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
     outside.mkdir()
     # Build from a copy of the tracked files: setuptools writes build/ and *.egg-info into its source.
@@ -62,3 +63,8 @@ def test_wheel_runs_outside_the_repository(chain_env, tmp_path: Path) -> None:
     status = json.loads(out.strip().splitlines()[-1])
     assert status["chain_id"] == chain_env.client.deployment.chain_id
     assert status["concord"] == chain_env.client.deployment.concord
+
+    # an operator's first command on a new machine: everything green from the installed package
+    conn = ["--rpc-url", chain_env.anvil.url, "--deployment", dep, "--ipfs-api", ipfs.api, "--devnet-account", "1"]
+    doctor = _run([venv / "bin" / "concord", "doctor", *conn], outside, env).stdout
+    assert doctor.strip().splitlines()[-1] == "all green", doctor
