@@ -216,6 +216,9 @@ OUT_OF_RANGE: dict[str, list] = {
     "validation.replay_cos_min": [1.5, -2.0],
     "validation.replay_rel_l2_max": [-1e-3],
     "validation.prefill_precision": ["fp16"],
+    "validation.mode": ["partial"],
+    "validation.row_fraction": [0.0, 1.5, float("nan")],
+    "validation.replay_steps": [-1, MAX_INNER_STEPS + 1],
     "limits.max_inner_steps": [0, -1, MAX_INNER_STEPS + 1],
     "limits.max_rollouts": [0, -1],
     "limits.max_tokens": [0, -1, 1 << 70],
@@ -415,6 +418,7 @@ SUB_DOC = {
     "proofs": _ref(3, "proofs.bin"),
     "delta": [_ref(4, "delta-00000-of-00001.safetensors")],
     "stats": {**dict.fromkeys(STAT_KEYS, 1), "mean_reward": 0.5},
+    "states": [],  # one inner step: no intermediate state
 }
 SPEC_DOC = {"kind": "task_spec", **{k: v for k, v in BASE.items() if k != "chain"}}
 LIMITS = SubmissionLimits(
@@ -530,6 +534,25 @@ def _submission_cases() -> list:
         (canonical_bytes(_set(doc, "stats.bogus", 1)), "stats.bogus"),
         (canonical_bytes(_set(doc, "stats", {f"k{i}": 1 for i in range(100)})), "stats"),
         (canonical_bytes({**doc, "stats": {**doc["stats"], "proof_root.0": 1 << 32}}), "stats.proof_root.0"),
+        (canonical_bytes({k: v for k, v in doc.items() if k != "states"}), "states"),  # missing
+        (canonical_bytes(_set(doc, "states", {"a": 1})), "states"),  # malformed
+        (canonical_bytes(_set(doc, "states", [_ref(5, "state-0001.safetensors")])), "states"),  # 1 step needs 0
+        (canonical_bytes(_set(_set(doc, "stats.inner_steps", 2), "states", [])), "states"),  # 2 steps need 1
+        (canonical_bytes(_set(doc, "states", [{**_ref(5, "s"), "sha256": "zz"}])), "states[0].sha256"),
+        (
+            canonical_bytes(_set(_set(doc, "stats.inner_steps", 2), "states", [_ref(5, "state-0002.safetensors")])),
+            "states[0].name",
+        ),
+        (
+            canonical_bytes(
+                _set(
+                    _set(doc, "stats.inner_steps", 2),
+                    "states",
+                    [{**_ref(5, "state-0001.safetensors"), "size": 4 * LIMITS.max_delta_bytes + 1}],
+                )
+            ),
+            "states[0].size",
+        ),
     ]
 
 
@@ -538,6 +561,8 @@ FILE_LIMITS = {
     "delta.size": lambda d: d["delta"][0],
     "proofs.size": lambda d: d["proofs"],
     "rollouts.size": lambda d: d["rollouts"],
+    "states[0].size": lambda d: d["states"][0],
+    "states[0].name": lambda d: d["states"][0],
 }
 
 

@@ -34,8 +34,11 @@ from client.content.submission import (
     default_limits,
     encode_proof_file,
     encode_stats,
+    fetch_states,
     fetch_submission,
     put_submission,
+    state_bytes_bound,
+    state_files,
     submission_files,
     submission_manifest,
 )
@@ -106,8 +109,10 @@ def put_parts(
     proofs: bytes | None = None,
     delta: list[tuple[str, bytes]] | None = None,
     stats: dict | None = None,
+    states: list[ShardRef] | None = None,
 ) -> str:
-    """Upload a submission with some parts replaced by hand-made bytes; return its manifest digest."""
+    """Upload a submission with some parts replaced by hand-made bytes (``states``: the manifest's
+    state list as given); return its manifest digest."""
     r, p, d = submission_files(bundle)
     manifest = submission_manifest(
         bundle,
@@ -115,6 +120,7 @@ def put_parts(
         store.put_file(p if proofs is None else proofs, "proofs.bin"),
         [store.put_file(data, name) for name, data in (d if delta is None else delta)],
         stats,
+        [store.put_file(data, name) for name, data in state_files(bundle)] if states is None else states,
     )
     return store.put_manifest(manifest.to_bytes())
 
@@ -168,6 +174,68 @@ def test_proofs_file_layout_is_the_stated_one(made) -> None:
 
 
 # ----------------------------------------------------------------------------- submissions: refusals
+
+
+def test_inner_states_round_trip_and_replay_one_step(made, store: Store, other: Store) -> None:
+    """The manifest commits to inner state 1 (H = 2); a validator fetches it alone and replays inner
+    step 1 from it to exactly theta_base + delta."""
+    from client.engine.grpo import inner_update, restore_inner_state
+
+    env, base, bundle = made
+    digest, manifest = put_submission(store, bundle)
+    assert [s.name for s in manifest.states] == ["state-0001.safetensors"]
+    shapes = {n: tuple(t.shape) for n, t in policy_state(base).items()}
+    got = fetch_states(other, digest, [1], limits_for(base, env), shapes)
+    assert set(got) == {1} and set(got[1]) == set(bundle.states[0])
+    assert all(torch.equal(got[1][k], bundle.states[0][k]) for k in got[1])
+    policy, opt = restore_inner_state(base, got[1], 1, CFG.grpo)
+    inner_update(policy, opt, bundle.batches[1], CFG.grpo, base)  # the trainer's batch: same tensors the replay uses
+    after = policy_state(policy)
+    assert max(float((after[k] - (policy_state(base)[k] + bundle.delta[k])).abs().max()) for k in after) < 1e-6
+
+
+def test_bad_inner_states_are_refused_naming_the_state_and_cid(made, store: Store, other: Store) -> None:
+    """Missing, misnamed and oversized states are refused before download; a state whose bytes do not
+    hash to the manifest's sha256, or that is not canonical, is a SubmissionError, not a crash."""
+    env, base, bundle = made
+    limits = limits_for(base, env)
+    shapes = {n: tuple(t.shape) for n, t in policy_state(base).items()}
+    ((name, data),) = state_files(bundle)
+    good = store.put_file(data, name)
+
+    def refused(states: list[ShardRef]) -> SubmissionError:
+        digest = put_parts(store, bundle, states=states)
+        with pytest.raises(SubmissionError) as info:
+            fetch_submission(other, digest, limits, shapes)
+        return info.value
+
+    assert refused([]).field == "states"  # H = 2 needs one
+    assert refused([good, store.put_file(data, "state-0002.safetensors")]).field == "states"
+    assert refused([dataclasses.replace(good, name="state-0007.safetensors")]).field == "states[0].name"
+    huge = dataclasses.replace(good, size=state_bytes_bound(limits) + 1)
+    err = refused([huge])
+    assert (err.field, err.cid) == ("states[0].size", good.cid) and "before download" in str(err)
+
+    # the manifest passes; fetching the state itself fails cleanly
+    other_bytes = data[:-4] + b"\x00\x00\x80\x7f"  # same size, other content (last float -> inf)
+    forged = dataclasses.replace(store.put_file(other_bytes, name), sha256=good.sha256)
+    for states, field in (([forged], "states[0]"),):
+        digest = put_parts(store, bundle, states=states)
+        fetch_submission(other, digest, limits, shapes)  # the list is well-formed
+        with pytest.raises(SubmissionError) as info:
+            fetch_states(other, digest, [1], limits, shapes)
+        assert info.value.field == field and info.value.cid == forged.cid, str(info.value)
+    tensors = dict(st_load(data))
+    padded = st_save(tensors, metadata={"pad": "x" * 64})
+    digest = put_parts(store, bundle, states=[store.put_file(padded, name)])
+    with pytest.raises(SubmissionError) as info:
+        fetch_states(other, digest, [1], limits, shapes)
+    assert info.value.field == "states[0]" and "canonical" in str(info.value)
+    wrong = st_save({k.replace("param.", "param.x"): v for k, v in tensors.items()})
+    digest = put_parts(store, bundle, states=[store.put_file(wrong, name)])
+    with pytest.raises(SubmissionError) as info:
+        fetch_states(other, digest, [1], limits, shapes)
+    assert info.value.field == "states[0].param"
 
 
 def test_limits_are_checked_before_any_download(made, store: Store, other: Store) -> None:

@@ -25,9 +25,13 @@ from client.engine.bundle import Bundle, claimed_mean_reward, proof_root
 from client.engine.config import GRPOConfig, SamplerConfig, TaskConfig, ValidationConfig
 from client.engine.envs import EOS, PAD, Env, rewards
 from client.engine.grpo import (
+    PARAM_PREFIX,
+    InnerStateError,
     delta_similarity,
+    inner_state,
     inner_update,
     make_inner_optimizer,
+    restore_inner_state,
     state_delta,
 )
 from client.engine.model import Policy, clone_policy, policy_state
@@ -39,6 +43,7 @@ from client.engine.rollout import (
     completion_mask,
     prefill,
 )
+from validator.sampling import CheckSample
 
 CHECKS = ("schema", "prompts", "toploc", "sampling", "rewards", "work_units", "training_replay", "proof_root")
 
@@ -398,10 +403,59 @@ def verified_batch(
     )
 
 
+def sub_batch(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
+    """Rollouts ``rows`` of a batch (the ones a sample gives the prefill checks)."""
+    idx = torch.tensor(rows, dtype=torch.long)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:  # per-row tensors only; empty placeholders stay as they are
+        return t[idx] if t.dim() > 0 and t.shape[0] == batch.n else t
+
+    return dataclasses.replace(
+        batch,
+        prompt_idx=pick(batch.prompt_idx),
+        sample_idx=pick(batch.sample_idx),
+        keys=np.asarray(batch.keys)[rows] if len(batch.keys) == batch.n else batch.keys,
+        prompts=batch.prompts[idx],
+        completions=batch.completions[idx],
+        mask=pick(batch.mask),
+        lengths=pick(batch.lengths),
+        rewards=pick(batch.rewards),
+        logprobs=pick(batch.logprobs),
+        hidden=pick(batch.hidden),
+    )
+
+
+def check_lengths(batch: RolloutBatch, sampler: SamplerConfig, k: int = 0) -> CheckResult:
+    """The cheap part of check 4 on every rollout: PAD after EOS, and generation ran to
+    max_new_tokens unless every row had stopped (sampled mode runs it on the whole batch, the
+    token-by-token replay only on the sampled rows)."""
+    mask = completion_mask(batch.completions, sampler.stop_at_eos)
+    pad_bad = int(((batch.completions != PAD) & ~mask).sum())
+    c = batch.completions.shape[1]
+    stopped_early = (
+        sampler.stop_at_eos and bool((batch.completions == EOS).any(dim=1).all()) and int(mask.sum(1).max()) == c
+    )
+    length_ok = c == sampler.max_new_tokens or stopped_early
+    return CheckResult(
+        "sampling", pad_bad == 0 and length_ok, {"step": k, "pad_after_eos_bad": pad_bad, "length_ok": float(length_ok)}
+    )
+
+
 def verify_bundle(
-    policy_base: Policy, bundle: Bundle, env: Env, cfgs: TaskConfig, vcfg: ValidationConfig = ValidationConfig()
+    policy_base: Policy,
+    bundle: Bundle,
+    env: Env,
+    cfgs: TaskConfig,
+    vcfg: ValidationConfig = ValidationConfig(),
+    sample: CheckSample | None = None,
+    states: dict[int, dict[str, torch.Tensor]] | None = None,
 ) -> Verdict:
-    """Run checks 1 (in memory) to 6 in protocol order; the first failure rejects."""
+    """Run checks 1 (in memory) to 6 in protocol order; the first failure rejects. ``sample`` (from
+    validator.sampling.draw_sample) limits the prefill checks to its rows and training replay to
+    its steps, each replayed alone from the inner ``states`` it needs (``sample.states_needed()``,
+    fetched by client.content.submission.fetch_states); None or a full sample checks everything."""
+    if sample is not None and not sample.full:
+        return verify_sampled(policy_base, bundle, env, cfgs, vcfg, sample, states or {})
     results: list[CheckResult] = []
 
     def done(r: CheckResult) -> Verdict | None:
@@ -438,4 +492,116 @@ def verify_bundle(
         return v
     if (v := done(check_proof_root(bundle))) is not None:
         return v
+    return Verdict(True, "", tuple(results))
+
+
+# ----------------------------------------------------------------------------- sampled mode
+
+
+def check_state_step(
+    before: dict[str, torch.Tensor],  # inner state k (or theta_0 + a fresh optimizer)
+    replayed: dict[str, torch.Tensor],  # inner state after replaying step k from ``before``
+    committed: dict[str, torch.Tensor],  # inner state k + 1 as the submission committed it
+    vcfg: ValidationConfig,
+    k: int,
+) -> CheckResult:
+    """Replay of one inner step against the committed next state: the parameter update by cosine and
+    relative L2 (as the whole delta), the optimizer state by relative L2; names must match."""
+    if set(replayed) != set(committed):
+        return CheckResult("training_replay", False, {"step": k, "names_differ": len(set(replayed) ^ set(committed))})
+    params = [n for n in replayed if n.startswith(PARAM_PREFIX)]
+    moments = [n for n in replayed if not n.startswith(PARAM_PREFIX)]
+    upd_replayed = {n: replayed[n] - before[n] for n in params}
+    upd_committed = {n: committed[n] - before[n] for n in params}
+    cos, rel = delta_similarity(upd_committed, upd_replayed)
+    opt_rel = 0.0
+    if moments:
+        a = torch.cat([committed[n].reshape(-1).double() for n in moments])
+        b = torch.cat([replayed[n].reshape(-1).double() for n in moments])
+        nb = float(b.norm())
+        opt_rel = float((a - b).norm() / nb) if nb > 0 else float((a - b).norm())
+    ok = cos >= vcfg.replay_cos_min and rel <= vcfg.replay_rel_l2_max and opt_rel <= vcfg.replay_rel_l2_max
+    return CheckResult("training_replay", ok, {"step": k, "cosine": cos, "rel_l2": rel, "opt_rel_l2": opt_rel})
+
+
+def verify_sampled(
+    policy_base: Policy,
+    bundle: Bundle,
+    env: Env,
+    cfgs: TaskConfig,
+    vcfg: ValidationConfig,
+    sample: CheckSample,
+    states: dict[int, dict[str, torch.Tensor]],
+) -> Verdict:
+    """Sampled mode (validator.sampling): the cheap checks on everything (schema, prompts, lengths and
+    PAD, rewards, work units, proof root), then the prefill checks on the sampled rows of each step
+    under theta_k, then each sampled inner step replayed alone; the first failure rejects."""
+    results: list[CheckResult] = []
+
+    def done(r: CheckResult) -> Verdict | None:
+        results.append(r)
+        return None if r.ok else Verdict(False, r.name, tuple(results))
+
+    missing = [k for k in sample.states_needed() if k not in states]
+    if missing:
+        raise ValueError(f"inner states {missing} are needed by this sample and were not fetched")
+    if (v := done(check_schema(policy_base, bundle, cfgs))) is not None:
+        return v
+    verified: list[RolloutBatch] = []
+    keys_per_step: list[np.ndarray] = []
+    for k, batch in enumerate(bundle.batches):
+        if (v := done(check_prompts(batch, k, bundle, env, cfgs.grpo))) is not None:
+            return v
+        if (v := done(check_lengths(batch, cfgs.sampler, k))) is not None:
+            return v
+        r, env_rewards = check_rewards(batch, env, k)
+        if (v := done(r)) is not None:
+            return v
+        want_i, want_j = assigned_indices(k, cfgs.grpo)
+        keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(want_i, want_j, strict=True)))
+        mask = completion_mask(batch.completions, cfgs.sampler.stop_at_eos)
+        verified.append(verified_batch(batch, k, bundle, env_rewards, mask, keys, cfgs))
+        keys_per_step.append(keys)
+    if (v := done(check_work_units(bundle, verified))) is not None:
+        return v
+    if (v := done(check_proof_root(bundle))) is not None:
+        return v
+    h = len(bundle.batches)
+    base_state = inner_state(policy_base, make_inner_optimizer(clone_policy(policy_base), cfgs.grpo))
+    for k, batch in enumerate(bundle.batches):
+        rows = list(sample.rows[k])
+        if not rows and k not in sample.steps:
+            continue
+        try:
+            policy, optimizer = (
+                (clone_policy(policy_base), None)
+                if k == 0
+                else restore_inner_state(policy_base, states[k], k, cfgs.grpo)
+            )
+        except InnerStateError:  # fetched and canonical, yet not a state of this model and optimizer
+            v = done(CheckResult("training_replay", False, {"step": k, "state_unusable": 1.0}))
+            return v if v is not None else Verdict(False, "training_replay", tuple(results))
+        if rows:  # checks 3 and 4 on the sampled rows, under theta_k
+            part, keys = sub_batch(batch, rows), np.asarray(keys_per_step[k])[rows]
+            lengths = verified[k].lengths[rows]
+            out = recompute_states(
+                policy, part, tuple(bundle.proofs[k][n] for n in rows), lengths, keys, cfgs.sampler, vcfg
+            )
+            if (v := done(toploc_result(out.toploc, k))) is not None:
+                return v
+            if (v := done(check_sampling(out.logits, part, keys, cfgs.sampler, vcfg, k))) is not None:
+                return v
+        if k in sample.steps:  # check 6 on one inner step, replayed alone from inner state k
+            if optimizer is None:
+                optimizer = make_inner_optimizer(policy, cfgs.grpo)
+            before = base_state if k == 0 else states[k]
+            with timing.span("replay"):
+                inner_update(policy, optimizer, verified[k], cfgs.grpo, policy_base)
+            if k + 1 < h:
+                r = check_state_step(before, inner_state(policy, optimizer), states[k + 1], vcfg, k)
+            else:
+                replayed = state_delta(policy_state(policy), policy_state(policy_base))
+                r = check_training_replay(replayed, bundle.delta, vcfg)
+            if (v := done(r)) is not None:
+                return v
     return Verdict(True, "", tuple(results))

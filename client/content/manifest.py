@@ -484,13 +484,16 @@ class SubmissionManifest(_Document):
     proofs: ShardRef  # TOPLOC proofs
     delta: tuple[ShardRef, ...]  # theta_H - theta_base, safetensors shards
     stats: dict[str, Any]  # claimed numbers (mean reward, work units, ...), re-computed by validators
+    states: tuple[ShardRef, ...] = ()  # inner states 1..H-1 (theta_k + optimizer state), one file each
     kind: str = "submission"
 
-    FIELDS = ("kind", "task_id", "round", "base_round", "trainer", "rollouts", "proofs", "delta", "stats")
+    FIELDS = ("kind", "task_id", "round", "base_round", "trainer", "rollouts", "proofs", "delta", "stats", "states")
 
     def __post_init__(self) -> None:
         if isinstance(self.delta, list):
             object.__setattr__(self, "delta", tuple(self.delta))
+        if isinstance(self.states, list):
+            object.__setattr__(self, "states", tuple(self.states))
         if isinstance(self.trainer, str):
             object.__setattr__(self, "trainer", self.trainer.lower())
         if self.kind != "submission":
@@ -503,6 +506,7 @@ class SubmissionManifest(_Document):
             if not isinstance(getattr(self, name), ShardRef):
                 raise ManifestError(name, "expected a ShardRef", getattr(self, name))
         _check_refs(self.delta, "delta")
+        _check_refs(self.states, "states", min_len=0)
         _stats(self.stats, "stats")
 
     def to_json(self) -> dict[str, Any]:
@@ -516,6 +520,7 @@ class SubmissionManifest(_Document):
             "proofs": self.proofs.to_json(),
             "delta": [s.to_json() for s in self.delta],
             "stats": self.stats,
+            "states": [s.to_json() for s in self.states],
         }
 
     @staticmethod
@@ -532,6 +537,7 @@ class SubmissionManifest(_Document):
             proofs=ShardRef.from_json(obj["proofs"], "proofs"),
             delta=tuple(_shard_list(obj["delta"], "delta")),
             stats=_stats(obj["stats"], "stats"),
+            states=tuple(_shard_list(obj["states"], "states", min_len=0)),
         )
 
 

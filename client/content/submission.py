@@ -30,6 +30,14 @@ Wire formats (one canonical encoding each; a decoder refuses anything else):
   decoder accepts exactly those files: the same number of shards, in order, with those names
   and byte for byte those bytes (no extra or empty shard, no metadata, no header padding, no
   other split), so one delta has one list of shard CIDs and one bundle one digest.
+* inner states (validator.sampling replays one inner step from them): for k = 1..H-1 one file
+  `state-{k:04d}.safetensors` = `safetensors.torch.save(client.engine.grpo.inner_state(...))`
+  after inner step k-1 (theta_k as "param.<name>", the inner optimizer's state as
+  "opt.<key>.<name>", float32, no metadata), listed in order under the manifest's `states`; exactly
+  H-1 of them, each at most `state_bytes_bound(limits)` = 4 x max_delta_bytes (theta plus at most
+  three optimizer tensors per parameter), checked before download. The manifest commits to each
+  state's sha256; a state whose bytes do not hash to it, that is not canonical, or that does not
+  fit the base model is a `SubmissionError` naming `states[i]` and its CID.
 * manifest stats (numbers only, exactly these keys): mean_reward (float), work_units,
   inner_steps, rollouts (sum N_k), tokens (sum N_k * (P_k + C_k)), proofs (number of proof
   byte strings), and the 32-byte proof root as eight big-endian u32 words
@@ -78,6 +86,7 @@ from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes, shard_t
 from client.digest import Digest
 from client.engine.bundle import Bundle, RolloutProofs
 from client.engine.config import ConfigError, TaskConfig
+from client.engine.grpo import PARAM_PREFIX
 from client.engine.proofs import CHUNK, PROOF_BYTES, encode_proofs
 from client.engine.rollout import RolloutBatch
 
@@ -498,6 +507,100 @@ def decode_stats(stats: dict[str, Any], cid: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- put / fetch
 
 
+# ----------------------------------------------------------------------------- inner states
+
+
+def state_name(k: int) -> str:
+    """File name of inner state k (1 <= k <= H-1)."""
+    return f"state-{k:04d}.safetensors"
+
+
+def state_bytes_bound(limits: SubmissionLimits) -> int:
+    """The largest inner-state file a validator downloads: theta plus at most three optimizer
+    tensors per parameter, each no larger than the delta."""
+    return 4 * limits.max_delta_bytes
+
+
+def state_files(bundle: Bundle) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every inner state of a bundle, k = 1..H-1."""
+    for k, state in enumerate(bundle.states, start=1):
+        for name, t in state.items():
+            if t.dtype != torch.float32:
+                raise ValueError(f"inner state {k} tensor {name!r}: expected float32, got {t.dtype}")
+    return [(state_name(k), st_save(dict(state))) for k, state in enumerate(bundle.states, start=1)]
+
+
+def check_state_refs(refs: Sequence[ShardRef], inner_steps: int, limits: SubmissionLimits, cid: str) -> None:
+    """The manifest's state list before any download: H-1 states, canonical names, sizes in bounds."""
+    if len(refs) != inner_steps - 1:
+        raise SubmissionError(
+            "states", cid, f"expected {inner_steps - 1} inner state(s) for {inner_steps} steps", len(refs)
+        )
+    bound = state_bytes_bound(limits)
+    for i, ref in enumerate(refs):
+        if ref.name != state_name(i + 1):
+            raise SubmissionError(
+                f"states[{i}].name", ref.cid, f"expected {state_name(i + 1)!r}: refused before download", ref.name
+            )
+        if ref.size > bound:
+            raise SubmissionError(
+                f"states[{i}].size", ref.cid, f"{ref.size} bytes, over the limit of {bound}: refused before download"
+            )
+
+
+def decode_state(
+    data: bytes, ref: ShardRef, i: int, shapes: dict[str, tuple[int, ...]] | None
+) -> dict[str, torch.Tensor]:
+    """One inner-state file: safetensors, float32, canonical (re-encodes to the same bytes), with
+    exactly the base model's parameters when ``shapes`` is given; else SubmissionError."""
+    where = f"states[{i}]"
+    try:
+        state = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise SubmissionError(where, ref.cid, f"not a safetensors file ({e})") from None
+    for name, t in state.items():
+        if t.dtype != torch.float32 or not bool(torch.isfinite(t).all()):
+            raise SubmissionError(f"{where}.{name}", ref.cid, "expected finite float32", str(t.dtype))
+    if st_save(state) != data:
+        raise SubmissionError(where, ref.cid, "not the canonical encoding of its tensors (safetensors.torch.save)")
+    if shapes is not None:
+        params = {k.removeprefix(PARAM_PREFIX): t for k, t in state.items() if k.startswith(PARAM_PREFIX)}
+        if set(params) != set(shapes) or any(tuple(params[n].shape) != tuple(s) for n, s in shapes.items()):
+            raise SubmissionError(f"{where}.param", ref.cid, "parameters differ from the base model's names and shapes")
+    return state
+
+
+def fetch_states(
+    store: Store,
+    digest: Digest | bytes | str,
+    wanted: Sequence[int],
+    limits: SubmissionLimits,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    deadline: float | None = None,
+) -> dict[int, dict[str, torch.Tensor]]:
+    """Inner states ``wanted`` (each 1..H-1) of the submission behind ``digest``: downloaded, sha256-
+    checked against the manifest and decoded; SubmissionError names the state and its CID."""
+    cid = cid_for_digest(digest)
+    if deadline is None:
+        deadline = time.monotonic() + store.timeout + len(wanted) * state_bytes_bound(limits) / MIN_RATE
+    try:
+        manifest = decode_manifest(
+            _fetch(store, "manifest", cid, lambda: store.get_manifest(digest, deadline=deadline))
+        )
+    except ManifestError as e:
+        raise SubmissionError(f"manifest.{e.field}", cid, e.reason, e.value) from None
+    if not isinstance(manifest, SubmissionManifest):
+        raise SubmissionError("manifest.kind", cid, "expected a submission manifest", manifest.kind)
+    out: dict[int, dict[str, torch.Tensor]] = {}
+    for k in sorted(set(wanted)):
+        if not 1 <= k <= len(manifest.states):
+            raise SubmissionError("states", cid, f"no inner state {k} (the manifest lists {len(manifest.states)})")
+        ref = manifest.states[k - 1]
+        get = functools.partial(store.get_bytes, ref, min(ref.size, state_bytes_bound(limits)), deadline)
+        out[k] = decode_state(_fetch(store, f"states[{k - 1}]", ref.cid, get), ref, k - 1, shapes)
+    return out
+
+
 def submission_files(bundle: Bundle) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(rollouts file, proofs file, delta shards) of a bundle; refuses what would not round-trip."""
     trainer = bundle.trainer.lower()
@@ -522,12 +625,15 @@ def submission_manifest(
     proofs: ShardRef,
     delta: Sequence[ShardRef],
     stats: dict[str, Any] | None = None,
+    states: Sequence[ShardRef] = (),
 ) -> SubmissionManifest:
     """The manifest of ``bundle`` (its task, rounds and trainer) naming these uploaded files, with
     ``stats`` as its claimed numbers (default: the bundle's own, encode_stats)."""
     claims = encode_stats(bundle, bundle.batches) if stats is None else stats
     b = bundle
-    return SubmissionManifest(b.task_id, b.round, b.base_round, b.trainer, rollouts, proofs, tuple(delta), claims)
+    return SubmissionManifest(
+        b.task_id, b.round, b.base_round, b.trainer, rollouts, proofs, tuple(delta), claims, tuple(states)
+    )
 
 
 def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Digest, SubmissionManifest]:
@@ -538,6 +644,7 @@ def put_submission(store: Store, bundle: Bundle, pin: bool = True) -> tuple[Dige
         store.put_file(rollouts, ROLLOUTS_NAME, pin=pin),
         store.put_file(proofs, PROOFS_NAME, pin=pin),
         [store.put_file(data, name, pin=pin) for name, data in shards],
+        states=[store.put_file(data, name, pin=pin) for name, data in state_files(bundle)],
     )
     digest = store.put_manifest(manifest.to_bytes(), pin=pin)
     return digest, manifest
@@ -609,6 +716,7 @@ def fetch_submission(
         )
     if param_shapes is not None:
         check_delta_refs(manifest.delta, param_shapes)
+    check_state_refs(manifest.states, stats["inner_steps"], limits, cid)
     files = 2 + len(manifest.delta)
     cap = MAX_SUBMISSION_FILES if param_shapes is None else 2 + len(param_shapes)
     if files > cap:  # each shard holds at least one tensor: more shards than tensors is padding

@@ -47,6 +47,7 @@ class Bundle:
     mean_reward: float
     work_units: int
     proof_root: bytes  # 32 bytes, committed on chain
+    states: tuple[dict[str, torch.Tensor], ...] = ()  # inner states 1..H-1 (client.engine.grpo.inner_state)
 
 
 def batch_proofs(batch: RolloutBatch) -> tuple[RolloutProofs, ...]:
@@ -98,7 +99,8 @@ def make_bundle(
     base_round: int | None = None,
 ) -> Bundle:
     """A trainer's work for one round: H x (generate with theta_k, update), proofs, claims."""
-    batches, delta = train_round(policy_base, env, cfgs.grpo, cfgs.sampler, task_id, round_, trainer)
+    states: list[dict[str, torch.Tensor]] = []
+    batches, delta = train_round(policy_base, env, cfgs.grpo, cfgs.sampler, task_id, round_, trainer, states)
     with timing.span("proofs"):
         proofs = tuple(batch_proofs(b) for b in batches)
     return Bundle(
@@ -112,4 +114,5 @@ def make_bundle(
         mean_reward=claimed_mean_reward(batches),
         work_units=claimed_work_units(batches),
         proof_root=proofs_root(proofs),
+        states=tuple(states),
     )

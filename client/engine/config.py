@@ -216,6 +216,7 @@ class OuterConfig:
 
 
 PrecisionSetting = Literal["auto", "bf16", "fp32"]  # ValidationConfig.prefill_precision (client.engine.precision)
+ValidationMode = Literal["full", "sampled"]  # ValidationConfig.mode (validator.sampling)
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,12 @@ class ValidationConfig:
     fails TOPLOC or sampling replay under bf16 is recomputed in float32 and judged on that: bf16
     rounding can speed up a rollout that passes, never reject one that float32 accepts
     (validator.checks.recompute_states).
+    mode: "full" checks every rollout and replays every inner step; "sampled" draws, per validator
+    and submission, from the round's on-chain check seed and the validator's address
+    (validator.sampling): ceil(row_fraction x rollouts) rollouts get the prefill checks (TOPLOC +
+    sampling replay) and replay_steps inner steps are replayed alone, from the intermediate state
+    the submission commits to (client.content.submission, "inner states"); schema, prompts,
+    rewards, work units and the proof root stay on everything.
     """
 
     max_exp_mismatches: int = 38
@@ -249,6 +256,9 @@ class ValidationConfig:
     replay_cos_min: float = 0.9999
     replay_rel_l2_max: float = 1e-3
     prefill_precision: PrecisionSetting = "auto"
+    mode: ValidationMode = "full"
+    row_fraction: float = 0.1
+    replay_steps: int = 1
 
     def __post_init__(self) -> None:
         _in_range("validation", "max_exp_mismatches", self.max_exp_mismatches, 0, MAX_SEQ_LEN)
@@ -261,6 +271,10 @@ class ValidationConfig:
             raise ConfigError(
                 "validation", "prefill_precision", f"expected 'auto', 'bf16' or 'fp32', got {self.prefill_precision!r}"
             )
+        if self.mode not in typing.get_args(ValidationMode):
+            raise ConfigError("validation", "mode", f"expected 'full' or 'sampled', got {self.mode!r}")
+        _in_range("validation", "row_fraction", self.row_fraction, 0, 1, lo_open=True)
+        _in_range("validation", "replay_steps", self.replay_steps, 0, MAX_INNER_STEPS)
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,74 @@ def state_delta(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor])
     return {k: (after[k].float() - before[k].float()) for k in before}
 
 
+# ----------------------------------------------------------------------------- intermediate states
+# Inner state k = theta_k plus the inner optimizer's state after k steps, the one thing a validator
+# needs to replay inner step k alone (validator.sampling): tensors "param.<name>" (theta_k) and
+# "opt.<key>.<name>" (the optimizer's per-parameter state, e.g. AdamW's step, exp_avg,
+# exp_avg_sq), float32, in parameter order then key order. The warmup step index is k itself.
+PARAM_PREFIX = "param."
+OPT_PREFIX = "opt."
+
+
+class InnerStateError(ValueError):
+    """An inner state that does not fit the policy (a tensor missing, extra, or of another shape)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"inner state {name}: {reason}")
+        self.name, self.reason = name, reason
+
+
+def inner_state(policy: Policy, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Inner state of ``policy`` and its inner optimizer now (copies, float32)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, p in policy.named_parameters():
+        out[PARAM_PREFIX + name] = p.detach().float().clone()
+    for name, p in policy.named_parameters():
+        for key, value in sorted(optimizer.state.get(p, {}).items()):
+            if isinstance(value, torch.Tensor):
+                out[f"{OPT_PREFIX}{key}.{name}"] = value.detach().float().clone()
+    return out
+
+
+def inner_state_params(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """theta_k of an inner state (parameter name -> tensor)."""
+    return {k.removeprefix(PARAM_PREFIX): v for k, v in state.items() if k.startswith(PARAM_PREFIX)}
+
+
+def restore_inner_state(
+    policy_base: Policy, state: dict[str, torch.Tensor], k: int, cfg: GRPOConfig
+) -> tuple[Policy, torch.optim.Optimizer]:
+    """(theta_k, its inner optimizer) from inner state k, ready to run inner step k; InnerStateError
+    when the state does not fit the policy."""
+    policy = clone_policy(policy_base)
+    optimizer = make_inner_optimizer(policy, cfg)
+    named = dict(policy.named_parameters())
+    params = inner_state_params(state)
+    if set(params) != set(named):
+        odd = sorted(set(params) ^ set(named))
+        raise InnerStateError(PARAM_PREFIX + odd[0], f"{len(odd)} parameter(s) missing or extra")
+    with torch.no_grad():
+        for name, p in named.items():
+            if tuple(params[name].shape) != tuple(p.shape):
+                raise InnerStateError(
+                    PARAM_PREFIX + name, f"shape {tuple(params[name].shape)}, expected {tuple(p.shape)}"
+                )
+            p.copy_(params[name])
+    for key_name, value in state.items():
+        if not key_name.startswith(OPT_PREFIX):
+            if not key_name.startswith(PARAM_PREFIX):
+                raise InnerStateError(key_name, "neither a parameter nor optimizer state")
+            continue
+        key, _, name = key_name.removeprefix(OPT_PREFIX).partition(".")
+        target = named.get(name)
+        if target is None or (value.dim() > 0 and tuple(value.shape) != tuple(target.shape)):
+            raise InnerStateError(key_name, "no such parameter, or another shape")
+        optimizer.state[target][key] = value.clone()
+    for group in optimizer.param_groups:
+        group["inner_step"] = k
+    return policy, optimizer
+
+
 def train_round(
     policy_base: Policy,
     env: Env,
@@ -162,11 +230,12 @@ def train_round(
     task_id: int,
     round_: int,
     trainer: str,
+    states: list[dict[str, torch.Tensor]] | None = None,
 ) -> tuple[list[RolloutBatch], dict[str, torch.Tensor]]:
     """A trainer's round: H x (generate batch k with theta_k, update); returns (batches, theta_H - theta_base).
 
     Inner step k draws prompt indices k*prompts_per_step .. (k+1)*prompts_per_step - 1.
-    policy_base is not modified.
+    policy_base is not modified. ``states``, when given, receives inner states 1..H-1.
     """
     policy = clone_policy(policy_base)
     optimizer = make_inner_optimizer(policy, grpo)
@@ -178,6 +247,8 @@ def train_round(
         with timing.span("training"):
             inner_update(policy, optimizer, batch, grpo, policy_base)
         batches.append(batch)
+        if states is not None and k + 1 < grpo.inner_steps:
+            states.append(inner_state(policy, optimizer))
     return batches, state_delta(policy_state(policy), policy_state(policy_base))
 
 

@@ -47,6 +47,7 @@ from client.content.submission import (
     SubmissionLimits,
     encode_stats,
     put_submission,
+    state_files,
     submission_files,
 )
 from client.digest import Digest
@@ -392,6 +393,7 @@ def _manifest_with_delta(
         proofs=store.put_file(proofs, PROOFS_NAME),
         delta=delta(),
         stats=encode_stats(bundle, bundle.batches),
+        states=tuple(store.put_file(data, name) for name, data in state_files(bundle)),  # the honest states
     )
     return store.put_manifest(manifest.to_bytes())
 

@@ -1,0 +1,202 @@
+"""Sampled checks (validator.sampling, validator.checks.verify_sampled): the sample a validator draws
+from the round's check seed and its address, the detection probability it predicts, and sampled
+verification of real bundles replaying one inner step from a committed intermediate state."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+
+import pytest
+import torch
+
+from client.digest import Digest
+from client.engine.bundle import claimed_mean_reward, make_bundle
+from client.engine.config import DEFAULT_TASK, ConfigError, GRPOConfig, ValidationConfig
+from client.engine.envs import make_env, rewards
+from client.engine.grpo import PARAM_PREFIX, pin_determinism
+from client.engine.model import build_policy
+from validator.checks import verify_bundle
+from validator.sampling import (
+    CheckSample,
+    SampleInputError,
+    breakeven_slash,
+    draw_sample,
+    p_majority,
+    p_rows_hit,
+    rows_to_check,
+)
+
+TRAINER = "0x" + "ab" * 20
+CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
+SAMPLED = ValidationConfig(mode="sampled", row_fraction=0.25, replay_steps=1)
+BUNDLE = Digest(hashlib.sha256(b"bundle").digest())
+
+
+def seed(i: int) -> bytes:
+    return hashlib.sha256(f"seed {i}".encode()).digest()
+
+
+def validator(i: int) -> str:
+    return "0x" + hashlib.sha256(f"validator {i}".encode()).hexdigest()[:40]
+
+
+# ----------------------------------------------------------------------------- the sample
+
+
+def test_sample_is_a_function_of_seed_validator_and_bundle() -> None:
+    a = draw_sample(seed(1), validator(1), BUNDLE, 4, 32, SAMPLED)
+    assert a == draw_sample(seed(1), validator(1), BUNDLE, 4, 32, SAMPLED)
+    assert a == draw_sample(seed(1), validator(1).upper().replace("0X", "0x"), BUNDLE, 4, 32, SAMPLED)
+    assert a.row_count == rows_to_check(128, 0.25) == 32 and len(a.steps) == 1 and not a.full
+    assert a != draw_sample(seed(2), validator(1), BUNDLE, 4, 32, SAMPLED)
+    assert a != draw_sample(seed(1), validator(2), BUNDLE, 4, 32, SAMPLED)
+    assert a != draw_sample(seed(1), validator(1), Digest(hashlib.sha256(b"other").digest()), 4, 32, SAMPLED)
+    full = draw_sample(seed(1), validator(1), BUNDLE, 4, 32, ValidationConfig(mode="full"))
+    assert full.full and full.row_count == 128 and full.steps == (0, 1, 2, 3)
+
+
+def test_more_validators_cover_more_rows_and_steps() -> None:
+    covered, steps = [], []
+    rows: set[tuple[int, int]] = set()
+    seen_steps: set[int] = set()
+    for i in range(8):
+        s = draw_sample(seed(3), validator(i), BUNDLE, 4, 32, SAMPLED)
+        rows |= {(k, n) for k, r in enumerate(s.rows) for n in r}
+        seen_steps |= set(s.steps)
+        covered.append(len(rows))
+        steps.append(len(seen_steps))
+    assert covered == sorted(covered) and covered[0] == 32 and covered[-1] > 100
+    assert steps[-1] >= 3  # 8 validators x 1 step of 4
+
+
+def test_states_needed_by_a_sample() -> None:
+    s = CheckSample(rows=((0,), (), (), (1,)), steps=(1,), full=False)
+    assert s.states_needed() == (1, 2, 3)  # step 1 replayed: states 1 and 2; rows of step 3: state 3
+    assert CheckSample(rows=((0,), ()), steps=(1,), full=False).states_needed() == (1,)  # step H-1 vs the delta
+
+
+def test_measured_hit_rate_matches_the_hypergeometric_prediction() -> None:
+    """A cheat touching 2 of 64 rows, sampled at 10% (7 rows): 400 seeds, within 4 sigma."""
+    vcfg = ValidationConfig(mode="sampled", row_fraction=0.1, replay_steps=1)
+    touched = {(0, 5), (1, 30)}
+    hits = sum(
+        bool(
+            touched
+            & {(k, n) for k, r in enumerate(draw_sample(seed(i), validator(0), BUNDLE, 2, 32, vcfg).rows) for n in r}
+        )
+        for i in range(400)
+    )
+    p = p_rows_hit(64, rows_to_check(64, 0.1), 2)
+    assert abs(p - (1 - (57 * 56) / (64 * 63))) < 1e-12
+    sigma = (p * (1 - p) / 400) ** 0.5
+    assert abs(hits / 400 - p) < 4 * sigma
+
+
+def test_probabilities_and_the_breakeven_slash() -> None:
+    assert p_rows_hit(100, 10, 0) == 0.0 and p_rows_hit(100, 95, 10) == 1.0
+    assert p_rows_hit(100, 10, 1) == pytest.approx(0.1)
+    assert p_majority(1, 0.3) == pytest.approx(0.3)
+    assert p_majority(3, 0.5) == pytest.approx(0.5)
+    assert p_majority(3, 1.0) == 1.0 and p_majority(3, 0.0) == 0.0
+    assert breakeven_slash(100, 0.5) == pytest.approx(100) and breakeven_slash(100, 0.0) == float("inf")
+    rng = random.Random(0)
+    for _ in range(50):  # EV at the break-even slash is zero
+        g, p = rng.uniform(1, 100), rng.uniform(0.01, 0.99)
+        assert (1 - p) * g - p * breakeven_slash(g, p) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bad_sample_inputs_name_the_field() -> None:
+    with pytest.raises(SampleInputError) as err:
+        draw_sample(b"short", validator(0), BUNDLE, 2, 8, SAMPLED)
+    assert err.value.field == "seed"
+    with pytest.raises(SampleInputError) as err:
+        draw_sample(seed(0), "0x1234", BUNDLE, 2, 8, SAMPLED)
+    assert err.value.field == "validator"
+    for field, value in (("mode", "partial"), ("row_fraction", 0.0), ("row_fraction", 1.5), ("replay_steps", -1)):
+        with pytest.raises(ConfigError) as cerr:
+            ValidationConfig(**{field: value})  # type: ignore[arg-type]
+        assert field in str(cerr.value)
+
+
+# ----------------------------------------------------------------------------- sampled verification
+
+
+@pytest.fixture(scope="module")
+def made():
+    pin_determinism(1)
+    env, base = make_env(CFG.env), build_policy(CFG.model)
+    return env, base, make_bundle(base, env, CFG, 7, 3, TRAINER, base_round=3)
+
+
+def sample(rows0: tuple[int, ...], rows1: tuple[int, ...], steps: tuple[int, ...]) -> CheckSample:
+    return CheckSample(rows=(rows0, rows1), steps=steps, full=False)
+
+
+def states_of(bundle) -> dict:
+    return dict(enumerate(bundle.states, start=1))
+
+
+def test_honest_bundle_passes_every_sample_and_one_step_replays_exactly(made) -> None:
+    env, base, bundle = made
+    for s in (sample((0, 3), (), (0,)), sample((), (1, 7), (1,)), sample((2,), (5,), ())):
+        verdict = verify_bundle(base, bundle, env, CFG, SAMPLED, s, states_of(bundle))
+        assert verdict.accepted, verdict
+        replays = [r for r in verdict.results if r.name == "training_replay"]
+        assert len(replays) == len(s.steps)
+        assert all(r.evidence["rel_l2"] == 0.0 for r in replays)  # bit-exact on one CPU
+    drawn = draw_sample(seed(0), validator(0), Digest(hashlib.sha256(b"x").digest()), 2, 8, SAMPLED)
+    assert verify_bundle(base, bundle, env, CFG, SAMPLED, drawn, states_of(bundle)).accepted
+
+
+def test_a_forged_intermediate_state_is_caught_by_the_step_that_reads_it(made) -> None:
+    env, base, bundle = made
+    forged = {k: (v * 1.01 if k.startswith(PARAM_PREFIX) else v) for k, v in bundle.states[0].items()}
+    states = {1: forged}
+    v0 = verify_bundle(base, bundle, env, CFG, SAMPLED, sample((), (), (0,)), states)  # theta_0 -> state 1
+    assert (v0.accepted, v0.failed_check) == (False, "training_replay")
+    assert v0.result("training_replay").evidence["step"] == 0
+    v1 = verify_bundle(base, bundle, env, CFG, SAMPLED, sample((), (), (1,)), states)  # state 1 -> delta
+    assert (v1.accepted, v1.failed_check) == (False, "training_replay")
+    # rows of step 1 are checked under the committed theta_1: a 1% scale passes TOPLOC (a known
+    # limit, docs/SECURITY.md) and only replay sees it; weights of another model do not pass
+    assert verify_bundle(base, bundle, env, CFG, SAMPLED, sample((), (0, 1, 2, 3), ()), states).accepted
+    torch.manual_seed(1)
+    other = {
+        k: (torch.randn_like(v) * v.std() if k.startswith(PARAM_PREFIX) else v) for k, v in bundle.states[0].items()
+    }
+    vr = verify_bundle(base, bundle, env, CFG, SAMPLED, sample((), (0, 1, 2, 3), ()), {1: other})
+    assert not vr.accepted and vr.failed_check in ("toploc", "sampling")
+
+
+def test_a_random_delta_is_caught_only_by_the_last_steps_replay(made) -> None:
+    env, base, bundle = made
+    torch.manual_seed(0)
+    bad = dataclasses.replace(bundle, delta={k: torch.randn_like(t) * t.std() for k, t in bundle.delta.items()})
+    assert verify_bundle(base, bad, env, CFG, SAMPLED, sample((0,), (0,), (0,)), states_of(bad)).accepted  # a miss
+    v = verify_bundle(base, bad, env, CFG, SAMPLED, sample((0,), (0,), (1,)), states_of(bad))
+    assert (v.accepted, v.failed_check) == (False, "training_replay")
+
+
+def test_an_altered_token_is_caught_iff_its_row_is_sampled(made) -> None:
+    """One generated token changed (rewards and claims recomputed, proofs and states kept): the
+    prefill checks catch it on that row; a sample without that row or its step's replay misses it."""
+    env, base, bundle = made
+    b1 = bundle.batches[1]
+    completions = b1.completions.clone()
+    completions[2, 0] = (int(completions[2, 0]) + 1) % 3 + 3  # another ordinary symbol
+    new_rewards = torch.from_numpy(rewards(env, b1.prompts.numpy(), completions.numpy()))
+    altered = dataclasses.replace(b1, completions=completions, rewards=new_rewards)
+    batches = (bundle.batches[0], altered)
+    cheat = dataclasses.replace(bundle, batches=batches, mean_reward=claimed_mean_reward(batches))
+    hit = verify_bundle(base, cheat, env, CFG, SAMPLED, sample((), (2,), ()), states_of(cheat))
+    assert not hit.accepted and hit.failed_check in ("toploc", "sampling")
+    assert verify_bundle(base, cheat, env, CFG, SAMPLED, sample((0, 1), (0, 1, 3), (0,)), states_of(cheat)).accepted
+    assert not verify_bundle(base, cheat, env, CFG, ValidationConfig(), None).accepted  # full mode: always
+
+
+def test_missing_states_are_a_programming_error_not_a_verdict(made) -> None:
+    env, base, bundle = made
+    with pytest.raises(ValueError, match="inner states"):
+        verify_bundle(base, bundle, env, CFG, SAMPLED, sample((), (0,), ()), {})
