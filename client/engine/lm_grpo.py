@@ -15,6 +15,7 @@ delta = adapters_H - adapters_base, float32, peft's state-dict names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,10 @@ def inner_update(
     )
 
 
+# (task_id, round, trainer, prompt index i, group size) -> the group's rollouts under the current adapters
+GroupFn = Callable[[int, int, str, int, int], RolloutBatch]
+
+
 def train_round(
     rollouts: LMRollouts,
     base: dict[str, torch.Tensor],
@@ -114,10 +119,13 @@ def train_round(
     task_id: int,
     round_: int,
     trainer: str,
+    group_fn: GroupFn | None = None,
 ) -> tuple[list[list[RolloutBatch]], list[dict[str, torch.Tensor]], list[StepStats]]:
     """A trainer's round from the adapters ``base``: H x (generate the step's groups with adapters_k,
     update) -> (groups per step, [adapters_k - base for k = 1..H] (the last is the round's delta),
-    stats per step). Leaves the model at adapters_H."""
+    stats per step). Leaves the model at adapters_H. ``group_fn`` replaces ``rollouts.group`` (a hook
+    for the lab's adversaries; the honest loop has no other branch)."""
+    make_group = rollouts.group if group_fn is None else group_fn
     model = rollouts.model
     load_adapter_state(model, base)
     optimizer = make_optimizer(model, grpo)
@@ -125,7 +133,7 @@ def train_round(
     for k in range(grpo.inner_steps):
         idx = range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step)
         with timing.span("generation"):
-            groups = [rollouts.group(task_id, round_, trainer, i, grpo.group_size) for i in idx]
+            groups = [make_group(task_id, round_, trainer, i, grpo.group_size) for i in idx]
         with timing.span("training"):
             stats.append(inner_update(model, optimizer, groups, grpo))
         steps.append(groups)
@@ -176,9 +184,10 @@ def make_submission(
     task_id: int,
     round_: int,
     trainer: str,
+    group_fn: GroupFn | None = None,
 ) -> tuple[LMSubmission, list[StepStats]]:
     """A trainer's round: train, prove every rollout's hidden states (TOPLOC), claim."""
-    steps, states, stats = train_round(rollouts, base, grpo, task_id, round_, trainer)
+    steps, states, stats = train_round(rollouts, base, grpo, task_id, round_, trainer, group_fn)
     with timing.span("proofs"):
         proofs = tuple(tuple(batch_proofs(g) for g in groups) for groups in steps)
     flat = [g for groups in steps for g in groups]

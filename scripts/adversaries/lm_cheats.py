@@ -1,0 +1,150 @@
+"""Trainer cheats on the real LM (issue 12): each builds the submission a cheating trainer would send.
+
+A cheat starts from what an honest trainer has (the round's adapters, the environment, the seeded
+assignment) and changes one thing, keeping everything else consistent (claims recomputed, proofs of
+what it actually ran, proof root over its own proofs), so the check that fires is the one the cheat
+is meant to meet, not a bookkeeping slip. ``EXPECTED`` names the check that must reject it.
+
+Used by tests/test_lm_detection.py (a fast subset) and `concord bench lm --cheats` (all of them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from client.engine.config import GRPOConfig, SamplerConfig
+from client.engine.lm_grpo import GroupFn, LMSubmission, make_submission
+from client.engine.lm_rollout import LMRollouts
+from client.engine.rollout import RolloutBatch
+
+
+@dataclass(frozen=True)
+class LMCheatContext:
+    """What a cheat works from: the honest trainer's inputs, an older model and another trainer's work."""
+
+    rollouts: LMRollouts
+    base: dict[str, torch.Tensor]  # the round's adapters (what the validator checks against)
+    older: dict[str, torch.Tensor]  # an earlier round's adapters (for the stale-model cheat)
+    grpo: GRPOConfig
+    task_id: int
+    round: int
+    trainer: str
+    other_trainer: str  # whose honest work the borrowing cheat copies
+
+
+def _honest(
+    ctx: LMCheatContext, base: dict[str, torch.Tensor] | None = None, group_fn: GroupFn | None = None
+) -> LMSubmission:
+    sub, _ = make_submission(
+        ctx.rollouts, ctx.base if base is None else base, ctx.grpo, ctx.task_id, ctx.round, ctx.trainer, group_fn
+    )
+    return sub
+
+
+def _recount(sub: LMSubmission, steps: tuple[tuple[RolloutBatch, ...], ...]) -> LMSubmission:
+    """The submission with new groups and claims recomputed from them (a careful cheater's bookkeeping)."""
+    flat = [g for groups in steps for g in groups]
+    mean = float(torch.cat([g.rewards.to(torch.float64) for g in flat]).mean())
+    units = int(sum(int(g.mask.sum()) for g in flat))
+    return dataclasses.replace(sub, steps=steps, mean_reward=mean, work_units=units)
+
+
+def other_model(ctx: LMCheatContext) -> LMSubmission:
+    """Generates and trains with other adapters (a different model) and claims the round's."""
+    gen = torch.Generator().manual_seed(7)
+    other = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in ctx.base.items()}
+    return _honest(ctx, other)
+
+
+def stale_model(ctx: LMCheatContext) -> LMSubmission:
+    """Works from an earlier round's adapters (skipped the download) and claims the current round's."""
+    return _honest(ctx, ctx.older)
+
+
+def edited_tokens(ctx: LMCheatContext) -> LMSubmission:
+    """Replaces the first answer token of one rollout by another (and re-scores it honestly)."""
+    sub = _honest(ctx)
+    g0 = sub.steps[0][0]
+    completions = g0.completions.clone()
+    completions[0, 0] = (int(completions[0, 0]) + 1) % len(ctx.rollouts.tokenizer)
+    seed_rewards = ctx.rollouts.rewards(_seed(ctx, int(g0.prompt_idx[0])), completions)
+    edited = dataclasses.replace(g0, completions=completions, rewards=seed_rewards)
+    steps = ((edited, *sub.steps[0][1:]), *sub.steps[1:])
+    return _recount(sub, steps)
+
+
+def cherry_picked(ctx: LMCheatContext) -> LMSubmission:
+    """Draws 2G samples per prompt and submits the G best-rewarded as if they were samples 0..G-1."""
+
+    def best_of_two(task_id: int, round_: int, trainer: str, i: int, g: int) -> RolloutBatch:
+        wide = ctx.rollouts.group(task_id, round_, trainer, i, 2 * g)
+        keep = torch.argsort(wide.rewards, descending=True, stable=True)[:g]
+        return dataclasses.replace(
+            wide,
+            prompt_idx=wide.prompt_idx[keep],
+            sample_idx=torch.arange(g),
+            keys=wide.keys[keep.numpy()],
+            prompts=wide.prompts[keep],
+            completions=wide.completions[keep],
+            mask=wide.mask[keep],
+            lengths=wide.lengths[keep],
+            rewards=wide.rewards[keep],
+            logprobs=wide.logprobs[keep],
+            hidden=wide.hidden[keep],
+            group_size=g,
+        )
+
+    return _honest(ctx, group_fn=best_of_two)
+
+
+def inflated_rewards(ctx: LMCheatContext) -> LMSubmission:
+    """Claims reward 1 for every rollout of one group (and the mean that follows)."""
+    sub = _honest(ctx)
+    g0 = sub.steps[0][0]
+    inflated = dataclasses.replace(g0, rewards=torch.ones_like(g0.rewards))
+    return _recount(sub, ((inflated, *sub.steps[0][1:]), *sub.steps[1:]))
+
+
+def other_temperature(ctx: LMCheatContext) -> LMSubmission:
+    """Samples at temperature 0.5 instead of the task's (sharper, higher rewards)."""
+    r = ctx.rollouts
+    cold = LMRollouts(r.model, r.tokenizer, r.env, SamplerConfig(0.5, r.sampler.max_new_tokens, r.sampler.stop_at_eos))
+    return _honest(ctx, group_fn=cold.group)
+
+
+def borrowed_delta(ctx: LMCheatContext) -> LMSubmission:
+    """Generates its own rollouts honestly but submits another trainer's adapter states and delta."""
+    mine = _honest(ctx)
+    theirs, _ = make_submission(ctx.rollouts, ctx.base, ctx.grpo, ctx.task_id, ctx.round, ctx.other_trainer)
+    return dataclasses.replace(mine, states=theirs.states, delta=theirs.delta)
+
+
+def _seed(ctx: LMCheatContext, i: int) -> int:
+    from client.engine.sampler import prompt_seed
+
+    return prompt_seed(ctx.task_id, ctx.round, ctx.trainer, i)
+
+
+LM_CHEATS: dict[str, Callable[[LMCheatContext], LMSubmission]] = {
+    "other_model": other_model,
+    "stale_model": stale_model,
+    "edited_tokens": edited_tokens,
+    "cherry_picked": cherry_picked,
+    "inflated_rewards": inflated_rewards,
+    "other_temperature": other_temperature,
+    "borrowed_delta": borrowed_delta,
+}
+# The check that must reject each cheat (the first one in protocol order that can see it).
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "other_model": ("toploc", "sampling"),
+    "stale_model": ("toploc", "sampling"),
+    "edited_tokens": ("toploc", "sampling"),
+    "cherry_picked": ("sampling",),
+    "inflated_rewards": ("rewards",),
+    "other_temperature": ("sampling",),
+    "borrowed_delta": ("training_replay",),
+}

@@ -1,0 +1,118 @@
+"""The real LM end to end in process: an honest LoRA round on SmolLM2-135M passes every check, and
+each trainer cheat that applies to it is rejected by the check meant to see it (issue 12).
+
+The full list of cheats runs in `concord bench lm --cheats`; here every cheat runs once on a small
+round (2 prompts x 4 samples per inner step, 2 inner steps) of round 1, whose model differs from
+round 0's so that a stale model is a different model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.engine import lm, text_envs
+from client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
+from client.engine.lm_grpo import LMSubmission, make_submission
+from client.engine.lm_rollout import (
+    AdapterConfig,
+    AdapterConfigError,
+    LMRollouts,
+    PromptGroupMismatch,
+    adapter_state,
+    attach_adapters,
+    group_states,
+)
+from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext
+from validator.lm_checks import verify_submission
+
+pytestmark = pytest.mark.unit
+
+TASK, ROUND = 12, 1
+TRAINER, OTHER = "0x" + "a1" * 20, "0x" + "b2" * 20
+GRPO = GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2, lr=2e-3, optimizer="adamw")
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMCheatContext]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    loaded = lm.load(lm.SMOLLM2_135M, Path(tmp_path_factory.mktemp("lm-models")))
+    model = attach_adapters(loaded.model, AdapterConfig())
+    env = text_envs.make_text_env(text_envs.DEFAULT_TEXT_ENV, {}, context=loaded.context)
+    rollouts = LMRollouts(model, loaded.tokenizer, env, SamplerConfig(1.0, env.max_new_tokens))
+    older = adapter_state(model)
+    # Rounds before this one, compressed: a larger step so that the round-1 model is materially another
+    # model than round 0's (one small round moves the activations less than TOPLOC's bf16 tolerance).
+    earlier = dataclasses.replace(GRPO, prompts_per_step=4, group_size=8, lr=2e-2)
+    round0, _ = make_submission(rollouts, older, earlier, TASK, 0, TRAINER)
+    base = {k: older[k] + round0.delta[k] for k in older}
+    assert sum(float(d.norm()) for d in round0.delta.values()) > 0  # some group had a reward signal
+    yield LMCheatContext(rollouts, base, older, GRPO, TASK, ROUND, TRAINER, OTHER)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def honest(ctx: LMCheatContext) -> LMSubmission:
+    sub, _ = make_submission(ctx.rollouts, ctx.base, ctx.grpo, TASK, ROUND, TRAINER)
+    return sub
+
+
+def test_an_honest_lora_round_passes_every_check(ctx: LMCheatContext, honest: LMSubmission) -> None:
+    verdict = verify_submission(ctx.rollouts, ctx.base, honest, GRPO, ValidationConfig(prefill_precision="fp32"))
+    assert verdict.accepted, verdict
+    names = [r.name for r in verdict.results]
+    assert names[-1] == "training_replay" and names.count("toploc") == GRPO.inner_steps * GRPO.prompts_per_step
+    assert verdict.result("training_replay").evidence["cosine"] >= 0.9999
+    assert set(honest.delta) == set(ctx.base) and len(honest.delta) == 120  # q and v of 30 blocks, A and B
+    assert sum(t.numel() for t in honest.delta.values()) == 460_800  # the adapters only, not 134.5 M
+    assert sum(float(d.norm()) for d in honest.delta.values()) > 0  # a group with a reward signal: a real step
+
+
+def test_the_bf16_prefill_accepts_the_honest_round(ctx: LMCheatContext, honest: LMSubmission) -> None:
+    verdict = verify_submission(ctx.rollouts, ctx.base, honest, GRPO, ValidationConfig(), bf16=True, replay=False)
+    assert verdict.accepted, verdict
+
+
+@pytest.mark.parametrize("cheat", sorted(LM_CHEATS))
+def test_every_lm_cheat_is_rejected_by_its_check(ctx: LMCheatContext, cheat: str) -> None:
+    sub = LM_CHEATS[cheat](ctx)
+    verdict = verify_submission(ctx.rollouts, ctx.base, sub, GRPO, ValidationConfig(prefill_precision="fp32"))
+    assert not verdict.accepted
+    assert verdict.failed_check in EXPECTED[cheat], verdict.results[-1]
+
+
+def test_altered_prompt_and_missing_adapter_tensor_are_rejected_before_any_prefill(
+    ctx: LMCheatContext, honest: LMSubmission
+) -> None:
+    g0 = honest.steps[0][0]
+    prompts = g0.prompts.clone()
+    prompts[:, -3] = 17
+    first = (dataclasses.replace(g0, prompts=prompts), *honest.steps[0][1:])
+    altered = dataclasses.replace(honest, steps=(first, *honest.steps[1:]))
+    verdict = verify_submission(ctx.rollouts, ctx.base, altered, GRPO)
+    assert verdict.failed_check == "prompts" and verdict.results[-1].evidence["rows_altered"] == 4
+    short = dict(honest.delta)
+    short.pop(sorted(short)[0])
+    verdict = verify_submission(ctx.rollouts, ctx.base, dataclasses.replace(honest, delta=short), GRPO)
+    assert verdict.failed_check == "schema" and len(verdict.results) == 1
+
+
+def test_a_group_must_share_one_prompt(ctx: LMCheatContext, honest: LMSubmission) -> None:
+    g0 = honest.steps[0][0]
+    prompts = g0.prompts.clone()
+    prompts[2, 5] = 99
+    with pytest.raises(PromptGroupMismatch, match=r"rows \[2\]"):
+        group_states(ctx.rollouts.model, prompts, g0.completions)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"), [({"rank": 0}, "rank"), ({"targets": "q_proj,lm_head"}, "targets"), ({"alpha": 0}, "alpha")]
+)
+def test_bad_adapter_config_names_the_field(kwargs: dict[str, object], key: str) -> None:
+    with pytest.raises(AdapterConfigError, match=rf"\[adapter\] {key}:"):
+        AdapterConfig(**kwargs)  # type: ignore[arg-type]
