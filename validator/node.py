@@ -78,6 +78,7 @@ from client.content.model_store import ModelError, put_model
 from client.content.store import DaemonError, Store, StoreError, StoreUnavailable
 from client.content.submission import (
     SubmissionError,
+    fetch_states,
     fetch_submission,
     submission_deadline_s,
 )
@@ -98,6 +99,7 @@ from client.runtime.task import TaskContext, UnknownTask, load_task_context, mod
 from client.units import AmountError, TokenAmount, amount_arg
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
+from validator.sampling import draw_sample
 
 log = logging.getLogger("concord.validator")
 
@@ -633,19 +635,33 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
         if bundle is None:  # fetch_one yields a bundle or an error; settle_fetches judges no own-store failure
             raise ValueError(f"round {sub.round} #{sub.index}: fetched with neither a bundle nor an error")
         base_policy = model_for_round(v.task, v.store, sub.base_round)
-        with timing.span("verification"):
-            verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, v.task.spec.validation)
-        if verdict.accepted:
-            v.deltas[key] = bundle.delta
-        else:
-            doc = evidence_document(
-                v,
-                sub,
-                verdict.failed_check,
-                f"check {verdict.failed_check} failed",
-                verdict.result(verdict.failed_check).evidence,
-                _check_list(verdict),
-            )
+        sample, states = None, None
+        vcfg = v.task.spec.validation
+        if vcfg.mode == "sampled":  # this validator's sample, from the round's seed (commit_round fixed it)
+            grpo = v.task.task.grpo
+            sample = draw_sample(v.seeds[sub.round], v.me, digest, grpo.inner_steps, grpo.rollouts_per_step, vcfg)
+            shapes = {n: tuple(t.shape) for n, t in policy_state(base_policy).items()}
+            try:
+                with timing.span("ipfs"):
+                    states = fetch_states(v.store, digest, sample.states_needed(), v.task.spec.limits, shapes)
+            except SubmissionError as bad:  # missing, forged or malformed state: the trainer's fault
+                doc = evidence_document(
+                    v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason}
+                )
+        if doc is None:
+            with timing.span("verification"):
+                verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, vcfg, sample, states)
+            if verdict.accepted:
+                v.deltas[key] = bundle.delta
+            else:
+                doc = evidence_document(
+                    v,
+                    sub,
+                    verdict.failed_check,
+                    f"check {verdict.failed_check} failed",
+                    verdict.result(verdict.failed_check).evidence,
+                    _check_list(verdict),
+                )
     seconds = round(got.seconds + time.perf_counter() - started, 3)
     where = {"round": sub.round, "index": sub.index, "trainer": sub.trainer, "bundle": digest, "seconds": seconds}
     if doc is None:
@@ -726,6 +742,8 @@ def verify_round(
     its own deadline, so the wait is one deadline at most, however many providers are slow."""
     seen = v.submissions.get(round_, {})
     start_fetches(v, [seen[i] for i in sorted(seen)])
+    if v.task.spec.validation.mode == "sampled" and round_ not in v.seeds:
+        return None  # sampled checks are drawn from the round's seed: judge once it is fixed (commit phase)
     if expected is not None and sorted(seen) != list(range(expected)):
         wait = False  # an event still to come: pick it up next tick, then wait
     futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
