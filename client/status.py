@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,10 +25,14 @@ from client.chain import ChainClient, Phase
 from client.digest import Digest
 from client.runtime import paths
 from client.runtime.config import (
+    CONFIG_FLAG,
     NodeConfigError,
     load_deployment,
     load_devnet_json,
+    parse_layered,
 )
+from client.runtime.display import setup_logging
+from client.runtime.errors import explain, quiet_retries
 from client.runtime.index import ChainIndex
 from client.runtime.task import UnknownTask
 
@@ -294,7 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a validator's --state-dir, for rejection evidence (default: .concord/validator-*)",
     )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    args = p.parse_args(argv)
+    p.add_argument(CONFIG_FLAG, type=Path, default=None, metavar="NODE.toml", help="a node TOML (rpc_url, deployment)")
+    args = parse_layered(p, argv)  # $ETH_RPC_URL, $CONCORD_DEPLOYMENT and the TOML as for nodes (docs/OPERATORS.md)
+    setup_logging(False, logging.WARNING)
+    quiet_retries()  # an unreachable RPC: the one error line below, not a warning per retry
     try:
         rpc_url, deployment = _connection(args)
         client = chain.connect(rpc_url, deployment)
@@ -305,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dirs = args.validator_state if args.validator_state is not None else default_validator_dirs()
         doc = status(client, tasks, dirs)
     except (NodeConfigError, UnknownTask, chain.ChainError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {explain(e)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(doc))

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import random
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -523,3 +525,34 @@ def test_a_bad_key_or_another_chain_is_one_line_with_the_fix(
             lines = err.strip().splitlines()
             assert rc == 1 and out == "" and len(lines) == 1 and problem in lines[0] and fix in lines[0], (command, err)
     assert not (tmp_path / "st").exists()
+
+
+def test_status_reads_the_rpc_from_the_env_or_a_node_toml(
+    devnet_conn: list[str], deployed, tmp_path: Path, capsys, clean_env
+) -> None:
+    rpc, dep = devnet_conn[1], devnet_conn[3]
+    clean_env.setenv("ETH_RPC_URL", rpc)
+    clean_env.setenv("CONCORD_DEPLOYMENT", dep)
+    rc, out, _ = run_cli(["status", "--json"], capsys)
+    assert rc == 0 and json.loads(out)["concord"] == deployed.deployment.concord
+    clean_env.delenv("ETH_RPC_URL")
+    clean_env.delenv("CONCORD_DEPLOYMENT")
+    toml = _toml(
+        tmp_path, f'rpc_url = "{rpc}"\ndeployment = "{dep}"\nthreads = 2\n'
+    )  # threads: a node key, unused here
+    rc, out, _ = run_cli(["status", "--config", str(toml), "--json"], capsys)
+    assert rc == 0 and json.loads(out)["chain_id"] == 31337
+    # env over the file: a dead RPC. A process of its own: what its stderr shows without pytest's log handlers
+    env = {**os.environ, "ETH_RPC_URL": f"http://127.0.0.1:{procs.free_port()}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "client.cli", "status", "--config", str(toml)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot reach the chain RPC at"), (
+        lines
+    )
