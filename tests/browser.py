@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -66,8 +66,9 @@ class Chromium:
         ]
         self.daemon, self.proc = procs.start("chromium", argv, tmp / "chromium.log")
         self._ids = 0
+        self._stack = ExitStack()
         try:
-            self.ws = self._attach()
+            self.ws = self._stack.enter_context(self._attach())
         except BaseException:
             procs.stop(self.daemon)
             raise
@@ -131,7 +132,7 @@ class Chromium:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self._stack.close()
         finally:
             procs.stop(self.daemon)
 
