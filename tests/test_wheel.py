@@ -45,6 +45,10 @@ def test_wheel_runs_outside_the_repository(chain_env, ipfs, tmp_path: Path) -> N
         cwd=outside,
     )
     (wheel,) = wheels.glob("concord_rl-*.whl")
+    import zipfile
+
+    shipped = set(zipfile.ZipFile(wheel).namelist())  # the dashboard's page ships in the wheel (no CDN)
+    assert {f"client/dashboard/static/{n}" for n in ("index.html", "app.js", "style.css")} <= shipped
     _run([sys.executable, "-m", "venv", venv], cwd=outside)
     _run([venv / "bin" / "pip", "install", "-q", "--no-deps", wheel], cwd=outside)
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
@@ -53,6 +57,7 @@ def test_wheel_runs_outside_the_repository(chain_env, ipfs, tmp_path: Path) -> N
     assert where.strip().startswith(str(venv)), where
     assert _run([venv / "bin" / "concord", "--version"], outside, env).stdout.strip() == "concord 0.1.0"
     assert "--rpc-url" in _run([venv / "bin" / "concord", "status", "--help"], outside, env).stdout
+    assert "--port" in _run([venv / "bin" / "concord", "dashboard", "--help"], outside, env).stdout
 
     dep = chain_env.client.deployment.save(outside / "deployment.json")
     out = _run(
