@@ -259,3 +259,50 @@ def test_bad_environments_are_refused_naming_the_field() -> None:
         with pytest.raises(BadTextEnvParams) as e:
             make_text_env("chain_sum", params, **kwargs)  # type: ignore[arg-type]
         assert e.value.key == key, (params, kwargs)
+
+
+# ----------------------------------------------------------------------------- the LM task file
+
+
+def test_the_lm_task_file_is_the_default_lm_task() -> None:
+    from client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
+    from scripts import REPO_ROOT
+
+    task = load_lm_task(REPO_ROOT / "configs" / "lm_task.toml")
+    assert task == DEFAULT_LM_TASK
+    assert task.model_source == SMOLLM2_135M and task.env.make().env_id == text_envs.DEFAULT_TEXT_ENV
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "field"),
+    [
+        ({"source": {"kind": "hub"}}, "ModelSourceError", "kind"),
+        ({"env": {"env_id": "chess"}}, "UnknownTextEnv", "env_id"),
+        ({"env": {"params": {"max_terms": "two"}}}, "BadTextEnvParams", "params"),
+        ({"env": {"format": {"colour": 1}}}, "BadTextEnvParams", "colour"),
+        ({"adapter": {"targets": "embed_tokens"}}, "AdapterConfigError", "targets"),
+        ({"sampler": {"max_new_tokens": 8}}, "ConfigError", "max_new_tokens"),
+        ({"grpo": {"group_size": 1}}, "ConfigError", "group_size"),
+        ({"surprise": 1}, "ConfigError", "surprise"),
+    ],
+)
+def test_a_bad_lm_task_file_names_the_field(tmp_path: Path, edit: dict[str, object], error: str, field: str) -> None:
+    import tomllib
+
+    from client.engine.config import from_dict
+    from client.engine.lm_task import LMTaskConfig
+    from scripts import REPO_ROOT
+
+    raw = tomllib.loads((REPO_ROOT / "configs" / "lm_task.toml").read_text())
+    for key, value in edit.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            for k, v in value.items():
+                if isinstance(v, dict) and isinstance(raw[key].get(k), dict):
+                    raw[key][k] |= v
+                else:
+                    raw[key][k] = v
+        else:
+            raw[key] = value
+    with pytest.raises(Exception) as info:
+        from_dict(LMTaskConfig, raw, "task")
+    assert type(info.value).__name__ == error and field in str(info.value)

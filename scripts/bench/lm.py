@@ -21,6 +21,7 @@ Times come from the nodes' own timing spans (client/timing.py): generation, proo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -35,19 +36,20 @@ from rich.table import Table
 
 from client import timing
 from client.content.weights import shard_bytes
-from client.engine import lm, text_envs
-from client.engine.config import GRPOConfig, OuterConfig, SamplerConfig, ValidationConfig
+from client.engine import lm
+from client.engine.config import GRPOConfig, ValidationConfig, to_dict
 from client.engine.lm_grpo import LMSubmission, make_submission
 from client.engine.lm_rollout import (
-    AdapterConfig,
     LMRollouts,
     adapter_state,
     attach_adapters,
     heldout_seeds,
     load_adapter_state,
 )
+from client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
 from client.engine.precision import choose
 from client.runtime import paths
+from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext
 from validator.aggregate import outer_step
 from validator.lm_checks import verify_submission
 
@@ -58,16 +60,8 @@ TRAINERS = ["0x" + f"{k + 1:02x}" * 20 for k in range(16)]
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="concord bench lm", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=10, help="outer rounds (the issue allows up to 30)")
-    p.add_argument("--trainers", type=int, default=2, help="K trainers per round")
-    p.add_argument("--prompts", type=int, default=4, help="prompts (GRPO groups) per inner step")
-    p.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
-    p.add_argument("--inner-steps", type=int, default=2, help="H inner steps per round")
-    p.add_argument("--lr", type=float, default=2e-3, help="inner AdamW learning rate on the adapters")
-    p.add_argument("--outer-lr", type=float, default=1.0)
-    p.add_argument("--outer-momentum", type=float, default=0.0)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--targets", default="q_proj,v_proj")
-    p.add_argument("--env", default=text_envs.DEFAULT_TEXT_ENV)
+    p.add_argument("--task-file", type=Path, help="an LM task TOML (default: configs/lm_task.toml's DEFAULT_LM_TASK)")
+    p.add_argument("--trainers", type=int, help="K trainers per round (default: the task's trainers_per_round)")
     p.add_argument("--heldout", type=int, default=200, help="held-out problems")
     p.add_argument("--eval-every", type=int, default=2, help="rounds between held-out evaluations")
     p.add_argument("--threads", type=int, default=2)
@@ -75,8 +69,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--prefill-precision",
         choices=("auto", "bf16", "fp32"),
-        default="auto",
-        help="validator prefill precision (client/engine/precision.py); bf16 rows that fail are re-checked in fp32",
+        help="override the task's validation.prefill_precision",
+    )
+    p.add_argument(
+        "--cheats",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after training, every LM trainer cheat (scripts/adversaries/lm_cheats.py) against the final model",
     )
     p.add_argument("--plot", type=Path, default=Path("docs/lm_curve.png"))
     p.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -113,6 +112,28 @@ def span_totals(path: Path) -> dict[str, float]:
     return dict(totals)
 
 
+def run_cheats(
+    rollouts: LMRollouts,
+    current: dict[str, torch.Tensor],
+    initial: dict[str, torch.Tensor],
+    grpo: GRPOConfig,
+    vcfg: ValidationConfig,
+    bf16: bool,
+    round_: int,
+    console: Console,
+) -> dict[str, dict[str, object]]:
+    """Every LM cheat once against the trained model (the stale one works from round 0's adapters):
+    {cheat: {detected, failed_check, expected}}. Its time is not part of ``seconds``."""
+    ctx = LMCheatContext(rollouts, current, initial, grpo, TASK_ID, round_, TRAINERS[0], TRAINERS[1])
+    out: dict[str, dict[str, object]] = {}
+    for name, cheat in LM_CHEATS.items():
+        verdict = verify_submission(rollouts, current, cheat(ctx), grpo, vcfg, bf16=bf16, replay=True)
+        ok = not verdict.accepted and verdict.failed_check in EXPECTED[name]
+        out[name] = {"detected": not verdict.accepted, "failed_check": verdict.failed_check, "as_expected": ok}
+        console.print(f"cheat {name}: {'rejected at ' + verdict.failed_check if not verdict.accepted else 'ACCEPTED'}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(quiet=args.json)
@@ -121,26 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t_start = time.monotonic()
 
-    loaded = lm.load(lm.SMOLLM2_135M, paths.models_dir())
+    task = load_lm_task(args.task_file) if args.task_file else DEFAULT_LM_TASK
+    if args.prefill_precision:
+        task = dataclasses.replace(
+            task, validation=dataclasses.replace(task.validation, prefill_precision=args.prefill_precision)
+        )
+    trainers = args.trainers or task.trainers_per_round
+    loaded = lm.load(task.model_source, paths.models_dir())
     base_model = loaded.model.to(args.device)
-    model = attach_adapters(base_model, AdapterConfig(rank=args.rank, targets=args.targets))
-    env = text_envs.make_text_env(args.env, {}, context=loaded.context)
-    sampler = SamplerConfig(temperature=1.0, max_new_tokens=env.max_new_tokens)
-    grpo = GRPOConfig(
-        prompts_per_step=args.prompts,
-        group_size=args.group,
-        inner_steps=args.inner_steps,
-        lr=args.lr,
-        optimizer="adamw",
-    )
-    outer = OuterConfig(lr=args.outer_lr, momentum=args.outer_momentum)
-    vcfg = ValidationConfig(prefill_precision=args.prefill_precision)
+    model = attach_adapters(base_model, task.adapter)
+    env = task.env.make(context=loaded.context)
+    sampler, grpo, outer, vcfg = task.sampler, task.grpo, task.outer, task.validation
     cfg = loaded.model.config
     precision = choose(vcfg.prefill_precision, torch.device(args.device), cfg.hidden_size, cfg.intermediate_size)
     bf16 = precision.precision == "bf16"
     console.print(f"validator prefill: {precision.precision} ({precision.reason})")
     rollouts = LMRollouts(model, loaded.tokenizer, env, sampler)
     current = adapter_state(model)
+    initial = current
     seeds = heldout_seeds(TASK_ID, args.heldout)
 
     t_eval = time.monotonic()
@@ -159,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         bar = progress.add_task("rounds", total=args.rounds)
         for r in range(args.rounds):
             subs = []
-            for k in range(args.trainers):
+            for k in range(trainers):
                 sub, _ = make_submission(rollouts, current, grpo, TASK_ID, r, TRAINERS[k])
                 subs.append(sub)
                 units += sub.work_units  # generated tokens that count (up to and including EOS)
@@ -190,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     greedy_after = rollouts.evaluate(seeds, 0.0)
     seconds = time.monotonic() - t_start
     timing.flush()
+    detection = run_cheats(rollouts, current, initial, grpo, vcfg, bf16, args.rounds, console) if args.cheats else {}
     totals = span_totals(spans)
     assert last is not None
     delta_bytes = sum(len(b) for _, b in shard_bytes(last.delta))
@@ -212,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_greedy_after": round(greedy_after, 4),
         "curve": [[r, round(a, 4)] for r, a in curve],
         "rounds": args.rounds,
-        "trainers": args.trainers,
+        "trainers": trainers,
         "seconds": round(seconds, 1),
         "rounds_s": round(rounds_s, 1),
         "generation_s": round(gen_s, 2),
@@ -227,24 +247,18 @@ def main(argv: list[str] | None = None) -> int:
         "honest_checked": checked,
         "honest_rollouts": rollouts_checked,
         "honest_false_rejects": rejected,
+        "cheats_detected": sum(1 for d in detection.values() if d["detected"]),
+        "cheats": len(detection),
+        "detection": detection,
         "train_reward_first": round(train_rewards[0], 4),
         "train_reward_last": round(train_rewards[-1], 4),
-        "config": {
-            "prompts_per_step": args.prompts,
-            "group_size": args.group,
-            "inner_steps": args.inner_steps,
-            "lr": args.lr,
-            "outer_lr": args.outer_lr,
-            "outer_momentum": args.outer_momentum,
-            "rank": args.rank,
-            "targets": args.targets,
-            "threads": args.threads,
-            "device": args.device,
-            "prefill_precision": precision.precision,
-            "prefill_precision_reason": precision.reason,
-        },
+        "task": to_dict(task),
+        "threads": args.threads,
+        "device": args.device,
+        "prefill_precision": precision.precision,
+        "prefill_precision_reason": precision.reason,
     }
-    plot(curve, args.plot, f"bench lm: {env.env_id}, K={args.trainers}, SmolLM2-135M + LoRA r={args.rank}")
+    plot(curve, args.plot, f"bench lm: {env.env_id}, K={trainers}, SmolLM2-135M + LoRA r={task.adapter.rank}")
     table = Table(title="concord bench lm")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -262,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_step_s",
         "delta_bytes",
         "honest_false_rejects",
+        "cheats_detected",
     ):
         table.add_row(key, str(result[key]))
     console.print(table)
