@@ -418,7 +418,7 @@ SUB_DOC = {
     "proofs": _ref(3, "proofs.bin"),
     "delta": [_ref(4, "delta-00000-of-00001.safetensors")],
     "stats": {**dict.fromkeys(STAT_KEYS, 1), "mean_reward": 0.5},
-    "states": [],  # one inner step: no intermediate state
+    "states": [_ref(5, "state-0001.safetensors")],  # one inner step: its end state
 }
 SPEC_DOC = {"kind": "task_spec", **{k: v for k, v in BASE.items() if k != "chain"}}
 LIMITS = SubmissionLimits(
@@ -536,20 +536,16 @@ def _submission_cases() -> list:
         (canonical_bytes({**doc, "stats": {**doc["stats"], "proof_root.0": 1 << 32}}), "stats.proof_root.0"),
         (canonical_bytes({k: v for k, v in doc.items() if k != "states"}), "states"),  # missing
         (canonical_bytes(_set(doc, "states", {"a": 1})), "states"),  # malformed
-        (canonical_bytes(_set(doc, "states", [_ref(5, "state-0001.safetensors")])), "states"),  # 1 step needs 0
-        (canonical_bytes(_set(_set(doc, "stats.inner_steps", 2), "states", [])), "states"),  # 2 steps need 1
-        (canonical_bytes(_set(doc, "states", [{**_ref(5, "s"), "sha256": "zz"}])), "states[0].sha256"),
+        (canonical_bytes(_set(doc, "states", [])), "states"),  # 1 step needs 1
         (
-            canonical_bytes(_set(_set(doc, "stats.inner_steps", 2), "states", [_ref(5, "state-0002.safetensors")])),
-            "states[0].name",
+            canonical_bytes(_set(_set(doc, "stats.inner_steps", 2), "states", [_ref(5, "state-0001.safetensors")])),
+            "states",
         ),
+        (canonical_bytes(_set(doc, "states", [{**_ref(5, "s"), "sha256": "zz"}])), "states[0].sha256"),
+        (canonical_bytes(_set(doc, "states", [_ref(5, "state-0002.safetensors")])), "states[0].name"),
         (
             canonical_bytes(
-                _set(
-                    _set(doc, "stats.inner_steps", 2),
-                    "states",
-                    [{**_ref(5, "state-0001.safetensors"), "size": 4 * LIMITS.max_delta_bytes + 1}],
-                )
+                _set(doc, "states", [{**_ref(5, "state-0001.safetensors"), "size": 4 * LIMITS.max_delta_bytes + 1}])
             ),
             "states[0].size",
         ),

@@ -1,7 +1,7 @@
 """A sampled round on a devnet (real Anvil, js-ipfs, torch): the validator node waits for the round's
 check seed (fixed on chain after the submit phase closed), draws its sample from it and its address,
 fetches only the inner states that sample needs, replays inner steps alone, and catches a trainer
-whose delta training did not produce while paying the honest one."""
+whose end state and delta training did not produce while paying the honest one."""
 
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ from validator import node as vnode
 from validator.sampling import draw_sample
 
 INITIATOR, HONEST, CHEATER, VALIDATOR = 0, 1, 2, 4
-# every row has a 1/8 chance to get the prefill checks; both inner steps are replayed alone (from the
-# committed inner state 1), so a delta that training did not produce is caught every time
+# 2 of the 16 rows get the prefill checks; both inner steps are replayed alone (from the committed
+# inner states), so an end state that training did not produce is caught every time
 SAMPLED = ValidationConfig(mode="sampled", row_fraction=0.125, replay_steps=2)
 
 
-def test_sampled_round_catches_a_random_delta_and_pays_the_honest_trainer(anvil, deployed, ipfs, tmp_path) -> None:
+def test_sampled_round_catches_a_forged_end_state_and_pays_the_honest_trainer(anvil, deployed, ipfs, tmp_path) -> None:
     client = chain.connect(anvil.url, deployed.deployment)
     snap = client.rpc.call("evm_snapshot")
     stop = threading.Event()
@@ -60,8 +60,15 @@ def test_sampled_round_catches_a_random_delta_and_pays_the_honest_trainer(anvil,
         addr = {i: keys.devnet_account(i).address for i in (HONEST, CHEATER, VALIDATOR)}
         honest = make_bundle(policy0, env, CFG, task_id, 0, addr[HONEST])
         trained = make_bundle(policy0, env, CFG, task_id, 0, addr[CHEATER])
-        torch.manual_seed(0)  # the cheater keeps its honest rollouts, proofs and inner states
-        cheat = dataclasses.replace(trained, delta={k: torch.randn_like(t) * t.std() for k, t in trained.delta.items()})
+        # a consistent cheater: honest rollouts, proofs and inner state 1, a random theta_H committed as
+        # state 2 and delta = theta_H - theta_base (so the cheap link holds; only replaying step 1 sees it)
+        torch.manual_seed(0)
+        base_params = {k: p.detach().float() for k, p in policy0.named_parameters()}
+        end = dict(trained.states[1])
+        for k, t in trained.delta.items():
+            end["param." + k] = base_params[k] + torch.randn_like(t) * t.std()
+        delta = {k: end["param." + k] - base_params[k] for k in trained.delta}
+        cheat = dataclasses.replace(trained, delta=delta, states=(trained.states[0], end))
         digests = {}
         for i, b in ((HONEST, honest), (CHEATER, cheat)):
             digests[i], _ = put_submission(store, b)

@@ -177,16 +177,18 @@ def test_proofs_file_layout_is_the_stated_one(made) -> None:
 
 
 def test_inner_states_round_trip_and_replay_one_step(made, store: Store, other: Store) -> None:
-    """The manifest commits to inner state 1 (H = 2); a validator fetches it alone and replays inner
-    step 1 from it to exactly theta_base + delta."""
+    """The manifest commits to inner states 1 and 2 (H = 2); a validator fetches state 1 alone and
+    replays inner step 1 from it to exactly state 2, whose parameters are theta_base + delta."""
     from client.engine.grpo import inner_update, restore_inner_state
 
     env, base, bundle = made
     digest, manifest = put_submission(store, bundle)
-    assert [s.name for s in manifest.states] == ["state-0001.safetensors"]
+    assert [s.name for s in manifest.states] == ["state-0001.safetensors", "state-0002.safetensors"]
     shapes = {n: tuple(t.shape) for n, t in policy_state(base).items()}
     got = fetch_states(other, digest, [1], limits_for(base, env), shapes)
     assert set(got) == {1} and set(got[1]) == set(bundle.states[0])
+    end = {k.removeprefix("param."): t for k, t in bundle.states[1].items() if k.startswith("param.")}
+    assert all(torch.equal(end[k] - policy_state(base)[k], bundle.delta[k]) for k in bundle.delta)
     assert all(torch.equal(got[1][k], bundle.states[0][k]) for k in got[1])
     policy, opt = restore_inner_state(base, got[1], 1, CFG.grpo)
     inner_update(policy, opt, bundle.batches[1], CFG.grpo, base)  # the trainer's batch: same tensors the replay uses
@@ -200,8 +202,8 @@ def test_bad_inner_states_are_refused_naming_the_state_and_cid(made, store: Stor
     env, base, bundle = made
     limits = limits_for(base, env)
     shapes = {n: tuple(t.shape) for n, t in policy_state(base).items()}
-    ((name, data),) = state_files(bundle)
-    good = store.put_file(data, name)
+    (name, data), (name2, data2) = state_files(bundle)
+    good, second = store.put_file(data, name), store.put_file(data2, name2)
 
     def refused(states: list[ShardRef]) -> SubmissionError:
         digest = put_parts(store, bundle, states=states)
@@ -209,17 +211,17 @@ def test_bad_inner_states_are_refused_naming_the_state_and_cid(made, store: Stor
             fetch_submission(other, digest, limits, shapes)
         return info.value
 
-    assert refused([]).field == "states"  # H = 2 needs one
-    assert refused([good, store.put_file(data, "state-0002.safetensors")]).field == "states"
-    assert refused([dataclasses.replace(good, name="state-0007.safetensors")]).field == "states[0].name"
+    assert refused([good]).field == "states"  # H = 2 needs two
+    assert refused([good, second, store.put_file(data, "state-0003.safetensors")]).field == "states"
+    assert refused([dataclasses.replace(good, name="state-0007.safetensors"), second]).field == "states[0].name"
     huge = dataclasses.replace(good, size=state_bytes_bound(limits) + 1)
-    err = refused([huge])
+    err = refused([huge, second])
     assert (err.field, err.cid) == ("states[0].size", good.cid) and "before download" in str(err)
 
     # the manifest passes; fetching the state itself fails cleanly
     other_bytes = data[:-4] + b"\x00\x00\x80\x7f"  # same size, other content (last float -> inf)
     forged = dataclasses.replace(store.put_file(other_bytes, name), sha256=good.sha256)
-    for states, field in (([forged], "states[0]"),):
+    for states, field in (([forged, second], "states[0]"),):
         digest = put_parts(store, bundle, states=states)
         fetch_submission(other, digest, limits, shapes)  # the list is well-formed
         with pytest.raises(SubmissionError) as info:
@@ -227,12 +229,12 @@ def test_bad_inner_states_are_refused_naming_the_state_and_cid(made, store: Stor
         assert info.value.field == field and info.value.cid == forged.cid, str(info.value)
     tensors = dict(st_load(data))
     padded = st_save(tensors, metadata={"pad": "x" * 64})
-    digest = put_parts(store, bundle, states=[store.put_file(padded, name)])
+    digest = put_parts(store, bundle, states=[store.put_file(padded, name), second])
     with pytest.raises(SubmissionError) as info:
         fetch_states(other, digest, [1], limits, shapes)
     assert info.value.field == "states[0]" and "canonical" in str(info.value)
     wrong = st_save({k.replace("param.", "param.x"): v for k, v in tensors.items()})
-    digest = put_parts(store, bundle, states=[store.put_file(wrong, name)])
+    digest = put_parts(store, bundle, states=[store.put_file(wrong, name), second])
     with pytest.raises(SubmissionError) as info:
         fetch_states(other, digest, [1], limits, shapes)
     assert info.value.field == "states[0].param"

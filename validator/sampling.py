@@ -2,29 +2,36 @@
 
 Rule. Under ``validation.mode = "sampled"`` the expensive checks of one submission are drawn from
 the round's check seed (fixed on chain after the submit phase closed; IConcord.fixSeed), the
-validator's own address and the submission's bundle digest:
+submission's bundle digest and, for half of them, the validator's own address:
 
-    score(tag, a, b) = sha256(seed[32] | validator[20] | bundle_digest[32] | tag | a[4] | b[4])
-    rows:  of the H x N rollouts (inner step k, row n), the m = ceil(row_fraction * H * N) with the
-           smallest score(b"row", k, n) get the prefill checks (TOPLOC + sampling replay) under
-           theta_k;
-    steps: the s = min(replay_steps, H) inner steps with the smallest score(b"step", k, 0) are
-           replayed alone: inner state k (theta_k and the optimizer state the submission commits
-           to; theta_0 and a fresh optimizer for k = 0) -> one GRPO step on the verified batch k
-           -> compared with inner state k + 1 (for k = H - 1: theta_base + delta).
+    common(tag, a, b) = sha256(seed[32] | bundle_digest[32] | tag | a[4] | b[4])
+    own(tag, a, b)    = sha256(seed[32] | validator[20] | bundle_digest[32] | tag | a[4] | b[4])
+    rows:  m = ceil(row_fraction * H * N) of the H x N rollouts (inner step k, row n): the
+           ceil(m / 2) with the smallest common(b"row", k, n), then the m - ceil(m / 2) others with
+           the smallest own(b"row", k, n); they get the prefill checks (TOPLOC + sampling replay)
+           under theta_k;
+    steps: s = min(replay_steps, H) inner steps, ceil(s / 2) by common(b"step", k, 0), the rest by
+           own(b"step", k, 0); each is replayed alone: inner state k (theta_k and the optimizer state
+           the submission commits to; theta_0 and a fresh optimizer for k = 0) -> one GRPO step on
+           the verified batch k -> compared with the committed inner state k + 1.
 
-Every input is public once the seed is fixed, so anyone can recompute a validator's sample and
-audit its verdict; none of it is known when the trainer commits its bundle (the seed comes from a
-block after the submit phase closed). Different validators draw different samples, so more
-validators cover more rows. ``mode = "full"`` checks every row and every step.
+Why the split: a slash needs a strict majority of the revealing validators, so what every
+validator checks (the common half) is what turns a detection into a slash; the own half makes more
+validators cover more (a cheat one validator catches alone is rejected by it, with evidence, and at
+two validators makes a tie: unpaid). Every input is public once the seed is fixed, so anyone can
+recompute a validator's sample and audit its verdict; none of it is known when the trainer commits
+its bundle (the seed comes from a block after the submit phase closed). ``mode = "full"`` checks
+every row and every step.
 
-The cheap checks (schema, prompts, rewards, work units, proof root) always run on everything.
+The cheap checks (schema, prompts, rewards, work units, proof root, and delta = theta_H - theta_base
+from the committed state H, bit for bit) always run on everything.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from client.digest import Digest
@@ -46,11 +53,11 @@ class CheckSample:
     full: bool  # every row and every step (mode "full", or a sample that covers everything)
 
     def states_needed(self) -> tuple[int, ...]:
-        """Inner states (1..H-1) this sample reads: theta_k for sampled rows and replayed steps of
-        step k, and state k + 1 to compare a replay of step k with."""
+        """Inner states (1..H) this sample reads: theta_k for the sampled rows and the replay of step
+        k, state k + 1 to compare that replay with, and state H (the delta's check, always)."""
         h = len(self.rows)
         need = {k for k in range(1, h) if self.rows[k] or k in self.steps}
-        need |= {k + 1 for k in self.steps if k + 1 < h}
+        need |= {k + 1 for k in self.steps} | {h}
         return tuple(sorted(need))
 
     @property
@@ -83,6 +90,17 @@ def rows_to_check(total: int, row_fraction: float) -> int:
     return min(total, max(1, math.ceil(row_fraction * total - 1e-9)))
 
 
+Key = Callable[[tuple[int, int]], bytes]
+
+
+def _split(items: list[tuple[int, int]], count: int, common: Key, own: Key) -> list[tuple[int, int]]:
+    """``count`` items: the first ceil(count / 2) by the common ranking, the rest by the own one."""
+    first = sorted(items, key=common)[: (count + 1) // 2]
+    taken = set(first)
+    rest = [x for x in sorted(items, key=own) if x not in taken][: count - len(first)]
+    return first + rest
+
+
 def draw_sample(
     seed: bytes,
     validator: str,
@@ -99,17 +117,21 @@ def draw_sample(
     if inner_steps < 1 or rows_per_step < 1:
         raise SampleInputError("shape", f"need >= 1 inner step and row, got {inner_steps} x {rows_per_step}")
     who, bundle = _address_bytes(validator), bundle_digest.bytes
+
+    def common(tag: bytes) -> Key:
+        return lambda kn: _score(seed, b"", bundle, tag, kn[0], kn[1])
+
+    def own(tag: bytes) -> Key:
+        return lambda kn: _score(seed, who, bundle, tag, kn[0], kn[1])
+
     total = inner_steps * rows_per_step
     m = rows_to_check(total, vcfg.row_fraction)
-    ranked = sorted(
-        ((k, n) for k in range(inner_steps) for n in range(rows_per_step)),
-        key=lambda kn: _score(seed, who, bundle, b"row", kn[0], kn[1]),
-    )
+    cells = [(k, n) for k in range(inner_steps) for n in range(rows_per_step)]
     chosen: list[list[int]] = [[] for _ in range(inner_steps)]
-    for k, n in ranked[:m]:
+    for k, n in _split(cells, m, common(b"row"), own(b"row")):
         chosen[k].append(n)
     s = min(vcfg.replay_steps, inner_steps)
-    steps = sorted(sorted(range(inner_steps), key=lambda k: _score(seed, who, bundle, b"step", k, 0))[:s])
+    steps = sorted(k for k, _ in _split([(k, 0) for k in range(inner_steps)], s, common(b"step"), own(b"step")))
     rows = tuple(tuple(sorted(r)) for r in chosen)
     return CheckSample(rows, tuple(steps), m == total and s == inner_steps)
 
@@ -128,6 +150,18 @@ def p_rows_hit(total: int, checked: int, touched: int) -> float:
     for i in range(checked):
         miss *= (total - touched - i) / (total - i)
     return 1.0 - miss
+
+
+def p_split_rows(total: int, checked: int, touched: int, validators: int) -> tuple[float, float]:
+    """(per validator, slash) probabilities that a cheat touching ``touched`` of ``total`` rows is
+    caught when each validator checks ``checked`` rows, ceil(checked / 2) common to all and the rest
+    its own (drawn from the rows outside the common half): the common half catches it for every
+    validator at once; otherwise each validator's own half independently, and a slash needs a strict
+    majority of ``validators``."""
+    common = (checked + 1) // 2
+    p_c = p_rows_hit(total, common, touched)
+    p_o = p_rows_hit(total - common, checked - common, touched)
+    return 1 - (1 - p_c) * (1 - p_o), p_c + (1 - p_c) * p_majority(validators, p_o)
 
 
 def p_majority(validators: int, p_one: float) -> float:

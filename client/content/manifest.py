@@ -484,7 +484,7 @@ class SubmissionManifest(_Document):
     proofs: ShardRef  # TOPLOC proofs
     delta: tuple[ShardRef, ...]  # theta_H - theta_base, safetensors shards
     stats: dict[str, Any]  # claimed numbers (mean reward, work units, ...), re-computed by validators
-    states: tuple[ShardRef, ...] = ()  # inner states 1..H-1 (theta_k + optimizer state), one file each
+    states: tuple[ShardRef, ...] = ()  # inner states 1..H (theta_k + optimizer state), one file each
     kind: str = "submission"
 
     FIELDS = ("kind", "task_id", "round", "base_round", "trainer", "rollouts", "proofs", "delta", "stats", "states")

@@ -30,12 +30,13 @@ Wire formats (one canonical encoding each; a decoder refuses anything else):
   decoder accepts exactly those files: the same number of shards, in order, with those names
   and byte for byte those bytes (no extra or empty shard, no metadata, no header padding, no
   other split), so one delta has one list of shard CIDs and one bundle one digest.
-* inner states (validator.sampling replays one inner step from them): for k = 1..H-1 one file
+* inner states (validator.sampling replays one inner step from them): for k = 1..H one file
   `state-{k:04d}.safetensors` = `safetensors.torch.save(client.engine.grpo.inner_state(...))`
   after inner step k-1 (theta_k as "param.<name>", the inner optimizer's state as
   "opt.<key>.<name>", float32, no metadata), listed in order under the manifest's `states`; exactly
-  H-1 of them, each at most `state_bytes_bound(limits)` = 4 x max_delta_bytes (theta plus at most
-  three optimizer tensors per parameter), checked before download. The manifest commits to each
+  H of them (state H's parameters minus the base model's are the delta, bit for bit), each at
+  most `state_bytes_bound(limits)` = 4 x max_delta_bytes (theta plus at most three optimizer
+  tensors per parameter), checked before download. The manifest commits to each
   state's sha256; a state whose bytes do not hash to it, that is not canonical, or that does not
   fit the base model is a `SubmissionError` naming `states[i]` and its CID.
 * manifest stats (numbers only, exactly these keys): mean_reward (float), work_units,
@@ -511,7 +512,7 @@ def decode_stats(stats: dict[str, Any], cid: str) -> dict[str, Any]:
 
 
 def state_name(k: int) -> str:
-    """File name of inner state k (1 <= k <= H-1)."""
+    """File name of inner state k (1 <= k <= H)."""
     return f"state-{k:04d}.safetensors"
 
 
@@ -522,7 +523,7 @@ def state_bytes_bound(limits: SubmissionLimits) -> int:
 
 
 def state_files(bundle: Bundle) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of every inner state of a bundle, k = 1..H-1."""
+    """(file name, bytes) of every inner state of a bundle, k = 1..H."""
     for k, state in enumerate(bundle.states, start=1):
         for name, t in state.items():
             if t.dtype != torch.float32:
@@ -531,10 +532,10 @@ def state_files(bundle: Bundle) -> list[tuple[str, bytes]]:
 
 
 def check_state_refs(refs: Sequence[ShardRef], inner_steps: int, limits: SubmissionLimits, cid: str) -> None:
-    """The manifest's state list before any download: H-1 states, canonical names, sizes in bounds."""
-    if len(refs) != inner_steps - 1:
+    """The manifest's state list before any download: H states, canonical names, sizes in bounds."""
+    if len(refs) != inner_steps:
         raise SubmissionError(
-            "states", cid, f"expected {inner_steps - 1} inner state(s) for {inner_steps} steps", len(refs)
+            "states", cid, f"expected {inner_steps} inner state(s) for {inner_steps} steps", len(refs)
         )
     bound = state_bytes_bound(limits)
     for i, ref in enumerate(refs):
@@ -578,7 +579,7 @@ def fetch_states(
     shapes: dict[str, tuple[int, ...]] | None = None,
     deadline: float | None = None,
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """Inner states ``wanted`` (each 1..H-1) of the submission behind ``digest``: downloaded, sha256-
+    """Inner states ``wanted`` (each 1..H) of the submission behind ``digest``: downloaded, sha256-
     checked against the manifest and decoded; SubmissionError names the state and its CID."""
     cid = cid_for_digest(digest)
     if deadline is None:

@@ -47,7 +47,7 @@ class Bundle:
     mean_reward: float
     work_units: int
     proof_root: bytes  # 32 bytes, committed on chain
-    states: tuple[dict[str, torch.Tensor], ...] = ()  # inner states 1..H-1 (client.engine.grpo.inner_state)
+    states: tuple[dict[str, torch.Tensor], ...] = ()  # inner states 1..H (client.engine.grpo.inner_state)
 
 
 def batch_proofs(batch: RolloutBatch) -> tuple[RolloutProofs, ...]:

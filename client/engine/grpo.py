@@ -235,7 +235,7 @@ def train_round(
     """A trainer's round: H x (generate batch k with theta_k, update); returns (batches, theta_H - theta_base).
 
     Inner step k draws prompt indices k*prompts_per_step .. (k+1)*prompts_per_step - 1.
-    policy_base is not modified. ``states``, when given, receives inner states 1..H-1.
+    policy_base is not modified. ``states``, when given, receives inner states 1..H (state H: theta_H).
     """
     policy = clone_policy(policy_base)
     optimizer = make_inner_optimizer(policy, grpo)
@@ -247,7 +247,7 @@ def train_round(
         with timing.span("training"):
             inner_update(policy, optimizer, batch, grpo, policy_base)
         batches.append(batch)
-        if states is not None and k + 1 < grpo.inner_steps:
+        if states is not None:
             states.append(inner_state(policy, optimizer))
     return batches, state_delta(policy_state(policy), policy_state(policy_base))
 
