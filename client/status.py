@@ -2,7 +2,7 @@
 
 Everything comes from views and events of the Concord contract: rounds and phases
 (`roundInfo`), submissions (Submitted events) with their verdicts (SubmissionRejected /
-SubmissionRewarded, "void" for a void round, "pending" before finalize), slashes, bounties,
+SubmissionRewarded / SubmissionUndecided, "void" for a void round, "pending" before finalize), slashes, bounties,
 fees, the joined nodes' stakes and credited balances, the current model digest. Given
 validator state dirs (default: every `.concord/validator-*`), each rejected submission
 also lists the evidence digests those validators published (`validator.node`).
@@ -37,6 +37,7 @@ from client.runtime.index import ChainIndex
 from client.runtime.task import UnknownTask
 
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
+VERDICT_UNDECIDED = "undecided"
 
 
 class Evidence(TypedDict):
@@ -116,6 +117,8 @@ def task_status(
             per_round[e.round]["slashes"].append({"node": e.trainer, "amount": e.slashed, "why": "rejected"})
         elif isinstance(e, chain.SubmissionRewarded):
             verdict[(e.round, e.index)] = {"verdict": VERDICT_ACCEPTED, "reward": e.reward}
+        elif isinstance(e, chain.SubmissionUndecided):  # rejected by exactly half: neither paid nor slashed
+            verdict[(e.round, e.index)] = {"verdict": VERDICT_UNDECIDED, "rejects": e.rejects}
         elif isinstance(e, chain.BountyPaid):
             per_round[e.round]["bounties"].append({"validator": e.validator, "amount": e.amount})
         elif isinstance(e, chain.ValidatorPaid):

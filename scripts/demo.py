@@ -7,7 +7,8 @@ cheater `python -m scripts.adversaries.trainer run ... --cheat MODE`; JSON logs 
 <state>/logs/) -> follow the rounds from chain events in a live table ->
 stop the nodes -> settlement table, reward curve PNG, token-conservation check, one verdict
 line (and a JSON line) -> devnet down. Exit status 0 only when the reward rose, the cheater
-was slashed, every validator earned a bounty and conservation holds.
+was slashed, every validator earned a bounty and conservation holds. While it runs, `concord
+dashboard` follows the devnet from this process (`--dashboard-port`, default 8750; its URL is printed).
 
 The demo stakes and joins every node before starting it (the nodes find themselves
 registered and joined and go on): a phase closes early once every joined node has acted, so
@@ -46,6 +47,7 @@ from client import chain
 from client.chain import ChainClient, Role, Signer, keys
 from client.content.manifest import SubmissionManifest
 from client.content.store import Store, StoreError
+from client.dashboard.server import DEFAULT_PORT as DASHBOARD_PORT
 from client.digest import Digest
 from client.initiator import Published, TaskFile, load_task_file, publish_task
 from client.runtime import procs
@@ -108,6 +110,7 @@ class NetworkPlan:
     threads: int = 1  # torch threads per trainer (reproducibility: same everywhere)
     poll_interval: float = 0.1  # nodes' new-block poll
     live: bool = True  # the rich live table (off: one line per settled round)
+    dashboard_port: int | None = None  # `concord dashboard` in this process while it runs (0: any free port)
 
 
 def demo_nodes(honest: int = 3, cheat: str | None = DEFAULT_CHEAT, validators: int = 2) -> tuple[NodeSpec, ...]:
@@ -629,6 +632,40 @@ signals_unwind = procs.signals_unwind  # kept here for the benches that import t
 signals_ignored = procs.signals_ignored
 
 
+@contextmanager
+def demo_dashboard(net: devnet.Devnet, port: int | None, console: Console) -> Iterator[str | None]:
+    """`concord dashboard` on the demo's devnet, served from this process while the demo runs (its
+    evidence from the demo's validators' state dirs); its URL, or None when off. A taken port falls
+    back to a free one: the demo never fails for its dashboard."""
+    if port is None:
+        yield None
+        return
+    from client.dashboard.server import open_dashboard, serving
+    from client.dashboard.state import Source
+
+    source = Source(
+        net.rpc_url,
+        chain.Deployment.from_json(net.deployment),
+        net.ipfs_api,
+        None,
+        (),
+        validator_root=Path(net.state_dir) / "nodes",
+    )
+    board = open_dashboard(source)
+    try:
+        ctx = serving(board, port=port)
+        server = ctx.__enter__()
+    except OSError:
+        console.print(f"dashboard: port {port} is taken; serving on a free port instead")
+        ctx = serving(board, port=0)
+        server = ctx.__enter__()
+    console.print(f"dashboard: {server.url} (live while the demo runs)")
+    try:
+        yield server.url
+    finally:
+        ctx.__exit__(None, None, None)
+
+
 def run_demo(plan: NetworkPlan, state_dir: Path, ports: devnet.Ports, console: Console) -> Outcome:
     """devnet up -> run_network -> report; nodes and devnet stopped on every way out."""
     state_dir = Path(state_dir).resolve()
@@ -637,8 +674,9 @@ def run_demo(plan: NetworkPlan, state_dir: Path, ports: devnet.Ports, console: C
     try:
         net = devnet.up(state_dir, ports)
         console.print(f"devnet: rpc {net.rpc_url}, ipfs {net.ipfs_api}, Concord {net.deployment['concord']}")
-        outcome = run_network(net, plan, console, nodes)
-        report(outcome, state_dir, console)
+        with demo_dashboard(net, plan.dashboard_port, console):
+            outcome = run_network(net, plan, console, nodes)
+            report(outcome, state_dir, console)
         return outcome
     finally:
         with signals_ignored():
@@ -665,6 +703,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"seconds to wait for the rounds (default {SECONDS_PER_ROUND:.0f} per round, at least 540)",
     )
     p.add_argument("--no-live", action="store_true", help="one line per settled round instead of a live table")
+    p.add_argument(
+        "--dashboard-port",
+        type=devnet.tcp_port,
+        default=DASHBOARD_PORT,
+        help=f"serve `concord dashboard` while the demo runs (default {DASHBOARD_PORT})",
+    )
+    p.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     p.add_argument("--state-dir", type=Path, default=devnet.DEFAULT_STATE_DIR)
     p.add_argument("--anvil-port", type=devnet.tcp_port, default=devnet.Ports.anvil)
     p.add_argument("--ipfs-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_api)
@@ -680,7 +725,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)  # pipes get whole rows
     timeout = args.timeout or max(540.0, SECONDS_PER_ROUND * args.rounds)
     plan = NetworkPlan(
-        args.task_file, args.rounds, demo_nodes(cheat=args.cheat), timeout_s=timeout, live=not args.no_live
+        args.task_file,
+        args.rounds,
+        demo_nodes(cheat=args.cheat),
+        timeout_s=timeout,
+        live=not args.no_live,
+        dashboard_port=None if args.no_dashboard else args.dashboard_port,
     )
     ports = devnet.Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
     t0 = time.monotonic()

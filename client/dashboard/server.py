@@ -30,6 +30,7 @@ from client.content.store import Store
 from client.dashboard.state import Dashboard, Source
 from client.runtime import paths
 from client.runtime.config import NodeConfigError, load_deployment, load_devnet_json
+from client.runtime.errors import explain, quiet_retries
 from client.runtime.task import UnknownTask
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         default=None,
-        help="a validator's --state-dir, for rejection evidence (default: every validator-* node dir)",
+        help=f"a validator's --state-dir, for rejection evidence (default: every {paths.nodes_dir()}/validator-*)",
     )
     p.add_argument(
         "--poll-interval", type=_seconds, default=DEFAULT_POLL_S, help="seconds between new-block polls (default 1)"
@@ -190,8 +191,6 @@ def parser() -> argparse.ArgumentParser:
 
 def source_of(args: argparse.Namespace) -> Source:
     """Flags (+ the devnet JSON) -> a Source; NodeConfigError names the flag."""
-    from client.status import default_validator_dirs
-
     ipfs_api = args.ipfs_api
     if args.rpc_url is not None:
         if args.deployment is None:
@@ -203,21 +202,23 @@ def source_of(args: argparse.Namespace) -> Source:
         net = load_devnet_json(args.devnet or paths.default_network_file())
         rpc_url, deployment = net.rpc_url, chain.Deployment.from_json(net.deployment)
         ipfs_api = ipfs_api or net.ipfs_api
-    dirs = args.validator_state if args.validator_state is not None else default_validator_dirs()
-    return Source(rpc_url, deployment, ipfs_api, args.task, tuple(dirs))
+    if args.validator_state is not None:
+        return Source(rpc_url, deployment, ipfs_api, args.task, tuple(args.validator_state))
+    return Source(rpc_url, deployment, ipfs_api, args.task, (), validator_root=paths.nodes_dir())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until Ctrl-C / SIGTERM; an error is one line naming the flag, exit status 1."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_retries()  # the one error line below says it all
     try:
         source = source_of(args)
         dashboard = open_dashboard(source)
         ctx = serving(dashboard, args.host, args.port, args.poll_interval)
         server = ctx.__enter__()
     except (NodeConfigError, UnknownTask, chain.ChainError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {explain(e)}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"error: --host/--port: cannot serve on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)

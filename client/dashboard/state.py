@@ -50,7 +50,13 @@ class Source:
     deployment: chain.Deployment
     ipfs_api: str | None  # None: no content reads (spec, rewards and evidence from IPFS are left out)
     task_id: int | None  # None: every task
-    validator_dirs: tuple[Path, ...]
+    validator_dirs: tuple[Path, ...]  # validators' state dirs, for rejection evidence
+    validator_root: Path | None = None  # also every validator-* dir under it, looked up on each refresh
+
+    def evidence_dirs(self) -> tuple[Path, ...]:
+        """The validator state dirs to read verdicts from now (nodes started after the dashboard too)."""
+        found = sorted(p for p in self.validator_root.glob("validator-*") if p.is_dir()) if self.validator_root else []
+        return tuple(dict.fromkeys([*self.validator_dirs, *found]))
 
 
 class ContentCache:
@@ -196,7 +202,7 @@ class Dashboard:
     def build(self) -> dict[str, Any]:
         """One document from the index (refreshed inside `status`), the views and IPFS."""
         c = self.client.concord
-        doc = status(self.client, self.task_ids(), self.source.validator_dirs, self.index)
+        doc = status(self.client, self.task_ids(), self.source.evidence_dirs(), self.index)
         head = self.index.last_block
         head_time = self.index.block_times([head]).get(head, 0)
         t = doc["totals"]  # exact here (Python ints), not in the page (JSON numbers are doubles)
