@@ -54,6 +54,11 @@ BENCHES: dict[str, tuple[str, str, str]] = {
         "main",
         "every trainer and validator cheat on a real devnet: detected, slashed, paid",
     ),
+    "verify": (
+        "scripts.bench.verify",
+        "main",
+        "sampled vs full verification: validator CPU per round, detection per cheat, honest rejects",
+    ),
 }
 
 

@@ -54,5 +54,6 @@ def node_task(max_rounds: int, min_validators: int):
         min_validators=min_validators,
         max_work_units=CFG.max_work_units,
     )
-    spec = TaskSpecManifest(CFG, ValidationConfig(), derived_limits(CFG))
+    # full mode: these tests pin which check rejects each cheat (sampled mode: test_sampling, test_sampled_round)
+    spec = TaskSpecManifest(CFG, ValidationConfig(mode="full"), derived_limits(CFG))
     return TaskFile(spec, params, max_rounds * params.per_round)

@@ -561,7 +561,6 @@ def verify_sampled(
     if (v := done(check_schema(policy_base, bundle, cfgs))) is not None:
         return v
     verified: list[RolloutBatch] = []
-    keys_per_step: list[np.ndarray] = []
     for k, batch in enumerate(bundle.batches):
         if (v := done(check_prompts(batch, k, bundle, env, cfgs.grpo))) is not None:
             return v
@@ -570,11 +569,9 @@ def verify_sampled(
         r, env_rewards = check_rewards(batch, env, k)
         if (v := done(r)) is not None:
             return v
-        want_i, want_j = assigned_indices(k, cfgs.grpo)
-        keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(want_i, want_j, strict=True)))
         mask = completion_mask(batch.completions, cfgs.sampler.stop_at_eos)
-        verified.append(verified_batch(batch, k, bundle, env_rewards, mask, keys, cfgs))
-        keys_per_step.append(keys)
+        # sampler keys only where the sampling replay needs them (training does not read them)
+        verified.append(verified_batch(batch, k, bundle, env_rewards, mask, np.asarray(batch.keys), cfgs))
     if (v := done(check_work_units(bundle, verified))) is not None:
         return v
     if (v := done(check_proof_root(bundle))) is not None:
@@ -582,22 +579,23 @@ def verify_sampled(
     h = len(bundle.batches)
     if (v := done(check_delta_state(policy_base, bundle.delta, states[h]))) is not None:
         return v
-    base_state = inner_state(policy_base, make_inner_optimizer(clone_policy(policy_base), cfgs.grpo))
+    base_state = {PARAM_PREFIX + n: t.float() for n, t in policy_state(policy_base).items()}  # theta_0, no momenta
+    work = clone_policy(policy_base)  # theta_k is loaded into this one policy, step by step
     for k, batch in enumerate(bundle.batches):
         rows = list(sample.rows[k])
         if not rows and k not in sample.steps:
             continue
         try:
-            policy, optimizer = (
-                (clone_policy(policy_base), None)
-                if k == 0
-                else restore_inner_state(policy_base, states[k], k, cfgs.grpo)
+            policy, optimizer = restore_inner_state(
+                policy_base, base_state if k == 0 else states[k], k, cfgs.grpo, work
             )
         except InnerStateError:  # fetched and canonical, yet not a state of this model and optimizer
             v = done(CheckResult("training_replay", False, {"step": k, "state_unusable": 1.0}))
             return v if v is not None else Verdict(False, "training_replay", tuple(results))
-        if rows:  # checks 3 and 4 on the sampled rows, under theta_k
-            part, keys = sub_batch(batch, rows), np.asarray(keys_per_step[k])[rows]
+        if rows:  # checks 3 and 4 on the sampled rows, under theta_k, with their assigned sampler keys
+            want_i, want_j = assigned_indices(k, cfgs.grpo)
+            pairs = [(want_i[n], want_j[n]) for n in rows]
+            part, keys = sub_batch(batch, rows), smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, pairs)
             lengths = verified[k].lengths[rows]
             out = recompute_states(
                 policy, part, tuple(bundle.proofs[k][n] for n in rows), lengths, keys, cfgs.sampler, vcfg
@@ -607,8 +605,6 @@ def verify_sampled(
             if (v := done(check_sampling(out.logits, part, keys, cfgs.sampler, vcfg, k))) is not None:
                 return v
         if k in sample.steps:  # check 6 on one inner step, replayed alone from inner state k
-            if optimizer is None:
-                optimizer = make_inner_optimizer(policy, cfgs.grpo)
             before = base_state if k == 0 else states[k]
             with timing.span("replay"):
                 inner_update(policy, optimizer, verified[k], cfgs.grpo, policy_base)

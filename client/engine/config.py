@@ -256,8 +256,8 @@ class ValidationConfig:
     replay_cos_min: float = 0.9999
     replay_rel_l2_max: float = 1e-3
     prefill_precision: PrecisionSetting = "auto"
-    mode: ValidationMode = "full"
-    row_fraction: float = 0.1
+    mode: ValidationMode = "sampled"
+    row_fraction: float = 0.02
     replay_steps: int = 1
 
     def __post_init__(self) -> None:

@@ -189,11 +189,12 @@ def inner_state_params(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def restore_inner_state(
-    policy_base: Policy, state: dict[str, torch.Tensor], k: int, cfg: GRPOConfig
+    policy_base: Policy, state: dict[str, torch.Tensor], k: int, cfg: GRPOConfig, into: Policy | None = None
 ) -> tuple[Policy, torch.optim.Optimizer]:
     """(theta_k, its inner optimizer) from inner state k, ready to run inner step k; InnerStateError
-    when the state does not fit the policy."""
-    policy = clone_policy(policy_base)
+    when the state does not fit the policy. ``into``: a policy of the same architecture to load theta_k
+    into (saves a copy of the base per step), else a clone of ``policy_base``."""
+    policy = clone_policy(policy_base) if into is None else into
     optimizer = make_inner_optimizer(policy, cfg)
     named = dict(policy.named_parameters())
     params = inner_state_params(state)

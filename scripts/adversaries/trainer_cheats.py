@@ -62,9 +62,9 @@ from client.engine.bundle import (
 from client.engine.config import TaskConfig
 from client.engine.envs import SYM0, Env, rewards
 from client.engine.grpo import (
+    inner_state,
     inner_update,
     make_inner_optimizer,
-    replay_training,
     state_delta,
 )
 from client.engine.model import Policy, build_policy, clone_policy, policy_state
@@ -153,14 +153,15 @@ def honest_upload(store: Store, bundle: Bundle) -> Claim:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _resealed(bundle: Bundle, batches, proofs=None, delta=None) -> Bundle:
-    """``bundle`` with new batches / proofs / delta and claims recomputed from them."""
+def _resealed(bundle: Bundle, batches, proofs=None, delta=None, states=None) -> Bundle:
+    """``bundle`` with new batches / proofs / delta / inner states and claims recomputed from them."""
     proofs = bundle.proofs if proofs is None else tuple(proofs)
     return dataclasses.replace(
         bundle,
         batches=tuple(batches),
         proofs=proofs,
         delta=bundle.delta if delta is None else delta,
+        states=bundle.states if states is None else tuple(states),
         mean_reward=claimed_mean_reward(batches),
         work_units=claimed_work_units(batches),
         proof_root=proofs_root(proofs),
@@ -170,10 +171,10 @@ def _resealed(bundle: Bundle, batches, proofs=None, delta=None) -> Bundle:
 def _consistent(bundle: Bundle, batches: list[RolloutBatch], ctx: CheatContext, reprove: set[int]) -> Bundle:
     """A self-consistent bundle around tampered batches: masks, rewards, proofs of the steps in
     ``reprove`` (from a prefill under theta_k, as an honest prover would), the delta by replaying
-    the inner steps, the claims. Proofs of other steps are kept."""
+    the inner steps (and the inner states it passes through), the claims. Proofs of other steps are kept."""
     grpo, policy = ctx.task.grpo, clone_policy(ctx.policy)
     opt = make_inner_optimizer(policy, grpo)
-    fixed, proofs = [], list(bundle.proofs)
+    fixed, proofs, states = [], list(bundle.proofs), []
     for k, b in enumerate(batches):
         mask = completion_mask(b.completions, ctx.task.sampler.stop_at_eos)
         r = torch.from_numpy(rewards(ctx.env, b.prompts.numpy(), b.completions.numpy()))
@@ -181,8 +182,9 @@ def _consistent(bundle: Bundle, batches: list[RolloutBatch], ctx: CheatContext, 
         if k in reprove:
             proofs[k] = batch_proofs(dataclasses.replace(b, hidden=prefill(policy, b).hidden))
         inner_update(policy, opt, b, grpo, ctx.policy)
+        states.append(inner_state(policy, opt))
         fixed.append(strip_private(b))
-    return _resealed(bundle, fixed, proofs, state_delta(policy_state(policy), policy_state(ctx.policy)))
+    return _resealed(bundle, fixed, proofs, state_delta(policy_state(policy), policy_state(ctx.policy)), states)
 
 
 def _theta(ctx: CheatContext, batches, k: int) -> torch.nn.Module:
@@ -323,9 +325,16 @@ def scaled_delta(bundle: Bundle, ctx: CheatContext) -> Bundle:
 
 
 def other_hparams(bundle: Bundle, ctx: CheatContext) -> Bundle:
-    """The delta trained on the same rollouts with twice the task's learning rate."""
+    """The delta (and the inner states) trained on the same rollouts with twice the task's learning rate."""
     grpo = dataclasses.replace(ctx.task.grpo, lr=2 * ctx.task.grpo.lr)
-    return dataclasses.replace(bundle, delta=replay_training(ctx.policy, list(bundle.batches), grpo))
+    policy = clone_policy(ctx.policy)
+    opt = make_inner_optimizer(policy, grpo)
+    states = []
+    for b in bundle.batches:
+        inner_update(policy, opt, b, grpo, ctx.policy)
+        states.append(inner_state(policy, opt))
+    delta = state_delta(policy_state(policy), policy_state(ctx.policy))
+    return dataclasses.replace(bundle, delta=delta, states=tuple(states))
 
 
 def extra_inner_step(bundle: Bundle, ctx: CheatContext) -> Bundle:

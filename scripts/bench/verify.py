@@ -1,0 +1,381 @@
+"""`concord bench verify`: what sampled verification costs and what it catches (issue 13).
+
+The default task (configs/default_task.toml), in process, one thread:
+
+1. Cost. ``--trainers`` trainers each build one round's submission (make_bundle + the files they
+   upload); one validator checks all of them in full mode and in sampled mode (its own sample
+   from a seed and its address; the files decoded as a validator decodes them). CPU seconds per
+   round (time.process_time): one validator, all trainers; ``validator_fraction`` = validator /
+   all trainers (sampled), ``validator_fraction_full`` the same in full mode.
+2. Honest false rejects: ``--honest-rounds`` rounds of the trainers' honest submissions, each
+   verified in sampled mode by one validator with a fresh seed.
+3. Detection. Every trainer cheat of the adversarial suite that changes a bundle's content
+   (scripts/adversaries/trainer_cheats.py; the fetch- and claim-level cheats are refused before
+   any sampling and need no sample) is built once, then judged ``--trials`` times by
+   ``--validators`` validators with fresh seeds: measured = fraction of trials in which a strict
+   majority rejected (a slash on chain), and fraction of single verdicts that rejected. Predicted
+   from what the cheat touches, found by checking every row and every step alone
+   (validator.sampling.p_split_rows and its step analogue). Then the break-even slash
+   (validator.sampling.breakeven_slash) for a cheater that gains its whole reward share.
+
+Prints a table, then exactly one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from client.content.submission import (
+    decode_delta,
+    decode_proof_file,
+    decode_rollouts,
+    decode_state,
+    default_limits,
+    delta_shards,
+    encode_proof_file,
+    encode_rollouts,
+    state_files,
+)
+from client.digest import Digest
+from client.engine import sampler as smp
+from client.engine.bundle import Bundle, make_bundle
+from client.engine.config import TaskConfig, ValidationConfig
+from client.engine.envs import Env, make_env
+from client.engine.grpo import pin_determinism
+from client.engine.model import Policy, build_policy, policy_state
+from client.engine.rollout import completion_mask
+from client.initiator import load_task_file
+from scripts import REPO_ROOT
+from scripts.adversaries.trainer_cheats import CHEATS, CheatContext
+from validator.checks import (
+    assigned_indices,
+    recompute_states,
+    rollout_sampling_rejects,
+    verify_bundle,
+)
+from validator.sampling import CheckSample, breakeven_slash, draw_sample, p_majority, p_rows_hit
+
+TASK_FILE = REPO_ROOT / "configs" / "default_task.toml"
+CHEAT_NAMES = (
+    "zero_proofs",
+    "random_proofs",
+    "proofs_one_short",
+    "foreign_model_proofs",
+    "altered_token_first",
+    "altered_token_middle",
+    "altered_token_last",
+    "cherry_picked",
+    "wrong_prompts",
+    "inflated_rewards",
+    "work_units_off_by_one",
+    "random_delta",
+    "delta_scaled_1_01",
+    "other_hparams",
+)
+# What a cheat can gain over honest work in one round (pay is pro rata to recomputed workUnits):
+# the whole reward share for a cheat that can skip the work it fakes (proofs, the model, training),
+# nothing for one that does all the work and changes no pay (its motive is to poison the model).
+SKIPS_WORK = {"zero_proofs", "random_proofs", "proofs_one_short", "foreign_model_proofs", "random_delta"}
+
+
+def address(i: int, what: str) -> str:
+    return "0x" + hashlib.sha256(f"{what} {i}".encode()).hexdigest()[:40]
+
+
+def seed_of(*parts: object) -> bytes:
+    return hashlib.sha256(repr(parts).encode()).digest()
+
+
+def digest_of(bundle: Bundle, i: int) -> Digest:
+    """A stand-in for the manifest digest (the sample depends on it, nothing else here does)."""
+    return Digest(hashlib.sha256(f"{bundle.trainer} {bundle.round} {i}".encode()).digest())
+
+
+# ----------------------------------------------------------------------------- the two sides' work
+
+
+def trainer_round(
+    base: Policy, env: Env, cfg: TaskConfig, task_id: int, round_: int, trainer: str
+) -> tuple[Bundle, dict]:
+    """One trainer's round: the bundle and the bytes it uploads."""
+    bundle = make_bundle(base, env, cfg, task_id, round_, trainer)
+    files = {
+        "rollouts": encode_rollouts(bundle.batches),
+        "proofs": encode_proof_file(bundle.proofs),
+        "delta": delta_shards(bundle.delta),
+        "states": state_files(bundle),
+    }
+    return bundle, files
+
+
+def decode_for_validator(files: dict, bundle: Bundle, limits, shapes, wanted: tuple[int, ...] | None) -> dict:
+    """What a validator parses of one submission: rollouts, proofs, delta, the inner states it needs."""
+    from client.content.manifest import ShardRef, cid_for_digest
+
+    decode_rollouts(files["rollouts"], "-", bundle.task_id, bundle.round, bundle.trainer)
+    decode_proof_file(files["proofs"], "-", limits)
+    refs = [
+        ShardRef(name, cid_for_digest(hashlib.sha256(data).digest()), hashlib.sha256(data).hexdigest(), len(data))
+        for name, data in files["delta"]
+    ]
+    decode_delta(list(zip(refs, [d for _, d in files["delta"]], strict=True)), shapes)
+    states = {}
+    for k, (name, data) in enumerate(files["states"], start=1):
+        if wanted is None or k in wanted:
+            ref = ShardRef(
+                name, cid_for_digest(hashlib.sha256(data).digest()), hashlib.sha256(data).hexdigest(), len(data)
+            )
+            states[k] = decode_state(data, ref, k - 1, shapes)
+    return states
+
+
+def validate(
+    base: Policy,
+    env: Env,
+    cfg: TaskConfig,
+    vcfg: ValidationConfig,
+    bundle: Bundle,
+    digest: Digest,
+    seed: bytes,
+    me: str,
+) -> tuple[bool, str]:
+    """One validator's verdict on one bundle (states from memory): (accepted, failed check)."""
+    grpo = cfg.grpo
+    sample = draw_sample(seed, me, digest, grpo.inner_steps, grpo.rollouts_per_step, vcfg)
+    states = {k: s for k, s in enumerate(bundle.states, start=1) if k in sample.states_needed()}
+    v = verify_bundle(base, bundle, env, cfg, vcfg, None if sample.full else sample, states)
+    return v.accepted, v.failed_check
+
+
+# ----------------------------------------------------------------------------- what a cheat touches
+
+
+@dataclasses.dataclass(frozen=True)
+class Touched:
+    cheap: bool  # a cheap check (on everything) rejects
+    rows: int  # rows whose prefill checks fail under the committed theta_k
+    steps: int  # inner steps whose replay alone fails
+    total_rows: int
+    total_steps: int
+
+
+def touched(base: Policy, env: Env, cfg: TaskConfig, vcfg: ValidationConfig, bundle: Bundle) -> Touched:
+    """Check every row and every step alone: what a sample must hit to catch this bundle."""
+    h, n = cfg.grpo.inner_steps, cfg.grpo.rollouts_per_step
+    states = dict(enumerate(bundle.states, start=1))
+    none = CheckSample(tuple(() for _ in range(h)), (), False)
+    cheap = not verify_bundle(base, bundle, env, cfg, vcfg, none, states).accepted
+    if cheap:
+        return Touched(True, 0, 0, h * n, h)
+    steps = sum(
+        not verify_bundle(base, bundle, env, cfg, vcfg, CheckSample(none.rows, (k,), False), states).accepted
+        for k in range(h)
+    )
+    rows = 0
+    for k, batch in enumerate(bundle.batches):
+        # the prefill checks of step k's rows under the committed theta_k, every row, per row
+        from client.engine.grpo import restore_inner_state
+
+        policy, _ = (base, None) if k == 0 else restore_inner_state(base, states[k], k, cfg.grpo)
+        want_i, want_j = assigned_indices(k, cfg.grpo)
+        keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, list(zip(want_i, want_j, strict=True)))
+        mask = completion_mask(batch.completions, cfg.sampler.stop_at_eos)
+        out = recompute_states(policy, batch, bundle.proofs[k], mask.sum(1), keys, cfg.sampler, vcfg)
+        bad_toploc = [not r.ok for r in out.toploc]
+        bad_sampling = rollout_sampling_rejects(out.logits, batch, keys, cfg.sampler, vcfg)
+        rows += sum(a or b for a, b in zip(bad_toploc, bad_sampling, strict=True))
+    return Touched(False, rows, steps, h * n, h)
+
+
+def predicted(t: Touched, vcfg: ValidationConfig, validators: int) -> tuple[float, float]:
+    """(per validator, slash) probability that a round's samples catch a cheat touching ``t``."""
+    if t.cheap:
+        return 1.0, 1.0
+    m = min(t.total_rows, max(1, math.ceil(vcfg.row_fraction * t.total_rows - 1e-9)))
+    s = min(vcfg.replay_steps, t.total_steps)
+    mc, sc = (m + 1) // 2, (s + 1) // 2
+    p_common = 1 - (1 - p_rows_hit(t.total_rows, mc, t.rows)) * (1 - p_rows_hit(t.total_steps, sc, t.steps))
+    p_own = 1 - (1 - p_rows_hit(t.total_rows - mc, m - mc, t.rows)) * (
+        1 - p_rows_hit(t.total_steps - sc, s - sc, t.steps)
+    )
+    return 1 - (1 - p_common) * (1 - p_own), p_common + (1 - p_common) * p_majority(validators, p_own)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="concord bench verify", description=__doc__.split("\n\n")[0])
+    p.add_argument("--trainers", type=int, default=8)
+    p.add_argument("--validators", type=int, default=3, help="validators per round in the detection trials")
+    p.add_argument("--honest-rounds", type=int, default=25, help="rounds of honest submissions (x trainers)")
+    p.add_argument("--trials", type=int, default=40, help="rounds each cheat is judged in")
+    p.add_argument("--cheats", default=",".join(CHEAT_NAMES), help="comma-separated cheat names")
+    p.add_argument("--task", type=Path, default=TASK_FILE)
+    a = p.parse_args(argv)
+    for name in ("trainers", "validators", "honest_rounds", "trials"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    unknown = [c for c in a.cheats.split(",") if c and c not in CHEATS]
+    if unknown:
+        p.error(f"--cheats: unknown cheat(s) {unknown}; known: {sorted(CHEATS)}")
+    return a
+
+
+def cpu(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.process_time()
+    out = fn()
+    return time.process_time() - t0, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    pin_determinism(1)
+    task = load_task_file(args.task)
+    cfg, vcfg0 = task.spec.task, task.spec.validation
+    sampled = vcfg0 if vcfg0.mode == "sampled" else dataclasses.replace(vcfg0, mode="sampled")
+    full = dataclasses.replace(vcfg0, mode="full")
+    env, base = make_env(cfg.env), build_policy(cfg.model)
+    shapes = {k: tuple(t.shape) for k, t in policy_state(base).items()}
+    n_params = sum(t.numel() for t in policy_state(base).values())
+    limits = default_limits(cfg, n_params, len(shapes), env.prompt_len)
+    trainers = [address(i, "trainer") for i in range(args.trainers)]
+    me = address(0, "validator")
+    started = time.perf_counter()
+
+    # 1. cost of one round
+    trainer_s, subs = 0.0, []
+    for t in trainers:
+        s, (bundle, files) = cpu(lambda t=t: trainer_round(base, env, cfg, 1, 0, t))
+        trainer_s += s
+        subs.append((bundle, files))
+    validator_s = {"full": 0.0, "sampled": 0.0}
+    for i, (bundle, files) in enumerate(subs):
+        d = digest_of(bundle, i)
+        seed = seed_of("cost", i)
+        for mode, vcfg in (("full", full), ("sampled", sampled)):
+            sample = draw_sample(seed, me, d, cfg.grpo.inner_steps, cfg.grpo.rollouts_per_step, vcfg)
+            wanted = None if sample.full else sample.states_needed()
+
+            def check(b: Bundle = bundle, f: dict = files, v: ValidationConfig = vcfg, w=wanted, dd=d, sd=seed) -> bool:
+                decode_for_validator(f, b, limits, shapes, w)
+                return validate(base, env, cfg, v, b, dd, sd, me)[0]
+
+            s, ok = cpu(check)
+            assert ok, f"honest submission {i} rejected in {mode} mode"
+            validator_s[mode] += s
+    console.print(
+        f"cost: {args.trainers} trainers {trainer_s:.2f} CPU-s, one validator full {validator_s['full']:.2f} "
+        f"/ sampled {validator_s['sampled']:.2f} CPU-s"
+    )
+
+    # 2. honest false rejects
+    honest, false_rejects = 0, 0
+    for r in range(args.honest_rounds):
+        for i, t in enumerate(trainers):
+            bundle = subs[i][0] if r == 0 else make_bundle(base, env, cfg, 1, r, t)
+            ok, _ = validate(base, env, cfg, sampled, bundle, digest_of(bundle, i), seed_of("honest", r, i), me)
+            honest += 1
+            false_rejects += not ok
+    console.print(f"honest: {honest} submissions, {false_rejects} rejected")
+
+    # 3. detection per cheat
+    detection: dict[str, dict[str, float]] = {}
+    cheater = address(99, "cheater")
+    honest_bundle = make_bundle(base, env, cfg, 1, 0, cheater)
+    ctx = CheatContext(1, 0, 0, cheater, cfg, env, 0, limits, base, lambda r: base, None)
+    for name in [c for c in args.cheats.split(",") if c]:
+        cheat = CHEATS[name]
+        if cheat.model is not None:  # the node generates, proves and trains with another model
+            bundle = make_bundle(cheat.model(base, ctx), env, cfg, 1, 0, cheater)
+        elif cheat.bundle is not None:
+            bundle = cheat.bundle(honest_bundle, ctx)
+        else:
+            continue
+        t = touched(base, env, cfg, sampled, bundle)
+        p_one, p_slash = predicted(t, sampled, args.validators)
+        slashes, rejects = 0, 0
+        for trial in range(args.trials):
+            votes = [
+                not validate(
+                    base, env, cfg, sampled, bundle, digest_of(bundle, 0), seed_of(name, trial), address(v, "validator")
+                )[0]
+                for v in range(args.validators)
+            ]
+            rejects += sum(votes)
+            slashes += sum(votes) * 2 > args.validators
+        measured = slashes / args.trials
+        margin = 3 * math.sqrt(max(p_slash * (1 - p_slash), 1 / args.trials) / args.trials)
+        detection[name] = {
+            "measured": round(measured, 4),
+            "predicted": round(p_slash, 4),
+            "measured_per_validator": round(rejects / (args.trials * args.validators), 4),
+            "predicted_per_validator": round(p_one, 4),
+            "within_margin": abs(measured - p_slash) <= margin,
+            "touched": "cheap" if t.cheap else f"{t.rows}/{t.total_rows} rows, {t.steps}/{t.total_steps} steps",
+        }
+        console.print(f"{name}: {detection[name]}")
+
+    chain = task.params
+    k = max(1, cfg.trainers_per_round)
+    gain = chain.trainer_reward_per_round / k  # the whole reward share of one trainer
+    slash = chain.slash_amount
+    for name, d in detection.items():
+        p = d["predicted"]
+        g = gain if name in SKIPS_WORK else 0.0
+        d["gain_tokens"] = g / 10**18
+        d["breakeven_slash_tokens"] = round(breakeven_slash(gain, p) / 10**18, 2) if p > 0 else None
+        d["ev_tokens"] = round(((1 - p) * g - p * slash) / 10**18, 3)
+        d["ev_tokens_if_whole_share"] = round(((1 - p) * gain - p * slash) / 10**18, 3)
+
+    table = Table(title=f"sampled verification, default task, {args.trainers} trainers")
+    for col in ("cheat", "touches", "per validator (pred / meas)", "slash per round (pred / meas)", "EV (tokens)"):
+        table.add_column(col)
+    for name, d in detection.items():
+        table.add_row(
+            name,
+            str(d["touched"]),
+            f"{d['predicted_per_validator']:.3f} / {d['measured_per_validator']:.3f}",
+            f"{d['predicted']:.3f} / {d['measured']:.3f}",
+            f"{d['ev_tokens']:+.2f}",
+        )
+    console.print(table)
+    result = {
+        "trainers": args.trainers,
+        "validators": args.validators,
+        "validator_cpu_s": round(validator_s["sampled"], 3),
+        "validator_cpu_s_full": round(validator_s["full"], 3),
+        "trainers_cpu_s": round(trainer_s, 3),
+        "validator_fraction": round(validator_s["sampled"] / trainer_s, 4),
+        "validator_fraction_full": round(validator_s["full"] / trainer_s, 4),
+        "row_fraction": sampled.row_fraction,
+        "replay_steps": sampled.replay_steps,
+        "detection": {k: {"measured": v["measured"], "predicted": v["predicted"]} for k, v in detection.items()},
+        "detection_detail": detection,
+        "min_detection_per_round": min((d["measured"] for d in detection.values()), default=None),
+        "all_within_margin": all(d["within_margin"] for d in detection.values()),
+        "negative_ev_all": all(d["ev_tokens"] < 0 for d in detection.values()),
+        "negative_ev_all_if_whole_share": all(d["ev_tokens_if_whole_share"] < 0 for d in detection.values()),
+        "gain_per_round_tokens": gain / 10**18,
+        "slash_tokens": slash / 10**18,
+        "honest_submissions": honest,
+        "honest_false_rejects": false_rejects,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
