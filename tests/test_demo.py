@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
     assert len(doc["reward_per_round"]) == 2 and all(-1 < x < 1 for x in doc["reward_per_round"])  # 0: chance
     assert run.returncode == (0 if doc["ok"] else 1)
     assert "Settlement of task 1 after 2 rounds" in run.stdout and "verdict:" in run.stdout
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ \(live while the demo runs\)", run.stdout)
     png = state / CURVE_FILE
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not devnet.state_file(state).exists()
