@@ -132,7 +132,7 @@ class Display:
         self._live: Live | None = None
         self._progress: Progress | None = None
         self._bars: dict[str, TaskID] = {}  # open bars by name
-        self._heartbeat_at = 0.0
+        self._heartbeat_at = float("-inf")  # the first update is logged
         self._log = logging.getLogger(f"concord.status.{title}")
 
     def __enter__(self) -> Display:
