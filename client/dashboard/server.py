@@ -91,8 +91,13 @@ class DashboardHTTPServer(ThreadingHTTPServer):
 
 
 def _refresh_loop(dashboard: Dashboard, stop: threading.Event, interval: float) -> None:
+    """Refresh until stopped. A failure the refresh does not expect is logged and retried next time:
+    the page keeps its last document rather than freezing with a dead thread."""
     while not stop.is_set():
-        dashboard.refresh()
+        try:
+            dashboard.refresh()
+        except Exception:
+            log.exception("dashboard refresh failed; retrying in %.1fs", interval)
         stop.wait(interval)
 
 
