@@ -34,6 +34,7 @@ from client.engine.grpo import pin_determinism
 from client.initiator import load_task_file, publish_task
 from client.runtime.config import NodeConfig
 from client.runtime.connect import connect_node
+from client.runtime.seed import wait_for_seed
 from client.runtime.task import load_task_context, model_for_round
 from scripts.adversaries import validator as lab_validator
 from scripts.adversaries import validator_cheats as cheats
@@ -146,6 +147,8 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
             root, units = (bytes(bundle.proof_root), bundle.work_units) if bundle else (bytes(32), 1)
             client.concord.submit(signers[account], task_id, 0, 0, Digest.parse(digest).bytes, root, units)
         assert client.concord.phase_of(task_id, 0) == Phase.COMMIT
+        # the check seed first (anyone may fix it), so the validators commit in the order they are stepped
+        wait_for_seed(client.concord, client.rpc, signers[submissions[0][0]], task_id, 0)
 
         for v in vals:
             vnode.backfill_submissions(v)
@@ -257,6 +260,8 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
     for round_ in range(2):
         assert client.concord.phase_of(task_id, round_) == Phase.SUBMIT
         client.concord.submit(trainer, task_id, round_, round_, bytes.fromhex(f"{round_ + 1:02x}" * 32), bytes(32), 1)
+        # the check seed first (anyone may fix it), so the validators commit in the order they are stepped
+        wait_for_seed(client.concord, client.rpc, trainer, task_id, round_)
         for _ in range(3):
             for v in vals.values():
                 vnode.backfill_submissions(v)

@@ -7,9 +7,11 @@ after block A + 1 while that hash is readable (up to A + 257; later, the next ca
 
 A node that needs the seed calls ``seed_step`` once per tick: it reads the seed, or sends the one
 ``fixSeed`` that moves it forward (anchor it, or fix it once block A + 1 exists). On a chain that
-mines only on transactions (Anvil without ``--block-time``) block A + 1 never comes by itself:
-after ``nudge_after_s`` without a new block the node sends ``fixSeed`` anyway, and that
-transaction is block A + 1 (it changes nothing on chain; the next call fixes the seed).
+mines only on transactions (Anvil without ``--block-time``) block A + 1 never comes by itself, so
+while block A + 1 is missing the node sends ``fixSeed`` anyway once ``nudge_after_s`` passed without
+a new block (default 0: at once): that transaction is block A + 1 (it changes nothing on chain;
+the next call fixes the seed). On a chain with its own blocks the nudge costs at most one no-op
+transaction per validator and round; a node may set ``nudge_after_s`` to the block time to save it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from client.chain import Concord, ContractError, Rpc, Signer
 
-NUDGE_AFTER_S = 2.0  # no new block for this long: the chain mines on demand, our fixSeed is the block
+NUDGE_AFTER_S = 0.0  # no new block for this long while A + 1 is missing: send fixSeed (it is the block)
 
 
 class SeedTimeout(TimeoutError):
