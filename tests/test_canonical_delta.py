@@ -32,6 +32,7 @@ from client.content.submission import (
     delta_shards,
     fetch_submission,
     put_submission,
+    state_files,
     submission_files,
     submission_manifest,
 )
@@ -61,13 +62,14 @@ def shapes_of(base: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def put_with_delta(store: Store, bundle: Bundle, shards: list[tuple[str, bytes]]) -> tuple[str, SubmissionManifest]:
-    """The honest rollouts, proofs and stats with hand-made delta files; (digest, manifest)."""
+    """The honest rollouts, proofs, stats and inner states with hand-made delta files; (digest, manifest)."""
     rollouts, proofs, _ = submission_files(bundle)
     manifest = submission_manifest(
         bundle,
         store.put_file(rollouts, "rollouts.safetensors"),
         store.put_file(proofs, "proofs.bin"),
         [store.put_file(data, name) for name, data in shards],
+        states=[store.put_file(data, name) for name, data in state_files(bundle)],
     )
     return store.put_manifest(manifest.to_bytes()), manifest
 
