@@ -30,7 +30,7 @@ from typing import Any
 from client import chain
 from client.chain import ChainClient, Phase
 from client.content.manifest import cid_for_digest, parse_canonical
-from client.content.store import Store, StoreError
+from client.content.store import Store, StoreError, StoreUnavailable
 from client.digest import Digest
 from client.runtime.index import ChainIndex
 from client.status import status
@@ -67,6 +67,7 @@ class ContentCache:
         self.store = store
         self._docs: dict[str, dict[str, Any]] = {}
         self._failed: dict[str, tuple[float, str]] = {}
+        self._down: tuple[float, str] | None = None  # the IPFS API itself did not answer: (when, why)
 
     def get(self, digest: str) -> tuple[dict[str, Any] | None, str | None]:
         """(document, None) or (None, why it is not there)."""
@@ -77,9 +78,14 @@ class ContentCache:
         failed = self._failed.get(digest)
         if failed is not None and time.monotonic() - failed[0] < RETRY_S:
             return None, failed[1]
+        if self._down is not None and time.monotonic() - self._down[0] < RETRY_S:
+            return None, self._down[1]  # one unreachable daemon costs one timeout per RETRY_S, not one per digest
         try:
             data = self.store.get_manifest(digest, MAX_DOC_BYTES, time.monotonic() + IPFS_TIMEOUT_S)
             doc = parse_canonical(data)
+        except StoreUnavailable as e:
+            self._down = (time.monotonic(), f"IPFS API unreachable: {e}")
+            return None, self._down[1]
         except (StoreError, ValueError) as e:
             why = f"{cid_for_digest(digest)}: {e}"
             self._failed[digest] = (time.monotonic(), why)
