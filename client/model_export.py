@@ -185,8 +185,8 @@ def export_model(
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ExportError("DIR", f"{directory} exists and is not an empty directory")
     parent = directory.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=parent, prefix=f".{directory.name}.") as tmp:
+    scratch = next(p for p in (parent, *parent.parents) if p.is_dir())  # nothing is created before it verifies
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=f".{directory.name}.") as tmp:
         fetched = fetch_model(store, digest, Path(tmp) / "cache", max_bytes)
         out = Path(tmp) / "export"
         out.mkdir()
@@ -197,6 +197,7 @@ def export_model(
         verify_export(out, digest)
         if directory.exists():
             directory.rmdir()  # empty (checked above)
+        parent.mkdir(parents=True, exist_ok=True)
         out.rename(directory)
     return Exported(directory, task_id, round_, digest, fetched.config.kind, len(fetched.state), (*files, META_FILE))
 
