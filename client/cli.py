@@ -129,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"concord {_version()}")
     parser.add_argument(
         "--log-level",
-        choices=(
-            "debug",
-            "info",
-            "warning",
-            "error",
-        ),  # client.runtime.display.LOG_LEVELS (not imported: stays instant)
+        choices=("debug", "info", "warning", "error"),  # = client.runtime.display.LOG_LEVELS (not imported here)
         default=None,
         help="log level of every command (sets $CONCORD_LOG_LEVEL, which node processes inherit)",
     )
