@@ -149,7 +149,16 @@ def test_running_nodes_serve_their_metrics(scraped: dict[str, dict]) -> None:
 
 
 @pytest.mark.unit
-def test_the_feeds_land_in_their_series() -> None:
+def test_the_feeds_land_in_their_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the listeners are process-wide: this test's go away with it (timing back to off, too)
+    from client.runtime import display, events
+
+    monkeypatch.setattr(display, "_update_listeners", [])
+    monkeypatch.setattr(events, "_tick_listeners", [])
+    monkeypatch.setattr(timing, "_listeners", [])
+    monkeypatch.setattr(timing, "_recorder", None)
+    monkeypatch.setattr(timing, "_checked", False)
+    monkeypatch.delenv(timing.ENV, raising=False)
     m = NodeMetrics("trainer")
     handler_count = len(logging.getLogger().handlers)
     m.attach()
