@@ -81,7 +81,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
-    """Human logs through rich on stderr, or JSON lines on stdout; quiets HTTP client chatter.
+    """Human logs on stderr (through rich on a terminal, plain lines otherwise), or JSON lines on stdout;
+    quiets HTTP client chatter.
     $CONCORD_LOG_LEVEL (one of LOG_LEVELS), when set, replaces ``level``."""
     chosen = os.environ.get(LOG_LEVEL_ENV, "").lower()
     if chosen in LOG_LEVELS:
@@ -92,6 +93,9 @@ def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
     if json_logs:
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(JsonFormatter())
+    elif not sys.stderr.isatty():  # a file, a pipe, a journal: one line per record (rich wraps at 80 columns)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s", "%H:%M:%S"))
     else:
         from rich.logging import RichHandler
 
