@@ -83,9 +83,10 @@ CHEAT_NAMES = (
     "other_hparams",
 )
 # What a cheat can gain over honest work in one round (pay is pro rata to recomputed workUnits):
-# the whole reward share for a cheat that can skip the work it fakes (proofs, the model, training),
-# nothing for one that does all the work and changes no pay (its motive is to poison the model).
-SKIPS_WORK = {"zero_proofs", "random_proofs", "proofs_one_short", "foreign_model_proofs", "random_delta"}
+# the whole reward share for a cheat that can skip the work it fakes (all proofs, the model,
+# training), nothing for one that does all the work and changes no pay (its motive is to poison
+# the model; proofs_one_short saves one proof of thousands).
+SKIPS_WORK = {"zero_proofs", "random_proofs", "foreign_model_proofs", "random_delta"}
 
 
 def address(i: int, what: str) -> str:
