@@ -263,3 +263,22 @@ def test_an_hf_model_exports_for_transformers(net, store: Store, tmp_path: Path,
     tokens = torch.tensor([[1, 5, 7, 9, 2]])
     with torch.no_grad():
         assert torch.allclose(loaded(tokens).logits, ours(tokens).logits, atol=1e-6)
+
+
+def test_stake_flags_are_tokens_on_chain(net, store: Store, ipfs, tmp_path: Path) -> None:
+    """`--stake 150` registers 150 tokens (the validator's enrolment, the path `validator run --stake` takes)."""
+    from own_devnet import devnet_node
+    from task_terms import node_task
+
+    from client.initiator import publish_task
+    from client.units import parse_amount
+    from validator import node as vnode
+
+    env, _ = net
+    task = publish_task(env.client, env.signer(INITIATOR), store, node_task(max_rounds=2, min_validators=1)).task_id
+    cfg = devnet_node("validator", env.anvil.url, env.client.deployment, ipfs.api, tmp_path / "v", VALIDATOR, task)
+    v = vnode.connect_validator(vnode.ValidatorConfig(cfg, stake=parse_amount("150", "--stake")))
+    vnode.ensure_enrolled(v)
+    info = env.client.concord.node_info(v.me)
+    assert info.role == Role.VALIDATOR and info.stake == 150 * TOKEN
+    assert env.client.concord.member_info(task, v.me).joined

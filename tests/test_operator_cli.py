@@ -556,3 +556,20 @@ def test_status_reads_the_rpc_from_the_env_or_a_node_toml(
     assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot reach the chain RPC at"), (
         lines
     )
+
+
+@pytest.mark.parametrize("role", ["trainer", "validator"])
+def test_a_node_runs_from_a_toml_alone(
+    role: str, devnet_conn: list[str], tmp_path: Path, capsys, clean_env, restore_logging
+) -> None:
+    """`concord ROLE run --config node.toml`: connection, key and task all from the file, as far as the chain
+    answers (task 99 does not exist: the node names it and stops, exit 1)."""
+    settings = dict(zip(devnet_conn[::2], devnet_conn[1::2], strict=True))
+    toml = _toml(
+        tmp_path,
+        "\n".join(f'{flag[2:].replace("-", "_")} = "{value}"' for flag, value in settings.items())
+        + f'\ndevnet_account = 2\nstate_dir = "state"\ntask = 99\n[{role}]\nstake = "150"\n',
+    )
+    rc, out, err = run_cli([role, "run", "--config", str(toml)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 1 and len(lines) == 1 and "99" in lines[0] and "task" in lines[0].lower(), err

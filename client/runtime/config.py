@@ -295,7 +295,7 @@ def positive_seconds(text: str) -> float:
 
 _MULTIADDR = re.compile(r"/(ip4|ip6|dns|dns4|dns6)/[^/\s]+/tcp/(\d{1,5})(/https?)?")
 # Flags some commands add on top of add_node_args: (lowest value, what it counts).
-_COUNT_FLAGS = {"rounds": (1, "rounds"), "stake": (0, "base units"), "threads": (1, "threads")}
+_COUNT_FLAGS = {"rounds": (1, "rounds"), "threads": (1, "threads")}  # --stake: client.units checks it
 
 
 def _check_rpc_url(url: str) -> str:
