@@ -282,3 +282,32 @@ def test_stake_flags_are_tokens_on_chain(net, store: Store, ipfs, tmp_path: Path
     info = env.client.concord.node_info(v.me)
     assert info.role == Role.VALIDATOR and info.stake == 150 * TOKEN
     assert env.client.concord.member_info(task, v.me).joined
+
+
+def test_an_hf_directory_model_exports_with_its_tokenizer(net, store: Store, tmp_path: Path, capsys) -> None:
+    """A task built on a local Hugging Face directory (model.hf_path): the export carries its config and
+    tokenizer, and transformers loads both back."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+    env, concord = net
+    source = tmp_path / "source-model"
+    base = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, max_seq_len=16, seed=5, kind="hf")
+    build_policy(base).hf.save_pretrained(source)  # type: ignore[attr-defined]
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(32)} | {"[UNK]": 0}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(source)
+    cfg = dataclasses.replace(base, hf_path=str(source))
+    task, state, digest = _task_with_model(env, store, cfg)
+    rc, out, _ = concord("model", "export", "0", str(tmp_path / "x"), "--task", str(task), json_out=True, capsys=capsys)
+    assert rc == 0 and "tokenizer.json" in out["files"] and "tokenizer_config.json" in out["files"]
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "x", local_files_only=True)
+    assert tokenizer("w3 w7 w9")["input_ids"] == [3, 7, 9]
+    auto = [AutoTokenizer.from_pretrained(d, local_files_only=True) for d in (source, tmp_path / "x")]
+    assert auto[0]("w3 w7 w9")["input_ids"] == auto[1]("w3 w7 w9")["input_ids"]  # what transformers picks, alike
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "x", local_files_only=True).float().eval()
+    ours = build_policy(cfg)
+    tokens = torch.tensor([[3, 7, 9]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(tokens).logits, ours(tokens).logits, atol=1e-6)
+    assert verify_export(tmp_path / "x").bytes == digest
