@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import json
 import logging
 import sys
@@ -51,10 +50,15 @@ class TokenInfo:
         return amount.units(self.decimals)
 
 
-@functools.cache
+_TOKENS: dict[tuple[str, int, str], TokenInfo] = {}  # (rpc url, chain id, token address) -> its symbol, decimals
+
+
 def token_info(client: ChainClient) -> TokenInfo:
-    """The token's symbol and decimals, read once per client (a token never changes either)."""
-    return TokenInfo(client.token.symbol(), client.token.decimals())
+    """The token's symbol and decimals, read once per token (neither ever changes); the cache holds no client."""
+    key = (client.rpc.url, client.deployment.chain_id, client.deployment.token)
+    if key not in _TOKENS:
+        _TOKENS[key] = TokenInfo(client.token.symbol(), client.token.decimals())
+    return _TOKENS[key]
 
 
 # ----------------------------------------------------------------------------- the operations
