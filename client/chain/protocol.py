@@ -572,6 +572,9 @@ def _address(values: tuple[Any, ...]) -> ChecksumAddress:  # address (Contract.c
     return cast(ChecksumAddress, values[0])
 
 
+FIX_SEED_GAS = 200_000  # fixSeed's dearest path (seed write + event, via delegatecall) is under 80k
+
+
 class Concord:
     """The deployed Concord protocol contract."""
 
@@ -640,8 +643,12 @@ class Concord:
         return self._tx(signer, "submit", task_id, round_, base_round, bundle_digest, proof_root, work_units)
 
     def fix_seed(self, signer: Signer, task_id: int, round_: int) -> Receipt:
-        """Anchor or fix the round's check seed (IConcord.fixSeed); see ``check_seed``."""
-        return self._tx(signer, "fixSeed", task_id, round_)
+        """Anchor or fix the round's check seed (IConcord.fixSeed); see ``check_seed``.
+
+        Sent with a fixed gas limit: what fixSeed does depends on the block it is mined in (nothing
+        while block anchor + 1 is missing, a 20k-gas seed write after), so a limit estimated one block
+        earlier runs out of gas when the write happens. FIX_SEED_GAS covers the write with room."""
+        return self.contract.transact(signer, "fixSeed", task_id, round_, gas=FIX_SEED_GAS)
 
     def commit(self, signer: Signer, task_id: int, round_: int, commitment: bytes) -> Receipt:
         return self._tx(signer, "commit", task_id, round_, commitment)
