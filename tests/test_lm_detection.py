@@ -44,7 +44,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMCheatContext]:
     loaded = lm.load(lm.SMOLLM2_135M, Path(tmp_path_factory.mktemp("lm-models")))
     model = attach_adapters(loaded.model, AdapterConfig())
     env = text_envs.make_text_env(text_envs.DEFAULT_TEXT_ENV, {}, context=loaded.context)
-    rollouts = LMRollouts(model, loaded.tokenizer, env, SamplerConfig(1.0, env.max_new_tokens))
+    rollouts = LMRollouts.for_env(model, loaded.tokenizer, env, SamplerConfig(1.0, env.max_new_tokens))
     older = adapter_state(model)
     # Rounds before this one, compressed: a larger step so that the round-1 model is materially another
     # model than round 0's (one small round moves the activations less than TOPLOC's bf16 tolerance).

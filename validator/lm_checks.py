@@ -29,7 +29,14 @@ from client.engine.bundle import claimed_mean_reward, proofs_root
 from client.engine.config import GRPOConfig, ValidationConfig
 from client.engine.grpo import delta_similarity, state_delta
 from client.engine.lm_grpo import LMSubmission, inner_update, make_optimizer
-from client.engine.lm_rollout import LMRollouts, adapter_state, completion_mask, load_adapter_state, prefill_group
+from client.engine.lm_rollout import (
+    LMRollouts,
+    adapter_state,
+    completion_mask,
+    load_adapter_state,
+    model_device,
+    prefill_group,
+)
 from client.engine.rollout import RolloutBatch
 from validator.checks import CheckResult, Verdict, toploc_result, toploc_rows
 
@@ -188,6 +195,8 @@ def verify_submission(
     steps: list[list[RolloutBatch]] = []
     for k, groups in enumerate(sub.steps):
         load_adapter_state(model, sub.step_adapters(base, k))
+        with torch.no_grad(), torch.autocast(model_device(model).type, dtype=torch.bfloat16, enabled=bf16):
+            prefix = rollouts.prefix()  # the shared prompt prefix under adapters_k, in the prefill's precision
         step_verified = []
         for a, batch in enumerate(groups):
             i = k * grpo.prompts_per_step + a
@@ -196,7 +205,7 @@ def verify_submission(
             keys = smp.sample_keys(sub.task_id, sub.round, sub.trainer, [(i, j) for j in range(grpo.group_size)])
             mask = completion_mask(batch.completions, rollouts.eos)
             with timing.span("verification"):
-                hidden, logits = prefill_group(model, batch, bf16=bf16)
+                hidden, logits = prefill_group(model, batch, bf16=bf16, prefix=prefix)
                 per_row = toploc_rows(hidden, batch, sub.proofs[k][a], mask.sum(1), vcfg)
                 sampling = check_group_sampling(logits, batch, keys, rollouts, vcfg, k)
                 if bf16 and (not sampling.ok or not all(r.ok for r in per_row)):
@@ -262,7 +271,7 @@ def check_replay(
     worst_cos, worst_rel, worst_step = 1.0, 0.0, -1
     for k, groups in enumerate(steps):
         with timing.span("replay"):
-            inner_update(model, optimizer, groups, grpo)  # adapters_{k+1}
+            inner_update(model, optimizer, groups, grpo, rollouts.prefix_ids)  # adapters_{k+1}
         claimed = sub.states[k] if k < len(sub.states) else sub.delta
         cos, rel = delta_similarity(claimed, state_delta(adapter_state(model), base))
         if cos < worst_cos or rel > worst_rel:

@@ -34,18 +34,22 @@ from client.engine.config import GRPOConfig
 from client.engine.grpo import StepStats, advantages, grpo_loss, state_delta
 from client.engine.lm_rollout import (
     LMRollouts,
+    Prefix,
     adapter_parameters,
     adapter_state,
     completion_logits,
     group_states,
     load_adapter_state,
+    prefix_forward,
 )
 from client.engine.rollout import RolloutBatch
 
 
-def group_logprobs(peft_model: Any, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def group_logprobs(
+    peft_model: Any, batch: RolloutBatch, prefix: Prefix | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(token) [G, C], entropy [G, C]) under softmax(logits / T), with grad."""
-    _, predictors = group_states(peft_model, batch.prompts, batch.completions)
+    _, predictors = group_states(peft_model, batch.prompts, batch.completions, prefix)
     logits = completion_logits(peft_model, predictors)  # [G, C, V]
     temp = batch.temperature if batch.temperature > 0 else 1.0
     logp_all = torch.log_softmax(logits / temp, dim=-1)
@@ -65,9 +69,16 @@ def make_optimizer(peft_model: Any, cfg: GRPOConfig) -> torch.optim.Optimizer:
 
 
 def inner_update(
-    peft_model: Any, optimizer: torch.optim.Optimizer, groups: list[RolloutBatch], cfg: GRPOConfig
+    peft_model: Any,
+    optimizer: torch.optim.Optimizer,
+    groups: list[RolloutBatch],
+    cfg: GRPOConfig,
+    prefix_ids: tuple[int, ...] = (),
 ) -> StepStats:
-    """One inner step in place over the step's groups: adapters_{k+1} = update(adapters_k, groups k)."""
+    """One inner step in place over the step's groups: adapters_{k+1} = update(adapters_k, groups k).
+
+    The shared prompt prefix (``prefix_ids``, LMRollouts.prefix_ids) runs once with gradients and every
+    group forks its cache; the step's loss is summed over the groups and back-propagated once."""
     total_tokens = max(1, int(sum(int(b.mask.sum()) for b in groups)))
     for group in optimizer.param_groups:
         k = group.setdefault("inner_step", 0)
@@ -75,17 +86,23 @@ def inner_update(
         group["inner_step"] = k + 1
     optimizer.zero_grad(set_to_none=True)
     peft_model.train()
-    loss_sum, ent_sum = 0.0, 0.0
+    live = []  # groups with a gradient: a group whose samples all scored alike has all advantages 0
     for batch in groups:
         adv = advantages(batch.rewards, batch.group_size, cfg.std_normalize)
-        tokens = int(batch.mask.sum())
-        if tokens == 0 or not bool(adv.abs().gt(0).any()) and cfg.entropy_coef == 0 and cfg.kl_coef == 0:
-            continue  # a group whose samples all scored alike has no gradient (all advantages are 0)
-        logp, entropy = group_logprobs(peft_model, batch)
-        loss = grpo_loss(logp, logp.detach(), adv, batch.mask, cfg, None, entropy) * (tokens / total_tokens)
+        if int(batch.mask.sum()) > 0 and (bool(adv.abs().gt(0).any()) or cfg.entropy_coef > 0):
+            live.append((batch, adv))
+    loss_sum, ent_sum = 0.0, 0.0
+    if live:
+        prefix = prefix_forward(peft_model, prefix_ids) if prefix_ids else None
+        loss = torch.zeros(())
+        for batch, adv in live:
+            logp, entropy = group_logprobs(peft_model, batch, prefix)
+            loss = loss + grpo_loss(logp, logp.detach(), adv, batch.mask, cfg, None, entropy) * (
+                int(batch.mask.sum()) / total_tokens
+            )
+            ent_sum += float((entropy.detach() * batch.mask).sum())
         loss.backward()  # type: ignore[no-untyped-call]
-        loss_sum += float(loss.detach())
-        ent_sum += float((entropy.detach() * batch.mask).sum())
+        loss_sum = float(loss.detach())
     peft_model.eval()
     params = [p for p in adapter_parameters(peft_model) if p.grad is not None]
     grad_norm = 0.0
@@ -125,7 +142,10 @@ def train_round(
     update) -> (groups per step, [adapters_k - base for k = 1..H] (the last is the round's delta),
     stats per step). Leaves the model at adapters_H. ``group_fn`` replaces ``rollouts.group`` (a hook
     for the lab's adversaries; the honest loop has no other branch)."""
-    make_group = rollouts.group if group_fn is None else group_fn
+
+    def honest_group(task_id: int, round_: int, trainer: str, i: int, g: int) -> RolloutBatch:
+        return rollouts.group(task_id, round_, trainer, i, g, prefix)
+
     model = rollouts.model
     load_adapter_state(model, base)
     optimizer = make_optimizer(model, grpo)
@@ -133,9 +153,11 @@ def train_round(
     for k in range(grpo.inner_steps):
         idx = range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step)
         with timing.span("generation"):
+            prefix = rollouts.prefix()  # under adapters_k
+            make_group = honest_group if group_fn is None else group_fn
             groups = [make_group(task_id, round_, trainer, i, grpo.group_size) for i in idx]
         with timing.span("training"):
-            stats.append(inner_update(model, optimizer, groups, grpo))
+            stats.append(inner_update(model, optimizer, groups, grpo, rollouts.prefix_ids))
         steps.append(groups)
         states.append(state_delta(adapter_state(model), base))
     return steps, states, stats

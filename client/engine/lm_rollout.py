@@ -27,6 +27,7 @@ delta, the training replay and the DiLoCo outer step work on. The base weights n
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,7 +145,7 @@ def _head(peft_model: Any) -> Any:
     return peft_model.base_model.model.lm_head
 
 
-def _device(peft_model: Any) -> torch.device:
+def model_device(peft_model: Any) -> torch.device:
     device: torch.device = next(peft_model.parameters()).device
     return device
 
@@ -155,19 +156,70 @@ def completion_mask(completions: torch.Tensor, eos: int) -> torch.Tensor:
     return (is_eos.cumsum(dim=1) - is_eos) == 0
 
 
-def shared_prompt_forward(peft_model: Any, prompt: torch.Tensor, repeats: int) -> tuple[torch.Tensor, Any]:
-    """The prompt [P] run once: (hidden [1, P, D], KV cache repeated ``repeats`` times along the batch)."""
+@dataclass(frozen=True)
+class Prefix:
+    """The KV cache of the tokens every prompt of the environment starts with (chat template, system
+    prompt, worked example: ~55 of chain_sum's ~72 prompt tokens), computed once per adapters; a
+    prompt then runs only its own suffix on a fork of it. Causal attention makes the prefix's states
+    the same whatever follows, so this changes no number a check compares beyond float rounding."""
+
+    ids: tuple[int, ...]
+    hidden: torch.Tensor  # [1, L, D]
+    cache: Any  # a transformers DynamicCache of batch 1, never extended in place (see fork_cache)
+
+
+def fork_cache(cache: Any, repeats: int) -> Any:
+    """A cache that continues ``cache`` for ``repeats`` x its batch rows; ``cache`` itself is left as it
+    is (its layers are shallow-copied, and extending a layer replaces its tensors, never writes into
+    them), so a prefix computed with gradients can be forked by every group of a training step."""
+    fork = copy.copy(cache)
+    fork.layers = [copy.copy(layer) for layer in cache.layers]
+    fork.batch_repeat_interleave(repeats)
+    return fork
+
+
+def _cache_of(out: Any, given: Any) -> Any:
+    found = getattr(out, "cache", None)
+    if found is None:
+        found = getattr(out, "past_key_values", None)
+    return given if found is None else found
+
+
+def prefix_forward(peft_model: Any, ids: tuple[int, ...]) -> Prefix:
+    """The shared prefix run once (batch 1) under the current adapters; with grad when enabled."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    out = _body(peft_model)(input_ids=prompt[None].to(_device(peft_model)), cache=cache, use_cache=True)
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-    cache.batch_repeat_interleave(repeats)
-    return out.last_hidden_state, cache
+    out = _body(peft_model)(input_ids=torch.tensor([ids], device=model_device(peft_model)), cache=cache, use_cache=True)
+    return Prefix(tuple(ids), out.last_hidden_state, _cache_of(out, cache))
+
+
+def prompt_forward(
+    peft_model: Any, prompts: torch.Tensor, prefix: Prefix | None = None, repeats: int = 1
+) -> tuple[torch.Tensor, Any]:
+    """Prompts [B, P] of one length: (hidden [B, P, D], KV cache with every row repeated ``repeats``
+    times). Rows that all start with ``prefix.ids`` run only their suffix on a fork of its cache."""
+    from transformers import DynamicCache
+
+    b, p = prompts.shape
+    dev = model_device(peft_model)
+    n = len(prefix.ids) if prefix is not None else 0
+    if prefix is not None and p > n and bool((prompts[:, :n] == torch.tensor(prefix.ids)).all()):
+        cache = fork_cache(prefix.cache, b)
+        out = _body(peft_model)(input_ids=prompts[:, n:].to(dev), cache=cache, use_cache=True)
+        hidden = torch.cat([prefix.hidden.expand(b, -1, -1), out.last_hidden_state], dim=1)
+    else:
+        cache = DynamicCache()
+        out = _body(peft_model)(input_ids=prompts.to(dev), cache=cache, use_cache=True)
+        hidden = out.last_hidden_state
+    cache = _cache_of(out, cache)
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+    return hidden, cache
 
 
 def group_states(
-    peft_model: Any, prompts: torch.Tensor, completions: torch.Tensor
+    peft_model: Any, prompts: torch.Tensor, completions: torch.Tensor, prefix: Prefix | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden [G, P+C, D], hidden that predicts each completion token [G, C, D]) in one pass over the
     shared prompt and all completion tokens; gradients flow when enabled (training)."""
@@ -175,8 +227,8 @@ def group_states(
     if bad:
         raise PromptGroupMismatch(bad)
     g, c = completions.shape
-    h_prompt, cache = shared_prompt_forward(peft_model, prompts[0], g)  # [1, P, D]
-    out = _body(peft_model)(input_ids=completions.to(_device(peft_model)), cache=cache, use_cache=True)
+    h_prompt, cache = prompt_forward(peft_model, prompts[:1], prefix, repeats=g)  # [1, P, D]
+    out = _body(peft_model)(input_ids=completions.to(model_device(peft_model)), cache=cache, use_cache=True)
     h_comp = out.last_hidden_state  # [G, C, D]
     h_prompt_g = h_prompt.expand(g, -1, -1)
     hidden = torch.cat([h_prompt_g, h_comp], dim=1)  # [G, P+C, D]
@@ -191,14 +243,16 @@ def completion_logits(peft_model: Any, predictors: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def prefill_group(peft_model: Any, batch: RolloutBatch, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def prefill_group(
+    peft_model: Any, batch: RolloutBatch, bf16: bool = False, prefix: Prefix | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A validator's recomputation of one group: (hidden [G, P+C, D], completion logits [G, C, V]), float32 CPU.
 
     bf16: the matmuls under bf16 autocast on the model's device (the float32 re-check rule of
     validator.checks.recompute_states applies to rows that fail under it)."""
-    dev = _device(peft_model)
+    dev = model_device(peft_model)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-        hidden, predictors = group_states(peft_model, batch.prompts, batch.completions)
+        hidden, predictors = group_states(peft_model, batch.prompts, batch.completions, prefix)
         logits = completion_logits(peft_model, predictors)
     return hidden.float().cpu(), logits.float().cpu()
 
@@ -224,7 +278,7 @@ def _decode(
         if sampler.stop_at_eos:
             done = done | (tok == eos)
         out = body(input_ids=tok[:, None].to(h_last.device), cache=cache, use_cache=True)
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache = _cache_of(out, cache)
         h = out.last_hidden_state[:, -1]  # [N, D] state of the token just chosen
         states.append(h.float().cpu())
         logits = head(h).float().cpu()
@@ -235,11 +289,11 @@ def _decode(
 
 @torch.no_grad()
 def generate_group(
-    peft_model: Any, prompt: list[int], keys: np.ndarray, sampler: SamplerConfig, eos: int
+    peft_model: Any, prompt: list[int], keys: np.ndarray, sampler: SamplerConfig, eos: int, prefix: Prefix | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """G = len(keys) seeded samples of one prompt: (completions [G, C], logprobs [G, C], hidden [G, P+C, D])."""
     g = len(keys)
-    h_prompt, cache = shared_prompt_forward(peft_model, torch.tensor(prompt), g)  # [1, P, D]
+    h_prompt, cache = prompt_forward(peft_model, torch.tensor([prompt]), prefix, repeats=g)  # [1, P, D]
     h_last = h_prompt[:, -1].expand(g, -1)
     completions, logprobs, states = _decode(peft_model, h_last, cache, keys, sampler, eos)
     hidden = torch.cat([h_prompt.float().cpu().expand(g, -1, -1), states], dim=1)
@@ -254,6 +308,17 @@ class LMRollouts:
     tokenizer: Any
     env: TextEnv
     sampler: SamplerConfig
+    prefix_ids: tuple[int, ...] = ()  # what every prompt of env starts with (shared_prefix_ids); () = none
+
+    @classmethod
+    def for_env(cls, model: Any, tokenizer: Any, env: TextEnv, sampler: SamplerConfig) -> LMRollouts:
+        """Rollouts of ``env`` that run its shared prompt prefix once per adapters (shared_prefix_ids)."""
+        return cls(model, tokenizer, env, sampler, shared_prefix_ids(env, tokenizer))
+
+    @torch.no_grad()
+    def prefix(self) -> Prefix | None:
+        """The shared prefix under the current adapters (recompute after every update)."""
+        return prefix_forward(self.model, self.prefix_ids) if self.prefix_ids else None
 
     @property
     def eos(self) -> int:
@@ -264,12 +329,15 @@ class LMRollouts:
         texts = [decode_completion(self.tokenizer, row.tolist()) for row in completions]
         return torch.tensor([self.env.score(seed, t) for t in texts], dtype=torch.float64)
 
-    def group(self, task_id: int, round_: int, trainer: str, i: int, group_size: int) -> RolloutBatch:
-        """The G seeded samples of prompt i of (task, round, trainer) under the current adapters."""
+    def group(
+        self, task_id: int, round_: int, trainer: str, i: int, group_size: int, prefix: Prefix | None = None
+    ) -> RolloutBatch:
+        """The G seeded samples of prompt i of (task, round, trainer) under the current adapters
+        (``prefix``: this env's shared prefix under the same adapters, or None to run the whole prompt)."""
         seed = smp.prompt_seed(task_id, round_, trainer, i)
         prompt = self.env.prompt_ids(self.tokenizer, seed)
         keys = smp.sample_keys(task_id, round_, trainer, [(i, j) for j in range(group_size)])
-        completions, logprobs, hidden = generate_group(self.model, prompt, keys, self.sampler, self.eos)
+        completions, logprobs, hidden = generate_group(self.model, prompt, keys, self.sampler, self.eos, prefix)
         mask = (
             completion_mask(completions, self.eos) if self.sampler.stop_at_eos else torch.ones_like(completions).bool()
         )
@@ -300,20 +368,27 @@ class LMRollouts:
         for s in seeds:
             by_len.setdefault(len(prompts[s]), []).append(s)
         sampler = SamplerConfig(temperature, self.sampler.max_new_tokens, self.sampler.stop_at_eos)
+        prefix = self.prefix()
         total = 0.0
         for group in by_len.values():
             for a in range(0, len(group), batch):
                 part = group[a : a + batch]
-                x = torch.tensor([prompts[s] for s in part])
-                from transformers import DynamicCache
-
-                out = _body(self.model)(input_ids=x.to(_device(self.model)), cache=DynamicCache(), use_cache=True)
-                cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+                hidden, cache = prompt_forward(self.model, torch.tensor([prompts[s] for s in part]), prefix)
                 keys = np.array([s & ((1 << 64) - 1) for s in part], dtype=np.uint64)
-                completions, _, _ = _decode(self.model, out.last_hidden_state[:, -1], cache, keys, sampler, self.eos)
+                completions, _, _ = _decode(self.model, hidden[:, -1], cache, keys, sampler, self.eos)
                 for s, row in zip(part, completions, strict=True):
                     total += self.env.score(s, decode_completion(self.tokenizer, row.tolist()))
         return total / len(seeds)
+
+
+def shared_prefix_ids(env: TextEnv, tokenizer: Any, probes: int = 8) -> tuple[int, ...]:
+    """The longest token prefix the prompts of ``probes`` seeds share, less its last token (a token at
+    the boundary could merge differently for another question); prompt_forward still checks each prompt."""
+    prompts = [env.prompt_ids(tokenizer, smp.prompt_seed(0, HELDOUT_ROUND, HELDOUT_TRAINER, i)) for i in range(probes)]
+    n = 0
+    while all(len(p) > n and p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return tuple(prompts[0][: max(0, n - 1)])
 
 
 def heldout_seeds(task_id: int, n: int) -> list[int]:

@@ -112,7 +112,7 @@ def inflated_rewards(ctx: LMCheatContext) -> LMSubmission:
 def other_temperature(ctx: LMCheatContext) -> LMSubmission:
     """Samples at temperature 0.5 instead of the task's (sharper, higher rewards)."""
     r = ctx.rollouts
-    cold = LMRollouts(r.model, r.tokenizer, r.env, SamplerConfig(0.5, r.sampler.max_new_tokens, r.sampler.stop_at_eos))
+    cold = dataclasses.replace(r, sampler=SamplerConfig(0.5, r.sampler.max_new_tokens, r.sampler.stop_at_eos))
     return _honest(ctx, group_fn=cold.group)
 
 

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = choose(vcfg.prefill_precision, torch.device(args.device), cfg.hidden_size, cfg.intermediate_size)
     bf16 = precision.precision == "bf16"
     console.print(f"validator prefill: {precision.precision} ({precision.reason})")
-    rollouts = LMRollouts(model, loaded.tokenizer, env, sampler)
+    rollouts = LMRollouts.for_env(model, loaded.tokenizer, env, sampler)
     current = adapter_state(model)
     initial = current
     seeds = heldout_seeds(TASK_ID, args.heldout)
