@@ -733,6 +733,24 @@ def verify_submission(v: Validator, sub: Submitted) -> SubmissionVerdict:
     return verdict
 
 
+def settle_unsampled(v: Validator, round_: int) -> None:
+    """Sampled mode before the round's seed is fixed: the fetches of ``round_`` that ended without a
+    bundle (the submitter's content failed: judged now, no sample needed; or our own IPFS node failed:
+    raised, so the node reports it and retries) are settled; fetched bundles wait for the seed."""
+    down: StoreError | None = None
+    for key in [k for k, f in v.fetching.items() if k[0] == round_ and f.done()]:
+        future = v.fetching[key]
+        if future.exception() is None and future.result().bundle is not None:
+            continue
+        del v.fetching[key]  # before result(): a fetch that raised is started afresh
+        try:
+            settle_fetches(v, [future.result()])
+        except OWN_STORE_DOWN as e:
+            down = down or e
+    if down is not None:
+        raise down
+
+
 def verify_round(
     v: Validator, round_: int, expected: int | None = None, wait: bool = False
 ) -> list[SubmissionVerdict] | None:
@@ -743,7 +761,8 @@ def verify_round(
     seen = v.submissions.get(round_, {})
     start_fetches(v, [seen[i] for i in sorted(seen)])
     if v.task.spec.validation.mode == "sampled" and round_ not in v.seeds:
-        return None  # sampled checks are drawn from the round's seed: judge once it is fixed (commit phase)
+        settle_unsampled(v, round_)
+        return None  # sampled checks are drawn from the round's seed: judge bundles once it is fixed
     if expected is not None and sorted(seen) != list(range(expected)):
         wait = False  # an event still to come: pick it up next tick, then wait
     futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
