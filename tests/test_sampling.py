@@ -214,3 +214,30 @@ def test_missing_states_are_a_programming_error_not_a_verdict(made) -> None:
     env, base, bundle = made
     with pytest.raises(ValueError, match="inner states"):
         verify_bundle(base, bundle, env, CFG, SAMPLED, sample((), (0,), ()), {})
+
+
+def test_the_length_rule_is_judged_on_the_whole_batch_not_on_sampled_rows(made) -> None:
+    """A batch that stopped early (every row emitted EOS) is as wide as its longest row; a sample of
+    rows without that row must not fail the length rule (bench round found an honest reject)."""
+    from client.engine import sampler as smp
+    from client.engine.envs import EOS
+    from client.engine.rollout import completion_mask
+    from validator.checks import assigned_indices, check_sampling, check_sampling_rows, recompute_states, sub_batch
+
+    env, base, bundle = made
+    b = bundle.batches[0]
+    mask = completion_mask(b.completions)
+    ended = [n for n in range(b.n) if bool((b.completions[n] == EOS).any())]
+    width = int(mask.sum(1).max())
+    short = [n for n in ended if int(mask[n].sum()) < width]
+    assert short, "the fixture needs a row that ended before the widest one"
+    # as if generation had stopped early at this width: the task allows one more token
+    sampler = dataclasses.replace(CFG.sampler, max_new_tokens=b.completions.shape[1] + 1)
+    want_i, want_j = assigned_indices(0, CFG.grpo)
+    keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, [(want_i[n], want_j[n]) for n in short])
+    part = sub_batch(b, short)
+    out = recompute_states(
+        base, part, tuple(bundle.proofs[0][n] for n in short), mask[short].sum(1), keys, sampler, SAMPLED
+    )
+    assert not check_sampling(out.logits, part, keys, sampler, SAMPLED).evidence["length_ok"]  # the old trap
+    assert check_sampling_rows(out.logits, part, keys, sampler, SAMPLED, 0).ok
