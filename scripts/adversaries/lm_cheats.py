@@ -17,9 +17,18 @@ from dataclasses import dataclass
 import torch
 
 from client.engine.config import GRPOConfig, SamplerConfig
+from client.engine.grpo import delta_similarity
 from client.engine.lm_grpo import GroupFn, LMSubmission, make_submission
 from client.engine.lm_rollout import LMRollouts
 from client.engine.rollout import RolloutBatch
+
+
+class NotApplicable(RuntimeError):
+    """The cheat would change nothing on this round (e.g. every reward is already 1)."""
+
+    def __init__(self, cheat: str, why: str) -> None:
+        super().__init__(f"{cheat}: not applicable ({why})")
+        self.cheat, self.why = cheat, why
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,13 @@ def edited_tokens(ctx: LMCheatContext) -> LMSubmission:
 
 
 def cherry_picked(ctx: LMCheatContext) -> LMSubmission:
-    """Draws 2G samples per prompt and submits the G best-rewarded as if they were samples 0..G-1."""
+    """Draws 2G samples per prompt and submits G of them as if they were samples 0..G-1: the best
+    rewarded, later draws first among equal rewards (so it deviates even where all draws score alike)."""
 
     def best_of_two(task_id: int, round_: int, trainer: str, i: int, g: int) -> RolloutBatch:
         wide = ctx.rollouts.group(task_id, round_, trainer, i, 2 * g)
-        keep = torch.argsort(wide.rewards, descending=True, stable=True)[:g]
+        rank = wide.rewards * (2 * g) + torch.arange(2 * g)  # reward first, then the later draw
+        keep = torch.argsort(rank, descending=True)[:g]
         return dataclasses.replace(
             wide,
             prompt_idx=wide.prompt_idx[keep],
@@ -102,11 +113,15 @@ def cherry_picked(ctx: LMCheatContext) -> LMSubmission:
 
 
 def inflated_rewards(ctx: LMCheatContext) -> LMSubmission:
-    """Claims reward 1 for every rollout of one group (and the mean that follows)."""
+    """Claims reward 1 for every rollout of the first group that scored less (and the mean that follows)."""
     sub = _honest(ctx)
-    g0 = sub.steps[0][0]
-    inflated = dataclasses.replace(g0, rewards=torch.ones_like(g0.rewards))
-    return _recount(sub, ((inflated, *sub.steps[0][1:]), *sub.steps[1:]))
+    steps = [list(groups) for groups in sub.steps]
+    for groups in steps:
+        for a, g in enumerate(groups):
+            if bool((g.rewards < 1).any()):
+                groups[a] = dataclasses.replace(g, rewards=torch.ones_like(g.rewards))
+                return _recount(sub, tuple(tuple(gs) for gs in steps))
+    raise NotApplicable("inflated_rewards", "every rollout of the round already scored 1")
 
 
 def other_temperature(ctx: LMCheatContext) -> LMSubmission:
@@ -117,10 +132,17 @@ def other_temperature(ctx: LMCheatContext) -> LMSubmission:
 
 
 def borrowed_delta(ctx: LMCheatContext) -> LMSubmission:
-    """Generates its own rollouts honestly but submits another trainer's adapter states and delta."""
+    """Generates its own rollouts honestly but submits another trainer's adapter states and delta (the
+    first of a few other trainers whose delta differs from its own: two trainers whose groups all
+    scored alike both have a zero delta, and copying a zero delta over a zero delta is no cheat)."""
     mine = _honest(ctx)
-    theirs, _ = make_submission(ctx.rollouts, ctx.base, ctx.grpo, ctx.task_id, ctx.round, ctx.other_trainer)
-    return dataclasses.replace(mine, states=theirs.states, delta=theirs.delta)
+    for k in range(8):
+        other = ctx.other_trainer if k == 0 else "0x" + f"{0xC0 + k:02x}" * 20
+        theirs, _ = make_submission(ctx.rollouts, ctx.base, ctx.grpo, ctx.task_id, ctx.round, other)
+        _, rel = delta_similarity(theirs.delta, mine.delta)
+        if rel > 1e-3:
+            return dataclasses.replace(mine, states=theirs.states, delta=theirs.delta)
+    raise NotApplicable("borrowed_delta", "eight other trainers' deltas all equal this trainer's own")
 
 
 def _seed(ctx: LMCheatContext, i: int) -> int:

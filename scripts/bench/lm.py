@@ -49,7 +49,7 @@ from client.engine.lm_rollout import (
 from client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
 from client.engine.precision import choose
 from client.runtime import paths
-from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext
+from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext, NotApplicable
 from validator.aggregate import outer_step
 from validator.lm_checks import verify_submission
 
@@ -127,7 +127,13 @@ def run_cheats(
     ctx = LMCheatContext(rollouts, current, initial, grpo, TASK_ID, round_, TRAINERS[0], TRAINERS[1])
     out: dict[str, dict[str, object]] = {}
     for name, cheat in LM_CHEATS.items():
-        verdict = verify_submission(rollouts, current, cheat(ctx), grpo, vcfg, bf16=bf16, replay=True)
+        try:
+            sub = cheat(ctx)
+        except NotApplicable as e:  # the cheat would change nothing on this round
+            out[name] = {"detected": False, "failed_check": "", "as_expected": False, "applicable": False}
+            console.print(f"cheat {name}: {e}")
+            continue
+        verdict = verify_submission(rollouts, current, sub, grpo, vcfg, bf16=bf16, replay=True)
         ok = not verdict.accepted and verdict.failed_check in EXPECTED[name]
         out[name] = {"detected": not verdict.accepted, "failed_check": verdict.failed_check, "as_expected": ok}
         console.print(f"cheat {name}: {'rejected at ' + verdict.failed_check if not verdict.accepted else 'ACCEPTED'}")
