@@ -46,12 +46,14 @@ def restore_logging():
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No operator env var leaks in from the machine running the tests."""
-    for names in ENV_VARS.values():
-        for name in names:
-            monkeypatch.delenv(name, raising=False)
-    for name in (keys.PASSWORD_ENV, keys.PRIVATE_KEY_ENV, LOG_LEVEL_ENV):
-        monkeypatch.delenv(name, raising=False)
+    """No operator env var leaks in from the machine running the tests, nor out of them: each is first
+    set through monkeypatch (which records its value, or its absence) and then deleted, so what a test
+    or the CLI under test writes to os.environ (`concord --log-level` sets $CONCORD_LOG_LEVEL, which
+    every node process started later would inherit) is undone at teardown."""
+    names = [name for group in ENV_VARS.values() for name in group]
+    for name in (*names, keys.PASSWORD_ENV, keys.PRIVATE_KEY_ENV, LOG_LEVEL_ENV):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 
