@@ -193,26 +193,34 @@ def rollout_toploc_rejects(
 # ----------------------------------------------------------------------------- 4. sampling replay
 
 
+def completion_gaps(
+    c_logits: torch.Tensor,  # [N, C, V] the logits that chose completion tokens 0..C-1
+    completions: torch.Tensor,  # [N, C] the submitted tokens
+    keys: np.ndarray,  # [N] uint64 sampler keys
+    temperature: float,
+) -> torch.Tensor:
+    """gap [N, C] float64: best perturbed score minus the submitted token's (0 where it is the seeded
+    choice, inf for a token outside the vocabulary)."""
+    n, c = completions.shape
+    steps = np.broadcast_to(np.arange(c, dtype=np.uint64)[None, :], (n, c))
+    keys_nc = np.broadcast_to(np.asarray(keys, dtype=np.uint64)[:, None], (n, c))
+    scores = smp.perturbed_scores(c_logits, keys_nc, steps, temperature)  # [N, C, V] float64
+    chosen = scores.gather(2, completions[:, :, None].clamp(0, scores.shape[-1] - 1))[:, :, 0]
+    gap = scores.max(dim=-1).values - chosen  # [N, C] >= 0
+    in_vocab = (completions >= 0) & (completions < scores.shape[-1])
+    return torch.where(in_vocab, gap, torch.full_like(gap, math.inf))
+
+
 def sampling_gaps(
     logits: torch.Tensor,  # [N, P+C, V] recomputed by the prefill pass
     batch: RolloutBatch,
     keys: np.ndarray,  # [N] uint64, recomputed from (task, round, trainer, i, j)
     sampler: SamplerConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gap [N, C] float64, mask [N, C]): best perturbed score minus the submitted token's.
-
-    gap is 0 where the submitted token is the seeded choice; mask is recomputed from the
-    submitted tokens (True up to and including the first EOS).
-    """
-    n, c = batch.completions.shape
-    c_logits = completion_logits(logits, batch.prompt_len, c)  # [N, C, V]
-    steps = np.broadcast_to(np.arange(c, dtype=np.uint64)[None, :], (n, c))
-    keys_nc = np.broadcast_to(np.asarray(keys, dtype=np.uint64)[:, None], (n, c))
-    scores = smp.perturbed_scores(c_logits, keys_nc, steps, sampler.temperature)  # [N, C, V] float64
-    chosen = scores.gather(2, batch.completions[:, :, None].clamp(0, scores.shape[-1] - 1))[:, :, 0]
-    gap = scores.max(dim=-1).values - chosen  # [N, C] >= 0
-    in_vocab = (batch.completions >= 0) & (batch.completions < scores.shape[-1])
-    gap = torch.where(in_vocab, gap, torch.full_like(gap, math.inf))
+    """(gap [N, C] float64, mask [N, C]): completion_gaps on the full-sequence logits, and the mask
+    recomputed from the submitted tokens (True up to and including the first EOS)."""
+    c_logits = completion_logits(logits, batch.prompt_len, batch.completions.shape[1])  # [N, C, V]
+    gap = completion_gaps(c_logits, batch.completions, keys, sampler.temperature)
     return gap, completion_mask(batch.completions, sampler.stop_at_eos)
 
 

@@ -18,7 +18,6 @@ The first failing check rejects; evidence holds numbers only.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
@@ -32,13 +31,12 @@ from client.engine.lm_grpo import LMSubmission, inner_update, make_optimizer
 from client.engine.lm_rollout import (
     LMRollouts,
     adapter_state,
-    completion_mask,
     load_adapter_state,
     model_device,
     prefill_group,
 )
-from client.engine.rollout import RolloutBatch
-from validator.checks import CheckResult, Verdict, toploc_result, toploc_rows
+from client.engine.rollout import RolloutBatch, completion_mask
+from validator.checks import CheckResult, Verdict, completion_gaps, toploc_result, toploc_rows
 
 
 def check_group_prompt(batch: RolloutBatch, sub: LMSubmission, i: int, rollouts: LMRollouts, k: int) -> CheckResult:
@@ -56,22 +54,6 @@ def check_group_prompt(batch: RolloutBatch, sub: LMSubmission, i: int, rollouts:
     )
 
 
-def sampling_gaps(
-    logits: torch.Tensor, completions: torch.Tensor, keys: np.ndarray, temperature: float
-) -> torch.Tensor:
-    """gap [G, C] float64: best perturbed score minus the submitted token's (0 = the seeded choice),
-    from completion logits [G, C, V]; inf for a token outside the vocabulary."""
-    g, c = completions.shape
-    steps = np.broadcast_to(np.arange(c, dtype=np.uint64)[None, :], (g, c))
-    keys_gc = np.broadcast_to(np.asarray(keys, dtype=np.uint64)[:, None], (g, c))
-    scores = smp.perturbed_scores(logits, keys_gc, steps, temperature)  # [G, C, V]
-    v = scores.shape[-1]
-    chosen = scores.gather(2, completions[:, :, None].clamp(0, v - 1))[:, :, 0]
-    gap = scores.max(dim=-1).values - chosen
-    in_vocab = (completions >= 0) & (completions < v)
-    return torch.where(in_vocab, gap, torch.full_like(gap, math.inf))
-
-
 def check_group_sampling(
     logits: torch.Tensor,
     batch: RolloutBatch,
@@ -83,8 +65,8 @@ def check_group_sampling(
     """Every counted token is the seeded choice up to the near-tie tolerance, PAD (= EOS) after the
     first EOS, and decoding ran to max_new_tokens unless every row had stopped right then."""
     eos, sampler = rollouts.eos, rollouts.sampler
-    mask = completion_mask(batch.completions, eos)
-    gap = sampling_gaps(logits, batch.completions, keys, sampler.temperature)
+    mask = completion_mask(batch.completions, sampler.stop_at_eos, eos)
+    gap = completion_gaps(logits, batch.completions, keys, sampler.temperature)
     rejected = (gap > vcfg.sampling_tie_tol) & mask
     pad_bad = int(((batch.completions != eos) & ~mask).sum())
     c = batch.completions.shape[1]
@@ -203,7 +185,7 @@ def verify_submission(
             if (v := done(check_group_prompt(batch, sub, i, rollouts, k))) is not None:
                 return v
             keys = smp.sample_keys(sub.task_id, sub.round, sub.trainer, [(i, j) for j in range(grpo.group_size)])
-            mask = completion_mask(batch.completions, rollouts.eos)
+            mask = completion_mask(batch.completions, rollouts.sampler.stop_at_eos, rollouts.eos)
             with timing.span("verification"):
                 hidden, logits = prefill_group(model, batch, bf16=bf16, prefix=prefix)
                 per_row = toploc_rows(hidden, batch, sub.proofs[k][a], mask.sum(1), vcfg)

@@ -37,7 +37,7 @@ import torch
 from client.engine import sampler as smp
 from client.engine.config import SamplerConfig
 from client.engine.model import StateMismatch
-from client.engine.rollout import RolloutBatch
+from client.engine.rollout import RolloutBatch, completion_mask
 from client.engine.text_envs import TextEnv, decode_completion
 
 # A few prompt-seed rounds no task reaches: the held-out set's prompts come from here.
@@ -148,12 +148,6 @@ def _head(peft_model: Any) -> Any:
 def model_device(peft_model: Any) -> torch.device:
     device: torch.device = next(peft_model.parameters()).device
     return device
-
-
-def completion_mask(completions: torch.Tensor, eos: int) -> torch.Tensor:
-    """mask [N, C]: True up to and including each row's first EOS."""
-    is_eos = (completions == eos).long()
-    return (is_eos.cumsum(dim=1) - is_eos) == 0
 
 
 @dataclass(frozen=True)
@@ -338,9 +332,7 @@ class LMRollouts:
         prompt = self.env.prompt_ids(self.tokenizer, seed)
         keys = smp.sample_keys(task_id, round_, trainer, [(i, j) for j in range(group_size)])
         completions, logprobs, hidden = generate_group(self.model, prompt, keys, self.sampler, self.eos, prefix)
-        mask = (
-            completion_mask(completions, self.eos) if self.sampler.stop_at_eos else torch.ones_like(completions).bool()
-        )
+        mask = completion_mask(completions, self.sampler.stop_at_eos, self.eos)
         return RolloutBatch(
             task_id=task_id,
             round=round_,

@@ -75,11 +75,12 @@ def completion_logits(logits: torch.Tensor, prompt_len: int, n_completion: int) 
     return logits[:, prompt_len - 1 : prompt_len - 1 + n_completion]
 
 
-def completion_mask(completions: torch.Tensor, stop_at_eos: bool = True) -> torch.Tensor:
-    """mask [N, C]: True up to and including the first EOS of each row (all True without stop)."""
+def completion_mask(completions: torch.Tensor, stop_at_eos: bool = True, eos: int = EOS) -> torch.Tensor:
+    """mask [N, C]: True up to and including the first ``eos`` of each row (all True without stop);
+    ``eos`` is the tiny vocabulary's EOS unless a tokenizer has its own (the LM's)."""
     if not stop_at_eos:
         return torch.ones_like(completions, dtype=torch.bool)
-    is_eos = (completions == EOS).long()
+    is_eos = (completions == eos).long()
     before = is_eos.cumsum(dim=1) - is_eos  # EOS seen strictly before t
     return before == 0
 
