@@ -24,6 +24,11 @@ comes from the spec, and the two digests are UNPUBLISHED (zero) until publish_ta
 from what it uploads (model 0's digest needs the model built, and a caller may still change
 the spec or the terms in between); publish_task also takes max_work_units from the spec it uploads.
 
+An LM task file (a [source] table: client.engine.lm_task, e.g. configs/lm_task.toml) is published
+the same way: its spec is an LMTaskSpec (client.content.lm_content, limits derived from the
+adapters), the base model's file goes to IPFS once, and model 0 is the adapters at their seed
+naming that file.
+
 Publishing validates everything first (every bad field is named in one TaskSpecError; the
 chain and IPFS are not touched), then uploads the initial model (built from [model] seed)
 and the spec manifest, approves and escrows the budget and creates the task.
@@ -41,9 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from client import chain
 from client.chain import ChainClient, ChainError, Signer, TaskParams
 from client.chain.keys import KeyLoadError
+from client.content.lm_content import LMTaskSpec, lm_limits, lm_model_config, parse_lm_task, put_base, put_lm_spec
 from client.content.model_store import put_model
 from client.content.store import Store, StoreError
 from client.content.task_spec import (
@@ -54,8 +62,13 @@ from client.content.task_spec import (
     read_toml,
 )
 from client.digest import Digest
+from client.engine import lm
 from client.engine.config import ConfigError
+from client.engine.lm import ModelSourceError
+from client.engine.lm_rollout import adapter_state, attach_adapters
+from client.engine.lm_task import LMTaskConfig, is_lm_task
 from client.engine.model import build_policy, policy_state
+from client.runtime import paths
 from client.units import BASE_SUFFIX, AmountError, amount_arg, format_amount, parse_amount
 
 log = logging.getLogger(__name__)
@@ -90,7 +103,7 @@ UNPUBLISHED = bytes(32)  # the digests of a TaskFile's params until publish_task
 class TaskFile:
     """A parsed task file: the spec, the on-chain TaskParams (digests UNPUBLISHED) and the escrow."""
 
-    spec: TaskSpecManifest
+    spec: TaskSpecManifest | LMTaskSpec
     params: TaskParams
     budget: int
 
@@ -192,10 +205,10 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
     data = read_toml(path)
     table = data.pop(CHAIN, None)
     errors: list[ConfigError] = []
-    spec: TaskSpecManifest | None = None
+    spec: TaskSpecManifest | LMTaskSpec | None = None
     chain_terms: tuple[dict[str, int], int] | None = None
     try:
-        spec = parse_task_spec(data, str(path))
+        spec = parse_lm_spec(data, str(path)) if is_lm_task(data) else parse_task_spec(data, str(path))
     except TaskSpecError as e:
         errors += e.errors
     try:
@@ -247,8 +260,28 @@ def check_against_chain(client: ChainClient, initiator: str, task_file: TaskFile
 # ----------------------------------------------------------------------------- publishing
 
 
-def put_initial_model(store: Store, spec: TaskSpecManifest) -> Digest:
-    """Model 0: the [model] architecture at its seed, no outer state, no parent."""
+def lm_initial_adapters(task: LMTaskConfig) -> dict[str, torch.Tensor]:
+    """An LM task's model 0 adapters: the [adapter] config at its seed on the pinned base model."""
+    loaded = lm.load(task.model_source, paths.models_dir())
+    return {n: t.detach().clone() for n, t in adapter_state(attach_adapters(loaded.model, task.adapter)).items()}
+
+
+def parse_lm_spec(data: dict[str, Any], source: str) -> LMTaskSpec:
+    """An LM task file's spec (every table but [chain]), limits derived from its adapters' shapes."""
+    task = parse_lm_task(data, source)
+    try:
+        shapes = {n: tuple(t.shape) for n, t in lm_initial_adapters(task).items()}
+    except ModelSourceError as e:
+        raise TaskSpecError(source, [ConfigError("source", e.field, f"expected {e.expected}, got {e.got}")]) from None
+    return LMTaskSpec(task, lm_limits(task, shapes))
+
+
+def put_initial_model(store: Store, spec: TaskSpecManifest | LMTaskSpec) -> Digest:
+    """Model 0: the [model] architecture at its seed, no outer state, no parent; on an LM task the base
+    model's file (put in IPFS here, once per task) and the adapters at their seed."""
+    if isinstance(spec, LMTaskSpec):
+        base = put_base(store, spec.task.model_source)
+        return put_model(store, lm_initial_adapters(spec.task), lm_model_config(spec, base), None, None)
     policy = build_policy(spec.task.model)
     return put_model(store, policy_state(policy), spec.task.model, None, None)
 
@@ -261,7 +294,7 @@ def publish_task(
     spec, budget = task_file.spec, task_file.budget
     check_against_chain(client, initiator.address, task_file, source)
     model_digest = put_initial_model(store, spec)
-    spec_digest = put_task_spec(store, spec)
+    spec_digest = put_lm_spec(store, spec) if isinstance(spec, LMTaskSpec) else put_task_spec(store, spec)
     log.info("uploaded model 0 %s and spec %s", model_digest, spec_digest)
     params = dataclasses.replace(
         task_file.params,

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from client import chain
 from client.chain import ChainError
 from client.content.manifest import ManifestError, ModelManifest, digest_of
-from client.content.model_store import ModelError, fetch_model
+from client.content.model_store import LMAdaptersConfig, ModelError, fetch_model
 from client.content.store import Store, StoreError
 from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
 from client.digest import Digest
@@ -188,6 +188,10 @@ def export_model(
     scratch = next(p for p in (parent, *parent.parents) if p.is_dir())  # nothing is created before it verifies
     with tempfile.TemporaryDirectory(dir=scratch, prefix=f".{directory.name}.") as tmp:
         fetched = fetch_model(store, digest, Path(tmp) / "cache", max_bytes)
+        if isinstance(fetched.config, LMAdaptersConfig):
+            raise ExportError(
+                "ROUND", f"model {digest} is an LM task's adapters: `concord model export` writes tiny/hf models"
+            )
         out = Path(tmp) / "export"
         out.mkdir()
         manifest_bytes = fetched.manifest.to_bytes()

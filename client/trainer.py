@@ -21,6 +21,7 @@ the honest defaults; the lab implements them to play adversaries and faults.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import threading
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from client import chain, timing
 from client.chain import ChainError, ContractError, Phase, Role
 from client.chain.keys import KeyLoadError
+from client.content.lm_content import put_lm_submission
 from client.content.model_store import ModelError
 from client.content.store import DaemonError, StoreError, StoreUnavailable
 from client.content.submission import put_submission
@@ -38,9 +40,19 @@ from client.content.task_spec import TaskSpecError
 from client.digest import Digest
 from client.engine.bundle import Bundle, make_bundle
 from client.engine.grpo import pin_determinism
+from client.engine.lm import ModelSourceError
+from client.engine.lm_grpo import LMSubmission, make_submission
 from client.engine.model import Policy
 from client.runtime import lifecycle
-from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config, parse_layered
+from client.runtime.config import (
+    NodeConfig,
+    NodeConfigError,
+    add_device_arg,
+    add_node_args,
+    check_device,
+    node_config,
+    parse_layered,
+)
 from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
 from client.runtime.errors import explain
@@ -53,6 +65,7 @@ from client.runtime.task import (
     load_task_context,
     model_for_round,
     phase_now,
+    round_adapters,
 )
 from client.units import AmountError, TokenAmount, amount_arg
 
@@ -78,10 +91,12 @@ class TrainerConfig:
     rounds: int | None = None  # stop after this many submissions (None: until the task ends)
     stake: TokenAmount | None = None  # to register with (default: the task's minTrainerStake)
     threads: int = 1  # torch threads (reproducibility: same settings, same bytes)
+    device: str = "cpu"  # where an LM task's model runs (cpu | cuda | cuda:N)
 
     def __post_init__(self) -> None:
         if self.rounds is not None and self.rounds <= 0:
             raise NodeConfigError("--rounds", f"must be > 0, got {self.rounds}")
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,10 @@ class TrainerHooks:
     def bundle(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Bundle:
         """Step 2, the bundle: an honest node uploads what make_bundle built, unchanged."""
         return bundle
+
+    def lm_submission(self, node: Node, ctx: TaskContext, sub: LMSubmission) -> LMSubmission:
+        """Step 2 on an LM task, the submission: an honest node uploads what make_submission built."""
+        return sub
 
     def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Digest:
         """Step 2, the upload: an honest node puts the bundle's files, then its manifest, in its own
@@ -211,27 +230,33 @@ def pick_base_round(node: Node, ctx: TaskContext, round_: int) -> int | None:
 def prepare_submission(
     node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display, hooks: TrainerHooks = HONEST
 ) -> Prepared:
-    """Fetch model(baseRound), generate + prove + train (make_bundle), upload: each step through ``hooks``."""
+    """Fetch model(baseRound), generate + prove + train (make_bundle, or on an LM task make_submission),
+    upload: each step through ``hooks``."""
     t0 = time.perf_counter()
     display.update(round=round_, base=base_round, step="fetching model", upload="-", tx="-")
-    with timing.span("ipfs"):
-        policy = model_for_round(ctx, node.store, base_round)
-    policy = hooks.base_model(node, ctx, round_, base_round, policy)
-    display.update(step="generating + training")
-    bundle = hooks.bundle(
-        node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
-    )
-    rollouts = sum(b.n for b in bundle.batches)
-    display.update(
-        step="uploading",
-        rollouts=rollouts,
-        mean_reward=round(bundle.mean_reward, 4),
-        work_units=bundle.work_units,
-        upload="uploading",
-    )
-    with timing.span("ipfs"):
-        digest = Digest.parse(hooks.upload(node, ctx, bundle), "upload hook's digest")
-    proof_root = bytes(bundle.proof_root)
+    if ctx.lm is not None:
+        digest, proof_root, work_units, mean_reward, rollouts = _prepare_lm(
+            node, ctx, round_, base_round, display, hooks
+        )
+    else:
+        with timing.span("ipfs"):
+            policy = model_for_round(ctx, node.store, base_round)
+        policy = hooks.base_model(node, ctx, round_, base_round, policy)
+        display.update(step="generating + training")
+        bundle = hooks.bundle(
+            node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
+        )
+        rollouts = sum(b.n for b in bundle.batches)
+        work_units, mean_reward, proof_root = bundle.work_units, bundle.mean_reward, bytes(bundle.proof_root)
+        display.update(
+            step="uploading",
+            rollouts=rollouts,
+            mean_reward=round(mean_reward, 4),
+            work_units=work_units,
+            upload="uploading",
+        )
+        with timing.span("ipfs"):
+            digest = Digest.parse(hooks.upload(node, ctx, bundle), "upload hook's digest")
     seconds = time.perf_counter() - t0
     display.update(step="ready", upload=str(digest)[:18])
     log.info(
@@ -239,7 +264,7 @@ def prepare_submission(
         round_,
         base_round,
         rollouts,
-        bundle.mean_reward,
+        mean_reward,
         digest,
         seconds,
         extra=fields(
@@ -247,14 +272,36 @@ def prepare_submission(
             round=round_,
             base_round=base_round,
             rollouts=rollouts,
-            mean_reward=bundle.mean_reward,
-            work_units=bundle.work_units,
+            mean_reward=mean_reward,
+            work_units=work_units,
             digest=digest,
             proof_root=proof_root,
             seconds=round(seconds, 3),
         ),
     )
-    return Prepared(round_, base_round, digest, proof_root, bundle.work_units, bundle.mean_reward, rollouts, seconds)
+    return Prepared(round_, base_round, digest, proof_root, work_units, mean_reward, rollouts, seconds)
+
+
+def _prepare_lm(
+    node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display, hooks: TrainerHooks
+) -> tuple[Digest, bytes, int, float, int]:
+    """An LM task's round: adapters of model(baseRound), GRPO over the groups with TOPLOC proofs
+    (client.engine.lm_grpo.make_submission), upload (client.content.lm_content)."""
+    work = ctx.lm
+    assert work is not None
+    with timing.span("ipfs"):
+        adapters = round_adapters(ctx, node.store, base_round).state
+    display.update(step="generating + training")
+    with work.lock:
+        sub, _ = make_submission(work.rollouts, adapters, ctx.task.grpo, ctx.task_id, round_, node.address)
+    sub = hooks.lm_submission(node, ctx, dataclasses.replace(sub, base_round=base_round))
+    rollouts = sum(g.n for step in sub.steps for g in step)
+    display.update(
+        step="uploading", rollouts=rollouts, mean_reward=round(sub.mean_reward, 4), work_units=sub.work_units
+    )
+    with timing.span("ipfs"):
+        digest = put_lm_submission(node.store, sub)
+    return digest, bytes(sub.proof_root), sub.work_units, sub.mean_reward, rollouts
 
 
 def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display) -> SubmittedRound | None:
@@ -344,7 +391,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
     ``hooks`` decide the model, bundle, upload and claim of each round (default: the honest ones)."""
     pin_determinism(cfg.threads)
     node = connect_node(cfg.node)
-    ctx = load_task_context(node, cfg.node.task_id)
+    ctx = load_task_context(node, cfg.node.task_id, cfg.device)
     run = TrainerRun(address=node.address)
     join_task(node, ctx, None if cfg.stake is None else cfg.stake.units(node.client.token.decimals()))
     done = last_submitted_round(node, ctx)
@@ -463,6 +510,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         help="stake to register with, in tokens (or 1000base; default: the task's minimum)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    add_device_arg(p)
     add_metrics_args(p)
 
 
@@ -472,7 +520,7 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
     setup_logging(args.json_logs)
     stop = shutdown_event()
     try:
-        cfg = TrainerConfig(node_config(args, "trainer"), args.rounds, args.stake, args.threads)
+        cfg = TrainerConfig(node_config(args, "trainer"), args.rounds, args.stake, args.threads, args.device)
         serve_metrics(args, "trainer")
         run = run_trainer(cfg, stop, hooks)
     except (
@@ -484,6 +532,7 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
         StoreError,
         TaskSpecError,
         ModelError,
+        ModelSourceError,
         AmountError,
     ) as e:
         log.error("%s", explain(e), extra=fields(event="error", error=str(e)))

@@ -47,8 +47,10 @@ from client import chain
 from client.chain import ChainClient, Role, Signer, keys
 from client.content.manifest import SubmissionManifest
 from client.content.store import Store, StoreError
+from client.content.task_spec import read_toml
 from client.dashboard.server import DEFAULT_PORT as DASHBOARD_PORT
 from client.digest import Digest
+from client.engine.lm_task import is_lm_task
 from client.initiator import Published, TaskFile, load_task_file, publish_task
 from client.runtime import procs
 from client.runtime.procs import Daemon, ProcError
@@ -61,6 +63,7 @@ DEFAULT_TASK_FILE = REPO_ROOT / "configs" / "default_task.toml"
 # The rounds' time limit: a default-task round takes ~20 s with 6 nodes on a quiet 2-core
 # machine; the limit catches a stalled network, not a slow one.
 SECONDS_PER_ROUND = 90.0
+LM_SECONDS_PER_ROUND = 360.0  # an LM task (issue 12): the base model's load, 4 trainers' and 2 validators' CPU
 DEFAULT_ROUNDS = 15  # ~5-6 minutes in all on a 2-core box
 DEFAULT_CHEAT = "inflated_rewards"
 INITIATOR = 0  # anvil default account of the task initiator
@@ -718,12 +721,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (a rising reward needs two rounds)")
+    lm_task = is_lm_task(read_toml(args.task_file)) if args.task_file.is_file() else False
+    cheat = CHEATS[args.cheat]
+    if lm_task and cheat.lm is None and cheat.claim is None:
+        p.error(f"--cheat {args.cheat} has no form on an LM task (use one with an LM step, e.g. inflated_rewards)")
     if not args.timeout >= 0:
         p.error(f"--timeout must be >= 0 seconds (0: the default), got {args.timeout}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)  # urllib3, via ipfshttpclient
     console = Console(width=None if sys.stdout.isatty() else 160)  # pipes get whole rows
-    timeout = args.timeout or max(540.0, SECONDS_PER_ROUND * args.rounds)
+    per_round = LM_SECONDS_PER_ROUND if lm_task else SECONDS_PER_ROUND
+    timeout = args.timeout or max(540.0, per_round * args.rounds)
     plan = NetworkPlan(
         args.task_file,
         args.rounds,

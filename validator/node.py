@@ -73,6 +73,7 @@ from client.chain import (
     Submitted,
     keys,
 )
+from client.content.lm_content import LMTaskSpec, fetch_lm_submission
 from client.content.manifest import canonical_bytes, cid_for_digest, digest_of
 from client.content.model_store import ModelError, put_model
 from client.content.store import DaemonError, Store, StoreError, StoreUnavailable
@@ -86,19 +87,31 @@ from client.content.task_spec import TaskSpecError
 from client.digest import Digest
 from client.engine.bundle import Bundle
 from client.engine.grpo import pin_determinism
+from client.engine.lm import ModelSourceError
+from client.engine.lm_grpo import LMSubmission
 from client.engine.model import policy_state
 from client.runtime import lifecycle
-from client.runtime.config import NodeConfig, NodeConfigError, add_node_args, node_config, parse_layered
+from client.runtime.config import (
+    NodeConfig,
+    NodeConfigError,
+    add_device_arg,
+    add_node_args,
+    check_device,
+    node_config,
+    parse_layered,
+)
 from client.runtime.connect import Node, connect_node
 from client.runtime.display import Display, fields, setup_logging, shutdown_event
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower
+from client.runtime.lm_work import fetch_adapters
 from client.runtime.metrics import add_metrics_args, serve_metrics
 from client.runtime.seed import SeedWatch, seed_step
-from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round
+from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round, round_adapters
 from client.units import AmountError, TokenAmount, amount_arg
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
+from validator.lm_checks import verify_submission as verify_lm
 from validator.sampling import draw_sample
 
 log = logging.getLogger("concord.validator")
@@ -147,6 +160,10 @@ class ValidatorConfig:
     withdraw: bool = False  # withdraw the credited balance before exiting
     stake: TokenAmount | None = None  # stake to register with (default: the task's minValidatorStake)
     finalize_page: int = 64  # finalize steps per transaction
+    device: str = "cpu"  # where an LM task's model runs (cpu | cuda | cuda:N)
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -362,7 +379,7 @@ def load_verdicts(folder: Path) -> list[SubmissionVerdict]:
 def connect_validator(cfg: ValidatorConfig, hooks: ValidatorHooks = HONEST) -> Validator:
     """Connections, key, the task (spec from IPFS by its on-chain digest) and the verdicts already on disk."""
     node = connect_node(cfg.node)
-    v = Validator(cfg, node, load_task_context(node, cfg.node.task_id), hooks)
+    v = Validator(cfg, node, load_task_context(node, cfg.node.task_id, cfg.device), hooks)
     for verdict in load_verdicts(v.task_dir):
         v.verdicts[(verdict.round, verdict.index)] = verdict
         if verdict.evidence_digest:  # published before a restart or not: putting it again is idempotent
@@ -427,7 +444,7 @@ class ClaimMismatch(ValueError):
         self.field, self.on_chain, self.in_manifest = field, on_chain, in_manifest
 
 
-def check_claims(sub: Submitted, bundle: Bundle) -> None:
+def check_claims(sub: Submitted, bundle: Bundle | LMSubmission) -> None:
     """DESIGN 6.1: the manifest's task, round, trainer (a copied digest names someone else) and
     baseRound are the on-chain ones; proofRoot and workUnits match the on-chain claims."""
     pairs = [
@@ -530,7 +547,7 @@ class Fetched:
     SubmissionError, ClaimMismatch), or an own-store failure to retry; ``seconds`` of wall time."""
 
     sub: Submitted
-    bundle: Bundle | None
+    bundle: Bundle | LMSubmission | None  # an LMSubmission on an LM task
     error: SubmissionError | ClaimMismatch | None
     down: StoreError | None  # OWN_STORE_DOWN raised during the fetch
     seconds: float
@@ -540,10 +557,14 @@ def fetch_one(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]]) 
     """Fetch and claim-check one submission under its own deadline (safe to run in a thread)."""
     started = time.perf_counter()
     deadline = time.monotonic() + submission_deadline_s(v.task.spec.limits, v.store.timeout)
-    bundle, error, down = None, None, None
+    bundle: Bundle | LMSubmission | None = None
+    error, down = None, None
     try:
         with timing.span("ipfs"):
-            bundle = fetch_submission(v.store, sub.bundle_digest, v.task.spec.limits, shapes, deadline)
+            if isinstance(v.task.spec, LMTaskSpec):
+                bundle = fetch_lm_submission(v.store, sub.bundle_digest, v.task.spec, shapes, deadline)
+            else:
+                bundle = fetch_submission(v.store, sub.bundle_digest, v.task.spec.limits, shapes, deadline)
         check_claims(sub, bundle)
     except (SubmissionError, ClaimMismatch) as e:
         error = e
@@ -556,6 +577,8 @@ def base_shapes(v: Validator, base_rounds: set[int]) -> dict[int, dict[str, tupl
     """Parameter shapes of each base model (fetched here, in the caller's thread: the task's content,
     not a submitter's, so an own-store failure here is ours)."""
     shapes: dict[int, dict[str, tuple[int, ...]]] = {}
+    if v.task.lm is not None:  # every round's delta is over the same adapters
+        return {r: v.task.lm.adapter_shapes() for r in base_rounds}
     for base_round in sorted(base_rounds):
         with timing.span("ipfs"):
             policy = model_for_round(v.task, v.store, base_round)  # final: the chain checked at submit
@@ -630,6 +653,8 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
             str(mismatch),
             {"field": mismatch.field, "on_chain": str(mismatch.on_chain), "in_manifest": str(mismatch.in_manifest)},
         )
+    elif isinstance(got.bundle, LMSubmission):
+        doc = judge_lm(v, sub, got.bundle)
     else:
         bundle = got.bundle
         if bundle is None:  # fetch_one yields a bundle or an error; settle_fetches judges no own-store failure
@@ -692,6 +717,29 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     write_atomic(verdict_path(v.task_dir, sub.round, sub.index), canonical_bytes(result.to_json()))
     v.verdicts[key] = result
     return result
+
+
+def judge_lm(v: Validator, sub: Submitted, lm_sub: LMSubmission) -> dict[str, Any] | None:
+    """The LM checks (validator.lm_checks: prompts, TOPLOC, sampling, rewards, work, proof root, training
+    replay) on a fetched submission under model(baseRound)'s adapters; the evidence document of a
+    rejection, None when accepted (the delta is kept for the outer step)."""
+    work = v.task.lm
+    assert work is not None
+    with timing.span("ipfs"):
+        base = round_adapters(v.task, v.store, sub.base_round).state
+    with timing.span("verification"), work.lock:
+        verdict = verify_lm(work.rollouts, base, lm_sub, v.task.task.grpo, v.task.task.validation, bf16=work.bf16)
+    if verdict.accepted:
+        v.deltas[(sub.round, sub.index)] = lm_sub.delta
+        return None
+    return evidence_document(
+        v,
+        sub,
+        verdict.failed_check,
+        f"check {verdict.failed_check} failed",
+        verdict.result(verdict.failed_check).evidence,
+        _check_list(verdict),
+    )
 
 
 def settle_fetches(v: Validator, fetched: Sequence[Fetched]) -> list[SubmissionVerdict]:
@@ -790,7 +838,11 @@ def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.
     """An accepted submission's delta: in memory since verification, or fetched again (local cache)."""
     key = (verdict.round, verdict.index)
     if key not in v.deltas:
-        v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits).delta
+        if isinstance(v.task.spec, LMTaskSpec) and v.task.lm is not None:
+            shapes = v.task.lm.adapter_shapes()
+            v.deltas[key] = fetch_lm_submission(v.store, verdict.bundle_digest, v.task.spec, shapes).delta
+        else:
+            v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits).delta
     return v.deltas[key]
 
 
@@ -800,7 +852,10 @@ def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts:
     if not accepted:
         return base_digest
     with timing.span("ipfs"):
-        base, _ = v.task.models.get(v.store, base_digest)
+        if v.task.lm is not None:  # an LM task's model: the base file plus adapters (outer step on the adapters)
+            base = fetch_adapters(v.task.lm, v.store, base_digest)
+        else:
+            base, _ = v.task.models.get(v.store, base_digest)
         deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}  # summed in digest order
     started = time.perf_counter()
     with timing.span("aggregation"):
@@ -1086,6 +1141,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="stake to register with, in tokens (or 1000base; default: the task's minValidatorStake)",
     )
+    add_device_arg(p)
     add_metrics_args(p)
 
 
@@ -1096,7 +1152,9 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
     try:
         node_cfg = node_config(args, "validator")
         pin_determinism(1)
-        cfg = ValidatorConfig(node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake)
+        cfg = ValidatorConfig(
+            node_cfg, rounds=args.rounds, withdraw=args.withdraw, stake=args.stake, device=args.device
+        )
         serve_metrics(args, "validator")
         run_validator(cfg, shutdown_event(), hooks)
     except (
@@ -1108,6 +1166,7 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
         StoreError,
         TaskSpecError,
         ModelError,
+        ModelSourceError,
         AmountError,
     ) as e:
         log.error("%s", explain(e))

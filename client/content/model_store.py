@@ -14,6 +14,10 @@ network; a corrupt entry is dropped and fetched again.
 
 Outer state: a dict of float32 tensors (validator.aggregate's momentum, keyed by parameter
 name). None or an empty dict is stored as no outer state and fetched back as None.
+
+Config: a tiny/hf policy's ModelConfig, or an LM task's `LMAdaptersConfig` (kind "lm-adapters"):
+the round model of an LM task is its base model (one file in IPFS, put once per task and named by
+every round's manifest) plus the adapter tensors in the shards.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -63,9 +68,46 @@ class ModelError(ValueError):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class LMAdaptersConfig:
+    """An LM task's round model (manifest config kind "lm-adapters"): the base weights and the adapters.
+
+    The shards hold the adapter tensors (peft names); the base model is one file in IPFS, put once
+    per task by its initiator and named here by every round's model, so a node fetches it at most
+    once (or uses its own copy with the same sha256). The base's weights must hash to the task
+    source's ``weights_sha256`` (client.engine.lm), checked on every load."""
+
+    base: ShardRef  # the base model's file (a GGUF for a gguf-package source)
+    weights_sha256: str  # the task source's pin of the base weights ("0x" + 64 hex)
+    adapter: dict[str, Any]  # rank, alpha, targets, seed (client.engine.lm_rollout.AdapterConfig)
+
+    KIND = "lm-adapters"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND,
+            "base": self.base.to_json(),
+            "weights_sha256": self.weights_sha256,
+            "adapter": dict(self.adapter),
+        }
+
+    @staticmethod
+    def from_json(obj: dict[str, Any], cid: str) -> LMAdaptersConfig:
+        known = {"kind", "base", "weights_sha256", "adapter"}
+        if set(obj) != known:
+            raise ModelError("config", cid, f"an lm-adapters config has exactly the keys {sorted(known)}")
+        try:
+            base = ShardRef.from_json(obj["base"], "config.base")
+        except ManifestError as e:
+            raise ModelError(e.field, cid, e.reason) from None
+        if not isinstance(obj["weights_sha256"], str) or not isinstance(obj["adapter"], dict):
+            raise ModelError("config.weights_sha256", cid, "expected a digest string and an adapter table")
+        return LMAdaptersConfig(base, obj["weights_sha256"], dict(obj["adapter"]))
+
+
 class FetchedModel(NamedTuple):
     state: dict[str, torch.Tensor]  # parameter name -> tensor (manifest dtype)
-    config: ModelConfig
+    config: ModelConfig | LMAdaptersConfig
     outer_state: dict[str, torch.Tensor] | None  # float32; None for an initial model
     manifest: ModelManifest
 
@@ -84,7 +126,7 @@ def _renamed(prefix: str, state: dict[str, torch.Tensor], max_shard_bytes: int) 
 def put_model(
     store: Store,
     state: dict[str, torch.Tensor],
-    model_cfg: ModelConfig,
+    model_cfg: ModelConfig | LMAdaptersConfig,
     outer_state: dict[str, torch.Tensor] | None,
     parent_digest: Digest | bytes | str | None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
@@ -104,7 +146,7 @@ def put_model(
             store.put_file(data, name, pin=pin) for name, data in _renamed("outer-", dict(outer_state), max_shard_bytes)
         )
     manifest = ModelManifest(
-        config=to_dict(model_cfg),
+        config=model_cfg.to_json() if isinstance(model_cfg, LMAdaptersConfig) else to_dict(model_cfg),
         dtype=dtype,
         shards=shards,
         outer_state=outer,
@@ -176,7 +218,9 @@ def _refs(manifest: ModelManifest, cid: str) -> list[tuple[str, ShardRef]]:
     return refs
 
 
-def _model_config(manifest: ModelManifest, cid: str) -> ModelConfig:
+def _model_config(manifest: ModelManifest, cid: str) -> ModelConfig | LMAdaptersConfig:
+    if manifest.config.get("kind") == LMAdaptersConfig.KIND:
+        return LMAdaptersConfig.from_json(manifest.config, cid)
     try:
         return from_dict(ModelConfig, manifest.config, "config")
     except ConfigError as e:

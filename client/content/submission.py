@@ -534,9 +534,7 @@ def state_files(bundle: Bundle) -> list[tuple[str, bytes]]:
 def check_state_refs(refs: Sequence[ShardRef], inner_steps: int, limits: SubmissionLimits, cid: str) -> None:
     """The manifest's state list before any download: H states, canonical names, sizes in bounds."""
     if len(refs) != inner_steps:
-        raise SubmissionError(
-            "states", cid, f"expected {inner_steps} inner state(s) for {inner_steps} steps", len(refs)
-        )
+        raise SubmissionError("states", cid, f"expected {inner_steps} inner state(s)", len(refs))
     bound = state_bytes_bound(limits)
     for i, ref in enumerate(refs):
         if ref.name != state_name(i + 1):
@@ -677,6 +675,7 @@ def fetch_submission(
     limits: SubmissionLimits,
     param_shapes: dict[str, tuple[int, ...]] | None = None,
     deadline: float | None = None,
+    n_states: int | None = None,
 ) -> Bundle:
     """The Bundle behind an on-chain digest, or SubmissionError naming the field and CID.
 
@@ -686,7 +685,9 @@ def fetch_submission(
     Order: manifest (<= 1 MiB, sha256 = digest) -> claimed counts and file sizes against
     ``limits`` -> rollouts, proofs, delta downloads (each sha256-checked) -> strict parsing ->
     cross-checks (claimed counts = parsed counts, one proof list per rollout). With
-    ``param_shapes`` the delta must have exactly the base model's names and shapes.
+    ``param_shapes`` the delta must have exactly the base model's names and shapes. The manifest
+    must list ``n_states`` inner states (default: one per inner step; an LM submission has its
+    own count, client.content.lm_content); they are fetched on demand (`fetch_states`).
     """
     cid = cid_for_digest(digest)
     if deadline is None:
@@ -717,7 +718,7 @@ def fetch_submission(
         )
     if param_shapes is not None:
         check_delta_refs(manifest.delta, param_shapes)
-    check_state_refs(manifest.states, stats["inner_steps"], limits, cid)
+    check_state_refs(manifest.states, stats["inner_steps"] if n_states is None else n_states, limits, cid)
     files = 2 + len(manifest.delta)
     cap = MAX_SUBMISSION_FILES if param_shapes is None else 2 + len(param_shapes)
     if files > cap:  # each shard holds at least one tensor: more shards than tensors is padding

@@ -207,25 +207,27 @@ def gguf_path(source: ModelSource) -> Path:
     raise ModelSourceError("file", f"a file of {source.location} {dist.version}", repr(source.file))
 
 
-def cache_path(source: ModelSource, cache_dir: Path) -> Path:
+def cache_path(source: ModelSource, cache_dir: Path, gguf: Path | None = None) -> Path:
     """Where a gguf-package source's dequantized weights live: keyed by the GGUF file's sha256."""
-    return Path(cache_dir) / "lm" / file_sha256(gguf_path(source)).hex()
+    return Path(cache_dir) / "lm" / file_sha256(gguf or gguf_path(source)).hex()
 
 
-def load(source: ModelSource, cache_dir: Path | None = None) -> LoadedLM:
+def load(source: ModelSource, cache_dir: Path | None = None, gguf: Path | None = None) -> LoadedLM:
     """The source's model and tokenizer, their digests checked against the pins (module doc).
 
     gguf-package needs ``cache_dir``: the first load dequantizes and, once both pins match,
-    writes the cache; later loads read it (and check the pins again)."""
+    writes the cache; later loads read it (and check the pins again). ``gguf`` reads the GGUF from
+    that path instead of the installed distribution (a node that fetched the task's base file from
+    IPFS: client.content.lm_content.resolve_base); the pins decide, not where the file came from."""
     if source.kind == "hf-dir":
         model, tokenizer = _load_checked(source, Path(source.location))
         return LoadedLM(model, tokenizer, source, from_cache=False)
     if cache_dir is None:
         raise ModelSourceError("cache_dir", "a directory for the dequantized weights", None)
-    target = cache_path(source, cache_dir)
+    target = cache_path(source, cache_dir, gguf)
     hit = (target / "model.safetensors").is_file()
     if not hit:
-        _build_cache(source, target)
+        _build_cache(source, target, gguf)
     model, tokenizer = _load_checked(source, target)
     return LoadedLM(model, tokenizer, source, from_cache=hit)
 
@@ -242,12 +244,12 @@ def _load_checked(source: ModelSource, directory: Path) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
-def _build_cache(source: ModelSource, target: Path) -> None:
+def _build_cache(source: ModelSource, target: Path, gguf: Path | None = None) -> None:
     """Dequantize the GGUF, check both pins, then write ``target`` atomically (temp dir + rename)."""
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = gguf_path(source)
+    path = gguf or gguf_path(source)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     _check("tokenizer_sha256", source.tokenizer_sha256, tokenizer_digest(tokenizer))
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)

@@ -186,6 +186,7 @@ class LMSubmission:
     mean_reward: float
     work_units: int
     proof_root: bytes
+    base_round: int = 0  # the model the round was built on (on chain: the node sets it; in process: unused)
 
     def step_adapters(self, base: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
         """adapters_k, under which step k's rollouts were generated (claimed; the replay checks it)."""

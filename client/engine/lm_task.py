@@ -8,7 +8,8 @@ The LM counterpart of client.engine.config.TaskConfig, loaded from TOML and vali
     [source]      kind, location, file, weights_sha256, tokenizer_sha256  (client.engine.lm.ModelSource)
     [env]         env_id, [env.params] (the reasoning-gym dataset's kwargs), [env.format] (FORMAT_FIELDS)
     [adapter]     rank, alpha, targets, seed                               (lm_rollout.AdapterConfig)
-    [sampler] [grpo] [outer] [validation]                                  (as for the tiny model)
+    [sampler] [grpo] [outer] [validation]                                  (as for the tiny model;
+                                                                            validation.mode must be "full")
 
 ``DEFAULT_LM_TASK`` is configs/lm_task.toml (a test keeps the two equal): chain_sum with two one-digit
 terms on the shipped SmolLM2-135M-Instruct, LoRA rank 8 on q_proj and v_proj.
@@ -59,7 +60,7 @@ class LMTaskConfig:
         default_factory=lambda: GRPOConfig(prompts_per_step=4, group_size=8, inner_steps=2, lr=2e-3, optimizer="adamw")
     )
     outer: OuterConfig = field(default_factory=lambda: OuterConfig(lr=1.0, momentum=0.0))
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
     trainers_per_round: int = 2
 
     def __post_init__(self) -> None:
@@ -74,15 +75,35 @@ class LMTaskConfig:
                 "(set it in [env.format] max_new_tokens)",
             )
 
+        if self.validation.mode != "full":  # validator.lm_checks checks every group and replays every step
+            raise ConfigError("validation", "mode", f"LM tasks are checked in full, got {self.validation.mode!r}")
+
     @property
     def model_source(self) -> ModelSource:
         return ModelSource.from_dict(self.source)
 
+    @property
+    def rollouts_per_round(self) -> int:
+        return self.grpo.inner_steps * self.grpo.prompts_per_step * self.grpo.group_size
+
+    @property
+    def max_work_units(self) -> int:
+        """The most generated tokens one submission can count (the on-chain maxWorkUnits)."""
+        return self.rollouts_per_round * self.sampler.max_new_tokens
+
+
+def is_lm_task(data: dict[str, Any]) -> bool:
+    """Whether a task file's tables describe an LM task (a [source] table) rather than a tiny-model one."""
+    return "source" in data
+
 
 def load_lm_task(path: str | Path) -> LMTaskConfig:
-    """Read an LMTaskConfig from TOML (module doc)."""
+    """Read an LMTaskConfig from TOML (module doc); a [chain] table (the on-chain terms, read by
+    client.initiator) is left out."""
     with open(path, "rb") as fh:
-        return from_dict(LMTaskConfig, tomllib.load(fh), "task")
+        data = tomllib.load(fh)
+    data.pop("chain", None)
+    return from_dict(LMTaskConfig, data, "task")
 
 
 DEFAULT_LM_TASK = LMTaskConfig()

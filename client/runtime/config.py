@@ -396,3 +396,29 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
         json_logs=args.json_logs,
         poll_interval=args.poll_interval,
     )
+
+
+# ----------------------------------------------------------------------------- device (LM tasks)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where an LM task's model runs: cpu, cuda or cuda:N (bf16 where the device runs it natively)",
+    )
+
+
+def check_device(device: str) -> None:
+    """NodeConfigError naming --device unless it is cpu, or a CUDA device this machine has."""
+    import torch
+
+    if device == "cpu":
+        return
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise NodeConfigError("--device", f"expected cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        raise NodeConfigError("--device", f"{device}: this machine has no CUDA device (torch {torch.__version__})")
+    index = int(device[5:]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise NodeConfigError("--device", f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)")

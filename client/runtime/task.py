@@ -2,6 +2,7 @@
 
 load_task_context(node, task_id) -> TaskContext
                                       on-chain params + the spec fetched by its on-chain digest + env
+                                      (+ on an LM task, ``lm``: the base model and adapters, lm_work)
 fetch_round_model(ctx, store, m) -> FetchedModel   model m by its on-chain digest (must be final)
 model_for_round(ctx, store, m) -> torch policy     the same as a policy, cached by digest (read only!)
 current_round_now(client, task), phase_now(client, task, r)   views as of the pending block
@@ -13,16 +14,20 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from client.chain import ChainClient, Phase, TaskParams
-from client.content.model_store import FetchedModel, fetch_model
+from client.content.lm_content import LMTaskSpec, fetch_spec
+from client.content.manifest import cid_for_digest
+from client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError, fetch_model
 from client.content.store import Store
-from client.content.task_spec import TaskSpecManifest, fetch_task_spec
+from client.content.task_spec import TaskSpecManifest
 from client.digest import Digest
-from client.engine.config import TaskConfig
-from client.engine.envs import Env, make_env
+from client.engine.envs import make_env
 from client.engine.model import Policy, build_policy, load_policy_state
+from client.runtime import paths
 from client.runtime.connect import Node
+from client.runtime.lm_work import LMWork, fetch_adapters, load_lm_work
 
 MODEL_SLACK_BYTES = 1 << 20
 
@@ -67,6 +72,8 @@ class ModelCache:
                 self._entries.move_to_end(digest)
                 return self._entries[digest]
         fetched = fetch_model(store, digest, self.cache_dir, self.max_bytes)
+        if isinstance(fetched.config, LMAdaptersConfig):  # an LM task's round model: round_adapters reads it
+            raise ModelError("config.kind", cid_for_digest(digest), "LM adapters, not a policy")
         policy = build_policy(fetched.config)
         load_policy_state(policy, {k: v.float() for k, v in fetched.state.items()})
         with self._lock:
@@ -78,17 +85,20 @@ class ModelCache:
 
 @dataclass(frozen=True)
 class TaskContext:
-    """A task as a node sees it: on-chain params, the spec behind params.spec_digest, the env."""
+    """A task as a node sees it: on-chain params, the spec behind params.spec_digest, the env; on an
+    LM task (an LMTaskSpec) also ``lm``, the loaded base model with its adapters."""
 
     task_id: int
     params: TaskParams
-    spec: TaskSpecManifest
-    env: Env
+    spec: TaskSpecManifest | LMTaskSpec
+    env: Any  # Env (tiny) or TextEnv (LM)
     client: ChainClient = field(repr=False)
     models: ModelCache = field(repr=False)
+    lm: LMWork | None = field(default=None, repr=False)
 
     @property
-    def task(self) -> TaskConfig:
+    def task(self) -> Any:
+        """The spec's TaskConfig, or LMTaskConfig on an LM task (both have sampler, grpo, outer)."""
         return self.spec.task
 
     @property
@@ -96,17 +106,32 @@ class TaskContext:
         return Digest.parse(self.params.spec_digest, "specDigest")
 
 
-def load_task_context(node: Node, task_id: int) -> TaskContext:
-    """Read the task's params, fetch and check its spec by the on-chain digest, build its env."""
+def load_task_context(node: Node, task_id: int, device: str = "cpu") -> TaskContext:
+    """Read the task's params, fetch and check its spec by the on-chain digest, build its env (on an
+    LM task: load and verify the base model on ``device``, attach the adapters)."""
     concord = node.client.concord
     count = concord.task_count()
     if not 1 <= task_id <= count:
         raise UnknownTask(task_id, count)
     params = concord.task_params(task_id)
-    spec = fetch_task_spec(node.store, params.spec_digest)
+    spec = fetch_spec(node.store, params.spec_digest)
     max_model_bytes = 2 * spec.limits.max_delta_bytes + MODEL_SLACK_BYTES  # weights + outer state
     models = ModelCache(node.state_dir / "models", max_model_bytes)
+    if isinstance(spec, LMTaskSpec):
+        model0 = Digest.parse(params.initial_model_digest, "initialModelDigest")
+        work = load_lm_work(node.store, spec, model0, node.state_dir / "models", paths.models_dir(), device)
+        return TaskContext(task_id, params, spec, work.rollouts.env, node.client, models, work)
     return TaskContext(task_id, params, spec, make_env(spec.task.env), node.client, models)
+
+
+def round_adapters(ctx: TaskContext, store: Store, model: int) -> FetchedModel:
+    """Model ``model`` of an LM task: its adapter tensors (and outer state) by the on-chain digest."""
+    if ctx.lm is None:
+        raise TypeError(f"task {ctx.task_id} is not an LM task")
+    md = ctx.client.concord.model_digest(ctx.task_id, model)
+    if not md.is_final:
+        raise ModelNotFinal(ctx.task_id, model)
+    return fetch_adapters(ctx.lm, store, Digest.parse(md.digest, f"model {model} digest"))
 
 
 def fetch_round_model(ctx: TaskContext, store: Store, model: int) -> FetchedModel:

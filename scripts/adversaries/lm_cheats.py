@@ -112,9 +112,9 @@ def cherry_picked(ctx: LMCheatContext) -> LMSubmission:
     return _honest(ctx, group_fn=best_of_two)
 
 
-def inflated_rewards(ctx: LMCheatContext) -> LMSubmission:
-    """Claims reward 1 for every rollout of the first group that scored less (and the mean that follows)."""
-    sub = _honest(ctx)
+def inflate_group_rewards(sub: LMSubmission) -> LMSubmission:
+    """Claims reward 1 for every rollout of the first group that scored less (and the mean that follows).
+    The trainer node's cheat hook for `inflated_rewards` (scripts.adversaries.trainer_cheats) too."""
     steps = [list(groups) for groups in sub.steps]
     for groups in steps:
         for a, g in enumerate(groups):
@@ -122,6 +122,10 @@ def inflated_rewards(ctx: LMCheatContext) -> LMSubmission:
                 groups[a] = dataclasses.replace(g, rewards=torch.ones_like(g.rewards))
                 return _recount(sub, tuple(tuple(gs) for gs in steps))
     raise NotApplicable("inflated_rewards", "every rollout of the round already scored 1")
+
+
+def inflated_rewards(ctx: LMCheatContext) -> LMSubmission:
+    return inflate_group_rewards(_honest(ctx))
 
 
 def other_temperature(ctx: LMCheatContext) -> LMSubmission:

@@ -67,6 +67,7 @@ from client.engine.grpo import (
     make_inner_optimizer,
     state_delta,
 )
+from client.engine.lm_grpo import LMSubmission
 from client.engine.model import Policy, build_policy, clone_policy, policy_state
 from client.engine.rollout import (
     RolloutBatch,
@@ -80,6 +81,7 @@ from client.runtime.connect import Node
 from client.runtime.display import fields
 from client.runtime.task import TaskContext, model_for_round
 from client.trainer import Prepared, TrainerHooks
+from scripts.adversaries.lm_cheats import NotApplicable, inflate_group_rewards
 
 log = logging.getLogger("concord.trainer.cheat")
 
@@ -122,6 +124,7 @@ class Cheat:
     bundle: Callable[[Bundle, CheatContext], Bundle] | None = None
     upload: Callable[[Store, Bundle, CheatContext], Claim] | None = None
     claim: Callable[[Claim, CheatContext], Claim | None] | None = None
+    lm: Callable[[LMSubmission], LMSubmission] | None = None  # the cheat on an LM task (lm_cheats)
 
     def acts(self, round_: int, async_level: int) -> bool:
         """Whether the cheat acts in ``round_`` (before that the node behaves honestly)."""
@@ -539,7 +542,13 @@ _ALL = (
         "prompts",
         bundle=wrong_prompts,
     ),
-    Cheat("inflated_rewards", "reward 1.0 claimed for every rollout", "rewards", bundle=inflate_rewards),
+    Cheat(
+        "inflated_rewards",
+        "reward 1.0 claimed for every rollout",
+        "rewards",
+        bundle=inflate_rewards,
+        lm=inflate_group_rewards,
+    ),
     Cheat(
         "work_units_off_by_one",
         "workUnits = honest + 1, on chain and in the manifest",
@@ -655,6 +664,17 @@ class CheatingTrainer(TrainerHooks):
             return bundle
         self.cheated.add(bundle.round)
         return self.cheat.bundle(bundle, cheat_context(node, ctx, bundle.round, bundle.base_round))
+
+    def lm_submission(self, node: Node, ctx: TaskContext, sub: LMSubmission) -> LMSubmission:
+        if not self._acts(ctx, sub.round, self.cheat.lm):
+            return sub
+        try:
+            cheated = self.cheat.lm(sub)
+        except NotApplicable as e:
+            log.warning("cheat %s, round %d: %s; honest this round", self.cheat.name, sub.round, e)
+            return sub
+        self.cheated.add(sub.round)
+        return cheated
 
     def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> str:
         if not self._acts(ctx, bundle.round, self.cheat.upload):
