@@ -1,0 +1,85 @@
+"""The real LM on chain (issue 12): configs/lm_task.toml run by `scripts.demo.run_network` with 2 honest
+trainers, the inflated_rewards cheater and 2 validators as separate processes, 2 rounds of LoRA GRPO
+on SmolLM2-135M-Instruct with every check in force.
+
+One run per module (about 2 minutes here); each test asserts one part of what it left."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from own_devnet import NetworkRun, network_run
+
+from client import chain
+from client.chain import Role
+from client.content.model_store import LMAdaptersConfig, fetch_model
+from client.digest import Digest
+from client.engine.lm import SMOLLM2_135M, file_sha256, gguf_path
+from scripts.demo import NetworkPlan, demo_nodes
+
+ROUNDS = 2
+TASK_FILE = Path(__file__).resolve().parents[1] / "configs" / "lm_task.toml"
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkRun]:
+    nodes = demo_nodes(honest=2, cheat="inflated_rewards", validators=2)
+    plan = NetworkPlan(TASK_FILE, ROUNDS, nodes, timeout_s=900.0, live=False)
+    with network_run(tmp_path_factory.mktemp("lm-network"), plan) as run:
+        yield run
+
+
+def test_the_cheater_is_rejected_by_the_rewards_check_and_slashed(network: NetworkRun):
+    (cheater,) = network.outcome.cheaters
+    logs = Path(network.net.state_dir) / "logs"
+    for spec in network.plan.nodes:
+        if spec.role != Role.VALIDATOR:
+            continue
+        lines = [json.loads(x) for x in (logs / f"{spec.name}.log").read_text().splitlines() if x.startswith("{")]
+        rejected = [x for x in lines if x.get("event") == "rejected"]
+        assert [(x["round"], x["check"], x["trainer"].lower()) for x in rejected] == [
+            (r, "rewards", cheater.lower()) for r in range(ROUNDS)
+        ]
+    for r in range(ROUNDS):
+        (slash,) = network.of(chain.SubmissionRejected, round=r)
+        assert slash.trainer == cheater and slash.slashed > 0
+    assert network.outcome.cheater_slashed and network.outcome.bounties_paid
+
+
+def test_honest_trainers_are_paid_and_money_is_conserved(network: NetworkRun):
+    honest = [a for a in network.addresses(Role.TRAINER) if a not in network.outcome.cheaters]
+    for r in range(ROUNDS):
+        paid = {e.trainer for e in network.of(chain.SubmissionRewarded, round=r)}
+        assert paid == set(honest)
+    assert network.outcome.conservation.holds
+
+
+def test_round_models_are_adapters_on_one_base_put_in_ipfs_once(network: NetworkRun, tmp_path: Path):
+    c, task_id = network.client.concord, network.outcome.task_id
+    digests = [Digest.parse(c.model_digest(task_id, m).digest) for m in range(ROUNDS + 1)]
+    assert len(set(digests)) == ROUNDS + 1  # every round accepted someone: the adapters moved
+    models = [fetch_model(network.store, d, tmp_path / "models", 1 << 24) for d in digests]
+    configs = [m.config for m in models]
+    assert all(isinstance(cfg, LMAdaptersConfig) for cfg in configs)
+    base = configs[0].base  # type: ignore[union-attr]
+    assert all(cfg.base == base for cfg in configs)  # type: ignore[union-attr]
+    assert base.sha256 == file_sha256(gguf_path(SMOLLM2_135M)).hex()  # the shipped GGUF, by its bytes
+    assert all(cfg.weights_sha256 == str(SMOLLM2_135M.weights_sha256) for cfg in configs)  # type: ignore[union-attr]
+    assert models[0].manifest.parent is None
+    for r in range(ROUNDS):
+        assert models[r + 1].manifest.parent == digests[r]
+        moved = sum(float((models[r + 1].state[n] - models[r].state[n]).norm()) for n in models[r].state)
+        assert moved > 0
+    assert sum(t.numel() for t in models[0].state.values()) == 460_800  # rank 8 on q_proj, v_proj of 30 layers
+
+
+def test_both_validators_revealed_the_same_model(network: NetworkRun):
+    for r in range(ROUNDS):
+        votes = {e.validator: e.next_model_digest for e in network.of(chain.Revealed, round=r)}
+        assert sorted(votes) == sorted(network.addresses(Role.VALIDATOR))
+        assert len(set(votes.values())) == 1
