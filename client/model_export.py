@@ -12,7 +12,18 @@ ROUND is the model's number on chain: 0 is the task's initial model, r + 1 the m
     DIR/manifest.json       the model manifest as stored on IPFS (its sha256 is the on-chain digest)
     DIR/concord.json        task, round, digest, kind
 
-and then re-digests what it wrote (`verify_export`): the tensors read back from DIR/model.safetensors,
+An LM task's model (kind "lm-adapters", client.content.lm_content) exports as a plain transformers
+model: the base (loaded and checked against the task spec's pins, from the installed GGUF or the
+task's copy in IPFS) with the round's LoRA adapters merged into its weights,
+
+    DIR/model.safetensors, DIR/config.json, DIR/tokenizer*.json   the merged model (from_pretrained(DIR))
+    DIR/adapters.safetensors                                     the adapters as the manifest shards hold them
+    DIR/manifest.json, DIR/concord.json                          as above
+
+and its re-digest checks the adapters against the manifest's shards (the merge is a pure function of
+the pinned base and those adapters).
+
+Then the export re-digests what it wrote (`verify_export`): the tensors read back from DIR/model.safetensors,
 sharded by the content store's rule, must give the manifest's shard hashes, and the manifest's sha256
 the digest. DIR is written in a temporary sibling and renamed, so it appears only complete and verified;
 an existing non-empty DIR is refused before anything is fetched. `concord model verify DIR` re-runs
@@ -38,6 +49,7 @@ from safetensors.torch import load_file, save_file
 
 from client import chain
 from client.chain import ChainError
+from client.content.lm_content import LMTaskSpec, fetch_spec, resolve_base
 from client.content.manifest import ManifestError, ModelManifest, digest_of
 from client.content.model_store import LMAdaptersConfig, ModelError, fetch_model
 from client.content.store import Store, StoreError
@@ -64,6 +76,7 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "generation_config.json",
 )
+ADAPTERS_FILE = "adapters.safetensors"
 MAX_MODEL_BYTES = 8 << 30  # refuse a manifest announcing more than this before download
 
 
@@ -135,12 +148,15 @@ def write_export(directory: Path, state: dict[str, torch.Tensor], cfg: ModelConf
     return files
 
 
-def load_export(directory: Path) -> tuple[dict[str, torch.Tensor], ModelConfig, ModelManifest]:
+def load_export(directory: Path) -> tuple[dict[str, torch.Tensor], ModelConfig | None, ModelManifest]:
     """An exported directory read back: the state under the model's own names (as the content store keeps
-    them), its ModelConfig and the manifest; ExportError names a missing or malformed file."""
+    them), its ModelConfig and the manifest; ExportError names a missing or malformed file. For an LM
+    task's export the state is the adapters (as the manifest's shards hold them) and the config None."""
     directory = Path(directory)
     try:
         manifest = ModelManifest.from_bytes((directory / MANIFEST_FILE).read_bytes())
+        if manifest.config.get("kind") == LMAdaptersConfig.KIND:  # the merged model is the base's + these
+            return load_file(str(directory / ADAPTERS_FILE)), None, manifest
         cfg = from_dict(ModelConfig, manifest.config, "config")
         state = load_file(str(directory / WEIGHTS_FILE))
     except OSError as e:
@@ -154,6 +170,26 @@ def load_export(directory: Path) -> tuple[dict[str, torch.Tensor], ModelConfig, 
     if cfg.kind == "hf":
         state = {HF_PREFIX + name: t for name, t in state.items()}
     return state, cfg, manifest
+
+
+def write_lm_export(
+    directory: Path, store: Store, spec: LMTaskSpec, config: LMAdaptersConfig, adapters: dict[str, torch.Tensor]
+) -> list[str]:
+    """The merged transformers model of an LM task's round (module doc) into ``directory``."""
+    from client.engine import lm
+    from client.engine.lm_rollout import attach_adapters, load_adapter_state
+    from client.runtime import paths
+
+    source = spec.task.model_source
+    gguf = resolve_base(store, source, config.base, paths.models_dir())
+    loaded = lm.load(source, paths.models_dir(), gguf)
+    peft_model = attach_adapters(loaded.model, spec.task.adapter)
+    load_adapter_state(peft_model, adapters)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(str(directory), safe_serialization=True)
+    loaded.tokenizer.save_pretrained(str(directory))
+    save_file({n: t.contiguous() for n, t in adapters.items()}, str(directory / ADAPTERS_FILE))
+    return sorted(p.name for p in directory.iterdir())
 
 
 def verify_export(directory: Path, digest: Digest | None = None) -> Digest:
@@ -178,9 +214,17 @@ def verify_export(directory: Path, digest: Digest | None = None) -> Digest:
 
 
 def export_model(
-    store: Store, task_id: int, round_: int, digest: Digest, directory: Path, max_bytes: int = MAX_MODEL_BYTES
+    store: Store,
+    task_id: int,
+    round_: int,
+    digest: Digest,
+    directory: Path,
+    max_bytes: int = MAX_MODEL_BYTES,
+    spec_digest: Digest | bytes | None = None,
 ) -> Exported:
-    """Fetch model ``digest`` (verified), write it under ``directory`` (module doc) and re-digest it there."""
+    """Fetch model ``digest`` (verified), write it under ``directory`` (module doc) and re-digest it there
+    (an LM task's model needs the task's ``spec_digest``: its spec names the base model's source and pins
+    and the adapter config)."""
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ExportError("DIR", f"{directory} exists and is not an empty directory")
@@ -188,14 +232,17 @@ def export_model(
     scratch = next(p for p in (parent, *parent.parents) if p.is_dir())  # nothing is created before it verifies
     with tempfile.TemporaryDirectory(dir=scratch, prefix=f".{directory.name}.") as tmp:
         fetched = fetch_model(store, digest, Path(tmp) / "cache", max_bytes)
-        if isinstance(fetched.config, LMAdaptersConfig):
-            raise ExportError(
-                "ROUND", f"model {digest} is an LM task's adapters: `concord model export` writes tiny/hf models"
-            )
         out = Path(tmp) / "export"
         out.mkdir()
         manifest_bytes = fetched.manifest.to_bytes()
-        files = write_export(out, fetched.state, fetched.config, manifest_bytes)
+        if isinstance(fetched.config, LMAdaptersConfig):
+            spec = None if spec_digest is None else fetch_spec(store, spec_digest)
+            if not isinstance(spec, LMTaskSpec):
+                raise ExportError("ROUND", f"model {digest} holds an LM task's adapters, but the task has no LM spec")
+            files = write_lm_export(out, store, spec, fetched.config, fetched.state)
+            (out / MANIFEST_FILE).write_bytes(manifest_bytes)
+        else:
+            files = write_export(out, fetched.state, fetched.config, manifest_bytes)
         meta = {"task_id": task_id, "round": round_, "digest": str(digest), "kind": fetched.config.kind}
         (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         verify_export(out, digest)
@@ -203,7 +250,8 @@ def export_model(
             directory.rmdir()  # empty (checked above)
         parent.mkdir(parents=True, exist_ok=True)
         out.rename(directory)
-    return Exported(directory, task_id, round_, digest, fetched.config.kind, len(fetched.state), (*files, META_FILE))
+    files = sorted({*files, MANIFEST_FILE, META_FILE})
+    return Exported(directory, task_id, round_, digest, fetched.config.kind, len(fetched.state), tuple(files))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -253,9 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ExportError("DIR", f"{args.dir} exists and is not an empty directory")
         client = chain.connect(cfg.rpc_url, cfg.deployment)
         digest = _round_digest(client, cfg.task_id, args.round)
-        result = export_model(
-            Store(cfg.ipfs_api, None, timeout=cfg.ipfs_timeout), cfg.task_id, args.round, digest, args.dir
-        )
+        store = Store(cfg.ipfs_api, None, timeout=cfg.ipfs_timeout)
+        spec_digest = client.concord.task_params(cfg.task_id).spec_digest
+        result = export_model(store, cfg.task_id, args.round, digest, args.dir, spec_digest=spec_digest)
     except (ExportError, NodeConfigError, ChainError, StoreError, ModelError, ValueError) as e:
         print(f"error: {explain(e)}", file=sys.stderr)
         return 1

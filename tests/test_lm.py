@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from client.digest import Digest, InvalidDigest
 from client.engine import lm, text_envs
@@ -294,6 +295,7 @@ def test_a_bad_lm_task_file_names_the_field(tmp_path: Path, edit: dict[str, obje
     from scripts import REPO_ROOT
 
     raw = tomllib.loads((REPO_ROOT / "configs" / "lm_task.toml").read_text())
+    raw.pop("chain")  # the on-chain terms: client.initiator reads them, not LMTaskConfig
     for key, value in edit.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
             for k, v in value.items():
@@ -306,3 +308,14 @@ def test_a_bad_lm_task_file_names_the_field(tmp_path: Path, edit: dict[str, obje
     with pytest.raises(Exception) as info:
         from_dict(LMTaskConfig, raw, "task")
     assert type(info.value).__name__ == error and field in str(info.value)
+
+
+def test_device_flag_names_what_is_wrong() -> None:
+    from client.runtime.config import NodeConfigError, check_device
+
+    check_device("cpu")
+    with pytest.raises(NodeConfigError, match="--device: expected cpu, cuda or cuda:N"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(NodeConfigError, match="--device: cuda:0: this machine has no CUDA device"):
+            check_device("cuda:0")

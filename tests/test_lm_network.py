@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from own_devnet import NetworkRun, network_run
 
 from client import chain
@@ -83,3 +84,35 @@ def test_both_validators_revealed_the_same_model(network: NetworkRun):
         votes = {e.validator: e.next_model_digest for e in network.of(chain.Revealed, round=r)}
         assert sorted(votes) == sorted(network.addresses(Role.VALIDATOR))
         assert len(set(votes.values())) == 1
+
+
+def test_the_last_model_exports_as_a_merged_transformers_model(network: NetworkRun, tmp_path: Path):
+    from transformers import AutoModelForCausalLM
+
+    from client.content.lm_content import fetch_spec
+    from client.engine import lm
+    from client.engine.lm_rollout import attach_adapters, load_adapter_state
+    from client.model_export import ADAPTERS_FILE, export_model, verify_export
+    from client.runtime import paths
+
+    c, task_id = network.client.concord, network.outcome.task_id
+    digest = Digest.parse(c.model_digest(task_id, ROUNDS).digest)
+    spec_digest = c.task_params(task_id).spec_digest
+    out = tmp_path / "merged"
+    result = export_model(network.store, task_id, ROUNDS, digest, out, spec_digest=spec_digest)
+    assert result.kind == "lm-adapters" and result.tensors == 120
+    assert {"model.safetensors", "config.json", "tokenizer.json", ADAPTERS_FILE} <= set(result.files)
+    assert verify_export(out, digest) == digest
+
+    # the merged model computes what the base with the round's adapters computes
+    spec = fetch_spec(network.store, spec_digest)
+    adapters = fetch_model(network.store, digest, tmp_path / "models", 1 << 24).state
+    base = lm.load(SMOLLM2_135M, paths.models_dir())
+    peft_model = attach_adapters(base.model, spec.task.adapter)  # type: ignore[union-attr]
+    load_adapter_state(peft_model, adapters)
+    merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    ids = torch.tensor([base.tokenizer.encode("What is 3 + 4? Give only the final answer.")])
+    with torch.no_grad():
+        want, got = peft_model(ids).logits, merged(ids).logits
+    assert float((want - got).abs().max()) < 1e-3
+    assert any(float(t.abs().max()) > 0 for n, t in adapters.items() if "lora_B" in n)  # trained, not the base

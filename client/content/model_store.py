@@ -83,6 +83,10 @@ class LMAdaptersConfig:
 
     KIND = "lm-adapters"
 
+    @property
+    def kind(self) -> str:
+        return self.KIND
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.KIND,

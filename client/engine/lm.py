@@ -232,9 +232,17 @@ def load(source: ModelSource, cache_dir: Path | None = None, gguf: Path | None =
     return LoadedLM(model, tokenizer, source, from_cache=hit)
 
 
+def _quiet_transformers() -> None:
+    """No progress bars on loads: nodes log JSON lines and the demo draws its own table."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 def _load_checked(source: ModelSource, directory: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     if not (directory / "config.json").is_file():
         raise ModelSourceError("location", "a Hugging Face directory with config.json", str(directory))
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
@@ -249,6 +257,7 @@ def _build_cache(source: ModelSource, target: Path, gguf: Path | None = None) ->
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     path = gguf or gguf_path(source)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     _check("tokenizer_sha256", source.tokenizer_sha256, tokenizer_digest(tokenizer))

@@ -28,6 +28,7 @@ delta, the training replay and the DiLoCo outer step work on. The base weights n
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +99,9 @@ def attach_adapters(model: Any, cfg: AdapterConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=cfg.target_list, lora_dropout=0.0, bias="none")
-    peft_model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5 (a FutureWarning per wrap)
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        peft_model = get_peft_model(model, lora)
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         for name, p in sorted(peft_model.named_parameters()):

@@ -135,7 +135,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 # A node TOML may hold one table per command group; it overrides the top level for that group.
 TABLES = ("trainer", "validator", "task")
 # Flags of some node command that another command lacks: a key for them is known, and used where it applies.
-ROLE_KEYS = ("rounds", "stake", "threads", "withdraw", "metrics_port", "metrics_host")
+ROLE_KEYS = ("rounds", "stake", "threads", "withdraw", "metrics_port", "metrics_host", "device")
 
 
 class ConfigFileError(NodeConfigError):
