@@ -197,8 +197,8 @@ def stop_nodes(nodes: Sequence[NodeProc], grace: float = STOP_GRACE_S) -> list[i
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace
-    for d in running:
-        procs.stop(d, timeout=max(0.1, deadline - time.monotonic()))
+    for n in nodes:  # the exited ones too: procs forgets them, so no_orphans has nothing to report
+        procs.stop(n.daemon, timeout=max(0.1, deadline - time.monotonic()))
     for n in nodes:
         n.proc.poll()  # reap whatever exited
     return [d.pid for d in running]
