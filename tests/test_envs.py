@@ -7,6 +7,7 @@ import random
 from collections import Counter
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from client.engine.config import EnvConfig
@@ -25,6 +26,7 @@ from client.engine.envs import (
     positional_reward,
     render,
     reward,
+    rewards,
 )
 
 
@@ -220,3 +222,51 @@ def test_the_constant_search_finds_the_exhaustive_best() -> None:
         ]
         best = max(env.baseline(c) for c in every)
         assert max(env.baseline(tuple(c)) for c in candidate_constants(env)) == pytest.approx(best, abs=1e-12), env_id
+
+
+@pytest.mark.parametrize(
+    ("env_id", "params"),
+    [
+        ("sort", {}),
+        ("sort", {"distinct": 1}),
+        ("sort", {"copy_credit": 0}),
+        ("sort", {"copy_credit": 100, "n_min": 1, "n_max": 9, "alphabet": 24}),
+        ("reverse", {}),
+        ("reverse", {"distinct": 1, "alphabet": 6}),
+        ("add", {}),
+        ("add", {"n_digits": 1, "reverse_answer": 1}),
+        ("modadd", {}),
+        ("modadd", {"modulus": 1000}),
+    ],
+)
+def test_batched_rewards_are_the_row_rewards_bit_for_bit(env_id: str, params: dict[str, int]) -> None:
+    """rewards() computes a batch with array operations; every row must be exactly reward(prompt, row):
+    random tokens (specials, symbols, ids past the alphabet), symbols with an EOS and PAD after it,
+    trailing PAD without EOS, all-PAD rows and exact answers."""
+    env = make_env(EnvConfig(env_id, params))
+    rng = np.random.default_rng(len(env_id) + len(params))
+    n, width = 600, 10
+    prompts = np.array([env.prompt(int(seed)) for seed in rng.integers(0, 40, n)])
+    comps = rng.integers(0, 40, (n, width))
+    symbols = rng.integers(SYM0, SYM0 + 10, (n, width))
+    for row in range(n):
+        kind = row % 5
+        if kind == 1:
+            comps[row] = symbols[row]
+        elif kind == 2:
+            eos = int(rng.integers(0, width))
+            comps[row] = symbols[row]
+            comps[row, eos] = EOS
+            comps[row, eos + 1 :] = PAD
+        elif kind == 3:
+            answer = env.answer(prompts[row].tolist()) + [EOS]
+            comps[row] = PAD
+            comps[row, : len(answer)] = answer
+        elif kind == 4:
+            comps[row, -3:] = PAD
+    comps[::37] = PAD
+    batched = rewards(env, prompts, comps)
+    by_row = np.array([reward(env, p.tolist(), c.tolist()) for p, c in zip(prompts, comps, strict=True)])
+    assert batched.dtype == np.float64 and batched.shape == (n,)
+    assert batched.view(np.int64).tolist() == by_row.view(np.int64).tolist()
+    assert (batched == 1.0).sum() >= n // 5 - n // 37  # the exact answers

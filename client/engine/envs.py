@@ -33,6 +33,13 @@ Rewards lie in [-s b/(1 - s b), 1]; every reward is 1.0 iff the completion is ex
 then EOS (for copy_credit < 100). The priors are exact fractions of the idealized prompt
 distribution (uniform draws: the sha256 draws' modulo bias is below 1e-8), rounded once to a
 float, so every validator computes the same bits.
+
+Batches (`rewards`): the same rule with array operations over a whole batch, to the same bits as
+`reward` row by row, because every float operation happens in the scalar path's order: credits
+are exact integer ratios, the expected credits add position by position from 0 (as `sum` does),
+the multiset baseline adds its per-symbol terms in order of first occurrence (as `Counter`
+iterates) from tables of the same cached priors, and answers are computed once per distinct
+prompt. tests/test_envs.py pins the equality on every environment.
 """
 
 from __future__ import annotations
@@ -70,10 +77,12 @@ class BadEnvParams(ValueError):
 
 def draws(seed: int, count: int, bound: int) -> list[int]:
     """`count` integers in [0, bound) from sha256(seed, k): fixed forever, independent of numpy."""
+    head = hashlib.sha256(b"concord.env.v1" + seed.to_bytes(32, "big"))  # the prefix every draw shares
     out = []
     for k in range(count):
-        h = hashlib.sha256(b"concord.env.v1" + seed.to_bytes(32, "big") + k.to_bytes(4, "big")).digest()
-        out.append(int.from_bytes(h[:8], "big") % bound)
+        h = head.copy()
+        h.update(k.to_bytes(4, "big"))
+        out.append(int.from_bytes(h.digest()[:8], "big") % bound)
     return out
 
 
@@ -162,6 +171,14 @@ class Env(Protocol):
         """E over the environment's prompts of raw_reward(prompt, completion), exactly."""
         ...
 
+    def raw_credits(self, seq: Ragged, target: Ragged) -> np.ndarray:
+        """raw_reward of every row [N] float64 (cut completions, answers + EOS), to the same bits."""
+        ...
+
+    def baselines(self, seq: Ragged) -> np.ndarray:
+        """baseline of every row's cut completion [N] float64, to the same bits."""
+        ...
+
 
 def _symbols(prompt: Sequence[int]) -> list[int]:
     """Symbol values between BOS and SEP, BLANK fill dropped."""
@@ -209,6 +226,42 @@ class SortEnv:
         answer = self.answer(prompt)
         w = self.copy_credit
         return ((100 - w) * positional_reward(completion, answer) + w * multiset_reward(completion, answer)) / 100
+
+    def raw_credits(self, seq: Ragged, target: Ragged) -> np.ndarray:
+        w = self.copy_credit
+        out: np.ndarray = ((100 - w) * positional_credits(seq, target) + w * multiset_credits(seq, target)) / 100
+        return out
+
+    def baselines(self, seq: Ragged) -> np.ndarray:
+        w = self.copy_credit
+        lengths = range(self.n_min, self.n_max + 1)
+        total = np.zeros(len(seq.lengths))  # [N] float64, summed over n in order as `baseline` does
+        firsts = first_counts(seq)
+        for n, (prior, counts) in zip(lengths, self._baseline_tables(seq.tokens.shape[1]), strict=True):
+            total += (
+                (100 - w) * expected_positional_rows(seq, n + 1, prior)
+                + w * expected_multiset_rows(seq, n + 1, counts, firsts)
+            ) / 100
+        out: np.ndarray = total / len(lengths)
+        return out
+
+    @functools.lru_cache(maxsize=64)
+    def _baseline_tables(self, width: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """Per n in n_min..n_max: the positional prior [n + 1, SYM0 + alphabet] (row n: EOS) and the
+        running sums of count_prior [SYM0 + alphabet, width + 1] (column k: sum over j = 1..k)."""
+        vocab = SYM0 + self.alphabet
+        out = []
+        for n in range(self.n_min, self.n_max + 1):
+            prior = [
+                [self.position_prior(n, t, x) if t < n else float(x == EOS) for x in range(vocab)] for t in range(n + 1)
+            ]
+            out.append(
+                (
+                    _frozen(prior),
+                    _frozen([_running(functools.partial(self.count_prior, n, v), width) for v in range(vocab)]),
+                )
+            )
+        return tuple(out)
 
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
@@ -292,6 +345,20 @@ class AddEnv:
     def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
         return positional_reward(completion, self.answer(prompt))
 
+    def raw_credits(self, seq: Ragged, target: Ragged) -> np.ndarray:
+        return positional_credits(seq, target)
+
+    def baselines(self, seq: Ragged) -> np.ndarray:
+        return expected_positional_rows(seq, self.answer_len + 1, self._prior_table())
+
+    @functools.lru_cache(maxsize=1)
+    def _prior_table(self) -> np.ndarray:
+        """The prior `baseline` reads [answer_len + 1, SYM0 + 10] (the last row: EOS)."""
+        n = self.answer_len
+        return _frozen(
+            [[self.position_prior(t, x) if t < n else float(x == EOS) for x in range(SYM0 + 10)] for t in range(n + 1)]
+        )
+
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
         """E over prompts of raw_reward(prompt, completion)."""
@@ -349,6 +416,20 @@ class ModAddEnv:
 
     def raw_reward(self, prompt: Sequence[int], completion: Sequence[int]) -> float:
         return positional_reward(completion, self.answer(prompt))
+
+    def raw_credits(self, seq: Ragged, target: Ragged) -> np.ndarray:
+        return positional_credits(seq, target)
+
+    def baselines(self, seq: Ragged) -> np.ndarray:
+        return expected_positional_rows(seq, self.width + 1, self._prior_table())
+
+    @functools.lru_cache(maxsize=1)
+    def _prior_table(self) -> np.ndarray:
+        """The prior `baseline` reads [width + 1, SYM0 + 10] (the last row: EOS)."""
+        w = self.width
+        return _frozen(
+            [[self.position_prior(t, x) if t < w else float(x == EOS) for x in range(SYM0 + 10)] for t in range(w + 1)]
+        )
 
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
@@ -440,11 +521,155 @@ def reward(env: Env, prompt: Sequence[int], completion: Sequence[int]) -> float:
 
 
 def rewards(env: Env, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
-    """Rewards [N] float64 for prompts [N, P] and completions [N, C] (int arrays or tensors)."""
+    """Rewards [N] float64 for prompts [N, P] and completions [N, C] (int arrays or tensors): `reward`
+    of every row, computed for the batch at once (module docstring, "Batches"); inputs the batched
+    path does not take (not 2-D integer arrays of one row count, tokens outside [0, MAX_TOKEN))
+    go row by row."""
     prompts, completions = np.asarray(prompts), np.asarray(completions)
+    batchable = (
+        prompts.ndim == 2
+        and completions.ndim == 2
+        and len(prompts) == len(completions) > 0
+        and prompts.shape[1] > 0
+        and np.issubdtype(prompts.dtype, np.integer)
+        and np.issubdtype(completions.dtype, np.integer)
+        and 0 <= int(completions.min(initial=0))
+        and int(completions.max(initial=0)) < MAX_TOKEN
+    )
+    if not batchable:
+        return _rewards_by_row(env, prompts, completions)
+    tokens = completions.astype(np.int64)
+    seq = Ragged(tokens, cut_lengths(tokens))
+    raw = env.raw_credits(seq, answer_rows(env, prompts))
+    base = env.chance_share * env.baselines(seq)  # [N], as `reward` scales it
+    if bool((1.0 - base == 0).any()):  # chance_corrected divides by zero there: the scalar path raises
+        return _rewards_by_row(env, prompts, completions)
+    out: np.ndarray = np.where(raw == 1.0, 1.0, (raw - base) / (1.0 - base))
+    return out
+
+
+def _rewards_by_row(env: Env, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
     return np.array(
         [reward(env, p.tolist(), c.tolist()) for p, c in zip(prompts, completions, strict=True)], dtype=np.float64
     )
+
+
+# ----------------------------------------------------------------------------- batched credit
+MAX_TOKEN = 1 << 16  # token ids the batched path takes (it counts tokens in arrays this wide)
+
+
+@dataclass(frozen=True)
+class Ragged:
+    """Token rows of different lengths, padded: row n is tokens[n, :lengths[n]]."""
+
+    tokens: np.ndarray  # [N, C] int64
+    lengths: np.ndarray  # [N] int64
+
+
+def cut_lengths(completions: np.ndarray) -> np.ndarray:
+    """len(_cut(row)) of every row [N]: up to and including the first EOS, else without trailing PAD."""
+    n, c = completions.shape
+    is_eos = completions == EOS
+    non_pad = completions != PAD
+    last = np.where(non_pad.any(1), c - non_pad[:, ::-1].argmax(1), 0)
+    out: np.ndarray = np.where(is_eos.any(1), is_eos.argmax(1) + 1, last).astype(np.int64)
+    return out
+
+
+def answer_rows(env: Env, prompts: np.ndarray) -> Ragged:
+    """env.answer(prompt) + [EOS] of every row, computed once per distinct prompt (padded with -1)."""
+    distinct, inverse = np.unique(prompts, axis=0, return_inverse=True)
+    answers = [env.answer([int(t) for t in row]) + [EOS] for row in distinct]
+    tokens = np.full((len(answers), max(len(a) for a in answers)), -1, dtype=np.int64)
+    for u, a in enumerate(answers):
+        tokens[u, : len(a)] = a
+    lengths = np.array([len(a) for a in answers], dtype=np.int64)
+    inverse = inverse.reshape(-1)
+    return Ragged(tokens[inverse], lengths[inverse])
+
+
+def positional_credits(seq: Ragged, target: Ragged) -> np.ndarray:
+    """positional_reward of every row [N]: matching positions / the longer length."""
+    both = np.minimum(seq.lengths, target.lengths)
+    matches = np.zeros(len(both), dtype=np.int64)
+    for t in range(min(seq.tokens.shape[1], target.tokens.shape[1])):
+        matches += (t < both) & (seq.tokens[:, t] == target.tokens[:, t])
+    out: np.ndarray = matches / np.maximum(seq.lengths, target.lengths)
+    return out
+
+
+def multiset_credits(seq: Ragged, target: Ragged) -> np.ndarray:
+    """multiset_reward of every row [N]: sum over tokens of the smaller count / the longer length."""
+    n = len(seq.lengths)
+    width = int(max(seq.tokens.max(initial=0), target.tokens.max(initial=0))) + 1
+    rows = np.arange(n)
+
+    def counts(r: Ragged) -> np.ndarray:  # [N, width] occurrences of each token in each row
+        out = np.zeros((n, width), dtype=np.int64)
+        for t in range(r.tokens.shape[1]):
+            inside = t < r.lengths
+            out[rows[inside], r.tokens[inside, t]] += 1
+        return out
+
+    common = np.minimum(counts(seq), counts(target)).sum(1)
+    credit: np.ndarray = common / np.maximum(seq.lengths, target.lengths)
+    return credit
+
+
+def expected_positional_rows(seq: Ragged, target_len: int, prior: np.ndarray) -> np.ndarray:
+    """expected_positional of every row [N] with prior(t, x) = prior[t, x] (0 outside the table)."""
+    tokens, lengths = seq.tokens, seq.lengths
+    known = tokens < prior.shape[1]
+    at = np.where(known, tokens, 0)
+    matches = np.zeros(len(lengths))
+    for t in range(min(tokens.shape[1], target_len)):  # position by position, as `sum` adds them
+        matches = matches + np.where(known[:, t] & (t < lengths), prior[t, at[:, t]], 0.0)
+    out: np.ndarray = matches / np.maximum(lengths, target_len)
+    return out
+
+
+def first_counts(seq: Ragged) -> np.ndarray:
+    """[N, C] int64: at the first occurrence of each token other than EOS in a row's cut completion, how
+    often the token occurs there; 0 at every other position (what expected_multiset_rows adds up)."""
+    tokens, lengths = seq.tokens, seq.lengths
+    c = tokens.shape[1]
+    inside = np.arange(c)[None, :] < lengths[:, None]  # [N, C] positions of the cut completion
+    out = np.zeros(tokens.shape, dtype=np.int64)
+    for t in range(c):
+        v = tokens[:, t : t + 1]  # [N, 1]
+        first = inside[:, t] & ~(tokens[:, :t] == v).any(1) & (v[:, 0] != EOS)
+        out[:, t] = np.where(first, ((tokens == v) & inside).sum(1), 0)
+    return out
+
+
+def expected_multiset_rows(seq: Ragged, target_len: int, running: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """expected_multiset of every row [N] with sum_{j <= k} at_least(v, j) = running[v, k] (0 outside
+    the table), ``firsts`` = first_counts(seq): each token's term added at its first occurrence, in
+    the order Counter iterates."""
+    tokens, lengths = seq.tokens, seq.lengths
+    known = (tokens < running.shape[0]) & (firsts > 0)
+    at = np.where(known, tokens, 0)
+    common = np.zeros(len(lengths))
+    for t in range(tokens.shape[1]):
+        common = common + np.where(known[:, t], running[at[:, t], firsts[:, t]], 0.0)
+    has_eos = ((tokens == EOS) & (np.arange(tokens.shape[1])[None, :] < lengths[:, None])).any(1)
+    out: np.ndarray = (common + has_eos) / np.maximum(lengths, target_len)
+    return out
+
+
+def _running(term: Callable[[int], float], width: int) -> list[float]:
+    """[0, term(1), term(1) + term(2), ...] up to k = width, added in that order."""
+    out, total = [0.0], 0.0
+    for j in range(1, width + 1):
+        total = total + term(j)
+        out.append(total)
+    return out
+
+
+def _frozen(rows: list[list[float]]) -> np.ndarray:
+    table = np.array(rows, dtype=np.float64)
+    table.setflags(write=False)
+    return table
 
 
 def exact(rewards_: np.ndarray) -> np.ndarray:
