@@ -29,6 +29,7 @@ from client.engine.proofs import (
     interpolate_mod_field,
     leaf_hash,
     merkle_root,
+    verify_many_rollout_proofs,
     verify_rollout_proofs,
 )
 
@@ -220,3 +221,32 @@ def test_interpolation_passes_through_its_points():
             for a in reversed(c):
                 value = (value * int(xi) + a) % FIELD
             assert value == int(yi) % FIELD
+
+
+def test_batched_verification_equals_toplocs_cpp_path() -> None:
+    """verify_many_rollout_proofs (toploc's arithmetic over all chunks of a size at once) gives every
+    rollout exactly the ProofCheck of verify_rollout_proofs (toploc's C++ path): honest, noisy and
+    foreign activations, tied magnitudes, short chunks (k < TOPK), coefficients >= FIELD, malformed
+    proofs and proof counts."""
+    gen = torch.Generator().manual_seed(3)
+    cases = []
+    for n in range(60):
+        p_len, c_len, dim = [(8, 8, 64), (12, 70, 128), (3, 1, 16), (1, 0, 2), (5, 33, 64)][n % 5]
+        prompt, decode = torch.randn(p_len, dim, generator=gen), torch.randn(c_len, dim, generator=gen)
+        if n % 7 == 0:  # many tied magnitudes: the top-k must pick the same indices among equals
+            prompt, decode = prompt.round(), decode.round()
+        proofs = build_rollout_proofs(prompt, decode)
+        kind = n % 6
+        if kind == 1:
+            prompt, decode = prompt * 1.01, decode * 1.01  # ~1% noise: passes
+        elif kind == 2:
+            prompt, decode = prompt * 1.5, decode + torch.randn(decode.shape, generator=gen)  # fails
+        elif kind == 3:
+            proofs = [p[:2] + bytes([0xFF, 0xF0]) + p[4:] for p in proofs]  # a coefficient >= FIELD
+        elif kind == 4:
+            proofs = proofs[:-1] if n % 4 else [b"\x00\x00" + proofs[0][2:]] + proofs[1:]  # short, zero modulus
+        cases.append((prompt, decode, proofs))
+    thresholds = ToplocThresholds()
+    assert verify_many_rollout_proofs(cases, thresholds) == [verify_rollout_proofs(*c, thresholds) for c in cases]
+    verdicts = {r.ok for r in verify_many_rollout_proofs(cases, thresholds)}
+    assert verdicts == {True, False}

@@ -36,7 +36,7 @@ from client.engine.grpo import (
 )
 from client.engine.model import Policy, clone_policy, policy_state
 from client.engine.precision import PrefillPrecision, choose_for
-from client.engine.proofs import ProofCheck, ToplocThresholds, verify_rollout_proofs
+from client.engine.proofs import ProofCheck, ToplocThresholds, verify_many_rollout_proofs
 from client.engine.rollout import (
     RolloutBatch,
     completion_logits,
@@ -130,9 +130,12 @@ def check_prompts(batch: RolloutBatch, k: int, bundle: Bundle, env: Env, grpo: G
     and exactly the tokens env.prompt(prompt_seed(task, round, trainer, i))."""
     want_i, want_j = assigned_indices(k, grpo)
     idx_bad = int((batch.prompt_idx != torch.tensor(want_i)).sum() + (batch.sample_idx != torch.tensor(want_j)).sum())
-    expected = torch.tensor(
-        [env.prompt(smp.prompt_seed(bundle.task_id, bundle.round, bundle.trainer, i)) for i in want_i]
-    )  # [N, P]
+    first = k * grpo.prompts_per_step
+    per_prompt = [
+        env.prompt(smp.prompt_seed(bundle.task_id, bundle.round, bundle.trainer, i))
+        for i in range(first, first + grpo.prompts_per_step)
+    ]  # each assigned prompt once: row n carries prompt first + n // G
+    expected = torch.tensor(per_prompt).repeat_interleave(grpo.group_size, dim=0)  # [N, P]
     if expected.shape != batch.prompts.shape:
         rows_bad = batch.n
     else:
@@ -154,11 +157,14 @@ def toploc_rows(
     rows: list[int] | None = None,
 ) -> list[ProofCheck]:
     """TOPLOC verification of rollouts ``rows`` (default: all) against the recomputed states."""
-    p, thresholds = batch.prompt_len, toploc_thresholds(vcfg)
-    return [
-        verify_rollout_proofs(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]), thresholds)
-        for n in (range(batch.n) if rows is None else rows)
-    ]
+    p = batch.prompt_len
+    return verify_many_rollout_proofs(
+        [
+            (hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]))
+            for n in (range(batch.n) if rows is None else rows)
+        ],
+        toploc_thresholds(vcfg),
+    )
 
 
 def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:

@@ -8,7 +8,10 @@ one prefill pass and compares exponents and mantissas at its own top-k (DESIGN.m
 
 Building: the proofs of a whole batch are interpolated at once in numpy (build_chunk_proofs),
 with toploc's arithmetic and toploc's bytes (pinned by tests/test_proofs.py against
-`ProofPoly.from_points_tensor`); verifying is toploc's C++ path, unchanged.
+`ProofPoly.from_points_tensor`). Verifying: toploc's C++ path per rollout
+(verify_rollout_proofs), or its arithmetic over all chunks of a batch at once
+(verify_many_rollout_proofs, what validators run; pinned equal to the C++ path by
+tests/test_proofs.py).
 
 Pitfalls of toploc 0.1.6 handled here (DESIGN.md 7):
 - fp32 activations make `toploc.build_proofs` silently return all-zero proofs: we cast
@@ -307,6 +310,111 @@ def verify_rollout_proofs(
         if reason:
             return ProofCheck(False, f"chunk {i}: {reason}", tuple(results))
     return ProofCheck(True, "", tuple(results))
+
+
+def verify_many_rollout_proofs(
+    rollouts: list[tuple[torch.Tensor, torch.Tensor, list[bytes]]],  # per rollout: prompt [P, D], decode [C, D], proofs
+    thresholds: ToplocThresholds = ToplocThresholds(),
+    topk: int = TOPK,
+    chunk: int = CHUNK,
+) -> list[ProofCheck]:
+    """verify_rollout_proofs of every rollout, the same ProofCheck for each, with toploc's verification
+    arithmetic run on all chunks at once (verify_chunks) instead of one C++ call per
+    chunk group: that path starts OpenMP and std::thread workers on every call, which on a few
+    rollouts costs more CPU than the check (tests/test_proofs.py pins the equality)."""
+    out: list[ProofCheck | None] = [None] * len(rollouts)
+    groups: dict[int, tuple[list[torch.Tensor], list[bytes], list[tuple[int, int]]]] = {}  # by k
+    n_chunks: dict[int, int] = {}
+    for n, (prompt_hidden, decode_hidden, proofs) in enumerate(rollouts):
+        prompt_bf, decode_bf = _as_bf16(prompt_hidden), _as_bf16(decode_hidden)
+        dim = prompt_bf.shape[1]
+        rows = chunk_rows(prompt_bf.shape[0], decode_bf.shape[0], chunk)
+        if not isinstance(proofs, (list, tuple)) or len(proofs) != len(rows):
+            got = len(proofs) if isinstance(proofs, (list, tuple)) else type(proofs).__name__
+            out[n] = ProofCheck(False, f"expected {len(rows)} proofs, got {got}", ())
+            continue
+        for i, (proof, r) in enumerate(zip(proofs, rows, strict=True)):
+            try:
+                check_proof_shape(proof, _chunk_k(r, dim, topk))
+            except MalformedProof as e:
+                out[n] = ProofCheck(False, f"proof {i}: {e}", ())
+                break
+        if out[n] is not None:
+            continue
+        parts = [prompt_bf] + [c for c in torch.split(decode_bf, chunk, dim=0) if c.numel()]  # as chunk_rows
+        for i, (part, proof) in enumerate(zip(parts, proofs, strict=True)):
+            acts, group_proofs, slots = groups.setdefault(_chunk_k(part.shape[0], dim, topk), ([], [], []))
+            acts.append(part.reshape(-1))
+            group_proofs.append(bytes(proof))
+            slots.append((n, i))
+        n_chunks[n] = len(parts)
+
+    placed: dict[tuple[int, int], ChunkResult] = {}
+    for k, (chunks, group_proofs, slots) in groups.items():
+        for slot, result in zip(slots, verify_chunks(chunks, group_proofs, k), strict=True):
+            placed[slot] = result
+    for n, count in n_chunks.items():
+        out[n] = judge_chunks([placed[(n, i)] for i in range(count)], thresholds)
+    return [r if r is not None else ProofCheck(False, "not verified", ()) for r in out]  # every slot is set above
+
+
+def judge_chunks(results: list[ChunkResult], thresholds: ToplocThresholds) -> ProofCheck:
+    """A rollout's verdict from its chunks' error measures: the first chunk over a threshold rejects."""
+    t = thresholds
+    for i, c in enumerate(results):
+        max_exp = t.max_exp_mismatches * c.k // TOPK
+        reason = (
+            f"{c.exp_mismatches} exponent mismatches > {max_exp}"
+            if c.exp_mismatches > max_exp
+            else f"mantissa error mean {c.mant_err_mean:.2f} > {t.max_mant_err_mean}"
+            if c.mant_err_mean > t.max_mant_err_mean
+            else f"mantissa error median {c.mant_err_median:.2f} > {t.max_mant_err_median}"
+            if c.mant_err_median > t.max_mant_err_median
+            else ""
+        )
+        if reason:
+            return ProofCheck(False, f"chunk {i}: {reason}", tuple(results))
+    return ProofCheck(True, "", tuple(results))
+
+
+def verify_chunks(chunks: list[torch.Tensor], proofs: list[bytes], k: int) -> list[ChunkResult]:
+    """toploc's verify_proofs (poly.cpp) on many chunks at once (flat bf16, each with >= k
+    activations): the top-k |activation| indices of each chunk, the proof polynomial evaluated there
+    (index mod the proof's modulus, Horner mod FIELD), then bf16 exponents compared and, where they
+    agree, the mantissa distance averaged (mean) and its element count // 2 after sorting taken
+    (median); no agreeing exponent gives mean = median = 2^64. Proofs must pass check_proof_shape."""
+    b = len(chunks)
+    idx = np.empty((b, k), dtype=np.int64)  # [B, k] top-k indices, the same selection as per chunk
+    values = np.empty((b, k), dtype=np.int64)  # [B, k] bf16 bits of the activations there
+    by_size: dict[int, list[int]] = {}
+    for j, flat in enumerate(chunks):
+        by_size.setdefault(flat.numel(), []).append(j)
+    for js in by_size.values():
+        stacked = torch.stack([chunks[j] for j in js])  # [b', rows x D]
+        top = stacked.abs().topk(k, dim=1).indices
+        idx[js] = top.numpy()
+        values[js] = stacked.gather(1, top).view(torch.int16).numpy().astype(np.int64) & 0xFFFF
+    raw = np.frombuffer(b"".join(proofs), dtype=">u2").reshape(b, 1 + k).astype(np.int64)  # [B, 1 + k]
+    modulus, coeffs = raw[:, :1], raw[:, 1:]  # [B, 1], [B, k] ascending powers
+    x = idx % modulus  # [B, k]
+    y = np.repeat(coeffs[:, -1:], k, axis=1)  # Horner from the highest coefficient
+    for i in range(k - 2, -1, -1):
+        y = (y * x + coeffs[:, i : i + 1]) % FIELD
+    y = y % FIELD  # toploc's safeMod (a lone coefficient is never reduced in the loop)
+    exp_a, exp_b = (y & 0x7F80) >> 7, (values & 0x7F80) >> 7
+    same = exp_a == exp_b  # [B, k]
+    err = np.where(same, np.abs((y & 0x7F) - (values & 0x7F)), 1 << 30)  # mismatches sort last
+    count = same.sum(1)
+    ordered = np.sort(err, axis=1)
+    out = []
+    for j in range(b):
+        agree = int(count[j])
+        if agree:
+            mean, median = float(ordered[j, :agree].sum()) / agree, float(ordered[j, agree // 2])
+        else:
+            mean = median = float(2**64)
+        out.append(ChunkResult(k - agree, mean, median, k))
+    return out
 
 
 # ---------------------------------------------------------------- wire encoding
