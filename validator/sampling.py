@@ -30,6 +30,7 @@ from the committed state H, bit for bit) always run on everything.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,8 +71,17 @@ def full_sample(inner_steps: int, rows_per_step: int) -> CheckSample:
     return CheckSample(rows, tuple(range(inner_steps)), True)
 
 
-def _score(seed: bytes, validator: bytes, bundle: bytes, tag: bytes, a: int, b: int) -> bytes:
-    return hashlib.sha256(seed + validator + bundle + tag + a.to_bytes(4, "big") + b.to_bytes(4, "big")).digest()
+def _ranking(seed: bytes, validator: bytes, bundle: bytes, tag: bytes) -> Callable[[tuple[int, int]], bytes]:
+    """(a, b) -> sha256(seed | validator | bundle | tag | a[4] | b[4]) (validator b"" for the common
+    ranking), hashing the shared prefix once."""
+    head = hashlib.sha256(seed + validator + bundle + tag)
+
+    def score(ab: tuple[int, int]) -> bytes:
+        h = head.copy()
+        h.update(ab[0].to_bytes(4, "big") + ab[1].to_bytes(4, "big"))
+        return h.digest()
+
+    return score
 
 
 def _address_bytes(validator: str) -> bytes:
@@ -95,9 +105,9 @@ Key = Callable[[tuple[int, int]], bytes]
 
 def _split(items: list[tuple[int, int]], count: int, common: Key, own: Key) -> list[tuple[int, int]]:
     """``count`` items: the first ceil(count / 2) by the common ranking, the rest by the own one."""
-    first = sorted(items, key=common)[: (count + 1) // 2]
+    first = heapq.nsmallest((count + 1) // 2, items, key=common)  # = sorted(items, key=common)[:...]
     taken = set(first)
-    rest = [x for x in sorted(items, key=own) if x not in taken][: count - len(first)]
+    rest = [x for x in heapq.nsmallest(count, items, key=own) if x not in taken][: count - len(first)]
     return first + rest
 
 
@@ -119,10 +129,10 @@ def draw_sample(
     who, bundle = _address_bytes(validator), bundle_digest.bytes
 
     def common(tag: bytes) -> Key:
-        return lambda kn: _score(seed, b"", bundle, tag, kn[0], kn[1])
+        return _ranking(seed, b"", bundle, tag)
 
     def own(tag: bytes) -> Key:
-        return lambda kn: _score(seed, who, bundle, tag, kn[0], kn[1])
+        return _ranking(seed, who, bundle, tag)
 
     total = inner_steps * rows_per_step
     m = rows_to_check(total, vcfg.row_fraction)

@@ -123,20 +123,17 @@ def decode_for_validator(files: dict, bundle: Bundle, limits, shapes, wanted: tu
     """What a validator parses of one submission: rollouts, proofs, delta, the inner states it needs."""
     from client.content.manifest import ShardRef, cid_for_digest
 
+    def fetched(name: str, data: bytes) -> ShardRef:  # the manifest's entry, the file hashed once as a fetch does
+        digest = hashlib.sha256(data).digest()
+        return ShardRef(name, cid_for_digest(digest), digest.hex(), len(data))
+
     decode_rollouts(files["rollouts"], "-", bundle.task_id, bundle.round, bundle.trainer)
     decode_proof_file(files["proofs"], "-", limits)
-    refs = [
-        ShardRef(name, cid_for_digest(hashlib.sha256(data).digest()), hashlib.sha256(data).hexdigest(), len(data))
-        for name, data in files["delta"]
-    ]
-    decode_delta(list(zip(refs, [d for _, d in files["delta"]], strict=True)), shapes)
+    decode_delta([(fetched(name, data), data) for name, data in files["delta"]], shapes)
     states = {}
     for k, (name, data) in enumerate(files["states"], start=1):
         if wanted is None or k in wanted:
-            ref = ShardRef(
-                name, cid_for_digest(hashlib.sha256(data).digest()), hashlib.sha256(data).hexdigest(), len(data)
-            )
-            states[k] = decode_state(data, ref, k - 1, shapes)
+            states[k] = decode_state(data, fetched(name, data), k - 1, shapes)
     return states
 
 
