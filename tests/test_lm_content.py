@@ -115,9 +115,9 @@ def test_bad_specs_name_the_field(store: Store, spec: LMTaskSpec):
     bad_env = store.put_manifest(canonical_bytes({**doc, "env": {**doc["env"], "env_id": "no_such_env"}}))
     with pytest.raises(TaskSpecError, match="no_such_env"):
         fetch_spec(store, bad_env)
-    sampled = {**doc, "validation": {**doc["validation"], "mode": "sampled"}}
-    with pytest.raises(TaskSpecError, match="mode"):  # LM tasks are checked in full
-        fetch_spec(store, store.put_manifest(canonical_bytes(sampled)))
+    bad_mode = {**doc, "validation": {**doc["validation"], "mode": "sometimes"}}
+    with pytest.raises(TaskSpecError, match="mode"):  # full or sampled, nothing else
+        fetch_spec(store, store.put_manifest(canonical_bytes(bad_mode)))
     pins = {**doc, "source": {**doc["source"], "weights_sha256": "0x" + "00" * 32}}
     assert LMTaskSpec.from_bytes(canonical_bytes(pins)).task.model_source.weights_sha256 != (
         SMOLLM2_135M.weights_sha256

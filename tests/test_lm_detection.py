@@ -29,6 +29,7 @@ from client.engine.lm_rollout import (
 )
 from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext
 from validator.lm_checks import verify_submission
+from validator.sampling import CheckSample
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +117,41 @@ def test_a_group_must_share_one_prompt(ctx: LMCheatContext, honest: LMSubmission
 def test_bad_adapter_config_names_the_field(kwargs: dict[str, object], key: str) -> None:
     with pytest.raises(AdapterConfigError, match=rf"\[adapter\] {key}:"):
         AdapterConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_sampled_checks_prefill_only_the_sampled_rows(ctx: LMCheatContext, honest: LMSubmission) -> None:
+    """Sampled mode on the LM: an honest round passes with 2 of 16 rows prefilled; a token edit in one
+    row is caught when that row is in the sample and missed when it is not (the sample is what decides,
+    so a validator's detection is the sample's probability); claims the cheap checks see are caught
+    whatever the sample."""
+    vcfg = ValidationConfig(prefill_precision="fp32", mode="sampled", row_fraction=0.1, replay_steps=1)
+    sample = CheckSample(rows=((1,), (6,)), steps=(0,), full=False)
+    verdict = verify_submission(ctx.rollouts, ctx.base, honest, GRPO, vcfg, sample=sample)
+    assert verdict.accepted, verdict
+    toploc = [r.evidence["rollouts"] for r in verdict.results if r.name == "toploc"]
+    assert sum(toploc) == 2 and len(toploc) == GRPO.inner_steps * GRPO.prompts_per_step
+    assert verdict.results[-1].name == "training_replay"  # a sampled step: the round is replayed
+
+    edited = LM_CHEATS["edited_tokens"](ctx)  # row 0 of step 0's first group
+    hit = CheckSample(rows=((0,), ()), steps=(), full=False)
+    miss = CheckSample(rows=((1,), (6,)), steps=(), full=False)
+    assert verify_submission(ctx.rollouts, ctx.base, edited, GRPO, vcfg, sample=hit).failed_check in (
+        "toploc",
+        "sampling",
+    )
+    missed = verify_submission(ctx.rollouts, ctx.base, edited, GRPO, vcfg, sample=miss)
+    assert missed.accepted and "training_replay" not in [r.name for r in missed.results]
+    inflated = LM_CHEATS["inflated_rewards"](ctx)
+    assert verify_submission(ctx.rollouts, ctx.base, inflated, GRPO, vcfg, sample=miss).failed_check == "rewards"
+
+
+def test_a_drawn_sample_maps_rows_onto_groups(ctx: LMCheatContext, honest: LMSubmission) -> None:
+    from client.digest import Digest
+    from validator.sampling import draw_sample
+
+    vcfg = ValidationConfig(prefill_precision="fp32", mode="sampled", row_fraction=0.25, replay_steps=0)
+    rows = GRPO.prompts_per_step * GRPO.group_size
+    sample = draw_sample(bytes(range(32)), "0x" + "11" * 20, Digest(bytes(32)), GRPO.inner_steps, rows, vcfg)
+    verdict = verify_submission(ctx.rollouts, ctx.base, honest, GRPO, vcfg, sample=sample)
+    assert verdict.accepted, verdict
+    assert sum(r.evidence["rollouts"] for r in verdict.results if r.name == "toploc") == sample.row_count == 4

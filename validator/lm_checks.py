@@ -9,6 +9,14 @@ ValidationConfig) -> rewards recomputed by the text environment's scorer. Then a
 inner_update(adapters_k, verified groups) and finally the replayed delta against the submitted one,
 work units, mean reward and the proof root.
 
+Sampled mode (docs/PROTOCOL.md "Sampled checks"; validator.sampling.draw_sample over the H steps of
+A x G rows, row n of step k = row n % G of group n // G): the cheap checks (schema, prompts, rewards,
+PAD and length rule, work units, proof root) run on every group; the prefill checks (TOPLOC,
+sampling replay) only on the sampled rows, each group's sampled rows in one prefill; the training
+replay runs when the sample has a step to replay. An LM submission commits its adapters after every
+step but not the optimizer's state, so the replay is the whole round's (H steps from the base), not
+one step alone.
+
 Precision: with ``bf16`` the prefill runs under bf16 autocast and every group with a row that fails
 TOPLOC or sampling there is recomputed in float32 and judged on that (the rule of
 validator.checks.recompute_states: bf16 rounding can only speed up a group that passes).
@@ -37,6 +45,7 @@ from client.engine.lm_rollout import (
 )
 from client.engine.rollout import RolloutBatch, completion_mask
 from validator.checks import CheckResult, Verdict, completion_gaps, toploc_result, toploc_rows
+from validator.sampling import CheckSample
 
 
 def check_group_prompt(batch: RolloutBatch, sub: LMSubmission, i: int, rollouts: LMRollouts, k: int) -> CheckResult:
@@ -61,13 +70,20 @@ def check_group_sampling(
     rollouts: LMRollouts,
     vcfg: ValidationConfig,
     k: int,
+    rows: list[int] | None = None,
 ) -> CheckResult:
-    """Every counted token is the seeded choice up to the near-tie tolerance, PAD (= EOS) after the
-    first EOS, and decoding ran to max_new_tokens unless every row had stopped right then."""
+    """Every counted token of rows ``rows`` (default all; ``logits`` [len(rows), C, V] are theirs) is the
+    seeded choice up to the near-tie tolerance; on every row PAD (= EOS) after the first EOS, and
+    decoding ran to max_new_tokens unless every row had stopped right then."""
     eos, sampler = rollouts.eos, rollouts.sampler
     mask = completion_mask(batch.completions, sampler.stop_at_eos, eos)
-    gap = completion_gaps(logits, batch.completions, keys, sampler.temperature)
-    rejected = (gap > vcfg.sampling_tie_tol) & mask
+    picked = torch.arange(batch.n) if rows is None else torch.tensor(rows, dtype=torch.int64)  # [R]
+    if len(picked):
+        gap = completion_gaps(logits, batch.completions[picked], keys[picked.numpy()], sampler.temperature)
+    else:  # no row of this group in the sample: the PAD and length rules below still hold for every row
+        gap = torch.zeros(0, batch.completions.shape[1])
+    counted = mask[picked]  # [R, C] the sampled rows' counted tokens
+    rejected = (gap > vcfg.sampling_tie_tol) & counted
     pad_bad = int(((batch.completions != eos) & ~mask).sum())
     c = batch.completions.shape[1]
     stopped_early = bool((batch.completions == eos).any(dim=1).all()) and int(mask.sum(1).max()) == c
@@ -78,13 +94,13 @@ def check_group_sampling(
         ok,
         {
             "step": k,
-            "tokens": int(mask.sum()),
-            "mismatched": int(((gap > 0) & mask).sum()),
+            "tokens": int(counted.sum()),
+            "mismatched": int(((gap > 0) & counted).sum()),
             "rejected_tokens": int(rejected.sum()),
             "rejected_rollouts": int(rejected.any(dim=1).sum()),
             "pad_after_eos_bad": pad_bad,
             "length_ok": float(length_ok),
-            "max_gap": float(torch.where(mask, gap, torch.zeros_like(gap)).max()),
+            "max_gap": float(torch.where(counted, gap, torch.zeros_like(gap)).max()) if len(picked) else 0.0,
         },
     )
 
@@ -157,6 +173,7 @@ def verify_submission(
     vcfg: ValidationConfig = ValidationConfig(),
     bf16: bool = False,
     replay: bool = True,
+    sample: CheckSample | None = None,
 ) -> Verdict:
     """Checks in protocol order on the LM; the first failure rejects.
 
@@ -164,7 +181,9 @@ def verify_submission(
     inference checks need no replay. ``replay=True`` then re-runs the H inner steps from the base on
     the verified groups (the fresh optimizer of the round) and requires every replayed adapters_{k+1}
     to match the submitted one (the last is the delta): a state that training did not produce fails
-    here. ``replay=False`` stops after the inference checks: what ``concord bench lm`` times as verify_s."""
+    here. ``replay=False`` stops after the inference checks: what ``concord bench lm`` times as verify_s.
+    ``sample`` (validator.sampling.draw_sample; None = every row and the replay) limits the prefill
+    checks to its rows and runs the replay only when it has a step to replay (module doc)."""
     results: list[CheckResult] = []
 
     def done(r: CheckResult) -> Verdict | None:
@@ -186,14 +205,21 @@ def verify_submission(
                 return v
             keys = smp.sample_keys(sub.task_id, sub.round, sub.trainer, [(i, j) for j in range(grpo.group_size)])
             mask = completion_mask(batch.completions, rollouts.sampler.stop_at_eos, rollouts.eos)
-            with timing.span("verification"):
-                hidden, logits = prefill_group(model, batch, bf16=bf16, prefix=prefix)
-                per_row = toploc_rows(hidden, batch, sub.proofs[k][a], mask.sum(1), vcfg)
-                sampling = check_group_sampling(logits, batch, keys, rollouts, vcfg, k)
-                if bf16 and (not sampling.ok or not all(r.ok for r in per_row)):
-                    hidden, logits = prefill_group(model, batch, bf16=False)  # the float32 re-check
-                    per_row = toploc_rows(hidden, batch, sub.proofs[k][a], mask.sum(1), vcfg)
-                    sampling = check_group_sampling(logits, batch, keys, rollouts, vcfg, k)
+            g = grpo.group_size
+            rows = list(range(g)) if sample is None else [n - a * g for n in sample.rows[k] if a * g <= n < (a + 1) * g]
+            per_row, sampling = [], check_group_sampling(torch.empty(0), batch, keys, rollouts, vcfg, k, [])
+            if rows:
+                part = _rows(batch, rows)
+                proofs = tuple(sub.proofs[k][a][j] for j in rows)
+                with timing.span("verification"):
+                    hidden, logits = prefill_group(model, part, bf16=bf16, prefix=prefix)
+                    lengths = mask[torch.tensor(rows)].sum(1)
+                    per_row = toploc_rows(hidden, part, proofs, lengths, vcfg)
+                    sampling = check_group_sampling(logits, batch, keys, rollouts, vcfg, k, rows)
+                    if bf16 and (not sampling.ok or not all(r.ok for r in per_row)):
+                        hidden, logits = prefill_group(model, part, bf16=False)  # the float32 re-check
+                        per_row = toploc_rows(hidden, part, proofs, lengths, vcfg)
+                        sampling = check_group_sampling(logits, batch, keys, rollouts, vcfg, k, rows)
             if (v := done(toploc_result(per_row, k))) is not None:
                 return v
             if (v := done(sampling)) is not None:
@@ -231,9 +257,17 @@ def verify_submission(
     leaves = sum(len(s) for s in sub.flat_proofs)
     if (v := done(CheckResult("proof_root", root == bytes(sub.proof_root), {"leaves": leaves}))) is not None:
         return v
+    replay = replay and (sample is None or bool(sample.steps))
     if replay and (v := done(check_replay(rollouts, base, sub, steps, grpo, vcfg))) is not None:
         return v
     return Verdict(True, "", tuple(results))
+
+
+def _rows(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
+    """The group's rows ``rows`` as a batch of their own (what one sampled prefill recomputes)."""
+    fields = ("prompt_idx", "sample_idx", "prompts", "completions", "mask", "lengths", "rewards")
+    idx = torch.tensor(rows, dtype=torch.int64)
+    return dataclasses.replace(batch, keys=batch.keys[idx.numpy()], **{f: getattr(batch, f)[idx] for f in fields})
 
 
 def check_replay(

@@ -725,10 +725,16 @@ def judge_lm(v: Validator, sub: Submitted, lm_sub: LMSubmission) -> dict[str, An
     rejection, None when accepted (the delta is kept for the outer step)."""
     work = v.task.lm
     assert work is not None
+    grpo, vcfg = v.task.task.grpo, v.task.task.validation
+    sample = None
+    if vcfg.mode == "sampled":  # this validator's rows from the round's seed; rows of step k = its A x G rows
+        digest = Digest.parse(sub.bundle_digest, "bundleDigest")
+        rows = grpo.prompts_per_step * grpo.group_size
+        sample = draw_sample(v.seeds[sub.round], v.me, digest, grpo.inner_steps, rows, vcfg)
     with timing.span("ipfs"):
         base = round_adapters(v.task, v.store, sub.base_round).state
     with timing.span("verification"), work.lock:
-        verdict = verify_lm(work.rollouts, base, lm_sub, v.task.task.grpo, v.task.task.validation, bf16=work.bf16)
+        verdict = verify_lm(work.rollouts, base, lm_sub, grpo, vcfg, bf16=work.bf16, sample=sample)
     if verdict.accepted:
         v.deltas[(sub.round, sub.index)] = lm_sub.delta
         return None

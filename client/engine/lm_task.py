@@ -9,7 +9,7 @@ The LM counterpart of client.engine.config.TaskConfig, loaded from TOML and vali
     [env]         env_id, [env.params] (the reasoning-gym dataset's kwargs), [env.format] (FORMAT_FIELDS)
     [adapter]     rank, alpha, targets, seed                               (lm_rollout.AdapterConfig)
     [sampler] [grpo] [outer] [validation]                                  (as for the tiny model;
-                                                                            validation.mode must be "full")
+                                                                            validation.mode "full" by default)
 
 ``DEFAULT_LM_TASK`` is configs/lm_task.toml (a test keeps the two equal): chain_sum with two one-digit
 terms on the shipped SmolLM2-135M-Instruct, LoRA rank 8 on q_proj and v_proj.
@@ -60,6 +60,8 @@ class LMTaskConfig:
         default_factory=lambda: GRPOConfig(prompts_per_step=4, group_size=8, inner_steps=2, lr=2e-3, optimizer="adamw")
     )
     outer: OuterConfig = field(default_factory=lambda: OuterConfig(lr=1.0, momentum=0.0))
+    # Full checks by default on the LM: the sampled mode works (validator.lm_checks) but its per-cheat
+    # detection on the LM is not measured yet (docs/LM.md).
     validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
     trainers_per_round: int = 2
 
@@ -74,9 +76,6 @@ class LMTaskConfig:
                 f"{self.sampler.max_new_tokens} differs from the environment's {env.max_new_tokens} "
                 "(set it in [env.format] max_new_tokens)",
             )
-
-        if self.validation.mode != "full":  # validator.lm_checks checks every group and replays every step
-            raise ConfigError("validation", "mode", f"LM tasks are checked in full, got {self.validation.mode!r}")
 
     @property
     def model_source(self) -> ModelSource:
