@@ -234,29 +234,8 @@ def prepare_submission(
     upload: each step through ``hooks``."""
     t0 = time.perf_counter()
     display.update(round=round_, base=base_round, step="fetching model", upload="-", tx="-")
-    if ctx.lm is not None:
-        digest, proof_root, work_units, mean_reward, rollouts = _prepare_lm(
-            node, ctx, round_, base_round, display, hooks
-        )
-    else:
-        with timing.span("ipfs"):
-            policy = model_for_round(ctx, node.store, base_round)
-        policy = hooks.base_model(node, ctx, round_, base_round, policy)
-        display.update(step="generating + training")
-        bundle = hooks.bundle(
-            node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
-        )
-        rollouts = sum(b.n for b in bundle.batches)
-        work_units, mean_reward, proof_root = bundle.work_units, bundle.mean_reward, bytes(bundle.proof_root)
-        display.update(
-            step="uploading",
-            rollouts=rollouts,
-            mean_reward=round(mean_reward, 4),
-            work_units=work_units,
-            upload="uploading",
-        )
-        with timing.span("ipfs"):
-            digest = Digest.parse(hooks.upload(node, ctx, bundle), "upload hook's digest")
+    prepare = _prepare_bundle if ctx.lm is None else _prepare_lm
+    digest, proof_root, work_units, mean_reward, rollouts = prepare(node, ctx, round_, base_round, display, hooks)
     seconds = time.perf_counter() - t0
     display.update(step="ready", upload=str(digest)[:18])
     log.info(
@@ -280,6 +259,31 @@ def prepare_submission(
         ),
     )
     return Prepared(round_, base_round, digest, proof_root, work_units, mean_reward, rollouts, seconds)
+
+
+def _prepare_bundle(
+    node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display, hooks: TrainerHooks
+) -> tuple[Digest, bytes, int, float, int]:
+    """A tiny/hf policy's round: model(baseRound), make_bundle (rollouts, proofs, H inner steps), upload;
+    returns (digest, proof root, work units, mean reward, rollouts)."""
+    with timing.span("ipfs"):
+        policy = model_for_round(ctx, node.store, base_round)
+    policy = hooks.base_model(node, ctx, round_, base_round, policy)
+    display.update(step="generating + training")
+    bundle = hooks.bundle(
+        node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
+    )
+    rollouts = sum(b.n for b in bundle.batches)
+    display.update(
+        step="uploading",
+        rollouts=rollouts,
+        mean_reward=round(bundle.mean_reward, 4),
+        work_units=bundle.work_units,
+        upload="uploading",
+    )
+    with timing.span("ipfs"):
+        digest = Digest.parse(hooks.upload(node, ctx, bundle), "upload hook's digest")
+    return digest, bytes(bundle.proof_root), bundle.work_units, bundle.mean_reward, rollouts
 
 
 def _prepare_lm(
