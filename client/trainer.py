@@ -14,6 +14,10 @@ submitted from chain state (memberInfo.lastSubmitRound) and checks it again righ
 every submit, so it never submits a round twice. When its own IPFS daemon is down it logs the
 error (naming the API address) and retries on the next tick, at most MAX_STORE_FAILURES times.
 
+On an LM task (TaskContext.lm, issue 12) step 2 is `_prepare_lm`: model(m)'s adapters on the loaded
+base model, client.engine.lm_grpo.make_submission (GRPO groups, TOPLOC proofs, H inner steps over
+the adapters), put_lm_submission.
+
 `TrainerHooks` names the places in steps 2 and 3 where a node could act otherwise; the node runs
 the honest defaults; the lab implements them to play adversaries and faults.
 """

@@ -23,6 +23,11 @@ bundle digest (hex, sorted) from model r's weights and outer state, stored with
 digest is committed. With no accepted submission the proposal is model r's own digest (the
 model stays).
 
+LM tasks (issue 12; TaskContext.lm): the same loop, with `fetch_lm_submission` for the fetch,
+`judge_lm` (validator.lm_checks, sampled from the round's seed in sampled mode) for the checks, and
+the outer step over the accepted adapter deltas from model r's adapters (`client.runtime.lm_work`),
+stored as a model of the same base file.
+
 Availability (issue 10; docs/SECURITY.md "Validator availability"):
   * each submission is fetched under its own deadline (client.content.submission.submission_deadline_s),
     each from the tick it is seen (up to MAX_FETCH_THREADS at once), so a slow or withholding
