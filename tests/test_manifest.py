@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+from multiformats import CID
 
 from client.content.manifest import (
     MAX_MANIFEST_BYTES,
@@ -15,6 +16,7 @@ from client.content.manifest import (
     ShardRef,
     SubmissionManifest,
     canonical_bytes,
+    canonical_cid,
     cid_for_digest,
     decode_manifest,
     digest_for_cid,
@@ -117,6 +119,35 @@ def test_cid_for_digest_matches_known_ipfs_address_and_inverts() -> None:
     assert "dag-pb" in str(info.value)
     with pytest.raises(InvalidDigest):
         cid_for_digest("ab" * 31)
+
+
+def test_cid_strings_are_exactly_what_multiformats_writes_and_accepts() -> None:
+    """cid_for_digest and canonical_cid spell the base32 CIDv1 out by hand (no multiformats parse on
+    the hot path): pinned to multiformats for many digests and both codecs; anything not already in
+    that form (another base, upper case, non-zero trailing bits, another codec or hash) is converted
+    or refused exactly as multiformats decides."""
+    for i in range(200):
+        digest = hashlib.sha256(i.to_bytes(4, "big")).digest()
+        for codec in ("raw", "dag-pb"):
+            want = str(CID("base32", 1, codec, ("sha2-256", digest)))
+            assert canonical_cid(want) == want
+            assert canonical_cid(str(CID("base58btc", 1, codec, ("sha2-256", digest)))) == want
+            assert canonical_cid(want.upper()) == want  # multibase 'B': upper-case base32, converted
+        assert cid_for_digest(digest) == str(CID("base32", 1, "raw", ("sha2-256", digest)))
+    cid = cid_for_digest(hashlib.sha256(b"hello").digest())
+    last = "abcdefghijklmnopqrstuvwxyz234567".index(cid[-1])
+    assert last % 4 == 0  # 290 bits written for 288: the last character's two low bits are zero
+    with pytest.raises(ManifestError):
+        canonical_cid(cid[:-1] + "abcdefghijklmnopqrstuvwxyz234567"[last + 1])  # same bytes, other spelling
+    for bad in (
+        str(CID("base32", 1, "dag-cbor", ("sha2-256", bytes(32)))),
+        str(CID("base32", 1, "raw", ("sha2-512", bytes(64)))),
+        "b" + "a" * 58,
+        cid[:-1],
+        cid + "a",
+    ):
+        with pytest.raises(ManifestError):
+            canonical_cid(bad)
 
 
 # ----------------------------------------------------------------------------- non-canonical bytes

@@ -22,6 +22,7 @@ Canonical encoding (the one rule, checked by re-encoding on every decode):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -183,10 +184,22 @@ def digest_of(data: bytes) -> Digest:
     return Digest(hashlib.sha256(data).digest())
 
 
+# The one CID form a manifest or shard reference carries, spelled out (tests/test_manifest.py pins it to
+# multiformats): "b" + base32 (RFC 4648, lowercase, unpadded) of the binary CID, version 1 | codec
+# varint | sha2-256 multihash (0x12, 32 bytes). Raw (0x55) and dag-pb (0x70) are one-byte varints.
+_CID_PREFIX = {"raw": b"\x01\x55\x12\x20", "dag-pb": b"\x01\x70\x12\x20"}
+_CID_BYTES = 36  # 4 prefix bytes + the 32-byte digest
+_BASE32_CID = re.compile(r"b[a-z2-7]{58}")  # 36 bytes = 288 bits in 58 characters of 5 bits
+
+
+def _base32(raw: bytes) -> str:
+    return "b" + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
 def cid_for_digest(digest: Digest | bytes | str) -> str:
     """The IPFS address of a manifest: CIDv1, raw codec, sha2-256 multihash, base32 ('b...').
     ``digest``: anything ``Digest.parse`` takes (InvalidDigest otherwise)."""
-    return str(CID("base32", 1, "raw", ("sha2-256", Digest.parse(digest).bytes)))
+    return _base32(_CID_PREFIX["raw"] + Digest.parse(digest).bytes)
 
 
 def digest_for_cid(cid: str) -> Digest:
@@ -210,7 +223,15 @@ def _parse_cid(cid: Any, field: str) -> CID:
 
 
 def canonical_cid(cid: str, field: str = "cid") -> str:
-    """The base32 form of a CIDv1 sha2-256 raw/dag-pb CID (daemons may answer in base58)."""
+    """The base32 form of a CIDv1 sha2-256 raw/dag-pb CID (daemons may answer in base58).
+
+    A CID already in that form (every shard reference of a valid manifest) is recognised by
+    decoding its base32 and re-encoding it to the same string, without a multiformats parse;
+    anything else goes through multiformats, which refuses or converts it."""
+    if isinstance(cid, str) and _BASE32_CID.fullmatch(cid):
+        raw = base64.b32decode(cid[1:].upper() + "======")  # 7 whole 8-character groups, then 2 + 6 pads
+        if len(raw) == _CID_BYTES and raw[:4] in _CID_PREFIX.values() and _base32(raw) == cid:
+            return cid
     parsed = _parse_cid(cid, field)
     if parsed.codec.name not in CID_CODECS:
         raise ManifestError(field, f"codec {parsed.codec.name} is not one of {CID_CODECS}", cid)
