@@ -31,6 +31,7 @@ from client.content.submission import (
     SubmissionError,
     SubmissionLimits,
     decode_proof_file,
+    decode_state,
     default_limits,
     encode_proof_file,
     encode_stats,
@@ -238,6 +239,63 @@ def test_bad_inner_states_are_refused_naming_the_state_and_cid(made, store: Stor
     with pytest.raises(SubmissionError) as info:
         fetch_states(other, digest, [1], limits, shapes)
     assert info.value.field == "states[0].param"
+
+
+def test_decode_state_refuses_each_bad_state_naming_the_field(made) -> None:
+    """decode_state without a store: a non-finite value names its tensor, another dtype names its
+    tensor, and every byte-level variant of a valid state (metadata, header padding, tensor order,
+    trailing or missing bytes) is refused as non-canonical exactly when its re-encoding differs;
+    a state of other parameters names states[i].param."""
+    env, base, bundle = made
+    shapes = {n: tuple(t.shape) for n, t in policy_state(base).items()}
+    (name, data), _ = state_files(bundle)
+    ref = ShardRef(name, cid_for_digest(hashlib.sha256(data).digest()), hashlib.sha256(data).hexdigest(), len(data))
+    got = decode_state(data, ref, 0, shapes)
+    assert set(got) == set(bundle.states[0]) and all(torch.equal(got[k], bundle.states[0][k]) for k in got)
+
+    def refused(raw: bytes) -> SubmissionError:
+        with pytest.raises(SubmissionError) as info:
+            decode_state(raw, ref, 0, shapes)
+        assert info.value.cid == ref.cid
+        return info.value
+
+    tensors = dict(st_load(data))
+    last = sorted(tensors)[-1]
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        poisoned = tensors[last].clone()
+        poisoned.view(-1)[0] = bad
+        assert refused(st_save(dict(tensors, **{last: poisoned}))).field == f"states[0].{last}"
+    assert refused(st_save(dict(tensors, **{last: tensors[last].double()}))).field == f"states[0].{last}"
+    head = struct.unpack_from("<Q", data)[0]
+    header = json.loads(data[8 : 8 + head])
+    names = sorted(tensors)  # another order of the same tensors, offsets consistent: valid safetensors, not save's
+    offsets, pos = {}, 0
+    for n in reversed(names):
+        offsets[n], pos = [pos, pos + tensors[n].numel() * 4], pos + tensors[n].numel() * 4
+    reordered_header = json.dumps({n: dict(header[n], data_offsets=offsets[n]) for n in names}).encode()
+    reordered_header += b" " * (-len(reordered_header) % 8)
+    reordered = struct.pack("<Q", len(reordered_header)) + reordered_header
+    reordered += b"".join(tensors[n].numpy().tobytes() for n in reversed(names))
+    spaced = json.dumps(header, separators=(", ", ": ")).encode()
+    spaced += b" " * (-len(spaced) % 8)
+    variants = {
+        "metadata": st_save(tensors, metadata={"pad": "x" * 64}),
+        "trailing": data + b"\x00" * 8,
+        "reordered": reordered,
+        "spaced header": struct.pack("<Q", len(spaced)) + spaced + data[8 + head :],
+        "padded header": struct.pack("<Q", head + 8) + data[8 : 8 + head] + b" " * 8 + data[8 + head :],
+    }
+    for what, raw in variants.items():
+        err = refused(raw)
+        assert err.field == "states[0]", what
+        try:
+            loaded = st_load(raw)
+        except Exception:  # safetensors refuses it itself (trailing bytes leave the buffer not covered)
+            continue
+        assert st_save(dict(loaded)) != raw and "canonical" in str(err), what  # a real non-canonical encoding
+    other = st_save({k.replace("param.", "param.x"): v for k, v in tensors.items()})
+    assert refused(other).field == "states[0].param"
+    assert refused(data[:-4]).field == "states[0]"  # truncated: not even safetensors
 
 
 def test_limits_are_checked_before_any_download(made, store: Store, other: Store) -> None:
