@@ -25,8 +25,10 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def fresh_cache():
     prec._auto_cpu.cache_clear()
+    prec._POLICY_CHOICES.clear()
     yield
     prec._auto_cpu.cache_clear()
+    prec._POLICY_CHOICES.clear()
 
 
 def test_decide_is_a_function_of_the_measurement() -> None:
@@ -35,10 +37,10 @@ def test_decide_is_a_function_of_the_measurement() -> None:
     assert (
         decide(fast, "hint")
         == decide(fast, "hint")
-        == PrefillPrecision("bf16", "measured: bf16 2.0 ms vs fp32 9.5 ms", "hint", fast)
+        == PrefillPrecision("bf16", "measured at 512 tokens: bf16 2.00 ms vs fp32 9.50 ms", "hint", fast)
     )
     assert decide(slow).precision == "fp32"
-    assert decide(slow).reason == "measured: bf16 49.4 ms vs fp32 9.7 ms"
+    assert decide(slow).reason == "measured at 512 tokens: bf16 49.40 ms vs fp32 9.70 ms"
     # the margin: bf16 must be at least BF16_MIN_SPEEDUP times faster, ties go to float32
     assert decide(Measurement(5.0, 5.0 * prec.BF16_MIN_SPEEDUP)).precision == "bf16"
     assert decide(Measurement(5.0, 5.0 * prec.BF16_MIN_SPEEDUP - 0.01)).precision == "fp32"
@@ -64,7 +66,9 @@ def test_configured_precision_is_honoured_without_measuring(monkeypatch, fresh_c
     monkeypatch.setattr(prec, "measure_cpu", no_measuring)
     assert choose(setting, CPU, 256, 1024) == PrefillPrecision(setting, "configured")
     policy = build_policy(ModelConfig(d_model=32, n_layers=1, n_heads=4, max_seq_len=24))
+    monkeypatch.setattr(prec, "measure_policy", no_measuring)
     assert choose_for(policy, setting) == PrefillPrecision(setting, "configured")
+    assert choose_for(policy, setting, tokens=40) == PrefillPrecision(setting, "configured")
 
 
 def test_auto_on_cpu_follows_the_measurement_once_per_process(monkeypatch, fresh_cache) -> None:
@@ -77,18 +81,56 @@ def test_auto_on_cpu_follows_the_measurement_once_per_process(monkeypatch, fresh
 
     monkeypatch.setattr(prec, "measure_cpu", measured)
     slow = choose("auto", CPU, 256, 1024)
-    assert (slow.precision, slow.reason) == ("fp32", "measured: bf16 60.0 ms vs fp32 12.0 ms")
+    assert (slow.precision, slow.reason) == ("fp32", "measured at 512 tokens: bf16 60.00 ms vs fp32 12.00 ms")
     assert slow.hint.startswith(torch.backends.cpu.get_cpu_capability())
     assert choose("auto", CPU, 256, 1024) is slow  # cached: one measurement per width and thread count
     assert choose("auto", CPU, 512, 2048).precision == "bf16"
     assert calls == [(256, 1024), (512, 2048)]
 
 
+def test_size_classes_round_up_to_a_power_of_two_within_bounds() -> None:
+    assert [prec.size_class(t) for t in (1, 32, 33, 110, 512, 513, 4096, 5632, 10**9)] == [
+        32,
+        32,
+        64,
+        128,
+        512,
+        1024,
+        4096,
+        4096,
+        4096,
+    ]
+
+
+def test_auto_for_a_policy_measures_its_forward_at_the_batch_size_class(monkeypatch, fresh_cache) -> None:
+    """choose_for measures the policy itself at the batch's size class, once per class: a small
+    sampled batch and a full batch may get different precisions on one machine (native bf16 that
+    loses on a few rows and wins on many), and each is the one measured faster."""
+    policy = build_policy(ModelConfig(d_model=32, n_layers=1, n_heads=4, max_seq_len=24))
+    calls: list[int] = []
+    real = prec.measure_policy
+
+    def measured(p: object, tokens: int, repeats: int) -> Measurement:
+        assert p is policy and repeats == prec.MEASURE_REPEATS * (prec.MAX_MEASURE_TOKENS // tokens)
+        calls.append(tokens)
+        slow = tokens < 1024  # bf16 pays per-op casts: slower on small batches here
+        return Measurement(bf16_ms=1.2 if slow else 5.0, fp32_ms=1.0 if slow else 9.0, tokens=tokens)
+
+    monkeypatch.setattr(prec, "measure_policy", measured)
+    small, full = choose_for(policy, "auto", 5 * 22), choose_for(policy, "auto", 256 * 22)
+    assert (small.precision, full.precision) == ("fp32", "bf16")
+    assert small.reason == "measured at 128 tokens: bf16 1.20 ms vs fp32 1.00 ms"
+    assert choose_for(policy, "auto", 100) is small and choose_for(policy, "auto", 9000) is full  # cached per class
+    assert calls == [128, 4096]
+    m = real(policy, 64, repeats=2)  # the real thing: both paths timed on 64 tokens
+    assert m.tokens == 48 and 0 < m.bf16_ms < math.inf and 0 < m.fp32_ms < math.inf  # two rows of max_seq_len
+
+
 def test_real_measurement_times_both_paths(fresh_cache) -> None:
     m = prec.measure_cpu(64, 256, rows=64, repeats=2)
     assert 0 < m.bf16_ms < math.inf and 0 < m.fp32_ms < math.inf
     chosen = choose("auto", CPU, 64, 256)
-    assert chosen.precision in ("bf16", "fp32") and chosen.reason.startswith("measured: bf16 ")
+    assert chosen.precision in ("bf16", "fp32") and chosen.reason.startswith("measured at 512 tokens: bf16 ")
     assert chosen.measurement is not None and chosen.precision == decide(chosen.measurement).precision
 
 

@@ -10,11 +10,19 @@ CUDA from Ampere on) the autocast prefill is 2-5x faster; without them (an AVX2-
 oneDNN emulates bf16 and the same prefill is ~5x *slower* than float32. So:
 - ValidationConfig.prefill_precision = "bf16" or "fp32" is honoured as configured;
 - "auto" on CUDA takes bf16 where the device supports it natively, float32 otherwise;
-- "auto" on CPU times a few prefill-sized matmuls (the model's width, MEASURE_ROWS tokens) in
-  float32 and under bf16 autocast at start-up and takes bf16 only if it measured at least
-  BF16_MIN_SPEEDUP times faster (the bf16 path also pays output casts and the float32 re-check
-  of failing rows). The CPU's capability and bf16 flags are reported as a hint only: the
-  measurement decides. The choice is cached per process (model width, device, thread count).
+- "auto" on CPU measures in float32 and under bf16 autocast and takes bf16 only if it measured at
+  least BF16_MIN_SPEEDUP times faster (the bf16 path also pays output casts and the float32
+  re-check of failing rows). What is measured:
+  * for a validator's policy (`choose_for`), the policy's own forward at the size of the batch it
+    is about to prefill, rounded up to a size class (a power of two of tokens in
+    [MIN_MEASURE_TOKENS, MAX_MEASURE_TOKENS]). The size decides on a CPU with native bf16 too:
+    on an AMD EPYC with avx512_bf16 the default task's full batch (5,632 tokens) runs 1.5x faster
+    under bf16, while the ~110 tokens of the rows a sampled check prefills per step run 1.2x
+    slower (autocast's per-op casts outweigh the matmuls at that size);
+  * where only the model's dimensions are known (`choose`, e.g. the LM bench), one MLP block's
+    matmuls at MEASURE_ROWS tokens.
+  The CPU's capability and bf16 flags are reported as a hint only: the measurement decides.
+  Choices are cached per process (model, thread count, size class).
 """
 
 from __future__ import annotations
@@ -35,16 +43,19 @@ Precision = Literal["bf16", "fp32"]
 
 MEASURE_ROWS = 512  # tokens per timed matmul: enough to be compute bound, ~0.1-1 s in all at start-up
 MEASURE_REPEATS = 3  # best of, fp32 and bf16 interleaved so a busy neighbour slows both alike
+MIN_MEASURE_TOKENS = 32  # the smallest size class of a policy measurement
+MAX_MEASURE_TOKENS = 4096  # the largest: a bigger batch is measured at this size
 BF16_MIN_SPEEDUP = 1.2  # auto takes bf16 only when it is at least this much faster than float32
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 matmul units
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """Best-of wall time of the same matmuls (milliseconds) in each precision."""
+    """Best-of wall time of the same work (milliseconds) in each precision, on ``tokens`` tokens."""
 
     bf16_ms: float
     fp32_ms: float
+    tokens: int = MEASURE_ROWS
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class PrefillPrecision:
     """The precision the verification prefill runs in first, and why."""
 
     precision: Precision
-    reason: str  # "configured" | "native bf16 (CUDA ...)" | "measured: bf16 x ms vs fp32 y ms" | ...
+    reason: str  # "configured" | "native bf16 (CUDA ...)" | "measured at n tokens: bf16 x ms vs fp32 y ms" | ...
     hint: str = ""  # what the hardware says about bf16 (informational; never decides on CPU)
     measurement: Measurement | None = None
 
@@ -75,7 +86,7 @@ def decide(measured: Measurement, hint: str = "") -> PrefillPrecision:
     """The auto rule on CPU, a pure function of the measurement: bf16 iff it is at least
     BF16_MIN_SPEEDUP times faster than float32. It never picks the path measured slower."""
     bf16 = measured.bf16_ms * BF16_MIN_SPEEDUP <= measured.fp32_ms
-    reason = f"measured: bf16 {measured.bf16_ms:.1f} ms vs fp32 {measured.fp32_ms:.1f} ms"
+    reason = f"measured at {measured.tokens} tokens: bf16 {measured.bf16_ms:.2f} ms vs fp32 {measured.fp32_ms:.2f} ms"
     return PrefillPrecision("bf16" if bf16 else "fp32", reason, hint, measured)
 
 
@@ -98,7 +109,39 @@ def measure_cpu(d_model: int, ffn_dim: int, rows: int = MEASURE_ROWS, repeats: i
     for _ in range(repeats):
         for bf16 in (False, True):
             best[bf16] = min(best[bf16], block(bf16))
-    return Measurement(bf16_ms=1e3 * best[True], fp32_ms=1e3 * best[False])
+    return Measurement(bf16_ms=1e3 * best[True], fp32_ms=1e3 * best[False], tokens=rows)
+
+
+def size_class(tokens: int) -> int:
+    """The token count a batch of ``tokens`` is measured at: the power of two at or above it, within
+    [MIN_MEASURE_TOKENS, MAX_MEASURE_TOKENS]."""
+    size = MIN_MEASURE_TOKENS
+    while size < min(tokens, MAX_MEASURE_TOKENS):
+        size *= 2
+    return size
+
+
+def measure_policy(policy: Policy, tokens: int, repeats: int = MEASURE_REPEATS) -> Measurement:
+    """Time ``policy``'s forward (no grad, outputs as float32, as rollout.prefill returns them) on
+    ``tokens`` random tokens, in rows of max_seq_len, in float32 and under CPU bf16 autocast; best of
+    ``repeats`` each."""
+    seq = min(policy.config.max_seq_len, tokens)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, policy.config.vocab_size, (max(1, tokens // seq), seq), generator=gen)  # [B, T]
+
+    def forward(bf16: bool) -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = policy(x)
+            out.logits.float(), out.hidden.float()
+        return time.perf_counter() - t0
+
+    forward(False), forward(True)  # warm-up
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(repeats):
+        for bf16 in (False, True):
+            best[bf16] = min(best[bf16], forward(bf16))
+    return Measurement(bf16_ms=1e3 * best[True], fp32_ms=1e3 * best[False], tokens=x.numel())
 
 
 @functools.lru_cache(maxsize=16)
@@ -121,7 +164,21 @@ def choose(setting: PrecisionSetting, device: torch.device, d_model: int, ffn_di
     return _auto_cpu(d_model, ffn_dim, torch.get_num_threads())
 
 
-def choose_for(policy: Policy, setting: PrecisionSetting) -> PrefillPrecision:
-    """`choose` for this policy's width and the device its parameters live on."""
+_POLICY_CHOICES: dict[tuple[object, ...], PrefillPrecision] = {}  # (model config, threads, size class) -> choice
+
+
+def choose_for(policy: Policy, setting: PrecisionSetting, tokens: int = MAX_MEASURE_TOKENS) -> PrefillPrecision:
+    """The verification prefill's precision for a batch of ``tokens`` tokens (rows x sequence length)
+    through ``policy`` on the device its parameters live on: `choose`'s rule, except that "auto" on
+    CPU measures the policy's own forward at the batch's size class, once per process (a smaller
+    class repeats more: the same work as the largest class, where its runs take microseconds and a
+    busy neighbour weighs most)."""
     device = next(policy.parameters()).device
-    return choose(setting, device, policy.config.d_model, policy.config.ffn_dim)
+    if setting != "auto" or device.type != "cpu":
+        return choose(setting, device, policy.config.d_model, policy.config.ffn_dim)
+    size = size_class(tokens)
+    key = (policy.config, torch.get_num_threads(), size)
+    if key not in _POLICY_CHOICES:
+        repeats = MEASURE_REPEATS * (MAX_MEASURE_TOKENS // size)
+        _POLICY_CHOICES[key] = decide(measure_policy(policy, size, repeats), cpu_bf16_hint())
+    return _POLICY_CHOICES[key]

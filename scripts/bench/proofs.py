@@ -6,9 +6,10 @@ timed `--repeats` times and the fastest run is reported (other processes share t
 - generation_s: KV-cache generation with seeded sampling and hidden-state capture;
 - proof_build_s: TOPLOC proofs of every rollout (prefill chunk + one per 32 tokens);
 - precision: the verification prefill's first precision as a validator on this machine
-  chooses it (client.engine.precision; `--prefill-precision auto|bf16|fp32`, default auto:
-  native bf16 on CUDA, on CPU a start-up measurement of prefill-sized matmuls), with the reason
-  and the time the choice took;
+  chooses it for this batch (client.engine.precision; `--prefill-precision auto|bf16|fp32`,
+  default auto: native bf16 on CUDA, on CPU a measurement of the policy's forward at the batch's
+  size class), with the reason and the time the choice took; and what it chooses for the rows a
+  sampled check prefills (ceil(row_fraction x N) rows of this batch, the default row_fraction);
 - verify_s: one prefill pass in the chosen precision (under bf16, rows that fail there are
   re-checked in float32, as validator.checks.recompute_states does) + TOPLOC verification +
   sampling replay of every token; verify_fp32_s: the same checks on the float32 path, so the
@@ -51,6 +52,7 @@ from client.engine.precision import choose_for
 from client.engine.proofs import CHUNK
 from client.engine.rollout import generate, prefill
 from validator.checks import check_sampling, recompute_states, toploc_result
+from validator.sampling import rows_to_check
 
 TRAINER = "0x" + "be" * 20
 
@@ -103,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     vcfg_fp32 = dataclasses.replace(vcfg, prefill_precision="fp32")
     policy = build_policy(model_cfg)
     t0 = time.perf_counter()
-    chosen = choose_for(policy, vcfg.prefill_precision)  # what a validator does once per process
+    seq = env.prompt_len + args.tokens
+    chosen = choose_for(policy, vcfg.prefill_precision, args.rollouts * seq)  # once per process and size class
     choice_s = time.perf_counter() - t0
+    sampled_rows = rows_to_check(args.rollouts, vcfg.row_fraction)
+    chosen_sampled = choose_for(policy, vcfg.prefill_precision, sampled_rows * seq)
     idx = list(range(grpo.prompts_per_step))
 
     gen_s, batch = best_of(args.repeats, lambda: generate(policy, env, idx, group, sampler, 1, 0, TRAINER))
@@ -173,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print(
         f"prefill precision: {chosen.precision} ({vcfg.prefill_precision}: {chosen.reason}; "
-        f"hardware: {chosen.hint or '-'})"
+        f"hardware: {chosen.hint or '-'}); for a sampled check's {sampled_rows} row(s): "
+        f"{chosen_sampled.precision} ({chosen_sampled.reason})"
     )
     console.print(
         f"proof bytes: {per_32:.1f} per 32 decode tokens; prefill proof {prefill_proof_bytes / batch.n:.0f} B/rollout; "
@@ -202,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         "prefill_precision": chosen.precision,
         "prefill_precision_reason": chosen.reason,
         "prefill_precision_hint": chosen.hint,
+        "prefill_precision_sampled_rows": sampled_rows,
+        "prefill_precision_sampled": chosen_sampled.precision,
+        "prefill_precision_sampled_reason": chosen_sampled.reason,
         "precision_choice_s": round(choice_s, 5),
         "verify_fp32_s": round(verify_fp32_s, 5),
         "prefill_s": round(prefill_s, 5),
