@@ -241,3 +241,48 @@ def test_the_length_rule_is_judged_on_the_whole_batch_not_on_sampled_rows(made) 
     )
     assert not check_sampling(out.logits, part, keys, sampler, SAMPLED).evidence["length_ok"]  # the old trap
     assert check_sampling_rows(out.logits, part, keys, sampler, SAMPLED, 0).ok
+
+
+def test_sampled_rows_of_all_steps_are_judged_as_each_step_alone(made) -> None:
+    """verify_sampled recomputes the sampled rows of every step before reporting them (one prefill per
+    step under theta_k, one TOPLOC call for all steps): each step gets exactly what recompute_states
+    gives its rows alone, in either precision. Under bf16 with zero TOPLOC thresholds the rows bf16
+    fails are re-checked in float32 (theta_k loaded again) and pass; a state that does not fit the
+    model is a training_replay reject at its step, whether its rows or its replay read it."""
+    from client.engine import sampler as smp
+    from client.engine.grpo import restore_inner_state
+    from validator.checks import assigned_indices, recompute_sampled, recompute_states, sub_batch
+
+    env, base, bundle = made
+    states = states_of(bundle)
+    base_state = {PARAM_PREFIX + n: p.detach().float() for n, p in base.named_parameters()}
+    strict = dataclasses.replace(
+        SAMPLED, max_exp_mismatches=0, max_mant_err_mean=0.0, max_mant_err_median=0.0, prefill_precision="bf16"
+    )
+    s = sample((0, 3, 5), (1, 2, 7), (1,))
+    for vcfg in (dataclasses.replace(SAMPLED, prefill_precision="fp32"), strict):
+
+        def theta(k: int):
+            return restore_inner_state(base, base_state if k == 0 else states[k], k, CFG.grpo)[0]
+
+        together = recompute_sampled(bundle, s, list(bundle.batches), CFG, vcfg, theta)
+        assert sorted(together) == [0, 1]
+        for k, rows in enumerate(s.rows):
+            want_i, want_j = assigned_indices(k, CFG.grpo)
+            keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, [(want_i[n], want_j[n]) for n in rows])
+            part = sub_batch(bundle.batches[k], list(rows))
+            proofs = tuple(bundle.proofs[k][n] for n in rows)
+            alone = recompute_states(theta(k), part, proofs, part.lengths, keys, CFG.sampler, vcfg)
+            got = together[k].out
+            assert got.toploc == alone.toploc and got.fp32_rows == alone.fp32_rows
+            assert torch.equal(got.hidden, alone.hidden) and torch.equal(got.logits, alone.logits)
+        if vcfg is strict:
+            assert sum(together[k].out.fp32_rows for k in together) > 0  # the re-check ran ...
+            assert all(r.ok for k in together for r in together[k].out.toploc)  # ... and float32 passed them
+        assert verify_bundle(base, bundle, env, CFG, vcfg, s, states).accepted
+    missing = next(k for k in states[1] if k.startswith(PARAM_PREFIX))
+    unfit = {k: v for k, v in states[1].items() if k != missing}  # a parameter missing
+    for read_by in (sample((0,), (1,), ()), sample((0,), (), (1,))):
+        v = verify_bundle(base, bundle, env, CFG, SAMPLED, read_by, {1: unfit, 2: states[2]})
+        assert (v.accepted, v.failed_check) == (False, "training_replay")
+        assert v.result("training_replay").evidence == {"step": 1, "state_unusable": 1.0}

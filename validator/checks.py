@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,14 +158,31 @@ def toploc_rows(
     rows: list[int] | None = None,
 ) -> list[ProofCheck]:
     """TOPLOC verification of rollouts ``rows`` (default: all) against the recomputed states."""
-    p = batch.prompt_len
-    return verify_many_rollout_proofs(
-        [
-            (hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n]))
-            for n in (range(batch.n) if rows is None else rows)
-        ],
-        toploc_thresholds(vcfg),
-    )
+    return toploc_many([(hidden, batch, proofs, lengths, rows)], vcfg)[0]
+
+
+TOPLOCRows = tuple[
+    torch.Tensor,  # hidden [N, P+C, D] recomputed by a prefill pass
+    RolloutBatch,
+    tuple[tuple[bytes, ...], ...],  # proofs [N]
+    torch.Tensor,  # lengths [N] recomputed completion lengths
+    list[int] | None,  # the rows to verify (None: all)
+]
+
+
+def toploc_many(items: list[TOPLOCRows], vcfg: ValidationConfig) -> list[list[ProofCheck]]:
+    """toploc_rows of several batches, each rollout's result the same as alone, with the verification
+    arithmetic of all of them in one verify_many_rollout_proofs call (one pass per chunk size
+    instead of one per batch: what a sampled check of a few rows in each of H steps pays)."""
+    flat: list[tuple[torch.Tensor, torch.Tensor, list[bytes]]] = []
+    counts: list[int] = []
+    for hidden, batch, proofs, lengths, rows in items:
+        p, picked = batch.prompt_len, range(batch.n) if rows is None else rows
+        flat += [(hidden[n, :p], hidden[n, p : p + int(lengths[n])], list(proofs[n])) for n in picked]
+        counts.append(len(picked))
+    results = verify_many_rollout_proofs(flat, toploc_thresholds(vcfg))
+    starts = np.cumsum([0, *counts])
+    return [results[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:
@@ -304,35 +322,70 @@ def recompute_states(
     vcfg: ValidationConfig,
 ) -> Recomputed:
     """The prefill pass of checks 3 and 4. Its first precision is vcfg.prefill_precision as this
-    machine resolves it (client.engine.precision: configured, native bf16, or measured once per
-    process). Under bf16 autocast, every rollout that fails TOPLOC or sampling replay is
-    recomputed in float32 and judged on that, so bf16 rounding only ever speeds up rollouts that
-    pass (DESIGN.md 6.3-6.4)."""
-    precision = choose_for(policy, vcfg.prefill_precision)
-    out = prefill(policy, batch, bf16=precision.bf16)
-    hidden, logits = out.hidden, out.logits
+    machine resolves it for a batch of this size (client.engine.precision: configured, native
+    bf16, or measured once per process and size class). Under bf16 autocast, every rollout that
+    fails TOPLOC or sampling replay is recomputed in float32 and judged on that, so bf16 rounding
+    only ever speeds up rollouts that pass (DESIGN.md 6.3-6.4)."""
+    precision, hidden, logits = prefill_pass(policy, batch, vcfg)
     per_row = toploc_rows(hidden, batch, proofs, lengths, vcfg)
-    if not precision.bf16:
-        return Recomputed(hidden, logits, per_row, 0, precision)
-    gap, mask = sampling_gaps(logits, batch, keys, sampler)
-    failed = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | torch.tensor([not r.ok for r in per_row])
-    rows = failed.nonzero().flatten().tolist()
+    rows = bf16_failures(precision, logits, batch, keys, per_row, sampler, vcfg)
     if rows:
-        with torch.no_grad():
-            exact = policy(batch.tokens[rows])  # float32, those rollouts only
-        hidden, logits = hidden.clone(), logits.clone()
-        hidden[rows], logits[rows] = exact.hidden, exact.logits
+        hidden, logits = float32_rows(policy, batch, rows, hidden, logits)
         for n, r in zip(rows, toploc_rows(hidden, batch, proofs, lengths, vcfg, rows), strict=True):
             per_row[n] = r
     return Recomputed(hidden, logits, per_row, len(rows), precision)
 
 
+def prefill_pass(
+    policy: Policy, batch: RolloutBatch, vcfg: ValidationConfig
+) -> tuple[PrefillPrecision, torch.Tensor, torch.Tensor]:
+    """(precision, hidden [N, P+C, D], logits [N, P+C, V]): the first prefill of checks 3 and 4, in the
+    precision this machine chooses for a batch of this many tokens."""
+    precision = choose_for(policy, vcfg.prefill_precision, batch.tokens.numel())
+    out = prefill(policy, batch, bf16=precision.bf16)
+    return precision, out.hidden, out.logits
+
+
+def bf16_failures(
+    precision: PrefillPrecision,
+    logits: torch.Tensor,  # [N, P+C, V] from the first pass
+    batch: RolloutBatch,
+    keys: np.ndarray,  # [N]
+    per_row: list[ProofCheck],  # [N] TOPLOC on the first pass
+    sampler: SamplerConfig,
+    vcfg: ValidationConfig,
+) -> list[int]:
+    """The float32 re-check rule: the rows a first pass under bf16 failed (TOPLOC or sampling replay)
+    are to be recomputed in float32 and judged on that; a float32 first pass is final (no rows)."""
+    if not precision.bf16:
+        return []
+    gap, mask = sampling_gaps(logits, batch, keys, sampler)
+    failed = ((gap > vcfg.sampling_tie_tol) & mask).any(dim=1) | torch.tensor([not r.ok for r in per_row])
+    rows: list[int] = failed.nonzero().flatten().tolist()
+    return rows
+
+
+def float32_rows(
+    policy: Policy, batch: RolloutBatch, rows: list[int], hidden: torch.Tensor, logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden, logits) with ``rows`` replaced by a float32 forward of those rollouts alone."""
+    with torch.no_grad():
+        exact = policy(batch.tokens[rows])
+    hidden, logits = hidden.clone(), logits.clone()
+    hidden[rows], logits[rows] = exact.hidden, exact.logits
+    return hidden, logits
+
+
 # ----------------------------------------------------------------------------- 5. rewards, work units
 
 
-def check_rewards(batch: RolloutBatch, env: Env, k: int = 0) -> tuple[CheckResult, torch.Tensor]:
-    """Rewards recomputed from (prompt, completion) must equal the claimed ones exactly."""
-    recomputed = torch.from_numpy(rewards(env, batch.prompts.numpy(), batch.completions.numpy()))  # [N] float64
+def check_rewards(
+    batch: RolloutBatch, env: Env, k: int = 0, recomputed: torch.Tensor | None = None
+) -> tuple[CheckResult, torch.Tensor]:
+    """Rewards recomputed from (prompt, completion) must equal the claimed ones exactly (``recomputed``:
+    [N] float64 already computed for this batch by step_rewards)."""
+    if recomputed is None:
+        recomputed = torch.from_numpy(rewards(env, batch.prompts.numpy(), batch.completions.numpy()))  # [N] float64
     claimed = batch.rewards.to(torch.float64)
     if claimed.shape != recomputed.shape:
         return CheckResult("rewards", False, {"step": k, "mismatched": batch.n, "max_abs_diff": math.inf}), recomputed
@@ -348,6 +401,23 @@ def check_rewards(batch: RolloutBatch, env: Env, k: int = 0) -> tuple[CheckResul
             "recomputed_mean": float(recomputed.mean()),
         },
     ), recomputed
+
+
+def step_rewards(batches: tuple[RolloutBatch, ...] | list[RolloutBatch], env: Env) -> list[torch.Tensor]:
+    """rewards() of every batch [N_k] float64, with one call for all batches of one prompt and
+    completion width (rewards is exact row by row, so which rows share a call changes no bit)."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k, b in enumerate(batches):
+        by_shape.setdefault((*b.prompts.shape[1:], -1, *b.completions.shape[1:]), []).append(k)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(batches)
+    for ks in by_shape.values():
+        prompts = np.concatenate([batches[k].prompts.numpy() for k in ks])
+        completions = np.concatenate([batches[k].completions.numpy() for k in ks])
+        flat = torch.from_numpy(rewards(env, prompts, completions))  # [sum N_k] float64
+        sizes = np.cumsum([0] + [batches[k].n for k in ks])
+        for k, a, b in zip(ks, sizes[:-1], sizes[1:], strict=True):
+            out[k] = flat[a:b]
+    return out
 
 
 def check_work_units(bundle: Bundle, verified: list[RolloutBatch]) -> CheckResult:
@@ -577,6 +647,67 @@ def check_sampling_rows(
     )
 
 
+@dataclass(frozen=True)
+class SampledRows:
+    """Checks 3 and 4's recomputation for the sampled rows of one inner step."""
+
+    part: RolloutBatch  # the sampled rows (sub_batch)
+    keys: np.ndarray  # [n] their assigned sampler keys
+    out: Recomputed  # their prefill under theta_k, TOPLOC and float32 re-check done
+
+
+def recompute_sampled(
+    bundle: Bundle,
+    sample: CheckSample,
+    verified: list[RolloutBatch],
+    cfgs: TaskConfig,
+    vcfg: ValidationConfig,
+    theta: Callable[[int], Policy],  # k -> theta_k (raises InnerStateError when state k does not fit)
+) -> dict[int, SampledRows]:
+    """The sampled rows of every step, recomputed in step order up to (not including) the first step
+    whose theta does not load: one prefill per step under theta_k, then the TOPLOC arithmetic of all
+    steps in one call, then under bf16 the float32 re-check of the rows that failed (theta_k loaded
+    again) with their TOPLOC in one more. Each row's result is what recompute_states gives it alone;
+    verify_sampled reports them in protocol order."""
+    parts: dict[int, tuple[RolloutBatch, np.ndarray]] = {}  # k -> (the sampled rows, their sampler keys)
+    firsts: dict[int, tuple[PrefillPrecision, torch.Tensor, torch.Tensor]] = {}  # k -> prefill_pass
+    for k, sampled in enumerate(sample.rows):
+        if not sampled:
+            continue
+        try:
+            policy = theta(k)
+        except InnerStateError:
+            break
+        want_i, want_j = assigned_indices(k, cfgs.grpo)
+        pairs = [(want_i[n], want_j[n]) for n in sampled]
+        parts[k] = (
+            sub_batch(bundle.batches[k], list(sampled)),
+            smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, pairs),
+        )
+        firsts[k] = prefill_pass(policy, parts[k][0], vcfg)
+
+    def toploc_input(k: int, hidden: torch.Tensor, rows: list[int] | None) -> TOPLOCRows:
+        proofs = tuple(bundle.proofs[k][n] for n in sample.rows[k])
+        return hidden, parts[k][0], proofs, verified[k].lengths[list(sample.rows[k])], rows
+
+    first = toploc_many([toploc_input(k, hidden, None) for k, (_, hidden, _) in firsts.items()], vcfg)
+    per_row = dict(zip(firsts, first, strict=True))
+    passes = {k: (hidden, logits) for k, (_, hidden, logits) in firsts.items()}
+    rechecked: dict[int, list[int]] = {}
+    for k, (precision, hidden, logits) in firsts.items():
+        rows = bf16_failures(precision, logits, *parts[k], per_row[k], cfgs.sampler, vcfg)
+        if rows:
+            passes[k], rechecked[k] = float32_rows(theta(k), parts[k][0], rows, hidden, logits), rows
+    again = toploc_many([toploc_input(k, passes[k][0], rows) for k, rows in rechecked.items()], vcfg)
+    for (k, fixed), results in zip(rechecked.items(), again, strict=True):
+        for n, r in zip(fixed, results, strict=True):
+            per_row[k][n] = r
+    return {
+        k: SampledRows(*parts[k], Recomputed(*passes[k], per_row[k], len(rechecked.get(k, ())), firsts[k][0]))
+        for k in firsts
+    }
+
+
 def verify_sampled(
     policy_base: Policy,
     bundle: Bundle,
@@ -600,13 +731,14 @@ def verify_sampled(
         raise ValueError(f"inner states {missing} are needed by this sample and were not fetched")
     if (v := done(check_schema(policy_base, bundle, cfgs))) is not None:
         return v
+    recomputed_rewards = step_rewards(bundle.batches, env)
     verified: list[RolloutBatch] = []
     for k, batch in enumerate(bundle.batches):
         if (v := done(check_prompts(batch, k, bundle, env, cfgs.grpo))) is not None:
             return v
         if (v := done(check_lengths(batch, cfgs.sampler, k))) is not None:
             return v
-        r, env_rewards = check_rewards(batch, env, k)
+        r, env_rewards = check_rewards(batch, env, k, recomputed_rewards[k])
         if (v := done(r)) is not None:
             return v
         mask = completion_mask(batch.completions, cfgs.sampler.stop_at_eos)
@@ -621,30 +753,30 @@ def verify_sampled(
         return v
     base_state = {PARAM_PREFIX + n: t.float() for n, t in policy_state(policy_base).items()}  # theta_0, no momenta
     work = clone_policy(policy_base)  # theta_k is loaded into this one policy, step by step
-    for k, batch in enumerate(bundle.batches):
-        rows = list(sample.rows[k])
-        if not rows and k not in sample.steps:
-            continue
-        try:
-            policy, optimizer = restore_inner_state(
-                policy_base, base_state if k == 0 else states[k], k, cfgs.grpo, work
-            )
-        except InnerStateError:  # fetched and canonical, yet not a state of this model and optimizer
-            v = done(CheckResult("training_replay", False, {"step": k, "state_unusable": 1.0}))
-            return v if v is not None else Verdict(False, "training_replay", tuple(results))
-        if rows:  # checks 3 and 4 on the sampled rows, under theta_k, with their assigned sampler keys
-            want_i, want_j = assigned_indices(k, cfgs.grpo)
-            pairs = [(want_i[n], want_j[n]) for n in rows]
-            part, keys = sub_batch(batch, rows), smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, pairs)
-            lengths = verified[k].lengths[rows]
-            out = recompute_states(
-                policy, part, tuple(bundle.proofs[k][n] for n in rows), lengths, keys, cfgs.sampler, vcfg
-            )
-            if (v := done(toploc_result(out.toploc, k))) is not None:
+
+    def inner(k: int) -> tuple[Policy, torch.optim.Optimizer]:  # (theta_k, its optimizer) into ``work``
+        return restore_inner_state(policy_base, base_state if k == 0 else states[k], k, cfgs.grpo, work)
+
+    def state_unusable(k: int) -> Verdict:  # state k fetched and canonical, yet not one of this model and optimizer
+        results.append(CheckResult("training_replay", False, {"step": k, "state_unusable": 1.0}))
+        return Verdict(False, "training_replay", tuple(results))
+
+    sampled = recompute_sampled(bundle, sample, verified, cfgs, vcfg, lambda k: inner(k)[0])
+    for k in range(h):
+        if sample.rows[k]:  # checks 3 and 4 on the sampled rows, under theta_k, with their assigned sampler keys
+            if k not in sampled:  # recompute_sampled stopped here: theta_k did not load
+                return state_unusable(k)
+            rows = sampled[k]
+            if (v := done(toploc_result(rows.out.toploc, k))) is not None:
                 return v
-            if (v := done(check_sampling_rows(out.logits, part, keys, cfgs.sampler, vcfg, k))) is not None:
+            r = check_sampling_rows(rows.out.logits, rows.part, rows.keys, cfgs.sampler, vcfg, k)
+            if (v := done(r)) is not None:
                 return v
         if k in sample.steps:  # check 6 on one inner step, replayed alone from inner state k
+            try:
+                policy, optimizer = inner(k)
+            except InnerStateError:
+                return state_unusable(k)
             before = base_state if k == 0 else states[k]
             with timing.span("replay"):
                 inner_update(policy, optimizer, verified[k], cfgs.grpo, policy_base)
