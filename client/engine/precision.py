@@ -170,15 +170,13 @@ _POLICY_CHOICES: dict[tuple[object, ...], PrefillPrecision] = {}  # (model confi
 def choose_for(policy: Policy, setting: PrecisionSetting, tokens: int = MAX_MEASURE_TOKENS) -> PrefillPrecision:
     """The verification prefill's precision for a batch of ``tokens`` tokens (rows x sequence length)
     through ``policy`` on the device its parameters live on: `choose`'s rule, except that "auto" on
-    CPU measures the policy's own forward at the batch's size class, once per process (a smaller
-    class repeats more: the same work as the largest class, where its runs take microseconds and a
-    busy neighbour weighs most)."""
+    CPU measures the policy's own forward at the batch's size class, once per process and class
+    (best of MEASURE_REPEATS: a few milliseconds for the classes a sampled check meets)."""
     device = next(policy.parameters()).device
     if setting != "auto" or device.type != "cpu":
         return choose(setting, device, policy.config.d_model, policy.config.ffn_dim)
     size = size_class(tokens)
     key = (policy.config, torch.get_num_threads(), size)
     if key not in _POLICY_CHOICES:
-        repeats = MEASURE_REPEATS * (MAX_MEASURE_TOKENS // size)
-        _POLICY_CHOICES[key] = decide(measure_policy(policy, size, repeats), cpu_bf16_hint())
+        _POLICY_CHOICES[key] = decide(measure_policy(policy, size), cpu_bf16_hint())
     return _POLICY_CHOICES[key]
