@@ -38,7 +38,10 @@ from client.runtime.metrics import NodeMetrics
 from scripts import REPO_ROOT, devnet
 from scripts.harness import enrol, node_command
 
-ROUNDS = 3  # the task runs 3; the nodes are stopped once round 0 is settled and paid (scraped alive)
+# The task could run 40 rounds; the nodes are stopped once round 0 is settled and paid, scraped alive.
+# (With 3, a fast machine ran all three in 1.2 s: the trainer exited 0.4 s after its reward, before a
+# scrape saw it.)
+ROUNDS = 40
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
