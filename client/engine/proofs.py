@@ -273,14 +273,8 @@ def verify_rollout_proofs(
     decode_bf = _as_bf16(decode_hidden)
     dim = prompt_bf.shape[1]
     rows = chunk_rows(prompt_bf.shape[0], decode_bf.shape[0], chunk)
-    if not isinstance(proofs, (list, tuple)) or len(proofs) != len(rows):
-        n = len(proofs) if isinstance(proofs, (list, tuple)) else type(proofs).__name__
-        return ProofCheck(False, f"expected {len(rows)} proofs, got {n}", ())
-    for i, (proof, r) in enumerate(zip(proofs, rows, strict=True)):
-        try:
-            check_proof_shape(proof, _chunk_k(r, dim, topk))
-        except MalformedProof as e:
-            return ProofCheck(False, f"proof {i}: {e}", ())
+    if (bad := proof_list_problem(proofs, rows, dim, topk)) is not None:
+        return bad
 
     # Group chunks into single-tensor C++ calls: (activations [rows, D], proofs, rows per proof).
     n_full = decode_bf.shape[0] // chunk
@@ -294,22 +288,20 @@ def verify_rollout_proofs(
         k = _chunk_k(per, dim, topk)
         for r in c_verify_proofs_bytes(acts, chunk_proofs, per, k):
             results.append(ChunkResult(r.exp_mismatches, r.mant_err_mean, r.mant_err_median, k))
+    return judge_chunks(results, thresholds)
 
-    t = thresholds
-    for i, c in enumerate(results):
-        max_exp = t.max_exp_mismatches * c.k // TOPK
-        reason = (
-            f"{c.exp_mismatches} exponent mismatches > {max_exp}"
-            if c.exp_mismatches > max_exp
-            else f"mantissa error mean {c.mant_err_mean:.2f} > {t.max_mant_err_mean}"
-            if c.mant_err_mean > t.max_mant_err_mean
-            else f"mantissa error median {c.mant_err_median:.2f} > {t.max_mant_err_median}"
-            if c.mant_err_median > t.max_mant_err_median
-            else ""
-        )
-        if reason:
-            return ProofCheck(False, f"chunk {i}: {reason}", tuple(results))
-    return ProofCheck(True, "", tuple(results))
+
+def proof_list_problem(proofs: object, rows: list[int], dim: int, topk: int) -> ProofCheck | None:
+    """The reject of a proof list that cannot be evaluated (wrong count, a malformed proof), else None."""
+    if not isinstance(proofs, (list, tuple)) or len(proofs) != len(rows):
+        got = len(proofs) if isinstance(proofs, (list, tuple)) else type(proofs).__name__
+        return ProofCheck(False, f"expected {len(rows)} proofs, got {got}", ())
+    for i, (proof, r) in enumerate(zip(proofs, rows, strict=True)):
+        try:
+            check_proof_shape(proof, _chunk_k(r, dim, topk))
+        except MalformedProof as e:
+            return ProofCheck(False, f"proof {i}: {e}", ())
+    return None
 
 
 def verify_many_rollout_proofs(
@@ -329,17 +321,8 @@ def verify_many_rollout_proofs(
         prompt_bf, decode_bf = _as_bf16(prompt_hidden), _as_bf16(decode_hidden)
         dim = prompt_bf.shape[1]
         rows = chunk_rows(prompt_bf.shape[0], decode_bf.shape[0], chunk)
-        if not isinstance(proofs, (list, tuple)) or len(proofs) != len(rows):
-            got = len(proofs) if isinstance(proofs, (list, tuple)) else type(proofs).__name__
-            out[n] = ProofCheck(False, f"expected {len(rows)} proofs, got {got}", ())
-            continue
-        for i, (proof, r) in enumerate(zip(proofs, rows, strict=True)):
-            try:
-                check_proof_shape(proof, _chunk_k(r, dim, topk))
-            except MalformedProof as e:
-                out[n] = ProofCheck(False, f"proof {i}: {e}", ())
-                break
-        if out[n] is not None:
+        if (bad := proof_list_problem(proofs, rows, dim, topk)) is not None:
+            out[n] = bad
             continue
         parts = [prompt_bf] + [c for c in torch.split(decode_bf, chunk, dim=0) if c.numel()]  # as chunk_rows
         for i, (part, proof) in enumerate(zip(parts, proofs, strict=True)):
