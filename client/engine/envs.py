@@ -353,11 +353,7 @@ class AddEnv:
 
     @functools.lru_cache(maxsize=1)
     def _prior_table(self) -> np.ndarray:
-        """The prior `baseline` reads [answer_len + 1, SYM0 + 10] (the last row: EOS)."""
-        n = self.answer_len
-        return _frozen(
-            [[self.position_prior(t, x) if t < n else float(x == EOS) for x in range(SYM0 + 10)] for t in range(n + 1)]
-        )
+        return prior_table(self.position_prior, self.answer_len)
 
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
@@ -425,11 +421,7 @@ class ModAddEnv:
 
     @functools.lru_cache(maxsize=1)
     def _prior_table(self) -> np.ndarray:
-        """The prior `baseline` reads [width + 1, SYM0 + 10] (the last row: EOS)."""
-        w = self.width
-        return _frozen(
-            [[self.position_prior(t, x) if t < w else float(x == EOS) for x in range(SYM0 + 10)] for t in range(w + 1)]
-        )
+        return prior_table(self.position_prior, self.width)
 
     @functools.lru_cache(maxsize=65536)
     def baseline(self, completion: tuple[int, ...]) -> float:
@@ -664,6 +656,12 @@ def _running(term: Callable[[int], float], width: int) -> list[float]:
         total = total + term(j)
         out.append(total)
     return out
+
+
+def prior_table(prior: Callable[[int, int], float], n: int) -> np.ndarray:
+    """The prior `baseline` reads, as a table [n + 1, SYM0 + 10]: prior(t, token) for the n answer
+    positions, then a last row for EOS."""
+    return _frozen([[prior(t, x) if t < n else float(x == EOS) for x in range(SYM0 + 10)] for t in range(n + 1)])
 
 
 def _frozen(rows: list[list[float]]) -> np.ndarray:
