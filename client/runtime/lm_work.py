@@ -49,6 +49,7 @@ class LMWork:
     precision_reason: str
     models_dir: Path  # round models by digest (client.content.model_store's cache)
     max_model_bytes: int
+    shapes: dict[str, tuple[int, ...]]  # the adapters' names and shapes (fixed by the spec's [adapter])
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -57,7 +58,7 @@ class LMWork:
         return self.rollouts.model
 
     def adapter_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {n: tuple(t.shape) for n, t in adapter_state(self.model).items()}
+        return dict(self.shapes)
 
 
 def _check_config(config: Any, expected: LMAdaptersConfig | None, spec: LMTaskSpec, digest: Digest) -> LMAdaptersConfig:
@@ -101,8 +102,8 @@ def load_lm_work(
     if wanted not in ("auto", "bf16", "fp32"):
         raise ValueError(f"prefill precision: expected auto, bf16 or fp32, got {wanted!r}")
     chosen = choose(wanted, dev, cfg.hidden_size, cfg.intermediate_size)  # type: ignore[arg-type]
-    work = LMWork(spec, loaded, rollouts, config, dev, chosen.bf16, chosen.reason, Path(models_dir), max_bytes)
-    shapes = work.adapter_shapes()
+    shapes = {n: tuple(t.shape) for n, t in adapter_state(model).items()}
+    work = LMWork(spec, loaded, rollouts, config, dev, chosen.bf16, chosen.reason, Path(models_dir), max_bytes, shapes)
     got = {n: tuple(t.shape) for n, t in fetched.state.items()}
     if got != shapes:
         raise LMModelMismatch("shards", cid_for_digest(model0), "model 0's tensors are not the spec's adapters")
