@@ -58,7 +58,14 @@ from client.runtime.config import (
     parse_layered,
 )
 from client.runtime.connect import Node, connect_node
-from client.runtime.display import Display, fields, setup_logging, shutdown_event
+from client.runtime.display import (
+    Display,
+    StepAbandoned,
+    disarm_stop_timer,
+    fields,
+    setup_logging,
+    shutdown_event,
+)
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower, Tick
 from client.runtime.metrics import add_metrics_args, serve_metrics
@@ -548,6 +555,11 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted", extra=fields(event="interrupted"))
         return 130
+    except StepAbandoned as e:  # stopping: the round in progress is dropped (restart-safe), exit as stopped
+        log.info("stopped: %s; the round in progress was abandoned", e, extra=fields(event="stopped", abandoned=True))
+        return 0
+    finally:
+        disarm_stop_timer()
     log.info(
         "trainer stopped: %d submitted, %d missed",
         len(run.submitted),

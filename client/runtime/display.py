@@ -233,16 +233,40 @@ class Display:
 # ----------------------------------------------------------------------------- shutdown
 
 
-def shutdown_event(stop: threading.Event | None = None) -> threading.Event:
+STOP_GRACE_S = 5.0  # a stopping node's current step may run this long; then it is abandoned (exit 0 within 10 s)
+
+
+class StepAbandoned(BaseException):
+    """Raised in a stopping node's main thread when its current step outlived STOP_GRACE_S after the signal.
+    Every step is restart-safe (chain state and the state dir say where a node is), so abandoning one loses
+    only its unsent work; the node then exits 0 like one that finished its step. A BaseException, so no
+    ``except Exception`` inside a step swallows it."""
+
+
+def _abandon(_signum: int, _frame: object) -> None:
+    raise StepAbandoned(f"the current step did not finish within {STOP_GRACE_S:.0f} s of the stop signal")
+
+
+def disarm_stop_timer() -> None:
+    """Cancel the grace timer of a stop signal (the node is exiting anyway)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def shutdown_event(stop: threading.Event | None = None, grace_s: float = STOP_GRACE_S) -> threading.Event:
     """An event set by SIGINT, SIGTERM or SIGHUP (main thread only); a second signal interrupts at once.
-    A node starts no processes of its own, so finishing its step and returning leaves nothing behind."""
+    The node finishes its current step and returns; a step still running ``grace_s`` after the signal is
+    abandoned (StepAbandoned in the main thread, which the node reports and exits 0 on). A node starts no
+    processes of its own, so returning leaves nothing behind."""
     stop = threading.Event() if stop is None else stop
 
     def handle(signum: int, _frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        log.info("%s: finishing the current step, then stopping", signal.Signals(signum).name)
+        log.info("%s: finishing the current step (at most %.0f s), then stopping", signal.Signals(signum).name, grace_s)
         stop.set()
+        signal.signal(signal.SIGALRM, _abandon)
+        signal.setitimer(signal.ITIMER_REAL, grace_s)
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
