@@ -317,6 +317,12 @@ def up(
             # ``started`` misses a daemon whose start a signal interrupted; procs has it on record.
             fresh = [d for d in procs.owned() if d.pid not in before and d not in started]
             procs.stop_all([*started, *fresh])
+            # return only once their ports are released too (a caller may start again at once)
+            held = {"anvil": [ports.anvil], "ipfs": [ports.ipfs_api, ports.ipfs_gateway, ports.ipfs_grpc]}
+            ours = [p for d in [*started, *fresh] for p in held.get(d.name, [])]
+            busy = procs.wait_ports_free(ours)
+            if busy:
+                log.warning("ports %s still busy after stopping what `devnet up` started", busy)
             if wrote_state:
                 state_file(state_dir).unlink(missing_ok=True)
         raise

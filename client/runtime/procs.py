@@ -259,6 +259,16 @@ def port_busy(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def wait_ports_free(ports: Sequence[int], timeout: float = 10.0, host: str = "127.0.0.1") -> list[int]:
+    """Poll until none of ``ports`` is busy (``port_busy``) or ``timeout`` passes; the ports still busy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [p for p in ports if port_busy(p, host)]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(0.05)
+
+
 def require_free(port: int, what: str, flag: str, host: str = "127.0.0.1") -> None:
     if port_busy(port, host):
         raise PortBusy(port, what, flag)
@@ -358,15 +368,59 @@ def _signal_group(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _exited(pid: int) -> bool:
+    """True once ``pid`` has fully exited: reaped, or a zombie whose every thread is gone. A zombie
+    thread-group leader may still have threads tearing down that hold its open files (a listening
+    socket among them), so a "Z" state alone does not mean its ports are free."""
+    state = _state(pid)
+    if state is None:
+        return True
+    if state != "Z":
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except FileNotFoundError:
+        return True
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that have not fully exited (the leader included)."""
+    return [pid for pid, f in _all_processes().items() if int(f[2]) == pgid and not _exited(pid)]
+
+
+def _all_processes() -> dict[int, list[str]]:
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                out[int(entry.name)] = fields
+    return out
+
+
 def _wait_gone(pid: int, timeout: float, poll: float = 0.05) -> bool:
-    """Reap and poll until ``pid`` is gone or ``timeout`` passes; True if it is gone."""
+    """Reap and poll until ``pid`` has fully exited (``_exited``) or ``timeout`` passes; True if it did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not alive(pid):
+        if _exited(pid):
             return True
         time.sleep(poll)
     return False
+
+
+def _wait_group_gone(pgid: int, timeout: float, poll: float = 0.02) -> bool:
+    """Poll until no process of group ``pgid`` is left running (each reaped when it is our child)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = _group_members(pgid)
+        for pid in left:
+            _reap(pid)
+        if not left:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
 
 
 def _already_gone(daemon: Daemon) -> bool:
@@ -386,11 +440,14 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> bool:
     if not _wait_gone(daemon.pid, timeout):
         log.warning("%s pid=%d ignored SIGTERM for %.0fs; sending SIGKILL", daemon.name, daemon.pid, timeout)
         _signal_group(daemon.pid, signal.SIGKILL)
-        while alive(daemon.pid):
+        while not _exited(daemon.pid):
             _reap(daemon.pid)
             time.sleep(0.05)
-    # Children that outlived the leader (same group) get the same treatment.
+    # Children that outlived the leader (same group) get the same treatment, and are waited for: what
+    # `stop` returns from has exited and closed its files (its ports are free).
     _signal_group(daemon.pid, signal.SIGKILL)
+    if not _wait_group_gone(daemon.pid, timeout):
+        log.warning("%s pid=%d: processes of its group still running after SIGKILL", daemon.name, daemon.pid)
     _forget(daemon)
     log.info("stopped %s pid=%d", daemon.name, daemon.pid)
     return True
@@ -401,7 +458,7 @@ def kill(daemon: Daemon, timeout: float = 10.0) -> bool:
     if _already_gone(daemon):
         return False
     _signal_group(daemon.pid, signal.SIGKILL)
-    _wait_gone(daemon.pid, timeout, poll=0.02)
+    _wait_group_gone(daemon.pid, timeout)
     _forget(daemon)
     log.info("killed %s pid=%d", daemon.name, daemon.pid)
     return True
