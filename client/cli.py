@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "devnet up, 4 trainers (1 cheating) + 2 validators for N rounds, settlement, reward curve",
     ),
     "keys": (
-        "client.chain.keys",
+        "client.runtime.keys_cli",
         "main",
         "create an encrypted keystore or show its address (password from the environment)",
     ),
@@ -61,6 +61,9 @@ BENCHES: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+
+LOG_LEVEL_ENV = "CONCORD_LOG_LEVEL"  # = client.runtime.display.LOG_LEVEL_ENV (not imported here: stdlib only)
+LOG_LEVELS = ("debug", "info", "warning", "error")  # = client.runtime.display.LOG_LEVELS
 
 LAB_ENV = "CONCORD_LAB"  # a repository checkout whose scripts/ holds the lab (default: next to this package)
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"concord {_version()}")
     parser.add_argument(
         "--log-level",
-        choices=("debug", "info", "warning", "error"),  # = client.runtime.display.LOG_LEVELS (not imported here)
+        choices=LOG_LEVELS,
         default=None,
         help="log level of every command (sets $CONCORD_LOG_LEVEL, which node processes inherit)",
     )
@@ -139,14 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="benchmarks: each prints a table and ends with one JSON line")
     bench.add_argument("name", choices=sorted(BENCHES), help="; ".join(f"{k}: {v[2]}" for k, v in BENCHES.items()))
 
+    import os
+
+    chosen = os.environ.get(LOG_LEVEL_ENV, "")
+    if chosen and chosen.lower() not in LOG_LEVELS:  # a typo would otherwise leave the level as it was
+        parser.error(f"${LOG_LEVEL_ENV}: unknown log level {chosen!r} (expected one of {', '.join(LOG_LEVELS)})")
     # `concord bench NAME --help` must reach the bench's own parser, not this one.
     if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
         return _call(BENCHES[argv[1]], argv[2:])
     args, rest = parser.parse_known_args(argv)
     if args.log_level is not None:
-        import os
-
-        os.environ["CONCORD_LOG_LEVEL"] = args.log_level  # client.runtime.display.LOG_LEVEL_ENV
+        os.environ[LOG_LEVEL_ENV] = args.log_level
     if args.command == "bench":
         return _call(BENCHES[args.name], rest)
     return _call(COMMANDS[args.command], rest)

@@ -91,7 +91,8 @@ def _network_checks(args: argparse.Namespace) -> list[Check]:
         cfg = node_config(args, "doctor")
     except NodeConfigError as e:
         skipped = "not checked (no configuration)"
-        return [Check("config", False, str(e), f"fix {e.flag} (or its env var / --config key)")] + [
+        fix = f"fix {e.flag}" if not e.flag.startswith("--") else f"fix {e.flag} (or its env var / --config key)"
+        return [Check("config", False, str(e), fix)] + [
             Check(n, False, skipped, "fix the configuration first")
             for n in ("rpc", "chain id", "deployment", "ipfs", "key")
         ]

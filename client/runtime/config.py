@@ -237,6 +237,7 @@ def parse_layered(
     target = _subcommand(parser, argv)
     actions = {a.dest: a for a in target._actions if a.option_strings}
     layers: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # dest -> the env var or TOML key its layered value came from
     try:
         path = _config_path(argv) if CONFIG_FLAG in {s for a in actions.values() for s in a.option_strings} else None
         if path is not None:
@@ -247,6 +248,7 @@ def parse_layered(
                         layers[dest] = _typed(actions[dest], value, path.parent)
                     except ValueError as e:
                         raise ConfigFileError(path, dest, str(e)) from None
+                    origins[dest] = f"{CONFIG_FLAG} {path}: {dest}"
         for dest, names in ENV_VARS.items():
             name = next((n for n in names if env.get(n)), None)
             if name is not None and dest in actions:
@@ -254,12 +256,29 @@ def parse_layered(
                     layers[dest] = _typed(actions[dest], env[name], None)
                 except ValueError as e:
                     raise NodeConfigError(f"${name}", str(e)) from None
+                origins[dest] = f"${name}"
     except NodeConfigError as e:
         target.error(str(e))
     for dest, value in layers.items():
         actions[dest].required = False  # a required flag (--task) may come from the file
         target.set_defaults(**{dest: value})
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    given = {a.dest for a in actions.values() if any(_on_command_line(s, argv) for s in a.option_strings)}
+    setattr(args, SOURCES, {dest: name for dest, name in origins.items() if dest not in given})
+    return args
+
+
+SOURCES = "setting_sources"  # parse_layered's record on the namespace: dest -> "$VAR" or "--config F: key"
+
+
+def _on_command_line(option: str, argv: Sequence[str]) -> bool:
+    return any(word == option or word.startswith(option + "=") for word in argv)
+
+
+def setting_name(args: argparse.Namespace, dest: str, flag: str) -> str:
+    """Where the value of ``dest`` came from, for an error message: the env var (``$CONCORD_RPC_URL``) or the
+    TOML key (``--config node.toml: rpc_url``) that set it, else the flag itself."""
+    return str(getattr(args, SOURCES, {}).get(dest, flag))
 
 
 # argparse types: a bad value exits with `error: argument --flag: ...` before anything runs.
@@ -298,26 +317,26 @@ _MULTIADDR = re.compile(r"/(ip4|ip6|dns|dns4|dns6)/[^/\s]+/tcp/(\d{1,5})(/https?
 _COUNT_FLAGS = {"rounds": (1, "rounds"), "threads": (1, "threads")}  # --stake: client.units checks it
 
 
-def _check_rpc_url(url: str) -> str:
+def _check_rpc_url(url: str, name: str = "--rpc-url") -> str:
     try:
         return check_rpc_url(url)  # the chain SDK's rule (client.chain.rpc), named as the flag here
     except BadRpcUrl as e:
         raise NodeConfigError(
-            "--rpc-url",
+            name,
             f"{e.problem}: expected http(s)://host[:port] or ws(s)://host[:port] (e.g. http://127.0.0.1:8545), "
             f"got {url!r}",
         ) from None
 
 
-def _check_ipfs_api(api: str) -> str:
+def _check_ipfs_api(api: str, name: str = "--ipfs-api") -> str:
     try:
         addr = api_multiaddr(api)
     except ValueError as e:
-        raise NodeConfigError("--ipfs-api", str(e)) from None
+        raise NodeConfigError(name, str(e)) from None
     m = _MULTIADDR.fullmatch(addr)
     if m is None or not 1 <= int(m.group(2)) <= 65535:
         raise NodeConfigError(
-            "--ipfs-api", f"expected /ip4/HOST/tcp/PORT/http (port 1..65535) or http://host:port, got {api!r}"
+            name, f"expected /ip4/HOST/tcp/PORT/http (port 1..65535) or http://host:port, got {api!r}"
         )
     return api
 
@@ -359,19 +378,21 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
         if value is not None and value < lo:
             raise NodeConfigError(f"--{name}", f"must be >= {lo} {what}, got {value}")
     if getattr(args, "keystore", None) is not None and not Path(args.keystore).is_file():
-        raise NodeConfigError("--keystore", f"{args.keystore} is not a file")
+        raise NodeConfigError(setting_name(args, "keystore", "--keystore"), f"{args.keystore} is not a file")
     if getattr(args, "password_file", None) is not None and not Path(args.password_file).is_file():
-        raise NodeConfigError("--password-file", f"{args.password_file} is not a file")
+        raise NodeConfigError(
+            setting_name(args, "password_file", "--password-file"), f"{args.password_file} is not a file"
+        )
     if devnet_path is not None:
         net = load_devnet_json(devnet_path)
     rpc_url = args.rpc_url or (net.rpc_url if net else None)
     ipfs_api = args.ipfs_api or (net.ipfs_api if net else None)
     if args.rpc_url is not None:
-        _check_rpc_url(args.rpc_url)
+        _check_rpc_url(args.rpc_url, setting_name(args, "rpc_url", "--rpc-url"))
     if args.ipfs_api is not None:
-        _check_ipfs_api(args.ipfs_api)
+        _check_ipfs_api(args.ipfs_api, setting_name(args, "ipfs_api", "--ipfs-api"))
     if args.deployment is not None:
-        deployment = load_deployment(args.deployment)
+        deployment = load_deployment(args.deployment, setting_name(args, "deployment", "--deployment"))
     elif net is not None:
         deployment = Deployment.from_json(net.deployment)
     else:
