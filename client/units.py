@@ -104,3 +104,18 @@ def format_amount(units: int, decimals: int = DEFAULT_DECIMALS, symbol: str = ""
     if frac:
         text += "." + f"{frac:0{decimals}d}".rstrip("0")
     return f"{text} {symbol}" if symbol else text
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's symbol and decimals: how amounts are read and printed."""
+
+    symbol: str
+    decimals: int
+
+    def fmt(self, units: int) -> str:
+        """Base units as whole tokens with the symbol, exact: "12.5 CDT"."""
+        return format_amount(units, self.decimals, self.symbol)
+
+    def units(self, amount: TokenAmount) -> int:
+        return amount.units(self.decimals)

@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import logging
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from client.chain import ChainClient, ChainError, Role, Signer
@@ -26,28 +25,14 @@ from client.chain.keys import KeyLoadError
 from client.runtime.config import NodeConfigError, add_node_args, node_config
 from client.runtime.connect import connect_chain
 from client.runtime.display import setup_logging
-from client.runtime.errors import explain, quiet_retries
-from client.units import AmountError, TokenAmount, amount_arg, format_amount
+from client.runtime.errors import explain, quiet_retries, remember_token
+from client.units import AmountError, TokenInfo, amount_arg
 
 COMMANDS = ("unbond", "leave", "withdraw")
 
 
 class LifecycleError(RuntimeError):
     """What the node's on-chain state says before any transaction: wrong role, nothing to move."""
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """The protocol token's symbol and decimals: how amounts are read and printed."""
-
-    symbol: str
-    decimals: int
-
-    def fmt(self, units: int) -> str:
-        return format_amount(units, self.decimals, self.symbol)
-
-    def units(self, amount: TokenAmount) -> int:
-        return amount.units(self.decimals)
 
 
 _TOKENS: dict[tuple[str, int, str], TokenInfo] = {}  # (rpc url, chain id, token address) -> its symbol, decimals
@@ -58,6 +43,7 @@ def token_info(client: ChainClient) -> TokenInfo:
     key = (client.rpc.url, client.deployment.chain_id, client.deployment.token)
     if key not in _TOKENS:
         _TOKENS[key] = TokenInfo(client.token.symbol(), client.token.decimals())
+    remember_token(_TOKENS[key])  # contract errors with amounts render in this token
     return _TOKENS[key]
 
 
