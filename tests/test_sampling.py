@@ -23,6 +23,10 @@ from validator.sampling import (
     SampleInputError,
     breakeven_slash,
     draw_sample,
+    full_sample,
+    merge,
+    p_any,
+    p_flagged,
     p_majority,
     p_rows_hit,
     rows_to_check,
@@ -67,9 +71,32 @@ def test_more_validators_cover_more_rows_and_steps() -> None:
         seen_steps |= set(s.steps)
         covered.append(len(rows))
         steps.append(len(seen_steps))
-    # half of each sample is common to all validators, half its own: 16 + 16 more per validator
-    assert covered == sorted(covered) and covered[0] == 32 and covered[-1] > 90
-    assert steps[-1] == 1  # replay_steps = 1: the common step (ceil(1 / 2)) for everyone
+    # every sample is the validator's own: 32 rows each, 8 draws of 32 of 128 cover ~128 * (1 - 0.75^8) = 115
+    assert covered == sorted(covered) and covered[0] == 32 and covered[-1] > 100
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] >= 3  # 8 own steps of 4
+
+
+def test_a_one_step_forger_is_caught_by_one_of_v_validators_with_1_minus_0_9_to_the_v() -> None:
+    """H = 10, replay_steps = 1, a forged step 4: each validator replays its own step, so the round
+    catches it when any of V validators drew step 4: 1 - 0.9^V (0.271 at 3, 0.41 at 5), 600 seeds."""
+    vcfg = ValidationConfig(mode="sampled", row_fraction=0.02, replay_steps=1)
+    for v_count, want in ((3, 0.271), (5, 0.40951)):
+        caught = sum(
+            any(4 in draw_sample(seed(i), validator(v), BUNDLE, 10, 8, vcfg).steps for v in range(v_count))
+            for i in range(600)
+        )
+        assert p_any(v_count, p_rows_hit(10, 1, 1)) == pytest.approx(want)
+        assert p_flagged(10, 1, 1, v_count) == pytest.approx((0.1, want))
+        assert abs(caught / 600 - want) < 4 * (want * (1 - want) / 600) ** 0.5
+
+
+def test_merge_is_the_union_of_rows_and_steps() -> None:
+    a = CheckSample(rows=((0, 3), ()), steps=(1,), full=False)
+    b = CheckSample(rows=((3,), (2,)), steps=(0, 1), full=False)
+    assert merge(a, b) == CheckSample(rows=((0, 3), (2,)), steps=(0, 1), full=False)
+    assert merge(a, full_sample(2, 4)).full
+    with pytest.raises(SampleInputError):
+        merge(a, CheckSample(rows=((),), steps=(), full=False))
 
 
 def test_states_needed_by_a_sample() -> None:

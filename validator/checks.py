@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,9 +55,14 @@ def toploc_thresholds(vcfg: ValidationConfig) -> ToplocThresholds:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check's outcome. ``evidence`` holds numbers only, with ``step`` = the inner step it judged
+    (-1 for a whole-bundle check); ``rows`` = the rows of that step that failed a row check (TOPLOC,
+    sampling replay), in row order: where validator.flags points other validators."""
+
     name: str
     ok: bool
     evidence: dict[str, float]
+    rows: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,9 +190,11 @@ def toploc_many(items: list[TOPLOCRows], vcfg: ValidationConfig) -> list[list[Pr
     return [results[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
-def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:
-    """The TOPLOC check of one inner step from its per-rollout results: any rejected rollout rejects."""
+def toploc_result(per_row: list[ProofCheck], k: int = 0, rows: Sequence[int] | None = None) -> CheckResult:
+    """The TOPLOC check of one inner step from its per-rollout results (of rows ``rows`` of the step,
+    default 0..N-1): any rejected rollout rejects."""
     bad = [n for n, r in enumerate(per_row) if not r.ok]
+    where = tuple(bad if rows is None else [rows[n] for n in bad])
     return CheckResult(
         "toploc",
         not bad,
@@ -195,11 +202,12 @@ def toploc_result(per_row: list[ProofCheck], k: int = 0) -> CheckResult:
             "step": k,
             "rollouts": len(per_row),
             "rejected": len(bad),
-            "first_rejected": bad[0] if bad else -1,
+            "first_rejected": where[0] if where else -1,
             "worst_exp_mismatches": max((r.worst_exp_mismatches for r in per_row), default=0),
             "worst_mant_err_mean": max((r.worst_mant_err_mean for r in per_row), default=0.0),
             "worst_mant_err_median": max((r.worst_mant_err_median for r in per_row), default=0.0),
         },
+        where,
     )
 
 
@@ -285,6 +293,7 @@ def check_sampling(
             "length_ok": float(length_ok),
             "max_gap": float(torch.where(mask, gap, torch.zeros_like(gap)).max()),
         },
+        tuple(bad_rows.nonzero().flatten().tolist()),
     )
 
 
@@ -622,7 +631,13 @@ def check_delta_state(
 
 
 def check_sampling_rows(
-    logits: torch.Tensor, part: RolloutBatch, keys: np.ndarray, sampler: SamplerConfig, vcfg: ValidationConfig, k: int
+    logits: torch.Tensor,
+    part: RolloutBatch,
+    keys: np.ndarray,
+    sampler: SamplerConfig,
+    vcfg: ValidationConfig,
+    k: int,
+    rows: Sequence[int] | None = None,  # the step's row index of each row of ``part`` (default 0..n-1)
 ) -> CheckResult:
     """Check 4 on sampled rows only: every counted token is the seeded choice up to the near-tie
     tolerance. The generation-length rule is a property of the whole batch (it stops early only
@@ -644,6 +659,7 @@ def check_sampling_rows(
             "rejected_rollouts": int(rejected_tok.any(dim=1).sum()),
             "max_gap": float(torch.where(mask, gap, torch.zeros_like(gap)).max()) if mask.numel() else 0.0,
         },
+        tuple(n if rows is None else rows[n] for n in rejected_tok.any(dim=1).nonzero().flatten().tolist()),
     )
 
 
@@ -767,9 +783,9 @@ def verify_sampled(
             if k not in sampled:  # recompute_sampled stopped here: theta_k did not load
                 return state_unusable(k)
             rows = sampled[k]
-            if (v := done(toploc_result(rows.out.toploc, k))) is not None:
+            if (v := done(toploc_result(rows.out.toploc, k, sample.rows[k]))) is not None:
                 return v
-            r = check_sampling_rows(rows.out.logits, rows.part, rows.keys, cfgs.sampler, vcfg, k)
+            r = check_sampling_rows(rows.out.logits, rows.part, rows.keys, cfgs.sampler, vcfg, k, sample.rows[k])
             if (v := done(r)) is not None:
                 return v
         if k in sample.steps:  # check 6 on one inner step, replayed alone from inner state k

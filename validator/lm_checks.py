@@ -102,6 +102,7 @@ def check_group_sampling(
             "length_ok": float(length_ok),
             "max_gap": float(torch.where(counted, gap, torch.zeros_like(gap)).max()) if len(picked) else 0.0,
         },
+        tuple(int(picked[r]) for r in rejected.any(dim=1).nonzero().flatten().tolist()),
     )
 
 
@@ -220,9 +221,10 @@ def verify_submission(
                         hidden, logits = prefill_group(model, part, bf16=False)  # the float32 re-check
                         per_row = toploc_rows(hidden, part, proofs, lengths, vcfg)
                         sampling = check_group_sampling(logits, batch, keys, rollouts, vcfg, k, rows)
-            if (v := done(toploc_result(per_row, k))) is not None:
+            at = [a * g + j for j in rows]  # the sampled rows as rows n of step k (validator.flags)
+            if (v := done(toploc_result(per_row, k, at))) is not None:
                 return v
-            if (v := done(sampling)) is not None:
+            if (v := done(dataclasses.replace(sampling, rows=tuple(a * g + j for j in sampling.rows)))) is not None:
                 return v
             r, env_rewards = check_group_rewards(batch, rollouts, sub, i, k)
             if (v := done(r)) is not None:

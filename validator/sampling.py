@@ -1,27 +1,27 @@
 """Which rows and inner steps one validator checks expensively (docs/PROTOCOL.md, "Sampled checks").
 
 Rule. Under ``validation.mode = "sampled"`` the expensive checks of one submission are drawn from
-the round's check seed (fixed on chain after the submit phase closed; IConcord.fixSeed), the
-submission's bundle digest and, for half of them, the validator's own address:
+the round's check seed (fixed on chain after the submit phase closed), the validator's own address
+and the submission's bundle digest, every one of them from the validator's own ranking:
 
-    common(tag, a, b) = sha256(seed[32] | bundle_digest[32] | tag | a[4] | b[4])
-    own(tag, a, b)    = sha256(seed[32] | validator[20] | bundle_digest[32] | tag | a[4] | b[4])
-    rows:  m = ceil(row_fraction * H * N) of the H x N rollouts (inner step k, row n): the
-           ceil(m / 2) with the smallest common(b"row", k, n), then the m - ceil(m / 2) others with
-           the smallest own(b"row", k, n); they get the prefill checks (TOPLOC + sampling replay)
+    rank(tag, a, b) = sha256(seed[32] | validator[20] | bundle_digest[32] | tag | a[4] | b[4])
+    rows:  m = ceil(row_fraction * H * N) of the H x N rollouts (inner step k, row n): the m with
+           the smallest rank(b"row", k, n); they get the prefill checks (TOPLOC + sampling replay)
            under theta_k;
-    steps: s = min(replay_steps, H) inner steps, ceil(s / 2) by common(b"step", k, 0), the rest by
-           own(b"step", k, 0); each is replayed alone: inner state k (theta_k and the optimizer state
-           the submission commits to; theta_0 and a fresh optimizer for k = 0) -> one GRPO step on
-           the verified batch k -> compared with the committed inner state k + 1.
+    steps: s = min(replay_steps, H) inner steps, the s with the smallest rank(b"step", k, 0); each is
+           replayed alone: inner state k (theta_k and the optimizer state the submission commits
+           to; theta_0 and a fresh optimizer for k = 0) -> one GRPO step on the verified batch k ->
+           compared with the committed inner state k + 1.
 
-Why the split: a slash needs a strict majority of the revealing validators, so what every
-validator checks (the common half) is what turns a detection into a slash; the own half makes more
-validators cover more (a cheat one validator catches alone is rejected by it, with evidence, and at
-two validators makes a tie: unpaid). Every input is public once the seed is fixed, so anyone can
-recompute a validator's sample and audit its verdict; none of it is known when the trainer commits
-its bundle (the seed comes from a block after the submit phase closed). ``mode = "full"`` checks
-every row and every step.
+Why every sample is the validator's own: a validator whose sample fails a row or a step flags it
+(validator.flags: submission, row or step, check) before the commit deadline, and every honest
+validator re-checks exactly what is flagged before it commits, so a cheat one honest validator
+catches is rejected by all of them. Detection per round then grows with the number of validators:
+a cheat touching t of T rows or steps, each validator checking c of them, is caught with
+1 - (1 - p_hit(T, c, t))^V (a one-step forger, H = 10, replay_steps = 1: 1 - 0.9^V, 0.271 at
+V = 3, 0.41 at V = 5). Every input is public once the seed is fixed, so anyone can recompute a
+validator's sample and audit its verdict; none of it is known when the trainer commits its bundle.
+``mode = "full"`` checks every row and every step.
 
 The cheap checks (schema, prompts, rewards, work units, proof root, and delta = theta_H - theta_base
 from the committed state H, bit for bit) always run on everything.
@@ -29,6 +29,7 @@ from the committed state H, bit for bit) always run on everything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import math
@@ -71,9 +72,17 @@ def full_sample(inner_steps: int, rows_per_step: int) -> CheckSample:
     return CheckSample(rows, tuple(range(inner_steps)), True)
 
 
+def merge(sample: CheckSample, extra: CheckSample) -> CheckSample:
+    """Every row and step of ``sample`` and of ``extra`` (one submission's shape): a validator's own
+    sample together with the rows and steps others flagged (validator.flags.flagged_sample)."""
+    if len(sample.rows) != len(extra.rows):
+        raise SampleInputError("shape", f"samples of {len(sample.rows)} and {len(extra.rows)} inner steps")
+    rows = tuple(tuple(sorted(set(a) | set(b))) for a, b in zip(sample.rows, extra.rows, strict=True))
+    return CheckSample(rows, tuple(sorted(set(sample.steps) | set(extra.steps))), sample.full or extra.full)
+
+
 def _ranking(seed: bytes, validator: bytes, bundle: bytes, tag: bytes) -> Callable[[tuple[int, int]], bytes]:
-    """(a, b) -> sha256(seed | validator | bundle | tag | a[4] | b[4]) (validator b"" for the common
-    ranking), hashing the shared prefix once."""
+    """(a, b) -> sha256(seed | validator | bundle | tag | a[4] | b[4]), hashing the shared prefix once."""
     head = hashlib.sha256(seed + validator + bundle + tag)
 
     def score(ab: tuple[int, int]) -> bytes:
@@ -100,17 +109,6 @@ def rows_to_check(total: int, row_fraction: float) -> int:
     return min(total, max(1, math.ceil(row_fraction * total - 1e-9)))
 
 
-Key = Callable[[tuple[int, int]], bytes]
-
-
-def _split(items: list[tuple[int, int]], count: int, common: Key, own: Key) -> list[tuple[int, int]]:
-    """``count`` items: the first ceil(count / 2) by the common ranking, the rest by the own one."""
-    first = heapq.nsmallest((count + 1) // 2, items, key=common)  # = sorted(items, key=common)[:...]
-    taken = set(first)
-    rest = [x for x in heapq.nsmallest(count, items, key=own) if x not in taken][: count - len(first)]
-    return first + rest
-
-
 def draw_sample(
     seed: bytes,
     validator: str,
@@ -126,22 +124,15 @@ def draw_sample(
         raise SampleInputError("seed", f"expected 32 bytes, got {len(seed)}")
     if inner_steps < 1 or rows_per_step < 1:
         raise SampleInputError("shape", f"need >= 1 inner step and row, got {inner_steps} x {rows_per_step}")
-    who, bundle = _address_bytes(validator), bundle_digest.bytes
-
-    def common(tag: bytes) -> Key:
-        return _ranking(seed, b"", bundle, tag)
-
-    def own(tag: bytes) -> Key:
-        return _ranking(seed, who, bundle, tag)
-
+    rank = functools.partial(_ranking, seed, _address_bytes(validator), bundle_digest.bytes)
     total = inner_steps * rows_per_step
     m = rows_to_check(total, vcfg.row_fraction)
     cells = [(k, n) for k in range(inner_steps) for n in range(rows_per_step)]
     chosen: list[list[int]] = [[] for _ in range(inner_steps)]
-    for k, n in _split(cells, m, common(b"row"), own(b"row")):
+    for k, n in heapq.nsmallest(m, cells, key=rank(b"row")):  # = sorted(cells, key=...)[:m]
         chosen[k].append(n)
     s = min(vcfg.replay_steps, inner_steps)
-    steps = sorted(k for k, _ in _split([(k, 0) for k in range(inner_steps)], s, common(b"step"), own(b"step")))
+    steps = sorted(k for k, _ in heapq.nsmallest(s, [(k, 0) for k in range(inner_steps)], key=rank(b"step")))
     rows = tuple(tuple(sorted(r)) for r in chosen)
     return CheckSample(rows, tuple(steps), m == total and s == inner_steps)
 
@@ -162,21 +153,23 @@ def p_rows_hit(total: int, checked: int, touched: int) -> float:
     return 1.0 - miss
 
 
-def p_split_rows(total: int, checked: int, touched: int, validators: int) -> tuple[float, float]:
-    """(per validator, slash) probabilities that a cheat touching ``touched`` of ``total`` rows is
-    caught when each validator checks ``checked`` rows, ceil(checked / 2) common to all and the rest
-    its own (drawn from the rows outside the common half): the common half catches it for every
-    validator at once; otherwise each validator's own half independently, and a slash needs a strict
-    majority of ``validators``."""
-    common = (checked + 1) // 2
-    p_c = p_rows_hit(total, common, touched)
-    p_o = p_rows_hit(total - common, checked - common, touched)
-    return 1 - (1 - p_c) * (1 - p_o), p_c + (1 - p_c) * p_majority(validators, p_o)
+def p_any(validators: int, p_one: float) -> float:
+    """P(at least one of ``validators`` independent own samples, each catching with ``p_one``, catches):
+    the slash probability under flags when every validator is honest (one flag makes every honest
+    validator re-check and reject): 1 - (1 - p_one)^V."""
+    return 1.0 - (1.0 - p_one) ** validators
+
+
+def p_flagged(total: int, checked: int, touched: int, validators: int) -> tuple[float, float]:
+    """(per validator, per round) probabilities that a cheat touching ``touched`` of ``total`` rows
+    (or steps) is caught when each validator checks its own ``checked`` of them and flags what fails."""
+    p_one = p_rows_hit(total, checked, touched)
+    return p_one, p_any(validators, p_one)
 
 
 def p_majority(validators: int, p_one: float) -> float:
     """P(a strict majority of ``validators`` independent samples, each catching with ``p_one``,
-    catch): what a slash needs on chain (a strict majority of revealing validators reject)."""
+    catch): what a slash would need without flags (a strict majority of revealing validators reject)."""
     need = validators // 2 + 1
     return sum(
         math.comb(validators, j) * p_one**j * (1 - p_one) ** (validators - j) for j in range(need, validators + 1)

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -48,12 +49,20 @@ from client.content.submission import (
 )
 from client.digest import Digest
 from client.engine import sampler as smp
-from client.engine.bundle import Bundle, make_bundle
+from client.engine.bundle import (
+    Bundle,
+    batch_proofs,
+    claimed_mean_reward,
+    claimed_work_units,
+    make_bundle,
+    proofs_root,
+    strip_private,
+)
 from client.engine.config import TaskConfig, ValidationConfig
 from client.engine.envs import Env, make_env
-from client.engine.grpo import pin_determinism
-from client.engine.model import Policy, build_policy, policy_state
-from client.engine.rollout import completion_mask
+from client.engine.grpo import inner_state, inner_update, make_inner_optimizer, pin_determinism, state_delta
+from client.engine.model import Policy, build_policy, clone_policy, policy_state
+from client.engine.rollout import completion_mask, generate
 from client.initiator import load_task_file
 from scripts import REPO_ROOT
 from scripts.adversaries.trainer_cheats import CHEATS, CheatContext
@@ -153,6 +162,48 @@ def validate(
     states = {k: s for k, s in enumerate(bundle.states, start=1) if k in sample.states_needed()}
     v = verify_bundle(base, bundle, env, cfg, vcfg, None if sample.full else sample, states)
     return v.accepted, v.failed_check
+
+
+# ----------------------------------------------------------------------------- a consistent one-step forger
+
+
+def forged_step_bundle(
+    base: Policy, env: Env, cfg: TaskConfig, task_id: int, round_: int, trainer: str, k: int, scale: float = 20.0
+) -> Bundle:
+    """A trainer that poisons inner step k and rebuilds everything after it consistently: after step
+    k's honest update theta is pushed ``scale`` times the step's update the other way (a harmful
+    direction), that is committed as inner state k + 1, and steps k + 1 .. H - 1 are generated,
+    proved and trained from it as an honest trainer would. Every row check passes (each row is the
+    committed theta_j's own) and every step replay but step k's; the delta is theta_H - theta_base."""
+    grpo = cfg.grpo
+    policy = clone_policy(base)
+    optimizer = make_inner_optimizer(policy, grpo)
+    batches, states = [], []
+    for j in range(grpo.inner_steps):
+        idx = list(range(j * grpo.prompts_per_step, (j + 1) * grpo.prompts_per_step))
+        batch = generate(policy, env, idx, grpo.group_size, cfg.sampler, task_id, round_, trainer)
+        before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+        inner_update(policy, optimizer, batch, grpo, base)
+        if j == k:
+            with torch.no_grad():
+                for n, p in policy.named_parameters():
+                    p.add_(-(scale + 1) * (p - before[n]))  # theta_k - scale x the update
+        batches.append(batch)
+        states.append(inner_state(policy, optimizer))
+    proofs = tuple(batch_proofs(b) for b in batches)
+    return Bundle(
+        task_id=task_id,
+        round=round_,
+        base_round=round_,
+        trainer=trainer,
+        batches=tuple(strip_private(b) for b in batches),
+        proofs=proofs,
+        delta=state_delta(policy_state(policy), policy_state(base)),
+        mean_reward=claimed_mean_reward(batches),
+        work_units=claimed_work_units(batches),
+        proof_root=proofs_root(proofs),
+        states=tuple(states),
+    )
 
 
 # ----------------------------------------------------------------------------- what a cheat touches
