@@ -95,14 +95,15 @@ class Command:
 
 
 @contextmanager
-def launched(name: str, argv: list[str], tmp_path: Path) -> Iterator[Command]:
-    """Run ``concord argv`` with a fresh marker; on the way out kill whatever carries the marker."""
+def launched(name: str, argv: list[str], tmp_path: Path, module: str = "client.cli") -> Iterator[Command]:
+    """Run ``concord argv`` (or ``python -m module argv``) with a fresh marker; on the way out kill whatever
+    carries the marker."""
     mark = uuid.uuid4().hex
     out = tmp_path / f"{name}.out"
     env = {**os.environ, MARK_VAR: mark, "PYTHONUNBUFFERED": "1"}
     with open(out, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "client.cli", *argv],
+            [sys.executable, "-m", module, *argv],
             cwd=REPO_ROOT,
             env=env,
             stdout=fh,
@@ -379,6 +380,52 @@ def test_nodes_finish_their_step_and_exit_on_sigterm_and_sighup(tmp_path: Path, 
         trainer.proc.send_signal(signal.SIGTERM)
         validator.proc.send_signal(signal.SIGHUP)
         # A node finishes its current step (it starts no processes of its own) and exits normally.
+        signalled = time.monotonic()
         for cmd, sig in ((trainer, "SIGTERM"), (validator, "SIGHUP")):
             assert_stopped(cmd, cmd.proc.wait(timeout=90), expected_rc=(0,))
             assert f"{sig}: finishing the current step" in cmd.output()
+        assert time.monotonic() - signalled <= 10.0  # finished or abandoned its step (STOP_GRACE_S = 5 s)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_node_in_a_long_step_abandons_it_and_exits_0_within_10s_of_sigterm(
+    tmp_path: Path, published: tuple[Path, int]
+) -> None:
+    """Issue 21: the drills' trainer sleeps 120 s between its files and its manifest (a step that outlives any
+    grace); SIGTERM there abandons the round in progress after STOP_GRACE_S and the node exits 0 within 10 s."""
+    devnet_json, task_id = published
+    argv = ["run", "--pause-before-manifest", "120", "--task", str(task_id), "--devnet", str(devnet_json)]
+    argv += ["--devnet-account", "2", "--state-dir", str(tmp_path / "t"), "--json-logs", "--poll-interval", "0.1"]
+    with launched("trainer", argv, tmp_path, module="scripts.drills") as trainer:
+        trainer.wait_for("the trainer's pause mid-upload", logged(trainer.out, "drill_pause"))
+        signalled = time.monotonic()
+        trainer.proc.send_signal(signal.SIGTERM)
+        rc = trainer.proc.wait(timeout=30)
+        took = time.monotonic() - signalled
+        assert_stopped(trainer, rc, expected_rc=(0,))
+        assert took <= 10.0, took
+        assert "the round in progress was abandoned" in trainer.output()
+
+
+def test_a_step_still_running_after_the_grace_is_abandoned_in_the_main_thread() -> None:
+    """shutdown_event: the first SIGTERM sets the event and arms a timer; a step still running ``grace_s``
+    later gets StepAbandoned (a BaseException: no ``except Exception`` in a step swallows it)."""
+    from client.runtime.display import StepAbandoned, disarm_stop_timer, shutdown_event
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)}
+    try:
+        stop = shutdown_event(grace_s=0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.is_set()
+        started = time.monotonic()
+        with pytest.raises(StepAbandoned):
+            try:
+                time.sleep(10)
+            except Exception:  # a step's own error handling must not hide it
+                pytest.fail("StepAbandoned was caught as an Exception")
+        assert 0.2 <= time.monotonic() - started < 5
+    finally:
+        disarm_stop_timer()
+        for s, h in saved.items():
+            signal.signal(s, h)
