@@ -185,14 +185,18 @@ HONEST = TrainerHooks()
 # ----------------------------------------------------------------------------- membership
 
 
-def join_task(node: Node, ctx: TaskContext, stake: int | None = None) -> None:
-    """Register as a trainer (stake) if needed, top the stake up to the task minimum, join the task."""
+def join_task(node: Node, ctx: TaskContext, stake: TokenAmount | None = None) -> None:
+    """Register as a trainer (stake) if needed, top the stake up to the task minimum, join the task. A
+    --stake below the minimum, above the contract's cap or the wallet is refused before any transaction."""
     concord, token, me = node.client.concord, node.client.token, node.address
     tok = lifecycle.token_info(node.client)  # amounts in logs: whole tokens with the symbol
     need = ctx.params.min_trainer_stake
     info = concord.node_info(me)
+    if info.role not in (Role.NONE, Role.TRAINER):
+        raise WrongRole(me, info.role)
+    send = lifecycle.stake_to_send(node.client, me, need, stake, "the task's minimum trainer stake")
     if info.role == Role.NONE:
-        amount = max(need, stake or 0)
+        amount = send
         token.approve(node.signer, concord.address, amount)
         concord.register(node.signer, Role.TRAINER, amount)
         log.info("registered as trainer with stake %s", tok.fmt(amount), extra=fields(event="registered", stake=amount))
@@ -408,7 +412,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
     node = connect_node(cfg.node)
     ctx = load_task_context(node, cfg.node.task_id, cfg.device)
     run = TrainerRun(address=node.address)
-    join_task(node, ctx, None if cfg.stake is None else cfg.stake.units(node.client.token.decimals()))
+    join_task(node, ctx, cfg.stake)
     done = last_submitted_round(node, ctx)
     log.info(
         "trainer %s on task %d (async level %d), last submitted round %d",
@@ -542,6 +546,7 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
         NodeConfigError,
         KeyLoadError,
         WrongRole,
+        lifecycle.LifecycleError,
         UnknownTask,
         ChainError,
         StoreError,

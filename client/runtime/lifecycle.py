@@ -26,7 +26,7 @@ from client.runtime.config import NodeConfigError, add_node_args, node_config
 from client.runtime.connect import connect_chain
 from client.runtime.display import setup_logging
 from client.runtime.errors import explain, quiet_retries, remember_token
-from client.units import AmountError, TokenInfo, amount_arg
+from client.units import AmountError, TokenAmount, TokenInfo, amount_arg, format_amount
 
 COMMANDS = ("unbond", "leave", "withdraw")
 
@@ -45,6 +45,57 @@ def token_info(client: ChainClient) -> TokenInfo:
         _TOKENS[key] = TokenInfo(client.token.symbol(), client.token.decimals())
     remember_token(_TOKENS[key])  # contract errors with amounts render in this token
     return _TOKENS[key]
+
+
+# ----------------------------------------------------------------------------- staking (trainer and validator run)
+
+STAKE_CAP = 2**96 - 1  # the contract keeps a node's stake in a uint96 (SafeCast refuses more)
+
+
+class StakeRefused(NodeConfigError):
+    """A --stake (or the task minimum it defaults to) that the contract or the wallet would refuse,
+    found before any transaction; names the flag and both numbers."""
+
+
+def stake_to_send(client: ChainClient, me: str, minimum: int, stake: TokenAmount | None, what: str) -> int:
+    """Base units this node must still stake to serve a task whose minimum is ``minimum`` (0: enough
+    already), checked before any transaction: a ``--stake`` below the minimum, above the contract's
+    cap or above the wallet is refused (StakeRefused naming --stake and the numbers), and so is a key
+    without ETH for gas. ``what`` names the minimum ("the task's minimum trainer stake")."""
+    tok = token_info(client)
+    asked = None if stake is None else tok.units(stake)
+    if asked is not None and asked < minimum:
+        raise StakeRefused(
+            "--stake",
+            f"{tok.fmt(asked)} is below {what} of {tok.fmt(minimum)}: pass --stake "
+            f"{format_amount(minimum, tok.decimals)} or more, or leave --stake out (it defaults to the minimum)",
+        )
+    info = client.concord.node_info(me)
+    if info.role == Role.NONE:
+        send = max(minimum, asked or 0)
+    else:
+        send = max(0, minimum - (info.stake - info.unbonding))
+    if send == 0:
+        return 0
+    if info.stake + send > STAKE_CAP:
+        raise StakeRefused(
+            "--stake",
+            f"{tok.fmt(send)} would make a stake of {tok.fmt(info.stake + send)}, above the most the "
+            f"contract holds ({tok.fmt(STAKE_CAP)}): stake less",
+        )
+    wallet = client.token.balance_of(me)
+    if wallet < send:
+        raise StakeRefused(
+            "--stake",
+            f"staking {tok.fmt(send)} but {me} holds {tok.fmt(wallet)} in its wallet: stake less, or "
+            f"fund the wallet (on a devnet: `concord devnet fund {me} --tokens "
+            f"{format_amount(send - wallet, tok.decimals)}`)",
+        )
+    if int(client.rpc.call("eth_getBalance", me, "latest"), 16) == 0:
+        raise StakeRefused(
+            "key", f"{me} holds no ETH to pay for gas: fund it (on a devnet: `concord devnet fund {me} --eth 10`)"
+        )
+    return send
 
 
 # ----------------------------------------------------------------------------- the operations
