@@ -397,6 +397,8 @@ def ensure_enrolled(v: Validator) -> None:
     c, need = v.concord, v.task.params.min_validator_stake
     tok = lifecycle.token_info(v.client)  # amounts in logs: whole tokens with the symbol
     info = c.node_info(v.me)
+    if info.role in (Role.NONE, Role.VALIDATOR):  # --stake below the minimum, above the cap or the wallet: refused
+        lifecycle.stake_to_send(v.client, v.me, need, v.cfg.stake, "the task's minimum validator stake")
     if info.role == Role.NONE:
         want = max(need, 0 if v.cfg.stake is None else v.cfg.stake.units(tok.decimals))
         v.client.token.approve(v.signer, c.address, want)
