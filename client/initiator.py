@@ -415,6 +415,16 @@ def _task_action(args: argparse.Namespace) -> int:
             out = {"task_id": args.task, "topped_up": amount, "budget": budget}
             text = f"task {args.task}: budget topped up by {tok.fmt(amount)} to {tok.fmt(budget)}"
         else:
+            state, escrow = c.task_state(args.task), c.task_escrow(args.task)
+            if state.initiator.lower() == signer.address.lower() and state.budget == 0 and escrow.reserved == 0:
+                # every round paid out the whole budget (e.g. 20 x (300 + 60)): nothing to send, not an error
+                out = {"task_id": args.task, "reclaimed": 0, "balance": c.balance_of(signer.address)}
+                print(
+                    json.dumps({**out, "symbol": tok.symbol})
+                    if args.json
+                    else f"task {args.task}: nothing to reclaim (budget left 0 {tok.symbol})"
+                )
+                return 0
             receipt = c.reclaim_budget(signer, args.task)
             amount = sum(e.amount for e in c.receipt_events(receipt) if isinstance(e, chain.BudgetReclaimed))
             out = {"task_id": args.task, "reclaimed": amount, "balance": c.balance_of(signer.address)}
