@@ -82,7 +82,7 @@ def _network_checks(args: argparse.Namespace) -> list[Check]:
     from client.chain.keys import KeyLoadError
     from client.chain.rpc import root_cause
     from client.content.store import Store, StoreError
-    from client.runtime.config import NodeConfigError, node_config
+    from client.runtime.config import ANVIL_CHAIN_ID, NodeConfigError, node_config
     from client.runtime.connect import load_account
     from client.units import format_amount
 
@@ -144,14 +144,28 @@ def _network_checks(args: argparse.Namespace) -> list[Check]:
             else (f"keystore {cfg.keystore}" if cfg.keystore else "$CONCORD_PRIVATE_KEY")
         )
         detail = f"{account.address} ({source})"
+        ok, fix = True, ""
         if client is not None:  # the deployment answers: show what this key holds there
             dec, sym = client.token.decimals(), client.token.symbol()
             info = client.concord.node_info(account.address)
+            wallet = client.token.balance_of(account.address)
+            eth = int(client.rpc.call("eth_getBalance", account.address, "latest"), 16)
             detail += (
-                f", wallet {format_amount(client.token.balance_of(account.address), dec, sym)}, "
+                f", {format_amount(eth, 18, 'ETH')} for gas, wallet {format_amount(wallet, dec, sym)}, "
                 f"{info.role.name.lower()} with stake {format_amount(info.stake, dec, sym)}"
             )
-        out.append(Check("key", True, detail))
+            missing = [
+                what for what, none in (("no ETH for gas", eth == 0), (f"no {sym}", wallet + info.stake == 0)) if none
+            ]
+            if missing:
+                ok = False
+                detail += f": {' and '.join(missing)}"
+                fix = (
+                    f"concord devnet fund {account.address}"
+                    if client.deployment.chain_id == ANVIL_CHAIN_ID
+                    else f"send ETH (gas) and {sym} (stake) to {account.address}"
+                )
+        out.append(Check("key", ok, detail, fix))
     except (KeyLoadError, NodeConfigError) as e:
         out.append(Check("key", False, str(e), _key_fix(e)))
     return out

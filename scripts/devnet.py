@@ -22,8 +22,10 @@ from pathlib import Path
 
 import requests
 
+from client.chain.rpc import ChainError
 from client.runtime import paths, procs
 from client.runtime.procs import Daemon, ProcError
+from client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
 from scripts import NODE_BIN, REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -336,10 +338,76 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[int]:
     return stopped
 
 
+class BadAddress(ProcError):
+    def __init__(self, text: str) -> None:
+        super().__init__(f"ADDRESS: expected 0x + 40 hex digits (an account address), got {text!r}")
+
+
+DEFAULT_FUND_ETH = "10"
+DEFAULT_FUND_TOKENS = "1000"
+
+
+@dataclass(frozen=True)
+class Funded:
+    address: str
+    eth: int  # wei added
+    tokens: int  # token base units minted
+    eth_balance: int
+    token_balance: int
+    symbol: str
+    decimals: int
+
+
+def fund(state_dir: Path, address: str, eth: TokenAmount | None, tokens: TokenAmount | None) -> Funded:
+    """Give ``address`` ETH for gas (anvil_setBalance: its balance + ``eth``) and DevTokens (minted by the
+    deployer, the token's owner): what a key made with `concord keys new` needs to stake on the devnet."""
+    from eth_utils.address import is_address, to_checksum_address
+
+    from client import chain
+    from client.chain import keys
+
+    if not is_address(address):
+        raise BadAddress(address)
+    addr = to_checksum_address(address)
+    net = load(Path(state_dir).resolve())
+    client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
+    decimals, symbol = client.token.decimals(), client.token.symbol()
+    wei = 0 if eth is None else eth.units(18)
+    units = 0 if tokens is None else tokens.units(decimals)
+    if wei:
+        have = int(client.rpc.call("eth_getBalance", addr, "latest"), 16)
+        client.rpc.call("anvil_setBalance", addr, hex(have + wei))
+    if units:
+        client.token.mint(client.signer(keys.devnet_account(0)), addr, units)
+    return Funded(
+        addr,
+        wei,
+        units,
+        int(client.rpc.call("eth_getBalance", addr, "latest"), 16),
+        client.token.balance_of(addr),
+        symbol,
+        decimals,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`concord devnet up|down|status`."""
+    """`concord devnet up|down|status`, `concord devnet fund ADDRESS [--eth N] [--tokens N]`."""
     p = argparse.ArgumentParser(prog="concord devnet", description="local Anvil + js-ipfs devnet")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("action", choices=["up", "down", "status", "fund"])
+    p.add_argument("address", nargs="?", default=None, help="fund: the account to fund (0x...)")
+    p.add_argument(
+        "--eth",
+        type=amount_arg("--eth", allow_zero=True),
+        default=None,
+        help=f"fund: ETH to add for gas (without --eth and --tokens: {DEFAULT_FUND_ETH} ETH and "
+        f"{DEFAULT_FUND_TOKENS} tokens)",
+    )
+    p.add_argument(
+        "--tokens",
+        type=amount_arg("--tokens", allow_zero=True),
+        default=None,
+        help="fund: DevTokens to mint to it (whole tokens, or 1000base)",
+    )
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     p.add_argument("--anvil-port", type=tcp_port, default=Ports.anvil)
     p.add_argument("--ipfs-port", type=tcp_port, default=Ports.ipfs_api, help="IPFS HTTP API port")
@@ -348,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--accounts", type=int, default=10, help="default anvil accounts to fund")
     p.add_argument("--block-time", type=float, default=None, help="seconds per block (default: mine per tx)")
     args = p.parse_args(argv)
+    if args.action == "fund" and args.address is None:
+        p.error("fund needs the ADDRESS to fund")
+    if args.action != "fund" and (args.address is not None or args.eth is not None or args.tokens is not None):
+        p.error("ADDRESS, --eth and --tokens are for `concord devnet fund`")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         # `up` leaves its daemons running on purpose (hand_over: `down` stops them), but only a
@@ -359,6 +431,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}), ipfs {devnet.ipfs_api}, "
                     f"state {state_file(Path(devnet.state_dir))}"
+                )
+            elif args.action == "fund":
+                neither = args.eth is None and args.tokens is None
+                eth = parse_amount(DEFAULT_FUND_ETH, "--eth") if neither else args.eth
+                tokens = parse_amount(DEFAULT_FUND_TOKENS, "--tokens") if neither else args.tokens
+                got = fund(args.state_dir, args.address, eth, tokens)
+                print(
+                    f"funded {got.address}: +{format_amount(got.eth, 18, 'ETH')}, "
+                    f"+{format_amount(got.tokens, got.decimals, got.symbol)} "
+                    f"(now {format_amount(got.eth_balance, 18, 'ETH')}, "
+                    f"{format_amount(got.token_balance, got.decimals, got.symbol)})"
                 )
             elif args.action == "down":
                 pids = down(args.state_dir)
@@ -382,5 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except ProcError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ChainError, AmountError) as exc:
+        from client.runtime.errors import explain
+
+        print(f"error: {explain(exc)}", file=sys.stderr)
         return 1
     return 0
