@@ -34,6 +34,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "create an encrypted keystore or show its address (password from the environment)",
     ),
 }
+# subcommand -> (module, function) building its parser without the command's heavy imports (torch, web3):
+# `concord SUB ... --help` parses with it alone, so help answers at once whatever the command loads to run.
+HELP_PARSERS: dict[str, tuple[str, str]] = {
+    "devnet": ("scripts.devnet", "parser"),
+    "task": ("client.runtime.parsers", "task_parser"),
+    "model": ("client.runtime.parsers", "model_parser"),
+    "doctor": ("client.runtime.parsers", "doctor_parser"),
+    "trainer": ("client.runtime.parsers", "trainer_parser"),
+    "validator": ("client.runtime.parsers", "validator_parser"),
+    "status": ("client.runtime.parsers", "status_parser"),
+    "dashboard": ("client.runtime.parsers", "dashboard_parser"),
+    "keys": ("client.runtime.keys_cli", "parser"),
+}
+HELP_FLAGS = ("-h", "--help")
 BENCHES: dict[str, tuple[str, str, str]] = {
     "gas": ("scripts.bench.gas", "main", "gas per protocol call at 1, 16 and 256 submissions"),
     "learn": ("scripts.bench.learn", "main", "reward curves: centralized GRPO vs K trainers + DiLoCo"),
@@ -92,6 +106,25 @@ def _find_lab(module: str) -> None:
             sys.path.insert(0, root)
             return
     raise LabNotFound(module, roots)
+
+
+def wants_help(argv: list[str]) -> bool:
+    """True when argparse would print help for ``argv`` (a -h/--help before any `--`)."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return any(w in HELP_FLAGS for w in words)
+
+
+def _help(target: tuple[str, str], argv: list[str]) -> int:
+    """Parse ``argv`` with the light parser ``target`` names: argparse prints the help and exits."""
+    module, function = target
+    if module.startswith("scripts."):
+        _find_lab(module)
+    build: Callable[[], argparse.ArgumentParser] = getattr(importlib.import_module(module), function)
+    try:
+        build().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    return 0
 
 
 def _call(target: tuple[str, str, str], argv: list[str]) -> int:
@@ -155,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LOG_LEVEL_ENV] = args.log_level
     if args.command == "bench":
         return _call(BENCHES[args.name], rest)
+    if args.command in HELP_PARSERS and wants_help(rest):
+        return _help(HELP_PARSERS[args.command], rest)
     return _call(COMMANDS[args.command], rest)
 
 

@@ -232,12 +232,11 @@ def render(checks: Sequence[Check]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord doctor [node flags | --config node.toml] [--json]`."""
-    from client.runtime.config import add_node_args, parse_layered
+    from client.runtime import parsers
+    from client.runtime.config import parse_layered
     from client.runtime.display import setup_logging
 
-    p = argparse.ArgumentParser(prog="concord doctor", description=__doc__.splitlines()[0] if __doc__ else None)
-    add_node_args(p, with_task=False)
-    p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    p = parsers.doctor_parser()
     args = parse_layered(p, argv)
     setup_logging(args.json_logs, logging.ERROR)  # retries and daemon chatter: the check lines say it
     checks = run_checks(args)

@@ -69,7 +69,7 @@ from client.engine.lm_rollout import adapter_state, attach_adapters
 from client.engine.lm_task import LMTaskConfig, is_lm_task
 from client.engine.model import build_policy, policy_state
 from client.runtime import paths
-from client.units import BASE_SUFFIX, AmountError, amount_arg, format_amount, parse_amount
+from client.units import BASE_SUFFIX, AmountError, format_amount, parse_amount
 
 log = logging.getLogger(__name__)
 
@@ -442,34 +442,13 @@ def _task_action(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord task publish TASK.toml [--budget TOKENS] [--json]`, `concord task show|top-up|close|reclaim
     --task N`, `concord task withdraw` (connection and key flags as for nodes, --config included)."""
-    from client.runtime import lifecycle
-    from client.runtime.config import NodeConfigError, add_node_args, node_config, parse_layered
+    from client.runtime import lifecycle, parsers
+    from client.runtime.config import NodeConfigError, node_config, parse_layered
     from client.runtime.connect import connect_chain, open_node
     from client.runtime.display import setup_logging
     from client.runtime.errors import explain
 
-    p = argparse.ArgumentParser(prog="concord task", description="publish, show, top up, close and reclaim an RL task")
-    sub = p.add_subparsers(dest="action", required=True)
-    pub = sub.add_parser("publish", help="validate, upload model 0 and the spec, escrow the budget, create the task")
-    pub.add_argument("task_file", type=Path)
-    pub.add_argument("--budget", default=None, help="escrow in tokens (overrides [chain] budget)")
-    pub.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    pub.add_argument("--check", action="store_true", help="validate the file only (no chain, no IPFS)")
-    add_node_args(pub, with_task=False)
-    close = sub.add_parser("close", help="initiator: open no further round; the rounds in flight still settle")
-    reclaim = sub.add_parser(
-        "reclaim", help="initiator: credit what is left of an ended task's budget to the initiator's balance"
-    )
-    show = sub.add_parser("show", help="a task's terms, budget, rounds and latest model (read-only, no key)")
-    top_up = sub.add_parser("top-up", help="add tokens to a task's budget (anyone may)")
-    top_up.add_argument("--amount", type=amount_arg("--amount"), required=True, help="tokens to add (or 1000base)")
-    withdraw = sub.add_parser("withdraw", help="move this key's credited balance (a reclaimed budget) to its wallet")
-    withdraw.add_argument(
-        "--amount", type=amount_arg("--amount"), default=None, help="tokens to withdraw (default: all)"
-    )
-    for q in (close, reclaim, show, top_up, withdraw):
-        q.add_argument("--json", action="store_true", help="print the result as one JSON object")
-        add_node_args(q, with_task=q is not withdraw)
+    p = parsers.task_parser()
     args = parse_layered(p, argv)
     setup_logging(args.json_logs, logging.WARNING)
     if args.action in ("close", "reclaim", "show", "top-up", "withdraw"):

@@ -32,7 +32,6 @@ the check on a directory alone (no chain, no IPFS).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -274,19 +273,12 @@ def _round_digest(client: chain.ChainClient, task_id: int, round_: int) -> Diges
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord model export ROUND DIR --task N [connection flags]`, `concord model verify DIR`."""
-    from client.runtime.config import NodeConfigError, add_node_args, node_config, non_negative_int, parse_layered
+    from client.runtime import parsers
+    from client.runtime.config import NodeConfigError, node_config, parse_layered
     from client.runtime.display import setup_logging
     from client.runtime.errors import explain, quiet_retries
 
-    p = argparse.ArgumentParser(prog="concord model", description="export a task's model, or verify an export")
-    sub = p.add_subparsers(dest="action", required=True)
-    ex = sub.add_parser("export", help="write model ROUND of a task as a loadable directory and check its digest")
-    ex.add_argument("round", type=non_negative_int, metavar="ROUND", help="model number: 0 initial, r+1 after round r")
-    ex.add_argument("dir", type=Path, metavar="DIR", help="output directory (must not exist, or be empty)")
-    ex.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    add_node_args(ex, with_task=True)
-    ver = sub.add_parser("verify", help="re-digest an exported directory (no chain, no IPFS)")
-    ver.add_argument("dir", type=Path, metavar="DIR")
+    p = parsers.model_parser()
     args = parse_layered(p, argv)
     try:
         if args.action == "verify":

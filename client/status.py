@@ -23,9 +23,8 @@ from typing import Any, TypedDict
 from client import chain
 from client.chain import ChainClient, Phase
 from client.digest import Digest
-from client.runtime import paths
+from client.runtime import parsers, paths
 from client.runtime.config import (
-    CONFIG_FLAG,
     NodeConfigError,
     load_deployment,
     load_devnet_json,
@@ -289,20 +288,7 @@ def default_validator_dirs() -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord status [TASK] [--devnet FILE | --rpc-url URL --deployment FILE] [--validator-state DIR]... [--json]`."""
-    p = argparse.ArgumentParser(prog="concord status", description=__doc__.splitlines()[0])
-    p.add_argument("task", type=int, nargs="?", default=None, help="task id (default: every task)")
-    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {paths.default_network_file()})")
-    p.add_argument("--rpc-url", default=None)
-    p.add_argument("--deployment", type=Path, default=None)
-    p.add_argument(
-        "--validator-state",
-        type=Path,
-        action="append",
-        default=None,
-        help="a validator's --state-dir, for rejection evidence (default: .concord/validator-*)",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument(CONFIG_FLAG, type=Path, default=None, metavar="NODE.toml", help="a node TOML (rpc_url, deployment)")
+    p = parsers.status_parser()
     args = parse_layered(p, argv)  # $ETH_RPC_URL, $CONCORD_DEPLOYMENT and the TOML as for nodes (docs/OPERATORS.md)
     setup_logging(False, logging.WARNING)
     quiet_retries()  # an unreachable RPC: the one error line below, not a warning per retry

@@ -47,12 +47,10 @@ from client.engine.grpo import pin_determinism
 from client.engine.lm import ModelSourceError
 from client.engine.lm_grpo import LMSubmission, make_submission
 from client.engine.model import Policy
-from client.runtime import lifecycle
+from client.runtime import lifecycle, parsers
 from client.runtime.config import (
     NodeConfig,
     NodeConfigError,
-    add_device_arg,
-    add_node_args,
     check_device,
     node_config,
     parse_layered,
@@ -68,7 +66,7 @@ from client.runtime.display import (
 )
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower, Tick
-from client.runtime.metrics import add_metrics_args, serve_metrics
+from client.runtime.metrics import serve_metrics
 from client.runtime.task import (
     TaskContext,
     UnknownTask,
@@ -78,7 +76,7 @@ from client.runtime.task import (
     phase_now,
     round_adapters,
 )
-from client.units import AmountError, TokenAmount, amount_arg
+from client.units import AmountError, TokenAmount
 
 log = logging.getLogger("concord.trainer")
 
@@ -518,19 +516,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
 # ----------------------------------------------------------------------------- CLI
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    """The flags of `concord trainer run` (the lab's entry points add theirs to the same parser)."""
-    add_node_args(p)
-    p.add_argument("--rounds", type=int, default=None, help="stop after N submissions")
-    p.add_argument(
-        "--stake",
-        type=amount_arg("--stake"),
-        default=None,
-        help="stake to register with, in tokens (or 1000base; default: the task's minimum)",
-    )
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    add_device_arg(p)
-    add_metrics_args(p)
+add_run_args = parsers.add_trainer_run_args  # the flags of `concord trainer run` (the lab adds its own to them)
 
 
 def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
@@ -582,11 +568,7 @@ def run_command(args: argparse.Namespace, hooks: TrainerHooks = HONEST) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `concord trainer` (run + the lifecycle commands); tests and main share it."""
-    p = argparse.ArgumentParser(prog="concord trainer", description="run a trainer node, or leave, unbond, withdraw")
-    sub = p.add_subparsers(dest="action", required=True)
-    add_run_args(sub.add_parser("run", help="register, join and train on a task's rounds"))
-    lifecycle.add_commands(sub, "trainer")
-    return p
+    return parsers.trainer_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

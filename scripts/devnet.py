@@ -22,7 +22,6 @@ from pathlib import Path
 
 import requests
 
-from client.chain.rpc import ChainError
 from client.runtime import paths, procs
 from client.runtime.procs import Daemon, ProcError
 from client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
@@ -390,7 +389,7 @@ def fund(state_dir: Path, address: str, eth: TokenAmount | None, tokens: TokenAm
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     """`concord devnet up|down|status`, `concord devnet fund ADDRESS [--eth N] [--tokens N]`."""
     p = argparse.ArgumentParser(prog="concord devnet", description="local Anvil + js-ipfs devnet")
     p.add_argument("action", choices=["up", "down", "status", "fund"])
@@ -415,6 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ipfs-grpc-port", type=tcp_port, default=Ports.ipfs_grpc)
     p.add_argument("--accounts", type=int, default=10, help="default anvil accounts to fund")
     p.add_argument("--block-time", type=float, default=None, help="seconds per block (default: mine per tx)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`concord devnet up|down|status`, `concord devnet fund ADDRESS [--eth N] [--tokens N]`."""
+    from client.chain.rpc import ChainError  # web3: not for `--help`
+
+    p = parser()
     args = p.parse_args(argv)
     if args.action == "fund" and args.address is None:
         p.error("fund needs the ADDRESS to fund")

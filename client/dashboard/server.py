@@ -23,21 +23,20 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from pathlib import Path
 
 from client import chain
 from client.content.store import Store
 from client.dashboard.state import Dashboard, Source
-from client.runtime import paths
+from client.runtime import parsers, paths
 from client.runtime.config import NodeConfigError, load_deployment, load_devnet_json
 from client.runtime.errors import explain, quiet_retries
 from client.runtime.task import UnknownTask
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8750
-DEFAULT_POLL_S = 1.0
+DEFAULT_HOST = parsers.DASHBOARD_HOST
+DEFAULT_PORT = parsers.DASHBOARD_PORT
+DEFAULT_POLL_S = parsers.DASHBOARD_POLL_S
 STATIC = {  # the only files served: name -> content type
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
@@ -142,56 +141,8 @@ def open_dashboard(source: Source) -> Dashboard:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535 (0: any free port), got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0.05 <= value <= 3600:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be in [0.05, 3600] seconds, got {text}")
-    return value
-
-
-def _task(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a task id, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"task ids start at 1, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="concord dashboard", description=__doc__.splitlines()[0])
-    p.add_argument("--task", type=_task, default=None, help="one task id (default: every task, new ones as they come)")
-    p.add_argument("--devnet", type=Path, default=None, help=f"devnet JSON (default {paths.default_network_file()})")
-    p.add_argument("--rpc-url", default=None, help="any EVM JSON-RPC endpoint (with --deployment)")
-    p.add_argument("--deployment", type=Path, default=None, help="deployment JSON (with --rpc-url)")
-    p.add_argument("--ipfs-api", default=None, help="Kubo RPC API for the spec, rewards and evidence")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to serve on (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
-    p.add_argument(
-        "--validator-state",
-        type=Path,
-        action="append",
-        default=None,
-        help=f"a validator's --state-dir, for rejection evidence (default: every {paths.nodes_dir()}/validator-*)",
-    )
-    p.add_argument(
-        "--poll-interval", type=_seconds, default=DEFAULT_POLL_S, help="seconds between new-block polls (default 1)"
-    )
-    return p
+    return parsers.dashboard_parser()
 
 
 def source_of(args: argparse.Namespace) -> Source:

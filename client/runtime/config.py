@@ -30,13 +30,19 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from client.chain import Deployment, keys
-from client.chain.rpc import BadRpcUrl, check_rpc_url
-from client.content.store import api_multiaddr
 from client.runtime import paths
 from client.runtime.network import NetworkFile
+
+if TYPE_CHECKING:
+    from client.chain import Deployment
+
+# This module builds every node command's parser: it imports no web3, IPFS client or torch at module
+# level, so `concord ... --help` answers at once (tests/test_operator_cli.py times it); the chain SDK
+# is imported where a value is checked or a file loaded.
+PASSWORD_ENV = "CONCORD_KEYSTORE_PASSWORD"  # = client.chain.keys.PASSWORD_ENV (a test pins them equal)
+PRIVATE_KEY_ENV = "CONCORD_PRIVATE_KEY"  # = client.chain.keys.PRIVATE_KEY_ENV
 
 ANVIL_CHAIN_ID = 31337
 
@@ -96,7 +102,7 @@ def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
         type=Path,
         default=None,
         help="encrypted key file [env: CONCORD_KEYSTORE, ETH_KEYSTORE]; its password from --password-file, "
-        f"${keys.PASSWORD_ENV} or a prompt; without a keystore the key is ${keys.PRIVATE_KEY_ENV}",
+        f"${PASSWORD_ENV} or a prompt; without a keystore the key is ${PRIVATE_KEY_ENV}",
     )
     p.add_argument(
         "--password-file",
@@ -318,6 +324,8 @@ _COUNT_FLAGS = {"rounds": (1, "rounds"), "threads": (1, "threads")}  # --stake: 
 
 
 def _check_rpc_url(url: str, name: str = "--rpc-url") -> str:
+    from client.chain.rpc import BadRpcUrl, check_rpc_url
+
     try:
         return check_rpc_url(url)  # the chain SDK's rule (client.chain.rpc), named as the flag here
     except BadRpcUrl as e:
@@ -329,6 +337,8 @@ def _check_rpc_url(url: str, name: str = "--rpc-url") -> str:
 
 
 def _check_ipfs_api(api: str, name: str = "--ipfs-api") -> str:
+    from client.content.store import api_multiaddr
+
     try:
         addr = api_multiaddr(api)
     except ValueError as e:
@@ -343,6 +353,8 @@ def _check_ipfs_api(api: str, name: str = "--ipfs-api") -> str:
 
 def load_deployment(path: Path, flag: str = "--deployment") -> Deployment:
     """A deployment JSON file; NodeConfigError naming ``flag`` when it is missing or malformed."""
+    from client.chain import Deployment
+
     try:
         return Deployment.load(path)
     except OSError as e:
@@ -353,6 +365,8 @@ def load_deployment(path: Path, flag: str = "--deployment") -> Deployment:
 
 def load_devnet_json(path: Path) -> NetworkFile:
     """The devnet JSON `concord devnet up` writes; NodeConfigError("--devnet") when missing or malformed."""
+    from client.chain import Deployment
+
     path = Path(path)
     path = path / paths.NETWORK_FILE if path.is_dir() else path
     if not path.exists():
@@ -369,6 +383,8 @@ def load_devnet_json(path: Path) -> NetworkFile:
 
 def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
     """Resolve flags + devnet JSON into a NodeConfig (NodeConfigError names the missing flag)."""
+    from client.chain import Deployment
+
     net: NetworkFile | None = None
     devnet_path = args.devnet
     if devnet_path is None and args.rpc_url is None:

@@ -22,11 +22,12 @@ from typing import Any
 
 from client.chain import ChainClient, ChainError, Role, Signer
 from client.chain.keys import KeyLoadError
-from client.runtime.config import NodeConfigError, add_node_args, node_config
+from client.runtime.config import NodeConfigError, node_config
 from client.runtime.connect import connect_chain
 from client.runtime.display import setup_logging
 from client.runtime.errors import explain, quiet_retries, remember_token
-from client.units import AmountError, TokenAmount, TokenInfo, amount_arg, format_amount
+from client.runtime.parsers import add_lifecycle_commands
+from client.units import AmountError, TokenAmount, TokenInfo, format_amount
 
 COMMANDS = ("unbond", "leave", "withdraw")
 
@@ -162,24 +163,7 @@ def withdraw(client: ChainClient, signer: Signer, amount: int | None) -> dict[st
 # ----------------------------------------------------------------------------- CLI
 
 
-def add_commands(sub: Any, role: str) -> None:
-    """`unbond`, `leave`, `withdraw` under `concord ROLE` (``sub``: the role parser's subparsers)."""
-    who = f"this {role}"
-    leave_p = sub.add_parser("leave", help=f"leave a task ({who} must have no unfinalized work in it)")
-    add_node_args(leave_p, with_task=True)
-    unbond_p = sub.add_parser("unbond", help=f"unbond {who}'s stake after the delay (leave every task first)")
-    unbond_p.add_argument(
-        "--amount", type=amount_arg("--amount"), default=None, help="tokens to unbond (default: all the free stake)"
-    )
-    unbond_p.add_argument("--complete", action="store_true", help="credit the unbonded stake once the delay passed")
-    add_node_args(unbond_p, with_task=False)
-    withdraw_p = sub.add_parser("withdraw", help=f"move {who}'s credited balance to its wallet")
-    withdraw_p.add_argument(
-        "--amount", type=amount_arg("--amount"), default=None, help="tokens to withdraw (default: the whole balance)"
-    )
-    add_node_args(withdraw_p, with_task=False)
-    for q in (leave_p, unbond_p, withdraw_p):
-        q.add_argument("--json", action="store_true", help="print the result as one JSON object")
+add_commands = add_lifecycle_commands  # `unbond`, `leave`, `withdraw` under `concord ROLE` (client.runtime.parsers)
 
 
 def _text(action: str, out: dict[str, Any], who: str, role: str, tok: TokenInfo) -> str:

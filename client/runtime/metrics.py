@@ -31,10 +31,12 @@ from client import chain, timing
 from client.chain import Phase
 from client.runtime import display, events
 from client.runtime.config import NodeConfigError
+from client.runtime.parsers import METRICS_HOST
+from client.runtime.parsers import add_metrics_args as add_metrics_args  # re-exported: nodes import it here
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HOST = METRICS_HOST
 PREFIX = "concord"
 # Log events worth a counter of their own (everything else with an `event` field lands in events_total too).
 VERDICT_EVENTS = ("accepted", "rejected")
@@ -175,24 +177,6 @@ class _LogFeed(logging.Handler):
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535 (0: any free port), got {value}")
-    return value
-
-
-def add_metrics_args(p: argparse.ArgumentParser) -> None:
-    """--metrics-port / --metrics-host on a node's `run` command."""
-    p.add_argument(
-        "--metrics-port", type=_port, default=None, help="serve Prometheus metrics on this port (default: none)"
-    )
-    p.add_argument("--metrics-host", default=DEFAULT_HOST, help=f"address for --metrics-port (default {DEFAULT_HOST})")
 
 
 def serve_metrics(args: argparse.Namespace, role: str) -> NodeMetrics | None:
