@@ -95,12 +95,10 @@ from client.engine.grpo import pin_determinism
 from client.engine.lm import ModelSourceError
 from client.engine.lm_grpo import LMSubmission
 from client.engine.model import policy_state
-from client.runtime import lifecycle
+from client.runtime import lifecycle, parsers
 from client.runtime.config import (
     NodeConfig,
     NodeConfigError,
-    add_device_arg,
-    add_node_args,
     check_device,
     node_config,
     parse_layered,
@@ -110,10 +108,10 @@ from client.runtime.display import Display, fields, setup_logging, shutdown_even
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower
 from client.runtime.lm_work import fetch_adapters
-from client.runtime.metrics import add_metrics_args, serve_metrics
+from client.runtime.metrics import serve_metrics
 from client.runtime.seed import SeedWatch, seed_step
 from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round, round_adapters
-from client.units import AmountError, TokenAmount, amount_arg
+from client.units import AmountError, TokenAmount
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
 from validator.lm_checks import verify_submission as verify_lm
@@ -1143,19 +1141,7 @@ def run_validator(cfg: ValidatorConfig, stop_event: threading.Event, hooks: Vali
 # ----------------------------------------------------------------------------- CLI
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    """The flags of `concord validator run` (the lab's entry points add theirs to the same parser)."""
-    add_node_args(p)
-    p.add_argument("--rounds", type=int, default=None, help="exit once the task has settled N rounds")
-    p.add_argument("--withdraw", action="store_true", help="withdraw the credited balance before exiting")
-    p.add_argument(
-        "--stake",
-        type=amount_arg("--stake"),
-        default=None,
-        help="stake to register with, in tokens (or 1000base; default: the task's minValidatorStake)",
-    )
-    add_device_arg(p)
-    add_metrics_args(p)
+add_run_args = parsers.add_validator_run_args  # the flags of `concord validator run` (the lab adds its own)
 
 
 def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int:
@@ -1189,11 +1175,7 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `concord validator` (run + the lifecycle commands); tests and main share it."""
-    p = argparse.ArgumentParser(prog="concord validator", description="verify, vote on and aggregate a task's rounds")
-    sub = p.add_subparsers(dest="action", required=True)
-    add_run_args(sub.add_parser("run", help="validate a task's rounds (registers, stakes and joins if needed)"))
-    lifecycle.add_commands(sub, "validator")
-    return p
+    return parsers.validator_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
