@@ -37,8 +37,10 @@ from client.content.submission import (
     encode_stats,
     fetch_states,
     fetch_submission,
+    inner_state_layout,
     put_submission,
     state_bytes_bound,
+    state_file_size,
     state_files,
     submission_files,
     submission_manifest,
@@ -239,6 +241,54 @@ def test_bad_inner_states_are_refused_naming_the_state_and_cid(made, store: Stor
     with pytest.raises(SubmissionError) as info:
         fetch_states(other, digest, [1], limits, shapes)
     assert info.value.field == "states[0].param"
+
+
+@pytest.mark.parametrize(("optimizer", "betas"), [("sgd", (0.9, 0.99)), ("sgd", (0.0, 0.99)), ("adamw", (0.9, 0.99))])
+def test_inner_state_layout_is_what_training_writes(optimizer: str, betas: tuple[float, float]) -> None:
+    grpo = GRPOConfig(prompts_per_step=1, group_size=2, inner_steps=2, optimizer=optimizer, betas=betas)
+    cfg = dataclasses.replace(CFG, grpo=grpo)
+    env, base = make_env(cfg.env), build_policy(cfg.model)
+    bundle = make_bundle(base, env, cfg, 7, 3, TRAINER)
+    layout = inner_state_layout({n: tuple(t.shape) for n, t in policy_state(base).items()}, grpo)
+    for state, (_, data) in zip(bundle.states, state_files(bundle), strict=True):
+        assert tuple(sorted((n, tuple(t.shape)) for n, t in state.items())) == layout
+        assert state_file_size(layout) == len(data)
+
+
+def test_every_listed_state_has_the_canonical_size_fetched_or_not(made, store: Store, other: Store) -> None:
+    """With the task's state layout, a padded state 2 or one with an extra tensor is refused by the
+    manifest's sizes alone, before any download and whether or not a sample ever reads state 2; a
+    fetched state with a same-size swap of tensors is refused by its decode."""
+    env, base, bundle = made
+    limits = limits_for(base, env)
+    shapes = {n: tuple(t.shape) for n, t in policy_state(base).items()}
+    layout = inner_state_layout(shapes, CFG.grpo)
+    (name, data), (name2, data2) = state_files(bundle)
+    good = store.put_file(data, name)
+    digest = put_parts(store, bundle, states=[good, store.put_file(data2, name2)])
+    fetch_submission(other, digest, limits, shapes, state_layout=layout)  # honest: passes
+    tensors2 = dict(st_load(data2))
+    some = sorted(n for n in tensors2 if n.startswith("opt."))[0]
+    bad_states = {
+        "padded": st_save(tensors2, metadata={"pad": "x" * 64}),
+        "extra tensor": st_save(dict(tensors2, **{"opt.junk." + some.split(".", 2)[2]: tensors2[some].clone()})),
+        "missing tensor": st_save({n: t for n, t in tensors2.items() if n != some}),
+    }
+    for what, raw in bad_states.items():
+        digest = put_parts(store, bundle, states=[good, store.put_file(raw, name2)])
+        fetch_submission(other, digest, limits, shapes)  # without the layout only the bound is checked
+        with pytest.raises(SubmissionError) as info:
+            fetch_submission(other, digest, limits, shapes, state_layout=layout)
+        assert info.value.field == "states[1].size" and "before download" in str(info.value), what
+    # same size, other names: an optimizer tensor renamed (as long as the name): the decode refuses it
+    renamed = some[:-1] + ("x" if some[-1] != "x" else "y")
+    swapped = st_save({(renamed if n == some else n): t for n, t in tensors2.items()})
+    assert len(swapped) == len(data2)
+    digest = put_parts(store, bundle, states=[good, store.put_file(swapped, name2)])
+    fetch_submission(other, digest, limits, shapes, state_layout=layout)
+    with pytest.raises(SubmissionError) as info:
+        fetch_states(other, digest, [2], limits, shapes, layout=layout)
+    assert info.value.field.startswith("states[1].") and "task's inner state" in str(info.value)
 
 
 def test_decode_state_refuses_each_bad_state_naming_the_field(made) -> None:
@@ -549,7 +599,7 @@ def test_task_spec_from_toml_digest_and_round_trip(made, store: Store, other: St
     assert spec.limits == limits_for(base, env)  # derived: what an honest bundle needs
     data = spec.to_bytes()
     doc = json.loads(data)
-    assert doc["kind"] == "task_spec" and doc["outer"] == {"lr": 1.0, "momentum": 0.0, "nesterov": True}
+    assert doc["kind"] == "task_spec" and doc["outer"] == {"lr": 1.0, "momentum": 0.0, "nesterov": True, "clip": 1.0}
     assert doc["validation"]["max_exp_mismatches"] == 38  # defaults are written out
     digest = put_task_spec(store, spec)
     assert digest == spec.digest() == Digest(hashlib.sha256(data).digest())

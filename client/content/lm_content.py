@@ -46,6 +46,7 @@ from client.content.store import ContentMismatch, ContentNotFound, SizeLimitExce
 from client.content.submission import (
     SubmissionError,
     SubmissionLimits,
+    adapter_state_layout,
     fetch_states,
     fetch_submission,
     proofs_bytes_bound,
@@ -271,7 +272,9 @@ def fetch_lm_submission(
     SubmissionError names the field and CID (the trainer's fault), own-store failures pass through."""
     grpo = spec.task.grpo
     cid = cid_for_digest(digest)
-    bundle = fetch_submission(store, digest, spec.limits, adapter_shapes, deadline, n_states=grpo.inner_steps - 1)
+    layout = adapter_state_layout(adapter_shapes)  # every state's declared size checked against it, then its tensors
+    n_states = grpo.inner_steps - 1
+    bundle = fetch_submission(store, digest, spec.limits, adapter_shapes, deadline, n_states, layout)
     groups = grpo.inner_steps * grpo.prompts_per_step
     if len(bundle.batches) != groups:
         raise SubmissionError(
@@ -280,15 +283,9 @@ def fetch_lm_submission(
     for i, b in enumerate(bundle.batches):
         if b.n != grpo.group_size:
             raise SubmissionError(f"rollouts.{i:04d}", cid, f"expected a group of {grpo.group_size} rows", b.n)
-    shapes = {PARAM_PREFIX + n: s for n, s in adapter_shapes.items()}
     wanted = list(range(1, grpo.inner_steps))
-    raw = fetch_states(store, digest, wanted, spec.limits, None, deadline) if wanted else {}
-    states = []
-    for k in wanted:
-        got = raw[k]
-        if set(got) != set(shapes) or any(tuple(got[n].shape) != tuple(s) for n, s in shapes.items()):
-            raise SubmissionError(f"states[{k - 1}]", cid, "tensors differ from the adapters' names and shapes")
-        states.append({n.removeprefix(PARAM_PREFIX): t for n, t in got.items()})
+    raw = fetch_states(store, digest, wanted, spec.limits, None, deadline, layout) if wanted else {}
+    states = [{n.removeprefix(PARAM_PREFIX): t for n, t in raw[k].items()} for k in wanted]
     a = grpo.prompts_per_step
     return LMSubmission(
         task_id=bundle.task_id,

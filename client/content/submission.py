@@ -36,7 +36,12 @@ Wire formats (one canonical encoding each; a decoder refuses anything else):
   "opt.<key>.<name>", float32, no metadata), listed in order under the manifest's `states`; exactly
   H of them (state H's parameters minus the base model's are the delta, bit for bit), each at
   most `state_bytes_bound(limits)` = 4 x max_delta_bytes (theta plus at most three optimizer
-  tensors per parameter), checked before download. The manifest commits to each
+  tensors per parameter), checked before download. Given the task's state layout
+  (`inner_state_layout`: exactly the names and shapes inner_state writes for this model and inner
+  optimizer; an LM's states are its adapters' "param.<name>" only), every state listed must declare
+  exactly the canonical file size of that layout (`check_state_refs`, no download: a padded header,
+  an extra or missing tensor, another shape changes the size), fetched or not, and every state
+  fetched decodes to exactly that layout. The manifest commits to each
   state's sha256; a state whose bytes do not hash to it, that is not canonical, or that does not
   fit the base model is a `SubmissionError` naming `states[i]` and its CID.
 * manifest stats (numbers only, exactly these keys): mean_reward (float), work_units,
@@ -86,8 +91,8 @@ from client.content.store import (
 from client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes, shard_tensors
 from client.digest import Digest
 from client.engine.bundle import Bundle, RolloutProofs
-from client.engine.config import ConfigError, TaskConfig
-from client.engine.grpo import PARAM_PREFIX
+from client.engine.config import ConfigError, GRPOConfig, TaskConfig
+from client.engine.grpo import OPT_PREFIX, PARAM_PREFIX
 from client.engine.proofs import CHUNK, PROOF_BYTES, encode_proofs
 from client.engine.rollout import RolloutBatch
 
@@ -531,11 +536,48 @@ def state_files(bundle: Bundle) -> list[tuple[str, bytes]]:
     return [(state_name(k), st_save(dict(state))) for k, state in enumerate(bundle.states, start=1)]
 
 
-def check_state_refs(refs: Sequence[ShardRef], inner_steps: int, limits: SubmissionLimits, cid: str) -> None:
-    """The manifest's state list before any download: H states, canonical names, sizes in bounds."""
+StateLayout = tuple[tuple[str, tuple[int, ...]], ...]  # (tensor name, shape) of one inner state, sorted by name
+
+
+def inner_state_layout(shapes: dict[str, tuple[int, ...]], grpo: GRPOConfig) -> StateLayout:
+    """The names and shapes of every inner state k >= 1 of a model with parameters ``shapes`` trained
+    by the task's inner optimizer (client.engine.grpo.inner_state after one step or more): each
+    "param.<name>", then per parameter SGD's "opt.momentum_buffer.<name>" (momentum betas[0] > 0) or
+    AdamW's "opt.exp_avg.<name>", "opt.exp_avg_sq.<name>" and the scalar "opt.step.<name>"."""
+    out = [(PARAM_PREFIX + n, tuple(s)) for n, s in shapes.items()]
+    for n, shape in shapes.items():
+        if grpo.optimizer == "sgd":
+            out += [(f"{OPT_PREFIX}momentum_buffer.{n}", tuple(shape))] if grpo.betas[0] > 0 else []
+        else:
+            out += [(f"{OPT_PREFIX}exp_avg.{n}", tuple(shape)), (f"{OPT_PREFIX}exp_avg_sq.{n}", tuple(shape))]
+            out += [(f"{OPT_PREFIX}step.{n}", ())]
+    return tuple(sorted(out))
+
+
+def adapter_state_layout(shapes: dict[str, tuple[int, ...]]) -> StateLayout:
+    """An LM submission's state layout: the adapters as "param.<name>" (client.content.lm_content)."""
+    return tuple(sorted((PARAM_PREFIX + n, tuple(s)) for n, s in shapes.items()))
+
+
+def state_file_size(layout: StateLayout) -> int:
+    """The size of the canonical file (safetensors.torch.save, float32) of an inner state of ``layout``."""
+    return _canonical_header(layout)[1]
+
+
+def check_state_refs(
+    refs: Sequence[ShardRef],
+    inner_steps: int,
+    limits: SubmissionLimits,
+    cid: str,
+    layout: StateLayout | None = None,
+) -> None:
+    """The manifest's state list before any download: H states, canonical names, sizes in bounds, and
+    with the task's ``layout`` every declared size exactly the canonical one (for every state listed,
+    sampled or not: a padded or extra-tensor state is refused without fetching it)."""
     if len(refs) != inner_steps:
         raise SubmissionError("states", cid, f"expected {inner_steps} inner state(s)", len(refs))
     bound = state_bytes_bound(limits)
+    exact = None if layout is None else state_file_size(layout)
     for i, ref in enumerate(refs):
         if ref.name != state_name(i + 1):
             raise SubmissionError(
@@ -545,13 +587,24 @@ def check_state_refs(refs: Sequence[ShardRef], inner_steps: int, limits: Submiss
             raise SubmissionError(
                 f"states[{i}].size", ref.cid, f"{ref.size} bytes, over the limit of {bound}: refused before download"
             )
+        if exact is not None and ref.size != exact:
+            raise SubmissionError(
+                f"states[{i}].size",
+                ref.cid,
+                f"{ref.size} bytes, not the {exact} of the task's canonical inner state: refused before download",
+            )
 
 
 def decode_state(
-    data: bytes, ref: ShardRef, i: int, shapes: dict[str, tuple[int, ...]] | None
+    data: bytes,
+    ref: ShardRef,
+    i: int,
+    shapes: dict[str, tuple[int, ...]] | None,
+    layout: StateLayout | None = None,
 ) -> dict[str, torch.Tensor]:
     """One inner-state file: safetensors, float32, canonical (re-encodes to the same bytes), with
-    exactly the base model's parameters when ``shapes`` is given; else SubmissionError."""
+    exactly the base model's parameters when ``shapes`` is given and exactly the tensors of ``layout``
+    (names and shapes, nothing extra) when that is given; else SubmissionError."""
     where = f"states[{i}]"
     try:
         state = st_load(data)
@@ -564,9 +617,15 @@ def decode_state(
     if state and not bool(np.isfinite(np.concatenate([t.numpy().reshape(-1) for t in state.values()])).all()):
         name = next(n for n, t in state.items() if not bool(torch.isfinite(t).all()))  # the first, by name
         raise SubmissionError(f"{where}.{name}", ref.cid, "expected finite float32", str(state[name].dtype))
-    header, size = _canonical_header(tuple(sorted((n, tuple(t.shape)) for n, t in state.items())))
+    got = tuple(sorted((n, tuple(t.shape)) for n, t in state.items()))
+    header, size = _canonical_header(got)
     if len(data) != size or bytes(data[: len(header)]) != header:  # = (st_save(state) != data), see below
         raise SubmissionError(where, ref.cid, "not the canonical encoding of its tensors (safetensors.torch.save)")
+    if layout is not None and got != layout:
+        odd = sorted(set(got) ^ set(layout))
+        raise SubmissionError(
+            f"{where}.{odd[0][0]}", ref.cid, "tensors differ from the task's inner state (names and shapes)", odd[0][1]
+        )
     if shapes is not None:
         params = {k.removeprefix(PARAM_PREFIX): t for k, t in state.items() if k.startswith(PARAM_PREFIX)}
         if set(params) != set(shapes) or any(tuple(params[n].shape) != tuple(s) for n, s in shapes.items()):
@@ -596,9 +655,11 @@ def fetch_states(
     limits: SubmissionLimits,
     shapes: dict[str, tuple[int, ...]] | None = None,
     deadline: float | None = None,
+    layout: StateLayout | None = None,
 ) -> dict[int, dict[str, torch.Tensor]]:
     """Inner states ``wanted`` (each 1..H) of the submission behind ``digest``: downloaded, sha256-
-    checked against the manifest and decoded; SubmissionError names the state and its CID."""
+    checked against the manifest and decoded (exactly ``layout`` when given: `inner_state_layout`);
+    SubmissionError names the state and its CID."""
     cid = cid_for_digest(digest)
     if deadline is None:
         deadline = time.monotonic() + store.timeout + len(wanted) * state_bytes_bound(limits) / MIN_RATE
@@ -616,7 +677,7 @@ def fetch_states(
             raise SubmissionError("states", cid, f"no inner state {k} (the manifest lists {len(manifest.states)})")
         ref = manifest.states[k - 1]
         get = functools.partial(store.get_bytes, ref, min(ref.size, state_bytes_bound(limits)), deadline)
-        out[k] = decode_state(_fetch(store, f"states[{k - 1}]", ref.cid, get), ref, k - 1, shapes)
+        out[k] = decode_state(_fetch(store, f"states[{k - 1}]", ref.cid, get), ref, k - 1, shapes, layout)
     return out
 
 
@@ -696,6 +757,7 @@ def fetch_submission(
     param_shapes: dict[str, tuple[int, ...]] | None = None,
     deadline: float | None = None,
     n_states: int | None = None,
+    state_layout: StateLayout | None = None,
 ) -> Bundle:
     """The Bundle behind an on-chain digest, or SubmissionError naming the field and CID.
 
@@ -707,7 +769,8 @@ def fetch_submission(
     cross-checks (claimed counts = parsed counts, one proof list per rollout). With
     ``param_shapes`` the delta must have exactly the base model's names and shapes. The manifest
     must list ``n_states`` inner states (default: one per inner step; an LM submission has its
-    own count, client.content.lm_content); they are fetched on demand (`fetch_states`).
+    own count, client.content.lm_content), each declaring exactly the canonical size of
+    ``state_layout`` when given (`inner_state_layout`); they are fetched on demand (`fetch_states`).
     """
     cid = cid_for_digest(digest)
     if deadline is None:
@@ -738,7 +801,8 @@ def fetch_submission(
         )
     if param_shapes is not None:
         check_delta_refs(manifest.delta, param_shapes)
-    check_state_refs(manifest.states, stats["inner_steps"] if n_states is None else n_states, limits, cid)
+    n = stats["inner_steps"] if n_states is None else n_states
+    check_state_refs(manifest.states, n, limits, cid, state_layout)
     files = 2 + len(manifest.delta)
     cap = MAX_SUBMISSION_FILES if param_shapes is None else 2 + len(param_shapes)
     if files > cap:  # each shard holds at least one tensor: more shards than tensors is padding
