@@ -34,6 +34,7 @@ from client.runtime.display import setup_logging
 from client.runtime.errors import explain, quiet_retries
 from client.runtime.index import ChainIndex
 from client.runtime.task import UnknownTask
+from client.units import format_amount
 
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
 VERDICT_UNDECIDED = "undecided"
@@ -216,6 +217,7 @@ def status(
         "chain_id": client.deployment.chain_id,
         "concord": client.deployment.concord,
         "token_decimals": client.token.decimals(),
+        "token_symbol": client.token.symbol(),
         "totals": {
             "escrow": totals.escrow,
             "staked": totals.staked,
@@ -235,16 +237,14 @@ def print_tables(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=160)  # pipes get whole rows
-    unit = 10 ** doc["token_decimals"]
-
-    def tok(x: int | str) -> str:
-        return x if isinstance(x, str) else f"{x / unit:g}"
+    def tok(x: int | str) -> str:  # whole tokens with the symbol, exact (client.units)
+        return x if isinstance(x, str) else format_amount(x, doc["token_decimals"], doc["token_symbol"])
 
     t = doc["totals"]
     ok = t["token_balance"] == t["escrow"] + t["staked"] + t["credited"]
     console.print(
         f"chain {doc['chain_id']}  concord {doc['concord']}  escrow {tok(t['escrow'])}  "
-        f"staked {tok(t['staked'])}  credited {tok(t['credited'])}  (tokens)  "
+        f"staked {tok(t['staked'])}  credited {tok(t['credited'])}  "
         f"conservation {'ok' if ok else 'BROKEN'}"
     )
     for task in doc["tasks"]:

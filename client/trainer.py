@@ -375,7 +375,7 @@ def note_events(node: Node, tick: Tick, run: TrainerRun, display: Display) -> No
     for e in tick.events:
         if isinstance(e, chain.SubmissionRewarded) and e.trainer == me:
             run.rewards += e.reward
-            display.update(rewards=run.rewards)
+            display.update(rewards=tok.fmt(run.rewards))  # whole tokens; the log's `amount` is base units
             log.info(
                 "round %d: rewarded %s",
                 e.round,
@@ -384,7 +384,7 @@ def note_events(node: Node, tick: Tick, run: TrainerRun, display: Display) -> No
             )
         elif isinstance(e, chain.SubmissionRejected) and e.trainer == me:
             run.slashed += e.slashed
-            display.update(slashed=run.slashed)
+            display.update(slashed=tok.fmt(run.slashed))
             log.warning(
                 "round %d: submission rejected, slashed %s",
                 e.round,

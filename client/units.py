@@ -119,3 +119,18 @@ class TokenInfo:
 
     def units(self, amount: TokenAmount) -> int:
         return amount.units(self.decimals)
+
+
+_current = TokenInfo("", DEFAULT_DECIMALS)  # the token this process talks to, once a command has read it
+
+
+def remember_token(tok: TokenInfo) -> None:
+    """Set the token this process's amounts are rendered in where no client is at hand (contract errors,
+    metrics); client.runtime.lifecycle.token_info calls it when it first reads the token."""
+    global _current
+    _current = tok
+
+
+def current_token() -> TokenInfo:
+    """The token remember_token set (no symbol and 18 decimals before any)."""
+    return _current

@@ -114,8 +114,8 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
             v = last.get("validator", {})
             if (
                 value(v, "concord_rounds_settled_total", outcome="finalized") >= 1
-                and value(last.get("trainer", {}), "concord_paid_base_units_total", kind="reward") > 0
-                and value(last.get("cheater", {}), "concord_slashed_base_units_total") > 0
+                and value(last.get("trainer", {}), "concord_paid_tokens_total", kind="reward") > 0
+                and value(last.get("cheater", {}), "concord_slashed_tokens_total") > 0
             ):
                 break
             time.sleep(0.5)
@@ -134,21 +134,21 @@ def test_running_nodes_serve_their_metrics(scraped: dict[str, dict]) -> None:
     assert value(v, "concord_verdicts_total", verdict="accepted", check="") >= 1
     rejected = {labels: x for (name, labels), x in v.items() if name == "concord_verdicts_total" and x > 0}
     assert any(dict(labels)["verdict"] == "rejected" and dict(labels)["check"] for labels in rejected), rejected
-    assert value(v, "concord_paid_base_units_total", kind="fee") > 0
-    assert value(v, "concord_paid_base_units_total", kind="bounty") > 0
+    assert value(v, "concord_paid_tokens_total", kind="fee") > 0
+    assert value(v, "concord_paid_tokens_total", kind="bounty") > 0
     assert value(v, "concord_time_seconds_total", category="verification") > 0
     assert value(v, "concord_head_block") > 0
 
     assert value(t, "concord_node_info", role="trainer") == 1
     assert value(t, "concord_submissions_total") >= 1
-    assert value(t, "concord_paid_base_units_total", kind="reward") > 0
-    assert value(t, "concord_slashed_base_units_total") == 0
+    assert value(t, "concord_paid_tokens_total", kind="reward") > 0
+    assert value(t, "concord_slashed_tokens_total") == 0
     assert value(t, "concord_time_seconds_total", category="generation") > 0
     assert value(t, "concord_time_seconds_total", category="training") > 0
     assert 0 <= value(t, "concord_mean_reward") <= 1
 
-    assert value(c, "concord_slashed_base_units_total") > 0
-    assert value(c, "concord_paid_base_units_total", kind="reward") == 0
+    assert value(c, "concord_slashed_tokens_total") > 0
+    assert value(c, "concord_paid_tokens_total", kind="reward") == 0
 
 
 @pytest.mark.unit
@@ -181,7 +181,8 @@ def test_the_feeds_land_in_their_series(monkeypatch: pytest.MonkeyPatch) -> None
                 7,
                 0,
                 (
-                    chain.SubmissionRewarded(meta, 1, 0, me, 0, 300),
+                    chain.SubmissionRewarded(meta, 1, 0, me, 0, 4800 * 10**18 + 1),  # a float of base units: 4.8e21
+                    chain.SubmissionRewarded(meta, 2, 0, me, 0, 10**18 // 2 - 1),
                     chain.SubmissionRewarded(meta, 1, 0, "0x" + "11" * 20, 1, 999),  # someone else's
                     chain.RoundFinalized(meta, 1, 0, b"\x00" * 32, False, 10, 0),
                 ),
@@ -199,7 +200,8 @@ def test_the_feeds_land_in_their_series(monkeypatch: pytest.MonkeyPatch) -> None
     assert value(s, "concord_mean_reward") == 0.25
     assert value(s, "concord_round") == 3
     assert value(s, "concord_phase", phase="commit") == 1 and value(s, "concord_phase", phase="submit") == 0
-    assert value(s, "concord_paid_base_units_total", kind="reward") == 300
+    assert value(s, "concord_paid_tokens_total", kind="reward") == 4800.5  # whole tokens, from the exact sum
+    assert m.paid_units["reward"] == 4800 * 10**18 + 10**18 // 2  # the exact integer kept by the node
     assert value(s, "concord_rounds_settled_total", outcome="finalized") == 1
     assert value(s, "concord_head_block") == 7
     assert value(s, "concord_time_seconds_total", category="generation") >= 0.01

@@ -2,7 +2,6 @@
 
     explain(exc) -> str    the error's own message (it names the flag, URL, file or value) plus the fix
     render_contract_error  a contract's custom error with its amounts in whole tokens and its times in ISO
-    remember_token(tok)    the token amounts are rendered in (set when a command first reads the token)
     quiet_retries()        a one-shot command's log handlers drop the RPC's "retry n" warnings (its one
                            error line says it all); a node keeps them, they show a flaky endpoint
 
@@ -23,7 +22,7 @@ from enum import IntEnum
 from client.chain import ContractError, RpcUnavailable, WrongChain
 from client.chain.keys import BadKeystore, BadPrivateKey
 from client.chain.rpc import RpcError, root_cause
-from client.units import DEFAULT_DECIMALS, TokenInfo
+from client.units import TokenInfo, current_token
 
 # custom error -> the fix (the error's values are in its own text). New contract errors get a line here.
 CONTRACT_FIXES: dict[str, str] = {
@@ -125,15 +124,6 @@ TIME_PARAMS = frozenset({"unbondAt", "nowTs", "until", "cooldownUntil", "deadlin
 # errors whose parameters above are not token amounts (SafeCast's `value` is raw; ERC1155 ids are not ours)
 NOT_TOKEN_ERRORS = frozenset({"SafeCastOverflowedIntDowncast", "SafeCastOverflowedIntToUint"})
 
-_token = TokenInfo("", DEFAULT_DECIMALS)  # the token amounts render in until a command reads its own
-
-
-def remember_token(tok: TokenInfo) -> None:
-    """The token a command talks to (client.runtime.lifecycle.token_info calls this once it read it)."""
-    global _token
-    _token = tok
-
-
 def iso_time(seconds: int) -> str:
     """Unix seconds as an ISO 8601 UTC time: 2026-12-07T05:44:36+00:00."""
     return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
@@ -153,7 +143,7 @@ def _value(err: str, name: str, value: object, tok: TokenInfo) -> str:
 def render_contract_error(exc: ContractError, tok: TokenInfo | None = None) -> str:
     """``Name(k=v, ...)`` with amounts as whole tokens with the symbol and times as ISO UTC; SafeCast's
     overflowing value in tokens too (the contract casts amounts: stakes, budgets)."""
-    tok = _token if tok is None else tok
+    tok = current_token() if tok is None else tok
     shown = [f"{k}={_value(exc.name, k, v, tok)}" for k, v in exc.params.items()]
     if exc.name == "SafeCastOverflowedUintDowncast":
         bits, value = exc.params.get("bits"), exc.params.get("value")

@@ -25,9 +25,9 @@ from client.chain.keys import KeyLoadError
 from client.runtime.config import NodeConfigError, node_config
 from client.runtime.connect import connect_chain
 from client.runtime.display import setup_logging
-from client.runtime.errors import explain, quiet_retries, remember_token
+from client.runtime.errors import explain, quiet_retries
 from client.runtime.parsers import add_lifecycle_commands
-from client.units import AmountError, TokenAmount, TokenInfo, format_amount
+from client.units import AmountError, TokenAmount, TokenInfo, format_amount, remember_token
 
 COMMANDS = ("unbond", "leave", "withdraw")
 

@@ -14,18 +14,24 @@ so a cheat hook or a fault drill is counted the same way as the honest path:
   * its wall-time spans (client.timing.add_listener): seconds per category (chain, ipfs, generation,
     proofs, training, verification, replay, aggregation), the categories `concord bench round` splits.
 
-Amounts are counted in token base units (the chain's integers), as everything on chain.
+Amounts (concord_paid_tokens_total{kind}, concord_slashed_tokens_total) are whole tokens: the node sums the
+chain's integers exactly (Python ints, base units) and each scrape divides the exact sum by 10^decimals,
+so a counter never accumulates float error (a float of base units is inexact above 2^53, i.e. from about
+0.009 tokens of an 18-decimal token on).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from fractions import Fraction
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
 
 from client import chain, timing
 from client.chain import Phase
@@ -33,6 +39,7 @@ from client.runtime import display, events
 from client.runtime.config import NodeConfigError
 from client.runtime.parsers import METRICS_HOST
 from client.runtime.parsers import add_metrics_args as add_metrics_args  # re-exported: nodes import it here
+from client.units import current_token
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +82,9 @@ class NodeMetrics:
         self.rounds = Counter(
             f"{PREFIX}_rounds_settled", "rounds of the task settled, by outcome", ["outcome"], registry=r
         )
-        self.paid = Counter(
-            f"{PREFIX}_paid_base_units",
-            "what the chain credited this node, by kind (token base units)",
-            ["kind"],
-            registry=r,
-        )
-        self.slashed = Counter(f"{PREFIX}_slashed_base_units", "what the chain slashed from this node", registry=r)
+        self.paid_units: dict[str, int] = {"reward": 0, "fee": 0, "bounty": 0}  # exact sums, base units
+        self.slashed_units = 0
+        r.register(_TokenCounters(self))
         self.seconds = Counter(
             f"{PREFIX}_time_seconds", "wall time per category (client.timing spans)", ["category"], registry=r
         )
@@ -129,15 +132,15 @@ class NodeMetrics:
             if isinstance(e, chain.RoundFinalized):
                 self.rounds.labels("void" if e.is_void else "finalized").inc()
             elif isinstance(e, chain.SubmissionRewarded) and e.trainer.lower() == me:
-                self.paid.labels("reward").inc(e.reward)
+                self.paid_units["reward"] += e.reward
             elif isinstance(e, chain.SubmissionRejected) and e.trainer.lower() == me:
-                self.slashed.inc(e.slashed)
+                self.slashed_units += e.slashed
             elif isinstance(e, chain.ValidatorPaid) and e.validator.lower() == me:
-                self.paid.labels("fee").inc(e.fee)
+                self.paid_units["fee"] += e.fee
             elif isinstance(e, chain.BountyPaid) and e.validator.lower() == me:
-                self.paid.labels("bounty").inc(e.amount)
+                self.paid_units["bounty"] += e.amount
             elif isinstance(e, chain.ValidatorSlashed) and e.validator.lower() == me:
-                self.slashed.inc(e.amount)
+                self.slashed_units += e.amount
 
     def on_span(self, category: str, seconds: float) -> None:
         self.seconds.labels(category).inc(max(0.0, seconds))
@@ -161,6 +164,32 @@ class NodeMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def tokens(units: int, decimals: int) -> float:
+    """Base units as whole tokens: the float nearest the exact quotient (Fraction), not a float sum."""
+    return float(Fraction(units, 10**decimals))
+
+
+class _TokenCounters(Collector):
+    """The payment counters in whole tokens, from the exact integer sums at each scrape."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        decimals = current_token().decimals
+        paid = CounterMetricFamily(
+            f"{PREFIX}_paid_tokens", "what the chain credited this node, by kind (whole tokens)", labels=["kind"]
+        )
+        for kind, units in self.metrics.paid_units.items():
+            paid.add_metric([kind], tokens(units, decimals))
+        yield paid
+        yield CounterMetricFamily(
+            f"{PREFIX}_slashed_tokens",
+            "what the chain slashed from this node (whole tokens)",
+            value=tokens(self.metrics.slashed_units, decimals),
+        )
 
 
 class _LogFeed(logging.Handler):
