@@ -1,4 +1,5 @@
-"""DiLoCo outer step: fixed-order mean, Nesterov momentum by hand, identical bytes in two processes."""
+"""DiLoCo outer step: norm clip to clip x the round's median, fixed-order mean, Nesterov momentum by
+hand, identical bytes in two processes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import pytest
 import torch
 
 from client.content.weights import save_shards
-from client.engine.config import OuterConfig
+from client.engine.config import ConfigError, OuterConfig
 from validator.aggregate import (
     DeltaShapeMismatch,
+    clip_deltas,
+    global_norm,
     mean_delta,
+    median,
     momentum_from_tensors,
     momentum_to_tensors,
     outer_step,
@@ -40,7 +44,7 @@ def test_mean_is_independent_of_submission_order() -> None:
 def test_nesterov_outer_step_by_hand() -> None:
     base = {"w": torch.tensor([1.0, 2.0])}
     deltas = {"a": {"w": torch.tensor([0.2, -0.2])}, "b": {"w": torch.tensor([0.0, 0.4])}}
-    cfg = OuterConfig(lr=0.5, momentum=0.9, nesterov=True)
+    cfg = OuterConfig(lr=0.5, momentum=0.9, nesterov=True, clip=0)  # the mean as it comes (clip: below)
     s1, m1 = outer_step(base, deltas, {}, cfg)
     g = torch.tensor([-0.1, -0.1])  # -mean(delta)
     assert torch.allclose(m1["w"], g)
@@ -49,14 +53,55 @@ def test_nesterov_outer_step_by_hand() -> None:
     m2_want = 0.9 * g + g
     assert torch.allclose(m2["w"], m2_want)
     assert torch.allclose(s2["w"], s1["w"] - 0.5 * (g + 0.9 * m2_want))
-    heavy, _ = outer_step(s1, deltas, m1, OuterConfig(lr=0.5, momentum=0.9, nesterov=False))
+    heavy, _ = outer_step(s1, deltas, m1, OuterConfig(lr=0.5, momentum=0.9, nesterov=False, clip=0))
     assert torch.allclose(heavy["w"], s1["w"] - 0.5 * m2_want)
     # lr 1, no momentum: the model becomes base + mean delta
-    plain, _ = outer_step(base, deltas, {}, OuterConfig(lr=1.0, momentum=0.0))
+    plain, _ = outer_step(base, deltas, {}, OuterConfig(lr=1.0, momentum=0.0, clip=0))
     assert torch.allclose(plain["w"], torch.tensor([1.1, 2.1]))
     # no accepted delta: nothing moves
     same, mom = outer_step(s1, {}, m1, cfg)
     assert torch.equal(same["w"], s1["w"]) and torch.equal(mom["w"], m1["w"])
+
+
+def test_a_delta_over_clip_times_the_median_norm_is_scaled_to_it_and_the_others_keep_their_bits() -> None:
+    """Norms 3, 4, 5 and a poisoner's 100: median 4.5; clip 1 scales 5 -> 4.5 and 100 -> 4.5, clip 2
+    only the poisoner (to 9), clip 0 nothing. Order of the deltas changes no bit."""
+    base = {"w": torch.zeros(2), "b": torch.zeros(1)}
+    deltas = {
+        "a": {"w": torch.tensor([3.0, 0.0]), "b": torch.tensor([0.0])},
+        "b": {"w": torch.tensor([0.0, 4.0]), "b": torch.tensor([0.0])},
+        "c": {"w": torch.tensor([3.0, 0.0]), "b": torch.tensor([4.0])},
+        "p": {"w": torch.tensor([-60.0, -80.0]), "b": torch.tensor([0.0])},
+    }
+    assert [global_norm(d) for d in deltas.values()] == [3.0, 4.0, 5.0, 100.0]
+    one = clip_deltas(deltas, 1.0)
+    assert one["a"] is deltas["a"] and one["b"] is deltas["b"]  # at or under the bound: untouched
+    assert global_norm(one["c"]) == pytest.approx(4.5, rel=1e-7) and global_norm(one["p"]) == pytest.approx(4.5)
+    assert torch.equal(one["p"]["w"], torch.tensor([-60.0, -80.0]) * torch.tensor(4.5 / 100, dtype=torch.float32))
+    two = clip_deltas(deltas, 2.0)
+    assert all(two[k] is deltas[k] for k in "abc") and global_norm(two["p"]) == pytest.approx(9.0)
+    assert clip_deltas(deltas, 0) == deltas
+    cfg = OuterConfig(lr=1.0, momentum=0.0, clip=1.0)
+    s1, _ = outer_step(base, deltas, {}, cfg)
+    s2, _ = outer_step(base, {k: deltas[k] for k in reversed(list(deltas))}, {}, cfg)
+    assert torch.equal(s1["w"], s2["w"]) and torch.equal(s1["b"], s2["b"])
+    want = (
+        torch.tensor([3.0, 0.0]) + torch.tensor([0.0, 4.0]) + torch.tensor([2.7, 0.0]) + torch.tensor([-2.7, -3.6])
+    ) / 4
+    assert torch.allclose(s1["w"], want, atol=1e-6)
+    assert median([3.0]) == 3.0 and median([4.0, 1.0, 3.0]) == 3.0 and median([1.0, 4.0]) == 2.5
+
+
+def test_global_norm_is_the_exact_norm_whatever_the_tensor_split() -> None:
+    g = torch.Generator().manual_seed(1)
+    flat = torch.randn(5000, generator=g) * 1e-3
+    whole = {"x": flat}
+    split = {"a": flat[:1234], "b": flat[1234:].reshape(2, -1)}  # names sorted: a then b, the same order
+    assert global_norm(whole) == global_norm(split)
+    assert global_norm(whole) == pytest.approx(float(flat.double().norm()), rel=1e-14)
+    assert global_norm({}) == 0.0 and global_norm({"z": torch.zeros(3)}) == 0.0
+    with pytest.raises(ConfigError, match="clip"):
+        OuterConfig(clip=0.5)
 
 
 def test_bad_delta_is_refused() -> None:
@@ -69,7 +114,8 @@ def test_bad_delta_is_refused() -> None:
 
 def _digests(directory: str) -> list[str]:
     base, deltas = _inputs()
-    cfg = OuterConfig(lr=0.7, momentum=0.9, nesterov=True)
+    deltas["f" * 64] = {n: t * 37.0 for n, t in deltas[f"{7:064x}"].items()}  # a poisoner's norm: clipped
+    cfg = OuterConfig(lr=0.7, momentum=0.9, nesterov=True, clip=1.0)
     state, mom = outer_step(base, deltas, {}, cfg)
     state, mom = outer_step(state, deltas, mom, cfg)
     return [s.sha256 for s in save_shards({**state, **momentum_to_tensors(mom)}, directory)]

@@ -201,11 +201,17 @@ class GRPOConfig:
 
 @dataclass(frozen=True)
 class OuterConfig:
-    """DiLoCo outer optimizer: SGD with (Nesterov) momentum on the mean pseudo-gradient."""
+    """DiLoCo outer optimizer: SGD with (Nesterov) momentum on the mean pseudo-gradient.
+
+    clip: bounded influence (validator.aggregate.clip_deltas): before the mean, each accepted delta's
+    global L2 norm is clipped to clip x the median norm of the round's accepted deltas, so one
+    poisoner among K trainers moves the model at most about as far as clip honest trainers; 0 turns
+    it off. 1.0: a delta larger than the round's median is scaled down to it (docs/SECURITY.md)."""
 
     lr: float = 1.0
     momentum: float = 0.0
     nesterov: bool = True
+    clip: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -213,6 +219,8 @@ class OuterConfig:
         _in_range("outer", "lr", self.lr, 0, 1e3, lo_open=True)
         if not 0 <= self.momentum < 1:
             raise ConfigError("outer", "momentum", f"must be in [0, 1), got {self.momentum}")
+        if not (self.clip == 0 or 1 <= self.clip <= 1e3):
+            raise ConfigError("outer", "clip", f"must be 0 (off) or in [1, 1000], got {self.clip}")
 
 
 PrecisionSetting = Literal["auto", "bf16", "fp32"]  # ValidationConfig.prefill_precision (client.engine.precision)

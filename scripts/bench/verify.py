@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -58,21 +59,31 @@ from client.engine.bundle import (
     proofs_root,
     strip_private,
 )
-from client.engine.config import TaskConfig, ValidationConfig
+from client.engine.config import OuterConfig, TaskConfig, ValidationConfig
 from client.engine.envs import Env, make_env
-from client.engine.grpo import inner_state, inner_update, make_inner_optimizer, pin_determinism, state_delta
-from client.engine.model import Policy, build_policy, clone_policy, policy_state
+from client.engine.grpo import (
+    inner_state,
+    inner_update,
+    make_inner_optimizer,
+    pin_determinism,
+    state_delta,
+    train_round,
+)
+from client.engine.model import Policy, build_policy, clone_policy, load_policy_state, policy_state
 from client.engine.rollout import completion_mask, generate
 from client.initiator import load_task_file
 from scripts import REPO_ROOT
 from scripts.adversaries.trainer_cheats import CHEATS, CheatContext
+from validator.aggregate import outer_step
 from validator.checks import (
+    Verdict,
     assigned_indices,
     recompute_states,
     rollout_sampling_rejects,
     verify_bundle,
 )
-from validator.sampling import CheckSample, breakeven_slash, draw_sample, p_majority, p_rows_hit
+from validator.flags import FlagItem, flagged_sample, flags_from_verdict, round_flags
+from validator.sampling import CheckSample, breakeven_slash, draw_sample, p_any, p_rows_hit
 
 TASK_FILE = REPO_ROOT / "configs" / "default_task.toml"
 CHEAT_NAMES = (
@@ -206,6 +217,78 @@ def forged_step_bundle(
     )
 
 
+# ----------------------------------------------------------------------------- bounded influence
+
+
+def _se(values: list[float]) -> float | None:
+    """Standard error of a mean (None for one value)."""
+    return round(float(np.std(values, ddof=1) / math.sqrt(len(values))), 4) if len(values) > 1 else None
+
+
+def heldout_reward(policy: Policy, env: Env, cfg: TaskConfig, prompts: int = 1024) -> float:
+    """Mean reward of ``policy`` on held-out prompts (task id and trainer no round uses), the same
+    prompts and sampler keys for every model compared (common random numbers)."""
+    group = 4
+    batch = generate(policy, env, list(range(prompts // group)), group, cfg.sampler, 424242, 0, address(0, "heldout"))
+    return float(batch.rewards.mean())
+
+
+def next_model(base: Policy, deltas: dict[str, dict[str, torch.Tensor]], outer: OuterConfig, slots: int) -> Policy:
+    """The aggregated next model from ``deltas`` with ``slots`` trainers' weight each: an empty slot
+    (a trainer whose contribution is removed, K kept) is the outer step of the others at lr x n / K."""
+    cfg = dataclasses.replace(outer, lr=outer.lr * len(deltas) / slots)
+    state, _ = outer_step(policy_state(base), deltas, {}, cfg)
+    policy = clone_policy(base)
+    load_policy_state(policy, state)
+    return policy
+
+
+def poison_effect(cfg: TaskConfig, seeds: int, scale: float = 20.0, clips: tuple[float, ...] = ()) -> dict:
+    """An unsampled poisoner among K trainers against one honest trainer in the same slot, on the next
+    model's held-out reward, per model seed (round 0 of the task from model seed s):
+
+    - trainer X trains honestly: delta h_X; as a poisoner it submits -scale x h_X instead (its own
+      learning direction reversed, ``scale`` times an honest delta's norm: it knows no other delta);
+    - the other K - 1 trainers are honest; "X's slot empty" is their outer step at lr x (K - 1) / K;
+    - honest effect = R(others + h_X) - R(X's slot empty); damage = R(X's slot empty) - R(others +
+      poison); poison_effect = mean damage / mean honest effect over the seeds, under the task's outer
+      clip (and under ``clips``, 0 = no clip, for comparison)."""
+    k = max(2, cfg.trainers_per_round)
+    env = make_env(cfg.env)
+    per_clip: dict[float, dict[str, list[float]]] = {}
+    for seed in range(seeds):
+        base = build_policy(dataclasses.replace(cfg.model, seed=seed))
+        deltas = {}
+        for i in range(k):
+            who = address(i, f"trainer {seed}")
+            _, deltas[who] = train_round(base, env, cfg.grpo, cfg.sampler, 1, 0, who)
+        x = sorted(deltas)[seed % k]  # trainer X: a different position in the key order per seed
+        others = {n: d for n, d in deltas.items() if n != x}
+        poison = {p: t * -scale for p, t in deltas[x].items()}
+        r_base = heldout_reward(base, env, cfg)
+        for clip in dict.fromkeys((cfg.outer.clip, *clips)):
+            outer = dataclasses.replace(cfg.outer, clip=clip)
+            r_honest = heldout_reward(next_model(base, deltas, outer, k), env, cfg)
+            r_empty = heldout_reward(next_model(base, others, outer, k), env, cfg)
+            r_poison = heldout_reward(next_model(base, {**others, x: poison}, outer, k), env, cfg)
+            got = per_clip.setdefault(clip, {"damage": [], "honest": [], "base": []})
+            got["damage"].append(r_empty - r_poison)
+            got["honest"].append(r_honest - r_empty)
+            got["base"].append(r_base)
+    out = {}
+    for clip, got in per_clip.items():
+        damage, gain = float(np.mean(got["damage"])), float(np.mean(got["honest"]))
+        out[clip] = {
+            "poison_effect": round(damage / gain, 3) if gain > 0 else None,
+            "damage": round(damage, 4),
+            "honest_effect": round(gain, 4),
+            "damage_se": _se(got["damage"]),
+            "honest_effect_se": _se(got["honest"]),
+            "base_reward": round(float(np.mean(got["base"])), 4),
+        }
+    return {"poison_scale": scale, "trainers": k, "seeds": seeds, "by_clip": out}
+
+
 # ----------------------------------------------------------------------------- what a cheat touches
 
 
@@ -247,17 +330,81 @@ def touched(base: Policy, env: Env, cfg: TaskConfig, vcfg: ValidationConfig, bun
 
 
 def predicted(t: Touched, vcfg: ValidationConfig, validators: int) -> tuple[float, float]:
-    """(per validator, slash) probability that a round's samples catch a cheat touching ``t``."""
+    """(per validator, per round) probability that a cheat touching ``t`` is rejected under flags: each
+    validator's own sample catches it with p_one (a touched row among its m, or a touched step among
+    its s); one flag makes every honest validator re-check and reject, so the round with
+    1 - (1 - p_one)^V (validator.sampling.p_any)."""
     if t.cheap:
         return 1.0, 1.0
     m = min(t.total_rows, max(1, math.ceil(vcfg.row_fraction * t.total_rows - 1e-9)))
     s = min(vcfg.replay_steps, t.total_steps)
-    mc, sc = (m + 1) // 2, (s + 1) // 2
-    p_common = 1 - (1 - p_rows_hit(t.total_rows, mc, t.rows)) * (1 - p_rows_hit(t.total_steps, sc, t.steps))
-    p_own = 1 - (1 - p_rows_hit(t.total_rows - mc, m - mc, t.rows)) * (
-        1 - p_rows_hit(t.total_steps - sc, s - sc, t.steps)
-    )
-    return 1 - (1 - p_common) * (1 - p_own), p_common + (1 - p_common) * p_majority(validators, p_own)
+    p_one = 1 - (1 - p_rows_hit(t.total_rows, m, t.rows)) * (1 - p_rows_hit(t.total_steps, s, t.steps))
+    return p_one, p_any(validators, p_one)
+
+
+def own_verdicts(
+    base: Policy, env: Env, cfg: TaskConfig, vcfg: ValidationConfig, bundle: Bundle, seed: bytes, count: int
+) -> list[Verdict]:
+    """The verdicts of ``count`` validators on one bundle in one round, each on its own sample."""
+    grpo, digest = cfg.grpo, digest_of(bundle, 0)
+    out = []
+    for v in range(count):
+        sample = draw_sample(seed, address(v, "validator"), digest, grpo.inner_steps, grpo.rollouts_per_step, vcfg)
+        states = {k: st for k, st in enumerate(bundle.states, start=1) if k in sample.states_needed()}
+        out.append(verify_bundle(base, bundle, env, cfg, vcfg, sample, states))
+    return out
+
+
+def round_votes(
+    base: Policy,
+    env: Env,
+    cfg: TaskConfig,
+    vcfg: ValidationConfig,
+    bundle: Bundle,
+    verdicts: list[Verdict],
+    rechecked: dict[tuple[FlagItem, ...], bool],
+) -> list[bool]:
+    """Each validator's final vote (True = reject) under flags: its own verdict, then, for one that
+    accepted, the re-check of every flag the others posted (validator.flags.flagged_sample: exactly
+    the flagged rows and steps plus the cheap checks; the same verdict for every honest re-checker,
+    cached in ``rechecked`` by the flags)."""
+    flags = round_flags(f for v in verdicts for f in flags_from_verdict(0, v))
+    votes = [not v.accepted for v in verdicts]
+    if not flags or all(votes):
+        return votes
+    if flags not in rechecked:
+        extra = flagged_sample(flags, cfg.grpo.inner_steps, cfg.grpo.rollouts_per_step)
+        states = {k: st for k, st in enumerate(bundle.states, start=1) if k in extra.states_needed()}
+        rechecked[flags] = not verify_bundle(base, bundle, env, cfg, vcfg, extra, states).accepted
+    return [vote or rechecked[flags] for vote in votes]
+
+
+def slash_rates(
+    base: Policy,
+    env: Env,
+    cfg: TaskConfig,
+    vcfg: ValidationConfig,
+    bundle: Bundle,
+    name: str,
+    trials: int,
+    sizes: tuple[int, ...],
+) -> dict[int, tuple[float, float]]:
+    """Per validator count V in ``sizes``: (fraction of trials in which a strict majority of the first V
+    validators' final votes rejected = a slash on chain, fraction of their own verdicts that rejected)."""
+    slashes = dict.fromkeys(sizes, 0)
+    own = dict.fromkeys(sizes, 0)
+    rechecked: dict[tuple[FlagItem, ...], bool] = {}
+    for trial in range(trials):
+        verdicts = own_verdicts(base, env, cfg, vcfg, bundle, seed_of(name, trial), max(sizes))
+        for v in sizes:
+            votes = round_votes(base, env, cfg, vcfg, bundle, verdicts[:v], rechecked)
+            slashes[v] += sum(votes) * 2 > v
+            own[v] += sum(not x.accepted for x in verdicts[:v])
+    return {v: (slashes[v] / trials, own[v] / (trials * v)) for v in sizes}
+
+
+def standard_error(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 1 / n) / n)
 
 
 # ----------------------------------------------------------------------------- main
@@ -266,13 +413,17 @@ def predicted(t: Touched, vcfg: ValidationConfig, validators: int) -> tuple[floa
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="concord bench verify", description=__doc__.split("\n\n")[0])
     p.add_argument("--trainers", type=int, default=8)
-    p.add_argument("--validators", type=int, default=3, help="validators per round in the detection trials")
+    p.add_argument(
+        "--validators", type=int, default=3, help="validators per round in the headline detection (also 3, 5)"
+    )
     p.add_argument("--honest-rounds", type=int, default=25, help="rounds of honest submissions (x trainers)")
     p.add_argument("--trials", type=int, default=40, help="rounds each cheat is judged in")
     p.add_argument("--cheats", default=",".join(CHEAT_NAMES), help="comma-separated cheat names")
+    p.add_argument("--forger-trials", type=int, default=300, help="rounds the one-step forger is judged in")
+    p.add_argument("--poison-seeds", type=int, default=8, help="model seeds of the poisoning measurement")
     p.add_argument("--task", type=Path, default=TASK_FILE)
     a = p.parse_args(argv)
-    for name in ("trainers", "validators", "honest_rounds", "trials"):
+    for name in ("trainers", "validators", "honest_rounds", "trials", "forger_trials", "poison_seeds"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     unknown = [c for c in a.cheats.split(",") if c and c not in CHEATS]
@@ -339,8 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             false_rejects += not ok
     console.print(f"honest: {honest} submissions, {false_rejects} rejected")
 
-    # 3. detection per cheat
-    detection: dict[str, dict[str, float]] = {}
+    # 3. detection per cheat, with 3 and 5 validators each drawing its own sample and flagging
+    sizes = tuple(sorted({3, 5, args.validators}))
+    detection: dict[str, dict] = {}
     cheater = address(99, "cheater")
     honest_bundle = make_bundle(base, env, cfg, 1, 0, cheater)
     ctx = CheatContext(1, 0, 0, cheater, cfg, env, 0, limits, base, lambda r: base, None)
@@ -353,28 +505,46 @@ def main(argv: list[str] | None = None) -> int:
         else:
             continue
         t = touched(base, env, cfg, sampled, bundle)
-        p_one, p_slash = predicted(t, sampled, args.validators)
-        slashes, rejects = 0, 0
-        for trial in range(args.trials):
-            votes = [
-                not validate(
-                    base, env, cfg, sampled, bundle, digest_of(bundle, 0), seed_of(name, trial), address(v, "validator")
-                )[0]
-                for v in range(args.validators)
-            ]
-            rejects += sum(votes)
-            slashes += sum(votes) * 2 > args.validators
-        measured = slashes / args.trials
-        margin = 3 * math.sqrt(max(p_slash * (1 - p_slash), 1 / args.trials) / args.trials)
-        detection[name] = {
-            "measured": round(measured, 4),
-            "predicted": round(p_slash, 4),
-            "measured_per_validator": round(rejects / (args.trials * args.validators), 4),
-            "predicted_per_validator": round(p_one, 4),
-            "within_margin": abs(measured - p_slash) <= margin,
-            "touched": "cheap" if t.cheap else f"{t.rows}/{t.total_rows} rows, {t.steps}/{t.total_steps} steps",
-        }
-        console.print(f"{name}: {detection[name]}")
+        rates = slash_rates(base, env, cfg, sampled, bundle, name, args.trials, sizes)
+        d: dict = {"touched": "cheap" if t.cheap else f"{t.rows}/{t.total_rows} rows, {t.steps}/{t.total_steps} steps"}
+        for v in sizes:
+            p_one, p_slash = predicted(t, sampled, v)
+            measured, per_validator = rates[v]
+            tag = "" if v == args.validators else f"_{v}"
+            d |= {
+                f"measured{tag}": round(measured, 4),
+                f"predicted{tag}": round(p_slash, 4),
+                f"measured_per_validator{tag}": round(per_validator, 4),
+                f"predicted_per_validator{tag}": round(p_one, 4),
+                f"within_margin{tag}": abs(measured - p_slash) <= 3 * standard_error(p_slash, args.trials),
+            }
+        detection[name] = d
+        console.print(f"{name}: {d}")
+
+    # 4. a consistent one-step forger (inner step 4 poisoned, the rest rebuilt on it)
+    forger = forged_step_bundle(base, env, cfg, 1, 0, cheater, k=min(4, cfg.grpo.inner_steps - 1))
+    t = touched(base, env, cfg, sampled, forger)
+    rates = slash_rates(base, env, cfg, sampled, forger, "forged_step", args.forger_trials, (3, 5))
+    forged = {str(v): round(rates[v][0], 4) for v in (3, 5)}
+    forged_detail = {
+        "touched": f"{t.rows}/{t.total_rows} rows, {t.steps}/{t.total_steps} steps",
+        "trials": args.forger_trials,
+        **{
+            str(v): {
+                "measured": round(rates[v][0], 4),
+                "se": round(standard_error(rates[v][0], args.forger_trials), 4),
+                "predicted": round(predicted(t, sampled, v)[1], 4),
+                "measured_per_validator": round(rates[v][1], 4),
+                "predicted_per_validator": round(predicted(t, sampled, v)[0], 4),
+            }
+            for v in (3, 5)
+        },
+    }
+    console.print(f"forged_step: {forged_detail}")
+
+    # 5. bounded influence: an unsampled poisoner among K trainers against one honest trainer
+    poison = poison_effect(cfg, args.poison_seeds, clips=(0.0,))
+    console.print(f"poison: {poison}")
 
     chain = task.params
     k = max(1, cfg.trainers_per_round)
@@ -389,7 +559,15 @@ def main(argv: list[str] | None = None) -> int:
         d["ev_tokens_if_whole_share"] = round(((1 - p) * gain - p * slash) / 10**18, 3)
 
     table = Table(title=f"sampled verification, default task, {args.trainers} trainers")
-    for col in ("cheat", "touches", "per validator (pred / meas)", "slash per round (pred / meas)", "EV (tokens)"):
+    five = "" if args.validators == 5 else "_5"
+    for col in (
+        "cheat",
+        "touches",
+        "per validator (pred / meas)",
+        "slash, V = 3 (pred / meas)",
+        "V = 5",
+        "EV (tokens)",
+    ):
         table.add_column(col)
     for name, d in detection.items():
         table.add_row(
@@ -397,8 +575,18 @@ def main(argv: list[str] | None = None) -> int:
             str(d["touched"]),
             f"{d['predicted_per_validator']:.3f} / {d['measured_per_validator']:.3f}",
             f"{d['predicted']:.3f} / {d['measured']:.3f}",
+            f"{d['predicted' + five]:.3f} / {d['measured' + five]:.3f}",
             f"{d['ev_tokens']:+.2f}",
         )
+    f3, f5 = forged_detail["3"], forged_detail["5"]
+    table.add_row(
+        "forged_step (consistent)",
+        str(forged_detail["touched"]),
+        f"{f3['predicted_per_validator']:.3f} / {f3['measured_per_validator']:.3f}",
+        f"{f3['predicted']:.3f} / {f3['measured']:.3f} +- {f3['se']:.3f}",
+        f"{f5['predicted']:.3f} / {f5['measured']:.3f} +- {f5['se']:.3f}",
+        "",
+    )
     console.print(table)
     result = {
         "trainers": args.trainers,
@@ -410,10 +598,18 @@ def main(argv: list[str] | None = None) -> int:
         "validator_fraction_full": round(validator_s["full"] / trainer_s, 4),
         "row_fraction": sampled.row_fraction,
         "replay_steps": sampled.replay_steps,
-        "detection": {k: {"measured": v["measured"], "predicted": v["predicted"]} for k, v in detection.items()},
+        "detection": {
+            k: {key: v[key] for key in v if key.startswith(("measured", "predicted")) and "per_validator" not in key}
+            for k, v in detection.items()
+        },
         "detection_detail": detection,
         "min_detection_per_round": min((d["measured"] for d in detection.values()), default=None),
-        "all_within_margin": all(d["within_margin"] for d in detection.values()),
+        "all_within_margin": all(v for d in detection.values() for key, v in d.items() if key.startswith("within")),
+        "forged_step_detection": forged,
+        "forged_step_detail": forged_detail,
+        "poison_effect": poison["by_clip"][cfg.outer.clip]["poison_effect"],
+        "poison_detail": poison,
+        "outer_clip": cfg.outer.clip,
         "negative_ev_all": all(d["ev_tokens"] < 0 for d in detection.values()),
         "negative_ev_all_if_whole_share": all(d["ev_tokens_if_whole_share"] < 0 for d in detection.values()),
         "gain_per_round_tokens": gain / 10**18,
