@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -30,6 +30,7 @@ from client.runtime.config import (
     load_devnet_json,
     parse_layered,
 )
+from client.runtime.connect import deployment_id
 from client.runtime.display import setup_logging
 from client.runtime.errors import explain, quiet_retries
 from client.runtime.index import ChainIndex
@@ -38,6 +39,8 @@ from client.units import format_amount
 
 VERDICT_ACCEPTED, VERDICT_REJECTED, VERDICT_VOID, VERDICT_PENDING = "accepted", "rejected", "void", "pending"
 VERDICT_UNDECIDED = "undecided"
+
+log = logging.getLogger(__name__)
 
 
 class Evidence(TypedDict):
@@ -53,24 +56,67 @@ def _hex(b: bytes) -> str:
     return str(Digest.parse(b))
 
 
-def evidence_index(validator_dirs: Sequence[Path], task_id: int) -> dict[tuple[int, int], list[Evidence]]:
+class Submission(TypedDict):
+    """What the chain says of one submission, that a local verdict must match to be shown beside it."""
+
+    trainer: str
+    bundle_digest: str  # "0x" + 64 hex
+
+
+def bound_validator_dirs(validator_dirs: Sequence[Path], ident: paths.DeploymentId) -> list[Path]:
+    """The validator state dirs that belong to deployment ``ident`` (their marker says so); every other one
+    is ignored with a warning (another chain, an earlier devnet at the same address, no marker)."""
+    out = []
+    for d in validator_dirs:
+        theirs = paths.read_deployment_marker(d)
+        if theirs is None:
+            log.warning("ignoring validator state %s: no %s names its deployment", d, paths.DEPLOYMENT_MARKER)
+        elif not theirs.same(ident):
+            log.warning("ignoring validator state %s: it is for %s, not %s", d, theirs.describe(), ident.describe())
+        else:
+            out.append(Path(d))
+    return out
+
+
+def evidence_index(
+    validator_dirs: Sequence[Path],
+    task_id: int,
+    ident: paths.DeploymentId,
+    submissions: Mapping[tuple[int, int], Submission],
+) -> dict[tuple[int, int], list[Evidence]]:
     """(round, index) -> [{validator dir, check, evidence digest}] from local validator state dirs.
 
     Reads the validator's verdict files as documents (<state>/task-<id>/verdicts/r*-i*.json, written
-    by validator/node.py) rather than importing the validator: `client` never imports `validator`."""
+    by validator/node.py) rather than importing the validator: `client` never imports `validator`. A verdict
+    is shown only when it is bound to this submission: its state dir belongs to this deployment (chain id,
+    Concord, deployment block), the file is the task's, and its round, index, trainer and bundle digest are
+    those of a submission on chain; anything else is ignored with a warning."""
     out: dict[tuple[int, int], list[Evidence]] = defaultdict(list)
-    for d in validator_dirs:
-        for path in sorted((Path(d) / f"task-{task_id}" / "verdicts").glob("r*-i*.json")):
-            v = json.loads(path.read_text())
-            if not v["accepted"]:
+    for d in bound_validator_dirs(validator_dirs, ident):
+        for path in sorted((d / f"task-{task_id}" / "verdicts").glob("r*-i*.json")):
+            try:
+                v = json.loads(path.read_text())
+                key = (int(v["round"]), int(v["index"]))
+                sub = submissions.get(key)
+                if sub is None:
+                    raise ValueError(f"no submission {key[1]} in round {key[0]} of task {task_id} on chain")
+                if str(v["trainer"]).lower() != sub["trainer"].lower():
+                    raise ValueError(f"trainer {v['trainer']}, the chain says {sub['trainer']}")
+                digest = str(Digest.parse(v["bundle_digest"], "verdict.bundle_digest"))
+                if digest != sub["bundle_digest"]:
+                    raise ValueError(f"bundle digest {digest}, the chain says {sub['bundle_digest']}")
+                if v["accepted"]:
+                    continue
                 evidence = v.get("evidence_digest")
-                out[(v["round"], v["index"])].append(
-                    {
-                        "state_dir": str(d),
-                        "failed_check": v["failed_check"],
-                        "evidence": str(Digest.parse(evidence, "verdict.evidence_digest")) if evidence else None,
-                    }
-                )
+                entry: Evidence = {
+                    "state_dir": str(d),
+                    "failed_check": str(v["failed_check"]),
+                    "evidence": str(Digest.parse(evidence, "verdict.evidence_digest")) if evidence else None,
+                }
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("ignoring verdict %s: not bound to a submission of this task: %s", path, e)
+                continue
+            out[key].append(entry)
     return out
 
 
@@ -84,6 +130,7 @@ def task_status(
     task_id: int,
     validator_dirs: Sequence[Path] = (),
     index: ChainIndex | None = None,
+    ident: paths.DeploymentId | None = None,
 ) -> dict[str, Any]:
     """One task as a JSON-ready document (numbers in token base units, digests 0x-hex). Events come from
     ``index`` (refreshed here: only the blocks since its last refresh are fetched), else a fresh one."""
@@ -93,7 +140,14 @@ def task_status(
     index.refresh()
     params, state = c.task_params(task_id), c.task_state(task_id)
     events = index.of_task(task_id)
-    evidence = evidence_index(validator_dirs, task_id)
+    on_chain: dict[tuple[int, int], Submission] = {
+        (e.round, e.index): {"trainer": e.trainer, "bundle_digest": _hex(e.bundle_digest)}
+        for e in events
+        if isinstance(e, chain.Submitted)
+    }
+    if validator_dirs and ident is None:
+        ident = deployment_id(client)
+    evidence = evidence_index(validator_dirs, task_id, ident, on_chain) if ident is not None else {}
     verdict: dict[tuple[int, int], dict[str, Any]] = {}
     subs: dict[int, list[dict[str, Any]]] = defaultdict(list)
     per_round: dict[int, dict[str, Any]] = defaultdict(_round_money)
@@ -209,9 +263,13 @@ def status(
     task_ids: Sequence[int],
     validator_dirs: Sequence[Path] = (),
     index: ChainIndex | None = None,
+    ident: paths.DeploymentId | None = None,
 ) -> dict[str, Any]:
-    """Every task of ``task_ids`` from one event index (one incremental log fetch for them all)."""
+    """Every task of ``task_ids`` from one event index (one incremental log fetch for them all); local
+    verdicts only from ``validator_dirs`` of deployment ``ident`` (read from the chain when None)."""
     index = ChainIndex(client) if index is None else index
+    if validator_dirs and ident is None:
+        ident = deployment_id(client)
     totals = client.concord.totals()
     return {
         "chain_id": client.deployment.chain_id,
@@ -224,7 +282,7 @@ def status(
             "credited": totals.credited,
             "token_balance": client.token.balance_of(client.concord.address),
         },
-        "tasks": [task_status(client, t, validator_dirs, index) for t in task_ids],
+        "tasks": [task_status(client, t, validator_dirs, index, ident) for t in task_ids],
     }
 
 
@@ -237,6 +295,7 @@ def print_tables(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=160)  # pipes get whole rows
+
     def tok(x: int | str) -> str:  # whole tokens with the symbol, exact (client.units)
         return x if isinstance(x, str) else format_amount(x, doc["token_decimals"], doc["token_symbol"])
 
@@ -282,8 +341,9 @@ def print_tables(doc: dict[str, Any]) -> None:
         console.print(nt)
 
 
-def default_validator_dirs() -> list[Path]:
-    return sorted(p for p in paths.nodes_dir().glob("validator-*") if p.is_dir())
+def default_validator_dirs(ident: paths.DeploymentId) -> list[Path]:
+    """The validators' default state dirs of this deployment (<home>/nodes/<deployment key>/validator-*)."""
+    return sorted(p for p in (paths.nodes_dir() / ident.key()).glob("validator-*") if p.is_dir())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.task is not None and not 1 <= args.task <= count:
             raise UnknownTask(args.task, count)
         tasks = [args.task] if args.task is not None else list(range(1, count + 1))
-        dirs = args.validator_state if args.validator_state is not None else default_validator_dirs()
+        dirs = args.validator_state
+        if dirs is None:
+            dirs = default_validator_dirs(deployment_id(client))
         doc = status(client, tasks, dirs)
     except (NodeConfigError, UnknownTask, chain.ChainError) as e:
         print(f"error: {explain(e)}", file=sys.stderr)

@@ -32,7 +32,9 @@ from client.chain import ChainClient, Phase
 from client.content.manifest import cid_for_digest, parse_canonical
 from client.content.store import Store, StoreError, StoreUnavailable
 from client.digest import Digest
+from client.runtime.connect import deployment_id
 from client.runtime.index import ChainIndex
+from client.runtime.paths import DeploymentId
 from client.status import status
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,14 @@ class Source:
     validator_dirs: tuple[Path, ...]  # validators' state dirs, for rejection evidence
     validator_root: Path | None = None  # also every validator-* dir under it, looked up on each refresh
 
-    def evidence_dirs(self) -> tuple[Path, ...]:
-        """The validator state dirs to read verdicts from now (nodes started after the dashboard too)."""
-        found = sorted(p for p in self.validator_root.glob("validator-*") if p.is_dir()) if self.validator_root else []
+    def evidence_dirs(self, ident: DeploymentId) -> tuple[Path, ...]:
+        """The validator state dirs to read verdicts from now (nodes started after the dashboard too): the
+        given ones, and under validator_root every validator-* dir and those of this deployment's key
+        (client.runtime.paths); client.status keeps only those whose marker names this deployment."""
+        found: list[Path] = []
+        if self.validator_root is not None:
+            for root in (self.validator_root, self.validator_root / ident.key()):
+                found += sorted(p for p in root.glob("validator-*") if p.is_dir())
         return tuple(dict.fromkeys([*self.validator_dirs, *found]))
 
 
@@ -108,6 +115,64 @@ def _local_evidence(state_dir: str, task_id: int, digest: str) -> dict[str, Any]
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+# Keys whose integer values are token base units: JSON numbers are doubles in the page (exact only below
+# 2^53, i.e. 0.009 tokens of an 18-decimal token), so the document carries them as decimal strings of
+# base units, which the page formats with BigInt into whole tokens and the symbol.
+AMOUNT_KEYS = frozenset(
+    {
+        "escrow",
+        "staked",
+        "credited",
+        "token_balance",
+        "budget",
+        "held",
+        "reserved",
+        "trainer_reward_per_round",
+        "validator_fee_per_round",
+        "slash_amount",
+        "min_trainer_stake",
+        "min_validator_stake",
+        "returned",
+        "amount",
+        "reward",
+        "slashed",
+        "bounty",
+        "stake",
+        "balance",
+    }
+)
+
+
+def amounts_as_strings(node: Any, key: str = "") -> Any:
+    """``node`` with every integer under an AMOUNT_KEYS key as its decimal string (exact in any JSON reader)."""
+    if isinstance(node, dict):
+        return {k: amounts_as_strings(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [amounts_as_strings(v, key) for v in node]
+    if key in AMOUNT_KEYS and isinstance(node, int) and not isinstance(node, bool):
+        return str(node)
+    return node
+
+
+def evidence_mismatch(doc: dict[str, Any], task_id: int, round_: int, sub: dict[str, Any]) -> str | None:
+    """Why an evidence document is not about submission ``sub`` (round ``round_`` of ``task_id``, as the chain
+    has it), or None when its task, round, index, trainer and bundle digest all match."""
+    want = {
+        "task_id": task_id,
+        "round": round_,
+        "index": sub["index"],
+        "trainer": str(sub["trainer"]).lower(),
+        "bundle_digest": sub["bundle_digest"],
+    }
+    for key, value in want.items():
+        got = doc.get(key)
+        if isinstance(got, str):
+            got = got.lower()
+        if got != value:
+            return f"its {key} is {doc.get(key)!r}, the chain's submission has {value!r}"
+    return None
 
 
 def round_timeline(
@@ -165,25 +230,37 @@ class Dashboard:
         self.source = source
         self.index = ChainIndex(client)
         self.content = ContentCache(store)
+        self._ident: DeploymentId | None = None  # read once, on the first build
         self._doc: dict[str, Any] = {}
         self._json = b"{}"
         self._lock = threading.Lock()
         self.refreshes = 0  # documents built (one per new head)
         self.error: str | None = None  # the last refresh's failure (the page shows it; the old document stays)
+        self.refreshed_at = 0.0  # unix time the chain last answered a refresh (0: never)
 
     def document(self) -> dict[str, Any]:
         with self._lock:
             return self._doc
 
     def document_json(self) -> bytes:
+        """The document as served: with ``refreshed_at`` (the last time the chain answered a refresh) and
+        ``served_at`` (now), both server clock, so the page can show a document that stopped refreshing as stale."""
         with self._lock:
-            return self._json
+            if not self._doc:
+                return self._json
+            return json.dumps({**self._doc, "refreshed_at": self.refreshed_at, "served_at": time.time()}).encode()
 
     def refresh(self) -> bool:
         """Index the new blocks; rebuild the document when the head moved. True when it changed."""
         try:
             head = self.client.rpc.block_number()
             if self._doc and head == self._doc["head_block"]:
+                self.refreshed_at = time.time()  # the chain answered: the document is current
+                if self._doc.get("error") is not None:
+                    self.error = None
+                    with self._lock:
+                        self._doc = {**self._doc, "error": None}
+                        self._json = json.dumps(self._doc).encode()
                 return False
             doc = self.build()
         except (chain.ChainError, OSError) as e:
@@ -198,6 +275,7 @@ class Dashboard:
         with self._lock:
             self._doc, self._json = doc, json.dumps(doc).encode()
             self.refreshes += 1
+            self.refreshed_at = time.time()
         return True
 
     def task_ids(self) -> list[int]:
@@ -208,10 +286,12 @@ class Dashboard:
     def build(self) -> dict[str, Any]:
         """One document from the index (refreshed inside `status`), the views and IPFS."""
         c = self.client.concord
-        doc = status(self.client, self.task_ids(), self.source.evidence_dirs(), self.index)
+        if self._ident is None:
+            self._ident = deployment_id(self.client)
+        doc = status(self.client, self.task_ids(), self.source.evidence_dirs(self._ident), self.index, self._ident)
         head = self.index.last_block
         head_time = self.index.block_times([head]).get(head, 0)
-        t = doc["totals"]  # exact here (Python ints), not in the page (JSON numbers are doubles)
+        t = doc["totals"]  # exact here (Python ints); the page gets amounts as strings (amounts_as_strings)
         t["holds"] = t["token_balance"] == t["escrow"] + t["staked"] + t["credited"]
         doc.update(
             {
@@ -252,7 +332,8 @@ class Dashboard:
             }
             task["timeline"] = round_timeline(task, events, self.index.block_times(blocks), live)
             task["rewards"] = self._rewards(task)
-        return doc
+        out: dict[str, Any] = amounts_as_strings(doc)
+        return out
 
     def _rewards(self, task: dict[str, Any]) -> list[dict[str, Any]]:
         """Per round: the mean of accepted submissions' claimed mean rewards (validators recomputed them),
@@ -276,6 +357,10 @@ class Dashboard:
                     source = "ipfs"
                     if got is None:
                         got, source = _local_evidence(ev["state_dir"], task["task_id"], ev["evidence"]), "local"
+                    wrong = None if got is None else evidence_mismatch(got, task["task_id"], r["round"], s)
+                    if wrong is not None:
+                        log.warning("ignoring evidence %s: %s", ev["evidence"], wrong)
+                        got, why = None, f"not this submission's evidence: {wrong}"
                     docs.append(
                         {
                             "digest": ev["evidence"],

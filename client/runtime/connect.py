@@ -61,9 +61,27 @@ def connect_chain(cfg: NodeConfig) -> tuple[ChainClient, Signer]:
     return client, client.signer(load_account(cfg, cfg.deployment.chain_id))
 
 
+def deployment_id(client: ChainClient) -> paths.DeploymentId:
+    """The deployment ``client`` talks to, with the hash of its deployment block (one RPC call)."""
+    dep = client.deployment
+    block = client.rpc.call("eth_getBlockByNumber", hex(dep.block_number), False)
+    if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
+        raise NodeConfigError(
+            "--deployment", f"block {dep.block_number} (the deployment's) is not on chain {dep.chain_id}"
+        )
+    return paths.DeploymentId(dep.chain_id, dep.concord, dep.block_number, block["hash"])
+
+
 def open_node(cfg: NodeConfig, client: ChainClient, signer: Signer) -> Node:
-    """Create the state dir and open the store under it."""
-    state_dir = Path(cfg.state_dir) if cfg.state_dir else paths.nodes_dir() / f"{cfg.role}-{signer.address}"
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Create the state dir and open the store under it. The default dir is keyed by the deployment
+    (<home>/nodes/<deployment key>/<role>-<address>); any dir is bound to its deployment by a marker, and
+    one that holds another deployment's state is refused (NodeConfigError naming --state-dir)."""
+    ident = deployment_id(client)
+    default = paths.nodes_dir() / ident.key() / f"{cfg.role}-{signer.address}"
+    state_dir = Path(cfg.state_dir) if cfg.state_dir else default
+    try:
+        paths.bind_state_dir(state_dir, ident)
+    except paths.StateDirInUse as e:
+        raise NodeConfigError("--state-dir", str(e)) from None
     store = Store(cfg.ipfs_api, state_dir / "ipfs-cache", timeout=cfg.ipfs_timeout)
     return Node(client, signer, store, state_dir)
