@@ -133,7 +133,7 @@ def test_rendered_page_shows_terms_rounds_verdicts_evidence_and_slashes(board: B
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
     # terms (tokens, from the task file) and the spec read from IPFS by its digest
-    assert re.search(r"trainer reward / round\s+300\b", page["terms"]), page["terms"]
+    assert re.search(r"trainer reward / round\s+300 CDT\b", page["terms"]), page["terms"]  # whole tokens, symbol
     assert re.search(r"slash per rejected submission\s+80\b", page["terms"])
     assert re.search(r"bounty share of a slash\s+50\.00 %", page["terms"])
     assert "env_id=sort" in page["spec"] and "inner_steps=2" in page["spec"], page["spec"]
@@ -176,7 +176,7 @@ def test_new_blocks_appear_without_a_reload(board: Board) -> None:
     page = board.page
     page.evaluate("window.__sameDocument = 'yes'")  # a reload would drop it
     before = page.evaluate("window.concordDashboard.renders")
-    budget_before = board.state()["tasks"][0]["budget"]
+    budget_before = int(board.state()["tasks"][0]["budget"])  # amounts: exact decimal strings of base units
     client = board.run.client
     initiator = client.signer(keys.devnet_account(0))
     client.token.approve(initiator, client.concord.address, TOP_UP)

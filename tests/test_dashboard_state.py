@@ -3,13 +3,17 @@ events and deadlines, and content reads that never stall a refresh when IPFS is 
 
 from __future__ import annotations
 
+import http.client
+import json
+import threading
 import time
 
 import pytest
 
 from client import chain
 from client.chain import EventMeta, Phase
-from client.dashboard.state import ContentCache, round_timeline
+from client.dashboard.server import DashboardHTTPServer, host_allowed
+from client.dashboard.state import ContentCache, amounts_as_strings, evidence_mismatch, round_timeline
 
 pytestmark = pytest.mark.unit
 
@@ -63,3 +67,72 @@ def test_a_down_ipfs_costs_one_timeout_per_retry_interval(dead_store) -> None:
 
 def test_no_store_reads_nothing() -> None:
     assert ContentCache(None).get("0x" + "11" * 32) == (None, "no IPFS API given")
+
+
+# ----------------------------------------------------------------------------- issue 25: hosts, amounts, binding
+
+
+@pytest.mark.parametrize(
+    ("header", "bound", "ok"),
+    [
+        ("127.0.0.1:8750", "127.0.0.1", True),
+        ("localhost:8750", "127.0.0.1", True),
+        ("[::1]:8750", "::1", True),
+        ("127.0.0.1:8751", "127.0.0.1", False),  # another port
+        ("rebind.example:8750", "127.0.0.1", False),  # a DNS name resolving here: DNS rebinding
+        ("127.0.0.1.nip.io:8750", "127.0.0.1", False),
+        ("10.1.2.3:8750", "0.0.0.0", True),  # bound everywhere: any IP literal
+        ("rebind.example:8750", "0.0.0.0", False),
+        ("10.1.2.3:8750", "127.0.0.1", False),
+        ("", "127.0.0.1", False),
+        (None, "127.0.0.1", False),
+        ("127.0.0.1:87x0", "127.0.0.1", False),
+    ],
+)
+def test_only_the_bind_address_is_a_host(header: str | None, bound: str, ok: bool) -> None:
+    assert host_allowed(header, bound, 8750) is ok
+
+
+def test_the_server_refuses_a_foreign_host_header() -> None:
+    class Doc:
+        def document_json(self) -> bytes:
+            return b'{"head_block": 1}'
+
+    server = DashboardHTTPServer(("127.0.0.1", 0), Doc())  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        for host, status, body in [(f"127.0.0.1:{port}", 200, b'{"head_block": 1}'), ("rebind.example", 403, b"")]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/api/state", headers={"Host": host})
+            resp = conn.getresponse()
+            got = resp.read()
+            conn.close()
+            assert resp.status == status, (host, resp.status)
+            assert got == body or (status == 403 and b"refused: Host 'rebind.example'" in got)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_amounts_travel_as_exact_strings() -> None:
+    big = 4800 * 10**18 + 1  # above 2^53: a JSON number would round it
+    doc = {
+        "totals": {"escrow": big, "holds": True},
+        "tasks": [{"budget": 7, "rounds": [{"round": 3, "slashes": [{"amount": big}]}], "claimed_reward": 0.5}],
+    }
+    out = amounts_as_strings(doc)
+    assert out["totals"] == {"escrow": str(big), "holds": True}
+    assert out["tasks"][0]["budget"] == "7" and out["tasks"][0]["rounds"][0]["round"] == 3
+    assert out["tasks"][0]["rounds"][0]["slashes"][0]["amount"] == str(big)
+    assert json.loads(json.dumps(out))["totals"]["escrow"] == str(big)
+
+
+def test_evidence_must_name_the_submission_it_is_shown_beside() -> None:
+    sub = {"index": 1, "trainer": "0x" + "Ab" * 20, "bundle_digest": "0x" + "11" * 32}
+    doc = {"task_id": 4, "round": 2, "index": 1, "trainer": "0x" + "ab" * 20, "bundle_digest": "0x" + "11" * 32}
+    assert evidence_mismatch(doc, 4, 2, sub) is None
+    for key, other in [("task_id", 5), ("round", 3), ("index", 0), ("trainer", "0x" + "cd" * 20)]:
+        assert key in (evidence_mismatch({**doc, key: other}, 4, 2, sub) or "")
+    assert "bundle_digest" in (evidence_mismatch({**doc, "bundle_digest": "0x" + "22" * 32}, 4, 2, sub) or "")

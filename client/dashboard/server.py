@@ -15,6 +15,7 @@ the RPC sees one poller. Routes:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 import threading
@@ -53,6 +54,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: DashboardHTTPServer
 
     def do_GET(self) -> None:
+        host = self.headers.get("Host")
+        if not self.server.host_allowed(host):
+            # DNS rebinding: a page of another site whose name resolves to this address must not read the state
+            self._send(
+                HTTPStatus.FORBIDDEN,
+                "text/plain; charset=utf-8",
+                f"refused: Host {host!r} is not this dashboard's address ({self.server.url})\n".encode(),
+            )
+            return
         path = self.path.split("?", 1)[0]
         if path == "/api/state":
             self._send(HTTPStatus.OK, "application/json", self.server.dashboard.document_json())
@@ -87,6 +97,62 @@ class DashboardHTTPServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}/"
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's Host header names this server (host_allowed's rule)."""
+        return host_allowed(header, str(self.server_address[0]), int(self.server_address[1]))
+
+
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def _ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def split_host(header: str) -> tuple[str, int | None] | None:
+    """A Host header as (name, port or None); None when it is not one (`[::1]:8750`, `localhost:8750`)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        end = header.find("]")
+        if end < 0:
+            return None
+        name, rest = header[1:end], header[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:]
+    elif header.count(":") == 1:
+        name, port = header.split(":")
+    elif ":" in header:  # an IPv6 literal without brackets is no Host header
+        return None
+    else:
+        name, port = header, ""
+    if not name or (port and not port.isdigit()):
+        return None
+    return name, int(port) if port else None
+
+
+def host_allowed(header: str | None, bound: str, port: int) -> bool:
+    """Whether a Host header names a server bound to ``bound``:``port``: the bind address itself; bound to a
+    loopback address, also `localhost` and loopback literals; bound to every interface (0.0.0.0, ::), any IP
+    literal and `localhost`. The port must be the server's. A DNS name that merely resolves here (DNS
+    rebinding: another site's page reading the state) is refused, whatever it resolves to."""
+    parsed = split_host(header) if header else None
+    if parsed is None:
+        return False
+    name, given = parsed
+    if (given if given is not None else 80) != port:
+        return False
+    if name == bound.lower():
+        return True
+    literal, own = _ip_literal(name), _ip_literal(bound)
+    if bound in ANY_ADDRESS:
+        return name == "localhost" or literal is not None
+    loopback = own is not None and own.is_loopback
+    return loopback and (name == "localhost" or (literal is not None and literal.is_loopback))
 
 
 def _refresh_loop(dashboard: Dashboard, stop: threading.Event, interval: float) -> None:

@@ -5,7 +5,8 @@
 const POLL_MS = 1000;
 const MAX_TIMELINE_ROWS = 40;
 const SVG_NS = "http://www.w3.org/2000/svg";
-const view = { head: null, error: null, renders: 0, decimals: 18 };
+const STALE_MS = 15000; // a document older than this (server time) is shown as stale
+const view = { head: null, error: null, renders: 0, decimals: 18, symbol: "" };
 window.concordDashboard = view; // for whoever drives the page (tests read head and renders)
 
 // ---------------------------------------------------------------------------- small helpers
@@ -34,11 +35,24 @@ function svg(tag, attrs, ...children) {
   return node;
 }
 
-// Amounts arrive in token base units; shown in whole tokens (4 decimals at most).
+// Amounts arrive as decimal strings of token base units (exact: a JSON number is a double); shown as
+// whole tokens with the symbol, exactly, as client/units.py's format_amount does (BigInt, never Number).
+function units(x) {
+  if (x === null || x === undefined || x === "") return null;
+  return BigInt(x);
+}
+
 function tok(x) {
-  if (x === null || x === undefined) return "-";
-  const v = Number(x) / Math.pow(10, view.decimals);
-  return v.toLocaleString("en-US", { maximumFractionDigits: 4 });
+  const v = units(x);
+  if (v === null) return "-";
+  const neg = v < 0n;
+  const abs = neg ? -v : v;
+  const one = 10n ** BigInt(view.decimals);
+  const whole = abs / one;
+  const frac = abs % one;
+  let text = whole.toString();
+  if (frac) text += "." + frac.toString().padStart(view.decimals, "0").replace(/0+$/, "");
+  return (neg ? "-" : "") + text + (view.symbol ? " " + view.symbol : "");
 }
 
 function short(h) {
@@ -113,7 +127,7 @@ function budgetCard(task) {
   const p = task.params;
   const done = task.finalized_rounds;
   const total = p.max_rounds || null;
-  const returned = task.rounds.reduce((a, r) => a + Number(r.returned || 0), 0);
+  const returned = task.rounds.reduce((a, r) => a + (units(r.returned) || 0n), 0n).toString();
   const rows = [
     ["budget left", tok(task.budget)],
     ["held for this task", tok(e.held)],
@@ -289,6 +303,7 @@ function renderTask(task, now) {
 
 function render(doc) {
   view.decimals = doc.token_decimals;
+  view.symbol = doc.token_symbol || "";
   const t = doc.totals;
   const holds = t.holds;
   document.getElementById("chain").replaceChildren(
@@ -321,7 +336,10 @@ async function poll() {
     const box = document.getElementById("error");
     box.hidden = !view.error;
     box.textContent = view.error ? `the last refresh failed (showing block ${doc.head_block}): ${view.error}` : "";
-    setLive(true, `live \u00b7 indexed to block ${doc.index ? doc.index.last_block : "?"} in ${doc.index ? doc.index.log_requests : "?"} log requests`);
+    const age = doc.refreshed_at && doc.served_at ? (doc.served_at - doc.refreshed_at) * 1000 : 0; // server clock
+    if (doc.error) setLive(false, `stale \u00b7 showing block ${doc.head_block}: the chain refresh fails`);
+    else if (age > STALE_MS) setLive(false, `stale \u00b7 block ${doc.head_block} was read ${Math.round(age / 1000)} s ago`);
+    else setLive(true, `live \u00b7 indexed to block ${doc.index ? doc.index.last_block : "?"} in ${doc.index ? doc.index.log_requests : "?"} log requests`);
   } catch (e) {
     setLive(false, `no answer from the dashboard server: ${e.message}`);
   } finally {
