@@ -124,6 +124,7 @@ TIME_PARAMS = frozenset({"unbondAt", "nowTs", "until", "cooldownUntil", "deadlin
 # errors whose parameters above are not token amounts (SafeCast's `value` is raw; ERC1155 ids are not ours)
 NOT_TOKEN_ERRORS = frozenset({"SafeCastOverflowedIntDowncast", "SafeCastOverflowedIntToUint"})
 
+
 def iso_time(seconds: int) -> str:
     """Unix seconds as an ISO 8601 UTC time: 2026-12-07T05:44:36+00:00."""
     return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
