@@ -243,7 +243,7 @@ def test_a_missing_file_and_a_bad_env_value_are_named(tmp_path: Path, capsys, cl
     clean_env.setenv("ETH_KEYSTORE", "")  # empty: as if unset
     clean_env.setenv("CONCORD_RPC_URL", "localhost:8545")
     rc, _, err = run_cli(["validator", "withdraw", "--deployment", str(tmp_path / "d.json")], capsys)
-    assert rc == 1 and "--rpc-url" in err and "'localhost:8545'" in err and "Traceback" not in err
+    assert rc == 1 and "$CONCORD_RPC_URL" in err and "'localhost:8545'" in err and "Traceback" not in err
 
 
 def test_the_example_file_is_valid_for_every_node_command(clean_env) -> None:
@@ -427,7 +427,11 @@ def test_doctor_is_all_green_on_a_devnet(
     rc, checks, _ = _doctor(
         ["--config", str(toml), "--keystore", str(path), "--password-file", str(tmp_path / "pw")], capsys
     )
-    assert rc == 0 and address in checks["key"]["detail"] and f"keystore {path}" in checks["key"]["detail"], checks
+    key = checks["key"]
+    assert address in key["detail"] and f"keystore {path}" in key["detail"], checks
+    # a new key holds nothing on the devnet: the one red line says so and names the command that funds it
+    assert rc == 1 and [n for n, c in checks.items() if not c["ok"]] == ["key"], checks
+    assert "no ETH for gas and no CDT" in key["detail"] and key["fix"] == f"concord devnet fund {address}"
 
 
 def test_doctor_names_each_red_line_with_its_fix(
