@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IConcordErrors} from "./interfaces/IConcordErrors.sol";
 import {IConcordEvents} from "./interfaces/IConcordEvents.sol";
@@ -11,9 +12,9 @@ import {Pipeline} from "./Pipeline.sol";
 import {SubmissionWord} from "./libraries/SubmissionWord.sol";
 
 /// @title ConcordSettlement
-/// @notice The off-hot-path half of the protocol: task creation, top-up and reclaim, joining
-///         and leaving tasks, and paginated finalize (slashing, bounties, validator fees, void
-///         rounds, pro-rata rewards). `Concord` deploys one instance in its constructor and
+/// @notice The off-hot-path half of the protocol: registering and staking, task creation,
+///         top-up and reclaim, joining and leaving tasks, and paginated finalize (slashing, burns, bounties, validator fees,
+///         void rounds, pro-rata rewards). `Concord` deploys one instance in its constructor and
 ///         delegatecalls it, so this code runs on Concord's storage and tokens; it exists only
 ///         because the whole protocol does not fit the 24 KiB contract size limit.
 /// @dev Shares `ConcordStorage`'s layout with Concord. Called directly (not by delegatecall)
@@ -21,6 +22,7 @@ import {SubmissionWord} from "./libraries/SubmissionWord.sol";
 ///      Functions are documented in IConcord; the wrappers in Concord carry `nonReentrant`.
 contract ConcordSettlement is Pipeline {
     using SafeCast for uint256;
+    using SafeERC20 for IERC20;
 
     // ---------------------------------------------------------------------------------------
     // Types
@@ -42,7 +44,8 @@ contract ConcordSettlement is Pipeline {
         uint256 slashed;
         uint256 bounties;
         uint256 paid;
-        uint256 toBudget;
+        uint256 decided;
+        uint256 burn;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -66,6 +69,50 @@ contract ConcordSettlement is Pipeline {
     modifier onlyDelegated() {
         if (address(this) == _self) revert IConcordErrors.NotDelegated();
         _;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // External: node registry (entry points in NodeRegistry)
+    // ---------------------------------------------------------------------------------------
+
+    /// @notice See IConcord.register.
+    function register(IConcordTypes.Role role, uint256 amount) external onlyDelegated {
+        if (role != IConcordTypes.Role.Trainer && role != IConcordTypes.Role.Validator) revert IConcordErrors.InvalidRole(role);
+        if (amount == 0) revert IConcordErrors.ZeroAmount();
+        Node storage node = _nodes[msg.sender];
+        if (node.role != IConcordTypes.Role.None) revert IConcordErrors.AlreadyRegistered(msg.sender);
+        node.role = role;
+        node.stake = amount.toUint96();
+        _stakedTotal += uint128(amount);
+        _accounts[msg.sender].touched = 1;
+        emit IConcordEvents.NodeRegistered(msg.sender, role, amount);
+        _pullTokens(amount);
+    }
+
+    /// @notice See IConcord.addStake.
+    function addStake(uint256 amount) external onlyDelegated {
+        if (amount == 0) revert IConcordErrors.ZeroAmount();
+        Node storage node = _registered(msg.sender);
+        uint256 stake = uint256(node.stake) + amount;
+        node.stake = stake.toUint96();
+        _stakedTotal += uint128(amount);
+        emit IConcordEvents.StakeAdded(msg.sender, amount, stake);
+        _pullTokens(amount);
+    }
+
+    /// @notice See IConcord.completeUnbond.
+    function completeUnbond() external onlyDelegated {
+        Node storage node = _registered(msg.sender);
+        uint256 amount = node.unbonding;
+        if (amount == 0) revert IConcordErrors.NothingUnbonding(msg.sender);
+        if (node.joinedTasks != 0) revert IConcordErrors.PendingWork(msg.sender, node.joinedTasks);
+        if (block.timestamp < node.unbondAt) revert IConcordErrors.UnbondNotReady(msg.sender, node.unbondAt, block.timestamp);
+        node.stake -= uint96(amount);
+        node.unbonding = 0;
+        _stakedTotal -= uint128(amount);
+        _creditedTotal += uint128(amount);
+        _credit(msg.sender, amount);
+        emit IConcordEvents.UnbondCompleted(msg.sender, amount);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -123,9 +170,11 @@ contract ConcordSettlement is Pipeline {
                 revealEnd: 0,
                 submissions: 0,
                 touched: 1,
-                seedAnchor: 0
+                shares: 0
             });
             _votes[taskId][i] = RoundVotes({committed: 0, revealed: 0, acceptedWork: 0, touched: 1});
+            _seeds[taskId][i] = RoundSeed({committed: 0, revealed: 0, flagged: 0, touched: 1});
+            _mix[taskId][i] = _UNANCHORED;
         }
         emit IConcordEvents.TaskCreated(taskId, msg.sender, p, budget);
         emit IConcordEvents.RoundOpened(taskId, 0, block.timestamp, perRound);
@@ -140,6 +189,8 @@ contract ConcordSettlement is Pipeline {
         // round's opening.
         TaskSlot memory st = _advance(taskId);
         if (st.closed) revert IConcordErrors.TaskIsClosed(taskId);
+        // Money for rounds that can never open would only wait for the initiator's reclaim.
+        if (c.maxRounds != 0 && uint256(st.head) + 1 >= c.maxRounds) revert IConcordErrors.NoFurtherRounds(taskId);
         _addBudget(c, st, amount);
         _task[taskId] = st;
         _held[taskId] += amount;
@@ -197,6 +248,7 @@ contract ConcordSettlement is Pipeline {
         // Record due rounds first: joinedRound must be the true head (a validator owes a commit
         // to every round that opens after it joined).
         TaskSlot memory st = _advance(taskId);
+        if (st.head < m.rejoinRound) revert IConcordErrors.RejoinCooldown(taskId, msg.sender, m.rejoinRound);
         if (role == IConcordTypes.Role.Trainer) {
             st.trainers += 1;
         } else {
@@ -211,8 +263,10 @@ contract ConcordSettlement is Pipeline {
             _validatorAt[taskId][slot] = msg.sender;
             bytes32[_RING_MAX] storage ballots = _ballots[taskId][msg.sender];
             if (ballots[0] == bytes32(0)) {
+                bytes32[_RING_MAX] storage shares = _shareHashes[taskId][msg.sender];
                 for (uint256 i; i <= c.asyncLevel; ++i) {
                     ballots[i] = _SENTINEL;
+                    shares[i] = _SENTINEL;
                 }
             }
             st.validators += 1;
@@ -242,7 +296,7 @@ contract ConcordSettlement is Pipeline {
             uint256 ring = uint256(c.asyncLevel) + 1;
             uint256 bit = uint256(1) << m.validatorIndex;
             for (uint256 r = finalized; r <= st.head; ++r) {
-                if (_votes[taskId][r % ring].committed & bit != 0) {
+                if ((_votes[taskId][r % ring].committed | _seeds[taskId][r % ring].committed) & bit != 0) {
                     revert IConcordErrors.WorkNotFinalized(taskId, msg.sender, r);
                 }
             }
@@ -252,43 +306,6 @@ contract ConcordSettlement is Pipeline {
         m.joined = false;
         _nodes[msg.sender].joinedTasks -= 1;
         emit IConcordEvents.Left(taskId, msg.sender, m.role);
-    }
-
-    // ---------------------------------------------------------------------------------------
-    // External: the check seed
-    // ---------------------------------------------------------------------------------------
-
-    /// @notice See IConcord.fixSeed.
-    function fixSeed(uint256 taskId, uint32 round) external onlyDelegated returns (bool isFixed) {
-        if (_checkSeed[taskId][round] != 0) return true;
-        TaskConfig storage c = _config(taskId);
-        TaskSlot memory st = _task[taskId];
-        if (round > st.head) st = _advance(taskId);
-        if (round < st.finalized || round > st.head) {
-            revert IConcordErrors.WrongPhase(taskId, round, IConcordTypes.Phase.Commit, _phase(taskId, c, st, round));
-        }
-        uint256 ri = round % (uint256(c.asyncLevel) + 1);
-        RoundTimes memory tm = _times[taskId][ri];
-        IConcordTypes.Phase actual = _livePhase(tm, c);
-        if (actual == IConcordTypes.Phase.Submit) {
-            revert IConcordErrors.WrongPhase(taskId, round, IConcordTypes.Phase.Commit, actual);
-        }
-        if (tm.seedAnchor != 0) {
-            uint256 anchor = _anchorBlock(tm.seedAnchor);
-            if (block.number <= anchor + 1) return false; // blockhash(anchor + 1) not readable yet
-            if (block.number <= anchor + 257) {
-                bytes32 seed = keccak256(abi.encode(blockhash(anchor + 1), taskId, round));
-                _checkSeed[taskId][round] = seed;
-                emit IConcordEvents.CheckSeedFixed(taskId, round, seed, anchor + 1);
-                return true;
-            }
-        }
-        // No anchor yet (the phase ran to its deadline), or it aged out of the blockhash
-        // window unfixed: this block is the anchor.
-        tm.seedAnchor = _seedResidue(block.number);
-        _times[taskId][ri] = tm;
-        emit IConcordEvents.SeedAnchored(taskId, round, block.number);
-        return false;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -321,6 +338,7 @@ contract ConcordSettlement is Pipeline {
         _loadRevealers(f, v.revealed);
         if (f.k < c.minValidators) {
             _settleVoid(f, c, st, v);
+            _burn(f);
             return true;
         }
         f.n = tm.submissions;
@@ -336,18 +354,19 @@ contract ConcordSettlement is Pipeline {
             _runSteps(f, s.cursor, to);
             s.cursor = uint32(to);
             s.trainerPaid += uint96(f.paid);
-            s.returned += uint128(f.toBudget);
+            s.decided += uint32(f.decided);
             v.acceptedWork = uint96(f.acceptedWork);
             _votes[taskId][f.ri] = v;
-            _bookSteps(f, c, st);
+            _bookSteps(f);
             emit IConcordEvents.FinalizeProgressed(taskId, round, to, total);
         }
         if (to < total) {
             _settle[taskId][f.ri] = s;
-            _task[taskId] = st;
+            _burn(f);
             return false;
         }
         _settleRound(f, c, st, v, s);
+        _burn(f);
         return true;
     }
 
@@ -358,6 +377,9 @@ contract ConcordSettlement is Pipeline {
     function _checkParams(IConcordTypes.TaskParams calldata p) private pure {
         if (p.specDigest == bytes32(0) || p.initialModelDigest == bytes32(0)) revert IConcordErrors.ZeroDigest();
         if (p.submitSeconds == 0 || p.commitSeconds == 0 || p.revealSeconds == 0) revert IConcordErrors.ZeroPhaseLength();
+        if (p.commitSeconds < _MIN_COMMIT_SECONDS) {
+            revert IConcordErrors.CommitPhaseTooShort(p.commitSeconds, _MIN_COMMIT_SECONDS);
+        }
         if (p.asyncLevel > _MAX_ASYNC_LEVEL) revert IConcordErrors.AsyncLevelTooHigh(p.asyncLevel, _MAX_ASYNC_LEVEL);
         if (p.bountyBps > _BPS) revert IConcordErrors.BountyTooHigh(p.bountyBps);
         if (p.minValidators == 0 || p.minValidators > _MAX_VALIDATORS) {
@@ -389,8 +411,8 @@ contract ConcordSettlement is Pipeline {
     }
 
     /// @dev Finalize steps [from, to): steps 0..n-1 tally submission i (slash it when more
-    ///      than half of the revealers rejected it, add its workUnits to acceptedWork when
-    ///      fewer than half did, neither on a tie);
+    ///      than half of the revealers rejected it, accept it when fewer than half did, neither
+    ///      on a tie; accepted and tied workUnits both join acceptedWork, the denominator);
     ///      steps n..2n-1 pay accepted submission i - n its share of the trainer reward.
     function _runSteps(Fin memory f, uint256 from, uint256 to) private {
         uint256[] memory words = new uint256[](f.k);
@@ -412,10 +434,22 @@ contract ConcordSettlement is Pipeline {
             uint256 packed = _subs[f.taskId][f.ri][j];
             // Strict majority rejects (slash), strict minority accepts (pay); a tie does
             // neither, so one sybil of two validators can neither shield nor frame a trainer.
+            // A tied claim still counts in the denominator: rejecting honest competitors into
+            // ties grows no one's share (its share returns to the budget with the unpaid pool).
             if (i < f.n) {
-                if (rejects * 2 > f.k) _reject(f, j, packed, rejects, words, bounty);
-                else if (rejects * 2 < f.k) f.acceptedWork += SubmissionWord.workUnits(packed);
-                else emit IConcordEvents.SubmissionUndecided(f.taskId, f.round, SubmissionWord.trainer(packed), j, rejects);
+                if (rejects * 2 > f.k) {
+                    _reject(f, j, packed, rejects, words, bounty);
+                    ++f.decided;
+                } else {
+                    f.acceptedWork += SubmissionWord.workUnits(packed);
+                    if (rejects * 2 < f.k) {
+                        ++f.decided;
+                    } else {
+                        emit IConcordEvents.SubmissionUndecided(
+                            f.taskId, f.round, SubmissionWord.trainer(packed), j, rejects
+                        );
+                    }
+                }
             } else if (rejects * 2 < f.k) {
                 address trainer = SubmissionWord.trainer(packed);
                 uint256 reward = f.trainerReward * SubmissionWord.workUnits(packed) / f.acceptedWork;
@@ -433,7 +467,7 @@ contract ConcordSettlement is Pipeline {
     }
 
     /// @dev Slash the trainer of rejected submission j; its rejecters share bountyBps of the
-    ///      slash equally, the rest (division dust included) returns to the task budget.
+    ///      slash equally, the rest (division dust included) is burned.
     function _reject(
         Fin memory f,
         uint256 j,
@@ -452,22 +486,34 @@ contract ConcordSettlement is Pipeline {
         uint256 paid = share * rejects;
         f.slashed += slashed;
         f.bounties += paid;
-        f.toBudget += slashed - paid;
+        f.burn += slashed - paid;
         emit IConcordEvents.SubmissionRejected(f.taskId, f.round, trainer, j, slashed, paid);
     }
 
     /// @dev Book one finalize call's token moves: slashed stake leaves the stakes, bounties and
-    ///      rewards become credited balances, the rest of the slashes joins the task budget.
-    function _bookSteps(Fin memory f, TaskConfig storage c, TaskSlot memory st) private {
+    ///      rewards become credited balances, rewards leave the task's escrow; the rest of the
+    ///      slashes is burned by `_burn`.
+    function _bookSteps(Fin memory f) private {
         _stakedTotal -= uint128(f.slashed);
         _creditedTotal += uint128(f.bounties + f.paid);
-        _escrowTotal = uint128(_escrowTotal + (f.slashed - f.bounties) - f.paid);
-        _held[f.taskId] = _held[f.taskId] + (f.slashed - f.bounties) - f.paid;
-        if (f.toBudget != 0) _addBudget(c, st, f.toBudget);
+        if (f.paid != 0) {
+            _escrowTotal -= uint128(f.paid);
+            _held[f.taskId] -= f.paid;
+        }
     }
 
-    /// @dev Last step of a non-void round: model vote, validator fee, non-reveal slashes,
-    ///      unspent pool back to the budget, model round+1, next rounds opened.
+    /// @dev Send this call's burn (slashes less bounties; already out of `_stakedTotal`) to the
+    ///      burn address: the last thing a finalize call does.
+    function _burn(Fin memory f) private {
+        if (f.burn == 0) return;
+        _burnedTotal += uint128(f.burn);
+        emit IConcordEvents.StakeBurned(f.taskId, f.round, f.burn);
+        _token.safeTransfer(_BURN_ADDRESS, f.burn);
+    }
+
+    /// @dev Last step of a non-void round: model vote, validator fee (only when some submission
+    ///      was decided), non-reveal slashes (burned), unspent pool back to the budget, model
+    ///      round+1, next rounds opened.
     function _settleRound(
         Fin memory f,
         TaskConfig storage c,
@@ -477,8 +523,9 @@ contract ConcordSettlement is Pipeline {
     ) private {
         (bytes32 winner, bytes32[] memory digests) = _modelVote(f);
         uint256 feePaid;
-        // The fee pays for verifying submissions: a round without any pays none.
-        if (winner != bytes32(0) && f.n != 0) {
+        // The fee pays for deciding submissions: a round without any, or with every one tied,
+        // pays none (a junk submission tied by a sybil unlocks nothing).
+        if (winner != bytes32(0) && s.decided != 0) {
             uint256 winners;
             for (uint256 q; q < f.k; ++q) {
                 if (digests[q] == winner) ++winners;
@@ -498,22 +545,24 @@ contract ConcordSettlement is Pipeline {
         _removeAbsent(f, c, st, v.committed);
         uint256 unpaid = uint256(c.trainerReward) - s.trainerPaid + c.validatorFee - feePaid;
         _stakedTotal -= uint128(slashed);
-        _creditedTotal += uint128(feePaid);
-        _escrowTotal = uint128(_escrowTotal + slashed - feePaid);
-        _held[f.taskId] = _held[f.taskId] + slashed - feePaid;
-        _addBudget(c, st, unpaid + slashed);
-        _closeRound(f, st, winner, false, v.acceptedWork, s.returned + unpaid + slashed);
+        f.burn += slashed;
+        if (feePaid != 0) {
+            _creditedTotal += uint128(feePaid);
+            _escrowTotal -= uint128(feePaid);
+            _held[f.taskId] -= feePaid;
+        }
+        _addBudget(c, st, unpaid);
+        _closeRound(f, st, winner, false, v.acceptedWork, unpaid);
     }
 
-    /// @dev Void round: no trainer slashed or paid, no fee; non-revealers slashed; the pool
-    ///      returns to the budget and the model stays.
+    /// @dev Void round: no trainer slashed or paid, no fee; non-revealers slashed (burned); the
+    ///      pool returns to the budget and the model stays.
     function _settleVoid(Fin memory f, TaskConfig storage c, TaskSlot memory st, RoundVotes memory v) private {
         uint256 slashed = _slashNonRevealers(f, c, v);
         _removeAbsent(f, c, st, v.committed);
         _stakedTotal -= uint128(slashed);
-        _escrowTotal += uint128(slashed);
-        _held[f.taskId] += slashed;
-        uint256 returned = _perRound(c) + slashed;
+        f.burn += slashed;
+        uint256 returned = _perRound(c);
         _addBudget(c, st, returned);
         _closeRound(f, st, _model[f.taskId][f.round], true, 0, returned);
     }
@@ -562,7 +611,9 @@ contract ConcordSettlement is Pipeline {
     /// @dev A validator that stays joined but does not commit would void rounds for free (the
     ///      commit phase waits for it, reveals fall short of minValidators): every joined
     ///      validator that joined before this round opened, committed nothing in it and holds no
-    ///      commitment in a later live round leaves the task here (slot freed, no slash).
+    ///      commitment or seed share in a later live round leaves the task here (slot freed, no
+    ///      slash) and may not rejoin before head round round + REJOIN_COOLDOWN_ROUNDS + 1, so a
+    ///      squatter cannot finalize and rejoin in one transaction.
     function _removeAbsent(Fin memory f, TaskConfig storage c, TaskSlot memory st, uint64 committed) private {
         uint64 absent = _slotsInUse[f.taskId] & ~committed;
         if (absent == 0) return;
@@ -573,10 +624,12 @@ contract ConcordSettlement is Pipeline {
                 Member storage m = _members[f.taskId][who];
                 bool keep = m.joinedRound >= f.round;
                 for (uint256 r = f.round + 1; !keep && r <= st.head; ++r) {
-                    keep = _votes[f.taskId][r % ring].committed & uint64(1 << i) != 0;
+                    uint256 ri = r % ring;
+                    keep = (_votes[f.taskId][ri].committed | _seeds[f.taskId][ri].committed) & uint64(1 << i) != 0;
                 }
                 if (!keep) {
                     m.joined = false;
+                    m.rejoinRound = uint32(f.round + _REJOIN_COOLDOWN_ROUNDS + 1);
                     _freeSlot(f.taskId, m);
                     _nodes[who].joinedTasks -= 1;
                     st.validators -= 1;
@@ -595,12 +648,14 @@ contract ConcordSettlement is Pipeline {
         m.hasIndex = false;
     }
 
-    /// @dev Slash every validator that committed but did not reveal; returns the total taken.
+    /// @dev Slash every validator that committed a verdict or a seed share and did not reveal
+    ///      it, once even if it withheld both; returns the total taken.
     function _slashNonRevealers(Fin memory f, TaskConfig storage c, RoundVotes memory v)
         private
         returns (uint256 total)
     {
-        uint64 missing = v.committed & ~v.revealed;
+        RoundSeed memory sd = _seeds[f.taskId][f.ri];
+        uint64 missing = (v.committed & ~v.revealed) | (sd.committed & ~sd.revealed);
         for (uint256 i; missing != 0; ++i) {
             if (missing & 1 != 0) {
                 address validator = _validatorAt[f.taskId][i];

@@ -98,13 +98,11 @@ abstract contract ConcordStorage {
         bool closed;
     }
 
-    /// @dev Live round, slot A (256 bits): round (32) | openAt (40) | submitEnd (40) |
-    ///      commitEnd (40) | revealEnd (40) | submissions (32) | touched (8) | seedAnchor (24).
+    /// @dev Live round, slot A (240 bits): round (32) | openAt (40) | submitEnd (40) |
+    ///      commitEnd (40) | revealEnd (40) | submissions (32) | touched (8) | shares (8).
     ///      A zero end means "at the deadline" (previous end + phase length); an early close
-    ///      stores its time. seedAnchor names the block the check seed hangs from (see
-    ///      `Rounds.fixSeed`): 0 = not anchored, else `anchorBlock % _SEED_MOD + 1`; the full
-    ///      number is the latest block <= now with that residue (`_anchorBlock`). 24 bits are
-    ///      enough because an anchor older than 257 blocks is replaced, never read back.
+    ///      stores its time. shares counts the seed shares committed (= popcount of
+    ///      RoundSeed.committed), kept here so the closing submit decides without another slot.
     struct RoundTimes {
         uint32 round;
         uint40 openAt;
@@ -113,7 +111,17 @@ abstract contract ConcordStorage {
         uint40 revealEnd;
         uint32 submissions;
         uint8 touched;
-        uint24 seedAnchor;
+        uint8 shares;
+    }
+
+    /// @dev Live round, slot D (200 bits): seed shares committed (64) | shares revealed (64) |
+    ///      validators that flagged (64) | touched (8). Bit i = validator slot index i. The
+    ///      round's mix word is in `_mix` (its own slot: the closing submit writes only that).
+    struct RoundSeed {
+        uint64 committed;
+        uint64 revealed;
+        uint64 flagged;
+        uint8 touched;
     }
 
     /// @dev Live round, slot B (232 bits): committed mask (64) | revealed mask (64) |
@@ -125,19 +133,22 @@ abstract contract ConcordStorage {
         uint8 touched;
     }
 
-    /// @dev Live round, slot C (finalize only): cursor (32) | trainerPaid (96) | returned (128).
+    /// @dev Live round, slot C (finalize only): cursor (32) | trainerPaid (96) | decided (32).
     ///      trainerPaid is what the round's pool already paid out (the pool still reserved is
-    ///      reward + fee - trainerPaid); returned only feeds the RoundFinalized event.
+    ///      reward + fee - trainerPaid); decided counts the submissions tallied as accepted or
+    ///      rejected (not tied) over every finalize page: no fee for a round with none.
     struct RoundSettle {
         uint32 cursor;
         uint96 trainerPaid;
-        uint128 returned;
+        uint32 decided;
     }
 
-    /// @dev Membership, one slot: joined | role | validatorIndex | hasIndex | hasSubmitted |
-    ///      lastSubmitRound | joinedRound. Only the head round takes submissions and the head
-    ///      only grows, so "lastSubmitRound >= round" is the one-submission-per-round check.
-    ///      hasIndex: the validator holds slot validatorIndex (cleared when it leaves).
+    /// @dev Membership, one slot (136 bits): joined | role | validatorIndex | hasIndex |
+    ///      hasSubmitted | lastSubmitRound (32) | joinedRound (32) | rejoinRound (32). Only the
+    ///      head round takes submissions and the head only grows, so "lastSubmitRound >= round"
+    ///      is the one-submission-per-round check. hasIndex: the validator holds slot
+    ///      validatorIndex (cleared when it leaves). rejoinRound: set when the validator is
+    ///      removed for not committing; join is refused while the head is below it.
     struct Member {
         bool joined;
         IConcordTypes.Role role;
@@ -146,6 +157,7 @@ abstract contract ConcordStorage {
         bool hasSubmitted;
         uint32 lastSubmitRound;
         uint32 joinedRound;
+        uint32 rejoinRound;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -160,8 +172,19 @@ abstract contract ConcordStorage {
     uint256 internal constant _RING_MAX = _MAX_ASYNC_LEVEL + 1;
     /// @dev Settled-round record: finalizedAt in bits 0..39, this flag when the round was void.
     uint256 internal constant _VOID_FLAG = 1 << 40;
-    /// @dev Modulus of `RoundTimes.seedAnchor` (stored residue + 1 keeps 0 for "not anchored").
-    uint256 internal constant _SEED_MOD = (1 << 24) - 1;
+    /// @dev Most items one validator may flag per round.
+    uint256 internal constant _MAX_FLAGS = 8;
+    /// @dev Shortest commit phase: share reveals (first quarter), flags (first half), commits.
+    uint256 internal constant _MIN_COMMIT_SECONDS = 12;
+    /// @dev Rounds a validator removed for not committing waits before it may rejoin.
+    uint256 internal constant _REJOIN_COOLDOWN_ROUNDS = 16;
+    /// @dev Bits 0..63 of a mix word: the anchor block (0 = not anchored yet).
+    uint256 internal constant _ANCHOR_MASK = type(uint64).max;
+    /// @dev Mix word of a round not anchored yet: non-zero (the anchoring write then costs a
+    ///      non-zero-to-non-zero store) with a zero anchor field.
+    uint256 internal constant _UNANCHORED = 1 << 255;
+    /// @dev Where burned stake goes.
+    address internal constant _BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
 
     /// @dev The protocol token (a plain ERC-20: fee-on-transfer or rebasing tokens would
     ///      break the conservation invariant and are not supported).
@@ -173,6 +196,9 @@ abstract contract ConcordStorage {
     uint128 internal _escrowTotal;
     uint128 internal _stakedTotal;
     uint128 internal _creditedTotal;
+    /// @dev Slashed stake burned so far (shares the slot of `_creditedTotal`, which finalize
+    ///      writes anyway). Not a liability: those tokens left the contract.
+    uint128 internal _burnedTotal;
 
     mapping(address node => Node) internal _nodes;
 
@@ -187,8 +213,16 @@ abstract contract ConcordStorage {
     mapping(uint256 taskId => mapping(uint256 ringIndex => RoundTimes)) internal _times;
     mapping(uint256 taskId => mapping(uint256 ringIndex => RoundVotes)) internal _votes;
     mapping(uint256 taskId => mapping(uint256 ringIndex => RoundSettle)) internal _settle;
+    mapping(uint256 taskId => mapping(uint256 ringIndex => RoundSeed)) internal _seeds;
+    /// @dev The round's mix word: bits 0..63 the anchor block A (0 = not anchored), bits
+    ///      64..255 bits 64..255 of blockhash(A - 1) XOR those of every revealed seed share. The
+    ///      seed is keccak256(abi.encode(taskId, round, mix)): 192 bits of randomness.
+    mapping(uint256 taskId => mapping(uint256 ringIndex => uint256)) internal _mix;
     mapping(uint256 taskId => mapping(uint256 ringIndex => mapping(uint256 index => uint256))) internal _subs;
     mapping(uint256 taskId => mapping(address validator => bytes32[_RING_MAX])) internal _ballots;
+    /// @dev A validator's seed-share commitment for round r at r % ring (pre-written at its
+    ///      first join, like the ballots).
+    mapping(uint256 taskId => mapping(address validator => bytes32[_RING_MAX])) internal _shareHashes;
     mapping(
         uint256 taskId => mapping(uint256 round => mapping(uint256 vIndex => mapping(uint256 word => uint256)))
     ) internal _rejects;
@@ -200,7 +234,7 @@ abstract contract ConcordStorage {
     mapping(uint256 taskId => uint256) internal _held;
     /// @dev Validator slots in use per task: bit i set = slot i held by a joined validator.
     mapping(uint256 taskId => uint64) internal _slotsInUse;
-    /// @dev The check seed of each round once fixed (`Rounds.fixSeed`), kept for good: it
+    /// @dev The check seed of each round once fixed (`IConcord.fixSeed`), kept for good: it
     ///      says which rows and inner steps each validator had to check.
     mapping(uint256 taskId => mapping(uint256 round => bytes32)) internal _checkSeed;
 
@@ -286,25 +320,27 @@ abstract contract ConcordStorage {
     }
 
     // ---------------------------------------------------------------------------------------
-    // Internal: the check seed (anchor arithmetic; the rule is in IConcord.fixSeed)
+    // Internal: the check seed (the rule is in IConcord.fixSeed)
     // ---------------------------------------------------------------------------------------
 
-    /// @dev `RoundTimes.seedAnchor` for anchor block `b`: its residue mod _SEED_MOD, plus 1.
-    function _seedResidue(uint256 b) internal pure returns (uint24) {
-        return uint24(b % _SEED_MOD + 1);
+    /// @dev Anchor a round now: its mix becomes this block's number | bits 64..255 of the
+    ///      previous block's hash, a value fixed before any share is revealed.
+    function _anchorNow(uint256 taskId, uint256 ri) internal returns (uint256 mix) {
+        mix = (uint256(blockhash(block.number - 1)) & ~_ANCHOR_MASK) | block.number;
+        _mix[taskId][ri] = mix;
     }
 
-    /// @dev The latest block <= now whose residue `stored` names (exact while the anchor is
-    ///      less than _SEED_MOD blocks old; older anchors are past the window either way).
-    function _anchorBlock(uint24 stored) internal view returns (uint256) {
-        uint256 r = uint256(stored) - 1;
-        return block.number - (block.number % _SEED_MOD + _SEED_MOD - r) % _SEED_MOD;
+    /// @dev End of the share reveals: submitEnd + commitSeconds / 4.
+    function _shareEnd(RoundTimes memory tm, TaskConfig storage c) internal view returns (uint256) {
+        return _submitEnd(tm, c) + c.commitSeconds / 4;
     }
 
-    /// @dev First block in which `fixSeed` can fix the seed of an anchor; 0 = needs an anchor.
-    function _seedReadyAt(uint24 stored) internal view returns (uint256) {
-        if (stored == 0) return 0;
-        uint256 anchor = _anchorBlock(stored);
-        return block.number > anchor + 257 ? 0 : anchor + 2;
+    /// @dev End of the flags: submitEnd + commitSeconds / 2.
+    function _flagEnd(RoundTimes memory tm, TaskConfig storage c) internal view returns (uint256) {
+        return _submitEnd(tm, c) + c.commitSeconds / 2;
+    }
+
+    function _submitEnd(RoundTimes memory tm, TaskConfig storage c) internal view returns (uint256) {
+        return tm.submitEnd != 0 ? tm.submitEnd : uint256(tm.openAt) + c.submitSeconds;
     }
 }

@@ -10,6 +10,9 @@ import {Pipeline} from "./Pipeline.sol";
 /// @notice Trainers and validators register with an ERC-20 stake, add to it, and unbond it
 ///         after a delay. A node joined to any task cannot unbond: joined nodes may have
 ///         unfinalized work, and their whole stake (unbonding part included) stays slashable.
+/// @dev register, addStake and completeUnbond run in the `ConcordSettlement` module
+///      (delegatecall, same storage); this contract holds their entry points, the unbond
+///      request (it needs the immutable delay) and the node view.
 abstract contract NodeRegistry is IConcord, ReentrancyGuardTransient, Pipeline {
     using SafeCast for uint256;
 
@@ -33,28 +36,13 @@ abstract contract NodeRegistry is IConcord, ReentrancyGuardTransient, Pipeline {
     // ---------------------------------------------------------------------------------------
 
     /// @inheritdoc IConcord
-    function register(Role role, uint256 amount) external nonReentrant {
-        if (role != Role.Trainer && role != Role.Validator) revert InvalidRole(role);
-        if (amount == 0) revert ZeroAmount();
-        Node storage node = _nodes[msg.sender];
-        if (node.role != Role.None) revert AlreadyRegistered(msg.sender);
-        node.role = role;
-        node.stake = amount.toUint96();
-        _stakedTotal += uint128(amount);
-        _accounts[msg.sender].touched = 1;
-        emit NodeRegistered(msg.sender, role, amount);
-        _pullTokens(amount);
+    function register(Role, uint256) external nonReentrant {
+        _delegate();
     }
 
     /// @inheritdoc IConcord
-    function addStake(uint256 amount) external nonReentrant {
-        if (amount == 0) revert ZeroAmount();
-        Node storage node = _registered(msg.sender);
-        uint256 stake = uint256(node.stake) + amount;
-        node.stake = stake.toUint96();
-        _stakedTotal += uint128(amount);
-        emit StakeAdded(msg.sender, amount, stake);
-        _pullTokens(amount);
+    function addStake(uint256) external nonReentrant {
+        _delegate();
     }
 
     /// @inheritdoc IConcord
@@ -73,17 +61,7 @@ abstract contract NodeRegistry is IConcord, ReentrancyGuardTransient, Pipeline {
 
     /// @inheritdoc IConcord
     function completeUnbond() external {
-        Node storage node = _registered(msg.sender);
-        uint256 amount = node.unbonding;
-        if (amount == 0) revert NothingUnbonding(msg.sender);
-        if (node.joinedTasks != 0) revert PendingWork(msg.sender, node.joinedTasks);
-        if (block.timestamp < node.unbondAt) revert UnbondNotReady(msg.sender, node.unbondAt, block.timestamp);
-        node.stake -= uint96(amount);
-        node.unbonding = 0;
-        _stakedTotal -= uint128(amount);
-        _creditedTotal += uint128(amount);
-        _credit(msg.sender, amount);
-        emit UnbondCompleted(msg.sender, amount);
+        _delegate();
     }
 
     // ---------------------------------------------------------------------------------------
@@ -97,4 +75,11 @@ abstract contract NodeRegistry is IConcord, ReentrancyGuardTransient, Pipeline {
             role: n.role, stake: n.stake, unbonding: n.unbonding, unbondAt: n.unbondAt, joinedTasks: n.joinedTasks
         });
     }
+
+    // ---------------------------------------------------------------------------------------
+    // Internal
+    // ---------------------------------------------------------------------------------------
+
+    /// @dev Run the current call's function in the settlement module (see TaskBook._delegate).
+    function _delegate() internal virtual returns (bytes memory ret);
 }

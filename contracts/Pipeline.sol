@@ -38,9 +38,11 @@ abstract contract Pipeline is ConcordStorage {
                 revealEnd: 0,
                 submissions: 0,
                 touched: 1,
-                seedAnchor: 0
+                shares: 0
             });
             _votes[taskId][ri] = RoundVotes({committed: 0, revealed: 0, acceptedWork: 0, touched: 1});
+            _seeds[taskId][ri] = RoundSeed({committed: 0, revealed: 0, flagged: 0, touched: 1});
+            _mix[taskId][ri] = _UNANCHORED;
             delete _settle[taskId][ri];
             st.head = uint32(next);
             st.budget -= uint96(perRound); // the pool moves from the budget; _held is unchanged
@@ -135,9 +137,5 @@ abstract contract Pipeline is ConcordStorage {
         end = tm.revealEnd != 0 ? tm.revealEnd : end + c.revealSeconds;
         if (nowTs < end) return IConcordTypes.Phase.Reveal;
         return IConcordTypes.Phase.Finalize;
-    }
-
-    function _submitEnd(RoundTimes memory tm, TaskConfig storage c) internal view returns (uint256) {
-        return tm.submitEnd != 0 ? tm.submitEnd : uint256(tm.openAt) + c.submitSeconds;
     }
 }

@@ -7,9 +7,10 @@ import {SubmissionWord} from "./libraries/SubmissionWord.sol";
 
 /// @title Rounds
 /// @notice The round of DESIGN.md section 3 on its hot path: submit, commit, reveal, and the
-///         round views. Joining, leaving and the paginated finalize (slashing, bounties,
-///         validator fees, void rounds, pro-rata rewards) run in the `ConcordSettlement`
-///         module; their entry points are here. Storage layout: see `ConcordStorage`.
+///         round views. Joining, leaving and the paginated finalize (slashing, burns, bounties,
+///         validator fees, void rounds, pro-rata rewards) run in the `ConcordSettlement` module;
+///         seed shares, the check seed and flags in the `ConcordSeed` module; their entry points
+///         are here. Storage layout: see `ConcordStorage`.
 abstract contract Rounds is IConcord, Pipeline {
     // ---------------------------------------------------------------------------------------
     // External: membership
@@ -58,10 +59,11 @@ abstract contract Rounds is IConcord, Pipeline {
         uint256 index = tm.submissions;
         _subs[taskId][ri][index] = SubmissionWord.pack(msg.sender, baseRound, workUnits);
         tm.submissions = uint32(index + 1);
-        bool closes = tm.submissions >= st.trainers;
+        // Early close needs every trainer's submission and every validator's seed share.
+        bool closes = tm.submissions >= st.trainers && tm.shares >= st.validators;
         if (closes) {
             tm.submitEnd = uint40(block.timestamp);
-            tm.seedAnchor = _seedResidue(block.number); // the seed hangs from the next block
+            _anchorNow(taskId, ri);
         }
         _times[taskId][ri] = tm;
         emit Submitted(taskId, round, msg.sender, index, baseRound, bundleDigest, proofRoot, workUnits);
@@ -69,8 +71,23 @@ abstract contract Rounds is IConcord, Pipeline {
     }
 
     /// @inheritdoc IConcord
+    function commitSeedShare(uint256, uint32, bytes32) external {
+        _delegateSeed();
+    }
+
+    /// @inheritdoc IConcord
+    function revealSeedShare(uint256, uint32, bytes32) external {
+        _delegateSeed();
+    }
+
+    /// @inheritdoc IConcord
     function fixSeed(uint256, uint32) external returns (bool isFixed) {
-        return abi.decode(_delegate(), (bool));
+        return abi.decode(_delegateSeed(), (bool));
+    }
+
+    /// @inheritdoc IConcord
+    function flag(uint256, uint32, uint256[] calldata) external {
+        _delegateSeed();
     }
 
     /// @inheritdoc IConcord
@@ -85,7 +102,7 @@ abstract contract Rounds is IConcord, Pipeline {
         uint256 stake = _nodes[msg.sender].stake;
         if (stake < c.minValidatorStake) revert InsufficientStake(msg.sender, stake, c.minValidatorStake);
         if (_checkSeed[taskId][round] == 0 && _times[taskId][ri].submissions != 0) {
-            revert SeedNotReady(taskId, round, _seedReadyAt(_times[taskId][ri].seedAnchor));
+            revert SeedNotReady(taskId, round, _shareEnd(_times[taskId][ri], c));
         }
         RoundVotes memory v = _votes[taskId][ri];
         uint64 bit = uint64(1) << m.validatorIndex;
@@ -135,7 +152,8 @@ abstract contract Rounds is IConcord, Pipeline {
             validatorIndex: m.validatorIndex,
             hasSubmitted: m.hasSubmitted,
             lastSubmitRound: m.lastSubmitRound,
-            joinedRound: m.joinedRound
+            joinedRound: m.joinedRound,
+            rejoinRound: m.rejoinRound
         });
     }
 
@@ -179,7 +197,7 @@ abstract contract Rounds is IConcord, Pipeline {
                 revealEnd: 0,
                 submissions: 0,
                 touched: 1,
-                seedAnchor: 0
+                shares: 0
             });
             (, uint256 openAt) = _simulateHead(taskId, c, st, round);
             tm.openAt = uint40(openAt);
@@ -203,13 +221,18 @@ abstract contract Rounds is IConcord, Pipeline {
     }
 
     /// @inheritdoc IConcord
-    function checkSeed(uint256 taskId, uint32 round) external view returns (bytes32 seed) {
-        seed = _checkSeed[taskId][round];
-        if (seed != 0) return seed;
-        TaskConfig storage c = _config(taskId);
-        RoundTimes memory tm = _times[taskId][round % (uint256(c.asyncLevel) + 1)];
-        uint24 anchor = tm.round == round && round <= _task[taskId].head ? tm.seedAnchor : 0;
-        revert SeedNotReady(taskId, round, _seedReadyAt(anchor));
+    function checkSeed(uint256, uint32) external view returns (bytes32) {
+        return abi.decode(_seedView(), (bytes32));
+    }
+
+    /// @inheritdoc IConcord
+    function seedInfo(uint256, uint32) external view returns (SeedInfo memory) {
+        return abi.decode(_seedView(), (SeedInfo));
+    }
+
+    /// @inheritdoc IConcord
+    function burned() external view returns (uint256) {
+        return _burnedTotal;
     }
 
     /// @inheritdoc IConcord
@@ -371,4 +394,11 @@ abstract contract Rounds is IConcord, Pipeline {
 
     /// @dev Run the current call's function in the settlement module (see TaskBook._delegate).
     function _delegate() internal virtual returns (bytes memory ret);
+
+    /// @dev Run the current call's function in the seed module.
+    function _delegateSeed() internal virtual returns (bytes memory ret);
+
+    /// @dev Answer the current view from the seed module: a static call of this contract to
+    ///      itself that delegatecalls the module; its revert data is bubbled up.
+    function _seedView() internal view virtual returns (bytes memory ret);
 }

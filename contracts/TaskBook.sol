@@ -52,6 +52,21 @@ abstract contract TaskBook is IConcord, ReentrancyGuardTransient, Pipeline {
     }
 
     /// @inheritdoc IConcord
+    function MAX_FLAGS() external pure returns (uint256) {
+        return _MAX_FLAGS;
+    }
+
+    /// @inheritdoc IConcord
+    function MIN_COMMIT_SECONDS() external pure returns (uint256) {
+        return _MIN_COMMIT_SECONDS;
+    }
+
+    /// @inheritdoc IConcord
+    function REJOIN_COOLDOWN_ROUNDS() external pure returns (uint256) {
+        return _REJOIN_COOLDOWN_ROUNDS;
+    }
+
+    /// @inheritdoc IConcord
     function taskCount() external view returns (uint256) {
         return _taskCount;
     }

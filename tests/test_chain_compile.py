@@ -19,11 +19,11 @@ from scripts import REPO_ROOT
 from scripts import build_artifacts as solc
 
 FORGE_NATIVE = REPO_ROOT / "node_modules" / "@foundry-rs" / "forge-linux-amd64" / "bin" / "forge"
-DEPLOYED = ["Concord", "DevToken"]
+DEPLOYED = ["Concord", "ConcordSettlement", "ConcordSeed", "DevToken"]
 
 
 def _ours_with_code() -> dict[str, solc.Artifact]:
-    """Every contract under contracts/ that has runtime code (Concord deploys its modules itself)."""
+    """Every contract under contracts/ that has runtime code (Concord and its modules are deployed apart)."""
     return {n: a for n, a in solc.compile_contracts().items() if a.source.startswith("contracts/") and a.runtime}
 
 

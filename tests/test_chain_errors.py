@@ -10,13 +10,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from eth_abi import encode
-from eth_utils import keccak
 from task_terms import CHAIN_PARAMS, TOKEN
 
 from client import chain
 from client.chain import ContractError, Phase, Role
-from client.runtime.seed import wait_for_seed
+from client.runtime.seed import commit_shares, reveal_shares, wait_for_seed
 from scripts.harness import digest
 
 P = CHAIN_PARAMS
@@ -78,13 +76,22 @@ class Task:
             watch.append(signer.address)
         return assert_rejected(self.env, self.id, watch, signer, method, args, name, params, **kw)
 
-    def to_reveal(self) -> tuple[list[int], bytes, dict[str, bytes]]:
-        """Both trainers submit and both validators commit: round 0 is in its reveal phase."""
+    def to_commit(self) -> dict[str, bytes]:
+        """Both validators commit seed shares, both trainers submit: round 0 closed early, its
+        shares not revealed yet (returned by address)."""
         c, task_id = self.concord, self.id
+        shares = commit_shares(c, self.validators, task_id, 0)
         for i, t in enumerate(self.trainers):
             c.submit(t, task_id, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
+        assert c.phase_of(task_id, 0) == Phase.COMMIT
+        return shares
+
+    def to_reveal(self) -> tuple[list[int], bytes, dict[str, bytes]]:
+        """Round 0 closed, shares revealed and both validators committed: its reveal phase."""
+        c, task_id = self.concord, self.id
+        reveal_shares(c, self.validators, task_id, 0, self.to_commit())
         words = chain.reject_words([1], len(self.trainers))
-        wait_for_seed(c, self.env.client.rpc, self.validators[0], task_id, 0)  # commits need the check seed
+        wait_for_seed(c, self.env.client.rpc, self.validators[0], task_id, 0)  # fixed by the last share
         salts = {}
         for v in self.validators:
             salts[v.address] = digest(f"salt {v.address}")
@@ -155,22 +162,38 @@ def test_register_without_allowance_names_the_token_error(task: Task) -> None:
 
 
 def test_commit_before_the_check_seed_is_fixed(task: Task) -> None:
-    """The last submission closes the phase and anchors the seed at its block B; the seed comes from
-    block B + 1, so a commit (and checkSeed) before a fixSeed in block B + 2 is SeedNotReady."""
+    """The phase closed with both shares committed; until they are revealed (or shareEnd passes) a
+    commit and checkSeed are SeedNotReady with shareEnd; the last share reveal fixes the seed."""
     c, v = task.concord, task.validators[0]
-    for i, t in enumerate(task.trainers):
-        c.submit(t, task.id, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
-    anchor = task.env.client.rpc.block_number()
-    expected = {"taskId": task.id, "round": 0, "availableAtBlock": anchor + 2}
+    shares = task.to_commit()
+    info = c.seed_info(task.id, 0)
+    assert info.share_end == c.round_info(task.id, 0).submit_end + P.commit_seconds // 4
+    expected = {"taskId": task.id, "round": 0, "shareEnd": info.share_end}
     task.rejects(v, "commit", (task.id, 0, digest("c")), "SeedNotReady", expected)
     with pytest.raises(ContractError) as err:
         c.check_seed(task.id, 0)
     assert err.value.name == "SeedNotReady" and err.value.params == expected
-    seed = wait_for_seed(c, task.env.client.rpc, v, task.id, 0)
-    fixed = [e for e in c.events(anchor, "latest", ["CheckSeedFixed"]) if e.task_id == task.id]
-    assert len(fixed) == 1 and fixed[0].source_block == anchor + 1 and fixed[0].seed == seed
-    block = task.env.client.rpc.w3.eth.get_block(anchor + 1)
-    assert seed == keccak(encode(["bytes32", "uint256", "uint256"], [bytes(block["hash"]), task.id, 0]))
+    block = task.env.client.rpc.block_number()
+    reveal_shares(c, task.validators, task.id, 0, shares)
+    seed = c.check_seed(task.id, 0)
+    (fixed,) = [e for e in c.events(block + 1, "latest", ["CheckSeedFixed"]) if e.task_id == task.id]
+    assert (fixed.seed, fixed.anchor_block, fixed.shares_revealed) == (seed, info.anchor_block, 0b11)
+
+
+def test_seed_share_errors(task: Task) -> None:
+    c, tid, (v1, v2) = task.concord, task.id, task.validators
+    share = b"\x07" * 32
+    c.commit_seed_share(v1, tid, 0, chain.share_hash(share, v1.address, tid, 0))
+    who = {"taskId": tid, "round": 0, "validator": v1.address}
+    task.rejects(v1, "commit_seed_share", (tid, 0, digest("again")), "ShareAlreadyCommitted", who)
+    task.rejects(v1, "reveal_seed_share", (tid, 0, share), "WrongPhase")  # the submit phase is open
+    c.commit_seed_share(v2, tid, 0, chain.share_hash(b"\x09" * 32, v2.address, tid, 0))
+    for i, t in enumerate(task.trainers):
+        c.submit(t, tid, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
+    task.rejects(v1, "reveal_seed_share", (tid, 0, b"\x08" * 32), "ShareDoesNotMatch", who)
+    task.rejects(v2, "flag", (tid, 0, []), "SeedNotReady", typed_args=(tid, 0, []))
+    c.reveal_seed_share(v1, tid, 0, share)
+    task.rejects(v1, "reveal_seed_share", (tid, 0, share), "ShareAlreadyRevealed", who)
 
 
 def test_reveal_that_does_not_match_its_commit(task: Task) -> None:

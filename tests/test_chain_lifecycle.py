@@ -11,7 +11,7 @@ from task_terms import CHAIN_PARAMS, TOKEN
 
 from client import chain
 from client.chain import ContractError, Phase, Role, TaskParams
-from client.runtime.seed import wait_for_seed
+from client.runtime.seed import commit_shares, reveal_shares, wait_for_seed
 from scripts.harness import conservation, digest
 
 BASE = CHAIN_PARAMS
@@ -21,10 +21,14 @@ def params(**changes: object) -> TaskParams:
     return dataclasses.replace(BASE, **changes)
 
 
-def commit_all(env, task_id: int, round_: int, validators, words, model: bytes) -> dict[str, bytes]:
+def commit_all(
+    env, task_id: int, round_: int, validators, words, model: bytes, shares: dict[str, bytes]
+) -> dict[str, bytes]:
+    """Reveal the validators' seed shares (the last one fixes the seed), then commit the verdict."""
     salts = {}
     info = env.client.concord.round_info(task_id, round_)
     if info.submissions and info.phase == Phase.COMMIT:  # commits wait for the check seed
+        reveal_shares(env.client.concord, validators, task_id, round_, shares)
         wait_for_seed(env.client.concord, env.client.rpc, validators[0], task_id, round_)
     for v in validators:
         salts[v.address] = digest(f"salt {v.address} {round_}")
@@ -74,6 +78,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
     assert conservation(env.client).holds
 
     work = [10, 20, 30]
+    shares = commit_shares(c, validators, task_id, 0)  # the phase closes early only with every share in
     for i, t in enumerate(trainers):
         c.submit(t, task_id, 0, 0, digest(f"bundle {i}"), digest(f"proof {i}"), work[i])
     info = c.round_info(task_id, 0)
@@ -82,7 +87,7 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
 
     words = chain.reject_words([2], 3)
     model1 = digest("model 1")
-    salts = commit_all(env, task_id, 0, validators, words, model1)
+    salts = commit_all(env, task_id, 0, validators, words, model1, shares)
     assert c.phase_of(task_id, 0) == Phase.REVEAL
     assert c.commit_status(task_id, 0, validators[0].address) == chain.CommitStatus(True, False)
     for v in validators:
@@ -103,12 +108,15 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
     assert (rejected.trainer, rejected.index, rejected.slashed) == (trainers[2].address, 2, 80 * TOKEN)
     bounty = {e.validator: e.amount for e in events if isinstance(e, chain.BountyPaid)}
     assert bounty == {v.address: 40 * TOKEN // 3 for v in validators}  # 50% of 80, split by 3 rejecters
-    assert rejected.bounty == sum(bounty.values())  # rounding dust stays in the budget
+    assert rejected.bounty == sum(bounty.values())  # rounding dust is burned with the rest
     fees = {e.validator: e.fee for e in events if isinstance(e, chain.ValidatorPaid)}
     assert fees == {v.address: 20 * TOKEN for v in validators}
     (fin,) = [e for e in events if isinstance(e, chain.RoundFinalized)]
     assert not fin.is_void and fin.next_model_digest == model1 and fin.accepted_work == 30
-    assert fin.returned == 80 * TOKEN - sum(bounty.values())  # slash minus bounty back to budget
+    assert fin.returned == 0  # reward and fee all paid out; the slash does not return to the budget
+    (burn,) = [e for e in events if isinstance(e, chain.StakeBurned)]
+    assert burn.amount == 80 * TOKEN - sum(bounty.values()) == c.burned()  # slash minus bounty, burned
+    assert tok.balance_of("0x000000000000000000000000000000000000dEaD") == burn.amount
     assert c.node_info(trainers[2].address).stake == 20 * TOKEN
     assert c.balance_of(trainers[0].address) == 100 * TOKEN
     submitted = c.events(start_block, names=["Submitted"])
@@ -134,6 +142,9 @@ def test_full_round_pays_accepted_slashes_cheater_pays_bounty_and_fee(chain_env)
         "NodeRegistered",
         "Joined",
         "PhaseClosedEarly",
+        "SeedShareCommitted",
+        "SeedShareRevealed",
+        "CheckSeedFixed",
         "Committed",
         "Revealed",
         "RoundFinalized",
@@ -163,9 +174,10 @@ def test_round_with_too_few_reveals_is_void_and_slashes_the_silent_validator(cha
     env.enrol(trainer, Role.TRAINER, 100 * TOKEN, task_id)
     env.enrol(v1, Role.VALIDATOR, 100 * TOKEN, task_id)
     env.enrol(v2, Role.VALIDATOR, 100 * TOKEN, task_id)
+    shares = commit_shares(c, [v1, v2], task_id, 0)
     c.submit(trainer, task_id, 0, 0, digest("b"), digest("p"), 5)
     words = chain.reject_words([], 1)
-    salts = commit_all(env, task_id, 0, [v1, v2], words, digest("model 1"))
+    salts = commit_all(env, task_id, 0, [v1, v2], words, digest("model 1"), shares)
     c.reveal(v1, task_id, 0, words, digest("model 1"), salts[v1.address])  # v2 stays silent
     assert c.phase_of(task_id, 0) == Phase.REVEAL
     with pytest.raises(ContractError) as early:
@@ -197,6 +209,7 @@ def test_async_window_lets_round_r_plus_1_build_on_model_r(chain_env) -> None:
     task_id = env.create_task(initiator, p, 5 * p.per_round)
     env.enrol(trainer, Role.TRAINER, 100 * TOKEN, task_id)
     env.enrol(validator, Role.VALIDATOR, 100 * TOKEN, task_id)
+    shares = commit_shares(c, [validator], task_id, 0)
     c.submit(trainer, task_id, 0, 0, digest("b0"), digest("p0"), 1)
     # Round 0 is in commit; with asyncLevel 1, round 1 is already taking submissions on model 0.
     assert c.phase_of(task_id, 0) == Phase.COMMIT
@@ -204,9 +217,10 @@ def test_async_window_lets_round_r_plus_1_build_on_model_r(chain_env) -> None:
     with pytest.raises(ContractError) as not_final:
         c.submit(trainer, task_id, 1, 1, digest("b1"), digest("p1"), 1)
     assert not_final.value.name == "ModelNotFinal" and not_final.value.params == {"taskId": task_id, "model": 1}
+    commit_shares(c, [validator], task_id, 1)  # with it round 1 closes at its one submission
     c.submit(trainer, task_id, 1, 0, digest("b1"), digest("p1"), 1)  # generation did not wait
     words = chain.reject_words([], 1)
-    salts = commit_all(env, task_id, 0, [validator], words, digest("model 1"))
+    salts = commit_all(env, task_id, 0, [validator], words, digest("model 1"), shares)
     c.reveal(validator, task_id, 0, words, digest("model 1"), salts[validator.address])
     c.finalize_all(initiator, task_id, 0)
     assert c.latest_model(task_id) == chain.LatestModel(1, digest("model 1"))
@@ -230,10 +244,11 @@ def test_finalize_is_paginated_one_step_per_item(chain_env) -> None:
     for t in trainers:
         env.enrol(t, Role.TRAINER, 100 * TOKEN, task_id)
     env.enrol(validator, Role.VALIDATOR, 100 * TOKEN, task_id)
+    shares = commit_shares(c, [validator], task_id, 0)
     for i, t in enumerate(trainers):
         c.submit(t, task_id, 0, 0, digest(f"b{i}"), digest(f"p{i}"), 1)
     words = chain.reject_words([1, 3], 5)
-    salts = commit_all(env, task_id, 0, [validator], words, digest("m1"))
+    salts = commit_all(env, task_id, 0, [validator], words, digest("m1"), shares)
     c.reveal(validator, task_id, 0, words, digest("m1"), salts[validator.address])
     cursors = []
     while c.phase_of(task_id, 0) == Phase.FINALIZE:
@@ -275,23 +290,31 @@ def test_unbond_waits_for_leave_and_the_delay_then_withdraws(chain_env) -> None:
 
 
 def test_top_up_and_reclaim_budget_of_a_finished_task(chain_env) -> None:
+    """A top-up is taken while a round can still open and refused after (NoFurtherRounds); what
+    is left once the last round settled goes back to the initiator."""
     env, c = chain_env, chain_env.client.concord
     initiator, trainer, validator = env.signer(0), env.signer(1), env.signer(4)
-    p = params(max_rounds=1, min_validators=1)
-    task_id = env.create_task(initiator, p, p.per_round)
-    env.client.token.approve(initiator, c.address, 7 * TOKEN)
+    p = params(max_rounds=2, min_validators=1)
+    task_id = env.create_task(initiator, p, 2 * p.per_round)
+    env.client.token.approve(initiator, c.address, 8 * TOKEN)
     c.top_up(initiator, task_id, 7 * TOKEN)
-    assert c.task_state(task_id).budget == 7 * TOKEN
+    assert c.task_state(task_id).budget == p.per_round + 7 * TOKEN
     env.enrol(trainer, Role.TRAINER, 100 * TOKEN, task_id)
     env.enrol(validator, Role.VALIDATOR, 100 * TOKEN, task_id)
     with pytest.raises(ContractError) as not_over:
         c.reclaim_budget(initiator, task_id)
     assert not_over.value.name == "TaskNotOver"
-    c.submit(trainer, task_id, 0, 0, digest("b"), digest("p"), 3)
-    words = chain.reject_words([], 1)
-    salts = commit_all(env, task_id, 0, [validator], words, digest("m1"))
-    c.reveal(validator, task_id, 0, words, digest("m1"), salts[validator.address])
-    c.finalize_all(initiator, task_id, 0)
+    for r in range(2):
+        shares = commit_shares(c, [validator], task_id, r)
+        c.submit(trainer, task_id, r, r, digest(f"b{r}"), digest(f"p{r}"), 3)
+        words = chain.reject_words([], 1)
+        salts = commit_all(env, task_id, r, [validator], words, digest(f"m{r + 1}"), shares)
+        c.reveal(validator, task_id, r, words, digest(f"m{r + 1}"), salts[validator.address])
+        c.finalize_all(initiator, task_id, r)
+        if r == 0:  # round 1, the last, is open: no round can use more money
+            with pytest.raises(ContractError) as no_more:
+                c.top_up(initiator, task_id, TOKEN)
+            assert (no_more.value.name, no_more.value.params) == ("NoFurtherRounds", {"taskId": task_id})
     leftover = c.task_state(task_id).budget
     assert leftover == 7 * TOKEN  # everything else was paid out
     c.reclaim_budget(initiator, task_id)

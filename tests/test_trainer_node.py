@@ -24,7 +24,7 @@ from client.initiator import main as task_main
 from client.runtime.config import NodeConfig
 from client.runtime.connect import connect_node
 from client.runtime.events import EventFollower
-from client.runtime.seed import wait_for_seed
+from client.runtime.seed import commit_share, new_share, reveal_share, wait_for_seed
 from client.runtime.task import load_task_context, model_for_round
 from client.trainer import Prepared, TrainerConfig, run_trainer, submit_round
 from scripts.adversaries.trainer_cheats import inflate_rewards
@@ -296,6 +296,9 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     task_id = publish_task(init.client, init.signer, init.store, load_task_file(_write(tmp_path, text))).task_id
     validator = chain_env.signer(6)
     chain_env.enrol(validator, chain.Role.VALIDATOR, 100 * 10**18, task_id)
+    # the stand-in validator's seed shares: a submit phase closes early only with every share in
+    shares = {r: new_share() for r in range(2)}
+    commit_share(client.concord, validator, task_id, 0, shares[0])
 
     cfg = TrainerConfig(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "trainer"), rounds=3)
     result: dict = {}
@@ -304,6 +307,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     me = chain_env.signer(TRAINER).address
     wait_for("rounds 0 and 1 submitted", lambda: len(_submitted(client, task_id, me)) >= 2, 60, poll=0.1)
     assert client.concord.latest_model(task_id).model == 0  # round 1 did not wait for round 0's verdict
+    commit_share(client.concord, validator, task_id, 1, shares[1])  # closes round 1: round 2 may open
 
     # a stand-in validator accepts round 0 and publishes model 1 (model 0 nudged)
     ctx = load_task_context(init, task_id)
@@ -312,6 +316,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
         init.store, {k: v + 0.01 for k, v in base.items()}, ctx.task.model, None, ctx.params.initial_model_digest
     )
     words, salt = chain.reject_words([], 1), b"\x01" * 32
+    reveal_share(client.concord, validator, task_id, 0, shares[0])  # the one share: fixes the seed
     wait_for_seed(client.concord, client.rpc, validator, task_id, 0)
     client.concord.commit(
         validator, task_id, 0, chain.commit_hash(task_id, 0, words, model1.bytes, salt, validator.address)

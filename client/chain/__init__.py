@@ -34,6 +34,7 @@ from client.chain.protocol import (
     EventMeta,
     FinalizeCursor,
     FinalizeProgressed,
+    Flagged,
     Joined,
     LatestModel,
     Left,
@@ -49,7 +50,11 @@ from client.chain.protocol import (
     RoundInfo,
     RoundOpened,
     SeedAnchored,
+    SeedInfo,
+    SeedShareCommitted,
+    SeedShareRevealed,
     StakeAdded,
+    StakeBurned,
     SubmissionRecord,
     SubmissionRejected,
     SubmissionRewarded,
@@ -72,6 +77,7 @@ from client.chain.protocol import (
     commit_hash,
     reject_words,
     rejected_indexes,
+    share_hash,
 )
 from client.chain.rpc import (
     BadRpcUrl,
@@ -92,6 +98,8 @@ from client.chain.rpc import (
 )
 
 CONCORD = "Concord"
+SETTLEMENT = "ConcordSettlement"  # Concord's modules, deployed before it and named to its constructor
+SEED = "ConcordSeed"
 DEV_TOKEN = "DevToken"
 
 
@@ -237,6 +245,12 @@ __all__ = [
     "SubmissionUndecided",
     "SeedAnchored",
     "CheckSeedFixed",
+    "SeedShareCommitted",
+    "SeedShareRevealed",
+    "Flagged",
+    "StakeBurned",
+    "SeedInfo",
+    "share_hash",
     "Submitted",
     "TaskClosing",
     "TaskCreated",

@@ -4,8 +4,9 @@ A node, `concord status` and the initiator bind a deployment from `artifacts.jso
 this file: no solc, no Node.js, no repository checkout. The file is a build artefact:
 `make artifacts` (scripts.build_artifacts.write_artifacts) compiles contracts/ with the settings of
 foundry.toml and rewrites it; tests/test_chain_compile.py fails when it no longer matches
-the sources. Besides the two deployed contracts it carries every custom error any compiled
-contract can raise (ours and OpenZeppelin's), so reverts decode to named errors.
+the sources. Besides the deployed contracts (Concord, its two modules, DevToken) it carries
+every custom error any compiled contract can raise (ours and OpenZeppelin's), so reverts
+decode to named errors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TypeGuard
 from eth_typing import ABIConstructor, ABIElement, ABIError
 
 PATH = Path(__file__).with_name("artifacts.json")
-DEPLOYED = ("Concord", "DevToken")
+DEPLOYED = ("Concord", "ConcordSettlement", "ConcordSeed", "DevToken")  # the modules are deployed first
 ERRORS = "errors"  # pseudo-contract whose ABI holds every custom error
 
 

@@ -65,7 +65,7 @@ def deploy(
     out: Path | None = None,
     artifacts: dict[str, Artifact] | None = None,
 ) -> Deployment:
-    """Deploy Concord (and a DevToken unless ``token`` is given); write ``out`` if given."""
+    """Deploy Concord and its two modules (and a DevToken unless ``token`` is given); write ``out`` if given."""
     artifacts = packaged.load() if artifacts is None else artifacts
     rpc = Rpc(rpc_url)
     signer = Signer(rpc, account, chain.error_decoder(artifacts))
@@ -76,6 +76,14 @@ def deploy(
             signer, token_art, *_ctor_args(token_art, {"owner": owner, "initialowner": owner, "minter": owner})
         )
         log.info("deployed DevToken at %s", token)
+    token = to_checksum_address(token)
+    # Concord's modules first (each bound to the token), then Concord naming them: the protocol
+    # does not fit one creation's init code, so Concord cannot deploy them itself.
+    modules: dict[str, object] = {}
+    for key, name in (("settlement", chain.SETTLEMENT), ("seed", chain.SEED)):
+        module_art = artifacts[name]
+        modules[key], _ = chain.deploy_contract(signer, module_art, *_ctor_args(module_art, {"token": token}))
+        log.info("deployed %s at %s", name, modules[key])
     concord_art = artifacts[chain.CONCORD]
     address, receipt = chain.deploy_contract(
         signer,
@@ -83,10 +91,11 @@ def deploy(
         *_ctor_args(
             concord_art,
             {
-                "token": to_checksum_address(token),
+                "token": token,
                 "unbonddelay": unbond_delay,
                 "owner": signer.address,
                 "initialowner": signer.address,
+                **modules,
             },
         ),
     )

@@ -113,6 +113,7 @@ class MemberInfo:
     has_submitted: bool
     last_submit_round: int
     joined_round: int
+    rejoin_round: int  # removed for not committing: may join again once the head reaches it (0: never)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,23 @@ class RoundInfo:
     accepted_work: int
     finalized_at: int
     next_model_digest: bytes
+
+
+@dataclass(frozen=True)
+class SeedInfo:
+    """A live round's seed shares and flags (IConcord.seedInfo); bit i of a mask = validator slot i."""
+
+    shares_committed: int
+    shares_revealed: int
+    flagged: int
+    anchor_block: int  # 0: the submit phase has not been seen closed yet
+    share_end: int  # share reveals end; fixSeed fixes the seed from what was revealed after
+    flag_end: int
+    seed: bytes  # 32 zero bytes until fixed
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.seed != bytes(32)
 
 
 @dataclass(frozen=True)
@@ -298,7 +316,34 @@ class CheckSeedFixed:
     task_id: int
     round: int
     seed: bytes
-    source_block: int
+    anchor_block: int
+    shares_revealed: int  # mask of the validator slots whose shares are in the seed
+
+
+@dataclass(frozen=True)
+class SeedShareCommitted:
+    meta: EventMeta
+    task_id: int
+    round: int
+    validator: str
+
+
+@dataclass(frozen=True)
+class SeedShareRevealed:
+    meta: EventMeta
+    task_id: int
+    round: int
+    validator: str
+    share: bytes
+
+
+@dataclass(frozen=True)
+class Flagged:
+    meta: EventMeta
+    task_id: int
+    round: int
+    validator: str
+    items: tuple[int, ...]  # packed FlagItem words (layout: IConcord.flag)
 
 
 @dataclass(frozen=True)
@@ -420,6 +465,14 @@ class RoundFinalized:
 
 
 @dataclass(frozen=True)
+class StakeBurned:
+    meta: EventMeta
+    task_id: int
+    round: int
+    amount: int
+
+
+@dataclass(frozen=True)
 class Withdrawn:
     meta: EventMeta
     account: str
@@ -441,8 +494,11 @@ EVENT_TYPES: dict[str, type[ConcordEvent]] = {
         Left,
         RoundOpened,
         PhaseClosedEarly,
+        SeedShareCommitted,
+        SeedShareRevealed,
         SeedAnchored,
         CheckSeedFixed,
+        Flagged,
         Submitted,
         Committed,
         Revealed,
@@ -455,6 +511,7 @@ EVENT_TYPES: dict[str, type[ConcordEvent]] = {
         ValidatorSlashed,
         ValidatorRemoved,
         RoundFinalized,
+        StakeBurned,
         Withdrawn,
     ]
 }
@@ -471,8 +528,11 @@ ConcordEvent = (
     | Left
     | RoundOpened
     | PhaseClosedEarly
+    | SeedShareCommitted
+    | SeedShareRevealed
     | SeedAnchored
     | CheckSeedFixed
+    | Flagged
     | Submitted
     | Committed
     | Revealed
@@ -485,6 +545,7 @@ ConcordEvent = (
     | ValidatorSlashed
     | ValidatorRemoved
     | RoundFinalized
+    | StakeBurned
     | Withdrawn
 )
 
@@ -531,6 +592,15 @@ def commit_hash(
     )
 
 
+def share_hash(share: bytes, validator: str, task_id: int, round_: int) -> bytes:
+    """keccak256(abi.encode(share, validator, taskId, round)), the commitment of IConcord.commitSeedShare."""
+    return keccak(
+        abi_encode(
+            ["bytes32", "address", "uint256", "uint256"], [share, to_checksum_address(validator), task_id, round_]
+        )
+    )
+
+
 class BitmapIndexOutOfRange(ValueError):
     def __init__(self, index: int, submissions: int) -> None:
         super().__init__(f"reject index {index} outside [0, {submissions})")
@@ -572,7 +642,14 @@ def _address(values: tuple[Any, ...]) -> ChecksumAddress:  # address (Contract.c
     return cast(ChecksumAddress, values[0])
 
 
-FIX_SEED_GAS = 200_000  # fixSeed's dearest path (seed write + event, via delegatecall) is under 80k
+# Fixed gas limits for the calls whose path depends on what lands before them in the same block (an
+# estimate made on the cheap path runs out of gas on the dear one): fixSeed and flag may anchor the
+# round and fix the seed; a share reveal fixes it when it turns out to be the last; a share commit
+# closes the submit phase (and anchors it) when it is the last one.
+FIX_SEED_GAS = 200_000  # dearest path (anchor + seed write + events, via delegatecall) under 90k
+REVEAL_SHARE_GAS = 200_000  # the last reveal (mix, mask, seed write, two events) is about 80k
+COMMIT_SHARE_GAS = 200_000  # the closing share commit is about 75k
+FLAG_GAS = 300_000  # MAX_FLAGS items plus a seed fix: under 110k
 
 
 class Concord:
@@ -642,13 +719,25 @@ class Concord:
     ) -> Receipt:
         return self._tx(signer, "submit", task_id, round_, base_round, bundle_digest, proof_root, work_units)
 
-    def fix_seed(self, signer: Signer, task_id: int, round_: int) -> Receipt:
-        """Anchor or fix the round's check seed (IConcord.fixSeed); see ``check_seed``.
+    def commit_seed_share(self, signer: Signer, task_id: int, round_: int, share_hash: bytes) -> Receipt:
+        """Commit a seed share during the round's submit phase (IConcord.commitSeedShare);
+        ``share_hash`` is ``share_hash(share, signer.address, task_id, round_)``."""
+        return self.contract.transact(signer, "commitSeedShare", task_id, round_, share_hash, gas=COMMIT_SHARE_GAS)
 
-        Sent with a fixed gas limit: what fixSeed does depends on the block it is mined in (nothing
-        while block anchor + 1 is missing, a 20k-gas seed write after), so a limit estimated one block
-        earlier runs out of gas when the write happens. FIX_SEED_GAS covers the write with room."""
+    def reveal_seed_share(self, signer: Signer, task_id: int, round_: int, share: bytes) -> Receipt:
+        """Reveal the committed share once the submit phase closed, before shareEnd
+        (IConcord.revealSeedShare); the reveal that completes the committed set fixes the seed."""
+        return self.contract.transact(signer, "revealSeedShare", task_id, round_, share, gas=REVEAL_SHARE_GAS)
+
+    def fix_seed(self, signer: Signer, task_id: int, round_: int) -> Receipt:
+        """Anchor the round if its submit phase ran to the deadline, and fix the seed when every
+        committed share is revealed or shareEnd passed (IConcord.fixSeed); see ``seed_info``."""
         return self.contract.transact(signer, "fixSeed", task_id, round_, gas=FIX_SEED_GAS)
+
+    def flag(self, signer: Signer, task_id: int, round_: int, items: Sequence[int]) -> Receipt:
+        """Publish the failed items of the signer's sample (packed words, at most MAX_FLAGS; empty:
+        nothing failed) in the commit phase before flagEnd, once per round (IConcord.flag)."""
+        return self.contract.transact(signer, "flag", task_id, round_, list(items), gas=FLAG_GAS)
 
     def commit(self, signer: Signer, task_id: int, round_: int, commitment: bytes) -> Receipt:
         return self._tx(signer, "commit", task_id, round_, commitment)
@@ -693,6 +782,19 @@ class Concord:
     def max_async_level(self) -> int:
         return _int(self._view("MAX_ASYNC_LEVEL"))
 
+    def max_flags(self) -> int:
+        return _int(self._view("MAX_FLAGS"))
+
+    def min_commit_seconds(self) -> int:
+        return _int(self._view("MIN_COMMIT_SECONDS"))
+
+    def rejoin_cooldown_rounds(self) -> int:
+        return _int(self._view("REJOIN_COOLDOWN_ROUNDS"))
+
+    def burned(self) -> int:
+        """Slashed stake burned so far (all tasks), less the bounties paid from it."""
+        return _int(self._view("burned"))
+
     def node_info(self, node: str) -> NodeInfo:
         role, *rest = self._view("nodeInfo", node)[0]
         return NodeInfo(Role(role), *rest)
@@ -730,9 +832,13 @@ class Concord:
         return RoundInfo(Phase(phase), *rest)
 
     def check_seed(self, task_id: int, round_: int, block: str | int = "latest") -> bytes:
-        """The round's fixed check seed; ``ContractError("SeedNotReady", {..., "availableAtBlock"})``
-        before (0: the round needs an anchor, i.e. a ``fix_seed`` after its submit phase)."""
+        """The round's fixed check seed; ``ContractError("SeedNotReady", {..., "shareEnd"})`` before
+        (shareEnd: from then on ``fix_seed`` fixes it from the shares revealed; 0: round not live)."""
         return _bytes(self.contract.call("checkSeed", task_id, round_, block=block))
+
+    def seed_info(self, task_id: int, round_: int, block: str | int = "latest") -> SeedInfo:
+        """Shares committed/revealed, flaggers, anchor, shareEnd, flagEnd and the seed of a live round."""
+        return SeedInfo(*self.contract.call("seedInfo", task_id, round_, block=block)[0])
 
     def submission_of(self, task_id: int, round_: int, index: int) -> SubmissionRecord:
         return SubmissionRecord(*self._view("submissionOf", task_id, round_, index))

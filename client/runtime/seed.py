@@ -1,27 +1,54 @@
-"""The round's check seed as a node obtains it (IConcord.fixSeed; docs/PROTOCOL.md, "Sampled checks").
+"""The round's check seed as a node obtains it (IConcord.commitSeedShare, revealSeedShare, fixSeed;
+docs/PROTOCOL.md, "Sampled checks and the check seed").
 
-Rule on chain: the seed hangs from an anchor block A (the block of the submission that closed the
-submit phase early, else the block of the first ``fixSeed`` after its deadline) and is
-``keccak256(abi.encode(blockhash(A + 1), taskId, round))``, fixed by the first ``fixSeed`` mined
-after block A + 1 while that hash is readable (up to A + 257; later, the next call re-anchors).
+Rule on chain: every joined validator commits ``share_hash(share, validator, task, round)`` of 32 secret
+random bytes during the submit phase, and the phase closes early only once every trainer submitted and
+every validator committed a share. At the close the round is anchored: the block number A and the hash of
+block A - 1, both fixed before any share is known. After the close each validator reveals its share
+(XORed into the round's mix) before shareEnd = submitEnd + commitSeconds / 4; the reveal that completes
+the committed set fixes the seed at once, otherwise the first ``fixSeed`` at or after shareEnd fixes it
+from the shares revealed, and a committed share not revealed is slashed at finalize. So the last revealer
+chooses between two seeds only (reveal, or withhold and be slashed), and nobody who builds or grinds a
+block after the close moves the seed.
 
-A node that needs the seed calls ``seed_step`` once per tick: it reads the seed, or sends the one
-``fixSeed`` that moves it forward (anchor it, or fix it once block A + 1 exists). On a chain that
-mines only on transactions (Anvil without ``--block-time``) block A + 1 never comes by itself, so
-while block A + 1 is missing the node sends ``fixSeed`` anyway once ``nudge_after_s`` passed without
-a new block (default 0: at once): that transaction is block A + 1 (it changes nothing on chain;
-the next call fixes the seed). On a chain with its own blocks the nudge costs at most one no-op
-transaction per validator and round; a node may set ``nudge_after_s`` to the block time to save it.
+A validator node, per round: ``new_share`` then ``commit_share`` in the submit phase (the share must
+survive a restart: a share not revealed is slashed), ``reveal_share`` once the submit phase closed, then
+``seed_step`` each tick until it returns the seed. ``seed_step`` sends ``fixSeed`` only when that call
+can fix the seed: every committed share is revealed but the seed is not fixed (no share was committed at
+all: the seed is the block value alone), or shareEnd passed with a share withheld. Chain time is the
+later of the latest block's timestamp and this machine's clock (a chain that mines only on transactions
+has no block at shareEnd until someone sends one; that ``fixSeed`` is it). It sends at most one
+``fixSeed`` per block it has seen.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from client.chain import Concord, ContractError, Rpc, Signer
+from client.chain import Concord, Phase, Rpc, SeedInfo, Signer, share_hash
 
-NUDGE_AFTER_S = 0.0  # no new block for this long while A + 1 is missing: send fixSeed (it is the block)
+__all__ = [
+    "SHARE_BYTES",
+    "SeedTimeout",
+    "SeedWatch",
+    "ShareSize",
+    "can_fix",
+    "chain_now",
+    "commit_share",
+    "commit_shares",
+    "new_share",
+    "reveal_share",
+    "reveal_shares",
+    "seed_step",
+    "share_hash",  # client.chain's, the contract's commitment hash, here beside the share it hashes
+    "wait_for_seed",
+]
+
+SHARE_BYTES = 32
+_PAST_SUBMIT = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZE)  # live rounds whose seed fixSeed may fix
 
 
 class SeedTimeout(TimeoutError):
@@ -30,46 +57,82 @@ class SeedTimeout(TimeoutError):
         self.task_id, self.round, self.seconds = task_id, round_, seconds
 
 
+class ShareSize(ValueError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"a seed share is {SHARE_BYTES} bytes, got {size}")
+        self.size = size
+
+
 @dataclass
 class SeedWatch:
-    """The latest block a node saw while waiting for one round's seed, and since when (monotonic)."""
+    """The block in which this node last sent ``fixSeed`` for one round's seed (-1: never)."""
 
-    block: int = -1
-    since: float = 0.0
-
-
-def read_seed(concord: Concord, task_id: int, round_: int) -> tuple[bytes | None, int]:
-    """(seed, 0) once fixed, else (None, availableAtBlock) from the contract's SeedNotReady."""
-    try:
-        return concord.check_seed(task_id, round_), 0
-    except ContractError as e:
-        if e.name != "SeedNotReady":
-            raise
-        return None, int(str(e.params["availableAtBlock"]))
+    sent_at_block: int = -1
 
 
-def seed_step(
-    concord: Concord,
-    rpc: Rpc,
-    signer: Signer,
-    task_id: int,
-    round_: int,
-    watch: SeedWatch,
-    nudge_after_s: float = NUDGE_AFTER_S,
-) -> bytes | None:
-    """The round's seed if fixed; otherwise send ``fixSeed`` when it can make progress (no anchor yet,
-    block A + 1 exists, or no block for ``nudge_after_s``) and return the seed if that fixed it."""
-    seed, ready_at = read_seed(concord, task_id, round_)
-    if seed is not None:
-        return seed
-    latest, now = rpc.block_number(), time.monotonic()
-    if latest != watch.block:
-        watch.block, watch.since = latest, now
-    if ready_at != 0 and latest + 1 < ready_at and now - watch.since < nudge_after_s:
-        return None  # block A + 1 is still to come: wait for the chain
+def new_share() -> bytes:
+    """32 secret random bytes: a validator's seed share for one round."""
+    return os.urandom(SHARE_BYTES)
+
+
+def commit_share(concord: Concord, signer: Signer, task_id: int, round_: int, share: bytes) -> None:
+    """Commit ``share`` for ``round_`` (head round, submit phase) as the signer's seed share."""
+    if len(share) != SHARE_BYTES:
+        raise ShareSize(len(share))
+    concord.commit_seed_share(signer, task_id, round_, share_hash(share, signer.address, task_id, round_))
+
+
+def reveal_share(concord: Concord, signer: Signer, task_id: int, round_: int, share: bytes) -> None:
+    """Reveal the committed ``share`` (commit phase, before shareEnd)."""
+    if len(share) != SHARE_BYTES:
+        raise ShareSize(len(share))
+    concord.reveal_seed_share(signer, task_id, round_, share)
+
+
+def commit_shares(concord: Concord, signers: Sequence[Signer], task_id: int, round_: int) -> dict[str, bytes]:
+    """Each signer commits a fresh share; returns the shares by address (tests, benches, the lab)."""
+    shares: dict[str, bytes] = {s.address: new_share() for s in signers}
+    for s in signers:
+        commit_share(concord, s, task_id, round_, shares[s.address])
+    return shares
+
+
+def reveal_shares(
+    concord: Concord, signers: Sequence[Signer], task_id: int, round_: int, shares: Mapping[str, bytes]
+) -> None:
+    """Each signer reveals its share from ``shares`` (as ``commit_shares`` returned them)."""
+    for s in signers:
+        reveal_share(concord, s, task_id, round_, shares[s.address])
+
+
+def chain_now(rpc: Rpc) -> int:
+    """The later of the latest block's timestamp and this machine's clock, in seconds."""
+    return max(rpc.block_timestamp("latest"), int(time.time()))
+
+
+def can_fix(info: SeedInfo, now: int) -> bool:
+    """Whether a ``fixSeed`` sent now (the round past its submit phase, seed not fixed) fixes the seed."""
+    return info.shares_committed == info.shares_revealed or now >= info.share_end
+
+
+def seed_step(concord: Concord, rpc: Rpc, signer: Signer, task_id: int, round_: int, watch: SeedWatch) -> bytes | None:
+    """The round's seed if fixed; otherwise send ``fixSeed`` when it can fix it (see ``can_fix``),
+    at most once per block, and return the seed if that fixed it. None while it cannot be fixed yet
+    (shares outstanding before shareEnd, or the round still in its submit phase)."""
+    info = concord.seed_info(task_id, round_)
+    if info.is_fixed:
+        return info.seed
+    if concord.phase_of(task_id, round_) not in _PAST_SUBMIT:
+        return None  # still in its submit phase, or no longer live: fixSeed would revert
+    if not can_fix(info, chain_now(rpc)):
+        return None
+    latest = rpc.block_number()
+    if latest == watch.sent_at_block:
+        return None  # our last fixSeed is in this block: wait for the next one
     concord.fix_seed(signer, task_id, round_)
-    watch.block, watch.since = -1, 0.0
-    return read_seed(concord, task_id, round_)[0]
+    watch.sent_at_block = rpc.block_number()
+    fixed = concord.seed_info(task_id, round_)
+    return fixed.seed if fixed.is_fixed else None
 
 
 def wait_for_seed(
@@ -79,13 +142,13 @@ def wait_for_seed(
     task_id: int,
     round_: int,
     timeout_s: float = 60.0,
-    nudge_after_s: float = 0.0,
     poll_s: float = 0.05,
 ) -> bytes:
-    """Block until the round's seed is fixed, driving it with ``seed_step`` (tests, benches, the lab)."""
+    """Block until the round's seed is fixed, driving it with ``seed_step`` (tests, benches, the lab).
+    Revealing shares is the validators' part: this only waits for them, or for shareEnd."""
     watch, deadline = SeedWatch(), time.monotonic() + timeout_s
     while True:
-        seed = seed_step(concord, rpc, signer, task_id, round_, watch, nudge_after_s)
+        seed = seed_step(concord, rpc, signer, task_id, round_, watch)
         if seed is not None:
             return seed
         if time.monotonic() > deadline:

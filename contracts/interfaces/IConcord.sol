@@ -58,7 +58,8 @@ interface IConcord is IConcordErrors, IConcordEvents {
     /// @return taskId The new task's id (ids start at 1).
     function createTask(TaskParams calldata params, uint256 budget) external returns (uint256 taskId);
 
-    /// @notice Add `amount` tokens (transferFrom the caller) to a task's budget. Anyone may.
+    /// @notice Add `amount` tokens (transferFrom the caller) to a task's budget. Anyone may,
+    ///         while the task can still open a round (not closed, maxRounds not all opened).
     function topUp(uint256 taskId, uint256 amount) external;
 
     /// @notice Credit the leftover budget of an ended task to its initiator: a maxRounds task
@@ -77,11 +78,13 @@ interface IConcord is IConcordErrors, IConcordEvents {
     /// @notice Join a task with the caller's registered role; needs the task's minimum stake
     ///         for that role (stake not unbonding). A validator gets the lowest free slot index
     ///         (at most MAX_VALIDATORS at once; a slot is freed when its validator leaves or is
-    ///         removed for not committing).
+    ///         removed for not committing). A validator removed for not committing in round r
+    ///         may join again once the head round reaches r + REJOIN_COOLDOWN_ROUNDS + 1
+    ///         (`RejoinCooldown`): it is out for that many rounds.
     function join(uint256 taskId) external;
 
-    /// @notice Leave a task. Refused while the caller has a submission or commitment in a
-    ///         round that is not finalized yet.
+    /// @notice Leave a task. Refused while the caller has a submission, commitment or seed
+    ///         share in a round that is not finalized yet.
     function leave(uint256 taskId) external;
 
     /// @notice Record rounds that are due to open (anyone may call; every round function does
@@ -103,22 +106,53 @@ interface IConcord is IConcordErrors, IConcordEvents {
         uint64 workUnits
     ) external;
 
+    /// @notice Commit the caller's seed share for `round` (a joined validator with the task's
+    ///         minimum stake, while `round` is the head round in its submit phase; once per
+    ///         validator and round): `shareHash = keccak256(abi.encode(share, msg.sender, taskId,
+    ///         round))` with types (bytes32, address, uint256, uint256) and `share` 32 secret
+    ///         random bytes. The submit phase closes early only once every joined trainer
+    ///         submitted and every joined validator committed a share, so whoever closes it
+    ///         knows no share. A share committed and not revealed (`revealSeedShare`) is slashed
+    ///         `slashAmount` at finalize, and the validator cannot `leave` while it is pending.
+    function commitSeedShare(uint256 taskId, uint32 round, bytes32 shareHash) external;
+
+    /// @notice Reveal the caller's committed seed share: after the submit phase closed, while the
+    ///         round is in its commit phase and before shareEnd = submitEnd + commitSeconds / 4.
+    ///         The share's bits 64..255 are XORed into the round's mix; the reveal that completes
+    ///         the committed set fixes the seed at once (see `fixSeed`).
+    function revealSeedShare(uint256 taskId, uint32 round, bytes32 share) external;
+
     /// @notice Fix the round's check seed, the randomness validators sample their expensive
     ///         checks from (anyone may call, after the submit phase, while the round is live).
-    ///         Rule: the seed hangs from an anchor block A, the block of the submission that
-    ///         closed the submit phase early, else the block of the first `fixSeed` after its
-    ///         deadline. The seed is keccak256(abi.encode(blockhash(A + 1), taskId, round)),
-    ///         fixed by the first `fixSeed` in a block after A + 1 (while blockhash(A + 1) is
-    ///         still readable, i.e. up to A + 257; past that the next call re-anchors). Every
-    ///         submission was made in a block <= A, so no trainer knew the seed when it
-    ///         submitted, and none chose block A + 1.
-    /// @return isFixed True once the seed is fixed (this call or before).
+    ///         Rule: when the submit phase closes (early: in the closing `submit` or
+    ///         `commitSeedShare`; at its deadline: in the first `revealSeedShare`, `fixSeed` or
+    ///         `flag` after it) the round is anchored: the mix word gets the anchor block number A
+    ///         in bits 0..63 and bits 64..255 of blockhash(A - 1). Each revealed share's bits
+    ///         64..255 are XORed in. seed = keccak256(abi.encode(taskId, round, mix)), fixed by
+    ///         the reveal that completes the committed shares, else by the first `fixSeed` at or
+    ///         after shareEnd from whatever was revealed. With no share committed at all the
+    ///         seed is the block value alone (fixed at the anchor): that fallback can be ground by
+    ///         whoever builds block A - 1 and happens only when no validator committed a share.
+    /// @return isFixed True once the seed is fixed (this call or before); false while shares
+    ///         are outstanding before shareEnd (the call may still have anchored the round).
     function fixSeed(uint256 taskId, uint32 round) external returns (bool isFixed);
+
+    /// @notice Publish the caller's evidence for `round` (a joined validator; commit phase;
+    ///         seed fixed, this call fixes it if it can; before flagEnd = submitEnd +
+    ///         commitSeconds / 2; once per validator and round; at most MAX_FLAGS items). An
+    ///         empty list means "checked my sample, nothing failed". The contract only records
+    ///         and bounds flags: honest validators re-check every flagged item before they
+    ///         commit. Item layout (uint256): bits 0..31 submission index (< submissions),
+    ///         32..39 kind (1 = row, 2 = inner step), 40..71 inner step k, 72..103 row n,
+    ///         104..111 the failed check's code.
+    function flag(uint256 taskId, uint32 round, uint256[] calldata items) external;
 
     /// @notice Commit to a verdict during the round's commit phase:
     ///         `commitment = commitHash(taskId, round, rejectWords, nextModelDigest, salt, msg.sender)`.
     ///         A round with submissions takes commits only once its check seed is fixed
     ///         (`SeedNotReady`): a verdict must be drawn from the seed every validator sees.
+    ///         Commits are not held back by flags: an honest validator waits off chain until
+    ///         every joined validator flagged or committed, or flagEnd.
     function commit(uint256 taskId, uint32 round, bytes32 commitment) external;
 
     /// @notice Reveal the committed verdict during the reveal phase.
@@ -133,18 +167,23 @@ interface IConcord is IConcordErrors, IConcordEvents {
     ///         submission to tally (slash rejected ones, bounty to their rejecters), then one per
     ///         submission to pay accepted ones pro rata to workUnits; the last call pays the
     ///         validator fee to the validators that revealed the winning digest, slashes
-    ///         committed-but-unrevealed validators, fixes model round+1 and returns unspent
-    ///         tokens to the task budget. A submission is rejected (slashed) when more than half
-    ///         of the revealing validators reject it, accepted (paid) when fewer than half do,
-    ///         and neither on a tie. No fee is paid for a round without submissions. Validators
-    ///         joined before the round opened that did not commit lose their slot. Only a round
-    ///         that opened, whose reveal phase ended and that is not settled can be finalized,
-    ///         once. The winning digest needs strictly more votes
-    ///         than any other; on a tie the model stays (model round+1 = model round) and the
-    ///         fee returns to the budget. With fewer than minValidators reveals the round is
-    ///         void (one call): no trainer is slashed or paid, no fee is paid, the model stays,
-    ///         but committed-but-unrevealed validators are still slashed (withholding a reveal
-    ///         is how a round gets voided).
+    ///         validators that committed a verdict or a seed share and did not reveal it (once
+    ///         per validator), fixes model round+1 and returns unspent tokens to the task
+    ///         budget. A submission is rejected (slashed) when more than half of the revealing
+    ///         validators reject it, accepted (paid) when fewer than half do, and neither on a
+    ///         tie; a tied submission's work still counts in the pro-rata denominator (its share
+    ///         returns to the budget), so nobody's share grows because another was tied. No fee
+    ///         is paid for a round in which no submission was decided (none, or all tied).
+    ///         Slashed stake, less bounties, is burned (sent to 0x...dEaD in the same call,
+    ///         `StakeBurned`): it never returns to a budget the initiator could reclaim.
+    ///         Validators joined before the round opened that did not commit lose their slot and
+    ///         cannot rejoin for REJOIN_COOLDOWN_ROUNDS rounds. Only a round that opened, whose
+    ///         reveal phase ended and that is not settled can be finalized, once. The winning
+    ///         digest needs strictly more votes than any other; on a tie the model stays (model
+    ///         round+1 = model round) and the fee returns to the budget. With fewer than
+    ///         minValidators reveals the round is void (one call): no trainer is slashed or
+    ///         paid, no fee is paid, the model stays, but non-revealers are still slashed
+    ///         (withholding a reveal is how a round gets voided).
     /// @return done True once the round is settled.
     function finalize(uint256 taskId, uint32 round, uint256 maxItems) external returns (bool done);
 
@@ -171,6 +210,15 @@ interface IConcord is IConcordErrors, IConcordEvents {
 
     /// @notice Highest asyncLevel a task may use.
     function MAX_ASYNC_LEVEL() external view returns (uint256);
+
+    /// @notice Most items one validator may flag per round.
+    function MAX_FLAGS() external view returns (uint256);
+
+    /// @notice Shortest commit phase a task may set (it holds share reveals, flags and commits).
+    function MIN_COMMIT_SECONDS() external view returns (uint256);
+
+    /// @notice Rounds a validator removed for not committing must wait before it rejoins.
+    function REJOIN_COOLDOWN_ROUNDS() external view returns (uint256);
 
     /// @notice A node's registry entry (role None if not registered).
     function nodeInfo(address node) external view returns (NodeInfo memory);
@@ -206,6 +254,13 @@ interface IConcord is IConcordErrors, IConcordEvents {
 
     /// @notice The round's fixed check seed (see `fixSeed`); reverts `SeedNotReady` before.
     function checkSeed(uint256 taskId, uint32 round) external view returns (bytes32);
+
+    /// @notice The seed-share and flag record of a live round (see `SeedInfo`); a round no
+    ///         longer live keeps only its seed.
+    function seedInfo(uint256 taskId, uint32 round) external view returns (SeedInfo memory);
+
+    /// @notice Slashed stake burned so far (all tasks), less the bounties paid out of it.
+    function burned() external view returns (uint256);
 
     /// @notice Stored record of submission `index` of an unfinalized round.
     function submissionOf(uint256 taskId, uint32 round, uint256 index)

@@ -51,7 +51,7 @@ interface IConcordErrors is IConcordTypes {
     ///         round is settled; any task is over once it was closed and its rounds in flight
     ///         are settled.
     error TaskNotOver(uint256 taskId);
-    /// @notice The task was closed by its initiator (no join, no top-up, no second close).
+    /// @notice The task was closed by its initiator (no top-up, no second close).
     error TaskIsClosed(uint256 taskId);
     /// @notice trainerRewardPerRound + validatorFeePerRound does not fit the budget's uint96.
     error PerRoundTooHigh(uint256 perRound, uint256 max);
@@ -106,9 +106,31 @@ interface IConcordErrors is IConcordTypes {
     error NoSuchSubmission(uint256 taskId, uint256 round, uint256 index);
     /// @notice The settlement module was called directly instead of through Concord.
     error NotDelegated();
-    /// @notice The round's check seed is not fixed yet. `availableAtBlock` is the first block
-    ///         in which a `fixSeed` call fixes it (the block after the anchor must exist first);
-    ///         0 when the round has no anchor yet (or its anchor aged out of the 256-block
-    ///         blockhash window): the next `fixSeed` after the submit phase sets one.
-    error SeedNotReady(uint256 taskId, uint256 round, uint256 availableAtBlock);
+    /// @notice The round's check seed is not fixed yet. `shareEnd` is the time from which
+    ///         `fixSeed` fixes it from whatever shares were revealed (earlier once every committed
+    ///         share is revealed); 0 when the round is not live.
+    error SeedNotReady(uint256 taskId, uint256 round, uint256 shareEnd);
+    /// @notice The validator already committed a seed share to this round.
+    error ShareAlreadyCommitted(uint256 taskId, uint256 round, address validator);
+    /// @notice revealSeedShare by a validator that committed no share to this round.
+    error ShareNotCommitted(uint256 taskId, uint256 round, address validator);
+    /// @notice The validator already revealed its seed share for this round.
+    error ShareAlreadyRevealed(uint256 taskId, uint256 round, address validator);
+    /// @notice The revealed share does not hash to the validator's share commitment.
+    error ShareDoesNotMatch(uint256 taskId, uint256 round, address validator);
+    /// @notice Share reveals for this round ended at `shareEnd`.
+    error ShareWindowClosed(uint256 taskId, uint256 round, uint256 shareEnd);
+    /// @notice Flags for this round ended at `flagEnd`.
+    error FlagWindowClosed(uint256 taskId, uint256 round, uint256 flagEnd);
+    /// @notice The validator already flagged in this round.
+    error AlreadyFlagged(uint256 taskId, uint256 round, address validator);
+    /// @notice More than `max` flagged items.
+    error TooManyFlags(uint256 taskId, uint256 round, uint256 count, uint256 max);
+    /// @notice commitSeconds below `min` (the commit phase holds share reveals, flags, commits).
+    error CommitPhaseTooShort(uint256 given, uint256 min);
+    /// @notice topUp of a task that can open no further round (maxRounds all opened).
+    error NoFurtherRounds(uint256 taskId);
+    /// @notice A validator removed for not committing may join again once the head round
+    ///         reaches `untilRound`.
+    error RejoinCooldown(uint256 taskId, address node, uint256 untilRound);
 }

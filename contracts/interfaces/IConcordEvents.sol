@@ -32,14 +32,23 @@ interface IConcordEvents is IConcordTypes {
     event RoundOpened(uint256 indexed taskId, uint256 indexed round, uint256 openAt, uint256 reserved);
     /// @notice A phase closed before its deadline because every expected actor acted.
     event PhaseClosedEarly(uint256 indexed taskId, uint256 indexed round, Phase phase);
-    /// @notice The check seed of `round` will come from the hash of block `anchorBlock + 1`,
-    ///         `anchorBlock` being the block of the first `fixSeed` after the submit deadline
-    ///         (again if an anchor aged out of the window). An early close emits no such event:
-    ///         its anchor is the block of its `PhaseClosedEarly(taskId, round, Submit)`.
+    /// @notice A validator committed its seed share for `round` (the hash is in storage).
+    event SeedShareCommitted(uint256 indexed taskId, uint256 indexed round, address indexed validator);
+    /// @notice A validator revealed its seed share (XORed into the round's mix).
+    event SeedShareRevealed(uint256 indexed taskId, uint256 indexed round, address indexed validator, bytes32 share);
+    /// @notice The submit phase of `round` ran to its deadline and this block, the first to touch
+    ///         the round's seed after it, anchored it (mix = block number | blockhash(block - 1)).
+    ///         An early close emits no such event: its anchor is the block of its
+    ///         `PhaseClosedEarly(taskId, round, Submit)` (and `seedInfo` names it).
     event SeedAnchored(uint256 indexed taskId, uint256 indexed round, uint256 anchorBlock);
-    /// @notice The check seed of `round` is fixed: keccak256(abi.encode(blockhash(sourceBlock),
-    ///         taskId, round)). Validators sample their expensive checks from it.
-    event CheckSeedFixed(uint256 indexed taskId, uint256 indexed round, bytes32 seed, uint256 sourceBlock);
+    /// @notice The check seed of `round` is fixed: keccak256(abi.encode(taskId, round, mix)),
+    ///         mix = the anchor's block value XOR the shares of `sharesRevealed` (bit i = slot i).
+    ///         Validators sample their expensive checks from it.
+    event CheckSeedFixed(
+        uint256 indexed taskId, uint256 indexed round, bytes32 seed, uint256 anchorBlock, uint256 sharesRevealed
+    );
+    /// @notice A validator published the items of its sample that failed (none: all passed).
+    event Flagged(uint256 indexed taskId, uint256 indexed round, address indexed validator, uint256[] items);
     /// @notice A trainer submitted its work for a round; the chain keeps (trainer, baseRound,
     ///         workUnits) and this event is the record of bundleDigest and proofRoot.
     event Submitted(
@@ -75,7 +84,8 @@ interface IConcordEvents is IConcordTypes {
         uint256 bounty
     );
     /// @notice Exactly half of the revealing validators rejected submission `index`: it is
-    ///         neither paid nor slashed, and its share of the reward returns to the budget.
+    ///         neither paid nor slashed; its work stays in the pro-rata denominator and its share
+    ///         of the reward returns to the budget.
     event SubmissionUndecided(
         uint256 indexed taskId, uint256 indexed round, address indexed trainer, uint256 index, uint256 rejects
     );
@@ -87,13 +97,15 @@ interface IConcordEvents is IConcordTypes {
     event BountyPaid(uint256 indexed taskId, uint256 indexed round, address indexed validator, uint256 amount);
     /// @notice A validator that revealed the winning next-model digest was credited its fee share.
     event ValidatorPaid(uint256 indexed taskId, uint256 indexed round, address indexed validator, uint256 fee);
-    /// @notice A validator that committed but did not reveal was slashed (to the task budget).
+    /// @notice A validator that committed a verdict or a seed share and did not reveal it was
+    ///         slashed (once per round; burned).
     event ValidatorSlashed(uint256 indexed taskId, uint256 indexed round, address indexed validator, uint256 amount);
     /// @notice A validator joined before round `round` opened committed nothing in it: it left
-    ///         the task (slot freed, no slash); it may join again.
+    ///         the task (slot freed, no slash); it may join again after REJOIN_COOLDOWN_ROUNDS.
     event ValidatorRemoved(uint256 indexed taskId, uint256 indexed round, address indexed validator);
     /// @notice Round settled: model round+1 is `nextModelDigest`; `returned` tokens went back
-    ///         to the task budget (unpaid reward/fee, rounding dust, slashes minus bounties).
+    ///         to the task budget (unpaid reward/fee, rounding dust). `acceptedWork` is the
+    ///         pro-rata denominator: accepted and tied work.
     event RoundFinalized(
         uint256 indexed taskId,
         uint256 indexed round,
@@ -102,6 +114,9 @@ interface IConcordEvents is IConcordTypes {
         uint256 acceptedWork,
         uint256 returned
     );
+    /// @notice Slashed stake of one finalize call, less the bounties paid from it, was sent to
+    ///         0x000000000000000000000000000000000000dEaD.
+    event StakeBurned(uint256 indexed taskId, uint256 indexed round, uint256 amount);
     /// @notice Tokens left the protocol to `account` from its credited balance.
     event Withdrawn(address indexed account, uint256 amount);
 }

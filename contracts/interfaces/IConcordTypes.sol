@@ -42,7 +42,8 @@ interface IConcordTypes {
     /// @param slashAmount Slash for a rejected submission and for a commit without reveal
     ///        (capped at the node's stake).
     /// @param submitSeconds Length of the submit phase (> 0).
-    /// @param commitSeconds Length of the commit phase (> 0).
+    /// @param commitSeconds Length of the commit phase (>= MIN_COMMIT_SECONDS): its first quarter
+    ///        takes seed-share reveals, its first half flags, all of it commits.
     /// @param revealSeconds Length of the reveal phase (> 0).
     /// @param maxRounds Number of rounds the task runs; 0 = until the budget runs out.
     /// @param bountyBps Share of a trainer slash paid to the validators that rejected it, in
@@ -120,6 +121,8 @@ interface IConcordTypes {
     /// @param lastSubmitRound Last round the trainer submitted to (valid if hasSubmitted).
     /// @param joinedRound The task's head round when the node (last) joined; a validator must
     ///        commit in every round that opened after it joined, or it loses its slot.
+    /// @param rejoinRound A validator removed for not committing may join again once the head
+    ///        round reaches this (0: never removed).
     struct MemberInfo {
         bool joined;
         Role role;
@@ -127,6 +130,7 @@ interface IConcordTypes {
         bool hasSubmitted;
         uint32 lastSubmitRound;
         uint32 joinedRound;
+        uint32 rejoinRound;
     }
 
     /// @notice One round as seen now (lazy phases resolved against block.timestamp).
@@ -156,5 +160,23 @@ interface IConcordTypes {
         uint96 acceptedWork;
         uint40 finalizedAt;
         bytes32 nextModelDigest;
+    }
+
+    /// @notice The check-seed record of one live round. Bit i of a mask = validator slot i.
+    /// @param sharesCommitted Validators that committed a seed share.
+    /// @param sharesRevealed Validators that revealed it.
+    /// @param flagged Validators that published their flags.
+    /// @param anchorBlock Block in which the submit phase was seen closed (0: not anchored yet).
+    /// @param shareEnd Share reveals end; `fixSeed` fixes the seed from what was revealed after.
+    /// @param flagEnd Flags end.
+    /// @param seed The check seed once fixed, else zero.
+    struct SeedInfo {
+        uint64 sharesCommitted;
+        uint64 sharesRevealed;
+        uint64 flagged;
+        uint64 anchorBlock;
+        uint40 shareEnd;
+        uint40 flagEnd;
+        bytes32 seed;
     }
 }

@@ -6,6 +6,7 @@ import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Concord} from "../Concord.sol";
+import {deployConcord} from "./utils/DeployConcord.sol";
 import {IConcord} from "../interfaces/IConcord.sol";
 import {IConcordErrors} from "../interfaces/IConcordErrors.sol";
 import {IConcordTypes} from "../interfaces/IConcordTypes.sol";
@@ -49,7 +50,7 @@ contract BalancesTest is Test {
 
     function setUp() public {
         token = new ReentrantToken();
-        concord = new Concord(IERC20(address(token)), 0);
+        concord = deployConcord(IERC20(address(token)), 0);
         token.mint(alice, 100e18);
         vm.startPrank(alice);
         token.approve(address(concord), type(uint256).max);

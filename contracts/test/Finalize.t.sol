@@ -72,10 +72,12 @@ contract FinalizeTest is ConcordFixture {
         (bytes32 d, bool fin) = concord.modelDigest(id, 1);
         assertEq(d, M1);
         assertTrue(fin);
-        // budget got: reward dust + unbountied half of the slash
+        // budget got the reward dust; the unbountied half of the slash was burned
         uint256 dust = REWARD - uint256(REWARD) * 10 / 22 - uint256(REWARD) * 12 / 22;
         // round 1 opened right away (asyncLevel 0) and reserved its pool
-        assertEq(concord.taskState(id).budget, budgetBefore + dust + SLASH / 2 - REWARD - FEE);
+        assertEq(concord.taskState(id).budget, budgetBefore + dust - REWARD - FEE);
+        assertEq(concord.burned(), SLASH / 2);
+        assertEq(token.balanceOf(address(0xdEaD)), SLASH / 2);
         assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcordTypes.Phase.Finalized));
         assertEq(uint8(concord.phaseOf(id, 1)), uint8(IConcordTypes.Phase.Submit));
         assertEq(concord.roundInfo(id, 0).nextModelDigest, M1);
@@ -114,7 +116,8 @@ contract FinalizeTest is ConcordFixture {
     }
 
     /// A tie (2 of 4 revealers reject) neither pays nor slashes: one sybil validator out of two
-    /// can neither shield a cheater nor frame an honest trainer; the share returns to the budget.
+    /// can neither shield a cheater nor frame an honest trainer; the share returns to the budget,
+    /// and with no submission decided no fee is paid either.
     function test_TieIsNeitherPaidNorSlashed() public {
         uint256 id = _taskWith(_params(), 1000e18, 1, 4);
         _submitAll(id, 0, 1);
@@ -135,12 +138,13 @@ contract FinalizeTest is ConcordFixture {
         assertEq(concord.nodeInfo(trainers[0]).stake, STAKE, "not slashed");
         assertEq(concord.balanceOf(trainers[0]), 0, "not paid");
         (uint256 held, uint256 budget, uint256 reserved) = concord.taskEscrow(id);
-        assertEq(held, heldBefore - FEE, "only the fee left the task");
+        assertEq(held, heldBefore, "nothing left the task: no fee for an undecided round");
         assertEq(held, budget + reserved);
         _assertConserved();
     }
 
-    /// One sybil of two validators cannot shield a cheater the other rejects: not paid.
+    /// One sybil of two validators cannot shield a cheater the other rejects: not paid, and its
+    /// tied work stays in the denominator (the undisputed trainer gets only its own share).
     function test_TieOfTwoDoesNotShieldACheater() public {
         uint256 id = _taskWith(_params(), 1000e18, 2, 2);
         _submitAll(id, 0, 2);
@@ -155,7 +159,7 @@ contract FinalizeTest is ConcordFixture {
         _reveal(id, 0, validators[1], w[1], M1);
         _finalizeAll(id, 0);
         assertEq(concord.balanceOf(trainers[1]), 0, "cheater unpaid");
-        assertEq(concord.balanceOf(trainers[0]), REWARD, "the undisputed trainer takes the whole reward");
+        assertEq(concord.balanceOf(trainers[0]), uint256(REWARD) * 10 / 21, "only its pro-rata share (10 of 21)");
         assertEq(concord.nodeInfo(trainers[1]).stake, STAKE, "one of two cannot slash");
     }
 
@@ -207,7 +211,9 @@ contract FinalizeTest is ConcordFixture {
         _warpPast(id, 0, IConcordTypes.Phase.Reveal);
         uint256 budget = concord.taskState(id).budget;
         vm.expectEmit(address(concord));
-        emit IConcordEvents.RoundFinalized(id, 0, MODEL0, true, 0, REWARD + FEE + SLASH);
+        emit IConcordEvents.RoundFinalized(id, 0, MODEL0, true, 0, REWARD + FEE);
+        vm.expectEmit(address(concord));
+        emit IConcordEvents.StakeBurned(id, 0, SLASH);
         assertTrue(concord.finalize(id, 0, 1));
         assertEq(uint8(concord.phaseOf(id, 0)), uint8(IConcordTypes.Phase.Void));
         (bytes32 d, bool fin) = concord.modelDigest(id, 1);
@@ -217,8 +223,9 @@ contract FinalizeTest is ConcordFixture {
         assertEq(concord.balanceOf(trainers[1]), 0, "no pay");
         assertEq(concord.balanceOf(validators[0]), 0, "no fee");
         assertEq(concord.nodeInfo(validators[2]).stake, STAKE - SLASH, "withholding a reveal is slashed");
-        // pool + slash back to the budget, then round 1 reserved its pool
-        assertEq(concord.taskState(id).budget, budget + SLASH);
+        // the pool back to the budget, then round 1 reserved its pool; the slash burned
+        assertEq(concord.taskState(id).budget, budget);
+        assertEq(concord.burned(), SLASH);
         _assertConserved();
     }
 

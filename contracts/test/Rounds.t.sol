@@ -110,6 +110,7 @@ contract RoundsTest is ConcordFixture {
 
     function test_SubmitStoresRecordAndEmitsDigests() public {
         bytes32 digest = _digest(trainers[1], 0);
+        _commitShares(id, 0);
         vm.expectEmit(address(concord));
         emit IConcordEvents.Submitted(id, 0, trainers[1], 0, 0, digest, keccak256(abi.encode("proof", trainers[1])), 42);
         _submit(id, 0, 0, trainers[1], 42);
@@ -255,95 +256,7 @@ contract RoundsTest is ConcordFixture {
         concord.commit(id, 0, bytes32(0));
     }
 
-    // --- check seed -------------------------------------------------------------------------
-
-    function _seedFrom(uint256 sourceBlock, uint32 round) internal view returns (bytes32) {
-        return keccak256(abi.encode(blockhash(sourceBlock), id, round));
-    }
-
-    /// The submission that closes the phase early anchors the seed at its own block; the seed
-    /// is the hash of the next block, fixed by the first fixSeed once that hash is readable.
-    function test_SeedComesFromTheBlockAfterTheClosingSubmission() public {
-        vm.roll(100);
-        _submit(id, 0, 0, trainers[0], 1);
-        _submit(id, 0, 0, trainers[1], 1);
-        _submit(id, 0, 0, trainers[2], 1); // closes the submit phase in block 100: the anchor
-        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.SeedNotReady.selector, id, 0, 102));
-        concord.checkSeed(id, 0);
-        assertFalse(concord.fixSeed(id, 0)); // block 100: block 101 does not exist
-        vm.roll(101);
-        assertFalse(concord.fixSeed(id, 0)); // block 101: its own hash is not readable
-        vm.roll(102);
-        vm.setBlockhash(101, keccak256("block 101"));
-        vm.expectEmit(true, true, false, true, address(concord));
-        emit IConcordEvents.CheckSeedFixed(id, 0, _seedFrom(101, 0), 101);
-        assertTrue(concord.fixSeed(id, 0));
-        assertEq(concord.checkSeed(id, 0), _seedFrom(101, 0));
-        assertTrue(concord.checkSeed(id, 0) != bytes32(0));
-    }
-
-    /// A phase that runs to its deadline has no closing block: the first fixSeed after the
-    /// deadline anchors at its own block.
-    function test_DeadlineCloseAnchorsAtTheFirstFixSeed() public {
-        _submit(id, 0, 0, trainers[0], 1);
-        _warpPast(id, 0, IConcordTypes.Phase.Submit);
-        vm.roll(500);
-        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.SeedNotReady.selector, id, 0, 0));
-        concord.checkSeed(id, 0);
-        vm.expectEmit(true, true, false, true, address(concord));
-        emit IConcordEvents.SeedAnchored(id, 0, 500);
-        assertFalse(concord.fixSeed(id, 0));
-        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.SeedNotReady.selector, id, 0, 502));
-        concord.checkSeed(id, 0);
-        vm.roll(502);
-        vm.setBlockhash(501, keccak256("block 501"));
-        assertTrue(concord.fixSeed(id, 0));
-        assertEq(concord.checkSeed(id, 0), _seedFrom(501, 0));
-    }
-
-    /// Past the 256-block blockhash window an unfixed anchor is replaced by the caller's block.
-    function test_AnchorOlderThanTheBlockhashWindowIsReplaced() public {
-        vm.roll(1000);
-        for (uint256 i; i < 3; ++i) {
-            _submit(id, 0, 0, trainers[i], 1);
-        }
-        vm.roll(1000 + 258); // blockhash(1001) is no longer readable
-        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.SeedNotReady.selector, id, 0, 0));
-        concord.checkSeed(id, 0);
-        vm.expectEmit(true, true, false, true, address(concord));
-        emit IConcordEvents.SeedAnchored(id, 0, 1258);
-        assertFalse(concord.fixSeed(id, 0));
-        vm.roll(1260);
-        vm.setBlockhash(1259, keccak256("block 1259"));
-        assertTrue(concord.fixSeed(id, 0));
-        assertEq(concord.checkSeed(id, 0), _seedFrom(1259, 0));
-    }
-
-    /// At the last block of the window the anchor still holds.
-    function test_AnchorAtTheEdgeOfTheWindowStillFixes() public {
-        vm.roll(1000);
-        for (uint256 i; i < 3; ++i) {
-            _submit(id, 0, 0, trainers[i], 1);
-        }
-        vm.roll(1000 + 257);
-        vm.setBlockhash(1001, keccak256("block 1001"));
-        assertTrue(concord.fixSeed(id, 0));
-        assertEq(concord.checkSeed(id, 0), _seedFrom(1001, 0));
-    }
-
-    /// The anchor is stored as a 24-bit residue: exact across the residue's wrap.
-    function test_AnchorResidueWrapsExactly() public {
-        uint256 b = (1 << 24) - 2; // residue 0xFFFFFE; block b + 1 has residue 0
-        vm.roll(b);
-        for (uint256 i; i < 3; ++i) {
-            _submit(id, 0, 0, trainers[i], 1);
-        }
-        vm.roll(b + 2);
-        vm.setBlockhash(b + 1, keccak256("wrap"));
-        vm.expectEmit(true, true, false, true, address(concord));
-        emit IConcordEvents.CheckSeedFixed(id, 0, _seedFrom(b + 1, 0), b + 1);
-        assertTrue(concord.fixSeed(id, 0));
-    }
+    // --- check seed (the share rule itself: SeedShares.t.sol) -------------------------------
 
     /// Once fixed, the seed never changes; later calls answer true and change nothing.
     function test_FixedSeedNeverChanges() public {
@@ -376,15 +289,15 @@ contract RoundsTest is ConcordFixture {
         concord.fixSeed(id, 5);
     }
 
-    /// A validator's verdict must be drawn from the seed everybody sees: no commit before it.
+    /// A validator's verdict must be drawn from the seed everybody sees: no commit before it
+    /// (here the shares are committed, not revealed: the seed waits for them until shareEnd).
     function test_RevertWhen_CommitBeforeTheSeedIsFixed() public {
-        vm.roll(200);
         for (uint256 i; i < 3; ++i) {
             _submit(id, 0, 0, trainers[i], 1);
         }
         bytes32 h = concord.commitHash(id, 0, _words(3), M1, "s", validators[0]);
         vm.prank(validators[0]);
-        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.SeedNotReady.selector, id, 0, 202));
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.SeedNotReady.selector, id, 0, block.timestamp + COMMIT_S / 4));
         concord.commit(id, 0, h);
     }
 

@@ -100,7 +100,7 @@ contract SettlementSoundnessTest is ConcordFixture {
         concord.reclaimBudget(a);
         assertEq(concord.balanceOf(initiator), budgetA);
         assertEq(budgetA, heldA);
-        assertEq(budgetA, 200e18 - REWARD - FEE + SLASH, "leftover + the non-revealer's slash");
+        assertEq(budgetA, 200e18 - REWARD - FEE, "the leftover (the non-revealer's slash was burned)");
         (uint256 heldBAfter,,) = concord.taskEscrow(b);
         assertEq(heldBAfter, heldB, "task b untouched");
         _assertSolvent(a);
@@ -132,7 +132,7 @@ contract SettlementSoundnessTest is ConcordFixture {
         _finalizeAll(id, 0);
         _assertSolvent(id);
         (held,,) = concord.taskEscrow(id);
-        assertEq(held, 1000e18 - REWARD - FEE + SLASH / 2, "reward and fee out, half the slash in");
+        assertEq(held, 1000e18 - REWARD - FEE, "reward and fee out; the slash burned, not kept");
         _assertConserved();
     }
 
@@ -286,7 +286,8 @@ contract SettlementSoundnessTest is ConcordFixture {
     }
 
     /// A validator that stays joined but never commits loses its slot at the first round it
-    /// skipped (no slash): it can no longer hold the commit phase open or void rounds.
+    /// skipped (no slash): it can no longer hold the commit phase open or void rounds, and it
+    /// cannot take its slot back at once.
     function test_ValidatorThatDoesNotCommitLosesItsSlot() public {
         IConcordTypes.TaskParams memory p = _params();
         p.minValidators = 1;
@@ -310,8 +311,8 @@ contract SettlementSoundnessTest is ConcordFixture {
         _commit(id, 2, validators[0], _words(1), M1);
         assertEq(uint8(concord.phaseOf(id, 2)), uint8(IConcordTypes.Phase.Reveal));
         vm.prank(validators[1]);
-        concord.join(id); // it may come back
-        assertTrue(concord.memberInfo(id, validators[1]).joined);
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RejoinCooldown.selector, id, validators[1], 18));
+        concord.join(id); // not at once: test_RemovedValidatorRejoinsAfterTheCooldown
     }
 
     function test_ValidatorJoiningAnOpenRoundIsNotRemovedForIt() public {
@@ -354,5 +355,175 @@ contract SettlementSoundnessTest is ConcordFixture {
         vm.prank(initiator);
         concord.topUp(id, cap - 1000e18); // exactly at the cap is fine
         _assertSolvent(id);
+    }
+
+    // --- issue 21: ties give no one more ------------------------------------------------------
+
+    /// @dev Trainers 0 and 1 honest (work 100 each), trainer 2 the attacker (work 1); the first
+    ///      `bad` of `nV` revealers reject every honest submission.
+    function _tieGrief(uint256 nV, uint256 bad) internal returns (uint256 id) {
+        IConcordTypes.TaskParams memory p = _params();
+        p.minValidators = 2;
+        id = _taskWith(p, 1000e18, 3, nV);
+        _submit(id, 0, 0, trainers[0], 100);
+        _submit(id, 0, 0, trainers[1], 100);
+        _submit(id, 0, 0, trainers[2], 1);
+        uint256[] memory honestWords = _words(3);
+        uint256[] memory badWords = _oneBit(3, 0);
+        badWords[0] |= 2;
+        for (uint256 i; i < nV; ++i) {
+            _commit(id, 0, validators[i], i < bad ? badWords : honestWords, M1);
+        }
+        _warpPast(id, 0, IConcordTypes.Phase.Commit);
+        for (uint256 i; i < nV; ++i) {
+            _reveal(id, 0, validators[i], i < bad ? badWords : honestWords, M1);
+        }
+        _warpPast(id, 0, IConcordTypes.Phase.Reveal);
+        uint256 paid = uint256(REWARD) * 1 / 201;
+        vm.expectEmit(address(concord));
+        emit IConcordEvents.RoundFinalized(id, 0, M1, false, 201, REWARD - paid);
+        _finalizeAll(id, 0);
+    }
+
+    /// The issue's tie grief: half of the revealers reject every honest competitor, which ties
+    /// them; the attacker's 1-work submission used to take the whole reward. Now the tied work
+    /// stays in the denominator: the attacker gets 1/201 of it, the rest returns to the budget.
+    function test_TieGriefGivesTheAttackerOnlyItsProRataShare() public {
+        uint256 id = _tieGrief(2, 1);
+        assertEq(concord.balanceOf(trainers[2]), uint256(REWARD) * 1 / 201, "1 of 2 rejecting");
+        assertEq(concord.balanceOf(trainers[0]), 0, "tied: not paid");
+        (uint256 held, uint256 budget, uint256 reserved) = concord.taskEscrow(id);
+        assertEq(held, budget + reserved);
+        assertEq(held, 1000e18 - uint256(REWARD) * 1 / 201 - FEE, "the tied shares stayed with the task");
+        _assertConserved();
+    }
+
+    function test_TieGriefWithTwoOfFourRejectersGivesOnlyTheProRataShare() public {
+        _tieGrief(4, 2);
+        assertEq(concord.balanceOf(trainers[2]), uint256(REWARD) * 1 / 201);
+        assertEq(concord.balanceOf(trainers[1]), 0);
+        _assertConserved();
+    }
+
+    /// A round whose every submission tied decided nothing: no validator fee.
+    function test_NoValidatorFeeWhenEverySubmissionTied() public {
+        uint256 id = _taskWith(_params(), 1000e18, 1, 2);
+        _submit(id, 0, 0, trainers[0], 10);
+        _commit(id, 0, validators[0], _oneBit(1, 0), M1);
+        _commit(id, 0, validators[1], _words(1), M1);
+        _warpPast(id, 0, IConcordTypes.Phase.Commit);
+        _reveal(id, 0, validators[0], _oneBit(1, 0), M1);
+        _reveal(id, 0, validators[1], _words(1), M1);
+        _warpPast(id, 0, IConcordTypes.Phase.Reveal);
+        _finalizeAll(id, 0);
+        assertEq(concord.balanceOf(validators[0]), 0);
+        assertEq(concord.balanceOf(validators[1]), 0);
+        (uint256 held,,) = concord.taskEscrow(id);
+        assertEq(held, 1000e18, "the whole pool returned");
+    }
+
+    // --- issue 21: removed means out for a while --------------------------------------------
+
+    /// @dev A task whose 64 slots are held by sybils that never commit; rounds 0 and 1 run to
+    ///      their deadlines (one raw submission each, no share).
+    function _squatted() internal returns (uint256 id) {
+        IConcordTypes.TaskParams memory p = _params();
+        p.minValidators = 1;
+        id = _taskWith(p, 1000e18, 1, 64);
+        for (uint32 r; r < 2; ++r) {
+            vm.prank(trainers[0]);
+            concord.submit(id, r, r, _digest(trainers[0], r), bytes32(uint256(1)), 10);
+            vm.warp(concord.roundInfo(id, r).revealEnd);
+            if (r == 0) _finalizeAll(id, 0);
+        }
+    }
+
+    /// The squat the issue describes: 64 minimum-stake sybils are removed at a finalize and
+    /// rejoin in the same transaction, so an honest validator never finds a slot. Now every
+    /// rejoin reverts for REJOIN_COOLDOWN_ROUNDS rounds and the honest validator takes slot 0.
+    function test_RevertWhen_RemovedSybilsRejoinAtOnce() public {
+        uint256 id = _squatted();
+        address honest = _newNode("honest", IConcordTypes.Role.Validator, STAKE);
+        vm.prank(honest);
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.TooManyValidators.selector, id, 64));
+        concord.join(id);
+        _finalizeAll(id, 1); // removes all 64
+        assertEq(concord.taskState(id).validators, 0);
+        for (uint256 i; i < 64; ++i) {
+            vm.prank(validators[i]);
+            vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RejoinCooldown.selector, id, validators[i], 18));
+            concord.join(id);
+        }
+        vm.prank(honest);
+        concord.join(id);
+        assertEq(concord.memberInfo(id, honest).validatorIndex, 0);
+        assertEq(concord.memberInfo(id, validators[0]).rejoinRound, 18);
+    }
+
+    /// After the cooldown a removed validator may come back.
+    function test_RemovedValidatorRejoinsAfterTheCooldown() public {
+        IConcordTypes.TaskParams memory p = _params();
+        p.minValidators = 1;
+        uint256 id = _taskWith(p, 10_000e18, 1, 2);
+        _playRound(id, 0, 0, 1, _words(1), M1);
+        _submit(id, 1, 1, trainers[0], 10);
+        _commit(id, 1, validators[0], _words(1), M1);
+        _warpPast(id, 1, IConcordTypes.Phase.Commit);
+        _reveal(id, 1, validators[0], _words(1), M1);
+        _warpPast(id, 1, IConcordTypes.Phase.Reveal);
+        _finalizeAll(id, 1); // validator 1 removed in round 1: out until head 18
+        for (uint32 r = 2; r < 18; ++r) {
+            vm.prank(validators[1]);
+            vm.expectRevert(abi.encodeWithSelector(IConcordErrors.RejoinCooldown.selector, id, validators[1], 18));
+            concord.join(id);
+            _playRound(id, r, r, 1, _words(1), M1);
+        }
+        assertEq(concord.taskState(id).headRound, 18);
+        vm.prank(validators[1]);
+        concord.join(id);
+        assertTrue(concord.memberInfo(id, validators[1]).joined);
+    }
+
+    // --- issue 21: slashed stake is burned ----------------------------------------------------
+
+    /// Paying slashes to anyone the initiator or a validator majority can be makes framing
+    /// profitable: a trainer's slash, less the rejecters' bounty, leaves the protocol.
+    function test_SlashedStakeIsBurnedNotReturnedToTheBudget() public {
+        uint256 id = _taskWith(_params(), 1000e18, 1, 2);
+        _playRound(id, 0, 0, 1, _oneBit(1, 0), M1);
+        assertEq(concord.nodeInfo(trainers[0]).stake, STAKE - SLASH);
+        assertEq(concord.balanceOf(validators[0]), SLASH / 4 + FEE / 2, "half the bounty and half the fee");
+        assertEq(concord.burned(), SLASH / 2);
+        assertEq(token.balanceOf(address(0xdEaD)), SLASH / 2);
+        (uint256 held, uint256 budget, uint256 reserved) = concord.taskEscrow(id);
+        assertEq(held, budget + reserved);
+        assertEq(held, 1000e18 - FEE, "the slash did not join the budget");
+        _assertConserved();
+    }
+
+    // --- issue 21: top-up and commit-phase bounds -------------------------------------------
+
+    function test_RevertWhen_TopUpOfAFinishedTask() public {
+        IConcordTypes.TaskParams memory p = _params();
+        p.maxRounds = 2;
+        uint256 id = _taskWith(p, 1000e18, 1, 2);
+        vm.prank(stranger);
+        concord.topUp(id, 1e18); // round 1 can still open
+        _playRound(id, 0, 0, 1, _words(1), M1); // round 1, the last, opens
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.NoFurtherRounds.selector, id));
+        concord.topUp(id, 1e18);
+    }
+
+    /// The commit phase holds share reveals, flags and commits: shorter than about two block
+    /// times lets nobody commit, so every validator would be removed though each tried.
+    function test_RevertWhen_CommitPhaseTooShort() public {
+        IConcordTypes.TaskParams memory p = _params();
+        p.commitSeconds = 11;
+        vm.prank(initiator);
+        vm.expectRevert(abi.encodeWithSelector(IConcordErrors.CommitPhaseTooShort.selector, 11, 12));
+        concord.createTask(p, 1000e18);
+        p.commitSeconds = 12;
+        _createTask(p, 1000e18);
     }
 }

@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {Test, console} from "forge-std/Test.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Concord} from "../../Concord.sol";
+import {deployConcord} from "../utils/DeployConcord.sol";
 import {DevToken} from "../../DevToken.sol";
 import {ConcordHandler} from "./ConcordHandler.sol";
 
@@ -23,7 +24,7 @@ contract ConcordInvariantTest is Test {
     function setUp() public {
         vm.warp(1_700_000_000);
         token = new DevToken();
-        concord = new Concord(IERC20(address(token)), 120);
+        concord = deployConcord(IERC20(address(token)), 120);
         // The handler mints to its actors, so it owns the token from its constructor on.
         token.transferOwnership(vm.computeCreateAddress(address(this), vm.getNonce(address(this))));
         handler = new ConcordHandler(concord, token);

@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {Test} from "forge-std/Test.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Concord} from "../../Concord.sol";
+import {deployConcord} from "./DeployConcord.sol";
 import {DevToken} from "../../DevToken.sol";
 import {IConcordTypes} from "../../interfaces/IConcordTypes.sol";
 
@@ -34,7 +35,7 @@ abstract contract ConcordFixture is Test {
     function setUp() public virtual {
         vm.warp(1_700_000_000);
         token = new DevToken();
-        concord = new Concord(IERC20(address(token)), UNBOND_DELAY);
+        concord = deployConcord(IERC20(address(token)), UNBOND_DELAY);
         _fund(initiator);
         _fund(stranger);
     }
@@ -117,7 +118,10 @@ abstract contract ConcordFixture is Test {
         return keccak256(abi.encode("bundle", trainer, round));
     }
 
+    /// @dev Every joined validator of `validators` first commits its seed share (as nodes do
+    ///      early in the submit phase), so the last trainer's submission closes the phase early.
     function _submit(uint256 id, uint32 round, uint32 base, address trainer, uint64 work) internal {
+        _commitShares(id, round);
         vm.prank(trainer);
         concord.submit(id, round, base, _digest(trainer, round), keccak256(abi.encode("proof", trainer)), work);
     }
@@ -126,13 +130,62 @@ abstract contract ConcordFixture is Test {
         return keccak256(abi.encode("salt", v, round));
     }
 
-    /// @dev Fix the round's check seed as a validator node does: call fixSeed, one block
-    ///      apart, until it is fixed (at most: anchor, wait a block, fix).
-    function _fixSeed(uint256 id, uint32 round) internal {
-        for (uint256 i; !concord.fixSeed(id, round); ++i) {
-            require(i < 3, "seed not fixed within 3 blocks");
-            vm.roll(block.number + 1);
+    // --- seed shares -----------------------------------------------------------------------
+
+    /// @dev The secret seed share validator `v` uses in `round`.
+    function _share(address v, uint256 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("share", v, round));
+    }
+
+    /// @dev IConcord.commitSeedShare's hash.
+    function _shareHash(bytes32 share, address v, uint256 id, uint256 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode(share, v, id, round));
+    }
+
+    function _commitShare(uint256 id, uint32 round, address v) internal {
+        vm.prank(v);
+        concord.commitSeedShare(id, round, _shareHash(_share(v, round), v, id, round));
+    }
+
+    /// @dev Every joined validator of `validators` with the task's stake that has not committed
+    ///      a share to `round` does, while `round` is the head round in its submit phase.
+    function _commitShares(uint256 id, uint32 round) internal {
+        if (concord.currentRound(id) != round || concord.phaseOf(id, round) != IConcordTypes.Phase.Submit) return;
+        uint64 done = concord.seedInfo(id, round).sharesCommitted;
+        uint256 minStake = concord.taskParams(id).minValidatorStake;
+        for (uint256 i; i < validators.length; ++i) {
+            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, validators[i]);
+            if (!m.joined || done & (uint64(1) << m.validatorIndex) != 0) continue;
+            if (concord.nodeInfo(validators[i]).stake < minStake) continue;
+            _commitShare(id, round, validators[i]);
+            if (concord.phaseOf(id, round) != IConcordTypes.Phase.Submit) return; // that share closed it
         }
+    }
+
+    /// @dev Every validator of `validators` with a pending share reveals it, while the round
+    ///      takes reveals (commit phase, before shareEnd), as honest nodes do at once.
+    function _revealShares(uint256 id, uint32 round) internal {
+        if (concord.phaseOf(id, round) != IConcordTypes.Phase.Commit) return;
+        IConcordTypes.SeedInfo memory info = concord.seedInfo(id, round);
+        if (block.timestamp >= info.shareEnd) return;
+        uint64 pending = info.sharesCommitted & ~info.sharesRevealed;
+        for (uint256 i; i < validators.length && pending != 0; ++i) {
+            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, validators[i]);
+            uint64 bit = uint64(1) << m.validatorIndex;
+            if (!m.joined || pending & bit == 0 || concord.validatorAt(id, m.validatorIndex) != validators[i]) continue;
+            vm.prank(validators[i]);
+            concord.revealSeedShare(id, round, _share(validators[i], round));
+            pending &= ~bit;
+        }
+    }
+
+    /// @dev Fix the round's check seed as validator nodes do: reveal the shares, then fixSeed
+    ///      (a share withheld by someone outside `validators`: wait for shareEnd first).
+    function _fixSeed(uint256 id, uint32 round) internal {
+        _revealShares(id, round);
+        if (concord.fixSeed(id, round)) return;
+        vm.warp(concord.seedInfo(id, round).shareEnd);
+        require(concord.fixSeed(id, round), "seed not fixed at shareEnd");
     }
 
     /// @dev Fix the seed first when the round needs one (commit phase, with submissions).
@@ -174,12 +227,15 @@ abstract contract ConcordFixture is Test {
         while (!concord.finalize(id, round, 1000)) {}
     }
 
-    /// @dev Move past the current phase of `round` to its end.
+    /// @dev Move past the current phase of `round` to its end. Pending seed shares are revealed
+    ///      on the way (honest validators reveal as soon as the submit phase closed).
     function _warpPast(uint256 id, uint32 round, IConcordTypes.Phase phase) internal {
+        if (phase != IConcordTypes.Phase.Submit) _revealShares(id, round);
         IConcordTypes.RoundInfo memory r = concord.roundInfo(id, round);
         uint256 end =
             phase == IConcordTypes.Phase.Submit ? r.submitEnd : phase == IConcordTypes.Phase.Commit ? r.commitEnd : r.revealEnd;
         if (block.timestamp < end) vm.warp(end);
+        if (phase == IConcordTypes.Phase.Submit) _revealShares(id, round);
     }
 
     /// @dev Play a full round: every listed trainer submits on `base`, every validator
