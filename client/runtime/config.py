@@ -95,7 +95,7 @@ def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
         "--state-dir",
         type=Path,
         default=None,
-        help=f"node state (cursor, caches); default {paths.nodes_dir()}/ROLE-ADDR",
+        help=f"node state (cursor, caches); default {paths.nodes_dir()}/DEPLOYMENT/ROLE-ADDR",
     )
     p.add_argument(
         "--keystore",
