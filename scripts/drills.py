@@ -1013,6 +1013,92 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
     return _run("slow provider", client, body)
 
 
+def drill_slow_state_providers(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
+    """Issue 21: three trainers submit; two of them serve their inner states through a DripProxy a few bytes
+    at a time (providers that answer each read just in time and never finish). The validator (sampled mode)
+    fetches every submission's states concurrently once the check seed is fixed, so the two slow ones cost
+    one fetch deadline together, not one each: it commits with a verdict on every submission well before the
+    commit deadline (the two slow ones rejected at `fetch`, the honest one accepted), the round settles not
+    void, the slow trainers are slashed and the honest one paid."""
+    from client.content.submission import put_submission, submission_deadline_s
+    from validator import node as vnode
+
+    def body(facts: dict) -> tuple[int, list[str]]:
+        nodes = Nodes()
+        proxy = DripProxy(f"http://127.0.0.1:{_api_port(ipfs_api)}")
+        try:
+            task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1)
+            slow = [enrol(client, a, Role.TRAINER, STAKE, task_id) for a in (VICTIM, PEER)]
+            honest = enrol(client, HONEST_2, Role.TRAINER, STAKE, task_id)
+            validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
+            facts["honest"] = [honest, validator]
+            slow_cids: set[str] = set()
+
+            def slow_upload(store: Store, bundle) -> str:
+                digest, manifest = put_submission(store, bundle)
+                slow_cids.update(ref.cid for ref in manifest.states)
+                return digest
+
+            submits = [submit_with(client, ipfs_api, tmp, task_id, a, 0, slow_upload)[1] for a in (VICTIM, PEER)]
+            submits.append(submit_honest(client, ipfs_api, tmp, task_id, HONEST_2, 0)[1])
+            proxy.slow |= slow_cids
+            vnode_cfg = node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
+            warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
+            deadline = submission_deadline_s(
+                load_task_context(connect_node(vnode_cfg), task_id).spec.limits, vnode_cfg.ipfs_timeout
+            )
+            facts["deadline_s"] = round(deadline, 2)
+            v = validator_thread(nodes, client, proxy.api, tmp, task_id, VAL_A, "validator")
+            wait_for(
+                "the validator's seed share",
+                lambda: client.concord.seed_info(task_id, 0).shares_committed != 0,
+                timeout=60,
+                alive=any_failed(v),
+            )
+            for submit in submits:
+                submit()
+            started = time.monotonic()
+            wait_for(
+                "the validator's commit",
+                lambda: client.concord.round_info(task_id, 0).commits >= 1,
+                timeout=4 * deadline + 60,
+                alive=any_failed(v),
+            )
+            facts["commit_s"] = round(time.monotonic() - started, 2)
+            wait_settled(client, task_id, 120, any_failed(v))
+            v.join()
+            subs = {e.trainer: e.index for e in events(client, task_id, "Submitted")}
+            facts["dripped"] = sum(proxy.dripped.values())
+            verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp / "validator", task_id))}
+            expect(len(verdicts) == 3, f"verdicts on {sorted(verdicts)}, want all three")
+            for trainer in slow:
+                bad = verdicts[subs[trainer]]
+                expect(not bad.accepted and bad.failed_check == "fetch", f"slow state provider's verdict {bad}")
+            expect(verdicts[subs[honest]].accepted, "the honest submission was not accepted")
+            expect(facts["dripped"] > 0, "the proxy never dripped a block")
+            expect(
+                facts["commit_s"] <= 2 * deadline + 15,
+                f"committed {facts['commit_s']}s after the submissions; two slow providers (deadline "
+                f"{deadline:.1f}s each) must cost about one deadline together",
+            )
+            (fin,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 0]
+            expect(not fin.is_void, "round 0 went void")
+            rejected = sorted(e.trainer for e in events(client, task_id, "SubmissionRejected"))
+            expect(rejected == sorted(slow), f"rejected {rejected}, want the two slow state providers")
+            paid = [e.trainer for e in events(client, task_id, "SubmissionRewarded")]
+            expect(paid == [honest], f"paid {paid}, want the honest trainer")
+            facts["summary"] = (
+                f"two slow state providers rejected, committed {facts['commit_s']}s after the submissions "
+                f"(fetch deadline {facts['deadline_s']}s each); honest paid, round not void"
+            )
+            return task_id, [honest, validator]
+        finally:
+            nodes.close()
+            proxy.close()
+
+    return _run("slow state providers", client, body)
+
+
 def _api_port(ipfs_api: str) -> int:
     """The TCP port of a /ip4/127.0.0.1/tcp/P/http multiaddr."""
     parts = ipfs_api.split("/")

@@ -164,6 +164,17 @@ def test_slow_provider_is_rejected_within_its_deadline_and_the_round_settles(cha
     assert all(t is not None and t < facts["slow_verdict_s"] for t in facts["honest_verdict_s"]), facts
 
 
+@pytest.mark.slow
+def test_two_slow_state_providers_cost_one_deadline_together_and_do_not_void_the_round(
+    chain_env, ipfs, tmp_path: Path
+) -> None:
+    """Issue 21: inner states are fetched concurrently from the seed on, every commit-phase wait is bounded."""
+    result = drills.drill_slow_state_providers(chain_env.client, ipfs.api, tmp_path)
+    assert_drill(result)
+    facts = result.facts
+    assert facts["dripped"] > 0 and facts["commit_s"] <= 2 * facts["deadline_s"] + 15, facts
+
+
 def test_content_that_fails_our_own_daemon_twice_while_it_answers_is_missing(own_ipfs, tmp_path: Path) -> None:
     """validator.node.settle_fetches with a real daemon behind the probe (the Validator's chain side is a
     stand-in: only the store, address, state dir and task id are read). An own-store failure on a

@@ -3,10 +3,19 @@
 Every tick reads chain state and does whatever protocol step is due, so a restarted node
 picks up exactly where the chain and its state dir say it is:
 
-    round r in Submit   -> verify_round: each new Submitted event's bundle starts fetching in a thread
-                           of its own (start_fetches) and is judged as its fetch ends (judge) (pipelined)
-    round r in Commit   -> verify the rest, compute_next_model from model r, plan_commit
-                           (salt + reveal written to disk first), commit
+    round r in Submit   -> commit a secret seed share (validator.shares; the submit phase closes early only
+                           once every joined validator's share is in); verify_round: each new Submitted
+                           event's bundle starts fetching in a thread of its own (start_fetches) and is
+                           judged as its fetch ends (judge) (pipelined; in sampled mode once the seed is fixed)
+    round r in Commit   -> reveal the share; once the check seed is fixed, fetch every submission's sampled
+                           inner states at once (start_state_fetches) and judge on this validator's own sample
+                           (hooks.sample); sampled mode: flag what failed (IConcord.flag: at most MAX_FLAGS
+                           items, possibly none), wait until every joined validator flagged or committed (or
+                           the flag window's end), re-check exactly the others' flags this sample did not
+                           cover (recheck_flags: a fault found again is a reject); compute_next_model from
+                           model r, plan_commit (salt + reveal written to disk first), commit. Every wait for
+                           content is bounded (set_commit_bound): what is not there in time is a reject, so
+                           the commit always lands with a verdict on every submission
     round r in Reveal   -> reveal what the plan on disk committed to
     round in Finalize   -> finalize_due (any validator may; "already finalized" is fine)
 
@@ -15,6 +24,7 @@ State dir (one per validator key; client.runtime adds its event cursor), files w
     <state>/task-<id>/verdicts/r<round>-i<index>.json   one per submission (canonical JSON)
     <state>/task-<id>/evidence/<digest>.json             rejection evidence, also in IPFS
     <state>/task-<id>/plans/r<round>.json                salt, bitmap, next model, commitment
+    <state>/task-<id>/shares/r<round>.hex                the round's secret seed share (before its commitment)
     <state>/models/  <state>/ipfs-cache/                 content caches (by digest)
 
 Next model (DESIGN 6.7): `validator.aggregate.outer_step` over the accepted deltas keyed by
@@ -72,6 +82,7 @@ from client.chain import (
     Concord,
     ConcordEvent,
     ContractError,
+    Flagged,
     Phase,
     Role,
     Signer,
@@ -86,6 +97,7 @@ from client.content.submission import (
     SubmissionError,
     fetch_states,
     fetch_submission,
+    inner_state_layout,
     submission_deadline_s,
 )
 from client.content.task_spec import TaskSpecError
@@ -104,7 +116,14 @@ from client.runtime.config import (
     parse_layered,
 )
 from client.runtime.connect import Node, connect_node
-from client.runtime.display import Display, fields, setup_logging, shutdown_event
+from client.runtime.display import (
+    Display,
+    StepAbandoned,
+    disarm_stop_timer,
+    fields,
+    setup_logging,
+    shutdown_event,
+)
 from client.runtime.errors import explain
 from client.runtime.events import EventFollower
 from client.runtime.lm_work import fetch_adapters
@@ -114,8 +133,11 @@ from client.runtime.task import TaskContext, UnknownTask, load_task_context, mod
 from client.units import AmountError, TokenAmount
 from validator.aggregate import outer_step
 from validator.checks import Verdict, verify_bundle
+from validator.files import write_atomic
+from validator.flags import MAX_FLAGS, STEP, FlagItem, flagged_sample, flags_from_verdict, round_flags
 from validator.lm_checks import verify_submission as verify_lm
-from validator.sampling import draw_sample
+from validator.sampling import CheckSample, draw_sample
+from validator.shares import commit_share, reveal_share, slot_bit
 
 log = logging.getLogger("concord.validator")
 
@@ -127,6 +149,8 @@ OWN_STORE_DOWN = (StoreUnavailable, DaemonError)  # our own IPFS node failing: n
 MAX_FETCH_THREADS = 16  # submissions fetched at once (each is I/O bound; its deadline bounds it)
 PUBLISH_TIMEOUT_S = 5.0  # one evidence put may take this long per tick (then it waits for the next)
 OWN_FAILURE_STRIKES = 2  # own-daemon failures on one submission's content (daemon healthy after) -> missing
+
+States = dict[int, dict[str, torch.Tensor]]  # inner step k -> state tensors (client.content.submission.fetch_states)
 
 
 class ValidatorError(RuntimeError):
@@ -180,24 +204,27 @@ class SubmissionVerdict:
     accepted: bool
     failed_check: str  # "" when accepted
     evidence_digest: Digest | None  # None when accepted; sha256 of the evidence document (its CID derives)
+    flags: tuple[int, ...] = ()  # flag items (validator.flags.FlagItem words) of what failed in this one's sample
 
     def to_json(self) -> dict[str, Any]:
-        """Digests in their one text form ("0x" + 64 hex); no evidence is ""."""
+        """Digests in their one text form ("0x" + 64 hex); no evidence is ""; flag words as strings (uint256)."""
         return {
             **self.__dict__,
             "bundle_digest": str(self.bundle_digest),
             "evidence_digest": "" if self.evidence_digest is None else str(self.evidence_digest),
+            "flags": [str(w) for w in self.flags],
         }
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> SubmissionVerdict:
-        """Reads files written with or without the 0x prefix."""
+        """Reads files written with or without the 0x prefix (and those written before flags existed)."""
         evidence = obj["evidence_digest"]
         return SubmissionVerdict(
             **{
                 **obj,
                 "bundle_digest": Digest.parse(obj["bundle_digest"], "verdict.bundle_digest"),
                 "evidence_digest": Digest.parse(evidence, "verdict.evidence_digest") if evidence else None,
+                "flags": tuple(int(w) for w in obj.get("flags", ())),
             }
         )
 
@@ -255,6 +282,23 @@ class ValidatorHooks:
         """Submit phase (steps 1-6): an honest validator fetches and judges each submission as it is seen."""
         verify_round(v, round_)
 
+    def sample(self, v: Validator, sub: Submitted) -> CheckSample:
+        """Sampled mode: what this validator checks expensively in ``sub``; an honest one draws its own
+        sample from the round's seed (`own_sample`)."""
+        return own_sample(v, sub)
+
+    def share(self, v: Validator, round_: int) -> None:
+        """Submit phase: an honest validator commits a secret seed share (validator.shares)."""
+        commit_share(v.concord, v.signer, v.task_dir, v.task_id, round_)
+
+    def reveal_share(self, v: Validator, round_: int) -> None:
+        """Commit phase, first: an honest validator reveals the share it committed."""
+        reveal_share(v.concord, v.signer, v.task_dir, v.task_id, round_)
+
+    def flags(self, v: Validator, round_: int, found: Sequence[FlagItem]) -> Sequence[FlagItem]:
+        """Commit phase, after its own sample: an honest validator flags exactly what failed in it."""
+        return found
+
     def votes(
         self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]
     ) -> tuple[Sequence[SubmissionVerdict], Sequence[SubmissionVerdict]]:
@@ -299,6 +343,11 @@ class Validator:
     fetching: dict[tuple[int, int], Future[Fetched]] = field(default_factory=dict)  # (round, index) -> its fetch
     seeds: dict[int, bytes] = field(default_factory=dict)  # round -> its fixed check seed
     seed_watch: dict[int, SeedWatch] = field(default_factory=dict)  # round -> blocks seen while waiting
+    states: dict[tuple[int, int], Future[States]] = field(default_factory=dict)  # (round, index) -> its states' fetch
+    flagged: dict[int, dict[str, tuple[int, ...]]] = field(default_factory=dict)  # round -> validator -> flag words
+    rechecked: set[tuple[int, int, int]] = field(default_factory=set)  # (round, index, word) re-checked and passed
+    commit_by: dict[int, float] = field(default_factory=dict)  # round -> monotonic time its content waits end
+    bundles: dict[tuple[int, int], Bundle] = field(default_factory=dict)  # sampled, accepted: until the commit
 
     @property
     def client(self) -> ChainClient:
@@ -334,22 +383,6 @@ class Validator:
 
 def task_dir(state_dir: Path, task_id: int) -> Path:
     return Path(state_dir) / f"task-{task_id}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, rename: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def plan_path(folder: Path, round_: int) -> Path:
@@ -430,15 +463,17 @@ def model_digest(v: Validator, model: int) -> Digest | None:
 
 
 def record_submissions(v: Validator, events: Sequence[ConcordEvent]) -> None:
-    """Keep this task's Submitted events by (round, index)."""
+    """Keep this task's Submitted events by (round, index) and its Flagged events by (round, validator)."""
     for e in events:
         if isinstance(e, Submitted) and e.task_id == v.task_id:
             v.submissions.setdefault(e.round, {})[e.index] = e
+        elif isinstance(e, Flagged) and e.task_id == v.task_id:
+            v.flagged.setdefault(e.round, {})[e.validator.lower()] = tuple(e.items)
 
 
 def backfill_submissions(v: Validator) -> None:
-    """Submitted events since the deployment (a restart must see the open rounds' earlier submissions)."""
-    record_submissions(v, v.concord.events(v.client.deployment.block_number, "latest", ["Submitted"]))
+    """Submitted and Flagged events since the deployment (a restart must see the open rounds' earlier ones)."""
+    record_submissions(v, v.concord.events(v.client.deployment.block_number, "latest", ["Submitted", "Flagged"]))
 
 
 class ClaimMismatch(ValueError):
@@ -569,7 +604,10 @@ def fetch_one(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]]) 
             if isinstance(v.task.spec, LMTaskSpec):
                 bundle = fetch_lm_submission(v.store, sub.bundle_digest, v.task.spec, shapes, deadline)
             else:
-                bundle = fetch_submission(v.store, sub.bundle_digest, v.task.spec.limits, shapes, deadline)
+                layout = inner_state_layout(shapes, v.task.task.grpo)  # every listed state's size checked
+                bundle = fetch_submission(
+                    v.store, sub.bundle_digest, v.task.spec.limits, shapes, deadline, state_layout=layout
+                )
         check_claims(sub, bundle)
     except (SubmissionError, ClaimMismatch) as e:
         error = e
@@ -628,6 +666,78 @@ def stop_fetches(v: Validator) -> None:
     v.fetching.clear()
 
 
+def own_sample(v: Validator, sub: Submitted) -> CheckSample:
+    """What this validator checks expensively in ``sub`` (validator.sampling, from the round's seed)."""
+    grpo, vcfg = v.task.task.grpo, v.task.spec.validation
+    digest = Digest.parse(sub.bundle_digest, "bundleDigest")
+    return draw_sample(v.seeds[sub.round], v.me, digest, grpo.inner_steps, grpo.rollouts_per_step, vcfg)
+
+
+def start_state_fetches(v: Validator, round_: int) -> None:
+    """Sampled mode, once the round's seed is fixed: start fetching the inner states every seen submission's
+    sample needs, each in a thread of its own under its own deadline, all at once (a slow provider costs one
+    deadline, however many there are). LM submissions carry their states in the bundle."""
+    if v.task.spec.validation.mode != "sampled" or v.task.lm is not None or round_ not in v.seeds:
+        return
+    seen = v.submissions.get(round_, {})
+    new = [seen[i] for i in sorted(seen) if (round_, i) not in v.verdicts and (round_, i) not in v.states]
+    if not new:
+        return
+    shapes = base_shapes(v, {s.base_round for s in new})
+    for sub in new:
+        future: Future[States] = Future()
+        v.states[(sub.round, sub.index)] = future
+        wanted = v.hooks.sample(v, sub).states_needed()
+        threading.Thread(
+            target=_run_state_fetch,
+            args=(v, sub, wanted, shapes[sub.base_round], future),
+            daemon=True,
+            name=f"states-r{sub.round}-i{sub.index}",
+        ).start()
+
+
+def _run_state_fetch(
+    v: Validator, sub: Submitted, wanted: Sequence[int], shapes: dict[str, tuple[int, ...]], future: Future[States]
+) -> None:
+    with v.fetch_slots:
+        if not future.set_running_or_notify_cancel():
+            return
+        deadline = time.monotonic() + submission_deadline_s(v.task.spec.limits, v.store.timeout)
+        try:
+            with timing.span("ipfs"):
+                layout = inner_state_layout(shapes, v.task.task.grpo)
+                got = fetch_states(v.store, sub.bundle_digest, wanted, v.task.spec.limits, shapes, deadline, layout)
+            future.set_result(got)
+        except BaseException as e:  # handed to the judge (SubmissionError: the trainer's fault)
+            future.set_exception(e)
+
+
+def sample_states(v: Validator, sub: Submitted) -> States:
+    """The inner states ``sub``'s sample needs: from its fetch started with the seed (waiting at most that
+    fetch's deadline), or fetched now. A fetch that failed on our own daemon is dropped, so the next tick
+    starts it afresh; SubmissionError (the trainer's fault) is raised to the judge."""
+    key = (sub.round, sub.index)
+    future = v.states.get(key)
+    if future is None:
+        start_state_fetches(v, sub.round)
+        future = v.states[key]
+    until = v.commit_by.get(sub.round)
+    try:
+        return future.result(timeout=None if until is None else max(0.0, until - time.monotonic()))
+    except TimeoutError:
+        v.states.pop(key, None)
+        cid = cid_for_digest(sub.bundle_digest)
+        raise SubmissionError("states", cid, "not fetched before this validator's commit bound") from None
+    except SubmissionError:
+        raise
+    except BaseException:
+        del v.states[key]
+        raise
+    finally:
+        if future.done() and future.exception() is None:
+            v.states.pop(key, None)
+
+
 def own_store_answers(v: Validator) -> bool:
     """Whether this validator's IPFS node answers for other content right now (a block it puts and reads)."""
     try:  # one quick try (no retries): a daemon that is down must not hold the tick up
@@ -643,9 +753,9 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     returns, a rejection's evidence with it (published by `publish_pending`, best effort)."""
     sub = got.sub
     key = (sub.round, sub.index)
-    digest = Digest.parse(sub.bundle_digest, "bundleDigest")
     started = time.perf_counter()
     doc: dict[str, Any] | None = None
+    flags: tuple[int, ...] = ()
     if isinstance(got.error, SubmissionError):  # unavailable, oversize, malformed: the trainer's fault
         bad = got.error
         doc = evidence_document(v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason})
@@ -668,12 +778,10 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
         sample, states = None, None
         vcfg = v.task.spec.validation
         if vcfg.mode == "sampled":  # this validator's sample, from the round's seed (commit_round fixed it)
-            grpo = v.task.task.grpo
-            sample = draw_sample(v.seeds[sub.round], v.me, digest, grpo.inner_steps, grpo.rollouts_per_step, vcfg)
-            shapes = {n: tuple(t.shape) for n, t in policy_state(base_policy).items()}
+            sample = v.hooks.sample(v, sub)
             try:
                 with timing.span("ipfs"):
-                    states = fetch_states(v.store, digest, sample.states_needed(), v.task.spec.limits, shapes)
+                    states = sample_states(v, sub)
             except SubmissionError as bad:  # missing, forged or malformed state: the trainer's fault
                 doc = evidence_document(
                     v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason}
@@ -683,7 +791,10 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
                 verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, vcfg, sample, states)
             if verdict.accepted:
                 v.deltas[key] = bundle.delta
+                if sample is not None:  # kept until the commit: a flag on it is re-checked without a refetch
+                    v.bundles[key] = bundle
             else:
+                flags = tuple(item.to_word() for item in flags_from_verdict(sub.index, verdict))
                 doc = evidence_document(
                     v,
                     sub,
@@ -693,6 +804,15 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
                     _check_list(verdict),
                 )
     seconds = round(got.seconds + time.perf_counter() - started, 3)
+    return record_verdict(v, sub, doc, seconds, flags)
+
+
+def record_verdict(
+    v: Validator, sub: Submitted, doc: dict[str, Any] | None, seconds: float, flags: tuple[int, ...] = ()
+) -> SubmissionVerdict:
+    """Accept (``doc`` None) or reject with evidence ``doc``: logged, on disk, in memory."""
+    digest = Digest.parse(sub.bundle_digest, "bundleDigest")
+    key = (sub.round, sub.index)
     where = {"round": sub.round, "index": sub.index, "trainer": sub.trainer, "bundle": digest, "seconds": seconds}
     if doc is None:
         result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, True, "", None)
@@ -706,7 +826,10 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
         )
     else:
         ev = store_evidence(v, doc)
-        result = SubmissionVerdict(sub.round, sub.index, sub.trainer.lower(), digest, False, doc["failed_check"], ev)
+        result = SubmissionVerdict(
+            sub.round, sub.index, sub.trainer.lower(), digest, False, doc["failed_check"], ev, flags
+        )
+        v.deltas.pop(key, None)
         log.warning(
             "rejected round %d #%d from %s: %s failed; evidence %s (cid %s)",
             sub.round,
@@ -822,10 +945,11 @@ def verify_round(
     if v.task.spec.validation.mode == "sampled" and round_ not in v.seeds:
         settle_unsampled(v, round_)
         return None  # sampled checks are drawn from the round's seed: judge bundles once it is fixed
+    start_state_fetches(v, round_)
     if expected is not None and sorted(seen) != list(range(expected)):
         wait = False  # an event still to come: pick it up next tick, then wait
     futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
-    ready = as_completed(futures) if wait else [f for f in futures if f.done()]
+    ready = _finished(futures, v.commit_by.get(round_)) if wait else [f for f in futures if f.done()]
     down: StoreError | None = None
     for future in ready:  # judged as each fetch ends: a slow one holds back no other
         del v.fetching[futures[future]]  # before result(): a fetch that raised is started afresh
@@ -833,6 +957,14 @@ def verify_round(
             settle_fetches(v, [future.result()])
         except OWN_STORE_DOWN as e:
             down = down or e
+    if wait:  # past the commit-phase bound: what is still being fetched was not there in time
+        for future, key in futures.items():
+            if key in v.fetching and not future.done():
+                del v.fetching[key]
+                future.cancel()
+                cid = cid_for_digest(seen[key[1]].bundle_digest)
+                late = SubmissionError("content", cid, "not fetched before this validator's commit bound")
+                judge(v, Fetched(seen[key[1]], None, late, None, 0.0))
     if down is not None:
         raise down
     if any((round_, i) not in v.verdicts for i in seen):
@@ -840,6 +972,17 @@ def verify_round(
     if expected is not None and sorted(seen) != list(range(expected)):
         return None
     return [v.verdicts[(round_, i)] for i in sorted(seen)]
+
+
+def _finished(futures: Mapping[Future[Fetched], Any], until: float | None) -> list[Future[Fetched]]:
+    """The futures that end before monotonic time ``until`` (all of them, each by its own deadline, without one)."""
+    done: list[Future[Fetched]] = []
+    try:
+        for future in as_completed(futures, timeout=None if until is None else max(0.0, until - time.monotonic())):
+            done.append(future)
+    except TimeoutError:
+        pass
+    return done
 
 
 # ----------------------------------------------------------------------------- 7: aggregate
@@ -981,25 +1124,190 @@ def round_seed(v: Validator, round_: int, submissions: int) -> bytes | None:
     return v.seeds[round_]
 
 
+def chain_now(v: Validator) -> float:
+    """Now on the chain's clock as a deadline sees it: the latest block's time, or the wall clock when the
+    chain has not mined for a while (a devnet that mines on transactions only)."""
+    return max(float(v.client.rpc.block_timestamp()), time.time())
+
+
+def set_commit_bound(v: Validator, round_: int) -> None:
+    """Bound the commit phase's waits for content (each submission also has its own fetch deadline): in
+    sampled mode until shortly before the flag window ends (so what failed can still be flagged), else
+    until the last quarter of the commit phase (kept for rechecks, the outer step and the commit itself).
+    Content not fetched by then is a reject (the trainer's fault: it had its deadline)."""
+    if round_ in v.commit_by:
+        return
+    info = v.concord.round_info(v.task_id, round_)
+    commit_s = v.task.params.commit_seconds
+    if v.task.spec.validation.mode == "sampled":
+        bound = v.concord.seed_info(v.task_id, round_).flag_end - max(1.0, commit_s / 16)
+    else:
+        bound = info.commit_end - commit_s / 4
+    v.commit_by[round_] = time.monotonic() + max(0.0, bound - chain_now(v))
+
+
+def post_flags(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict]) -> None:
+    """Publish what failed in this validator's own samples (at most MAX_FLAGS items; an empty list says
+    "nothing failed": the others need not wait for the flag window's end). Once per round."""
+    bit = slot_bit(v.concord, v.task_id, v.me)
+    info = v.concord.seed_info(v.task_id, round_)
+    if bit is None or info.flagged & bit or chain_now(v) >= info.flag_end:
+        return
+    found = round_flags(FlagItem.from_word(w) for x in verdicts for w in x.flags)
+    items = list(v.hooks.flags(v, round_, found))
+    try:
+        v.concord.flag(v.signer, v.task_id, round_, [item.to_word() for item in items])
+    except ContractError as e:
+        if e.name in ("AlreadyFlagged", "FlagWindowClosed"):
+            return
+        raise
+    log.info(
+        "round %d: flagged %d item(s)",
+        round_,
+        len(items),
+        extra=fields(event="flagged", round=round_, items=[item.to_word() for item in items]),
+    )
+
+
+def flag_window_over(v: Validator, round_: int) -> bool:
+    """Whether every flag this round can get is in: each joined validator flagged or committed, or the
+    window's deadline passed."""
+    info = v.concord.seed_info(v.task_id, round_)
+    if chain_now(v) >= info.flag_end:
+        return True
+    c = v.concord
+    for slot in range(c.task_state(v.task_id).validator_slots):
+        who = c.validator_at(v.task_id, slot)
+        if int(who, 16) == 0 or info.flagged & (1 << slot):
+            continue
+        if not c.commit_status(v.task_id, round_, who).committed:
+            return False
+    return True
+
+
+def recheck_flags(v: Validator, round_: int) -> None:
+    """Re-check exactly what the other validators flagged in submissions this validator accepted: the
+    flagged rows and steps that its own sample did not cover (one step replay or a few rows each; at most
+    MAX_FLAGS per validator). A flagged fault found again turns the verdict into a rejection, with the
+    flagger named in the evidence; a flag that does not hold changes nothing."""
+    # read from the chain, not only the follower: the window can be seen closed before its events arrive
+    anchor = v.concord.seed_info(v.task_id, round_).anchor_block
+    record_submissions(v, v.concord.events(anchor or v.client.deployment.block_number, "latest", ["Flagged"]))
+    by_sub: dict[int, dict[int, str]] = {}
+    for who, words in v.flagged.get(round_, {}).items():
+        if who == v.me.lower():
+            continue
+        for w in words[:MAX_FLAGS]:
+            by_sub.setdefault(FlagItem.from_word(w).submission, {})[w] = who
+    seen = v.submissions.get(round_, {})
+    for index, flaggers in sorted(by_sub.items()):
+        verdict = v.verdicts.get((round_, index))
+        if verdict is None or not verdict.accepted or index not in seen:
+            continue
+        sub = seen[index]
+        own = v.hooks.sample(v, sub)
+        todo = {
+            w: who
+            for w, who in flaggers.items()
+            if (round_, index, w) not in v.rechecked and not _covered(own, FlagItem.from_word(w))
+        }
+        if todo:
+            recheck_one(v, sub, todo)
+
+
+def _covered(sample: CheckSample, item: FlagItem) -> bool:
+    """Whether ``sample`` already checked ``item`` (then this validator's own verdict stands for it)."""
+    if not 0 <= item.step < len(sample.rows):
+        return False
+    if item.kind == STEP:
+        return item.step in sample.steps
+    return item.row in sample.rows[item.step]
+
+
+def recheck_one(v: Validator, sub: Submitted, todo: Mapping[int, str]) -> None:
+    """The checks of ``sub`` on exactly the flagged items ``todo`` (word -> flagger)."""
+    items = [FlagItem.from_word(w) for w in sorted(todo)]
+    grpo, vcfg = v.task.task.grpo, v.task.spec.validation
+    extra = flagged_sample(items, grpo.inner_steps, grpo.rollouts_per_step)
+    started = time.perf_counter()
+    shapes = base_shapes(v, {sub.base_round})[sub.base_round]
+    bundle = v.bundles.get((sub.round, sub.index))
+    if bundle is None:  # a restart since the judge: fetched again (from the local cache, usually)
+        got = fetch_one(v, sub, shapes)
+        if got.down is not None:
+            raise got.down
+        if got.error is not None or not isinstance(got.bundle, Bundle):
+            return  # fetched and accepted before: a refetch failing now is not evidence against the trainer
+        bundle = v.bundles[(sub.round, sub.index)] = got.bundle
+    doc: dict[str, Any] | None = None
+    base_policy = model_for_round(v.task, v.store, sub.base_round)
+    digest = Digest.parse(sub.bundle_digest, "bundleDigest")
+    try:
+        with timing.span("ipfs"):
+            layout = inner_state_layout(shapes, grpo)
+            states = fetch_states(v.store, digest, extra.states_needed(), v.task.spec.limits, shapes, layout=layout)
+    except SubmissionError as bad:
+        doc = evidence_document(v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason})
+        states = None
+    flags: tuple[int, ...] = ()
+    if doc is None:
+        with timing.span("verification"):
+            verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, vcfg, extra, states)
+        if verdict.accepted:
+            v.rechecked |= {(sub.round, sub.index, w) for w in todo}
+            log.info(
+                "round %d #%d: %d flagged item(s) re-checked, none holds",
+                sub.round,
+                sub.index,
+                len(todo),
+                extra=fields(event="flags_rechecked", round=sub.round, index=sub.index, items=sorted(todo)),
+            )
+            return
+        flags = tuple(item.to_word() for item in flags_from_verdict(sub.index, verdict))
+        doc = evidence_document(
+            v,
+            sub,
+            verdict.failed_check,
+            f"check {verdict.failed_check} failed on items flagged by {sorted(set(todo.values()))}",
+            verdict.result(verdict.failed_check).evidence,
+            _check_list(verdict),
+        )
+    record_verdict(v, sub, doc, round(time.perf_counter() - started, 3), flags)
+
+
 def commit_round(v: Validator, round_: int, submissions: int) -> bool:
-    """Commit phase: fix the check seed, verify every submission, build model r+1, plan, commit.
-    False while not ready."""
+    """Commit phase: reveal the seed share, wait for the check seed, verify every submission on this
+    validator's own sample (states fetched concurrently from the seed on, every wait bounded so the commit
+    always lands), flag what failed, wait for the other validators' flags and re-check them, build model
+    r+1, plan, commit. False while not ready (asked again next tick)."""
+    v.hooks.reveal_share(v, round_)
     if round_seed(v, round_, submissions) is None:
         return False
-    verdicts = verify_round(v, round_, submissions, wait=True)
-    if verdicts is None:
-        return False
-    base_digest = model_digest(v, round_)
-    if base_digest is None:  # asyncLevel > 0: model r is not final yet (finalize_due gets there)
-        return False
+    sampled = submissions > 0 and v.task.spec.validation.mode == "sampled" and v.task.lm is None
     plan = load_plan(v.task_dir, round_)
     if plan is None:
+        set_commit_bound(v, round_)
+        verdicts = verify_round(v, round_, submissions, wait=True)
+        if verdicts is None:
+            return False
+        if sampled:
+            post_flags(v, round_, verdicts)
+            if not flag_window_over(v, round_):
+                return False
+            recheck_flags(v, round_)
+            verdicts = [v.verdicts[(round_, i)] for i in range(submissions)]
+        base_digest = model_digest(v, round_)
+        if base_digest is None:  # asyncLevel > 0: model r is not final yet (finalize_due gets there)
+            return False
         voted, model_from = v.hooks.votes(v, round_, verdicts)
         computed = compute_next_model(v, round_, base_digest, model_from)
         next_digest = Digest.parse(v.hooks.next_model(v, round_, computed), "next_model hook's digest")
         plan = plan_commit(v, round_, voted, next_digest)
     ensure_enrolled(v)  # a slash since start-up leaves the stake below the minimum: top it up
     commit(v, plan)
+    v.commit_by.pop(round_, None)
+    for key in [k for k in v.bundles if k[0] == round_]:
+        del v.bundles[key]
     return True
 
 
@@ -1064,6 +1372,7 @@ def step(v: Validator, display: Display | None = None) -> None:
                 rejected=sum(not x.accepted for x in verdicts),
             )
         if info.phase == Phase.SUBMIT:
+            v.hooks.share(v, round_)
             v.hooks.verify(v, round_)
         elif info.phase == Phase.COMMIT:
             if not c.commit_status(v.task_id, round_, v.me).committed:
@@ -1170,6 +1479,10 @@ def run_command(args: argparse.Namespace, hooks: ValidatorHooks = HONEST) -> int
     ) as e:
         log.error("%s", explain(e))
         return 1
+    except StepAbandoned as e:  # stopping: the step in progress is dropped (restart-safe), exit as stopped
+        log.info("stopped: %s; the step in progress was abandoned", e, extra=fields(event="stopped", abandoned=True))
+    finally:
+        disarm_stop_timer()
     return 0
 
 

@@ -10,6 +10,9 @@ punish it, and `expected_loss` says what they take:
                    COPY_GRACE_S), which the chain refuses: the commitment binds the sender
     no_reveal      verifies and commits honestly, never reveals
     wrong_model    votes the honest bitmap with a next-model digest of no model it computed
+    lazy           samples nothing expensive (cheap checks only) and votes on that, re-checking only flags
+    withhold_share commits a seed share and never reveals it (to bias the check seed)
+    false_flags    flags MAX_FLAGS made-up items of submissions it found honest
 
 A `ValidatorCheat` says what a mode changes; `CheatingValidator(cheat)` plays it as the honest
 node's hooks (validator.node.ValidatorHooks): `votes` and `next_model` before plan_commit,
@@ -32,13 +35,15 @@ from pathlib import Path
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from client.chain import Committed, ContractError, Revealed
+from client.chain import Committed, ContractError, Revealed, Submitted
 from client.content.submission import SubmissionError, fetch_submission
 from client.digest import Digest
 from client.engine.model import policy_state
 from client.runtime.display import fields
 from client.runtime.task import model_for_round
+from validator.flags import CHECK_CODES, MAX_FLAGS, ROW, FlagItem
 from validator.node import SubmissionVerdict, Validator, ValidatorHooks, ensure_enrolled
+from validator.sampling import CheckSample
 
 log = logging.getLogger("concord.validator.cheat")
 
@@ -72,6 +77,9 @@ class ValidatorCheat:
     next_model: Callable[[Digest], Digest] = _as_computed  # digest voted, given the next model it computed
     copies_commit: bool = False  # commit another's commitment instead of verifying
     skip_reveal: bool = False  # never reveal
+    lazy: bool = False  # sample no rows and no steps (cheap checks only)
+    withhold_share: bool = False  # commit a seed share, never reveal it
+    false_flags: bool = False  # flag made-up items of honest submissions
 
 
 VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {
@@ -107,6 +115,24 @@ VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {
             "its share of the validator fee (its next-model digest loses the vote)",
             next_model=_junk_digest,
         ),
+        ValidatorCheat(
+            "lazy",
+            "checks no sampled row or step (cheap checks only), re-checks only what others flag",
+            "nothing when an honest validator flags the fault (it re-checks the flag and votes with them)",
+            lazy=True,
+        ),
+        ValidatorCheat(
+            "withhold_share",
+            "commits a seed share and never reveals it",
+            "slashAmount (a committed seed share not revealed)",
+            withhold_share=True,
+        ),
+        ValidatorCheat(
+            "false_flags",
+            "flags MAX_FLAGS made-up rows of submissions it found honest",
+            "the gas of its flag; every re-check finds nothing, so no verdict changes",
+            false_flags=True,
+        ),
     ]
 }
 
@@ -125,6 +151,42 @@ class CheatingValidator(ValidatorHooks):
     def verify(self, v: Validator, round_: int) -> None:
         if not self.cheat.copies_commit:  # copy_reveal verifies nothing
             super().verify(v, round_)
+
+    def sample(self, v: Validator, sub: Submitted) -> CheckSample:
+        if not self.cheat.lazy:
+            return super().sample(v, sub)
+        grpo = v.task.task.grpo
+        return CheckSample(tuple(() for _ in range(grpo.inner_steps)), (), False)
+
+    def reveal_share(self, v: Validator, round_: int) -> None:
+        if not self.cheat.withhold_share:
+            super().reveal_share(v, round_)
+        elif (v.task_id, -1 - round_) not in self._withheld:
+            self._withheld.add((v.task_id, -1 - round_))
+            log.warning(
+                "cheat withhold_share: round %d seed share withheld",
+                round_,
+                extra=fields(event="cheat_share_withheld", cheat=self.cheat.name, round=round_),
+            )
+
+    def flags(self, v: Validator, round_: int, found: Sequence[FlagItem]) -> Sequence[FlagItem]:
+        if not self.cheat.false_flags:
+            return super().flags(v, round_, found)
+        honest = sorted(i for (r, i), x in v.verdicts.items() if r == round_ and x.accepted)
+        grpo = v.task.task.grpo
+        made_up = [
+            FlagItem(
+                honest[n % len(honest)], ROW, n % grpo.inner_steps, n % grpo.rollouts_per_step, CHECK_CODES["toploc"]
+            )
+            for n in range(MAX_FLAGS if honest else 0)
+        ]
+        log.warning(
+            "cheat false_flags: round %d flags %d made-up items",
+            round_,
+            len(made_up),
+            extra=fields(event="cheat_false_flags", cheat=self.cheat.name, round=round_, items=len(made_up)),
+        )
+        return made_up
 
     def votes(
         self, v: Validator, round_: int, found: Sequence[SubmissionVerdict]

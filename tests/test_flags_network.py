@@ -1,0 +1,131 @@
+"""One honest validator suffices (issue 21), against real Anvil + js-ipfs + torch.
+
+A round of the small task in sampled mode with two trainers and two validators that run
+`validator.node.step` in turn in this process: an honest one, and a `lazy` one (the lab's hook that samples
+no row and no step, as a validator whose own sample happened to miss the fault). Trainer #1 submits
+proofs of random bytes (consistent proof root): only a sampled row sees them. The honest validator's sample
+fails, it flags the row on chain; the lazy one, which accepted on its own sample, re-checks exactly the
+flagged row, finds the fault again and rejects too. So the cheater is rejected by both (a strict majority:
+slashed), the honest trainer paid by both, and the two validators commit the same next model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from own_devnet import FAST, devnet_node
+
+from client import chain
+from client.chain import Flagged, Phase, Role, keys
+from client.content.submission import put_submission
+from client.digest import Digest
+from client.engine.bundle import Bundle, make_bundle, proofs_root
+from client.engine.grpo import pin_determinism
+from client.initiator import load_task_file, publish_task
+from client.runtime.connect import connect_node
+from client.runtime.task import load_task_context, model_for_round
+from scripts.adversaries import validator_cheats as cheats
+from scripts.harness import conservation, enrol
+from validator import node as vnode
+from validator.flags import ROW, FlagItem
+
+TOKEN = 10**18
+STAKE = 100 * TOKEN
+TASK_TOML = (Path(__file__).parent / "data" / "small_task.toml").read_text()
+HONEST_T, CHEAT_T, HONEST_V, LAZY_V = 1, 2, 4, 5
+
+
+def addr(account: int) -> str:
+    return keys.devnet_account(account).address
+
+
+def random_proofs(bundle: Bundle) -> Bundle:
+    """Every proof replaced by random bytes of its length, the proof root recomputed (so the cheap checks pass)."""
+    rng = np.random.default_rng(7)
+    proofs = tuple(tuple(tuple(rng.bytes(len(p)) for p in r) for r in step) for step in bundle.proofs)
+    return dataclasses.replace(bundle, proofs=proofs, proof_root=proofs_root(proofs))
+
+
+def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validator(chain_env, ipfs, tmp_path):
+    client = chain_env.client
+    pin_determinism(1)
+    (tmp_path / "task.toml").write_text(TASK_TOML.format(inner_steps=2, max_rounds=1, min_validators=2))
+
+    def cfg(account: int, role: str, task_id: int = 0):
+        url, state = chain_env.anvil.url, tmp_path / f"n{account}"
+        return devnet_node(role, url, client.deployment, ipfs.api, state, account, task_id, **FAST, ipfs_timeout=2.0)
+
+    initiator = connect_node(cfg(0, "initiator"))
+    spec = load_task_file(tmp_path / "task.toml")
+    assert spec.spec.validation.mode == "sampled"
+    task_id = publish_task(client, initiator.signer, initiator.store, spec).task_id
+    lazy = cheats.CheatingValidator(cheats.VALIDATOR_CHEATS["lazy"])
+    vals = [
+        vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), hooks)
+        for a, hooks in [(HONEST_V, vnode.HONEST), (LAZY_V, lazy)]
+    ]
+    for v in vals:
+        vnode.ensure_enrolled(v)
+    signers = {a: chain_env.signer(a) for a in (HONEST_T, CHEAT_T)}
+    for s in signers.values():
+        enrol(client, s, Role.TRAINER, STAKE, task_id)
+    for v in vals:  # submit phase: each commits its seed share
+        vnode.step(v)
+    assert client.concord.seed_info(task_id, 0).shares_committed == 0b11
+
+    trainer = connect_node(cfg(HONEST_T, "trainer", task_id))
+    ctx = load_task_context(trainer, task_id)
+    policy0 = model_for_round(ctx, trainer.store, 0)
+    bundles = {
+        HONEST_T: make_bundle(policy0, ctx.env, ctx.task, task_id, 0, addr(HONEST_T)),
+        CHEAT_T: random_proofs(make_bundle(policy0, ctx.env, ctx.task, task_id, 0, addr(CHEAT_T))),
+    }
+    for account, bundle in bundles.items():
+        digest, _ = put_submission(trainer.store, bundle)
+        client.concord.submit(
+            signers[account], task_id, 0, 0, Digest.parse(digest).bytes, bytes(bundle.proof_root), bundle.work_units
+        )
+    assert client.concord.phase_of(task_id, 0) == Phase.COMMIT  # closed early: every trainer and share is in
+
+    for v in vals:
+        vnode.backfill_submissions(v)
+    for _ in range(12):  # share reveals, checks, flags, re-checks, commits, reveals, finalize (each idempotent)
+        for v in vals:
+            vnode.step(v)
+        if client.concord.task_state(task_id).finalized_rounds == 1:
+            break
+    assert client.concord.task_state(task_id).finalized_rounds == 1
+
+    # the honest validator flagged one row of the cheater's submission (index 1); the lazy one flagged nothing
+    flags = {
+        e.validator.lower(): [FlagItem.from_word(w) for w in e.items]
+        for e in client.concord.events(client.deployment.block_number, "latest", ["Flagged"])
+        if isinstance(e, Flagged) and e.task_id == task_id
+    }
+    honest_flags = flags[addr(HONEST_V).lower()]
+    assert len(honest_flags) == 1 and honest_flags[0].submission == 1 and honest_flags[0].kind == ROW
+    assert flags[addr(LAZY_V).lower()] == []
+
+    verdicts = {
+        a: {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp_path / f"n{a}", task_id))}
+        for a in (HONEST_V, LAZY_V)
+    }
+    for a in (HONEST_V, LAZY_V):
+        assert verdicts[a][0].accepted, a
+        assert not verdicts[a][1].accepted and verdicts[a][1].failed_check == "toploc", (a, verdicts[a][1])
+    lazy_evidence = vnode.evidence_path(
+        vnode.task_dir(tmp_path / f"n{LAZY_V}", task_id), verdicts[LAZY_V][1].evidence_digest
+    )
+    assert addr(HONEST_V).lower() in lazy_evidence.read_text()  # the lazy one names whose flag it re-checked
+
+    events = client.concord.events(client.deployment.block_number, "latest")
+    rejected = [e for e in events if isinstance(e, chain.SubmissionRejected) and e.task_id == task_id]
+    assert [(e.trainer, e.index) for e in rejected] == [(addr(CHEAT_T), 1)] and rejected[0].slashed > 0
+    paid = [e.trainer for e in events if isinstance(e, chain.SubmissionRewarded) and e.task_id == task_id]
+    assert paid == [addr(HONEST_T)]
+    revealed = [e for e in events if isinstance(e, chain.Revealed) and e.task_id == task_id]
+    assert len({e.next_model_digest for e in revealed}) == 1 and len(revealed) == 2
+    c = conservation(client)
+    assert c.holds and c.tasks_solvent
