@@ -54,8 +54,9 @@ from client.engine.lm_task import is_lm_task
 from client.initiator import Published, TaskFile, load_task_file, publish_task
 from client.runtime import procs
 from client.runtime.procs import Daemon, ProcError
+from client.units import format_amount
 from scripts import REPO_ROOT, devnet
-from scripts.harness import TOKEN, Actor, Conservation, Ledger, conservation, enrol, node_command, settle_up
+from scripts.harness import Actor, Conservation, Ledger, conservation, enrol, node_command, settle_up
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,12 @@ class DemoError(RuntimeError):
 Interrupted = procs.Terminated
 
 
+TOKEN_DECIMALS, TOKEN_SYMBOL = 18, "CDT"  # the devnet's DevToken (client/chain/deploy.py deploys it)
+
+
 def _fmt(value: int) -> str:
-    """Whole tokens with two decimals, '-' for nothing."""
-    return f"{value / TOKEN:,.2f}" if value else "-"
+    """Whole tokens with the symbol, exact (client.units), '-' for nothing."""
+    return format_amount(value, TOKEN_DECIMALS, TOKEN_SYMBOL) if value else "-"
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -464,7 +468,7 @@ def settlement_table(
 ) -> Table:
     """One row per node and one for the initiator; every number from the contract's events and views."""
     table = Table(
-        title=f"Settlement of task {task_id} after {rounds} rounds (tokens)",
+        title=f"Settlement of task {task_id} after {rounds} rounds",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -621,9 +625,9 @@ def report(outcome: Outcome, state_dir: Path, console: Console) -> None:
     console.print(f"reward curve: {png}")
     cons = outcome.conservation
     console.print(
-        f"conservation: token.balanceOf(Concord) = {cons.token_balance / TOKEN:,.2f} == escrow "
-        f"{cons.escrow / TOKEN:,.2f} + stakes {cons.staked / TOKEN:,.2f} + credited "
-        f"{cons.credited / TOKEN:,.2f} -> {'holds' if cons.holds else 'VIOLATED'}"
+        f"conservation: token.balanceOf(Concord) = {_fmt(cons.token_balance)} == escrow "
+        f"{_fmt(cons.escrow)} + stakes {_fmt(cons.staked)} + credited "
+        f"{_fmt(cons.credited)} -> {'holds' if cons.holds else 'VIOLATED'}"
     )
     console.print(outcome.verdict_line(), style="bold green" if outcome.ok else "bold red")
     print(json.dumps({"demo": outcome.to_json()}), flush=True)
