@@ -48,6 +48,7 @@ HELP_PARSERS: dict[str, tuple[str, str]] = {
     "keys": ("client.runtime.keys_cli", "parser"),
 }
 HELP_FLAGS = ("-h", "--help")
+LIFECYCLE = ("leave", "unbond", "withdraw")  # = client.runtime.lifecycle.COMMANDS
 BENCHES: dict[str, tuple[str, str, str]] = {
     "gas": ("scripts.bench.gas", "main", "gas per protocol call at 1, 16 and 256 submissions"),
     "learn": ("scripts.bench.learn", "main", "reward curves: centralized GRPO vs K trainers + DiLoCo"),
@@ -190,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         return _call(BENCHES[args.name], rest)
     if args.command in HELP_PARSERS and wants_help(rest):
         return _help(HELP_PARSERS[args.command], rest)
+    if args.command in ("trainer", "validator") and rest and rest[0] in LIFECYCLE:
+        # leave / unbond / withdraw need the chain SDK only: not the node's module (torch, the engine)
+        return _call(("client.runtime.lifecycle", f"{args.command}_main", ""), rest)
     return _call(COMMANDS[args.command], rest)
 
 

@@ -205,6 +205,21 @@ def test_help_imports_no_torch_and_answers_at_once(argv: list[str]) -> None:
     assert float(probe[2]) < 1.0 and wall < 10.0, (probe, wall)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("role", ["trainer", "validator"])
+def test_lifecycle_commands_load_no_torch(role: str, tmp_path: Path) -> None:
+    """`leave`, `unbond` and `withdraw` need the chain SDK only: the node's module (torch) is not loaded."""
+    dep = tmp_path / "dep.json"
+    dep.write_text(json.dumps({"chain_id": 31337, "concord": "0x" + "11" * 20, "token": "0x" + "22" * 20,
+                               "block_number": 1, "deployer": "0x" + "33" * 20}))  # fmt: skip
+    argv = [role, "withdraw", "--rpc-url", "http://127.0.0.1:1", "--deployment", str(dep)]
+    argv += ["--ipfs-api", "/ip4/127.0.0.1/tcp/1/http", "--devnet-account", "1"]
+    done = subprocess.run([sys.executable, "-c", HELP_PROBE, *argv], capture_output=True, text=True, cwd=REPO)
+    probe = done.stdout.strip().splitlines()[-1].split()
+    assert probe[1] == "1" and "cannot reach the chain RPC" in done.stderr, done.stdout + done.stderr
+    assert "torch" not in probe[3] and "validator.node" not in probe[3], probe
+
+
 # ============================================================================ state dirs and verdicts
 
 

@@ -18,11 +18,13 @@ import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from client.chain import ChainClient, ChainError, Role, Signer
 from client.chain.keys import KeyLoadError
-from client.runtime.config import NodeConfigError, node_config
+from client.runtime import parsers
+from client.runtime.config import NodeConfigError, node_config, parse_layered
 from client.runtime.connect import connect_chain
 from client.runtime.display import setup_logging
 from client.runtime.errors import explain, quiet_retries
@@ -213,3 +215,13 @@ def run(args: argparse.Namespace, role: str) -> int:
     out = {"action": args.action, "address": signer.address, "symbol": tok.symbol, **out}
     print(json.dumps(out) if args.json else _text(args.action, out, signer.address, role, tok))
     return 0
+
+
+def trainer_main(argv: Sequence[str]) -> int:
+    """`concord trainer leave|unbond|withdraw` without the trainer's module (no torch: client/cli.py calls this)."""
+    return run(parse_layered(parsers.trainer_parser(), argv), "trainer")
+
+
+def validator_main(argv: Sequence[str]) -> int:
+    """`concord validator leave|unbond|withdraw` without the validator's module (no torch)."""
+    return run(parse_layered(parsers.validator_parser(), argv), "validator")
