@@ -9,7 +9,8 @@ the RPC sees one poller. Routes:
 
     /                 the page (static/index.html; app.js polls /api/state and redraws on a new head)
     /static/NAME      app.js, style.css: package data, nothing from the network
-    /api/state        the document as JSON (numbers in token base units, digests 0x-hex)
+    /api/state        the document as JSON (amounts as decimal strings of base units, digests 0x-hex);
+                      every route refuses a Host header that does not name the bind address (DNS rebinding)
 """
 
 from __future__ import annotations
