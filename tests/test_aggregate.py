@@ -3,9 +3,11 @@ hand, identical bytes in two processes."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,13 +15,16 @@ from client.content.weights import save_shards
 from client.engine.config import ConfigError, OuterConfig
 from validator.aggregate import (
     DeltaShapeMismatch,
+    agreement_weights,
     clip_deltas,
+    exact_dot,
     global_norm,
     mean_delta,
     median,
     momentum_from_tensors,
     momentum_to_tensors,
     outer_step,
+    weigh_deltas,
 )
 
 
@@ -81,7 +86,7 @@ def test_a_delta_over_clip_times_the_median_norm_is_scaled_to_it_and_the_others_
     two = clip_deltas(deltas, 2.0)
     assert all(two[k] is deltas[k] for k in "abc") and global_norm(two["p"]) == pytest.approx(9.0)
     assert clip_deltas(deltas, 0) == deltas
-    cfg = OuterConfig(lr=1.0, momentum=0.0, clip=1.0)
+    cfg = OuterConfig(lr=1.0, momentum=0.0, clip=1.0, agreement=False)
     s1, _ = outer_step(base, deltas, {}, cfg)
     s2, _ = outer_step(base, {k: deltas[k] for k in reversed(list(deltas))}, {}, cfg)
     assert torch.equal(s1["w"], s2["w"]) and torch.equal(s1["b"], s2["b"])
@@ -90,6 +95,47 @@ def test_a_delta_over_clip_times_the_median_norm_is_scaled_to_it_and_the_others_
     ) / 4
     assert torch.allclose(s1["w"], want, atol=1e-6)
     assert median([3.0]) == 3.0 and median([4.0, 1.0, 3.0]) == 3.0 and median([1.0, 4.0]) == 2.5
+
+
+def test_a_delta_against_the_others_weighs_nothing_and_agreeing_ones_weigh_fully() -> None:
+    """Three honest deltas near one direction and a poisoner that reverses one of them: the poisoner's
+    cosine with the coordinate-wise median is negative (weight 0), the honest ones weigh a_i / A
+    capped at 1; the mean still divides by K = 4, so the poisoner's slot adds nothing."""
+    g = torch.Generator().manual_seed(3)
+    common = torch.randn(400, generator=g)
+    honest = {f"h{i}": {"w": (common + 0.5 * torch.randn(400, generator=g)) * 1e-2} for i in range(3)}
+    deltas = {**honest, "p": {"w": honest["h0"]["w"] * -1.0}}
+    w = agreement_weights(deltas)
+    assert w["p"] == 0.0 and all(0.9 < w[k] <= 1.0 for k in honest) and sorted(w.values())[-1] == 1.0
+    weighed = weigh_deltas(deltas)
+    assert torch.equal(weighed["p"]["w"], torch.zeros(400))
+    assert all(weighed[k] is deltas[k] for k in honest if w[k] == 1.0)
+    base = {"w": torch.zeros(400)}
+    cfg = OuterConfig(lr=1.0, momentum=0.0, clip=0, agreement=True)  # the weights alone (clip: above)
+    with_p, _ = outer_step(base, deltas, {}, cfg)
+    want = sum(weighed[k]["w"] for k in sorted(honest)) / 4
+    assert torch.allclose(with_p["w"], want, atol=1e-7)
+    # fewer than 3 deltas, or no agreement at all: every weight is 1
+    assert agreement_weights({k: honest[k] for k in ("h0", "h1")}) == {"h0": 1.0, "h1": 1.0}
+    opposed = {
+        "a": {"w": torch.tensor([1.0, 0.0])},
+        "b": {"w": torch.tensor([-1.0, 0.0])},
+        "c": {"w": torch.tensor([0.0, 0.0])},
+    }
+    assert agreement_weights(opposed) == {"a": 1.0, "b": 1.0, "c": 1.0}
+
+
+def test_exact_dot_adds_exact_products_in_a_fixed_order() -> None:
+    a = np.array([1e8, 1.0, -1e8, 3.0], dtype=np.float32)
+    b = np.ones(4, dtype=np.float32)
+    assert exact_dot(a, b) == 4.0  # one product per lane, lanes by fsum: exact (float32 sums give 0 or 3)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(3000, generator=g).numpy(), torch.randn(3000, generator=g).numpy()
+    want = math.fsum((x.astype(np.float64) * y.astype(np.float64)).tolist())  # the exactly rounded sum
+    assert exact_dot(x, y) == pytest.approx(want, rel=1e-14, abs=1e-13)
+    lanes = x.astype(np.float64) * y.astype(np.float64)  # the rule by hand: lane j sums j, j + 1024, ...
+    by_hand = [sum(lanes[j::1024][i] for i in range(len(lanes[j::1024]))) for j in range(1024)]
+    assert exact_dot(x, y) == math.fsum(by_hand)
 
 
 def test_global_norm_is_the_exact_norm_whatever_the_tensor_split() -> None:
@@ -115,7 +161,8 @@ def test_bad_delta_is_refused() -> None:
 def _digests(directory: str) -> list[str]:
     base, deltas = _inputs()
     deltas["f" * 64] = {n: t * 37.0 for n, t in deltas[f"{7:064x}"].items()}  # a poisoner's norm: clipped
-    cfg = OuterConfig(lr=0.7, momentum=0.9, nesterov=True, clip=1.0)
+    deltas["e" * 64] = {n: t * -5.0 for n, t in deltas[f"{3:064x}"].items()}  # and against the others: weighed
+    cfg = OuterConfig(lr=0.7, momentum=0.9, nesterov=True, clip=1.0, agreement=True)
     state, mom = outer_step(base, deltas, {}, cfg)
     state, mom = outer_step(state, deltas, mom, cfg)
     return [s.sha256 for s in save_shards({**state, **momentum_to_tensors(mom)}, directory)]

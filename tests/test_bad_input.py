@@ -210,6 +210,7 @@ OUT_OF_RANGE: dict[str, list] = {
     "outer.momentum": [1.0, -0.1, float("nan")],
     "outer.nesterov": [],
     "outer.clip": [0.5, -1.0, float("nan"), float("inf")],
+    "outer.agreement": [],
     "validation.max_exp_mismatches": [-1],
     "validation.max_mant_err_mean": [-1.0, float("inf")],
     "validation.max_mant_err_median": [-1.0, float("nan")],

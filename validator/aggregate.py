@@ -2,11 +2,18 @@
 
 Computed on CPU in float32 with a fixed operation order so that honest validators produce
 identical bytes (and so the same model digest):
-- bounded influence (cfg.clip > 0): each delta's global L2 norm n_i is computed exactly rounded
-  (`global_norm`: float32 values squared exactly in float64, summed lane by lane in a fixed order,
-  the lanes by math.fsum, then sqrt); the round's median norm med (the mean of the two middle
-  ones for an even count); a delta with n_i > clip x med is multiplied by the float32 of
+- bounded influence, norm (cfg.clip > 0): each delta's global L2 norm n_i, the same float on every
+  machine (`global_norm`: float32 values squared exactly in float64, summed lane by lane in a fixed
+  order, the lanes by math.fsum, then sqrt); the round's median norm med (the mean of the two
+  middle ones for an even count); a delta with n_i > clip x med is multiplied by the float32 of
   (clip x med) / n_i (float64), every other delta is left bit for bit as it came;
+- bounded influence, direction (cfg.agreement, K >= 3 deltas): the coordinate-wise median c of the
+  (clipped) deltas (torch.median over the K: one of the values, the lower middle for an even K);
+  each delta's cosine a_i with c from dot products computed as the norms are (`exact_dot`); with A = the
+  median of the a_i, a delta's weight is w_i = min(1, max(0, a_i / A)) (1 for all when A <= 0) and
+  a delta with w_i < 1 is multiplied by the float32 of w_i; the sum is still divided by K. So a
+  delta that points against what the others agree on counts for nothing, one that agrees at least
+  as well as the median one counts fully, and no weight exceeds 1;
 - deltas are summed in ascending order of their key (the submission's bundle digest, hex),
   starting from zeros, then divided by their count;
 - pseudo-gradient g = -mean(delta);
@@ -37,35 +44,59 @@ class DeltaShapeMismatch(ValueError):
         self.key, self.name, self.expected, self.got = key, name, expected, got
 
 
+def check_deltas(base: Mapping[str, torch.Tensor], deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Every delta has exactly the base's names and shapes; else DeltaShapeMismatch (key order)."""
+    for key in sorted(deltas):
+        delta = deltas[key]
+        for name, t in base.items():
+            d = delta.get(name)
+            if d is None or tuple(d.shape) != tuple(t.shape) or set(delta) != set(base):
+                raise DeltaShapeMismatch(key, name, tuple(t.shape), None if d is None else tuple(d.shape))
+
+
 def mean_delta(
     base: Mapping[str, torch.Tensor], deltas: Mapping[str, Mapping[str, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
     """Mean of deltas (keyed by bundle digest), summed in sorted key order, float32."""
+    check_deltas(base, deltas)
     total = {n: torch.zeros(t.shape, dtype=torch.float32) for n, t in base.items()}
     for key in sorted(deltas):
-        delta = deltas[key]
         for name, acc in total.items():
-            d = delta.get(name)
-            if d is None or tuple(d.shape) != tuple(acc.shape) or set(delta) != set(total):
-                raise DeltaShapeMismatch(key, name, tuple(acc.shape), None if d is None else tuple(d.shape))
-            acc.add_(d.to(torch.float32))
+            acc.add_(deltas[key][name].to(torch.float32))
     return {n: acc / len(deltas) for n, acc in total.items()}
 
 
-def global_norm(delta: Mapping[str, torch.Tensor]) -> float:
-    """The L2 norm of all of a delta's values (as float32), the same float on every machine: each
-    square is exact in float64, lane j (of NORM_LANES) adds elements j, j + NORM_LANES, ... of the
-    tensors in name order one by one (elementwise IEEE additions in a fixed order: no SIMD
-    reassociation can change them), math.fsum adds the lanes exactly rounded, then sqrt."""
+def flat32(delta: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """All of a delta's values as one float32 vector, tensors in name order."""
     if not delta:
-        return 0.0
-    flat = np.concatenate([delta[n].detach().to("cpu", torch.float32).numpy().reshape(-1) for n in sorted(delta)])
-    sq = np.zeros(-(-flat.size // NORM_LANES) * NORM_LANES, dtype=np.float64)
-    sq[: flat.size] = flat.astype(np.float64) ** 2  # [L * NORM_LANES] exact squares, zero padded
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([delta[n].detach().to("cpu", torch.float32).numpy().reshape(-1) for n in sorted(delta)])
+
+
+def exact_dot(a: np.ndarray, b: np.ndarray) -> float:
+    """sum(a * b) of two float32 vectors, the same float on every machine: each product is exact in
+    float64 (24-bit mantissas), lane j (of NORM_LANES) adds products j, j + NORM_LANES, ... one by one
+    in float64 (elementwise IEEE additions in a fixed order: no SIMD reassociation can change them),
+    math.fsum adds the lanes exactly rounded (within ~1e-15 relative of the exact sum)."""
+    prod = np.zeros(-(-a.size // NORM_LANES) * NORM_LANES, dtype=np.float64)
+    prod[: a.size] = a.astype(np.float64) * b.astype(np.float64)  # [L * NORM_LANES] exact, zero padded
     lanes = np.zeros(NORM_LANES, dtype=np.float64)
-    for row in sq.reshape(-1, NORM_LANES):
+    for row in prod.reshape(-1, NORM_LANES):
         lanes += row
-    return math.sqrt(math.fsum(lanes.tolist()))
+    return math.fsum(lanes.tolist())
+
+
+def global_norm(delta: Mapping[str, torch.Tensor]) -> float:
+    """The L2 norm of all of a delta's values (as float32), the same float on every machine:
+    sqrt(exact_dot(x, x))."""
+    flat = flat32(delta)
+    return math.sqrt(exact_dot(flat, flat))
+
+
+def _scaled(delta: Mapping[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:
+    """delta x the float32 of ``factor`` (one rounding per element)."""
+    f = torch.tensor(np.float32(factor))
+    return {n: t.to(torch.float32) * f for n, t in delta.items()}
 
 
 def median(values: list[float]) -> float:
@@ -82,14 +113,34 @@ def clip_deltas(deltas: Mapping[str, Mapping[str, torch.Tensor]], clip: float) -
         return dict(deltas)
     norms = {key: global_norm(d) for key, d in deltas.items()}
     bound = clip * median(list(norms.values()))
-    out: dict[str, Mapping[str, torch.Tensor]] = {}
-    for key, d in deltas.items():
-        if norms[key] > bound:
-            factor = torch.tensor(np.float32(bound / norms[key]))  # float32 scalar: one rounding per element
-            out[key] = {n: t.to(torch.float32) * factor for n, t in d.items()}
-        else:
-            out[key] = d
-    return out
+    return {key: _scaled(d, bound / norms[key]) if norms[key] > bound else d for key, d in deltas.items()}
+
+
+def agreement_weights(deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, float]:
+    """Each delta's weight w_i = min(1, max(0, a_i / A)): a_i its cosine with the coordinate-wise
+    median of the deltas, A the median a_i (1 for every delta when there are fewer than 3 or A <= 0)."""
+    keys = sorted(deltas)
+    if len(keys) < 3:
+        return dict.fromkeys(keys, 1.0)
+    first = deltas[keys[0]]
+    center = {n: torch.stack([deltas[k][n].to(torch.float32) for k in keys]).median(dim=0).values for n in first}
+    c = flat32(center)
+    c_norm = math.sqrt(exact_dot(c, c))
+    cos = {}
+    for k in keys:
+        x = flat32(deltas[k])
+        denom = math.sqrt(exact_dot(x, x)) * c_norm
+        cos[k] = exact_dot(x, c) / denom if denom > 0 else 0.0
+    typical = median(list(cos.values()))
+    if typical <= 0:
+        return dict.fromkeys(keys, 1.0)
+    return {k: min(1.0, max(0.0, a / typical)) for k, a in cos.items()}
+
+
+def weigh_deltas(deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Mapping[str, torch.Tensor]]:
+    """Each delta times its agreement weight (float32 factor); a delta of weight 1 keeps its bits."""
+    weights = agreement_weights(deltas)
+    return {k: d if weights[k] == 1.0 else _scaled(d, weights[k]) for k, d in deltas.items()}
 
 
 def outer_step(
@@ -102,7 +153,9 @@ def outer_step(
     base32 = {n: t.detach().to("cpu", torch.float32) for n, t in base.items()}
     if not deltas:
         return {n: t.clone() for n, t in base32.items()}, {n: t.clone() for n, t in momentum.items()}
-    avg = mean_delta(base32, clip_deltas(deltas, cfg.clip))
+    check_deltas(base32, deltas)
+    bounded = clip_deltas(deltas, cfg.clip)
+    avg = mean_delta(base32, weigh_deltas(bounded) if cfg.agreement else bounded)
     new_state, new_mom = {}, {}
     for name, theta in base32.items():
         g = -avg[name]

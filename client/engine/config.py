@@ -206,12 +206,16 @@ class OuterConfig:
     clip: bounded influence (validator.aggregate.clip_deltas): before the mean, each accepted delta's
     global L2 norm is clipped to clip x the median norm of the round's accepted deltas, so one
     poisoner among K trainers moves the model at most about as far as clip honest trainers; 0 turns
-    it off. 1.0: a delta larger than the round's median is scaled down to it (docs/SECURITY.md)."""
+    it off. 1.0: a delta larger than the round's median is scaled down to it (docs/SECURITY.md).
+    agreement: with 3 or more accepted deltas, each is weighted by its cosine with their
+    coordinate-wise median relative to the median cosine, capped at 1 (validator.aggregate): a delta
+    that points against what the others agree on counts for nothing."""
 
     lr: float = 1.0
     momentum: float = 0.0
     nesterov: bool = True
     clip: float = 1.0
+    agreement: bool = True
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
