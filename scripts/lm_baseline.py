@@ -5,8 +5,9 @@ shipped SmolLM2-135M-Instruct (client/engine/lm.py; cache under client.runtime.p
 and for every option below samples one completion per prompt at temperature 1 (plain softmax
 sampling: no top-k, no top-p) with KV-cache batched `model.generate`, for prompts of the protocol's
 prompt seeds prompt_seed(task 0, round 0, trainer 0x..01, i), i < n. It prints a table (accuracy =
-share of completions the dataset's scorer gives 1.0, mean reward = mean score, with a binomial
-standard error) and one JSON line. Results are in docs/LM.md.
+share of completions exactly right under the "exact" reward rule of client/engine/text_envs.py, with
+a binomial standard error; mean score = mean of reasoning-gym's partial-credit scorer, the "partial"
+rule) and one JSON line. Results are in docs/LM.md.
 
 An option is a text environment (client/engine/text_envs.py) with dataset kwargs and a prompt
 format: the naive format of the issue (the plain question + "Give only the final answer."), then a
@@ -17,6 +18,7 @@ configurations or smaller answer spaces.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -138,8 +140,10 @@ def measure(loaded: lm.LoadedLM, option: Option, n: int, batch: int) -> dict[str
     completions = generate(loaded.model, loaded.tokenizer, prompts, env.max_new_tokens, batch)
     seconds = time.perf_counter() - t0
     texts = [text_envs.decode_completion(loaded.tokenizer, c) for c in completions]
-    scores = [env.score(s, t) for s, t in zip(seeds, texts, strict=True)]
-    acc = sum(x == 1.0 for x in scores) / n
+    exact = [env.exact(s, t) for s, t in zip(seeds, texts, strict=True)]  # the exact rule, whatever env.reward is
+    partial = dataclasses.replace(env, reward="partial")
+    scores = [partial.score(s, t) for s, t in zip(seeds, texts, strict=True)]  # reasoning-gym's partial credit
+    acc = sum(exact) / n
     answers = Counter(env.item(s)["answer"] for s in seeds)
     return {
         "label": option.label,
@@ -148,7 +152,7 @@ def measure(loaded: lm.LoadedLM, option: Option, n: int, batch: int) -> dict[str
         "n": n,
         "accuracy": acc,
         "stderr": math.sqrt(acc * (1 - acc) / n),
-        "mean_reward": sum(scores) / n,
+        "mean_score": sum(scores) / n,
         "best_constant": answers.most_common(1)[0][1] / n,  # accuracy of always giving the commonest answer
         "prompt_tokens": sum(map(len, prompts)) / n,
         "new_tokens": sum(_length(c, loaded.tokenizer.eos_token_id) for c in completions),
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             console.print(row["example"], markup=False)
 
     table = Table(title=f"SmolLM2-135M-Instruct base accuracy, temperature 1, n={args.n}, {args.threads} thread(s)")
-    for col in ("option", "dataset params", "prompt tok", "new tok", "accuracy", "mean reward", "best const", "s"):
+    for col in ("option", "dataset params", "prompt tok", "new tok", "accuracy", "mean score", "best const", "s"):
         table.add_column(col, justify="left" if col in ("option", "dataset params") else "right")
     for r in rows:
         table.add_row(
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['prompt_tokens']:.0f}",
             f"{r['new_tokens'] / r['n']:.1f}",
             f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
-            f"{r['mean_reward']:.3f}",
+            f"{r['mean_score']:.3f}",
             f"{r['best_constant']:.3f}",
             f"{r['seconds']:.0f}",
         )

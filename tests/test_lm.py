@@ -195,6 +195,41 @@ def test_the_datasets_scorer_gives_the_reward(env_id: str) -> None:
     assert text_envs.extract_answer("\n\n  42 \nmore") == "42"
 
 
+# The issue's table of gaming answers: reasoning-gym's scorer pays each of them part of the reward.
+GAMING = [("-5", "5", 0.5), ("100", "10", 2 / 3), ("5 or 6", "5", 1 / 6), ("5 5 5", "5", 0.2)]
+
+
+@pytest.mark.parametrize(("answer", "oracle", "partial"), GAMING)
+def test_a_gaming_answer_earns_nothing_by_default(answer: str, oracle: str, partial: float) -> None:
+    """Strict by default: the answer that contains the right one, the wrong sign, several candidates
+    all score 0; reasoning-gym's partial credit pays them only when a task asks for "partial"."""
+    exact, loose = make_text_env("chain_sum"), make_text_env("chain_sum", reward="partial")
+    assert exact.reward == "exact" and exact.metric == "accuracy" and loose.metric == "mean score"
+    seed = next(
+        s for s in (prompt_seed(24, 0, "0x" + "24" * 20, i) for i in range(2000)) if exact.item(s)["answer"] == oracle
+    )
+    assert text_envs.exact_reward(answer, oracle) == 0.0
+    assert exact.score(seed, answer) == 0.0 and not exact.exact(seed, answer)
+    assert exact.score(seed, f"{answer}\n") == 0.0
+    assert loose.score(seed, answer) == pytest.approx(partial)  # the rule the option restores, unchanged
+    assert exact.score(seed, oracle) == loose.score(seed, oracle) == 1.0
+
+
+def test_the_exact_rule_normalises_whitespace_and_numbers_only() -> None:
+    right = ["5", " 5 ", "+5", "05", "5.0", "5.", "\t5\n"]
+    wrong = ["-5", "50", "5 or 6", "5 5 5", "5 apples", "five", "5e0", "", "5,0", "0x5", "5/1", "=5"]
+    assert [text_envs.exact_reward(a, "5") for a in right] == [1.0] * len(right)
+    assert [text_envs.exact_reward(a, "5") for a in wrong] == [0.0] * len(wrong)
+    assert text_envs.exact_reward("-12", "-12") == text_envs.exact_reward("1,000", "1000") == 1.0
+    assert text_envs.exact_reward("0.50", ".5") == 1.0 and text_envs.exact_reward("0.51", "0.5") == 0.0
+    # a non-numeric answer: equal strings after whitespace normalisation, case included
+    assert text_envs.exact_reward("olleh  dlrow", "olleh dlrow") == 1.0
+    assert text_envs.exact_reward("Olleh", "olleh") == text_envs.exact_reward("olleh!", "olleh") == 0.0
+    with pytest.raises(BadTextEnvParams) as e:
+        make_text_env("chain_sum", reward="generous")
+    assert e.value.key == "reward"
+
+
 def test_chain_sum_scores_the_number() -> None:
     env = make_text_env("chain_sum")
     seed = SEEDS[0]
@@ -279,6 +314,7 @@ def test_the_lm_task_file_is_the_default_lm_task() -> None:
     [
         ({"source": {"kind": "hub"}}, "ModelSourceError", "kind"),
         ({"env": {"env_id": "chess"}}, "UnknownTextEnv", "env_id"),
+        ({"env": {"reward": "generous"}}, "BadTextEnvParams", "reward"),
         ({"env": {"params": {"max_terms": "two"}}}, "BadTextEnvParams", "params"),
         ({"env": {"format": {"colour": 1}}}, "BadTextEnvParams", "colour"),
         ({"adapter": {"targets": "embed_tokens"}}, "AdapterConfigError", "targets"),

@@ -13,8 +13,8 @@ proofs (client.engine.bundle.batch_proofs), rewards and claims work unchanged. D
   position would cost a third of the forward pass).
 - EOS and PAD are the tokenizer's (SmolLM2: ``<|im_end|>``, id 2, for both): after a row's first
   EOS it holds PAD; ``mask`` is True up to and including the first EOS.
-- Rewards: the text environment's scorer on the completion cut at its first EOS and decoded
-  (client.engine.text_envs).
+- Rewards: the text environment's reward rule (exact by default) on the completion cut at its
+  first EOS and decoded (client.engine.text_envs): trainer and validator call the same function.
 
 Layout of one group (G rows, P prompt tokens, C decode steps, D = hidden size, V = vocabulary):
   prompts [G, P] (identical rows), completions [G, C], hidden [G, P+C, D] float32 post-norm
@@ -356,8 +356,9 @@ class LMRollouts:
 
     @torch.no_grad()
     def evaluate(self, seeds: list[int], temperature: float, batch: int = 64) -> float:
-        """Accuracy (mean reward) of one sample per prompt ``seeds`` (seeded: the same draw every call,
-        so two adapters are compared on the same noise). Prompts of equal length are batched."""
+        """Mean reward of one sample per prompt ``seeds``: the accuracy under the exact reward rule,
+        the mean score under partial credit (``env.metric``). Seeded: the same draw every call, so two
+        adapters are compared on the same noise. Prompts of equal length are batched."""
         prompts = {s: self.env.prompt_ids(self.tokenizer, s) for s in seeds}
         by_len: dict[int, list[int]] = {}
         for s in seeds:

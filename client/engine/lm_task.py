@@ -6,7 +6,8 @@ The LM counterpart of client.engine.config.TaskConfig, loaded from TOML and vali
 
     trainers_per_round = 2
     [source]      kind, location, file, weights_sha256, tokenizer_sha256  (client.engine.lm.ModelSource)
-    [env]         env_id, [env.params] (the reasoning-gym dataset's kwargs), [env.format] (FORMAT_FIELDS)
+    [env]         env_id, reward ("exact" | "partial", text_envs module doc), [env.params] (the
+                  reasoning-gym dataset's kwargs), [env.format] (FORMAT_FIELDS)
     [adapter]     rank, alpha, targets, seed                               (lm_rollout.AdapterConfig)
     [sampler] [grpo] [outer] [validation]                                  (as for the tiny model;
                                                                             validation.mode "full" by default)
@@ -39,15 +40,18 @@ from client.engine.lm_rollout import AdapterConfig
 
 @dataclass(frozen=True)
 class TextEnvConfig:
-    """A named text environment (client.engine.text_envs.TEXT_ENVS), its dataset kwargs and prompt format."""
+    """A named text environment (client.engine.text_envs.TEXT_ENVS), its reward rule, dataset kwargs and
+    prompt format. reward: "exact" (default: the exact answer after normalisation, else 0) or "partial"
+    (reasoning-gym's partial credit, only when a task asks for it)."""
 
     env_id: str = text_envs.DEFAULT_TEXT_ENV
+    reward: str = "exact"
     params: dict[str, Any] = field(default_factory=lambda: dict(text_envs.TEXT_ENVS[text_envs.DEFAULT_TEXT_ENV].params))
     format: dict[str, Any] = field(default_factory=dict)
 
     def make(self, context: int | None = None) -> text_envs.TextEnv:
         """The validated environment (errors name the field: env_id, a dataset kwarg or a format field)."""
-        return text_envs.make_text_env(self.env_id, self.params, context=context, **self.format)
+        return text_envs.make_text_env(self.env_id, self.params, context=context, reward=self.reward, **self.format)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,20 @@ environment is a reasoning-gym dataset (name + kwargs) and a prompt format:
                       each question followed by the instruction
     prompt text     = the tokenizer's chat template over the messages (generation prompt added)
                       + answer_prefix (prefilled: the completion continues it)
-    reward          = dataset.score_answer(answer, item(seed)) in [0, 1], where answer is the
-                      completion's first non-empty line, stripped, after the completion is cut at
-                      its first EOS and decoded without special tokens.
+    answer          = the completion's first non-empty line, after the completion is cut at its
+                      first EOS and decoded without special tokens
+    reward          = by the environment's reward rule (``reward``, the task's [env] reward):
+      "exact" (default): 1.0 iff the answer equals the item's answer after this normalisation,
+                      else 0.0 (``exact_reward``): runs of whitespace become one space and the ends
+                      are stripped; when the item's answer is a number (an integer or decimal,
+                      optional sign, digits grouped by commas in threes allowed), the answer must
+                      be exactly one such number and equal it by value ("+05", "5.0" and "5." are 5;
+                      "-5", "50", "5 or 6", "5 5 5", "5 apples" are not); otherwise the two strings
+                      must be equal (case included). Wrong, ambiguous, several candidates: 0.
+      "partial":      reasoning-gym's dataset.score_answer(answer, item(seed)) in [0, 1], which
+                      pays part of the reward for a wrong answer that contains the right one
+                      ("-5" for 5 earns 0.5): only as an explicit task option.
+    Both are pure functions of (seed, completion): trainers and validators compute the same float.
 
 A prompt longer than max_prompt_tokens raises ``PromptTooLong``; the environment refuses
 max_prompt_tokens + max_new_tokens beyond the model's context.
@@ -25,11 +36,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 Param = int | float | str | bool
+RewardRule = Literal["exact", "partial"]
+REWARD_RULES: tuple[RewardRule, ...] = ("exact", "partial")
 
 
 class UnknownTextEnv(KeyError):
@@ -84,6 +99,7 @@ class TextEnv:
     answer_prefix: str = ""  # prefilled at the start of the assistant turn
     max_prompt_tokens: int = 256
     max_new_tokens: int = 16
+    reward: RewardRule = "exact"  # module doc: exact by default, reasoning-gym's partial credit on request
 
     def _dataset(self, seed: int) -> Any:
         import reasoning_gym
@@ -122,9 +138,22 @@ class TextEnv:
         return ids
 
     def score(self, seed: int, completion: str) -> float:
-        """Reward of a decoded completion of prompt ``seed``: the dataset's own scorer on its answer line."""
+        """Reward of a decoded completion of prompt ``seed`` under the environment's reward rule (module doc)."""
         ds = self._dataset(seed)
-        return float(ds.score_answer(extract_answer(completion), ds[0]))
+        answer = extract_answer(completion)
+        if self.reward == "partial":
+            return float(ds.score_answer(answer, ds[0]))
+        return exact_reward(answer, str(ds[0]["answer"]))
+
+    def exact(self, seed: int, completion: str) -> bool:
+        """Whether a decoded completion of prompt ``seed`` is exactly right (the "exact" rule, whatever
+        the environment's reward rule): what "accuracy" counts."""
+        return exact_reward(extract_answer(completion), str(self.item(seed)["answer"])) == 1.0
+
+    @property
+    def metric(self) -> str:
+        """What the mean reward is called: "accuracy" under the exact rule, "mean score" under partial credit."""
+        return "accuracy" if self.reward == "exact" else "mean score"
 
 
 def extract_answer(completion: str) -> str:
@@ -133,6 +162,33 @@ def extract_answer(completion: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[+-]?\.\d+")
+
+
+def normalise_answer(text: str) -> str:
+    """Runs of whitespace as one space, ends stripped."""
+    return " ".join(text.split())
+
+
+def parse_number(text: str) -> Decimal | None:
+    """The value of ``text`` when all of it is one integer or decimal (optional sign, comma-grouped
+    thousands, no exponent), else None."""
+    if not _NUMBER.fullmatch(text):
+        return None
+    return Decimal(text.replace(",", ""))
+
+
+def exact_reward(answer: str, oracle: str) -> float:
+    """The "exact" rule (module doc): 1.0 iff ``answer`` is the oracle's answer after normalisation,
+    compared by value when the oracle is a number, else 0.0."""
+    got, want = normalise_answer(answer), normalise_answer(oracle)
+    want_number = parse_number(want)
+    if want_number is None:
+        return 1.0 if got == want else 0.0
+    got_number = parse_number(got)
+    return 1.0 if got_number is not None and got_number == want_number else 0.0
 
 
 def decode_completion(tokenizer: Any, ids: Sequence[int]) -> str:
@@ -202,12 +258,13 @@ def make_text_env(
     env_id: str,
     params: Mapping[str, Param] | None = None,
     context: int | None = None,
+    reward: str = "exact",
     **fmt: Any,
 ) -> TextEnv:
-    """The named environment, its dataset kwargs updated by ``params`` and its prompt format by
-    ``fmt`` (FORMAT_FIELDS), validated: unknown names, wrong types and out-of-range values raise
-    ``UnknownTextEnv`` / ``BadTextEnvParams`` naming the field. ``context`` (the model's positions)
-    bounds max_prompt_tokens + max_new_tokens."""
+    """The named environment, its dataset kwargs updated by ``params``, its reward rule (REWARD_RULES)
+    and its prompt format by ``fmt`` (FORMAT_FIELDS), validated: unknown names, wrong types and
+    out-of-range values raise ``UnknownTextEnv`` / ``BadTextEnvParams`` naming the field. ``context``
+    (the model's positions) bounds max_prompt_tokens + max_new_tokens."""
     import reasoning_gym
 
     if env_id not in TEXT_ENVS:
@@ -226,10 +283,12 @@ def make_text_env(
         raise BadTextEnvParams(env_id, "params", f"{base.dataset}: {e}") from None
     except (AssertionError, ValueError) as e:  # the dataset config's own validate()
         raise BadTextEnvParams(env_id, "params", f"{base.dataset}: {e or 'invalid'} ({merged})") from None
+    if reward not in REWARD_RULES:
+        raise BadTextEnvParams(env_id, "reward", f"expected one of {list(REWARD_RULES)}, got {reward!r}")
     unknown = set(fmt) - set(FORMAT_FIELDS)
     if unknown:
         raise BadTextEnvParams(env_id, sorted(unknown)[0], f"unknown field (known: {list(FORMAT_FIELDS)})")
-    env = dataclasses.replace(base, params=tuple(sorted(merged.items())), **fmt)
+    env = dataclasses.replace(base, params=tuple(sorted(merged.items())), reward=reward, **fmt)
     _check_format(env, context)
     return env
 

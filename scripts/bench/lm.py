@@ -82,17 +82,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def plot(curve: list[tuple[int, float]], path: Path, title: str) -> None:
+def plot(curve: list[tuple[int, float]], path: Path, title: str, metric: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([r for r, _ in curve], [a for _, a in curve], "o-", color="tab:orange", label="held-out accuracy (T=1)")
+    ax.plot([r for r, _ in curve], [a for _, a in curve], "o-", color="tab:orange", label=f"held-out {metric} (T=1)")
     ax.axhline(curve[0][1], color="grey", lw=0.8, ls="--", label="base model")
     ax.set_xlabel("round")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(metric)
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     greedy_before = rollouts.evaluate(seeds, 0.0)
     eval_s = time.monotonic() - t_eval
     curve = [(0, before)]
-    console.print(f"held-out before: {before:.3f} (T=1), {greedy_before:.3f} (greedy); {eval_s:.0f} s")
+    console.print(f"held-out {env.metric} before: {before:.3f} (T=1), {greedy_before:.3f} (greedy); {eval_s:.0f} s")
 
     momentum: dict[str, torch.Tensor] = {}
     train_rewards: list[float] = []
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "adapter_params": sum(t.numel() for t in current.values()),
         "env": env.env_id,
         "heldout": args.heldout,
+        "heldout_metric": env.metric,  # "accuracy" (exact reward rule) or "mean score" (partial credit)
         "heldout_before": round(before, 4),
         "heldout_after": round(after, 4),
         "heldout_gain": round(after - before, 4),
@@ -264,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         "prefill_precision": precision.precision,
         "prefill_precision_reason": precision.reason,
     }
-    plot(curve, args.plot, f"bench lm: {env.env_id}, K={trainers}, SmolLM2-135M + LoRA r={task.adapter.rank}")
-    table = Table(title="concord bench lm")
+    plot(
+        curve, args.plot, f"bench lm: {env.env_id}, K={trainers}, SmolLM2-135M + LoRA r={task.adapter.rank}", env.metric
+    )
+    table = Table(title=f"concord bench lm (held-out {env.metric})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in (
