@@ -38,7 +38,8 @@ CONTRACT_FIXES: dict[str, str] = {
     "UnbondNotReady": "the unbond delay has not passed: run `... unbond --complete` again after unbondAt",
     "UnbondExceedsStake": "ask for at most the available stake (`... unbond` without --amount takes all of it)",
     "InsufficientBalance": "the credited balance is smaller: `... withdraw` without --amount takes all of it",
-    "RejoinCooldown": "this node left the task recently: join again once the cooldown has passed",
+    "RejoinCooldown": "this validator was removed for not committing: it may join again once the head round "
+    "reaches untilRound",
     # tasks
     "NotInitiator": "only the task's initiator may do this: use the key that published the task",
     "TaskIsClosed": "the task is closed: no top-up or close any more; `concord task reclaim` once it is over",
@@ -76,8 +77,15 @@ CONTRACT_FIXES: dict[str, str] = {
     "BitmapBitOutOfRange": "the vote rejects a submission that does not exist: a validator bug, report it",
     "ZeroMaxItems": "ask for at least one item",
     "NoSuchSubmission": "no submission with that index in that round (`concord status TASK`)",
-    "SeedNotReady": "the round's seed block is not mined yet: wait a block",
+    "SeedNotReady": "the round's seed is fixed once the seed shares close (shareEnd): wait until then",
     "ShareDoesNotMatch": "the revealed seed share differs from the committed one: the validator's state was lost",
+    "ShareAlreadyCommitted": "this validator committed its seed share to that round already: nothing to do",
+    "ShareNotCommitted": "commit a seed share before revealing it (the validator node does both)",
+    "ShareAlreadyRevealed": "this validator revealed its seed share in that round already: nothing to do",
+    "ShareWindowClosed": "seed shares for that round closed at shareEnd: the validator waits for the next round",
+    "FlagWindowClosed": "flags for that round closed at flagEnd: the validator waits for the next round",
+    "AlreadyFlagged": "this validator flagged in that round already: nothing to do",
+    "TooManyFlags": "flag at most max items per round: a validator bug, report it",
     "NotDelegated": "call the Concord contract itself, not its implementation",
     # OpenZeppelin (the token, SafeERC20, SafeCast, Ownable, ReentrancyGuard)
     "ERC20InsufficientBalance": "the wallet holds less than needed: ask for less, or fund the wallet "
@@ -120,7 +128,7 @@ AMOUNT_PARAMS = frozenset(
         "requestedDecrease",
     }
 )
-TIME_PARAMS = frozenset({"unbondAt", "nowTs", "until", "cooldownUntil", "deadline"})
+TIME_PARAMS = frozenset({"unbondAt", "nowTs", "shareEnd", "flagEnd", "deadline"})
 # errors whose parameters above are not token amounts (SafeCast's `value` is raw; ERC1155 ids are not ours)
 NOT_TOKEN_ERRORS = frozenset({"SafeCastOverflowedIntDowncast", "SafeCastOverflowedIntToUint"})
 
