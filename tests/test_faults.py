@@ -63,6 +63,7 @@ from scripts.drills import (
 )
 from scripts.harness import TOKEN, conservation, enrol, wait_for
 from validator import node as vnode
+from validator import shares
 
 SLASH = 80 * TOKEN
 
@@ -210,8 +211,12 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
     b_cfg = vnode.ValidatorConfig(
         node_cfg(client, ipfs.api, tmp_path, task_id, VAL_B, "val-b", "validator"), rounds=rounds
     )
-    vnode.ensure_enrolled(vnode.connect_validator(b_cfg))
+    vb = vnode.connect_validator(b_cfg)
+    vnode.ensure_enrolled(vb)
     b_addr = chain_env.signer(VAL_B).address
+    # B's node starts only after A's commit: its operator plays B's round-0 seed share and (empty) flag by
+    # hand from B's state dir, so the submit phase closes and A need not wait for the flag window's end
+    shares.commit_share(vb.concord, vb.signer, vb.task_dir, task_id, 0)
     node = connect_node(node_cfg(client, ipfs.api, tmp_path, task_id, PEER, "trainer"))
     ctx = load_task_context(node, task_id)
 
@@ -228,6 +233,9 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
     node_processes.append(a1)
     wait_for("validator A to start", lambda: a1.saw("start"), alive=any_failed(a1))
     submit(0)
+    shares.reveal_share(vb.concord, vb.signer, vb.task_dir, task_id, 0)
+    wait_for("the check seed", lambda: client.concord.seed_info(task_id, 0).is_fixed, alive=any_failed(a1))
+    client.concord.flag(vb.signer, task_id, 0, [])
     wait_for(
         "validator A to commit round 0",
         lambda: client.concord.commit_status(task_id, 0, a_addr).committed,

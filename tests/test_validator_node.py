@@ -39,6 +39,7 @@ from client.runtime.config import NodeConfig
 from scripts import REPO_ROOT, harness
 from scripts.harness import enrol
 from validator import node as vnode
+from validator import shares
 from validator.aggregate import outer_step
 
 INITIATOR, HONEST, CHEATER, COPIER, VAL_A, VAL_B = 0, 1, 2, 3, 4, 5
@@ -158,7 +159,12 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         timing = {"poll_interval": 0.1, "heartbeat": 1.0, "ipfs_timeout": 5.0}
         node_b = devnet_node("validator", anvil.url, deployed.deployment, ipfs.api, dir_b, VAL_B, task_id, **timing)
         cfg_b = vnode.ValidatorConfig(node_b, rounds=2)
-        vnode.ensure_enrolled(vnode.connect_validator(cfg_b))  # B joined: the commit phase waits for it
+        vb = vnode.connect_validator(cfg_b)
+        vnode.ensure_enrolled(vb)  # B joined: the commit phase waits for it
+        # B's node is not running yet: its operator plays B's round-0 seed share by hand (the submit phase
+        # closes early only with every joined validator's share in), from B's state dir, so the node B
+        # starts later finds it revealed
+        shares.commit_share(vb.concord, vb.signer, vb.task_dir, task_id, 0)
 
         proc = start_validator_a(devnet_json, task_id, dir_a, log_a)
         wait_for(
@@ -177,6 +183,9 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         submit_bundle(client, signer(HONEST), task_id, honest, honest_digest)
         submit_bundle(client, signer(CHEATER), task_id, cheat, cheat_digest)
         submit_bundle(client, signer(COPIER), task_id, honest, honest_digest)
+        shares.reveal_share(vb.concord, vb.signer, vb.task_dir, task_id, 0)
+        wait_for("the check seed", lambda: client.concord.seed_info(task_id, 0).is_fixed, proc=proc)
+        client.concord.flag(vb.signer, task_id, 0, [])  # B has nothing to flag yet: A need not wait for flagEnd
 
         # A commits, then dies before it can reveal (B has not committed, so the commit phase is still open)
         wait_for(
