@@ -9,14 +9,23 @@ The default task (configs/default_task.toml), in process, one thread:
    all trainers (sampled), ``validator_fraction_full`` the same in full mode.
 2. Honest false rejects: ``--honest-rounds`` rounds of the trainers' honest submissions, each
    verified in sampled mode by one validator with a fresh seed.
-3. Detection. Every trainer cheat of the adversarial suite that changes a bundle's content
-   (scripts/adversaries/trainer_cheats.py; the fetch- and claim-level cheats are refused before
-   any sampling and need no sample) is built once, then judged ``--trials`` times by
-   ``--validators`` validators with fresh seeds: measured = fraction of trials in which a strict
-   majority rejected (a slash on chain), and fraction of single verdicts that rejected. Predicted
-   from what the cheat touches, found by checking every row and every step alone
-   (validator.sampling.p_split_rows and its step analogue). Then the break-even slash
+3. Detection under flags (validator.flags). Every trainer cheat of the adversarial suite that
+   changes a bundle's content (scripts/adversaries/trainer_cheats.py; the fetch- and claim-level
+   cheats are refused before any sampling and need no sample) is built once, then judged
+   ``--trials`` times with fresh seeds by 5 validators, each on its own sample; a validator whose
+   sample fails a sampled row or step flags it, and the others re-check exactly the flagged items
+   (validator.flags.flagged_sample). Measured = fraction of trials in which a strict majority of the
+   first V (3 and 5) validators' final votes rejected (a slash on chain), and the fraction of own
+   verdicts that rejected. Predicted from what the cheat touches, found by checking every row and
+   every step alone: 1 - (1 - p_one)^V (validator.sampling.p_any). Then the break-even slash
    (validator.sampling.breakeven_slash) for a cheater that gains its whole reward share.
+4. ``forged_step_detection``: a consistent one-step forger (inner state 5 poisoned, steps 5..H-1
+   generated, proved and trained on it; only the replay of step 4 sees it) judged
+   ``--forger-trials`` times by 3 and 5 validators as above: predicted 1 - 0.9^V.
+5. ``poison_effect``: an unsampled poisoner among K trainers (its own honest delta reversed, x20)
+   against one honest trainer in the same slot, on the next model's held-out reward, over
+   ``--poison-seeds`` model seeds, under the task's outer step (norm clip and agreement weights),
+   and for comparison without either and with the clip alone (validator.aggregate).
 
 Prints a table, then exactly one JSON line.
 """
@@ -243,7 +252,7 @@ def next_model(base: Policy, deltas: dict[str, dict[str, torch.Tensor]], outer: 
     return policy
 
 
-def poison_effect(cfg: TaskConfig, seeds: int, scale: float = 20.0, clips: tuple[float, ...] = ()) -> dict:
+def poison_effect(cfg: TaskConfig, seeds: int, scale: float = 20.0) -> dict:
     """An unsampled poisoner among K trainers against one honest trainer in the same slot, on the next
     model's held-out reward, per model seed (round 0 of the task from model seed s):
 
@@ -251,11 +260,19 @@ def poison_effect(cfg: TaskConfig, seeds: int, scale: float = 20.0, clips: tuple
       learning direction reversed, ``scale`` times an honest delta's norm: it knows no other delta);
     - the other K - 1 trainers are honest; "X's slot empty" is their outer step at lr x (K - 1) / K;
     - honest effect = R(others + h_X) - R(X's slot empty); damage = R(X's slot empty) - R(others +
-      poison); poison_effect = mean damage / mean honest effect over the seeds, under the task's outer
-      clip (and under ``clips``, 0 = no clip, for comparison)."""
+      poison); poison_effect = mean damage / mean honest effect over the seeds.
+
+    Under the task's outer step ("task"), and for comparison with no bound ("none": clip 0, no
+    agreement weights, the aggregation before issue 21) and the norm clip alone ("clip_only")."""
     k = max(2, cfg.trainers_per_round)
     env = make_env(cfg.env)
-    per_clip: dict[float, dict[str, list[float]]] = {}
+    variants = {
+        "task": cfg.outer,
+        "none": dataclasses.replace(cfg.outer, clip=0.0, agreement=False),
+        "clip_only": dataclasses.replace(cfg.outer, agreement=False),
+    }
+    per: dict[str, dict[str, list[float]]] = {name: {"damage": [], "honest": []} for name in variants}
+    base_rewards = []
     for seed in range(seeds):
         base = build_policy(dataclasses.replace(cfg.model, seed=seed))
         deltas = {}
@@ -265,28 +282,31 @@ def poison_effect(cfg: TaskConfig, seeds: int, scale: float = 20.0, clips: tuple
         x = sorted(deltas)[seed % k]  # trainer X: a different position in the key order per seed
         others = {n: d for n, d in deltas.items() if n != x}
         poison = {p: t * -scale for p, t in deltas[x].items()}
-        r_base = heldout_reward(base, env, cfg)
-        for clip in dict.fromkeys((cfg.outer.clip, *clips)):
-            outer = dataclasses.replace(cfg.outer, clip=clip)
+        base_rewards.append(heldout_reward(base, env, cfg))
+        for name, outer in variants.items():
             r_honest = heldout_reward(next_model(base, deltas, outer, k), env, cfg)
             r_empty = heldout_reward(next_model(base, others, outer, k), env, cfg)
             r_poison = heldout_reward(next_model(base, {**others, x: poison}, outer, k), env, cfg)
-            got = per_clip.setdefault(clip, {"damage": [], "honest": [], "base": []})
-            got["damage"].append(r_empty - r_poison)
-            got["honest"].append(r_honest - r_empty)
-            got["base"].append(r_base)
+            per[name]["damage"].append(r_empty - r_poison)
+            per[name]["honest"].append(r_honest - r_empty)
     out = {}
-    for clip, got in per_clip.items():
+    for name, got in per.items():
         damage, gain = float(np.mean(got["damage"])), float(np.mean(got["honest"]))
-        out[clip] = {
+        out[name] = {
             "poison_effect": round(damage / gain, 3) if gain > 0 else None,
             "damage": round(damage, 4),
             "honest_effect": round(gain, 4),
             "damage_se": _se(got["damage"]),
             "honest_effect_se": _se(got["honest"]),
-            "base_reward": round(float(np.mean(got["base"])), 4),
         }
-    return {"poison_scale": scale, "trainers": k, "seeds": seeds, "by_clip": out}
+    return {
+        "poison_scale": scale,
+        "trainers": k,
+        "seeds": seeds,
+        "base_reward": round(float(np.mean(base_rewards)), 4),
+        "outer": {"clip": cfg.outer.clip, "agreement": cfg.outer.agreement},
+        **out,
+    }
 
 
 # ----------------------------------------------------------------------------- what a cheat touches
@@ -543,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"forged_step: {forged_detail}")
 
     # 5. bounded influence: an unsampled poisoner among K trainers against one honest trainer
-    poison = poison_effect(cfg, args.poison_seeds, clips=(0.0,))
+    poison = poison_effect(cfg, args.poison_seeds)
     console.print(f"poison: {poison}")
 
     chain = task.params
@@ -607,9 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         "all_within_margin": all(v for d in detection.values() for key, v in d.items() if key.startswith("within")),
         "forged_step_detection": forged,
         "forged_step_detail": forged_detail,
-        "poison_effect": poison["by_clip"][cfg.outer.clip]["poison_effect"],
+        "poison_effect": poison["task"]["poison_effect"],
         "poison_detail": poison,
-        "outer_clip": cfg.outer.clip,
         "negative_ev_all": all(d["ev_tokens"] < 0 for d in detection.values()),
         "negative_ev_all_if_whole_share": all(d["ev_tokens_if_whole_share"] < 0 for d in detection.values()),
         "gain_per_round_tokens": gain / 10**18,
