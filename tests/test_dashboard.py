@@ -7,8 +7,8 @@ dashboard`, behind a JSON-RPC proxy that records every eth_getLogs range) and he
 - The rendered page (after its JavaScript ran) shows the task's terms and spec, the rounds on the
   timeline, the reward curve with the demo's own numbers, the cheater's rejected verdicts with the
   check the validator failed it on and the numbers, its slashes and the validator's bounties.
-- New blocks appear without a reload: a top-up lands and the page's head and budget move while a
-  marker set in the page's window survives.
+- New blocks appear without a reload: a trainer adds 2.5 tokens of stake and the page's head and the
+  trainer's stake move while a marker set in the page's window survives.
 - The index never rescans: the eth_getLogs ranges the dashboard asked for are contiguous, the
   deployment block is asked for once, and a new block costs one range that starts after the last.
 A screenshot of the page is saved under the test's tmp dir (the path is printed).
@@ -29,8 +29,9 @@ import pytest
 from browser import Chromium, RpcLog, rpc_proxy
 from own_devnet import TASK_FILE, NetworkRun, network_run
 
-from client.chain import keys
+from client.chain import Role, keys
 from client.runtime import procs
+from client.units import format_amount
 from scripts import REPO_ROOT
 from scripts.demo import NetworkPlan, demo_nodes
 
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROUNDS = 2
 TOKEN = 10**18
-TOP_UP = 50 * TOKEN
+ADDED = 5 * TOKEN // 2  # 2.5 tokens: the page must show it exactly
 
 
 @dataclass(frozen=True)
@@ -173,20 +174,26 @@ def test_rendered_page_shows_terms_rounds_verdicts_evidence_and_slashes(board: B
 
 
 def test_new_blocks_appear_without_a_reload(board: Board) -> None:
+    """The honest trainer adds 2.5 tokens of stake: the page's head moves and the trainer's row shows the new
+    stake, exact, without a reload. (A top-up is no longer possible here: every round of the task has
+    opened, NoFurtherRounds.)"""
     page = board.page
     page.evaluate("window.__sameDocument = 'yes'")  # a reload would drop it
     before = page.evaluate("window.concordDashboard.renders")
-    budget_before = int(board.state()["tasks"][0]["budget"])  # amounts: exact decimal strings of base units
     client = board.run.client
-    initiator = client.signer(keys.devnet_account(0))
-    client.token.approve(initiator, client.concord.address, TOP_UP)
-    receipt = client.concord.top_up(initiator, board.task_id, TOP_UP)
+    node = next(s for s in board.run.plan.nodes if s.role == Role.TRAINER and s.cheat is None)
+    row = next(n for n in board.state()["tasks"][0]["nodes"] if n["address"] == node.address)
+    stake = int(row["stake"])  # amounts: exact decimal strings of base units
+    signer = client.signer(keys.devnet_account(node.account))
+    client.token.approve(signer, client.concord.address, ADDED)
+    receipt = client.concord.add_stake(signer, ADDED)
     page.wait_for(
         f"Number(document.querySelector('#head-block').textContent) >= {receipt.block_number}",
         what=f"the head to reach block {receipt.block_number}",
     )
-    budget = page.evaluate("document.querySelector('#task-1-budget').innerText")
-    assert re.search(rf"budget left\s+{(budget_before + TOP_UP) // TOKEN}\b", budget), budget
+    nodes = page.evaluate("document.querySelector('#task-1-nodes').innerText").splitlines()
+    shown = [line.split("\t") for line in nodes if "\ttrainer\t" in line]
+    assert [format_amount(stake + ADDED, 18, "CDT")] in [[cells[3].strip()] for cells in shown], nodes
     assert page.evaluate("window.__sameDocument") == "yes"
     assert page.evaluate("window.concordDashboard.renders") > before
 
