@@ -9,16 +9,18 @@ rules (docs/PROTOCOL.md) and a list of who cheated how:
 * a cheating trainer: each submission of a round it cheats in was rejected, slashed the task's
   slashAmount and paid nothing; a cheat the contract refuses landed no submission and no slash;
 * a cheating validator: paid no fee in any round; one that withholds its reveal committed, never
-  revealed and was slashed slashAmount each round; one that revealed was not slashed and its
-  digest was not the next model;
+  revealed and was slashed slashAmount each round; one that withholds its seed share committed
+  one, never revealed it and was slashed slashAmount each round (once, whatever else it did); one
+  that revealed everything was not slashed and its digest was not the next model;
 * every honest node: never slashed, its stake whole; an honest trainer's every submission paid,
-  an honest validator paid its fee share every round;
+  an honest validator paid its fee share every round in which some submission was decided;
 * bounties: each rejection's bountyBps of the slash, split equally among exactly the validators
   whose revealed bitmap rejected it;
-* conservation: per round (reserved + slashes kept - bounties = rewards + fees + returned), per
-  task (the escrow the chain holds = budget in + slashes kept - paid out - reclaimed = budget +
-  reserved), per node (stake = deposited - slashed; credited = earned - withdrawn) and in all
-  (the protocol's token balance = escrow + stakes + credited).
+* conservation: per round (reserved = rewards + fees + returned; slashes less bounties = what the
+  round's StakeBurned events burned), per task (the escrow the chain holds = budget in - paid out
+  - reclaimed = budget + reserved: slashes are burned, never kept), per node (stake = deposited -
+  slashed; credited = earned - withdrawn) and in all (the protocol's token balance = escrow +
+  stakes + credited).
 
 `judge` returns the problems it found, each starting with the node (or "task"/"network") it is
 about: an empty list is a pass.
@@ -46,6 +48,7 @@ class Scenario:
     cheating_rounds: tuple[int, ...] = ()  # trainer: the rounds it cheats in
     refused: bool = False  # trainer: the contract refuses its cheating submit (nothing lands)
     withholds_reveal: bool = False  # validator: commits, never reveals
+    withholds_share: bool = False  # validator: commits a seed share, never reveals it
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,11 @@ def judge(record: ChainRecord, scenarios: Sequence[Scenario]) -> list[str]:
     vslashed: dict[tuple[int, str], int] = defaultdict(int)
     for e in _of(ev, chain.ValidatorSlashed):
         vslashed[(e.round, e.validator.lower())] += e.amount
+    shares_in = {(e.round, e.validator.lower()) for e in _of(ev, chain.SeedShareCommitted)}
+    shares_out = {(e.round, e.validator.lower()) for e in _of(ev, chain.SeedShareRevealed)}
+    burned: dict[int, int] = defaultdict(int)
+    for e in _of(ev, chain.StakeBurned):
+        burned[e.round] += e.amount
     rounds = range(params.max_rounds)
     for r in rounds:
         if r not in finals:
@@ -143,20 +151,23 @@ def judge(record: ChainRecord, scenarios: Sequence[Scenario]) -> list[str]:
             for r in rounds:
                 if fees[(r, me)]:
                     problems.append(f"{s.name}: round {r}: paid a fee of {fees[(r, me)]}")
-                if s.withholds_reveal:
-                    if (r, me) not in committed or (r, me) in revealed:
-                        problems.append(f"{s.name}: round {r}: expected a commitment and no reveal")
-                    if vslashed[(r, me)] != params.slash_amount:
+                if s.withholds_share and ((r, me) not in shares_in or (r, me) in shares_out):
+                    problems.append(f"{s.name}: round {r}: expected a seed share and no share reveal")
+                if s.withholds_reveal and ((r, me) not in committed or (r, me) in revealed):
+                    problems.append(f"{s.name}: round {r}: expected a commitment and no reveal")
+                if s.withholds_reveal or s.withholds_share:
+                    what = "reveal" if s.withholds_reveal else "seed share"
+                    if vslashed[(r, me)] != params.slash_amount:  # once, even for both
                         problems.append(
-                            f"{s.name}: round {r}: slashed {vslashed[(r, me)]} for its withheld reveal, "
+                            f"{s.name}: round {r}: slashed {vslashed[(r, me)]} for its withheld {what}, "
                             f"slashAmount {params.slash_amount}"
                         )
-                else:
+                if not s.withholds_reveal:
                     if (r, me) not in revealed:
                         problems.append(f"{s.name}: round {r}: never revealed")
                     elif r in finals and revealed[(r, me)].next_model_digest == finals[r].next_model_digest:
                         problems.append(f"{s.name}: round {r}: its next-model digest won the vote")
-                    if vslashed[(r, me)]:
+                    if vslashed[(r, me)] and not s.withholds_share:
                         problems.append(f"{s.name}: round {r}: slashed {vslashed[(r, me)]} although it revealed")
 
     # -- the honest nodes
@@ -173,7 +184,9 @@ def judge(record: ChainRecord, scenarios: Sequence[Scenario]) -> list[str]:
         else:
             joined = any(e.node.lower() == a for e in _of(ev, chain.Joined))
             for r in rounds:
-                settled = r in finals and not finals[r].is_void and any(k[0] == r for k in subs)
+                # the fee pays for deciding submissions: none for a round whose every submission tied
+                decided = any(k[0] == r for k in (*rejected, *rewarded))
+                settled = r in finals and not finals[r].is_void and decided
                 if joined and settled and fees[(r, a)] == 0:
                     problems.append(f"{name(a)}: honest validator paid no fee in round {r}")
 
@@ -200,23 +213,23 @@ def judge(record: ChainRecord, scenarios: Sequence[Scenario]) -> list[str]:
         if owed[k] != paid[k]:
             problems.append(f"{name(k[1])}: round {k[0]}: bounty {paid[k]}, rules say {owed[k]}")
 
-    # -- conservation per round: the pool in, plus slashes kept, equals what was paid and returned
+    # -- conservation per round: the pool equals what was paid and returned; the slashes, less
+    #    bounties, were burned (none of it stays with the task)
     for r, f in finals.items():
-        kept = sum(e.slashed - e.bounty for (rr, _), e in rejected.items() if rr == r)
-        kept += sum(x for (rr, _), x in vslashed.items() if rr == r)
+        net = sum(e.slashed - e.bounty for (rr, _), e in rejected.items() if rr == r)
+        net += sum(x for (rr, _), x in vslashed.items() if rr == r)
         out = sum(e.reward for (rr, _), e in rewarded.items() if rr == r)
         out += sum(x for (rr, _), x in fees.items() if rr == r)
         reserved = opened[r].reserved if r in opened else 0
-        if reserved + kept != out + f.returned:
-            problems.append(
-                f"task: round {r}: reserved {reserved} + slashes kept {kept} != paid {out} + returned {f.returned}"
-            )
+        if reserved != out + f.returned:
+            problems.append(f"task: round {r}: reserved {reserved} != paid {out} + returned {f.returned}")
+        if burned[r] != net:
+            problems.append(f"task: round {r}: burned {burned[r]}, slashes less bounties {net}")
         if out > params.per_round:
             problems.append(f"task: round {r}: paid {out}, more than the round's pool {params.per_round}")
 
     # -- conservation per task: what came in, less what went out, is what the chain holds for it
     inflow = created[0].budget + sum(e.amount for e in _of(ev, chain.TaskToppedUp))
-    inflow += sum(e.slashed - e.bounty for e in rejected.values()) + sum(vslashed.values())
     outflow = sum(e.reward for e in rewarded.values()) + sum(fees.values())
     outflow += sum(e.amount for e in _of(ev, chain.BudgetReclaimed))
     if inflow - outflow != record.escrow.held:

@@ -44,8 +44,8 @@ PARAMS = chain.TaskParams(
 def honest_run() -> tuple[list, dict[str, int]]:
     """One round by the rules: the cheater's submission rejected by both honest validators (slash 80,
     bounty 40 split 20/20), the honest one paid 300, the fee 15/15, the non-revealer slashed 80; the
-    initiator reclaims what is left and everyone withdraws. Returns (events, stake per node)."""
-    returned = (REWARD + FEE) + (SLASH - 40) + SLASH - REWARD - FEE  # pool + slashes kept - paid
+    slashes less the bounty burned; everyone withdraws. Returns (events, stake per node)."""
+    returned = (REWARD + FEE) - REWARD - FEE  # the pool less what was paid: nothing left
     events = [
         *(chain.NodeRegistered(META, a, Role.TRAINER, STAKE) for a in (HONEST, CHEATER)),
         *(chain.NodeRegistered(META, a, Role.VALIDATOR, STAKE) for a in (V1, V2, VCHEAT)),
@@ -63,8 +63,7 @@ def honest_run() -> tuple[list, dict[str, int]]:
         *(chain.ValidatorPaid(META, TASK, 0, a, FEE // 2) for a in (V1, V2)),
         chain.ValidatorSlashed(META, TASK, 0, VCHEAT, SLASH),
         chain.RoundFinalized(META, TASK, 0, DIGEST, False, 10, returned),
-        chain.BudgetReclaimed(META, TASK, INITIATOR, returned),
-        chain.Withdrawn(META, INITIATOR, returned),
+        chain.StakeBurned(META, TASK, 0, (SLASH - 40) + SLASH),
         chain.Withdrawn(META, HONEST, REWARD),
         *(chain.Withdrawn(META, a, 20 + FEE // 2) for a in (V1, V2)),
     ]
@@ -101,8 +100,8 @@ def test_a_cheater_that_went_unslashed_is_reported() -> None:
     events = without(events, lambda e: isinstance(e, chain.SubmissionRejected | chain.BountyPaid))
     problems = judge(record(events, {**stake, CHEATER: STAKE}), SCENARIOS)
     assert "cheat-x: round 0: cheating submission 1 not slashed" in problems
-    # and the tokens no longer add up for the round (the returned amount counted a slash that never was)
-    assert any(p.startswith("task: round 0:") for p in problems), problems
+    # and the tokens no longer add up for the round (the burn counted a slash that never was)
+    assert "task: round 0: burned 120, slashes less bounties 80" in problems
 
 
 def test_a_cheater_that_was_paid_is_reported() -> None:
@@ -151,3 +150,27 @@ def test_tokens_that_do_not_add_up_are_reported() -> None:
     )
     assert "task: the events leave 0 in escrow, the chain holds 7" in problems
     assert any(p.startswith("network: token balance") for p in problems), problems
+
+
+def test_a_slash_kept_by_the_task_instead_of_burned_is_reported() -> None:
+    events, stake = honest_run()
+    events = without(events, lambda e: isinstance(e, chain.StakeBurned))
+    problems = judge(record(events, stake), SCENARIOS)
+    assert "task: round 0: burned 0, slashes less bounties 120" in problems
+
+
+def test_a_validator_that_withheld_its_seed_share_must_be_slashed_once() -> None:
+    events, stake = honest_run()
+    withholder = [
+        SCENARIOS[0],
+        Scenario("vcheat-no_reveal", VCHEAT, Role.VALIDATOR, withholds_reveal=True, withholds_share=True),
+    ]
+    events += [
+        *(chain.SeedShareCommitted(META, TASK, 0, a) for a in (V1, V2, VCHEAT)),
+        *(chain.SeedShareRevealed(META, TASK, 0, a, b"\x09" * 32) for a in (V1, V2)),
+    ]
+    assert judge(record(events, stake), withholder) == []  # one slash for both withheld reveals
+    revealed = [*events, chain.SeedShareRevealed(META, TASK, 0, VCHEAT, b"\x09" * 32)]
+    assert "vcheat-no_reveal: round 0: expected a seed share and no share reveal" in judge(
+        record(revealed, stake), withholder
+    )

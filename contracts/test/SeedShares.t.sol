@@ -361,6 +361,28 @@ contract SeedSharesTest is ConcordFixture {
         concord.leave(id);
     }
 
+    /// A validator absent from round r but holding a share of a later live round is not removed
+    /// at r's finalize: its slot must stay its own until that share is revealed or slashed.
+    function test_AbsentValidatorHoldingALaterShareKeepsItsSlot() public {
+        IConcordTypes.TaskParams memory p = _params();
+        p.asyncLevel = 1;
+        p.minValidators = 1;
+        uint256 t = _taskWith(p, 10_000e18, 1, 2);
+        _submit(t, 0, 0, trainers[0], 10);
+        _voteAll(t, 0, 2, _words(1), M1);
+        _warpPast(t, 0, IConcordTypes.Phase.Reveal);
+        _finalizeAll(t, 0);
+        _submit(t, 1, 1, trainers[0], 10); // both shares in: round 1 closes, round 2 opens
+        _commitShare(t, 2, validators[1]); // validator 1's share in round 2 ...
+        _commit(t, 1, validators[0], _words(1), M1); // ... and no verdict in round 1
+        _warpPast(t, 1, IConcordTypes.Phase.Commit);
+        _reveal(t, 1, validators[0], _words(1), M1);
+        _warpPast(t, 1, IConcordTypes.Phase.Reveal);
+        _finalizeAll(t, 1);
+        assertTrue(concord.memberInfo(t, validators[1]).joined, "kept: it holds round 2's share");
+        assertEq(concord.validatorAt(t, 1), validators[1]);
+    }
+
     // --- flags ------------------------------------------------------------------------------
 
     function _toFlags() internal {

@@ -37,18 +37,31 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     bool public phantomSettled;
     /// Set when a claim above the task's maxWorkUnits was accepted.
     bool public overclaimAccepted;
-    /// Set when a round's check seed changed after it was fixed, was fixed by a block at or
-    /// before the last submission, or a commit landed in a round with submissions and no seed.
+    /// Set when a round's check seed changed after it was fixed, was anchored before the last
+    /// submission, differs from keccak(task, round, anchor | blockhash(anchor - 1) XOR exactly
+    /// the revealed shares), or a commit landed in a round with submissions and no seed.
     bool public seedBroken;
+    /// Set when a withheld seed share went unslashed, or a validator was slashed twice in a round.
+    bool public shareSlashBroken;
+    /// Set when a removed validator rejoined before its cooldown ended.
+    bool public rejoinedEarly;
+    /// Set when an accepted submission was paid other than reward * work / (accepted + tied work).
+    bool public proRataBroken;
+    /// Set when a top-up was refused though the task could still open a round.
+    bool public topUpRefused;
 
-    /// Per-task ledger from the events alone: escrowed in (create, top-ups), slashes kept by the
-    /// task (trainer slash - bounty, validator slashes), paid out (rewards, fees, reclaims).
+    /// Per-task ledger from the events alone: escrowed in (create, top-ups), paid out (rewards,
+    /// fees, reclaims). Slashes no longer reach a task: they are burned.
     mapping(uint256 => uint256) public ghostTaskIn;
     mapping(uint256 => uint256) public ghostTaskOut;
     /// Per-node stake from the calls and events: registered + added - slashed - unbonded.
     mapping(address => uint256) public ghostStake;
     /// Per-account credited balance: credits from events - withdrawals.
     mapping(address => uint256) public ghostCredited;
+    /// Slashes less bounties, from SubmissionRejected and ValidatorSlashed; and the sum of the
+    /// StakeBurned events (both must equal concord.burned() and the burn address's balance).
+    uint256 public ghostSlashedNet;
+    uint256 public ghostBurnEvents;
 
     mapping(bytes32 => uint256) internal settledCount;
     mapping(uint256 => uint256) internal lastHead;
@@ -81,9 +94,29 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     uint256 public nSeedAnchors;
     uint256 public nSeedReanchors;
     uint256 public nSeedTries;
+    uint256 public nShareCommits;
+    uint256 public nShareReveals;
+    uint256 public nSharesWithheld;
+    uint256 public nRejoinRefused;
+    uint256 public nRejoined;
+    uint256 public nTopUpsRefused;
     /// Fixed check seed per (task, round) and the last block with a submission per (task, round).
     mapping(uint256 => mapping(uint256 => bytes32)) internal seedOf;
     mapping(uint256 => mapping(uint256 => uint256)) internal lastSubmitBlock;
+    /// Per (task, round): the anchor's block value (recorded in the anchoring block), the shares
+    /// committed by slot, the masks of committed / revealed shares, the slashed validators.
+    mapping(uint256 => mapping(uint256 => bytes32)) internal anchorHash;
+    mapping(uint256 => mapping(uint256 => mapping(uint256 => bytes32))) internal shareOf;
+    mapping(uint256 => mapping(uint256 => mapping(uint256 => address))) internal shareBy;
+    mapping(uint256 => mapping(uint256 => uint64)) internal sharesIn;
+    mapping(uint256 => mapping(uint256 => uint64)) internal sharesOut;
+    mapping(uint256 => mapping(uint256 => mapping(address => bool))) internal slashedIn;
+    /// Per (task, round): work of each submission, and the rewarded indexes with their amounts.
+    mapping(uint256 => mapping(uint256 => mapping(uint256 => uint256))) internal workOf;
+    mapping(uint256 => mapping(uint256 => uint256[])) internal rewardedIdx;
+    mapping(uint256 => mapping(uint256 => uint256[])) internal rewardedAmt;
+    /// First head round at which a removed validator may join the task again.
+    mapping(uint256 => mapping(address => uint256)) internal rejoinAt;
 
     constructor(Concord concord_, DevToken token_) {
         concord = concord_;
@@ -99,7 +132,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             ghostStake[t] = 300e18;
             trainers.push(t);
         }
-        for (uint256 i; i < 4; ++i) {
+        for (uint256 i; i < 6; ++i) {
             address v = makeAddr(string.concat("h-validator", vm.toString(i)));
             _fund(v);
             vm.prank(v);
@@ -114,7 +147,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         _newTask(1, 1);
         _newTask(0, 2);
         // Everyone starts joined to every task, so short runs reach settlement.
-        for (uint256 i; i < 8; ++i) {
+        for (uint256 i; i < trainers.length + validators.length; ++i) {
             address who = _actor(i);
             for (uint256 t; t < 3; ++t) {
                 vm.prank(who);
@@ -135,13 +168,19 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function topUp(uint256 taskSeed, uint96 amount) external {
         uint256 id = _task(taskSeed);
         amount = uint96(_bound(amount, 1, 500e18));
+        IConcordTypes.TaskState memory st = concord.taskState(id);
+        uint256 maxRounds = concord.taskParams(id).maxRounds;
+        uint256 head = concord.currentRound(id);
+        bool finished = st.closed || (maxRounds != 0 && head + 1 >= maxRounds);
         vm.recordLogs();
         vm.prank(initiator);
         try concord.topUp(id, amount) {
             ghostDeposited += amount;
             ghostTaskIn[id] += amount;
+            if (finished) phantomSettled = true; // money no round can use
         } catch {
-            if (!concord.taskState(id).closed) revert("top-up of an open task refused");
+            if (!finished) topUpRefused = true;
+            ++nTopUpsRefused;
         }
         _after();
     }
@@ -218,9 +257,48 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
 
     function join(uint256 actorSeed, uint256 taskSeed) external {
         address who = _actor(actorSeed);
+        uint256 id = _task(taskSeed);
+        uint256 head = concord.currentRound(id);
+        bool cooling = head < rejoinAt[id][who];
         vm.recordLogs();
         vm.prank(who);
-        try concord.join(_task(taskSeed)) {} catch {}
+        try concord.join(id) {
+            if (cooling) rejoinedEarly = true;
+            if (rejoinAt[id][who] != 0) ++nRejoined;
+        } catch {
+            if (cooling) ++nRejoinRefused;
+        }
+        _after();
+    }
+
+    /// A validator commits its seed share to the head round (refused outside its submit phase,
+    /// twice, or by a validator not joined).
+    function commitShare(uint256 actorSeed, uint256 taskSeed) external {
+        uint256 id = _task(taskSeed);
+        address who = validators[actorSeed % validators.length];
+        uint32 round = concord.currentRound(id);
+        bytes32 share = _hShare(who, id, round);
+        vm.recordLogs();
+        vm.prank(who);
+        try concord.commitSeedShare(id, round, keccak256(abi.encode(share, who, id, uint256(round)))) {
+            shareOf[id][round][concord.memberInfo(id, who).validatorIndex] = share;
+            ++nShareCommits;
+        } catch {}
+        _after();
+    }
+
+    /// A validator reveals its share (`honest`), or a wrong one (refused).
+    function revealShare(uint256 actorSeed, uint256 taskSeed, bool honest) external {
+        uint256 id = _task(taskSeed);
+        address who = validators[actorSeed % validators.length];
+        uint32 round = _roundIn(id, IConcordTypes.Phase.Commit, actorSeed);
+        bytes32 share = honest ? _hShare(who, id, round) : keccak256(abi.encode("wrong", actorSeed));
+        vm.recordLogs();
+        vm.prank(who);
+        try concord.revealSeedShare(id, round, share) {
+            if (!honest) seedBroken = true;
+            ++nShareReveals;
+        } catch {}
         _after();
     }
 
@@ -247,6 +325,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         try concord.submit(id, round, base, keccak256(abi.encode(who, round)), bytes32(0), units) {
             if (units > p.maxWorkUnits) overclaimAccepted = true;
             lastSubmitBlock[id][round] = block.number;
+            workOf[id][round][concord.roundInfo(id, round).submissions - 1] = units;
             ++nSubmits;
         } catch {}
         _after();
@@ -377,7 +456,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
 
     /// @dev Protocol-driven traffic: do the next honest action the task is waiting for
     ///      (submit, commit, reveal, finalize); a random validator sometimes skips its
-    ///      reveal and random trainers get rejected. Exposed three times, two steps each, to weigh it.
+    ///      reveal or share and random trainers get rejected. Exposed three times, three steps each, to weigh it.
     function progress(uint256 taskSeed, uint256 seed) external {
         _progressTwice(taskSeed, seed);
     }
@@ -391,15 +470,20 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     }
 
     function _progressTwice(uint256 taskSeed, uint256 seed) internal {
+        // three steps in fact: six validators, their shares and flags make a round longer
         _progress(_task(taskSeed), seed);
         _progress(_task(taskSeed), uint256(keccak256(abi.encode(seed))));
+        _progress(_task(taskSeed), uint256(keccak256(abi.encode(seed, 3))));
     }
 
     function _progress(uint256 id, uint256 seed) internal {
         IConcordTypes.TaskState memory st = concord.taskState(id);
-        // a validator removed for a missed commit comes back (as an honest operator would)
+        // a validator removed for a missed commit tries to come back (as an honest operator
+        // would); during its cooldown the join is refused and the traffic goes on
+        uint256 head0 = concord.currentRound(id);
         for (uint256 v; v < validators.length && !st.closed; ++v) {
-            if (!concord.memberInfo(id, validators[v]).joined) {
+            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, validators[v]);
+            if (!m.joined && (m.rejoinRound <= head0 || seed % 7 == 0)) {
                 this.join(trainers.length + v, _taskIndex(id));
                 return;
             }
@@ -415,8 +499,21 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         }
         r = _roundIn(id, IConcordTypes.Phase.Commit, seed);
         if (concord.phaseOf(id, r) == IConcordTypes.Phase.Commit) {
+            IConcordTypes.SeedInfo memory si = concord.seedInfo(id, r);
+            uint64 pending = si.sharesCommitted & ~si.sharesRevealed;
+            // one share in 5 is withheld: the seed waits for shareEnd, the share is slashed
+            for (uint256 slot; pending != 0 && block.timestamp < si.shareEnd; ++slot) {
+                if (pending & 1 != 0) {
+                    if (uint256(keccak256(abi.encode(id, r, slot))) % 5 != 0) {
+                        this.revealShare(_validatorIndex(concord.validatorAt(id, slot)), _taskIndex(id), true);
+                        return;
+                    }
+                    ++nSharesWithheld;
+                }
+                pending >>= 1;
+            }
             if (concord.roundInfo(id, r).submissions != 0 && seedOf[id][r] == 0) {
-                this.fixSeedAny(_taskIndex(id), r, 1); // after one block; a validator then commits
+                this.fixSeedAny(_taskIndex(id), r, 1); // fixes it once every share is in, or at shareEnd
                 if (seedOf[id][r] == 0 || concord.phaseOf(id, r) != IConcordTypes.Phase.Commit) return;
             }
             for (uint256 v; v < validators.length; ++v) {
@@ -424,7 +521,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 (bool c,) = concord.commitStatus(id, r, who);
                 if (!c && concord.memberInfo(id, who).joined) {
                     // validators mostly agree (shared verdict seed), sometimes dissent
-                    uint256 verdict = seed % 5 == 0 ? seed >> 8 : uint256(keccak256(abi.encode(id, r))) >> 8;
+                    // (one in three dissents, so rounds see ties between competing submissions)
+                    uint256 verdict = seed % 3 == 0 ? seed >> 8 : uint256(keccak256(abi.encode(id, r))) >> 8;
                     this.commit((seed % validators.length + v) % validators.length, _taskIndex(id), verdict, seed % 7 == 0);
                     return;
                 }
@@ -432,6 +530,17 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         }
         uint32 head = concord.currentRound(id);
         if (concord.phaseOf(id, head) != IConcordTypes.Phase.Submit) return;
+        // validators commit their shares first (nodes do so early), most of the time
+        if (seed % 4 != 0) {
+            uint64 done = concord.seedInfo(id, head).sharesCommitted;
+            for (uint256 v; v < validators.length; ++v) {
+                IConcordTypes.MemberInfo memory m = concord.memberInfo(id, validators[v]);
+                if (m.joined && done & (uint64(1) << m.validatorIndex) == 0) {
+                    this.commitShare(v, _taskIndex(id));
+                    return;
+                }
+            }
+        }
         for (uint256 i; i < trainers.length; ++i) {
             IConcordTypes.MemberInfo memory m = concord.memberInfo(id, trainers[(seed % trainers.length + i) % trainers.length]);
             if (m.joined && !(m.hasSubmitted && m.lastSubmitRound >= head)) {
@@ -439,6 +548,17 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 return;
             }
         }
+    }
+
+    function _hShare(address v, uint256 id, uint256 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("h-share", v, id, round));
+    }
+
+    function _validatorIndex(address v) internal view returns (uint256) {
+        for (uint256 i; i < validators.length; ++i) {
+            if (validators[i] == v) return i;
+        }
+        return 0;
     }
 
     function _taskIndex(uint256 id) internal view returns (uint256) {
@@ -467,7 +587,7 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             minValidatorStake: 100e18,
             slashAmount: 70e18 + 7,
             submitSeconds: 60,
-            commitSeconds: 60,
+            commitSeconds: kind == 1 ? 60 : 200, // share reveals get a quarter, flags a half
             revealSeconds: 60,
             maxRounds: kind == 1 ? 3 : 0,
             bountyBps: 3333,
@@ -525,6 +645,10 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             for (uint256 r = st.finalizedRounds; r <= st.headRound; ++r) {
                 (bool committed,) = concord.commitStatus(id, uint32(r), who);
                 if (committed) return true;
+                bool validator = m.joined && m.role == IConcordTypes.Role.Validator;
+                if (validator && concord.seedInfo(id, uint32(r)).sharesCommitted >> m.validatorIndex & 1 != 0) {
+                    return true;
+                }
             }
         }
         return false;
@@ -547,12 +671,14 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                     key = keccak256(abi.encode(id, round, index));
                     ++nRejected;
                     ghostStake[trainer] -= slashed;
-                    ghostTaskIn[id] += slashed - bounty; // the bounty is credited (BountyPaid)
+                    ghostSlashedNet += slashed - bounty; // the bounty is credited (BountyPaid), the rest burned
                 } else {
                     (uint256 index, uint256 amount) = abi.decode(logs[i].data, (uint256, uint256));
                     key = keccak256(abi.encode(id, round, index));
                     ++nRewarded;
                     rewardPaid[id][round] += amount;
+                    rewardedIdx[id][round].push(index);
+                    rewardedAmt[id][round].push(amount);
                     if (rewardPaid[id][round] > 97e18 + 3) overpaid = true;
                     ghostTaskOut[id] += amount;
                     ghostCredited[trainer] += amount;
@@ -570,8 +696,14 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 ghostCredited[address(uint160(uint256(logs[i].topics[3])))] += abi.decode(logs[i].data, (uint256));
             } else if (sig == IConcordEvents.ValidatorSlashed.selector) {
                 uint256 amount = abi.decode(logs[i].data, (uint256));
-                ghostStake[address(uint160(uint256(logs[i].topics[3])))] -= amount;
-                ghostTaskIn[uint256(logs[i].topics[1])] += amount;
+                address v = address(uint160(uint256(logs[i].topics[3])));
+                ghostStake[v] -= amount;
+                ghostSlashedNet += amount;
+                mapping(address => bool) storage once = slashedIn[uint256(logs[i].topics[1])][uint256(logs[i].topics[2])];
+                if (once[v]) shareSlashBroken = true; // once per validator and round
+                once[v] = true;
+            } else if (sig == IConcordEvents.StakeBurned.selector) {
+                ghostBurnEvents += abi.decode(logs[i].data, (uint256));
             } else if (sig == IConcordEvents.BudgetReclaimed.selector) {
                 uint256 amount = abi.decode(logs[i].data, (uint256));
                 ghostTaskOut[uint256(logs[i].topics[1])] += amount;
@@ -582,24 +714,71 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 ghostStake[who] -= amount;
                 ghostCredited[who] += amount;
             } else if (sig == IConcordEvents.RoundFinalized.selector) {
-                (, bool isVoid,,) = abi.decode(logs[i].data, (bytes32, bool, uint256, uint256));
+                (, bool isVoid, uint256 acceptedWork,) = abi.decode(logs[i].data, (bytes32, bool, uint256, uint256));
+                _checkSettled(uint256(logs[i].topics[1]), uint256(logs[i].topics[2]), isVoid, acceptedWork);
                 if (isVoid) ++nVoid;
             } else if (sig == IConcordEvents.SubmissionUndecided.selector) {
                 ++nTies;
             } else if (sig == IConcordEvents.ValidatorRemoved.selector) {
+                address v = address(uint160(uint256(logs[i].topics[3])));
+                rejoinAt[uint256(logs[i].topics[1])][v] = uint256(logs[i].topics[2]) + 17; // r + cooldown + 1
                 ++nRemoved;
             } else if (sig == IConcordEvents.SeedAnchored.selector) {
+                // the anchoring block is this one: its parent's hash is the block value
+                anchorHash[uint256(logs[i].topics[1])][uint256(logs[i].topics[2])] = blockhash(block.number - 1);
                 ++nSeedAnchors;
+            } else if (sig == IConcordEvents.PhaseClosedEarly.selector) {
+                if (abi.decode(logs[i].data, (IConcordTypes.Phase)) == IConcordTypes.Phase.Submit) {
+                    anchorHash[uint256(logs[i].topics[1])][uint256(logs[i].topics[2])] = blockhash(block.number - 1);
+                }
+            } else if (sig == IConcordEvents.SeedShareCommitted.selector) {
+                uint256 id = uint256(logs[i].topics[1]);
+                address v = address(uint160(uint256(logs[i].topics[3])));
+                uint256 slot = concord.memberInfo(id, v).validatorIndex;
+                sharesIn[id][uint256(logs[i].topics[2])] |= uint64(1 << slot);
+                shareBy[id][uint256(logs[i].topics[2])][slot] = v;
+            } else if (sig == IConcordEvents.SeedShareRevealed.selector) {
+                uint256 id = uint256(logs[i].topics[1]);
+                address v = address(uint160(uint256(logs[i].topics[3])));
+                sharesOut[id][uint256(logs[i].topics[2])] |= uint64(1) << concord.memberInfo(id, v).validatorIndex;
             } else if (sig == IConcordEvents.CheckSeedFixed.selector) {
                 uint256 id = uint256(logs[i].topics[1]);
                 uint256 round = uint256(logs[i].topics[2]);
-                (bytes32 seed, uint256 sourceBlock) = abi.decode(logs[i].data, (bytes32, uint256));
-                // fixed once, from a block after every submission of the round
-                if (seedOf[id][round] != 0 || sourceBlock <= lastSubmitBlock[id][round]) seedBroken = true;
-                if (sourceBlock >= block.number) seedBroken = true;
+                (bytes32 seed, uint256 anchor, uint256 revealed) = abi.decode(logs[i].data, (bytes32, uint256, uint256));
+                // fixed once, anchored at or after the last submission, from exactly the revealed shares
+                if (seedOf[id][round] != 0 || anchor < lastSubmitBlock[id][round]) seedBroken = true;
+                if (anchor > block.number || revealed != sharesOut[id][round]) seedBroken = true;
+                if (seed != _expectedSeed(id, round, anchor, uint64(revealed))) seedBroken = true;
                 seedOf[id][round] = seed;
                 ++nSeedsFixed;
             }
+        }
+    }
+
+    /// @dev keccak(task, round, anchor | blockhash(anchor - 1) XOR the revealed shares), bits
+    ///      64..255 mixed (IConcord.fixSeed), from the handler's own records.
+    function _expectedSeed(uint256 id, uint256 round, uint256 anchor, uint64 revealed) internal view returns (bytes32) {
+        uint256 low = type(uint64).max;
+        uint256 mix = (uint256(anchorHash[id][round]) & ~low) | anchor;
+        for (uint256 slot; revealed != 0; ++slot) {
+            if (revealed & 1 != 0) mix ^= uint256(shareOf[id][round][slot]) & ~low;
+            revealed >>= 1;
+        }
+        return keccak256(abi.encode(id, round, mix));
+    }
+
+    /// @dev At a round's settlement: every withheld share was slashed, and every paid submission
+    ///      got exactly reward * work / (accepted + tied work).
+    function _checkSettled(uint256 id, uint256 round, bool isVoid, uint256 acceptedWork) internal {
+        uint64 withheld = sharesIn[id][round] & ~sharesOut[id][round];
+        for (uint256 slot; withheld != 0; ++slot) {
+            if (withheld & 1 != 0 && !slashedIn[id][round][shareBy[id][round][slot]]) shareSlashBroken = true;
+            withheld >>= 1;
+        }
+        if (isVoid) return;
+        uint256[] storage idx = rewardedIdx[id][round];
+        for (uint256 k; k < idx.length; ++k) {
+            if (rewardedAmt[id][round][k] != (97e18 + 3) * workOf[id][round][idx[k]] / acceptedWork) proRataBroken = true;
         }
     }
 

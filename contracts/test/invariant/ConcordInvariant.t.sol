@@ -43,14 +43,35 @@ contract ConcordInvariantTest is Test {
         console.log("dry-budget observations", handler.nDry());
         console.log("seeds fixed", handler.nSeedsFixed(), "anchors", handler.nSeedAnchors());
         console.log("fixSeed tries", handler.nSeedTries(), "aged-out rolls", handler.nSeedReanchors());
+        console.log("share commits", handler.nShareCommits(), "share reveals", handler.nShareReveals());
+        console.log("shares withheld", handler.nSharesWithheld(), "top-ups refused", handler.nTopUpsRefused());
+        console.log("rejoins refused (cooldown)", handler.nRejoinRefused(), "rejoined", handler.nRejoined());
     }
 
     /// The token balance of the protocol equals escrows + stakes + credited balances, and
-    /// equals everything deposited minus everything withdrawn.
+    /// equals everything deposited minus everything withdrawn and burned.
     function invariant_TokenConservation() public view {
         uint256 held = token.balanceOf(address(concord));
         assertEq(held, concord.totalLiabilities(), "balance == liabilities");
-        assertEq(held, handler.ghostDeposited() - handler.ghostWithdrawn(), "balance == in - out");
+        assertEq(held, handler.ghostDeposited() - handler.ghostWithdrawn() - concord.burned(), "balance == in - out");
+    }
+
+    /// Burned = the sum of slashes less bounties (from the slash events) = the StakeBurned
+    /// events = what the burn address holds.
+    function invariant_BurnedIsSlashesLessBounties() public view {
+        assertEq(concord.burned(), handler.ghostSlashedNet(), "burned == slashes - bounties");
+        assertEq(concord.burned(), handler.ghostBurnEvents(), "burned == StakeBurned events");
+        assertEq(token.balanceOf(address(0xdEaD)), concord.burned(), "burn address balance");
+    }
+
+    /// Withheld shares are slashed, once per validator and round; a removed validator does not
+    /// rejoin during its cooldown; ties take no one's share; top-ups are refused only when no
+    /// round can use them.
+    function invariant_Issue21Rules() public view {
+        assertFalse(handler.shareSlashBroken(), "withheld share unslashed, or slashed twice");
+        assertFalse(handler.rejoinedEarly(), "rejoined during the cooldown");
+        assertFalse(handler.proRataBroken(), "pay other than reward * work / (accepted + tied work)");
+        assertFalse(handler.topUpRefused(), "top-up of a task that can still open a round refused");
     }
 
     /// Per-task solvency: for every task, what the contract holds for it equals its budget plus
@@ -103,9 +124,9 @@ contract ConcordInvariantTest is Test {
         assertFalse(handler.unbondedWithPendingWork());
     }
 
-    /// A round's check seed is fixed once, from a block after every submission and before the
-    /// fixing call, only on a live round past its submit phase, and before any commit of a
-    /// round with submissions.
+    /// A round's check seed is fixed once, anchored at or after the last submission, equal to
+    /// the hash of the anchor's block value and exactly the revealed shares, only on a live
+    /// round past its submit phase, and before any commit of a round with submissions.
     function invariant_CheckSeedFixedOnceAfterSubmissions() public view {
         assertFalse(handler.seedBroken(), "check seed broken");
     }
