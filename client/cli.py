@@ -119,7 +119,11 @@ def _help(target: tuple[str, str], argv: list[str]) -> int:
     """Parse ``argv`` with the light parser ``target`` names: argparse prints the help and exits."""
     module, function = target
     if module.startswith("scripts."):
-        _find_lab(module)
+        try:
+            _find_lab(module)
+        except LabNotFound as e:
+            print(f"concord: {e}", file=sys.stderr)
+            return 2
     build: Callable[[], argparse.ArgumentParser] = getattr(importlib.import_module(module), function)
     try:
         build().parse_args(argv)

@@ -63,6 +63,16 @@ class Submission(TypedDict):
     bundle_digest: str  # "0x" + 64 hex
 
 
+_warned: set[str] = set()  # what was ignored already: the dashboard rebuilds per block, a warning is said once
+
+
+def _ignore(message: str, *args: object) -> None:
+    text = message % args
+    if text not in _warned:
+        _warned.add(text)
+        log.warning("%s", text)
+
+
 def bound_validator_dirs(validator_dirs: Sequence[Path], ident: paths.DeploymentId) -> list[Path]:
     """The validator state dirs that belong to deployment ``ident`` (their marker says so); every other one
     is ignored with a warning (another chain, an earlier devnet at the same address, no marker)."""
@@ -70,9 +80,9 @@ def bound_validator_dirs(validator_dirs: Sequence[Path], ident: paths.Deployment
     for d in validator_dirs:
         theirs = paths.read_deployment_marker(d)
         if theirs is None:
-            log.warning("ignoring validator state %s: no %s names its deployment", d, paths.DEPLOYMENT_MARKER)
+            _ignore("ignoring validator state %s: no %s names its deployment", d, paths.DEPLOYMENT_MARKER)
         elif not theirs.same(ident):
-            log.warning("ignoring validator state %s: it is for %s, not %s", d, theirs.describe(), ident.describe())
+            _ignore("ignoring validator state %s: it is for %s, not %s", d, theirs.describe(), ident.describe())
         else:
             out.append(Path(d))
     return out
@@ -114,7 +124,7 @@ def evidence_index(
                     "evidence": str(Digest.parse(evidence, "verdict.evidence_digest")) if evidence else None,
                 }
             except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("ignoring verdict %s: not bound to a submission of this task: %s", path, e)
+                _ignore("ignoring verdict %s: not bound to a submission of this task: %s", path, e)
                 continue
             out[key].append(entry)
     return out

@@ -231,6 +231,7 @@ class Dashboard:
         self.index = ChainIndex(client)
         self.content = ContentCache(store)
         self._ident: DeploymentId | None = None  # read once, on the first build
+        self._ignored: set[str] = set()  # evidence digests found not to be their submission's
         self._doc: dict[str, Any] = {}
         self._json = b"{}"
         self._lock = threading.Lock()
@@ -359,7 +360,9 @@ class Dashboard:
                         got, source = _local_evidence(ev["state_dir"], task["task_id"], ev["evidence"]), "local"
                     wrong = None if got is None else evidence_mismatch(got, task["task_id"], r["round"], s)
                     if wrong is not None:
-                        log.warning("ignoring evidence %s: %s", ev["evidence"], wrong)
+                        if ev["evidence"] not in self._ignored:  # said once, not on every rebuild
+                            self._ignored.add(ev["evidence"])
+                            log.warning("ignoring evidence %s: %s", ev["evidence"], wrong)
                         got, why = None, f"not this submission's evidence: {wrong}"
                     docs.append(
                         {
