@@ -485,7 +485,7 @@ def run_trainer(cfg: TrainerConfig, stop: threading.Event, hooks: TrainerHooks =
                     log.warning(
                         "round %d: submit refused: %s",
                         target,
-                        e,
+                        explain(e),  # amounts in tokens, times in ISO, and the fix
                         extra=fields(
                             event="submit_failed",
                             round=target,
