@@ -19,8 +19,9 @@ import {IConcordEvents} from "./IConcordEvents.sol";
 ///      - Phases are decided by block timestamps: round r opens at `openAt`; its submit phase
 ///        lasts `submitSeconds`, then commit `commitSeconds`, then reveal `revealSeconds`. A phase
 ///        closes at its deadline, or early in the transaction of the act that completes the
-///        joined set (the last joined trainer submits / the last joined validator commits / the
-///        last committer reveals); the next phase then starts at that timestamp.
+///        joined set (every joined trainer submitted and every joined validator committed a seed
+///        share / the last joined validator commits / the last committer reveals); the next
+///        phase then starts at that timestamp.
 ///      - Pipeline: round r + 1 opens once round r's submit phase has closed, model
 ///        (r + 1 - asyncLevel) is final, the task budget covers one more round and maxRounds is
 ///        not reached. Its `openAt` is the moment the last of these became true, whichever
@@ -93,7 +94,9 @@ interface IConcord is IConcordErrors, IConcordEvents {
 
     /// @notice Submit the caller's work for `round` (must be the round in its submit phase),
     ///         built on model `baseRound` (round - asyncLevel <= baseRound <= round, final).
-    ///         One submission per trainer per round; a digest already seen is accepted.
+    ///         One submission per trainer per round; a digest already seen is accepted. The
+    ///         submission that completes the joined set (seed shares included) closes the phase
+    ///         and anchors the round's seed (see `fixSeed`).
     /// @param bundleDigest sha256 of the submission manifest.
     /// @param proofRoot Merkle root of the TOPLOC proof hashes.
     /// @param workUnits Claimed work (reward weight); validators recompute it.
