@@ -46,6 +46,7 @@ HELP_PARSERS: dict[str, tuple[str, str]] = {
     "status": ("client.runtime.parsers", "status_parser"),
     "dashboard": ("client.runtime.parsers", "dashboard_parser"),
     "keys": ("client.runtime.keys_cli", "parser"),
+    "demo": ("scripts.demo_args", "parser"),
 }
 HELP_FLAGS = ("-h", "--help")
 LIFECYCLE = ("leave", "unbond", "withdraw")  # = client.runtime.lifecycle.COMMANDS

@@ -23,7 +23,6 @@ Enrolling, settling up, the ledger and the conservation check are the lab's netw
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -48,25 +47,21 @@ from client.chain import ChainClient, Role, Signer, keys
 from client.content.manifest import SubmissionManifest
 from client.content.store import Store, StoreError
 from client.content.task_spec import read_toml
-from client.dashboard.server import DEFAULT_PORT as DASHBOARD_PORT
 from client.digest import Digest
 from client.engine.lm_task import is_lm_task
 from client.initiator import Published, TaskFile, load_task_file, publish_task
 from client.runtime import procs
 from client.runtime.procs import Daemon, ProcError
 from client.units import format_amount
-from scripts import REPO_ROOT, devnet
+from scripts import REPO_ROOT, demo_args, devnet
+from scripts.demo_args import DEFAULT_CHEAT, SECONDS_PER_ROUND
 from scripts.harness import Actor, Conservation, Ledger, conservation, enrol, node_command, settle_up
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TASK_FILE = REPO_ROOT / "configs" / "default_task.toml"
 # The rounds' time limit: a default-task round takes ~20 s with 6 nodes on a quiet 2-core
 # machine; the limit catches a stalled network, not a slow one.
-SECONDS_PER_ROUND = 90.0
 LM_SECONDS_PER_ROUND = 360.0  # an LM task (issue 12): the base model's load, 4 trainers' and 2 validators' CPU
-DEFAULT_ROUNDS = 15  # ~5-6 minutes in all on a 2-core box
-DEFAULT_CHEAT = "inflated_rewards"
 INITIATOR = 0  # anvil default account of the task initiator
 NODES_FILE = "nodes.json"
 CURVE_FILE = "reward_curve.png"
@@ -699,30 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`concord demo [--rounds N] [--cheat MODE] [--state-dir D] [ports]`."""
     from scripts.adversaries.trainer_cheats import CHEATS
 
-    p = argparse.ArgumentParser(prog="concord demo", description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"rounds to run (default {DEFAULT_ROUNDS})")
-    p.add_argument("--cheat", choices=sorted(CHEATS), default=DEFAULT_CHEAT, help="the cheating trainer's cheat")
-    p.add_argument("--task-file", type=Path, default=DEFAULT_TASK_FILE, help="task TOML (max_rounds := --rounds)")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=0.0,
-        help=f"seconds to wait for the rounds (default {SECONDS_PER_ROUND:.0f} per round, at least 540)",
-    )
-    p.add_argument("--no-live", action="store_true", help="one line per settled round instead of a live table")
-    p.add_argument(
-        "--dashboard-port",
-        type=devnet.tcp_port,
-        default=DASHBOARD_PORT,
-        help=f"serve `concord dashboard` while the demo runs (default {DASHBOARD_PORT})",
-    )
-    p.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
-    p.add_argument("--state-dir", type=Path, default=devnet.DEFAULT_STATE_DIR)
-    p.add_argument("--anvil-port", type=devnet.tcp_port, default=devnet.Ports.anvil)
-    p.add_argument("--ipfs-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_api)
-    p.add_argument("--ipfs-gateway-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_gateway)
-    p.add_argument("--ipfs-grpc-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_grpc)
+    p = demo_args.parser()
     args = p.parse_args(argv)
+    if args.cheat not in CHEATS:
+        p.error(f"argument --cheat: invalid choice: {args.cheat!r} (choose from {', '.join(sorted(CHEATS))})")
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (a rising reward needs two rounds)")
     lm_task = is_lm_task(read_toml(args.task_file)) if args.task_file.is_file() else False
