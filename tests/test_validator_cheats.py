@@ -34,7 +34,6 @@ from client.engine.grpo import pin_determinism
 from client.initiator import load_task_file, publish_task
 from client.runtime.config import NodeConfig
 from client.runtime.connect import connect_node
-from client.runtime.seed import wait_for_seed
 from client.runtime.task import load_task_context, model_for_round
 from scripts.adversaries import validator as lab_validator
 from scripts.adversaries import validator_cheats as cheats
@@ -143,18 +142,20 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         signers = {account: client.signer(keys.devnet_account(account)) for account, _, _ in submissions}
         for s in signers.values():  # all three joined first: the submit phase waits for each
             enrol(client, s, Role.TRAINER, STAKE, task_id)
+        for v in vals:  # and for each validator's seed share
+            vnode.step(v)
         for account, digest, bundle in submissions:
             root, units = (bytes(bundle.proof_root), bundle.work_units) if bundle else (bytes(32), 1)
             client.concord.submit(signers[account], task_id, 0, 0, Digest.parse(digest).bytes, root, units)
         assert client.concord.phase_of(task_id, 0) == Phase.COMMIT
-        # the check seed first (anyone may fix it), so the validators commit in the order they are stepped
-        wait_for_seed(client.concord, client.rpc, signers[submissions[0][0]], task_id, 0)
-
         for v in vals:
             vnode.backfill_submissions(v)
         copier = vals[-1]
-        for _ in range(6):  # commit pass, reveal pass, and spare passes (each idempotent)
-            for v in vals:
+        # share reveals (the last fixes the seed), flags, commits (each waits until every validator flagged:
+        # the first honest validator is stepped last, so it is the last to flag and the first to commit, and
+        # the copier copies it), reveals, and spare passes (each step idempotent)
+        for _ in range(10):
+            for v in vals[1:] + vals[:1]:
                 vnode.step(v)
         assert client.concord.phase_of(task_id, 0) == Phase.REVEAL  # no_reveal and copy_reveal hold it open
         assert (client.concord.round_info(task_id, 0).commits, client.concord.round_info(task_id, 0).reveals) == (7, 5)
@@ -203,12 +204,15 @@ def plan(r: Round, account: int) -> dict:
 # ----------------------------------------------------------------------------- the registry and the flag
 
 
-def test_registry_names_the_five_modes_each_with_one_line_doc_and_loss():
+def test_registry_names_the_eight_modes_each_with_one_line_doc_and_loss():
     assert sorted(cheats.VALIDATOR_CHEATS) == [
         "accept_cheat",
         "copy_reveal",
+        "false_flags",
+        "lazy",
         "no_reveal",
         "reject_honest",
+        "withhold_share",
         "wrong_model",
     ]
     for name, c in cheats.VALIDATOR_CHEATS.items():
@@ -253,16 +257,17 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
     vals = {
         a: vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), hooks(m))
-        for a, m in [(8, "no_reveal"), (H2, None), (9, "copy_reveal")]
-    }  # stepped in this order
+        for a, m in [(H2, None), (9, "copy_reveal"), (8, "no_reveal")]
+    }  # stepped in this order: no_reveal is the last to flag, so the first to commit (every commit waits for all flags)
     for v in vals.values():
         vnode.ensure_enrolled(v)
     for round_ in range(2):
         assert client.concord.phase_of(task_id, round_) == Phase.SUBMIT
+        for v in vals.values():  # seed shares: the submit phase closes once every validator's is in
+            vnode.step(v)
         client.concord.submit(trainer, task_id, round_, round_, bytes.fromhex(f"{round_ + 1:02x}" * 32), bytes(32), 1)
-        # the check seed first (anyone may fix it), so the validators commit in the order they are stepped
-        wait_for_seed(client.concord, client.rpc, trainer, task_id, round_)
-        for _ in range(3):
+        # share reveals (the last fixes the seed), flags, then commits in the order stepped
+        for _ in range(5):
             for v in vals.values():
                 vnode.backfill_submissions(v)
                 vnode.step(v)

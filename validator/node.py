@@ -137,7 +137,7 @@ from validator.files import write_atomic
 from validator.flags import MAX_FLAGS, STEP, FlagItem, flagged_sample, flags_from_verdict, round_flags
 from validator.lm_checks import verify_submission as verify_lm
 from validator.sampling import CheckSample, draw_sample
-from validator.shares import commit_share, reveal_share, slot_bit
+from validator.shares import commit_share, reveal_share, share_committed, slot_bit
 
 log = logging.getLogger("concord.validator")
 
@@ -289,7 +289,9 @@ class ValidatorHooks:
 
     def share(self, v: Validator, round_: int) -> None:
         """Submit phase: an honest validator commits a secret seed share (validator.shares)."""
-        commit_share(v.concord, v.signer, v.task_dir, v.task_id, round_)
+        if not share_committed(v.concord, v.task_id, v.me, round_):
+            ensure_enrolled(v)  # a slash since start-up leaves the stake below the minimum: top it up
+            commit_share(v.concord, v.signer, v.task_dir, v.task_id, round_)
 
     def reveal_share(self, v: Validator, round_: int) -> None:
         """Commit phase, first: an honest validator reveals the share it committed."""

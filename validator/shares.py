@@ -51,6 +51,12 @@ def slot_bit(concord: Concord, task_id: int, me: str) -> int | None:
     return (1 << m.validator_index) if m.joined else None
 
 
+def share_committed(concord: Concord, task_id: int, me: str, round_: int) -> bool:
+    """Whether this validator's share for ``round_`` is committed on chain."""
+    bit = slot_bit(concord, task_id, me)
+    return bit is not None and bool(concord.seed_info(task_id, round_).shares_committed & bit)
+
+
 def commit_share(concord: Concord, signer: Signer, folder: Path, task_id: int, round_: int) -> bool:
     """Submit phase: commit this validator's share for ``round_`` unless already committed; True once
     committed (by this call or before)."""

@@ -42,7 +42,7 @@ from client.engine.model import policy_state
 from client.runtime.display import fields
 from client.runtime.task import model_for_round
 from validator.flags import CHECK_CODES, MAX_FLAGS, ROW, FlagItem
-from validator.node import SubmissionVerdict, Validator, ValidatorHooks, ensure_enrolled
+from validator.node import SubmissionVerdict, Validator, ValidatorHooks, ensure_enrolled, round_seed
 from validator.sampling import CheckSample
 
 log = logging.getLogger("concord.validator.cheat")
@@ -231,6 +231,15 @@ class CheatingValidator(ValidatorHooks):
         if not self.cheat.copies_commit:
             return super().commit(v, round_, submissions)
         ensure_enrolled(v)  # as the honest commit does: a slash may have left it short
+        self.reveal_share(v, round_)
+        if round_seed(v, round_, submissions) is None:
+            return False
+        if submissions:  # an empty flag, as if its sample had passed (so nobody waits for it)
+            try:
+                v.concord.flag(v.signer, v.task_id, round_, [])
+            except ContractError as e:
+                if e.name not in ("AlreadyFlagged", "FlagWindowClosed"):
+                    raise
         return commit_copy(v, round_)
 
     def reveal(self, v: Validator, round_: int) -> None:
