@@ -12,6 +12,7 @@ slashed), the honest trainer paid by both, and the two validators commit the sam
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from client.runtime.task import load_task_context, model_for_round
 from scripts.adversaries import validator_cheats as cheats
 from scripts.harness import conservation, enrol
 from validator import node as vnode
-from validator.flags import ROW, FlagItem
+from validator.flags import MAX_FLAGS, ROW, FlagItem
 
 TOKEN = 10**18
 STAKE = 100 * TOKEN
@@ -48,7 +49,9 @@ def random_proofs(bundle: Bundle) -> Bundle:
     return dataclasses.replace(bundle, proofs=proofs, proof_root=proofs_root(proofs))
 
 
-def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validator(chain_env, ipfs, tmp_path):
+def play_round(chain_env, ipfs, tmp_path: Path, validators: dict[int, vnode.ValidatorHooks], cheat: bool) -> int:
+    """Round 0 of the small task (sampled) with trainers HONEST_T and CHEAT_T (random proofs when ``cheat``,
+    else honest) and ``validators`` (account -> hooks) stepped in turn until it is finalized; the task id."""
     client = chain_env.client
     pin_determinism(1)
     (tmp_path / "task.toml").write_text(TASK_TOML.format(inner_steps=2, max_rounds=1, min_validators=2))
@@ -61,10 +64,8 @@ def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validato
     spec = load_task_file(tmp_path / "task.toml")
     assert spec.spec.validation.mode == "sampled"
     task_id = publish_task(client, initiator.signer, initiator.store, spec).task_id
-    lazy = cheats.CheatingValidator(cheats.VALIDATOR_CHEATS["lazy"])
     vals = [
-        vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), hooks)
-        for a, hooks in [(HONEST_V, vnode.HONEST), (LAZY_V, lazy)]
+        vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), h) for a, h in validators.items()
     ]
     for v in vals:
         vnode.ensure_enrolled(v)
@@ -73,14 +74,15 @@ def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validato
         enrol(client, s, Role.TRAINER, STAKE, task_id)
     for v in vals:  # submit phase: each commits its seed share
         vnode.step(v)
-    assert client.concord.seed_info(task_id, 0).shares_committed == 0b11
+    assert client.concord.seed_info(task_id, 0).shares_committed == (1 << len(vals)) - 1
 
     trainer = connect_node(cfg(HONEST_T, "trainer", task_id))
     ctx = load_task_context(trainer, task_id)
     policy0 = model_for_round(ctx, trainer.store, 0)
+    second = make_bundle(policy0, ctx.env, ctx.task, task_id, 0, addr(CHEAT_T))
     bundles = {
         HONEST_T: make_bundle(policy0, ctx.env, ctx.task, task_id, 0, addr(HONEST_T)),
-        CHEAT_T: random_proofs(make_bundle(policy0, ctx.env, ctx.task, task_id, 0, addr(CHEAT_T))),
+        CHEAT_T: random_proofs(second) if cheat else second,
     }
     for account, bundle in bundles.items():
         digest, _ = put_submission(trainer.store, bundle)
@@ -97,13 +99,24 @@ def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validato
         if client.concord.task_state(task_id).finalized_rounds == 1:
             break
     assert client.concord.task_state(task_id).finalized_rounds == 1
+    return task_id
 
-    # the honest validator flagged one row of the cheater's submission (index 1); the lazy one flagged nothing
-    flags = {
+
+def round_flags(client: chain.ChainClient, task_id: int) -> dict[str, list[FlagItem]]:
+    return {
         e.validator.lower(): [FlagItem.from_word(w) for w in e.items]
         for e in client.concord.events(client.deployment.block_number, "latest", ["Flagged"])
         if isinstance(e, Flagged) and e.task_id == task_id
     }
+
+
+def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validator(chain_env, ipfs, tmp_path):
+    client = chain_env.client
+    lazy = cheats.CheatingValidator(cheats.VALIDATOR_CHEATS["lazy"])
+    task_id = play_round(chain_env, ipfs, tmp_path, {HONEST_V: vnode.HONEST, LAZY_V: lazy}, cheat=True)
+
+    # the honest validator flagged one row of the cheater's submission (index 1); the lazy one flagged nothing
+    flags = round_flags(client, task_id)
     honest_flags = flags[addr(HONEST_V).lower()]
     assert len(honest_flags) == 1 and honest_flags[0].submission == 1 and honest_flags[0].kind == ROW
     assert flags[addr(LAZY_V).lower()] == []
@@ -129,3 +142,23 @@ def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validato
     assert len({e.next_model_digest for e in revealed}) == 1 and len(revealed) == 2
     c = conservation(client)
     assert c.holds and c.tasks_solvent
+
+
+def test_false_flags_cost_one_bounded_recheck_and_change_no_verdict(chain_env, ipfs, tmp_path, caplog):
+    """The lab's false flagger flags MAX_FLAGS made-up rows of the two honest submissions; the honest validator
+    re-checks exactly those rows (its own sample did not cover them), finds nothing, and both trainers are paid
+    by both validators' votes."""
+    client = chain_env.client
+    liar = cheats.CheatingValidator(cheats.VALIDATOR_CHEATS["false_flags"])
+    with caplog.at_level(logging.INFO, logger="concord.validator"):
+        task_id = play_round(chain_env, ipfs, tmp_path, {HONEST_V: vnode.HONEST, LAZY_V: liar}, cheat=False)
+    flags = round_flags(client, task_id)
+    assert len(flags[addr(LAZY_V).lower()]) == MAX_FLAGS and flags[addr(HONEST_V).lower()] == []
+    rechecked = [r for r in caplog.records if "re-checked, none holds" in r.getMessage()]
+    assert rechecked, "the honest validator re-checked nothing"
+    verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp_path / f"n{HONEST_V}", task_id))}
+    assert all(x.accepted for x in verdicts.values()) and len(verdicts) == 2
+    events = client.concord.events(client.deployment.block_number, "latest")
+    assert not [e for e in events if isinstance(e, chain.SubmissionRejected) and e.task_id == task_id]
+    paid = sorted(e.trainer for e in events if isinstance(e, chain.SubmissionRewarded) and e.task_id == task_id)
+    assert paid == sorted([addr(HONEST_T), addr(CHEAT_T)])
