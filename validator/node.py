@@ -1335,10 +1335,11 @@ def finalize_due(v: Validator) -> list[int]:
             break
         try:
             c.finalize_all(v.signer, v.task_id, round_, v.cfg.finalize_page)
-        except ContractError as e:
-            if e.name not in ALREADY_FINAL:
-                raise
-            log.info("round %d was finalized by someone else (%s)", round_, e.name)
+        except (ContractError, chain.TxReverted) as e:
+            name = e.name if isinstance(e, ContractError) else "reverted"
+            if name not in ALREADY_FINAL and c.task_state(v.task_id).finalized_rounds <= round_:
+                raise  # not someone else's finalize of the same round
+            log.info("round %d was finalized by someone else (%s)", round_, name)
             continue
         info = c.round_info(v.task_id, round_)
         log.info(

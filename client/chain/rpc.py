@@ -552,14 +552,17 @@ class Signer:
         return [self.wait(p, timeout) for p in pendings]
 
     def _failure(self, pending: PendingTx, receipt: Receipt) -> ChainError:
-        """Replay the failed call just before its block to recover the revert reason."""
+        """Replay the failed call to recover the revert reason: on the state after its own block first (a
+        transaction mined before it in the same block, e.g. another node's finalize of the same round, is
+        why it failed; the failed call itself changed nothing), then on the state before its block."""
         tx = {"from": pending.sender, "to": pending.to, "data": "0x" + pending.data.hex(), "value": hex(pending.value)}
-        try:
-            self.rpc.call("eth_call", tx, hex(max(receipt.block_number - 1, 0)))
-        except RpcError as err:
-            decoded = self.decoder.revert(err)
-            if isinstance(decoded, ContractError):
-                return decoded
+        for block in (receipt.block_number, max(receipt.block_number - 1, 0)):
+            try:
+                self.rpc.call("eth_call", tx, hex(block))
+            except RpcError as err:
+                decoded = self.decoder.revert(err)
+                if isinstance(decoded, ContractError):
+                    return decoded
         return TxReverted(pending.tx_hash, receipt.gas_used)
 
     def transact(self, to: str | None, data: bytes, value: int = 0, gas: int | None = None) -> Receipt:
