@@ -694,8 +694,10 @@ def drill_anvil_frozen(
 
 
 def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
-    """`concord trainer run` with a key that holds no DevToken: registering reverts, and the CLI
-    prints the token's custom error by name (ERC20InsufficientBalance) and exits 1, changing nothing."""
+    """A key that holds no DevToken: `concord trainer run` refuses before any transaction, naming --stake,
+    both amounts and the command that funds it; `concord task close` by that key (not the initiator)
+    reverts, and the CLI prints the contract's custom error by name (NotInitiator) with its fix. Both exit
+    1, changing nothing (issue 25: a stake the wallet cannot pay never reaches the chain)."""
 
     def body(facts: dict) -> tuple[int, list[str]]:
         task_id = facts["task_id"] = publish(client, ipfs_api, tmp, 1, min_validators=1)
@@ -705,22 +707,33 @@ def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> 
         expect(client.concord.node_info(spare.address).role == Role.NONE, f"account {SPARE} is registered already")
         if held:
             client.token.transfer(spare, keep.address, held)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")} | {"COLUMNS": "240"}
         try:
             before = (client.concord.totals(), client.concord.node_info(spare.address))
+            nonce = client.rpc.call("eth_getTransactionCount", spare.address, "latest")
             argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, SPARE, "spare", 1)
             argv = [argv[0], "-m", "client.cli", "trainer", *argv[3:]]  # `concord trainer run ...`
             argv.remove("--json-logs")  # what a person sees
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CONCORD_")} | {"COLUMNS": "240"}
             done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
             out = done.stdout + done.stderr
             facts["exit_code"] = done.returncode
+            facts["refused"] = m.group(0) if (m := re.search(r"--stake: staking [^\n]*", out)) else None
+            expect(done.returncode == 1, f"trainer run: exit code {done.returncode}: {out[-400:]}")
+            expect(isinstance(facts["refused"], str), f"trainer run: no --stake refusal: {out[-400:]}")
+            expect("concord devnet fund" in out, f"trainer run: no fix: {out[-400:]}")
+            sent = client.rpc.call("eth_getTransactionCount", spare.address, "latest") != nonce
+            expect(not sent, "trainer run: a transaction was sent")
+            argv = [argv[0], "-m", "client.cli", "task", "close", "--task", str(task_id)]
+            argv += ["--rpc-url", client.rpc.url, "--deployment", str(client.deployment.save(tmp / "revert-dep.json"))]
+            argv += ["--ipfs-api", ipfs_api, "--devnet-account", str(SPARE)]
+            done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+            out = done.stdout + done.stderr
+            facts["close_exit_code"] = done.returncode
             facts["printed"] = (
-                m.group(0)
-                if (m := re.search(r"ERC20InsufficientBalance\([^)]*\)?", out))
-                else out.strip().splitlines()[-1:]
+                m.group(0) if (m := re.search(r"NotInitiator\([^)]*\)[^\n]*", out)) else out.strip().splitlines()[-1:]
             )
-            expect(done.returncode == 1, f"exit code {done.returncode}: {out[-400:]}")
-            expect(isinstance(facts["printed"], str), f"no error name in the output: {out[-400:]}")
+            expect(done.returncode == 1, f"task close: exit code {done.returncode}: {out[-400:]}")
+            expect(isinstance(facts["printed"], str), f"task close: no error name in the output: {out[-400:]}")
             expect((client.concord.totals(), client.concord.node_info(spare.address)) == before, "state changed")
         finally:
             if held:

@@ -406,8 +406,10 @@ def test_anvil_frozen_for_5s_every_transaction_is_sent_once(chain_env, ipfs, tmp
 def test_cli_prints_the_custom_error_of_a_reverted_transaction(chain_env, ipfs, tmp_path: Path):
     result = drills.drill_revert_named_by_cli(chain_env.client, ipfs.api, tmp_path)
     assert_drill(result)
-    assert result.facts["exit_code"] == 1
-    assert result.facts["printed"].startswith("ERC20InsufficientBalance(") and "needed=" in result.facts["printed"]
+    assert result.facts["exit_code"] == 1 and result.facts["close_exit_code"] == 1
+    assert "holds 0 CDT in its wallet" in result.facts["refused"]  # refused before any transaction (issue 25)
+    printed = result.facts["printed"]
+    assert printed.startswith("NotInitiator(") and "use the key that published" in printed
 
 
 def test_a_stale_ipfs_repo_lock_is_cleared_only_when_its_owner_is_dead(tmp_path: Path):
