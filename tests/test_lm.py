@@ -355,3 +355,21 @@ def test_device_flag_names_what_is_wrong() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(NodeConfigError, match="--device: cuda:0: this machine has no CUDA device"):
             check_device("cuda:0")
+
+
+def test_the_benchs_heldout_set_is_disjoint_from_training_by_content() -> None:
+    """The held-out seeds of a round no trainer reaches still draw training problems when the problem
+    space is small (chain_sum with one-digit terms has ~200); the bench drops those and says how many."""
+    from client.engine.lm_rollout import heldout_seeds
+    from client.engine.lm_task import DEFAULT_LM_TASK
+    from scripts.bench.lm import TASK_ID, disjoint_heldout, training_seeds
+
+    env, grpo = DEFAULT_LM_TASK.env.make(), DEFAULT_LM_TASK.grpo
+    train = {env.item(s)["question"] for s in training_seeds(10, 2, grpo)}
+    assert len(training_seeds(10, 2, grpo)) == 10 * 2 * grpo.inner_steps * grpo.prompts_per_step
+    naive = heldout_seeds(TASK_ID, 200)
+    assert sum(env.item(s)["question"] in train for s in naive) > 50  # disjoint seeds, not disjoint content
+    seeds, overlap, skipped = disjoint_heldout(env, 200, 10, 2, grpo)
+    assert len(seeds) == 200 and overlap == 0 and skipped > 50
+    assert not {env.item(s)["question"] for s in seeds} & train
+    assert seeds[0] in naive  # the same stream, training problems left out

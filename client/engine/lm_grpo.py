@@ -143,9 +143,6 @@ def train_round(
     stats per step). Leaves the model at adapters_H. ``group_fn`` replaces ``rollouts.group`` (a hook
     for the lab's adversaries; the honest loop has no other branch)."""
 
-    def honest_group(task_id: int, round_: int, trainer: str, i: int, g: int) -> RolloutBatch:
-        return rollouts.group(task_id, round_, trainer, i, g, prefix)
-
     model = rollouts.model
     load_adapter_state(model, base)
     optimizer = make_optimizer(model, grpo)
@@ -154,8 +151,10 @@ def train_round(
         idx = range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step)
         with timing.span("generation"):
             prefix = rollouts.prefix()  # under adapters_k
-            make_group = honest_group if group_fn is None else group_fn
-            groups = [make_group(task_id, round_, trainer, i, grpo.group_size) for i in idx]
+            if group_fn is None:  # the step's groups decode together (LMRollouts.step_groups)
+                groups = rollouts.step_groups(task_id, round_, trainer, idx, grpo.group_size, prefix)
+            else:
+                groups = [group_fn(task_id, round_, trainer, i, grpo.group_size) for i in idx]
         with timing.span("training"):
             stats.append(inner_update(model, optimizer, groups, grpo, rollouts.prefix_ids))
         steps.append(groups)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,34 +256,104 @@ def prefill_group(
     return hidden.float().cpu(), logits.float().cpu()
 
 
+def _noise(keys: np.ndarray, step: int, vocab: int, temperature: float) -> np.ndarray | None:
+    """The sampler's Gumbel noise [N, V] of ``keys`` at ``step`` (None at temperature 0: no noise)."""
+    return None if temperature == 0 else smp.gumbel_noise(keys, step, vocab)
+
+
+def _choose(logits: torch.Tensor, noise: np.ndarray | None, temperature: float) -> torch.Tensor:
+    """smp.choose with the noise computed beforehand: the same float64 scores, the same argmax."""
+    scaled = logits.detach().to(torch.float64)
+    if noise is None:
+        return scaled.argmax(dim=-1)
+    return (scaled / temperature + torch.from_numpy(noise)).argmax(dim=-1)
+
+
 @torch.no_grad()
 def _decode(
     peft_model: Any, h_last: torch.Tensor, cache: Any, keys: np.ndarray, sampler: SamplerConfig, eos: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded KV-cache decoding from the prompt's last states h_last [N, D]:
-    (completions [N, C], logprobs [N, C], states of the completion tokens [N, C, D])."""
+    """Seeded KV-cache decoding of N rows from the prompt's last states h_last [N, D]:
+    (completions [N, C], logprobs [N, C], states of the completion tokens [N, C, D]).
+
+    Row n's token t is smp.choose(logits, keys[n], t, T) as always; what batching changes is only
+    which rows share a forward. A row that has chosen EOS still runs that EOS through the body (its
+    state is the last one a proof covers), then leaves the batch (its cache rows are dropped); its
+    later positions hold EOS (= PAD), log-prob 0 and a zero state (bundle.batch_proofs covers
+    positions up to lengths[n] only). C = the steps until every row stopped (or max_new_tokens).
+    The Gumbel noise of step t+1 (a function of the keys and t alone) is computed on a second thread
+    while the model runs step t's forward (numpy releases the GIL)."""
     head, body = _head(peft_model), _body(peft_model)
-    n = h_last.shape[0]
-    logits = head(h_last).float().cpu()  # [N, V]
-    done = torch.zeros(n, dtype=torch.bool)
-    tokens, logps, states = [], [], []
+    n, d = h_last.shape
+    width = sampler.max_new_tokens
+    tokens = torch.full((n, width), eos, dtype=torch.int64)  # [N, C]
+    logps = torch.zeros(n, width)  # [N, C]
+    states = torch.zeros(n, width, d)  # [N, C, D]
+    active = torch.arange(n)  # rows still decoding, in the cache's row order
     temp = sampler.temperature if sampler.temperature > 0 else 1.0
-    for t in range(sampler.max_new_tokens):
-        tok = smp.choose(logits, keys, t, sampler.temperature)  # [N]
-        tok = torch.where(done, torch.full_like(tok, eos), tok)
-        logp = torch.log_softmax(logits / temp, dim=-1).gather(1, tok[:, None])[:, 0]
-        logps.append(torch.where(done, torch.zeros_like(logp), logp))
-        tokens.append(tok)
-        if sampler.stop_at_eos:
-            done = done | (tok == eos)
-        out = body(input_ids=tok[:, None].to(h_last.device), cache=cache, use_cache=True)
-        cache = _cache_of(out, cache)
-        h = out.last_hidden_state[:, -1]  # [N, D] state of the token just chosen
-        states.append(h.float().cpu())
-        logits = head(h).float().cpu()
-        if bool(done.all()):
-            break
-    return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(states, 1)
+    steps = 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        vocab = int(_head(peft_model).weight.shape[0])
+        noise = pool.submit(_noise, keys, 0, vocab, sampler.temperature)
+        logits = head(h_last).float().cpu()  # [n_active, V]
+        for t in range(width):
+            tok = _choose(logits, noise.result(), sampler.temperature)  # [n_active]
+            logp = torch.log_softmax(logits / temp, dim=-1).gather(1, tok[:, None])[:, 0]
+            tokens[active, t], logps[active, t] = tok, logp
+            going = tok != eos if sampler.stop_at_eos else torch.ones_like(tok, dtype=torch.bool)
+            last = t + 1 == width or not bool(going.any())
+            if not last:  # the next step's rows: those still going
+                noise = pool.submit(_noise, keys[active[going].numpy()], t + 1, vocab, sampler.temperature)
+            out = body(input_ids=tok[:, None].to(h_last.device), cache=cache, use_cache=True)
+            cache = _cache_of(out, cache)
+            h = out.last_hidden_state[:, -1]  # [n_active, D] state of the token just chosen
+            states[active, t] = h.float().cpu()
+            steps = t + 1
+            if last:
+                break
+            if not bool(going.all()):  # drop the rows that just stopped from the batch and its cache
+                keep = going.nonzero().flatten()
+                cache.batch_select_indices(keep.to(h.device))
+                active, h = active[keep], h[keep.to(h.device)]
+            logits = head(h).float().cpu()
+    return tokens[:, :steps], logps[:, :steps], states[:, :steps]
+
+
+@torch.no_grad()
+def generate_groups(
+    peft_model: Any,
+    prompts: list[list[int]],
+    keys: list[np.ndarray],
+    sampler: SamplerConfig,
+    eos: int,
+    prefix: Prefix | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Seeded samples of several prompts at once, len(keys[i]) of prompt i: per prompt (completions
+    [G, C_i], logprobs [G, C_i], hidden [G, P_i + C_i, D]). Prompts of one length run their suffixes
+    in one forward (on a fork of ``prefix``'s cache), then all their rows decode together (_decode);
+    each prompt's completions are cut to the steps its own rows needed."""
+    out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * len(prompts)
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    for members in by_len.values():
+        sizes = [len(keys[i]) for i in members]
+        h_prompt, cache = prompt_forward(peft_model, torch.tensor([prompts[i] for i in members]), prefix)  # [B, P, D]
+        rows = torch.tensor(sizes, device=h_prompt.device)
+        cache.batch_repeat_interleave(rows)  # prompt b's cache rows, sizes[b] times each
+        h_last = h_prompt[:, -1].repeat_interleave(rows, dim=0)  # [N, D]
+        all_keys = np.concatenate([keys[i] for i in members])
+        completions, logprobs, states = _decode(peft_model, h_last, cache, all_keys, sampler, eos)
+        h_cpu = h_prompt.float().cpu()
+        start = 0
+        for b, (i, g) in enumerate(zip(members, sizes, strict=True)):
+            c = completions[start : start + g]
+            stopped = (c == eos).any(dim=1) if sampler.stop_at_eos else torch.zeros(g, dtype=torch.bool)
+            width = c.shape[1] if not bool(stopped.all()) else int((c == eos).int().argmax(dim=1).max()) + 1
+            hidden = torch.cat([h_cpu[b : b + 1].expand(g, -1, -1), states[start : start + g, :width]], dim=1)
+            out[i] = (c[:, :width], logprobs[start : start + g, :width], hidden)
+            start += g
+    return [o for o in out if o is not None]
 
 
 @torch.no_grad()
@@ -289,12 +361,7 @@ def generate_group(
     peft_model: Any, prompt: list[int], keys: np.ndarray, sampler: SamplerConfig, eos: int, prefix: Prefix | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """G = len(keys) seeded samples of one prompt: (completions [G, C], logprobs [G, C], hidden [G, P+C, D])."""
-    g = len(keys)
-    h_prompt, cache = prompt_forward(peft_model, torch.tensor([prompt]), prefix, repeats=g)  # [1, P, D]
-    h_last = h_prompt[:, -1].expand(g, -1)
-    completions, logprobs, states = _decode(peft_model, h_last, cache, keys, sampler, eos)
-    hidden = torch.cat([h_prompt.float().cpu().expand(g, -1, -1), states], dim=1)
-    return completions, logprobs, hidden
+    return generate_groups(peft_model, [prompt], [keys], sampler, eos, prefix)[0]
 
 
 @dataclass(frozen=True)
@@ -331,28 +398,49 @@ class LMRollouts:
     ) -> RolloutBatch:
         """The G seeded samples of prompt i of (task, round, trainer) under the current adapters
         (``prefix``: this env's shared prefix under the same adapters, or None to run the whole prompt)."""
-        seed = smp.prompt_seed(task_id, round_, trainer, i)
-        prompt = self.env.prompt_ids(self.tokenizer, seed)
-        keys = smp.sample_keys(task_id, round_, trainer, [(i, j) for j in range(group_size)])
-        completions, logprobs, hidden = generate_group(self.model, prompt, keys, self.sampler, self.eos, prefix)
-        mask = completion_mask(completions, self.sampler.stop_at_eos, self.eos)
-        return RolloutBatch(
-            task_id=task_id,
-            round=round_,
-            trainer=trainer,
-            prompt_idx=torch.full((group_size,), i, dtype=torch.int64),
-            sample_idx=torch.arange(group_size),
-            keys=keys,
-            prompts=torch.tensor([prompt] * group_size),
-            completions=completions,
-            mask=mask,
-            lengths=mask.sum(1),
-            rewards=self.rewards(seed, completions),
-            logprobs=logprobs,
-            hidden=hidden,
-            temperature=self.sampler.temperature,
-            group_size=group_size,
-        )
+        return self.step_groups(task_id, round_, trainer, [i], group_size, prefix)[0]
+
+    def step_groups(
+        self,
+        task_id: int,
+        round_: int,
+        trainer: str,
+        indices: Sequence[int],
+        group_size: int,
+        prefix: Prefix | None = None,
+    ) -> list[RolloutBatch]:
+        """The groups of prompts ``indices`` (an inner step's), generated together (generate_groups: one
+        decode loop over all their rows); each group is what ``group`` returns for its prompt, up to
+        float rounding of the batched matmuls."""
+        seeds = [smp.prompt_seed(task_id, round_, trainer, i) for i in indices]
+        prompts = [self.env.prompt_ids(self.tokenizer, seed) for seed in seeds]
+        keys = [smp.sample_keys(task_id, round_, trainer, [(i, j) for j in range(group_size)]) for i in indices]
+        made = generate_groups(self.model, prompts, keys, self.sampler, self.eos, prefix)
+        batches = []
+        for i, seed, prompt, k, (completions, logprobs, hidden) in zip(
+            indices, seeds, prompts, keys, made, strict=True
+        ):
+            mask = completion_mask(completions, self.sampler.stop_at_eos, self.eos)
+            batches.append(
+                RolloutBatch(
+                    task_id=task_id,
+                    round=round_,
+                    trainer=trainer,
+                    prompt_idx=torch.full((group_size,), i, dtype=torch.int64),
+                    sample_idx=torch.arange(group_size),
+                    keys=k,
+                    prompts=torch.tensor([prompt] * group_size),
+                    completions=completions,
+                    mask=mask,
+                    lengths=mask.sum(1),
+                    rewards=self.rewards(seed, completions),
+                    logprobs=logprobs,
+                    hidden=hidden,
+                    temperature=self.sampler.temperature,
+                    group_size=group_size,
+                )
+            )
+        return batches
 
     @torch.no_grad()
     def evaluate(self, seeds: list[int], temperature: float, batch: int = 64) -> float:

@@ -48,8 +48,11 @@ from client.engine.lm_rollout import (
 )
 from client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
 from client.engine.precision import choose
+from client.engine.sampler import prompt_seed
+from client.engine.text_envs import TextEnv
 from client.runtime import paths
 from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext, NotApplicable
+from scripts.bench.lm_gen import measure_generation
 from validator.aggregate import outer_step
 from validator.lm_checks import verify_submission
 
@@ -77,6 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="after training, every LM trainer cheat (scripts/adversaries/lm_cheats.py) against the final model",
     )
+    p.add_argument(
+        "--generation-only",
+        action="store_true",
+        help="only the generation measurement (scripts/bench/lm_gen.py: tokens/s, HF generate, roofline)",
+    )
     p.add_argument("--plot", type=Path, default=Path("docs/lm_curve.png"))
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     return p.parse_args(argv)
@@ -101,6 +109,40 @@ def plot(curve: list[tuple[int, float]], path: Path, title: str, metric: str = "
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def training_seeds(rounds: int, trainers: int, grpo: GRPOConfig) -> list[int]:
+    """Every prompt seed a trainer of this bench can draw: rounds x trainers x the round's H x A prompts."""
+    per_round = grpo.inner_steps * grpo.prompts_per_step
+    return [
+        prompt_seed(TASK_ID, r, TRAINERS[k], i)
+        for r in range(rounds)
+        for k in range(trainers)
+        for i in range(per_round)
+    ]
+
+
+def disjoint_heldout(env: TextEnv, n: int, rounds: int, trainers: int, grpo: GRPOConfig) -> tuple[list[int], int, int]:
+    """(held-out seeds, heldout_overlap, skipped): the first ``n`` seeds of the held-out stream
+    (lm_rollout.heldout_seeds) whose problem (question text) is no training prompt the bench can draw,
+    so the held-out set is disjoint by content, not only by seed. heldout_overlap is recounted on the
+    result (0 unless the rule above is broken); skipped = held-out seeds dropped as training problems."""
+    train = {env.item(s)["question"] for s in training_seeds(rounds, trainers, grpo)}
+    seeds: list[int] = []
+    skipped, stream, more = 0, 0, max(2 * n, 64)
+    while len(seeds) < n:
+        stream += more
+        for seed in heldout_seeds(TASK_ID, stream)[stream - more :]:
+            if len(seeds) == n:
+                break
+            if env.item(seed)["question"] in train:
+                skipped += 1
+            else:
+                seeds.append(seed)
+        if stream > 100 * max(n, 1):
+            raise RuntimeError(f"held-out: fewer than {n} problems outside the training prompts in {stream} draws")
+    overlap = sum(env.item(s)["question"] in train for s in seeds)
+    return seeds, overlap, skipped
 
 
 def span_totals(path: Path) -> dict[str, float]:
@@ -164,9 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = precision.precision == "bf16"
     console.print(f"validator prefill: {precision.precision} ({precision.reason})")
     rollouts = LMRollouts.for_env(model, loaded.tokenizer, env, sampler)
+    # generation on one inner step's batch against HF generate() and the matmul roofline (not in ``seconds``)
+    t_gen = time.monotonic()
+    gen = measure_generation(rollouts, grpo.prompts_per_step, grpo.group_size, per_group=args.generation_only)
+    console.print(
+        f"generation: {gen['gen_tokens_per_s']} tokens/s (HF generate {gen['hf_generate_tokens_per_s']}), "
+        f"{gen['gen_gflops']} GFLOP/s = {gen['gen_roofline_fraction']} of {gen['roofline_gflops']}"
+    )
+    if args.generation_only:
+        print(json.dumps({"generation": gen, "device": args.device, "threads": args.threads}))
+        return 0
+    t_start += time.monotonic() - t_gen
     current = adapter_state(model)
     initial = current
-    seeds = heldout_seeds(TASK_ID, args.heldout)
+    seeds, overlap, skipped = disjoint_heldout(env, args.heldout, args.rounds, trainers, grpo)
+    console.print(f"held-out: {len(seeds)} problems, none a training problem ({skipped} skipped)")
 
     t_eval = time.monotonic()
     before = rollouts.evaluate(seeds, sampler.temperature)
@@ -231,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         "adapter_params": sum(t.numel() for t in current.values()),
         "env": env.env_id,
         "heldout": args.heldout,
+        "heldout_overlap": overlap,  # held-out problems that are also training problems (by question text)
+        "heldout_skipped": skipped,  # held-out seeds dropped because a trainer can draw their problem
         "heldout_metric": env.metric,  # "accuracy" (exact reward rule) or "mean score" (partial credit)
         "heldout_before": round(before, 4),
         "heldout_after": round(after, 4),
@@ -243,7 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 1),
         "rounds_s": round(rounds_s, 1),
         "generation_s": round(gen_s, 2),
-        "gen_tokens_per_s": round(units / gen_s, 2) if gen_s else 0.0,
+        "gen_tokens_per_s": round(units / gen_s, 2) if gen_s else 0.0,  # all trainers, all rounds
+        "gen_batch_tokens_per_s": gen["gen_tokens_per_s"],  # one step's batch (scripts/bench/lm_gen.py)
+        "hf_generate_tokens_per_s": gen["hf_generate_tokens_per_s"],  # HF generate() on that batch
+        "roofline_gflops": gen["roofline_gflops"],
+        "gen_gflops": gen["gen_gflops"],
+        "gen_roofline_fraction": gen["gen_roofline_fraction"],
         "proof_build_s": round(proof_s, 3),
         "proof_build_over_generation": round(proof_s / gen_s, 4) if gen_s else 0.0,
         "verify_s": round(verify_s, 2),
@@ -279,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds",
         "generation_s",
         "gen_tokens_per_s",
+        "hf_generate_tokens_per_s",
+        "gen_roofline_fraction",
         "proof_build_s",
         "verify_s",
         "replay_s",

@@ -1,0 +1,224 @@
+"""How fast the LM rollout generates, against Hugging Face ``generate()`` and the machine's matmul limit.
+
+`python -m scripts.bench.lm_gen [--steps 2] [--threads 2] [--json]`, and `concord bench lm` (which calls
+``measure_generation`` once before training and puts its keys in its JSON line). On one inner step's
+batch of the task (prompts_per_step prompts x group_size samples, the prompts of task TASK_ID,
+round 0, trainer 0x01..01, under the task's initial adapters), best of ``steps`` runs each:
+
+- ``gen_tokens_per_s``: the rollout's generation (``LMRollouts.step_groups``: shared prefix, the
+  step's prompt suffixes batched, one KV-cache decode loop over all rows, hidden states and
+  seeded Gumbel-max sampling as the protocol needs them); counted tokens (up to and including EOS,
+  the work units) per second. ``per_group_tokens_per_s``: the same rows one group at a time
+  (``LMRollouts.group``), what the trainer did before decoding a step's groups together.
+- ``hf_generate_tokens_per_s``: transformers' ``model.generate`` on the same batch (the same prompts,
+  each repeated group_size times, plain softmax sampling at the task's temperature, the same
+  max_new_tokens and EOS), counted the same way; it keeps no hidden states and no seeded noise.
+- ``roofline_gflops``: the best FLOP/s of the model's own matmul shapes (one block's projections
+  and the vocabulary head, ROOFLINE_ROWS tokens, float32: the precision generation runs in, the
+  current torch thread count), i.e. what this CPU's matmuls reach when they are compute bound.
+- ``gen_flops``: the FLOPs generation actually computed (``generation_flops``: the body's matmuls
+  and attention on every position it ran, the head on every row it sampled from), and
+  ``gen_roofline_fraction`` = gen_flops / generation time / roofline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from client.engine import sampler as smp
+from client.engine.lm_rollout import LMRollouts
+from client.engine.rollout import RolloutBatch
+
+TASK_ID = 12
+TRAINER = "0x" + "01" * 20
+ROOFLINE_ROWS = 256  # tokens per timed matmul: compute bound for every shape of a 576-wide model
+REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What the FLOP count needs of a decoder-only model (a transformers LlamaConfig's fields)."""
+
+    d_model: int
+    kv_dim: int  # key/value width (grouped-query attention: kv heads x head dim)
+    ffn_dim: int
+    layers: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config: Any) -> Shapes:
+        head_dim = config.hidden_size // config.num_attention_heads
+        return cls(
+            config.hidden_size,
+            config.num_key_value_heads * head_dim,
+            config.intermediate_size,
+            config.num_hidden_layers,
+            config.vocab_size,
+        )
+
+    @property
+    def block_matmul_params(self) -> int:
+        """Weights one token multiplies in one block: q, k, v, o, gate, up, down (adapters not counted)."""
+        d = self.d_model
+        return d * d + 2 * d * self.kv_dim + d * d + 3 * d * self.ffn_dim
+
+    def token_flops(self, context: int) -> int:
+        """One position through the body at ``context`` positions of attention: matmuls + QK^T and AV."""
+        return self.layers * (2 * self.block_matmul_params + 4 * self.d_model * context)
+
+    @property
+    def head_flops(self) -> int:
+        return 2 * self.d_model * self.vocab
+
+
+def generation_flops(shapes: Shapes, prefix_len: int, groups: list[RolloutBatch]) -> int:
+    """FLOPs generation computed for ``groups``: the shared prefix once, each prompt's suffix once, each
+    row's decoded positions (lengths[n] of them: positions after its EOS are not run) and one head row
+    per sampled token. Positions after the prefix attend to everything before them."""
+    flops = sum(shapes.token_flops(t + 1) for t in range(prefix_len))
+    for g in groups:
+        p = g.prompt_len
+        flops += sum(shapes.token_flops(t + 1) for t in range(prefix_len, p))
+        for n in range(g.n):
+            length = int(g.lengths[n])
+            flops += sum(shapes.token_flops(p + t + 1) for t in range(length)) + length * shapes.head_flops
+    return flops
+
+
+def roofline_gflops(shapes: Shapes, rows: int = ROOFLINE_ROWS, repeats: int = REPEATS) -> float:
+    """Best-of GFLOP/s of the model's matmul shapes ([rows, in] x [in, out] for one block's projections
+    and the head), float32, no grad."""
+    gen = torch.Generator().manual_seed(0)
+    d = shapes.d_model
+    dims = [(d, d), (d, shapes.kv_dim), (d, shapes.kv_dim), (d, d), (d, shapes.ffn_dim), (d, shapes.ffn_dim)]
+    dims += [(shapes.ffn_dim, d), (d, shapes.vocab)]
+    weights = [torch.randn(o, i, generator=gen) / i**0.5 for i, o in dims]  # [out, in]
+    inputs = {i: torch.randn(rows, i, generator=gen) for i, _ in dims}  # [rows, in]
+    flops = sum(2 * rows * i * o for i, o in dims)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first pass warms up
+            t0 = time.perf_counter()
+            for w in weights:
+                torch.nn.functional.linear(inputs[w.shape[1]], w)
+            best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def counted_tokens(completions: torch.Tensor, eos: int) -> int:
+    """Tokens up to and including each row's first EOS (the work units of a RolloutBatch)."""
+    total = 0
+    for row in completions.tolist():
+        total += row.index(eos) + 1 if eos in row else len(row)
+    return total
+
+
+def hf_generate(rollouts: LMRollouts, prompts: list[list[int]], group_size: int) -> torch.Tensor:
+    """transformers' generate on the rows the rollout decodes: every prompt group_size times (left-padded
+    when lengths differ), softmax sampling at the task's temperature, no top-k or top-p. [N, C] new tokens."""
+    tok = rollouts.tokenizer
+    rows = [p for p in prompts for _ in range(group_size)]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in rows])  # [N, T]
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows])  # [N, T]
+    temp = rollouts.sampler.temperature
+    with torch.no_grad():
+        out = rollouts.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=temp > 0,
+            temperature=temp if temp > 0 else None,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=rollouts.sampler.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    new: torch.Tensor = out[:, width:]
+    return new
+
+
+def measure_generation(
+    rollouts: LMRollouts, prompts_per_step: int, group_size: int, repeats: int = 2, per_group: bool = True
+) -> dict[str, float]:
+    """The module doc's keys, measured on one inner step's batch (best of ``repeats`` runs each)."""
+    shapes = Shapes.of(rollouts.model.config)
+    idx = list(range(prompts_per_step))
+    prompts = [rollouts.env.prompt_ids(rollouts.tokenizer, smp.prompt_seed(TASK_ID, 0, TRAINER, i)) for i in idx]
+
+    def batched() -> list[RolloutBatch]:
+        return rollouts.step_groups(TASK_ID, 0, TRAINER, idx, group_size, rollouts.prefix())
+
+    def one_by_one() -> list[RolloutBatch]:
+        prefix = rollouts.prefix()
+        return [rollouts.group(TASK_ID, 0, TRAINER, i, group_size, prefix) for i in idx]
+
+    gen_s, groups = _best_of(batched, repeats)
+    tokens = sum(int(g.lengths.sum()) for g in groups)
+    flops = generation_flops(shapes, len(rollouts.prefix_ids), groups)
+    torch.manual_seed(0)
+    hf_s, hf_new = _best_of(lambda: hf_generate(rollouts, prompts, group_size), repeats)
+    roof = roofline_gflops(shapes)
+    out = {
+        "gen_rows": len(idx) * group_size,
+        "gen_batch_s": round(gen_s, 4),
+        "gen_batch_tokens": tokens,
+        "gen_tokens_per_s": round(tokens / gen_s, 2),
+        "gen_flops": flops,
+        "gen_gflops": round(flops / gen_s / 1e9, 2),
+        "hf_generate_s": round(hf_s, 4),
+        "hf_generate_tokens": counted_tokens(hf_new, rollouts.eos),
+        "hf_generate_tokens_per_s": round(counted_tokens(hf_new, rollouts.eos) / hf_s, 2),
+        "roofline_gflops": round(roof, 2),
+        "gen_roofline_fraction": round(flops / gen_s / 1e9 / roof, 4),
+        "threads": torch.get_num_threads(),
+    }
+    if per_group:
+        pg_s, pg_groups = _best_of(one_by_one, repeats)
+        out["per_group_s"] = round(pg_s, 4)
+        out["per_group_tokens_per_s"] = round(sum(int(g.lengths.sum()) for g in pg_groups) / pg_s, 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from client.engine import lm
+    from client.engine.lm_rollout import attach_adapters
+    from client.engine.lm_task import DEFAULT_LM_TASK
+    from client.runtime import paths
+
+    p = argparse.ArgumentParser(prog="python -m scripts.bench.lm_gen", description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=2, help="runs of each measurement (best of)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task = DEFAULT_LM_TASK
+    loaded = lm.load(task.model_source, paths.models_dir())
+    model = attach_adapters(loaded.model, task.adapter)
+    rollouts = LMRollouts.for_env(model, loaded.tokenizer, task.env.make(context=loaded.context), task.sampler)
+    result = measure_generation(rollouts, task.grpo.prompts_per_step, task.grpo.group_size, args.steps)
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:28s} {value}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
