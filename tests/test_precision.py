@@ -1,8 +1,9 @@
-"""The verification prefill's precision: configured, native, or measured; never the slower path."""
+"""The verification prefill's precision: configured, or the hardware's and the batch shape's, decided once
+per machine and recorded; verdicts never depend on it (the float32 re-check)."""
 
 from __future__ import annotations
 
-import math
+import json
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from client.engine.bundle import batch_proofs
 from client.engine.config import ConfigError, EnvConfig, ModelConfig, SamplerConfig, ValidationConfig, from_dict
 from client.engine.envs import make_env
 from client.engine.model import build_policy
-from client.engine.precision import Measurement, PrefillPrecision, choose, choose_for, decide
+from client.engine.precision import PrefillPrecision, choose, choose_for
 from client.engine.rollout import generate, prefill
 from validator.checks import recompute_states, toploc_rows
 
@@ -22,116 +23,88 @@ TRAINER = "0x" + "ab" * 20
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def fresh_cache():
-    prec._auto_cpu.cache_clear()
-    prec._POLICY_CHOICES.clear()
-    yield
-    prec._auto_cpu.cache_clear()
-    prec._POLICY_CHOICES.clear()
+NATIVE = prec.Hardware("cpu", "AMD EPYC", True, "AVX512; avx512_bf16")
+EMULATED = prec.Hardware("cpu", "Intel Xeon", False, "AVX2; no native bf16 flags")
 
 
-def test_decide_is_a_function_of_the_measurement() -> None:
-    fast = Measurement(bf16_ms=2.0, fp32_ms=9.5)  # native bf16 (AMX / avx512_bf16)
-    slow = Measurement(bf16_ms=49.4, fp32_ms=9.7)  # emulated bf16 (AVX2 only)
+def test_configured_precision_is_honoured(tmp_path) -> None:
+    for setting in ("bf16", "fp32"):
+        assert choose(setting, CPU, 256, 1024) == PrefillPrecision(setting, "configured")
+        policy = build_policy(ModelConfig(d_model=32, n_layers=1, n_heads=4, max_seq_len=24))
+        assert choose_for(policy, setting, tokens=40, record_dir=tmp_path) == PrefillPrecision(setting, "configured")
+    assert not (tmp_path / prec.RECORD_FILE).exists()  # nothing to decide, nothing recorded
+
+
+def test_the_rule_is_a_function_of_the_hardware_and_the_batch_shape() -> None:
+    """Native bf16 and a big enough batch: bf16; a small batch (a sampled check's few rows) or a CPU that
+    emulates bf16: float32. The numbers of the module doc: the tiny model's sampled rows (110 tokens,
+    d 64, ffn 256) float32, its full batch (5,632 tokens) bf16, the LM's group (8 x 16 tokens, d 576,
+    ffn 1536) bf16."""
+    assert prec.rule(NATIVE, 64, 256, 110).precision == "fp32"
+    assert prec.rule(NATIVE, 64, 256, 5632).precision == "bf16"
+    assert prec.rule(NATIVE, 576, 1536, 8 * 16).precision == "bf16"
     assert (
-        decide(fast, "hint")
-        == decide(fast, "hint")
-        == PrefillPrecision("bf16", "measured at 512 tokens: bf16 2.00 ms vs fp32 9.50 ms", "hint", fast)
+        prec.rule(NATIVE, 64, 256, 110).reason
+        == "rule: native bf16, 128-token class x 64 x 256 = 2,097,152 MACs < 2^24"
     )
-    assert decide(slow).precision == "fp32"
-    assert decide(slow).reason == "measured at 512 tokens: bf16 49.40 ms vs fp32 9.70 ms"
-    # the margin: bf16 must be at least BF16_MIN_SPEEDUP times faster, ties go to float32
-    assert decide(Measurement(5.0, 5.0 * prec.BF16_MIN_SPEEDUP)).precision == "bf16"
-    assert decide(Measurement(5.0, 5.0 * prec.BF16_MIN_SPEEDUP - 0.01)).precision == "fp32"
-    assert decide(Measurement(5.0, 5.0)).precision == "fp32"
+    for tokens in (1, 110, 5632, 10**6):
+        assert prec.rule(EMULATED, 576, 1536, tokens).precision == "fp32"
+    # the threshold: a size class whose MLP matmul has exactly 2^24 multiply-adds takes bf16, the one below does not
+    assert prec.rule(NATIVE, 64, 256, 1024).precision == "bf16" and prec.rule(NATIVE, 64, 256, 512).precision == "fp32"
+    assert prec.rule(NATIVE, 64, 256, 600) == prec.rule(NATIVE, 64, 256, 1024)  # same size class, same choice
+    cuda = prec.Hardware("cuda", "NVIDIA H100", True, "NVIDIA H100")
+    assert prec.rule(cuda, 64, 256, 1).precision == "bf16"
+    assert prec.rule(prec.Hardware("cuda", "Tesla T4", False), 64, 256, 10**6).precision == "fp32"
 
 
-def test_auto_never_picks_the_path_measured_slower() -> None:
-    times = [0.1 * 1.37**i for i in range(25)]  # 0.1 ms .. ~190 ms
-    for b in times:
-        for f in times:
-            chosen = decide(Measurement(b, f))
-            if chosen.precision == "bf16":
-                assert b < f and b * prec.BF16_MIN_SPEEDUP <= f
-            else:
-                assert b * prec.BF16_MIN_SPEEDUP > f
+def test_auto_is_the_rule_on_this_machines_hardware_nothing_is_timed(monkeypatch) -> None:
+    """No measurement: the same hardware and shape give the same choice however busy the machine is."""
+    monkeypatch.setattr(prec, "cpu_hardware", lambda: NATIVE)
+    assert [choose("auto", CPU, 64, 256, t).precision for t in (110, 5632)] == ["fp32", "bf16"]
+    monkeypatch.setattr(prec, "cpu_hardware", lambda: EMULATED)
+    assert [choose("auto", CPU, 64, 256, t).precision for t in (110, 5632)] == ["fp32", "fp32"]
+    assert not [n for n in dir(prec) if "measure" in n.lower() and callable(getattr(prec, n))]
 
 
-@pytest.mark.parametrize("setting", ["fp32", "bf16"])
-def test_configured_precision_is_honoured_without_measuring(monkeypatch, fresh_cache, setting) -> None:
-    def no_measuring(*_args: object, **_kw: object) -> Measurement:
-        raise AssertionError("a configured precision must not be measured")
-
-    monkeypatch.setattr(prec, "measure_cpu", no_measuring)
-    assert choose(setting, CPU, 256, 1024) == PrefillPrecision(setting, "configured")
-    policy = build_policy(ModelConfig(d_model=32, n_layers=1, n_heads=4, max_seq_len=24))
-    monkeypatch.setattr(prec, "measure_policy", no_measuring)
-    assert choose_for(policy, setting) == PrefillPrecision(setting, "configured")
-    assert choose_for(policy, setting, tokens=40) == PrefillPrecision(setting, "configured")
-
-
-def test_auto_on_cpu_follows_the_measurement_once_per_process(monkeypatch, fresh_cache) -> None:
-    calls: list[tuple[int, int]] = []
-    answers = {256: Measurement(bf16_ms=60.0, fp32_ms=12.0), 512: Measurement(bf16_ms=3.0, fp32_ms=12.0)}
-
-    def measured(d_model: int, ffn_dim: int) -> Measurement:
-        calls.append((d_model, ffn_dim))
-        return answers[d_model]
-
-    monkeypatch.setattr(prec, "measure_cpu", measured)
-    slow = choose("auto", CPU, 256, 1024)
-    assert (slow.precision, slow.reason) == ("fp32", "measured at 512 tokens: bf16 60.00 ms vs fp32 12.00 ms")
-    assert slow.hint.startswith(torch.backends.cpu.get_cpu_capability())
-    assert choose("auto", CPU, 256, 1024) is slow  # cached: one measurement per width and thread count
-    assert choose("auto", CPU, 512, 2048).precision == "bf16"
-    assert calls == [(256, 1024), (512, 2048)]
+def test_the_choice_is_decided_once_per_machine_and_recorded(tmp_path, monkeypatch) -> None:
+    """The first process records its decision under the state dir; later ones read it back (even if the
+    rule would now say otherwise); a record from other hardware or another rule version is replaced."""
+    monkeypatch.setattr(prec, "cpu_hardware", lambda: NATIVE)
+    first = choose("auto", CPU, 576, 1536, 128, tmp_path)
+    assert first.precision == "bf16" and first.reason.startswith("rule: native bf16")
+    record = json.loads((tmp_path / prec.RECORD_FILE).read_text())
+    assert record == {
+        "rule": prec.RULE_VERSION,
+        "hardware": {"device": "cpu", "name": "AMD EPYC", "native_bf16": True, "detail": "AVX512; avx512_bf16"},
+        "choices": {"cpu:576x1536@128": {"precision": "bf16", "reason": first.reason}},
+    }
+    monkeypatch.setattr(prec, "rule", lambda *a: PrefillPrecision("fp32", "a rule that changed its mind"))
+    again = choose("auto", CPU, 576, 1536, 100, tmp_path)  # same size class: read back, not decided again
+    assert again.precision == "bf16" and again.reason == f"recorded in {tmp_path / prec.RECORD_FILE}: {first.reason}"
+    small = choose("auto", CPU, 576, 1536, 16, tmp_path)  # another shape: decided now and added
+    assert small.reason == "a rule that changed its mind"
+    assert set(json.loads((tmp_path / prec.RECORD_FILE).read_text())["choices"]) == {
+        "cpu:576x1536@128",
+        "cpu:576x1536@32",
+    }
+    monkeypatch.undo()
+    monkeypatch.setattr(prec, "cpu_hardware", lambda: EMULATED)  # the state dir moved to another machine
+    moved = choose("auto", CPU, 576, 1536, 128, tmp_path)
+    assert moved.precision == "fp32" and moved.reason == "rule: no native bf16 on this CPU"
+    assert json.loads((tmp_path / prec.RECORD_FILE).read_text())["hardware"]["name"] == "Intel Xeon"
+    (tmp_path / prec.RECORD_FILE).write_text("{not json")  # a damaged record is decided again
+    assert choose("auto", CPU, 576, 1536, 128, tmp_path).reason == "rule: no native bf16 on this CPU"
 
 
 def test_size_classes_round_up_to_a_power_of_two_within_bounds() -> None:
-    assert [prec.size_class(t) for t in (1, 32, 33, 110, 512, 513, 4096, 5632, 10**9)] == [
-        32,
-        32,
-        64,
-        128,
-        512,
-        1024,
-        4096,
-        4096,
-        4096,
-    ]
+    assert [prec.size_class(t) for t in (1, 32, 33, 110, 5632, 10**6)] == [32, 32, 64, 128, 4096, 4096]
 
 
-def test_auto_for_a_policy_measures_its_forward_at_the_batch_size_class(monkeypatch, fresh_cache) -> None:
-    """choose_for measures the policy itself at the batch's size class, once per class: a small
-    sampled batch and a full batch may get different precisions on one machine (native bf16 that
-    loses on a few rows and wins on many), and each is the one measured faster."""
-    policy = build_policy(ModelConfig(d_model=32, n_layers=1, n_heads=4, max_seq_len=24))
-    calls: list[int] = []
-    real = prec.measure_policy
-
-    def measured(p: object, tokens: int, repeats: int = prec.MEASURE_REPEATS) -> Measurement:
-        assert p is policy and repeats == prec.MEASURE_REPEATS
-        calls.append(tokens)
-        slow = tokens < 1024  # bf16 pays per-op casts: slower on small batches here
-        return Measurement(bf16_ms=1.2 if slow else 5.0, fp32_ms=1.0 if slow else 9.0, tokens=tokens)
-
-    monkeypatch.setattr(prec, "measure_policy", measured)
-    small, full = choose_for(policy, "auto", 5 * 22), choose_for(policy, "auto", 256 * 22)
-    assert (small.precision, full.precision) == ("fp32", "bf16")
-    assert small.reason == "measured at 128 tokens: bf16 1.20 ms vs fp32 1.00 ms"
-    assert choose_for(policy, "auto", 100) is small and choose_for(policy, "auto", 9000) is full  # cached per class
-    assert calls == [128, 4096]
-    m = real(policy, 64, repeats=2)  # the real thing: both paths timed on 64 tokens
-    assert m.tokens == 48 and 0 < m.bf16_ms < math.inf and 0 < m.fp32_ms < math.inf  # two rows of max_seq_len
-
-
-def test_real_measurement_times_both_paths(fresh_cache) -> None:
-    m = prec.measure_cpu(64, 256, rows=64, repeats=2)
-    assert 0 < m.bf16_ms < math.inf and 0 < m.fp32_ms < math.inf
-    chosen = choose("auto", CPU, 64, 256)
-    assert chosen.precision in ("bf16", "fp32") and chosen.reason.startswith("measured at 512 tokens: bf16 ")
-    assert chosen.measurement is not None and chosen.precision == decide(chosen.measurement).precision
+def test_this_machine_is_read_from_its_cpu_flags() -> None:
+    hw = prec.cpu_hardware()
+    flags = set(open("/proc/cpuinfo").read().split())
+    assert hw.device == "cpu" and hw.native_bf16 == bool(flags & set(prec.CPU_BF16_FLAGS))
+    assert choose("auto", CPU, 64, 256, 5632) == prec.rule(hw, 64, 256, 5632)
 
 
 def test_validation_config_reads_and_checks_prefill_precision() -> None:
@@ -143,7 +116,7 @@ def test_validation_config_reads_and_checks_prefill_precision() -> None:
         from_dict(ValidationConfig, {"bf16_prefill": True}, "validation")
 
 
-def test_recompute_states_runs_the_chosen_precision_and_rechecks_bf16_failures_in_float32(fresh_cache) -> None:
+def test_recompute_states_runs_the_chosen_precision_and_rechecks_bf16_failures_in_float32() -> None:
     """fp32 configured: the float32 states, nothing re-checked. bf16 configured under TOPLOC
     thresholds of zero (float32 reproduces the trainer's bf16 activations exactly here, bf16
     autocast does not): the rollouts that fail under bf16 are recomputed in float32 and pass."""

@@ -30,6 +30,7 @@ from client.engine import lm
 from client.engine.config import to_dict
 from client.engine.lm_rollout import LMRollouts, adapter_state, attach_adapters
 from client.engine.precision import choose
+from client.runtime import paths
 
 
 class LMModelMismatch(ModelError):
@@ -82,11 +83,13 @@ def load_lm_work(
     lm_cache: Path,
     device: str = "cpu",
     precision: str = "",
+    precision_record: Path | None = None,
 ) -> LMWork:
     """Model 0 of the task, its base loaded and verified, adapters attached (module doc). Round models
     are cached in ``models_dir`` (the node's), the base file and its dequantized weights in ``lm_cache``
     (shared by the nodes of a machine: client.runtime.paths.models_dir()). ``precision`` overrides the
-    spec's validation.prefill_precision ("" = the spec's)."""
+    spec's validation.prefill_precision ("" = the spec's); "auto" is the machine's recorded choice in
+    ``precision_record`` (default: client.runtime.paths.home(), shared by the nodes of a machine)."""
     max_bytes = 2 * spec.limits.max_delta_bytes + (1 << 20)  # adapters + outer state
     fetched = fetch_model(store, model0, models_dir, max_bytes)
     config = _check_config(fetched.config, None, spec, model0)
@@ -101,7 +104,11 @@ def load_lm_work(
     wanted = precision or spec.task.validation.prefill_precision
     if wanted not in ("auto", "bf16", "fp32"):
         raise ValueError(f"prefill precision: expected auto, bf16 or fp32, got {wanted!r}")
-    chosen = choose(wanted, dev, cfg.hidden_size, cfg.intermediate_size)  # type: ignore[arg-type]
+    # one group's completion positions: what a prefill of validator.lm_checks runs through the head;
+    # decided once per machine and recorded under $CONCORD_HOME (client.engine.precision)
+    tokens = spec.task.grpo.group_size * spec.task.sampler.max_new_tokens
+    record = paths.home() if precision_record is None else precision_record
+    chosen = choose(wanted, dev, cfg.hidden_size, cfg.intermediate_size, tokens, record)  # type: ignore[arg-type]
     shapes = {n: tuple(t.shape) for n, t in adapter_state(model).items()}
     work = LMWork(spec, loaded, rollouts, config, dev, chosen.bf16, chosen.reason, Path(models_dir), max_bytes, shapes)
     got = {n: tuple(t.shape) for n, t in fetched.state.items()}

@@ -202,7 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     env = task.env.make(context=loaded.context)
     sampler, grpo, outer, vcfg = task.sampler, task.grpo, task.outer, task.validation
     cfg = loaded.model.config
-    precision = choose(vcfg.prefill_precision, torch.device(args.device), cfg.hidden_size, cfg.intermediate_size)
+    precision = choose(
+        vcfg.prefill_precision,
+        torch.device(args.device),
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        grpo.group_size * sampler.max_new_tokens,  # a group's completion positions, as client.runtime.lm_work
+        paths.home(),
+    )
     bf16 = precision.precision == "bf16"
     console.print(f"validator prefill: {precision.precision} ({precision.reason})")
     rollouts = LMRollouts.for_env(model, loaded.tokenizer, env, sampler)
