@@ -67,7 +67,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -976,15 +976,13 @@ def verify_round(
     return [v.verdicts[(round_, i)] for i in sorted(seen)]
 
 
-def _finished(futures: Mapping[Future[Fetched], Any], until: float | None) -> list[Future[Fetched]]:
-    """The futures that end before monotonic time ``until`` (all of them, each by its own deadline, without one)."""
-    done: list[Future[Fetched]] = []
+def _finished(futures: Mapping[Future[Fetched], Any], until: float | None) -> Iterator[Future[Fetched]]:
+    """The futures as each ends (judged at once: a slow one holds back no other), up to monotonic time
+    ``until`` (without it, all of them: each ends by its own deadline)."""
     try:
-        for future in as_completed(futures, timeout=None if until is None else max(0.0, until - time.monotonic())):
-            done.append(future)
+        yield from as_completed(futures, timeout=None if until is None else max(0.0, until - time.monotonic()))
     except TimeoutError:
-        pass
-    return done
+        return
 
 
 # ----------------------------------------------------------------------------- 7: aggregate
