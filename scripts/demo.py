@@ -40,6 +40,7 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from client import chain
@@ -595,7 +596,9 @@ def run_network(net: devnet.Devnet, plan: NetworkPlan, console: Console, nodes: 
     cheaters = tuple(s.address for s in plan.nodes if s.cheat)
     curve = tuple(progress.row(r).mean_reward for r in range(plan.rounds))
     table = settlement_table(client, initiator, actors, ledger, cheaters, task_id, plan.rounds)
-    console.print(table, width=max(console.width, 120))  # a narrow terminal wraps rows rather than eliding numbers
+    # as wide as its widest row (exact token amounts are long): a narrow terminal wraps rows rather than eliding
+    need = Measurement.get(console, console.options.update_width(1000), table).maximum
+    console.print(table, width=max(console.width, 120, need))
     rejected = tuple((r, x) for r in range(plan.rounds) for x in progress.row(r).rejected_claims)
     return Outcome(
         task_id,
