@@ -155,3 +155,31 @@ def test_a_drawn_sample_maps_rows_onto_groups(ctx: LMCheatContext, honest: LMSub
     verdict = verify_submission(ctx.rollouts, ctx.base, honest, GRPO, vcfg, sample=sample)
     assert verdict.accepted, verdict
     assert sum(r.evidence["rollouts"] for r in verdict.results if r.name == "toploc") == sample.row_count == 4
+
+
+def test_a_flagged_row_of_an_lm_round_is_rejected_by_the_validators_that_recheck_it(
+    ctx: LMCheatContext, honest: LMSubmission
+) -> None:
+    """One token edited in row 1 of step 1's second group (row n = 1 x G + 1 = 5 of step 1): the
+    validator whose sample holds that row flags (ROW, step 1, row 5); one whose own sample missed it
+    re-checks exactly the flagged row and rejects; the honest round re-checks clean."""
+    from scripts.adversaries.lm_cheats import _recount, _seed
+    from validator.flags import ROW, flagged_sample, flags_from_verdict
+
+    vcfg = ValidationConfig(prefill_precision="fp32", mode="sampled", row_fraction=0.1, replay_steps=1)
+    g = honest.steps[1][1]
+    completions = g.completions.clone()
+    completions[1, 0] = (int(completions[1, 0]) + 1) % len(ctx.rollouts.tokenizer)
+    scored = ctx.rollouts.rewards(_seed(ctx, int(g.prompt_idx[1])), completions)
+    edited = dataclasses.replace(g, completions=completions, rewards=scored)
+    cheat = _recount(honest, (honest.steps[0], (honest.steps[1][0], edited)))
+    finder = verify_submission(ctx.rollouts, ctx.base, cheat, GRPO, vcfg, sample=CheckSample(((), (2, 5)), (), False))
+    assert not finder.accepted and finder.failed_check in ("toploc", "sampling")
+    flags = flags_from_verdict(3, finder)
+    assert [(f.submission, f.kind, f.step, f.row) for f in flags] == [(3, ROW, 1, 5)]
+    own = CheckSample(((0,), (4,)), (), False)
+    assert verify_submission(ctx.rollouts, ctx.base, cheat, GRPO, vcfg, sample=own).accepted
+    extra = flagged_sample(flags, GRPO.inner_steps, GRPO.prompts_per_step * GRPO.group_size)
+    again = verify_submission(ctx.rollouts, ctx.base, cheat, GRPO, vcfg, sample=extra)
+    assert not again.accepted and again.result(again.failed_check).rows == (5,)
+    assert verify_submission(ctx.rollouts, ctx.base, honest, GRPO, vcfg, sample=extra).accepted
