@@ -153,6 +153,7 @@ class RpcLog:
     methods: list[str] = field(default_factory=list)
     get_logs: list[tuple[int, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    down: bool = False  # while True the proxy answers 503 (a chain that stopped answering)
 
     def record(self, call: dict[str, Any]) -> None:
         with self.lock:
@@ -170,6 +171,11 @@ def rpc_proxy(upstream: str) -> Iterator[tuple[str, RpcLog]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            if log.down:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             payload = json.loads(body)
             for call in payload if isinstance(payload, list) else [payload]:
                 log.record(call)

@@ -226,3 +226,21 @@ def test_settled_rounds_from_events_match_the_views(board: Board) -> None:
         assert r["phase"] == info.phase.name.lower()
         assert r["next_model"] == "0x" + info.next_model_digest.hex()
     assert [x["mean"] for x in task["rewards"]] == list(board.run.outcome.curve)
+
+
+LIVE = "document.getElementById('live').className + ' | ' + document.getElementById('live-text').textContent"
+
+
+def test_a_chain_that_stops_answering_shows_as_stale(board: Board) -> None:
+    """Last (it takes the proxy down for a while): the dot is live, turns stale while the chain's refreshes
+    fail (the page keeps its last document and says which block it shows), and live again after."""
+    page = board.page
+    page.wait_for(f"({LIVE}).startsWith('live ok')", what="a live dot")
+    board.rpc_log.down = True
+    try:
+        stale = page.wait_for(f"({LIVE}).startsWith('live stale') && ({LIVE})", timeout=90, what="a stale dot")
+        assert "stale" in stale and "showing block" in stale, stale
+        assert board.state()["error"], "the document says the refresh failed"
+    finally:
+        board.rpc_log.down = False
+    page.wait_for(f"({LIVE}).startsWith('live ok')", timeout=90, what="the dot live again")
