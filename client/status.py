@@ -26,9 +26,11 @@ from client.digest import Digest
 from client.runtime import parsers, paths
 from client.runtime.config import (
     NodeConfigError,
+    checked_rpc_url,
     load_deployment,
     load_devnet_json,
     parse_layered,
+    setting_name,
 )
 from client.runtime.connect import deployment_id
 from client.runtime.display import setup_logging
@@ -386,8 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _connection(args: argparse.Namespace) -> tuple[str, chain.Deployment]:
     if args.rpc_url is not None:
         if args.deployment is None:
-            raise NodeConfigError("--deployment", "needed with --rpc-url")
-        return args.rpc_url, load_deployment(args.deployment)
+            raise NodeConfigError("--deployment", f"needed with {setting_name(args, 'rpc_url', '--rpc-url')}")
+        deployment = load_deployment(args.deployment, setting_name(args, "deployment", "--deployment"))
+        return checked_rpc_url(args), deployment
     net = load_devnet_json(args.devnet or paths.default_network_file())
     return net.rpc_url, chain.Deployment.from_json(net.deployment)
 

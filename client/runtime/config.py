@@ -336,6 +336,11 @@ def _check_rpc_url(url: str, name: str = "--rpc-url") -> str:
         ) from None
 
 
+def checked_rpc_url(args: argparse.Namespace) -> str:
+    """``args.rpc_url`` checked (client.chain.rpc's rule); NodeConfigError names its flag, env var or TOML key."""
+    return _check_rpc_url(args.rpc_url, setting_name(args, "rpc_url", "--rpc-url"))
+
+
 def _check_ipfs_api(api: str, name: str = "--ipfs-api") -> str:
     from client.content.store import api_multiaddr
 
