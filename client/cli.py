@@ -183,15 +183,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import os
 
-    chosen = os.environ.get(LOG_LEVEL_ENV, "")
-    if chosen and chosen.lower() not in LOG_LEVELS:  # a typo would otherwise leave the level as it was
-        parser.error(f"${LOG_LEVEL_ENV}: unknown log level {chosen!r} (expected one of {', '.join(LOG_LEVELS)})")
+    def check_log_level() -> None:  # a typo in the env var would otherwise leave the level as it was
+        chosen = os.environ.get(LOG_LEVEL_ENV, "")
+        if chosen and chosen.lower() not in LOG_LEVELS:
+            parser.error(f"${LOG_LEVEL_ENV}: unknown log level {chosen!r} (expected one of {', '.join(LOG_LEVELS)})")
+
     # `concord bench NAME --help` must reach the bench's own parser, not this one.
     if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
+        check_log_level()
         return _call(BENCHES[argv[1]], argv[2:])
     args, rest = parser.parse_known_args(argv)
     if args.log_level is not None:
-        os.environ[LOG_LEVEL_ENV] = args.log_level
+        os.environ[LOG_LEVEL_ENV] = args.log_level  # the flag wins over the env var
+    check_log_level()
     if args.command == "bench":
         return _call(BENCHES[args.name], rest)
     if args.command in HELP_PARSERS and wants_help(rest):

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from eth_account import Account
 
+from client import cli
 from client.chain import ContractError, Role, keys
 from client.chain.rpc import RpcError
 from client.cli import COMMANDS, HELP_PARSERS
 from client.cli import main as cli_main
-from client.runtime import config, lifecycle, paths
+from client.runtime import config, display, lifecycle, paths
 from client.runtime.config import ENV_VARS
 from client.runtime.display import LOG_LEVEL_ENV
 from client.runtime.errors import CONTRACT_FIXES, explain, render_contract_error
@@ -139,9 +140,12 @@ def test_an_unknown_log_level_is_an_error(capsys, clean_env) -> None:
     clean_env.setenv(LOG_LEVEL_ENV, "loud")
     rc, out, err = run_cli(["status", "--json"], capsys)
     assert rc == 2 and out == "" and "$CONCORD_LOG_LEVEL: unknown log level 'loud'" in err
+    rc, _, err = run_cli(["--log-level", "error", "devnet", "--help"], capsys)  # the flag wins over the env var
+    assert rc == 0, err
     clean_env.setenv(LOG_LEVEL_ENV, "WARNING")  # any case of a known level is fine
     rc, _, _ = run_cli(["devnet", "--help"], capsys)
     assert rc == 0
+    assert cli.LOG_LEVELS == display.LOG_LEVELS and cli.LOG_LEVEL_ENV == display.LOG_LEVEL_ENV
 
 
 @pytest.mark.unit
