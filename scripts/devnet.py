@@ -234,6 +234,89 @@ def restart_ipfs(repo: Path, previous: Daemon, api_url: str, log_path: Path, tim
     )
 
 
+# ----------------------------------------------------------------------------- a Helia peer per node (issue 23)
+# scripts/ipfs_node/server.mjs: a Helia 7 node (libp2p TCP + bitswap) behind the Kubo-RPC subset the
+# store speaks, for one IPFS peer per trainer, validator or initiator (js-ipfs 0.66.1 runs offline only).
+# Its header says what it serves. Not wired into `up` yet: these are the building blocks.
+
+HELIA_SERVER = REPO_ROOT / "scripts" / "ipfs_node" / "server.mjs"
+
+
+class PeerAddressError(ProcError):
+    def __init__(self, text: str) -> None:
+        super().__init__(f"IPFS peer {text!r}: expected a multiaddr /ip4/HOST/tcp/PORT/p2p/<peer id>")
+        self.text = text
+
+
+def node_binary() -> Path:
+    return procs.find_binary("node")
+
+
+def helia_argv(repo: Path, api_port: int, swarm_port: int, peers: Sequence[str] = ()) -> list[str]:
+    """The command line of a Helia peer: API and swarm on 127.0.0.1, the peers it dials (and redials)."""
+    for peer in peers:
+        parts = peer.strip("/").split("/")
+        if len(parts) != 6 or parts[0] not in ("ip4", "ip6", "dns4") or parts[2] != "tcp" or parts[4] != "p2p":
+            raise PeerAddressError(peer)
+    argv = [
+        str(node_binary()),
+        str(HELIA_SERVER),
+        "--repo",
+        str(repo),
+        "--api",
+        f"/ip4/127.0.0.1/tcp/{api_port}",
+        "--swarm",
+        f"/ip4/127.0.0.1/tcp/{swarm_port}",
+    ]
+    for peer in peers:
+        argv += ["--peer", peer]
+    return argv
+
+
+def start_helia(
+    repo: Path,
+    api_port: int,
+    swarm_port: int,
+    peers: Sequence[str] = (),
+    log_path: Path | None = None,
+    timeout: float = 60.0,
+) -> Daemon:
+    """A Helia peer on ``repo`` (created if new; kept, with its peer ID and blocks, if not), ready to
+    answer /api/v0/id. ``peers``: swarm multiaddrs ending in /p2p/<id> (``helia_swarm_addr``)."""
+    procs.require_free(api_port, "the IPFS API", "--ipfs-port")
+    procs.require_free(swarm_port, "the IPFS swarm", "--ipfs-swarm-port")
+    argv = helia_argv(repo, api_port, swarm_port, peers)
+    repo.mkdir(parents=True, exist_ok=True)
+    log_path = repo.parent / f"{repo.name}.log" if log_path is None else log_path
+    api_url = f"http://127.0.0.1:{api_port}"
+    return start_ready("helia", argv, log_path, lambda: ipfs_ready(api_url), timeout)
+
+
+def helia_swarm_addr(api_url: str, timeout: float = 5.0) -> str:
+    """The swarm multiaddr (with /p2p/<peer id>) another peer dials to reach the node at ``api_url``."""
+    r = requests.post(f"{api_url}/api/v0/id", timeout=timeout)
+    r.raise_for_status()
+    addrs = [a for a in r.json()["Addresses"] if a.startswith("/ip4/127.0.0.1/tcp/")]
+    if not addrs:
+        raise PeerAddressError(f"{api_url} lists no 127.0.0.1 swarm address: {r.json()['Addresses']}")
+    return str(addrs[0])
+
+
+def swarm_connect(api_url: str, peer: str, timeout: float = 10.0) -> None:
+    """Connect the node at ``api_url`` to ``peer`` now (Kubo's swarm/connect); it redials it if lost."""
+    params = {"arg": peer, "timeout": f"{int(timeout * 1000)}ms"}
+    r = requests.post(f"{api_url}/api/v0/swarm/connect", params=params, timeout=timeout + 2)
+    if not r.ok:
+        raise ProcError(f"IPFS API {api_url}: swarm/connect {peer} failed: {r.text[:200]}")
+
+
+def swarm_peers(api_url: str, timeout: float = 5.0) -> list[str]:
+    """Peer IDs the node at ``api_url`` is connected to."""
+    r = requests.post(f"{api_url}/api/v0/swarm/peers", timeout=timeout)
+    r.raise_for_status()
+    return [str(p["Peer"]) for p in r.json()["Peers"]]
+
+
 # ----------------------------------------------------------------------------- up / down
 
 

@@ -198,6 +198,7 @@ def dead_store():
 # daemon fixture (DAEMON_FIXTURES) and unit otherwise, so a new test cannot land unmarked and an
 # e2e test is never also integration. Collection fails on a test that carries two tiers.
 DAEMON_FIXTURES = {"anvil", "fresh_anvil", "ipfs", "deployed", "chain_env", "store", "other"}
+DAEMON_FIXTURES |= {"helia_pair", "helia_spawn"}  # Helia peers started by tests/test_ipfs_peers.py
 KINDS = ("unit", "integration", "e2e")
 
 

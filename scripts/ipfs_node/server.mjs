@@ -1,0 +1,554 @@
+#!/usr/bin/env node
+/**
+ * concord-ipfs: one IPFS peer per node, a Helia 7 node behind the Kubo-RPC subset that
+ * client/content/store.py speaks (issue 23). Lab/devnet side: started by scripts/devnet.py
+ * (`start_helia`), one per trainer, validator or initiator.
+ *
+ * Why not js-ipfs: the pinned js-ipfs 0.66.1 comes up only --offline here (its TCP transport
+ * rejects every swarm address), so no byte ever moved between daemons. Helia is the maintained
+ * implementation; this file is the small server of ours the issue asks for.
+ *
+ * Usage:
+ *   node scripts/ipfs_node/server.mjs --repo DIR --api /ip4/127.0.0.1/tcp/5001 \
+ *        --swarm /ip4/127.0.0.1/tcp/4001 [--peer /ip4/127.0.0.1/tcp/4002/p2p/12D3...]...
+ *
+ * Storage: blocks in DIR/blocks (blockstore-fs), pins and the peer identity in DIR/datastore
+ * (datastore-fs; the Ed25519 key is created on the first start and kept, so a restarted node
+ * keeps its peer ID and its peers' --peer lists stay valid).
+ *
+ * Network: libp2p over TCP only (noise, yamux, identify), listening on --swarm. No MDNS, no DHT,
+ * no bootstrap list, no delegated or HTTP routing, no trustless-gateway broker: the node dials
+ * only the --peer addresses and what `swarm/connect` names, and redials a --peer it lost every
+ * REDIAL_MS. Blocks move by bitswap 1.2: a block the node lacks is wanted from every connected
+ * peer at once (bitswap broadcasts its want list to connected peers), checked against its CID's
+ * hash by Helia, stored, then served to others. Nothing else is ever dialed.
+ *
+ * API (POST /api/v0/<cmd>?arg=...; errors: HTTP 500 {"Message", "Code": 0, "Type": "error"} as Kubo):
+ *   id, version                  who/what this node is (id: ID, Addresses with /p2p/<ID>)
+ *   block/put   [format|cid-codec, mhtype, cid-base, pin]  multipart body, one block per file
+ *               part; format=raw (the store's legacy option) and cid-codec=raw give CIDv1 raw,
+ *               format=v0 dag-pb CIDv0; answers {"Key","Size"} per block
+ *   block/get   arg, timeout     the block's bytes; local, else bitswap from the peers until
+ *               `timeout` (Go duration, default DEFAULT_TIMEOUT) or until the client hangs up;
+ *               a miss answers 500 "... timed out ..." (the store reads it as ContentNotFound)
+ *   block/stat  arg, timeout     {"Key","Size"}; fetches the block as block/get does (as Kubo)
+ *   add         [cid-version=1, raw-leaves, chunker=size-N, hash=sha2-256, pin, cid-base,
+ *               wrap-with-directory=false]  one file part, streamed through ipfs-unixfs-importer
+ *               with the layout js-ipfs 0.66.1 and Kubo use (balanced, 174 links per node,
+ *               a single raw leaf reduced to itself), so the same bytes give the same CID
+ *               as before; answers one NDJSON line {"Name","Hash","Size"}
+ *   pin/add     arg, timeout     recursive pin (fetches missing blocks from peers); {"Pins":[cid]}
+ *   pin/ls      [arg], type      {"Keys":{cid:{"Type":"recursive"}}}; an unpinned arg answers
+ *               500 "path '<cid>' is not pinned"
+ *   swarm/connect arg            dial a peer multiaddr (/p2p/<id> included); {"Strings":[...]}
+ *   swarm/peers                  {"Peers":[{"Addr","Peer"}]}
+ *
+ * Dependencies (package.json, pinned exactly): helia, @helia/libp2p, @helia/bitswap, @libp2p/tcp,
+ * @libp2p/identify, @chainsafe/libp2p-noise and -yamux, blockstore-fs, datastore-fs,
+ * ipfs-unixfs-importer, multiformats, @multiformats/multiaddr. Helia 7's tree targets Node 22; on
+ * the Node 20 here it needs node20.mjs (Promise.withResolvers) and two scoped overrides: undici 7
+ * under @libp2p/http (undici 8 needs Node 22.19; `helia` imports it, this server never uses it) and
+ * the old mortice 3.0.6 only under `ipfs` (js-ipfs needs it on Node 20; libp2p 3 needs mortice 3.3).
+ *
+ * Stopping: SIGTERM or SIGINT closes the API (in-flight requests are aborted), stops Helia and
+ * libp2p (closing every connection and the blockstore), and exits 0; a second signal, or a stop
+ * that takes over STOP_GRACE_MS, exits 1 at once.
+ */
+
+import './node20.mjs' // first: Promise.withResolvers before Helia's modules load
+
+import { createServer } from 'node:http'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { withBitswap } from '@helia/bitswap'
+import { withLibp2pLight } from '@helia/libp2p'
+import { identify } from '@libp2p/identify'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { FsBlockstore } from 'blockstore-fs'
+import { FsDatastore } from 'datastore-fs'
+import { createHeliaLight } from 'helia'
+import { importer } from 'ipfs-unixfs-importer'
+import { fixedSize } from 'ipfs-unixfs-importer/chunker'
+import { balanced } from 'ipfs-unixfs-importer/layout'
+import { CID } from 'multiformats/cid'
+import { base32 } from 'multiformats/bases/base32'
+import { base58btc } from 'multiformats/bases/base58'
+import { sha256 } from 'multiformats/hashes/sha2'
+
+const DEFAULT_TIMEOUT_MS = 30_000
+const MAX_BLOCK_BYTES = 2 * 1024 * 1024 // Kubo's block size limit; bitswap messages cap at 4 MiB
+const DEFAULT_CHUNK = 262_144 // Kubo's default chunker (size-262144) when none is given
+const MAX_CHUNK = 1024 * 1024 // a leaf is one block: Kubo refuses chunkers above 1 MiB
+const MAX_CHILDREN = 174 // Kubo and js-ipfs: links per balanced-layout node
+const REDIAL_MS = 2_000
+const STOP_GRACE_MS = 10_000
+const RAW = 0x55
+const DAG_PB = 0x70
+const CODECS = { raw: RAW, 'dag-pb': DAG_PB, 'dag-cbor': 0x71, 'dag-json': 0x0129 }
+
+class ApiError extends Error {
+  constructor (message, status = 500) {
+    super(message)
+    this.status = status
+  }
+}
+
+// ------------------------------------------------------------------------------- arguments
+
+function parseCli (argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      repo: { type: 'string' },
+      api: { type: 'string', default: '/ip4/127.0.0.1/tcp/5001' },
+      swarm: { type: 'string', default: '/ip4/127.0.0.1/tcp/4001' },
+      peer: { type: 'string', multiple: true, default: [] }
+    },
+    strict: true
+  })
+  if (values.repo == null) throw new Error('--repo DIR is required')
+  const api = /^\/ip4\/([0-9.]+)\/tcp\/(\d+)(\/http)?$/.exec(values.api)
+  if (api == null) throw new Error(`--api ${values.api}: expected /ip4/HOST/tcp/PORT`)
+  for (const p of values.peer) {
+    if (peerIdOf(multiaddr(p)) == null) throw new Error(`--peer ${p}: expected a multiaddr ending in /p2p/<peer id>`)
+  }
+  return { repo: values.repo, api: { host: api[1], port: Number(api[2]) }, swarm: values.swarm, peers: values.peer }
+}
+
+/** The peer ID a multiaddr ends in (/p2p/<id>), or undefined. */
+function peerIdOf (ma) {
+  return ma.getComponents().findLast(c => c.name === 'p2p')?.value
+}
+
+/** A Go duration ("2500ms", "1.5s", "1m30s") in milliseconds; what Kubo's `timeout` option takes. */
+export function parseDuration (text) {
+  const units = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy
+  let total = 0
+  let matched = 0
+  let m
+  while ((m = re.exec(text)) !== null) {
+    total += parseFloat(m[1]) * units[m[2]]
+    matched = re.lastIndex
+  }
+  if (text.length === 0 || matched !== text.length) throw new ApiError(`invalid duration ${JSON.stringify(text)}`, 400)
+  return total
+}
+
+function flag (params, name, dflt) {
+  const v = params.get(name)
+  if (v == null || v === '') return dflt
+  if (v === 'true' || v === '1') return true
+  if (v === 'false' || v === '0') return false
+  throw new ApiError(`option ${name}: expected true or false, got ${JSON.stringify(v)}`, 400)
+}
+
+function cidArg (params) {
+  const arg = params.get('arg')
+  if (arg == null) throw new ApiError('argument "arg" is required', 400)
+  const text = arg.replace(/^\/ipfs\//, '')
+  try {
+    return CID.parse(text, text.startsWith('z') ? base58btc : undefined)
+  } catch (err) {
+    throw new ApiError(`invalid CID ${JSON.stringify(arg)}: ${err.message}`, 400)
+  }
+}
+
+function cidText (cid, params) {
+  const base = params.get('cid-base')
+  if (cid.version === 0 && (base == null || base === 'base58btc')) return cid.toString()
+  if (base == null || base === '' || base === 'base32') return cid.toV1().toString(base32)
+  if (base === 'base58btc') return cid.toV1().toString(base58btc)
+  throw new ApiError(`cid-base ${base}: only base32 and base58btc are served`, 400)
+}
+
+// ------------------------------------------------------------------------------- multipart
+
+/**
+ * The file parts of a multipart/form-data body, each as {name, content: AsyncIterable<Uint8Array>},
+ * streamed (a 100 MB add is never held in memory). A part must be read to its end before the
+ * next one is asked for.
+ */
+async function * multipartParts (req) {
+  const type = req.headers['content-type'] ?? ''
+  const found = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(type)
+  if (!/^multipart\/form-data/i.test(type) || found == null) {
+    throw new ApiError('expected a multipart/form-data body with a boundary', 400)
+  }
+  const delimiter = Buffer.from(`\r\n--${found[1] ?? found[2]}`)
+  const source = req[Symbol.asyncIterator]()
+  let buf = Buffer.from('\r\n') // so the first boundary also starts with CRLF
+  let done = false
+  const more = async () => {
+    if (done) return false
+    const next = await source.next()
+    if (next.done) {
+      done = true
+      return false
+    }
+    buf = buf.length === 0 ? next.value : Buffer.concat([buf, next.value])
+    return true
+  }
+  // preamble up to the first delimiter
+  for (;;) {
+    const at = buf.indexOf(delimiter)
+    if (at >= 0) {
+      buf = buf.subarray(at + delimiter.length)
+      break
+    }
+    if (!(await more())) throw new ApiError('multipart body without a boundary', 400)
+  }
+  for (;;) {
+    while (buf.length < 2 && (await more()));
+    if (buf.subarray(0, 2).toString() === '--') return // closing delimiter
+    let end
+    while ((end = buf.indexOf('\r\n\r\n')) < 0) {
+      if (buf.length > 16384) throw new ApiError('multipart part headers over 16 KiB', 400)
+      if (!(await more())) throw new ApiError('multipart body ends inside part headers', 400)
+    }
+    const headers = buf.subarray(0, end).toString('utf8')
+    buf = buf.subarray(end + 4)
+    const name = /filename="([^"]*)"/i.exec(headers)?.[1] ?? /name="([^"]*)"/i.exec(headers)?.[1] ?? ''
+    let finished = false
+    const content = (async function * () {
+      for (;;) {
+        const at = buf.indexOf(delimiter)
+        if (at >= 0) {
+          if (at > 0) yield buf.subarray(0, at)
+          buf = buf.subarray(at + delimiter.length)
+          finished = true
+          return
+        }
+        const keep = delimiter.length - 1 // a delimiter may straddle two chunks
+        if (buf.length > keep) {
+          const out = buf.subarray(0, buf.length - keep)
+          buf = Buffer.from(buf.subarray(buf.length - keep))
+          yield out
+        }
+        if (!(await more())) throw new ApiError('multipart body ends inside a part', 400)
+      }
+    })()
+    yield { name, content }
+    if (!finished) for await (const _ of content); // eslint-disable-line no-unused-vars
+    // after a delimiter: "\r\n" then the next part, or "--" (the end)
+    while (buf.length < 2 && (await more()));
+    if (buf.subarray(0, 2).toString() === '\r\n') buf = buf.subarray(2)
+  }
+}
+
+async function collect (content, limit, what) {
+  const chunks = []
+  let size = 0
+  for await (const chunk of content) {
+    size += chunk.length
+    if (size > limit) throw new ApiError(`${what} is over ${limit} bytes`, 400)
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks, size)
+}
+
+/** Node Buffers as plain Uint8Arrays (the importer's chunker takes pieces of any size). */
+async function * bytesOf (content) {
+  for await (const chunk of content) yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+}
+
+// ------------------------------------------------------------------------------- the node
+
+async function startNode ({ repo, swarm }) {
+  await mkdir(repo, { recursive: true })
+  const blockstore = new FsBlockstore(join(repo, 'blocks'))
+  const datastore = new FsDatastore(join(repo, 'datastore'))
+  await blockstore.open()
+  await datastore.open()
+  // createHeliaLight: no routers, no block brokers, no HTTP; we add libp2p and bitswap only.
+  const helia = withBitswap(
+    withLibp2pLight(createHeliaLight({ blockstore, datastore }), {
+      addresses: { listen: [swarm] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      peerDiscovery: [],
+      services: { identify: identify() }
+    }),
+    { maxIncomingMessageSize: 4 * 1024 * 1024 + 65536 }
+  )
+  await helia.start()
+  return { helia, stores: [blockstore, datastore] }
+}
+
+async function readBlock (helia, cid, signal) {
+  const chunks = []
+  for await (const chunk of helia.blockstore.get(cid, { signal })) chunks.push(chunk)
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)
+}
+
+/** An AbortSignal for one request: its `timeout`, and the client hanging up. */
+function requestSignal (params, req, res) {
+  const t = params.get('timeout')
+  const ms = t == null || t === '' ? DEFAULT_TIMEOUT_MS : parseDuration(t)
+  const controller = new AbortController()
+  const onClose = () => { if (!res.writableFinished) controller.abort(new Error('client hung up')) }
+  res.on('close', onClose)
+  req.on('aborted', onClose)
+  return { signal: AbortSignal.any([controller.signal, AbortSignal.timeout(ms)]), ms }
+}
+
+function timedOut (what, cid, ms) {
+  return new ApiError(`${what} ${cid}: timed out after ${Math.round(ms)}ms (not in this node's store and no connected peer sent it)`)
+}
+
+async function fetchOrTimeout (helia, cid, what, params, req, res) {
+  const { signal, ms } = requestSignal(params, req, res)
+  try {
+    return await readBlock(helia, cid, signal)
+  } catch (err) {
+    if (signal.aborted) throw timedOut(what, cid, ms)
+    throw err
+  }
+}
+
+function json (res, obj) {
+  res.writeHead(200, { 'Content-Type': 'application/json' })
+  res.end(JSON.stringify(obj) + '\n')
+}
+
+async function pinRecursive (helia, cid, signal) {
+  if (await helia.pins.isPinned(cid, { signal })) return
+  for await (const _ of helia.pins.add(cid, { signal })); // eslint-disable-line no-unused-vars
+}
+
+function handlers (helia, peers) {
+  const libp2p = helia.libp2p
+  return {
+    id: async (params, req, res) => {
+      const id = libp2p.peerId.toString()
+      json(res, {
+        ID: id,
+        PublicKey: '',
+        Addresses: libp2p.getMultiaddrs().map(a => a.toString()),
+        AgentVersion: `concord-ipfs/${helia.info.name}-${helia.info.version}`,
+        ProtocolVersion: 'ipfs/0.1.0',
+        Protocols: libp2p.getProtocols()
+      })
+    },
+    version: async (params, req, res) => {
+      json(res, { Version: '0.1.0', Commit: '', Repo: '', System: `node/${process.version}`, Golang: '' })
+    },
+    'block/put': async (params, req, res) => {
+      const mhtype = params.get('mhtype') ?? 'sha2-256'
+      if (mhtype !== 'sha2-256') throw new ApiError(`mhtype ${mhtype}: only sha2-256 is served`, 400)
+      const format = params.get('format')
+      const codecName = params.get('cid-codec') ?? (format === 'v0' ? 'dag-pb' : format) ?? 'raw'
+      const code = CODECS[codecName]
+      if (code == null) throw new ApiError(`codec ${codecName}: expected one of ${Object.keys(CODECS).join(', ')}`, 400)
+      const version = format === 'v0' ? 0 : 1
+      const pin = flag(params, 'pin', false)
+      const out = []
+      for await (const part of multipartParts(req)) {
+        const block = await collect(part.content, MAX_BLOCK_BYTES, 'block')
+        const cid = CID.create(version, code, await sha256.digest(block))
+        await helia.blockstore.put(cid, block)
+        if (pin) await pinRecursive(helia, cid)
+        out.push({ Key: cidText(cid, params), Size: block.length })
+      }
+      if (out.length === 0) throw new ApiError('block/put: no block in the body', 400)
+      res.writeHead(200, { 'Content-Type': 'application/json' })
+      res.end(out.map(o => JSON.stringify(o)).join('\n') + '\n')
+    },
+    'block/get': async (params, req, res) => {
+      const cid = cidArg(params)
+      const block = await fetchOrTimeout(helia, cid, 'block/get', params, req, res)
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': block.length })
+      res.end(block)
+    },
+    'block/stat': async (params, req, res) => {
+      const cid = cidArg(params)
+      const block = await fetchOrTimeout(helia, cid, 'block/stat', params, req, res)
+      json(res, { Key: cidText(cid, params), Size: block.length })
+    },
+    add: async (params, req, res) => {
+      const cidVersion = Number(params.get('cid-version') ?? '0')
+      if (cidVersion !== 1) throw new ApiError('add: only cid-version=1 is served', 400)
+      const rawLeaves = flag(params, 'raw-leaves', true)
+      const hash = params.get('hash') ?? 'sha2-256'
+      if (hash !== 'sha2-256') throw new ApiError(`hash ${hash}: only sha2-256 is served`, 400)
+      if (flag(params, 'wrap-with-directory', false)) throw new ApiError('add: wrap-with-directory is not served', 400)
+      const chunker = params.get('chunker') ?? `size-${DEFAULT_CHUNK}`
+      const size = /^size-(\d+)$/.exec(chunker)
+      if (size == null || Number(size[1]) < 1 || Number(size[1]) > MAX_CHUNK) {
+        throw new ApiError(`chunker ${chunker}: expected size-N with 1 <= N <= ${MAX_CHUNK}`, 400)
+      }
+      const pin = flag(params, 'pin', true)
+      const out = []
+      for await (const part of multipartParts(req)) {
+        let root = null
+        for await (const entry of importer([{ content: bytesOf(part.content) }], helia.blockstore, {
+          cidVersion: 1,
+          rawLeaves,
+          reduceSingleLeafToSelf: true,
+          leafType: 'file',
+          chunker: fixedSize({ chunkSize: Number(size[1]) }),
+          layout: balanced({ maxChildrenPerNode: MAX_CHILDREN }),
+          wrapWithDirectory: false
+        })) root = entry
+        if (root == null) throw new ApiError('add: nothing imported', 500)
+        if (pin) await pinRecursive(helia, root.cid)
+        // Size: the DAG's cumulative size, as Kubo gives it (a string)
+        out.push({ Name: part.name || cidText(root.cid, params), Hash: cidText(root.cid, params), Size: String(root.size) })
+      }
+      if (out.length === 0) throw new ApiError('add: no file in the body', 400)
+      res.writeHead(200, { 'Content-Type': 'application/json' })
+      res.end(out.map(o => JSON.stringify(o)).join('\n') + '\n')
+    },
+    'pin/add': async (params, req, res) => {
+      const cid = cidArg(params)
+      const { signal, ms } = requestSignal(params, req, res)
+      try {
+        await pinRecursive(helia, cid, signal)
+      } catch (err) {
+        if (signal.aborted) throw timedOut('pin/add', cid, ms)
+        throw err
+      }
+      json(res, { Pins: [cidText(cid, params)] })
+    },
+    'pin/ls': async (params, req, res) => {
+      const type = params.get('type') ?? 'all'
+      if (!['all', 'recursive'].includes(type)) throw new ApiError(`pin/ls type ${type}: only recursive pins exist here`, 400)
+      const keys = {}
+      if (params.get('arg') != null) {
+        const cid = cidArg(params)
+        if (!(await helia.pins.isPinned(cid))) throw new ApiError(`path '${params.get('arg')}' is not pinned`)
+        keys[cidText(cid, params)] = { Type: 'recursive' }
+      } else {
+        for await (const pin of helia.pins.ls()) keys[cidText(pin.cid, params)] = { Type: 'recursive' }
+      }
+      json(res, { Keys: keys })
+    },
+    'swarm/connect': async (params, req, res) => {
+      const args = params.getAll('arg')
+      if (args.length === 0) throw new ApiError('argument "arg" is required', 400)
+      const strings = []
+      for (const a of args) {
+        const ma = multiaddr(a)
+        if (peerIdOf(ma) == null) throw new ApiError(`swarm/connect ${a}: expected a multiaddr ending in /p2p/<peer id>`, 400)
+        const { signal } = requestSignal(params, req, res)
+        try {
+          await libp2p.dial(ma, { signal })
+        } catch (err) {
+          throw new ApiError(`swarm/connect ${a}: ${err.message}`)
+        }
+        peers.add(a)
+        strings.push(`connect ${peerIdOf(ma)} success`)
+      }
+      json(res, { Strings: strings })
+    },
+    'swarm/peers': async (params, req, res) => {
+      json(res, {
+        Peers: libp2p.getConnections().map(c => ({ Addr: c.remoteAddr.toString(), Peer: c.remotePeer.toString() }))
+      })
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------- peers
+
+/** Dial every wanted peer we are not connected to; again every REDIAL_MS (peers restart). */
+function keepPeers (libp2p, peers) {
+  let stopped = false
+  const dialing = new Set()
+  const tick = () => {
+    if (stopped) return
+    const connected = new Set(libp2p.getConnections().map(c => c.remotePeer.toString()))
+    for (const p of peers) {
+      const ma = multiaddr(p)
+      const id = peerIdOf(ma)
+      if (connected.has(id) || dialing.has(p) || id === libp2p.peerId.toString()) continue
+      dialing.add(p)
+      libp2p.dial(ma, { signal: AbortSignal.timeout(REDIAL_MS * 2) })
+        .catch(err => log(`dial ${p}: ${err.message}`))
+        .finally(() => dialing.delete(p))
+    }
+  }
+  tick()
+  const timer = setInterval(tick, REDIAL_MS)
+  return () => { stopped = true; clearInterval(timer) }
+}
+
+function log (msg) {
+  process.stderr.write(`${new Date().toISOString()} concord-ipfs: ${msg}\n`)
+}
+
+// ------------------------------------------------------------------------------- main
+
+async function main () {
+  const cli = parseCli(process.argv.slice(2))
+  const { helia, stores } = await startNode(cli)
+  const peers = new Set(cli.peers)
+  const api = handlers(helia, peers)
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://localhost')
+    const cmd = url.pathname.replace(/^\/api\/v0\//, '')
+    const handler = url.pathname.startsWith('/api/v0/') ? api[cmd] : undefined
+    if (handler == null) {
+      res.writeHead(404, { 'Content-Type': 'text/plain' })
+      res.end('404 page not found')
+      req.resume()
+      return
+    }
+    if (req.method !== 'POST') {
+      res.writeHead(405, { 'Content-Type': 'text/plain' })
+      res.end(`405 - Method Not Allowed (${req.method}): use POST`)
+      req.resume()
+      return
+    }
+    handler(url.searchParams, req, res).catch(err => {
+      const status = err instanceof ApiError ? err.status : 500
+      if (!(err instanceof ApiError)) log(`${cmd}: ${err.stack ?? err}`)
+      if (res.headersSent) {
+        res.destroy(err)
+        return
+      }
+      res.writeHead(status, { 'Content-Type': 'application/json' })
+      res.end(JSON.stringify({ Message: err.message, Code: 0, Type: 'error' }) + '\n')
+      req.resume()
+    })
+  })
+  server.keepAliveTimeout = 30_000
+  server.requestTimeout = 0 // a 100 MB add may take longer than Node's default 300 s
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(cli.api.port, cli.api.host, resolve)
+  })
+  const stopPeers = keepPeers(helia.libp2p, peers)
+  log(`peer ${helia.libp2p.peerId} swarm ${helia.libp2p.getMultiaddrs().join(' ')} api http://${cli.api.host}:${cli.api.port}`)
+
+  let stopping = false
+  const stop = async (signal) => {
+    if (stopping) {
+      log(`${signal} again: exiting now`)
+      process.exit(1)
+    }
+    stopping = true
+    log(`${signal}: stopping`)
+    setTimeout(() => { log('stop took too long: exiting'); process.exit(1) }, STOP_GRACE_MS).unref()
+    stopPeers()
+    server.close()
+    server.closeAllConnections()
+    await helia.stop()
+    for (const store of stores) await store.close()
+    log('stopped')
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => { stop('SIGTERM').catch(err => { log(err.stack); process.exit(1) }) })
+  process.on('SIGINT', () => { stop('SIGINT').catch(err => { log(err.stack); process.exit(1) }) })
+}
+
+main().catch(err => {
+  log(`failed to start: ${err.stack ?? err}`)
+  process.exit(1)
+})
