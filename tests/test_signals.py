@@ -384,7 +384,7 @@ def test_nodes_finish_their_step_and_exit_on_sigterm_and_sighup(tmp_path: Path, 
         for cmd, sig in ((trainer, "SIGTERM"), (validator, "SIGHUP")):
             assert_stopped(cmd, cmd.proc.wait(timeout=90), expected_rc=(0,))
             assert f"{sig}: finishing the current step" in cmd.output()
-        assert time.monotonic() - signalled <= 10.0  # finished or abandoned its step (STOP_GRACE_S = 5 s)
+        assert time.monotonic() - signalled <= 10.0  # finished or abandoned its step (STOP_GRACE_S = 3 s)
 
 
 @pytest.mark.slow

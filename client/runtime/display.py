@@ -233,7 +233,7 @@ class Display:
 # ----------------------------------------------------------------------------- shutdown
 
 
-STOP_GRACE_S = 5.0  # a stopping node's current step may run this long; then it is abandoned (exit 0 within 10 s)
+STOP_GRACE_S = 3.0  # a stopping node's current step may run this long; then it is abandoned (exit 0 within 10 s)
 
 
 class StepAbandoned(BaseException):
