@@ -70,7 +70,7 @@ def _sha(data: bytes) -> str:
 def test_a_file_and_a_manifest_put_to_a_are_fetched_through_b(helia_pair, tmp_path: Path) -> None:
     a, b = helia_pair
     put, get = Store(a.api, None, timeout=10.0), Store(b.api, tmp_path / "cache-b", timeout=10.0)
-    big = os.urandom(3 * (1 << 20) + 12_345)  # 4 leaves under a dag-pb root
+    big = os.urandom(6 * (1 << 20) + 12_345)  # 7 leaves under a dag-pb root: more than one 4 MiB bitswap message
     small = os.urandom(40_000)  # one raw block
     big_ref, small_ref = put.put_file(big, name="big.bin"), put.put_file(small, name="small.bin")
     manifest = canonical_bytes({"kind": "test", "files": [big_ref.cid, small_ref.cid]})

@@ -29,9 +29,13 @@
  *               part; format=raw (the store's legacy option) and cid-codec=raw give CIDv1 raw,
  *               format=v0 dag-pb CIDv0; answers {"Key","Size"} per block
  *   block/get   arg, timeout     the block's bytes; local, else bitswap from the peers until
- *               `timeout` (Go duration, default DEFAULT_TIMEOUT) or until the client hangs up;
+ *               `timeout` (Go duration, default DEFAULT_TIMEOUT_MS) or until the client hangs up;
  *               a miss answers 500 "... timed out ..." (the store reads it as ContentNotFound)
  *   block/stat  arg, timeout     {"Key","Size"}; fetches the block as block/get does (as Kubo)
+ *               Read-ahead: once a client has a dag-pb node (a file's root), its children are
+ *               wanted in the background (prefetcher(): one level, bounded), so the store's
+ *               block-by-block read finds the leaves local or on their way; one want per block
+ *               at a time (readBlock()). 50 MB A -> B on loopback: ~15 MB/s with it, ~8 without.
  *   add         [cid-version=1, raw-leaves, chunker=size-N, hash=sha2-256, pin, cid-base,
  *               wrap-with-directory=false]  one file part, streamed through ipfs-unixfs-importer
  *               with the layout js-ipfs 0.66.1 and Kubo use (balanced, 174 links per node,
@@ -86,6 +90,9 @@ const DEFAULT_CHUNK = 262_144 // Kubo's default chunker (size-262144) when none 
 const MAX_CHUNK = 1024 * 1024 // a leaf is one block: Kubo refuses chunkers above 1 MiB
 const MAX_CHILDREN = 174 // Kubo and js-ipfs: links per balanced-layout node
 const REDIAL_MS = 2_000
+const READ_BUFFER_BYTES = 32 * 1024 * 1024 // per yamux stream, over its 16 MiB maximum window
+const PREFETCH_CONCURRENCY = 8 // children of a requested dag-pb node wanted at once
+const PREFETCH_TIMEOUT_MS = 30_000
 const STOP_GRACE_MS = 10_000
 const RAW = 0x55
 const DAG_PB = 0x70
@@ -271,20 +278,67 @@ async function startNode ({ repo, swarm }) {
       addresses: { listen: [swarm] },
       transports: [tcp()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      // yamux grows a stream's receive window to 16 MiB but aborts the stream once 4 MiB wait unread
+      // (its default read buffer): a provider answering a burst of wants (prefetch) then loses the
+      // whole batch, and bitswap does not resend a block for 5 s. The buffer is sized above the window.
+      streamMuxers: [yamux({ streamOptions: { maxReadBufferLength: READ_BUFFER_BYTES } })],
       peerDiscovery: [],
       services: { identify: identify() }
-    }),
-    { maxIncomingMessageSize: 4 * 1024 * 1024 + 65536 }
+    })
+    // bitswap's defaults: messages of at most 4 MiB each way (it-length-prefixed's own cap; a
+    // larger outgoing limit makes a batch of four 1 MiB blocks fail to encode and vanish)
   )
   await helia.start()
   return { helia, stores: [blockstore, datastore] }
 }
 
+async function collectBlock (chunks) {
+  const parts = []
+  for await (const chunk of chunks) parts.push(chunk)
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts)
+}
+
+/** Network fetches in flight, by multihash (what bitswap matches on): one want per block at a time. */
+const inflight = new Map()
+
+/**
+ * A block from the store, else from the peers, until `signal` ends. Single-flight: a second reader
+ * of a block already on its way (a prefetch, another client) waits for that fetch instead of
+ * sending its own want. Two wants for one block would lose the second: the provider does not send
+ * a block again to a peer it sent it to in the last 5 s (bitswap's do-not-resend window), so a
+ * want registered just after the block arrived would wait for nothing.
+ */
 async function readBlock (helia, cid, signal) {
-  const chunks = []
-  for await (const chunk of helia.blockstore.get(cid, { signal })) chunks.push(chunk)
-  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)
+  const key = Buffer.from(cid.multihash.bytes).toString('base64')
+  for (;;) {
+    signal.throwIfAborted()
+    let fetch = inflight.get(key)
+    if (fetch == null) {
+      if (await helia.blockstore.has(cid)) return collectBlock(helia.blockstore.get(cid, { offline: true, signal }))
+      fetch = inflight.get(key) // another reader may have started one meanwhile
+    }
+    if (fetch == null) {
+      const owner = signal
+      fetch = { owner, block: collectBlock(helia.blockstore.get(cid, { signal: owner })) }
+      fetch.block.catch(() => {}).finally(() => { if (inflight.get(key) === fetch) inflight.delete(key) })
+      inflight.set(key, fetch)
+    }
+    try {
+      return await raceAbort(fetch.block, signal)
+    } catch (err) {
+      // the fetch we joined ended with its owner's signal, not ours: start our own
+      if (signal.aborted || fetch.owner === signal || !fetch.owner.aborted) throw err
+    }
+  }
+}
+
+function raceAbort (promise, signal) {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
 }
 
 /** An AbortSignal for one request: its `timeout`, and the client hanging up. */
@@ -302,13 +356,63 @@ function timedOut (what, cid, ms) {
   return new ApiError(`${what} ${cid}: timed out after ${Math.round(ms)}ms (not in this node's store and no connected peer sent it)`)
 }
 
-async function fetchOrTimeout (helia, cid, what, params, req, res) {
+async function fetchOrTimeout (helia, cid, what, params, req, res, prefetch) {
   const { signal, ms } = requestSignal(params, req, res)
+  let block
   try {
-    return await readBlock(helia, cid, signal)
+    block = await readBlock(helia, cid, signal)
   } catch (err) {
     if (signal.aborted) throw timedOut(what, cid, ms)
     throw err
+  }
+  if (cid.code === DAG_PB) prefetch.children(cid, block)
+  return block
+}
+
+/**
+ * Read-ahead for block-by-block readers: when a client asks for a dag-pb node, the node wants its
+ * children (the first MAX_CHILDREN links, one level: a prefetched node is not itself expanded) in
+ * the background, PREFETCH_CONCURRENCY at a time, each for at most PREFETCH_TIMEOUT_MS. The store
+ * reads a file root first and its leaves one by one after, so the leaves are then local (or on
+ * their way) when asked for, instead of one bitswap round trip each. Bounded: MAX_CHILDREN blocks
+ * of at most 4 MiB (bitswap's message cap) per node a client asked for; a lying node costs that
+ * much disk and is still caught by the client's own size and hash checks.
+ */
+function prefetcher (helia, dagPb) {
+  const queue = []
+  const queued = new Set()
+  let running = 0
+  let stopped = false
+  const pump = () => {
+    while (!stopped && running < PREFETCH_CONCURRENCY && queue.length > 0) {
+      const cid = queue.shift()
+      running++
+      readBlock(helia, cid, AbortSignal.timeout(PREFETCH_TIMEOUT_MS))
+        .catch(() => {}) // a child nobody has: the client's own block/get reports it
+        .finally(() => {
+          running--
+          queued.delete(cid.toString())
+          pump()
+        })
+    }
+  }
+  return {
+    children (cid, block) {
+      let links
+      try {
+        links = dagPb.decode(block).Links
+      } catch {
+        return // not a dag-pb node after all: the client's parser says so
+      }
+      for (const link of links.slice(0, MAX_CHILDREN)) {
+        const key = link.Hash.toString()
+        if (queued.has(key)) continue
+        queued.add(key)
+        queue.push(link.Hash)
+      }
+      pump()
+    },
+    stop () { stopped = true }
   }
 }
 
@@ -322,7 +426,7 @@ async function pinRecursive (helia, cid, signal) {
   for await (const _ of helia.pins.add(cid, { signal })); // eslint-disable-line no-unused-vars
 }
 
-function handlers (helia, peers) {
+function handlers (helia, peers, prefetch) {
   const libp2p = helia.libp2p
   return {
     id: async (params, req, res) => {
@@ -362,13 +466,13 @@ function handlers (helia, peers) {
     },
     'block/get': async (params, req, res) => {
       const cid = cidArg(params)
-      const block = await fetchOrTimeout(helia, cid, 'block/get', params, req, res)
+      const block = await fetchOrTimeout(helia, cid, 'block/get', params, req, res, prefetch)
       res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': block.length })
       res.end(block)
     },
     'block/stat': async (params, req, res) => {
       const cid = cidArg(params)
-      const block = await fetchOrTimeout(helia, cid, 'block/stat', params, req, res)
+      const block = await fetchOrTimeout(helia, cid, 'block/stat', params, req, res, prefetch)
       json(res, { Key: cidText(cid, params), Size: block.length })
     },
     add: async (params, req, res) => {
@@ -489,7 +593,8 @@ async function main () {
   const cli = parseCli(process.argv.slice(2))
   const { helia, stores } = await startNode(cli)
   const peers = new Set(cli.peers)
-  const api = handlers(helia, peers)
+  const prefetch = prefetcher(helia, await helia.getCodec(DAG_PB))
+  const api = handlers(helia, peers, prefetch)
   const server = createServer((req, res) => {
     const url = new URL(req.url, 'http://localhost')
     const cmd = url.pathname.replace(/^\/api\/v0\//, '')
@@ -537,6 +642,7 @@ async function main () {
     log(`${signal}: stopping`)
     setTimeout(() => { log('stop took too long: exiting'); process.exit(1) }, STOP_GRACE_MS).unref()
     stopPeers()
+    prefetch.stop()
     server.close()
     server.closeAllConnections()
     await helia.stop()
