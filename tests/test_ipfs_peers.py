@@ -144,13 +144,15 @@ def test_the_kubo_error_shapes_the_store_reads(helia_pair) -> None:
 
 
 @pytest.fixture
-def helia_spawn(tmp_path: Path) -> Iterator[Callable[[Path, int, int], tuple[Daemon, subprocess.Popen[bytes]]]]:
+def helia_spawn(tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, subprocess.Popen[bytes]]]]:
     """Start a Helia peer and keep its Popen (for its exit status); whatever is left is stopped after."""
     started: list[Daemon] = []
 
-    def spawn(repo: Path, api_port: int, swarm_port: int) -> tuple[Daemon, subprocess.Popen[bytes]]:
+    def spawn(
+        repo: Path, api_port: int, swarm_port: int, peers: tuple[str, ...] = ()
+    ) -> tuple[Daemon, subprocess.Popen[bytes]]:
         log = tmp_path / f"{repo.name}-{len(started)}.log"
-        daemon, proc = procs.start("helia", devnet.helia_argv(repo, api_port, swarm_port), log)
+        daemon, proc = procs.start("helia", devnet.helia_argv(repo, api_port, swarm_port, peers), log)
         started.append(daemon)
         procs.wait_ready(daemon, proc, lambda: devnet.ipfs_ready(f"http://127.0.0.1:{api_port}"), 60)
         return daemon, proc
@@ -180,6 +182,23 @@ def test_sigterm_stops_the_daemon_cleanly_and_a_restart_keeps_its_peer_id_and_bl
     assert json.loads(got) == {"kept": "across a restart"}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0
+
+
+def test_a_restarted_peer_is_redialed_and_serves_again(helia_spawn, tmp_path: Path) -> None:
+    """B keeps its --peer A: when A comes back (same repo, same ports, same peer ID), B redials it
+    by itself and fetches what A stored while B was cut off."""
+    a_ports, b_ports = (procs.free_port(), procs.free_port()), (procs.free_port(), procs.free_port())
+    a_url, b_url = (f"http://127.0.0.1:{p[0]}" for p in (a_ports, b_ports))
+    _, a_proc = helia_spawn(tmp_path / "a", *a_ports)
+    a_addr = devnet.helia_swarm_addr(a_url)
+    helia_spawn(tmp_path / "b", *b_ports, (a_addr,))
+    a_proc.send_signal(signal.SIGTERM)
+    assert a_proc.wait(timeout=15) == 0
+    helia_spawn(tmp_path / "a", *a_ports)
+    digest = Store(a_url, None).put_manifest(canonical_bytes({"after": "the restart"}))
+    got = Store(b_url, None, timeout=10.0).get_manifest(digest)  # redial within REDIAL_MS, then bitswap
+    assert json.loads(got) == {"after": "the restart"}
+    assert a_addr.rsplit("/", 1)[1] in devnet.swarm_peers(b_url)
 
 
 def test_a_peer_address_without_a_peer_id_is_refused_before_anything_starts(tmp_path: Path) -> None:
