@@ -143,6 +143,16 @@ def test_the_kubo_error_shapes_the_store_reads(helia_pair) -> None:
     assert requests.post(f"{a.api_url}/api/v0/nope", timeout=5).status_code == 404
 
 
+def test_a_peer_speaks_only_bitswap_and_identify_on_loopback(helia_pair) -> None:
+    """No DHT, no MDNS, no relay, no public bootstrap: what it listens on and speaks is this, nothing more."""
+    for peer in helia_pair:
+        me = requests.post(f"{peer.api_url}/api/v0/id", timeout=5).json()
+        assert set(me["Protocols"]) == {"/ipfs/bitswap/1.2.0", "/ipfs/id/1.0.0"}
+        assert me["Addresses"] == [peer.swarm] and peer.swarm.startswith("/ip4/127.0.0.1/tcp/")
+        connected = requests.post(f"{peer.api_url}/api/v0/swarm/peers", timeout=5).json()["Peers"]
+        assert [c["Addr"].split("/tcp/")[0] for c in connected] == ["/ip4/127.0.0.1"]  # only the other one
+
+
 @pytest.fixture
 def helia_spawn(tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, subprocess.Popen[bytes]]]]:
     """Start a Helia peer and keep its Popen (for its exit status); whatever is left is stopped after."""
