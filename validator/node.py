@@ -129,6 +129,7 @@ from client.runtime.events import EventFollower
 from client.runtime.lm_work import fetch_adapters
 from client.runtime.metrics import serve_metrics
 from client.runtime.seed import SeedWatch, seed_step
+from client.runtime.seed import chain_now as seed_chain_now
 from client.runtime.task import TaskContext, UnknownTask, load_task_context, model_for_round, round_adapters
 from client.units import AmountError, TokenAmount
 from validator.aggregate import outer_step
@@ -1125,9 +1126,9 @@ def round_seed(v: Validator, round_: int, submissions: int) -> bytes | None:
 
 
 def chain_now(v: Validator) -> float:
-    """Now on the chain's clock as a deadline sees it: the latest block's time, or the wall clock when the
-    chain has not mined for a while (a devnet that mines on transactions only)."""
-    return max(float(v.client.rpc.block_timestamp()), time.time())
+    """Now on the chain's clock as a deadline sees it: the timestamp its next block will carry
+    (client.runtime.seed.chain_now), never this machine's clock."""
+    return float(seed_chain_now(v.client.rpc))
 
 
 def set_commit_bound(v: Validator, round_: int) -> None:

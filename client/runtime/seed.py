@@ -28,7 +28,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from client.chain import Concord, Phase, Rpc, SeedInfo, Signer, share_hash
+from web3.exceptions import BlockNotFound
+
+from client.chain import Concord, Phase, Rpc, RpcError, SeedInfo, Signer, share_hash
 
 __all__ = [
     "SHARE_BYTES",
@@ -106,8 +108,14 @@ def reveal_shares(
 
 
 def chain_now(rpc: Rpc) -> int:
-    """The later of the latest block's timestamp and this machine's clock, in seconds."""
-    return max(rpc.block_timestamp("latest"), int(time.time()))
+    """The timestamp the chain's next block will carry: the pending block's (Anvil and geth compute it from
+    their own clock and any offset; the latest block's when a node serves no pending block). Never this
+    machine's clock: a chain's time can lag it (an Anvil reverted to a snapshot continues from the snapshot's
+    time) or lead it (time warped forward), and a deadline is the contract's, judged by block.timestamp."""
+    try:
+        return int(rpc.block_timestamp("pending"))
+    except (BlockNotFound, RpcError):
+        return int(rpc.block_timestamp("latest"))
 
 
 def can_fix(info: SeedInfo, now: int) -> bool:
