@@ -9,13 +9,18 @@ the submitted adapters_k, TOPLOC, sampling replay over the 49,152-token vocabula
 units, proof root, then the training replay of every inner step), and the accepted deltas make the
 next adapters by the DiLoCo outer step (validator.aggregate.outer_step, on adapter tensors only).
 
-A fixed held-out set (prompt seeds of a round no trainer reaches: lm_rollout.heldout_seeds) is
-scored before, every --eval-every rounds, and after: one seeded sample per prompt at the task's
-temperature (the same noise for every evaluation, so two points differ only by the adapters), plus
-greedy before and after. Prints a table, saves the held-out curve as a PNG, ends with one JSON line.
+A fixed held-out set (prompt seeds of a round no trainer reaches: lm_rollout.heldout_seeds, less
+every seed whose problem a trainer of this bench can draw, so it is disjoint by content:
+``heldout_overlap`` = 0, ``heldout_skipped`` = how many were dropped) is scored before, every
+--eval-every rounds, and after: one seeded sample per prompt at the task's temperature (the same
+noise for every evaluation, so two points differ only by the adapters), plus greedy before and after.
+Prints a table, saves the held-out curve as a PNG, ends with one JSON line.
 
-Times come from the nodes' own timing spans (client/timing.py): generation, proofs, training
-(trainers), verification (prefill + TOPLOC + sampling replay) and replay (validator).
+Before training, scripts/bench/lm_gen.measure_generation times generation on one inner step's batch
+against Hugging Face generate() and the matmul roofline (``hf_generate_tokens_per_s``,
+``roofline_gflops``, ``gen_roofline_fraction``; ``--generation-only`` stops there). Other times come
+from the nodes' own timing spans (client/timing.py): generation, proofs, training (trainers),
+verification (prefill + TOPLOC + sampling replay) and replay (validator).
 """
 
 from __future__ import annotations
