@@ -946,13 +946,26 @@ class DripProxy:
         return True
 
 
+def proxied_validator(
+    nodes: Nodes, client: ChainClient, proxy: DripProxy, tmp: Path, task_id: int
+) -> tuple[float, NodeThread]:
+    """Validator A behind ``proxy`` (caches warm, as a node that ran before), started in a thread of ``nodes``;
+    (its fetch deadline per submission, the thread)."""
+    from client.content.submission import submission_deadline_s
+
+    cfg = node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
+    warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
+    deadline = submission_deadline_s(load_task_context(connect_node(cfg), task_id).spec.limits, cfg.ipfs_timeout)
+    return deadline, validator_thread(nodes, client, proxy.api, tmp, task_id, VAL_A, "validator")
+
+
 def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
     """Three trainers submit; the first one's proofs and delta blocks reach the validator through a
     DripProxy (its IPFS API) a few bytes at a time, as from a provider that answers each read just in
     time and never finishes. The validator fetches the round's submissions concurrently: the slow one
     is rejected (fetch: deadline passed) within its deadline, the two honest ones are verified and
     accepted before it, the slow trainer is slashed, the honest ones paid, the round not void."""
-    from client.content.submission import put_submission, submission_deadline_s
+    from client.content.submission import put_submission
     from validator import node as vnode
 
     def body(facts: dict) -> tuple[int, list[str]]:
@@ -974,13 +987,8 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
             _, submit_slow = submit_with(client, ipfs_api, tmp, task_id, VICTIM, 0, slow_upload)
             submits = [submit_honest(client, ipfs_api, tmp, task_id, a, 0)[1] for a in (PEER, HONEST_2)]
             proxy.slow |= slow_cids
-            vnode_cfg = node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
-            warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
-            deadline = submission_deadline_s(
-                load_task_context(connect_node(vnode_cfg), task_id).spec.limits, vnode_cfg.ipfs_timeout
-            )
+            deadline, v = proxied_validator(nodes, client, proxy, tmp, task_id)
             facts["deadline_s"] = round(deadline, 2)
-            v = validator_thread(nodes, client, proxy.api, tmp, task_id, VAL_A, "validator")
             started = time.monotonic()
             submit_slow()  # first: the honest ones must not wait behind it
             for submit in submits:
@@ -1033,7 +1041,7 @@ def drill_slow_state_providers(client: ChainClient, ipfs_api: str, tmp: Path) ->
     one fetch deadline together, not one each: it commits with a verdict on every submission well before the
     commit deadline (the two slow ones rejected at `fetch`, the honest one accepted), the round settles not
     void, the slow trainers are slashed and the honest one paid."""
-    from client.content.submission import put_submission, submission_deadline_s
+    from client.content.submission import put_submission
     from validator import node as vnode
 
     def body(facts: dict) -> tuple[int, list[str]]:
@@ -1055,13 +1063,8 @@ def drill_slow_state_providers(client: ChainClient, ipfs_api: str, tmp: Path) ->
             submits = [submit_with(client, ipfs_api, tmp, task_id, a, 0, slow_upload)[1] for a in (VICTIM, PEER)]
             submits.append(submit_honest(client, ipfs_api, tmp, task_id, HONEST_2, 0)[1])
             proxy.slow |= slow_cids
-            vnode_cfg = node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
-            warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
-            deadline = submission_deadline_s(
-                load_task_context(connect_node(vnode_cfg), task_id).spec.limits, vnode_cfg.ipfs_timeout
-            )
+            deadline, v = proxied_validator(nodes, client, proxy, tmp, task_id)
             facts["deadline_s"] = round(deadline, 2)
-            v = validator_thread(nodes, client, proxy.api, tmp, task_id, VAL_A, "validator")
             wait_for(
                 "the validator's seed share",
                 lambda: client.concord.seed_info(task_id, 0).shares_committed != 0,

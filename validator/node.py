@@ -797,17 +797,24 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
                 if sample is not None:  # kept until the commit: a flag on it is re-checked without a refetch
                     v.bundles[key] = bundle
             else:
-                flags = tuple(item.to_word() for item in flags_from_verdict(sub.index, verdict))
-                doc = evidence_document(
-                    v,
-                    sub,
-                    verdict.failed_check,
-                    f"check {verdict.failed_check} failed",
-                    verdict.result(verdict.failed_check).evidence,
-                    _check_list(verdict),
-                )
+                doc, flags = rejection(v, sub, verdict)
     seconds = round(got.seconds + time.perf_counter() - started, 3)
     return record_verdict(v, sub, doc, seconds, flags)
+
+
+def rejection(
+    v: Validator, sub: Submitted, verdict: Verdict, where: str = ""
+) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """A rejecting verdict's evidence document and the flag words of what failed in the sample."""
+    doc = evidence_document(
+        v,
+        sub,
+        verdict.failed_check,
+        f"check {verdict.failed_check} failed{where}",
+        verdict.result(verdict.failed_check).evidence,
+        _check_list(verdict),
+    )
+    return doc, tuple(item.to_word() for item in flags_from_verdict(sub.index, verdict))
 
 
 def record_verdict(
@@ -1264,15 +1271,7 @@ def recheck_one(v: Validator, sub: Submitted, todo: Mapping[int, str]) -> None:
                 extra=fields(event="flags_rechecked", round=sub.round, index=sub.index, items=sorted(todo)),
             )
             return
-        flags = tuple(item.to_word() for item in flags_from_verdict(sub.index, verdict))
-        doc = evidence_document(
-            v,
-            sub,
-            verdict.failed_check,
-            f"check {verdict.failed_check} failed on items flagged by {sorted(set(todo.values()))}",
-            verdict.result(verdict.failed_check).evidence,
-            _check_list(verdict),
-        )
+        doc, flags = rejection(v, sub, verdict, f" on items flagged by {sorted(set(todo.values()))}")
     record_verdict(v, sub, doc, round(time.perf_counter() - started, 3), flags)
 
 
