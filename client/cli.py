@@ -15,7 +15,7 @@ from collections.abc import Callable
 # subcommand -> (module, function taking the remaining argv, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "devnet": ("scripts.devnet", "main", "start/stop a local Anvil + js-ipfs devnet with the contracts deployed"),
-    "deploy": ("client.chain.deploy", "main", "deploy the contracts to any RPC URL (key from a keystore)"),
+    "deploy": ("client.deploy", "main", "deploy the contracts to any RPC URL (key from a keystore)"),
     "task": ("client.initiator", "main", "publish, show, top up, close and reclaim a task (initiator)"),
     "model": ("client.model_export", "main", "export a task's model at a round as a Hugging Face directory"),
     "doctor": ("client.doctor", "main", "check Python, torch, toploc, the RPC, IPFS, the key and the deployment"),
@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # `concord SUB ... --help` parses with it alone, so help answers at once whatever the command loads to run.
 HELP_PARSERS: dict[str, tuple[str, str]] = {
     "devnet": ("scripts.devnet", "parser"),
+    "deploy": ("client.runtime.parsers", "deploy_parser"),
     "task": ("client.runtime.parsers", "task_parser"),
     "model": ("client.runtime.parsers", "model_parser"),
     "doctor": ("client.runtime.parsers", "doctor_parser"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from client import chain
+from client import deploy as deploy_cli
 from client.chain import deploy, keys
 from scripts import REPO_ROOT
 from scripts import build_artifacts as solc
@@ -29,7 +30,7 @@ def test_deploy_main_with_keystore_writes_the_deployment_json(
     monkeypatch.delenv(keys.PRIVATE_KEY_ENV, raising=False)
     out = tmp_path / "deployment.json"
     assert (
-        deploy.main(
+        deploy_cli.main(
             ["--rpc-url", fresh_anvil.url, "--keystore", str(store), "--out", str(out), "--unbond-delay", "120"]
         )
         == 0
@@ -54,7 +55,7 @@ def test_deploy_reuses_an_existing_token(fresh_anvil) -> None:
 
 def test_deploy_refuses_a_key_on_the_command_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        deploy.main(
+        deploy_cli.main(
             ["--rpc-url", "http://127.0.0.1:1", "--private-key", "0x" + "11" * 32, "--out", str(tmp_path / "d")]
         )
 

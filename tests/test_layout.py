@@ -38,6 +38,7 @@ ROLES = {
     "client.cli",
     "client.doctor",
     "client.model_export",
+    "client.deploy",
     "client",
 }
 

@@ -7,11 +7,7 @@ Without --token a DevToken (mintable test ERC-20) is deployed as the protocol to
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +18,10 @@ from client import chain
 from client.chain import Deployment, Rpc, Signer, keys
 from client.chain import artifacts as packaged
 from client.chain.artifacts import Artifact, is_constructor
-from client.chain.rpc import check_rpc_url
 
+DEFAULT_UNBOND_DELAY = 7 * 24 * 3600  # seconds a node waits between unbond and its stake's return
 log = logging.getLogger(__name__)
 
-DEFAULT_UNBOND_DELAY = 7 * 24 * 3600
 DEVNET_UNBOND_DELAY = 60
 
 
@@ -122,42 +117,3 @@ def deploy_devnet(
     pending = [client.token.contract.send(signer, "mint", addr, mint) for addr in funded]
     signer.wait_all(pending)
     return DevnetResult(deployment, funded)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`concord deploy` / scripts/deploy.py."""
-    p = argparse.ArgumentParser(prog="concord deploy", description=__doc__.split("\n\n")[0])
-    env = {k: v for k, v in os.environ.items() if v}  # the node commands' env vars (docs/OPERATORS.md)
-    rpc_url = env.get("CONCORD_RPC_URL", env.get("ETH_RPC_URL"))
-    keystore = env.get("CONCORD_KEYSTORE", env.get("ETH_KEYSTORE"))
-    password_file = env.get("CONCORD_PASSWORD_FILE", env.get("ETH_PASSWORD"))
-    p.add_argument("--rpc-url", required=rpc_url is None, default=rpc_url, help="[env: CONCORD_RPC_URL, ETH_RPC_URL]")
-    p.add_argument(
-        "--keystore",
-        type=Path,
-        default=keystore,
-        help=f"eth-account keystore [env: CONCORD_KEYSTORE, ETH_KEYSTORE]; else ${keys.PRIVATE_KEY_ENV}",
-    )
-    p.add_argument(
-        "--password-file",
-        type=Path,
-        default=password_file,
-        help=f"the keystore's password [env: CONCORD_PASSWORD_FILE, ETH_PASSWORD]; else ${keys.PASSWORD_ENV}, a prompt",
-    )
-    p.add_argument("--out", type=Path, required=True, help="deployment JSON to write")
-    p.add_argument("--token", default=None, help="existing ERC-20 to use (default: deploy a DevToken)")
-    p.add_argument("--unbond-delay", type=int, default=DEFAULT_UNBOND_DELAY, help="seconds")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        check_rpc_url(args.rpc_url)  # a malformed URL is named before the key is asked for
-        account = keys.load_key(args.keystore, password_file=args.password_file)
-        deployment = deploy(args.rpc_url, account, args.token, args.unbond_delay, args.out)
-    except (keys.KeyLoadError, chain.ChainError, packaged.ArtifactsMissing) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"Concord {deployment.concord} token {deployment.token} on chain {deployment.chain_id} "
-        f"(block {deployment.block_number}) -> {args.out}"
-    )
-    return 0

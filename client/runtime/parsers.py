@@ -16,12 +16,15 @@ torch, web3 or IPFS client, so every `--help` answers at once.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from client.runtime import paths
 from client.runtime.config import (
     CONFIG_FLAG,
+    PASSWORD_ENV,
+    PRIVATE_KEY_ENV,
     add_device_arg,
     add_node_args,
     non_negative_int,
@@ -267,4 +270,32 @@ def doctor_parser() -> argparse.ArgumentParser:
     )
     add_node_args(p, with_task=False)
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    return p
+
+
+def deploy_parser() -> argparse.ArgumentParser:
+    """`concord deploy` (client.deploy): env vars are the defaults, read when the parser is built."""
+    p = argparse.ArgumentParser(
+        prog="concord deploy", description="Deploy the protocol to any RPC URL and write the deployment JSON."
+    )
+    env = {k: v for k, v in os.environ.items() if v}  # the node commands' env vars (docs/OPERATORS.md)
+    rpc_url = env.get("CONCORD_RPC_URL", env.get("ETH_RPC_URL"))
+    keystore = env.get("CONCORD_KEYSTORE", env.get("ETH_KEYSTORE"))
+    password_file = env.get("CONCORD_PASSWORD_FILE", env.get("ETH_PASSWORD"))
+    p.add_argument("--rpc-url", required=rpc_url is None, default=rpc_url, help="[env: CONCORD_RPC_URL, ETH_RPC_URL]")
+    p.add_argument(
+        "--keystore",
+        type=Path,
+        default=keystore,
+        help=f"eth-account keystore [env: CONCORD_KEYSTORE, ETH_KEYSTORE]; else ${PRIVATE_KEY_ENV}",
+    )
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        default=password_file,
+        help=f"the keystore's password [env: CONCORD_PASSWORD_FILE, ETH_PASSWORD]; else ${PASSWORD_ENV}, a prompt",
+    )
+    p.add_argument("--out", type=Path, required=True, help="deployment JSON to write")
+    p.add_argument("--token", default=None, help="existing ERC-20 to use (default: deploy a DevToken)")
+    p.add_argument("--unbond-delay", type=int, default=None, help="seconds (default: a week)")
     return p
