@@ -49,6 +49,7 @@ class Scenario:
     refused: bool = False  # trainer: the contract refuses its cheating submit (nothing lands)
     withholds_reveal: bool = False  # validator: commits, never reveals
     withholds_share: bool = False  # validator: commits a seed share, never reveals it
+    honest_vote: bool = False  # validator: reveals the honest vote (lazy, false flags): its digest wins, fee paid
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,10 @@ def judge(record: ChainRecord, scenarios: Sequence[Scenario]) -> list[str]:
                 problems.append(f"{s.name}: slashed although nothing of its cheat landed")
         else:
             for r in rounds:
-                if fees[(r, me)]:
+                if fees[(r, me)] and not s.honest_vote:
                     problems.append(f"{s.name}: round {r}: paid a fee of {fees[(r, me)]}")
+                if s.honest_vote and not fees[(r, me)]:
+                    problems.append(f"{s.name}: round {r}: revealed the honest vote and was paid no fee")
                 if s.withholds_share and ((r, me) not in shares_in or (r, me) in shares_out):
                     problems.append(f"{s.name}: round {r}: expected a seed share and no share reveal")
                 if s.withholds_reveal and ((r, me) not in committed or (r, me) in revealed):
@@ -165,8 +168,11 @@ def judge(record: ChainRecord, scenarios: Sequence[Scenario]) -> list[str]:
                 if not s.withholds_reveal:
                     if (r, me) not in revealed:
                         problems.append(f"{s.name}: round {r}: never revealed")
-                    elif r in finals and revealed[(r, me)].next_model_digest == finals[r].next_model_digest:
-                        problems.append(f"{s.name}: round {r}: its next-model digest won the vote")
+                    elif r in finals and (revealed[(r, me)].next_model_digest == finals[r].next_model_digest) != (
+                        s.honest_vote
+                    ):
+                        lost_or_won = "lost" if s.honest_vote else "won"
+                        problems.append(f"{s.name}: round {r}: its next-model digest {lost_or_won} the vote")
                     if vslashed[(r, me)] and not s.withholds_share:
                         problems.append(f"{s.name}: round {r}: slashed {vslashed[(r, me)]} although it revealed")
 

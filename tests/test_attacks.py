@@ -62,7 +62,16 @@ def scenarios(plan: bench_attacks.AttackPlan) -> list[Scenario]:
         else:
             vcheat = VALIDATOR_CHEATS[s.cheat]
             withholds = vcheat.copies_commit or vcheat.skip_reveal
-            out.append(Scenario(s.name, s.address, s.role, withholds_reveal=withholds))
+            out.append(
+                Scenario(
+                    s.name,
+                    s.address,
+                    s.role,
+                    withholds_reveal=withholds,
+                    withholds_share=vcheat.withhold_share,
+                    honest_vote=vcheat.honest_vote,
+                )
+            )
     return out
 
 

@@ -174,3 +174,23 @@ def test_a_validator_that_withheld_its_seed_share_must_be_slashed_once() -> None
     assert "vcheat-no_reveal: round 0: expected a seed share and no share reveal" in judge(
         record(revealed, stake), withholder
     )
+
+
+def test_a_validator_that_reveals_the_honest_vote_must_be_paid_and_win() -> None:
+    """lazy and false_flags reveal the honest validators' vote: the judge wants their digest to win and
+    the fee paid (and no slash); a junk digest or a missing fee is named."""
+    events, stake = honest_run()
+    lazy = [SCENARIOS[0], Scenario("vcheat-no_reveal", VCHEAT, Role.VALIDATOR, honest_vote=True)]
+    problems = judge(record(events, stake), lazy)  # the run where it committed and never revealed
+    assert "vcheat-no_reveal: round 0: never revealed" in problems
+    assert "vcheat-no_reveal: round 0: revealed the honest vote and was paid no fee" in problems
+    assert "vcheat-no_reveal: round 0: slashed 80 although it revealed" in problems
+    junk = [*events, chain.Revealed(META, TASK, 0, VCHEAT, (0b10,), JUNK)]
+    assert "vcheat-no_reveal: round 0: its next-model digest lost the vote" in judge(record(junk, stake), lazy)
+    won = [
+        *events,
+        chain.Revealed(META, TASK, 0, VCHEAT, (0b10,), DIGEST),
+        chain.ValidatorPaid(META, TASK, 0, VCHEAT, 1),
+    ]
+    found = judge(record(won, stake), lazy)
+    assert not [p for p in found if "lost the vote" in p or "no fee" in p or "never revealed" in p], found

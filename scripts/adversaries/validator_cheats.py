@@ -80,6 +80,7 @@ class ValidatorCheat:
     lazy: bool = False  # sample no rows and no steps (cheap checks only)
     withhold_share: bool = False  # commit a seed share, never reveal it
     false_flags: bool = False  # flag made-up items of honest submissions
+    honest_vote: bool = False  # its reveal is the honest validators' own: its digest wins, it is paid the fee
 
 
 VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {
@@ -120,18 +121,21 @@ VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {
             "checks no sampled row or step (cheap checks only), re-checks only what others flag",
             "nothing when an honest validator flags the fault (it re-checks the flag and votes with them)",
             lazy=True,
+            honest_vote=True,
         ),
         ValidatorCheat(
             "withhold_share",
             "commits a seed share and never reveals it",
             "slashAmount (a committed seed share not revealed)",
             withhold_share=True,
+            honest_vote=True,
         ),
         ValidatorCheat(
             "false_flags",
             "flags MAX_FLAGS made-up rows of submissions it found honest",
             "the gas of its flag; every re-check finds nothing, so no verdict changes",
             false_flags=True,
+            honest_vote=True,
         ),
     ]
 }

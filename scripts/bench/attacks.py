@@ -501,6 +501,8 @@ def judge_validators(obs: Observed) -> list[Row]:
     revealed = {(e.round, e.validator.lower()): e for e in obs.of(chain.Revealed)}
     committed = {(e.round, e.validator.lower()): e.commitment for e in obs.of(chain.Committed)}
     finals = {e.round: e for e in obs.of(chain.RoundFinalized)}
+    shares_in = {(e.round, e.validator.lower()) for e in obs.of(chain.SeedShareCommitted)}
+    shares_out = {(e.round, e.validator.lower()) for e in obs.of(chain.SeedShareRevealed)}
     for r in range(obs.plan.rounds):
         honest_digests = {revealed[(r, v)].next_model_digest for v in honest_vals if (r, v) in revealed}
         if r not in finals or finals[r].is_void or honest_digests != {finals[r].next_model_digest}:
@@ -531,6 +533,28 @@ def judge_validators(obs: Observed) -> list[Row]:
             note = (
                 f"{'copied a commitment, reveal refused; ' if mode == 'copy_reveal' else ''}"
                 f"never revealed: slashed {tokens(vslash[me])}, fee 0"
+            )
+        elif VALIDATOR_CHEATS[mode].honest_vote:
+            # lazy, false_flags, withhold_share: it reveals the honest validators' vote, so it is paid like
+            # them; only a withheld seed share costs (slashAmount per round), and no verdict changes
+            voted = all(
+                (r, me) in revealed and revealed[(r, me)].next_model_digest == finals[r].next_model_digest
+                for r in range(R)
+                if r in finals
+            )
+            withheld_share = VALIDATOR_CHEATS[mode].withhold_share
+            held = all((r, me) in shares_in and (r, me) not in shares_out for r in range(R))
+            owed_slash = obs.params.slash_amount * R if withheld_share else 0
+            ok = (
+                voted
+                and fee[me] == honest_fee > 0
+                and bounty[me] == owed_bounty
+                and vslash[me] == owed_slash
+                and (held or not withheld_share)
+            )
+            note = (
+                f"revealed the honest vote: fee {tokens(fee[me])} (honest validators {tokens(honest_fee)}), "
+                f"bounty {tokens(bounty[me])}, slashed {tokens(vslash[me])}"
             )
         else:
             voted = all((r, me) in revealed for r in range(R))
