@@ -5,7 +5,7 @@ Everything comes from views and events of the Concord contract: rounds and phase
 SubmissionRewarded / SubmissionUndecided, "void" for a void round, "pending" before finalize), slashes, bounties,
 fees, the joined nodes' stakes and credited balances, the current model digest. Given
 validator state dirs (default: every `.concord/validator-*`), each rejected submission
-also lists the evidence digests those validators published (`validator.node`).
+also lists the evidence digests those validators published (`validator.store`).
 """
 
 from __future__ import annotations

@@ -311,9 +311,10 @@ def validator_thread(
 ) -> NodeThread:
     """A one-round validator node (run_validator, state in tmp/``name``) started in a thread of ``nodes``
     called ``label`` (default: ``name``)."""
+    from validator import context as vctx
     from validator import node as vnode
 
-    cfg = vnode.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"), rounds=1)
+    cfg = vctx.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"), rounds=1)
     return nodes.thread(label or name, lambda stop: vnode.run_validator(cfg, stop))
 
 
@@ -459,7 +460,8 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
 def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
     """Validator A (a process) SIGKILLed right after its commit, restarted once the reveal phase is
     open: it reveals exactly the plan it wrote before committing, is not slashed, the round settles."""
-    from validator import node as vnode
+    from validator import context as vctx
+    from validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -479,7 +481,7 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
                 alive=any_failed(a1),
             )
             a1.kill()
-            plan = json.loads(vnode.plan_path(vnode.task_dir(tmp / "val-a", task_id), 0).read_text())
+            plan = json.loads(vstore.plan_path(vctx.task_dir(tmp / "val-a", task_id), 0).read_text())
             expect(client.concord.phase_of(task_id, 0) == Phase.COMMIT, "B's commit should still be missing")
             vb = validator_thread(nodes, client, ipfs_api, tmp, task_id, VAL_B, "val-b", "validator B")
             wait_for(
@@ -557,7 +559,8 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
     upload) and restarted on the same repo ``outage`` seconds later: both nodes log the outage with
     the API address, retry, and the round settles with both honest submissions accepted."""
     from client.trainer import TrainerConfig, run_trainer
-    from validator import node as vnode
+    from validator import context as vctx
+    from validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -609,7 +612,7 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
             want = sorted([(0, sdk_trainer), (0, node_trainer)])
             expect(subs == want, f"submissions {subs}, want {want}")
             expect(paid == want, f"rewards {paid}, want {want}")
-            verdicts = vnode.load_verdicts(vnode.task_dir(tmp / "validator", task_id))
+            verdicts = vstore.load_verdicts(vctx.task_dir(tmp / "validator", task_id))
             expect(len(verdicts) == 2 and all(x.accepted for x in verdicts), f"verdicts {verdicts}")
             facts["summary"] = (
                 f"IPFS down {facts['down_s']}s (lock left: {facts['lock_left']}); trainer logged it "
@@ -754,13 +757,13 @@ def verdict_times(
 ) -> dict[tuple[str, int], float]:
     """(validator folder name, submission index) -> seconds after ``since`` (monotonic) at which the
     verdict file appeared, polled until ``until()`` or ``timeout``."""
-    from validator import node as vnode
+    from validator import context as vctx
 
     seen: dict[tuple[str, int], float] = {}
     end = time.monotonic() + timeout
     while time.monotonic() < end and not until():
         for folder in folders:
-            for path in (vnode.task_dir(folder, task_id) / "verdicts").glob("r*-i*.json"):
+            for path in (vctx.task_dir(folder, task_id) / "verdicts").glob("r*-i*.json"):
                 key = (folder.name, int(path.stem.split("-i")[1]))
                 seen.setdefault(key, round(time.monotonic() - since, 2))
         time.sleep(0.05)
@@ -787,7 +790,8 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
     in one process raced each other's finalize once (a TxReverted without a reason, outside this
     drill's subject); `concord bench attacks` plays the same cheat against three validator processes."""
     from scripts.adversaries import trainer_cheats as cheats
-    from validator import node as vnode
+    from validator import context as vctx
+    from validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -812,12 +816,12 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
                 t.join()
             settled_outcome(client, task_id, cheater, [honest], facts)
             for name in ("val-a",):
-                verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp / name, task_id))}
+                verdicts = {x.index: x for x in vstore.load_verdicts(vctx.task_dir(tmp / name, task_id))}
                 sub = next(e for e in events(client, task_id, "Submitted") if e.trainer == cheater)
                 bad = verdicts[sub.index]
                 expect(not bad.accepted and bad.failed_check == "fetch", f"{name}: cheater's verdict {bad}")
                 doc = json.loads(
-                    vnode.evidence_path(vnode.task_dir(tmp / name, task_id), bad.evidence_digest).read_text()
+                    vstore.evidence_path(vctx.task_dir(tmp / name, task_id), bad.evidence_digest).read_text()
                 )
                 facts[f"{name}_evidence"] = doc["detail"][:200]
                 expect("not found within" in doc["detail"], f"{name}: evidence {doc['detail'][:200]}")
@@ -966,7 +970,8 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
     is rejected (fetch: deadline passed) within its deadline, the two honest ones are verified and
     accepted before it, the slow trainer is slashed, the honest ones paid, the round not void."""
     from client.content.submission import put_submission
-    from validator import node as vnode
+    from validator import context as vctx
+    from validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -1006,11 +1011,11 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
             facts["slow_verdict_s"] = times.get(("validator", subs[slow]))
             facts["honest_verdict_s"] = [times.get(("validator", subs[h])) for h in honest]
             facts["dripped"] = sum(proxy.dripped.values())
-            verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp / "validator", task_id))}
+            verdicts = {x.index: x for x in vstore.load_verdicts(vctx.task_dir(tmp / "validator", task_id))}
             bad = verdicts[subs[slow]]
             expect(not bad.accepted and bad.failed_check == "fetch", f"slow provider's verdict {bad}")
             doc = json.loads(
-                vnode.evidence_path(vnode.task_dir(tmp / "validator", task_id), bad.evidence_digest).read_text()
+                vstore.evidence_path(vctx.task_dir(tmp / "validator", task_id), bad.evidence_digest).read_text()
             )
             facts["evidence"] = doc["detail"][:200]
             expect("deadline" in doc["detail"], f"evidence {doc['detail'][:200]}")
@@ -1042,7 +1047,8 @@ def drill_slow_state_providers(client: ChainClient, ipfs_api: str, tmp: Path) ->
     commit deadline (the two slow ones rejected at `fetch`, the honest one accepted), the round settles not
     void, the slow trainers are slashed and the honest one paid."""
     from client.content.submission import put_submission
-    from validator import node as vnode
+    from validator import context as vctx
+    from validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -1085,7 +1091,7 @@ def drill_slow_state_providers(client: ChainClient, ipfs_api: str, tmp: Path) ->
             v.join()
             subs = {e.trainer: e.index for e in events(client, task_id, "Submitted")}
             facts["dripped"] = sum(proxy.dripped.values())
-            verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp / "validator", task_id))}
+            verdicts = {x.index: x for x in vstore.load_verdicts(vctx.task_dir(tmp / "validator", task_id))}
             expect(len(verdicts) == 3, f"verdicts on {sorted(verdicts)}, want all three")
             for trainer in slow:
                 bad = verdicts[subs[trainer]]

@@ -176,18 +176,21 @@ def test_two_slow_state_providers_cost_one_deadline_together_and_do_not_void_the
 
 
 def test_content_that_fails_our_own_daemon_twice_while_it_answers_is_missing(own_ipfs, tmp_path: Path) -> None:
-    """validator.node.settle_fetches with a real daemon behind the probe (the Validator's chain side is a
+    """validator.judge.settle_fetches with a real daemon behind the probe (the Validator's chain side is a
     stand-in: only the store, address, state dir and task id are read). An own-store failure on a
     submission is retried once; the second one, with the daemon answering a probe, is a `fetch` reject
     whose evidence is on disk before it is published; with the daemon down nothing is judged."""
     from types import SimpleNamespace
 
     from client.content.store import DaemonError
+    from validator import context as vctx
+    from validator import judge as vjudge
     from validator import node as vnode
+    from validator import store as vstore
 
     store = Store(own_ipfs["api"], tmp_path / "cache", timeout=2.0, retries=1)
     fake_node = SimpleNamespace(store=store, address="0x" + "11" * 20, state_dir=tmp_path / "state")
-    v = vnode.Validator(cfg=None, node=fake_node, task=SimpleNamespace(task_id=7))
+    v = vctx.Validator(cfg=None, node=fake_node, task=SimpleNamespace(task_id=7), hooks=vnode.HONEST)
     sub = SimpleNamespace(
         task_id=7,
         round=0,
@@ -198,26 +201,26 @@ def test_content_that_fails_our_own_daemon_twice_while_it_answers_is_missing(own
         proof_root=bytes(32),
         work_units=1,
     )
-    failed = vnode.Fetched(sub, None, None, DaemonError(store.api, "block/get", "the daemon went away"), 1.0)
+    failed = vctx.Fetched(sub, None, None, DaemonError(store.api, "block/get", "the daemon went away"), 1.0)
     with pytest.raises(DaemonError):
-        vnode.settle_fetches(v, [failed])  # first strike: our problem until shown otherwise
+        vjudge.settle_fetches(v, [failed])  # first strike: our problem until shown otherwise
     assert v.verdicts == {} and v.strikes == {(0, 3): 1}
-    (verdict,) = vnode.settle_fetches(v, [failed])  # second strike, daemon answers: missing content
+    (verdict,) = vjudge.settle_fetches(v, [failed])  # second strike, daemon answers: missing content
     assert (verdict.accepted, verdict.failed_check) == (False, "fetch")
-    doc = vnode.evidence_path(vnode.task_dir(tmp_path / "state", 7), verdict.evidence_digest)
+    doc = vstore.evidence_path(vctx.task_dir(tmp_path / "state", 7), verdict.evidence_digest)
     assert doc.exists() and verdict.evidence_digest in v.unpublished  # durable first, published later
-    assert vnode.verdict_path(vnode.task_dir(tmp_path / "state", 7), 0, 3).exists()
-    vnode.publish_pending(v)
+    assert vstore.verdict_path(vctx.task_dir(tmp_path / "state", 7), 0, 3).exists()
+    vstore.publish_pending(v)
     assert v.unpublished == set() and store.get_manifest(verdict.evidence_digest) == doc.read_bytes()
 
     procs.stop(own_ipfs["daemon"])  # our daemon down: no strike, no verdict
-    other = vnode.Fetched(
+    other = vctx.Fetched(
         SimpleNamespace(**{**sub.__dict__, "index": 4}), None, None, DaemonError(store.api, "block/get", "down"), 1.0
     )
     for _ in range(3):
         with pytest.raises(DaemonError):
-            vnode.settle_fetches(v, [other])
+            vjudge.settle_fetches(v, [other])
     assert (0, 4) not in v.verdicts and (0, 4) not in v.strikes
-    vnode.store_evidence(v, {"kind": "rejection_evidence", "note": "waits"})
-    vnode.publish_pending(v)  # best effort: logged, kept for the next tick
+    vstore.store_evidence(v, {"kind": "rejection_evidence", "note": "waits"})
+    vstore.publish_pending(v)  # best effort: logged, kept for the next tick
     assert len(v.unpublished) == 1

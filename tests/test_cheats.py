@@ -32,6 +32,10 @@ from client.runtime.task import TaskContext, load_task_context, phase_now
 from client.trainer import Prepared, prepare_submission, submit_round
 from scripts.adversaries.trainer_cheats import CHEATS, CheatingTrainer, cheat_context
 from scripts.harness import enrol
+from validator import consensus as vcons
+from validator import context as vctx
+from validator import fetch as vfetch
+from validator import judge as vjudge
 from validator import node as vnode
 
 INITIATOR, TRAINER, OTHER, COPIER, VALIDATOR = 0, 1, 2, 3, 4
@@ -63,7 +67,7 @@ class Net:
     task_id: int
     trainers: dict[int, Node]
     ctxs: dict[int, TaskContext]
-    v: vnode.Validator
+    v: vctx.Validator
 
     def prepare(self, who: int, round_: int, hooks: CheatingTrainer | None = None) -> Prepared:
         if hooks is None:
@@ -118,12 +122,13 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
             enrol(client, trainers[i].signer, Role.TRAINER, STAKE)
         ctxs = {i: load_task_context(n, task_id) for i, n in trainers.items()}
         vn = Node(client, signer(VALIDATOR), Store(ipfs.api, tmp / "cache-v", timeout=1.0, retries=1), tmp / "v")
-        v = vnode.Validator(
-            vnode.ValidatorConfig(NodeConfig("validator", anvil.url, client.deployment, ipfs.api, task_id)),
+        v = vctx.Validator(
+            vctx.ValidatorConfig(NodeConfig("validator", anvil.url, client.deployment, ipfs.api, task_id)),
             vn,
             load_task_context(vn, task_id),
+            vnode.HONEST,
         )
-        vnode.ensure_enrolled(v)
+        vcons.ensure_enrolled(v)
         net = Net(client, task_id, trainers, ctxs, v)
 
         # round 0, honest: two trainers submit, the validator settles it -> model 1 final, round 1 open
@@ -131,7 +136,7 @@ def net(anvil, deployed, ipfs, tmp_path_factory) -> Net:
             client.concord.join(trainers[i].signer, task_id)
         for i in (TRAINER, OTHER):
             net.submit(i, net.prepare(i, 0))
-        vnode.backfill_submissions(v)
+        vfetch.backfill_submissions(v)
         for _ in range(8):
             if client.concord.task_state(task_id).finalized_rounds >= 1:
                 break
@@ -151,7 +156,7 @@ def test_honest_round_1_accepted(net):
     Not TRAINER: its honest round-1 manifest must stay out of IPFS until unavailable_manifest
     (which withholds exactly that manifest) has been judged."""
     prep = net.prepare(OTHER, 1)
-    verdict = vnode.verify_submission(net.v, fake_submitted(net, OTHER, 99, prep))
+    verdict = vjudge.verify_submission(net.v, fake_submitted(net, OTHER, 99, prep))
     assert (verdict.accepted, verdict.failed_check) == (True, "")
 
 
@@ -169,7 +174,7 @@ def test_bundle_level_cheat_rejected(net, mode):
         for cached in net.v.store.cache_dir.iterdir():  # has the content; withholding works on one that does not
             cached.unlink()
     assert net.claim(TRAINER, hooks, prep) == prep  # no chain-level cheat: the claim is the upload's
-    verdict = vnode.verify_submission(net.v, fake_submitted(net, TRAINER, 100 + IN_PROCESS.index(mode), prep))
+    verdict = vjudge.verify_submission(net.v, fake_submitted(net, TRAINER, 100 + IN_PROCESS.index(mode), prep))
     print(f"\n{mode}: failed_check={verdict.failed_check}")
     assert not verdict.accepted
     assert verdict.failed_check == cheat.caught_by
@@ -234,8 +239,8 @@ def test_chain_level_cheats(net):
     assert (replayed.digest, replayed.base_round, replay.cheated) == (Digest.parse(mine0.bundle_digest), 1, {1})
     replay_event = net.submit(TRAINER, replayed)
 
-    vnode.record_submissions(net.v, [original, copy_event, replay_event])
-    verdicts = {e.trainer: vnode.verify_submission(net.v, e) for e in (original, copy_event, replay_event)}
+    vfetch.record_submissions(net.v, [original, copy_event, replay_event])
+    verdicts = {e.trainer: vjudge.verify_submission(net.v, e) for e in (original, copy_event, replay_event)}
     assert [(x.accepted, x.failed_check) for x in verdicts.values()] == [
         (True, ""),
         (False, CHEATS["copied_bundle"].caught_by),

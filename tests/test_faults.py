@@ -62,8 +62,11 @@ from scripts.drills import (
     node_cfg,
 )
 from scripts.harness import TOKEN, conservation, enrol, wait_for
+from validator import consensus as vcons
+from validator import context as vctx
 from validator import node as vnode
 from validator import shares
+from validator import store as vstore
 
 SLASH = 80 * TOKEN
 
@@ -138,7 +141,7 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(
     validator = NodeThread(
         "validator",
         lambda stop: vnode.run_validator(
-            vnode.ValidatorConfig(
+            vctx.ValidatorConfig(
                 node_cfg(client, ipfs.api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=rounds
             ),
             stop,
@@ -208,11 +211,11 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
     trainer = chain_env.signer(PEER)
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
     a_addr = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
-    b_cfg = vnode.ValidatorConfig(
+    b_cfg = vctx.ValidatorConfig(
         node_cfg(client, ipfs.api, tmp_path, task_id, VAL_B, "val-b", "validator"), rounds=rounds
     )
     vb = vnode.connect_validator(b_cfg)
-    vnode.ensure_enrolled(vb)
+    vcons.ensure_enrolled(vb)
     b_addr = chain_env.signer(VAL_B).address
     # B's node starts only after A's commit: its operator plays B's round-0 seed share and (empty) flag by
     # hand from B's state dir, so the submit phase closes and A need not wait for the flag window's end
@@ -242,7 +245,7 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
         alive=any_failed(a1),
     )
     a1.kill()  # between its commit and its reveal
-    plan = json.loads(vnode.plan_path(vnode.task_dir(tmp_path / "val-a", task_id), 0).read_text())
+    plan = json.loads(vstore.plan_path(vctx.task_dir(tmp_path / "val-a", task_id), 0).read_text())
 
     b = NodeThread("validator-b", lambda stop: vnode.run_validator(b_cfg, stop))
     node_threads.append(b)
@@ -288,7 +291,7 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
     a_revealed = [e for e in events(client, task_id, "Revealed") if e.validator == a_addr]
     assert [e.round for e in a_revealed] == [1]  # round 0's plan was never revealed late
     assert [e.round for e in events(client, task_id, "Committed") if e.validator == a_addr] == [0, 1]
-    assert json.loads(vnode.plan_path(vnode.task_dir(tmp_path / "val-a", task_id), 0).read_text()) == plan
+    assert json.loads(vstore.plan_path(vctx.task_dir(tmp_path / "val-a", task_id), 0).read_text()) == plan
     (fin1,) = [e for e in events(client, task_id, "RoundFinalized") if e.round == 1]
     assert not fin1.is_void
     assert [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")] == [(1, trainer.address)]
@@ -327,8 +330,8 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(
     task_id = publish(client, api, tmp_path, 1, min_validators=1)
     trainer_addr = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
     t_cfg = TrainerConfig(node_cfg(client, api, tmp_path, task_id, PEER, "trainer"), rounds=1)
-    v_cfg = vnode.ValidatorConfig(node_cfg(client, api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=1)
-    vnode.ensure_enrolled(vnode.connect_validator(v_cfg))
+    v_cfg = vctx.ValidatorConfig(node_cfg(client, api, tmp_path, task_id, VAL_A, "validator", "validator"), rounds=1)
+    vcons.ensure_enrolled(vnode.connect_validator(v_cfg))
     for cfg in (t_cfg.node, v_cfg.node):  # both nodes ran before: spec and model 0 sit in their caches
         n = connect_node(cfg)
         model_for_round(load_task_context(n, task_id), n.store, 0)
@@ -361,7 +364,7 @@ def test_ipfs_down_nodes_retry_and_the_honest_submission_is_accepted(
     )
     v.join()
 
-    (verdict,) = vnode.load_verdicts(vnode.task_dir(tmp_path / "validator", task_id))
+    (verdict,) = vstore.load_verdicts(vctx.task_dir(tmp_path / "validator", task_id))
     assert verdict.accepted  # the validator's own outage is no verdict on the trainer
     assert [(e.round, e.trainer) for e in events(client, task_id, "SubmissionRewarded")] == [(0, trainer_addr)]
     assert events(client, task_id, "SubmissionRejected") == [] and events(client, task_id, "ValidatorSlashed") == []

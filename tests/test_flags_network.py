@@ -29,7 +29,11 @@ from client.runtime.connect import connect_node
 from client.runtime.task import load_task_context, model_for_round
 from scripts.adversaries import validator_cheats as cheats
 from scripts.harness import conservation, enrol
+from validator import consensus as vcons
+from validator import context as vctx
+from validator import fetch as vfetch
 from validator import node as vnode
+from validator import store as vstore
 from validator.flags import MAX_FLAGS, ROW, FlagItem
 
 TOKEN = 10**18
@@ -65,10 +69,10 @@ def play_round(chain_env, ipfs, tmp_path: Path, validators: dict[int, vnode.Vali
     assert spec.spec.validation.mode == "sampled"
     task_id = publish_task(client, initiator.signer, initiator.store, spec).task_id
     vals = [
-        vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), h) for a, h in validators.items()
+        vnode.connect_validator(vctx.ValidatorConfig(cfg(a, "validator", task_id)), h) for a, h in validators.items()
     ]
     for v in vals:
-        vnode.ensure_enrolled(v)
+        vcons.ensure_enrolled(v)
     signers = {a: chain_env.signer(a) for a in (HONEST_T, CHEAT_T)}
     for s in signers.values():
         enrol(client, s, Role.TRAINER, STAKE, task_id)
@@ -92,7 +96,7 @@ def play_round(chain_env, ipfs, tmp_path: Path, validators: dict[int, vnode.Vali
     assert client.concord.phase_of(task_id, 0) == Phase.COMMIT  # closed early: every trainer and share is in
 
     for v in vals:
-        vnode.backfill_submissions(v)
+        vfetch.backfill_submissions(v)
     for _ in range(12):  # share reveals, checks, flags, re-checks, commits, reveals, finalize (each idempotent)
         for v in vals:
             vnode.step(v)
@@ -122,14 +126,14 @@ def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validato
     assert flags[addr(LAZY_V).lower()] == []
 
     verdicts = {
-        a: {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp_path / f"n{a}", task_id))}
+        a: {x.index: x for x in vstore.load_verdicts(vctx.task_dir(tmp_path / f"n{a}", task_id))}
         for a in (HONEST_V, LAZY_V)
     }
     for a in (HONEST_V, LAZY_V):
         assert verdicts[a][0].accepted, a
         assert not verdicts[a][1].accepted and verdicts[a][1].failed_check == "toploc", (a, verdicts[a][1])
-    lazy_evidence = vnode.evidence_path(
-        vnode.task_dir(tmp_path / f"n{LAZY_V}", task_id), verdicts[LAZY_V][1].evidence_digest
+    lazy_evidence = vstore.evidence_path(
+        vctx.task_dir(tmp_path / f"n{LAZY_V}", task_id), verdicts[LAZY_V][1].evidence_digest
     )
     assert addr(HONEST_V).lower() in lazy_evidence.read_text()  # the lazy one names whose flag it re-checked
 
@@ -156,7 +160,7 @@ def test_false_flags_cost_one_bounded_recheck_and_change_no_verdict(chain_env, i
     assert len(flags[addr(LAZY_V).lower()]) == MAX_FLAGS and flags[addr(HONEST_V).lower()] == []
     rechecked = [r for r in caplog.records if "re-checked, none holds" in r.getMessage()]
     assert rechecked, "the honest validator re-checked nothing"
-    verdicts = {x.index: x for x in vnode.load_verdicts(vnode.task_dir(tmp_path / f"n{HONEST_V}", task_id))}
+    verdicts = {x.index: x for x in vstore.load_verdicts(vctx.task_dir(tmp_path / f"n{HONEST_V}", task_id))}
     assert all(x.accepted for x in verdicts.values()) and len(verdicts) == 2
     events = client.concord.events(client.deployment.block_number, "latest")
     assert not [e for e in events if isinstance(e, chain.SubmissionRejected) and e.task_id == task_id]

@@ -5,6 +5,8 @@
 * `client` never imports `validator`.
 * The rooms of `client` are layered: leaves (digest, timing, units) <- chain, engine <- content <- runtime
   <- the roles (trainer, initiator, status, cli). A room imports only rooms below it.
+* The validator node's rooms are layered too (context <- store <- fetch <- judge <- recheck <- aggregate
+  <- consensus <- node), each at most MAX_ROOM_LINES long.
 See docs/ARCHITECTURE.md for the drawing.
 """
 
@@ -134,7 +136,11 @@ def test_the_lab_is_not_packaged() -> None:
 def test_honest_loops_carry_no_cheat_or_drill_code() -> None:
     """Adversaries and fault drills play through the loops' hook objects (TrainerHooks, ValidatorHooks),
     implemented in the lab: the loops and the wire format name neither, nor read a test-only variable."""
-    for rel in ("client/trainer.py", "validator/node.py", "client/content/submission.py"):
+    for rel in (
+        "client/trainer.py",
+        *(f"validator/{room}.py" for room in VALIDATOR_ROOMS),
+        "client/content/submission.py",
+    ):
         text = (REPO_ROOT / rel).read_text().lower()
         assert [w for w in ("cheat", "drill", "concord_drill") if w in text] == [], rel
 
@@ -160,3 +166,28 @@ def test_every_test_is_exactly_one_tier() -> None:
     assert [conftest.kinds_of(i) for i in items] == [["unit"], ["integration"], ["e2e"], ["unit"]]
     with pytest.raises(pytest.UsageError, match="exactly one of"):
         conftest.pytest_collection_modifyitems([Item((), "e2e", "integration")])
+
+
+# the validator node's rooms, bottom first; each imports only the ones before it (and validator's leaves)
+VALIDATOR_ROOMS = ("context", "store", "fetch", "judge", "recheck", "aggregate", "consensus", "node")
+VALIDATOR_LEAVES = {"checks", "lm_checks", "sampling", "flags", "files", "shares"}
+MAX_ROOM_LINES = 300
+
+
+def test_validator_rooms_import_downward_only_and_stay_small() -> None:
+    bad = []
+    for i, me in enumerate(VALIDATOR_ROOMS):
+        path = REPO_ROOT / "validator" / f"{me}.py"
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_ROOM_LINES:
+            bad.append(f"validator/{me}.py: {lines} lines (at most {MAX_ROOM_LINES})")
+        allowed = set(VALIDATOR_ROOMS[:i]) | VALIDATOR_LEAVES
+        for line, name in imports(path):
+            parts = name.split(".")
+            if parts[0] == "validator" and len(parts) > 1 and parts[1] != me and parts[1] not in allowed:
+                bad.append(f"validator/{me}.py:{line} imports {name}")
+    for leaf in VALIDATOR_LEAVES:
+        for line, name in imports(REPO_ROOT / "validator" / f"{leaf}.py"):
+            if name.split(".")[0] == "validator" and name.split(".")[1] in VALIDATOR_ROOMS:
+                bad.append(f"validator/{leaf}.py:{line} imports {name} (a leaf imports no node room)")
+    assert bad == []

@@ -272,13 +272,15 @@ def test_stake_flags_are_tokens_on_chain(net, store: Store, ipfs, tmp_path: Path
 
     from client.initiator import publish_task
     from client.units import parse_amount
+    from validator import consensus as vcons
+    from validator import context as vctx
     from validator import node as vnode
 
     env, _ = net
     task = publish_task(env.client, env.signer(INITIATOR), store, node_task(max_rounds=2, min_validators=1)).task_id
     cfg = devnet_node("validator", env.anvil.url, env.client.deployment, ipfs.api, tmp_path / "v", VALIDATOR, task)
-    v = vnode.connect_validator(vnode.ValidatorConfig(cfg, stake=parse_amount("150", "--stake")))
-    vnode.ensure_enrolled(v)
+    v = vnode.connect_validator(vctx.ValidatorConfig(cfg, stake=parse_amount("150", "--stake")))
+    vcons.ensure_enrolled(v)
     info = env.client.concord.node_info(v.me)
     assert info.role == Role.VALIDATOR and info.stake == 150 * TOKEN
     assert env.client.concord.member_info(task, v.me).joined

@@ -25,7 +25,10 @@ from client.engine.model import build_policy
 from client.initiator import publish_task
 from scripts import harness
 from scripts.harness import enrol
+from validator import consensus as vcons
+from validator import context as vctx
 from validator import node as vnode
+from validator import store as vstore
 from validator.sampling import draw_sample
 
 INITIATOR, HONEST, CHEATER, VALIDATOR = 0, 1, 2, 4
@@ -53,8 +56,8 @@ def test_sampled_round_catches_a_forged_end_state_and_pays_the_honest_trainer(an
             "validator", anvil.url, deployed.deployment, ipfs.api, tmp_path / "val", VALIDATOR, task_id,
             poll_interval=0.1, heartbeat=1.0, ipfs_timeout=5.0,
         )  # fmt: skip
-        cfg = vnode.ValidatorConfig(node, rounds=1)
-        vnode.ensure_enrolled(vnode.connect_validator(cfg))
+        cfg = vctx.ValidatorConfig(node, rounds=1)
+        vcons.ensure_enrolled(vnode.connect_validator(cfg))
 
         env, policy0 = make_env(CFG.env), build_policy(CFG.model)
         addr = {i: keys.devnet_account(i).address for i in (HONEST, CHEATER, VALIDATOR)}
@@ -99,14 +102,14 @@ def test_sampled_round_catches_a_forged_end_state_and_pays_the_honest_trainer(an
         assert [e.trainer.lower() for e in events if isinstance(e, SubmissionRewarded)] == [addr[HONEST].lower()]
 
         # the verdicts followed this validator's own sample of each submission
-        folder = vnode.task_dir(tmp_path / "val", task_id)
-        verdicts = {x.index: x for x in vnode.load_verdicts(folder)}
+        folder = vctx.task_dir(tmp_path / "val", task_id)
+        verdicts = {x.index: x for x in vstore.load_verdicts(folder)}
         assert (verdicts[0].accepted, verdicts[1].accepted, verdicts[1].failed_check) == (
             True,
             False,
             "training_replay",
         )
-        evidence = json.loads(vnode.evidence_path(folder, verdicts[1].evidence_digest).read_text())
+        evidence = json.loads(vstore.evidence_path(folder, verdicts[1].evidence_digest).read_text())
         sample = draw_sample(seeds[0].seed, addr[VALIDATOR], digests[CHEATER], 2, 8, SAMPLED)
         toploc = [c for c in evidence["checks"] if c["name"] == "toploc"]
         assert sum(int(c["evidence"]["rollouts"]) for c in toploc) == sample.row_count == 2  # of 16 rollouts

@@ -38,7 +38,11 @@ from client.runtime.task import load_task_context, model_for_round
 from scripts.adversaries import validator as lab_validator
 from scripts.adversaries import validator_cheats as cheats
 from scripts.harness import conservation, enrol
+from validator import consensus as vcons
+from validator import context as vctx
+from validator import fetch as vfetch
 from validator import node as vnode
+from validator import store as vstore
 from validator.aggregate import outer_step
 
 TOKEN = 10**18
@@ -122,9 +126,9 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         vals = []
         for account, cheat in VALIDATORS.items():
             v = vnode.connect_validator(
-                vnode.ValidatorConfig(cfg(account, f"val-{account}", "validator", task_id)), hooks(cheat)
+                vctx.ValidatorConfig(cfg(account, f"val-{account}", "validator", task_id)), hooks(cheat)
             )
-            vnode.ensure_enrolled(v)
+            vcons.ensure_enrolled(v)
             vals.append(v)
 
         trainer = connect_node(cfg(HONEST_T, "trainer", "trainer", task_id))
@@ -149,7 +153,7 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
             client.concord.submit(signers[account], task_id, 0, 0, Digest.parse(digest).bytes, root, units)
         assert client.concord.phase_of(task_id, 0) == Phase.COMMIT
         for v in vals:
-            vnode.backfill_submissions(v)
+            vfetch.backfill_submissions(v)
         copier = vals[-1]
         # share reveals (the last fixes the seed), flags, commits (each waits until every validator flagged:
         # the first honest validator is stepped last, so it is the last to flag and the first to commit, and
@@ -198,7 +202,7 @@ def revealed(r: Round, account: int) -> chain.Revealed | None:
 
 
 def plan(r: Round, account: int) -> dict:
-    return json.loads(vnode.plan_path(vnode.task_dir(r.state_dirs[account], r.task_id), 0).read_text())
+    return json.loads(vstore.plan_path(vctx.task_dir(r.state_dirs[account], r.task_id), 0).read_text())
 
 
 # ----------------------------------------------------------------------------- the registry and the flag
@@ -256,11 +260,11 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
     trainer = chain_env.signer(HONEST_T)
     chain_env.enrol(trainer, Role.TRAINER, STAKE, task_id)
     vals = {
-        a: vnode.connect_validator(vnode.ValidatorConfig(cfg(a, "validator", task_id)), hooks(m))
+        a: vnode.connect_validator(vctx.ValidatorConfig(cfg(a, "validator", task_id)), hooks(m))
         for a, m in [(H2, None), (9, "copy_reveal"), (8, "no_reveal")]
     }  # stepped in this order: no_reveal is the last to flag, so the first to commit (every commit waits for all flags)
     for v in vals.values():
-        vnode.ensure_enrolled(v)
+        vcons.ensure_enrolled(v)
     for round_ in range(2):
         assert client.concord.phase_of(task_id, round_) == Phase.SUBMIT
         for v in vals.values():  # seed shares: the submit phase closes once every validator's is in
@@ -269,7 +273,7 @@ def test_copier_of_a_withholding_validator_replays_another_reveal_and_both_resta
         # share reveals (the last fixes the seed), flags, then commits in the order stepped
         for _ in range(5):
             for v in vals.values():
-                vnode.backfill_submissions(v)
+                vfetch.backfill_submissions(v)
                 vnode.step(v)
         assert client.concord.round_info(task_id, round_).reveals == 1  # only the honest one
         chain_env.warp(601)
@@ -325,7 +329,7 @@ def test_the_honest_majority_decides_the_round(round0):
 
 def test_reject_honest_votes_reject_on_the_honest_submission_and_loses_its_fee_share(round0):
     r, me = round0, 5
-    verdicts = {x.index: x.accepted for x in vnode.load_verdicts(vnode.task_dir(r.state_dirs[me], r.task_id))}
+    verdicts = {x.index: x.accepted for x in vstore.load_verdicts(vctx.task_dir(r.state_dirs[me], r.task_id))}
     assert verdicts == {0: True, 1: False, 2: False}  # it found #0 honest ...
     rev = revealed(r, me)
     assert list(rev.reject_words) == [0b111]  # ... and voted reject on it
@@ -337,7 +341,7 @@ def test_reject_honest_votes_reject_on_the_honest_submission_and_loses_its_fee_s
 
 def test_accept_cheat_votes_accept_on_bad_submissions_and_builds_their_deltas_in(round0):
     r, me = round0, 6
-    verdicts = {x.index: x.accepted for x in vnode.load_verdicts(vnode.task_dir(r.state_dirs[me], r.task_id))}
+    verdicts = {x.index: x.accepted for x in vstore.load_verdicts(vctx.task_dir(r.state_dirs[me], r.task_id))}
     assert verdicts == {0: True, 1: False, 2: False}  # it found #1 and #2 bad ...
     rev = revealed(r, me)
     assert list(rev.reject_words) == [0]  # ... and voted accept on both
@@ -375,7 +379,7 @@ def test_copy_reveal_copies_a_commitment_its_replayed_reveal_reverts_and_it_is_s
     (mine,) = r.of(chain.Committed, validator=addr(me))
     (source,) = r.of(chain.Committed, validator=addr(H1))
     assert mine.commitment == source.commitment and mine.meta.block_number > source.meta.block_number
-    record = json.loads((vnode.task_dir(r.state_dirs[me], r.task_id) / "cheat" / "r000000.json").read_text())
+    record = json.loads((vctx.task_dir(r.state_dirs[me], r.task_id) / "cheat" / "r000000.json").read_text())
     assert record == {
         "copied_from": addr(H1),
         "commitment": source.commitment.hex(),
@@ -384,7 +388,7 @@ def test_copy_reveal_copies_a_commitment_its_replayed_reveal_reverts_and_it_is_s
         "reveal_error": "RevealDoesNotMatchCommit",
     }
     assert any("RevealDoesNotMatchCommit" in line for line in r.cheat_log)
-    assert not (vnode.task_dir(r.state_dirs[me], r.task_id) / "verdicts").exists()  # it verified nothing
+    assert not (vctx.task_dir(r.state_dirs[me], r.task_id) / "verdicts").exists()  # it verified nothing
     assert revealed(r, me) is None
     assert sorted(e.validator for e in r.of(chain.ValidatorSlashed)) == sorted([addr(8), addr(me)])
     assert [e.amount for e in r.of(chain.ValidatorSlashed, validator=addr(me))] == [SLASH]

@@ -38,8 +38,12 @@ from client.initiator import publish_task
 from client.runtime.config import NodeConfig
 from scripts import REPO_ROOT, harness
 from scripts.harness import enrol
+from validator import consensus as vcons
+from validator import context as vctx
+from validator import judge as vjudge
 from validator import node as vnode
 from validator import shares
+from validator import store as vstore
 from validator.aggregate import outer_step
 
 INITIATOR, HONEST, CHEATER, COPIER, VAL_A, VAL_B = 0, 1, 2, 3, 4, 5
@@ -158,9 +162,9 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
         dir_a, dir_b, log_a = tmp / "val-a", tmp / "val-b", tmp / "val-a.log"
         timing = {"poll_interval": 0.1, "heartbeat": 1.0, "ipfs_timeout": 5.0}
         node_b = devnet_node("validator", anvil.url, deployed.deployment, ipfs.api, dir_b, VAL_B, task_id, **timing)
-        cfg_b = vnode.ValidatorConfig(node_b, rounds=2)
+        cfg_b = vctx.ValidatorConfig(node_b, rounds=2)
         vb = vnode.connect_validator(cfg_b)
-        vnode.ensure_enrolled(vb)  # B joined: the commit phase waits for it
+        vcons.ensure_enrolled(vb)  # B joined: the commit phase waits for it
         # B's node is not running yet: its operator plays B's round-0 seed share by hand (the submit phase
         # closes early only with every joined validator's share in), from B's state dir, so the node B
         # starts later finds it revealed
@@ -192,7 +196,7 @@ def scenario(anvil, deployed, ipfs, tmp_path_factory) -> Scenario:
             "validator A to commit", lambda: client.concord.commit_status(task_id, 0, addr[VAL_A]).committed, proc=proc
         )
         stop_process(proc)
-        plan_file = vnode.plan_path(vnode.task_dir(dir_a, task_id), 0)
+        plan_file = vstore.plan_path(vctx.task_dir(dir_a, task_id), 0)
         plan_before_kill = json.loads(plan_file.read_text())
 
         errors: list = []
@@ -277,12 +281,12 @@ def test_rejections_carry_evidence_published_to_ipfs(scenario, ipfs, tmp_path):
     fresh = Store(ipfs.api, tmp_path / "empty-cache", timeout=5.0)  # nothing local: every byte from IPFS
     for state_dir in (scenario.dir_a, scenario.dir_b):
         verdicts = {
-            v.index: v for v in vnode.load_verdicts(vnode.task_dir(state_dir, scenario.task_id)) if v.round == 0
+            v.index: v for v in vstore.load_verdicts(vctx.task_dir(state_dir, scenario.task_id)) if v.round == 0
         }
         assert verdicts[0].accepted and verdicts[0].evidence_digest is None
         assert (verdicts[1].failed_check, verdicts[2].failed_check) == ("rewards", "claim.trainer")
         cheat = parse_canonical(fresh.get_manifest(verdicts[1].evidence_digest))
-        assert cheat["kind"] == vnode.EVIDENCE_KIND and cheat["failed_check"] == "rewards"
+        assert cheat["kind"] == vstore.EVIDENCE_KIND and cheat["failed_check"] == "rewards"
         assert (cheat["round"], cheat["index"], cheat["trainer"]) == (
             0,
             1,
@@ -296,12 +300,12 @@ def test_rejections_carry_evidence_published_to_ipfs(scenario, ipfs, tmp_path):
             "on_chain": keys.devnet_account(COPIER).address.lower(),
             "in_manifest": keys.devnet_account(HONEST).address.lower(),
         }
-        stored = vnode.evidence_path(vnode.task_dir(state_dir, scenario.task_id), verdicts[1].evidence_digest)
+        stored = vstore.evidence_path(vctx.task_dir(state_dir, scenario.task_id), verdicts[1].evidence_digest)
         assert parse_canonical(stored.read_bytes()) == cheat
     log_lines = [json.loads(line) for line in scenario.log_a.read_text().splitlines() if line.startswith("{")]
     assert {x["evidence"] for x in log_lines if x.get("event") == "rejected"} == {
         str(v.evidence_digest)
-        for v in vnode.load_verdicts(vnode.task_dir(scenario.dir_a, scenario.task_id))
+        for v in vstore.load_verdicts(vctx.task_dir(scenario.dir_a, scenario.task_id))
         if not v.accepted and v.round == 0
     }
 
@@ -316,7 +320,7 @@ def test_restarted_validator_reveals_what_it_committed(scenario):
     assert str(Digest.parse(committed[0].commitment)) == plan["commitment"]  # plans keep 0x + 64 hex
     assert str(Digest.parse(revealed[0].next_model_digest)) == plan["next_model_digest"]
     assert list(revealed[0].reject_words) == [int(w) for w in plan["reject_words"]] == [0b110]
-    after = json.loads(vnode.plan_path(vnode.task_dir(scenario.dir_a, scenario.task_id), 0).read_text())
+    after = json.loads(vstore.plan_path(vctx.task_dir(scenario.dir_a, scenario.task_id), 0).read_text())
     assert after == plan  # the restart did not re-plan
     starts = [
         x
@@ -427,10 +431,11 @@ def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(ch
     store = Store(ipfs.api, tmp_path / "cache", timeout=1.0, retries=1)
     task_id = publish_task(client, chain_env.signer(INITIATOR), store, TASK).task_id
     node = Node(client, chain_env.signer(VAL_A), store, tmp_path / "val")
-    v = vnode.Validator(
-        vnode.ValidatorConfig(NodeConfig("validator", chain_env.anvil.url, client.deployment, ipfs.api, task_id)),
+    v = vctx.Validator(
+        vctx.ValidatorConfig(NodeConfig("validator", chain_env.anvil.url, client.deployment, ipfs.api, task_id)),
         node,
         load_task_context(node, task_id),
+        vnode.HONEST,
     )
     trainer = keys.devnet_account(HONEST).address
     env, policy0 = make_env(CFG.env), build_policy(CFG.model)
@@ -446,7 +451,7 @@ def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(ch
 
     started = time.monotonic()
     got = {
-        name: vnode.verify_submission(v, sub)
+        name: vjudge.verify_submission(v, sub)
         for name, sub in [("missing", missing), ("oversize", oversize), ("wrong_base", wrong_base)]
     }
     assert time.monotonic() - started < 30
@@ -461,6 +466,6 @@ def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(ch
     assert docs["oversize"]["detail"].endswith("(got 3)")
     assert docs["wrong_base"]["evidence"] == {"field": "base_round", "on_chain": "0", "in_manifest": "1"}
     # verdicts persist: a restarted validator reads them back instead of checking again
-    assert {(x.round, x.index): x for x in vnode.load_verdicts(v.task_dir)} == {
+    assert {(x.round, x.index): x for x in vstore.load_verdicts(v.task_dir)} == {
         (x.round, x.index): x for x in got.values()
     }

@@ -22,17 +22,35 @@ identical bytes (and so the same model digest):
 Momentum buffers start at zero (an empty state dict) and are saved beside the weights with
 client.content.weights under the names `momentum.<param>`. No accepted delta: the model and the
 momentum stay as they are.
+
+On a node (`compute_next_model`, DESIGN 6.7): the outer step over the accepted deltas keyed by bundle
+digest from model r's weights and outer state, stored with `put_model(store, state, model r's config,
+momentum, parent=model r digest)` before its digest is committed; on an LM task over the accepted adapter
+deltas from model r's adapters (client.runtime.lm_work), stored as a model of the same base file. With no
+accepted submission the proposal is model r's own digest (the model stays).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from client import timing
+from client.content.lm_content import LMTaskSpec, fetch_lm_submission
+from client.content.model_store import put_model
+from client.content.submission import fetch_submission
+from client.digest import Digest
 from client.engine.config import OuterConfig
+from client.runtime.display import fields
+from client.runtime.lm_work import fetch_adapters
+from validator.context import SubmissionVerdict, Validator
+
+log = logging.getLogger("concord.validator")
 
 MOMENTUM_PREFIX = "momentum."
 NORM_LANES = 1024  # global_norm's partial sums: lane j sums elements j, j + 1024, ... in order
@@ -179,3 +197,56 @@ def momentum_to_tensors(momentum: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 def momentum_from_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n[len(MOMENTUM_PREFIX) :]: t for n, t in tensors.items() if n.startswith(MOMENTUM_PREFIX)}
+
+
+# ----------------------------------------------------------------------------- on a node
+
+
+def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.Tensor]:
+    """An accepted submission's delta: in memory since verification, or fetched again (local cache)."""
+    key = (verdict.round, verdict.index)
+    if key not in v.deltas:
+        if isinstance(v.task.spec, LMTaskSpec) and v.task.lm is not None:
+            shapes = v.task.lm.adapter_shapes()
+            v.deltas[key] = fetch_lm_submission(v.store, verdict.bundle_digest, v.task.spec, shapes).delta
+        else:
+            v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits).delta
+    return v.deltas[key]
+
+
+def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts: Sequence[SubmissionVerdict]) -> Digest:
+    """Model round+1 from model round (``base_digest``) and the accepted deltas, uploaded; returns its digest."""
+    accepted = [x for x in verdicts if x.accepted]
+    if not accepted:
+        return base_digest
+    with timing.span("ipfs"):
+        if v.task.lm is not None:  # an LM task's model: the base file plus adapters (outer step on the adapters)
+            base = fetch_adapters(v.task.lm, v.store, base_digest)
+        else:
+            base, _ = v.task.models.get(v.store, base_digest)
+        deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}  # summed in digest order
+    started = time.perf_counter()
+    with timing.span("aggregation"):
+        state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
+    with timing.span("ipfs"):
+        digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
+    seconds = round(time.perf_counter() - started, 3)
+    log.info(
+        "model %d = %s from %d accepted of %d (%.2fs)",
+        round_ + 1,
+        digest,
+        len(accepted),
+        len(verdicts),
+        seconds,
+        extra=fields(
+            event="next_model",
+            round=round_,
+            model=digest,
+            accepted=len(accepted),
+            submissions=len(verdicts),
+            seconds=seconds,
+        ),
+    )
+    for x in accepted:
+        v.deltas.pop((x.round, x.index), None)
+    return digest

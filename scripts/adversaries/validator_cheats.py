@@ -41,8 +41,10 @@ from client.digest import Digest
 from client.engine.model import policy_state
 from client.runtime.display import fields
 from client.runtime.task import model_for_round
+from validator.consensus import ensure_enrolled, round_seed
+from validator.context import SubmissionVerdict, Validator
 from validator.flags import CHECK_CODES, MAX_FLAGS, ROW, FlagItem
-from validator.node import SubmissionVerdict, Validator, ValidatorHooks, ensure_enrolled, round_seed
+from validator.node import ValidatorHooks
 from validator.sampling import CheckSample
 
 log = logging.getLogger("concord.validator.cheat")

@@ -66,7 +66,8 @@ from scripts.demo import (
     wait_exit,
 )
 from scripts.harness import Actor, Ledger, conservation, enrol, settle_up
-from validator import node as vnode
+from validator import context as vctx
+from validator import store as vstore
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ def failed_checks(obs: Observed) -> dict[tuple[int, int], set[str]]:
     out: dict[tuple[int, int], set[str]] = defaultdict(set)
     for s in obs.plan.validators():
         if s.cheat is None:
-            for v in vnode.load_verdicts(vnode.task_dir(obs.state_dir / "nodes" / s.name, obs.task_id)):
+            for v in vstore.load_verdicts(vctx.task_dir(obs.state_dir / "nodes" / s.name, obs.task_id)):
                 if not v.accepted:
                     out[(v.round, v.index)].add(v.failed_check)
     return out
