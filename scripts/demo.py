@@ -2,7 +2,7 @@
 
 devnet up -> publish the default task (configs/default_task.toml, max_rounds = --rounds) ->
 stake and join 3 honest trainers, 1 cheater (`--cheat MODE`) and 2 validators -> start each
-as its own process (`python -m client.trainer run ...` / `python -m validator.node run ...`, the
+as its own process (`python -m concord.client.trainer run ...` / `python -m concord.validator.node run ...`, the
 cheater `python -m scripts.adversaries.trainer run ... --cheat MODE`; JSON logs under
 <state>/logs/) -> follow the rounds from chain events in a live table ->
 stop the nodes -> settlement table, reward curve PNG, token-conservation check, one verdict
@@ -43,17 +43,17 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from client import chain
-from client.chain import ChainClient, Role, Signer, keys
-from client.content.manifest import SubmissionManifest
-from client.content.store import Store, StoreError
-from client.content.task_spec import read_toml
-from client.digest import Digest
-from client.engine.lm_task import is_lm_task
-from client.initiator import Published, TaskFile, load_task_file, publish_task
-from client.runtime import procs
-from client.runtime.procs import Daemon, ProcError
-from client.units import format_amount
+from concord.client import chain
+from concord.client.chain import ChainClient, Role, Signer, keys
+from concord.client.content.manifest import SubmissionManifest
+from concord.client.content.store import Store, StoreError
+from concord.client.content.task_spec import read_toml
+from concord.client.digest import Digest
+from concord.client.engine.lm_task import is_lm_task
+from concord.client.initiator import Published, TaskFile, load_task_file, publish_task
+from concord.client.runtime import procs
+from concord.client.runtime.procs import Daemon, ProcError
+from concord.client.units import format_amount
 from scripts import REPO_ROOT, demo_args, devnet
 from scripts.demo_args import DEFAULT_CHEAT, SECONDS_PER_ROUND
 from scripts.harness import Actor, Conservation, Ledger, conservation, enrol, node_command, settle_up
@@ -158,10 +158,10 @@ def node_argv(
     is the lab's node of its role (scripts.adversaries.trainer|validator: the same flags and --cheat)."""
     cheat = ["--cheat", spec.cheat] if spec.cheat else []
     if spec.role == Role.TRAINER:
-        module = "scripts.adversaries.trainer" if spec.cheat else "client.trainer"
+        module = "scripts.adversaries.trainer" if spec.cheat else "concord.client.trainer"
         extra = ["--threads", str(plan.threads), *cheat]
     else:
-        module = "scripts.adversaries.validator" if spec.cheat else "validator.node"
+        module = "scripts.adversaries.validator" if spec.cheat else "concord.validator.node"
         extra = ["--withdraw", *cheat]
     network = ("--devnet", str(devnet_json))
     return node_command(module, network, task_id, spec.account, state_dir, rounds, plan.poll_interval, *extra)
@@ -645,8 +645,8 @@ def demo_dashboard(net: devnet.Devnet, port: int | None, console: Console) -> It
     if port is None:
         yield None
         return
-    from client.dashboard.server import open_dashboard, serving
-    from client.dashboard.state import Source
+    from concord.client.dashboard.server import open_dashboard, serving
+    from concord.client.dashboard.state import Source
 
     source = Source(
         net.rpc_url,

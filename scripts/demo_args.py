@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from client.runtime.parsers import DASHBOARD_PORT
+from concord.client.runtime.parsers import DASHBOARD_PORT
 from scripts import REPO_ROOT, devnet
 
 DEFAULT_TASK_FILE = REPO_ROOT / "configs" / "default_task.toml"

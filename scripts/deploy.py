@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client.deploy import main
+from concord.client.deploy import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

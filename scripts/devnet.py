@@ -22,9 +22,9 @@ from pathlib import Path
 
 import requests
 
-from client.runtime import paths, procs
-from client.runtime.procs import Daemon, ProcError
-from client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
+from concord.client.runtime import paths, procs
+from concord.client.runtime.procs import Daemon, ProcError
+from concord.client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
 from scripts import NODE_BIN, REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ def up(
     leaves no state file. ``hand_over``: once complete, the daemons belong to the state file
     (``down`` stops them) instead of to this process, so ``procs.no_orphans`` leaves them running.
     """
-    from client.chain import deploy  # deferred: deploy compiles the contracts
+    from concord.client.chain import deploy  # deferred: deploy compiles the contracts
 
     state_dir = Path(state_dir).resolve()
     _refuse_if_running(state_dir)
@@ -445,8 +445,8 @@ def fund(state_dir: Path, address: str, eth: TokenAmount | None, tokens: TokenAm
     deployer, the token's owner): what a key made with `concord keys new` needs to stake on the devnet."""
     from eth_utils.address import is_address, to_checksum_address
 
-    from client import chain
-    from client.chain import keys
+    from concord.client import chain
+    from concord.client.chain import keys
 
     if not is_address(address):
         raise BadAddress(address)
@@ -502,7 +502,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`concord devnet up|down|status`, `concord devnet fund ADDRESS [--eth N] [--tokens N]`."""
-    from client.chain.rpc import ChainError  # web3: not for `--help`
+    from concord.client.chain.rpc import ChainError  # web3: not for `--help`
 
     p = parser()
     args = p.parse_args(argv)
@@ -557,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (ChainError, AmountError) as exc:
-        from client.runtime.errors import explain
+        from concord.client.runtime.errors import explain
 
         print(f"error: {explain(exc)}", file=sys.stderr)
         return 1

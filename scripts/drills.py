@@ -41,19 +41,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from client import trainer
-from client.chain import ChainClient, Phase, Role, keys
-from client.content.manifest import digest_of
-from client.content.store import ContentNotFound, Store
-from client.content.submission import put_submission
-from client.digest import Digest
-from client.engine.bundle import Bundle
-from client.initiator import load_task_file, publish_task
-from client.runtime import procs
-from client.runtime.config import NodeConfig
-from client.runtime.connect import Node, connect_node
-from client.runtime.display import fields
-from client.runtime.task import TaskContext, load_task_context, model_for_round
+from concord.client import trainer
+from concord.client.chain import ChainClient, Phase, Role, keys
+from concord.client.content.manifest import digest_of
+from concord.client.content.store import ContentNotFound, Store
+from concord.client.content.submission import put_submission
+from concord.client.digest import Digest
+from concord.client.engine.bundle import Bundle
+from concord.client.initiator import load_task_file, publish_task
+from concord.client.runtime import procs
+from concord.client.runtime.config import NodeConfig
+from concord.client.runtime.connect import Node, connect_node
+from concord.client.runtime.display import fields
+from concord.client.runtime.task import TaskContext, load_task_context, model_for_round
 from scripts import REPO_ROOT, devnet
 from scripts.harness import TOKEN, conservation, enrol, expect, node_command, wait_for
 from scripts.lab_node import run_lab_node
@@ -220,7 +220,7 @@ def node_argv(
 def pausing(argv: list[str], seconds: float) -> list[str]:
     """A `concord trainer run` command line (node_argv of client.trainer) as the drills' trainer that
     pauses ``seconds`` between its files and its manifest (`python -m scripts.drills run ...`)."""
-    i = argv.index("client.trainer")
+    i = argv.index("concord.client.trainer")
     return argv[:i] + ["scripts.drills"] + argv[i + 1 :] + ["--pause-before-manifest", str(seconds)]
 
 
@@ -275,7 +275,7 @@ def submit_with(
 ) -> tuple[str, Callable[[], None]]:
     """A round-``round_`` bundle trained honestly and uploaded by ``upload(store, bundle) -> digest``;
     returns (digest, a function that submits it with the bundle's proof root and work units)."""
-    from client.engine.bundle import make_bundle
+    from concord.client.engine.bundle import make_bundle
 
     node = connect_node(node_cfg(client, ipfs_api, tmp, task_id, account, f"sdk-trainer-{account}"))
     ctx = load_task_context(node, task_id)
@@ -311,8 +311,8 @@ def validator_thread(
 ) -> NodeThread:
     """A one-round validator node (run_validator, state in tmp/``name``) started in a thread of ``nodes``
     called ``label`` (default: ``name``)."""
-    from validator import context as vctx
-    from validator import node as vnode
+    from concord.validator import context as vctx
+    from concord.validator import node as vnode
 
     cfg = vctx.ValidatorConfig(node_cfg(client, ipfs_api, tmp, task_id, account, name, "validator"), rounds=1)
     return nodes.thread(label or name, lambda stop: vnode.run_validator(cfg, stop))
@@ -411,7 +411,7 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
             victim = enrol(client, VICTIM, Role.TRAINER, STAKE, task_id)
             validator = enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
             facts["honest"] = [victim, validator]
-            argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "victim", 1)
+            argv = node_argv("concord.client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "victim", 1)
             first = nodes.process(pausing(argv, 60), name="trainer")
             wait_for(
                 "the trainer to pause between its files and its manifest",
@@ -460,8 +460,8 @@ def drill_trainer_killed_during_upload(client: ChainClient, ipfs_api: str, tmp: 
 def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillResult:
     """Validator A (a process) SIGKILLed right after its commit, restarted once the reveal phase is
     open: it reveals exactly the plan it wrote before committing, is not slashed, the round settles."""
-    from validator import context as vctx
-    from validator import store as vstore
+    from concord.validator import context as vctx
+    from concord.validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -471,7 +471,7 @@ def drill_validator_killed_between_commit_and_reveal(client: ChainClient, ipfs_a
             a, b = (enrol(client, v, Role.VALIDATOR, STAKE, task_id) for v in (VAL_A, VAL_B))
             facts["honest"] = [trainer, a, b]
             _, submit = submit_honest(client, ipfs_api, tmp, task_id, PEER, 0)
-            argv = node_argv("validator.node", client, ipfs_api, tmp, task_id, VAL_A, "val-a", 1)
+            argv = node_argv("concord.validator.node", client, ipfs_api, tmp, task_id, VAL_A, "val-a", 1)
             a1 = nodes.process(argv, name="validator A")
             wait_for("validator A to start", lambda: a1.saw("start"), alive=any_failed(a1))
             submit()  # the only trainer: the commit phase opens at once
@@ -558,9 +558,9 @@ def drill_ipfs_sigkilled(client: ChainClient, ipfs: IpfsDaemon, tmp: Path, outag
     """The nodes' IPFS daemon SIGKILLed mid-round (one submission on chain, another trainer about to
     upload) and restarted on the same repo ``outage`` seconds later: both nodes log the outage with
     the API address, retry, and the round settles with both honest submissions accepted."""
-    from client.trainer import TrainerConfig, run_trainer
-    from validator import context as vctx
-    from validator import store as vstore
+    from concord.client.trainer import TrainerConfig, run_trainer
+    from concord.validator import context as vctx
+    from concord.validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -649,7 +649,7 @@ def drill_anvil_frozen(
             facts["honest"] = [trainer, validator]
             first_block = client.rpc.block_number() + 1
             v = validator_thread(nodes, client, ipfs_api, tmp, task_id, VAL_A, "validator")
-            argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "trainer", 1)
+            argv = node_argv("concord.client.trainer", client, ipfs_api, tmp, task_id, VICTIM, "trainer", 1)
             t = nodes.process(pausing(argv, 1), name="trainer")
             wait_for("the trainer to be uploading", lambda: t.saw("drill_pause"), alive=any_failed(t, v))
             os.kill(anvil.pid, signal.SIGSTOP)
@@ -714,8 +714,8 @@ def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> 
         try:
             before = (client.concord.totals(), client.concord.node_info(spare.address))
             nonce = client.rpc.call("eth_getTransactionCount", spare.address, "latest")
-            argv = node_argv("client.trainer", client, ipfs_api, tmp, task_id, SPARE, "spare", 1)
-            argv = [argv[0], "-m", "client.cli", "trainer", *argv[3:]]  # `concord trainer run ...`
+            argv = node_argv("concord.client.trainer", client, ipfs_api, tmp, task_id, SPARE, "spare", 1)
+            argv = [argv[0], "-m", "concord.client.cli", "trainer", *argv[3:]]  # `concord trainer run ...`
             argv.remove("--json-logs")  # what a person sees
             done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
             out = done.stdout + done.stderr
@@ -726,7 +726,7 @@ def drill_revert_named_by_cli(client: ChainClient, ipfs_api: str, tmp: Path) -> 
             expect("concord devnet fund" in out, f"trainer run: no fix: {out[-400:]}")
             sent = client.rpc.call("eth_getTransactionCount", spare.address, "latest") != nonce
             expect(not sent, "trainer run: a transaction was sent")
-            argv = [argv[0], "-m", "client.cli", "task", "close", "--task", str(task_id)]
+            argv = [argv[0], "-m", "concord.client.cli", "task", "close", "--task", str(task_id)]
             argv += ["--rpc-url", client.rpc.url, "--deployment", str(client.deployment.save(tmp / "revert-dep.json"))]
             argv += ["--ipfs-api", ipfs_api, "--devnet-account", str(SPARE)]
             done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
@@ -757,7 +757,7 @@ def verdict_times(
 ) -> dict[tuple[str, int], float]:
     """(validator folder name, submission index) -> seconds after ``since`` (monotonic) at which the
     verdict file appeared, polled until ``until()`` or ``timeout``."""
-    from validator import context as vctx
+    from concord.validator import context as vctx
 
     seen: dict[tuple[str, int], float] = {}
     end = time.monotonic() + timeout
@@ -789,9 +789,9 @@ def drill_withheld_leaf(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
     rejected and slashed, the honest trainer paid, the round settles (not void). One validator: two
     in one process raced each other's finalize once (a TxReverted without a reason, outside this
     drill's subject); `concord bench attacks` plays the same cheat against three validator processes."""
+    from concord.validator import context as vctx
+    from concord.validator import store as vstore
     from scripts.adversaries import trainer_cheats as cheats
-    from validator import context as vctx
-    from validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -877,7 +877,7 @@ class DripProxy:
         other request is piped through to the daemon with whatever follows it on the connection."""
         import urllib.parse
 
-        from client.content.manifest import ManifestError, canonical_cid
+        from concord.client.content.manifest import ManifestError, canonical_cid
 
         buf = b""
         while True:
@@ -955,7 +955,7 @@ def proxied_validator(
 ) -> tuple[float, NodeThread]:
     """Validator A behind ``proxy`` (caches warm, as a node that ran before), started in a thread of ``nodes``;
     (its fetch deadline per submission, the thread)."""
-    from client.content.submission import submission_deadline_s
+    from concord.client.content.submission import submission_deadline_s
 
     cfg = node_cfg(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
     warm_caches(client, proxy.api, tmp, task_id, VAL_A, "validator", "validator")
@@ -969,9 +969,9 @@ def drill_slow_provider(client: ChainClient, ipfs_api: str, tmp: Path) -> DrillR
     time and never finishes. The validator fetches the round's submissions concurrently: the slow one
     is rejected (fetch: deadline passed) within its deadline, the two honest ones are verified and
     accepted before it, the slow trainer is slashed, the honest ones paid, the round not void."""
-    from client.content.submission import put_submission
-    from validator import context as vctx
-    from validator import store as vstore
+    from concord.client.content.submission import put_submission
+    from concord.validator import context as vctx
+    from concord.validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()
@@ -1046,9 +1046,9 @@ def drill_slow_state_providers(client: ChainClient, ipfs_api: str, tmp: Path) ->
     one fetch deadline together, not one each: it commits with a verdict on every submission well before the
     commit deadline (the two slow ones rejected at `fetch`, the honest one accepted), the round settles not
     void, the slow trainers are slashed and the honest one paid."""
-    from client.content.submission import put_submission
-    from validator import context as vctx
-    from validator import store as vstore
+    from concord.client.content.submission import put_submission
+    from concord.validator import context as vctx
+    from concord.validator import store as vstore
 
     def body(facts: dict) -> tuple[int, list[str]]:
         nodes = Nodes()

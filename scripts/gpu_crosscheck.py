@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client.engine.config import DEFAULT_TASK, ModelConfig, SamplerConfig
-from client.engine.model import build_policy
+from concord.client.engine.config import DEFAULT_TASK, ModelConfig, SamplerConfig
+from concord.client.engine.model import build_policy
 
 # (name, model, prompts, samples per prompt, sampler): the demo policy and bench proofs' policy.
 SETUPS = {
@@ -41,8 +41,8 @@ TRAINER = "0x" + "c0" * 20
 
 
 def generate_batches() -> dict[str, object]:
-    from client.engine.envs import make_env
-    from client.engine.rollout import generate
+    from concord.client.engine.envs import make_env
+    from concord.client.engine.rollout import generate
 
     env = make_env(DEFAULT_TASK.env)
     return {
@@ -83,11 +83,11 @@ def verify(folder: Path, gpu_file: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from client.engine.bundle import batch_proofs
-    from client.engine.config import ValidationConfig
-    from client.engine.proofs import build_many_rollout_proofs
-    from client.engine.rollout import prefill
-    from validator.checks import check_sampling, toploc_result, toploc_rows
+    from concord.client.engine.bundle import batch_proofs
+    from concord.client.engine.config import ValidationConfig
+    from concord.client.engine.proofs import build_many_rollout_proofs
+    from concord.client.engine.rollout import prefill
+    from concord.validator.checks import check_sampling, toploc_result, toploc_rows
 
     gpu = torch.load(gpu_file)
     exported = torch.load(folder / "tokens.pt")

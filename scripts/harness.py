@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client import chain
-from client.chain import ChainClient, ContractError, Role, Signer, keys
+from concord.client import chain
+from concord.client.chain import ChainClient, ContractError, Role, Signer, keys
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from client.engine import lm, text_envs
-from client.engine.sampler import prompt_seed
-from client.runtime import paths
+from concord.client.engine import lm, text_envs
+from concord.client.engine.sampler import prompt_seed
+from concord.client.runtime import paths
 
 TRAINER = "0x" + "00" * 19 + "01"
 NAIVE = "Give only the final answer."

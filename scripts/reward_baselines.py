@@ -41,9 +41,9 @@ from math import factorial
 
 import numpy as np
 
-from client.engine import envs
-from client.engine.config import EnvConfig
-from client.engine.envs import (
+from concord.client.engine import envs
+from concord.client.engine.config import EnvConfig
+from concord.client.engine.envs import (
     BLANK,
     BOS,
     EOS,
@@ -230,7 +230,7 @@ class Baseline:
 
 
 def measure(env_id: str, rule_name: str, seeded: int = 4000) -> Baseline:
-    from client.engine.envs import render
+    from concord.client.engine.envs import render
 
     env = make_env(EnvConfig(env_id, {}))
     rule = new_reward if rule_name == "chance-corrected" else legacy_reward

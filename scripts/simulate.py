@@ -16,17 +16,17 @@ from dataclasses import dataclass
 
 import torch
 
-from client.engine.config import TaskConfig
-from client.engine.envs import make_env
-from client.engine.grpo import inner_update, make_inner_optimizer, train_round
-from client.engine.model import (
+from concord.client.engine.config import TaskConfig
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import inner_update, make_inner_optimizer, train_round
+from concord.client.engine.model import (
     build_policy,
     clone_policy,
     load_policy_state,
     policy_state,
 )
-from client.engine.rollout import generate
-from validator.aggregate import outer_step
+from concord.client.engine.rollout import generate
+from concord.validator.aggregate import outer_step
 
 
 @dataclass(frozen=True)

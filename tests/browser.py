@@ -28,7 +28,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from client.runtime import procs
+from concord.client.runtime import procs
 
 
 def chromium_path() -> str:

@@ -32,8 +32,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from client import chain
-from client.chain import ChainClient, Role
+from concord.client import chain
+from concord.client.chain import ChainClient, Role
 
 BPS = 10_000
 

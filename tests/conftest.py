@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from client.content.store import Store
-from client.runtime import procs
-from client.runtime.procs import Daemon
+from concord.client.content.store import Store
+from concord.client.runtime import procs
+from concord.client.runtime.procs import Daemon
 from scripts import devnet
 
 # Nodes keep state under a per-user home (client.runtime.paths, read at call time) unless told
@@ -95,7 +95,7 @@ TOKEN = 10**18
 @pytest.fixture(scope="session")
 def deployed(anvil: AnvilNode):
     """The protocol deployed once per session (DevToken minted to anvil accounts 0..9)."""
-    from client.chain import deploy
+    from concord.client.chain import deploy
 
     return deploy.deploy_devnet(anvil.url, 10, 1_000_000 * TOKEN)
 
@@ -109,7 +109,7 @@ class ChainEnv:
 
     def signer(self, index: int):
         """A fresh Signer (fresh nonce) for anvil default account ``index``."""
-        from client.chain import keys
+        from concord.client.chain import keys
 
         return self.client.signer(keys.devnet_account(index))
 
@@ -150,7 +150,7 @@ class ChainEnv:
 
 @pytest.fixture
 def chain_env(anvil: AnvilNode, deployed) -> Iterator[ChainEnv]:
-    from client import chain
+    from concord.client import chain
 
     client = chain.connect(anvil.url, deployed.deployment)
     snap = client.rpc.call("evm_snapshot")

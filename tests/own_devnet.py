@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from client import chain
-from client.chain import Role
-from client.content.store import Store
-from client.runtime import procs
-from client.runtime.config import NodeConfig
+from concord.client import chain
+from concord.client.chain import Role
+from concord.client.content.store import Store
+from concord.client.runtime import procs
+from concord.client.runtime.config import NodeConfig
 from scripts import devnet
 
 if TYPE_CHECKING:

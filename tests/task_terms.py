@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from client.chain import TaskParams
-from client.engine.config import DEFAULT_TASK, GRPOConfig
+from concord.client.chain import TaskParams
+from concord.client.engine.config import DEFAULT_TASK, GRPOConfig
 from scripts.harness import digest
 
 TOKEN = 10**18
@@ -39,9 +39,9 @@ CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, grou
 
 def node_task(max_rounds: int, min_validators: int):
     """A TaskFile (client.initiator) of CFG on CHAIN_PARAMS' economics, ready for publish_task."""
-    from client.content.task_spec import TaskSpecManifest, derived_limits
-    from client.engine.config import ValidationConfig
-    from client.initiator import UNPUBLISHED, TaskFile
+    from concord.client.content.task_spec import TaskSpecManifest, derived_limits
+    from concord.client.engine.config import ValidationConfig
+    from concord.client.initiator import UNPUBLISHED, TaskFile
 
     params = dataclasses.replace(
         CHAIN_PARAMS,

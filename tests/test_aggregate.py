@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from client.content.weights import save_shards
-from client.engine.config import ConfigError, OuterConfig
-from validator.aggregate import (
+from concord.client.content.weights import save_shards
+from concord.client.engine.config import ConfigError, OuterConfig
+from concord.validator.aggregate import (
     DeltaShapeMismatch,
     agreement_weights,
     clip_deltas,

@@ -22,7 +22,7 @@ import pytest
 from chain_judge import ChainRecord, Scenario, judge, read_chain
 from rich.console import Console
 
-from client.chain import Role
+from concord.client.chain import Role
 from scripts.adversaries.trainer_cheats import CHEATS
 from scripts.adversaries.validator_cheats import VALIDATOR_CHEATS
 from scripts.bench import attacks as bench_attacks

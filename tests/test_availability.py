@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from client.content.store import REQUEST_GRACE, ContentNotFound, DeadlineExceeded, Store
-from client.runtime import procs
+from concord.client.content.store import REQUEST_GRACE, ContentNotFound, DeadlineExceeded, Store
+from concord.client.runtime import procs
 from scripts import devnet
 from scripts import drills as drills
 from scripts.adversaries import trainer_cheats as cheats
@@ -176,17 +176,17 @@ def test_two_slow_state_providers_cost_one_deadline_together_and_do_not_void_the
 
 
 def test_content_that_fails_our_own_daemon_twice_while_it_answers_is_missing(own_ipfs, tmp_path: Path) -> None:
-    """validator.judge.settle_fetches with a real daemon behind the probe (the Validator's chain side is a
+    """concord.validator.judge.settle_fetches with a real daemon behind the probe (the Validator's chain side is a
     stand-in: only the store, address, state dir and task id are read). An own-store failure on a
     submission is retried once; the second one, with the daemon answering a probe, is a `fetch` reject
     whose evidence is on disk before it is published; with the daemon down nothing is judged."""
     from types import SimpleNamespace
 
-    from client.content.store import DaemonError
-    from validator import context as vctx
-    from validator import judge as vjudge
-    from validator import node as vnode
-    from validator import store as vstore
+    from concord.client.content.store import DaemonError
+    from concord.validator import context as vctx
+    from concord.validator import judge as vjudge
+    from concord.validator import node as vnode
+    from concord.validator import store as vstore
 
     store = Store(own_ipfs["api"], tmp_path / "cache", timeout=2.0, retries=1)
     fake_node = SimpleNamespace(store=store, address="0x" + "11" * 20, state_dir=tmp_path / "state")

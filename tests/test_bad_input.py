@@ -24,9 +24,9 @@ from typing import Any, Literal
 import pytest
 import requests
 
-from client.chain import Deployment, TaskParams
-from client.cli import main as cli_main
-from client.content.manifest import (
+from concord.client.chain import Deployment, TaskParams
+from concord.client.cli import main as cli_main
+from concord.client.content.manifest import (
     MAX_FILE_BYTES,
     MAX_MANIFEST_BYTES,
     MAX_SHARDS,
@@ -36,27 +36,27 @@ from client.content.manifest import (
     cid_for_digest,
     digest_of,
 )
-from client.content.model_store import ModelError, fetch_model
-from client.content.store import Store
-from client.content.submission import (
+from concord.client.content.model_store import ModelError, fetch_model
+from concord.client.content.store import Store
+from concord.client.content.submission import (
     STAT_KEYS,
     SubmissionError,
     SubmissionLimits,
     fetch_submission,
 )
-from client.content.task_spec import SECTIONS, TaskSpecError, fetch_task_spec
-from client.digest import Digest
-from client.engine.config import MAX_INNER_STEPS, ModelConfig, TaskConfig, to_dict
-from client.engine.envs import REGISTRY
-from client.initiator import (
+from concord.client.content.task_spec import SECTIONS, TaskSpecError, fetch_task_spec
+from concord.client.digest import Digest
+from concord.client.engine.config import MAX_INNER_STEPS, ModelConfig, TaskConfig, to_dict
+from concord.client.engine.envs import REGISTRY
+from concord.client.initiator import (
     INT_FIELDS,
     REQUIRED,
     TOKEN_FIELDS,
     load_task_file,
 )
-from client.initiator import main as task_main
-from client.runtime import procs
-from client.runtime.config import NodeConfigError, add_node_args, node_config
+from concord.client.initiator import main as task_main
+from concord.client.runtime import procs
+from concord.client.runtime.config import NodeConfigError, add_node_args, node_config
 
 DATA = Path(__file__).parent / "data"
 SMALL_TOML = (DATA / "small_task.toml").read_text().format(inner_steps=1, max_rounds=5, min_validators=1)
@@ -69,7 +69,7 @@ BASE_FILE = tomllib.loads(SMALL_TOML)
 
 def _full_document() -> dict:
     """The small task with every spec field written out (defaults and derived limits included) + [chain]."""
-    from client.content.task_spec import parse_task_spec
+    from concord.client.content.task_spec import parse_task_spec
 
     data = {k: v for k, v in BASE_FILE.items() if k != "chain"}
     spec = parse_task_spec(data, "base")
@@ -432,7 +432,7 @@ def test_the_valid_documents_decode() -> None:
     """The mutations below start from documents that decode, so each refusal is the mutation's."""
     assert ModelManifest.from_bytes(canonical_bytes(MODEL_DOC)).shards[1].name == "model-00001.safetensors"
     assert SubmissionManifest.from_bytes(canonical_bytes(SUB_DOC)).base_round == 2
-    from client.content.task_spec import TaskSpecManifest
+    from concord.client.content.task_spec import TaskSpecManifest
 
     assert TaskSpecManifest.from_bytes(canonical_bytes(SPEC_DOC)).task.grpo.prompts_per_step == 4
 
@@ -657,7 +657,7 @@ def test_bad_task_spec_manifest_is_named_and_nothing_is_cached(dead_store: Store
 )
 def test_huge_documents_are_refused_by_size_before_parsing(data: bytes) -> None:
     """Over one block: refused on its length alone (the Store refuses it from block/stat, before the download)."""
-    from client.content.manifest import ManifestError, decode_manifest
+    from concord.client.content.manifest import ManifestError, decode_manifest
 
     for decode in (ModelManifest.from_bytes, SubmissionManifest.from_bytes, decode_manifest):
         t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client import timing
+from concord.client import timing
 from scripts.bench.round import split_wall
 
 
@@ -19,7 +19,7 @@ def test_spans_nest_exclusively_and_reach_the_file(tmp_path: Path):
     out = tmp_path / "t.jsonl"
     code = textwrap.dedent("""
         import time
-        from client import timing
+        from concord.client import timing
         with timing.span("aggregation"):
             time.sleep(0.05)
             with timing.span("ipfs"):

@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from client.engine.bundle import claimed_mean_reward, make_bundle, proof_root
-from client.engine.config import DEFAULT_TASK, GRPOConfig
-from client.engine.envs import make_env
-from client.engine.grpo import pin_determinism
-from client.engine.model import build_policy, policy_state
-from client.engine.proofs import PROOF_BYTES, merkle_root, rollout_proofs_hash
-from validator.checks import verify_bundle
+from concord.client.engine.bundle import claimed_mean_reward, make_bundle, proof_root
+from concord.client.engine.config import DEFAULT_TASK, GRPOConfig
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import pin_determinism
+from concord.client.engine.model import build_policy, policy_state
+from concord.client.engine.proofs import PROOF_BYTES, merkle_root, rollout_proofs_hash
+from concord.validator.checks import verify_bundle
 
 TRAINER = "0x" + "12" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=4, group_size=4, inner_steps=3))

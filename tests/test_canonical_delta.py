@@ -22,10 +22,10 @@ from rich.console import Console
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from client.chain import Role
-from client.content.manifest import SubmissionManifest
-from client.content.store import Store
-from client.content.submission import (
+from concord.client.chain import Role
+from concord.client.content.manifest import SubmissionManifest
+from concord.client.content.store import Store
+from concord.client.content.submission import (
     SubmissionError,
     check_canonical_delta,
     delta_layout,
@@ -36,12 +36,12 @@ from client.content.submission import (
     submission_files,
     submission_manifest,
 )
-from client.content.task_spec import derived_limits
-from client.engine.bundle import Bundle, make_bundle
-from client.engine.config import DEFAULT_TASK, GRPOConfig
-from client.engine.envs import make_env
-from client.engine.grpo import pin_determinism
-from client.engine.model import build_policy, policy_state
+from concord.client.content.task_spec import derived_limits
+from concord.client.engine.bundle import Bundle, make_bundle
+from concord.client.engine.config import DEFAULT_TASK, GRPOConfig
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import pin_determinism
+from concord.client.engine.model import build_policy, policy_state
 from scripts.adversaries.trainer_cheats import CHEATS, METADATA_BYTES, PADDED_SHARDS
 from scripts.bench import attacks as bench_attacks
 from scripts.demo import NodeSpec
@@ -170,7 +170,7 @@ def test_the_byte_check_names_what_differs(made) -> None:
     _, _, bundle = made
     import hashlib
 
-    from client.content.manifest import ShardRef, cid_for_digest
+    from concord.client.content.manifest import ShardRef, cid_for_digest
 
     def refs(shards: list[tuple[str, bytes]]) -> list[tuple[ShardRef, bytes]]:
         out = []

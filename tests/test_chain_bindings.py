@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from client import chain
+from concord.client import chain
 from scripts import REPO_ROOT
 from scripts import build_artifacts as solc
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from client.chain import artifacts as packaged
-from client.runtime.procs import find_binary
+from concord.client.chain import artifacts as packaged
+from concord.client.runtime.procs import find_binary
 from scripts import REPO_ROOT
 from scripts import build_artifacts as solc
 
@@ -68,7 +68,7 @@ def test_py_solc_x_and_forge_produce_the_same_runtime_bytecode(tmp_path: Path) -
 
 
 def test_packaged_artifacts_match_the_sources() -> None:
-    """client/chain/artifacts.json (what nodes load, no solc needed) is today's compile of contracts/:
+    """concord/client/chain/artifacts.json (what nodes load, no solc needed) is today's compile of contracts/:
     after a contract change, `make artifacts` rewrites it."""
     shipped = json.loads(packaged.PATH.read_text())
     fresh = packaged.to_json(solc.compile_contracts(), solc._compiler_version(), solc.sources_sha256())

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from client import chain
-from client import deploy as deploy_cli
-from client.chain import deploy, keys
+from concord.client import chain
+from concord.client import deploy as deploy_cli
+from concord.client.chain import deploy, keys
 from scripts import REPO_ROOT
 from scripts import build_artifacts as solc
 

@@ -12,9 +12,9 @@ import dataclasses
 import pytest
 from task_terms import CHAIN_PARAMS, TOKEN
 
-from client import chain
-from client.chain import ContractError, Phase, Role
-from client.runtime.seed import commit_shares, reveal_shares, wait_for_seed
+from concord.client import chain
+from concord.client.chain import ContractError, Phase, Role
+from concord.client.runtime.seed import commit_shares, reveal_shares, wait_for_seed
 from scripts.harness import digest
 
 P = CHAIN_PARAMS

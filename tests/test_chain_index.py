@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from task_terms import CHAIN_PARAMS, TOKEN
 
-from client import chain, status
-from client.runtime.index import ChainIndex
+from concord.client import chain, status
+from concord.client.runtime.index import ChainIndex
 from scripts import REPO_ROOT
 
 BUDGET = 1_000 * TOKEN
@@ -72,7 +72,7 @@ def test_status_through_a_shared_index_equals_a_fresh_scan(chain_env) -> None:
 
 def _dashboard(argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", "dashboard", *argv],
+        [sys.executable, "-m", "concord.client.cli", "dashboard", *argv],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

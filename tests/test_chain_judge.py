@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 from chain_judge import ChainRecord, Scenario, judge
 
-from client import chain
-from client.chain import Role
+from concord.client import chain
+from concord.client.chain import Role
 
 TASK = 1
 INITIATOR, HONEST, CHEATER, V1, V2, VCHEAT = (f"0x{c * 40}" for c in "abcdef")

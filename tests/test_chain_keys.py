@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from client.chain import keys
-from client.chain.rpc import Rpc, Signer
+from concord.client.chain import keys
+from concord.client.chain.rpc import Rpc, Signer
 
 SECRET = "0x" + "4c" * 32
 SECRET_ADDRESS = Account.from_key(SECRET).address

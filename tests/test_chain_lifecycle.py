@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 from task_terms import CHAIN_PARAMS, TOKEN
 
-from client import chain
-from client.chain import ContractError, Phase, Role, TaskParams
-from client.runtime.seed import commit_shares, reveal_shares, wait_for_seed
+from concord.client import chain
+from concord.client.chain import ContractError, Phase, Role, TaskParams
+from concord.client.runtime.seed import commit_shares, reveal_shares, wait_for_seed
 from scripts.harness import conservation, digest
 
 BASE = CHAIN_PARAMS

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from client import timing
-from client.chain import keys
-from client.chain.rpc import BroadcastUnknown, NonceConflict, RetryPolicy, Rpc, RpcError, RpcUnavailable, Signer
-from client.runtime import procs
+from concord.client import timing
+from concord.client.chain import keys
+from concord.client.chain.rpc import BroadcastUnknown, NonceConflict, RetryPolicy, Rpc, RpcError, RpcUnavailable, Signer
+from concord.client.runtime import procs
 from scripts import REPO_ROOT, devnet
 
 RECIPIENT = "0x000000000000000000000000000000000000bEEF"
@@ -52,7 +52,7 @@ def test_concurrent_sends_from_one_signer_use_consecutive_nonces(fresh_anvil) ->
 def test_dead_endpoint_is_retried_a_bounded_number_of_times(caplog: pytest.LogCaptureFixture) -> None:
     port = procs.free_port()
     rpc = Rpc(f"http://127.0.0.1:{port}", timeout=1, retry=RetryPolicy(attempts=3, base_delay=0.01))
-    with caplog.at_level(logging.WARNING, logger="client.chain.rpc"):
+    with caplog.at_level(logging.WARNING, logger="concord.client.chain.rpc"):
         with pytest.raises(RpcUnavailable) as exc:
             rpc.chain_id()
     assert exc.value.attempts == 3 and exc.value.method == "eth_chainId"
@@ -67,7 +67,7 @@ def test_rpc_recovers_when_the_node_comes_up_during_retries(tmp_path: Path, capl
     starter = threading.Timer(0.3, lambda: started.append(devnet.start_anvil(port, tmp_path / "anvil.log")))
     starter.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="client.chain.rpc"):
+        with caplog.at_level(logging.WARNING, logger="concord.client.chain.rpc"):
             assert rpc.chain_id() == 31337
         assert any("retry" in r.getMessage() for r in caplog.records)
     finally:
@@ -144,8 +144,8 @@ def test_lost_reply_is_rebroadcast_as_the_same_transaction_not_a_second_one(fres
 
 _NODE_PROCESS = """
 import sys
-from client.chain import keys
-from client.chain.rpc import Rpc, Signer
+from concord.client.chain import keys
+from concord.client.chain.rpc import Rpc, Signer
 signer = Signer(Rpc(sys.argv[1]), keys.devnet_account(int(sys.argv[2])))
 pending = [signer.send(sys.argv[3], b"", value=int(sys.argv[2])) for _ in range(8)]
 signer.wait_all(pending)

@@ -8,9 +8,9 @@ from eth_abi import encode
 from eth_utils import keccak
 from task_terms import CHAIN_PARAMS, TOKEN
 
-from client import chain
-from client.chain import Phase, Role
-from client.runtime.seed import SeedWatch, commit_shares, reveal_shares, seed_step, wait_for_seed
+from concord.client import chain
+from concord.client.chain import Phase, Role
+from concord.client.runtime.seed import SeedWatch, commit_shares, reveal_shares, seed_step, wait_for_seed
 from scripts.harness import conservation, digest
 
 P = CHAIN_PARAMS

@@ -18,25 +18,25 @@ import pytest
 from own_devnet import FAST, devnet_node
 from task_terms import STAKE, node_task
 
-from client import chain
-from client.chain import ContractError, Phase, Role, keys
-from client.content.manifest import parse_canonical
-from client.content.store import ContentNotFound, Store
-from client.digest import Digest
-from client.engine.grpo import pin_determinism
-from client.initiator import publish_task
-from client.runtime.config import NodeConfig
-from client.runtime.connect import Node
-from client.runtime.display import Display
-from client.runtime.task import TaskContext, load_task_context, phase_now
-from client.trainer import Prepared, prepare_submission, submit_round
+from concord.client import chain
+from concord.client.chain import ContractError, Phase, Role, keys
+from concord.client.content.manifest import parse_canonical
+from concord.client.content.store import ContentNotFound, Store
+from concord.client.digest import Digest
+from concord.client.engine.grpo import pin_determinism
+from concord.client.initiator import publish_task
+from concord.client.runtime.config import NodeConfig
+from concord.client.runtime.connect import Node
+from concord.client.runtime.display import Display
+from concord.client.runtime.task import TaskContext, load_task_context, phase_now
+from concord.client.trainer import Prepared, prepare_submission, submit_round
+from concord.validator import consensus as vcons
+from concord.validator import context as vctx
+from concord.validator import fetch as vfetch
+from concord.validator import judge as vjudge
+from concord.validator import node as vnode
 from scripts.adversaries.trainer_cheats import CHEATS, CheatingTrainer, cheat_context
 from scripts.harness import enrol
-from validator import consensus as vcons
-from validator import context as vctx
-from validator import fetch as vfetch
-from validator import judge as vjudge
-from validator import node as vnode
 
 INITIATOR, TRAINER, OTHER, COPIER, VALIDATOR = 0, 1, 2, 3, 4
 TASK = node_task(max_rounds=3, min_validators=1)
@@ -261,8 +261,8 @@ def test_trainer_loop_submits_the_cheat_and_logs_it(chain_env, ipfs, tmp_path, c
     import logging
     import threading
 
-    from client.content.submission import fetch_submission
-    from client.trainer import TrainerConfig, run_trainer
+    from concord.client.content.submission import fetch_submission
+    from concord.client.trainer import TrainerConfig, run_trainer
 
     store = Store(ipfs.api, tmp_path / "cache", timeout=2.0)
     task_id = publish_task(chain_env.client, chain_env.signer(INITIATOR), store, TASK).task_id

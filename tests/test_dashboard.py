@@ -1,6 +1,6 @@
 """`concord dashboard` in a real browser (issue 14, onlookers): a devnet of its own plays 2 rounds with a
 cheating trainer (`inflated_rewards`), one honest trainer and one validator (scripts.demo.run_network,
-as tests/test_network.py); then the dashboard runs as a user starts it (`python -m client.cli
+as tests/test_network.py); then the dashboard runs as a user starts it (`python -m concord.client.cli
 dashboard`, behind a JSON-RPC proxy that records every eth_getLogs range) and headless Chromium
 (tests/browser.py, DevTools protocol) loads the page.
 
@@ -29,9 +29,9 @@ import pytest
 from browser import Chromium, RpcLog, rpc_proxy
 from own_devnet import TASK_FILE, NetworkRun, network_run
 
-from client.chain import Role, keys
-from client.runtime import procs
-from client.units import format_amount
+from concord.client.chain import Role, keys
+from concord.client.runtime import procs
+from concord.client.units import format_amount
 from scripts import REPO_ROOT
 from scripts.demo import NetworkPlan, demo_nodes
 
@@ -62,7 +62,7 @@ class Board:
 def start_dashboard(argv: list[str], log: Path, timeout: float = 60.0) -> tuple[procs.Daemon, str]:
     """`concord dashboard ARGV` as a process of its own; (its daemon, the URL it printed)."""
     log.unlink(missing_ok=True)  # the URL is read from it
-    argv = [sys.executable, "-m", "client.cli", "dashboard", *argv]
+    argv = [sys.executable, "-m", "concord.client.cli", "dashboard", *argv]
     daemon, proc = procs.start("dashboard", argv, log, cwd=REPO_ROOT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

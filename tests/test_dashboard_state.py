@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from client import chain
-from client.chain import EventMeta, Phase
-from client.dashboard.server import DashboardHTTPServer, host_allowed
-from client.dashboard.state import ContentCache, amounts_as_strings, evidence_mismatch, round_timeline
+from concord.client import chain
+from concord.client.chain import EventMeta, Phase
+from concord.client.dashboard.server import DashboardHTTPServer, host_allowed
+from concord.client.dashboard.state import ContentCache, amounts_as_strings, evidence_mismatch, round_timeline
 
 pytestmark = pytest.mark.unit
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from own_devnet import TASK_FILE, port_flags
 
-from client import chain
-from client.chain import Role
-from client.runtime import procs
+from concord.client import chain
+from concord.client.chain import Role
+from concord.client.runtime import procs
 from scripts import REPO_ROOT, devnet
 from scripts.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
 from scripts.harness import Actor, Conservation, Ledger, wait_for

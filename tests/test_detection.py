@@ -14,8 +14,8 @@ import dataclasses
 import pytest
 import torch
 
-from client.engine import sampler as smp
-from client.engine.bundle import (
+from concord.client.engine import sampler as smp
+from concord.client.engine.bundle import (
     Bundle,
     batch_proofs,
     claimed_mean_reward,
@@ -23,13 +23,13 @@ from client.engine.bundle import (
     proofs_root,
     strip_private,
 )
-from client.engine.config import DEFAULT_TASK, TaskConfig
-from client.engine.envs import SYM0, make_env, rewards
-from client.engine.grpo import inner_update, make_inner_optimizer, pin_determinism, replay_training, state_delta
-from client.engine.model import build_policy, clone_policy, policy_state
-from client.engine.rollout import RolloutBatch, completion_mask, generate, generate_tokens, prefill
-from client.engine.sampler import sample_keys
-from validator.checks import (
+from concord.client.engine.config import DEFAULT_TASK, TaskConfig
+from concord.client.engine.envs import SYM0, make_env, rewards
+from concord.client.engine.grpo import inner_update, make_inner_optimizer, pin_determinism, replay_training, state_delta
+from concord.client.engine.model import build_policy, clone_policy, policy_state
+from concord.client.engine.rollout import RolloutBatch, completion_mask, generate, generate_tokens, prefill
+from concord.client.engine.sampler import sample_keys
+from concord.validator.checks import (
     ValidationConfig,
     assigned_indices,
     check_sampling,
@@ -68,7 +68,7 @@ def base() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def honest(base, env) -> tuple[Bundle, list[RolloutBatch]]:
     """The honest bundle and the trainer's own batches (hidden states kept)."""
-    from client.engine.grpo import train_round
+    from concord.client.engine.grpo import train_round
 
     batches, delta = train_round(base, env, CFG.grpo, CFG.sampler, TASK_ID, ROUND, TRAINER)
     proofs = tuple(batch_proofs(b) for b in batches)

@@ -15,8 +15,8 @@ import ipfshttpclient
 import pytest
 from own_devnet import free_ports
 
-from client import chain
-from client.runtime import procs
+from concord.client import chain
+from concord.client.runtime import procs
 from scripts import devnet
 
 

@@ -1,4 +1,4 @@
-"""client.digest: one 32-byte digest type, one text form ("0x" + 64 lowercase hex), strict parsing."""
+"""concord.client.digest: one 32-byte digest type, one text form ("0x" + 64 lowercase hex), strict parsing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from client.digest import Digest, InvalidDigest
+from concord.client.digest import Digest, InvalidDigest
 
 RAW = hashlib.sha256(b"").digest()
 HEX = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

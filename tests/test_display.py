@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from client.runtime import display
-from client.runtime.display import Display
+from concord.client.runtime import display
+from concord.client.runtime.display import Display
 
 pytestmark = pytest.mark.unit
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from client.runtime import procs
-from client.runtime.config import ENV_VARS
+from concord.client.runtime import procs
+from concord.client.runtime.config import ENV_VARS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

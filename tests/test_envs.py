@@ -10,8 +10,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from client.engine.config import EnvConfig
-from client.engine.envs import (
+from concord.client.engine.config import EnvConfig
+from concord.client.engine.envs import (
     BLANK,
     BOS,
     EOS,

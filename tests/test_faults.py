@@ -39,12 +39,17 @@ from pathlib import Path
 
 import pytest
 
-from client import chain
-from client.chain import Role
-from client.runtime import procs
-from client.runtime.connect import connect_node
-from client.runtime.task import load_task_context, model_for_round
-from client.trainer import TrainerConfig, run_trainer
+from concord.client import chain
+from concord.client.chain import Role
+from concord.client.runtime import procs
+from concord.client.runtime.connect import connect_node
+from concord.client.runtime.task import load_task_context, model_for_round
+from concord.client.trainer import TrainerConfig, run_trainer
+from concord.validator import consensus as vcons
+from concord.validator import context as vctx
+from concord.validator import node as vnode
+from concord.validator import shares
+from concord.validator import store as vstore
 from scripts import devnet
 from scripts import drills as drills
 from scripts.drills import (
@@ -62,11 +67,6 @@ from scripts.drills import (
     node_cfg,
 )
 from scripts.harness import TOKEN, conservation, enrol, wait_for
-from validator import consensus as vcons
-from validator import context as vctx
-from validator import node as vnode
-from validator import shares
-from validator import store as vstore
 
 SLASH = 80 * TOKEN
 
@@ -128,7 +128,7 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(
     other = enrol(client, PEER, Role.TRAINER, STAKE, task_id)
     enrol(client, VAL_A, Role.VALIDATOR, STAKE, task_id)
 
-    argv = node_argv("client.trainer", client, ipfs.api, tmp_path, task_id, VICTIM, "victim", rounds)
+    argv = node_argv("concord.client.trainer", client, ipfs.api, tmp_path, task_id, VICTIM, "victim", rounds)
     first = NodeProcess(argv)
     node_processes.append(first)
     wait_for("the victim's round 0 submission", lambda: first.saw("submitted", round=0), alive=any_failed(first))
@@ -203,8 +203,8 @@ def test_trainer_sigkilled_mid_round_resumes_and_never_submits_twice(
 def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
     chain_env, ipfs, tmp_path: Path, node_processes, node_threads
 ):
-    from client.content.submission import put_submission
-    from client.engine.bundle import make_bundle
+    from concord.client.content.submission import put_submission
+    from concord.client.engine.bundle import make_bundle
 
     client, rounds = chain_env.client, 2
     task_id = publish(client, ipfs.api, tmp_path, rounds, min_validators=2)
@@ -231,7 +231,7 @@ def test_validator_down_past_the_reveal_deadline_voids_the_round_and_resumes(
             trainer, task_id, round_, round_, digest.bytes, bytes(bundle.proof_root), bundle.work_units
         )
 
-    argv = node_argv("validator.node", client, ipfs.api, tmp_path, task_id, VAL_A, "val-a", rounds)
+    argv = node_argv("concord.validator.node", client, ipfs.api, tmp_path, task_id, VAL_A, "val-a", rounds)
     a1 = NodeProcess(argv)
     node_processes.append(a1)
     wait_for("validator A to start", lambda: a1.saw("start"), alive=any_failed(a1))

@@ -10,15 +10,14 @@ import hashlib
 import pytest
 import torch
 
-from client.digest import Digest
-from client.engine.bundle import claimed_mean_reward, make_bundle
-from client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
-from client.engine.envs import make_env, rewards
-from client.engine.grpo import pin_determinism
-from client.engine.model import build_policy
-from scripts.bench.verify import forged_step_bundle
-from validator.checks import verify_bundle
-from validator.flags import (
+from concord.client.digest import Digest
+from concord.client.engine.bundle import claimed_mean_reward, make_bundle
+from concord.client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationConfig
+from concord.client.engine.envs import make_env, rewards
+from concord.client.engine.grpo import pin_determinism
+from concord.client.engine.model import build_policy
+from concord.validator.checks import verify_bundle
+from concord.validator.flags import (
     CHECK_CODES,
     MAX_FLAGS,
     ROW,
@@ -29,7 +28,8 @@ from validator.flags import (
     flags_from_verdict,
     round_flags,
 )
-from validator.sampling import CheckSample, draw_sample, merge
+from concord.validator.sampling import CheckSample, draw_sample, merge
+from scripts.bench.verify import forged_step_bundle
 
 TRAINER = "0x" + "ab" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=3))

@@ -1,7 +1,7 @@
 """One honest validator suffices (issue 21), against real Anvil + js-ipfs + torch.
 
 A round of the small task in sampled mode with two trainers and two validators that run
-`validator.node.step` in turn in this process: an honest one, and a `lazy` one (the lab's hook that samples
+`concord.validator.node.step` in turn in this process: an honest one, and a `lazy` one (the lab's hook that samples
 no row and no step, as a validator whose own sample happened to miss the fault). Trainer #1 submits
 proofs of random bytes (consistent proof root): only a sampled row sees them. The honest validator's sample
 fails, it flags the row on chain; the lazy one, which accepted on its own sample, re-checks exactly the
@@ -18,23 +18,23 @@ from pathlib import Path
 import numpy as np
 from own_devnet import FAST, devnet_node
 
-from client import chain
-from client.chain import Flagged, Phase, Role, keys
-from client.content.submission import put_submission
-from client.digest import Digest
-from client.engine.bundle import Bundle, make_bundle, proofs_root
-from client.engine.grpo import pin_determinism
-from client.initiator import load_task_file, publish_task
-from client.runtime.connect import connect_node
-from client.runtime.task import load_task_context, model_for_round
+from concord.client import chain
+from concord.client.chain import Flagged, Phase, Role, keys
+from concord.client.content.submission import put_submission
+from concord.client.digest import Digest
+from concord.client.engine.bundle import Bundle, make_bundle, proofs_root
+from concord.client.engine.grpo import pin_determinism
+from concord.client.initiator import load_task_file, publish_task
+from concord.client.runtime.connect import connect_node
+from concord.client.runtime.task import load_task_context, model_for_round
+from concord.validator import consensus as vcons
+from concord.validator import context as vctx
+from concord.validator import fetch as vfetch
+from concord.validator import node as vnode
+from concord.validator import store as vstore
+from concord.validator.flags import MAX_FLAGS, ROW, FlagItem
 from scripts.adversaries import validator_cheats as cheats
 from scripts.harness import conservation, enrol
-from validator import consensus as vcons
-from validator import context as vctx
-from validator import fetch as vfetch
-from validator import node as vnode
-from validator import store as vstore
-from validator.flags import MAX_FLAGS, ROW, FlagItem
 
 TOKEN = 10**18
 STAKE = 100 * TOKEN

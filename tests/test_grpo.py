@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from client.engine.config import EnvConfig, GRPOConfig, ModelConfig, SamplerConfig
-from client.engine.envs import make_env
-from client.engine.grpo import (
+from concord.client.engine.config import EnvConfig, GRPOConfig, ModelConfig, SamplerConfig
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import (
     GroupSizeMismatch,
     advantages,
     delta_similarity,
@@ -20,7 +20,7 @@ from client.engine.grpo import (
     replay_training,
     train_round,
 )
-from client.engine.model import build_policy, policy_state
+from concord.client.engine.model import build_policy, policy_state
 
 TRAINER = "0x" + "ab" * 20
 MODEL = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=24, seed=4)
@@ -118,7 +118,7 @@ def test_sgd_inner_optimizer_and_warmup_replay_exactly() -> None:
     replayed = replay_training(base, batches, cfg)
     assert all(torch.equal(replayed[k], delta[k]) for k in delta)
     # warmup: inner step k runs at lr * min(1, (k + 1) / 3)
-    from client.engine.grpo import inner_update, make_inner_optimizer
+    from concord.client.engine.grpo import inner_update, make_inner_optimizer
 
     policy = build_policy(MODEL)
     opt = make_inner_optimizer(policy, cfg)

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from client.content.manifest import canonical_bytes
-from client.content.store import REQUEST_GRACE, ContentNotFound, Store
-from client.digest import Digest
-from client.runtime import procs
-from client.runtime.procs import Daemon
+from concord.client.content.manifest import canonical_bytes
+from concord.client.content.store import REQUEST_GRACE, ContentNotFound, Store
+from concord.client.digest import Digest
+from concord.client.runtime import procs
+from concord.client.runtime.procs import Daemon
 from scripts import devnet
 
 

@@ -19,6 +19,8 @@ import pytest
 
 from scripts import REPO_ROOT
 
+LIB = REPO_ROOT / "concord"  # the one import package: concord.client, concord.validator
+
 pytestmark = pytest.mark.unit
 
 # room -> the rooms it may import (besides itself)
@@ -54,7 +56,7 @@ def room(module: str) -> str:
 
 
 def module_name(path: Path) -> str:
-    return ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+    return ".".join(path.relative_to(LIB).with_suffix("").parts).removesuffix(".__init__")
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -62,18 +64,23 @@ def imports(path: Path) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names]
+            out += [(node.lineno, ours(a.name)) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from client import chain` imports the module client.chain
-            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+            # `from concord.client import chain` imports the module client.chain
+            out += [(node.lineno, ours(f"{node.module}.{a.name}")) for a in node.names]
     assert not any(isinstance(n, ast.ImportFrom) and n.level > 0 for n in ast.walk(ast.parse(path.read_text()))), (
         f"{path}: relative import (the house uses absolute imports)"
     )
     return out
 
 
+def ours(name: str) -> str:
+    """concord.client.chain -> client.chain: the rooms below are named inside the package."""
+    return name.removeprefix("concord.")
+
+
 def library_files() -> list[Path]:
-    return sorted([*(REPO_ROOT / "client").rglob("*.py"), *(REPO_ROOT / "validator").rglob("*.py")])
+    return sorted([*(LIB / "client").rglob("*.py"), *(LIB / "validator").rglob("*.py")])
 
 
 def first_party(name: str) -> bool:
@@ -93,7 +100,7 @@ def test_library_never_imports_the_lab() -> None:
 def test_client_never_imports_validator() -> None:
     bad = [
         f"{p.relative_to(REPO_ROOT)}:{line} imports {name}"
-        for p in (REPO_ROOT / "client").rglob("*.py")
+        for p in (LIB / "client").rglob("*.py")
         for line, name in imports(p)
         if name.split(".")[0] == "validator"
     ]
@@ -102,7 +109,7 @@ def test_client_never_imports_validator() -> None:
 
 def test_rooms_import_only_rooms_below_them() -> None:
     bad = []
-    for p in (REPO_ROOT / "client").rglob("*.py"):
+    for p in (LIB / "client").rglob("*.py"):
         me = room(module_name(p))
         if me in ROLES or me not in ALLOWED:
             assert me in ROLES, f"{p.relative_to(REPO_ROOT)} is in no room of client/: add it to docs/ARCHITECTURE.md"
@@ -121,16 +128,17 @@ def test_rooms_import_only_rooms_below_them() -> None:
 def test_the_graph_checker_sees_function_level_imports(tmp_path: Path) -> None:
     """The rule would be empty if imports inside functions went unseen (they were how the old house hid them)."""
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from validator import node\n    import scripts.demo\n")
+    f.write_text("def f():\n    from concord.validator import node\n    import scripts.demo\n")
     assert imports(f) == [(2, "validator.node"), (3, "scripts.demo")]
 
 
 def test_the_lab_is_not_packaged() -> None:
-    """pyproject's package list ships client and validator only: a wheel carries no lab."""
+    """pyproject's package list ships the one package `concord` (client and validator inside): no lab, no
+    generic top-level name like `client` that another distribution could also install."""
     import tomllib
 
     found = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    assert set(found["include"]) == {"client*", "validator*"}
+    assert set(found["include"]) == {"concord*"}
 
 
 def test_honest_loops_carry_no_cheat_or_drill_code() -> None:
@@ -141,7 +149,7 @@ def test_honest_loops_carry_no_cheat_or_drill_code() -> None:
         *(f"validator/{room}.py" for room in VALIDATOR_ROOMS),
         "client/content/submission.py",
     ):
-        text = (REPO_ROOT / rel).read_text().lower()
+        text = (LIB / rel).read_text().lower()
         assert [w for w in ("cheat", "drill", "concord_drill") if w in text] == [], rel
 
 
@@ -177,7 +185,7 @@ MAX_ROOM_LINES = 300
 def test_validator_rooms_import_downward_only_and_stay_small() -> None:
     bad = []
     for i, me in enumerate(VALIDATOR_ROOMS):
-        path = REPO_ROOT / "validator" / f"{me}.py"
+        path = LIB / "validator" / f"{me}.py"
         lines = len(path.read_text().splitlines())
         if lines > MAX_ROOM_LINES:
             bad.append(f"validator/{me}.py: {lines} lines (at most {MAX_ROOM_LINES})")
@@ -187,7 +195,7 @@ def test_validator_rooms_import_downward_only_and_stay_small() -> None:
             if parts[0] == "validator" and len(parts) > 1 and parts[1] != me and parts[1] not in allowed:
                 bad.append(f"validator/{me}.py:{line} imports {name}")
     for leaf in VALIDATOR_LEAVES:
-        for line, name in imports(REPO_ROOT / "validator" / f"{leaf}.py"):
+        for line, name in imports(LIB / "validator" / f"{leaf}.py"):
             if name.split(".")[0] == "validator" and name.split(".")[1] in VALIDATOR_ROOMS:
                 bad.append(f"validator/{leaf}.py:{line} imports {name} (a leaf imports no node room)")
     assert bad == []

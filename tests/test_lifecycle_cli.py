@@ -16,14 +16,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from task_terms import CHAIN_PARAMS, STAKE, TOKEN
 
-from client.chain import Role
-from client.cli import main as cli_main
-from client.content.model_store import put_model
-from client.content.store import Store
-from client.engine.config import ModelConfig
-from client.engine.model import build_policy, policy_state
-from client.model_export import CONFIG_FILE, WEIGHTS_FILE, load_export, verify_export
-from client.runtime.config import ENV_VARS
+from concord.client.chain import Role
+from concord.client.cli import main as cli_main
+from concord.client.content.model_store import put_model
+from concord.client.content.store import Store
+from concord.client.engine.config import ModelConfig
+from concord.client.engine.model import build_policy, policy_state
+from concord.client.model_export import CONFIG_FILE, WEIGHTS_FILE, load_export, verify_export
+from concord.client.runtime.config import ENV_VARS
 
 INITIATOR, TRAINER, VALIDATOR = 0, 3, 4
 UNBOND_DELAY = 60  # client.chain.deploy.DEVNET_UNBOND_DELAY
@@ -270,11 +270,11 @@ def test_stake_flags_are_tokens_on_chain(net, store: Store, ipfs, tmp_path: Path
     from own_devnet import devnet_node
     from task_terms import node_task
 
-    from client.initiator import publish_task
-    from client.units import parse_amount
-    from validator import consensus as vcons
-    from validator import context as vctx
-    from validator import node as vnode
+    from concord.client.initiator import publish_task
+    from concord.client.units import parse_amount
+    from concord.validator import consensus as vcons
+    from concord.validator import context as vctx
+    from concord.validator import node as vnode
 
     env, _ = net
     task = publish_task(env.client, env.signer(INITIATOR), store, node_task(max_rounds=2, min_validators=1)).task_id

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.digest import Digest, InvalidDigest
-from client.engine import lm, text_envs
-from client.engine.lm import SMOLLM2_135M, ModelSource, ModelSourceError
-from client.engine.sampler import prompt_seed
-from client.engine.text_envs import (
+from concord.client.digest import Digest, InvalidDigest
+from concord.client.engine import lm, text_envs
+from concord.client.engine.lm import SMOLLM2_135M, ModelSource, ModelSourceError
+from concord.client.engine.sampler import prompt_seed
+from concord.client.engine.text_envs import (
     BadCompletion,
     BadTextEnvParams,
     PromptTooLong,
@@ -301,7 +301,7 @@ def test_bad_environments_are_refused_naming_the_field() -> None:
 
 
 def test_the_lm_task_file_is_the_default_lm_task() -> None:
-    from client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
+    from concord.client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
     from scripts import REPO_ROOT
 
     task = load_lm_task(REPO_ROOT / "configs" / "lm_task.toml")
@@ -326,8 +326,8 @@ def test_the_lm_task_file_is_the_default_lm_task() -> None:
 def test_a_bad_lm_task_file_names_the_field(tmp_path: Path, edit: dict[str, object], error: str, field: str) -> None:
     import tomllib
 
-    from client.engine.config import from_dict
-    from client.engine.lm_task import LMTaskConfig
+    from concord.client.engine.config import from_dict
+    from concord.client.engine.lm_task import LMTaskConfig
     from scripts import REPO_ROOT
 
     raw = tomllib.loads((REPO_ROOT / "configs" / "lm_task.toml").read_text())
@@ -347,7 +347,7 @@ def test_a_bad_lm_task_file_names_the_field(tmp_path: Path, edit: dict[str, obje
 
 
 def test_device_flag_names_what_is_wrong() -> None:
-    from client.runtime.config import NodeConfigError, check_device
+    from concord.client.runtime.config import NodeConfigError, check_device
 
     check_device("cpu")
     with pytest.raises(NodeConfigError, match="--device: expected cpu, cuda or cuda:N"):
@@ -360,8 +360,8 @@ def test_device_flag_names_what_is_wrong() -> None:
 def test_the_benchs_heldout_set_is_disjoint_from_training_by_content() -> None:
     """The held-out seeds of a round no trainer reaches still draw training problems when the problem
     space is small (chain_sum with one-digit terms has ~200); the bench drops those and says how many."""
-    from client.engine.lm_rollout import heldout_seeds
-    from client.engine.lm_task import DEFAULT_LM_TASK
+    from concord.client.engine.lm_rollout import heldout_seeds
+    from concord.client.engine.lm_task import DEFAULT_LM_TASK
     from scripts.bench.lm import TASK_ID, disjoint_heldout, training_seeds
 
     env, grpo = DEFAULT_LM_TASK.env.make(), DEFAULT_LM_TASK.grpo

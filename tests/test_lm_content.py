@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from client.content.lm_content import (
+from concord.client.content.lm_content import (
     KIND,
     LMTaskSpec,
     fetch_lm_submission,
@@ -26,17 +26,17 @@ from client.content.lm_content import (
     put_lm_submission,
     resolve_base,
 )
-from client.content.manifest import ShardRef, canonical_bytes, parse_canonical
-from client.content.model_store import ModelError
-from client.content.store import Store
-from client.content.submission import SubmissionError, put_submission
-from client.content.task_spec import TaskSpecError, put_task_spec
-from client.engine.config import GRPOConfig
-from client.engine.lm import SMOLLM2_135M
-from client.engine.lm_grpo import LMSubmission
-from client.engine.lm_task import DEFAULT_LM_TASK
-from client.engine.rollout import RolloutBatch
-from client.initiator import load_task_file
+from concord.client.content.manifest import ShardRef, canonical_bytes, parse_canonical
+from concord.client.content.model_store import ModelError
+from concord.client.content.store import Store
+from concord.client.content.submission import SubmissionError, put_submission
+from concord.client.content.task_spec import TaskSpecError, put_task_spec
+from concord.client.engine.config import GRPOConfig
+from concord.client.engine.lm import SMOLLM2_135M
+from concord.client.engine.lm_grpo import LMSubmission
+from concord.client.engine.lm_task import DEFAULT_LM_TASK
+from concord.client.engine.rollout import RolloutBatch
+from concord.client.initiator import load_task_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = "0x" + "a1" * 20

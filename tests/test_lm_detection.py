@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.engine import lm, text_envs
-from client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
-from client.engine.lm_grpo import LMSubmission, make_submission
-from client.engine.lm_rollout import (
+from concord.client.engine import lm, text_envs
+from concord.client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
+from concord.client.engine.lm_grpo import LMSubmission, make_submission
+from concord.client.engine.lm_rollout import (
     AdapterConfig,
     AdapterConfigError,
     LMRollouts,
@@ -27,9 +27,9 @@ from client.engine.lm_rollout import (
     attach_adapters,
     group_states,
 )
+from concord.validator.lm_checks import verify_submission
+from concord.validator.sampling import CheckSample
 from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext
-from validator.lm_checks import verify_submission
-from validator.sampling import CheckSample
 
 pytestmark = pytest.mark.unit
 
@@ -146,8 +146,8 @@ def test_sampled_checks_prefill_only_the_sampled_rows(ctx: LMCheatContext, hones
 
 
 def test_a_drawn_sample_maps_rows_onto_groups(ctx: LMCheatContext, honest: LMSubmission) -> None:
-    from client.digest import Digest
-    from validator.sampling import draw_sample
+    from concord.client.digest import Digest
+    from concord.validator.sampling import draw_sample
 
     vcfg = ValidationConfig(prefill_precision="fp32", mode="sampled", row_fraction=0.25, replay_steps=0)
     rows = GRPO.prompts_per_step * GRPO.group_size
@@ -163,8 +163,8 @@ def test_a_flagged_row_of_an_lm_round_is_rejected_by_the_validators_that_recheck
     """One token edited in row 1 of step 1's second group (row n = 1 x G + 1 = 5 of step 1): the
     validator whose sample holds that row flags (ROW, step 1, row 5); one whose own sample missed it
     re-checks exactly the flagged row and rejects; the honest round re-checks clean."""
+    from concord.validator.flags import ROW, flagged_sample, flags_from_verdict
     from scripts.adversaries.lm_cheats import _recount, _seed
-    from validator.flags import ROW, flagged_sample, flags_from_verdict
 
     vcfg = ValidationConfig(prefill_precision="fp32", mode="sampled", row_fraction=0.1, replay_steps=1)
     g = honest.steps[1][1]

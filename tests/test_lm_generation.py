@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from client.engine import lm, text_envs
-from client.engine import sampler as smp
-from client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
-from client.engine.lm_grpo import make_submission
-from client.engine.lm_rollout import AdapterConfig, LMRollouts, adapter_state, attach_adapters, prefill_group
+from concord.client.engine import lm, text_envs
+from concord.client.engine import sampler as smp
+from concord.client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
+from concord.client.engine.lm_grpo import make_submission
+from concord.client.engine.lm_rollout import AdapterConfig, LMRollouts, adapter_state, attach_adapters, prefill_group
+from concord.validator.lm_checks import verify_submission
 from scripts.bench import lm_gen
-from validator.lm_checks import verify_submission
 
 pytestmark = pytest.mark.unit
 

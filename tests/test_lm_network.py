@@ -14,11 +14,11 @@ import pytest
 import torch
 from own_devnet import NetworkRun, network_run
 
-from client import chain
-from client.chain import Role
-from client.content.model_store import LMAdaptersConfig, fetch_model
-from client.digest import Digest
-from client.engine.lm import SMOLLM2_135M, file_sha256, gguf_path
+from concord.client import chain
+from concord.client.chain import Role
+from concord.client.content.model_store import LMAdaptersConfig, fetch_model
+from concord.client.digest import Digest
+from concord.client.engine.lm import SMOLLM2_135M, file_sha256, gguf_path
 from scripts.demo import NetworkPlan, demo_nodes
 
 ROUNDS = 2
@@ -89,11 +89,11 @@ def test_both_validators_revealed_the_same_model(network: NetworkRun):
 def test_the_last_model_exports_as_a_merged_transformers_model(network: NetworkRun, tmp_path: Path):
     from transformers import AutoModelForCausalLM
 
-    from client.content.lm_content import fetch_spec
-    from client.engine import lm
-    from client.engine.lm_rollout import attach_adapters, load_adapter_state
-    from client.model_export import ADAPTERS_FILE, export_model, verify_export
-    from client.runtime import paths
+    from concord.client.content.lm_content import fetch_spec
+    from concord.client.engine import lm
+    from concord.client.engine.lm_rollout import attach_adapters, load_adapter_state
+    from concord.client.model_export import ADAPTERS_FILE, export_model, verify_export
+    from concord.client.runtime import paths
 
     c, task_id = network.client.concord, network.outcome.task_id
     digest = Digest.parse(c.model_digest(task_id, ROUNDS).digest)

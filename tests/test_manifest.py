@@ -8,7 +8,7 @@ import json
 import pytest
 from multiformats import CID
 
-from client.content.manifest import (
+from concord.client.content.manifest import (
     MAX_MANIFEST_BYTES,
     MAX_SHARDS,
     ManifestError,
@@ -22,7 +22,7 @@ from client.content.manifest import (
     digest_for_cid,
     digest_of,
 )
-from client.digest import Digest, InvalidDigest
+from concord.client.digest import Digest, InvalidDigest
 
 
 def ref(name: str, payload: bytes) -> ShardRef:

@@ -26,15 +26,15 @@ import pytest
 from own_devnet import TASK_FILE, free_ports
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import chain, timing
-from client.chain import EventMeta, Role, keys
-from client.content.store import Store
-from client.initiator import load_task_file, publish_task
-from client.runtime import procs
-from client.runtime.config import NodeConfigError
-from client.runtime.display import Display, fields
-from client.runtime.events import Tick
-from client.runtime.metrics import NodeMetrics
+from concord.client import chain, timing
+from concord.client.chain import EventMeta, Role, keys
+from concord.client.content.store import Store
+from concord.client.initiator import load_task_file, publish_task
+from concord.client.runtime import procs
+from concord.client.runtime.config import NodeConfigError
+from concord.client.runtime.display import Display, fields
+from concord.client.runtime.events import Tick
+from concord.client.runtime.metrics import NodeMetrics
 from scripts import REPO_ROOT, devnet
 from scripts.harness import enrol, node_command
 
@@ -92,10 +92,10 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
             enrol(client, n.account, n.role, stake, task_id)
         for n in nodes:
             if n.role == Role.TRAINER:
-                module = "scripts.adversaries.trainer" if n.cheat else "client.trainer"
+                module = "scripts.adversaries.trainer" if n.cheat else "concord.client.trainer"
                 extra = ["--threads", "1", *(["--cheat", n.cheat] if n.cheat else [])]
             else:
-                module, extra = "validator.node", []
+                module, extra = "concord.validator.node", []
             argv = node_command(
                 module, ("--devnet", str(devnet.state_file(state))), task_id, n.account, state / n.name, ROUNDS, 0.05
             )
@@ -154,7 +154,7 @@ def test_running_nodes_serve_their_metrics(scraped: dict[str, dict]) -> None:
 @pytest.mark.unit
 def test_the_feeds_land_in_their_series(monkeypatch: pytest.MonkeyPatch) -> None:
     # the listeners are process-wide: this test's go away with it (timing back to off, too)
-    from client.runtime import display, events
+    from concord.client.runtime import display, events
 
     monkeypatch.setattr(display, "_update_listeners", [])
     monkeypatch.setattr(events, "_tick_listeners", [])
@@ -215,7 +215,7 @@ def test_a_taken_or_bad_metrics_port_names_the_flag() -> None:
         with pytest.raises(NodeConfigError, match=r"--metrics-port: cannot serve on 127.0.0.1:\d+"):
             NodeMetrics("validator").serve("127.0.0.1", taken.getsockname()[1])
     done = subprocess.run(
-        [sys.executable, "-m", "client.trainer", "run", "--task", "1", "--metrics-port", "70000"],
+        [sys.executable, "-m", "concord.client.trainer", "run", "--task", "1", "--metrics-port", "70000"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

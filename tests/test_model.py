@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client.engine.config import ModelConfig
-from client.engine.model import (
+from concord.client.engine.config import ModelConfig
+from concord.client.engine.model import (
     HFPolicy,
     Policy,
     SequenceTooLong,

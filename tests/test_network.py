@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from own_devnet import TASK_FILE, NetworkRun, network_run
 
-from client import chain
-from client.chain import Role
-from client.content.model_store import fetch_model
-from client.digest import Digest
-from client.initiator import load_task_file
-from client.runtime import procs
+from concord.client import chain
+from concord.client.chain import Role
+from concord.client.content.model_store import fetch_model
+from concord.client.digest import Digest
+from concord.client.initiator import load_task_file
+from concord.client.runtime import procs
 from scripts.demo import NetworkPlan, demo_nodes
 
 ROUNDS = 3

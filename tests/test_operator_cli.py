@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from client import trainer
-from client.chain import Deployment, keys
-from client.cli import main as cli_main
-from client.runtime import procs
-from client.runtime.config import ENV_VARS, NodeConfigError, node_config, node_keys, parse_layered
-from client.runtime.display import LOG_LEVEL_ENV, setup_logging
-from client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
-from validator import node as vnode
+from concord.client import trainer
+from concord.client.chain import Deployment, keys
+from concord.client.cli import main as cli_main
+from concord.client.runtime import procs
+from concord.client.runtime.config import ENV_VARS, NodeConfigError, node_config, node_keys, parse_layered
+from concord.client.runtime.display import LOG_LEVEL_ENV, setup_logging
+from concord.client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
+from concord.validator import node as vnode
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "configs" / "node.example.toml"
@@ -493,7 +493,7 @@ def test_keys_new_and_address_take_a_password_file_or_a_prompt(
 
 @pytest.mark.parametrize("url", ["localhost:8545", "garbage", "http://", "ws//h:1", "http://h:70000"])
 def test_deploy_and_the_sdk_name_a_malformed_rpc_url(url: str, tmp_path: Path, capsys, clean_env) -> None:
-    from client.chain import BadRpcUrl, Rpc
+    from concord.client.chain import BadRpcUrl, Rpc
 
     with pytest.raises(BadRpcUrl) as info:
         Rpc(url)
@@ -551,7 +551,7 @@ def test_status_reads_the_rpc_from_the_env_or_a_node_toml(
     # env over the file: a dead RPC. A process of its own: what its stderr shows without pytest's log handlers
     env = {**os.environ, "ETH_RPC_URL": f"http://127.0.0.1:{procs.free_port()}"}
     done = subprocess.run(
-        [sys.executable, "-m", "client.cli", "status", "--config", str(toml)],
+        [sys.executable, "-m", "concord.client.cli", "status", "--config", str(toml)],
         cwd=REPO,
         env=env,
         capture_output=True,

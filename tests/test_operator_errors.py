@@ -18,17 +18,17 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from client import cli
-from client.chain import ContractError, Role, keys
-from client.chain.rpc import RpcError
-from client.cli import COMMANDS, HELP_PARSERS
-from client.cli import main as cli_main
-from client.runtime import config, display, lifecycle, paths
-from client.runtime.config import ENV_VARS
-from client.runtime.display import LOG_LEVEL_ENV
-from client.runtime.errors import CONTRACT_FIXES, explain, render_contract_error
-from client.status import evidence_index
-from client.units import TokenInfo, parse_amount
+from concord.client import cli
+from concord.client.chain import ContractError, Role, keys
+from concord.client.chain.rpc import RpcError
+from concord.client.cli import COMMANDS, HELP_PARSERS
+from concord.client.cli import main as cli_main
+from concord.client.runtime import config, display, lifecycle, paths
+from concord.client.runtime.config import ENV_VARS
+from concord.client.runtime.display import LOG_LEVEL_ENV
+from concord.client.runtime.errors import CONTRACT_FIXES, explain, render_contract_error
+from concord.client.status import evidence_index
+from concord.client.units import TokenInfo, parse_amount
 from scripts import devnet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 def _abi_errors() -> set[str]:
-    artifacts = json.loads((REPO / "client" / "chain" / "artifacts.json").read_text())
+    artifacts = json.loads((REPO / "concord" / "client" / "chain" / "artifacts.json").read_text())
     names = set()
     for artifact in artifacts.values():
         abi = artifact["abi"] if isinstance(artifact, dict) and "abi" in artifact else artifact
@@ -158,12 +158,13 @@ def test_the_light_config_names_the_same_env_vars_as_the_key_loader() -> None:
 HELP_PROBE = """
 import sys, time
 started = time.perf_counter()
-from client.cli import main
+from concord.client.cli import main
 try:
     rc = main(sys.argv[1:])
 except SystemExit as e:
     rc = e.code
-heavy = sorted(m for m in ("torch", "web3", "ipfshttpclient", "validator.node", "client.engine") if m in sys.modules)
+heavy = ("torch", "web3", "ipfshttpclient", "concord.validator.node", "concord.client.engine")
+heavy = sorted(m for m in heavy if m in sys.modules)
 print("\\nPROBE", rc, round(time.perf_counter() - started, 3), ",".join(heavy) or "-")
 """
 # Every subcommand whose --help the light parsers answer, with its nested commands.
@@ -223,7 +224,7 @@ def test_lifecycle_commands_load_no_torch(role: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", HELP_PROBE, *argv], capture_output=True, text=True, cwd=REPO)
     probe = done.stdout.strip().splitlines()[-1].split()
     assert probe[1] == "1" and "cannot reach the chain RPC" in done.stderr, done.stdout + done.stderr
-    assert "torch" not in probe[3] and "validator.node" not in probe[3], probe
+    assert "torch" not in probe[3] and "concord.validator.node" not in probe[3], probe
 
 
 # ============================================================================ state dirs and verdicts
@@ -282,7 +283,7 @@ def test_only_verdicts_bound_to_the_submission_are_shown(tmp_path: Path, caplog:
     _verdict(good, 1, 1, 0, other, bundle, ev)  # no such round either
     for d in (stale, bare):
         _verdict(d, 1, 0, 0, trainer, bundle, ev)
-    with caplog.at_level(logging.WARNING, logger="client.status"):
+    with caplog.at_level(logging.WARNING, logger="concord.client.status"):
         found = evidence_index([good, stale, bare], 1, ident, subs)  # type: ignore[arg-type]
     assert list(found) == [(0, 0)] and [e["state_dir"] for e in found[(0, 0)]] == [str(good)]
     warned = caplog.text
@@ -290,7 +291,7 @@ def test_only_verdicts_bound_to_the_submission_are_shown(tmp_path: Path, caplog:
     assert "no deployment-id.json" in warned or "names its deployment" in warned
     assert "bundle digest " + planted in warned and "no submission 2 in round 0" in warned
     _verdict(good, 1, 0, 1, other, bundle, ev)  # right bundle, wrong trainer
-    with caplog.at_level(logging.WARNING, logger="client.status"):
+    with caplog.at_level(logging.WARNING, logger="concord.client.status"):
         assert list(evidence_index([good], 1, ident, subs)) == [(0, 0)]  # type: ignore[arg-type]
     assert f"trainer {other}" in caplog.text
 
@@ -311,7 +312,9 @@ def test_reclaim_with_nothing_left_says_so_and_sends_nothing(
         reclaim_budget=lambda *a: sent.append(a),
     )
     client = SimpleNamespace(concord=concord, rpc=SimpleNamespace(url="x"))
-    monkeypatch.setattr("client.runtime.connect.connect_chain", lambda cfg: (client, SimpleNamespace(address=me)))
+    monkeypatch.setattr(
+        "concord.client.runtime.connect.connect_chain", lambda cfg: (client, SimpleNamespace(address=me))
+    )
     monkeypatch.setattr(lifecycle, "token_info", lambda c: CDT)
     dep = tmp_path / "dep.json"
     dep.write_text(json.dumps({"chain_id": 31337, "concord": "0x" + "11" * 20, "token": "0x" + "22" * 20,

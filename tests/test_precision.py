@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from client.engine import precision as prec
-from client.engine.bundle import batch_proofs
-from client.engine.config import ConfigError, EnvConfig, ModelConfig, SamplerConfig, ValidationConfig, from_dict
-from client.engine.envs import make_env
-from client.engine.model import build_policy
-from client.engine.precision import PrefillPrecision, choose, choose_for
-from client.engine.rollout import generate, prefill
-from validator.checks import recompute_states, toploc_rows
+from concord.client.engine import precision as prec
+from concord.client.engine.bundle import batch_proofs
+from concord.client.engine.config import ConfigError, EnvConfig, ModelConfig, SamplerConfig, ValidationConfig, from_dict
+from concord.client.engine.envs import make_env
+from concord.client.engine.model import build_policy
+from concord.client.engine.precision import PrefillPrecision, choose, choose_for
+from concord.client.engine.rollout import generate, prefill
+from concord.validator.checks import recompute_states, toploc_rows
 
 pytestmark = pytest.mark.unit
 

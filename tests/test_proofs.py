@@ -13,7 +13,7 @@ import toploc
 import toploc.poly
 import torch
 
-from client.engine.proofs import (
+from concord.client.engine.proofs import (
     CHUNK,
     FIELD,
     PROOF_BYTES,

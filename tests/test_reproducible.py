@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import pytest
 from own_devnet import TASK_FILE, NetworkRun, network_run
 
-from client import chain
-from client.chain import Role
-from client.content.model_store import put_model
-from client.digest import Digest
-from client.engine.grpo import pin_determinism
-from client.initiator import load_task_file
+from concord.client import chain
+from concord.client.chain import Role
+from concord.client.content.model_store import put_model
+from concord.client.digest import Digest
+from concord.client.engine.grpo import pin_determinism
+from concord.client.initiator import load_task_file
 from scripts.demo import NetworkPlan, demo_nodes
 from scripts.simulate import simulate_decentralized
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from client.engine.config import EnvConfig, ModelConfig, SamplerConfig
-from client.engine.envs import EOS, PAD, make_env
-from client.engine.model import build_policy
-from client.engine.rollout import completion_logits, completion_mask, generate, prefill
-from client.engine.sampler import perturbed_scores, top2_gap
+from concord.client.engine.config import EnvConfig, ModelConfig, SamplerConfig
+from concord.client.engine.envs import EOS, PAD, make_env
+from concord.client.engine.model import build_policy
+from concord.client.engine.rollout import completion_logits, completion_mask, generate, prefill
+from concord.client.engine.sampler import perturbed_scores, top2_gap
 
 TRAINER = "0x" + "ab" * 20
 ENV = EnvConfig("sort", {"n_min": 4, "n_max": 6, "alphabet": 8})

@@ -13,23 +13,23 @@ import torch
 from own_devnet import devnet_node
 from task_terms import CFG, STAKE, node_task
 
-from client import chain
-from client.chain import CheckSeedFixed, Role, SubmissionRejected, SubmissionRewarded, keys
-from client.content.store import Store
-from client.content.submission import put_submission
-from client.engine.bundle import make_bundle
-from client.engine.config import ValidationConfig
-from client.engine.envs import make_env
-from client.engine.grpo import pin_determinism
-from client.engine.model import build_policy
-from client.initiator import publish_task
+from concord.client import chain
+from concord.client.chain import CheckSeedFixed, Role, SubmissionRejected, SubmissionRewarded, keys
+from concord.client.content.store import Store
+from concord.client.content.submission import put_submission
+from concord.client.engine.bundle import make_bundle
+from concord.client.engine.config import ValidationConfig
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import pin_determinism
+from concord.client.engine.model import build_policy
+from concord.client.initiator import publish_task
+from concord.validator import consensus as vcons
+from concord.validator import context as vctx
+from concord.validator import node as vnode
+from concord.validator import store as vstore
+from concord.validator.sampling import draw_sample
 from scripts import harness
 from scripts.harness import enrol
-from validator import consensus as vcons
-from validator import context as vctx
-from validator import node as vnode
-from validator import store as vstore
-from validator.sampling import draw_sample
 
 INITIATOR, HONEST, CHEATER, VALIDATOR = 0, 1, 2, 4
 # 2 of the 16 rows get the prefill checks; both inner steps are replayed alone (from the committed

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from client.engine.sampler import (
+from concord.client.engine.sampler import (
     BadTrainerAddress,
     choose,
     gumbel_noise,

@@ -11,14 +11,14 @@ import random
 import pytest
 import torch
 
-from client.digest import Digest
-from client.engine.bundle import claimed_mean_reward, make_bundle
-from client.engine.config import DEFAULT_TASK, ConfigError, GRPOConfig, ValidationConfig
-from client.engine.envs import make_env, rewards
-from client.engine.grpo import PARAM_PREFIX, pin_determinism
-from client.engine.model import build_policy
-from validator.checks import verify_bundle
-from validator.sampling import (
+from concord.client.digest import Digest
+from concord.client.engine.bundle import claimed_mean_reward, make_bundle
+from concord.client.engine.config import DEFAULT_TASK, ConfigError, GRPOConfig, ValidationConfig
+from concord.client.engine.envs import make_env, rewards
+from concord.client.engine.grpo import PARAM_PREFIX, pin_determinism
+from concord.client.engine.model import build_policy
+from concord.validator.checks import verify_bundle
+from concord.validator.sampling import (
     CheckSample,
     SampleInputError,
     breakeven_slash,
@@ -246,10 +246,16 @@ def test_missing_states_are_a_programming_error_not_a_verdict(made) -> None:
 def test_the_length_rule_is_judged_on_the_whole_batch_not_on_sampled_rows(made) -> None:
     """A batch that stopped early (every row emitted EOS) is as wide as its longest row; a sample of
     rows without that row must not fail the length rule (bench round found an honest reject)."""
-    from client.engine import sampler as smp
-    from client.engine.envs import EOS
-    from client.engine.rollout import completion_mask
-    from validator.checks import assigned_indices, check_sampling, check_sampling_rows, recompute_states, sub_batch
+    from concord.client.engine import sampler as smp
+    from concord.client.engine.envs import EOS
+    from concord.client.engine.rollout import completion_mask
+    from concord.validator.checks import (
+        assigned_indices,
+        check_sampling,
+        check_sampling_rows,
+        recompute_states,
+        sub_batch,
+    )
 
     env, base, bundle = made
     b = bundle.batches[0]
@@ -276,9 +282,9 @@ def test_sampled_rows_of_all_steps_are_judged_as_each_step_alone(made) -> None:
     gives its rows alone, in either precision. Under bf16 with zero TOPLOC thresholds the rows bf16
     fails are re-checked in float32 (theta_k loaded again) and pass; a state that does not fit the
     model is a training_replay reject at its step, whether its rows or its replay read it."""
-    from client.engine import sampler as smp
-    from client.engine.grpo import restore_inner_state
-    from validator.checks import assigned_indices, recompute_sampled, recompute_states, sub_batch
+    from concord.client.engine import sampler as smp
+    from concord.client.engine.grpo import restore_inner_state
+    from concord.validator.checks import assigned_indices, recompute_sampled, recompute_states, sub_batch
 
     env, base, bundle = made
     states = states_of(bundle)

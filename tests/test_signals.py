@@ -32,11 +32,11 @@ from pathlib import Path
 import pytest
 from own_devnet import port_flags
 
-from client import chain
-from client.chain import keys
-from client.content.store import Store
-from client.initiator import publish_task
-from client.runtime import procs
+from concord.client import chain
+from concord.client.chain import keys
+from concord.client.content.store import Store
+from concord.client.initiator import publish_task
+from concord.client.runtime import procs
 from scripts import REPO_ROOT, devnet
 from scripts.demo import NODES_FILE, demo_task_file
 
@@ -95,7 +95,7 @@ class Command:
 
 
 @contextmanager
-def launched(name: str, argv: list[str], tmp_path: Path, module: str = "client.cli") -> Iterator[Command]:
+def launched(name: str, argv: list[str], tmp_path: Path, module: str = "concord.client.cli") -> Iterator[Command]:
     """Run ``concord argv`` (or ``python -m module argv``) with a fresh marker; on the way out kill whatever
     carries the marker."""
     mark = uuid.uuid4().hex
@@ -240,7 +240,7 @@ def test_devnet_up_still_leaves_a_complete_devnet_running_for_devnet_down(tmp_pa
         daemons = devnet.load(state).daemon_list()
         assert {d.name for d in daemons} == {"anvil", "ipfs"} and all(procs.is_ours(d) for d in daemons)
         down = subprocess.run(
-            [sys.executable, "-m", "client.cli", "devnet", "down", "--state-dir", str(state)],
+            [sys.executable, "-m", "concord.client.cli", "devnet", "down", "--state-dir", str(state)],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -411,7 +411,7 @@ def test_a_node_in_a_long_step_abandons_it_and_exits_0_within_10s_of_sigterm(
 def test_a_step_still_running_after_the_grace_is_abandoned_in_the_main_thread() -> None:
     """shutdown_event: the first SIGTERM sets the event and arms a timer; a step still running ``grace_s``
     later gets StepAbandoned (a BaseException: no ``except Exception`` in a step swallows it)."""
-    from client.runtime.display import StepAbandoned, disarm_stop_timer, shutdown_event
+    from concord.client.runtime.display import StepAbandoned, disarm_stop_timer, shutdown_event
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)}
     try:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from client.engine.config import (
+from concord.client.engine.config import (
     DEFAULT_TASK,
     EnvConfig,
     GRPOConfig,
@@ -15,7 +15,7 @@ from client.engine.config import (
     SamplerConfig,
     TaskConfig,
 )
-from client.engine.grpo import pin_determinism
+from concord.client.engine.grpo import pin_determinism
 from scripts.simulate import simulate_centralized, simulate_decentralized
 
 SMALL = TaskConfig(
@@ -67,7 +67,7 @@ def test_default_task_learns() -> None:
 
 
 def test_task_config_loads_from_toml_and_names_bad_fields(tmp_path) -> None:
-    from client.engine.config import ConfigError, from_dict, load_task, to_dict
+    from concord.client.engine.config import ConfigError, from_dict, load_task, to_dict
 
     path = tmp_path / "task.toml"
     path.write_text(

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from client.content.manifest import (
+from concord.client.content.manifest import (
     ManifestError,
     ModelManifest,
     ShardRef,
     cid_for_digest,
 )
-from client.content.store import (
+from concord.client.content.store import (
     ContentNotFound,
     DigestMismatch,
     SizeLimitExceeded,
@@ -28,8 +28,8 @@ from client.content.store import (
     StoreUnavailable,
     api_multiaddr,
 )
-from client.digest import Digest
-from client.runtime import procs
+from concord.client.digest import Digest
+from concord.client.runtime import procs
 from scripts import devnet
 
 MB = 1_000_000
@@ -207,6 +207,6 @@ def test_daemon_down_is_unavailable_then_a_retry_picks_up_the_restart(
     daemon, _ = procs.start("ipfs", argv, tmp_path / "ipfs2.log", env={"IPFS_PATH": str(own_ipfs["repo"])})
     own_ipfs["daemon"] = daemon
     patient = Store(api, None, timeout=5.0, retries=8, backoff=0.25)
-    with caplog.at_level(logging.WARNING, logger="client.content.store"):
+    with caplog.at_level(logging.WARNING, logger="concord.client.content.store"):
         assert patient.get_manifest(digest) == b'{"kind":"survives"}'
     assert any("retry 1/7" in r.getMessage() for r in caplog.records)

@@ -17,16 +17,16 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from client.content.manifest import (
+from concord.client.content.manifest import (
     ManifestError,
     ModelManifest,
     ShardRef,
     SubmissionManifest,
     cid_for_digest,
 )
-from client.content.model_store import ModelError, fetch_model, put_model
-from client.content.store import Store, StoreUnavailable
-from client.content.submission import (
+from concord.client.content.model_store import ModelError, fetch_model, put_model
+from concord.client.content.store import Store, StoreUnavailable
+from concord.client.content.submission import (
     PROOFS_MAGIC,
     SubmissionError,
     SubmissionLimits,
@@ -45,21 +45,21 @@ from client.content.submission import (
     submission_files,
     submission_manifest,
 )
-from client.content.task_spec import (
+from concord.client.content.task_spec import (
     TaskSpecError,
     TaskSpecManifest,
     fetch_task_spec,
     load_task_spec,
     put_task_spec,
 )
-from client.digest import Digest
-from client.engine.bundle import Bundle, make_bundle, proof_root
-from client.engine.config import DEFAULT_TASK, GRPOConfig, to_dict
-from client.engine.envs import make_env
-from client.engine.grpo import pin_determinism
-from client.engine.model import build_policy, policy_state
-from client.engine.rollout import RolloutBatch
-from validator.checks import verify_bundle
+from concord.client.digest import Digest
+from concord.client.engine.bundle import Bundle, make_bundle, proof_root
+from concord.client.engine.config import DEFAULT_TASK, GRPOConfig, to_dict
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import pin_determinism
+from concord.client.engine.model import build_policy, policy_state
+from concord.client.engine.rollout import RolloutBatch
+from concord.validator.checks import verify_bundle
 
 TRAINER = "0x" + "ab" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
@@ -182,7 +182,7 @@ def test_proofs_file_layout_is_the_stated_one(made) -> None:
 def test_inner_states_round_trip_and_replay_one_step(made, store: Store, other: Store) -> None:
     """The manifest commits to inner states 1 and 2 (H = 2); a validator fetches state 1 alone and
     replays inner step 1 from it to exactly state 2, whose parameters are theta_base + delta."""
-    from client.engine.grpo import inner_update, restore_inner_state
+    from concord.client.engine.grpo import inner_update, restore_inner_state
 
     env, base, bundle = made
     digest, manifest = put_submission(store, bundle)

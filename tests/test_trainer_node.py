@@ -14,19 +14,19 @@ import pytest
 import requests
 from own_devnet import FAST, devnet_node
 
-from client import chain
-from client.content.submission import fetch_submission
-from client.digest import Digest
-from client.engine.bundle import proof_root
-from client.engine.config import DEFAULT_TASK
-from client.initiator import UNPUBLISHED, TaskSpecError, load_task_file, publish_task
-from client.initiator import main as task_main
-from client.runtime.config import NodeConfig
-from client.runtime.connect import connect_node
-from client.runtime.events import EventFollower
-from client.runtime.seed import commit_share, new_share, reveal_share, wait_for_seed
-from client.runtime.task import load_task_context, model_for_round
-from client.trainer import Prepared, TrainerConfig, run_trainer, submit_round
+from concord.client import chain
+from concord.client.content.submission import fetch_submission
+from concord.client.digest import Digest
+from concord.client.engine.bundle import proof_root
+from concord.client.engine.config import DEFAULT_TASK
+from concord.client.initiator import UNPUBLISHED, TaskSpecError, load_task_file, publish_task
+from concord.client.initiator import main as task_main
+from concord.client.runtime.config import NodeConfig
+from concord.client.runtime.connect import connect_node
+from concord.client.runtime.events import EventFollower
+from concord.client.runtime.seed import commit_share, new_share, reveal_share, wait_for_seed
+from concord.client.runtime.task import load_task_context, model_for_round
+from concord.client.trainer import Prepared, TrainerConfig, run_trainer, submit_round
 from scripts.adversaries.trainer_cheats import inflate_rewards
 from scripts.harness import wait_for
 
@@ -215,7 +215,7 @@ def test_trainer_submits_a_round_and_never_twice(chain_env, ipfs, tmp_path: Path
     assert again.submitted == [] and again.missed == []
     # even handed round 0's bundle directly, the node checks chain state and sends nothing
     prep = Prepared(0, 0, Digest.parse(ev.bundle_digest), ev.proof_root, ev.work_units, 0.0, 16, 0.0)
-    from client.runtime.display import Display
+    from concord.client.runtime.display import Display
 
     assert submit_round(node, ctx, prep, Display("t", json_logs=True)) is None
     assert len(_submitted(client, task_id, me)) == 1
@@ -229,7 +229,7 @@ def test_cheat_inflates_claimed_rewards(chain_env, ipfs, tmp_path: Path):
     task_id = _publish_small(chain_env, ipfs, tmp_path)
     node = connect_node(_node_cfg(chain_env, ipfs, tmp_path, task_id, TRAINER, "cheater"))
     ctx = load_task_context(node, task_id)
-    from client.engine.bundle import make_bundle
+    from concord.client.engine.bundle import make_bundle
 
     honest = make_bundle(model_for_round(ctx, node.store, 0), ctx.env, ctx.task, task_id, 0, node.address, 0)
     cheat = inflate_rewards(honest)
@@ -247,7 +247,7 @@ def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
     argv = [
         sys.executable,
         "-m",
-        "client.trainer",
+        "concord.client.trainer",
         "run",
         "--task",
         str(task_id),
@@ -287,7 +287,7 @@ def test_trainer_cli_json_logs_and_sigterm(chain_env, ipfs, tmp_path: Path):
 
 def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
     """asyncLevel 1: round 1 is generated on model 0 while round 0 is verified; round 2 builds on model 1."""
-    from client.content.model_store import put_model
+    from concord.client.content.model_store import put_model
 
     client = chain_env.client
     cfg0 = _node_cfg(chain_env, ipfs, tmp_path, 0, INITIATOR, "initiator")
@@ -334,7 +334,7 @@ def test_rounds_pipeline_up_to_async_level(chain_env, ipfs, tmp_path: Path):
 def test_node_config_from_devnet_json_and_flags(tmp_path: Path):
     import argparse
 
-    from client.runtime.config import NodeConfigError, add_node_args, node_config
+    from concord.client.runtime.config import NodeConfigError, add_node_args, node_config
 
     dep = chain.Deployment(31337, "0x" + "11" * 20, "0x" + "22" * 20, 3, "0x" + "33" * 20).to_json()  # reaches nothing
     net = {

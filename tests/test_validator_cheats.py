@@ -4,7 +4,7 @@ rules of docs/PROTOCOL.md take from it what `expected_loss` says.
 
 One round runs once per module. Three trainers submit through the SDK: an honest bundle (#0),
 the same kind of bundle with inflated rewards (#1) and a digest nobody stored (#2). Seven
-validators run `validator.node.step` in turn in this process, two honest and one per cheat:
+validators run `concord.validator.node.step` in turn in this process, two honest and one per cheat:
 copy_reveal copies the first honest validator's commitment and replays its reveal; no_reveal and
 copy_reveal keep the reveal phase open until its deadline, which the test warps past.
 
@@ -24,26 +24,26 @@ from pathlib import Path
 import pytest
 from own_devnet import FAST, devnet_node
 
-from client import chain
-from client.chain import Phase, Role, keys
-from client.content.model_store import put_model
-from client.content.submission import put_submission
-from client.digest import Digest
-from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
-from client.engine.grpo import pin_determinism
-from client.initiator import load_task_file, publish_task
-from client.runtime.config import NodeConfig
-from client.runtime.connect import connect_node
-from client.runtime.task import load_task_context, model_for_round
+from concord.client import chain
+from concord.client.chain import Phase, Role, keys
+from concord.client.content.model_store import put_model
+from concord.client.content.submission import put_submission
+from concord.client.digest import Digest
+from concord.client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
+from concord.client.engine.grpo import pin_determinism
+from concord.client.initiator import load_task_file, publish_task
+from concord.client.runtime.config import NodeConfig
+from concord.client.runtime.connect import connect_node
+from concord.client.runtime.task import load_task_context, model_for_round
+from concord.validator import consensus as vcons
+from concord.validator import context as vctx
+from concord.validator import fetch as vfetch
+from concord.validator import node as vnode
+from concord.validator import store as vstore
+from concord.validator.aggregate import outer_step
 from scripts.adversaries import validator as lab_validator
 from scripts.adversaries import validator_cheats as cheats
 from scripts.harness import conservation, enrol
-from validator import consensus as vcons
-from validator import context as vctx
-from validator import fetch as vfetch
-from validator import node as vnode
-from validator import store as vstore
-from validator.aggregate import outer_step
 
 TOKEN = 10**18
 STAKE, SLASH, FEE, REWARD, BOUNTY = 100 * TOKEN, 80 * TOKEN, 60 * TOKEN, 300 * TOKEN, 40 * TOKEN

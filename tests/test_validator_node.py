@@ -23,28 +23,28 @@ import torch
 from own_devnet import devnet_node
 from task_terms import CFG, STAKE, node_task
 
-from client import chain
-from client.chain import Role, keys
-from client.content.manifest import parse_canonical
-from client.content.model_store import fetch_model, put_model
-from client.content.store import Store
-from client.content.submission import put_submission
-from client.digest import Digest
-from client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
-from client.engine.envs import make_env
-from client.engine.grpo import pin_determinism
-from client.engine.model import build_policy, load_policy_state, policy_state
-from client.initiator import publish_task
-from client.runtime.config import NodeConfig
+from concord.client import chain
+from concord.client.chain import Role, keys
+from concord.client.content.manifest import parse_canonical
+from concord.client.content.model_store import fetch_model, put_model
+from concord.client.content.store import Store
+from concord.client.content.submission import put_submission
+from concord.client.digest import Digest
+from concord.client.engine.bundle import Bundle, claimed_mean_reward, make_bundle
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import pin_determinism
+from concord.client.engine.model import build_policy, load_policy_state, policy_state
+from concord.client.initiator import publish_task
+from concord.client.runtime.config import NodeConfig
+from concord.validator import consensus as vcons
+from concord.validator import context as vctx
+from concord.validator import judge as vjudge
+from concord.validator import node as vnode
+from concord.validator import shares
+from concord.validator import store as vstore
+from concord.validator.aggregate import outer_step
 from scripts import REPO_ROOT, harness
 from scripts.harness import enrol
-from validator import consensus as vcons
-from validator import context as vctx
-from validator import judge as vjudge
-from validator import node as vnode
-from validator import shares
-from validator import store as vstore
-from validator.aggregate import outer_step
 
 INITIATOR, HONEST, CHEATER, COPIER, VAL_A, VAL_B = 0, 1, 2, 3, 4, 5
 TASK = node_task(max_rounds=2, min_validators=2)
@@ -87,7 +87,7 @@ def start_validator_a(devnet_json: Path, task_id: int, state_dir: Path, log_path
     argv = [
         sys.executable,
         "-m",
-        "validator.node",
+        "concord.validator.node",
         "run",
         "--task",
         str(task_id),
@@ -366,7 +366,7 @@ def test_withdraw_pays_out_the_restarted_validator(scenario):
 
 @pytest.mark.e2e
 def test_status_json_reports_the_rounds(scenario, capsys):
-    from client import status
+    from concord.client import status
 
     rc = status.main(
         [
@@ -423,8 +423,8 @@ def fake_submitted(
 
 
 def test_unavailable_oversize_and_wrong_base_round_are_rejected_with_evidence(chain_env, ipfs, tmp_path):
-    from client.runtime.connect import Node
-    from client.runtime.task import load_task_context
+    from concord.client.runtime.connect import Node
+    from concord.client.runtime.task import load_task_context
 
     pin_determinism(1)
     client = chain_env.client

@@ -9,15 +9,15 @@ import sys
 import pytest
 import torch
 
-from client.content.weights import (
+from concord.client.content.weights import (
     Shard,
     ShardDigestMismatch,
     load_shards,
     plan_shards,
     save_shards,
 )
-from client.engine.config import ModelConfig
-from client.engine.model import build_policy, policy_state
+from concord.client.engine.config import ModelConfig
+from concord.client.engine.model import build_policy, policy_state
 
 
 def _state() -> dict[str, torch.Tensor]:

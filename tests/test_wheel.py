@@ -1,11 +1,12 @@
 """The package works without the repository: a wheel built from the checkout, installed into a fresh
-virtual environment, answers `concord --version` and `concord status --help`, binds a real
-deployment over RPC (ABIs from the packaged client/chain/artifacts.json: no solc, no Node.js) and passes
-`concord doctor`.
+virtual environment beside an unrelated distribution that ships its own top-level `client` module, installs
+one top-level package (`concord`, with py.typed), answers `concord --version` and `concord status --help`,
+binds a real deployment over RPC (ABIs from the packaged concord/client/chain/artifacts.json: no solc, no
+Node.js) and passes `concord doctor`; the other distribution's `client` is untouched.
 
 The fresh environment borrows the test interpreter's site-packages (torch, web3, ...) through
 PYTHONPATH; `.pth` files are not read from PYTHONPATH entries, so the checkout's editable install
-stays invisible and `client` can only come from the wheel."""
+stays invisible and `concord` can only come from the wheel."""
 
 from __future__ import annotations
 
@@ -48,13 +49,28 @@ def test_wheel_runs_outside_the_repository(chain_env, ipfs, tmp_path: Path) -> N
     import zipfile
 
     shipped = set(zipfile.ZipFile(wheel).namelist())  # the dashboard's page ships in the wheel (no CDN)
-    assert {f"client/dashboard/static/{n}" for n in ("index.html", "app.js", "style.css")} <= shipped
+    assert {f"concord/client/dashboard/static/{n}" for n in ("index.html", "app.js", "style.css")} <= shipped
+    assert "concord/py.typed" in shipped
+    assert {n.split("/")[0] for n in shipped if not n.split("/")[0].endswith(".dist-info")} == {"concord"}
+
+    # an unrelated distribution with a top-level module named `client`, installed first
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "client.py").write_text("WHO = 'other-client'\n")
+    (other / "pyproject.toml").write_text(
+        '[project]\nname = "other-client"\nversion = "1.0"\n[tool.setuptools]\npy-modules = ["client"]\n'
+    )
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels]
+    _run([*build, other], outside)
+    (other_wheel,) = wheels.glob("other_client-*.whl")
+
     _run([sys.executable, "-m", "venv", venv], cwd=outside)
-    _run([venv / "bin" / "pip", "install", "-q", "--no-deps", wheel], cwd=outside)
+    _run([venv / "bin" / "pip", "install", "-q", "--no-deps", other_wheel, wheel], cwd=outside)
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
 
-    where = _run([venv / "bin" / "python", "-c", "import client; print(client.__file__)"], outside, env).stdout
-    assert where.strip().startswith(str(venv)), where
+    probe = "import client, concord; print(client.WHO, concord.__file__)"
+    who, where = _run([venv / "bin" / "python", "-c", probe], outside, env).stdout.split()
+    assert who == "other-client" and where.startswith(str(venv)), (who, where)
     assert _run([venv / "bin" / "concord", "--version"], outside, env).stdout.strip() == "concord 0.1.0"
     assert "--rpc-url" in _run([venv / "bin" / "concord", "status", "--help"], outside, env).stdout
     assert "--port" in _run([venv / "bin" / "concord", "dashboard", "--help"], outside, env).stdout

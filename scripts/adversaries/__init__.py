@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from client.runtime.display import fields, setup_logging
+from concord.client.runtime.display import fields, setup_logging
 from scripts.lab_node import run_lab_node
 
 

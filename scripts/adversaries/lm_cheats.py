@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from client.engine.config import GRPOConfig, SamplerConfig
-from client.engine.grpo import delta_similarity
-from client.engine.lm_grpo import GroupFn, LMSubmission, make_submission
-from client.engine.lm_rollout import LMRollouts
-from client.engine.rollout import RolloutBatch
+from concord.client.engine.config import GRPOConfig, SamplerConfig
+from concord.client.engine.grpo import delta_similarity
+from concord.client.engine.lm_grpo import GroupFn, LMSubmission, make_submission
+from concord.client.engine.lm_rollout import LMRollouts
+from concord.client.engine.rollout import RolloutBatch
 
 
 class NotApplicable(RuntimeError):
@@ -150,7 +150,7 @@ def borrowed_delta(ctx: LMCheatContext) -> LMSubmission:
 
 
 def _seed(ctx: LMCheatContext, i: int) -> int:
-    from client.engine.sampler import prompt_seed
+    from concord.client.engine.sampler import prompt_seed
 
     return prompt_seed(ctx.task_id, ctx.round, ctx.trainer, i)
 

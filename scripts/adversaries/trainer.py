@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from client import trainer
+from concord.client import trainer
 from scripts.adversaries import run_cheater
 from scripts.adversaries.trainer_cheats import CHEATS, CheatingTrainer
 

@@ -32,16 +32,16 @@ from ipfshttpclient import multipart
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from client import chain
-from client.content.manifest import (
+from concord.client import chain
+from concord.client.content.manifest import (
     ShardRef,
     SubmissionManifest,
     canonical_bytes,
     canonical_cid,
     digest_of,
 )
-from client.content.store import Store
-from client.content.submission import (
+from concord.client.content.store import Store
+from concord.client.content.submission import (
     PROOFS_NAME,
     ROLLOUTS_NAME,
     SubmissionLimits,
@@ -50,8 +50,8 @@ from client.content.submission import (
     state_files,
     submission_files,
 )
-from client.digest import Digest
-from client.engine.bundle import (
+from concord.client.digest import Digest
+from concord.client.engine.bundle import (
     Bundle,
     batch_proofs,
     claimed_mean_reward,
@@ -59,28 +59,28 @@ from client.engine.bundle import (
     proofs_root,
     strip_private,
 )
-from client.engine.config import TaskConfig
-from client.engine.envs import SYM0, Env, rewards
-from client.engine.grpo import (
+from concord.client.engine.config import TaskConfig
+from concord.client.engine.envs import SYM0, Env, rewards
+from concord.client.engine.grpo import (
     inner_state,
     inner_update,
     make_inner_optimizer,
     state_delta,
 )
-from client.engine.lm_grpo import LMSubmission
-from client.engine.model import Policy, build_policy, clone_policy, policy_state
-from client.engine.rollout import (
+from concord.client.engine.lm_grpo import LMSubmission
+from concord.client.engine.model import Policy, build_policy, clone_policy, policy_state
+from concord.client.engine.rollout import (
     RolloutBatch,
     completion_mask,
     generate,
     generate_tokens,
     prefill,
 )
-from client.engine.sampler import prompt_seed
-from client.runtime.connect import Node
-from client.runtime.display import fields
-from client.runtime.task import TaskContext, model_for_round
-from client.trainer import Prepared, TrainerHooks
+from concord.client.engine.sampler import prompt_seed
+from concord.client.runtime.connect import Node
+from concord.client.runtime.display import fields
+from concord.client.runtime.task import TaskContext, model_for_round
+from concord.client.trainer import Prepared, TrainerHooks
 from scripts.adversaries.lm_cheats import NotApplicable, inflate_group_rewards
 
 log = logging.getLogger("concord.trainer.cheat")

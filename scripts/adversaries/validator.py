@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from concord.validator import node
 from scripts.adversaries import run_cheater
 from scripts.adversaries.validator_cheats import VALIDATOR_CHEATS, CheatingValidator
-from validator import node
 
 
 def main(argv: Sequence[str] | None = None) -> int:

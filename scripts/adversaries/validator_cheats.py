@@ -35,17 +35,17 @@ from pathlib import Path
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from client.chain import Committed, ContractError, Revealed, Submitted
-from client.content.submission import SubmissionError, fetch_submission
-from client.digest import Digest
-from client.engine.model import policy_state
-from client.runtime.display import fields
-from client.runtime.task import model_for_round
-from validator.consensus import ensure_enrolled, round_seed
-from validator.context import SubmissionVerdict, Validator
-from validator.flags import CHECK_CODES, MAX_FLAGS, ROW, FlagItem
-from validator.node import ValidatorHooks
-from validator.sampling import CheckSample
+from concord.client.chain import Committed, ContractError, Revealed, Submitted
+from concord.client.content.submission import SubmissionError, fetch_submission
+from concord.client.digest import Digest
+from concord.client.engine.model import policy_state
+from concord.client.runtime.display import fields
+from concord.client.runtime.task import model_for_round
+from concord.validator.consensus import ensure_enrolled, round_seed
+from concord.validator.context import SubmissionVerdict, Validator
+from concord.validator.flags import CHECK_CODES, MAX_FLAGS, ROW, FlagItem
+from concord.validator.node import ValidatorHooks
+from concord.validator.sampling import CheckSample
 
 log = logging.getLogger("concord.validator.cheat")
 

@@ -45,11 +45,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from client import chain
-from client.chain import ChainClient, Phase, Role, keys
-from client.content.store import Store
-from client.initiator import TaskFile, load_task_file, publish_task
-from client.runtime import paths, procs
+from concord.client import chain
+from concord.client.chain import ChainClient, Phase, Role, keys
+from concord.client.content.store import Store
+from concord.client.initiator import TaskFile, load_task_file, publish_task
+from concord.client.runtime import paths, procs
+from concord.validator import context as vctx
+from concord.validator import store as vstore
 from scripts import REPO_ROOT, devnet
 from scripts.adversaries.trainer_cheats import CHEATS
 from scripts.adversaries.validator_cheats import VALIDATOR_CHEATS
@@ -66,8 +68,6 @@ from scripts.demo import (
     wait_exit,
 )
 from scripts.harness import Actor, Ledger, conservation, enrol, settle_up
-from validator import context as vctx
-from validator import store as vstore
 
 log = logging.getLogger(__name__)
 
@@ -602,7 +602,7 @@ def run_faults(names: Sequence[str], state_dir: Path, console: Console) -> tuple
     """scripts.drills on one Anvil (each drill from the same snapshot) and a shared js-ipfs;
     a drill's row is "detected" when the network came through whole: conservation, no honest node
     slashed, nothing paid twice, and the drill's own expectations held."""
-    from client.chain import deploy
+    from concord.client.chain import deploy
     from scripts import drills as drills
 
     state_dir = Path(state_dir).resolve() / "faults"

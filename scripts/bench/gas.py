@@ -25,8 +25,8 @@ from eth_utils import keccak
 from rich.console import Console
 from rich.table import Table
 
-from client import chain
-from client.chain import (
+from concord.client import chain
+from concord.client.chain import (
     ChainClient,
     PendingTx,
     Receipt,
@@ -36,8 +36,8 @@ from client.chain import (
     deploy,
     keys,
 )
-from client.runtime import procs
-from client.runtime.seed import new_share, wait_for_seed
+from concord.client.runtime import procs
+from concord.client.runtime.seed import new_share, wait_for_seed
 from scripts import REPO_ROOT, devnet
 from scripts.harness import TOKEN, conservation, digest
 

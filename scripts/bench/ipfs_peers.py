@@ -23,8 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.content.store import Store
-from client.runtime import procs
+from concord.client.content.store import Store
+from concord.client.runtime import procs
 from scripts import devnet
 
 MB = 1_000_000

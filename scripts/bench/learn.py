@@ -22,9 +22,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from client.engine.config import DEFAULT_TASK, EnvConfig, TaskConfig
-from client.engine.envs import REGISTRY, make_env
-from client.engine.grpo import pin_determinism
+from concord.client.engine.config import DEFAULT_TASK, EnvConfig, TaskConfig
+from concord.client.engine.envs import REGISTRY, make_env
+from concord.client.engine.grpo import pin_determinism
 from scripts.simulate import Curve, simulate_centralized, simulate_decentralized
 
 

@@ -39,27 +39,27 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from client import timing
-from client.content.weights import shard_bytes
-from client.engine import lm
-from client.engine.config import GRPOConfig, ValidationConfig, to_dict
-from client.engine.lm_grpo import LMSubmission, make_submission
-from client.engine.lm_rollout import (
+from concord.client import timing
+from concord.client.content.weights import shard_bytes
+from concord.client.engine import lm
+from concord.client.engine.config import GRPOConfig, ValidationConfig, to_dict
+from concord.client.engine.lm_grpo import LMSubmission, make_submission
+from concord.client.engine.lm_rollout import (
     LMRollouts,
     adapter_state,
     attach_adapters,
     heldout_seeds,
     load_adapter_state,
 )
-from client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
-from client.engine.precision import choose
-from client.engine.sampler import prompt_seed
-from client.engine.text_envs import TextEnv
-from client.runtime import paths
+from concord.client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
+from concord.client.engine.precision import choose
+from concord.client.engine.sampler import prompt_seed
+from concord.client.engine.text_envs import TextEnv
+from concord.client.runtime import paths
+from concord.validator.aggregate import outer_step
+from concord.validator.lm_checks import verify_submission
 from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext, NotApplicable
 from scripts.bench.lm_gen import measure_generation
-from validator.aggregate import outer_step
-from validator.lm_checks import verify_submission
 
 TASK_ID = 12
 TRAINERS = ["0x" + f"{k + 1:02x}" * 20 for k in range(16)]

@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from client.engine import sampler as smp
-from client.engine.lm_rollout import LMRollouts
-from client.engine.rollout import RolloutBatch
+from concord.client.engine import sampler as smp
+from concord.client.engine.lm_rollout import LMRollouts
+from concord.client.engine.rollout import RolloutBatch
 
 TASK_ID = 12
 TRAINER = "0x" + "01" * 20
@@ -205,10 +205,10 @@ def measure_generation(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from client.engine import lm
-    from client.engine.lm_rollout import attach_adapters
-    from client.engine.lm_task import DEFAULT_LM_TASK
-    from client.runtime import paths
+    from concord.client.engine import lm
+    from concord.client.engine.lm_rollout import attach_adapters
+    from concord.client.engine.lm_task import DEFAULT_LM_TASK
+    from concord.client.runtime import paths
 
     p = argparse.ArgumentParser(prog="python -m scripts.bench.lm_gen", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=2, help="runs of each measurement (best of)")

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from client.engine.bundle import batch_proofs
-from client.engine.config import (
+from concord.client.engine.bundle import batch_proofs
+from concord.client.engine.config import (
     DEFAULT_TASK,
     GRPOConfig,
     ModelConfig,
@@ -40,19 +40,19 @@ from client.engine.config import (
     SamplerConfig,
     ValidationConfig,
 )
-from client.engine.envs import make_env
-from client.engine.grpo import (
+from concord.client.engine.envs import make_env
+from concord.client.engine.grpo import (
     inner_update,
     make_inner_optimizer,
     pin_determinism,
     replay_training,
 )
-from client.engine.model import build_policy, clone_policy, param_count
-from client.engine.precision import choose_for
-from client.engine.proofs import CHUNK
-from client.engine.rollout import generate, prefill
-from validator.checks import check_sampling, recompute_states, toploc_result
-from validator.sampling import rows_to_check
+from concord.client.engine.model import build_policy, clone_policy, param_count
+from concord.client.engine.precision import choose_for
+from concord.client.engine.proofs import CHUNK
+from concord.client.engine.rollout import generate, prefill
+from concord.validator.checks import check_sampling, recompute_states, toploc_result
+from concord.validator.sampling import rows_to_check
 
 TRAINER = "0x" + "be" * 20
 

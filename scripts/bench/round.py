@@ -2,7 +2,7 @@
 
 One throwaway devnet (Anvil + js-ipfs on free ports), the default task (configs/default_task.toml)
 for ``--rounds`` rounds, 4 trainer and 2 validator nodes as separate processes (the CLI's own
-``python -m client.trainer run`` / ``python -m validator.node run``: what an operator runs,
+``python -m concord.client.trainer run`` / ``python -m concord.validator.node run``: what an operator runs,
 each with its own interpreter, so nodes compete for the cores and not for one GIL), and:
 
 * the wall-time split: every node process appends its spans (client.timing: chain RPC, IPFS,
@@ -42,10 +42,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from client import chain, timing
-from client.chain import Role, keys
-from client.initiator import TaskFile, load_task_file, publish_task
-from client.runtime import procs
+from concord.client import chain, timing
+from concord.client.chain import Role, keys
+from concord.client.initiator import TaskFile, load_task_file, publish_task
+from concord.client.runtime import procs
 from scripts import REPO_ROOT, devnet, harness
 from scripts.bench import ipfs as bench_ipfs
 
@@ -98,7 +98,7 @@ def actors(work: Path, trainers: int, validators: int) -> list[Actor]:
 
 def publish(net: devnet.Devnet, rounds: int, trainers: int) -> tuple[int, TaskFile]:
     """The default task for ``rounds`` rounds (budget for exactly those) with long deadlines."""
-    from client.content.store import Store
+    from concord.client.content.store import Store
 
     client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
     task_file = load_task_file(TASK_TOML)
@@ -135,7 +135,7 @@ def enrol_all(net: devnet.Devnet, task_id: int, task_file: TaskFile, cast: Seque
 def start_actor(
     a: Actor, devnet_json: Path, task_id: int, rounds: int, poll: float
 ) -> tuple[procs.Daemon, subprocess.Popen]:
-    module = "client.trainer" if a.role == "trainer" else "validator.node"
+    module = "concord.client.trainer" if a.role == "trainer" else "concord.validator.node"
     argv = harness.node_command(module, ("--devnet", str(devnet_json)), task_id, a.account, a.state_dir, rounds, poll)
     return procs.start(a.name, argv, a.log_path, env={timing.ENV: str(a.timings)}, cwd=REPO_ROOT)
 
@@ -270,7 +270,7 @@ def print_table(split: Split, rounds_measured: int, round_walls: Sequence[float]
 
 
 def run_bench(args: argparse.Namespace, work: Path) -> dict:
-    from client.engine.grpo import pin_determinism
+    from concord.client.engine.grpo import pin_determinism
     from scripts.simulate import simulate_decentralized
 
     ports = devnet.Ports(

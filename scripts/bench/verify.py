@@ -46,7 +46,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from client.content.submission import (
+from concord.client.content.submission import (
     decode_delta,
     decode_proof_file,
     decode_rollouts,
@@ -57,9 +57,9 @@ from client.content.submission import (
     encode_rollouts,
     state_files,
 )
-from client.digest import Digest
-from client.engine import sampler as smp
-from client.engine.bundle import (
+from concord.client.digest import Digest
+from concord.client.engine import sampler as smp
+from concord.client.engine.bundle import (
     Bundle,
     batch_proofs,
     claimed_mean_reward,
@@ -68,9 +68,9 @@ from client.engine.bundle import (
     proofs_root,
     strip_private,
 )
-from client.engine.config import OuterConfig, TaskConfig, ValidationConfig
-from client.engine.envs import Env, make_env
-from client.engine.grpo import (
+from concord.client.engine.config import OuterConfig, TaskConfig, ValidationConfig
+from concord.client.engine.envs import Env, make_env
+from concord.client.engine.grpo import (
     inner_state,
     inner_update,
     make_inner_optimizer,
@@ -78,21 +78,21 @@ from client.engine.grpo import (
     state_delta,
     train_round,
 )
-from client.engine.model import Policy, build_policy, clone_policy, load_policy_state, policy_state
-from client.engine.rollout import completion_mask, generate
-from client.initiator import load_task_file
-from scripts import REPO_ROOT
-from scripts.adversaries.trainer_cheats import CHEATS, CheatContext
-from validator.aggregate import outer_step
-from validator.checks import (
+from concord.client.engine.model import Policy, build_policy, clone_policy, load_policy_state, policy_state
+from concord.client.engine.rollout import completion_mask, generate
+from concord.client.initiator import load_task_file
+from concord.validator.aggregate import outer_step
+from concord.validator.checks import (
     Verdict,
     assigned_indices,
     recompute_states,
     rollout_sampling_rejects,
     verify_bundle,
 )
-from validator.flags import FlagItem, flagged_sample, flags_from_verdict, round_flags
-from validator.sampling import CheckSample, breakeven_slash, draw_sample, p_any, p_rows_hit
+from concord.validator.flags import FlagItem, flagged_sample, flags_from_verdict, round_flags
+from concord.validator.sampling import CheckSample, breakeven_slash, draw_sample, p_any, p_rows_hit
+from scripts import REPO_ROOT
+from scripts.adversaries.trainer_cheats import CHEATS, CheatContext
 
 TASK_FILE = REPO_ROOT / "configs" / "default_task.toml"
 CHEAT_NAMES = (
@@ -150,7 +150,7 @@ def trainer_round(
 
 def decode_for_validator(files: dict, bundle: Bundle, limits, shapes, wanted: tuple[int, ...] | None) -> dict:
     """What a validator parses of one submission: rollouts, proofs, delta, the inner states it needs."""
-    from client.content.manifest import ShardRef, cid_for_digest
+    from concord.client.content.manifest import ShardRef, cid_for_digest
 
     def fetched(name: str, data: bytes) -> ShardRef:  # the manifest's entry, the file hashed once as a fetch does
         digest = hashlib.sha256(data).digest()
@@ -336,7 +336,7 @@ def touched(base: Policy, env: Env, cfg: TaskConfig, vcfg: ValidationConfig, bun
     rows = 0
     for k, batch in enumerate(bundle.batches):
         # the prefill checks of step k's rows under the committed theta_k, every row, per row
-        from client.engine.grpo import restore_inner_state
+        from concord.client.engine.grpo import restore_inner_state
 
         policy, _ = (base, None) if k == 0 else restore_inner_state(base, states[k], k, cfg.grpo)
         want_i, want_j = assigned_indices(k, cfg.grpo)

@@ -1,0 +1,252 @@
+"""DiLoCo outer step: accepted deltas -> norm clip -> mean pseudo-gradient -> Nesterov SGD -> next model.
+
+Computed on CPU in float32 with a fixed operation order so that honest validators produce
+identical bytes (and so the same model digest):
+- bounded influence, norm (cfg.clip > 0): each delta's global L2 norm n_i, the same float on every
+  machine (`global_norm`: float32 values squared exactly in float64, summed lane by lane in a fixed
+  order, the lanes by math.fsum, then sqrt); the round's median norm med (the mean of the two
+  middle ones for an even count); a delta with n_i > clip x med is multiplied by the float32 of
+  (clip x med) / n_i (float64), every other delta is left bit for bit as it came;
+- bounded influence, direction (cfg.agreement, K >= 3 deltas): the coordinate-wise median c of the
+  (clipped) deltas (torch.median over the K: one of the values, the lower middle for an even K);
+  each delta's cosine a_i with c from dot products computed as the norms are (`exact_dot`); with A = the
+  median of the a_i, a delta's weight is w_i = min(1, max(0, a_i / A)) (1 for all when A <= 0) and
+  a delta with w_i < 1 is multiplied by the float32 of w_i; the sum is still divided by K. So a
+  delta that points against what the others agree on counts for nothing, one that agrees at least
+  as well as the median one counts fully, and no weight exceeds 1;
+- deltas are summed in ascending order of their key (the submission's bundle digest, hex),
+  starting from zeros, then divided by their count;
+- pseudo-gradient g = -mean(delta);
+- m' = momentum * m + g;  step = g + momentum * m' (Nesterov) or m' (heavy ball);
+- theta' = theta - lr * step.
+Momentum buffers start at zero (an empty state dict) and are saved beside the weights with
+client.content.weights under the names `momentum.<param>`. No accepted delta: the model and the
+momentum stay as they are.
+
+On a node (`compute_next_model`, DESIGN 6.7): the outer step over the accepted deltas keyed by bundle
+digest from model r's weights and outer state, stored with `put_model(store, state, model r's config,
+momentum, parent=model r digest)` before its digest is committed; on an LM task over the accepted adapter
+deltas from model r's adapters (client.runtime.lm_work), stored as a model of the same base file. With no
+accepted submission the proposal is model r's own digest (the model stays).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from concord.client import timing
+from concord.client.content.lm_content import LMTaskSpec, fetch_lm_submission
+from concord.client.content.model_store import put_model
+from concord.client.content.submission import fetch_submission
+from concord.client.digest import Digest
+from concord.client.engine.config import OuterConfig
+from concord.client.runtime.display import fields
+from concord.client.runtime.lm_work import fetch_adapters
+from concord.validator.context import SubmissionVerdict, Validator
+
+log = logging.getLogger("concord.validator")
+
+MOMENTUM_PREFIX = "momentum."
+NORM_LANES = 1024  # global_norm's partial sums: lane j sums elements j, j + 1024, ... in order
+
+
+class DeltaShapeMismatch(ValueError):
+    def __init__(self, key: str, name: str, expected: tuple[int, ...], got: tuple[int, ...] | None):
+        super().__init__(f"delta {key}: tensor {name!r} expected shape {expected}, got {got}")
+        self.key, self.name, self.expected, self.got = key, name, expected, got
+
+
+def check_deltas(base: Mapping[str, torch.Tensor], deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Every delta has exactly the base's names and shapes; else DeltaShapeMismatch (key order)."""
+    for key in sorted(deltas):
+        delta = deltas[key]
+        for name, t in base.items():
+            d = delta.get(name)
+            if d is None or tuple(d.shape) != tuple(t.shape) or set(delta) != set(base):
+                raise DeltaShapeMismatch(key, name, tuple(t.shape), None if d is None else tuple(d.shape))
+
+
+def mean_delta(
+    base: Mapping[str, torch.Tensor], deltas: Mapping[str, Mapping[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """Mean of deltas (keyed by bundle digest), summed in sorted key order, float32."""
+    check_deltas(base, deltas)
+    total = {n: torch.zeros(t.shape, dtype=torch.float32) for n, t in base.items()}
+    for key in sorted(deltas):
+        for name, acc in total.items():
+            acc.add_(deltas[key][name].to(torch.float32))
+    return {n: acc / len(deltas) for n, acc in total.items()}
+
+
+def flat32(delta: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """All of a delta's values as one float32 vector, tensors in name order."""
+    if not delta:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([delta[n].detach().to("cpu", torch.float32).numpy().reshape(-1) for n in sorted(delta)])
+
+
+def exact_dot(a: np.ndarray, b: np.ndarray) -> float:
+    """sum(a * b) of two float32 vectors, the same float on every machine: each product is exact in
+    float64 (24-bit mantissas), lane j (of NORM_LANES) adds products j, j + NORM_LANES, ... one by one
+    in float64 (elementwise IEEE additions in a fixed order: no SIMD reassociation can change them),
+    math.fsum adds the lanes exactly rounded (within ~1e-15 relative of the exact sum)."""
+    prod = np.zeros(-(-a.size // NORM_LANES) * NORM_LANES, dtype=np.float64)
+    prod[: a.size] = a.astype(np.float64) * b.astype(np.float64)  # [L * NORM_LANES] exact, zero padded
+    lanes = np.zeros(NORM_LANES, dtype=np.float64)
+    for row in prod.reshape(-1, NORM_LANES):
+        lanes += row
+    return math.fsum(lanes.tolist())
+
+
+def global_norm(delta: Mapping[str, torch.Tensor]) -> float:
+    """The L2 norm of all of a delta's values (as float32), the same float on every machine:
+    sqrt(exact_dot(x, x))."""
+    flat = flat32(delta)
+    return math.sqrt(exact_dot(flat, flat))
+
+
+def _scaled(delta: Mapping[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:
+    """delta x the float32 of ``factor`` (one rounding per element)."""
+    f = torch.tensor(np.float32(factor))
+    return {n: t.to(torch.float32) * f for n, t in delta.items()}
+
+
+def median(values: list[float]) -> float:
+    """The middle value, or the mean of the two middle ones for an even count."""
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def clip_deltas(deltas: Mapping[str, Mapping[str, torch.Tensor]], clip: float) -> dict[str, Mapping[str, torch.Tensor]]:
+    """Each delta with global_norm > clip x median(norms) scaled down to that norm (float32 factor);
+    the others, and every delta when clip = 0, returned as they are (the module's rule)."""
+    if clip == 0 or not deltas:
+        return dict(deltas)
+    norms = {key: global_norm(d) for key, d in deltas.items()}
+    bound = clip * median(list(norms.values()))
+    return {key: _scaled(d, bound / norms[key]) if norms[key] > bound else d for key, d in deltas.items()}
+
+
+def agreement_weights(deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, float]:
+    """Each delta's weight w_i = min(1, max(0, a_i / A)): a_i its cosine with the coordinate-wise
+    median of the deltas, A the median a_i (1 for every delta when there are fewer than 3 or A <= 0)."""
+    keys = sorted(deltas)
+    if len(keys) < 3:
+        return dict.fromkeys(keys, 1.0)
+    first = deltas[keys[0]]
+    center = {n: torch.stack([deltas[k][n].to(torch.float32) for k in keys]).median(dim=0).values for n in first}
+    c = flat32(center)
+    c_norm = math.sqrt(exact_dot(c, c))
+    cos = {}
+    for k in keys:
+        x = flat32(deltas[k])
+        denom = math.sqrt(exact_dot(x, x)) * c_norm
+        cos[k] = exact_dot(x, c) / denom if denom > 0 else 0.0
+    typical = median(list(cos.values()))
+    if typical <= 0:
+        return dict.fromkeys(keys, 1.0)
+    return {k: min(1.0, max(0.0, a / typical)) for k, a in cos.items()}
+
+
+def weigh_deltas(deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Mapping[str, torch.Tensor]]:
+    """Each delta times its agreement weight (float32 factor); a delta of weight 1 keeps its bits."""
+    weights = agreement_weights(deltas)
+    return {k: d if weights[k] == 1.0 else _scaled(d, weights[k]) for k, d in deltas.items()}
+
+
+def outer_step(
+    base: Mapping[str, torch.Tensor],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    momentum: Mapping[str, torch.Tensor],
+    cfg: OuterConfig,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(next model state, next momentum state) from the base state and accepted deltas."""
+    base32 = {n: t.detach().to("cpu", torch.float32) for n, t in base.items()}
+    if not deltas:
+        return {n: t.clone() for n, t in base32.items()}, {n: t.clone() for n, t in momentum.items()}
+    check_deltas(base32, deltas)
+    bounded = clip_deltas(deltas, cfg.clip)
+    avg = mean_delta(base32, weigh_deltas(bounded) if cfg.agreement else bounded)
+    new_state, new_mom = {}, {}
+    for name, theta in base32.items():
+        g = -avg[name]
+        m = momentum.get(name)
+        m_new = g.clone() if m is None else m.to(torch.float32) * cfg.momentum + g
+        if cfg.momentum == 0:
+            step = g
+        elif cfg.nesterov:
+            step = g + cfg.momentum * m_new
+        else:
+            step = m_new
+        new_state[name] = theta - cfg.lr * step
+        new_mom[name] = m_new
+    return new_state, new_mom
+
+
+def momentum_to_tensors(momentum: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Momentum buffers under `momentum.<param>` names, for client.content.weights.save_shards."""
+    return {MOMENTUM_PREFIX + n: t for n, t in momentum.items()}
+
+
+def momentum_from_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n[len(MOMENTUM_PREFIX) :]: t for n, t in tensors.items() if n.startswith(MOMENTUM_PREFIX)}
+
+
+# ----------------------------------------------------------------------------- on a node
+
+
+def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.Tensor]:
+    """An accepted submission's delta: in memory since verification, or fetched again (local cache)."""
+    key = (verdict.round, verdict.index)
+    if key not in v.deltas:
+        if isinstance(v.task.spec, LMTaskSpec) and v.task.lm is not None:
+            shapes = v.task.lm.adapter_shapes()
+            v.deltas[key] = fetch_lm_submission(v.store, verdict.bundle_digest, v.task.spec, shapes).delta
+        else:
+            v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits).delta
+    return v.deltas[key]
+
+
+def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts: Sequence[SubmissionVerdict]) -> Digest:
+    """Model round+1 from model round (``base_digest``) and the accepted deltas, uploaded; returns its digest."""
+    accepted = [x for x in verdicts if x.accepted]
+    if not accepted:
+        return base_digest
+    with timing.span("ipfs"):
+        if v.task.lm is not None:  # an LM task's model: the base file plus adapters (outer step on the adapters)
+            base = fetch_adapters(v.task.lm, v.store, base_digest)
+        else:
+            base, _ = v.task.models.get(v.store, base_digest)
+        deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}  # summed in digest order
+    started = time.perf_counter()
+    with timing.span("aggregation"):
+        state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
+    with timing.span("ipfs"):
+        digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
+    seconds = round(time.perf_counter() - started, 3)
+    log.info(
+        "model %d = %s from %d accepted of %d (%.2fs)",
+        round_ + 1,
+        digest,
+        len(accepted),
+        len(verdicts),
+        seconds,
+        extra=fields(
+            event="next_model",
+            round=round_,
+            model=digest,
+            accepted=len(accepted),
+            submissions=len(verdicts),
+            seconds=seconds,
+        ),
+    )
+    for x in accepted:
+        v.deltas.pop((x.round, x.index), None)
+    return digest
