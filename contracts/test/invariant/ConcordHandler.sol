@@ -203,8 +203,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         uint256 id = _task(taskSeed);
         IConcordTypes.TaskState memory st = concord.taskState(id);
         IConcordTypes.TaskParams memory p = concord.taskParams(id);
-        bool over = (p.maxRounds != 0 && st.finalizedRounds >= p.maxRounds)
-            || (st.closed && st.finalizedRounds > st.headRound);
+        bool over =
+            (p.maxRounds != 0 && st.finalizedRounds >= p.maxRounds) || (st.closed && st.finalizedRounds > st.headRound);
         vm.recordLogs();
         vm.prank(initiator);
         try concord.reclaimBudget(id) {
@@ -236,7 +236,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
     function fixSeedAny(uint256 taskSeed, uint32 roundSeed, uint16 blocks) external {
         uint256 id = _task(taskSeed);
         IConcordTypes.TaskState memory st = concord.taskState(id);
-        uint32 round = uint32(_bound(roundSeed, st.finalizedRounds > 0 ? st.finalizedRounds - 1 : 0, uint256(st.headRound) + 2));
+        uint32 round =
+            uint32(_bound(roundSeed, st.finalizedRounds > 0 ? st.finalizedRounds - 1 : 0, uint256(st.headRound) + 2));
         vm.roll(block.number + (blocks % 16 == 0 ? 300 : blocks % 3));
         if (blocks % 16 == 0) ++nSeedReanchors;
         ++nSeedTries;
@@ -269,6 +270,37 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             if (cooling) ++nRejoinRefused;
         }
         _after();
+    }
+
+    /// Whole rounds pass on one task with nobody acting (time warped, each round finalized as it
+    /// ends) until a validator removed for a missed commit is past its cooldown, which then joins
+    /// again. A run of a few hundred calls seldom keeps one task going for the 17 rounds otherwise,
+    /// so without this step no run reached a rejoin after the cooldown.
+    function rejoinAfterCooldown(uint256 taskSeed) external {
+        uint256 id = _task(taskSeed);
+        uint256 v;
+        while (
+            v < validators.length && (rejoinAt[id][validators[v]] == 0 || concord.memberInfo(id, validators[v]).joined)
+        ) {
+            ++v;
+        }
+        if (v == validators.length) return; // nobody removed from this task
+        address who = validators[v];
+        for (uint256 i; i < 120 && concord.currentRound(id) < rejoinAt[id][who]; ++i) {
+            if (concord.taskState(id).closed) return;
+            this.warpLong(198); // a whole phase at least: empty rounds run out
+            IConcordTypes.TaskState memory st = concord.taskState(id);
+            if (concord.phaseOf(id, st.finalizedRounds) == IConcordTypes.Phase.Finalize) {
+                this.finalize(_taskIndex(id), type(uint8).max);
+            }
+        }
+        if (concord.currentRound(id) < rejoinAt[id][who]) return;
+        // as an operator's node does (ensure_enrolled): a stake slashed below the minimum is topped up first
+        IConcordTypes.NodeInfo memory n = concord.nodeInfo(who);
+        if (n.role == IConcordTypes.Role.Validator && n.stake - n.unbonding < 100e18) {
+            this.addStake(trainers.length + v, 100e18);
+        }
+        this.join(trainers.length + v, _taskIndex(id));
     }
 
     /// A validator commits its seed share to the head round (refused outside its submit phase,
@@ -523,7 +555,9 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                     // validators mostly agree (shared verdict seed), sometimes dissent
                     // (one in three dissents, so rounds see ties between competing submissions)
                     uint256 verdict = seed % 3 == 0 ? seed >> 8 : uint256(keccak256(abi.encode(id, r))) >> 8;
-                    this.commit((seed % validators.length + v) % validators.length, _taskIndex(id), verdict, seed % 7 == 0);
+                    this.commit(
+                        (seed % validators.length + v) % validators.length, _taskIndex(id), verdict, seed % 7 == 0
+                    );
                     return;
                 }
             }
@@ -542,7 +576,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
             }
         }
         for (uint256 i; i < trainers.length; ++i) {
-            IConcordTypes.MemberInfo memory m = concord.memberInfo(id, trainers[(seed % trainers.length + i) % trainers.length]);
+            IConcordTypes.MemberInfo memory m =
+                concord.memberInfo(id, trainers[(seed % trainers.length + i) % trainers.length]);
             if (m.joined && !(m.hasSubmitted && m.lastSubmitRound >= head)) {
                 this.submit((seed % trainers.length + i) % trainers.length, _taskIndex(id), uint64(seed), uint8(seed));
                 return;
@@ -660,7 +695,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         for (uint256 i; i < logs.length; ++i) {
             if (logs[i].emitter != address(concord)) continue;
             bytes32 sig = logs[i].topics[0];
-            if (sig == IConcordEvents.SubmissionRewarded.selector || sig == IConcordEvents.SubmissionRejected.selector) {
+            if (sig == IConcordEvents.SubmissionRewarded.selector || sig == IConcordEvents.SubmissionRejected.selector)
+            {
                 uint256 id = uint256(logs[i].topics[1]);
                 uint256 round = uint256(logs[i].topics[2]);
                 address trainer = address(uint160(uint256(logs[i].topics[3])));
@@ -699,7 +735,8 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
                 address v = address(uint160(uint256(logs[i].topics[3])));
                 ghostStake[v] -= amount;
                 ghostSlashedNet += amount;
-                mapping(address => bool) storage once = slashedIn[uint256(logs[i].topics[1])][uint256(logs[i].topics[2])];
+                mapping(address => bool) storage once =
+                    slashedIn[uint256(logs[i].topics[1])][uint256(logs[i].topics[2])];
                 if (once[v]) shareSlashBroken = true; // once per validator and round
                 once[v] = true;
             } else if (sig == IConcordEvents.StakeBurned.selector) {
@@ -778,7 +815,9 @@ contract ConcordHandler is CommonBase, StdCheats, StdUtils {
         if (isVoid) return;
         uint256[] storage idx = rewardedIdx[id][round];
         for (uint256 k; k < idx.length; ++k) {
-            if (rewardedAmt[id][round][k] != (97e18 + 3) * workOf[id][round][idx[k]] / acceptedWork) proRataBroken = true;
+            if (rewardedAmt[id][round][k] != (97e18 + 3) * workOf[id][round][idx[k]] / acceptedWork) {
+                proRataBroken = true;
+            }
         }
     }
 
