@@ -8,7 +8,7 @@ import time
 
 from scripts import REPO_ROOT
 
-CONCORD = [sys.executable, "-c", "import sys; from client.cli import main; sys.exit(main())"]
+CONCORD = [sys.executable, "-c", "import sys; from concord.client.cli import main; sys.exit(main())"]
 
 
 def _run(*args: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -28,7 +28,7 @@ def test_version_and_help_answer_in_under_a_second() -> None:
 
 def test_help_imports_no_heavy_module() -> None:
     code = (
-        "import sys; from client import cli\n"
+        "import sys; from concord.client import cli\n"
         "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(m for m in ('torch', 'web3', 'transformers', 'toploc', 'numpy') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))"

@@ -170,7 +170,7 @@ def test_prompts_are_a_function_of_the_seed(env_id: str) -> None:
 def test_prompts_do_not_depend_on_the_interpreter() -> None:
     """Another process with another string-hash seed draws the same problems (a validator recomputes them)."""
     code = (
-        "import json; from client.engine import text_envs as t;"
+        "import json; from concord.client.engine import text_envs as t;"
         f"print(json.dumps({{e: [t.make_text_env(e).item(s)['question'] for s in {SEEDS}] for e in t.TEXT_ENVS}}))"
     )
     runs = [

@@ -488,9 +488,10 @@ def test_same_weights_same_digest_across_calls_and_processes(made, store: Store,
     digest = put_model(store, state, CFG.model, None, None)
     assert put_model(store, {k: t.clone() for k, t in state.items()}, CFG.model, None, None) == digest
     code = (
-        "import sys; from client.engine.config import ModelConfig, from_dict; import json;"
-        "from client.engine.model import build_policy, policy_state; from client.content.model_store import put_model;"
-        "from client.content.store import Store;"
+        "import sys; from concord.client.engine.config import ModelConfig, from_dict; import json;"
+        "from concord.client.engine.model import build_policy, policy_state;"
+        "from concord.client.content.model_store import put_model;"
+        "from concord.client.content.store import Store;"
         "cfg = from_dict(ModelConfig, json.loads(sys.argv[2]), 'model');"
         "print(put_model(Store(sys.argv[1], None), policy_state(build_policy(cfg)), cfg, None, None))"
     )

@@ -43,9 +43,9 @@ def test_shards_are_bounded_and_roundtrip(tmp_path) -> None:
 def test_same_weights_same_bytes_across_processes(tmp_path) -> None:
     here = save_shards(_state(), tmp_path / "a", max_shard_bytes=16 * 1024)
     code = (
-        "import sys; from client.engine.config import ModelConfig;"
-        "from client.engine.model import build_policy, policy_state;"
-        "from client.content.weights import save_shards;"
+        "import sys; from concord.client.engine.config import ModelConfig;"
+        "from concord.client.engine.model import build_policy, policy_state;"
+        "from concord.client.content.weights import save_shards;"
         "st = policy_state(build_policy(ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=16, seed=1)));"
         "print(' '.join(s.sha256 for s in save_shards(st, sys.argv[1], max_shard_bytes=16*1024)))"
     )

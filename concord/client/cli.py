@@ -111,7 +111,7 @@ def _find_lab(module: str) -> None:
     if find_spec("scripts") is not None:
         return
     roots = [os.environ[LAB_ENV]] if os.environ.get(LAB_ENV) else []
-    roots.append(str(Path(__file__).resolve().parent.parent))  # an editable install: the checkout itself
+    roots.append(str(Path(__file__).resolve().parents[2]))  # an editable install: the checkout (concord/client/..)
     for root in roots:
         if (Path(root) / "scripts" / "__init__.py").is_file():
             sys.path.insert(0, root)
