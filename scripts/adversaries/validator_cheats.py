@@ -82,7 +82,13 @@ class ValidatorCheat:
     lazy: bool = False  # sample no rows and no steps (cheap checks only)
     withhold_share: bool = False  # commit a seed share, never reveal it
     false_flags: bool = False  # flag made-up items of honest submissions
-    honest_vote: bool = False  # its reveal is the honest validators' own: its digest wins, it is paid the fee
+
+    @property
+    def honest_vote(self) -> bool:
+        """Its reveal is the honest validators' own (it votes what it found, the digest it computed, and
+        reveals it): its digest wins and it is paid the fee (lazy, withhold_share, false_flags)."""
+        as_found = self.vote is _as_found and self.next_model is _as_computed
+        return as_found and not (self.copies_commit or self.skip_reveal)
 
 
 VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {
@@ -123,21 +129,18 @@ VALIDATOR_CHEATS: dict[str, ValidatorCheat] = {
             "checks no sampled row or step (cheap checks only), re-checks only what others flag",
             "nothing when an honest validator flags the fault (it re-checks the flag and votes with them)",
             lazy=True,
-            honest_vote=True,
         ),
         ValidatorCheat(
             "withhold_share",
             "commits a seed share and never reveals it",
             "slashAmount (a committed seed share not revealed)",
             withhold_share=True,
-            honest_vote=True,
         ),
         ValidatorCheat(
             "false_flags",
             "flags MAX_FLAGS made-up rows of submissions it found honest",
             "the gas of its flag; every re-check finds nothing, so no verdict changes",
             false_flags=True,
-            honest_vote=True,
         ),
     ]
 }
