@@ -252,8 +252,11 @@ def node_binary() -> Path:
     return procs.find_binary("node")
 
 
-def helia_argv(repo: Path, api_port: int, swarm_port: int, peers: Sequence[str] = ()) -> list[str]:
-    """The command line of a Helia peer: API and swarm on 127.0.0.1, the peers it dials (and redials)."""
+def helia_argv(
+    repo: Path, api_port: int, swarm_port: int, peers: Sequence[str] = (), host: str = "127.0.0.1"
+) -> list[str]:
+    """The command line of a Helia peer: API and swarm on ``host`` (a network namespace's address
+    in scripts/netns.py, else loopback), the peers it dials (and redials)."""
     for peer in peers:
         parts = peer.strip("/").split("/")
         if len(parts) != 6 or parts[0] not in ("ip4", "ip6", "dns4") or parts[2] != "tcp" or parts[4] != "p2p":
@@ -264,9 +267,9 @@ def helia_argv(repo: Path, api_port: int, swarm_port: int, peers: Sequence[str] 
         "--repo",
         str(repo),
         "--api",
-        f"/ip4/127.0.0.1/tcp/{api_port}",
+        f"/ip4/{host}/tcp/{api_port}",
         "--swarm",
-        f"/ip4/127.0.0.1/tcp/{swarm_port}",
+        f"/ip4/{host}/tcp/{swarm_port}",
     ]
     for peer in peers:
         argv += ["--peer", peer]
@@ -280,25 +283,31 @@ def start_helia(
     peers: Sequence[str] = (),
     log_path: Path | None = None,
     timeout: float = 60.0,
+    host: str = "127.0.0.1",
+    wrap: Sequence[str] = (),
 ) -> Daemon:
     """A Helia peer on ``repo`` (created if new; kept, with its peer ID and blocks, if not), ready to
-    answer /api/v0/id. ``peers``: swarm multiaddrs ending in /p2p/<id> (``helia_swarm_addr``)."""
-    procs.require_free(api_port, "the IPFS API", "--ipfs-port")
-    procs.require_free(swarm_port, "the IPFS swarm", "--ipfs-swarm-port")
-    argv = helia_argv(repo, api_port, swarm_port, peers)
+    answer /api/v0/id. ``peers``: swarm multiaddrs ending in /p2p/<id> (``helia_swarm_addr``).
+    ``host``: the address its API and swarm listen on. ``wrap``: a command it runs under, e.g.
+    ``ip netns exec NS`` (scripts/netns.py); its ports then live in that namespace, not checked here."""
+    if not wrap:
+        procs.require_free(api_port, "the IPFS API", "--ipfs-port", host)
+        procs.require_free(swarm_port, "the IPFS swarm", "--ipfs-swarm-port", host)
+    argv = [*wrap, *helia_argv(repo, api_port, swarm_port, peers, host)]
     repo.mkdir(parents=True, exist_ok=True)
     log_path = repo.parent / f"{repo.name}.log" if log_path is None else log_path
-    api_url = f"http://127.0.0.1:{api_port}"
+    api_url = f"http://{host}:{api_port}"
     return start_ready("helia", argv, log_path, lambda: ipfs_ready(api_url), timeout)
 
 
-def helia_swarm_addr(api_url: str, timeout: float = 5.0) -> str:
-    """The swarm multiaddr (with /p2p/<peer id>) another peer dials to reach the node at ``api_url``."""
+def helia_swarm_addr(api_url: str, timeout: float = 5.0, host: str = "127.0.0.1") -> str:
+    """The swarm multiaddr (with /p2p/<peer id>) another peer dials to reach the node at ``api_url``
+    (its address on ``host``)."""
     r = requests.post(f"{api_url}/api/v0/id", timeout=timeout)
     r.raise_for_status()
-    addrs = [a for a in r.json()["Addresses"] if a.startswith("/ip4/127.0.0.1/tcp/")]
+    addrs = [a for a in r.json()["Addresses"] if a.startswith(f"/ip4/{host}/tcp/")]
     if not addrs:
-        raise PeerAddressError(f"{api_url} lists no 127.0.0.1 swarm address: {r.json()['Addresses']}")
+        raise PeerAddressError(f"{api_url} lists no {host} swarm address: {r.json()['Addresses']}")
     return str(addrs[0])
 
 
