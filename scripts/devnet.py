@@ -1,8 +1,22 @@
-"""The local devnet: Anvil + a js-ipfs daemon on 127.0.0.1, the contracts deployed, tokens minted.
+"""The local devnet: Anvil on a clock + one IPFS peer per node on 127.0.0.1, the contracts deployed,
+tokens minted.
 
 ``up`` writes everything a node needs into ``<state_dir>/devnet.json`` (RPC URL, chain id,
-addresses, IPFS API multiaddr, PIDs); ``down`` stops exactly the PIDs ``up`` recorded. Any
-failure on the way up stops what was started and raises one ``ProcError`` line naming the fix.
+addresses, the initiator's IPFS API multiaddr, every node's IPFS peer, PIDs); ``down`` stops
+exactly the PIDs recorded there (``add_peers`` records the peers it adds). Any failure on the way
+up stops what was started and raises one ``ProcError`` line naming the fix.
+
+The chain (issue 23): Anvil mines a block every ``block_time`` seconds (default 1 s) and also
+each transaction at once (``--mixed-mining``), so phase deadlines pass on the clock, as on a real
+chain, without any node sending a transaction; ``block_time=None`` (`--block-time 0`) is the old
+mine-per-transaction chain, where time moves only when someone transacts.
+
+The IPFS network (issue 23): every node (the initiator, each trainer, each validator) has its own
+Helia peer (scripts/ipfs_node/server.mjs: libp2p TCP + bitswap behind the Kubo-RPC subset the store
+speaks), its repo under ``<state_dir>/ipfs/<name>``, API and swarm on free loopback ports. The peers
+form a full mesh (``connect_mesh``: every peer dials every other and redials it when lost), so a
+block is one bitswap hop from wherever it is held: what a node publishes stays on its own peer
+until someone asks for it. See ``connect_mesh`` for what replaces the mesh at 100 nodes.
 
 `concord devnet up` is the one command that leaves processes running when it ends, on
 purpose: they belong to the state file and ``down`` stops them. Ctrl-C, SIGTERM or SIGHUP
@@ -12,10 +26,13 @@ before the devnet is complete stop what was started and leave no state file (nev
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,12 +64,17 @@ class NoDevnet(ProcError):
         self.state_file = state_file
 
 
+DEFAULT_BLOCK_TIME = 1.0  # seconds per block on the devnet's clock (None: mine per transaction only)
+INITIATOR_PEER = "initiator"  # the IPFS peer ``up`` always starts, on Ports.ipfs_api (Devnet.ipfs_api)
+
+
 @dataclass(frozen=True)
 class Ports:
     anvil: int = 8545
-    ipfs_api: int = 5001
-    ipfs_gateway: int = 8081
-    ipfs_grpc: int = 5003
+    ipfs_api: int = 5001  # the initiator's IPFS peer (every other peer's API port is a free one)
+    ipfs_gateway: int = 8081  # js-ipfs only (start_ipfs, the tests' shared daemon); Helia peers serve none
+    ipfs_grpc: int = 5003  # js-ipfs only, as ipfs_gateway
+    ipfs_swarm: int = 0  # the initiator's swarm port (0: a free one)
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,8 @@ class Devnet:
     token: str  # DevToken address
     accounts: list[str]  # default accounts funded with ETH and DevToken
     daemons: list[dict] = field(default_factory=list)
+    peers: dict = field(default_factory=dict)  # node name -> Peer.to_json(): each node's own IPFS peer
+    block_time: float | None = None  # seconds per block (None: mine per transaction)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,6 +102,18 @@ class Devnet:
 
     def daemon_list(self) -> list[Daemon]:
         return [Daemon.from_json(d) for d in self.daemons]
+
+    def peer(self, name: str) -> Peer:
+        """Node ``name``'s own IPFS peer (``up(peers=...)`` or ``add_peers``)."""
+        if name not in self.peers:
+            raise NoPeer(name, sorted(self.peers))
+        return Peer.from_json(self.peers[name])
+
+
+class NoPeer(ProcError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"the devnet has no IPFS peer for node {name!r} (it has {known}): add it with add_peers")
+        self.name, self.known = name, known
 
 
 # ----------------------------------------------------------------------------- daemons
@@ -133,12 +169,16 @@ def start_anvil(
     block_time: float | None = None,
     timeout: float = 20.0,
     extra_args: Sequence[str] = (),
+    mixed: bool = False,
 ) -> Daemon:
-    """Anvil on 127.0.0.1:port, ready to answer eth_chainId."""
+    """Anvil on 127.0.0.1:port, ready to answer eth_chainId. ``block_time``: a block every that many
+    seconds (interval mining; with ``mixed``, each transaction is also mined at once)."""
     procs.require_free(port, "anvil", "--anvil-port")
     argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--accounts", str(accounts)]
     if block_time is not None:
-        argv += ["--block-time", str(block_time)]
+        argv += ["--block-time", f"{block_time:g}"]
+        if mixed:
+            argv.append("--mixed-mining")
     argv += list(extra_args)
     return start_ready("anvil", argv, log_path, lambda: rpc_ready(f"http://127.0.0.1:{port}"), timeout)
 
@@ -326,6 +366,161 @@ def swarm_peers(api_url: str, timeout: float = 5.0) -> list[str]:
     return [str(p["Peer"]) for p in r.json()["Peers"]]
 
 
+# ----------------------------------------------------------------------------- one peer per node, in a mesh
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One node's own IPFS peer: how its node talks to it (``api``) and how other peers dial it (``swarm``)."""
+
+    name: str  # the node it belongs to (INITIATOR_PEER, "trainer-1", "validator-2", ...)
+    api: str  # /ip4/127.0.0.1/tcp/P/http: what the node's --ipfs-api (and Store) takes
+    api_url: str  # http://127.0.0.1:P
+    swarm: str  # /ip4/127.0.0.1/tcp/S/p2p/<peer id>
+    repo: str  # its repo (blocks, pins, its key: a restart on it keeps the peer ID)
+    pid: int
+
+    @property
+    def peer_id(self) -> str:
+        return self.swarm.rsplit("/", 1)[1]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(obj: dict) -> Peer:
+        return Peer(**obj)
+
+
+def free_ports(count: int, taken: Sequence[int] = ()) -> list[int]:
+    """``count`` distinct ports the OS says are free now, none of ``taken`` (the kernel may hand out a
+    port twice in a row once its socket is closed; two peers must not be given the same one)."""
+    out: list[int] = []
+    while len(out) < count:
+        port = procs.free_port()
+        if port not in out and port not in taken:
+            out.append(port)
+    return out
+
+
+PEER_DAEMON = "ipfs"  # the daemon name of every node's IPFS peer (as the one js-ipfs daemon was called)
+MESH_TIMEOUT_S = 30.0  # every peer connected to every other, after the last one answers its API
+
+
+def connect_mesh(peers: Sequence[Peer], timeout: float = MESH_TIMEOUT_S) -> None:
+    """Connect every peer to every other (``swarm_connect`` both ways: each then redials the other when
+    the link drops or the other restarts on its repo) and wait until each sees all the others.
+
+    Topology: a full mesh, n(n-1)/2 TCP connections. Right for the devnet's handful of nodes: a block
+    is one bitswap hop from any peer that holds it, and a want reaches every holder at once. At 100
+    nodes a full mesh is ~5,000 connections and every want is broadcast to 99 peers, so the mesh gives
+    way to a bounded degree: each peer dials the task's bootstrap peers (the initiator's and the
+    validators' peers, listed in the task spec or on chain beside each validator's registration) and
+    keeps ~8-16 connections; it finds who holds a CID through a DHT (libp2p kad-dht provider records:
+    a trainer announces its submission's root, a validator or a trainer that fetched a round model
+    announces that model) or a rendezvous point per task, and dials the holder for that fetch only.
+    Bitswap then asks the connected holders, not the whole network."""
+    for peer in peers:
+        for other in peers:
+            if other.name != peer.name:
+                swarm_connect(peer.api_url, other.swarm, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    for peer in peers:
+        want = {o.peer_id for o in peers if o.name != peer.name}
+        while not want <= set(swarm_peers(peer.api_url)):
+            if time.monotonic() >= deadline:
+                missing = sorted(want - set(swarm_peers(peer.api_url)))
+                raise ProcError(
+                    f"IPFS peer {peer.name} ({peer.api_url}) not connected to {missing} after {timeout:.0f}s"
+                )
+            time.sleep(0.1)
+
+
+def start_peers(
+    root: Path,
+    names: Sequence[str],
+    api_ports: Mapping[str, int] | None = None,
+    swarm_ports: Mapping[str, int] | None = None,
+    started: list[Daemon] | None = None,
+    mesh_with: Sequence[Peer] = (),
+    timeout: float = 60.0,
+    log_paths: Mapping[str, Path] | None = None,
+) -> list[Peer]:
+    """A Helia peer for each of ``names`` (repo ``root/<name>``, log ``root/<name>.log`` unless
+    ``log_paths`` names another), started at once, each ready to answer its API, then joined in a full
+    mesh with each other and ``mesh_with`` (peers already running); returned in the order of ``names``.
+    Each runs as a daemon named PEER_DAEMON.
+
+    Ports: ``api_ports`` / ``swarm_ports`` by name where given (checked free: a busy one is a PortBusy
+    naming --ipfs-port or --ipfs-swarm-port), the rest distinct free ports. ``started``: each daemon is
+    appended as soon as it exists and the caller stops them (all or nothing is the caller's); without
+    it, a failure (or a signal) stops every peer this call started before it raises."""
+    if len(set(names)) != len(names):
+        raise ProcError(f"IPFS peer names must be distinct, got {list(names)}")
+    api_ports, swarm_ports = dict(api_ports or {}), dict(swarm_ports or {})
+    for name, port in api_ports.items():
+        procs.require_free(port, f"the IPFS API of {name}", "--ipfs-port")
+    for name, port in swarm_ports.items():
+        procs.require_free(port, f"the IPFS swarm of {name}", "--ipfs-swarm-port")
+    taken = [*api_ports.values(), *swarm_ports.values()]
+    spare = iter(free_ports(2 * len(names), taken))
+    ours: list[Daemon] = []
+    try:
+        launched = []
+        for name in names:
+            repo = Path(root) / name
+            repo.mkdir(parents=True, exist_ok=True)
+            api_port = api_ports.get(name) or next(spare)
+            swarm_port = swarm_ports.get(name) or next(spare)
+            argv = helia_argv(repo, api_port, swarm_port)
+            log_path = (log_paths or {}).get(name, Path(root) / f"{name}.log")
+            daemon, proc = procs.start(PEER_DAEMON, argv, log_path)
+            ours.append(daemon)
+            if started is not None:
+                started.append(daemon)
+            launched.append((name, repo, api_port, daemon, proc))
+        peers = []
+        for name, repo, api_port, daemon, proc in launched:
+            url = f"http://127.0.0.1:{api_port}"
+            procs.wait_ready(daemon, proc, functools.partial(ipfs_ready, url), timeout)
+            api = f"/ip4/127.0.0.1/tcp/{api_port}/http"
+            peers.append(Peer(name, api, url, helia_swarm_addr(url), str(repo), daemon.pid))
+        connect_mesh([*mesh_with, *peers])
+        return peers
+    except BaseException:
+        if started is None:
+            with procs.signals_ignored():
+                procs.stop_all(ours)
+        raise
+
+
+def add_peers(state_dir: Path, names: Sequence[str]) -> Devnet:
+    """Give each node of ``names`` that has none yet its own IPFS peer on the running devnet at
+    ``state_dir``, meshed with the peers already there, and record them in its state file (``down``
+    stops them). All or nothing: a failure or a signal stops the peers this call started and leaves
+    the state file as it was. Returns the devnet as now recorded."""
+    state_dir = Path(state_dir).resolve()
+    net = load(state_dir)
+    new = [n for n in dict.fromkeys(names) if n not in net.peers]
+    if not new:
+        return net
+    running = [Peer.from_json(p) for p in net.peers.values()]
+    added: list[Daemon] = []
+    try:
+        peers = start_peers(state_dir / "ipfs", new, started=added, mesh_with=running)
+        net = dataclasses.replace(
+            net,
+            daemons=[*net.daemons, *(d.to_json() for d in added)],
+            peers={**net.peers, **{p.name: p.to_json() for p in peers}},
+        )
+        write_state(net)
+        return net
+    except BaseException:
+        with procs.signals_ignored():
+            procs.stop_all(added)
+        raise
+
+
 # ----------------------------------------------------------------------------- up / down
 
 
@@ -360,14 +555,36 @@ def tcp_port(text: str) -> int:
     return port
 
 
+def write_state(net: Devnet) -> None:
+    """The devnet JSON, replaced whole (a reader never sees half a file)."""
+    path = state_file(Path(net.state_dir))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(net.to_json(), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def block_seconds(text: str) -> float | None:
+    """argparse type of --block-time: seconds > 0, or 0 for mine-per-transaction (None)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value != value or value < 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0: mine per transaction), got {text}")
+    return None if value == 0 else value
+
+
 def up(
     state_dir: Path = DEFAULT_STATE_DIR,
     ports: Ports = Ports(),
     accounts: int = 10,
-    block_time: float | None = None,
+    block_time: float | None = DEFAULT_BLOCK_TIME,
     hand_over: bool = False,
+    peers: Sequence[str] = (),
 ) -> Devnet:
-    """Start anvil and js-ipfs, deploy the contracts and the DevToken, mint, write the state file.
+    """Start anvil (a block every ``block_time`` s, and each transaction at once; None: per transaction
+    only) and the IPFS peers (the initiator's on ``ports.ipfs_api``, one more per name of ``peers``, in a
+    full mesh), deploy the contracts and the DevToken, mint, write the state file.
 
     All or nothing: an error, Ctrl-C or SIGTERM on the way up stops whatever it started and
     leaves no state file. ``hand_over``: once complete, the daemons belong to the state file
@@ -375,32 +592,43 @@ def up(
     """
     from concord.client.chain import deploy  # deferred: deploy compiles the contracts
 
+    if block_time is not None and not block_time > 0:
+        raise ProcError(f"--block-time must be > 0 seconds (or none: mine per transaction), got {block_time}")
+    names = [INITIATOR_PEER, *dict.fromkeys(n for n in peers if n != INITIATOR_PEER)]
     state_dir = Path(state_dir).resolve()
     _refuse_if_running(state_dir)
     anvil_binary()
-    jsipfs_binary()  # both binaries checked before anything starts
+    node_binary()  # both binaries checked before anything starts
     state_dir.mkdir(parents=True, exist_ok=True)
     started: list[Daemon] = []
     before = {d.pid for d in procs.owned()}
     wrote_state = False
     try:
-        started.append(start_anvil(ports.anvil, state_dir / "anvil.log", accounts, block_time))
-        started.append(start_ipfs(state_dir / "ipfs", ports, state_dir / "ipfs.log"))
+        started.append(start_anvil(ports.anvil, state_dir / "anvil.log", accounts, block_time, mixed=True))
+        ipfs_root = state_dir / "ipfs"
+        if ipfs_root.exists():
+            shutil.rmtree(ipfs_root)  # a new devnet, new peers: no blocks or peer IDs of an earlier chain
+        swarm = {INITIATOR_PEER: ports.ipfs_swarm} if ports.ipfs_swarm else {}
+        logs = {INITIATOR_PEER: state_dir / "ipfs.log"}  # where the one js-ipfs daemon logged
+        started_peers = start_peers(ipfs_root, names, {INITIATOR_PEER: ports.ipfs_api}, swarm, started, log_paths=logs)
+        initiator = started_peers[0]
         rpc_url = f"http://127.0.0.1:{ports.anvil}"
         result = deploy.deploy_devnet(rpc_url, accounts, DEVNET_MINT)
         devnet = Devnet(
             rpc_url=rpc_url,
             chain_id=result.deployment.chain_id,
-            ipfs_api=f"/ip4/127.0.0.1/tcp/{ports.ipfs_api}/http",
-            ipfs_api_url=f"http://127.0.0.1:{ports.ipfs_api}",
+            ipfs_api=initiator.api,
+            ipfs_api_url=initiator.api_url,
             state_dir=str(state_dir),
             deployment=result.deployment.to_json(),
             token=result.deployment.token,
             accounts=result.accounts,
             daemons=[d.to_json() for d in started],
+            peers={p.name: p.to_json() for p in started_peers},
+            block_time=block_time,
         )
         wrote_state = True
-        state_file(state_dir).write_text(json.dumps(devnet.to_json(), indent=2) + "\n")
+        write_state(devnet)
         (state_dir / "deployment.json").write_text(json.dumps(result.deployment.to_json(), indent=2) + "\n")
         if hand_over:
             procs.disown(*started)
@@ -410,9 +638,9 @@ def up(
             # ``started`` misses a daemon whose start a signal interrupted; procs has it on record.
             fresh = [d for d in procs.owned() if d.pid not in before and d not in started]
             procs.stop_all([*started, *fresh])
-            # return only once their ports are released too (a caller may start again at once)
-            held = {"anvil": [ports.anvil], "ipfs": [ports.ipfs_api, ports.ipfs_gateway, ports.ipfs_grpc]}
-            ours = [p for d in [*started, *fresh] for p in held.get(d.name, [])]
+            # return only once the ports asked for are released too (a caller may start again at once)
+            held = {"anvil": [ports.anvil], PEER_DAEMON: [ports.ipfs_api]}
+            ours = sorted({p for d in [*started, *fresh] for p in held.get(d.name, [])})
             busy = procs.wait_ports_free(ours)
             if busy:
                 log.warning("ports %s still busy after stopping what `devnet up` started", busy)
@@ -483,7 +711,9 @@ def fund(state_dir: Path, address: str, eth: TokenAmount | None, tokens: TokenAm
 
 def parser() -> argparse.ArgumentParser:
     """`concord devnet up|down|status`, `concord devnet fund ADDRESS [--eth N] [--tokens N]`."""
-    p = argparse.ArgumentParser(prog="concord devnet", description="local Anvil + js-ipfs devnet")
+    p = argparse.ArgumentParser(
+        prog="concord devnet", description="local devnet: Anvil on a clock + IPFS peers (Helia) in a mesh"
+    )
     p.add_argument("action", choices=["up", "down", "status", "fund"])
     p.add_argument("address", nargs="?", default=None, help="fund: the account to fund (0x...)")
     p.add_argument(
@@ -501,11 +731,27 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     p.add_argument("--anvil-port", type=tcp_port, default=Ports.anvil)
-    p.add_argument("--ipfs-port", type=tcp_port, default=Ports.ipfs_api, help="IPFS HTTP API port")
-    p.add_argument("--ipfs-gateway-port", type=tcp_port, default=Ports.ipfs_gateway)
-    p.add_argument("--ipfs-grpc-port", type=tcp_port, default=Ports.ipfs_grpc)
+    p.add_argument("--ipfs-port", type=tcp_port, default=Ports.ipfs_api, help="the initiator's IPFS HTTP API port")
+    p.add_argument(
+        "--ipfs-swarm-port", type=tcp_port, default=None, help="the initiator's IPFS swarm port (default: free)"
+    )
+    p.add_argument("--ipfs-gateway-port", type=tcp_port, default=Ports.ipfs_gateway, help=argparse.SUPPRESS)
+    p.add_argument("--ipfs-grpc-port", type=tcp_port, default=Ports.ipfs_grpc, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="up: one more IPFS peer, for node NAME (repeatable; the initiator's is always started)",
+    )
     p.add_argument("--accounts", type=int, default=10, help="default anvil accounts to fund")
-    p.add_argument("--block-time", type=float, default=None, help="seconds per block (default: mine per tx)")
+    p.add_argument(
+        "--block-time",
+        type=block_seconds,
+        default=DEFAULT_BLOCK_TIME,
+        help=f"seconds per block; transactions are also mined at once (default {DEFAULT_BLOCK_TIME:g}; "
+        "0: mine per transaction only, so deadlines pass only when someone transacts)",
+    )
     return p
 
 
@@ -525,10 +771,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # complete devnet: a signal on the way up stops what was started, like any error.
         with procs.no_orphans():
             if args.action == "up":
-                ports = Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
-                devnet = up(args.state_dir, ports, args.accounts, args.block_time, hand_over=True)
+                ports = Ports(
+                    args.anvil_port,
+                    args.ipfs_port,
+                    args.ipfs_gateway_port,
+                    args.ipfs_grpc_port,
+                    args.ipfs_swarm_port or 0,
+                )
+                devnet = up(args.state_dir, ports, args.accounts, args.block_time, hand_over=True, peers=args.peer)
+                clock = "per transaction" if devnet.block_time is None else f"every {devnet.block_time:g}s"
                 print(
-                    f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}), ipfs {devnet.ipfs_api}, "
+                    f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}, a block {clock}), "
+                    f"ipfs {devnet.ipfs_api} "
+                    f"({len(devnet.peers)} peer(s) in a mesh: {', '.join(devnet.peers)}), "
                     f"state {state_file(Path(devnet.state_dir))}"
                 )
             elif args.action == "fund":
@@ -547,12 +802,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"devnet down: stopped pids {pids}")
             else:
                 devnet = load(args.state_dir)
-                live = {d.name: procs.is_ours(d) for d in devnet.daemon_list()}
+                live = {f"{d.name} {d.pid}": procs.is_ours(d) for d in devnet.daemon_list()}
                 print(
                     json.dumps(
                         {
                             "rpc_url": devnet.rpc_url,
+                            "block_time": devnet.block_time,
                             "ipfs_api": devnet.ipfs_api,
+                            "peers": {n: p["api"] for n, p in devnet.peers.items()},
                             "alive": live,
                             "deployment": devnet.deployment,
                         },

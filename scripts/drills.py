@@ -225,14 +225,27 @@ def pausing(argv: list[str], seconds: float) -> list[str]:
 
 
 def publish(
-    client: ChainClient, ipfs_api: str, tmp: Path, rounds: int, min_validators: int, model_seed: int = 0
+    client: ChainClient,
+    ipfs_api: str,
+    tmp: Path,
+    rounds: int,
+    min_validators: int,
+    model_seed: int = 0,
+    phase_seconds: int | None = None,
+    inner_steps: int = 2,
 ) -> int:
     """The small task (phases close early once every joined node acted) with ``rounds`` rounds.
-    Another ``model_seed`` gives another model 0, so every bundle of the task is new content."""
+    Another ``model_seed`` gives another model 0, so every bundle of the task is new content.
+    ``phase_seconds``: each phase's deadline (default the template's 600 s), for drills in which a
+    phase must end by its deadline (a node that never acts) on a chain that runs on a clock;
+    ``inner_steps``: the inner steps (and inner states) of a submission."""
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "task.toml"
-    text = TASK_TEMPLATE.read_text().format(inner_steps=2, max_rounds=rounds, min_validators=min_validators)
-    path.write_text(re.sub(r"(?m)^seed = 0$", f"seed = {model_seed}", text))
+    text = TASK_TEMPLATE.read_text().format(inner_steps=inner_steps, max_rounds=rounds, min_validators=min_validators)
+    text = re.sub(r"(?m)^seed = 0$", f"seed = {model_seed}", text)
+    if phase_seconds is not None:
+        text = re.sub(r"(?m)^(submit|commit|reveal)_seconds = \d+$", rf"\1_seconds = {phase_seconds}", text)
+    path.write_text(text)
     node = connect_node(node_cfg(client, ipfs_api, tmp, 0, INITIATOR, "initiator"))
     return publish_task(node.client, node.signer, node.store, load_task_file(path)).task_id
 

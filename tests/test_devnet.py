@@ -1,6 +1,8 @@
 """Devnet up/down against the real daemons: what up writes, that down stops exactly those PIDs,
 and that a busy port, a missing binary or a daemon that dies gives one clear line and leaves
-nothing running. Also: the js-ipfs fixture stores and returns a block."""
+nothing running; the chain's clock (blocks without transactions) and the IPFS peers' mesh
+(one per node, added peers recorded and stopped by down). Also: the js-ipfs fixture stores and
+returns a block."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,9 @@ import pytest
 from own_devnet import free_ports
 
 from concord.client import chain
+from concord.client.chain import keys
+from concord.client.content.manifest import canonical_bytes
+from concord.client.content.store import Store
 from concord.client.runtime import procs
 from scripts import devnet
 
@@ -61,12 +67,10 @@ def test_up_writes_state_and_down_stops_exactly_its_pids(tmp_path: Path) -> None
         client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
         assert client.concord.token() == client.token.address
         assert [client.token.balance_of(a) for a in net.accounts] == [devnet.DEVNET_MINT] * 3
-        assert (
-            ipfshttpclient.Client(net.ipfs_api, timeout=10).cat(
-                ipfshttpclient.Client(net.ipfs_api, timeout=10).add_bytes(b"x")
-            )
-            == b"x"
-        )
+        store = Store(net.ipfs_api, None, timeout=5.0)
+        assert store.get_bytes(store.put_file(b"x", name="x"), max_bytes=10) == b"x"
+        assert state["block_time"] == devnet.DEFAULT_BLOCK_TIME and list(state["peers"]) == ["initiator"]
+        assert [d["name"] for d in state["daemons"]] == ["anvil", "ipfs"]
         with pytest.raises(devnet.DevnetRunning):
             devnet.up(tmp_path / "dn", free_ports())
     finally:
@@ -136,3 +140,48 @@ def test_stop_ignores_a_recycled_pid(tmp_path: Path) -> None:
     impostor = procs.Daemon(daemon.name, daemon.pid, daemon.start_ticks + 1, daemon.argv, daemon.log_path)
     assert procs.stop(impostor) is False and procs.alive(daemon.pid)  # not the process we started
     assert procs.stop(daemon) is True and not procs.alive(daemon.pid)
+
+
+@pytest.mark.slow
+def test_the_chain_runs_on_a_clock_and_every_node_gets_a_peer_in_a_mesh(tmp_path: Path) -> None:
+    """No transaction: the block number and timestamp still move (deadlines pass); a transaction is
+    still mined at once. Peers of `up(peers=...)` and of `add_peers` are one mesh: what one node puts
+    on its own peer, another node's peer fetches; `down` stops every one of them."""
+    before = _children()
+    state = tmp_path / "dn"
+    net = devnet.up(state, free_ports(), accounts=2, block_time=2, peers=["trainer-1"])
+    try:
+        client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))
+        b0, t0 = client.rpc.block_number(), client.rpc.block_timestamp()
+        wait_until = time.monotonic() + 15
+        while client.rpc.block_number() < b0 + 2 and time.monotonic() < wait_until:
+            time.sleep(0.1)
+        assert client.rpc.block_number() >= b0 + 2 and client.rpc.block_timestamp() >= t0 + 2  # no transaction sent
+        t = time.monotonic()  # just after an interval block: the next one is ~2 s away
+        client.token.transfer(client.signer(keys.devnet_account(0)), net.accounts[1], 1)
+        assert time.monotonic() - t < 1.2  # mined at once (mixed mining), not at the next tick
+
+        net = devnet.add_peers(state, ["trainer-1", "validator-1"])  # trainer-1 has one: only validator-1 is new
+        assert list(net.peers) == ["initiator", "trainer-1", "validator-1"]
+        assert devnet.load(state).peers == net.peers and len(net.daemons) == 4
+        trainer, validator, initiator = (net.peer(n) for n in ("trainer-1", "validator-1", "initiator"))
+        assert len({trainer.api, validator.api, initiator.api}) == 3
+        for p in (trainer, validator, initiator):
+            others = {q.peer_id for q in (trainer, validator, initiator) if q is not p}
+            assert others <= set(devnet.swarm_peers(p.api_url))
+        digest = Store(trainer.api, None).put_manifest(canonical_bytes({"from": "trainer-1"}))
+        assert Store(validator.api, None, timeout=10.0).get_manifest(digest) == canonical_bytes({"from": "trainer-1"})
+        with pytest.raises(devnet.NoPeer, match="validator-9"):
+            net.peer("validator-9")
+    finally:
+        stopped = devnet.down(state)
+    assert len(stopped) == 4 and _children() == before
+
+
+def test_block_time_flag() -> None:
+    assert devnet.parser().parse_args(["up"]).block_time == devnet.DEFAULT_BLOCK_TIME
+    assert devnet.parser().parse_args(["up", "--block-time", "0"]).block_time is None
+    assert devnet.parser().parse_args(["up", "--block-time", "0.25"]).block_time == 0.25
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            devnet.parser().parse_args(["up", "--block-time", bad])
