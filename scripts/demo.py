@@ -1,10 +1,13 @@
 """`concord demo` (= `make demo`): the whole network on one machine, as separate processes.
 
-devnet up -> publish the default task (configs/default_task.toml, max_rounds = --rounds) ->
+devnet up (a block every second; one IPFS peer per node, in a full mesh: scripts.devnet) -> publish
+the default task (configs/default_task.toml, max_rounds = --rounds) from the initiator's peer ->
 stake and join 3 honest trainers, 1 cheater (`--cheat MODE`) and 2 validators -> start each
 as its own process (`python -m concord.client.trainer run ...` / `python -m concord.validator.node run ...`, the
 cheater `python -m scripts.adversaries.trainer run ... --cheat MODE`; JSON logs under
-<state>/logs/) -> follow the rounds from chain events in a live table ->
+<state>/logs/), each with `--ipfs-api` of its own peer: a trainer publishes to its own peer, a
+validator fetches from there over bitswap, a round model is served by whoever holds it ->
+follow the rounds from chain events in a live table ->
 stop the nodes -> settlement table, reward curve PNG, token-conservation check, one verdict
 line (and a JSON line) -> devnet down. Exit status 0 only when the reward rose, the cheater
 was slashed, every validator earned a bounty and conservation holds. While it runs, `concord
@@ -152,30 +155,42 @@ class NodeProc:
 
 
 def node_argv(
-    spec: NodeSpec, devnet_json: Path, task_id: int, rounds: int, state_dir: Path, plan: NetworkPlan
+    spec: NodeSpec,
+    devnet_json: Path,
+    task_id: int,
+    rounds: int,
+    state_dir: Path,
+    plan: NetworkPlan,
+    ipfs_api: str | None = None,
 ) -> list[str]:
     """The node's command line: the same `concord trainer|validator run` a user would type; a cheater's
-    is the lab's node of its role (scripts.adversaries.trainer|validator: the same flags and --cheat)."""
+    is the lab's node of its role (scripts.adversaries.trainer|validator: the same flags and --cheat).
+    ``ipfs_api``: the node's own IPFS peer (default: the devnet file's, the initiator's)."""
     cheat = ["--cheat", spec.cheat] if spec.cheat else []
+    ipfs = ["--ipfs-api", ipfs_api] if ipfs_api else []
     if spec.role == Role.TRAINER:
         module = "scripts.adversaries.trainer" if spec.cheat else "concord.client.trainer"
         extra = ["--threads", str(plan.threads), *cheat]
     else:
         module = "scripts.adversaries.validator" if spec.cheat else "concord.validator.node"
         extra = ["--withdraw", *cheat]
-    network = ("--devnet", str(devnet_json))
+    network = ("--devnet", str(devnet_json), *ipfs)
     return node_command(module, network, task_id, spec.account, state_dir, rounds, plan.poll_interval, *extra)
 
 
 def start_nodes(
     specs: Sequence[NodeSpec], net: devnet.Devnet, task_id: int, plan: NetworkPlan, started: list[NodeProc]
 ) -> None:
-    """Start every node in its own process group; each is appended to ``started`` as soon as it
-    exists (the caller stops them), and <state>/nodes.json lists them for anyone else."""
+    """Start every node in its own process group, each talking to its own IPFS peer (started here and
+    recorded in the devnet's state file when the devnet has none for it yet: devnet.add_peers); each is
+    appended to ``started`` as soon as it exists (the caller stops them), and <state>/nodes.json lists
+    them for anyone else."""
     state = Path(net.state_dir)
     devnet_json = devnet.state_file(state)
+    net = devnet.add_peers(state, [s.name for s in specs])
     for spec in specs:
-        argv = node_argv(spec, devnet_json, task_id, plan.rounds, state / "nodes" / spec.name, plan)
+        api = net.peer(spec.name).api
+        argv = node_argv(spec, devnet_json, task_id, plan.rounds, state / "nodes" / spec.name, plan, api)
         daemon, proc = procs.start(spec.name, argv, state / "logs" / f"{spec.name}.log", cwd=REPO_ROOT)
         started.append(NodeProc(daemon, proc))
         write_nodes_file(state, [n.daemon for n in started])
@@ -671,14 +686,24 @@ def demo_dashboard(net: devnet.Devnet, port: int | None, console: Console) -> It
         ctx.__exit__(None, None, None)
 
 
-def run_demo(plan: NetworkPlan, state_dir: Path, ports: devnet.Ports, console: Console) -> Outcome:
+def run_demo(
+    plan: NetworkPlan,
+    state_dir: Path,
+    ports: devnet.Ports,
+    console: Console,
+    block_time: float | None = devnet.DEFAULT_BLOCK_TIME,
+) -> Outcome:
     """devnet up -> run_network -> report; nodes and devnet stopped on every way out."""
     state_dir = Path(state_dir).resolve()
     nodes: list[NodeProc] = []
-    console.print(f"starting devnet (anvil + js-ipfs) in {state_dir} …")
+    clock = "mining per transaction" if block_time is None else f"a block every {block_time:g}s"
+    console.print(f"starting devnet (anvil, {clock}; an IPFS peer per node) in {state_dir} …")
     try:
-        net = devnet.up(state_dir, ports)
-        console.print(f"devnet: rpc {net.rpc_url}, ipfs {net.ipfs_api}, Concord {net.deployment['concord']}")
+        net = devnet.up(state_dir, ports, block_time=block_time, peers=[s.name for s in plan.nodes])
+        console.print(
+            f"devnet: rpc {net.rpc_url}, Concord {net.deployment['concord']}, IPFS peers (full mesh): "
+            + ", ".join(f"{n} {p['api_url']}" for n, p in net.peers.items())
+        )
         with demo_dashboard(net, plan.dashboard_port, console):
             outcome = run_network(net, plan, console, nodes)
             report(outcome, state_dir, console)
@@ -726,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         with procs.no_orphans():
-            outcome = run_demo(plan, args.state_dir, ports, console)
+            outcome = run_demo(plan, args.state_dir, ports, console, args.block_time)
     except (KeyboardInterrupt, Interrupted) as e:
         console.print(f"interrupted ({e or 'SIGINT'}): every node and daemon stopped")
         return 130

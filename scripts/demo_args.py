@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from argparse import SUPPRESS
 from pathlib import Path
 
 from concord.client.runtime.parsers import DASHBOARD_PORT
@@ -47,7 +48,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     p.add_argument("--state-dir", type=Path, default=devnet.DEFAULT_STATE_DIR)
     p.add_argument("--anvil-port", type=devnet.tcp_port, default=devnet.Ports.anvil)
-    p.add_argument("--ipfs-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_api)
-    p.add_argument("--ipfs-gateway-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_gateway)
-    p.add_argument("--ipfs-grpc-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_grpc)
+    p.add_argument(
+        "--ipfs-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_api, help="the initiator's IPFS API port"
+    )
+    p.add_argument("--ipfs-gateway-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_gateway, help=SUPPRESS)
+    p.add_argument("--ipfs-grpc-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_grpc, help=SUPPRESS)
+    p.add_argument(
+        "--block-time",
+        type=devnet.block_seconds,
+        default=devnet.DEFAULT_BLOCK_TIME,
+        help=f"the devnet's seconds per block (default {devnet.DEFAULT_BLOCK_TIME:g}; 0: mine per transaction only)",
+    )
     return p

@@ -1,7 +1,7 @@
 """`concord demo` as a user runs it: a subprocess with its own devnet (free ports, a temp state dir).
 
-- Ctrl-C (and SIGTERM) mid-run leaves nothing running: no anvil, js-ipfs, trainer or validator
-  process it started, nor anything else in their process groups.
+- Ctrl-C (and SIGTERM) mid-run leaves nothing running: no anvil, IPFS peer (one per node and the
+  initiator's), trainer or validator process it started, nor anything else in their process groups.
 - A short run with the cheater: the settlement catches and slashes it, pays both validators a
   bounty, and the conservation check holds (the JSON line says so).
 - The verdict's rules on hand-made outcomes.
@@ -68,6 +68,9 @@ def test_interrupt_mid_run_leaves_nothing_running(tmp_path: Path, sig: signal.Si
         daemons = devnet.load(state).daemon_list()
         daemons += [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
         assert {d.name for d in daemons} >= {"anvil", "ipfs", "trainer-1", "cheater", "validator-2"}
+        assert [d.name for d in daemons].count("ipfs") == 7  # the initiator's peer + one per node
+        apis = [d.argv[d.argv.index("--ipfs-api") + 1] for d in daemons if "--ipfs-api" in d.argv]
+        assert len(apis) == 6 and len(set(apis)) == 6  # each node talks to its own peer
         wait_for(
             f"trainer-1 to log {when}",
             lambda: f'"event":"{when}"' in (state / "logs" / "trainer-1.log").read_text(),
@@ -107,6 +110,9 @@ def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
     assert not devnet.state_file(state).exists()
     nodes = [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
     assert len(nodes) == 6 and not any(procs.is_ours(d) for d in nodes)
+    assert "a block every 1s; an IPFS peer per node" in run.stdout
+    peer_logs = [state / "ipfs.log", *((state / "ipfs" / f"{s.name}.log") for s in demo_nodes())]  # initiator's first
+    assert all("SIGTERM: stopping" in log.read_text() for log in peer_logs)  # each node's peer ran, and was stopped
 
 
 # ----------------------------------------------------------------------------- the verdict's rules
