@@ -93,12 +93,6 @@ const MAX_CHILDREN = 174 // Kubo and js-ipfs: links per balanced-layout node
 const REDIAL_MS = 2_000
 const READ_BUFFER_BYTES = 32 * 1024 * 1024 // per yamux stream, over its 16 MiB maximum window
 const PREFETCH_CONCURRENCY = 8 // children of a requested dag-pb node wanted at once
-const PRESENCE_RESEND_MS = 1_000 // a want-have round also asks peers that connected since, this often
-const HAVE_GRACE_MS = 50 // after the first HAVE, how long other holders may still answer
-const BLOCK_WAIT_MS = 30_000 // a holder that has not sent the block by then is skipped
-const MAX_WANTS_PER_PEER = 2 // want-blocks in flight to one fetching peer before a seed is preferred
-const MAX_SEED_WANTS = 1 // want-blocks in flight to seeds while other peers are fetching too
-const FETCHING_WINDOW_MS = 10_000 // a peer that sent us a want this recently is fetching
 const PREFETCH_TIMEOUT_MS = 30_000
 const STOP_GRACE_MS = 10_000
 const RAW = 0x55
@@ -326,7 +320,7 @@ async function readBlock (helia, cid, signal) {
     }
     if (fetch == null) {
       const owner = signal
-      fetch = { owner, block: fetchFromPeers(helia, cid, owner) }
+      fetch = { owner, block: collectBlock(helia.blockstore.get(cid, { signal: owner })) }
       fetch.block.catch(() => {}).finally(() => { if (inflight.get(key) === fetch) inflight.delete(key) })
       inflight.set(key, fetch)
     }
@@ -337,169 +331,6 @@ async function readBlock (helia, cid, signal) {
       if (signal.aborted || fetch.owner === signal || !fetch.owner.aborted) throw err
     }
   }
-}
-
-/** want-blocks in flight from this node, by peer ID: how busy each provider is with us. */
-const asked = new Map()
-
-/**
- * One block from the swarm, one copy over the wire (issue 23: peers serve each other, the origin
- * does not serve every copy). Bitswap alone sends want-block to every connected peer, and every peer
- * holding the block sends it: with 3 validators and 8 trainers a trainer downloaded each block ~4
- * times, and the validators sent 3 copies to every trainer. Here: want-have to every peer, then
- * want-block to one holder, chosen by
- *   1. a holder that is itself fetching (it has wants with us: a peer in the middle of the same
- *      download, whose upload is otherwise idle) before a pure seed (the origin),
- *   2. fewest want-blocks from us in flight (MAX_WANTS_PER_PEER before a busier class is used),
- *   3. at random.
- * A holder that fails or times out is skipped and the next one asked; with no peer connected (or
- * every one tried) the block is wanted the old way (want-block to all, sent to peers as they connect).
- * Integrity: bitswap hashes every received block and matches it to the CID before it reaches us.
- */
-async function fetchFromPeers (helia, cid, signal) {
-  const bitswap = helia.blockBrokers.find(b => b.name === 'bitswap')?.bitswap
-  const tried = new Set()
-  for (;;) {
-    signal.throwIfAborted()
-    const holders = bitswap == null ? [] : await holdersOf(bitswap, cid, tried, signal)
-    if (holders.length === 0) return collectBlock(helia.blockstore.get(cid, { signal }))
-    const found = holders.find(h => h.block != null)
-    if (found != null) { // a small block comes with its HAVE
-      await helia.blockstore.put(cid, found.block, { signal })
-      return found.block
-    }
-    let peer = pick(holders.map(h => h.peer), bitswap)
-    let seed = false
-    if (!fetching(bitswap, peer) && swarmFetching(bitswap)) {
-      // only seeds hold it, and peers are fetching too: one seed want at a time, unless a fetching
-      // peer gets the block first (then it serves it, and the seed's upload goes to blocks nobody has)
-      const other = await seedTurn(bitswap, cid, tried, signal)
-      if (other == null) seed = true
-      else peer = other
-    }
-    const key = peer.toString()
-    tried.add(key)
-    asked.set(key, (asked.get(key) ?? 0) + 1)
-    try {
-      const res = await bitswap.wantList.wantSessionBlock(cid, peer, {
-        signal: AbortSignal.any([signal, AbortSignal.timeout(BLOCK_WAIT_MS)])
-      })
-      if (res.has && res.block != null) {
-        await helia.blockstore.put(cid, res.block, { signal }) // stored, and announced to peers wanting it
-        return res.block
-      }
-    } catch (err) {
-      if (signal.aborted) throw err // else: that holder failed or was too slow; ask the next
-    } finally {
-      asked.set(key, asked.get(key) - 1)
-      if (seed) seedDone()
-    }
-  }
-}
-
-/** A peer is fetching when it sent us a want in the last FETCHING_WINDOW_MS (a seed never does). */
-function fetching (bitswap, peer) {
-  const now = Date.now()
-  return (bitswap.peerWantLists.wantListForPeer(peer) ?? []).some(w => now - w.created < FETCHING_WINDOW_MS)
-}
-
-function swarmFetching (bitswap) {
-  return [...bitswap.wantList.peers.keys()].some(p => fetching(bitswap, p))
-}
-
-let seeding = 0 // want-blocks in flight to seeds
-const seedQueue = [] // fetches waiting for a seed turn
-
-/** Resolves null once a seed turn is ours (MAX_SEED_WANTS at a time), or a fetching peer's ID as soon as one says HAVE for `cid`. */
-function seedTurn (bitswap, cid, tried, signal) {
-  if (seeding < MAX_SEED_WANTS) {
-    seeding++
-    return Promise.resolve(null)
-  }
-  const wantList = bitswap.wantList
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      wantList.removeEventListener('presence', onPresence)
-      signal.removeEventListener('abort', onAbort)
-      const at = seedQueue.indexOf(onTurn)
-      if (at >= 0) seedQueue.splice(at, 1)
-    }
-    const onTurn = () => { cleanup(); seeding++; resolve(null) }
-    const onAbort = () => { cleanup(); reject(signal.reason) }
-    const onPresence = evt => {
-      const { sender, cid: got, has } = evt.detail
-      if (!has || tried.has(sender.toString()) || !sameBytes(got.multihash.digest, cid.multihash.digest)) return
-      if (!fetching(bitswap, sender)) return
-      cleanup()
-      resolve(sender)
-    }
-    wantList.addEventListener('presence', onPresence)
-    signal.addEventListener('abort', onAbort, { once: true })
-    seedQueue.push(onTurn)
-  })
-}
-
-function seedDone () {
-  seeding--
-  const next = seedQueue.shift()
-  if (next != null) next()
-}
-
-/**
- * Peers (not in `tried`) that hold `cid`: a want-have goes to every connected peer (and, every
- * PRESENCE_RESEND_MS, to peers that connected since); resolves HAVE_GRACE_MS after the first HAVE
- * with every holder heard by then. A peer that lacks the block answers DONT_HAVE, keeps the want and
- * sends HAVE once it gets the block, so a block still on its way through the swarm is found then.
- * Resolves [] at once when no peer is connected (the caller falls back to plain bitswap, which
- * sends its want list to peers as they connect).
- */
-function holdersOf (bitswap, cid, tried, signal) {
-  const wantList = bitswap.wantList
-  const untried = () => [...wantList.peers.keys()].filter(p => !tried.has(p.toString()))
-  if (untried().length === 0) return Promise.resolve([])
-  return new Promise(resolve => {
-    const holders = []
-    const sent = new Set()
-    const round = new AbortController()
-    const ask = AbortSignal.any([signal, round.signal])
-    let grace = null
-    const send = () => {
-      for (const peer of untried()) {
-        if (sent.has(peer.toString())) continue
-        sent.add(peer.toString())
-        wantList.wantSessionPresence(cid, peer, { signal: ask }).catch(() => {}) // answers arrive as events
-      }
-    }
-    const onPresence = evt => {
-      const { sender, cid: got, has, block } = evt.detail
-      if (!has || tried.has(sender.toString()) || !sameBytes(got.multihash.digest, cid.multihash.digest)) return
-      if (holders.some(h => h.peer.equals(sender))) return
-      holders.push({ peer: sender, block })
-      if (grace == null) grace = setTimeout(finish, HAVE_GRACE_MS)
-    }
-    const resend = setInterval(send, PRESENCE_RESEND_MS)
-    function finish () {
-      clearTimeout(grace)
-      clearInterval(resend)
-      wantList.removeEventListener('presence', onPresence)
-      signal.removeEventListener('abort', finish)
-      round.abort()
-      resolve(holders)
-    }
-    wantList.addEventListener('presence', onPresence)
-    signal.addEventListener('abort', finish, { once: true })
-    send()
-  })
-}
-
-function sameBytes (a, b) {
-  return a.length === b.length && a.every((x, i) => x === b[i])
-}
-
-function pick (holders, bitswap) {
-  const load = p => asked.get(p.toString()) ?? 0
-  const rank = p => (fetching(bitswap, p) && load(p) < MAX_WANTS_PER_PEER ? 0 : 1) * 1e6 + load(p) + Math.random()
-  return holders.reduce((best, p) => (rank(p) < rank(best) ? p : best))
 }
 
 function raceAbort (promise, signal) {
@@ -574,8 +405,7 @@ function prefetcher (helia, dagPb) {
       } catch {
         return // not a dag-pb node after all: the client's parser says so
       }
-      // in random order: nodes fetching one file at once then hold different blocks early, and serve them to each other
-      for (const link of shuffled(links.slice(0, MAX_CHILDREN))) {
+      for (const link of links.slice(0, MAX_CHILDREN)) {
         const key = link.Hash.toString()
         if (queued.has(key)) continue
         queued.add(key)
@@ -585,15 +415,6 @@ function prefetcher (helia, dagPb) {
     },
     stop () { stopped = true }
   }
-}
-
-function shuffled (items) {
-  const out = [...items]
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]]
-  }
-  return out
 }
 
 function json (res, obj) {
