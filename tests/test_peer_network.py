@@ -10,10 +10,15 @@ its own peer), the small task.
   states its sample needed, never all of them.
 - A round model put by the two validators that computed it is fetched by one trainer; with both
   validators' peers stopped, another trainer still gets it, from that trainer's peer.
+- Churn: a trainer's peer SIGKILLed with its submission on chain and restarted 4 s later still serves
+  it; the round settles with the trainer and the validator paid.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,14 +36,18 @@ from concord.client.content.store import Store
 from concord.client.engine.config import ModelConfig
 from concord.client.engine.model import build_policy, policy_state
 from concord.client.runtime import procs
+from concord.client.runtime.config import NodeConfig
 from concord.client.runtime.procs import Daemon
 from concord.client.trainer import TrainerConfig, run_trainer
+from concord.validator import context as vctx
+from concord.validator import node as vnode
 from scripts import devnet, drills
 from scripts.harness import TOKEN, Ledger, conservation, enrol, wait_for
 
 pytestmark = pytest.mark.integration  # daemons of this module's own (conftest's DAEMON_FIXTURES lists the shared ones)
 
 PHASE_S = 20  # each phase's deadline: the stopped trainer costs the round this much, once
+CHURN_PHASE_S = 45  # the churn test's phases (each closes early once every joined node acted)
 INNER_STEPS = 6  # a sample reads at most 5 of the 6 inner states (validator.sampling.states_needed)
 
 
@@ -154,3 +163,53 @@ def test_a_round_model_reaches_a_trainer_from_another_trainer_when_the_validator
         assert held_locally(peers["trainer-2"], cid_for_digest(digest))
     finally:
         procs.stop_all(started)
+
+
+def test_a_trainers_peer_sigkilled_after_its_submission_and_restarted_still_serves_it(clocked) -> None:
+    """Churn: the trainer's own peer dies (SIGKILL) once its submission is uploaded and comes back 4 s
+    after the submission is on chain, on its repo and ports. The validator's peer redials it (the mesh's
+    swarm/connect), the validator's pending fetch gets the blocks, the round settles on the clock with
+    the submission accepted: the trainer and the validator paid, nobody slashed, tokens conserved.
+    The validator's IPFS request timeout is a node's default (30 s): with the drills' 5 s, a request
+    sent while the peer is down times out before the peer is back, and the trainer is rejected
+    ("fetch failed") although it came back well within the submission's deadline (seen here)."""
+    client, peers, tmp = clocked.client, clocked.peers, clocked.tmp / "churn"
+    # phases long enough for a restart on a loaded 2-core machine (a Node start takes seconds there)
+    task_id = drills.publish(client, peers["initiator"].api, tmp, 1, min_validators=1, phase_seconds=CHURN_PHASE_S)
+    trainer = enrol(client, drills.SPARE, Role.TRAINER, drills.STAKE, task_id)
+    validator = enrol(client, drills.VAL_B, Role.VALIDATOR, drills.STAKE, task_id)
+    peer = peers["stopped-trainer"]  # a peer of the mesh no earlier test's node used
+    digest, submit = drills.submit_honest(client, peer.api, tmp, task_id, drills.SPARE, 0)
+    (daemon,) = [d for d in procs.owned() if d.pid == peer.pid]
+    nodes = drills.Nodes()
+    again: Daemon | None = None
+    try:
+        # a validator as `concord validator run` has it: each IPFS request waits up to 30 s for its block
+        vnode_cfg = drills.node_cfg(
+            client, peers["validator"].api, tmp, task_id, drills.VAL_B, "validator", "validator"
+        )
+        vcfg = vctx.ValidatorConfig(dataclasses.replace(vnode_cfg, ipfs_timeout=NodeConfig.ipfs_timeout), rounds=1)
+        v = nodes.thread("validator", lambda stop: vnode.run_validator(vcfg, stop))
+        os.killpg(daemon.pid, signal.SIGKILL)
+        wait_for("the trainer's peer to die", lambda: not procs.alive(daemon.pid), timeout=10)
+        submit()  # on chain while the only peer holding it is down
+        time.sleep(4.0)
+        again, proc = procs.start(devnet.PEER_DAEMON, daemon.argv, tmp / "restarted.log")
+        procs.wait_ready(again, proc, lambda: devnet.ipfs_ready(peer.api_url), 60)
+        assert devnet.helia_swarm_addr(peer.api_url) == peer.swarm  # same repo, same peer ID
+        wait_for(
+            "round 0 to settle",
+            lambda: drills.settled(client, task_id),
+            timeout=4 * CHURN_PHASE_S + 60,
+            alive=drills.any_failed(v),
+        )
+        v.join()
+    finally:
+        nodes.close()
+        if again is not None:
+            procs.stop(again)
+    ledger = Ledger.of(client.concord.events(client.deployment.block_number, "latest"), task_id)
+    assert not ledger.void and ledger.reward[trainer] > 0, ledger
+    assert ledger.fee[validator] + ledger.bounty[validator] > 0 and ledger.slashed == {}, ledger
+    assert conservation(client).holds, conservation(client).problems()
+    assert held_locally(peers["validator"], cid_for_digest(digest))
