@@ -5,6 +5,11 @@ K x prompts_per_step prompts per inner step. Centralized means an ordinary train
 its optimizer state persists across rounds (nothing has to be re-created by a validator).
 The reward of round r is the mean reward of every rollout generated during round r
 (sampled at the task's temperature by the models theta_k of the inner steps).
+
+Async level a (the chain's asyncLevel): round r's trainers build on model b = max(0, r - a), the
+steady state of trainer.pick_base_round when the validators are the slower side (round r opens once
+model r - a is final and a trainer prepares it at once), and the outer step applies their deltas to
+model r with staleness s = r - b (validator.aggregate.outer_step), as validators do on chain.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def simulate_decentralized(
     trainers: Sequence[str] | None = None,
     delta_key: Callable[[int, str], str] | None = None,
     on_model: Callable[[int, dict[str, torch.Tensor], dict[str, torch.Tensor]], None] | None = None,
+    async_level: int = 0,
 ) -> Curve:
     """K = task.trainers_per_round trainers per round, each train_round from the same model; outer_step.
 
@@ -69,20 +75,30 @@ def simulate_decentralized(
     `concord bench round` passes its on-chain trainers' so both runs draw the same seeds.
     ``delta_key(round, address)``: the key a trainer's delta gets in the outer step, which sums
     deltas in key order (validators key them by bundle digest; default: the address).
-    ``on_model(round, state, momentum)``: model round+1 and its outer state, after each outer step."""
+    ``on_model(round, state, momentum)``: model round+1 and its outer state, after each outer step.
+    ``async_level``: round r trains on model max(0, r - async_level) (module docstring)."""
+    if async_level < 0:
+        raise ValueError(f"async_level must be >= 0, got {async_level}")
     addresses = [trainer_address(k) for k in range(task.trainers_per_round)] if trainers is None else list(trainers)
     policy, env = build_policy(task.model), make_env(task.env)
     momentum: dict[str, torch.Tensor] = {}
+    models = {0: clone_policy(policy)} if async_level else {}  # model m -> its policy, inside the window
     curve = Curve([], [], 0.0)
     start = time.perf_counter()
     for r in range(rounds):
+        base_round = max(0, r - async_level)
+        base = policy if base_round == r else models[base_round]
         deltas, round_rewards = {}, []
         for addr in addresses:
-            batches, delta = train_round(policy, env, task.grpo, task.sampler, task_id, r, addr)
+            batches, delta = train_round(base, env, task.grpo, task.sampler, task_id, r, addr)
             deltas[addr if delta_key is None else delta_key(r, addr)] = delta
             round_rewards += [b.rewards for b in batches]
-        new_state, momentum = outer_step(policy_state(policy), deltas, momentum, task.outer)
+        staleness = dict.fromkeys(deltas, r - base_round)
+        new_state, momentum = outer_step(policy_state(policy), deltas, momentum, task.outer, staleness)
         load_policy_state(policy, new_state)
+        if async_level:
+            models[r + 1] = clone_policy(policy)
+            models.pop(r + 1 - async_level - 1, None)  # the window of round r + 1 starts at r + 1 - async_level
         if on_model:
             on_model(r, new_state, momentum)
         _record_round(curve, r, round_rewards, on_round)

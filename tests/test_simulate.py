@@ -142,3 +142,44 @@ def test_bench_learn_seeds_adds_per_seed_rows_and_means(tmp_path, capsys) -> Non
     assert abs(result["mean_final_reward_decentralized"] - mean) < 1e-4
     with pytest.raises(SystemExit):
         main(argv + ["--seeds", "0"])
+
+
+def test_async_level_trains_round_r_on_model_r_minus_level() -> None:
+    """asyncLevel 1: round 1 builds on model 0 (as a level past the run does), level 0 on model 1;
+    round 0 is the same for every level. A negative level is refused."""
+    pin_determinism(1)
+    task = dataclasses.replace(SMALL, trainers_per_round=2, outer=OuterConfig(lr=1.0, momentum=0.5))
+    sync = simulate_decentralized(task, rounds=2)
+    one = simulate_decentralized(task, rounds=2, async_level=1)
+    far = simulate_decentralized(task, rounds=2, async_level=3)
+    assert sync.rewards[0] == one.rewards[0] == far.rewards[0]
+    assert one.rewards == far.rewards and one.exact == far.exact  # rounds 0 and 1 both on model 0
+    assert one.rewards[1] != sync.rewards[1]
+    with pytest.raises(ValueError, match="async_level"):
+        simulate_decentralized(task, rounds=1, async_level=-1)
+
+
+def test_bench_learn_async_levels_adds_one_entry_per_level(tmp_path, capsys) -> None:
+    import json
+
+    from scripts.bench.learn import main
+
+    argv = ["--rounds", "2", "--env", "reverse", "--trainers", "2", "--inner-steps", "1", "--skip-centralized"]
+    argv += ["--plot", str(tmp_path / "c.png")]
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(argv + ["--async-levels", "0,1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["async_level"] == 0 and set(result["async"]) == {"async0", "async1"}
+    assert result["async"]["async0"]["final_reward"] == plain["final_reward_decentralized"]
+    assert result["async"]["async0"]["ratio_to_first"] == 1.0
+    one = result["async"]["async1"]
+    assert one["ratio_to_first"] == pytest.approx(one["final_reward"] / plain["final_reward_decentralized"], abs=1e-3)
+    assert main(argv + ["--async-level", "1"]) == 0
+    assert (
+        json.loads(capsys.readouterr().out.strip().splitlines()[-1])["final_reward_decentralized"]
+        == one["final_reward"]
+    )
+    for bad in (["--async-levels", "0,x"], ["--async-levels", "1,1"], ["--async-level", "9"]):
+        with pytest.raises(SystemExit):
+            main(argv + bad)

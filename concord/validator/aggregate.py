@@ -23,11 +23,18 @@ Momentum buffers start at zero (an empty state dict) and are saved beside the we
 client.content.weights under the names `momentum.<param>`. No accepted delta: the model and the
 momentum stay as they are.
 
+Asynchronous rounds (asyncLevel a >= 1): a delta built on model b = baseRound (r - a <= b <= r, the
+contract's window) is applied to model r with staleness s = r - b; after the bounded-influence weights
+it is multiplied by the float32 of staleness_weight(s) = 1 / (1 + cfg.staleness_discount x s)
+(float64), still divided by K. A fresh delta (s = 0) weighs exactly 1 and keeps its bits, so
+asyncLevel 0 computes what it computed before the rule existed.
+
 On a node (`compute_next_model`, DESIGN 6.7): the outer step over the accepted deltas keyed by bundle
-digest from model r's weights and outer state, stored with `put_model(store, state, model r's config,
-momentum, parent=model r digest)` before its digest is committed; on an LM task over the accepted adapter
-deltas from model r's adapters (client.runtime.lm_work), stored as a model of the same base file. With no
-accepted submission the proposal is model r's own digest (the model stays).
+digest, each with the staleness its Submitted event's baseRound gives, from model r's weights and outer
+state, stored with `put_model(store, state, model r's config, momentum, parent=model r digest)` before
+its digest is committed; on an LM task over the accepted adapter deltas from model r's adapters
+(client.runtime.lm_work), stored as a model of the same base file. With no accepted submission the
+proposal is model r's own digest (the model stays).
 """
 
 from __future__ import annotations
@@ -161,19 +168,51 @@ def weigh_deltas(deltas: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, 
     return {k: d if weights[k] == 1.0 else _scaled(d, weights[k]) for k, d in deltas.items()}
 
 
+class BadStaleness(ValueError):
+    def __init__(self, key: str, staleness: int | None):
+        super().__init__(f"delta {key}: staleness must be an int >= 0, got {staleness!r}")
+        self.key, self.staleness = key, staleness
+
+
+def staleness_weight(staleness: int, cfg: OuterConfig) -> float:
+    """The weight of a delta built on model r - ``staleness`` in model r's outer step:
+    1 / (1 + cfg.staleness_discount x staleness), exactly 1.0 for a fresh delta."""
+    return 1.0 / (1.0 + cfg.staleness_discount * staleness)
+
+
+def discount_stale(
+    deltas: Mapping[str, Mapping[str, torch.Tensor]], staleness: Mapping[str, int], cfg: OuterConfig
+) -> dict[str, Mapping[str, torch.Tensor]]:
+    """Each delta times its staleness weight (float32 factor); a delta of weight 1 keeps its bits."""
+    out: dict[str, Mapping[str, torch.Tensor]] = {}
+    for key in sorted(deltas):
+        s = staleness.get(key)
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise BadStaleness(key, s)
+        w = staleness_weight(s, cfg)
+        out[key] = deltas[key] if w == 1.0 else _scaled(deltas[key], w)
+    return out
+
+
 def outer_step(
     base: Mapping[str, torch.Tensor],
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     momentum: Mapping[str, torch.Tensor],
     cfg: OuterConfig,
+    staleness: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(next model state, next momentum state) from the base state and accepted deltas."""
+    """(next model state, next momentum state) from the base state and accepted deltas; ``staleness``
+    (key -> r - baseRound, default 0 for every delta) discounts stale deltas after the bounded-influence
+    weights (module docstring)."""
     base32 = {n: t.detach().to("cpu", torch.float32) for n, t in base.items()}
     if not deltas:
         return {n: t.clone() for n, t in base32.items()}, {n: t.clone() for n, t in momentum.items()}
     check_deltas(base32, deltas)
     bounded = clip_deltas(deltas, cfg.clip)
-    avg = mean_delta(base32, weigh_deltas(bounded) if cfg.agreement else bounded)
+    weighed = weigh_deltas(bounded) if cfg.agreement else bounded
+    if staleness is not None:
+        weighed = discount_stale(weighed, staleness, cfg)
+    avg = mean_delta(base32, weighed)
     new_state, new_mom = {}, {}
     for name, theta in base32.items():
         g = -avg[name]
@@ -225,9 +264,11 @@ def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts:
         else:
             base, _ = v.task.models.get(v.store, base_digest)
         deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}  # summed in digest order
+    # the baseRound each submission named on chain (a verdict exists only for a Submitted event seen)
+    staleness = {str(x.bundle_digest): round_ - v.submissions[x.round][x.index].base_round for x in accepted}
     started = time.perf_counter()
     with timing.span("aggregation"):
-        state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer)
+        state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer, staleness)
     with timing.span("ipfs"):
         digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
     seconds = round(time.perf_counter() - started, 3)

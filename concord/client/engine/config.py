@@ -209,13 +209,17 @@ class OuterConfig:
     it off. 1.0: a delta larger than the round's median is scaled down to it (docs/SECURITY.md).
     agreement: with 3 or more accepted deltas, each is weighted by its cosine with their
     coordinate-wise median relative to the median cosine, capped at 1 (validator.aggregate): a delta
-    that points against what the others agree on counts for nothing."""
+    that points against what the others agree on counts for nothing.
+    staleness_discount: a delta built on model r - s and applied to model r (asyncLevel >= s) is
+    weighted 1 / (1 + staleness_discount x s) in the mean (validator.aggregate.staleness_weight);
+    0 turns it off, a fresh delta (s = 0) always weighs 1."""
 
     lr: float = 1.0
     momentum: float = 0.0
     nesterov: bool = True
     clip: float = 1.0
     agreement: bool = True
+    staleness_discount: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -225,6 +229,7 @@ class OuterConfig:
             raise ConfigError("outer", "momentum", f"must be in [0, 1), got {self.momentum}")
         if not (self.clip == 0 or 1 <= self.clip <= 1e3):
             raise ConfigError("outer", "clip", f"must be 0 (off) or in [1, 1000], got {self.clip}")
+        _in_range("outer", "staleness_discount", self.staleness_discount, 0, 1e3)
 
 
 PrecisionSetting = Literal["auto", "bf16", "fp32"]  # ValidationConfig.prefill_precision (client.engine.precision)
