@@ -84,6 +84,11 @@ BENCHES: dict[str, tuple[str, str, str]] = {
         "main",
         "sampled vs full verification: validator CPU per round, detection per cheat, honest rejects",
     ),
+    "network": (
+        "scripts.bench.network",
+        "main",
+        "model distribution over rate-limited namespaces: 3 validators + N trainers, one Helia each",
+    ),
 }
 
 
