@@ -117,6 +117,7 @@ class NetworkPlan:
     poll_interval: float = 0.1  # nodes' new-block poll
     live: bool = True  # the rich live table (off: one line per settled round)
     dashboard_port: int | None = None  # `concord dashboard` in this process while it runs (0: any free port)
+    own_ipfs: bool = True  # each node its own IPFS peer (False: every node uses the initiator's, as before)
 
 
 def demo_nodes(honest: int = 3, cheat: str | None = DEFAULT_CHEAT, validators: int = 2) -> tuple[NodeSpec, ...]:
@@ -182,14 +183,16 @@ def start_nodes(
     specs: Sequence[NodeSpec], net: devnet.Devnet, task_id: int, plan: NetworkPlan, started: list[NodeProc]
 ) -> None:
     """Start every node in its own process group, each talking to its own IPFS peer (started here and
-    recorded in the devnet's state file when the devnet has none for it yet: devnet.add_peers); each is
+    recorded in the devnet's state file when the devnet has none for it yet: devnet.add_peers; with
+    ``plan.own_ipfs`` off, every node talks to the initiator's peer, as before issue 23); each is
     appended to ``started`` as soon as it exists (the caller stops them), and <state>/nodes.json lists
     them for anyone else."""
     state = Path(net.state_dir)
     devnet_json = devnet.state_file(state)
-    net = devnet.add_peers(state, [s.name for s in specs])
+    if plan.own_ipfs:
+        net = devnet.add_peers(state, [s.name for s in specs])
     for spec in specs:
-        api = net.peer(spec.name).api
+        api = net.peer(spec.name).api if plan.own_ipfs else net.ipfs_api
         argv = node_argv(spec, devnet_json, task_id, plan.rounds, state / "nodes" / spec.name, plan, api)
         daemon, proc = procs.start(spec.name, argv, state / "logs" / f"{spec.name}.log", cwd=REPO_ROOT)
         started.append(NodeProc(daemon, proc))
@@ -697,9 +700,11 @@ def run_demo(
     state_dir = Path(state_dir).resolve()
     nodes: list[NodeProc] = []
     clock = "mining per transaction" if block_time is None else f"a block every {block_time:g}s"
-    console.print(f"starting devnet (anvil, {clock}; an IPFS peer per node) in {state_dir} …")
+    ipfs = "an IPFS peer per node" if plan.own_ipfs else "one IPFS peer shared by every node"
+    console.print(f"starting devnet (anvil, {clock}; {ipfs}) in {state_dir} …")
     try:
-        net = devnet.up(state_dir, ports, block_time=block_time, peers=[s.name for s in plan.nodes])
+        peers = [s.name for s in plan.nodes] if plan.own_ipfs else []
+        net = devnet.up(state_dir, ports, block_time=block_time, peers=peers)
         console.print(
             f"devnet: rpc {net.rpc_url}, Concord {net.deployment['concord']}, IPFS peers (full mesh): "
             + ", ".join(f"{n} {p['api_url']}" for n, p in net.peers.items())
@@ -746,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_s=timeout,
         live=not args.no_live,
         dashboard_port=None if args.no_dashboard else args.dashboard_port,
+        own_ipfs=not args.shared_ipfs,
     )
     ports = devnet.Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
     t0 = time.monotonic()

@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ipfs-gateway-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_gateway, help=SUPPRESS)
     p.add_argument("--ipfs-grpc-port", type=devnet.tcp_port, default=devnet.Ports.ipfs_grpc, help=SUPPRESS)
     p.add_argument(
+        "--shared-ipfs",
+        action="store_true",
+        help="every node uses the initiator's IPFS peer (default: each node its own peer, in a mesh)",
+    )
+    p.add_argument(
         "--block-time",
         type=devnet.block_seconds,
         default=devnet.DEFAULT_BLOCK_TIME,
