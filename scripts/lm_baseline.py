@@ -9,6 +9,11 @@ share of completions exactly right under the "exact" reward rule of client/engin
 a binomial standard error; mean score = mean of reasoning-gym's partial-credit scorer, the "partial"
 rule) and one JSON line. Results are in docs/LM.md.
 
+`--candidates` measures the default-task candidates of issue 24 instead (CANDIDATES, in the task's
+own format): exact accuracy greedy and at the task's temperature with the library's batched
+generator (LMRollouts.evaluate, the protocol's seeded sampler, adapters at their seed = the base
+model), distinct question strings over --draws prompt seeds, and the commonest answer's share.
+
 An option is a text environment (client/engine/text_envs.py) with dataset kwargs and a prompt
 format: the naive format of the issue (the plain question + "Give only the final answer."), then a
 short system prompt, one worked example (few-shot), a prefilled answer prefix, and easier
@@ -31,6 +36,8 @@ from rich.console import Console
 from rich.table import Table
 
 from concord.client.engine import lm, text_envs
+from concord.client.engine.lm_rollout import LMRollouts, attach_adapters
+from concord.client.engine.lm_task import DEFAULT_LM_TASK
 from concord.client.engine.sampler import prompt_seed
 from concord.client.runtime import paths
 
@@ -161,6 +168,80 @@ def measure(loaded: lm.LoadedLM, option: Option, n: int, batch: int) -> dict[str
     }
 
 
+# Headroom candidates for the default task (issue 24 item 1), all in the task's own format
+# (text_envs._env: system prompt, one worked example, "Answer: " prefix, max_new_tokens 16).
+CANDIDATES = [
+    Option("chain_sum/2 terms/1 digit (old default)", "chain_sum", CS2),
+    Option("chain_sum/2-4 terms/1 digit", "chain_sum", CS2 | {"max_terms": 4}),
+    Option("chain_sum/3-4 terms/1 digit", "chain_sum", CS2 | {"min_terms": 3, "max_terms": 4}),
+    Option("chain_sum/2 terms/1-2 digits", "chain_sum", CS2 | {"max_digits": 2}),
+    Option("basic_arithmetic/2 terms/1-2 digits", "basic_arithmetic", {"max_digits": 2}),
+    Option("basic_arithmetic/3 terms/1 digit", "basic_arithmetic", {"min_terms": 3, "max_terms": 3}),
+]
+
+
+def distinct_problems(env: text_envs.TextEnv, draws: int) -> tuple[int, float]:
+    """(distinct question strings, share of the commonest answer) over ``draws`` prompt seeds of
+    the protocol's stream (task 0, rounds of 16 prompts of one trainer): the problem space the seeds
+    reach and the accuracy of always giving the commonest answer."""
+    questions: set[str] = set()
+    answers: Counter[str] = Counter()
+    for i in range(draws):
+        entry = env.item(prompt_seed(0, i // 16, TRAINER, i % 16))
+        questions.add(str(entry["question"]))
+        answers[str(entry["answer"])] += 1
+    return len(questions), answers.most_common(1)[0][1] / draws
+
+
+def measure_candidate(loaded: lm.LoadedLM, model: Any, option: Option, n: int, draws: int) -> dict[str, Any]:
+    """Exact accuracy of the base model (adapters at their seed: B = 0) on ``n`` problems, greedy and
+    at the task's temperature, with the library's batched generator (LMRollouts.evaluate: shared
+    prefix, one KV-cache decode loop, the protocol's seeded sampler), plus distinct_problems."""
+    env = text_envs.make_text_env(option.env_id, option.params, context=loaded.context, **option.fmt)
+    sampler = dataclasses.replace(DEFAULT_LM_TASK.sampler, max_new_tokens=env.max_new_tokens)
+    rollouts = LMRollouts.for_env(model, loaded.tokenizer, env, sampler)
+    seeds = [prompt_seed(0, 0, TRAINER, i) for i in range(n)]
+    t0 = time.perf_counter()
+    greedy = rollouts.evaluate(seeds, 0.0)
+    sampled = rollouts.evaluate(seeds, sampler.temperature)
+    seconds = time.perf_counter() - t0
+    distinct, best_constant = distinct_problems(env, draws)
+    return {
+        "label": option.label,
+        "params": dict(env.params),
+        "n": n,
+        "greedy": greedy,
+        "sampled": sampled,
+        "draws": draws,
+        "distinct": distinct,
+        "best_constant": best_constant,
+        "seconds": seconds,
+    }
+
+
+def candidates(loaded: lm.LoadedLM, n: int, draws: int, wanted: list[str]) -> None:
+    """The headroom table (docs/LM.md): one row and one JSON line per candidate."""
+    model = attach_adapters(loaded.model, DEFAULT_LM_TASK.adapter)
+    console = Console(width=160)
+    table = Table(title=f"default-task candidates: exact accuracy on {n} problems, distinct over {draws} draws")
+    for col in ("candidate", "greedy", f"T={DEFAULT_LM_TASK.sampler.temperature:g}", "best const", "distinct", "s"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for option in CANDIDATES:
+        if wanted and not any(option.label.startswith(w) for w in wanted):
+            continue
+        row = measure_candidate(loaded, model, option, n, draws)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        table.add_row(
+            row["label"],
+            f"{row['greedy']:.3f}",
+            f"{row['sampled']:.3f}",
+            f"{row['best_constant']:.3f}",
+            f"{row['distinct']:,}",
+            f"{row['seconds']:.0f}",
+        )
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=128, help="prompts per option")
@@ -168,6 +249,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the measurement in docs/LM.md)")
     ap.add_argument("--only", default="", help="comma-separated labels (or label prefixes) to run")
     ap.add_argument("--examples", action="store_true", help="print one prompt and completion per option")
+    ap.add_argument(
+        "--candidates",
+        action="store_true",
+        help="the default-task candidates (CANDIDATES): greedy and sampled exact accuracy with the batched generator",
+    )
+    ap.add_argument("--draws", type=int, default=100_000, help="prompt seeds to count distinct problems over")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -175,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     loaded = lm.load(lm.SMOLLM2_135M, paths.models_dir())
     load_s = time.perf_counter() - t0
     wanted = [w for w in args.only.split(",") if w]
+    if args.candidates:
+        candidates(loaded, args.n, args.draws, wanted)
+        return
     options = [o for o in OPTIONS if not wanted or any(o.label.startswith(w) for w in wanted)]
 
     console = Console(width=160)

@@ -357,19 +357,40 @@ def test_device_flag_names_what_is_wrong() -> None:
             check_device("cuda:0")
 
 
-def test_the_benchs_heldout_set_is_disjoint_from_training_by_content() -> None:
-    """The held-out seeds of a round no trainer reaches still draw training problems when the problem
-    space is small (chain_sum with one-digit terms has ~200); the bench drops those and says how many."""
+def test_the_heldout_set_is_disjoint_from_training_by_content_and_distinct() -> None:
+    """Disjoint seed streams still draw the same problem when the problem space is small (chain_sum
+    with two one-digit terms has 200): heldout_problems drops a held-out seed whose question a
+    training prompt asks or an earlier held-out seed drew, and refuses when too few are left."""
     from concord.client.engine.lm_rollout import heldout_seeds
     from concord.client.engine.lm_task import DEFAULT_LM_TASK
-    from scripts.bench.lm import TASK_ID, disjoint_heldout, training_seeds
+    from scripts.bench.lm import TASK_ID, training_seeds
+
+    small = make_text_env("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
+    grpo = DEFAULT_LM_TASK.grpo
+    training = training_seeds(10, 2, grpo)
+    assert len(training) == 10 * 2 * grpo.inner_steps * grpo.prompts_per_step
+    train = {small.item(s)["question"] for s in training}
+    naive = heldout_seeds(TASK_ID, 100)
+    assert sum(small.item(s)["question"] in train for s in naive) > 25  # disjoint seeds, not disjoint content
+    held = text_envs.heldout_problems(small, heldout_seeds(TASK_ID, 2000), 50, training)
+    questions = [small.item(s)["question"] for s in held.seeds]
+    assert len(held.seeds) == len(set(questions)) == 50 and not set(questions) & train
+    assert held.skipped_training > 25 and held.skipped_duplicate > 0
+    assert held.seeds[0] in naive  # the same stream, training problems and repeats left out
+    with pytest.raises(text_envs.HeldOutExhausted) as e:  # 200 problems, a third of them trained on
+        text_envs.heldout_problems(small, heldout_seeds(TASK_ID, 2000), 200, training)
+    assert e.value.wanted == 200 and e.value.got < 200 and e.value.draws == 2000
+
+
+def test_the_default_tasks_heldout_set_is_clean_for_a_30_round_bench() -> None:
+    """The default task's problem space holds a held-out set of 200 problems outside everything a
+    30-round bench with 4 trainers can draw, and the bench's own recount finds no overlap."""
+    from concord.client.engine.lm_task import DEFAULT_LM_TASK
+    from scripts.bench.lm import disjoint_heldout, training_seeds
 
     env, grpo = DEFAULT_LM_TASK.env.make(), DEFAULT_LM_TASK.grpo
-    train = {env.item(s)["question"] for s in training_seeds(10, 2, grpo)}
-    assert len(training_seeds(10, 2, grpo)) == 10 * 2 * grpo.inner_steps * grpo.prompts_per_step
-    naive = heldout_seeds(TASK_ID, 200)
-    assert sum(env.item(s)["question"] in train for s in naive) > 50  # disjoint seeds, not disjoint content
-    seeds, overlap, skipped = disjoint_heldout(env, 200, 10, 2, grpo)
-    assert len(seeds) == 200 and overlap == 0 and skipped > 50
-    assert not {env.item(s)["question"] for s in seeds} & train
-    assert seeds[0] in naive  # the same stream, training problems left out
+    seeds, overlap, skipped, duplicates = disjoint_heldout(env, 200, 30, 4, grpo)
+    train = {env.item(s)["question"] for s in training_seeds(30, 4, grpo)}
+    questions = {env.item(s)["question"] for s in seeds}
+    assert len(questions) == 200 and overlap == 0 and not questions & train
+    assert skipped + duplicates < 100, (skipped, duplicates)  # a large space: few held-out draws are lost

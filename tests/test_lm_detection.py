@@ -37,6 +37,10 @@ TASK, ROUND = 12, 1
 TRAINER, OTHER = "0x" + "a1" * 20, "0x" + "b2" * 20
 GRPO = GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2, lr=2e-3, optimizer="adamw")
 
+# The checks do not depend on the task: these tests keep issue 12's two one-digit terms (the default
+# task has 2-4 since issue 24) for a reward signal in a round of 2 prompts x 4 samples (0.2 base accuracy).
+TWO_TERMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMCheatContext]:
@@ -44,7 +48,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMCheatContext]:
     torch.set_num_threads(2)
     loaded = lm.load(lm.SMOLLM2_135M, Path(tmp_path_factory.mktemp("lm-models")))
     model = attach_adapters(loaded.model, AdapterConfig())
-    env = text_envs.make_text_env(text_envs.DEFAULT_TEXT_ENV, {}, context=loaded.context)
+    env = text_envs.make_text_env("chain_sum", TWO_TERMS, context=loaded.context)
     rollouts = LMRollouts.for_env(model, loaded.tokenizer, env, SamplerConfig(1.0, env.max_new_tokens))
     older = adapter_state(model)
     # Rounds before this one, compressed: a larger step so that the round-1 model is materially another

@@ -28,6 +28,10 @@ TASK, ROUND, TRAINER = 24, 3, "0x" + "c4" * 20
 INDICES = [0, 1, 2]
 G = 4
 
+# The checks do not depend on the task: these tests keep issue 12's two one-digit terms (the default
+# task has 2-4 since issue 24), the task they were written and measured on.
+TWO_TERMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+
 
 @pytest.fixture(scope="module")
 def rollouts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMRollouts]:
@@ -35,7 +39,7 @@ def rollouts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMRollouts]:
     torch.set_num_threads(2)
     loaded = lm.load(lm.SMOLLM2_135M, Path(tmp_path_factory.mktemp("lm-models")))
     model = attach_adapters(loaded.model, AdapterConfig())
-    env = text_envs.make_text_env(text_envs.DEFAULT_TEXT_ENV, {}, context=loaded.context)
+    env = text_envs.make_text_env("chain_sum", TWO_TERMS, context=loaded.context)
     yield LMRollouts.for_env(model, loaded.tokenizer, env, SamplerConfig(1.0, env.max_new_tokens))
     torch.set_num_threads(threads)
 

@@ -1,7 +1,7 @@
 """`concord bench lm`: GRPO with LoRA on a real pretrained LM, K trainers + a validator + DiLoCo, in process.
 
 The shipped SmolLM2-135M-Instruct (client/engine/lm.py) on the default text task
-(client/engine/text_envs.py: chain_sum, two one-digit terms). Every round, K trainers each run
+(client/engine/text_envs.py: chain_sum, 2-4 one-digit terms). Every round, K trainers each run
 H inner GRPO steps on their adapters from the round's model (client.engine.lm_grpo.make_submission:
 seeded generation on a shared-prompt KV cache, TOPLOC proofs of the 576-wide hidden states); one
 validator checks every submission (validator.lm_checks.verify_submission: prompts, a prefill under
@@ -10,8 +10,10 @@ units, proof root, then the training replay of every inner step), and the accept
 next adapters by the DiLoCo outer step (validator.aggregate.outer_step, on adapter tensors only).
 
 A fixed held-out set (prompt seeds of a round no trainer reaches: lm_rollout.heldout_seeds, less
-every seed whose problem a trainer of this bench can draw, so it is disjoint by content:
-``heldout_overlap`` = 0, ``heldout_skipped`` = how many were dropped) is scored before, every
+every seed whose problem a trainer of this bench can draw or an earlier held-out seed drew:
+text_envs.heldout_problems, so it is disjoint by content; ``heldout_overlap`` = held-out questions
+equal to a training question, recounted and required to be 0, ``heldout_skipped`` and
+``heldout_duplicates`` = how many were dropped) is scored before, every
 --eval-every rounds, and after: one seeded sample per prompt at the task's temperature (the same
 noise for every evaluation, so two points differ only by the adapters), plus greedy before and after.
 Prints a table, saves the held-out curve as a PNG, ends with one JSON line.
@@ -54,7 +56,7 @@ from concord.client.engine.lm_rollout import (
 from concord.client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
 from concord.client.engine.precision import choose
 from concord.client.engine.sampler import prompt_seed
-from concord.client.engine.text_envs import TextEnv
+from concord.client.engine.text_envs import TextEnv, heldout_problems
 from concord.client.runtime import paths
 from concord.validator.aggregate import outer_step
 from concord.validator.lm_checks import verify_submission
@@ -127,27 +129,23 @@ def training_seeds(rounds: int, trainers: int, grpo: GRPOConfig) -> list[int]:
     ]
 
 
-def disjoint_heldout(env: TextEnv, n: int, rounds: int, trainers: int, grpo: GRPOConfig) -> tuple[list[int], int, int]:
-    """(held-out seeds, heldout_overlap, skipped): the first ``n`` seeds of the held-out stream
-    (lm_rollout.heldout_seeds) whose problem (question text) is no training prompt the bench can draw,
-    so the held-out set is disjoint by content, not only by seed. heldout_overlap is recounted on the
-    result (0 unless the rule above is broken); skipped = held-out seeds dropped as training problems."""
-    train = {env.item(s)["question"] for s in training_seeds(rounds, trainers, grpo)}
-    seeds: list[int] = []
-    skipped, stream, more = 0, 0, max(2 * n, 64)
-    while len(seeds) < n:
-        stream += more
-        for seed in heldout_seeds(TASK_ID, stream)[stream - more :]:
-            if len(seeds) == n:
-                break
-            if env.item(seed)["question"] in train:
-                skipped += 1
-            else:
-                seeds.append(seed)
-        if stream > 100 * max(n, 1):
-            raise RuntimeError(f"held-out: fewer than {n} problems outside the training prompts in {stream} draws")
-    overlap = sum(env.item(s)["question"] in train for s in seeds)
-    return seeds, overlap, skipped
+HELDOUT_DRAWS = 100  # held-out seeds drawn per held-out problem wanted, at most
+
+
+def disjoint_heldout(
+    env: TextEnv, n: int, rounds: int, trainers: int, grpo: GRPOConfig
+) -> tuple[list[int], int, int, int]:
+    """(held-out seeds, heldout_overlap, skipped as training problems, skipped as duplicates): ``n``
+    problems of the held-out seed stream (lm_rollout.heldout_seeds, disjoint from every trainer's
+    seeds) deduplicated by content against every training prompt this bench can draw and against
+    each other (text_envs.heldout_problems). heldout_overlap is recounted here on the result, apart
+    from the rule that built it: the held-out questions that equal a training question (0 unless the
+    rule is broken)."""
+    training = training_seeds(rounds, trainers, grpo)
+    held = heldout_problems(env, heldout_seeds(TASK_ID, HELDOUT_DRAWS * max(n, 1)), n, training)
+    train_questions = {env.item(s)["question"] for s in training}
+    overlap = sum(env.item(s)["question"] in train_questions for s in held.seeds)
+    return list(held.seeds), overlap, held.skipped_training, held.skipped_duplicate
 
 
 def span_totals(path: Path) -> dict[str, float]:
@@ -231,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     t_start += time.monotonic() - t_gen
     current = adapter_state(model)
     initial = current
-    seeds, overlap, skipped = disjoint_heldout(env, args.heldout, args.rounds, trainers, grpo)
-    console.print(f"held-out: {len(seeds)} problems, none a training problem ({skipped} skipped)")
+    seeds, overlap, skipped, duplicates = disjoint_heldout(env, args.heldout, args.rounds, trainers, grpo)
+    if overlap:  # the held-out rule is broken: every number after this would measure memorisation
+        raise RuntimeError(f"heldout_overlap: {overlap} held-out problems are training problems")
+    console.print(
+        f"held-out: {len(seeds)} distinct problems, none a training problem "
+        f"({skipped} skipped as training problems, {duplicates} as duplicates)"
+    )
 
     t_eval = time.monotonic()
     before = rollouts.evaluate(seeds, sampler.temperature)
@@ -299,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout": args.heldout,
         "heldout_overlap": overlap,  # held-out problems that are also training problems (by question text)
         "heldout_skipped": skipped,  # held-out seeds dropped because a trainer can draw their problem
+        "heldout_duplicates": duplicates,  # held-out seeds dropped because an earlier held-out seed drew it
         "heldout_metric": env.metric,  # "accuracy" (exact reward rule) or "mean score" (partial credit)
         "heldout_before": round(before, 4),
         "heldout_after": round(after, 4),
