@@ -282,6 +282,17 @@ def table(r: dict) -> Table:
     return t
 
 
+def rates(text: str) -> tuple[float, ...]:
+    """--trainer-mbit: comma-separated Mbit/s, each in netns's 0.01-100000."""
+    try:
+        out = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated Mbit/s, e.g. 100,20; got {text!r}") from None
+    if not out or not all(0.01 <= r <= 100_000 for r in out):
+        raise argparse.ArgumentTypeError(f"each rate must be 0.01-100000 Mbit/s; got {text!r}")
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="concord bench network", description=__doc__.splitlines()[0])
     p.add_argument("--trainers", type=int, default=8)
@@ -289,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--validator-mbit", type=float, default=VALIDATOR_MBIT)
     p.add_argument(
         "--trainer-mbit",
-        type=lambda s: tuple(float(x) for x in s.split(",")),
+        type=rates,
         default=TRAINER_MBIT,
         help="comma-separated rates, assigned to trainers in turn (default 100,20)",
     )
