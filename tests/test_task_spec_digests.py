@@ -38,3 +38,26 @@ def test_default_tasks_serialise_as_before() -> None:
     assert str(digest_of(canonical_bytes(to_dict(DEFAULT_LM_TASK)))) == (
         "0xf7992c46d0c39f7d83dc91ad013b4d46c2f17bdda8e00cdf05ae3e31dd8c5a6d"
     )
+
+
+def test_every_config_scalar_is_strict() -> None:
+    """pydantic validates a plain `float` field leniently ("1.5" would pass as 1.5); the config dataclasses
+    type their scalars Int / Real / Str / Bool (client.engine.config), so a task file's "3" is an error, not
+    3. A new field typed `float` fails here, before it can change what a task file means."""
+    import dataclasses
+    import typing
+
+    from concord.client.content.task_spec import SECTIONS
+    from concord.client.engine.config import TaskConfig
+    from concord.client.engine.lm_rollout import AdapterConfig
+    from concord.client.engine.lm_task import LMTaskConfig, TextEnvConfig
+
+    lenient = []
+    for cls in {TaskConfig, LMTaskConfig, TextEnvConfig, AdapterConfig, *SECTIONS.values()}:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            typ = hints[f.name]
+            origin, args = typing.get_origin(typ), typing.get_args(typ)
+            args = args if origin is tuple else args[1:] if origin is dict else (typ,)  # a TOML key is a str
+            lenient += [f"{cls.__name__}.{f.name}" for a in args if a in (int, float, str, bool)]
+    assert not lenient, f"type these with Int / Real / Str / Bool: {sorted(lenient)}"
