@@ -24,6 +24,7 @@ from concord.client.cli import main as cli_main
 from concord.client.runtime import procs
 from concord.client.runtime.config import ENV_VARS, NodeConfigError, node_config, node_keys, parse_layered
 from concord.client.runtime.display import LOG_LEVEL_ENV, setup_logging
+from concord.client.runtime.parsers import status_parser
 from concord.client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
 from concord.validator import node as vnode
 
@@ -217,13 +218,13 @@ def test_env_vars_apply_without_a_file(tmp_path: Path, clean_env) -> None:
     ("text", "named"),
     [
         ('rpc_ur = "http://x:1"', "rpc_ur: unknown key"),
-        ("[trainer]\nstak = 3", "trainer.stak: unknown key"),
-        ("[validator]\nthreadz = 3", "validator.threadz: unknown key"),  # another role's table is checked too
+        ("[trainer]\nstak = 3", "[trainer] stak: unknown key"),
+        ("[validator]\nthreadz = 3", "[validator] threadz: unknown key"),  # another role's table is checked too
         ("[gpu]\nx = 1", "[gpu]: unknown table"),
         ("poll_interval = -1", "poll_interval: must be in (0, 3600]"),
         ('json_logs = "yes"', "json_logs: expected true or false"),
         ("task = 0", "task: must be >= 1"),
-        ("[trainer]\nstake = -5", "stake: not a non-negative decimal number"),
+        ("[trainer]\nstake = -5", "[trainer] stake: not a non-negative decimal number"),
         ("task = [1, 2]", "task: expected a string or a number"),
         ("rpc_url = ", "not TOML"),
     ],
@@ -244,6 +245,26 @@ def test_a_missing_file_and_a_bad_env_value_are_named(tmp_path: Path, capsys, cl
     clean_env.setenv("CONCORD_RPC_URL", "localhost:8545")
     rc, _, err = run_cli(["validator", "withdraw", "--deployment", str(tmp_path / "d.json")], capsys)
     assert rc == 1 and "$CONCORD_RPC_URL" in err and "'localhost:8545'" in err and "Traceback" not in err
+
+
+def test_an_error_names_the_source_of_the_bad_value(tmp_path: Path, capsys, clean_env) -> None:
+    """Flag, env var or TOML table key: the error names the one the bad value came from (issue 22)."""
+    path = _toml(tmp_path, 'rpc_url = "http://ok.example:1"\n[trainer]\nrpc_url = "localhost:8545"\n')
+    dep = ["--deployment", str(tmp_path / "d.json")]
+    rc, _, err = run_cli(["trainer", "withdraw", "--config", str(path), *dep], capsys)
+    assert rc == 1 and f"--config {path}: [trainer] rpc_url: " in err and "'localhost:8545'" in err, err
+    clean_env.setenv("CONCORD_RPC_URL", "localhost:8546")
+    rc, _, err = run_cli(["trainer", "withdraw", "--config", str(path), *dep], capsys)
+    assert rc == 1 and "$CONCORD_RPC_URL: " in err and "[trainer]" not in err, err
+    rc, _, err = run_cli(["trainer", "withdraw", "--config", str(path), *dep, "--rpc-url", "localhost:8547"], capsys)
+    assert rc == 1 and "--rpc-url: " in err and "$CONCORD_RPC_URL" not in err, err
+
+
+def test_task_is_required_from_the_flag_or_the_file(tmp_path: Path, capsys, clean_env) -> None:
+    rc, _, err = run_cli(["trainer", "run", "--rpc-url", "http://127.0.0.1:1"], capsys)
+    assert rc == 2 and "required: --task (or task = N in the --config TOML)" in err, err
+    path = _toml(tmp_path, "task = 3\n")  # the file's task does not override a positional of `concord status`
+    assert parse_layered(status_parser(), ["5", "--config", str(path)]).task == 5
 
 
 def test_the_example_file_is_valid_for_every_node_command(clean_env) -> None:

@@ -163,7 +163,7 @@ try:
     rc = main(sys.argv[1:])
 except SystemExit as e:
     rc = e.code
-heavy = ("torch", "web3", "ipfshttpclient", "concord.validator.node", "concord.client.engine")
+heavy = ("torch", "web3", "ipfshttpclient", "concord.validator.node", "concord.client.engine", "pydantic_settings")
 heavy = sorted(m for m in heavy if m in sys.modules)
 print("\\nPROBE", rc, round(time.perf_counter() - started, 3), ",".join(heavy) or "-")
 """

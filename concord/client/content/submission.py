@@ -91,7 +91,7 @@ from concord.client.content.store import (
 from concord.client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes, shard_tensors
 from concord.client.digest import Digest
 from concord.client.engine.bundle import Bundle, RolloutProofs
-from concord.client.engine.config import ConfigError, GRPOConfig, TaskConfig
+from concord.client.engine.config import TABLE, ConfigError, GRPOConfig, Int, TaskConfig
 from concord.client.engine.grpo import OPT_PREFIX, PARAM_PREFIX
 from concord.client.engine.proofs import CHUNK, PROOF_BYTES, encode_proofs
 from concord.client.engine.rollout import RolloutBatch
@@ -142,11 +142,13 @@ class SubmissionError(ValueError):
 class SubmissionLimits:
     """What a task lets one submission weigh; checked on the manifest's claims before any download."""
 
-    max_inner_steps: int
-    max_rollouts: int  # over all inner steps
-    max_tokens: int  # prompt + completion tokens over all rollouts
-    max_proof_bytes: int  # the proofs file
-    max_delta_bytes: int  # all delta shards together
+    __pydantic_config__ = TABLE
+
+    max_inner_steps: Int
+    max_rollouts: Int  # over all inner steps
+    max_tokens: Int  # prompt + completion tokens over all rollouts
+    max_proof_bytes: Int  # the proofs file
+    max_delta_bytes: Int  # all delta shards together
 
     def __post_init__(self) -> None:
         for name in ("max_inner_steps", "max_rollouts", "max_tokens", "max_proof_bytes", "max_delta_bytes"):

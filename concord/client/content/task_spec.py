@@ -38,9 +38,8 @@ from concord.client.engine.config import (
     ConfigError,
     TaskConfig,
     ValidationConfig,
-    _coerce,
-    from_dict,
     to_dict,
+    validate_table,
 )
 from concord.client.engine.envs import SYM0, BadEnvParams, UnknownEnv, make_env
 
@@ -96,39 +95,22 @@ class TaskSpecManifest:
         return spec
 
 
-def _section_errors(cls: type, section: str, data: Any) -> list[ConfigError]:
-    """Every unknown key and every value of the wrong type in one table (range checks come after)."""
-    if not isinstance(data, dict):
-        return [ConfigError(section, "*", f"expected a table, got {data!r}")]
-    hints = typing.get_type_hints(cls)
-    errors = [ConfigError(section, key, f"unknown key (known: {sorted(hints)})") for key in data if key not in hints]
-    for key, value in data.items():
-        if key in hints and not dataclasses.is_dataclass(hints[key]):
-            try:
-                _coerce(section, key, hints[key], value)
-            except ConfigError as e:
-                errors.append(e)
-    return errors
-
-
 def parse_task_spec(data: dict[str, Any], source: str = "<dict>", derive_limits: bool = True) -> TaskSpecManifest:
-    """A spec from its TOML/JSON tables, naming every bad field at once (TaskSpecError)."""
+    """A spec from its TOML/JSON tables, naming every bad field at once (TaskSpecError). Each table is
+    validated on its own (client.engine.config.validate_table), so one bad table hides no other's errors."""
     errors: list[ConfigError] = []
     top = {f.name for f in dataclasses.fields(TaskConfig)} | set(SECTIONS)
     errors += [ConfigError("task", key, f"unknown key (known: {sorted(top)})") for key in data if key not in top]
     built: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
-        if section not in data:
-            continue
-        problems = _section_errors(cls, section, data[section])
-        if not problems:
-            try:
-                built[section] = from_dict(cls, data[section], section)
-            except ConfigError as e:
-                problems = [e]
-        errors += problems
+        if section in data:
+            value, problems = validate_table(cls, data[section], section)
+            built.update({section: value} if value is not None else {})
+            errors += problems
     scalars = {k: v for k, v in data.items() if k in top and k not in SECTIONS}
-    errors += _section_errors(TaskConfig, "task", scalars)
+    sections = {k: v for k, v in built.items() if k not in ("validation", "limits")}
+    task, problems = validate_table(TaskConfig, {**scalars, **sections}, "task")
+    errors += problems
     env = None
     if "env" in built:
         try:
@@ -139,19 +121,14 @@ def parse_task_spec(data: dict[str, Any], source: str = "<dict>", derive_limits:
             errors.append(ConfigError("env.params", e.key, e.problem))
     if "limits" not in data and not derive_limits:
         errors.append(ConfigError("limits", "*", "missing table"))
-    if not errors:
-        try:
-            task = TaskConfig(**{k: v for k, v in built.items() if k not in ("validation", "limits")}, **scalars)
-        except ConfigError as e:
-            errors.append(e)
-    if not errors:
+    if not errors and task is not None:
         errors += _cross_errors(task, env or make_env(task.env))
         hf_path = task.model.hf_path
         if derive_limits and hf_path and not (Path(hf_path) / "config.json").is_file():  # model 0 is built here
             errors.append(
                 ConfigError("model", "hf_path", f"{hf_path!r} is not a local model directory (no config.json)")
             )
-    if errors:
+    if errors or task is None:  # task is None only when validate_table listed why
         raise TaskSpecError(source, errors)
     try:
         limits = built.get("limits") or derived_limits(task)

@@ -1,24 +1,57 @@
 """Typed task configuration: model, environment, sampler, GRPO inner loop, DiLoCo outer step.
 
-Configs are frozen dataclasses validated once at the edge (TOML or a dict); the rest of the
-code trusts them. `DEFAULT_TASK` is the one place the demo task's settings live, so the
+Configs are frozen dataclasses validated once at the edge (TOML or a dict) by pydantic
+(validate_table: strict scalar types, unknown and missing keys, every bad field named with its
+table) and by their own range checks (__post_init__, which also guard configs built in code); the
+rest of the code trusts them. to_dict is their canonical form (a task spec's digest is on chain).
+`DEFAULT_TASK` is the one place the demo task's settings live, so the
 learning bench, the simulation and the on-chain demo train the same thing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 C = TypeVar("C", bound="DataclassInstance")
+
+
+class _Strict:
+    """pydantic metadata: this scalar is validated strictly (no "3" for 3, no true for 1, no 3.0 for 3)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        schema = handler(source)
+        schema["strict"] = True
+        return schema
+
+
+class _Real:
+    """pydantic metadata: a finite number (an int becomes a float), -0.0 read as 0.0: a spec's float has one
+    canonical encoding, whatever the TOML wrote."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        number = core_schema.float_schema(strict=True, allow_inf_nan=False)
+        return core_schema.no_info_after_validator_function(lambda v: float(v) + 0.0, number)
+
+
+# The scalar types of config fields (plain int / float / str / bool to the type checker; strict to pydantic).
+Int = Annotated[int, _Strict()]
+Real = Annotated[float, _Real()]
+Str = Annotated[str, _Strict()]
+Bool = Annotated[bool, _Strict()]
+# Every config dataclass sets `__pydantic_config__ = TABLE` (unannotated: a class attribute, not a field):
+# a key that is not one of its fields is an error.
+TABLE: dict[str, Any] = {"extra": "forbid"}
 
 
 class ConfigError(ValueError):
@@ -63,16 +96,18 @@ def _in_range(
 class ModelConfig:
     """Architecture of the policy. kind 'tiny' = plain-torch transformer; 'hf' = transformers causal LM."""
 
-    vocab_size: int = 32
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    max_seq_len: int = 64
-    seed: int = 0  # deterministic init
+    __pydantic_config__ = TABLE
+
+    vocab_size: Int = 32
+    d_model: Int = 64
+    n_layers: Int = 2
+    n_heads: Int = 4
+    max_seq_len: Int = 64
+    seed: Int = 0  # deterministic init
     kind: Literal["tiny", "hf"] = "tiny"
-    d_ff: int = 0  # 0 -> 4 * d_model
+    d_ff: Int = 0  # 0 -> 4 * d_model
     hf_arch: Literal["qwen2", "llama"] = "qwen2"  # used when kind == "hf" and hf_path is empty
-    hf_path: str = ""  # local directory with config.json + weights; never the hub
+    hf_path: Str = ""  # local directory with config.json + weights; never the hub
 
     def __post_init__(self) -> None:
         bounds = {
@@ -122,17 +157,21 @@ class ModelConfig:
 class EnvConfig:
     """Which verifiable environment, and its parameters (see client.engine.envs.REGISTRY)."""
 
-    env_id: str = "sort"
-    params: dict[str, int] = field(default_factory=dict)
+    __pydantic_config__ = TABLE
+
+    env_id: Str = "sort"
+    params: dict[str, Int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     """Seeded sampling. temperature 0 = greedy (no noise). Generation stops at EOS per sample."""
 
-    temperature: float = 1.0
-    max_new_tokens: int = 8
-    stop_at_eos: bool = True  # after EOS a sample emits PAD (masked out)
+    __pydantic_config__ = TABLE
+
+    temperature: Real = 1.0
+    max_new_tokens: Int = 8
+    stop_at_eos: Bool = True  # after EOS a sample emits PAD (masked out)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -147,21 +186,23 @@ class SamplerConfig:
 class GRPOConfig:
     """Inner loop: H steps of AdamW or SGD on token-level GRPO; a fresh optimizer every round."""
 
-    prompts_per_step: int = 16
-    group_size: int = 8
-    inner_steps: int = 2  # H
-    lr: float = 3e-3
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.0
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    ratio_clamp: float = 4.0  # importance-ratio coefficient is clamped at this value
-    kl_coef: float = 0.0  # KL(pi || pi_base of the round), k3 estimator
-    entropy_coef: float = 0.0  # bonus on the policy's per-token entropy (keeps groups diverse)
+    __pydantic_config__ = TABLE
+
+    prompts_per_step: Int = 16
+    group_size: Int = 8
+    inner_steps: Int = 2  # H
+    lr: Real = 3e-3
+    betas: tuple[Real, Real] = (0.9, 0.99)
+    weight_decay: Real = 0.0
+    eps_low: Real = 0.2
+    eps_high: Real = 0.2
+    ratio_clamp: Real = 4.0  # importance-ratio coefficient is clamped at this value
+    kl_coef: Real = 0.0  # KL(pi || pi_base of the round), k3 estimator
+    entropy_coef: Real = 0.0  # bonus on the policy's per-token entropy (keeps groups diverse)
     optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: Nesterov momentum = betas[0] (0 = stateless)
-    warmup_steps: int = 0  # inner step k (0-based) uses lr * min(1, (k + 1) / (warmup_steps + 1))
-    grad_clip: float = 1.0
-    std_normalize: bool = False
+    warmup_steps: Int = 0  # inner step k (0-based) uses lr * min(1, (k + 1) / (warmup_steps + 1))
+    grad_clip: Real = 1.0
+    std_normalize: Bool = False
 
     def __post_init__(self) -> None:
         for name in ("prompts_per_step", "group_size", "inner_steps"):
@@ -214,12 +255,14 @@ class OuterConfig:
     weighted 1 / (1 + staleness_discount x s) in the mean (validator.aggregate.staleness_weight);
     0 turns it off, a fresh delta (s = 0) always weighs 1."""
 
-    lr: float = 1.0
-    momentum: float = 0.0
-    nesterov: bool = True
-    clip: float = 1.0
-    agreement: bool = True
-    staleness_discount: float = 1.0
+    __pydantic_config__ = TABLE
+
+    lr: Real = 1.0
+    momentum: Real = 0.0
+    nesterov: Bool = True
+    clip: Real = 1.0
+    agreement: Bool = True
+    staleness_discount: Real = 1.0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -266,16 +309,18 @@ class ValidationConfig:
     rewards, work units and the proof root stay on everything.
     """
 
-    max_exp_mismatches: int = 38
-    max_mant_err_mean: float = 10.0
-    max_mant_err_median: float = 8.0
-    sampling_tie_tol: float = 0.01
-    replay_cos_min: float = 0.9999
-    replay_rel_l2_max: float = 1e-3
+    __pydantic_config__ = TABLE
+
+    max_exp_mismatches: Int = 38
+    max_mant_err_mean: Real = 10.0
+    max_mant_err_median: Real = 8.0
+    sampling_tie_tol: Real = 0.01
+    replay_cos_min: Real = 0.9999
+    replay_rel_l2_max: Real = 1e-3
     prefill_precision: PrecisionSetting = "auto"
     mode: ValidationMode = "sampled"
-    row_fraction: float = 0.02
-    replay_steps: int = 1
+    row_fraction: Real = 0.02
+    replay_steps: Int = 1
 
     def __post_init__(self) -> None:
         _in_range("validation", "max_exp_mismatches", self.max_exp_mismatches, 0, MAX_SEQ_LEN)
@@ -298,12 +343,14 @@ class ValidationConfig:
 class TaskConfig:
     """Everything a task fixes about the computation (the chain side adds stakes and phases)."""
 
+    __pydantic_config__ = TABLE
+
     model: ModelConfig = field(default_factory=ModelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     outer: OuterConfig = field(default_factory=OuterConfig)
-    trainers_per_round: int = 4  # K, used by the simulation and the demo
+    trainers_per_round: Int = 4  # K, used by the simulation and the demo
 
     def __post_init__(self) -> None:
         _in_range("task", "trainers_per_round", self.trainers_per_round, 1, MAX_TRAINERS)
@@ -315,60 +362,94 @@ class TaskConfig:
         return self.grpo.inner_steps * self.grpo.rollouts_per_step * self.sampler.max_new_tokens
 
 
-def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
-    """Check one TOML value against a dataclass field type; tuples come from TOML arrays."""
-    origin = typing.get_origin(typ)
-    if origin is Literal:
-        if value not in typing.get_args(typ):
-            raise ConfigError(section, key, f"expected one of {typing.get_args(typ)}, got {value!r}")
-        return value
-    if origin is tuple:
-        args = typing.get_args(typ)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(section, key, f"expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(section, key, a, v) for a, v in zip(args, value, strict=True))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(section, key, f"expected a table, got {value!r}")
-        return dict(value)
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(section, key, f"expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(section, key, f"must be a finite number, got {value!r}")
-        return float(value) + 0.0  # -0.0 -> 0.0: a spec has one canonical encoding
-    if typ is int or typ is bool or typ is str:
-        if type(value) is not typ:
-            raise ConfigError(section, key, f"expected {typ.__name__}, got {value!r}")
-        return value
-    raise ConfigError(section, key, f"unsupported field type {typ}")
+@functools.cache
+def _adapter(cls: type) -> Any:
+    """pydantic's validator for a config dataclass (built once per class: about 0.1 s each)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def _class_at(cls: type, path: tuple[str, ...]) -> type | None:
+    """The config dataclass at ``path`` below ``cls`` (None when the path ends at a plain value)."""
+    for name in path:
+        typ = typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
+        if not (isinstance(typ, type) and dataclasses.is_dataclass(typ)):
+            return None
+        cls = typ
+    return cls if dataclasses.is_dataclass(cls) else None
+
+
+def _config_error(cls: type, section: str, err: Any) -> ConfigError:
+    """One pydantic error (a dict of ValidationError.errors()) as a ConfigError naming its table and key:
+    ("grpo", "lr") inside a task, (section, "*") for a table that is not a table."""
+    kind, value, names = err["type"], err.get("input"), [p for p in err["loc"] if isinstance(p, str)]
+    index = "".join(f"[{p}]" for p in err["loc"] if isinstance(p, int))
+    got = f"got {value!r}"
+    if kind in ("dataclass_type", "dataclass_args_type"):  # a [table] written as a value
+        return ConfigError(".".join(names) or section, "*", f"expected a table, {got}")
+    parent, key = names[:-1], names[-1] if names else "*"
+    nested = bool(parent) and _class_at(cls, (parent[0],)) is not None  # a [table] of its own, e.g. [grpo]
+    where = ".".join(parent if nested else [section, *parent])  # else a table inside this one, e.g. env.params
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        known = sorted(f.name for f in dataclasses.fields(_class_at(cls, tuple(parent)) or cls))
+        return ConfigError(where, key, f"unknown key (known: {known})")
+    arity = f"expected {len(_field_args(cls, names))} values, {got}"
+    if index and kind == "missing":  # a tuple written with too few values
+        return ConfigError(where, key, arity)
+    problems = {
+        "missing": "missing (this table has no default for it)",
+        "int_type": f"expected int, {got}",
+        "float_type": f"expected a number, {got}",
+        "string_type": f"expected str, {got}",
+        "bool_type": f"expected bool, {got}",
+        "dict_type": f"expected a table, {got}",
+        "finite_number": f"must be a finite number, {got}",
+        "literal_error": f"expected {err.get('ctx', {}).get('expected')}, {got}",
+        "tuple_type": arity,
+        "too_short": arity,
+        "too_long": arity,
+    }
+    problem = problems.get(kind, f"{err['msg']}, {got}")
+    return ConfigError(where, key, f"{key}{index} {problem}" if index else problem)
+
+
+def _field_args(cls: type, names: list[str]) -> tuple[Any, ...]:
+    owner = _class_at(cls, tuple(names[:-1])) or cls
+    return typing.get_args(typing.get_type_hints(owner).get(names[-1])) if names else ()
+
+
+def validate_table(cls: type[C], data: Any, section: str) -> tuple[C | None, list[ConfigError]]:
+    """``cls`` built from a (TOML) table by pydantic, or every problem found, each naming its table and
+    key: unknown and missing keys, wrong types (no "3" for 3, no true for 1: Int, Real, Str, Bool are
+    strict) and, for the tables whose types are right, their own range checks (__post_init__). An
+    exception of another type raised by a __post_init__ (a ModelSourceError, say) propagates as it is."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        return None, [ConfigError(section, "*", f"expected a table, got {data!r}")]
+    try:
+        return _adapter(cls).validate_python(data), []
+    except ValidationError as e:
+        errors = []
+        for err in e.errors():
+            cause = err.get("ctx", {}).get("error")
+            if err["type"] == "value_error" and isinstance(cause, ConfigError):
+                errors.append(cause)
+            elif err["type"] == "value_error" and isinstance(cause, Exception):
+                raise cause from None
+            else:
+                errors.append(_config_error(cls, section, err))
+        return None, errors
 
 
 def from_dict(cls: type[C], data: dict[str, Any], section: str = "") -> C:
-    """Build a config dataclass from a (TOML) dict, rejecting unknown keys and naming bad fields."""
-    section = section or cls.__name__
-    if not isinstance(data, dict):
-        raise ConfigError(section, "*", f"expected a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(section, unknown[0], f"unknown key (known: {sorted(fields)})")
-    missing = [
-        name
-        for name, f in fields.items()
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(section, missing[0], "missing (this table has no default for it)")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        typ = hints[name]
-        if isinstance(typ, type) and dataclasses.is_dataclass(typ):
-            kwargs[name] = from_dict(typ, value, name)
-        else:
-            kwargs[name] = _coerce(section, name, typ, value)
-    return cls(**kwargs)
+    """Build a config dataclass from a (TOML) dict, rejecting unknown keys and naming bad fields
+    (the first ConfigError of validate_table's list)."""
+    value, errors = validate_table(cls, data, section or cls.__name__)
+    if value is None:
+        raise errors[0]
+    return value
 
 
 def to_dict(cfg: DataclassInstance) -> dict[str, Any]:

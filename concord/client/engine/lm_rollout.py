@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from concord.client.engine import sampler as smp
-from concord.client.engine.config import SamplerConfig
+from concord.client.engine.config import TABLE, Int, SamplerConfig, Str
 from concord.client.engine.model import StateMismatch
 from concord.client.engine.rollout import RolloutBatch, completion_mask
 from concord.client.engine.text_envs import TextEnv, decode_completion
@@ -72,10 +72,12 @@ class AdapterConfig:
     seed: the initial A matrices are drawn from it (B starts at zero, so the initial model equals
     the base model); every node derives the same initial adapter from the task alone."""
 
-    rank: int = 8
-    alpha: int = 16
-    targets: str = "q_proj,v_proj"  # comma-separated names of linear layers (KNOWN_TARGETS)
-    seed: int = 0
+    __pydantic_config__ = TABLE
+
+    rank: Int = 8
+    alpha: Int = 16
+    targets: Str = "q_proj,v_proj"  # comma-separated names of linear layers (KNOWN_TARGETS)
+    seed: Int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.rank <= 1024:

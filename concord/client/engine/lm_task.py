@@ -26,10 +26,13 @@ from typing import Any
 from concord.client.engine import text_envs
 from concord.client.engine.config import (
     MAX_TRAINERS,
+    TABLE,
     ConfigError,
     GRPOConfig,
+    Int,
     OuterConfig,
     SamplerConfig,
+    Str,
     ValidationConfig,
     _in_range,
     from_dict,
@@ -44,8 +47,10 @@ class TextEnvConfig:
     prompt format. reward: "exact" (default: the exact answer after normalisation, else 0) or "partial"
     (reasoning-gym's partial credit, only when a task asks for it)."""
 
-    env_id: str = text_envs.DEFAULT_TEXT_ENV
-    reward: str = "exact"
+    __pydantic_config__ = TABLE
+
+    env_id: Str = text_envs.DEFAULT_TEXT_ENV
+    reward: Str = "exact"
     params: dict[str, Any] = field(default_factory=lambda: dict(text_envs.TEXT_ENVS[text_envs.DEFAULT_TEXT_ENV].params))
     format: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +61,8 @@ class TextEnvConfig:
 
 @dataclass(frozen=True)
 class LMTaskConfig:
+    __pydantic_config__ = TABLE
+
     source: dict[str, Any] = field(default_factory=SMOLLM2_135M.to_dict)
     env: TextEnvConfig = field(default_factory=TextEnvConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -67,7 +74,7 @@ class LMTaskConfig:
     # Full checks by default on the LM: the sampled mode works (validator.lm_checks) but its per-cheat
     # detection on the LM is not measured yet (docs/LM.md).
     validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
-    trainers_per_round: int = 2
+    trainers_per_round: Int = 2
 
     def __post_init__(self) -> None:
         _in_range("task", "trainers_per_round", self.trainers_per_round, 1, MAX_TRAINERS)

@@ -1,7 +1,8 @@
 """Node configuration: the flags every node takes, a node TOML, env vars, the network file.
 
 add_node_args(parser)                  the flags every node takes (--devnet, --rpc-url, --task, --config, ...)
-parse_layered(parser, argv) -> args    argv over env vars over the --config TOML over defaults
+parse_layered(parser, argv) -> args    argv over env vars over the --config TOML over defaults (the env and
+                                       TOML layers typed by pydantic-settings: client.runtime.settings)
 node_config(args, role) -> NodeConfig  flags (+ the network JSON) -> a frozen config, validated once here
 positive_int, non_negative_int, positive_seconds, load_deployment, load_devnet_json
                                        argparse types and file loaders that name the bad flag
@@ -16,7 +17,8 @@ Where a setting comes from, first match wins (docs/OPERATORS.md):
     5. the flag's default
 
 Every key of the TOML is a flag's name (`rpc_url` or `rpc-url`); an unknown key is an error naming it.
-Relative paths in the TOML are relative to the TOML's own directory.
+Relative paths in the TOML are relative to the TOML's own directory. An error names where the bad value
+came from: `$CONCORD_RPC_URL`, `--config node.toml: [validator] rpc_url`, `--rpc-url`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,7 @@ PASSWORD_ENV = "CONCORD_KEYSTORE_PASSWORD"  # = client.chain.keys.PASSWORD_ENV (
 PRIVATE_KEY_ENV = "CONCORD_PRIVATE_KEY"  # = client.chain.keys.PRIVATE_KEY_ENV
 
 ANVIL_CHAIN_ID = 31337
+TASK_NOT_GIVEN = 0  # --task's default: no task id is 0, so 0 means neither the flag nor the TOML gave one
 
 
 class NodeConfigError(ValueError):
@@ -77,10 +80,23 @@ class NodeConfig:
     ipfs_timeout: float = 30.0
 
 
+LAYERED = "layered_settings"  # a parser default: the settings its flags take from env vars and the TOML
+
+
+def layered(p: argparse.ArgumentParser, *dests: str) -> None:
+    """Let parse_layered fill these flags of ``p`` from env vars and the node TOML (argparse's own
+    set_defaults records them, so the chosen subcommand's set reaches the namespace)."""
+    p.set_defaults(**{LAYERED: frozenset(p.get_default(LAYERED) or ()) | set(dests)})
+
+
 def add_node_args(p: argparse.ArgumentParser, with_task: bool = True) -> None:
     """The flags every node takes. Connection flags override what the devnet JSON says."""
-    if with_task:
-        p.add_argument("--task", type=positive_int, required=True, help="task id")
+    layered(p, *(["task"] if with_task else []), "devnet", "rpc_url", "deployment", "ipfs_api", "state_dir")
+    layered(p, "keystore", "password_file", "devnet_account", "json_logs", "poll_interval", "config")
+    if with_task:  # required: parse_layered refuses TASK_NOT_GIVEN once the TOML had its say
+        p.add_argument(
+            "--task", type=positive_int, default=TASK_NOT_GIVEN, help="task id (required, or task = N in --config)"
+        )
     p.add_argument(
         "--devnet",
         type=Path,
@@ -140,145 +156,90 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 }
 # A node TOML may hold one table per command group; it overrides the top level for that group.
 TABLES = ("trainer", "validator", "task")
-# Flags of some node command that another command lacks: a key for them is known, and used where it applies.
-ROLE_KEYS = ("rounds", "stake", "threads", "withdraw", "metrics_port", "metrics_host", "device")
 
 
 class ConfigFileError(NodeConfigError):
-    """The node TOML cannot be read, or one of its keys is unknown or has a bad value (named)."""
+    """The node TOML cannot be read, or one of its keys is unknown or has a bad value (named with its table)."""
 
     def __init__(self, path: Path, key: str, problem: str) -> None:
         super().__init__(CONFIG_FLAG, f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
         self.path, self.key = path, key
 
 
-def _subcommand(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The (sub)parser that will parse ``argv``'s options: follow the subcommand words down."""
-    target, rest = parser, list(argv)
-    while True:
-        subs = [a for a in target._actions if isinstance(a, argparse._SubParsersAction)]
-        at = next((i for i, word in enumerate(rest) if subs and word in subs[0].choices), None)
-        if at is None:
-            return target
-        target, rest = subs[0].choices[rest[at]], rest[at + 1 :]
-
-
-def _config_path(argv: Sequence[str]) -> Path | None:
-    path = None
-    for i, word in enumerate(argv):
-        if word == CONFIG_FLAG and i + 1 < len(argv):
-            path = Path(argv[i + 1])
-        elif word.startswith(CONFIG_FLAG + "="):
-            path = Path(word.split("=", 1)[1])
-    return path
-
-
-def node_keys() -> set[str]:
-    """Every key a node TOML may hold (the node flags' names plus ROLE_KEYS)."""
-    p = argparse.ArgumentParser(add_help=False)
-    add_node_args(p)
-    return {a.dest for a in p._actions if a.option_strings} | set(ROLE_KEYS)
-
-
-def read_node_toml(path: Path, table: str) -> dict[str, Any]:
-    """The settings of ``path`` for command group ``table`` (top level, then its table over it); every
-    key checked against node_keys(); ConfigFileError names the file and the key."""
+def read_toml_tables(path: Path) -> dict[str, dict[str, Any]]:
+    """The node TOML's top level (under "") and its command tables (TABLES); ConfigFileError names the file,
+    or the unknown table."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as e:
         raise ConfigFileError(path, "", f"cannot read it: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigFileError(path, "", f"not TOML: {e}") from None
-    known = node_keys()
-    out: dict[str, Any] = {}
-    own: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {"": {k: v for k, v in data.items() if not isinstance(v, dict)}}
     for key, value in data.items():
+        if isinstance(value, dict) and key not in TABLES:
+            raise ConfigFileError(path, f"[{key}]", f"unknown table (known: {', '.join(TABLES)})")
         if isinstance(value, dict):
-            if key not in TABLES:
-                raise ConfigFileError(path, f"[{key}]", f"unknown table (known: {', '.join(TABLES)})")
-            for sub_key in value:
-                if sub_key.replace("-", "_") not in known:
-                    raise ConfigFileError(path, f"{key}.{sub_key}", f"unknown key (known: {', '.join(sorted(known))})")
-            if key == table:
-                own = {k.replace("-", "_"): v for k, v in value.items()}
-            continue
-        dest = key.replace("-", "_")
-        if dest not in known:
-            raise ConfigFileError(path, key, f"unknown key (known: {', '.join(sorted(known))})")
-        out[dest] = value
-    return {**out, **own}
+            out[key] = value
+    return out
 
 
-def _typed(action: argparse.Action, value: Any, base: Path | None) -> Any:
-    """A TOML or env value through the flag's own type (paths from a TOML relative to its directory)."""
-    if action.nargs == 0:  # store_true / store_false
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-    if isinstance(value, (bool, list, dict)) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"expected a string or a number, got {value!r}")
-    text = str(value)
-    convert = action.type
-    try:
-        typed: Any = convert(text) if callable(convert) else text
-    except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
-        raise ValueError(str(e)) from None
-    if isinstance(typed, Path):
-        typed = typed.expanduser()
-        if base is not None and not typed.is_absolute():
-            typed = base / typed
-    if action.choices is not None and typed not in action.choices:
-        raise ValueError(f"expected one of {sorted(map(str, action.choices))}, got {value!r}")
-    return typed
+def node_keys() -> set[str]:
+    """Every key a node TOML may hold (client.runtime.settings.NodeFile: the node flags' names and those of
+    --rounds, --stake, ...)."""
+    from concord.client.runtime.settings import NodeFile
+
+    return set(NodeFile.model_fields)
+
+
+def _given(argv: Sequence[str], dests: Iterable[str]) -> set[str]:
+    """The settings argv sets itself: a --flag or --flag=value word (or a unique prefix, as argparse allows)."""
+    options = {"--" + dest.replace("_", "-"): dest for dest in dests}
+    given = set()
+    for word in argv:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0]
+        exact = [dest for option, dest in options.items() if option == name]
+        match = exact or [dest for option, dest in options.items() if name.startswith("--") and option.startswith(name)]
+        given |= set(match) if len(match) == 1 else set()
+    return given
 
 
 def parse_layered(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None, env: Mapping[str, str] | None = None
 ) -> argparse.Namespace:
     """``parser.parse_args(argv)`` with the settings argv leaves out taken from the env vars (ENV_VARS),
-    then from the --config TOML (top level and the command's table), then the flags' defaults. A bad
-    file or value exits as a bad flag does (status 2, the file and key named)."""
+    then from the --config TOML (top level and the command's table), then the flags' defaults
+    (client.runtime.settings types each layer with pydantic-settings). A bad file or value exits as a bad
+    flag does (status 2), naming the env var, or the file, table and key."""
     argv = list(argv) if argv is not None else sys.argv[1:]
     env = os.environ if env is None else env
-    target = _subcommand(parser, argv)
-    actions = {a.dest: a for a in target._actions if a.option_strings}
-    layers: dict[str, Any] = {}
-    origins: dict[str, str] = {}  # dest -> the env var or TOML key its layered value came from
-    try:
-        path = _config_path(argv) if CONFIG_FLAG in {s for a in actions.values() for s in a.option_strings} else None
-        if path is not None:
-            table = (target.prog.split() + ["", ""])[1]  # "concord trainer run" -> "trainer"
-            for dest, value in read_node_toml(path, table).items():
-                if dest in actions:
-                    try:
-                        layers[dest] = _typed(actions[dest], value, path.parent)
-                    except ValueError as e:
-                        raise ConfigFileError(path, dest, str(e)) from None
-                    origins[dest] = f"{CONFIG_FLAG} {path}: {dest}"
-        for dest, names in ENV_VARS.items():
-            name = next((n for n in names if env.get(n)), None)
-            if name is not None and dest in actions:
-                try:
-                    layers[dest] = _typed(actions[dest], env[name], None)
-                except ValueError as e:
-                    raise NodeConfigError(f"${name}", str(e)) from None
-                origins[dest] = f"${name}"
-    except NodeConfigError as e:
-        target.error(str(e))
-    for dest, value in layers.items():
-        actions[dest].required = False  # a required flag (--task) may come from the file
-        target.set_defaults(**{dest: value})
-    args = parser.parse_args(argv)
-    given = {a.dest for a in actions.values() if any(_on_command_line(s, argv) for s in a.option_strings)}
-    setattr(args, SOURCES, {dest: name for dest, name in origins.items() if dest not in given})
+    args = parser.parse_args(argv)  # --help exits here, before any layer is read
+    settable: frozenset[str] = getattr(args, LAYERED, frozenset())
+    if hasattr(args, LAYERED):
+        delattr(args, LAYERED)
+    given = _given(argv, settable)
+    path = getattr(args, "config", None)
+    layers: dict[str, tuple[Any, str]] = {}
+    if path is not None or any(env.get(name) for names in ENV_VARS.values() for name in names):
+        from concord.client.runtime import settings  # pydantic-settings: only when there is something to layer
+
+        table = (parser.prog.split() + ["", ""])[1]  # "concord trainer" -> "trainer"
+        try:
+            layers = {**(settings.file_layer(Path(path), table) if path is not None else {}), **settings.env_layer(env)}
+        except NodeConfigError as e:
+            parser.error(str(e))
+    sources = {dest: source for dest, (_, source) in layers.items() if dest in settable and dest not in given}
+    for dest in sources:
+        setattr(args, dest, layers[dest][0])
+    if getattr(args, "task", None) == TASK_NOT_GIVEN:
+        parser.error(f"the following arguments are required: --task (or task = N in the {CONFIG_FLAG} TOML)")
+    setattr(args, SOURCES, sources)
     return args
 
 
-SOURCES = "setting_sources"  # parse_layered's record on the namespace: dest -> "$VAR" or "--config F: key"
-
-
-def _on_command_line(option: str, argv: Sequence[str]) -> bool:
-    return any(word == option or word.startswith(option + "=") for word in argv)
+SOURCES = "setting_sources"  # parse_layered's record on the namespace: dest -> "$VAR" or "--config F: [t] key"
 
 
 def setting_name(args: argparse.Namespace, dest: str, flag: str) -> str:
@@ -423,7 +384,9 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
     if rpc_url is None:  # not reached: without --rpc-url the devnet JSON supplies it
         raise NodeConfigError("--rpc-url", "needed without --devnet")
     task_id = getattr(args, "task", 0)
-    if task_id < 0 or (task_id == 0 and hasattr(args, "task")):
+    if task_id == TASK_NOT_GIVEN and hasattr(args, "task"):
+        raise NodeConfigError("--task", f"required (or task = N in the {CONFIG_FLAG} TOML)")
+    if task_id < 0:
         raise NodeConfigError("--task", f"task ids start at 1, got {task_id}")
     return NodeConfig(
         role=role,
@@ -444,6 +407,7 @@ def node_config(args: argparse.Namespace, role: str) -> NodeConfig:
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
+    layered(p, "device")
     p.add_argument(
         "--device",
         default="cpu",

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from concord.client.runtime.config import layered
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="concord keys", description="create or inspect a node keystore")
@@ -30,6 +32,8 @@ def parser() -> argparse.ArgumentParser:
             default=None,
             help="file holding the keystore's password [env: CONCORD_PASSWORD_FILE, ETH_PASSWORD]",
         )
+    layered(new, "password_file")
+    layered(show, "keystore", "password_file")
     return p
 
 

@@ -27,6 +27,7 @@ from concord.client.runtime.config import (
     PRIVATE_KEY_ENV,
     add_device_arg,
     add_node_args,
+    layered,
     non_negative_int,
 )
 from concord.client.units import amount_arg
@@ -78,6 +79,7 @@ def task_id(text: str) -> int:
 
 def add_metrics_args(p: argparse.ArgumentParser) -> None:
     """--metrics-port / --metrics-host on a node's `run` command."""
+    layered(p, "metrics_port", "metrics_host")
     p.add_argument(
         "--metrics-port",
         type=tcp_port_or_any,
@@ -121,6 +123,7 @@ def add_trainer_run_args(p: argparse.ArgumentParser) -> None:
         help="stake to register with, in tokens (or 1000base): at least the task's minimum, which is the default",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    layered(p, "rounds", "stake", "threads")
     add_device_arg(p)
     add_metrics_args(p)
 
@@ -145,6 +148,7 @@ def add_validator_run_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="stake to register with, in tokens (or 1000base): at least the task's minValidatorStake, the default",
     )
+    layered(p, "rounds", "withdraw", "stake")
     add_device_arg(p)
     add_metrics_args(p)
 
@@ -224,6 +228,7 @@ def status_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument(CONFIG_FLAG, type=Path, default=None, metavar="NODE.toml", help="a node TOML (rpc_url, deployment)")
+    layered(p, "devnet", "rpc_url", "deployment", "config")
     return p
 
 
