@@ -12,8 +12,8 @@ The LM counterpart of client.engine.config.TaskConfig, loaded from TOML and vali
     [sampler] [grpo] [outer] [validation]                                  (as for the tiny model;
                                                                             validation.mode "full" by default)
 
-``DEFAULT_LM_TASK`` is configs/lm_task.toml (a test keeps the two equal): chain_sum with two one-digit
-terms on the shipped SmolLM2-135M-Instruct, LoRA rank 8 on q_proj and v_proj.
+``DEFAULT_LM_TASK`` is configs/lm_task.toml (a test keeps the two equal): chain_sum with 2-4 one-digit
+terms (issue 24 item 1: docs/LM.md) on the shipped SmolLM2-135M-Instruct, LoRA rank 8 on q_proj and v_proj.
 """
 
 from __future__ import annotations
