@@ -194,6 +194,10 @@ class LMSubmission:
         return {name: base[name] + self.states[k - 1][name] for name in base}
 
     @property
+    def rollouts(self) -> int:
+        return sum(g.n for step in self.steps for g in step)
+
+    @property
     def flat_proofs(self) -> tuple[tuple[RolloutProofs, ...], ...]:
         """Per step, the proofs of its rows in (group, sample) order: the Merkle leaves' order."""
         return tuple(tuple(p for group in step for p in group) for step in self.proofs)
