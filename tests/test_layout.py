@@ -7,6 +7,8 @@
   <- the roles (trainer, initiator, status, cli). A room imports only rooms below it.
 * The validator node's rooms are layered too (context <- store <- fetch <- judge <- recheck <- aggregate
   <- consensus <- node), each at most MAX_ROOM_LINES long.
+* No model-kind dispatch (`x.lm is None`, isinstance on a kind's types, a workload's `kind` compared)
+  outside the workloads (client/runtime/tiny_work.py, lm_work.py) and their registry (workload.py).
 See docs/ARCHITECTURE.md for the drawing.
 """
 

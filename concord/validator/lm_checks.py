@@ -33,10 +33,11 @@ import torch
 from concord.client import timing
 from concord.client.engine import sampler as smp
 from concord.client.engine.config import GRPOConfig, ValidationConfig
-from concord.client.engine.grpo import delta_similarity, state_delta
-from concord.client.engine.lm_grpo import LMSubmission, inner_update, make_optimizer
+from concord.client.engine.grpo import delta_similarity, inner_optimizer, state_delta
+from concord.client.engine.lm_grpo import LMSubmission, inner_update
 from concord.client.engine.lm_rollout import (
     LMRollouts,
+    adapter_parameters,
     adapter_state,
     load_adapter_state,
     model_device,
@@ -260,7 +261,7 @@ def check_replay(
     the evidence."""
     model = rollouts.model
     load_adapter_state(model, base)
-    optimizer = make_optimizer(model, grpo)
+    optimizer = inner_optimizer(adapter_parameters(model), grpo)
     worst_cos, worst_rel, worst_step = 1.0, 0.0, -1
     for k, groups in enumerate(steps):
         with timing.span("replay"):
