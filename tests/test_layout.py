@@ -7,6 +7,8 @@
   <- the roles (trainer, initiator, status, cli). A room imports only rooms below it.
 * The validator node's rooms are layered too (context <- store <- fetch <- judge <- recheck <- aggregate
   <- consensus <- node), each at most MAX_ROOM_LINES long.
+* No model-kind dispatch (`x.lm is None`, isinstance on a kind's types, a workload's `kind` compared)
+  outside the workloads (client/runtime/tiny_work.py, lm_work.py) and their registry (workload.py).
 See docs/ARCHITECTURE.md for the drawing.
 """
 
@@ -199,3 +201,83 @@ def test_validator_rooms_import_downward_only_and_stay_small() -> None:
             if name.split(".")[0] == "validator" and name.split(".")[1] in VALIDATOR_ROOMS:
                 bad.append(f"validator/{leaf}.py:{line} imports {name} (a leaf imports no node room)")
     assert bad == []
+
+
+# ----------------------------------------------------------------------------- one workload seam (issue 22)
+# What a model kind does lives in its workload (client.runtime.workload: TinyWork, LMWork), chosen once by
+# the registry; nothing else asks which kind a task is. Dispatch is: an `x.lm is (not) None` test, an
+# isinstance on a kind's own types, or a comparison of a workload's `kind`.
+KIND_TYPES = {
+    "Bundle",
+    "LMAdaptersConfig",
+    "LMRollouts",
+    "LMSubmission",
+    "LMTaskConfig",
+    "LMTaskSpec",
+    "LMWork",
+    "TaskSpecManifest",
+    "TinyWork",
+}
+KIND_HOMES = {
+    "client/runtime/workload.py": "the registry",
+    "client/runtime/tiny_work.py": "the tiny transformer's workload",
+    "client/runtime/lm_work.py": "the LM's workload",
+}
+# sites that still ask, each with why, until they move onto the seam: the list only shrinks
+KIND_NOT_YET = {
+    "client/content/model_store.py": "a model manifest's config is either kind's (the model codec)",
+    "client/initiator.py": "creating a task: the task file names its kind before any workload exists",
+    "client/model_export.py": "exporting a model to transformers: merged adapters or the tiny weights",
+    "validator/recheck.py": "the flag re-check runs on tiny bundles only (TinyWork.row_flags)",
+}
+
+
+def kind_dispatch(path: Path) -> list[tuple[int, str]]:
+    """(line, what) for every model-kind dispatch in the file (see KIND_TYPES above)."""
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute):
+            left, right = node.left, node.comparators[0]
+            if left.attr == "lm" and isinstance(right, ast.Constant) and right.value is None:
+                out.append((node.lineno, f"{ast.unparse(node)}"))
+            if left.attr == "kind" and "workload" in ast.unparse(left.value):
+                out.append((node.lineno, f"{ast.unparse(node)}"))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+            types = node.args[1] if len(node.args) == 2 else None
+            names = (
+                {n.id if isinstance(n, ast.Name) else getattr(n, "attr", "") for n in ast.walk(types)}
+                if types
+                else set()
+            )
+            if names & KIND_TYPES:
+                out.append((node.lineno, f"{ast.unparse(node)}"))
+    return out
+
+
+def test_no_model_kind_dispatch_outside_the_workloads_and_the_registry() -> None:
+    bad = [
+        f"concord/{rel}:{line} {what}"
+        for p in library_files()
+        if (rel := p.relative_to(LIB).as_posix()) not in KIND_HOMES and rel not in KIND_NOT_YET
+        for line, what in kind_dispatch(p)
+    ]
+    assert bad == [], "ask the task's workload (client.runtime.workload) instead"
+    assert all(kind_dispatch(LIB / rel) for rel in KIND_NOT_YET), (
+        "a site moved onto the seam: drop it from KIND_NOT_YET"
+    )
+
+
+def test_the_dispatch_checker_sees_each_form(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text(
+        "def f(ctx, v, sub):\n"
+        "    if ctx.lm is None:\n"
+        "        pass\n"
+        "    if isinstance(sub, (int, LMSubmission)):\n"
+        "        pass\n"
+        "    if v.task.workload.kind == 'lm':\n"
+        "        pass\n"
+        "    if isinstance(sub, int) or ctx.kind == 'tiny':\n"
+        "        pass\n"
+    )
+    assert [line for line, _ in kind_dispatch(f)] == [2, 4, 6]

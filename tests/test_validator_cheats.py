@@ -170,7 +170,7 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
         assert client.concord.task_state(task_id).finalized_rounds == 1
 
         m0 = Digest.parse(client.concord.model_digest(task_id, 0).digest)
-        base, _ = ctx.models.get(trainer.store, m0)
+        base = ctx.workload.model_state(trainer.store, m0)
 
         def diloco(deltas: dict) -> Digest:
             state, momentum = outer_step(base.state, deltas, base.outer_state or {}, ctx.task.outer)

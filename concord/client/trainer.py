@@ -2,8 +2,8 @@
 
 Per round it may submit in:
   1. pick_base_round     the newest final model m with round - asyncLevel <= m <= round
-  2. prepare_submission  fetch model(m) (cached by digest), make_bundle (seeded prompts and
-                         sampling, TOPLOC proofs, H inner GRPO steps, delta), put_submission
+  2. prepare_submission  fetch model(m) (cached by digest), Workload.train (seeded prompts and
+                         sampling, TOPLOC proofs, H inner GRPO steps, delta), Workload.put
   3. submit_round        submit(round, baseRound, digest, proofRoot, workUnits) once the
                          round's submit phase is open
 
@@ -14,9 +14,8 @@ submitted from chain state (memberInfo.lastSubmitRound) and checks it again righ
 every submit, so it never submits a round twice. When its own IPFS daemon is down it logs the
 error (naming the API address) and retries on the next tick, at most MAX_STORE_FAILURES times.
 
-On an LM task (TaskContext.lm, issue 12) step 2 is `_prepare_lm`: model(m)'s adapters on the loaded
-base model, client.engine.lm_grpo.make_submission (GRPO groups, TOPLOC proofs, H inner steps over
-the adapters), put_lm_submission.
+The task's model kind is its workload (TaskContext.workload, client.runtime.workload): the tiny
+transformer's bundle, or on an LM task the adapters' round on the loaded base model (issue 12).
 
 `TrainerHooks` names the places in steps 2 and 3 where a node could act otherwise; the node runs
 the honest defaults; the lab implements them to play adversaries and faults.
@@ -25,28 +24,23 @@ the honest defaults; the lab implements them to play adversaries and faults.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from concord.client import chain, timing
 from concord.client.chain import ChainError, ContractError, Phase, Role
 from concord.client.chain.keys import KeyLoadError
-from concord.client.content.lm_content import put_lm_submission
 from concord.client.content.model_store import ModelError
 from concord.client.content.store import DaemonError, StoreError, StoreUnavailable
-from concord.client.content.submission import put_submission
 from concord.client.content.task_spec import TaskSpecError
 from concord.client.digest import Digest
-from concord.client.engine.bundle import Bundle, make_bundle
 from concord.client.engine.grpo import pin_determinism
 from concord.client.engine.lm import ModelSourceError
-from concord.client.engine.lm_grpo import LMSubmission, make_submission
-from concord.client.engine.model import Policy
 from concord.client.runtime import lifecycle, parsers
 from concord.client.runtime.config import (
     NodeConfig,
@@ -72,9 +66,8 @@ from concord.client.runtime.task import (
     UnknownTask,
     current_round_now,
     load_task_context,
-    model_for_round,
     phase_now,
-    round_adapters,
+    round_base,
 )
 from concord.client.units import AmountError, TokenAmount
 
@@ -152,24 +145,20 @@ class TrainerHooks:
     subclasses this to play adversaries and faults.
     """
 
-    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: Policy) -> Policy:
+    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int, base: Any) -> Any:
         """Step 2, the model to build on: an honest node builds round ``round_`` on model(baseRound),
-        ``policy`` as fetched (shared: a hook clones it before changing it)."""
-        return policy
+        ``base`` as fetched (Workload.base; a shared policy: a hook clones it before changing it)."""
+        return base
 
-    def bundle(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Bundle:
-        """Step 2, the bundle: an honest node uploads what make_bundle built, unchanged."""
-        return bundle
-
-    def lm_submission(self, node: Node, ctx: TaskContext, sub: LMSubmission) -> LMSubmission:
-        """Step 2 on an LM task, the submission: an honest node uploads what make_submission built."""
+    def submission(self, node: Node, ctx: TaskContext, sub: Any) -> Any:
+        """Step 2, the submission (Workload.train's: a Bundle, or an LMSubmission on an LM task): an
+        honest node uploads what training built, unchanged."""
         return sub
 
-    def upload(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Digest:
-        """Step 2, the upload: an honest node puts the bundle's files, then its manifest, in its own
-        IPFS node (put_submission); returns the manifest's digest, what goes on chain."""
-        digest, _ = put_submission(node.store, bundle)
-        return digest
+    def upload(self, node: Node, ctx: TaskContext, sub: Any) -> Digest:
+        """Step 2, the upload: an honest node puts the submission's files, then its manifest, in its own
+        IPFS node (Workload.put); returns the manifest's digest, what goes on chain."""
+        return ctx.workload.put(node.store, sub)
 
     def claim(self, node: Node, ctx: TaskContext, prep: Prepared) -> Prepared | None:
         """Step 3, the claim: an honest node submits (baseRound, digest, proofRoot, workUnits) of what it
@@ -247,8 +236,7 @@ def prepare_submission(
     upload: each step through ``hooks``."""
     t0 = time.perf_counter()
     display.update(round=round_, base=base_round, step="fetching model", upload="-", tx="-")
-    prepare = _prepare_bundle if ctx.lm is None else _prepare_lm
-    digest, proof_root, work_units, mean_reward, rollouts = prepare(node, ctx, round_, base_round, display, hooks)
+    digest, proof_root, work_units, mean_reward, rollouts = _prepare(node, ctx, round_, base_round, display, hooks)
     seconds = time.perf_counter() - t0
     display.update(step="ready", upload=str(digest)[:18])
     log.info(
@@ -274,51 +262,26 @@ def prepare_submission(
     return Prepared(round_, base_round, digest, proof_root, work_units, mean_reward, rollouts, seconds)
 
 
-def _prepare_bundle(
+def _prepare(
     node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display, hooks: TrainerHooks
 ) -> tuple[Digest, bytes, int, float, int]:
-    """A tiny/hf policy's round: model(baseRound), make_bundle (rollouts, proofs, H inner steps), upload;
-    returns (digest, proof root, work units, mean reward, rollouts)."""
+    """A round on the task's workload: model(baseRound), Workload.train (rollouts, proofs, H inner steps),
+    upload; returns (digest, proof root, work units, mean reward, rollouts)."""
     with timing.span("ipfs"):
-        policy = model_for_round(ctx, node.store, base_round)
-    policy = hooks.base_model(node, ctx, round_, base_round, policy)
+        base = round_base(ctx, node.store, base_round)
+    base = hooks.base_model(node, ctx, round_, base_round, base)
     display.update(step="generating + training")
-    bundle = hooks.bundle(
-        node, ctx, make_bundle(policy, ctx.env, ctx.task, ctx.task_id, round_, node.address, base_round)
-    )
-    rollouts = sum(b.n for b in bundle.batches)
+    sub = hooks.submission(node, ctx, ctx.workload.train(base, ctx.task_id, round_, node.address, base_round))
     display.update(
         step="uploading",
-        rollouts=rollouts,
-        mean_reward=round(bundle.mean_reward, 4),
-        work_units=bundle.work_units,
+        rollouts=sub.rollouts,
+        mean_reward=round(sub.mean_reward, 4),
+        work_units=sub.work_units,
         upload="uploading",
     )
     with timing.span("ipfs"):
-        digest = Digest.parse(hooks.upload(node, ctx, bundle), "upload hook's digest")
-    return digest, bytes(bundle.proof_root), bundle.work_units, bundle.mean_reward, rollouts
-
-
-def _prepare_lm(
-    node: Node, ctx: TaskContext, round_: int, base_round: int, display: Display, hooks: TrainerHooks
-) -> tuple[Digest, bytes, int, float, int]:
-    """An LM task's round: adapters of model(baseRound), GRPO over the groups with TOPLOC proofs
-    (client.engine.lm_grpo.make_submission), upload (client.content.lm_content)."""
-    work = ctx.lm
-    assert work is not None
-    with timing.span("ipfs"):
-        adapters = round_adapters(ctx, node.store, base_round).state
-    display.update(step="generating + training")
-    with work.lock:
-        sub, _ = make_submission(work.rollouts, adapters, ctx.task.grpo, ctx.task_id, round_, node.address)
-    sub = hooks.lm_submission(node, ctx, dataclasses.replace(sub, base_round=base_round))
-    rollouts = sum(g.n for step in sub.steps for g in step)
-    display.update(
-        step="uploading", rollouts=rollouts, mean_reward=round(sub.mean_reward, 4), work_units=sub.work_units
-    )
-    with timing.span("ipfs"):
-        digest = put_lm_submission(node.store, sub)
-    return digest, bytes(sub.proof_root), sub.work_units, sub.mean_reward, rollouts
+        digest = Digest.parse(hooks.upload(node, ctx, sub), "upload hook's digest")
+    return digest, bytes(sub.proof_root), sub.work_units, sub.mean_reward, sub.rollouts
 
 
 def submit_round(node: Node, ctx: TaskContext, prep: Prepared, display: Display) -> SubmittedRound | None:

@@ -48,13 +48,10 @@ import numpy as np
 import torch
 
 from concord.client import timing
-from concord.client.content.lm_content import LMTaskSpec, fetch_lm_submission
 from concord.client.content.model_store import put_model
-from concord.client.content.submission import fetch_submission
 from concord.client.digest import Digest
 from concord.client.engine.config import OuterConfig
 from concord.client.runtime.display import fields
-from concord.client.runtime.lm_work import fetch_adapters
 from concord.validator.context import SubmissionVerdict, Validator
 
 log = logging.getLogger("concord.validator")
@@ -245,11 +242,7 @@ def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.
     """An accepted submission's delta: in memory since verification, or fetched again (local cache)."""
     key = (verdict.round, verdict.index)
     if key not in v.deltas:
-        if isinstance(v.task.spec, LMTaskSpec) and v.task.lm is not None:
-            shapes = v.task.lm.adapter_shapes()
-            v.deltas[key] = fetch_lm_submission(v.store, verdict.bundle_digest, v.task.spec, shapes).delta
-        else:
-            v.deltas[key] = fetch_submission(v.store, verdict.bundle_digest, v.task.spec.limits).delta
+        v.deltas[key] = v.task.workload.fetch_delta(v.store, verdict.bundle_digest)
     return v.deltas[key]
 
 
@@ -259,10 +252,7 @@ def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts:
     if not accepted:
         return base_digest
     with timing.span("ipfs"):
-        if v.task.lm is not None:  # an LM task's model: the base file plus adapters (outer step on the adapters)
-            base = fetch_adapters(v.task.lm, v.store, base_digest)
-        else:
-            base, _ = v.task.models.get(v.store, base_digest)
+        base = v.task.workload.model_state(v.store, base_digest)  # on an LM task: the adapters
         deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}  # summed in digest order
     # the baseRound each submission named on chain (a verdict exists only for a Submitted event seen)
     staleness = {str(x.bundle_digest): round_ - v.submissions[x.round][x.index].base_round for x in accepted}

@@ -22,7 +22,7 @@ import torch
 
 from concord.client import timing
 from concord.client.engine import sampler as smp
-from concord.client.engine.bundle import Bundle, claimed_mean_reward, proof_root
+from concord.client.engine.bundle import Bundle, RolloutProofs, claimed_mean_reward, proofs_root
 from concord.client.engine.config import GRPOConfig, SamplerConfig, TaskConfig, ValidationConfig
 from concord.client.engine.envs import EOS, PAD, Env, rewards
 from concord.client.engine.grpo import (
@@ -106,19 +106,27 @@ def check_schema(policy_base: Policy, bundle: Bundle, cfgs: TaskConfig) -> Check
             t.dtype == torch.int64 and bool(((t >= 0) & (t < vocab)).all()) for t in (b.prompts, b.completions)
         )
         problems += (not shapes_ok) + (not ids_ok) + (not tokens_ok)
-    base = policy_state(policy_base)
-    names_ok = isinstance(bundle.delta, dict) and set(bundle.delta) == set(base)
-    if names_ok:
-        for k, t in base.items():
-            d = bundle.delta[k]
-            if not isinstance(d, torch.Tensor) or tuple(d.shape) != tuple(t.shape) or not bool(torch.isfinite(d).all()):
-                names_ok = False
-                break
+    names_ok = delta_like(bundle.delta, policy_state(policy_base))
     problems += not names_ok
-    root_ok = isinstance(bundle.proof_root, (bytes, bytearray)) and len(bundle.proof_root) == 32
-    problems += not root_ok
+    problems += not root_like(bundle.proof_root)
     ev.update(problems=problems, delta_ok=float(names_ok))
     return CheckResult("schema", problems == 0, ev)
+
+
+def delta_like(d: object, base: dict[str, torch.Tensor]) -> bool:
+    """A dict with exactly the base's names and shapes, every value a finite tensor (a delta or an inner
+    step's state of either workload: the policy's parameters, or the LM's adapters)."""
+    if not isinstance(d, dict) or set(d) != set(base):
+        return False
+    return all(
+        isinstance(d[n], torch.Tensor) and tuple(d[n].shape) == tuple(t.shape) and bool(torch.isfinite(d[n]).all())
+        for n, t in base.items()
+    )
+
+
+def root_like(root: object) -> bool:
+    """A 32-byte proof root."""
+    return isinstance(root, (bytes, bytearray)) and len(root) == 32
 
 
 # ----------------------------------------------------------------------------- 2. prompts
@@ -256,6 +264,38 @@ def sampling_gaps(
     return gap, completion_mask(batch.completions, sampler.stop_at_eos)
 
 
+def length_rule(
+    completions: torch.Tensor,  # [N, C] the submitted tokens
+    mask: torch.Tensor,  # [N, C] counted tokens (up to and including the first EOS)
+    pad: int,
+    eos: int,
+    max_new_tokens: int,
+    may_stop: bool,  # generation stops at EOS at all (the sampler's stop_at_eos)
+) -> tuple[int, bool]:
+    """(tokens after the first EOS that are not ``pad``, length ok): generation stops before
+    max_new_tokens only once every row has emitted EOS, right at the step it happened. The cheap part
+    of check 4, on every row of a batch (or group) whatever the sample."""
+    pad_bad = int(((completions != pad) & ~mask).sum())
+    c = completions.shape[1]
+    stopped_early = may_stop and bool((completions == eos).any(dim=1).all()) and int(mask.sum(1).max()) == c
+    return pad_bad, c == max_new_tokens or stopped_early
+
+
+class Run:
+    """Checks in protocol order: ``failed(result)`` records one and gives the rejecting Verdict when it
+    failed (the first failure rejects), ``accepted()`` the Verdict once all passed."""
+
+    def __init__(self) -> None:
+        self.results: list[CheckResult] = []
+
+    def failed(self, r: CheckResult) -> Verdict | None:
+        self.results.append(r)
+        return None if r.ok else Verdict(False, r.name, tuple(self.results))
+
+    def accepted(self) -> Verdict:
+        return Verdict(True, "", tuple(self.results))
+
+
 def check_sampling(
     logits: torch.Tensor,
     batch: RolloutBatch,
@@ -269,14 +309,7 @@ def check_sampling(
     gap, mask = sampling_gaps(logits, batch, keys, sampler)
     mismatched = (gap > 0) & mask
     rejected_tok = (gap > vcfg.sampling_tie_tol) & mask
-    pad_bad = int(((batch.completions != PAD) & ~mask).sum())
-    lengths = mask.sum(1)
-    c = batch.completions.shape[1]
-    # Generation stops before max_new_tokens only once every row has emitted EOS, right at the step it happened.
-    stopped_early = (
-        sampler.stop_at_eos and bool((batch.completions == EOS).any(dim=1).all()) and int(lengths.max()) == c
-    )
-    length_ok = c == sampler.max_new_tokens or stopped_early
+    pad_bad, length_ok = length_rule(batch.completions, mask, PAD, EOS, sampler.max_new_tokens, sampler.stop_at_eos)
     bad_rows = rejected_tok.any(dim=1)
     ok = int(rejected_tok.sum()) == 0 and pad_bad == 0 and length_ok
     return CheckResult(
@@ -429,18 +462,19 @@ def step_rewards(batches: tuple[RolloutBatch, ...] | list[RolloutBatch], env: En
     return out
 
 
-def check_work_units(bundle: Bundle, verified: list[RolloutBatch]) -> CheckResult:
-    """work_units = counted generated tokens; mean_reward = mean recomputed reward (exact)."""
+def check_work_units(claimed_units: int, claimed_mean: float, verified: list[RolloutBatch]) -> CheckResult:
+    """work_units = counted generated tokens; mean_reward = mean recomputed reward (exact); ``verified``:
+    every row of the submission, rebuilt from checked fields (either workload's)."""
     units = int(sum(int(b.lengths.sum()) for b in verified))
     mean_r = claimed_mean_reward(verified)
-    ok = units == bundle.work_units and mean_r == bundle.mean_reward
+    ok = units == claimed_units and mean_r == claimed_mean
     return CheckResult(
         "work_units",
         ok,
         {
-            "claimed_work_units": bundle.work_units,
+            "claimed_work_units": claimed_units,
             "recomputed_work_units": units,
-            "claimed_mean_reward": bundle.mean_reward,
+            "claimed_mean_reward": claimed_mean,
             "recomputed_mean_reward": mean_r,
         },
     )
@@ -458,10 +492,11 @@ def check_training_replay(
     return CheckResult("training_replay", ok, {"cosine": cos, "rel_l2": rel})
 
 
-def check_proof_root(bundle: Bundle) -> CheckResult:
-    """The claimed proof root (what went on chain) equals the Merkle root of the proofs."""
-    root = proof_root(bundle)
-    return CheckResult("proof_root", root == bytes(bundle.proof_root), {"leaves": sum(len(s) for s in bundle.proofs)})
+def check_proof_root(proofs: tuple[tuple[RolloutProofs, ...], ...], claimed: bytes) -> CheckResult:
+    """The claimed proof root (what went on chain) equals the Merkle root of the proofs (per inner step,
+    its rows' proof lists in row order: the Merkle leaves' order)."""
+    root = proofs_root(proofs)
+    return CheckResult("proof_root", root == bytes(claimed), {"leaves": sum(len(s) for s in proofs)})
 
 
 # ----------------------------------------------------------------------------- the whole bundle
@@ -523,12 +558,7 @@ def check_lengths(batch: RolloutBatch, sampler: SamplerConfig, k: int = 0) -> Ch
     max_new_tokens unless every row had stopped (sampled mode runs it on the whole batch, the
     token-by-token replay only on the sampled rows)."""
     mask = completion_mask(batch.completions, sampler.stop_at_eos)
-    pad_bad = int(((batch.completions != PAD) & ~mask).sum())
-    c = batch.completions.shape[1]
-    stopped_early = (
-        sampler.stop_at_eos and bool((batch.completions == EOS).any(dim=1).all()) and int(mask.sum(1).max()) == c
-    )
-    length_ok = c == sampler.max_new_tokens or stopped_early
+    pad_bad, length_ok = length_rule(batch.completions, mask, PAD, EOS, sampler.max_new_tokens, sampler.stop_at_eos)
     return CheckResult(
         "sampling", pad_bad == 0 and length_ok, {"step": k, "pad_after_eos_bad": pad_bad, "length_ok": float(length_ok)}
     )
@@ -549,11 +579,8 @@ def verify_bundle(
     fetched by client.content.submission.fetch_states); None or a full sample checks everything."""
     if sample is not None and not sample.full:
         return verify_sampled(policy_base, bundle, env, cfgs, vcfg, sample, states or {})
-    results: list[CheckResult] = []
-
-    def done(r: CheckResult) -> Verdict | None:
-        results.append(r)
-        return None if r.ok else Verdict(False, r.name, tuple(results))
+    run = Run()
+    done = run.failed
 
     if (v := done(check_schema(policy_base, bundle, cfgs))) is not None:
         return v
@@ -578,14 +605,14 @@ def verify_bundle(
         with timing.span("replay"):
             inner_update(policy, optimizer, vb, cfgs.grpo, policy_base)  # theta_{k+1}
         verified.append(vb)
-    if (v := done(check_work_units(bundle, verified))) is not None:
+    if (v := done(check_work_units(bundle.work_units, bundle.mean_reward, verified))) is not None:
         return v
     replayed = state_delta(policy_state(policy), policy_state(policy_base))
     if (v := done(check_training_replay(replayed, bundle.delta, vcfg))) is not None:
         return v
-    if (v := done(check_proof_root(bundle))) is not None:
+    if (v := done(check_proof_root(bundle.proofs, bundle.proof_root))) is not None:
         return v
-    return Verdict(True, "", tuple(results))
+    return run.accepted()
 
 
 # ----------------------------------------------------------------------------- sampled mode
@@ -736,11 +763,8 @@ def verify_sampled(
     """Sampled mode (validator.sampling): the cheap checks on everything (schema, prompts, lengths and
     PAD, rewards, work units, proof root), then the prefill checks on the sampled rows of each step
     under theta_k, then each sampled inner step replayed alone; the first failure rejects."""
-    results: list[CheckResult] = []
-
-    def done(r: CheckResult) -> Verdict | None:
-        results.append(r)
-        return None if r.ok else Verdict(False, r.name, tuple(results))
+    run = Run()
+    done = run.failed
 
     missing = [k for k in sample.states_needed() if k not in states]
     if missing:
@@ -760,9 +784,9 @@ def verify_sampled(
         mask = completion_mask(batch.completions, cfgs.sampler.stop_at_eos)
         # sampler keys only where the sampling replay needs them (training does not read them)
         verified.append(verified_batch(batch, k, bundle, env_rewards, mask, np.asarray(batch.keys), cfgs))
-    if (v := done(check_work_units(bundle, verified))) is not None:
+    if (v := done(check_work_units(bundle.work_units, bundle.mean_reward, verified))) is not None:
         return v
-    if (v := done(check_proof_root(bundle))) is not None:
+    if (v := done(check_proof_root(bundle.proofs, bundle.proof_root))) is not None:
         return v
     h = len(bundle.batches)
     if (v := done(check_delta_state(policy_base, bundle.delta, states[h]))) is not None:
@@ -774,8 +798,9 @@ def verify_sampled(
         return restore_inner_state(policy_base, base_state if k == 0 else states[k], k, cfgs.grpo, work)
 
     def state_unusable(k: int) -> Verdict:  # state k fetched and canonical, yet not one of this model and optimizer
-        results.append(CheckResult("training_replay", False, {"step": k, "state_unusable": 1.0}))
-        return Verdict(False, "training_replay", tuple(results))
+        rejected = done(CheckResult("training_replay", False, {"step": k, "state_unusable": 1.0}))
+        assert rejected is not None
+        return rejected
 
     sampled = recompute_sampled(bundle, sample, verified, cfgs, vcfg, lambda k: inner(k)[0])
     for k in range(h):
@@ -799,4 +824,4 @@ def verify_sampled(
             r = check_state_step(before, inner_state(policy, optimizer), states[k + 1], vcfg, k)
             if (v := done(r)) is not None:
                 return v
-    return Verdict(True, "", tuple(results))
+    return run.accepted()

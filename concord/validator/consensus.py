@@ -179,7 +179,7 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     v.hooks.reveal_share(v, round_)
     if round_seed(v, round_, submissions) is None:
         return False
-    sampled = submissions > 0 and v.task.spec.validation.mode == "sampled" and v.task.lm is None
+    sampled = submissions > 0 and v.task.spec.validation.mode == "sampled" and v.task.workload.row_flags
     plan = load_plan(v.task_dir, round_)
     if plan is None:
         set_commit_bound(v, round_)

@@ -31,12 +31,12 @@ from concord.client.content.store import DaemonError, Store, StoreError, StoreUn
 from concord.client.content.submission import SubmissionError
 from concord.client.digest import Digest
 from concord.client.engine.bundle import Bundle
-from concord.client.engine.lm_grpo import LMSubmission
 from concord.client.runtime.config import NodeConfig, check_device
 from concord.client.runtime.connect import Node
 from concord.client.runtime.seed import SeedWatch
 from concord.client.runtime.seed import chain_now as seed_chain_now
 from concord.client.runtime.task import TaskContext
+from concord.client.runtime.workload import Submission
 from concord.client.units import TokenAmount
 from concord.validator.flags import FlagItem
 from concord.validator.sampling import CheckSample
@@ -174,7 +174,7 @@ class Fetched:
     SubmissionError, ClaimMismatch), or an own-store failure to retry; ``seconds`` of wall time."""
 
     sub: Submitted
-    bundle: Bundle | LMSubmission | None  # an LMSubmission on an LM task
+    bundle: Submission | None  # the task's workload's submission (Workload.fetch)
     error: SubmissionError | ClaimMismatch | None
     down: StoreError | None  # OWN_STORE_DOWN raised during the fetch
     seconds: float

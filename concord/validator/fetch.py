@@ -18,20 +18,16 @@ from typing import Any
 
 from concord.client import timing
 from concord.client.chain import ConcordEvent, Flagged, Submitted
-from concord.client.content.lm_content import LMTaskSpec, fetch_lm_submission
 from concord.client.content.manifest import cid_for_digest
 from concord.client.content.submission import (
     SubmissionError,
     fetch_states,
-    fetch_submission,
     inner_state_layout,
     submission_deadline_s,
 )
 from concord.client.digest import Digest
-from concord.client.engine.bundle import Bundle
-from concord.client.engine.lm_grpo import LMSubmission
-from concord.client.engine.model import policy_state
-from concord.client.runtime.task import model_for_round
+from concord.client.runtime.task import final_model_digest
+from concord.client.runtime.workload import Submission
 from concord.validator.context import OWN_STORE_DOWN, ClaimMismatch, Fetched, States, Validator
 from concord.validator.sampling import CheckSample, draw_sample
 
@@ -50,7 +46,7 @@ def backfill_submissions(v: Validator) -> None:
     record_submissions(v, v.concord.events(v.client.deployment.block_number, "latest", ["Submitted", "Flagged"]))
 
 
-def check_claims(sub: Submitted, bundle: Bundle | LMSubmission) -> None:
+def check_claims(sub: Submitted, bundle: Submission) -> None:
     """DESIGN 6.1: the manifest's task, round, trainer (a copied digest names someone else) and
     baseRound are the on-chain ones; proofRoot and workUnits match the on-chain claims."""
     pairs = [
@@ -70,17 +66,11 @@ def fetch_one(v: Validator, sub: Submitted, shapes: dict[str, tuple[int, ...]]) 
     """Fetch and claim-check one submission under its own deadline (safe to run in a thread)."""
     started = time.perf_counter()
     deadline = time.monotonic() + submission_deadline_s(v.task.spec.limits, v.store.timeout)
-    bundle: Bundle | LMSubmission | None = None
+    bundle: Submission | None = None
     error, down = None, None
     try:
         with timing.span("ipfs"):
-            if isinstance(v.task.spec, LMTaskSpec):
-                bundle = fetch_lm_submission(v.store, sub.bundle_digest, v.task.spec, shapes, deadline)
-            else:
-                layout = inner_state_layout(shapes, v.task.task.grpo)  # every listed state's size checked
-                bundle = fetch_submission(
-                    v.store, sub.bundle_digest, v.task.spec.limits, shapes, deadline, state_layout=layout
-                )
+            bundle = v.task.workload.fetch(v.store, sub.bundle_digest, shapes, deadline)
         check_claims(sub, bundle)
     except (SubmissionError, ClaimMismatch) as e:
         error = e
@@ -93,12 +83,9 @@ def base_shapes(v: Validator, base_rounds: set[int]) -> dict[int, dict[str, tupl
     """Parameter shapes of each base model (fetched here, in the caller's thread: the task's content,
     not a submitter's, so an own-store failure here is ours)."""
     shapes: dict[int, dict[str, tuple[int, ...]]] = {}
-    if v.task.lm is not None:  # every round's delta is over the same adapters
-        return {r: v.task.lm.adapter_shapes() for r in base_rounds}
     for base_round in sorted(base_rounds):
-        with timing.span("ipfs"):
-            policy = model_for_round(v.task, v.store, base_round)  # final: the chain checked at submit
-        shapes[base_round] = {n: tuple(t.shape) for n, t in policy_state(policy).items()}
+        with timing.span("ipfs"):  # final: the chain checked at submit
+            shapes[base_round] = v.task.workload.delta_shapes(v.store, final_model_digest(v.task, base_round))
     return shapes
 
 
@@ -149,8 +136,8 @@ def own_sample(v: Validator, sub: Submitted) -> CheckSample:
 def start_state_fetches(v: Validator, round_: int) -> None:
     """Sampled mode, once the round's seed is fixed: start fetching the inner states every seen submission's
     sample needs, each in a thread of its own under its own deadline, all at once (a slow provider costs one
-    deadline, however many there are). LM submissions carry their states in the bundle."""
-    if v.task.spec.validation.mode != "sampled" or v.task.lm is not None or round_ not in v.seeds:
+    deadline, however many there are). A workload without states_apart (the LM) carries them in the submission."""
+    if v.task.spec.validation.mode != "sampled" or not v.task.workload.states_apart or round_ not in v.seeds:
         return
     seen = v.submissions.get(round_, {})
     new = [seen[i] for i in sorted(seen) if (round_, i) not in v.verdicts and (round_, i) not in v.states]

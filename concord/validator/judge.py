@@ -12,15 +12,16 @@ on the next tick, unless the daemon answers a probe right after and the same sub
 OWN_FAILURE_STRIKES times: then its content counts as missing, so no submission can keep a validator from
 committing.
 
-LM tasks (TaskContext.lm): `fetch_lm_submission` for the fetch, `judge_lm` (validator.lm_checks, sampled
-from the round's seed in sampled mode) for the checks.
+The checks are the task's model kind's (JUDGES, keyed by Workload.kind: the validator's half of the
+workload registry, client.runtime.workload): `judge_bundle` (validator.checks) on the tiny transformer,
+`judge_lm` (validator.lm_checks, sampled from the round's seed in sampled mode) on an LM.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from concord.client import timing
 from concord.client.chain import Submitted
@@ -28,8 +29,10 @@ from concord.client.content.manifest import cid_for_digest
 from concord.client.content.store import StoreError
 from concord.client.content.submission import SubmissionError
 from concord.client.digest import Digest
+from concord.client.engine.bundle import Bundle
 from concord.client.engine.lm_grpo import LMSubmission
-from concord.client.runtime.task import model_for_round, round_adapters
+from concord.client.runtime.lm_work import LMWork
+from concord.client.runtime.task import model_for_round, round_base
 from concord.validator.checks import Verdict, verify_bundle
 from concord.validator.context import OWN_STORE_DOWN, ClaimMismatch, Fetched, SubmissionVerdict, Validator
 from concord.validator.fetch import (
@@ -52,7 +55,6 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     """Checks 1-6 on a fetched submission under model(baseRound); the verdict is on disk before this
     returns, a rejection's evidence with it (published by `publish_pending`, best effort)."""
     sub = got.sub
-    key = (sub.round, sub.index)
     started = time.perf_counter()
     doc: dict[str, Any] | None = None
     flags: tuple[int, ...] = ()
@@ -68,33 +70,10 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
             str(mismatch),
             {"field": mismatch.field, "on_chain": str(mismatch.on_chain), "in_manifest": str(mismatch.in_manifest)},
         )
-    elif isinstance(got.bundle, LMSubmission):
-        doc = judge_lm(v, sub, got.bundle)
+    elif got.bundle is None:  # fetch_one yields a bundle or an error; settle_fetches judges no own-store failure
+        raise ValueError(f"round {sub.round} #{sub.index}: fetched with neither a bundle nor an error")
     else:
-        bundle = got.bundle
-        if bundle is None:  # fetch_one yields a bundle or an error; settle_fetches judges no own-store failure
-            raise ValueError(f"round {sub.round} #{sub.index}: fetched with neither a bundle nor an error")
-        base_policy = model_for_round(v.task, v.store, sub.base_round)
-        sample, states = None, None
-        vcfg = v.task.spec.validation
-        if vcfg.mode == "sampled":  # this validator's sample, from the round's seed (commit_round fixed it)
-            sample = v.hooks.sample(v, sub)
-            try:
-                with timing.span("ipfs"):
-                    states = sample_states(v, sub)
-            except SubmissionError as bad:  # missing, forged or malformed state: the trainer's fault
-                doc = evidence_document(
-                    v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason}
-                )
-        if doc is None:
-            with timing.span("verification"):
-                verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, vcfg, sample, states)
-            if verdict.accepted:
-                v.deltas[key] = bundle.delta
-                if sample is not None:  # kept until the commit: a flag on it is re-checked without a refetch
-                    v.bundles[key] = bundle
-            else:
-                doc, flags = rejection(v, sub, verdict)
+        doc, flags = JUDGES[v.task.workload.kind](v, sub, got.bundle)
     seconds = round(got.seconds + time.perf_counter() - started, 3)
     return record_verdict(v, sub, doc, seconds, flags)
 
@@ -114,12 +93,38 @@ def rejection(
     return doc, tuple(item.to_word() for item in flags_from_verdict(sub.index, verdict))
 
 
-def judge_lm(v: Validator, sub: Submitted, lm_sub: LMSubmission) -> dict[str, Any] | None:
+def judge_bundle(v: Validator, sub: Submitted, bundle: Bundle) -> tuple[dict[str, Any] | None, tuple[int, ...]]:
+    """The tiny transformer's checks (validator.checks) under model(baseRound), in sampled mode on this
+    validator's sample with the inner states it needs; (the evidence document of a rejection or None,
+    the flag words of what failed in the sample)."""
+    base_policy = model_for_round(v.task, v.store, sub.base_round)
+    sample, states = None, None
+    vcfg = v.task.spec.validation
+    if vcfg.mode == "sampled":  # this validator's sample, from the round's seed (commit_round fixed it)
+        sample = v.hooks.sample(v, sub)
+        try:
+            with timing.span("ipfs"):
+                states = sample_states(v, sub)
+        except SubmissionError as bad:  # missing, forged or malformed state: the trainer's fault
+            doc = evidence_document(
+                v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason}
+            )
+            return doc, ()
+    with timing.span("verification"):
+        verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, vcfg, sample, states)
+    if not verdict.accepted:
+        return rejection(v, sub, verdict)
+    v.deltas[(sub.round, sub.index)] = bundle.delta
+    if sample is not None:  # kept until the commit: a flag on it is re-checked without a refetch
+        v.bundles[(sub.round, sub.index)] = bundle
+    return None, ()
+
+
+def judge_lm(v: Validator, sub: Submitted, lm_sub: LMSubmission) -> tuple[dict[str, Any] | None, tuple[int, ...]]:
     """The LM checks (validator.lm_checks: prompts, TOPLOC, sampling, rewards, work, proof root, training
     replay) on a fetched submission under model(baseRound)'s adapters; the evidence document of a
-    rejection, None when accepted (the delta is kept for the outer step)."""
-    work = v.task.lm
-    assert work is not None
+    rejection, None when accepted (the delta is kept for the outer step); no flags (LMWork.row_flags)."""
+    work = cast(LMWork, v.task.workload)  # JUDGES calls this on an LM task only
     grpo, vcfg = v.task.task.grpo, v.task.task.validation
     sample = None
     if vcfg.mode == "sampled":  # this validator's rows from the round's seed; rows of step k = its A x G rows
@@ -127,12 +132,12 @@ def judge_lm(v: Validator, sub: Submitted, lm_sub: LMSubmission) -> dict[str, An
         rows = grpo.prompts_per_step * grpo.group_size
         sample = draw_sample(v.seeds[sub.round], v.me, digest, grpo.inner_steps, rows, vcfg)
     with timing.span("ipfs"):
-        base = round_adapters(v.task, v.store, sub.base_round).state
+        base = round_base(v.task, v.store, sub.base_round)
     with timing.span("verification"), work.lock:
         verdict = verify_lm(work.rollouts, base, lm_sub, grpo, vcfg, bf16=work.bf16, sample=sample)
     if verdict.accepted:
         v.deltas[(sub.round, sub.index)] = lm_sub.delta
-        return None
+        return None, ()
     return evidence_document(
         v,
         sub,
@@ -140,7 +145,14 @@ def judge_lm(v: Validator, sub: Submitted, lm_sub: LMSubmission) -> dict[str, An
         f"check {verdict.failed_check} failed",
         verdict.result(verdict.failed_check).evidence,
         check_list(verdict),
-    )
+    ), ()
+
+
+# model kind (Workload.kind) -> its checks: the validator's half of the workload registry
+JUDGES: dict[str, Callable[[Validator, Submitted, Any], tuple[dict[str, Any] | None, tuple[int, ...]]]] = {
+    "tiny": judge_bundle,
+    "lm": judge_lm,
+}
 
 
 def settle_fetches(v: Validator, fetched: Sequence[Fetched]) -> list[SubmissionVerdict]:

@@ -32,19 +32,32 @@ import torch
 
 from concord.client import timing
 from concord.client.engine import sampler as smp
-from concord.client.engine.bundle import claimed_mean_reward, proofs_root
 from concord.client.engine.config import GRPOConfig, ValidationConfig
-from concord.client.engine.grpo import delta_similarity, state_delta
-from concord.client.engine.lm_grpo import LMSubmission, inner_update, make_optimizer
+from concord.client.engine.grpo import delta_similarity, inner_optimizer, state_delta
+from concord.client.engine.lm_grpo import LMSubmission, inner_update
 from concord.client.engine.lm_rollout import (
     LMRollouts,
+    adapter_parameters,
     adapter_state,
     load_adapter_state,
     model_device,
     prefill_group,
 )
 from concord.client.engine.rollout import RolloutBatch, completion_mask
-from concord.validator.checks import CheckResult, Verdict, completion_gaps, toploc_result, toploc_rows
+from concord.validator.checks import (
+    CheckResult,
+    Run,
+    Verdict,
+    check_proof_root,
+    check_work_units,
+    completion_gaps,
+    delta_like,
+    length_rule,
+    root_like,
+    sub_batch,
+    toploc_result,
+    toploc_rows,
+)
 from concord.validator.sampling import CheckSample
 
 
@@ -84,10 +97,7 @@ def check_group_sampling(
         gap = torch.zeros(0, batch.completions.shape[1])
     counted = mask[picked]  # [R, C] the sampled rows' counted tokens
     rejected = (gap > vcfg.sampling_tie_tol) & counted
-    pad_bad = int(((batch.completions != eos) & ~mask).sum())
-    c = batch.completions.shape[1]
-    stopped_early = bool((batch.completions == eos).any(dim=1).all()) and int(mask.sum(1).max()) == c
-    length_ok = c == sampler.max_new_tokens or stopped_early
+    pad_bad, length_ok = length_rule(batch.completions, mask, eos, eos, sampler.max_new_tokens, True)  # PAD = EOS
     ok = int(rejected.sum()) == 0 and pad_bad == 0 and length_ok
     return CheckResult(
         "sampling",
@@ -123,16 +133,6 @@ def check_group_rewards(
     ), recomputed
 
 
-def _adapter_like(d: object, base: dict[str, torch.Tensor]) -> bool:
-    """A dict with exactly the adapters' names, shapes, and finite float values."""
-    if not isinstance(d, dict) or set(d) != set(base):
-        return False
-    return all(
-        isinstance(d[n], torch.Tensor) and d[n].shape == t.shape and bool(torch.isfinite(d[n]).all())
-        for n, t in base.items()
-    )
-
-
 def check_schema(
     sub: LMSubmission, base: dict[str, torch.Tensor], grpo: GRPOConfig, rollouts: LMRollouts
 ) -> CheckResult:
@@ -159,10 +159,9 @@ def check_schema(
                 and (b.task_id, b.round, b.trainer.lower()) == (sub.task_id, sub.round, sub.trainer.lower())
             )
             problems += not ok
-    delta_ok = len(sub.states) == grpo.inner_steps - 1 and all(_adapter_like(d, base) for d in (*sub.states, sub.delta))
+    delta_ok = len(sub.states) == grpo.inner_steps - 1 and all(delta_like(d, base) for d in (*sub.states, sub.delta))
     problems += not delta_ok
-    root_ok = isinstance(sub.proof_root, (bytes, bytearray)) and len(sub.proof_root) == 32
-    problems += not root_ok
+    problems += not root_like(sub.proof_root)
     return CheckResult("schema", problems == 0, {"problems": problems, "delta_ok": float(delta_ok)})
 
 
@@ -185,11 +184,8 @@ def verify_submission(
     here. ``replay=False`` stops after the inference checks: what ``concord bench lm`` times as verify_s.
     ``sample`` (validator.sampling.draw_sample; None = every row and the replay) limits the prefill
     checks to its rows and runs the replay only when it has a step to replay (module doc)."""
-    results: list[CheckResult] = []
-
-    def done(r: CheckResult) -> Verdict | None:
-        results.append(r)
-        return None if r.ok else Verdict(False, r.name, tuple(results))
+    run = Run()
+    done = run.failed
 
     if (v := done(check_schema(sub, base, grpo, rollouts))) is not None:
         return v
@@ -210,7 +206,7 @@ def verify_submission(
             rows = list(range(g)) if sample is None else [n - a * g for n in sample.rows[k] if a * g <= n < (a + 1) * g]
             per_row, sampling = [], check_group_sampling(torch.empty(0), batch, keys, rollouts, vcfg, k, [])
             if rows:
-                part = _rows(batch, rows)
+                part = sub_batch(batch, rows)
                 proofs = tuple(sub.proofs[k][a][j] for j in rows)
                 with timing.span("verification"):
                     hidden, logits = prefill_group(model, part, bf16=bf16, prefix=prefix)
@@ -242,34 +238,14 @@ def verify_submission(
             )
         steps.append(step_verified)
     verified = [b for groups in steps for b in groups]
-    units, mean_r = int(sum(int(b.lengths.sum()) for b in verified)), claimed_mean_reward(verified)
-    work = CheckResult(
-        "work_units",
-        units == sub.work_units and mean_r == sub.mean_reward,
-        {
-            "claimed_work_units": sub.work_units,
-            "recomputed_work_units": units,
-            "claimed_mean_reward": sub.mean_reward,
-            "recomputed_mean_reward": mean_r,
-        },
-    )
-    if (v := done(work)) is not None:
+    if (v := done(check_work_units(sub.work_units, sub.mean_reward, verified))) is not None:
         return v
-    root = proofs_root(sub.flat_proofs)
-    leaves = sum(len(s) for s in sub.flat_proofs)
-    if (v := done(CheckResult("proof_root", root == bytes(sub.proof_root), {"leaves": leaves}))) is not None:
+    if (v := done(check_proof_root(sub.flat_proofs, sub.proof_root))) is not None:
         return v
     replay = replay and (sample is None or bool(sample.steps))
     if replay and (v := done(check_replay(rollouts, base, sub, steps, grpo, vcfg))) is not None:
         return v
-    return Verdict(True, "", tuple(results))
-
-
-def _rows(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
-    """The group's rows ``rows`` as a batch of their own (what one sampled prefill recomputes)."""
-    fields = ("prompt_idx", "sample_idx", "prompts", "completions", "mask", "lengths", "rewards")
-    idx = torch.tensor(rows, dtype=torch.int64)
-    return dataclasses.replace(batch, keys=batch.keys[idx.numpy()], **{f: getattr(batch, f)[idx] for f in fields})
+    return run.accepted()
 
 
 def check_replay(
@@ -285,7 +261,7 @@ def check_replay(
     the evidence."""
     model = rollouts.model
     load_adapter_state(model, base)
-    optimizer = make_optimizer(model, grpo)
+    optimizer = inner_optimizer(adapter_parameters(model), grpo)
     worst_cos, worst_rel, worst_step = 1.0, 0.0, -1
     for k, groups in enumerate(steps):
         with timing.span("replay"):

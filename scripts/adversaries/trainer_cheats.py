@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ from concord.client.engine.grpo import (
     state_delta,
 )
 from concord.client.engine.lm_grpo import LMSubmission
-from concord.client.engine.model import Policy, build_policy, clone_policy, policy_state
+from concord.client.engine.model import build_policy, clone_policy, policy_state
 from concord.client.engine.rollout import (
     RolloutBatch,
     completion_mask,
@@ -653,11 +654,17 @@ class CheatingTrainer(TrainerHooks):
     def _acts(self, ctx: TaskContext, round_: int, step: Callable | None) -> bool:
         return step is not None and self.cheat.acts(round_, ctx.params.async_level)
 
-    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: Policy) -> Policy:
+    def base_model(self, node: Node, ctx: TaskContext, round_: int, base_round: int, policy: Any) -> Any:
         if not self._acts(ctx, round_, self.cheat.model):
             return policy
         self.cheated.add(round_)
         return self.cheat.model(policy, cheat_context(node, ctx, round_, base_round))
+
+    def submission(self, node: Node, ctx: TaskContext, sub: Any) -> Any:
+        """The cheat's edit of the round's submission: ``lm`` on an LM task's, ``bundle`` on a bundle."""
+        if isinstance(sub, LMSubmission):
+            return self.lm_submission(sub, ctx)
+        return self.bundle(node, ctx, sub)
 
     def bundle(self, node: Node, ctx: TaskContext, bundle: Bundle) -> Bundle:
         if not self._acts(ctx, bundle.round, self.cheat.bundle):
@@ -665,7 +672,7 @@ class CheatingTrainer(TrainerHooks):
         self.cheated.add(bundle.round)
         return self.cheat.bundle(bundle, cheat_context(node, ctx, bundle.round, bundle.base_round))
 
-    def lm_submission(self, node: Node, ctx: TaskContext, sub: LMSubmission) -> LMSubmission:
+    def lm_submission(self, sub: LMSubmission, ctx: TaskContext) -> LMSubmission:
         if not self._acts(ctx, sub.round, self.cheat.lm):
             return sub
         try:

@@ -49,6 +49,10 @@ class Bundle:
     proof_root: bytes  # 32 bytes, committed on chain
     states: tuple[dict[str, torch.Tensor], ...] = ()  # inner states 1..H (client.engine.grpo.inner_state)
 
+    @property
+    def rollouts(self) -> int:
+        return sum(b.n for b in self.batches)
+
 
 def batch_proofs(batch: RolloutBatch) -> tuple[RolloutProofs, ...]:
     """Proofs of every rollout of a batch from its captured hidden states [N, P+C, D].

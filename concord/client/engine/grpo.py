@@ -94,20 +94,41 @@ def grpo_loss(
     return (per_token * m).sum() / m.sum().clamp(min=1.0)
 
 
-def make_inner_optimizer(policy: Policy, cfg: GRPOConfig) -> torch.optim.Optimizer:
-    """The fresh per-round optimizer (the state rule in the module docstring)."""
+def inner_optimizer(params: list[torch.nn.Parameter], cfg: GRPOConfig) -> torch.optim.Optimizer:
+    """The fresh per-round optimizer over the trainable tensors of either workload (the tiny policy's
+    parameters, the LM's adapters): AdamW or Nesterov SGD, per-parameter loops (foreach=False) so that
+    its arithmetic does not depend on the device's kernels (the state rule in the module docstring)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            list(policy.parameters()),
+            params,
             lr=cfg.lr,
             momentum=cfg.betas[0],
             nesterov=cfg.betas[0] > 0,
             weight_decay=cfg.weight_decay,
             foreach=False,
         )
-    return torch.optim.AdamW(
-        list(policy.parameters()), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=1e-8, foreach=False
-    )
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=1e-8, foreach=False)
+
+
+def make_inner_optimizer(policy: Policy, cfg: GRPOConfig) -> torch.optim.Optimizer:
+    """The tiny policy's inner optimizer: over all its parameters."""
+    return inner_optimizer(list(policy.parameters()), cfg)
+
+
+def warm_up(optimizer: torch.optim.Optimizer, cfg: GRPOConfig) -> None:
+    """This inner step's learning rate: linear warm-up over warmup_steps; the step index lives with the
+    fresh optimizer (restore_inner_state sets it to k)."""
+    for group in optimizer.param_groups:
+        k = group.setdefault("inner_step", 0)
+        group["lr"] = cfg.lr * min(1.0, (k + 1) / (cfg.warmup_steps + 1))
+        group["inner_step"] = k + 1
+
+
+def clip_grads(params: list[torch.nn.Parameter], cfg: GRPOConfig) -> float:
+    """The global gradient norm of ``params`` (those with a gradient), clipped to grad_clip when set."""
+    if cfg.grad_clip > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
 
 
 def inner_update(
@@ -126,17 +147,10 @@ def inner_update(
         with torch.no_grad():
             logp_ref = token_logprobs(ref_policy, batch)
     loss = grpo_loss(logp, logp.detach(), adv, batch.mask, cfg, logp_ref, entropy)
-    for group in optimizer.param_groups:  # warmup: the step index lives with the fresh optimizer
-        k = group.setdefault("inner_step", 0)
-        group["lr"] = cfg.lr * min(1.0, (k + 1) / (cfg.warmup_steps + 1))
-        group["inner_step"] = k + 1
+    warm_up(optimizer, cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
-    params = [p for p in policy.parameters() if p.grad is not None]
-    if cfg.grad_clip > 0:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-    else:
-        grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+    grad_norm = clip_grads([p for p in policy.parameters() if p.grad is not None], cfg)
     optimizer.step()
     policy.eval()
     return StepStats(

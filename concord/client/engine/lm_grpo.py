@@ -31,7 +31,15 @@ from concord.client.engine.bundle import (
     strip_private,
 )
 from concord.client.engine.config import GRPOConfig
-from concord.client.engine.grpo import StepStats, advantages, grpo_loss, state_delta
+from concord.client.engine.grpo import (
+    StepStats,
+    advantages,
+    clip_grads,
+    grpo_loss,
+    inner_optimizer,
+    state_delta,
+    warm_up,
+)
 from concord.client.engine.lm_rollout import (
     LMRollouts,
     Prefix,
@@ -58,16 +66,6 @@ def group_logprobs(
     return logp_all.gather(2, chosen)[:, :, 0].cpu(), entropy.cpu()
 
 
-def make_optimizer(peft_model: Any, cfg: GRPOConfig) -> torch.optim.Optimizer:
-    """The fresh per-round optimizer over the adapters (AdamW or Nesterov SGD, as the tiny model's)."""
-    params = adapter_parameters(peft_model)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.betas[0], nesterov=cfg.betas[0] > 0, weight_decay=cfg.weight_decay
-        )
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=1e-8, foreach=False)
-
-
 def inner_update(
     peft_model: Any,
     optimizer: torch.optim.Optimizer,
@@ -80,10 +78,7 @@ def inner_update(
     The shared prompt prefix (``prefix_ids``, LMRollouts.prefix_ids) runs once with gradients and every
     group forks its cache; the step's loss is summed over the groups and back-propagated once."""
     total_tokens = max(1, int(sum(int(b.mask.sum()) for b in groups)))
-    for group in optimizer.param_groups:
-        k = group.setdefault("inner_step", 0)
-        group["lr"] = cfg.lr * min(1.0, (k + 1) / (cfg.warmup_steps + 1))
-        group["inner_step"] = k + 1
+    warm_up(optimizer, cfg)
     optimizer.zero_grad(set_to_none=True)
     peft_model.train()
     live = []  # groups with a gradient: a group whose samples all scored alike has all advantages 0
@@ -107,12 +102,7 @@ def inner_update(
     params = [p for p in adapter_parameters(peft_model) if p.grad is not None]
     grad_norm = 0.0
     if params:
-        if cfg.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-        else:
-            grad_norm = float(
-                torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-            )
+        grad_norm = clip_grads(params, cfg)
         optimizer.step()
     rewards = torch.cat([b.rewards for b in groups])
     return StepStats(
@@ -145,7 +135,7 @@ def train_round(
 
     model = rollouts.model
     load_adapter_state(model, base)
-    optimizer = make_optimizer(model, grpo)
+    optimizer = inner_optimizer(adapter_parameters(model), grpo)  # the round's fresh optimizer
     steps, states, stats = [], [], []
     for k in range(grpo.inner_steps):
         idx = range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step)
@@ -192,6 +182,10 @@ class LMSubmission:
         if k == 0:
             return base
         return {name: base[name] + self.states[k - 1][name] for name in base}
+
+    @property
+    def rollouts(self) -> int:
+        return sum(g.n for step in self.steps for g in step)
 
     @property
     def flat_proofs(self) -> tuple[tuple[RolloutProofs, ...], ...]:

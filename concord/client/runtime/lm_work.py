@@ -14,20 +14,22 @@ second thread could reach it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from concord.client.content.lm_content import LMTaskSpec, resolve_base
+from concord.client.content.lm_content import LMTaskSpec, fetch_lm_submission, put_lm_submission, resolve_base
 from concord.client.content.manifest import cid_for_digest
 from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError, fetch_model
 from concord.client.content.store import Store
 from concord.client.digest import Digest
 from concord.client.engine import lm
 from concord.client.engine.config import to_dict
+from concord.client.engine.lm_grpo import LMSubmission, make_submission
 from concord.client.engine.lm_rollout import LMRollouts, adapter_state, attach_adapters
 from concord.client.engine.precision import choose
 from concord.client.runtime import paths
@@ -39,7 +41,12 @@ class LMModelMismatch(ModelError):
 
 @dataclass
 class LMWork:
-    """An LM task's model on this node: the verified base with adapters attached, and its rollouts."""
+    """An LM task's model on this node: the verified base with adapters attached, and its rollouts; the
+    LM's Workload (client.runtime.workload): a round trains the adapters only (client.engine.lm_grpo)."""
+
+    kind: ClassVar[str] = "lm"
+    states_apart: ClassVar[bool] = False  # the adapters after every inner step travel in the submission
+    row_flags: ClassVar[bool] = False  # sampled mode on the LM draws its own rows only (no flag round)
 
     spec: LMTaskSpec
     loaded: lm.LoadedLM
@@ -58,8 +65,41 @@ class LMWork:
         """The peft model (base + adapters): load_adapter_state before every use."""
         return self.rollouts.model
 
+    @property
+    def env(self) -> Any:
+        return self.rollouts.env
+
     def adapter_shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self.shapes)
+
+    # ------------------------------------------------------------------------- the Workload protocol
+
+    def base(self, store: Store, digest: Digest) -> dict[str, torch.Tensor]:
+        return fetch_adapters(self, store, digest).state
+
+    def delta_shapes(self, store: Store, digest: Digest) -> dict[str, tuple[int, ...]]:
+        return self.adapter_shapes()  # every round's delta is over the same adapters
+
+    def model_state(self, store: Store, digest: Digest) -> FetchedModel:
+        return fetch_adapters(self, store, digest)  # the base file plus adapters: the outer step is on the adapters
+
+    def train(
+        self, base: dict[str, torch.Tensor], task_id: int, round_: int, trainer: str, base_round: int
+    ) -> LMSubmission:
+        with self.lock:
+            sub, _ = make_submission(self.rollouts, base, self.spec.task.grpo, task_id, round_, trainer)
+        return dataclasses.replace(sub, base_round=base_round)
+
+    def put(self, store: Store, sub: LMSubmission) -> Digest:
+        return put_lm_submission(store, sub)
+
+    def fetch(
+        self, store: Store, digest: Digest | bytes | str, shapes: dict[str, tuple[int, ...]], deadline: float | None
+    ) -> LMSubmission:
+        return fetch_lm_submission(store, digest, self.spec, shapes, deadline)
+
+    def fetch_delta(self, store: Store, digest: Digest | bytes | str) -> dict[str, torch.Tensor]:
+        return fetch_lm_submission(store, digest, self.spec, self.adapter_shapes()).delta
 
 
 def _check_config(config: Any, expected: LMAdaptersConfig | None, spec: LMTaskSpec, digest: Digest) -> LMAdaptersConfig:
