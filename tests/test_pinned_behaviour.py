@@ -152,6 +152,7 @@ def test_tiny_round_is_pinned(tiny: dict[str, Any], store: Store) -> None:
 
 # ----------------------------------------------------------------------------- the LM
 
+TWO_TERMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 LM_GRPO = GRPOConfig(prompts_per_step=2, group_size=2, inner_steps=2, lr=2e-3, optimizer="adamw")
 LM_PINS: dict[str, Any] = {
     "submission": "0x9bdf7375a53a456e4d80cc933b8231190c3054665cce7bf30e0300e1d074ef29",
@@ -177,7 +178,8 @@ def lm_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     pin_determinism(1)
     loaded = lm.load(lm.SMOLLM2_135M, Path(tmp_path_factory.mktemp("lm-models")))
     model = attach_adapters(loaded.model, AdapterConfig())
-    env = text_envs.make_text_env(text_envs.DEFAULT_TEXT_ENV, {}, context=loaded.context)
+    # issue 12's two one-digit terms, named (the default task has 2-4 since issue 24): the pins stay the code's
+    env = text_envs.make_text_env("chain_sum", TWO_TERMS, context=loaded.context)
     rollouts = LMRollouts.for_env(model, loaded.tokenizer, env, SamplerConfig(1.0, env.max_new_tokens))
     base = adapter_state(model)
     sub, _ = make_submission(rollouts, base, LM_GRPO, 12, 5, TRAINER)  # round 5: groups with a reward signal
