@@ -407,6 +407,20 @@ PEER_DAEMON = "ipfs"  # the daemon name of every node's IPFS peer (as the one js
 MESH_TIMEOUT_S = 30.0  # every peer connected to every other, after the last one answers its API
 
 
+def _connect_until(peer: Peer, other: Peer, deadline: float) -> None:
+    """``swarm_connect`` peer -> other, tried again until ``deadline``: when two peers dial each other at
+    the same moment, libp2p may reset one of the two connections (ECONNRESET), a race and not a fault."""
+    while True:
+        try:
+            swarm_connect(peer.api_url, other.swarm, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            return
+        except (ProcError, requests.RequestException) as err:
+            if time.monotonic() >= deadline:
+                raise ProcError(f"IPFS peer {peer.name}: could not connect to {other.name}: {err}") from err
+            log.info("IPFS peer %s -> %s: %s; trying again", peer.name, other.name, err)
+            time.sleep(0.3)
+
+
 def connect_mesh(peers: Sequence[Peer], timeout: float = MESH_TIMEOUT_S) -> None:
     """Connect every peer to every other (``swarm_connect`` both ways: each then redials the other when
     the link drops or the other restarts on its repo) and wait until each sees all the others.
@@ -420,11 +434,11 @@ def connect_mesh(peers: Sequence[Peer], timeout: float = MESH_TIMEOUT_S) -> None
     a trainer announces its submission's root, a validator or a trainer that fetched a round model
     announces that model) or a rendezvous point per task, and dials the holder for that fetch only.
     Bitswap then asks the connected holders, not the whole network."""
+    deadline = time.monotonic() + timeout
     for peer in peers:
         for other in peers:
             if other.name != peer.name:
-                swarm_connect(peer.api_url, other.swarm, timeout=timeout)
-    deadline = time.monotonic() + timeout
+                _connect_until(peer, other, deadline)
     for peer in peers:
         want = {o.peer_id for o in peers if o.name != peer.name}
         while not want <= set(swarm_peers(peer.api_url)):

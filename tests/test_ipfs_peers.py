@@ -143,6 +143,27 @@ def test_the_kubo_error_shapes_the_store_reads(helia_pair) -> None:
     assert requests.post(f"{a.api_url}/api/v0/nope", timeout=5).status_code == 404
 
 
+def test_block_rm_withholds_a_leaf_as_kubo_does(helia_pair) -> None:
+    """The lab's withholding trainer removes a leaf from its own peer (scripts/adversaries, withheld_leaf):
+    the block is gone from A and from the peer asking B; a pinned root and a missing block are refused."""
+    a, b = helia_pair
+    store = Store(a.api, None, timeout=5.0)
+    leaf = store.put_file(os.urandom(3_000), name="leaf", pin=False).cid
+    pinned = store.put_file(os.urandom(3_000), name="root", pin=True).cid
+    rm = requests.post(f"{a.api_url}/api/v0/block/rm", params=[("arg", leaf), ("arg", pinned)], timeout=5)
+    lines = [json.loads(line) for line in rm.text.splitlines()]
+    assert rm.status_code == 200 and lines == [
+        {"Hash": leaf, "Error": ""},
+        {"Hash": pinned, "Error": "pinned: recursive"},
+    ], lines
+    again = requests.post(f"{a.api_url}/api/v0/block/rm", params={"arg": leaf}, timeout=5).json()
+    assert again == {"Hash": leaf, "Error": "block not found"}
+    gone = requests.post(f"{b.api_url}/api/v0/block/stat", params={"arg": leaf, "timeout": "1s"}, timeout=5)
+    assert gone.status_code == 500  # nobody serves it any more
+    kept = requests.post(f"{b.api_url}/api/v0/block/stat", params={"arg": pinned, "timeout": "5s"}, timeout=10)
+    assert kept.status_code == 200 and kept.json()["Key"] == pinned
+
+
 def test_a_peer_speaks_only_bitswap_and_identify_on_loopback(helia_pair) -> None:
     """No DHT, no MDNS, no relay, no public bootstrap: what it listens on and speaks is this, nothing more."""
     for peer in helia_pair:
