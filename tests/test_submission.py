@@ -601,7 +601,14 @@ def test_task_spec_from_toml_digest_and_round_trip(made, store: Store, other: St
     data = spec.to_bytes()
     doc = json.loads(data)
     assert doc["kind"] == "task_spec"
-    assert doc["outer"] == {"lr": 1.0, "momentum": 0.0, "nesterov": True, "clip": 1.0, "agreement": True}
+    assert doc["outer"] == {
+        "lr": 1.0,
+        "momentum": 0.0,
+        "nesterov": True,
+        "clip": 1.0,
+        "agreement": True,
+        "staleness_discount": 1.0,
+    }
     assert doc["validation"]["max_exp_mismatches"] == 38  # defaults are written out
     digest = put_task_spec(store, spec)
     assert digest == spec.digest() == Digest(hashlib.sha256(data).digest())
