@@ -57,3 +57,8 @@ def node_task(max_rounds: int, min_validators: int):
     # full mode: these tests pin which check rejects each cheat (sampled mode: test_sampling, test_sampled_round)
     spec = TaskSpecManifest(CFG, ValidationConfig(mode="full"), derived_limits(CFG))
     return TaskFile(spec, params, max_rounds * params.per_round)
+
+
+# Issue 12's LM task, two one-digit terms (the default has 2-4 since issue 24): the LM tests that need a
+# reward signal in a tiny round, or pin the code rather than the task file, name it.
+TWO_TERMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}

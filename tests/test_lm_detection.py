@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from task_terms import TWO_TERMS
 
 from concord.client.engine import lm, text_envs
 from concord.client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
@@ -38,8 +39,8 @@ TRAINER, OTHER = "0x" + "a1" * 20, "0x" + "b2" * 20
 GRPO = GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2, lr=2e-3, optimizer="adamw")
 
 # The checks do not depend on the task: these tests keep issue 12's two one-digit terms (the default
-# task has 2-4 since issue 24) for a reward signal in a round of 2 prompts x 4 samples (0.2 base accuracy).
-TWO_TERMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+# task has 2-4 since issue 24) for a reward signal in a round of 2 prompts x 4 samples (0.2 base accuracy):
+# task_terms.TWO_TERMS.
 
 
 @pytest.fixture(scope="module")

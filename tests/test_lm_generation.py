@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from task_terms import TWO_TERMS
 
 from concord.client.engine import lm, text_envs
 from concord.client.engine import sampler as smp
@@ -29,8 +30,8 @@ INDICES = [0, 1, 2]
 G = 4
 
 # The checks do not depend on the task: these tests keep issue 12's two one-digit terms (the default
-# task has 2-4 since issue 24), the task they were written and measured on.
-TWO_TERMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+# task has 2-4 since issue 24), the task they were written and measured on:
+# task_terms.TWO_TERMS.
 
 
 @pytest.fixture(scope="module")

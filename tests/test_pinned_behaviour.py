@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from task_terms import TWO_TERMS
 
 from concord.client.content.lm_content import put_lm_submission
 from concord.client.content.model_store import put_model
@@ -152,7 +153,6 @@ def test_tiny_round_is_pinned(tiny: dict[str, Any], store: Store) -> None:
 
 # ----------------------------------------------------------------------------- the LM
 
-TWO_TERMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 LM_GRPO = GRPOConfig(prompts_per_step=2, group_size=2, inner_steps=2, lr=2e-3, optimizer="adamw")
 LM_PINS: dict[str, Any] = {
     "submission": "0x9bdf7375a53a456e4d80cc933b8231190c3054665cce7bf30e0300e1d074ef29",
