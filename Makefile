@@ -67,8 +67,11 @@ forge-test: node_modules/.stamp
 forge-deep: node_modules/.stamp
 	FOUNDRY_PROFILE=deep $(BIN)/forge test
 
+# Two workers (pytest-xdist), a module on one worker; tests/conftest.py says why and which modules
+# share one worker. The 25 slowest tests are listed at the end, to keep the suite's time in view.
+PYTEST_WORKERS ?= 2
 pytest: deps browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 pytest-fast: deps
 	$(PY) -m pytest -q -m "not slow"

@@ -206,6 +206,21 @@ def kinds_of(item: pytest.Item) -> list[str]:
     return [k for k in KINDS if item.get_closest_marker(k) is not None]
 
 
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): a 2-core machine spends much
+# of a network test waiting on a clock (deadlines, block time, daemons starting), so the other worker
+# runs something else meanwhile. A module is the unit of distribution (its tests run on one worker,
+# in order, sharing its module fixtures); the modules that take a fixed port of the machine run on
+# one worker, one after another: the docs' command blocks start the devnet on its default ports
+# (8545, 5001, ...) and dashboards on 8750-8752, and `concord demo` serves its dashboard on 8750.
+SHARED = "fixed-ports"
+SHARED_MODULES = {"test_docs_blocks", "test_demo"}
+
+
+def xdist_group(item: pytest.Item) -> str:
+    module = item.path.stem
+    return SHARED if module in SHARED_MODULES else module
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not kinds_of(item):
@@ -214,3 +229,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         marked = kinds_of(item)
         if len(marked) != 1:
             raise pytest.UsageError(f"{item.nodeid}: marked {marked}; a test is exactly one of {KINDS}")
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))

@@ -162,8 +162,9 @@ def test_every_test_is_exactly_one_tier() -> None:
     import conftest
 
     class Item:
-        def __init__(self, fixtures: tuple[str, ...], *marks: str) -> None:
+        def __init__(self, fixtures: tuple[str, ...], *marks: str, module: str = "test_x") -> None:
             self.nodeid, self.fixturenames, self.marks = "t", fixtures, list(marks)
+            self.path = Path(f"tests/{module}.py")
 
         def get_closest_marker(self, name: str):
             return name if name in self.marks else None
@@ -176,6 +177,10 @@ def test_every_test_is_exactly_one_tier() -> None:
     assert [conftest.kinds_of(i) for i in items] == [["unit"], ["integration"], ["e2e"], ["unit"]]
     with pytest.raises(pytest.UsageError, match="exactly one of"):
         conftest.pytest_collection_modifyitems([Item((), "e2e", "integration")])
+    # pytest-xdist: a module runs on one worker; the modules on fixed ports share one
+    assert conftest.xdist_group(Item((), module="test_x")) == "test_x"
+    demo, docs = (conftest.xdist_group(Item((), module=m)) for m in ("test_demo", "test_docs_blocks"))
+    assert demo == docs != "test_demo"
 
 
 # the validator node's rooms, bottom first; each imports only the ones before it (and validator's leaves)
