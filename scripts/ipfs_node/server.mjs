@@ -654,10 +654,10 @@ function handlers (node, peers, prefetch) {
  *   1. never to a peer with MAX_PER_PEER GETs from us in flight (a bound per peer: the load spreads);
  *   2. a fetching holder (a peer downloading too, whose upload is otherwise idle) before a seed (a
  *      holder that asks nothing: the origin, e.g. the validators that published a round model);
- *      while some connected peer is fetching, at most SEED_SLOTS GETs to seeds are in flight, so the
- *      origin sends blocks nobody else has and the fetching peers trade the rest (SHARDCAST-like);
- *      with nobody else fetching (one validator reading one trainer's submission) a seed is asked
- *      like anyone;
+ *      for a block another connected peer wants too (it asked us WANT_HAVE and we lacked it), at
+ *      most SEED_SLOTS GETs to seeds are in flight, so the origin sends blocks nobody else has and
+ *      the fetching peers trade the rest (SHARDCAST-like); a block nobody else wants (one validator
+ *      reading one trainer's submission) is asked of a seed like of anyone;
  *   3. fewest GETs from us in flight, then at random.
  * A GET that answers 0, a bad block, or nothing within GET_TIMEOUT_MS drops that holder for that
  * block and the next one is asked; a timeout or a bad block also penalizes the peer for PENALTY_MS:
@@ -938,21 +938,25 @@ function exchange (helia, local) {
     if (stopped) return
     const now = Date.now()
     const peers = connectedPeers()
-    let othersFetching = false
-    for (const p of peers.keys()) if (isFetching(p, now)) { othersFetching = true; break }
+    // another connected peer wants this block too (it asked us and we lacked it): it may hold it soon
+    const othersWant = key => {
+      for (const [peer, m] of remembered) if (peers.has(peer) && m.has(key)) return true
+      return false
+    }
     const isPenalized = p => (penalized.get(p) ?? 0) > now
     for (const w of wants.values()) {
       if (w.active != null || w.done) continue
       // a penalized holder only when no other connected holder is left for this block (busy or not)
       let honest = false
       for (const peer of w.holders.keys()) if (peers.has(peer) && !isPenalized(peer)) { honest = true; break }
+      const shared = othersWant(w.key)
       let best = null
       let bestRank = Infinity
       for (const [peer, peerId] of w.holders) {
         if (!peers.has(peer) || (load.get(peer) ?? 0) >= MAX_PER_PEER) continue
         if (honest && isPenalized(peer)) continue
         const seed = !isFetching(peer, now)
-        if (seed && othersFetching && seedLoad >= SEED_SLOTS) continue
+        if (seed && shared && seedLoad >= SEED_SLOTS) continue
         const rank = (seed ? 1e6 : 0) + (load.get(peer) ?? 0) * 10 + Math.random()
         if (rank < bestRank) { best = { peer, peerId, seed }; bestRank = rank }
       }
