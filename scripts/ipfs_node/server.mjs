@@ -665,7 +665,10 @@ function handlers (node, peers, prefetch) {
  * heard within FALLBACK_MS the block is also wanted through bitswap (want-block to all), which finds
  * blocks held by peers that do not speak EXCHANGE; the first copy wins.
  * The prefetcher wants a node's children in random order, so peers fetching one file at once hold
- * different blocks early and trade them.
+ * different blocks early and trade them. Measured (bench network, 8 trainers, 50 MB, load ~17):
+ * 1.07 copies per trainer, the validators 30% of the bytes, 1.56x one link (bitswap alone: 5.3
+ * copies, 56%, 6.0x). The attack on this rule (a holder that says HAVE and never sends) is in the
+ * docs: it costs a fetch at most GET_TIMEOUT_MS per block per lying holder, then the next holder.
  */
 const EXCHANGE = '/concord/blocks/1.0.0'
 const OP_WANT_HAVE = 1
