@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from concord.client.content.manifest import canonical_bytes
-from concord.client.content.store import REQUEST_GRACE, ContentNotFound, Store
+from concord.client.content.store import CHUNKER, REQUEST_GRACE, ContentNotFound, Store
 from concord.client.digest import Digest
 from concord.client.runtime import procs
 from concord.client.runtime.procs import Daemon
@@ -87,6 +87,43 @@ def test_a_file_and_a_manifest_put_to_a_are_fetched_through_b(helia_pair, tmp_pa
         f"{b.api_url}/api/v0/block/stat", params={"arg": big_ref.cid, "timeout": "1s"}, timeout=5
     ).json()
     assert local["Key"] == big_ref.cid
+
+
+def _stat(peer: Peer) -> dict:
+    resp = requests.post(f"{peer.api_url}/api/v0/bitswap/stat", timeout=5)
+    resp.raise_for_status()
+    return dict(resp.json())
+
+
+def test_a_block_two_peers_hold_crosses_the_swarm_once(helia_pair, tmp_path: Path) -> None:
+    """A and C both hold a file; B fetches it: every block is sent once, by one holder, not by both (bitswap
+    alone has every holder answer every want-block: each block arrived once per holder)."""
+    a, b = helia_pair
+    c = _start(tmp_path / "c", (a.swarm, b.swarm))
+    try:
+        c_id = c.swarm.rsplit("/", 1)[1]
+        deadline = time.monotonic() + 20
+        while c_id not in devnet.swarm_peers(b.api_url):
+            assert time.monotonic() < deadline, "C never connected to B"
+            time.sleep(0.1)
+        data = os.urandom(5 * (1 << 20) + 777)  # 6 raw leaves (the store's 1 MiB chunker) under one dag-pb root
+        ref = Store(a.api, None, timeout=10.0).put_file(data, name="twice.bin")
+        assert Store(c.api, None, timeout=10.0).put_file(data, name="twice.bin").cid == ref.cid
+        blocks = -(-len(data) // int(CHUNKER.removeprefix("size-"))) + 1
+        before = {p.api_url: _stat(p) for p in (a, b, c)}
+        got = Store(b.api, None, timeout=10.0).get_bytes(ref, max_bytes=len(data))
+        assert got == data
+        after = {p.api_url: _stat(p) for p in (a, b, c)}
+        delta = {
+            u: {k: after[u][k] - before[u][k] for k in ("BlocksSent", "BlocksReceived", "DupBlksReceived")}
+            for u in after
+        }
+        assert delta[b.api_url]["BlocksReceived"] == blocks
+        assert delta[b.api_url]["DupBlksReceived"] == 0
+        assert delta[a.api_url]["BlocksSent"] + delta[c.api_url]["BlocksSent"] == blocks
+        assert after[b.api_url]["ConcordFallbacks"] == before[b.api_url]["ConcordFallbacks"]  # all by the exchange
+    finally:
+        procs.stop_all([c.daemon])
 
 
 def test_a_cid_neither_peer_has_times_out_within_the_store_deadline(helia_pair) -> None:
@@ -164,11 +201,12 @@ def test_block_rm_withholds_a_leaf_as_kubo_does(helia_pair) -> None:
     assert kept.status_code == 200 and kept.json()["Key"] == pinned
 
 
-def test_a_peer_speaks_only_bitswap_and_identify_on_loopback(helia_pair) -> None:
-    """No DHT, no MDNS, no relay, no public bootstrap: what it listens on and speaks is this, nothing more."""
+def test_a_peer_speaks_only_bitswap_its_block_exchange_and_identify_on_loopback(helia_pair) -> None:
+    """No DHT, no MDNS, no relay, no public bootstrap: what it listens on and speaks is this, nothing more
+    (bitswap, identify, and the block exchange server.mjs fetches with: one holder per block)."""
     for peer in helia_pair:
         me = requests.post(f"{peer.api_url}/api/v0/id", timeout=5).json()
-        assert set(me["Protocols"]) == {"/ipfs/bitswap/1.2.0", "/ipfs/id/1.0.0"}
+        assert set(me["Protocols"]) == {"/ipfs/bitswap/1.2.0", "/ipfs/id/1.0.0", "/concord/blocks/1.0.0"}
         assert me["Addresses"] == [peer.swarm] and peer.swarm.startswith("/ip4/127.0.0.1/tcp/")
         connected = requests.post(f"{peer.api_url}/api/v0/swarm/peers", timeout=5).json()["Peers"]
         assert [c["Addr"].split("/tcp/")[0] for c in connected] == ["/ip4/127.0.0.1"]  # only the other one

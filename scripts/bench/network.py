@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from rich.console import Console
 from rich.table import Table
 
@@ -180,6 +181,7 @@ def distribute(net: Network, peers: dict[str, Peer], ref: ShardRef, work: Path, 
         if rc != 0:
             raise RuntimeError(f"{t.node.name}'s fetch failed (exit {rc}): {procs.log_tail(daemon.log_path)}")
     after = {p.node.name: net.counters(p.node) for p in peers.values()}
+    exchange = {p.node.name: exchange_stat(p.api_url) for p in peers.values()}
     done = {t.node.name: json.loads((work / f"{t.node.name}.json").read_text()) for t in trainers}
     late = [t.node.name for t in trainers if done[t.node.name]["start"] - t0 > 1.0]
     if late:
@@ -194,6 +196,22 @@ def distribute(net: Network, peers: dict[str, Peer], ref: ShardRef, work: Path, 
         "trainers_up": sum(up[p.node.name] for p in trainers),
         "up": up,
         "down": down,
+        "exchange": exchange,
+    }
+
+
+def exchange_stat(api_url: str) -> dict:
+    """What a daemon's block exchange moved since it started (server.mjs ``bitswap/stat``): blocks sent
+    and received, duplicates, bitswap fallbacks, failed GETs (a holder that did not deliver)."""
+    resp = requests.post(f"{api_url}/api/v0/bitswap/stat", timeout=10)
+    resp.raise_for_status()
+    s = resp.json()
+    return {
+        "sent": s["BlocksSent"],
+        "received": s["BlocksReceived"],
+        "dup": s["DupBlksReceived"],
+        "fallbacks": s["ConcordFallbacks"],
+        "get_failures": s["ConcordGetFailures"],
     }
 
 
@@ -245,7 +263,8 @@ def run(args: argparse.Namespace) -> dict:
         "ipfs_daemons": len(roles),
         "validators": args.validators,
         "trainers": args.trainers,
-        "topology": "full mesh (every daemon dials every other; bitswap wants go to all connected peers)",
+        "topology": "full mesh (every daemon dials every other); a block is asked of every peer (WANT_HAVE) "
+        "and fetched from one holder, peers that are fetching too before the origin",
         "links_mbit": {name: mbit for name, _, mbit in roles},
         "links_limit": "upload and download (tbf per veth)" if both else "upload only (tbf per veth)",
         "model_bytes": size,
@@ -258,9 +277,12 @@ def run(args: argparse.Namespace) -> dict:
         "validators_uploaded_bytes": dist["validators_up"],
         "trainers_downloaded_bytes": dist["trainers_down"],
         "trainers_uploaded_bytes": dist["trainers_up"],
+        "copies_per_trainer": round(dist["trainers_down"] / (args.trainers * size), 3),
         "per_trainer_s": {n: round(s, 2) for n, s in dist["per_trainer_s"].items()},
+        "exchange": dist["exchange"],
         "network_up_s": round(up_s, 1),
-        "daemon": "helia 7 (scripts/ipfs_node/server.mjs), bitswap over libp2p TCP, one per namespace",
+        "daemon": "helia 7 (scripts/ipfs_node/server.mjs), its block exchange (bitswap as fallback) over "
+        "libp2p TCP, one per namespace",
     }
 
 
