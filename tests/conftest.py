@@ -206,21 +206,29 @@ def kinds_of(item: pytest.Item) -> list[str]:
     return [k for k in KINDS if item.get_closest_marker(k) is not None]
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): a 2-core machine spends much
-# of a network test waiting on a clock (deadlines, block time, daemons starting), so the other worker
-# runs something else meanwhile. A module is the unit of distribution (its tests run on one worker,
-# in order, sharing its module fixtures); the modules that take a fixed port of the machine run on
-# one worker, one after another: the docs' command blocks start the devnet on its default ports
-# (8545, 5001, ...) and dashboards on 8750-8752, and `concord demo` serves its dashboard on 8750.
-SHARED = "fixed-ports"
-SHARED_MODULES = {"test_docs_blocks", "test_demo"}
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`). The tests that run a network
+# (node processes, Helia peers, namespaces, rounds against deadlines on a clock) run on one worker,
+# one module after another, as they would alone: two of them at once on 2 cores (the attack bench's
+# 30-node networks beside the demo) push the load past what their deadlines allow, and the docs'
+# blocks and the demo take the devnet's fixed ports (8545, 5001, the dashboard's 8750). Every other
+# module (in-process tests, one Anvil or IPFS daemon) runs whole on either worker, meanwhile.
+NETWORK = "network"
+NETWORK_MODULES = {  # integration modules that run a network; every e2e module does
+    "test_availability",
+    "test_devnet",
+    "test_flags_network",
+    "test_ipfs_peers",
+    "test_netns",
+    "test_peer_network",
+}
 
 
 def xdist_group(item: pytest.Item) -> str:
     module = item.path.stem
-    return SHARED if module in SHARED_MODULES else module
+    return NETWORK if "e2e" in kinds_of(item) or module in NETWORK_MODULES else module
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not kinds_of(item):

@@ -177,10 +177,10 @@ def test_every_test_is_exactly_one_tier() -> None:
     assert [conftest.kinds_of(i) for i in items] == [["unit"], ["integration"], ["e2e"], ["unit"]]
     with pytest.raises(pytest.UsageError, match="exactly one of"):
         conftest.pytest_collection_modifyitems([Item((), "e2e", "integration")])
-    # pytest-xdist: a module runs on one worker; the modules on fixed ports share one
-    assert conftest.xdist_group(Item((), module="test_x")) == "test_x"
-    demo, docs = (conftest.xdist_group(Item((), module=m)) for m in ("test_demo", "test_docs_blocks"))
-    assert demo == docs != "test_demo"
+    # pytest-xdist: a module runs whole on one worker; every network (e2e, or a module named so) on one
+    assert conftest.xdist_group(Item((), "unit", module="test_x")) == "test_x"
+    assert conftest.xdist_group(Item((), "e2e", module="test_demo")) == conftest.NETWORK
+    assert conftest.xdist_group(Item((), "integration", module="test_peer_network")) == conftest.NETWORK
 
 
 # the validator node's rooms, bottom first; each imports only the ones before it (and validator's leaves)
