@@ -64,11 +64,16 @@ def advantages(rewards: torch.Tensor, group_size: int, std_normalize: bool = Fal
 def token_logprobs_entropy(policy: Policy, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(token) [N, C], entropy of pi [N, C]) under softmax(logits / T), with grad."""
     logits = policy(batch.tokens).logits  # [N, P+C, V]
-    c_logits = completion_logits(logits, batch.prompt_len, batch.completions.shape[1])  # [N, C, V]
+    return logprobs_entropy(completion_logits(logits, batch.prompt_len, batch.completions.shape[1]), batch)
+
+
+def logprobs_entropy(c_logits: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log pi(token) [N, C], entropy [N, C]) of the batch's completions from their logits [N, C, V]
+    under softmax(logits / T), on the logits' device, with grad (either workload's forward)."""
     temp = batch.temperature if batch.temperature > 0 else 1.0
     logp_all = torch.log_softmax(c_logits / temp, dim=-1)  # [N, C, V]
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp_all.gather(2, batch.completions[:, :, None])[:, :, 0], entropy
+    return logp_all.gather(2, batch.completions[:, :, None].to(logp_all.device))[:, :, 0], entropy
 
 
 def token_logprobs(policy: Policy, batch: RolloutBatch) -> torch.Tensor:

@@ -36,6 +36,7 @@ from concord.client.engine.grpo import (
     StepStats,
     grpo_step,
     inner_optimizer,
+    logprobs_entropy,
     run_inner_steps,
     state_delta,
 )
@@ -57,12 +58,8 @@ def group_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(token) [G, C], entropy [G, C]) under softmax(logits / T), with grad."""
     _, predictors = group_states(peft_model, batch.prompts, batch.completions, prefix)
-    logits = completion_logits(peft_model, predictors)  # [G, C, V]
-    temp = batch.temperature if batch.temperature > 0 else 1.0
-    logp_all = torch.log_softmax(logits / temp, dim=-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    chosen = batch.completions[:, :, None].to(logp_all.device)
-    return logp_all.gather(2, chosen)[:, :, 0].cpu(), entropy.cpu()
+    logp, entropy = logprobs_entropy(completion_logits(peft_model, predictors), batch)  # on the model's device
+    return logp.cpu(), entropy.cpu()
 
 
 def inner_update(
