@@ -230,9 +230,6 @@ KIND_HOMES = {
 }
 # sites that still ask, each with why, until they move onto the seam: the list only shrinks
 KIND_NOT_YET = {
-    "client/content/model_store.py": "a model manifest's config is either kind's (the model codec)",
-    "client/initiator.py": "creating a task: the task file names its kind before any workload exists",
-    "client/model_export.py": "exporting a model to transformers: merged adapters or the tiny weights",
     "validator/recheck.py": "the flag re-check runs on tiny bundles only (TinyWork.row_flags)",
 }
 

@@ -22,8 +22,9 @@ from concord.client.content.model_store import put_model
 from concord.client.content.store import Store
 from concord.client.engine.config import ModelConfig
 from concord.client.engine.model import build_policy, policy_state
-from concord.client.model_export import CONFIG_FILE, WEIGHTS_FILE, load_export, verify_export
+from concord.client.model_export import load_export, verify_export
 from concord.client.runtime.config import ENV_VARS
+from concord.client.runtime.tiny_work import CONFIG_FILE, WEIGHTS_FILE
 
 INITIATOR, TRAINER, VALIDATOR = 0, 3, 4
 UNBOND_DELAY = 60  # client.chain.deploy.DEVNET_UNBOND_DELAY

@@ -18,12 +18,9 @@ import torch
 from concord.client.content.lm_content import (
     KIND,
     LMTaskSpec,
-    fetch_lm_submission,
     fetch_spec,
-    lm_bundle,
     lm_limits,
     put_lm_spec,
-    put_lm_submission,
     resolve_base,
 )
 from concord.client.content.manifest import ShardRef, canonical_bytes, parse_canonical
@@ -37,6 +34,7 @@ from concord.client.engine.lm_grpo import LMSubmission
 from concord.client.engine.lm_task import DEFAULT_LM_TASK
 from concord.client.engine.rollout import RolloutBatch
 from concord.client.initiator import load_task_file
+from concord.client.runtime.lm_work import fetch_lm_submission, lm_bundle, put_lm_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = "0x" + "a1" * 20

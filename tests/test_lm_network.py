@@ -92,8 +92,9 @@ def test_the_last_model_exports_as_a_merged_transformers_model(network: NetworkR
     from concord.client.content.lm_content import fetch_spec
     from concord.client.engine import lm
     from concord.client.engine.lm_rollout import attach_adapters, load_adapter_state
-    from concord.client.model_export import ADAPTERS_FILE, export_model, verify_export
+    from concord.client.model_export import export_model, verify_export
     from concord.client.runtime import paths
+    from concord.client.runtime.lm_work import ADAPTERS_FILE
 
     c, task_id = network.client.concord, network.outcome.task_id
     digest = Digest.parse(c.model_digest(task_id, ROUNDS).digest)

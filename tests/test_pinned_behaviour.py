@@ -24,7 +24,6 @@ import pytest
 import torch
 from task_terms import TWO_TERMS
 
-from concord.client.content.lm_content import put_lm_submission
 from concord.client.content.model_store import put_model
 from concord.client.content.store import Store
 from concord.client.content.submission import put_submission
@@ -36,6 +35,7 @@ from concord.client.engine.grpo import pin_determinism
 from concord.client.engine.lm_grpo import make_submission
 from concord.client.engine.lm_rollout import AdapterConfig, LMRollouts, adapter_state, attach_adapters
 from concord.client.engine.model import build_policy, policy_state
+from concord.client.runtime.lm_work import put_lm_submission
 from concord.validator.aggregate import outer_step
 from concord.validator.checks import Verdict, verify_bundle
 from concord.validator.lm_checks import verify_submission

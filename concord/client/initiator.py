@@ -46,36 +46,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from concord.client import chain
 from concord.client.chain import ChainClient, ChainError, Signer, TaskParams
 from concord.client.chain.keys import KeyLoadError
-from concord.client.content.lm_content import (
-    LMTaskSpec,
-    lm_limits,
-    lm_model_config,
-    parse_lm_task,
-    put_base,
-    put_lm_spec,
-)
-from concord.client.content.model_store import put_model
+from concord.client.content.lm_content import LMTaskSpec
 from concord.client.content.store import Store, StoreError
-from concord.client.content.task_spec import (
-    TaskSpecError,
-    TaskSpecManifest,
-    parse_task_spec,
-    put_task_spec,
-    read_toml,
-)
+from concord.client.content.task_spec import TaskSpecError, TaskSpecManifest, read_toml
 from concord.client.digest import Digest
-from concord.client.engine import lm
 from concord.client.engine.config import ConfigError
-from concord.client.engine.lm import ModelSourceError
-from concord.client.engine.lm_rollout import adapter_state, attach_adapters
-from concord.client.engine.lm_task import LMTaskConfig, is_lm_task
-from concord.client.engine.model import build_policy, policy_state
-from concord.client.runtime import paths
+from concord.client.runtime.workload import parse_task_file, put_initial_model
 from concord.client.units import BASE_SUFFIX, AmountError, format_amount, parse_amount
 
 log = logging.getLogger(__name__)
@@ -215,7 +194,7 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
     spec: TaskSpecManifest | LMTaskSpec | None = None
     chain_terms: tuple[dict[str, int], int] | None = None
     try:
-        spec = parse_lm_spec(data, str(path)) if is_lm_task(data) else parse_task_spec(data, str(path))
+        spec = parse_task_file(data, str(path))
     except TaskSpecError as e:
         errors += e.errors
     try:
@@ -267,41 +246,6 @@ def check_against_chain(client: ChainClient, initiator: str, task_file: TaskFile
 # ----------------------------------------------------------------------------- publishing
 
 
-def lm_initial_adapters(task: LMTaskConfig) -> dict[str, torch.Tensor]:
-    """An LM task's model 0 adapters: the [adapter] config at its seed on the pinned base model."""
-    loaded = lm.load(task.model_source, paths.models_dir())
-    return {n: t.detach().clone() for n, t in adapter_state(attach_adapters(loaded.model, task.adapter)).items()}
-
-
-def parse_lm_spec(data: dict[str, Any], source: str) -> LMTaskSpec:
-    """An LM task file's spec (every table but [chain]), limits derived from its adapters' shapes."""
-    task = parse_lm_task(data, source)
-    if task.model_source.kind != "gguf-package":  # its base goes to IPFS as one file (lm_content.put_base)
-        raise TaskSpecError(
-            source,
-            [
-                ConfigError(
-                    "source", "kind", f"an LM task on chain needs a gguf-package source, got {task.model_source.kind!r}"
-                )
-            ],
-        )
-    try:
-        shapes = {n: tuple(t.shape) for n, t in lm_initial_adapters(task).items()}
-    except ModelSourceError as e:
-        raise TaskSpecError(source, [ConfigError("source", e.field, f"expected {e.expected}, got {e.got}")]) from None
-    return LMTaskSpec(task, lm_limits(task, shapes))
-
-
-def put_initial_model(store: Store, spec: TaskSpecManifest | LMTaskSpec) -> Digest:
-    """Model 0: the [model] architecture at its seed, no outer state, no parent; on an LM task the base
-    model's file (put in IPFS here, once per task) and the adapters at their seed."""
-    if isinstance(spec, LMTaskSpec):
-        base = put_base(store, spec.task.model_source)
-        return put_model(store, lm_initial_adapters(spec.task), lm_model_config(spec, base), None, None)
-    policy = build_policy(spec.task.model)
-    return put_model(store, policy_state(policy), spec.task.model, None, None)
-
-
 def publish_task(
     client: ChainClient, initiator: Signer, store: Store, task_file: TaskFile, source: str = "<task>"
 ) -> Published:
@@ -310,7 +254,7 @@ def publish_task(
     spec, budget = task_file.spec, task_file.budget
     check_against_chain(client, initiator.address, task_file, source)
     model_digest = put_initial_model(store, spec)
-    spec_digest = put_lm_spec(store, spec) if isinstance(spec, LMTaskSpec) else put_task_spec(store, spec)
+    spec_digest = store.put_manifest(spec.to_bytes())  # either kind's spec: one canonical raw block
     log.info("uploaded model 0 %s and spec %s", model_digest, spec_digest)
     params = dataclasses.replace(
         task_file.params,

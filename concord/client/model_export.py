@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -44,38 +43,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from concord.client import chain
 from concord.client.chain import ChainError
-from concord.client.content.lm_content import LMTaskSpec, fetch_spec, resolve_base
 from concord.client.content.manifest import ManifestError, ModelManifest, digest_of
-from concord.client.content.model_store import LMAdaptersConfig, ModelError, fetch_model
+from concord.client.content.model_store import ModelError, fetch_model
 from concord.client.content.store import Store, StoreError
 from concord.client.content.weights import DEFAULT_MAX_SHARD_BYTES, shard_bytes
 from concord.client.digest import Digest
-from concord.client.engine.config import ConfigError, ModelConfig, from_dict, to_dict
+from concord.client.engine.config import ConfigError, ModelConfig
+from concord.client.runtime.tiny_work import WEIGHTS_FILE
+from concord.client.runtime.workload import read_export, write_export
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
 META_FILE = "concord.json"
-HF_PREFIX = "hf."  # HFPolicy keeps the transformers model under `.hf`: its state names carry this prefix
-TINY_MODEL_TYPE = "concord-tiny"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
-ADAPTERS_FILE = "adapters.safetensors"
 MAX_MODEL_BYTES = 8 << 30  # refuse a manifest announcing more than this before download
 
 
@@ -112,41 +95,6 @@ class Exported:
 # ----------------------------------------------------------------------------- writing and checking
 
 
-def _hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name.removeprefix(HF_PREFIX): t.contiguous() for name, t in state.items()}
-
-
-def _config_json(cfg: ModelConfig) -> dict[str, Any]:
-    if cfg.kind == "tiny":
-        return {"model_type": TINY_MODEL_TYPE, "architectures": ["TinyTransformer"], "concord": to_dict(cfg)}
-    if cfg.hf_path and (Path(cfg.hf_path) / CONFIG_FILE).is_file():
-        from transformers import AutoConfig
-
-        config: Any = AutoConfig.from_pretrained(cfg.hf_path, local_files_only=True)
-    else:
-        from concord.client.engine.model import hf_config
-
-        config = hf_config(cfg)
-    out: dict[str, Any] = config.to_dict()
-    out["torch_dtype"] = "float32"
-    return out
-
-
-def write_export(directory: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, manifest_bytes: bytes) -> list[str]:
-    """Write the files of an export (module doc) into ``directory``; returns their names."""
-    weights = state if cfg.kind == "tiny" else _hf_names(state)
-    save_file({n: t.contiguous() for n, t in weights.items()}, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    (directory / CONFIG_FILE).write_text(json.dumps(_config_json(cfg), indent=2, sort_keys=True) + "\n")
-    (directory / MANIFEST_FILE).write_bytes(manifest_bytes)
-    files = [WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE]
-    if cfg.kind == "hf" and cfg.hf_path:
-        for name in TOKENIZER_FILES:
-            if (Path(cfg.hf_path) / name).is_file():
-                shutil.copyfile(Path(cfg.hf_path) / name, directory / name)
-                files.append(name)
-    return files
-
-
 def load_export(directory: Path) -> tuple[dict[str, torch.Tensor], ModelConfig | None, ModelManifest]:
     """An exported directory read back: the state under the model's own names (as the content store keeps
     them), its ModelConfig and the manifest; ExportError names a missing or malformed file. For an LM
@@ -154,10 +102,7 @@ def load_export(directory: Path) -> tuple[dict[str, torch.Tensor], ModelConfig |
     directory = Path(directory)
     try:
         manifest = ModelManifest.from_bytes((directory / MANIFEST_FILE).read_bytes())
-        if manifest.config.get("kind") == LMAdaptersConfig.KIND:  # the merged model is the base's + these
-            return load_file(str(directory / ADAPTERS_FILE)), None, manifest
-        cfg = from_dict(ModelConfig, manifest.config, "config")
-        state = load_file(str(directory / WEIGHTS_FILE))
+        state, cfg = read_export(directory, manifest)  # the model's kind reads its files back
     except OSError as e:
         raise ExportError(
             str(directory), f"cannot read {Path(e.filename or '').name or 'a file'}: {e.strerror}"
@@ -166,29 +111,7 @@ def load_export(directory: Path) -> tuple[dict[str, torch.Tensor], ModelConfig |
         raise ExportError(str(directory / MANIFEST_FILE), str(e)) from None
     except Exception as e:  # safetensors raises its own SafetensorError (no common base with ours)
         raise ExportError(str(directory / WEIGHTS_FILE), f"not a safetensors file: {e}") from None
-    if cfg.kind == "hf":
-        state = {HF_PREFIX + name: t for name, t in state.items()}
     return state, cfg, manifest
-
-
-def write_lm_export(
-    directory: Path, store: Store, spec: LMTaskSpec, config: LMAdaptersConfig, adapters: dict[str, torch.Tensor]
-) -> list[str]:
-    """The merged transformers model of an LM task's round (module doc) into ``directory``."""
-    from concord.client.engine import lm
-    from concord.client.engine.lm_rollout import attach_adapters, load_adapter_state
-    from concord.client.runtime import paths
-
-    source = spec.task.model_source
-    gguf = resolve_base(store, source, config.base, paths.models_dir())
-    loaded = lm.load(source, paths.models_dir(), gguf)
-    peft_model = attach_adapters(loaded.model, spec.task.adapter)
-    load_adapter_state(peft_model, adapters)
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(str(directory), safe_serialization=True)
-    loaded.tokenizer.save_pretrained(str(directory))
-    save_file({n: t.contiguous() for n, t in adapters.items()}, str(directory / ADAPTERS_FILE))
-    return sorted(p.name for p in directory.iterdir())
 
 
 def verify_export(directory: Path, digest: Digest | None = None) -> Digest:
@@ -233,15 +156,11 @@ def export_model(
         fetched = fetch_model(store, digest, Path(tmp) / "cache", max_bytes)
         out = Path(tmp) / "export"
         out.mkdir()
-        manifest_bytes = fetched.manifest.to_bytes()
-        if isinstance(fetched.config, LMAdaptersConfig):
-            spec = None if spec_digest is None else fetch_spec(store, spec_digest)
-            if not isinstance(spec, LMTaskSpec):
-                raise ExportError("ROUND", f"model {digest} holds an LM task's adapters, but the task has no LM spec")
-            files = write_lm_export(out, store, spec, fetched.config, fetched.state)
-            (out / MANIFEST_FILE).write_bytes(manifest_bytes)
-        else:
-            files = write_export(out, fetched.state, fetched.config, manifest_bytes)
+        (out / MANIFEST_FILE).write_bytes(fetched.manifest.to_bytes())
+        try:
+            files = write_export(out, store, fetched, spec_digest)  # the model's kind writes its files
+        except ModelError as e:
+            raise ExportError("ROUND", str(e)) from None
         meta = {"task_id": task_id, "round": round_, "digest": str(digest), "kind": fetched.config.kind}
         (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         verify_export(out, digest)

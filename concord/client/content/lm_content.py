@@ -14,20 +14,15 @@ strict decoder per kind of file:
 * model r   client.content.model_store's ModelManifest with an `LMAdaptersConfig` (base file,
             weights pin, adapter config) and the adapter tensors (peft names, float32) as shards;
             the DiLoCo momentum, when the task has one, as its outer state.
-* submission  client.content.submission's files and manifest for `lm_bundle(sub)`: every GRPO group
-            is one batch of the rollouts and proofs files (a group's prompt length is its own), in
-            (inner step, group) order, so the files' "inner steps" are the H x A groups and the
-            limits count groups there; the delta is the adapters' (adapters_H - adapters_base); the
-            states are the H - 1 intermediate adapters as deltas from the base
-            (`state-{k:04d}.safetensors` = {"param.<name>": adapters_k - adapters_base}, k = 1..H-1),
-            so a validator checks step k's groups under adapters_k without replaying steps 0..k-1.
-            `fetch_lm_submission` reads it back, every limit and digest checked as for the tiny model.
+* submission  client.content.submission's one format; the LM's parameters of it (a batch per GRPO
+            group, the H - 1 intermediate adapters as states) are its workload's: client.runtime.lm_work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -44,29 +39,20 @@ from concord.client.content.manifest import (
 from concord.client.content.model_store import LMAdaptersConfig, ModelError
 from concord.client.content.store import ContentMismatch, ContentNotFound, SizeLimitExceeded, Store
 from concord.client.content.submission import (
-    SubmissionError,
     SubmissionLimits,
-    adapter_state_layout,
-    fetch_states,
-    fetch_submission,
-    proofs_bytes_bound,
-    put_submission,
+    default_limits,
 )
 from concord.client.content.task_spec import KIND as TINY_SPEC_KIND
 from concord.client.content.task_spec import TaskSpecError, TaskSpecManifest
 from concord.client.digest import Digest
-from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import ConfigError, from_dict, to_dict
-from concord.client.engine.grpo import PARAM_PREFIX
 from concord.client.engine.lm import ModelSource, ModelSourceError, file_sha256, gguf_path
-from concord.client.engine.lm_grpo import LMSubmission
 from concord.client.engine.lm_task import LMTaskConfig
 from concord.client.engine.text_envs import BadTextEnvParams, UnknownTextEnv
 
 log = logging.getLogger(__name__)
 
 KIND = "lm_task_spec"
-_HEADER_BYTES = 256 + 8  # one safetensors header entry per tensor, and its offsets (as default_limits)
 MAX_BASE_BYTES = 16 << 30  # a base file a node agrees to fetch (the 135M GGUF is 98 MB)
 
 
@@ -136,26 +122,11 @@ def parse_lm_task(data: dict[str, Any], source: str = "<dict>") -> LMTaskConfig:
 
 
 def lm_limits(task: LMTaskConfig, adapter_shapes: dict[str, tuple[int, ...]]) -> SubmissionLimits:
-    """The limits an honest submission of ``task`` fits into: H x A groups of G rollouts, prompts up to
-    the env's max_prompt_tokens, the adapters' delta (client.content.submission.default_limits' rules)."""
-    groups = task.grpo.inner_steps * task.grpo.prompts_per_step
-    rollouts = groups * task.grpo.group_size
-    env = task.env.make()
-    params = sum(_numel(s) for s in adapter_shapes.values())
-    return SubmissionLimits(
-        max_inner_steps=groups,
-        max_rollouts=rollouts,
-        max_tokens=rollouts * (env.max_prompt_tokens + task.sampler.max_new_tokens),
-        max_proof_bytes=proofs_bytes_bound(groups, rollouts, task.sampler.max_new_tokens),
-        max_delta_bytes=4 * params + _HEADER_BYTES * len(adapter_shapes),
-    )
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+    """The limits an honest submission of ``task`` fits into (client.content.submission.default_limits):
+    H x A groups of G rollouts, prompts up to the env's max_prompt_tokens, the adapters' delta."""
+    params = sum(math.prod(s) for s in adapter_shapes.values())
+    prompt_len = task.env.make().max_prompt_tokens
+    return default_limits(task, params, len(adapter_shapes), prompt_len, task.grpo.prompts_per_step)
 
 
 def put_lm_spec(store: Store, spec: LMTaskSpec) -> Digest:
@@ -230,73 +201,3 @@ def resolve_base(store: Store, source: ModelSource, ref: ShardRef, cache_dir: Pa
 def lm_model_config(spec: LMTaskSpec, base: ShardRef) -> LMAdaptersConfig:
     """The config every round model of the task carries."""
     return LMAdaptersConfig(base, str(spec.task.model_source.weights_sha256), to_dict(spec.task.adapter))
-
-
-# ----------------------------------------------------------------------------- submissions
-
-
-def lm_bundle(sub: LMSubmission) -> Bundle:
-    """The submission in the tiny model's wire form (module doc): one batch per group, states as deltas."""
-    groups = tuple(g for step in sub.steps for g in step)
-    proofs = tuple(p for step in sub.proofs for p in step)
-    states = tuple({PARAM_PREFIX + n: t.detach().cpu().contiguous() for n, t in s.items()} for s in sub.states)
-    return Bundle(
-        task_id=sub.task_id,
-        round=sub.round,
-        base_round=sub.base_round,
-        trainer=sub.trainer,
-        batches=groups,
-        proofs=proofs,
-        delta={n: t.detach().cpu().contiguous() for n, t in sub.delta.items()},
-        mean_reward=sub.mean_reward,
-        work_units=sub.work_units,
-        proof_root=bytes(sub.proof_root),
-        states=states,
-    )
-
-
-def put_lm_submission(store: Store, sub: LMSubmission, pin: bool = True) -> Digest:
-    """Upload the submission's files and manifest; return the digest that goes on chain."""
-    digest, _ = put_submission(store, lm_bundle(sub), pin=pin)
-    return digest
-
-
-def fetch_lm_submission(
-    store: Store,
-    digest: Digest | bytes | str,
-    spec: LMTaskSpec,
-    adapter_shapes: dict[str, tuple[int, ...]],
-    deadline: float | None = None,
-) -> LMSubmission:
-    """The LMSubmission behind an on-chain digest, every limit, size and sha256 checked (module doc);
-    SubmissionError names the field and CID (the trainer's fault), own-store failures pass through."""
-    grpo = spec.task.grpo
-    cid = cid_for_digest(digest)
-    layout = adapter_state_layout(adapter_shapes)  # every state's declared size checked against it, then its tensors
-    n_states = grpo.inner_steps - 1
-    bundle = fetch_submission(store, digest, spec.limits, adapter_shapes, deadline, n_states, layout)
-    groups = grpo.inner_steps * grpo.prompts_per_step
-    if len(bundle.batches) != groups:
-        raise SubmissionError(
-            "rollouts", cid, f"expected {grpo.inner_steps} x {grpo.prompts_per_step} groups", len(bundle.batches)
-        )
-    for i, b in enumerate(bundle.batches):
-        if b.n != grpo.group_size:
-            raise SubmissionError(f"rollouts.{i:04d}", cid, f"expected a group of {grpo.group_size} rows", b.n)
-    wanted = list(range(1, grpo.inner_steps))
-    raw = fetch_states(store, digest, wanted, spec.limits, None, deadline, layout) if wanted else {}
-    states = [{n.removeprefix(PARAM_PREFIX): t for n, t in raw[k].items()} for k in wanted]
-    a = grpo.prompts_per_step
-    return LMSubmission(
-        task_id=bundle.task_id,
-        round=bundle.round,
-        trainer=bundle.trainer,
-        steps=tuple(bundle.batches[k * a : (k + 1) * a] for k in range(grpo.inner_steps)),
-        proofs=tuple(bundle.proofs[k * a : (k + 1) * a] for k in range(grpo.inner_steps)),
-        states=tuple(states),
-        delta=bundle.delta,
-        mean_reward=bundle.mean_reward,
-        work_units=bundle.work_units,
-        proof_root=bytes(bundle.proof_root),
-        base_round=bundle.base_round,
-    )

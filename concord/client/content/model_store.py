@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -80,20 +80,9 @@ class LMAdaptersConfig:
     base: ShardRef  # the base model's file (a GGUF for a gguf-package source)
     weights_sha256: str  # the task source's pin of the base weights ("0x" + 64 hex)
     adapter: dict[str, Any]  # rank, alpha, targets, seed (client.engine.lm_rollout.AdapterConfig)
+    kind: str = "lm-adapters"  # the manifest's tag (a ModelConfig's kind is "tiny" or "hf")
 
-    KIND = "lm-adapters"
-
-    @property
-    def kind(self) -> str:
-        return self.KIND
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.KIND,
-            "base": self.base.to_json(),
-            "weights_sha256": self.weights_sha256,
-            "adapter": dict(self.adapter),
-        }
+    KIND: ClassVar[str] = "lm-adapters"
 
     @staticmethod
     def from_json(obj: dict[str, Any], cid: str) -> LMAdaptersConfig:
@@ -150,7 +139,7 @@ def put_model(
             store.put_file(data, name, pin=pin) for name, data in _renamed("outer-", dict(outer_state), max_shard_bytes)
         )
     manifest = ModelManifest(
-        config=model_cfg.to_json() if isinstance(model_cfg, LMAdaptersConfig) else to_dict(model_cfg),
+        config=to_dict(model_cfg),  # either kind's config: its fields, tagged by its kind
         dtype=dtype,
         shards=shards,
         outer_state=outer,

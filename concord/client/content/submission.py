@@ -93,6 +93,7 @@ from concord.client.digest import Digest
 from concord.client.engine.bundle import Bundle, RolloutProofs
 from concord.client.engine.config import TABLE, ConfigError, GRPOConfig, Int, TaskConfig
 from concord.client.engine.grpo import OPT_PREFIX, PARAM_PREFIX
+from concord.client.engine.lm_task import LMTaskConfig
 from concord.client.engine.proofs import CHUNK, PROOF_BYTES, encode_proofs
 from concord.client.engine.rollout import RolloutBatch
 
@@ -176,15 +177,19 @@ def proofs_bytes_bound(steps: int, rollouts: int, max_new_tokens: int) -> int:
     return len(PROOFS_MAGIC) + 4 + 4 * steps + rollouts * per_rollout
 
 
-def default_limits(cfg: TaskConfig, n_params: int, n_tensors: int, prompt_len: int) -> SubmissionLimits:
-    """Limits that an honest submission of a TaskConfig fits exactly into (no slack beyond headers)."""
-    steps = cfg.grpo.inner_steps
-    rollouts = steps * cfg.grpo.rollouts_per_step
+def default_limits(
+    cfg: TaskConfig | LMTaskConfig, n_params: int, n_tensors: int, prompt_len: int, step_batches: int = 1
+) -> SubmissionLimits:
+    """Limits that an honest submission of a task of either kind fits exactly into (no slack beyond
+    headers): H inner steps of ``step_batches`` wire batches each (the LM: one per GRPO group), prompts
+    up to ``prompt_len`` tokens, a delta of ``n_params`` float32 values in ``n_tensors`` tensors."""
+    batches = cfg.grpo.inner_steps * step_batches
+    rollouts = cfg.grpo.inner_steps * cfg.grpo.rollouts_per_step
     return SubmissionLimits(
-        max_inner_steps=steps,
+        max_inner_steps=batches,
         max_rollouts=rollouts,
         max_tokens=rollouts * (prompt_len + cfg.sampler.max_new_tokens),
-        max_proof_bytes=proofs_bytes_bound(steps, rollouts, cfg.sampler.max_new_tokens),
+        max_proof_bytes=proofs_bytes_bound(batches, rollouts, cfg.sampler.max_new_tokens),
         max_delta_bytes=4 * n_params + _TENSOR_HEADER_BYTES * n_tensors + 8 * n_tensors,
     )
 
@@ -557,7 +562,7 @@ def inner_state_layout(shapes: dict[str, tuple[int, ...]], grpo: GRPOConfig) -> 
 
 
 def adapter_state_layout(shapes: dict[str, tuple[int, ...]]) -> StateLayout:
-    """An LM submission's state layout: the adapters as "param.<name>" (client.content.lm_content)."""
+    """An LM submission's state layout: the adapters as "param.<name>" (client.runtime.lm_work)."""
     return tuple(sorted((PARAM_PREFIX + n, tuple(s)) for n, s in shapes.items()))
 
 
@@ -771,7 +776,7 @@ def fetch_submission(
     cross-checks (claimed counts = parsed counts, one proof list per rollout). With
     ``param_shapes`` the delta must have exactly the base model's names and shapes. The manifest
     must list ``n_states`` inner states (default: one per inner step; an LM submission has its
-    own count, client.content.lm_content), each declaring exactly the canonical size of
+    own count, client.runtime.lm_work), each declaring exactly the canonical size of
     ``state_layout`` when given (`inner_state_layout`); they are fetched on demand (`fetch_states`).
     """
     cid = cid_for_digest(digest)

@@ -11,7 +11,10 @@ that pass their own `logp_old`. delta = theta_H - theta_base, float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import torch
 
@@ -20,6 +23,9 @@ from concord.client.engine.config import GRPOConfig, SamplerConfig
 from concord.client.engine.envs import Env
 from concord.client.engine.model import Policy, clone_policy, policy_state
 from concord.client.engine.rollout import RolloutBatch, completion_logits, generate
+
+G = TypeVar("G")  # one inner step's batches (tiny: one RolloutBatch; LM: its groups)
+S = TypeVar("S")  # a snapshot after an inner step
 
 
 class GroupSizeMismatch(ValueError):
@@ -58,11 +64,16 @@ def advantages(rewards: torch.Tensor, group_size: int, std_normalize: bool = Fal
 def token_logprobs_entropy(policy: Policy, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(token) [N, C], entropy of pi [N, C]) under softmax(logits / T), with grad."""
     logits = policy(batch.tokens).logits  # [N, P+C, V]
-    c_logits = completion_logits(logits, batch.prompt_len, batch.completions.shape[1])  # [N, C, V]
+    return logprobs_entropy(completion_logits(logits, batch.prompt_len, batch.completions.shape[1]), batch)
+
+
+def logprobs_entropy(c_logits: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log pi(token) [N, C], entropy [N, C]) of the batch's completions from their logits [N, C, V]
+    under softmax(logits / T), on the logits' device, with grad (either workload's forward)."""
     temp = batch.temperature if batch.temperature > 0 else 1.0
     logp_all = torch.log_softmax(c_logits / temp, dim=-1)  # [N, C, V]
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp_all.gather(2, batch.completions[:, :, None])[:, :, 0], entropy
+    return logp_all.gather(2, batch.completions[:, :, None].to(logp_all.device))[:, :, 0], entropy
 
 
 def token_logprobs(policy: Policy, batch: RolloutBatch) -> torch.Tensor:
@@ -131,6 +142,70 @@ def clip_grads(params: list[torch.nn.Parameter], cfg: GRPOConfig) -> float:
     return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
 
 
+# log pi(token) [N, C] and the policy's entropy [N, C] of a batch's completions under the current weights
+LogProbs = Callable[[RolloutBatch], tuple[torch.Tensor, torch.Tensor]]
+
+
+def grpo_step(
+    model: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    groups: list[RolloutBatch],
+    cfg: GRPOConfig,
+    logprobs: Callable[[], LogProbs],
+    skip_flat: bool,
+    logprobs_ref: Callable[[RolloutBatch], torch.Tensor] | None = None,
+) -> StepStats:
+    """One inner step of either workload in place: theta_{k+1} = update(theta_k, the step's batches).
+
+    The loss is the token mean over all the step's batches: each batch's grpo_loss weighted by its
+    share of the step's tokens, back-propagated once, so the gradient does not depend on how rows
+    are batched. ``logprobs()`` gives the step's log-prob function (called once, and only when some
+    batch is trained on: the LM runs its shared prompt prefix there). ``logprobs_ref``: the
+    reference policy's log-probs for the KL term.
+
+    The flat-step rule is the workload's (``skip_flat``): the LM (True) drops every group whose rows
+    all scored alike (all advantages 0, no entropy bonus: no gradient) and, when none is left, skips
+    the optimizer step, so the weights and the optimizer state stay as they were; the tiny model
+    (False) trains on every row and always steps (AdamW's weight decay and moments then still move
+    theta). Either rule is part of what a validator replays bit for bit."""
+    total = max(1, sum(int(b.mask.sum()) for b in groups))
+    live = []
+    for batch in groups:
+        adv = advantages(batch.rewards, batch.group_size, cfg.std_normalize)
+        flat = int(batch.mask.sum()) == 0 or (not bool(adv.abs().gt(0).any()) and cfg.entropy_coef <= 0)
+        if not (skip_flat and flat):
+            live.append((batch, adv))
+    warm_up(optimizer, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    model.train()
+    loss, ent_sum = torch.zeros(()), 0.0
+    if live:
+        logp_of = logprobs()
+        for batch, adv in live:
+            logp, entropy = logp_of(batch)
+            logp_ref = logprobs_ref(batch) if logprobs_ref is not None and cfg.kl_coef > 0 else None
+            share = int(batch.mask.sum()) / total
+            loss = loss + grpo_loss(logp, logp.detach(), adv, batch.mask, cfg, logp_ref, entropy) * share
+            ent_sum += float((entropy.detach() * batch.mask).sum())
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+    model.eval()
+    trained = [p for p in params if p.grad is not None]
+    grad_norm = 0.0
+    if trained:
+        grad_norm = clip_grads(trained, cfg)
+        optimizer.step()
+    rewards = torch.cat([b.rewards for b in groups])
+    return StepStats(
+        loss=float(loss.detach()),
+        grad_norm=grad_norm,
+        mean_reward=float(rewards.mean()),
+        exact_rate=float((rewards == 1.0).float().mean()),
+        tokens=total,
+        entropy=ent_sum / total,
+    )
+
+
 def inner_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -138,29 +213,35 @@ def inner_update(
     cfg: GRPOConfig,
     ref_policy: Policy | None = None,
 ) -> StepStats:
-    """One inner step in place: theta_{k+1} = update(theta_k, batch k)."""
-    adv = advantages(batch.rewards, batch.group_size, cfg.std_normalize)
-    policy.train()
-    logp, entropy = token_logprobs_entropy(policy, batch)
-    logp_ref = None
-    if cfg.kl_coef > 0 and ref_policy is not None:
+    """The tiny policy's inner step in place: theta_{k+1} = update(theta_k, batch k), every row trained on."""
+
+    def logprobs_ref(b: RolloutBatch) -> torch.Tensor:
         with torch.no_grad():
-            logp_ref = token_logprobs(ref_policy, batch)
-    loss = grpo_loss(logp, logp.detach(), adv, batch.mask, cfg, logp_ref, entropy)
-    warm_up(optimizer, cfg)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
-    grad_norm = clip_grads([p for p in policy.parameters() if p.grad is not None], cfg)
-    optimizer.step()
-    policy.eval()
-    return StepStats(
-        loss=float(loss.detach()),
-        grad_norm=grad_norm,
-        mean_reward=float(batch.rewards.mean()),
-        exact_rate=float((batch.rewards == 1.0).float().mean()),
-        tokens=int(batch.mask.sum()),
-        entropy=float((entropy.detach() * batch.mask).sum() / batch.mask.sum().clamp(min=1)),
-    )
+            return token_logprobs(ref_policy, b)  # type: ignore[arg-type]  # only called with a ref_policy
+
+    ref = None if ref_policy is None else logprobs_ref
+    logprobs = partial(token_logprobs_entropy, policy)
+    return grpo_step(policy, list(policy.parameters()), optimizer, [batch], cfg, lambda: logprobs, False, ref)
+
+
+def run_inner_steps(
+    grpo: GRPOConfig,
+    generate_step: Callable[[range], G],
+    update: Callable[[G], StepStats],
+    snapshot: Callable[[], S],
+) -> tuple[list[G], list[S], list[StepStats]]:
+    """A trainer's H inner steps, whatever the workload: step k generates its batches (prompts
+    k*prompts_per_step .. (k+1)*prompts_per_step - 1) with theta_k, updates once, and snapshots
+    theta_{k+1} -> (batches per step, snapshots 1..H, stats per step)."""
+    steps, states, stats = [], [], []
+    for k in range(grpo.inner_steps):
+        idx = range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step)
+        with timing.span("generation"):
+            steps.append(generate_step(idx))
+        with timing.span("training"):
+            stats.append(update(steps[-1]))
+        states.append(snapshot())
+    return steps, states, stats
 
 
 def state_delta(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -247,23 +328,20 @@ def train_round(
     trainer: str,
     states: list[dict[str, torch.Tensor]] | None = None,
 ) -> tuple[list[RolloutBatch], dict[str, torch.Tensor]]:
-    """A trainer's round: H x (generate batch k with theta_k, update); returns (batches, theta_H - theta_base).
-
-    Inner step k draws prompt indices k*prompts_per_step .. (k+1)*prompts_per_step - 1.
-    policy_base is not modified. ``states``, when given, receives inner states 1..H (state H: theta_H).
-    """
+    """A trainer's round on the tiny policy (run_inner_steps) -> (batches, theta_H - theta_base).
+    policy_base is not modified. ``states``, when given, receives inner states 1..H (state H: theta_H)."""
     policy = clone_policy(policy_base)
     optimizer = make_inner_optimizer(policy, grpo)
-    batches = []
-    for k in range(grpo.inner_steps):
-        idx = list(range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step))
-        with timing.span("generation"):
-            batch = generate(policy, env, idx, grpo.group_size, sampler, task_id, round_, trainer)
-        with timing.span("training"):
-            inner_update(policy, optimizer, batch, grpo, policy_base)
-        batches.append(batch)
+
+    def generate_step(idx: range) -> RolloutBatch:
+        return generate(policy, env, list(idx), grpo.group_size, sampler, task_id, round_, trainer)
+
+    def snapshot() -> None:
         if states is not None:
             states.append(inner_state(policy, optimizer))
+
+    update = partial(inner_update, policy, optimizer, cfg=grpo, ref_policy=policy_base)
+    batches, _, _ = run_inner_steps(grpo, generate_step, update, snapshot)
     return batches, state_delta(policy_state(policy), policy_state(policy_base))
 
 

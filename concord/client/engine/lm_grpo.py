@@ -32,13 +32,13 @@ from concord.client.engine.bundle import (
 )
 from concord.client.engine.config import GRPOConfig
 from concord.client.engine.grpo import (
+    LogProbs,
     StepStats,
-    advantages,
-    clip_grads,
-    grpo_loss,
+    grpo_step,
     inner_optimizer,
+    logprobs_entropy,
+    run_inner_steps,
     state_delta,
-    warm_up,
 )
 from concord.client.engine.lm_rollout import (
     LMRollouts,
@@ -58,12 +58,8 @@ def group_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(token) [G, C], entropy [G, C]) under softmax(logits / T), with grad."""
     _, predictors = group_states(peft_model, batch.prompts, batch.completions, prefix)
-    logits = completion_logits(peft_model, predictors)  # [G, C, V]
-    temp = batch.temperature if batch.temperature > 0 else 1.0
-    logp_all = torch.log_softmax(logits / temp, dim=-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    chosen = batch.completions[:, :, None].to(logp_all.device)
-    return logp_all.gather(2, chosen)[:, :, 0].cpu(), entropy.cpu()
+    logp, entropy = logprobs_entropy(completion_logits(peft_model, predictors), batch)  # on the model's device
+    return logp.cpu(), entropy.cpu()
 
 
 def inner_update(
@@ -73,46 +69,15 @@ def inner_update(
     cfg: GRPOConfig,
     prefix_ids: tuple[int, ...] = (),
 ) -> StepStats:
-    """One inner step in place over the step's groups: adapters_{k+1} = update(adapters_k, groups k).
+    """One inner step in place over the step's groups: adapters_{k+1} = update(adapters_k, groups k)
+    (client.engine.grpo.grpo_step, flat groups skipped). The shared prompt prefix (``prefix_ids``,
+    LMRollouts.prefix_ids) runs once with gradients and every group forks its cache."""
 
-    The shared prompt prefix (``prefix_ids``, LMRollouts.prefix_ids) runs once with gradients and every
-    group forks its cache; the step's loss is summed over the groups and back-propagated once."""
-    total_tokens = max(1, int(sum(int(b.mask.sum()) for b in groups)))
-    warm_up(optimizer, cfg)
-    optimizer.zero_grad(set_to_none=True)
-    peft_model.train()
-    live = []  # groups with a gradient: a group whose samples all scored alike has all advantages 0
-    for batch in groups:
-        adv = advantages(batch.rewards, batch.group_size, cfg.std_normalize)
-        if int(batch.mask.sum()) > 0 and (bool(adv.abs().gt(0).any()) or cfg.entropy_coef > 0):
-            live.append((batch, adv))
-    loss_sum, ent_sum = 0.0, 0.0
-    if live:
+    def logprobs() -> LogProbs:
         prefix = prefix_forward(peft_model, prefix_ids) if prefix_ids else None
-        loss = torch.zeros(())
-        for batch, adv in live:
-            logp, entropy = group_logprobs(peft_model, batch, prefix)
-            loss = loss + grpo_loss(logp, logp.detach(), adv, batch.mask, cfg, None, entropy) * (
-                int(batch.mask.sum()) / total_tokens
-            )
-            ent_sum += float((entropy.detach() * batch.mask).sum())
-        loss.backward()  # type: ignore[no-untyped-call]
-        loss_sum = float(loss.detach())
-    peft_model.eval()
-    params = [p for p in adapter_parameters(peft_model) if p.grad is not None]
-    grad_norm = 0.0
-    if params:
-        grad_norm = clip_grads(params, cfg)
-        optimizer.step()
-    rewards = torch.cat([b.rewards for b in groups])
-    return StepStats(
-        loss=loss_sum,
-        grad_norm=grad_norm,
-        mean_reward=float(rewards.mean()),
-        exact_rate=float((rewards == 1.0).float().mean()),
-        tokens=total_tokens,
-        entropy=ent_sum / total_tokens,
-    )
+        return lambda batch: group_logprobs(peft_model, batch, prefix)
+
+    return grpo_step(peft_model, adapter_parameters(peft_model), optimizer, groups, cfg, logprobs, True)
 
 
 # (task_id, round, trainer, prompt index i, group size) -> the group's rollouts under the current adapters
@@ -136,20 +101,16 @@ def train_round(
     model = rollouts.model
     load_adapter_state(model, base)
     optimizer = inner_optimizer(adapter_parameters(model), grpo)  # the round's fresh optimizer
-    steps, states, stats = [], [], []
-    for k in range(grpo.inner_steps):
-        idx = range(k * grpo.prompts_per_step, (k + 1) * grpo.prompts_per_step)
-        with timing.span("generation"):
-            prefix = rollouts.prefix()  # under adapters_k
-            if group_fn is None:  # the step's groups decode together (LMRollouts.step_groups)
-                groups = rollouts.step_groups(task_id, round_, trainer, idx, grpo.group_size, prefix)
-            else:
-                groups = [group_fn(task_id, round_, trainer, i, grpo.group_size) for i in idx]
-        with timing.span("training"):
-            stats.append(inner_update(model, optimizer, groups, grpo, rollouts.prefix_ids))
-        steps.append(groups)
-        states.append(state_delta(adapter_state(model), base))
-    return steps, states, stats
+
+    def generate_step(idx: range) -> list[RolloutBatch]:
+        if group_fn is None:  # the step's groups decode together under adapters_k (LMRollouts.step_groups)
+            return rollouts.step_groups(task_id, round_, trainer, idx, grpo.group_size, rollouts.prefix())
+        return [group_fn(task_id, round_, trainer, i, grpo.group_size) for i in idx]
+
+    def update(groups: list[RolloutBatch]) -> StepStats:
+        return inner_update(model, optimizer, groups, grpo, rollouts.prefix_ids)
+
+    return run_inner_steps(grpo, generate_step, update, lambda: state_delta(adapter_state(model), base))
 
 
 # ----------------------------------------------------------------------------- a trainer's submission

@@ -6,6 +6,10 @@
                                               -> the env's rollouts (LMRollouts)
     round_adapters(ctx, store, m)             model m's adapter tensors by its on-chain digest (final
                                               only), checked against model 0's base and the spec
+    put_lm_submission / fetch_lm_submission   the submission in client.content.submission's one format,
+                                              with the LM's parameters (a batch per group, H - 1 states)
+    parse_lm_spec / put_model0                creating a task (client.initiator, via the registry)
+    write_export / read_export                the merged transformers model (client.model_export)
 
 One process holds one peft model: trainer and validator steps run one at a time on it (the
 validator judges fetched submissions in its main thread), so `lock` guards the few places a
@@ -21,16 +25,36 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from concord.client.content.lm_content import LMTaskSpec, fetch_lm_submission, put_lm_submission, resolve_base
+from concord.client.content.lm_content import (
+    LMTaskSpec,
+    lm_limits,
+    lm_model_config,
+    parse_lm_task,
+    put_base,
+    resolve_base,
+)
 from concord.client.content.manifest import cid_for_digest
-from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError, fetch_model
+from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError, fetch_model, put_model
 from concord.client.content.store import Store
+from concord.client.content.submission import (
+    SubmissionError,
+    adapter_state_layout,
+    fetch_states,
+    fetch_submission,
+    put_submission,
+)
+from concord.client.content.task_spec import TaskSpecError
 from concord.client.digest import Digest
 from concord.client.engine import lm
-from concord.client.engine.config import to_dict
+from concord.client.engine.bundle import Bundle
+from concord.client.engine.config import ConfigError, to_dict
+from concord.client.engine.grpo import PARAM_PREFIX
+from concord.client.engine.lm import ModelSourceError
 from concord.client.engine.lm_grpo import LMSubmission, make_submission
-from concord.client.engine.lm_rollout import LMRollouts, adapter_state, attach_adapters
+from concord.client.engine.lm_rollout import LMRollouts, adapter_state, attach_adapters, load_adapter_state
+from concord.client.engine.lm_task import LMTaskConfig
 from concord.client.engine.precision import choose
 from concord.client.runtime import paths
 
@@ -165,3 +189,120 @@ def fetch_adapters(work: LMWork, store: Store, digest: Digest) -> FetchedModel:
     if got != work.adapter_shapes():
         raise LMModelMismatch("shards", cid_for_digest(digest), "tensors are not the spec's adapters")
     return fetched
+
+
+# ----------------------------------------------------------------------------- the submission's wire form
+# client.content.submission's one format with the LM's parameters: every GRPO group is one batch of the
+# rollouts and proofs files (a group's prompt length is its own), in (inner step, group) order, so the
+# files' "inner steps" are the H x A groups and the limits count groups there (lm_limits); the delta is
+# the adapters' (adapters_H - adapters_base); the states are the H - 1 intermediate adapters as deltas
+# from the base ("param.<name>" = adapters_k - adapters_base, k = 1..H-1), so a validator checks step
+# k's groups under adapters_k without replaying steps 0..k-1.
+
+
+# what both in-memory forms carry alike: the claims a validator compares with the chain's
+CLAIMS = ("task_id", "round", "base_round", "trainer", "mean_reward", "work_units", "proof_root")
+
+
+def lm_bundle(sub: LMSubmission) -> Bundle:
+    """The submission in the one wire form (above): one batch per group, states as deltas."""
+    groups = tuple(g for step in sub.steps for g in step)
+    proofs = tuple(p for step in sub.proofs for p in step)
+    states = tuple({PARAM_PREFIX + n: t.detach().cpu().contiguous() for n, t in s.items()} for s in sub.states)
+    delta = {n: t.detach().cpu().contiguous() for n, t in sub.delta.items()}
+    return Bundle(**{f: getattr(sub, f) for f in CLAIMS}, batches=groups, proofs=proofs, delta=delta, states=states)
+
+
+def put_lm_submission(store: Store, sub: LMSubmission, pin: bool = True) -> Digest:
+    """Upload the submission's files and manifest; return the digest that goes on chain."""
+    digest, _ = put_submission(store, lm_bundle(sub), pin=pin)
+    return digest
+
+
+def fetch_lm_submission(
+    store: Store,
+    digest: Digest | bytes | str,
+    spec: LMTaskSpec,
+    adapter_shapes: dict[str, tuple[int, ...]],
+    deadline: float | None = None,
+) -> LMSubmission:
+    """The LMSubmission behind an on-chain digest, every limit, size and sha256 checked (module doc);
+    SubmissionError names the field and CID (the trainer's fault), own-store failures pass through."""
+    grpo = spec.task.grpo
+    cid = cid_for_digest(digest)
+    layout = adapter_state_layout(adapter_shapes)  # every state's declared size checked against it, then its tensors
+    n_states = grpo.inner_steps - 1
+    bundle = fetch_submission(store, digest, spec.limits, adapter_shapes, deadline, n_states, layout)
+    groups = grpo.inner_steps * grpo.prompts_per_step
+    if len(bundle.batches) != groups:
+        raise SubmissionError(
+            "rollouts", cid, f"expected {grpo.inner_steps} x {grpo.prompts_per_step} groups", len(bundle.batches)
+        )
+    for i, b in enumerate(bundle.batches):
+        if b.n != grpo.group_size:
+            raise SubmissionError(f"rollouts.{i:04d}", cid, f"expected a group of {grpo.group_size} rows", b.n)
+    wanted = list(range(1, grpo.inner_steps))
+    raw = fetch_states(store, digest, wanted, spec.limits, None, deadline, layout) if wanted else {}
+    states = [{n.removeprefix(PARAM_PREFIX): t for n, t in raw[k].items()} for k in wanted]
+    a, h = grpo.prompts_per_step, grpo.inner_steps
+    return LMSubmission(
+        **{f: getattr(bundle, f) for f in CLAIMS},
+        steps=tuple(bundle.batches[k * a : (k + 1) * a] for k in range(h)),
+        proofs=tuple(bundle.proofs[k * a : (k + 1) * a] for k in range(h)),
+        states=tuple(states),
+        delta=bundle.delta,
+    )
+
+
+# ----------------------------------------------------------------------------- creating a task (client.initiator)
+
+
+def initial_adapters(task: LMTaskConfig) -> dict[str, torch.Tensor]:
+    """An LM task's model 0 adapters: the [adapter] config at its seed on the pinned base model."""
+    loaded = lm.load(task.model_source, paths.models_dir())
+    return {n: t.detach().clone() for n, t in adapter_state(attach_adapters(loaded.model, task.adapter)).items()}
+
+
+def parse_lm_spec(data: dict[str, Any], source: str) -> LMTaskSpec:
+    """An LM task file's spec (every table but [chain]), limits derived from its adapters' shapes."""
+    task = parse_lm_task(data, source)
+    if task.model_source.kind != "gguf-package":  # its base goes to IPFS as one file (lm_content.put_base)
+        problem = f"an LM task on chain needs a gguf-package source, got {task.model_source.kind!r}"
+        raise TaskSpecError(source, [ConfigError("source", "kind", problem)])
+    try:
+        shapes = {n: tuple(t.shape) for n, t in initial_adapters(task).items()}
+    except ModelSourceError as e:
+        raise TaskSpecError(source, [ConfigError("source", e.field, f"expected {e.expected}, got {e.got}")]) from None
+    return LMTaskSpec(task, lm_limits(task, shapes))
+
+
+def put_model0(store: Store, spec: LMTaskSpec) -> Digest:
+    """Model 0: the base model's file (put in IPFS here, once per task) and the adapters at their seed."""
+    base = put_base(store, spec.task.model_source)
+    return put_model(store, initial_adapters(spec.task), lm_model_config(spec, base), None, None)
+
+
+# ----------------------------------------------------------------------------- export (client.model_export)
+ADAPTERS_FILE = "adapters.safetensors"
+
+
+def write_export(
+    directory: Path, store: Store, spec: LMTaskSpec, config: LMAdaptersConfig, adapters: dict[str, torch.Tensor]
+) -> list[str]:
+    """The merged transformers model of an LM task's round (client.model_export's module doc) and its
+    adapters as the manifest's shards hold them, into ``directory``; the files' names."""
+    source = spec.task.model_source
+    gguf = resolve_base(store, source, config.base, paths.models_dir())
+    loaded = lm.load(source, paths.models_dir(), gguf)
+    peft_model = attach_adapters(loaded.model, spec.task.adapter)
+    load_adapter_state(peft_model, adapters)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(str(directory), safe_serialization=True)
+    loaded.tokenizer.save_pretrained(str(directory))
+    save_file({n: t.contiguous() for n, t in adapters.items()}, str(directory / ADAPTERS_FILE))
+    return sorted(p.name for p in directory.iterdir())
+
+
+def read_export(directory: Path) -> dict[str, torch.Tensor]:
+    """An LM export's adapters (the merged model is the base's plus these)."""
+    return load_file(str(directory / ADAPTERS_FILE))

@@ -4,23 +4,30 @@ TinyWork(spec, models_dir)     the task's policies by model digest (ModelCache),
 base / delta_shapes            model m as a policy (shared: clone before changing it) / its parameter shapes
 train                          client.engine.bundle.make_bundle: H x (generate with theta_k, update), proofs
 put / fetch / fetch_delta      client.content.submission: the bundle's files and manifest, limits checked
+put_model0                     model 0 of a new task (client.initiator, via the registry)
+write_export / read_export     the policy's weights and config as a directory (client.model_export)
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from concord.client.content.manifest import cid_for_digest
-from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError, fetch_model
+from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError, fetch_model, put_model
 from concord.client.content.store import Store
 from concord.client.content.submission import fetch_submission, inner_state_layout, put_submission
 from concord.client.content.task_spec import TaskSpecManifest
 from concord.client.digest import Digest
 from concord.client.engine.bundle import Bundle, make_bundle
+from concord.client.engine.config import ModelConfig, from_dict, to_dict
 from concord.client.engine.envs import Env, make_env
 from concord.client.engine.model import Policy, build_policy, load_policy_state, policy_state
 
@@ -106,3 +113,63 @@ class TinyWork:
 
     def fetch_delta(self, store: Store, digest: Digest | bytes | str) -> dict[str, torch.Tensor]:
         return fetch_submission(store, digest, self.spec.limits).delta
+
+
+def put_model0(store: Store, spec: TaskSpecManifest) -> Digest:
+    """Model 0 (client.initiator): the [model] architecture at its seed, no outer state, no parent."""
+    return put_model(store, policy_state(build_policy(spec.task.model)), spec.task.model, None, None)
+
+
+# ----------------------------------------------------------------------------- export (client.model_export)
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+HF_PREFIX = "hf."  # HFPolicy keeps the transformers model under `.hf`: its state names carry this prefix
+TINY_MODEL_TYPE = "concord-tiny"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+def _config_json(cfg: ModelConfig) -> dict[str, Any]:
+    if cfg.kind == "tiny":
+        return {"model_type": TINY_MODEL_TYPE, "architectures": ["TinyTransformer"], "concord": to_dict(cfg)}
+    if cfg.hf_path and (Path(cfg.hf_path) / CONFIG_FILE).is_file():
+        from transformers import AutoConfig
+
+        config: Any = AutoConfig.from_pretrained(cfg.hf_path, local_files_only=True)
+    else:
+        from concord.client.engine.model import hf_config
+
+        config = hf_config(cfg)
+    out: dict[str, Any] = config.to_dict()
+    out["torch_dtype"] = "float32"
+    return out
+
+
+def write_export(directory: Path, state: dict[str, torch.Tensor], cfg: ModelConfig) -> list[str]:
+    """A tiny or hf policy's export files (client.model_export's module doc) in ``directory``; their names."""
+    weights = state if cfg.kind == "tiny" else {n.removeprefix(HF_PREFIX): t for n, t in state.items()}
+    save_file({n: t.contiguous() for n, t in weights.items()}, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / CONFIG_FILE).write_text(json.dumps(_config_json(cfg), indent=2, sort_keys=True) + "\n")
+    files = [WEIGHTS_FILE, CONFIG_FILE]
+    if cfg.kind == "hf" and cfg.hf_path:
+        for name in TOKENIZER_FILES:
+            if (Path(cfg.hf_path) / name).is_file():
+                shutil.copyfile(Path(cfg.hf_path) / name, directory / name)
+                files.append(name)
+    return files
+
+
+def read_export(directory: Path, config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """The state (the model's own names, as the content store keeps them) and config of an export."""
+    cfg = from_dict(ModelConfig, config, "config")
+    state = load_file(str(directory / WEIGHTS_FILE))
+    return (state if cfg.kind == "tiny" else {HF_PREFIX + n: t for n, t in state.items()}), cfg

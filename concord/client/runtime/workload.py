@@ -23,6 +23,12 @@ No code outside these two modules and this registry asks which kind a task is (t
     states_apart                 sampled mode fetches the inner states a sample needs apart from the
                                  submission (tiny); False: they travel inside it (LM)
     row_flags                    sampled mode posts and re-checks flagged rows (validator.flags)
+
+Kind-level steps that run before a workload exists also go through this registry: a task file's spec
+(`parse_task_file`, by the kind the file declares), its model 0 (`put_initial_model`), a model's export
+(`write_export` / `read_export`, by the kind its manifest declares). The GRPO inner step is one
+(client.engine.grpo.grpo_step); its flat-step rule is the kind's: the LM skips groups whose rows all
+scored alike and the optimizer step when none is left, the tiny model always steps.
 """
 
 from __future__ import annotations
@@ -32,13 +38,16 @@ from typing import Any, Protocol
 
 import torch
 
-from concord.client.content.lm_content import LMTaskSpec
-from concord.client.content.model_store import FetchedModel
+from concord.client.content.lm_content import LMTaskSpec, fetch_spec
+from concord.client.content.manifest import ModelManifest, cid_for_digest, digest_of
+from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError
 from concord.client.content.store import Store
-from concord.client.content.task_spec import TaskSpecManifest
+from concord.client.content.task_spec import TaskSpecManifest, parse_task_spec
 from concord.client.digest import Digest
-from concord.client.runtime import paths
-from concord.client.runtime.lm_work import load_lm_work
+from concord.client.engine.config import ModelConfig
+from concord.client.engine.lm_task import is_lm_task
+from concord.client.runtime import lm_work, paths, tiny_work
+from concord.client.runtime.lm_work import load_lm_work, parse_lm_spec
 from concord.client.runtime.tiny_work import TinyWork
 
 Shapes = dict[str, tuple[int, ...]]
@@ -99,3 +108,37 @@ def load_workload(
     if isinstance(spec, LMTaskSpec):
         return load_lm_work(store, spec, model0, models_dir, paths.models_dir(), device)
     return TinyWork(spec, models_dir)
+
+
+def parse_task_file(data: dict[str, Any], source: str) -> TaskSpecManifest | LMTaskSpec:
+    """A task file's spec (every table but [chain]) by the kind the file declares (an LM task has a
+    [source] table: client.engine.lm_task.is_lm_task); TaskSpecError names every bad field."""
+    return parse_lm_spec(data, source) if is_lm_task(data) else parse_task_spec(data, source)
+
+
+def put_initial_model(store: Store, spec: TaskSpecManifest | LMTaskSpec) -> Digest:
+    """Model 0 of a task about to be published, as its kind builds it (tiny_work / lm_work.put_model0)."""
+    if isinstance(spec, LMTaskSpec):
+        return lm_work.put_model0(store, spec)
+    return tiny_work.put_model0(store, spec)
+
+
+def write_export(directory: Path, store: Store, fetched: FetchedModel, spec_digest: Digest | bytes | None) -> list[str]:
+    """A fetched model's export files in ``directory`` as its kind writes them (client.model_export): the
+    tiny/hf policy's weights and config, or an LM task's merged model (it needs the task's spec, by
+    ``spec_digest``: the base's source, pins and adapter config); ModelError when it has no LM spec."""
+    if isinstance(fetched.config, LMAdaptersConfig):
+        spec = None if spec_digest is None else fetch_spec(store, spec_digest)
+        if not isinstance(spec, LMTaskSpec):
+            cid = cid_for_digest(digest_of(fetched.manifest.to_bytes()))
+            raise ModelError("config.kind", cid, "an LM task's adapters, but the task has no LM spec")
+        return lm_work.write_export(directory, store, spec, fetched.config, fetched.state)
+    return tiny_work.write_export(directory, fetched.state, fetched.config)
+
+
+def read_export(directory: Path, manifest: ModelManifest) -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
+    """An export's state and config read back, by the kind its manifest declares (an LM export: its
+    adapters as the shards hold them, and no ModelConfig)."""
+    if manifest.config.get("kind") == LMAdaptersConfig.KIND:
+        return lm_work.read_export(directory), None
+    return tiny_work.read_export(directory, manifest.config)
