@@ -23,6 +23,7 @@ daemon wants each block from all its peers (bitswap). Reported:
 * ``nodes``, ``ipfs_daemons``, ``topology``, ``links_mbit``, ``model_bytes``.
 
     python -m scripts.bench.network [--trainers 8] [--size-mb 50] [--links both|up]
+    python -m scripts.bench.network --rounds [--trainers 4] [--rounds-seconds 150]   (the rounds half)
 
 Needs root (network namespaces); everything (daemons, workers, namespaces, veths, bridge, qdiscs)
 is removed on the way out, also on Ctrl-C or SIGTERM. The async/churn half of the issue's bench
@@ -316,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["--worker"]:
         return worker(*args_in[1:6])
+    if "--rounds" in args_in:  # the rounds half: async levels and churn (scripts/bench/network_rounds.py)
+        from scripts.bench import network_rounds
+
+        return network_rounds.main(args_in)
     args = parser().parse_args(args_in)
     for field in ("trainers", "validators"):
         if getattr(args, field) < 1:
