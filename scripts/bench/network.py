@@ -295,7 +295,11 @@ def rates(text: str) -> tuple[float, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="concord bench network", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="concord bench network",
+        description=__doc__.splitlines()[0],
+        epilog="concord bench network --rounds [--help]: the rounds half (async levels 0-2 and churn)",
+    )
     p.add_argument("--trainers", type=int, default=8)
     p.add_argument("--validators", type=int, default=3)
     p.add_argument("--validator-mbit", type=float, default=VALIDATOR_MBIT)

@@ -1,5 +1,7 @@
-"""The rounds half of `concord bench network` (issue 23): real node processes on a rate-limited
-network of namespaces, at async levels 0, 1 and 2 for the same wall time, then a churn run.
+"""The rounds half of `concord bench network` (issue 23): async levels 0-2 and churn, on namespaces.
+
+Real node processes on a rate-limited network of namespaces, at async levels 0, 1 and 2 for the
+same wall time, then a churn run.
 
 The network (scripts/bench/network.build_network): an initiator, 3 validators and N trainers
 (``--trainers``, default 4), each node process and its own Helia peer in its own namespace
@@ -11,10 +13,11 @@ reaches the chain there and a stopped node costs a round its deadline, never a s
 Async runs: for each level in 0, 1, 2 a fresh task (the task file's spec, ``async_level`` set,
 each phase ``--phase-seconds``) is published from the initiator's peer, every node joins it and
 is started as a process (`concord trainer|validator run`, state in its own directory), and the
-rounds run ``--rounds-seconds`` of wall time from the nodes' start; then the nodes are stopped.
-``rounds_per_hour``: finalized, non-void rounds in that time x 3600 / the time;
-``reward_after_s``: the mean reward the accepted submissions of the last finalized round state
-(validators recomputed it), at the end of that time.
+rounds run ``--rounds-seconds`` of wall time from the moment round 0 settled (the warm-up before:
+the nodes' start and round 0, the same at every level); then the nodes are stopped.
+``rounds_per_hour``: rounds finalized (not void) in that time x 3600 / the time;
+``reward_after_s``: the mean reward the accepted submissions of the last round finalized by the end
+of that time state (validators recomputed it).
 
 Churn run (a fresh task at ``--churn-async``, default 0): once the nodes run, in turn
 * a trainer SIGKILLed while a round waits for its submission, restarted 5 s later on its state dir;
@@ -240,20 +243,34 @@ def async_run(
     nodes = start_nodes(net, client, rpc, work, peers, task_id, tf)
     run = Run(task_id, nodes, Progress(task_id), time.monotonic())
     try:
+        # warm-up, not measured: the nodes' start (imports, model 0) and round 0, the same at every level
+        warm = args.phase_seconds * 3 + 120
+        if not follow_until(client, store, run, lambda: 0 in run.progress.rounds and settled(run, 0), warm):
+            raise RuntimeError(f"async {level}: round 0 of task {task_id} did not settle in {warm} s")
+        window = run.elapsed()
         follow_until(client, store, run, lambda: False, args.rounds_seconds)
     finally:
         stop_nodes(nodes)
-    rows = finalized_rows(run.progress)
-    rewarded = [row for row in rows if row.mean_reward is not None]
+    end = window + args.rounds_seconds
+    by_end = [row for row in finalized_rows(run.progress) if (run.seen[row.round][1] or end + 1) <= end]
+    rows = [row for row in by_end if (run.seen[row.round][1] or 0.0) > window]  # settled inside the window
+    rewarded = [row for row in by_end if row.mean_reward is not None]
     print(f"async {level}: task {task_id}, {len(rows)} rounds in {args.rounds_seconds:.0f} s", file=sys.stderr)
     return {
         "task_id": task_id,
+        "warmup_s": round(window, 1),
         "rounds": len(rows),
         "void": sum(1 for row in run.progress.rounds.values() if row.phase == "void"),
         "rounds_per_hour": round(len(rows) * 3600 / args.rounds_seconds, 1),
         "reward": round(rewarded[-1].mean_reward, 4) if rewarded else None,
-        "curve": [None if row.mean_reward is None else round(row.mean_reward, 4) for row in rows],
+        "curve": [
+            None if row.mean_reward is None else round(row.mean_reward, 4) for row in finalized_rows(run.progress)
+        ],
     }
+
+
+def settled(run: Run, r: int) -> bool:
+    return run.progress.rounds[r].phase in ("finalized", "void")
 
 
 # ----------------------------------------------------------------------------- churn
@@ -485,6 +502,7 @@ def run(args: argparse.Namespace) -> dict:
         "rounds_per_hour": {k: v["rounds_per_hour"] for k, v in levels.items()},
         "reward_after_s": {k: v["reward"] for k, v in levels.items()},
         "rounds": {k: v["rounds"] for k, v in levels.items()},
+        "warmup_s": {k: v["warmup_s"] for k, v in levels.items()},
         "reward_curve": {k: v["curve"] for k, v in levels.items()},
     }
     if churn is not None and judged is not None:
@@ -533,7 +551,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--validator-mbit", type=float, default=VALIDATOR_MBIT)
     p.add_argument("--trainer-mbit", type=rates, default=TRAINER_MBIT)
     p.add_argument("--task", type=Path, default=DEFAULT_TASK, help="the task file (its spec; phases and level are set)")
-    p.add_argument("--phase-seconds", type=int, default=60, help="each phase's deadline (the default task's submit)")
+    p.add_argument(
+        "--phase-seconds", type=int, default=90, help="each phase's deadline (round 0 must fit the nodes' start)"
+    )
     p.add_argument("--rounds-seconds", type=float, default=150.0, help="wall time of each async level's run")
     p.add_argument("--churn-seconds", type=float, default=0.0, help="the churn run's wall time at least")
     p.add_argument("--churn-async", type=int, choices=LEVELS, default=0)
