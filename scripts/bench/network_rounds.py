@@ -76,6 +76,7 @@ MINT = 10_000_000 * TOKEN
 POLL_S = 0.1  # the nodes' new-block poll
 FOLLOW_S = 1.0  # the bench's chain poll
 RESTART_PAUSE_S = 5.0  # a killed trainer stays down this long
+MAX_ROUNDS = 1000  # per task: far more than a run reaches; its budget (x per-round pay) is escrowed
 
 
 @dataclass
@@ -237,7 +238,7 @@ def async_run(
     args: argparse.Namespace,
     level: int,
 ) -> dict:
-    tf = task_file(args.task, level, args.phase_seconds, 10_000)
+    tf = task_file(args.task, level, args.phase_seconds, MAX_ROUNDS)
     task_id = publish(client, peers["init"], tf, work / "cache")
     store = Store(peers["init"].api, work / "cache", timeout=30.0)
     nodes = start_nodes(net, client, rpc, work, peers, task_id, tf)
@@ -296,7 +297,7 @@ def submitted(run: Run, n: NodeProcess, after_round: int = -1) -> list[int]:
 def churn_run(
     net: Network, client: ChainClient, rpc: str, work: Path, peers: dict[str, Peer], args: argparse.Namespace
 ) -> dict:
-    tf = task_file(args.task, args.churn_async, args.phase_seconds, 10_000)
+    tf = task_file(args.task, args.churn_async, args.phase_seconds, MAX_ROUNDS)
     task_id = publish(client, peers["init"], tf, work / "cache")
     store = Store(peers["init"].api, work / "cache", timeout=30.0)
     nodes = start_nodes(net, client, rpc, work, peers, task_id, tf)
