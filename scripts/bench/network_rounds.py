@@ -484,9 +484,14 @@ def run(args: argparse.Namespace) -> dict:
         levels = {}
         if not args.no_async:
             levels = {f"async{k}": async_run(net, client, rpc, work, peers, args, k) for k in LEVELS}
-        churn = None if args.no_churn else churn_run(net, client, rpc, work, peers, args)
+        churn, churn_error = None, None
+        if not args.no_churn:
+            try:
+                churn = churn_run(net, client, rpc, work, peers, args)
+            except RuntimeError as e:  # a node that died for good, a round that never settled: reported
+                churn_error = str(e)
         cons = conservation(client)
-        task_ids = [lv["task_id"] for lv in levels.values()] + ([churn["task_id"]] if churn else [])
+        task_ids = range(1, client.concord.task_count() + 1)  # every task of this chain: this bench's
         off = {t.task_id for t in cons.tasks_off}
         per_task = {str(t): t not in off for t in task_ids}
         judged = judge_churn(churn) if churn else None
@@ -518,6 +523,8 @@ def run(args: argparse.Namespace) -> dict:
                 "churned_unpaid": judged["churned_unpaid"],
             }
         )
+    if churn_error is not None:
+        out["churn_error"] = churn_error
     out["conservation_ok"] = cons.holds and all(per_task.values())
     out["conservation_per_task"] = per_task
     out["wall_s"] = round(time.monotonic() - started, 1)
