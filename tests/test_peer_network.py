@@ -51,6 +51,7 @@ pytestmark = pytest.mark.integration  # daemons of this module's own (conftest's
 
 PHASE_S = 20  # each phase's deadline: the stopped trainer costs the round this much, once
 CHURN_PHASE_S = 45  # the churn test's phases (each closes early once every joined node acted)
+RESTART_PHASE_S = 90  # the restarted validator's test: a process start (imports) fits in a phase at load 30
 INNER_STEPS = 6  # a sample reads at most 5 of the 6 inner states (validator.sampling.states_needed)
 
 
@@ -229,7 +230,7 @@ def test_a_validator_killed_after_its_commit_and_restarted_reveals_from_its_stat
     from concord.validator import store as vstore
 
     client, peers, tmp = clocked.client, clocked.peers, clocked.tmp / "reveal"
-    task_id = drills.publish(client, peers["initiator"].api, tmp, 1, min_validators=1, phase_seconds=CHURN_PHASE_S)
+    task_id = drills.publish(client, peers["initiator"].api, tmp, 1, min_validators=1, phase_seconds=RESTART_PHASE_S)
     trainer = enrol(client, drills.PEER, Role.TRAINER, drills.STAKE, task_id)
     validator = enrol(client, drills.VAL_A, Role.VALIDATOR, drills.STAKE, task_id)
     _, submit = drills.submit_honest(client, peers["trainer"].api, tmp, task_id, drills.PEER, 0)
@@ -243,7 +244,7 @@ def test_a_validator_killed_after_its_commit_and_restarted_reveals_from_its_stat
         wait_for(
             "the validator to commit",
             lambda: client.concord.commit_status(task_id, 0, validator).committed,
-            timeout=CHURN_PHASE_S + 30,
+            timeout=RESTART_PHASE_S + 30,
             alive=drills.any_failed(first),
         )
         first.kill()
@@ -254,7 +255,7 @@ def test_a_validator_killed_after_its_commit_and_restarted_reveals_from_its_stat
         wait_for(
             "round 0 to settle",
             lambda: drills.settled(client, task_id),
-            timeout=CHURN_PHASE_S + 30,
+            timeout=RESTART_PHASE_S + 30,
             alive=drills.any_failed(second),
         )
         assert second.finish() == 0, second.raw[-5:]
