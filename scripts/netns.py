@@ -19,6 +19,9 @@ Limits: ``upload_mbit`` is a tbf qdisc on the namespace's ``eth0`` (what the nod
 this kernel): a rate and a queue, no added delay or loss. tbf counts whole frames, so TCP payload
 gets ~95% of the rate (1448 of 1514 bytes per full frame).
 
+Churn: ``net.set_link(node, False)`` (or ``with net.cut(node):``) takes the node's bridge-side
+veth down, cutting it off the network; ``set_link(node, True)`` restores it, limits unchanged.
+
 Counters: ``net.counters(node)`` reads the bridge-side veth's byte counters from
 /sys/class/net; what the node uploaded is that interface's rx_bytes, what it downloaded its tx_bytes.
 
@@ -298,6 +301,21 @@ class Network:
     def track(self, daemon: Daemon) -> None:
         """A daemon started elsewhere (devnet.start_helia(..., wrap=node.wrap)) that ``close`` stops."""
         self.daemons.append(daemon)
+
+    def set_link(self, node: Node, up: bool) -> None:
+        """Cut (``up=False``) or restore the node's link to the bridge: its bridge-side veth down or
+        up. Cut, nothing enters or leaves the namespace (its eth0 sees no carrier; its address, routes
+        and both tbf limits stay, so a restored link has the same limits as before)."""
+        _ip("link", "set", node.veth, "up" if up else "down")
+
+    @contextlib.contextmanager
+    def cut(self, node: Node) -> Iterator[None]:
+        """The node's link cut for the body of the ``with`` (restored also on an exception)."""
+        self.set_link(node, False)
+        try:
+            yield
+        finally:
+            self.set_link(node, True)
 
     def counters(self, node: Node) -> Counters:
         stats = Path("/sys/class/net") / node.veth / "statistics"

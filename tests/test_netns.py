@@ -134,3 +134,39 @@ def test_the_chain_rpc_on_the_bridge_and_a_block_between_helia_peers_in_two_name
         tag = net.tag
     assert _left(tag) == []
     assert not procs.is_ours(anvil) and not procs.alive(d.pid)
+
+
+def test_a_cut_link_carries_nothing_and_comes_back_with_its_limits() -> None:
+    """Churn (issue 23 item 5): ``net.cut(node)`` takes the node off the bridge and gives it back with
+    the same address, routes and tbf limits, also when the body raises."""
+    with Network() as net:
+        a, b = net.add("a"), net.add("b", upload_mbit=20, download_mbit=20)
+
+        def reaches() -> bool:
+            # a TCP connect to a closed port of b: refused (an RST came back) when b is reachable,
+            # a timeout when the link is cut (no ping here: iputils is not installed)
+            probe = (
+                "import socket, sys\n"
+                "try:\n    socket.create_connection((sys.argv[1], 9), timeout=1.0)\n"
+                "except ConnectionRefusedError:\n    sys.exit(0)\n"
+                "except OSError:\n    sys.exit(1)\n"
+            )
+            return net.run(a, [sys.executable, "-c", probe, b.address], check=False).returncode == 0
+
+        def qdiscs() -> str:
+            inside = net.run(b, ["tc", "qdisc", "show", "dev", netns.NS_IF]).stdout
+            outside = subprocess.run(["tc", "qdisc", "show", "dev", b.veth], capture_output=True, text=True).stdout
+            return inside + outside
+
+        assert reaches()
+        limits = qdiscs()
+        assert limits.count("tbf") == 2, limits
+        with pytest.raises(RuntimeError), net.cut(b):
+            assert not reaches()
+            raise RuntimeError("the body fails: the link is restored all the same")
+        assert reaches()
+        assert qdiscs() == limits
+        net.set_link(b, False)
+        assert not reaches()
+        net.set_link(b, True)
+        assert reaches()

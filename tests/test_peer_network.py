@@ -12,11 +12,14 @@ its own peer), the small task.
   validators' peers stopped, another trainer still gets it, from that trainer's peer.
 - Churn: a trainer's peer SIGKILLed with its submission on chain and restarted 4 s later still serves
   it; the round settles with the trainer and the validator paid.
+- Churn: a validator process SIGKILLed right after its commit and restarted on its state directory
+  reveals its on-disk plan before the reveal deadline; the round settles, everyone paid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import time
@@ -48,6 +51,7 @@ pytestmark = pytest.mark.integration  # daemons of this module's own (conftest's
 
 PHASE_S = 20  # each phase's deadline: the stopped trainer costs the round this much, once
 CHURN_PHASE_S = 45  # the churn test's phases (each closes early once every joined node acted)
+RESTART_PHASE_S = 90  # the restarted validator's test: a process start (imports) fits in a phase at load 30
 INNER_STEPS = 6  # a sample reads at most 5 of the 6 inner states (validator.sampling.states_needed)
 
 
@@ -213,3 +217,55 @@ def test_a_trainers_peer_sigkilled_after_its_submission_and_restarted_still_serv
     assert ledger.fee[validator] + ledger.bounty[validator] > 0 and ledger.slashed == {}, ledger
     assert conservation(client).holds, conservation(client).problems()
     assert held_locally(peers["validator"], cid_for_digest(digest))
+
+
+def test_a_validator_killed_after_its_commit_and_restarted_reveals_from_its_state_dir(clocked) -> None:
+    """Churn: the validator (a process, on its own peer) is SIGKILLed the moment its commit is on chain
+    and restarted on its state directory. The restarted process reveals exactly the plan it wrote
+    before committing, before the reveal deadline, and the round settles by the chain's clock, not
+    void: the trainer and the validator paid, nobody slashed, every task's escrow whole. (Without the
+    restart the round goes void at the reveal deadline: its only validator never reveals.)"""
+    from concord.client.chain import Phase
+    from concord.client.digest import Digest
+    from concord.validator import store as vstore
+
+    client, peers, tmp = clocked.client, clocked.peers, clocked.tmp / "reveal"
+    task_id = drills.publish(client, peers["initiator"].api, tmp, 1, min_validators=1, phase_seconds=RESTART_PHASE_S)
+    trainer = enrol(client, drills.PEER, Role.TRAINER, drills.STAKE, task_id)
+    validator = enrol(client, drills.VAL_A, Role.VALIDATOR, drills.STAKE, task_id)
+    _, submit = drills.submit_honest(client, peers["trainer"].api, tmp, task_id, drills.PEER, 0)
+    argv = drills.node_argv(
+        "concord.validator.node", client, peers["validator"].api, tmp, task_id, drills.VAL_A, "validator", 1
+    )
+    nodes = drills.Nodes()
+    try:
+        first = nodes.process(argv, name="validator")
+        submit()  # the only trainer: the submit phase closes at once
+        wait_for(
+            "the validator to commit",
+            lambda: client.concord.commit_status(task_id, 0, validator).committed,
+            timeout=RESTART_PHASE_S + 30,
+            alive=drills.any_failed(first),
+        )
+        first.kill()
+        plan = json.loads(vstore.plan_path(vctx.task_dir(tmp / "validator", task_id), 0).read_text())
+        assert client.concord.phase_of(task_id, 0) == Phase.REVEAL  # its reveal is all the round waits for
+        assert not client.concord.commit_status(task_id, 0, validator).revealed
+        second = nodes.process(argv, name="validator (restarted)")
+        wait_for(
+            "round 0 to settle",
+            lambda: drills.settled(client, task_id),
+            timeout=RESTART_PHASE_S + 30,
+            alive=drills.any_failed(second),
+        )
+        assert second.finish() == 0, second.raw[-5:]
+    finally:
+        nodes.close()
+    events = client.concord.events(client.deployment.block_number, "latest")
+    (revealed,) = [e for e in events if isinstance(e, chain.Revealed) and e.task_id == task_id]
+    assert revealed.validator == validator
+    assert Digest.parse(revealed.next_model_digest) == Digest.parse(plan["next_model_digest"])  # its on-disk plan
+    ledger = Ledger.of(events, task_id)
+    assert not ledger.void and ledger.reward[trainer] > 0, ledger
+    assert ledger.fee[validator] + ledger.bounty[validator] > 0 and ledger.slashed == {}, ledger
+    assert conservation(client).holds, conservation(client).problems()

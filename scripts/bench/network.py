@@ -23,6 +23,7 @@ daemon wants each block from all its peers (bitswap). Reported:
 * ``nodes``, ``ipfs_daemons``, ``topology``, ``links_mbit``, ``model_bytes``.
 
     python -m scripts.bench.network [--trainers 8] [--size-mb 50] [--links both|up]
+    python -m scripts.bench.network --rounds [--trainers 4] [--rounds-seconds 150]   (the rounds half)
 
 Needs root (network namespaces); everything (daemons, workers, namespaces, veths, bridge, qdiscs)
 is removed on the way out, also on Ctrl-C or SIGTERM. The async/churn half of the issue's bench
@@ -316,7 +317,11 @@ def rates(text: str) -> tuple[float, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="concord bench network", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="concord bench network",
+        description=__doc__.splitlines()[0],
+        epilog="concord bench network --rounds [--help]: the rounds half (async levels 0-2 and churn)",
+    )
     p.add_argument("--trainers", type=int, default=8)
     p.add_argument("--validators", type=int, default=3)
     p.add_argument("--validator-mbit", type=float, default=VALIDATOR_MBIT)
@@ -338,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["--worker"]:
         return worker(*args_in[1:6])
+    if "--rounds" in args_in:  # the rounds half: async levels and churn (scripts/bench/network_rounds.py)
+        from scripts.bench import network_rounds
+
+        return network_rounds.main(args_in)
     args = parser().parse_args(args_in)
     for field in ("trainers", "validators"):
         if getattr(args, field) < 1:
