@@ -109,3 +109,14 @@ def test_the_generation_measurement_counts_what_ran(rollouts: LMRollouts) -> Non
     out = lm_gen.measure_generation(rollouts, 2, G, repeats=1, per_group=False)
     assert out["gen_rows"] == 2 * G and out["gen_tokens_per_s"] > 0 and out["hf_generate_tokens_per_s"] > 0
     assert 0 < out["gen_roofline_fraction"] < 1.5 and out["roofline_gflops"] > 1
+
+
+def test_the_bf16_candidate_is_measured_against_a_float32_validator(rollouts: LMRollouts) -> None:
+    """bench lm_gen --bf16: the bfloat16-weights candidate on the same rows, compared with float32
+    generation token for token and checked by a float32 validator's TOPLOC and sampling replay; the
+    rollout's own model is left in float32 (the candidate runs on a copy)."""
+    out = lm_gen.measure_generation(rollouts, 1, 2, repeats=1, per_group=False, bf16=True)
+    assert out["bf16_rows"] == 2 and 0 <= out["bf16_same_rows"] <= 2
+    assert 0 <= out["bf16_fp32_validator_rejected_rows"] <= 2
+    assert out["bf16_gen_tokens_per_s"] > 0 and out["bf16_roofline_gflops"] > 0
+    assert all(p.dtype == torch.float32 for p in rollouts.model.parameters())

@@ -19,12 +19,18 @@ round 0, trainer 0x01..01, under the task's initial adapters), best of ``steps``
 - ``gen_flops``: the FLOPs generation actually computed (``generation_flops``: the body's matmuls
   and attention on every position it ran, the head on every row it sampled from), and
   ``gen_roofline_fraction`` = gen_flops / generation time / roofline.
+- with ``--bf16``: the bfloat16-weights candidate's keys (``bf16_candidate``: its tokens/s, rows with
+  the same tokens as float32, rows a float32 validator would reject, the bf16 roofline). A measurement
+  for a protocol decision, not what trainers run.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,15 +98,17 @@ def generation_flops(shapes: Shapes, prefix_len: int, groups: list[RolloutBatch]
     return flops
 
 
-def roofline_gflops(shapes: Shapes, rows: int = ROOFLINE_ROWS, repeats: int = REPEATS) -> float:
+def roofline_gflops(
+    shapes: Shapes, rows: int = ROOFLINE_ROWS, repeats: int = REPEATS, dtype: torch.dtype = torch.float32
+) -> float:
     """Best-of GFLOP/s of the model's matmul shapes ([rows, in] x [in, out] for one block's projections
-    and the head), float32, no grad."""
+    and the head) in ``dtype`` (float32: what generation runs in), no grad."""
     gen = torch.Generator().manual_seed(0)
     d = shapes.d_model
     dims = [(d, d), (d, shapes.kv_dim), (d, shapes.kv_dim), (d, d), (d, shapes.ffn_dim), (d, shapes.ffn_dim)]
     dims += [(shapes.ffn_dim, d), (d, shapes.vocab)]
-    weights = [torch.randn(o, i, generator=gen) / i**0.5 for i, o in dims]  # [out, in]
-    inputs = {i: torch.randn(rows, i, generator=gen) for i, _ in dims}  # [rows, in]
+    weights = [(torch.randn(o, i, generator=gen) / i**0.5).to(dtype) for i, o in dims]  # [out, in]
+    inputs = {i: torch.randn(rows, i, generator=gen).to(dtype) for i, _ in dims}  # [rows, in]
     flops = sum(2 * rows * i * o for i, o in dims)
     best = float("inf")
     with torch.no_grad():
@@ -154,8 +162,57 @@ def hf_generate(rollouts: LMRollouts, prompts: list[list[int]], group_size: int)
     return new
 
 
+def bf16_candidate(
+    rollouts: LMRollouts, idx: list[int], group_size: int, fp32_groups: list[RolloutBatch], repeats: int
+) -> dict[str, float]:
+    """A candidate, not the protocol: generation with bfloat16 weights (half the bytes every decode step
+    reads). Its tokens/s on the same batch, how many rows sample the same tokens as float32 generation,
+    and how many rows a float32 validator (TOPLOC on its prefill's states, sampling replay on its
+    logits: validator.lm_checks' checks, full mode) would reject: an honest trainer's loss if it were
+    allowed. Run after the float32 timing, so the two share the machine's load only approximately."""
+    from concord.client.engine.bundle import batch_proofs
+    from concord.client.engine.config import ValidationConfig
+    from concord.client.engine.lm_rollout import prefill_group
+    from concord.validator.checks import toploc_rows
+    from concord.validator.lm_checks import check_group_sampling
+
+    half = dataclasses.replace(rollouts, model=copy.deepcopy(rollouts.model).to(torch.bfloat16))
+
+    def generate() -> list[RolloutBatch]:
+        return half.step_groups(TASK_ID, 0, TRAINER, idx, group_size, half.prefix())
+
+    t, groups = _best_of(generate, repeats)
+    vcfg = ValidationConfig(prefill_precision="fp32")
+    prefix = rollouts.prefix()
+    same = rejected = rows = 0
+    for g, ref in zip(groups, fp32_groups, strict=True):
+        for n in range(g.n):
+            a, b = g.completions[n, : int(g.lengths[n])], ref.completions[n, : int(ref.lengths[n])]
+            same += int(a.shape == b.shape and bool((a == b).all()))
+        hidden, logits = prefill_group(rollouts.model, g, prefix=prefix)
+        toploc = toploc_rows(hidden, g, batch_proofs(g), g.lengths, vcfg)
+        sampling = check_group_sampling(logits, g, g.keys, rollouts, vcfg, 0)
+        bad = {n for n, r in enumerate(toploc) if not r.ok} | set(sampling.rows)
+        rejected += len(bad)
+        rows += g.n
+    tokens = sum(int(g.lengths.sum()) for g in groups)
+    return {
+        "bf16_gen_batch_s": round(t, 4),
+        "bf16_gen_tokens_per_s": round(tokens / t, 2),
+        "bf16_rows": rows,
+        "bf16_same_rows": same,
+        "bf16_fp32_validator_rejected_rows": rejected,
+        "bf16_roofline_gflops": round(roofline_gflops(Shapes.of(rollouts.model.config), dtype=torch.bfloat16), 2),
+    }
+
+
 def measure_generation(
-    rollouts: LMRollouts, prompts_per_step: int, group_size: int, repeats: int = 2, per_group: bool = True
+    rollouts: LMRollouts,
+    prompts_per_step: int,
+    group_size: int,
+    repeats: int = 2,
+    per_group: bool = True,
+    bf16: bool = False,
 ) -> dict[str, float]:
     """The module doc's keys, measured on one inner step's batch (best of ``repeats`` runs each)."""
     shapes = Shapes.of(rollouts.model.config)
@@ -201,6 +258,8 @@ def measure_generation(
     if per_group:
         out["per_group_s"] = round(pg_s, 4)
         out["per_group_tokens_per_s"] = round(sum(int(g.lengths.sum()) for g in pg_groups) / pg_s, 2)
+    if bf16:
+        out |= bf16_candidate(rollouts, idx, group_size, groups, repeats)
     return out
 
 
@@ -214,13 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="runs of each measurement (best of)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.add_argument("--bf16", action="store_true", help="also the bfloat16-weights candidate (bf16_candidate)")
+    p.add_argument("--no-per-group", dest="per_group", action="store_false", help="skip the one-group-at-a-time runs")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     task = DEFAULT_LM_TASK
     loaded = lm.load(task.model_source, paths.models_dir())
     model = attach_adapters(loaded.model, task.adapter)
     rollouts = LMRollouts.for_env(model, loaded.tokenizer, task.env.make(context=loaded.context), task.sampler)
-    result = measure_generation(rollouts, task.grpo.prompts_per_step, task.grpo.group_size, args.steps)
+    result = measure_generation(
+        rollouts, task.grpo.prompts_per_step, task.grpo.group_size, args.steps, args.per_group, args.bf16
+    )
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
     if not args.json:
         for key, value in result.items():
             print(f"{key:28s} {value}")
