@@ -1,18 +1,11 @@
 """The LM's part of the check walk (validator.pipeline.KindChecks): a pretrained LM with LoRA adapters
 (client.engine.lm_grpo.LMSubmission), each inner step A units of one group (prompt i, G rows).
 
-theta_k is the submission's committed adapters_k (``sub.step_adapters``), so the inference checks need no
-replay: a group's checked rows are prefilled together (prompt once, completions on the shared cache;
-client.engine.lm_rollout.prefill_group) -> TOPLOC on its 576-wide hidden states -> sampling replay over
-the 49,152-token vocabulary -> rewards by the text environment's scorer. The replay then re-runs the H
-inner steps from the base on the verified groups (the round's fresh optimizer) and requires every
-replayed adapters_{k+1} to match the submitted one (the last is the delta): a state that training did not
-produce fails there. An LM submission commits its adapters after every step but not the optimizer's
-state, so the replay is the whole round's, run when the sample has a step to replay.
-
-Precision: with ``bf16`` the prefill runs under bf16 autocast and every group with a checked row that
-fails TOPLOC or sampling there (or whose length rule fails) is recomputed in float32 and judged on that.
-"""
+theta_k is the submission's committed adapters_k, so the inference checks need no replay: a group's checked
+rows are prefilled together (prompt once, completions on the shared cache; lm_rollout.prefill_group), under
+bf16 a group failing check 3 or 4 again in float32. The replay re-runs the H inner steps from the base (no
+optimizer state is committed: no step alone) and requires every replayed adapters_{k+1} to match the
+submitted one (the last is the delta); it runs when the sample has a step to replay."""
 
 from __future__ import annotations
 

@@ -5,12 +5,9 @@
     (bf16 first, the rows that fail re-checked in float32) -> rewards recomputed -> the unit rebuilt from
     verified fields -> work units and mean reward -> proof root -> training replay -> verdict
 
-with the first failure rejecting and every result's evidence kept (validator.verdict). What a kind
-computes is its KindChecks (validator.tiny_checks, validator.lm_checks; chosen by validator.checks):
-the schema of its submission, its units, prompts and rewards, the prefill of rows, and the replay.
-
-Where the kinds' protocols differ, the kind's Plan says which walk order holds (both pinned by
-tests/test_pinned_behaviour.py):
+with the first failure rejecting (validator.verdict). What a kind computes is its KindChecks
+(validator.tiny_checks, validator.lm_checks; chosen by validator.checks); its Plan says which of the
+protocol's walk orders holds (each pinned by tests/test_pinned_behaviour.py):
 
     chain     theta_k is the validator's own replay (the tiny model in full mode): step k's rows are
               prefilled under it, the replayed delta is judged right after the work units

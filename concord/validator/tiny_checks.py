@@ -220,10 +220,8 @@ def verify_bundle(
     sample: CheckSample | None = None,
     states: States | None = None,
 ) -> Verdict:
-    """Checks 1 (in memory) to 6 of a bundle (validator.pipeline.verify). ``sample`` (from
-    validator.sampling.draw_sample) limits the prefill checks to its rows and training replay to its
-    steps, each replayed alone from the inner ``states`` it needs (``sample.states_needed()``, fetched by
-    client.content.submission.fetch_states); None or a full sample checks everything."""
+    """Checks 1 to 6 of a bundle (validator.pipeline.verify); a sampled ``sample`` reads the inner ``states``
+    it needs (``sample.states_needed()``, client.content.submission.fetch_states)."""
     return verify(TinyChecks(policy_base, bundle, env, cfgs, vcfg, states or {}), sample)
 
 

@@ -1,12 +1,8 @@
-"""The tiny model's prefill for checks 3 and 4 (DESIGN.md 6.3-6.4): one forward pass of the submitted
-tokens under theta_k gives the hidden states TOPLOC is verified against and the logits the sampling
-replay is judged on.
-
-Precision: the first pass runs in vcfg.prefill_precision as this machine resolves it for a batch of this
-size (client.engine.precision: configured, native bf16, or measured once per process and size class).
-Under bf16 autocast every rollout that fails TOPLOC or sampling replay is recomputed in float32 and judged
-on that, so bf16 rounding only ever speeds up rollouts that pass.
-"""
+"""The tiny model's prefill for checks 3 and 4 (DESIGN.md 6.3-6.4): one forward pass under theta_k gives
+the hidden states TOPLOC is verified against and the logits the sampling replay is judged on. Its first
+precision is vcfg.prefill_precision as this machine resolves it (client.engine.precision); under bf16
+every rollout that fails TOPLOC or sampling replay is recomputed in float32 and judged on that, so bf16
+rounding only ever speeds up rollouts that pass."""
 
 from __future__ import annotations
 
