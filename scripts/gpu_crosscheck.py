@@ -87,7 +87,8 @@ def verify(folder: Path, gpu_file: Path) -> None:
     from concord.client.engine.config import ValidationConfig
     from concord.client.engine.proofs import build_many_rollout_proofs
     from concord.client.engine.rollout import prefill
-    from concord.validator.checks import check_sampling, toploc_result, toploc_rows
+    from concord.validator.rules import toploc_result, toploc_rows
+    from concord.validator.tiny_prefill import check_sampling
 
     gpu = torch.load(gpu_file)
     exported = torch.load(folder / "tokens.pt")

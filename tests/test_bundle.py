@@ -13,7 +13,7 @@ from concord.client.engine.envs import make_env
 from concord.client.engine.grpo import pin_determinism
 from concord.client.engine.model import build_policy, policy_state
 from concord.client.engine.proofs import PROOF_BYTES, merkle_root, rollout_proofs_hash
-from concord.validator.checks import verify_bundle
+from concord.validator.tiny_checks import verify_bundle
 
 TRAINER = "0x" + "12" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=4, group_size=4, inner_steps=3))

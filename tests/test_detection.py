@@ -23,21 +23,20 @@ from concord.client.engine.bundle import (
     proofs_root,
     strip_private,
 )
-from concord.client.engine.config import DEFAULT_TASK, TaskConfig
+from concord.client.engine.config import DEFAULT_TASK, TaskConfig, ValidationConfig
 from concord.client.engine.envs import SYM0, make_env, rewards
 from concord.client.engine.grpo import inner_update, make_inner_optimizer, pin_determinism, replay_training, state_delta
 from concord.client.engine.model import build_policy, clone_policy, policy_state
 from concord.client.engine.rollout import RolloutBatch, completion_mask, generate, generate_tokens, prefill
 from concord.client.engine.sampler import sample_keys
-from concord.validator.checks import (
-    ValidationConfig,
-    assigned_indices,
+from concord.validator.pipeline import assigned_indices
+from concord.validator.tiny_checks import verify_bundle
+from concord.validator.tiny_prefill import (
     check_sampling,
     recompute_states,
     rollout_sampling_rejects,
     rollout_toploc_rejects,
     sampling_gaps,
-    verify_bundle,
 )
 
 TRAINER = "0x" + "ab" * 20

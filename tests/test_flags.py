@@ -16,7 +16,6 @@ from concord.client.engine.config import DEFAULT_TASK, GRPOConfig, ValidationCon
 from concord.client.engine.envs import make_env, rewards
 from concord.client.engine.grpo import pin_determinism
 from concord.client.engine.model import build_policy
-from concord.validator.checks import verify_bundle
 from concord.validator.flags import (
     CHECK_CODES,
     MAX_FLAGS,
@@ -29,6 +28,7 @@ from concord.validator.flags import (
     round_flags,
 )
 from concord.validator.sampling import CheckSample, draw_sample, merge
+from concord.validator.tiny_checks import verify_bundle
 from scripts.bench.verify import forged_step_bundle
 
 TRAINER = "0x" + "ab" * 20

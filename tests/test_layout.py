@@ -6,7 +6,8 @@
 * The rooms of `client` are layered: leaves (digest, timing, units) <- chain, engine <- content <- runtime
   <- the roles (trainer, initiator, status, cli). A room imports only rooms below it.
 * The validator node's rooms are layered too (context <- store <- fetch <- judge <- recheck <- aggregate
-  <- consensus <- node), each at most MAX_ROOM_LINES long.
+  <- consensus <- node), and so are the checks' (verdict <- rules <- pipeline <- tiny_prefill <- tiny_checks
+  <- lm_checks <- checks, the registry), each module at most MAX_ROOM_LINES long.
 * No model-kind dispatch (`x.lm is None`, isinstance on a kind's types, a workload's `kind` compared)
   outside the workloads (client/runtime/tiny_work.py, lm_work.py) and their registry (workload.py).
 See docs/ARCHITECTURE.md for the drawing.
@@ -185,7 +186,10 @@ def test_every_test_is_exactly_one_tier() -> None:
 
 # the validator node's rooms, bottom first; each imports only the ones before it (and validator's leaves)
 VALIDATOR_ROOMS = ("context", "store", "fetch", "judge", "recheck", "aggregate", "consensus", "node")
-VALIDATOR_LEAVES = {"checks", "lm_checks", "sampling", "flags", "files", "shares"}
+# the checks' rooms, bottom first: each imports only the ones before it and the leaves above (the one walk is
+# pipeline; what a model kind computes is tiny_checks / lm_checks; checks is their registry)
+CHECK_ROOMS = ("verdict", "rules", "pipeline", "tiny_prefill", "tiny_checks", "lm_checks", "checks")
+VALIDATOR_LEAVES = {*CHECK_ROOMS, "sampling", "flags", "files", "shares"}
 MAX_ROOM_LINES = 300
 
 
@@ -202,9 +206,21 @@ def test_validator_rooms_import_downward_only_and_stay_small() -> None:
             if parts[0] == "validator" and len(parts) > 1 and parts[1] != me and parts[1] not in allowed:
                 bad.append(f"validator/{me}.py:{line} imports {name}")
     for leaf in VALIDATOR_LEAVES:
-        for line, name in imports(LIB / "validator" / f"{leaf}.py"):
+        path = LIB / "validator" / f"{leaf}.py"
+        if (lines := len(path.read_text().splitlines())) > MAX_ROOM_LINES:
+            bad.append(f"validator/{leaf}.py: {lines} lines (at most {MAX_ROOM_LINES})")
+        for line, name in imports(path):
             if name.split(".")[0] == "validator" and name.split(".")[1] in VALIDATOR_ROOMS:
                 bad.append(f"validator/{leaf}.py:{line} imports {name} (a leaf imports no node room)")
+    for i, me in enumerate(CHECK_ROOMS):
+        allowed = set(CHECK_ROOMS[:i]) | (VALIDATOR_LEAVES - set(CHECK_ROOMS))
+        for line, name in imports(LIB / "validator" / f"{me}.py"):
+            parts = name.split(".")
+            if parts[0] == "validator" and len(parts) > 1 and parts[1] != me and parts[1] not in allowed:
+                bad.append(f"validator/{me}.py:{line} imports {name} (the checks' rooms import downward only)")
+    assert sorted(p.stem for p in (LIB / "validator").glob("*.py") if p.stem != "__init__") == sorted(
+        {*VALIDATOR_ROOMS, *VALIDATOR_LEAVES}
+    ), "a validator module in no room: add it to VALIDATOR_ROOMS or CHECK_ROOMS (and docs/ARCHITECTURE.md)"
     assert bad == []
 
 
@@ -228,10 +244,9 @@ KIND_HOMES = {
     "client/runtime/tiny_work.py": "the tiny transformer's workload",
     "client/runtime/lm_work.py": "the LM's workload",
 }
-# sites that still ask, each with why, until they move onto the seam: the list only shrinks
-KIND_NOT_YET = {
-    "validator/recheck.py": "the flag re-check runs on tiny bundles only (TinyWork.row_flags)",
-}
+# sites that still ask, each with why, until they move onto the seam: the list only shrinks, and since
+# issue 22 it is empty (the model codec, the initiator, the export and the flag re-check moved)
+KIND_NOT_YET: dict[str, str] = {}
 
 
 def kind_dispatch(path: Path) -> list[tuple[int, str]]:

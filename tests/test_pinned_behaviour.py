@@ -37,9 +37,10 @@ from concord.client.engine.lm_rollout import AdapterConfig, LMRollouts, adapter_
 from concord.client.engine.model import build_policy, policy_state
 from concord.client.runtime.lm_work import put_lm_submission
 from concord.validator.aggregate import outer_step
-from concord.validator.checks import Verdict, verify_bundle
 from concord.validator.lm_checks import verify_submission
 from concord.validator.sampling import CheckSample
+from concord.validator.tiny_checks import verify_bundle
+from concord.validator.verdict import Verdict
 
 TRAINER = "0x" + "cd" * 20
 FP32 = ValidationConfig(prefill_precision="fp32")

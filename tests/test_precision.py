@@ -15,7 +15,8 @@ from concord.client.engine.envs import make_env
 from concord.client.engine.model import build_policy
 from concord.client.engine.precision import PrefillPrecision, choose, choose_for
 from concord.client.engine.rollout import generate, prefill
-from concord.validator.checks import recompute_states, toploc_rows
+from concord.validator.rules import toploc_rows
+from concord.validator.tiny_prefill import recompute_states
 
 pytestmark = pytest.mark.unit
 

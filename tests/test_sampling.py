@@ -1,4 +1,4 @@
-"""Sampled checks (validator.sampling, validator.checks.verify_sampled): the sample a validator draws
+"""Sampled checks (validator.sampling, validator.pipeline's deferred plan): the sample a validator draws
 from the round's check seed and its address, the detection probability it predicts, and sampled
 verification of real bundles replaying one inner step from a committed intermediate state."""
 
@@ -17,7 +17,6 @@ from concord.client.engine.config import DEFAULT_TASK, ConfigError, GRPOConfig, 
 from concord.client.engine.envs import make_env, rewards
 from concord.client.engine.grpo import PARAM_PREFIX, pin_determinism
 from concord.client.engine.model import build_policy
-from concord.validator.checks import verify_bundle
 from concord.validator.sampling import (
     CheckSample,
     SampleInputError,
@@ -31,6 +30,7 @@ from concord.validator.sampling import (
     p_rows_hit,
     rows_to_check,
 )
+from concord.validator.tiny_checks import verify_bundle
 
 TRAINER = "0x" + "ab" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))
@@ -249,13 +249,8 @@ def test_the_length_rule_is_judged_on_the_whole_batch_not_on_sampled_rows(made) 
     from concord.client.engine import sampler as smp
     from concord.client.engine.envs import EOS
     from concord.client.engine.rollout import completion_mask
-    from concord.validator.checks import (
-        assigned_indices,
-        check_sampling,
-        check_sampling_rows,
-        recompute_states,
-        sub_batch,
-    )
+    from concord.validator.pipeline import assigned_indices, sub_batch
+    from concord.validator.tiny_prefill import check_sampling, recompute_states
 
     env, base, bundle = made
     b = bundle.batches[0]
@@ -273,18 +268,19 @@ def test_the_length_rule_is_judged_on_the_whole_batch_not_on_sampled_rows(made) 
         base, part, tuple(bundle.proofs[0][n] for n in short), mask[short].sum(1), keys, sampler, SAMPLED
     )
     assert not check_sampling(out.logits, part, keys, sampler, SAMPLED).evidence["length_ok"]  # the old trap
-    assert check_sampling_rows(out.logits, part, keys, sampler, SAMPLED, 0).ok
+    assert check_sampling(out.logits, part, keys, sampler, SAMPLED, 0, lengths=False).ok
 
 
 def test_sampled_rows_of_all_steps_are_judged_as_each_step_alone(made) -> None:
-    """verify_sampled recomputes the sampled rows of every step before reporting them (one prefill per
+    """The sampled walk recomputes the sampled rows of every step before reporting them (one prefill per
     step under theta_k, one TOPLOC call for all steps): each step gets exactly what recompute_states
     gives its rows alone, in either precision. Under bf16 with zero TOPLOC thresholds the rows bf16
     fails are re-checked in float32 (theta_k loaded again) and pass; a state that does not fit the
     model is a training_replay reject at its step, whether its rows or its replay read it."""
     from concord.client.engine import sampler as smp
     from concord.client.engine.grpo import restore_inner_state
-    from concord.validator.checks import assigned_indices, recompute_sampled, recompute_states, sub_batch
+    from concord.validator.pipeline import assigned_indices, sub_batch
+    from concord.validator.tiny_prefill import recompute_many, recompute_states
 
     env, base, bundle = made
     states = states_of(bundle)
@@ -298,20 +294,23 @@ def test_sampled_rows_of_all_steps_are_judged_as_each_step_alone(made) -> None:
         def theta(k: int):
             return restore_inner_state(base, base_state if k == 0 else states[k], k, CFG.grpo)[0]
 
-        together = recompute_sampled(bundle, s, list(bundle.batches), CFG, vcfg, theta)
-        assert sorted(together) == [0, 1]
+        items = []
         for k, rows in enumerate(s.rows):
             want_i, want_j = assigned_indices(k, CFG.grpo)
             keys = smp.sample_keys(bundle.task_id, bundle.round, bundle.trainer, [(want_i[n], want_j[n]) for n in rows])
             part = sub_batch(bundle.batches[k], list(rows))
             proofs = tuple(bundle.proofs[k][n] for n in rows)
-            alone = recompute_states(theta(k), part, proofs, part.lengths, keys, CFG.sampler, vcfg)
-            got = together[k].out
+            items.append((lambda k=k: theta(k), part, proofs, part.lengths, keys))
+        together = recompute_many(items, CFG.sampler, vcfg)
+        assert len(together) == 2
+        for k, (_, part, proofs, lengths, keys) in enumerate(items):
+            alone = recompute_states(theta(k), part, proofs, lengths, keys, CFG.sampler, vcfg)
+            got = together[k]
             assert got.toploc == alone.toploc and got.fp32_rows == alone.fp32_rows
             assert torch.equal(got.hidden, alone.hidden) and torch.equal(got.logits, alone.logits)
         if vcfg is strict:
-            assert sum(together[k].out.fp32_rows for k in together) > 0  # the re-check ran ...
-            assert all(r.ok for k in together for r in together[k].out.toploc)  # ... and float32 passed them
+            assert sum(got.fp32_rows for got in together) > 0  # the re-check ran ...
+            assert all(r.ok for got in together for r in got.toploc)  # ... and float32 passed them
         assert verify_bundle(base, bundle, env, CFG, vcfg, s, states).accepted
     missing = next(k for k in states[1] if k.startswith(PARAM_PREFIX))
     unfit = {k: v for k, v in states[1].items() if k != missing}  # a parameter missing

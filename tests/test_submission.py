@@ -59,7 +59,7 @@ from concord.client.engine.envs import make_env
 from concord.client.engine.grpo import pin_determinism
 from concord.client.engine.model import build_policy, policy_state
 from concord.client.engine.rollout import RolloutBatch
-from concord.validator.checks import verify_bundle
+from concord.validator.tiny_checks import verify_bundle
 
 TRAINER = "0x" + "ab" * 20
 CFG = dataclasses.replace(DEFAULT_TASK, grpo=GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2))

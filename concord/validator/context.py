@@ -30,7 +30,6 @@ from concord.client.chain import ChainClient, Concord, Signer, Submitted
 from concord.client.content.store import DaemonError, Store, StoreError, StoreUnavailable
 from concord.client.content.submission import SubmissionError
 from concord.client.digest import Digest
-from concord.client.engine.bundle import Bundle
 from concord.client.runtime.config import NodeConfig, check_device
 from concord.client.runtime.connect import Node
 from concord.client.runtime.seed import SeedWatch
@@ -220,7 +219,7 @@ class Validator:
     flagged: dict[int, dict[str, tuple[int, ...]]] = field(default_factory=dict)  # round -> validator -> flag words
     rechecked: set[tuple[int, int, int]] = field(default_factory=set)  # (round, index, word) re-checked and passed
     commit_by: dict[int, float] = field(default_factory=dict)  # round -> monotonic time its content waits end
-    bundles: dict[tuple[int, int], Bundle] = field(default_factory=dict)  # sampled, accepted: until the commit
+    bundles: dict[tuple[int, int], Submission] = field(default_factory=dict)  # sampled, accepted: until the commit
 
     @property
     def client(self) -> ChainClient:

@@ -35,8 +35,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from concord.validator.checks import Verdict
 from concord.validator.sampling import CheckSample
+from concord.validator.verdict import Verdict
 
 MAX_FLAGS = 8  # words per validator and round (the contract's bound)
 ROW, STEP = 1, 2  # FlagItem.kind
@@ -142,7 +142,7 @@ def flagged_sample(items: Iterable[FlagItem], inner_steps: int, rows_per_step: i
     """The sample that re-checks exactly ``items`` (one submission's flags, from any validators): their
     rows and their steps. An item outside the submission's shape (step >= H, row >= N) flags nothing:
     a false flag costs no re-check beyond the cheap checks. Run it with the validator's own sample
-    (validator.sampling.merge) or alone after it, through the same verify_bundle / verify_submission."""
+    (validator.sampling.merge) or alone after it, through the same walk (validator.pipeline.verify)."""
     rows: list[set[int]] = [set() for _ in range(inner_steps)]
     steps: set[int] = set()
     for item in items:

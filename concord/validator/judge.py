@@ -1,4 +1,4 @@
-"""Judging: each fetched submission through the checks (validator.checks; validator.lm_checks on an LM task)
+"""Judging: each fetched submission through the checks (validator.checks, the task's model kind's)
 into a verdict, recorded before anything is voted (DESIGN.md section 6, steps 1-6).
 
 Submit phase: `verify_round` judges each submission as its fetch ends (pipelined); in sampled mode, once the
@@ -12,29 +12,24 @@ on the next tick, unless the daemon answers a probe right after and the same sub
 OWN_FAILURE_STRIKES times: then its content counts as missing, so no submission can keep a validator from
 committing.
 
-The checks are the task's model kind's (JUDGES, keyed by Workload.kind: the validator's half of the
-workload registry, client.runtime.workload): `judge_bundle` (validator.checks) on the tiny transformer,
-`judge_lm` (validator.lm_checks, sampled from the round's seed in sampled mode) on an LM.
+The checks are the task's model kind's (validator.checks, keyed by Workload.kind: the validator's half of
+the workload registry, client.runtime.workload), through the one walk of validator.pipeline.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 from concord.client import timing
 from concord.client.chain import Submitted
 from concord.client.content.manifest import cid_for_digest
 from concord.client.content.store import StoreError
 from concord.client.content.submission import SubmissionError
-from concord.client.digest import Digest
-from concord.client.engine.bundle import Bundle
-from concord.client.engine.lm_grpo import LMSubmission
-from concord.client.runtime.lm_work import LMWork
-from concord.client.runtime.task import model_for_round, round_base
-from concord.validator.checks import Verdict, verify_bundle
-from concord.validator.context import OWN_STORE_DOWN, ClaimMismatch, Fetched, SubmissionVerdict, Validator
+from concord.client.runtime.task import round_base
+from concord.validator.checks import check
+from concord.validator.context import OWN_STORE_DOWN, ClaimMismatch, Fetched, States, SubmissionVerdict, Validator
 from concord.validator.fetch import (
     base_shapes,
     done_fetches,
@@ -44,9 +39,9 @@ from concord.validator.fetch import (
     start_state_fetches,
 )
 from concord.validator.flags import flags_from_verdict
-from concord.validator.lm_checks import verify_submission as verify_lm
-from concord.validator.sampling import draw_sample
+from concord.validator.sampling import CheckSample
 from concord.validator.store import check_list, evidence_document, own_store_answers, publish_pending, record_verdict
+from concord.validator.verdict import Verdict
 
 OWN_FAILURE_STRIKES = 2  # own-daemon failures on one submission's content (daemon healthy after) -> missing
 
@@ -59,8 +54,7 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     doc: dict[str, Any] | None = None
     flags: tuple[int, ...] = ()
     if isinstance(got.error, SubmissionError):  # unavailable, oversize, malformed: the trainer's fault
-        bad = got.error
-        doc = evidence_document(v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason})
+        doc = fetch_evidence(v, sub, got.error)
     elif isinstance(got.error, ClaimMismatch):  # copied digest, wrong base round, claims that differ
         mismatch = got.error
         doc = evidence_document(
@@ -73,7 +67,7 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
     elif got.bundle is None:  # fetch_one yields a bundle or an error; settle_fetches judges no own-store failure
         raise ValueError(f"round {sub.round} #{sub.index}: fetched with neither a bundle nor an error")
     else:
-        doc, flags = JUDGES[v.task.workload.kind](v, sub, got.bundle)
+        doc, flags = judge_submission(v, sub, got.bundle)
     seconds = round(got.seconds + time.perf_counter() - started, 3)
     return record_verdict(v, sub, doc, seconds, flags)
 
@@ -81,7 +75,8 @@ def judge(v: Validator, got: Fetched) -> SubmissionVerdict:
 def rejection(
     v: Validator, sub: Submitted, verdict: Verdict, where: str = ""
 ) -> tuple[dict[str, Any], tuple[int, ...]]:
-    """A rejecting verdict's evidence document and the flag words of what failed in the sample."""
+    """A rejecting verdict's evidence document and the flag words of what failed in the sample (none on a
+    workload without row flags: Workload.row_flags)."""
     doc = evidence_document(
         v,
         sub,
@@ -90,69 +85,46 @@ def rejection(
         verdict.result(verdict.failed_check).evidence,
         check_list(verdict),
     )
+    if not v.task.workload.row_flags:
+        return doc, ()
     return doc, tuple(item.to_word() for item in flags_from_verdict(sub.index, verdict))
 
 
-def judge_bundle(v: Validator, sub: Submitted, bundle: Bundle) -> tuple[dict[str, Any] | None, tuple[int, ...]]:
-    """The tiny transformer's checks (validator.checks) under model(baseRound), in sampled mode on this
-    validator's sample with the inner states it needs; (the evidence document of a rejection or None,
-    the flag words of what failed in the sample)."""
-    base_policy = model_for_round(v.task, v.store, sub.base_round)
-    sample, states = None, None
-    vcfg = v.task.spec.validation
-    if vcfg.mode == "sampled":  # this validator's sample, from the round's seed (commit_round fixed it)
+def judge_submission(v: Validator, sub: Submitted, submission: Any) -> tuple[dict[str, Any] | None, tuple[int, ...]]:
+    """The task's model kind's checks (validator.checks) under model(baseRound), in sampled mode on this
+    validator's sample with the inner states it needs; (the evidence document of a rejection or None, the
+    flag words of what failed in the sample). An accepted delta is kept for the outer step."""
+    work, sample, states = v.task.workload, None, {}
+    if (
+        v.task.spec.validation.mode == "sampled"
+    ):  # this validator's sample, from the round's seed (commit_round fixed it)
         sample = v.hooks.sample(v, sub)
-        try:
-            with timing.span("ipfs"):
-                states = sample_states(v, sub)
-        except SubmissionError as bad:  # missing, forged or malformed state: the trainer's fault
-            doc = evidence_document(
-                v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason}
-            )
-            return doc, ()
-    with timing.span("verification"):
-        verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, vcfg, sample, states)
+        if work.states_apart:
+            try:
+                with timing.span("ipfs"):
+                    states = sample_states(v, sub)
+            except SubmissionError as bad:  # missing, forged or malformed state: the trainer's fault
+                return fetch_evidence(v, sub, bad), ()
+    verdict = checked(v, sub, submission, sample, states)
     if not verdict.accepted:
         return rejection(v, sub, verdict)
-    v.deltas[(sub.round, sub.index)] = bundle.delta
-    if sample is not None:  # kept until the commit: a flag on it is re-checked without a refetch
-        v.bundles[(sub.round, sub.index)] = bundle
+    v.deltas[(sub.round, sub.index)] = submission.delta
+    if sample is not None and work.row_flags:  # kept until the commit: a flag on it is re-checked without a refetch
+        v.bundles[(sub.round, sub.index)] = submission
     return None, ()
 
 
-def judge_lm(v: Validator, sub: Submitted, lm_sub: LMSubmission) -> tuple[dict[str, Any] | None, tuple[int, ...]]:
-    """The LM checks (validator.lm_checks: prompts, TOPLOC, sampling, rewards, work, proof root, training
-    replay) on a fetched submission under model(baseRound)'s adapters; the evidence document of a
-    rejection, None when accepted (the delta is kept for the outer step); no flags (LMWork.row_flags)."""
-    work = cast(LMWork, v.task.workload)  # JUDGES calls this on an LM task only
-    grpo, vcfg = v.task.task.grpo, v.task.task.validation
-    sample = None
-    if vcfg.mode == "sampled":  # this validator's rows from the round's seed; rows of step k = its A x G rows
-        digest = Digest.parse(sub.bundle_digest, "bundleDigest")
-        rows = grpo.prompts_per_step * grpo.group_size
-        sample = draw_sample(v.seeds[sub.round], v.me, digest, grpo.inner_steps, rows, vcfg)
+def checked(v: Validator, sub: Submitted, submission: Any, sample: CheckSample | None, states: States) -> Verdict:
+    """Checks 1-6 of ``submission`` under model(baseRound) (validator.checks.check)."""
     with timing.span("ipfs"):
         base = round_base(v.task, v.store, sub.base_round)
-    with timing.span("verification"), work.lock:
-        verdict = verify_lm(work.rollouts, base, lm_sub, grpo, vcfg, bf16=work.bf16, sample=sample)
-    if verdict.accepted:
-        v.deltas[(sub.round, sub.index)] = lm_sub.delta
-        return None, ()
-    return evidence_document(
-        v,
-        sub,
-        verdict.failed_check,
-        f"check {verdict.failed_check} failed",
-        verdict.result(verdict.failed_check).evidence,
-        check_list(verdict),
-    ), ()
+    with timing.span("verification"):
+        return check(v.task.workload, base, submission, v.task.spec.validation, sample, states)
 
 
-# model kind (Workload.kind) -> its checks: the validator's half of the workload registry
-JUDGES: dict[str, Callable[[Validator, Submitted, Any], tuple[dict[str, Any] | None, tuple[int, ...]]]] = {
-    "tiny": judge_bundle,
-    "lm": judge_lm,
-}
+def fetch_evidence(v: Validator, sub: Submitted, bad: SubmissionError) -> dict[str, Any]:
+    """The evidence document of content that is unavailable, oversize or malformed (the trainer's fault)."""
+    return evidence_document(v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason})
 
 
 def settle_fetches(v: Validator, fetched: Sequence[Fetched]) -> list[SubmissionVerdict]:

@@ -16,17 +16,14 @@ from concord.client import timing
 from concord.client.chain import ContractError, Submitted
 from concord.client.content.submission import SubmissionError, fetch_states, inner_state_layout
 from concord.client.digest import Digest
-from concord.client.engine.bundle import Bundle
 from concord.client.runtime.display import fields
-from concord.client.runtime.task import model_for_round
-from concord.validator.checks import verify_bundle
-from concord.validator.context import SubmissionVerdict, Validator, chain_now
+from concord.validator.context import States, SubmissionVerdict, Validator, chain_now
 from concord.validator.fetch import base_shapes, fetch_one, record_submissions
 from concord.validator.flags import MAX_FLAGS, STEP, FlagItem, flagged_sample, round_flags
-from concord.validator.judge import rejection
+from concord.validator.judge import checked, fetch_evidence, rejection
 from concord.validator.sampling import CheckSample
 from concord.validator.shares import slot_bit
-from concord.validator.store import evidence_document, record_verdict
+from concord.validator.store import record_verdict
 
 log = logging.getLogger("concord.validator")
 
@@ -110,34 +107,35 @@ def _covered(sample: CheckSample, item: FlagItem) -> bool:
 
 
 def recheck_one(v: Validator, sub: Submitted, todo: Mapping[int, str]) -> None:
-    """The checks of ``sub`` on exactly the flagged items ``todo`` (word -> flagger)."""
+    """The checks of ``sub`` on exactly the flagged items ``todo`` (word -> flagger), through the task's
+    model kind's checks (validator.judge.checked) like the judge's own."""
     items = [FlagItem.from_word(w) for w in sorted(todo)]
-    grpo, vcfg = v.task.task.grpo, v.task.spec.validation
+    grpo = v.task.task.grpo
     extra = flagged_sample(items, grpo.inner_steps, grpo.rollouts_per_step)
     started = time.perf_counter()
     shapes = base_shapes(v, {sub.base_round})[sub.base_round]
-    bundle = v.bundles.get((sub.round, sub.index))
-    if bundle is None:  # a restart since the judge: fetched again (from the local cache, usually)
+    submission = v.bundles.get((sub.round, sub.index))
+    if submission is None:  # a restart since the judge: fetched again (from the local cache, usually)
         got = fetch_one(v, sub, shapes)
         if got.down is not None:
             raise got.down
-        if got.error is not None or not isinstance(got.bundle, Bundle):
+        if got.error is not None or got.bundle is None:
             return  # fetched and accepted before: a refetch failing now is not evidence against the trainer
-        bundle = v.bundles[(sub.round, sub.index)] = got.bundle
+        submission = v.bundles[(sub.round, sub.index)] = got.bundle
     doc: dict[str, Any] | None = None
-    base_policy = model_for_round(v.task, v.store, sub.base_round)
-    digest = Digest.parse(sub.bundle_digest, "bundleDigest")
-    try:
-        with timing.span("ipfs"):
-            layout = inner_state_layout(shapes, grpo)
-            states = fetch_states(v.store, digest, extra.states_needed(), v.task.spec.limits, shapes, layout=layout)
-    except SubmissionError as bad:
-        doc = evidence_document(v, sub, "fetch", str(bad), {"field": bad.field, "cid": bad.cid, "reason": bad.reason})
-        states = None
     flags: tuple[int, ...] = ()
+    states: States = {}
+    if v.task.workload.states_apart:  # else they travel inside the submission
+        try:
+            with timing.span("ipfs"):
+                layout = inner_state_layout(shapes, grpo)
+                digest = Digest.parse(sub.bundle_digest, "bundleDigest")
+                needed = extra.states_needed()
+                states = fetch_states(v.store, digest, needed, v.task.spec.limits, shapes, layout=layout)
+        except SubmissionError as bad:
+            doc = fetch_evidence(v, sub, bad)
     if doc is None:
-        with timing.span("verification"):
-            verdict = verify_bundle(base_policy, bundle, v.task.env, v.task.task, vcfg, extra, states)
+        verdict = checked(v, sub, submission, extra, states)
         if verdict.accepted:
             v.rechecked |= {(sub.round, sub.index, w) for w in todo}
             log.info(

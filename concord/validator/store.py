@@ -27,9 +27,9 @@ from concord.client.content.manifest import canonical_bytes, cid_for_digest, dig
 from concord.client.content.store import Store, StoreError
 from concord.client.digest import Digest
 from concord.client.runtime.display import fields
-from concord.validator.checks import Verdict
 from concord.validator.context import RevealPlan, SubmissionVerdict, Validator
 from concord.validator.files import write_atomic
+from concord.validator.verdict import Verdict
 
 log = logging.getLogger("concord.validator")
 

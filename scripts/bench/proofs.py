@@ -51,8 +51,9 @@ from concord.client.engine.model import build_policy, clone_policy, param_count
 from concord.client.engine.precision import choose_for
 from concord.client.engine.proofs import CHUNK
 from concord.client.engine.rollout import generate, prefill
-from concord.validator.checks import check_sampling, recompute_states, toploc_result
+from concord.validator.rules import toploc_result
 from concord.validator.sampling import rows_to_check
+from concord.validator.tiny_prefill import check_sampling, recompute_states
 
 TRAINER = "0x" + "be" * 20
 

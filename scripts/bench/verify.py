@@ -82,15 +82,12 @@ from concord.client.engine.model import Policy, build_policy, clone_policy, load
 from concord.client.engine.rollout import completion_mask, generate
 from concord.client.initiator import load_task_file
 from concord.validator.aggregate import outer_step
-from concord.validator.checks import (
-    Verdict,
-    assigned_indices,
-    recompute_states,
-    rollout_sampling_rejects,
-    verify_bundle,
-)
 from concord.validator.flags import FlagItem, flagged_sample, flags_from_verdict, round_flags
+from concord.validator.pipeline import assigned_indices
 from concord.validator.sampling import CheckSample, breakeven_slash, draw_sample, p_any, p_rows_hit
+from concord.validator.tiny_checks import verify_bundle
+from concord.validator.tiny_prefill import recompute_states, rollout_sampling_rejects
+from concord.validator.verdict import Verdict
 from scripts import REPO_ROOT
 from scripts.adversaries.trainer_cheats import CHEATS, CheatContext
 
