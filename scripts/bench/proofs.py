@@ -11,7 +11,7 @@ timed `--repeats` times and the fastest run is reported (other processes share t
   size class), with the reason and the time the choice took; and what it chooses for the rows a
   sampled check prefills (ceil(row_fraction x N) rows of this batch, the default row_fraction);
 - verify_s: one prefill pass in the chosen precision (under bf16, rows that fail there are
-  re-checked in float32, as validator.checks.recompute_states does) + TOPLOC verification +
+  re-checked in float32, as validator.tiny_prefill.recompute_states does) + TOPLOC verification +
   sampling replay of every token; verify_fp32_s: the same checks on the float32 path, so the
   chosen path can be seen to be no slower;
 - train_s: one GRPO inner step on the batch; train_replay_s: the validator's replay of it

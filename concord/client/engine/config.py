@@ -300,7 +300,7 @@ class ValidationConfig:
     2.6x generation; docs/BENCHMARKS.md), hence no fixed default. Either way every rollout that
     fails TOPLOC or sampling replay under bf16 is recomputed in float32 and judged on that: bf16
     rounding can speed up a rollout that passes, never reject one that float32 accepts
-    (validator.checks.recompute_states).
+    (validator.tiny_prefill.recompute_states).
     mode: "full" checks every rollout and replays every inner step; "sampled" draws, per validator
     and submission, from the round's on-chain check seed and the validator's address
     (validator.sampling): ceil(row_fraction x rollouts) rollouts get the prefill checks (TOPLOC +

@@ -250,7 +250,7 @@ def prefill_group(
     """A validator's recomputation of one group: (hidden [G, P+C, D], completion logits [G, C, V]), float32 CPU.
 
     bf16: the matmuls under bf16 autocast on the model's device (the float32 re-check rule of
-    validator.checks.recompute_states applies to rows that fail under it)."""
+    validator.tiny_prefill.recompute_states applies to rows that fail under it)."""
     dev = model_device(peft_model)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
         hidden, predictors = group_states(peft_model, batch.prompts, batch.completions, prefix)

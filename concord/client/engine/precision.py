@@ -1,6 +1,6 @@
 """Which precision a validator's verification prefill runs in: the hardware and the batch shape decide, once.
 
-The rule (DESIGN.md 6.3-6.4, validator.checks.recompute_states): the prefill may run under bf16
+The rule (DESIGN.md 6.3-6.4, validator.tiny_prefill.recompute_states): the prefill may run under bf16
 autocast, and every rollout that fails TOPLOC or sampling replay there is recomputed in float32
 and judged on that. bf16 can therefore only speed up rollouts that pass; which precision runs
 first changes the cost of verification, never an honest trainer's verdict.
