@@ -71,7 +71,7 @@ forge-deep: node_modules/.stamp
 # share one worker. The 25 slowest tests are listed at the end, to keep the suite's time in view.
 PYTEST_WORKERS ?= 2
 pytest: deps browser
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope --durations=25
 
 pytest-fast: deps
 	$(PY) -m pytest -q -m "not slow"

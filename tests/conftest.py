@@ -206,14 +206,33 @@ def kinds_of(item: pytest.Item) -> list[str]:
     return [k for k in KINDS if item.get_closest_marker(k) is not None]
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`). The tests that run a network
-# (node processes, Helia peers, namespaces, rounds against deadlines on a clock) run on one worker,
-# one module after another, as they would alone: two of them at once on 2 cores (the attack bench's
-# 30-node networks beside the demo) push the load past what their deadlines allow, and the docs'
-# blocks and the demo take the devnet's fixed ports (8545, 5001, the dashboard's 8750). Every other
-# module (in-process tests, one Anvil or IPFS daemon) runs whole on either worker, meanwhile.
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadscope`, with the scopes below). The
+# modules that run a network (node processes, Helia peers, namespaces, rounds against deadlines on a
+# clock) are one scope: they run on one worker, one after another, as they would alone; two of them
+# at once on 2 cores (the attack bench's 30-node networks beside the demo) push the load past what
+# their deadlines allow, and the docs' blocks and the demo take the devnet's fixed ports (8545, 5001,
+# the dashboard's 8750). Every other module (in-process tests, one Anvil or IPFS daemon) is a scope of
+# its own, run whole on either worker meanwhile. Every e2e module must be listed (collection checks).
+# (pytest-xdist's `loadgroup` marks do not reach its scheduler under pytest 9: it renames `_nodeid`,
+# which pytest 9 no longer reads; a scheduler of ours says the scopes instead.)
 NETWORK = "network"
-NETWORK_MODULES = {  # integration modules that run a network; every e2e module does
+NETWORK_MODULES = {
+    # e2e: node processes, the demo, devnet and bench commands, the wheel
+    "test_attacks",
+    "test_canonical_delta",
+    "test_dashboard",
+    "test_demo",
+    "test_docs_blocks",
+    "test_faults",
+    "test_lm_network",
+    "test_metrics",
+    "test_network",
+    "test_reproducible",
+    "test_signals",
+    "test_trainer_node",
+    "test_validator_node",
+    "test_wheel",
+    # integration modules that run a network of their own
     "test_availability",
     "test_devnet",
     "test_flags_network",
@@ -223,12 +242,24 @@ NETWORK_MODULES = {  # integration modules that run a network; every e2e module 
 }
 
 
-def xdist_group(item: pytest.Item) -> str:
-    module = item.path.stem
-    return NETWORK if "e2e" in kinds_of(item) or module in NETWORK_MODULES else module
+def scope_of(nodeid: str) -> str:
+    """The pytest-xdist scope of a test: NETWORK, or its own module."""
+    module = Path(nodeid.split("::", 1)[0]).stem
+    return NETWORK if module in NETWORK_MODULES else module
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NetworkScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return NetworkScopes(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not kinds_of(item):
@@ -237,4 +268,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         marked = kinds_of(item)
         if len(marked) != 1:
             raise pytest.UsageError(f"{item.nodeid}: marked {marked}; a test is exactly one of {KINDS}")
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+        if "e2e" in marked and scope_of(item.nodeid) != NETWORK:
+            raise pytest.UsageError(f"{item.nodeid}: an e2e test; add its module to conftest.NETWORK_MODULES")

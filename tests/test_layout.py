@@ -164,8 +164,7 @@ def test_every_test_is_exactly_one_tier() -> None:
 
     class Item:
         def __init__(self, fixtures: tuple[str, ...], *marks: str, module: str = "test_x") -> None:
-            self.nodeid, self.fixturenames, self.marks = "t", fixtures, list(marks)
-            self.path = Path(f"tests/{module}.py")
+            self.nodeid, self.fixturenames, self.marks = f"tests/{module}.py::t", fixtures, list(marks)
 
         def get_closest_marker(self, name: str):
             return name if name in self.marks else None
@@ -173,15 +172,17 @@ def test_every_test_is_exactly_one_tier() -> None:
         def add_marker(self, mark) -> None:
             self.marks.append(mark.name)
 
-    items = [Item(()), Item(("tmp_path", "chain_env")), Item(("ipfs",), "e2e"), Item((), "slow")]
+    items = [Item(()), Item(("tmp_path", "chain_env")), Item(("ipfs",), "e2e", module="test_demo"), Item((), "slow")]
     conftest.pytest_collection_modifyitems(items)
     assert [conftest.kinds_of(i) for i in items] == [["unit"], ["integration"], ["e2e"], ["unit"]]
     with pytest.raises(pytest.UsageError, match="exactly one of"):
         conftest.pytest_collection_modifyitems([Item((), "e2e", "integration")])
-    # pytest-xdist: a module runs whole on one worker; every network (e2e, or a module named so) on one
-    assert conftest.xdist_group(Item((), "unit", module="test_x")) == "test_x"
-    assert conftest.xdist_group(Item((), "e2e", module="test_demo")) == conftest.NETWORK
-    assert conftest.xdist_group(Item((), "integration", module="test_peer_network")) == conftest.NETWORK
+    # pytest-xdist: a module runs whole on one worker; every network module in one scope, and an e2e
+    # test outside those modules fails the collection
+    assert conftest.scope_of("tests/test_x.py::test_a[1]") == "test_x"
+    assert conftest.scope_of("tests/test_demo.py::test_a") == conftest.scope_of("tests/test_netns.py::b") == "network"
+    with pytest.raises(pytest.UsageError, match="NETWORK_MODULES"):
+        conftest.pytest_collection_modifyitems([Item((), "e2e", module="test_x")])
 
 
 # the validator node's rooms, bottom first; each imports only the ones before it (and validator's leaves)
