@@ -32,6 +32,7 @@ from rich.table import Table
 from concord.client.engine.config import DEFAULT_TASK, ConfigError, EnvConfig, TaskConfig
 from concord.client.engine.envs import REGISTRY, make_env
 from concord.client.engine.grpo import pin_determinism
+from scripts.bench.figure import round_figure
 from scripts.simulate import Curve, simulate_centralized, simulate_decentralized
 
 MAX_ASYNC_LEVEL = 4  # the contract's _MAX_ASYNC_LEVEL (ConcordStorage.sol)
@@ -48,29 +49,16 @@ def task_for_env(env_id: str) -> TaskConfig:
 
 
 def plot(dec: Curve, cen: Curve | None, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    rounds = range(1, len(dec.rewards) + 1)
-    if cen is not None:
-        ax.plot(rounds, cen.rewards, label="centralized GRPO: mean reward", color="tab:blue")
-        ax.plot(rounds, cen.exact, "--", label="centralized: exact", color="tab:blue", alpha=0.6)
-    ax.plot(rounds, dec.rewards, label="K trainers + DiLoCo: mean reward", color="tab:orange")
-    ax.plot(rounds, dec.exact, "--", label="decentralized: exact", color="tab:orange", alpha=0.6)
-    ax.set_xlabel("round")
-    ax.set_ylabel("reward / exact-solve rate")
-    lowest = min([0.0, *dec.rewards, *(cen.rewards if cen is not None else [])])
-    ax.set_ylim(lowest - 0.02, 1.02)  # chance-corrected rewards: 0 is chance level, below it worse
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    with round_figure(path, title) as ax:
+        rounds = range(1, len(dec.rewards) + 1)
+        if cen is not None:
+            ax.plot(rounds, cen.rewards, label="centralized GRPO: mean reward", color="tab:blue")
+            ax.plot(rounds, cen.exact, "--", label="centralized: exact", color="tab:blue", alpha=0.6)
+        ax.plot(rounds, dec.rewards, label="K trainers + DiLoCo: mean reward", color="tab:orange")
+        ax.plot(rounds, dec.exact, "--", label="decentralized: exact", color="tab:orange", alpha=0.6)
+        ax.set_ylabel("reward / exact-solve rate")
+        lowest = min([0.0, *dec.rewards, *(cen.rewards if cen is not None else [])])
+        ax.set_ylim(lowest - 0.02, 1.02)  # chance-corrected rewards: 0 is chance level, below it worse
 
 
 def seed_summary(runs: list[tuple[Curve, Curve | None]]) -> dict[str, object]:

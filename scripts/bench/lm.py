@@ -61,6 +61,7 @@ from concord.client.runtime import paths
 from concord.validator.aggregate import outer_step
 from concord.validator.lm_checks import verify_submission
 from scripts.adversaries.lm_cheats import EXPECTED, LM_CHEATS, LMCheatContext, NotApplicable
+from scripts.bench.figure import round_figure
 from scripts.bench.lm_gen import measure_generation
 
 TASK_ID = 12
@@ -98,24 +99,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def plot(curve: list[tuple[int, float]], path: Path, title: str, metric: str = "accuracy") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([r for r, _ in curve], [a for _, a in curve], "o-", color="tab:orange", label=f"held-out {metric} (T=1)")
-    ax.axhline(curve[0][1], color="grey", lw=0.8, ls="--", label="base model")
-    ax.set_xlabel("round")
-    ax.set_ylabel(metric)
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    with round_figure(path, title) as ax:
+        xs, ys = [r for r, _ in curve], [a for _, a in curve]
+        ax.plot(xs, ys, "o-", color="tab:orange", label=f"held-out {metric} (T=1)")
+        ax.axhline(curve[0][1], color="grey", lw=0.8, ls="--", label="base model")
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, 1)
 
 
 def training_seeds(rounds: int, trainers: int, grpo: GRPOConfig) -> list[int]:
