@@ -109,7 +109,10 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
     client = chain.connect(anvil.url, deployed.deployment)
     snap = client.rpc.call("evm_snapshot")
     lines = Lines()
-    logging.getLogger("concord.validator.cheat").addHandler(lines)
+    cheat_log = logging.getLogger("concord.validator.cheat")
+    level = cheat_log.level
+    cheat_log.setLevel(logging.INFO)  # whatever level an earlier test in this process left on a parent
+    cheat_log.addHandler(lines)
     try:
         pin_determinism(1)
 
@@ -192,7 +195,8 @@ def round0(anvil, deployed, ipfs, tmp_path_factory) -> Iterator[Round]:
             lines.lines,
         )
     finally:
-        logging.getLogger("concord.validator.cheat").removeHandler(lines)
+        cheat_log.removeHandler(lines)
+        cheat_log.setLevel(level)
         client.rpc.call("evm_revert", snap)
 
 

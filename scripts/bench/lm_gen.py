@@ -173,8 +173,8 @@ def bf16_candidate(
     from concord.client.engine.bundle import batch_proofs
     from concord.client.engine.config import ValidationConfig
     from concord.client.engine.lm_rollout import prefill_group
-    from concord.validator.checks import toploc_rows
-    from concord.validator.lm_checks import check_group_sampling
+    from concord.client.engine.rollout import completion_mask
+    from concord.validator.rules import completion_gaps, toploc_rows
 
     half = dataclasses.replace(rollouts, model=copy.deepcopy(rollouts.model).to(torch.bfloat16))
 
@@ -191,8 +191,11 @@ def bf16_candidate(
             same += int(a.shape == b.shape and bool((a == b).all()))
         hidden, logits = prefill_group(rollouts.model, g, prefix=prefix)
         toploc = toploc_rows(hidden, g, batch_proofs(g), g.lengths, vcfg)
-        sampling = check_group_sampling(logits, g, g.keys, rollouts, vcfg, 0)
-        bad = {n for n, r in enumerate(toploc) if not r.ok} | set(sampling.rows)
+        # the sampling replay: a counted token that is not the seeded choice beyond the near-tie tolerance
+        counted = completion_mask(g.completions, rollouts.sampler.stop_at_eos, rollouts.eos)  # [N, C]
+        gap = completion_gaps(logits, g.completions, g.keys, rollouts.sampler.temperature)  # [N, C]
+        replay_bad = ((gap > vcfg.sampling_tie_tol) & counted).any(dim=1)  # [N]
+        bad = {n for n, r in enumerate(toploc) if not r.ok} | {n for n in range(g.n) if bool(replay_bad[n])}
         rejected += len(bad)
         rows += g.n
     tokens = sum(int(g.lengths.sum()) for g in groups)
