@@ -235,7 +235,6 @@ KIND_TYPES = {
     "LMRollouts",
     "LMSubmission",
     "LMTaskConfig",
-    "LMTaskSpec",
     "LMWork",
     "TaskSpecManifest",
     "TinyWork",

@@ -15,29 +15,31 @@ import numpy as np
 import pytest
 import torch
 
-from concord.client.content.lm_content import (
-    KIND,
-    LMTaskSpec,
-    fetch_spec,
-    lm_limits,
-    put_lm_spec,
-    resolve_base,
-)
+from concord.client.content.lm_content import resolve_base
 from concord.client.content.manifest import ShardRef, canonical_bytes, parse_canonical
 from concord.client.content.model_store import ModelError
 from concord.client.content.store import Store
 from concord.client.content.submission import SubmissionError, put_submission
-from concord.client.content.task_spec import TaskSpecError, put_task_spec
+from concord.client.content.task_spec import (
+    LM_KIND,
+    TaskSpecError,
+    TaskSpecManifest,
+    fetch_task_spec,
+    lm_limits,
+    lm_task_spec,
+    put_task_spec,
+)
 from concord.client.engine.config import GRPOConfig
 from concord.client.engine.lm import SMOLLM2_135M
 from concord.client.engine.lm_grpo import LMSubmission
-from concord.client.engine.lm_task import DEFAULT_LM_TASK
+from concord.client.engine.lm_task import DEFAULT_LM_TASK, LMTaskConfig
 from concord.client.engine.rollout import RolloutBatch
 from concord.client.initiator import load_task_file
 from concord.client.runtime.lm_work import fetch_lm_submission, lm_bundle, put_lm_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = "0x" + "a1" * 20
+LMSpec = TaskSpecManifest[LMTaskConfig]
 SHAPES = {"layer.0.lora_A.weight": (8, 16), "layer.0.lora_B.weight": (16, 8)}
 GRPO = GRPOConfig(prompts_per_step=2, group_size=4, inner_steps=2, lr=2e-3, optimizer="adamw")
 TASK = dataclasses.replace(DEFAULT_LM_TASK, grpo=GRPO)
@@ -91,39 +93,39 @@ def sub() -> LMSubmission:
 
 
 @pytest.fixture
-def spec() -> LMTaskSpec:
-    return LMTaskSpec(TASK, lm_limits(TASK, SHAPES))
+def spec() -> LMSpec:
+    return lm_task_spec(TASK, lm_limits(TASK, SHAPES))
 
 
-def test_spec_round_trips_and_either_kind_is_read_by_its_digest(store: Store, spec: LMTaskSpec):
-    digest = put_lm_spec(store, spec)
+def test_spec_round_trips_and_either_kind_is_read_by_its_digest(store: Store, spec: LMSpec):
+    digest = put_task_spec(store, spec)
     assert digest == spec.digest()
-    assert fetch_spec(store, digest) == spec
+    assert fetch_task_spec(store, digest) == spec
     tiny = load_task_file(ROOT / "configs" / "default_task.toml").spec
-    assert fetch_spec(store, put_task_spec(store, tiny)) == tiny
+    assert fetch_task_spec(store, put_task_spec(store, tiny)) == tiny
     assert spec.limits.max_inner_steps == 4  # the files' batches are the H x A groups
     assert spec.limits.max_delta_bytes >= 4 * sum(a * b for a, b in SHAPES.values())
 
 
-def test_bad_specs_name_the_field(store: Store, spec: LMTaskSpec):
+def test_bad_specs_name_the_field(store: Store, spec: LMSpec):
     doc = spec.to_json()
     other_kind = store.put_manifest(canonical_bytes({**doc, "kind": "recipe"}))
     with pytest.raises(TaskSpecError, match="kind"):
-        fetch_spec(store, other_kind)
+        fetch_task_spec(store, other_kind)
     bad_env = store.put_manifest(canonical_bytes({**doc, "env": {**doc["env"], "env_id": "no_such_env"}}))
     with pytest.raises(TaskSpecError, match="no_such_env"):
-        fetch_spec(store, bad_env)
+        fetch_task_spec(store, bad_env)
     bad_mode = {**doc, "validation": {**doc["validation"], "mode": "sometimes"}}
     with pytest.raises(TaskSpecError, match="mode"):  # full or sampled, nothing else
-        fetch_spec(store, store.put_manifest(canonical_bytes(bad_mode)))
+        fetch_task_spec(store, store.put_manifest(canonical_bytes(bad_mode)))
     pins = {**doc, "source": {**doc["source"], "weights_sha256": "0x" + "00" * 32}}
-    assert LMTaskSpec.from_bytes(canonical_bytes(pins)).task.model_source.weights_sha256 != (
+    assert TaskSpecManifest.from_bytes(canonical_bytes(pins)).task.model_source.weights_sha256 != (
         SMOLLM2_135M.weights_sha256
     )  # a pin is data: it is checked when the weights load (client.engine.lm), not here
-    assert parse_canonical(spec.to_bytes())["kind"] == KIND
+    assert parse_canonical(spec.to_bytes())["kind"] == LM_KIND
 
 
-def test_submission_round_trips(store: Store, other: Store, spec: LMTaskSpec, sub: LMSubmission):
+def test_submission_round_trips(store: Store, other: Store, spec: LMSpec, sub: LMSubmission):
     digest = put_lm_submission(store, sub)
     got = fetch_lm_submission(other, digest, spec, SHAPES)
     assert (got.task_id, got.round, got.trainer, got.base_round) == (7, 3, TRAINER, 2)
@@ -137,7 +139,7 @@ def test_submission_round_trips(store: Store, other: Store, spec: LMTaskSpec, su
     assert (got.mean_reward, got.work_units, got.proof_root) == (sub.mean_reward, sub.work_units, sub.proof_root)
 
 
-def test_a_group_of_the_wrong_size_is_refused(store: Store, spec: LMTaskSpec, sub: LMSubmission):
+def test_a_group_of_the_wrong_size_is_refused(store: Store, spec: LMSpec, sub: LMSubmission):
     g = sub.steps[0][0]
     short = dataclasses.replace(
         g, **{f: getattr(g, f)[:3] for f in ("prompt_idx", "sample_idx", "prompts", "completions", "mask", "lengths")}
@@ -152,7 +154,7 @@ def test_a_group_of_the_wrong_size_is_refused(store: Store, spec: LMTaskSpec, su
         fetch_lm_submission(store, put_lm_submission(store, bad), spec, SHAPES)
 
 
-def test_missing_states_and_foreign_tensors_are_refused(store: Store, spec: LMTaskSpec, sub: LMSubmission):
+def test_missing_states_and_foreign_tensors_are_refused(store: Store, spec: LMSpec, sub: LMSubmission):
     no_state = dataclasses.replace(lm_bundle(sub), states=())
     digest, _ = put_submission(store, no_state)
     with pytest.raises(SubmissionError, match=r"states.*expected 1 inner state"):

@@ -89,7 +89,7 @@ def test_both_validators_revealed_the_same_model(network: NetworkRun):
 def test_the_last_model_exports_as_a_merged_transformers_model(network: NetworkRun, tmp_path: Path):
     from transformers import AutoModelForCausalLM
 
-    from concord.client.content.lm_content import fetch_spec
+    from concord.client.content.task_spec import fetch_task_spec
     from concord.client.engine import lm
     from concord.client.engine.lm_rollout import attach_adapters, load_adapter_state
     from concord.client.model_export import export_model, verify_export
@@ -106,7 +106,7 @@ def test_the_last_model_exports_as_a_merged_transformers_model(network: NetworkR
     assert verify_export(out, digest) == digest
 
     # the merged model computes what the base with the round's adapters computes
-    spec = fetch_spec(network.store, spec_digest)
+    spec = fetch_task_spec(network.store, spec_digest)
     adapters = fetch_model(network.store, digest, tmp_path / "models", 1 << 24).state
     base = lm.load(SMOLLM2_135M, paths.models_dir())
     peft_model = attach_adapters(base.model, spec.task.adapter)  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ from what it uploads (model 0's digest needs the model built, and a caller may s
 the spec or the terms in between); publish_task also takes max_work_units from the spec it uploads.
 
 An LM task file (a [source] table: client.engine.lm_task, e.g. configs/lm_task.toml) is published
-the same way: its spec is an LMTaskSpec (client.content.lm_content, limits derived from the
+the same way: its spec is a TaskSpecManifest[LMTaskConfig] (client.content.task_spec, limits derived from the
 adapters), the base model's file goes to IPFS once, and model 0 is the adapters at their seed
 naming that file.
 
@@ -49,7 +49,6 @@ from typing import Any
 from concord.client import chain
 from concord.client.chain import ChainClient, ChainError, Signer, TaskParams
 from concord.client.chain.keys import KeyLoadError
-from concord.client.content.lm_content import LMTaskSpec
 from concord.client.content.store import Store, StoreError
 from concord.client.content.task_spec import TaskSpecError, TaskSpecManifest, read_toml
 from concord.client.digest import Digest
@@ -89,7 +88,7 @@ UNPUBLISHED = bytes(32)  # the digests of a TaskFile's params until publish_task
 class TaskFile:
     """A parsed task file: the spec, the on-chain TaskParams (digests UNPUBLISHED) and the escrow."""
 
-    spec: TaskSpecManifest | LMTaskSpec
+    spec: TaskSpecManifest[Any]
     params: TaskParams
     budget: int
 
@@ -191,7 +190,7 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
     data = read_toml(path)
     table = data.pop(CHAIN, None)
     errors: list[ConfigError] = []
-    spec: TaskSpecManifest | LMTaskSpec | None = None
+    spec: TaskSpecManifest[Any] | None = None
     chain_terms: tuple[dict[str, int], int] | None = None
     try:
         spec = parse_task_file(data, str(path))

@@ -28,10 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from concord.client.content.lm_content import (
-    LMTaskSpec,
-    lm_limits,
     lm_model_config,
-    parse_lm_task,
     put_base,
     resolve_base,
 )
@@ -45,7 +42,7 @@ from concord.client.content.submission import (
     fetch_submission,
     put_submission,
 )
-from concord.client.content.task_spec import TaskSpecError
+from concord.client.content.task_spec import TaskSpecError, TaskSpecManifest, lm_limits, lm_task_spec, parse_lm_task
 from concord.client.digest import Digest
 from concord.client.engine import lm
 from concord.client.engine.bundle import Bundle
@@ -72,7 +69,7 @@ class LMWork:
     states_apart: ClassVar[bool] = False  # the adapters after every inner step travel in the submission
     row_flags: ClassVar[bool] = False  # sampled mode on the LM draws its own rows only (no flag round)
 
-    spec: LMTaskSpec
+    spec: TaskSpecManifest[LMTaskConfig]
     loaded: lm.LoadedLM
     rollouts: LMRollouts
     config: LMAdaptersConfig  # model 0's: every round model must carry the same
@@ -126,7 +123,9 @@ class LMWork:
         return fetch_lm_submission(store, digest, self.spec, self.adapter_shapes()).delta
 
 
-def _check_config(config: Any, expected: LMAdaptersConfig | None, spec: LMTaskSpec, digest: Digest) -> LMAdaptersConfig:
+def _check_config(
+    config: Any, expected: LMAdaptersConfig | None, spec: TaskSpecManifest[LMTaskConfig], digest: Digest
+) -> LMAdaptersConfig:
     cid = cid_for_digest(digest)
     if not isinstance(config, LMAdaptersConfig):
         raise LMModelMismatch("config.kind", cid, f"expected an {LMAdaptersConfig.KIND} model on an LM task")
@@ -141,7 +140,7 @@ def _check_config(config: Any, expected: LMAdaptersConfig | None, spec: LMTaskSp
 
 def load_lm_work(
     store: Store,
-    spec: LMTaskSpec,
+    spec: TaskSpecManifest[LMTaskConfig],
     model0: Digest,
     models_dir: Path,
     lm_cache: Path,
@@ -222,7 +221,7 @@ def put_lm_submission(store: Store, sub: LMSubmission, pin: bool = True) -> Dige
 def fetch_lm_submission(
     store: Store,
     digest: Digest | bytes | str,
-    spec: LMTaskSpec,
+    spec: TaskSpecManifest[LMTaskConfig],
     adapter_shapes: dict[str, tuple[int, ...]],
     deadline: float | None = None,
 ) -> LMSubmission:
@@ -263,7 +262,7 @@ def initial_adapters(task: LMTaskConfig) -> dict[str, torch.Tensor]:
     return {n: t.detach().clone() for n, t in adapter_state(attach_adapters(loaded.model, task.adapter)).items()}
 
 
-def parse_lm_spec(data: dict[str, Any], source: str) -> LMTaskSpec:
+def parse_lm_spec(data: dict[str, Any], source: str) -> TaskSpecManifest[LMTaskConfig]:
     """An LM task file's spec (every table but [chain]), limits derived from its adapters' shapes."""
     task = parse_lm_task(data, source)
     if task.model_source.kind != "gguf-package":  # its base goes to IPFS as one file (lm_content.put_base)
@@ -273,10 +272,10 @@ def parse_lm_spec(data: dict[str, Any], source: str) -> LMTaskSpec:
         shapes = {n: tuple(t.shape) for n, t in initial_adapters(task).items()}
     except ModelSourceError as e:
         raise TaskSpecError(source, [ConfigError("source", e.field, f"expected {e.expected}, got {e.got}")]) from None
-    return LMTaskSpec(task, lm_limits(task, shapes))
+    return lm_task_spec(task, lm_limits(task, shapes))
 
 
-def put_model0(store: Store, spec: LMTaskSpec) -> Digest:
+def put_model0(store: Store, spec: TaskSpecManifest[LMTaskConfig]) -> Digest:
     """Model 0: the base model's file (put in IPFS here, once per task) and the adapters at their seed."""
     base = put_base(store, spec.task.model_source)
     return put_model(store, initial_adapters(spec.task), lm_model_config(spec, base), None, None)
@@ -287,7 +286,11 @@ ADAPTERS_FILE = "adapters.safetensors"
 
 
 def write_export(
-    directory: Path, store: Store, spec: LMTaskSpec, config: LMAdaptersConfig, adapters: dict[str, torch.Tensor]
+    directory: Path,
+    store: Store,
+    spec: TaskSpecManifest[LMTaskConfig],
+    config: LMAdaptersConfig,
+    adapters: dict[str, torch.Tensor],
 ) -> list[str]:
     """The merged transformers model of an LM task's round (client.model_export's module doc) and its
     adapters as the manifest's shards hold them, into ``directory``; the files' names."""

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concord.client.chain import ChainClient, Phase, TaskParams
-from concord.client.content.lm_content import LMTaskSpec, fetch_spec
 from concord.client.content.store import Store
-from concord.client.content.task_spec import TaskSpecManifest
+from concord.client.content.task_spec import TaskSpecManifest, fetch_task_spec
 from concord.client.digest import Digest
 from concord.client.engine.model import Policy
 from concord.client.runtime.connect import Node
@@ -49,7 +48,7 @@ class TaskContext:
 
     task_id: int
     params: TaskParams
-    spec: TaskSpecManifest | LMTaskSpec
+    spec: TaskSpecManifest[Any]
     client: ChainClient = field(repr=False)
     workload: Workload = field(repr=False)
 
@@ -76,7 +75,7 @@ def load_task_context(node: Node, task_id: int, device: str = "cpu") -> TaskCont
     if not 1 <= task_id <= count:
         raise UnknownTask(task_id, count)
     params = concord.task_params(task_id)
-    spec = fetch_spec(node.store, params.spec_digest)
+    spec = fetch_task_spec(node.store, params.spec_digest)
     model0 = Digest.parse(params.initial_model_digest, "initialModelDigest")
     workload = load_workload(node.store, spec, model0, node.state_dir / "models", device)
     return TaskContext(task_id, params, spec, node.client, workload)

@@ -27,7 +27,7 @@ from concord.client.content.submission import fetch_submission, inner_state_layo
 from concord.client.content.task_spec import TaskSpecManifest
 from concord.client.digest import Digest
 from concord.client.engine.bundle import Bundle, make_bundle
-from concord.client.engine.config import ModelConfig, from_dict, to_dict
+from concord.client.engine.config import ModelConfig, TaskConfig, from_dict, to_dict
 from concord.client.engine.envs import Env, make_env
 from concord.client.engine.model import Policy, build_policy, load_policy_state, policy_state
 
@@ -77,7 +77,7 @@ class TinyWork:
     states_apart = True  # sampled mode fetches the inner states its sample needs (client.content.submission)
     row_flags = True  # and posts / re-checks flagged rows (validator.flags)
 
-    def __init__(self, spec: TaskSpecManifest, models_dir: Path) -> None:
+    def __init__(self, spec: TaskSpecManifest[TaskConfig], models_dir: Path) -> None:
         self.spec = spec
         self.env: Env = make_env(spec.task.env)
         self.models = ModelCache(models_dir, 2 * spec.limits.max_delta_bytes + MODEL_SLACK_BYTES)  # weights + outer
@@ -115,7 +115,7 @@ class TinyWork:
         return fetch_submission(store, digest, self.spec.limits).delta
 
 
-def put_model0(store: Store, spec: TaskSpecManifest) -> Digest:
+def put_model0(store: Store, spec: TaskSpecManifest[TaskConfig]) -> Digest:
     """Model 0 (client.initiator): the [model] architecture at its seed, no outer state, no parent."""
     return put_model(store, policy_state(build_policy(spec.task.model)), spec.task.model, None, None)
 

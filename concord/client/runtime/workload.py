@@ -38,11 +38,10 @@ from typing import Any, Protocol
 
 import torch
 
-from concord.client.content.lm_content import LMTaskSpec, fetch_spec
 from concord.client.content.manifest import ModelManifest, cid_for_digest, digest_of
 from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, ModelError
 from concord.client.content.store import Store
-from concord.client.content.task_spec import TaskSpecManifest, parse_task_spec
+from concord.client.content.task_spec import LM_KIND, TaskSpecManifest, fetch_task_spec, parse_task_spec
 from concord.client.digest import Digest
 from concord.client.engine.config import ModelConfig
 from concord.client.engine.lm_task import is_lm_task
@@ -101,24 +100,24 @@ class Workload(Protocol):
 
 
 def load_workload(
-    store: Store, spec: TaskSpecManifest | LMTaskSpec, model0: Digest, models_dir: Path, device: str = "cpu"
+    store: Store, spec: TaskSpecManifest[Any], model0: Digest, models_dir: Path, device: str = "cpu"
 ) -> Workload:
     """The registry: the spec's model kind, chosen once. An LM spec loads and verifies the base model and
     attaches the adapters (client.runtime.lm_work); a tiny spec keeps a cache of policies by digest."""
-    if isinstance(spec, LMTaskSpec):
+    if spec.kind == LM_KIND:
         return load_lm_work(store, spec, model0, models_dir, paths.models_dir(), device)
     return TinyWork(spec, models_dir)
 
 
-def parse_task_file(data: dict[str, Any], source: str) -> TaskSpecManifest | LMTaskSpec:
+def parse_task_file(data: dict[str, Any], source: str) -> TaskSpecManifest[Any]:
     """A task file's spec (every table but [chain]) by the kind the file declares (an LM task has a
     [source] table: client.engine.lm_task.is_lm_task); TaskSpecError names every bad field."""
     return parse_lm_spec(data, source) if is_lm_task(data) else parse_task_spec(data, source)
 
 
-def put_initial_model(store: Store, spec: TaskSpecManifest | LMTaskSpec) -> Digest:
+def put_initial_model(store: Store, spec: TaskSpecManifest[Any]) -> Digest:
     """Model 0 of a task about to be published, as its kind builds it (tiny_work / lm_work.put_model0)."""
-    if isinstance(spec, LMTaskSpec):
+    if spec.kind == LM_KIND:
         return lm_work.put_model0(store, spec)
     return tiny_work.put_model0(store, spec)
 
@@ -128,8 +127,8 @@ def write_export(directory: Path, store: Store, fetched: FetchedModel, spec_dige
     tiny/hf policy's weights and config, or an LM task's merged model (it needs the task's spec, by
     ``spec_digest``: the base's source, pins and adapter config); ModelError when it has no LM spec."""
     if isinstance(fetched.config, LMAdaptersConfig):
-        spec = None if spec_digest is None else fetch_spec(store, spec_digest)
-        if not isinstance(spec, LMTaskSpec):
+        spec = None if spec_digest is None else fetch_task_spec(store, spec_digest)
+        if spec is None or spec.kind != LM_KIND:
             cid = cid_for_digest(digest_of(fetched.manifest.to_bytes()))
             raise ModelError("config.kind", cid, "an LM task's adapters, but the task has no LM spec")
         return lm_work.write_export(directory, store, spec, fetched.config, fetched.state)
