@@ -233,7 +233,6 @@ KIND_TYPES = {
     "Bundle",
     "LMAdaptersConfig",
     "LMRollouts",
-    "LMSubmission",
     "LMTaskConfig",
     "LMWork",
     "TaskSpecManifest",
@@ -290,7 +289,7 @@ def test_the_dispatch_checker_sees_each_form(tmp_path: Path) -> None:
         "def f(ctx, v, sub):\n"
         "    if ctx.lm is None:\n"
         "        pass\n"
-        "    if isinstance(sub, (int, LMSubmission)):\n"
+        "    if isinstance(sub, (int, LMWork)):\n"
         "        pass\n"
         "    if v.task.workload.kind == 'lm':\n"
         "        pass\n"

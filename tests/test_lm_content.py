@@ -29,9 +29,9 @@ from concord.client.content.task_spec import (
     lm_task_spec,
     put_task_spec,
 )
+from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import GRPOConfig
 from concord.client.engine.lm import SMOLLM2_135M
-from concord.client.engine.lm_grpo import LMSubmission
 from concord.client.engine.lm_task import DEFAULT_LM_TASK, LMTaskConfig
 from concord.client.engine.rollout import RolloutBatch
 from concord.client.initiator import load_task_file
@@ -73,16 +73,17 @@ def adapters(rng: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture
-def sub() -> LMSubmission:
+def sub() -> Bundle:
     rng = torch.Generator().manual_seed(0)
     steps = tuple(tuple(group(k * 2 + a, 40 + 3 * (k * 2 + a), rng) for a in range(2)) for k in range(2))
     proofs = tuple(tuple(tuple((bytes([k, a, j]) * 86,) for j in range(4)) for a in range(2)) for k in range(2))
-    return LMSubmission(
+    return Bundle(
         task_id=7,
         round=3,
         trainer=TRAINER,
-        steps=steps,
-        proofs=proofs,
+        batches=tuple(g for step in steps for g in step),
+        proofs=tuple(p for step in proofs for p in step),
+        groups_per_step=2,
         states=(adapters(rng),),
         delta=adapters(rng),
         mean_reward=0.5,
@@ -125,7 +126,7 @@ def test_bad_specs_name_the_field(store: Store, spec: LMSpec):
     assert parse_canonical(spec.to_bytes())["kind"] == LM_KIND
 
 
-def test_submission_round_trips(store: Store, other: Store, spec: LMSpec, sub: LMSubmission):
+def test_submission_round_trips(store: Store, other: Store, spec: LMSpec, sub: Bundle):
     digest = put_lm_submission(store, sub)
     got = fetch_lm_submission(other, digest, spec, SHAPES)
     assert (got.task_id, got.round, got.trainer, got.base_round) == (7, 3, TRAINER, 2)
@@ -139,7 +140,7 @@ def test_submission_round_trips(store: Store, other: Store, spec: LMSpec, sub: L
     assert (got.mean_reward, got.work_units, got.proof_root) == (sub.mean_reward, sub.work_units, sub.proof_root)
 
 
-def test_a_group_of_the_wrong_size_is_refused(store: Store, spec: LMSpec, sub: LMSubmission):
+def test_a_group_of_the_wrong_size_is_refused(store: Store, spec: LMSpec, sub: Bundle):
     g = sub.steps[0][0]
     short = dataclasses.replace(
         g, **{f: getattr(g, f)[:3] for f in ("prompt_idx", "sample_idx", "prompts", "completions", "mask", "lengths")}
@@ -147,14 +148,14 @@ def test_a_group_of_the_wrong_size_is_refused(store: Store, spec: LMSpec, sub: L
     short = dataclasses.replace(short, keys=g.keys[:3], rewards=g.rewards[:3])
     bad = dataclasses.replace(
         sub,
-        steps=((short, sub.steps[0][1]), sub.steps[1]),
-        proofs=((sub.proofs[0][0][:3], sub.proofs[0][1]), sub.proofs[1]),
+        batches=(short, *sub.batches[1:]),
+        proofs=(sub.proofs[0][:3], *sub.proofs[1:]),
     )
     with pytest.raises(SubmissionError, match=r"rollouts.0000.*group of 4"):
         fetch_lm_submission(store, put_lm_submission(store, bad), spec, SHAPES)
 
 
-def test_missing_states_and_foreign_tensors_are_refused(store: Store, spec: LMSpec, sub: LMSubmission):
+def test_missing_states_and_foreign_tensors_are_refused(store: Store, spec: LMSpec, sub: Bundle):
     no_state = dataclasses.replace(lm_bundle(sub), states=())
     digest, _ = put_submission(store, no_state)
     with pytest.raises(SubmissionError, match=r"states.*expected 1 inner state"):

@@ -17,8 +17,9 @@ import torch
 from task_terms import TWO_TERMS
 
 from concord.client.engine import lm, text_envs
+from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
-from concord.client.engine.lm_grpo import LMSubmission, make_submission
+from concord.client.engine.lm_grpo import make_submission
 from concord.client.engine.lm_rollout import (
     AdapterConfig,
     AdapterConfigError,
@@ -63,12 +64,12 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMCheatContext]:
 
 
 @pytest.fixture(scope="module")
-def honest(ctx: LMCheatContext) -> LMSubmission:
+def honest(ctx: LMCheatContext) -> Bundle:
     sub, _ = make_submission(ctx.rollouts, ctx.base, ctx.grpo, TASK, ROUND, TRAINER)
     return sub
 
 
-def test_an_honest_lora_round_passes_every_check(ctx: LMCheatContext, honest: LMSubmission) -> None:
+def test_an_honest_lora_round_passes_every_check(ctx: LMCheatContext, honest: Bundle) -> None:
     verdict = verify_submission(ctx.rollouts, ctx.base, honest, GRPO, ValidationConfig(prefill_precision="fp32"))
     assert verdict.accepted, verdict
     names = [r.name for r in verdict.results]
@@ -79,7 +80,7 @@ def test_an_honest_lora_round_passes_every_check(ctx: LMCheatContext, honest: LM
     assert sum(float(d.norm()) for d in honest.delta.values()) > 0  # a group with a reward signal: a real step
 
 
-def test_the_bf16_prefill_accepts_the_honest_round(ctx: LMCheatContext, honest: LMSubmission) -> None:
+def test_the_bf16_prefill_accepts_the_honest_round(ctx: LMCheatContext, honest: Bundle) -> None:
     verdict = verify_submission(ctx.rollouts, ctx.base, honest, GRPO, ValidationConfig(), bf16=True, replay=False)
     assert verdict.accepted, verdict
 
@@ -93,13 +94,13 @@ def test_every_lm_cheat_is_rejected_by_its_check(ctx: LMCheatContext, cheat: str
 
 
 def test_altered_prompt_and_missing_adapter_tensor_are_rejected_before_any_prefill(
-    ctx: LMCheatContext, honest: LMSubmission
+    ctx: LMCheatContext, honest: Bundle
 ) -> None:
     g0 = honest.steps[0][0]
     prompts = g0.prompts.clone()
     prompts[:, -3] = 17
     first = (dataclasses.replace(g0, prompts=prompts), *honest.steps[0][1:])
-    altered = dataclasses.replace(honest, steps=(first, *honest.steps[1:]))
+    altered = dataclasses.replace(honest, batches=(*first, *honest.batches[len(first) :]))
     verdict = verify_submission(ctx.rollouts, ctx.base, altered, GRPO)
     assert verdict.failed_check == "prompts" and verdict.results[-1].evidence["rows_altered"] == 4
     short = dict(honest.delta)
@@ -108,7 +109,7 @@ def test_altered_prompt_and_missing_adapter_tensor_are_rejected_before_any_prefi
     assert verdict.failed_check == "schema" and len(verdict.results) == 1
 
 
-def test_a_group_must_share_one_prompt(ctx: LMCheatContext, honest: LMSubmission) -> None:
+def test_a_group_must_share_one_prompt(ctx: LMCheatContext, honest: Bundle) -> None:
     g0 = honest.steps[0][0]
     prompts = g0.prompts.clone()
     prompts[2, 5] = 99
@@ -124,7 +125,7 @@ def test_bad_adapter_config_names_the_field(kwargs: dict[str, object], key: str)
         AdapterConfig(**kwargs)  # type: ignore[arg-type]
 
 
-def test_sampled_checks_prefill_only_the_sampled_rows(ctx: LMCheatContext, honest: LMSubmission) -> None:
+def test_sampled_checks_prefill_only_the_sampled_rows(ctx: LMCheatContext, honest: Bundle) -> None:
     """Sampled mode on the LM: an honest round passes with 2 of 16 rows prefilled; a token edit in one
     row is caught when that row is in the sample and missed when it is not (the sample is what decides,
     so a validator's detection is the sample's probability); claims the cheap checks see are caught
@@ -150,7 +151,7 @@ def test_sampled_checks_prefill_only_the_sampled_rows(ctx: LMCheatContext, hones
     assert verify_submission(ctx.rollouts, ctx.base, inflated, GRPO, vcfg, sample=miss).failed_check == "rewards"
 
 
-def test_a_drawn_sample_maps_rows_onto_groups(ctx: LMCheatContext, honest: LMSubmission) -> None:
+def test_a_drawn_sample_maps_rows_onto_groups(ctx: LMCheatContext, honest: Bundle) -> None:
     from concord.client.digest import Digest
     from concord.validator.sampling import draw_sample
 
@@ -163,7 +164,7 @@ def test_a_drawn_sample_maps_rows_onto_groups(ctx: LMCheatContext, honest: LMSub
 
 
 def test_a_flagged_row_of_an_lm_round_is_rejected_by_the_validators_that_recheck_it(
-    ctx: LMCheatContext, honest: LMSubmission
+    ctx: LMCheatContext, honest: Bundle
 ) -> None:
     """One token edited in row 1 of step 1's second group (row n = 1 x G + 1 = 5 of step 1): the
     validator whose sample holds that row flags (ROW, step 1, row 5); one whose own sample missed it

@@ -151,7 +151,7 @@ class TrainerHooks:
         return base
 
     def submission(self, node: Node, ctx: TaskContext, sub: Any) -> Any:
-        """Step 2, the submission (Workload.train's: a Bundle, or an LMSubmission on an LM task): an
+        """Step 2, the submission (Workload.train's Bundle, the one format for every kind): an
         honest node uploads what training built, unchanged."""
         return sub
 

@@ -1,5 +1,6 @@
 """The LM's part of the check walk (validator.pipeline.KindChecks): a pretrained LM with LoRA adapters
-(client.engine.lm_grpo.LMSubmission), each inner step A units of one group (prompt i, G rows).
+(client.engine.bundle.Bundle with A = prompts_per_step groups per step), each inner step A units of one
+group (prompt i, G rows).
 
 theta_k is the submission's committed adapters_k, so the inference checks need no replay: a group's checked
 rows are prefilled together (prompt once, completions on the shared cache; lm_rollout.prefill_group), under
@@ -16,10 +17,10 @@ import torch
 
 from concord.client import timing
 from concord.client.engine import sampler as smp
-from concord.client.engine.bundle import RolloutProofs
+from concord.client.engine.bundle import Bundle, RolloutProofs
 from concord.client.engine.config import GRPOConfig, ValidationConfig
 from concord.client.engine.grpo import delta_similarity, inner_optimizer, state_delta
-from concord.client.engine.lm_grpo import LMSubmission, inner_update
+from concord.client.engine.lm_grpo import inner_update
 from concord.client.engine.lm_rollout import (
     LMRollouts,
     Prefix,
@@ -45,7 +46,7 @@ class LMChecks:
         self,
         rollouts: LMRollouts,
         base: dict[str, torch.Tensor],
-        sub: LMSubmission,
+        sub: Bundle,
         grpo: GRPOConfig,
         vcfg: ValidationConfig,
         bf16: bool,
@@ -66,9 +67,9 @@ class LMChecks:
         longer than max_new_tokens, a proof list per rollout, H - 1 intermediate states and a delta, each
         finite with exactly the adapters' names and shapes."""
         sub, grpo, vocab, problems = self.claims, self.grpo, len(self.rollouts.tokenizer), 0
-        if len(sub.steps) != grpo.inner_steps or len(sub.proofs) != len(sub.steps):
+        if len(sub.steps) != grpo.inner_steps or len(sub.step_proofs) != len(sub.steps):
             problems += 1
-        for groups, proofs in zip(sub.steps, sub.proofs, strict=False):
+        for groups, proofs in zip(sub.steps, sub.step_proofs, strict=False):
             if len(groups) != grpo.prompts_per_step or len(proofs) != len(groups):
                 problems += 1
             for b, p in zip(groups, proofs, strict=False):
@@ -81,11 +82,9 @@ class LMChecks:
         return CheckResult("schema", problems == 0, {"problems": problems, "delta_ok": float(delta_ok)})
 
     def units(self, k: int) -> list[Unit]:
-        g, first = self.grpo.group_size, k * self.grpo.prompts_per_step
+        g, first, proofs = self.grpo.group_size, k * self.grpo.prompts_per_step, self.claims.step_proofs[k]
         return [
-            Unit(
-                k, a * g, b, self.claims.proofs[k][a], [first + a] * g, list(range(g)), {"step": k, "prompt": first + a}
-            )
+            Unit(k, a * g, b, proofs[a], [first + a] * g, list(range(g)), {"step": k, "prompt": first + a})
             for a, b in enumerate(self.claims.steps[k])
         ]
 
@@ -103,7 +102,7 @@ class LMChecks:
         """adapters_k on the model, and the shared prompt prefix under them (in the prefill's precision)."""
         if self.loaded is None or self.loaded[0] != k:
             model = self.rollouts.model
-            load_adapter_state(model, self.claims.step_adapters(self.base, k))
+            load_adapter_state(model, step_adapters(self.claims, self.base, k))
             with torch.no_grad(), torch.autocast(model_device(model).type, dtype=torch.bfloat16, enabled=self.bf16):
                 self.loaded = (k, self.rollouts.prefix())
         return self.loaded[1]
@@ -154,13 +153,22 @@ class LMChecks:
         return CheckResult("training_replay", ok, {"cosine": worst_cos, "rel_l2": worst_rel, "worst_step": worst_step})
 
     def proofs(self) -> tuple[tuple[RolloutProofs, ...], ...]:
-        return self.claims.flat_proofs
+        """Per step, the proofs of its rows in (group, sample) order: the Merkle leaves' order."""
+        return tuple(tuple(p for group in step for p in group) for step in self.claims.step_proofs)
+
+
+def step_adapters(sub: Bundle, base: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """adapters_k, under which step k's groups were generated (claimed; the replay checks it): the base,
+    plus the submission's state k (adapters_k - adapters_base) after step 0."""
+    if k == 0:
+        return base
+    return {name: base[name] + sub.states[k - 1][name] for name in base}
 
 
 def verify_submission(
     rollouts: LMRollouts,
     base: dict[str, torch.Tensor],
-    sub: LMSubmission,
+    sub: Bundle,
     grpo: GRPOConfig,
     vcfg: ValidationConfig = ValidationConfig(),
     bf16: bool = False,
@@ -175,7 +183,7 @@ def verify_submission(
 
 
 def judge(
-    work: Any, base: Any, sub: LMSubmission, vcfg: ValidationConfig, sample: CheckSample | None, states: Any
+    work: Any, base: Any, sub: Bundle, vcfg: ValidationConfig, sample: CheckSample | None, states: Any
 ) -> Verdict:
     """The registry's entry (validator.checks): a submission of an LM task (client.runtime.lm_work.LMWork),
     on its one peft model (held under the workload's lock)."""

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
+from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import GRPOConfig, SamplerConfig
 from concord.client.engine.grpo import delta_similarity
-from concord.client.engine.lm_grpo import GroupFn, LMSubmission, make_submission
+from concord.client.engine.lm_grpo import GroupFn, make_submission
 from concord.client.engine.lm_rollout import LMRollouts
 from concord.client.engine.rollout import RolloutBatch
 
@@ -47,34 +48,34 @@ class LMCheatContext:
 
 def _honest(
     ctx: LMCheatContext, base: dict[str, torch.Tensor] | None = None, group_fn: GroupFn | None = None
-) -> LMSubmission:
+) -> Bundle:
     sub, _ = make_submission(
         ctx.rollouts, ctx.base if base is None else base, ctx.grpo, ctx.task_id, ctx.round, ctx.trainer, group_fn
     )
     return sub
 
 
-def _recount(sub: LMSubmission, steps: tuple[tuple[RolloutBatch, ...], ...]) -> LMSubmission:
+def _recount(sub: Bundle, steps: tuple[tuple[RolloutBatch, ...], ...]) -> Bundle:
     """The submission with new groups and claims recomputed from them (a careful cheater's bookkeeping)."""
     flat = [g for groups in steps for g in groups]
     mean = float(torch.cat([g.rewards.to(torch.float64) for g in flat]).mean())
     units = int(sum(int(g.mask.sum()) for g in flat))
-    return dataclasses.replace(sub, steps=steps, mean_reward=mean, work_units=units)
+    return dataclasses.replace(sub, batches=tuple(flat), mean_reward=mean, work_units=units)
 
 
-def other_model(ctx: LMCheatContext) -> LMSubmission:
+def other_model(ctx: LMCheatContext) -> Bundle:
     """Generates and trains with other adapters (a different model) and claims the round's."""
     gen = torch.Generator().manual_seed(7)
     other = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in ctx.base.items()}
     return _honest(ctx, other)
 
 
-def stale_model(ctx: LMCheatContext) -> LMSubmission:
+def stale_model(ctx: LMCheatContext) -> Bundle:
     """Works from an earlier round's adapters (skipped the download) and claims the current round's."""
     return _honest(ctx, ctx.older)
 
 
-def edited_tokens(ctx: LMCheatContext) -> LMSubmission:
+def edited_tokens(ctx: LMCheatContext) -> Bundle:
     """Replaces the first answer token of one rollout by another (and re-scores it honestly)."""
     sub = _honest(ctx)
     g0 = sub.steps[0][0]
@@ -86,7 +87,7 @@ def edited_tokens(ctx: LMCheatContext) -> LMSubmission:
     return _recount(sub, steps)
 
 
-def cherry_picked(ctx: LMCheatContext) -> LMSubmission:
+def cherry_picked(ctx: LMCheatContext) -> Bundle:
     """Draws 2G samples per prompt and submits G of them as if they were samples 0..G-1: the best
     rewarded, later draws first among equal rewards (so it deviates even where all draws score alike)."""
 
@@ -112,7 +113,7 @@ def cherry_picked(ctx: LMCheatContext) -> LMSubmission:
     return _honest(ctx, group_fn=best_of_two)
 
 
-def inflate_group_rewards(sub: LMSubmission) -> LMSubmission:
+def inflate_group_rewards(sub: Bundle) -> Bundle:
     """Claims reward 1 for every rollout of the first group that scored less (and the mean that follows).
     The trainer node's cheat hook for `inflated_rewards` (scripts.adversaries.trainer_cheats) too."""
     steps = [list(groups) for groups in sub.steps]
@@ -124,18 +125,18 @@ def inflate_group_rewards(sub: LMSubmission) -> LMSubmission:
     raise NotApplicable("inflated_rewards", "every rollout of the round already scored 1")
 
 
-def inflated_rewards(ctx: LMCheatContext) -> LMSubmission:
+def inflated_rewards(ctx: LMCheatContext) -> Bundle:
     return inflate_group_rewards(_honest(ctx))
 
 
-def other_temperature(ctx: LMCheatContext) -> LMSubmission:
+def other_temperature(ctx: LMCheatContext) -> Bundle:
     """Samples at temperature 0.5 instead of the task's (sharper, higher rewards)."""
     r = ctx.rollouts
     cold = dataclasses.replace(r, sampler=SamplerConfig(0.5, r.sampler.max_new_tokens, r.sampler.stop_at_eos))
     return _honest(ctx, group_fn=cold.group)
 
 
-def borrowed_delta(ctx: LMCheatContext) -> LMSubmission:
+def borrowed_delta(ctx: LMCheatContext) -> Bundle:
     """Generates its own rollouts honestly but submits another trainer's adapter states and delta (the
     first of a few other trainers whose delta differs from its own: two trainers whose groups all
     scored alike both have a zero delta, and copying a zero delta over a zero delta is no cheat)."""
@@ -155,7 +156,7 @@ def _seed(ctx: LMCheatContext, i: int) -> int:
     return prompt_seed(ctx.task_id, ctx.round, ctx.trainer, i)
 
 
-LM_CHEATS: dict[str, Callable[[LMCheatContext], LMSubmission]] = {
+LM_CHEATS: dict[str, Callable[[LMCheatContext], Bundle]] = {
     "other_model": other_model,
     "stale_model": stale_model,
     "edited_tokens": edited_tokens,

@@ -68,7 +68,6 @@ from concord.client.engine.grpo import (
     make_inner_optimizer,
     state_delta,
 )
-from concord.client.engine.lm_grpo import LMSubmission
 from concord.client.engine.model import build_policy, clone_policy, policy_state
 from concord.client.engine.rollout import (
     RolloutBatch,
@@ -125,7 +124,7 @@ class Cheat:
     bundle: Callable[[Bundle, CheatContext], Bundle] | None = None
     upload: Callable[[Store, Bundle, CheatContext], Claim] | None = None
     claim: Callable[[Claim, CheatContext], Claim | None] | None = None
-    lm: Callable[[LMSubmission], LMSubmission] | None = None  # the cheat on an LM task (lm_cheats)
+    lm: Callable[[Bundle], Bundle] | None = None  # the cheat on an LM task (lm_cheats)
 
     def acts(self, round_: int, async_level: int) -> bool:
         """Whether the cheat acts in ``round_`` (before that the node behaves honestly)."""
@@ -661,8 +660,8 @@ class CheatingTrainer(TrainerHooks):
         return self.cheat.model(policy, cheat_context(node, ctx, round_, base_round))
 
     def submission(self, node: Node, ctx: TaskContext, sub: Any) -> Any:
-        """The cheat's edit of the round's submission: ``lm`` on an LM task's, ``bundle`` on a bundle."""
-        if isinstance(sub, LMSubmission):
+        """The cheat's edit of the round's submission: ``lm`` on an LM task's, ``bundle`` on a tiny one's."""
+        if ctx.workload.kind == "lm":
             return self.lm_submission(sub, ctx)
         return self.bundle(node, ctx, sub)
 
@@ -672,7 +671,7 @@ class CheatingTrainer(TrainerHooks):
         self.cheated.add(bundle.round)
         return self.cheat.bundle(bundle, cheat_context(node, ctx, bundle.round, bundle.base_round))
 
-    def lm_submission(self, sub: LMSubmission, ctx: TaskContext) -> LMSubmission:
+    def lm_submission(self, sub: Bundle, ctx: TaskContext) -> Bundle:
         if not self._acts(ctx, sub.round, self.cheat.lm):
             return sub
         try:

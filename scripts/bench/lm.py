@@ -44,8 +44,9 @@ from rich.table import Table
 from concord.client import timing
 from concord.client.content.weights import shard_bytes
 from concord.client.engine import lm
+from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import GRPOConfig, ValidationConfig, to_dict
-from concord.client.engine.lm_grpo import LMSubmission, make_submission
+from concord.client.engine.lm_grpo import make_submission
 from concord.client.engine.lm_rollout import (
     LMRollouts,
     adapter_state,
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     momentum: dict[str, torch.Tensor] = {}
     train_rewards: list[float] = []
     rejected, checked, steps_done, units, rollouts_checked = 0, 0, 0, 0, 0
-    last: LMSubmission | None = None
+    last: Bundle | None = None
     t_rounds = time.monotonic()
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("rounds", total=args.rounds)

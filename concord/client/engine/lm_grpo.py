@@ -16,14 +16,13 @@ delta = adapters_H - adapters_base, float32, peft's state-dict names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from concord.client import timing
 from concord.client.engine.bundle import (
-    RolloutProofs,
+    Bundle,
     batch_proofs,
     claimed_mean_reward,
     claimed_work_units,
@@ -116,44 +115,6 @@ def train_round(
 # ----------------------------------------------------------------------------- a trainer's submission
 
 
-@dataclass(frozen=True, eq=False)
-class LMSubmission:
-    """A trainer's round on the LM, in memory: what goes on the wire (client.engine.bundle.Bundle's
-    rules: hidden states and behaviour log-probs dropped), groups per inner step, and the adapters
-    after every inner step but the last (as deltas from the base: 1.8 MB each for the default
-    adapters), so a validator can check step k's rollouts under adapters_k without replaying
-    steps 0..k-1 first; the replay, when it runs, must reproduce them.
-
-    def step_state(k): adapters_k = base + (0 if k == 0 else states[k - 1])."""
-
-    task_id: int
-    round: int
-    trainer: str
-    steps: tuple[tuple[RolloutBatch, ...], ...]  # [H][prompts_per_step] groups of G rows
-    proofs: tuple[tuple[tuple[RolloutProofs, ...], ...], ...]  # [H][prompts_per_step][G] proof lists
-    states: tuple[dict[str, torch.Tensor], ...]  # [H - 1] adapters_k - adapters_base, k = 1..H-1
-    delta: dict[str, torch.Tensor]  # adapters_H - adapters_base
-    mean_reward: float
-    work_units: int
-    proof_root: bytes
-    base_round: int = 0  # the model the round was built on (on chain: the node sets it; in process: unused)
-
-    def step_adapters(self, base: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-        """adapters_k, under which step k's rollouts were generated (claimed; the replay checks it)."""
-        if k == 0:
-            return base
-        return {name: base[name] + self.states[k - 1][name] for name in base}
-
-    @property
-    def rollouts(self) -> int:
-        return sum(g.n for step in self.steps for g in step)
-
-    @property
-    def flat_proofs(self) -> tuple[tuple[RolloutProofs, ...], ...]:
-        """Per step, the proofs of its rows in (group, sample) order: the Merkle leaves' order."""
-        return tuple(tuple(p for group in step for p in group) for step in self.proofs)
-
-
 def make_submission(
     rollouts: LMRollouts,
     base: dict[str, torch.Tensor],
@@ -162,22 +123,29 @@ def make_submission(
     round_: int,
     trainer: str,
     group_fn: GroupFn | None = None,
-) -> tuple[LMSubmission, list[StepStats]]:
-    """A trainer's round: train, prove every rollout's hidden states (TOPLOC), claim."""
+) -> tuple[Bundle, list[StepStats]]:
+    """A trainer's round: train, prove every rollout's hidden states (TOPLOC), claim. The submission is
+    the one format (client.engine.bundle.Bundle: hidden states and behaviour log-probs dropped) with
+    prompts_per_step groups per inner step and, as states, the adapters after every inner step but the
+    last (as deltas from the base: 1.8 MB each for the default adapters), so a validator can check step
+    k's rollouts under adapters_k without replaying steps 0..k-1 first; the replay, when it runs, must
+    reproduce them. base_round is the node's to set (client.runtime.lm_work)."""
     steps, states, stats = train_round(rollouts, base, grpo, task_id, round_, trainer, group_fn)
     with timing.span("proofs"):
-        proofs = tuple(tuple(batch_proofs(g) for g in groups) for groups in steps)
+        proofs = tuple(batch_proofs(g) for groups in steps for g in groups)
     flat = [g for groups in steps for g in groups]
-    sub = LMSubmission(
+    sub = Bundle(
         task_id=task_id,
         round=round_,
+        base_round=0,
         trainer=trainer,
-        steps=tuple(tuple(strip_private(g) for g in groups) for groups in steps),
+        batches=tuple(strip_private(g) for g in flat),
         proofs=proofs,
         states=tuple(states[:-1]),
         delta=states[-1],
         mean_reward=claimed_mean_reward(flat),
         work_units=claimed_work_units(flat),
-        proof_root=proofs_root(tuple(tuple(p for g in step for p in g) for step in proofs)),
+        proof_root=proofs_root(proofs),
+        groups_per_step=grpo.prompts_per_step,
     )
     return sub, stats

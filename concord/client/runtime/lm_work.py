@@ -49,7 +49,7 @@ from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import ConfigError, to_dict
 from concord.client.engine.grpo import PARAM_PREFIX
 from concord.client.engine.lm import ModelSourceError
-from concord.client.engine.lm_grpo import LMSubmission, make_submission
+from concord.client.engine.lm_grpo import make_submission
 from concord.client.engine.lm_rollout import LMRollouts, adapter_state, attach_adapters, load_adapter_state
 from concord.client.engine.lm_task import LMTaskConfig
 from concord.client.engine.precision import choose
@@ -104,19 +104,17 @@ class LMWork:
     def model_state(self, store: Store, digest: Digest) -> FetchedModel:
         return fetch_adapters(self, store, digest)  # the base file plus adapters: the outer step is on the adapters
 
-    def train(
-        self, base: dict[str, torch.Tensor], task_id: int, round_: int, trainer: str, base_round: int
-    ) -> LMSubmission:
+    def train(self, base: dict[str, torch.Tensor], task_id: int, round_: int, trainer: str, base_round: int) -> Bundle:
         with self.lock:
             sub, _ = make_submission(self.rollouts, base, self.spec.task.grpo, task_id, round_, trainer)
         return dataclasses.replace(sub, base_round=base_round)
 
-    def put(self, store: Store, sub: LMSubmission) -> Digest:
+    def put(self, store: Store, sub: Bundle) -> Digest:
         return put_lm_submission(store, sub)
 
     def fetch(
         self, store: Store, digest: Digest | bytes | str, shapes: dict[str, tuple[int, ...]], deadline: float | None
-    ) -> LMSubmission:
+    ) -> Bundle:
         return fetch_lm_submission(store, digest, self.spec, shapes, deadline)
 
     def fetch_delta(self, store: Store, digest: Digest | bytes | str) -> dict[str, torch.Tensor]:
@@ -199,20 +197,14 @@ def fetch_adapters(work: LMWork, store: Store, digest: Digest) -> FetchedModel:
 # k's groups under adapters_k without replaying steps 0..k-1.
 
 
-# what both in-memory forms carry alike: the claims a validator compares with the chain's
-CLAIMS = ("task_id", "round", "base_round", "trainer", "mean_reward", "work_units", "proof_root")
-
-
-def lm_bundle(sub: LMSubmission) -> Bundle:
-    """The submission in the one wire form (above): one batch per group, states as deltas."""
-    groups = tuple(g for step in sub.steps for g in step)
-    proofs = tuple(p for step in sub.proofs for p in step)
+def lm_bundle(sub: Bundle) -> Bundle:
+    """The submission as it goes on the wire (above): states named "param.<name>", tensors on the CPU."""
     states = tuple({PARAM_PREFIX + n: t.detach().cpu().contiguous() for n, t in s.items()} for s in sub.states)
     delta = {n: t.detach().cpu().contiguous() for n, t in sub.delta.items()}
-    return Bundle(**{f: getattr(sub, f) for f in CLAIMS}, batches=groups, proofs=proofs, delta=delta, states=states)
+    return dataclasses.replace(sub, delta=delta, states=states)
 
 
-def put_lm_submission(store: Store, sub: LMSubmission, pin: bool = True) -> Digest:
+def put_lm_submission(store: Store, sub: Bundle, pin: bool = True) -> Digest:
     """Upload the submission's files and manifest; return the digest that goes on chain."""
     digest, _ = put_submission(store, lm_bundle(sub), pin=pin)
     return digest
@@ -224,9 +216,10 @@ def fetch_lm_submission(
     spec: TaskSpecManifest[LMTaskConfig],
     adapter_shapes: dict[str, tuple[int, ...]],
     deadline: float | None = None,
-) -> LMSubmission:
-    """The LMSubmission behind an on-chain digest, every limit, size and sha256 checked (module doc);
-    SubmissionError names the field and CID (the trainer's fault), own-store failures pass through."""
+) -> Bundle:
+    """The submission behind an on-chain digest, every limit, size and sha256 checked (module doc), its
+    groups per step the spec's; SubmissionError names the field and CID (the trainer's fault), own-store
+    failures pass through."""
     grpo = spec.task.grpo
     cid = cid_for_digest(digest)
     layout = adapter_state_layout(adapter_shapes)  # every state's declared size checked against it, then its tensors
@@ -242,15 +235,8 @@ def fetch_lm_submission(
             raise SubmissionError(f"rollouts.{i:04d}", cid, f"expected a group of {grpo.group_size} rows", b.n)
     wanted = list(range(1, grpo.inner_steps))
     raw = fetch_states(store, digest, wanted, spec.limits, None, deadline, layout) if wanted else {}
-    states = [{n.removeprefix(PARAM_PREFIX): t for n, t in raw[k].items()} for k in wanted]
-    a, h = grpo.prompts_per_step, grpo.inner_steps
-    return LMSubmission(
-        **{f: getattr(bundle, f) for f in CLAIMS},
-        steps=tuple(bundle.batches[k * a : (k + 1) * a] for k in range(h)),
-        proofs=tuple(bundle.proofs[k * a : (k + 1) * a] for k in range(h)),
-        states=tuple(states),
-        delta=bundle.delta,
-    )
+    states = tuple({n.removeprefix(PARAM_PREFIX): t for n, t in raw[k].items()} for k in wanted)
+    return dataclasses.replace(bundle, states=states, groups_per_step=grpo.prompts_per_step)
 
 
 # ----------------------------------------------------------------------------- creating a task (client.initiator)

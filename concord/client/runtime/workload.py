@@ -43,6 +43,7 @@ from concord.client.content.model_store import FetchedModel, LMAdaptersConfig, M
 from concord.client.content.store import Store
 from concord.client.content.task_spec import LM_KIND, TaskSpecManifest, fetch_task_spec, parse_task_spec
 from concord.client.digest import Digest
+from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import ModelConfig
 from concord.client.engine.lm_task import is_lm_task
 from concord.client.runtime import lm_work, paths, tiny_work
@@ -52,28 +53,9 @@ from concord.client.runtime.tiny_work import TinyWork
 Shapes = dict[str, tuple[int, ...]]
 
 
-class Submission(Protocol):
-    """What every kind's submission carries (client.engine.bundle.Bundle, client.engine.lm_grpo.LMSubmission):
-    the claims a validator compares with the chain's, and the delta the outer step sums."""
-
-    @property
-    def task_id(self) -> int: ...
-    @property
-    def round(self) -> int: ...
-    @property
-    def trainer(self) -> str: ...
-    @property
-    def base_round(self) -> int: ...
-    @property
-    def proof_root(self) -> bytes: ...
-    @property
-    def work_units(self) -> int: ...
-    @property
-    def mean_reward(self) -> float: ...
-    @property
-    def delta(self) -> dict[str, torch.Tensor]: ...
-    @property
-    def rollouts(self) -> int: ...
+# every kind's submission in memory: client.engine.bundle's one format, parameterised by the workload
+# (groups per inner step, what its states hold); the claims a validator compares with the chain's
+Submission = Bundle
 
 
 class Workload(Protocol):
