@@ -201,9 +201,9 @@ def test_lm_round_is_pinned(lm_round: dict[str, Any], store: Store) -> None:
     sample = CheckSample(((1,), (2, 3)), (1,), False)
     sampled = verify_submission(rollouts, base, sub, LM_GRPO, SAMPLED, sample=sample)
     got["sampled"], got["sampled_sha"] = summary(sampled), verdict_sha(sampled)
-    g0 = sub.steps[0][0]
-    first = (dataclasses.replace(g0, rewards=g0.rewards + 1), *sub.steps[0][1:])
-    cheat = verify_submission(rollouts, base, dataclasses.replace(sub, steps=(first, *sub.steps[1:])), LM_GRPO, FP32)
+    g0 = sub.batches[0]  # step 0's first group
+    inflated = dataclasses.replace(sub, batches=(dataclasses.replace(g0, rewards=g0.rewards + 1), *sub.batches[1:]))
+    cheat = verify_submission(rollouts, base, inflated, LM_GRPO, FP32)
     got["cheat"], got["cheat_sha"] = summary(cheat), verdict_sha(cheat)
     state, momentum = outer_step(base, {"sub": sub.delta}, {}, OUTER)
     got["model1"], got["momentum1"] = tensors_sha(state), tensors_sha(momentum)
