@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +40,7 @@ import torch
 from concord.client.engine import sampler as smp
 from concord.client.engine.lm_rollout import LMRollouts
 from concord.client.engine.rollout import RolloutBatch
+from scripts.bench.proofs import best_of
 
 TASK_ID = 12
 TRAINER = "0x" + "01" * 20
@@ -120,15 +120,6 @@ def roofline_gflops(
     return flops / best / 1e9
 
 
-def _best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def counted_tokens(completions: torch.Tensor, eos: int) -> int:
     """Tokens up to and including each row's first EOS (the work units of a RolloutBatch)."""
     total = 0
@@ -181,7 +172,7 @@ def bf16_candidate(
     def generate() -> list[RolloutBatch]:
         return half.step_groups(TASK_ID, 0, TRAINER, idx, group_size, half.prefix())
 
-    t, groups = _best_of(generate, repeats)
+    t, groups = best_of(repeats, generate)
     vcfg = ValidationConfig(prefill_precision="fp32")
     prefix = rollouts.prefix()
     same = rejected = rows = 0
@@ -234,15 +225,15 @@ def measure_generation(
     groups: list[RolloutBatch] = []
     pg_groups: list[RolloutBatch] = []
     for _ in range(repeats):
-        t, groups = _best_of(batched, 1)
+        t, groups = best_of(1, batched)
         gen_s = min(gen_s, t)
         if per_group:
-            t, pg_groups = _best_of(one_by_one, 1)
+            t, pg_groups = best_of(1, one_by_one)
             pg_s = min(pg_s, t)
     tokens = sum(int(g.lengths.sum()) for g in groups)
     flops = generation_flops(shapes, len(rollouts.prefix_ids), groups)
     torch.manual_seed(0)
-    hf_s, hf_new = _best_of(lambda: hf_generate(rollouts, prompts, group_size), repeats)
+    hf_s, hf_new = best_of(repeats, lambda: hf_generate(rollouts, prompts, group_size))
     roof = roofline_gflops(shapes)
     out = {
         "gen_rows": len(idx) * group_size,

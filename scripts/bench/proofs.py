@@ -27,6 +27,7 @@ import json
 import time
 import typing
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -58,7 +59,7 @@ from concord.validator.tiny_prefill import check_sampling, recompute_states
 TRAINER = "0x" + "be" * 20
 
 
-def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, object]:
+def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     """(fastest wall time, last result) over `repeats` calls."""
     best, out = float("inf"), None
     for _ in range(repeats):
