@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,6 +259,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
             return scope_of(nodeid)
 
     return NetworkScopes(config, log)
+
+
+# Seconds per worker (setup + call + teardown of every test it ran), printed at the end: the network
+# scope's worker is the suite's long pole, and its total is what `make test`'s 30 minutes hang on.
+WORKER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    worker = getattr(report, "node", None)
+    name = worker.gateway.id if worker is not None else "main"
+    key = f"{name} ({'network' if scope_of(report.nodeid) == NETWORK else 'other'})"
+    WORKER_SECONDS[key] = WORKER_SECONDS.get(key, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if WORKER_SECONDS:
+        parts = ", ".join(f"{w} {s:.0f} s" for w, s in sorted(WORKER_SECONDS.items()))
+        terminalreporter.write_line(f"test seconds per worker: {parts}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
