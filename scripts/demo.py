@@ -10,7 +10,10 @@ validator fetches from there over bitswap, a round model is served by whoever ho
 follow the rounds from chain events in a live table ->
 stop the nodes -> settlement table, reward curve PNG, token-conservation check, one verdict
 line (and a JSON line) -> devnet down. Exit status 0 only when the reward rose, the cheater
-was slashed, every validator earned a bounty and conservation holds. While it runs, `concord
+was slashed, every validator earned a bounty, every honest node was paid for every round's work
+(each honest submission rewarded, each validator's fee for each round that decided a submission:
+scripts.pay, from chain events; a FAIL names the node, the round and what is missing) and
+conservation holds. While it runs, `concord
 dashboard` follows the devnet from this process (`--dashboard-port`, default 8750; its URL is printed).
 
 The demo stakes and joins every node before starting it (the nodes find themselves
@@ -57,7 +60,7 @@ from concord.client.initiator import Published, TaskFile, load_task_file, publis
 from concord.client.runtime import procs
 from concord.client.runtime.procs import Daemon, ProcError
 from concord.client.units import format_amount
-from scripts import REPO_ROOT, demo_args, devnet
+from scripts import REPO_ROOT, demo_args, devnet, pay
 from scripts.demo_args import DEFAULT_CHEAT, SECONDS_PER_ROUND
 from scripts.harness import Actor, Conservation, Ledger, conservation, enrol, node_command, settle_up
 
@@ -441,8 +444,46 @@ class Outcome:
         return not self.cheaters or all(self.ledger.bounty[v] > 0 for v in validators)
 
     @property
+    def honest_unpaid(self) -> tuple[tuple[str, pay.Unpaid], ...]:
+        """(node name, what it was not paid) for every honest node's unpaid round work (scripts.pay,
+        from the chain's events, never a node's log): an honest trainer's submission in one of the
+        demo's rounds that was not rewarded, an honest validator's fee missing for a round that
+        decided a submission (each validator must have revealed in every such round). Every node
+        of the demo stays up: one that exits early with an error stops the demo before its verdict."""
+        honest = {a.address.lower(): a for a in self.actors if a.address.lower() not in self.cheater_set}
+        voters = [addr for addr, a in honest.items() if a.role == Role.VALIDATOR]
+        return tuple(
+            (honest[u.address].name, u)
+            for u in pay.unpaid(self.events, self.task_id, voters)
+            if u.address in honest and u.round < self.rounds
+        )
+
+    @property
+    def cheater_set(self) -> frozenset[str]:
+        return frozenset(c.lower() for c in self.cheaters)
+
+    @property
+    def honest_paid(self) -> bool:
+        return not self.honest_unpaid
+
+    @property
     def ok(self) -> bool:
-        return self.reward_rising and self.cheater_slashed and self.bounties_paid and self.conservation.holds
+        return (
+            self.reward_rising
+            and self.cheater_slashed
+            and self.bounties_paid
+            and self.honest_paid
+            and self.conservation.holds
+        )
+
+    def unpaid_text(self, most: int = 3) -> str:
+        """'yes', or 'NO (trainer-2 round 1 reward: ..., ...)' naming the first ``most`` of them."""
+        missing = self.honest_unpaid
+        if not missing:
+            return "yes"
+        named = [f"{name} round {u.round} {u.missing}" for name, u in missing[:most]]
+        more = f"; +{len(missing) - most} more" if len(missing) > most else ""
+        return f"NO ({'; '.join(named)}{more})"
 
     def verdict_line(self) -> str:
         def mark(ok: bool) -> str:
@@ -453,7 +494,8 @@ class Outcome:
         return (
             f"verdict: {'PASS' if self.ok else 'FAIL'} · reward rising {mark(self.reward_rising)} "
             f"({first:.3f} -> {last:.3f} over {self.rounds} rounds) · cheater slashed {mark(self.cheater_slashed)}"
-            f" · validators paid bounty {mark(self.bounties_paid)} · conservation "
+            f" · validators paid bounty {mark(self.bounties_paid)} · honest nodes paid every round "
+            f"{self.unpaid_text()} · conservation "
             f"{'ok' if self.conservation.holds else 'VIOLATED'}"
         )
 
@@ -466,6 +508,9 @@ class Outcome:
             "reward_rising": self.reward_rising,
             "cheater_slashed": self.cheater_slashed,
             "bounties_paid": self.bounties_paid,
+            "honest_paid": self.honest_paid,
+            "honest_unpaid": len(self.honest_unpaid),
+            "honest_unpaid_detail": [dict(u.to_json(), node=name) for name, u in self.honest_unpaid],
             "conservation": self.conservation.holds,
             "ok": self.ok,
         }

@@ -4,7 +4,8 @@
   initiator's), trainer or validator process it started, nor anything else in their process groups.
 - A short run with the cheater: the settlement catches and slashes it, pays both validators a
   bounty, and the conservation check holds (the JSON line says so).
-- The verdict's rules on hand-made outcomes.
+- The verdict's rules on hand-made outcomes, and the pay check (scripts.pay) it shares with
+  `concord bench network --rounds`: an honest node's unpaid round names the node, round and what is missing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from own_devnet import TASK_FILE, port_flags
 from concord.client import chain
 from concord.client.chain import Role
 from concord.client.runtime import procs
-from scripts import REPO_ROOT, devnet
+from scripts import REPO_ROOT, devnet, pay
 from scripts.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
 from scripts.harness import Actor, Conservation, Ledger, wait_for
 
@@ -101,6 +102,9 @@ def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
     assert len(lines) == 1, run.stdout[-3000:] + run.stderr[-3000:]
     doc = lines[0]["demo"]
     assert (doc["rounds"], doc["cheater_slashed"], doc["bounties_paid"], doc["conservation"]) == (2, True, True, True)
+    # every honest trainer rewarded for each submission, each validator's fee for each round (chain events)
+    assert (doc["honest_paid"], doc["honest_unpaid"], doc["honest_unpaid_detail"]) == (True, 0, []), doc
+    assert "honest nodes paid every round yes" in run.stdout
     assert len(doc["reward_per_round"]) == 2 and all(-1 < x < 1 for x in doc["reward_per_round"])  # 0: chance
     assert run.returncode == (0 if doc["ok"] else 1)
     assert "Settlement of task 1 after 2 rounds" in run.stdout and "verdict:" in run.stdout
@@ -148,3 +152,88 @@ def test_verdict_rules(monkeypatch):
     broken = _outcome([0.1, 0.2], [sub, slash], paid, holds=False)
     assert not broken.ok and "conservation VIOLATED" in broken.verdict_line()
     assert [s.role for s in specs] == [Role.TRAINER, Role.TRAINER, Role.VALIDATOR, Role.VALIDATOR]
+
+
+# ----------------------------------------------------------------------------- the pay check
+
+META = chain.EventMeta(0, "0x" + "00" * 32, 0)
+
+
+def _round_events(
+    addr: dict[str, str],
+    r: int,
+    *,
+    honest_ok: bool = True,
+    reveal: tuple[str, ...] = ("validator-1", "validator-2"),
+    paid: tuple[str, ...] = ("validator-1", "validator-2"),
+    void: bool = False,
+) -> list:
+    """Round ``r`` of task 1: trainer-1 (index 0) and the cheater (index 1) submit; the cheater is
+    slashed, trainer-1 rewarded (or, not ``honest_ok``, rejected); ``reveal`` reveal, ``paid`` get the fee."""
+    d = b"\x01" * 32
+    evs: list = [
+        chain.Submitted(META, 1, r, addr["trainer-1"], 0, r, d, d, 10),
+        chain.Submitted(META, 1, r, addr["cheater"], 1, r, d, d, 10),
+    ]
+    evs += [chain.Revealed(META, 1, r, addr[v], (), d) for v in reveal]
+    if not void:
+        if honest_ok:
+            evs.append(chain.SubmissionRewarded(META, 1, r, addr["trainer-1"], 0, 50))
+        else:
+            evs.append(chain.SubmissionRejected(META, 1, r, addr["trainer-1"], 0, 80, 40))
+        evs.append(chain.SubmissionRejected(META, 1, r, addr["cheater"], 1, 80, 40))
+        evs += [chain.ValidatorPaid(META, 1, r, addr[v], 5) for v in paid]
+    evs.append(chain.RoundFinalized(META, 1, r, d, void, 10, 0))
+    return evs
+
+
+def test_pay_check_names_the_honest_node_round_and_what_is_missing(monkeypatch):
+    specs = demo_nodes(honest=1, cheat="inflated_rewards", validators=2)
+    addr = {s.name: s.address for s in specs}
+    monkeypatch.setattr(Actor, "address", property(lambda a: addr[a.name]))
+    paid = {addr["validator-1"]: 20, addr["validator-2"]: 20}
+
+    def outcome(events: list) -> Outcome:
+        return _outcome([0.1, 0.2], events, paid)
+
+    good = outcome(_round_events(addr, 0) + _round_events(addr, 1))
+    assert good.honest_paid and good.ok and "honest nodes paid every round yes" in good.verdict_line()
+    assert good.to_json()["honest_unpaid"] == 0
+    # the cheater's slashed submissions are unpaid too, but it is not honest: the raw check names it
+    assert {(u.round, u.role) for u in pay.unpaid(good.events)} == {(0, "trainer"), (1, "trainer")}
+
+    rejected = outcome(_round_events(addr, 0) + _round_events(addr, 1, honest_ok=False))
+    assert not rejected.ok and rejected.verdict_line().startswith("verdict: FAIL")
+    assert "NO (trainer-1 round 1 reward: submission 0 rejected, 80 slashed)" in rejected.verdict_line()
+    doc = rejected.to_json()
+    assert (doc["honest_paid"], doc["honest_unpaid"]) == (False, 1)
+    assert doc["honest_unpaid_detail"] == [
+        {"round": 1, "address": addr["trainer-1"].lower(), "role": "trainer", "node": "trainer-1",
+         "missing": "reward: submission 0 rejected, 80 slashed"}
+    ]  # fmt: skip
+
+    silent = outcome(_round_events(addr, 0, reveal=("validator-1",), paid=("validator-1",)) + _round_events(addr, 1))
+    assert [(n, u.round, u.missing) for n, u in silent.honest_unpaid] == [("validator-2", 0, "fee: no reveal")]
+    unfee = outcome(_round_events(addr, 0) + _round_events(addr, 1, paid=("validator-2",)))
+    assert [(n, u.round, u.missing[:22]) for n, u in unfee.honest_unpaid] == [
+        ("validator-1", 1, "fee: revealed, not pai")
+    ]
+    assert "validator-1 round 1 fee: revealed, not paid" in unfee.verdict_line()
+
+    # a void round pays nobody: the demo's verdict fails on it; the bench (void judged apart) drops it
+    void = outcome(_round_events(addr, 0) + _round_events(addr, 1, void=True))
+    assert {(n, u.round, u.void) for n, u in void.honest_unpaid} == {
+        ("trainer-1", 1, True), ("validator-1", 1, True), ("validator-2", 1, True)
+    }  # fmt: skip
+    assert not void.ok
+    # an unsettled round is not judged; a round that decided nothing owes no fee (the contract pays none)
+    d = b"\x01" * 32
+    undecided = [
+        chain.Revealed(META, 1, 0, addr["validator-1"], (), d),
+        chain.RoundFinalized(META, 1, 0, d, False, 0, 0),
+        chain.Submitted(META, 1, 1, addr["trainer-1"], 0, 1, d, d, 10),
+    ]
+    assert pay.unpaid(undecided, 1, [addr["validator-2"]]) == []
+    undecided.append(chain.RoundFinalized(META, 1, 1, d, False, 0, 0))  # round 1 settles, the submission undecided
+    assert [u.missing for u in pay.unpaid(undecided, 1)] == ["reward: submission 0 not rewarded (undecided)"]
+    assert pay.unpaid(undecided, 2) == []  # another task's events
