@@ -7,7 +7,8 @@ as its own process (`python -m concord.client.trainer run ...` / `python -m conc
 cheater `python -m scripts.adversaries.trainer run ... --cheat MODE`; JSON logs under
 <state>/logs/), each with `--ipfs-api` of its own peer: a trainer publishes to its own peer, a
 validator fetches from there over bitswap, a round model is served by whoever holds it ->
-follow the rounds from chain events in a live table ->
+follow the rounds from chain events in a live table (with `--netns`, each node process runs in its
+peer's network namespace, links rate-limited: `concord devnet up --netns`) ->
 stop the nodes -> settlement table, reward curve PNG, token-conservation check, one verdict
 line (and a JSON line) -> devnet down. Exit status 0 only when the reward rose, the cheater
 was slashed, every validator earned a bounty, every honest node was paid for every round's work
@@ -121,6 +122,7 @@ class NetworkPlan:
     live: bool = True  # the rich live table (off: one line per settled round)
     dashboard_port: int | None = None  # `concord dashboard` in this process while it runs (0: any free port)
     own_ipfs: bool = True  # each node its own IPFS peer (False: every node uses the initiator's, as before)
+    netns: bool = False  # each node and its peer in its own network namespace, links limited (devnet up --netns)
 
 
 def demo_nodes(honest: int = 3, cheat: str | None = DEFAULT_CHEAT, validators: int = 2) -> tuple[NodeSpec, ...]:
@@ -195,9 +197,12 @@ def start_nodes(
     if plan.own_ipfs:
         net = devnet.add_peers(state, [s.name for s in specs])
     for spec in specs:
-        api = net.peer(spec.name).api if plan.own_ipfs else net.ipfs_api
+        peer = net.peer(spec.name) if plan.own_ipfs else None
+        api = net.ipfs_api if peer is None else peer.api
         argv = node_argv(spec, devnet_json, task_id, plan.rounds, state / "nodes" / spec.name, plan, api)
-        daemon, proc = procs.start(spec.name, argv, state / "logs" / f"{spec.name}.log", cwd=REPO_ROOT)
+        # on a --netns devnet the node runs in its peer's namespace (`ip netns exec` execs: the PID is the node's)
+        wrap = ["ip", "netns", "exec", peer.netns] if peer is not None and peer.netns else []
+        daemon, proc = procs.start(spec.name, [*wrap, *argv], state / "logs" / f"{spec.name}.log", cwd=REPO_ROOT)
         started.append(NodeProc(daemon, proc))
         write_nodes_file(state, [n.daemon for n in started])
 
@@ -746,14 +751,22 @@ def run_demo(
     nodes: list[NodeProc] = []
     clock = "mining per transaction" if block_time is None else f"a block every {block_time:g}s"
     ipfs = "an IPFS peer per node" if plan.own_ipfs else "one IPFS peer shared by every node"
-    console.print(f"starting devnet (anvil, {clock}; {ipfs}) in {state_dir} …")
+    where = "; each node and its peer in its own network namespace, links limited" if plan.netns else ""
+    console.print(f"starting devnet (anvil, {clock}; {ipfs}{where}) in {state_dir} …")
     try:
         peers = [s.name for s in plan.nodes] if plan.own_ipfs else []
-        net = devnet.up(state_dir, ports, block_time=block_time, peers=peers)
+        net = devnet.up(state_dir, ports, block_time=block_time, peers=peers, use_netns=plan.netns)
         console.print(
             f"devnet: rpc {net.rpc_url}, Concord {net.deployment['concord']}, IPFS peers (full mesh): "
             + ", ".join(f"{n} {p['api_url']}" for n, p in net.peers.items())
         )
+        if net.netns:
+            links = {n: mbit for n, _, mbit in devnet.link_mbit(list(net.peers))}
+            console.print(
+                f"namespaces {net.netns}-<node> on bridge {net.netns}br, links (Mbit/s both ways): "
+                + ", ".join(f"{n} {links[n]:g}" for n in net.peers),
+                soft_wrap=True,  # one line, for readers that grep it
+            )
         with demo_dashboard(net, plan.dashboard_port, console):
             outcome = run_network(net, plan, console, nodes)
             report(outcome, state_dir, console)
@@ -784,6 +797,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--cheat {args.cheat} has no form on an LM task (use one with an LM step, e.g. inflated_rewards)")
     if not args.timeout >= 0:
         p.error(f"--timeout must be >= 0 seconds (0: the default), got {args.timeout}")
+    if args.netns and args.shared_ipfs:
+        p.error("--netns puts each node's own IPFS peer in its namespace: it cannot go with --shared-ipfs")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)  # urllib3, via ipfshttpclient
     console = Console(width=None if sys.stdout.isatty() else 160)  # pipes get whole rows
@@ -797,6 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         live=not args.no_live,
         dashboard_port=None if args.no_dashboard else args.dashboard_port,
         own_ipfs=not args.shared_ipfs,
+        netns=args.netns,
     )
     ports = devnet.Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
     t0 = time.monotonic()

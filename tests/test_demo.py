@@ -4,6 +4,8 @@
   initiator's), trainer or validator process it started, nor anything else in their process groups.
 - A short run with the cheater: the settlement catches and slashes it, pays both validators a
   bounty, and the conservation check holds (the JSON line says so).
+- `--netns`: the same short run with each node and its peer in its own namespace (links limited);
+  every node's process ran in its namespace, and namespaces, veths and the bridge are gone after.
 - The verdict's rules on hand-made outcomes, and the pay check (scripts.pay) it shares with
   `concord bench network --rounds`: an honest node's unpaid round names the node, round and what is missing.
 """
@@ -24,7 +26,7 @@ from own_devnet import TASK_FILE, port_flags
 from concord.client import chain
 from concord.client.chain import Role
 from concord.client.runtime import procs
-from scripts import REPO_ROOT, devnet, pay
+from scripts import REPO_ROOT, devnet, netns, pay
 from scripts.demo import CURVE_FILE, NODES_FILE, Outcome, demo_nodes
 from scripts.harness import Actor, Conservation, Ledger, wait_for
 
@@ -117,6 +119,28 @@ def test_short_demo_slashes_the_cheater_and_conserves_tokens(tmp_path: Path):
     assert "a block every 1s; an IPFS peer per node" in run.stdout
     peer_logs = [state / "ipfs.log", *((state / "ipfs" / f"{s.name}.log") for s in demo_nodes())]  # initiator's first
     assert all("SIGTERM: stopping" in log.read_text() for log in peer_logs)  # each node's peer ran, and was stopped
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
+def test_short_demo_on_namespaces_pays_honest_nodes_and_leaves_no_namespace(tmp_path: Path):
+    state = tmp_path / "state"
+    cmd = demo_cmd(state, "--rounds", "2", "--netns", "--no-dashboard")
+    run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith('{"demo"')]
+    assert len(lines) == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    doc = lines[0]["demo"]
+    assert (doc["cheater_slashed"], doc["bounties_paid"], doc["conservation"]) == (True, True, True)
+    assert (doc["honest_paid"], doc["honest_unpaid"]) == (True, 0), doc
+    found = re.search(r"namespaces (cn[0-9a-f]+)-<node> on bridge \1br, links \(Mbit/s both ways\): (.*)", run.stdout)
+    assert found, run.stdout[-3000:]
+    tag = found.group(1)
+    assert "trainer-1 100, trainer-2 20" in found.group(2) and "validator-1 1000" in found.group(2)
+    nodes = [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
+    assert [list(d.argv[:4]) for d in nodes] == [["ip", "netns", "exec", f"{tag}-{d.name}"] for d in nodes]
+    assert not any(procs.is_ours(d) for d in nodes) and not devnet.state_file(state).exists()
+    assert tag not in netns.tags()  # namespaces, veths (and their qdiscs) and the bridge removed by devnet down
 
 
 # ----------------------------------------------------------------------------- the verdict's rules
