@@ -695,7 +695,8 @@ def report(outcome: Outcome, state_dir: Path, console: Console) -> None:
         f"{_fmt(cons.escrow)} + stakes {_fmt(cons.staked)} + credited "
         f"{_fmt(cons.credited)} -> {'holds' if cons.holds else 'VIOLATED'}"
     )
-    console.print(outcome.verdict_line(), style="bold green" if outcome.ok else "bold red")
+    # one line whatever the width (a FAIL names nodes and rounds): for readers that grep it
+    console.print(outcome.verdict_line(), style="bold green" if outcome.ok else "bold red", soft_wrap=True)
     print(json.dumps({"demo": outcome.to_json()}), flush=True)
 
 

@@ -758,7 +758,8 @@ def up(
 
 def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[int]:
     """Stop exactly the daemons ``up`` recorded, then (`up --netns`) remove its namespaces, veths,
-    qdiscs and bridge; returns the PIDs that were stopped."""
+    qdiscs and bridge (killing whatever still runs inside them: a node started there with `ip netns
+    exec` goes with its namespace); returns the PIDs that were stopped."""
     devnet = load(Path(state_dir).resolve())
     stopped = [d.pid for d in reversed(devnet.daemon_list()) if procs.stop(d)]
     if devnet.netns:
@@ -896,7 +897,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.ipfs_swarm_port or 0,
                 )
                 devnet = up(
-                    args.state_dir, ports, args.accounts, args.block_time, True, args.peer, use_netns=args.netns
+                    args.state_dir,
+                    ports,
+                    args.accounts,
+                    args.block_time,
+                    hand_over=True,
+                    peers=args.peer,
+                    use_netns=args.netns,
                 )
                 clock = "per transaction" if devnet.block_time is None else f"every {devnet.block_time:g}s"
                 print(
