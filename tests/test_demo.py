@@ -261,3 +261,40 @@ def test_pay_check_names_the_honest_node_round_and_what_is_missing(monkeypatch):
     undecided.append(chain.RoundFinalized(META, 1, 1, d, False, 0, 0))  # round 1 settles, the submission undecided
     assert [u.missing for u in pay.unpaid(undecided, 1)] == ["reward: submission 0 not rewarded (undecided)"]
     assert pay.unpaid(undecided, 2) == []  # another task's events
+
+
+def test_bench_network_charges_unpaid_work_to_nodes_that_stayed_up_through_the_pay_check():
+    """`concord bench network --rounds`'s honest_unpaid is the same check (scripts.pay): unpaid work of a
+    node that was up the whole round counts; of a churned node, apart; a void round, never (judged apart)."""
+    from scripts.bench.network_rounds import NodeProcess, Run, judge_churn
+    from scripts.demo import Progress
+
+    t = NodeProcess("t0", Role.TRAINER, 1, None, [], Path("t0.log"))  # type: ignore[arg-type]
+    v = NodeProcess("v0", Role.VALIDATOR, 2, None, [], Path("v0.log"))  # type: ignore[arg-type]
+    t.down.append((1.0, 2.0))  # t0 was down during round 0 (it ran 0-10 s)
+    d = b"\x01" * 32
+    ta, va = t.address, v.address
+    events = [
+        chain.Submitted(META, 1, 0, ta, 0, 0, d, d, 10),  # round 0: t0 rejected, but it was down
+        chain.Revealed(META, 1, 0, va, (), d),
+        chain.SubmissionRejected(META, 1, 0, ta, 0, 80, 40),
+        chain.ValidatorPaid(META, 1, 0, va, 5),
+        chain.RoundFinalized(META, 1, 0, d, False, 0, 0),
+        chain.Submitted(META, 1, 1, ta, 0, 1, d, d, 10),  # round 1: t0 up, rewarded; v0 up, revealed, no fee
+        chain.Revealed(META, 1, 1, va, (), d),
+        chain.SubmissionRewarded(META, 1, 1, ta, 0, 50),
+        chain.RoundFinalized(META, 1, 1, d, False, 10, 0),
+        chain.Submitted(META, 1, 2, ta, 0, 2, d, d, 10),  # round 2: void
+        chain.RoundFinalized(META, 1, 2, d, True, 0, 0),
+    ]
+    progress = Progress(1, events=events)
+    for r, phase in ((0, "finalized"), (1, "finalized"), (2, "void")):
+        progress.row(r).phase = phase
+    run = Run(1, [t, v], progress, 0.0, seen={0: (0.0, 10.0), 1: (10.0, 20.0), 2: (20.0, 30.0)})
+    judged = judge_churn({"run": run, "min_validators": 1})
+    missing = "fee: revealed, not paid (not the majority's model?)"
+    assert judged["honest_unpaid"] == [
+        {"round": 1, "address": va, "role": "validator", "missing": missing, "node": "v0"}
+    ]
+    assert [(u["node"], u["round"]) for u in judged["churned_unpaid"]] == [("t0", 0)]
+    assert [x["round"] for x in judged["void_rounds"]] == [2] and judged["rounds"] == 2
