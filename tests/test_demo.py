@@ -5,7 +5,8 @@
 - A short run with the cheater: the settlement catches and slashes it, pays both validators a
   bounty, and the conservation check holds (the JSON line says so).
 - `--netns`: the same short run with each node and its peer in its own namespace (links limited);
-  every node's process ran in its namespace, and namespaces, veths and the bridge are gone after.
+  every node's process ran in its namespace, and namespaces, veths and the bridge are gone after,
+  also after a SIGTERM mid-round.
 - The verdict's rules on hand-made outcomes, and the pay check (scripts.pay) it shares with
   `concord bench network --rounds`: an honest node's unpaid round names the node, round and what is missing.
 """
@@ -141,6 +142,47 @@ def test_short_demo_on_namespaces_pays_honest_nodes_and_leaves_no_namespace(tmp_
     assert [list(d.argv[:4]) for d in nodes] == [["ip", "netns", "exec", f"{tag}-{d.name}"] for d in nodes]
     assert not any(procs.is_ours(d) for d in nodes) and not devnet.state_file(state).exists()
     assert tag not in netns.tags()  # namespaces, veths (and their qdiscs) and the bridge removed by devnet down
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
+def test_sigterm_mid_round_on_namespaces_leaves_no_namespace_or_process(tmp_path: Path):
+    state = tmp_path / "state"
+    out = tmp_path / "demo.out"
+    with open(out, "wb") as fh:
+        cmd = demo_cmd(state, "--rounds", "5", "--netns", "--no-dashboard")
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    daemons: list[procs.Daemon] = []
+    try:
+        wait_for(
+            "all 6 nodes to start",
+            lambda: (state / NODES_FILE).exists() and len(json.loads((state / NODES_FILE).read_text())) == 6,
+            alive=running(proc),
+            poll=0.2,
+        )
+        tag = devnet.load(state).netns
+        daemons = devnet.load(state).daemon_list()
+        daemons += [procs.Daemon.from_json(d) for d in json.loads((state / NODES_FILE).read_text())]
+        assert len(daemons) == 1 + 7 + 6 and tag in netns.tags()  # anvil, 7 peers, 6 nodes; the namespaces
+        wait_for(
+            "trainer-1 to log submitted",
+            lambda: '"event":"submitted"' in (state / "logs" / "trainer-1.log").read_text(),
+            alive=running(proc),
+            poll=0.2,
+        )
+        assert all(procs.is_ours(d) for d in daemons)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 130, out.read_text()[-2000:]
+        assert [d.name for d in daemons if procs.is_ours(d)] == []
+        assert group_members({d.pid for d in daemons}) == []
+        assert tag not in netns.tags() and not devnet.state_file(state).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for d in daemons:
+            procs.stop(d, timeout=2.0)
 
 
 # ----------------------------------------------------------------------------- the verdict's rules
