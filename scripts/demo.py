@@ -7,10 +7,14 @@ as its own process (`python -m concord.client.trainer run ...` / `python -m conc
 cheater `python -m scripts.adversaries.trainer run ... --cheat MODE`; JSON logs under
 <state>/logs/), each with `--ipfs-api` of its own peer: a trainer publishes to its own peer, a
 validator fetches from there over bitswap, a round model is served by whoever holds it ->
-follow the rounds from chain events in a live table ->
+follow the rounds from chain events in a live table (with `--netns`, each node process runs in its
+peer's network namespace, links rate-limited: `concord devnet up --netns`) ->
 stop the nodes -> settlement table, reward curve PNG, token-conservation check, one verdict
 line (and a JSON line) -> devnet down. Exit status 0 only when the reward rose, the cheater
-was slashed, every validator earned a bounty and conservation holds. While it runs, `concord
+was slashed, every validator earned a bounty, every honest node was paid for every round's work
+(each honest submission rewarded, each validator's fee for each round that decided a submission:
+scripts.pay, from chain events; a FAIL names the node, the round and what is missing) and
+conservation holds. While it runs, `concord
 dashboard` follows the devnet from this process (`--dashboard-port`, default 8750; its URL is printed).
 
 The demo stakes and joins every node before starting it (the nodes find themselves
@@ -57,7 +61,7 @@ from concord.client.initiator import Published, TaskFile, load_task_file, publis
 from concord.client.runtime import procs
 from concord.client.runtime.procs import Daemon, ProcError
 from concord.client.units import format_amount
-from scripts import REPO_ROOT, demo_args, devnet
+from scripts import REPO_ROOT, demo_args, devnet, pay
 from scripts.demo_args import DEFAULT_CHEAT, SECONDS_PER_ROUND
 from scripts.harness import Actor, Conservation, Ledger, conservation, enrol, node_command, settle_up
 
@@ -118,6 +122,7 @@ class NetworkPlan:
     live: bool = True  # the rich live table (off: one line per settled round)
     dashboard_port: int | None = None  # `concord dashboard` in this process while it runs (0: any free port)
     own_ipfs: bool = True  # each node its own IPFS peer (False: every node uses the initiator's, as before)
+    netns: bool = False  # each node and its peer in its own network namespace, links limited (devnet up --netns)
 
 
 def demo_nodes(honest: int = 3, cheat: str | None = DEFAULT_CHEAT, validators: int = 2) -> tuple[NodeSpec, ...]:
@@ -192,9 +197,12 @@ def start_nodes(
     if plan.own_ipfs:
         net = devnet.add_peers(state, [s.name for s in specs])
     for spec in specs:
-        api = net.peer(spec.name).api if plan.own_ipfs else net.ipfs_api
+        peer = net.peer(spec.name) if plan.own_ipfs else None
+        api = net.ipfs_api if peer is None else peer.api
         argv = node_argv(spec, devnet_json, task_id, plan.rounds, state / "nodes" / spec.name, plan, api)
-        daemon, proc = procs.start(spec.name, argv, state / "logs" / f"{spec.name}.log", cwd=REPO_ROOT)
+        # on a --netns devnet the node runs in its peer's namespace (`ip netns exec` execs: the PID is the node's)
+        wrap = ["ip", "netns", "exec", peer.netns] if peer is not None and peer.netns else []
+        daemon, proc = procs.start(spec.name, [*wrap, *argv], state / "logs" / f"{spec.name}.log", cwd=REPO_ROOT)
         started.append(NodeProc(daemon, proc))
         write_nodes_file(state, [n.daemon for n in started])
 
@@ -441,8 +449,46 @@ class Outcome:
         return not self.cheaters or all(self.ledger.bounty[v] > 0 for v in validators)
 
     @property
+    def honest_unpaid(self) -> tuple[tuple[str, pay.Unpaid], ...]:
+        """(node name, what it was not paid) for every honest node's unpaid round work (scripts.pay,
+        from the chain's events, never a node's log): an honest trainer's submission in one of the
+        demo's rounds that was not rewarded, an honest validator's fee missing for a round that
+        decided a submission (each validator must have revealed in every such round). Every node
+        of the demo stays up: one that exits early with an error stops the demo before its verdict."""
+        honest = {a.address.lower(): a for a in self.actors if a.address.lower() not in self.cheater_set}
+        voters = [addr for addr, a in honest.items() if a.role == Role.VALIDATOR]
+        return tuple(
+            (honest[u.address].name, u)
+            for u in pay.unpaid(self.events, self.task_id, voters)
+            if u.address in honest and u.round < self.rounds
+        )
+
+    @property
+    def cheater_set(self) -> frozenset[str]:
+        return frozenset(c.lower() for c in self.cheaters)
+
+    @property
+    def honest_paid(self) -> bool:
+        return not self.honest_unpaid
+
+    @property
     def ok(self) -> bool:
-        return self.reward_rising and self.cheater_slashed and self.bounties_paid and self.conservation.holds
+        return (
+            self.reward_rising
+            and self.cheater_slashed
+            and self.bounties_paid
+            and self.honest_paid
+            and self.conservation.holds
+        )
+
+    def unpaid_text(self, most: int = 3) -> str:
+        """'yes', or 'NO (trainer-2 round 1 reward: ..., ...)' naming the first ``most`` of them."""
+        missing = self.honest_unpaid
+        if not missing:
+            return "yes"
+        named = [f"{name} round {u.round} {u.missing}" for name, u in missing[:most]]
+        more = f"; +{len(missing) - most} more" if len(missing) > most else ""
+        return f"NO ({'; '.join(named)}{more})"
 
     def verdict_line(self) -> str:
         def mark(ok: bool) -> str:
@@ -453,7 +499,8 @@ class Outcome:
         return (
             f"verdict: {'PASS' if self.ok else 'FAIL'} · reward rising {mark(self.reward_rising)} "
             f"({first:.3f} -> {last:.3f} over {self.rounds} rounds) · cheater slashed {mark(self.cheater_slashed)}"
-            f" · validators paid bounty {mark(self.bounties_paid)} · conservation "
+            f" · validators paid bounty {mark(self.bounties_paid)} · honest nodes paid every round "
+            f"{self.unpaid_text()} · conservation "
             f"{'ok' if self.conservation.holds else 'VIOLATED'}"
         )
 
@@ -466,6 +513,9 @@ class Outcome:
             "reward_rising": self.reward_rising,
             "cheater_slashed": self.cheater_slashed,
             "bounties_paid": self.bounties_paid,
+            "honest_paid": self.honest_paid,
+            "honest_unpaid": len(self.honest_unpaid),
+            "honest_unpaid_detail": [dict(u.to_json(), node=name) for name, u in self.honest_unpaid],
             "conservation": self.conservation.holds,
             "ok": self.ok,
         }
@@ -645,7 +695,8 @@ def report(outcome: Outcome, state_dir: Path, console: Console) -> None:
         f"{_fmt(cons.escrow)} + stakes {_fmt(cons.staked)} + credited "
         f"{_fmt(cons.credited)} -> {'holds' if cons.holds else 'VIOLATED'}"
     )
-    console.print(outcome.verdict_line(), style="bold green" if outcome.ok else "bold red")
+    # one line whatever the width (a FAIL names nodes and rounds): for readers that grep it
+    console.print(outcome.verdict_line(), style="bold green" if outcome.ok else "bold red", soft_wrap=True)
     print(json.dumps({"demo": outcome.to_json()}), flush=True)
 
 
@@ -701,14 +752,22 @@ def run_demo(
     nodes: list[NodeProc] = []
     clock = "mining per transaction" if block_time is None else f"a block every {block_time:g}s"
     ipfs = "an IPFS peer per node" if plan.own_ipfs else "one IPFS peer shared by every node"
-    console.print(f"starting devnet (anvil, {clock}; {ipfs}) in {state_dir} …")
+    where = "; each node and its peer in its own network namespace, links limited" if plan.netns else ""
+    console.print(f"starting devnet (anvil, {clock}; {ipfs}{where}) in {state_dir} …")
     try:
         peers = [s.name for s in plan.nodes] if plan.own_ipfs else []
-        net = devnet.up(state_dir, ports, block_time=block_time, peers=peers)
+        net = devnet.up(state_dir, ports, block_time=block_time, peers=peers, use_netns=plan.netns)
         console.print(
             f"devnet: rpc {net.rpc_url}, Concord {net.deployment['concord']}, IPFS peers (full mesh): "
             + ", ".join(f"{n} {p['api_url']}" for n, p in net.peers.items())
         )
+        if net.netns:
+            links = {n: mbit for n, _, mbit in devnet.link_mbit(list(net.peers))}
+            console.print(
+                f"namespaces {net.netns}-<node> on bridge {net.netns}br, links (Mbit/s both ways): "
+                + ", ".join(f"{n} {links[n]:g}" for n in net.peers),
+                soft_wrap=True,  # one line, for readers that grep it
+            )
         with demo_dashboard(net, plan.dashboard_port, console):
             outcome = run_network(net, plan, console, nodes)
             report(outcome, state_dir, console)
@@ -739,6 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--cheat {args.cheat} has no form on an LM task (use one with an LM step, e.g. inflated_rewards)")
     if not args.timeout >= 0:
         p.error(f"--timeout must be >= 0 seconds (0: the default), got {args.timeout}")
+    if args.netns and args.shared_ipfs:
+        p.error("--netns puts each node's own IPFS peer in its namespace: it cannot go with --shared-ipfs")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", "The 'strict' parameter", FutureWarning)  # urllib3, via ipfshttpclient
     console = Console(width=None if sys.stdout.isatty() else 160)  # pipes get whole rows
@@ -752,6 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         live=not args.no_live,
         dashboard_port=None if args.no_dashboard else args.dashboard_port,
         own_ipfs=not args.shared_ipfs,
+        netns=args.netns,
     )
     ports = devnet.Ports(args.anvil_port, args.ipfs_port, args.ipfs_gateway_port, args.ipfs_grpc_port)
     t0 = time.monotonic()

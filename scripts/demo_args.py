@@ -59,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
         help="every node uses the initiator's IPFS peer (default: each node its own peer, in a mesh)",
     )
     p.add_argument(
+        "--netns",
+        action="store_true",
+        help="each node and its IPFS peer in its own network namespace, links rate-limited "
+        "(`concord devnet up --netns`; needs root)",
+    )
+    p.add_argument(
         "--block-time",
         type=devnet.block_seconds,
         default=devnet.DEFAULT_BLOCK_TIME,

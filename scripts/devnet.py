@@ -18,6 +18,18 @@ form a full mesh (``connect_mesh``: every peer dials every other and redials it 
 block is one bitswap hop from wherever it is held: what a node publishes stays on its own peer
 until someone asks for it. See ``connect_mesh`` for what replaces the mesh at 100 nodes.
 
+A wide-area network on one machine (issue 23, `concord devnet up --netns`): every IPFS peer runs in
+its own Linux network namespace (scripts/netns.py), joined by a veth to one bridge, its link
+rate-limited both ways with tbf (the initiator's and validators' 1000 Mbit/s, every other node's
+(the trainers') alternating 100 and 20 Mbit/s: bench network's mix); API and swarm on its
+namespace's address, ports 5001 and 4001 inside every namespace. Anvil listens on 127.0.0.1 and on
+the bridge's address (``rpc_url``), so the chain is reached from every namespace and from the root
+one. A node runs inside its peer's namespace with `ip netns exec <peer netns> concord trainer run
+--devnet <state>/devnet.json --ipfs-api <peer api> ...` (the state file names both), or from the
+root namespace, which reaches every peer's API over the bridge. The namespaces' tag is in the
+state file: ``down`` stops the daemons by PID, then removes the namespaces, veths, qdiscs and the
+bridge (netns.cleanup); a failed or interrupted ``up`` removes them too.
+
 `concord devnet up` is the one command that leaves processes running when it ends, on
 purpose: they belong to the state file and ``down`` stops them. Ctrl-C, SIGTERM or SIGHUP
 before the devnet is complete stop what was started and leave no state file (never half a devnet).
@@ -42,7 +54,7 @@ import requests
 from concord.client.runtime import paths, procs
 from concord.client.runtime.procs import Daemon, ProcError
 from concord.client.units import AmountError, TokenAmount, amount_arg, format_amount, parse_amount
-from scripts import NODE_BIN, REPO_ROOT
+from scripts import NODE_BIN, REPO_ROOT, netns
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +104,7 @@ class Devnet:
     daemons: list[dict] = field(default_factory=list)
     peers: dict = field(default_factory=dict)  # node name -> Peer.to_json(): each node's own IPFS peer
     block_time: float | None = None  # seconds per block (None: mine per transaction)
+    netns: str = ""  # `up --netns`: the tag of its namespaces and bridge (scripts.netns; "" without)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -170,11 +183,14 @@ def start_anvil(
     timeout: float = 20.0,
     extra_args: Sequence[str] = (),
     mixed: bool = False,
+    also_on: str | None = None,
 ) -> Daemon:
-    """Anvil on 127.0.0.1:port, ready to answer eth_chainId. ``block_time``: a block every that many
-    seconds (interval mining; with ``mixed``, each transaction is also mined at once)."""
+    """Anvil on 127.0.0.1:port (and ``also_on``:port: a namespace bridge's address), ready to answer
+    eth_chainId. ``block_time``: a block every that many seconds (interval mining; with ``mixed``,
+    each transaction is also mined at once)."""
     procs.require_free(port, "anvil", "--anvil-port")
-    argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--accounts", str(accounts)]
+    hosts = "127.0.0.1" if also_on is None else f"127.0.0.1,{also_on}"
+    argv = [str(anvil_binary()), "--host", hosts, "--port", str(port), "--accounts", str(accounts)]
     if block_time is not None:
         argv += ["--block-time", f"{block_time:g}"]
         if mixed:
@@ -379,6 +395,7 @@ class Peer:
     swarm: str  # /ip4/127.0.0.1/tcp/S/p2p/<peer id>
     repo: str  # its repo (blocks, pins, its key: a restart on it keeps the peer ID)
     pid: int
+    netns: str = ""  # `up --netns`: the network namespace it (and its node, if run there) lives in
 
     @property
     def peer_id(self) -> str:
@@ -518,6 +535,11 @@ def add_peers(state_dir: Path, names: Sequence[str]) -> Devnet:
     new = [n for n in dict.fromkeys(names) if n not in net.peers]
     if not new:
         return net
+    if net.netns:
+        raise ProcError(
+            f"the --netns devnet at {state_dir} has peers {sorted(net.peers)}, not {new}: a --netns devnet's "
+            "peers are all started by `up` (--peer NAME)"
+        )
     running = [Peer.from_json(p) for p in net.peers.values()]
     added: list[Daemon] = []
     try:
@@ -533,6 +555,60 @@ def add_peers(state_dir: Path, names: Sequence[str]) -> Devnet:
         with procs.signals_ignored():
             procs.stop_all(added)
         raise
+
+
+# ----------------------------------------------------------------------------- namespaces (`up --netns`)
+
+
+def link_mbit(names: Sequence[str]) -> list[tuple[str, str, float]]:
+    """(name, role, Mbit/s) of each peer's link, both ways: the initiator's and the validators' (names
+    starting "validator") at bench network's validator rate, every other node's (the trainers') at its
+    trainer rates in turn (1000; 100, 20, 100, ...)."""
+    from scripts.bench.network import TRAINER_MBIT, VALIDATOR_MBIT  # the one mix of speeds; bench imports us
+
+    out, trainers = [], 0
+    for name in names:
+        if name == INITIATOR_PEER or name.startswith("validator"):
+            out.append((name, "validator", VALIDATOR_MBIT))
+        else:
+            out.append((name, "trainer", TRAINER_MBIT[trainers % len(TRAINER_MBIT)]))
+            trainers += 1
+    return out
+
+
+def check_netns_names(names: Sequence[str]) -> None:
+    """A namespace is named after its peer (``<tag>-<name>``): ProcError for a name that cannot be one."""
+    for name in names:
+        if not name or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 40:
+            raise ProcError(f"--peer {name!r}: with --netns a peer's name is 1-40 letters, digits, - or _")
+
+
+def open_network() -> netns.Network:
+    """A fresh bridge for `up --netns` (nothing else yet); ProcError where namespaces are refused."""
+    try:
+        return netns.Network().open()
+    except netns.NetnsError as e:
+        raise ProcError(f"--netns: {e}") from e
+
+
+def start_netns_peers(network: netns.Network, root: Path, names: Sequence[str], started: list[Daemon]) -> list[Peer]:
+    """A namespace with a rate-limited link (``link_mbit``) and a Helia peer in it for each of ``names``
+    (repo ``root/<name>``, log ``root/<name>.log``), in a full mesh: bench network's builder
+    (scripts.bench.network.build_network), one seam for namespaced peers. Each daemon is appended to
+    ``started`` (also on a failure: the caller stops them and closes ``network``)."""
+    from scripts.bench.network import build_network
+
+    check_netns_names(names)
+    try:
+        built = build_network(network, root, link_mbit(names))
+    except (RuntimeError, netns.NetnsError, requests.RequestException) as e:
+        raise ProcError(f"--netns: the IPFS peers did not come up in their namespaces: {e}") from e
+    finally:
+        started += [d for d in network.daemons if d not in started]
+    return [
+        Peer(n, built[n].api, built[n].api_url, built[n].swarm, str(root / n), built[n].daemon.pid, built[n].node.netns)
+        for n in names
+    ]
 
 
 # ----------------------------------------------------------------------------- up / down
@@ -595,10 +671,13 @@ def up(
     block_time: float | None = DEFAULT_BLOCK_TIME,
     hand_over: bool = False,
     peers: Sequence[str] = (),
+    use_netns: bool = False,
 ) -> Devnet:
     """Start anvil (a block every ``block_time`` s, and each transaction at once; None: per transaction
     only) and the IPFS peers (the initiator's on ``ports.ipfs_api``, one more per name of ``peers``, in a
-    full mesh), deploy the contracts and the DevToken, mint, write the state file.
+    full mesh), deploy the contracts and the DevToken, mint, write the state file. ``use_netns``: each
+    peer in its own network namespace on a bridge, its link rate-limited (module doc; ``ports.ipfs_api``
+    and ``ports.ipfs_swarm`` then unused: 5001 and 4001 in every namespace), the chain on the bridge too.
 
     All or nothing: an error, Ctrl-C or SIGTERM on the way up stops whatever it started and
     leaves no state file. ``hand_over``: once complete, the daemons belong to the state file
@@ -613,20 +692,31 @@ def up(
     _refuse_if_running(state_dir)
     anvil_binary()
     node_binary()  # both binaries checked before anything starts
+    if use_netns:
+        check_netns_names(names)
     state_dir.mkdir(parents=True, exist_ok=True)
     started: list[Daemon] = []
     before = {d.pid for d in procs.owned()}
     wrote_state = False
+    network: netns.Network | None = None
     try:
-        started.append(start_anvil(ports.anvil, state_dir / "anvil.log", accounts, block_time, mixed=True))
+        network = open_network() if use_netns else None
+        gateway = None if network is None else network.gateway
+        log_path = state_dir / "anvil.log"
+        started.append(start_anvil(ports.anvil, log_path, accounts, block_time, mixed=True, also_on=gateway))
         ipfs_root = state_dir / "ipfs"
         if ipfs_root.exists():
             shutil.rmtree(ipfs_root)  # a new devnet, new peers: no blocks or peer IDs of an earlier chain
-        swarm = {INITIATOR_PEER: ports.ipfs_swarm} if ports.ipfs_swarm else {}
-        logs = {INITIATOR_PEER: state_dir / "ipfs.log"}  # where the one js-ipfs daemon logged
-        started_peers = start_peers(ipfs_root, names, {INITIATOR_PEER: ports.ipfs_api}, swarm, started, log_paths=logs)
+        if network is None:
+            swarm = {INITIATOR_PEER: ports.ipfs_swarm} if ports.ipfs_swarm else {}
+            logs = {INITIATOR_PEER: state_dir / "ipfs.log"}  # where the one js-ipfs daemon logged
+            api_ports = {INITIATOR_PEER: ports.ipfs_api}
+            started_peers = start_peers(ipfs_root, names, api_ports, swarm, started, log_paths=logs)
+        else:
+            ipfs_root.mkdir(parents=True)
+            started_peers = start_netns_peers(network, ipfs_root, names, started)
         initiator = started_peers[0]
-        rpc_url = f"http://127.0.0.1:{ports.anvil}"
+        rpc_url = f"http://{gateway or '127.0.0.1'}:{ports.anvil}"
         result = deploy.deploy_devnet(rpc_url, accounts, DEVNET_MINT)
         devnet = Devnet(
             rpc_url=rpc_url,
@@ -640,6 +730,7 @@ def up(
             daemons=[d.to_json() for d in started],
             peers={p.name: p.to_json() for p in started_peers},
             block_time=block_time,
+            netns="" if network is None else network.tag,
         )
         wrote_state = True
         write_state(devnet)
@@ -658,15 +749,22 @@ def up(
             busy = procs.wait_ports_free(ours)
             if busy:
                 log.warning("ports %s still busy after stopping what `devnet up` started", busy)
+            if network is not None:
+                network.close()  # its daemons, then its namespaces, veths, qdiscs and bridge
             if wrote_state:
                 state_file(state_dir).unlink(missing_ok=True)
         raise
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[int]:
-    """Stop exactly the daemons ``up`` recorded; returns the PIDs that were stopped."""
+    """Stop exactly the daemons ``up`` recorded, then (`up --netns`) remove its namespaces, veths,
+    qdiscs and bridge (killing whatever still runs inside them: a node started there with `ip netns
+    exec` goes with its namespace); returns the PIDs that were stopped."""
     devnet = load(Path(state_dir).resolve())
     stopped = [d.pid for d in reversed(devnet.daemon_list()) if procs.stop(d)]
+    if devnet.netns:
+        removed = netns.cleanup(devnet.netns)
+        log.info("removed %s", removed)
     state_file(state_dir).unlink()
     return stopped
 
@@ -760,6 +858,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--accounts", type=int, default=10, help="default anvil accounts to fund")
     p.add_argument(
+        "--netns",
+        action="store_true",
+        help="up: each IPFS peer in its own network namespace on a bridge, its link rate-limited "
+        "(validators and the initiator 1000 Mbit/s, trainers 100 and 20); needs root",
+    )
+    p.add_argument(
         "--block-time",
         type=block_seconds,
         default=DEFAULT_BLOCK_TIME,
@@ -792,7 +896,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.ipfs_grpc_port,
                     args.ipfs_swarm_port or 0,
                 )
-                devnet = up(args.state_dir, ports, args.accounts, args.block_time, hand_over=True, peers=args.peer)
+                devnet = up(
+                    args.state_dir,
+                    ports,
+                    args.accounts,
+                    args.block_time,
+                    hand_over=True,
+                    peers=args.peer,
+                    use_netns=args.netns,
+                )
                 clock = "per transaction" if devnet.block_time is None else f"every {devnet.block_time:g}s"
                 print(
                     f"devnet up: rpc {devnet.rpc_url} (chain {devnet.chain_id}, a block {clock}), "
@@ -800,6 +912,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"({len(devnet.peers)} peer(s) in a mesh: {', '.join(devnet.peers)}), "
                     f"state {state_file(Path(devnet.state_dir))}"
                 )
+                for name, p in devnet.peers.items() if devnet.netns else ():
+                    print(
+                        f"  {name}: namespace {p['netns']}, ipfs {p['api']} "
+                        f"(its node: ip netns exec {p['netns']} concord ... --ipfs-api {p['api']})"
+                    )
             elif args.action == "fund":
                 neither = args.eth is None and args.tokens is None
                 eth = parse_amount(DEFAULT_FUND_ETH, "--eth") if neither else args.eth
@@ -824,6 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "block_time": devnet.block_time,
                             "ipfs_api": devnet.ipfs_api,
                             "peers": {n: p["api"] for n, p in devnet.peers.items()},
+                            "netns": {n: p.get("netns", "") for n, p in devnet.peers.items()} if devnet.netns else None,
                             "alive": live,
                             "deployment": devnet.deployment,
                         },

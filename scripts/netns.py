@@ -231,6 +231,22 @@ class Network:
         finally:
             self._stack.__exit__(exc_type, exc, tb)
 
+    def open(self) -> Network:
+        """The bridge, made without ``with``: for a network that outlives this process (`concord devnet
+        up --netns` records the tag in its state file; `concord devnet down` runs ``cleanup(tag)``).
+        A failure here leaves nothing; afterwards the caller owns it (``close``, or ``cleanup(tag)``
+        from another process). No signal handling of its own: the caller's ``procs.no_orphans``."""
+        reason = available()
+        if reason is not None:
+            raise NamespacesRefused(reason)
+        try:
+            self._up()
+        except BaseException:
+            with procs.signals_ignored():
+                self.close()
+            raise
+        return self
+
     def _up(self) -> None:
         self._subnet = _free_subnet()
         self._hosts = self._subnet.hosts()

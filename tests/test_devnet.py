@@ -1,14 +1,20 @@
 """Devnet up/down against the real daemons: what up writes, that down stops exactly those PIDs,
 and that a busy port, a missing binary or a daemon that dies gives one clear line and leaves
 nothing running; the chain's clock (blocks without transactions) and the IPFS peers' mesh
-(one per node, added peers recorded and stopped by down). Also: the js-ipfs fixture stores and
-returns a block."""
+(one per node, added peers recorded and stopped by down). `devnet up --netns` (issue 23 item 2):
+each peer in its own namespace with a rate-limited link, reached across the bridge, the chain
+reached from every namespace; `down`, a SIGTERM during `up` and a bad peer name leave no namespace,
+veth, bridge or daemon (skipped, with the kernel's reason, only where namespaces are refused).
+Also: the js-ipfs fixture stores and returns a block."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +29,7 @@ from concord.client.chain import keys
 from concord.client.content.manifest import canonical_bytes
 from concord.client.content.store import Store
 from concord.client.runtime import procs
-from scripts import devnet
+from scripts import REPO_ROOT, devnet, netns
 
 
 def _children() -> set[int]:
@@ -185,3 +191,135 @@ def test_block_time_flag() -> None:
     for bad in ("-1", "nan", "soon"):
         with pytest.raises(SystemExit):
             devnet.parser().parse_args(["up", "--block-time", bad])
+
+
+# ----------------------------------------------------------------------------- `devnet up --netns`
+
+NETNS_REFUSED = netns.available()
+needs_netns = pytest.mark.skipif(NETNS_REFUSED is not None, reason=str(NETNS_REFUSED))
+
+
+def _netns_left(tag: str) -> list[str]:
+    """Namespaces and links (veths, the bridge) of ``tag`` that still exist."""
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    names = [line.split()[0] for line in ns.splitlines() if line.strip()]
+    names += [str(link["ifname"]) for link in json.loads(links)]
+    return [n for n in names if n.startswith(tag)]
+
+
+def _in_netns(ns: str, code: str, *args: str) -> str:
+    """Python ``code`` run inside namespace ``ns``; its stdout."""
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-c", code, *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+POST = (
+    "import sys, urllib.request; r = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), "
+    "headers={'Content-Type': 'application/json'}); print(urllib.request.urlopen(r, timeout=10).read().decode())"
+)
+
+
+@needs_netns
+@pytest.mark.slow
+def test_up_netns_puts_each_peer_in_its_own_limited_namespace_and_down_removes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before = _children()
+    state = tmp_path / "dn"
+    flags = ["--state-dir", str(state), "--anvil-port", str(procs.free_port()), "--accounts", "2"]
+    rc = devnet.main(["up", "--netns", *flags, "--peer", "trainer-1", "--peer", "validator-1"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    net = devnet.load(state)
+    tag = net.netns
+    try:
+        assert tag.startswith(netns.TAG_PREFIX) and f"namespace {tag}-trainer-1" in out.out
+        assert list(net.peers) == ["initiator", "trainer-1", "validator-1"]
+        trainer, validator, initiator = (net.peer(n) for n in ("trainer-1", "validator-1", "initiator"))
+        assert [p.netns for p in (trainer, validator, initiator)] == [
+            f"{tag}-{p.name}" for p in (trainer, validator, initiator)
+        ]
+        assert len({p.api for p in (trainer, validator, initiator)}) == 3 and net.ipfs_api == initiator.api
+        # each link limited both ways: a trainer's at 100 Mbit/s, a validator's at 1 Gbit/s (tbf on eth0 inside)
+        for peer, rate in ((trainer, "100Mbit"), (validator, "1Gbit"), (initiator, "1Gbit")):
+            qdisc = subprocess.run(
+                ["tc", "-n", peer.netns, "qdisc", "show", "dev", "eth0"], capture_output=True, text=True
+            )
+            assert "tbf" in qdisc.stdout and f"rate {rate}" in qdisc.stdout, qdisc.stdout
+        # from inside the trainer's namespace: the chain on the bridge, and the validator's peer across it
+        call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
+        assert json.loads(_in_netns(trainer.netns, POST, net.rpc_url, call))["result"] == "0x7a69"
+        assert (
+            json.loads(_in_netns(trainer.netns, POST, f"{validator.api_url}/api/v0/id", ""))["ID"] == validator.peer_id
+        )
+        client = chain.connect(net.rpc_url, chain.Deployment.from_json(net.deployment))  # and from the root one
+        assert client.token.balance_of(net.accounts[1]) == devnet.DEVNET_MINT
+        # what the trainer puts on its own peer, the validator's peer fetches over the bridge (bitswap)
+        data = os.urandom(200_000)
+        ref = Store(trainer.api, None, timeout=20.0).put_file(data, name="x.bin")
+        got = Store(validator.api, None, timeout=20.0).get_file(ref, tmp_path / "x.bin", len(data))
+        assert got.read_bytes() == data
+        pids = [d.pid for d in net.daemon_list()]
+        assert len(pids) == 4 and all(procs.alive(p) for p in pids)  # anvil + 3 peers, handed over to the state file
+        with pytest.raises(devnet.ProcError, match="peers are all started by `up`"):
+            devnet.add_peers(state, ["trainer-2"])
+    finally:
+        rc = devnet.main(["down", "--state-dir", str(state)])
+    assert rc == 0
+    assert _netns_left(tag) == [] and tag not in netns.tags()  # namespaces, veths (their qdiscs) and bridge
+    assert not any(procs.alive(p) for p in pids)
+    assert _children() == before and not devnet.state_file(state).exists()
+
+
+@needs_netns
+def test_up_netns_refuses_a_peer_name_no_namespace_can_have_before_starting_anything(tmp_path: Path) -> None:
+    before, tags = _children(), set(netns.tags())
+    with pytest.raises(devnet.ProcError, match="'trainer 1'.*letters, digits"):
+        devnet.up(tmp_path / "dn", free_ports(), accounts=2, peers=["trainer 1"], use_netns=True)
+    assert _children() == before and set(netns.tags()) <= tags
+    assert not devnet.state_file(tmp_path / "dn").exists()
+
+
+@needs_netns
+@pytest.mark.slow
+def test_sigterm_during_up_netns_leaves_no_namespace_veth_or_daemon(tmp_path: Path) -> None:
+    state = tmp_path / "dn"
+    name = f"sig{secrets.token_hex(3)}"  # a peer name no other run uses: finds this run's namespaces
+    code = "import sys; from scripts import devnet; sys.exit(devnet.main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "up", "--netns", "--state-dir", str(state), "--accounts", "2"]
+    argv += ["--anvil-port", str(procs.free_port()), "--peer", name]
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tag = ""
+    try:
+        deadline = time.monotonic() + 60
+        while not tag and time.monotonic() < deadline and proc.poll() is None:
+            mine = [ns for ns in netns._netns_names() if ns.endswith(f"-{name}")]
+            # its namespaces made and its peers starting: mid-`up`
+            if mine and (state / "ipfs" / f"{name}.log").exists():
+                tag = mine[0].split("-", 1)[0]
+            time.sleep(0.05)
+        assert tag, f"no namespace for {name} appeared: {proc.poll()}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        assert "interrupted (SIGTERM)" in (proc.stdout.read() if proc.stdout else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _netns_left(tag) == []
+    assert not devnet.state_file(state).exists()
+    assert _running_with(str(state)) == []  # no anvil, no Helia peer
+
+
+def _running_with(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    out = []
+    for pid in procs.live_processes():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            out.append(pid)
+    return out

@@ -31,7 +31,8 @@ Reported: ``churn_events`` (what, who, when, the round, and whether the node cau
 restarted trainer submits again, a restarted validator reveals the round it committed in, the
 node behind a restarted peer or a cut link submits again), ``void_rounds`` (each with the fewest
 validators that were up while it ran and whether that was below minValidators), ``honest_unpaid``
-(a node that submitted or revealed in a finalized round without being paid for it, and was up,
+(scripts/pay.py: a node that submitted, or revealed in a round that decided a submission, in a
+finalized round without being paid for it, and was up,
 its peer up and its link whole, the whole time that round ran), ``conservation_ok`` (each task
 holds its budget + open pools, and the token balance equals the protocol's liabilities).
 
@@ -63,7 +64,7 @@ from concord.client.chain import ChainClient, Phase, Role, deploy, keys
 from concord.client.content.store import Store
 from concord.client.initiator import TaskFile, load_task_file, publish_task
 from concord.client.runtime import procs
-from scripts import REPO_ROOT, devnet, netns
+from scripts import REPO_ROOT, devnet, netns, pay
 from scripts.bench.network import TRAINER_MBIT, VALIDATOR_MBIT, Peer, build_network, rates, roles_of
 from scripts.demo import Progress, poll_progress
 from scripts.harness import TOKEN, conservation, enrol, node_command
@@ -443,14 +444,9 @@ def judge_churn(churn: dict) -> dict:
         up = up_count(validators, opened, settled if settled is not None else run.elapsed())
         void.append({"round": r, "validators_up": up, "below_min_validators": up < churn["min_validators"]})
     finalized = {r for r, row in run.progress.rounds.items() if row.phase == "finalized"}
-    paid_t = {(e.round, e.trainer.lower()) for e in run.progress.events if isinstance(e, chain.SubmissionRewarded)}
-    paid_v = {(e.round, e.validator.lower()) for e in run.progress.events if isinstance(e, chain.ValidatorPaid)}
-    unpaid = []
-    for e in run.progress.events:
-        if isinstance(e, chain.Submitted) and e.round in finalized and (e.round, e.trainer.lower()) not in paid_t:
-            unpaid.append({"round": e.round, "address": e.trainer.lower(), "role": "trainer"})
-        if isinstance(e, chain.Revealed) and e.round in finalized and (e.round, e.validator.lower()) not in paid_v:
-            unpaid.append({"round": e.round, "address": e.validator.lower(), "role": "validator"})
+    # who did a finalized round's work unpaid: the lab's one pay check (scripts/pay.py); void rounds
+    # are judged above (void only below minValidators), not charged to a node
+    unpaid = [u.to_json() for u in pay.unpaid(run.progress.events, run.task_id) if not u.void]
     # a node "stayed up" for a round when none of its down spans overlaps the round's life (from the
     # bench first seeing it open to seeing it settled): churn elsewhere in the run does not excuse it
     by_address = {n.address: n for n in nodes}
