@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 # subcommand -> (module, function taking the remaining argv, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "devnet": ("scripts.devnet", "main", "start/stop a local Anvil + js-ipfs devnet with the contracts deployed"),
+    "devnet": ("scripts.devnet", "main", "start/stop a local devnet: Anvil + contracts, IPFS peers (--netns)"),
     "deploy": ("concord.client.deploy", "main", "deploy the contracts to any RPC URL (key from a keystore)"),
     "task": ("concord.client.initiator", "main", "publish, show, top up, close and reclaim a task (initiator)"),
     "model": ("concord.client.model_export", "main", "export a task's model at a round as a Hugging Face directory"),
@@ -149,7 +149,7 @@ def _help(target: tuple[str, str], argv: list[str]) -> int:
 
 def _call(target: tuple[str, str, str], argv: list[str]) -> int:
     """Run one subcommand; SIGTERM and SIGHUP stop it as Ctrl-C does, and whatever processes it
-    started (anvil, js-ipfs, nodes) are stopped before `concord` exits, however it ends
+    started (anvil, IPFS peers, nodes) are stopped before `concord` exits, however it ends
     (`concord devnet up` hands its complete devnet over to `concord devnet down`)."""
     from concord.client.runtime import procs  # stdlib only: keeps `concord --help` instant
 
