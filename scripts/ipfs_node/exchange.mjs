@@ -76,9 +76,11 @@ export const OP_HAVE = 2
 export const OP_GET = 3
 export const MAX_PER_PEER = 3 // GETs from this node in flight to one peer
 export const SEED_SLOTS = 1 // GETs in flight to seeds while some connected peer is fetching
+export const SEED_SLOT_MS = 2_000 // a GET to a seed holds its slot at most this long (it runs on after)
 export const FETCHING_WINDOW_MS = 10_000 // a peer that asked us for a block this recently is fetching
 export const GET_TIMEOUT_MS = 15_000 // a holder that has not delivered one block by then is skipped for it
 export const PENALTY_MS = 30_000 // ... and ranked last for this long
+export const PENALIZED_WAIT_MS = 1_000 // a penalized holder waits this long for the others' WANT_HAVE answers
 export const FALLBACK_MS = 5_000 // no holder heard by then: bitswap's want-block to all as well
 export const REASK_MS = 1_000 // WANT_HAVE to peers that connected since, this often
 export const TICK_MS = 250
@@ -90,6 +92,7 @@ export const WANT_TTL_MS = 60_000
 export const MAX_INBOUND_STREAMS = 64 // EXCHANGE streams one peer may hold open on one connection
 export const REQUEST_READ_MS = 10_000 // a request must arrive whole within this
 export const SHA2_256 = 0x12
+export const MAX_BAD_PEERS = 1024 // peers whose faults bitswap/stat lists (the oldest is dropped)
 
 
 export function encodeMessage (op, cids) {
@@ -115,6 +118,14 @@ export function decodeMessage (buf) {
   return { op: buf[0], cids }
 }
 
+/** An answer over its bound: the peer broke the protocol (a GET's answer is at most 1 + MAX_BLOCK_BYTES). */
+export class OversizeError extends Error {
+  constructor (limit) {
+    super(`message over ${limit} bytes`)
+    this.limit = limit
+  }
+}
+
 /**
  * The whole of what the other end sends until it closes its write end; more than `limit` bytes aborts.
  * Events, not the stream's async iterator: the iterator ends on 'remoteCloseWrite', which has already
@@ -134,15 +145,17 @@ export function readAll (stream, limit) {
       stream.removeEventListener('end', onEnd)
       stream.removeEventListener('close', onClose)
       if (err != null) reject(err)
-      else resolve(Buffer.concat(parts, size))
+      else resolve(Buffer.concat(parts))
     }
     const onMessage = evt => {
       const bytes = evt.data instanceof Uint8Array ? evt.data : evt.data.subarray()
       size += bytes.length
       if (size > limit) {
-        const err = new Error(`message over ${limit} bytes`)
-        stream.abort(err)
+        // settle first: abort() dispatches 'close' at once, whose handler would otherwise resolve with
+        // what was read so far (it did: an oversized answer came back as a block cut to its limit)
+        const err = new OversizeError(limit)
         done(err)
+        stream.abort(err)
         return
       }
       parts.push(bytes)
@@ -169,7 +182,9 @@ export async function request (libp2p, peer, message, limit, signal) {
   signal.addEventListener('abort', onAbort, { once: true })
   try {
     await sendAll(stream, message, signal)
-    return await readAll(stream, limit)
+    const answer = await readAll(stream, limit)
+    signal.throwIfAborted() // aborted while reading: what was read is no answer (readAll resolves on close)
+    return answer
   } finally {
     signal.removeEventListener('abort', onAbort)
   }
@@ -188,8 +203,11 @@ export function createExchange (helia, local, { log, debug = false }) {
   const remembered = new Map() // peer -> Map<key, {cid, at}>: its wants we answered 0 to
   const penalized = new Map() // peer -> until when it ranks last
   const outbox = new Map() // peer -> {peerId, op, cids}: batched WANT_HAVEs and HAVEs
+  const pending = new Map() // multihash key -> Set<peer>: GETs in flight for that block
+  const badPeers = new Map() // peer -> {badBlocks, badAnswers, timeouts}: its faults (bitswap/stat)
   // what moved (bitswap/stat): blocks served to GETs and received by GET or the bitswap fallback
-  const stats = { blocksSent: 0, dataSent: 0, blocksReceived: 0, dataReceived: 0, dupReceived: 0, dupData: 0, fallbacks: 0, getFailures: 0 }
+  const stats = { blocksSent: 0, dataSent: 0, blocksReceived: 0, dataReceived: 0, dupReceived: 0, dupData: 0, fallbacks: 0, getFailures: 0, badPeers }
+  const halt = new AbortController() // stop(): ends every GET in flight
   let stopped = false
 
   const isFetching = (p, now) => now - (fetchingAt.get(p) ?? -Infinity) < FETCHING_WINDOW_MS
@@ -221,8 +239,7 @@ export function createExchange (helia, local, { log, debug = false }) {
       await sendAll(stream, answer, AbortSignal.timeout(GET_TIMEOUT_MS))
     } else if (msg.op === OP_HAVE) {
       await stream.close()
-      const from = peerId
-      for (const cid of msg.cids) wants.get(mhKey(cid))?.holders.set(peer, from)
+      for (const cid of msg.cids) addHolder(wants.get(mhKey(cid)), peer, peerId)
       schedule()
     } else if (msg.op === OP_GET && msg.cids.length === 1) {
       fetchingAt.set(peer, Date.now())
@@ -283,12 +300,17 @@ export function createExchange (helia, local, { log, debug = false }) {
       request(libp2p, box.peerId, encodeMessage(box.op, cids), MAX_ENTRIES, signal).then(answer => {
         if (box.op !== OP_WANT_HAVE) return
         for (let j = 0; j < cids.length; j++) {
-          if (answer[j] === 1) wants.get(mhKey(cids[j]))?.holders.set(peer, box.peerId)
+          const w = wants.get(mhKey(cids[j]))
+          w?.waiting.delete(peer)
+          if (answer[j] === 1) addHolder(w, peer, box.peerId)
         }
         schedule()
       }).catch(err => {
         // a peer without EXCHANGE (Kubo, bitswap only) or gone: bitswap's fallback finds its blocks
         if (debug) log(`${box.op === OP_HAVE ? 'HAVE' : 'WANT_HAVE'} to ${peer}: ${err.message}`)
+        if (box.op !== OP_WANT_HAVE) return
+        for (const cid of cids) wants.get(mhKey(cid))?.waiting.delete(peer)
+        schedule()
       })
     }
   }
@@ -307,6 +329,7 @@ export function createExchange (helia, local, { log, debug = false }) {
         holders: new Map(), // peer -> PeerId: said it holds the block, not yet tried
         tried: new Set(),
         asked: new Set(),
+        waiting: new Set(), // peers asked WANT_HAVE that have not answered yet
         active: null, // the peer a GET is in flight to
         since: Date.now(),
         fallback: false,
@@ -329,11 +352,22 @@ export function createExchange (helia, local, { log, debug = false }) {
     })
   }
 
+  /**
+   * `peer` says it holds `w`'s block (WANT_HAVE answered 1, or HAVE). A peer already tried for this
+   * block (it answered 0, a bad block or nothing) is not taken back: a liar cannot re-enter the list by
+   * repeating HAVE, so each holder is asked at most once per want.
+   */
+  function addHolder (w, peer, peerId) {
+    if (w == null || w.done || w.tried.has(peer)) return
+    w.holders.set(peer, peerId)
+  }
+
   /** WANT_HAVE for `w` to every connected peer not asked yet. */
   function ask (w) {
     for (const [peer, peerId] of connectedPeers()) {
       if (w.asked.has(peer)) continue
       w.asked.add(peer)
+      w.waiting.add(peer)
       enqueue(peerId, OP_WANT_HAVE, w.cid)
     }
   }
@@ -353,11 +387,19 @@ export function createExchange (helia, local, { log, debug = false }) {
       // a penalized holder only when no other connected holder is left for this block (busy or not)
       let honest = false
       for (const peer of w.holders.keys()) if (peers.has(peer) && !isPenalized(peer)) { honest = true; break }
+      // ... and not before the other peers asked have answered (at most PENALIZED_WAIT_MS): a penalized
+      // liar answers WANT_HAVE first, and would otherwise be asked before the honest answers arrive
+      if (!honest && now - w.since < PENALIZED_WAIT_MS) {
+        let unanswered = false
+        for (const peer of w.waiting) if (peers.has(peer) && !isPenalized(peer)) { unanswered = true; break }
+        if (unanswered) continue
+      }
       const shared = othersWant(w.key)
       let best = null
       let bestRank = Infinity
+      const inFlight = pending.get(w.key) // GETs for this block left by an ended fetch: not asked twice
       for (const [peer, peerId] of w.holders) {
-        if (!peers.has(peer) || (load.get(peer) ?? 0) >= MAX_PER_PEER) continue
+        if (!peers.has(peer) || (load.get(peer) ?? 0) >= MAX_PER_PEER || inFlight?.has(peer)) continue
         if (honest && isPenalized(peer)) continue
         const seed = !isFetching(peer, now)
         if (seed && shared && seedLoad >= SEED_SLOTS) continue
@@ -368,50 +410,93 @@ export function createExchange (helia, local, { log, debug = false }) {
     }
   }
 
+  /**
+   * A fault of `peer` (what: badBlocks, badAnswers or timeouts): counted for bitswap/stat
+   * (ConcordBadPeers), logged, and the peer ranks last for PENALTY_MS (asked only for blocks that no
+   * other connected peer claims).
+   */
+  function penalize (peer, what, cid, reason) {
+    let counts = badPeers.get(peer)
+    if (counts == null) {
+      if (badPeers.size >= MAX_BAD_PEERS) badPeers.delete(badPeers.keys().next().value) // the oldest
+      badPeers.set(peer, (counts = { badBlocks: 0, badAnswers: 0, timeouts: 0 }))
+    }
+    counts[what]++
+    penalized.set(peer, Date.now() + PENALTY_MS)
+    log(`exchange: peer ${peer} ${reason} for ${cid}: ranked last for ${PENALTY_MS / 1000} s`)
+  }
+
+  /**
+   * GET `w`'s block from one holder. The GET runs on its own clock (GET_TIMEOUT_MS), not the want's: a
+   * fetch that ends first (its client's timeout is shorter, or it gave up) leaves it running, so a
+   * holder that stalls is still caught by the timeout and penalized, a retry meanwhile asks another
+   * holder (pending), and a block that arrives late is stored and ends whichever want is open for it.
+   * Only the node stopping ends it early: a block that came meanwhile by another path (the retry's
+   * holder, the bitswap fallback) makes its answer a duplicate (DupBlksReceived), not its end, so a
+   * holder that stalls is penalized whoever else delivered.
+   */
   function get (w, { peer, peerId, seed }) {
+    const { cid, key } = w
     w.active = peer
     w.holders.delete(peer)
     w.tried.add(peer)
     load.set(peer, (load.get(peer) ?? 0) + 1)
+    // A seed slot is held while the block comes, at most SEED_SLOT_MS (an honest seed sends a block in
+    // well under that): a holder that stalls (or drips) does not keep the other seeds from being asked.
+    let seedSlot = seed
+    const releaseSeed = () => {
+      if (!seedSlot) return
+      seedSlot = false
+      seedLoad--
+      schedule()
+    }
     if (seed) seedLoad++
+    const seedTimer = seed ? setTimeout(releaseSeed, SEED_SLOT_MS) : null
+    let forKey = pending.get(key)
+    if (forKey == null) pending.set(key, (forKey = new Set()))
+    forKey.add(peer)
     const timeout = AbortSignal.timeout(GET_TIMEOUT_MS)
-    const signal = AbortSignal.any([w.signal, timeout])
-    let bad = false
-    request(libp2p, peerId, encodeMessage(OP_GET, [w.cid]), 1 + MAX_BLOCK_BYTES, signal).then(async answer => {
-      if (answer.length < 1 || answer[0] !== 1) throw new Error('not held')
+    const signal = AbortSignal.any([halt.signal, timeout])
+    let fault = null // what the answer did wrong: 'badBlocks' (not the CID's bytes) or 'badAnswers'
+    request(libp2p, peerId, encodeMessage(OP_GET, [cid]), 1 + MAX_BLOCK_BYTES, signal).then(async answer => {
+      if (answer.length === 1 && answer[0] === 0) throw new Error('not held')
+      if (answer.length < 1 || answer[0] !== 1) {
+        fault = 'badAnswers'
+        throw new Error(`sent a malformed answer (${answer.length} bytes)`)
+      }
       const block = new Uint8Array(answer.buffer, answer.byteOffset + 1, answer.length - 1)
       const digest = await sha256.digest(block)
-      if (!sameDigest(digest.digest, w.cid.multihash.digest)) {
-        bad = true
-        throw new Error('block does not match its CID')
+      if (!sameDigest(digest.digest, cid.multihash.digest)) {
+        fault = 'badBlocks'
+        throw new Error(`sent ${block.length} bytes that do not hash to the CID`)
       }
-      if (w.done) { // the bitswap fallback was first
+      if (await local.has(cid)) { // another GET, the bitswap fallback or a block/put was first
         stats.dupReceived++
         stats.dupData += block.length
         return
       }
       stats.blocksReceived++
       stats.dataReceived += block.length
-      await keep(w, block)
+      await helia.blockstore.put(cid, block, { signal: halt.signal })
+      stored(cid)
+      wants.get(key)?.finish(null, block)
     }).catch(err => {
-      if (w.done) return
+      if (halt.signal.aborted) return // the node is stopping
       stats.getFailures++
-      if (timeout.aborted || bad) penalized.set(peer, Date.now() + PENALTY_MS)
-      if (debug && !w.done) log(`GET ${w.cid} from ${peer}: ${err.message}`)
+      if (err instanceof OversizeError) penalize(peer, 'badAnswers', cid, `sent an answer over ${err.limit} bytes`)
+      else if (fault != null) penalize(peer, fault, cid, err.message)
+      else if (timeout.aborted) penalize(peer, 'timeouts', cid, `sent no block within ${GET_TIMEOUT_MS / 1000} s`)
+      else if (debug) log(`GET ${cid} from ${peer}: ${err.message}`)
     }).finally(() => {
       load.set(peer, load.get(peer) - 1)
       if (load.get(peer) === 0) load.delete(peer)
-      if (seed) seedLoad--
-      w.active = null
+      clearTimeout(seedTimer)
+      seedSlot = seedSlot && (seedLoad--, false)
+      forKey.delete(peer)
+      if (forKey.size === 0 && pending.get(key) === forKey) pending.delete(key)
+      if (w.active === peer) w.active = null
       schedule()
     })
-  }
-
-  async function keep (w, block) {
-    if (w.done) return
-    await helia.blockstore.put(w.cid, block, { signal: w.signal })
-    stored(w.cid)
-    w.finish(null, block)
   }
 
   /** Every TICK_MS: ask peers connected since, and the bitswap fallback for blocks nobody claims. */
@@ -458,6 +543,7 @@ export function createExchange (helia, local, { log, debug = false }) {
       stopped = true
       clearInterval(timer)
       libp2p.removeEventListener('peer:disconnect', onDisconnect)
+      halt.abort(new Error('node stopping'))
       for (const w of wants.values()) w.finish(new Error('node stopping'))
     }
   }

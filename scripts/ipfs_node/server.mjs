@@ -600,7 +600,10 @@ function handlers (node, peers, prefetch) {
         DupDataReceived: st.dupData,
         Peers: [...new Set(libp2p.getConnections().map(c => c.remotePeer.toString()))],
         ConcordFallbacks: st.fallbacks,
-        ConcordGetFailures: st.getFailures
+        ConcordGetFailures: st.getFailures,
+        // peers whose GET answers were bad blocks, malformed or oversized, or never came (each fault
+        // also ranks the peer last for a while: exchange.mjs penalize())
+        ConcordBadPeers: Object.fromEntries([...st.badPeers].map(([peer, c]) => [peer, { BadBlocks: c.badBlocks, BadAnswers: c.badAnswers, Timeouts: c.timeouts }]))
       })
     },
     'swarm/peers': async (params, req, res) => {
