@@ -8,9 +8,9 @@
  *
  * Usage:
  *   node scripts/adversaries/lying_peer.mjs --repo DIR --swarm /ip4/127.0.0.1/tcp/P \
- *        --peer /ip4/127.0.0.1/tcp/Q/p2p/12D3... --mode wrong|stall|oversize
+ *        --peer /ip4/127.0.0.1/tcp/Q/p2p/12D3... --mode wrong|stall|oversize|flood
  *
- * What it does, whatever the mode:
+ * What it does in every mode but flood:
  *   - dials every --peer (again every second while not connected);
  *   - answers every WANT_HAVE with "held" for every CID (it holds nothing);
  *   - poses as fetching: it asks the asker WANT_HAVE for the same CIDs, so the asker ranks it before
@@ -20,6 +20,9 @@
  *   wrong     1 and bytes that do not hash to the CID (the block's size is unknown to it: 64 KiB)
  *   stall     nothing: the stream stays open until the asker gives up
  *   oversize  1 and MAX_BLOCK_BYTES + 64 KiB of bytes (over the largest answer a GET may have)
+ * flood: it holds nothing and says so (WANT_HAVE answered 0, GET 0), and sends each --peer, FLOOD_PER_S
+ * times a second, FLOOD_STREAMS at a time: requests over MAX_REQUEST_BYTES, WANT_HAVEs and HAVEs of
+ * MAX_ENTRIES random CIDs (blocks nobody has; new ones every second); it logs "lying-peer: flooded N" every second.
  *
  * Logs (stderr, one line each): "lying-peer: listening <multiaddr with /p2p/id>" once ready, then
  * "lying-peer: GET <cid> from <peer>: <mode>" per GET it lied to, which the tests count.
@@ -42,12 +45,16 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { FsBlockstore } from 'blockstore-fs'
 import { FsDatastore } from 'datastore-fs'
 import { createHeliaLight } from 'helia'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
 
 import {
   EXCHANGE,
   MAX_BLOCK_BYTES,
+  MAX_ENTRIES,
   MAX_REQUEST_BYTES,
   OP_GET,
+  OP_HAVE,
   OP_WANT_HAVE,
   decodeMessage,
   encodeMessage,
@@ -56,7 +63,9 @@ import {
   sendAll
 } from '../ipfs_node/exchange.mjs'
 
-const MODES = ['wrong', 'stall', 'oversize']
+const MODES = ['wrong', 'stall', 'oversize', 'flood']
+const FLOOD_PER_S = 40 // messages a second to each victim: a flood, but not one that takes a core from the machine
+const FLOOD_STREAMS = 16
 const WRONG_BYTES = 64 * 1024
 const REDIAL_MS = 1_000
 const SEND_TIMEOUT_MS = 30_000
@@ -79,6 +88,43 @@ function parseCli (argv) {
   if (values.repo == null) throw new Error('--repo DIR is required')
   if (!MODES.includes(values.mode)) throw new Error(`--mode ${values.mode}: expected one of ${MODES.join(', ')}`)
   return values
+}
+
+/** MAX_ENTRIES CIDs of random bytes: blocks nobody holds. */
+async function randomCids () {
+  const cids = []
+  for (let i = 0; i < MAX_ENTRIES; i++) cids.push(CID.createV1(0x55, await sha256.digest(randomBytes(8))))
+  return cids
+}
+
+/** flood mode: FLOOD_PER_S messages a second to every target, FLOOD_STREAMS at most in flight. */
+async function flood (libp2p, targets) {
+  const oversized = Buffer.concat([Uint8Array.of(OP_HAVE), randomBytes(MAX_REQUEST_BYTES)]) // over the request bound
+  let wantHave = encodeMessage(OP_WANT_HAVE, await randomCids())
+  let have = encodeMessage(OP_HAVE, await randomCids())
+  const renew = setInterval(async () => { // fresh CIDs: the victim's bound on remembered wants is what holds
+    wantHave = encodeMessage(OP_WANT_HAVE, await randomCids())
+    have = encodeMessage(OP_HAVE, await randomCids())
+  }, 1000)
+  let sent = 0
+  let inFlight = 0
+  let turn = 0
+  const send = () => {
+    for (const ma of targets) {
+      if (inFlight >= FLOOD_STREAMS) return
+      const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+      const conn = libp2p.getConnections().find(c => c.remotePeer.toString() === id)
+      if (conn == null) continue
+      const message = [oversized, wantHave, have][turn++ % 3]
+      inFlight++
+      request(libp2p, conn.remotePeer, message, MAX_ENTRIES, AbortSignal.timeout(SEND_TIMEOUT_MS))
+        .then(() => { sent++ }, () => { sent++ }) // refused or not, it was sent
+        .finally(() => { inFlight-- })
+    }
+  }
+  const sender = setInterval(send, 1000 / FLOOD_PER_S)
+  const reporter = setInterval(() => log(`flooded ${sent}`), 1000)
+  return () => { clearInterval(sender); clearInterval(reporter); clearInterval(renew) }
 }
 
 async function main () {
@@ -109,7 +155,12 @@ async function main () {
 
   async function answer (stream, peer) {
     const msg = decodeMessage(await readAll(stream, MAX_REQUEST_BYTES))
-    if (msg.op === OP_WANT_HAVE) {
+    if (cli.mode === 'flood') {
+      // holds nothing, says so: its weight is in what it sends (flood() below)
+      const answer = msg.op === OP_WANT_HAVE ? new Uint8Array(msg.cids.length) : msg.op === OP_GET ? Uint8Array.of(0) : null
+      if (answer == null) await stream.close()
+      else await sendAll(stream, answer, AbortSignal.timeout(SEND_TIMEOUT_MS))
+    } else if (msg.op === OP_WANT_HAVE) {
       await sendAll(stream, new Uint8Array(msg.cids.length).fill(1), AbortSignal.timeout(SEND_TIMEOUT_MS))
       // pose as fetching: want the same blocks back (the asker answers 0 and remembers our want)
       request(libp2p, peer, encodeMessage(OP_WANT_HAVE, msg.cids), msg.cids.length, AbortSignal.timeout(SEND_TIMEOUT_MS))
@@ -145,6 +196,7 @@ async function main () {
   }
   redial()
   const timer = setInterval(redial, REDIAL_MS)
+  const stopFlood = cli.mode === 'flood' ? await flood(libp2p, targets) : () => {}
   log(`listening ${libp2p.getMultiaddrs().map(a => a.toString()).join(' ')} mode ${cli.mode}`)
 
   let stopping = false
@@ -154,6 +206,7 @@ async function main () {
     log(`${signal}: stopping`)
     setTimeout(() => process.exit(1), 10_000).unref()
     clearInterval(timer)
+    stopFlood()
     for (const s of stalled) s.abort(new Error('stopping'))
     await helia.stop()
     await blockstore.close()

@@ -60,15 +60,25 @@ export const MAX_BLOCK_BYTES = 2 * 1024 * 1024 // Kubo's block size limit; bitsw
  *      reading one trainer's submission) is asked of a seed like of anyone;
  *   3. fewest GETs from us in flight, then at random.
  * A GET that answers 0, a bad block, or nothing within GET_TIMEOUT_MS drops that holder for that
- * block and the next one is asked; a timeout or a bad block also penalizes the peer for PENALTY_MS:
- * it is asked only for blocks no other connected peer claims. With no holder
- * heard within FALLBACK_MS the block is also wanted through bitswap (want-block to all), which finds
- * blocks held by peers that do not speak EXCHANGE; the first copy wins.
+ * block (a HAVE it repeats does not bring it back: each holder is asked at most once per want) and
+ * the next one is asked. A fault (a block that does not hash to its CID, a malformed answer or one
+ * over 1 + MAX_BLOCK_BYTES, no block within GET_TIMEOUT_MS) is counted per peer (bitswap/stat
+ * ConcordBadPeers), logged, and penalizes the peer for PENALTY_MS: it is asked only for blocks no
+ * other connected peer claims, and then only once the other peers asked have answered WANT_HAVE
+ * (at most PENALIZED_WAIT_MS: a liar answers first). A GET runs on its own clock: a fetch that ends
+ * first (a client timeout under GET_TIMEOUT_MS) leaves it running, so a staller is still penalized
+ * and the retry asks another holder; a late block is stored (or counted a duplicate). A GET holds
+ * its seed slot at most SEED_SLOT_MS, so a stalling seed does not keep the other seeds from being
+ * asked. With no holder heard within FALLBACK_MS the block is also wanted through bitswap
+ * (want-block to all), which finds blocks held by peers that do not speak EXCHANGE; the first copy
+ * wins.
  * The prefetcher wants a node's children in random order, so peers fetching one file at once hold
  * different blocks early and trade them. Measured (bench network, 8 trainers, 50 MB, load ~17):
  * 1.07 copies per trainer, the validators 30% of the bytes, 1.56x one link (bitswap alone: 5.3
- * copies, 56%, 6.0x). The attack on this rule (a holder that says HAVE and never sends) is in the
- * docs: it costs a fetch at most GET_TIMEOUT_MS per block per lying holder, then the next holder.
+ * copies, 56%, 6.0x). The attacks on this rule (a wrong block, a holder that says HAVE and never
+ * sends, an oversized answer) are in docs/SECURITY.md and played by scripts/adversaries/lying_peer.mjs
+ * (tests/test_exchange_attacks.py): a staller costs a fetch at most GET_TIMEOUT_MS per block it is
+ * asked for, then the next holder; a wrong or oversized block costs one transfer.
  */
 export const EXCHANGE = '/concord/blocks/1.0.0'
 export const OP_WANT_HAVE = 1

@@ -57,7 +57,8 @@
  *   bitswap/stat                 Kubo's field names for what the block exchange moved since start:
  *               BlocksReceived/DataReceived (by GET or the bitswap fallback), BlocksSent/DataSent (to
  *               GETs), DupBlksReceived (a GET's block after the fallback was first), Peers; and
- *               ConcordFallbacks, ConcordGetFailures. Blocks bitswap serves to Kubo peers are not counted
+ *               ConcordFallbacks, ConcordGetFailures, and ConcordBadPeers {peer: {BadBlocks, BadAnswers,
+               Timeouts}} (exchange.mjs: faults of peers asked GET). Blocks bitswap serves to Kubo peers are not counted
  *
  * Dependencies (package.json, pinned exactly): helia, @helia/libp2p, @helia/bitswap, @libp2p/tcp,
  * @libp2p/identify, @chainsafe/libp2p-noise and -yamux, blockstore-fs, datastore-fs,
