@@ -432,7 +432,9 @@ export function createExchange (helia, local, { log, debug = false }) {
       badPeers.set(peer, (counts = { badBlocks: 0, badAnswers: 0, timeouts: 0 }))
     }
     counts[what]++
-    penalized.set(peer, Date.now() + PENALTY_MS)
+    const now = Date.now()
+    if (penalized.size >= MAX_BAD_PEERS) for (const [p, until] of penalized) if (until <= now) penalized.delete(p)
+    penalized.set(peer, now + PENALTY_MS)
     log(`exchange: peer ${peer} ${reason} for ${cid}: ranked last for ${PENALTY_MS / 1000} s`)
   }
 
@@ -501,7 +503,10 @@ export function createExchange (helia, local, { log, debug = false }) {
       load.set(peer, load.get(peer) - 1)
       if (load.get(peer) === 0) load.delete(peer)
       clearTimeout(seedTimer)
-      seedSlot = seedSlot && (seedLoad--, false)
+      if (seedSlot) {
+        seedSlot = false
+        seedLoad--
+      }
       forKey.delete(peer)
       if (forKey.size === 0 && pending.get(key) === forKey) pending.delete(key)
       if (w.active === peer) w.active = null
