@@ -236,6 +236,7 @@ NETWORK_MODULES = {
     # integration modules that run a network of their own
     "test_availability",
     "test_devnet",
+    "test_exchange_attacks",
     "test_flags_network",
     "test_ipfs_peers",
     "test_netns",
