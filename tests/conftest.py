@@ -236,12 +236,12 @@ NETWORK_MODULES = {
     # integration modules that run a network of their own
     "test_availability",
     "test_devnet",
-    "test_exchange_attacks",
     "test_flags_network",
-    "test_ipfs_peers",
     "test_netns",
     "test_peer_network",
 }
+# Not listed, on purpose: test_ipfs_peers and test_exchange_attacks start a few Helia peers on free ports
+# and no chain (no deadlines on a clock); they run beside the network scope, which is the long pole.
 
 
 def scope_of(nodeid: str) -> str:
