@@ -226,7 +226,8 @@ def rebase_stale(
         if base is None:
             raise MissingBase(key, s)
         d = deltas[key]
-        out[key] = {n: d[n].to(torch.float32) - (model[n] - base[n].to(torch.float32)) * c for n in d}
+        b32 = {n: t.detach().to("cpu", torch.float32) for n, t in base.items()}  # as the outer step's base32
+        out[key] = {n: d[n].detach().to("cpu", torch.float32) - (model[n] - b32[n]) * c for n in d}
     return out
 
 
