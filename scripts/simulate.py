@@ -94,7 +94,9 @@ def simulate_decentralized(
             deltas[addr if delta_key is None else delta_key(r, addr)] = delta
             round_rewards += [b.rewards for b in batches]
         staleness = dict.fromkeys(deltas, r - base_round)
-        new_state, momentum = outer_step(policy_state(policy), deltas, momentum, task.outer, staleness)
+        base_state = policy_state(base)
+        bases = dict.fromkeys(deltas, base_state)
+        new_state, momentum = outer_step(policy_state(policy), deltas, momentum, task.outer, staleness, bases)
         load_policy_state(policy, new_state)
         if async_level:
             models[r + 1] = clone_policy(policy)

@@ -212,6 +212,7 @@ OUT_OF_RANGE: dict[str, list] = {
     "outer.clip": [0.5, -1.0, float("nan"), float("inf")],
     "outer.agreement": [],
     "outer.staleness_discount": [-0.5, 1001.0, float("nan"), float("inf")],
+    "outer.staleness_rebase": [-0.1, 1.5, float("nan"), float("inf")],
     "validation.max_exp_mismatches": [-1],
     "validation.max_mant_err_mean": [-1.0, float("inf")],
     "validation.max_mant_err_median": [-1.0, float("nan")],

@@ -607,7 +607,8 @@ def test_task_spec_from_toml_digest_and_round_trip(made, store: Store, other: St
         "nesterov": True,
         "clip": 1.0,
         "agreement": True,
-        "staleness_discount": 1.0,
+        "staleness_discount": 0.0,
+        "staleness_rebase": 0.5,
     }
     assert doc["validation"]["max_exp_mismatches"] == 38  # defaults are written out
     digest = put_task_spec(store, spec)

@@ -1,7 +1,8 @@
 """The shipped task files' specDigests, pinned: a spec's canonical bytes are on chain, so how the task
 files are parsed and validated (client.engine.config, client.content.task_spec) may change, their
 digests may not. Recorded before task-file validation moved to pydantic (issue 22, item 4); re-recorded on
-purpose twice since: [outer] staleness_discount (a new key in every spec) and the new default LM task."""
+purpose three times since: [outer] staleness_discount (a new key in every spec), the new default LM task and
+[outer] staleness_rebase (issue 23: a new key in every spec, and staleness_discount's default 1 -> 0)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from concord.client.initiator import load_task_file
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 PINNED = {
-    "default_task.toml": ("0x0dfb89cb3c240094c18554bfa393da5f0fd7394bca7c08e9ac9b386e854dcdbb", 1056),
-    "lm_task.toml": ("0xb65d33490181d0e374e7d5392ae5145826aa0a574230a4b29ac8b311baedbc18", 1310),
-    "attacks_task.toml": ("0xbcf0ba156fa4dfcb04ef2bfa30451d35e64d036739a3da02b0112f85ab3d7fc0", 1046),
+    "default_task.toml": ("0x083e1e433b3b6da0bee0134fa3810023a561e12400dd1ee9d0bf1a16c79213ab", 1079),
+    "lm_task.toml": ("0x2ab2b9badcc396027d13e78613316757e07e77320f046c35a8b0723ea6aebae0", 1333),
+    "attacks_task.toml": ("0xe04e4ed0bbdf2dc087574ea84b1d9c2d65061c24dc78ba4956f9695e77de0752", 1069),
 }
 
 
@@ -34,10 +35,10 @@ def test_shipped_task_files_keep_their_spec_digest(name: str) -> None:
 def test_default_tasks_serialise_as_before() -> None:
     """DEFAULT_TASK and DEFAULT_LM_TASK (built in code, not parsed) keep their canonical encoding too."""
     assert str(digest_of(canonical_bytes(to_dict(DEFAULT_TASK)))) == (
-        "0x4bff86afe4d4df72b53e3fc1ef30245228cf385263a8003fc6cfed94c79a03bc"
+        "0xdf4498f7f756b26917d367b943958f89f11c706d9f6978237806753c4fc47792"
     )
     assert str(digest_of(canonical_bytes(to_dict(DEFAULT_LM_TASK)))) == (
-        "0xd98afb53215cdc1bf464997c41a8f1a3d494ee99d145a30893718a313df373bb"
+        "0x4854f28cbeaf2a93bce589c4102285b598c09af488d99c5f96dc588c77993a98"
     )
 
 

@@ -26,13 +26,18 @@ momentum stay as they are.
 Asynchronous rounds (asyncLevel a >= 1): a delta built on model b = baseRound (r - a <= b <= r, the
 contract's window) is applied to model r with staleness s = r - b; after the bounded-influence weights
 it is multiplied by the float32 of staleness_weight(s) = 1 / (1 + cfg.staleness_discount x s)
-(float64), still divided by K. A fresh delta (s = 0) weighs exactly 1 and keeps its bits, so
-asyncLevel 0 computes what it computed before the rule existed.
+(float64), still divided by K. With cfg.staleness_rebase = c > 0 a stale delta is first rebased onto
+model r, before the bounded-influence weights: d' = d - c x (theta_r - theta_b), float32 elementwise
+(g = theta_r - theta_b, g x float32(c), d - that), theta_b the state of model b, the model its validators
+replayed it from (first order: a delta is mostly the correction its inner steps make to theta_b, and
+the rounds between b and r already made part of it). A fresh delta (s = 0) weighs exactly 1, is never
+rebased and keeps its bits, so asyncLevel 0 computes what it computed before either rule existed.
 
 On a node (`compute_next_model`, DESIGN 6.7): the outer step over the accepted deltas keyed by bundle
-digest, each with the staleness its Submitted event's baseRound gives, from model r's weights and outer
-state, stored with `put_model(store, state, model r's config, momentum, parent=model r digest)` before
-its digest is committed; on an LM task over the accepted adapter deltas from model r's adapters
+digest, each with the staleness its Submitted event's baseRound gives (and, when rebasing, model
+baseRound's state: `stale_bases`), from model r's weights and outer state, stored with
+`put_model(store, state, model r's config, momentum, parent=model r digest)` before its digest is
+committed; on an LM task over the accepted adapter deltas from model r's adapters
 (client.runtime.lm_work), stored as a model of the same base file. With no accepted submission the
 proposal is model r's own digest (the model stays).
 """
@@ -52,6 +57,7 @@ from concord.client.content.model_store import put_model
 from concord.client.digest import Digest
 from concord.client.engine.config import OuterConfig
 from concord.client.runtime.display import fields
+from concord.client.runtime.task import final_model_digest
 from concord.validator.context import SubmissionVerdict, Validator
 
 log = logging.getLogger("concord.validator")
@@ -191,20 +197,58 @@ def discount_stale(
     return out
 
 
+class MissingBase(ValueError):
+    def __init__(self, key: str, staleness: int):
+        super().__init__(f"delta {key}: staleness {staleness} needs its base model's state to be rebased")
+        self.key, self.staleness = key, staleness
+
+
+def rebase_stale(
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    model: Mapping[str, torch.Tensor],
+    bases: Mapping[str, Mapping[str, torch.Tensor]] | None,
+    staleness: Mapping[str, int],
+    cfg: OuterConfig,
+) -> dict[str, Mapping[str, torch.Tensor]]:
+    """Each stale delta (staleness > 0) rebased onto model r: d - c x (model r - model b), c the float32
+    of cfg.staleness_rebase and model b = ``bases[key]`` (float32, elementwise in this order: g = r - b,
+    g x c, d - that). A fresh delta, and every delta when c = 0, keeps its bits (module docstring)."""
+    out: dict[str, Mapping[str, torch.Tensor]] = {}
+    c = torch.tensor(np.float32(cfg.staleness_rebase))
+    for key in sorted(deltas):
+        s = staleness.get(key)
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise BadStaleness(key, s)
+        if cfg.staleness_rebase == 0 or s == 0:
+            out[key] = deltas[key]
+            continue
+        base = None if bases is None else bases.get(key)
+        if base is None:
+            raise MissingBase(key, s)
+        d = deltas[key]
+        b32 = {n: t.detach().to("cpu", torch.float32) for n, t in base.items()}  # as the outer step's base32
+        out[key] = {n: d[n].detach().to("cpu", torch.float32) - (model[n] - b32[n]) * c for n in d}
+    return out
+
+
 def outer_step(
     base: Mapping[str, torch.Tensor],
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     momentum: Mapping[str, torch.Tensor],
     cfg: OuterConfig,
     staleness: Mapping[str, int] | None = None,
+    bases: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(next model state, next momentum state) from the base state and accepted deltas; ``staleness``
     (key -> r - baseRound, default 0 for every delta) discounts stale deltas after the bounded-influence
-    weights (module docstring)."""
+    weights, and with cfg.staleness_rebase > 0 rebases them first onto ``base`` from ``bases`` (key -> the
+    state of model baseRound; needed for every stale delta) (module docstring)."""
     base32 = {n: t.detach().to("cpu", torch.float32) for n, t in base.items()}
     if not deltas:
         return {n: t.clone() for n, t in base32.items()}, {n: t.clone() for n, t in momentum.items()}
     check_deltas(base32, deltas)
+    if staleness is not None:
+        deltas = rebase_stale(deltas, base32, bases, staleness, cfg)
     bounded = clip_deltas(deltas, cfg.clip)
     weighed = weigh_deltas(bounded) if cfg.agreement else bounded
     if staleness is not None:
@@ -246,6 +290,15 @@ def accepted_delta(v: Validator, verdict: SubmissionVerdict) -> dict[str, torch.
     return v.deltas[key]
 
 
+def stale_bases(v: Validator, round_: int, base_rounds: Mapping[str, int]) -> dict[str, dict[str, torch.Tensor]]:
+    """The state of model baseRound for every stale delta (the model its validators replayed from), keyed
+    like the deltas; each base model fetched once."""
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    for b in sorted({b for b in base_rounds.values() if b < round_}):
+        states[b] = dict(v.task.workload.model_state(v.store, final_model_digest(v.task, b)).state)
+    return {key: states[b] for key, b in base_rounds.items() if b < round_}
+
+
 def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts: Sequence[SubmissionVerdict]) -> Digest:
     """Model round+1 from model round (``base_digest``) and the accepted deltas, uploaded; returns its digest."""
     accepted = [x for x in verdicts if x.accepted]
@@ -254,11 +307,13 @@ def compute_next_model(v: Validator, round_: int, base_digest: Digest, verdicts:
     with timing.span("ipfs"):
         base = v.task.workload.model_state(v.store, base_digest)  # on an LM task: the adapters
         deltas = {str(x.bundle_digest): accepted_delta(v, x) for x in accepted}  # summed in digest order
-    # the baseRound each submission named on chain (a verdict exists only for a Submitted event seen)
-    staleness = {str(x.bundle_digest): round_ - v.submissions[x.round][x.index].base_round for x in accepted}
+        # the baseRound each submission named on chain (a verdict exists only for a Submitted event seen)
+        base_rounds = {str(x.bundle_digest): v.submissions[x.round][x.index].base_round for x in accepted}
+        bases = stale_bases(v, round_, base_rounds) if v.task.task.outer.staleness_rebase > 0 else None
+    staleness = {key: round_ - b for key, b in base_rounds.items()}
     started = time.perf_counter()
     with timing.span("aggregation"):
-        state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer, staleness)
+        state, momentum = outer_step(base.state, deltas, base.outer_state or {}, v.task.task.outer, staleness, bases)
     with timing.span("ipfs"):
         digest = put_model(v.store, state, base.config, momentum, parent_digest=base_digest)
     seconds = round(time.perf_counter() - started, 3)

@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--async-level", type=int, default=0, help="trainers build round r on model r - N")
     parser.add_argument("--async-levels", default="", help="comma-separated levels to compare, e.g. 0,1,2")
     parser.add_argument("--staleness-discount", type=float, default=None, help="override [outer] staleness_discount")
+    parser.add_argument("--staleness-rebase", type=float, default=None, help="override [outer] staleness_rebase")
     args = parser.parse_args(argv)
     if not 1 <= args.seeds <= 100:
         parser.error(f"--seeds must be in 1..100, got {args.seeds}")
@@ -175,12 +176,19 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             parser.error(f"--staleness-discount: {e}")
         task = dataclasses.replace(task, outer=outer)
+    if args.staleness_rebase is not None:
+        try:
+            outer = dataclasses.replace(task.outer, staleness_rebase=args.staleness_rebase)
+        except ConfigError as e:
+            parser.error(f"--staleness-rebase: {e}")
+        task = dataclasses.replace(task, outer=outer)
     console = Console(stderr=True)
     console.print(
         f"env={task.env.env_id} {task.env.params or '(defaults)'}  model d={task.model.d_model} "
         f"L={task.model.n_layers}  K={task.trainers_per_round}  H={task.grpo.inner_steps}  "
         f"rollouts/round={task.trainers_per_round * task.grpo.inner_steps * task.grpo.rollouts_per_step}  "
         f"async levels={levels}  staleness_discount={task.outer.staleness_discount}  "
+        f"staleness_rebase={task.outer.staleness_rebase}  "
         f"load avg={os.getloadavg()[0]:.1f}"
     )
     runs: list[tuple[Curve, Curve | None]] = []  # per model seed: (decentralized, centralized)
@@ -236,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "plot": str(path),
         "async_level": levels[0],
         "staleness_discount": task.outer.staleness_discount,
+        "staleness_rebase": task.outer.staleness_rebase,
     }
     if len(levels) > 1:
         result["async"] = async_summary(levels, by_level)
