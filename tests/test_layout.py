@@ -186,7 +186,7 @@ def test_every_test_is_exactly_one_tier() -> None:
 
 
 # the validator node's rooms, bottom first; each imports only the ones before it (and validator's leaves)
-VALIDATOR_ROOMS = ("context", "store", "fetch", "judge", "recheck", "aggregate", "consensus", "node")
+VALIDATOR_ROOMS = ("context", "store", "fetch", "judge", "recheck", "aggregate", "next_model", "consensus", "node")
 # the checks' rooms, bottom first: each imports only the ones before it and the leaves above (the one walk is
 # pipeline; what a model kind computes is tiny_checks / lm_checks; checks is their registry)
 CHECK_ROOMS = ("verdict", "rules", "pipeline", "tiny_prefill", "tiny_checks", "lm_checks", "checks")

@@ -21,7 +21,6 @@ from concord.client.digest import Digest
 from concord.client.runtime import lifecycle
 from concord.client.runtime.display import fields
 from concord.client.runtime.seed import SeedWatch, seed_step
-from concord.validator.aggregate import compute_next_model
 from concord.validator.context import (
     LostPlan,
     PlanMismatch,
@@ -34,6 +33,7 @@ from concord.validator.context import (
 )
 from concord.validator.files import write_atomic
 from concord.validator.judge import verify_round
+from concord.validator.next_model import compute_next_model
 from concord.validator.recheck import flag_window_over, post_flags, recheck_flags
 from concord.validator.store import load_plan, plan_path
 
