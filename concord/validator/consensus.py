@@ -17,6 +17,12 @@ from collections.abc import Sequence
 
 from concord.client import chain
 from concord.client.chain import Committed, ContractError, Phase, Role
+from concord.client.content.submission import (
+    commit_reserve_s,
+    content_due_s,
+    content_window_s,
+    submission_deadline_s,
+)
 from concord.client.digest import Digest
 from concord.client.runtime import lifecycle
 from concord.client.runtime.display import fields
@@ -89,19 +95,36 @@ def round_seed(v: Validator, round_: int, submissions: int) -> bytes | None:
     return v.seeds[round_]
 
 
+def commit_bound(sampled: bool, states_apart: bool, submit_end: float, commit_seconds: int, window_s: float) -> float:
+    """The chain time at which this validator stops waiting for a round's content (the late-fetch rule,
+    client.content.submission.content_due_s): never before a submission's fetch deadline counted from
+    submitEnd (from shareEnd for inner states fetched apart after the seed), else as before: in sampled
+    mode shortly before the flag window ends (so what failed can still be flagged), in full mode at the
+    commit phase's last quarter; never into that last quarter (re-checks, the outer step, the commit).
+    A task file is refused unless the rule fits (client.initiator.phase_room), so the cap binds only on
+    a task put on chain past the CLI. Content that ends after the flag window is judged all the same;
+    this validator cannot flag it any more and votes with its own sample and the others' flags."""
+    commit_end = submit_end + commit_seconds
+    if sampled:
+        usual = submit_end + commit_seconds // 2 - max(1.0, commit_seconds / 16)  # the contract's flagEnd
+    else:
+        usual = commit_end - commit_reserve_s(commit_seconds)
+    due = submit_end + content_due_s(commit_seconds, states_apart, window_s)
+    return min(max(usual, due), commit_end - commit_reserve_s(commit_seconds))
+
+
 def set_commit_bound(v: Validator, round_: int) -> None:
-    """Bound the commit phase's waits for content (each submission also has its own fetch deadline): in
-    sampled mode until shortly before the flag window ends (so what failed can still be flagged), else
-    until the last quarter of the commit phase (kept for rechecks, the outer step and the commit itself).
-    Content not fetched by then is a reject (the trainer's fault: it had its deadline)."""
+    """Bound the commit phase's waits for content (`commit_bound`; each fetch also ends by its own
+    deadline). Content not fetched by then is a reject (the trainer's fault: it had its deadline)."""
     if round_ in v.commit_by:
         return
     info = v.concord.round_info(v.task_id, round_)
-    commit_s = v.task.params.commit_seconds
-    if v.task.spec.validation.mode == "sampled":
-        bound = v.concord.seed_info(v.task_id, round_).flag_end - max(1.0, commit_s / 16)
-    else:
-        bound = info.commit_end - commit_s / 4
+    sampled = v.task.spec.validation.mode == "sampled"
+    limits = v.task.spec.limits
+    # the rule's deadline, or this node's own when its ipfs_timeout is longer (its fetches last that long)
+    window = max(content_window_s(limits), submission_deadline_s(limits, v.store.timeout))
+    states_apart = sampled and v.task.workload.states_apart
+    bound = commit_bound(sampled, states_apart, info.submit_end, v.task.params.commit_seconds, window)
     v.commit_by[round_] = time.monotonic() + max(0.0, bound - chain_now(v))
 
 
