@@ -5,7 +5,8 @@ and a task file whose commit phase has no room for it is refused before anything
 
 The round: a real Anvil and js-ipfs; the validator reads IPFS through scripts.drills.DripProxy, which holds
 the honest late submission's proofs block past the bound of before this rule (yet within the block's own
-deadline) and drips the withholder's files forever.
+deadline) and drips the withholder's files forever; a third trainer's forged proofs, served at once, are
+flagged in the flag window while the late content is still on its way.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from concord.client.content.submission import (
     put_submission,
 )
 from concord.client.content.task_spec import TaskSpecError
+from concord.client.digest import Digest
 from concord.client.initiator import load_task_file, rule_min_commit_seconds
 from concord.validator.consensus import commit_bound
 from scripts import drills
+from scripts.adversaries import trainer_cheats as cheats
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("default_task.toml", "attacks_task.toml", "lm_task.toml")
@@ -38,6 +41,20 @@ HOLD_S = 35.0  # the late submission's proofs block: past the old bound (~30 s),
 def old_bound_offset(commit_seconds: int) -> float:
     """Sampled mode before the rule: flagEnd - max(1, commit_seconds / 16), seconds after submitEnd."""
     return commit_seconds // 2 - max(1.0, commit_seconds / 16)
+
+
+def forged_proofs(client, ipfs_api: str, tmp: Path, task_id: int, account: int):
+    """Round 0 with every proof zeroed (scripts.adversaries.trainer_cheats.zero_proofs: claims resealed, so
+    only a sampled row check catches it, and any sample does); returns a function that submits it."""
+    from concord.client.engine.bundle import make_bundle
+
+    node = drills.connect_node(drills.node_cfg(client, ipfs_api, tmp, task_id, account, f"sdk-trainer-{account}"))
+    ctx = drills.load_task_context(node, task_id)
+    model = drills.model_for_round(ctx, node.store, 0)
+    bundle = cheats.zero_proofs(make_bundle(model, ctx.env, ctx.task, task_id, 0, node.address, 0), None)
+    digest, _ = put_submission(node.store, bundle)
+    claim = (Digest.parse(digest).bytes, bytes(bundle.proof_root), bundle.work_units)
+    return lambda: client.concord.submit(node.signer, task_id, 0, 0, *claim)
 
 
 def test_commit_bound_waits_for_the_fetch_deadline_and_keeps_the_last_quarter() -> None:
@@ -89,7 +106,8 @@ def test_a_commit_phase_too_short_for_the_rule_is_refused_naming_the_field(tmp_p
 def test_a_late_slow_honest_submission_is_paid_and_a_withholder_slashed(chain_env, ipfs, tmp_path: Path) -> None:
     """The honest trainer submits last (its Submitted block closes the submit phase) and its proofs reach the
     validator HOLD_S later, after the flag window: accepted (no flag possible, its own sample checked) and
-    paid. The withholder's files never arrive: rejected at `fetch` once its deadline passed, and slashed."""
+    paid. The withholder's files never arrive: rejected at `fetch` once its deadline passed, and slashed.
+    The forger, fetched at once, is flagged at the flag moment (the late ones still out) and slashed."""
     from concord.validator import context as vctx
     from concord.validator import node as vnode
     from concord.validator import store as vstore
@@ -103,7 +121,8 @@ def test_a_late_slow_honest_submission_is_paid_and_a_withholder_slashed(chain_en
         assert commit_s < 80  # the rule's minimum: a bound of before would cut the held block
         withholder = drills.enrol(client, drills.VICTIM, Role.TRAINER, drills.STAKE, task_id)
         late = drills.enrol(client, drills.PEER, Role.TRAINER, drills.STAKE, task_id)
-        drills.enrol(client, drills.VAL_A, Role.VALIDATOR, drills.STAKE, task_id)
+        forger = drills.enrol(client, drills.HONEST_2, Role.TRAINER, drills.STAKE, task_id)
+        validator = drills.enrol(client, drills.VAL_A, Role.VALIDATOR, drills.STAKE, task_id)
 
         def held_upload(store, bundle) -> str:
             digest, manifest = put_submission(store, bundle)
@@ -117,6 +136,7 @@ def test_a_late_slow_honest_submission_is_paid_and_a_withholder_slashed(chain_en
 
         _, submit_withholder = drills.submit_with(client, ipfs.api, tmp, task_id, drills.VICTIM, 0, withheld_upload)
         _, submit_late = drills.submit_with(client, ipfs.api, tmp, task_id, drills.PEER, 0, held_upload)
+        submit_forger = forged_proofs(client, ipfs.api, tmp, task_id, drills.HONEST_2)
         drills.warm_caches(client, proxy.api, tmp, task_id, drills.VAL_A, "validator", "validator")
         base = drills.node_cfg(client, proxy.api, tmp, task_id, drills.VAL_A, "validator", "validator")
         cfg = vctx.ValidatorConfig(dataclasses.replace(base, ipfs_timeout=VALIDATOR_TIMEOUT_S), rounds=1)
@@ -128,10 +148,11 @@ def test_a_late_slow_honest_submission_is_paid_and_a_withholder_slashed(chain_en
             alive=v.failed,
         )
         submit_withholder()
+        submit_forger()
         submit_late()  # the last trainer: this block closes the submit phase
         submitted = time.monotonic()
         info = client.concord.round_info(task_id, 0)
-        assert info.submissions == 2 and info.phase.name == "COMMIT", info
+        assert info.submissions == 3 and info.phase.name == "COMMIT", info
         times = drills.verdict_times(
             [tmp / "validator"], task_id, submitted, lambda: drills.settled(client, task_id), timeout=150
         )
@@ -146,8 +167,14 @@ def test_a_late_slow_honest_submission_is_paid_and_a_withholder_slashed(chain_en
         late_s = times[("validator", subs[late])]
         assert old_bound_offset(commit_s) < HOLD_S <= late_s, (late_s, commit_s)
         assert late_s > commit_s // 2, late_s
+        forged = verdicts[subs[forger]]
+        assert not forged.accepted and forged.flags, forged
+        # its flag went out in the window, while the late content was still coming (one Flagged event)
+        (flagged,) = [e for e in drills.events(client, task_id, "Flagged") if e.round == 0]
+        assert flagged.validator.lower() == validator.lower() and list(flagged.items) == list(forged.flags), flagged
         rejected = drills.events(client, task_id, "SubmissionRejected")
-        assert [e.trainer for e in rejected] == [withholder] and rejected[0].slashed > 0, rejected
+        assert sorted(e.trainer for e in rejected) == sorted([withholder, forger]), rejected
+        assert all(e.slashed > 0 for e in rejected), rejected
         paid = [e.trainer for e in drills.events(client, task_id, "SubmissionRewarded")]
         assert paid == [late], paid
         (fin,) = [e for e in drills.events(client, task_id, "RoundFinalized") if e.round == 0]

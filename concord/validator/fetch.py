@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, as_completed
+from concurrent.futures import Future, as_completed, wait
 from typing import Any
 
 from concord.client import timing
@@ -196,6 +196,19 @@ def sample_states(v: Validator, sub: Submitted) -> States:
     finally:
         if future.done() and future.exception() is None:
             v.states.pop(key, None)
+
+
+def states_ready(v: Validator, key: tuple[int, int]) -> bool:
+    """Whether judging submission ``key`` would not wait for its inner states (fetched, or none under way)."""
+    future = v.states.get(key)
+    return future is None or future.done()
+
+
+def wait_fetched(v: Validator, round_: int, until: float) -> None:
+    """Wait until every fetch of ``round_`` under way (bundles and inner states) ended, or monotonic ``until``."""
+    futures: list[Future[Any]] = [f for k, f in v.fetching.items() if k[0] == round_]
+    futures += [f for k, f in v.states.items() if k[0] == round_]
+    wait(futures, timeout=max(0.0, until - time.monotonic()))
 
 
 def done_fetches(futures: Mapping[Future[Fetched], Any], until: float | None) -> Iterator[Future[Fetched]]:

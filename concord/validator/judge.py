@@ -37,6 +37,7 @@ from concord.validator.fetch import (
     sample_states,
     start_fetches,
     start_state_fetches,
+    states_ready,
 )
 from concord.validator.flags import flags_from_verdict
 from concord.validator.sampling import CheckSample
@@ -200,7 +201,12 @@ def verify_round(
     if expected is not None and sorted(seen) != list(range(expected)):
         wait = False  # an event still to come: pick it up next tick, then wait
     futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
-    ready = done_fetches(futures, v.commit_by.get(round_)) if wait else [f for f in futures if f.done()]
+    # without ``wait``, a fetched bundle whose inner states are still coming waits for the next pass
+    ready = (
+        done_fetches(futures, v.commit_by.get(round_))
+        if wait
+        else [f for f in futures if f.done() and states_ready(v, futures[f])]
+    )
     down: StoreError | None = None
     for future in ready:  # judged as each fetch ends: a slow one holds back no other
         del v.fetching[futures[future]]  # before result(): a fetch that raised is started afresh
