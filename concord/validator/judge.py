@@ -4,7 +4,8 @@ into a verdict, recorded before anything is voted (DESIGN.md section 6, steps 1-
 Submit phase: `verify_round` judges each submission as its fetch ends (pipelined); in sampled mode, once the
 seed is fixed, on this validator's own sample (``v.hooks.sample``). Commit phase: every wait is bounded
 (validator.consensus.set_commit_bound): content not there in time is a reject, so the commit always lands
-with a verdict on every submission.
+with a verdict on every submission; the bound never comes before the content's deadline by the late-fetch
+rule (client.content.submission.content_due_s: counted from submitEnd, or shareEnd for inner states).
 
 Content that is not served within its deadline while this validator's own daemon answers is the submitter's
 fault (reject); an own-daemon failure (StoreUnavailable / DaemonError) during a submission's fetch is retried
