@@ -145,9 +145,9 @@ def flag_in_time(v: Validator, round_: int, submissions: int) -> None:
     until = v.flag_by[round_]
     if time.monotonic() >= until or len(v.submissions.get(round_, {})) < submissions:
         return  # past the moment; or an event still to come (commit_round asks again next tick)
-    verify_round(v, round_, submissions)  # starts what is not fetching yet (bundles, and states: seed fixed)
-    wait_fetched(v, round_, until)
-    verify_round(v, round_, submissions)
+    verify_round(v, round_, submissions)  # judges what is in, starts what is not fetching yet (states too)
+    while wait_fetched(v, round_, until):  # judged as each fetch ends: a slow one holds back no other
+        verify_round(v, round_, submissions)
     post_flags(v, round_, [x for (r, _), x in sorted(v.verdicts.items()) if r == round_])
 
 
