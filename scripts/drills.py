@@ -25,6 +25,7 @@ known point of the upload.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ from concord.client.content.store import ContentNotFound, Store
 from concord.client.content.submission import put_submission
 from concord.client.digest import Digest
 from concord.client.engine.bundle import Bundle
-from concord.client.initiator import load_task_file, publish_task
+from concord.client.initiator import load_task_file, publish_task, rule_min_commit_seconds
 from concord.client.runtime import procs
 from concord.client.runtime.config import NodeConfig
 from concord.client.runtime.connect import Node, connect_node
@@ -236,18 +237,24 @@ def publish(
 ) -> int:
     """The small task (phases close early once every joined node acted) with ``rounds`` rounds.
     Another ``model_seed`` gives another model 0, so every bundle of the task is new content.
-    ``phase_seconds``: each phase's deadline (default the template's 600 s), for drills in which a
+    ``phase_seconds``: each phase's deadline (default the template's 600 s; the commit phase at least what
+    the late-fetch rule needs: initiator.rule_min_commit_seconds), for drills in which a
     phase must end by its deadline (a node that never acts) on a chain that runs on a clock;
     ``inner_steps``: the inner steps (and inner states) of a submission."""
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "task.toml"
     text = TASK_TEMPLATE.read_text().format(inner_steps=inner_steps, max_rounds=rounds, min_validators=min_validators)
     text = re.sub(r"(?m)^seed = 0$", f"seed = {model_seed}", text)
-    if phase_seconds is not None:
-        text = re.sub(r"(?m)^(submit|commit|reveal)_seconds = \d+$", rf"\1_seconds = {phase_seconds}", text)
     path.write_text(text)
+    task_file = load_task_file(path)
+    if phase_seconds is not None:  # the commit phase no shorter than the late-fetch rule needs
+        commit = max(phase_seconds, rule_min_commit_seconds(task_file.spec))
+        params = dataclasses.replace(
+            task_file.params, submit_seconds=phase_seconds, commit_seconds=commit, reveal_seconds=phase_seconds
+        )
+        task_file = dataclasses.replace(task_file, params=params)
     node = connect_node(node_cfg(client, ipfs_api, tmp, 0, INITIATOR, "initiator"))
-    return publish_task(node.client, node.signer, node.store, load_task_file(path)).task_id
+    return publish_task(node.client, node.signer, node.store, task_file).task_id
 
 
 def events(client: ChainClient, task_id: int, name: str) -> list:
@@ -854,7 +861,8 @@ class DripProxy:
     """A stand-in IPFS API on 127.0.0.1 (lab only) in front of a real daemon: every request passes through
     byte for byte, except a block/get of a CID in ``slow``: that block is fetched whole from the daemon
     and sent on ``drip_bytes`` at a time, one piece every ``every_s`` seconds, so each read answers well
-    within any read timeout and the block never arrives within a deadline (a slow provider)."""
+    within any read timeout and the block never arrives within a deadline (a slow provider); and a
+    block/get of a CID in ``held``: answered whole after that many seconds (content late, yet in time)."""
 
     def __init__(self, upstream_url: str, drip_bytes: int = 16, every_s: float = 0.2) -> None:
         import socketserver
@@ -865,6 +873,7 @@ class DripProxy:
         self.drip_bytes, self.every_s = drip_bytes, every_s
         self.slow: set[str] = set()
         self.dripped: Counter = Counter()  # CID -> block/get requests dripped
+        self.held: dict[str, float] = {}  # CID -> seconds its block/get is held, then answered whole (late, not lost)
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -947,6 +956,7 @@ class DripProxy:
         if slow:
             self.dripped[cid] += 1
         resp = requests.request(method, f"http://{self.upstream[0]}:{self.upstream[1]}{target}", timeout=60)
+        time.sleep(self.held.get(cid, 0.0))
         body = resp.content
         status = "200 OK" if resp.status_code == 200 else f"{resp.status_code} Error"
         kind = resp.headers.get("Content-Type", "application/octet-stream")

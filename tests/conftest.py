@@ -237,6 +237,7 @@ NETWORK_MODULES = {
     "test_availability",
     "test_devnet",
     "test_flags_network",
+    "test_late_fetch",
     "test_netns",
     "test_peer_network",
 }

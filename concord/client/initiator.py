@@ -49,11 +49,18 @@ from typing import Any
 from concord.client import chain
 from concord.client.chain import ChainClient, ChainError, Signer, TaskParams
 from concord.client.chain.keys import KeyLoadError
-from concord.client.content.store import Store, StoreError
+from concord.client.content.store import MIN_RATE, Store, StoreError
+from concord.client.content.submission import (
+    FETCH_LATENCY_S,
+    FETCH_MARGIN_S,
+    content_window_s,
+    min_commit_seconds,
+    submission_bytes_bound,
+)
 from concord.client.content.task_spec import TaskSpecError, TaskSpecManifest, read_toml
 from concord.client.digest import Digest
 from concord.client.engine.config import ConfigError
-from concord.client.runtime.workload import parse_task_file, put_initial_model
+from concord.client.runtime.workload import fetches_states_apart, parse_task_file, put_initial_model
 from concord.client.units import BASE_SUFFIX, AmountError, format_amount, parse_amount
 
 log = logging.getLogger(__name__)
@@ -209,7 +216,35 @@ def load_task_file(path: str | Path, decimals: int = 18, budget_override: int | 
         max_work_units=spec.task.max_work_units,
         **terms,
     )
+    if errors := phase_room(spec, params):
+        raise TaskSpecError(str(path), errors)
     return TaskFile(spec, params, budget)
+
+
+def rule_min_commit_seconds(spec: TaskSpecManifest[Any]) -> int:
+    """The shortest commit phase that holds ``spec``'s late-fetch rule (client.content.submission)."""
+    return min_commit_seconds(spec.limits, fetches_states_apart(spec))
+
+
+def phase_room(spec: TaskSpecManifest[Any], params: TaskParams) -> list[ConfigError]:
+    """The late-fetch rule needs room in the commit phase: a submission's content is missing only once its
+    fetch deadline passed (from submitEnd, or from shareEnd for inner states fetched after the check seed),
+    and that must come before the last quarter of the phase (re-checks, the outer step, the commit)."""
+    need = rule_min_commit_seconds(spec)
+    if params.commit_seconds >= need:
+        return []
+    window = content_window_s(spec.limits)
+    start = "shareEnd = submitEnd + commit_seconds / 4" if fetches_states_apart(spec) else "submitEnd"
+    return [
+        ConfigError(
+            CHAIN,
+            "commit_seconds",
+            f"{params.commit_seconds} s leaves no room for a submission's fetch: its content may take "
+            f"{window:.1f} s ({FETCH_LATENCY_S:g} s latency + {submission_bytes_bound(spec.limits)} bytes "
+            f"of [limits] at {MIN_RATE} B/s) from {start}, + {FETCH_MARGIN_S:g} s, before the commit "
+            f"phase's last quarter: at least {need} (docs/PROTOCOL.md \"A submission's fetch time\")",
+        )
+    ]
 
 
 def check_against_chain(client: ChainClient, initiator: str, task_file: TaskFile, source: str) -> None:
@@ -251,6 +286,8 @@ def publish_task(
     """Check against the chain, upload model 0 and the spec, approve + escrow the budget, create the task.
     The params go on chain with the digests of what was uploaded and the spec's max_work_units."""
     spec, budget = task_file.spec, task_file.budget
+    if errors := phase_room(spec, task_file.params):  # a caller may have changed the terms since the parse
+        raise TaskSpecError(source, errors)
     check_against_chain(client, initiator.address, task_file, source)
     model_digest = put_initial_model(store, spec)
     spec_digest = store.put_manifest(spec.to_bytes())  # either kind's spec: one canonical raw block

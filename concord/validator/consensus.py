@@ -17,6 +17,12 @@ from collections.abc import Sequence
 
 from concord.client import chain
 from concord.client.chain import Committed, ContractError, Phase, Role
+from concord.client.content.submission import (
+    commit_reserve_s,
+    content_due_s,
+    content_window_s,
+    submission_deadline_s,
+)
 from concord.client.digest import Digest
 from concord.client.runtime import lifecycle
 from concord.client.runtime.display import fields
@@ -31,6 +37,7 @@ from concord.validator.context import (
     chain_now,
     model_digest,
 )
+from concord.validator.fetch import wait_fetched
 from concord.validator.files import write_atomic
 from concord.validator.judge import verify_round
 from concord.validator.next_model import compute_next_model
@@ -89,20 +96,59 @@ def round_seed(v: Validator, round_: int, submissions: int) -> bytes | None:
     return v.seeds[round_]
 
 
+def flag_moment(submit_end: float, commit_seconds: int) -> float:
+    """Sampled mode: the chain time at which a validator posts its flags with the verdicts it has, shortly
+    before the flag window (flagEnd = submitEnd + commitSeconds / 2) ends; content still being fetched then
+    is judged later, unflagged (`commit_bound`)."""
+    return submit_end + commit_seconds // 2 - max(1.0, commit_seconds / 16)
+
+
+def commit_bound(sampled: bool, states_apart: bool, submit_end: float, commit_seconds: int, window_s: float) -> float:
+    """The chain time at which this validator stops waiting for a round's content (the late-fetch rule,
+    client.content.submission.content_due_s): never before a submission's fetch deadline counted from
+    submitEnd (from shareEnd for inner states fetched apart after the seed), else as before: in sampled
+    mode at the flag moment (`flag_moment`), in full mode at the commit phase's last quarter; never into
+    that last quarter (re-checks, the outer step, the commit). A task file is refused unless the rule fits
+    (client.initiator.phase_room), so the cap binds only on a task put on chain past the CLI."""
+    commit_end = submit_end + commit_seconds
+    if sampled:
+        usual = flag_moment(submit_end, commit_seconds)
+    else:
+        usual = commit_end - commit_reserve_s(commit_seconds)
+    due = submit_end + content_due_s(commit_seconds, states_apart, window_s)
+    return min(max(usual, due), commit_end - commit_reserve_s(commit_seconds))
+
+
 def set_commit_bound(v: Validator, round_: int) -> None:
-    """Bound the commit phase's waits for content (each submission also has its own fetch deadline): in
-    sampled mode until shortly before the flag window ends (so what failed can still be flagged), else
-    until the last quarter of the commit phase (kept for rechecks, the outer step and the commit itself).
-    Content not fetched by then is a reject (the trainer's fault: it had its deadline)."""
+    """Bound the commit phase's waits for content (`commit_bound`; each fetch also ends by its own deadline)
+    and, in sampled mode, set the flag moment. Content not in by the bound is a reject (the trainer's fault)."""
     if round_ in v.commit_by:
         return
     info = v.concord.round_info(v.task_id, round_)
     commit_s = v.task.params.commit_seconds
-    if v.task.spec.validation.mode == "sampled":
-        bound = v.concord.seed_info(v.task_id, round_).flag_end - max(1.0, commit_s / 16)
-    else:
-        bound = info.commit_end - commit_s / 4
-    v.commit_by[round_] = time.monotonic() + max(0.0, bound - chain_now(v))
+    sampled = v.task.spec.validation.mode == "sampled"
+    limits = v.task.spec.limits
+    # the rule's deadline, or this node's own when its ipfs_timeout is longer (its fetches last that long)
+    window = max(content_window_s(limits), submission_deadline_s(limits, v.store.timeout))
+    states_apart = sampled and v.task.workload.states_apart
+    bound = commit_bound(sampled, states_apart, info.submit_end, commit_s, window)
+    now_chain, now = chain_now(v), time.monotonic()
+    v.commit_by[round_] = now + max(0.0, bound - now_chain)
+    if sampled:
+        v.flag_by[round_] = now + max(0.0, min(bound, flag_moment(info.submit_end, commit_s)) - now_chain)
+
+
+def flag_in_time(v: Validator, round_: int, submissions: int) -> None:
+    """Sampled mode, before the flag moment: wait for the round's fetches (bundles and states) until all
+    ended or the moment came, judge what is in and flag it. Content still coming then (late, within its
+    deadline) is judged after, unflagged: it keeps none of the others' flags out of the window."""
+    until = v.flag_by[round_]
+    if time.monotonic() >= until or len(v.submissions.get(round_, {})) < submissions:
+        return  # past the moment; or an event still to come (commit_round asks again next tick)
+    verify_round(v, round_, submissions)  # judges what is in, starts what is not fetching yet (states too)
+    while wait_fetched(v, round_, until):  # judged as each fetch ends: a slow one holds back no other
+        verify_round(v, round_, submissions)
+    post_flags(v, round_, [x for (r, _), x in sorted(v.verdicts.items()) if r == round_])
 
 
 def plan_commit(v: Validator, round_: int, verdicts: Sequence[SubmissionVerdict], next_digest: Digest) -> RevealPlan:
@@ -183,6 +229,8 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     plan = load_plan(v.task_dir, round_)
     if plan is None:
         set_commit_bound(v, round_)
+        if sampled:
+            flag_in_time(v, round_, submissions)
         verdicts = verify_round(v, round_, submissions, wait=True)
         if verdicts is None:
             return False
@@ -202,6 +250,7 @@ def commit_round(v: Validator, round_: int, submissions: int) -> bool:
     ensure_enrolled(v)  # a slash since start-up leaves the stake below the minimum: top it up
     commit(v, plan)
     v.commit_by.pop(round_, None)
+    v.flag_by.pop(round_, None)
     for key in [k for k in v.bundles if k[0] == round_]:
         del v.bundles[key]
     return True

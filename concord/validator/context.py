@@ -219,6 +219,7 @@ class Validator:
     flagged: dict[int, dict[str, tuple[int, ...]]] = field(default_factory=dict)  # round -> validator -> flag words
     rechecked: set[tuple[int, int, int]] = field(default_factory=set)  # (round, index, word) re-checked and passed
     commit_by: dict[int, float] = field(default_factory=dict)  # round -> monotonic time its content waits end
+    flag_by: dict[int, float] = field(default_factory=dict)  # sampled: round -> monotonic time its flags go out
     bundles: dict[tuple[int, int], Submission] = field(default_factory=dict)  # sampled, accepted: until the commit
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from typing import Any
 
 from concord.client import timing
@@ -196,6 +196,26 @@ def sample_states(v: Validator, sub: Submitted) -> States:
     finally:
         if future.done() and future.exception() is None:
             v.states.pop(key, None)
+
+
+def states_ready(v: Validator, key: tuple[int, int]) -> bool:
+    """Whether judging submission ``key`` would not wait for its inner states (fetched, or none under way)."""
+    future = v.states.get(key)
+    return future is None or future.done()
+
+
+def wait_fetched(v: Validator, round_: int, until: float) -> bool:
+    """Wait until one more fetch of ``round_`` under way (a bundle or inner states) ends; True at once when
+    a fetched bundle with its states in waits to be judged; False when nothing is under way or monotonic
+    ``until`` came first."""
+    if any(f.done() and states_ready(v, k) for k, f in v.fetching.items() if k[0] == round_):
+        return True  # ended after the last pass looked
+    pending: list[Future[Any]] = [f for k, f in v.fetching.items() if k[0] == round_ and not f.done()]
+    pending += [f for k, f in v.states.items() if k[0] == round_ and not f.done()]
+    if not pending:
+        return False
+    ended, _ = wait(pending, timeout=max(0.0, until - time.monotonic()), return_when=FIRST_COMPLETED)
+    return bool(ended)
 
 
 def done_fetches(futures: Mapping[Future[Fetched], Any], until: float | None) -> Iterator[Future[Fetched]]:

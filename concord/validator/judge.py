@@ -4,7 +4,8 @@ into a verdict, recorded before anything is voted (DESIGN.md section 6, steps 1-
 Submit phase: `verify_round` judges each submission as its fetch ends (pipelined); in sampled mode, once the
 seed is fixed, on this validator's own sample (``v.hooks.sample``). Commit phase: every wait is bounded
 (validator.consensus.set_commit_bound): content not there in time is a reject, so the commit always lands
-with a verdict on every submission.
+with a verdict on every submission; the bound never comes before the content's deadline by the late-fetch
+rule (client.content.submission.content_due_s: counted from submitEnd, or shareEnd for inner states).
 
 Content that is not served within its deadline while this validator's own daemon answers is the submitter's
 fault (reject); an own-daemon failure (StoreUnavailable / DaemonError) during a submission's fetch is retried
@@ -37,6 +38,7 @@ from concord.validator.fetch import (
     sample_states,
     start_fetches,
     start_state_fetches,
+    states_ready,
 )
 from concord.validator.flags import flags_from_verdict
 from concord.validator.sampling import CheckSample
@@ -200,7 +202,12 @@ def verify_round(
     if expected is not None and sorted(seen) != list(range(expected)):
         wait = False  # an event still to come: pick it up next tick, then wait
     futures = {v.fetching[(round_, i)]: (round_, i) for i in sorted(seen) if (round_, i) in v.fetching}
-    ready = done_fetches(futures, v.commit_by.get(round_)) if wait else [f for f in futures if f.done()]
+    # without ``wait``, a fetched bundle whose inner states are still coming waits for the next pass
+    ready = (
+        done_fetches(futures, v.commit_by.get(round_))
+        if wait
+        else [f for f in futures if f.done() and states_ready(v, futures[f])]
+    )
     down: StoreError | None = None
     for future in ready:  # judged as each fetch ends: a slow one holds back no other
         del v.fetching[futures[future]]  # before result(): a fetch that raised is started afresh

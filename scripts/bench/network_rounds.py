@@ -62,7 +62,7 @@ from rich.table import Table
 from concord.client import chain
 from concord.client.chain import ChainClient, Phase, Role, deploy, keys
 from concord.client.content.store import Store
-from concord.client.initiator import TaskFile, load_task_file, publish_task
+from concord.client.initiator import TaskFile, load_task_file, publish_task, rule_min_commit_seconds
 from concord.client.runtime import procs
 from scripts import REPO_ROOT, devnet, netns, pay
 from scripts.bench.network import TRAINER_MBIT, VALIDATOR_MBIT, Peer, build_network, rates, roles_of
@@ -140,7 +140,7 @@ def task_file(path: Path, async_level: int, phase_s: int, rounds: int) -> TaskFi
         tf.params,
         async_level=async_level,
         submit_seconds=phase_s,
-        commit_seconds=phase_s,
+        commit_seconds=max(phase_s, rule_min_commit_seconds(tf.spec)),  # the late-fetch rule's room
         reveal_seconds=phase_s,
         max_rounds=rounds,
     )

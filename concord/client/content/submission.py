@@ -58,6 +58,7 @@ unchanged: they are no reason to reject anyone.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import struct
 import time
@@ -755,6 +756,51 @@ def submission_deadline_s(limits: SubmissionLimits, timeout: float) -> float:
     (the trainer's fault), so a slow provider costs one submission's deadline, never a round's.
     """
     return timeout + submission_bytes_bound(limits) / MIN_RATE
+
+
+# The late-fetch rule (issue 23; docs/PROTOCOL.md "A submission's fetch time"): content is the trainer's
+# fault only once its whole fetch deadline has passed, counted in chain time from a point every validator
+# reads the same off the chain and none can choose: the round's submitEnd for the submission (every
+# Submitted block is at or before it), shareEnd = submitEnd + commitSeconds / 4 for the inner states a
+# sampled check fetches apart (the seed, which picks them, is fixed by then). The deadline is the rule's
+# own, with FETCH_LATENCY_S as its store timeout, not a node's ipfs_timeout: every validator's bound is
+# the same, and a task file is checked against it before it is published.
+FETCH_LATENCY_S = 30.0  # the rule's one store timeout of latency (a node's default ipfs_timeout)
+FETCH_MARGIN_S = 3.0  # a fetch starts a block or a poll after its event or the seed (1 s clocks, 0.25 s polls)
+
+
+def content_window_s(limits: SubmissionLimits) -> float:
+    """The rule's fetch deadline of one submission (and of the inner states a sample reads)."""
+    return submission_deadline_s(limits, FETCH_LATENCY_S)
+
+
+def content_due_s(commit_seconds: int, states_apart: bool, window_s: float) -> float:
+    """Seconds after submitEnd before which no validator may judge a submission's content missing:
+    from submitEnd, or from shareEnd when a sampled check fetches inner states apart (``states_apart``:
+    sampled mode on a workload that keeps them apart), plus ``window_s`` and FETCH_MARGIN_S."""
+    start = commit_seconds // 4 if states_apart else 0  # the contract's shareEnd offset (integer seconds)
+    return start + window_s + FETCH_MARGIN_S
+
+
+def commit_reserve_s(commit_seconds: int) -> float:
+    """The end of the commit phase no fetch may take: re-checks, the outer step and the commit itself."""
+    return commit_seconds / 4
+
+
+def min_commit_seconds(limits: SubmissionLimits, states_apart: bool) -> int:
+    """The shortest commit phase in which the late-fetch rule fits before `commit_reserve_s`."""
+    window = content_window_s(limits)
+
+    def fits(seconds: int) -> bool:
+        return content_due_s(seconds, states_apart, window) <= seconds - commit_reserve_s(seconds)
+
+    # near the answer at once (due <= 3/4 of the phase; from shareEnd, 1/4 of it is gone), then exact
+    seconds = math.ceil((window + FETCH_MARGIN_S) * (2 if states_apart else 4 / 3))
+    while seconds > 1 and fits(seconds - 1):
+        seconds -= 1
+    while not fits(seconds):
+        seconds += 1
+    return seconds
 
 
 def fetch_submission(

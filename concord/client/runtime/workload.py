@@ -47,7 +47,7 @@ from concord.client.engine.bundle import Bundle
 from concord.client.engine.config import ModelConfig
 from concord.client.engine.lm_task import is_lm_task
 from concord.client.runtime import lm_work, paths, tiny_work
-from concord.client.runtime.lm_work import load_lm_work, parse_lm_spec
+from concord.client.runtime.lm_work import LMWork, load_lm_work, parse_lm_spec
 from concord.client.runtime.tiny_work import TinyWork
 
 Shapes = dict[str, tuple[int, ...]]
@@ -89,6 +89,14 @@ def load_workload(
     if spec.kind == LM_KIND:
         return load_lm_work(store, spec, model0, models_dir, paths.models_dir(), device)
     return TinyWork(spec, models_dir)
+
+
+def fetches_states_apart(spec: TaskSpecManifest[Any]) -> bool:
+    """Whether a validator of ``spec`` fetches inner states apart, after the check seed (sampled mode on a
+    kind with states_apart), before any workload exists: the late-fetch rule counts their fetch from
+    shareEnd (client.content.submission.content_due_s)."""
+    apart = LMWork.states_apart if spec.kind == LM_KIND else TinyWork.states_apart
+    return bool(spec.validation.mode == "sampled" and apart)
 
 
 def parse_task_file(data: dict[str, Any], source: str) -> TaskSpecManifest[Any]:
