@@ -170,18 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         task = dataclasses.replace(task, trainers_per_round=args.trainers)
     if args.inner_steps:
         task = dataclasses.replace(task, grpo=dataclasses.replace(task.grpo, inner_steps=args.inner_steps))
-    if args.staleness_discount is not None:
-        try:
-            outer = dataclasses.replace(task.outer, staleness_discount=args.staleness_discount)
-        except ConfigError as e:
-            parser.error(f"--staleness-discount: {e}")
-        task = dataclasses.replace(task, outer=outer)
-    if args.staleness_rebase is not None:
-        try:
-            outer = dataclasses.replace(task.outer, staleness_rebase=args.staleness_rebase)
-        except ConfigError as e:
-            parser.error(f"--staleness-rebase: {e}")
-        task = dataclasses.replace(task, outer=outer)
+    for name in ("staleness_discount", "staleness_rebase"):  # [outer] fields, one flag each
+        if (value := getattr(args, name)) is not None:
+            try:
+                task = dataclasses.replace(task, outer=dataclasses.replace(task.outer, **{name: value}))
+            except ConfigError as e:
+                parser.error(f"--{name.replace('_', '-')}: {e}")
     console = Console(stderr=True)
     console.print(
         f"env={task.env.env_id} {task.env.params or '(defaults)'}  model d={task.model.d_model} "
