@@ -46,6 +46,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -560,12 +561,82 @@ def add_peers(state_dir: Path, names: Sequence[str]) -> Devnet:
 # ----------------------------------------------------------------------------- namespaces (`up --netns`)
 
 
+API_PORT = 5001  # every namespace has its own ports: the same numbers on every node
+SWARM_PORT = 4001
+VALIDATOR_MBIT = 1000.0
+TRAINER_MBIT = (100.0, 20.0)
+
+
+@dataclass(frozen=True)
+class NetnsPeer:
+    """One node of the network: its namespace and its own Helia daemon."""
+
+    node: netns.Node
+    role: str  # "validator" or "trainer"
+    api: str  # /ip4/A/tcp/5001/http: what Store and --ipfs-api take
+    api_url: str  # http://A:5001
+    swarm: str  # /ip4/A/tcp/4001/p2p/<id>
+    daemon: procs.Daemon
+
+
+def build_network(
+    net: netns.Network,
+    work: Path,
+    roles: Sequence[tuple[str, str, float]],
+    both_ways: bool = True,
+    connect_timeout: float = 60.0,
+) -> dict[str, NetnsPeer]:
+    """One namespace and Helia daemon per ``(name, role, mbit)``, full mesh (each daemon dials every
+    one started before it; connections carry both ways), waited on until every daemon sees every
+    other. Returns the peers by name: the extension point for node processes (run them with
+    ``net.run``/``net.start`` on ``peer.node``, ``--ipfs-api peer.api``, the chain at ``net.gateway``)."""
+    nodes = [
+        (net.add(name, upload_mbit=mbit, download_mbit=mbit if both_ways else None), role) for name, role, mbit in roles
+    ]
+
+    def start(node: netns.Node, role: str) -> NetnsPeer:
+        log_path = work / f"{node.name}.log"
+        daemon = start_helia(
+            work / node.name,
+            API_PORT,
+            SWARM_PORT,
+            (),
+            log_path,
+            120.0,
+            host=node.address,
+            wrap=node.wrap,
+        )
+        net.track(daemon)
+        url = f"http://{node.address}:{API_PORT}"
+        swarm = helia_swarm_addr(url, host=node.address)
+        return NetnsPeer(node, role, f"/ip4/{node.address}/tcp/{API_PORT}/http", url, swarm, daemon)
+
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:  # the daemons start at once, not one by one
+        started = [pool.submit(start, node, role) for node, role in nodes]
+        peers = {f.result().node.name: f.result() for f in started}
+    order = list(peers.values())
+    for i, p in enumerate(order):  # each dials every one before it (and keeps redialing it)
+        for q in order[:i]:
+            swarm_connect(p.api_url, q.swarm)
+    deadline = time.monotonic() + connect_timeout
+    for p in peers.values():
+        while len(set(swarm_peers(p.api_url))) < len(peers) - 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{p.node.name} sees {swarm_peers(p.api_url)} of {len(peers) - 1} peers")
+            time.sleep(0.2)
+    return peers
+
+
+def roles_of(trainers: int, validators: int, validator_mbit: float, trainer_mbit: Sequence[float]) -> list:
+    out = [(f"v{i}", "validator", validator_mbit) for i in range(validators)]
+    out += [(f"t{i}", "trainer", trainer_mbit[i % len(trainer_mbit)]) for i in range(trainers)]
+    return out
+
+
 def link_mbit(names: Sequence[str]) -> list[tuple[str, str, float]]:
     """(name, role, Mbit/s) of each peer's link, both ways: the initiator's and the validators' (names
-    starting "validator") at bench network's validator rate, every other node's (the trainers') at its
-    trainer rates in turn (1000; 100, 20, 100, ...)."""
-    from scripts.bench.network import TRAINER_MBIT, VALIDATOR_MBIT  # the one mix of speeds; bench imports us
-
+    starting "validator") at VALIDATOR_MBIT, every other node's (the trainers') at
+    TRAINER_MBIT in turn (1000; 100, 20, 100, ...)."""
     out, trainers = [], 0
     for name in names:
         if name == INITIATOR_PEER or name.startswith("validator"):
@@ -594,10 +665,8 @@ def open_network() -> netns.Network:
 def start_netns_peers(network: netns.Network, root: Path, names: Sequence[str], started: list[Daemon]) -> list[Peer]:
     """A namespace with a rate-limited link (``link_mbit``) and a Helia peer in it for each of ``names``
     (repo ``root/<name>``, log ``root/<name>.log``), in a full mesh: bench network's builder
-    (scripts.bench.network.build_network), one seam for namespaced peers. Each daemon is appended to
+    (build_network), one seam for namespaced peers. Each daemon is appended to
     ``started`` (also on a failure: the caller stops them and closes ``network``)."""
-    from scripts.bench.network import build_network
-
     check_netns_names(names)
     try:
         built = build_network(network, root, link_mbit(names))

@@ -39,8 +39,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -50,82 +48,11 @@ from rich.table import Table
 from concord.client.content.manifest import ShardRef
 from concord.client.content.store import Store
 from concord.client.runtime import procs
-from scripts import REPO_ROOT, devnet, netns
-from scripts.netns import Network, Node
+from scripts import REPO_ROOT, netns
+from scripts.devnet import TRAINER_MBIT, VALIDATOR_MBIT, NetnsPeer, build_network, roles_of
+from scripts.netns import Network
 
 MB = 1_000_000
-API_PORT = 5001  # every namespace has its own ports: the same numbers on every node
-SWARM_PORT = 4001
-VALIDATOR_MBIT = 1000.0
-TRAINER_MBIT = (100.0, 20.0)
-
-
-@dataclass(frozen=True)
-class Peer:
-    """One node of the network: its namespace and its own Helia daemon."""
-
-    node: Node
-    role: str  # "validator" or "trainer"
-    api: str  # /ip4/A/tcp/5001/http: what Store and --ipfs-api take
-    api_url: str  # http://A:5001
-    swarm: str  # /ip4/A/tcp/4001/p2p/<id>
-    daemon: procs.Daemon
-
-
-def build_network(
-    net: Network,
-    work: Path,
-    roles: Sequence[tuple[str, str, float]],
-    both_ways: bool = True,
-    connect_timeout: float = 60.0,
-) -> dict[str, Peer]:
-    """One namespace and Helia daemon per ``(name, role, mbit)``, full mesh (each daemon dials every
-    one started before it; connections carry both ways), waited on until every daemon sees every
-    other. Returns the peers by name: the extension point for node processes (run them with
-    ``net.run``/``net.start`` on ``peer.node``, ``--ipfs-api peer.api``, the chain at ``net.gateway``)."""
-    nodes = [
-        (net.add(name, upload_mbit=mbit, download_mbit=mbit if both_ways else None), role) for name, role, mbit in roles
-    ]
-
-    def start(node: Node, role: str) -> Peer:
-        log_path = work / f"{node.name}.log"
-        daemon = devnet.start_helia(
-            work / node.name,
-            API_PORT,
-            SWARM_PORT,
-            (),
-            log_path,
-            120.0,
-            host=node.address,
-            wrap=node.wrap,
-        )
-        net.track(daemon)
-        url = f"http://{node.address}:{API_PORT}"
-        swarm = devnet.helia_swarm_addr(url, host=node.address)
-        return Peer(node, role, f"/ip4/{node.address}/tcp/{API_PORT}/http", url, swarm, daemon)
-
-    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:  # the daemons start at once, not one by one
-        started = [pool.submit(start, node, role) for node, role in nodes]
-        peers = {f.result().node.name: f.result() for f in started}
-    order = list(peers.values())
-    for i, p in enumerate(order):  # each dials every one before it (and keeps redialing it)
-        for q in order[:i]:
-            devnet.swarm_connect(p.api_url, q.swarm)
-    deadline = time.monotonic() + connect_timeout
-    for p in peers.values():
-        while len(set(devnet.swarm_peers(p.api_url))) < len(peers) - 1:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{p.node.name} sees {devnet.swarm_peers(p.api_url)} of {len(peers) - 1} peers")
-            time.sleep(0.2)
-    return peers
-
-
-def roles_of(trainers: int, validators: int, validator_mbit: float, trainer_mbit: Sequence[float]) -> list:
-    out = [(f"v{i}", "validator", validator_mbit) for i in range(validators)]
-    out += [(f"t{i}", "trainer", trainer_mbit[i % len(trainer_mbit)]) for i in range(trainers)]
-    return out
-
-
 # ----------------------------------------------------------------------------- the fetch worker
 
 WORKER_POLL_S = 0.005
@@ -147,7 +74,7 @@ def worker(api: str, ref_json: str, dest: str, go_file: str, out_file: str) -> i
     return 0
 
 
-def distribute(net: Network, peers: dict[str, Peer], ref: ShardRef, work: Path, timeout: float) -> dict:
+def distribute(net: Network, peers: dict[str, NetnsPeer], ref: ShardRef, work: Path, timeout: float) -> dict:
     """Every trainer fetches ``ref`` at once; seconds until the last holds it, and the bytes moved."""
     trainers = [p for p in peers.values() if p.role == "trainer"]
     validators = [p for p in peers.values() if p.role == "validator"]

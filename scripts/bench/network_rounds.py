@@ -3,7 +3,7 @@
 Real node processes on a rate-limited network of namespaces, at async levels 0, 1 and 2 for the
 same wall time, then a churn run.
 
-The network (scripts/bench/network.build_network): an initiator, 3 validators and N trainers
+The network (scripts/devnet.build_network): an initiator, 3 validators and N trainers
 (``--trainers``, default 4), each node process and its own Helia peer in its own namespace
 (scripts/netns.py), links limited both ways (validators and the initiator 1000 Mbit/s, trainers
 alternating 100 and 20), full mesh. Anvil runs in the root namespace on the bridge's address
@@ -65,8 +65,9 @@ from concord.client.content.store import Store
 from concord.client.initiator import TaskFile, load_task_file, publish_task, rule_min_commit_seconds
 from concord.client.runtime import procs
 from scripts import REPO_ROOT, devnet, netns, pay
-from scripts.bench.network import TRAINER_MBIT, VALIDATOR_MBIT, Peer, build_network, rates, roles_of
+from scripts.bench.network import rates
 from scripts.demo import Progress, poll_progress
+from scripts.devnet import TRAINER_MBIT, VALIDATOR_MBIT, NetnsPeer, build_network, roles_of
 from scripts.harness import TOKEN, conservation, enrol, node_command
 from scripts.netns import Network
 
@@ -88,7 +89,7 @@ class NodeProcess:
     name: str
     role: Role
     account: int
-    peer: Peer
+    peer: NetnsPeer
     argv: list[str]
     log: Path
     daemon: procs.Daemon | None = None
@@ -147,13 +148,13 @@ def task_file(path: Path, async_level: int, phase_s: int, rounds: int) -> TaskFi
     return dataclasses.replace(tf, params=params, budget=params.per_round * rounds)
 
 
-def publish(client: ChainClient, init: Peer, tf: TaskFile, cache: Path) -> int:
+def publish(client: ChainClient, init: NetnsPeer, tf: TaskFile, cache: Path) -> int:
     signer = client.signer(keys.devnet_account(INITIATOR))
     return publish_task(client, signer, Store(init.api, cache, timeout=60.0), tf).task_id
 
 
 def start_nodes(
-    net: Network, client: ChainClient, rpc: str, work: Path, peers: dict[str, Peer], task_id: int, tf: TaskFile
+    net: Network, client: ChainClient, rpc: str, work: Path, peers: dict[str, NetnsPeer], task_id: int, tf: TaskFile
 ) -> list[NodeProcess]:
     """Every validator and trainer enrolled in ``task_id`` and started in its namespace."""
     nodes = []
@@ -235,7 +236,7 @@ def async_run(
     client: ChainClient,
     rpc: str,
     work: Path,
-    peers: dict[str, Peer],
+    peers: dict[str, NetnsPeer],
     args: argparse.Namespace,
     level: int,
 ) -> dict:
@@ -296,7 +297,7 @@ def submitted(run: Run, n: NodeProcess, after_round: int = -1) -> list[int]:
 
 
 def churn_run(
-    net: Network, client: ChainClient, rpc: str, work: Path, peers: dict[str, Peer], args: argparse.Namespace
+    net: Network, client: ChainClient, rpc: str, work: Path, peers: dict[str, NetnsPeer], args: argparse.Namespace
 ) -> dict:
     tf = task_file(args.task, args.churn_async, args.phase_seconds, MAX_ROUNDS)
     task_id = publish(client, peers["init"], tf, work / "cache")
