@@ -1,7 +1,8 @@
 """The shipped task files' specDigests, pinned: a spec's canonical bytes are on chain, so how the task
 files are parsed and validated (client.engine.config, client.content.task_spec) may change, their
 digests may not. Recorded before task-file validation moved to pydantic (issue 22, item 4); re-recorded on
-purpose twice since: [outer] staleness_discount (a new key in every spec) and the new default LM task."""
+purpose three times since: [outer] staleness_discount (a new key in every spec), the new default LM task,
+and the LM's sampled-checks default (issue 24 item 5: [validation] mode, row_fraction, replay_steps)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 PINNED = {
     "default_task.toml": ("0x0dfb89cb3c240094c18554bfa393da5f0fd7394bca7c08e9ac9b386e854dcdbb", 1056),
-    "lm_task.toml": ("0xb65d33490181d0e374e7d5392ae5145826aa0a574230a4b29ac8b311baedbc18", 1310),
+    "lm_task.toml": ("0x7ed174627623870e6c0cf12b17a535932ee8c1355fac9eba845b72767e483ba9", 1313),
     "attacks_task.toml": ("0xbcf0ba156fa4dfcb04ef2bfa30451d35e64d036739a3da02b0112f85ab3d7fc0", 1046),
 }
 
@@ -37,7 +38,7 @@ def test_default_tasks_serialise_as_before() -> None:
         "0x4bff86afe4d4df72b53e3fc1ef30245228cf385263a8003fc6cfed94c79a03bc"
     )
     assert str(digest_of(canonical_bytes(to_dict(DEFAULT_LM_TASK)))) == (
-        "0xd98afb53215cdc1bf464997c41a8f1a3d494ee99d145a30893718a313df373bb"
+        "0x4ae49ecee04408969721948acf44c36b6913e8b613fdb2c0159dcc0ed648730e"
     )
 
 

@@ -10,7 +10,7 @@ The LM counterpart of client.engine.config.TaskConfig, loaded from TOML and vali
                   reasoning-gym dataset's kwargs), [env.format] (FORMAT_FIELDS)
     [adapter]     rank, alpha, targets, seed                               (lm_rollout.AdapterConfig)
     [sampler] [grpo] [outer] [validation]                                  (as for the tiny model;
-                                                                            validation.mode "full" by default)
+                                                                            validation: sampled, 1/4 of rows)
 
 ``DEFAULT_LM_TASK`` is configs/lm_task.toml (a test keeps the two equal): chain_sum with 2-4 one-digit
 terms (issue 24 item 1: docs/LM.md) on the shipped SmolLM2-135M-Instruct, LoRA rank 8 on q_proj and v_proj.
@@ -71,9 +71,15 @@ class LMTaskConfig:
         default_factory=lambda: GRPOConfig(prompts_per_step=4, group_size=8, inner_steps=2, lr=2e-3, optimizer="adamw")
     )
     outer: OuterConfig = field(default_factory=lambda: OuterConfig(lr=1.0, momentum=0.0))
-    # Full checks by default on the LM: the sampled mode works (validator.lm_checks) but its per-cheat
-    # detection on the LM is not measured yet (docs/LM.md).
-    validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
+    # Sampled checks by default on the LM, chosen by `concord bench lm_sampled` (docs/LM.md, "Sampled checks
+    # on the LM"): 16 of the round's 64 rows per validator (a one-row cheat caught with 0.25, a T = 0.8 or
+    # greedy trainer with about 0.9; a validator's cost hardly depends on the fraction: its fixed part
+    # dominates), and the round's replay on every submission (replay_steps 1 of H = 2: the LM commits no
+    # optimizer state, so a sampled step replays the round). With the task file's slash (1200 against a
+    # reward share of 150) every measured cheat loses money for one validator.
+    validation: ValidationConfig = field(
+        default_factory=lambda: ValidationConfig(mode="sampled", row_fraction=0.25, replay_steps=1)
+    )
     trainers_per_round: Int = 2
 
     def __post_init__(self) -> None:
