@@ -98,7 +98,7 @@ TRAINER, OTHER = "0x" + "a1" * 20, "0x" + "b2" * 20
 VALIDATOR = "0x" + "5a" * 20
 TASK_FILE = Path(__file__).resolve().parents[2] / "configs" / "lm_task.toml"
 
-# ----------------------------------------------------------------------------- the row-level cheats
+# ----------------------------------------------------------------------------- the cheats beside LM_CHEATS
 
 
 def _tempered(temperature: float) -> Callable[[LMCheatContext], Bundle]:
@@ -133,9 +133,9 @@ def dropped_system_prompt(ctx: LMCheatContext) -> Bundle:
 
 
 def untrained(ctx: LMCheatContext) -> Bundle:
-    """Skips the training (the backward passes, about a third of an honest round here): every step's
-    groups generated honestly under the round's adapters, zero states and a zero delta claimed. Its
-    rows all pass (each was made under the adapters_k it claims); only the training replay sees it."""
+    """Skips the training (its backward passes): every step's groups generated honestly under the round's
+    adapters, zero states and a zero delta claimed. Its rows all pass (each was made under the adapters_k
+    it claims); only the training replay sees it."""
     r, grpo = ctx.rollouts, ctx.grpo
     honest = _honest(ctx)
     if all(float(d.abs().max()) == 0 for d in honest.delta.values()):
