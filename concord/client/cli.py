@@ -74,6 +74,11 @@ BENCHES: dict[str, tuple[str, str, str]] = {
         "main",
         "GRPO + LoRA on SmolLM2-135M, K trainers + validator + DiLoCo: held-out accuracy, costs",
     ),
+    "lm_sampled": (
+        "scripts.bench.lm_sampled",
+        "main",
+        "sampled checks on the LM: per-cheat detection predicted vs measured, validator cost, EV",
+    ),
     "attacks": (
         "scripts.bench.attacks",
         "main",
