@@ -71,8 +71,9 @@ class LMTaskConfig:
         default_factory=lambda: GRPOConfig(prompts_per_step=4, group_size=8, inner_steps=2, lr=2e-3, optimizer="adamw")
     )
     outer: OuterConfig = field(default_factory=lambda: OuterConfig(lr=1.0, momentum=0.0))
-    # Full checks by default on the LM: the sampled mode works (validator.lm_checks) but its per-cheat
-    # detection on the LM is not measured yet (docs/LM.md).
+    # Full checks by default on the LM. The sampled mode works (validator.lm_checks) and was measured per cheat
+    # (`concord bench lm_sampled`, docs/LM.md "Sampled checks on the LM"): without row flags on the LM, two
+    # validators let a one-row cheat pay under the measured candidate (tests/test_lm_sampled.py pins why).
     validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
     trainers_per_round: Int = 2
 
