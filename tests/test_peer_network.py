@@ -220,8 +220,8 @@ def test_a_trainers_peer_sigkilled_after_its_submission_and_restarted_still_serv
 
 
 def test_a_validator_killed_after_its_commit_and_restarted_reveals_from_its_state_dir(clocked) -> None:
-    """Churn: the validator (a process, on its own peer) is SIGKILLed the moment its commit is on chain
-    and restarted on its state directory. The restarted process reveals exactly the plan it wrote
+    """Churn: the validator (a process, on its own peer) is SIGKILLed after its commit is on chain and
+    before it reveals, and restarted on its state directory. The restarted process reveals exactly the plan it wrote
     before committing, before the reveal deadline, and the round settles by the chain's clock, not
     void: the trainer and the validator paid, nobody slashed, every task's escrow whole. (Without the
     restart the round goes void at the reveal deadline: its only validator never reveals.)"""
@@ -237,9 +237,13 @@ def test_a_validator_killed_after_its_commit_and_restarted_reveals_from_its_stat
     argv = drills.node_argv(
         "concord.validator.node", client, peers["validator"].api, tmp, task_id, drills.VAL_A, "validator", 1
     )
+    # the crash between commit and reveal: the lab's no_reveal validator commits and never reveals, so the
+    # kill below cannot race a reveal (an honest process killed on seeing its commit could reveal first)
+    i = argv.index("concord.validator.node")
+    crashing = [*argv[:i], "scripts.adversaries.validator", *argv[i + 1 :], "--cheat", "no_reveal"]
     nodes = drills.Nodes()
     try:
-        first = nodes.process(argv, name="validator")
+        first = nodes.process(crashing, name="validator")
         submit()  # the only trainer: the submit phase closes at once
         wait_for(
             "the validator to commit",
