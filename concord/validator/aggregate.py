@@ -169,15 +169,21 @@ def staleness_weight(staleness: int, cfg: OuterConfig) -> float:
     return 1.0 / (1.0 + cfg.staleness_discount * staleness)
 
 
+def staleness_of(staleness: Mapping[str, int], key: str) -> int:
+    """A delta's staleness r - baseRound: an int >= 0, else BadStaleness naming the delta."""
+    s = staleness.get(key)
+    if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+        raise BadStaleness(key, s)
+    return s
+
+
 def discount_stale(
     deltas: Mapping[str, Mapping[str, torch.Tensor]], staleness: Mapping[str, int], cfg: OuterConfig
 ) -> dict[str, Mapping[str, torch.Tensor]]:
     """Each delta times its staleness weight (float32 factor); a delta of weight 1 keeps its bits."""
     out: dict[str, Mapping[str, torch.Tensor]] = {}
     for key in sorted(deltas):
-        s = staleness.get(key)
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise BadStaleness(key, s)
+        s = staleness_of(staleness, key)
         w = staleness_weight(s, cfg)
         out[key] = deltas[key] if w == 1.0 else _scaled(deltas[key], w)
     return out
@@ -202,9 +208,7 @@ def rebase_stale(
     out: dict[str, Mapping[str, torch.Tensor]] = {}
     c = torch.tensor(np.float32(cfg.staleness_rebase))
     for key in sorted(deltas):
-        s = staleness.get(key)
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise BadStaleness(key, s)
+        s = staleness_of(staleness, key)
         if cfg.staleness_rebase == 0 or s == 0:
             out[key] = deltas[key]
             continue
@@ -263,6 +267,3 @@ def momentum_to_tensors(momentum: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 def momentum_from_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n[len(MOMENTUM_PREFIX) :]: t for n, t in tensors.items() if n.startswith(MOMENTUM_PREFIX)}
-
-
-# ----------------------------------------------------------------------------- on a node
