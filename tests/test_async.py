@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from concord.client.engine.config import ConfigError, OuterConfig
-from concord.validator.aggregate import BadStaleness, MissingBase, outer_step, staleness_weight
+from concord.validator.aggregate import BadStaleness, MissingBase, global_norm, outer_step, staleness_weight
 
 
 def _inputs() -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
@@ -117,6 +117,31 @@ def test_bad_staleness_and_bad_discount_are_refused() -> None:
     for bad_rebase in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="staleness_rebase"):
             OuterConfig(staleness_rebase=bad_rebase)
+
+
+def test_an_older_base_chosen_on_purpose_moves_the_model_no_further_than_the_clip() -> None:
+    """The attack on the rebase (docs/PROTOCOL.md, "Attack surface"): a trainer names the oldest base the
+    window allows, chosen so that the progress since it, g = model r - model b, is large and points where
+    it wants; its rebased delta d - c g is then far larger than an honest one. The norm clip bounds what
+    it moves the model: its part of the step is at most clip x the round's median norm / K, which the
+    honest deltas set. Without the clip the same choice would move the model by c|g| / K."""
+    g = torch.Generator().manual_seed(11)
+    model_r = {"w": torch.randn(64, 32, generator=g), "b": torch.randn(32, generator=g)}
+    honest = {f"h{i}": {n: torch.randn(t.shape, generator=g) * 1e-2 for n, t in model_r.items()} for i in range(3)}
+    far = {n: t - torch.randn(t.shape, generator=g) * 3.0 for n, t in model_r.items()}  # |g| ~ 300x a delta
+    deltas = {**honest, "attacker": {n: torch.randn(t.shape, generator=g) * 1e-2 for n, t in model_r.items()}}
+    staleness = {**dict.fromkeys(honest, 0), "attacker": 2}
+    honest_norms = [global_norm(d) for d in honest.values()]
+    for clip in (1.0, 2.0):
+        cfg = OuterConfig(lr=1.0, momentum=0.0, clip=clip, agreement=False, staleness_rebase=0.5)
+        with_attacker, _ = outer_step(model_r, deltas, {}, cfg, staleness, {"attacker": far})
+        # lr 1, no momentum: the step is the mean of the K = 4 clipped deltas; take the honest ones out
+        part = {n: 4 * (with_attacker[n] - model_r[n]) - sum(h[n] for h in honest.values()) for n in model_r}
+        assert global_norm(part) <= clip * max(honest_norms) * (1 + 1e-4)
+    unclipped = OuterConfig(lr=1.0, momentum=0.0, clip=0, agreement=False, staleness_rebase=0.5)
+    raw, _ = outer_step(model_r, deltas, {}, unclipped, staleness, {"attacker": far})
+    part = {n: 4 * (raw[n] - model_r[n]) - sum(h[n] for h in honest.values()) for n in model_r}
+    assert global_norm(part) > 50 * max(honest_norms)  # what the clip took away: the test can fail
 
 
 def test_async_2_learns_with_the_staleness_rule() -> None:
