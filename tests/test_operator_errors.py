@@ -198,8 +198,9 @@ def test_every_node_command_has_a_light_help_parser() -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize("argv", HELP_ARGVS, ids=lambda a: " ".join(a))
 def test_help_imports_no_torch_and_answers_at_once(argv: list[str]) -> None:
-    """The import set is the deterministic check (no torch, web3, IPFS client or node module loaded); the wall
-    bound is generous for a loaded 2-core machine (a quiet one answers in ~0.15 s; torch alone takes 3 s+)."""
+    """The import set is the deterministic check (no torch, web3, IPFS client or node module loaded); the time
+    bounds only catch a gross regression and are generous for a loaded 2-core machine (a quiet one imports in
+    ~0.15 s, and took 1.2 s at load 20; torch alone takes 3 s+ on a quiet one)."""
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", HELP_PROBE, *argv, "--help"], capture_output=True, text=True, cwd=REPO, timeout=60
@@ -209,7 +210,7 @@ def test_help_imports_no_torch_and_answers_at_once(argv: list[str]) -> None:
     assert done.returncode == 0 and probe[0] == "PROBE" and probe[1] == "0", done.stdout + done.stderr
     assert "usage: concord " + argv[0] in done.stdout
     assert probe[3] == "-", f"`concord {' '.join(argv)} --help` imported {probe[3]}"
-    assert float(probe[2]) < 1.0 and wall < 10.0, (probe, wall)
+    assert float(probe[2]) < 3.0 and wall < 20.0, (probe, wall)
 
 
 @pytest.mark.unit
