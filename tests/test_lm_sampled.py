@@ -23,10 +23,20 @@ from concord.client.engine.config import GRPOConfig, SamplerConfig, ValidationCo
 from concord.client.engine.lm_grpo import make_submission
 from concord.client.engine.lm_rollout import AdapterConfig, LMRollouts, adapter_state, attach_adapters
 from concord.client.engine.lm_task import DEFAULT_LM_TASK
+from concord.client.runtime.lm_work import LMWork
 from concord.validator.lm_checks import verify_submission
-from concord.validator.sampling import CheckSample, draw_sample, p_majority, p_rows_hit, rows_to_check
-from scripts.adversaries.lm_cheats import LMCheatContext
-from scripts.bench.lm_sampled import EXTRA_CHEATS, Touched, predicted_one, touched
+from concord.validator.sampling import (
+    CheckSample,
+    breakeven_slash,
+    draw_sample,
+    p_any,
+    p_majority,
+    p_one_caught,
+    p_rows_hit,
+    rows_to_check,
+)
+from scripts.adversaries.lm_cheats import EXTRA_CHEATS, LMCheatContext
+from scripts.bench.lm_sampled import Touched, predicted_one, touched
 
 pytestmark = pytest.mark.unit
 
@@ -65,28 +75,44 @@ def exact_rows(total: int, m: int, k: int) -> float:
     return 1 - math.comb(total - k, m) / math.comb(total, m)
 
 
-# The candidate `concord bench lm_sampled` measured (docs/LM.md, "Sampled checks on the LM"): 16 of 64 rows per
-# validator and the round's replay, with a slash of 1200 against a reward share of 300 / 2 trainers.
-CANDIDATE = ValidationConfig(mode="sampled", row_fraction=0.25, replay_steps=1)
-GAIN, SLASH = 300 / 2, 1200
+# The LM default's terms (DEFAULT_LM_TASK.validation, configs/lm_task.toml [chain]): a cheater's gain is the round's
+# trainer reward share, 300 / 2 trainers.
+GAIN = 300 / 2
 
 
-def one_row_cheat_ev(validators: int) -> float:
-    """A cheat that changes one of the default LM round's rows, under CANDIDATE, with V validators and no row
-    flags (the LM posts none: a slash needs a strict majority of the validators' own samples)."""
-    total = DEFAULT_LM_TASK.rollouts_per_round
-    p = p_majority(validators, p_rows_hit(total, rows_to_check(total, CANDIDATE.row_fraction), 1))
-    return (1 - p) * GAIN - p * SLASH
-
-
-def test_the_lm_stays_full_while_two_validators_let_a_one_row_cheat_pay() -> None:
-    """Why the LM default stays full (P = 1): under the candidate a one-row cheat loses money with one or three
-    validators but pays with two (both must catch it: P = 1/16), and the demo's LM network runs two."""
-    assert one_row_cheat_ev(1) < 0 and one_row_cheat_ev(3) < 0
-    assert one_row_cheat_ev(2) > 0
-    assert DEFAULT_LM_TASK.validation.mode == "full"
+def chain_terms() -> dict[str, int]:
     with open(CONFIGS / "lm_task.toml", "rb") as fh:
-        assert tomllib.load(fh).get("validation", {}).get("mode", "full") == "full"
+        chain: dict[str, int] = tomllib.load(fh)["chain"]
+    return chain
+
+
+def ev(p_slash: float, slash: float) -> float:
+    return (1 - p_slash) * GAIN - p_slash * slash
+
+
+def test_under_the_lm_default_no_measured_cheat_pays_with_one_two_or_three_validators() -> None:
+    """The LM default (sampled: 4 of the round's 64 rows per validator, the training replayed for 1 submission in
+    20, row and replay flags: one validator's catch is every honest validator's, P = 1 - (1 - p_one)^V) with its
+    slash: the hardest cheats `concord bench lm_sampled` measured, one edited token (1 row changed), a dropped
+    system prompt (4-5 rows) and a skipped training (no row, only the replay), lose money for V = 1, 2 and 3.
+    Without flags (a slash needs a strict majority of own samples) one edited token would pay at V = 2."""
+    vcfg, terms = DEFAULT_LM_TASK.validation, chain_terms()
+    assert vcfg.mode == "sampled" and (vcfg.row_fraction, vcfg.replay_steps, vcfg.replay_fraction) == (0.0625, 1, 0.05)
+    with open(CONFIGS / "lm_task.toml", "rb") as fh:
+        assert tomllib.load(fh)["validation"]["mode"] == "sampled"  # the file is the default (tests/test_lm.py)
+    assert LMWork.row_flags
+    slash = terms["slash_amount"]
+    assert terms["min_trainer_stake"] >= 2 * slash
+    total = DEFAULT_LM_TASK.rollouts_per_round
+    m = rows_to_check(total, vcfg.row_fraction)
+    assert (total, m) == (64, 4)
+    for rows_changed, replay_fails in ((1, False), (4, False), (0, True)):
+        p_one = p_one_caught(p_rows_hit(total, m, rows_changed), replay_fails, vcfg.replay_fraction, True)
+        for validators in (1, 2, 3):
+            assert ev(p_any(validators, p_one), slash) < 0, (rows_changed, replay_fails, validators)
+            assert breakeven_slash(GAIN, p_any(validators, p_one)) < slash
+    one_row = p_rows_hit(total, m, 1)
+    assert ev(p_majority(2, one_row), slash) > 0  # why the flags: both validators' own samples would have to hit
 
 
 # ----------------------------------------------------------------------------- a real small round
@@ -109,12 +135,12 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMCheatContext]:
     torch.set_num_threads(threads)
 
 
-def test_the_candidate_sampled_mode_rejects_a_sampled_changed_row(ctx: LMCheatContext) -> None:
-    """The measured candidate's sampled mode (its row fraction and replay steps; float32 prefill, so the outcome is
+def test_the_default_sampled_mode_rejects_a_sampled_changed_row(ctx: LMCheatContext) -> None:
+    """The LM default's sampled mode (its row fraction, replay steps; float32 prefill, so the outcome is
     the machine's arithmetic, not its load): a greedy trainer changes some rows; a drawn sample that holds
     one of them rejects it at the sampling replay, a drawn sample that holds none passes it (the sample
     decides); the honest round passes every one of those samples."""
-    vcfg = dataclasses.replace(CANDIDATE, prefill_precision="fp32")
+    vcfg = dataclasses.replace(DEFAULT_LM_TASK.validation, prefill_precision="fp32")
     honest, _ = make_submission(ctx.rollouts, ctx.base, GRPO, TASK, ROUND, TRAINER)
     greedy = EXTRA_CHEATS["greedy"](ctx)
     t = touched(ctx.rollouts, ctx.base, greedy, GRPO, vcfg, False)

@@ -71,10 +71,16 @@ class LMTaskConfig:
         default_factory=lambda: GRPOConfig(prompts_per_step=4, group_size=8, inner_steps=2, lr=2e-3, optimizer="adamw")
     )
     outer: OuterConfig = field(default_factory=lambda: OuterConfig(lr=1.0, momentum=0.0))
-    # Full checks by default on the LM. The sampled mode works (validator.lm_checks) and was measured per cheat
-    # (`concord bench lm_sampled`, docs/LM.md "Sampled checks on the LM"): without row flags on the LM, two
-    # validators let a one-row cheat pay under the measured candidate (tests/test_lm_sampled.py pins why).
-    validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
+    # Sampled checks by default on the LM (issue 24 item 5, measured by `concord bench lm_sampled`, docs/LM.md
+    # "Sampled checks on the LM"): each validator prefills 4 of the round's 64 rows and replays the round's
+    # training for 1 submission in 20 (its own draws from the check seed), and flags what fails, so every
+    # honest validator re-checks it. With [chain] slash 3000 (configs/lm_task.toml) every measured cheat loses
+    # money with 1, 2 or 3 validators; the check costs about 0.14 of a trainer's round (full: about 1).
+    validation: ValidationConfig = field(
+        default_factory=lambda: ValidationConfig(
+            mode="sampled", row_fraction=0.0625, replay_steps=1, replay_fraction=0.05
+        )
+    )
     trainers_per_round: Int = 2
 
     def __post_init__(self) -> None:
