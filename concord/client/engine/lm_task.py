@@ -74,7 +74,7 @@ class LMTaskConfig:
     # Sampled checks by default on the LM (issue 24 item 5, measured by `concord bench lm_sampled`, docs/LM.md
     # "Sampled checks on the LM"): each validator prefills 4 of the round's 64 rows and replays the round's
     # training for 1 submission in 20 (its own draws from the check seed), and flags what fails, so every
-    # honest validator re-checks it. With [chain] slash 3000 (configs/lm_task.toml) every measured cheat loses
+    # honest validator re-checks it. With [chain] slash 4000 (configs/lm_task.toml) every measured cheat loses
     # money with 1, 2 or 3 validators; the check costs about 0.14 of a trainer's round (full: about 1).
     validation: ValidationConfig = field(
         default_factory=lambda: ValidationConfig(
