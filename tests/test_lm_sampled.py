@@ -1,6 +1,6 @@
 """Sampled checks on the LM (issue 24 item 5): the detection prediction of `concord bench lm_sampled`
 (scripts/bench/lm_sampled.py) against exact counting, the EV of the LM default's terms, and the LM
-default's sampled mode on a real small round (SmolLM2-135M + LoRA, real TOPLOC): a row-level cheat is
+candidate's sampled mode on a real small round (SmolLM2-135M + LoRA, real TOPLOC): a row-level cheat is
 rejected by a sample holding one of the rows it changed and passes one that holds none; the honest
 round passes both."""
 
@@ -75,44 +75,36 @@ def exact_rows(total: int, m: int, k: int) -> float:
     return 1 - math.comb(total - k, m) / math.comb(total, m)
 
 
-# The LM default's terms (DEFAULT_LM_TASK.validation, configs/lm_task.toml [chain]): a cheater's gain is the round's
-# trainer reward share, 300 / 2 trainers.
-GAIN = 300 / 2
+# The candidate `concord bench lm_sampled` measured (docs/LM.md, "Sampled checks on the LM"): 4 of 64 rows per
+# validator, the round's training replayed for 1 submission in 20 (each validator's own draw), row and replay
+# flags (LMWork.row_flags), a slash of 4000 against a reward share of 300 / 2 trainers.
+CANDIDATE = ValidationConfig(mode="sampled", row_fraction=0.0625, replay_steps=1, replay_fraction=0.05)
+GAIN, SLASH = 300 / 2, 4000
 
 
-def chain_terms() -> dict[str, int]:
-    with open(CONFIGS / "lm_task.toml", "rb") as fh:
-        chain: dict[str, int] = tomllib.load(fh)["chain"]
-    return chain
+def ev(p_slash: float) -> float:
+    return (1 - p_slash) * GAIN - p_slash * SLASH
 
 
-def ev(p_slash: float, slash: float) -> float:
-    return (1 - p_slash) * GAIN - p_slash * slash
-
-
-def test_under_the_lm_default_no_measured_cheat_pays_with_one_two_or_three_validators() -> None:
-    """The LM default (sampled: 4 of the round's 64 rows per validator, the training replayed for 1 submission in
-    20, row and replay flags: one validator's catch is every honest validator's, P = 1 - (1 - p_one)^V) with its
-    slash: the hardest cheats `concord bench lm_sampled` measured, one edited token (1 row changed), a dropped
-    system prompt (4-5 rows) and a skipped training (no row, only the replay), lose money for V = 1, 2 and 3.
-    Without flags (a slash needs a strict majority of own samples) one edited token would pay at V = 2."""
-    vcfg, terms = DEFAULT_LM_TASK.validation, chain_terms()
-    assert vcfg.mode == "sampled" and (vcfg.row_fraction, vcfg.replay_steps, vcfg.replay_fraction) == (0.0625, 1, 0.05)
-    with open(CONFIGS / "lm_task.toml", "rb") as fh:
-        assert tomllib.load(fh)["validation"]["mode"] == "sampled"  # the file is the default (tests/test_lm.py)
+def test_the_lm_stays_full_though_under_the_candidate_with_flags_no_measured_cheat_pays() -> None:
+    """Under the candidate with flags (one validator's failed row or replay is re-checked by every honest one:
+    P = 1 - (1 - p_one)^V) the hardest cheats measured, one edited token (1 row of 64), a dropped system prompt
+    (4-5 rows) and a skipped training (no row, only the replay), lose money for V = 1, 2 and 3; without flags (a
+    strict majority of own samples) one edited token would pay at V = 2. The default stays full all the same:
+    the candidate's cost measured 0.138-0.175 of a trainer's round under load 10-12, against the target 0.15."""
     assert LMWork.row_flags
-    slash = terms["slash_amount"]
-    assert terms["min_trainer_stake"] >= 2 * slash
     total = DEFAULT_LM_TASK.rollouts_per_round
-    m = rows_to_check(total, vcfg.row_fraction)
+    m = rows_to_check(total, CANDIDATE.row_fraction)
     assert (total, m) == (64, 4)
     for rows_changed, replay_fails in ((1, False), (4, False), (0, True)):
-        p_one = p_one_caught(p_rows_hit(total, m, rows_changed), replay_fails, vcfg.replay_fraction, True)
+        p_one = p_one_caught(p_rows_hit(total, m, rows_changed), replay_fails, CANDIDATE.replay_fraction, True)
         for validators in (1, 2, 3):
-            assert ev(p_any(validators, p_one), slash) < 0, (rows_changed, replay_fails, validators)
-            assert breakeven_slash(GAIN, p_any(validators, p_one)) < slash
-    one_row = p_rows_hit(total, m, 1)
-    assert ev(p_majority(2, one_row), slash) > 0  # why the flags: both validators' own samples would have to hit
+            assert ev(p_any(validators, p_one)) < 0, (rows_changed, replay_fails, validators)
+            assert breakeven_slash(GAIN, p_any(validators, p_one)) < SLASH
+    assert ev(p_majority(2, p_rows_hit(total, m, 1))) > 0  # why the flags: both own samples would have to hit
+    assert DEFAULT_LM_TASK.validation.mode == "full"
+    with open(CONFIGS / "lm_task.toml", "rb") as fh:
+        assert tomllib.load(fh).get("validation", {}).get("mode", "full") == "full"
 
 
 # ----------------------------------------------------------------------------- a real small round
@@ -135,12 +127,12 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMCheatContext]:
     torch.set_num_threads(threads)
 
 
-def test_the_default_sampled_mode_rejects_a_sampled_changed_row(ctx: LMCheatContext) -> None:
-    """The LM default's sampled mode (its row fraction, replay steps; float32 prefill, so the outcome is
+def test_the_candidate_sampled_mode_rejects_a_sampled_changed_row(ctx: LMCheatContext) -> None:
+    """The measured candidate's sampled mode (its row fraction and replay steps; float32 prefill, so the outcome is
     the machine's arithmetic, not its load): a greedy trainer changes some rows; a drawn sample that holds
     one of them rejects it at the sampling replay, a drawn sample that holds none passes it (the sample
     decides); the honest round passes every one of those samples."""
-    vcfg = dataclasses.replace(DEFAULT_LM_TASK.validation, prefill_precision="fp32")
+    vcfg = dataclasses.replace(CANDIDATE, prefill_precision="fp32")
     honest, _ = make_submission(ctx.rollouts, ctx.base, GRPO, TASK, ROUND, TRAINER)
     greedy = EXTRA_CHEATS["greedy"](ctx)
     t = touched(ctx.rollouts, ctx.base, greedy, GRPO, vcfg, False)

@@ -1,10 +1,8 @@
 """The shipped task files' specDigests, pinned: a spec's canonical bytes are on chain, so how the task
 files are parsed and validated (client.engine.config, client.content.task_spec) may change, their
 digests may not. Recorded before task-file validation moved to pydantic (issue 22, item 4); re-recorded on
-purpose four times since: [outer] staleness_discount (a new key in every spec), the new default LM task and
-[outer] staleness_rebase (issue 23: a new key in every spec, and staleness_discount's default 1 -> 0); the LM
-default's sampled checks (issue 24 item 5: [validation] mode "sampled", row_fraction 1/16, replay_fraction 0.05;
-the other task files, without replay_fraction, keep their digests)."""
+purpose three times since: [outer] staleness_discount (a new key in every spec), the new default LM task and
+[outer] staleness_rebase (issue 23: a new key in every spec, and staleness_discount's default 1 -> 0)."""
 
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 PINNED = {
     "default_task.toml": ("0x083e1e433b3b6da0bee0134fa3810023a561e12400dd1ee9d0bf1a16c79213ab", 1079),
-    "lm_task.toml": ("0x867b2ef93e36770a40709d395259c743bef40734bfd54657c8af74299d23b50a", 1361),
+    "lm_task.toml": ("0x2ab2b9badcc396027d13e78613316757e07e77320f046c35a8b0723ea6aebae0", 1333),
     "attacks_task.toml": ("0xe04e4ed0bbdf2dc087574ea84b1d9c2d65061c24dc78ba4956f9695e77de0752", 1069),
 }
 
@@ -40,7 +38,7 @@ def test_default_tasks_serialise_as_before() -> None:
         "0xdf4498f7f756b26917d367b943958f89f11c706d9f6978237806753c4fc47792"
     )
     assert str(digest_of(canonical_bytes(to_dict(DEFAULT_LM_TASK)))) == (
-        "0xa3025533d893386c1e9171c7c698c8f2399d09d38e2e9ff07f2083bd9906d208"
+        "0x4854f28cbeaf2a93bce589c4102285b598c09af488d99c5f96dc588c77993a98"
     )
 
 

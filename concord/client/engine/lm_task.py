@@ -71,16 +71,11 @@ class LMTaskConfig:
         default_factory=lambda: GRPOConfig(prompts_per_step=4, group_size=8, inner_steps=2, lr=2e-3, optimizer="adamw")
     )
     outer: OuterConfig = field(default_factory=lambda: OuterConfig(lr=1.0, momentum=0.0))
-    # Sampled checks by default on the LM (issue 24 item 5, measured by `concord bench lm_sampled`, docs/LM.md
-    # "Sampled checks on the LM"): each validator prefills 4 of the round's 64 rows and replays the round's
-    # training for 1 submission in 20 (its own draws from the check seed), and flags what fails, so every
-    # honest validator re-checks it. With [chain] slash 4000 (configs/lm_task.toml) every measured cheat loses
-    # money with 1, 2 or 3 validators; the check costs about 0.14 of a trainer's round (full: about 1).
-    validation: ValidationConfig = field(
-        default_factory=lambda: ValidationConfig(
-            mode="sampled", row_fraction=0.0625, replay_steps=1, replay_fraction=0.05
-        )
-    )
+    # Full checks by default on the LM. The sampled mode works (validator.lm_checks, with row and replay flags)
+    # and was measured per cheat (`concord bench lm_sampled`, docs/LM.md "Sampled checks on the LM"): under the
+    # candidate (4 of 64 rows, replay_fraction 0.05, slash 4000) no measured cheat pays for V = 1, 2, 3, but its
+    # cost measured 0.138-0.175 of a trainer's round, around the target 0.15 (tests/test_lm_sampled.py).
+    validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
     trainers_per_round: Int = 2
 
     def __post_init__(self) -> None:
