@@ -238,6 +238,7 @@ NETWORK_MODULES = {
     "test_devnet",
     "test_flags_network",
     "test_late_fetch",
+    "test_lm_flags_network",
     "test_netns",
     "test_peer_network",
 }

@@ -189,3 +189,28 @@ def test_a_flagged_row_of_an_lm_round_is_rejected_by_the_validators_that_recheck
     again = verify_submission(ctx.rollouts, ctx.base, cheat, GRPO, vcfg, sample=extra)
     assert not again.accepted and again.result(again.failed_check).rows == (5,)
     assert verify_submission(ctx.rollouts, ctx.base, honest, GRPO, vcfg, sample=extra).accepted
+
+
+def test_a_failed_replay_of_an_lm_round_is_flagged_and_replayed_by_the_validators_that_recheck_it(
+    ctx: LMCheatContext, honest: Bundle
+) -> None:
+    """A trainer that skips its training (zero states and delta, every row generated honestly) passes every
+    row: only the replay sees it. With replay_fraction < 1 a validator whose own draw picked the submission
+    replays it, rejects at training_replay and flags (STEP, its worst step); one whose draw did not accepts on
+    its rows, then re-checks the flag by replaying and rejects too. The honest round replays clean."""
+    from concord.validator.flags import STEP, flagged_sample, flags_from_verdict
+    from scripts.adversaries.lm_cheats import EXTRA_CHEATS
+
+    vcfg = ValidationConfig(prefill_precision="fp32", mode="sampled", row_fraction=0.25, replay_fraction=0.05)
+    cheat = EXTRA_CHEATS["untrained"](ctx)
+    rows = ((0, 3), (1, 6))
+    finder = verify_submission(ctx.rollouts, ctx.base, cheat, GRPO, vcfg, sample=CheckSample(rows, (0,), False))
+    assert not finder.accepted and finder.failed_check == "training_replay", finder.results[-1]
+    flags = flags_from_verdict(2, finder)
+    assert [(f.submission, f.kind, f.row) for f in flags] == [(2, STEP, 0)] and 0 <= flags[0].step < GRPO.inner_steps
+    assert verify_submission(ctx.rollouts, ctx.base, cheat, GRPO, vcfg, sample=CheckSample(rows, (), False)).accepted
+    extra = flagged_sample(flags, GRPO.inner_steps, GRPO.prompts_per_step * GRPO.group_size)
+    assert extra.steps == (flags[0].step,) and extra.row_count == 0
+    again = verify_submission(ctx.rollouts, ctx.base, cheat, GRPO, vcfg, sample=extra)
+    assert not again.accepted and again.failed_check == "training_replay"
+    assert verify_submission(ctx.rollouts, ctx.base, honest, GRPO, vcfg, sample=extra).accepted

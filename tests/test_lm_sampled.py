@@ -1,6 +1,6 @@
 """Sampled checks on the LM (issue 24 item 5): the detection prediction of `concord bench lm_sampled`
 (scripts/bench/lm_sampled.py) against exact counting, the EV of the LM default's terms, and the LM
-default's sampled mode on a real small round (SmolLM2-135M + LoRA, real TOPLOC): a row-level cheat is
+candidate's sampled mode on a real small round (SmolLM2-135M + LoRA, real TOPLOC): a row-level cheat is
 rejected by a sample holding one of the rows it changed and passes one that holds none; the honest
 round passes both."""
 
@@ -23,10 +23,20 @@ from concord.client.engine.config import GRPOConfig, SamplerConfig, ValidationCo
 from concord.client.engine.lm_grpo import make_submission
 from concord.client.engine.lm_rollout import AdapterConfig, LMRollouts, adapter_state, attach_adapters
 from concord.client.engine.lm_task import DEFAULT_LM_TASK
+from concord.client.runtime.lm_work import LMWork
 from concord.validator.lm_checks import verify_submission
-from concord.validator.sampling import CheckSample, draw_sample, p_majority, p_rows_hit, rows_to_check
-from scripts.adversaries.lm_cheats import LMCheatContext
-from scripts.bench.lm_sampled import EXTRA_CHEATS, Touched, predicted_one, touched
+from concord.validator.sampling import (
+    CheckSample,
+    breakeven_slash,
+    draw_sample,
+    p_any,
+    p_majority,
+    p_one_caught,
+    p_rows_hit,
+    rows_to_check,
+)
+from scripts.adversaries.lm_cheats import EXTRA_CHEATS, LMCheatContext
+from scripts.bench.lm_sampled import Touched, predicted_one, touched
 
 pytestmark = pytest.mark.unit
 
@@ -65,25 +75,33 @@ def exact_rows(total: int, m: int, k: int) -> float:
     return 1 - math.comb(total - k, m) / math.comb(total, m)
 
 
-# The candidate `concord bench lm_sampled` measured (docs/LM.md, "Sampled checks on the LM"): 16 of 64 rows per
-# validator and the round's replay, with a slash of 1200 against a reward share of 300 / 2 trainers.
-CANDIDATE = ValidationConfig(mode="sampled", row_fraction=0.25, replay_steps=1)
-GAIN, SLASH = 300 / 2, 1200
+# The candidate `concord bench lm_sampled` measured (docs/LM.md, "Sampled checks on the LM"): 4 of 64 rows per
+# validator, the round's training replayed for 1 submission in 20 (each validator's own draw), row and replay
+# flags (LMWork.row_flags), a slash of 4000 against a reward share of 300 / 2 trainers.
+CANDIDATE = ValidationConfig(mode="sampled", row_fraction=0.0625, replay_steps=1, replay_fraction=0.05)
+GAIN, SLASH = 300 / 2, 4000
 
 
-def one_row_cheat_ev(validators: int) -> float:
-    """A cheat that changes one of the default LM round's rows, under CANDIDATE, with V validators and no row
-    flags (the LM posts none: a slash needs a strict majority of the validators' own samples)."""
+def ev(p_slash: float) -> float:
+    return (1 - p_slash) * GAIN - p_slash * SLASH
+
+
+def test_the_lm_stays_full_though_under_the_candidate_with_flags_no_measured_cheat_pays() -> None:
+    """Under the candidate with flags (one validator's failed row or replay is re-checked by every honest one:
+    P = 1 - (1 - p_one)^V) the hardest cheats measured, one edited token (1 row of 64), a dropped system prompt
+    (4-5 rows) and a skipped training (no row, only the replay), lose money for V = 1, 2 and 3; without flags (a
+    strict majority of own samples) one edited token would pay at V = 2. The default stays full all the same:
+    the candidate's cost measured 0.138-0.175 of a trainer's round under load 10-12, against the target 0.15."""
+    assert LMWork.row_flags
     total = DEFAULT_LM_TASK.rollouts_per_round
-    p = p_majority(validators, p_rows_hit(total, rows_to_check(total, CANDIDATE.row_fraction), 1))
-    return (1 - p) * GAIN - p * SLASH
-
-
-def test_the_lm_stays_full_while_two_validators_let_a_one_row_cheat_pay() -> None:
-    """Why the LM default stays full (P = 1): under the candidate a one-row cheat loses money with one or three
-    validators but pays with two (both must catch it: P = 1/16), and the demo's LM network runs two."""
-    assert one_row_cheat_ev(1) < 0 and one_row_cheat_ev(3) < 0
-    assert one_row_cheat_ev(2) > 0
+    m = rows_to_check(total, CANDIDATE.row_fraction)
+    assert (total, m) == (64, 4)
+    for rows_changed, replay_fails in ((1, False), (4, False), (0, True)):
+        p_one = p_one_caught(p_rows_hit(total, m, rows_changed), replay_fails, CANDIDATE.replay_fraction, True)
+        for validators in (1, 2, 3):
+            assert ev(p_any(validators, p_one)) < 0, (rows_changed, replay_fails, validators)
+            assert breakeven_slash(GAIN, p_any(validators, p_one)) < SLASH
+    assert ev(p_majority(2, p_rows_hit(total, m, 1))) > 0  # why the flags: both own samples would have to hit
     assert DEFAULT_LM_TASK.validation.mode == "full"
     with open(CONFIGS / "lm_task.toml", "rb") as fh:
         assert tomllib.load(fh).get("validation", {}).get("mode", "full") == "full"

@@ -27,7 +27,9 @@ from concord.validator.sampling import (
     p_any,
     p_flagged,
     p_majority,
+    p_one_caught,
     p_rows_hit,
+    replays,
     rows_to_check,
 )
 from concord.validator.tiny_checks import verify_bundle
@@ -146,6 +148,53 @@ def test_bad_sample_inputs_name_the_field() -> None:
         with pytest.raises(ConfigError) as cerr:
             ValidationConfig(**{field: value})  # type: ignore[arg-type]
         assert field in str(cerr.value)
+
+
+def test_a_replay_fraction_draws_each_validators_replays_apart_from_its_rows() -> None:
+    """replay_fraction q: each validator replays a submission with probability q, independently of the other
+    validators and of its own rows (which stay what they are at q = 1); q = 1 replays every submission."""
+    q, n = 0.25, 2000
+    partial = dataclasses.replace(SAMPLED, replay_fraction=q)
+    own = [[draw_sample(seed(s), validator(v), BUNDLE, 4, 32, partial) for v in range(2)] for s in range(n)]
+    every = [draw_sample(seed(s), validator(0), BUNDLE, 4, 32, SAMPLED) for s in range(n)]
+    assert all(len(x.steps) == 1 for x in every)  # q = 1: today's rule, a step in every sample
+    assert all(a.rows == x.rows for (a, _), x in zip(own, every, strict=True))  # rows do not depend on q
+    assert all(len(a.steps) in (0, 1) and len(b.steps) in (0, 1) for a, b in own)
+    sd = (q * (1 - q) / n) ** 0.5
+    one = sum(bool(a.steps) for a, _ in own) / n
+    assert abs(one - q) < 5 * sd, one
+    either = sum(bool(a.steps or b.steps) for a, b in own) / n  # with flags: 1 - (1 - q)^2 = 0.4375
+    assert abs(either - p_any(2, q)) < 5 * (p_any(2, q) * (1 - p_any(2, q)) / n) ** 0.5, either
+    assert replays(b"\xff" * 32, 1.0) and not replays(b"\xff" * 32, 0.999) and replays(bytes(32), 1e-9)
+    # one validator's catch: rows or (drawn to replay and the replay fails), independent draws
+    assert p_one_caught(0.25, True, q, True) == pytest.approx(1 - 0.75 * 0.75)
+    assert p_one_caught(0.25, False, q, True) == 0.25 and p_one_caught(0.0, True, q, False) == 0.0
+
+
+def test_replay_fraction_is_checked_at_the_edge_and_written_only_when_not_1() -> None:
+    """(0, 1], a strict float; a spec writes it only when it is not 1, so every spec from before keeps its
+    bytes; a document that writes 1 out is not canonical."""
+    import json
+    from pathlib import Path
+
+    from concord.client.content.manifest import ManifestError, canonical_bytes
+    from concord.client.content.task_spec import TaskSpecManifest
+    from concord.client.engine.config import from_dict
+    from concord.client.initiator import load_task_file
+
+    for value in (0.0, -0.5, 1.5, float("nan"), "0.5"):  # as a task file's [validation] table is read
+        with pytest.raises(ConfigError) as cerr:
+            from_dict(ValidationConfig, {"mode": "sampled", "replay_fraction": value}, "validation")
+        assert "replay_fraction" in str(cerr.value), cerr.value
+    spec = load_task_file(Path(__file__).resolve().parent.parent / "configs" / "default_task.toml").spec
+    assert "replay_fraction" not in spec.to_json()["validation"]
+    part = dataclasses.replace(spec, validation=dataclasses.replace(spec.validation, replay_fraction=0.25))
+    assert part.to_json()["validation"]["replay_fraction"] == 0.25 and part.digest() != spec.digest()
+    assert TaskSpecManifest.from_bytes(part.to_bytes()) == part
+    written_out = json.loads(spec.to_bytes())
+    written_out["validation"]["replay_fraction"] = 1.0
+    with pytest.raises(ManifestError):
+        TaskSpecManifest.from_bytes(canonical_bytes(written_out))
 
 
 # ----------------------------------------------------------------------------- sampled verification

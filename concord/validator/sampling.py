@@ -8,10 +8,25 @@ and the submission's bundle digest, every one of them from the validator's own r
     rows:  m = ceil(row_fraction * H * N) of the H x N rollouts (inner step k, row n): the m with
            the smallest rank(b"row", k, n); they get the prefill checks (TOPLOC + sampling replay)
            under theta_k;
-    steps: s = min(replay_steps, H) inner steps, the s with the smallest rank(b"step", k, 0); each is
-           replayed alone: inner state k (theta_k and the optimizer state the submission commits
-           to; theta_0 and a fresh optimizer for k = 0) -> one GRPO step on the verified batch k ->
-           compared with the committed inner state k + 1.
+    steps: when the submission is this validator's to replay, s = min(replay_steps, H) inner steps,
+           the s with the smallest rank(b"step", k, 0); each is replayed alone: inner state k
+           (theta_k and the optimizer state the submission commits to; theta_0 and a fresh
+           optimizer for k = 0) -> one GRPO step on the verified batch k -> compared with the
+           committed inner state k + 1. Else none.
+    replay: the submission is this validator's to replay when replay_fraction = 1 (the default) or
+           int(rank(b"replay", 0, 0)) < replay_fraction x 2^256: probability q = replay_fraction,
+           independent per validator and of its rows.
+
+Replaying a fraction q (issue 24 item 5: on the LM the replay costs about what the trainer's own
+training did). A cheat only the replay sees (a trainer that skips its training) is caught by one
+validator with q; a failed replay is flagged like a failed row (a STEP flag), so every honest
+validator replays that submission and the round catches it with 1 - (1 - q)^V. Who chooses the
+draw: nobody before the trainer commits its bundle digest (the seed is fixed after the submit
+phase); after, the seed is the validators' commit-reveal, so m colluding validators that reveal
+last pick among 2^m seeds at the price of m slashes. That helps a colluding validator skip a replay
+(it could vote accept anyway), never the cheater against an honest validator's own draw, which
+hashes that validator's address. Who can stall it: a validator withholding its share stalls the
+seed as for the rows (validator.shares); the replay draw adds no wait of its own.
 
 Why every sample is the validator's own: a validator whose sample fails a row or a step flags it
 (validator.flags: submission, row or step, check) before the commit deadline, and every honest
@@ -131,10 +146,16 @@ def draw_sample(
     chosen: list[list[int]] = [[] for _ in range(inner_steps)]
     for k, n in heapq.nsmallest(m, cells, key=rank(b"row")):  # = sorted(cells, key=...)[:m]
         chosen[k].append(n)
-    s = min(vcfg.replay_steps, inner_steps)
+    s = min(vcfg.replay_steps, inner_steps) if replays(rank(b"replay")((0, 0)), vcfg.replay_fraction) else 0
     steps = sorted(k for k, _ in heapq.nsmallest(s, [(k, 0) for k in range(inner_steps)], key=rank(b"step")))
     rows = tuple(tuple(sorted(r)) for r in chosen)
     return CheckSample(rows, tuple(steps), m == total and s == inner_steps)
+
+
+def replays(score: bytes, replay_fraction: float) -> bool:
+    """Whether a submission is this validator's to replay: always at replay_fraction 1, else when its
+    32-byte rank, read as an integer, is below replay_fraction x 2^256 (the rule in the module doc)."""
+    return replay_fraction >= 1 or int.from_bytes(score, "big") < replay_fraction * 2.0**256
 
 
 # ----------------------------------------------------------------------------- detection probability
@@ -151,6 +172,14 @@ def p_rows_hit(total: int, checked: int, touched: int) -> float:
     for i in range(checked):
         miss *= (total - touched - i) / (total - i)
     return 1.0 - miss
+
+
+def p_one_caught(p_rows: float, replay_fails: bool, replay_fraction: float, has_steps: bool) -> float:
+    """P(one validator's own sample catches a cheat): its rows hold a changed row (``p_rows``), or the
+    submission is its to replay (``replay_fraction``, independent of the rows) with a step in the
+    sample (``has_steps``) and the replay fails: 1 - (1 - p_rows) x (1 - q [replay fails])."""
+    p_replay = replay_fraction if (replay_fails and has_steps) else 0.0
+    return 1.0 - (1.0 - p_rows) * (1.0 - p_replay)
 
 
 def p_any(validators: int, p_one: float) -> float:

@@ -5,7 +5,8 @@ assignment) and changes one thing, keeping everything else consistent (claims re
 what it actually ran, proof root over its own proofs), so the check that fires is the one the cheat
 is meant to meet, not a bookkeeping slip. ``EXPECTED`` names the check that must reject it.
 
-Used by tests/test_lm_detection.py (a fast subset) and `concord bench lm --cheats` (all of them).
+Used by tests/test_lm_detection.py (a fast subset) and `concord bench lm --cheats` (all of them);
+``EXTRA_CHEATS`` (below) by `concord bench lm_sampled` and tests/test_lm_sampled.py.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from dataclasses import dataclass
 
 import torch
 
-from concord.client.engine.bundle import Bundle
+from concord.client.engine import sampler as smp
+from concord.client.engine.bundle import (
+    Bundle,
+    batch_proofs,
+    claimed_mean_reward,
+    claimed_work_units,
+    proofs_root,
+    strip_private,
+)
 from concord.client.engine.config import GRPOConfig, SamplerConfig
 from concord.client.engine.grpo import delta_similarity
 from concord.client.engine.lm_grpo import GroupFn, make_submission
-from concord.client.engine.lm_rollout import LMRollouts
+from concord.client.engine.lm_rollout import LMRollouts, group_states, load_adapter_state
 from concord.client.engine.rollout import RolloutBatch
 
 
@@ -175,4 +184,77 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "other_temperature": ("sampling",),
     # its rollouts checked under the borrowed adapters_k (k >= 1) already fail, unless those are close to its own
     "borrowed_delta": ("toploc", "sampling", "training_replay"),
+}
+
+
+# ----------------------------------------------------------------------------- the cheats issue 24 names beside them
+# (`concord bench lm_sampled` measures each per sampled row; not in LM_CHEATS: each is caught by a check
+# EXPECTED cannot name alone, a row check or only the training replay)
+
+
+def _tempered(temperature: float) -> Callable[[LMCheatContext], Bundle]:
+    def cheat(ctx: LMCheatContext) -> Bundle:
+        r = ctx.rollouts
+        other = dataclasses.replace(
+            r, sampler=SamplerConfig(temperature, r.sampler.max_new_tokens, r.sampler.stop_at_eos)
+        )
+        return _honest(ctx, group_fn=other.group)
+
+    cheat.__doc__ = f"Samples at temperature {temperature} instead of the task's (0 = greedy)."
+    return cheat
+
+
+def dropped_system_prompt(ctx: LMCheatContext) -> Bundle:
+    """Generates without the task's system prompt (the chat template's own default instead), then submits
+    the right prompt tokens with proofs rebuilt from a prefill under them: TOPLOC passes on every row, and
+    only the rows whose tokens the right prompt would not have chosen fail (sampling replay)."""
+    r = ctx.rollouts
+    if not r.env.system_prompt:
+        raise NotApplicable("dropped_system_prompt", "the task's environment has no system prompt")
+    wrong = LMRollouts.for_env(r.model, r.tokenizer, dataclasses.replace(r.env, system_prompt=""), r.sampler)
+
+    def group(task_id: int, round_: int, trainer: str, i: int, g: int) -> RolloutBatch:
+        made = wrong.group(task_id, round_, trainer, i, g)  # the assigned keys, another prompt text
+        right = torch.tensor([r.env.prompt_ids(r.tokenizer, smp.prompt_seed(task_id, round_, trainer, i))] * g)
+        with torch.no_grad():
+            hidden, _ = group_states(r.model, right, made.completions)
+        return dataclasses.replace(made, prompts=right, hidden=hidden.float())
+
+    return _honest(ctx, group_fn=group)
+
+
+def untrained(ctx: LMCheatContext) -> Bundle:
+    """Skips the training (its backward passes): every step's groups generated honestly under the round's
+    adapters, zero states and a zero delta claimed. Its rows all pass (each was made under the adapters_k
+    it claims); only the training replay sees it."""
+    r, grpo = ctx.rollouts, ctx.grpo
+    honest = _honest(ctx)
+    if all(float(d.abs().max()) == 0 for d in honest.delta.values()):
+        raise NotApplicable("untrained", "the honest round's delta is zero (no group had a reward signal)")
+    load_adapter_state(r.model, ctx.base)
+    prefix, a = r.prefix(), grpo.prompts_per_step
+    flat = [
+        g
+        for k in range(grpo.inner_steps)
+        for g in r.step_groups(ctx.task_id, ctx.round, ctx.trainer, range(k * a, (k + 1) * a), grpo.group_size, prefix)
+    ]
+    proofs = tuple(batch_proofs(g) for g in flat)
+    zero = {name: torch.zeros_like(t) for name, t in ctx.base.items()}
+    return dataclasses.replace(
+        honest,
+        batches=tuple(strip_private(g) for g in flat),
+        proofs=proofs,
+        states=tuple(zero for _ in honest.states),
+        delta=zero,
+        mean_reward=claimed_mean_reward(flat),
+        work_units=claimed_work_units(flat),
+        proof_root=proofs_root(proofs),
+    )
+
+
+EXTRA_CHEATS: dict[str, Callable[[LMCheatContext], Bundle]] = {
+    "temperature_0.8": _tempered(0.8),
+    "greedy": _tempered(0.0),
+    "dropped_system_prompt": dropped_system_prompt,
+    "untrained": untrained,
 }

@@ -11,29 +11,35 @@ round 0's (so a stale model is another model, as in tests/test_lm_detection.py).
    time, not these): ``validator_fraction`` = sampled verify / the trainer's round at the task's row
    fraction (the same ratio per round: one validator checks each of the K trainers' submissions).
 2. What each cheat touches. Every LM cheat (scripts/adversaries/lm_cheats.LM_CHEATS) and the ones the
-   issue names beside them (``EXTRA_CHEATS`` below: temperature 0.8, greedy, a dropped system prompt
+   issue names beside them (lm_cheats.EXTRA_CHEATS: temperature 0.8, greedy, a dropped system prompt
    with the right prompt tokens and rebuilt proofs; and a trainer that skips the training) is built
    once, then checked three ways:
    with no row and no step (the cheap checks alone: schema, prompts, lengths, rewards, work units,
    proof root); every row of every group prefilled, keeping the rows whose TOPLOC or sampling replay
    fails (k of n); and the training replay alone.
-3. Predicted vs measured. Per validator, a sample of m = ceil(f x n) rows and s = min(replay_steps, H)
-   steps (validator.sampling.draw_sample) catches the cheat with
-       p_one = 1                                              a cheap check fails
-             = 1 - C(n - k, m) / C(n, m)  [x]  replay term    otherwise
-   where the replay term is 1 - (1 - rows) x (1 - [the replay fails and s >= 1]) (the LM replays the whole
-   round when its sample holds a step: validator.lm_checks). Measured at the task's fraction (or
+3. Predicted vs measured. Per validator, a sample of m = ceil(f x n) rows and, when its own draw picks
+   the submission for a replay (probability q = replay_fraction), s = min(replay_steps, H) steps
+   (validator.sampling.draw_sample) catches the cheat with
+       p_one = 1                                                      a cheap check fails
+             = 1 - (1 - p_rows) x (1 - q [the replay fails, s >= 1])  otherwise (sampling.p_one_caught)
+   where p_rows = 1 - C(n - k, m) / C(n, m) (the LM replays the whole round when its sample holds a
+   step: validator.lm_checks). Measured at the task's fraction (or
    ``--walk-fractions``): the real check walk (validator.lm_checks.verify_submission) on ``--seeds``
    independent samples, each a fresh round seed for one validator; the replay's outcome is the same for
    every sample of one submission (it replays verified fields only), so it is run once per submission
    and joined to each row walk that passed; ``walk_disagreements`` counts samples where the walk and the
    touched rows disagree (0 expected). At the other fractions, the rate of drawn samples that hold a
    touched row, over ``--draws`` samples (the sampling rule's draws, not a uniform one).
-4. Expected value. Per cheat at the task's fraction, with the task's [chain] terms: gain = the round's
-   trainer reward share (reward per round / trainers per round: what a cheater could take, as if it
-   would have earned nothing honestly), P_caught = the slash probability with V validators (the LM posts
-   no row flags: a slash needs a strict majority of V own samples, validator.sampling.p_majority);
-   EV = (1 - P) x gain - P x slash, and the break-even slash.
+4. Expected value. Per cheat and fraction, with the task's [chain] terms (or ``--slash``): gain = the
+   round's trainer reward share (reward per round / trainers per round: what a cheater could take, as if
+   it would have earned nothing honestly), P_slash with V = 1, 2, 3 honest validators under row flags
+   (one validator's failed row or replay is flagged and re-checked by all: validator.sampling.p_any,
+   1 - (1 - p_one)^V; without flags a slash would need a strict majority, p_majority, kept beside it);
+   EV = (1 - P) x gain - P x slash, the break-even slash, and ``slash_needed``: the largest break-even
+   over every cheat and V (the smallest slash under which every cheat loses money).
+5. Cost under a replay fraction: the rows walk alone and with the replay forced are timed on the same
+   samples; the expected check = rows + q x (replay - rows) (``validator_fraction`` at the task's or
+   ``--replay-fraction``'s q).
 
 Prints a table, then exactly one JSON line.
 """
@@ -60,24 +66,17 @@ from concord.client.engine import lm
 from concord.client.engine import sampler as smp
 from concord.client.engine.bundle import (
     Bundle,
-    batch_proofs,
-    claimed_mean_reward,
-    claimed_work_units,
-    proofs_root,
-    strip_private,
 )
-from concord.client.engine.config import GRPOConfig, SamplerConfig, ValidationConfig
+from concord.client.engine.config import GRPOConfig, ValidationConfig
 from concord.client.engine.lm_grpo import make_submission
 from concord.client.engine.lm_rollout import (
     LMRollouts,
     adapter_state,
     attach_adapters,
-    group_states,
-    load_adapter_state,
 )
 from concord.client.engine.lm_task import DEFAULT_LM_TASK, LMTaskConfig, load_lm_task
 from concord.client.engine.precision import choose
-from concord.client.engine.rollout import RolloutBatch, completion_mask
+from concord.client.engine.rollout import completion_mask
 from concord.client.runtime import paths
 from concord.validator.lm_checks import LMChecks, verify_submission
 from concord.validator.pipeline import part_of
@@ -87,86 +86,19 @@ from concord.validator.sampling import (
     CheckSample,
     breakeven_slash,
     draw_sample,
+    p_any,
     p_majority,
+    p_one_caught,
     p_rows_hit,
     rows_to_check,
 )
-from scripts.adversaries.lm_cheats import LM_CHEATS, LMCheatContext, NotApplicable, _honest
+from scripts.adversaries.lm_cheats import EXTRA_CHEATS, LM_CHEATS, LMCheatContext, NotApplicable
 
 TASK_ID, ROUND = 12, 1
 TRAINER, OTHER = "0x" + "a1" * 20, "0x" + "b2" * 20
 VALIDATOR = "0x" + "5a" * 20
 TASK_FILE = Path(__file__).resolve().parents[2] / "configs" / "lm_task.toml"
 
-# ----------------------------------------------------------------------------- the cheats beside LM_CHEATS
-
-
-def _tempered(temperature: float) -> Callable[[LMCheatContext], Bundle]:
-    def cheat(ctx: LMCheatContext) -> Bundle:
-        r = ctx.rollouts
-        other = dataclasses.replace(
-            r, sampler=SamplerConfig(temperature, r.sampler.max_new_tokens, r.sampler.stop_at_eos)
-        )
-        return _honest(ctx, group_fn=other.group)
-
-    cheat.__doc__ = f"Samples at temperature {temperature} instead of the task's (0 = greedy)."
-    return cheat
-
-
-def dropped_system_prompt(ctx: LMCheatContext) -> Bundle:
-    """Generates without the task's system prompt (the chat template's own default instead), then submits
-    the right prompt tokens with proofs rebuilt from a prefill under them: TOPLOC passes on every row, and
-    only the rows whose tokens the right prompt would not have chosen fail (sampling replay)."""
-    r = ctx.rollouts
-    if not r.env.system_prompt:
-        raise NotApplicable("dropped_system_prompt", "the task's environment has no system prompt")
-    wrong = LMRollouts.for_env(r.model, r.tokenizer, dataclasses.replace(r.env, system_prompt=""), r.sampler)
-
-    def group(task_id: int, round_: int, trainer: str, i: int, g: int) -> RolloutBatch:
-        made = wrong.group(task_id, round_, trainer, i, g)  # the assigned keys, another prompt text
-        right = torch.tensor([r.env.prompt_ids(r.tokenizer, smp.prompt_seed(task_id, round_, trainer, i))] * g)
-        with torch.no_grad():
-            hidden, _ = group_states(r.model, right, made.completions)
-        return dataclasses.replace(made, prompts=right, hidden=hidden.float())
-
-    return _honest(ctx, group_fn=group)
-
-
-def untrained(ctx: LMCheatContext) -> Bundle:
-    """Skips the training (its backward passes): every step's groups generated honestly under the round's
-    adapters, zero states and a zero delta claimed. Its rows all pass (each was made under the adapters_k
-    it claims); only the training replay sees it."""
-    r, grpo = ctx.rollouts, ctx.grpo
-    honest = _honest(ctx)
-    if all(float(d.abs().max()) == 0 for d in honest.delta.values()):
-        raise NotApplicable("untrained", "the honest round's delta is zero (no group had a reward signal)")
-    load_adapter_state(r.model, ctx.base)
-    prefix, a = r.prefix(), grpo.prompts_per_step
-    flat = [
-        g
-        for k in range(grpo.inner_steps)
-        for g in r.step_groups(ctx.task_id, ctx.round, ctx.trainer, range(k * a, (k + 1) * a), grpo.group_size, prefix)
-    ]
-    proofs = tuple(batch_proofs(g) for g in flat)
-    zero = {name: torch.zeros_like(t) for name, t in ctx.base.items()}
-    return dataclasses.replace(
-        honest,
-        batches=tuple(strip_private(g) for g in flat),
-        proofs=proofs,
-        states=tuple(zero for _ in honest.states),
-        delta=zero,
-        mean_reward=claimed_mean_reward(flat),
-        work_units=claimed_work_units(flat),
-        proof_root=proofs_root(proofs),
-    )
-
-
-EXTRA_CHEATS: dict[str, Callable[[LMCheatContext], Bundle]] = {
-    "temperature_0.8": _tempered(0.8),
-    "greedy": _tempered(0.0),
-    "dropped_system_prompt": dropped_system_prompt,
-    "untrained": untrained,
-}
 CHEATS: dict[str, Callable[[LMCheatContext], Bundle]] = {**LM_CHEATS, **EXTRA_CHEATS}
 
 # ----------------------------------------------------------------------------- what a cheat touches
@@ -231,8 +163,7 @@ def predicted_one(t: Touched, vcfg: ValidationConfig, inner_steps: int) -> float
         return 1.0 if (t.row_count or t.replay) else 0.0
     m = rows_to_check(t.total_rows, vcfg.row_fraction)
     p_rows = p_rows_hit(t.total_rows, m, t.row_count)
-    p_replay = 1.0 if (t.replay and min(vcfg.replay_steps, inner_steps) >= 1) else 0.0
-    return 1 - (1 - p_rows) * (1 - p_replay)
+    return p_one_caught(p_rows, t.replay, vcfg.replay_fraction, min(vcfg.replay_steps, inner_steps) >= 1)
 
 
 def seed_of(*parts: object) -> bytes:
@@ -349,6 +280,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "by what the touched rows say of each drawn sample",
     )
     p.add_argument("--validators", type=int, default=0, help="V for P_caught (default: the task's min_validators)")
+    p.add_argument(
+        "--replay-fraction",
+        type=float,
+        default=0.0,
+        help="q, the fraction of submissions each validator replays (default: the task's validation.replay_fraction)",
+    )
+    p.add_argument("--slash", type=float, default=0.0, help="the slash for the EV (default: the task file's)")
     p.add_argument("--cheats", default=",".join(CHEATS), help=f"comma-separated, of {', '.join(CHEATS)}")
     p.add_argument(
         "--round0-lr",
@@ -363,6 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("seeds", "draws"):
         if getattr(a, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(a, name)}")
+    if a.replay_fraction and not 0 < a.replay_fraction <= 1:
+        p.error(f"--replay-fraction must be in (0, 1], got {a.replay_fraction}")
     unknown = [c for c in a.cheats.split(",") if c and c not in CHEATS]
     if unknown:
         p.error(f"--cheats: unknown cheat(s) {unknown}; known: {sorted(CHEATS)}")
@@ -388,10 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     r, base = ctx.rollouts, ctx.base
     h, n = grpo.inner_steps, grpo.prompts_per_step * grpo.group_size
     fractions = fractions_of(args.fractions, task)
-    own = task.validation if task.validation.mode == "sampled" else dataclasses.replace(task.validation, mode="sampled")
+    own = dataclasses.replace(
+        task.validation, mode="sampled", replay_fraction=args.replay_fraction or task.validation.replay_fraction
+    )
+    q = own.replay_fraction
     configs = {f: dataclasses.replace(own, mode="sampled", row_fraction=f) for f in fractions}
     walked = {float(x) for x in args.walk_fractions.split(",") if x} if args.walk_fractions else {own.row_fraction}
-    console.print(f"prefill {rnd.precision}; {h} x {n} rows; fractions {fractions}; validators {validators}")
+    console.print(f"prefill {rnd.precision}; {h} x {n} rows; fractions {fractions}; replay fraction {q}")
 
     # 1. cost: one honest round, its full check and its sampled checks (the walk with the replay when sampled)
     t0 = time.process_time()
@@ -407,29 +350,37 @@ def main(argv: list[str] | None = None) -> int:
         f"({'accepted' if full.accepted else 'REJECTED'})"
     )
     for f, vcfg in configs.items():
-        times: dict[str, list[float]] = {"rows": [], "replay": []}  # the walk without, then with its steps
+        times: dict[str, list[float]] = {"rows": [], "replay": []}  # the walk without, then with a step
+        every = dataclasses.replace(vcfg, replay_fraction=1.0)  # q enters as rows + q x (replay - rows)
         for s in range(min(args.seeds, 5)):
-            sample = draw_sample(seed_of("cost", s), VALIDATOR, Digest(bytes(32)), h, n, vcfg)
+            sample = draw_sample(seed_of("cost", s), VALIDATOR, Digest(bytes(32)), h, n, every)
             for what, drawn in (("rows", dataclasses.replace(sample, steps=())), ("replay", sample)):
-                if what == "replay" and not sample.steps:
+                if what == "replay" and not sample.steps:  # replay_steps 0: the rows are the check
                     times[what].append(times["rows"][-1])
                     continue
                 t0 = time.process_time()
                 verdict = verify_submission(r, base, honest, grpo, vcfg, bf16=rnd.bf16, sample=drawn)
                 times[what].append(time.process_time() - t0)
                 honest_rejects += not verdict.accepted
-        rows_s, with_replay_s = statistics.mean(times["rows"]), statistics.mean(times["replay"])
+        rows_s, replay_s = statistics.mean(times["rows"]), statistics.mean(times["replay"])
+        with_replay_s = rows_s + q * (replay_s - rows_s)  # expected: replayed with probability q
         cost[str(f)] = {
-            "verify_cpu_s": round(with_replay_s, 3),  # the sample as drawn (its replay when it holds a step)
+            "verify_cpu_s": round(with_replay_s, 3),  # expected over the replay draw
             "fraction": round(with_replay_s / trainer_s, 4),
+            "verify_replayed_cpu_s": round(replay_s, 3),  # a submission this validator replays
+            "fraction_replayed": round(replay_s / trainer_s, 4),
             "verify_rows_cpu_s": round(rows_s, 3),  # the same samples without their steps (replay_steps = 0)
             "fraction_rows_only": round(rows_s / trainer_s, 4),
         }
-        console.print(f"f = {f}: verify {with_replay_s:.2f} CPU s with the replay, {rows_s:.2f} without")
+        console.print(
+            f"f = {f}: verify {with_replay_s:.2f} CPU s expected at q = {q} "
+            f"({replay_s:.2f} replayed, {rows_s:.2f} without the replay)"
+        )
 
     # 2-3. every cheat: touched, predicted, measured
     gain = terms["trainer_reward_per_round"] / task.trainers_per_round
-    slash = min(terms["slash_amount"], terms["min_trainer_stake"])
+    slash = args.slash or min(terms["slash_amount"], terms["min_trainer_stake"])
+    slash_needed = 0.0
     rows_out: dict[str, dict[str, object]] = {}
     for name in [c for c in args.cheats.split(",") if c]:
         try:
@@ -452,8 +403,19 @@ def main(argv: list[str] | None = None) -> int:
             walk = f in walked
             draws = args.seeds if walk else args.draws
             p_meas, walk_s, disagree = measured_one(r, base, sub, grpo, vcfg, rnd.bf16, t, name, draws, walk)
-            p_round = p_majority(validators, p_meas)
-            p_round_pred = p_majority(validators, p_pred)
+            p_round = p_any(validators, p_meas)
+            p_round_pred = p_any(validators, p_pred)
+            by_v = {}
+            for v in (1, 2, 3):  # honest validators under row flags; the majority rule without them beside it
+                p_v = p_any(v, p_pred)
+                need = breakeven_slash(gain, p_v)
+                slash_needed = max(slash_needed, need)
+                by_v[str(v)] = {
+                    "p_slash": round(p_v, 4),
+                    "ev": round((1 - p_v) * gain - p_v * slash, 2),
+                    "breakeven_slash": round(need, 1) if p_v > 0 else None,
+                    "p_slash_no_flags": round(p_majority(v, p_pred), 4),
+                }
             entry["by_fraction"][str(f)] = {  # type: ignore[index]
                 "m": rows_to_check(n * h, f),
                 "predicted": round(p_pred, 4),
@@ -462,18 +424,20 @@ def main(argv: list[str] | None = None) -> int:
                 "stderr": round(math.sqrt(max(p_meas * (1 - p_meas), 1 / draws) / draws), 4),
                 "p_caught_round": round(p_round_pred, 4),
                 "p_caught_round_measured": round(p_round, 4),
-                "ev": round((1 - p_round_pred) * gain - p_round_pred * slash, 2),
+                "ev": round((1 - p_round_pred) * gain - p_round_pred * slash, 2),  # at --validators
                 "breakeven_slash": round(breakeven_slash(gain, p_round_pred), 1) if p_round_pred > 0 else None,
                 "measured_by": "check walk" if walk else "drawn samples",
                 "walk_disagreements": disagree,
                 "walk_s": round(walk_s, 3),
+                "by_validators": by_v,
             }
         rows_out[name] = entry
         console.print(f"cheat {name}: cheap={t.cheap or '-'} rows {t.row_count}/{n * h} replay={t.replay}")
         console.print(json.dumps({name: entry}), markup=False, highlight=False)
 
-    table = Table(title=f"concord bench lm_sampled (V = {validators}, gain {gain:g}, slash {slash:g})")
-    for col in ("cheat", "cheap", "k of n", "replay", *[f"f={f}: pred / meas / EV" for f in fractions]):
+    title = f"concord bench lm_sampled (q = {q}, gain {gain:g}, slash {slash:g}; EV with flags at V = 1 / 2 / 3)"
+    table = Table(title=title)
+    for col in ("cheat", "cheap", "k of n", "replay", *[f"f={f}: pred / meas / EV V=1,2,3" for f in fractions]):
         table.add_column(col)
     for name, e in rows_out.items():
         if not e.get("applicable", True):
@@ -482,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for f in fractions:
             d = e["by_fraction"][str(f)]  # type: ignore[index]
-            cells.append(f"{d['predicted']:.3f} / {d['measured']:.3f} / {d['ev']:+.0f}")
+            evs = " ".join(f"{d['by_validators'][str(v)]['ev']:+.0f}" for v in (1, 2, 3))
+            cells.append(f"{d['predicted']:.3f} / {d['measured']:.3f} / {evs}")
         table.add_row(
             name, str(e["cheap_check"] or "-"), f"{e['rows_changed']}/{e['rows']}", str(e["replay_fails"]), *cells
         )
@@ -493,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         "task_mode": task.validation.mode,
         "row_fraction": task.validation.row_fraction,
         "replay_steps": task.validation.replay_steps,
+        "replay_fraction": q,
+        "slash_needed": round(slash_needed, 1) if math.isfinite(slash_needed) else None,
         "rows": n * h,
         "fractions": fractions,
         "seeds": args.seeds,

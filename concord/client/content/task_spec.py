@@ -16,10 +16,11 @@ same shape:
     [model]  [env] [env.params]  [sampler]  [grpo]  [outer]  [validation]  [limits]
 
 Every key is written out in the JSON (defaults included), so the digest pins the full
-computation, not just what the file happened to mention. [limits] may be omitted: it is then
-derived from the rest (`concord.client.content.submission.default_limits`: exactly what an honest
-submission needs). The JSON is a canonical manifest (client.content.manifest rules) stored as one
-raw IPFS block, so `cid_for_digest(specDigest)` is its address.
+computation, not just what the file happened to mention; the one exception is [validation]
+replay_fraction, written only when it is not 1 (client.engine.config.OMITTED_AT_DEFAULT). [limits]
+may be omitted: it is then derived from the rest (`concord.client.content.submission.default_limits`:
+exactly what an honest submission needs). The JSON is a canonical manifest (client.content.manifest
+rules) stored as one raw IPFS block, so `cid_for_digest(specDigest)` is its address.
 """
 
 from __future__ import annotations

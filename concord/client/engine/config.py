@@ -52,6 +52,10 @@ Bool = Annotated[bool, _Strict()]
 # Every config dataclass sets `__pydantic_config__ = TABLE` (unannotated: a class attribute, not a field):
 # a key that is not one of its fields is an error.
 TABLE: dict[str, Any] = {"extra": "forbid"}
+# A key added after specs were on chain: left out of to_dict (so of a spec's canonical bytes) while it holds
+# its default, so every earlier spec keeps its bytes and digest; a document that writes the default out is
+# not canonical (client.content.task_spec refuses it).
+OMITTED_AT_DEFAULT: dict[str, Any] = {"omitted_at_default": True}
 
 
 class ConfigError(ValueError):
@@ -314,7 +318,12 @@ class ValidationConfig:
     (validator.sampling): ceil(row_fraction x rollouts) rollouts get the prefill checks (TOPLOC +
     sampling replay) and replay_steps inner steps are replayed alone, from the intermediate state
     the submission commits to (client.content.submission, "inner states"); schema, prompts,
-    rewards, work units and the proof root stay on everything.
+    rewards, work units and the proof root stay on everything. replay_fraction q in (0, 1]: in
+    sampled mode each validator replays a submission's steps only when its own draw from the check
+    seed selects that submission (probability q, independent per validator; validator.sampling); a
+    failed replay is flagged like a failed row, so every honest validator replays it and a cheat
+    only the replay sees is caught with 1 - (1 - q)^V. 1 (the default) replays every submission;
+    a spec writes the key only when it is not 1 (OMITTED_AT_DEFAULT).
     """
 
     __pydantic_config__ = TABLE
@@ -329,6 +338,7 @@ class ValidationConfig:
     mode: ValidationMode = "sampled"
     row_fraction: Real = 0.02
     replay_steps: Int = 1
+    replay_fraction: Real = field(default=1.0, metadata=OMITTED_AT_DEFAULT)
 
     def __post_init__(self) -> None:
         _in_range("validation", "max_exp_mismatches", self.max_exp_mismatches, 0, MAX_SEQ_LEN)
@@ -345,6 +355,7 @@ class ValidationConfig:
             raise ConfigError("validation", "mode", f"expected 'full' or 'sampled', got {self.mode!r}")
         _in_range("validation", "row_fraction", self.row_fraction, 0, 1, lo_open=True)
         _in_range("validation", "replay_steps", self.replay_steps, 0, MAX_INNER_STEPS)
+        _in_range("validation", "replay_fraction", self.replay_fraction, 0, 1, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -461,10 +472,13 @@ def from_dict(cls: type[C], data: dict[str, Any], section: str = "") -> C:
 
 
 def to_dict(cfg: DataclassInstance) -> dict[str, Any]:
-    """The inverse of from_dict (tuples become lists, as TOML/JSON would store them)."""
+    """The inverse of from_dict (tuples become lists, as TOML/JSON would store them); a field marked
+    OMITTED_AT_DEFAULT is left out while it holds its default."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        if f.metadata.get("omitted_at_default") and value == f.default:
+            continue
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = to_dict(value)
         elif isinstance(value, tuple):

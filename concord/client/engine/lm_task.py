@@ -71,9 +71,10 @@ class LMTaskConfig:
         default_factory=lambda: GRPOConfig(prompts_per_step=4, group_size=8, inner_steps=2, lr=2e-3, optimizer="adamw")
     )
     outer: OuterConfig = field(default_factory=lambda: OuterConfig(lr=1.0, momentum=0.0))
-    # Full checks by default on the LM. The sampled mode works (validator.lm_checks) and was measured per cheat
-    # (`concord bench lm_sampled`, docs/LM.md "Sampled checks on the LM"): without row flags on the LM, two
-    # validators let a one-row cheat pay under the measured candidate (tests/test_lm_sampled.py pins why).
+    # Full checks by default on the LM. The sampled mode works (validator.lm_checks, with row and replay flags)
+    # and was measured per cheat (`concord bench lm_sampled`, docs/LM.md "Sampled checks on the LM"): under the
+    # candidate (4 of 64 rows, replay_fraction 0.05, slash 4000) no measured cheat pays for V = 1, 2, 3, but its
+    # cost measured 0.138-0.175 of a trainer's round, around the target 0.15 (tests/test_lm_sampled.py).
     validation: ValidationConfig = field(default_factory=lambda: ValidationConfig(mode="full"))
     trainers_per_round: Int = 2
 

@@ -67,7 +67,9 @@ class LMWork:
 
     kind: ClassVar[str] = "lm"
     states_apart: ClassVar[bool] = False  # the adapters after every inner step travel in the submission
-    row_flags: ClassVar[bool] = False  # sampled mode on the LM draws its own rows only (no flag round)
+    # sampled mode posts and re-checks flagged rows and replays (validator.flags), as on the tiny model: the flag
+    # window (commitSeconds / 2) is only a bound, it closes once every validator flagged or committed
+    row_flags: ClassVar[bool] = True
 
     spec: TaskSpecManifest[LMTaskConfig]
     loaded: lm.LoadedLM
