@@ -1,8 +1,10 @@
-"""The real LM on chain (issue 12): configs/lm_task.toml run by `scripts.demo.run_network` with 2 honest
-trainers, the inflated_rewards cheater and 2 validators as separate processes, 2 rounds of LoRA GRPO
-on SmolLM2-135M-Instruct with every check in force.
+"""The real LM on chain (issue 12): configs/lm_task.toml, made small (2 prompts x 4 samples per inner step:
+a quarter of the rollouts), run by `scripts.demo.run_network` with 2 honest trainers, the inflated_rewards
+cheater and 2 validators as separate processes, 2 rounds of LoRA GRPO on SmolLM2-135M-Instruct with every
+check in force (full mode, the shipped file's own): round 1 builds on the adapters round 0 trained. The
+shipped size is what `concord bench lm` and `concord demo --task-file configs/lm_task.toml` run.
 
-One run per module (about 2 minutes here); each test asserts one part of what it left."""
+One run per module (about a minute and a half here); each test asserts one part of what it left."""
 
 from __future__ import annotations
 
@@ -24,14 +26,25 @@ from scripts.demo import NetworkPlan, demo_nodes
 ROUNDS = 2
 TASK_FILE = Path(__file__).resolve().parents[1] / "configs" / "lm_task.toml"
 
+
+def small_task(path: Path) -> Path:
+    """The shipped LM task file with 2 prompts x 4 samples per inner step (its other terms as shipped)."""
+    text = TASK_FILE.read_text()
+    for old, new in [("prompts_per_step = 4", "prompts_per_step = 2"), ("group_size = 8", "group_size = 4")]:
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkRun]:
     nodes = demo_nodes(honest=2, cheat="inflated_rewards", validators=2)
-    plan = NetworkPlan(TASK_FILE, ROUNDS, nodes, timeout_s=900.0, live=False)
-    with network_run(tmp_path_factory.mktemp("lm-network"), plan) as run:
+    state = tmp_path_factory.mktemp("lm-network")
+    plan = NetworkPlan(small_task(state / "lm_task.toml"), ROUNDS, nodes, timeout_s=900.0, live=False)
+    with network_run(state, plan) as run:
         yield run
 
 
