@@ -15,8 +15,19 @@ text_envs.heldout_problems, so it is disjoint by content; ``heldout_overlap`` = 
 equal to a training question, recounted and required to be 0, ``heldout_skipped`` and
 ``heldout_duplicates`` = how many were dropped) is scored before, every
 --eval-every rounds, and after: one seeded sample per prompt at the task's temperature (the same
-noise for every evaluation, so two points differ only by the adapters), plus greedy before and after.
-Prints a table, saves the held-out curve as a PNG, ends with one JSON line.
+noise for every evaluation, so two points differ only by the adapters) and greedy, each point logged.
+Prints a table, saves the held-out curves as a PNG, ends with one JSON line.
+
+The centralized baseline (``--centralized``, on by default; scripts/simulate.simulate_centralized's
+definition for the tiny model): one trainer, one set of adapters and one AdamW for the whole run (no
+per-round reset, no outer step, no validator), whose inner step k of round r is one GRPO step on all K
+trainers' step-k groups together: for every trainer address t of the round, the prompts and sampling
+keys that t draws for step k (LMRollouts.step_groups with t's address), generated under the
+centralized adapters, so K x A groups of G rows, the token mean over all of them. Same prompts, same
+noise, same rollouts per round (K x H x A x G), same H optimizer steps per round, at the task's inner
+lr: compared at equal rollouts, round by round, on the same held-out problems and noise. Its rounds
+run through the engine's own inner loop (grpo.run_inner_steps, lm_grpo.inner_update); their time is
+``centralized_s`` and is kept out of the decentralized time keys (generation_s, gen_tokens_per_s, ...).
 
 Before training, scripts/bench/lm_gen.measure_generation times generation on one inner step's batch
 against Hugging Face generate() and the matmul roofline (``hf_generate_tokens_per_s``,
@@ -31,9 +42,12 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,11 +58,13 @@ from rich.table import Table
 from concord.client import timing
 from concord.client.content.weights import shard_bytes
 from concord.client.engine import lm
-from concord.client.engine.bundle import Bundle
+from concord.client.engine.bundle import Bundle, claimed_mean_reward
 from concord.client.engine.config import GRPOConfig, ValidationConfig, to_dict
-from concord.client.engine.lm_grpo import make_submission
+from concord.client.engine.grpo import StepStats, inner_optimizer, run_inner_steps
+from concord.client.engine.lm_grpo import inner_update, make_submission
 from concord.client.engine.lm_rollout import (
     LMRollouts,
+    adapter_parameters,
     adapter_state,
     attach_adapters,
     heldout_seeds,
@@ -56,6 +72,7 @@ from concord.client.engine.lm_rollout import (
 )
 from concord.client.engine.lm_task import DEFAULT_LM_TASK, load_lm_task
 from concord.client.engine.precision import choose
+from concord.client.engine.rollout import RolloutBatch
 from concord.client.engine.sampler import prompt_seed
 from concord.client.engine.text_envs import TextEnv, heldout_problems
 from concord.client.runtime import paths
@@ -67,6 +84,85 @@ from scripts.bench.lm_gen import measure_generation
 
 TASK_ID = 12
 TRAINERS = ["0x" + f"{k + 1:02x}" * 20 for k in range(16)]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One held-out evaluation: after ``round`` rounds (0: the base model), one seeded sample per
+    problem at the task's temperature, and greedy."""
+
+    round: int
+    sampled: float
+    greedy: float
+
+
+def evaluate_point(rollouts: LMRollouts, state: dict[str, torch.Tensor], seeds: list[int], r: int) -> Point:
+    """The held-out set under adapters ``state`` (left loaded in the model)."""
+    load_adapter_state(rollouts.model, state)
+    return Point(r, rollouts.evaluate(seeds, rollouts.sampler.temperature), rollouts.evaluate(seeds, 0.0))
+
+
+def curve_summary(curve: list[Point], prefix: str) -> dict[str, object]:
+    """A run's held-out keys: the curve, its best point and how far the final one is below it (the
+    "no late decline" rule: final >= best - 0.03), for the sampled and the greedy metric."""
+    first, last = curve[0], curve[-1]
+    best = max(curve, key=lambda p: p.sampled)
+    best_greedy = max(curve, key=lambda p: p.greedy)
+    return {
+        f"{prefix}after": round(last.sampled, 4),
+        f"{prefix}gain": round(last.sampled - first.sampled, 4),
+        f"{prefix}best": round(best.sampled, 4),
+        f"{prefix}best_round": best.round,
+        f"{prefix}decline": round(best.sampled - last.sampled, 4),  # best - final (>= 0)
+        f"{prefix}greedy_after": round(last.greedy, 4),
+        f"{prefix}greedy_gain": round(last.greedy - first.greedy, 4),
+        f"{prefix}greedy_best": round(best_greedy.greedy, 4),
+        f"{prefix}greedy_decline": round(best_greedy.greedy - last.greedy, 4),
+        f"{prefix}curve": [[p.round, round(p.sampled, 4), round(p.greedy, 4)] for p in curve],
+    }
+
+
+def gain_ratio(decentralized: float, centralized: float) -> float | None:
+    """heldout_gain_decentralized / heldout_gain_centralized; None when the centralized run gained
+    nothing (a ratio over a gain <= 0 says nothing about the network)."""
+    return round(decentralized / centralized, 4) if centralized > 0 else None
+
+
+@dataclass
+class Centralized:
+    """The centralized baseline (module doc): its adapters and its one optimizer, kept across rounds.
+    The optimizer holds the peft model's adapter parameters, which every load_adapter_state overwrites
+    in place, so its moments survive the trainers' rounds in between (their optimizers are their own)."""
+
+    state: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    rewards: list[float] = field(default_factory=list)  # per round, mean reward of its rollouts
+
+    @classmethod
+    def start(cls, rollouts: LMRollouts, initial: dict[str, torch.Tensor], grpo: GRPOConfig) -> Centralized:
+        load_adapter_state(rollouts.model, initial)
+        return cls(initial, inner_optimizer(adapter_parameters(rollouts.model), grpo))
+
+    def round(
+        self, rollouts: LMRollouts, grpo: GRPOConfig, round_: int, trainers: list[str]
+    ) -> list[list[RolloutBatch]]:
+        """Round ``round_``: H inner steps, step k on every trainer's step-k groups (their prompts and
+        sampling keys) generated under the centralized adapters, one GRPO step over all of them; the
+        groups per step (in trainer order)."""
+        model = rollouts.model
+        load_adapter_state(model, self.state)
+
+        def generate_step(idx: range) -> list[RolloutBatch]:
+            prefix = rollouts.prefix()  # under the current adapters, as lm_grpo.train_round
+            return [g for t in trainers for g in rollouts.step_groups(TASK_ID, round_, t, idx, grpo.group_size, prefix)]
+
+        def update(groups: list[RolloutBatch]) -> StepStats:
+            return inner_update(model, self.optimizer, groups, grpo, rollouts.prefix_ids)
+
+        steps, _, _ = run_inner_steps(grpo, generate_step, update, lambda: None)
+        self.state = adapter_state(model)
+        self.rewards.append(claimed_mean_reward([g for groups in steps for g in groups]))
+        return steps
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,16 +190,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only the generation measurement (scripts/bench/lm_gen.py: tokens/s, HF generate, roofline)",
     )
+    p.add_argument(
+        "--centralized",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the centralized baseline on the same prompts and sampling keys (module doc)",
+    )
     p.add_argument("--plot", type=Path, default=Path("docs/lm_curve.png"))
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     return p.parse_args(argv)
 
 
-def plot(curve: list[tuple[int, float]], path: Path, title: str, metric: str = "accuracy") -> None:
+def plot(curves: dict[str, list[Point]], path: Path, title: str, metric: str = "accuracy") -> None:
+    """Every run's held-out curve, sampled at T = 1 (solid) and greedy (dashed)."""
+    colors = {"K trainers + DiLoCo": "tab:orange", "centralized GRPO": "tab:blue"}
     with round_figure(path, title) as ax:
-        xs, ys = [r for r, _ in curve], [a for _, a in curve]
-        ax.plot(xs, ys, "o-", color="tab:orange", label=f"held-out {metric} (T=1)")
-        ax.axhline(curve[0][1], color="grey", lw=0.8, ls="--", label="base model")
+        for name, curve in curves.items():
+            xs = [p.round for p in curve]
+            color = colors.get(name, "tab:green")
+            ax.plot(xs, [p.sampled for p in curve], "o-", color=color, label=f"{name}: held-out {metric} (T=1)")
+            ax.plot(xs, [p.greedy for p in curve], "s--", color=color, alpha=0.6, label=f"{name}: greedy")
+        first = next(iter(curves.values()))[0]
+        ax.axhline(first.sampled, color="grey", lw=0.8, ls="--", label="base model (T=1)")
         ax.set_ylabel(metric)
         ax.set_ylim(0, 1)
 
@@ -119,6 +227,10 @@ def training_seeds(rounds: int, trainers: int, grpo: GRPOConfig) -> list[int]:
     ]
 
 
+CENTRALIZED = (
+    "one trainer, one AdamW for the whole run, inner step k of round r on all K trainers' step-k prompts "
+    "and sampling keys as one batch (K x A groups), same rollouts and optimizer steps per round"
+)
 HELDOUT_DRAWS = 100  # held-out seeds drawn per held-out problem wanted, at most
 
 
@@ -138,12 +250,15 @@ def disjoint_heldout(
     return list(held.seeds), overlap, held.skipped_training, held.skipped_duplicate
 
 
-def span_totals(path: Path) -> dict[str, float]:
+def span_totals(path: Path, skip: Sequence[tuple[float, float]] = ()) -> dict[str, float]:
+    """Seconds per timing category, leaving out the spans that start inside a ``skip`` window (the
+    centralized baseline's rounds: their generation and training are not the network's)."""
     totals: dict[str, float] = defaultdict(float)
     if path.exists():
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            totals[rec["cat"]] += rec["t1"] - rec["t0"]
+            if not any(t0 <= rec["t0"] <= t1 for t0, t1 in skip):
+                totals[rec["cat"]] += rec["t1"] - rec["t0"]
     return dict(totals)
 
 
@@ -228,11 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     t_eval = time.monotonic()
-    before = rollouts.evaluate(seeds, sampler.temperature)
-    greedy_before = rollouts.evaluate(seeds, 0.0)
+    curve = [evaluate_point(rollouts, current, seeds, 0)]
     eval_s = time.monotonic() - t_eval
-    curve = [(0, before)]
+    before, greedy_before = curve[0].sampled, curve[0].greedy
     console.print(f"held-out {env.metric} before: {before:.3f} (T=1), {greedy_before:.3f} (greedy); {eval_s:.0f} s")
+    addresses = TRAINERS[:trainers]
+    central = Centralized.start(rollouts, initial, grpo) if args.centralized else None
+    central_curve = curve[:1]  # the same base model, the same noise
+    central_windows: list[tuple[float, float]] = []  # kept out of the network's timing spans
 
     momentum: dict[str, torch.Tensor] = {}
     train_rewards: list[float] = []
@@ -243,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         bar = progress.add_task("rounds", total=args.rounds)
         for r in range(args.rounds):
             subs = []
-            for k in range(trainers):
-                sub, _ = make_submission(rollouts, current, grpo, TASK_ID, r, TRAINERS[k])
+            for address in addresses:
+                sub, _ = make_submission(rollouts, current, grpo, TASK_ID, r, address)
                 subs.append(sub)
                 units += sub.work_units  # generated tokens that count (up to and including EOS)
                 steps_done += grpo.inner_steps
@@ -262,20 +380,34 @@ def main(argv: list[str] | None = None) -> int:
                 current, momentum = outer_step(current, accepted, momentum, outer)
             train_rewards.append(sum(s.mean_reward for s in subs) / len(subs))
             last = subs[-1]
+            if central is not None:
+                t0 = time.monotonic()
+                central.round(rollouts, grpo, r, addresses)
+                central_windows.append((t0, time.monotonic()))
             if (r + 1) % args.eval_every == 0 or r + 1 == args.rounds:
-                load_adapter_state(model, current)
-                acc = rollouts.evaluate(seeds, sampler.temperature)
-                curve.append((r + 1, acc))
-                console.print(f"round {r + 1}: train reward {train_rewards[-1]:.3f}, held-out {acc:.3f}")
+                curve.append(evaluate_point(rollouts, current, seeds, r + 1))
+                line = (
+                    f"round {r + 1}: train reward {train_rewards[-1]:.3f}, held-out {curve[-1].sampled:.3f} "
+                    f"(greedy {curve[-1].greedy:.3f})"
+                )
+                if central is not None:
+                    t0 = time.monotonic()
+                    central_curve.append(evaluate_point(rollouts, central.state, seeds, r + 1))
+                    central_windows.append((t0, time.monotonic()))
+                    line += (
+                        f"; centralized: train reward {central.rewards[-1]:.3f}, held-out "
+                        f"{central_curve[-1].sampled:.3f} (greedy {central_curve[-1].greedy:.3f})"
+                    )
+                console.print(f"{line}; {time.monotonic() - t_rounds:.0f} s, load {os.getloadavg()[0]:.1f}")
+                sys.stdout.flush()
             progress.advance(bar)
     rounds_s = time.monotonic() - t_rounds
+    central_s = sum(t1 - t0 for t0, t1 in central_windows)
     load_adapter_state(model, current)
-    after = curve[-1][1]
-    greedy_after = rollouts.evaluate(seeds, 0.0)
     seconds = time.monotonic() - t_start
     timing.flush()
     detection = run_cheats(rollouts, current, initial, grpo, vcfg, bf16, args.rounds, console) if args.cheats else {}
-    totals = span_totals(spans)
+    totals = span_totals(spans, central_windows)
     assert last is not None
     delta_bytes = sum(len(b) for _, b in shard_bytes(last.delta))
     gen_s, proof_s = totals.get("generation", 0.0), totals.get("proofs", 0.0)
@@ -284,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         totals.get("replay", 0.0),
         totals.get("training", 0.0),
     )
+    dec_keys = curve_summary(curve, "heldout_")
+    cen_keys = curve_summary(central_curve, "heldout_centralized_") if central else {}
+    dec_gain, dec_greedy_gain = curve[-1].sampled - before, curve[-1].greedy - greedy_before
+    cen_gain = central_curve[-1].sampled - before
+    cen_greedy_gain = central_curve[-1].greedy - greedy_before
+    trainer_s = gen_s + proof_s + train_s
     result = {
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized fp32) + LoRA",
         "params": loaded.params,
@@ -295,12 +433,21 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_duplicates": duplicates,  # held-out seeds dropped because an earlier held-out seed drew it
         "heldout_metric": env.metric,  # "accuracy" (exact reward rule) or "mean score" (partial credit)
         "heldout_before": round(before, 4),
-        "heldout_after": round(after, 4),
-        "heldout_gain": round(after - before, 4),
         "heldout_greedy_before": round(greedy_before, 4),
-        "heldout_greedy_after": round(greedy_after, 4),
-        "curve": [[r, round(a, 4)] for r, a in curve],
+        **dec_keys,  # heldout_after, heldout_gain, heldout_best, ..., heldout_curve: [round, T=1, greedy]
+        "heldout_gain_decentralized": dec_keys["heldout_gain"],
+        **cen_keys,  # the same keys of the centralized baseline, heldout_centralized_*
+        "heldout_gain_centralized": cen_keys.get("heldout_centralized_gain"),
+        "heldout_greedy_gain_centralized": cen_keys.get("heldout_centralized_greedy_gain"),
+        # heldout_gain_decentralized / heldout_gain_centralized (issue 24 item 3: >= 0.9), T = 1 and greedy
+        "heldout_gain_ratio": gain_ratio(dec_gain, cen_gain) if central else None,
+        "heldout_greedy_gain_ratio": gain_ratio(dec_greedy_gain, cen_greedy_gain) if central else None,
+        "centralized": CENTRALIZED if central else None,
+        "centralized_s": round(central_s, 1),
+        "train_reward_centralized_first": round(central.rewards[0], 4) if central else None,
+        "train_reward_centralized_last": round(central.rewards[-1], 4) if central else None,
         "rounds": args.rounds,
+        "eval_every": args.eval_every,
         "trainers": trainers,
         "seconds": round(seconds, 1),
         "rounds_s": round(rounds_s, 1),
@@ -316,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         "verify_s": round(verify_s, 2),
         "verify_over_generation": round(verify_s / gen_s, 4) if gen_s else 0.0,
         "replay_s": round(replay_s, 2),
+        # one validator's time (verification + training replay) over the trainers' (generation, proofs,
+        # training): here one validator checks every submission in full (issue 24 item 5 wants <= 0.15)
+        "validator_fraction": round((verify_s + replay_s) / trainer_s, 4) if trainer_s else 0.0,
         "train_step_s": round(train_s / max(1, steps_done), 3),
         "delta_bytes": delta_bytes,
         "honest_checked": checked,
@@ -332,8 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         "prefill_precision": precision.precision,
         "prefill_precision_reason": precision.reason,
     }
+    curves = {"K trainers + DiLoCo": curve} | ({"centralized GRPO": central_curve} if central else {})
     plot(
-        curve, args.plot, f"bench lm: {env.env_id}, K={trainers}, SmolLM2-135M + LoRA r={task.adapter.rank}", env.metric
+        curves,
+        args.plot,
+        f"bench lm: {env.env_id}, K={trainers}, SmolLM2-135M + LoRA r={task.adapter.rank}",
+        env.metric,
     )
     table = Table(title=f"concord bench lm (held-out {env.metric})")
     table.add_column("metric")
@@ -341,9 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     for key in (
         "heldout_before",
         "heldout_after",
+        "heldout_best",
         "heldout_greedy_before",
         "heldout_greedy_after",
+        "heldout_centralized_after",
+        "heldout_centralized_greedy_after",
+        "heldout_gain_ratio",
+        "heldout_greedy_gain_ratio",
         "seconds",
+        "centralized_s",
         "generation_s",
         "gen_tokens_per_s",
         "hf_generate_tokens_per_s",
@@ -356,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "honest_false_rejects",
         "cheats_detected",
     ):
-        table.add_row(key, str(result[key]))
+        table.add_row(key, str(result.get(key)))
     console.print(table)
     console.print(f"held-out curve: {args.plot}")
     print(json.dumps(result))
