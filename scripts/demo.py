@@ -821,7 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with procs.no_orphans():
             outcome = run_demo(plan, args.state_dir, ports, console, args.block_time)
     except (KeyboardInterrupt, Interrupted) as e:
-        console.print(f"interrupted ({e or 'SIGINT'}): every node and daemon stopped")
+        console.print(f"interrupted ({str(e) or 'SIGINT'}): every node and daemon stopped")
         return 130
     except (ProcError, DemoError, StoreError, chain.ChainError) as e:
         console.print(f"error: {e}", style="red")

@@ -36,6 +36,7 @@ def small_task(path: Path) -> Path:
     path.write_text(text)
     return path
 
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 

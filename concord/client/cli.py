@@ -170,7 +170,7 @@ def _call(target: tuple[str, str, str], argv: list[str]) -> int:
             entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module), function)
             return int(entry(argv) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C, or procs.Terminated (SIGTERM/SIGHUP)
-        print(f"concord: interrupted ({e or 'SIGINT'}); everything it started is stopped", file=sys.stderr)
+        print(f"concord: interrupted ({str(e) or 'SIGINT'}); everything it started is stopped", file=sys.stderr)
         return 130
 
 
