@@ -223,6 +223,7 @@ OUT_OF_RANGE: dict[str, list] = {
     "validation.mode": ["partial"],
     "validation.row_fraction": [0.0, 1.5, float("nan")],
     "validation.replay_steps": [-1, MAX_INNER_STEPS + 1],
+    "validation.replay_fraction": [0.0, -0.5, 1.5, float("nan")],
     "limits.max_inner_steps": [0, -1, MAX_INNER_STEPS + 1],
     "limits.max_rollouts": [0, -1],
     "limits.max_tokens": [0, -1, 1 << 70],

@@ -1,8 +1,8 @@
 """`concord bench lm` (scripts/bench/lm.py) with its centralized baseline (issue 24 item 3), on a tiny run.
 
 The real model and engine on a task cut down to 2 prompts x 4 samples x 2 inner steps, 2 trainers,
-2 rounds, 6 held-out problems: the keys of issue 24's "Done when" list and the invariants between them
-(not outcomes: two rounds of a tiny batch say nothing about learning). And the baseline's definition:
+1 round, 6 held-out problems: the keys of issue 24's "Done when" list and the invariants between them
+(not outcomes: a round of a tiny batch says nothing about learning). And the baseline's definition:
 its first inner step, made under the same adapters as the trainers', is the trainers' own groups (the
 same prompts and sampling keys), taken as one batch.
 """
@@ -80,16 +80,16 @@ def run_bench(args: list[str]) -> dict[str, Any]:
 
 def test_bench_lm_reports_both_runs_and_their_gain_ratio(tmp_path: Path) -> None:
     plot = tmp_path / "curve.png"
-    argv = ["--task-file", str(small_task_file(tmp_path)), "--rounds", "2", "--eval-every", "1"]
+    argv = ["--task-file", str(small_task_file(tmp_path)), "--rounds", "1", "--eval-every", "1"]
     argv += ["--heldout", str(HELDOUT), "--no-cheats", "--threads", "2"]
     out = run_bench([*argv, "--plot", str(plot)])
 
     missing = [k for k in DONE_WHEN if k not in out]
     assert not missing, missing
-    assert out["heldout_overlap"] == 0 and out["honest_false_rejects"] == 0 and out["honest_checked"] == 4
+    assert out["heldout_overlap"] == 0 and out["honest_false_rejects"] == 0 and out["honest_checked"] == 2
     assert out["task"]["grpo"]["prompts_per_step"] == 2 and out["trainers"] == 2
     dec, cen = out["heldout_curve"], out["heldout_centralized_curve"]
-    assert [p[0] for p in dec] == [p[0] for p in cen] == [0, 1, 2]  # every round evaluated, both runs
+    assert [p[0] for p in dec] == [p[0] for p in cen] == [0, 1]  # every round evaluated, both runs
     assert dec[0] == cen[0] == [0, out["heldout_before"], out["heldout_greedy_before"]]  # one base model
     for run, curve in (("heldout_", dec), ("heldout_centralized_", cen)):
         for _, sampled, greedy in curve:  # one sample per problem: multiples of 1/HELDOUT
