@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 from concord.client import chain
 from concord.client.chain import Role
 from concord.client.content.store import Store
+from concord.client.digest import Digest
 from concord.client.runtime import procs
 from concord.client.runtime.config import NodeConfig
+from concord.validator import store as vstore
 from scripts import devnet
+from scripts.harness import conservation
 
 if TYPE_CHECKING:
     from scripts.demo import NetworkPlan, Outcome
@@ -91,3 +94,28 @@ def network_run(state: Path, plan: NetworkPlan) -> Iterator[NetworkRun]:
     finally:
         stop_nodes(nodes)
         devnet.down(state)
+
+
+def assert_flagged_round_settled(
+    client: chain.ChainClient,
+    task_id: int,
+    lazy_dir: Path,
+    lazy_evidence: Digest | str,
+    honest_validator: str,
+    cheater: str,
+    honest_trainer: str,
+) -> None:
+    """What a round whose cheat (submission 1) one honest validator flagged and a lazy one re-checked
+    leaves, on either workload (tests/test_flags_network.py, tests/test_lm_flags_network.py): the lazy
+    validator's evidence names whose flag it re-checked; the cheater rejected and slashed, the honest
+    trainer paid, both validators revealed one model, money conserved."""
+    assert honest_validator.lower() in vstore.evidence_path(lazy_dir, lazy_evidence).read_text()
+    events = client.concord.events(client.deployment.block_number, "latest")
+    rejected = [e for e in events if isinstance(e, chain.SubmissionRejected) and e.task_id == task_id]
+    assert [(e.trainer, e.index) for e in rejected] == [(cheater, 1)] and rejected[0].slashed > 0
+    paid = [e.trainer for e in events if isinstance(e, chain.SubmissionRewarded) and e.task_id == task_id]
+    assert paid == [honest_trainer]
+    revealed = [e for e in events if isinstance(e, chain.Revealed) and e.task_id == task_id]
+    assert len({e.next_model_digest for e in revealed}) == 1 and len(revealed) == 2
+    c = conservation(client)
+    assert c.holds and c.tasks_solvent

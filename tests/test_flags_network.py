@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from own_devnet import FAST, devnet_node
+from own_devnet import FAST, assert_flagged_round_settled, devnet_node
 
 from concord.client import chain
 from concord.client.chain import Flagged, Phase, Role, keys
@@ -34,7 +34,7 @@ from concord.validator import node as vnode
 from concord.validator import store as vstore
 from concord.validator.flags import MAX_FLAGS, ROW, FlagItem
 from scripts.adversaries import validator_cheats as cheats
-from scripts.harness import conservation, enrol
+from scripts.harness import enrol
 
 TOKEN = 10**18
 STAKE = 100 * TOKEN
@@ -132,20 +132,10 @@ def test_a_fault_one_honest_validator_flags_is_rejected_by_every_honest_validato
     for a in (HONEST_V, LAZY_V):
         assert verdicts[a][0].accepted, a
         assert not verdicts[a][1].accepted and verdicts[a][1].failed_check == "toploc", (a, verdicts[a][1])
-    lazy_evidence = vstore.evidence_path(
-        vctx.task_dir(tmp_path / f"n{LAZY_V}", task_id), verdicts[LAZY_V][1].evidence_digest
+    lazy_dir = vctx.task_dir(tmp_path / f"n{LAZY_V}", task_id)
+    assert_flagged_round_settled(
+        client, task_id, lazy_dir, verdicts[LAZY_V][1].evidence_digest, addr(HONEST_V), addr(CHEAT_T), addr(HONEST_T)
     )
-    assert addr(HONEST_V).lower() in lazy_evidence.read_text()  # the lazy one names whose flag it re-checked
-
-    events = client.concord.events(client.deployment.block_number, "latest")
-    rejected = [e for e in events if isinstance(e, chain.SubmissionRejected) and e.task_id == task_id]
-    assert [(e.trainer, e.index) for e in rejected] == [(addr(CHEAT_T), 1)] and rejected[0].slashed > 0
-    paid = [e.trainer for e in events if isinstance(e, chain.SubmissionRewarded) and e.task_id == task_id]
-    assert paid == [addr(HONEST_T)]
-    revealed = [e for e in events if isinstance(e, chain.Revealed) and e.task_id == task_id]
-    assert len({e.next_model_digest for e in revealed}) == 1 and len(revealed) == 2
-    c = conservation(client)
-    assert c.holds and c.tasks_solvent
 
 
 def test_false_flags_cost_one_bounded_recheck_and_change_no_verdict(chain_env, ipfs, tmp_path, caplog):
