@@ -17,6 +17,9 @@ from concord.client.content.store import Store
 from concord.client.digest import Digest
 from concord.client.runtime import procs
 from concord.client.runtime.config import NodeConfig
+from concord.validator import context as vctx
+from concord.validator import fetch as vfetch
+from concord.validator import node as vnode
 from concord.validator import store as vstore
 from scripts import devnet
 from scripts.harness import conservation
@@ -119,3 +122,17 @@ def assert_flagged_round_settled(
     assert len({e.next_model_digest for e in revealed}) == 1 and len(revealed) == 2
     c = conservation(client)
     assert c.holds and c.tasks_solvent
+
+
+def step_round_to_finality(client: chain.ChainClient, validators: list[vctx.Validator], task_id: int) -> None:
+    """Round 0 of ``task_id`` stepped in this process from its commit phase to finality, on either workload:
+    the validators backfill the submissions, then step in turn (share reveals, checks, flags, re-checks,
+    commits, reveals, finalize: each step idempotent) until the round is finalized (12 turns at most)."""
+    for v in validators:
+        vfetch.backfill_submissions(v)
+    for _ in range(12):
+        for v in validators:
+            vnode.step(v)
+        if client.concord.task_state(task_id).finalized_rounds == 1:
+            break
+    assert client.concord.task_state(task_id).finalized_rounds == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from own_devnet import FAST, assert_flagged_round_settled, devnet_node
+from own_devnet import FAST, assert_flagged_round_settled, devnet_node, step_round_to_finality
 
 from concord.client.chain import Flagged, Phase, Role, keys
 from concord.client.initiator import load_task_file, publish_task
@@ -24,7 +24,6 @@ from concord.client.runtime.connect import connect_node
 from concord.client.runtime.task import load_task_context, round_base
 from concord.validator import consensus as vcons
 from concord.validator import context as vctx
-from concord.validator import fetch as vfetch
 from concord.validator import node as vnode
 from concord.validator import store as vstore
 from concord.validator.flags import ROW, FlagItem
@@ -111,14 +110,7 @@ def test_a_row_one_honest_validator_flags_on_the_lm_is_rejected_by_both(chain_en
             )
         assert client.concord.phase_of(task_id, 0) == Phase.COMMIT  # closed early: every trainer and share is in
 
-        for v in vals:
-            vfetch.backfill_submissions(v)
-        for _ in range(12):  # share reveals, checks, flags, re-checks, commits, reveals, finalize (each idempotent)
-            for v in vals:
-                vnode.step(v)
-            if client.concord.task_state(task_id).finalized_rounds == 1:
-                break
-        assert client.concord.task_state(task_id).finalized_rounds == 1
+        step_round_to_finality(client, vals, task_id)
     finally:
         torch.set_num_threads(threads)
 
